@@ -1,0 +1,228 @@
+//! agent.sock: one listener per agent at `<run>/agents/<name>/agent.sock`.
+//!
+//! The listener knows which agent it serves, so every request is that
+//! agent's: a harness cannot speak for another. A connection that claimed
+//! messages for a turn hands them back if it goes away before acknowledging.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_sh4re::agent::{AgentRequest, AgentResponse, EffectiveConfig};
+use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Change;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::hive::{Hive, message_wire};
+use crate::lines::{Line, read_line};
+
+/// Longest a long poll (`next_turn`, `control`) waits before answering empty.
+const MAX_POLL: Duration = Duration::from_secs(300);
+/// Most messages one turn takes from the inbox.
+const TURN_BATCH: u32 = 100;
+
+/// Opens the agent's socket if it is not open yet.
+pub fn ensure_listening(hive: &Arc<Hive>, name: &AgentName) -> Result<()> {
+    let mut sockets = hive.sockets.lock().unwrap_or_else(|p| p.into_inner());
+    if sockets.get(name.as_str()).is_some_and(|t| !t.is_cancelled()) {
+        return Ok(());
+    }
+    let dir = hive.paths.agent_sock_dir(name);
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("could not create {}", dir.display())))?;
+    let path = hive.paths.agent_sock(name);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(Error::io(format!("could not listen on {}", path.display())))?;
+    // Ownership is the runtime's business (it maps the agent's uid range);
+    // the directory is bound into that agent's container only.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
+    let token = hive.shutdown.child_token();
+    sockets.insert(name.to_string(), token.clone());
+    tokio::spawn(accept(hive.clone(), name.clone(), listener, token));
+    Ok(())
+}
+
+impl Hive {
+    /// Closes an agent's socket (on destroy).
+    pub fn close_socket(&self, name: &AgentName) {
+        if let Some(t) = self.sockets.lock().unwrap_or_else(|p| p.into_inner()).remove(name.as_str()) {
+            t.cancel();
+        }
+        let _ = std::fs::remove_file(self.paths.agent_sock(name));
+    }
+}
+
+async fn accept(hive: Arc<Hive>, name: AgentName, listener: UnixListener, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => { tokio::spawn(serve_conn(hive.clone(), name.clone(), stream, stop.clone())); }
+                Err(e) => { tracing::warn!(agent = %name, "agent socket accept failed: {e}"); tokio::time::sleep(Duration::from_millis(100)).await; }
+            },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Per-connection state: what this connection holds that must be given back.
+#[derive(Default)]
+struct Conn {
+    claimed: bool,
+}
+
+async fn serve_conn(hive: Arc<Hive>, name: AgentName, stream: UnixStream, stop: CancellationToken) {
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut conn = Conn::default();
+    loop {
+        let line = tokio::select! {
+            l = read_line(&mut r, MAX_LINE_BYTES) => l,
+            _ = stop.cancelled() => break,
+        };
+        let resp = match line {
+            Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
+                Ok(req) => handle(&hive, &name, &mut conn, req).await.unwrap_or_else(|e| AgentResponse::refusal(e.to_string())),
+                Err(e) => AgentResponse::refusal(e),
+            },
+            Ok(Line::TooLong) => AgentResponse::refusal(format!("the request is over {MAX_LINE_BYTES} bytes and was skipped")),
+            Ok(Line::Eof) | Err(_) => break,
+        };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+        out.push(b'\n');
+        if w.write_all(&out).await.is_err() {
+            break;
+        }
+    }
+    if conn.claimed {
+        let _ = hive.store.release_claims(name.as_str());
+        hive.broker.poke(name.as_str());
+    }
+}
+
+async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentRequest) -> Result<AgentResponse> {
+    let me = Mailbox::Agent(name.clone());
+    Ok(match req {
+        AgentRequest::Config => {
+            let row = hive.agent_row(name)?;
+            AgentResponse {
+                config: Some(EffectiveConfig {
+                    name: name.to_string(),
+                    is_manager: name.is_manager(),
+                    model: Hive::effective_model(&row),
+                    config: Hive::config_of(&row),
+                    session_id: row.session_id.clone(),
+                }),
+                ..AgentResponse::ok()
+            }
+        }
+        AgentRequest::NextTurn { wait_ms } => {
+            let wait = wait_ms.map(Duration::from_millis).unwrap_or(MAX_POLL).min(MAX_POLL);
+            let msgs = next_turn(hive, name, wait).await?;
+            conn.claimed |= !msgs.is_empty();
+            AgentResponse { messages: Some(msgs.iter().map(message_wire).collect()), ..AgentResponse::ok() }
+        }
+        AgentRequest::Ack { ids } => {
+            hive.store.ack(name.as_str(), &ids)?;
+            hive.broker.publish(Change::Agent(name.to_string()));
+            AgentResponse::ok()
+        }
+        AgentRequest::State { state, model } => {
+            hive.set_state(name, state, model.as_deref())?;
+            AgentResponse::ok()
+        }
+        AgentRequest::Events { items } => {
+            let items: Vec<(String, String)> = items.into_iter().map(|e| (e.kind, e.payload.to_string())).collect();
+            hive.add_events(name, &items)?;
+            AgentResponse::ok()
+        }
+        AgentRequest::TurnEnd { stats } => {
+            hive.record_turn(name, &stats)?;
+            AgentResponse::ok()
+        }
+        AgentRequest::SetSession { session_id } => {
+            hive.store.set_session(name.as_str(), Some(&session_id))?;
+            AgentResponse::ok()
+        }
+        AgentRequest::Control { wait_ms } => {
+            let wait = wait_ms.map(Duration::from_millis).unwrap_or(MAX_POLL).min(MAX_POLL);
+            AgentResponse { control: wait_control(hive, name, wait).await, ..AgentResponse::ok() }
+        }
+        AgentRequest::Send { to, body } => {
+            let to = Mailbox::parse(&to).map_err(|e| Error::refused(format!("cannot send to {to:?}: {e}")))?;
+            let id = hive.send(&me, &to, &body)?;
+            AgentResponse { message_id: Some(id), ..AgentResponse::ok() }
+        }
+        AgentRequest::Recv { max } => {
+            let msgs = hive.recv(&me, max.unwrap_or(20), Duration::ZERO).await?;
+            AgentResponse { messages: Some(msgs), ..AgentResponse::ok() }
+        }
+        AgentRequest::Status => AgentResponse { agents: Some(hive.status_rows()?), ..AgentResponse::ok() },
+        AgentRequest::SetStatus { text } => {
+            let text = text.trim();
+            if text.chars().count() > 200 {
+                return Err(Error::refused("a status is one line of at most 200 characters: shorten it"));
+            }
+            hive.store.set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;
+            hive.broker.publish(Change::Agent(name.to_string()));
+            AgentResponse::ok()
+        }
+        AgentRequest::Nap { seconds } => {
+            hive.nap(name, seconds)?;
+            AgentResponse { text: Some(format!("napping for {seconds}s; messages wait in your inbox until then")), ..AgentResponse::ok() }
+        }
+        AgentRequest::RequestInitConfig { .. }
+        | AgentRequest::RequestSpawn { .. }
+        | AgentRequest::RequestApplyCommit { .. }
+        | AgentRequest::AskOperator { .. } => {
+            if !name.is_manager() {
+                return Err(Error::refused("only the manager may request new agents, config changes or operator answers"));
+            }
+            crate::manager::handle(hive, req).await?
+        }
+    })
+}
+
+/// Waits until the agent may take a turn and has unclaimed messages, then claims them.
+async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration) -> Result<Vec<crate::store::MessageRow>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut rx = hive.broker.watch_inbox(name.as_str());
+        let row = hive.agent_row(name)?;
+        let nap_left = row.nap_until.map(|t| t - now_ms()).filter(|&l| l > 0);
+        if row.nap_until.is_some() && nap_left.is_none() {
+            hive.store.set_nap_until(name.as_str(), None)?;
+            hive.broker.publish(Change::Agent(name.to_string()));
+        }
+        if !row.paused && nap_left.is_none() && hive.store.has_unclaimed(name.as_str())? {
+            let got = hive.store.claim(name.as_str(), TURN_BATCH)?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+        let nap_end = nap_left.map(|l| tokio::time::Instant::now() + Duration::from_millis(l as u64));
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return Ok(vec![]) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
+            _ = async { match nap_end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+            _ = hive.shutdown.cancelled() => return Ok(vec![]),
+        }
+    }
+}
+
+async fn wait_control(hive: &Hive, name: &AgentName, wait: Duration) -> Option<hive_sh4re::agent::Control> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut rx = hive.broker.watch_control(name.as_str());
+        if let Some(c) = hive.broker.pop_control(name.as_str()) {
+            return Some(c);
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return None },
+            _ = tokio::time::sleep_until(deadline) => return None,
+            _ = hive.shutdown.cancelled() => return None,
+        }
+    }
+}

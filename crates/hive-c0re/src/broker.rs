@@ -1,0 +1,102 @@
+//! Wake-ups: who is waiting for what. The store holds the data; this module
+//! only tells waiters that something changed, so nobody polls.
+//!
+//! Inboxes get one `watch` channel per mailbox (a send wakes only that
+//! mailbox's waiters); hive-wide changes go through one `broadcast` that the
+//! status subscription and the dashboard's SSE stream follow.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use hive_sh4re::agent::Control;
+use tokio::sync::{broadcast, watch};
+
+/// Something in the hive changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// An agent's status row may differ.
+    Agent(String),
+    /// An agent was removed.
+    AgentRemoved(String),
+    /// New events were stored for an agent, up to this id.
+    Events { agent: String, last_id: i64 },
+    /// A message was stored for this mailbox.
+    Message { to: String, from: String },
+    /// Approvals changed.
+    Approvals,
+    /// Operator questions changed.
+    Questions,
+}
+
+/// Fan-out of wake-ups.
+pub struct Broker {
+    inbox: Mutex<HashMap<String, watch::Sender<u64>>>,
+    control: Mutex<HashMap<String, VecDeque<Control>>>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broker {
+    /// A broker with no waiters.
+    pub fn new() -> Self {
+        Self { inbox: Mutex::default(), control: Mutex::default(), changes: broadcast::channel(4096).0 }
+    }
+
+    fn inbox_sender(&self, mailbox: &str) -> watch::Sender<u64> {
+        let mut m = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(mailbox.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
+    }
+
+    /// A receiver that fires on the next poke of `mailbox`. Subscribe before
+    /// checking the store, so a send between the check and the wait is not missed.
+    pub fn watch_inbox(&self, mailbox: &str) -> watch::Receiver<u64> {
+        self.inbox_sender(mailbox).subscribe()
+    }
+
+    /// Wakes whoever waits on `mailbox` (a message came, or a pause or nap ended).
+    pub fn poke(&self, mailbox: &str) {
+        self.inbox_sender(mailbox).send_modify(|v| *v += 1);
+    }
+
+    /// Queues a command for an agent's harness and wakes it.
+    pub fn push_control(&self, agent: &str, c: Control) {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).entry(agent.to_owned()).or_default().push_back(c);
+        self.poke(&control_key(agent));
+    }
+
+    /// Takes the oldest queued command for an agent's harness.
+    pub fn pop_control(&self, agent: &str) -> Option<Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).get_mut(agent)?.pop_front()
+    }
+
+    /// Drops commands queued for a harness that went away.
+    pub fn clear_control(&self, agent: &str) {
+        self.control.lock().unwrap_or_else(|p| p.into_inner()).remove(agent);
+    }
+
+    /// A receiver that fires when a command is queued for `agent`.
+    pub fn watch_control(&self, agent: &str) -> watch::Receiver<u64> {
+        self.watch_inbox(&control_key(agent))
+    }
+
+    /// Announces a change to every subscriber.
+    pub fn publish(&self, c: Change) {
+        // No subscriber is not an error.
+        let _ = self.changes.send(c);
+    }
+
+    /// Follows hive-wide changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+// Agent names cannot contain '#', so control keys never collide with mailboxes.
+fn control_key(agent: &str) -> String {
+    format!("#control/{agent}")
+}

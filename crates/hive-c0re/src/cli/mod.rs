@@ -1,0 +1,295 @@
+//! The `hive-c0re` command line: `serve`, and the operator's verbs, each a host.sock request.
+
+mod client;
+mod output;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hive_sh4re::host::{Request, Scope};
+use hive_sh4re::{AgentName, Mailbox};
+
+pub use client::{Client, ClientError};
+
+use crate::paths::Paths;
+use crate::runtime::RuntimeKind;
+
+/// hive-c0re: the host daemon of a hyperhive, and the operator's command line.
+///
+/// Start the hive with `hive-c0re serve`; every other command talks to it
+/// through its admin socket (`<run-dir>/host.sock`).
+#[derive(Debug, Parser)]
+#[command(name = "hive-c0re", version, propagate_version = true)]
+pub struct Cli {
+    /// Where the database and agent state live [default: /var/lib/hyperhive as root, else $XDG_STATE_HOME/hyperhive].
+    #[arg(long, global = true, env = "HIVE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where the sockets live [default: /run/hyperhive as root, else $XDG_RUNTIME_DIR/hyperhive].
+    #[arg(long, global = true, env = "HIVE_RUN_DIR", value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: store, agents, admin socket and dashboard.
+    Serve {
+        /// How agents run: nspawn (user-namespaced containers) or process (plain host processes).
+        /// Default: nspawn when running as root with systemd-nspawn installed, else process.
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeKind>,
+        /// Serve the dashboard on this address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+        dashboard: String,
+        /// Serve no dashboard.
+        #[arg(long, conflicts_with = "dashboard")]
+        no_dashboard: bool,
+        /// Do not create the manager agent at first start.
+        #[arg(long)]
+        no_manager: bool,
+        /// Undelivered messages one inbox may hold before sends to it are refused.
+        #[arg(long, default_value_t = 10_000, value_name = "N")]
+        inbox_cap: u64,
+        /// Events kept per agent.
+        #[arg(long, default_value_t = 50_000, value_name = "N")]
+        events_keep: u64,
+        /// Delivered messages kept per recipient.
+        #[arg(long, default_value_t = 5_000, value_name = "N")]
+        delivered_keep: u64,
+        /// Age after which history is dropped, in days.
+        #[arg(long, default_value_t = 30, value_name = "DAYS")]
+        history_days: u64,
+        /// Seconds between vacuum runs.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        vacuum_secs: u64,
+    },
+    /// Show every agent: running, state, model, inbox depth, config sha, last turn.
+    Status {
+        /// One JSON object per agent (the host.sock AgentStatusRow).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to an agent as the operator.
+    Send {
+        /// The recipient agent.
+        to: Mailbox,
+        /// The message; `-` reads it from standard input.
+        body: String,
+    },
+    /// Read and acknowledge an inbox (the operator's by default).
+    Recv {
+        /// Whose inbox: `operator` or an agent name.
+        #[arg(long = "as", value_name = "NAME", default_value = "operator")]
+        as_: Mailbox,
+        /// Wait up to this many seconds for the first message.
+        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        wait: f64,
+        /// Most messages to read.
+        #[arg(long, default_value_t = 100)]
+        max: u32,
+        /// One JSON object per message: id, from, to, body, sent_at.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Park an agent's turn loop; messages keep queueing (survives restarts).
+    Pause { name: AgentName },
+    /// Resume a paused agent.
+    Resume { name: AgentName },
+    /// Create an agent with a default config and start it.
+    Spawn {
+        name: AgentName,
+        /// Claude model (default: haiku).
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Start a stopped or failed agent.
+    Start { name: AgentName },
+    /// Stop an agent (SIGTERM, SIGKILL after a grace); it stays stopped across restarts.
+    Kill { name: AgentName },
+    /// Stop an agent after its current turn ends.
+    Stop { name: AgentName },
+    /// Stop and start an agent.
+    Restart { name: AgentName },
+    /// Remove an agent from the hive; its state stays on disk unless --purge.
+    Destroy {
+        name: AgentName,
+        /// Also delete its state, config repo, messages and events.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Queue an approval to create an agent from its config repo.
+    RequestSpawn {
+        name: AgentName,
+        /// Why, for the operator.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Queue an approval to deploy a commit of an agent's config repo.
+    RequestApplyCommit {
+        agent: AgentName,
+        sha: String,
+        /// Why, for the operator.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List approvals (all statuses).
+    Approvals {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve an approval and carry it out now.
+    Approve { id: i64 },
+    /// Deny an approval.
+    Deny {
+        id: i64,
+        /// Told to the requester.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print an agent's events (its turns, states, crashes).
+    Events {
+        agent: AgentName,
+        /// Only events after this id.
+        #[arg(long, value_name = "ID")]
+        since: Option<i64>,
+        /// How many of the newest events to print (without --since).
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        /// Keep printing new events as they come.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop an agent's current turn (or end its nap).
+    Cancel { name: AgentName },
+    /// Compact an agent's claude session.
+    Compact { name: AgentName },
+    /// Show an agent's model, or override it (from its next turn on; `default` clears the override).
+    Model { name: AgentName, model: Option<String> },
+    /// List the manager's questions to the operator.
+    Questions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer a question.
+    Answer { id: i64, answer: String },
+    /// Cancel a pending question.
+    CancelQuestion { id: i64 },
+    /// Print the hive's URLs (the dashboard).
+    Urls,
+}
+
+/// Runs a client verb (everything but `serve`); returns the exit code.
+pub fn run_client(paths: &Paths, command: Command) -> i32 {
+    match client_verb(paths, command) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("hive-c0re: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
+    let mut c = Client::connect(&paths.host_sock())?;
+    match command {
+        Command::Serve { .. } => unreachable!("serve is not a client verb"),
+        Command::Status { json } => {
+            let rows = c.call(&Request::AgentStatus)?.agent_statuses.unwrap_or_default();
+            if json { output::json_lines(&rows) } else { output::status(&rows) }
+        }
+        Command::Send { to, body } => {
+            let body = if body == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map_err(|e| ClientError::Refused(format!("could not read the message from standard input: {e}")))?;
+                s
+            } else {
+                body
+            };
+            let r = c.call(&Request::Send { to: to.clone(), body })?;
+            println!("sent message #{} to {to}", r.message_id.unwrap_or_default());
+        }
+        Command::Recv { as_, wait, max, json } => {
+            if !(0.0..=3600.0).contains(&wait) {
+                return Err(ClientError::Refused("--wait takes 0 to 3600 seconds".into()));
+            }
+            let wait_ms = Some(Duration::from_secs_f64(wait).as_millis() as u64);
+            let msgs = c.call(&Request::Recv { as_: Some(as_), max: Some(max), wait_ms })?.messages.unwrap_or_default();
+            if json { output::json_lines(&msgs) } else { output::messages(&msgs) }
+        }
+        Command::Pause { name } => ok(c.call(&Request::SetPaused { name: name.clone(), paused: true }), &format!("paused {name}"))?,
+        Command::Resume { name } => ok(c.call(&Request::SetPaused { name: name.clone(), paused: false }), &format!("resumed {name}"))?,
+        Command::Spawn { name, model } => ok(c.call(&Request::Spawn { name: name.clone(), model }), &format!("spawned {name}"))?,
+        Command::Start { name } => ok(c.call(&Request::Start { scope: one(&name) }), &format!("started {name}"))?,
+        Command::Kill { name } => ok(c.call(&Request::Kill { name: name.clone() }), &format!("killed {name}"))?,
+        Command::Stop { name } => ok(c.call(&Request::Stop { scope: one(&name), graceful: true }), &format!("stopped {name}"))?,
+        Command::Restart { name } => ok(c.call(&Request::Restart { name: name.clone() }), &format!("restarted {name}"))?,
+        Command::Destroy { name, purge } => {
+            let what = if purge { "destroyed {name} and purged its state" } else { "destroyed {name} (its state is kept)" };
+            ok(c.call(&Request::Destroy { name: name.clone(), purge }), &what.replace("{name}", name.as_str()))?
+        }
+        Command::RequestSpawn { name, description } => {
+            let r = c.call(&Request::RequestSpawn { name, description })?;
+            println!("approval #{} queued", r.approval_id.unwrap_or_default());
+        }
+        Command::RequestApplyCommit { agent, sha, description } => {
+            let r = c.call(&Request::RequestApplyCommit { agent, sha, description })?;
+            println!("approval #{} queued", r.approval_id.unwrap_or_default());
+        }
+        Command::Approvals { json } => {
+            let items = c.call(&Request::Pending)?.approvals.unwrap_or_default();
+            if json { output::json_lines(&items) } else { output::approvals(&items) }
+        }
+        Command::Approve { id } => ok(c.call(&Request::Approve { id }), &format!("approved #{id}"))?,
+        Command::Deny { id, reason } => ok(c.call(&Request::Deny { id, note: reason }), &format!("denied #{id}"))?,
+        Command::Events { agent, since, limit, follow, json } => {
+            let first = c.call(&Request::Events { agent, since, before: None, limit: Some(limit), follow })?;
+            let print = |r: hive_sh4re::host::Response| {
+                let ev = r.events.unwrap_or_default();
+                if json { output::json_lines(&ev) } else { output::events(&ev) }
+            };
+            print(first);
+            while follow {
+                print(c.read()?);
+            }
+        }
+        Command::Cancel { name } => ok(c.call(&Request::Cancel { name: name.clone() }), &format!("cancelled {name}'s turn"))?,
+        Command::Compact { name } => ok(c.call(&Request::Compact { name: name.clone() }), &format!("asked {name} to compact"))?,
+        Command::Model { name, model } => {
+            let info = c.call(&Request::SetModel { name: name.clone(), model })?.model.unwrap_or_default();
+            let over = info.override_model.map(|m| format!(" (operator override: {m})")).unwrap_or_default();
+            println!("{name}: active {} · configured {}{over}", info.active, info.configured);
+        }
+        Command::Questions { json } => {
+            let items = c.call(&Request::Questions)?.questions.unwrap_or_default();
+            if json { output::json_lines(&items) } else { output::questions(&items) }
+        }
+        Command::Answer { id, answer } => ok(c.call(&Request::Answer { id, answer }), &format!("answered #{id}"))?,
+        Command::CancelQuestion { id } => ok(c.call(&Request::CancelQuestion { id }), &format!("cancelled question #{id}"))?,
+        Command::Urls => {
+            let urls = c.call(&Request::Urls)?.urls.unwrap_or_default();
+            match urls.home {
+                Some(h) => println!("dashboard: {h}"),
+                None => println!("no dashboard is served"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn one(name: &AgentName) -> Scope {
+    Scope { agent_names: Some(vec![name.clone()]), all: false }
+}
+
+fn ok(r: Result<hive_sh4re::host::Response, ClientError>, done: &str) -> Result<(), ClientError> {
+    r?;
+    println!("{done}");
+    Ok(())
+}

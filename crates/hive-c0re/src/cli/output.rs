@@ -1,0 +1,130 @@
+//! How the CLI prints rows: aligned tables for people, JSON lines for scripts.
+
+use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, Question};
+
+/// Prints rows as a left-aligned table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+/// Prints one JSON object per line.
+pub fn json_lines<T: serde::Serialize>(items: &[T]) {
+    for i in items {
+        println!("{}", serde_json::to_string(i).unwrap_or_default());
+    }
+}
+
+/// The status table.
+pub fn status(rows: &[AgentStatusRow]) {
+    if rows.is_empty() {
+        println!("no agents yet: create one with hive-c0re spawn NAME");
+        return;
+    }
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let running = if r.failed { "failed" } else if r.running { "running" } else { "stopped" };
+            let mut flags = vec![];
+            if r.paused {
+                flags.push("paused");
+            }
+            if r.needs_login {
+                flags.push("needs-login");
+            }
+            if !r.isolated {
+                flags.push("not-isolated");
+            }
+            vec![
+                r.name.clone(),
+                running.to_owned(),
+                r.state.clone(),
+                r.active_model.clone(),
+                r.inbox_depth.to_string(),
+                r.deployed_sha.clone().unwrap_or_else(|| "-".into()),
+                r.last_turn_at.clone().unwrap_or_else(|| "-".into()),
+                format!("{}{}", r.runtime, if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) }),
+            ]
+        })
+        .collect();
+    table(&["NAME", "RUNNING", "STATE", "MODEL", "INBOX", "CONFIG", "LAST TURN", "RUNTIME"], &body);
+}
+
+/// Messages as people read them.
+pub fn messages(msgs: &[Message]) {
+    for m in msgs {
+        println!("#{} {} {} -> {}: {}", m.id, m.sent_at, m.from, m.to, m.body);
+    }
+}
+
+/// The approvals table.
+pub fn approvals(items: &[Approval]) {
+    if items.is_empty() {
+        println!("no approvals");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.to_string(),
+                a.status.clone(),
+                a.kind.clone(),
+                a.agent.clone(),
+                a.commit_ref.chars().take(12).collect(),
+                a.requested_at.clone(),
+                a.description.clone().or_else(|| a.note.clone()).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATUS", "KIND", "AGENT", "COMMIT", "REQUESTED", "DESCRIPTION"], &body);
+}
+
+/// The questions table.
+pub fn questions(items: &[Question]) {
+    if items.is_empty() {
+        println!("no questions");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|q| {
+            vec![
+                q.id.to_string(),
+                q.status.clone(),
+                q.agent.clone(),
+                q.deadline.clone(),
+                q.question.clone(),
+                if q.options.is_empty() { String::new() } else { q.options.join(" | ") },
+                q.answer.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATUS", "FROM", "DEADLINE", "QUESTION", "OPTIONS", "ANSWER"], &body);
+}
+
+/// Events as people read them: one line each.
+pub fn events(items: &[Event]) {
+    for e in items {
+        let text = match e.kind.as_str() {
+            "state" => e.payload.get("state").and_then(|s| s.as_str()).unwrap_or("").to_owned(),
+            _ => {
+                let s = e.payload.to_string();
+                if s.chars().count() > 160 { format!("{}…", s.chars().take(160).collect::<String>()) } else { s }
+            }
+        };
+        println!("#{} {} {:<16} {}", e.id, e.ts, e.kind, text);
+    }
+}

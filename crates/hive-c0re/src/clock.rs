@@ -1,0 +1,25 @@
+//! Time as the hive stores it (unix milliseconds) and shows it (RFC 3339 UTC).
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Milliseconds since the unix epoch, now.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// `ms` as RFC 3339 UTC with second precision, e.g. `2026-11-25T15:52:49Z`.
+pub fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_seconds() {
+        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,0 +1,183 @@
+//! `hive-c0re serve`: bring the hive up, serve until SIGTERM/SIGINT, bring it down.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hive_sh4re::AgentName;
+
+use crate::hive::{Hive, Settings};
+use crate::paths::Paths;
+use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind};
+use crate::store::{Limits, Store};
+
+/// Options of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub paths: Paths,
+    /// None: nspawn when this host can run it, else process.
+    pub runtime: Option<RuntimeKind>,
+    /// Address of the dashboard, None to serve none.
+    pub dashboard: Option<String>,
+    /// Do not create the manager agent.
+    pub no_manager: bool,
+    /// Store bounds.
+    pub limits: Limits,
+    /// How often old history is vacuumed.
+    pub vacuum_every: Duration,
+}
+
+/// Environment variables passed from the daemon to every harness.
+const PASSED_ENV: [&str; 6] = [
+    "ANTHROPIC_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "RUST_LOG",
+    "HIVE_SIM_DELAY_MS",
+    "HIVE_TURN_TIMEOUT_SECS",
+];
+
+/// Runs the daemon until a signal stops it.
+pub async fn serve(opts: ServeOptions) -> Result<()> {
+    let paths = opts.paths.clone();
+    std::fs::create_dir_all(&paths.run).with_context(|| format!("could not create the run dir {}", paths.run.display()))?;
+    std::fs::create_dir_all(paths.agents_root())
+        .with_context(|| format!("could not create the state dir {}", paths.state.display()))?;
+    let _ = std::fs::set_permissions(&paths.state, std::fs::Permissions::from_mode(0o711));
+    let _lock = lock_run_dir(&paths)?;
+
+    let store = Store::open(&paths.db(), opts.limits.clone())?;
+    let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
+    // No harness is connected yet: whatever a previous daemon handed out comes back.
+    let released = store.release_all_claims()?;
+    if released > 0 {
+        tracing::info!(released, "returned messages of interrupted turns to their inboxes");
+    }
+
+    let runtime = pick_runtime(opts.runtime)?;
+    let settings = settings(&opts)?;
+    let hive = Hive::new(store, paths.clone(), runtime, settings);
+
+    let listener = crate::host_sock::bind(&paths.host_sock())?;
+    let host = tokio::spawn(crate::host_sock::serve(hive.clone(), listener));
+    if let Some(addr) = &opts.dashboard {
+        crate::dashboard::start(&hive, addr).await?;
+    }
+
+    for row in hive.store.agents()? {
+        if row.want_running && !row.failed {
+            if let Ok(name) = AgentName::parse(&row.name) {
+                hive.supervisor.start(&hive, &name);
+            }
+        }
+    }
+    if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {
+        hive.spawn(&AgentName::manager(), None, None).context("could not create the manager agent")?;
+    }
+    tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
+
+    println!(
+        "hive-c0re is serving: socket {} · state {} · runtime {}{}",
+        paths.host_sock().display(),
+        paths.state.display(),
+        hive.runtime.kind().as_str(),
+        hive.settings.dashboard_home.as_deref().map(|h| format!(" · dashboard {h}")).unwrap_or_default()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    hive.shutdown.cancel();
+    hive.supervisor.stop_all().await;
+    let _ = host.await;
+    let _ = std::fs::remove_file(paths.host_sock());
+    Ok(())
+}
+
+/// Holds the run dir's lock for the daemon's lifetime, so a second `serve` refuses.
+fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
+    let path = paths.daemon_lock();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("could not open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        bail!(
+            "another hive-c0re is already serving {} (it holds {}): stop it first, or use another --run-dir",
+            paths.run.display(),
+            path.display()
+        );
+    }
+    Ok(f)
+}
+
+fn pick_runtime(kind: Option<RuntimeKind>) -> Result<Arc<dyn Runtime>> {
+    let nspawn_ok = nix::unistd::geteuid().is_root() && which("systemd-nspawn").is_some();
+    Ok(match kind {
+        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new()),
+        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new()),
+        None if nspawn_ok => Arc::new(NspawnRuntime::new()),
+        None => Arc::new(ProcessRuntime::new()),
+    })
+}
+
+fn settings(opts: &ServeOptions) -> Result<Settings> {
+    let bin_dir = match std::env::var_os("HIVE_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::current_exe()
+            .context("cannot find hive-c0re's own binary")?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    };
+    let claude_bin = std::env::var_os("HIVE_CLAUDE_BIN").map(PathBuf::from).or_else(|| which("claude"));
+    let mut agent_env: Vec<(String, String)> = PASSED_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    agent_env.push(("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into()));
+    agent_env.push(("DISABLE_TELEMETRY".into(), "1".into()));
+    let dashboard_home = opts.dashboard.as_ref().map(|a| format!("http://{a}/"));
+    Ok(Settings { bin_dir, claude_bin, agent_env, dashboard_home, kill_grace: Duration::from_secs(5) })
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+async fn vacuum(hive: Arc<Hive>, every: Duration) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = hive.shutdown.cancelled() => return,
+        }
+        let store = hive.store.clone();
+        let r = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
+            Ok(store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?)
+        })
+        .await;
+        match r {
+            Ok(Ok(n)) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
+            Ok(Err(e)) => tracing::warn!("vacuum failed: {e}"),
+            _ => {}
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,537 @@
+//! The hive: the one object every surface (host.sock, agent.sock, dashboard)
+//! calls to read or change state. Policy lives here — who may send to whom,
+//! what a name may be, what an approval does — so the surfaces stay thin.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hive_sh4re::config::AgentConfig;
+use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
+use hive_sh4re::{AgentName, AgentState, MAX_BODY_BYTES, Mailbox};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, Change};
+use crate::clock::{now_ms, rfc3339};
+use crate::config_repo;
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+use crate::runtime::Runtime;
+use crate::store::{AgentRow, ApprovalRow, EventRow, MessageRow, NewAgent, QuestionRow, Store};
+use crate::supervisor::Supervisor;
+
+/// Which harness binary an agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harness {
+    /// `hive-ag3nt`: every agent but the manager.
+    Ag3nt,
+    /// `hive-m1nd`: the manager.
+    M1nd,
+}
+
+impl Harness {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ag3nt => "ag3nt",
+            Self::M1nd => "m1nd",
+        }
+    }
+
+    /// The binary's file name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::Ag3nt => "hive-ag3nt",
+            Self::M1nd => "hive-m1nd",
+        }
+    }
+}
+
+/// Settings of a running hive that are not state.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Directory holding `hive-ag3nt` and `hive-m1nd`.
+    pub bin_dir: std::path::PathBuf,
+    /// The claude CLI to give agents (`HIVE_CLAUDE_BIN`).
+    pub claude_bin: Option<std::path::PathBuf>,
+    /// Environment passed to every harness (model API variables).
+    pub agent_env: Vec<(String, String)>,
+    /// Dashboard root URL, when one is served.
+    pub dashboard_home: Option<String>,
+    /// How long a stopped harness gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// The hive daemon's state and operations.
+pub struct Hive {
+    pub store: Store,
+    pub paths: Paths,
+    pub broker: Broker,
+    pub runtime: Arc<dyn Runtime>,
+    pub supervisor: Supervisor,
+    pub settings: Settings,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+    /// Agent socket listeners, by agent.
+    pub(crate) sockets: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// Shortest nap, in seconds.
+pub const NAP_MIN_SECONDS: u64 = 1;
+/// Longest nap, in seconds (6 h).
+pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
+
+/// Most messages one `recv` returns.
+pub const RECV_MAX: u32 = 1000;
+
+impl Hive {
+    /// A hive over an open store.
+    pub fn new(store: Store, paths: Paths, runtime: Arc<dyn Runtime>, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            paths,
+            broker: Broker::new(),
+            runtime,
+            supervisor: Supervisor::default(),
+            settings,
+            shutdown: CancellationToken::new(),
+            sockets: Mutex::default(),
+        })
+    }
+
+    /// The agent's row, or a refusal naming it.
+    pub fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
+        self.store
+            .agent(name.as_str())?
+            .ok_or_else(|| Error::refused(format!("agent {:?} is not managed by this hive: see hive-c0re status", name.as_str())))
+    }
+
+    /// The agent's deployed config (the default if the stored text no longer parses).
+    pub fn config_of(row: &AgentRow) -> AgentConfig {
+        AgentConfig::from_toml(&row.config_toml).unwrap_or_default()
+    }
+
+    /// The model the agent's next turn uses: the operator's override, else its config's.
+    pub fn effective_model(row: &AgentRow) -> String {
+        row.model_override.clone().unwrap_or_else(|| Self::config_of(row).model)
+    }
+
+    // ---- messages -------------------------------------------------------
+
+    /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
+    pub fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
+        if body.trim().is_empty() {
+            return Err(Error::refused("the message body is empty: write something to send"));
+        }
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Error::refused(format!(
+                "the message body is {} bytes, over the limit of {MAX_BODY_BYTES}: shorten it or put it in a file",
+                body.len()
+            )));
+        }
+        match to {
+            Mailbox::System => return Err(Error::refused("\"system\" is the hive's own notice board and takes no messages")),
+            Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
+                return Err(Error::refused(format!(
+                    "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
+                    n.as_str()
+                )));
+            }
+            _ => {}
+        }
+        if let Mailbox::Agent(sender) = from {
+            let row = self.agent_row(sender)?;
+            if !Self::config_of(&row).may_send_to(to) {
+                return Err(Error::refused(format!(
+                    "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
+                    Self::config_of(&row).allowed_recipients
+                )));
+            }
+        }
+        let id = self.store.send(from.as_str(), to.as_str(), body)?;
+        self.broker.poke(to.as_str());
+        self.broker.publish(Change::Message { to: to.as_str().to_owned(), from: from.as_str().to_owned() });
+        if let Mailbox::Agent(n) = to {
+            self.broker.publish(Change::Agent(n.to_string()));
+        }
+        Ok(id)
+    }
+
+    /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
+    pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
+        let id = self.store.send("system", to.as_str(), body)?;
+        self.broker.poke(to.as_str());
+        self.broker.publish(Change::Agent(to.to_string()));
+        Ok(id)
+    }
+
+    /// Reads and acknowledges up to `max` messages of `mailbox`, waiting up to `wait` for the first.
+    pub async fn recv(&self, mailbox: &Mailbox, max: u32, wait: Duration) -> Result<Vec<Message>> {
+        let max = max.clamp(1, RECV_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut rx = self.broker.watch_inbox(mailbox.as_str());
+            let got = self.store.recv(mailbox.as_str(), max)?;
+            if !got.is_empty() {
+                if let Mailbox::Agent(n) = mailbox {
+                    self.broker.publish(Change::Agent(n.to_string()));
+                }
+                return Ok(got.iter().map(message_wire).collect());
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Ok(vec![]) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
+                _ = self.shutdown.cancelled() => return Ok(vec![]),
+            }
+        }
+    }
+
+    // ---- status ---------------------------------------------------------
+
+    /// Names of all agents.
+    pub fn list(&self) -> Result<Vec<String>> {
+        Ok(self.store.agents()?.into_iter().map(|a| a.name).collect())
+    }
+
+    /// A status row for each agent.
+    pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
+        Ok(self.store.agents()?.iter().map(|a| self.status_row_of(a)).collect())
+    }
+
+    /// The status row of one agent.
+    pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
+        Ok(self.status_row_of(&self.agent_row(name)?))
+    }
+
+    fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
+        let running = self.supervisor.is_running(&a.name);
+        let active_model = match (a.state, &a.active_model) {
+            (AgentState::Thinking, Some(m)) => m.clone(),
+            _ => Self::effective_model(a),
+        };
+        let napping = a.nap_until.is_some_and(|t| t > now_ms());
+        let state = if napping && a.state == AgentState::Idle { AgentState::Napping } else { a.state };
+        AgentStatusRow {
+            name: a.name.clone(),
+            running,
+            failed: a.failed,
+            needs_update: false,
+            needs_login: a.needs_login,
+            deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
+            pending_reminders: 0,
+            paused: a.paused,
+            parent: a.parent.clone(),
+            active_model,
+            status_text: a.status_text.clone().filter(|_| running),
+            status_set_at: a.status_set_at.filter(|_| running && a.status_text.is_some()).map(rfc3339),
+            url: self.settings.dashboard_home.as_ref().map(|h| format!("{h}agents/{}", a.name)),
+            state: if running { state.as_str().to_owned() } else { "stopped".to_owned() },
+            state_since: rfc3339(a.state_since),
+            inbox_depth: self.store.inbox_depth(&a.name),
+            last_turn_at: a.last_turn_at.map(rfc3339),
+            runtime: self.runtime.kind().as_str().to_owned(),
+            isolated: self.runtime.isolated(),
+            nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
+        }
+    }
+
+    // ---- lifecycle ------------------------------------------------------
+
+    /// Creates an agent (state dir, config repo with a default config) and starts it.
+    pub fn spawn(self: &Arc<Self>, name: &AgentName, model: Option<&str>, parent: Option<&str>) -> Result<AgentRow> {
+        let mut config = AgentConfig { prompt: default_prompt(name), ..AgentConfig::default() };
+        if let Some(m) = model {
+            config.model = m.to_owned();
+        }
+        config.validate().map_err(|e| Error::refused(e.to_string()))?;
+        self.create(name, &config, parent)
+    }
+
+    /// Creates an agent from a validated config and starts it.
+    pub fn create(self: &Arc<Self>, name: &AgentName, config: &AgentConfig, parent: Option<&str>) -> Result<AgentRow> {
+        if self.store.agent(name.as_str())?.is_some() {
+            return Err(Error::refused(format!(
+                "agent {name} exists already: start it with hive-c0re start {name}, or destroy it first"
+            )));
+        }
+        let state = self.paths.agent_state(name);
+        std::fs::create_dir_all(&state).map_err(Error::io(format!("could not create {}", state.display())))?;
+        let repo = self.paths.config_repo(name);
+        let sha = config_repo::init(&repo, config)?;
+        let text = config_repo::config_at(&repo, &sha)?;
+        let harness = if name.is_manager() { Harness::M1nd } else { Harness::Ag3nt };
+        let row = self.store.create_agent(&NewAgent {
+            name: name.as_str(),
+            harness: harness.as_str(),
+            config_toml: &text,
+            deployed_sha: Some(&sha),
+            parent,
+            want_running: true,
+        })?;
+        self.broker.publish(Change::Agent(name.to_string()));
+        self.supervisor.start(self, name);
+        Ok(row)
+    }
+
+    /// Starts a stopped or failed agent (a no-op for a running one).
+    pub fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        self.agent_row(name)?;
+        self.store.set_want_running(name.as_str(), true)?;
+        self.store.set_failed(name.as_str(), false)?;
+        self.supervisor.start(self, name);
+        self.broker.publish(Change::Agent(name.to_string()));
+        Ok(())
+    }
+
+    /// Stops an agent and keeps it stopped across restarts of hive-c0re.
+    pub async fn stop(self: &Arc<Self>, name: &AgentName, graceful: bool) -> Result<()> {
+        self.agent_row(name)?;
+        self.store.set_want_running(name.as_str(), false)?;
+        if graceful {
+            self.wait_turn_end(name).await;
+        }
+        self.supervisor.stop(name).await;
+        self.broker.publish(Change::Agent(name.to_string()));
+        Ok(())
+    }
+
+    async fn wait_turn_end(&self, name: &AgentName) {
+        let mut changes = self.broker.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        while self.store.agent(name.as_str()).ok().flatten().is_some_and(|a| a.state != AgentState::Idle) {
+            tokio::select! {
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Stops and starts an agent.
+    pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        self.agent_row(name)?;
+        self.supervisor.stop(name).await;
+        self.start(name)
+    }
+
+    /// Removes an agent from the hive; its state and config stay on disk unless `purge`.
+    pub async fn destroy(self: &Arc<Self>, name: &AgentName, purge: bool) -> Result<()> {
+        let row = self.agent_row(name)?;
+        self.supervisor.stop(name).await;
+        self.close_socket(name);
+        let spec = self.launch_spec(&row);
+        self.runtime.forget(&spec).await?;
+        self.store.delete_agent(name.as_str())?;
+        if purge {
+            self.store.purge_messages(name.as_str())?;
+            self.store.purge_events(name.as_str())?;
+            let dir = self.paths.agent_dir(name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(Error::io(format!("could not remove {}", dir.display())))?;
+            }
+        }
+        self.broker.publish(Change::AgentRemoved(name.to_string()));
+        Ok(())
+    }
+
+    /// Parks or resumes an agent's turn loop (persists; messages keep queueing).
+    pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
+        self.agent_row(name)?;
+        self.store.set_paused(name.as_str(), paused)?;
+        self.broker.poke(name.as_str());
+        self.broker.publish(Change::Agent(name.to_string()));
+        Ok(())
+    }
+
+    /// Everything a runtime needs to launch this agent.
+    pub fn launch_spec(&self, row: &AgentRow) -> crate::runtime::LaunchSpec {
+        // Rows are only created from validated names.
+        let name = AgentName::parse(&row.name).expect("stored agent names are valid");
+        let harness = if row.harness == Harness::M1nd.as_str() { Harness::M1nd } else { Harness::Ag3nt };
+        crate::runtime::LaunchSpec {
+            harness_bin: self.settings.bin_dir.join(harness.binary()),
+            claude_bin: self.settings.claude_bin.clone(),
+            state_dir: self.paths.agent_state(&name),
+            sock_dir: self.paths.agent_sock_dir(&name),
+            config_repos: (harness == Harness::M1nd).then(|| self.paths.agents_root()),
+            rootfs: self.paths.rootfs(&name),
+            env: self.settings.agent_env.clone(),
+            uid_base: row.uid_base,
+            log: self.paths.harness_log(&name),
+            name,
+        }
+    }
+
+    // ---- events ---------------------------------------------------------
+
+    /// Stores events of an agent and announces them.
+    pub fn add_events(&self, agent: &AgentName, items: &[(String, String)]) -> Result<Vec<i64>> {
+        let ids = self.store.add_events(agent.as_str(), items.iter().map(|(k, p)| (k.as_str(), p.as_str())))?;
+        if let Some(&last_id) = ids.last() {
+            self.broker.publish(Change::Events { agent: agent.to_string(), last_id });
+        }
+        Ok(ids)
+    }
+
+    /// Records a state change as state and as an event.
+    pub fn set_state(&self, agent: &AgentName, state: AgentState, model: Option<&str>) -> Result<()> {
+        self.store.set_state(agent.as_str(), state, model)?;
+        let payload = serde_json::json!({ "state": state.as_str(), "model": model }).to_string();
+        self.add_events(agent, &[("state".to_owned(), payload)])?;
+        self.broker.publish(Change::Agent(agent.to_string()));
+        Ok(())
+    }
+
+    /// An agent's events after `since` (or the newest `limit` before `before`).
+    pub fn events(&self, agent: &AgentName, since: Option<i64>, before: Option<i64>, limit: u32) -> Result<Vec<Event>> {
+        let limit = limit.clamp(1, 5000);
+        let rows = match since {
+            Some(s) => self.store.events_since(agent.as_str(), s, limit)?,
+            None => self.store.events_before(agent.as_str(), before, limit)?,
+        };
+        Ok(rows.iter().map(event_wire).collect())
+    }
+
+    // ---- model and controls ---------------------------------------------
+
+    /// Sets or clears the operator's model override; returns the resulting model info.
+    pub fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
+        self.agent_row(name)?;
+        if let Some(m) = model {
+            let probe = AgentConfig { model: m.to_owned(), ..AgentConfig::default() };
+            probe.validate().map_err(|e| Error::refused(e.to_string().replace("agent.toml is invalid: field `model`: ", "")))?;
+        }
+        self.store.set_model_override(name.as_str(), model)?;
+        self.broker.publish(Change::Agent(name.to_string()));
+        self.model_info(name)
+    }
+
+    /// The agent's configured, overridden and active model.
+    pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
+        let row = self.agent_row(name)?;
+        Ok(ModelInfo {
+            configured: Self::config_of(&row).model,
+            override_model: row.model_override.clone(),
+            active: self.status_row_of(&row).active_model,
+            switched_at: row.model_switched_at.map(rfc3339),
+        })
+    }
+
+    /// Cancels the agent's running turn, or its nap.
+    pub fn cancel(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name)?;
+        if row.nap_until.is_some() {
+            self.store.set_nap_until(name.as_str(), None)?;
+            self.broker.poke(name.as_str());
+            self.broker.publish(Change::Agent(name.to_string()));
+        }
+        if row.state == AgentState::Thinking || row.state == AgentState::Compacting {
+            self.require_running(name)?;
+            self.broker.push_control(name.as_str(), hive_sh4re::agent::Control::Cancel);
+        }
+        Ok(())
+    }
+
+    /// Keeps the agent from starting a turn for `seconds`; messages wait meanwhile.
+    pub fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
+        if !(NAP_MIN_SECONDS..=NAP_MAX_SECONDS).contains(&seconds) {
+            return Err(Error::refused(format!(
+                "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
+            )));
+        }
+        self.store.set_nap_until(name.as_str(), Some(now_ms() + seconds as i64 * 1000))?;
+        self.broker.publish(Change::Agent(name.to_string()));
+        Ok(())
+    }
+
+    /// Asks the harness to compact the agent's claude session.
+    pub fn compact(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name)?;
+        self.require_running(name)?;
+        if row.session_id.is_none() {
+            return Err(Error::refused(format!("{name} has no claude session yet: there is nothing to compact")));
+        }
+        self.broker.push_control(name.as_str(), hive_sh4re::agent::Control::Compact);
+        Ok(())
+    }
+
+    fn require_running(&self, name: &AgentName) -> Result<()> {
+        if self.supervisor.is_running(name.as_str()) {
+            Ok(())
+        } else {
+            Err(Error::refused(format!("{name} is not running: start it with hive-c0re start {name}")))
+        }
+    }
+
+    // ---- approvals and questions (views) --------------------------------
+
+    /// Every approval, oldest first.
+    pub fn approvals(&self) -> Result<Vec<Approval>> {
+        Ok(self.store.approvals()?.iter().map(approval_wire).collect())
+    }
+
+    /// The newest operator questions.
+    pub fn questions(&self) -> Result<Vec<Question>> {
+        let now = now_ms();
+        Ok(self.store.questions(200)?.iter().map(|q| question_wire(q, now)).collect())
+    }
+}
+
+/// The standing prompt of a new agent.
+pub fn default_prompt(name: &AgentName) -> String {
+    if name.is_manager() {
+        include_str!("prompts/manager.md").to_owned()
+    } else {
+        include_str!("prompts/agent.md").replace("{name}", name.as_str())
+    }
+}
+
+/// A stored message as the wire shows it.
+pub fn message_wire(m: &MessageRow) -> Message {
+    Message { id: m.id, from: m.sender.clone(), to: m.recipient.clone(), body: m.body.clone(), sent_at: rfc3339(m.created_at) }
+}
+
+/// A stored event as the wire shows it.
+pub fn event_wire(e: &EventRow) -> Event {
+    Event {
+        id: e.id,
+        agent: e.agent.clone(),
+        ts: rfc3339(e.ts),
+        kind: e.kind.clone(),
+        payload: serde_json::from_str(&e.payload_json).unwrap_or(serde_json::Value::String(e.payload_json.clone())),
+    }
+}
+
+/// A stored approval as the wire shows it.
+pub fn approval_wire(a: &ApprovalRow) -> Approval {
+    let fetched = serde_json::from_str::<serde_json::Value>(&a.payload_json)
+        .ok()
+        .and_then(|v| v.get("fetched_sha").and_then(|s| s.as_str()).map(str::to_owned));
+    Approval {
+        id: a.id,
+        agent: a.agent.clone(),
+        kind: a.kind.clone(),
+        commit_ref: a.commit_ref.clone(),
+        fetched_sha: fetched,
+        requested_at: rfc3339(a.created_at),
+        status: a.status.clone(),
+        resolved_at: a.decided_at.map(rfc3339),
+        note: a.note.clone(),
+        description: a.description.clone(),
+    }
+}
+
+/// A stored question as the wire shows it.
+pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
+    Question {
+        id: q.id,
+        agent: q.agent.clone(),
+        question: q.question.clone(),
+        options: q.options.clone(),
+        asked_at: rfc3339(q.asked_at),
+        deadline: rfc3339(q.deadline),
+        status: q.status(now).to_owned(),
+        answer: q.answer.clone(),
+        answered_at: q.answered_at.map(rfc3339),
+    }
+}

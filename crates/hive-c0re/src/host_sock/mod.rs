@@ -1,0 +1,163 @@
+//! host.sock: the operator's admin socket (`shared/HOST_SOCK.md`).
+//!
+//! JSON lines, many requests per connection, answered in order. Bad input
+//! costs only its own connection a refusal: lines are bounded, an idle
+//! client is dropped, and the number of connections is capped.
+
+mod agents;
+mod approvals;
+mod control;
+mod messages;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_sh4re::MAX_LINE_BYTES;
+use hive_sh4re::host::{Request, Response};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
+use crate::hive::Hive;
+use crate::lines::{Line, read_line};
+
+/// Group whose members may use host.sock, where it exists.
+pub const ADMIN_GROUP: &str = "hive-admin";
+/// A connection that sends no complete line for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// What a verb answers: one line, or one line and then a stream.
+pub(crate) enum Reply {
+    One(Response),
+    /// Keep writing lines until the client goes away.
+    Stream(Box<dyn StreamReply>),
+}
+
+/// A streaming verb: writes its lines until the client leaves or the hive stops.
+#[async_trait::async_trait]
+pub(crate) trait StreamReply: Send {
+    async fn run(self: Box<Self>, hive: Arc<Hive>, w: &mut OwnedWriteHalf) -> std::io::Result<()>;
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Self {
+        Self::One(r)
+    }
+}
+
+/// Binds host.sock with the operator's permissions (0660, group `hive-admin`, dir 0751).
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("could not create {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o751))
+        .map_err(Error::io(format!("could not set the mode of {}", dir.display())))?;
+    // The caller holds the daemon lock, so a socket file here is a dead daemon's.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(Error::io(format!("could not listen on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(Error::io(format!("could not set the mode of {}", path.display())))?;
+    if let Ok(Some(g)) = nix::unistd::Group::from_name(ADMIN_GROUP) {
+        if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
+            tracing::warn!("could not give {} to group {ADMIN_GROUP}: {e}", path.display());
+        }
+    }
+    Ok(listener)
+}
+
+/// Serves host.sock until the hive shuts down.
+pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = hive.shutdown.cancelled() => return,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("host.sock accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = hive.shutdown.cancelled() => return,
+        };
+        let hive = hive.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            if let Err(e) = serve_conn(&hive, &mut r, &mut w).await {
+                tracing::debug!("host.sock connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_conn(hive: &Arc<Hive>, r: &mut BufReader<tokio::net::unix::OwnedReadHalf>, w: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    loop {
+        let line = tokio::select! {
+            l = tokio::time::timeout(IDLE_TIMEOUT, read_line(r, MAX_LINE_BYTES)) => match l {
+                Ok(l) => l?,
+                Err(_) => return Ok(()),
+            },
+            _ = hive.shutdown.cancelled() => return Ok(()),
+        };
+        let reply = match line {
+            Line::Eof => return Ok(()),
+            Line::TooLong => Response::refusal(format!(
+                "the request line is over {} MiB and was skipped: send one compact JSON object per line",
+                MAX_LINE_BYTES / (1024 * 1024)
+            ))
+            .into(),
+            Line::Data(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Data(bytes) => match Request::from_line(&bytes) {
+                Ok(req) => dispatch(hive, req).await,
+                Err(e) => Response::refusal(e).into(),
+            },
+        };
+        match reply {
+            Reply::One(resp) => w.write_all(&resp.to_line()).await?,
+            Reply::Stream(s) => return s.run(hive.clone(), w).await,
+        }
+    }
+}
+
+/// Runs one request; errors become refusals carrying their sentence.
+pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
+    let result: Result<Reply> = match req {
+        Request::List
+        | Request::AgentStatus
+        | Request::SubscribeAgentStatus
+        | Request::SetPaused { .. }
+        | Request::Start { .. }
+        | Request::Stop { .. }
+        | Request::Restart { .. }
+        | Request::Spawn { .. }
+        | Request::Kill { .. }
+        | Request::Destroy { .. } => agents::handle(hive, req).await,
+        Request::Send { .. } | Request::Recv { .. } | Request::Events { .. } => messages::handle(hive, req).await,
+        Request::Pending
+        | Request::Approve { .. }
+        | Request::Deny { .. }
+        | Request::RequestSpawn { .. }
+        | Request::RequestApplyCommit { .. }
+        | Request::Questions
+        | Request::Answer { .. }
+        | Request::CancelQuestion { .. } => approvals::handle(hive, req).await,
+        Request::Urls | Request::Cancel { .. } | Request::Compact { .. } | Request::SetModel { .. } => control::handle(hive, req).await,
+    };
+    result.unwrap_or_else(|e| {
+        if !matches!(e, Error::Refused(_)) {
+            tracing::error!("request failed: {e}");
+        }
+        Response::refusal(e.to_string()).into()
+    })
+}

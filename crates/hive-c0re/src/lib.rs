@@ -1,0 +1,25 @@
+//! hive-c0re: the host daemon of hyperhive and the operator's CLI.
+//!
+//! `serve` owns the state (the [`store`]), starts and watches agents through a
+//! [`runtime`], and serves host.sock ([`host_sock`]), one agent.sock per agent
+//! ([`agent_sock`]) and the dashboard. Every other verb is a client of host.sock.
+
+pub mod clock;
+pub mod paths;
+pub mod runtime;
+pub mod store;
+pub mod agent_sock;
+pub mod approvals;
+pub mod broker;
+pub mod config_repo;
+pub mod error;
+pub mod hive;
+pub mod lines;
+pub mod manager;
+pub mod questions;
+pub mod supervisor;
+pub mod telemetry;
+pub mod host_sock;
+pub mod daemon;
+pub mod dashboard;
+pub mod cli;

@@ -1,0 +1,49 @@
+//! The manager's tools on agent.sock: proposals that wait for the operator.
+
+use std::sync::Arc;
+
+use hive_sh4re::AgentName;
+use hive_sh4re::agent::{AgentRequest, AgentResponse};
+
+use crate::error::{Error, Result};
+use crate::hive::Hive;
+
+/// Handles a manager-only request (the caller checked the sender is the manager).
+pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse> {
+    let parse = |n: &str| AgentName::parse(n).map_err(|e| Error::refused(format!("bad agent name: {e}")));
+    let text = match req {
+        AgentRequest::RequestInitConfig { name } => {
+            let name = parse(&name)?;
+            hive.init_config(&name)?;
+            format!(
+                "created the config repo of {name} at {}: edit agent.toml there, commit, then call request_spawn",
+                manager_view_of_repo(hive, &name)
+            )
+        }
+        AgentRequest::RequestSpawn { name, description } => {
+            let name = parse(&name)?;
+            let id = hive.request_spawn(&name, Some(&AgentName::manager()), description.as_deref())?;
+            format!("approval #{id} queued: the operator decides; the decision reaches your inbox from system")
+        }
+        AgentRequest::RequestApplyCommit { agent, sha, description } => {
+            let agent = parse(&agent)?;
+            let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
+            format!("approval #{id} queued: the operator decides; the decision reaches your inbox from system")
+        }
+        AgentRequest::AskOperator { question, options, ttl_seconds } => {
+            hive.ask_operator(&AgentName::manager(), &question, &options, ttl_seconds).await?
+        }
+        _ => return Err(Error::refused("not a manager request")),
+    };
+    Ok(AgentResponse { text: Some(text), ..AgentResponse::ok() })
+}
+
+/// Where the manager finds an agent's config repo: its container binds them
+/// at `/hive/agents`; a process-runtime manager sees the host path.
+pub fn manager_view_of_repo(hive: &Hive, name: &AgentName) -> String {
+    if hive.runtime.isolated() {
+        format!("/hive/agents/{name}/config")
+    } else {
+        hive.paths.config_repo(name).display().to_string()
+    }
+}

@@ -1,0 +1,114 @@
+//! The one path builder: every file and directory of the hive, from a validated name.
+
+use std::path::{Path, PathBuf};
+
+use hive_sh4re::AgentName;
+
+/// Where the hive keeps its state and its sockets.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `/var/lib/hyperhive` or the XDG equivalent: the database and per-agent state.
+    pub state: PathBuf,
+    /// `/run/hyperhive` or the XDG equivalent: sockets and pid files.
+    pub run: PathBuf,
+}
+
+impl Paths {
+    /// Resolves the state and run directories: flags, then `HIVE_STATE_DIR`/`HIVE_RUN_DIR`
+    /// (clap reads those), then the defaults for root or for a user.
+    pub fn resolve(state: Option<PathBuf>, run: Option<PathBuf>) -> Self {
+        let is_root = nix::unistd::geteuid().is_root();
+        let state = state.unwrap_or_else(|| {
+            if is_root {
+                PathBuf::from("/var/lib/hyperhive")
+            } else if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+                PathBuf::from(x).join("hyperhive")
+            } else {
+                home().join(".local/state/hyperhive")
+            }
+        });
+        let run = run.unwrap_or_else(|| {
+            if is_root {
+                PathBuf::from("/run/hyperhive")
+            } else if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+                PathBuf::from(x).join("hyperhive")
+            } else {
+                state.join("run")
+            }
+        });
+        Self { state, run }
+    }
+
+    /// The admin socket.
+    pub fn host_sock(&self) -> PathBuf {
+        self.run.join("host.sock")
+    }
+
+    /// The lock that keeps a second daemon off this run dir.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.run.join("hive-c0re.lock")
+    }
+
+    /// The sqlite database.
+    pub fn db(&self) -> PathBuf {
+        self.state.join("hive.db")
+    }
+
+    /// `<state>/agents`, the parent of every agent's directory (the manager sees the config repos below it).
+    pub fn agents_root(&self) -> PathBuf {
+        self.state.join("agents")
+    }
+
+    /// `<state>/agents/<name>`.
+    pub fn agent_dir(&self, name: &AgentName) -> PathBuf {
+        self.agents_root().join(name.as_str())
+    }
+
+    /// The agent's persistent `/state`.
+    pub fn agent_state(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("state")
+    }
+
+    /// The agent's config git repository.
+    pub fn config_repo(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("config")
+    }
+
+    /// The agent's container root file system (nspawn runtime).
+    pub fn rootfs(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("root")
+    }
+
+    /// The harness output log, kept for crash reports.
+    pub fn harness_log(&self, name: &AgentName) -> PathBuf {
+        self.agent_dir(name).join("harness.log")
+    }
+
+    /// `<run>/agents/<name>`: the only host directory bound into the agent's container.
+    pub fn agent_sock_dir(&self, name: &AgentName) -> PathBuf {
+        self.run.join("agents").join(name.as_str())
+    }
+
+    /// The agent's socket: its identity.
+    pub fn agent_sock(&self, name: &AgentName) -> PathBuf {
+        self.agent_sock_dir(name).join("agent.sock")
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new("/tmp").to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_paths_stay_below_their_roots() {
+        let p = Paths { state: "/s".into(), run: "/r".into() };
+        let n = AgentName::parse("alice").unwrap();
+        assert_eq!(p.agent_state(&n), Path::new("/s/agents/alice/state"));
+        assert_eq!(p.agent_sock(&n), Path::new("/r/agents/alice/agent.sock"));
+        assert_eq!(p.host_sock(), Path::new("/r/host.sock"));
+    }
+}

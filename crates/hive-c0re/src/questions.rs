@@ -1,0 +1,88 @@
+//! Operator questions: the manager asks, the operator answers before a deadline.
+
+use std::time::Duration;
+
+use hive_sh4re::AgentName;
+
+use crate::broker::Change;
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::hive::Hive;
+
+/// TTL used when the manager gives none.
+pub const DEFAULT_TTL_SECONDS: u64 = 3600;
+/// Longest TTL a question may have.
+pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Sentinel answer when the deadline passed.
+pub const TIMED_OUT: &str = "[no answer: the operator did not answer before the deadline]";
+/// Sentinel answer when the operator cancelled the question.
+pub const CANCELLED: &str = "[no answer: the operator cancelled the question]";
+
+impl Hive {
+    /// Asks the operator and waits for the answer, the deadline, or a cancel; returns the answer or a sentinel.
+    pub async fn ask_operator(&self, agent: &AgentName, question: &str, options: &[String], ttl: Option<u64>) -> Result<String> {
+        if question.trim().is_empty() {
+            return Err(Error::refused("the question is empty: say what you need the operator to decide"));
+        }
+        let ttl = ttl.unwrap_or(DEFAULT_TTL_SECONDS);
+        if ttl == 0 || ttl > MAX_TTL_SECONDS {
+            return Err(Error::refused(format!("ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")));
+        }
+        let id = self.store.add_question(agent.as_str(), question, options, ttl as i64)?;
+        self.broker.publish(Change::Questions);
+        let key = question_key(id);
+        loop {
+            let mut rx = self.broker.watch_inbox(&key);
+            let q = self.store.question(id)?.ok_or_else(|| Error::refused("the question vanished"))?;
+            let now = now_ms();
+            let outcome = match q.status(now) {
+                "answered" => Some(q.answer.clone().unwrap_or_default()),
+                "cancelled" => Some(CANCELLED.to_owned()),
+                "timed_out" => Some(TIMED_OUT.to_owned()),
+                _ => None,
+            };
+            if let Some(answer) = outcome {
+                self.broker.publish(Change::Questions);
+                let _ = self.notify(agent, &format!("Question #{id} ({question:?}) ended: {answer}"));
+                return Ok(answer);
+            }
+            let left = Duration::from_millis((q.deadline - now).max(0) as u64);
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(left) => {}
+                _ = self.shutdown.cancelled() => return Err(Error::refused("hive-c0re is shutting down; ask again later")),
+            }
+        }
+    }
+
+    /// Answers a pending question.
+    pub fn answer(&self, id: i64, answer: &str) -> Result<()> {
+        if answer.trim().is_empty() {
+            return Err(Error::refused("the answer is empty: type an answer"));
+        }
+        let q = self.store.question(id)?.ok_or_else(|| Error::refused(format!("there is no question #{id}: see hive-c0re questions")))?;
+        if !self.store.answer_question(id, answer)? {
+            return Err(Error::refused(format!("question #{id} is {} and takes no answer", q.status(now_ms()))));
+        }
+        self.broker.poke(&question_key(id));
+        self.broker.publish(Change::Questions);
+        Ok(())
+    }
+
+    /// Cancels a pending question.
+    pub fn cancel_question(&self, id: i64) -> Result<()> {
+        let q = self.store.question(id)?.ok_or_else(|| Error::refused(format!("there is no question #{id}: see hive-c0re questions")))?;
+        if !self.store.cancel_question(id)? {
+            return Err(Error::refused(format!("question #{id} is {} and cannot be cancelled", q.status(now_ms()))));
+        }
+        self.broker.poke(&question_key(id));
+        self.broker.publish(Change::Questions);
+        Ok(())
+    }
+}
+
+// '#' cannot start an agent name, so these keys never collide with mailboxes.
+fn question_key(id: i64) -> String {
+    format!("#question/{id}")
+}

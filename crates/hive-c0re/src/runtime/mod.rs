@@ -1,0 +1,106 @@
+//! Runtimes: how an agent's harness is started on this host.
+//!
+//! Two implementations behind one trait: `nspawn` (a user-namespaced
+//! systemd-nspawn container per agent) and `process` (a plain child process,
+//! for development and hosts without nspawn). The supervisor owns the
+//! lifecycle; a runtime only knows how to launch and how to clean up.
+
+mod nspawn;
+mod process;
+
+use std::path::PathBuf;
+
+use hive_sh4re::AgentName;
+
+pub use nspawn::NspawnRuntime;
+pub use process::ProcessRuntime;
+
+/// Which runtime a daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// systemd-nspawn containers with user namespaces.
+    Nspawn,
+    /// Plain host processes (not isolated).
+    Process,
+}
+
+impl RuntimeKind {
+    /// The name shown in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nspawn => "nspawn",
+            Self::Process => "process",
+        }
+    }
+}
+
+/// Everything a runtime needs to start one agent's harness. Paths are host paths.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub name: AgentName,
+    /// The harness binary on the host (`hive-ag3nt` or `hive-m1nd`).
+    pub harness_bin: PathBuf,
+    /// The claude CLI on the host, if configured (`HIVE_CLAUDE_BIN`); its directory is bound read-only.
+    pub claude_bin: Option<PathBuf>,
+    /// `<state>/agents/<name>/state`, seen as `/state` inside a container.
+    pub state_dir: PathBuf,
+    /// `<run>/agents/<name>`, holding `agent.sock`.
+    pub sock_dir: PathBuf,
+    /// `<state>/agents` for the manager, which edits every config repo; `None` for others.
+    pub config_repos: Option<PathBuf>,
+    /// The container root to build (nspawn only).
+    pub rootfs: PathBuf,
+    /// Environment passed to the harness (model API variables and the like).
+    pub env: Vec<(String, String)>,
+    /// First host uid of the agent's user namespace range (nspawn only).
+    pub uid_base: u32,
+    /// File that receives the harness's stdout and stderr.
+    pub log: PathBuf,
+}
+
+/// A started harness: the process hive-c0re waits on.
+#[derive(Debug)]
+pub struct Launched {
+    pub child: tokio::process::Child,
+}
+
+/// Why a runtime could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("could not start {name}'s harness: {source}")]
+    Spawn {
+        name: AgentName,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How agents' harnesses are launched and cleaned up.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Which runtime this is.
+    fn kind(&self) -> RuntimeKind;
+
+    /// True when an agent cannot reach the host (user-namespaced container).
+    fn isolated(&self) -> bool;
+
+    /// Prepares what the agent needs (root tree, ownership) and starts its harness.
+    ///
+    /// The returned child dies with hive-c0re (parent-death signal), so a
+    /// crashed daemon leaves no harness behind.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError>;
+
+    /// Removes anything a previous daemon left running for this agent.
+    async fn reap_orphans(&self, name: &AgentName) -> Result<(), RuntimeError>;
+
+    /// Removes runtime-owned files of an agent that is being destroyed.
+    async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError>;
+}

@@ -1,0 +1,14 @@
+//! Placeholder until the runtime lands.
+use super::*;
+/// Placeholder.
+pub struct ProcessRuntime;
+impl ProcessRuntime { /// x
+ pub fn new() -> Self { Self } }
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> RuntimeKind { RuntimeKind::Process }
+    fn isolated(&self) -> bool { false }
+    async fn launch(&self, _spec: &LaunchSpec) -> Result<Launched, RuntimeError> { Err(RuntimeError::Unavailable("not yet".into())) }
+    async fn reap_orphans(&self, _name: &AgentName) -> Result<(), RuntimeError> { Ok(()) }
+    async fn forget(&self, _spec: &LaunchSpec) -> Result<(), RuntimeError> { Ok(()) }
+}

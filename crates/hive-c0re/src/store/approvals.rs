@@ -1,0 +1,113 @@
+//! The `approvals` table: requests that take effect only when the operator says yes.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Result, Store};
+use crate::clock::now_ms;
+
+/// A stored approval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRow {
+    pub id: i64,
+    pub agent: String,
+    pub kind: String,
+    pub payload_json: String,
+    pub commit_ref: String,
+    pub description: Option<String>,
+    pub status: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+    pub decided_at: Option<i64>,
+}
+
+/// What queuing an approval needs.
+#[derive(Debug, Clone)]
+pub struct NewApproval<'a> {
+    pub agent: &'a str,
+    pub kind: &'a str,
+    pub payload_json: &'a str,
+    pub commit_ref: &'a str,
+    pub description: Option<&'a str>,
+}
+
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
+    Ok(ApprovalRow {
+        id: r.get(0)?,
+        agent: r.get(1)?,
+        kind: r.get(2)?,
+        payload_json: r.get(3)?,
+        commit_ref: r.get(4)?,
+        description: r.get(5)?,
+        status: r.get(6)?,
+        note: r.get(7)?,
+        created_at: r.get(8)?,
+        decided_at: r.get(9)?,
+    })
+}
+
+impl Store {
+    /// Queues a pending approval and returns its id.
+    pub fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+        let g = self.lock();
+        g.conn.execute(
+            "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![a.agent, a.kind, a.payload_json, a.commit_ref, a.description, now_ms()],
+        )?;
+        Ok(g.conn.last_insert_rowid())
+    }
+
+    /// One approval.
+    pub fn approval(&self, id: i64) -> Result<Option<ApprovalRow>> {
+        let g = self.lock();
+        Ok(g.conn
+            .query_row(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"), params![id], row)
+            .optional()?)
+    }
+
+    /// Every approval, oldest first.
+    pub fn approvals(&self) -> Result<Vec<ApprovalRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!("SELECT {COLUMNS} FROM approvals ORDER BY id"))?;
+        let rows = st.query_map([], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Moves a pending approval to `status`; false if it was not pending (decided once only).
+    pub fn decide_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE approvals SET status = ?1, note = ?2, decided_at = ?3 WHERE id = ?4 AND status = 'pending'",
+            params![status, note, now_ms(), id],
+        )? > 0)
+    }
+
+    /// Changes the status of an approval already decided (approved → failed when its action fails).
+    pub fn amend_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+        let g = self.lock();
+        Ok(g.conn.execute("UPDATE approvals SET status = ?1, note = ?2 WHERE id = ?3", params![status, note, id])? > 0)
+    }
+
+    /// Pending approvals, hive-wide.
+    pub fn pending_approvals(&self) -> Result<u64> {
+        let g = self.lock();
+        Ok(g.conn.query_row("SELECT COUNT(*) FROM approvals WHERE status = 'pending'", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approval_is_decided_once() {
+        let s = Store::in_memory().unwrap();
+        let id = s
+            .add_approval(&NewApproval { agent: "dave", kind: "spawn", payload_json: "{}", commit_ref: "", description: None })
+            .unwrap();
+        assert!(s.decide_approval(id, "denied", Some("no")).unwrap());
+        assert!(!s.decide_approval(id, "approved", None).unwrap());
+        assert_eq!(s.approval(id).unwrap().unwrap().status, "denied");
+    }
+}

@@ -1,0 +1,103 @@
+//! The `events` table: each agent's history (stream-json lines, states, crashes).
+
+use rusqlite::params;
+
+use super::{Result, Store};
+use crate::clock::now_ms;
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub agent: String,
+    pub id: i64,
+    pub ts: i64,
+    pub kind: String,
+    pub payload_json: String,
+}
+
+const COLUMNS: &str = "agent, id, ts, kind, payload_json";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow { agent: r.get(0)?, id: r.get(1)?, ts: r.get(2)?, kind: r.get(3)?, payload_json: r.get(4)? })
+}
+
+impl Store {
+    /// Appends events of one agent in one transaction; returns their ids.
+    pub fn add_events<'a>(&self, agent: &str, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<i64>> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        let mut ids = vec![];
+        {
+            let mut st = tx.prepare_cached("INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, ?3, ?4)")?;
+            let now = now_ms();
+            for (kind, payload) in items {
+                st.execute(params![agent, now, kind, payload])?;
+                ids.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Events of `agent` with id > `since`, oldest first, at most `limit`.
+    pub fn events_since(&self, agent: &str, since: i64, limit: u32) -> Result<Vec<EventRow>> {
+        let g = self.lock();
+        let mut st = g
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE agent = ?1 AND id > ?2 ORDER BY id LIMIT ?3"))?;
+        let rows = st.query_map(params![agent, since, limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The `limit` events of `agent` just before id `before` (all if None), oldest first.
+    pub fn events_before(&self, agent: &str, before: Option<i64>, limit: u32) -> Result<Vec<EventRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM events WHERE agent = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3) ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![agent, before.unwrap_or(i64::MAX), limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Drops events past the age limit or beyond the per-agent cap; returns how many.
+    pub fn vacuum_events(&self) -> Result<usize> {
+        let g = self.lock();
+        let cutoff = now_ms() - self.limits.max_age_ms;
+        let mut n = g.conn.execute("DELETE FROM events WHERE ts < ?1", params![cutoff])?;
+        let agents: Vec<(String, i64)> = {
+            let mut st = g.conn.prepare("SELECT agent, COUNT(*) FROM events GROUP BY agent")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+        };
+        for (agent, count) in agents {
+            let excess = count - self.limits.events_keep as i64;
+            if excess > 0 {
+                n += g.conn.execute(
+                    "DELETE FROM events WHERE agent = ?1 AND id IN (SELECT id FROM events WHERE agent = ?1 ORDER BY id LIMIT ?2)",
+                    params![agent, excess],
+                )?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Forgets every event of a purged agent.
+    pub fn purge_events(&self, agent: &str) -> Result<usize> {
+        Ok(self.lock().conn.execute("DELETE FROM events WHERE agent = ?1", params![agent])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_backwards_and_forwards() {
+        let s = Store::in_memory().unwrap();
+        let ids = s.add_events("a", (0..5).map(|_| ("stream", "{}"))).unwrap();
+        s.add_events("b", [("stream", "{}")]).unwrap();
+        let back = s.events_before("a", Some(ids[3]), 2).unwrap();
+        assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+        let fwd = s.events_since("a", ids[3], 10).unwrap();
+        assert_eq!(fwd.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[4]]);
+    }
+}

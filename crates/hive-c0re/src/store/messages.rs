@@ -1,0 +1,267 @@
+//! Messages: the broker's queue. A row is never lost once `send` returned:
+//! it stays until acknowledged (`delivered_at` set), and only delivered rows
+//! are vacuumed.
+//!
+//! A harness *claims* its inbox for a turn and acknowledges it when the turn
+//! ends; claims are released when the harness goes away, so a crashed turn's
+//! messages come again (at-least-once, deduplicated by id).
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, params};
+
+use super::{Inner, Result, Store, StoreError};
+use crate::clock::now_ms;
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub id: i64,
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// Why a send was refused by the store.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{recipient}'s inbox holds {cap} undelivered messages, its limit: wait until it reads some, then send again")]
+    InboxFull { recipient: String, cap: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for SendError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+const COLUMNS: &str = "id, sender, recipient, body, created_at, delivered_at";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
+    Ok(MessageRow {
+        id: r.get(0)?,
+        sender: r.get(1)?,
+        recipient: r.get(2)?,
+        body: r.get(3)?,
+        created_at: r.get(4)?,
+        delivered_at: r.get(5)?,
+    })
+}
+
+pub(super) fn load_depths(conn: &Connection) -> Result<HashMap<String, u64>> {
+    let mut st = conn.prepare("SELECT recipient, COUNT(*) FROM messages WHERE delivered_at IS NULL GROUP BY recipient")?;
+    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+impl Inner {
+    fn delivered(&mut self, recipient: &str, n: usize) {
+        if let Some(d) = self.depth.get_mut(recipient) {
+            *d = d.saturating_sub(n as u64);
+        }
+    }
+}
+
+impl Store {
+    /// Commits a message and returns its id; refuses when the recipient's queue is at its cap.
+    pub fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
+        let mut g = self.lock();
+        let depth = g.depth.get(recipient).copied().unwrap_or(0);
+        if depth >= self.limits.inbox_cap {
+            return Err(SendError::InboxFull { recipient: recipient.to_owned(), cap: self.limits.inbox_cap });
+        }
+        g.conn
+            .prepare_cached("INSERT INTO messages (sender, recipient, body, created_at) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![sender, recipient, body, now_ms()])?;
+        let id = g.conn.last_insert_rowid();
+        *g.depth.entry(recipient.to_owned()).or_default() += 1;
+        Ok(id)
+    }
+
+    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
+    pub fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        let mut g = self.lock();
+        let out = {
+            let mut st = g.conn.prepare_cached(&format!(
+                "UPDATE messages SET delivered_at = ?1 WHERE id IN (SELECT id FROM messages \
+                 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
+                 RETURNING {COLUMNS}"
+            ))?;
+            let rows = st.query_map(params![now_ms(), recipient, max], row)?;
+            let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            v.sort_by_key(|m| m.id);
+            v
+        };
+        g.delivered(recipient, out.len());
+        Ok(out)
+    }
+
+    /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`).
+    pub fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "UPDATE messages SET claimed_at = ?1 WHERE id IN (SELECT id FROM messages \
+             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
+             RETURNING {COLUMNS}"
+        ))?;
+        let rows = st.query_map(params![now_ms(), recipient, max], row)?;
+        let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        v.sort_by_key(|m| m.id);
+        Ok(v)
+    }
+
+    /// Acknowledges messages of `recipient`; ids of others or already acknowledged ones are ignored.
+    pub fn ack(&self, recipient: &str, ids: &[i64]) -> Result<usize> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE messages SET delivered_at = ?1 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NULL",
+            )?;
+            let now = now_ms();
+            for id in ids {
+                n += st.execute(params![now, id, recipient])?;
+            }
+        }
+        tx.commit()?;
+        g.delivered(recipient, n);
+        Ok(n)
+    }
+
+    /// Returns claimed but unacknowledged messages of `recipient` to its queue.
+    pub fn release_claims(&self, recipient: &str) -> Result<usize> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE messages SET claimed_at = NULL WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
+            params![recipient],
+        )?)
+    }
+
+    /// Releases every claim; run at start, when no harness is connected.
+    pub fn release_all_claims(&self) -> Result<usize> {
+        let g = self.lock();
+        Ok(g.conn.execute("UPDATE messages SET claimed_at = NULL WHERE delivered_at IS NULL AND claimed_at IS NOT NULL", [])?)
+    }
+
+    /// Undelivered messages waiting for `recipient`.
+    pub fn inbox_depth(&self, recipient: &str) -> u64 {
+        self.lock().depth.get(recipient).copied().unwrap_or(0)
+    }
+
+    /// True when `recipient` has a message nobody claimed yet.
+    pub fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
+        let g = self.lock();
+        if g.depth.get(recipient).copied().unwrap_or(0) == 0 {
+            return Ok(false);
+        }
+        Ok(g.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL)")?
+            .query_row(params![recipient], |r| r.get(0))?)
+    }
+
+    /// The newest `limit` messages to or from `mailbox`, oldest first.
+    pub fn recent_messages(&self, mailbox: &str, limit: u32) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM messages WHERE recipient = ?1 OR sender = ?1 \
+             ORDER BY id DESC LIMIT ?2) ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![mailbox, limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Drops delivered messages past the age limit or beyond the per-recipient cap; returns how many.
+    pub fn vacuum_messages(&self) -> Result<usize> {
+        let g = self.lock();
+        let cutoff = now_ms() - self.limits.max_age_ms;
+        let mut n = g.conn.execute("DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?1", params![cutoff])?;
+        n += g.conn.execute(
+            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+             (PARTITION BY recipient ORDER BY id DESC) AS rn FROM messages WHERE delivered_at IS NOT NULL) WHERE rn > ?1)",
+            params![self.limits.delivered_keep as i64],
+        )?;
+        Ok(n)
+    }
+
+    /// Forgets every message to or from a purged agent.
+    pub fn purge_messages(&self, mailbox: &str) -> Result<usize> {
+        let mut g = self.lock();
+        let n = g.conn.execute("DELETE FROM messages WHERE recipient = ?1 OR sender = ?1", params![mailbox])?;
+        g.depth.remove(mailbox);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Limits;
+
+    #[test]
+    fn recv_returns_each_message_once() {
+        let s = Store::in_memory().unwrap();
+        let a = s.send("operator", "alice", "one").unwrap();
+        let b = s.send("operator", "alice", "two").unwrap();
+        assert_eq!(s.inbox_depth("alice"), 2);
+        let got = s.recv("alice", 10).unwrap();
+        assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [a, b]);
+        assert!(s.recv("alice", 10).unwrap().is_empty());
+        assert_eq!(s.inbox_depth("alice"), 0);
+    }
+
+    #[test]
+    fn claimed_messages_come_back_after_release_until_acked() {
+        let s = Store::in_memory().unwrap();
+        let a = s.send("bob", "alice", "hi").unwrap();
+        assert_eq!(s.claim("alice", 10).unwrap()[0].id, a);
+        assert!(s.claim("alice", 10).unwrap().is_empty(), "claimed twice");
+        assert!(s.recv("alice", 10).unwrap().is_empty(), "recv saw a claimed message");
+        s.release_claims("alice").unwrap();
+        assert_eq!(s.claim("alice", 10).unwrap()[0].id, a);
+        assert_eq!(s.ack("alice", &[a]).unwrap(), 1);
+        s.release_claims("alice").unwrap();
+        assert!(s.claim("alice", 10).unwrap().is_empty());
+        assert_eq!(s.ack("alice", &[a]).unwrap(), 0, "acked twice");
+        assert_eq!(s.inbox_depth("alice"), 0);
+    }
+
+    #[test]
+    fn full_inbox_refuses_with_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db"), Limits { inbox_cap: 2, ..Limits::default() }).unwrap();
+        s.send("operator", "alice", "1").unwrap();
+        s.send("operator", "alice", "2").unwrap();
+        let e = s.send("operator", "alice", "3").unwrap_err().to_string();
+        assert!(e.contains("alice's inbox holds 2 undelivered messages"), "{e}");
+        s.recv("alice", 1).unwrap();
+        s.send("operator", "alice", "3").unwrap();
+    }
+
+    #[test]
+    fn depth_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        let s = Store::open(&p, Limits::default()).unwrap();
+        s.send("operator", "alice", "1").unwrap();
+        drop(s);
+        assert_eq!(Store::open(&p, Limits::default()).unwrap().inbox_depth("alice"), 1);
+    }
+
+    #[test]
+    fn vacuum_keeps_undelivered_and_caps_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db"), Limits { delivered_keep: 3, ..Limits::default() }).unwrap();
+        for i in 0..10 {
+            s.send("operator", "alice", &i.to_string()).unwrap();
+        }
+        s.recv("alice", 8).unwrap();
+        assert_eq!(s.vacuum_messages().unwrap(), 5);
+        assert_eq!(s.inbox_depth("alice"), 2);
+        assert_eq!(s.recv("alice", 10).unwrap().len(), 2);
+    }
+}

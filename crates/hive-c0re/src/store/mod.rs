@@ -1,0 +1,112 @@
+//! The store: one sqlite file in WAL mode, the only place that writes SQL.
+//!
+//! One connection behind a mutex. Every statement is short, and WAL with
+//! `synchronous=NORMAL` makes a commit a write to the OS, not an fsync, so
+//! a committed row survives a kill -9 of the daemon (not a power cut).
+//! One file per table family holds its queries.
+
+mod agents;
+mod approvals;
+mod events;
+mod messages;
+mod questions;
+mod schema;
+mod stats;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use agents::{AgentRow, NewAgent};
+pub use approvals::{ApprovalRow, NewApproval};
+pub use events::EventRow;
+pub use messages::{MessageRow, SendError};
+pub use questions::QuestionRow;
+pub use stats::StatRow;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("could not open the database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the database {path} has schema version {found}, newer than this hive-c0re knows ({known}): upgrade hive-c0re")]
+    TooNew { path: String, found: i64, known: i64 },
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Bounds that keep the database from growing without end.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Undelivered messages one mailbox may hold before sends to it are refused.
+    pub inbox_cap: u64,
+    /// Delivered messages kept per recipient.
+    pub delivered_keep: u64,
+    /// Events kept per agent.
+    pub events_keep: u64,
+    /// Age after which delivered messages, events and stats are dropped, in ms.
+    pub max_age_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { inbox_cap: 10_000, delivered_keep: 5_000, events_keep: 50_000, max_age_ms: 30 * 24 * 3600 * 1000 }
+    }
+}
+
+/// Handle on the hive's database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Mutex<Inner>>,
+    limits: Arc<Limits>,
+}
+
+struct Inner {
+    conn: Connection,
+    /// Undelivered count per recipient, so the backpressure check costs no query.
+    depth: HashMap<String, u64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub fn open(path: &Path, limits: Limits) -> Result<Self> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Self::init(conn, path, limits)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?, Path::new(":memory:"), Limits::default())
+    }
+
+    fn init(conn: Connection, path: &Path, limits: Limits) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut conn = conn;
+        schema::migrate(&mut conn, path)?;
+        let depth = messages::load_depths(&conn)?;
+        Ok(Self { inner: Arc::new(Mutex::new(Inner { conn, depth })), limits: Arc::new(limits) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves sqlite consistent (statements are
+        // atomic), so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The bounds this store enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}

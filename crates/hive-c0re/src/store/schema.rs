@@ -1,0 +1,127 @@
+//! Versioned migrations, applied in order at start; `PRAGMA user_version` records the last.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+/// Each entry moves the schema one version up; never edit a shipped entry, append.
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables of DESIGN.md.
+    r#"
+CREATE TABLE agents (
+    name              TEXT PRIMARY KEY,
+    harness           TEXT NOT NULL,
+    config_toml       TEXT NOT NULL,
+    model_override    TEXT,
+    model_switched_at INTEGER,
+    active_model      TEXT,
+    uid_base          INTEGER NOT NULL UNIQUE,
+    want_running      INTEGER NOT NULL DEFAULT 1,
+    paused            INTEGER NOT NULL DEFAULT 0,
+    failed            INTEGER NOT NULL DEFAULT 0,
+    needs_login       INTEGER NOT NULL DEFAULT 0,
+    deployed_sha      TEXT,
+    parent            TEXT,
+    status_text       TEXT,
+    status_set_at     INTEGER,
+    state             TEXT NOT NULL DEFAULT 'idle',
+    state_since       INTEGER NOT NULL,
+    last_turn_at      INTEGER,
+    nap_until         INTEGER,
+    session_id        TEXT,
+    created_at        INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender       TEXT NOT NULL,
+    recipient    TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    claimed_at   INTEGER,
+    delivered_at INTEGER
+);
+CREATE INDEX messages_inbox ON messages (recipient, delivered_at, id);
+CREATE TABLE approvals (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    payload_json TEXT NOT NULL DEFAULT '{}',
+    commit_ref   TEXT NOT NULL DEFAULT '',
+    description  TEXT,
+    status       TEXT NOT NULL DEFAULT 'pending',
+    note         TEXT,
+    created_at   INTEGER NOT NULL,
+    decided_at   INTEGER
+);
+CREATE TABLE questions (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent        TEXT NOT NULL,
+    question     TEXT NOT NULL,
+    options_json TEXT NOT NULL DEFAULT '[]',
+    ttl_seconds  INTEGER NOT NULL,
+    asked_at     INTEGER NOT NULL,
+    deadline     INTEGER NOT NULL,
+    answer       TEXT,
+    answered_at  INTEGER,
+    cancelled    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE events (
+    agent        TEXT NOT NULL,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts           INTEGER NOT NULL,
+    kind         TEXT NOT NULL,
+    payload_json TEXT NOT NULL
+);
+CREATE INDEX events_agent ON events (agent, id);
+CREATE TABLE stats (
+    agent TEXT NOT NULL,
+    ts    INTEGER NOT NULL,
+    key   TEXT NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX stats_agent ON stats (agent, ts);
+"#,
+];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Applies every migration newer than the database, each in its own transaction.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > VERSION {
+        return Err(StoreError::TooNew { path: path.display().to_string(), found, known: VERSION });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c, Path::new(":memory:")).unwrap();
+        migrate(&mut c, Path::new(":memory:")).unwrap();
+        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v, VERSION);
+    }
+
+    #[test]
+    fn refuses_a_newer_database() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        let e = migrate(&mut c, Path::new("x.db")).unwrap_err().to_string();
+        assert!(e.contains("upgrade hive-c0re"), "{e}");
+    }
+}

@@ -1,0 +1,49 @@
+//! The `stats` table: figures the harness reports at each turn end.
+
+use rusqlite::params;
+
+use super::{Result, Store};
+use crate::clock::now_ms;
+
+/// A stored figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatRow {
+    pub agent: String,
+    pub ts: i64,
+    pub key: String,
+    pub value: f64,
+}
+
+impl Store {
+    /// Records figures of one agent at one instant.
+    pub fn add_stats<'a>(&self, agent: &str, items: impl IntoIterator<Item = (&'a str, f64)>) -> Result<()> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)")?;
+            let now = now_ms();
+            for (k, v) in items {
+                st.execute(params![agent, now, k, v])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Figures since `since` (ms), of one agent or all, oldest first.
+    pub fn stats_since(&self, agent: Option<&str>, since: i64) -> Result<Vec<StatRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(
+            "SELECT agent, ts, key, value FROM stats WHERE (?1 IS NULL OR agent = ?1) AND ts >= ?2 ORDER BY ts",
+        )?;
+        let rows = st.query_map(params![agent, since], |r| {
+            Ok(StatRow { agent: r.get(0)?, ts: r.get(1)?, key: r.get(2)?, value: r.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Drops figures past the age limit.
+    pub fn vacuum_stats(&self) -> Result<usize> {
+        Ok(self.lock().conn.execute("DELETE FROM stats WHERE ts < ?1", params![now_ms() - self.limits.max_age_ms])?)
+    }
+}

@@ -1,0 +1,205 @@
+//! Supervision: one task per running agent that launches its harness through
+//! the runtime, waits on it, reports and restarts it when it dies, and stops
+//! it on request.
+//!
+//! A harness that exits without being asked is a crash: the agent is marked,
+//! a `container_crash` event is stored, the manager gets a message from
+//! `system`, and the harness is restarted with exponential backoff until
+//! [`MAX_RESTARTS`] quick failures in a row leave the agent failed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hive_sh4re::AgentName;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Change;
+use crate::hive::Hive;
+
+/// Quick failures in a row after which the agent is left failed.
+pub const MAX_RESTARTS: u32 = 5;
+/// A harness that ran this long before dying resets the failure count.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// First restart delay; doubles with each failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Lines of the harness log quoted in a crash report.
+const CRASH_LOG_LINES: usize = 20;
+
+struct Live {
+    stop: CancellationToken,
+    running: Arc<AtomicBool>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// The running agents' supervision tasks.
+#[derive(Default)]
+pub struct Supervisor {
+    live: Mutex<HashMap<String, Live>>,
+}
+
+impl Supervisor {
+    /// True while the agent's harness process is alive.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .is_some_and(|l| l.running.load(Ordering::SeqCst))
+    }
+
+    /// Starts supervising the agent unless it already is.
+    pub fn start(&self, hive: &Arc<Hive>, name: &AgentName) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live.get(name.as_str()).is_some_and(|l| l.task.as_ref().is_some_and(|t| !t.is_finished())) {
+            return;
+        }
+        let stop = hive.shutdown.child_token();
+        let running = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(supervise(hive.clone(), name.clone(), stop.clone(), running.clone()));
+        live.insert(name.to_string(), Live { stop, running, task: Some(task) });
+    }
+
+    /// Stops the agent's harness (SIGTERM, SIGKILL after the grace) and waits for it.
+    pub async fn stop(&self, name: &AgentName) {
+        let entry = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(name.as_str());
+        if let Some(mut l) = entry {
+            l.stop.cancel();
+            if let Some(t) = l.task.take() {
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// Stops every agent, for shutdown.
+    pub async fn stop_all(&self) {
+        let names: Vec<String> = self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let stops = names.iter().filter_map(|n| AgentName::parse(n).ok()).map(|n| async move { self.stop(&n).await });
+        futures::future::join_all(stops).await;
+    }
+}
+
+async fn supervise(hive: Arc<Hive>, name: AgentName, stop: CancellationToken, running: Arc<AtomicBool>) {
+    let mut failures = 0u32;
+    loop {
+        let row = match hive.store.agent(name.as_str()) {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        if let Err(e) = crate::agent_sock::ensure_listening(&hive, &name) {
+            tracing::error!(agent = %name, "cannot open agent socket: {e}");
+        }
+        let spec = hive.launch_spec(&row);
+        if let Err(e) = hive.runtime.reap_orphans(&name).await {
+            tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");
+        }
+        let started = Instant::now();
+        let outcome = match hive.runtime.launch(&spec).await {
+            Ok(mut launched) => {
+                running.store(true, Ordering::SeqCst);
+                hive.broker.publish(Change::Agent(name.to_string()));
+                tracing::info!(agent = %name, runtime = hive.runtime.kind().as_str(), "harness started");
+                tokio::select! {
+                    status = launched.child.wait() => Some(status.map(describe_exit).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
+                    _ = stop.cancelled() => {
+                        terminate(&mut launched.child, hive.settings.kill_grace).await;
+                        None
+                    }
+                }
+            }
+            Err(e) => Some(format!("could not be launched: {e}")),
+        };
+        running.store(false, Ordering::SeqCst);
+        after_exit(&hive, &name);
+        let Some(exit) = outcome else { return };
+        if stop.is_cancelled() {
+            return;
+        }
+        if started.elapsed() > HEALTHY_AFTER {
+            failures = 0;
+        }
+        failures += 1;
+        let gave_up = failures > MAX_RESTARTS;
+        let backoff = FIRST_BACKOFF * 2u32.pow(failures.saturating_sub(1).min(10));
+        report_crash(&hive, &name, &exit, gave_up.then_some(()).map_or(Some(backoff), |_| None), failures);
+        if gave_up {
+            let _ = hive.store.set_failed(name.as_str(), true);
+            hive.broker.publish(Change::Agent(name.to_string()));
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Hands back what the dead harness held: its claimed messages and queued commands.
+fn after_exit(hive: &Hive, name: &AgentName) {
+    let _ = hive.store.release_claims(name.as_str());
+    hive.broker.clear_control(name.as_str());
+    if let Ok(Some(row)) = hive.store.agent(name.as_str()) {
+        if row.state != hive_sh4re::AgentState::Idle {
+            let _ = hive.set_state(name, hive_sh4re::AgentState::Idle, None);
+        }
+    }
+    hive.broker.publish(Change::Agent(name.to_string()));
+}
+
+fn report_crash(hive: &Hive, name: &AgentName, exit: &str, retry_in: Option<Duration>, attempt: u32) {
+    let tail = log_tail(&hive.paths.harness_log(name), CRASH_LOG_LINES);
+    let next = match retry_in {
+        Some(d) => format!("restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})", d.as_secs_f64()),
+        None => format!("gave up after {MAX_RESTARTS} restarts: it stays failed until someone runs hive-c0re start {name}"),
+    };
+    tracing::warn!(agent = %name, "harness {exit}; {next}");
+    let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
+    let _ = hive.add_events(name, &[("container_crash".to_owned(), payload.to_string())]);
+    let body = format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
+    if let Err(e) = hive.notify(&AgentName::manager(), &body) {
+        tracing::error!("could not tell the manager about {name}'s crash: {e}");
+    }
+}
+
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(sig)) => {
+            let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
+            format!("was killed by signal {sig} ({name})")
+        }
+        _ => "exited".to_owned(),
+    }
+}
+
+/// The last `n` lines of a log file (empty if unreadable).
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    let Ok(text) = std::fs::read(path) else { return String::new() };
+    let start = text.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// SIGTERM to the harness (its process group when it leads one), SIGKILL after `grace`.
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+    let Some(pid) = child.id() else { return };
+    let pid = Pid::from_raw(pid as i32);
+    let leads_group = nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g == pid);
+    let signal = |s: Signal| {
+        let _ = if leads_group { killpg(pid, s) } else { kill(pid, s) };
+    };
+    signal(Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal(Signal::SIGKILL);
+        let _ = child.wait().await;
+    } else if leads_group {
+        // The leader is gone; make sure no straggler of its group survives it.
+        let _ = killpg(pid, Signal::SIGKILL);
+    }
+}

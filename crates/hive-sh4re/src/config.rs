@@ -1,0 +1,214 @@
+//! `agent.toml`: an agent's configuration, parsed and validated in one place.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Mailbox;
+
+/// Default model of a new agent.
+pub const DEFAULT_MODEL: &str = "haiku";
+
+/// The tools every agent may use whatever its config says: its hive tools.
+pub const HIVE_TOOLS: [&str; 5] = [
+    "mcp__hyperhive__send",
+    "mcp__hyperhive__recv",
+    "mcp__hyperhive__status",
+    "mcp__hyperhive__set_status",
+    "mcp__hyperhive__nap",
+];
+
+/// An agent's configuration as written in `agent.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Claude model name or alias.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// claude-code `--allowedTools` entries, e.g. `Read`, `Bash(git *)`.
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// Whom the agent may send to; empty means anyone in the hive.
+    #[serde(default)]
+    pub allowed_recipients: Vec<String>,
+    /// Extra environment for claude.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Extra stdio MCP servers, by name.
+    #[serde(default)]
+    pub mcp_servers: BTreeMap<String, McpServer>,
+    /// The agent's standing instructions.
+    #[serde(default)]
+    pub prompt: String,
+    /// Size of `/state/notes.md` above which the notes are compacted.
+    #[serde(default)]
+    pub notes_max_bytes: Option<u64>,
+}
+
+/// A stdio MCP server claude starts for the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_model() -> String {
+    DEFAULT_MODEL.to_owned()
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            allowed_tools: vec![],
+            allowed_recipients: vec![],
+            env: BTreeMap::new(),
+            mcp_servers: BTreeMap::new(),
+            prompt: String::new(),
+            notes_max_bytes: None,
+        }
+    }
+}
+
+/// Why an `agent.toml` was refused; always names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("agent.toml is invalid: {0}")]
+pub struct ConfigError(pub String);
+
+impl AgentConfig {
+    /// Parses and validates the text of an `agent.toml`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError(e.message().to_owned() + &field_hint(&e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The config as `agent.toml` text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("AgentConfig always serializes")
+    }
+
+    /// Checks every field, naming the first one that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.model;
+        if m.is_empty() || m.len() > 100 || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c)) {
+            return Err(ConfigError(format!(
+                "field `model`: {m:?} is not a model name (letters, digits, '-', '.', '_' only)"
+            )));
+        }
+        for (i, t) in self.allowed_tools.iter().enumerate() {
+            validate_tool(t).map_err(|why| ConfigError(format!("field `allowed_tools[{i}]`: {t:?} {why}")))?;
+        }
+        for (i, r) in self.allowed_recipients.iter().enumerate() {
+            Mailbox::parse(r).map_err(|e| ConfigError(format!("field `allowed_recipients[{i}]`: {e}")))?;
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err(ConfigError(format!("field `env`: {k:?} is not an environment variable name")));
+            }
+        }
+        for (name, s) in &self.mcp_servers {
+            if name == "hyperhive" {
+                return Err(ConfigError("field `mcp_servers`: the name \"hyperhive\" is the hive's own server".into()));
+            }
+            if s.command.trim().is_empty() {
+                return Err(ConfigError(format!("field `mcp_servers.{name}.command` is empty")));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when this agent may send to `to` (the operator and system are always reachable).
+    pub fn may_send_to(&self, to: &Mailbox) -> bool {
+        match to {
+            Mailbox::Operator | Mailbox::System => true,
+            Mailbox::Agent(n) => self.allowed_recipients.is_empty() || self.allowed_recipients.iter().any(|r| r == n.as_str()),
+        }
+    }
+
+    /// The `--allowedTools` list: the config's tools plus the hive tools.
+    pub fn allowed_tools_arg(&self, manager_tools: &[&str]) -> String {
+        let mut all: Vec<&str> = HIVE_TOOLS.to_vec();
+        all.extend_from_slice(manager_tools);
+        all.extend(self.allowed_tools.iter().map(String::as_str));
+        all.join(",")
+    }
+}
+
+fn field_hint(e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => format!(" (at byte {})", span.start),
+        None => String::new(),
+    }
+}
+
+/// Checks one `--allowedTools` entry: `Name` or `Name(pattern)`.
+fn validate_tool(t: &str) -> Result<(), &'static str> {
+    let (name, rest) = match t.find('(') {
+        Some(i) => (&t[..i], Some(&t[i..])),
+        None => (t, None),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("is not a tool name such as Read or Bash(git *)");
+    }
+    if let Some(rest) = rest {
+        if !rest.ends_with(')') || rest.len() < 3 {
+            return Err("has an unclosed or empty pattern: write Bash(git *)");
+        }
+    }
+    if t.contains(',') {
+        return Err("contains a comma: give each tool as its own entry");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = AgentConfig::from_toml(
+            r#"
+model = "sonnet"
+allowed_tools = ["Read", "Bash(git *)"]
+allowed_recipients = ["bob", "operator"]
+prompt = "be kind"
+[env]
+FOO = "1"
+[mcp_servers.fs]
+command = "fs-mcp"
+args = ["--root", "/state"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.model, "sonnet");
+        assert_eq!(c.allowed_tools, ["Read", "Bash(git *)"]);
+        assert!(c.may_send_to(&Mailbox::parse("bob").unwrap()));
+        assert!(!c.may_send_to(&Mailbox::parse("carol").unwrap()));
+        assert!(c.allowed_tools_arg(&[]).ends_with(",Read,Bash(git *)"));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = AgentConfig::from_toml("allowed_tools = [\"Bash(git *\"]").unwrap_err().to_string();
+        assert!(e.contains("allowed_tools[0]"), "{e}");
+        let e = AgentConfig::from_toml("allowed_recipients = [\"../x\"]").unwrap_err().to_string();
+        assert!(e.contains("allowed_recipients[0]"), "{e}");
+        let e = AgentConfig::from_toml("model = 3").unwrap_err().to_string();
+        assert!(e.contains("model") || e.contains("string"), "{e}");
+        let e = AgentConfig::from_toml("modle = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(AgentConfig::from_toml("").unwrap(), AgentConfig::default());
+        let c = AgentConfig::default();
+        assert_eq!(AgentConfig::from_toml(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,0 +1,409 @@
+//! host.sock: the operator's admin protocol (see `shared/HOST_SOCK.md`).
+//!
+//! JSON lines; a request is internally tagged by `cmd`, a response is one flat
+//! object that always starts with `version` and `ok`. The dashboard serves the
+//! same row types, so both surfaces stay in step.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentName, Mailbox, PROTOCOL_VERSION};
+
+/// Which agents a `start`/`stop` applies to.
+///
+/// An empty scope means "the whole hive" to hyperhive; we refuse it unless
+/// `all` is also set, so a client bug cannot stop everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scope {
+    /// The agents named explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_names: Option<Vec<AgentName>>,
+    /// Set to act on every agent of the hive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+/// One request line on host.sock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Names of all agents.
+    List,
+    /// A status row per agent.
+    AgentStatus,
+    /// An ack, then a one-row `agent_statuses` line per change.
+    SubscribeAgentStatus,
+    /// Park or resume an agent's turn loop.
+    SetPaused { name: AgentName, paused: bool },
+    /// Start agents.
+    Start { scope: Scope },
+    /// Stop agents; `graceful` lets the current turn finish.
+    Stop {
+        scope: Scope,
+        #[serde(default)]
+        graceful: bool,
+    },
+    /// Restart one agent.
+    Restart { name: AgentName },
+    /// The hive's URLs.
+    Urls,
+    /// Every approval, whatever its status.
+    Pending,
+    /// Approve and run an approval now.
+    Approve { id: i64 },
+    /// Deny an approval.
+    Deny {
+        id: i64,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Send a message as the operator.
+    Send { to: Mailbox, body: String },
+    /// Read and acknowledge an inbox (the operator's by default).
+    Recv {
+        #[serde(default, rename = "as")]
+        as_: Option<Mailbox>,
+        #[serde(default)]
+        max: Option<u32>,
+        #[serde(default)]
+        wait_ms: Option<u64>,
+    },
+    /// Create an agent (state, default config) and start it.
+    Spawn {
+        name: AgentName,
+        #[serde(default)]
+        model: Option<String>,
+    },
+    /// Stop an agent: SIGTERM, then SIGKILL after a grace.
+    Kill { name: AgentName },
+    /// Remove an agent; its state is kept unless `purge`.
+    Destroy {
+        name: AgentName,
+        #[serde(default)]
+        purge: bool,
+    },
+    /// Queue an approval to create and start an agent.
+    RequestSpawn {
+        name: AgentName,
+        #[serde(default)]
+        description: Option<String>,
+    },
+    /// Queue an approval to deploy a config commit.
+    RequestApplyCommit {
+        agent: AgentName,
+        sha: String,
+        #[serde(default)]
+        description: Option<String>,
+    },
+    /// An agent's events, oldest first.
+    Events {
+        agent: AgentName,
+        #[serde(default)]
+        since: Option<i64>,
+        #[serde(default)]
+        before: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+        /// Keep the connection open and stream new events as they come.
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Stop the agent's current turn (or nap).
+    Cancel { name: AgentName },
+    /// Compact the agent's claude session.
+    Compact { name: AgentName },
+    /// Show or override the agent's model; `model: null` clears the override.
+    SetModel {
+        name: AgentName,
+        #[serde(default)]
+        model: Option<String>,
+    },
+    /// Operator questions (pending and recent).
+    Questions,
+    /// Answer an operator question.
+    Answer { id: i64, answer: String },
+    /// Cancel an operator question.
+    CancelQuestion { id: i64 },
+}
+
+impl Request {
+    /// The `cmd` names this daemon understands, for error messages.
+    pub const COMMANDS: &'static [&'static str] = &[
+        "list",
+        "agent_status",
+        "subscribe_agent_status",
+        "set_paused",
+        "start",
+        "stop",
+        "restart",
+        "urls",
+        "pending",
+        "approve",
+        "deny",
+        "send",
+        "recv",
+        "spawn",
+        "kill",
+        "destroy",
+        "request_spawn",
+        "request_apply_commit",
+        "events",
+        "cancel",
+        "compact",
+        "set_model",
+        "questions",
+        "answer",
+        "cancel_question",
+    ];
+
+    /// Parses one request line, turning serde's errors into sentences an operator can act on.
+    pub fn from_line(line: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+            if std::str::from_utf8(line).is_err() {
+                "the request is not valid UTF-8: send one JSON object per line".to_owned()
+            } else {
+                format!("the request is not valid JSON ({e}): send one JSON object per line")
+            }
+        })?;
+        let Some(obj) = value.as_object() else {
+            return Err("the request must be a JSON object with a \"cmd\" field".to_owned());
+        };
+        let cmd = match obj.get("cmd") {
+            Some(serde_json::Value::String(c)) => c.clone(),
+            Some(_) => return Err("the \"cmd\" field must be a string such as \"list\"".to_owned()),
+            None => return Err("the request has no \"cmd\" field: say which verb, e.g. {\"cmd\":\"list\"}".to_owned()),
+        };
+        if !Self::COMMANDS.contains(&cmd.as_str()) {
+            return Err(format!(
+                "unknown cmd {cmd:?}: this daemon understands {}",
+                Self::COMMANDS.join(", ")
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| format!("bad {cmd:?} request: {e}"))
+    }
+}
+
+/// URLs of the hive's services; `home` is the dashboard root.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Urls {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<String>,
+}
+
+/// One agent's status, fields in the order hyperhive writes them, ours after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatusRow {
+    pub name: String,
+    pub running: bool,
+    pub failed: bool,
+    pub needs_update: bool,
+    pub needs_login: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_sha: Option<String>,
+    pub pending_reminders: u32,
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub active_model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_set_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// idle, thinking, compacting, napping.
+    pub state: String,
+    /// RFC 3339 UTC time the state was entered.
+    pub state_since: String,
+    /// Undelivered messages waiting for the agent.
+    pub inbox_depth: u64,
+    /// RFC 3339 UTC end of the last turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_turn_at: Option<String>,
+    /// `nspawn` or `process`.
+    pub runtime: String,
+    /// False when the agent runs as a plain host process.
+    pub isolated: bool,
+    /// RFC 3339 UTC end of a nap in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nap_until: Option<String>,
+}
+
+/// An operator decision the manager (or the operator) asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: i64,
+    pub agent: String,
+    /// spawn, init_config, apply_commit, schedule_prompt; unknown kinds kept verbatim.
+    pub kind: String,
+    /// A sha or "".
+    pub commit_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_sha: Option<String>,
+    pub requested_at: String,
+    /// pending, approved, denied, failed, cancelled.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A message as `recv` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    /// RFC 3339 UTC.
+    pub sent_at: String,
+}
+
+/// One row of an agent's event history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub agent: String,
+    /// RFC 3339 UTC.
+    pub ts: String,
+    /// e.g. `state`, `stream`, `turn_start`, `turn_end`, `container_crash`.
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+/// A question the manager put to the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Question {
+    pub id: i64,
+    pub agent: String,
+    pub question: String,
+    pub options: Vec<String>,
+    pub asked_at: String,
+    pub deadline: String,
+    /// pending, answered, timed_out, cancelled.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<String>,
+}
+
+/// One response line: `version` and `ok` always, then the fields of the verb.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_statuses: Option<Vec<AgentStatusRow>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urls: Option<Urls>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<Vec<Approval>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<Vec<Question>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+}
+
+/// An agent's configured model, the operator's override and the model in use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub configured: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_model: Option<String>,
+    pub active: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<String>,
+}
+
+impl Response {
+    /// `{"version":1,"ok":true}`.
+    pub fn ok() -> Self {
+        Self { version: PROTOCOL_VERSION, ok: true, ..Self::default() }
+    }
+
+    /// A refusal carrying a sentence the operator can act on.
+    pub fn refusal(error: impl Into<String>) -> Self {
+        Self { version: PROTOCOL_VERSION, ok: false, error: Some(error.into()), ..Self::default() }
+    }
+
+    /// The response as one JSON line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("Response always serializes");
+        v.push(b'\n');
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_success_bytes() {
+        assert_eq!(Response::ok().to_line(), b"{\"version\":1,\"ok\":true}\n");
+    }
+
+    #[test]
+    fn refusal_bytes() {
+        let r = Response::refusal("agent \"ghost\" is not managed by this hive");
+        assert_eq!(
+            String::from_utf8(r.to_line()).unwrap(),
+            "{\"version\":1,\"ok\":false,\"error\":\"agent \\\"ghost\\\" is not managed by this hive\"}\n"
+        );
+    }
+
+    #[test]
+    fn empty_roster_bytes() {
+        let r = Response { agent_statuses: Some(vec![]), ..Response::ok() };
+        assert_eq!(r.to_line(), b"{\"version\":1,\"ok\":true,\"agent_statuses\":[]}\n");
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored() {
+        let r = Request::from_line(br#"{"cmd":"restart","name":"alice","extra":1}"#).unwrap();
+        assert_eq!(r, Request::Restart { name: AgentName::parse("alice").unwrap() });
+    }
+
+    #[test]
+    fn missing_and_mistyped_fields_are_sentences() {
+        let e = Request::from_line(br#"{"cmd":"set_paused","name":"alice"}"#).unwrap_err();
+        assert!(e.contains("missing field `paused`"), "{e}");
+        let e = Request::from_line(br#"{"cmd":"approve","id":"x"}"#).unwrap_err();
+        assert!(e.starts_with("bad \"approve\" request"), "{e}");
+        let e = Request::from_line(br#"{"cmd":"fly"}"#).unwrap_err();
+        assert!(e.starts_with("unknown cmd \"fly\""), "{e}");
+        let e = Request::from_line(b"{nope").unwrap_err();
+        assert!(e.contains("not valid JSON"), "{e}");
+        let e = Request::from_line(b"\xff\xfe").unwrap_err();
+        assert!(e.contains("UTF-8"), "{e}");
+        let e = Request::from_line(br#"{"cmd":"restart","name":"../etc"}"#).unwrap_err();
+        assert!(e.contains("must start with a lowercase letter"), "{e}");
+    }
+
+    #[test]
+    fn scope_defaults_to_nothing() {
+        let r = Request::from_line(br#"{"cmd":"start","scope":{}}"#).unwrap();
+        assert_eq!(r, Request::Start { scope: Scope::default() });
+    }
+}

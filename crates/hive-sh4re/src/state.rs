@@ -1,0 +1,46 @@
+//! What an agent is doing right now, as its badge shows it.
+
+use serde::{Deserialize, Serialize};
+
+/// The turn-loop state of a running agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// Waiting for inbox messages.
+    #[default]
+    Idle,
+    /// A claude turn is running.
+    Thinking,
+    /// `/compact` is running on the agent's session.
+    Compacting,
+    /// The agent asked not to be woken before a time.
+    Napping,
+}
+
+impl AgentState {
+    /// The state as stored and shown (`idle`, `thinking`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Thinking => "thinking",
+            Self::Compacting => "compacting",
+            Self::Napping => "napping",
+        }
+    }
+
+    /// Parses a stored state, defaulting unknown text to idle.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "thinking" => Self::Thinking,
+            "compacting" => Self::Compacting,
+            "napping" => Self::Napping,
+            _ => Self::Idle,
+        }
+    }
+}
+
+impl std::fmt::Display for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
