@@ -118,11 +118,21 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
                 ..AgentResponse::ok()
             }
         }
-        AgentRequest::NextTurn { wait_ms } => {
+        AgentRequest::NextTurn { wait_ms, wake_after } => {
             let wait = wait_ms.map(Duration::from_millis).unwrap_or(MAX_POLL).min(MAX_POLL);
-            let msgs = next_turn(hive, name, wait).await?;
+            let msgs = next_turn(hive, name, wait, wake_after).await?;
             conn.claimed |= !msgs.is_empty();
             AgentResponse { messages: Some(msgs.iter().map(message_wire).collect()), ..AgentResponse::ok() }
+        }
+        AgentRequest::Release => {
+            hive.store.release_claims(name.as_str())?;
+            conn.claimed = false;
+            AgentResponse::ok()
+        }
+        AgentRequest::NeedsLogin { needed } => {
+            hive.store.set_needs_login(name.as_str(), needed)?;
+            hive.broker.publish(Change::Agent(name.to_string()));
+            AgentResponse::ok()
         }
         AgentRequest::Ack { ids } => {
             hive.store.ack(name.as_str(), &ids)?;
@@ -186,7 +196,7 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
 }
 
 /// Waits until the agent may take a turn and has unclaimed messages, then claims them.
-async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration) -> Result<Vec<crate::store::MessageRow>> {
+async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration, wake_after: Option<i64>) -> Result<Vec<crate::store::MessageRow>> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let mut rx = hive.broker.watch_inbox(name.as_str());
@@ -196,7 +206,11 @@ async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration) -> Result<Vec<
             hive.store.set_nap_until(name.as_str(), None)?;
             hive.broker.publish(Change::Agent(name.to_string()));
         }
-        if !row.paused && nap_left.is_none() && hive.store.has_unclaimed(name.as_str())? {
+        let woken = match wake_after {
+            Some(id) => hive.store.has_unclaimed_after(name.as_str(), id)?,
+            None => hive.store.has_unclaimed(name.as_str())?,
+        };
+        if !row.paused && nap_left.is_none() && woken {
             let got = hive.store.claim(name.as_str(), TURN_BATCH)?;
             if !got.is_empty() {
                 return Ok(got);

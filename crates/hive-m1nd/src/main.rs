@@ -1,3 +1,5 @@
+//! `hive-m1nd`: the manager's harness — the agent turn loop with the manager's MCP tools on.
+
 fn main() {
-    println!("Hello, world!");
+    hive_ag3nt::cli::main("hive-m1nd", true)
 }

@@ -103,20 +103,27 @@ impl Conversation {
             .iter()
             .rposition(|m| role(m) == "user" && !has_tool_result(m) && !user_text(m).is_empty());
 
-        let newest_text = newest_user.map(|i| raw_text(&messages[i])).unwrap_or_default();
+        let newest_text = newest_user
+            .map(|i| raw_text(&messages[i]))
+            .unwrap_or_default();
         let step = match newest_user {
             _ if newest_text.contains(COMPACT_MARKER) => Step::Compact,
             Some(i) if has_tool_result(&messages[i]) => Step::ToolResult,
             Some(i) if Some(i) == turn_start => Step::UserText,
             _ => Step::Other,
         };
-        let user_text = turn_start.map(|i| user_text(&messages[i])).unwrap_or_default();
+        let user_text = turn_start
+            .map(|i| user_text(&messages[i]))
+            .unwrap_or_default();
         let tool_result = match (step, newest_user) {
             (Step::ToolResult, Some(i)) => tool_result_text(&messages[i]),
             _ => String::new(),
         };
         let after_start = &messages[turn_start.map_or(0, |i| i + 1)..];
-        let assistant: Vec<&Value> = after_start.iter().filter(|m| role(m) == "assistant").collect();
+        let assistant: Vec<&Value> = after_start
+            .iter()
+            .filter(|m| role(m) == "assistant")
+            .collect();
         let tool_use_ids_in_turn = assistant
             .iter()
             .flat_map(|m| blocks(m))
@@ -154,7 +161,9 @@ fn blocks(message: &Value) -> Vec<Value> {
 }
 
 fn has_tool_result(message: &Value) -> bool {
-    blocks(message).iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+    blocks(message)
+        .iter()
+        .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
 }
 
 /// All text blocks of a message joined, untouched.
@@ -169,8 +178,15 @@ fn raw_text(message: &Value) -> String {
 
 /// The user's own words: text blocks without claude's reminders and placeholders.
 fn user_text(message: &Value) -> String {
-    let text = REMINDER.replace_all(&raw_text(message), "").trim().to_string();
-    if text == "(no content)" { String::new() } else { text }
+    let text = REMINDER
+        .replace_all(&raw_text(message), "")
+        .trim()
+        .to_string();
+    if text == "(no content)" {
+        String::new()
+    } else {
+        text
+    }
 }
 
 /// Text of every tool_result block in a message (string or text-block content).
@@ -196,12 +212,14 @@ fn text_len(value: &Value) -> usize {
     match value {
         Value::String(s) => s.chars().count(),
         Value::Array(items) => items.iter().map(text_len).sum(),
-        Value::Object(map) => ["text", "content"]
-            .iter()
-            .filter_map(|k| map.get(*k))
-            .map(text_len)
-            .sum::<usize>()
-            + map.get("input").map_or(0, |i| i.to_string().len()),
+        Value::Object(map) => {
+            ["text", "content"]
+                .iter()
+                .filter_map(|k| map.get(*k))
+                .map(text_len)
+                .sum::<usize>()
+                + map.get("input").map_or(0, |i| i.to_string().len())
+        }
         _ => 0,
     }
 }
@@ -232,7 +250,10 @@ mod tests {
         assert!(c.stream);
         assert_eq!(c.tools, vec!["Bash", "mcp__hyperhive__send"]);
         assert_eq!(c.system_len, 3);
-        assert!(!c.user_text.contains("hello world"), "reminders are dropped");
+        assert!(
+            !c.user_text.contains("hello world"),
+            "reminders are dropped"
+        );
         assert_eq!(c.inbox[0].from, "alice");
         assert_eq!(c.steps_in_turn, 0);
     }
@@ -269,9 +290,16 @@ mod tests {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "x"},
                 {"type": "text", "text": "CRITICAL: Respond with TEXT ONLY. Do NOT call any tools."}]}
         ]});
-        assert_eq!(Conversation::parse(&compact).expect("valid").step, Step::Compact);
-        let placeholder = json!({"model": "m", "messages": [{"role": "user", "content": "(no content)"}]});
-        assert_eq!(Conversation::parse(&placeholder).expect("valid").step, Step::Other);
+        assert_eq!(
+            Conversation::parse(&compact).expect("valid").step,
+            Step::Compact
+        );
+        let placeholder =
+            json!({"model": "m", "messages": [{"role": "user", "content": "(no content)"}]});
+        assert_eq!(
+            Conversation::parse(&placeholder).expect("valid").step,
+            Step::Other
+        );
     }
 
     #[test]

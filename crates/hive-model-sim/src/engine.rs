@@ -76,7 +76,9 @@ pub struct Reply {
 impl Reply {
     /// True when the answer calls a tool, i.e. the turn continues.
     pub fn uses_tools(&self) -> bool {
-        self.blocks.iter().any(|b| matches!(b, Block::ToolUse { .. }))
+        self.blocks
+            .iter()
+            .any(|b| matches!(b, Block::ToolUse { .. }))
     }
 }
 
@@ -87,7 +89,7 @@ pub fn answer(script: &Script, conv: &Conversation, ids: &IdGen) -> Reply {
         text_reply(&script.default_reply, &base, Why::StepLimit)
     } else {
         match conv.step {
-            Step::Compact => text_reply(&script.compact_reply, &base, Why::Compact),
+            Step::Compact => Some(text_reply(&script.compact_reply, &base, Why::Compact)),
             Step::UserText => answer_user_text(script, conv, &base, ids),
             Step::ToolResult => answer_tool_result(script, conv, &base, ids),
             Step::Other => None,
@@ -119,7 +121,10 @@ fn text_reply(template_text: &str, vars: &Vars, why: Why) -> Reply {
         rules: Vec::new(),
         why,
         delay_ms: 0,
-        blocks: vec![Block::Text { text: template::render(template_text, vars), delay_ms: 0 }],
+        blocks: vec![Block::Text {
+            text: template::render(template_text, vars),
+            delay_ms: 0,
+        }],
     }
 }
 
@@ -132,10 +137,15 @@ fn render(rule: &Rule, index: usize, vars: &Vars, ids: &IdGen) -> Vec<Block> {
     rule.reply
         .iter()
         .map(|block| match block {
-            BlockTemplate::Text { text, delay_ms } => {
-                Block::Text { text: template::render(text, vars), delay_ms: *delay_ms }
-            }
-            BlockTemplate::ToolUse { name, input, delay_ms } => Block::ToolUse {
+            BlockTemplate::Text { text, delay_ms } => Block::Text {
+                text: template::render(text, vars),
+                delay_ms: *delay_ms,
+            },
+            BlockTemplate::ToolUse {
+                name,
+                input,
+                delay_ms,
+            } => Block::ToolUse {
                 id: ids.tool_use(index),
                 name: name.clone(),
                 input: template::render_json(input, vars),
@@ -147,13 +157,23 @@ fn render(rule: &Rule, index: usize, vars: &Vars, ids: &IdGen) -> Vec<Block> {
 
 /// Rules in order; `each_message` rules claim inbox messages one by one, and a
 /// whole-prompt rule wins only while no message has been claimed.
-fn answer_user_text(script: &Script, conv: &Conversation, base: &Vars, ids: &IdGen) -> Option<Reply> {
+fn answer_user_text(
+    script: &Script,
+    conv: &Conversation,
+    base: &Vars,
+    ids: &IdGen,
+) -> Option<Reply> {
     let mut claimed: Vec<Option<(usize, &Rule)>> = vec![None; conv.inbox.len()];
     for (i, rule) in script.rules.iter().enumerate() {
-        let Trigger::UserText(pattern) = &rule.trigger else { continue };
+        let Trigger::UserText(pattern) = &rule.trigger else {
+            continue;
+        };
         if rule.each_message {
             for (slot, message) in claimed.iter_mut().zip(&conv.inbox) {
-                if slot.is_none() && applies(rule, conv, &message.from) && pattern.is_match(&message.body) {
+                if slot.is_none()
+                    && applies(rule, conv, &message.from)
+                    && pattern.is_match(&message.body)
+                {
                     *slot = Some((i + 1, rule));
                 }
             }
@@ -169,35 +189,59 @@ fn answer_user_text(script: &Script, conv: &Conversation, base: &Vars, ids: &IdG
             });
         }
     }
-    let mut reply = Reply { rules: Vec::new(), why: Why::Rule, delay_ms: 0, blocks: Vec::new() };
+    let mut reply = Reply {
+        rules: Vec::new(),
+        why: Why::Rule,
+        delay_ms: 0,
+        blocks: Vec::new(),
+    };
     for (slot, message) in claimed.iter().zip(&conv.inbox) {
         let Some((index, rule)) = slot else { continue };
         if !reply.rules.contains(&rule.name) {
             reply.rules.push(rule.name.clone());
         }
         reply.delay_ms = reply.delay_ms.max(rule.delay_ms);
-        reply.blocks.extend(render(rule, *index, &message_vars(conv, message), ids));
+        reply
+            .blocks
+            .extend(render(rule, *index, &message_vars(conv, message), ids));
     }
     (!reply.blocks.is_empty()).then_some(reply)
 }
 
-fn answer_tool_result(script: &Script, conv: &Conversation, base: &Vars, ids: &IdGen) -> Option<Reply> {
+fn answer_tool_result(
+    script: &Script,
+    conv: &Conversation,
+    base: &Vars,
+    ids: &IdGen,
+) -> Option<Reply> {
     script.rules.iter().enumerate().find_map(|(i, rule)| {
-        let Trigger::ToolResult(pattern) = &rule.trigger else { return None };
+        let Trigger::ToolResult(pattern) = &rule.trigger else {
+            return None;
+        };
         let prefix = ids::tool_use_prefix(i + 1);
-        let fired = conv.tool_use_ids_in_turn.iter().any(|id| id.starts_with(&prefix));
-        (!fired && applies(rule, conv, &base.sender) && pattern.is_match(&conv.tool_result)).then(|| Reply {
-            rules: vec![rule.name.clone()],
-            why: Why::Rule,
-            delay_ms: rule.delay_ms,
-            blocks: render(rule, i + 1, base, ids),
-        })
+        let fired = conv
+            .tool_use_ids_in_turn
+            .iter()
+            .any(|id| id.starts_with(&prefix));
+        (!fired && applies(rule, conv, &base.sender) && pattern.is_match(&conv.tool_result)).then(
+            || Reply {
+                rules: vec![rule.name.clone()],
+                why: Why::Rule,
+                delay_ms: rule.delay_ms,
+                blocks: render(rule, i + 1, base, ids),
+            },
+        )
     })
 }
 
 /// A request that offers no tools at all (a side call such as a title request)
 /// cannot take a tool_use; keep the text, or fall back to `default_reply`.
-fn without_unoffered_tools(mut reply: Reply, conv: &Conversation, script: &Script, vars: &Vars) -> Reply {
+fn without_unoffered_tools(
+    mut reply: Reply,
+    conv: &Conversation,
+    script: &Script,
+    vars: &Vars,
+) -> Reply {
     if conv.tools.is_empty() && reply.uses_tools() {
         reply.blocks.retain(|b| matches!(b, Block::Text { .. }));
         if reply.blocks.is_empty() {
@@ -237,16 +281,22 @@ mod tests {
         assert_eq!(reply.rules, vec!["ping", "ack"]);
         assert_eq!(
             tool_inputs(&reply),
-            vec![json!({"to": "alice", "body": "pong"}), json!({"to": "bob", "body": "ack: how are you"})]
+            vec![
+                json!({"to": "alice", "body": "pong"}),
+                json!({"to": "bob", "body": "ack: how are you"})
+            ]
         );
     }
 
     #[test]
     fn builtin_ends_the_turn_after_the_tool_result() {
         let ids = IdGen::new();
-        let first = conv(json!([{"role": "user", "content": "<message from=\"alice\">ping</message>"}]));
+        let first =
+            conv(json!([{"role": "user", "content": "<message from=\"alice\">ping</message>"}]));
         let reply = answer(&Script::builtin(), &first, &ids);
-        let Block::ToolUse { id, .. } = &reply.blocks[0] else { panic!("expected a tool call") };
+        let Block::ToolUse { id, .. } = &reply.blocks[0] else {
+            panic!("expected a tool call")
+        };
         let second = conv(json!([
             {"role": "user", "content": "<message from=\"alice\">ping</message>"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "mcp__hyperhive__send", "input": {}}]},
@@ -264,11 +314,25 @@ mod tests {
              [[rule]]\nname = \"h\"\nuser_regex = \"^hel+o$\"\ndelay_ms = 7\n[[rule.reply]]\ntext = \"world {{model}}\"\n",
         )
         .expect("valid");
-        let reply = answer(&script, &conv(json!([{"role": "user", "content": "hello"}])), &IdGen::new());
+        let reply = answer(
+            &script,
+            &conv(json!([{"role": "user", "content": "hello"}])),
+            &IdGen::new(),
+        );
         assert_eq!(reply.rules, vec!["h"]);
         assert_eq!(reply.delay_ms, 7);
-        assert_eq!(reply.blocks, vec![Block::Text { text: "world claude-haiku-5-5".into(), delay_ms: 0 }]);
-        let reply = answer(&script, &conv(json!([{"role": "user", "content": "goodbye"}])), &IdGen::new());
+        assert_eq!(
+            reply.blocks,
+            vec![Block::Text {
+                text: "world claude-haiku-5-5".into(),
+                delay_ms: 0
+            }]
+        );
+        let reply = answer(
+            &script,
+            &conv(json!([{"role": "user", "content": "goodbye"}])),
+            &IdGen::new(),
+        );
         assert_eq!(reply.why, Why::Default);
     }
 
@@ -298,8 +362,10 @@ mod tests {
 
     #[test]
     fn step_limit_ends_runaway_turns() {
-        let script = Script::parse("max_steps = 1\n[[rule]]\ntool_result = \"\"\n[[rule.reply]]\ntool = \"t\"\n")
-            .expect("valid");
+        let script = Script::parse(
+            "max_steps = 1\n[[rule]]\ntool_result = \"\"\n[[rule.reply]]\ntool = \"t\"\n",
+        )
+        .expect("valid");
         let c = conv(json!([
             {"role": "user", "content": "go"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_x", "name": "t", "input": {}}]},
@@ -314,7 +380,13 @@ mod tests {
             .expect("valid");
         let reply = answer(&Script::builtin(), &c, &IdGen::new());
         assert!(!reply.uses_tools());
-        assert_eq!(reply.blocks, vec![Block::Text { text: "Done.".into(), delay_ms: 0 }]);
+        assert_eq!(
+            reply.blocks,
+            vec![Block::Text {
+                text: "Done.".into(),
+                delay_ms: 0
+            }]
+        );
     }
 
     #[test]
@@ -326,10 +398,22 @@ mod tests {
         let c = conv(json!([{"role": "user", "content":
             "<message id=\"1\" from=\"alice\">a</message><message id=\"2\" from=\"bob\">b</message>"}]));
         let reply = answer(&script, &c, &IdGen::new());
-        assert_eq!(reply.blocks, vec![Block::Text { text: "hi bob #2".into(), delay_ms: 0 }]);
+        assert_eq!(
+            reply.blocks,
+            vec![Block::Text {
+                text: "hi bob #2".into(),
+                delay_ms: 0
+            }]
+        );
         let c = conv(json!([{"role": "user", "content": "Respond with TEXT ONLY. Summarize."}]));
         let reply = answer(&script, &c, &IdGen::new());
         assert_eq!(reply.why, Why::Compact);
-        assert_eq!(reply.blocks, vec![Block::Text { text: "sum for claude-haiku-5-5".into(), delay_ms: 0 }]);
+        assert_eq!(
+            reply.blocks,
+            vec![Block::Text {
+                text: "sum for claude-haiku-5-5".into(),
+                delay_ms: 0
+            }]
+        );
     }
 }

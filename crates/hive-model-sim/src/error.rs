@@ -32,36 +32,36 @@ pub enum ScriptError {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The script file could not be read.
-    #[error("cannot read script file {path}: {source}; check the path given to --script")]
+    #[error("cannot read script file {path}: {cause}; check the path given to --script")]
     ReadScript {
         /// The path given to --script.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The script file was read but is not a valid script.
-    #[error("bad script file {path}: {source}")]
+    #[error("bad script file {path}: {cause}")]
     BadScript {
         /// The path given to --script.
         path: PathBuf,
         /// What is wrong with it.
-        source: ScriptError,
+        cause: ScriptError,
     },
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}; pick a free address with --listen")]
+    #[error("cannot listen on {addr}: {cause}; pick a free address with --listen")]
     Bind {
         /// The address given to --listen.
         addr: String,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The port file or the request log file could not be written.
-    #[error("cannot write {path}: {source}; check that its directory exists and is writable")]
+    #[error("cannot write {path}: {cause}; check that its directory exists and is writable")]
     WriteFile {
         /// The file that could not be written.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The HTTP server stopped with an error.
     #[error("the HTTP server failed: {0}")]
@@ -74,6 +74,9 @@ pub enum SimError {
 impl SimError {
     /// True when the error comes from the script, which `main` maps to exit code 2.
     pub fn is_script_error(&self) -> bool {
-        matches!(self, SimError::ReadScript { .. } | SimError::BadScript { .. })
+        matches!(
+            self,
+            SimError::ReadScript { .. } | SimError::BadScript { .. }
+        )
     }
 }

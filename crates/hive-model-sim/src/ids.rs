@@ -27,8 +27,13 @@ impl Default for IdGen {
 impl IdGen {
     /// A generator seeded with the current time.
     pub fn new() -> IdGen {
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        IdGen { epoch, counter: AtomicU64::new(0) }
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        IdGen {
+            epoch,
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn next(&self) -> String {

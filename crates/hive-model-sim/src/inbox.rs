@@ -65,7 +65,14 @@ mod tests {
                     <message from=\"bob\" id=\"2\">\n  two\n  lines\n</message>";
         let got = parse(text);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0], InboxMessage { id: "1".into(), from: "alice".into(), body: "ping".into() });
+        assert_eq!(
+            got[0],
+            InboxMessage {
+                id: "1".into(),
+                from: "alice".into(),
+                body: "ping".into()
+            }
+        );
         assert_eq!(got[1].from, "bob");
         assert_eq!(got[1].id, "2");
         assert_eq!(got[1].body, "two\n  lines");

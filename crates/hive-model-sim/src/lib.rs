@@ -4,6 +4,8 @@
 //! rules decides what the "model" answers, so hyperhive's end-to-end tests and the
 //! offline demo run the real CLI without network access or a model.
 
+#![warn(missing_docs)]
+
 pub mod conversation;
 pub mod engine;
 pub mod error;

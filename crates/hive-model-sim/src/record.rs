@@ -70,13 +70,21 @@ impl Recorder {
             Some(path) => Some(File::options().create(true).append(true).open(path)?),
             None => None,
         };
-        Ok(Recorder { inner: Mutex::new(Inner { seq: 0, entries: VecDeque::new(), file }) })
+        Ok(Recorder {
+            inner: Mutex::new(Inner {
+                seq: 0,
+                entries: VecDeque::new(),
+                file,
+            }),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the log half-written in a
         // way that matters, so keep serving instead of poisoning every request.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Assigns the next sequence number, stores the record and appends it to the file.
@@ -133,7 +141,8 @@ mod tests {
 
     #[test]
     fn keeps_order_numbers_and_file() {
-        let dir = std::env::temp_dir().join(format!("hive-model-sim-record-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("hive-model-sim-record-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("log.jsonl");
         let _ = std::fs::remove_file(&path);
@@ -141,7 +150,12 @@ mod tests {
         rec.push(record("a"));
         rec.push(record("b"));
         let all = rec.all();
-        assert_eq!(all.iter().map(|r| (r.seq, r.model.as_str())).collect::<Vec<_>>(), vec![(1, "a"), (2, "b")]);
+        assert_eq!(
+            all.iter()
+                .map(|r| (r.seq, r.model.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "a"), (2, "b")]
+        );
         rec.clear();
         assert!(rec.all().is_empty());
         rec.push(record("c"));

@@ -7,7 +7,6 @@
 use crate::error::ScriptError;
 use crate::template;
 use regex::Regex;
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The built-in script used when no `--script` is given.
@@ -16,8 +15,8 @@ pub const DEFAULT_SCRIPT: &str = include_str!("default_script.toml");
 /// Text that ends a turn when no rule answers.
 const DEFAULT_REPLY: &str = "Done.";
 /// Summary returned for `/compact` requests.
-const DEFAULT_COMPACT_REPLY: &str =
-    "<summary>The conversation so far was handled by hive-model-sim; nothing is pending.</summary>";
+const DEFAULT_COMPACT_REPLY: &str = "<analysis>Scripted conversation.</analysis>\n\
+    <summary>The conversation so far was handled by hive-model-sim; nothing is pending.</summary>";
 /// Model calls allowed in one turn before the simulator ends it.
 const DEFAULT_MAX_STEPS: u32 = 8;
 
@@ -106,72 +105,152 @@ pub enum BlockTemplate {
     },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopSpec {
-    default_reply: Option<String>,
-    compact_reply: Option<String>,
-    max_steps: Option<u32>,
-    #[serde(default)]
-    rule: Vec<toml::Value>,
+/// Typed access to one TOML table that names the offending key on error.
+struct Fields<'a> {
+    table: &'a toml::Table,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleSpec {
-    #[serde(rename = "name")]
-    _name: Option<String>,
-    user_text: Option<String>,
-    user_regex: Option<String>,
-    tool_result: Option<String>,
-    tool_result_regex: Option<String>,
-    model: Option<String>,
-    sender: Option<String>,
-    #[serde(default)]
-    each_message: bool,
-    #[serde(default)]
-    delay_ms: u64,
-    #[serde(default)]
-    reply: Vec<toml::Value>,
+impl<'a> Fields<'a> {
+    /// Wraps `value`, refusing non-tables and keys outside `known`.
+    fn new(
+        value: &'a toml::Value,
+        what: &str,
+        known: &[&str],
+    ) -> Result<Fields<'a>, (String, String)> {
+        let table = value.as_table().ok_or_else(|| {
+            (
+                String::new(),
+                format!("{what} must be a table, found {}", value.type_str()),
+            )
+        })?;
+        if let Some(key) = table.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err((
+                key.clone(),
+                format!("unknown field; known fields are {}", known.join(", ")),
+            ));
+        }
+        Ok(Fields { table })
+    }
+
+    fn wrong(key: &str, expected: &str, found: &toml::Value) -> (String, String) {
+        (
+            key.to_string(),
+            format!("expected {expected}, found {}", found.type_str()),
+        )
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, (String, String)> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(Self::wrong(key, "a string", other)),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<bool, (String, String)> {
+        match self.table.get(key) {
+            None => Ok(false),
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            Some(other) => Err(Self::wrong(key, "true or false", other)),
+        }
+    }
+
+    fn millis(&self, key: &str) -> Result<u64, (String, String)> {
+        match self.table.get(key) {
+            None => Ok(0),
+            Some(toml::Value::Integer(n)) => {
+                u64::try_from(*n).map_err(|_| (key.to_string(), "must not be negative".into()))
+            }
+            Some(other) => Err(Self::wrong(key, "a number of milliseconds", other)),
+        }
+    }
+
+    fn array(&self, key: &str) -> Result<&'a [toml::Value], (String, String)> {
+        match self.table.get(key) {
+            None => Ok(&[]),
+            Some(toml::Value::Array(items)) => Ok(items),
+            Some(other) => Err(Self::wrong(key, "an array of tables", other)),
+        }
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlockSpec {
-    text: Option<String>,
-    tool: Option<String>,
-    input: Option<toml::Value>,
-    #[serde(default)]
-    delay_ms: u64,
-}
+const TOP_FIELDS: &[&str] = &["default_reply", "compact_reply", "max_steps", "rule"];
+const RULE_FIELDS: &[&str] = &[
+    "name",
+    "user_text",
+    "user_regex",
+    "tool_result",
+    "tool_result_regex",
+    "model",
+    "sender",
+    "each_message",
+    "delay_ms",
+    "reply",
+];
+const BLOCK_FIELDS: &[&str] = &["text", "tool", "input", "delay_ms"];
 
 impl Script {
     /// Parses and validates a script from TOML text.
     pub fn parse(source: &str) -> Result<Script, ScriptError> {
-        let top: TopSpec =
-            toml::from_str(source).map_err(|e| ScriptError::Syntax(e.to_string().trim().to_string()))?;
-        let max_steps = top.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
-        if max_steps == 0 {
-            return Err(ScriptError::Setting {
-                field: "max_steps",
-                reason: "must be at least 1 so a turn can answer at all".into(),
-            });
-        }
-        let default_reply = top.default_reply.unwrap_or_else(|| DEFAULT_REPLY.into());
-        let compact_reply = top.compact_reply.unwrap_or_else(|| DEFAULT_COMPACT_REPLY.into());
-        for (field, text) in [("default_reply", &default_reply), ("compact_reply", &compact_reply)] {
+        let top: toml::Value = toml::from_str::<toml::Table>(source)
+            .map(toml::Value::Table)
+            .map_err(|e| ScriptError::Syntax(e.to_string().trim().to_string()))?;
+        let fields = Fields::new(&top, "the script", TOP_FIELDS).map_err(|(key, reason)| {
+            ScriptError::Syntax(format!("top-level key `{key}`: {reason}"))
+        })?;
+        let setting = |(field, reason): (String, String)| {
+            let field = TOP_FIELDS
+                .iter()
+                .copied()
+                .find(|f| *f == field)
+                .unwrap_or("rule");
+            ScriptError::Setting { field, reason }
+        };
+        let max_steps = match top.get("max_steps") {
+            None => DEFAULT_MAX_STEPS,
+            Some(toml::Value::Integer(n)) if *n >= 1 => u32::try_from(*n).unwrap_or(u32::MAX),
+            Some(_) => {
+                return Err(ScriptError::Setting {
+                    field: "max_steps",
+                    reason: "must be a whole number of at least 1 so a turn can answer at all"
+                        .into(),
+                });
+            }
+        };
+        let default_reply = fields
+            .string("default_reply")
+            .map_err(setting)?
+            .unwrap_or_else(|| DEFAULT_REPLY.into());
+        let compact_reply = fields
+            .string("compact_reply")
+            .map_err(setting)?
+            .unwrap_or_else(|| DEFAULT_COMPACT_REPLY.into());
+        for (field, text) in [
+            ("default_reply", &default_reply),
+            ("compact_reply", &compact_reply),
+        ] {
             if text.trim().is_empty() {
-                return Err(ScriptError::Setting { field, reason: "must not be empty".into() });
+                return Err(ScriptError::Setting {
+                    field,
+                    reason: "must not be empty".into(),
+                });
             }
             template::validate(text).map_err(|reason| ScriptError::Setting { field, reason })?;
         }
-        let rules = top
-            .rule
-            .into_iter()
+        let rules = fields
+            .array("rule")
+            .map_err(setting)?
+            .iter()
             .enumerate()
             .map(|(i, value)| compile_rule(i + 1, value))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Script { rules, default_reply, compact_reply, max_steps, source: source.to_string() })
+        Ok(Script {
+            rules,
+            default_reply,
+            compact_reply,
+            max_steps,
+            source: source.to_string(),
+        })
     }
 
     /// The built-in script (see `default_script.toml`).
@@ -180,119 +259,170 @@ impl Script {
     }
 }
 
-fn compile_rule(index: usize, value: toml::Value) -> Result<Rule, ScriptError> {
-    let given_name = value.get("name").and_then(|v| v.as_str()).map(str::to_string);
+fn compile_rule(index: usize, value: &toml::Value) -> Result<Rule, ScriptError> {
+    let given_name = value
+        .get("name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let label = match &given_name {
         Some(name) => format!("rule {index} (\"{name}\")"),
         None => format!("rule {index}"),
     };
     let fail = |field: &str, reason: String| ScriptError::Rule {
         rule: label.clone(),
-        field: field.to_string(),
+        field: if field.is_empty() {
+            "rule".to_string()
+        } else {
+            field.to_string()
+        },
         reason,
     };
-    if !value.is_table() {
-        return Err(fail("rule", "each [[rule]] must be a table".into()));
-    }
-    let spec: RuleSpec = value.try_into().map_err(|e: toml::de::Error| fail("rule", clean(&e)))?;
+    let failed = |(field, reason): (String, String)| fail(&field, reason);
+    let fields = Fields::new(value, "each [[rule]]", RULE_FIELDS).map_err(failed)?;
+    fields.string("name").map_err(failed)?;
 
-    let triggers = [
-        ("user_text", spec.user_text.is_some()),
-        ("user_regex", spec.user_regex.is_some()),
-        ("tool_result", spec.tool_result.is_some()),
-        ("tool_result_regex", spec.tool_result_regex.is_some()),
-    ];
-    let set: Vec<&str> = triggers.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
-    if set.len() != 1 {
-        let reason = if set.is_empty() {
+    let mut triggers = Vec::new();
+    for key in [
+        "user_text",
+        "user_regex",
+        "tool_result",
+        "tool_result_regex",
+    ] {
+        if let Some(text) = fields.string(key).map_err(failed)? {
+            triggers.push((key, text));
+        }
+    }
+    if triggers.len() != 1 {
+        let reason = if triggers.is_empty() {
             "a rule needs exactly one of user_text, user_regex, tool_result, tool_result_regex \
              (user_text = \"\" matches any user text)"
                 .to_string()
         } else {
-            format!("a rule takes exactly one trigger, this one has {}", set.join(" and "))
+            let keys: Vec<&str> = triggers.iter().map(|(k, _)| *k).collect();
+            format!(
+                "a rule takes exactly one trigger, this one has {}",
+                keys.join(" and ")
+            )
         };
-        return Err(fail(set.first().copied().unwrap_or("user_text"), reason));
+        return Err(fail(
+            triggers.get(1).map_or("user_text", |(k, _)| k),
+            reason,
+        ));
     }
-    let regex = |field: &str, src: String| {
-        Regex::new(&src).map(Pattern::Regex).map_err(|e| fail(field, format!("invalid regex: {e}")))
-    };
-    let trigger = if let Some(s) = spec.user_text {
-        Trigger::UserText(Pattern::Substring(s))
-    } else if let Some(s) = spec.user_regex {
-        Trigger::UserText(regex("user_regex", s)?)
-    } else if let Some(s) = spec.tool_result {
-        Trigger::ToolResult(Pattern::Substring(s))
-    } else if let Some(s) = spec.tool_result_regex {
-        Trigger::ToolResult(regex("tool_result_regex", s)?)
+    let (key, text) = triggers.remove(0);
+    let pattern = if key.ends_with("_regex") {
+        Pattern::Regex(
+            Regex::new(&text)
+                .map_err(|e| fail(key, format!("invalid regex: {}", one_line(&e.to_string()))))?,
+        )
     } else {
-        unreachable!("exactly one trigger was checked above")
+        Pattern::Substring(text)
     };
-    if spec.each_message && matches!(trigger, Trigger::ToolResult(_)) {
+    let trigger = if key.starts_with("user") {
+        Trigger::UserText(pattern)
+    } else {
+        Trigger::ToolResult(pattern)
+    };
+    let each_message = fields.bool("each_message").map_err(failed)?;
+    if each_message && matches!(trigger, Trigger::ToolResult(_)) {
         return Err(fail(
             "each_message",
             "each_message answers inbox messages of a user prompt; use it with user_text or user_regex".into(),
         ));
     }
-    if spec.reply.is_empty() {
-        return Err(fail("reply", "a rule needs at least one [[rule.reply]] block".into()));
+    let blocks = fields.array("reply").map_err(failed)?;
+    if blocks.is_empty() {
+        return Err(fail(
+            "reply",
+            "a rule needs at least one [[rule.reply]] block".into(),
+        ));
     }
-    let reply = spec
-        .reply
-        .into_iter()
+    let reply = blocks
+        .iter()
         .enumerate()
-        .map(|(i, block)| compile_block(block).map_err(|(field, reason)| fail(&format!("reply[{}]{field}", i + 1), reason)))
+        .map(|(i, block)| {
+            compile_block(block).map_err(|(field, reason)| {
+                let suffix = if field.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{field}")
+                };
+                fail(&format!("reply[{}]{suffix}", i + 1), reason)
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Rule {
-        label,
+        label: label.clone(),
         name: given_name.unwrap_or_else(|| format!("rule-{index}")),
         trigger,
-        model: spec.model,
-        sender: spec.sender,
-        each_message: spec.each_message,
-        delay_ms: spec.delay_ms,
+        model: fields.string("model").map_err(failed)?,
+        sender: fields.string("sender").map_err(failed)?,
+        each_message,
+        delay_ms: fields.millis("delay_ms").map_err(failed)?,
         reply,
     })
 }
 
-/// Compiles one reply block; errors carry a field suffix such as `.input`.
-fn compile_block(value: toml::Value) -> Result<BlockTemplate, (String, String)> {
-    if !value.is_table() {
-        return Err((String::new(), "each reply block must be a table with `text` or `tool`".into()));
-    }
-    let spec: BlockSpec = value.try_into().map_err(|e: toml::de::Error| (String::new(), clean(&e)))?;
-    match (spec.text, spec.tool) {
+/// Compiles one reply block; errors carry the block's key (empty for the block itself).
+fn compile_block(value: &toml::Value) -> Result<BlockTemplate, (String, String)> {
+    let fields = Fields::new(value, "each reply block", BLOCK_FIELDS)?;
+    let delay_ms = fields.millis("delay_ms")?;
+    match (fields.string("text")?, fields.string("tool")?) {
         (Some(text), None) => {
-            if spec.input.is_some() {
-                return Err((".input".into(), "`input` belongs to a `tool` block, not a `text` block".into()));
+            if fields.table.contains_key("input") {
+                return Err((
+                    "input".into(),
+                    "`input` belongs to a `tool` block, not a `text` block".into(),
+                ));
             }
-            template::validate(&text).map_err(|r| (".text".into(), r))?;
-            Ok(BlockTemplate::Text { text, delay_ms: spec.delay_ms })
+            template::validate(&text).map_err(|r| ("text".into(), r))?;
+            Ok(BlockTemplate::Text { text, delay_ms })
         }
         (None, Some(name)) => {
             if name.is_empty() || name.chars().any(char::is_whitespace) {
-                return Err((".tool".into(), format!("`{name}` is not a tool name; write e.g. \"mcp__hyperhive__send\"")));
+                return Err((
+                    "tool".into(),
+                    format!("`{name}` is not a tool name; write e.g. \"mcp__hyperhive__send\""),
+                ));
             }
-            let input = match spec.input {
+            let input = match fields.table.get("input") {
                 None => Value::Object(Default::default()),
-                Some(toml_input) => {
-                    let json = serde_json::to_value(&toml_input).map_err(|e| (".input".into(), e.to_string()))?;
-                    if !json.is_object() {
-                        return Err((".input".into(), "must be a table, e.g. input = { to = \"{{sender}}\" }".into()));
-                    }
-                    json
+                Some(toml_input @ toml::Value::Table(_)) => {
+                    serde_json::to_value(toml_input).map_err(|e| ("input".into(), e.to_string()))?
+                }
+                Some(other) => {
+                    return Err((
+                        "input".into(),
+                        format!(
+                            "expected a table such as {{ to = \"{{{{sender}}}}\" }}, found {}",
+                            other.type_str()
+                        ),
+                    ));
                 }
             };
-            template::validate_json(&input).map_err(|r| (".input".into(), r))?;
-            Ok(BlockTemplate::ToolUse { name, input, delay_ms: spec.delay_ms })
+            template::validate_json(&input).map_err(|r| ("input".into(), r))?;
+            Ok(BlockTemplate::ToolUse {
+                name,
+                input,
+                delay_ms,
+            })
         }
-        (Some(_), Some(_)) => Err((String::new(), "a block has either `text` or `tool`, not both".into())),
+        (Some(_), Some(_)) => Err((
+            String::new(),
+            "a block has either `text` or `tool`, not both".into(),
+        )),
         (None, None) => Err((String::new(), "a block needs `text` or `tool`".into())),
     }
 }
 
-/// One-line form of a deserialization error (toml's messages can span lines).
-fn clean(e: &toml::de::Error) -> String {
-    e.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+/// Joins a multi-line error message into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -300,7 +430,9 @@ mod tests {
     use super::*;
 
     fn err(src: &str) -> String {
-        Script::parse(src).expect_err("script should be refused").to_string()
+        Script::parse(src)
+            .expect_err("script should be refused")
+            .to_string()
     }
 
     #[test]
@@ -344,35 +476,61 @@ mod tests {
     #[test]
     fn errors_name_rule_and_field() {
         let e = err("[[rule]]\nname = \"x\"\nuser_regex = \"(\"\n[[rule.reply]]\ntext = \"a\"\n");
-        assert!(e.starts_with("rule 1 (\"x\"): field `user_regex`: invalid regex"), "{e}");
+        assert!(
+            e.starts_with("rule 1 (\"x\"): field `user_regex`: invalid regex"),
+            "{e}"
+        );
 
-        let e = err("[[rule]]\nuser_text = \"a\"\n[[rule]]\nuser_text = \"b\"\n[[rule.reply]]\ntxt = \"a\"\n");
+        let e = err(
+            "[[rule]]\nuser_text = \"a\"\n[[rule]]\nuser_text = \"b\"\n[[rule.reply]]\ntxt = \"a\"\n",
+        );
         assert!(e.starts_with("rule 1: field `reply`"), "{e}");
 
         let e = err("[[rule]]\nuser_text = \"a\"\n[[rule.reply]]\ntxt = \"a\"\n");
-        assert!(e.starts_with("rule 1: field `reply[1]`"), "{e}");
-        assert!(e.contains("txt"), "{e}");
+        assert!(
+            e.starts_with("rule 1: field `reply[1].txt`: unknown field"),
+            "{e}"
+        );
 
-        let e = err("[[rule]]\nuser_text = \"a\"\ntool_result = \"b\"\n[[rule.reply]]\ntext = \"a\"\n");
+        let e =
+            err("[[rule]]\nuser_text = \"a\"\ntool_result = \"b\"\n[[rule.reply]]\ntext = \"a\"\n");
         assert!(e.contains("exactly one trigger"), "{e}");
 
         let e = err("[[rule]]\nuser_text = \"a\"\n[[rule.reply]]\ntext = \"{{who}}\"\n");
-        assert!(e.starts_with("rule 1: field `reply[1].text`: unknown placeholder"), "{e}");
+        assert!(
+            e.starts_with("rule 1: field `reply[1].text`: unknown placeholder"),
+            "{e}"
+        );
 
         let e = err("[[rule]]\nuser_text = \"a\"\n[[rule.reply]]\ntool = \"t\"\ninput = 3\n");
         assert!(e.starts_with("rule 1: field `reply[1].input`"), "{e}");
 
         let e = err("[[rule]]\nuser_txt = \"a\"\n");
-        assert!(e.starts_with("rule 1: field `rule`") && e.contains("user_txt"), "{e}");
+        assert!(
+            e.starts_with("rule 1: field `user_txt`: unknown field"),
+            "{e}"
+        );
 
-        let e = err("[[rule]]\ntool_result = \"\"\neach_message = true\n[[rule.reply]]\ntext = \"a\"\n");
+        let e = err("[[rule]]\nuser_text = 5\n");
+        assert_eq!(
+            e,
+            "rule 1: field `user_text`: expected a string, found integer"
+        );
+
+        let e = err("[[rule]]\nuser_text = \"a\"\ndelay_ms = -1\n[[rule.reply]]\ntext = \"a\"\n");
+        assert!(e.starts_with("rule 1: field `delay_ms`"), "{e}");
+
+        let e = err(
+            "[[rule]]\ntool_result = \"\"\neach_message = true\n[[rule.reply]]\ntext = \"a\"\n",
+        );
         assert!(e.contains("`each_message`"), "{e}");
     }
 
     #[test]
     fn top_level_errors() {
         assert!(err("max_steps = 0").starts_with("setting `max_steps`"));
-        assert!(err("rules = []").starts_with("the script is not valid"));
+        assert!(err("rules = []").contains("top-level key `rules`"));
+        assert!(err("default_reply = 1").starts_with("setting `default_reply`"));
         assert!(err("this is not toml").starts_with("the script is not valid"));
     }
 

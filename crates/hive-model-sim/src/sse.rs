@@ -31,48 +31,92 @@ pub fn frame(event: &str, data: &Value) -> String {
 /// All frames of the answer `reply` to a request of `input_tokens`.
 pub fn frames(reply: &Reply, message_id: &str, model: &str, input_tokens: u64) -> Vec<Frame> {
     let mut out = Vec::new();
-    let mut push = |delay_ms: u64, event: &str, data: Value| out.push(Frame { delay_ms, text: frame(event, &data) });
+    let mut push = |delay_ms: u64, event: &str, data: Value| {
+        out.push(Frame {
+            delay_ms,
+            text: frame(event, &data),
+        })
+    };
 
-    let start = wire::message(message_id, model, Vec::new(), None, wire::usage(input_tokens, 1));
-    push(0, "message_start", json!({"type": "message_start", "message": start}));
+    let start = wire::message(
+        message_id,
+        model,
+        Vec::new(),
+        None,
+        wire::usage(input_tokens, 1),
+    );
+    push(
+        0,
+        "message_start",
+        json!({"type": "message_start", "message": start}),
+    );
     push(0, "ping", json!({"type": "ping"}));
 
     for (index, block) in reply.blocks.iter().enumerate() {
         let lead = if index == 0 { reply.delay_ms } else { 0 };
         match block {
             Block::Text { text, delay_ms } => {
-                push(lead + delay_ms, "content_block_start", json!({
-                    "type": "content_block_start", "index": index,
-                    "content_block": {"type": "text", "text": ""}
-                }));
+                push(
+                    lead + delay_ms,
+                    "content_block_start",
+                    json!({
+                        "type": "content_block_start", "index": index,
+                        "content_block": {"type": "text", "text": ""}
+                    }),
+                );
                 for piece in chunks(text, TEXT_CHUNK) {
-                    push(0, "content_block_delta", json!({
-                        "type": "content_block_delta", "index": index,
-                        "delta": {"type": "text_delta", "text": piece}
-                    }));
+                    push(
+                        0,
+                        "content_block_delta",
+                        json!({
+                            "type": "content_block_delta", "index": index,
+                            "delta": {"type": "text_delta", "text": piece}
+                        }),
+                    );
                 }
             }
-            Block::ToolUse { id, name, input, delay_ms } => {
-                push(lead + delay_ms, "content_block_start", json!({
-                    "type": "content_block_start", "index": index,
-                    "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}
-                }));
+            Block::ToolUse {
+                id,
+                name,
+                input,
+                delay_ms,
+            } => {
+                push(
+                    lead + delay_ms,
+                    "content_block_start",
+                    json!({
+                        "type": "content_block_start", "index": index,
+                        "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}
+                    }),
+                );
                 for piece in chunks(&input.to_string(), JSON_CHUNK) {
-                    push(0, "content_block_delta", json!({
-                        "type": "content_block_delta", "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": piece}
-                    }));
+                    push(
+                        0,
+                        "content_block_delta",
+                        json!({
+                            "type": "content_block_delta", "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": piece}
+                        }),
+                    );
                 }
             }
         }
-        push(0, "content_block_stop", json!({"type": "content_block_stop", "index": index}));
+        push(
+            0,
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        );
     }
 
-    push(0, "message_delta", json!({
-        "type": "message_delta",
-        "delta": {"stop_reason": wire::stop_reason(reply), "stop_sequence": null},
-        "usage": {"output_tokens": wire::output_tokens(reply)}
-    }));
+    push(
+        0,
+        "message_delta",
+        json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": wire::stop_reason(reply), "stop_sequence": null},
+            "usage": {"output_tokens": wire::output_tokens(reply)}
+        }),
+    );
     push(0, "message_stop", json!({"type": "message_stop"}));
     out
 }
@@ -102,7 +146,12 @@ mod tests {
     use crate::engine::Why;
 
     fn reply(blocks: Vec<Block>) -> Reply {
-        Reply { rules: vec![], why: Why::Rule, delay_ms: 50, blocks }
+        Reply {
+            rules: vec![],
+            why: Why::Rule,
+            delay_ms: 50,
+            blocks,
+        }
     }
 
     /// Parses frames back into (event, data) pairs the way an SSE client would.
@@ -112,41 +161,81 @@ mod tests {
             .map(|f| {
                 assert!(f.text.ends_with("\n\n"), "frame must end with a blank line");
                 let mut lines = f.text.trim_end().lines();
-                let event = lines.next().and_then(|l| l.strip_prefix("event: ")).expect("event line");
-                let data = lines.next().and_then(|l| l.strip_prefix("data: ")).expect("data line");
+                let event = lines
+                    .next()
+                    .and_then(|l| l.strip_prefix("event: "))
+                    .expect("event line");
+                let data = lines
+                    .next()
+                    .and_then(|l| l.strip_prefix("data: "))
+                    .expect("data line");
                 assert!(lines.next().is_none(), "one data line per frame");
-                (event.to_string(), serde_json::from_str(data).expect("data is JSON"))
+                (
+                    event.to_string(),
+                    serde_json::from_str(data).expect("data is JSON"),
+                )
             })
             .collect()
     }
 
     #[test]
     fn frame_format() {
-        assert_eq!(frame("ping", &json!({"type": "ping"})), "event: ping\ndata: {\"type\":\"ping\"}\n\n");
-        assert_eq!(frame("x", &json!({"t": "a\nb"})), "event: x\ndata: {\"t\":\"a\\nb\"}\n\n");
+        assert_eq!(
+            frame("ping", &json!({"type": "ping"})),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+        );
+        assert_eq!(
+            frame("x", &json!({"t": "a\nb"})),
+            "event: x\ndata: {\"t\":\"a\\nb\"}\n\n"
+        );
     }
 
     #[test]
     fn text_then_tool_use_sequence() {
         let r = reply(vec![
-            Block::Text { text: "w".repeat(30), delay_ms: 0 },
-            Block::ToolUse { id: "toolu_1".into(), name: "send".into(), input: json!({"to": "alice"}), delay_ms: 5 },
+            Block::Text {
+                text: "w".repeat(30),
+                delay_ms: 0,
+            },
+            Block::ToolUse {
+                id: "toolu_1".into(),
+                name: "send".into(),
+                input: json!({"to": "alice"}),
+                delay_ms: 5,
+            },
         ]);
         let frames = frames(&r, "msg_1", "claude-x", 10);
         let events: Vec<(String, Value)> = parse(&frames);
         let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-        assert_eq!(names, vec![
-            "message_start", "ping",
-            "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
-            "content_block_start", "content_block_delta", "content_block_stop",
-            "message_delta", "message_stop",
-        ]);
+        assert_eq!(
+            names,
+            vec![
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ]
+        );
         for (event, data) in &events {
-            assert_eq!(data["type"], event.as_str(), "data.type repeats the event name");
+            assert_eq!(
+                data["type"],
+                event.as_str(),
+                "data.type repeats the event name"
+            );
         }
         assert_eq!(events[0].1["message"]["id"], "msg_1");
         assert_eq!(events[0].1["message"]["model"], "claude-x");
-        let text: String = events[3..5].iter().map(|(_, d)| d["delta"]["text"].as_str().unwrap_or("")).collect();
+        let text: String = events[3..5]
+            .iter()
+            .map(|(_, d)| d["delta"]["text"].as_str().unwrap_or(""))
+            .collect();
         assert_eq!(text, "w".repeat(30));
         assert_eq!(events[6].1["content_block"]["name"], "send");
         assert_eq!(events[7].1["delta"]["partial_json"], "{\"to\":\"alice\"}");
@@ -157,8 +246,19 @@ mod tests {
 
     #[test]
     fn text_only_ends_turn() {
-        let events = parse(&frames(&reply(vec![Block::Text { text: String::new(), delay_ms: 0 }]), "m", "x", 1));
-        let delta = events.iter().find(|(e, _)| e == "message_delta").expect("message_delta");
+        let events = parse(&frames(
+            &reply(vec![Block::Text {
+                text: String::new(),
+                delay_ms: 0,
+            }]),
+            "m",
+            "x",
+            1,
+        ));
+        let delta = events
+            .iter()
+            .find(|(e, _)| e == "message_delta")
+            .expect("message_delta");
         assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
         assert!(delta.1["usage"]["output_tokens"].as_u64().is_some());
     }

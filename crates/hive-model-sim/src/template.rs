@@ -6,7 +6,14 @@
 use serde_json::Value;
 
 /// The names a template may use.
-pub const NAMES: &[&str] = &["sender", "body", "message_id", "model", "text", "tool_result"];
+pub const NAMES: &[&str] = &[
+    "sender",
+    "body",
+    "message_id",
+    "model",
+    "text",
+    "tool_result",
+];
 
 /// Values bound to the placeholders for one reply.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +80,11 @@ pub fn validate(template: &str) -> Result<(), String> {
         {
             return Err(format!(
                 "unknown placeholder `{{{{{name}}}}}`; use one of {}",
-                NAMES.iter().map(|n| format!("{{{{{n}}}}}")).collect::<Vec<_>>().join(", ")
+                NAMES
+                    .iter()
+                    .map(|n| format!("{{{{{n}}}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -133,7 +144,10 @@ mod tests {
 
     #[test]
     fn renders_known_names_with_and_without_spaces() {
-        assert_eq!(render("to {{sender}} via {{ model }}", &vars()), "to alice via claude-haiku");
+        assert_eq!(
+            render("to {{sender}} via {{ model }}", &vars()),
+            "to alice via claude-haiku"
+        );
     }
 
     #[test]
@@ -154,6 +168,9 @@ mod tests {
     fn json_rendering_keeps_quotes_inside_strings() {
         let input = json!({"to": "{{sender}}", "body": "ack: {{body}}", "n": 1});
         let out = render_json(&input, &vars());
-        assert_eq!(out, json!({"to": "alice", "body": "ack: say \"hi\"", "n": 1}));
+        assert_eq!(
+            out,
+            json!({"to": "alice", "body": "ack: say \"hi\"", "n": 1})
+        );
     }
 }

@@ -28,7 +28,11 @@ pub fn usage(input_tokens: u64, output_tokens: u64) -> Value {
 
 /// `tool_use` when the reply calls a tool (claude runs it and calls again), else `end_turn`.
 pub fn stop_reason(reply: &Reply) -> &'static str {
-    if reply.uses_tools() { "tool_use" } else { "end_turn" }
+    if reply.uses_tools() {
+        "tool_use"
+    } else {
+        "end_turn"
+    }
 }
 
 /// Output tokens a reply would plausibly cost.
@@ -48,14 +52,22 @@ pub fn output_tokens(reply: &Reply) -> u64 {
 pub fn block(block: &Block) -> Value {
     match block {
         Block::Text { text, .. } => json!({"type": "text", "text": text}),
-        Block::ToolUse { id, name, input, .. } => {
+        Block::ToolUse {
+            id, name, input, ..
+        } => {
             json!({"type": "tool_use", "id": id, "name": name, "input": input})
         }
     }
 }
 
 /// A message object; `content` is empty and `stop_reason` null in `message_start`.
-pub fn message(id: &str, model: &str, content: Vec<Value>, stop_reason: Option<&str>, usage: Value) -> Value {
+pub fn message(
+    id: &str,
+    model: &str,
+    content: Vec<Value>,
+    stop_reason: Option<&str>,
+    usage: Value,
+) -> Value {
     json!({
         "id": id,
         "type": "message",
@@ -80,7 +92,10 @@ pub fn model_info(id: &str, display_name: &str) -> Value {
 
 /// The body of `GET /v1/models`.
 pub fn models() -> Value {
-    let data: Vec<Value> = MODELS.iter().map(|(id, name)| model_info(id, name)).collect();
+    let data: Vec<Value> = MODELS
+        .iter()
+        .map(|(id, name)| model_info(id, name))
+        .collect();
     json!({
         "data": data,
         "has_more": false,

@@ -22,7 +22,15 @@ pub enum AgentRequest {
     NextTurn {
         #[serde(default)]
         wait_ms: Option<u64>,
+        /// Wake only for a message newer than this id (after a cancelled turn,
+        /// its messages wait for the next new one instead of restarting at once).
+        #[serde(default)]
+        wake_after: Option<i64>,
     },
+    /// Hand claimed messages back unacknowledged (the turn failed or was cancelled).
+    Release,
+    /// Report whether the agent lacks usable claude credentials.
+    NeedsLogin { needed: bool },
     /// Acknowledge messages handled by a finished turn.
     Ack { ids: Vec<i64> },
     /// Record a state change (and the model of the turn that starts).

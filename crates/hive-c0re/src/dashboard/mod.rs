@@ -1,10 +1,133 @@
-//! The web dashboard (placeholder until its issue lands).
+//! The web dashboard: the operator's window onto the hive.
+//!
+//! As thin as host.sock: every read and action is a `Hive` method and every
+//! row a `hive_sh4re::host` type, so both surfaces show and do the same.
+//! [`pages`] serves a small HTML shell per page and the front end built from
+//! `web/`; [`api`] and [`actions`] are the JSON API; [`sse`] is the one live
+//! stream; [`auth`] decides who may do what.
 
+mod actions;
+mod api;
+mod auth;
+mod errors;
+mod extract;
+mod pages;
+mod sse;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+pub use auth::{Auth, TOKEN_COOKIE, TOKEN_ENV, TOKEN_HEADER};
+pub use pages::{WEB_DIR_ENV, web_dir};
 
 use crate::hive::Hive;
 
+/// What every handler gets.
+#[derive(Clone)]
+pub(crate) struct Ctx {
+    pub hive: Arc<Hive>,
+    pub auth: Arc<Auth>,
+    pub hub: Arc<sse::Hub>,
+}
+
+/// A dashboard whose address is bound but not served yet.
+pub struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    auth: Auth,
+}
+
+impl Bound {
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The dashboard's root URL, `http://ADDR/`, as `Settings::dashboard_home` holds it.
+    pub fn home(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The token state-changing requests need.
+    pub fn token(&self) -> &str {
+        self.auth.token()
+    }
+}
+
+/// Binds `addr` (failing early if it is taken) and settles the token:
+/// `HIVE_DASHBOARD_TOKEN`, or a generated one, printed once to stdout when
+/// the address is not loopback (on loopback the page embeds it).
+pub async fn bind(addr: &str) -> anyhow::Result<Bound> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not serve the dashboard on {addr}: pick another --dashboard ADDR, or --no-dashboard"))?;
+    let addr = listener.local_addr().context("could not read the dashboard's bound address")?;
+    let fixed = std::env::var(TOKEN_ENV).ok();
+    let from_env = fixed.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let auth = Auth::new(addr.ip().is_loopback(), fixed).context("could not generate a dashboard token")?;
+    if auth.guards_reads() && !from_env {
+        println!("dashboard token (shown once; set {TOKEN_ENV} to choose one): {}", auth.token());
+        println!("open http://{addr}/?token={} once to log this browser in", auth.token());
+    }
+    Ok(Bound { listener, addr, auth })
+}
+
+/// Serves a bound dashboard until the hive shuts down.
+pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
+    let hub = sse::Hub::new();
+    tokio::spawn(sse::run(hive.clone(), hub.clone()));
+    let ctx = Ctx { hive: hive.clone(), auth: Arc::new(bound.auth), hub };
+    let app = router(ctx);
+    let stop = hive.shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(bound.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        if let Err(e) = served {
+            tracing::error!("the dashboard stopped: {e}");
+        }
+    })
+}
+
 /// Starts serving the dashboard on `addr`.
-pub async fn start(_hive: &Arc<Hive>, _addr: &str) -> anyhow::Result<()> {
+pub async fn start(hive: &Arc<Hive>, addr: &str) -> anyhow::Result<()> {
+    let bound = bind(addr).await?;
+    if hive.settings.dashboard_home.as_deref() != Some(bound.home().as_str()) {
+        // e.g. port 0: the configured home is not where the dashboard is.
+        println!("dashboard serving on {}", bound.home());
+    }
+    serve(hive, bound);
     Ok(())
+}
+
+/// Every route; see the handlers for what each answers.
+pub(crate) fn router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/", get(pages::hive_page))
+        .route("/agents/{name}", get(pages::agent_page))
+        .route("/assets/{file}", get(pages::asset))
+        .route("/api/agents", get(api::agents))
+        .route("/api/agents/{name}", get(api::agent))
+        .route("/api/agents/{name}/events", get(api::events))
+        .route("/api/agents/{name}/messages", get(api::agent_messages).post(actions::send))
+        .route("/api/agents/{name}/model", get(api::model).post(actions::set_model))
+        .route("/api/agents/{name}/{action}", post(actions::lifecycle))
+        .route("/api/operator/messages", get(api::operator_messages))
+        .route("/api/approvals", get(api::approvals))
+        .route("/api/approvals/{id}/diff", get(api::approval_diff))
+        .route("/api/approvals/{id}/approve", post(actions::approve))
+        .route("/api/approvals/{id}/deny", post(actions::deny))
+        .route("/api/questions", get(api::questions))
+        .route("/api/questions/{id}/answer", post(actions::answer))
+        .route("/api/questions/{id}/cancel", post(actions::cancel_question))
+        .route("/api/stream", get(sse::stream))
+        .route("/api/ping", post(actions::ping))
+        .fallback(pages::fallback)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::guard))
+        .with_state(ctx)
 }

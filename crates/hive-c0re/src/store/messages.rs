@@ -164,6 +164,16 @@ impl Store {
             .query_row(params![recipient], |r| r.get(0))?)
     }
 
+    /// True when `recipient` has an unclaimed message with an id above `id`.
+    pub fn has_unclaimed_after(&self, recipient: &str, id: i64) -> Result<bool> {
+        let g = self.lock();
+        Ok(g.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND id > ?2)",
+            )?
+            .query_row(params![recipient, id], |r| r.get(0))?)
+    }
+
     /// The newest `limit` messages to or from `mailbox`, oldest first.
     pub fn recent_messages(&self, mailbox: &str, limit: u32) -> Result<Vec<MessageRow>> {
         let g = self.lock();

@@ -1,0 +1,184 @@
+//! The manager's tools: proposals the operator approves, and questions to the operator.
+//!
+//! They are listed only when the server runs for the manager; hive-c0re
+//! refuses them from any other agent anyway.
+
+use hive_sh4re::AgentName;
+use hive_sh4re::agent::AgentRequest;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, tool, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{HiveTools, render};
+
+/// Longest an operator question may wait, in seconds (7 days); hive-c0re enforces the same.
+pub(super) const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Arguments of `request_init_config`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct InitConfigArgs {
+    /// The future agent's name: 1 to 31 characters of a-z, 0-9 and '-', starting with a letter.
+    pub name: String,
+}
+
+/// Arguments of `request_spawn`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct SpawnArgs {
+    /// The agent to start, whose config repo `request_init_config` created.
+    pub name: String,
+    /// Why the hive needs this agent, shown to the operator with the approval.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Arguments of `request_apply_commit`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct ApplyCommitArgs {
+    /// The agent whose configuration changes.
+    pub agent: String,
+    /// The commit of that agent's config repo to deploy (a sha; `HEAD` works too).
+    pub sha: String,
+    /// What the change does and why, shown to the operator with the approval.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Arguments of `ask_operator`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct AskArgs {
+    /// The question, self-contained: the operator may read it hours later.
+    pub question: String,
+    /// Suggested answers the dashboard offers as buttons; the operator may still write another.
+    #[serde(default)]
+    pub options: Option<Vec<String>>,
+    /// How long to wait for an answer, in seconds: 1 to 604800 (7 days), default 3600.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 604800))]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[tool_router(router = manager_tools, vis = "pub(super)")]
+impl HiveTools {
+    #[tool(
+        description = "Create the configuration repo of a future agent: a git repo holding a default agent.toml (model, allowed_tools, allowed_recipients, env, mcp_servers, prompt). Returns the repo's path: edit agent.toml there, commit, then call request_spawn. Refused when the name is invalid or taken."
+    )]
+    async fn request_init_config(
+        &self,
+        Parameters(args): Parameters<InitConfigArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
+        let name = check_name(&args.name)?;
+        let resp = self.ask(AgentRequest::RequestInitConfig { name: name.clone() }, &ctx).await?;
+        Ok(render::text_or(resp.text, || format!("created the config repo of {name}")))
+    }
+
+    #[tool(
+        description = "Ask the operator to start a new agent from the head commit of its config repo (made by request_init_config). Returns at once with the approval id; the operator's decision arrives later as a message from `system`. `description` tells the operator why the agent is needed."
+    )]
+    async fn request_spawn(
+        &self,
+        Parameters(args): Parameters<SpawnArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
+        let name = check_name(&args.name)?;
+        let req = AgentRequest::RequestSpawn { name, description: non_blank(args.description) };
+        let resp = self.ask(req, &ctx).await?;
+        Ok(render::text_or(resp.text, || "approval queued: the operator decides".into()))
+    }
+
+    #[tool(
+        description = "Ask the operator to deploy a commit of an agent's config repo: approving checks it out as the deployed config and restarts that agent. Commit your edit to agent.toml first and pass its sha. Returns at once with the approval id; the decision arrives later as a message from `system`. `description` says what changes and why."
+    )]
+    async fn request_apply_commit(
+        &self,
+        Parameters(args): Parameters<ApplyCommitArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
+        let agent = check_name(&args.agent)?;
+        let sha = args.sha.trim();
+        if sha.is_empty() {
+            return Err("sha is empty: give the commit of the agent's config repo to deploy".into());
+        }
+        let req = AgentRequest::RequestApplyCommit { agent, sha: sha.to_owned(), description: non_blank(args.description) };
+        let resp = self.ask(req, &ctx).await?;
+        Ok(render::text_or(resp.text, || "approval queued: the operator decides".into()))
+    }
+
+    #[tool(
+        description = "Ask the human operator a question and wait for the answer. Blocks until the operator answers, cancels, or `ttl_seconds` pass (default 3600, at most 604800 = 7 days); your turn waits meanwhile. `options` are suggested answers. Returns the operator's answer as text, or a text starting with `[no answer:` when the deadline passed or the question was cancelled. For anything that can wait, prefer send to `operator` and carry on."
+    )]
+    async fn ask_operator(&self, Parameters(args): Parameters<AskArgs>, ctx: RequestContext<RoleServer>) -> Result<String, String> {
+        let req = check_ask(args)?;
+        let resp = self.ask(req, &ctx).await?;
+        Ok(render::text_or(resp.text, || "[no answer: hive-c0re returned no text]".into()))
+    }
+}
+
+/// Validates an agent name with the hive's one validator.
+pub(super) fn check_name(name: &str) -> Result<String, String> {
+    AgentName::parse(name.trim()).map(String::from).map_err(|e| format!("bad agent name: {e}"))
+}
+
+/// Drops a description that says nothing.
+fn non_blank(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// Validates `ask_operator`'s arguments into the request.
+pub(super) fn check_ask(args: AskArgs) -> Result<AgentRequest, String> {
+    let question = args.question.trim();
+    if question.is_empty() {
+        return Err("the question is empty: say what you need the operator to decide".into());
+    }
+    let options: Vec<String> = args.options.unwrap_or_default().iter().map(|o| o.trim().to_owned()).collect();
+    if options.iter().any(String::is_empty) {
+        return Err("an option is empty: give each suggested answer some text, or leave options out".into());
+    }
+    if let Some(ttl) = args.ttl_seconds
+        && !(1..=ASK_MAX_TTL_SECONDS).contains(&ttl)
+    {
+        return Err(format!("ttl_seconds must be between 1 and {ASK_MAX_TTL_SECONDS} (7 days); {ttl} is out of range"));
+    }
+    Ok(AgentRequest::AskOperator { question: question.to_owned(), options, ttl_seconds: args.ttl_seconds })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(question: &str, options: Option<Vec<&str>>, ttl: Option<u64>) -> Result<AgentRequest, String> {
+        let options = options.map(|o| o.into_iter().map(String::from).collect());
+        check_ask(AskArgs { question: question.into(), options, ttl_seconds: ttl })
+    }
+
+    #[test]
+    fn names_go_through_the_hive_validator() {
+        assert_eq!(check_name(" bob "), Ok("bob".into()));
+        assert!(check_name("operator").unwrap_err().contains("reserved"));
+        assert!(check_name("../x").unwrap_err().starts_with("bad agent name"));
+    }
+
+    #[test]
+    fn ask_builds_the_request() {
+        let req = ask(" Ship it? ", Some(vec!["yes", " no "]), Some(60));
+        let want = AgentRequest::AskOperator { question: "Ship it?".into(), options: vec!["yes".into(), "no".into()], ttl_seconds: Some(60) };
+        assert_eq!(req, Ok(want));
+        assert!(ask("q", None, None).is_ok());
+    }
+
+    #[test]
+    fn ask_refuses_what_hive_c0re_would() {
+        assert!(ask(" ", None, None).unwrap_err().contains("empty"));
+        assert!(ask("q", Some(vec!["yes", ""]), None).unwrap_err().contains("option"));
+        assert!(ask("q", None, Some(0)).unwrap_err().contains("between 1 and 604800"));
+        assert!(ask("q", None, Some(ASK_MAX_TTL_SECONDS + 1)).is_err());
+    }
+
+    #[test]
+    fn blank_descriptions_are_dropped() {
+        assert_eq!(non_blank(Some("  ".into())), None);
+        assert_eq!(non_blank(Some(" why ".into())), Some("why".into()));
+    }
+}

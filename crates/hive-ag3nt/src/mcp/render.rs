@@ -1,0 +1,159 @@
+//! Tool results as the model reads them: short plain text, one fact per line.
+
+use std::fmt::Write as _;
+
+use hive_sh4re::host::{AgentStatusRow, Message};
+
+/// `send`'s answer.
+pub(super) fn sent(id: Option<i64>, to: &str) -> String {
+    let what = match id {
+        Some(id) => format!("sent to {to} as message #{id}"),
+        None => format!("sent to {to}"),
+    };
+    format!("{what}; any reply arrives as a new message in a later turn")
+}
+
+/// `recv`'s answer: a header, then each message as `--- #id from sender at time` and its body.
+pub(super) fn messages(msgs: &[Message]) -> String {
+    if msgs.is_empty() {
+        return "no new messages: your inbox is empty".into();
+    }
+    let noun = if msgs.len() == 1 { "message" } else { "messages" };
+    let mut out = format!("{} {noun} (now acknowledged; they will not be delivered again):", msgs.len());
+    for m in msgs {
+        let _ = write!(out, "\n--- #{} from {} at {}\n{}", m.id, m.from, m.sent_at, m.body.trim_end());
+    }
+    out
+}
+
+/// `status`'s answer: one line per agent, then who else can be reached.
+pub(super) fn agents(rows: &[AgentStatusRow]) -> String {
+    let mut out = match rows.len() {
+        0 => "no agents in this hive yet".to_owned(),
+        1 => "1 agent:".to_owned(),
+        n => format!("{n} agents:"),
+    };
+    for r in rows {
+        out.push('\n');
+        out.push_str(&agent_line(r));
+    }
+    out.push_str("\nThe human operator is reached as `operator`.");
+    out
+}
+
+/// `alice: thinking since T, running, model M, inbox 3, status "…"`.
+fn agent_line(r: &AgentStatusRow) -> String {
+    let run = if r.failed {
+        "failed"
+    } else if r.running {
+        "running"
+    } else {
+        "stopped"
+    };
+    let mut line = format!("{}: {} since {}, {run}", r.name, r.state, r.state_since);
+    if r.paused {
+        line.push_str(", paused");
+    }
+    if let Some(until) = &r.nap_until {
+        let _ = write!(line, ", napping until {until}");
+    }
+    let _ = write!(line, ", model {}, inbox {}", r.active_model, r.inbox_depth);
+    match r.status_text.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(text) => {
+            let _ = write!(line, ", status {text:?}");
+        }
+        None => line.push_str(", no status"),
+    }
+    line
+}
+
+/// `set_status`'s answer.
+pub(super) fn status_set(text: &str) -> String {
+    if text.is_empty() {
+        "status cleared".into()
+    } else {
+        format!("status set to {text:?}; the operator and the other agents see it in status")
+    }
+}
+
+/// A manager tool's answer: hive-c0re's text, or what happened when it sent none.
+pub(super) fn text_or(text: Option<String>, fallback: impl FnOnce() -> String) -> String {
+    text.filter(|t| !t.trim().is_empty()).unwrap_or_else(fallback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> AgentStatusRow {
+        AgentStatusRow {
+            name: name.into(),
+            running: true,
+            failed: false,
+            needs_update: false,
+            needs_login: false,
+            deployed_sha: None,
+            pending_reminders: 0,
+            paused: false,
+            parent: None,
+            active_model: "claude-sonnet-4-5".into(),
+            status_text: None,
+            status_set_at: None,
+            url: None,
+            state: "idle".into(),
+            state_since: "2026-01-01T10:00:00Z".into(),
+            inbox_depth: 0,
+            last_turn_at: None,
+            runtime: "process".into(),
+            isolated: false,
+            nap_until: None,
+        }
+    }
+
+    #[test]
+    fn status_lists_every_agent_on_one_line() {
+        let mut bob = row("bob");
+        bob.state = "thinking".into();
+        bob.inbox_depth = 3;
+        bob.status_text = Some("reviewing the parser".into());
+        let mut carol = row("carol");
+        carol.running = false;
+        carol.nap_until = Some("2026-01-01T11:00:00Z".into());
+        let text = agents(&[row("alice"), bob, carol]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "3 agents:");
+        assert_eq!(lines[1], "alice: idle since 2026-01-01T10:00:00Z, running, model claude-sonnet-4-5, inbox 0, no status");
+        assert_eq!(
+            lines[2],
+            "bob: thinking since 2026-01-01T10:00:00Z, running, model claude-sonnet-4-5, inbox 3, status \"reviewing the parser\""
+        );
+        assert!(lines[3].starts_with("carol: idle since 2026-01-01T10:00:00Z, stopped, napping until 2026-01-01T11:00:00Z"));
+        assert!(lines[4].contains("`operator`"));
+    }
+
+    #[test]
+    fn a_failed_agent_says_so() {
+        let mut a = row("alice");
+        a.failed = true;
+        assert!(agent_line(&a).contains(", failed"));
+    }
+
+    #[test]
+    fn messages_show_id_sender_and_body() {
+        let m = Message { id: 7, from: "bob".into(), to: "alice".into(), body: "hi\n".into(), sent_at: "T".into() };
+        assert_eq!(messages(&[m]), "1 message (now acknowledged; they will not be delivered again):\n--- #7 from bob at T\nhi");
+        assert!(messages(&[]).contains("empty"));
+    }
+
+    #[test]
+    fn sent_names_the_id() {
+        assert!(sent(Some(42), "bob").starts_with("sent to bob as message #42;"));
+        assert!(sent(None, "bob").starts_with("sent to bob;"));
+    }
+
+    #[test]
+    fn blank_text_falls_back() {
+        assert_eq!(text_or(Some(" ".into()), || "x".into()), "x");
+        assert_eq!(text_or(Some("y".into()), || "x".into()), "y");
+    }
+}

@@ -1,0 +1,191 @@
+//! The JSON API's actions (POST): each one `Hive` method, as host.sock calls it.
+//!
+//! A refusal of an action on a known agent or a pending approval is a refused
+//! state (409); a refusal of what the operator typed (a message, a model, an
+//! answer) is bad input (400). Operator steering of an agent (cancel, compact,
+//! model, messages) is noted in its event history as an `operator` event, so
+//! its terminal shows who did what between turns.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hive_sh4re::{AgentName, Mailbox};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use super::api::require_approval;
+use super::errors::{ApiError, ApiResult};
+use super::extract::{Agent, Body, Id};
+
+/// How long a graceful stop may hold the request before it is answered 202 and finishes on its own.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+/// Characters of an operator message repeated in the agent's history.
+const NOTED_CHARS: usize = 300;
+
+type Done = ApiResult<(StatusCode, Json<Value>)>;
+
+fn done(message: impl Into<String>) -> Done {
+    Ok((StatusCode::OK, Json(json!({ "ok": true, "message": message.into() }))))
+}
+
+/// Records an operator action in the agent's history (a failure to note is only logged).
+fn note(ctx: &Ctx, name: &AgentName, payload: Value) {
+    if let Err(e) = ctx.hive.add_events(name, &[("operator".to_owned(), payload.to_string())]) {
+        tracing::warn!(agent = %name, "could not note an operator action: {e}");
+    }
+}
+
+/// `POST /api/agents/{name}/{action}`: start, stop (graceful), kill, restart, destroy, pause, resume, cancel, compact.
+pub(crate) async fn lifecycle(State(ctx): State<Ctx>, Agent(name): Agent, Path((_, action)): Path<(String, String)>) -> Done {
+    let hive = &ctx.hive;
+    let refused = || ApiError::from_hive(StatusCode::CONFLICT);
+    match action.as_str() {
+        "start" => {
+            hive.start(&name).map_err(refused())?;
+            done(format!("{name} is starting"))
+        }
+        "stop" => {
+            let (h, n) = (hive.clone(), name.clone());
+            let task = tokio::spawn(async move { h.stop(&n, true).await });
+            match tokio::time::timeout(STOP_WAIT, task).await {
+                Ok(Ok(r)) => {
+                    r.map_err(refused())?;
+                    done(format!("{name} stopped"))
+                }
+                Ok(Err(e)) => Err(ApiError::internal(e)),
+                Err(_) => Ok((
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "ok": true, "message": format!("{name} stops when its current turn ends") })),
+                )),
+            }
+        }
+        "kill" => {
+            hive.stop(&name, false).await.map_err(refused())?;
+            done(format!("{name} was killed"))
+        }
+        "restart" => {
+            hive.restart(&name).await.map_err(refused())?;
+            done(format!("{name} is restarting"))
+        }
+        "destroy" => {
+            hive.destroy(&name, false).await.map_err(refused())?;
+            done(format!("{name} was destroyed (its state stays on disk)"))
+        }
+        "pause" | "resume" => {
+            hive.set_paused(&name, action == "pause").map_err(refused())?;
+            done(format!("{name} is {}", if action == "pause" { "paused" } else { "resumed" }))
+        }
+        "cancel" => {
+            hive.cancel(&name).map_err(refused())?;
+            note(&ctx, &name, json!({ "command": "/cancel" }));
+            done(format!("asked {name} to cancel its turn"))
+        }
+        "compact" => {
+            hive.compact(&name).map_err(refused())?;
+            note(&ctx, &name, json!({ "command": "/compact" }));
+            done(format!("asked {name} to compact its session"))
+        }
+        other => Err(ApiError::not_found(format!(
+            "there is no agent action {other:?}: use start, stop, kill, restart, destroy, pause, resume, cancel or compact"
+        ))),
+    }
+}
+
+/// Body of a message.
+#[derive(Debug, Deserialize)]
+pub(crate) struct SendBody {
+    body: String,
+}
+
+/// `POST /api/agents/{name}/messages` {body}: a message from the operator.
+pub(crate) async fn send(State(ctx): State<Ctx>, Agent(name): Agent, Body(b): Body<SendBody>) -> Done {
+    let id = ctx
+        .hive
+        .send(&Mailbox::Operator, &Mailbox::Agent(name.clone()), &b.body)
+        .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
+    let shown: String = b.body.chars().take(NOTED_CHARS).collect();
+    note(&ctx, &name, json!({ "message": shown, "message_id": id }));
+    Ok((StatusCode::OK, Json(json!({ "ok": true, "message_id": id, "message": format!("message #{id} queued for {name}") }))))
+}
+
+/// Body of a model override: a model, or null / "" / "default" to clear it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ModelBody {
+    model: Option<String>,
+}
+
+/// `POST /api/agents/{name}/model` {model}: override the model from the next turn on (as host.sock `set_model`).
+pub(crate) async fn set_model(State(ctx): State<Ctx>, Agent(name): Agent, Body(b): Body<ModelBody>) -> ApiResult<Json<Value>> {
+    let model = b.model.as_deref().map(str::trim).filter(|m| !m.is_empty() && *m != "default");
+    let info = ctx.hive.set_model(&name, model).map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
+    note(&ctx, &name, json!({ "command": format!("/model {}", model.unwrap_or("default")) }));
+    Ok(Json(json!({ "ok": true, "model": info })))
+}
+
+/// Body of a denial.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DenyBody {
+    note: Option<String>,
+}
+
+/// `POST /api/approvals/{id}/approve`: approve and carry it out now.
+pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
+    let a = require_approval(&ctx, id)?;
+    ctx.hive.approve(id).await.map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
+    done(format!("approval #{id} ({} {}) approved and carried out", a.kind, a.agent))
+}
+
+/// `POST /api/approvals/{id}/deny` {note?}: deny it.
+pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Done {
+    let a = require_approval(&ctx, id)?;
+    // The body is optional: an empty one is a denial without a reason.
+    let b: DenyBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DenyBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not a JSON object like {{\"note\": \"why\"}}: {e}")))?
+    };
+    let note = b.note.filter(|n| !n.trim().is_empty());
+    ctx.hive.deny(id, note.as_deref()).map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
+    done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
+}
+
+/// Body of an answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct AnswerBody {
+    answer: String,
+}
+
+fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> {
+    ctx.hive.store.question(id)?.ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
+}
+
+/// A refusal of a question that is no longer pending is a conflict, else the input was bad.
+fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
+    move |e| {
+        let pending = matches!(ctx.hive.store.question(id), Ok(Some(q)) if q.status(crate::clock::now_ms()) == "pending");
+        ApiError::from_hive(if pending { StatusCode::BAD_REQUEST } else { StatusCode::CONFLICT })(e)
+    }
+}
+
+/// `POST /api/questions/{id}/answer` {answer}.
+pub(crate) async fn answer(State(ctx): State<Ctx>, Id(id): Id, Body(b): Body<AnswerBody>) -> Done {
+    require_question(&ctx, id)?;
+    ctx.hive.answer(id, &b.answer).map_err(question_refusal(&ctx, id))?;
+    done(format!("question #{id} answered"))
+}
+
+/// `POST /api/questions/{id}/cancel`.
+pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done {
+    require_question(&ctx, id)?;
+    ctx.hive.cancel_question(id).map_err(question_refusal(&ctx, id))?;
+    done(format!("question #{id} cancelled"))
+}
+
+/// `POST /api/ping`: 200 when the page's token is still this dashboard's (it changes when hive-c0re restarts).
+pub(crate) async fn ping() -> Json<Value> {
+    Json(json!({ "ok": true }))
+}

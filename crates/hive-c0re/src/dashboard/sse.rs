@@ -1,0 +1,465 @@
+//! Live data: `GET /api/stream[?agent=NAME]`, server-sent events.
+//!
+//! One hub task follows the broker and turns each change into a frame once —
+//! the fresh status row, the new event rows, the new inbox — serialized once
+//! and broadcast as shared bytes. A viewer only filters and forwards, so fifty
+//! open pages cost the same queries as one. The hub fetches only what someone
+//! watches (an agent's events only while its page is open).
+//!
+//! Frames (`event:` name, JSON `data:`): `hello` {agent}, `agent` AgentStatusRow,
+//! `model` {agent, model: ModelInfo}, `agent_removed` {name}, `events` {agent,
+//! events}, `inbox` {agent, messages}, `operator_inbox` {messages},
+//! `approvals` {approvals}, `questions` {questions}, `resync` {} (changes were
+//! missed: refetch). A comment line every 15 s keeps proxies from closing it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use hive_sh4re::AgentName;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Ctx;
+use super::errors::ApiResult;
+use super::extract::{Q, parse_name, require_agent};
+use crate::broker::Change;
+use crate::hive::{Hive, message_wire};
+
+/// Interval of keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Most events one `events` frame carries; more go in further frames.
+const EVENTS_PER_FRAME: u32 = 500;
+/// Messages an `inbox` frame carries.
+pub const INBOX_LEN: u32 = 20;
+/// Messages an `operator_inbox` frame carries.
+pub const OPERATOR_INBOX_LEN: u32 = 50;
+/// Changes the hub takes in one go (duplicates in a burst are done once).
+const BATCH: usize = 512;
+
+/// Who a frame is for.
+#[derive(Debug, Clone, PartialEq)]
+enum Audience {
+    /// The hive page.
+    Hive,
+    /// The page of this agent.
+    Agent(String),
+    /// The hive page and this agent's page.
+    Both(String),
+    /// Every viewer.
+    All,
+}
+
+/// One pre-serialized SSE frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    audience: Audience,
+    bytes: Bytes,
+}
+
+impl Frame {
+    fn new(audience: Audience, event: &str, data: &impl Serialize) -> Option<Arc<Self>> {
+        match serde_json::to_string(data) {
+            // serde_json escapes newlines, so the JSON is one `data:` line.
+            Ok(json) => Some(Arc::new(Self { audience, bytes: Bytes::from(format!("event: {event}\ndata: {json}\n\n")) })),
+            Err(e) => {
+                tracing::warn!("could not serialize a dashboard {event} frame: {e}");
+                None
+            }
+        }
+    }
+
+    fn resync() -> Arc<Self> {
+        Arc::new(Self { audience: Audience::All, bytes: Bytes::from_static(b"event: resync\ndata: {}\n\n") })
+    }
+
+    /// True when a viewer of `agent`'s page (None: the hive page) wants it.
+    fn wanted_by(&self, agent: Option<&str>) -> bool {
+        match (&self.audience, agent) {
+            (Audience::All, _) => true,
+            (Audience::Hive, None) | (Audience::Both(_), None) => true,
+            (Audience::Agent(a), Some(v)) | (Audience::Both(a), Some(v)) => a == v,
+            _ => false,
+        }
+    }
+}
+
+/// The fan-out of frames, and who is watching what.
+pub(crate) struct Hub {
+    tx: broadcast::Sender<Arc<Frame>>,
+    /// Open streams by page: None is the hive page, Some(name) an agent's.
+    watchers: Mutex<HashMap<Option<String>, usize>>,
+}
+
+/// Keeps a viewer counted while its stream is open.
+struct Watch {
+    hub: Arc<Hub>,
+    key: Option<String>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut w = self.hub.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = w.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A hub with no viewers; [`run`] feeds it.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { tx: broadcast::channel(1024).0, watchers: Mutex::default() })
+    }
+
+    fn watch(self: &Arc<Self>, key: Option<String>) -> Watch {
+        *self.watchers.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default() += 1;
+        Watch { hub: self.clone(), key }
+    }
+
+    fn watched(&self, key: Option<&str>) -> bool {
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key.map(str::to_owned))
+    }
+
+    /// Open streams, for tests and logs.
+    pub fn viewers(&self) -> usize {
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
+    fn send(&self, frame: Option<Arc<Frame>>) {
+        if let Some(f) = frame {
+            // No viewer is not an error.
+            let _ = self.tx.send(f);
+        }
+    }
+}
+
+/// What one burst of changes asks the hub to do, each thing once.
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+enum Work {
+    Row(String),
+    Removed(String),
+    Events(String, i64),
+    Inbox(String),
+    OperatorInbox,
+    Approvals,
+    Questions,
+}
+
+/// Follows the broker until the hive shuts down, turning changes into frames.
+pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
+    let mut changes = hive.broker.subscribe();
+    let mut cursors = Cursors::default();
+    cursors.reset(&hive);
+    loop {
+        let first = tokio::select! {
+            c = changes.recv() => c,
+            _ = hive.shutdown.cancelled() => return,
+        };
+        let mut batch = vec![];
+        let mut lagged = false;
+        match first {
+            Ok(c) => batch.push(c),
+            Err(RecvError::Lagged(_)) => lagged = true,
+            Err(RecvError::Closed) => return,
+        }
+        while batch.len() < BATCH {
+            match changes.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
+                Err(_) => break,
+            }
+        }
+        if lagged {
+            // Changes were lost: viewers refetch; cursors restart at the newest rows.
+            tracing::warn!("the dashboard fell behind the hive's changes; pages resync");
+            cursors.reset(&hive);
+            hub.send(Some(Frame::resync()));
+            continue;
+        }
+        for work in coalesce(batch) {
+            do_work(&hive, &hub, &mut cursors, work);
+        }
+    }
+}
+
+/// The work of a burst, each thing once, in the order of its last mention (so
+/// "removed, then created again" ends created); events keep the highest id.
+fn coalesce(batch: Vec<Change>) -> Vec<Work> {
+    let mut seen = HashSet::new();
+    let mut newest: HashMap<String, i64> = HashMap::new();
+    let mut out = vec![];
+    for work in batch.into_iter().flat_map(plan).rev() {
+        let key = match &work {
+            Work::Events(a, id) => {
+                let e = newest.entry(a.clone()).or_insert(*id);
+                *e = (*e).max(*id);
+                Work::Events(a.clone(), 0)
+            }
+            w => w.clone(),
+        };
+        if seen.insert(key) {
+            out.push(work);
+        }
+    }
+    out.reverse();
+    for w in &mut out {
+        if let Work::Events(a, id) = w {
+            *id = newest.get(a).copied().unwrap_or(*id);
+        }
+    }
+    out
+}
+
+fn plan(c: Change) -> Vec<Work> {
+    match c {
+        Change::Agent(n) => vec![Work::Row(n)],
+        Change::AgentRemoved(n) => vec![Work::Removed(n)],
+        Change::Events { agent, last_id } => vec![Work::Events(agent, last_id)],
+        Change::Message { to, from } => [to, from]
+            .into_iter()
+            .map(|m| if m == "operator" { Work::OperatorInbox } else { Work::Inbox(m) })
+            .collect(),
+        Change::Approvals => vec![Work::Approvals],
+        Change::Questions => vec![Work::Questions],
+    }
+}
+
+/// The newest event id each agent's viewers have been sent (or would have been).
+#[derive(Default)]
+struct Cursors(HashMap<String, i64>);
+
+impl Cursors {
+    fn reset(&mut self, hive: &Hive) {
+        self.0.clear();
+        for name in hive.list().unwrap_or_default() {
+            self.init(hive, &name);
+        }
+    }
+
+    /// Starts an agent's cursor at its newest stored event.
+    fn init(&mut self, hive: &Hive, name: &str) {
+        let newest = AgentName::parse(name)
+            .ok()
+            .and_then(|n| hive.events(&n, None, None, 1).ok())
+            .and_then(|e| e.last().map(|e| e.id))
+            .unwrap_or(0);
+        self.0.insert(name.to_owned(), newest);
+    }
+}
+
+#[derive(Serialize)]
+struct EventsFrame<'a> {
+    agent: &'a str,
+    events: Vec<hive_sh4re::host::Event>,
+}
+
+fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
+    match work {
+        Work::Row(n) => {
+            if !cursors.0.contains_key(&n) {
+                // A new agent: its viewers start at whatever history it has.
+                cursors.init(hive, &n);
+            }
+            let agent_watched = hub.watched(Some(&n));
+            if !hub.watched(None) && !agent_watched {
+                return;
+            }
+            let Ok(name) = AgentName::parse(&n) else { return };
+            if let Ok(row) = hive.status_row(&name) {
+                hub.send(Frame::new(Audience::Both(n.clone()), "agent", &row));
+            }
+            if agent_watched {
+                if let Ok(model) = hive.model_info(&name) {
+                    hub.send(Frame::new(Audience::Agent(n.clone()), "model", &serde_json::json!({ "agent": n, "model": model })));
+                }
+            }
+        }
+        Work::Removed(n) => {
+            cursors.0.remove(&n);
+            hub.send(Frame::new(Audience::Both(n.clone()), "agent_removed", &serde_json::json!({ "name": n })));
+        }
+        Work::Events(n, last_id) => {
+            let cursor = match cursors.0.get(&n) {
+                Some(&c) => c,
+                // Events of an agent the hub has not seen created: its viewers
+                // get the newest rows up to this batch and drop what they have.
+                None => last_id.saturating_sub(i64::from(EVENTS_PER_FRAME)).max(0),
+            };
+            if last_id <= cursor {
+                return;
+            }
+            if !hub.watched(Some(&n)) {
+                cursors.0.insert(n, last_id);
+                return;
+            }
+            let Ok(name) = AgentName::parse(&n) else { return };
+            let mut since = cursor;
+            loop {
+                let events = match hive.events(&name, Some(since), None, EVENTS_PER_FRAME) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(agent = %n, "dashboard could not read events: {e}");
+                        break;
+                    }
+                };
+                let Some(last) = events.last().map(|e| e.id) else { break };
+                since = last;
+                let full = events.len() as u32 == EVENTS_PER_FRAME;
+                hub.send(Frame::new(Audience::Agent(n.clone()), "events", &EventsFrame { agent: &n, events }));
+                if !full {
+                    break;
+                }
+            }
+            cursors.0.insert(n, since.max(cursor));
+        }
+        Work::Inbox(n) => {
+            if hub.watched(Some(&n)) {
+                if let Ok(msgs) = hive.store.recent_messages(&n, INBOX_LEN) {
+                    let messages: Vec<_> = msgs.iter().map(message_wire).collect();
+                    hub.send(Frame::new(Audience::Agent(n.clone()), "inbox", &serde_json::json!({ "agent": n, "messages": messages })));
+                }
+            }
+        }
+        Work::OperatorInbox => {
+            if hub.watched(None) {
+                if let Ok(msgs) = hive.store.recent_messages("operator", OPERATOR_INBOX_LEN) {
+                    let messages: Vec<_> = msgs.iter().map(message_wire).collect();
+                    hub.send(Frame::new(Audience::Hive, "operator_inbox", &serde_json::json!({ "messages": messages })));
+                }
+            }
+        }
+        Work::Approvals => {
+            if hub.watched(None) {
+                if let Ok(approvals) = hive.approvals() {
+                    hub.send(Frame::new(Audience::Hive, "approvals", &serde_json::json!({ "approvals": approvals })));
+                }
+            }
+        }
+        Work::Questions => {
+            if hub.watched(None) {
+                if let Ok(questions) = hive.questions() {
+                    hub.send(Frame::new(Audience::Hive, "questions", &serde_json::json!({ "questions": questions })));
+                }
+            }
+        }
+    }
+}
+
+/// Query of `/api/stream`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamQuery {
+    agent: Option<String>,
+}
+
+/// `GET /api/stream[?agent=NAME]`: the hive page's or one agent page's live frames.
+pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiResult<Response> {
+    let agent = match q.agent.as_deref() {
+        Some(raw) => {
+            let name = parse_name(raw)?;
+            require_agent(&ctx, &name)?;
+            Some(name.to_string())
+        }
+        None => None,
+    };
+    // Subscribe before saying hello: the page fetches history after hello, so
+    // nothing stored in between is missed (the page drops duplicates by id).
+    let rx = ctx.hub.tx.subscribe();
+    let watch = ctx.hub.watch(agent.clone());
+    let hello = format!("retry: 2000\nevent: hello\ndata: {}\n\n", serde_json::json!({ "agent": agent }));
+    let viewer = Viewer { rx, watch, shutdown: ctx.hive.shutdown.clone(), hello: Some(Bytes::from(hello)),
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+    };
+    let body = futures::stream::unfold(viewer, |mut v| async move {
+        let chunk = v.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), v))
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// One open stream.
+struct Viewer {
+    rx: broadcast::Receiver<Arc<Frame>>,
+    watch: Watch,
+    shutdown: tokio_util::sync::CancellationToken,
+    hello: Option<Bytes>,
+    keep_alive: tokio::time::Interval,
+}
+
+impl Viewer {
+    /// The next chunk to write, or None to end the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(h) = self.hello.take() {
+            return Some(h);
+        }
+        let agent = self.watch.key.clone();
+        loop {
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(f) if f.wanted_by(agent.as_deref()) => return Some(f.bytes.clone()),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return Some(Frame::resync().bytes.clone()),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                _ = self.shutdown.cancelled() => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audiences() {
+        let f = |a| Frame { audience: a, bytes: Bytes::new() };
+        assert!(f(Audience::Hive).wanted_by(None));
+        assert!(!f(Audience::Hive).wanted_by(Some("alice")));
+        assert!(f(Audience::Both("alice".into())).wanted_by(Some("alice")));
+        assert!(f(Audience::Both("alice".into())).wanted_by(None));
+        assert!(!f(Audience::Both("alice".into())).wanted_by(Some("bob")));
+        assert!(!f(Audience::Agent("alice".into())).wanted_by(None));
+        assert!(f(Audience::All).wanted_by(Some("bob")));
+    }
+
+    #[test]
+    fn bursts_coalesce() {
+        let batch = vec![
+            Change::Agent("a".into()),
+            Change::Events { agent: "a".into(), last_id: 3 },
+            Change::AgentRemoved("a".into()),
+            Change::Events { agent: "a".into(), last_id: 9 },
+            Change::Agent("a".into()),
+            Change::Approvals,
+            Change::Approvals,
+        ];
+        assert_eq!(
+            coalesce(batch),
+            vec![Work::Removed("a".into()), Work::Events("a".into(), 9), Work::Row("a".into()), Work::Approvals]
+        );
+    }
+
+    #[test]
+    fn messages_plan_both_mailboxes() {
+        let w = plan(Change::Message { to: "alice".into(), from: "operator".into() });
+        assert_eq!(w, vec![Work::Inbox("alice".into()), Work::OperatorInbox]);
+    }
+}

@@ -1,0 +1,92 @@
+//! A message whose `send` answered ok survives kill -9 of the daemon, and
+//! `recv` hands out each message exactly once, before and after crashes.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::TestHive;
+
+/// Sends until the connection breaks; records the id of every send answered ok.
+fn sender(sock: std::path::PathBuf, tag: usize, acked: Arc<Mutex<Vec<i64>>>) {
+    let Ok(mut s) = UnixStream::connect(&sock) else { return };
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for i in 0.. {
+        let line = format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"t{tag}-{i}\"}}\n");
+        if s.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+        let mut answer = String::new();
+        match r.read_line(&mut answer) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["ok"], true, "{answer}");
+        acked.lock().unwrap().push(v["message_id"].as_i64().unwrap());
+    }
+}
+
+fn recv_all(hive: &TestHive, max: u32) -> Vec<i64> {
+    let v = hive.request(serde_json::json!({"cmd": "recv", "max": max}));
+    v["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect()
+}
+
+#[test]
+fn send_survives_kill_9_and_recv_returns_each_once() {
+    let mut opts = common::Opts::default();
+    opts.args.extend(["--inbox-cap".to_owned(), "10000000".to_owned()]);
+    let mut hive = TestHive::start_with(opts);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut received: Vec<i64> = Vec::new();
+    for round in 0..5u64 {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (sock, acked) = (hive.sock(), acked.clone());
+                std::thread::spawn(move || sender(sock, t, acked))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150 + 70 * round));
+        // Some messages are read (and so acknowledged) while the sends go on.
+        received.extend(recv_all(&hive, 50));
+        std::thread::sleep(Duration::from_millis(30 * round));
+        hive.kill9();
+        for t in threads {
+            t.join().unwrap();
+        }
+        hive.serve();
+    }
+    // Drain the rest.
+    loop {
+        let got = recv_all(&hive, 1000);
+        if got.is_empty() {
+            break;
+        }
+        received.extend(got);
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "too few sends to mean anything: {}", acked.len());
+    let unique: HashSet<i64> = received.iter().copied().collect();
+    assert_eq!(unique.len(), received.len(), "recv returned a message twice");
+    let missing: Vec<i64> = acked.iter().filter(|id| !unique.contains(id)).copied().collect();
+    assert!(missing.is_empty(), "{} acknowledged sends were lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+}
+
+#[test]
+fn acknowledged_messages_do_not_come_back_after_a_crash() {
+    let mut hive = TestHive::start();
+    for i in 0..10 {
+        hive.ok(&["send", "operator", &format!("m{i}")]);
+    }
+    let first = recv_all(&hive, 4);
+    assert_eq!(first.len(), 4);
+    hive.kill9();
+    hive.serve();
+    let rest = recv_all(&hive, 100);
+    assert_eq!(rest.len(), 6);
+    assert!(rest.iter().all(|id| !first.contains(id)));
+}

@@ -1,0 +1,379 @@
+//! HTTP routes: the Messages API as claude calls it, plus `/_sim/*` controls.
+
+use crate::conversation::Conversation;
+use crate::engine::{self, Block, Reply};
+use crate::ids::IdGen;
+use crate::record::{Recorder, RequestRecord};
+use crate::script::Script;
+use crate::{sse, wire};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest request body accepted; claude resends the whole conversation each call.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Shared state of the server.
+#[derive(Debug)]
+pub struct AppState {
+    script: RwLock<Arc<Script>>,
+    /// The request log.
+    pub recorder: Recorder,
+    ids: IdGen,
+}
+
+impl AppState {
+    /// State serving `script` and logging to `recorder`.
+    pub fn new(script: Script, recorder: Recorder) -> Arc<AppState> {
+        Arc::new(AppState {
+            script: RwLock::new(Arc::new(script)),
+            recorder,
+            ids: IdGen::new(),
+        })
+    }
+
+    /// The script in force.
+    pub fn script(&self) -> Arc<Script> {
+        // The lock only guards an Arc swap, so a poisoned lock still holds a valid script.
+        self.script
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the script for all following requests.
+    pub fn set_script(&self, script: Script) {
+        *self.script.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(script);
+    }
+}
+
+/// All routes; unknown paths answer 200 `{}` so a probe never makes claude fail.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(|| async { axum::Json(wire::models()) }))
+        .route("/v1/models/{id}", get(model))
+        .route("/_sim/requests", get(requests))
+        .route("/_sim/reset", post(reset))
+        .route("/_sim/script", post(replace_script).get(current_script))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, axum::Json(wire::error(kind, message))).into_response()
+}
+
+/// The body as JSON, or the 400 response that says why not.
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("the request body is not JSON: {e}"),
+        ))
+    })
+}
+
+async fn messages(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) -> Response {
+    let request = match parse_json(&body) {
+        Ok(v) => v,
+        Err(response) => return *response,
+    };
+    let conv = match Conversation::parse(&request) {
+        Ok(c) => c,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &e.to_string(),
+            );
+        }
+    };
+    let reply = engine::answer(&state.script(), &conv, &state.ids);
+    let message_id = state.ids.message();
+    let input_tokens = wire::estimate_tokens(conv.input_chars);
+    tracing::info!(
+        model = %conv.model, step = conv.step.as_str(), why = reply.why.as_str(),
+        rules = ?reply.rules, stop = wire::stop_reason(&reply), "POST {}", uri.path()
+    );
+    state.recorder.push(record(
+        uri.path(),
+        &conv,
+        &reply,
+        request.get("messages").cloned().unwrap_or(Value::Null),
+    ));
+
+    if conv.stream {
+        let frames = sse::frames(&reply, &message_id, &conv.model, input_tokens);
+        let stream = futures::stream::iter(frames).then(|frame| async move {
+            if frame.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(frame.delay_ms)).await;
+            }
+            Ok::<_, Infallible>(Bytes::from(frame.text))
+        });
+        let headers = [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ];
+        (headers, Body::from_stream(stream)).into_response()
+    } else {
+        let total: u64 = reply.delay_ms
+            + reply
+                .blocks
+                .iter()
+                .map(|b| match b {
+                    Block::Text { delay_ms, .. } | Block::ToolUse { delay_ms, .. } => *delay_ms,
+                })
+                .sum::<u64>();
+        if total > 0 {
+            tokio::time::sleep(Duration::from_millis(total)).await;
+        }
+        let content = reply.blocks.iter().map(wire::block).collect();
+        let usage = wire::usage(input_tokens, wire::output_tokens(&reply));
+        axum::Json(wire::message(
+            &message_id,
+            &conv.model,
+            content,
+            Some(wire::stop_reason(&reply)),
+            usage,
+        ))
+        .into_response()
+    }
+}
+
+fn record(path: &str, conv: &Conversation, reply: &Reply, messages: Value) -> RequestRecord {
+    RequestRecord {
+        seq: 0,
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        path: path.to_string(),
+        model: conv.model.clone(),
+        stream: conv.stream,
+        system_len: conv.system_len,
+        tools: conv.tools.clone(),
+        step: conv.step.as_str(),
+        user_text: conv.user_text.clone(),
+        sender: conv.inbox.last().map(|m| m.from.clone()),
+        rules: reply.rules.clone(),
+        why: reply.why.as_str(),
+        stop_reason: wire::stop_reason(reply),
+        reply: reply.blocks.iter().map(wire::block).collect(),
+        messages,
+    }
+}
+
+async fn count_tokens(body: Bytes) -> Response {
+    match parse_json(&body) {
+        Ok(request) => {
+            let chars = request.get("system").map_or(0, |s| s.to_string().len())
+                + request.get("messages").map_or(0, |m| m.to_string().len())
+                + request.get("tools").map_or(0, |t| t.to_string().len());
+            axum::Json(json!({"input_tokens": wire::estimate_tokens(chars)})).into_response()
+        }
+        Err(response) => *response,
+    }
+}
+
+async fn model(Path(id): Path<String>) -> Response {
+    let name = wire::MODELS
+        .iter()
+        .find(|(m, _)| *m == id)
+        .map_or(id.as_str(), |(_, n)| n);
+    axum::Json(wire::model_info(&id, name)).into_response()
+}
+
+async fn requests(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(state.recorder.all()).into_response()
+}
+
+async fn reset(State(state): State<Arc<AppState>>) -> Response {
+    state.recorder.clear();
+    axum::Json(json!({"ok": true})).into_response()
+}
+
+async fn replace_script(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "the script must be UTF-8 text"})),
+            )
+                .into_response();
+        }
+    };
+    match Script::parse(text) {
+        Ok(script) => {
+            let rules = script.rules.len();
+            state.set_script(script);
+            tracing::info!(rules, "script replaced");
+            axum::Json(json!({"ok": true, "rules": rules})).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": format!("bad script: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn current_script(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/toml")],
+        state.script().source.clone(),
+    )
+        .into_response()
+}
+
+async fn fallback(method: Method, uri: Uri) -> Response {
+    tracing::info!(%method, %uri, "unscripted endpoint, answering 200 {{}}");
+    axum::Json(json!({})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn app(script: &str) -> (Router, Arc<AppState>) {
+        let state = AppState::new(
+            Script::parse(script).expect("valid"),
+            Recorder::new(None).expect("recorder"),
+        );
+        (router(state.clone()), state)
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    const HELLO: &str = "[[rule]]\nuser_text = \"hello\"\n[[rule.reply]]\ntext = \"world\"\n";
+
+    fn hello_request(stream: bool) -> String {
+        json!({"model": "claude-haiku-5-5", "stream": stream, "max_tokens": 10,
+               "tools": [{"name": "Bash"}],
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]})
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn streaming_answer_is_sse() {
+        let (app, state) = app(HELLO);
+        let (status, body) =
+            call(&app, "POST", "/v1/messages?beta=true", &hello_request(true)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with("event: message_start\n"), "{body}");
+        assert!(
+            body.contains("\"text_delta\",\"text\":\"world\"")
+                || body.contains("\"text\":\"world\""),
+            "{body}"
+        );
+        assert!(
+            body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+            "{body}"
+        );
+        let log = state.recorder.all();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].model, "claude-haiku-5-5");
+        assert_eq!(log[0].tools, vec!["Bash"]);
+        assert_eq!(log[0].path, "/v1/messages");
+    }
+
+    #[tokio::test]
+    async fn non_streaming_answer_is_a_message() {
+        let (app, _) = app(HELLO);
+        let (status, body) = call(&app, "POST", "/v1/messages", &hello_request(false)).await;
+        assert_eq!(status, StatusCode::OK);
+        let message: Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(message["type"], "message");
+        assert_eq!(message["content"][0]["text"], "world");
+        assert_eq!(message["stop_reason"], "end_turn");
+        assert!(message["usage"]["input_tokens"].as_u64().is_some());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_api_errors() {
+        let (app, _) = app(HELLO);
+        let (status, body) = call(&app, "POST", "/v1/messages", "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("invalid_request_error"));
+        let (status, _) = call(&app, "POST", "/v1/messages", "{\"messages\": []}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn side_endpoints_answer() {
+        let (app, _) = app(HELLO);
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/v1/messages/count_tokens?beta=true",
+            &hello_request(false),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("input_tokens"));
+        let (status, body) = call(&app, "GET", "/v1/models", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"has_more\":false"));
+        let (_, body) = call(&app, "GET", "/v1/models/claude-x", "").await;
+        assert!(body.contains("\"id\":\"claude-x\""));
+        let (status, _) = call(&app, "HEAD", "/api/hello", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(&app, "POST", "/api/whatever", "{}").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "{}"));
+    }
+
+    #[tokio::test]
+    async fn sim_controls_replace_script_and_reset_log() {
+        let (app, _) = app(HELLO);
+        let (status, body) = call(
+            &app,
+            "POST",
+            "/_sim/script",
+            "[[rule]]\nuser_text = \"x\"\n",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("rule 1: field `reply`"), "{body}");
+
+        let script = "[[rule]]\nuser_text = \"hello\"\n[[rule.reply]]\ntext = \"mars\"\n";
+        let (status, _) = call(&app, "POST", "/_sim/script", script).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = call(&app, "GET", "/_sim/script", "").await;
+        assert_eq!(body, script);
+        let (_, body) = call(&app, "POST", "/v1/messages", &hello_request(false)).await;
+        assert!(body.contains("mars"), "{body}");
+
+        let (_, body) = call(&app, "GET", "/_sim/requests", "").await;
+        let log: Vec<Value> = serde_json::from_str(&body).expect("json array");
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0]["why"], "rule");
+        call(&app, "POST", "/_sim/reset", "").await;
+        let (_, body) = call(&app, "GET", "/_sim/requests", "").await;
+        assert_eq!(body, "[]");
+    }
+}
