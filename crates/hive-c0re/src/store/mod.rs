@@ -93,6 +93,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints fsync; fewer, larger ones keep them off the send path.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         let mut conn = conn;
         schema::migrate(&mut conn, path)?;
         let depth = messages::load_depths(&conn)?;

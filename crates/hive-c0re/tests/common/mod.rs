@@ -239,3 +239,191 @@ impl Conn {
         serde_json::from_str(&self.recv()).unwrap()
     }
 }
+
+/// The scripted model server, on a random loopback port.
+pub struct ModelSim {
+    pub child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ModelSim {
+    /// Starts `hive-model-sim` with the built-in script, or `script` (TOML) when given.
+    pub fn start(script: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("addr");
+        let mut cmd = Command::new(bin_dir().join("hive-model-sim"));
+        cmd.args(["--listen", "127.0.0.1:0", "--port-file"]).arg(&port_file);
+        if let Some(s) = script {
+            let f = dir.path().join("script.toml");
+            std::fs::write(&f, s).unwrap();
+            cmd.arg("--script").arg(f);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("hive-model-sim starts (cargo build --workspace first)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            if let Ok(a) = std::fs::read_to_string(&port_file) {
+                if !a.trim().is_empty() {
+                    break a.trim().to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "hive-model-sim did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, addr, _dir: dir }
+    }
+
+    /// `ANTHROPIC_BASE_URL` for claude.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment a hive needs to run claude against this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("ANTHROPIC_BASE_URL".to_owned(), self.url()),
+            ("ANTHROPIC_API_KEY".to_owned(), "sk-test".to_owned()),
+        ];
+        if let Some(c) = claude_bin() {
+            env.push(("HIVE_CLAUDE_BIN".to_owned(), c.display().to_string()));
+        }
+        env
+    }
+
+    /// Every `/v1/messages` request recorded so far.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&http(&self.addr, "GET", "/_sim/requests", "")).unwrap()
+    }
+
+    /// Replaces the script.
+    pub fn set_script(&self, toml: &str) {
+        http(&self.addr, "POST", "/_sim/script", toml);
+    }
+}
+
+impl Drop for ModelSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns the body.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    if out.contains("Transfer-Encoding: chunked") || out.contains("transfer-encoding: chunked") { dechunk(&body) } else { body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// True when claude and the workspace binaries are there for end-to-end tests; prints why not.
+pub fn e2e_ready() -> bool {
+    if claude_bin().is_none() {
+        eprintln!("skipped: no claude CLI (run scripts/deps.sh or set HIVE_CLAUDE_BIN)");
+        return false;
+    }
+    for b in ["hive-ag3nt", "hive-m1nd", "hive-model-sim"] {
+        if !bin_dir().join(b).exists() {
+            eprintln!("skipped: {b} is not built (cargo build --workspace)");
+            return false;
+        }
+    }
+    true
+}
+
+impl TestHive {
+    /// A hive whose agents run the real claude against `sim`.
+    pub fn with_model(sim: &ModelSim, runtime: &'static str) -> Self {
+        let mut opts = Opts { runtime, ..Opts::default() };
+        opts.env = sim.env();
+        Self::start_with(opts)
+    }
+
+    /// Waits for the operator's next messages (up to `secs`).
+    pub fn recv_operator(&self, secs: u64) -> Vec<serde_json::Value> {
+        let out = self.ok(&["recv", "--wait", &secs.to_string(), "--json"]);
+        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// An agent's events, oldest first.
+    pub fn events(&self, agent: &str) -> Vec<serde_json::Value> {
+        let v = self.request(serde_json::json!({"cmd": "events", "agent": agent, "limit": 5000}));
+        v["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Commits `agent.toml` into an agent's config repo and deploys it through an approval.
+    pub fn deploy_config(&self, agent: &str, toml: &str) {
+        let repo = self.state_dir().join("agents").join(agent).join("config");
+        std::fs::write(repo.join("agent.toml"), toml).unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        git(&["commit", "-qam", "test config"]);
+        let sha = git(&["rev-parse", "HEAD"]);
+        let out = self.ok(&["request-apply-commit", agent, sha.trim()]);
+        let id = out.trim().trim_start_matches("approval #").trim_end_matches(" queued").to_owned();
+        self.ok(&["approve", &id]);
+    }
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The host pid of an agent's harness process, found by its socket in /proc.
+pub fn harness_pid(hive: &TestHive, agent: &str) -> nix::unistd::Pid {
+    let want = format!("HIVE_AGENT_NAME={agent}");
+    let run = hive.run_dir().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            let env = String::from_utf8_lossy(&env);
+            if cmd.contains("serve") && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"))
+                && env.split('\0').any(|kv| kv == want) && env.contains(&run)
+            {
+                return nix::unistd::Pid::from_raw(pid);
+            }
+        }
+        assert!(Instant::now() < deadline, "no harness process for {agent}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

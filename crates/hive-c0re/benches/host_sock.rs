@@ -1,0 +1,124 @@
+//! host.sock throughput and latency: `cargo bench -p hive-c0re --bench host_sock`.
+//!
+//! Serves a real hive (sqlite store on disk, host.sock) in this process and
+//! drives it from client threads over the unix socket, as the CLI does.
+//! Prints send throughput with 1 and 8 clients and send→recv latency.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hive_c0re::hive::{Hive, Settings};
+use hive_c0re::paths::Paths;
+use hive_c0re::runtime::ProcessRuntime;
+use hive_c0re::store::{Limits, Store};
+
+struct Client {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Client {
+    fn new(p: &Path) -> Self {
+        let w = UnixStream::connect(p).unwrap();
+        let r = BufReader::new(w.try_clone().unwrap());
+        Self { w, r }
+    }
+
+    fn call(&mut self, line: &str) -> String {
+        self.w.write_all(line.as_bytes()).unwrap();
+        self.w.write_all(b"\n").unwrap();
+        let mut s = String::new();
+        self.r.read_line(&mut s).unwrap();
+        s
+    }
+}
+
+fn throughput(sock: &PathBuf, clients: usize, per_client: usize) -> f64 {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut cl = Client::new(&sock);
+                for i in 0..per_client {
+                    let a = cl.call(&format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"bench {c}-{i}\"}}"));
+                    assert!(a.contains("\"ok\":true"), "{a}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    (clients * per_client) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn drain(sock: &Path) {
+    let mut c = Client::new(sock);
+    while c.call("{\"cmd\":\"recv\",\"max\":1000}").contains("\"body\"") {}
+}
+
+fn latency(sock: &PathBuf, samples: usize) -> (Duration, Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let rsock = sock.clone();
+    let receiver = std::thread::spawn(move || {
+        let mut c = Client::new(&rsock);
+        for _ in 0..samples {
+            let a = c.call("{\"cmd\":\"recv\",\"max\":1,\"wait_ms\":5000}");
+            assert!(a.contains("\"body\""), "{a}");
+            tx.send(Instant::now()).unwrap();
+        }
+    });
+    let mut s = Client::new(sock);
+    let mut lat = Vec::with_capacity(samples);
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 0..samples {
+        let t0 = Instant::now();
+        s.call(&format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"lat {i}\"}}"));
+        let t1 = rx.recv().unwrap();
+        lat.push(t1 - t0);
+    }
+    receiver.join().unwrap();
+    lat.sort();
+    (lat[samples / 2], lat[samples * 99 / 100])
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths { state: dir.path().join("state"), run: dir.path().join("run") };
+    std::fs::create_dir_all(&paths.state).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sock = paths.host_sock();
+    let _hive = rt.block_on(async {
+        let store = Store::open(&paths.db(), Limits { inbox_cap: u64::MAX, ..Limits::default() }).unwrap();
+        let settings = Settings {
+            bin_dir: PathBuf::from("/nonexistent"),
+            claude_bin: None,
+            agent_env: vec![],
+            dashboard_home: None,
+            kill_grace: Duration::from_secs(1),
+        };
+        let hive = Hive::new(store, paths.clone(), Arc::new(ProcessRuntime::new()), settings);
+        let listener = hive_c0re::host_sock::bind(&sock).unwrap();
+        tokio::spawn(hive_c0re::host_sock::serve(hive.clone(), listener));
+        hive
+    });
+
+    throughput(&sock, 1, 2000); // warm-up
+    drain(&sock);
+    let one = throughput(&sock, 1, 20_000);
+    drain(&sock);
+    let eight = throughput(&sock, 8, 5_000);
+    drain(&sock);
+    let (p50, p99) = latency(&sock, 2_000);
+    println!("host.sock send throughput, 1 client:  {one:>9.0} messages/s");
+    println!("host.sock send throughput, 8 clients: {eight:>9.0} messages/s   (goal >= 20000)");
+    println!("send -> recv latency over 2000 messages: p50 {:.3} ms, p99 {:.3} ms   (goal p99 < 5 ms)", ms(p50), ms(p99));
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

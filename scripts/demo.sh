@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what is needed and starts a demo hive: hive-c0re (nspawn where this
+# machine can, else plain processes), the scripted model server (offline), and
+# two agents, alice and bob. With ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN or
+# claude credentials in ~/.claude, the agents use the real API instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+bin="$PWD/target/debug"
+export HIVE_CLAUDE_BIN="$PWD/tools/claude/node_modules/.bin/claude"
+export HIVE_STATE_DIR="${HIVE_STATE_DIR:-$PWD/.local/demo/state}"
+export HIVE_RUN_DIR="${HIVE_RUN_DIR:-$PWD/.local/demo/run}"
+mkdir -p "$HIVE_STATE_DIR" "$HIVE_RUN_DIR" "$PWD/.local/demo"
+logs="$PWD/.local/demo"
+
+if [ -n "${ANTHROPIC_API_KEY:-}${CLAUDE_CODE_OAUTH_TOKEN:-}" ] || [ -f "$HOME/.claude/.credentials.json" ]; then
+    say "claude credentials found: agents use the real Anthropic API"
+    if [ -f "$HOME/.claude/.credentials.json" ] && [ -z "${ANTHROPIC_API_KEY:-}${CLAUDE_CODE_OAUTH_TOKEN:-}" ]; then
+        copy_credentials=1
+    fi
+else
+    say "no claude credentials: starting the scripted model server (offline demo)"
+    "$bin/hive-model-sim" --listen 127.0.0.1:0 --port-file "$logs/model-sim.addr" >"$logs/model-sim.log" 2>&1 &
+    for _ in $(seq 100); do [ -s "$logs/model-sim.addr" ] && break; sleep 0.1; done
+    export ANTHROPIC_BASE_URL="http://$(cat "$logs/model-sim.addr")"
+    export ANTHROPIC_API_KEY="sk-offline-demo"
+fi
+
+say "starting hive-c0re (log: $logs/hive-c0re.log)"
+"$bin/hive-c0re" serve >"$logs/hive-c0re.log" 2>&1 &
+for _ in $(seq 100); do "$bin/hive-c0re" status >/dev/null 2>&1 && break; sleep 0.1; done
+for a in alice bob; do
+    "$bin/hive-c0re" status --json | grep -q "\"name\":\"$a\"" || "$bin/hive-c0re" spawn "$a"
+    if [ -n "${copy_credentials:-}" ]; then
+        mkdir -p "$HIVE_STATE_DIR/agents/$a/state/.claude"
+        cp "$HOME/.claude/.credentials.json" "$HIVE_STATE_DIR/agents/$a/state/.claude/"
+    fi
+done
+"$bin/hive-c0re" status
+
+cat <<EOT
+
+The hive is up. Try:
+  export HIVE_STATE_DIR=$HIVE_STATE_DIR HIVE_RUN_DIR=$HIVE_RUN_DIR
+  $bin/hive-c0re send alice ping          # alice answers you
+  $bin/hive-c0re recv --wait 60           # read your inbox
+  $bin/hive-c0re status                   # who is doing what
+  $bin/hive-c0re events alice --follow    # watch alice's turns
+Dashboard: $("$bin/hive-c0re" urls | sed 's/^dashboard: //')
+Stop it: kill \$(pgrep -f 'hive-c0re serve') \$(pgrep -f hive-model-sim)
+EOT

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what hyperhive needs on a Debian machine: Debian packages, the
+# claude CLI (project-local, locked), the dashboard's npm packages; then
+# builds the workspace. Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v cc >/dev/null || need_apt+=(build-essential)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v cargo >/dev/null || need_apt+=(cargo)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing Debian packages: ${need_apt[*]}; run this as root or: sudo apt-get install ${need_apt[*]}" >&2
+        exit 1
+    fi
+    say "installing Debian packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+say "installing the claude CLI (tools/claude, locked)"
+(cd tools/claude && npm ci --no-audit --no-fund --loglevel=error)
+
+if [ -f web/package.json ]; then
+    say "building the dashboard front end (web/)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+fi
+
+say "building hyperhive (cargo build --workspace)"
+cargo build --workspace --bins --quiet

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of hyperhive: formatting, lints, unit and end-to-end tests
+# (real claude CLI against the scripted model server, both runtimes where
+# this machine allows), and the dashboard's browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+export HIVE_CLAUDE_BIN="$PWD/tools/claude/node_modules/.bin/claude"
+export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_TELEMETRY=1
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "cargo test"
+cargo test --workspace --quiet
+if [ -d web/tests ]; then
+    say "dashboard browser tests"
+    (cd web && node --test tests/)
+fi
+say "all tests passed"
