@@ -95,7 +95,7 @@ impl Invocation {
             .env("DISABLE_TELEMETRY", "1")
             .env("DISABLE_AUTOUPDATER", "1")
             // ask_operator blocks until the operator answers: let it.
-            .env("MCP_TOOL_TIMEOUT", "604800000")
+            .env("MCP_TOOL_TIMEOUT", crate::turn::MCP_CALL_TIMEOUT_MS.to_string())
             .envs(&self.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

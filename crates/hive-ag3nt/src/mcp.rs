@@ -48,7 +48,12 @@ pub async fn run(socket: PathBuf, manager: bool) -> anyhow::Result<()> {
 }
 
 /// Serves the hive's tools over any byte stream pair (tests use in-memory pipes) until the client closes it.
-pub async fn serve_on<R, W>(socket: PathBuf, manager: bool, reader: R, writer: W) -> anyhow::Result<()>
+pub async fn serve_on<R, W>(
+    socket: PathBuf,
+    manager: bool,
+    reader: R,
+    writer: W,
+) -> anyhow::Result<()>
 where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
@@ -58,7 +63,10 @@ where
         .serve((reader, writer))
         .await
         .context("the MCP client went away before finishing the initialize handshake")?;
-    let reason = running.waiting().await.context("the MCP service task failed")?;
+    let reason = running
+        .waiting()
+        .await
+        .context("the MCP service task failed")?;
     tracing::debug!(?reason, "MCP session ended");
     Ok(())
 }
@@ -76,17 +84,26 @@ impl HiveTools {
         if manager {
             tool_router += Self::manager_tools();
         }
-        Self { link: Link::new(socket), manager, tool_router }
+        Self {
+            link: Link::new(socket),
+            manager,
+            tool_router,
+        }
     }
 
     /// Sends one request for a tool call; gives up when claude cancels the call.
-    async fn ask(&self, req: AgentRequest, ctx: &RequestContext<RoleServer>) -> Result<AgentResponse, String> {
-        let op = serde_json::to_value(&req).ok().and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_owned));
-        tracing::debug!(op = op.as_deref().unwrap_or("?"), "agent.sock request");
+    async fn ask(
+        &self,
+        req: AgentRequest,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<AgentResponse, String> {
+        let op = op_name(&req);
+        let token = ctx.meta.get_progress_token();
+        tracing::debug!(op, progress = token.is_some(), "agent.sock request");
         let call = self.link.call(&req);
         tokio::pin!(call);
-        let token = ctx.meta.get_progress_token();
-        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
         let mut waited: u64 = 0;
         let result = loop {
             tokio::select! {
@@ -107,9 +124,25 @@ impl HiveTools {
             }
         };
         if let Err(e) = &result {
-            tracing::info!(op = op.as_deref().unwrap_or("?"), "tool call failed: {e}");
+            tracing::info!(op, "tool call failed: {e}");
         }
         result
+    }
+}
+
+/// The request's name for logs (its `op` on the wire), without serializing a 64 KiB body.
+fn op_name(req: &AgentRequest) -> &'static str {
+    match req {
+        AgentRequest::Send { .. } => "send",
+        AgentRequest::Recv { .. } => "recv",
+        AgentRequest::Status => "status",
+        AgentRequest::SetStatus { .. } => "set_status",
+        AgentRequest::Nap { .. } => "nap",
+        AgentRequest::RequestInitConfig { .. } => "request_init_config",
+        AgentRequest::RequestSpawn { .. } => "request_spawn",
+        AgentRequest::RequestApplyCommit { .. } => "request_apply_commit",
+        AgentRequest::AskOperator { .. } => "ask_operator",
+        _ => "harness request",
     }
 }
 
@@ -131,14 +164,22 @@ mod tests {
     use super::*;
 
     fn names(manager: bool) -> Vec<String> {
-        let mut v: Vec<String> = HiveTools::new("/x".into(), manager).tool_router.list_all().into_iter().map(|t| t.name.into()).collect();
+        let mut v: Vec<String> = HiveTools::new("/x".into(), manager)
+            .tool_router
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.into())
+            .collect();
         v.sort();
         v
     }
 
     #[test]
     fn agents_get_five_tools_and_the_manager_four_more() {
-        assert_eq!(names(false), ["nap", "recv", "send", "set_status", "status"]);
+        assert_eq!(
+            names(false),
+            ["nap", "recv", "send", "set_status", "status"]
+        );
         assert_eq!(
             names(true),
             [
@@ -167,8 +208,16 @@ mod tests {
     fn the_manager_is_told_about_its_tools() {
         let info = HiveTools::new("/x".into(), true).get_info();
         assert_eq!(info.server_info.name, "hyperhive");
-        assert!(info.instructions.as_deref().is_some_and(|i| i.contains("ask_operator")));
+        assert!(
+            info.instructions
+                .as_deref()
+                .is_some_and(|i| i.contains("ask_operator"))
+        );
         let info = HiveTools::new("/x".into(), false).get_info();
-        assert!(info.instructions.as_deref().is_some_and(|i| !i.contains("ask_operator")));
+        assert!(
+            info.instructions
+                .as_deref()
+                .is_some_and(|i| !i.contains("ask_operator"))
+        );
     }
 }

@@ -27,6 +27,9 @@ pub const MANAGER_TOOLS: [&str; 4] = [
     "mcp__hyperhive__ask_operator",
 ];
 
+/// Longest a hive tool call may take: a week-long `ask_operator`, with margin.
+pub const MCP_CALL_TIMEOUT_MS: u64 = 605_000_000;
+
 /// Most events sent in one request.
 const EVENT_BATCH: usize = 256;
 
@@ -137,17 +140,81 @@ impl Harness {
 
         let started = Instant::now();
         shared.cancelled.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (mut exit, mut tally) = self.run_claude(c, shared, &inv).await?;
+        let mut retried = false;
+        if tally.context_full && !shared.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+            // The conversation outgrew the context: compact it and try the turn once more.
+            tracing::info!("context full: compacting the session and retrying the turn");
+            let session = tally.session_id.clone().or(cfg.session_id.clone());
+            if let Some(session) = session {
+                c.call(&AgentRequest::SetSession { session_id: session }).await?;
+                self.compact(c).await?;
+                c.call(&AgentRequest::State { state: AgentState::Thinking, model: Some(cfg.model.clone()) }).await?;
+                let cfg = c.call(&AgentRequest::Config).await?.config.unwrap_or(cfg.clone());
+                let inv = self.invocation(&cfg, prompt.clone(), cfg.session_id.clone())?;
+                let (e, t) = self.run_claude(c, shared, &inv).await?;
+                tally.merge(t);
+                exit = e;
+                retried = true;
+            }
+        }
+        let cancelled = shared.cancelled.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(s) = &tally.session_id {
+            c.call(&AgentRequest::SetSession { session_id: s.clone() }).await?;
+        }
+        let ok = exit == Some(0) && !tally.is_error;
+        let class = match (cancelled, ok, retried) {
+            (true, _, _) => "cancelled",
+            (false, true, true) => "retried",
+            (false, true, false) => "ok",
+            (false, false, _) => "failure",
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let end = serde_json::json!({ "exit_code": exit, "exit_class": class, "duration_ms": duration_ms });
+        send_events(c, vec![EventIn { kind: "turn_end".into(), payload: end }]).await?;
+        let mut received_by_class = BTreeMap::new();
+        for m in msgs {
+            let class = hive_sh4re::Mailbox::parse(&m.from).map(|m| m.class()).unwrap_or("peer");
+            *received_by_class.entry(class.to_owned()).or_default() += 1;
+        }
+        let stats = TurnStats {
+            duration_ms,
+            exit_code: exit,
+            exit_class: class.into(),
+            tool_calls: tally.tools.clone(),
+            messages_received: msgs.len() as u64,
+            sent_by_class: tally.sent.clone(),
+            received_by_class,
+            inbox_depth: 0,
+            input_tokens: tally.input_tokens,
+            output_tokens: tally.output_tokens,
+            cost_usd: tally.cost_usd,
+            notes_bytes: std::fs::metadata(notes_path(&self.state)).ok().map(|m| m.len()),
+        };
+        c.call(&AgentRequest::TurnEnd { stats }).await?;
+        Ok(if cancelled {
+            TurnOutcome::Cancelled
+        } else if ok {
+            TurnOutcome::Done
+        } else {
+            TurnOutcome::Failed
+        })
+    }
+
+    /// Runs one claude process, forwarding its output as events; returns its exit code and tally.
+    async fn run_claude(&self, c: &mut Client, shared: &Arc<Shared>, inv: &Invocation) -> anyhow::Result<(Option<i32>, Tally)> {
+        let mut tally = Tally::default();
         let (tx, mut rx) = mpsc::channel::<Output>(1024);
         let mut run = match inv.spawn(tx).await {
             Ok(r) => r,
             Err(e) => {
                 let payload = serde_json::json!({ "error": e.to_string() });
                 send_events(c, vec![EventIn { kind: "turn_error".into(), payload }]).await?;
-                return Ok(TurnOutcome::Failed);
+                tally.is_error = true;
+                return Ok((None, tally));
             }
         };
         *shared.running.lock().unwrap_or_else(|p| p.into_inner()) = run.pid();
-        let mut tally = Tally::default();
         let mut exit = None;
         let mut exited = false;
         // Forward output until claude exited and its pipes are drained.
@@ -169,35 +236,7 @@ impl Harness {
             exit = run.wait().await.ok().flatten();
         }
         *shared.running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let cancelled = shared.cancelled.swap(false, std::sync::atomic::Ordering::SeqCst);
-        if let Some(s) = &tally.session_id {
-            c.call(&AgentRequest::SetSession { session_id: s.clone() }).await?;
-        }
-        let ok = exit == Some(0) && !tally.is_error;
-        let class = if cancelled { "cancelled" } else if ok { "ok" } else { "failure" };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let end = serde_json::json!({ "exit_code": exit, "exit_class": class, "duration_ms": duration_ms });
-        send_events(c, vec![EventIn { kind: "turn_end".into(), payload: end }]).await?;
-        let stats = TurnStats {
-            duration_ms,
-            exit_code: exit,
-            exit_class: class.into(),
-            tool_calls: tally.tools.clone(),
-            messages_received: msgs.len() as u64,
-            inbox_depth: 0,
-            input_tokens: tally.input_tokens,
-            output_tokens: tally.output_tokens,
-            cost_usd: tally.cost_usd,
-            notes_bytes: std::fs::metadata(self.state.join("notes.md")).ok().map(|m| m.len()),
-        };
-        c.call(&AgentRequest::TurnEnd { stats }).await?;
-        Ok(if cancelled {
-            TurnOutcome::Cancelled
-        } else if ok {
-            TurnOutcome::Done
-        } else {
-            TurnOutcome::Failed
-        })
+        Ok((exit, tally))
     }
 
     /// The claude run for this agent's config.
@@ -228,6 +267,10 @@ impl Harness {
                 "command": exe,
                 "args": ["mcp", "--socket", self.socket],
                 "env": { "HIVE_AGENT_SOCK": self.socket, "RUST_LOG": "warn" },
+                // Listed directly rather than behind claude's tool search, and
+                // allowed to block for as long as an operator question may last.
+                "alwaysLoad": true,
+                "timeout": MCP_CALL_TIMEOUT_MS,
             }),
         );
         for (name, s) in &cfg.config.mcp_servers {
@@ -283,6 +326,10 @@ enum TurnOutcome {
 #[derive(Default)]
 struct Tally {
     tools: BTreeMap<String, u64>,
+    /// `send` calls by recipient class.
+    sent: BTreeMap<String, u64>,
+    /// The turn failed because the conversation no longer fits the context.
+    context_full: bool,
     session_id: Option<String>,
     is_error: bool,
     input_tokens: Option<u64>,
@@ -291,6 +338,29 @@ struct Tally {
 }
 
 impl Tally {
+    /// Adds a retry's figures to the first attempt's.
+    fn merge(&mut self, other: Tally) {
+        for (k, v) in other.tools {
+            *self.tools.entry(k).or_default() += v;
+        }
+        for (k, v) in other.sent {
+            *self.sent.entry(k).or_default() += v;
+        }
+        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        self.input_tokens = add(self.input_tokens, other.input_tokens);
+        self.output_tokens = add(self.output_tokens, other.output_tokens);
+        self.cost_usd = match (self.cost_usd, other.cost_usd) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+        self.session_id = other.session_id.or(self.session_id.take());
+        self.is_error = other.is_error;
+        self.context_full = other.context_full;
+    }
+
     /// Turns a claude output line into an event, noting what the stats need.
     fn observe(&mut self, o: Output) -> EventIn {
         match o {
@@ -303,12 +373,19 @@ impl Tally {
                             if block.get("type").and_then(|t| t.as_str()) == Some("tool_use") {
                                 let name = block.get("name").and_then(|n| n.as_str()).unwrap_or("unknown");
                                 *self.tools.entry(short_tool(name).to_owned()).or_default() += 1;
+                                if name == "mcp__hyperhive__send" {
+                                    let to = block.pointer("/input/to").and_then(|t| t.as_str()).unwrap_or("");
+                                    let class = hive_sh4re::Mailbox::parse(to).map(|m| m.class()).unwrap_or("invalid");
+                                    *self.sent.entry(class.to_owned()).or_default() += 1;
+                                }
                             }
                         }
                     }
                     Some("result") => {
                         self.session_id = v.get("session_id").and_then(|s| s.as_str()).map(str::to_owned);
                         self.is_error = v.get("is_error").and_then(|e| e.as_bool()).unwrap_or(false);
+                        let text = v.get("result").and_then(|r| r.as_str()).unwrap_or("").to_ascii_lowercase();
+                        self.context_full = self.is_error && (text.contains("prompt is too long") || text.contains("context"));
                         self.input_tokens = v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
                         self.output_tokens = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
                         self.cost_usd = v.get("total_cost_usd").and_then(|n| n.as_f64());
@@ -355,48 +432,44 @@ async fn send_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), ClientEr
 
 /// Follows operator commands on a second connection for as long as the harness runs.
 async fn control_loop(h: Harness, shared: Arc<Shared>) {
+    // Losing this connection means hive-c0re is gone; the turn loop notices too and exits.
+    let Ok(mut c) = Client::connect(&h.socket).await else { return };
     loop {
-        let mut c = match Client::connect(&h.socket).await {
-            Ok(c) => c,
-            Err(_) => return,
-        };
-        loop {
-            let control = match c.call(&AgentRequest::Control { wait_ms: None }).await {
-                Ok(r) => r.control,
-                Err(ClientError::Gone { .. }) => return,
-                Err(e) => {
-                    tracing::warn!("control request failed: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            match control {
-                Some(Control::Cancel) => {
-                    let pid = *shared.running.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(pid) = pid {
-                        shared.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
-                        tracing::info!("operator cancelled the turn");
-                        tokio::spawn(claude::terminate(pid));
-                    }
-                }
-                Some(Control::Compact) => {
-                    let h = h.clone();
-                    let shared = shared.clone();
-                    // Waits for a running turn to end; never overlaps one.
-                    tokio::spawn(async move {
-                        let _guard = shared.claude.lock().await;
-                        match Client::connect(&h.socket).await {
-                            Ok(mut c) => {
-                                if let Err(e) = h.compact(&mut c).await {
-                                    tracing::warn!("compaction failed: {e}");
-                                }
-                            }
-                            Err(e) => tracing::warn!("compaction could not reach hive-c0re: {e}"),
-                        }
-                    });
-                }
-                Some(Control::CompactNotes) | None => {}
+        let control = match c.call(&AgentRequest::Control { wait_ms: None }).await {
+            Ok(r) => r.control,
+            Err(ClientError::Gone { .. }) => return,
+            Err(e) => {
+                tracing::warn!("control request failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
+        };
+        match control {
+            Some(Control::Cancel) => {
+                let pid = *shared.running.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(pid) = pid {
+                    shared.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::info!("operator cancelled the turn");
+                    tokio::spawn(claude::terminate(pid));
+                }
+            }
+            Some(Control::Compact) => {
+                let h = h.clone();
+                let shared = shared.clone();
+                // Waits for a running turn to end; never overlaps one.
+                tokio::spawn(async move {
+                    let _guard = shared.claude.lock().await;
+                    match Client::connect(&h.socket).await {
+                        Ok(mut c) => {
+                            if let Err(e) = h.compact(&mut c).await {
+                                tracing::warn!("compaction failed: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!("compaction could not reach hive-c0re: {e}"),
+                    }
+                });
+            }
+            Some(Control::CompactNotes) | None => {}
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use hive_sh4re::agent::{AgentRequest, AgentResponse};
 use hive_sh4re::host::{AgentStatusRow, Message};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf,
+};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest any single exchange may take before the test fails instead of hanging.
@@ -20,6 +22,8 @@ const STEP: Duration = Duration::from_secs(10);
 struct Seen {
     requests: Mutex<Vec<AgentRequest>>,
     connections: AtomicUsize,
+    /// Connections closed by the client while a question was pending.
+    hung_up: AtomicUsize,
 }
 
 /// A fake agent.sock in a fresh directory; `one_shot` closes each connection after one answer.
@@ -50,7 +54,11 @@ impl FakeHive {
     }
 
     fn requests(&self) -> Vec<AgentRequest> {
-        self.seen.requests.lock().map(|r| r.clone()).unwrap_or_default()
+        self.seen
+            .requests
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -68,6 +76,14 @@ async fn serve_conn(stream: UnixStream, seen: Arc<Seen>, one_shot: bool) {
             Ok(req) => {
                 if let Ok(mut v) = seen.requests.lock() {
                     v.push(req.clone());
+                }
+                if matches!(&req, AgentRequest::AskOperator { question, .. } if question == "hang")
+                {
+                    // Never answered: wait for the client to give up and hang up.
+                    if let Ok(Ok(None)) = tokio::time::timeout(STEP, lines.next_line()).await {
+                        seen.hung_up.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return;
                 }
                 answer(req).await
             }
@@ -87,8 +103,14 @@ async fn answer(req: AgentRequest) -> AgentResponse {
         AgentRequest::Send { to, .. } if to == "carol" => AgentResponse::refusal(
             "alice may not send to carol: its allowed_recipients are [\"bob\", \"operator\"]; ask the manager or the operator to change the config",
         ),
-        AgentRequest::Send { .. } => AgentResponse { message_id: Some(4242), ..AgentResponse::ok() },
-        AgentRequest::Status => AgentResponse { agents: Some(vec![row("alice"), row("bob")]), ..AgentResponse::ok() },
+        AgentRequest::Send { .. } => AgentResponse {
+            message_id: Some(4242),
+            ..AgentResponse::ok()
+        },
+        AgentRequest::Status => AgentResponse {
+            agents: Some(vec![row("alice"), row("bob")]),
+            ..AgentResponse::ok()
+        },
         AgentRequest::Recv { .. } => AgentResponse {
             messages: Some(vec![Message {
                 id: 7,
@@ -102,11 +124,15 @@ async fn answer(req: AgentRequest) -> AgentResponse {
         AgentRequest::AskOperator { .. } => {
             // Long enough that the call visibly waits, short enough for a test.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            AgentResponse { text: Some("go ahead".into()), ..AgentResponse::ok() }
+            AgentResponse {
+                text: Some("go ahead".into()),
+                ..AgentResponse::ok()
+            }
         }
-        AgentRequest::RequestSpawn { name, .. } => {
-            AgentResponse { text: Some(format!("approval #3 queued for {name}")), ..AgentResponse::ok() }
-        }
+        AgentRequest::RequestSpawn { name, .. } => AgentResponse {
+            text: Some(format!("approval #3 queued for {name}")),
+            ..AgentResponse::ok()
+        },
         _ => AgentResponse::ok(),
     }
 }
@@ -155,7 +181,11 @@ impl Mcp {
             }
         });
         let (cr, cw) = tokio::io::split(client);
-        let mut mcp = Self { tx: cw, rx: BufReader::new(cr).lines(), next_id: 1 };
+        let mut mcp = Self {
+            tx: cw,
+            rx: BufReader::new(cr).lines(),
+            next_id: 1,
+        };
         let init = mcp
             .request(
                 "initialize",
@@ -166,21 +196,26 @@ impl Mcp {
                 }),
             )
             .await;
-        mcp.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" })).await;
+        mcp.send(json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }))
+            .await;
         (mcp, init)
     }
 
     async fn send(&mut self, msg: Value) {
         let mut line = msg.to_string();
         line.push('\n');
-        self.tx.write_all(line.as_bytes()).await.expect("write to the server");
+        self.tx
+            .write_all(line.as_bytes())
+            .await
+            .expect("write to the server");
     }
 
     /// Sends a request and returns its `result`, skipping notifications on the way.
     async fn request(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
-        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })).await;
+        self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))
+            .await;
         loop {
             let line = tokio::time::timeout(STEP, self.rx.next_line())
                 .await
@@ -189,29 +224,45 @@ impl Mcp {
                 .unwrap_or_else(|| panic!("the server closed the pipe during {method}"));
             let msg: Value = serde_json::from_str(&line).expect("the server writes JSON lines");
             if msg["id"] == json!(id) {
-                assert!(msg.get("error").is_none(), "{method} failed at the protocol level: {msg}");
+                assert!(
+                    msg.get("error").is_none(),
+                    "{method} failed at the protocol level: {msg}"
+                );
                 return msg["result"].clone();
             }
         }
     }
 
     async fn call(&mut self, tool: &str, args: Value) -> Value {
-        self.request("tools/call", json!({ "name": tool, "arguments": args })).await
+        self.request("tools/call", json!({ "name": tool, "arguments": args }))
+            .await
     }
 
     async fn tools(&mut self) -> Vec<Value> {
-        self.request("tools/list", json!({})).await["tools"].as_array().cloned().unwrap_or_default()
+        self.request("tools/list", json!({})).await["tools"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 /// The text of a tool result and whether it is an error.
 fn text(result: &Value) -> (String, bool) {
-    let t = result["content"].as_array().into_iter().flatten().filter_map(|c| c["text"].as_str()).collect::<Vec<_>>().join("\n");
+    let t = result["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     (t, result["isError"] == json!(true))
 }
 
 fn names(tools: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = tools.iter().filter_map(|t| t["name"].as_str().map(String::from)).collect();
+    let mut v: Vec<String> = tools
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(String::from))
+        .collect();
     v.sort();
     v
 }
@@ -222,7 +273,12 @@ async fn the_handshake_names_the_hive() {
     let (_mcp, init) = Mcp::start(&hive.socket(), false).await;
     assert_eq!(init["serverInfo"]["name"], "hyperhive");
     assert!(init["capabilities"]["tools"].is_object(), "{init}");
-    assert!(init["instructions"].as_str().is_some_and(|i| i.contains("operator")), "{init}");
+    assert!(
+        init["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("operator")),
+        "{init}"
+    );
 }
 
 #[tokio::test]
@@ -230,17 +286,41 @@ async fn agent_tools_have_schemas_and_manager_tools_are_hidden() {
     let hive = FakeHive::start("list", false);
     let (mut mcp, _) = Mcp::start(&hive.socket(), false).await;
     let tools = mcp.tools().await;
-    assert_eq!(names(&tools), ["nap", "recv", "send", "set_status", "status"]);
-    let send = tools.iter().find(|t| t["name"] == "send").expect("send listed");
+    assert_eq!(
+        names(&tools),
+        ["nap", "recv", "send", "set_status", "status"]
+    );
+    let send = tools
+        .iter()
+        .find(|t| t["name"] == "send")
+        .expect("send listed");
     let schema = &send["inputSchema"];
     assert_eq!(schema["type"], "object");
-    assert!(schema["properties"]["to"].is_object() && schema["properties"]["body"].is_object(), "{schema}");
-    let mut required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    assert!(
+        schema["properties"]["to"].is_object() && schema["properties"]["body"].is_object(),
+        "{schema}"
+    );
+    let mut required: Vec<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     required.sort();
     assert_eq!(required, ["body", "to"]);
-    let nap = tools.iter().find(|t| t["name"] == "nap").expect("nap listed");
-    assert_eq!(nap["inputSchema"]["properties"]["seconds"]["maximum"], 21600, "{nap}");
-    assert!(send["description"].as_str().is_some_and(|d| d.contains("64 KiB")));
+    let nap = tools
+        .iter()
+        .find(|t| t["name"] == "nap")
+        .expect("nap listed");
+    assert_eq!(
+        nap["inputSchema"]["properties"]["seconds"]["maximum"], 21600,
+        "{nap}"
+    );
+    assert!(
+        send["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("64 KiB"))
+    );
 }
 
 #[tokio::test]
@@ -248,10 +328,21 @@ async fn the_manager_sees_its_tools() {
     let hive = FakeHive::start("mgr", false);
     let (mut mcp, init) = Mcp::start(&hive.socket(), true).await;
     let names = names(&mcp.tools().await);
-    for t in ["request_init_config", "request_spawn", "request_apply_commit", "ask_operator", "send", "status"] {
+    for t in [
+        "request_init_config",
+        "request_spawn",
+        "request_apply_commit",
+        "ask_operator",
+        "send",
+        "status",
+    ] {
         assert!(names.iter().any(|n| n == t), "{t} missing from {names:?}");
     }
-    assert!(init["instructions"].as_str().is_some_and(|i| i.contains("ask_operator")));
+    assert!(
+        init["instructions"]
+            .as_str()
+            .is_some_and(|i| i.contains("ask_operator"))
+    );
 }
 
 #[tokio::test]
@@ -259,23 +350,45 @@ async fn send_returns_the_message_id_and_refusals_are_tool_errors() {
     let hive = FakeHive::start("send", false);
     let (mut mcp, _) = Mcp::start(&hive.socket(), false).await;
 
-    let (t, err) = text(&mcp.call("send", json!({ "to": "bob", "body": "hello" })).await);
+    let (t, err) = text(
+        &mcp.call("send", json!({ "to": "bob", "body": "hello" }))
+            .await,
+    );
     assert!(!err && t.contains("#4242"), "{t}");
 
-    let (t, err) = text(&mcp.call("send", json!({ "to": "carol", "body": "hello" })).await);
+    let (t, err) = text(
+        &mcp.call("send", json!({ "to": "carol", "body": "hello" }))
+            .await,
+    );
     assert!(err, "a refusal must be isError: {t}");
     assert!(t.starts_with("alice may not send to carol:"), "{t}");
 
     // Checked here, never sent to hive-c0re.
-    let (t, err) = text(&mcp.call("send", json!({ "to": "bob", "body": "   " })).await);
+    let (t, err) = text(
+        &mcp.call("send", json!({ "to": "bob", "body": "   " }))
+            .await,
+    );
     assert!(err && t.contains("empty"), "{t}");
-    let (t, err) = text(&mcp.call("send", json!({ "to": "bob", "body": "x".repeat(64 * 1024 + 1) })).await);
+    let (t, err) = text(
+        &mcp.call(
+            "send",
+            json!({ "to": "bob", "body": "x".repeat(64 * 1024 + 1) }),
+        )
+        .await,
+    );
     assert!(err && t.contains("65536"), "{t}");
 
     // The server is still there after the errors.
-    let (t, err) = text(&mcp.call("send", json!({ "to": "operator", "body": "done" })).await);
+    let (t, err) = text(
+        &mcp.call("send", json!({ "to": "operator", "body": "done" }))
+            .await,
+    );
     assert!(!err, "{t}");
-    let sends = hive.requests().into_iter().filter(|r| matches!(r, AgentRequest::Send { .. })).count();
+    let sends = hive
+        .requests()
+        .into_iter()
+        .filter(|r| matches!(r, AgentRequest::Send { .. }))
+        .count();
     assert_eq!(sends, 3);
 }
 
@@ -290,7 +403,10 @@ async fn status_recv_nap_and_set_status_render_as_text() {
     assert!(t.lines().any(|l| l.starts_with("bob: ")), "{t}");
 
     let (t, err) = text(&mcp.call("recv", json!({})).await);
-    assert!(!err && t.contains("#7 from bob") && t.contains("lunch?"), "{t}");
+    assert!(
+        !err && t.contains("#7 from bob") && t.contains("lunch?"),
+        "{t}"
+    );
 
     let (t, err) = text(&mcp.call("nap", json!({ "seconds": 0 })).await);
     assert!(err && t.contains("1 to 21600"), "{t}");
@@ -299,21 +415,44 @@ async fn status_recv_nap_and_set_status_render_as_text() {
     let (t, err) = text(&mcp.call("nap", json!({ "seconds": 600 })).await);
     assert!(!err && t.contains("600"), "{t}");
 
-    let (t, err) = text(&mcp.call("set_status", json!({ "text": "reading the spec" })).await);
+    let (t, err) = text(
+        &mcp.call("set_status", json!({ "text": "reading the spec" }))
+            .await,
+    );
     assert!(!err, "{t}");
-    assert!(hive.requests().contains(&AgentRequest::SetStatus { text: "reading the spec".into() }));
-    assert!(hive.requests().contains(&AgentRequest::Nap { seconds: 600 }));
+    assert!(hive.requests().contains(&AgentRequest::SetStatus {
+        text: "reading the spec".into()
+    }));
+    assert!(
+        hive.requests()
+            .contains(&AgentRequest::Nap { seconds: 600 })
+    );
 }
 
 #[tokio::test]
 async fn manager_tools_forward_and_ask_operator_waits_for_the_answer() {
     let hive = FakeHive::start("ask", false);
     let (mut mcp, _) = Mcp::start(&hive.socket(), true).await;
-    let (t, err) = text(&mcp.call("ask_operator", json!({ "question": "Ship it?", "options": ["yes", "no"] })).await);
+    let (t, err) = text(
+        &mcp.call(
+            "ask_operator",
+            json!({ "question": "Ship it?", "options": ["yes", "no"] }),
+        )
+        .await,
+    );
     assert!(!err && t == "go ahead", "{t}");
-    let (t, err) = text(&mcp.call("request_spawn", json!({ "name": "dave", "description": "tests" })).await);
+    let (t, err) = text(
+        &mcp.call(
+            "request_spawn",
+            json!({ "name": "dave", "description": "tests" }),
+        )
+        .await,
+    );
     assert!(!err && t.contains("approval #3"), "{t}");
-    let (t, err) = text(&mcp.call("request_init_config", json!({ "name": "Dave" })).await);
+    let (t, err) = text(
+        &mcp.call("request_init_config", json!({ "name": "Dave" }))
+            .await,
+    );
     assert!(err && t.starts_with("bad agent name"), "{t}");
     assert!(hive.requests().contains(&AgentRequest::AskOperator {
         question: "Ship it?".into(),
@@ -340,4 +479,35 @@ async fn a_dropped_connection_is_replaced() {
         assert!(!err, "{t}");
     }
     assert_eq!(hive.seen.connections.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_cancelled_call_hangs_up_and_the_server_goes_on() {
+    let hive = FakeHive::start("cancel", false);
+    let (mut mcp, _) = Mcp::start(&hive.socket(), true).await;
+    let id = 900;
+    mcp.send(json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": { "name": "ask_operator", "arguments": { "question": "hang" } } }))
+        .await;
+    while !hive
+        .requests()
+        .iter()
+        .any(|r| matches!(r, AgentRequest::AskOperator { .. }))
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    mcp.send(
+        json!({ "jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": { "requestId": id, "reason": "user interrupt" } }),
+    )
+    .await;
+    let (t, err) = text(&mcp.call("status", json!({})).await);
+    assert!(!err, "{t}");
+    for _ in 0..500 {
+        if hive.seen.hung_up.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the cancelled ask_operator kept its agent.sock connection open");
 }

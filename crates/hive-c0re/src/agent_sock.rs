@@ -186,6 +186,7 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
         AgentRequest::RequestInitConfig { .. }
         | AgentRequest::RequestSpawn { .. }
         | AgentRequest::RequestApplyCommit { .. }
+        | AgentRequest::Schedule { .. }
         | AgentRequest::AskOperator { .. } => {
             if !name.is_manager() {
                 return Err(Error::refused("only the manager may request new agents, config changes or operator answers"));

@@ -68,16 +68,18 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
 
     for row in hive.store.agents()? {
-        if row.want_running && !row.failed {
-            if let Ok(name) = AgentName::parse(&row.name) {
-                hive.supervisor.start(&hive, &name);
-            }
+        if row.want_running
+            && !row.failed
+            && let Ok(name) = AgentName::parse(&row.name)
+        {
+            hive.supervisor.start(&hive, &name);
         }
     }
     if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {
         hive.spawn(&AgentName::manager(), None, None).context("could not create the manager agent")?;
     }
     tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
+    tokio::spawn(crate::schedules::run(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",

@@ -218,7 +218,7 @@ impl Hive {
             needs_update: false,
             needs_login: a.needs_login,
             deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
-            pending_reminders: 0,
+            pending_reminders: self.store.schedule_count(&a.name).unwrap_or(0),
             paused: a.paused,
             parent: a.parent.clone(),
             active_model,
@@ -322,6 +322,7 @@ impl Hive {
         let spec = self.launch_spec(&row);
         self.runtime.forget(&spec).await?;
         self.store.delete_agent(name.as_str())?;
+        self.store.remove_schedules_of(name.as_str())?;
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;

@@ -23,3 +23,4 @@ pub mod host_sock;
 pub mod daemon;
 pub mod dashboard;
 pub mod cli;
+pub mod schedules;

@@ -30,6 +30,11 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
             let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
             format!("approval #{id} queued: the operator decides; the decision reaches your inbox from system")
         }
+        AgentRequest::Schedule { agent, when, text } => {
+            let agent = parse(&agent)?;
+            let id = hive.schedule_add(&agent, &when, &text, AgentName::MANAGER)?;
+            format!("schedule #{id} added: {agent} will get your text from system at {when}")
+        }
         AgentRequest::AskOperator { question, options, ttl_seconds } => {
             hive.ask_operator(&AgentName::manager(), &question, &options, ttl_seconds).await?
         }

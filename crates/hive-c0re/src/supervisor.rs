@@ -142,10 +142,10 @@ async fn supervise(hive: Arc<Hive>, name: AgentName, stop: CancellationToken, ru
 fn after_exit(hive: &Hive, name: &AgentName) {
     let _ = hive.store.release_claims(name.as_str());
     hive.broker.clear_control(name.as_str());
-    if let Ok(Some(row)) = hive.store.agent(name.as_str()) {
-        if row.state != hive_sh4re::AgentState::Idle {
-            let _ = hive.set_state(name, hive_sh4re::AgentState::Idle, None);
-        }
+    if let Ok(Some(row)) = hive.store.agent(name.as_str())
+        && row.state != hive_sh4re::AgentState::Idle
+    {
+        let _ = hive.set_state(name, hive_sh4re::AgentState::Idle, None);
     }
     hive.broker.publish(Change::Agent(name.to_string()));
 }

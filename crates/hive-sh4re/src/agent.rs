@@ -78,6 +78,8 @@ pub enum AgentRequest {
         #[serde(default)]
         description: Option<String>,
     },
+    /// Manager: schedule a prompt to an agent (see host `schedule_add` for `when`).
+    Schedule { agent: String, when: String, text: String },
     /// Manager: ask the operator and wait for the answer or the deadline.
     AskOperator {
         question: String,
@@ -100,10 +102,16 @@ pub struct EventIn {
 pub struct TurnStats {
     pub duration_ms: u64,
     pub exit_code: Option<i32>,
-    /// ok, retried, failure, cancelled.
+    /// ok, retried (after compaction), failure, cancelled.
     pub exit_class: String,
     pub tool_calls: BTreeMap<String, u64>,
     pub messages_received: u64,
+    /// Messages the turn sent, by recipient class (peer, operator, manager, system).
+    #[serde(default)]
+    pub sent_by_class: BTreeMap<String, u64>,
+    /// Messages the turn handled, by sender class.
+    #[serde(default)]
+    pub received_by_class: BTreeMap<String, u64>,
     pub inbox_depth: u64,
     #[serde(default)]
     pub input_tokens: Option<u64>,

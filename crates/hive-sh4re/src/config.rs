@@ -155,11 +155,10 @@ fn validate_tool(t: &str) -> Result<(), &'static str> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err("is not a tool name such as Read or Bash(git *)");
     }
-    if let Some(rest) = rest {
-        if !rest.ends_with(')') || rest.len() < 3 {
+    if let Some(rest) = rest
+        && (!rest.ends_with(')') || rest.len() < 3) {
             return Err("has an unclosed or empty pattern: write Bash(git *)");
         }
-    }
     if t.contains(',') {
         return Err("contains a comma: give each tool as its own entry");
     }

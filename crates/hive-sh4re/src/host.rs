@@ -123,6 +123,19 @@ pub enum Request {
     Answer { id: i64, answer: String },
     /// Cancel an operator question.
     CancelQuestion { id: i64 },
+    /// Schedule a prompt to an agent: once (`30s`, an RFC 3339 time) or repeating (`every:15m`, `cron:EXPR`).
+    ScheduleAdd { agent: AgentName, when: String, text: String },
+    /// Every schedule.
+    ScheduleList,
+    /// Remove a schedule.
+    ScheduleRm { id: i64 },
+    /// Derived telemetry of one agent or the whole hive since `since_seconds` ago.
+    Stats {
+        #[serde(default)]
+        agent: Option<AgentName>,
+        #[serde(default)]
+        since_seconds: Option<u64>,
+    },
 }
 
 impl Request {
@@ -153,6 +166,10 @@ impl Request {
         "questions",
         "answer",
         "cancel_question",
+        "stats",
+        "schedule_add",
+        "schedule_list",
+        "schedule_rm",
     ];
 
     /// Parses one request line, turning serde's errors into sentences an operator can act on.
@@ -327,6 +344,88 @@ pub struct Response {
     pub questions: Option<Vec<Question>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StatsSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<Vec<Schedule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<i64>,
+}
+
+/// A prompt scheduled for an agent, delivered as a message from `system`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: i64,
+    pub agent: String,
+    /// As given: `30s`, an RFC 3339 time, `every:15m` or `cron:EXPR`.
+    pub when: String,
+    pub text: String,
+    /// RFC 3339 next delivery.
+    pub next_due: String,
+    pub repeating: bool,
+    /// operator or manager.
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired_at: Option<String>,
+}
+
+/// Derived telemetry over a window, per agent and hive-wide.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsSummary {
+    /// RFC 3339 start of the window.
+    pub since: String,
+    pub window_seconds: f64,
+    /// Approvals waiting for the operator, hive-wide.
+    pub approvals_pending: u64,
+    /// Agents whose inbox waits while no turn ran for longer than this are flagged stuck.
+    pub stuck_after_seconds: f64,
+    pub agents: Vec<AgentStats>,
+}
+
+/// One agent's figures over the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentStats {
+    pub agent: String,
+    pub turns: u64,
+    pub turns_per_minute: f64,
+    pub tool_calls_per_turn: f64,
+    pub duration_p50_ms: f64,
+    pub duration_p95_ms: f64,
+    /// ok / retried / failure / cancelled → count.
+    pub exit_classes: std::collections::BTreeMap<String, u64>,
+    pub inbox_depth_current: u64,
+    pub inbox_depth_max: u64,
+    /// Messages sent per turn by recipient class (peer, operator, manager, system).
+    pub sent_per_turn: std::collections::BTreeMap<String, f64>,
+    /// Messages received per turn by sender class.
+    pub received_per_turn: std::collections::BTreeMap<String, f64>,
+    /// Tool name → calls in the window.
+    pub tool_usage: std::collections::BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_since_last_turn: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes_bytes: Option<u64>,
+    /// Notes size change over the window, in bytes.
+    pub notes_growth_bytes: i64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    /// Inbox waiting and no turn for longer than the threshold.
+    pub stuck: bool,
+    /// One point per turn, for charts.
+    pub turns_series: Vec<TurnPoint>,
+}
+
+/// One turn, for charts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnPoint {
+    /// Unix seconds of the turn's end.
+    pub ts: f64,
+    pub duration_ms: f64,
+    pub tool_calls: f64,
+    pub inbox_depth: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes_bytes: Option<f64>,
 }
 
 /// An agent's configured model, the operator's override and the model in use.

@@ -140,6 +140,16 @@ impl Mailbox {
         }
     }
 
+    /// The class stats group this mailbox in: operator, system, manager or peer.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::System => "system",
+            Self::Agent(n) if n.is_manager() => "manager",
+            Self::Agent(_) => "peer",
+        }
+    }
+
     /// The agent behind this mailbox, if it is one.
     pub fn agent(&self) -> Option<&AgentName> {
         match self {

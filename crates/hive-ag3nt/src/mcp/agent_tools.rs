@@ -32,8 +32,11 @@ pub(super) struct SendArgs {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 pub(super) struct RecvArgs {
     /// Most messages to return, 1 to 1000 (default 20).
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 1000))]
+    // `with` keeps `null` out of the schema's type and `skip_serializing_if`
+    // keeps schemars from advertising `default: null`: the plain schema
+    // models fill in best. A missing or null value is still None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(min = 1, max = 1000))]
     pub max: Option<u32>,
 }
 
@@ -57,19 +60,37 @@ impl HiveTools {
     #[tool(
         description = "Send a message to another agent's inbox or to the human operator. `to` is an agent name as the status tool lists it (e.g. `alice`) or `operator`; `body` is plain text up to 64 KiB. The recipient reads it at its next turn: this call does not wait for a reply, replies arrive later as new messages. Returns the message id. Refused, with the reason, when the recipient does not exist, your configuration does not allow writing to it, the body is empty or too long, or the recipient's inbox is full."
     )]
-    async fn send(&self, Parameters(args): Parameters<SendArgs>, ctx: RequestContext<RoleServer>) -> Result<String, String> {
+    async fn send(
+        &self,
+        Parameters(args): Parameters<SendArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
         let (to, body) = check_send(args)?;
-        let resp = self.ask(AgentRequest::Send { to: to.clone(), body }, &ctx).await?;
+        let resp = self
+            .ask(
+                AgentRequest::Send {
+                    to: to.clone(),
+                    body,
+                },
+                &ctx,
+            )
+            .await?;
         Ok(render::sent(resp.message_id, &to))
     }
 
     #[tool(
         description = "Read the messages that reached your inbox since this turn started (the turn's prompt already carries the earlier ones). Use it during a long task to see whether someone wrote meanwhile. `max` caps how many, 1 to 1000 (default 20). Returns each message with its id, sender, time and body, or says the inbox is empty. Messages read here are acknowledged: they will not come again in a later turn."
     )]
-    async fn recv(&self, Parameters(args): Parameters<RecvArgs>, ctx: RequestContext<RoleServer>) -> Result<String, String> {
+    async fn recv(
+        &self,
+        Parameters(args): Parameters<RecvArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
         let max = check_recv(args)?;
         let resp = self.ask(AgentRequest::Recv { max }, &ctx).await?;
-        Ok(render::messages(resp.messages.as_deref().unwrap_or_default()))
+        Ok(render::messages(
+            resp.messages.as_deref().unwrap_or_default(),
+        ))
     }
 
     #[tool(
@@ -90,17 +111,24 @@ impl HiveTools {
         ctx: RequestContext<RoleServer>,
     ) -> Result<String, String> {
         let text = check_status(args)?;
-        self.ask(AgentRequest::SetStatus { text: text.clone() }, &ctx).await?;
+        self.ask(AgentRequest::SetStatus { text: text.clone() }, &ctx)
+            .await?;
         Ok(render::status_set(&text))
     }
 
     #[tool(
         description = "Sleep: the hive starts no new turn for you until `seconds` from now (1 to 21600, i.e. 6 hours), even when messages arrive; they wait in your inbox and come together when you wake. Returns at once, and this turn goes on: finish it after calling nap. Use it when you wait for something slow and have nothing else to do."
     )]
-    async fn nap(&self, Parameters(args): Parameters<NapArgs>, ctx: RequestContext<RoleServer>) -> Result<String, String> {
+    async fn nap(
+        &self,
+        Parameters(args): Parameters<NapArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
         let seconds = check_nap(args)?;
         let resp = self.ask(AgentRequest::Nap { seconds }, &ctx).await?;
-        Ok(render::text_or(resp.text, || format!("napping for {seconds}s")))
+        Ok(render::text_or(resp.text, || {
+            format!("napping for {seconds}s")
+        }))
     }
 }
 
@@ -108,7 +136,11 @@ impl HiveTools {
 pub(super) fn check_send(args: SendArgs) -> Result<(String, String), String> {
     let to = args.to.trim();
     match Mailbox::parse(to) {
-        Err(e) => return Err(format!("cannot send to {to:?}: {e}; use a name from the status tool or `operator`")),
+        Err(e) => {
+            return Err(format!(
+                "cannot send to {to:?}: {e}; use a name from the status tool or `operator`"
+            ));
+        }
         Ok(Mailbox::System) => {
             return Err("\"system\" is the hive's own notice board and takes no messages: write to an agent or `operator`".into());
         }
@@ -129,7 +161,9 @@ pub(super) fn check_send(args: SendArgs) -> Result<(String, String), String> {
 /// Validates `recv`'s `max`.
 pub(super) fn check_recv(args: RecvArgs) -> Result<Option<u32>, String> {
     match args.max {
-        Some(m) if !(1..=RECV_MAX).contains(&m) => Err(format!("max must be between 1 and {RECV_MAX}; {m} is out of range")),
+        Some(m) if !(1..=RECV_MAX).contains(&m) => Err(format!(
+            "max must be between 1 and {RECV_MAX}; {m} is out of range"
+        )),
         m => Ok(m),
     }
 }
@@ -142,7 +176,9 @@ pub(super) fn check_status(args: SetStatusArgs) -> Result<String, String> {
     }
     let n = text.chars().count();
     if n > STATUS_MAX_CHARS {
-        return Err(format!("a status is at most {STATUS_MAX_CHARS} characters; this one has {n}: shorten it"));
+        return Err(format!(
+            "a status is at most {STATUS_MAX_CHARS} characters; this one has {n}: shorten it"
+        ));
     }
     Ok(text.to_owned())
 }
@@ -164,7 +200,10 @@ mod tests {
     use super::*;
 
     fn send(to: &str, body: &str) -> Result<(String, String), String> {
-        check_send(SendArgs { to: to.into(), body: body.into() })
+        check_send(SendArgs {
+            to: to.into(),
+            body: body.into(),
+        })
     }
 
     #[test]
@@ -184,7 +223,11 @@ mod tests {
     fn send_refuses_empty_and_oversized_bodies() {
         assert!(send("bob", " \n").unwrap_err().contains("empty"));
         let big = "x".repeat(MAX_BODY_BYTES + 1);
-        assert!(send("bob", &big).unwrap_err().contains("over the limit of 65536"));
+        assert!(
+            send("bob", &big)
+                .unwrap_err()
+                .contains("over the limit of 65536")
+        );
         assert!(send("bob", &big[1..]).is_ok());
     }
 
@@ -192,17 +235,47 @@ mod tests {
     fn recv_bounds() {
         assert_eq!(check_recv(RecvArgs { max: None }), Ok(None));
         assert_eq!(check_recv(RecvArgs { max: Some(1000) }), Ok(Some(1000)));
-        assert!(check_recv(RecvArgs { max: Some(0) }).unwrap_err().contains("between 1 and 1000"));
+        assert!(
+            check_recv(RecvArgs { max: Some(0) })
+                .unwrap_err()
+                .contains("between 1 and 1000")
+        );
         assert!(check_recv(RecvArgs { max: Some(1001) }).is_err());
     }
 
     #[test]
     fn status_is_one_short_line() {
-        assert_eq!(check_status(SetStatusArgs { text: "  busy ".into() }), Ok("busy".into()));
-        assert_eq!(check_status(SetStatusArgs { text: String::new() }), Ok(String::new()));
-        assert!(check_status(SetStatusArgs { text: "a\nb".into() }).is_err());
-        assert!(check_status(SetStatusArgs { text: "é".repeat(201) }).unwrap_err().contains("201"));
-        assert!(check_status(SetStatusArgs { text: "é".repeat(200) }).is_ok());
+        assert_eq!(
+            check_status(SetStatusArgs {
+                text: "  busy ".into()
+            }),
+            Ok("busy".into())
+        );
+        assert_eq!(
+            check_status(SetStatusArgs {
+                text: String::new()
+            }),
+            Ok(String::new())
+        );
+        assert!(
+            check_status(SetStatusArgs {
+                text: "a\nb".into()
+            })
+            .is_err()
+        );
+        assert!(
+            check_status(SetStatusArgs {
+                text: "é".repeat(201)
+            })
+            .unwrap_err()
+            .contains("201")
+        );
+        assert!(
+            check_status(SetStatusArgs {
+                text: "é".repeat(200)
+            })
+            .is_ok()
+        );
     }
 
     #[test]

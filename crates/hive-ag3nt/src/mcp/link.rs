@@ -26,7 +26,10 @@ pub(super) struct Link {
 impl Link {
     /// A link that connects to `path` when first used.
     pub(super) fn new(path: PathBuf) -> Self {
-        Self { path, idle: Mutex::new(Vec::new()) }
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     /// Sends one request; the error is a sentence for the model.
@@ -45,7 +48,9 @@ impl Link {
                 other => return self.settle(client, other),
             }
         }
-        let mut client = Client::connect(&self.path).await.map_err(|e| describe(&self.path, e))?;
+        let mut client = Client::connect(&self.path)
+            .await
+            .map_err(|e| describe(&self.path, e))?;
         let result = client.call(req).await;
         self.settle(client, result)
     }
@@ -55,7 +60,11 @@ impl Link {
     }
 
     /// Keeps a connection that is still in step and turns the result into a sentence.
-    fn settle(&self, client: Client, result: Result<AgentResponse, ClientError>) -> Result<AgentResponse, String> {
+    fn settle(
+        &self,
+        client: Client,
+        result: Result<AgentResponse, ClientError>,
+    ) -> Result<AgentResponse, String> {
         // A refusal is a whole answer line: the connection is still usable.
         if matches!(result, Ok(_) | Err(ClientError::Refused(_))) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,7 +78,10 @@ impl Link {
 
 /// True for the errors a write to a closed peer gives, before hive-c0re read anything.
 fn never_delivered(kind: ErrorKind) -> bool {
-    matches!(kind, ErrorKind::BrokenPipe | ErrorKind::NotConnected | ErrorKind::ConnectionReset)
+    matches!(
+        kind,
+        ErrorKind::BrokenPipe | ErrorKind::NotConnected | ErrorKind::ConnectionReset
+    )
 }
 
 /// The sentence the model sees for a failed call.
@@ -80,7 +92,9 @@ pub(super) fn describe(path: &Path, err: ClientError) -> String {
             "hive-c0re is not answering on {} ({source}): the hive may be restarting; try again in a minute",
             path.display()
         ),
-        ClientError::Protocol(_) => format!("{err}; try again, and tell the operator if it keeps happening"),
+        ClientError::Protocol(_) => {
+            format!("{err}; try again, and tell the operator if it keeps happening")
+        }
     }
 }
 
@@ -90,15 +104,24 @@ mod tests {
 
     #[test]
     fn a_refusal_reads_as_hive_c0re_wrote_it() {
-        let s = describe(Path::new("/s"), ClientError::Refused("alice may not send to carol: ask".into()));
+        let s = describe(
+            Path::new("/s"),
+            ClientError::Refused("alice may not send to carol: ask".into()),
+        );
         assert_eq!(s, "alice may not send to carol: ask");
     }
 
     #[test]
     fn a_lost_socket_says_what_to_do() {
-        let err = ClientError::Gone { path: "/s".into(), source: std::io::Error::from(ErrorKind::NotFound) };
+        let err = ClientError::Gone {
+            path: "/s".into(),
+            source: std::io::Error::from(ErrorKind::NotFound),
+        };
         let s = describe(Path::new("/run/a/agent.sock"), err);
-        assert!(s.contains("/run/a/agent.sock") && s.contains("try again"), "{s}");
+        assert!(
+            s.contains("/run/a/agent.sock") && s.contains("try again"),
+            "{s}"
+        );
     }
 
     #[tokio::test]

@@ -16,6 +16,10 @@ use super::{HiveTools, render};
 /// Longest an operator question may wait, in seconds (7 days); hive-c0re enforces the same.
 pub(super) const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
+// Optional fields read `#[serde(default, skip_serializing_if)]` plus
+// `#[schemars(with = ...)]` so their schema is the plain type, without
+// `null`, as in agent_tools.
+
 /// Arguments of `request_init_config`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct InitConfigArgs {
@@ -29,7 +33,8 @@ pub(super) struct SpawnArgs {
     /// The agent to start, whose config repo `request_init_config` created.
     pub name: String,
     /// Why the hive needs this agent, shown to the operator with the approval.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub description: Option<String>,
 }
 
@@ -41,7 +46,8 @@ pub(super) struct ApplyCommitArgs {
     /// The commit of that agent's config repo to deploy (a sha; `HEAD` works too).
     pub sha: String,
     /// What the change does and why, shown to the operator with the approval.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
     pub description: Option<String>,
 }
 
@@ -51,11 +57,12 @@ pub(super) struct AskArgs {
     /// The question, self-contained: the operator may read it hours later.
     pub question: String,
     /// Suggested answers the dashboard offers as buttons; the operator may still write another.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<String>")]
     pub options: Option<Vec<String>>,
     /// How long to wait for an answer, in seconds: 1 to 604800 (7 days), default 3600.
-    #[serde(default)]
-    #[schemars(range(min = 1, max = 604800))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 1, max = 604800))]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -70,8 +77,12 @@ impl HiveTools {
         ctx: RequestContext<RoleServer>,
     ) -> Result<String, String> {
         let name = check_name(&args.name)?;
-        let resp = self.ask(AgentRequest::RequestInitConfig { name: name.clone() }, &ctx).await?;
-        Ok(render::text_or(resp.text, || format!("created the config repo of {name}")))
+        let resp = self
+            .ask(AgentRequest::RequestInitConfig { name: name.clone() }, &ctx)
+            .await?;
+        Ok(render::text_or(resp.text, || {
+            format!("created the config repo of {name}")
+        }))
     }
 
     #[tool(
@@ -83,9 +94,14 @@ impl HiveTools {
         ctx: RequestContext<RoleServer>,
     ) -> Result<String, String> {
         let name = check_name(&args.name)?;
-        let req = AgentRequest::RequestSpawn { name, description: non_blank(args.description) };
+        let req = AgentRequest::RequestSpawn {
+            name,
+            description: non_blank(args.description),
+        };
         let resp = self.ask(req, &ctx).await?;
-        Ok(render::text_or(resp.text, || "approval queued: the operator decides".into()))
+        Ok(render::text_or(resp.text, || {
+            "approval queued: the operator decides".into()
+        }))
     }
 
     #[tool(
@@ -99,26 +115,42 @@ impl HiveTools {
         let agent = check_name(&args.agent)?;
         let sha = args.sha.trim();
         if sha.is_empty() {
-            return Err("sha is empty: give the commit of the agent's config repo to deploy".into());
+            return Err(
+                "sha is empty: give the commit of the agent's config repo to deploy".into(),
+            );
         }
-        let req = AgentRequest::RequestApplyCommit { agent, sha: sha.to_owned(), description: non_blank(args.description) };
+        let req = AgentRequest::RequestApplyCommit {
+            agent,
+            sha: sha.to_owned(),
+            description: non_blank(args.description),
+        };
         let resp = self.ask(req, &ctx).await?;
-        Ok(render::text_or(resp.text, || "approval queued: the operator decides".into()))
+        Ok(render::text_or(resp.text, || {
+            "approval queued: the operator decides".into()
+        }))
     }
 
     #[tool(
         description = "Ask the human operator a question and wait for the answer. Blocks until the operator answers, cancels, or `ttl_seconds` pass (default 3600, at most 604800 = 7 days); your turn waits meanwhile. `options` are suggested answers. Returns the operator's answer as text, or a text starting with `[no answer:` when the deadline passed or the question was cancelled. For anything that can wait, prefer send to `operator` and carry on."
     )]
-    async fn ask_operator(&self, Parameters(args): Parameters<AskArgs>, ctx: RequestContext<RoleServer>) -> Result<String, String> {
+    async fn ask_operator(
+        &self,
+        Parameters(args): Parameters<AskArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
         let req = check_ask(args)?;
         let resp = self.ask(req, &ctx).await?;
-        Ok(render::text_or(resp.text, || "[no answer: hive-c0re returned no text]".into()))
+        Ok(render::text_or(resp.text, || {
+            "[no answer: hive-c0re returned no text]".into()
+        }))
     }
 }
 
 /// Validates an agent name with the hive's one validator.
 pub(super) fn check_name(name: &str) -> Result<String, String> {
-    AgentName::parse(name.trim()).map(String::from).map_err(|e| format!("bad agent name: {e}"))
+    AgentName::parse(name.trim())
+        .map(String::from)
+        .map_err(|e| format!("bad agent name: {e}"))
 }
 
 /// Drops a description that says nothing.
@@ -132,38 +164,67 @@ pub(super) fn check_ask(args: AskArgs) -> Result<AgentRequest, String> {
     if question.is_empty() {
         return Err("the question is empty: say what you need the operator to decide".into());
     }
-    let options: Vec<String> = args.options.unwrap_or_default().iter().map(|o| o.trim().to_owned()).collect();
+    let options: Vec<String> = args
+        .options
+        .unwrap_or_default()
+        .iter()
+        .map(|o| o.trim().to_owned())
+        .collect();
     if options.iter().any(String::is_empty) {
-        return Err("an option is empty: give each suggested answer some text, or leave options out".into());
+        return Err(
+            "an option is empty: give each suggested answer some text, or leave options out".into(),
+        );
     }
     if let Some(ttl) = args.ttl_seconds
         && !(1..=ASK_MAX_TTL_SECONDS).contains(&ttl)
     {
-        return Err(format!("ttl_seconds must be between 1 and {ASK_MAX_TTL_SECONDS} (7 days); {ttl} is out of range"));
+        return Err(format!(
+            "ttl_seconds must be between 1 and {ASK_MAX_TTL_SECONDS} (7 days); {ttl} is out of range"
+        ));
     }
-    Ok(AgentRequest::AskOperator { question: question.to_owned(), options, ttl_seconds: args.ttl_seconds })
+    Ok(AgentRequest::AskOperator {
+        question: question.to_owned(),
+        options,
+        ttl_seconds: args.ttl_seconds,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ask(question: &str, options: Option<Vec<&str>>, ttl: Option<u64>) -> Result<AgentRequest, String> {
+    fn ask(
+        question: &str,
+        options: Option<Vec<&str>>,
+        ttl: Option<u64>,
+    ) -> Result<AgentRequest, String> {
         let options = options.map(|o| o.into_iter().map(String::from).collect());
-        check_ask(AskArgs { question: question.into(), options, ttl_seconds: ttl })
+        check_ask(AskArgs {
+            question: question.into(),
+            options,
+            ttl_seconds: ttl,
+        })
     }
 
     #[test]
     fn names_go_through_the_hive_validator() {
         assert_eq!(check_name(" bob "), Ok("bob".into()));
         assert!(check_name("operator").unwrap_err().contains("reserved"));
-        assert!(check_name("../x").unwrap_err().starts_with("bad agent name"));
+        assert!(
+            check_name("../x")
+                .unwrap_err()
+                .starts_with("bad agent name")
+        );
     }
 
     #[test]
     fn ask_builds_the_request() {
         let req = ask(" Ship it? ", Some(vec!["yes", " no "]), Some(60));
-        let want = AgentRequest::AskOperator { question: "Ship it?".into(), options: vec!["yes".into(), "no".into()], ttl_seconds: Some(60) };
+        let want = AgentRequest::AskOperator {
+            question: "Ship it?".into(),
+            options: vec!["yes".into(), "no".into()],
+            ttl_seconds: Some(60),
+        };
         assert_eq!(req, Ok(want));
         assert!(ask("q", None, None).is_ok());
     }
@@ -171,8 +232,16 @@ mod tests {
     #[test]
     fn ask_refuses_what_hive_c0re_would() {
         assert!(ask(" ", None, None).unwrap_err().contains("empty"));
-        assert!(ask("q", Some(vec!["yes", ""]), None).unwrap_err().contains("option"));
-        assert!(ask("q", None, Some(0)).unwrap_err().contains("between 1 and 604800"));
+        assert!(
+            ask("q", Some(vec!["yes", ""]), None)
+                .unwrap_err()
+                .contains("option")
+        );
+        assert!(
+            ask("q", None, Some(0))
+                .unwrap_err()
+                .contains("between 1 and 604800")
+        );
         assert!(ask("q", None, Some(ASK_MAX_TTL_SECONDS + 1)).is_err());
     }
 

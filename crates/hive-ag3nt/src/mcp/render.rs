@@ -18,10 +18,24 @@ pub(super) fn messages(msgs: &[Message]) -> String {
     if msgs.is_empty() {
         return "no new messages: your inbox is empty".into();
     }
-    let noun = if msgs.len() == 1 { "message" } else { "messages" };
-    let mut out = format!("{} {noun} (now acknowledged; they will not be delivered again):", msgs.len());
+    let noun = if msgs.len() == 1 {
+        "message"
+    } else {
+        "messages"
+    };
+    let mut out = format!(
+        "{} {noun} (now acknowledged; they will not be delivered again):",
+        msgs.len()
+    );
     for m in msgs {
-        let _ = write!(out, "\n--- #{} from {} at {}\n{}", m.id, m.from, m.sent_at, m.body.trim_end());
+        let _ = write!(
+            out,
+            "\n--- #{} from {} at {}\n{}",
+            m.id,
+            m.from,
+            m.sent_at,
+            m.body.trim_end()
+        );
     }
     out
 }
@@ -58,7 +72,12 @@ fn agent_line(r: &AgentStatusRow) -> String {
         let _ = write!(line, ", napping until {until}");
     }
     let _ = write!(line, ", model {}, inbox {}", r.active_model, r.inbox_depth);
-    match r.status_text.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    match r
+        .status_text
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         Some(text) => {
             let _ = write!(line, ", status {text:?}");
         }
@@ -78,7 +97,8 @@ pub(super) fn status_set(text: &str) -> String {
 
 /// A manager tool's answer: hive-c0re's text, or what happened when it sent none.
 pub(super) fn text_or(text: Option<String>, fallback: impl FnOnce() -> String) -> String {
-    text.filter(|t| !t.trim().is_empty()).unwrap_or_else(fallback)
+    text.filter(|t| !t.trim().is_empty())
+        .unwrap_or_else(fallback)
 }
 
 #[cfg(test)]
@@ -122,12 +142,17 @@ mod tests {
         let text = agents(&[row("alice"), bob, carol]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "3 agents:");
-        assert_eq!(lines[1], "alice: idle since 2026-01-01T10:00:00Z, running, model claude-sonnet-4-5, inbox 0, no status");
+        assert_eq!(
+            lines[1],
+            "alice: idle since 2026-01-01T10:00:00Z, running, model claude-sonnet-4-5, inbox 0, no status"
+        );
         assert_eq!(
             lines[2],
             "bob: thinking since 2026-01-01T10:00:00Z, running, model claude-sonnet-4-5, inbox 3, status \"reviewing the parser\""
         );
-        assert!(lines[3].starts_with("carol: idle since 2026-01-01T10:00:00Z, stopped, napping until 2026-01-01T11:00:00Z"));
+        assert!(lines[3].starts_with(
+            "carol: idle since 2026-01-01T10:00:00Z, stopped, napping until 2026-01-01T11:00:00Z"
+        ));
         assert!(lines[4].contains("`operator`"));
     }
 
@@ -140,8 +165,17 @@ mod tests {
 
     #[test]
     fn messages_show_id_sender_and_body() {
-        let m = Message { id: 7, from: "bob".into(), to: "alice".into(), body: "hi\n".into(), sent_at: "T".into() };
-        assert_eq!(messages(&[m]), "1 message (now acknowledged; they will not be delivered again):\n--- #7 from bob at T\nhi");
+        let m = Message {
+            id: 7,
+            from: "bob".into(),
+            to: "alice".into(),
+            body: "hi\n".into(),
+            sent_at: "T".into(),
+        };
+        assert_eq!(
+            messages(&[m]),
+            "1 message (now acknowledged; they will not be delivered again):\n--- #7 from bob at T\nhi"
+        );
         assert!(messages(&[]).contains("empty"));
     }
 

@@ -182,6 +182,54 @@ pub enum Command {
     CancelQuestion { id: i64 },
     /// Print the hive's URLs (the dashboard).
     Urls,
+    /// Scheduled prompts: add, list, rm.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Telemetry: turns/min, tool calls per turn, turn duration p50/p95, exits, inbox, messages, tools.
+    Stats {
+        /// One agent (default: every agent).
+        name: Option<AgentName>,
+        /// The window, e.g. 90s, 15m, 1h, 2d.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        since: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `hive-c0re schedule ...`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Schedule a message from `system` to an agent.
+    ///
+    /// WHEN is `30s`/`2h` (once, from now), an RFC 3339 time (once),
+    /// `every:15m` (repeating), or `cron:"0 0 9 * * Mon-Fri"` (sec min hour day month weekday).
+    Add { agent: AgentName, when: String, text: String },
+    /// List schedules, soonest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule.
+    Rm { id: i64 },
+}
+
+/// Parses `90s`, `15m`, `1h`, `2d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration: write e.g. 90s, 15m, 1h or 2d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("{s:?} has an unknown unit {unit:?}: use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the window must be longer than 0s".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Runs a client verb (everything but `serve`); returns the exit code.
@@ -256,8 +304,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 if json { output::json_lines(&ev) } else { output::events(&ev) }
             };
             print(first);
-            while follow {
-                print(c.read()?);
+            if follow {
+                loop {
+                    print(c.read()?);
+                }
             }
         }
         Command::Cancel { name } => ok(c.call(&Request::Cancel { name: name.clone() }), &format!("cancelled {name}'s turn"))?,
@@ -273,6 +323,23 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
         }
         Command::Answer { id, answer } => ok(c.call(&Request::Answer { id, answer }), &format!("answered #{id}"))?,
         Command::CancelQuestion { id } => ok(c.call(&Request::CancelQuestion { id }), &format!("cancelled question #{id}"))?,
+        Command::Schedule(ScheduleCommand::Add { agent, when, text }) => {
+            let r = c.call(&Request::ScheduleAdd { agent: agent.clone(), when, text })?;
+            println!("schedule #{} added for {agent}", r.schedule_id.unwrap_or_default());
+        }
+        Command::Schedule(ScheduleCommand::List { json }) => {
+            let items = c.call(&Request::ScheduleList)?.schedules.unwrap_or_default();
+            if json { output::json_lines(&items) } else { output::schedules(&items) }
+        }
+        Command::Schedule(ScheduleCommand::Rm { id }) => ok(c.call(&Request::ScheduleRm { id }), &format!("removed schedule #{id}"))?,
+        Command::Stats { name, since, json } => {
+            let stats = c.call(&Request::Stats { agent: name, since_seconds: Some(since.as_secs()) })?.stats.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+            } else {
+                output::stats(&stats);
+            }
+        }
         Command::Urls => {
             let urls = c.call(&Request::Urls)?.urls.unwrap_or_default();
             match urls.home {

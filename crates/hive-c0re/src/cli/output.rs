@@ -1,6 +1,6 @@
 //! How the CLI prints rows: aligned tables for people, JSON lines for scripts.
 
-use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, Question};
+use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, Question, Schedule, StatsSummary};
 
 /// Prints rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -127,4 +127,55 @@ pub fn events(items: &[Event]) {
         };
         println!("#{} {} {:<16} {}", e.id, e.ts, e.kind, text);
     }
+}
+
+/// The telemetry table, then per-agent details.
+pub fn stats(s: &StatsSummary) {
+    println!("window: {:.0}s since {} · approvals pending: {}", s.window_seconds, s.since, s.approvals_pending);
+    let body: Vec<Vec<String>> = s
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.agent.clone(),
+                a.turns.to_string(),
+                format!("{:.2}", a.turns_per_minute),
+                format!("{:.1}", a.tool_calls_per_turn),
+                format!("{:.0}", a.duration_p50_ms),
+                format!("{:.0}", a.duration_p95_ms),
+                format!("{}/{}", a.inbox_depth_current, a.inbox_depth_max),
+                a.seconds_since_last_turn.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into()),
+                if a.stuck { "STUCK".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    table(&["AGENT", "TURNS", "TURNS/MIN", "TOOLS/TURN", "P50 MS", "P95 MS", "INBOX NOW/MAX", "SINCE TURN", ""], &body);
+    for a in s.agents.iter().filter(|a| a.turns > 0) {
+        let join = |m: &std::collections::BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let joinf = |m: &std::collections::BTreeMap<String, f64>| m.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ");
+        println!("\n{}:", a.agent);
+        println!("  exits:         {}", join(&a.exit_classes));
+        println!("  tools:         {}", join(&a.tool_usage));
+        println!("  sent/turn:     {}", joinf(&a.sent_per_turn));
+        println!("  received/turn: {}", joinf(&a.received_per_turn));
+        if let Some(n) = a.notes_bytes {
+            println!("  notes:         {n} bytes ({:+} in the window)", a.notes_growth_bytes);
+        }
+        if a.tokens_in + a.tokens_out > 0 {
+            println!("  tokens:        {} in, {} out, ${:.4}", a.tokens_in, a.tokens_out, a.cost_usd);
+        }
+    }
+}
+
+/// The schedules table.
+pub fn schedules(items: &[Schedule]) {
+    if items.is_empty() {
+        println!("no schedules");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|s| vec![s.id.to_string(), s.agent.clone(), s.when.clone(), s.next_due.clone(), s.created_by.clone(), s.text.clone()])
+        .collect();
+    table(&["ID", "AGENT", "WHEN", "NEXT", "BY", "TEXT"], &body);
 }

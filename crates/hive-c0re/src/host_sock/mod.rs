@@ -34,7 +34,7 @@ pub const MAX_CONNECTIONS: usize = 1024;
 
 /// What a verb answers: one line, or one line and then a stream.
 pub(crate) enum Reply {
-    One(Response),
+    One(Box<Response>),
     /// Keep writing lines until the client goes away.
     Stream(Box<dyn StreamReply>),
 }
@@ -47,7 +47,7 @@ pub(crate) trait StreamReply: Send {
 
 impl From<Response> for Reply {
     fn from(r: Response) -> Self {
-        Self::One(r)
+        Self::One(Box::new(r))
     }
 }
 
@@ -62,10 +62,10 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     let listener = UnixListener::bind(path).map_err(Error::io(format!("could not listen on {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(Error::io(format!("could not set the mode of {}", path.display())))?;
-    if let Ok(Some(g)) = nix::unistd::Group::from_name(ADMIN_GROUP) {
-        if let Err(e) = nix::unistd::chown(path, None, Some(g.gid)) {
-            tracing::warn!("could not give {} to group {ADMIN_GROUP}: {e}", path.display());
-        }
+    if let Ok(Some(g)) = nix::unistd::Group::from_name(ADMIN_GROUP)
+        && let Err(e) = nix::unistd::chown(path, None, Some(g.gid))
+    {
+        tracing::warn!("could not give {} to group {ADMIN_GROUP}: {e}", path.display());
     }
     Ok(listener)
 }
@@ -152,7 +152,14 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         | Request::Questions
         | Request::Answer { .. }
         | Request::CancelQuestion { .. } => approvals::handle(hive, req).await,
-        Request::Urls | Request::Cancel { .. } | Request::Compact { .. } | Request::SetModel { .. } => control::handle(hive, req).await,
+        Request::Urls
+        | Request::Cancel { .. }
+        | Request::Compact { .. }
+        | Request::SetModel { .. }
+        | Request::Stats { .. }
+        | Request::ScheduleAdd { .. }
+        | Request::ScheduleList
+        | Request::ScheduleRm { .. } => control::handle(hive, req).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

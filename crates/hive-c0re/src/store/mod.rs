@@ -10,6 +10,7 @@ mod approvals;
 mod events;
 mod messages;
 mod questions;
+mod schedules;
 mod schema;
 mod stats;
 
@@ -24,6 +25,7 @@ pub use approvals::{ApprovalRow, NewApproval};
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
 pub use questions::QuestionRow;
+pub use schedules::ScheduleRow;
 pub use stats::StatRow;
 
 /// Errors of the store.

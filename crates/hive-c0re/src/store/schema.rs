@@ -83,6 +83,21 @@ CREATE TABLE stats (
 );
 CREATE INDEX stats_agent ON stats (agent, ts);
 "#,
+    // 2: scheduled prompts.
+    r#"
+CREATE TABLE schedules (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent         TEXT NOT NULL,
+    spec          TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    repeating     INTEGER NOT NULL,
+    next_due      INTEGER NOT NULL,
+    created_by    TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    last_fired_at INTEGER
+);
+CREATE INDEX schedules_due ON schedules (next_due);
+"#,
 ];
 
 /// The schema version this build writes.

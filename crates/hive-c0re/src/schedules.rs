@@ -1,0 +1,215 @@
+//! Scheduled prompts: a message from `system` to an agent, once or on a repeat.
+//!
+//! One task sleeps until the soonest due time (or a change) and delivers.
+//! A schedule that fell due while hive-c0re was down is delivered once at
+//! start, and its next time is computed from now: missed slots are not replayed.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_sh4re::AgentName;
+use hive_sh4re::host::Schedule;
+
+use crate::broker::Change;
+use crate::clock::{now_ms, rfc3339};
+use crate::error::{Error, Result};
+use crate::hive::Hive;
+use crate::store::ScheduleRow;
+
+/// Shortest repeat interval.
+const MIN_INTERVAL_MS: i64 = 1000;
+/// Wake-up key of the scheduler ('#' never starts a mailbox).
+const SCHEDULER_KEY: &str = "#scheduler";
+
+/// When a schedule fires.
+#[derive(Debug, Clone)]
+pub enum When {
+    /// Once, at this unix-ms time.
+    At(i64),
+    /// Every this many ms.
+    Every(i64),
+    /// On a cron expression (with seconds: `sec min hour dom month dow`).
+    Cron(Box<cron::Schedule>),
+}
+
+impl When {
+    /// Parses `30s`/`15m`/`2h`/`1d` (once, from now), an RFC 3339 time (once),
+    /// `every:DURATION` or `cron:EXPR`.
+    pub fn parse(spec: &str, now: i64) -> Result<Self> {
+        let spec = spec.trim();
+        let bad = |why: &str| {
+            Error::refused(format!(
+                "{spec:?} is not a schedule time ({why}): write 30s or 2h (once, from now), an RFC 3339 time such as \
+                 2026-12-01T09:00:00Z, every:15m (repeating), or cron:\"0 0 9 * * Mon-Fri\" (sec min hour day month weekday)"
+            ))
+        };
+        if let Some(expr) = spec.strip_prefix("cron:") {
+            let s = cron::Schedule::from_str(expr.trim().trim_matches('"')).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Self::Cron(Box::new(s)));
+        }
+        if let Some(d) = spec.strip_prefix("every:") {
+            let ms = duration_ms(d.trim()).ok_or_else(|| bad("the interval is not a duration"))?;
+            if ms < MIN_INTERVAL_MS {
+                return Err(bad("the shortest interval is 1s"));
+            }
+            return Ok(Self::Every(ms));
+        }
+        if let Some(ms) = duration_ms(spec) {
+            return Ok(Self::At(now + ms));
+        }
+        let t = chrono::DateTime::parse_from_rfc3339(spec).map_err(|_| bad("unknown form"))?;
+        Ok(Self::At(t.timestamp_millis()))
+    }
+
+    /// True for schedules that fire more than once.
+    pub fn repeating(&self) -> bool {
+        !matches!(self, Self::At(_))
+    }
+
+    /// The first due time after `now` for a new schedule.
+    pub fn first(&self, now: i64) -> Option<i64> {
+        match self {
+            Self::At(t) => Some(*t),
+            _ => self.after(now),
+        }
+    }
+
+    /// The next due time strictly after `now` (None for a one-shot).
+    pub fn after(&self, now: i64) -> Option<i64> {
+        match self {
+            Self::At(_) => None,
+            Self::Every(ms) => Some(now + ms),
+            Self::Cron(s) => {
+                let from = chrono::DateTime::from_timestamp_millis(now)?;
+                s.after(&from).next().map(|t| t.timestamp_millis())
+            }
+        }
+    }
+}
+
+/// `90s`, `15m`, `2h`, `1d`, or a bare number of seconds, as milliseconds.
+fn duration_ms(s: &str) -> Option<i64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?.max(1).min(s.len()));
+    let n: i64 = num.parse().ok()?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * unit_ms)
+}
+
+impl Hive {
+    /// Schedules `text` to reach `agent` from `system` at `when`; returns the schedule id.
+    pub fn schedule_add(&self, agent: &AgentName, when: &str, text: &str, by: &str) -> Result<i64> {
+        self.agent_row(agent)?;
+        if text.trim().is_empty() {
+            return Err(Error::refused("the scheduled text is empty: write what the agent should be told"));
+        }
+        if text.len() > hive_sh4re::MAX_BODY_BYTES {
+            return Err(Error::refused("the scheduled text is over 64 KiB: shorten it"));
+        }
+        let now = now_ms();
+        let w = When::parse(when, now)?;
+        let first = w.first(now).ok_or_else(|| Error::refused(format!("{when:?} never fires")))?;
+        let id = self.store.add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)?;
+        self.broker.poke(SCHEDULER_KEY);
+        self.broker.publish(Change::Agent(agent.to_string()));
+        Ok(id)
+    }
+
+    /// Every schedule, soonest first.
+    pub fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        Ok(self.store.schedules()?.iter().map(schedule_wire).collect())
+    }
+
+    /// Removes a schedule.
+    pub fn schedule_rm(&self, id: i64) -> Result<()> {
+        if !self.store.remove_schedule(id)? {
+            return Err(Error::refused(format!("there is no schedule #{id}: see hive-c0re schedule list")));
+        }
+        self.broker.poke(SCHEDULER_KEY);
+        Ok(())
+    }
+
+    /// Delivers what is due now; returns how many.
+    fn fire_due(&self) -> Result<usize> {
+        let now = now_ms();
+        let due = self.store.due_schedules(now)?;
+        for s in &due {
+            let next = When::parse(&s.spec, s.created_at).ok().and_then(|w| w.after(now));
+            self.store.fire_schedule(s, if s.repeating { next } else { None })?;
+            self.broker.poke(&s.agent);
+            self.broker.publish(Change::Agent(s.agent.clone()));
+        }
+        Ok(due.len())
+    }
+}
+
+/// Runs the scheduler until shutdown.
+pub async fn run(hive: Arc<Hive>) {
+    loop {
+        let mut rx = hive.broker.watch_inbox(SCHEDULER_KEY);
+        if let Err(e) = hive.fire_due() {
+            tracing::warn!("could not deliver scheduled prompts: {e}");
+        }
+        let wait = match hive.store.next_schedule_due() {
+            Ok(Some(t)) => Duration::from_millis((t - now_ms()).clamp(0, 3_600_000) as u64),
+            _ => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = rx.changed() => {}
+            _ = hive.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// A stored schedule as the wire shows it.
+pub fn schedule_wire(s: &ScheduleRow) -> Schedule {
+    Schedule {
+        id: s.id,
+        agent: s.agent.clone(),
+        when: s.spec.clone(),
+        text: s.text.clone(),
+        next_due: rfc3339(s.next_due),
+        repeating: s.repeating,
+        created_by: s.created_by.clone(),
+        last_fired_at: s.last_fired_at.map(rfc3339),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        let now = 1_000_000;
+        assert!(matches!(When::parse("30s", now).unwrap(), When::At(t) if t == now + 30_000));
+        assert!(matches!(When::parse("every:15m", now).unwrap(), When::Every(900_000)));
+        assert!(matches!(When::parse("2026-12-01T09:00:00Z", now).unwrap(), When::At(_)));
+        let c = When::parse("cron:0 0 9 * * *", now).unwrap();
+        assert!(c.repeating());
+        let next = c.after(0).unwrap();
+        assert_eq!(next % 86_400_000, 9 * 3_600_000);
+    }
+
+    #[test]
+    fn refuses_nonsense_with_the_forms() {
+        for bad in ["soon", "every:0s", "every:xs", "cron:not a cron", ""] {
+            let e = When::parse(bad, 0).unwrap_err().to_string();
+            assert!(e.contains("every:15m"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_repeat_computes_from_now_so_missed_slots_are_not_replayed() {
+        let w = When::parse("every:1s", 0).unwrap();
+        assert_eq!(w.after(10_500), Some(11_500));
+    }
+}
