@@ -11,3 +11,4 @@ pub mod claude;
 pub mod cli;
 pub mod turn;
 pub mod mcp;
+pub mod notes;

@@ -106,6 +106,13 @@ impl Harness {
                     tokio::time::sleep(backoff).await;
                 }
             }
+            if let Some(cfg) = c.call(&AgentRequest::Config).await?.config
+                && crate::notes::over_threshold(&self.state, &cfg)
+            {
+                if let Err(e) = crate::notes::compact(c, &self.state, &cfg, claude::claude_bin()).await {
+                    tracing::warn!("notes compaction failed: {e}");
+                }
+            }
             c.call(&AgentRequest::State { state: AgentState::Idle, model: None }).await?;
         }
     }
@@ -281,6 +288,15 @@ impl Harness {
         let path = dir.join("mcp.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&serde_json::json!({ "mcpServers": servers }))?)?;
         Ok(path)
+    }
+
+    /// Rewrites the notes file on a fresh connection (the caller holds the claude lock).
+    async fn compact_notes(&self) -> anyhow::Result<()> {
+        let mut c = Client::connect(&self.socket).await?;
+        let cfg = c.call(&AgentRequest::Config).await?.config.ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
+        let out = crate::notes::compact(&mut c, &self.state, &cfg, claude::claude_bin()).await?;
+        tracing::info!(before = out.before, after = out.after, rewritten = out.rewritten, "compacted the notes");
+        Ok(())
     }
 
     /// Runs `/compact` on the agent's session.
@@ -469,7 +485,17 @@ async fn control_loop(h: Harness, shared: Arc<Shared>) {
                     }
                 });
             }
-            Some(Control::CompactNotes) | None => {}
+            Some(Control::CompactNotes) => {
+                let h = h.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let _guard = shared.claude.lock().await;
+                    if let Err(e) = h.compact_notes().await {
+                        tracing::warn!("notes compaction failed: {e}");
+                    }
+                });
+            }
+            None => {}
         }
     }
 }

@@ -152,6 +152,10 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
             hive.record_turn(name, &stats)?;
             AgentResponse::ok()
         }
+        AgentRequest::Stats { items } => {
+            hive.store.add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            AgentResponse::ok()
+        }
         AgentRequest::SetSession { session_id } => {
             hive.store.set_session(name.as_str(), Some(&session_id))?;
             AgentResponse::ok()

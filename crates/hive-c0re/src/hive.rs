@@ -456,6 +456,14 @@ impl Hive {
         Ok(())
     }
 
+    /// Asks the harness to rewrite the agent's notes file shorter.
+    pub fn compact_notes(&self, name: &AgentName) -> Result<()> {
+        self.agent_row(name)?;
+        self.require_running(name)?;
+        self.broker.push_control(name.as_str(), hive_sh4re::agent::Control::CompactNotes);
+        Ok(())
+    }
+
     fn require_running(&self, name: &AgentName) -> Result<()> {
         if self.supervisor.is_running(name.as_str()) {
             Ok(())

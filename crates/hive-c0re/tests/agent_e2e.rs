@@ -19,6 +19,7 @@ fn ping_pong(runtime: &'static str) {
     assert_eq!(got[0]["from"], "alice");
     assert_eq!(got[0]["body"], "pong");
     // The turn is recorded: states and claude's stream-json lines, in order.
+    hive.wait_for("the turn to end", 30, |h| h.events("alice").iter().any(|e| e["kind"] == "turn_end"));
     let kinds: Vec<String> = hive.events("alice").iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
     for k in ["turn_start", "stream", "turn_end"] {
         assert!(kinds.contains(&k.to_owned()), "no {k} event in {kinds:?}");

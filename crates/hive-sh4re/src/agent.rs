@@ -43,6 +43,8 @@ pub enum AgentRequest {
     Events { items: Vec<EventIn> },
     /// Record the figures of a finished turn.
     TurnEnd { stats: TurnStats },
+    /// Record figures outside a turn (e.g. notes size before and after compaction).
+    Stats { items: Vec<(String, f64)> },
     /// Remember the claude session to resume next turn.
     SetSession { session_id: String },
     /// Wait for an operator command for the harness (cancel, compact).

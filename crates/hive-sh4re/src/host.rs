@@ -111,6 +111,8 @@ pub enum Request {
     Cancel { name: AgentName },
     /// Compact the agent's claude session.
     Compact { name: AgentName },
+    /// Rewrite the agent's `/state/notes.md` shorter.
+    CompactNotes { name: AgentName },
     /// Show or override the agent's model; `model: null` clears the override.
     SetModel {
         name: AgentName,
@@ -162,6 +164,7 @@ impl Request {
         "events",
         "cancel",
         "compact",
+        "compact_notes",
         "set_model",
         "questions",
         "answer",

@@ -169,6 +169,8 @@ pub enum Command {
     Cancel { name: AgentName },
     /// Compact an agent's claude session.
     Compact { name: AgentName },
+    /// Rewrite an agent's notes file (/state/notes.md) shorter, keeping the old one as notes.md.prev.
+    CompactNotes { name: AgentName },
     /// Show an agent's model, or override it (from its next turn on; `default` clears the override).
     Model { name: AgentName, model: Option<String> },
     /// List the manager's questions to the operator.
@@ -312,6 +314,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
         }
         Command::Cancel { name } => ok(c.call(&Request::Cancel { name: name.clone() }), &format!("cancelled {name}'s turn"))?,
         Command::Compact { name } => ok(c.call(&Request::Compact { name: name.clone() }), &format!("asked {name} to compact"))?,
+        Command::CompactNotes { name } => {
+            ok(c.call(&Request::CompactNotes { name: name.clone() }), &format!("asked {name} to compact its notes"))?
+        }
         Command::Model { name, model } => {
             let info = c.call(&Request::SetModel { name: name.clone(), model })?.model.unwrap_or_default();
             let over = info.override_model.map(|m| format!(" (operator override: {m})")).unwrap_or_default();

@@ -23,6 +23,10 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
             hive.compact(&name)?;
             Response::ok().into()
         }
+        Request::CompactNotes { name } => {
+            hive.compact_notes(&name)?;
+            Response::ok().into()
+        }
         Request::SetModel { name, model } => {
             let info = match model.as_deref() {
                 Some("") | Some("default") => hive.set_model(&name, None)?,

@@ -155,6 +155,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Urls
         | Request::Cancel { .. }
         | Request::Compact { .. }
+        | Request::CompactNotes { .. }
         | Request::SetModel { .. }
         | Request::Stats { .. }
         | Request::ScheduleAdd { .. }
