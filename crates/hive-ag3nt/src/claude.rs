@@ -61,10 +61,16 @@ pub struct Running {
 impl Invocation {
     /// The argument list, exactly as production runs it.
     pub fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = ["--print", "--output-format", "stream-json", "--verbose", "--model"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut a: Vec<String> = [
+            "--print",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--model",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         a.push(self.model.clone());
         if let Some(s) = &self.resume {
             a.push("--resume".into());
@@ -95,15 +101,29 @@ impl Invocation {
             .env("DISABLE_TELEMETRY", "1")
             .env("DISABLE_AUTOUPDATER", "1")
             // ask_operator blocks until the operator answers: let it.
-            .env("MCP_TOOL_TIMEOUT", crate::turn::MCP_CALL_TIMEOUT_MS.to_string())
+            .env(
+                "MCP_TOOL_TIMEOUT",
+                crate::turn::MCP_CALL_TIMEOUT_MS.to_string(),
+            )
             .envs(&self.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal,
+        // so claude (and its MCP servers' group) dies with a harness killed by SIGKILL.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("could not start claude at {}: {e}", self.bin.display()))
+            std::io::Error::new(
+                e.kind(),
+                format!("could not start claude at {}: {e}", self.bin.display()),
+            )
         })?;
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
         if let Some(mut stdin) = child.stdin.take() {
@@ -175,15 +195,24 @@ pub fn claude_bin() -> PathBuf {
         return PathBuf::from(b);
     }
     std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("claude")).find(|c| c.is_file()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("claude"))
+                .find(|c| c.is_file())
+        })
         .unwrap_or_else(|| PathBuf::from("claude"))
 }
 
 /// True when claude can reach a model: an API key, an OAuth token, credentials in HOME, or a base URL.
 pub fn has_credentials(home: &Path) -> bool {
-    ["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+    [
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_AUTH_TOKEN",
+    ]
+    .iter()
+    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
         || home.join(".claude/.credentials.json").is_file()
 }
 
@@ -206,7 +235,17 @@ mod tests {
             env: BTreeMap::new(),
         };
         let a = inv.args();
-        assert_eq!(&a[..6], ["--print", "--output-format", "stream-json", "--verbose", "--model", "haiku"]);
+        assert_eq!(
+            &a[..6],
+            [
+                "--print",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--model",
+                "haiku"
+            ]
+        );
         assert!(a.contains(&"--allowedTools=mcp__hyperhive__send,Bash(git *)".to_owned()));
         assert!(a.windows(2).any(|w| w == ["--resume", "s-1"]));
         assert!(!a.contains(&"hello".to_owned()));

@@ -35,12 +35,26 @@ pub fn main(bin_name: &'static str, manager: bool) -> ! {
     } else {
         "The in-container harness of a hyperhive agent"
     };
-    let matches = Cli::command().name(bin_name).bin_name(bin_name).about(about).get_matches();
+    let matches = Cli::command()
+        .name(bin_name)
+        .bin_name(bin_name)
+        .about(about)
+        .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // stdout is the MCP channel in `mcp`: logs go to stderr everywhere.
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{bin_name}: could not start the async runtime: {e}");
@@ -51,7 +65,9 @@ pub fn main(bin_name: &'static str, manager: bool) -> ! {
         match cli.command {
             Command::Serve { socket } => {
                 let socket = crate::client::socket_path(socket).map_err(anyhow::Error::msg)?;
-                crate::turn::Harness::from_env(socket, manager).serve().await
+                crate::turn::Harness::from_env(socket, manager)
+                    .serve()
+                    .await
             }
             Command::Mcp { socket } => {
                 let socket = crate::client::socket_path(socket).map_err(anyhow::Error::msg)?;

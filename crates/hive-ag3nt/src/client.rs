@@ -35,28 +35,51 @@ pub struct Client {
 impl Client {
     /// Connects to the agent socket.
     pub async fn connect(path: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path).await.map_err(|source| ClientError::Gone { path: path.to_owned(), source })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Gone {
+                path: path.to_owned(),
+                source,
+            })?;
         let (r, w) = stream.into_split();
-        Ok(Self { path: path.to_owned(), reader: BufReader::new(r), writer: w })
+        Ok(Self {
+            path: path.to_owned(),
+            reader: BufReader::new(r),
+            writer: w,
+        })
     }
 
     /// Sends a request and waits for its answer; a refusal is an error carrying hive-c0re's sentence.
     pub async fn call(&mut self, req: &AgentRequest) -> Result<AgentResponse, ClientError> {
         let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
-        let gone = |source| ClientError::Gone { path: self.path.clone(), source };
+        let gone = |source| ClientError::Gone {
+            path: self.path.clone(),
+            source,
+        };
         self.writer.write_all(&line).await.map_err(gone)?;
         let mut buf = String::new();
-        let n = self.reader.read_line(&mut buf).await.map_err(|source| ClientError::Gone { path: self.path.clone(), source })?;
+        let n = self
+            .reader
+            .read_line(&mut buf)
+            .await
+            .map_err(|source| ClientError::Gone {
+                path: self.path.clone(),
+                source,
+            })?;
         if n == 0 {
             return Err(ClientError::Gone {
                 path: self.path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"),
             });
         }
-        let resp: AgentResponse = serde_json::from_str(&buf).map_err(|e| ClientError::Protocol(format!("{e}: {}", buf.trim())))?;
+        let resp: AgentResponse = serde_json::from_str(&buf)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", buf.trim())))?;
         if !resp.ok {
-            return Err(ClientError::Refused(resp.error.unwrap_or_else(|| "refused without a reason".into())));
+            return Err(ClientError::Refused(
+                resp.error
+                    .unwrap_or_else(|| "refused without a reason".into()),
+            ));
         }
         Ok(resp)
     }

@@ -6,9 +6,9 @@
 //! claude starts to reach the hive. Both talk to hive-c0re only through the
 //! agent's socket ([`client`]); `hive-m1nd` is this crate with manager tools on.
 
-pub mod client;
 pub mod claude;
 pub mod cli;
-pub mod turn;
+pub mod client;
 pub mod mcp;
 pub mod notes;
+pub mod turn;

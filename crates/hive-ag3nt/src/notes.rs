@@ -47,11 +47,20 @@ fn prompt(notes: &Path, max: u64) -> String {
 }
 
 /// Rewrites the notes with a secondary claude session (same model, Read and Write only).
-pub async fn compact(c: &mut Client, state: &Path, cfg: &EffectiveConfig, bin: PathBuf) -> anyhow::Result<Outcome> {
+pub async fn compact(
+    c: &mut Client,
+    state: &Path,
+    cfg: &EffectiveConfig,
+    bin: PathBuf,
+) -> anyhow::Result<Outcome> {
     let (notes, prev) = paths(state);
     let before = std::fs::metadata(&notes).map(|m| m.len()).unwrap_or(0);
     if before == 0 {
-        return Ok(Outcome { before, after: 0, rewritten: false });
+        return Ok(Outcome {
+            before,
+            after: 0,
+            rewritten: false,
+        });
     }
     std::fs::copy(&notes, &prev)?;
     let max = cfg.config.notes_max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
@@ -75,7 +84,10 @@ pub async fn compact(c: &mut Client, state: &Path, cfg: &EffectiveConfig, bin: P
                     Output::Stream(v) => v,
                     Output::Stderr(l) => serde_json::Value::String(l),
                 };
-                let items = vec![EventIn { kind: "notes_compaction_stream".into(), payload }];
+                let items = vec![EventIn {
+                    kind: "notes_compaction_stream".into(),
+                    payload,
+                }];
                 c.call(&AgentRequest::Events { items }).await?;
             }
             run.wait().await.ok().flatten()
@@ -91,11 +103,24 @@ pub async fn compact(c: &mut Client, state: &Path, cfg: &EffectiveConfig, bin: P
         // A failed or empty rewrite leaves the notes as they were.
         std::fs::copy(&prev, &notes)?;
     }
-    let out = Outcome { before, after: if rewritten { after } else { before }, rewritten };
+    let out = Outcome {
+        before,
+        after: if rewritten { after } else { before },
+        rewritten,
+    };
     let payload = serde_json::json!({ "before_bytes": out.before, "after_bytes": out.after, "rewritten": rewritten, "exit_code": code });
-    c.call(&AgentRequest::Events { items: vec![EventIn { kind: "notes_compaction".into(), payload }] }).await?;
+    c.call(&AgentRequest::Events {
+        items: vec![EventIn {
+            kind: "notes_compaction".into(),
+            payload,
+        }],
+    })
+    .await?;
     c.call(&AgentRequest::Stats {
-        items: vec![("notes.before_bytes".into(), out.before as f64), ("notes.after_bytes".into(), out.after as f64)],
+        items: vec![
+            ("notes.before_bytes".into(), out.before as f64),
+            ("notes.after_bytes".into(), out.after as f64),
+        ],
     })
     .await?;
     Ok(out)

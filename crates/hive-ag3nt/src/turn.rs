@@ -60,7 +60,11 @@ impl Harness {
             .or_else(|| std::env::var_os("HOME"))
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/state"));
-        Self { socket, state, manager }
+        Self {
+            socket,
+            state,
+            manager,
+        }
     }
 
     /// Runs turns until hive-c0re goes away (then exits: hive-c0re starts a fresh harness).
@@ -68,7 +72,18 @@ impl Harness {
         let mut main = Client::connect(&self.socket).await?;
         let shared = Arc::new(Shared::default());
         let control = tokio::spawn(control_loop(self.clone(), shared.clone()));
-        let result = self.turn_loop(&mut main, &shared).await;
+        let result = tokio::select! {
+            r = self.turn_loop(&mut main, &shared) => r,
+            s = stop_signal() => {
+                // The container's init sends SIGHUP right after SIGTERM: both mean stop.
+                tracing::info!("{s}: stopping");
+                let pid = *shared.running.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(pid) = pid {
+                    claude::terminate(pid).await;
+                }
+                Ok(())
+            }
+        };
         control.abort();
         result
     }
@@ -76,10 +91,19 @@ impl Harness {
     async fn turn_loop(&self, c: &mut Client, shared: &Arc<Shared>) -> anyhow::Result<()> {
         let mut wake_after: Option<i64> = None;
         let mut failures = 0u32;
-        c.call(&AgentRequest::State { state: AgentState::Idle, model: None }).await?;
+        c.call(&AgentRequest::State {
+            state: AgentState::Idle,
+            model: None,
+        })
+        .await?;
         loop {
             self.wait_for_credentials(c).await?;
-            let resp = c.call(&AgentRequest::NextTurn { wait_ms: None, wake_after }).await?;
+            let resp = c
+                .call(&AgentRequest::NextTurn {
+                    wait_ms: None,
+                    wake_after,
+                })
+                .await?;
             let msgs = resp.messages.unwrap_or_default();
             if msgs.is_empty() {
                 continue;
@@ -102,18 +126,25 @@ impl Harness {
                     c.call(&AgentRequest::Release).await?;
                     failures += 1;
                     let backoff = Duration::from_secs(2u64.pow(failures.min(6)));
-                    tracing::warn!("turn failed; retrying its messages in {}s", backoff.as_secs());
+                    tracing::warn!(
+                        "turn failed; retrying its messages in {}s",
+                        backoff.as_secs()
+                    );
                     tokio::time::sleep(backoff).await;
                 }
             }
             if let Some(cfg) = c.call(&AgentRequest::Config).await?.config
                 && crate::notes::over_threshold(&self.state, &cfg)
+                && let Err(e) =
+                    crate::notes::compact(c, &self.state, &cfg, claude::claude_bin()).await
             {
-                if let Err(e) = crate::notes::compact(c, &self.state, &cfg, claude::claude_bin()).await {
-                    tracing::warn!("notes compaction failed: {e}");
-                }
+                tracing::warn!("notes compaction failed: {e}");
             }
-            c.call(&AgentRequest::State { state: AgentState::Idle, model: None }).await?;
+            c.call(&AgentRequest::State {
+                state: AgentState::Idle,
+                model: None,
+            })
+            .await?;
         }
     }
 
@@ -132,21 +163,43 @@ impl Harness {
         Ok(())
     }
 
-    async fn run_turn(&self, c: &mut Client, shared: &Arc<Shared>, msgs: &[Message]) -> anyhow::Result<TurnOutcome> {
-        let cfg = c.call(&AgentRequest::Config).await?.config.ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
+    async fn run_turn(
+        &self,
+        c: &mut Client,
+        shared: &Arc<Shared>,
+        msgs: &[Message],
+    ) -> anyhow::Result<TurnOutcome> {
+        let cfg = c
+            .call(&AgentRequest::Config)
+            .await?
+            .config
+            .ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
         let prompt = render_prompt(msgs);
         let inv = self.invocation(&cfg, prompt.clone(), cfg.session_id.clone())?;
-        c.call(&AgentRequest::State { state: AgentState::Thinking, model: Some(cfg.model.clone()) }).await?;
+        c.call(&AgentRequest::State {
+            state: AgentState::Thinking,
+            model: Some(cfg.model.clone()),
+        })
+        .await?;
         let turn_start = serde_json::json!({
             "messages": msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
             "model": cfg.model,
             "args": inv.args(),
             "prompt": prompt,
         });
-        send_events(c, vec![EventIn { kind: "turn_start".into(), payload: turn_start }]).await?;
+        send_events(
+            c,
+            vec![EventIn {
+                kind: "turn_start".into(),
+                payload: turn_start,
+            }],
+        )
+        .await?;
 
         let started = Instant::now();
-        shared.cancelled.store(false, std::sync::atomic::Ordering::SeqCst);
+        shared
+            .cancelled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let (mut exit, mut tally) = self.run_claude(c, shared, &inv).await?;
         let mut retried = false;
         if tally.context_full && !shared.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
@@ -154,10 +207,21 @@ impl Harness {
             tracing::info!("context full: compacting the session and retrying the turn");
             let session = tally.session_id.clone().or(cfg.session_id.clone());
             if let Some(session) = session {
-                c.call(&AgentRequest::SetSession { session_id: session }).await?;
+                c.call(&AgentRequest::SetSession {
+                    session_id: session,
+                })
+                .await?;
                 self.compact(c).await?;
-                c.call(&AgentRequest::State { state: AgentState::Thinking, model: Some(cfg.model.clone()) }).await?;
-                let cfg = c.call(&AgentRequest::Config).await?.config.unwrap_or(cfg.clone());
+                c.call(&AgentRequest::State {
+                    state: AgentState::Thinking,
+                    model: Some(cfg.model.clone()),
+                })
+                .await?;
+                let cfg = c
+                    .call(&AgentRequest::Config)
+                    .await?
+                    .config
+                    .unwrap_or(cfg.clone());
                 let inv = self.invocation(&cfg, prompt.clone(), cfg.session_id.clone())?;
                 let (e, t) = self.run_claude(c, shared, &inv).await?;
                 tally.merge(t);
@@ -165,9 +229,14 @@ impl Harness {
                 retried = true;
             }
         }
-        let cancelled = shared.cancelled.swap(false, std::sync::atomic::Ordering::SeqCst);
+        let cancelled = shared
+            .cancelled
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         if let Some(s) = &tally.session_id {
-            c.call(&AgentRequest::SetSession { session_id: s.clone() }).await?;
+            c.call(&AgentRequest::SetSession {
+                session_id: s.clone(),
+            })
+            .await?;
         }
         let ok = exit == Some(0) && !tally.is_error;
         let class = match (cancelled, ok, retried) {
@@ -178,10 +247,19 @@ impl Harness {
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         let end = serde_json::json!({ "exit_code": exit, "exit_class": class, "duration_ms": duration_ms });
-        send_events(c, vec![EventIn { kind: "turn_end".into(), payload: end }]).await?;
+        send_events(
+            c,
+            vec![EventIn {
+                kind: "turn_end".into(),
+                payload: end,
+            }],
+        )
+        .await?;
         let mut received_by_class = BTreeMap::new();
         for m in msgs {
-            let class = hive_sh4re::Mailbox::parse(&m.from).map(|m| m.class()).unwrap_or("peer");
+            let class = hive_sh4re::Mailbox::parse(&m.from)
+                .map(|m| m.class())
+                .unwrap_or("peer");
             *received_by_class.entry(class.to_owned()).or_default() += 1;
         }
         let stats = TurnStats {
@@ -196,7 +274,9 @@ impl Harness {
             input_tokens: tally.input_tokens,
             output_tokens: tally.output_tokens,
             cost_usd: tally.cost_usd,
-            notes_bytes: std::fs::metadata(notes_path(&self.state)).ok().map(|m| m.len()),
+            notes_bytes: std::fs::metadata(notes_path(&self.state))
+                .ok()
+                .map(|m| m.len()),
         };
         c.call(&AgentRequest::TurnEnd { stats }).await?;
         Ok(if cancelled {
@@ -209,14 +289,26 @@ impl Harness {
     }
 
     /// Runs one claude process, forwarding its output as events; returns its exit code and tally.
-    async fn run_claude(&self, c: &mut Client, shared: &Arc<Shared>, inv: &Invocation) -> anyhow::Result<(Option<i32>, Tally)> {
+    async fn run_claude(
+        &self,
+        c: &mut Client,
+        shared: &Arc<Shared>,
+        inv: &Invocation,
+    ) -> anyhow::Result<(Option<i32>, Tally)> {
         let mut tally = Tally::default();
         let (tx, mut rx) = mpsc::channel::<Output>(1024);
         let mut run = match inv.spawn(tx).await {
             Ok(r) => r,
             Err(e) => {
                 let payload = serde_json::json!({ "error": e.to_string() });
-                send_events(c, vec![EventIn { kind: "turn_error".into(), payload }]).await?;
+                send_events(
+                    c,
+                    vec![EventIn {
+                        kind: "turn_error".into(),
+                        payload,
+                    }],
+                )
+                .await?;
                 tally.is_error = true;
                 return Ok((None, tally));
             }
@@ -247,7 +339,12 @@ impl Harness {
     }
 
     /// The claude run for this agent's config.
-    fn invocation(&self, cfg: &EffectiveConfig, prompt: String, resume: Option<String>) -> anyhow::Result<Invocation> {
+    fn invocation(
+        &self,
+        cfg: &EffectiveConfig,
+        prompt: String,
+        resume: Option<String>,
+    ) -> anyhow::Result<Invocation> {
         let mcp_config = self.write_mcp_config(cfg)?;
         let manager_tools: &[&str] = if self.manager { &MANAGER_TOOLS } else { &[] };
         Ok(Invocation {
@@ -281,29 +378,54 @@ impl Harness {
             }),
         );
         for (name, s) in &cfg.config.mcp_servers {
-            servers.insert(name.clone(), serde_json::json!({ "command": s.command, "args": s.args, "env": s.env }));
+            servers.insert(
+                name.clone(),
+                serde_json::json!({ "command": s.command, "args": s.args, "env": s.env }),
+            );
         }
         let dir = self.state.join(".hive");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("mcp.json");
-        std::fs::write(&path, serde_json::to_vec_pretty(&serde_json::json!({ "mcpServers": servers }))?)?;
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&serde_json::json!({ "mcpServers": servers }))?,
+        )?;
         Ok(path)
     }
 
     /// Rewrites the notes file on a fresh connection (the caller holds the claude lock).
     async fn compact_notes(&self) -> anyhow::Result<()> {
         let mut c = Client::connect(&self.socket).await?;
-        let cfg = c.call(&AgentRequest::Config).await?.config.ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
+        let cfg = c
+            .call(&AgentRequest::Config)
+            .await?
+            .config
+            .ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
         let out = crate::notes::compact(&mut c, &self.state, &cfg, claude::claude_bin()).await?;
-        tracing::info!(before = out.before, after = out.after, rewritten = out.rewritten, "compacted the notes");
+        tracing::info!(
+            before = out.before,
+            after = out.after,
+            rewritten = out.rewritten,
+            "compacted the notes"
+        );
         Ok(())
     }
 
     /// Runs `/compact` on the agent's session.
     async fn compact(&self, c: &mut Client) -> anyhow::Result<()> {
-        let cfg = c.call(&AgentRequest::Config).await?.config.ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
-        let Some(session) = cfg.session_id.clone() else { return Ok(()) };
-        c.call(&AgentRequest::State { state: AgentState::Compacting, model: None }).await?;
+        let cfg = c
+            .call(&AgentRequest::Config)
+            .await?
+            .config
+            .ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
+        let Some(session) = cfg.session_id.clone() else {
+            return Ok(());
+        };
+        c.call(&AgentRequest::State {
+            state: AgentState::Compacting,
+            model: None,
+        })
+        .await?;
         let mut inv = self.invocation(&cfg, "/compact".into(), Some(session))?;
         inv.mcp_config = None;
         inv.allowed_tools = String::new();
@@ -313,21 +435,42 @@ impl Harness {
             let mut run = inv.spawn(tx).await?;
             while let Some(o) = rx.recv().await {
                 let ev = tally.observe(o);
-                send_events(c, vec![EventIn { kind: format!("compact_{}", ev.kind), payload: ev.payload }]).await?;
+                send_events(
+                    c,
+                    vec![EventIn {
+                        kind: format!("compact_{}", ev.kind),
+                        payload: ev.payload,
+                    }],
+                )
+                .await?;
             }
             let code = run.wait().await?;
             anyhow::Ok(code)
         }
         .await;
         if let Some(s) = &tally.session_id {
-            c.call(&AgentRequest::SetSession { session_id: s.clone() }).await?;
+            c.call(&AgentRequest::SetSession {
+                session_id: s.clone(),
+            })
+            .await?;
         }
         let payload = match &result {
             Ok(code) => serde_json::json!({ "exit_code": code }),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
-        send_events(c, vec![EventIn { kind: "compact_end".into(), payload }]).await?;
-        c.call(&AgentRequest::State { state: AgentState::Idle, model: None }).await?;
+        send_events(
+            c,
+            vec![EventIn {
+                kind: "compact_end".into(),
+                payload,
+            }],
+        )
+        .await?;
+        c.call(&AgentRequest::State {
+            state: AgentState::Idle,
+            model: None,
+        })
+        .await?;
         Ok(())
     }
 }
@@ -380,30 +523,52 @@ impl Tally {
     /// Turns a claude output line into an event, noting what the stats need.
     fn observe(&mut self, o: Output) -> EventIn {
         match o {
-            Output::Stderr(line) => EventIn { kind: "stderr".into(), payload: serde_json::Value::String(line) },
+            Output::Stderr(line) => EventIn {
+                kind: "stderr".into(),
+                payload: serde_json::Value::String(line),
+            },
             Output::Stream(v) => {
                 match v.get("type").and_then(|t| t.as_str()) {
                     Some("assistant") => {
                         let content = v.pointer("/message/content").and_then(|c| c.as_array());
                         for block in content.into_iter().flatten() {
                             if block.get("type").and_then(|t| t.as_str()) == Some("tool_use") {
-                                let name = block.get("name").and_then(|n| n.as_str()).unwrap_or("unknown");
+                                let name = block
+                                    .get("name")
+                                    .and_then(|n| n.as_str())
+                                    .unwrap_or("unknown");
                                 *self.tools.entry(short_tool(name).to_owned()).or_default() += 1;
                                 if name == "mcp__hyperhive__send" {
-                                    let to = block.pointer("/input/to").and_then(|t| t.as_str()).unwrap_or("");
-                                    let class = hive_sh4re::Mailbox::parse(to).map(|m| m.class()).unwrap_or("invalid");
+                                    let to = block
+                                        .pointer("/input/to")
+                                        .and_then(|t| t.as_str())
+                                        .unwrap_or("");
+                                    let class = hive_sh4re::Mailbox::parse(to)
+                                        .map(|m| m.class())
+                                        .unwrap_or("invalid");
                                     *self.sent.entry(class.to_owned()).or_default() += 1;
                                 }
                             }
                         }
                     }
                     Some("result") => {
-                        self.session_id = v.get("session_id").and_then(|s| s.as_str()).map(str::to_owned);
-                        self.is_error = v.get("is_error").and_then(|e| e.as_bool()).unwrap_or(false);
-                        let text = v.get("result").and_then(|r| r.as_str()).unwrap_or("").to_ascii_lowercase();
-                        self.context_full = self.is_error && (text.contains("prompt is too long") || text.contains("context"));
-                        self.input_tokens = v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
-                        self.output_tokens = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
+                        self.session_id = v
+                            .get("session_id")
+                            .and_then(|s| s.as_str())
+                            .map(str::to_owned);
+                        self.is_error =
+                            v.get("is_error").and_then(|e| e.as_bool()).unwrap_or(false);
+                        let text = v
+                            .get("result")
+                            .and_then(|r| r.as_str())
+                            .unwrap_or("")
+                            .to_ascii_lowercase();
+                        self.context_full = self.is_error
+                            && (text.contains("prompt is too long") || text.contains("context"));
+                        self.input_tokens =
+                            v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
+                        self.output_tokens =
+                            v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
                         self.cost_usd = v.get("total_cost_usd").and_then(|n| n.as_f64());
                     }
                     Some("system") => {
@@ -413,7 +578,10 @@ impl Tally {
                     }
                     _ => {}
                 }
-                EventIn { kind: "stream".into(), payload: v }
+                EventIn {
+                    kind: "stream".into(),
+                    payload: v,
+                }
             }
         }
     }
@@ -428,7 +596,12 @@ fn short_tool(name: &str) -> &str {
 pub fn render_prompt(msgs: &[Message]) -> String {
     let mut p = String::from("New messages in your inbox:\n\n");
     for m in msgs {
-        p.push_str(&format!("<message id=\"{}\" from=\"{}\">{}</message>\n", m.id, m.from, escape(&m.body)));
+        p.push_str(&format!(
+            "<message id=\"{}\" from=\"{}\">{}</message>\n",
+            m.id,
+            m.from,
+            escape(&m.body)
+        ));
     }
     p.push_str("\nHandle them. Reply with mcp__hyperhive__send where a reply is expected (to the sender's name).");
     p
@@ -436,7 +609,9 @@ pub fn render_prompt(msgs: &[Message]) -> String {
 
 /// Escapes a body so it cannot close or forge a `<message>` tag.
 fn escape(body: &str) -> String {
-    body.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    body.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn send_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), ClientError> {
@@ -449,7 +624,9 @@ async fn send_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), ClientEr
 /// Follows operator commands on a second connection for as long as the harness runs.
 async fn control_loop(h: Harness, shared: Arc<Shared>) {
     // Losing this connection means hive-c0re is gone; the turn loop notices too and exits.
-    let Ok(mut c) = Client::connect(&h.socket).await else { return };
+    let Ok(mut c) = Client::connect(&h.socket).await else {
+        return;
+    };
     loop {
         let control = match c.call(&AgentRequest::Control { wait_ms: None }).await {
             Ok(r) => r.control,
@@ -464,7 +641,9 @@ async fn control_loop(h: Harness, shared: Arc<Shared>) {
             Some(Control::Cancel) => {
                 let pid = *shared.running.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(pid) = pid {
-                    shared.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+                    shared
+                        .cancelled
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     tracing::info!("operator cancelled the turn");
                     tokio::spawn(claude::terminate(pid));
                 }
@@ -497,6 +676,23 @@ async fn control_loop(h: Harness, shared: Arc<Shared>) {
             }
             None => {}
         }
+    }
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGHUP, naming it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+        _ = int.recv() => "SIGINT",
     }
 }
 

@@ -36,15 +36,17 @@ impl Client {
     }
 }
 
-fn throughput(sock: &PathBuf, clients: usize, per_client: usize) -> f64 {
+fn throughput(sock: &Path, clients: usize, per_client: usize) -> f64 {
     let start = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let sock = sock.clone();
+            let sock = sock.to_path_buf();
             std::thread::spawn(move || {
                 let mut cl = Client::new(&sock);
                 for i in 0..per_client {
-                    let a = cl.call(&format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"bench {c}-{i}\"}}"));
+                    let a = cl.call(&format!(
+                        "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"bench {c}-{i}\"}}"
+                    ));
                     assert!(a.contains("\"ok\":true"), "{a}");
                 }
             })
@@ -58,12 +60,15 @@ fn throughput(sock: &PathBuf, clients: usize, per_client: usize) -> f64 {
 
 fn drain(sock: &Path) {
     let mut c = Client::new(sock);
-    while c.call("{\"cmd\":\"recv\",\"max\":1000}").contains("\"body\"") {}
+    while c
+        .call("{\"cmd\":\"recv\",\"max\":1000}")
+        .contains("\"body\"")
+    {}
 }
 
-fn latency(sock: &PathBuf, samples: usize) -> (Duration, Duration) {
+fn latency(sock: &Path, samples: usize) -> (Duration, Duration) {
     let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    let rsock = sock.clone();
+    let rsock = sock.to_path_buf();
     let receiver = std::thread::spawn(move || {
         let mut c = Client::new(&rsock);
         for _ in 0..samples {
@@ -77,7 +82,9 @@ fn latency(sock: &PathBuf, samples: usize) -> (Duration, Duration) {
     std::thread::sleep(Duration::from_millis(50));
     for i in 0..samples {
         let t0 = Instant::now();
-        s.call(&format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"lat {i}\"}}"));
+        s.call(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"lat {i}\"}}"
+        ));
         let t1 = rx.recv().unwrap();
         lat.push(t1 - t0);
     }
@@ -88,12 +95,22 @@ fn latency(sock: &PathBuf, samples: usize) -> (Duration, Duration) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths { state: dir.path().join("state"), run: dir.path().join("run") };
+    let paths = Paths {
+        state: dir.path().join("state"),
+        run: dir.path().join("run"),
+    };
     std::fs::create_dir_all(&paths.state).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sock = paths.host_sock();
     let _hive = rt.block_on(async {
-        let store = Store::open(&paths.db(), Limits { inbox_cap: u64::MAX, ..Limits::default() }).unwrap();
+        let store = Store::open(
+            &paths.db(),
+            Limits {
+                inbox_cap: u64::MAX,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         let settings = Settings {
             bin_dir: PathBuf::from("/nonexistent"),
             claude_bin: None,
@@ -101,7 +118,12 @@ fn main() {
             dashboard_home: None,
             kill_grace: Duration::from_secs(1),
         };
-        let hive = Hive::new(store, paths.clone(), Arc::new(ProcessRuntime::new()), settings);
+        let hive = Hive::new(
+            store,
+            paths.clone(),
+            Arc::new(ProcessRuntime::new(paths.clone())),
+            settings,
+        );
         let listener = hive_c0re::host_sock::bind(&sock).unwrap();
         tokio::spawn(hive_c0re::host_sock::serve(hive.clone(), listener));
         hive
@@ -116,7 +138,11 @@ fn main() {
     let (p50, p99) = latency(&sock, 2_000);
     println!("host.sock send throughput, 1 client:  {one:>9.0} messages/s");
     println!("host.sock send throughput, 8 clients: {eight:>9.0} messages/s   (goal >= 20000)");
-    println!("send -> recv latency over 2000 messages: p50 {:.3} ms, p99 {:.3} ms   (goal p99 < 5 ms)", ms(p50), ms(p99));
+    println!(
+        "send -> recv latency over 2000 messages: p50 {:.3} ms, p99 {:.3} ms   (goal p99 < 5 ms)",
+        ms(p50),
+        ms(p99)
+    );
 }
 
 fn ms(d: Duration) -> f64 {

@@ -27,14 +27,19 @@ const TURN_BATCH: u32 = 100;
 /// Opens the agent's socket if it is not open yet.
 pub fn ensure_listening(hive: &Arc<Hive>, name: &AgentName) -> Result<()> {
     let mut sockets = hive.sockets.lock().unwrap_or_else(|p| p.into_inner());
-    if sockets.get(name.as_str()).is_some_and(|t| !t.is_cancelled()) {
+    if sockets
+        .get(name.as_str())
+        .is_some_and(|t| !t.is_cancelled())
+    {
         return Ok(());
     }
     let dir = hive.paths.agent_sock_dir(name);
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("could not create {}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(Error::io(format!("could not create {}", dir.display())))?;
     let path = hive.paths.agent_sock(name);
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(Error::io(format!("could not listen on {}", path.display())))?;
+    let listener = UnixListener::bind(&path)
+        .map_err(Error::io(format!("could not listen on {}", path.display())))?;
     // Ownership is the runtime's business (it maps the agent's uid range);
     // the directory is bound into that agent's container only.
     use std::os::unix::fs::PermissionsExt;
@@ -48,7 +53,12 @@ pub fn ensure_listening(hive: &Arc<Hive>, name: &AgentName) -> Result<()> {
 impl Hive {
     /// Closes an agent's socket (on destroy).
     pub fn close_socket(&self, name: &AgentName) {
-        if let Some(t) = self.sockets.lock().unwrap_or_else(|p| p.into_inner()).remove(name.as_str()) {
+        if let Some(t) = self
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name.as_str())
+        {
             t.cancel();
         }
         let _ = std::fs::remove_file(self.paths.agent_sock(name));
@@ -84,10 +94,19 @@ async fn serve_conn(hive: Arc<Hive>, name: AgentName, stream: UnixStream, stop: 
         };
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
-                Ok(req) => handle(&hive, &name, &mut conn, req).await.unwrap_or_else(|e| AgentResponse::refusal(e.to_string())),
+                Ok(req) => {
+                    // A long poll must end with its client: a dead harness's pending
+                    // `control` would otherwise take the next command and drop it.
+                    tokio::select! {
+                        r = handle(&hive, &name, &mut conn, req) => r.unwrap_or_else(|e| AgentResponse::refusal(e.to_string())),
+                        _ = peer_closed(&mut r) => break,
+                    }
+                }
                 Err(e) => AgentResponse::refusal(e),
             },
-            Ok(Line::TooLong) => AgentResponse::refusal(format!("the request is over {MAX_LINE_BYTES} bytes and was skipped")),
+            Ok(Line::TooLong) => AgentResponse::refusal(format!(
+                "the request is over {MAX_LINE_BYTES} bytes and was skipped"
+            )),
             Ok(Line::Eof) | Err(_) => break,
         };
         let mut out = serde_json::to_vec(&resp).unwrap_or_default();
@@ -102,7 +121,12 @@ async fn serve_conn(hive: Arc<Hive>, name: AgentName, stream: UnixStream, stop: 
     }
 }
 
-async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentRequest) -> Result<AgentResponse> {
+async fn handle(
+    hive: &Arc<Hive>,
+    name: &AgentName,
+    conn: &mut Conn,
+    req: AgentRequest,
+) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
     Ok(match req {
         AgentRequest::Config => {
@@ -118,11 +142,20 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
                 ..AgentResponse::ok()
             }
         }
-        AgentRequest::NextTurn { wait_ms, wake_after } => {
-            let wait = wait_ms.map(Duration::from_millis).unwrap_or(MAX_POLL).min(MAX_POLL);
+        AgentRequest::NextTurn {
+            wait_ms,
+            wake_after,
+        } => {
+            let wait = wait_ms
+                .map(Duration::from_millis)
+                .unwrap_or(MAX_POLL)
+                .min(MAX_POLL);
             let msgs = next_turn(hive, name, wait, wake_after).await?;
             conn.claimed |= !msgs.is_empty();
-            AgentResponse { messages: Some(msgs.iter().map(message_wire).collect()), ..AgentResponse::ok() }
+            AgentResponse {
+                messages: Some(msgs.iter().map(message_wire).collect()),
+                ..AgentResponse::ok()
+            }
         }
         AgentRequest::Release => {
             hive.store.release_claims(name.as_str())?;
@@ -144,7 +177,10 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
-            let items: Vec<(String, String)> = items.into_iter().map(|e| (e.kind, e.payload.to_string())).collect();
+            let items: Vec<(String, String)> = items
+                .into_iter()
+                .map(|e| (e.kind, e.payload.to_string()))
+                .collect();
             hive.add_events(name, &items)?;
             AgentResponse::ok()
         }
@@ -153,7 +189,8 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
             AgentResponse::ok()
         }
         AgentRequest::Stats { items } => {
-            hive.store.add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            hive.store
+                .add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
             AgentResponse::ok()
         }
         AgentRequest::SetSession { session_id } => {
@@ -161,31 +198,55 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
             AgentResponse::ok()
         }
         AgentRequest::Control { wait_ms } => {
-            let wait = wait_ms.map(Duration::from_millis).unwrap_or(MAX_POLL).min(MAX_POLL);
-            AgentResponse { control: wait_control(hive, name, wait).await, ..AgentResponse::ok() }
+            let wait = wait_ms
+                .map(Duration::from_millis)
+                .unwrap_or(MAX_POLL)
+                .min(MAX_POLL);
+            AgentResponse {
+                control: wait_control(hive, name, wait).await,
+                ..AgentResponse::ok()
+            }
         }
         AgentRequest::Send { to, body } => {
-            let to = Mailbox::parse(&to).map_err(|e| Error::refused(format!("cannot send to {to:?}: {e}")))?;
+            let to = Mailbox::parse(&to)
+                .map_err(|e| Error::refused(format!("cannot send to {to:?}: {e}")))?;
             let id = hive.send(&me, &to, &body)?;
-            AgentResponse { message_id: Some(id), ..AgentResponse::ok() }
+            AgentResponse {
+                message_id: Some(id),
+                ..AgentResponse::ok()
+            }
         }
         AgentRequest::Recv { max } => {
             let msgs = hive.recv(&me, max.unwrap_or(20), Duration::ZERO).await?;
-            AgentResponse { messages: Some(msgs), ..AgentResponse::ok() }
+            AgentResponse {
+                messages: Some(msgs),
+                ..AgentResponse::ok()
+            }
         }
-        AgentRequest::Status => AgentResponse { agents: Some(hive.status_rows()?), ..AgentResponse::ok() },
+        AgentRequest::Status => AgentResponse {
+            agents: Some(hive.status_rows()?),
+            ..AgentResponse::ok()
+        },
         AgentRequest::SetStatus { text } => {
             let text = text.trim();
             if text.chars().count() > 200 {
-                return Err(Error::refused("a status is one line of at most 200 characters: shorten it"));
+                return Err(Error::refused(
+                    "a status is one line of at most 200 characters: shorten it",
+                ));
             }
-            hive.store.set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;
+            hive.store
+                .set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;
             hive.broker.publish(Change::Agent(name.to_string()));
             AgentResponse::ok()
         }
         AgentRequest::Nap { seconds } => {
             hive.nap(name, seconds)?;
-            AgentResponse { text: Some(format!("napping for {seconds}s; messages wait in your inbox until then")), ..AgentResponse::ok() }
+            AgentResponse {
+                text: Some(format!(
+                    "napping for {seconds}s; messages wait in your inbox until then"
+                )),
+                ..AgentResponse::ok()
+            }
         }
         AgentRequest::RequestInitConfig { .. }
         | AgentRequest::RequestSpawn { .. }
@@ -193,15 +254,31 @@ async fn handle(hive: &Arc<Hive>, name: &AgentName, conn: &mut Conn, req: AgentR
         | AgentRequest::Schedule { .. }
         | AgentRequest::AskOperator { .. } => {
             if !name.is_manager() {
-                return Err(Error::refused("only the manager may request new agents, config changes or operator answers"));
+                return Err(Error::refused(
+                    "only the manager may request new agents, config changes or operator answers",
+                ));
             }
             crate::manager::handle(hive, req).await?
         }
     })
 }
 
+/// Resolves when the peer closed its end; pipelined bytes are left in the buffer.
+async fn peer_closed<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) {
+    use tokio::io::AsyncBufReadExt;
+    match r.fill_buf().await {
+        Ok([]) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
 /// Waits until the agent may take a turn and has unclaimed messages, then claims them.
-async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration, wake_after: Option<i64>) -> Result<Vec<crate::store::MessageRow>> {
+async fn next_turn(
+    hive: &Hive,
+    name: &AgentName,
+    wait: Duration,
+    wake_after: Option<i64>,
+) -> Result<Vec<crate::store::MessageRow>> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let mut rx = hive.broker.watch_inbox(name.as_str());
@@ -221,7 +298,8 @@ async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration, wake_after: Op
                 return Ok(got);
             }
         }
-        let nap_end = nap_left.map(|l| tokio::time::Instant::now() + Duration::from_millis(l as u64));
+        let nap_end =
+            nap_left.map(|l| tokio::time::Instant::now() + Duration::from_millis(l as u64));
         tokio::select! {
             r = rx.changed() => if r.is_err() { return Ok(vec![]) },
             _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
@@ -231,7 +309,11 @@ async fn next_turn(hive: &Hive, name: &AgentName, wait: Duration, wake_after: Op
     }
 }
 
-async fn wait_control(hive: &Hive, name: &AgentName, wait: Duration) -> Option<hive_sh4re::agent::Control> {
+async fn wait_control(
+    hive: &Hive,
+    name: &AgentName,
+    wait: Duration,
+) -> Option<hive_sh4re::agent::Control> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let mut rx = hive.broker.watch_control(name.as_str());

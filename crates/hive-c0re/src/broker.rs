@@ -44,12 +44,18 @@ impl Default for Broker {
 impl Broker {
     /// A broker with no waiters.
     pub fn new() -> Self {
-        Self { inbox: Mutex::default(), control: Mutex::default(), changes: broadcast::channel(4096).0 }
+        Self {
+            inbox: Mutex::default(),
+            control: Mutex::default(),
+            changes: broadcast::channel(4096).0,
+        }
     }
 
     fn inbox_sender(&self, mailbox: &str) -> watch::Sender<u64> {
         let mut m = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(mailbox.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
+        m.entry(mailbox.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .clone()
     }
 
     /// A receiver that fires on the next poke of `mailbox`. Subscribe before
@@ -65,18 +71,30 @@ impl Broker {
 
     /// Queues a command for an agent's harness and wakes it.
     pub fn push_control(&self, agent: &str, c: Control) {
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).entry(agent.to_owned()).or_default().push_back(c);
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent.to_owned())
+            .or_default()
+            .push_back(c);
         self.poke(&control_key(agent));
     }
 
     /// Takes the oldest queued command for an agent's harness.
     pub fn pop_control(&self, agent: &str) -> Option<Control> {
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).get_mut(agent)?.pop_front()
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(agent)?
+            .pop_front()
     }
 
     /// Drops commands queued for a harness that went away.
     pub fn clear_control(&self, agent: &str) {
-        self.control.lock().unwrap_or_else(|p| p.into_inner()).remove(agent);
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent);
     }
 
     /// A receiver that fires when a command is queued for `agent`.

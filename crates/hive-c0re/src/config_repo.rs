@@ -17,7 +17,14 @@ fn git(repo: &Path, args: &[&str]) -> Result<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["-c", "user.name=hive-c0re", "-c", "user.email=hive-c0re@localhost", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=hive-c0re",
+            "-c",
+            "user.email=hive-c0re@localhost",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(["-c", "safe.directory=*"])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -39,9 +46,11 @@ pub fn init(repo: &Path, config: &AgentConfig) -> Result<String> {
     if repo.join(".git").exists() {
         return head(repo);
     }
-    std::fs::create_dir_all(repo).map_err(Error::io(format!("could not create {}", repo.display())))?;
+    std::fs::create_dir_all(repo)
+        .map_err(Error::io(format!("could not create {}", repo.display())))?;
     git(repo, &["init", "-q", "-b", "main"])?;
-    std::fs::write(repo.join(CONFIG_FILE), config.to_toml()).map_err(Error::io("could not write agent.toml"))?;
+    std::fs::write(repo.join(CONFIG_FILE), config.to_toml())
+        .map_err(Error::io("could not write agent.toml"))?;
     git(repo, &["add", CONFIG_FILE])?;
     git(repo, &["commit", "-q", "-m", "initial config"])?;
     head(repo)
@@ -54,11 +63,31 @@ pub fn head(repo: &Path) -> Result<String> {
 
 /// Resolves `rev` to a full commit sha, refusing what is not a commit of this repo.
 pub fn resolve(repo: &Path, rev: &str) -> Result<String> {
-    if rev.is_empty() || rev.starts_with('-') || !rev.chars().all(|c| c.is_ascii_alphanumeric() || "-_./^~".contains(c)) {
-        return Err(Error::refused(format!("{rev:?} is not a commit: give a sha from the agent's config repo")));
+    if rev.is_empty()
+        || rev.starts_with('-')
+        || !rev
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./^~".contains(c))
+    {
+        return Err(Error::refused(format!(
+            "{rev:?} is not a commit: give a sha from the agent's config repo"
+        )));
     }
-    git(repo, &["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])
-        .map_err(|_| Error::refused(format!("{rev:?} is not a commit of {}: commit there first", repo.display())))
+    git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ],
+    )
+    .map_err(|_| {
+        Error::refused(format!(
+            "{rev:?} is not a commit of {}: commit there first",
+            repo.display()
+        ))
+    })
 }
 
 /// The text of `agent.toml` at `sha`.

@@ -43,7 +43,8 @@ const PASSED_ENV: [&str; 6] = [
 /// Runs the daemon until a signal stops it.
 pub async fn serve(opts: ServeOptions) -> Result<()> {
     let paths = opts.paths.clone();
-    std::fs::create_dir_all(&paths.run).with_context(|| format!("could not create the run dir {}", paths.run.display()))?;
+    std::fs::create_dir_all(&paths.run)
+        .with_context(|| format!("could not create the run dir {}", paths.run.display()))?;
     std::fs::create_dir_all(paths.agents_root())
         .with_context(|| format!("could not create the state dir {}", paths.state.display()))?;
     let _ = std::fs::set_permissions(&paths.state, std::fs::Permissions::from_mode(0o711));
@@ -54,17 +55,26 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // No harness is connected yet: whatever a previous daemon handed out comes back.
     let released = store.release_all_claims()?;
     if released > 0 {
-        tracing::info!(released, "returned messages of interrupted turns to their inboxes");
+        tracing::info!(
+            released,
+            "returned messages of interrupted turns to their inboxes"
+        );
     }
 
-    let runtime = pick_runtime(opts.runtime)?;
-    let settings = settings(&opts)?;
+    let runtime = pick_runtime(opts.runtime, &paths)?;
+    let mut settings = settings()?;
+    // Bound before the hive exists, so the URLs it reports carry the real port.
+    let dashboard = match &opts.dashboard {
+        Some(addr) => Some(crate::dashboard::bind(addr).await?),
+        None => None,
+    };
+    settings.dashboard_home = dashboard.as_ref().map(|d| d.home());
     let hive = Hive::new(store, paths.clone(), runtime, settings);
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
     let host = tokio::spawn(crate::host_sock::serve(hive.clone(), listener));
-    if let Some(addr) = &opts.dashboard {
-        crate::dashboard::start(&hive, addr).await?;
+    if let Some(d) = dashboard {
+        crate::dashboard::serve(&hive, d);
     }
 
     for row in hive.store.agents()? {
@@ -76,7 +86,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
     }
     if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {
-        hive.spawn(&AgentName::manager(), None, None).context("could not create the manager agent")?;
+        hive.spawn(&AgentName::manager(), None, None)
+            .context("could not create the manager agent")?;
     }
     tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
     tokio::spawn(crate::schedules::run(hive.clone()));
@@ -86,7 +97,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         paths.host_sock().display(),
         paths.state.display(),
         hive.runtime.kind().as_str(),
-        hive.settings.dashboard_home.as_deref().map(|h| format!(" · dashboard {h}")).unwrap_or_default()
+        hive.settings
+            .dashboard_home
+            .as_deref()
+            .map(|h| format!(" · dashboard {h}"))
+            .unwrap_or_default()
     );
     wait_for_signal().await;
     tracing::info!("shutting down");
@@ -118,17 +133,22 @@ fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
     Ok(f)
 }
 
-fn pick_runtime(kind: Option<RuntimeKind>) -> Result<Arc<dyn Runtime>> {
-    let nspawn_ok = nix::unistd::geteuid().is_root() && which("systemd-nspawn").is_some();
+/// The runtime asked for; without a choice, nspawn where this host can run it, else process.
+fn pick_runtime(kind: Option<RuntimeKind>, paths: &Paths) -> Result<Arc<dyn Runtime>> {
     Ok(match kind {
-        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new()),
-        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new()),
-        None if nspawn_ok => Arc::new(NspawnRuntime::new()),
-        None => Arc::new(ProcessRuntime::new()),
+        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new(paths.clone())?),
+        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new(paths.clone())),
+        None => match NspawnRuntime::new(paths.clone()) {
+            Ok(n) => Arc::new(n),
+            Err(e) => {
+                tracing::info!("using the process runtime (agents are not isolated): {e}");
+                Arc::new(ProcessRuntime::new(paths.clone()))
+            }
+        },
     })
 }
 
-fn settings(opts: &ServeOptions) -> Result<Settings> {
+fn settings() -> Result<Settings> {
     let bin_dir = match std::env::var_os("HIVE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::current_exe()
@@ -137,21 +157,33 @@ fn settings(opts: &ServeOptions) -> Result<Settings> {
             .map(PathBuf::from)
             .unwrap_or_default(),
     };
-    let claude_bin = std::env::var_os("HIVE_CLAUDE_BIN").map(PathBuf::from).or_else(|| which("claude"));
+    let claude_bin = std::env::var_os("HIVE_CLAUDE_BIN")
+        .map(PathBuf::from)
+        .or_else(|| which("claude"));
     let mut agent_env: Vec<(String, String)> = PASSED_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
-    agent_env.push(("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(), "1".into()));
+    agent_env.push((
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+        "1".into(),
+    ));
     agent_env.push(("DISABLE_TELEMETRY".into(), "1".into()));
-    let dashboard_home = opts.dashboard.as_ref().map(|a| format!("http://{a}/"));
-    Ok(Settings { bin_dir, claude_bin, agent_env, dashboard_home, kill_grace: Duration::from_secs(5) })
+    Ok(Settings {
+        bin_dir,
+        claude_bin,
+        agent_env,
+        dashboard_home: None,
+        kill_grace: Duration::from_secs(5),
+    })
 }
 
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 async fn vacuum(hive: Arc<Hive>, every: Duration) {
@@ -175,7 +207,10 @@ async fn vacuum(hive: Arc<Hive>, every: Duration) {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -86,7 +86,12 @@ pub const RECV_MAX: u32 = 1000;
 
 impl Hive {
     /// A hive over an open store.
-    pub fn new(store: Store, paths: Paths, runtime: Arc<dyn Runtime>, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        paths: Paths,
+        runtime: Arc<dyn Runtime>,
+        settings: Settings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             paths,
@@ -101,9 +106,12 @@ impl Hive {
 
     /// The agent's row, or a refusal naming it.
     pub fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
-        self.store
-            .agent(name.as_str())?
-            .ok_or_else(|| Error::refused(format!("agent {:?} is not managed by this hive: see hive-c0re status", name.as_str())))
+        self.store.agent(name.as_str())?.ok_or_else(|| {
+            Error::refused(format!(
+                "agent {:?} is not managed by this hive: see hive-c0re status",
+                name.as_str()
+            ))
+        })
     }
 
     /// The agent's deployed config (the default if the stored text no longer parses).
@@ -113,7 +121,9 @@ impl Hive {
 
     /// The model the agent's next turn uses: the operator's override, else its config's.
     pub fn effective_model(row: &AgentRow) -> String {
-        row.model_override.clone().unwrap_or_else(|| Self::config_of(row).model)
+        row.model_override
+            .clone()
+            .unwrap_or_else(|| Self::config_of(row).model)
     }
 
     // ---- messages -------------------------------------------------------
@@ -121,7 +131,9 @@ impl Hive {
     /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
     pub fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
         if body.trim().is_empty() {
-            return Err(Error::refused("the message body is empty: write something to send"));
+            return Err(Error::refused(
+                "the message body is empty: write something to send",
+            ));
         }
         if body.len() > MAX_BODY_BYTES {
             return Err(Error::refused(format!(
@@ -130,7 +142,11 @@ impl Hive {
             )));
         }
         match to {
-            Mailbox::System => return Err(Error::refused("\"system\" is the hive's own notice board and takes no messages")),
+            Mailbox::System => {
+                return Err(Error::refused(
+                    "\"system\" is the hive's own notice board and takes no messages",
+                ));
+            }
             Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
                 return Err(Error::refused(format!(
                     "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
@@ -150,7 +166,10 @@ impl Hive {
         }
         let id = self.store.send(from.as_str(), to.as_str(), body)?;
         self.broker.poke(to.as_str());
-        self.broker.publish(Change::Message { to: to.as_str().to_owned(), from: from.as_str().to_owned() });
+        self.broker.publish(Change::Message {
+            to: to.as_str().to_owned(),
+            from: from.as_str().to_owned(),
+        });
         if let Mailbox::Agent(n) = to {
             self.broker.publish(Change::Agent(n.to_string()));
         }
@@ -195,7 +214,12 @@ impl Hive {
 
     /// A status row for each agent.
     pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
-        Ok(self.store.agents()?.iter().map(|a| self.status_row_of(a)).collect())
+        Ok(self
+            .store
+            .agents()?
+            .iter()
+            .map(|a| self.status_row_of(a))
+            .collect())
     }
 
     /// The status row of one agent.
@@ -210,7 +234,11 @@ impl Hive {
             _ => Self::effective_model(a),
         };
         let napping = a.nap_until.is_some_and(|t| t > now_ms());
-        let state = if napping && a.state == AgentState::Idle { AgentState::Napping } else { a.state };
+        let state = if napping && a.state == AgentState::Idle {
+            AgentState::Napping
+        } else {
+            a.state
+        };
         AgentStatusRow {
             name: a.name.clone(),
             running,
@@ -223,9 +251,20 @@ impl Hive {
             parent: a.parent.clone(),
             active_model,
             status_text: a.status_text.clone().filter(|_| running),
-            status_set_at: a.status_set_at.filter(|_| running && a.status_text.is_some()).map(rfc3339),
-            url: self.settings.dashboard_home.as_ref().map(|h| format!("{h}agents/{}", a.name)),
-            state: if running { state.as_str().to_owned() } else { "stopped".to_owned() },
+            status_set_at: a
+                .status_set_at
+                .filter(|_| running && a.status_text.is_some())
+                .map(rfc3339),
+            url: self
+                .settings
+                .dashboard_home
+                .as_ref()
+                .map(|h| format!("{h}agents/{}", a.name)),
+            state: if running {
+                state.as_str().to_owned()
+            } else {
+                "stopped".to_owned()
+            },
             state_since: rfc3339(a.state_since),
             inbox_depth: self.store.inbox_depth(&a.name),
             last_turn_at: a.last_turn_at.map(rfc3339),
@@ -238,28 +277,45 @@ impl Hive {
     // ---- lifecycle ------------------------------------------------------
 
     /// Creates an agent (state dir, config repo with a default config) and starts it.
-    pub fn spawn(self: &Arc<Self>, name: &AgentName, model: Option<&str>, parent: Option<&str>) -> Result<AgentRow> {
-        let mut config = AgentConfig { prompt: default_prompt(name), ..AgentConfig::default() };
+    pub fn spawn(
+        self: &Arc<Self>,
+        name: &AgentName,
+        model: Option<&str>,
+        parent: Option<&str>,
+    ) -> Result<AgentRow> {
+        let mut config = default_config(name);
         if let Some(m) = model {
             config.model = m.to_owned();
         }
-        config.validate().map_err(|e| Error::refused(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Error::refused(e.to_string()))?;
         self.create(name, &config, parent)
     }
 
     /// Creates an agent from a validated config and starts it.
-    pub fn create(self: &Arc<Self>, name: &AgentName, config: &AgentConfig, parent: Option<&str>) -> Result<AgentRow> {
+    pub fn create(
+        self: &Arc<Self>,
+        name: &AgentName,
+        config: &AgentConfig,
+        parent: Option<&str>,
+    ) -> Result<AgentRow> {
         if self.store.agent(name.as_str())?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: start it with hive-c0re start {name}, or destroy it first"
             )));
         }
         let state = self.paths.agent_state(name);
-        std::fs::create_dir_all(&state).map_err(Error::io(format!("could not create {}", state.display())))?;
+        std::fs::create_dir_all(&state)
+            .map_err(Error::io(format!("could not create {}", state.display())))?;
         let repo = self.paths.config_repo(name);
         let sha = config_repo::init(&repo, config)?;
         let text = config_repo::config_at(&repo, &sha)?;
-        let harness = if name.is_manager() { Harness::M1nd } else { Harness::Ag3nt };
+        let harness = if name.is_manager() {
+            Harness::M1nd
+        } else {
+            Harness::Ag3nt
+        };
         let row = self.store.create_agent(&NewAgent {
             name: name.as_str(),
             harness: harness.as_str(),
@@ -298,7 +354,13 @@ impl Hive {
     async fn wait_turn_end(&self, name: &AgentName) {
         let mut changes = self.broker.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-        while self.store.agent(name.as_str()).ok().flatten().is_some_and(|a| a.state != AgentState::Idle) {
+        while self
+            .store
+            .agent(name.as_str())
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.state != AgentState::Idle)
+        {
             tokio::select! {
                 _ = changes.recv() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -328,7 +390,8 @@ impl Hive {
             self.store.purge_events(name.as_str())?;
             let dir = self.paths.agent_dir(name);
             if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(Error::io(format!("could not remove {}", dir.display())))?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(Error::io(format!("could not remove {}", dir.display())))?;
             }
         }
         self.broker.publish(Change::AgentRemoved(name.to_string()));
@@ -348,7 +411,11 @@ impl Hive {
     pub fn launch_spec(&self, row: &AgentRow) -> crate::runtime::LaunchSpec {
         // Rows are only created from validated names.
         let name = AgentName::parse(&row.name).expect("stored agent names are valid");
-        let harness = if row.harness == Harness::M1nd.as_str() { Harness::M1nd } else { Harness::Ag3nt };
+        let harness = if row.harness == Harness::M1nd.as_str() {
+            Harness::M1nd
+        } else {
+            Harness::Ag3nt
+        };
         crate::runtime::LaunchSpec {
             harness_bin: self.settings.bin_dir.join(harness.binary()),
             claude_bin: self.settings.claude_bin.clone(),
@@ -367,15 +434,26 @@ impl Hive {
 
     /// Stores events of an agent and announces them.
     pub fn add_events(&self, agent: &AgentName, items: &[(String, String)]) -> Result<Vec<i64>> {
-        let ids = self.store.add_events(agent.as_str(), items.iter().map(|(k, p)| (k.as_str(), p.as_str())))?;
+        let ids = self.store.add_events(
+            agent.as_str(),
+            items.iter().map(|(k, p)| (k.as_str(), p.as_str())),
+        )?;
         if let Some(&last_id) = ids.last() {
-            self.broker.publish(Change::Events { agent: agent.to_string(), last_id });
+            self.broker.publish(Change::Events {
+                agent: agent.to_string(),
+                last_id,
+            });
         }
         Ok(ids)
     }
 
     /// Records a state change as state and as an event.
-    pub fn set_state(&self, agent: &AgentName, state: AgentState, model: Option<&str>) -> Result<()> {
+    pub fn set_state(
+        &self,
+        agent: &AgentName,
+        state: AgentState,
+        model: Option<&str>,
+    ) -> Result<()> {
         self.store.set_state(agent.as_str(), state, model)?;
         let payload = serde_json::json!({ "state": state.as_str(), "model": model }).to_string();
         self.add_events(agent, &[("state".to_owned(), payload)])?;
@@ -384,7 +462,13 @@ impl Hive {
     }
 
     /// An agent's events after `since` (or the newest `limit` before `before`).
-    pub fn events(&self, agent: &AgentName, since: Option<i64>, before: Option<i64>, limit: u32) -> Result<Vec<Event>> {
+    pub fn events(
+        &self,
+        agent: &AgentName,
+        since: Option<i64>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
         let limit = limit.clamp(1, 5000);
         let rows = match since {
             Some(s) => self.store.events_since(agent.as_str(), s, limit)?,
@@ -395,12 +479,23 @@ impl Hive {
 
     // ---- model and controls ---------------------------------------------
 
-    /// Sets or clears the operator's model override; returns the resulting model info.
+    /// Sets the operator's model override, or clears it (None, "" or "default"); returns the model info.
     pub fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
         self.agent_row(name)?;
+        let model = model
+            .map(str::trim)
+            .filter(|m| !m.is_empty() && *m != "default");
         if let Some(m) = model {
-            let probe = AgentConfig { model: m.to_owned(), ..AgentConfig::default() };
-            probe.validate().map_err(|e| Error::refused(e.to_string().replace("agent.toml is invalid: field `model`: ", "")))?;
+            let probe = AgentConfig {
+                model: m.to_owned(),
+                ..AgentConfig::default()
+            };
+            probe.validate().map_err(|e| {
+                Error::refused(
+                    e.to_string()
+                        .replace("agent.toml is invalid: field `model`: ", ""),
+                )
+            })?;
         }
         self.store.set_model_override(name.as_str(), model)?;
         self.broker.publish(Change::Agent(name.to_string()));
@@ -428,7 +523,8 @@ impl Hive {
         }
         if row.state == AgentState::Thinking || row.state == AgentState::Compacting {
             self.require_running(name)?;
-            self.broker.push_control(name.as_str(), hive_sh4re::agent::Control::Cancel);
+            self.broker
+                .push_control(name.as_str(), hive_sh4re::agent::Control::Cancel);
         }
         Ok(())
     }
@@ -440,7 +536,8 @@ impl Hive {
                 "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
             )));
         }
-        self.store.set_nap_until(name.as_str(), Some(now_ms() + seconds as i64 * 1000))?;
+        self.store
+            .set_nap_until(name.as_str(), Some(now_ms() + seconds as i64 * 1000))?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
     }
@@ -450,9 +547,12 @@ impl Hive {
         let row = self.agent_row(name)?;
         self.require_running(name)?;
         if row.session_id.is_none() {
-            return Err(Error::refused(format!("{name} has no claude session yet: there is nothing to compact")));
+            return Err(Error::refused(format!(
+                "{name} has no claude session yet: there is nothing to compact"
+            )));
         }
-        self.broker.push_control(name.as_str(), hive_sh4re::agent::Control::Compact);
+        self.broker
+            .push_control(name.as_str(), hive_sh4re::agent::Control::Compact);
         Ok(())
     }
 
@@ -460,7 +560,8 @@ impl Hive {
     pub fn compact_notes(&self, name: &AgentName) -> Result<()> {
         self.agent_row(name)?;
         self.require_running(name)?;
-        self.broker.push_control(name.as_str(), hive_sh4re::agent::Control::CompactNotes);
+        self.broker
+            .push_control(name.as_str(), hive_sh4re::agent::Control::CompactNotes);
         Ok(())
     }
 
@@ -468,7 +569,9 @@ impl Hive {
         if self.supervisor.is_running(name.as_str()) {
             Ok(())
         } else {
-            Err(Error::refused(format!("{name} is not running: start it with hive-c0re start {name}")))
+            Err(Error::refused(format!(
+                "{name} is not running: start it with hive-c0re start {name}"
+            )))
         }
     }
 
@@ -482,7 +585,29 @@ impl Hive {
     /// The newest operator questions.
     pub fn questions(&self) -> Result<Vec<Question>> {
         let now = now_ms();
-        Ok(self.store.questions(200)?.iter().map(|q| question_wire(q, now)).collect())
+        Ok(self
+            .store
+            .questions(200)?
+            .iter()
+            .map(|q| question_wire(q, now))
+            .collect())
+    }
+}
+
+/// The config of a new agent: the default model and prompt; the manager may also
+/// edit files and commit in config repos.
+pub fn default_config(name: &AgentName) -> AgentConfig {
+    let allowed_tools = if name.is_manager() {
+        ["Read", "Write", "Edit", "Bash(git *)"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        vec![]
+    };
+    AgentConfig {
+        prompt: default_prompt(name),
+        allowed_tools,
+        ..AgentConfig::default()
     }
 }
 
@@ -497,7 +622,13 @@ pub fn default_prompt(name: &AgentName) -> String {
 
 /// A stored message as the wire shows it.
 pub fn message_wire(m: &MessageRow) -> Message {
-    Message { id: m.id, from: m.sender.clone(), to: m.recipient.clone(), body: m.body.clone(), sent_at: rfc3339(m.created_at) }
+    Message {
+        id: m.id,
+        from: m.sender.clone(),
+        to: m.recipient.clone(),
+        body: m.body.clone(),
+        sent_at: rfc3339(m.created_at),
+    }
 }
 
 /// A stored event as the wire shows it.
@@ -507,7 +638,8 @@ pub fn event_wire(e: &EventRow) -> Event {
         agent: e.agent.clone(),
         ts: rfc3339(e.ts),
         kind: e.kind.clone(),
-        payload: serde_json::from_str(&e.payload_json).unwrap_or(serde_json::Value::String(e.payload_json.clone())),
+        payload: serde_json::from_str(&e.payload_json)
+            .unwrap_or(serde_json::Value::String(e.payload_json.clone())),
     }
 }
 
@@ -515,7 +647,11 @@ pub fn event_wire(e: &EventRow) -> Event {
 pub fn approval_wire(a: &ApprovalRow) -> Approval {
     let fetched = serde_json::from_str::<serde_json::Value>(&a.payload_json)
         .ok()
-        .and_then(|v| v.get("fetched_sha").and_then(|s| s.as_str()).map(str::to_owned));
+        .and_then(|v| {
+            v.get("fetched_sha")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        });
     Approval {
         id: a.id,
         agent: a.agent.clone(),

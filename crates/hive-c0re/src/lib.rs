@@ -4,23 +4,23 @@
 //! [`runtime`], and serves host.sock ([`host_sock`]), one agent.sock per agent
 //! ([`agent_sock`]) and the dashboard. Every other verb is a client of host.sock.
 
-pub mod clock;
-pub mod paths;
-pub mod runtime;
-pub mod store;
 pub mod agent_sock;
 pub mod approvals;
 pub mod broker;
+pub mod cli;
+pub mod clock;
 pub mod config_repo;
-pub mod error;
-pub mod hive;
-pub mod lines;
-pub mod manager;
-pub mod questions;
-pub mod supervisor;
-pub mod telemetry;
-pub mod host_sock;
 pub mod daemon;
 pub mod dashboard;
-pub mod cli;
+pub mod error;
+pub mod hive;
+pub mod host_sock;
+pub mod lines;
+pub mod manager;
+pub mod paths;
+pub mod questions;
+pub mod runtime;
 pub mod schedules;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;

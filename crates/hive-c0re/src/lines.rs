@@ -63,9 +63,15 @@ mod tests {
     async fn splits_lines_and_skips_long_ones() {
         let input = b"{\"a\":1}\nxxxxxxxxxxxxxxxxxxxx\n{}\r\npartial".to_vec();
         let mut r = tokio::io::BufReader::with_capacity(4, &input[..]);
-        assert_eq!(read_line(&mut r, 10).await.unwrap(), Line::Data(b"{\"a\":1}".to_vec()));
+        assert_eq!(
+            read_line(&mut r, 10).await.unwrap(),
+            Line::Data(b"{\"a\":1}".to_vec())
+        );
         assert_eq!(read_line(&mut r, 10).await.unwrap(), Line::TooLong);
-        assert_eq!(read_line(&mut r, 10).await.unwrap(), Line::Data(b"{}".to_vec()));
+        assert_eq!(
+            read_line(&mut r, 10).await.unwrap(),
+            Line::Data(b"{}".to_vec())
+        );
         assert_eq!(read_line(&mut r, 10).await.unwrap(), Line::Eof);
     }
 }

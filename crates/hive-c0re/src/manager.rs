@@ -10,7 +10,8 @@ use crate::hive::Hive;
 
 /// Handles a manager-only request (the caller checked the sender is the manager).
 pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse> {
-    let parse = |n: &str| AgentName::parse(n).map_err(|e| Error::refused(format!("bad agent name: {e}")));
+    let parse =
+        |n: &str| AgentName::parse(n).map_err(|e| Error::refused(format!("bad agent name: {e}")));
     let text = match req {
         AgentRequest::RequestInitConfig { name } => {
             let name = parse(&name)?;
@@ -22,25 +23,42 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
         }
         AgentRequest::RequestSpawn { name, description } => {
             let name = parse(&name)?;
-            let id = hive.request_spawn(&name, Some(&AgentName::manager()), description.as_deref())?;
-            format!("approval #{id} queued: the operator decides; the decision reaches your inbox from system")
+            let id =
+                hive.request_spawn(&name, Some(&AgentName::manager()), description.as_deref())?;
+            format!(
+                "approval #{id} queued: the operator decides; the decision reaches your inbox from system"
+            )
         }
-        AgentRequest::RequestApplyCommit { agent, sha, description } => {
+        AgentRequest::RequestApplyCommit {
+            agent,
+            sha,
+            description,
+        } => {
             let agent = parse(&agent)?;
             let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
-            format!("approval #{id} queued: the operator decides; the decision reaches your inbox from system")
+            format!(
+                "approval #{id} queued: the operator decides; the decision reaches your inbox from system"
+            )
         }
         AgentRequest::Schedule { agent, when, text } => {
             let agent = parse(&agent)?;
             let id = hive.schedule_add(&agent, &when, &text, AgentName::MANAGER)?;
             format!("schedule #{id} added: {agent} will get your text from system at {when}")
         }
-        AgentRequest::AskOperator { question, options, ttl_seconds } => {
-            hive.ask_operator(&AgentName::manager(), &question, &options, ttl_seconds).await?
+        AgentRequest::AskOperator {
+            question,
+            options,
+            ttl_seconds,
+        } => {
+            hive.ask_operator(&AgentName::manager(), &question, &options, ttl_seconds)
+                .await?
         }
         _ => return Err(Error::refused("not a manager request")),
     };
-    Ok(AgentResponse { text: Some(text), ..AgentResponse::ok() })
+    Ok(AgentResponse {
+        text: Some(text),
+        ..AgentResponse::ok()
+    })
 }
 
 /// Where the manager finds an agent's config repo: its container binds them

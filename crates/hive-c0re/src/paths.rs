@@ -96,7 +96,9 @@ impl Paths {
 }
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| Path::new("/tmp").to_path_buf())
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new("/tmp").to_path_buf())
 }
 
 #[cfg(test)]
@@ -105,7 +107,10 @@ mod tests {
 
     #[test]
     fn agent_paths_stay_below_their_roots() {
-        let p = Paths { state: "/s".into(), run: "/r".into() };
+        let p = Paths {
+            state: "/s".into(),
+            run: "/r".into(),
+        };
         let n = AgentName::parse("alice").unwrap();
         assert_eq!(p.agent_state(&n), Path::new("/s/agents/alice/state"));
         assert_eq!(p.agent_sock(&n), Path::new("/r/agents/alice/agent.sock"));

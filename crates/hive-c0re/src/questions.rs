@@ -21,20 +21,35 @@ pub const CANCELLED: &str = "[no answer: the operator cancelled the question]";
 
 impl Hive {
     /// Asks the operator and waits for the answer, the deadline, or a cancel; returns the answer or a sentinel.
-    pub async fn ask_operator(&self, agent: &AgentName, question: &str, options: &[String], ttl: Option<u64>) -> Result<String> {
+    pub async fn ask_operator(
+        &self,
+        agent: &AgentName,
+        question: &str,
+        options: &[String],
+        ttl: Option<u64>,
+    ) -> Result<String> {
         if question.trim().is_empty() {
-            return Err(Error::refused("the question is empty: say what you need the operator to decide"));
+            return Err(Error::refused(
+                "the question is empty: say what you need the operator to decide",
+            ));
         }
         let ttl = ttl.unwrap_or(DEFAULT_TTL_SECONDS);
         if ttl == 0 || ttl > MAX_TTL_SECONDS {
-            return Err(Error::refused(format!("ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")));
+            return Err(Error::refused(format!(
+                "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+            )));
         }
-        let id = self.store.add_question(agent.as_str(), question, options, ttl as i64)?;
+        let id = self
+            .store
+            .add_question(agent.as_str(), question, options, ttl as i64)?;
         self.broker.publish(Change::Questions);
         let key = question_key(id);
         loop {
             let mut rx = self.broker.watch_inbox(&key);
-            let q = self.store.question(id)?.ok_or_else(|| Error::refused("the question vanished"))?;
+            let q = self
+                .store
+                .question(id)?
+                .ok_or_else(|| Error::refused("the question vanished"))?;
             let now = now_ms();
             let outcome = match q.status(now) {
                 "answered" => Some(q.answer.clone().unwrap_or_default()),
@@ -44,7 +59,10 @@ impl Hive {
             };
             if let Some(answer) = outcome {
                 self.broker.publish(Change::Questions);
-                let _ = self.notify(agent, &format!("Question #{id} ({question:?}) ended: {answer}"));
+                let _ = self.notify(
+                    agent,
+                    &format!("Question #{id} ({question:?}) ended: {answer}"),
+                );
                 return Ok(answer);
             }
             let left = Duration::from_millis((q.deadline - now).max(0) as u64);
@@ -61,9 +79,16 @@ impl Hive {
         if answer.trim().is_empty() {
             return Err(Error::refused("the answer is empty: type an answer"));
         }
-        let q = self.store.question(id)?.ok_or_else(|| Error::refused(format!("there is no question #{id}: see hive-c0re questions")))?;
+        let q = self.store.question(id)?.ok_or_else(|| {
+            Error::refused(format!(
+                "there is no question #{id}: see hive-c0re questions"
+            ))
+        })?;
         if !self.store.answer_question(id, answer)? {
-            return Err(Error::refused(format!("question #{id} is {} and takes no answer", q.status(now_ms()))));
+            return Err(Error::refused(format!(
+                "question #{id} is {} and takes no answer",
+                q.status(now_ms())
+            )));
         }
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);
@@ -72,9 +97,16 @@ impl Hive {
 
     /// Cancels a pending question.
     pub fn cancel_question(&self, id: i64) -> Result<()> {
-        let q = self.store.question(id)?.ok_or_else(|| Error::refused(format!("there is no question #{id}: see hive-c0re questions")))?;
+        let q = self.store.question(id)?.ok_or_else(|| {
+            Error::refused(format!(
+                "there is no question #{id}: see hive-c0re questions"
+            ))
+        })?;
         if !self.store.cancel_question(id)? {
-            return Err(Error::refused(format!("question #{id} is {} and cannot be cancelled", q.status(now_ms()))));
+            return Err(Error::refused(format!(
+                "question #{id} is {} and cannot be cancelled",
+                q.status(now_ms())
+            )));
         }
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);

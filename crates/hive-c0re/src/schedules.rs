@@ -45,7 +45,8 @@ impl When {
             ))
         };
         if let Some(expr) = spec.strip_prefix("cron:") {
-            let s = cron::Schedule::from_str(expr.trim().trim_matches('"')).map_err(|e| bad(&e.to_string()))?;
+            let s = cron::Schedule::from_str(expr.trim().trim_matches('"'))
+                .map_err(|e| bad(&e.to_string()))?;
             return Ok(Self::Cron(Box::new(s)));
         }
         if let Some(d) = spec.strip_prefix("every:") {
@@ -108,15 +109,23 @@ impl Hive {
     pub fn schedule_add(&self, agent: &AgentName, when: &str, text: &str, by: &str) -> Result<i64> {
         self.agent_row(agent)?;
         if text.trim().is_empty() {
-            return Err(Error::refused("the scheduled text is empty: write what the agent should be told"));
+            return Err(Error::refused(
+                "the scheduled text is empty: write what the agent should be told",
+            ));
         }
         if text.len() > hive_sh4re::MAX_BODY_BYTES {
-            return Err(Error::refused("the scheduled text is over 64 KiB: shorten it"));
+            return Err(Error::refused(
+                "the scheduled text is over 64 KiB: shorten it",
+            ));
         }
         let now = now_ms();
         let w = When::parse(when, now)?;
-        let first = w.first(now).ok_or_else(|| Error::refused(format!("{when:?} never fires")))?;
-        let id = self.store.add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)?;
+        let first = w
+            .first(now)
+            .ok_or_else(|| Error::refused(format!("{when:?} never fires")))?;
+        let id =
+            self.store
+                .add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)?;
         self.broker.poke(SCHEDULER_KEY);
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(id)
@@ -130,7 +139,9 @@ impl Hive {
     /// Removes a schedule.
     pub fn schedule_rm(&self, id: i64) -> Result<()> {
         if !self.store.remove_schedule(id)? {
-            return Err(Error::refused(format!("there is no schedule #{id}: see hive-c0re schedule list")));
+            return Err(Error::refused(format!(
+                "there is no schedule #{id}: see hive-c0re schedule list"
+            )));
         }
         self.broker.poke(SCHEDULER_KEY);
         Ok(())
@@ -141,8 +152,11 @@ impl Hive {
         let now = now_ms();
         let due = self.store.due_schedules(now)?;
         for s in &due {
-            let next = When::parse(&s.spec, s.created_at).ok().and_then(|w| w.after(now));
-            self.store.fire_schedule(s, if s.repeating { next } else { None })?;
+            let next = When::parse(&s.spec, s.created_at)
+                .ok()
+                .and_then(|w| w.after(now));
+            self.store
+                .fire_schedule(s, if s.repeating { next } else { None })?;
             self.broker.poke(&s.agent);
             self.broker.publish(Change::Agent(s.agent.clone()));
         }
@@ -191,8 +205,14 @@ mod tests {
     fn parses_every_form() {
         let now = 1_000_000;
         assert!(matches!(When::parse("30s", now).unwrap(), When::At(t) if t == now + 30_000));
-        assert!(matches!(When::parse("every:15m", now).unwrap(), When::Every(900_000)));
-        assert!(matches!(When::parse("2026-12-01T09:00:00Z", now).unwrap(), When::At(_)));
+        assert!(matches!(
+            When::parse("every:15m", now).unwrap(),
+            When::Every(900_000)
+        ));
+        assert!(matches!(
+            When::parse("2026-12-01T09:00:00Z", now).unwrap(),
+            When::At(_)
+        ));
         let c = When::parse("cron:0 0 9 * * *", now).unwrap();
         assert!(c.repeating());
         let next = c.after(0).unwrap();

@@ -55,18 +55,37 @@ impl Supervisor {
     /// Starts supervising the agent unless it already is.
     pub fn start(&self, hive: &Arc<Hive>, name: &AgentName) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if live.get(name.as_str()).is_some_and(|l| l.task.as_ref().is_some_and(|t| !t.is_finished())) {
+        if live
+            .get(name.as_str())
+            .is_some_and(|l| l.task.as_ref().is_some_and(|t| !t.is_finished()))
+        {
             return;
         }
         let stop = hive.shutdown.child_token();
         let running = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(supervise(hive.clone(), name.clone(), stop.clone(), running.clone()));
-        live.insert(name.to_string(), Live { stop, running, task: Some(task) });
+        let task = tokio::spawn(supervise(
+            hive.clone(),
+            name.clone(),
+            stop.clone(),
+            running.clone(),
+        ));
+        live.insert(
+            name.to_string(),
+            Live {
+                stop,
+                running,
+                task: Some(task),
+            },
+        );
     }
 
     /// Stops the agent's harness (SIGTERM, SIGKILL after the grace) and waits for it.
     pub async fn stop(&self, name: &AgentName) {
-        let entry = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(name.as_str());
+        let entry = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name.as_str());
         if let Some(mut l) = entry {
             l.stop.cancel();
             if let Some(t) = l.task.take() {
@@ -77,13 +96,27 @@ impl Supervisor {
 
     /// Stops every agent, for shutdown.
     pub async fn stop_all(&self) {
-        let names: Vec<String> = self.live.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
-        let stops = names.iter().filter_map(|n| AgentName::parse(n).ok()).map(|n| async move { self.stop(&n).await });
+        let names: Vec<String> = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let stops = names
+            .iter()
+            .filter_map(|n| AgentName::parse(n).ok())
+            .map(|n| async move { self.stop(&n).await });
         futures::future::join_all(stops).await;
     }
 }
 
-async fn supervise(hive: Arc<Hive>, name: AgentName, stop: CancellationToken, running: Arc<AtomicBool>) {
+async fn supervise(
+    hive: Arc<Hive>,
+    name: AgentName,
+    stop: CancellationToken,
+    running: Arc<AtomicBool>,
+) {
     let mut failures = 0u32;
     loop {
         let row = match hive.store.agent(name.as_str()) {
@@ -125,7 +158,13 @@ async fn supervise(hive: Arc<Hive>, name: AgentName, stop: CancellationToken, ru
         failures += 1;
         let gave_up = failures > MAX_RESTARTS;
         let backoff = FIRST_BACKOFF * 2u32.pow(failures.saturating_sub(1).min(10));
-        report_crash(&hive, &name, &exit, gave_up.then_some(()).map_or(Some(backoff), |_| None), failures);
+        report_crash(
+            &hive,
+            &name,
+            &exit,
+            gave_up.then_some(()).map_or(Some(backoff), |_| None),
+            failures,
+        );
         if gave_up {
             let _ = hive.store.set_failed(name.as_str(), true);
             hive.broker.publish(Change::Agent(name.to_string()));
@@ -150,11 +189,22 @@ fn after_exit(hive: &Hive, name: &AgentName) {
     hive.broker.publish(Change::Agent(name.to_string()));
 }
 
-fn report_crash(hive: &Hive, name: &AgentName, exit: &str, retry_in: Option<Duration>, attempt: u32) {
+fn report_crash(
+    hive: &Hive,
+    name: &AgentName,
+    exit: &str,
+    retry_in: Option<Duration>,
+    attempt: u32,
+) {
     let tail = log_tail(&hive.paths.harness_log(name), CRASH_LOG_LINES);
     let next = match retry_in {
-        Some(d) => format!("restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})", d.as_secs_f64()),
-        None => format!("gave up after {MAX_RESTARTS} restarts: it stays failed until someone runs hive-c0re start {name}"),
+        Some(d) => format!(
+            "restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})",
+            d.as_secs_f64()
+        ),
+        None => format!(
+            "gave up after {MAX_RESTARTS} restarts: it stays failed until someone runs hive-c0re start {name}"
+        ),
     };
     tracing::warn!(agent = %name, "harness {exit}; {next}");
     let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
@@ -170,7 +220,9 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(sig)) => {
-            let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
+            let name = Signal::try_from(sig)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown");
             format!("was killed by signal {sig} ({name})")
         }
         _ => "exited".to_owned(),
@@ -179,7 +231,9 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
 
 /// The last `n` lines of a log file (empty if unreadable).
 pub fn log_tail(path: &std::path::Path, n: usize) -> String {
-    let Ok(text) = std::fs::read(path) else { return String::new() };
+    let Ok(text) = std::fs::read(path) else {
+        return String::new();
+    };
     let start = text.len().saturating_sub(64 * 1024);
     let text = String::from_utf8_lossy(&text[start..]);
     let lines: Vec<&str> = text.lines().collect();
@@ -192,7 +246,11 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     let pid = Pid::from_raw(pid as i32);
     let leads_group = nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g == pid);
     let signal = |s: Signal| {
-        let _ = if leads_group { killpg(pid, s) } else { kill(pid, s) };
+        let _ = if leads_group {
+            killpg(pid, s)
+        } else {
+            kill(pid, s)
+        };
     };
     signal(Signal::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {

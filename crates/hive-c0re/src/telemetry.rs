@@ -28,16 +28,32 @@ impl Hive {
             (format!("turn.exit.{}", s.exit_class), 1.0),
             ("turn.exit_code".into(), s.exit_code.unwrap_or(-1) as f64),
             ("turn.messages_received".into(), s.messages_received as f64),
-            ("inbox.depth".into(), self.store.inbox_depth(agent.as_str()) as f64),
+            (
+                "inbox.depth".into(),
+                self.store.inbox_depth(agent.as_str()) as f64,
+            ),
         ];
-        rows.extend(s.tool_calls.iter().map(|(tool, n)| (format!("tool.{tool}"), *n as f64)));
-        rows.extend(s.sent_by_class.iter().map(|(c, n)| (format!("sent.{c}"), *n as f64)));
-        rows.extend(s.received_by_class.iter().map(|(c, n)| (format!("received.{c}"), *n as f64)));
+        rows.extend(
+            s.tool_calls
+                .iter()
+                .map(|(tool, n)| (format!("tool.{tool}"), *n as f64)),
+        );
+        rows.extend(
+            s.sent_by_class
+                .iter()
+                .map(|(c, n)| (format!("sent.{c}"), *n as f64)),
+        );
+        rows.extend(
+            s.received_by_class
+                .iter()
+                .map(|(c, n)| (format!("received.{c}"), *n as f64)),
+        );
         rows.extend(s.input_tokens.map(|v| ("tokens.in".to_owned(), v as f64)));
         rows.extend(s.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
         rows.extend(s.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
         rows.extend(s.notes_bytes.map(|v| ("notes.bytes".to_owned(), v as f64)));
-        self.store.add_stats(agent.as_str(), rows.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        self.store
+            .add_stats(agent.as_str(), rows.iter().map(|(k, v)| (k.as_str(), *v)))?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -58,7 +74,17 @@ impl Hive {
         let window_s = (now - since) as f64 / 1000.0;
         let per_agent = agents
             .iter()
-            .map(|a| self.agent_stats(a, by_agent.get(a.name.as_str()).map(Vec::as_slice).unwrap_or(&[]), window_s, now))
+            .map(|a| {
+                self.agent_stats(
+                    a,
+                    by_agent
+                        .get(a.name.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
+                    window_s,
+                    now,
+                )
+            })
             .collect();
         Ok(StatsSummary {
             since: rfc3339(since),
@@ -72,14 +98,21 @@ impl Hive {
     fn agent_stats(&self, a: &AgentRow, rows: &[&StatRow], window_s: f64, now: i64) -> AgentStats {
         let mut turns: BTreeMap<i64, BTreeMap<&str, f64>> = BTreeMap::new();
         for r in rows {
-            turns.entry(r.ts).or_default().insert(r.key.as_str(), r.value);
+            turns
+                .entry(r.ts)
+                .or_default()
+                .insert(r.key.as_str(), r.value);
         }
         turns.retain(|_, t| t.contains_key("turn.duration_ms"));
         let n = turns.len() as u64;
         let per_turn = |sum: f64| if n == 0 { 0.0 } else { sum / n as f64 };
         let mut durations: Vec<f64> = turns.values().map(|t| t["turn.duration_ms"]).collect();
         durations.sort_by(f64::total_cmp);
-        let mut st = AgentStats { agent: a.name.clone(), turns: n, ..AgentStats::default() };
+        let mut st = AgentStats {
+            agent: a.name.clone(),
+            turns: n,
+            ..AgentStats::default()
+        };
         st.turns_per_minute = n as f64 / (window_s / 60.0);
         st.duration_p50_ms = percentile(&durations, 0.50);
         st.duration_p95_ms = percentile(&durations, 0.95);
@@ -100,7 +133,9 @@ impl Hive {
                     *received.entry(c.to_owned()).or_default() += v;
                 }
             }
-            st.inbox_depth_max = st.inbox_depth_max.max(t.get("inbox.depth").copied().unwrap_or(0.0) as u64);
+            st.inbox_depth_max = st
+                .inbox_depth_max
+                .max(t.get("inbox.depth").copied().unwrap_or(0.0) as u64);
             st.tokens_in += t.get("tokens.in").copied().unwrap_or(0.0) as u64;
             st.tokens_out += t.get("tokens.out").copied().unwrap_or(0.0) as u64;
             st.cost_usd += t.get("cost.usd").copied().unwrap_or(0.0);
@@ -116,7 +151,10 @@ impl Hive {
         }
         st.tool_calls_per_turn = per_turn(tool_calls);
         st.sent_per_turn = sent.into_iter().map(|(k, v)| (k, per_turn(v))).collect();
-        st.received_per_turn = received.into_iter().map(|(k, v)| (k, per_turn(v))).collect();
+        st.received_per_turn = received
+            .into_iter()
+            .map(|(k, v)| (k, per_turn(v)))
+            .collect();
         st.notes_bytes = notes.last().map(|&b| b as u64);
         st.notes_growth_bytes = match (notes.first(), notes.last()) {
             (Some(f), Some(l)) => (*l - *f) as i64,

@@ -19,8 +19,14 @@ fn ping_pong(runtime: &'static str) {
     assert_eq!(got[0]["from"], "alice");
     assert_eq!(got[0]["body"], "pong");
     // The turn is recorded: states and claude's stream-json lines, in order.
-    hive.wait_for("the turn to end", 30, |h| h.events("alice").iter().any(|e| e["kind"] == "turn_end"));
-    let kinds: Vec<String> = hive.events("alice").iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+    hive.wait_for("the turn to end", 30, |h| {
+        h.events("alice").iter().any(|e| e["kind"] == "turn_end")
+    });
+    let kinds: Vec<String> = hive
+        .events("alice")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
     for k in ["turn_start", "stream", "turn_end"] {
         assert!(kinds.contains(&k.to_owned()), "no {k} event in {kinds:?}");
     }
@@ -82,7 +88,10 @@ fn allowed_recipients_are_enforced_and_the_refusal_reaches_the_model() {
     // carol never got a message, and the model saw why as a tool error.
     assert_eq!(hive.row("carol").unwrap()["inbox_depth"], 0);
     let refused = sim.requests().iter().any(|r| {
-        r["step"] == "tool_result" && r["messages"].to_string().contains("alice may not send to carol")
+        r["step"] == "tool_result"
+            && r["messages"]
+                .to_string()
+                .contains("alice may not send to carol")
     });
     assert!(refused, "the refusal did not reach the model");
     let is_error = hive.events("alice").iter().any(|e| {
@@ -110,13 +119,22 @@ fn killing_the_harness_mid_turn_loses_no_message() {
     let hive = TestHive::with_model(&sim, "process");
     hive.ok(&["spawn", "alice"]);
     hive.ok(&["send", "alice", "slow"]);
-    hive.wait_for("alice thinking", 60, |h| h.row("alice").unwrap()["state"] == "thinking");
+    hive.wait_for("alice thinking", 60, |h| {
+        h.row("alice").unwrap()["state"] == "thinking"
+    });
     let before = common::harness_pid(&hive, "alice");
     nix::sys::signal::kill(before, nix::sys::signal::Signal::SIGKILL).unwrap();
     let got = hive.recv_operator(90);
     assert_eq!(got.len(), 1, "the message was lost\n{}", hive.log());
     assert_eq!(got[0]["body"], "done: slow");
-    assert_ne!(common::harness_pid(&hive, "alice"), before, "the harness was not restarted");
-    let crash = hive.events("alice").iter().any(|e| e["kind"] == "container_crash");
+    assert_ne!(
+        common::harness_pid(&hive, "alice"),
+        before,
+        "the harness was not restarted"
+    );
+    let crash = hive
+        .events("alice")
+        .iter()
+        .any(|e| e["kind"] == "container_crash");
     assert!(crash, "no container_crash event");
 }

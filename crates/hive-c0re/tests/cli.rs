@@ -19,7 +19,10 @@ fn not_running_says_how_to_start_and_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = format!("hive-c0re is not running (no socket at {}/host.sock): start it with hive-c0re serve", dir.path().display());
+    let want = format!(
+        "hive-c0re is not running (no socket at {}/host.sock): start it with hive-c0re serve",
+        dir.path().display()
+    );
     assert!(err.contains(&want), "{err}");
 }
 
@@ -52,18 +55,35 @@ fn bad_names_are_refused_before_anything_is_built() {
         assert!(err.contains(why), "{name:?}: {err}");
     }
     assert!(!hive.state_dir().join("agents/A").exists());
-    assert_eq!(hive.ok(&["status"]).trim(), "no agents yet: create one with hive-c0re spawn NAME");
+    assert_eq!(
+        hive.ok(&["status"]).trim(),
+        "no agents yet: create one with hive-c0re spawn NAME"
+    );
 }
 
 #[test]
 fn send_reads_dash_from_stdin_and_recv_json_prints_each_message() {
     let hive = TestHive::start();
-    let mut child = hive.command().args(["send", "operator", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"multi\nline body").unwrap();
+    let mut child = hive
+        .command()
+        .args(["send", "operator", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"multi\nline body")
+        .unwrap();
     assert!(child.wait_with_output().unwrap().status.success());
     hive.ok(&["send", "operator", "second"]);
     let out = hive.ok(&["recv", "--json"]);
-    let msgs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let msgs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0]["body"], "multi\nline body");
     assert_eq!(msgs[0]["from"], "operator");
@@ -71,18 +91,30 @@ fn send_reads_dash_from_stdin_and_recv_json_prints_each_message() {
     for k in ["id", "from", "to", "body", "sent_at"] {
         assert!(msgs[1].get(k).is_some(), "missing {k}: {}", msgs[1]);
     }
-    assert_eq!(hive.ok(&["recv", "--json"]), "", "acknowledged messages came back");
+    assert_eq!(
+        hive.ok(&["recv", "--json"]),
+        "",
+        "acknowledged messages came back"
+    );
 }
 
 #[test]
 fn recv_wait_returns_as_soon_as_a_message_arrives() {
     let hive = TestHive::start();
-    let waiter = hive.command().args(["recv", "--wait", "20", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let waiter = hive
+        .command()
+        .args(["recv", "--wait", "20", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     hive.ok(&["send", "operator", "wake up"]);
     let out = waiter.wait_with_output().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(5), "recv did not wake on the send");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "recv did not wake on the send"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("wake up"));
 }
 
@@ -102,12 +134,24 @@ fn status_shows_the_agent_table_and_json() {
     hive.ok(&["send", "alice", "hi"]);
     let table = hive.ok(&["status"]);
     let header = table.lines().next().unwrap();
-    for col in ["NAME", "RUNNING", "STATE", "MODEL", "INBOX", "CONFIG", "LAST TURN"] {
+    for col in [
+        "NAME",
+        "RUNNING",
+        "STATE",
+        "MODEL",
+        "INBOX",
+        "CONFIG",
+        "LAST TURN",
+    ] {
         assert!(header.contains(col), "{header}");
     }
     let row = table.lines().nth(1).unwrap();
-    assert!(row.starts_with("alice") && row.contains("stopped") && row.contains("sonnet"), "{row}");
-    let v: serde_json::Value = serde_json::from_str(hive.ok(&["status", "--json"]).lines().next().unwrap()).unwrap();
+    assert!(
+        row.starts_with("alice") && row.contains("stopped") && row.contains("sonnet"),
+        "{row}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(hive.ok(&["status", "--json"]).lines().next().unwrap()).unwrap();
     assert_eq!(v["name"], "alice");
     assert_eq!(v["inbox_depth"], 1);
     assert_eq!(v["deployed_sha"].as_str().unwrap().len(), 12);
@@ -129,14 +173,21 @@ fn pause_survives_a_daemon_restart() {
 #[test]
 fn approvals_are_decided_once_from_the_cli() {
     let hive = TestHive::start();
-    assert!(hive.ok(&["request-spawn", "bob"]).contains("approval #1 queued"));
+    assert!(
+        hive.ok(&["request-spawn", "bob"])
+            .contains("approval #1 queued")
+    );
     assert!(hive.ok(&["approvals"]).contains("pending"));
     hive.ok(&["deny", "1", "--reason", "not now"]);
     let out = hive.cli(&["approve", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("decided already"));
-    let v: serde_json::Value = serde_json::from_str(hive.ok(&["approvals", "--json"]).trim()).unwrap();
-    assert_eq!((v["status"].as_str(), v["note"].as_str()), (Some("denied"), Some("not now")));
+    let v: serde_json::Value =
+        serde_json::from_str(hive.ok(&["approvals", "--json"]).trim()).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["note"].as_str()),
+        (Some("denied"), Some("not now"))
+    );
 }
 
 #[test]
@@ -154,9 +205,15 @@ fn destroy_keeps_state_unless_purged() {
 
 #[test]
 fn help_teaches_the_verbs() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hive-c0re")).arg("--help").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for verb in ["serve", "status", "send", "recv", "pause", "resume", "spawn", "start", "kill", "restart", "destroy", "approve", "deny"] {
+    for verb in [
+        "serve", "status", "send", "recv", "pause", "resume", "spawn", "start", "kill", "restart",
+        "destroy", "approve", "deny",
+    ] {
         assert!(help.contains(verb), "--help does not mention {verb}");
     }
 }

@@ -13,7 +13,9 @@ use common::TestHive;
 
 /// Sends until the connection breaks; records the id of every send answered ok.
 fn sender(sock: std::path::PathBuf, tag: usize, acked: Arc<Mutex<Vec<i64>>>) {
-    let Ok(mut s) = UnixStream::connect(&sock) else { return };
+    let Ok(mut s) = UnixStream::connect(&sock) else {
+        return;
+    };
     let mut r = BufReader::new(s.try_clone().unwrap());
     for i in 0.. {
         let line = format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"t{tag}-{i}\"}}\n");
@@ -27,19 +29,28 @@ fn sender(sock: std::path::PathBuf, tag: usize, acked: Arc<Mutex<Vec<i64>>>) {
         }
         let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(v["ok"], true, "{answer}");
-        acked.lock().unwrap().push(v["message_id"].as_i64().unwrap());
+        acked
+            .lock()
+            .unwrap()
+            .push(v["message_id"].as_i64().unwrap());
     }
 }
 
 fn recv_all(hive: &TestHive, max: u32) -> Vec<i64> {
     let v = hive.request(serde_json::json!({"cmd": "recv", "max": max}));
-    v["messages"].as_array().unwrap().iter().map(|m| m["id"].as_i64().unwrap()).collect()
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
 }
 
 #[test]
 fn send_survives_kill_9_and_recv_returns_each_once() {
     let mut opts = common::Opts::default();
-    opts.args.extend(["--inbox-cap".to_owned(), "10000000".to_owned()]);
+    opts.args
+        .extend(["--inbox-cap".to_owned(), "10000000".to_owned()]);
     let mut hive = TestHive::start_with(opts);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut received: Vec<i64> = Vec::new();
@@ -69,11 +80,28 @@ fn send_survives_kill_9_and_recv_returns_each_once() {
         received.extend(got);
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "too few sends to mean anything: {}", acked.len());
+    assert!(
+        acked.len() > 100,
+        "too few sends to mean anything: {}",
+        acked.len()
+    );
     let unique: HashSet<i64> = received.iter().copied().collect();
-    assert_eq!(unique.len(), received.len(), "recv returned a message twice");
-    let missing: Vec<i64> = acked.iter().filter(|id| !unique.contains(id)).copied().collect();
-    assert!(missing.is_empty(), "{} acknowledged sends were lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert_eq!(
+        unique.len(),
+        received.len(),
+        "recv returned a message twice"
+    );
+    let missing: Vec<i64> = acked
+        .iter()
+        .filter(|id| !unique.contains(id))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged sends were lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[test]

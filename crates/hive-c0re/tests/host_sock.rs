@@ -17,24 +17,40 @@ fn normalize(line: &str) -> String {
     let line = ts.replace_all(line, "\"<ts>\"");
     let line = sha.replace_all(&line, "\"deployed_sha\":\"<sha>\"");
     let line = msg_id.replace_all(&line, "\"message_id\":<n>");
-    row_id.replace_all(&line, "\"id\":<n>,\"from\"").into_owned()
+    row_id
+        .replace_all(&line, "\"id\":<n>,\"from\"")
+        .into_owned()
 }
 
 /// Compares answers with `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites the file.
 fn golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing: run with UPDATE_GOLDEN=1 to create it", path.display()));
-    assert_eq!(actual, expected, "answers differ from {} (UPDATE_GOLDEN=1 rewrites it after a deliberate change)", path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "answers differ from {} (UPDATE_GOLDEN=1 rewrites it after a deliberate change)",
+        path.display()
+    );
 }
 
 #[test]
 fn answers_of_every_hyperhive_verb_are_pinned() {
-    let hive = TestHive::start();
+    // A model URL counts as credentials, so the harness does not park with needs_login.
+    let mut opts = common::Opts::default();
+    opts.env.push(("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()));
+    let hive = TestHive::start_with(opts);
     let mut transcript = String::new();
     let mut ask = |line: &str| {
         let answer = hive.raw(line);
@@ -96,9 +112,18 @@ fn malformed_lines_are_refused_and_the_connection_lives_on() {
         (r#"{"cmd":"fly"}"#, "unknown cmd \"fly\""),
         (r#"{"cmd":7}"#, "must be a string"),
         (r#"{"name":"x"}"#, "no \"cmd\" field"),
-        (r#"{"cmd":"set_paused","name":"alice"}"#, "missing field `paused`"),
-        (r#"{"cmd":"approve","id":"seven"}"#, "bad \"approve\" request"),
-        (r#"{"cmd":"restart","name":"../etc"}"#, "must start with a lowercase letter"),
+        (
+            r#"{"cmd":"set_paused","name":"alice"}"#,
+            "missing field `paused`",
+        ),
+        (
+            r#"{"cmd":"approve","id":"seven"}"#,
+            "bad \"approve\" request",
+        ),
+        (
+            r#"{"cmd":"restart","name":"../etc"}"#,
+            "must start with a lowercase letter",
+        ),
         (r#"{"cmd":"restart","name":"a/b"}"#, "only a-z, 0-9 and '-'"),
     ] {
         c.send(bad);
@@ -119,7 +144,10 @@ fn malformed_lines_are_refused_and_the_connection_lives_on() {
 fn a_line_over_one_mib_is_refused_without_dropping_the_connection() {
     let hive = TestHive::start();
     let mut c = Conn::open(&hive.sock());
-    let big = format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"{}\"}}\n", "x".repeat(3 * 1024 * 1024));
+    let big = format!(
+        "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"{}\"}}\n",
+        "x".repeat(3 * 1024 * 1024)
+    );
     c.send_bytes(big.as_bytes());
     let v = c.recv_json();
     assert_eq!(v["ok"], false);
@@ -170,13 +198,19 @@ fn two_hundred_clients_at_once() {
                 let mut c = Conn::open(&sock);
                 c.send(r#"{"cmd":"agent_status"}"#);
                 let a = c.recv_json();
-                c.send(&format!(r#"{{"cmd":"send","to":"operator","body":"m{i}"}}"#));
+                c.send(&format!(
+                    r#"{{"cmd":"send","to":"operator","body":"m{i}"}}"#
+                ));
                 let b = c.recv_json();
                 a["ok"] == true && b["ok"] == true
             })
         })
         .collect();
-    let ok = threads.into_iter().map(|t| t.join().unwrap()).filter(|&b| b).count();
+    let ok = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|&b| b)
+        .count();
     assert_eq!(ok, 200);
     let v = hive.request(serde_json::json!({"cmd":"recv","max":1000}));
     assert_eq!(v["messages"].as_array().unwrap().len(), 200);
@@ -189,10 +223,14 @@ fn many_requests_on_one_connection_are_answered_in_order() {
     let mut c = Conn::open(&hive.sock());
     let mut batch = String::new();
     for i in 0..50 {
-        batch.push_str(&format!("{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"{i}\"}}\n"));
+        batch.push_str(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"{i}\"}}\n"
+        ));
     }
     c.send_bytes(batch.as_bytes());
-    let ids: Vec<i64> = (0..50).map(|_| c.recv_json()["message_id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = (0..50)
+        .map(|_| c.recv_json()["message_id"].as_i64().unwrap())
+        .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }
 
@@ -208,10 +246,23 @@ fn socket_and_directory_modes() {
 #[test]
 fn a_second_daemon_on_the_same_run_dir_refuses() {
     let hive = TestHive::start();
-    let out = hive.command().args(["serve", "--runtime", "process", "--no-manager", "--no-dashboard"]).output().unwrap();
+    let out = hive
+        .command()
+        .args([
+            "serve",
+            "--runtime",
+            "process",
+            "--no-manager",
+            "--no-dashboard",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another hive-c0re is already serving"), "{err}");
+    assert!(
+        err.contains("another hive-c0re is already serving"),
+        "{err}"
+    );
     still_answers(&hive);
 }
 
@@ -219,7 +270,10 @@ fn a_second_daemon_on_the_same_run_dir_refuses() {
 fn a_stale_socket_left_by_a_crash_is_replaced() {
     let mut hive = TestHive::start();
     hive.kill9();
-    assert!(hive.sock().exists(), "kill -9 leaves the socket file behind");
+    assert!(
+        hive.sock().exists(),
+        "kill -9 leaves the socket file behind"
+    );
     hive.serve();
     still_answers(&hive);
 }
@@ -231,6 +285,9 @@ fn sigterm_shuts_down_cleanly() {
     assert!(st.success(), "{st}");
     assert!(!hive.sock().exists());
     let mut log = String::new();
-    std::fs::File::open(hive.log_path()).unwrap().read_to_string(&mut log).unwrap();
+    std::fs::File::open(hive.log_path())
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert!(log.contains("shutting down"), "{log}");
 }

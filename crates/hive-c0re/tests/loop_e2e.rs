@@ -51,25 +51,41 @@ fn napping_hive() -> Option<(ModelSim, TestHive)> {
 
 #[test]
 fn a_message_sent_during_a_nap_waits_for_its_end() {
-    let Some((_sim, hive)) = napping_hive() else { return };
+    let Some((_sim, hive)) = napping_hive() else {
+        return;
+    };
     hive.ok(&["send", "alice", "nap 3"]);
-    hive.wait_for("alice napping", 60, |h| h.row("alice").unwrap()["state"] == "napping");
+    hive.wait_for("alice napping", 60, |h| {
+        h.row("alice").unwrap()["state"] == "napping"
+    });
     let napped = Instant::now();
     let row = hive.row("alice").unwrap();
     assert!(row["nap_until"].is_string(), "{row}");
     hive.ok(&["send", "alice", "ping"]);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(hive.row("alice").unwrap()["inbox_depth"], 1, "the message did not wait");
+    assert_eq!(
+        hive.row("alice").unwrap()["inbox_depth"],
+        1,
+        "the message did not wait"
+    );
     let got = hive.recv_operator(60);
     assert_eq!(got[0]["body"], "pong");
-    assert!(napped.elapsed() >= Duration::from_millis(2400), "answered {:?} into a 3 s nap", napped.elapsed());
+    assert!(
+        napped.elapsed() >= Duration::from_millis(2400),
+        "answered {:?} into a 3 s nap",
+        napped.elapsed()
+    );
 }
 
 #[test]
 fn cancel_ends_a_long_nap_at_once() {
-    let Some((_sim, hive)) = napping_hive() else { return };
+    let Some((_sim, hive)) = napping_hive() else {
+        return;
+    };
     hive.ok(&["send", "alice", "nap long"]);
-    hive.wait_for("alice napping", 60, |h| h.row("alice").unwrap()["state"] == "napping");
+    hive.wait_for("alice napping", 60, |h| {
+        h.row("alice").unwrap()["state"] == "napping"
+    });
     hive.ok(&["send", "alice", "ping"]);
     std::thread::sleep(Duration::from_millis(300));
     hive.ok(&["cancel", "alice"]);
@@ -80,9 +96,13 @@ fn cancel_ends_a_long_nap_at_once() {
 
 #[test]
 fn a_nap_survives_a_restart_of_hive_c0re() {
-    let Some((_sim, mut hive)) = napping_hive() else { return };
+    let Some((_sim, mut hive)) = napping_hive() else {
+        return;
+    };
     hive.ok(&["send", "alice", "nap long"]);
-    hive.wait_for("alice napping", 60, |h| h.row("alice").unwrap()["state"] == "napping");
+    hive.wait_for("alice napping", 60, |h| {
+        h.row("alice").unwrap()["state"] == "napping"
+    });
     hive.kill9();
     hive.serve();
     hive.ok(&["send", "alice", "ping"]);
@@ -94,25 +114,39 @@ fn a_nap_survives_a_restart_of_hive_c0re() {
 
 #[test]
 fn scheduled_prompts_arrive_on_time() {
-    let Some((_sim, hive)) = napping_hive() else { return };
+    let Some((_sim, hive)) = napping_hive() else {
+        return;
+    };
     let t = Instant::now();
     hive.ok(&["schedule", "add", "alice", "2s", "tick once"]);
     let got = hive.recv_operator(30);
     assert_eq!(got[0]["body"], "got tick once");
-    assert!(t.elapsed() >= Duration::from_millis(1900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
-    assert!(hive.ok(&["schedule", "list"]).contains("no schedules"), "a one-shot stayed");
+    assert!(
+        hive.ok(&["schedule", "list"]).contains("no schedules"),
+        "a one-shot stayed"
+    );
 
     hive.ok(&["schedule", "add", "alice", "every:1s", "tick repeat"]);
     assert_eq!(hive.row("alice").unwrap()["pending_reminders"], 1);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut repeats = 0;
     while repeats < 2 && Instant::now() < deadline {
-        repeats += hive.recv_operator(5).iter().filter(|m| m["body"] == "got tick repeat").count();
+        repeats += hive
+            .recv_operator(5)
+            .iter()
+            .filter(|m| m["body"] == "got tick repeat")
+            .count();
     }
     assert!(repeats >= 2, "the repeat fired {repeats} times");
     let list = hive.ok(&["schedule", "list", "--json"]);
-    let id = serde_json::from_str::<serde_json::Value>(list.lines().next().unwrap()).unwrap()["id"].to_string();
+    let id = serde_json::from_str::<serde_json::Value>(list.lines().next().unwrap()).unwrap()["id"]
+        .to_string();
     hive.ok(&["schedule", "rm", &id]);
     assert_eq!(hive.row("alice").unwrap()["pending_reminders"], 0);
 }
@@ -178,35 +212,70 @@ fn notes_hive(new_text: &str) -> Option<(ModelSim, TestHive, std::path::PathBuf)
     let hive = TestHive::with_model(&sim, "process");
     hive.ok(&["spawn", "alice"]);
     hive.deploy_config("alice", "notes_max_bytes = 200\n");
-    hive.wait_for("alice running", 30, |h| h.row("alice").unwrap()["running"] == true);
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").unwrap()["running"] == true
+    });
     let notes = hive.state_dir().join("agents/alice/state/notes.md");
     sim.set_script(&notes_script(&notes, new_text));
-    std::fs::write(&notes, format!("# OLD NOTES\n{}", "a fact worth keeping\n".repeat(40))).unwrap();
+    std::fs::write(
+        &notes,
+        format!("# OLD NOTES\n{}", "a fact worth keeping\n".repeat(40)),
+    )
+    .unwrap();
     Some((sim, hive, notes))
 }
 
 #[test]
 fn notes_over_the_threshold_are_rewritten_and_the_old_kept() {
-    let Some((_sim, hive, notes)) = notes_hive("# notes\\nthe facts, compacted") else { return };
+    let Some((_sim, hive, notes)) = notes_hive("# notes\\nthe facts, compacted") else {
+        return;
+    };
     let old = std::fs::read_to_string(&notes).unwrap();
     hive.ok(&["send", "alice", "ping"]);
     assert_eq!(hive.recv_operator(60)[0]["body"], "pong");
-    hive.wait_for("notes compaction", 60, |h| h.events("alice").iter().any(|e| e["kind"] == "notes_compaction"));
-    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "# notes\nthe facts, compacted");
-    assert_eq!(std::fs::read_to_string(notes.with_extension("md.prev")).unwrap(), old);
-    let ev = hive.events("alice").into_iter().find(|e| e["kind"] == "notes_compaction").unwrap();
+    hive.wait_for("notes compaction", 60, |h| {
+        h.events("alice")
+            .iter()
+            .any(|e| e["kind"] == "notes_compaction")
+    });
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "# notes\nthe facts, compacted"
+    );
+    assert_eq!(
+        std::fs::read_to_string(notes.with_extension("md.prev")).unwrap(),
+        old
+    );
+    let ev = hive
+        .events("alice")
+        .into_iter()
+        .find(|e| e["kind"] == "notes_compaction")
+        .unwrap();
     assert_eq!(ev["payload"]["rewritten"], true);
     assert_eq!(ev["payload"]["before_bytes"], old.len());
-    assert_eq!(ev["payload"]["after_bytes"], "# notes\nthe facts, compacted".len());
+    assert_eq!(
+        ev["payload"]["after_bytes"],
+        "# notes\nthe facts, compacted".len()
+    );
 }
 
 #[test]
 fn a_failed_notes_rewrite_keeps_the_original() {
-    let Some((_sim, hive, notes)) = notes_hive("") else { return };
+    let Some((_sim, hive, notes)) = notes_hive("") else {
+        return;
+    };
     let old = std::fs::read_to_string(&notes).unwrap();
     hive.ok(&["compact-notes", "alice"]);
-    hive.wait_for("notes compaction", 60, |h| h.events("alice").iter().any(|e| e["kind"] == "notes_compaction"));
+    hive.wait_for("notes compaction", 60, |h| {
+        h.events("alice")
+            .iter()
+            .any(|e| e["kind"] == "notes_compaction")
+    });
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), old);
-    let ev = hive.events("alice").into_iter().find(|e| e["kind"] == "notes_compaction").unwrap();
+    let ev = hive
+        .events("alice")
+        .into_iter()
+        .find(|e| e["kind"] == "notes_compaction")
+        .unwrap();
     assert_eq!(ev["payload"]["rewritten"], false);
 }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::AgentState;
 use crate::config::AgentConfig;
 use crate::host::{AgentStatusRow, Message};
-use crate::AgentState;
 
 /// One request line on agent.sock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +81,11 @@ pub enum AgentRequest {
         description: Option<String>,
     },
     /// Manager: schedule a prompt to an agent (see host `schedule_add` for `when`).
-    Schedule { agent: String, when: String, text: String },
+    Schedule {
+        agent: String,
+        when: String,
+        text: String,
+    },
     /// Manager: ask the operator and wait for the answer or the deadline.
     AskOperator {
         question: String,
@@ -174,12 +178,19 @@ pub struct AgentResponse {
 impl AgentResponse {
     /// A bare success.
     pub fn ok() -> Self {
-        Self { ok: true, ..Self::default() }
+        Self {
+            ok: true,
+            ..Self::default()
+        }
     }
 
     /// A refusal with a sentence the model (or a human) can act on.
     pub fn refusal(error: impl Into<String>) -> Self {
-        Self { ok: false, error: Some(error.into()), ..Self::default() }
+        Self {
+            ok: false,
+            error: Some(error.into()),
+            ..Self::default()
+        }
     }
 }
 

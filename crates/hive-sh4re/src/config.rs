@@ -82,7 +82,8 @@ pub struct ConfigError(pub String);
 impl AgentConfig {
     /// Parses and validates the text of an `agent.toml`.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError(e.message().to_owned() + &field_hint(&e)))?;
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| ConfigError(e.message().to_owned() + &field_hint(&e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -95,28 +96,44 @@ impl AgentConfig {
     /// Checks every field, naming the first one that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.model;
-        if m.is_empty() || m.len() > 100 || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c)) {
+        if m.is_empty()
+            || m.len() > 100
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c))
+        {
             return Err(ConfigError(format!(
                 "field `model`: {m:?} is not a model name (letters, digits, '-', '.', '_' only)"
             )));
         }
         for (i, t) in self.allowed_tools.iter().enumerate() {
-            validate_tool(t).map_err(|why| ConfigError(format!("field `allowed_tools[{i}]`: {t:?} {why}")))?;
+            validate_tool(t)
+                .map_err(|why| ConfigError(format!("field `allowed_tools[{i}]`: {t:?} {why}")))?;
         }
         for (i, r) in self.allowed_recipients.iter().enumerate() {
-            Mailbox::parse(r).map_err(|e| ConfigError(format!("field `allowed_recipients[{i}]`: {e}")))?;
+            Mailbox::parse(r)
+                .map_err(|e| ConfigError(format!("field `allowed_recipients[{i}]`: {e}")))?;
         }
         for k in self.env.keys() {
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
-                return Err(ConfigError(format!("field `env`: {k:?} is not an environment variable name")));
+            if k.is_empty()
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || k.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err(ConfigError(format!(
+                    "field `env`: {k:?} is not an environment variable name"
+                )));
             }
         }
         for (name, s) in &self.mcp_servers {
             if name == "hyperhive" {
-                return Err(ConfigError("field `mcp_servers`: the name \"hyperhive\" is the hive's own server".into()));
+                return Err(ConfigError(
+                    "field `mcp_servers`: the name \"hyperhive\" is the hive's own server".into(),
+                ));
             }
             if s.command.trim().is_empty() {
-                return Err(ConfigError(format!("field `mcp_servers.{name}.command` is empty")));
+                return Err(ConfigError(format!(
+                    "field `mcp_servers.{name}.command` is empty"
+                )));
             }
         }
         Ok(())
@@ -126,7 +143,10 @@ impl AgentConfig {
     pub fn may_send_to(&self, to: &Mailbox) -> bool {
         match to {
             Mailbox::Operator | Mailbox::System => true,
-            Mailbox::Agent(n) => self.allowed_recipients.is_empty() || self.allowed_recipients.iter().any(|r| r == n.as_str()),
+            Mailbox::Agent(n) => {
+                self.allowed_recipients.is_empty()
+                    || self.allowed_recipients.iter().any(|r| r == n.as_str())
+            }
         }
     }
 
@@ -156,9 +176,10 @@ fn validate_tool(t: &str) -> Result<(), &'static str> {
         return Err("is not a tool name such as Read or Bash(git *)");
     }
     if let Some(rest) = rest
-        && (!rest.ends_with(')') || rest.len() < 3) {
-            return Err("has an unclosed or empty pattern: write Bash(git *)");
-        }
+        && (!rest.ends_with(')') || rest.len() < 3)
+    {
+        return Err("has an unclosed or empty pattern: write Bash(git *)");
+    }
     if t.contains(',') {
         return Err("contains a comma: give each tool as its own entry");
     }
@@ -194,13 +215,19 @@ args = ["--root", "/state"]
 
     #[test]
     fn errors_name_the_field() {
-        let e = AgentConfig::from_toml("allowed_tools = [\"Bash(git *\"]").unwrap_err().to_string();
+        let e = AgentConfig::from_toml("allowed_tools = [\"Bash(git *\"]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("allowed_tools[0]"), "{e}");
-        let e = AgentConfig::from_toml("allowed_recipients = [\"../x\"]").unwrap_err().to_string();
+        let e = AgentConfig::from_toml("allowed_recipients = [\"../x\"]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("allowed_recipients[0]"), "{e}");
         let e = AgentConfig::from_toml("model = 3").unwrap_err().to_string();
         assert!(e.contains("model") || e.contains("string"), "{e}");
-        let e = AgentConfig::from_toml("modle = \"x\"").unwrap_err().to_string();
+        let e = AgentConfig::from_toml("modle = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("modle"), "{e}");
     }
 

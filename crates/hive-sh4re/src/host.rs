@@ -126,7 +126,11 @@ pub enum Request {
     /// Cancel an operator question.
     CancelQuestion { id: i64 },
     /// Schedule a prompt to an agent: once (`30s`, an RFC 3339 time) or repeating (`every:15m`, `cron:EXPR`).
-    ScheduleAdd { agent: AgentName, when: String, text: String },
+    ScheduleAdd {
+        agent: AgentName,
+        when: String,
+        text: String,
+    },
     /// Every schedule.
     ScheduleList,
     /// Remove a schedule.
@@ -194,7 +198,12 @@ impl Request {
         let cmd = match obj.get("cmd") {
             Some(serde_json::Value::String(c)) => c.clone(),
             Some(_) => return Err("the \"cmd\" field must be a string such as \"list\"".to_owned()),
-            None => return Err("the request has no \"cmd\" field: say which verb, e.g. {\"cmd\":\"list\"}".to_owned()),
+            None => {
+                return Err(
+                    "the request has no \"cmd\" field: say which verb, e.g. {\"cmd\":\"list\"}"
+                        .to_owned(),
+                );
+            }
         };
         if !Self::COMMANDS.contains(&cmd.as_str()) {
             return Err(format!(
@@ -445,12 +454,21 @@ pub struct ModelInfo {
 impl Response {
     /// `{"version":1,"ok":true}`.
     pub fn ok() -> Self {
-        Self { version: PROTOCOL_VERSION, ok: true, ..Self::default() }
+        Self {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            ..Self::default()
+        }
     }
 
     /// A refusal carrying a sentence the operator can act on.
     pub fn refusal(error: impl Into<String>) -> Self {
-        Self { version: PROTOCOL_VERSION, ok: false, error: Some(error.into()), ..Self::default() }
+        Self {
+            version: PROTOCOL_VERSION,
+            ok: false,
+            error: Some(error.into()),
+            ..Self::default()
+        }
     }
 
     /// The response as one JSON line, newline included.
@@ -481,14 +499,25 @@ mod tests {
 
     #[test]
     fn empty_roster_bytes() {
-        let r = Response { agent_statuses: Some(vec![]), ..Response::ok() };
-        assert_eq!(r.to_line(), b"{\"version\":1,\"ok\":true,\"agent_statuses\":[]}\n");
+        let r = Response {
+            agent_statuses: Some(vec![]),
+            ..Response::ok()
+        };
+        assert_eq!(
+            r.to_line(),
+            b"{\"version\":1,\"ok\":true,\"agent_statuses\":[]}\n"
+        );
     }
 
     #[test]
     fn unknown_keys_are_ignored() {
         let r = Request::from_line(br#"{"cmd":"restart","name":"alice","extra":1}"#).unwrap();
-        assert_eq!(r, Request::Restart { name: AgentName::parse("alice").unwrap() });
+        assert_eq!(
+            r,
+            Request::Restart {
+                name: AgentName::parse("alice").unwrap()
+            }
+        );
     }
 
     #[test]
@@ -510,6 +539,11 @@ mod tests {
     #[test]
     fn scope_defaults_to_nothing() {
         let r = Request::from_line(br#"{"cmd":"start","scope":{}}"#).unwrap();
-        assert_eq!(r, Request::Start { scope: Scope::default() });
+        assert_eq!(
+            r,
+            Request::Start {
+                scope: Scope::default()
+            }
+        );
     }
 }

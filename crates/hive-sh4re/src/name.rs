@@ -14,7 +14,9 @@ pub const MAX_NAME_LEN: usize = 31;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// The name is empty.
-    #[error("an agent name cannot be empty: use 1 to 31 characters of a-z, 0-9 and '-', starting with a letter")]
+    #[error(
+        "an agent name cannot be empty: use 1 to 31 characters of a-z, 0-9 and '-', starting with a letter"
+    )]
     Empty,
     /// The name is 32 characters or longer.
     #[error("agent name {0:?} is too long ({1} characters): use at most 31")]
@@ -53,7 +55,9 @@ impl AgentName {
         if !first.is_ascii_lowercase() {
             return Err(NameError::BadStart(printable));
         }
-        if let Some(bad) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        if let Some(bad) =
+            chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
             return Err(NameError::BadChar(printable, bad));
         }
         if RESERVED.contains(&s) {
@@ -191,7 +195,12 @@ mod tests {
 
     #[test]
     fn accepts_plain_names() {
-        for ok in ["a", "alice", "bob-2", "x1234567890123456789012345678901"[..31].as_ref()] {
+        for ok in [
+            "a",
+            "alice",
+            "bob-2",
+            "x1234567890123456789012345678901"[..31].as_ref(),
+        ] {
             assert_eq!(AgentName::parse(ok).unwrap().as_str(), ok);
         }
     }
@@ -199,18 +208,39 @@ mod tests {
     #[test]
     fn refuses_dotdot_slash_upper_empty_nul_and_long() {
         assert_eq!(AgentName::parse(""), Err(NameError::Empty));
-        assert!(matches!(AgentName::parse(".."), Err(NameError::BadStart(_))));
-        assert!(matches!(AgentName::parse("a/b"), Err(NameError::BadChar(_, '/'))));
+        assert!(matches!(
+            AgentName::parse(".."),
+            Err(NameError::BadStart(_))
+        ));
+        assert!(matches!(
+            AgentName::parse("a/b"),
+            Err(NameError::BadChar(_, '/'))
+        ));
         assert!(matches!(AgentName::parse("A"), Err(NameError::BadStart(_))));
-        assert!(matches!(AgentName::parse("a\0b"), Err(NameError::BadChar(_, '\0'))));
-        assert!(matches!(AgentName::parse(&"a".repeat(32)), Err(NameError::TooLong(_, 32))));
-        assert!(matches!(AgentName::parse("a.b"), Err(NameError::BadChar(_, '.'))));
+        assert!(matches!(
+            AgentName::parse("a\0b"),
+            Err(NameError::BadChar(_, '\0'))
+        ));
+        assert!(matches!(
+            AgentName::parse(&"a".repeat(32)),
+            Err(NameError::TooLong(_, 32))
+        ));
+        assert!(matches!(
+            AgentName::parse("a.b"),
+            Err(NameError::BadChar(_, '.'))
+        ));
     }
 
     #[test]
     fn refuses_reserved_names() {
-        assert!(matches!(AgentName::parse("operator"), Err(NameError::Reserved(_))));
-        assert!(matches!(AgentName::parse("system"), Err(NameError::Reserved(_))));
+        assert!(matches!(
+            AgentName::parse("operator"),
+            Err(NameError::Reserved(_))
+        ));
+        assert!(matches!(
+            AgentName::parse("system"),
+            Err(NameError::Reserved(_))
+        ));
     }
 
     #[test]
@@ -223,7 +253,10 @@ mod tests {
     fn mailbox_parses_reserved_and_agents() {
         assert_eq!(Mailbox::parse("operator").unwrap(), Mailbox::Operator);
         assert_eq!(Mailbox::parse("system").unwrap(), Mailbox::System);
-        assert_eq!(Mailbox::parse("bob").unwrap().agent().unwrap().as_str(), "bob");
+        assert_eq!(
+            Mailbox::parse("bob").unwrap().agent().unwrap().as_str(),
+            "bob"
+        );
         assert!(Mailbox::parse("../x").is_err());
     }
 

@@ -56,8 +56,14 @@ impl Client {
                 _ => format!("could not connect to {p}: {e}"),
             })
         })?;
-        let writer = stream.try_clone().map_err(|e| ClientError::Broken(e.to_string()))?;
-        Ok(Self { path: path.to_owned(), reader: BufReader::new(stream), writer })
+        let writer = stream
+            .try_clone()
+            .map_err(|e| ClientError::Broken(e.to_string()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            reader: BufReader::new(stream),
+            writer,
+        })
     }
 
     /// Sends a request and reads its answer; a refusal becomes `ClientError::Refused`.
@@ -71,12 +77,22 @@ impl Client {
     /// Reads the next response line (streaming verbs write many).
     pub fn read(&mut self) -> Result<Response, ClientError> {
         let mut buf = String::new();
-        let n = self.reader.read_line(&mut buf).map_err(|e| self.broken(e))?;
+        let n = self
+            .reader
+            .read_line(&mut buf)
+            .map_err(|e| self.broken(e))?;
         if n == 0 {
-            return Err(ClientError::Broken(format!("hive-c0re closed {} without answering", self.path.display())));
+            return Err(ClientError::Broken(format!(
+                "hive-c0re closed {} without answering",
+                self.path.display()
+            )));
         }
-        let resp: Response = serde_json::from_str(&buf)
-            .map_err(|e| ClientError::Broken(format!("hive-c0re sent an unreadable answer ({e}): {}", buf.trim())))?;
+        let resp: Response = serde_json::from_str(&buf).map_err(|e| {
+            ClientError::Broken(format!(
+                "hive-c0re sent an unreadable answer ({e}): {}",
+                buf.trim()
+            ))
+        })?;
         if resp.version > PROTOCOL_VERSION {
             return Err(ClientError::Broken(format!(
                 "hive-c0re speaks protocol version {} but this CLI knows {PROTOCOL_VERSION}: upgrade the CLI",
@@ -84,12 +100,18 @@ impl Client {
             )));
         }
         if !resp.ok {
-            return Err(ClientError::Refused(resp.error.unwrap_or_else(|| "refused without a reason".into())));
+            return Err(ClientError::Refused(
+                resp.error
+                    .unwrap_or_else(|| "refused without a reason".into()),
+            ));
         }
         Ok(resp)
     }
 
     fn broken(&self, e: std::io::Error) -> ClientError {
-        ClientError::Broken(format!("lost the connection to {}: {e}", self.path.display()))
+        ClientError::Broken(format!(
+            "lost the connection to {}: {e}",
+            self.path.display()
+        ))
     }
 }

@@ -172,7 +172,10 @@ pub enum Command {
     /// Rewrite an agent's notes file (/state/notes.md) shorter, keeping the old one as notes.md.prev.
     CompactNotes { name: AgentName },
     /// Show an agent's model, or override it (from its next turn on; `default` clears the override).
-    Model { name: AgentName, model: Option<String> },
+    Model {
+        name: AgentName,
+        model: Option<String>,
+    },
     /// List the manager's questions to the operator.
     Questions {
         #[arg(long)]
@@ -206,7 +209,11 @@ pub enum ScheduleCommand {
     ///
     /// WHEN is `30s`/`2h` (once, from now), an RFC 3339 time (once),
     /// `every:15m` (repeating), or `cron:"0 0 9 * * Mon-Fri"` (sec min hour day month weekday).
-    Add { agent: AgentName, when: String, text: String },
+    Add {
+        agent: AgentName,
+        when: String,
+        text: String,
+    },
     /// List schedules, soonest first.
     List {
         #[arg(long)]
@@ -220,13 +227,19 @@ pub enum ScheduleCommand {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration: write e.g. 90s, 15m, 1h or 2d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: write e.g. 90s, 15m, 1h or 2d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        _ => return Err(format!("{s:?} has an unknown unit {unit:?}: use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit {unit:?}: use s, m, h or d"
+            ));
+        }
     };
     if secs == 0 {
         return Err("the window must be longer than 0s".into());
@@ -250,60 +263,166 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
     match command {
         Command::Serve { .. } => unreachable!("serve is not a client verb"),
         Command::Status { json } => {
-            let rows = c.call(&Request::AgentStatus)?.agent_statuses.unwrap_or_default();
-            if json { output::json_lines(&rows) } else { output::status(&rows) }
+            let rows = c
+                .call(&Request::AgentStatus)?
+                .agent_statuses
+                .unwrap_or_default();
+            if json {
+                output::json_lines(&rows)
+            } else {
+                output::status(&rows)
+            }
         }
         Command::Send { to, body } => {
             let body = if body == "-" {
                 let mut s = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut s)
-                    .map_err(|e| ClientError::Refused(format!("could not read the message from standard input: {e}")))?;
+                std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                    ClientError::Refused(format!(
+                        "could not read the message from standard input: {e}"
+                    ))
+                })?;
                 s
             } else {
                 body
             };
-            let r = c.call(&Request::Send { to: to.clone(), body })?;
+            let r = c.call(&Request::Send {
+                to: to.clone(),
+                body,
+            })?;
             println!("sent message #{} to {to}", r.message_id.unwrap_or_default());
         }
-        Command::Recv { as_, wait, max, json } => {
+        Command::Recv {
+            as_,
+            wait,
+            max,
+            json,
+        } => {
             if !(0.0..=3600.0).contains(&wait) {
-                return Err(ClientError::Refused("--wait takes 0 to 3600 seconds".into()));
+                return Err(ClientError::Refused(
+                    "--wait takes 0 to 3600 seconds".into(),
+                ));
             }
             let wait_ms = Some(Duration::from_secs_f64(wait).as_millis() as u64);
-            let msgs = c.call(&Request::Recv { as_: Some(as_), max: Some(max), wait_ms })?.messages.unwrap_or_default();
-            if json { output::json_lines(&msgs) } else { output::messages(&msgs) }
+            let msgs = c
+                .call(&Request::Recv {
+                    as_: Some(as_),
+                    max: Some(max),
+                    wait_ms,
+                })?
+                .messages
+                .unwrap_or_default();
+            if json {
+                output::json_lines(&msgs)
+            } else {
+                output::messages(&msgs)
+            }
         }
-        Command::Pause { name } => ok(c.call(&Request::SetPaused { name: name.clone(), paused: true }), &format!("paused {name}"))?,
-        Command::Resume { name } => ok(c.call(&Request::SetPaused { name: name.clone(), paused: false }), &format!("resumed {name}"))?,
-        Command::Spawn { name, model } => ok(c.call(&Request::Spawn { name: name.clone(), model }), &format!("spawned {name}"))?,
-        Command::Start { name } => ok(c.call(&Request::Start { scope: one(&name) }), &format!("started {name}"))?,
-        Command::Kill { name } => ok(c.call(&Request::Kill { name: name.clone() }), &format!("killed {name}"))?,
-        Command::Stop { name } => ok(c.call(&Request::Stop { scope: one(&name), graceful: true }), &format!("stopped {name}"))?,
-        Command::Restart { name } => ok(c.call(&Request::Restart { name: name.clone() }), &format!("restarted {name}"))?,
+        Command::Pause { name } => ok(
+            c.call(&Request::SetPaused {
+                name: name.clone(),
+                paused: true,
+            }),
+            &format!("paused {name}"),
+        )?,
+        Command::Resume { name } => ok(
+            c.call(&Request::SetPaused {
+                name: name.clone(),
+                paused: false,
+            }),
+            &format!("resumed {name}"),
+        )?,
+        Command::Spawn { name, model } => ok(
+            c.call(&Request::Spawn {
+                name: name.clone(),
+                model,
+            }),
+            &format!("spawned {name}"),
+        )?,
+        Command::Start { name } => ok(
+            c.call(&Request::Start { scope: one(&name) }),
+            &format!("started {name}"),
+        )?,
+        Command::Kill { name } => ok(
+            c.call(&Request::Kill { name: name.clone() }),
+            &format!("killed {name}"),
+        )?,
+        Command::Stop { name } => ok(
+            c.call(&Request::Stop {
+                scope: one(&name),
+                graceful: true,
+            }),
+            &format!("stopped {name}"),
+        )?,
+        Command::Restart { name } => ok(
+            c.call(&Request::Restart { name: name.clone() }),
+            &format!("restarted {name}"),
+        )?,
         Command::Destroy { name, purge } => {
-            let what = if purge { "destroyed {name} and purged its state" } else { "destroyed {name} (its state is kept)" };
-            ok(c.call(&Request::Destroy { name: name.clone(), purge }), &what.replace("{name}", name.as_str()))?
+            let what = if purge {
+                "destroyed {name} and purged its state"
+            } else {
+                "destroyed {name} (its state is kept)"
+            };
+            ok(
+                c.call(&Request::Destroy {
+                    name: name.clone(),
+                    purge,
+                }),
+                &what.replace("{name}", name.as_str()),
+            )?
         }
         Command::RequestSpawn { name, description } => {
             let r = c.call(&Request::RequestSpawn { name, description })?;
             println!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
-        Command::RequestApplyCommit { agent, sha, description } => {
-            let r = c.call(&Request::RequestApplyCommit { agent, sha, description })?;
+        Command::RequestApplyCommit {
+            agent,
+            sha,
+            description,
+        } => {
+            let r = c.call(&Request::RequestApplyCommit {
+                agent,
+                sha,
+                description,
+            })?;
             println!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
         Command::Approvals { json } => {
             let items = c.call(&Request::Pending)?.approvals.unwrap_or_default();
-            if json { output::json_lines(&items) } else { output::approvals(&items) }
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::approvals(&items)
+            }
         }
-        Command::Approve { id } => ok(c.call(&Request::Approve { id }), &format!("approved #{id}"))?,
-        Command::Deny { id, reason } => ok(c.call(&Request::Deny { id, note: reason }), &format!("denied #{id}"))?,
-        Command::Events { agent, since, limit, follow, json } => {
-            let first = c.call(&Request::Events { agent, since, before: None, limit: Some(limit), follow })?;
+        Command::Approve { id } => {
+            ok(c.call(&Request::Approve { id }), &format!("approved #{id}"))?
+        }
+        Command::Deny { id, reason } => ok(
+            c.call(&Request::Deny { id, note: reason }),
+            &format!("denied #{id}"),
+        )?,
+        Command::Events {
+            agent,
+            since,
+            limit,
+            follow,
+            json,
+        } => {
+            let first = c.call(&Request::Events {
+                agent,
+                since,
+                before: None,
+                limit: Some(limit),
+                follow,
+            })?;
             let print = |r: hive_sh4re::host::Response| {
                 let ev = r.events.unwrap_or_default();
-                if json { output::json_lines(&ev) } else { output::events(&ev) }
+                if json {
+                    output::json_lines(&ev)
+                } else {
+                    output::events(&ev)
+                }
             };
             print(first);
             if follow {
@@ -312,33 +431,85 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 }
             }
         }
-        Command::Cancel { name } => ok(c.call(&Request::Cancel { name: name.clone() }), &format!("cancelled {name}'s turn"))?,
-        Command::Compact { name } => ok(c.call(&Request::Compact { name: name.clone() }), &format!("asked {name} to compact"))?,
-        Command::CompactNotes { name } => {
-            ok(c.call(&Request::CompactNotes { name: name.clone() }), &format!("asked {name} to compact its notes"))?
-        }
+        Command::Cancel { name } => ok(
+            c.call(&Request::Cancel { name: name.clone() }),
+            &format!("cancelled {name}'s turn"),
+        )?,
+        Command::Compact { name } => ok(
+            c.call(&Request::Compact { name: name.clone() }),
+            &format!("asked {name} to compact"),
+        )?,
+        Command::CompactNotes { name } => ok(
+            c.call(&Request::CompactNotes { name: name.clone() }),
+            &format!("asked {name} to compact its notes"),
+        )?,
         Command::Model { name, model } => {
-            let info = c.call(&Request::SetModel { name: name.clone(), model })?.model.unwrap_or_default();
-            let over = info.override_model.map(|m| format!(" (operator override: {m})")).unwrap_or_default();
-            println!("{name}: active {} · configured {}{over}", info.active, info.configured);
+            let info = c
+                .call(&Request::SetModel {
+                    name: name.clone(),
+                    model,
+                })?
+                .model
+                .unwrap_or_default();
+            let over = info
+                .override_model
+                .map(|m| format!(" (operator override: {m})"))
+                .unwrap_or_default();
+            println!(
+                "{name}: active {} · configured {}{over}",
+                info.active, info.configured
+            );
         }
         Command::Questions { json } => {
             let items = c.call(&Request::Questions)?.questions.unwrap_or_default();
-            if json { output::json_lines(&items) } else { output::questions(&items) }
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::questions(&items)
+            }
         }
-        Command::Answer { id, answer } => ok(c.call(&Request::Answer { id, answer }), &format!("answered #{id}"))?,
-        Command::CancelQuestion { id } => ok(c.call(&Request::CancelQuestion { id }), &format!("cancelled question #{id}"))?,
+        Command::Answer { id, answer } => ok(
+            c.call(&Request::Answer { id, answer }),
+            &format!("answered #{id}"),
+        )?,
+        Command::CancelQuestion { id } => ok(
+            c.call(&Request::CancelQuestion { id }),
+            &format!("cancelled question #{id}"),
+        )?,
         Command::Schedule(ScheduleCommand::Add { agent, when, text }) => {
-            let r = c.call(&Request::ScheduleAdd { agent: agent.clone(), when, text })?;
-            println!("schedule #{} added for {agent}", r.schedule_id.unwrap_or_default());
+            let r = c.call(&Request::ScheduleAdd {
+                agent: agent.clone(),
+                when,
+                text,
+            })?;
+            println!(
+                "schedule #{} added for {agent}",
+                r.schedule_id.unwrap_or_default()
+            );
         }
         Command::Schedule(ScheduleCommand::List { json }) => {
-            let items = c.call(&Request::ScheduleList)?.schedules.unwrap_or_default();
-            if json { output::json_lines(&items) } else { output::schedules(&items) }
+            let items = c
+                .call(&Request::ScheduleList)?
+                .schedules
+                .unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::schedules(&items)
+            }
         }
-        Command::Schedule(ScheduleCommand::Rm { id }) => ok(c.call(&Request::ScheduleRm { id }), &format!("removed schedule #{id}"))?,
+        Command::Schedule(ScheduleCommand::Rm { id }) => ok(
+            c.call(&Request::ScheduleRm { id }),
+            &format!("removed schedule #{id}"),
+        )?,
         Command::Stats { name, since, json } => {
-            let stats = c.call(&Request::Stats { agent: name, since_seconds: Some(since.as_secs()) })?.stats.unwrap_or_default();
+            let stats = c
+                .call(&Request::Stats {
+                    agent: name,
+                    since_seconds: Some(since.as_secs()),
+                })?
+                .stats
+                .unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string(&stats).unwrap_or_default());
             } else {
@@ -357,7 +528,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
 }
 
 fn one(name: &AgentName) -> Scope {
-    Scope { agent_names: Some(vec![name.clone()]), all: false }
+    Scope {
+        agent_names: Some(vec![name.clone()]),
+        all: false,
+    }
 }
 
 fn ok(r: Result<hive_sh4re::host::Response, ClientError>, done: &str) -> Result<(), ClientError> {

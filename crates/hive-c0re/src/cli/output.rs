@@ -1,6 +1,8 @@
 //! How the CLI prints rows: aligned tables for people, JSON lines for scripts.
 
-use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, Question, Schedule, StatsSummary};
+use hive_sh4re::host::{
+    AgentStatusRow, Approval, Event, Message, Question, Schedule, StatsSummary,
+};
 
 /// Prints rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -11,7 +13,11 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
@@ -36,7 +42,13 @@ pub fn status(rows: &[AgentStatusRow]) {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let running = if r.failed { "failed" } else if r.running { "running" } else { "stopped" };
+            let running = if r.failed {
+                "failed"
+            } else if r.running {
+                "running"
+            } else {
+                "stopped"
+            };
             let mut flags = vec![];
             if r.paused {
                 flags.push("paused");
@@ -55,11 +67,31 @@ pub fn status(rows: &[AgentStatusRow]) {
                 r.inbox_depth.to_string(),
                 r.deployed_sha.clone().unwrap_or_else(|| "-".into()),
                 r.last_turn_at.clone().unwrap_or_else(|| "-".into()),
-                format!("{}{}", r.runtime, if flags.is_empty() { String::new() } else { format!(" ({})", flags.join(", ")) }),
+                format!(
+                    "{}{}",
+                    r.runtime,
+                    if flags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", flags.join(", "))
+                    }
+                ),
             ]
         })
         .collect();
-    table(&["NAME", "RUNNING", "STATE", "MODEL", "INBOX", "CONFIG", "LAST TURN", "RUNTIME"], &body);
+    table(
+        &[
+            "NAME",
+            "RUNNING",
+            "STATE",
+            "MODEL",
+            "INBOX",
+            "CONFIG",
+            "LAST TURN",
+            "RUNTIME",
+        ],
+        &body,
+    );
 }
 
 /// Messages as people read them.
@@ -85,11 +117,25 @@ pub fn approvals(items: &[Approval]) {
                 a.agent.clone(),
                 a.commit_ref.chars().take(12).collect(),
                 a.requested_at.clone(),
-                a.description.clone().or_else(|| a.note.clone()).unwrap_or_default(),
+                a.description
+                    .clone()
+                    .or_else(|| a.note.clone())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["ID", "STATUS", "KIND", "AGENT", "COMMIT", "REQUESTED", "DESCRIPTION"], &body);
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "KIND",
+            "AGENT",
+            "COMMIT",
+            "REQUESTED",
+            "DESCRIPTION",
+        ],
+        &body,
+    );
 }
 
 /// The questions table.
@@ -107,22 +153,40 @@ pub fn questions(items: &[Question]) {
                 q.agent.clone(),
                 q.deadline.clone(),
                 q.question.clone(),
-                if q.options.is_empty() { String::new() } else { q.options.join(" | ") },
+                if q.options.is_empty() {
+                    String::new()
+                } else {
+                    q.options.join(" | ")
+                },
                 q.answer.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    table(&["ID", "STATUS", "FROM", "DEADLINE", "QUESTION", "OPTIONS", "ANSWER"], &body);
+    table(
+        &[
+            "ID", "STATUS", "FROM", "DEADLINE", "QUESTION", "OPTIONS", "ANSWER",
+        ],
+        &body,
+    );
 }
 
 /// Events as people read them: one line each.
 pub fn events(items: &[Event]) {
     for e in items {
         let text = match e.kind.as_str() {
-            "state" => e.payload.get("state").and_then(|s| s.as_str()).unwrap_or("").to_owned(),
+            "state" => e
+                .payload
+                .get("state")
+                .and_then(|s| s.as_str())
+                .unwrap_or("")
+                .to_owned(),
             _ => {
                 let s = e.payload.to_string();
-                if s.chars().count() > 160 { format!("{}…", s.chars().take(160).collect::<String>()) } else { s }
+                if s.chars().count() > 160 {
+                    format!("{}…", s.chars().take(160).collect::<String>())
+                } else {
+                    s
+                }
             }
         };
         println!("#{} {} {:<16} {}", e.id, e.ts, e.kind, text);
@@ -131,7 +195,10 @@ pub fn events(items: &[Event]) {
 
 /// The telemetry table, then per-agent details.
 pub fn stats(s: &StatsSummary) {
-    println!("window: {:.0}s since {} · approvals pending: {}", s.window_seconds, s.since, s.approvals_pending);
+    println!(
+        "window: {:.0}s since {} · approvals pending: {}",
+        s.window_seconds, s.since, s.approvals_pending
+    );
     let body: Vec<Vec<String>> = s
         .agents
         .iter()
@@ -144,25 +211,60 @@ pub fn stats(s: &StatsSummary) {
                 format!("{:.0}", a.duration_p50_ms),
                 format!("{:.0}", a.duration_p95_ms),
                 format!("{}/{}", a.inbox_depth_current, a.inbox_depth_max),
-                a.seconds_since_last_turn.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into()),
-                if a.stuck { "STUCK".into() } else { String::new() },
+                a.seconds_since_last_turn
+                    .map(|s| format!("{s:.0}s"))
+                    .unwrap_or_else(|| "-".into()),
+                if a.stuck {
+                    "STUCK".into()
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
-    table(&["AGENT", "TURNS", "TURNS/MIN", "TOOLS/TURN", "P50 MS", "P95 MS", "INBOX NOW/MAX", "SINCE TURN", ""], &body);
+    table(
+        &[
+            "AGENT",
+            "TURNS",
+            "TURNS/MIN",
+            "TOOLS/TURN",
+            "P50 MS",
+            "P95 MS",
+            "INBOX NOW/MAX",
+            "SINCE TURN",
+            "",
+        ],
+        &body,
+    );
     for a in s.agents.iter().filter(|a| a.turns > 0) {
-        let join = |m: &std::collections::BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
-        let joinf = |m: &std::collections::BTreeMap<String, f64>| m.iter().map(|(k, v)| format!("{k} {v:.1}")).collect::<Vec<_>>().join(", ");
+        let join = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let joinf = |m: &std::collections::BTreeMap<String, f64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!("\n{}:", a.agent);
         println!("  exits:         {}", join(&a.exit_classes));
         println!("  tools:         {}", join(&a.tool_usage));
         println!("  sent/turn:     {}", joinf(&a.sent_per_turn));
         println!("  received/turn: {}", joinf(&a.received_per_turn));
         if let Some(n) = a.notes_bytes {
-            println!("  notes:         {n} bytes ({:+} in the window)", a.notes_growth_bytes);
+            println!(
+                "  notes:         {n} bytes ({:+} in the window)",
+                a.notes_growth_bytes
+            );
         }
         if a.tokens_in + a.tokens_out > 0 {
-            println!("  tokens:        {} in, {} out, ${:.4}", a.tokens_in, a.tokens_out, a.cost_usd);
+            println!(
+                "  tokens:        {} in, {} out, ${:.4}",
+                a.tokens_in, a.tokens_out, a.cost_usd
+            );
         }
     }
 }
@@ -175,7 +277,16 @@ pub fn schedules(items: &[Schedule]) {
     }
     let body: Vec<Vec<String>> = items
         .iter()
-        .map(|s| vec![s.id.to_string(), s.agent.clone(), s.when.clone(), s.next_due.clone(), s.created_by.clone(), s.text.clone()])
+        .map(|s| {
+            vec![
+                s.id.to_string(),
+                s.agent.clone(),
+                s.when.clone(),
+                s.next_due.clone(),
+                s.created_by.clone(),
+                s.text.clone(),
+            ]
+        })
         .collect();
     table(&["ID", "AGENT", "WHEN", "NEXT", "BY", "TEXT"], &body);
 }

@@ -29,18 +29,28 @@ const NOTED_CHARS: usize = 300;
 type Done = ApiResult<(StatusCode, Json<Value>)>;
 
 fn done(message: impl Into<String>) -> Done {
-    Ok((StatusCode::OK, Json(json!({ "ok": true, "message": message.into() }))))
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "ok": true, "message": message.into() })),
+    ))
 }
 
 /// Records an operator action in the agent's history (a failure to note is only logged).
 fn note(ctx: &Ctx, name: &AgentName, payload: Value) {
-    if let Err(e) = ctx.hive.add_events(name, &[("operator".to_owned(), payload.to_string())]) {
+    if let Err(e) = ctx
+        .hive
+        .add_events(name, &[("operator".to_owned(), payload.to_string())])
+    {
         tracing::warn!(agent = %name, "could not note an operator action: {e}");
     }
 }
 
 /// `POST /api/agents/{name}/{action}`: start, stop (graceful), kill, restart, destroy, pause, resume, cancel, compact.
-pub(crate) async fn lifecycle(State(ctx): State<Ctx>, Agent(name): Agent, Path((_, action)): Path<(String, String)>) -> Done {
+pub(crate) async fn lifecycle(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Path((_, action)): Path<(String, String)>,
+) -> Done {
     let hive = &ctx.hive;
     let refused = || ApiError::from_hive(StatusCode::CONFLICT);
     match action.as_str() {
@@ -59,7 +69,9 @@ pub(crate) async fn lifecycle(State(ctx): State<Ctx>, Agent(name): Agent, Path((
                 Ok(Err(e)) => Err(ApiError::internal(e)),
                 Err(_) => Ok((
                     StatusCode::ACCEPTED,
-                    Json(json!({ "ok": true, "message": format!("{name} stops when its current turn ends") })),
+                    Json(
+                        json!({ "ok": true, "message": format!("{name} stops when its current turn ends") }),
+                    ),
                 )),
             }
         }
@@ -76,8 +88,16 @@ pub(crate) async fn lifecycle(State(ctx): State<Ctx>, Agent(name): Agent, Path((
             done(format!("{name} was destroyed (its state stays on disk)"))
         }
         "pause" | "resume" => {
-            hive.set_paused(&name, action == "pause").map_err(refused())?;
-            done(format!("{name} is {}", if action == "pause" { "paused" } else { "resumed" }))
+            hive.set_paused(&name, action == "pause")
+                .map_err(refused())?;
+            done(format!(
+                "{name} is {}",
+                if action == "pause" {
+                    "paused"
+                } else {
+                    "resumed"
+                }
+            ))
         }
         "cancel" => {
             hive.cancel(&name).map_err(refused())?;
@@ -102,14 +122,23 @@ pub(crate) struct SendBody {
 }
 
 /// `POST /api/agents/{name}/messages` {body}: a message from the operator.
-pub(crate) async fn send(State(ctx): State<Ctx>, Agent(name): Agent, Body(b): Body<SendBody>) -> Done {
+pub(crate) async fn send(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Body(b): Body<SendBody>,
+) -> Done {
     let id = ctx
         .hive
         .send(&Mailbox::Operator, &Mailbox::Agent(name.clone()), &b.body)
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     let shown: String = b.body.chars().take(NOTED_CHARS).collect();
     note(&ctx, &name, json!({ "message": shown, "message_id": id }));
-    Ok((StatusCode::OK, Json(json!({ "ok": true, "message_id": id, "message": format!("message #{id} queued for {name}") }))))
+    Ok((
+        StatusCode::OK,
+        Json(
+            json!({ "ok": true, "message_id": id, "message": format!("message #{id} queued for {name}") }),
+        ),
+    ))
 }
 
 /// Body of a model override: a model, or null / "" / "default" to clear it.
@@ -119,10 +148,17 @@ pub(crate) struct ModelBody {
 }
 
 /// `POST /api/agents/{name}/model` {model}: override the model from the next turn on (as host.sock `set_model`).
-pub(crate) async fn set_model(State(ctx): State<Ctx>, Agent(name): Agent, Body(b): Body<ModelBody>) -> ApiResult<Json<Value>> {
-    let model = b.model.as_deref().map(str::trim).filter(|m| !m.is_empty() && *m != "default");
-    let info = ctx.hive.set_model(&name, model).map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
-    note(&ctx, &name, json!({ "command": format!("/model {}", model.unwrap_or("default")) }));
+pub(crate) async fn set_model(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Body(b): Body<ModelBody>,
+) -> ApiResult<Json<Value>> {
+    let info = ctx
+        .hive
+        .set_model(&name, b.model.as_deref())
+        .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
+    let shown = info.override_model.as_deref().unwrap_or("default");
+    note(&ctx, &name, json!({ "command": format!("/model {shown}") }));
     Ok(Json(json!({ "ok": true, "model": info })))
 }
 
@@ -135,8 +171,14 @@ pub(crate) struct DenyBody {
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.
 pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
     let a = require_approval(&ctx, id)?;
-    ctx.hive.approve(id).await.map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
-    done(format!("approval #{id} ({} {}) approved and carried out", a.kind, a.agent))
+    ctx.hive
+        .approve(id)
+        .await
+        .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
+    done(format!(
+        "approval #{id} ({} {}) approved and carried out",
+        a.kind, a.agent
+    ))
 }
 
 /// `POST /api/approvals/{id}/deny` {note?}: deny it.
@@ -146,10 +188,16 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
     let b: DenyBody = if body.iter().all(u8::is_ascii_whitespace) {
         DenyBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("the body is not a JSON object like {{\"note\": \"why\"}}: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!(
+                "the body is not a JSON object like {{\"note\": \"why\"}}: {e}"
+            ))
+        })?
     };
     let note = b.note.filter(|n| !n.trim().is_empty());
-    ctx.hive.deny(id, note.as_deref()).map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
+    ctx.hive
+        .deny(id, note.as_deref())
+        .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
 }
 
@@ -160,28 +208,39 @@ pub(crate) struct AnswerBody {
 }
 
 fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> {
-    ctx.hive.store.question(id)?.ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
+    ctx.hive
+        .store
+        .question(id)?
+        .ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
 }
 
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
 fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
     move |e| {
         let pending = matches!(ctx.hive.store.question(id), Ok(Some(q)) if q.status(crate::clock::now_ms()) == "pending");
-        ApiError::from_hive(if pending { StatusCode::BAD_REQUEST } else { StatusCode::CONFLICT })(e)
+        ApiError::from_hive(if pending {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::CONFLICT
+        })(e)
     }
 }
 
 /// `POST /api/questions/{id}/answer` {answer}.
 pub(crate) async fn answer(State(ctx): State<Ctx>, Id(id): Id, Body(b): Body<AnswerBody>) -> Done {
     require_question(&ctx, id)?;
-    ctx.hive.answer(id, &b.answer).map_err(question_refusal(&ctx, id))?;
+    ctx.hive
+        .answer(id, &b.answer)
+        .map_err(question_refusal(&ctx, id))?;
     done(format!("question #{id} answered"))
 }
 
 /// `POST /api/questions/{id}/cancel`.
 pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done {
     require_question(&ctx, id)?;
-    ctx.hive.cancel_question(id).map_err(question_refusal(&ctx, id))?;
+    ctx.hive
+        .cancel_question(id)
+        .map_err(question_refusal(&ctx, id))?;
     done(format!("question #{id} cancelled"))
 }
 

@@ -22,17 +22,35 @@ pub const MAX_MESSAGES: u32 = 500;
 
 /// `GET /api/agents`: every agent's status row.
 pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentStatusRow>>> {
-    Ok(Json(ctx.hive.status_rows().map_err(ApiError::from_hive(StatusCode::CONFLICT))?))
+    Ok(Json(
+        ctx.hive
+            .status_rows()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
 }
 
 /// `GET /api/agents/{name}`: one agent's status row.
-pub(crate) async fn agent(State(ctx): State<Ctx>, Agent(name): Agent) -> ApiResult<Json<AgentStatusRow>> {
-    Ok(Json(ctx.hive.status_row(&name).map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?))
+pub(crate) async fn agent(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+) -> ApiResult<Json<AgentStatusRow>> {
+    Ok(Json(
+        ctx.hive
+            .status_row(&name)
+            .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
+    ))
 }
 
 /// `GET /api/agents/{name}/model`: configured, override and active model.
-pub(crate) async fn model(State(ctx): State<Ctx>, Agent(name): Agent) -> ApiResult<Json<ModelInfo>> {
-    Ok(Json(ctx.hive.model_info(&name).map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?))
+pub(crate) async fn model(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+) -> ApiResult<Json<ModelInfo>> {
+    Ok(Json(
+        ctx.hive
+            .model_info(&name)
+            .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
+    ))
 }
 
 /// Query of the events history.
@@ -46,12 +64,22 @@ pub(crate) struct EventsQuery {
 }
 
 /// `GET /api/agents/{name}/events?since=ID | before=ID &limit=N`: history, oldest first.
-pub(crate) async fn events(State(ctx): State<Ctx>, Agent(name): Agent, Q(q): Q<EventsQuery>) -> ApiResult<Json<Vec<Event>>> {
+pub(crate) async fn events(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Q(q): Q<EventsQuery>,
+) -> ApiResult<Json<Vec<Event>>> {
     if q.since.is_some() && q.before.is_some() {
-        return Err(ApiError::bad("give since or before, not both: since pages forward, before pages back"));
+        return Err(ApiError::bad(
+            "give since or before, not both: since pages forward, before pages back",
+        ));
     }
     let limit = q.limit.unwrap_or(DEFAULT_EVENTS).clamp(1, MAX_EVENTS);
-    Ok(Json(ctx.hive.events(&name, q.since, q.before, limit).map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?))
+    Ok(Json(
+        ctx.hive
+            .events(&name, q.since, q.before, limit)
+            .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
+    ))
 }
 
 /// Query of the message lists.
@@ -60,39 +88,72 @@ pub(crate) struct LimitQuery {
     limit: Option<u32>,
 }
 
-fn recent(ctx: &Ctx, mailbox: &str, limit: Option<u32>, default: u32) -> ApiResult<Json<Vec<Message>>> {
-    let rows = ctx.hive.store.recent_messages(mailbox, limit.unwrap_or(default).clamp(1, MAX_MESSAGES))?;
+fn recent(
+    ctx: &Ctx,
+    mailbox: &str,
+    limit: Option<u32>,
+    default: u32,
+) -> ApiResult<Json<Vec<Message>>> {
+    let rows = ctx
+        .hive
+        .store
+        .recent_messages(mailbox, limit.unwrap_or(default).clamp(1, MAX_MESSAGES))?;
     Ok(Json(rows.iter().map(message_wire).collect()))
 }
 
 /// `GET /api/agents/{name}/messages?limit=N`: the newest messages to or from the agent, oldest first.
-pub(crate) async fn agent_messages(State(ctx): State<Ctx>, Agent(name): Agent, Q(q): Q<LimitQuery>) -> ApiResult<Json<Vec<Message>>> {
+pub(crate) async fn agent_messages(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Q(q): Q<LimitQuery>,
+) -> ApiResult<Json<Vec<Message>>> {
     recent(&ctx, name.as_str(), q.limit, super::sse::INBOX_LEN)
 }
 
 /// `GET /api/operator/messages?limit=N`: the operator's inbox and sent messages, without acknowledging any.
-pub(crate) async fn operator_messages(State(ctx): State<Ctx>, Q(q): Q<LimitQuery>) -> ApiResult<Json<Vec<Message>>> {
+pub(crate) async fn operator_messages(
+    State(ctx): State<Ctx>,
+    Q(q): Q<LimitQuery>,
+) -> ApiResult<Json<Vec<Message>>> {
     recent(&ctx, "operator", q.limit, super::sse::OPERATOR_INBOX_LEN)
 }
 
 /// `GET /api/approvals`: every approval, oldest first.
 pub(crate) async fn approvals(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Approval>>> {
-    Ok(Json(ctx.hive.approvals().map_err(ApiError::from_hive(StatusCode::CONFLICT))?))
+    Ok(Json(
+        ctx.hive
+            .approvals()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
 }
 
 /// 404 unless approval `id` exists.
 pub(crate) fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<crate::store::ApprovalRow> {
-    ctx.hive.store.approval(id)?.ok_or_else(|| ApiError::not_found(format!("there is no approval #{id}: it may have been vacuumed")))
+    ctx.hive.store.approval(id)?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "there is no approval #{id}: it may have been vacuumed"
+        ))
+    })
 }
 
 /// `GET /api/approvals/{id}/diff`: what approving would change (a spawn's whole config).
-pub(crate) async fn approval_diff(State(ctx): State<Ctx>, Id(id): Id) -> ApiResult<Json<serde_json::Value>> {
+pub(crate) async fn approval_diff(
+    State(ctx): State<Ctx>,
+    Id(id): Id,
+) -> ApiResult<Json<serde_json::Value>> {
     require_approval(&ctx, id)?;
-    let diff = ctx.hive.approval_diff(id).map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
+    let diff = ctx
+        .hive
+        .approval_diff(id)
+        .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     Ok(Json(serde_json::json!({ "id": id, "diff": diff })))
 }
 
 /// `GET /api/questions`: the newest operator questions (pending and recent).
 pub(crate) async fn questions(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Question>>> {
-    Ok(Json(ctx.hive.questions().map_err(ApiError::from_hive(StatusCode::CONFLICT))?))
+    Ok(Json(
+        ctx.hive
+            .questions()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
 }

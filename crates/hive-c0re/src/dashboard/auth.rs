@@ -49,7 +49,20 @@ impl Auth {
             Some(t) => t.trim().to_owned(),
             None => random_token()?,
         };
-        Ok(Self { token, open_reads, loopback })
+        Ok(Self {
+            token,
+            open_reads,
+            loopback,
+        })
+    }
+
+    /// The same policy with a known token.
+    #[cfg(test)]
+    pub fn with_token(self, token: &str) -> Self {
+        Self {
+            token: token.to_owned(),
+            ..self
+        }
     }
 
     /// The token (embedded in served pages; printed at start when it guards reads).
@@ -68,7 +81,10 @@ impl Auth {
 
     /// True when the request carries the token in the header or the cookie.
     pub fn presented(&self, headers: &HeaderMap) -> bool {
-        let by_header = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|t| self.matches(t));
+        let by_header = headers
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| self.matches(t));
         by_header || cookie(headers, TOKEN_COOKIE).is_some_and(|t| self.matches(&t))
     }
 }
@@ -109,17 +125,25 @@ fn host_name(authority: &str) -> &str {
 /// True for `localhost`, `*.localhost` and loopback IPs.
 pub fn is_loopback_host(authority: &str) -> bool {
     let h = host_name(authority).to_ascii_lowercase();
-    h == "localhost" || h.ends_with(".localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// True when `origin` (`scheme://host[:port]`) names the same host and port as `host`.
 pub fn same_origin(origin: &str, host: &str) -> bool {
-    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
     let authority = authority.trim_end_matches('/');
     // Browsers leave the default port out of Origin; some clients put it in Host.
     let strip = |a: &str| -> String {
         let a = a.to_ascii_lowercase();
-        let default = if scheme.eq_ignore_ascii_case("https") { ":443" } else { ":80" };
+        let default = if scheme.eq_ignore_ascii_case("https") {
+            ":443"
+        } else {
+            ":80"
+        };
         a.strip_suffix(default).map(str::to_owned).unwrap_or(a)
     };
     strip(authority) == strip(host)
@@ -150,7 +174,10 @@ pub fn check_write(auth: &Auth, headers: &HeaderMap) -> Result<(), ApiError> {
 pub(crate) async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let auth = &ctx.auth;
     let headers = req.headers();
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if auth.loopback && !is_loopback_host(host) {
         return ApiError::forbidden(format!(
             "this dashboard listens on loopback and answers only requests for localhost, not {host:?}: open it as http://127.0.0.1:PORT/"
@@ -163,10 +190,11 @@ pub(crate) async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> R
         return next.run(req).await;
     }
     let reading = req.method() == Method::GET || req.method() == Method::HEAD;
-    if reading && !path.starts_with("/api/") {
-        if let Some(t) = query_token(req.uri().query()) {
-            return adopt_token(auth, &t, path);
-        }
+    if reading
+        && !path.starts_with("/api/")
+        && let Some(t) = query_token(req.uri().query())
+    {
+        return adopt_token(auth, &t, path);
     }
     if !reading {
         if let Err(e) = check_write(auth, headers) {
@@ -174,24 +202,49 @@ pub(crate) async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> R
         }
     } else if auth.guards_reads() && !auth.presented(headers) {
         if path.starts_with("/api/") {
-            return ApiError::forbidden("this dashboard needs its token: open the dashboard as /?token=TOKEN first").into_response();
+            return ApiError::forbidden(
+                "this dashboard needs its token: open the dashboard as /?token=TOKEN first",
+            )
+            .into_response();
         }
-        return (StatusCode::FORBIDDEN, Html(super::pages::token_needed_page())).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Html(super::pages::token_needed_page()),
+        )
+            .into_response();
     }
     next.run(req).await
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {
-    query?.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "token").map(|(_, v)| v.to_owned())
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| v.to_owned())
 }
 
 /// `?token=` on a page: a right token becomes the cookie and the URL loses it.
 fn adopt_token(auth: &Auth, token: &str, path: &str) -> Response {
     if !auth.matches(token) {
-        return (StatusCode::FORBIDDEN, Html(super::pages::token_needed_page())).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Html(super::pages::token_needed_page()),
+        )
+            .into_response();
     }
-    let cookie = format!("{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", auth.token);
-    (StatusCode::SEE_OTHER, [(header::LOCATION, path.to_owned()), (header::SET_COOKIE, cookie)]).into_response()
+    let cookie = format!(
+        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        auth.token
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, path.to_owned()),
+            (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -211,12 +264,17 @@ mod tests {
         let a = Auth::new(true, None).unwrap();
         assert!(!a.guards_reads());
         assert_eq!(a.token().len(), 64);
-        assert_ne!(a.token(), Auth::new(true, None).unwrap().token(), "tokens are per start");
+        assert_ne!(
+            a.token(),
+            Auth::new(true, None).unwrap().token(),
+            "tokens are per start"
+        );
         assert!(Auth::new(false, None).unwrap().guards_reads());
         let fixed = Auth::new(true, Some("sesame".into())).unwrap();
         assert!(fixed.guards_reads());
         assert_eq!(fixed.token(), "sesame");
-        assert!(!Auth::new(true, Some("  ".into())).unwrap().guards_reads(), "an empty env token is no token");
+        let blank = Auth::new(true, Some("  ".into())).unwrap();
+        assert!(!blank.guards_reads(), "an empty env token is no token");
     }
 
     #[test]
@@ -232,19 +290,28 @@ mod tests {
     #[test]
     fn writes_need_token_and_same_origin() {
         let a = Auth::new(true, Some("t".into())).unwrap();
-        let ok = [("host", "127.0.0.1:7878"), ("x-hive-token", "t")];
-        assert!(check_write(&a, &headers(&ok)).is_ok(), "no Origin header is fine");
-        let same = [("host", "127.0.0.1:7878"), ("x-hive-token", "t"), ("origin", "http://127.0.0.1:7878")];
+        let host = ("host", "127.0.0.1:7878");
+        let tok = ("x-hive-token", "t");
+        assert!(
+            check_write(&a, &headers(&[host, tok])).is_ok(),
+            "no Origin is fine"
+        );
+        let same = [host, tok, ("origin", "http://127.0.0.1:7878")];
         assert!(check_write(&a, &headers(&same)).is_ok());
-        let cross = [("host", "127.0.0.1:7878"), ("x-hive-token", "t"), ("origin", "http://evil.example")];
-        assert_eq!(check_write(&a, &headers(&cross)).unwrap_err().status, StatusCode::FORBIDDEN);
-        let other_port = [("host", "127.0.0.1:7878"), ("x-hive-token", "t"), ("origin", "http://127.0.0.1:9999")];
+        let cross = [host, tok, ("origin", "http://evil.example")];
+        let e = check_write(&a, &headers(&cross)).unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let other_port = [host, tok, ("origin", "http://127.0.0.1:9999")];
         assert!(check_write(&a, &headers(&other_port)).is_err());
-        let null = [("host", "127.0.0.1:7878"), ("x-hive-token", "t"), ("origin", "null")];
+        let null = [host, tok, ("origin", "null")];
         assert!(check_write(&a, &headers(&null)).is_err());
-        let no_token = [("host", "127.0.0.1:7878"), ("origin", "http://127.0.0.1:7878")];
+        let no_token = [host, ("origin", "http://127.0.0.1:7878")];
         let e = check_write(&a, &headers(&no_token)).unwrap_err();
-        assert!(e.message.contains("needs the dashboard token"), "{}", e.message);
+        assert!(
+            e.message.contains("needs the dashboard token"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -257,17 +324,33 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1:7878", "localhost", "localhost:1", "[::1]:7878", "127.1.2.3", "hive.localhost:80"] {
+        let yes = [
+            "127.0.0.1:7878",
+            "localhost",
+            "localhost:1",
+            "[::1]:7878",
+            "127.1.2.3",
+            "hive.localhost:80",
+        ];
+        for h in yes {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["evil.example", "evil.example:7878", "10.0.0.1:7878", "", "localhost.evil.example"] {
+        let no = [
+            "evil.example",
+            "evil.example:7878",
+            "10.0.0.1:7878",
+            "",
+            "localhost.evil.example",
+        ];
+        for h in no {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
 
     #[test]
     fn cookie_and_query_parsing() {
-        assert_eq!(cookie(&headers(&[("cookie", "x=1;hive_token= abc ")]), "hive_token").as_deref(), Some("abc"));
+        let h = headers(&[("cookie", "x=1;hive_token= abc ")]);
+        assert_eq!(cookie(&h, "hive_token").as_deref(), Some("abc"));
         assert_eq!(query_token(Some("a=1&token=xyz")).as_deref(), Some("xyz"));
         assert_eq!(query_token(Some("tokens=1")), None);
     }

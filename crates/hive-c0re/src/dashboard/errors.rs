@@ -21,7 +21,10 @@ pub(crate) struct ApiError {
 impl ApiError {
     /// An error with this status and sentence.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     /// 400: the request itself is wrong.
@@ -50,7 +53,10 @@ impl ApiError {
     /// 500: the hive failed; logged here, the sentence goes to the client.
     pub fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!("dashboard request failed: {e}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the hive failed to do that: {e}"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the hive failed to do that: {e}"),
+        )
     }
 }
 
@@ -62,7 +68,11 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }
 
@@ -71,5 +81,7 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Unknown routes under `/api` answer JSON too.
 pub(crate) async fn not_found() -> ApiError {
-    ApiError::not_found("there is no such dashboard route: see the dashboard's page for what it offers")
+    ApiError::not_found(
+        "there is no such dashboard route: see the dashboard's page for what it offers",
+    )
 }

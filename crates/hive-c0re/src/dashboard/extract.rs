@@ -29,7 +29,10 @@ async fn path_param(parts: &mut Parts, key: &str) -> Result<String, ApiError> {
     let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, &())
         .await
         .map_err(|e| ApiError::bad(e.body_text()))?;
-    params.get(key).cloned().ok_or_else(|| ApiError::bad(format!("the path has no {key}")))
+    params
+        .get(key)
+        .cloned()
+        .ok_or_else(|| ApiError::bad(format!("the path has no {key}")))
 }
 
 /// Validates a name from a URL; the sentence says what a name may be.
@@ -41,7 +44,10 @@ pub(crate) fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
 pub(crate) fn require_agent(ctx: &Ctx, name: &AgentName) -> Result<(), ApiError> {
     match ctx.hive.store.agent(name.as_str())? {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!("there is no agent {:?} in this hive: see the hive page for who is here", name.as_str()))),
+        None => Err(ApiError::not_found(format!(
+            "there is no agent {:?} in this hive: see the hive page for who is here",
+            name.as_str()
+        ))),
     }
 }
 
@@ -60,9 +66,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = path_param(parts, "id").await?;
-        raw.parse::<i64>()
-            .map(Self)
-            .map_err(|_| ApiError::bad(format!("{raw:?} is not an id: ids are whole numbers such as 12")))
+        raw.parse::<i64>().map(Self).map_err(|_| {
+            ApiError::bad(format!(
+                "{raw:?} is not an id: ids are whole numbers such as 12"
+            ))
+        })
     }
 }
 
@@ -70,7 +78,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| Self(v)).map_err(|e| ApiError::bad(e.body_text()))
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| ApiError::bad(e.body_text()))
     }
 }
 
@@ -80,7 +91,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{}: send a JSON object", e.body_text()))),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{}: send a JSON object", e.body_text()),
+            )),
         }
     }
 }

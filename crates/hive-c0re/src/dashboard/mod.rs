@@ -2,9 +2,9 @@
 //!
 //! As thin as host.sock: every read and action is a `Hive` method and every
 //! row a `hive_sh4re::host` type, so both surfaces show and do the same.
-//! [`pages`] serves a small HTML shell per page and the front end built from
-//! `web/`; [`api`] and [`actions`] are the JSON API; [`sse`] is the one live
-//! stream; [`auth`] decides who may do what.
+//! `pages` serves a small HTML shell per page and the front end built from
+//! `web/`; `api` and `actions` are the JSON API; `sse` is the one live
+//! stream; `auth` decides who may do what.
 
 mod actions;
 mod api;
@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 pub use auth::{Auth, TOKEN_COOKIE, TOKEN_ENV, TOKEN_HEADER};
-pub use pages::{WEB_DIR_ENV, web_dir};
+pub use pages::{WEB_DIR_ENV, web_dir, web_dir_candidates};
 
 use crate::hive::Hive;
 
@@ -35,6 +35,8 @@ pub(crate) struct Ctx {
     pub hive: Arc<Hive>,
     pub auth: Arc<Auth>,
     pub hub: Arc<sse::Hub>,
+    /// Where to look for the built front end, best first.
+    pub web_dirs: Arc<Vec<std::path::PathBuf>>,
 }
 
 /// A dashboard whose address is bound but not served yet.
@@ -68,41 +70,50 @@ pub async fn bind(addr: &str) -> anyhow::Result<Bound> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not serve the dashboard on {addr}: pick another --dashboard ADDR, or --no-dashboard"))?;
-    let addr = listener.local_addr().context("could not read the dashboard's bound address")?;
+    let addr = listener
+        .local_addr()
+        .context("could not read the dashboard's bound address")?;
     let fixed = std::env::var(TOKEN_ENV).ok();
     let from_env = fixed.as_deref().is_some_and(|t| !t.trim().is_empty());
-    let auth = Auth::new(addr.ip().is_loopback(), fixed).context("could not generate a dashboard token")?;
+    let auth = Auth::new(addr.ip().is_loopback(), fixed)
+        .context("could not generate a dashboard token")?;
     if auth.guards_reads() && !from_env {
-        println!("dashboard token (shown once; set {TOKEN_ENV} to choose one): {}", auth.token());
-        println!("open http://{addr}/?token={} once to log this browser in", auth.token());
+        println!(
+            "dashboard token (shown once; set {TOKEN_ENV} to choose one): {}",
+            auth.token()
+        );
+        println!(
+            "open http://{addr}/?token={} once to log this browser in",
+            auth.token()
+        );
     }
-    Ok(Bound { listener, addr, auth })
+    Ok(Bound {
+        listener,
+        addr,
+        auth,
+    })
 }
 
 /// Serves a bound dashboard until the hive shuts down.
 pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     let hub = sse::Hub::new();
     tokio::spawn(sse::run(hive.clone(), hub.clone()));
-    let ctx = Ctx { hive: hive.clone(), auth: Arc::new(bound.auth), hub };
+    let ctx = Ctx {
+        hive: hive.clone(),
+        auth: Arc::new(bound.auth),
+        hub,
+        web_dirs: Arc::new(web_dir_candidates()),
+    };
     let app = router(ctx);
     let stop = hive.shutdown.clone();
     tokio::spawn(async move {
-        let served = axum::serve(bound.listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        let served = axum::serve(bound.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
         if let Err(e) = served {
             tracing::error!("the dashboard stopped: {e}");
         }
     })
-}
-
-/// Starts serving the dashboard on `addr`.
-pub async fn start(hive: &Arc<Hive>, addr: &str) -> anyhow::Result<()> {
-    let bound = bind(addr).await?;
-    if hive.settings.dashboard_home.as_deref() != Some(bound.home().as_str()) {
-        // e.g. port 0: the configured home is not where the dashboard is.
-        println!("dashboard serving on {}", bound.home());
-    }
-    serve(hive, bound);
-    Ok(())
 }
 
 /// Every route; see the handlers for what each answers.
@@ -114,8 +125,14 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/agents", get(api::agents))
         .route("/api/agents/{name}", get(api::agent))
         .route("/api/agents/{name}/events", get(api::events))
-        .route("/api/agents/{name}/messages", get(api::agent_messages).post(actions::send))
-        .route("/api/agents/{name}/model", get(api::model).post(actions::set_model))
+        .route(
+            "/api/agents/{name}/messages",
+            get(api::agent_messages).post(actions::send),
+        )
+        .route(
+            "/api/agents/{name}/model",
+            get(api::model).post(actions::set_model),
+        )
         .route("/api/agents/{name}/{action}", post(actions::lifecycle))
         .route("/api/operator/messages", get(api::operator_messages))
         .route("/api/approvals", get(api::approvals))
@@ -128,6 +145,9 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/stream", get(sse::stream))
         .route("/api/ping", post(actions::ping))
         .fallback(pages::fallback)
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            auth::guard,
+        ))
         .with_state(ctx)
 }

@@ -19,18 +19,23 @@ pub const SYSTEM_WEB_DIR: &str = "/usr/share/hyperhive/web";
 /// A file every build has; a directory without it is not a build.
 const MARKER: &str = "hive.js";
 
-/// The built front end: `HIVE_WEB_DIR`, else `web/dist` of the source tree the
-/// binary was built in (`<repo>/target/<profile>/hive-c0re`), else the system copy.
-pub fn web_dir() -> Option<PathBuf> {
-    candidates().into_iter().find(|d| d.join(MARKER).is_file())
+/// The first of `candidates` that holds a build (checked per request, so a
+/// build made while hive-c0re runs is picked up on reload).
+pub fn web_dir(candidates: &[PathBuf]) -> Option<&PathBuf> {
+    candidates.iter().find(|d| d.join(MARKER).is_file())
 }
 
-fn candidates() -> Vec<PathBuf> {
+/// Where the built front end may be: `HIVE_WEB_DIR`, else `web/dist` of the source
+/// tree the binary was built in (`<repo>/target/<profile>/hive-c0re`), else the system copy.
+pub fn web_dir_candidates() -> Vec<PathBuf> {
     if let Some(d) = std::env::var_os(WEB_DIR_ENV) {
         return vec![PathBuf::from(d)];
     }
     let mut v = vec![];
-    if let Some(bin_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         v.push(bin_dir.join("../../web/dist"));
     }
     v.push(PathBuf::from(SYSTEM_WEB_DIR));
@@ -38,13 +43,21 @@ fn candidates() -> Vec<PathBuf> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The page around a body; `module` is the page's script in the build.
 fn shell(ctx: &Ctx, title: &str, module: &str, body_attrs: &str, body: &str) -> Response {
-    if web_dir().is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Html(not_built_page())).into_response();
+    if web_dir(&ctx.web_dirs).is_none() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Html(not_built_page(&ctx.web_dirs)),
+        )
+            .into_response();
     }
     let html = format!(
         r#"<!doctype html>
@@ -54,6 +67,7 @@ fn shell(ctx: &Ctx, title: &str, module: &str, body_attrs: &str, body: &str) -> 
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="hive-token" content="{token}">
 <title>{title} · hyperhive</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/style.css">
 <script type="module" src="/assets/{module}"></script>
 </head>
@@ -83,10 +97,10 @@ pub(crate) async fn hive_page(State(ctx): State<Ctx>) -> Response {
 <main class="hive">
   <section class="panel agents-panel">
     <h2>Agents <span id="agent-count" class="count"></span></h2>
-    <table id="agents" class="agents">
-      <thead><tr><th>agent</th><th>state</th><th>last turn</th><th>model</th><th>inbox</th><th class="actions-col">actions</th></tr></thead>
+    <div class="table-scroll"><table id="agents" class="agents">
+      <thead><tr><th>agent</th><th>state</th><th>last turn</th><th>model</th><th class="inbox-col">inbox</th><th class="actions-col">actions</th></tr></thead>
       <tbody></tbody>
-    </table>
+    </table></div>
     <p id="no-agents" class="empty" hidden>No agents yet. Create one with <code>hive-c0re spawn NAME</code>.</p>
   </section>
   <div class="columns">
@@ -129,8 +143,18 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
     };
     match ctx.hive.store.agent(name.as_str()) {
         Ok(Some(_)) => {}
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, &format!("There is no agent {name:?} in this hive.")),
-        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &ApiError::internal(e).message),
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &format!("There is no agent {name:?} in this hive."),
+            );
+        }
+        Err(e) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ApiError::internal(e).message,
+            );
+        }
     }
     let n = escape(name.as_str());
     let body = format!(
@@ -143,6 +167,7 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
     <span class="spacer"></span>
     <button id="btn-cancel" type="button" hidden>■ Cancel turn</button>
     <button id="btn-compact" type="button" hidden>📦 Compact</button>
+    <button id="btn-pause" type="button">⏸ Pause</button>
     <button type="button" data-action="start">Start</button>
     <button type="button" data-action="stop">Stop</button>
     <button type="button" data-action="restart">Restart</button>
@@ -165,7 +190,7 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
         <h2>Model</h2>
         <div id="model" class="model"></div>
         <form id="model-form" class="model-form">
-          <input id="model-input" list="model-names" placeholder="override, e.g. sonnet" autocomplete="off">
+          <input id="model-input" list="model-names" placeholder="e.g. sonnet" autocomplete="off">
           <datalist id="model-names"><option value="haiku"><option value="sonnet"><option value="opus"></datalist>
           <button type="submit">Set</button>
           <button type="button" id="model-clear">Use config</button>
@@ -182,14 +207,25 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
     </aside>
   </div>
 </main>"#,
-        header = header_bar(&format!(r#"<a href="/">hive</a><span class="sep">/</span><span>{n}</span>"#))
+        header = header_bar(&format!(
+            r#"<a href="/">hive</a><span class="sep">/</span><span>{n}</span>"#
+        ))
     );
-    shell(&ctx, name.as_str(), "agent.js", &format!(r#"data-page="agent" data-agent="{n}""#), &body)
+    shell(
+        &ctx,
+        name.as_str(),
+        "agent.js",
+        &format!(r#"data-page="agent" data-agent="{n}""#),
+        &body,
+    )
 }
 
 /// `GET /assets/{file}`: a file of the build (flat names only, so no path escapes the directory).
-pub(crate) async fn asset(UrlPath(file): UrlPath<String>) -> Response {
-    let ok_name = !file.starts_with('.') && file.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+pub(crate) async fn asset(State(ctx): State<Ctx>, UrlPath(file): UrlPath<String>) -> Response {
+    let ok_name = !file.starts_with('.')
+        && file
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
     let kind = match file.rsplit_once('.').map(|(_, ext)| ext) {
         Some("js") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
@@ -198,14 +234,24 @@ pub(crate) async fn asset(UrlPath(file): UrlPath<String>) -> Response {
         Some("woff2") => "font/woff2",
         _ => "",
     };
-    let Some(dir) = web_dir() else {
-        return ApiError::not_found("the dashboard's front end is not built: run npm ci && npm run build in web/").into_response();
+    let Some(dir) = web_dir(&ctx.web_dirs) else {
+        return ApiError::not_found(
+            "the dashboard's front end is not built: run npm ci && npm run build in web/",
+        )
+        .into_response();
     };
     if !ok_name || kind.is_empty() {
         return ApiError::not_found(format!("there is no asset {file:?}")).into_response();
     }
     match tokio::fs::read(dir.join(&file)).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], bytes).into_response(),
+        Ok(bytes) => (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response(),
         Err(_) => ApiError::not_found(format!("there is no asset {file:?}")).into_response(),
     }
 }
@@ -215,7 +261,10 @@ pub(crate) async fn fallback(uri: Uri) -> Response {
     if uri.path().starts_with("/api/") {
         return super::errors::not_found().await.into_response();
     }
-    error_page(StatusCode::NOT_FOUND, &format!("There is no page {:?} here.", uri.path()))
+    error_page(
+        StatusCode::NOT_FOUND,
+        &format!("There is no page {:?} here.", uri.path()),
+    )
 }
 
 fn plain_page(title: &str, body: &str) -> String {
@@ -228,13 +277,19 @@ code{{background:#1b1f2a;padding:.1em .4em;border-radius:4px}}a{{color:#88c0d0}}
 }
 
 fn error_page(status: StatusCode, sentence: &str) -> Response {
-    let body = format!(r#"<p>{}</p><p><a href="/">Back to the hive</a></p>"#, escape(sentence));
+    let body = format!(
+        r#"<p>{}</p><p><a href="/">Back to the hive</a></p>"#,
+        escape(sentence)
+    );
     (status, Html(plain_page(&status.to_string(), &body))).into_response()
 }
 
 /// What `/` answers when `web/dist` is missing.
-pub fn not_built_page() -> String {
-    let looked: Vec<String> = candidates().iter().map(|p| format!("<li><code>{}</code></li>", escape(&p.display().to_string()))).collect();
+pub fn not_built_page(candidates: &[PathBuf]) -> String {
+    let looked: Vec<String> = candidates
+        .iter()
+        .map(|p| format!("<li><code>{}</code></li>", escape(&p.display().to_string())))
+        .collect();
     plain_page(
         "The dashboard is not built",
         &format!(

@@ -66,7 +66,10 @@ impl Frame {
     fn new(audience: Audience, event: &str, data: &impl Serialize) -> Option<Arc<Self>> {
         match serde_json::to_string(data) {
             // serde_json escapes newlines, so the JSON is one `data:` line.
-            Ok(json) => Some(Arc::new(Self { audience, bytes: Bytes::from(format!("event: {event}\ndata: {json}\n\n")) })),
+            Ok(json) => Some(Arc::new(Self {
+                audience,
+                bytes: Bytes::from(format!("event: {event}\ndata: {json}\n\n")),
+            })),
             Err(e) => {
                 tracing::warn!("could not serialize a dashboard {event} frame: {e}");
                 None
@@ -75,7 +78,10 @@ impl Frame {
     }
 
     fn resync() -> Arc<Self> {
-        Arc::new(Self { audience: Audience::All, bytes: Bytes::from_static(b"event: resync\ndata: {}\n\n") })
+        Arc::new(Self {
+            audience: Audience::All,
+            bytes: Bytes::from_static(b"event: resync\ndata: {}\n\n"),
+        })
     }
 
     /// True when a viewer of `agent`'s page (None: the hive page) wants it.
@@ -117,21 +123,40 @@ impl Drop for Watch {
 impl Hub {
     /// A hub with no viewers; [`run`] feeds it.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { tx: broadcast::channel(1024).0, watchers: Mutex::default() })
+        Arc::new(Self {
+            tx: broadcast::channel(1024).0,
+            watchers: Mutex::default(),
+        })
     }
 
     fn watch(self: &Arc<Self>, key: Option<String>) -> Watch {
-        *self.watchers.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default() += 1;
-        Watch { hub: self.clone(), key }
+        *self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        Watch {
+            hub: self.clone(),
+            key,
+        }
     }
 
     fn watched(&self, key: Option<&str>) -> bool {
-        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key.map(str::to_owned))
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key.map(str::to_owned))
     }
 
-    /// Open streams, for tests and logs.
+    /// Open streams.
+    #[cfg(test)]
     pub fn viewers(&self) -> usize {
-        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
     }
 
     fn send(&self, frame: Option<Arc<Frame>>) {
@@ -226,7 +251,13 @@ fn plan(c: Change) -> Vec<Work> {
         Change::Events { agent, last_id } => vec![Work::Events(agent, last_id)],
         Change::Message { to, from } => [to, from]
             .into_iter()
-            .map(|m| if m == "operator" { Work::OperatorInbox } else { Work::Inbox(m) })
+            .map(|m| {
+                if m == "operator" {
+                    Work::OperatorInbox
+                } else {
+                    Work::Inbox(m)
+                }
+            })
             .collect(),
         Change::Approvals => vec![Work::Approvals],
         Change::Questions => vec![Work::Questions],
@@ -273,19 +304,27 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             if !hub.watched(None) && !agent_watched {
                 return;
             }
-            let Ok(name) = AgentName::parse(&n) else { return };
+            let Ok(name) = AgentName::parse(&n) else {
+                return;
+            };
             if let Ok(row) = hive.status_row(&name) {
                 hub.send(Frame::new(Audience::Both(n.clone()), "agent", &row));
             }
-            if agent_watched {
-                if let Ok(model) = hive.model_info(&name) {
-                    hub.send(Frame::new(Audience::Agent(n.clone()), "model", &serde_json::json!({ "agent": n, "model": model })));
-                }
+            if agent_watched && let Ok(model) = hive.model_info(&name) {
+                hub.send(Frame::new(
+                    Audience::Agent(n.clone()),
+                    "model",
+                    &serde_json::json!({ "agent": n, "model": model }),
+                ));
             }
         }
         Work::Removed(n) => {
             cursors.0.remove(&n);
-            hub.send(Frame::new(Audience::Both(n.clone()), "agent_removed", &serde_json::json!({ "name": n })));
+            hub.send(Frame::new(
+                Audience::Both(n.clone()),
+                "agent_removed",
+                &serde_json::json!({ "name": n }),
+            ));
         }
         Work::Events(n, last_id) => {
             let cursor = match cursors.0.get(&n) {
@@ -301,7 +340,9 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 cursors.0.insert(n, last_id);
                 return;
             }
-            let Ok(name) = AgentName::parse(&n) else { return };
+            let Ok(name) = AgentName::parse(&n) else {
+                return;
+            };
             let mut since = cursor;
             loop {
                 let events = match hive.events(&name, Some(since), None, EVENTS_PER_FRAME) {
@@ -311,10 +352,16 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                         break;
                     }
                 };
-                let Some(last) = events.last().map(|e| e.id) else { break };
+                let Some(last) = events.last().map(|e| e.id) else {
+                    break;
+                };
                 since = last;
                 let full = events.len() as u32 == EVENTS_PER_FRAME;
-                hub.send(Frame::new(Audience::Agent(n.clone()), "events", &EventsFrame { agent: &n, events }));
+                hub.send(Frame::new(
+                    Audience::Agent(n.clone()),
+                    "events",
+                    &EventsFrame { agent: &n, events },
+                ));
                 if !full {
                     break;
                 }
@@ -322,33 +369,49 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             cursors.0.insert(n, since.max(cursor));
         }
         Work::Inbox(n) => {
-            if hub.watched(Some(&n)) {
-                if let Ok(msgs) = hive.store.recent_messages(&n, INBOX_LEN) {
-                    let messages: Vec<_> = msgs.iter().map(message_wire).collect();
-                    hub.send(Frame::new(Audience::Agent(n.clone()), "inbox", &serde_json::json!({ "agent": n, "messages": messages })));
-                }
+            if hub.watched(Some(&n))
+                && let Ok(msgs) = hive.store.recent_messages(&n, INBOX_LEN)
+            {
+                let messages: Vec<_> = msgs.iter().map(message_wire).collect();
+                hub.send(Frame::new(
+                    Audience::Agent(n.clone()),
+                    "inbox",
+                    &serde_json::json!({ "agent": n, "messages": messages }),
+                ));
             }
         }
         Work::OperatorInbox => {
-            if hub.watched(None) {
-                if let Ok(msgs) = hive.store.recent_messages("operator", OPERATOR_INBOX_LEN) {
-                    let messages: Vec<_> = msgs.iter().map(message_wire).collect();
-                    hub.send(Frame::new(Audience::Hive, "operator_inbox", &serde_json::json!({ "messages": messages })));
-                }
+            if hub.watched(None)
+                && let Ok(msgs) = hive.store.recent_messages("operator", OPERATOR_INBOX_LEN)
+            {
+                let messages: Vec<_> = msgs.iter().map(message_wire).collect();
+                hub.send(Frame::new(
+                    Audience::Hive,
+                    "operator_inbox",
+                    &serde_json::json!({ "messages": messages }),
+                ));
             }
         }
         Work::Approvals => {
-            if hub.watched(None) {
-                if let Ok(approvals) = hive.approvals() {
-                    hub.send(Frame::new(Audience::Hive, "approvals", &serde_json::json!({ "approvals": approvals })));
-                }
+            if hub.watched(None)
+                && let Ok(approvals) = hive.approvals()
+            {
+                hub.send(Frame::new(
+                    Audience::Hive,
+                    "approvals",
+                    &serde_json::json!({ "approvals": approvals }),
+                ));
             }
         }
         Work::Questions => {
-            if hub.watched(None) {
-                if let Ok(questions) = hive.questions() {
-                    hub.send(Frame::new(Audience::Hive, "questions", &serde_json::json!({ "questions": questions })));
-                }
+            if hub.watched(None)
+                && let Ok(questions) = hive.questions()
+            {
+                hub.send(Frame::new(
+                    Audience::Hive,
+                    "questions",
+                    &serde_json::json!({ "questions": questions }),
+                ));
             }
         }
     }
@@ -374,8 +437,15 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     // nothing stored in between is missed (the page drops duplicates by id).
     let rx = ctx.hub.tx.subscribe();
     let watch = ctx.hub.watch(agent.clone());
-    let hello = format!("retry: 2000\nevent: hello\ndata: {}\n\n", serde_json::json!({ "agent": agent }));
-    let viewer = Viewer { rx, watch, shutdown: ctx.hive.shutdown.clone(), hello: Some(Bytes::from(hello)),
+    let hello = format!(
+        "retry: 2000\nevent: hello\ndata: {}\n\n",
+        serde_json::json!({ "agent": agent })
+    );
+    let viewer = Viewer {
+        rx,
+        watch,
+        shutdown: ctx.hive.shutdown.clone(),
+        hello: Some(Bytes::from(hello)),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
     };
     let body = futures::stream::unfold(viewer, |mut v| async move {
@@ -430,7 +500,10 @@ mod tests {
 
     #[test]
     fn audiences() {
-        let f = |a| Frame { audience: a, bytes: Bytes::new() };
+        let f = |a| Frame {
+            audience: a,
+            bytes: Bytes::new(),
+        };
         assert!(f(Audience::Hive).wanted_by(None));
         assert!(!f(Audience::Hive).wanted_by(Some("alice")));
         assert!(f(Audience::Both("alice".into())).wanted_by(Some("alice")));
@@ -444,22 +517,36 @@ mod tests {
     fn bursts_coalesce() {
         let batch = vec![
             Change::Agent("a".into()),
-            Change::Events { agent: "a".into(), last_id: 3 },
+            Change::Events {
+                agent: "a".into(),
+                last_id: 3,
+            },
             Change::AgentRemoved("a".into()),
-            Change::Events { agent: "a".into(), last_id: 9 },
+            Change::Events {
+                agent: "a".into(),
+                last_id: 9,
+            },
             Change::Agent("a".into()),
             Change::Approvals,
             Change::Approvals,
         ];
         assert_eq!(
             coalesce(batch),
-            vec![Work::Removed("a".into()), Work::Events("a".into(), 9), Work::Row("a".into()), Work::Approvals]
+            vec![
+                Work::Removed("a".into()),
+                Work::Events("a".into(), 9),
+                Work::Row("a".into()),
+                Work::Approvals
+            ]
         );
     }
 
     #[test]
     fn messages_plan_both_mailboxes() {
-        let w = plan(Change::Message { to: "alice".into(), from: "operator".into() });
+        let w = plan(Change::Message {
+            to: "alice".into(),
+            from: "operator".into(),
+        });
         assert_eq!(w, vec![Work::Inbox("alice".into()), Work::OperatorInbox]);
     }
 }

@@ -1,0 +1,470 @@
+//! Route-level tests: the router over a real `Hive` (in-memory store, process runtime).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use hive_sh4re::config::AgentConfig;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use super::{Auth, Ctx, router, sse};
+use crate::hive::{Hive, Settings};
+use crate::paths::Paths;
+use crate::runtime::ProcessRuntime;
+use crate::store::{NewAgent, NewApproval, Store};
+
+const HOST: &str = "127.0.0.1:7878";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    hive: Arc<Hive>,
+    ctx: Ctx,
+}
+
+fn fixture(auth: Auth) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        state: dir.path().join("state"),
+        run: dir.path().join("run"),
+    };
+    let settings = Settings {
+        bin_dir: dir.path().to_path_buf(),
+        claude_bin: None,
+        agent_env: vec![],
+        dashboard_home: Some(format!("http://{HOST}/")),
+        kill_grace: Duration::from_millis(100),
+    };
+    let hive = Hive::new(
+        Store::in_memory().unwrap(),
+        paths.clone(),
+        Arc::new(ProcessRuntime::new(paths)),
+        settings,
+    );
+    let web_dirs = Arc::new(vec![dir.path().join("web")]);
+    let ctx = Ctx {
+        hive: hive.clone(),
+        auth: Arc::new(auth),
+        hub: sse::Hub::new(),
+        web_dirs,
+    };
+    Fixture {
+        _dir: dir,
+        hive,
+        ctx,
+    }
+}
+
+/// A loopback dashboard without HIVE_DASHBOARD_TOKEN, with the known token "t0k".
+fn loopback() -> Fixture {
+    fixture(Auth::new(true, None).unwrap().with_token("t0k"))
+}
+
+/// An agent row, without starting it (the supervisor is not under test).
+fn add_agent(hive: &Hive, name: &str) {
+    let toml = AgentConfig::default().to_toml();
+    hive.store
+        .create_agent(&NewAgent {
+            name,
+            harness: "ag3nt",
+            config_toml: &toml,
+            deployed_sha: None,
+            parent: None,
+            want_running: false,
+        })
+        .unwrap();
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, HOST)
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn post(uri: &str, token: Option<&str>, json: &str) -> Request<Body> {
+    let mut r = Request::post(uri)
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        r = r.header("x-hive-token", t);
+    }
+    r.body(Body::from(json.to_owned())).unwrap()
+}
+
+async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, String) {
+    let resp = router(f.ctx.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn error_of(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn posts_need_the_token() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let (s, b) = call(
+        &f,
+        post("/api/agents/alice/messages", None, r#"{"body":"hi"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(error_of(&b).contains("needs the dashboard token"), "{b}");
+    let (s, _) = call(
+        &f,
+        post(
+            "/api/agents/alice/messages",
+            Some("wrong"),
+            r#"{"body":"hi"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/messages",
+            Some("t0k"),
+            r#"{"body":"hi"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(f.hive.store.inbox_depth("alice"), 1);
+    let cookie = Request::post("/api/agents/alice/messages")
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::COOKIE, "hive_token=t0k")
+        .body(Body::from(r#"{"body":"by cookie"}"#))
+        .unwrap();
+    assert_eq!(call(&f, cookie).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn cross_origin_posts_are_refused() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let mut req = post(
+        "/api/agents/alice/messages",
+        Some("t0k"),
+        r#"{"body":"hi"}"#,
+    );
+    req.headers_mut()
+        .insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+    let (s, b) = call(&f, req).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(error_of(&b).contains("cross-origin"), "{b}");
+    assert_eq!(f.hive.store.inbox_depth("alice"), 0);
+    let mut same = post(
+        "/api/agents/alice/messages",
+        Some("t0k"),
+        r#"{"body":"hi"}"#,
+    );
+    same.headers_mut()
+        .insert(header::ORIGIN, format!("http://{HOST}").parse().unwrap());
+    assert_eq!(call(&f, same).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn loopback_answers_only_loopback_hosts() {
+    let f = loopback();
+    let req = Request::get("/api/agents")
+        .header(header::HOST, "rebound.evil.example:7878")
+        .body(Body::empty())
+        .unwrap();
+    let (s, b) = call(&f, req).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        error_of(&b).contains("answers only requests for localhost"),
+        "{b}"
+    );
+    let ok = Request::get("/api/agents")
+        .header(header::HOST, "localhost:7878")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&f, ok).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn names_in_urls_are_validated() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    for (uri, needle) in [
+        (
+            "/api/agents/Alice/events",
+            "must start with a lowercase letter",
+        ),
+        (
+            "/api/agents/..%2Fetc/events",
+            "must start with a lowercase letter",
+        ),
+        ("/api/agents/a%2Fb", "only a-z, 0-9 and '-' are allowed"),
+        ("/api/agents/operator/model", "reserved"),
+        ("/api/stream?agent=x%00y", "only a-z"),
+    ] {
+        let (s, b) = call(&f, get(uri)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {b}");
+        assert!(error_of(&b).contains(needle), "{uri}: {b}");
+    }
+    let (s, b) = call(&f, post("/api/agents/Bad!/start", Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = call(&f, get("/api/agents/ghost/events")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&b).contains("no agent \"ghost\""), "{b}");
+    let (s, _) = call(&f, post("/api/agents/ghost/kill", Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = call(&f, get("/agents/..%2Fx")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b.contains("must start with a lowercase letter"), "{b}");
+    assert_eq!(
+        call(&f, get("/agents/ghost")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_400_and_refused_state_409() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/messages",
+            Some("t0k"),
+            r#"{"body":"   "}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&b).contains("empty"), "{b}");
+    let (s, b) = call(&f, post("/api/agents/alice/messages", Some("t0k"), "{nope")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    error_of(&b);
+    let (s, b) = call(&f, post("/api/agents/alice/fly", Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&b).contains("no agent action \"fly\""), "{b}");
+    let (s, b) = call(&f, get("/api/agents/alice/events?since=x")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    error_of(&b);
+
+    // Compacting a stopped agent is a refused state.
+    let (s, b) = call(&f, post("/api/agents/alice/compact", Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(error_of(&b).contains("not running"), "{b}");
+
+    // An approval is decided once.
+    let id = f
+        .hive
+        .store
+        .add_approval(&NewApproval {
+            agent: "bob",
+            kind: "spawn",
+            payload_json: "{}",
+            commit_ref: "",
+            description: None,
+        })
+        .unwrap();
+    let (s, b) = call(
+        &f,
+        post(&format!("/api/approvals/{id}/deny"), Some("t0k"), ""),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = call(
+        &f,
+        post(
+            &format!("/api/approvals/{id}/deny"),
+            Some("t0k"),
+            r#"{"note":"again"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(error_of(&b).contains("decided already"), "{b}");
+    assert_eq!(
+        call(&f, post("/api/approvals/999/approve", Some("t0k"), ""))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, b) = call(&f, post("/api/approvals/x/approve", Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&b).contains("not an id"), "{b}");
+}
+
+#[tokio::test]
+async fn model_override_and_operator_notes() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/model",
+            Some("t0k"),
+            r#"{"model":"sonnet"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["model"]["override_model"], "sonnet");
+    let (s, _) = call(
+        &f,
+        post(
+            "/api/agents/alice/model",
+            Some("t0k"),
+            r#"{"model":"default"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = call(&f, get("/api/agents/alice/model")).await;
+    assert!(!b.contains("override_model"), "{b}");
+    let (_, b) = call(&f, get("/api/agents/alice/events")).await;
+    let events: Vec<hive_sh4re::host::Event> = serde_json::from_str(&b).unwrap();
+    let commands: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "operator")
+        .map(|e| e.payload["command"].clone())
+        .collect();
+    assert_eq!(commands, ["/model sonnet", "/model default"]);
+}
+
+#[tokio::test]
+async fn reading_the_operator_inbox_does_not_acknowledge_it() {
+    let f = loopback();
+    f.hive
+        .store
+        .send("system", "operator", "hello operator")
+        .unwrap();
+    let (s, b) = call(&f, get("/api/operator/messages")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(b.contains("hello operator"), "{b}");
+    assert_eq!(f.hive.store.inbox_depth("operator"), 1);
+}
+
+#[tokio::test]
+async fn guarded_reads_need_the_token_and_the_link_sets_a_cookie() {
+    let f = fixture(Auth::new(false, Some("sesame".into())).unwrap());
+    let (s, b) = call(&f, get("/api/agents")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    error_of(&b);
+    let (s, b) = call(&f, get("/")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(b.contains("needs its token"), "{b}");
+    let resp = router(f.ctx.clone())
+        .oneshot(get("/?token=sesame"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/");
+    let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.starts_with("hive_token=sesame;")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(call(&f, get("/?token=nope")).await.0, StatusCode::FORBIDDEN);
+    let with_cookie = Request::get("/api/agents")
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, "hive_token=sesame")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&f, with_cookie).await.0, StatusCode::OK);
+    // Not loopback: any Host is fine, the token is what counts.
+    let elsewhere = Request::get("/api/agents")
+        .header(header::HOST, "hive.example")
+        .header("x-hive-token", "sesame")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&f, elsewhere).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pages_embed_the_token_or_say_how_to_build() {
+    let f = loopback();
+    let web = f.ctx.web_dirs[0].clone();
+    let (s, b) = call(&f, get("/")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(b.contains("npm ci &amp;&amp; npm run build"), "{b}");
+    std::fs::create_dir_all(&web).unwrap();
+    std::fs::write(web.join("hive.js"), "export {}").unwrap();
+    let (s, b) = call(&f, get("/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        b.contains(r#"<meta name="hive-token" content="t0k">"#),
+        "{b}"
+    );
+    let (s, b) = call(&f, get("/assets/hive.js")).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, "export {}"));
+    assert_eq!(
+        call(&f, get("/assets/..%2Fhive.db")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&f, get("/assets/.hidden.js")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn stream_says_hello_and_counts_viewers() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let resp = router(f.ctx.clone())
+        .oneshot(get("/api/stream?agent=alice"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(
+        text.contains("event: hello") && text.contains(r#""agent":"alice""#),
+        "{text}"
+    );
+    assert_eq!(f.ctx.hub.viewers(), 1);
+    drop(body);
+    assert_eq!(f.ctx.hub.viewers(), 0);
+}
+
+#[tokio::test]
+async fn stream_carries_new_events_to_the_agents_page() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    tokio::spawn(sse::run(f.hive.clone(), f.ctx.hub.clone()));
+    tokio::task::yield_now().await;
+    let resp = router(f.ctx.clone())
+        .oneshot(get("/api/stream?agent=alice"))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    body.frame().await.unwrap().unwrap();
+    let alice = hive_sh4re::AgentName::parse("alice").unwrap();
+    f.hive
+        .add_events(&alice, &[("stream".into(), r#"{"type":"result"}"#.into())])
+        .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(frame.data_ref().unwrap()).into_owned();
+    assert!(
+        text.starts_with("event: events\n") && text.contains(r#""kind":"stream""#),
+        "{text}"
+    );
+    f.hive.shutdown.cancel();
+}

@@ -14,8 +14,16 @@ use crate::hive::Hive;
 
 pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
     Ok(match req {
-        Request::List => Response { agents: Some(hive.list()?), ..Response::ok() }.into(),
-        Request::AgentStatus => Response { agent_statuses: Some(hive.status_rows()?), ..Response::ok() }.into(),
+        Request::List => Response {
+            agents: Some(hive.list()?),
+            ..Response::ok()
+        }
+        .into(),
+        Request::AgentStatus => Response {
+            agent_statuses: Some(hive.status_rows()?),
+            ..Response::ok()
+        }
+        .into(),
         Request::SubscribeAgentStatus => Reply::Stream(Box::new(StatusStream)),
         Request::SetPaused { name, paused } => {
             hive.set_paused(&name, paused)?;
@@ -58,7 +66,11 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
 /// The agents a scope names; an empty scope is refused unless it says `all`.
 fn resolve(hive: &Hive, scope: &Scope) -> Result<Vec<AgentName>> {
     match (&scope.agent_names, scope.all) {
-        (_, true) => Ok(hive.list()?.iter().filter_map(|n| AgentName::parse(n).ok()).collect()),
+        (_, true) => Ok(hive
+            .list()?
+            .iter()
+            .filter_map(|n| AgentName::parse(n).ok())
+            .collect()),
         (Some(names), false) if !names.is_empty() => {
             for n in names {
                 hive.agent_row(n)?;
@@ -91,14 +103,21 @@ impl StreamReply for StatusStream {
                 _ = hive.shutdown.cancelled() => return Ok(()),
             };
             let rows = match name {
-                Some(n) => match AgentName::parse(&n).ok().and_then(|n| hive.status_row(&n).ok()) {
+                Some(n) => match AgentName::parse(&n)
+                    .ok()
+                    .and_then(|n| hive.status_row(&n).ok())
+                {
                     Some(r) => vec![r],
                     None => continue,
                 },
                 None => hive.status_rows().unwrap_or_default(),
             };
             for row in rows {
-                let line = Response { agent_statuses: Some(vec![row]), ..Response::ok() }.to_line();
+                let line = Response {
+                    agent_statuses: Some(vec![row]),
+                    ..Response::ok()
+                }
+                .to_line();
                 w.write_all(&line).await?;
             }
         }

@@ -10,7 +10,11 @@ use crate::hive::Hive;
 
 pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
     Ok(match req {
-        Request::Pending => Response { approvals: Some(hive.approvals()?), ..Response::ok() }.into(),
+        Request::Pending => Response {
+            approvals: Some(hive.approvals()?),
+            ..Response::ok()
+        }
+        .into(),
         Request::Approve { id } => {
             hive.approve(id).await?;
             Response::ok().into()
@@ -21,13 +25,29 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
         }
         Request::RequestSpawn { name, description } => {
             let id = hive.request_spawn(&name, None, description.as_deref())?;
-            Response { approval_id: Some(id), ..Response::ok() }.into()
+            Response {
+                approval_id: Some(id),
+                ..Response::ok()
+            }
+            .into()
         }
-        Request::RequestApplyCommit { agent, sha, description } => {
+        Request::RequestApplyCommit {
+            agent,
+            sha,
+            description,
+        } => {
             let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
-            Response { approval_id: Some(id), ..Response::ok() }.into()
+            Response {
+                approval_id: Some(id),
+                ..Response::ok()
+            }
+            .into()
         }
-        Request::Questions => Response { questions: Some(hive.questions()?), ..Response::ok() }.into(),
+        Request::Questions => Response {
+            questions: Some(hive.questions()?),
+            ..Response::ok()
+        }
+        .into(),
         Request::Answer { id, answer } => {
             hive.answer(id, &answer)?;
             Response::ok().into()

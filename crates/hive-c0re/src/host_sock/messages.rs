@@ -20,7 +20,11 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
     Ok(match req {
         Request::Send { to, body } => {
             let id = hive.send(&Mailbox::Operator, &to, &body)?;
-            Response { message_id: Some(id), ..Response::ok() }.into()
+            Response {
+                message_id: Some(id),
+                ..Response::ok()
+            }
+            .into()
         }
         Request::Recv { as_, max, wait_ms } => {
             let mailbox = as_.unwrap_or(Mailbox::Operator);
@@ -29,17 +33,38 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
             }
             let wait = Duration::from_millis(wait_ms.unwrap_or(0)).min(MAX_WAIT);
             let msgs = hive.recv(&mailbox, max.unwrap_or(100), wait).await?;
-            Response { messages: Some(msgs), ..Response::ok() }.into()
+            Response {
+                messages: Some(msgs),
+                ..Response::ok()
+            }
+            .into()
         }
-        Request::Events { agent, since, before, limit, follow } => {
+        Request::Events {
+            agent,
+            since,
+            before,
+            limit,
+            follow,
+        } => {
             hive.agent_row(&agent)?;
             let events = hive.events(&agent, since, before, limit.unwrap_or(200))?;
             if follow {
                 let since = events.last().map(|e| e.id).or(since).unwrap_or(0);
-                let first = Response { events: Some(events), ..Response::ok() };
-                Reply::Stream(Box::new(EventStream { agent, since, first }))
+                let first = Response {
+                    events: Some(events),
+                    ..Response::ok()
+                };
+                Reply::Stream(Box::new(EventStream {
+                    agent,
+                    since,
+                    first,
+                }))
             } else {
-                Response { events: Some(events), ..Response::ok() }.into()
+                Response {
+                    events: Some(events),
+                    ..Response::ok()
+                }
+                .into()
             }
         }
         _ => unreachable!("routed by dispatch"),
@@ -62,11 +87,22 @@ impl StreamReply for EventStream {
         loop {
             let events = match hive.events(&self.agent, Some(since), None, 1000) {
                 Ok(e) => e,
-                Err(e) => return w.write_all(&Response::refusal(e.to_string()).to_line()).await,
+                Err(e) => {
+                    return w
+                        .write_all(&Response::refusal(e.to_string()).to_line())
+                        .await;
+                }
             };
             if let Some(last) = events.last() {
                 since = last.id;
-                w.write_all(&Response { events: Some(events), ..Response::ok() }.to_line()).await?;
+                w.write_all(
+                    &Response {
+                        events: Some(events),
+                        ..Response::ok()
+                    }
+                    .to_line(),
+                )
+                .await?;
                 continue;
             }
             loop {

@@ -54,18 +54,25 @@ impl From<Response> for Reply {
 /// Binds host.sock with the operator's permissions (0660, group `hive-admin`, dir 0751).
 pub fn bind(path: &Path) -> Result<UnixListener> {
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("could not create {}", dir.display())))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o751))
-        .map_err(Error::io(format!("could not set the mode of {}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(Error::io(format!("could not create {}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o751)).map_err(Error::io(
+        format!("could not set the mode of {}", dir.display()),
+    ))?;
     // The caller holds the daemon lock, so a socket file here is a dead daemon's.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(Error::io(format!("could not listen on {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(Error::io(format!("could not set the mode of {}", path.display())))?;
+    let listener = UnixListener::bind(path)
+        .map_err(Error::io(format!("could not listen on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(Error::io(
+        format!("could not set the mode of {}", path.display()),
+    ))?;
     if let Ok(Some(g)) = nix::unistd::Group::from_name(ADMIN_GROUP)
         && let Err(e) = nix::unistd::chown(path, None, Some(g.gid))
     {
-        tracing::warn!("could not give {} to group {ADMIN_GROUP}: {e}", path.display());
+        tracing::warn!(
+            "could not give {} to group {ADMIN_GROUP}: {e}",
+            path.display()
+        );
     }
     Ok(listener)
 }
@@ -101,7 +108,11 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
     }
 }
 
-async fn serve_conn(hive: &Arc<Hive>, r: &mut BufReader<tokio::net::unix::OwnedReadHalf>, w: &mut OwnedWriteHalf) -> std::io::Result<()> {
+async fn serve_conn(
+    hive: &Arc<Hive>,
+    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    w: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
     loop {
         let line = tokio::select! {
             l = tokio::time::timeout(IDLE_TIMEOUT, read_line(r, MAX_LINE_BYTES)) => match l {
@@ -143,7 +154,9 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         | Request::Spawn { .. }
         | Request::Kill { .. }
         | Request::Destroy { .. } => agents::handle(hive, req).await,
-        Request::Send { .. } | Request::Recv { .. } | Request::Events { .. } => messages::handle(hive, req).await,
+        Request::Send { .. } | Request::Recv { .. } | Request::Events { .. } => {
+            messages::handle(hive, req).await
+        }
         Request::Pending
         | Request::Approve { .. }
         | Request::Deny { .. }

@@ -1,14 +1,695 @@
-//! Placeholder until the runtime lands.
-use super::*;
-/// Placeholder.
-pub struct NspawnRuntime;
-impl NspawnRuntime { /// x
- pub fn new() -> Self { Self } }
+//! The `nspawn` runtime: one user-namespaced systemd-nspawn container per agent.
+//!
+//! The container `h-<name>` runs on a tiny root tree (see `rootfs`) with the
+//! host's `/usr` bound read-only, the agent's state at `/state`, its socket
+//! directory at `/run/hive`, the harness at `/opt/hive/bin/<harness>` and the
+//! claude package at `/opt/claude`. uid 0 inside is `uid_base` on the host;
+//! the state dir and socket are chowned into that range before each start.
+//! The network is the host's (claude must reach `ANTHROPIC_BASE_URL` on 127.0.0.1).
+//!
+//! Process shape: hive-c0re forks systemd-nspawn as PID 1 of a fresh PID
+//! namespace with its own /proc. Whatever kills that nspawn (SIGKILL included)
+//! thus kills the whole container; a SIGTERM makes nspawn ask the container to
+//! stop (`--kill-signal=SIGRTMIN+3`: the harness gets SIGTERM then SIGHUP).
+//! nspawn's parent-death signal is SIGTERM, so a dead daemon stops its containers.
+//! No machined registration: it would need nspawn in the host's PID namespace,
+//! losing the guarantee above, and containers must work where systemd is not PID 1.
+
+mod rootfs;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use hive_sh4re::AgentName;
+use nix::fcntl::AtFlags;
+use nix::unistd::{Gid, Uid, fchownat};
+
+use super::process::sys::{self, PidRecord, UID_RANGE};
+use super::{LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
+use crate::paths::Paths;
+
+const NOT_INSTALLED: &str = "systemd-nspawn is not installed: install the Debian package systemd-container, or run hive-c0re serve --runtime process";
+const NOT_ROOT: &str = "the nspawn runtime needs root (it creates user namespaces and bind mounts): run hive-c0re serve as root, or run hive-c0re serve --runtime process";
+const NO_USERNS: &str = "this kernel does not allow user namespaces (user.max_user_namespaces is 0): enable them, or run hive-c0re serve --runtime process";
+
+/// The agent's state inside.
+const STATE: &str = "/state";
+/// The agent's socket directory inside.
+const SOCK_DIR: &str = "/run/hive";
+/// Where the harness binary appears inside.
+const HIVE_BIN: &str = "/opt/hive/bin";
+/// Where the claude package appears inside.
+const CLAUDE_DIR: &str = "/opt/claude";
+/// The manager's view of the config repos: `<this>/<name>/config`.
+const CONFIG_REPOS: &str = "/hive/agents";
+/// PATH inside: the harness first, so `hive-ag3nt mcp` resolves.
+const PATH_INSIDE: &str =
+    "/opt/hive/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// PATH for systemd-nspawn itself (its environment is otherwise empty).
+const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Daemon variables a harness inherits; PATH and TMPDIR are the container's own.
+const INHERITED_ENV: &[&str] = &[
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+/// Host top-level directories that merged-usr makes symlinks into /usr.
+const MERGED_USR: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+/// What nspawn sends the container's stub init on SIGTERM: it then sends the harness SIGTERM and SIGHUP.
+const STOP_SIGNAL: &str = "SIGRTMIN+3";
+/// The payload: load the environment from a root-only file (so no secret shows on a
+/// command line or reaches nspawn's own environment), then become the harness.
+const PAYLOAD_SCRIPT: &str = r#". /etc/hive/env && exec "$0" "$@""#;
+
+/// Runs each agent's harness in its own user-namespaced systemd-nspawn container.
+#[derive(Debug, Clone)]
+pub struct NspawnRuntime {
+    paths: Paths,
+    nspawn: PathBuf,
+}
+
+impl NspawnRuntime {
+    /// Checks that this host can run agent containers: systemd-nspawn, root, user namespaces.
+    pub fn new(paths: Paths) -> Result<Self, RuntimeError> {
+        let nspawn =
+            find_nspawn().ok_or_else(|| RuntimeError::Unavailable(NOT_INSTALLED.into()))?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err(RuntimeError::Unavailable(NOT_ROOT.into()));
+        }
+        let userns = fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .map(|n| n.trim() != "0")
+            .unwrap_or(true);
+        if !userns || !Path::new("/proc/self/ns/user").exists() {
+            return Err(RuntimeError::Unavailable(NO_USERNS.into()));
+        }
+        Ok(Self { paths, nspawn })
+    }
+
+    /// `<run>/agents/<name>.pid`: beside the socket dir, not in it, so the container never sees it.
+    fn pid_file(&self, name: &AgentName) -> PathBuf {
+        self.paths.agent_sock_dir(name).with_extension("pid")
+    }
+}
+
+fn find_nspawn() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join("systemd-nspawn"))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// One bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bind {
+    src: PathBuf,
+    dst: PathBuf,
+    writable: bool,
+    file: bool,
+}
+
+impl Bind {
+    fn dir(src: impl Into<PathBuf>, dst: impl Into<PathBuf>, writable: bool) -> Self {
+        Self {
+            src: src.into(),
+            dst: dst.into(),
+            writable,
+            file: false,
+        }
+    }
+
+    /// `--bind[-ro]=SRC:DST`, with `\` and `:` escaped as nspawn expects.
+    fn arg(&self) -> OsString {
+        let mut arg = OsString::from(if self.writable {
+            "--bind="
+        } else {
+            "--bind-ro="
+        });
+        arg.push(escape(&self.src));
+        arg.push(":");
+        arg.push(escape(&self.dst));
+        arg
+    }
+}
+
+fn escape(path: &Path) -> OsString {
+    let mut out = Vec::new();
+    for b in path.as_os_str().as_bytes() {
+        if matches!(b, b'\\' | b':') {
+            out.push(b'\\');
+        }
+        out.push(*b);
+    }
+    OsString::from_vec(out)
+}
+
+/// What `prepare` hands to the spawn.
+struct Prepared {
+    args: Vec<OsString>,
+    root_id: (u64, u64),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { what, source }
+}
+
+fn canonical(path: &Path) -> Result<PathBuf, RuntimeError> {
+    fs::canonicalize(path).map_err(io_err(format!("could not resolve {}", path.display())))
+}
+
+/// Sets ownership and binds up, builds the root tree and the nspawn command line.
+fn prepare(spec: &LaunchSpec) -> Result<Prepared, RuntimeError> {
+    let base = spec.uid_base;
+    check_uid_base(base)?;
+    let mut links = Vec::new();
+    let mut binds = host_system_binds(&mut links);
+
+    own_dir(&spec.state_dir, base)?;
+    binds.push(Bind::dir(canonical(&spec.state_dir)?, STATE, true));
+    own_socket(&spec.sock_dir, base)?;
+    binds.push(Bind::dir(canonical(&spec.sock_dir)?, SOCK_DIR, true));
+
+    let harness_name = spec
+        .harness_bin
+        .file_name()
+        .ok_or_else(|| RuntimeError::Io {
+            what: format!(
+                "the harness path {} names no file",
+                spec.harness_bin.display()
+            ),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+    let harness = Path::new(HIVE_BIN).join(harness_name);
+    binds.push(Bind {
+        src: canonical(&spec.harness_bin)?,
+        dst: harness.clone(),
+        writable: false,
+        file: true,
+    });
+
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut hive = vec![
+        (
+            "HIVE_AGENT_SOCK".to_owned(),
+            format!("{SOCK_DIR}/agent.sock"),
+        ),
+        ("HIVE_AGENT_STATE".to_owned(), STATE.to_owned()),
+        ("HIVE_AGENT_NAME".to_owned(), spec.name.as_str().to_owned()),
+        ("HOME".to_owned(), STATE.to_owned()),
+    ];
+    if let Some(claude) = &spec.claude_bin {
+        let (dir, inside) = claude_layout(claude)?;
+        binds.push(Bind::dir(dir, CLAUDE_DIR, false));
+        hive.push(("HIVE_CLAUDE_BIN".to_owned(), path(&inside)));
+    }
+    if let Some(repos) = &spec.config_repos {
+        for (name, repo) in config_repos(repos)? {
+            own_dir(&repo, base)?;
+            binds.push(Bind::dir(
+                repo,
+                format!("{CONFIG_REPOS}/{name}/config"),
+                true,
+            ));
+        }
+        hive.push(("HIVE_CONFIG_REPOS".to_owned(), CONFIG_REPOS.to_owned()));
+    }
+
+    sys::check_env(&spec.env)?;
+    let basics = [
+        ("PATH", PATH_INSIDE),
+        ("TMPDIR", "/tmp"),
+        ("LANG", "C.UTF-8"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let env = sys::merge_env(&[
+        &basics,
+        &sys::inherited_env(INHERITED_ENV),
+        &spec.env,
+        &hive,
+    ]);
+    let tree = rootfs::Tree {
+        hostname: spec.name.container(),
+        links,
+        mountpoints: binds.iter().map(|b| (b.dst.clone(), b.file)).collect(),
+        env: env_file(&env),
+    };
+    rootfs::build(&spec.rootfs, base, &tree).map_err(io_err(format!(
+        "could not build the container root {}",
+        spec.rootfs.display()
+    )))?;
+    let root = canonical(&spec.rootfs)?;
+    let meta = fs::metadata(&root).map_err(io_err(format!("could not stat {}", root.display())))?;
+    Ok(Prepared {
+        args: nspawn_args(&spec.name.container(), &root, base, &binds, &harness),
+        root_id: (meta.dev(), meta.ino()),
+    })
+}
+
+fn check_uid_base(base: u32) -> Result<(), RuntimeError> {
+    if base >= UID_RANGE && base.is_multiple_of(UID_RANGE) && base.checked_add(UID_RANGE).is_some()
+    {
+        return Ok(());
+    }
+    Err(RuntimeError::Io {
+        what: format!(
+            "uid base {base} is not a non-zero multiple of {UID_RANGE} below 2^32 - {UID_RANGE}"
+        ),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
+    })
+}
+
+/// The host's /usr read-only, plus the merged-usr links (or binds, on a split-usr host) and CA certificates.
+fn host_system_binds(links: &mut Vec<(PathBuf, PathBuf)>) -> Vec<Bind> {
+    let mut binds = vec![Bind::dir("/usr", "/usr", false)];
+    for name in MERGED_USR {
+        let host = Path::new("/").join(name);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_symlink() => {
+                if let Ok(target) = fs::read_link(&host) {
+                    links.push((host, target));
+                }
+            }
+            Ok(m) if m.is_dir() => binds.push(Bind::dir(&host, &host, false)),
+            _ => {}
+        }
+    }
+    // Certificates only, not /etc/ssl as a whole: that holds private keys. And
+    // Debian's alternatives, which /usr/bin/awk, editor and others link through.
+    for dir in ["/etc/ssl/certs", "/etc/alternatives"] {
+        if Path::new(dir).is_dir() {
+            binds.push(Bind::dir(dir, dir, false));
+        }
+    }
+    binds
+}
+
+/// Creates `dir` if needed, moves its tree into the agent's uid range, and closes it to other host users.
+fn own_dir(dir: &Path, base: u32) -> Result<(), RuntimeError> {
+    fs::create_dir_all(dir).map_err(io_err(format!("could not create {}", dir.display())))?;
+    rootfs::shift_tree(dir, base).map_err(io_err(format!(
+        "could not hand {} to uid {base}",
+        dir.display()
+    )))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("could not restrict {}", dir.display())))
+}
+
+/// Gives the agent's socket to uid 0 inside; the root-owned directory only needs to be searchable.
+fn own_socket(sock_dir: &Path, base: u32) -> Result<(), RuntimeError> {
+    fs::create_dir_all(sock_dir)
+        .map_err(io_err(format!("could not create {}", sock_dir.display())))?;
+    let mode = fs::metadata(sock_dir)
+        .map_err(io_err(format!("could not stat {}", sock_dir.display())))?
+        .mode();
+    if mode & 0o001 == 0 {
+        fs::set_permissions(
+            sock_dir,
+            fs::Permissions::from_mode((mode & 0o7777) | 0o001),
+        )
+        .map_err(io_err(format!(
+            "could not open {} to the container",
+            sock_dir.display()
+        )))?;
+    }
+    let sock = sock_dir.join("agent.sock");
+    let missing = || RuntimeError::Io {
+        what: format!(
+            "{} is missing or not a socket: bind the agent socket before launching the agent",
+            sock.display()
+        ),
+        source: io::Error::from(io::ErrorKind::NotFound),
+    };
+    let meta = fs::symlink_metadata(&sock).map_err(|_| missing())?;
+    if !meta.file_type().is_socket() {
+        return Err(missing());
+    }
+    let (uid, gid) = (Uid::from_raw(base), Gid::from_raw(base));
+    fchownat(
+        nix::fcntl::AT_FDCWD,
+        &sock,
+        Some(uid),
+        Some(gid),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| io_err(format!("could not hand {} to uid {base}", sock.display()))(e.into()))?;
+    // Checked above to be a socket, in a directory only root can change: chmod cannot be redirected.
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("could not restrict {}", sock.display())))
+}
+
+/// The claude CLI's package directory on the host and the binary's path inside.
+///
+/// npm's `node_modules/.bin/claude` is a symlink into
+/// `node_modules/@anthropic-ai/claude-code/bin/`: resolve it, then bind the
+/// whole package (the binary may need its siblings), or just the binary's
+/// directory when it is not inside a node_modules package.
+fn claude_layout(claude: &Path) -> Result<(PathBuf, PathBuf), RuntimeError> {
+    let real = canonical(claude)?;
+    let bin_dir = real.parent().unwrap_or(Path::new("/"));
+    let dir = npm_package_dir(&real).unwrap_or(bin_dir).to_path_buf();
+    let inside = Path::new(CLAUDE_DIR).join(real.strip_prefix(&dir).unwrap_or(&real));
+    Ok((dir, inside))
+}
+
+/// The directory right below `node_modules` (or `node_modules/@scope`) that holds `file`.
+fn npm_package_dir(file: &Path) -> Option<&Path> {
+    let is_named = |p: Option<&Path>, pred: &dyn Fn(&[u8]) -> bool| {
+        p.and_then(Path::file_name)
+            .is_some_and(|n| pred(n.as_bytes()))
+    };
+    let node_modules = |n: &[u8]| n == b"node_modules";
+    file.ancestors().skip(1).find(|dir| {
+        let parent = dir.parent();
+        is_named(parent, &node_modules)
+            || (is_named(parent, &|n| n.starts_with(b"@"))
+                && is_named(parent.and_then(Path::parent), &node_modules))
+    })
+}
+
+/// `(name, repo)` for each `<repos>/<name>/config` directory with a valid agent name.
+fn config_repos(repos: &Path) -> Result<Vec<(AgentName, PathBuf)>, RuntimeError> {
+    let entries = match fs::read_dir(repos) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("could not list {}", repos.display()))(e)),
+    };
+    let mut found: Vec<(AgentName, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let name = AgentName::parse(entry.file_name().to_str()?).ok()?;
+            let repo = entry.path().join("config");
+            // A real directory only: a symlink could point anywhere on the host.
+            fs::symlink_metadata(&repo)
+                .ok()?
+                .is_dir()
+                .then_some((name, repo))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// The harness environment as `export NAME='value'` lines for the payload's shell.
+fn env_file(vars: &[(String, String)]) -> String {
+    vars.iter()
+        .map(|(k, v)| format!("export {k}='{}'\n", v.replace('\'', r"'\''")))
+        .collect()
+}
+
+/// The systemd-nspawn arguments (no secrets: those stay in the root-only env file).
+fn nspawn_args(
+    machine: &str,
+    root: &Path,
+    base: u32,
+    binds: &[Bind],
+    harness: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--quiet",
+        // No machined, no transient unit: works where systemd is not PID 1.
+        "--register=no",
+        "--keep-unit",
+        // A stub init as PID 1 reaps claude's children and forwards the stop signal.
+        "--as-pid2",
+        // Our stdout/stderr (the log file) straight to the payload.
+        "--console=pipe",
+        "--read-only",
+        // The tree is built owned by the range already; nspawn must never chown
+        // anything (the host's /usr is bound inside it).
+        "--private-users-ownership=off",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "--no-new-privileges=yes",
+        "--tmpfs=/var/tmp:mode=1777",
+    ]
+    .map(OsString::from)
+    .into();
+    args.push(format!("--kill-signal={STOP_SIGNAL}").into());
+    args.push(format!("--machine={machine}").into());
+    args.push(format!("--private-users={base}:{UID_RANGE}").into());
+    let mut dir = OsString::from("--directory=");
+    dir.push(root);
+    args.push(dir);
+    args.extend(binds.iter().map(Bind::arg));
+    args.push(format!("--chdir={STATE}").into());
+    args.push("--".into());
+    args.extend(["/bin/sh", "-c", PAYLOAD_SCRIPT].map(OsString::from));
+    args.push(harness.into());
+    args.push("serve".into());
+    args
+}
+
+/// nspawn's own scratch directory (locks, propagation dirs), made private per container.
+const NSPAWN_RUN: &str = "/run/systemd/nspawn";
+
+/// In the forked nspawn, PID 1 of a fresh PID namespace: a private mount namespace
+/// whose /proc shows that namespace, since nspawn reaches its children (uid_map
+/// and the like) through /proc; and a private tmpfs over /run/systemd/nspawn,
+/// since a killed nspawn leaves lock files and directories there that nobody
+/// would remove. Runs between fork and exec: raw syscalls only.
+fn private_proc() -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let none = std::ptr::null();
+    // SAFETY: unshare and mount with static NUL-terminated strings and null optional arguments.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        // Slave, not shared: nothing mounted here propagates back to the host.
+        check(libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ))?;
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        check(libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            flags,
+            std::ptr::null(),
+        ))?;
+        let opts = c"mode=0755,size=1m";
+        check(libc::mount(
+            c"tmpfs".as_ptr(),
+            c"/run/systemd/nspawn".as_ptr(),
+            c"tmpfs".as_ptr(),
+            flags,
+            opts.as_ptr().cast(),
+        ))
+    }
+}
+
+/// Asks machined to end a registered container, where machined runs and knows it.
+async fn terminate_machine(machine: &str) {
+    if !Path::new("/run/systemd/system").is_dir()
+        || !Path::new("/run/systemd/machines").join(machine).exists()
+    {
+        return;
+    }
+    let status = tokio::process::Command::new("machinectl")
+        .args(["terminate", machine])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if !status.is_ok_and(|s| s.success()) {
+        tracing::warn!(machine, "machinectl terminate failed");
+    }
+}
+
 #[async_trait::async_trait]
 impl Runtime for NspawnRuntime {
-    fn kind(&self) -> RuntimeKind { RuntimeKind::Nspawn }
-    fn isolated(&self) -> bool { false }
-    async fn launch(&self, _spec: &LaunchSpec) -> Result<Launched, RuntimeError> { Err(RuntimeError::Unavailable("not yet".into())) }
-    async fn reap_orphans(&self, _name: &AgentName) -> Result<(), RuntimeError> { Ok(()) }
-    async fn forget(&self, _spec: &LaunchSpec) -> Result<(), RuntimeError> { Ok(()) }
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Nspawn
+    }
+
+    fn isolated(&self) -> bool {
+        true
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        // One container per agent, and its tree is about to be rebuilt.
+        self.reap_orphans(&spec.name).await?;
+        let owned = spec.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(&owned))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                what: "the launch preparation failed".into(),
+                source: io::Error::other(e),
+            })??;
+        // The mount point for the private tmpfs `private_proc` puts there.
+        fs::create_dir_all(NSPAWN_RUN).map_err(io_err(format!("could not create {NSPAWN_RUN}")))?;
+        let log = sys::open_log(&spec.log)?;
+        let log_err = log
+            .try_clone()
+            .map_err(io_err(format!("could not open {}", spec.log.display())))?;
+        let mut cmd = std::process::Command::new(&self.nspawn);
+        cmd.args(&prepared.args)
+            .env_clear()
+            .env("PATH", HOST_PATH)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let daemon = sys::self_pidfd();
+        // SAFETY: the hook only makes async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || {
+                sys::die_with_parent(libc::SIGTERM, daemon)?;
+                private_proc()
+            });
+        }
+        let child = sys::spawn(cmd, true)
+            .await
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => RuntimeError::Unavailable(NOT_INSTALLED.into()),
+                _ => RuntimeError::Spawn {
+                    name: spec.name.clone(),
+                    source,
+                },
+            })?;
+        if let Some(rec) = child.id().and_then(PidRecord::of) {
+            let rec = PidRecord {
+                uid_base: Some(spec.uid_base),
+                root: Some(prepared.root_id),
+                ..rec
+            };
+            sys::write_pid_file(&self.pid_file(&spec.name), rec)?;
+        }
+        Ok(Launched { child })
+    }
+
+    /// Kills a container a previous daemon left: its nspawn (which takes the
+    /// whole PID namespace along), then any process still running as the
+    /// container's uids on its root tree, then machined's record if any.
+    async fn reap_orphans(&self, name: &AgentName) -> Result<(), RuntimeError> {
+        let pid_file = self.pid_file(name);
+        if let Some(rec) = sys::read_pid_file(&pid_file)? {
+            if rec.is_running() {
+                sys::signal_pid(rec.pid, nix::sys::signal::Signal::SIGKILL)?;
+                if !sys::wait_until(Duration::from_secs(5), || !rec.is_running()).await {
+                    tracing::warn!(agent = %name, pid = rec.pid, "systemd-nspawn still running after SIGKILL");
+                }
+            }
+            if let Some(base) = rec.uid_base {
+                sys::kill_container_processes(base, rec.root).await?;
+            }
+        }
+        terminate_machine(&name.container()).await;
+        sys::remove_file(&pid_file)
+    }
+
+    async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
+        self.reap_orphans(&spec.name).await?;
+        let root = spec.rootfs.clone();
+        tokio::task::spawn_blocking(move || rootfs::remove(&root))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                what: "the container root removal failed".into(),
+                source: io::Error::other(e),
+            })?
+            .map_err(io_err(format!(
+                "could not remove the container root {}",
+                spec.rootfs.display()
+            )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_args_escape_colons_and_backslashes() {
+        let bind = Bind::dir("/a:b\\c", "/state", true);
+        assert_eq!(bind.arg(), OsString::from("--bind=/a\\:b\\\\c:/state"));
+        assert_eq!(
+            Bind::dir("/usr", "/usr", false).arg(),
+            OsString::from("--bind-ro=/usr:/usr")
+        );
+    }
+
+    #[test]
+    fn args_end_with_the_payload_and_carry_no_environment() {
+        let binds = [Bind::dir("/s", STATE, true)];
+        let args = nspawn_args(
+            "h-a",
+            Path::new("/r"),
+            65536,
+            &binds,
+            Path::new("/opt/hive/bin/hive-ag3nt"),
+        );
+        let text: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(text.contains(&"--private-users=65536:65536".to_owned()));
+        assert!(text.contains(&"--directory=/r".to_owned()));
+        assert!(!text.iter().any(|a| a.starts_with("--setenv")));
+        let tail = &text[text.len() - 6..];
+        assert_eq!(
+            tail,
+            [
+                "--",
+                "/bin/sh",
+                "-c",
+                PAYLOAD_SCRIPT,
+                "/opt/hive/bin/hive-ag3nt",
+                "serve"
+            ]
+        );
+    }
+
+    #[test]
+    fn env_file_round_trips_through_sh() {
+        let vars = vec![("A".to_owned(), "it's \"x\" $HOME `id` \\ \n y".to_owned())];
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &format!("{}printf %s \"$A\"", env_file(&vars))])
+            .output()
+            .expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), vars[0].1);
+    }
+
+    #[test]
+    fn npm_layout_binds_the_package() {
+        let p = Path::new("/x/node_modules/@anthropic-ai/claude-code/bin/claude.exe");
+        assert_eq!(
+            npm_package_dir(p),
+            Some(Path::new("/x/node_modules/@anthropic-ai/claude-code"))
+        );
+        let q = Path::new("/x/node_modules/claude/cli.js");
+        assert_eq!(
+            npm_package_dir(q),
+            Some(Path::new("/x/node_modules/claude"))
+        );
+        assert_eq!(npm_package_dir(Path::new("/root/.local/bin/claude")), None);
+    }
+
+    #[test]
+    fn uid_base_must_be_a_whole_range() {
+        assert!(check_uid_base(65536 * 3).is_ok());
+        assert!(check_uid_base(0).is_err());
+        assert!(check_uid_base(65536 + 1).is_err());
+        assert!(check_uid_base(u32::MAX - 65535).is_err());
+    }
 }

@@ -87,7 +87,8 @@ impl Store {
         let tx = g.conn.transaction()?;
         let used: Vec<u32> = {
             let mut st = tx.prepare("SELECT uid_base FROM agents ORDER BY uid_base")?;
-            st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
         };
         let mut base = UID_BASE_FIRST;
         for u in used {
@@ -103,7 +104,11 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
             params![new.name, new.harness, new.config_toml, base, new.want_running, new.deployed_sha, new.parent, now],
         )?;
-        let r = tx.query_row(&format!("SELECT {COLUMNS} FROM agents WHERE name = ?1"), params![new.name], row)?;
+        let r = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM agents WHERE name = ?1"),
+            params![new.name],
+            row,
+        )?;
         tx.commit()?;
         Ok(r)
     }
@@ -120,21 +125,35 @@ impl Store {
     /// Every agent, by name.
     pub fn agents(&self) -> Result<Vec<AgentRow>> {
         let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!("SELECT {COLUMNS} FROM agents ORDER BY name"))?;
+        let mut st = g
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM agents ORDER BY name"))?;
         let rows = st.query_map([], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Deletes an agent row (messages and events stay unless purged).
     pub fn delete_agent(&self, name: &str) -> Result<bool> {
-        Ok(self.lock().conn.execute("DELETE FROM agents WHERE name = ?1", params![name])? > 0)
+        Ok(self
+            .lock()
+            .conn
+            .execute("DELETE FROM agents WHERE name = ?1", params![name])?
+            > 0)
     }
 
-    fn set_agent(&self, name: &str, assignments: &str, values: &[&dyn rusqlite::ToSql]) -> Result<bool> {
+    fn set_agent(
+        &self,
+        name: &str,
+        assignments: &str,
+        values: &[&dyn rusqlite::ToSql],
+    ) -> Result<bool> {
         let g = self.lock();
         let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
         all.push(&name);
-        let sql = format!("UPDATE agents SET {assignments} WHERE name = ?{}", all.len());
+        let sql = format!(
+            "UPDATE agents SET {assignments} WHERE name = ?{}",
+            all.len()
+        );
         Ok(g.conn.prepare_cached(&sql)?.execute(all.as_slice())? > 0)
     }
 
@@ -168,20 +187,38 @@ impl Store {
                 &[&state.as_str(), &now, &m],
             ),
             (AgentState::Idle, _) => {
-                let was_thinking = self.agent(name)?.is_some_and(|a| a.state == AgentState::Thinking);
+                let was_thinking = self
+                    .agent(name)?
+                    .is_some_and(|a| a.state == AgentState::Thinking);
                 if was_thinking {
-                    self.set_agent(name, "state = ?1, state_since = ?2, last_turn_at = ?2", &[&state.as_str(), &now])
+                    self.set_agent(
+                        name,
+                        "state = ?1, state_since = ?2, last_turn_at = ?2",
+                        &[&state.as_str(), &now],
+                    )
                 } else {
-                    self.set_agent(name, "state = ?1, state_since = ?2", &[&state.as_str(), &now])
+                    self.set_agent(
+                        name,
+                        "state = ?1, state_since = ?2",
+                        &[&state.as_str(), &now],
+                    )
                 }
             }
-            _ => self.set_agent(name, "state = ?1, state_since = ?2", &[&state.as_str(), &now]),
+            _ => self.set_agent(
+                name,
+                "state = ?1, state_since = ?2",
+                &[&state.as_str(), &now],
+            ),
         }
     }
 
     /// Sets the agent's own one-line status.
     pub fn set_status_text(&self, name: &str, text: &str) -> Result<bool> {
-        self.set_agent(name, "status_text = ?1, status_set_at = ?2", &[&text, &now_ms()])
+        self.set_agent(
+            name,
+            "status_text = ?1, status_set_at = ?2",
+            &[&text, &now_ms()],
+        )
     }
 
     /// Sets (or clears) the time before which no turn starts.
@@ -196,12 +233,20 @@ impl Store {
 
     /// Sets or clears the operator's model override.
     pub fn set_model_override(&self, name: &str, model: Option<&str>) -> Result<bool> {
-        self.set_agent(name, "model_override = ?1, model_switched_at = ?2", &[&model, &now_ms()])
+        self.set_agent(
+            name,
+            "model_override = ?1, model_switched_at = ?2",
+            &[&model, &now_ms()],
+        )
     }
 
     /// Deploys a config: its text and the commit it came from.
     pub fn set_config(&self, name: &str, config_toml: &str, sha: Option<&str>) -> Result<bool> {
-        self.set_agent(name, "config_toml = ?1, deployed_sha = ?2", &[&config_toml, &sha])
+        self.set_agent(
+            name,
+            "config_toml = ?1, deployed_sha = ?2",
+            &[&config_toml, &sha],
+        )
     }
 }
 
@@ -210,7 +255,14 @@ mod tests {
     use super::*;
 
     fn new(name: &str) -> NewAgent<'_> {
-        NewAgent { name, harness: "ag3nt", config_toml: "", deployed_sha: None, parent: None, want_running: true }
+        NewAgent {
+            name,
+            harness: "ag3nt",
+            config_toml: "",
+            deployed_sha: None,
+            parent: None,
+            want_running: true,
+        }
     }
 
     #[test]
@@ -230,9 +282,13 @@ mod tests {
     fn idle_after_thinking_records_the_turn_end() {
         let s = Store::in_memory().unwrap();
         s.create_agent(&new("a")).unwrap();
-        s.set_state("a", AgentState::Thinking, Some("haiku")).unwrap();
+        s.set_state("a", AgentState::Thinking, Some("haiku"))
+            .unwrap();
         let a = s.agent("a").unwrap().unwrap();
-        assert_eq!((a.state, a.active_model.as_deref(), a.last_turn_at), (AgentState::Thinking, Some("haiku"), None));
+        assert_eq!(
+            (a.state, a.active_model.as_deref(), a.last_turn_at),
+            (AgentState::Thinking, Some("haiku"), None)
+        );
         s.set_state("a", AgentState::Idle, None).unwrap();
         assert!(s.agent("a").unwrap().unwrap().last_turn_at.is_some());
     }

@@ -30,7 +30,8 @@ pub struct NewApproval<'a> {
     pub description: Option<&'a str>,
 }
 
-const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at";
+const COLUMNS: &str =
+    "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
@@ -62,14 +63,20 @@ impl Store {
     pub fn approval(&self, id: i64) -> Result<Option<ApprovalRow>> {
         let g = self.lock();
         Ok(g.conn
-            .query_row(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"), params![id], row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"),
+                params![id],
+                row,
+            )
             .optional()?)
     }
 
     /// Every approval, oldest first.
     pub fn approvals(&self) -> Result<Vec<ApprovalRow>> {
         let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!("SELECT {COLUMNS} FROM approvals ORDER BY id"))?;
+        let mut st = g
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM approvals ORDER BY id"))?;
         let rows = st.query_map([], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -86,13 +93,20 @@ impl Store {
     /// Changes the status of an approval already decided (approved → failed when its action fails).
     pub fn amend_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
         let g = self.lock();
-        Ok(g.conn.execute("UPDATE approvals SET status = ?1, note = ?2 WHERE id = ?3", params![status, note, id])? > 0)
+        Ok(g.conn.execute(
+            "UPDATE approvals SET status = ?1, note = ?2 WHERE id = ?3",
+            params![status, note, id],
+        )? > 0)
     }
 
     /// Pending approvals, hive-wide.
     pub fn pending_approvals(&self) -> Result<u64> {
         let g = self.lock();
-        Ok(g.conn.query_row("SELECT COUNT(*) FROM approvals WHERE status = 'pending'", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(g.conn.query_row(
+            "SELECT COUNT(*) FROM approvals WHERE status = 'pending'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 }
 
@@ -104,7 +118,13 @@ mod tests {
     fn an_approval_is_decided_once() {
         let s = Store::in_memory().unwrap();
         let id = s
-            .add_approval(&NewApproval { agent: "dave", kind: "spawn", payload_json: "{}", commit_ref: "", description: None })
+            .add_approval(&NewApproval {
+                agent: "dave",
+                kind: "spawn",
+                payload_json: "{}",
+                commit_ref: "",
+                description: None,
+            })
             .unwrap();
         assert!(s.decide_approval(id, "denied", Some("no")).unwrap());
         assert!(!s.decide_approval(id, "approved", None).unwrap());

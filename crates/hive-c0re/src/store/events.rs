@@ -18,17 +18,29 @@ pub struct EventRow {
 const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok(EventRow { agent: r.get(0)?, id: r.get(1)?, ts: r.get(2)?, kind: r.get(3)?, payload_json: r.get(4)? })
+    Ok(EventRow {
+        agent: r.get(0)?,
+        id: r.get(1)?,
+        ts: r.get(2)?,
+        kind: r.get(3)?,
+        payload_json: r.get(4)?,
+    })
 }
 
 impl Store {
     /// Appends events of one agent in one transaction; returns their ids.
-    pub fn add_events<'a>(&self, agent: &str, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<i64>> {
+    pub fn add_events<'a>(
+        &self,
+        agent: &str,
+        items: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Vec<i64>> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
         let mut ids = vec![];
         {
-            let mut st = tx.prepare_cached("INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut st = tx.prepare_cached(
+                "INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             let now = now_ms();
             for (kind, payload) in items {
                 st.execute(params![agent, now, kind, payload])?;
@@ -42,15 +54,20 @@ impl Store {
     /// Events of `agent` with id > `since`, oldest first, at most `limit`.
     pub fn events_since(&self, agent: &str, since: i64, limit: u32) -> Result<Vec<EventRow>> {
         let g = self.lock();
-        let mut st = g
-            .conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE agent = ?1 AND id > ?2 ORDER BY id LIMIT ?3"))?;
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE agent = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?;
         let rows = st.query_map(params![agent, since, limit], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The `limit` events of `agent` just before id `before` (all if None), oldest first.
-    pub fn events_before(&self, agent: &str, before: Option<i64>, limit: u32) -> Result<Vec<EventRow>> {
+    pub fn events_before(
+        &self,
+        agent: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM events WHERE agent = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3) ORDER BY id"
@@ -63,10 +80,15 @@ impl Store {
     pub fn vacuum_events(&self) -> Result<usize> {
         let g = self.lock();
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let mut n = g.conn.execute("DELETE FROM events WHERE ts < ?1", params![cutoff])?;
+        let mut n = g
+            .conn
+            .execute("DELETE FROM events WHERE ts < ?1", params![cutoff])?;
         let agents: Vec<(String, i64)> = {
-            let mut st = g.conn.prepare("SELECT agent, COUNT(*) FROM events GROUP BY agent")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+            let mut st = g
+                .conn
+                .prepare("SELECT agent, COUNT(*) FROM events GROUP BY agent")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
         };
         for (agent, count) in agents {
             let excess = count - self.limits.events_keep as i64;
@@ -82,7 +104,10 @@ impl Store {
 
     /// Forgets every event of a purged agent.
     pub fn purge_events(&self, agent: &str) -> Result<usize> {
-        Ok(self.lock().conn.execute("DELETE FROM events WHERE agent = ?1", params![agent])?)
+        Ok(self
+            .lock()
+            .conn
+            .execute("DELETE FROM events WHERE agent = ?1", params![agent])?)
     }
 }
 
@@ -96,7 +121,10 @@ mod tests {
         let ids = s.add_events("a", (0..5).map(|_| ("stream", "{}"))).unwrap();
         s.add_events("b", [("stream", "{}")]).unwrap();
         let back = s.events_before("a", Some(ids[3]), 2).unwrap();
-        assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+        assert_eq!(
+            back.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [ids[1], ids[2]]
+        );
         let fwd = s.events_since("a", ids[3], 10).unwrap();
         assert_eq!(fwd.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[4]]);
     }

@@ -27,7 +27,9 @@ pub struct MessageRow {
 /// Why a send was refused by the store.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("{recipient}'s inbox holds {cap} undelivered messages, its limit: wait until it reads some, then send again")]
+    #[error(
+        "{recipient}'s inbox holds {cap} undelivered messages, its limit: wait until it reads some, then send again"
+    )]
     InboxFull { recipient: String, cap: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -53,8 +55,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
 }
 
 pub(super) fn load_depths(conn: &Connection) -> Result<HashMap<String, u64>> {
-    let mut st = conn.prepare("SELECT recipient, COUNT(*) FROM messages WHERE delivered_at IS NULL GROUP BY recipient")?;
-    let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    let mut st = conn.prepare(
+        "SELECT recipient, COUNT(*) FROM messages WHERE delivered_at IS NULL GROUP BY recipient",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -72,7 +78,10 @@ impl Store {
         let mut g = self.lock();
         let depth = g.depth.get(recipient).copied().unwrap_or(0);
         if depth >= self.limits.inbox_cap {
-            return Err(SendError::InboxFull { recipient: recipient.to_owned(), cap: self.limits.inbox_cap });
+            return Err(SendError::InboxFull {
+                recipient: recipient.to_owned(),
+                cap: self.limits.inbox_cap,
+            });
         }
         g.conn
             .prepare_cached("INSERT INTO messages (sender, recipient, body, created_at) VALUES (?1, ?2, ?3, ?4)")?
@@ -189,7 +198,10 @@ impl Store {
     pub fn vacuum_messages(&self) -> Result<usize> {
         let g = self.lock();
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let mut n = g.conn.execute("DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?1", params![cutoff])?;
+        let mut n = g.conn.execute(
+            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
+            params![cutoff],
+        )?;
         n += g.conn.execute(
             "DELETE FROM messages WHERE delivered_at IS NOT NULL AND id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
              (PARTITION BY recipient ORDER BY id DESC) AS rn FROM messages WHERE delivered_at IS NOT NULL) WHERE rn > ?1)",
@@ -201,7 +213,10 @@ impl Store {
     /// Forgets every message to or from a purged agent.
     pub fn purge_messages(&self, mailbox: &str) -> Result<usize> {
         let mut g = self.lock();
-        let n = g.conn.execute("DELETE FROM messages WHERE recipient = ?1 OR sender = ?1", params![mailbox])?;
+        let n = g.conn.execute(
+            "DELETE FROM messages WHERE recipient = ?1 OR sender = ?1",
+            params![mailbox],
+        )?;
         g.depth.remove(mailbox);
         Ok(n)
     }
@@ -230,7 +245,10 @@ mod tests {
         let a = s.send("bob", "alice", "hi").unwrap();
         assert_eq!(s.claim("alice", 10).unwrap()[0].id, a);
         assert!(s.claim("alice", 10).unwrap().is_empty(), "claimed twice");
-        assert!(s.recv("alice", 10).unwrap().is_empty(), "recv saw a claimed message");
+        assert!(
+            s.recv("alice", 10).unwrap().is_empty(),
+            "recv saw a claimed message"
+        );
         s.release_claims("alice").unwrap();
         assert_eq!(s.claim("alice", 10).unwrap()[0].id, a);
         assert_eq!(s.ack("alice", &[a]).unwrap(), 1);
@@ -243,11 +261,21 @@ mod tests {
     #[test]
     fn full_inbox_refuses_with_a_sentence() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db"), Limits { inbox_cap: 2, ..Limits::default() }).unwrap();
+        let s = Store::open(
+            &dir.path().join("db"),
+            Limits {
+                inbox_cap: 2,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         s.send("operator", "alice", "1").unwrap();
         s.send("operator", "alice", "2").unwrap();
         let e = s.send("operator", "alice", "3").unwrap_err().to_string();
-        assert!(e.contains("alice's inbox holds 2 undelivered messages"), "{e}");
+        assert!(
+            e.contains("alice's inbox holds 2 undelivered messages"),
+            "{e}"
+        );
         s.recv("alice", 1).unwrap();
         s.send("operator", "alice", "3").unwrap();
     }
@@ -259,13 +287,25 @@ mod tests {
         let s = Store::open(&p, Limits::default()).unwrap();
         s.send("operator", "alice", "1").unwrap();
         drop(s);
-        assert_eq!(Store::open(&p, Limits::default()).unwrap().inbox_depth("alice"), 1);
+        assert_eq!(
+            Store::open(&p, Limits::default())
+                .unwrap()
+                .inbox_depth("alice"),
+            1
+        );
     }
 
     #[test]
     fn vacuum_keeps_undelivered_and_caps_delivered() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("db"), Limits { delivered_keep: 3, ..Limits::default() }).unwrap();
+        let s = Store::open(
+            &dir.path().join("db"),
+            Limits {
+                delivered_keep: 3,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         for i in 0..10 {
             s.send("operator", "alice", &i.to_string()).unwrap();
         }

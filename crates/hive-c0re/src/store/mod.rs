@@ -39,8 +39,14 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("the database {path} has schema version {found}, newer than this hive-c0re knows ({known}): upgrade hive-c0re")]
-    TooNew { path: String, found: i64, known: i64 },
+    #[error(
+        "the database {path} has schema version {found}, newer than this hive-c0re knows ({known}): upgrade hive-c0re"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
 }
 
 /// Result alias of the store.
@@ -61,7 +67,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { inbox_cap: 10_000, delivered_keep: 5_000, events_keep: 50_000, max_age_ms: 30 * 24 * 3600 * 1000 }
+        Self {
+            inbox_cap: 10_000,
+            delivered_keep: 5_000,
+            events_keep: 50_000,
+            max_age_ms: 30 * 24 * 3600 * 1000,
+        }
     }
 }
 
@@ -81,13 +92,20 @@ struct Inner {
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(path: &Path, limits: Limits) -> Result<Self> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::init(conn, path, limits)
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Self> {
-        Self::init(Connection::open_in_memory()?, Path::new(":memory:"), Limits::default())
+        Self::init(
+            Connection::open_in_memory()?,
+            Path::new(":memory:"),
+            Limits::default(),
+        )
     }
 
     fn init(conn: Connection, path: &Path, limits: Limits) -> Result<Self> {
@@ -100,7 +118,10 @@ impl Store {
         let mut conn = conn;
         schema::migrate(&mut conn, path)?;
         let depth = messages::load_depths(&conn)?;
-        Ok(Self { inner: Arc::new(Mutex::new(Inner { conn, depth })), limits: Arc::new(limits) })
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner { conn, depth })),
+            limits: Arc::new(limits),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

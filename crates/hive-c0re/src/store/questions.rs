@@ -55,7 +55,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuestionRow> {
 
 impl Store {
     /// Records a question and returns its id.
-    pub fn add_question(&self, agent: &str, question: &str, options: &[String], ttl_seconds: i64) -> Result<i64> {
+    pub fn add_question(
+        &self,
+        agent: &str,
+        question: &str,
+        options: &[String],
+        ttl_seconds: i64,
+    ) -> Result<i64> {
         let g = self.lock();
         let now = now_ms();
         let options = serde_json::to_string(options).unwrap_or_else(|_| "[]".into());
@@ -70,7 +76,11 @@ impl Store {
     pub fn question(&self, id: i64) -> Result<Option<QuestionRow>> {
         let g = self.lock();
         Ok(g.conn
-            .query_row(&format!("SELECT {COLUMNS} FROM questions WHERE id = ?1"), params![id], row)
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM questions WHERE id = ?1"),
+                params![id],
+                row,
+            )
             .optional()?)
     }
 

@@ -19,7 +19,8 @@ pub struct ScheduleRow {
     pub last_fired_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, agent, spec, text, repeating, next_due, created_by, created_at, last_fired_at";
+const COLUMNS: &str =
+    "id, agent, spec, text, repeating, next_due, created_by, created_at, last_fired_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
     Ok(ScheduleRow {
@@ -37,7 +38,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
 
 impl Store {
     /// Adds a schedule; returns its id.
-    pub fn add_schedule(&self, agent: &str, spec: &str, text: &str, repeating: bool, next_due: i64, by: &str) -> Result<i64> {
+    pub fn add_schedule(
+        &self,
+        agent: &str,
+        spec: &str,
+        text: &str,
+        repeating: bool,
+        next_due: i64,
+        by: &str,
+    ) -> Result<i64> {
         let g = self.lock();
         g.conn.execute(
             "INSERT INTO schedules (agent, spec, text, repeating, next_due, created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -49,7 +58,9 @@ impl Store {
     /// Every schedule, soonest first.
     pub fn schedules(&self) -> Result<Vec<ScheduleRow>> {
         let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!("SELECT {COLUMNS} FROM schedules ORDER BY next_due, id"))?;
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM schedules ORDER BY next_due, id"
+        ))?;
         let rows = st.query_map([], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -57,13 +68,18 @@ impl Store {
     /// The soonest due time, if any schedule exists.
     pub fn next_schedule_due(&self) -> Result<Option<i64>> {
         let g = self.lock();
-        Ok(g.conn.query_row("SELECT MIN(next_due) FROM schedules", [], |r| r.get(0)).optional()?.flatten())
+        Ok(g.conn
+            .query_row("SELECT MIN(next_due) FROM schedules", [], |r| r.get(0))
+            .optional()?
+            .flatten())
     }
 
     /// Schedules due at `now`.
     pub fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
         let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!("SELECT {COLUMNS} FROM schedules WHERE next_due <= ?1 ORDER BY next_due, id"))?;
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM schedules WHERE next_due <= ?1 ORDER BY next_due, id"
+        ))?;
         let rows = st.query_map(params![now], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -80,7 +96,10 @@ impl Store {
         )?;
         let id = tx.last_insert_rowid();
         match next_due {
-            Some(t) => tx.execute("UPDATE schedules SET next_due = ?1, last_fired_at = ?2 WHERE id = ?3", params![t, now, s.id])?,
+            Some(t) => tx.execute(
+                "UPDATE schedules SET next_due = ?1, last_fired_at = ?2 WHERE id = ?3",
+                params![t, now, s.id],
+            )?,
             None => tx.execute("DELETE FROM schedules WHERE id = ?1", params![s.id])?,
         };
         tx.commit()?;
@@ -90,17 +109,26 @@ impl Store {
 
     /// Removes a schedule; false if there was none.
     pub fn remove_schedule(&self, id: i64) -> Result<bool> {
-        Ok(self.lock().conn.execute("DELETE FROM schedules WHERE id = ?1", params![id])? > 0)
+        Ok(self
+            .lock()
+            .conn
+            .execute("DELETE FROM schedules WHERE id = ?1", params![id])?
+            > 0)
     }
 
     /// Schedules pending for one agent.
     pub fn schedule_count(&self, agent: &str) -> Result<u32> {
         let g = self.lock();
-        Ok(g.conn.prepare_cached("SELECT COUNT(*) FROM schedules WHERE agent = ?1")?.query_row(params![agent], |r| r.get(0))?)
+        Ok(g.conn
+            .prepare_cached("SELECT COUNT(*) FROM schedules WHERE agent = ?1")?
+            .query_row(params![agent], |r| r.get(0))?)
     }
 
     /// Removes every schedule of a destroyed agent.
     pub fn remove_schedules_of(&self, agent: &str) -> Result<usize> {
-        Ok(self.lock().conn.execute("DELETE FROM schedules WHERE agent = ?1", params![agent])?)
+        Ok(self
+            .lock()
+            .conn
+            .execute("DELETE FROM schedules WHERE agent = ?1", params![agent])?)
     }
 }

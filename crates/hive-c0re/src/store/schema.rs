@@ -107,7 +107,11 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if found > VERSION {
-        return Err(StoreError::TooNew { path: path.display().to_string(), found, known: VERSION });
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known: VERSION,
+        });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
@@ -128,7 +132,9 @@ mod tests {
         let mut c = Connection::open_in_memory().unwrap();
         migrate(&mut c, Path::new(":memory:")).unwrap();
         migrate(&mut c, Path::new(":memory:")).unwrap();
-        let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v, VERSION);
     }
 

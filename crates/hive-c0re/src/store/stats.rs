@@ -16,11 +16,17 @@ pub struct StatRow {
 
 impl Store {
     /// Records figures of one agent at one instant.
-    pub fn add_stats<'a>(&self, agent: &str, items: impl IntoIterator<Item = (&'a str, f64)>) -> Result<()> {
+    pub fn add_stats<'a>(
+        &self,
+        agent: &str,
+        items: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<()> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
         {
-            let mut st = tx.prepare_cached("INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut st = tx.prepare_cached(
+                "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             let now = now_ms();
             for (k, v) in items {
                 st.execute(params![agent, now, k, v])?;
@@ -37,13 +43,21 @@ impl Store {
             "SELECT agent, ts, key, value FROM stats WHERE (?1 IS NULL OR agent = ?1) AND ts >= ?2 ORDER BY ts",
         )?;
         let rows = st.query_map(params![agent, since], |r| {
-            Ok(StatRow { agent: r.get(0)?, ts: r.get(1)?, key: r.get(2)?, value: r.get(3)? })
+            Ok(StatRow {
+                agent: r.get(0)?,
+                ts: r.get(1)?,
+                key: r.get(2)?,
+                value: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Drops figures past the age limit.
     pub fn vacuum_stats(&self) -> Result<usize> {
-        Ok(self.lock().conn.execute("DELETE FROM stats WHERE ts < ?1", params![now_ms() - self.limits.max_age_ms])?)
+        Ok(self.lock().conn.execute(
+            "DELETE FROM stats WHERE ts < ?1",
+            params![now_ms() - self.limits.max_age_ms],
+        )?)
     }
 }

@@ -10,12 +10,18 @@ use std::time::{Duration, Instant};
 
 /// The directory holding the workspace's binaries (target/debug).
 pub fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hive-c0re")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_BIN_EXE_hive-c0re"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The claude CLI installed by the test set-up, if any (`HIVE_CLAUDE_BIN` or the project-local install).
@@ -37,7 +43,11 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Self { runtime: "process", args: vec!["--no-manager".into(), "--no-dashboard".into()], env: vec![] }
+        Self {
+            runtime: "process",
+            args: vec!["--no-manager".into(), "--no-dashboard".into()],
+            env: vec![],
+        }
     }
 }
 
@@ -56,8 +66,15 @@ impl TestHive {
 
     /// Starts a hive with these options.
     pub fn start_with(opts: Opts) -> Self {
-        let dir = tempfile::Builder::new().prefix("hive-test-").tempdir().unwrap();
-        let mut h = Self { dir, opts, child: None };
+        let dir = tempfile::Builder::new()
+            .prefix("hive-test-")
+            .tempdir()
+            .unwrap();
+        let mut h = Self {
+            dir,
+            opts,
+            child: None,
+        };
         h.serve();
         h
     }
@@ -95,7 +112,11 @@ impl TestHive {
 
     /// (Re)starts the daemon and waits until it answers.
     pub fn serve(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let child = self
             .command()
             .args(["serve", "--runtime", self.opts.runtime])
@@ -107,25 +128,37 @@ impl TestHive {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(mut s) = UnixStream::connect(self.sock()) {
-                if s.write_all(b"{\"cmd\":\"list\"}\n").is_ok() {
-                    let mut line = String::new();
-                    if BufReader::new(&s).read_line(&mut line).is_ok() && line.contains("\"ok\":true") {
-                        return;
-                    }
+            if let Ok(mut s) = UnixStream::connect(self.sock())
+                && s.write_all(b"{\"cmd\":\"list\"}\n").is_ok()
+            {
+                let mut line = String::new();
+                if BufReader::new(&s).read_line(&mut line).is_ok() && line.contains("\"ok\":true") {
+                    return;
                 }
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("hive-c0re serve exited with {st}:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "hive-c0re did not come up:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "hive-c0re did not come up:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// The daemon's output so far.
+    /// The daemon's output so far, then each agent's harness log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        let mut out = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        if let Ok(dirs) = std::fs::read_dir(self.state_dir().join("agents")) {
+            for d in dirs.flatten() {
+                if let Ok(h) = std::fs::read_to_string(d.path().join("harness.log")) {
+                    out.push_str(&format!("\n--- {} harness.log ---\n{h}", d.file_name().to_string_lossy()));
+                }
+            }
+        }
+        out
     }
 
     /// kill -9 the daemon.
@@ -139,13 +172,21 @@ impl TestHive {
     /// SIGTERM the daemon and wait for it.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         c.wait().unwrap()
     }
 
     /// Runs a CLI verb and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.command().args(args).stdin(Stdio::null()).output().unwrap()
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Runs a CLI verb that must succeed; returns its stdout.
@@ -178,7 +219,11 @@ impl TestHive {
     pub fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !f(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}\n--- daemon log ---\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- daemon log ---\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -186,17 +231,32 @@ impl TestHive {
     /// The status row of an agent.
     pub fn row(&self, name: &str) -> Option<serde_json::Value> {
         let v = self.request(serde_json::json!({"cmd": "agent_status"}));
-        v["agent_statuses"].as_array()?.iter().find(|r| r["name"] == name).cloned()
+        v["agent_statuses"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
     }
 }
 
 impl Drop for TestHive {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_ref() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if self.child.as_mut().unwrap().try_wait().ok().flatten().is_some() {
+                if self
+                    .child
+                    .as_mut()
+                    .unwrap()
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -215,7 +275,9 @@ pub struct Conn {
 impl Conn {
     pub fn open(path: &Path) -> Self {
         let stream = UnixStream::connect(path).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         Self { stream, reader }
     }
@@ -253,7 +315,8 @@ impl ModelSim {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("addr");
         let mut cmd = Command::new(bin_dir().join("hive-model-sim"));
-        cmd.args(["--listen", "127.0.0.1:0", "--port-file"]).arg(&port_file);
+        cmd.args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file);
         if let Some(s) = script {
             let f = dir.path().join("script.toml");
             std::fs::write(&f, s).unwrap();
@@ -266,15 +329,19 @@ impl ModelSim {
             .expect("hive-model-sim starts (cargo build --workspace first)");
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&port_file) {
-                if !a.trim().is_empty() {
-                    break a.trim().to_owned();
-                }
+            if let Ok(a) = std::fs::read_to_string(&port_file)
+                && !a.trim().is_empty()
+            {
+                break a.trim().to_owned();
             }
             assert!(Instant::now() < deadline, "hive-model-sim did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self { child, addr, _dir: dir }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 
     /// `ANTHROPIC_BASE_URL` for claude.
@@ -324,8 +391,15 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    if out.contains("Transfer-Encoding: chunked") || out.contains("transfer-encoding: chunked") { dechunk(&body) } else { body }
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    if out.contains("Transfer-Encoding: chunked") || out.contains("transfer-encoding: chunked") {
+        dechunk(&body)
+    } else {
+        body
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -359,7 +433,10 @@ pub fn e2e_ready() -> bool {
 impl TestHive {
     /// A hive whose agents run the real claude against `sim`.
     pub fn with_model(sim: &ModelSim, runtime: &'static str) -> Self {
-        let mut opts = Opts { runtime, ..Opts::default() };
+        let mut opts = Opts {
+            runtime,
+            ..Opts::default()
+        };
         opts.env = sim.env();
         Self::start_with(opts)
     }
@@ -367,7 +444,9 @@ impl TestHive {
     /// Waits for the operator's next messages (up to `secs`).
     pub fn recv_operator(&self, secs: u64) -> Vec<serde_json::Value> {
         let out = self.ok(&["recv", "--wait", &secs.to_string(), "--json"]);
-        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// An agent's events, oldest first.
@@ -388,13 +467,21 @@ impl TestHive {
                 .args(args)
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap()
         };
         git(&["commit", "-qam", "test config"]);
         let sha = git(&["rev-parse", "HEAD"]);
         let out = self.ok(&["request-apply-commit", agent, sha.trim()]);
-        let id = out.trim().trim_start_matches("approval #").trim_end_matches(" queued").to_owned();
+        let id = out
+            .trim()
+            .trim_start_matches("approval #")
+            .trim_end_matches(" queued")
+            .to_owned();
         self.ok(&["approve", &id]);
     }
 }
@@ -402,7 +489,9 @@ impl TestHive {
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The host pid of an agent's harness process, found by its socket in /proc.
@@ -412,13 +501,17 @@ pub fn harness_pid(hive: &TestHive, agent: &str) -> nix::unistd::Pid {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
             let env = String::from_utf8_lossy(&env);
-            if cmd.contains("serve") && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"))
-                && env.split('\0').any(|kv| kv == want) && env.contains(&run)
+            if cmd.contains("serve")
+                && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"))
+                && env.split('\0').any(|kv| kv == want)
+                && env.contains(&run)
             {
                 return nix::unistd::Pid::from_raw(pid);
             }

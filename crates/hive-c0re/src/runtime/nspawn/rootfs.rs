@@ -1,0 +1,439 @@
+//! The container's root tree: a handful of directories and small files that
+//! hive-c0re rebuilds at every launch, everything else bound in from the host.
+//!
+//! ```text
+//! <rootfs>/                 0755  (all entries owned by the agent's uid base: root inside)
+//!   bin sbin lib lib64 ...  symlinks into usr/ (copied from the host's merged-usr links)
+//!   usr/                    mount point: host /usr, read-only
+//!   etc/                    passwd group hosts hostname nsswitch.conf resolv.conf
+//!                           machine-id (empty) services protocols ld.so.cache
+//!                           ssl/openssl.cnf [localtime]
+//!   etc/hive/env      0600  the harness's environment as shell assignments
+//!   etc/ssl/certs/          mount point: host /etc/ssl/certs, read-only (if the host has it)
+//!   etc/alternatives/       mount point: host /etc/alternatives, read-only (Debian's
+//!                           /usr/bin/awk and friends point there)
+//!   dev proc sys run tmp var/tmp   mount points nspawn fills (tmpfs, api file systems)
+//!   root/             0700
+//!   state/                  mount point: the agent's state dir, read-write
+//!   opt/hive/bin/<harness>  mount point (file): the harness binary, read-only
+//!   opt/claude/             mount point: the claude package directory, read-only
+//!   hive/agents/<n>/config  mount points (manager only): each agent's config repo
+//! ```
+//!
+//! The container runs with `--read-only`, so mount points must exist beforehand
+//! and nothing the agent does can change this tree.
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::mount::{MntFlags, umount2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::unistd::{Gid, Uid, fchown, fchownat};
+
+use crate::runtime::process::sys::UID_RANGE;
+
+/// Directories every tree has (besides `root/`, which is 0700).
+const DIRS: &[&str] = &[
+    "dev",
+    "proc",
+    "sys",
+    "run",
+    "tmp",
+    "var/tmp",
+    "etc/hive",
+    "usr",
+    "state",
+    "opt/hive/bin",
+    "hive",
+];
+
+/// Small host files copied as they are (fresh at every launch): tables libc and
+/// OpenSSL look up, and the dynamic linker's cache of the shared /usr.
+const COPIED_ETC: &[&str] = &["services", "protocols", "ld.so.cache", "ssl/openssl.cnf"];
+
+/// What to put into a tree beyond the fixed skeleton.
+#[derive(Debug, Default)]
+pub(super) struct Tree {
+    /// The container's hostname (`h-<name>`).
+    pub hostname: String,
+    /// Symlinks: (absolute path inside, target as the host has it).
+    pub links: Vec<(PathBuf, PathBuf)>,
+    /// Mount points: (absolute path inside, true for a file bind).
+    pub mountpoints: Vec<(PathBuf, bool)>,
+    /// Contents of `/etc/hive/env`.
+    pub env: String,
+}
+
+/// Builds a fresh tree at `root`, owned by `base` (root inside); any previous tree is removed first.
+pub(super) fn build(root: &Path, base: u32, tree: &Tree) -> io::Result<()> {
+    remove(root)?;
+    if let Some(parent) = root.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::create_dir(root)?;
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
+    for dir in DIRS {
+        fs::create_dir_all(root.join(dir))?;
+    }
+    fs::create_dir(root.join("root"))?;
+    fs::set_permissions(root.join("root"), fs::Permissions::from_mode(0o700))?;
+    for (inside, target) in &tree.links {
+        symlink(target, root.join(relative(inside)?))?;
+    }
+    for (inside, is_file) in &tree.mountpoints {
+        let at = root.join(relative(inside)?);
+        if *is_file {
+            fs::create_dir_all(at.parent().unwrap_or(root))?;
+            fs::File::create(&at)?;
+        } else {
+            fs::create_dir_all(&at)?;
+        }
+    }
+    write_etc(&root.join("etc"), tree)?;
+    shift_tree(root, base)
+}
+
+/// `/x/y` inside the container as a path relative to its root; refuses anything but plain names.
+fn relative(inside: &Path) -> io::Result<&Path> {
+    let rel = inside.strip_prefix("/").unwrap_or(inside);
+    if rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        Ok(rel)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad path inside the container: {}", inside.display()),
+        ))
+    }
+}
+
+fn write_etc(etc: &Path, tree: &Tree) -> io::Result<()> {
+    let host = &tree.hostname;
+    fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/state:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )?;
+    fs::write(etc.join("group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    fs::write(
+        etc.join("hosts"),
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{host}\n"
+        ),
+    )?;
+    fs::write(etc.join("hostname"), format!("{host}\n"))?;
+    fs::write(
+        etc.join("nsswitch.conf"),
+        "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nservices: files\nprotocols: files\n",
+    )?;
+    // The network is the host's, so is its resolver (read through any symlink, e.g. systemd-resolved's stub).
+    fs::write(
+        etc.join("resolv.conf"),
+        fs::read("/etc/resolv.conf").unwrap_or_default(),
+    )?;
+    // Empty: nspawn then gives the container a transient id.
+    fs::write(etc.join("machine-id"), "")?;
+    for name in COPIED_ETC {
+        if let Ok(bytes) = fs::read(Path::new("/etc").join(name)) {
+            let to = etc.join(name);
+            fs::create_dir_all(to.parent().unwrap_or(etc))?;
+            fs::write(to, bytes)?;
+        }
+    }
+    if let Some(zone) = host_zoneinfo() {
+        symlink(zone, etc.join("localtime"))?;
+    }
+    let env = etc.join("hive/env");
+    fs::write(&env, &tree.env)?;
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o600))
+}
+
+/// The host's time zone file, when it lives in /usr (which the container shares).
+fn host_zoneinfo() -> Option<PathBuf> {
+    let zone = fs::canonicalize("/etc/localtime").ok()?;
+    zone.starts_with("/usr/share/zoneinfo").then_some(zone)
+}
+
+/// Removes a tree, refusing while anything is mounted at or below it.
+///
+/// Binds normally exist only in the container's own mount namespace; a mount
+/// on the host side would be a leftover, which is detached first so that the
+/// removal can never reach into a bound host directory.
+pub(super) fn remove(root: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(m) if !m.is_dir() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a directory; refusing to remove it as a container root",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
+    let root = fs::canonicalize(root)?;
+    for mount in mounts_at_or_below(&root)?.iter().rev() {
+        tracing::warn!(mount = %mount.display(), "detaching a host mount left inside a container root");
+        umount2(mount, MntFlags::MNT_DETACH).map_err(io::Error::from)?;
+    }
+    let left = mounts_at_or_below(&root)?;
+    if let Some(mount) = left.first() {
+        return Err(io::Error::other(format!(
+            "{} is still mounted; refusing to remove the container root {}",
+            mount.display(),
+            root.display()
+        )));
+    }
+    fs::remove_dir_all(&root)
+}
+
+/// Mount points of this mount namespace at or below `root`, in mount order.
+fn mounts_at_or_below(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let table = fs::read("/proc/self/mountinfo")?;
+    Ok(table
+        .split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape(field))))
+        .filter(|mount| mount.starts_with(root))
+        .collect())
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space and the like).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(
+                    d.iter()
+                        .fold(0u8, |acc, c| acc.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Moves every entry whose owner or group lies outside `[base, base + 65536)` into that range.
+///
+/// Host id `n` becomes `base + n % 65536`: host root turns into the container's
+/// root, and ids of another (older) range keep their offset. Walks with
+/// directory fds and `AT_SYMLINK_NOFOLLOW`, so a symlink planted by the agent
+/// never redirects a chown to a host file, and it never leaves the tree's file system.
+pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
+    let top = open_dir_at(None, root)?;
+    let st = fstat(top.as_fd())?;
+    if let Some((uid, gid)) = shifted(&st, base) {
+        fchown(top.as_fd(), Some(uid), Some(gid))?;
+    }
+    walk(top, st.st_dev, base)
+}
+
+fn walk(mut dir: Dir, dev: u64, base: u32) -> io::Result<()> {
+    let names = dir
+        .iter()
+        .map(|entry| entry.map(|e| e.file_name().to_owned()))
+        .collect::<Result<Vec<CString>, _>>()?;
+    for name in names
+        .into_iter()
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+    {
+        let st = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some((uid, gid)) = shifted(&st, base) {
+            fchownat(
+                dir.as_fd(),
+                name.as_c_str(),
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+        if is_dir && st.st_dev == dev {
+            walk(
+                open_dir_at(Some(&dir), Path::new(OsStr::from_bytes(name.as_bytes())))?,
+                dev,
+                base,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn open_dir_at(parent: Option<&Dir>, path: &Path) -> io::Result<Dir> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    Ok(match parent {
+        Some(parent) => Dir::openat(parent.as_fd(), path, flags, Mode::empty())?,
+        None => Dir::open(path, flags, Mode::empty())?,
+    })
+}
+
+/// The owner and group an entry should get, or `None` when both are already in range.
+fn shifted(st: &FileStat, base: u32) -> Option<(Uid, Gid)> {
+    let inside = |id: u32| id >= base && id - base < UID_RANGE;
+    if inside(st.st_uid) && inside(st.st_gid) {
+        return None;
+    }
+    let map = |id: u32| {
+        if inside(id) {
+            id
+        } else {
+            base + id % UID_RANGE
+        }
+    };
+    Some((Uid::from_raw(map(st.st_uid)), Gid::from_raw(map(st.st_gid))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hive-rootfs-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn unescape_decodes_mountinfo_octal() {
+        assert_eq!(unescape(br"/a\040b\134c"), b"/a b\\c".to_vec());
+        assert_eq!(unescape(br"/plain\0"), b"/plain\\0".to_vec());
+    }
+
+    #[test]
+    fn relative_refuses_parent_components() {
+        assert_eq!(
+            relative(Path::new("/opt/claude")).ok(),
+            Some(Path::new("opt/claude"))
+        );
+        assert!(relative(Path::new("/opt/../etc")).is_err());
+    }
+
+    #[test]
+    fn shift_tree_moves_ids_into_range_without_following_symlinks() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = scratch("shift");
+        let outside = dir.join("outside");
+        fs::write(&outside, "host file").expect("write");
+        let tree = dir.join("tree");
+        fs::create_dir_all(tree.join("a/b")).expect("mkdir");
+        fs::write(tree.join("a/b/f"), "x").expect("write");
+        symlink(&outside, tree.join("a/link")).expect("symlink");
+        nix::unistd::chown(
+            &tree.join("a/b/f"),
+            Some(Uid::from_raw(1000)),
+            Some(Gid::from_raw(5 * 65536 + 7)),
+        )
+        .expect("chown");
+        let base = 3 * 65536;
+        shift_tree(&tree, base).expect("shift");
+        let owner = |p: &Path| {
+            fs::symlink_metadata(p)
+                .map(|m| (m.uid(), m.gid()))
+                .expect("stat")
+        };
+        assert_eq!(owner(&tree), (base, base));
+        assert_eq!(owner(&tree.join("a/b")), (base, base));
+        assert_eq!(owner(&tree.join("a/b/f")), (base + 1000, base + 7));
+        assert_eq!(
+            owner(&tree.join("a/link")),
+            (base, base),
+            "the link itself moves"
+        );
+        assert_eq!(owner(&outside), (0, 0), "its target does not");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn remove_never_reaches_into_a_bound_directory() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: bind mounts need root");
+            return;
+        }
+        let dir = scratch("remove");
+        let precious = dir.join("precious");
+        fs::create_dir_all(&precious).expect("mkdir");
+        fs::write(precious.join("keep"), "host data").expect("write");
+        let root = dir.join("root");
+        fs::create_dir_all(root.join("usr")).expect("mkdir");
+        let none: Option<&str> = None;
+        nix::mount::mount(
+            Some(&precious),
+            &root.join("usr"),
+            none,
+            nix::mount::MsFlags::MS_BIND,
+            none,
+        )
+        .expect("bind");
+        remove(&root).expect("remove");
+        assert!(!root.exists());
+        assert_eq!(
+            fs::read_to_string(precious.join("keep")).expect("kept"),
+            "host data"
+        );
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn build_makes_an_owned_skeleton_and_rebuilds_cleanly() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = scratch("build");
+        let root = dir.join("root");
+        let tree = Tree {
+            hostname: "h-x".into(),
+            links: vec![("/bin".into(), "usr/bin".into())],
+            mountpoints: vec![
+                ("/opt/hive/bin/h".into(), true),
+                ("/hive/agents/x/config".into(), false),
+            ],
+            env: "export A='b'\n".into(),
+        };
+        let base = 4 * 65536;
+        build(&root, base, &tree).expect("build");
+        fs::write(root.join("stale"), "from an older launch").expect("write");
+        build(&root, base, &tree).expect("rebuild");
+        assert!(!root.join("stale").exists());
+        assert!(root.join("opt/hive/bin/h").is_file());
+        assert!(root.join("hive/agents/x/config").is_dir());
+        assert_eq!(
+            fs::read_link(root.join("bin")).expect("link"),
+            Path::new("usr/bin")
+        );
+        let env = fs::metadata(root.join("etc/hive/env")).expect("env");
+        assert_eq!((env.uid(), env.mode() & 0o777), (base, 0o600));
+        assert_eq!(fs::metadata(&root).expect("root").uid(), base);
+        remove(&root).expect("remove");
+        assert!(!root.exists());
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

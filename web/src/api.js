@@ -1,0 +1,102 @@
+// The dashboard's server API: JSON calls carrying the page's token, and the
+// one live stream (server-sent events) with reconnects.
+
+const token = document.querySelector('meta[name="hive-token"]')?.content ?? '';
+const enc = encodeURIComponent;
+
+/** A refusal or failure, carrying the server's sentence. */
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function request(method, path, body) {
+  const init = { method, headers: { 'X-Hive-Token': token }, credentials: 'same-origin' };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, 'hive-c0re is not answering: is it running?');
+  }
+  const text = await resp.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) throw new ApiError(resp.status, data?.error ?? `${resp.status} ${resp.statusText}`);
+  return data;
+}
+
+const get = (path) => request('GET', path);
+const post = (path, body = {}) => request('POST', path, body);
+const agentPath = (name, rest = '') => `/api/agents/${enc(name)}${rest}`;
+
+export const api = {
+  agents: () => get('/api/agents'),
+  agent: (name) => get(agentPath(name)),
+  /** History, oldest first: {limit}, {before, limit} or {since, limit}. */
+  events: (name, query) => get(agentPath(name, `/events?${new URLSearchParams(query)}`)),
+  messages: (name, limit = 20) => get(agentPath(name, `/messages?limit=${limit}`)),
+  operatorMessages: (limit = 50) => get(`/api/operator/messages?limit=${limit}`),
+  model: (name) => get(agentPath(name, '/model')),
+  /** A model name, or null to go back to the configured one. */
+  setModel: (name, model) => post(agentPath(name, '/model'), { model }),
+  send: (name, body) => post(agentPath(name, '/messages'), { body }),
+  /** start, stop, kill, restart, destroy, pause, resume, cancel, compact. */
+  act: (name, action) => post(agentPath(name, `/${action}`)),
+  approvals: () => get('/api/approvals'),
+  diff: (id) => get(`/api/approvals/${id}/diff`),
+  approve: (id) => post(`/api/approvals/${id}/approve`),
+  deny: (id, note) => post(`/api/approvals/${id}/deny`, note ? { note } : {}),
+  questions: () => get('/api/questions'),
+  answer: (id, answer) => post(`/api/questions/${id}/answer`, { answer }),
+  cancelQuestion: (id) => post(`/api/questions/${id}/cancel`),
+  ping: () => post('/api/ping'),
+};
+
+/**
+ * Follows `/api/stream` (the hive's, or one agent's). `handlers` maps frame
+ * names to functions of the parsed data; `hello(data, first)` runs on every
+ * (re)connect, after which the page (re)fetches what it shows. `onConn`
+ * hears 'live' and 'reconnecting'. After a reconnect the page's token is
+ * checked, since a restarted hive-c0re has a new one.
+ */
+export function live(agent, handlers, onConn, onStaleToken) {
+  const url = agent ? `/api/stream?agent=${enc(agent)}` : '/api/stream';
+  let first = true;
+  let delay = 1000;
+  const connect = () => {
+    const es = new EventSource(url);
+    es.addEventListener('hello', (e) => {
+      delay = 1000;
+      onConn('live');
+      if (!first) {
+        api.ping().catch((err) => {
+          if (err.status === 403) onStaleToken?.();
+        });
+      }
+      handlers.hello?.(JSON.parse(e.data), first);
+      first = false;
+    });
+    for (const [name, fn] of Object.entries(handlers)) {
+      if (name !== 'hello') es.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+    }
+    es.onerror = () => {
+      onConn('reconnecting');
+      // EventSource retries network errors itself; an HTTP error closes it for good.
+      if (es.readyState === EventSource.CLOSED) {
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 15000);
+      }
+    };
+  };
+  connect();
+}

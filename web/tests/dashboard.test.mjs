@@ -1,0 +1,247 @@
+// Browser test of the dashboard: a real hive-c0re (process runtime, stand-in
+// harness), headless chromium, no claude. The test plays an agent's harness
+// through its agent.sock to produce turns, states and messages.
+//
+// Run: cargo build -p hive-c0re && (cd web && npm ci && npm run build && node --test tests/)
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { OUT, agentSocket, launchBrowser, makeHive, requireBuilt, sleep, turnEvents, until } from './hive.mjs';
+
+let hive;
+let browser;
+let page;
+const STATES = /^(💤|🧠|📦|😴|⏹|✖)\s(idle|thinking|compacting|napping|stopped|failed) · \d+(s|m \d+s)$/u;
+
+before(async () => {
+  requireBuilt();
+  fs.mkdirSync(OUT, { recursive: true });
+  hive = await makeHive();
+  await hive.start();
+  await hive.cli('spawn', 'alice');
+  await hive.cli('spawn', 'bob', '--model', 'sonnet');
+  browser = await launchBrowser();
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+});
+
+after(async () => {
+  await browser?.close();
+  await hive?.stop();
+  if (process.env.KEEP_HIVE) console.log(`hive left in ${hive.dir}`);
+  else hive?.cleanup();
+});
+
+const row = (name) => page.locator(`#agents tbody tr[data-name="${name}"]`);
+const toast = (text) => page.locator('.toast', { hasText: text }).first().waitFor({ timeout: 10000 });
+
+test('the hive page lists every agent with a state badge, heartbeat, model and inbox', async () => {
+  await page.goto(hive.url);
+  for (const name of ['alice', 'bob']) {
+    await row(name).locator('.badge').waitFor();
+    const text = await row(name).locator('.badge').textContent();
+    assert.match(text.replace(/\s+/g, ' ').trim(), STATES);
+  }
+  assert.equal(await row('bob').locator('td.model').innerText(), 'sonnet');
+  assert.match(await row('alice').locator('td.heartbeat').innerText(), /no turn yet|ago/);
+  assert.equal(await page.locator('#conn').innerText(), '● live');
+});
+
+test('changes show up live: inbox depth, a new agent, a finished turn', async () => {
+  await hive.cli('send', 'alice', 'first message');
+  await until(async () => (await row('alice').locator('td.inbox').innerText()) === '1', "alice's inbox depth to show 1");
+  await hive.cli('spawn', 'carol');
+  await row('carol').waitFor();
+  assert.ok(await page.locator('#send-to option[value="carol"]').count(), 'carol is in the send box');
+  const sock = await agentSocket(hive, 'carol');
+  await sock.call({ op: 'state', state: 'thinking', model: 'haiku' });
+  await sock.call({ op: 'state', state: 'idle' });
+  sock.close();
+  await until(async () => /ago/.test(await row('carol').locator('td.heartbeat').innerText()), "carol's heartbeat");
+});
+
+test('a message sent from the dashboard lands in the agent inbox', async () => {
+  await page.selectOption('#send-to', 'bob');
+  await page.fill('#send-body', 'hello bob, from the dashboard');
+  await page.click('#send-form button[type=submit]');
+  await toast('queued for bob');
+  assert.equal(await page.inputValue('#send-body'), '', 'the box empties after sending');
+  const got = (await hive.cli('recv', '--as', 'bob', '--json')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(got.map((m) => [m.from, m.body]), [['operator', 'hello bob, from the dashboard']]);
+  // Reading the operator's side in the dashboard acknowledges nothing; the sent message is listed.
+  await page.locator('#inbox li', { hasText: 'hello bob, from the dashboard' }).waitFor();
+});
+
+test('a refusal is toasted with the server sentence', async () => {
+  await page.selectOption('#send-to', 'bob');
+  await page.fill('#send-body', '   ');
+  await page.evaluate(() => document.querySelector('#send-body').removeAttribute('required'));
+  await page.click('#send-form button[type=submit]');
+  await page.locator('.toast.error', { hasText: 'the message body is empty' }).waitFor();
+});
+
+test('kill needs two clicks, and disarms by itself', async () => {
+  const kill = row('bob').locator('button[data-action=kill]');
+  await kill.click();
+  assert.equal(await kill.innerText(), 'click again to confirm');
+  assert.ok(await kill.evaluate((b) => b.classList.contains('armed')));
+  await until(async () => (await kill.innerText()) === 'Kill', 'the kill button to disarm', 6000);
+  await kill.click();
+  await kill.click();
+  await toast('bob was killed');
+  await until(async () => (await hive.status()).bob.running === false, 'bob to be stopped');
+  await until(async () => /stopped|failed/.test(await row('bob').locator('.badge').innerText()), "bob's badge to say stopped");
+});
+
+test('approvals show their diff and are denied with two clicks', async () => {
+  await hive.cli('request-spawn', 'dave', '--description', 'a reviewer for bob');
+  const item = page.locator('.approval', { hasText: 'a reviewer for bob' });
+  await item.waitFor();
+  await until(async () => /model\s*=/.test(await item.locator('pre.diff').innerText()), 'the spawn config to show');
+  await item.locator('input.note').fill('not now');
+  const deny = item.locator('button[data-decide=deny]');
+  await deny.click();
+  await deny.click();
+  await toast('denied');
+  const approvals = (await hive.cli('approvals', '--json')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(approvals.at(-1).status, 'denied');
+  assert.equal(approvals.at(-1).note, 'not now');
+  await page.locator('#approvals .empty', { hasText: 'Nothing to approve' }).waitFor();
+});
+
+test('an operator question counts down and takes an answer', async () => {
+  await hive.cli('spawn', 'manager');
+  const mgr = await agentSocket(hive, 'manager');
+  const asked = mgr.call({ op: 'ask_operator', question: 'Ship it today?', options: ['yes', 'no'], ttl_seconds: 600 });
+  const q = page.locator('.question', { hasText: 'Ship it today?' });
+  await q.waitFor();
+  assert.match(await q.locator('time').innerText(), /^9m \d\ds left$|^10m 00s left$/);
+  await q.locator('button.option', { hasText: 'yes' }).click();
+  await q.locator('button[type=submit]').click();
+  const answer = await asked;
+  mgr.close();
+  assert.equal(answer.ok, true, JSON.stringify(answer));
+  assert.match(answer.text ?? JSON.stringify(answer), /yes/);
+  await page.screenshot({ path: path.join(OUT, 'dashboard-hive.png'), fullPage: true });
+});
+
+test('the agent page shows history, new events live, and sticky scrolling', async () => {
+  const sock = await agentSocket(hive, 'alice');
+  // 40 turns (240 events): more than one history page, taller than the terminal.
+  for (let n = 0; n < 40; n++) await sock.call({ op: 'events', items: turnEvents(n) });
+  await page.goto(`${hive.url}/agents/alice`);
+  await page.locator('#rows .row', { hasText: 'turn 39: looking at it' }).waitFor();
+  const term = page.locator('#term');
+  const box = await term.boundingBox();
+  assert.ok(box.height >= Math.min(0.7 * 900, 60 * 14) - 2, `the terminal is ${box.height}px tall`);
+  const atBottom = () => term.evaluate((t) => t.scrollHeight - t.scrollTop - t.clientHeight < 8);
+  assert.ok(await atBottom(), 'history opens scrolled to the bottom');
+  assert.match(await page.locator('#last-turn').innerText(), /exit 0/);
+
+  // At the bottom, new rows follow.
+  await sock.call({ op: 'events', items: [{ kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: 'live one' }] } } }] });
+  await page.locator('#rows .row', { hasText: 'live one' }).waitFor();
+  await sleep(100);
+  assert.ok(await atBottom(), 'still at the bottom');
+  assert.ok(await page.locator('#new-chip').isHidden());
+
+  // Scrolled up, new rows wait below a chip that counts them.
+  await term.evaluate((t) => { t.scrollTop = t.scrollHeight / 2; });
+  await sleep(200);
+  const top = await term.evaluate((t) => t.scrollTop);
+  const events = [1, 2, 3].map((i) => ({ kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: `below the fold ${i}` }] } } }));
+  await sock.call({ op: 'events', items: events });
+  await page.locator('#rows .row', { hasText: 'below the fold 3' }).waitFor({ state: 'attached' });
+  await until(async () => (await page.locator('#new-chip').innerText()) === '↓ 3 new', 'the chip to count 3');
+  assert.equal(await term.evaluate((t) => t.scrollTop), top, 'the view did not move');
+  await page.screenshot({ path: path.join(OUT, 'dashboard-agent-chip.png') });
+  await page.click('#new-chip');
+  await until(atBottom, 'the chip to jump down');
+  assert.ok(await page.locator('#new-chip').isHidden());
+
+  // Scrolling to the top brings earlier turns.
+  const firstId = () => page.locator('#rows .row').first().getAttribute('data-id').then(Number);
+  const before = await firstId();
+  await term.evaluate((t) => { t.scrollTop = 0; });
+  await until(async () => (await firstId()) < before, 'earlier events to load');
+  await page.locator('#rows .row', { hasText: 'turn 0: looking at it' }).waitFor({ state: 'attached' });
+  await until(() => page.locator('.term-top', { hasText: 'start of history' }).count(), 'the start of history');
+  sock.close();
+});
+
+test('slash commands steer the agent; anything else is a message', async () => {
+  const input = page.locator('#term-input');
+  await input.fill('/help');
+  await input.press('Enter');
+  await page.locator('#rows .row.help', { hasText: '/compact' }).waitFor();
+  await input.fill('/model sonnet');
+  await input.press('Enter');
+  await toast('alice uses sonnet');
+  await until(async () => /override\s*sonnet/.test(await page.locator('#model').innerText()), 'the override to show');
+  await page.locator('#rows .row.operator', { hasText: '/model sonnet' }).waitFor();
+  await input.fill('/model default');
+  await input.press('Enter');
+  await until(async () => /override\s*none/.test(await page.locator('#model').innerText()), 'the override to clear');
+  await input.fill('/clear');
+  await input.press('Enter');
+  assert.equal(await page.locator('#rows .row').count(), 0, '/clear empties the view');
+  await sleep(500);
+  assert.equal(await page.locator('#rows .row').count(), 0, 'and the history does not come back by itself');
+  await input.fill('please check the logs');
+  await input.press('Enter');
+  await toast('queued for alice');
+  await page.locator('#rows .row.operator', { hasText: 'please check the logs' }).waitFor();
+  await page.locator('#inbox li', { hasText: 'please check the logs' }).waitFor();
+  await page.click('#load-earlier');
+  await page.locator('#rows .row', { hasText: 'below the fold 3' }).waitFor();
+  await input.fill('/compact');
+  await input.press('Enter');
+  // alice runs a stand-in harness (or none): compact is refused with a sentence either way.
+  await page.locator('.toast.error', { hasText: /no claude session|not running/ }).first().waitFor();
+  await page.click('#btn-pause');
+  await toast('alice is paused');
+  assert.equal((await hive.status()).alice.paused, true);
+  await until(async () => (await page.locator('#btn-pause').innerText()).includes('Resume'), 'the button to offer resume');
+  await page.click('#btn-pause');
+  await toast('alice is resumed');
+  assert.equal((await hive.status()).alice.paused, false);
+});
+
+test('state-changing requests need the token and the same origin', async () => {
+  const token = await page.locator('meta[name=hive-token]').getAttribute('content');
+  const post = (headers) => fetch(`${hive.url}/api/agents/alice/start`, { method: 'POST', headers });
+  assert.equal((await post({})).status, 403);
+  const cross = await post({ 'X-Hive-Token': token, Origin: 'http://evil.example' });
+  assert.equal(cross.status, 403);
+  assert.match((await cross.json()).error, /cross-origin/);
+  assert.equal((await post({ 'X-Hive-Token': token, Origin: hive.url })).status, 200);
+  const bad = await fetch(`${hive.url}/api/agents/..%2Fetc/events`);
+  assert.equal(bad.status, 400);
+  assert.match((await bad.json()).error, /must start with a lowercase letter/);
+});
+
+test('a restart of hive-c0re keeps the history visible', async () => {
+  const sock = await agentSocket(hive, 'alice');
+  await sock.call({ op: 'events', items: [{ kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: 'said before the restart' }] } } }] });
+  await page.locator('#rows .row', { hasText: 'said before the restart' }).waitFor();
+  if ((await hive.status()).alice.running) {
+    // A running harness that says it is thinking: the badge and the Cancel button follow.
+    await sock.call({ op: 'state', state: 'thinking', model: 'haiku' });
+    await until(async () => (await page.locator('#badge').textContent()).includes('thinking'), 'the thinking badge');
+    assert.ok(await page.locator('#btn-cancel').isVisible(), 'Cancel shows while thinking');
+    assert.ok(await page.locator('#btn-compact').isHidden(), 'Compact hides while thinking');
+  }
+  sock.close();
+  await page.screenshot({ path: path.join(OUT, 'dashboard-agent.png') });
+  await hive.stop();
+  await until(async () => (await page.locator('#conn').innerText()).includes('reconnecting'), 'the page to notice');
+  await hive.start();
+  // The open page reconnects, and notices its token is stale.
+  await until(async () => (await page.locator('#conn').innerText()) === '● live', 'the page to reconnect', 20000);
+  await page.locator('#banner', { hasText: 'reload the page' }).waitFor();
+  await page.reload();
+  await page.locator('#rows .row', { hasText: 'said before the restart' }).waitFor();
+  await page.locator('#rows .row', { hasText: 'turn 39: looking at it' }).waitFor();
+});

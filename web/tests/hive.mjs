@@ -1,0 +1,165 @@
+// Test helpers (not a test file itself): a real hive-c0re in a temp dir,
+// its CLI, agent sockets to play an agent's harness, and headless chromium.
+
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = process.env.HIVE_C0RE_BIN ?? path.join(REPO, 'target/debug/hive-c0re');
+export const OUT = path.join(REPO, 'test-output');
+const run = promisify(execFile);
+
+/** Fails early, with what to do, when the binary or the front end is not built. */
+export function requireBuilt() {
+  if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing: run cargo build -p hive-c0re first`);
+  if (!fs.existsSync(path.join(REPO, 'web/dist/hive.js'))) throw new Error('web/dist is missing: run npm ci && npm run build in web/ first');
+}
+
+/** A TCP port nobody listens on right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A hive in a fresh temp dir. Agents run a stand-in harness that only sleeps,
+ * so nothing here needs claude: the test plays the harness itself through
+ * each agent's socket (see `agentSocket`).
+ */
+export async function makeHive() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-dash-'));
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  for (const harness of ['hive-ag3nt', 'hive-m1nd']) {
+    fs.writeFileSync(path.join(bin, harness), '#!/bin/sh\nexec sleep 100000\n', { mode: 0o755 });
+  }
+  const port = await freePort();
+  const env = {
+    ...process.env,
+    HIVE_STATE_DIR: path.join(dir, 'state'),
+    HIVE_RUN_DIR: path.join(dir, 'run'),
+    HIVE_BIN_DIR: bin,
+    HIVE_CLAUDE_BIN: '/bin/false',
+    RUST_LOG: process.env.RUST_LOG ?? 'warn',
+  };
+  delete env.HIVE_DASHBOARD_TOKEN;
+  const hive = {
+    dir,
+    env,
+    url: `http://127.0.0.1:${port}`,
+    proc: null,
+    log: '',
+    /** Starts (or restarts) `hive-c0re serve` and waits until the dashboard answers. */
+    async start() {
+      const proc = spawn(BIN, ['serve', '--runtime', 'process', '--no-manager', '--dashboard', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      proc.stdout.on('data', (d) => { hive.log += d; });
+      proc.stderr.on('data', (d) => { hive.log += d; });
+      hive.proc = proc;
+      await until(async () => {
+        if (proc.exitCode !== null) throw new Error(`hive-c0re serve exited ${proc.exitCode}:\n${hive.log}`);
+        return fetch(`${hive.url}/api/agents`).then((r) => r.ok, () => false);
+      }, 'the dashboard to answer', 15000);
+    },
+    /** SIGTERM and wait for the daemon to go. */
+    async stop() {
+      const proc = hive.proc;
+      if (!proc || proc.exitCode !== null) return;
+      const gone = new Promise((resolve) => proc.once('exit', resolve));
+      proc.kill('SIGTERM');
+      await Promise.race([gone, sleep(10000).then(() => proc.kill('SIGKILL'))]);
+      await gone;
+    },
+    /** Runs a hive-c0re verb; returns stdout. */
+    async cli(...args) {
+      const { stdout } = await run(BIN, args, { env });
+      return stdout;
+    },
+    /** `status --json`, by agent name. */
+    async status() {
+      const lines = (await hive.cli('status', '--json')).trim().split('\n').filter(Boolean);
+      return Object.fromEntries(lines.map((l) => JSON.parse(l)).map((r) => [r.name, r]));
+    },
+    socketPath: (name) => path.join(env.HIVE_RUN_DIR, 'agents', name, 'agent.sock'),
+    cleanup() {
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return hive;
+}
+
+/** A connection to an agent's socket: `call(request)` answers the response object. */
+export async function agentSocket(hive, name) {
+  await until(() => fs.existsSync(hive.socketPath(name)), `${name}'s agent.sock`);
+  const sock = net.createConnection(hive.socketPath(name));
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  let buf = '';
+  const waiting = [];
+  sock.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      waiting.shift()?.(JSON.parse(line));
+    }
+  });
+  return {
+    call(req) {
+      return new Promise((resolve) => {
+        waiting.push(resolve);
+        sock.write(`${JSON.stringify(req)}\n`);
+      });
+    },
+    close: () => sock.destroy(),
+  };
+}
+
+/** One claude turn's worth of events, as a harness reports them. */
+export function turnEvents(n, tag = 'turn') {
+  return [
+    { kind: 'turn_start', payload: { prompt: `[operator] ${tag} ${n}: please look at the failing test` } },
+    { kind: 'stream', payload: { type: 'system', subtype: 'init', session_id: `session-${n}`, model: 'claude-haiku', tools: ['Bash', 'Read'] } },
+    { kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: `${tag} ${n}: looking at it` }, { type: 'tool_use', name: 'Bash', input: { command: `cargo test ${tag}-${n}` } }] } } },
+    { kind: 'stream', payload: { type: 'user', message: { content: [{ type: 'tool_result', content: `${tag} ${n}: 1 failed`, is_error: true }] } } },
+    { kind: 'stream', payload: { type: 'result', subtype: 'success', duration_ms: 1200 + n, num_turns: 2, session_id: `session-${n}` } },
+    { kind: 'turn_end', payload: { exit_code: 0, exit_class: 'ok', duration_ms: 1500 + n } },
+  ];
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` until it is truthy (or throws its error after `ms`). */
+export async function until(check, what, ms = 10000) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
+    await sleep(100);
+  }
+}
+
+/** Headless Debian chromium. */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+}
