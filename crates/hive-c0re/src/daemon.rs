@@ -194,7 +194,9 @@ async fn vacuum(hive: Arc<Hive>, every: Duration) {
         }
         let store = hive.store.clone();
         let r = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            Ok(store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?)
+            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
+            store.checkpoint()?;
+            Ok(n)
         })
         .await;
         match r {

@@ -1,6 +1,6 @@
 //! The `events` table: each agent's history (stream-json lines, states, crashes).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store};
 use crate::clock::now_ms;
@@ -78,25 +78,25 @@ impl Store {
 
     /// Drops events past the age limit or beyond the per-agent cap; returns how many.
     pub fn vacuum_events(&self) -> Result<usize> {
-        let g = self.lock();
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let mut n = g
-            .conn
-            .execute("DELETE FROM events WHERE ts < ?1", params![cutoff])?;
-        let agents: Vec<(String, i64)> = {
-            let mut st = g
-                .conn
-                .prepare("SELECT agent, COUNT(*) FROM events GROUP BY agent")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
+        let mut n = self.delete_chunked("events", "ts < ?1", params![cutoff])?;
+        let agents: Vec<String> = {
+            let g = self.lock();
+            let mut st = g.conn.prepare("SELECT DISTINCT agent FROM events")?;
+            st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
         };
-        for (agent, count) in agents {
-            let excess = count - self.limits.events_keep as i64;
-            if excess > 0 {
-                n += g.conn.execute(
-                    "DELETE FROM events WHERE agent = ?1 AND id IN (SELECT id FROM events WHERE agent = ?1 ORDER BY id LIMIT ?2)",
-                    params![agent, excess],
-                )?;
+        for agent in agents {
+            let last_dropped: Option<i64> = self
+                .lock()
+                .conn
+                .query_row(
+                    "SELECT id FROM events WHERE agent = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                    params![agent, self.limits.events_keep as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = last_dropped {
+                n += self.delete_chunked("events", "agent = ?1 AND id <= ?2", params![agent, id])?;
             }
         }
         Ok(n)

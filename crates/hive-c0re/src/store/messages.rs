@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Inner, Result, Store, StoreError};
 use crate::clock::now_ms;
@@ -195,18 +195,33 @@ impl Store {
     }
 
     /// Drops delivered messages past the age limit or beyond the per-recipient cap; returns how many.
+    /// Undelivered messages are never dropped.
     pub fn vacuum_messages(&self) -> Result<usize> {
-        let g = self.lock();
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let mut n = g.conn.execute(
-            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
-            params![cutoff],
-        )?;
-        n += g.conn.execute(
-            "DELETE FROM messages WHERE delivered_at IS NOT NULL AND id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
-             (PARTITION BY recipient ORDER BY id DESC) AS rn FROM messages WHERE delivered_at IS NOT NULL) WHERE rn > ?1)",
-            params![self.limits.delivered_keep as i64],
-        )?;
+        let mut n = self.delete_chunked("messages", "delivered_at IS NOT NULL AND delivered_at < ?1", params![cutoff])?;
+        let recipients: Vec<String> = {
+            let g = self.lock();
+            let mut st = g.conn.prepare("SELECT DISTINCT recipient FROM messages WHERE delivered_at IS NOT NULL")?;
+            st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        for r in recipients {
+            let last_dropped: Option<i64> = self
+                .lock()
+                .conn
+                .query_row(
+                    "SELECT id FROM messages WHERE recipient = ?1 AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                    params![r, self.limits.delivered_keep as i64],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(id) = last_dropped {
+                n += self.delete_chunked(
+                    "messages",
+                    "recipient = ?1 AND delivered_at IS NOT NULL AND id <= ?2",
+                    params![r, id],
+                )?;
+            }
+        }
         Ok(n)
     }
 

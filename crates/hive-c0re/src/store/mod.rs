@@ -110,6 +110,8 @@ impl Store {
 
     fn init(conn: Connection, path: &Path, limits: Limits) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Lets vacuum hand freed pages back to the file system (takes effect on a new database).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -128,6 +130,30 @@ impl Store {
         // A panic while holding the lock leaves sqlite consistent (statements are
         // atomic), so a poisoned lock is still safe to use.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deletes the rows of `table` matching `filter` a chunk at a time, taking the lock
+    /// per chunk, so a large vacuum never holds up a send for long; returns how many.
+    fn delete_chunked(&self, table: &str, filter: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize> {
+        const CHUNK: usize = 2000;
+        let sql = format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {filter} LIMIT {CHUNK})");
+        let mut total = 0;
+        loop {
+            let n = self.lock().conn.prepare_cached(&sql)?.execute(params)?;
+            total += n;
+            if n < CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Folds the write-ahead log back into the database and truncates it, so the
+    /// files stay bounded once vacuum has freed pages for reuse.
+    pub fn checkpoint(&self) -> Result<()> {
+        let g = self.lock();
+        g.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        g.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
     }
 
     /// The bounds this store enforces.

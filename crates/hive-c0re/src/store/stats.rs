@@ -55,9 +55,7 @@ impl Store {
 
     /// Drops figures past the age limit.
     pub fn vacuum_stats(&self) -> Result<usize> {
-        Ok(self.lock().conn.execute(
-            "DELETE FROM stats WHERE ts < ?1",
-            params![now_ms() - self.limits.max_age_ms],
-        )?)
+        let cutoff = now_ms() - self.limits.max_age_ms;
+        self.delete_chunked("stats", "ts < ?1", params![cutoff])
     }
 }
