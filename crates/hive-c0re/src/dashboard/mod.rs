@@ -3,8 +3,8 @@
 //! As thin as host.sock: every read and action is a `Hive` method and every
 //! row a `hive_sh4re::host` type, so both surfaces show and do the same.
 //! `pages` serves a small HTML shell per page and the front end built from
-//! `web/`; `api` and `actions` are the JSON API; `sse` is the one live
-//! stream; `auth` decides who may do what.
+//! `web/`; `api` and `actions` are the JSON API, `stats` its telemetry;
+//! `sse` is the one live stream; `auth` decides who may do what.
 
 mod actions;
 mod api;
@@ -13,6 +13,7 @@ mod errors;
 mod extract;
 mod pages;
 mod sse;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -142,6 +143,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/questions", get(api::questions))
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel_question))
+        .route("/api/stats", get(stats::stats))
         .route("/api/stream", get(sse::stream))
         .route("/api/ping", post(actions::ping))
         .fallback(pages::fallback)

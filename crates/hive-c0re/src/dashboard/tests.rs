@@ -468,3 +468,79 @@ async fn stream_carries_new_events_to_the_agents_page() {
     );
     f.hive.shutdown.cancel();
 }
+
+/// A finished turn's figures, as a harness reports them.
+fn turn(duration_ms: u64, tools: &[(&str, u64)], class: &str) -> hive_sh4re::agent::TurnStats {
+    hive_sh4re::agent::TurnStats {
+        duration_ms,
+        exit_code: Some(0),
+        exit_class: class.to_owned(),
+        tool_calls: tools.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect(),
+        messages_received: 1,
+        sent_by_class: [("operator".to_owned(), 1)].into(),
+        received_by_class: [("operator".to_owned(), 1)].into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn stats_serve_the_summary_per_agent_and_hive_wide() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "bob");
+    let alice = hive_sh4re::AgentName::parse("alice").unwrap();
+    for (ms, class) in [(100, "ok"), (300, "ok"), (200, "failure")] {
+        f.hive
+            .record_turn(&alice, &turn(ms, &[("send", 1), ("Bash", 2)], class))
+            .unwrap();
+        // Turns are told apart by their timestamp (ms).
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let (s, b) = call(&f, get("/api/stats?agent=alice&since=15m")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["window_seconds"], 900.0);
+    let a = &v["agents"][0];
+    assert_eq!(v["agents"].as_array().unwrap().len(), 1);
+    assert_eq!(a["agent"], "alice");
+    assert_eq!(a["turns"], 3);
+    assert_eq!(a["tool_usage"]["send"], 3);
+    assert_eq!(a["tool_usage"]["Bash"], 6);
+    assert_eq!(a["tool_calls_per_turn"], 3.0);
+    assert_eq!(a["exit_classes"]["ok"], 2);
+    assert_eq!(a["exit_classes"]["failure"], 1);
+    assert_eq!(a["sent_per_turn"]["operator"], 1.0);
+    assert_eq!(a["duration_p50_ms"], 200.0);
+    assert_eq!(a["duration_p95_ms"], 300.0);
+    assert_eq!(a["turns_series"].as_array().unwrap().len(), 3);
+
+    let (s, b) = call(&f, get("/api/stats")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["window_seconds"], 3600.0, "1 h by default");
+    let names: Vec<_> = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert_eq!(v["agents"][1]["turns"], 0);
+}
+
+#[tokio::test]
+async fn stats_refuse_bad_queries_with_a_sentence() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let (s, b) = call(&f, get("/api/stats?agent=nobody")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&b).contains("no agent \"nobody\""), "{b}");
+    let (s, b) = call(&f, get("/api/stats?agent=..%2Fetc")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, b) = call(&f, get("/api/stats?agent=alice&since=soon")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&b).contains("15m"), "{b}");
+    let (s, b) = call(&f, get("/api/stats?since=99999999999")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&b).contains("in the future"), "{b}");
+}
