@@ -1,9 +1,11 @@
 // An agent's page: its live terminal (history from the events table, new
 // events over SSE, earlier turns on demand), state badge, controls, model,
-// last turn and inbox.
+// last turn, inbox and telemetry.
 
 import { api, live } from './api.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
+import { mountShell } from './shell.js';
+import { mountTelemetry } from './telemetry.js';
 import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick } from './ui.js';
 
 const NAME = document.body.dataset.agent;
@@ -21,6 +23,8 @@ let ready = false; // history loaded: live events go straight in
 let buffered = []; // live events that came before the history
 let unseen = 0; // events below the fold
 let turn = {}; // facts of the last turn
+// Every change of the agent (a turn's stats arrive with one) refreshes the charts, throttled.
+const pokeStats = mountTelemetry(NAME);
 
 // ---- terminal ---------------------------------------------------------------
 
@@ -214,6 +218,7 @@ function showRow(r) {
   pause.title = r.paused ? 'let its turn loop take messages again' : 'park its turn loop; messages keep queueing';
   document.title = `${r.name} · ${r.state} · hyperhive`;
   showTurn();
+  pokeStats();
 }
 
 function modelLine(m) {
@@ -298,3 +303,4 @@ live(NAME, {
 
 startClock();
 input.focus();
+mountShell($('#shell-panel'), NAME);

@@ -60,6 +60,8 @@ export const api = {
   answer: (id, answer) => post(`/api/questions/${id}/answer`, { answer }),
   cancelQuestion: (id) => post(`/api/questions/${id}/cancel`),
   ping: () => post('/api/ping'),
+  /** Telemetry (StatsSummary) of one agent, or of all without a name; `since` e.g. '1h'. */
+  stats: (name, since = '1h') => get(`/api/stats?${new URLSearchParams(name ? { agent: name, since } : { since })}`),
 };
 
 /**

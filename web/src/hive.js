@@ -2,9 +2,10 @@
 // a box to message any agent, and the operator's inbox. Live over SSE.
 
 import { api, live } from './api.js';
+import { rate, refresher, stuckTag, turnTime } from './stats.js';
 import { $, badge, fill, banner, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, until } from './ui.js';
 
-const agents = new Map(); // name -> {row, tr}
+const agents = new Map(); // name -> {row, tr, stats}
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
 
 // ---- agents ---------------------------------------------------------------
@@ -22,6 +23,8 @@ function agentRow(name) {
     h('td', { class: 'name' }),
     h('td', { class: 'state' }),
     h('td', { class: 'heartbeat' }),
+    h('td', { class: 'rate num' }),
+    h('td', { class: 'p95 num' }),
     h('td', { class: 'model' }),
     h('td', { class: 'inbox' }),
     h('td', { class: 'actions' },
@@ -39,7 +42,7 @@ function fillRow(tr, row) {
   fill(cell('name'),
     h('a', { href: `/agents/${encodeURIComponent(row.name)}` }, row.name), ' ', ...flags(row),
     row.status_text && h('div', { class: 'status-text', title: row.status_set_at }, row.status_text));
-  fill(cell('state'), badge(row));
+  fill(cell('state'), badge(row), stuckTag(agents.get(row.name)?.stats, stuckAfter));
   fill(cell('heartbeat'), row.last_turn_at ? h('span', {}, '♥ ', since(row.last_turn_at, ' ago')) : h('span', { class: 'dim' }, 'no turn yet'));
   cell('model').textContent = row.active_model;
   const inbox = cell('inbox');
@@ -62,6 +65,7 @@ function upsertAgent(row) {
   entry.row = row;
   fillRow(entry.tr, row);
   agentsChanged();
+  pokeStats();
 }
 
 function removeAgent(name) {
@@ -89,6 +93,41 @@ async function loadAgents() {
   for (const name of [...agents.keys()]) if (!names.has(name)) removeAgent(name);
   rows.forEach(upsertAgent);
 }
+
+// ---- telemetry --------------------------------------------------------------
+
+let stuckAfter = 300;
+
+/** Fills an agent row's telemetry cells (turns/min, p95) and its stuck flag. */
+function fillStats(tr, a) {
+  const cell = (cls) => tr.querySelector(`td.${cls}`);
+  cell('rate').textContent = rate(a.turns_per_minute);
+  cell('p95').textContent = turnTime(a.duration_p95_ms, a.turns);
+  cell('p95').title = a.turns ? `p50 ${turnTime(a.duration_p50_ms, a.turns)} over ${a.turns} turns` : 'no turns in the last hour';
+  tr.classList.toggle('stuck', a.stuck);
+  const state = cell('state');
+  state.querySelector('.tag.stuck')?.remove();
+  const tag = stuckTag(a, stuckAfter);
+  if (tag) state.append(tag);
+}
+
+async function loadStats() {
+  let s;
+  try {
+    s = await api.stats(null, '1h');
+  } catch {
+    return; // the next change or the idle refresh tries again; the rows stay as they were
+  }
+  stuckAfter = s.stuck_after_seconds;
+  for (const a of s.agents) {
+    const entry = agents.get(a.agent);
+    if (!entry) continue;
+    entry.stats = a;
+    fillStats(entry.tr, a);
+  }
+}
+
+const pokeStats = refresher(loadStats);
 
 // ---- approvals --------------------------------------------------------------
 

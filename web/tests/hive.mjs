@@ -36,14 +36,18 @@ export function freePort() {
 /**
  * A hive in a fresh temp dir. Agents run a stand-in harness that only sleeps,
  * so nothing here needs claude: the test plays the harness itself through
- * each agent's socket (see `agentSocket`).
+ * each agent's socket (see `agentSocket`). `binDir` (real harnesses) and
+ * `env` (e.g. claude's model server) change that; see claude.mjs.
  */
-export async function makeHive() {
+export async function makeHive({ binDir, env: extra = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-dash-'));
-  const bin = path.join(dir, 'bin');
-  fs.mkdirSync(bin);
-  for (const harness of ['hive-ag3nt', 'hive-m1nd']) {
-    fs.writeFileSync(path.join(bin, harness), '#!/bin/sh\nexec sleep 100000\n', { mode: 0o755 });
+  let bin = binDir;
+  if (!bin) {
+    bin = path.join(dir, 'bin');
+    fs.mkdirSync(bin);
+    for (const harness of ['hive-ag3nt', 'hive-m1nd']) {
+      fs.writeFileSync(path.join(bin, harness), '#!/bin/sh\nexec sleep 100000\n', { mode: 0o755 });
+    }
   }
   const port = await freePort();
   const env = {
@@ -54,7 +58,8 @@ export async function makeHive() {
     HIVE_CLAUDE_BIN: '/bin/false',
     RUST_LOG: process.env.RUST_LOG ?? 'warn',
   };
-  delete env.HIVE_DASHBOARD_TOKEN;
+  for (const k of ['HIVE_DASHBOARD_TOKEN', 'ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL', 'CLAUDE_CODE_OAUTH_TOKEN']) delete env[k];
+  Object.assign(env, extra);
   const hive = {
     dir,
     env,

@@ -98,7 +98,7 @@ pub(crate) async fn hive_page(State(ctx): State<Ctx>) -> Response {
   <section class="panel agents-panel">
     <h2>Agents <span id="agent-count" class="count"></span></h2>
     <div class="table-scroll"><table id="agents" class="agents">
-      <thead><tr><th>agent</th><th>state</th><th>last turn</th><th>model</th><th class="inbox-col">inbox</th><th class="actions-col">actions</th></tr></thead>
+      <thead><tr><th>agent</th><th>state</th><th>last turn</th><th class="num-col" title="turns per minute over the last hour">turns/min</th><th class="num-col" title="95th percentile of turn duration over the last hour">p95 turn</th><th>model</th><th class="inbox-col">inbox</th><th class="actions-col">actions</th></tr></thead>
       <tbody></tbody>
     </table></div>
     <p id="no-agents" class="empty" hidden>No agents yet. Create one with <code>hive-c0re spawn NAME</code>.</p>
@@ -134,6 +134,32 @@ pub(crate) async fn hive_page(State(ctx): State<Ctx>) -> Response {
     );
     shell(&ctx, "hive", "hive.js", r#"data-page="hive""#, &body)
 }
+
+/// The agent page's telemetry panel; `web/src/telemetry.js` fills it from `/api/stats`.
+const TELEMETRY_PANEL: &str = r#"<section id="telemetry" class="panel telemetry">
+    <div class="tele-head">
+      <h2>Telemetry</h2>
+      <span id="stats-stuck"></span>
+      <span class="spacer"></span>
+      <label class="dim">window <select id="stats-window">
+        <option value="15m">15 min</option><option value="1h" selected>1 hour</option>
+        <option value="6h">6 hours</option><option value="24h">24 hours</option><option value="7d">7 days</option>
+      </select></label>
+    </div>
+    <div id="stats-figures" class="figures"></div>
+    <div class="charts">
+      <figure class="chart"><figcaption>turn duration</figcaption><div id="chart-duration" class="chart-box"></div></figure>
+      <figure class="chart"><figcaption>tool calls per turn</figcaption><div id="chart-tools" class="chart-box"></div></figure>
+      <figure class="chart"><figcaption>inbox depth at turn end</figcaption><div id="chart-inbox" class="chart-box"></div></figure>
+      <figure class="chart"><figcaption>notes size</figcaption><div id="chart-notes" class="chart-box"></div></figure>
+    </div>
+    <div class="breakdowns">
+      <div><h3>exits</h3><div id="stats-exits"></div></div>
+      <div><h3>tool usage</h3><div id="stats-tools"></div></div>
+      <div><h3>sent per turn, by recipient</h3><div id="stats-sent"></div></div>
+      <div><h3>received per turn, by sender</h3><div id="stats-received"></div></div>
+    </div>
+  </section>"#;
 
 /// `GET /agents/{name}`: one agent's page.
 pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<String>) -> Response {
@@ -184,6 +210,7 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
         <span class="prompt">›</span>
         <input id="term-input" autocomplete="off" spellcheck="false" placeholder="message {n} as the operator, or /help">
       </form>
+      <section id="shell-panel" class="panel shell-panel"></section>
     </section>
     <aside class="side">
       <section class="panel">
@@ -206,10 +233,12 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
       </section>
     </aside>
   </div>
+  {telemetry}
 </main>"#,
         header = header_bar(&format!(
             r#"<a href="/">hive</a><span class="sep">/</span><span>{n}</span>"#
-        ))
+        )),
+        telemetry = TELEMETRY_PANEL,
     );
     shell(
         &ctx,
