@@ -96,16 +96,23 @@ impl Harness {
             model: None,
         })
         .await?;
+        let poll = poll_interval();
         loop {
             self.wait_for_credentials(c).await?;
+            // Push: the request waits in hive-c0re until there is work. The polling
+            // baseline (the original harness's way) asks and sleeps instead.
+            let wait_ms = poll.map(|_| 0);
             let resp = c
                 .call(&AgentRequest::NextTurn {
-                    wait_ms: None,
+                    wait_ms,
                     wake_after,
                 })
                 .await?;
             let msgs = resp.messages.unwrap_or_default();
             if msgs.is_empty() {
+                if let Some(p) = poll {
+                    tokio::time::sleep(p).await;
+                }
                 continue;
             }
             let _guard = shared.claude.lock().await;
@@ -677,6 +684,13 @@ async fn control_loop(h: Harness, shared: Arc<Shared>) {
             None => {}
         }
     }
+}
+
+/// `HIVE_HARNESS_POLL_MS`: poll the inbox at this interval instead of waiting for a
+/// push. Only for measuring against the original harness; production never sets it.
+fn poll_interval() -> Option<Duration> {
+    let ms: u64 = std::env::var("HIVE_HARNESS_POLL_MS").ok()?.parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// Resolves on SIGTERM, SIGINT or SIGHUP, naming it.

@@ -31,13 +31,13 @@ pub struct ServeOptions {
 }
 
 /// Environment variables passed from the daemon to every harness.
-const PASSED_ENV: [&str; 6] = [
+const PASSED_ENV: [&str; 5] = [
     "ANTHROPIC_BASE_URL",
     "ANTHROPIC_API_KEY",
     "CLAUDE_CODE_OAUTH_TOKEN",
     "RUST_LOG",
-    "HIVE_SIM_DELAY_MS",
-    "HIVE_TURN_TIMEOUT_SECS",
+    // The polling baseline of the turn-latency benchmark.
+    "HIVE_HARNESS_POLL_MS",
 ];
 
 /// Runs the daemon until a signal stops it.

@@ -8,7 +8,7 @@ use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::{Reply, StreamReply};
+use super::{ConnReader, Reply, StreamReply};
 use crate::broker::Change;
 use crate::error::Result;
 use crate::hive::Hive;
@@ -28,7 +28,10 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
         }
         Request::Recv { as_, max, wait_ms } => {
             let mailbox = as_.unwrap_or(Mailbox::Operator);
-            if let Mailbox::Agent(n) = &mailbox {
+            // The manager's inbox collects crash notices even before the manager exists.
+            if let Mailbox::Agent(n) = &mailbox
+                && !n.is_manager()
+            {
                 hive.agent_row(n)?;
             }
             let wait = Duration::from_millis(wait_ms.unwrap_or(0)).min(MAX_WAIT);
@@ -80,7 +83,12 @@ struct EventStream {
 
 #[async_trait::async_trait]
 impl StreamReply for EventStream {
-    async fn run(self: Box<Self>, hive: Arc<Hive>, w: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        hive: Arc<Hive>,
+        _r: &mut ConnReader,
+        w: &mut OwnedWriteHalf,
+    ) -> std::io::Result<()> {
         let mut changes = hive.broker.subscribe();
         w.write_all(&self.first.to_line()).await?;
         let mut since = self.since;

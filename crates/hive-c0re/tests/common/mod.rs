@@ -154,7 +154,10 @@ impl TestHive {
         if let Ok(dirs) = std::fs::read_dir(self.state_dir().join("agents")) {
             for d in dirs.flatten() {
                 if let Ok(h) = std::fs::read_to_string(d.path().join("harness.log")) {
-                    out.push_str(&format!("\n--- {} harness.log ---\n{h}", d.file_name().to_string_lossy()));
+                    out.push_str(&format!(
+                        "\n--- {} harness.log ---\n{h}",
+                        d.file_name().to_string_lossy()
+                    ));
                 }
             }
         }
@@ -494,29 +497,72 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The host pid of an agent's harness process, found by its socket in /proc.
+/// The host pid of an agent's harness process (waits up to 30 s for one).
 pub fn harness_pid(hive: &TestHive, agent: &str) -> nix::unistd::Pid {
-    let want = format!("HIVE_AGENT_NAME={agent}");
-    let run = hive.run_dir().display().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            let env = String::from_utf8_lossy(&env);
-            if cmd.contains("serve")
-                && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"))
-                && env.split('\0').any(|kv| kv == want)
-                && env.contains(&run)
-            {
-                return nix::unistd::Pid::from_raw(pid);
-            }
+        if let Some(&pid) = harness_pids(hive, agent).first() {
+            return nix::unistd::Pid::from_raw(pid);
         }
         assert!(Instant::now() < deadline, "no harness process for {agent}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Host pids of every harness process of `agent` (there must never be two): a
+/// process-runtime harness names our run dir; a container's runs below its systemd-nspawn.
+pub fn harness_pids(hive: &TestHive, agent: &str) -> Vec<i32> {
+    let want = format!("HIVE_AGENT_NAME={agent}");
+    let run = hive.run_dir().display().to_string();
+    // The nspawn runtime records systemd-nspawn's pid; the harness runs below it.
+    let container: Option<i32> =
+        std::fs::read_to_string(hive.run_dir().join("agents").join(format!("{agent}.pid")))
+            .ok()
+            .and_then(|t| {
+                t.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("pid=")?.parse().ok())
+            });
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
+                .into_owned();
+        let env =
+            String::from_utf8_lossy(&std::fs::read(e.path().join("environ")).unwrap_or_default())
+                .into_owned();
+        let ours = env.contains(&run) || container.is_some_and(|c| descends_from(pid, c));
+        let harness =
+            cmd.contains("serve") && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"));
+        if harness && env.split('\0').any(|kv| kv == want) && ours {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// True when `ancestor` is `pid`'s parent, grandparent, ...
+fn descends_from(mut pid: i32, ancestor: i32) -> bool {
+    for _ in 0..64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The parent pid is the second field after the parenthesised command name.
+        let Some(ppid) = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        else {
+            return false;
+        };
+        if ppid == ancestor {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
 }

@@ -1,0 +1,190 @@
+//! Agent lifecycle through the daemon, for both runtimes: start, kill, restart,
+//! crash reports to the manager, restarts with backoff, and exactly one
+//! harness per agent after hive-c0re itself is killed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Opts, TestHive};
+
+/// A hive whose agents have (fake) model credentials, so they idle instead of parking.
+fn hive(runtime: &'static str) -> Option<TestHive> {
+    if runtime == "nspawn"
+        && (!nix::unistd::geteuid().is_root() || common::which("systemd-nspawn").is_none())
+    {
+        eprintln!("skipped: the nspawn runtime needs root and systemd-nspawn");
+        return None;
+    }
+    let mut opts = Opts {
+        runtime,
+        ..Opts::default()
+    };
+    opts.env
+        .push(("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()));
+    Some(TestHive::start_with(opts))
+}
+
+fn running(hive: &TestHive, name: &str) -> bool {
+    hive.row(name).is_some_and(|r| r["running"] == true)
+}
+
+fn lifecycle(runtime: &'static str) {
+    let Some(hive) = hive(runtime) else { return };
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| running(h, "alice"));
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["runtime"], runtime);
+    assert_eq!(row["isolated"], runtime == "nspawn");
+    let first = common::harness_pid(&hive, "alice");
+
+    hive.ok(&["kill", "alice"]);
+    assert!(!running(&hive, "alice"));
+    assert_eq!(hive.row("alice").unwrap()["state"], "stopped");
+    assert!(
+        common::harness_pids(&hive, "alice").is_empty(),
+        "the harness outlived kill"
+    );
+
+    hive.ok(&["start", "alice"]);
+    hive.wait_for("alice running again", 30, |h| running(h, "alice"));
+    hive.ok(&["restart", "alice"]);
+    hive.wait_for("alice running after restart", 30, |h| running(h, "alice"));
+    let after = common::harness_pid(&hive, "alice");
+    assert_ne!(first, after);
+    assert_eq!(common::harness_pids(&hive, "alice").len(), 1);
+
+    hive.ok(&["destroy", "alice"]);
+    assert!(hive.row("alice").is_none());
+    assert!(common::harness_pids(&hive, "alice").is_empty());
+}
+
+#[test]
+fn lifecycle_process_runtime() {
+    lifecycle("process");
+}
+
+#[test]
+fn lifecycle_nspawn_runtime() {
+    lifecycle("nspawn");
+}
+
+fn crash_reaches_the_manager(runtime: &'static str) {
+    let Some(hive) = hive(runtime) else { return };
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| running(h, "alice"));
+    let pid = common::harness_pid(&hive, "alice");
+    let killed = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = hive.ok(&["recv", "--as", "manager", "--wait", "2", "--json"]);
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "the crash message took {:?}",
+        killed.elapsed()
+    );
+    let msg: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("no crash message within 2 s")).unwrap();
+    assert_eq!(msg["from"], "system");
+    let body = msg["body"].as_str().unwrap();
+    assert!(body.contains("Agent alice's harness"), "{body}");
+    assert!(
+        body.contains("signal 9") || body.contains("status"),
+        "{body}"
+    );
+    assert!(body.contains("Last lines of its output"), "{body}");
+    hive.wait_for("alice back", 30, |h| {
+        running(h, "alice") && common::harness_pids(h, "alice").len() == 1
+    });
+    assert_ne!(common::harness_pid(&hive, "alice"), pid);
+    assert!(
+        hive.events("alice")
+            .iter()
+            .any(|e| e["kind"] == "container_crash")
+    );
+}
+
+#[test]
+fn crash_reaches_the_manager_process_runtime() {
+    crash_reaches_the_manager("process");
+}
+
+#[test]
+fn crash_reaches_the_manager_nspawn_runtime() {
+    crash_reaches_the_manager("nspawn");
+}
+
+fn exactly_once_after_daemon_kill_9(runtime: &'static str) {
+    let Some(mut hive) = hive(runtime) else {
+        return;
+    };
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    hive.ok(&["kill", "bob"]);
+    hive.wait_for("alice running", 30, |h| running(h, "alice"));
+    for _ in 0..2 {
+        hive.kill9();
+        hive.serve();
+        hive.wait_for("alice running", 30, |h| running(h, "alice"));
+        // Give a stray second harness time to show up if there were one.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            common::harness_pids(&hive, "alice").len(),
+            1,
+            "alice runs other than once"
+        );
+        assert!(
+            common::harness_pids(&hive, "bob").is_empty(),
+            "bob was stopped and must stay stopped"
+        );
+        assert!(!running(&hive, "bob"));
+    }
+}
+
+#[test]
+fn exactly_once_after_daemon_kill_9_process_runtime() {
+    exactly_once_after_daemon_kill_9("process");
+}
+
+#[test]
+fn exactly_once_after_daemon_kill_9_nspawn_runtime() {
+    exactly_once_after_daemon_kill_9("nspawn");
+}
+
+#[test]
+fn a_harness_that_keeps_dying_is_left_failed() {
+    let bins = tempfile::tempdir().unwrap();
+    let script = bins.path().join("hive-ag3nt");
+    std::fs::write(&script, "#!/bin/sh\necho 'boom: no config' >&2\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut opts = Opts::default();
+    opts.env
+        .push(("HIVE_BIN_DIR".into(), bins.path().display().to_string()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice failed", 60, |h| {
+        h.row("alice").unwrap()["failed"] == true
+    });
+    let table = hive.ok(&["status"]);
+    assert!(table.lines().nth(1).unwrap().contains("failed"), "{table}");
+    let notices = hive.ok(&["recv", "--as", "manager", "--json"]);
+    let bodies: Vec<String> = notices
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .all(|b| b.contains("exited with status 3") && b.contains("boom: no config")),
+        "{bodies:?}"
+    );
+    assert!(bodies.last().unwrap().contains("gave up"), "{bodies:?}");
+    // start clears the failure and tries again.
+    hive.ok(&["start", "alice"]);
+    assert_eq!(hive.row("alice").unwrap()["failed"], false);
+}
