@@ -1,6 +1,8 @@
 // How an agent's events look in its terminal: each event becomes one or more
 // rows. Kinds: `stream` (one claude stream-json line), `state`, `turn_start`,
-// `turn_end`, `container_crash`, `operator`; anything else shows as raw JSON.
+// `turn_end`, `turn_error`, `stderr`, `compact_*` (a `/compact` run),
+// `notes_compaction[_stream]`, `container_crash`, `operator`; anything else
+// shows as raw JSON.
 
 import { duration, h } from './ui.js';
 
@@ -90,6 +92,23 @@ function streamRows(ev, p) {
   }
 }
 
+/**
+ * A line of a compaction's claude run: its replayed conversation and
+ * bookkeeping would bury the terminal, so only what the operator wants to
+ * know shows — that it started, anything the model said, how it ended.
+ */
+function compactRows(ev, p, what) {
+  if (typeof p !== 'object' || p === null) return [row(ev, 'dim', `${what}: ${clip(p, 300)}`)];
+  if (p.type === 'system' && p.subtype === 'init') return [row(ev, 'compact', `📦 ${what} · session ${clip(p.session_id ?? '?', 9)}`)];
+  if (p.type === 'assistant') return streamRows(ev, p);
+  if (p.type === 'result') {
+    const bad = p.is_error || (p.subtype && p.subtype !== 'success');
+    const bits = [bad ? `✗ ${what} failed` : `✓ ${what} done`, p.duration_ms != null && duration(p.duration_ms)];
+    return [row(ev, bad ? 'outcome error' : 'outcome', bits.filter(Boolean).join(' · '))];
+  }
+  return [];
+}
+
 const clock = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
 /** The rows of one event. */
@@ -111,6 +130,26 @@ export function renderEvent(ev) {
       const bad = (code != null && code !== 0) || cls;
       const bits = ['turn end', code != null && `exit ${code}`, cls, p.duration_ms != null && duration(p.duration_ms)];
       return [row(ev, bad ? 'turn error' : 'turn', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`))];
+    }
+    case 'turn_error':
+      return [row(ev, 'crash', `✖ the turn could not run: ${clip(p.error ?? JSON.stringify(p), 300)}`)];
+    case 'stderr':
+    case 'compact_stderr':
+      return [row(ev, 'stderr', `! ${clip(typeof p === 'string' ? p : JSON.stringify(p), 300)}`)];
+    case 'compact_stream':
+      return compactRows(ev, p, 'compact');
+    case 'compact_end': {
+      const bad = p.error || (p.exit_code != null && p.exit_code !== 0);
+      const bits = ['compact end', p.exit_code != null && `exit ${p.exit_code}`, p.error && clip(p.error, 200)];
+      return [row(ev, bad ? 'turn error' : 'turn compact', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`))];
+    }
+    case 'notes_compaction_stream':
+      return compactRows(ev, p, 'notes rewrite');
+    case 'notes_compaction': {
+      const kb = (b) => `${((b ?? 0) / 1024).toFixed(1)} KB`;
+      return [p.rewritten
+        ? row(ev, 'compact', `📝 notes rewritten: ${kb(p.before_bytes)} → ${kb(p.after_bytes)}`)
+        : row(ev, 'turn error', `📝 the notes rewrite failed (exit ${p.exit_code ?? '?'}); notes.md kept as it was`)];
     }
     case 'container_crash': {
       const next = p.gave_up ? ' — gave up: the agent stays failed until started' : p.attempt ? ` (attempt ${p.attempt})` : '';

@@ -38,7 +38,7 @@ export function refresher(load) {
 }
 
 /** "0.42/min", "12/min". */
-export const rate = (v) => `${v >= 10 ? Math.round(v) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}/min`;
+export const rate = (v) => `${v === 0 ? 0 : v >= 10 ? Math.round(v) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}/min`;
 
 /** A per-turn figure: "1", "1.5", "0.33". */
 export const perTurn = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(v >= 10 ? 0 : 2).replace(/0+$/, '').replace(/\.$/, ''));
