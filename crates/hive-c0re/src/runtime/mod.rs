@@ -81,6 +81,18 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent has no running harness (or container) to enter.
+    #[error("{0} is not running: start it with hive-c0re start {0}")]
+    NotRunning(AgentName),
+}
+
+/// What to run inside an agent's container, and with which extra environment.
+#[derive(Debug, Clone)]
+pub struct InsideCommand {
+    /// The program and its arguments, as the agent sees its file system.
+    pub argv: Vec<String>,
+    /// Variables set on top of the agent's `HOME`, `PATH` and `LANG` (e.g. `TERM`).
+    pub env: Vec<(String, String)>,
 }
 
 /// How agents' harnesses are launched and cleaned up.
@@ -103,4 +115,16 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes runtime-owned files of an agent that is being destroyed.
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError>;
+
+    /// The command that runs `what` inside the agent's running container, as
+    /// the agent's root (uid 0 of its user namespace, an unprivileged uid on
+    /// the host) in its state dir (`/state`), with only the environment listed
+    /// in [`InsideCommand`] plus `HOME`, `PATH` and `LANG`. The caller adds
+    /// stdio and spawns it. [`RuntimeError::NotRunning`] when there is no
+    /// container to enter.
+    fn command_inside(
+        &self,
+        spec: &LaunchSpec,
+        what: &InsideCommand,
+    ) -> Result<std::process::Command, RuntimeError>;
 }

@@ -32,11 +32,12 @@ use nix::fcntl::AtFlags;
 use nix::unistd::{Gid, Uid, fchownat};
 
 use super::process::sys::{self, PidRecord, UID_RANGE};
-use super::{LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
+use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
 use crate::paths::Paths;
 
 const NOT_INSTALLED: &str = "systemd-nspawn is not installed: install the Debian package systemd-container, or run hive-c0re serve --runtime process";
 const NOT_ROOT: &str = "the nspawn runtime needs root (it creates user namespaces and bind mounts): run hive-c0re serve as root, or run hive-c0re serve --runtime process";
+const NO_NSENTER: &str = "nsenter is not installed: install the Debian package util-linux";
 const NO_USERNS: &str = "this kernel does not allow user namespaces (user.max_user_namespaces is 0): enable them, or run hive-c0re serve --runtime process";
 
 /// The agent's state inside.
@@ -102,11 +103,51 @@ impl NspawnRuntime {
 }
 
 fn find_nspawn() -> Option<PathBuf> {
+    find_tool("systemd-nspawn")
+}
+
+/// An executable `name` on PATH or in the usual system directories.
+fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/bin", "/bin", "/usr/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join("systemd-nspawn"))
+        .map(|dir| dir.join(name))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// The container's init (nspawn's stub init, PID 1 inside): the child of
+/// systemd-nspawn that runs in the agent's uid range.
+fn container_init(nspawn_pid: i32, uid_base: u32) -> Option<i32> {
+    sys::container_pids(uid_base, None)
+        .into_iter()
+        .find(|pid| sys::parent_pid(*pid) == Some(nspawn_pid))
+}
+
+/// The shell that `command_inside` runs first: into the state dir, then the program.
+const ENTER_SCRIPT: &str = r#"cd /state && exec "$@""#;
+
+/// `nsenter` into every namespace of the container's init, as uid 0 inside.
+///
+/// nsenter joins the user namespace first, so it becomes uid 0 of the
+/// container (its uid base on the host) before the other namespaces; the
+/// root directory is the init's (the container tree), and it forks into the
+/// container's PID namespace, so the program is a process of the container
+/// and dies with it.
+fn nsenter_args(init: i32, argv: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--target".into(),
+        init.to_string().into(),
+        "--all".into(),
+        "--root".into(),
+        "--wd".into(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        ENTER_SCRIPT.into(),
+        "sh".into(),
+    ];
+    args.extend(argv.iter().map(OsString::from));
+    args
 }
 
 /// One bind mount into the container.
@@ -613,6 +654,42 @@ impl Runtime for NspawnRuntime {
                 spec.rootfs.display()
             )))
     }
+
+    fn command_inside(
+        &self,
+        spec: &LaunchSpec,
+        what: &InsideCommand,
+    ) -> Result<std::process::Command, RuntimeError> {
+        let not_running = || RuntimeError::NotRunning(spec.name.clone());
+        if what.argv.is_empty() {
+            return Err(RuntimeError::Io {
+                what: "nothing to run inside the container".into(),
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            });
+        }
+        let rec = sys::read_pid_file(&self.pid_file(&spec.name))?
+            .filter(PidRecord::is_running)
+            .ok_or_else(not_running)?;
+        let init = container_init(rec.pid, spec.uid_base).ok_or_else(not_running)?;
+        let nsenter =
+            find_tool("nsenter").ok_or_else(|| RuntimeError::Unavailable(NO_NSENTER.into()))?;
+        sys::check_env(&what.env)?;
+        let agent = [
+            ("PATH", PATH_INSIDE),
+            ("LANG", "C.UTF-8"),
+            ("HOME", STATE),
+            ("HIVE_AGENT_STATE", STATE),
+            ("HIVE_AGENT_SOCK", "/run/hive/agent.sock"),
+            ("HIVE_AGENT_NAME", spec.name.as_str()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let mut cmd = std::process::Command::new(nsenter);
+        cmd.args(nsenter_args(init, &what.argv))
+            .env_clear()
+            .envs(sys::merge_env(&[&agent, &what.env]))
+            .current_dir("/");
+        Ok(cmd)
+    }
 }
 
 #[cfg(test)]
@@ -683,6 +760,40 @@ mod tests {
             Some(Path::new("/x/node_modules/claude"))
         );
         assert_eq!(npm_package_dir(Path::new("/root/.local/bin/claude")), None);
+    }
+
+    #[test]
+    fn nsenter_enters_everything_then_the_state_dir() {
+        let argv = ["/bin/bash".to_owned(), "-l".to_owned()];
+        let text: Vec<String> = nsenter_args(42, &argv)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "--target",
+                "42",
+                "--all",
+                "--root",
+                "--wd",
+                "--",
+                "/bin/sh",
+                "-c",
+                ENTER_SCRIPT,
+                "sh",
+                "/bin/bash",
+                "-l"
+            ]
+        );
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", ENTER_SCRIPT, "sh", "/bin/sh", "-c", "pwd"])
+            .output()
+            .expect("sh runs");
+        // No /state on a build host: the script must fail rather than run elsewhere.
+        if !Path::new(STATE).is_dir() {
+            assert!(!out.status.success());
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hive_sh4re::AgentName;
 
-use super::{LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
+use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
 use crate::paths::Paths;
 use sys::PidRecord;
 
@@ -152,5 +152,47 @@ impl Runtime for ProcessRuntime {
 
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
         self.reap_orphans(&spec.name).await
+    }
+
+    /// The program on the host, as the daemon's user, in the agent's state dir:
+    /// there is no container to enter.
+    fn command_inside(
+        &self,
+        spec: &LaunchSpec,
+        what: &InsideCommand,
+    ) -> Result<std::process::Command, RuntimeError> {
+        let Some((program, args)) = what.argv.split_first() else {
+            return Err(RuntimeError::Io {
+                what: "nothing to run in the agent's state dir".into(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        };
+        sys::check_env(&what.env)?;
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let agent = vec![
+            ("HOME".to_owned(), path(&spec.state_dir)),
+            ("HIVE_AGENT_STATE".to_owned(), path(&spec.state_dir)),
+            (
+                "HIVE_AGENT_SOCK".to_owned(),
+                path(&spec.sock_dir.join("agent.sock")),
+            ),
+            ("HIVE_AGENT_NAME".to_owned(), spec.name.as_str().to_owned()),
+        ];
+        let basics = [
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("LANG", "C.UTF-8"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(sys::merge_env(&[
+                &basics,
+                &sys::inherited_env(&["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ"]),
+                &agent,
+                &what.env,
+            ]))
+            .current_dir(&spec.state_dir);
+        Ok(cmd)
     }
 }

@@ -374,6 +374,17 @@ pub(crate) fn container_pids(uid_base: u32, root: Option<(u64, u64)>) -> Vec<i32
         .collect()
 }
 
+/// The parent pid of a process, from /proc/<pid>/stat.
+pub(crate) fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state (field 3), then ppid (field 4).
+    stat.get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Real uid of a live, non-zombie process.
 fn real_uid(pid: i32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
