@@ -21,6 +21,7 @@ pub mod paths;
 pub mod questions;
 pub mod runtime;
 pub mod schedules;
+pub mod shell;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -135,6 +135,17 @@ pub enum Request {
     ScheduleList,
     /// Remove a schedule.
     ScheduleRm { id: i64 },
+    /// A PTY shell in the agent's container: an ack, then a framed byte stream (see [`crate::shell`]).
+    Shell {
+        name: AgentName,
+        #[serde(default)]
+        rows: Option<u16>,
+        #[serde(default)]
+        cols: Option<u16>,
+        /// The client's `TERM` (default `xterm-256color`).
+        #[serde(default)]
+        term: Option<String>,
+    },
     /// Derived telemetry of one agent or the whole hive since `since_seconds` ago.
     Stats {
         #[serde(default)]
@@ -177,6 +188,7 @@ impl Request {
         "schedule_add",
         "schedule_list",
         "schedule_rm",
+        "shell",
     ];
 
     /// Parses one request line, turning serde's errors into sentences an operator can act on.

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod config;
 pub mod host;
 pub mod name;
+pub mod shell;
 pub mod state;
 
 pub use name::{AgentName, Mailbox, NameError};

@@ -108,6 +108,12 @@ impl Client {
         Ok(resp)
     }
 
+    /// The connection's two ends, for a verb that switches to its own framing
+    /// after the answer (`shell`); the reader keeps whatever it already buffered.
+    pub fn into_parts(self) -> (BufReader<UnixStream>, UnixStream) {
+        (self.reader, self.writer)
+    }
+
     fn broken(&self, e: std::io::Error) -> ClientError {
         ClientError::Broken(format!(
             "lost the connection to {}: {e}",

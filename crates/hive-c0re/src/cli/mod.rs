@@ -2,6 +2,7 @@
 
 mod client;
 mod output;
+mod shell;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -190,6 +191,10 @@ pub enum Command {
     /// Scheduled prompts: add, list, rm.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Open a shell in the agent's container (root of its user namespace, in /state).
+    ///
+    /// The terminal goes raw until the shell exits; the exit code is the shell's.
+    Shell { name: AgentName },
     /// Telemetry: turns/min, tool calls per turn, turn duration p50/p95, exits, inbox, messages, tools.
     Stats {
         /// One agent (default: every agent).
@@ -249,6 +254,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs a client verb (everything but `serve`); returns the exit code.
 pub fn run_client(paths: &Paths, command: Command) -> i32 {
+    if let Command::Shell { name } = &command {
+        return shell::run(paths, name).unwrap_or_else(|e| {
+            eprintln!("hive-c0re: {e}");
+            e.exit_code()
+        });
+    }
     match client_verb(paths, command) {
         Ok(()) => 0,
         Err(e) => {
@@ -262,6 +273,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
     let mut c = Client::connect(&paths.host_sock())?;
     match command {
         Command::Serve { .. } => unreachable!("serve is not a client verb"),
+        Command::Shell { .. } => unreachable!("shell has its own loop"),
         Command::Status { json } => {
             let rows = c
                 .call(&Request::AgentStatus)?

@@ -7,7 +7,7 @@ use hive_sh4re::host::{Request, Response, Scope};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::{Reply, StreamReply};
+use super::{ConnReader, Reply, StreamReply};
 use crate::broker::Change;
 use crate::error::{Error, Result};
 use crate::hive::Hive;
@@ -88,7 +88,12 @@ struct StatusStream;
 
 #[async_trait::async_trait]
 impl StreamReply for StatusStream {
-    async fn run(self: Box<Self>, hive: Arc<Hive>, w: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    async fn run(
+        self: Box<Self>,
+        hive: Arc<Hive>,
+        _r: &mut ConnReader,
+        w: &mut OwnedWriteHalf,
+    ) -> std::io::Result<()> {
         let mut changes = hive.broker.subscribe();
         w.write_all(&Response::ok().to_line()).await?;
         loop {

@@ -8,6 +8,7 @@ mod agents;
 mod approvals;
 mod control;
 mod messages;
+mod shell;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -39,10 +40,21 @@ pub(crate) enum Reply {
     Stream(Box<dyn StreamReply>),
 }
 
+/// The reading end of a host.sock connection.
+pub(crate) type ConnReader = BufReader<tokio::net::unix::OwnedReadHalf>;
+
 /// A streaming verb: writes its lines until the client leaves or the hive stops.
+///
+/// It owns the rest of the connection: `r` holds whatever the client sent
+/// after the request line (the `shell` verb reads its frames there).
 #[async_trait::async_trait]
 pub(crate) trait StreamReply: Send {
-    async fn run(self: Box<Self>, hive: Arc<Hive>, w: &mut OwnedWriteHalf) -> std::io::Result<()>;
+    async fn run(
+        self: Box<Self>,
+        hive: Arc<Hive>,
+        r: &mut ConnReader,
+        w: &mut OwnedWriteHalf,
+    ) -> std::io::Result<()>;
 }
 
 impl From<Response> for Reply {
@@ -110,7 +122,7 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
 
 async fn serve_conn(
     hive: &Arc<Hive>,
-    r: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    r: &mut ConnReader,
     w: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
     loop {
@@ -136,7 +148,7 @@ async fn serve_conn(
         };
         match reply {
             Reply::One(resp) => w.write_all(&resp.to_line()).await?,
-            Reply::Stream(s) => return s.run(hive.clone(), w).await,
+            Reply::Stream(s) => return s.run(hive.clone(), r, w).await,
         }
     }
 }
@@ -174,6 +186,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         | Request::ScheduleAdd { .. }
         | Request::ScheduleList
         | Request::ScheduleRm { .. } => control::handle(hive, req).await,
+        Request::Shell { .. } => shell::handle(hive, req).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

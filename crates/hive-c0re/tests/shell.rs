@@ -1,0 +1,411 @@
+//! `hive-c0re shell NAME` end to end: the CLI on a real PTY (as an operator's
+//! terminal), host.sock's `shell` frames, and the shell's processes on the host.
+//!
+//! Agents run a stand-in harness that only sleeps. The nspawn variants need
+//! root and systemd-nspawn; without them they print why and pass.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Conn, Opts, TestHive};
+use hive_sh4re::shell::Frame;
+
+/// A hive whose agents' harness only sleeps (from the returned dir), with alice running.
+fn hive_with_alice(runtime: &'static str) -> (TestHive, tempfile::TempDir) {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-shell-bin-")
+        .tempdir()
+        .unwrap();
+    for harness in ["hive-ag3nt", "hive-m1nd"] {
+        let p = bin.path().join(harness);
+        std::fs::write(&p, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut opts = Opts {
+        runtime,
+        ..Opts::default()
+    };
+    opts.env = vec![
+        ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+        ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+    ];
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    (hive, bin)
+}
+
+/// True where the nspawn runtime can run; prints why not otherwise.
+fn nspawn_ready() -> bool {
+    if !nix::unistd::geteuid().is_root() || common::which("systemd-nspawn").is_none() {
+        eprintln!("skipped: the nspawn runtime needs root and systemd-nspawn");
+        return false;
+    }
+    true
+}
+
+/// `hive-c0re ARGS` with a PTY as its terminal (its own session, the PTY as controlling tty).
+struct PtyCli {
+    child: Child,
+    master: std::fs::File,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PtyCli {
+    fn spawn(hive: &TestHive, args: &[&str]) -> Self {
+        let ws = nix::pty::Winsize {
+            ws_row: 30,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&ws), None).unwrap();
+        for fd in [&pty.master, &pty.slave] {
+            cloexec(fd);
+        }
+        let mut cmd = hive.command();
+        cmd.args(args)
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        // SAFETY: setsid and ioctl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        let master = std::fs::File::from(pty.master);
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (mut r, sink) = (master.try_clone().unwrap(), out.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { child, master, out }
+    }
+
+    /// What the terminal showed so far, without escape sequences (bash's bracketed-paste mode and the like).
+    fn text(&self) -> String {
+        plain(&String::from_utf8_lossy(&self.out.lock().unwrap()))
+    }
+
+    fn type_in(&mut self, s: &str) {
+        self.master.write_all(s.as_bytes()).unwrap();
+    }
+
+    /// Waits until the terminal shows something `done` accepts.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let t = self.text();
+            if done(&t) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; the terminal shows:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hive-c0re shell did not exit:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PtyCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when a line ending with `command` is followed by exactly the lines `answer`.
+fn follows(text: &str, command: &str, answer: &[&str]) -> bool {
+    let lines: Vec<&str> = text.split('\n').map(|l| l.trim_matches('\r')).collect();
+    lines.windows(answer.len() + 1).any(|w| {
+        w[0].ends_with(command) && w[1..].iter().zip(answer).all(|(got, want)| got == want)
+    })
+}
+
+/// `text` without CSI escape sequences (`ESC [ params final`).
+fn plain(text: &str) -> String {
+    let re = regex::Regex::new(r"\x1b\[[0-9;?]*[@-~]").unwrap();
+    re.replace_all(text, "").into_owned()
+}
+
+fn cloexec(fd: &OwnedFd) {
+    // SAFETY: F_SETFD on an fd we own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+}
+
+/// Host pids of live processes whose argv is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
+                && status_field(*pid, "State:").is_some_and(|s| !s.starts_with('Z'))
+        })
+        .collect()
+}
+
+fn status_field(pid: i32, key: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+}
+
+/// The real uid of a process as the host sees it.
+fn host_uid(pid: i32) -> u32 {
+    status_field(pid, "Uid:")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Uid line for {pid}"))
+}
+
+fn parent(pid: i32) -> i32 {
+    status_field(pid, "PPid:").unwrap().parse().unwrap()
+}
+
+/// Waits until `argv` runs on the host; returns its pids.
+fn wait_running(argv: &[&str]) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pids = pids_running(argv);
+        if !pids.is_empty() {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "{argv:?} never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_gone(pids: &[i32], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = |p: &i32| status_field(*p, "State:").is_some_and(|s| !s.starts_with('Z'));
+    while pids.iter().any(alive) {
+        let left: Vec<_> = pids.iter().filter(|p| alive(p)).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{what} outlived its shell: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first host uid of alice's container, from the nspawn runtime's pid file.
+fn uid_base(hive: &TestHive) -> u32 {
+    let rec = std::fs::read_to_string(hive.run_dir().join("agents/alice.pid")).unwrap();
+    rec.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("uid_base=")?.parse().ok())
+        .expect("uid_base in the pid file")
+}
+
+/// `id -u` reads 0 (root of the container, or root running the process runtime),
+/// the shell's own process is the agent's range on the host under nspawn, and
+/// the exit code is the shell's.
+fn shell_through_a_pty(runtime: &'static str) {
+    let started = Instant::now();
+    let (hive, _bin) = hive_with_alice(runtime);
+    let mut cli = PtyCli::spawn(&hive, &["shell", "alice"]);
+    cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
+    let expected = if runtime == "nspawn" {
+        0
+    } else {
+        nix::unistd::getuid().as_raw()
+    };
+    cli.type_in("id -u\n");
+    cli.wait_for("id -u's answer", |t| {
+        follows(t, "id -u", &[&expected.to_string()])
+    });
+    cli.type_in("pwd; stty size\n");
+    let state = if runtime == "nspawn" {
+        "/state".to_owned()
+    } else {
+        hive.state_dir()
+            .join("agents/alice/state")
+            .display()
+            .to_string()
+    };
+    cli.wait_for("the state dir and the terminal's size", |t| {
+        follows(t, "pwd; stty size", &[&state, "30 100"])
+    });
+    if runtime == "nspawn" {
+        cli.type_in("sleep 987.651\n");
+        let sleeps = wait_running(&["sleep", "987.651"]);
+        let base = uid_base(&hive);
+        for pid in [sleeps[0], parent(sleeps[0])] {
+            let uid = host_uid(pid);
+            assert!(
+                uid >= 65536 && uid >= base && uid < base + 65536,
+                "process {pid} of the shell runs as host uid {uid}, outside the agent's range {base}.."
+            );
+        }
+        eprintln!(
+            "the shell (host pid {}) and its child run as host uid {}; inside, id -u is 0",
+            parent(sleeps[0]),
+            host_uid(sleeps[0])
+        );
+        cli.type_in("\x03");
+        wait_gone(&sleeps, "a Ctrl-C'd sleep");
+    }
+    cli.type_in("id -u; exit\n");
+    let st = cli.wait_exit();
+    assert_eq!(st.code(), Some(0), "{}", cli.text());
+    // The local terminal was put back: the CLI left it in canonical mode with echo.
+    let attrs = nix::sys::termios::tcgetattr(&cli.master).unwrap();
+    assert!(
+        attrs
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ICANON | nix::sys::termios::LocalFlags::ECHO)
+    );
+    eprintln!(
+        "{runtime}: shell session end to end in {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn shell_through_a_pty_process_runtime() {
+    shell_through_a_pty("process");
+}
+
+#[test]
+fn shell_through_a_pty_nspawn_runtime() {
+    if nspawn_ready() {
+        shell_through_a_pty("nspawn");
+    }
+}
+
+/// A CLI killed with SIGKILL takes its shell's whole session along: the shell,
+/// a foreground job, a background job.
+fn a_lost_client_ends_the_session(runtime: &'static str) {
+    let (hive, _bin) = hive_with_alice(runtime);
+    let mut cli = PtyCli::spawn(&hive, &["shell", "alice"]);
+    cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
+    cli.type_in("sleep 987.652 & sleep 987.653\n");
+    let mut pids = wait_running(&["sleep", "987.652"]);
+    pids.extend(wait_running(&["sleep", "987.653"]));
+    pids.push(parent(pids[0]));
+    cli.child.kill().unwrap();
+    cli.child.wait().unwrap();
+    wait_gone(&pids, "the shell's session");
+    // The daemon is fine and alice too: a new shell opens.
+    let mut again = PtyCli::spawn(&hive, &["shell", "alice"]);
+    again.type_in("exit 4\n");
+    assert_eq!(again.wait_exit().code(), Some(4), "{}", again.text());
+}
+
+#[test]
+fn a_lost_client_ends_the_session_process_runtime() {
+    a_lost_client_ends_the_session("process");
+}
+
+#[test]
+fn a_lost_client_ends_the_session_nspawn_runtime() {
+    if nspawn_ready() {
+        a_lost_client_ends_the_session("nspawn");
+    }
+}
+
+/// The frames on host.sock, as a script would speak them: ack, data, resize, exit.
+#[test]
+fn shell_frames_on_host_sock() {
+    let (hive, _bin) = hive_with_alice("process");
+    let mut c = Conn::open(&hive.sock());
+    c.send(r#"{"cmd":"shell","name":"alice","rows":20,"cols":70,"term":"dumb"}"#);
+    assert_eq!(c.recv(), "{\"version\":1,\"ok\":true}\n");
+    c.send_bytes(&Frame::data(b"stty size; echo TERM=$TERM\n"));
+    let mut seen = String::new();
+    read_frames(&mut c, &mut seen, "TERM=dumb\r\n");
+    assert!(seen.contains("20 70\r\n"), "{seen:?}");
+    c.send_bytes(
+        &Frame::Resize {
+            rows: 41,
+            cols: 101,
+        }
+        .encode(),
+    );
+    c.send_bytes(&Frame::data(b"stty size\n"));
+    read_frames(&mut c, &mut seen, "41 101\r\n");
+    c.send_bytes(&Frame::data(b"exit 5\n"));
+    assert_eq!(read_frames(&mut c, &mut seen, "\u{0}never"), Some(5));
+    // The daemon closes after the exit frame.
+    assert!(Frame::read_from(&mut c.stream).unwrap().is_none());
+}
+
+/// Reads data frames into `seen` until it holds `until`; an exit frame's code ends it early.
+fn read_frames(c: &mut Conn, seen: &mut String, until: &str) -> Option<i32> {
+    while !seen.contains(until) {
+        match Frame::read_from(&mut c.stream).unwrap() {
+            Some(Frame::Data(d)) => seen.push_str(&String::from_utf8_lossy(&d)),
+            Some(Frame::Exit(code)) => return Some(code),
+            other => panic!("unexpected {other:?} after {seen:?}"),
+        }
+    }
+    None
+}
+
+/// Unknown agent and stopped agent: the daemon's sentences, exit 1, terminal untouched.
+#[test]
+fn shell_refusals_are_sentences() {
+    let (hive, _bin) = hive_with_alice("process");
+    let out = hive.cli(&["shell", "ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "hive-c0re: agent \"ghost\" is not managed by this hive: see hive-c0re status"
+    );
+    hive.ok(&["kill", "alice"]);
+    let out = hive.cli(&["shell", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "hive-c0re: alice is not running: start it with hive-c0re start alice"
+    );
+    let v = hive.request(serde_json::json!({"cmd": "shell", "name": "alice"}));
+    assert_eq!(v["ok"], false);
+    assert_eq!(
+        v["error"],
+        "alice is not running: start it with hive-c0re start alice"
+    );
+    assert!(Path::new(&hive.sock()).exists());
+}
