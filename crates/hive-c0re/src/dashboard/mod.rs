@@ -12,6 +12,7 @@ mod auth;
 mod errors;
 mod extract;
 mod pages;
+mod shell;
 mod sse;
 mod stats;
 #[cfg(test)]
@@ -134,6 +135,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
             "/api/agents/{name}/model",
             get(api::model).post(actions::set_model),
         )
+        .route("/api/agents/{name}/shell", get(shell::open))
         .route("/api/agents/{name}/{action}", post(actions::lifecycle))
         .route("/api/operator/messages", get(api::operator_messages))
         .route("/api/approvals", get(api::approvals))

@@ -1,0 +1,245 @@
+//! `GET /api/agents/{name}/shell`: the agent page's shell, a WebSocket
+//! attached to a PTY in the agent's container (see `crate::shell`).
+//!
+//! Opening one is as good as root in the container, so the handshake (a GET,
+//! which the guard lets through on an open loopback dashboard) must carry the
+//! dashboard's token, in the `hive_token` cookie, the `X-Hive-Token` header or
+//! a `?token=` parameter (a page's WebSocket cannot set headers), and an
+//! `Origin`, when sent, must be the dashboard's own. Anything else is a 403
+//! before the upgrade.
+//!
+//! Messages, after the upgrade:
+//! - page → hive-c0re: binary = bytes typed; text = `{"type":"resize","rows":R,"cols":C}`.
+//! - hive-c0re → page: binary = the PTY's output; text = `{"type":"exit","code":N}`
+//!   when the shell exited, or `{"type":"error","message":"..."}` when it could
+//!   not open (agent not running) or hive-c0re is stopping; then a close.
+//!
+//! `?rows=R&cols=C` give the first size. The socket closing (the page went
+//! away) ends the shell's whole session.
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use hive_sh4re::AgentName;
+use hive_sh4re::shell::DEFAULT_TERM;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::Ctx;
+use super::auth::{Auth, same_origin};
+use super::errors::ApiError;
+use super::extract::{Q, parse_name, require_agent};
+use crate::error::Error;
+use crate::shell::{Input, Output, WinSize};
+
+/// Largest message a page may send (typing and pastes).
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// The handshake's query.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Opening {
+    token: Option<String>,
+    rows: Option<u16>,
+    cols: Option<u16>,
+}
+
+/// What the page sends as text.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Control {
+    Resize { rows: u16, cols: u16 },
+}
+
+/// `GET /api/agents/{name}/shell`: checks the token and the origin, then upgrades.
+pub(crate) async fn open(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Q(opening): Q<Opening>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Err(e) = check(&ctx.auth, &headers, opening.token.as_deref()) {
+        return e.into_response();
+    }
+    let name = match parse_name(&raw).and_then(|n| require_agent(&ctx, &n).map(|()| n)) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => {
+            return ApiError::bad(format!(
+                "this route is a WebSocket ({}): open it from the agent's page",
+                e.body_text()
+            ))
+            .into_response();
+        }
+    };
+    let size = WinSize::new(opening.rows, opening.cols);
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(ctx, name, size, socket))
+}
+
+/// 403 unless the request carries the token and, if it says where it comes from, comes from here.
+fn check(auth: &Auth, headers: &HeaderMap, query_token: Option<&str>) -> Result<(), ApiError> {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !host.is_some_and(|h| same_origin(origin, h)) {
+            return Err(ApiError::forbidden(format!(
+                "refused a shell for another origin (Origin {origin:?}, Host {:?}): open the shell from the dashboard's own page",
+                host.unwrap_or("")
+            )));
+        }
+    }
+    let by_query = query_token.is_some_and(|t| same_bytes(t.as_bytes(), auth.token().as_bytes()));
+    if by_query || auth.presented(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "a shell needs the dashboard token (hive_token cookie, X-Hive-Token header or ?token=): reload the agent's page; \
+             if hive-c0re restarted, its token changed",
+        ))
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs one shell for one socket.
+async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) {
+    let session = match ctx.hive.open_shell(&name, size, Some(DEFAULT_TERM)) {
+        Ok(s) => s,
+        Err(e) => {
+            let message = match e {
+                Error::Refused(m) => m,
+                other => {
+                    tracing::error!(agent = %name, "could not open a shell: {other}");
+                    format!("could not open a shell in {name}'s container: {other}")
+                }
+            };
+            let _ = socket
+                .send(text(json!({"type": "error", "message": message})))
+                .await;
+            let _ = socket.send(close()).await;
+            return;
+        }
+    };
+    let (mut sink, mut stream) = socket.split();
+    let (in_tx, in_rx) = mpsc::channel(16);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let shell = session.run(in_rx, out_tx, ctx.hive.shutdown.clone());
+    let writer = async {
+        while let Some(out) = out_rx.recv().await {
+            let msg = match out {
+                Output::Data(d) => Message::Binary(d.into()),
+                Output::Exit(code) => text(json!({"type": "exit", "code": code})),
+                Output::Closed(why) => text(json!({"type": "error", "message": why})),
+            };
+            if sink.send(msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(close()).await;
+    };
+    let reader = async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            let input = match msg {
+                Message::Binary(b) => Input::Data(b.to_vec()),
+                Message::Text(t) => match serde_json::from_str::<Control>(t.as_str()) {
+                    Ok(Control::Resize { rows, cols }) => {
+                        Input::Resize(WinSize::new(Some(rows), Some(cols)))
+                    }
+                    Err(e) => {
+                        tracing::debug!("ignoring a shell control message: {e}");
+                        continue;
+                    }
+                },
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            if in_tx.send(input).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The page going away ends the reader, which ends the shell, which ends the writer.
+    let both = async {
+        tokio::join!(shell, writer);
+    };
+    tokio::pin!(both, reader);
+    tokio::select! {
+        () = &mut both => return,
+        () = &mut reader => {}
+    }
+    both.await;
+}
+
+fn text(v: serde_json::Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+fn close() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code::NORMAL,
+        reason: Utf8Bytes::from(""),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_shell_needs_the_token_and_the_own_origin() {
+        let auth = Auth::new(true, None).unwrap().with_token("t0k");
+        let host = ("host", "127.0.0.1:7878");
+        let own = ("origin", "http://127.0.0.1:7878");
+        let ok = |h: &[(&'static str, &str)], q: Option<&str>| check(&auth, &headers(h), q).is_ok();
+        assert!(ok(&[host, own], Some("t0k")), "?token=");
+        assert!(
+            ok(&[host, own, ("cookie", "hive_token=t0k")], None),
+            "cookie"
+        );
+        assert!(
+            ok(&[host, ("x-hive-token", "t0k")], None),
+            "header, no Origin"
+        );
+        assert!(!ok(&[host, own], None), "no token");
+        assert!(!ok(&[host, own], Some("t0")), "a prefix of the token");
+        assert!(!ok(&[host, own], Some("")), "an empty token");
+        assert!(!ok(
+            &[host, own, ("cookie", "hive_token=nope")],
+            Some("nope")
+        ));
+        let e = check(
+            &auth,
+            &headers(&[host, ("origin", "http://evil.example")]),
+            Some("t0k"),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::FORBIDDEN);
+        assert!(e.message.contains("another origin"), "{}", e.message);
+        let e = check(&auth, &headers(&[host, own]), None).unwrap_err();
+        assert!(
+            e.message.contains("needs the dashboard token"),
+            "{}",
+            e.message
+        );
+    }
+}

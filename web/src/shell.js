@@ -1,0 +1,113 @@
+// The agent page's shell: an xterm.js terminal on a WebSocket attached to a
+// PTY that hive-c0re opens in the agent's container (root of its user
+// namespace, in /state). Protocol: crates/hive-c0re/src/dashboard/shell.rs.
+// Closing the panel, the page or the socket ends the shell's whole session.
+
+import { FitAddon } from '@xterm/addon-fit';
+import { Terminal } from '@xterm/xterm';
+import '@xterm/xterm/css/xterm.css';
+import './shell.css';
+import { h } from './ui.js';
+
+const token = document.querySelector('meta[name="hive-token"]')?.content ?? '';
+const encoder = new TextEncoder();
+
+/** The rules above, which esbuild puts beside this page's bundle (agent.js → agent.css). */
+function ensureStylesheet() {
+  const href = '/assets/agent.css';
+  if (document.querySelector(`link[href="${href}"]`)) return;
+  document.head.append(h('link', { rel: 'stylesheet', href }));
+}
+
+/** Fills `panel` with the shell's controls; the shell opens on demand. */
+export function mountShell(panel, name) {
+  if (!panel) return;
+  ensureStylesheet();
+  const status = h('span', { class: 'shell-status dim' }, `root in h-${name}, /state`);
+  const openBtn = h('button', { type: 'button', class: 'primary', id: 'shell-open' }, '▶ Open shell');
+  const closeBtn = h('button', { type: 'button', id: 'shell-close', hidden: true }, '■ Close');
+  const host = h('div', { class: 'shell-term', id: 'shell-term', hidden: true });
+  panel.replaceChildren(
+    h('div', { class: 'shell-head' }, h('h2', {}, 'Shell'), status, h('span', { class: 'spacer' }), openBtn, closeBtn),
+    host,
+  );
+
+  let term = null;
+  let fit = null;
+  let ws = null;
+
+  const setStatus = (text, cls = 'dim') => {
+    status.textContent = text;
+    status.className = `shell-status ${cls}`;
+  };
+
+  function ensureTerminal() {
+    if (term) return;
+    host.hidden = false;
+    term = new Terminal({
+      cursorBlink: true,
+      convertEol: false,
+      fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
+      fontSize: 13,
+      scrollback: 5000,
+      theme: { background: '#0a0c10' },
+    });
+    fit = new FitAddon();
+    term.loadAddon(fit);
+    term.open(host);
+    term.onData((d) => ws?.readyState === WebSocket.OPEN && ws.send(encoder.encode(d)));
+    term.onBinary((d) => ws?.readyState === WebSocket.OPEN && ws.send(Uint8Array.from(d, (c) => c.charCodeAt(0))));
+    term.onResize(({ rows, cols }) => ws?.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ type: 'resize', rows, cols })));
+    new ResizeObserver(() => !host.hidden && fit.fit()).observe(host);
+  }
+
+  function open() {
+    ensureTerminal();
+    fit.fit();
+    term.reset();
+    const q = new URLSearchParams({ token, rows: term.rows, cols: term.cols });
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const sock = new WebSocket(`${scheme}://${location.host}/api/agents/${encodeURIComponent(name)}/shell?${q}`);
+    sock.binaryType = 'arraybuffer';
+    ws = sock;
+    let ended = false;
+    setStatus('connecting…');
+    openBtn.hidden = true;
+    closeBtn.hidden = false;
+    sock.onopen = () => {
+      setStatus(`connected · root in h-${name}`, 'live');
+      term.focus();
+    };
+    sock.onmessage = (e) => {
+      if (typeof e.data !== 'string') {
+        term.write(new Uint8Array(e.data));
+        return;
+      }
+      const m = JSON.parse(e.data);
+      ended = true;
+      if (m.type === 'exit') {
+        term.write(`\r\n\x1b[2m[shell exited with code ${m.code}]\x1b[0m\r\n`);
+        setStatus(`exited with code ${m.code}`);
+      } else if (m.type === 'error') {
+        term.write(`\r\n\x1b[31m${m.message}\x1b[0m\r\n`);
+        setStatus(m.message, 'bad');
+      }
+    };
+    sock.onclose = () => {
+      if (ws !== sock) return;
+      ws = null;
+      if (!ended) {
+        term.write('\r\n\x1b[2m[connection closed]\x1b[0m\r\n');
+        setStatus('closed');
+      }
+      openBtn.hidden = false;
+      openBtn.textContent = '▶ Open again';
+      closeBtn.hidden = true;
+    };
+  }
+
+  openBtn.addEventListener('click', open);
+  closeBtn.addEventListener('click', () => ws?.close());
+  // Closing the page closes the socket anyway; say so early.
+  window.addEventListener('pagehide', () => ws?.close());
+}

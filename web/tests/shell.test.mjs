@@ -1,0 +1,226 @@
+// Browser test of the agent page's shell: a real hive-c0re (the nspawn runtime
+// when root with systemd-nspawn, else the process runtime) whose agents run a
+// stand-in harness that only sleeps, headless chromium, the xterm.js terminal
+// on its WebSocket to a PTY in alice's container.
+//
+// Run: cargo build -p hive-c0re && (cd web && npm ci && npm run build && node --test tests/shell.test.mjs)
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { BIN, OUT, freePort, launchBrowser, requireBuilt, sleep, until } from './hive.mjs';
+
+const NSPAWN = process.getuid() === 0 && ['/usr/bin/systemd-nspawn', '/bin/systemd-nspawn'].some((p) => fs.existsSync(p));
+const RUNTIME = NSPAWN ? 'nspawn' : 'process';
+// Root of the container under nspawn; the daemon's own user under the process runtime.
+const EXPECTED_UID = NSPAWN ? 0 : process.getuid();
+
+let hive;
+let browser;
+
+/** `hive-c0re serve --runtime RUNTIME` in a temp dir, with alice running. */
+async function startHive() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-shell-'));
+  const bin = path.join(dir, 'bin');
+  fs.mkdirSync(bin);
+  for (const harness of ['hive-ag3nt', 'hive-m1nd']) {
+    fs.writeFileSync(path.join(bin, harness), '#!/bin/sh\nexec sleep 100000\n', { mode: 0o755 });
+  }
+  const port = await freePort();
+  const env = { ...process.env, HIVE_STATE_DIR: path.join(dir, 'state'), HIVE_RUN_DIR: path.join(dir, 'run'), HIVE_BIN_DIR: bin, HIVE_CLAUDE_BIN: '/bin/false', RUST_LOG: process.env.RUST_LOG ?? 'warn' };
+  for (const k of ['HIVE_DASHBOARD_TOKEN', 'ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL', 'CLAUDE_CODE_OAUTH_TOKEN']) delete env[k];
+  const h = { dir, env, port, url: `http://127.0.0.1:${port}`, log: '' };
+  h.proc = spawn(BIN, ['serve', '--runtime', RUNTIME, '--no-manager', '--dashboard', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  h.proc.stdout.on('data', (d) => { h.log += d; });
+  h.proc.stderr.on('data', (d) => { h.log += d; });
+  h.cli = (...args) => new Promise((resolve, reject) => {
+    const p = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { out += d; });
+    p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`hive-c0re ${args.join(' ')}: ${out}`))));
+  });
+  await until(async () => {
+    if (h.proc.exitCode !== null) throw new Error(`hive-c0re serve exited ${h.proc.exitCode}:\n${h.log}`);
+    return fetch(`${h.url}/api/agents`).then((r) => r.ok, () => false);
+  }, 'the dashboard to answer', 15000);
+  await h.cli('spawn', 'alice');
+  await until(async () => JSON.parse((await h.cli('status', '--json')).trim()).running, 'alice to run', 30000);
+  return h;
+}
+
+before(async () => {
+  requireBuilt();
+  fs.mkdirSync(OUT, { recursive: true });
+  console.log(`# runtime: ${RUNTIME}${NSPAWN ? '' : ' (the nspawn runtime needs root and systemd-nspawn)'}`);
+  hive = await startHive();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  if (hive?.proc && hive.proc.exitCode === null) {
+    const gone = new Promise((resolve) => hive.proc.once('exit', resolve));
+    hive.proc.kill('SIGTERM');
+    await Promise.race([gone, sleep(10000).then(() => hive.proc.kill('SIGKILL'))]);
+  }
+  if (process.env.KEEP_HIVE) console.log(`hive left in ${hive?.dir}`);
+  else if (hive) fs.rmSync(hive.dir, { recursive: true, force: true });
+});
+
+/** Host pids of live processes whose argv is exactly `argv`. */
+function pidsRunning(argv) {
+  const want = `${argv.join('\0')}\0`;
+  return fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1') === want && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+    } catch {
+      return false;
+    }
+  });
+}
+
+function statusField(pid, key) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/status`, 'latin1').match(new RegExp(`^${key}:\\s*(.*)$`, 'm'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+const alive = (pid) => { const s = statusField(pid, 'State'); return s !== undefined && !s.startsWith('Z'); };
+const hostUid = (pid) => Number(statusField(pid, 'Uid').split(/\s+/)[0]);
+const parentOf = (pid) => Number(statusField(pid, 'PPid'));
+
+/** The lines xterm.js shows (its DOM renderer), spaces normalised. */
+async function screen(page) {
+  const text = await page.locator('#shell-term .xterm-rows').innerText();
+  return text.replace(/\u00a0/g, ' ').split('\n').map((l) => l.trimEnd());
+}
+
+/** Opens alice's page and its shell; resolves once the prompt shows. */
+async function openShell(page) {
+  await page.goto(`${hive.url}/agents/alice`);
+  await page.click('#shell-open');
+  await until(async () => (await screen(page)).some((l) => /[#$]$/.test(l)), 'the shell prompt', 20000);
+  await page.click('#shell-term');
+}
+
+async function typeLine(page, line) {
+  await page.keyboard.type(line);
+  await page.keyboard.press('Enter');
+}
+
+test(`the agent page's shell answers id -u with ${EXPECTED_UID} (${RUNTIME} runtime)`, async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  const started = Date.now();
+  await openShell(page);
+  await typeLine(page, 'id -u');
+  await until(async () => {
+    const lines = await screen(page);
+    return lines.some((l, i) => l.endsWith('id -u') && lines[i + 1] === String(EXPECTED_UID));
+  }, 'id -u to answer', 10000);
+  console.log(`# open page → shell → id -u answered in ${Date.now() - started} ms`);
+  assert.equal(await page.locator('.shell-status').innerText(), 'connected · root in h-alice');
+  if (NSPAWN) {
+    // The same shell seen from the host: an unprivileged uid of alice's range.
+    await typeLine(page, 'sleep 4242.51');
+    const [pid] = await until(() => { const p = pidsRunning(['sleep', '4242.51']); return p.length && p; }, 'the sleep on the host');
+    const shellPid = parentOf(pid);
+    for (const p of [pid, shellPid]) {
+      const uid = hostUid(p);
+      assert.ok(uid >= 65536, `process ${p} of the shell runs as host uid ${uid}`);
+    }
+    console.log(`# shell pid ${shellPid} on the host runs as uid ${hostUid(shellPid)}; inside, id -u is 0`);
+    await page.keyboard.press('Control+C');
+    await until(() => !alive(pid), 'Ctrl-C to stop the sleep');
+  }
+  await page.screenshot({ path: path.join(OUT, 'shell.png'), fullPage: true });
+  await typeLine(page, 'exit 3');
+  await until(async () => (await screen(page)).some((l) => l.includes('[shell exited with code 3]')), 'the exit line');
+  assert.equal(await page.locator('.shell-status').innerText(), 'exited with code 3');
+  assert.equal(await page.locator('#shell-open').innerText(), '▶ Open again');
+  await page.close();
+});
+
+test('closing the page ends every process of its shell', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await openShell(page);
+  await typeLine(page, 'sleep 4242.52 & sleep 4242.53');
+  const [bg] = await until(() => { const p = pidsRunning(['sleep', '4242.52']); return p.length && p; }, 'the background sleep');
+  const [fg] = await until(() => { const p = pidsRunning(['sleep', '4242.53']); return p.length && p; }, 'the foreground sleep');
+  const session = [bg, fg, parentOf(bg)];
+  await page.close();
+  await until(() => session.every((p) => !alive(p)), `the shell's processes ${session} to end`, 10000);
+});
+
+test('resizing the page resizes the PTY', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await openShell(page);
+  await typeLine(page, 'stty size');
+  const first = await until(async () => { const l = await screen(page); const i = l.findIndex((x) => x.endsWith('stty size')); return i >= 0 && /^\d+ \d+$/.test(l[i + 1] ?? '') && l[i + 1]; }, 'stty size');
+  await page.setViewportSize({ width: 900, height: 1000 });
+  await page.click('#shell-term');
+  await typeLine(page, 'stty size');
+  const second = await until(async () => { const v = (await screen(page)).filter((x) => /^\d+ \d+$/.test(x)).at(-1); return v !== first && v; }, 'a new stty size');
+  assert.ok(Number(second.split(' ')[1]) < Number(first.split(' ')[1]), `${second} is narrower than ${first}`);
+  await page.close();
+});
+
+/** A WebSocket handshake by hand; resolves with the HTTP status (101 when upgraded). */
+function handshake({ token, origin, cookie } = {}) {
+  return new Promise((resolve, reject) => {
+    const q = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
+    const headers = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64') };
+    if (origin) headers.Origin = origin;
+    if (cookie) headers.Cookie = cookie;
+    const req = http.request({ host: '127.0.0.1', port: hive.port, path: `/api/agents/alice/shell${q}`, headers });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode); });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode); });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+test('a shell needs the dashboard token and the dashboard origin (403)', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${hive.url}/agents/alice`);
+  const token = await page.locator('meta[name="hive-token"]').getAttribute('content');
+  const own = hive.url;
+  assert.equal(await handshake({ origin: own }), 403, 'no token');
+  assert.equal(await handshake({ token: 'not-the-token', origin: own }), 403, 'a wrong token');
+  assert.equal(await handshake({ token, origin: 'http://evil.example' }), 403, 'another origin');
+  assert.equal(await handshake({ cookie: 'hive_token=wrong', origin: own }), 403, 'a wrong cookie');
+  assert.equal(await handshake({ cookie: `hive_token=${token}`, origin: own }), 101, 'the token as a cookie');
+  assert.equal(await handshake({ token, origin: own }), 101, 'the token as ?token=');
+  // The browser's own WebSocket, without the token: refused before it opens.
+  const opened = await page.evaluate(() => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${location.host}/api/agents/alice/shell`);
+    ws.onopen = () => resolve(true);
+    ws.onerror = () => resolve(false);
+  }));
+  assert.equal(opened, false);
+  const body = await fetch(`${hive.url}/api/agents/alice/shell`).then((r) => r.json().then((j) => [r.status, j.error]));
+  assert.equal(body[0], 403);
+  assert.match(body[1], /needs the dashboard token/);
+  await page.close();
+});
+
+test('a stopped agent gets a sentence in the terminal', async () => {
+  await hive.cli('kill', 'alice');
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await page.goto(`${hive.url}/agents/alice`);
+  await page.click('#shell-open');
+  const sentence = 'alice is not running: start it with hive-c0re start alice';
+  await until(async () => (await screen(page)).some((l) => l.includes(sentence)), 'the sentence');
+  assert.equal(await page.locator('.shell-status').innerText(), sentence);
+  await page.close();
+  // Let the handshakes of the token test (101, then dropped) settle: no shell is left behind.
+  await sleep(200);
+});
