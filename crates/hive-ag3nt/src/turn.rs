@@ -109,6 +109,7 @@ impl Harness {
                 })
                 .await?;
             let msgs = resp.messages.unwrap_or_default();
+            let cfg = resp.config;
             if msgs.is_empty() {
                 if let Some(p) = poll {
                     tokio::time::sleep(p).await;
@@ -116,7 +117,7 @@ impl Harness {
                 continue;
             }
             let _guard = shared.claude.lock().await;
-            let outcome = self.run_turn(c, shared, &msgs).await?;
+            let outcome = self.run_turn(c, shared, &msgs, cfg).await?;
             let ids: Vec<i64> = msgs.iter().map(|m| m.id).collect();
             match outcome {
                 TurnOutcome::Done => {
@@ -175,39 +176,33 @@ impl Harness {
         c: &mut Client,
         shared: &Arc<Shared>,
         msgs: &[Message],
+        cfg: Option<EffectiveConfig>,
     ) -> anyhow::Result<TurnOutcome> {
-        let cfg = c
-            .call(&AgentRequest::Config)
-            .await?
-            .config
-            .ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
+        let cfg = match cfg {
+            Some(c) => c,
+            None => c
+                .call(&AgentRequest::Config)
+                .await?
+                .config
+                .ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?,
+        };
         let prompt = render_prompt(msgs);
         let inv = self.invocation(&cfg, prompt.clone(), cfg.session_id.clone())?;
-        c.call(&AgentRequest::State {
-            state: AgentState::Thinking,
-            model: Some(cfg.model.clone()),
-        })
-        .await?;
         let turn_start = serde_json::json!({
             "messages": msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
             "model": cfg.model,
             "args": inv.args(),
             "prompt": prompt,
         });
-        send_events(
-            c,
-            vec![EventIn {
-                kind: "turn_start".into(),
-                payload: turn_start,
-            }],
-        )
-        .await?;
-
         let started = Instant::now();
         shared
             .cancelled
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        let (mut exit, mut tally) = self.run_claude(c, shared, &inv).await?;
+        let announce = Announce {
+            model: cfg.model.clone(),
+            turn_start,
+        };
+        let (mut exit, mut tally) = self.run_claude(c, shared, &inv, Some(announce)).await?;
         let mut retried = false;
         if tally.context_full && !shared.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
             // The conversation outgrew the context: compact it and try the turn once more.
@@ -230,7 +225,7 @@ impl Harness {
                     .config
                     .unwrap_or(cfg.clone());
                 let inv = self.invocation(&cfg, prompt.clone(), cfg.session_id.clone())?;
-                let (e, t) = self.run_claude(c, shared, &inv).await?;
+                let (e, t) = self.run_claude(c, shared, &inv, None).await?;
                 tally.merge(t);
                 exit = e;
                 retried = true;
@@ -301,10 +296,28 @@ impl Harness {
         c: &mut Client,
         shared: &Arc<Shared>,
         inv: &Invocation,
+        announce: Option<Announce>,
     ) -> anyhow::Result<(Option<i32>, Tally)> {
         let mut tally = Tally::default();
         let (tx, mut rx) = mpsc::channel::<Output>(1024);
-        let mut run = match inv.spawn(tx).await {
+        let spawned = inv.spawn(tx).await;
+        if let Ok(r) = &spawned {
+            *shared.running.lock().unwrap_or_else(|p| p.into_inner()) = r.pid();
+        }
+        if let Some(a) = announce {
+            // Told once claude is starting, so its start-up overlaps these round trips.
+            c.call(&AgentRequest::State {
+                state: AgentState::Thinking,
+                model: Some(a.model),
+            })
+            .await?;
+            let items = vec![EventIn {
+                kind: "turn_start".into(),
+                payload: a.turn_start,
+            }];
+            send_events(c, items).await?;
+        }
+        let mut run = match spawned {
             Ok(r) => r,
             Err(e) => {
                 let payload = serde_json::json!({ "error": e.to_string() });
@@ -320,7 +333,6 @@ impl Harness {
                 return Ok((None, tally));
             }
         };
-        *shared.running.lock().unwrap_or_else(|p| p.into_inner()) = run.pid();
         let mut exit = None;
         let mut exited = false;
         // Forward output until claude exited and its pipes are drained.
@@ -480,6 +492,12 @@ impl Harness {
         .await?;
         Ok(())
     }
+}
+
+/// What a turn tells hive-c0re as it starts: the model, and the `turn_start` event.
+struct Announce {
+    model: String,
+    turn_start: serde_json::Value,
 }
 
 enum TurnOutcome {

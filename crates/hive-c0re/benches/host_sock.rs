@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hive_c0re::hive::{Hive, Settings};
-use hive_c0re::paths::Paths;
-use hive_c0re::runtime::ProcessRuntime;
-use hive_c0re::store::{Limits, Store};
+mod common;
+
+use hive_c0re::store::Limits;
 
 struct Client {
     w: UnixStream,
@@ -95,39 +94,16 @@ fn latency(sock: &Path, samples: usize) -> (Duration, Duration) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        state: dir.path().join("state"),
-        run: dir.path().join("run"),
-    };
-    std::fs::create_dir_all(&paths.state).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sock = paths.host_sock();
-    let _hive = rt.block_on(async {
-        let store = Store::open(
-            &paths.db(),
-            Limits {
-                inbox_cap: u64::MAX,
-                ..Limits::default()
-            },
-        )
-        .unwrap();
-        let settings = Settings {
-            bin_dir: PathBuf::from("/nonexistent"),
-            claude_bin: None,
-            agent_env: vec![],
-            dashboard_home: None,
-            kill_grace: Duration::from_secs(1),
-        };
-        let hive = Hive::new(
-            store,
-            paths.clone(),
-            Arc::new(ProcessRuntime::new(paths.clone())),
-            settings,
-        );
-        let listener = hive_c0re::host_sock::bind(&sock).unwrap();
-        tokio::spawn(hive_c0re::host_sock::serve(hive.clone(), listener));
-        hive
-    });
+    let hive = common::in_process_hive(
+        &rt,
+        dir.path(),
+        Limits {
+            inbox_cap: u64::MAX,
+            ..Limits::default()
+        },
+    );
+    let sock = hive.paths.host_sock();
 
     throughput(&sock, 1, 2000); // warm-up
     drain(&sock);

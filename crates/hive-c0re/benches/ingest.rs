@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hive_c0re::hive::{Hive, Settings};
-use hive_c0re::paths::Paths;
-use hive_c0re::runtime::ProcessRuntime;
-use hive_c0re::store::{Limits, NewAgent, Store};
+mod common;
+
+use hive_c0re::store::{Limits, NewAgent};
 use hive_sh4re::AgentName;
 
 const AGENTS: usize = 10;
@@ -22,51 +21,31 @@ const BATCH: usize = 100;
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        state: dir.path().join("state"),
-        run: dir.path().join("run"),
-    };
-    std::fs::create_dir_all(&paths.state).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let names: Vec<AgentName> = (0..AGENTS)
         .map(|i| AgentName::parse(&format!("agent-{i}")).unwrap())
         .collect();
-    let hive = rt.block_on(async {
-        let store = Store::open(
-            &paths.db(),
-            Limits {
-                events_keep: u64::MAX,
-                ..Limits::default()
-            },
-        )
-        .unwrap();
-        let settings = Settings {
-            bin_dir: PathBuf::from("/nonexistent"),
-            claude_bin: None,
-            agent_env: vec![],
-            dashboard_home: None,
-            kill_grace: Duration::from_secs(1),
+    let hive = common::in_process_hive(
+        &rt,
+        dir.path(),
+        Limits {
+            events_keep: u64::MAX,
+            ..Limits::default()
+        },
+    );
+    let _guard = rt.enter();
+    for n in &names {
+        let new = NewAgent {
+            name: n.as_str(),
+            harness: "ag3nt",
+            config_toml: "",
+            deployed_sha: None,
+            parent: None,
+            want_running: false,
         };
-        let hive = Hive::new(
-            store,
-            paths.clone(),
-            Arc::new(ProcessRuntime::new(paths.clone())),
-            settings,
-        );
-        for n in &names {
-            let new = NewAgent {
-                name: n.as_str(),
-                harness: "ag3nt",
-                config_toml: "",
-                deployed_sha: None,
-                parent: None,
-                want_running: false,
-            };
-            hive.store.create_agent(&new).unwrap();
-            hive_c0re::agent_sock::ensure_listening(&hive, n).unwrap();
-        }
-        hive
-    });
+        hive.store.create_agent(&new).unwrap();
+        hive_c0re::agent_sock::ensure_listening(&hive, n).unwrap();
+    }
     // A realistic line: an assistant message with a tool call, ~300 bytes.
     let item = r#"{"kind":"stream","payload":{"type":"assistant","message":{"id":"msg_1","content":[{"type":"tool_use","id":"toolu_1","name":"mcp__hyperhive__send","input":{"to":"operator","body":"a reply of some length to make the line realistic"}}]},"session_id":"0b6c8f7e"}}"#;
     let line = format!(

@@ -129,19 +129,10 @@ async fn handle(
 ) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
     Ok(match req {
-        AgentRequest::Config => {
-            let row = hive.agent_row(name)?;
-            AgentResponse {
-                config: Some(EffectiveConfig {
-                    name: name.to_string(),
-                    is_manager: name.is_manager(),
-                    model: Hive::effective_model(&row),
-                    config: Hive::config_of(&row),
-                    session_id: row.session_id.clone(),
-                }),
-                ..AgentResponse::ok()
-            }
-        }
+        AgentRequest::Config => AgentResponse {
+            config: Some(effective_config(hive, name)?),
+            ..AgentResponse::ok()
+        },
         AgentRequest::NextTurn {
             wait_ms,
             wake_after,
@@ -152,8 +143,15 @@ async fn handle(
                 .min(MAX_POLL);
             let msgs = next_turn(hive, name, wait, wake_after).await?;
             conn.claimed |= !msgs.is_empty();
+            // The turn's config comes with its messages: one round trip less before claude starts.
+            let config = if msgs.is_empty() {
+                None
+            } else {
+                Some(effective_config(hive, name)?)
+            };
             AgentResponse {
                 messages: Some(msgs.iter().map(message_wire).collect()),
+                config,
                 ..AgentResponse::ok()
             }
         }
@@ -260,6 +258,18 @@ async fn handle(
             }
             crate::manager::handle(hive, req).await?
         }
+    })
+}
+
+/// The config the agent's next turn runs with.
+fn effective_config(hive: &Hive, name: &AgentName) -> Result<EffectiveConfig> {
+    let row = hive.agent_row(name)?;
+    Ok(EffectiveConfig {
+        name: name.to_string(),
+        is_manager: name.is_manager(),
+        model: Hive::effective_model(&row),
+        config: Hive::config_of(&row),
+        session_id: row.session_id.clone(),
     })
 }
 

@@ -1,0 +1,117 @@
+//! What the benchmarks share: an in-process hive, and a real daemon started from the built binaries.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hive_c0re::hive::{Hive, Settings};
+use hive_c0re::paths::Paths;
+use hive_c0re::runtime::ProcessRuntime;
+use hive_c0re::store::{Limits, Store};
+
+/// A hive served in this process (store on disk, host.sock bound), with no agents running.
+pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits) -> Arc<Hive> {
+    let paths = Paths {
+        state: dir.join("state"),
+        run: dir.join("run"),
+    };
+    std::fs::create_dir_all(&paths.state).unwrap();
+    rt.block_on(async {
+        let store = Store::open(&paths.db(), limits).unwrap();
+        let settings = Settings {
+            bin_dir: PathBuf::from("/nonexistent"),
+            claude_bin: None,
+            agent_env: vec![],
+            dashboard_home: None,
+            kill_grace: Duration::from_secs(1),
+        };
+        let hive = Hive::new(
+            store,
+            paths.clone(),
+            Arc::new(ProcessRuntime::new(paths.clone())),
+            settings,
+        );
+        let listener = hive_c0re::host_sock::bind(&paths.host_sock()).unwrap();
+        tokio::spawn(hive_c0re::host_sock::serve(hive.clone(), listener));
+        hive
+    })
+}
+
+/// Where the built binaries are: `HIVE_BIN_DIR`, else target/release, else target/debug.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HIVE_BIN_DIR") {
+        return d.into();
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p))
+        .find(|d| d.join("hive-ag3nt").exists() && d.join("hive-c0re").exists())
+        .expect("build the binaries first: cargo build --release --workspace --bins")
+}
+
+/// One request on a fresh host.sock connection.
+pub fn call(sock: &Path, line: &str) -> serde_json::Value {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    BufReader::new(s).read_line(&mut out).unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `hive-c0re serve` from the built binaries over `dir`; stopped on drop.
+pub struct Daemon {
+    child: Child,
+    pub sock: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon with this runtime and extra environment, and waits for its socket.
+    pub fn start(dir: &Path, runtime: &str, env: &[(&str, &str)]) -> Self {
+        let bins = bin_dir();
+        let mut cmd = Command::new(bins.join("hive-c0re"));
+        cmd.args([
+            "serve",
+            "--runtime",
+            runtime,
+            "--no-manager",
+            "--no-dashboard",
+        ])
+        .env("HIVE_STATE_DIR", dir.join("state"))
+        .env("HIVE_RUN_DIR", dir.join("run"))
+        .env("HIVE_BIN_DIR", &bins)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let sock = dir.join("run/host.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "hive-c0re did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, sock }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `q` quantile of sorted durations, in ms.
+pub fn pct_ms(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
