@@ -49,7 +49,8 @@ fn golden(name: &str, actual: &str) {
 fn answers_of_every_hyperhive_verb_are_pinned() {
     // A model URL counts as credentials, so the harness does not park with needs_login.
     let mut opts = common::Opts::default();
-    opts.env.push(("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()));
+    opts.env
+        .push(("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()));
     let hive = TestHive::start_with(opts);
     let mut transcript = String::new();
     let mut ask = |line: &str| {

@@ -83,7 +83,8 @@ impl Store {
         let agents: Vec<String> = {
             let g = self.lock();
             let mut st = g.conn.prepare("SELECT DISTINCT agent FROM events")?;
-            st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
         };
         for agent in agents {
             let last_dropped: Option<i64> = self
@@ -96,7 +97,8 @@ impl Store {
                 )
                 .optional()?;
             if let Some(id) = last_dropped {
-                n += self.delete_chunked("events", "agent = ?1 AND id <= ?2", params![agent, id])?;
+                n +=
+                    self.delete_chunked("events", "agent = ?1 AND id <= ?2", params![agent, id])?;
             }
         }
         Ok(n)

@@ -198,11 +198,18 @@ impl Store {
     /// Undelivered messages are never dropped.
     pub fn vacuum_messages(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let mut n = self.delete_chunked("messages", "delivered_at IS NOT NULL AND delivered_at < ?1", params![cutoff])?;
+        let mut n = self.delete_chunked(
+            "messages",
+            "delivered_at IS NOT NULL AND delivered_at < ?1",
+            params![cutoff],
+        )?;
         let recipients: Vec<String> = {
             let g = self.lock();
-            let mut st = g.conn.prepare("SELECT DISTINCT recipient FROM messages WHERE delivered_at IS NOT NULL")?;
-            st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            let mut st = g.conn.prepare(
+                "SELECT DISTINCT recipient FROM messages WHERE delivered_at IS NOT NULL",
+            )?;
+            st.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
         };
         for r in recipients {
             let last_dropped: Option<i64> = self

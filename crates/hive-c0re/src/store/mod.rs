@@ -134,9 +134,16 @@ impl Store {
 
     /// Deletes the rows of `table` matching `filter` a chunk at a time, taking the lock
     /// per chunk, so a large vacuum never holds up a send for long; returns how many.
-    fn delete_chunked(&self, table: &str, filter: &str, params: &[&dyn rusqlite::ToSql]) -> Result<usize> {
+    fn delete_chunked(
+        &self,
+        table: &str,
+        filter: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<usize> {
         const CHUNK: usize = 2000;
-        let sql = format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {filter} LIMIT {CHUNK})");
+        let sql = format!(
+            "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {filter} LIMIT {CHUNK})"
+        );
         let mut total = 0;
         loop {
             let n = self.lock().conn.prepare_cached(&sql)?.execute(params)?;
@@ -152,7 +159,8 @@ impl Store {
     pub fn checkpoint(&self) -> Result<()> {
         let g = self.lock();
         g.conn.execute_batch("PRAGMA incremental_vacuum;")?;
-        g.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        g.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
