@@ -25,6 +25,16 @@ const EXPECTED_UID = NSPAWN ? 0 : process.getuid();
 let hive;
 let browser;
 
+/** The dashboard token this test's hive uses. */
+const TOKEN = 'shell-test-token';
+
+/** A page logged in to the dashboard (the login sets the token cookie). */
+async function loggedInPage(opts) {
+  const page = await browser.newPage(opts);
+  await page.goto(`${hive.url}/?token=${TOKEN}`);
+  return page;
+}
+
 /** `hive-c0re serve --runtime RUNTIME` in a temp dir, with alice running. */
 async function startHive() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-shell-'));
@@ -35,7 +45,9 @@ async function startHive() {
   }
   const port = await freePort();
   const env = { ...process.env, HIVE_STATE_DIR: path.join(dir, 'state'), HIVE_RUN_DIR: path.join(dir, 'run'), HIVE_BIN_DIR: bin, HIVE_CLAUDE_BIN: '/bin/false', RUST_LOG: process.env.RUST_LOG ?? 'warn' };
-  for (const k of ['HIVE_DASHBOARD_TOKEN', 'ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL', 'CLAUDE_CODE_OAUTH_TOKEN']) delete env[k];
+  for (const k of ['ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL', 'CLAUDE_CODE_OAUTH_TOKEN']) delete env[k];
+  // With containers on the host's network the dashboard guards reads too: log in with a known token.
+  env.HIVE_DASHBOARD_TOKEN = TOKEN;
   const h = { dir, env, port, url: `http://127.0.0.1:${port}`, log: '' };
   h.proc = spawn(BIN, ['serve', '--runtime', RUNTIME, '--no-manager', '--dashboard', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   h.proc.stdout.on('data', (d) => { h.log += d; });
@@ -49,7 +61,7 @@ async function startHive() {
   });
   await until(async () => {
     if (h.proc.exitCode !== null) throw new Error(`hive-c0re serve exited ${h.proc.exitCode}:\n${h.log}`);
-    return fetch(`${h.url}/api/agents`).then((r) => r.ok, () => false);
+    return fetch(`${h.url}/api/agents`, { headers: { 'x-hive-token': TOKEN } }).then((r) => r.ok, () => false);
   }, 'the dashboard to answer', 15000);
   await h.cli('spawn', 'alice');
   await until(async () => JSON.parse((await h.cli('status', '--json')).trim()).running, 'alice to run', 30000);
@@ -119,7 +131,7 @@ async function typeLine(page, line) {
 }
 
 test(`the agent page's shell answers id -u with ${EXPECTED_UID} (${RUNTIME} runtime)`, async () => {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
   page.on('pageerror', (e) => console.error('page error:', e.message));
   const started = Date.now();
   await openShell(page);
@@ -152,7 +164,7 @@ test(`the agent page's shell answers id -u with ${EXPECTED_UID} (${RUNTIME} runt
 });
 
 test('closing the page ends every process of its shell', async () => {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
   await openShell(page);
   await typeLine(page, 'sleep 4242.52 & sleep 4242.53');
   const [bg] = await until(() => { const p = pidsRunning(['sleep', '4242.52']); return p.length && p; }, 'the background sleep');
@@ -163,7 +175,7 @@ test('closing the page ends every process of its shell', async () => {
 });
 
 test('resizing the page resizes the PTY', async () => {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
   await openShell(page);
   await typeLine(page, 'stty size');
   const first = await until(async () => { const l = await screen(page); const i = l.findIndex((x) => x.endsWith('stty size')); return i >= 0 && /^\d+ \d+$/.test(l[i + 1] ?? '') && l[i + 1]; }, 'stty size');
@@ -191,7 +203,7 @@ function handshake({ token, origin, cookie } = {}) {
 }
 
 test('a shell needs the dashboard token and the dashboard origin (403)', async () => {
-  const page = await browser.newPage();
+  const page = await loggedInPage();
   await page.goto(`${hive.url}/agents/alice`);
   const token = await page.locator('meta[name="hive-token"]').getAttribute('content');
   const own = hive.url;
@@ -201,22 +213,25 @@ test('a shell needs the dashboard token and the dashboard origin (403)', async (
   assert.equal(await handshake({ cookie: 'hive_token=wrong', origin: own }), 403, 'a wrong cookie');
   assert.equal(await handshake({ cookie: `hive_token=${token}`, origin: own }), 101, 'the token as a cookie');
   assert.equal(await handshake({ token, origin: own }), 101, 'the token as ?token=');
-  // The browser's own WebSocket, without the token: refused before it opens.
-  const opened = await page.evaluate(() => new Promise((resolve) => {
+  // The browser's own WebSocket, without the token (a page not logged in): refused before it opens.
+  const stranger = await browser.newPage();
+  await stranger.goto(`${hive.url}/assets/agent.js`);
+  const opened = await stranger.evaluate(() => new Promise((resolve) => {
     const ws = new WebSocket(`ws://${location.host}/api/agents/alice/shell`);
     ws.onopen = () => resolve(true);
     ws.onerror = () => resolve(false);
   }));
   assert.equal(opened, false);
+  await stranger.close();
   const body = await fetch(`${hive.url}/api/agents/alice/shell`).then((r) => r.json().then((j) => [r.status, j.error]));
   assert.equal(body[0], 403);
-  assert.match(body[1], /needs the dashboard token/);
+  assert.match(body[1], /needs (the dashboard|its) token/);
   await page.close();
 });
 
 test('a stopped agent gets a sentence in the terminal', async () => {
   await hive.cli('kill', 'alice');
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
   await page.goto(`${hive.url}/agents/alice`);
   await page.click('#shell-open');
   const sentence = 'alice is not running: start it with hive-c0re start alice';

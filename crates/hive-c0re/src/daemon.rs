@@ -65,7 +65,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let mut settings = settings()?;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
-        Some(addr) => Some(crate::dashboard::bind(addr).await?),
+        // Containers share the host's network: their agents must not read a loopback dashboard.
+        Some(addr) => Some(crate::dashboard::bind(addr, runtime.isolated()).await?),
         None => None,
     };
     settings.dashboard_home = dashboard.as_ref().map(|d| d.home());

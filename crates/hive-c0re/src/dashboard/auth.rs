@@ -56,6 +56,13 @@ impl Auth {
         })
     }
 
+    /// Guards reads too: containers that share the host's network reach a loopback
+    /// dashboard, and could read the token from a served page.
+    pub fn guard_reads(mut self) -> Self {
+        self.open_reads = false;
+        self
+    }
+
     /// The same policy with a known token.
     #[cfg(test)]
     pub fn with_token(self, token: &str) -> Self {
@@ -200,7 +207,11 @@ pub(crate) async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> R
         if let Err(e) = check_write(auth, headers) {
             return e.into_response();
         }
-    } else if auth.guards_reads() && !auth.presented(headers) {
+    } else if auth.guards_reads()
+        && !auth.presented(headers)
+        // A WebSocket cannot send headers from a browser: its upgrade may carry ?token=.
+        && !query_token(req.uri().query()).is_some_and(|t| auth.matches(&t))
+    {
         if path.starts_with("/api/") {
             return ApiError::forbidden(
                 "this dashboard needs its token: open the dashboard as /?token=TOKEN first",
@@ -275,6 +286,11 @@ mod tests {
         assert_eq!(fixed.token(), "sesame");
         let blank = Auth::new(true, Some("  ".into())).unwrap();
         assert!(!blank.guards_reads(), "an empty env token is no token");
+        let shared = Auth::new(true, None).unwrap().guard_reads();
+        assert!(
+            shared.guards_reads(),
+            "containers on the host's network must not read a loopback dashboard"
+        );
     }
 
     #[test]

@@ -67,8 +67,9 @@ impl Bound {
 
 /// Binds `addr` (failing early if it is taken) and settles the token:
 /// `HIVE_DASHBOARD_TOKEN`, or a generated one, printed once to stdout when
-/// the address is not loopback (on loopback the page embeds it).
-pub async fn bind(addr: &str) -> anyhow::Result<Bound> {
+/// reads are guarded (on loopback the page embeds it, unless `agents_on_loopback`:
+/// containers sharing the host's network could then fetch the page too).
+pub async fn bind(addr: &str, agents_on_loopback: bool) -> anyhow::Result<Bound> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not serve the dashboard on {addr}: pick another --dashboard ADDR, or --no-dashboard"))?;
@@ -77,8 +78,11 @@ pub async fn bind(addr: &str) -> anyhow::Result<Bound> {
         .context("could not read the dashboard's bound address")?;
     let fixed = std::env::var(TOKEN_ENV).ok();
     let from_env = fixed.as_deref().is_some_and(|t| !t.trim().is_empty());
-    let auth = Auth::new(addr.ip().is_loopback(), fixed)
+    let mut auth = Auth::new(addr.ip().is_loopback(), fixed)
         .context("could not generate a dashboard token")?;
+    if agents_on_loopback {
+        auth = auth.guard_reads();
+    }
     if auth.guards_reads() && !from_env {
         println!(
             "dashboard token (shown once; set {TOKEN_ENV} to choose one): {}",
