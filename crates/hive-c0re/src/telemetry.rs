@@ -22,16 +22,20 @@ impl Hive {
     /// Stores the figures of a finished turn.
     pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<()> {
         let total: u64 = s.tool_calls.values().sum();
+        // The turn's own messages are acknowledged just after this report; a
+        // finished turn leaves only what else is waiting.
+        let waiting = self.store.inbox_depth(agent.as_str());
+        let depth_after_turn = match s.exit_class.as_str() {
+            "ok" | "retried" => waiting.saturating_sub(s.messages_received),
+            _ => waiting,
+        };
         let mut rows: Vec<(String, f64)> = vec![
             ("turn.duration_ms".into(), s.duration_ms as f64),
             ("turn.tool_calls".into(), total as f64),
             (format!("turn.exit.{}", s.exit_class), 1.0),
             ("turn.exit_code".into(), s.exit_code.unwrap_or(-1) as f64),
             ("turn.messages_received".into(), s.messages_received as f64),
-            (
-                "inbox.depth".into(),
-                self.store.inbox_depth(agent.as_str()) as f64,
-            ),
+            ("inbox.depth".into(), depth_after_turn as f64),
         ];
         rows.extend(
             s.tool_calls
