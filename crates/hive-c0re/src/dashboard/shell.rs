@@ -196,14 +196,7 @@ fn close() -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, v.parse().unwrap());
-        }
-        h
-    }
+    use crate::dashboard::auth::tests::headers;
 
     #[test]
     fn a_shell_needs_the_token_and_the_own_origin() {
