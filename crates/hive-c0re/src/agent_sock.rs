@@ -208,7 +208,7 @@ async fn handle(
         AgentRequest::Send { to, body } => {
             let to = Mailbox::parse(&to)
                 .map_err(|e| Error::refused(format!("cannot send to {to:?}: {e}")))?;
-            let id = hive.send(&me, &to, &body)?;
+            let id = hive.send(&me, &to, &body).await?;
             AgentResponse {
                 message_id: Some(id),
                 ..AgentResponse::ok()

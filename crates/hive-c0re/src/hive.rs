@@ -129,7 +129,7 @@ impl Hive {
     // ---- messages -------------------------------------------------------
 
     /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
-    pub fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
+    pub async fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
         if body.trim().is_empty() {
             return Err(Error::refused(
                 "the message body is empty: write something to send",
@@ -164,7 +164,10 @@ impl Hive {
                 )));
             }
         }
-        let id = self.store.send(from.as_str(), to.as_str(), body)?;
+        let id = self
+            .store
+            .send_grouped(from.as_str(), to.as_str(), body)
+            .await?;
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Message {
             to: to.as_str().to_owned(),
@@ -309,7 +312,7 @@ impl Hive {
         std::fs::create_dir_all(&state)
             .map_err(Error::io(format!("could not create {}", state.display())))?;
         let repo = self.paths.config_repo(name);
-        let sha = config_repo::init(&repo, config)?;
+        let sha = self.init_repo(name, config)?;
         let text = config_repo::config_at(&repo, &sha)?;
         let harness = if name.is_manager() {
             Harness::M1nd
@@ -388,10 +391,17 @@ impl Hive {
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;
-            let dir = self.paths.agent_dir(name);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(Error::io(format!("could not remove {}", dir.display())))?;
+            for dir in [self.paths.agent_dir(name), self.paths.config_repo(name)] {
+                let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                    continue;
+                };
+                // A link (the manager can plant one among the repos) goes, not what it points at.
+                let removed = if meta.is_dir() {
+                    std::fs::remove_dir_all(&dir)
+                } else {
+                    std::fs::remove_file(&dir)
+                };
+                removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
             }
         }
         self.broker.publish(Change::AgentRemoved(name.to_string()));
@@ -421,7 +431,7 @@ impl Hive {
             claude_bin: self.settings.claude_bin.clone(),
             state_dir: self.paths.agent_state(&name),
             sock_dir: self.paths.agent_sock_dir(&name),
-            config_repos: (harness == Harness::M1nd).then(|| self.paths.agents_root()),
+            config_repos: (harness == Harness::M1nd).then(|| self.paths.configs_root()),
             rootfs: self.paths.rootfs(&name),
             env: self.settings.agent_env.clone(),
             uid_base: row.uid_base,

@@ -130,6 +130,7 @@ pub(crate) async fn send(
     let id = ctx
         .hive
         .send(&Mailbox::Operator, &Mailbox::Agent(name.clone()), &b.body)
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     let shown: String = b.body.chars().take(NOTED_CHARS).collect();
     note(&ctx, &name, json!({ "message": shown, "message_id": id }));

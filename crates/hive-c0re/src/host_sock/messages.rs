@@ -19,7 +19,7 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
     Ok(match req {
         Request::Send { to, body } => {
-            let id = hive.send(&Mailbox::Operator, &to, &body)?;
+            let id = hive.send(&Mailbox::Operator, &to, &body).await?;
             Response {
                 message_id: Some(id),
                 ..Response::ok()

@@ -91,6 +91,79 @@ impl Store {
         Ok(id)
     }
 
+    /// Commits a message through the group-commit writer: answers once it is
+    /// committed, sharing the commit with whatever other sends are under way.
+    pub async fn send_grouped(
+        &self,
+        sender: &str,
+        recipient: &str,
+        body: &str,
+    ) -> Result<i64, SendError> {
+        let Some(writer) = &self.writer else {
+            return self.send(sender, recipient, body);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = super::group::Job {
+            sender: sender.to_owned(),
+            recipient: recipient.to_owned(),
+            body: body.to_owned(),
+            reply,
+        };
+        if writer.send(job).is_err() {
+            // The writer is gone (it never started): commit on this thread instead.
+            return self.send(sender, recipient, body);
+        }
+        match answer.await {
+            Ok(r) => r,
+            Err(_) => self.send(sender, recipient, body),
+        }
+    }
+
+    /// Commits several messages in one transaction; each may be refused on its own (inbox full).
+    pub(super) fn send_many(&self, items: &[(&str, &str, &str)]) -> Vec<Result<i64, SendError>> {
+        let mut g = self.lock();
+        let cap = self.limits.inbox_cap;
+        let attempt = |g: &mut Inner| -> Result<Vec<Result<i64, SendError>>, StoreError> {
+            let tx = g.conn.transaction()?;
+            let mut out = Vec::with_capacity(items.len());
+            let mut added: HashMap<&str, u64> = HashMap::new();
+            {
+                let mut st =
+                    tx.prepare_cached("INSERT INTO messages (sender, recipient, body, created_at) VALUES (?1, ?2, ?3, ?4)")?;
+                let now = now_ms();
+                for &(sender, recipient, body) in items {
+                    let depth = g.depth.get(recipient).copied().unwrap_or(0)
+                        + added.get(recipient).copied().unwrap_or(0);
+                    if depth >= cap {
+                        out.push(Err(SendError::InboxFull {
+                            recipient: recipient.to_owned(),
+                            cap,
+                        }));
+                        continue;
+                    }
+                    st.execute(params![sender, recipient, body, now])?;
+                    out.push(Ok(tx.last_insert_rowid()));
+                    *added.entry(recipient).or_default() += 1;
+                }
+            }
+            tx.commit()?;
+            for (r, n) in added {
+                *g.depth.entry(r.to_owned()).or_default() += n;
+            }
+            Ok(out)
+        };
+        match attempt(&mut g) {
+            Ok(out) => out,
+            Err(e) => {
+                let msg = e.to_string();
+                items
+                    .iter()
+                    .map(|_| Err(SendError::Store(StoreError::Batch(msg.clone()))))
+                    .collect()
+            }
+        }
+    }
+
     /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
     pub fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
         let mut g = self.lock();
@@ -300,6 +373,44 @@ mod tests {
         );
         s.recv("alice", 1).unwrap();
         s.send("operator", "alice", "3").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_sends_commit_each_once_and_honour_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(
+            &dir.path().join("db"),
+            Limits {
+                inbox_cap: 30,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
+        let sends = (0..50).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.send_grouped("operator", "alice", &format!("m{i}")).await })
+        });
+        let results: Vec<_> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let ids: std::collections::HashSet<i64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(ids.len(), 30, "the cap let {} through", ids.len());
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Err(SendError::InboxFull { .. })))
+                .count(),
+            20
+        );
+        assert_eq!(s.inbox_depth("alice"), 30);
+        let got: std::collections::HashSet<i64> =
+            s.recv("alice", 100).unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(got, ids);
     }
 
     #[test]

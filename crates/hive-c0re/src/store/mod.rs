@@ -8,6 +8,7 @@
 mod agents;
 mod approvals;
 mod events;
+mod group;
 mod messages;
 mod questions;
 mod schedules;
@@ -47,6 +48,9 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    /// A group commit failed; every send in it gets this.
+    #[error("database error: {0}")]
+    Batch(String),
 }
 
 /// Result alias of the store.
@@ -81,6 +85,8 @@ impl Default for Limits {
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
     limits: Arc<Limits>,
+    /// Queue of the group-commit writer (see `group.rs`); None inside the writer itself.
+    writer: Option<std::sync::mpsc::Sender<group::Job>>,
 }
 
 struct Inner {
@@ -120,10 +126,15 @@ impl Store {
         let mut conn = conn;
         schema::migrate(&mut conn, path)?;
         let depth = messages::load_depths(&conn)?;
-        Ok(Self {
+        let mut store = Self {
             inner: Arc::new(Mutex::new(Inner { conn, depth })),
             limits: Arc::new(limits),
-        })
+            writer: None,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        group::start(store.clone(), rx);
+        store.writer = Some(tx);
+        Ok(store)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
