@@ -175,16 +175,27 @@ fn silent_and_half_line_clients_hold_nothing_up() {
 }
 
 #[test]
-fn an_idle_connection_is_closed_eventually() {
-    // The idle limit is long (a minute); this checks the other side of it: a
-    // connection in use is not dropped between requests sent a little apart.
-    let hive = TestHive::start();
-    let mut c = Conn::open(&hive.sock());
-    c.send(r#"{"cmd":"list"}"#);
-    c.recv();
-    std::thread::sleep(Duration::from_millis(300));
-    c.send(r#"{"cmd":"list"}"#);
-    assert_eq!(c.recv_json()["ok"], true);
+fn an_idle_or_stalled_connection_is_closed() {
+    let mut opts = common::Opts::default();
+    opts.env.push(("HIVE_IDLE_TIMEOUT_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(opts);
+    let mut silent = Conn::open(&hive.sock());
+    let mut stalled = Conn::open(&hive.sock());
+    stalled.send_bytes(br#"{"cmd":"li"#);
+    let mut busy = Conn::open(&hive.sock());
+    for _ in 0..3 {
+        // A connection in use is not dropped between requests.
+        busy.send(r#"{"cmd":"list"}"#);
+        assert_eq!(busy.recv_json()["ok"], true);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    assert_eq!(silent.recv(), "", "a silent client kept its connection");
+    assert_eq!(
+        stalled.recv(),
+        "",
+        "a client stalled mid-line kept its connection"
+    );
+    still_answers(&hive);
 }
 
 #[test]

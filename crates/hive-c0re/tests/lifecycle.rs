@@ -188,3 +188,67 @@ fn a_harness_that_keeps_dying_is_left_failed() {
     hive.ok(&["start", "alice"]);
     assert_eq!(hive.row("alice").unwrap()["failed"], false);
 }
+
+#[test]
+fn without_credentials_an_agent_parks_with_needs_login_until_they_appear() {
+    // No API key, no OAuth token, no model URL: nothing claude could use.
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("needs_login", 30, |h| {
+        h.row("alice").unwrap()["needs_login"] == true
+    });
+    hive.ok(&["send", "alice", "are you there?"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["running"], true, "a parked agent must not crash-loop");
+    assert_eq!(row["state"], "idle");
+    assert_eq!(row["inbox_depth"], 1, "the message waits");
+    assert!(
+        !hive
+            .events("alice")
+            .iter()
+            .any(|e| e["kind"] == "turn_start" || e["kind"] == "container_crash")
+    );
+    // The operator logs in: claude's credentials appear in the agent's /state.
+    let creds = hive.state_dir().join("agents/alice/state/.claude");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join(".credentials.json"), "{}").unwrap();
+    hive.wait_for("needs_login cleared", 30, |h| {
+        h.row("alice").unwrap()["needs_login"] == false
+    });
+}
+
+#[test]
+fn events_cli_prints_history_for_people_and_scripts() {
+    let Some(hive) = hive("process") else { return };
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| running(h, "alice"));
+    let json = hive.ok(&["events", "alice", "--json"]);
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "state" && e["payload"]["state"] == "idle"),
+        "{json}"
+    );
+    for e in &events {
+        for k in ["id", "agent", "ts", "kind", "payload"] {
+            assert!(e.get(k).is_some(), "event without {k}: {e}");
+        }
+    }
+    let last = events.last().unwrap()["id"].as_i64().unwrap();
+    assert_eq!(
+        hive.ok(&["events", "alice", "--since", &last.to_string(), "--json"]),
+        ""
+    );
+    let human = hive.ok(&["events", "alice"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.contains("state") && l.ends_with("idle")),
+        "{human}"
+    );
+}

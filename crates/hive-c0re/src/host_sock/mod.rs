@@ -30,6 +30,16 @@ use crate::lines::{Line, read_line};
 pub const ADMIN_GROUP: &str = "hive-admin";
 /// A connection that sends no complete line for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The idle limit in force: `HIVE_IDLE_TIMEOUT_SECS` (for tests and unusual clients), else [`IDLE_TIMEOUT`].
+fn idle_timeout() -> Duration {
+    std::env::var("HIVE_IDLE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(IDLE_TIMEOUT)
+}
 /// Connections served at once; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
 
@@ -125,9 +135,10 @@ async fn serve_conn(
     r: &mut ConnReader,
     w: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
+    let idle = idle_timeout();
     loop {
         let line = tokio::select! {
-            l = tokio::time::timeout(IDLE_TIMEOUT, read_line(r, MAX_LINE_BYTES)) => match l {
+            l = tokio::time::timeout(idle, read_line(r, MAX_LINE_BYTES)) => match l {
                 Ok(l) => l?,
                 Err(_) => return Ok(()),
             },
@@ -172,6 +183,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Pending
         | Request::Approve { .. }
         | Request::Deny { .. }
+        | Request::InitConfig { .. }
         | Request::RequestSpawn { .. }
         | Request::RequestApplyCommit { .. }
         | Request::Questions
