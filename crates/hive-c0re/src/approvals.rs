@@ -24,10 +24,19 @@ impl Hive {
                 "agent {name} exists already: edit its config repo and request_apply_commit"
             )));
         }
+        self.init_repo(name, &crate::hive::default_config(name))?;
+        Ok(self.paths.config_repo(name))
+    }
+
+    /// Creates `name`'s config repo with `config` (if it has none), the link to it
+    /// from its agent dir, and hands it to the manager; returns HEAD.
+    pub(crate) fn init_repo(&self, name: &AgentName, config: &AgentConfig) -> Result<String> {
         let repo = self.paths.config_repo(name);
-        let config = crate::hive::default_config(name);
-        config_repo::init(&repo, &config)?;
-        Ok(repo)
+        let sha = config_repo::init(&repo, config)?;
+        config_repo::link(&self.paths, name)?;
+        let manager = self.store.agent(AgentName::MANAGER)?.map(|m| m.uid_base);
+        self.runtime.give_to_manager(&repo, manager)?;
+        Ok(sha)
     }
 
     /// Queues an approval to create and start `name` from its config repo's head.

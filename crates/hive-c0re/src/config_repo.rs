@@ -1,19 +1,36 @@
-//! Agent config repositories: `<state>/agents/<name>/config`, a git repo holding `agent.toml`.
+//! Agent config repositories: `<state>/configs/<name>`, a git repo holding `agent.toml`.
 //!
 //! git is driven through its CLI: the repos are the manager's working copies
 //! and the operator's audit trail, and the CLI is what both of them use.
+//! They all live below one directory, which the manager's container gets
+//! whole; `<state>/agents/<name>/config` is a symlink to the agent's repo.
 
 use std::path::Path;
 use std::process::Command;
 
+use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
 
 use crate::error::{Error, Result};
+use crate::paths::Paths;
 
 /// The file every config repo holds.
 pub const CONFIG_FILE: &str = "agent.toml";
 
+/// Refuses a repo path that is a symlink: the manager can write the directory
+/// holding the repos, and a link there could point anywhere on the host.
+fn not_a_link(repo: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(repo) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::refused(format!(
+            "{} is a symlink: a config repo must be a real directory; remove the link",
+            repo.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn git(repo: &Path, args: &[&str]) -> Result<String> {
+    not_a_link(repo)?;
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -43,6 +60,7 @@ fn git(repo: &Path, args: &[&str]) -> Result<String> {
 
 /// Creates the repo with `config` as its first commit (if it does not exist yet); returns HEAD.
 pub fn init(repo: &Path, config: &AgentConfig) -> Result<String> {
+    not_a_link(repo)?;
     if repo.join(".git").exists() {
         return head(repo);
     }
@@ -54,6 +72,58 @@ pub fn init(repo: &Path, config: &AgentConfig) -> Result<String> {
     git(repo, &["add", CONFIG_FILE])?;
     git(repo, &["commit", "-q", "-m", "initial config"])?;
     head(repo)
+}
+
+/// Points `<state>/agents/<name>/config` at the agent's repo (where DESIGN.md and
+/// older hives put it), unless something is there already.
+pub fn link(paths: &Paths, name: &AgentName) -> Result<()> {
+    let at = paths.config_repo_link(name);
+    if std::fs::symlink_metadata(&at).is_ok() {
+        return Ok(());
+    }
+    let dir = paths.agent_dir(name);
+    std::fs::create_dir_all(&dir)
+        .map_err(Error::io(format!("could not create {}", dir.display())))?;
+    let target = Path::new("../../configs").join(name.as_str());
+    std::os::unix::fs::symlink(&target, &at)
+        .map_err(Error::io(format!("could not link {}", at.display())))
+}
+
+/// Moves each repo an older hive kept at `<state>/agents/<name>/config` to
+/// `<state>/configs/<name>`, leaving the symlink behind; returns how many moved.
+pub fn migrate(paths: &Paths) -> Result<usize> {
+    let root = paths.agents_root();
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(format!("could not list {}", root.display()))(e)),
+    };
+    let mut moved = 0;
+    for entry in entries.flatten() {
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| AgentName::parse(n).ok())
+        else {
+            continue;
+        };
+        let old = paths.config_repo_link(&name);
+        let new = paths.config_repo(&name);
+        let is_dir = std::fs::symlink_metadata(&old).is_ok_and(|m| m.is_dir());
+        if !is_dir || std::fs::symlink_metadata(&new).is_ok() {
+            continue;
+        }
+        std::fs::create_dir_all(paths.configs_root())
+            .map_err(Error::io("could not create the config repos' directory"))?;
+        std::fs::rename(&old, &new).map_err(Error::io(format!(
+            "could not move {} to {}",
+            old.display(),
+            new.display()
+        )))?;
+        link(paths, &name)?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// The full sha of HEAD.
@@ -106,4 +176,40 @@ pub fn diff(repo: &Path, from: Option<&str>, to: &str) -> Result<String> {
 /// The first 12 hex characters of a sha, as `status` shows it.
 pub fn short(sha: &str) -> String {
     sha.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_repo_moves_to_configs_and_leaves_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            state: dir.path().join("state"),
+            run: dir.path().join("run"),
+        };
+        let alice = AgentName::parse("alice").unwrap();
+        let old = paths.config_repo_link(&alice);
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join(CONFIG_FILE), "model = 'x'\n").unwrap();
+        assert_eq!(migrate(&paths).unwrap(), 1);
+        assert!(paths.config_repo(&alice).join(CONFIG_FILE).is_file());
+        assert!(std::fs::symlink_metadata(&old).unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(old.join(CONFIG_FILE)).unwrap(),
+            "model = 'x'\n"
+        );
+        assert_eq!(migrate(&paths).unwrap(), 0, "a second start moves nothing");
+    }
+
+    #[test]
+    fn a_repo_that_is_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("dave");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let err = init(&link, &AgentConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        assert!(head(&link).is_err());
+    }
 }

@@ -49,6 +49,21 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         .with_context(|| format!("could not create the state dir {}", paths.state.display()))?;
     let _ = std::fs::set_permissions(&paths.state, std::fs::Permissions::from_mode(0o711));
     let _lock = lock_run_dir(&paths)?;
+    std::fs::create_dir_all(paths.configs_root()).with_context(|| {
+        format!(
+            "could not create the config repos' directory {}",
+            paths.configs_root().display()
+        )
+    })?;
+    let _ = std::fs::set_permissions(paths.configs_root(), std::fs::Permissions::from_mode(0o700));
+    let moved = crate::config_repo::migrate(&paths)?;
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            "moved config repos to {}",
+            paths.configs_root().display()
+        );
+    }
 
     let store = Store::open(&paths.db(), opts.limits.clone())?;
     let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));

@@ -61,11 +61,11 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
     })
 }
 
-/// Where the manager finds an agent's config repo: its container binds them
-/// at `/hive/agents`; a process-runtime manager sees the host path.
+/// Where the manager finds an agent's config repo: its container binds
+/// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
 pub fn manager_view_of_repo(hive: &Hive, name: &AgentName) -> String {
     if hive.runtime.isolated() {
-        format!("/hive/agents/{name}/config")
+        format!("/hive/agents/{name}")
     } else {
         hive.paths.config_repo(name).display().to_string()
     }

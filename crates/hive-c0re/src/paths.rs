@@ -54,7 +54,7 @@ impl Paths {
         self.state.join("hive.db")
     }
 
-    /// `<state>/agents`, the parent of every agent's directory (the manager sees the config repos below it).
+    /// `<state>/agents`, the parent of every agent's directory.
     pub fn agents_root(&self) -> PathBuf {
         self.state.join("agents")
     }
@@ -69,8 +69,19 @@ impl Paths {
         self.agent_dir(name).join("state")
     }
 
-    /// The agent's config git repository.
+    /// `<state>/configs`, the parent of every config repo: the manager gets it
+    /// whole, so a repo made while it runs is there at once, and nothing else is.
+    pub fn configs_root(&self) -> PathBuf {
+        self.state.join("configs")
+    }
+
+    /// The agent's config git repository, `<state>/configs/<name>`.
     pub fn config_repo(&self, name: &AgentName) -> PathBuf {
+        self.configs_root().join(name.as_str())
+    }
+
+    /// `<state>/agents/<name>/config`: where the repo used to be, now a symlink to it.
+    pub fn config_repo_link(&self, name: &AgentName) -> PathBuf {
         self.agent_dir(name).join("config")
     }
 
@@ -113,6 +124,8 @@ mod tests {
         };
         let n = AgentName::parse("alice").unwrap();
         assert_eq!(p.agent_state(&n), Path::new("/s/agents/alice/state"));
+        assert_eq!(p.config_repo(&n), Path::new("/s/configs/alice"));
+        assert_eq!(p.config_repo_link(&n), Path::new("/s/agents/alice/config"));
         assert_eq!(p.agent_sock(&n), Path::new("/r/agents/alice/agent.sock"));
         assert_eq!(p.host_sock(), Path::new("/r/host.sock"));
     }

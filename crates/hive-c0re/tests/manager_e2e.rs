@@ -154,7 +154,7 @@ fn the_manager_grows_the_hive_only_with_approval() {
     };
     opts.args.retain(|a| a != "--no-manager");
     let hive = TestHive::start_with(opts);
-    let repo = hive.state_dir().join("agents/dave/config");
+    let repo = hive.state_dir().join("configs/dave");
     sim.set_script(&manager_script(&repo));
     hive.wait_for("the manager", 30, |h| {
         h.row("manager").is_some_and(|r| r["running"] == true)

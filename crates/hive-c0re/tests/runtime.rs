@@ -36,7 +36,7 @@ if [ -n "$HIVE_CLAUDE_BIN" ]; then "$HIVE_CLAUDE_BIN" > "$S/claude-out" 2>&1; fi
 if [ -n "$HIVE_CONFIG_REPOS" ]; then
   ls "$HIVE_CONFIG_REPOS" > "$S/repos"
   if test -e "$HIVE_CONFIG_REPOS/bob/state"; then echo visible; else echo invisible; fi > "$S/bob-state"
-  echo edited > "$HIVE_CONFIG_REPOS/alice/config/edited" 2> "$S/edit-error"
+  echo edited > "$HIVE_CONFIG_REPOS/alice/edited" 2> "$S/edit-error"
 fi
 case "$HIVE_TEST_MODE" in
   linger) trap 'echo term > "$S/term"; exit 0' TERM HUP; sleep 1000 & echo $! > "$S/grandchild"; echo ready > "$S/ready"; wait ;;
@@ -109,7 +109,7 @@ impl Hive {
             claude_bin: Some(self.claude.clone()),
             state_dir: self.paths.agent_state(&name),
             sock_dir,
-            config_repos: name.is_manager().then(|| self.paths.agents_root()),
+            config_repos: name.is_manager().then(|| self.paths.configs_root()),
             rootfs: self.paths.rootfs(&name),
             env: vec![
                 ("ANTHROPIC_API_KEY".into(), "sk-test-secret-value".into()),
@@ -273,7 +273,7 @@ async fn process_runtime_gives_the_manager_the_config_repos() {
     let env = hive.read(&spec, "env");
     assert!(env_has(
         &env,
-        &format!("HIVE_CONFIG_REPOS={}", hive.paths.agents_root().display())
+        &format!("HIVE_CONFIG_REPOS={}", hive.paths.configs_root().display())
     ));
     assert_eq!(hive.read(&spec, "repos"), "alice\nbob\nmanager");
 }

@@ -8,7 +8,7 @@
 mod nspawn;
 mod process;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hive_sh4re::AgentName;
 
@@ -46,7 +46,7 @@ pub struct LaunchSpec {
     pub state_dir: PathBuf,
     /// `<run>/agents/<name>`, holding `agent.sock`.
     pub sock_dir: PathBuf,
-    /// `<state>/agents` for the manager, which edits every config repo; `None` for others.
+    /// `<state>/configs` for the manager, which edits every config repo; `None` for others.
     pub config_repos: Option<PathBuf>,
     /// The container root to build (nspawn only).
     pub rootfs: PathBuf,
@@ -112,6 +112,16 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes anything a previous daemon left running for this agent.
     async fn reap_orphans(&self, name: &AgentName) -> Result<(), RuntimeError>;
+
+    /// Hands a directory the manager must be able to write (a config repo made
+    /// while it runs) to the manager's root: into its uid range under nspawn
+    /// (when the manager exists, `manager_uid_base`); nothing to do for a
+    /// runtime whose harnesses run as the daemon's user.
+    fn give_to_manager(
+        &self,
+        path: &Path,
+        manager_uid_base: Option<u32>,
+    ) -> Result<(), RuntimeError>;
 
     /// Removes runtime-owned files of an agent that is being destroyed.
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError>;

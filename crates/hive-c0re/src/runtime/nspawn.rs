@@ -48,7 +48,7 @@ const SOCK_DIR: &str = "/run/hive";
 const HIVE_BIN: &str = "/opt/hive/bin";
 /// Where the claude package appears inside.
 const CLAUDE_DIR: &str = "/opt/claude";
-/// The manager's view of the config repos: `<this>/<name>/config`.
+/// The manager's view of the config repos (`<state>/configs`): `<this>/<name>`.
 const CONFIG_REPOS: &str = "/hive/agents";
 /// PATH inside: the harness first, so `hive-ag3nt mcp` resolves.
 const PATH_INSIDE: &str =
@@ -255,14 +255,9 @@ fn prepare(spec: &LaunchSpec) -> Result<Prepared, RuntimeError> {
         hive.push(("HIVE_CLAUDE_BIN".to_owned(), path(&inside)));
     }
     if let Some(repos) = &spec.config_repos {
-        for (name, repo) in config_repos(repos)? {
-            own_dir(&repo, base)?;
-            binds.push(Bind::dir(
-                repo,
-                format!("{CONFIG_REPOS}/{name}/config"),
-                true,
-            ));
-        }
+        // The whole directory, so a repo made while the manager runs shows up at once.
+        own_dir(repos, base)?;
+        binds.push(Bind::dir(canonical(repos)?, CONFIG_REPOS, true));
         hive.push(("HIVE_CONFIG_REPOS".to_owned(), CONFIG_REPOS.to_owned()));
     }
 
@@ -418,29 +413,6 @@ fn npm_package_dir(file: &Path) -> Option<&Path> {
     })
 }
 
-/// `(name, repo)` for each `<repos>/<name>/config` directory with a valid agent name.
-fn config_repos(repos: &Path) -> Result<Vec<(AgentName, PathBuf)>, RuntimeError> {
-    let entries = match fs::read_dir(repos) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(format!("could not list {}", repos.display()))(e)),
-    };
-    let mut found: Vec<(AgentName, PathBuf)> = entries
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let name = AgentName::parse(entry.file_name().to_str()?).ok()?;
-            let repo = entry.path().join("config");
-            // A real directory only: a symlink could point anywhere on the host.
-            fs::symlink_metadata(&repo)
-                .ok()?
-                .is_dir()
-                .then_some((name, repo))
-        })
-        .collect();
-    found.sort();
-    Ok(found)
-}
-
 /// The harness environment as `export NAME='value'` lines for the payload's shell.
 fn env_file(vars: &[(String, String)]) -> String {
     vars.iter()
@@ -566,6 +538,22 @@ impl Runtime for NspawnRuntime {
 
     fn isolated(&self) -> bool {
         true
+    }
+
+    fn give_to_manager(
+        &self,
+        path: &Path,
+        manager_uid_base: Option<u32>,
+    ) -> Result<(), RuntimeError> {
+        let Some(base) = manager_uid_base else {
+            // No manager yet: its first launch hands it every repo.
+            return Ok(());
+        };
+        check_uid_base(base)?;
+        rootfs::shift_tree(path, base).map_err(io_err(format!(
+            "could not hand {} to the manager (uid {base})",
+            path.display()
+        )))
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {

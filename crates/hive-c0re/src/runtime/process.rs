@@ -109,6 +109,14 @@ impl Runtime for ProcessRuntime {
         false
     }
 
+    fn give_to_manager(
+        &self,
+        _path: &std::path::Path,
+        _manager_uid_base: Option<u32>,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
         // One harness per agent: whatever the pid file still names goes first.
         self.reap_orphans(&spec.name).await?;

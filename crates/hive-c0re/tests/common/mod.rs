@@ -460,13 +460,15 @@ impl TestHive {
 
     /// Commits `agent.toml` into an agent's config repo and deploys it through an approval.
     pub fn deploy_config(&self, agent: &str, toml: &str) {
-        let repo = self.state_dir().join("agents").join(agent).join("config");
+        let repo = self.state_dir().join("configs").join(agent);
         std::fs::write(repo.join("agent.toml"), toml).unwrap();
         let git = |args: &[&str]| {
             let out = Command::new("git")
                 .arg("-C")
                 .arg(&repo)
                 .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+                // Under nspawn the repo belongs to the manager's uid range.
+                .args(["-c", "safe.directory=*"])
                 .args(args)
                 .output()
                 .unwrap();

@@ -17,7 +17,7 @@
 //!   state/                  mount point: the agent's state dir, read-write
 //!   opt/hive/bin/<harness>  mount point (file): the harness binary, read-only
 //!   opt/claude/             mount point: the claude package directory, read-only
-//!   hive/agents/<n>/config  mount points (manager only): each agent's config repo
+//!   hive/agents/            mount point (manager only): every config repo (`<state>/configs`)
 //! ```
 //!
 //! The container runs with `--read-only`, so mount points must exist beforehand
