@@ -19,6 +19,16 @@ use hive_sh4re::shell::Frame;
 
 /// A hive whose agents' harness only sleeps (from the returned dir), with alice running.
 fn hive_with_alice(runtime: &'static str) -> (TestHive, tempfile::TempDir) {
+    let (hive, bin) = stand_in_hive(runtime, false);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    (hive, bin)
+}
+
+/// A hive whose agents' harness only sleeps (from the returned dir), with or without its manager.
+fn stand_in_hive(runtime: &'static str, manager: bool) -> (TestHive, tempfile::TempDir) {
     let bin = tempfile::Builder::new()
         .prefix("hive-shell-bin-")
         .tempdir()
@@ -36,12 +46,10 @@ fn hive_with_alice(runtime: &'static str) -> (TestHive, tempfile::TempDir) {
         ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
         ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
     ];
-    let hive = TestHive::start_with(opts);
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice to run", 30, |h| {
-        h.row("alice").is_some_and(|r| r["running"] == true)
-    });
-    (hive, bin)
+    if manager {
+        opts.args.retain(|a| a != "--no-manager");
+    }
+    (TestHive::start_with(opts), bin)
 }
 
 /// True where the nspawn runtime can run; prints why not otherwise.
@@ -408,4 +416,62 @@ fn shell_refusals_are_sentences() {
         "alice is not running: start it with hive-c0re start alice"
     );
     assert!(Path::new(&hive.sock()).exists());
+}
+
+/// The manager's documented flow under nspawn: a config repo made while the
+/// manager runs (`init-config`, the code path of its `request_init_config`)
+/// shows up in its container at once, writable by its root, so it can edit
+/// and commit; and it sees the config repos only, no agent's state.
+#[test]
+fn nspawn_manager_commits_in_a_repo_made_while_it_runs() {
+    if !nspawn_ready() {
+        return;
+    }
+    let (hive, _bin) = stand_in_hive("nspawn", true);
+    hive.wait_for("the manager to run", 30, |h| {
+        h.row("manager").is_some_and(|r| r["running"] == true)
+    });
+    let out = hive.ok(&["init-config", "dave"]);
+    let repo = hive.state_dir().join("configs/dave");
+    assert!(out.contains(&repo.display().to_string()), "{out}");
+    assert!(
+        std::fs::symlink_metadata(hive.state_dir().join("agents/dave/config"))
+            .unwrap()
+            .is_symlink(),
+        "the old path links to the repo"
+    );
+
+    let mut cli = PtyCli::spawn(&hive, &["shell", "manager"]);
+    cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
+    let edit = "echo '# reviewed' >> /hive/agents/dave/agent.toml && git -C /hive/agents/dave -c user.name=m -c user.email=m@h commit -qam edit && echo committed";
+    cli.type_in(&format!("{edit}\n"));
+    cli.wait_for("the commit", |t| follows(t, edit, &["committed"]));
+    cli.type_in("echo $(ls -A /hive/agents)\n");
+    cli.wait_for("the repos", |t| {
+        follows(t, "echo $(ls -A /hive/agents)", &["dave manager"])
+    });
+    cli.type_in("exit\n");
+    assert_eq!(cli.wait_exit().code(), Some(0), "{}", cli.text());
+
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(git(&["log", "-1", "--format=%an %s"]), "m edit");
+    let head = git(&["rev-parse", "HEAD"]);
+    // The operator's side of the flow takes the manager's commit.
+    hive.ok(&["request-spawn", "dave"]);
+    let v = hive.request(serde_json::json!({"cmd": "pending"}));
+    assert_eq!(v["approvals"][0]["commit_ref"], head.as_str(), "{v}");
 }

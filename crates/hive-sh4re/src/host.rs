@@ -81,6 +81,9 @@ pub enum Request {
         #[serde(default)]
         purge: bool,
     },
+    /// Create a future agent's config repo from the default config (as the
+    /// manager's `request_init_config` does); edit and commit it, then `request_spawn`.
+    InitConfig { name: AgentName },
     /// Queue an approval to create and start an agent.
     RequestSpawn {
         name: AgentName,
@@ -174,6 +177,7 @@ impl Request {
         "spawn",
         "kill",
         "destroy",
+        "init_config",
         "request_spawn",
         "request_apply_commit",
         "events",

@@ -122,6 +122,8 @@ pub enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Create a future agent's config repo (default config); edit, commit, then request-spawn.
+    InitConfig { name: AgentName },
     /// Queue an approval to create an agent from its config repo.
     RequestSpawn {
         name: AgentName,
@@ -383,6 +385,13 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 &what.replace("{name}", name.as_str()),
             )?
         }
+        Command::InitConfig { name } => ok(
+            c.call(&Request::InitConfig { name: name.clone() }),
+            &format!(
+                "created the config repo of {name} at {}: edit agent.toml there, commit, then hive-c0re request-spawn {name}",
+                paths.config_repo(&name).display()
+            ),
+        )?,
         Command::RequestSpawn { name, description } => {
             let r = c.call(&Request::RequestSpawn { name, description })?;
             println!("approval #{} queued", r.approval_id.unwrap_or_default());

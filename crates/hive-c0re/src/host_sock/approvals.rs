@@ -23,6 +23,10 @@ pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
             hive.deny(id, note.as_deref())?;
             Response::ok().into()
         }
+        Request::InitConfig { name } => {
+            hive.init_config(&name)?;
+            Response::ok().into()
+        }
         Request::RequestSpawn { name, description } => {
             let id = hive.request_spawn(&name, None, description.as_deref())?;
             Response {
