@@ -43,6 +43,17 @@ fn git(repo: &Path, args: &[&str]) -> Result<String> {
             "commit.gpgsign=false",
         ])
         .args(["-c", "safe.directory=*"])
+        // The manager controls each repo's .git/config; none of it may run a
+        // program as the host's root when hive-c0re reads the repo.
+        .args([
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "diff.external=",
+        ])
+        .args(["-c", "core.sshCommand=false", "-c", "protocol.allow=never"])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()
@@ -168,7 +179,18 @@ pub fn config_at(repo: &Path, sha: &str) -> Result<String> {
 /// The diff of `agent.toml` from `from` (None: empty) to `to`.
 pub fn diff(repo: &Path, from: Option<&str>, to: &str) -> Result<String> {
     match from {
-        Some(f) => git(repo, &["diff", f, to, "--", CONFIG_FILE]),
+        Some(f) => git(
+            repo,
+            &[
+                "diff",
+                "--no-ext-diff",
+                "--no-textconv",
+                f,
+                to,
+                "--",
+                CONFIG_FILE,
+            ],
+        ),
         None => config_at(repo, to),
     }
 }
@@ -181,6 +203,33 @@ pub fn short(sha: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repos_own_git_config_runs_nothing_when_the_hive_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let first = init(&repo, &AgentConfig::default()).unwrap();
+        let marker = dir.path().join("ran");
+        let evil = format!("touch {}", marker.display());
+        for (key, value) in [
+            ("diff.external", evil.as_str()),
+            ("core.fsmonitor", evil.as_str()),
+        ] {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["config", key, value])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        std::fs::write(repo.join(CONFIG_FILE), "model = \"sonnet\"\n").unwrap();
+        git(&repo, &["commit", "-qam", "sonnet"]).unwrap();
+        let second = head(&repo).unwrap();
+        let d = diff(&repo, Some(&first), &second).unwrap();
+        assert!(d.contains("+model = \"sonnet\""), "{d}");
+        assert!(!marker.exists(), "the repo's git config ran a program");
+    }
 
     #[test]
     fn an_old_repo_moves_to_configs_and_leaves_a_link() {
