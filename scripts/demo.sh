@@ -40,6 +40,10 @@ for a in alice bob; do
 done
 "$bin/hive-c0re" status
 
+# With agents in containers the dashboard wants its token; the daemon printed a login link.
+dashboard=$(grep -o 'http://[^ ]*?token=[^ ]*' "$logs/hive-c0re.log" | tail -n 1)
+[ -n "$dashboard" ] || dashboard=$("$bin/hive-c0re" urls | sed 's/^dashboard: //')
+
 cat <<EOT
 
 The hive is up. Try:
@@ -48,6 +52,6 @@ The hive is up. Try:
   $bin/hive-c0re recv --wait 60           # read your inbox
   $bin/hive-c0re status                   # who is doing what
   $bin/hive-c0re events alice --follow    # watch alice's turns
-Dashboard: $("$bin/hive-c0re" urls | sed 's/^dashboard: //')
+Dashboard: ${dashboard}
 Stop it: kill \$(pgrep -f 'hive-c0re serve') \$(pgrep -f hive-model-sim)
 EOT
