@@ -41,7 +41,7 @@ done
 "$bin/hive-c0re" status
 
 # With agents in containers the dashboard wants its token; the daemon printed a login link.
-dashboard=$(grep -o 'http://[^ ]*?token=[^ ]*' "$logs/hive-c0re.log" | tail -n 1)
+dashboard=$(grep -o 'http://[^ ]*?token=[^ ]*' "$logs/hive-c0re.log" | tail -n 1 || true)
 [ -n "$dashboard" ] || dashboard=$("$bin/hive-c0re" urls | sed 's/^dashboard: //')
 
 cat <<EOT
