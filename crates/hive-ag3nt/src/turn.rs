@@ -20,11 +20,12 @@ use crate::claude::{self, Invocation, Output};
 use crate::client::{Client, ClientError};
 
 /// Tools only the manager gets.
-pub const MANAGER_TOOLS: [&str; 4] = [
+pub const MANAGER_TOOLS: [&str; 5] = [
     "mcp__hyperhive__request_init_config",
     "mcp__hyperhive__request_spawn",
     "mcp__hyperhive__request_apply_commit",
     "mcp__hyperhive__ask_operator",
+    "mcp__hyperhive__schedule",
 ];
 
 /// Longest a hive tool call may take: a week-long `ask_operator`, with margin.

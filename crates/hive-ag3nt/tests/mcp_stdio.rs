@@ -333,6 +333,7 @@ async fn the_manager_sees_its_tools() {
         "request_spawn",
         "request_apply_commit",
         "ask_operator",
+        "schedule",
         "send",
         "status",
     ] {

@@ -30,6 +30,13 @@ tool = "mcp__hyperhive__send"
 input = { to = "operator", body = "pong" }
 
 [[rule]]
+name = "manager schedules"
+user_text = "remind alice"
+[[rule.reply]]
+tool = "mcp__hyperhive__schedule"
+input = { agent = "alice", when = "1s", text = "tick from the manager" }
+
+[[rule]]
 name = "tick"
 sender = "system"
 each_message = true
@@ -278,4 +285,27 @@ fn a_failed_notes_rewrite_keeps_the_original() {
         .find(|e| e["kind"] == "notes_compaction")
         .unwrap();
     assert_eq!(ev["payload"]["rewritten"], false);
+}
+
+#[test]
+fn the_manager_schedules_a_prompt_through_its_tool() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(Some(NAPPER));
+    let mut opts = common::Opts {
+        env: sim.env(),
+        ..common::Opts::default()
+    };
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("the manager", 30, |h| {
+        h.row("manager").is_some_and(|r| r["running"] == true)
+    });
+    hive.ok(&["send", "manager", "remind alice"]);
+    let got = hive.recv_operator(60);
+    assert_eq!(got.len(), 1, "{}", hive.log());
+    assert_eq!(got[0]["from"], "alice");
+    assert_eq!(got[0]["body"], "got tick from the manager");
 }

@@ -66,6 +66,17 @@ pub(super) struct AskArgs {
     pub ttl_seconds: Option<u64>,
 }
 
+/// Arguments of `schedule`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct ScheduleArgs {
+    /// The agent that receives the text (as a message from `system`).
+    pub agent: String,
+    /// When: `30s` or `2h` (once, from now), an RFC 3339 time (once), `every:15m` (repeating) or `cron:0 0 9 * * Mon-Fri` (sec min hour day month weekday).
+    pub when: String,
+    /// What the agent is told when it is due.
+    pub text: String,
+}
+
 #[tool_router(router = manager_tools, vis = "pub(super)")]
 impl HiveTools {
     #[tool(
@@ -128,6 +139,30 @@ impl HiveTools {
         Ok(render::text_or(resp.text, || {
             "approval queued: the operator decides".into()
         }))
+    }
+
+    #[tool(
+        description = "Schedule a prompt to an agent: at `when` (once, or repeating with every:/cron:) the agent receives `text` as a message from `system` and wakes for it. Use it for reminders, periodic check-ins and follow-ups. A slot missed while the hive was down is delivered once, not replayed. Returns the schedule id; the operator can list and remove schedules."
+    )]
+    async fn schedule(
+        &self,
+        Parameters(args): Parameters<ScheduleArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<String, String> {
+        let agent = check_name(&args.agent)?;
+        if args.text.trim().is_empty() {
+            return Err("text is empty: write what the agent should be told".into());
+        }
+        if args.when.trim().is_empty() {
+            return Err("when is empty: write e.g. 30s, every:15m or an RFC 3339 time".into());
+        }
+        let req = AgentRequest::Schedule {
+            agent,
+            when: args.when.trim().to_owned(),
+            text: args.text,
+        };
+        let resp = self.ask(req, &ctx).await?;
+        Ok(render::text_or(resp.text, || "schedule added".into()))
     }
 
     #[tool(
