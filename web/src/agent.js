@@ -1,6 +1,6 @@
 // An agent's page: its live terminal (history from the events table, new
 // events over SSE, earlier turns on demand), state badge, controls, model,
-// last turn, inbox and telemetry.
+// last turn, scheduled prompts, inbox and telemetry.
 
 import { api, live } from './api.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
@@ -140,6 +140,7 @@ const HELP = [
   '/clear           clear the view (the history stays; ↑ load earlier brings it back)',
   '/model           show the model; /model NAME overrides it, /model default goes back to the config',
   '/compact         compact the claude session (when idle)',
+  '/compact-notes   ask the agent to compact its notes',
   '/cancel          cancel the running turn (or nap)',
   'anything else    is sent to the agent as a message from the operator',
 ];
@@ -172,6 +173,9 @@ async function command(line) {
       return;
     case '/compact':
       await run(() => api.act(NAME, 'compact'));
+      return;
+    case '/compact-notes':
+      await run(() => api.act(NAME, 'compact-notes'));
       return;
     case '/cancel':
       await run(() => api.act(NAME, 'cancel'));
@@ -259,6 +263,54 @@ function showInbox(messages) {
   fill($('#inbox'), ...(messages.length ? [...messages].reverse().map((m) => messageItem(m, NAME)) : [h('li', { class: 'empty' }, 'No messages yet.')]));
 }
 
+// ---- scheduled prompts ------------------------------------------------------
+
+let schedulesLoading = null; // the fetch in flight; a request meanwhile reloads once more after it
+let schedulesAgain = false;
+
+function showSchedules(all) {
+  const mine = all.filter((s) => s.agent === NAME);
+  fill($('#schedules'), ...(mine.length ? mine.map(scheduleItem) : [h('li', { class: 'empty' }, 'Nothing scheduled.')]));
+}
+
+function scheduleItem(s) {
+  const remove = h('button', { type: 'button', class: 'link', title: `remove schedule #${s.id}`, dataset: { remove: s.id } }, '✕ remove');
+  remove.addEventListener('click', async () => {
+    if (await run(() => api.removeSchedule(s.id))) loadSchedules();
+  });
+  return h('li', { class: 'msg schedule', dataset: { id: s.id } },
+    h('div', { class: 'meta' }, h('span', { class: 'dim' }, `#${s.id} · `), h('b', {}, s.when),
+      h('span', { class: 'dim' }, ' · next '), h('time', { datetime: s.next_due, title: new Date(s.next_due).toLocaleString() }, new Date(s.next_due).toLocaleString()),
+      ' ', remove),
+    h('div', { class: 'body' }, s.text));
+}
+
+/** (Re)loads the list; calls during a load coalesce into one more. */
+async function loadSchedules() {
+  if (schedulesLoading) {
+    schedulesAgain = true;
+    return;
+  }
+  schedulesLoading = api.schedules().then(showSchedules).catch((e) => toast(e.message, 'error'));
+  await schedulesLoading;
+  schedulesLoading = null;
+  if (schedulesAgain) {
+    schedulesAgain = false;
+    loadSchedules();
+  }
+}
+
+$('#schedule-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const when = $('#schedule-when').value.trim();
+  const text = $('#schedule-text').value;
+  if (!when || !text.trim()) return;
+  if (await run(() => api.addSchedule(NAME, when, text))) {
+    $('#schedule-text').value = '';
+    loadSchedules();
+  }
+});
+
 $('#model-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const m = $('#model-input').value.trim();
@@ -284,6 +336,7 @@ async function refresh(first) {
     showRow(r);
     showModel(m);
     showInbox(inbox);
+    loadSchedules();
     if (first) await loadHistory();
     else await catchUp();
   } catch (e) {
@@ -294,7 +347,12 @@ async function refresh(first) {
 live(NAME, {
   hello: (_, first) => refresh(first),
   resync: () => refresh(false),
-  agent: (r) => r.name === NAME && showRow(r),
+  // An agent frame comes with every change of its schedules (pending_reminders) and every delivery.
+  agent: (r) => {
+    if (r.name !== NAME) return;
+    showRow(r);
+    loadSchedules();
+  },
   model: ({ model }) => showModel(model),
   events: ({ events }) => (ready ? addEvents(events) : buffered.push(...events)),
   inbox: ({ messages }) => showInbox(messages),

@@ -50,8 +50,13 @@ export const api = {
   /** A model name, or null to go back to the configured one. */
   setModel: (name, model) => post(agentPath(name, '/model'), { model }),
   send: (name, body) => post(agentPath(name, '/messages'), { body }),
-  /** start, stop, kill, restart, destroy, pause, resume, cancel, compact. */
+  /** start, stop, kill, restart, destroy, pause, resume, cancel, compact, compact-notes. */
   act: (name, action) => post(agentPath(name, `/${action}`)),
+  /** Every scheduled prompt, soonest first. */
+  schedules: () => get('/api/schedules'),
+  /** `when`: 30s, an RFC 3339 time, every:15m or cron:EXPR. */
+  addSchedule: (name, when, text) => post(agentPath(name, '/schedules'), { when, text }),
+  removeSchedule: (id) => post(`/api/schedules/${id}/delete`),
   approvals: () => get('/api/approvals'),
   diff: (id) => get(`/api/approvals/${id}/diff`),
   approve: (id) => post(`/api/approvals/${id}/approve`),

@@ -121,6 +121,7 @@ export function startClock() {
     for (const el of document.querySelectorAll('[data-since]')) {
       if (el.dataset.since) el.textContent = span(Date.now() - Date.parse(el.dataset.since)) + (el.dataset.suffix ?? '');
     }
+    for (const el of document.querySelectorAll('[data-nap]')) el.textContent = napLeft(el.dataset.nap);
     for (const el of document.querySelectorAll('[data-until]')) {
       el.textContent = countdown(el.dataset.until);
       el.classList.toggle('expired', Date.parse(el.dataset.until) <= Date.now());
@@ -137,11 +138,21 @@ export function stateOf(row) {
   return row.state;
 }
 
-/** `🧠 thinking · 12s`, coloured by state. */
+/** "MM:SS" left until `iso` (00:00 once it passed). */
+function napLeft(iso) {
+  const s = Math.max(0, Math.ceil((Date.parse(iso) - Date.now()) / 1000));
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${pad(Math.floor(s / 60))}:${pad(s % 60)}`;
+}
+
+/** `🧠 thinking · 12s` (the age of the state), or `😴 napping · 04:59` (the nap's countdown), coloured by state. */
 export function badge(row) {
   const state = stateOf(row);
+  const when = state === 'napping' && row.nap_until
+    ? h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until))
+    : since(row.state_since);
   return h('span', { class: `badge s-${state}`, dataset: { state } },
-    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state} · `, since(row.state_since));
+    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state} · `, when);
 }
 
 /** Small tags for flags that are not the state. */

@@ -175,7 +175,8 @@ test('slash commands steer the agent; anything else is a message', async () => {
   const input = page.locator('#term-input');
   await input.fill('/help');
   await input.press('Enter');
-  await page.locator('#rows .row.help', { hasText: '/compact' }).waitFor();
+  await page.locator('#rows .row.help', { hasText: /^\/compact\s+compact the claude/ }).waitFor();
+  await page.locator('#rows .row.help', { hasText: '/compact-notes' }).waitFor();
   await input.fill('/model sonnet');
   await input.press('Enter');
   await toast('alice uses sonnet');
@@ -220,6 +221,41 @@ test('state-changing requests need the token and the same origin', async () => {
   const bad = await fetch(`${hive.url}/api/agents/..%2Fetc/events`);
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /must start with a lowercase letter/);
+});
+
+test('scheduled prompts are added from the agent page, listed and removed', async () => {
+  await page.fill('#schedule-when', '1h');
+  await page.fill('#schedule-text', 'check in');
+  await page.click('#schedule-form button[type=submit]');
+  await toast('added for alice');
+  const item = page.locator('#schedules li.schedule', { hasText: 'check in' });
+  await item.waitFor();
+  assert.match(await item.innerText(), /1h/);
+  // A bad time is refused with the server's sentence.
+  await page.fill('#schedule-when', 'soon');
+  await page.fill('#schedule-text', 'never');
+  await page.click('#schedule-form button[type=submit]');
+  await page.locator('.toast.error', { hasText: 'is not a schedule time' }).waitFor();
+  await item.locator('button[data-remove]').click();
+  await toast('removed');
+  await item.waitFor({ state: 'detached' });
+  await page.locator('#schedules .empty', { hasText: 'Nothing scheduled' }).waitFor();
+});
+
+test('a napping agent counts its nap down in the badge', async () => {
+  const sock = await agentSocket(hive, 'alice');
+  await sock.call({ op: 'state', state: 'idle' });
+  const r = await sock.call({ op: 'nap', seconds: 120 });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  const badge = page.locator('#badge');
+  const left = async () => (await badge.textContent()).match(/napping · (\d\d:\d\d)/)?.[1];
+  await until(left, 'the nap countdown');
+  assert.match(await badge.textContent(), /napping · \d\d:\d\d/);
+  const first = await left();
+  await until(async () => (await left()) !== first, 'the countdown to tick', 3000);
+  await page.click('#btn-cancel');
+  await until(async () => !(await badge.textContent()).includes('napping'), 'the nap to end');
+  sock.close();
 });
 
 test('a restart of hive-c0re keeps the history visible', async () => {

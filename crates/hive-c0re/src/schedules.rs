@@ -138,12 +138,22 @@ impl Hive {
 
     /// Removes a schedule.
     pub fn schedule_rm(&self, id: i64) -> Result<()> {
+        let agent = self
+            .store
+            .schedules()?
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| s.agent);
         if !self.store.remove_schedule(id)? {
             return Err(Error::refused(format!(
                 "there is no schedule #{id}: see hive-c0re schedule list"
             )));
         }
         self.broker.poke(SCHEDULER_KEY);
+        if let Some(agent) = agent {
+            // Its status row's pending_reminders changed.
+            self.broker.publish(Change::Agent(agent));
+        }
         Ok(())
     }
 

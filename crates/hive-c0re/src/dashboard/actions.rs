@@ -45,7 +45,7 @@ fn note(ctx: &Ctx, name: &AgentName, payload: Value) {
     }
 }
 
-/// `POST /api/agents/{name}/{action}`: start, stop (graceful), kill, restart, destroy, pause, resume, cancel, compact.
+/// `POST /api/agents/{name}/{action}`: start, stop (graceful), kill, restart, destroy, pause, resume, cancel, compact, compact-notes.
 pub(crate) async fn lifecycle(
     State(ctx): State<Ctx>,
     Agent(name): Agent,
@@ -109,8 +109,13 @@ pub(crate) async fn lifecycle(
             note(&ctx, &name, json!({ "command": "/compact" }));
             done(format!("asked {name} to compact its session"))
         }
+        "compact-notes" => {
+            hive.compact_notes(&name).map_err(refused())?;
+            note(&ctx, &name, json!({ "command": "/compact-notes" }));
+            done(format!("asked {name} to compact its notes"))
+        }
         other => Err(ApiError::not_found(format!(
-            "there is no agent action {other:?}: use start, stop, kill, restart, destroy, pause, resume, cancel or compact"
+            "there is no agent action {other:?}: use start, stop, kill, restart, destroy, pause, resume, cancel, compact or compact-notes"
         ))),
     }
 }
@@ -243,6 +248,36 @@ pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done 
         .cancel_question(id)
         .map_err(question_refusal(&ctx, id))?;
     done(format!("question #{id} cancelled"))
+}
+
+/// Body of a new scheduled prompt.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ScheduleBody {
+    when: String,
+    text: String,
+}
+
+/// `POST /api/agents/{name}/schedules` {when, text}: schedule a prompt from the operator.
+pub(crate) async fn schedule_add(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Body(b): Body<ScheduleBody>,
+) -> ApiResult<Json<Value>> {
+    let id = ctx
+        .hive
+        .schedule_add(&name, &b.when, &b.text, "operator")
+        .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
+    Ok(Json(
+        json!({ "ok": true, "id": id, "message": format!("schedule #{id} added for {name}") }),
+    ))
+}
+
+/// `POST /api/schedules/{id}/delete`.
+pub(crate) async fn schedule_rm(State(ctx): State<Ctx>, Id(id): Id) -> Done {
+    ctx.hive
+        .schedule_rm(id)
+        .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
+    done(format!("schedule #{id} removed"))
 }
 
 /// `POST /api/ping`: 200 when the page's token is still this dashboard's (it changes when hive-c0re restarts).

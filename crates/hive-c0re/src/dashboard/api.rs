@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
+use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule};
 use serde::Deserialize;
 
 use super::Ctx;
@@ -154,6 +154,15 @@ pub(crate) async fn questions(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Ques
     Ok(Json(
         ctx.hive
             .questions()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
+}
+
+/// `GET /api/schedules`: every scheduled prompt, soonest first.
+pub(crate) async fn schedules(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Schedule>>> {
+    Ok(Json(
+        ctx.hive
+            .schedule_list()
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }

@@ -16,7 +16,7 @@ use super::errors::ApiError;
 /// The `{name}` of the path: a valid name of an agent this hive manages (else 400 or 404).
 pub(crate) struct Agent(pub AgentName);
 
-/// The `{id}` of the path (an approval or question id).
+/// The `{id}` of the path (an approval, question or schedule id).
 pub(crate) struct Id(pub i64);
 
 /// A query string (`?since=..`); malformed is a 400.

@@ -228,6 +228,15 @@ pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<Str
         <dl id="last-turn" class="facts"><dt>—</dt><dd>no turn yet</dd></dl>
       </section>
       <section class="panel">
+        <h2>Scheduled prompts</h2>
+        <ol id="schedules" class="messages schedules"><li class="empty">Nothing scheduled.</li></ol>
+        <form id="schedule-form" class="model-form schedule-form">
+          <input id="schedule-when" class="when" placeholder="30m, every:1h, cron:…" title="30s or 2h (once, from now), an RFC 3339 time, every:15m, or cron:EXPR (sec min hour day month weekday)" autocomplete="off" required>
+          <input id="schedule-text" placeholder="what to tell {n}" autocomplete="off" required>
+          <button type="submit">Add</button>
+        </form>
+      </section>
+      <section class="panel">
         <h2>Inbox</h2>
         <ol id="inbox" class="messages"><li class="empty">No messages yet.</li></ol>
       </section>

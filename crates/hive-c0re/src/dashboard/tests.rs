@@ -303,6 +303,77 @@ async fn bad_input_is_400_and_refused_state_409() {
 }
 
 #[tokio::test]
+async fn schedules_are_added_listed_and_removed() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let body = r#"{"when":"1h","text":"check in"}"#;
+    let (s, _) = call(&f, post("/api/agents/alice/schedules", None, body)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "adding needs the token");
+    let (s, b) = call(&f, post("/api/agents/alice/schedules", Some("t0k"), body)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let id = serde_json::from_str::<serde_json::Value>(&b).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (s, b) = call(&f, get("/api/schedules")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let list: Vec<hive_sh4re::host::Schedule> = serde_json::from_str(&b).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].id, list[0].agent.as_str(), list[0].when.as_str()),
+        (id, "alice", "1h")
+    );
+    assert_eq!(
+        (list[0].text.as_str(), list[0].created_by.as_str()),
+        ("check in", "operator")
+    );
+    assert_eq!(
+        f.hive
+            .status_row(&"alice".parse().unwrap())
+            .unwrap()
+            .pending_reminders,
+        1
+    );
+
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/schedules",
+            Some("t0k"),
+            r#"{"when":"soon","text":"x"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&b).contains("is not a schedule time"), "{b}");
+    assert!(error_of(&b).contains("every:15m"), "{b}");
+
+    let del = format!("/api/schedules/{id}/delete");
+    let (s, _) = call(&f, post(&del, None, "")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "removing needs the token");
+    let (s, b) = call(&f, post(&del, Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = call(&f, get("/api/schedules")).await;
+    assert_eq!(b, "[]");
+    let (s, b) = call(&f, post(&del, Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&b).contains("there is no schedule"), "{b}");
+}
+
+#[tokio::test]
+async fn compact_notes_of_a_stopped_agent_is_refused() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let (s, _) = call(&f, post("/api/agents/alice/compact-notes", None, "")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, b) = call(&f, post("/api/agents/alice/compact-notes", Some("t0k"), "")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    assert!(
+        error_of(&b).contains("alice is not running: start it with hive-c0re start alice"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
 async fn model_override_and_operator_notes() {
     let f = loopback();
     add_agent(&f.hive, "alice");
