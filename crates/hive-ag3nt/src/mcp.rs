@@ -175,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn agents_get_five_tools_and_the_manager_four_more() {
+    fn agents_get_five_tools_and_the_manager_five_more() {
         assert_eq!(
             names(false),
             ["nap", "recv", "send", "set_status", "status"]
@@ -189,6 +189,7 @@ mod tests {
                 "request_apply_commit",
                 "request_init_config",
                 "request_spawn",
+                "schedule",
                 "send",
                 "set_status",
                 "status"

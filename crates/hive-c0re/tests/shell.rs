@@ -453,21 +453,7 @@ fn nspawn_manager_commits_in_a_repo_made_while_it_runs() {
     cli.type_in("exit\n");
     assert_eq!(cli.wait_exit().code(), Some(0), "{}", cli.text());
 
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["-c", "safe.directory=*"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let git = |args: &[&str]| common::git(&repo, args).trim().to_owned();
     assert_eq!(git(&["log", "-1", "--format=%an %s"]), "m edit");
     let head = git(&["rev-parse", "HEAD"]);
     // The operator's side of the flow takes the manager's commit.

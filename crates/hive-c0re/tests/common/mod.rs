@@ -462,23 +462,7 @@ impl TestHive {
     pub fn deploy_config(&self, agent: &str, toml: &str) {
         let repo = self.state_dir().join("configs").join(agent);
         std::fs::write(repo.join("agent.toml"), toml).unwrap();
-        let git = |args: &[&str]| {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
-                // Under nspawn the repo belongs to the manager's uid range.
-                .args(["-c", "safe.directory=*"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let git = |args: &[&str]| git(&repo, args);
         git(&["commit", "-qam", "test config"]);
         let sha = git(&["rev-parse", "HEAD"]);
         let out = self.ok(&["request-apply-commit", agent, sha.trim()]);
@@ -567,4 +551,23 @@ fn descends_from(mut pid: i32, ancestor: i32) -> bool {
         pid = ppid;
     }
     false
+}
+
+/// Runs git in `repo` as a test user; panics with git's stderr on failure; returns stdout.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=test", "-c", "user.email=test@localhost"])
+        // Under nspawn a config repo belongs to the manager's uid range.
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
