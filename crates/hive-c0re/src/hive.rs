@@ -104,6 +104,29 @@ impl Hive {
         })
     }
 
+    /// A hive over an in-memory store and the process runtime, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(dir: &std::path::Path) -> Arc<Self> {
+        let paths = Paths {
+            state: dir.join("state"),
+            run: dir.join("run"),
+        };
+        let settings = Settings {
+            bin_dir: dir.to_path_buf(),
+            claude_bin: None,
+            agent_env: vec![],
+            dashboard_home: None,
+            kill_grace: Duration::from_millis(100),
+        };
+        let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone()));
+        Self::new(
+            Store::in_memory().expect("an in-memory store opens"),
+            paths,
+            runtime,
+            settings,
+        )
+    }
+
     /// The agent's row, or a refusal naming it.
     pub fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
         self.store.agent(name.as_str())?.ok_or_else(|| {

@@ -43,6 +43,11 @@ impl Hive {
             .store
             .add_question(agent.as_str(), question, options, ttl as i64)?;
         self.broker.publish(Change::Questions);
+        let mut withdraw = Withdraw {
+            hive: self,
+            id,
+            armed: true,
+        };
         let key = question_key(id);
         loop {
             let mut rx = self.broker.watch_inbox(&key);
@@ -58,6 +63,7 @@ impl Hive {
                 _ => None,
             };
             if let Some(answer) = outcome {
+                withdraw.armed = false;
                 self.broker.publish(Change::Questions);
                 let _ = self.notify(
                     agent,
@@ -114,7 +120,43 @@ impl Hive {
     }
 }
 
+/// Withdraws a question whose asker stopped waiting (its tool call was cancelled,
+/// or the daemon is stopping), so the operator is not left answering nobody.
+struct Withdraw<'a> {
+    hive: &'a Hive,
+    id: i64,
+    armed: bool,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.hive.store.cancel_question(self.id).unwrap_or(false) {
+            self.hive.broker.publish(Change::Questions);
+        }
+    }
+}
+
 // '#' cannot start an agent name, so these keys never collide with mailboxes.
 fn question_key(id: i64) -> String {
     format!("#question/{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_question_whose_asker_goes_away_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path());
+        let manager = AgentName::manager();
+        let asking = hive.ask_operator(&manager, "ok?", &[], Some(60));
+        let waited = tokio::time::timeout(Duration::from_millis(100), asking).await;
+        assert!(waited.is_err(), "the question was answered by nobody");
+        let q = hive.questions().unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].status, "cancelled");
+        let e = hive.answer(q[0].id, "yes").unwrap_err().to_string();
+        assert!(e.contains("is cancelled"), "{e}");
+    }
 }
