@@ -6,7 +6,7 @@
 //! commands (cancel, compact) while a turn runs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -277,7 +277,7 @@ impl Harness {
             input_tokens: tally.input_tokens,
             output_tokens: tally.output_tokens,
             cost_usd: tally.cost_usd,
-            notes_bytes: std::fs::metadata(notes_path(&self.state))
+            notes_bytes: std::fs::metadata(crate::notes::paths(&self.state).0)
                 .ok()
                 .map(|m| m.len()),
         };
@@ -727,11 +727,6 @@ async fn stop_signal() -> &'static str {
         _ = hup.recv() => "SIGHUP",
         _ = int.recv() => "SIGINT",
     }
-}
-
-/// The agent's notes file.
-pub fn notes_path(state: &Path) -> PathBuf {
-    state.join("notes.md")
 }
 
 #[cfg(test)]

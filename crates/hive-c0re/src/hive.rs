@@ -106,7 +106,7 @@ impl Hive {
 
     /// A hive over an in-memory store and the process runtime, for unit tests.
     #[cfg(test)]
-    pub fn for_tests(dir: &std::path::Path) -> Arc<Self> {
+    pub fn for_tests(dir: &std::path::Path, dashboard_home: Option<String>) -> Arc<Self> {
         let paths = Paths {
             state: dir.join("state"),
             run: dir.join("run"),
@@ -115,7 +115,7 @@ impl Hive {
             bin_dir: dir.to_path_buf(),
             claude_bin: None,
             agent_env: vec![],
-            dashboard_home: None,
+            dashboard_home,
             kill_grace: Duration::from_millis(100),
         };
         let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone()));

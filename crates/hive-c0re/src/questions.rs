@@ -148,7 +148,7 @@ mod tests {
     #[tokio::test]
     async fn a_question_whose_asker_goes_away_is_withdrawn() {
         let dir = tempfile::tempdir().unwrap();
-        let hive = Hive::for_tests(dir.path());
+        let hive = Hive::for_tests(dir.path(), None);
         let manager = AgentName::manager();
         let asking = hive.ask_operator(&manager, "ok?", &[], Some(60));
         let waited = tokio::time::timeout(Duration::from_millis(100), asking).await;

@@ -10,10 +10,9 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::{Auth, Ctx, router, sse};
-use crate::hive::{Hive, Settings};
-use crate::paths::Paths;
-use crate::runtime::ProcessRuntime;
-use crate::store::{NewAgent, NewApproval, Store};
+use crate::hive::Hive;
+
+use crate::store::{NewAgent, NewApproval};
 
 const HOST: &str = "127.0.0.1:7878";
 
@@ -25,23 +24,7 @@ struct Fixture {
 
 fn fixture(auth: Auth) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        state: dir.path().join("state"),
-        run: dir.path().join("run"),
-    };
-    let settings = Settings {
-        bin_dir: dir.path().to_path_buf(),
-        claude_bin: None,
-        agent_env: vec![],
-        dashboard_home: Some(format!("http://{HOST}/")),
-        kill_grace: Duration::from_millis(100),
-    };
-    let hive = Hive::new(
-        Store::in_memory().unwrap(),
-        paths.clone(),
-        Arc::new(ProcessRuntime::new(paths)),
-        settings,
-    );
+    let hive = Hive::for_tests(dir.path(), Some(format!("http://{HOST}/")));
     let web_dirs = Arc::new(vec![dir.path().join("web")]);
     let ctx = Ctx {
         hive: hive.clone(),
