@@ -179,11 +179,11 @@ impl Hive {
             _ => {}
         }
         if let Mailbox::Agent(sender) = from {
-            let row = self.agent_row(sender)?;
-            if !Self::config_of(&row).may_send_to(to) {
+            let config = Self::config_of(&self.agent_row(sender)?);
+            if !config.may_send_to(to) {
                 return Err(Error::refused(format!(
                     "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
-                    Self::config_of(&row).allowed_recipients
+                    config.allowed_recipients
                 )));
             }
         }
