@@ -1,12 +1,15 @@
-//! host.sock: the operator's admin protocol (see `shared/HOST_SOCK.md`).
+//! host.sock: the operator's admin protocol (`docs/host-sock.md`).
 //!
-//! JSON lines; a request is internally tagged by `cmd`, a response is one flat
-//! object that always starts with `version` and `ok`. The dashboard serves the
-//! same row types, so both surfaces stay in step.
+//! JSON lines; a request is internally tagged by `cmd` (one struct per verb
+//! in [`verb`]), a response is one flat object that always starts with
+//! `version` and `ok`. The dashboard serves the same row types, so both
+//! surfaces stay in step.
+
+pub mod verb;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentName, Mailbox, PROTOCOL_VERSION};
+use crate::{AgentName, PROTOCOL_VERSION};
 
 /// Which agents a `start`/`stop` applies to.
 ///
@@ -22,179 +25,73 @@ pub struct Scope {
     pub all: bool,
 }
 
-/// One request line on host.sock.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    /// Names of all agents.
-    List,
-    /// A status row per agent.
-    AgentStatus,
-    /// An ack, then a one-row `agent_statuses` line per change.
-    SubscribeAgentStatus,
-    /// Park or resume an agent's turn loop.
-    SetPaused { name: AgentName, paused: bool },
-    /// Start agents.
-    Start { scope: Scope },
-    /// Stop agents; `graceful` lets the current turn finish.
-    Stop {
-        scope: Scope,
-        #[serde(default)]
-        graceful: bool,
-    },
-    /// Restart one agent.
-    Restart { name: AgentName },
-    /// The hive's URLs.
-    Urls,
-    /// Every approval, whatever its status.
-    Pending,
-    /// Approve and run an approval now.
-    Approve { id: i64 },
-    /// Deny an approval.
-    Deny {
-        id: i64,
-        #[serde(default)]
-        note: Option<String>,
-    },
-    /// Send a message as the operator.
-    Send { to: Mailbox, body: String },
-    /// Read and acknowledge an inbox (the operator's by default).
-    Recv {
-        #[serde(default, rename = "as")]
-        as_: Option<Mailbox>,
-        #[serde(default)]
-        max: Option<u32>,
-        #[serde(default)]
-        wait_ms: Option<u64>,
-    },
-    /// Create an agent (state, default config) and start it.
-    Spawn {
-        name: AgentName,
-        #[serde(default)]
-        model: Option<String>,
-    },
-    /// Stop an agent: SIGTERM, then SIGKILL after a grace.
-    Kill { name: AgentName },
-    /// Remove an agent; its state is kept unless `purge`.
-    Destroy {
-        name: AgentName,
-        #[serde(default)]
-        purge: bool,
-    },
-    /// Create a future agent's config repo from the default config (as the
-    /// manager's `request_init_config` does); edit and commit it, then `request_spawn`.
-    InitConfig { name: AgentName },
-    /// Queue an approval to create and start an agent.
-    RequestSpawn {
-        name: AgentName,
-        #[serde(default)]
-        description: Option<String>,
-    },
-    /// Queue an approval to deploy a config commit.
-    RequestApplyCommit {
-        agent: AgentName,
-        sha: String,
-        #[serde(default)]
-        description: Option<String>,
-    },
-    /// An agent's events, oldest first.
-    Events {
-        agent: AgentName,
-        #[serde(default)]
-        since: Option<i64>,
-        #[serde(default)]
-        before: Option<i64>,
-        #[serde(default)]
-        limit: Option<u32>,
-        /// Keep the connection open and stream new events as they come.
-        #[serde(default)]
-        follow: bool,
-    },
-    /// Stop the agent's current turn (or nap).
-    Cancel { name: AgentName },
-    /// Compact the agent's claude session.
-    Compact { name: AgentName },
-    /// Rewrite the agent's `/state/notes.md` shorter.
-    CompactNotes { name: AgentName },
-    /// Show or override the agent's model; `model: null` clears the override.
-    SetModel {
-        name: AgentName,
-        #[serde(default)]
-        model: Option<String>,
-    },
-    /// Operator questions (pending and recent).
-    Questions,
-    /// Answer an operator question.
-    Answer { id: i64, answer: String },
-    /// Cancel an operator question.
-    CancelQuestion { id: i64 },
-    /// Schedule a prompt to an agent: once (`30s`, an RFC 3339 time) or repeating (`every:15m`, `cron:EXPR`).
-    ScheduleAdd {
-        agent: AgentName,
-        when: String,
-        text: String,
-    },
-    /// Every schedule.
-    ScheduleList,
-    /// Remove a schedule.
-    ScheduleRm { id: i64 },
-    /// A PTY shell in the agent's container: an ack, then a framed byte stream (see [`crate::shell`]).
-    Shell {
-        name: AgentName,
-        #[serde(default)]
-        rows: Option<u16>,
-        #[serde(default)]
-        cols: Option<u16>,
-        /// The client's `TERM` (default `xterm-256color`).
-        #[serde(default)]
-        term: Option<String>,
-    },
-    /// Derived telemetry of one agent or the whole hive since `since_seconds` ago.
-    Stats {
-        #[serde(default)]
-        agent: Option<AgentName>,
-        #[serde(default)]
-        since_seconds: Option<u64>,
-    },
+/// Declares [`Request`]: one variant per verb, named and shaped as its
+/// struct in [`verb`], with its `cmd` string; and `From` each struct.
+macro_rules! requests {
+    ($($cmd:literal => $verb:ident,)*) => {
+        /// One request line on host.sock: `{"cmd":NAME, ...the verb's fields}`.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "cmd")]
+        pub enum Request {
+            $(#[doc = concat!("`", $cmd, "`")] #[serde(rename = $cmd)] $verb(verb::$verb),)*
+        }
+
+        impl Request {
+            /// The `cmd` names this daemon understands, for error messages.
+            pub const COMMANDS: &'static [&'static str] = &[$($cmd),*];
+
+            /// This request's `cmd`.
+            pub fn cmd(&self) -> &'static str {
+                match self {
+                    $(Self::$verb(_) => $cmd,)*
+                }
+            }
+        }
+
+        $(impl From<verb::$verb> for Request {
+            fn from(v: verb::$verb) -> Self {
+                Self::$verb(v)
+            }
+        })*
+    };
+}
+
+requests! {
+    "list" => List,
+    "agent_status" => AgentStatus,
+    "subscribe_agent_status" => SubscribeAgentStatus,
+    "set_paused" => SetPaused,
+    "start" => Start,
+    "stop" => Stop,
+    "restart" => Restart,
+    "urls" => Urls,
+    "pending" => Pending,
+    "approve" => Approve,
+    "deny" => Deny,
+    "send" => Send,
+    "recv" => Recv,
+    "spawn" => Spawn,
+    "kill" => Kill,
+    "destroy" => Destroy,
+    "init_config" => InitConfig,
+    "request_spawn" => RequestSpawn,
+    "request_apply_commit" => RequestApplyCommit,
+    "events" => Events,
+    "cancel" => Cancel,
+    "compact" => Compact,
+    "compact_notes" => CompactNotes,
+    "set_model" => SetModel,
+    "questions" => Questions,
+    "answer" => Answer,
+    "cancel_question" => CancelQuestion,
+    "stats" => Stats,
+    "schedule_add" => ScheduleAdd,
+    "schedule_list" => ScheduleList,
+    "schedule_rm" => ScheduleRm,
+    "shell" => Shell,
 }
 
 impl Request {
-    /// The `cmd` names this daemon understands, for error messages.
-    pub const COMMANDS: &'static [&'static str] = &[
-        "list",
-        "agent_status",
-        "subscribe_agent_status",
-        "set_paused",
-        "start",
-        "stop",
-        "restart",
-        "urls",
-        "pending",
-        "approve",
-        "deny",
-        "send",
-        "recv",
-        "spawn",
-        "kill",
-        "destroy",
-        "init_config",
-        "request_spawn",
-        "request_apply_commit",
-        "events",
-        "cancel",
-        "compact",
-        "compact_notes",
-        "set_model",
-        "questions",
-        "answer",
-        "cancel_question",
-        "stats",
-        "schedule_add",
-        "schedule_list",
-        "schedule_rm",
-        "shell",
-    ];
-
     /// Parses one request line, turning serde's errors into sentences an operator can act on.
     pub fn from_line(line: &[u8]) -> Result<Self, String> {
         // The common case parses once; only a bad line pays for the diagnosis.
@@ -498,6 +395,7 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Mailbox;
 
     #[test]
     fn bare_success_bytes() {
@@ -530,9 +428,9 @@ mod tests {
         let r = Request::from_line(br#"{"cmd":"restart","name":"alice","extra":1}"#).unwrap();
         assert_eq!(
             r,
-            Request::Restart {
+            Request::Restart(verb::Restart {
                 name: AgentName::parse("alice").unwrap()
-            }
+            })
         );
     }
 
@@ -553,13 +451,61 @@ mod tests {
     }
 
     #[test]
+    fn requests_keep_their_wire_bytes() {
+        let alice = AgentName::parse("alice").unwrap();
+        let line = |r: Request| serde_json::to_string(&r).unwrap();
+        assert_eq!(line(verb::List {}.into()), r#"{"cmd":"list"}"#);
+        assert_eq!(
+            line(
+                verb::Send {
+                    to: Mailbox::Agent(alice.clone()),
+                    body: "hi".into()
+                }
+                .into()
+            ),
+            r#"{"cmd":"send","to":"alice","body":"hi"}"#
+        );
+        assert_eq!(
+            line(
+                verb::Stop {
+                    scope: Scope {
+                        agent_names: Some(vec![alice.clone()]),
+                        all: false
+                    },
+                    graceful: true
+                }
+                .into()
+            ),
+            r#"{"cmd":"stop","scope":{"agent_names":["alice"]},"graceful":true}"#
+        );
+        assert_eq!(
+            line(verb::Recv::default().into()),
+            r#"{"cmd":"recv","as":null,"max":null,"wait_ms":null}"#
+        );
+        let r = Request::from_line(br#"{"cmd":"list","extra":1}"#).unwrap();
+        assert_eq!(r, Request::List(verb::List {}));
+    }
+
+    #[test]
+    fn every_command_names_a_verb() {
+        for cmd in Request::COMMANDS {
+            let line = format!(r#"{{"cmd":"{cmd}"}}"#);
+            match Request::from_line(line.as_bytes()) {
+                Ok(r) => assert_eq!(r.cmd(), *cmd),
+                // A verb with required fields is refused for them, not as unknown.
+                Err(e) => assert!(e.starts_with(&format!("bad {cmd:?} request")), "{e}"),
+            }
+        }
+    }
+
+    #[test]
     fn scope_defaults_to_nothing() {
         let r = Request::from_line(br#"{"cmd":"start","scope":{}}"#).unwrap();
         assert_eq!(
             r,
-            Request::Start {
+            Request::Start(verb::Start {
                 scope: Scope::default()
-            }
+            })
         );
     }
 }

@@ -67,8 +67,9 @@ impl Client {
     }
 
     /// Sends a request and reads its answer; a refusal becomes `ClientError::Refused`.
-    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Broken(e.to_string()))?;
+    pub fn call(&mut self, req: impl Into<Request>) -> Result<Response, ClientError> {
+        let mut line =
+            serde_json::to_vec(&req.into()).map_err(|e| ClientError::Broken(e.to_string()))?;
         line.push(b'\n');
         self.writer.write_all(&line).map_err(|e| self.broken(e))?;
         self.read()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hive_sh4re::host::{Request, Scope};
+use hive_sh4re::host::{Scope, verb};
 use hive_sh4re::{AgentName, Mailbox};
 
 pub use client::{Client, ClientError};
@@ -278,7 +278,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
         Command::Shell { .. } => unreachable!("shell has its own loop"),
         Command::Status { json } => {
             let rows = c
-                .call(&Request::AgentStatus)?
+                .call(verb::AgentStatus {})?
                 .agent_statuses
                 .unwrap_or_default();
             if json {
@@ -299,7 +299,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             } else {
                 body
             };
-            let r = c.call(&Request::Send {
+            let r = c.call(verb::Send {
                 to: to.clone(),
                 body,
             })?;
@@ -318,7 +318,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             }
             let wait_ms = Some(Duration::from_secs_f64(wait).as_millis() as u64);
             let msgs = c
-                .call(&Request::Recv {
+                .call(verb::Recv {
                     as_: Some(as_),
                     max: Some(max),
                     wait_ms,
@@ -332,43 +332,43 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             }
         }
         Command::Pause { name } => ok(
-            c.call(&Request::SetPaused {
+            c.call(verb::SetPaused {
                 name: name.clone(),
                 paused: true,
             }),
             &format!("paused {name}"),
         )?,
         Command::Resume { name } => ok(
-            c.call(&Request::SetPaused {
+            c.call(verb::SetPaused {
                 name: name.clone(),
                 paused: false,
             }),
             &format!("resumed {name}"),
         )?,
         Command::Spawn { name, model } => ok(
-            c.call(&Request::Spawn {
+            c.call(verb::Spawn {
                 name: name.clone(),
                 model,
             }),
             &format!("spawned {name}"),
         )?,
         Command::Start { name } => ok(
-            c.call(&Request::Start { scope: one(&name) }),
+            c.call(verb::Start { scope: one(&name) }),
             &format!("started {name}"),
         )?,
         Command::Kill { name } => ok(
-            c.call(&Request::Kill { name: name.clone() }),
+            c.call(verb::Kill { name: name.clone() }),
             &format!("killed {name}"),
         )?,
         Command::Stop { name } => ok(
-            c.call(&Request::Stop {
+            c.call(verb::Stop {
                 scope: one(&name),
                 graceful: true,
             }),
             &format!("stopped {name}"),
         )?,
         Command::Restart { name } => ok(
-            c.call(&Request::Restart { name: name.clone() }),
+            c.call(verb::Restart { name: name.clone() }),
             &format!("restarted {name}"),
         )?,
         Command::Destroy { name, purge } => {
@@ -378,7 +378,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 "destroyed {name} (its state is kept)"
             };
             ok(
-                c.call(&Request::Destroy {
+                c.call(verb::Destroy {
                     name: name.clone(),
                     purge,
                 }),
@@ -386,14 +386,14 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             )?
         }
         Command::InitConfig { name } => ok(
-            c.call(&Request::InitConfig { name: name.clone() }),
+            c.call(verb::InitConfig { name: name.clone() }),
             &format!(
                 "created the config repo of {name} at {}: edit agent.toml there, commit, then hive-c0re request-spawn {name}",
                 paths.config_repo(&name).display()
             ),
         )?,
         Command::RequestSpawn { name, description } => {
-            let r = c.call(&Request::RequestSpawn { name, description })?;
+            let r = c.call(verb::RequestSpawn { name, description })?;
             println!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
         Command::RequestApplyCommit {
@@ -401,7 +401,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             sha,
             description,
         } => {
-            let r = c.call(&Request::RequestApplyCommit {
+            let r = c.call(verb::RequestApplyCommit {
                 agent,
                 sha,
                 description,
@@ -409,18 +409,16 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             println!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
         Command::Approvals { json } => {
-            let items = c.call(&Request::Pending)?.approvals.unwrap_or_default();
+            let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             if json {
                 output::json_lines(&items)
             } else {
                 output::approvals(&items)
             }
         }
-        Command::Approve { id } => {
-            ok(c.call(&Request::Approve { id }), &format!("approved #{id}"))?
-        }
+        Command::Approve { id } => ok(c.call(verb::Approve { id }), &format!("approved #{id}"))?,
         Command::Deny { id, reason } => ok(
-            c.call(&Request::Deny { id, note: reason }),
+            c.call(verb::Deny { id, note: reason }),
             &format!("denied #{id}"),
         )?,
         Command::Events {
@@ -430,7 +428,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             follow,
             json,
         } => {
-            let first = c.call(&Request::Events {
+            let first = c.call(verb::Events {
                 agent,
                 since,
                 before: None,
@@ -453,20 +451,20 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             }
         }
         Command::Cancel { name } => ok(
-            c.call(&Request::Cancel { name: name.clone() }),
+            c.call(verb::Cancel { name: name.clone() }),
             &format!("cancelled {name}'s turn"),
         )?,
         Command::Compact { name } => ok(
-            c.call(&Request::Compact { name: name.clone() }),
+            c.call(verb::Compact { name: name.clone() }),
             &format!("asked {name} to compact"),
         )?,
         Command::CompactNotes { name } => ok(
-            c.call(&Request::CompactNotes { name: name.clone() }),
+            c.call(verb::CompactNotes { name: name.clone() }),
             &format!("asked {name} to compact its notes"),
         )?,
         Command::Model { name, model } => {
             let info = c
-                .call(&Request::SetModel {
+                .call(verb::SetModel {
                     name: name.clone(),
                     model,
                 })?
@@ -482,7 +480,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             );
         }
         Command::Questions { json } => {
-            let items = c.call(&Request::Questions)?.questions.unwrap_or_default();
+            let items = c.call(verb::Questions {})?.questions.unwrap_or_default();
             if json {
                 output::json_lines(&items)
             } else {
@@ -490,15 +488,15 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             }
         }
         Command::Answer { id, answer } => ok(
-            c.call(&Request::Answer { id, answer }),
+            c.call(verb::Answer { id, answer }),
             &format!("answered #{id}"),
         )?,
         Command::CancelQuestion { id } => ok(
-            c.call(&Request::CancelQuestion { id }),
+            c.call(verb::CancelQuestion { id }),
             &format!("cancelled question #{id}"),
         )?,
         Command::Schedule(ScheduleCommand::Add { agent, when, text }) => {
-            let r = c.call(&Request::ScheduleAdd {
+            let r = c.call(verb::ScheduleAdd {
                 agent: agent.clone(),
                 when,
                 text,
@@ -509,10 +507,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             );
         }
         Command::Schedule(ScheduleCommand::List { json }) => {
-            let items = c
-                .call(&Request::ScheduleList)?
-                .schedules
-                .unwrap_or_default();
+            let items = c.call(verb::ScheduleList {})?.schedules.unwrap_or_default();
             if json {
                 output::json_lines(&items)
             } else {
@@ -520,12 +515,12 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             }
         }
         Command::Schedule(ScheduleCommand::Rm { id }) => ok(
-            c.call(&Request::ScheduleRm { id }),
+            c.call(verb::ScheduleRm { id }),
             &format!("removed schedule #{id}"),
         )?,
         Command::Stats { name, since, json } => {
             let stats = c
-                .call(&Request::Stats {
+                .call(verb::Stats {
                     agent: name,
                     since_seconds: Some(since.as_secs()),
                 })?
@@ -538,7 +533,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             }
         }
         Command::Urls => {
-            let urls = c.call(&Request::Urls)?.urls.unwrap_or_default();
+            let urls = c.call(verb::Urls {})?.urls.unwrap_or_default();
             match urls.home {
                 Some(h) => println!("dashboard: {h}"),
                 None => println!("no dashboard is served"),

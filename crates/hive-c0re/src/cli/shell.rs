@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 
 use hive_sh4re::AgentName;
-use hive_sh4re::host::Request;
+use hive_sh4re::host::verb;
 use hive_sh4re::shell::{Frame, valid_term};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
@@ -27,7 +27,7 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, ClientError> {
     let (rows, cols) = window_size().unzip();
     let term = std::env::var("TERM").ok().filter(|t| valid_term(t));
     let mut c = Client::connect(&paths.host_sock())?;
-    c.call(&Request::Shell {
+    c.call(verb::Shell {
         name: name.clone(),
         rows,
         cols,

@@ -3,64 +3,94 @@
 use std::sync::Arc;
 
 use hive_sh4re::AgentName;
-use hive_sh4re::host::{Request, Response, Scope};
+use hive_sh4re::host::{Response, Scope, verb};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::{ConnReader, Reply, StreamReply};
+use super::{ConnReader, Handle, Reply, StreamReply};
 use crate::broker::Change;
 use crate::error::{Error, Result};
 use crate::hive::Hive;
 
-pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
-    Ok(match req {
-        Request::List => Response {
+impl Handle for verb::List {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
             agents: Some(hive.list()?),
             ..Response::ok()
         }
-        .into(),
-        Request::AgentStatus => Response {
+        .into())
+    }
+}
+
+impl Handle for verb::AgentStatus {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
             agent_statuses: Some(hive.status_rows()?),
             ..Response::ok()
         }
-        .into(),
-        Request::SubscribeAgentStatus => Reply::Stream(Box::new(StatusStream)),
-        Request::SetPaused { name, paused } => {
-            hive.set_paused(&name, paused)?;
-            Response::ok().into()
+        .into())
+    }
+}
+
+impl Handle for verb::SubscribeAgentStatus {
+    async fn handle(self, _hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Reply::Stream(Box::new(StatusStream)))
+    }
+}
+
+impl Handle for verb::SetPaused {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.set_paused(&self.name, self.paused)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Start {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        for n in resolve(hive, &self.scope)? {
+            hive.start(&n)?;
         }
-        Request::Start { scope } => {
-            for n in resolve(hive, &scope)? {
-                hive.start(&n)?;
-            }
-            Response::ok().into()
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Stop {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let names = resolve(hive, &self.scope)?;
+        let stops = names.iter().map(|n| hive.stop(n, self.graceful));
+        for r in futures::future::join_all(stops).await {
+            r?;
         }
-        Request::Stop { scope, graceful } => {
-            let names = resolve(hive, &scope)?;
-            let stops = names.iter().map(|n| hive.stop(n, graceful));
-            for r in futures::future::join_all(stops).await {
-                r?;
-            }
-            Response::ok().into()
-        }
-        Request::Restart { name } => {
-            hive.restart(&name).await?;
-            Response::ok().into()
-        }
-        Request::Spawn { name, model } => {
-            hive.spawn(&name, model.as_deref(), None)?;
-            Response::ok().into()
-        }
-        Request::Kill { name } => {
-            hive.stop(&name, false).await?;
-            Response::ok().into()
-        }
-        Request::Destroy { name, purge } => {
-            hive.destroy(&name, purge).await?;
-            Response::ok().into()
-        }
-        _ => unreachable!("routed by dispatch"),
-    })
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Restart {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.restart(&self.name).await?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Spawn {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.spawn(&self.name, self.model.as_deref(), None)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Kill {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.stop(&self.name, false).await?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Destroy {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.destroy(&self.name, self.purge).await?;
+        Ok(Response::ok().into())
+    }
 }
 
 /// The agents a scope names; an empty scope is refused unless it says `all`.

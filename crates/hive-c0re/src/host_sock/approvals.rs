@@ -2,64 +2,85 @@
 
 use std::sync::Arc;
 
-use hive_sh4re::host::{Request, Response};
+use hive_sh4re::host::{Response, verb};
 
-use super::Reply;
+use super::{Handle, Reply};
 use crate::error::Result;
 use crate::hive::Hive;
 
-pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
-    Ok(match req {
-        Request::Pending => Response {
+impl Handle for verb::Pending {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
             approvals: Some(hive.approvals()?),
             ..Response::ok()
         }
-        .into(),
-        Request::Approve { id } => {
-            hive.approve(id).await?;
-            Response::ok().into()
+        .into())
+    }
+}
+
+impl Handle for verb::Approve {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.approve(self.id).await?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Deny {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.deny(self.id, self.note.as_deref())?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::InitConfig {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.init_config(&self.name)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::RequestSpawn {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let id = hive.request_spawn(&self.name, None, self.description.as_deref())?;
+        Ok(Response {
+            approval_id: Some(id),
+            ..Response::ok()
         }
-        Request::Deny { id, note } => {
-            hive.deny(id, note.as_deref())?;
-            Response::ok().into()
+        .into())
+    }
+}
+
+impl Handle for verb::RequestApplyCommit {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let id = hive.request_apply_commit(&self.agent, &self.sha, self.description.as_deref())?;
+        Ok(Response {
+            approval_id: Some(id),
+            ..Response::ok()
         }
-        Request::InitConfig { name } => {
-            hive.init_config(&name)?;
-            Response::ok().into()
-        }
-        Request::RequestSpawn { name, description } => {
-            let id = hive.request_spawn(&name, None, description.as_deref())?;
-            Response {
-                approval_id: Some(id),
-                ..Response::ok()
-            }
-            .into()
-        }
-        Request::RequestApplyCommit {
-            agent,
-            sha,
-            description,
-        } => {
-            let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
-            Response {
-                approval_id: Some(id),
-                ..Response::ok()
-            }
-            .into()
-        }
-        Request::Questions => Response {
+        .into())
+    }
+}
+
+impl Handle for verb::Questions {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
             questions: Some(hive.questions()?),
             ..Response::ok()
         }
-        .into(),
-        Request::Answer { id, answer } => {
-            hive.answer(id, &answer)?;
-            Response::ok().into()
-        }
-        Request::CancelQuestion { id } => {
-            hive.cancel_question(id)?;
-            Response::ok().into()
-        }
-        _ => unreachable!("routed by dispatch"),
-    })
+        .into())
+    }
+}
+
+impl Handle for verb::Answer {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.answer(self.id, &self.answer)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::CancelQuestion {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.cancel_question(self.id)?;
+        Ok(Response::ok().into())
+    }
 }

@@ -2,73 +2,95 @@
 
 use std::sync::Arc;
 
-use hive_sh4re::host::{Request, Response, Urls};
+use hive_sh4re::host::{Response, Urls, verb};
 
-use super::Reply;
+use super::{Handle, Reply};
 use crate::error::Result;
 use crate::hive::Hive;
 
-pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
-    Ok(match req {
-        Request::Urls => Response {
+impl Handle for verb::Urls {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
             urls: Some(Urls {
                 home: hive.settings.dashboard_home.clone(),
                 ..Urls::default()
             }),
             ..Response::ok()
         }
-        .into(),
-        Request::Cancel { name } => {
-            hive.cancel(&name)?;
-            Response::ok().into()
+        .into())
+    }
+}
+
+impl Handle for verb::Cancel {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.cancel(&self.name)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::Compact {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.compact(&self.name)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::CompactNotes {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.compact_notes(&self.name)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::SetModel {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let info = match self.model.as_deref() {
+            Some(m) => hive.set_model(&self.name, Some(m))?,
+            None => hive.model_info(&self.name)?,
+        };
+        Ok(Response {
+            model: Some(info),
+            ..Response::ok()
         }
-        Request::Compact { name } => {
-            hive.compact(&name)?;
-            Response::ok().into()
+        .into())
+    }
+}
+
+impl Handle for verb::Stats {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let window_ms = self.since_seconds.unwrap_or(3600).clamp(1, 366 * 24 * 3600) as i64 * 1000;
+        Ok(Response {
+            stats: Some(hive.stats_summary(self.agent.as_ref(), window_ms)?),
+            ..Response::ok()
         }
-        Request::CompactNotes { name } => {
-            hive.compact_notes(&name)?;
-            Response::ok().into()
+        .into())
+    }
+}
+
+impl Handle for verb::ScheduleAdd {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let id = hive.schedule_add(&self.agent, &self.when, &self.text, "operator")?;
+        Ok(Response {
+            schedule_id: Some(id),
+            ..Response::ok()
         }
-        Request::SetModel { name, model } => {
-            let info = match model.as_deref() {
-                Some(m) => hive.set_model(&name, Some(m))?,
-                None => hive.model_info(&name)?,
-            };
-            Response {
-                model: Some(info),
-                ..Response::ok()
-            }
-            .into()
-        }
-        Request::Stats {
-            agent,
-            since_seconds,
-        } => {
-            let window_ms = since_seconds.unwrap_or(3600).clamp(1, 366 * 24 * 3600) as i64 * 1000;
-            Response {
-                stats: Some(hive.stats_summary(agent.as_ref(), window_ms)?),
-                ..Response::ok()
-            }
-            .into()
-        }
-        Request::ScheduleAdd { agent, when, text } => {
-            let id = hive.schedule_add(&agent, &when, &text, "operator")?;
-            Response {
-                schedule_id: Some(id),
-                ..Response::ok()
-            }
-            .into()
-        }
-        Request::ScheduleList => Response {
+        .into())
+    }
+}
+
+impl Handle for verb::ScheduleList {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
             schedules: Some(hive.schedule_list()?),
             ..Response::ok()
         }
-        .into(),
-        Request::ScheduleRm { id } => {
-            hive.schedule_rm(id)?;
-            Response::ok().into()
-        }
-        _ => unreachable!("routed by dispatch"),
-    })
+        .into())
+    }
+}
+
+impl Handle for verb::ScheduleRm {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.schedule_rm(self.id)?;
+        Ok(Response::ok().into())
+    }
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::host::{Request, Response};
+use hive_sh4re::host::{Response, verb};
 use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::{ConnReader, Reply, StreamReply};
+use super::{ConnReader, Handle, Reply, StreamReply};
 use crate::broker::Change;
 use crate::error::Result;
 use crate::hive::Hive;
@@ -16,62 +16,67 @@ use crate::hive::Hive;
 /// Longest `recv` wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
-    Ok(match req {
-        Request::Send { to, body } => {
-            let id = hive.send(&Mailbox::Operator, &to, &body).await?;
-            Response {
-                message_id: Some(id),
-                ..Response::ok()
-            }
-            .into()
+impl Handle for verb::Send {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let id = hive.send(&Mailbox::Operator, &self.to, &self.body).await?;
+        Ok(Response {
+            message_id: Some(id),
+            ..Response::ok()
         }
-        Request::Recv { as_, max, wait_ms } => {
-            let mailbox = as_.unwrap_or(Mailbox::Operator);
-            // The manager's inbox collects crash notices even before the manager exists.
-            if let Mailbox::Agent(n) = &mailbox
-                && !n.is_manager()
-            {
-                hive.agent_row(n)?;
-            }
-            let wait = Duration::from_millis(wait_ms.unwrap_or(0)).min(MAX_WAIT);
-            let msgs = hive.recv(&mailbox, max.unwrap_or(100), wait).await?;
-            Response {
-                messages: Some(msgs),
-                ..Response::ok()
-            }
-            .into()
+        .into())
+    }
+}
+
+impl Handle for verb::Recv {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let mailbox = self.as_.unwrap_or(Mailbox::Operator);
+        // The manager's inbox collects crash notices even before the manager exists.
+        if let Mailbox::Agent(n) = &mailbox
+            && !n.is_manager()
+        {
+            hive.agent_row(n)?;
         }
-        Request::Events {
+        let wait = Duration::from_millis(self.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+        let msgs = hive.recv(&mailbox, self.max.unwrap_or(100), wait).await?;
+        Ok(Response {
+            messages: Some(msgs),
+            ..Response::ok()
+        }
+        .into())
+    }
+}
+
+impl Handle for verb::Events {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let Self {
             agent,
             since,
             before,
             limit,
             follow,
-        } => {
-            hive.agent_row(&agent)?;
-            let events = hive.events(&agent, since, before, limit.unwrap_or(200))?;
-            if follow {
-                let since = events.last().map(|e| e.id).or(since).unwrap_or(0);
-                let first = Response {
-                    events: Some(events),
-                    ..Response::ok()
-                };
-                Reply::Stream(Box::new(EventStream {
-                    agent,
-                    since,
-                    first,
-                }))
-            } else {
-                Response {
-                    events: Some(events),
-                    ..Response::ok()
-                }
-                .into()
-            }
+        } = self;
+        hive.agent_row(&agent)?;
+        let events = hive.events(&agent, since, before, limit.unwrap_or(200))?;
+        let first = Response {
+            events: Some(events),
+            ..Response::ok()
+        };
+        if !follow {
+            return Ok(first.into());
         }
-        _ => unreachable!("routed by dispatch"),
-    })
+        let since = first
+            .events
+            .as_ref()
+            .and_then(|e| e.last())
+            .map(|e| e.id)
+            .or(since)
+            .unwrap_or(0);
+        Ok(Reply::Stream(Box::new(EventStream {
+            agent,
+            since,
+            first,
+        })))
+    }
 }
 
 /// `events` with `follow`: the history so far, then a line per batch of new events.

@@ -1,4 +1,4 @@
-//! host.sock: the operator's admin socket (`shared/HOST_SOCK.md`).
+//! host.sock: the operator's admin socket (`docs/host-sock.md`).
 //!
 //! JSON lines, many requests per connection, answered in order. Bad input
 //! costs only its own connection a refusal: lines are bounded, an idle
@@ -164,41 +164,48 @@ async fn serve_conn(
     }
 }
 
+/// One verb's handler: what the daemon does with that verb's request.
+///
+/// Each verb family's file implements it for its verbs' structs.
+pub(crate) trait Handle {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply>;
+}
+
 /// Runs one request; errors become refusals carrying their sentence.
 pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
     let result: Result<Reply> = match req {
-        Request::List
-        | Request::AgentStatus
-        | Request::SubscribeAgentStatus
-        | Request::SetPaused { .. }
-        | Request::Start { .. }
-        | Request::Stop { .. }
-        | Request::Restart { .. }
-        | Request::Spawn { .. }
-        | Request::Kill { .. }
-        | Request::Destroy { .. } => agents::handle(hive, req).await,
-        Request::Send { .. } | Request::Recv { .. } | Request::Events { .. } => {
-            messages::handle(hive, req).await
-        }
-        Request::Pending
-        | Request::Approve { .. }
-        | Request::Deny { .. }
-        | Request::InitConfig { .. }
-        | Request::RequestSpawn { .. }
-        | Request::RequestApplyCommit { .. }
-        | Request::Questions
-        | Request::Answer { .. }
-        | Request::CancelQuestion { .. } => approvals::handle(hive, req).await,
-        Request::Urls
-        | Request::Cancel { .. }
-        | Request::Compact { .. }
-        | Request::CompactNotes { .. }
-        | Request::SetModel { .. }
-        | Request::Stats { .. }
-        | Request::ScheduleAdd { .. }
-        | Request::ScheduleList
-        | Request::ScheduleRm { .. } => control::handle(hive, req).await,
-        Request::Shell { .. } => shell::handle(hive, req).await,
+        Request::List(r) => r.handle(hive).await,
+        Request::AgentStatus(r) => r.handle(hive).await,
+        Request::SubscribeAgentStatus(r) => r.handle(hive).await,
+        Request::SetPaused(r) => r.handle(hive).await,
+        Request::Start(r) => r.handle(hive).await,
+        Request::Stop(r) => r.handle(hive).await,
+        Request::Restart(r) => r.handle(hive).await,
+        Request::Spawn(r) => r.handle(hive).await,
+        Request::Kill(r) => r.handle(hive).await,
+        Request::Destroy(r) => r.handle(hive).await,
+        Request::Send(r) => r.handle(hive).await,
+        Request::Recv(r) => r.handle(hive).await,
+        Request::Events(r) => r.handle(hive).await,
+        Request::Pending(r) => r.handle(hive).await,
+        Request::Approve(r) => r.handle(hive).await,
+        Request::Deny(r) => r.handle(hive).await,
+        Request::InitConfig(r) => r.handle(hive).await,
+        Request::RequestSpawn(r) => r.handle(hive).await,
+        Request::RequestApplyCommit(r) => r.handle(hive).await,
+        Request::Questions(r) => r.handle(hive).await,
+        Request::Answer(r) => r.handle(hive).await,
+        Request::CancelQuestion(r) => r.handle(hive).await,
+        Request::Urls(r) => r.handle(hive).await,
+        Request::Cancel(r) => r.handle(hive).await,
+        Request::Compact(r) => r.handle(hive).await,
+        Request::CompactNotes(r) => r.handle(hive).await,
+        Request::SetModel(r) => r.handle(hive).await,
+        Request::Stats(r) => r.handle(hive).await,
+        Request::ScheduleAdd(r) => r.handle(hive).await,
+        Request::ScheduleList(r) => r.handle(hive).await,
+        Request::ScheduleRm(r) => r.handle(hive).await,
+        Request::Shell(r) => r.handle(hive).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

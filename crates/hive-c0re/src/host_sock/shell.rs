@@ -10,29 +10,23 @@
 use std::io;
 use std::sync::Arc;
 
-use hive_sh4re::host::{Request, Response};
+use hive_sh4re::host::{Response, verb};
 use hive_sh4re::shell::{Frame, HEADER_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use super::{ConnReader, Reply, StreamReply};
+use super::{ConnReader, Handle, Reply, StreamReply};
 use crate::error::Result;
 use crate::hive::Hive;
 use crate::shell::{Input, Output, Session, WinSize};
 
-pub(super) async fn handle(hive: &Arc<Hive>, req: Request) -> Result<Reply> {
-    let Request::Shell {
-        name,
-        rows,
-        cols,
-        term,
-    } = req
-    else {
-        unreachable!("routed by dispatch")
-    };
-    let session = hive.open_shell(&name, WinSize::new(rows, cols), term.as_deref())?;
-    Ok(Reply::Stream(Box::new(ShellStream { session })))
+impl Handle for verb::Shell {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let size = WinSize::new(self.rows, self.cols);
+        let session = hive.open_shell(&self.name, size, self.term.as_deref())?;
+        Ok(Reply::Stream(Box::new(ShellStream { session })))
+    }
 }
 
 /// An open shell: the ack, then frames until the shell or the client ends.

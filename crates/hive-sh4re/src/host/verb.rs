@@ -1,0 +1,246 @@
+//! One request struct per host.sock verb: the fields after `"cmd"`.
+//!
+//! [`super::Request`] wraps each in a variant of the same name, so a handler
+//! takes exactly its verb's fields. Grouped as the daemon's handler files are.
+
+use serde::{Deserialize, Serialize};
+
+use super::Scope;
+use crate::{AgentName, Mailbox};
+
+// Agents: list, status, lifecycle, pause.
+
+/// `list`: names of all agents.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct List {}
+
+/// `agent_status`: a status row per agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {}
+
+/// `subscribe_agent_status`: an ack, then a one-row `agent_statuses` line per change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeAgentStatus {}
+
+/// `set_paused`: park or resume an agent's turn loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetPaused {
+    pub name: AgentName,
+    pub paused: bool,
+}
+
+/// `start`: start agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub scope: Scope,
+}
+
+/// `stop`: stop agents; `graceful` lets the current turn finish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stop {
+    pub scope: Scope,
+    #[serde(default)]
+    pub graceful: bool,
+}
+
+/// `restart`: stop and start one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restart {
+    pub name: AgentName,
+}
+
+/// `spawn` *ours*: create an agent (state, default config) and start it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spawn {
+    pub name: AgentName,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// `kill` *ours*: stop an agent: SIGTERM, then SIGKILL after a grace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kill {
+    pub name: AgentName,
+}
+
+/// `destroy` *ours*: remove an agent; its state is kept unless `purge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Destroy {
+    pub name: AgentName,
+    #[serde(default)]
+    pub purge: bool,
+}
+
+// Messages and history.
+
+/// `send` *ours*: a message from the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Send {
+    pub to: Mailbox,
+    pub body: String,
+}
+
+/// `recv` *ours*: read and acknowledge an inbox (the operator's by default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recv {
+    #[serde(default, rename = "as")]
+    pub as_: Option<Mailbox>,
+    #[serde(default)]
+    pub max: Option<u32>,
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// `events` *ours*: an agent's events, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Events {
+    pub agent: AgentName,
+    #[serde(default)]
+    pub since: Option<i64>,
+    #[serde(default)]
+    pub before: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// Keep the connection open and stream new events as they come.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+// Approvals and questions.
+
+/// `pending`: every approval, whatever its status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pending {}
+
+/// `approve`: approve an approval and carry it out now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approve {
+    pub id: i64,
+}
+
+/// `deny`: deny an approval; `note` is told to the requester.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deny {
+    pub id: i64,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `init_config` *ours*: create a future agent's config repo from the default
+/// config (as the manager's `request_init_config` does); edit and commit it,
+/// then `request_spawn`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub name: AgentName,
+}
+
+/// `request_spawn` *ours*: queue an approval to create and start an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestSpawn {
+    pub name: AgentName,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `request_apply_commit` *ours*: queue an approval to deploy a config commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestApplyCommit {
+    pub agent: AgentName,
+    pub sha: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `questions` *ours*: the manager's questions to the operator (pending and recent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Questions {}
+
+/// `answer` *ours*: answer an operator question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub id: i64,
+    pub answer: String,
+}
+
+/// `cancel_question` *ours*: withdraw a pending question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelQuestion {
+    pub id: i64,
+}
+
+// Steering, schedules, URLs and telemetry.
+
+/// `urls`: the hive's URLs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Urls {}
+
+/// `cancel` *ours*: stop the agent's current turn (or nap).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub name: AgentName,
+}
+
+/// `compact` *ours*: compact the agent's claude session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compact {
+    pub name: AgentName,
+}
+
+/// `compact_notes` *ours*: rewrite the agent's `/state/notes.md` shorter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactNotes {
+    pub name: AgentName,
+}
+
+/// `set_model` *ours*: override the agent's model; without `model` it only
+/// answers the current one (clearing an override is `model: "default"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetModel {
+    pub name: AgentName,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// `stats` *ours*: derived telemetry of one agent or the whole hive since `since_seconds` ago.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    #[serde(default)]
+    pub agent: Option<AgentName>,
+    #[serde(default)]
+    pub since_seconds: Option<u64>,
+}
+
+/// `schedule_add` *ours*: schedule a prompt to an agent: once (`30s`, an RFC
+/// 3339 time) or repeating (`every:15m`, `cron:EXPR`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleAdd {
+    pub agent: AgentName,
+    pub when: String,
+    pub text: String,
+}
+
+/// `schedule_list` *ours*: every schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleList {}
+
+/// `schedule_rm` *ours*: remove a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRm {
+    pub id: i64,
+}
+
+// The operator's shell.
+
+/// `shell` *ours*: a PTY shell in the agent's container: an ack, then a
+/// framed byte stream (see [`crate::shell`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shell {
+    pub name: AgentName,
+    #[serde(default)]
+    pub rows: Option<u16>,
+    #[serde(default)]
+    pub cols: Option<u16>,
+    /// The client's `TERM` (default `xterm-256color`).
+    #[serde(default)]
+    pub term: Option<String>,
+}
