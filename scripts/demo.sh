@@ -40,9 +40,8 @@ for a in alice bob; do
 done
 "$bin/hive-c0re" status
 
-# With agents in containers the dashboard wants its token; the daemon printed a login link.
-dashboard=$(grep -o 'http://[^ ]*?token=[^ ]*' "$logs/hive-c0re.log" | tail -n 1 || true)
-[ -n "$dashboard" ] || dashboard=$("$bin/hive-c0re" urls | sed 's/^dashboard: //')
+# The dashboard's login link (it holds the token; hive-c0re urls hands it to host.sock's users only).
+dashboard=$("$bin/hive-c0re" urls | sed -n 's/^log in: *\([^ ]*\).*/\1/p')
 
 cat <<EOT
 
@@ -52,6 +51,6 @@ The hive is up. Try:
   $bin/hive-c0re recv --wait 60           # read your inbox
   $bin/hive-c0re status                   # who is doing what
   $bin/hive-c0re events alice --follow    # watch alice's turns
-Dashboard: ${dashboard}
+Dashboard (this link logs your browser in; keep it private): ${dashboard}
 Stop it: kill \$(pgrep -f 'hive-c0re serve') \$(pgrep -f hive-model-sim)
 EOT

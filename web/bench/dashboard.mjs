@@ -29,14 +29,14 @@ if (isMainThread) await main();
 else await viewers(workerData);
 
 /** The worker: `n` SSE streams, read to the end; reports frames and bytes when asked. */
-async function viewers({ url, n, agents }) {
+async function viewers({ url, token, n, agents }) {
   let frames = 0;
   let bytes = 0;
   let open = 0;
   const stop = new AbortController();
   const follow = async (i) => {
     const agent = i % 2 === 0 ? null : agents[i % agents.length];
-    const r = await fetch(`${url}/api/stream${agent ? `?agent=${agent}` : ''}`, { signal: stop.signal });
+    const r = await fetch(`${url}/api/stream${agent ? `?agent=${agent}` : ''}`, { signal: stop.signal, headers: { 'X-Hive-Token': token } });
     if (!r.ok) throw new Error(`viewer ${i}: ${r.status}`);
     open++;
     parentPort.postMessage({ open });
@@ -85,16 +85,15 @@ async function main() {
     await hive.start();
     for (const a of [...AGENTS, SINK]) await hive.cli('spawn', a);
     await hive.cli('pause', SINK);
-    const html = await (await fetch(hive.url)).text();
-    const token = html.match(/name="hive-token" content="([0-9a-f]+)"/)?.[1];
-    if (!token) throw new Error('the hive page carries no token');
-    const post = (agent, body) => fetch(`${hive.url}/api/agents/${agent}/messages`, {
+    const { token } = hive;
+    const get = (p) => hive.fetch(p);
+    const post = (agent, body) => hive.fetch(`/api/agents/${agent}/messages`, {
       method: 'POST',
-      headers: { 'X-Hive-Token': token, 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ body }),
     });
 
-    worker = new Worker(fileURLToPath(import.meta.url), { workerData: { url: hive.url, n: VIEWERS, agents: AGENTS } });
+    worker = new Worker(fileURLToPath(import.meta.url), { workerData: { url: hive.url, token, n: VIEWERS, agents: AGENTS } });
     let open = 0;
     worker.on('message', (m) => {
       if (m.open) open = m.open;
@@ -113,14 +112,14 @@ async function main() {
     })();
     // Let the first turns start before measuring.
     await until(async () => {
-      const rows = await (await fetch(`${hive.url}/api/agents`)).json();
+      const rows = await (await get('/api/agents')).json();
       return rows.filter((r) => AGENTS.includes(r.name) && r.last_turn_at).length === AGENTS.length;
     }, 'every agent to finish a turn', 30000);
 
     const endpoints = [
-      { name: 'GET /api/agents', run: () => fetch(`${hive.url}/api/agents`) },
-      { name: 'GET /api/agents/alice/events?limit=200', run: () => fetch(`${hive.url}/api/agents/alice/events?limit=200`) },
-      { name: 'GET /api/stats', run: () => fetch(`${hive.url}/api/stats`) },
+      { name: 'GET /api/agents', run: () => get('/api/agents') },
+      { name: 'GET /api/agents/alice/events?limit=200', run: () => get('/api/agents/alice/events?limit=200') },
+      { name: 'GET /api/stats', run: () => get('/api/stats') },
       { name: `POST /api/agents/${SINK}/messages`, run: (i) => post(SINK, `sample ${i}`) },
     ];
     const times = endpoints.map(() => []);
@@ -140,7 +139,7 @@ async function main() {
     sending = false;
     await load;
 
-    const stats = await (await fetch(`${hive.url}/api/stats`)).json();
+    const stats = await (await get('/api/stats')).json();
     const seen = await new Promise((resolve) => {
       worker.on('message', (m) => m.done && resolve(m));
       worker.postMessage('stop');

@@ -6,9 +6,14 @@ import { api, live } from './api.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
 import { mountTelemetry } from './telemetry.js';
-import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick } from './ui.js';
+import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, watchLogin } from './ui.js';
 
-const NAME = document.body.dataset.agent;
+// The page is served at /agents/NAME (hive-c0re checked that NAME exists).
+const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
+document.title = `${NAME} · hyperhive`;
+for (const el of document.querySelectorAll('.agent-name')) el.textContent = NAME;
+$('#term-input').placeholder = `message ${NAME} as the operator, or /help`;
+$('#schedule-text').placeholder = `what to tell ${NAME}`;
 const PAGE = 200; // events per history request
 const term = $('#term');
 const rows = $('#rows');
@@ -357,8 +362,9 @@ live(NAME, {
   events: ({ events }) => (ready ? addEvents(events) : buffered.push(...events)),
   inbox: ({ messages }) => showInbox(messages),
   agent_removed: () => banner(`${NAME} was destroyed: its history stays in the database until purged.`, 'Back to the hive', () => { location.href = '/'; }),
-}, setConn, () => banner('hive-c0re restarted: reload the page so your actions carry its new token.', 'Reload', () => location.reload()));
+}, setConn);
 
+watchLogin();
 startClock();
 input.focus();
 mountShell($('#shell-panel'), NAME);

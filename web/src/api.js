@@ -1,7 +1,7 @@
-// The dashboard's server API: JSON calls carrying the page's token, and the
-// one live stream (server-sent events) with reconnects.
+// The dashboard's server API: JSON calls and the one live stream
+// (server-sent events) with reconnects. The page never sees the dashboard's
+// token: the browser sends the HttpOnly login cookie with every request.
 
-const token = document.querySelector('meta[name="hive-token"]')?.content ?? '';
 const enc = encodeURIComponent;
 
 /** A refusal or failure, carrying the server's sentence. */
@@ -12,8 +12,26 @@ export class ApiError extends Error {
   }
 }
 
+const sessionListeners = [];
+let loggedIn = true;
+
+/**
+ * `fn(sentence)` runs when the server answers that this browser is not logged
+ * in (the sentence says why and how to log in again); `fn(null)` when a
+ * request goes through again after that.
+ */
+export function onSession(fn) {
+  sessionListeners.push(fn);
+}
+
+function sessionIs(ok, sentence) {
+  if (ok === loggedIn) return;
+  loggedIn = ok;
+  for (const fn of sessionListeners) fn(ok ? null : sentence);
+}
+
 async function request(method, path, body) {
-  const init = { method, headers: { 'X-Hive-Token': token }, credentials: 'same-origin' };
+  const init = { method, headers: {}, credentials: 'same-origin' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -31,6 +49,8 @@ async function request(method, path, body) {
   } catch {
     data = null;
   }
+  if (resp.status === 401) sessionIs(false, data?.error ?? 'this browser is not logged in to the dashboard');
+  else sessionIs(true);
   if (!resp.ok) throw new ApiError(resp.status, data?.error ?? `${resp.status} ${resp.statusText}`);
   return data;
 }
@@ -73,10 +93,10 @@ export const api = {
  * Follows `/api/stream` (the hive's, or one agent's). `handlers` maps frame
  * names to functions of the parsed data; `hello(data, first)` runs on every
  * (re)connect, after which the page (re)fetches what it shows. `onConn`
- * hears 'live' and 'reconnecting'. After a reconnect the page's token is
- * checked, since a restarted hive-c0re has a new one.
+ * hears 'live' and 'reconnecting'. When the stream is refused, a ping finds
+ * out whether the login is gone (see `onSession`).
  */
-export function live(agent, handlers, onConn, onStaleToken) {
+export function live(agent, handlers, onConn) {
   const url = agent ? `/api/stream?agent=${enc(agent)}` : '/api/stream';
   let first = true;
   let delay = 1000;
@@ -85,11 +105,6 @@ export function live(agent, handlers, onConn, onStaleToken) {
     es.addEventListener('hello', (e) => {
       delay = 1000;
       onConn('live');
-      if (!first) {
-        api.ping().catch((err) => {
-          if (err.status === 403) onStaleToken?.();
-        });
-      }
       handlers.hello?.(JSON.parse(e.data), first);
       first = false;
     });
@@ -100,6 +115,7 @@ export function live(agent, handlers, onConn, onStaleToken) {
       onConn('reconnecting');
       // EventSource retries network errors itself; an HTTP error closes it for good.
       if (es.readyState === EventSource.CLOSED) {
+        api.ping().catch(() => {});
         setTimeout(connect, delay);
         delay = Math.min(delay * 2, 15000);
       }

@@ -3,7 +3,7 @@
 
 import { api, live } from './api.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
-import { $, badge, fill, banner, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, until } from './ui.js';
+import { $, badge, fill, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
 const agents = new Map(); // name -> {row, tr, stats}
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
@@ -254,7 +254,8 @@ live(null, {
   approvals: ({ approvals }) => showApprovals(approvals),
   questions: ({ questions }) => showQuestions(questions),
   operator_inbox: ({ messages }) => showInbox(messages),
-}, setConn, () => banner('hive-c0re restarted: reload the page so your actions carry its new token.', 'Reload', () => location.reload()));
+}, setConn);
+watchLogin();
 
 // A deadline passes without a word from the server: drop expired questions here.
 setInterval(() => showQuestions(lastQuestions), 5000);

@@ -9,7 +9,6 @@ import '@xterm/xterm/css/xterm.css';
 import './shell.css';
 import { h } from './ui.js';
 
-const token = document.querySelector('meta[name="hive-token"]')?.content ?? '';
 const encoder = new TextEncoder();
 
 /** The rules above, which esbuild puts beside this page's bundle (agent.js → agent.css). */
@@ -65,7 +64,7 @@ export function mountShell(panel, name) {
     ensureTerminal();
     fit.fit();
     term.reset();
-    const q = new URLSearchParams({ token, rows: term.rows, cols: term.cols });
+    const q = new URLSearchParams({ rows: term.rows, cols: term.cols });
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const sock = new WebSocket(`${scheme}://${location.host}/api/agents/${encodeURIComponent(name)}/shell?${q}`);
     sock.binaryType = 'arraybuffer';

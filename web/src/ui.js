@@ -2,6 +2,8 @@
 // buttons, ages and countdowns, state badges. No framework: the pages are
 // small and mostly update a few cells in place.
 
+import { onSession } from './api.js';
+
 /** Builds an element: h('a', {href: '/', class: 'x', onclick}, 'text', child). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -172,11 +174,30 @@ export function setConn(state) {
   el.textContent = { live: '● live', reconnecting: '○ reconnecting…', connecting: '○ connecting…' }[state] ?? state;
 }
 
-/** Shows a sticky banner (e.g. "reload the page"). */
-export function banner(text, actionLabel, action) {
+/** Shows a sticky banner (e.g. "reload the page"); `kind` names it for `hideBanner`. */
+export function banner(text, actionLabel, action, kind = 'notice') {
   const b = $('#banner');
   fill(b, h('span', {}, text), actionLabel && h('button', { type: 'button', onclick: action }, actionLabel));
+  b.dataset.kind = kind;
   b.hidden = false;
+}
+
+/** Hides the banner if it is of `kind`. */
+export function hideBanner(kind) {
+  const b = $('#banner');
+  if (b.dataset.kind === kind) b.hidden = true;
+}
+
+/**
+ * Keeps a banner up while the server says this browser is not logged in:
+ * its sentence says why and how to log in again (the link `hive-c0re urls`
+ * prints); the banner goes once a request goes through again.
+ */
+export function watchLogin() {
+  onSession((why) => {
+    if (why) banner(`Logged out: ${why}`, 'Reload', () => location.reload(), 'login');
+    else hideBanner('login');
+  });
 }
 
 /** A message list item: who to whom, when, and the body. */

@@ -84,7 +84,7 @@ export function claudeHive(sim) {
 
 /** GET a dashboard JSON route. */
 export async function getJson(hive, route) {
-  const r = await fetch(`${hive.url}${route}`);
+  const r = await hive.fetch(route);
   if (!r.ok) throw new Error(`GET ${route}: ${r.status} ${await r.text()}`);
   return r.json();
 }

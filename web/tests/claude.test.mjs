@@ -51,7 +51,8 @@ before(async () => {
   hivePage = await ctx.newPage();
   agentPage = await ctx.newPage();
   for (const p of [hivePage, agentPage]) p.on('pageerror', (e) => console.error('page error:', e.message));
-  await hivePage.goto(hive.url);
+  // One login for the browser context: both pages share its cookie.
+  await hive.logIn(hivePage);
   await openAgentPage();
 });
 

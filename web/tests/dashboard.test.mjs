@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { OUT, agentSocket, launchBrowser, makeHive, requireBuilt, sleep, turnEvents, until } from './hive.mjs';
+import { OUT, agentSocket, cspViolations, launchBrowser, makeHive, requireBuilt, sleep, turnEvents, until } from './hive.mjs';
 
 let hive;
 let browser;
 let page;
+let refused;
 const STATES = /^(💤|🧠|📦|😴|⏹|✖)\s(idle|thinking|compacting|napping|stopped|failed) · \d+(s|m \d+s)$/u;
 
 before(async () => {
@@ -25,6 +26,8 @@ before(async () => {
   browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   page.on('pageerror', (e) => console.error('page error:', e.message));
+  refused = cspViolations(page);
+  await hive.logIn(page);
 });
 
 after(async () => {
@@ -210,15 +213,36 @@ test('slash commands steer the agent; anything else is a message', async () => {
   assert.equal((await hive.status()).alice.paused, false);
 });
 
+test('the pages run under their content security policy and refuse framing', async () => {
+  assert.deepEqual(refused, [], 'the content security policy refused nothing on the hive and agent pages');
+  const resp = await page.goto(`${hive.url}/agents/alice`);
+  assert.match(resp.headers()['content-security-policy'], /frame-ancestors 'none'/);
+  assert.equal(resp.headers()['x-frame-options'], 'DENY');
+  // Not even the dashboard's own origin may frame it (so no page can overlay it to steal clicks).
+  await page.evaluate((src) => {
+    const f = document.createElement('iframe');
+    f.src = src;
+    document.body.append(f);
+  }, `${hive.url}/`);
+  await sleep(1000);
+  const framed = page.frames().find((f) => f !== page.mainFrame());
+  assert.ok(framed, 'the frame exists');
+  const shown = await framed.evaluate(() => document.querySelector('#agents') !== null).catch(() => false);
+  assert.equal(shown, false, 'the hive page does not render in a frame');
+});
+
 test('state-changing requests need the token and the same origin', async () => {
-  const token = await page.locator('meta[name=hive-token]').getAttribute('content');
+  const { token } = hive;
+  // The page never holds the token: the login cookie is HttpOnly.
+  assert.equal(await page.evaluate(() => document.cookie), '');
+  assert.ok(!(await page.content()).includes(token));
   const post = (headers) => fetch(`${hive.url}/api/agents/alice/start`, { method: 'POST', headers });
-  assert.equal((await post({})).status, 403);
+  assert.equal((await post({})).status, 401);
   const cross = await post({ 'X-Hive-Token': token, Origin: 'http://evil.example' });
   assert.equal(cross.status, 403);
   assert.match((await cross.json()).error, /cross-origin/);
   assert.equal((await post({ 'X-Hive-Token': token, Origin: hive.url })).status, 200);
-  const bad = await fetch(`${hive.url}/api/agents/..%2Fetc/events`);
+  const bad = await hive.fetch('/api/agents/..%2Fetc/events');
   assert.equal(bad.status, 400);
   assert.match((await bad.json()).error, /must start with a lowercase letter/);
 });
@@ -258,7 +282,7 @@ test('a napping agent counts its nap down in the badge', async () => {
   sock.close();
 });
 
-test('a restart of hive-c0re keeps the history visible', async () => {
+test('a restart of hive-c0re keeps the history visible and the login', async () => {
   const sock = await agentSocket(hive, 'alice');
   await sock.call({ op: 'events', items: [{ kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: 'said before the restart' }] } } }] });
   await page.locator('#rows .row', { hasText: 'said before the restart' }).waitFor();
@@ -274,10 +298,40 @@ test('a restart of hive-c0re keeps the history visible', async () => {
   await hive.stop();
   await until(async () => (await page.locator('#conn').innerText()).includes('reconnecting'), 'the page to notice');
   await hive.start();
-  // The open page reconnects, and notices its token is stale.
+  // The open page reconnects and is still logged in: it acts without a reload or a new login.
   await until(async () => (await page.locator('#conn').innerText()) === '● live', 'the page to reconnect', 20000);
-  await page.locator('#banner', { hasText: 'reload the page' }).waitFor();
+  const input = page.locator('#term-input');
+  await input.fill('sent after the restart');
+  await input.press('Enter');
+  await toast('queued for alice');
+  assert.ok(await page.locator('#banner').isHidden(), 'no banner: the login survived');
   await page.reload();
   await page.locator('#rows .row', { hasText: 'said before the restart' }).waitFor();
   await page.locator('#rows .row', { hasText: 'turn 39: looking at it' }).waitFor();
+});
+
+test('a page whose login is gone says why and how to log in again', async () => {
+  // A new token (the kept one removed): every browser's login is void.
+  await hive.stop();
+  fs.rmSync(path.join(hive.env.HIVE_STATE_DIR, 'dashboard.token'));
+  await hive.start();
+  const banner = page.locator('#banner');
+  await banner.filter({ hasText: 'Logged out' }).waitFor({ timeout: 20000 });
+  const text = await banner.innerText();
+  assert.match(text, /token changed since it logged in/);
+  assert.match(text, /hive-c0re urls/);
+  assert.doesNotMatch(text, /loopback/);
+  assert.ok(!text.includes(hive.token), 'the banner does not show the token');
+  await page.screenshot({ path: path.join(OUT, 'dashboard-logged-out.png') });
+  // A reload shows the login page, with the same reason and without the token.
+  const resp = await page.reload();
+  assert.equal(resp.status(), 401);
+  const body = await page.locator('body').innerText();
+  assert.match(body, /token changed since it logged in/);
+  assert.ok(!(await page.content()).includes(hive.token));
+  // Logging in again with the new link brings the page back.
+  await hive.logIn(page);
+  await page.goto(`${hive.url}/agents/alice`);
+  await page.locator('#rows .row', { hasText: 'sent after the restart' }).waitFor();
+  assert.ok(await page.locator('#banner').isHidden());
 });

@@ -18,7 +18,14 @@ const run = promisify(execFile);
 /** Fails early, with what to do, when the binary or the front end is not built. */
 export function requireBuilt() {
   if (!fs.existsSync(BIN)) throw new Error(`${BIN} is missing: run cargo build -p hive-c0re first`);
-  if (!fs.existsSync(path.join(REPO, 'web/dist/hive.js'))) throw new Error('web/dist is missing: run npm ci && npm run build in web/ first');
+  if (!fs.existsSync(path.join(REPO, 'web/dist/hive.html'))) throw new Error('web/dist is missing: run npm ci && npm run build in web/, then cargo build -p hive-c0re (it embeds web/dist)');
+}
+
+/** The login link `hive-c0re urls` prints (`cli` runs a hive-c0re verb). */
+export async function loginLink(cli) {
+  const link = (await cli('urls')).match(/^log in:\s+(\S+)/m)?.[1];
+  if (!link) throw new Error('hive-c0re urls printed no login link');
+  return link;
 }
 
 /** A TCP port nobody listens on right now. */
@@ -66,6 +73,8 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
     url: `http://127.0.0.1:${port}`,
     proc: null,
     log: '',
+    /** The dashboard's token, from the login link (for requests made by hand). */
+    token: null,
     /** Starts (or restarts) `hive-c0re serve` and waits until the dashboard answers. */
     async start() {
       const proc = spawn(BIN, ['serve', '--runtime', 'process', '--no-manager', '--dashboard', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -74,8 +83,20 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
       hive.proc = proc;
       await until(async () => {
         if (proc.exitCode !== null) throw new Error(`hive-c0re serve exited ${proc.exitCode}:\n${hive.log}`);
-        return fetch(`${hive.url}/api/agents`).then((r) => r.ok, () => false);
+        // Not logged in, it answers 401: enough to know it is up.
+        return fetch(`${hive.url}/api/agents`).then((r) => r.status === 401, () => false);
       }, 'the dashboard to answer', 15000);
+      hive.token = new URL(await hive.loginLink()).searchParams.get('token');
+    },
+    /** The login link `hive-c0re urls` prints. */
+    loginLink: () => loginLink(hive.cli),
+    /** Logs a page's browser in the way the operator does: opening the login link; lands on the hive page. */
+    async logIn(page) {
+      await page.goto(await hive.loginLink());
+    },
+    /** fetch() with the token in the X-Hive-Token header, as a script would. */
+    fetch(p, init = {}) {
+      return fetch(`${hive.url}${p}`, { ...init, headers: { 'X-Hive-Token': hive.token, ...init.headers } });
     },
     /** SIGTERM and wait for the daemon to go. */
     async stop() {
@@ -159,6 +180,15 @@ export async function until(check, what, ms = 10000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
     await sleep(100);
   }
+}
+
+/** Collects what the page's content security policy refused (chromium says so on the console). */
+export function cspViolations(page) {
+  const seen = [];
+  page.on('console', (m) => {
+    if (/Content Security Policy/i.test(m.text())) seen.push(m.text());
+  });
+  return seen;
 }
 
 /** Headless Debian chromium. */

@@ -13,7 +13,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { BIN, OUT, freePort, launchBrowser, requireBuilt, sleep, until } from './hive.mjs';
+import { BIN, OUT, cspViolations, freePort, launchBrowser, requireBuilt, sleep, until } from './hive.mjs';
 
 const CAN_NSPAWN = process.getuid() === 0 && ['/usr/bin/systemd-nspawn', '/bin/systemd-nspawn'].some((p) => fs.existsSync(p));
 // HIVE_TEST_RUNTIME=process tries the process runtime where nspawn would run.
@@ -28,7 +28,7 @@ let browser;
 /** The dashboard token this test's hive uses. */
 const TOKEN = 'shell-test-token';
 
-/** A page logged in to the dashboard (the login sets the token cookie). */
+/** A page logged in to the dashboard (the login link sets the cookie). */
 async function loggedInPage(opts) {
   const page = await browser.newPage(opts);
   await page.goto(`${hive.url}/?token=${TOKEN}`);
@@ -46,7 +46,7 @@ async function startHive() {
   const port = await freePort();
   const env = { ...process.env, HIVE_STATE_DIR: path.join(dir, 'state'), HIVE_RUN_DIR: path.join(dir, 'run'), HIVE_BIN_DIR: bin, HIVE_CLAUDE_BIN: '/bin/false', RUST_LOG: process.env.RUST_LOG ?? 'warn' };
   for (const k of ['ANTHROPIC_API_KEY', 'ANTHROPIC_BASE_URL', 'CLAUDE_CODE_OAUTH_TOKEN']) delete env[k];
-  // With containers on the host's network the dashboard guards reads too: log in with a known token.
+  // A fixed token (HIVE_DASHBOARD_TOKEN) instead of the one hive-c0re keeps in its state dir.
   env.HIVE_DASHBOARD_TOKEN = TOKEN;
   const h = { dir, env, port, url: `http://127.0.0.1:${port}`, log: '' };
   h.proc = spawn(BIN, ['serve', '--runtime', RUNTIME, '--no-manager', '--dashboard', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -133,6 +133,7 @@ async function typeLine(page, line) {
 test(`the agent page's shell answers id -u with ${EXPECTED_UID} (${RUNTIME} runtime)`, async () => {
   const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
   page.on('pageerror', (e) => console.error('page error:', e.message));
+  const refused = cspViolations(page);
   const started = Date.now();
   await openShell(page);
   await typeLine(page, 'id -u');
@@ -142,6 +143,7 @@ test(`the agent page's shell answers id -u with ${EXPECTED_UID} (${RUNTIME} runt
   }, 'id -u to answer', 10000);
   console.log(`# open page → shell → id -u answered in ${Date.now() - started} ms`);
   assert.equal(await page.locator('.shell-status').innerText(), 'connected · root in h-alice');
+  assert.deepEqual(refused, [], 'xterm.js runs under the content security policy');
   if (NSPAWN) {
     // The same shell seen from the host: an unprivileged uid of alice's range.
     await typeLine(page, 'sleep 4242.51');
@@ -188,13 +190,13 @@ test('resizing the page resizes the PTY', async () => {
 });
 
 /** A WebSocket handshake by hand; resolves with the HTTP status (101 when upgraded). */
-function handshake({ token, origin, cookie } = {}) {
+function handshake({ token, origin, cookie, query = '' } = {}) {
   return new Promise((resolve, reject) => {
-    const q = token === undefined ? '' : `?token=${encodeURIComponent(token)}`;
     const headers = { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': crypto.randomBytes(16).toString('base64') };
+    if (token) headers['X-Hive-Token'] = token;
     if (origin) headers.Origin = origin;
     if (cookie) headers.Cookie = cookie;
-    const req = http.request({ host: '127.0.0.1', port: hive.port, path: `/api/agents/alice/shell${q}`, headers });
+    const req = http.request({ host: '127.0.0.1', port: hive.port, path: `/api/agents/alice/shell${query}`, headers });
     req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode); });
     req.on('response', (res) => { res.resume(); resolve(res.statusCode); });
     req.on('error', reject);
@@ -202,20 +204,22 @@ function handshake({ token, origin, cookie } = {}) {
   });
 }
 
-test('a shell needs the dashboard token and the dashboard origin (403)', async () => {
-  const page = await loggedInPage();
-  await page.goto(`${hive.url}/agents/alice`);
-  const token = await page.locator('meta[name="hive-token"]').getAttribute('content');
+test('a shell needs the dashboard login (401) and the dashboard origin (403)', async () => {
   const own = hive.url;
-  assert.equal(await handshake({ origin: own }), 403, 'no token');
-  assert.equal(await handshake({ token: 'not-the-token', origin: own }), 403, 'a wrong token');
-  assert.equal(await handshake({ token, origin: 'http://evil.example' }), 403, 'another origin');
-  assert.equal(await handshake({ cookie: 'hive_token=wrong', origin: own }), 403, 'a wrong cookie');
-  assert.equal(await handshake({ cookie: `hive_token=${token}`, origin: own }), 101, 'the token as a cookie');
-  assert.equal(await handshake({ token, origin: own }), 101, 'the token as ?token=');
-  // The browser's own WebSocket, without the token (a page not logged in): refused before it opens.
+  const cookie = `hive_token_${hive.port}`;
+  assert.equal(await handshake({ origin: own }), 401, 'no login');
+  assert.equal(await handshake({ token: 'not-the-token', origin: own }), 401, 'a wrong token');
+  assert.equal(await handshake({ origin: own, query: `?token=${TOKEN}` }), 401, 'the token in the address is no login');
+  assert.equal(await handshake({ token: TOKEN, origin: 'http://evil.example' }), 403, 'another origin');
+  assert.equal(await handshake({ cookie: `${cookie}=wrong`, origin: own }), 401, 'a wrong cookie');
+  assert.equal(await handshake({ cookie: `hive_token=${TOKEN}`, origin: own }), 401, "another dashboard's cookie");
+  assert.equal(await handshake({ cookie: `${cookie}=${TOKEN}`, origin: own }), 101, 'the login cookie');
+  assert.equal(await handshake({ token: TOKEN }), 101, 'the token header (a script)');
+  // The browser's own WebSocket from a page of the dashboard's origin that did not log in: refused before it opens.
   const stranger = await browser.newPage();
-  await stranger.goto(`${hive.url}/assets/agent.js`);
+  const refused = await stranger.goto(`${hive.url}/agents/alice`);
+  assert.equal(refused.status(), 401);
+  assert.ok(!(await stranger.content()).includes(TOKEN), 'the login page does not show the token');
   const opened = await stranger.evaluate(() => new Promise((resolve) => {
     const ws = new WebSocket(`ws://${location.host}/api/agents/alice/shell`);
     ws.onopen = () => resolve(true);
@@ -224,8 +228,17 @@ test('a shell needs the dashboard token and the dashboard origin (403)', async (
   assert.equal(opened, false);
   await stranger.close();
   const body = await fetch(`${hive.url}/api/agents/alice/shell`).then((r) => r.json().then((j) => [r.status, j.error]));
-  assert.equal(body[0], 403);
-  assert.match(body[1], /needs (the dashboard|its) token/);
+  assert.equal(body[0], 401);
+  assert.match(body[1], /not logged in.*hive-c0re urls/);
+  // A page that logged in opens its shell through the cookie alone.
+  const page = await loggedInPage();
+  await page.goto(`${hive.url}/agents/alice`);
+  const ok = await page.evaluate(() => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${location.host}/api/agents/alice/shell`);
+    ws.onopen = () => { ws.close(); resolve(true); };
+    ws.onerror = () => resolve(false);
+  }));
+  assert.equal(ok, true);
   await page.close();
 });
 

@@ -32,6 +32,7 @@ before(async () => {
   browser = await launchBrowser();
   page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.on('pageerror', (e) => console.error('page error:', e.message));
+  await hive.logIn(page);
 });
 
 after(async () => {

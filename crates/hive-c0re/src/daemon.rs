@@ -80,11 +80,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let mut settings = settings()?;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
-        // Containers share the host's network: their agents must not read a loopback dashboard.
-        Some(addr) => Some(crate::dashboard::bind(addr, runtime.isolated()).await?),
+        Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
         None => None,
     };
     settings.dashboard_home = dashboard.as_ref().map(|d| d.home());
+    settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
     let hive = Hive::new(store, paths.clone(), runtime, settings);
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -116,7 +116,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         hive.settings
             .dashboard_home
             .as_deref()
-            .map(|h| format!(" · dashboard {h}"))
+            .map(|h| format!(" · dashboard {h} (log in with the link `hive-c0re urls` prints)"))
             .unwrap_or_default()
     );
     wait_for_signal().await;
@@ -190,6 +190,7 @@ fn settings() -> Result<Settings> {
         claude_bin,
         agent_env,
         dashboard_home: None,
+        dashboard_login: None,
         kill_grace: Duration::from_secs(5),
     })
 }

@@ -58,6 +58,8 @@ pub struct Settings {
     pub agent_env: Vec<(String, String)>,
     /// Dashboard root URL, when one is served.
     pub dashboard_home: Option<String>,
+    /// The dashboard's login link (it holds the token): host.sock's `urls` only.
+    pub dashboard_login: Option<String>,
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
 }
@@ -116,6 +118,7 @@ impl Hive {
             claude_bin: None,
             agent_env: vec![],
             dashboard_home,
+            dashboard_login: None,
             kill_grace: Duration::from_millis(100),
         };
         let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone()));

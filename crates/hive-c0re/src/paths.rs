@@ -54,6 +54,11 @@ impl Paths {
         self.state.join("hive.db")
     }
 
+    /// The dashboard's token (0600), kept so logins survive a restart.
+    pub fn dashboard_token(&self) -> PathBuf {
+        self.state.join("dashboard.token")
+    }
+
     /// `<state>/agents`, the parent of every agent's directory.
     pub fn agents_root(&self) -> PathBuf {
         self.state.join("agents")

@@ -139,6 +139,9 @@ pub struct Urls {
     pub forge: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matrix: Option<String>,
+    /// Ours: the link that logs a browser in to the dashboard (it holds the dashboard's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<String>,
 }
 
 /// One agent's status, fields in the order hyperhive writes them, ours after.

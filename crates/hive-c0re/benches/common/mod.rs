@@ -27,6 +27,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             claude_bin: None,
             agent_env: vec![],
             dashboard_home: None,
+            dashboard_login: None,
             kill_grace: Duration::from_secs(1),
         };
         let hive = Hive::new(

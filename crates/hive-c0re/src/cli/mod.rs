@@ -188,7 +188,7 @@ pub enum Command {
     Answer { id: i64, answer: String },
     /// Cancel a pending question.
     CancelQuestion { id: i64 },
-    /// Print the hive's URLs (the dashboard).
+    /// Print the hive's URLs: the dashboard, and the link that logs a browser in to it.
     Urls,
     /// Scheduled prompts: add, list, rm.
     #[command(subcommand)]
@@ -537,6 +537,11 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             match urls.home {
                 Some(h) => println!("dashboard: {h}"),
                 None => println!("no dashboard is served"),
+            }
+            if let Some(l) = urls.login {
+                println!(
+                    "log in:    {l}  (opening it logs that browser in; it holds the dashboard's token, keep it private)"
+                );
             }
         }
     }

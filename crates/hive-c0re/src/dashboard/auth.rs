@@ -1,107 +1,134 @@
-//! Who may use the dashboard.
+//! Who may use the dashboard: only a browser (or client) that proved it
+//! holds the dashboard's token. No page, asset, API answer, stream or shell
+//! is served without it, in any runtime, on loopback or not.
 //!
-//! Every dashboard has a token: `HIVE_DASHBOARD_TOKEN`, or one generated at
-//! start. State-changing requests (anything but GET/HEAD) need it, in the
-//! `X-Hive-Token` header or the `hive_token` cookie, and must be same-origin
-//! (an `Origin` that differs from `Host` is refused), so another site open in
-//! the operator's browser cannot act on the hive.
+//! The operator logs in once with the link `hive-c0re urls` prints
+//! (`/?token=TOKEN`; host.sock is the operator's, so holding the link is the
+//! proof). That request gets the token back as an HttpOnly, SameSite=Strict
+//! cookie and a redirect to the same page without it; pages never see the
+//! token. Scripts may send it in the `X-Hive-Token` header instead.
+//! State-changing requests (anything but GET/HEAD) must also be same-origin
+//! (an `Origin` that differs from `Host` is refused).
 //!
-//! On loopback without `HIVE_DASHBOARD_TOKEN` reading is open and the served
-//! page embeds the per-start token for its own requests: a cross-origin page
-//! cannot read it, and requests whose `Host` is not a loopback name are
-//! refused, so DNS rebinding cannot make the page same-origin either.
-//! Anywhere else (or with `HIVE_DASHBOARD_TOKEN` set) every request needs the
-//! token; opening `/?token=...` once stores it in an HttpOnly cookie.
+//! A dashboard on loopback answers only requests for a loopback host name,
+//! so DNS rebinding cannot make another site same-origin. Every answer
+//! carries a content security policy without inline script and forbids
+//! framing.
 
 use std::net::IpAddr;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
 use super::Ctx;
 use super::errors::ApiError;
 
-/// Header a page's own requests carry the token in.
+/// Header a script's requests may carry the token in.
 pub const TOKEN_HEADER: &str = "x-hive-token";
-/// Cookie that carries the token for browsers (and EventSource, which sends no headers).
-pub const TOKEN_COOKIE: &str = "hive_token";
 /// Environment variable holding a fixed token.
 pub const TOKEN_ENV: &str = "HIVE_DASHBOARD_TOKEN";
+/// How long a browser stays logged in (30 days), across restarts of hive-c0re.
+const LOGIN_SECONDS: u64 = 30 * 24 * 3600;
 
-/// The dashboard's token and what it guards.
+/// What every answer carries: scripts and styles from the dashboard only, no
+/// inline script, no framing, no plugin, no form posting elsewhere. Inline
+/// styles stay allowed: xterm.js and uPlot set them.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                   img-src 'self' data:; font-src 'self'; connect-src 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// How to log in, for every refusal.
+pub const HOW_TO_LOG_IN: &str = "to log in, run `hive-c0re urls` on the hive's host (as root or a member of the \
+     hive's admin group) and open the login link it prints in this browser";
+
+/// The dashboard's token and where it is served.
 #[derive(Debug, Clone)]
 pub struct Auth {
     token: String,
-    /// Reads need no token (loopback, no `HIVE_DASHBOARD_TOKEN`).
-    open_reads: bool,
     /// Bound to loopback: only requests for a loopback host name are answered.
     loopback: bool,
+    /// The login cookie's name, per port, so two dashboards on one host keep their logins apart.
+    cookie: String,
+}
+
+/// Why a request is not logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No cookie and no header.
+    NoLogin,
+    /// A cookie or header with another token: the token changed since the login.
+    StaleLogin,
+    /// A login link with another token.
+    WrongLink,
+}
+
+impl Refusal {
+    /// The sentence a refused client gets: what is wrong and how to log in.
+    pub fn sentence(self) -> String {
+        let why = match self {
+            Self::NoLogin => {
+                "this browser is not logged in to this dashboard (it never logged in here, or its login expired after 30 days)"
+            }
+            Self::StaleLogin => {
+                "this browser's login is no longer valid: the dashboard's token changed since it logged in \
+                 (HIVE_DASHBOARD_TOKEN changed, or the state dir's dashboard.token was removed or replaced)"
+            }
+            Self::WrongLink => {
+                "this login link does not hold the dashboard's current token (the token changed since the link was printed)"
+            }
+        };
+        format!("{why}; {HOW_TO_LOG_IN}")
+    }
 }
 
 impl Auth {
-    /// The policy for a dashboard bound to an address; `fixed` is `HIVE_DASHBOARD_TOKEN`.
-    pub fn new(loopback: bool, fixed: Option<String>) -> std::io::Result<Self> {
-        let fixed = fixed.filter(|t| !t.trim().is_empty());
-        let open_reads = loopback && fixed.is_none();
-        let token = match fixed {
-            Some(t) => t.trim().to_owned(),
-            None => random_token()?,
-        };
-        Ok(Self {
-            token,
-            open_reads,
-            loopback,
-        })
-    }
-
-    /// Guards reads too: containers that share the host's network reach a loopback
-    /// dashboard, and could read the token from a served page.
-    pub fn guard_reads(mut self) -> Self {
-        self.open_reads = false;
-        self
-    }
-
-    /// The same policy with a known token.
-    #[cfg(test)]
-    pub fn with_token(self, token: &str) -> Self {
+    /// The policy for a dashboard bound to a (loopback or not) address and port.
+    pub fn new(loopback: bool, port: u16, token: String) -> Self {
         Self {
-            token: token.to_owned(),
-            ..self
+            token,
+            loopback,
+            cookie: format!("hive_token_{port}"),
         }
     }
 
-    /// The token (embedded in served pages; printed at start when it guards reads).
+    /// The token (in the login link `hive-c0re urls` prints).
     pub fn token(&self) -> &str {
         &self.token
     }
 
-    /// True when reading needs the token too.
-    pub fn guards_reads(&self) -> bool {
-        !self.open_reads
+    /// The login cookie's name.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie
     }
 
     fn matches(&self, candidate: &str) -> bool {
         constant_time_eq(candidate.as_bytes(), self.token.as_bytes())
     }
 
-    /// True when the request carries the token in the header or the cookie.
-    pub fn presented(&self, headers: &HeaderMap) -> bool {
-        let by_header = headers
-            .get(TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|t| self.matches(t));
-        by_header || cookie(headers, TOKEN_COOKIE).is_some_and(|t| self.matches(&t))
+    /// Ok when the request carries the token in the header or the login cookie.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let header = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+        let cookie = cookie(headers, &self.cookie);
+        if header.is_some_and(|t| self.matches(t))
+            || cookie.as_deref().is_some_and(|t| self.matches(t))
+        {
+            Ok(())
+        } else if header.is_some() || cookie.is_some() {
+            Err(Refusal::StaleLogin)
+        } else {
+            Err(Refusal::NoLogin)
+        }
     }
-}
 
-/// 32 bytes from the kernel's random source, as hex.
-fn random_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut buf = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    /// The `Set-Cookie` value that logs a browser in.
+    fn login_cookie(&self) -> String {
+        format!(
+            "{}={}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Strict",
+            self.cookie, self.token
+        )
+    }
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the token.
@@ -156,8 +183,8 @@ pub fn same_origin(origin: &str, host: &str) -> bool {
     strip(authority) == strip(host)
 }
 
-/// Why a state-changing request is refused, if it is.
-pub fn check_write(auth: &Auth, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Refuses a request whose `Origin`, when sent, is not the dashboard's own.
+pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
@@ -168,18 +195,33 @@ pub fn check_write(auth: &Auth, headers: &HeaderMap) -> Result<(), ApiError> {
             )));
         }
     }
-    if !auth.presented(headers) {
-        return Err(ApiError::forbidden(
-            "this request needs the dashboard token (X-Hive-Token header or hive_token cookie): reload the dashboard page; \
-             if hive-c0re restarted, its token changed",
-        ));
-    }
     Ok(())
 }
 
-/// Applies the policy to every request before it reaches a route.
+/// Applies the policy to every request before it reaches a route, and hardens every answer.
 pub(crate) async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
-    let auth = &ctx.auth;
+    let mut resp = decide(&ctx.auth, req, next).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // A page's address (a login link before its redirect) never leaves in a Referer.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn decide(auth: &Auth, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let host = headers
         .get(header::HOST)
@@ -192,39 +234,37 @@ pub(crate) async fn guard(State(ctx): State<Ctx>, req: Request, next: Next) -> R
         .into_response();
     }
     let path = req.uri().path();
-    // Built front-end files hold no hive data.
-    if path.starts_with("/assets/") {
-        return next.run(req).await;
-    }
+    let api = path.starts_with("/api/");
     let reading = req.method() == Method::GET || req.method() == Method::HEAD;
     if reading
-        && !path.starts_with("/api/")
+        && !api
         && let Some(t) = query_token(req.uri().query())
     {
-        return adopt_token(auth, &t, path);
+        return if auth.matches(&t) {
+            logged_in(auth, path)
+        } else {
+            refused(Refusal::WrongLink, false)
+        };
     }
-    if !reading {
-        if let Err(e) = check_write(auth, headers) {
-            return e.into_response();
-        }
-    } else if auth.guards_reads()
-        && !auth.presented(headers)
-        // A WebSocket cannot send headers from a browser: its upgrade may carry ?token=.
-        && !query_token(req.uri().query()).is_some_and(|t| auth.matches(&t))
-    {
-        if path.starts_with("/api/") {
-            return ApiError::forbidden(
-                "this dashboard needs its token: open the dashboard as /?token=TOKEN first",
-            )
-            .into_response();
-        }
-        return (
-            StatusCode::FORBIDDEN,
-            Html(super::pages::token_needed_page()),
-        )
-            .into_response();
+    if let Err(why) = auth.check(headers) {
+        return refused(why, api || !reading);
+    }
+    if !reading && let Err(e) = check_origin(headers) {
+        return e.into_response();
     }
     next.run(req).await
+}
+
+/// 401: JSON for the API, else a page that says how to log in (never the token).
+fn refused(why: Refusal, json: bool) -> Response {
+    if json {
+        return ApiError::new(StatusCode::UNAUTHORIZED, why.sentence()).into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        Html(super::pages::login_page(why)),
+    )
+        .into_response()
 }
 
 fn query_token(query: Option<&str>) -> Option<String> {
@@ -235,24 +275,13 @@ fn query_token(query: Option<&str>) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// `?token=` on a page: a right token becomes the cookie and the URL loses it.
-fn adopt_token(auth: &Auth, token: &str, path: &str) -> Response {
-    if !auth.matches(token) {
-        return (
-            StatusCode::FORBIDDEN,
-            Html(super::pages::token_needed_page()),
-        )
-            .into_response();
-    }
-    let cookie = format!(
-        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        auth.token
-    );
+/// A right login link: the cookie, and the same page without the token in its address.
+fn logged_in(auth: &Auth, path: &str) -> Response {
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, path.to_owned()),
-            (header::SET_COOKIE, cookie),
+            (header::SET_COOKIE, auth.login_cookie()),
         ],
     )
         .into_response()
@@ -272,63 +301,57 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn loopback_without_env_token_opens_reads_only() {
-        let a = Auth::new(true, None).unwrap();
-        assert!(!a.guards_reads());
-        assert_eq!(a.token().len(), 64);
-        assert_ne!(
-            a.token(),
-            Auth::new(true, None).unwrap().token(),
-            "tokens are per start"
+    fn token_by_header_or_this_ports_cookie() {
+        let a = Auth::new(true, 7878, "sesame".into());
+        assert_eq!(a.check(&headers(&[("x-hive-token", "sesame")])), Ok(()));
+        assert_eq!(
+            a.check(&headers(&[("cookie", "a=b; hive_token_7878=sesame")])),
+            Ok(())
         );
-        assert!(Auth::new(false, None).unwrap().guards_reads());
-        let fixed = Auth::new(true, Some("sesame".into())).unwrap();
-        assert!(fixed.guards_reads());
-        assert_eq!(fixed.token(), "sesame");
-        let blank = Auth::new(true, Some("  ".into())).unwrap();
-        assert!(!blank.guards_reads(), "an empty env token is no token");
-        let shared = Auth::new(true, None).unwrap().guard_reads();
+        assert_eq!(
+            a.check(&headers(&[("x-hive-token", "sesam")])),
+            Err(Refusal::StaleLogin)
+        );
+        assert_eq!(
+            a.check(&headers(&[("cookie", "hive_token_7878=sesame2")])),
+            Err(Refusal::StaleLogin)
+        );
+        assert_eq!(
+            a.check(&headers(&[("cookie", "hive_token_9999=sesame")])),
+            Err(Refusal::NoLogin),
+            "another dashboard's cookie is no login here"
+        );
+        assert_eq!(a.check(&HeaderMap::new()), Err(Refusal::NoLogin));
+        let c = a.login_cookie();
         assert!(
-            shared.guards_reads(),
-            "containers on the host's network must not read a loopback dashboard"
+            c.starts_with("hive_token_7878=sesame;")
+                && c.contains("HttpOnly")
+                && c.contains("SameSite=Strict"),
+            "{c}"
         );
     }
 
     #[test]
-    fn token_by_header_or_cookie() {
-        let a = Auth::new(false, Some("sesame".into())).unwrap();
-        assert!(a.presented(&headers(&[("x-hive-token", "sesame")])));
-        assert!(a.presented(&headers(&[("cookie", "a=b; hive_token=sesame")])));
-        assert!(!a.presented(&headers(&[("x-hive-token", "sesam")])));
-        assert!(!a.presented(&headers(&[("cookie", "hive_token=sesame2")])));
-        assert!(!a.presented(&HeaderMap::new()));
+    fn refusals_say_how_to_log_in_and_never_hold_the_token() {
+        for why in [Refusal::NoLogin, Refusal::StaleLogin, Refusal::WrongLink] {
+            let s = why.sentence();
+            assert!(s.contains("hive-c0re urls"), "{s}");
+            assert!(
+                !s.contains("loopback"),
+                "the reason is the login, not the bind: {s}"
+            );
+        }
     }
 
     #[test]
-    fn writes_need_token_and_same_origin() {
-        let a = Auth::new(true, Some("t".into())).unwrap();
+    fn origins_must_match_when_sent() {
         let host = ("host", "127.0.0.1:7878");
-        let tok = ("x-hive-token", "t");
-        assert!(
-            check_write(&a, &headers(&[host, tok])).is_ok(),
-            "no Origin is fine"
-        );
-        let same = [host, tok, ("origin", "http://127.0.0.1:7878")];
-        assert!(check_write(&a, &headers(&same)).is_ok());
-        let cross = [host, tok, ("origin", "http://evil.example")];
-        let e = check_write(&a, &headers(&cross)).unwrap_err();
+        assert!(check_origin(&headers(&[host])).is_ok(), "no Origin is fine");
+        assert!(check_origin(&headers(&[host, ("origin", "http://127.0.0.1:7878")])).is_ok());
+        let e = check_origin(&headers(&[host, ("origin", "http://evil.example")])).unwrap_err();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let other_port = [host, tok, ("origin", "http://127.0.0.1:9999")];
-        assert!(check_write(&a, &headers(&other_port)).is_err());
-        let null = [host, tok, ("origin", "null")];
-        assert!(check_write(&a, &headers(&null)).is_err());
-        let no_token = [host, ("origin", "http://127.0.0.1:7878")];
-        let e = check_write(&a, &headers(&no_token)).unwrap_err();
-        assert!(
-            e.message.contains("needs the dashboard token"),
-            "{}",
-            e.message
-        );
+        assert!(check_origin(&headers(&[host, ("origin", "http://127.0.0.1:9999")])).is_err());
+        assert!(check_origin(&headers(&[host, ("origin", "null")])).is_err());
     }
 
     #[test]
@@ -366,8 +389,8 @@ pub(crate) mod tests {
 
     #[test]
     fn cookie_and_query_parsing() {
-        let h = headers(&[("cookie", "x=1;hive_token= abc ")]);
-        assert_eq!(cookie(&h, "hive_token").as_deref(), Some("abc"));
+        let h = headers(&[("cookie", "x=1;hive_token_1= abc ")]);
+        assert_eq!(cookie(&h, "hive_token_1").as_deref(), Some("abc"));
         assert_eq!(query_token(Some("a=1&token=xyz")).as_deref(), Some("xyz"));
         assert_eq!(query_token(Some("tokens=1")), None);
     }

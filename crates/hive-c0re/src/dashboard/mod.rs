@@ -2,12 +2,14 @@
 //!
 //! As thin as host.sock: every read and action is a `Hive` method and every
 //! row a `hive_sh4re::host` type, so both surfaces show and do the same.
-//! `pages` serves a small HTML shell per page and the front end built from
-//! `web/`; `api` and `actions` are the JSON API, `stats` its telemetry;
-//! `sse` is the one live stream; `auth` decides who may do what.
+//! `pages` serves the pages and `assets` the front end built from `web/`
+//! (embedded at compile time); `api` and `actions` are the JSON API, `stats`
+//! its telemetry; `sse` is the one live stream; `auth` decides who may do
+//! anything at all (a login with the token `token` keeps).
 
 mod actions;
 mod api;
+mod assets;
 mod auth;
 mod errors;
 mod extract;
@@ -17,6 +19,7 @@ mod sse;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,10 +29,10 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
-pub use auth::{Auth, TOKEN_COOKIE, TOKEN_ENV, TOKEN_HEADER};
-pub use pages::{WEB_DIR_ENV, web_dir, web_dir_candidates};
+pub use auth::{Auth, TOKEN_ENV, TOKEN_HEADER};
 
 use crate::hive::Hive;
+use crate::paths::Paths;
 
 /// What every handler gets.
 #[derive(Clone)]
@@ -37,8 +40,8 @@ pub(crate) struct Ctx {
     pub hive: Arc<Hive>,
     pub auth: Arc<Auth>,
     pub hub: Arc<sse::Hub>,
-    /// Where to look for the built front end, best first.
-    pub web_dirs: Arc<Vec<std::path::PathBuf>>,
+    /// The built front end.
+    pub assets: assets::Assets,
 }
 
 /// A dashboard whose address is bound but not served yet.
@@ -59,40 +62,24 @@ impl Bound {
         format!("http://{}/", self.addr)
     }
 
-    /// The token state-changing requests need.
-    pub fn token(&self) -> &str {
-        self.auth.token()
+    /// The link that logs a browser in (it holds the token: only host.sock hands it out).
+    pub fn login_link(&self) -> String {
+        format!("{}?token={}", self.home(), self.auth.token())
     }
 }
 
 /// Binds `addr` (failing early if it is taken) and settles the token:
-/// `HIVE_DASHBOARD_TOKEN`, or a generated one, printed once to stdout when
-/// reads are guarded (on loopback the page embeds it, unless `agents_on_loopback`:
-/// containers sharing the host's network could then fetch the page too).
-pub async fn bind(addr: &str, agents_on_loopback: bool) -> anyhow::Result<Bound> {
+/// `HIVE_DASHBOARD_TOKEN`, or the one kept in the state dir (see `token`).
+/// Nothing prints it: the operator gets the login link from `hive-c0re urls`.
+pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not serve the dashboard on {addr}: pick another --dashboard ADDR, or --no-dashboard"))?;
     let addr = listener
         .local_addr()
         .context("could not read the dashboard's bound address")?;
-    let fixed = std::env::var(TOKEN_ENV).ok();
-    let from_env = fixed.as_deref().is_some_and(|t| !t.trim().is_empty());
-    let mut auth = Auth::new(addr.ip().is_loopback(), fixed)
-        .context("could not generate a dashboard token")?;
-    if agents_on_loopback {
-        auth = auth.guard_reads();
-    }
-    if auth.guards_reads() && !from_env {
-        println!(
-            "dashboard token (shown once; set {TOKEN_ENV} to choose one): {}",
-            auth.token()
-        );
-        println!(
-            "open http://{addr}/?token={} once to log this browser in",
-            auth.token()
-        );
-    }
+    let token = token::settle(paths, std::env::var(TOKEN_ENV).ok().as_deref())?;
+    let auth = Auth::new(addr.ip().is_loopback(), addr.port(), token);
     Ok(Bound {
         listener,
         addr,
@@ -108,7 +95,7 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
         hive: hive.clone(),
         auth: Arc::new(bound.auth),
         hub,
-        web_dirs: Arc::new(web_dir_candidates()),
+        assets: assets::Assets::embedded(),
     };
     let app = router(ctx);
     let stop = hive.shutdown.clone();

@@ -1,12 +1,12 @@
 //! `GET /api/agents/{name}/shell`: the agent page's shell, a WebSocket
 //! attached to a PTY in the agent's container (see `crate::shell`).
 //!
-//! Opening one is as good as root in the container, so the handshake (a GET,
-//! which the guard lets through on an open loopback dashboard) must carry the
-//! dashboard's token, in the `hive_token` cookie, the `X-Hive-Token` header or
-//! a `?token=` parameter (a page's WebSocket cannot set headers), and an
-//! `Origin`, when sent, must be the dashboard's own. Anything else is a 403
-//! before the upgrade.
+//! Opening one is as good as root in the container, so the handshake must
+//! carry the dashboard's login (the cookie a page's WebSocket sends, or the
+//! `X-Hive-Token` header): the guard refuses it otherwise (401), and this
+//! handler checks again, since a GET that upgrades is not a read. An
+//! `Origin`, when sent, must be the dashboard's own (403). Both before the
+//! upgrade.
 //!
 //! Messages, after the upgrade:
 //! - page → hive-c0re: binary = bytes typed; text = `{"type":"resize","rows":R,"cols":C}`.
@@ -20,7 +20,7 @@
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hive_sh4re::AgentName;
@@ -30,7 +30,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Ctx;
-use super::auth::{Auth, same_origin};
+use super::auth::{Auth, check_origin};
 use super::errors::ApiError;
 use super::extract::{Q, parse_name, require_agent};
 use crate::error::Error;
@@ -42,7 +42,6 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 /// The handshake's query.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Opening {
-    token: Option<String>,
     rows: Option<u16>,
     cols: Option<u16>,
 }
@@ -62,7 +61,7 @@ pub(crate) async fn open(
     Q(opening): Q<Opening>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(e) = check(&ctx.auth, &headers, opening.token.as_deref()) {
+    if let Err(e) = check(&ctx.auth, &headers) {
         return e.into_response();
     }
     let name = match parse_name(&raw).and_then(|n| require_agent(&ctx, &n).map(|()| n)) {
@@ -85,32 +84,16 @@ pub(crate) async fn open(
         .on_upgrade(move |socket| serve(ctx, name, size, socket))
 }
 
-/// 403 unless the request carries the token and, if it says where it comes from, comes from here.
-fn check(auth: &Auth, headers: &HeaderMap, query_token: Option<&str>) -> Result<(), ApiError> {
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !host.is_some_and(|h| same_origin(origin, h)) {
-            return Err(ApiError::forbidden(format!(
-                "refused a shell for another origin (Origin {origin:?}, Host {:?}): open the shell from the dashboard's own page",
-                host.unwrap_or("")
-            )));
-        }
+/// Refused unless the request is logged in and, if it says where it comes from, comes from here.
+fn check(auth: &Auth, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Err(why) = auth.check(headers) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, why.sentence()));
     }
-    let by_query = query_token.is_some_and(|t| same_bytes(t.as_bytes(), auth.token().as_bytes()));
-    if by_query || auth.presented(headers) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "a shell needs the dashboard token (hive_token cookie, X-Hive-Token header or ?token=): reload the agent's page; \
-             if hive-c0re restarted, its token changed",
-        ))
-    }
-}
-
-/// Compares without stopping at the first difference.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    check_origin(headers).map_err(|_| {
+        ApiError::forbidden(
+            "refused a shell for another origin: open the shell from the dashboard's own page",
+        )
+    })
 }
 
 /// Runs one shell for one socket.
@@ -199,40 +182,38 @@ mod tests {
     use crate::dashboard::auth::tests::headers;
 
     #[test]
-    fn a_shell_needs_the_token_and_the_own_origin() {
-        let auth = Auth::new(true, None).unwrap().with_token("t0k");
+    fn a_shell_needs_the_login_and_the_own_origin() {
+        let auth = Auth::new(true, 7878, "t0k".into());
         let host = ("host", "127.0.0.1:7878");
         let own = ("origin", "http://127.0.0.1:7878");
-        let ok = |h: &[(&'static str, &str)], q: Option<&str>| check(&auth, &headers(h), q).is_ok();
-        assert!(ok(&[host, own], Some("t0k")), "?token=");
+        let ok = |h: &[(&'static str, &str)]| check(&auth, &headers(h)).is_ok();
         assert!(
-            ok(&[host, own, ("cookie", "hive_token=t0k")], None),
+            ok(&[host, own, ("cookie", "hive_token_7878=t0k")]),
             "cookie"
         );
+        assert!(ok(&[host, ("x-hive-token", "t0k")]), "header, no Origin");
+        assert!(!ok(&[host, own]), "no login");
         assert!(
-            ok(&[host, ("x-hive-token", "t0k")], None),
-            "header, no Origin"
+            !ok(&[host, own, ("cookie", "hive_token_7878=t0")]),
+            "a prefix of the token"
         );
-        assert!(!ok(&[host, own], None), "no token");
-        assert!(!ok(&[host, own], Some("t0")), "a prefix of the token");
-        assert!(!ok(&[host, own], Some("")), "an empty token");
-        assert!(!ok(
-            &[host, own, ("cookie", "hive_token=nope")],
-            Some("nope")
-        ));
+        assert!(
+            !ok(&[host, own, ("cookie", "hive_token_7878=")]),
+            "an empty token"
+        );
+        let e = check(&auth, &headers(&[host, own])).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert!(e.message.contains("hive-c0re urls"), "{}", e.message);
         let e = check(
             &auth,
-            &headers(&[host, ("origin", "http://evil.example")]),
-            Some("t0k"),
+            &headers(&[
+                host,
+                ("origin", "http://evil.example"),
+                ("x-hive-token", "t0k"),
+            ]),
         )
         .unwrap_err();
-        assert_eq!(e.status, axum::http::StatusCode::FORBIDDEN);
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
         assert!(e.message.contains("another origin"), "{}", e.message);
-        let e = check(&auth, &headers(&[host, own]), None).unwrap_err();
-        assert!(
-            e.message.contains("needs the dashboard token"),
-            "{}",
-            e.message
-        );
     }
 }

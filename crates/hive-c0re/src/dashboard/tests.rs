@@ -9,6 +9,7 @@ use hive_sh4re::config::AgentConfig;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+use super::assets::Assets;
 use super::{Auth, Ctx, router, sse};
 use crate::hive::Hive;
 
@@ -22,15 +23,21 @@ struct Fixture {
     ctx: Ctx,
 }
 
-fn fixture(auth: Auth) -> Fixture {
+/// A front end as `npm run build` makes it, small.
+const BUILT: &[(&str, &[u8])] = &[
+    ("agent.html", b"<!doctype html><title>agent</title>"),
+    ("hive.html", b"<!doctype html><title>hive</title>"),
+    ("hive.js", b"export {}"),
+];
+
+fn fixture(auth: Auth, assets: Assets) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let hive = Hive::for_tests(dir.path(), Some(format!("http://{HOST}/")));
-    let web_dirs = Arc::new(vec![dir.path().join("web")]);
     let ctx = Ctx {
         hive: hive.clone(),
         auth: Arc::new(auth),
         hub: sse::Hub::new(),
-        web_dirs,
+        assets,
     };
     Fixture {
         _dir: dir,
@@ -39,9 +46,9 @@ fn fixture(auth: Auth) -> Fixture {
     }
 }
 
-/// A loopback dashboard without HIVE_DASHBOARD_TOKEN, with the known token "t0k".
+/// A loopback dashboard on port 7878 with the token "t0k" and a front end.
 fn loopback() -> Fixture {
-    fixture(Auth::new(true, None).unwrap().with_token("t0k"))
+    fixture(Auth::new(true, 7878, "t0k".into()), Assets::of(BUILT))
 }
 
 /// An agent row, without starting it (the supervisor is not under test).
@@ -59,7 +66,17 @@ fn add_agent(hive: &Hive, name: &str) {
         .unwrap();
 }
 
+/// A GET by a logged-in client.
 fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, "hive_token_7878=t0k")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// A GET by a client that did not log in.
+fn anon_get(uri: &str) -> Request<Body> {
     Request::get(uri)
         .header(header::HOST, HOST)
         .body(Body::empty())
@@ -101,8 +118,8 @@ async fn posts_need_the_token() {
         post("/api/agents/alice/messages", None, r#"{"body":"hi"}"#),
     )
     .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(error_of(&b).contains("needs the dashboard token"), "{b}");
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(error_of(&b).contains("hive-c0re urls"), "{b}");
     let (s, _) = call(
         &f,
         post(
@@ -112,7 +129,7 @@ async fn posts_need_the_token() {
         ),
     )
     .await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, b) = call(
         &f,
         post(
@@ -127,7 +144,7 @@ async fn posts_need_the_token() {
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::COOKIE, "hive_token=t0k")
+        .header(header::COOKIE, "hive_token_7878=t0k")
         .body(Body::from(r#"{"body":"by cookie"}"#))
         .unwrap();
     assert_eq!(call(&f, cookie).await.0, StatusCode::OK);
@@ -173,6 +190,7 @@ async fn loopback_answers_only_loopback_hosts() {
     );
     let ok = Request::get("/api/agents")
         .header(header::HOST, "localhost:7878")
+        .header("x-hive-token", "t0k")
         .body(Body::empty())
         .unwrap();
     assert_eq!(call(&f, ok).await.0, StatusCode::OK);
@@ -291,7 +309,7 @@ async fn schedules_are_added_listed_and_removed() {
     add_agent(&f.hive, "alice");
     let body = r#"{"when":"1h","text":"check in"}"#;
     let (s, _) = call(&f, post("/api/agents/alice/schedules", None, body)).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "adding needs the token");
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "adding needs the token");
     let (s, b) = call(&f, post("/api/agents/alice/schedules", Some("t0k"), body)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let id = serde_json::from_str::<serde_json::Value>(&b).unwrap()["id"]
@@ -332,7 +350,7 @@ async fn schedules_are_added_listed_and_removed() {
 
     let del = format!("/api/schedules/{id}/delete");
     let (s, _) = call(&f, post(&del, None, "")).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "removing needs the token");
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "removing needs the token");
     let (s, b) = call(&f, post(&del, Some("t0k"), "")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (_, b) = call(&f, get("/api/schedules")).await;
@@ -347,7 +365,7 @@ async fn compact_notes_of_a_stopped_agent_is_refused() {
     let f = loopback();
     add_agent(&f.hive, "alice");
     let (s, _) = call(&f, post("/api/agents/alice/compact-notes", None, "")).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, b) = call(&f, post("/api/agents/alice/compact-notes", Some("t0k"), "")).await;
     assert_eq!(s, StatusCode::CONFLICT, "{b}");
     assert!(
@@ -408,68 +426,131 @@ async fn reading_the_operator_inbox_does_not_acknowledge_it() {
 }
 
 #[tokio::test]
-async fn guarded_reads_need_the_token_and_the_link_sets_a_cookie() {
-    let f = fixture(Auth::new(false, Some("sesame".into())).unwrap());
-    let (s, b) = call(&f, get("/api/agents")).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    error_of(&b);
-    let (s, b) = call(&f, get("/")).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
-    assert!(b.contains("needs its token"), "{b}");
+async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    // Nothing without a login: no page, no asset, no data, no stream, no shell; never the token.
+    for uri in [
+        "/",
+        "/agents/alice",
+        "/assets/hive.js",
+        "/api/agents",
+        "/api/stream",
+        "/api/agents/alice/shell",
+        "/nowhere",
+    ] {
+        let (s, b) = call(&f, anon_get(uri)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}: {b}");
+        assert!(!b.contains("t0k"), "{uri} shows the token: {b}");
+        assert!(b.contains("hive-c0re urls"), "{uri}: {b}");
+        assert!(b.contains("not logged in"), "{uri}: {b}");
+    }
+    // A login from before the token changed is told so.
+    let stale = Request::get("/")
+        .header(header::HOST, HOST)
+        .header(header::COOKIE, "hive_token_7878=old")
+        .body(Body::empty())
+        .unwrap();
+    let (s, b) = call(&f, stale).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(b.contains("token changed since it logged in"), "{b}");
+    assert!(
+        !b.contains("loopback"),
+        "the reason is the login, not the bind: {b}"
+    );
+
+    // The login link: the cookie, and the page again without the token in its address.
     let resp = router(f.ctx.clone())
-        .oneshot(get("/?token=sesame"))
+        .oneshot(anon_get("/agents/alice?token=t0k"))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(resp.headers()[header::LOCATION], "/");
+    assert_eq!(resp.headers()[header::LOCATION], "/agents/alice");
     let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(
-        cookie.starts_with("hive_token=sesame;")
+        cookie.starts_with("hive_token_7878=t0k;")
             && cookie.contains("HttpOnly")
             && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    assert_eq!(call(&f, get("/?token=nope")).await.0, StatusCode::FORBIDDEN);
-    let with_cookie = Request::get("/api/agents")
-        .header(header::HOST, HOST)
-        .header(header::COOKIE, "hive_token=sesame")
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(call(&f, with_cookie).await.0, StatusCode::OK);
+    let (s, b) = call(&f, anon_get("/?token=nope")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(b.contains("login link does not hold the dashboard"), "{b}");
+    assert_eq!(call(&f, get("/api/agents")).await.0, StatusCode::OK);
+
     // Not loopback: any Host is fine, the token is what counts.
-    let elsewhere = Request::get("/api/agents")
-        .header(header::HOST, "hive.example")
-        .header("x-hive-token", "sesame")
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(call(&f, elsewhere).await.0, StatusCode::OK);
+    let f = fixture(Auth::new(false, 7878, "sesame".into()), Assets::of(BUILT));
+    let elsewhere = |token: Option<&str>| {
+        let mut r = Request::get("/api/agents").header(header::HOST, "hive.example");
+        if let Some(t) = token {
+            r = r.header("x-hive-token", t);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    assert_eq!(call(&f, elsewhere(None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&f, elsewhere(Some("sesame"))).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
-async fn pages_embed_the_token_or_say_how_to_build() {
+async fn every_answer_forbids_framing_and_inline_script() {
     let f = loopback();
-    let web = f.ctx.web_dirs[0].clone();
+    for req in [
+        get("/"),
+        anon_get("/"),
+        get("/api/agents"),
+        get("/assets/hive.js"),
+    ] {
+        let uri = req.uri().to_string();
+        let resp = router(f.ctx.clone()).oneshot(req).await.unwrap();
+        let h = resp.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{uri}: {csp}");
+        let scripts = csp.split(';').find(|d| d.trim().starts_with("script-src"));
+        assert_eq!(
+            scripts.map(str::trim),
+            Some("script-src 'self'"),
+            "{uri}: {csp}"
+        );
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{uri}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn pages_come_from_the_build_or_say_how_to_build() {
+    let f = fixture(Auth::new(true, 7878, "t0k".into()), Assets::of(&[]));
     let (s, b) = call(&f, get("/")).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(b.contains("npm ci &amp;&amp; npm run build"), "{b}");
-    std::fs::create_dir_all(&web).unwrap();
-    std::fs::write(web.join("hive.js"), "export {}").unwrap();
-    let (s, b) = call(&f, get("/")).await;
-    assert_eq!(s, StatusCode::OK);
-    assert!(
-        b.contains(r#"<meta name="hive-token" content="t0k">"#),
-        "{b}"
+    assert!(b.contains("cargo install --path crates/hive-c0re"), "{b}");
+    let (s, b) = call(&f, get("/assets/hive.js")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(error_of(&b).contains("npm run build"), "{b}");
+
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    assert_eq!(
+        call(&f, get("/")).await,
+        (StatusCode::OK, "<!doctype html><title>hive</title>".into())
+    );
+    assert_eq!(
+        call(&f, get("/agents/alice")).await,
+        (StatusCode::OK, "<!doctype html><title>agent</title>".into())
     );
     let (s, b) = call(&f, get("/assets/hive.js")).await;
     assert_eq!((s, b.as_str()), (StatusCode::OK, "export {}"));
-    assert_eq!(
-        call(&f, get("/assets/..%2Fhive.db")).await.0,
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        call(&f, get("/assets/.hidden.js")).await.0,
-        StatusCode::NOT_FOUND
-    );
+    for missing in [
+        "/assets/..%2Fhive.db",
+        "/assets/.hidden.js",
+        "/assets/hive.html",
+        "/assets/nope.js",
+    ] {
+        assert_eq!(
+            call(&f, get(missing)).await.0,
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
 }
 
 #[tokio::test]

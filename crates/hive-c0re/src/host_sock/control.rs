@@ -13,6 +13,7 @@ impl Handle for verb::Urls {
         Ok(Response {
             urls: Some(Urls {
                 home: hive.settings.dashboard_home.clone(),
+                login: hive.settings.dashboard_login.clone(),
                 ..Urls::default()
             }),
             ..Response::ok()

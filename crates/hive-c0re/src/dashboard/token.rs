@@ -1,0 +1,196 @@
+//! The dashboard's token: `HIVE_DASHBOARD_TOKEN`, or a random one kept in
+//! `<state>/dashboard.token` so a browser's login survives a restart of
+//! hive-c0re. The file is hive-c0re's alone (a regular file it owns, mode
+//! 0600); anything else there (a link, a FIFO, a file others may read) is
+//! replaced by a new token, which logs every browser out.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::paths::Paths;
+
+/// Bytes of randomness in a generated token (hex in the file).
+const TOKEN_BYTES: usize = 32;
+/// Shortest `HIVE_DASHBOARD_TOKEN` accepted.
+const MIN_FIXED_LEN: usize = 16;
+
+/// The token this start uses: `fixed` (`HIVE_DASHBOARD_TOKEN`), the kept one, or a new one (then kept).
+pub(crate) fn settle(paths: &Paths, fixed: Option<&str>) -> anyhow::Result<String> {
+    if let Some(t) = fixed.map(str::trim).filter(|t| !t.is_empty()) {
+        // It goes into a URL and a cookie as it is.
+        let safe = t
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+        anyhow::ensure!(
+            safe && t.len() >= MIN_FIXED_LEN,
+            "HIVE_DASHBOARD_TOKEN must be at least {MIN_FIXED_LEN} letters, digits, '-', '_', '.' or '~' \
+             (e.g. the output of `openssl rand -hex 32`), or unset so hive-c0re keeps its own"
+        );
+        return Ok(t.to_owned());
+    }
+    let path = paths.dashboard_token();
+    match read_kept(&path) {
+        Ok(Some(t)) => return Ok(t),
+        Ok(None) => {}
+        Err(why) => tracing::warn!(
+            "{} {why}: making a new dashboard token (browsers have to log in again)",
+            path.display()
+        ),
+    }
+    let token = random_token().context("could not generate a dashboard token")?;
+    keep(&path, &token).with_context(|| {
+        format!(
+            "could not keep the dashboard token in {}: check that the state dir is writable",
+            path.display()
+        )
+    })?;
+    Ok(token)
+}
+
+/// The kept token; `Ok(None)` when there is none, `Err(why)` when the file cannot be trusted.
+fn read_kept(path: &Path) -> Result<Option<String>, String> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // No link is followed and no FIFO blocks the start.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("is a symbolic link".into());
+        }
+        Err(e) => return Err(format!("cannot be opened ({e})")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!("belongs to uid {}, not to hive-c0re", meta.uid()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "could be read by others (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    let mut text = String::new();
+    (&mut file)
+        .take(1024)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    let token = text.trim();
+    if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("does not hold a token".into());
+    }
+    Ok(Some(token.to_owned()))
+}
+
+/// Writes `token` to `path` (0600) through a private temp file renamed into place.
+fn keep(path: &Path, token: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = f
+        .write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Random bytes from the kernel, as hex.
+fn random_token() -> std::io::Result<String> {
+    let mut buf = [0u8; TOKEN_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            state: dir.to_path_buf(),
+            run: dir.join("run"),
+        }
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_fixed_token_wins_and_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        assert_eq!(
+            settle(&p, Some(" open-sesame-1234\n")).unwrap(),
+            "open-sesame-1234"
+        );
+        assert!(!p.dashboard_token().exists());
+        for bad in ["sesame", "open sesame 1234", "open-sesame-1234;x=y"] {
+            let e = settle(&p, Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("HIVE_DASHBOARD_TOKEN must be"), "{bad}: {e}");
+        }
+        assert_eq!(
+            settle(&p, Some("  ")).unwrap().len(),
+            64,
+            "blank is no token"
+        );
+    }
+
+    #[test]
+    fn kept_privately_and_replaced_when_not_trustworthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        let file = p.dashboard_token();
+        let first = settle(&p, None).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(
+            settle(&p, None).unwrap(),
+            first,
+            "the same token after a restart"
+        );
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let second = settle(&p, None).unwrap();
+        assert_ne!(second, first, "a token others could read is replaced");
+        assert_eq!(mode(&file), 0o600);
+
+        // A link to a file of the attacker's choosing is neither read nor written through.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "a".repeat(64)).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&target, &file).unwrap();
+        let third = settle(&p, None).unwrap();
+        assert_ne!(third, "a".repeat(64));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "a".repeat(64));
+        assert!(!std::fs::symlink_metadata(&file).unwrap().is_symlink());
+
+        // A FIFO does not block the start.
+        std::fs::remove_file(&file).unwrap();
+        nix::unistd::mkfifo(&file, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let fourth = settle(&p, None).unwrap();
+        assert!(std::fs::metadata(&file).unwrap().is_file());
+        assert_eq!(settle(&p, None).unwrap(), fourth);
+    }
+}

@@ -1,0 +1,400 @@
+//! The dashboard through the real binary: nothing without a login (the
+//! attack of a local user who is not the operator), the login link from
+//! `hive-c0re urls`, a login that survives a restart, and a binary that
+//! serves the front end on its own.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Opts, TestHive};
+
+/// An HTTP answer: status, headers (lowercase names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; `extra` are more header lines.
+fn request(addr: &str, method: &str, path: &str, extra: &[&str]) -> Answer {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if method == "POST" {
+        head.push_str("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+    } else {
+        head.push_str("\r\n");
+    }
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    // A 101 keeps the connection open: read what came, the head is enough.
+    let _ = s.read_to_end(&mut raw);
+    parse(&String::from_utf8_lossy(&raw))
+}
+
+fn parse(raw: &str) -> Answer {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {raw:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A WebSocket handshake on the shell route, with `extra` header lines.
+fn shell_handshake(addr: &str, extra: &[&str]) -> Answer {
+    let mut lines = vec![
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ];
+    lines.extend_from_slice(extra);
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("GET /api/agents/alice/shell HTTP/1.1\r\nHost: {addr}\r\n");
+    for l in lines {
+        head.push_str(l);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // Read the head only: an upgraded socket stays open.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    parse(&String::from_utf8_lossy(&raw))
+}
+
+/// `dashboard:` and `log in:` of `hive-c0re urls` (the address, and the link when there is one).
+fn urls(out: &str) -> (String, Option<String>) {
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let home = field("dashboard:").unwrap_or_else(|| panic!("no dashboard in {out:?}"));
+    let addr = home
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    (addr, field("log in:"))
+}
+
+/// The path and query of a login link (`/?token=...`).
+fn path_of(link: &str) -> &str {
+    let rest = link.trim_start_matches("http://");
+    &rest[rest.find('/').unwrap()..]
+}
+
+fn dashboard_hive(port: u16) -> TestHive {
+    TestHive::start_with(Opts {
+        args: vec![
+            "--no-manager".into(),
+            "--dashboard".into(),
+            format!("127.0.0.1:{port}"),
+        ],
+        ..Opts::default()
+    })
+}
+
+/// Runs `argv` as uid/gid 65534 (nobody) without supplementary groups; its stdout and exit status.
+fn as_nobody(argv: &[&str], env: &[(&str, &Path)]) -> (String, bool) {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("setpriv runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
+    let hive = dashboard_hive(0);
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["send", "alice", "secret plans"]);
+    let (addr, link) = urls(&hive.ok(&["urls"]));
+
+    // The attack: a local client without the login (no cookie, no header).
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/agents/alice"),
+        ("GET", "/assets/hive.js"),
+        ("GET", "/api/agents"),
+        ("GET", "/api/agents/alice/messages"),
+        ("GET", "/api/stream"),
+        ("POST", "/api/agents/alice/kill"),
+    ] {
+        let a = request(&addr, method, path, &[]);
+        assert_eq!(a.status, 401, "{method} {path} without a login: {}", a.body);
+        assert!(!a.body.contains("hive-token"), "{path}: {}", a.body);
+        assert!(
+            !a.body.contains("secret plans") && !a.body.contains("\"alice\""),
+            "{path}: {}",
+            a.body
+        );
+        assert!(
+            a.body.contains("hive-c0re urls"),
+            "{path} says how to log in: {}",
+            a.body
+        );
+    }
+    let ws = shell_handshake(&addr, &[]);
+    assert_eq!(ws.status, 401, "a shell without a login");
+
+    let link = link.expect("hive-c0re urls prints the login link");
+    let token = link.rsplit_once("token=").unwrap().1.to_owned();
+    for path in ["/", "/api/agents", "/agents/alice"] {
+        let a = request(&addr, "GET", path, &[]);
+        assert!(
+            !a.body.contains(&token),
+            "{path} shows the token to a stranger"
+        );
+    }
+    let file = hive.state_dir().join("dashboard.token");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", file.display());
+
+    // Another uid on the host: no host.sock, no token file, and over TCP what everyone gets.
+    if nix::unistd::geteuid().is_root() && common::which("setpriv").is_some() {
+        std::fs::set_permissions(hive.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = env!("CARGO_BIN_EXE_hive-c0re");
+        let run = hive.run_dir();
+        let (out, ok) = as_nobody(&[bin, "urls"], &[("HIVE_RUN_DIR", &run)]);
+        assert!(
+            !ok && !out.contains(&token),
+            "nobody ran hive-c0re urls: {out}"
+        );
+        let (out, ok) = as_nobody(&["cat", file.to_str().unwrap()], &[]);
+        assert!(
+            !ok && !out.contains(&token),
+            "nobody read the token file: {out}"
+        );
+        let port = addr.rsplit_once(':').unwrap().1;
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET / HTTP/1.1\\r\\nHost: {addr}\\r\\nConnection: close\\r\\n\\r\\n' >&3; cat <&3"
+        );
+        let (out, _) = as_nobody(&["bash", "-c", &script], &[]);
+        assert!(out.starts_with("HTTP/1.1 401"), "nobody's GET /: {out}");
+        assert!(
+            !out.contains(&token) && out.contains("hive-c0re urls"),
+            "{out}"
+        );
+    } else {
+        eprintln!("the other-uid part needs root and setpriv: skipped");
+    }
+
+    // The operator's link logs a browser in: an HttpOnly cookie, then the page, the data and the shell.
+    let login = request(&addr, "GET", path_of(&link), &[]);
+    assert_eq!(login.status, 303);
+    assert_eq!(login.header("location"), Some("/"));
+    let set = login.header("set-cookie").expect("a cookie");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+    let page = request(&addr, "GET", "/", &[&cookie]);
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains(&token),
+        "the page never holds the token"
+    );
+    let csp = page.header("content-security-policy").unwrap_or("");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self';"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert!(
+        request(&addr, "GET", "/api/agents", &[&cookie])
+            .body
+            .contains("\"alice\"")
+    );
+    let origin = format!("Origin: http://{addr}");
+    assert_eq!(shell_handshake(&addr, &[&cookie, &origin]).status, 101);
+}
+
+#[test]
+fn a_login_survives_a_restart_of_the_daemon() {
+    let mut hive = dashboard_hive(0);
+    let (addr, link) = urls(&hive.ok(&["urls"]));
+    let link = link.expect("a login link");
+    let login = request(&addr, "GET", path_of(&link), &[]);
+    let cookie = format!(
+        "Cookie: {}",
+        login
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+    );
+    assert_eq!(request(&addr, "GET", "/api/agents", &[&cookie]).status, 200);
+
+    hive.stop();
+    // The same address again, as an operator's bookmark has it.
+    hive.opts.args = vec!["--no-manager".into(), "--dashboard".into(), addr.clone()];
+    hive.serve();
+    assert_eq!(
+        urls(&hive.ok(&["urls"])).1.as_deref(),
+        Some(link.as_str()),
+        "the same login link"
+    );
+    assert_eq!(
+        request(&addr, "GET", "/api/agents", &[&cookie]).status,
+        200,
+        "the browser is still logged in"
+    );
+
+    // Removing the kept token logs every browser out, and says so.
+    hive.stop();
+    std::fs::remove_file(hive.state_dir().join("dashboard.token")).unwrap();
+    hive.serve();
+    let stale = request(&addr, "GET", "/", &[&cookie]);
+    assert_eq!(stale.status, 401);
+    assert!(
+        stale.body.contains("token changed since it logged in"),
+        "{}",
+        stale.body
+    );
+    assert!(!stale.body.contains("loopback"), "{}", stale.body);
+    let fresh = urls(&hive.ok(&["urls"])).1.unwrap();
+    assert_ne!(fresh, link);
+}
+
+#[test]
+fn the_binary_alone_serves_the_dashboard_from_any_directory() {
+    let dist = common::repo_root().join("web/dist/hive.html");
+    assert!(
+        dist.exists(),
+        "the front end is not built: run cd web && npm ci && npm run build, then cargo build -p hive-c0re"
+    );
+    // As `cargo install` leaves it: the binary alone in a prefix, run from elsewhere.
+    let dir = tempfile::Builder::new()
+        .prefix("hive-install-")
+        .tempdir()
+        .unwrap();
+    let prefix_bin = dir.path().join("prefix/bin");
+    std::fs::create_dir_all(&prefix_bin).unwrap();
+    let bin = prefix_bin.join("hive-c0re");
+    std::fs::copy(env!("CARGO_BIN_EXE_hive-c0re"), &bin).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let state = dir.path().join("state");
+    let run = dir.path().join("run");
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(&bin);
+        c.args(args)
+            .current_dir(&elsewhere)
+            .env("HIVE_STATE_DIR", &state)
+            .env("HIVE_RUN_DIR", &run)
+            .env("HIVE_BIN_DIR", &prefix_bin)
+            .env_remove("HIVE_DASHBOARD_TOKEN");
+        c
+    };
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut daemon = cmd(&[
+        "serve",
+        "--runtime",
+        "process",
+        "--no-manager",
+        "--dashboard",
+        "127.0.0.1:0",
+    ])
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
+    .spawn()
+    .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let daemon = Kill(&mut daemon);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let o = cmd(&["urls"]).output().unwrap();
+        if o.status.success() {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the installed hive-c0re did not come up: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (addr, link) = urls(&out);
+    let login = request(&addr, "GET", path_of(&link.unwrap()), &[]);
+    let cookie = format!(
+        "Cookie: {}",
+        login
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+    );
+    let page = request(&addr, "GET", "/", &[&cookie]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains(r#"src="/assets/hive.js""#),
+        "{}",
+        page.body
+    );
+    let script = request(&addr, "GET", "/assets/hive.js", &[&cookie]);
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let built = std::fs::read_to_string(common::repo_root().join("web/dist/hive.js")).unwrap();
+    assert!(
+        script.body == built,
+        "the embedded hive.js is the built one"
+    );
+    drop(daemon);
+}
