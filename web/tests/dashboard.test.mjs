@@ -329,6 +329,7 @@ test('a page whose login is gone says why and how to log in again', async () => 
   const body = await page.locator('body').innerText();
   assert.match(body, /token changed since it logged in/);
   assert.ok(!(await page.content()).includes(hive.token));
+  await page.screenshot({ path: path.join(OUT, 'dashboard-login.png') });
   // Logging in again with the new link brings the page back.
   await hive.logIn(page);
   await page.goto(`${hive.url}/agents/alice`);

@@ -40,8 +40,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
                    frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// How to log in, for every refusal.
-pub const HOW_TO_LOG_IN: &str = "to log in, run `hive-c0re urls` on the hive's host (as root or a member of the \
-     hive's admin group) and open the login link it prints in this browser";
+fn how_to_log_in() -> String {
+    format!(
+        "to log in, run `hive-c0re urls` on the hive's host (as root or a member of group {}) \
+         and open the login link it prints in this browser",
+        crate::host_sock::ADMIN_GROUP
+    )
+}
 
 /// The dashboard's token and where it is served.
 #[derive(Debug, Clone)]
@@ -79,7 +84,7 @@ impl Refusal {
                 "this login link does not hold the dashboard's current token (the token changed since the link was printed)"
             }
         };
-        format!("{why}; {HOW_TO_LOG_IN}")
+        format!("{why}; {}", how_to_log_in())
     }
 }
 
