@@ -43,6 +43,9 @@ const PASSED_ENV: [&str; 5] = [
 /// Runs the daemon until a signal stops it.
 pub async fn serve(opts: ServeOptions) -> Result<()> {
     let paths = opts.paths.clone();
+    raise_fd_limit();
+    // Before host.sock answers: a stop right after start must still shut down cleanly.
+    let stop_signal = stop_signal();
     std::fs::create_dir_all(&paths.run)
         .with_context(|| format!("could not create the run dir {}", paths.run.display()))?;
     std::fs::create_dir_all(paths.agents_root())
@@ -119,13 +122,36 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .map(|h| format!(" · dashboard {h} (log in with the link `hive-c0re urls` prints)"))
             .unwrap_or_default()
     );
-    wait_for_signal().await;
+    stop_signal.await;
     tracing::info!("shutting down");
     hive.shutdown.cancel();
     hive.supervisor.stop_all().await;
     let _ = host.await;
     let _ = std::fs::remove_file(paths.host_sock());
     Ok(())
+}
+
+/// Open files this daemon asks for: host.sock's connections, agent sockets,
+/// children's pipes. Not the hard limit itself, which can be a million:
+/// children inherit the soft limit, and some walk every possible descriptor.
+const WANTED_FILES: u64 = 65_536;
+
+/// Raises the soft open-file limit toward [`WANTED_FILES`] (as far as the hard
+/// limit allows): the common default of 1024 is less than an operator's
+/// clients may hold open on host.sock.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let want = hard.min(WANTED_FILES);
+    if want <= soft {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        Ok(()) => tracing::debug!("raised the open-file limit from {soft} to {want}"),
+        Err(e) => tracing::warn!("could not raise the open-file limit from {soft} to {want}: {e}"),
+    }
 }
 
 /// Holds the run dir's lock for the daemon's lifetime, so a second `serve` refuses.
@@ -224,16 +250,20 @@ async fn vacuum(hive: Arc<Hive>, every: Duration) {
     }
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM/SIGINT handlers now; the future ends at the first of them.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -88,6 +88,8 @@ fn subscribe_agent_status_acks_then_streams_changed_rows() {
     let mut sub = Conn::open(&hive.sock());
     sub.send(r#"{"cmd":"subscribe_agent_status"}"#);
     assert_eq!(sub.recv(), "{\"version\":1,\"ok\":true}\n");
+    // A client that is done sending (half-closed) still reads its stream.
+    sub.stream.shutdown(std::net::Shutdown::Write).unwrap();
     hive.ok(&["pause", "alice"]);
     let row = sub.recv_json();
     assert_eq!(row["ok"], true);
@@ -227,6 +229,123 @@ fn two_hundred_clients_at_once() {
     let v = hive.request(serde_json::json!({"cmd":"recv","max":1000}));
     assert_eq!(v["messages"].as_array().unwrap().len(), 200);
     still_answers(&hive);
+}
+
+/// Reads one answer line, or says the daemon kept the client waiting.
+fn answer_within(c: &mut Conn, secs: u64, what: &str) -> serde_json::Value {
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(secs)))
+        .unwrap();
+    let mut line = String::new();
+    let mut r = std::io::BufReader::new(&c.stream);
+    match std::io::BufRead::read_line(&mut r, &mut line) {
+        Ok(n) if n > 0 => serde_json::from_str(&line).unwrap(),
+        Ok(_) => panic!("{what}: the daemon closed the connection without answering"),
+        Err(e) => panic!("{what}: no answer within {secs} s ({e})"),
+    }
+}
+
+/// The soft open-file limit of a running process, from /proc.
+fn soft_nofile(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_thousand_idle_connections_keep_no_request_waiting() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const IDLE: usize = 1100;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= 2 * IDLE as u64,
+        "this test holds {IDLE} connections open; the hard open-file limit is {hard}"
+    );
+    if soft < 2 * IDLE as u64 {
+        setrlimit(Resource::RLIMIT_NOFILE, 2 * IDLE as u64, hard).unwrap();
+    }
+    // Started with the common default of 1024 open files: the daemon raises it itself.
+    let opts = common::Opts {
+        nofile: Some(1024),
+        ..common::Opts::default()
+    };
+    let hive = TestHive::start_with(opts);
+    let pid = hive.child.as_ref().unwrap().id();
+    assert!(
+        soft_nofile(pid) >= 4096,
+        "the daemon kept a low open-file limit"
+    );
+    let mut idle: Vec<Conn> = (0..IDLE).map(|_| Conn::open(&hive.sock())).collect();
+    // The idle timeout is 60 s: an answer well before it was not waiting for an idle client to go.
+    let mut c = Conn::open(&hive.sock());
+    c.send(r#"{"cmd":"list"}"#);
+    let v = answer_within(&mut c, 20, "a request behind 1100 idle connections");
+    assert_eq!(v["ok"], true);
+    assert!(hive.cli(&["status"]).status.success());
+    // Every idle connection was accepted and is still served.
+    for i in [0, IDLE / 2, IDLE - 1] {
+        idle[i].send(r#"{"cmd":"list"}"#);
+        let v = answer_within(&mut idle[i], 20, "an idle connection's first request");
+        assert_eq!(v["ok"], true);
+    }
+}
+
+#[test]
+fn at_the_bound_the_longest_idle_connection_gives_way_and_busy_ones_stay() {
+    let mut opts = common::Opts::default();
+    opts.env.push(("HIVE_MAX_CONNECTIONS".into(), "8".into()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["kill", "alice"]);
+    let subscribe = |c: &mut Conn| {
+        c.send(r#"{"cmd":"subscribe_agent_status"}"#);
+        assert_eq!(c.recv(), "{\"version\":1,\"ok\":true}\n");
+    };
+    let mut sub = Conn::open(&hive.sock());
+    subscribe(&mut sub);
+    // Seven idle connections, each idle since its answer, oldest first.
+    let mut idle: Vec<Conn> = (0..7)
+        .map(|_| {
+            let mut c = Conn::open(&hive.sock());
+            c.send(r#"{"cmd":"list"}"#);
+            assert_eq!(c.recv_json()["ok"], true);
+            c
+        })
+        .collect();
+    // Full: a newcomer is answered at once, and the longest idle one is closed for it.
+    let mut newcomer = Conn::open(&hive.sock());
+    newcomer.send(r#"{"cmd":"list"}"#);
+    assert_eq!(
+        answer_within(&mut newcomer, 20, "a newcomer at the bound")["ok"],
+        true
+    );
+    assert_eq!(idle[0].recv(), "", "the longest idle connection was kept");
+    idle[1].send(r#"{"cmd":"list"}"#);
+    assert_eq!(idle[1].recv_json()["ok"], true);
+    // The stream was busy, so it stayed: it still reports changes.
+    hive.ok(&["pause", "alice"]);
+    let row = sub.recv_json();
+    assert_eq!(row["agent_statuses"][0]["paused"], true);
+    // When every place is busy, a newcomer is refused with a sentence.
+    let mut subs: Vec<Conn> = (0..7)
+        .map(|_| {
+            let mut c = Conn::open(&hive.sock());
+            subscribe(&mut c);
+            c
+        })
+        .collect();
+    let mut late = Conn::open(&hive.sock());
+    let v = answer_within(&mut late, 20, "a newcomer when all are busy");
+    assert_eq!(v["ok"], false);
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("all 8 connections busy"), "{err}");
+    // A place freed is a place for the next client.
+    drop(subs.pop());
+    drop(sub);
+    hive.wait_for("a freed place", 10, |h| h.cli(&["status"]).status.success());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use hive_sh4re::host::{Response, Scope, verb};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::{ConnReader, Handle, Reply, StreamReply};
+use super::{ConnReader, Handle, Reply, StreamReply, client_gone};
 use crate::broker::Change;
 use crate::error::{Error, Result};
 use crate::hive::Hive;
@@ -121,7 +121,7 @@ impl StreamReply for StatusStream {
     async fn run(
         self: Box<Self>,
         hive: Arc<Hive>,
-        _r: &mut ConnReader,
+        r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()> {
         let mut changes = hive.broker.subscribe();
@@ -136,6 +136,7 @@ impl StreamReply for StatusStream {
                     Err(_) => return Ok(()),
                 },
                 _ = hive.shutdown.cancelled() => return Ok(()),
+                () = client_gone(r, w) => return Ok(()),
             };
             let rows = match name {
                 Some(n) => match AgentName::parse(&n)

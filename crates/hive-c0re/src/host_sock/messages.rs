@@ -8,7 +8,7 @@ use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::{ConnReader, Handle, Reply, StreamReply};
+use super::{ConnReader, Handle, Reply, StreamReply, client_gone};
 use crate::broker::Change;
 use crate::error::Result;
 use crate::hive::Hive;
@@ -91,7 +91,7 @@ impl StreamReply for EventStream {
     async fn run(
         self: Box<Self>,
         hive: Arc<Hive>,
-        _r: &mut ConnReader,
+        r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()> {
         let mut changes = hive.broker.subscribe();
@@ -127,6 +127,7 @@ impl StreamReply for EventStream {
                         Err(_) => return Ok(()),
                     },
                     _ = hive.shutdown.cancelled() => return Ok(()),
+                    () = client_gone(r, w) => return Ok(()),
                 }
             }
         }

@@ -2,10 +2,12 @@
 //!
 //! JSON lines, many requests per connection, answered in order. Bad input
 //! costs only its own connection a refusal: lines are bounded, an idle
-//! client is dropped, and the number of connections is capped.
+//! client is dropped, and the number of connections is capped without idle
+//! ones ever keeping a newcomer waiting (`conns.rs`).
 
 mod agents;
 mod approvals;
+mod conns;
 mod control;
 mod messages;
 mod shell;
@@ -20,7 +22,6 @@ use hive_sh4re::host::{Request, Response};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
 use crate::hive::Hive;
@@ -40,8 +41,25 @@ fn idle_timeout() -> Duration {
         .map(Duration::from_secs_f64)
         .unwrap_or(IDLE_TIMEOUT)
 }
-/// Connections served at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Most connections served at once, whatever the descriptor limit allows.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// The connection bound in force: `HIVE_MAX_CONNECTIONS` (for tests), else
+/// [`MAX_CONNECTIONS`] or half the open-file limit if that is lower, so
+/// agents, the store and children keep the other half.
+fn max_connections() -> usize {
+    if let Some(n) = std::env::var("HIVE_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    MAX_CONNECTIONS.min(usize::try_from(files / 2).unwrap_or(usize::MAX).max(16))
+}
 
 /// What a verb answers: one line, or one line and then a stream.
 pub(crate) enum Reply {
@@ -65,6 +83,24 @@ pub(crate) trait StreamReply: Send {
         r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()>;
+}
+
+/// Resolves when a streaming client has closed the connection, so its place
+/// is freed without waiting for a write to fail. A client that only shut down
+/// its sending side still reads, and keeps its stream. What it sends is dropped.
+pub(crate) async fn client_gone(r: &mut ConnReader, w: &OwnedWriteHalf) {
+    let mut sink = [0u8; 1024];
+    while let Ok(n) = tokio::io::AsyncReadExt::read(r, &mut sink).await {
+        if n == 0 {
+            break;
+        }
+    }
+    // The read side is over; an empty write fails only when the peer closed both.
+    let stream: &tokio::net::UnixStream = w.as_ref();
+    if nix::unistd::write(stream, &[]).is_err() {
+        return;
+    }
+    std::future::pending().await
 }
 
 impl From<Response> for Reply {
@@ -101,29 +137,40 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 
 /// Serves host.sock until the hive shuts down.
 pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = conns::Conns::new(max_connections());
+    tracing::debug!("host.sock serves up to {} connections", conns.cap());
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = hive.shutdown.cancelled() => return,
-        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    tracing::warn!("host.sock accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of descriptors: an idle client gives way; else wait for one to close.
+                    let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    if out_of_fds && conns.evict_oldest() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else {
+                        tracing::warn!("host.sock accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     continue;
                 }
             },
             _ = hive.shutdown.cancelled() => return,
         };
+        let slot = conns.admit();
         let hive = hive.clone();
+        let cap = conns.cap();
         tokio::spawn(async move {
-            let _permit = permit;
             let (r, mut w) = stream.into_split();
+            let Some(mut slot) = slot else {
+                let busy = Response::refusal(format!(
+                    "host.sock has all {cap} connections busy (streams, shells, waits): close some and try again"
+                ));
+                let _ = tokio::time::timeout(IDLE_TIMEOUT, w.write_all(&busy.to_line())).await;
+                return;
+            };
             let mut r = BufReader::new(r);
-            if let Err(e) = serve_conn(&hive, &mut r, &mut w).await {
+            if let Err(e) = serve_conn(&hive, &mut slot, &mut r, &mut w).await {
                 tracing::debug!("host.sock connection ended: {e}");
             }
         });
@@ -132,18 +179,24 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
 
 async fn serve_conn(
     hive: &Arc<Hive>,
+    slot: &mut conns::Slot,
     r: &mut ConnReader,
     w: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
     let idle = idle_timeout();
     loop {
+        let evicted = slot.idle();
         let line = tokio::select! {
             l = tokio::time::timeout(idle, read_line(r, MAX_LINE_BYTES)) => match l {
                 Ok(l) => l?,
                 Err(_) => return Ok(()),
             },
+            _ = evicted.cancelled() => return Ok(()),
             _ = hive.shutdown.cancelled() => return Ok(()),
         };
+        if !slot.busy() {
+            return Ok(());
+        }
         let reply = match line {
             Line::Eof => return Ok(()),
             Line::TooLong => Response::refusal(format!(

@@ -39,6 +39,8 @@ pub struct Opts {
     pub runtime: &'static str,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The daemon's soft open-file limit at start (the test's own when None).
+    pub nofile: Option<u64>,
 }
 
 impl Default for Opts {
@@ -47,6 +49,7 @@ impl Default for Opts {
             runtime: "process",
             args: vec!["--no-manager".into(), "--no-dashboard".into()],
             env: vec![],
+            nofile: None,
         }
     }
 }
@@ -117,14 +120,23 @@ impl TestHive {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = self
-            .command()
-            .args(["serve", "--runtime", self.opts.runtime])
+        let mut cmd = self.command();
+        cmd.args(["serve", "--runtime", self.opts.runtime])
             .args(&self.opts.args)
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("hive-c0re serve starts");
+            .stderr(log);
+        if let Some(soft) = self.opts.nofile {
+            use nix::sys::resource::{Resource, getrlimit, setrlimit};
+            use std::os::unix::process::CommandExt;
+            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+            // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd.spawn().expect("hive-c0re serve starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
