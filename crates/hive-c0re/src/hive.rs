@@ -549,15 +549,23 @@ impl Hive {
         })
     }
 
-    /// Cancels the agent's running turn, or its nap.
+    /// Cancels the agent's running turn, or its nap; refused when it has neither.
     pub fn cancel(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
-        if row.nap_until.is_some() {
+        let napping = row.nap_until.is_some();
+        let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
+        if !napping && !in_turn {
+            return Err(Error::refused(format!(
+                "{name} has no turn running and is not napping ({}): there is nothing to cancel",
+                row.state.as_str()
+            )));
+        }
+        if napping {
             self.store.set_nap_until(name.as_str(), None)?;
             self.broker.poke(name.as_str());
             self.broker.publish(Change::Agent(name.to_string()));
         }
-        if row.state == AgentState::Thinking || row.state == AgentState::Compacting {
+        if in_turn {
             self.require_running(name)?;
             self.broker
                 .push_control(name.as_str(), hive_sh4re::agent::Control::Cancel);

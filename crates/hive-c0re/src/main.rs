@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use hive_c0re::cli::{Cli, Command, run_client};
 use hive_c0re::daemon::{ServeOptions, serve};
 use hive_c0re::paths::Paths;
 use hive_c0re::store::Limits;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     let paths = Paths::resolve(cli.state_dir, cli.run_dir);
     let code = match cli.command {
         Command::Serve {

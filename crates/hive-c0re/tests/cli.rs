@@ -217,3 +217,172 @@ fn help_teaches_the_verbs() {
         assert!(help.contains(verb), "--help does not mention {verb}");
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    // `hive-c0re status | head -2` after head is gone: the reading end is closed.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = hive
+        .command()
+        .arg("status")
+        .stdout(Stdio::from(write))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn killing_or_destroying_the_manager_asks_for_yes() {
+    let hive = TestHive::start();
+    for verb in ["kill", "destroy"] {
+        let out = hive.cli(&[verb, "manager"]);
+        assert_eq!(out.status.code(), Some(64), "{verb} manager");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("manager is the hive's manager") && err.contains("--yes"),
+            "{err}"
+        );
+        // With --yes the daemon is asked (this hive has no manager, so it says so).
+        let out = hive.cli(&[verb, "manager", "--yes"]);
+        assert_eq!(out.status.code(), Some(1), "{verb} manager --yes");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not managed by this hive"), "{err}");
+    }
+    // Other agents need no --yes.
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["kill", "alice"]);
+    hive.ok(&["destroy", "alice"]);
+}
+
+#[test]
+fn cancel_without_a_turn_says_so_and_exits_1() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    let out = hive.cli(&["cancel", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("alice has no turn running and is not napping"),
+        "{err}"
+    );
+    assert_eq!(out.stdout, b"");
+}
+
+#[test]
+fn recv_says_when_nothing_came() {
+    let hive = TestHive::start();
+    let out = hive.cli(&["recv", "--wait", "0.2"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"", "stdout stays clean for scripts");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no message came to your inbox within 0.2 s"),
+        "{err}"
+    );
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["kill", "alice"]);
+    let out = hive.cli(&["recv", "--as", "alice", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no messages in alice's inbox"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_64_apart_from_refusals_and_no_daemon() {
+    // No daemon at all: a usage error is still a usage error, told before connecting.
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
+            .env("HIVE_RUN_DIR", dir.path())
+            .env("HIVE_STATE_DIR", dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["frobnicate"][..],
+        &["spawn"],
+        &["spawn", "Alice"],
+        &["recv", "--wait", "5000"],
+        &["approve", "seven"],
+        &["kill", "manager"],
+    ] {
+        let out = cli(args);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty(), "{args:?} said nothing");
+    }
+    assert_eq!(cli(&["status"]).status.code(), Some(2));
+    let help = cli(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Exit codes") && help.contains("64 usage error"),
+        "{help}"
+    );
+    assert_eq!(cli(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn unknown_model_names_are_warned_about() {
+    let hive = TestHive::start();
+    let out = hive.cli(&["spawn", "carol", "--model", "sonet"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: \"sonet\" is not a claude model alias"),
+        "{err}"
+    );
+    hive.ok(&["kill", "carol"]);
+    for (model, warns) in [
+        ("opus", false),
+        ("claude-sonnet-4-5", false),
+        ("default", false),
+        ("gpt-4", true),
+    ] {
+        let out = hive.cli(&["model", "carol", model]);
+        assert!(out.status.success(), "{model}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.contains("warning"), warns, "{model}: {err}");
+    }
+    // A name that is not a model name at all is refused by the daemon.
+    let out = hive.cli(&["model", "carol", "a b"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn the_approvals_table_keeps_the_deny_note_apart_from_the_description() {
+    let hive = TestHive::start();
+    hive.ok(&["request-spawn", "bob", "--description", "a reviewer"]);
+    hive.ok(&["request-spawn", "dave"]);
+    hive.ok(&["deny", "1", "--reason", "not now"]);
+    hive.ok(&["deny", "2", "--reason", "no"]);
+    let table = hive.ok(&["approvals"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let col = |name: &str| header.find(name).unwrap_or_else(|| panic!("{header}"));
+    let (desc, note) = (col("DESCRIPTION"), col("NOTE"));
+    assert!(desc < note, "{header}");
+    let cell = |row: &str, at: usize, to: Option<usize>| {
+        row.get(at..to.unwrap_or(row.len()).min(row.len()))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let bob = lines.clone().find(|l| l.contains("bob")).unwrap();
+    assert_eq!(cell(bob, desc, Some(note)), "a reviewer", "{table}");
+    assert_eq!(cell(bob, note, None), "not now", "{table}");
+    let dave = lines.find(|l| l.contains("dave")).unwrap();
+    assert_eq!(cell(dave, desc, Some(note)), "", "{table}");
+    assert_eq!(cell(dave, note, None), "no", "{table}");
+}

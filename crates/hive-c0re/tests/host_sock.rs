@@ -422,3 +422,66 @@ fn sigterm_shuts_down_cleanly() {
         .unwrap();
     assert!(log.contains("shutting down"), "{log}");
 }
+
+#[test]
+fn the_std_client_of_hive_sh4re_drives_the_real_daemon() {
+    use hive_sh4re::host::client::{Client, Error, request};
+    use hive_sh4re::host::verb;
+    use hive_sh4re::{AgentName, Mailbox};
+    let hive = TestHive::start();
+    let alice = AgentName::parse("alice").unwrap();
+    request(
+        hive.sock(),
+        verb::Spawn {
+            name: alice.clone(),
+            model: None,
+        },
+    )
+    .unwrap();
+    let mut c = Client::connect(hive.sock()).unwrap();
+    let agents = c.call(verb::List {}).unwrap().agents.unwrap();
+    assert_eq!(agents, ["alice"]);
+    let sent = c
+        .call(verb::Send {
+            to: Mailbox::Operator,
+            body: "to myself".into(),
+        })
+        .unwrap();
+    let got = c
+        .call(verb::Recv {
+            wait_ms: Some(5000),
+            ..verb::Recv::default()
+        })
+        .unwrap()
+        .messages
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].id, got[0].body.as_str()),
+        (sent.message_id.unwrap(), "to myself")
+    );
+    let ghost = AgentName::parse("ghost").unwrap();
+    assert_eq!(
+        c.call(verb::Restart { name: ghost }).unwrap_err(),
+        Error::Refused("agent \"ghost\" is not managed by this hive: see hive-c0re status".into())
+    );
+    // A stream on the same connection: the ack, then a row per change.
+    c.call(verb::SubscribeAgentStatus {}).unwrap();
+    request(
+        hive.sock(),
+        verb::SetPaused {
+            name: alice,
+            paused: true,
+        },
+    )
+    .unwrap();
+    // Rows of alice's harness starting may come first.
+    c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    loop {
+        let row = c.read().unwrap().agent_statuses.unwrap().remove(0);
+        assert_eq!(row.name, "alice");
+        if row.paused {
+            break;
+        }
+    }
+}

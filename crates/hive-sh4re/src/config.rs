@@ -56,6 +56,20 @@ pub struct McpServer {
     pub env: BTreeMap<String, String>,
 }
 
+/// Model aliases the claude CLI resolves itself (`docs/claude-cli.md`).
+pub const CLAUDE_MODEL_ALIASES: [&str; 4] = ["haiku", "sonnet", "opus", "opusplan"];
+
+/// True for a claude alias (with an optional context suffix such as
+/// `sonnet[1m]`) or a claude model id (`claude-...`). Anything else still
+/// runs, sent as given, which only a custom model server understands.
+pub fn is_claude_model(model: &str) -> bool {
+    let base = model.split_once('[').map_or(model, |(b, _)| b);
+    CLAUDE_MODEL_ALIASES.contains(&base)
+        || model
+            .strip_prefix("claude-")
+            .is_some_and(|rest| !rest.is_empty())
+}
+
 fn default_model() -> String {
     DEFAULT_MODEL.to_owned()
 }
@@ -211,6 +225,14 @@ args = ["--root", "/state"]
         assert!(c.may_send_to(&Mailbox::parse("bob").unwrap()));
         assert!(!c.may_send_to(&Mailbox::parse("carol").unwrap()));
         assert!(c.allowed_tools_arg(&[]).ends_with(",Read,Bash(git *)"));
+    }
+
+    #[test]
+    fn claude_models_are_aliases_and_ids() {
+        assert!(is_claude_model("haiku") && is_claude_model("sonnet[1m]"));
+        assert!(is_claude_model("claude-sonnet-4-5"));
+        assert!(!is_claude_model("sonet") && !is_claude_model("claude-"));
+        assert!(!is_claude_model("gpt-4"));
     }
 
     #[test]

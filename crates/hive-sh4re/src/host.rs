@@ -5,6 +5,7 @@
 //! `version` and `ok`. The dashboard serves the same row types, so both
 //! surfaces stay in step.
 
+pub mod client;
 pub mod verb;
 
 use serde::{Deserialize, Serialize};

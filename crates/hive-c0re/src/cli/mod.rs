@@ -1,6 +1,13 @@
 //! The `hive-c0re` command line: `serve`, and the operator's verbs, each a host.sock request.
 
-mod client;
+/// `println!` for the CLI's output: when the reader has gone (`| head`), the
+/// process ends quietly with success instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::output::line(format_args!($($arg)*))
+    };
+}
+
 mod output;
 mod shell;
 
@@ -9,20 +16,62 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use hive_sh4re::host::client::{self, Client};
 use hive_sh4re::host::{Scope, verb};
 use hive_sh4re::{AgentName, Mailbox};
 
-pub use client::{Client, ClientError};
-
 use crate::paths::Paths;
 use crate::runtime::RuntimeKind;
+
+/// The CLI's exit codes.
+pub mod exit {
+    /// Done.
+    pub const DONE: i32 = 0;
+    /// The daemon refused (its sentence is on stderr), or the verb failed.
+    pub const REFUSED: i32 = 1;
+    /// hive-c0re is not running, or not reachable by this user.
+    pub const UNREACHABLE: i32 = 2;
+    /// The command line is wrong (EX_USAGE): nothing was asked of the daemon.
+    pub const USAGE: i32 = 64;
+}
+
+/// Why a client verb did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Talking to the daemon failed, or it refused.
+    #[error(transparent)]
+    Client(#[from] client::Error),
+    /// The verb failed on this side (e.g. stdin could not be read).
+    #[error("{0}")]
+    Failed(String),
+    /// The command line asks for something it may not, or not like this.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Client(client::Error::Refused(_)) | Self::Failed(_) => exit::REFUSED,
+            Self::Client(_) => exit::UNREACHABLE,
+            Self::Usage(_) => exit::USAGE,
+        }
+    }
+}
 
 /// hive-c0re: the host daemon of a hyperhive, and the operator's command line.
 ///
 /// Start the hive with `hive-c0re serve`; every other command talks to it
 /// through its admin socket (`<run-dir>/host.sock`).
 #[derive(Debug, Parser)]
-#[command(name = "hive-c0re", version, propagate_version = true)]
+#[command(
+    name = "hive-c0re",
+    version,
+    propagate_version = true,
+    after_help = "Exit codes: 0 done · 1 refused (the daemon's sentence is on stderr) · \
+2 hive-c0re not running or not reachable · 64 usage error (nothing was done)"
+)]
 pub struct Cli {
     /// Where the database and agent state live [default: /var/lib/hyperhive as root, else $XDG_STATE_HOME/hyperhive].
     #[arg(long, global = true, env = "HIVE_STATE_DIR", value_name = "DIR")]
@@ -32,6 +81,22 @@ pub struct Cli {
     pub run_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line; a usage error exits with [`exit::USAGE`]
+    /// after clap's explanation (help and version exit 0).
+    pub fn parse_or_exit() -> Self {
+        Self::try_parse().unwrap_or_else(|e| {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::DONE
+            };
+            let _ = e.print();
+            std::process::exit(code)
+        })
+    }
 }
 
 /// The verbs.
@@ -103,14 +168,19 @@ pub enum Command {
     /// Create an agent with a default config and start it.
     Spawn {
         name: AgentName,
-        /// Claude model (default: haiku).
+        /// Claude model: an alias (haiku, sonnet, opus) or an id (claude-...) [default: haiku].
         #[arg(long)]
         model: Option<String>,
     },
     /// Start a stopped or failed agent.
     Start { name: AgentName },
     /// Stop an agent (SIGTERM, SIGKILL after a grace); it stays stopped across restarts.
-    Kill { name: AgentName },
+    Kill {
+        name: AgentName,
+        /// Needed to kill the manager.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Stop an agent after its current turn ends.
     Stop { name: AgentName },
     /// Stop and start an agent.
@@ -121,6 +191,9 @@ pub enum Command {
         /// Also delete its state, config repo, messages and events.
         #[arg(long)]
         purge: bool,
+        /// Needed to destroy the manager.
+        #[arg(long)]
+        yes: bool,
     },
     /// Create a future agent's config repo (default config); edit, commit, then request-spawn.
     InitConfig { name: AgentName },
@@ -168,13 +241,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stop an agent's current turn (or end its nap).
+    /// Stop an agent's current turn (or end its nap); refused when it has neither.
     Cancel { name: AgentName },
     /// Compact an agent's claude session.
     Compact { name: AgentName },
     /// Rewrite an agent's notes file (/state/notes.md) shorter, keeping the old one as notes.md.prev.
     CompactNotes { name: AgentName },
     /// Show an agent's model, or override it (from its next turn on; `default` clears the override).
+    ///
+    /// MODEL is an alias (haiku, sonnet, opus) or a full id (claude-...);
+    /// another name is passed on with a warning, for a model server that knows it.
     Model {
         name: AgentName,
         model: Option<String>,
@@ -256,23 +332,53 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Runs a client verb (everything but `serve`); returns the exit code.
 pub fn run_client(paths: &Paths, command: Command) -> i32 {
-    if let Command::Shell { name } = &command {
-        return shell::run(paths, name).unwrap_or_else(|e| {
-            eprintln!("hive-c0re: {e}");
-            e.exit_code()
-        });
+    let result = match &command {
+        Command::Shell { name } => shell::run(paths, name),
+        _ => client_verb(paths, command).map(|()| exit::DONE),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("hive-c0re: {e}");
+        e.exit_code()
+    })
+}
+
+/// Refuses to act on the manager without `--yes`: it is what proposes agents
+/// and config changes, and a slip of the name should not end it.
+fn confirm_manager(name: &AgentName, yes: bool, action: &str) -> Result<(), CliError> {
+    if name.is_manager() && !yes {
+        return Err(CliError::Usage(format!(
+            "{name} is the hive's manager: to {action} it, run again with --yes"
+        )));
     }
-    match client_verb(paths, command) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("hive-c0re: {e}");
-            e.exit_code()
-        }
+    Ok(())
+}
+
+/// Warns when a model is neither a claude alias nor a claude id (a typo, or a
+/// model only a custom endpoint knows); the daemon still checks its form.
+fn warn_unknown_model(model: &str) {
+    if !hive_sh4re::config::is_claude_model(model) {
+        eprintln!(
+            "hive-c0re: warning: {model:?} is not a claude model alias (haiku, sonnet, opus) or id (claude-...): \
+             claude passes it to the model server as given"
+        );
     }
 }
 
-fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
-    let mut c = Client::connect(&paths.host_sock())?;
+fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
+    // Checks of the command line come before the daemon is asked anything.
+    match &command {
+        Command::Kill { name, yes } => confirm_manager(name, *yes, "kill")?,
+        Command::Destroy { name, yes, .. } => confirm_manager(name, *yes, "destroy")?,
+        Command::Recv { wait, .. } if !(0.0..=3600.0).contains(wait) => {
+            return Err(CliError::Usage(format!(
+                "--wait takes 0 to 3600 seconds, not {wait}"
+            )));
+        }
+        Command::Spawn { model: Some(m), .. } => warn_unknown_model(m),
+        Command::Model { model: Some(m), .. } if m != "default" => warn_unknown_model(m),
+        _ => {}
+    }
+    let mut c = Client::connect(paths.host_sock())?;
     match command {
         Command::Serve { .. } => unreachable!("serve is not a client verb"),
         Command::Shell { .. } => unreachable!("shell has its own loop"),
@@ -291,7 +397,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             let body = if body == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map_err(|e| {
-                    ClientError::Refused(format!(
+                    CliError::Failed(format!(
                         "could not read the message from standard input: {e}"
                     ))
                 })?;
@@ -303,7 +409,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 to: to.clone(),
                 body,
             })?;
-            println!("sent message #{} to {to}", r.message_id.unwrap_or_default());
+            out!("sent message #{} to {to}", r.message_id.unwrap_or_default());
         }
         Command::Recv {
             as_,
@@ -311,21 +417,27 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             max,
             json,
         } => {
-            if !(0.0..=3600.0).contains(&wait) {
-                return Err(ClientError::Refused(
-                    "--wait takes 0 to 3600 seconds".into(),
-                ));
-            }
             let wait_ms = Some(Duration::from_secs_f64(wait).as_millis() as u64);
             let msgs = c
                 .call(verb::Recv {
-                    as_: Some(as_),
+                    as_: Some(as_.clone()),
                     max: Some(max),
                     wait_ms,
                 })?
                 .messages
                 .unwrap_or_default();
-            if json {
+            if msgs.is_empty() {
+                // On stderr, so a script reading stdout still sees nothing.
+                let mailbox = match &as_ {
+                    Mailbox::Operator => "your inbox".to_owned(),
+                    m => format!("{m}'s inbox"),
+                };
+                if wait > 0.0 {
+                    eprintln!("hive-c0re: no message came to {mailbox} within {wait} s");
+                } else {
+                    eprintln!("hive-c0re: no messages in {mailbox}");
+                }
+            } else if json {
                 output::json_lines(&msgs)
             } else {
                 output::messages(&msgs)
@@ -356,7 +468,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             c.call(verb::Start { scope: one(&name) }),
             &format!("started {name}"),
         )?,
-        Command::Kill { name } => ok(
+        Command::Kill { name, .. } => ok(
             c.call(verb::Kill { name: name.clone() }),
             &format!("killed {name}"),
         )?,
@@ -371,7 +483,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
             c.call(verb::Restart { name: name.clone() }),
             &format!("restarted {name}"),
         )?,
-        Command::Destroy { name, purge } => {
+        Command::Destroy { name, purge, .. } => {
             let what = if purge {
                 "destroyed {name} and purged its state"
             } else {
@@ -394,7 +506,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
         )?,
         Command::RequestSpawn { name, description } => {
             let r = c.call(verb::RequestSpawn { name, description })?;
-            println!("approval #{} queued", r.approval_id.unwrap_or_default());
+            out!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
         Command::RequestApplyCommit {
             agent,
@@ -406,7 +518,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 sha,
                 description,
             })?;
-            println!("approval #{} queued", r.approval_id.unwrap_or_default());
+            out!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
         Command::Approvals { json } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
@@ -474,9 +586,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 .override_model
                 .map(|m| format!(" (operator override: {m})"))
                 .unwrap_or_default();
-            println!(
+            out!(
                 "{name}: active {} · configured {}{over}",
-                info.active, info.configured
+                info.active,
+                info.configured
             );
         }
         Command::Questions { json } => {
@@ -501,7 +614,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 when,
                 text,
             })?;
-            println!(
+            out!(
                 "schedule #{} added for {agent}",
                 r.schedule_id.unwrap_or_default()
             );
@@ -527,7 +640,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
                 .stats
                 .unwrap_or_default();
             if json {
-                println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+                out!("{}", serde_json::to_string(&stats).unwrap_or_default());
             } else {
                 output::stats(&stats);
             }
@@ -535,8 +648,8 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), ClientError> {
         Command::Urls => {
             let urls = c.call(verb::Urls {})?.urls.unwrap_or_default();
             match urls.home {
-                Some(h) => println!("dashboard: {h}"),
-                None => println!("no dashboard is served"),
+                Some(h) => out!("dashboard: {h}"),
+                None => out!("no dashboard is served"),
             }
             if let Some(l) = urls.login {
                 println!(
@@ -555,8 +668,8 @@ fn one(name: &AgentName) -> Scope {
     }
 }
 
-fn ok(r: Result<hive_sh4re::host::Response, ClientError>, done: &str) -> Result<(), ClientError> {
+fn ok(r: Result<hive_sh4re::host::Response, client::Error>, done: &str) -> Result<(), CliError> {
     r?;
-    println!("{done}");
+    out!("{done}");
     Ok(())
 }

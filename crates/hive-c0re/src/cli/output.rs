@@ -1,8 +1,27 @@
 //! How the CLI prints rows: aligned tables for people, JSON lines for scripts.
 
+use std::io::Write;
+
 use hive_sh4re::host::{
     AgentStatusRow, Approval, Event, Message, Question, Schedule, StatsSummary,
 };
+
+/// Writes one line to stdout (what `out!` expands to). A reader that went
+/// away (`hive-c0re status | head -2`) ends the process quietly with success:
+/// it had what it wanted. Any other failure to write is reported.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(super::exit::DONE);
+        }
+        eprintln!("hive-c0re: could not write the output: {e}");
+        std::process::exit(super::exit::REFUSED);
+    }
+}
 
 /// Prints rows as a left-aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
@@ -18,7 +37,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out!("{}", s.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -29,14 +48,14 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 /// Prints one JSON object per line.
 pub fn json_lines<T: serde::Serialize>(items: &[T]) {
     for i in items {
-        println!("{}", serde_json::to_string(i).unwrap_or_default());
+        out!("{}", serde_json::to_string(i).unwrap_or_default());
     }
 }
 
 /// The status table.
 pub fn status(rows: &[AgentStatusRow]) {
     if rows.is_empty() {
-        println!("no agents yet: create one with hive-c0re spawn NAME");
+        out!("no agents yet: create one with hive-c0re spawn NAME");
         return;
     }
     let body: Vec<Vec<String>> = rows
@@ -97,14 +116,14 @@ pub fn status(rows: &[AgentStatusRow]) {
 /// Messages as people read them.
 pub fn messages(msgs: &[Message]) {
     for m in msgs {
-        println!("#{} {} {} -> {}: {}", m.id, m.sent_at, m.from, m.to, m.body);
+        out!("#{} {} {} -> {}: {}", m.id, m.sent_at, m.from, m.to, m.body);
     }
 }
 
 /// The approvals table.
 pub fn approvals(items: &[Approval]) {
     if items.is_empty() {
-        println!("no approvals");
+        out!("no approvals");
         return;
     }
     let body: Vec<Vec<String>> = items
@@ -117,13 +136,13 @@ pub fn approvals(items: &[Approval]) {
                 a.agent.clone(),
                 a.commit_ref.chars().take(12).collect(),
                 a.requested_at.clone(),
-                a.description
-                    .clone()
-                    .or_else(|| a.note.clone())
-                    .unwrap_or_default(),
+                a.description.clone().unwrap_or_default(),
+                a.note.clone().unwrap_or_default(),
             ]
         })
         .collect();
+    // The requester's words and the decision's note are apart: a deny reason
+    // read as the manager's description misleads.
     table(
         &[
             "ID",
@@ -133,6 +152,7 @@ pub fn approvals(items: &[Approval]) {
             "COMMIT",
             "REQUESTED",
             "DESCRIPTION",
+            "NOTE",
         ],
         &body,
     );
@@ -141,7 +161,7 @@ pub fn approvals(items: &[Approval]) {
 /// The questions table.
 pub fn questions(items: &[Question]) {
     if items.is_empty() {
-        println!("no questions");
+        out!("no questions");
         return;
     }
     let body: Vec<Vec<String>> = items
@@ -189,15 +209,17 @@ pub fn events(items: &[Event]) {
                 }
             }
         };
-        println!("#{} {} {:<16} {}", e.id, e.ts, e.kind, text);
+        out!("#{} {} {:<16} {}", e.id, e.ts, e.kind, text);
     }
 }
 
 /// The telemetry table, then per-agent details.
 pub fn stats(s: &StatsSummary) {
-    println!(
+    out!(
         "window: {:.0}s since {} · approvals pending: {}",
-        s.window_seconds, s.since, s.approvals_pending
+        s.window_seconds,
+        s.since,
+        s.approvals_pending
     );
     let body: Vec<Vec<String>> = s
         .agents
@@ -249,21 +271,23 @@ pub fn stats(s: &StatsSummary) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("\n{}:", a.agent);
-        println!("  exits:         {}", join(&a.exit_classes));
-        println!("  tools:         {}", join(&a.tool_usage));
-        println!("  sent/turn:     {}", joinf(&a.sent_per_turn));
-        println!("  received/turn: {}", joinf(&a.received_per_turn));
+        out!("\n{}:", a.agent);
+        out!("  exits:         {}", join(&a.exit_classes));
+        out!("  tools:         {}", join(&a.tool_usage));
+        out!("  sent/turn:     {}", joinf(&a.sent_per_turn));
+        out!("  received/turn: {}", joinf(&a.received_per_turn));
         if let Some(n) = a.notes_bytes {
-            println!(
+            out!(
                 "  notes:         {n} bytes ({:+} in the window)",
                 a.notes_growth_bytes
             );
         }
         if a.tokens_in + a.tokens_out > 0 {
-            println!(
+            out!(
                 "  tokens:        {} in, {} out, ${:.4}",
-                a.tokens_in, a.tokens_out, a.cost_usd
+                a.tokens_in,
+                a.tokens_out,
+                a.cost_usd
             );
         }
     }
@@ -272,7 +296,7 @@ pub fn stats(s: &StatsSummary) {
 /// The schedules table.
 pub fn schedules(items: &[Schedule]) {
     if items.is_empty() {
-        println!("no schedules");
+        out!("no schedules");
         return;
     }
     let body: Vec<Vec<String>> = items

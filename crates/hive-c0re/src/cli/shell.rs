@@ -17,16 +17,18 @@ use hive_sh4re::shell::{Frame, valid_term};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 
-use super::{Client, ClientError};
+use hive_sh4re::host::client::{Client, Error as ClientError};
+
+use super::CliError;
 use crate::paths::Paths;
 
 /// Opens the shell and relays until it ends; returns its exit code.
-pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, ClientError> {
+pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
     let stdin = std::io::stdin();
     let tty = nix::unistd::isatty(&stdin).unwrap_or(false);
     let (rows, cols) = window_size().unzip();
     let term = std::env::var("TERM").ok().filter(|t| valid_term(t));
-    let mut c = Client::connect(&paths.host_sock())?;
+    let mut c = Client::connect(paths.host_sock())?;
     c.call(verb::Shell {
         name: name.clone(),
         rows,
@@ -118,7 +120,7 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, ClientError> {
         }
     };
     drop(raw);
-    result
+    result.map_err(CliError::from)
 }
 
 /// Writes one encoded frame (or several back to back) without interleaving with another thread's.
