@@ -503,6 +503,21 @@ mod tests {
     }
 
     #[test]
+    fn every_verb_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/host-sock.md"
+        ))
+        .unwrap();
+        for cmd in Request::COMMANDS {
+            assert!(
+                doc.contains(&format!("**`{cmd}`**")),
+                "docs/host-sock.md does not describe `{cmd}`: add it under Verbs"
+            );
+        }
+    }
+
+    #[test]
     fn scope_defaults_to_nothing() {
         let r = Request::from_line(br#"{"cmd":"start","scope":{}}"#).unwrap();
         assert_eq!(
