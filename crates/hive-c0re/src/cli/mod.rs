@@ -375,7 +375,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             )));
         }
         Command::Spawn { model: Some(m), .. } => warn_unknown_model(m),
-        Command::Model { model: Some(m), .. } if m != "default" => warn_unknown_model(m),
+        Command::Model { model: Some(m), .. } if !m.is_empty() && m != "default" => {
+            warn_unknown_model(m)
+        }
         _ => {}
     }
     let mut c = Client::connect(paths.host_sock())?;
