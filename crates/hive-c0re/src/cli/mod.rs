@@ -654,7 +654,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 None => out!("no dashboard is served"),
             }
             if let Some(l) = urls.login {
-                println!(
+                out!(
                     "log in:    {l}  (opening it logs that browser in; it holds the dashboard's token, keep it private)"
                 );
             }
