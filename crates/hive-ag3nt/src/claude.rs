@@ -1,4 +1,6 @@
-//! The one place that spawns claude.
+//! The one place that spawns claude, and everything that concerns the claude
+//! CLI (`docs/claude-cli.md`): its arguments, the MCP config it reads, and
+//! what its stream-json output says.
 //!
 //! A turn is one `claude --print --output-format stream-json` process, in its
 //! own process group so a cancel reaches claude and the MCP servers it
@@ -10,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use hive_sh4re::Mailbox;
+use hive_sh4re::agent::EffectiveConfig;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -18,6 +22,25 @@ use tokio::sync::mpsc;
 
 /// How long claude gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Tools only the manager gets.
+pub const MANAGER_TOOLS: [&str; 5] = [
+    "mcp__hyperhive__request_init_config",
+    "mcp__hyperhive__request_spawn",
+    "mcp__hyperhive__request_apply_commit",
+    "mcp__hyperhive__ask_operator",
+    "mcp__hyperhive__schedule",
+];
+
+/// Longest a hive tool call may take: a week-long `ask_operator`, with margin.
+pub const MCP_CALL_TIMEOUT_MS: u64 = 605_000_000;
+
+/// What claude prints on stderr when `--resume` names a session it cannot
+/// load: a missing transcript, or one it cannot read.
+const RESUME_FAILURES: [&str; 2] = [
+    "No conversation found with session ID",
+    "Failed to resume session",
+];
 
 /// What one claude run needs.
 #[derive(Debug, Clone)]
@@ -59,6 +82,42 @@ pub struct Running {
 }
 
 impl Invocation {
+    /// A run with the agent's model and env, in its home: no session, no MCP
+    /// servers, no tools until the caller sets them.
+    pub fn new(cfg: &EffectiveConfig, home: &Path, prompt: String) -> Self {
+        Self {
+            bin: claude_bin(),
+            model: cfg.model.clone(),
+            resume: None,
+            mcp_config: None,
+            allowed_tools: String::new(),
+            system_prompt: None,
+            prompt,
+            home: home.to_owned(),
+            cwd: home.to_owned(),
+            env: cfg.config.env.clone(),
+        }
+    }
+
+    /// The run of a turn: the agent's session, its tools (and the manager's),
+    /// its MCP servers (`mcp_config`, see [`write_mcp_config`]) and standing prompt.
+    pub fn turn(
+        cfg: &EffectiveConfig,
+        home: &Path,
+        mcp_config: PathBuf,
+        manager: bool,
+        prompt: String,
+    ) -> Self {
+        let manager_tools: &[&str] = if manager { &MANAGER_TOOLS } else { &[] };
+        Self {
+            resume: cfg.session_id.clone(),
+            mcp_config: Some(mcp_config),
+            allowed_tools: cfg.config.allowed_tools_arg(manager_tools),
+            system_prompt: Some(cfg.config.prompt.clone()),
+            ..Self::new(cfg, home, prompt)
+        }
+    }
+
     /// The argument list, exactly as production runs it.
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = [
@@ -101,10 +160,7 @@ impl Invocation {
             .env("DISABLE_TELEMETRY", "1")
             .env("DISABLE_AUTOUPDATER", "1")
             // ask_operator blocks until the operator answers: let it.
-            .env(
-                "MCP_TOOL_TIMEOUT",
-                crate::turn::MCP_CALL_TIMEOUT_MS.to_string(),
-            )
+            .env("MCP_TOOL_TIMEOUT", MCP_CALL_TIMEOUT_MS.to_string())
             .envs(&self.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -216,9 +272,181 @@ pub fn has_credentials(home: &Path) -> bool {
         || home.join(".claude/.credentials.json").is_file()
 }
 
+/// Writes the `--mcp-config` file under `state`: the hive's own server (this
+/// binary's `mcp`, on `socket`) plus the servers the agent's config names.
+pub fn write_mcp_config(
+    state: &Path,
+    socket: &Path,
+    cfg: &EffectiveConfig,
+) -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut servers = serde_json::Map::new();
+    servers.insert(
+        "hyperhive".into(),
+        serde_json::json!({
+            "command": exe,
+            "args": ["mcp", "--socket", socket],
+            "env": { "HIVE_AGENT_SOCK": socket, "RUST_LOG": "warn" },
+            // Listed directly rather than behind claude's tool search, and
+            // allowed to block for as long as an operator question may last.
+            "alwaysLoad": true,
+            "timeout": MCP_CALL_TIMEOUT_MS,
+        }),
+    );
+    for (name, s) in &cfg.config.mcp_servers {
+        servers.insert(
+            name.clone(),
+            serde_json::json!({ "command": s.command, "args": s.args, "env": s.env }),
+        );
+    }
+    let dir = state.join(".hive");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("mcp.json");
+    let text = serde_json::to_vec_pretty(&serde_json::json!({ "mcpServers": servers }))?;
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// What a run's output says, gathered line by line.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Tool calls by tool (`send` for `mcp__hyperhive__send`).
+    pub tools: BTreeMap<String, u64>,
+    /// `send` calls by recipient class.
+    pub sent: BTreeMap<String, u64>,
+    /// The run failed because the conversation no longer fits the context.
+    pub context_full: bool,
+    /// claude could not load the session `--resume` named (why, in its words).
+    pub resume_failed: Option<String>,
+    pub session_id: Option<String>,
+    pub is_error: bool,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+}
+
+impl Tally {
+    /// Adds a retry's figures to the first attempt's; the outcome is the retry's.
+    pub fn merge(&mut self, other: Tally) {
+        for (k, v) in other.tools {
+            *self.tools.entry(k).or_default() += v;
+        }
+        for (k, v) in other.sent {
+            *self.sent.entry(k).or_default() += v;
+        }
+        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        self.input_tokens = add(self.input_tokens, other.input_tokens);
+        self.output_tokens = add(self.output_tokens, other.output_tokens);
+        self.cost_usd = match (self.cost_usd, other.cost_usd) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+        self.session_id = other.session_id.or(self.session_id.take());
+        self.is_error = other.is_error;
+        self.context_full = other.context_full;
+        self.resume_failed = other.resume_failed;
+    }
+
+    /// Notes what one output line says.
+    pub fn observe(&mut self, o: &Output) {
+        let v = match o {
+            Output::Stderr(line) => {
+                if RESUME_FAILURES.iter().any(|f| line.starts_with(f)) {
+                    self.resume_failed = Some(line.clone());
+                }
+                return;
+            }
+            Output::Stream(v) => v,
+        };
+        match v.get("type").and_then(|t| t.as_str()) {
+            Some("assistant") => {
+                let content = v.pointer("/message/content").and_then(|c| c.as_array());
+                for block in content.into_iter().flatten() {
+                    if block.get("type").and_then(|t| t.as_str()) != Some("tool_use") {
+                        continue;
+                    }
+                    let name = block
+                        .get("name")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or("unknown");
+                    *self.tools.entry(short_tool(name).to_owned()).or_default() += 1;
+                    if name == "mcp__hyperhive__send" {
+                        let to = block
+                            .pointer("/input/to")
+                            .and_then(|t| t.as_str())
+                            .unwrap_or("");
+                        let class = Mailbox::parse(to).map(|m| m.class()).unwrap_or("invalid");
+                        *self.sent.entry(class.to_owned()).or_default() += 1;
+                    }
+                }
+            }
+            Some("result") => {
+                self.session_id = v
+                    .get("session_id")
+                    .and_then(|s| s.as_str())
+                    .map(str::to_owned);
+                self.is_error = v.get("is_error").and_then(|e| e.as_bool()).unwrap_or(false);
+                let text = v
+                    .get("result")
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                self.context_full = self.is_error
+                    && (text.contains("prompt is too long") || text.contains("context"));
+                self.input_tokens = v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
+                self.output_tokens = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
+                self.cost_usd = v.get("total_cost_usd").and_then(|n| n.as_f64());
+            }
+            Some("system") => {
+                if let Some(s) = v.get("session_id").and_then(|s| s.as_str()) {
+                    self.session_id.get_or_insert_with(|| s.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `mcp__hyperhive__send` → `send`; other tools keep their name.
+fn short_tool(name: &str) -> &str {
+    name.strip_prefix("mcp__hyperhive__").unwrap_or(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tally_counts_tools_and_keeps_the_session() {
+        let mut t = Tally::default();
+        t.observe(&Output::Stream(serde_json::json!({"type":"assistant","message":{"content":[
+            {"type":"tool_use","name":"mcp__hyperhive__send","input":{"to":"operator"}},{"type":"tool_use","name":"Read","input":{}}]}})));
+        t.observe(&Output::Stream(serde_json::json!({"type":"result","session_id":"s1","usage":{"input_tokens":5,"output_tokens":7},"total_cost_usd":0.01})));
+        assert_eq!(t.tools.get("send"), Some(&1));
+        assert_eq!(t.tools.get("Read"), Some(&1));
+        assert_eq!(t.sent.get("operator"), Some(&1));
+        assert_eq!(t.session_id.as_deref(), Some("s1"));
+        assert_eq!((t.input_tokens, t.output_tokens), (Some(5), Some(7)));
+        assert_eq!(t.resume_failed, None);
+    }
+
+    #[test]
+    fn tally_notices_a_session_claude_cannot_resume() {
+        for line in [
+            "No conversation found with session ID: 488399e4-0000-4000-8000-000000000000",
+            "Failed to resume session: EISDIR: illegal operation on a directory, read",
+        ] {
+            let mut t = Tally::default();
+            t.observe(&Output::Stderr(line.into()));
+            assert_eq!(t.resume_failed.as_deref(), Some(line));
+        }
+        let mut t = Tally::default();
+        t.observe(&Output::Stderr("some other complaint".into()));
+        assert_eq!(t.resume_failed, None);
+    }
 
     #[test]
     fn allowed_tools_is_one_argument_and_the_prompt_is_not_an_argument() {

@@ -65,9 +65,7 @@ pub fn main(bin_name: &'static str, manager: bool) -> ! {
         match cli.command {
             Command::Serve { socket } => {
                 let socket = crate::client::socket_path(socket).map_err(anyhow::Error::msg)?;
-                crate::turn::Harness::from_env(socket, manager)
-                    .serve()
-                    .await
+                crate::turn::serve(crate::harness::Harness::from_env(socket, manager)).await
             }
             Command::Mcp { socket } => {
                 let socket = crate::client::socket_path(socket).map_err(anyhow::Error::msg)?;

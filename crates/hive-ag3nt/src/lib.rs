@@ -1,14 +1,22 @@
 //! hive-ag3nt: the in-container harness of a hyperhive agent.
 //!
 //! `serve` runs the turn loop ([`turn`]): wait for inbox messages, run one
-//! claude process per turn ([`claude`], the one place that spawns claude),
-//! forward its output as events. `mcp` is the stdio MCP server ([`mcp`])
-//! claude starts to reach the hive. Both talk to hive-c0re only through the
-//! agent's socket ([`client`]); `hive-m1nd` is this crate with manager tools on.
+//! claude process per turn, end the turn. [`runner`] is the one place that
+//! runs claude and forwards its output as events (for a turn, `/compact`
+//! ([`compact`]) and notes compaction ([`notes`]) alike); [`claude`] is the one
+//! place that spawns it and knows its CLI. [`control`] follows the operator's
+//! commands. `mcp` is the stdio MCP server ([`mcp`]) claude starts to reach
+//! the hive. All talk to hive-c0re only through the agent's socket
+//! ([`client`]); `hive-m1nd` is this crate with manager tools on.
 
 pub mod claude;
 pub mod cli;
 pub mod client;
+pub mod compact;
+pub mod control;
+pub mod harness;
 pub mod mcp;
 pub mod notes;
+pub mod prompt;
+pub mod runner;
 pub mod turn;

@@ -7,11 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use hive_sh4re::agent::{AgentRequest, EffectiveConfig, EventIn};
-use tokio::sync::mpsc;
+use hive_sh4re::AgentState;
+use hive_sh4re::agent::{AgentRequest, EffectiveConfig};
 
-use crate::claude::{Invocation, Output};
+use crate::claude::Invocation;
 use crate::client::Client;
+use crate::harness::Harness;
+use crate::runner::{Job, Stream, send_event};
 
 /// Threshold used when the agent's config sets none.
 pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024;
@@ -46,12 +48,13 @@ fn prompt(notes: &Path, max: u64) -> String {
     )
 }
 
-/// Rewrites the notes with a secondary claude session (same model, Read and Write only).
+/// Rewrites the notes with a secondary claude session (same model, Read and
+/// Write only); the agent is `compacting` meanwhile and `idle` after.
 pub async fn compact(
     c: &mut Client,
+    job: &Job<'_>,
     state: &Path,
     cfg: &EffectiveConfig,
-    bin: PathBuf,
 ) -> anyhow::Result<Outcome> {
     let (notes, prev) = paths(state);
     let before = std::fs::metadata(&notes).map(|m| m.len()).unwrap_or(0);
@@ -64,43 +67,20 @@ pub async fn compact(
     }
     std::fs::copy(&notes, &prev)?;
     let max = cfg.config.notes_max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
-    let inv = Invocation {
-        bin,
-        model: cfg.model.clone(),
-        resume: None,
-        mcp_config: None,
-        allowed_tools: "Read,Write,Edit".into(),
-        system_prompt: None,
-        prompt: prompt(&notes, max),
-        home: state.to_owned(),
-        cwd: state.to_owned(),
-        env: cfg.config.env.clone(),
+    let mut inv = Invocation::new(cfg, state, prompt(&notes, max));
+    inv.allowed_tools = "Read,Write,Edit".into();
+    let compacting = AgentRequest::State {
+        state: AgentState::Compacting,
+        model: None,
     };
-    let (tx, mut rx) = mpsc::channel::<Output>(256);
-    let code = match inv.spawn(tx).await {
-        Ok(mut run) => {
-            while let Some(o) = rx.recv().await {
-                let payload = match o {
-                    Output::Stream(v) => v,
-                    Output::Stderr(l) => serde_json::Value::String(l),
-                };
-                let items = vec![EventIn {
-                    kind: "notes_compaction_stream".into(),
-                    payload,
-                }];
-                c.call(&AgentRequest::Events { items }).await?;
-            }
-            run.wait().await.ok().flatten()
-        }
-        Err(e) => {
-            tracing::warn!("notes compaction could not start claude: {e}");
-            None
-        }
-    };
+    let run = job.run(c, &inv, Stream::Notes, &[compacting]).await?;
+    if let Some(e) = &run.spawn_error {
+        tracing::warn!("notes compaction could not start claude: {e}");
+    }
     let after = std::fs::metadata(&notes).map(|m| m.len()).unwrap_or(0);
-    let rewritten = code == Some(0) && after > 0;
+    let rewritten = run.exit == Some(0) && after > 0 && !job.cancelled();
     if !rewritten {
-        // A failed or empty rewrite leaves the notes as they were.
+        // A failed, cancelled or empty rewrite leaves the notes as they were.
         std::fs::copy(&prev, &notes)?;
     }
     let out = Outcome {
@@ -108,14 +88,8 @@ pub async fn compact(
         after: if rewritten { after } else { before },
         rewritten,
     };
-    let payload = serde_json::json!({ "before_bytes": out.before, "after_bytes": out.after, "rewritten": rewritten, "exit_code": code });
-    c.call(&AgentRequest::Events {
-        items: vec![EventIn {
-            kind: "notes_compaction".into(),
-            payload,
-        }],
-    })
-    .await?;
+    let payload = serde_json::json!({ "before_bytes": out.before, "after_bytes": out.after, "rewritten": rewritten, "exit_code": run.exit });
+    send_event(c, "notes_compaction", payload).await?;
     c.call(&AgentRequest::Stats {
         items: vec![
             ("notes.before_bytes".into(), out.before as f64),
@@ -123,5 +97,28 @@ pub async fn compact(
         ],
     })
     .await?;
+    c.call(&AgentRequest::State {
+        state: AgentState::Idle,
+        model: None,
+    })
+    .await?;
     Ok(out)
+}
+
+/// The operator's notes compaction, on a connection of its own.
+pub async fn on_request(h: &Harness, job: &Job<'_>) -> anyhow::Result<()> {
+    let mut c = h.connect().await?;
+    let cfg = c
+        .call(&AgentRequest::Config)
+        .await?
+        .config
+        .ok_or_else(|| anyhow::anyhow!("hive-c0re sent no config"))?;
+    let out = compact(&mut c, job, &h.state, &cfg).await?;
+    tracing::info!(
+        before = out.before,
+        after = out.after,
+        rewritten = out.rewritten,
+        "compacted the notes"
+    );
+    Ok(())
 }

@@ -7,22 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::agent::{AgentRequest, AgentResponse, EffectiveConfig};
+use hive_sh4re::agent::{AgentRequest, AgentResponse};
 use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Change;
-use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::hive::{Hive, message_wire};
 use crate::lines::{Line, read_line};
+use crate::turns::Claim;
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
-/// Most messages one turn takes from the inbox.
-const TURN_BATCH: u32 = 100;
 
 /// Opens the agent's socket if it is not open yet.
 pub fn ensure_listening(hive: &Arc<Hive>, name: &AgentName) -> Result<()> {
@@ -80,7 +78,8 @@ async fn accept(hive: Arc<Hive>, name: AgentName, listener: UnixListener, stop: 
 /// Per-connection state: what this connection holds that must be given back.
 #[derive(Default)]
 struct Conn {
-    claimed: bool,
+    /// The turn this connection began and has not ended.
+    turn: Option<Claim>,
 }
 
 async fn serve_conn(hive: Arc<Hive>, name: AgentName, stream: UnixStream, stop: CancellationToken) {
@@ -115,7 +114,7 @@ async fn serve_conn(hive: Arc<Hive>, name: AgentName, stream: UnixStream, stop: 
             break;
         }
     }
-    if conn.claimed {
+    if conn.turn.is_some() {
         let _ = hive.store.release_claims(name.as_str());
         hive.broker.poke(name.as_str());
     }
@@ -130,43 +129,32 @@ async fn handle(
     let me = Mailbox::Agent(name.clone());
     Ok(match req {
         AgentRequest::Config => AgentResponse {
-            config: Some(effective_config(hive, name)?),
+            config: Some(hive.effective_config(name)?),
             ..AgentResponse::ok()
         },
-        AgentRequest::NextTurn {
-            wait_ms,
-            wake_after,
-        } => {
+        AgentRequest::NextTurn { wait_ms } => {
             let wait = wait_ms
                 .map(Duration::from_millis)
                 .unwrap_or(MAX_POLL)
                 .min(MAX_POLL);
-            let msgs = next_turn(hive, name, wait, wake_after).await?;
-            conn.claimed |= !msgs.is_empty();
-            // The turn's config comes with its messages: one round trip less before claude starts.
-            let config = if msgs.is_empty() {
-                None
-            } else {
-                Some(effective_config(hive, name)?)
-            };
-            AgentResponse {
-                messages: Some(msgs.iter().map(message_wire).collect()),
-                config,
-                ..AgentResponse::ok()
+            match hive.next_turn(name, wait).await? {
+                // The turn's config comes with its messages: one round trip less before claude starts.
+                Some(turn) => {
+                    conn.turn = Some(turn.claim());
+                    AgentResponse {
+                        messages: Some(turn.messages.iter().map(message_wire).collect()),
+                        config: Some(turn.config),
+                        ..AgentResponse::ok()
+                    }
+                }
+                None => AgentResponse {
+                    messages: Some(vec![]),
+                    ..AgentResponse::ok()
+                },
             }
-        }
-        AgentRequest::Release => {
-            hive.store.release_claims(name.as_str())?;
-            conn.claimed = false;
-            AgentResponse::ok()
         }
         AgentRequest::NeedsLogin { needed } => {
             hive.store.set_needs_login(name.as_str(), needed)?;
-            hive.broker.publish(Change::Agent(name.to_string()));
-            AgentResponse::ok()
-        }
-        AgentRequest::Ack { ids } => {
-            hive.store.ack(name.as_str(), &ids)?;
             hive.broker.publish(Change::Agent(name.to_string()));
             AgentResponse::ok()
         }
@@ -182,17 +170,23 @@ async fn handle(
             hive.add_events(name, &items)?;
             AgentResponse::ok()
         }
-        AgentRequest::TurnEnd { stats } => {
-            hive.record_turn(name, &stats)?;
-            AgentResponse::ok()
+        AgentRequest::TurnEnd {
+            stats,
+            outcome,
+            session,
+        } => {
+            let claim = conn.turn.take().ok_or_else(|| {
+                Error::refused("no turn to end: a turn begins with next_turn on this connection")
+            })?;
+            let config = hive.end_turn(name, &claim, &stats, outcome, session.as_deref())?;
+            AgentResponse {
+                config: Some(config),
+                ..AgentResponse::ok()
+            }
         }
         AgentRequest::Stats { items } => {
             hive.store
                 .add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
-            AgentResponse::ok()
-        }
-        AgentRequest::SetSession { session_id } => {
-            hive.store.set_session(name.as_str(), Some(&session_id))?;
             AgentResponse::ok()
         }
         AgentRequest::Control { wait_ms } => {
@@ -261,61 +255,12 @@ async fn handle(
     })
 }
 
-/// The config the agent's next turn runs with.
-fn effective_config(hive: &Hive, name: &AgentName) -> Result<EffectiveConfig> {
-    let row = hive.agent_row(name)?;
-    Ok(EffectiveConfig {
-        name: name.to_string(),
-        is_manager: name.is_manager(),
-        model: Hive::effective_model(&row),
-        config: Hive::config_of(&row),
-        session_id: row.session_id.clone(),
-    })
-}
-
 /// Resolves when the peer closed its end; pipelined bytes are left in the buffer.
 async fn peer_closed<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) {
     use tokio::io::AsyncBufReadExt;
     match r.fill_buf().await {
         Ok([]) | Err(_) => {}
         Ok(_) => std::future::pending().await,
-    }
-}
-
-/// Waits until the agent may take a turn and has unclaimed messages, then claims them.
-async fn next_turn(
-    hive: &Hive,
-    name: &AgentName,
-    wait: Duration,
-    wake_after: Option<i64>,
-) -> Result<Vec<crate::store::MessageRow>> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let mut rx = hive.broker.watch_inbox(name.as_str());
-        let row = hive.agent_row(name)?;
-        let nap_left = row.nap_until.map(|t| t - now_ms()).filter(|&l| l > 0);
-        if row.nap_until.is_some() && nap_left.is_none() {
-            hive.store.set_nap_until(name.as_str(), None)?;
-            hive.broker.publish(Change::Agent(name.to_string()));
-        }
-        let woken = match wake_after {
-            Some(id) => hive.store.has_unclaimed_after(name.as_str(), id)?,
-            None => hive.store.has_unclaimed(name.as_str())?,
-        };
-        if !row.paused && nap_left.is_none() && woken {
-            let got = hive.store.claim(name.as_str(), TURN_BATCH)?;
-            if !got.is_empty() {
-                return Ok(got);
-            }
-        }
-        let nap_end =
-            nap_left.map(|l| tokio::time::Instant::now() + Duration::from_millis(l as u64));
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return Ok(vec![]) },
-            _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
-            _ = async { match nap_end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-            _ = hive.shutdown.cancelled() => return Ok(vec![]),
-        }
     }
 }
 

@@ -600,6 +600,17 @@ impl Hive {
         Ok(())
     }
 
+    /// Makes the agent's next turn start a fresh claude session instead of
+    /// resuming its current one (the old transcript stays on disk).
+    pub fn new_session(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name)?;
+        self.store.set_session(name.as_str(), None)?;
+        let payload = serde_json::json!({ "previous": row.session_id, "by": "operator" });
+        self.add_events(name, &[("session_reset".to_owned(), payload.to_string())])?;
+        self.broker.publish(Change::Agent(name.to_string()));
+        Ok(())
+    }
+
     /// Asks the harness to rewrite the agent's notes file shorter.
     pub fn compact_notes(&self, name: &AgentName) -> Result<()> {
         self.agent_row(name)?;

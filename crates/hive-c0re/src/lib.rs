@@ -25,3 +25,4 @@ pub mod shell;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod turns;

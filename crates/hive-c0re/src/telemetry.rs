@@ -18,24 +18,28 @@ use crate::store::{AgentRow, StatRow};
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;
 
+/// The stuck limit in force: `HIVE_STUCK_AFTER_SECS` (for tests), else [`STUCK_AFTER_SECONDS`].
+fn stuck_after() -> f64 {
+    std::env::var("HIVE_STUCK_AFTER_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(STUCK_AFTER_SECONDS)
+}
+
 impl Hive {
-    /// Stores the figures of a finished turn.
+    /// Stores the figures of a finished turn whose messages are settled
+    /// already (see [`Hive::end_turn`]), so the inbox depth is what is left.
     pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<()> {
         let total: u64 = s.tool_calls.values().sum();
-        // The turn's own messages are acknowledged just after this report; a
-        // finished turn leaves only what else is waiting.
-        let waiting = self.store.inbox_depth(agent.as_str());
-        let depth_after_turn = match s.exit_class.as_str() {
-            "ok" | "retried" => waiting.saturating_sub(s.messages_received),
-            _ => waiting,
-        };
+        let inbox_depth = self.store.inbox_depth(agent.as_str());
         let mut rows: Vec<(String, f64)> = vec![
             ("turn.duration_ms".into(), s.duration_ms as f64),
             ("turn.tool_calls".into(), total as f64),
             (format!("turn.exit.{}", s.exit_class), 1.0),
             ("turn.exit_code".into(), s.exit_code.unwrap_or(-1) as f64),
             ("turn.messages_received".into(), s.messages_received as f64),
-            ("inbox.depth".into(), depth_after_turn as f64),
+            ("inbox.depth".into(), inbox_depth as f64),
         ];
         rows.extend(
             s.tool_calls
@@ -94,7 +98,7 @@ impl Hive {
             since: rfc3339(since),
             window_seconds: window_s,
             approvals_pending: self.store.pending_approvals()?,
-            stuck_after_seconds: STUCK_AFTER_SECONDS,
+            stuck_after_seconds: stuck_after(),
             agents: per_agent,
         })
     }
@@ -169,11 +173,13 @@ impl Hive {
         st.seconds_since_last_turn = a.last_turn_at.map(|t| (now - t) as f64 / 1000.0);
         let quiet_since = a.last_turn_at.unwrap_or(a.created_at).max(a.state_since);
         let napping = a.nap_until.is_some_and(|t| t > now);
-        st.stuck = st.inbox_depth_current > 0
+        // Messages held after a cancelled turn wait for the operator's next word, by design.
+        let held = self.store.held_count(&a.name).unwrap_or(0);
+        st.stuck = st.inbox_depth_current > held
             && !a.paused
             && !napping
             && self.supervisor.is_running(&a.name)
-            && (now - quiet_since) as f64 / 1000.0 > STUCK_AFTER_SECONDS;
+            && (now - quiet_since) as f64 / 1000.0 > stuck_after();
         st
     }
 }

@@ -89,7 +89,10 @@ pub fn answer(script: &Script, conv: &Conversation, ids: &IdGen) -> Reply {
         text_reply(&script.default_reply, &base, Why::StepLimit)
     } else {
         match conv.step {
-            Step::Compact => Some(text_reply(&script.compact_reply, &base, Why::Compact)),
+            Step::Compact => Some(Reply {
+                delay_ms: script.compact_delay_ms,
+                ..text_reply(&script.compact_reply, &base, Why::Compact)
+            }),
             Step::UserText => answer_user_text(script, conv, &base, ids),
             Step::ToolResult => answer_tool_result(script, conv, &base, ids),
             Step::Other => None,
@@ -392,7 +395,7 @@ mod tests {
     #[test]
     fn sender_filter_and_compaction() {
         let script = Script::parse(
-            "compact_reply = \"sum for {{model}}\"\n[[rule]]\nsender = \"bob\"\neach_message = true\nuser_text = \"\"\n[[rule.reply]]\ntext = \"hi {{sender}} #{{message_id}}\"\n",
+            "compact_reply = \"sum for {{model}}\"\ncompact_delay_ms = 9\n[[rule]]\nsender = \"bob\"\neach_message = true\nuser_text = \"\"\n[[rule.reply]]\ntext = \"hi {{sender}} #{{message_id}}\"\n",
         )
         .expect("valid");
         let c = conv(json!([{"role": "user", "content":
@@ -408,6 +411,7 @@ mod tests {
         let c = conv(json!([{"role": "user", "content": "Respond with TEXT ONLY. Summarize."}]));
         let reply = answer(&script, &c, &IdGen::new());
         assert_eq!(reply.why, Why::Compact);
+        assert_eq!(reply.delay_ms, 9);
         assert_eq!(
             reply.blocks,
             vec![Block::Text {

@@ -29,6 +29,8 @@ pub struct Script {
     pub default_reply: String,
     /// Text answered to compaction requests.
     pub compact_reply: String,
+    /// Pause before a compaction answer starts.
+    pub compact_delay_ms: u64,
     /// Model calls per turn after which the simulator answers `default_reply`.
     pub max_steps: u32,
     /// The TOML the script was loaded from.
@@ -174,7 +176,13 @@ impl<'a> Fields<'a> {
     }
 }
 
-const TOP_FIELDS: &[&str] = &["default_reply", "compact_reply", "max_steps", "rule"];
+const TOP_FIELDS: &[&str] = &[
+    "default_reply",
+    "compact_reply",
+    "compact_delay_ms",
+    "max_steps",
+    "rule",
+];
 const RULE_FIELDS: &[&str] = &[
     "name",
     "user_text",
@@ -237,6 +245,7 @@ impl Script {
             }
             template::validate(text).map_err(|reason| ScriptError::Setting { field, reason })?;
         }
+        let compact_delay_ms = fields.millis("compact_delay_ms").map_err(setting)?;
         let rules = fields
             .array("rule")
             .map_err(setting)?
@@ -248,6 +257,7 @@ impl Script {
             rules,
             default_reply,
             compact_reply,
+            compact_delay_ms,
             max_steps,
             source: source.to_string(),
         })

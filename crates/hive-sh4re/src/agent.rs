@@ -16,23 +16,16 @@ use crate::host::{AgentStatusRow, Message};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AgentRequest {
-    /// The effective config for the next turn (operator's model override applied).
+    /// The effective config (operator's model override applied), for work outside a turn.
     Config,
-    /// Wait until messages are waiting and the agent may take a turn; they are not acknowledged yet.
+    /// Wait until messages are waiting and the agent may take a turn, then claim
+    /// them for it (not acknowledged yet); the answer carries them and the config.
     NextTurn {
         #[serde(default)]
         wait_ms: Option<u64>,
-        /// Wake only for a message newer than this id (after a cancelled turn,
-        /// its messages wait for the next new one instead of restarting at once).
-        #[serde(default)]
-        wake_after: Option<i64>,
     },
-    /// Hand claimed messages back unacknowledged (the turn failed or was cancelled).
-    Release,
     /// Report whether the agent lacks usable claude credentials.
     NeedsLogin { needed: bool },
-    /// Acknowledge messages handled by a finished turn.
-    Ack { ids: Vec<i64> },
     /// Record a state change (and the model of the turn that starts).
     State {
         state: AgentState,
@@ -41,12 +34,18 @@ pub enum AgentRequest {
     },
     /// Record events (stream-json lines and the harness's own).
     Events { items: Vec<EventIn> },
-    /// Record the figures of a finished turn.
-    TurnEnd { stats: TurnStats },
+    /// End the turn `next_turn` started, in one request: settle its messages,
+    /// record its figures and `turn_end` event, remember its session, go idle.
+    /// The answer carries the config for what follows.
+    TurnEnd {
+        stats: TurnStats,
+        outcome: TurnOutcome,
+        /// The claude session the turn ended in, to resume next turn.
+        #[serde(default)]
+        session: Option<String>,
+    },
     /// Record figures outside a turn (e.g. notes size before and after compaction).
     Stats { items: Vec<(String, f64)> },
-    /// Remember the claude session to resume next turn.
-    SetSession { session_id: String },
     /// Wait for an operator command for the harness (cancel, compact).
     Control {
         #[serde(default)]
@@ -103,7 +102,21 @@ pub struct EventIn {
     pub payload: serde_json::Value,
 }
 
-/// Figures of one finished turn, stored as `stats` rows.
+/// What becomes of a turn's messages when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnOutcome {
+    /// The turn handled them: acknowledge them.
+    Ack,
+    /// The turn failed: hand them back, to be retried.
+    Release,
+    /// The operator cancelled the turn: hand them back, held until a new message
+    /// starts the next turn (which takes them along).
+    Hold,
+}
+
+/// Figures of one finished turn, stored as `stats` rows (with the inbox depth
+/// hive-c0re reads after settling the turn's messages).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnStats {
     pub duration_ms: u64,
@@ -118,7 +131,6 @@ pub struct TurnStats {
     /// Messages the turn handled, by sender class.
     #[serde(default)]
     pub received_by_class: BTreeMap<String, u64>,
-    pub inbox_depth: u64,
     #[serde(default)]
     pub input_tokens: Option<u64>,
     #[serde(default)]

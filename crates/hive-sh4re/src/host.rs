@@ -81,6 +81,7 @@ requests! {
     "cancel" => Cancel,
     "compact" => Compact,
     "compact_notes" => CompactNotes,
+    "new_session" => NewSession,
     "set_model" => SetModel,
     "questions" => Questions,
     "answer" => Answer,

@@ -247,6 +247,10 @@ pub enum Command {
     Compact { name: AgentName },
     /// Rewrite an agent's notes file (/state/notes.md) shorter, keeping the old one as notes.md.prev.
     CompactNotes { name: AgentName },
+    /// Start an agent's next turn in a fresh claude session (e.g. when its session is broken).
+    ///
+    /// The old transcript stays in the agent's /state; the agent keeps its notes and inbox.
+    NewSession { name: AgentName },
     /// Show an agent's model, or override it (from its next turn on; `default` clears the override).
     ///
     /// MODEL is an alias (haiku, sonnet, opus) or a full id (claude-...);
@@ -575,6 +579,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         Command::CompactNotes { name } => ok(
             c.call(verb::CompactNotes { name: name.clone() }),
             &format!("asked {name} to compact its notes"),
+        )?,
+        Command::NewSession { name } => ok(
+            c.call(verb::NewSession { name: name.clone() }),
+            &format!("{name} starts a fresh claude session at its next turn"),
         )?,
         Command::Model { name, model } => {
             let info = c

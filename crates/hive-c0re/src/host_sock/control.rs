@@ -1,4 +1,4 @@
-//! Steering verbs: cancel, compact, model override, schedules; the hive's URLs and telemetry.
+//! Steering verbs: cancel, compact, new session, model override, schedules; the hive's URLs and telemetry.
 
 use std::sync::Arc;
 
@@ -39,6 +39,13 @@ impl Handle for verb::Compact {
 impl Handle for verb::CompactNotes {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         hive.compact_notes(&self.name)?;
+        Ok(Response::ok().into())
+    }
+}
+
+impl Handle for verb::NewSession {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        hive.new_session(&self.name)?;
         Ok(Response::ok().into())
     }
 }

@@ -253,6 +253,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Cancel(r) => r.handle(hive).await,
         Request::Compact(r) => r.handle(hive).await,
         Request::CompactNotes(r) => r.handle(hive).await,
+        Request::NewSession(r) => r.handle(hive).await,
         Request::SetModel(r) => r.handle(hive).await,
         Request::Stats(r) => r.handle(hive).await,
         Request::ScheduleAdd(r) => r.handle(hive).await,

@@ -147,11 +147,21 @@ impl Store {
         assignments: &str,
         values: &[&dyn rusqlite::ToSql],
     ) -> Result<bool> {
+        self.set_agent_where(name, assignments, "1", values)
+    }
+
+    fn set_agent_where(
+        &self,
+        name: &str,
+        assignments: &str,
+        condition: &str,
+        values: &[&dyn rusqlite::ToSql],
+    ) -> Result<bool> {
         let g = self.lock();
         let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
         all.push(&name);
         let sql = format!(
-            "UPDATE agents SET {assignments} WHERE name = ?{}",
+            "UPDATE agents SET {assignments} WHERE name = ?{} AND {condition}",
             all.len()
         );
         Ok(g.conn.prepare_cached(&sql)?.execute(all.as_slice())? > 0)
@@ -231,6 +241,22 @@ impl Store {
         self.set_agent(name, "session_id = ?1", &[&session])
     }
 
+    /// Sets the session to resume unless it changed since `expected` was read
+    /// (the operator started a fresh one meanwhile); true when it was set.
+    pub fn replace_session(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        session: Option<&str>,
+    ) -> Result<bool> {
+        self.set_agent_where(
+            name,
+            "session_id = ?1",
+            "session_id IS ?2",
+            &[&session, &expected],
+        )
+    }
+
     /// Sets or clears the operator's model override.
     pub fn set_model_override(&self, name: &str, model: Option<&str>) -> Result<bool> {
         self.set_agent(
@@ -291,5 +317,17 @@ mod tests {
         );
         s.set_state("a", AgentState::Idle, None).unwrap();
         assert!(s.agent("a").unwrap().unwrap().last_turn_at.is_some());
+    }
+
+    #[test]
+    fn a_session_reset_meanwhile_is_not_overwritten() {
+        let s = Store::in_memory().unwrap();
+        s.create_agent(&new("a")).unwrap();
+        assert!(s.replace_session("a", None, Some("s1")).unwrap());
+        assert!(s.replace_session("a", Some("s1"), Some("s2")).unwrap());
+        // The operator started a fresh session while a turn that resumed s2 ran.
+        s.set_session("a", None).unwrap();
+        assert!(!s.replace_session("a", Some("s2"), Some("s2")).unwrap());
+        assert_eq!(s.agent("a").unwrap().unwrap().session_id, None);
     }
 }

@@ -4,7 +4,10 @@
 //!
 //! A harness *claims* its inbox for a turn and acknowledges it when the turn
 //! ends; claims are released when the harness goes away, so a crashed turn's
-//! messages come again (at-least-once, deduplicated by id).
+//! messages come again (at-least-once, deduplicated by id). A cancelled
+//! turn's messages are *held*: still undelivered and counted, but they wake
+//! no turn by themselves; the next turn, which a new message starts, takes
+//! them along.
 
 use std::collections::HashMap;
 
@@ -182,11 +185,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`).
+    /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
     pub fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
-            "UPDATE messages SET claimed_at = ?1 WHERE id IN (SELECT id FROM messages \
+            "UPDATE messages SET claimed_at = ?1, held_at = NULL WHERE id IN (SELECT id FROM messages \
              WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
              RETURNING {COLUMNS}"
         ))?;
@@ -224,6 +227,26 @@ impl Store {
         )?)
     }
 
+    /// Returns claimed messages of `recipient` to its queue as held: they wait for the next new message.
+    pub fn hold_claims(&self, recipient: &str) -> Result<Vec<i64>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(
+            "UPDATE messages SET claimed_at = NULL, held_at = ?1 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NOT NULL RETURNING id",
+        )?;
+        let rows = st.query_map(params![now_ms(), recipient], |r| r.get(0))?;
+        let mut ids = rows.collect::<rusqlite::Result<Vec<i64>>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Undelivered messages of `recipient` held after a cancelled turn.
+    pub fn held_count(&self, recipient: &str) -> Result<u64> {
+        let g = self.lock();
+        Ok(g.conn
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND held_at IS NOT NULL")?
+            .query_row(params![recipient], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     /// Releases every claim; run at start, when no harness is connected.
     pub fn release_all_claims(&self) -> Result<usize> {
         let g = self.lock();
@@ -235,25 +258,15 @@ impl Store {
         self.lock().depth.get(recipient).copied().unwrap_or(0)
     }
 
-    /// True when `recipient` has a message nobody claimed yet.
+    /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
     pub fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
         let g = self.lock();
         if g.depth.get(recipient).copied().unwrap_or(0) == 0 {
             return Ok(false);
         }
         Ok(g.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL)")?
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND held_at IS NULL)")?
             .query_row(params![recipient], |r| r.get(0))?)
-    }
-
-    /// True when `recipient` has an unclaimed message with an id above `id`.
-    pub fn has_unclaimed_after(&self, recipient: &str, id: i64) -> Result<bool> {
-        let g = self.lock();
-        Ok(g.conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND id > ?2)",
-            )?
-            .query_row(params![recipient, id], |r| r.get(0))?)
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.
@@ -351,6 +364,36 @@ mod tests {
         assert!(s.claim("alice", 10).unwrap().is_empty());
         assert_eq!(s.ack("alice", &[a]).unwrap(), 0, "acked twice");
         assert_eq!(s.inbox_depth("alice"), 0);
+    }
+
+    #[test]
+    fn held_messages_wait_for_a_new_one_and_go_with_it() {
+        let s = Store::in_memory().unwrap();
+        let a = s.send("operator", "alice", "slow").unwrap();
+        s.claim("alice", 10).unwrap();
+        assert_eq!(s.hold_claims("alice").unwrap(), [a]);
+        assert!(
+            !s.has_unclaimed("alice").unwrap(),
+            "a held message woke a turn"
+        );
+        assert_eq!(
+            (s.inbox_depth("alice"), s.held_count("alice").unwrap()),
+            (1, 1)
+        );
+        let b = s.send("operator", "alice", "go on").unwrap();
+        assert!(s.has_unclaimed("alice").unwrap());
+        let ids: Vec<i64> = s.claim("alice", 10).unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(
+            ids,
+            [a, b],
+            "the next turn did not take the held message along"
+        );
+        assert_eq!(s.held_count("alice").unwrap(), 0);
+        s.release_claims("alice").unwrap();
+        assert!(
+            s.has_unclaimed("alice").unwrap(),
+            "a released message is not held"
+        );
     }
 
     #[test]

@@ -98,6 +98,10 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_due);
 "#,
+    // 3: messages of a cancelled turn, held until a new message starts the next one.
+    r#"
+ALTER TABLE messages ADD COLUMN held_at INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -192,6 +192,13 @@ pub struct CompactNotes {
     pub name: AgentName,
 }
 
+/// `new_session` *ours*: start the agent's next turn in a fresh claude session
+/// instead of resuming its current one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSession {
+    pub name: AgentName,
+}
+
 /// `set_model` *ours*: override the agent's model; without `model` it only
 /// answers the current one (clearing an override is `model: "default"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
