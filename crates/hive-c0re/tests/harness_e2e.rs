@@ -1,0 +1,400 @@
+//! The harness end to end with the real claude CLI against the scripted
+//! model: sessions claude cannot resume, cancels (of a turn and of a
+//! compaction), pausing, and what an agent's config and tools reach.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{ModelSim, TestHive};
+
+/// The claude session transcripts in alice's `/state`, newest last.
+fn transcripts(hive: &TestHive) -> Vec<PathBuf> {
+    let projects = hive.state_dir().join("agents/alice/state/.claude/projects");
+    let mut out: Vec<(std::time::SystemTime, PathBuf)> = vec![];
+    for dir in std::fs::read_dir(projects).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == "jsonl") {
+                out.push((f.metadata().unwrap().modified().unwrap(), p));
+            }
+        }
+    }
+    out.sort();
+    out.into_iter().map(|(_, p)| p).collect()
+}
+
+/// alice's events of one kind, oldest first.
+fn events_of(hive: &TestHive, kind: &str) -> Vec<serde_json::Value> {
+    hive.events("alice")
+        .into_iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+/// The claude arguments of alice's newest turn.
+fn last_turn_args(hive: &TestHive) -> Vec<String> {
+    let starts = events_of(hive, "turn_start");
+    let args = &starts.last().expect("a turn started")["payload"]["args"];
+    serde_json::from_value(args.clone()).unwrap()
+}
+
+/// Sends `text` to alice, waits for the one answer and the end of the turn; returns the answer.
+fn ask(hive: &TestHive, text: &str) -> String {
+    let ended = events_of(hive, "turn_end").len();
+    hive.ok(&["send", "alice", text]);
+    let got = hive.recv_operator(90);
+    assert_eq!(got.len(), 1, "{text}: {got:?}\n{}", hive.log());
+    hive.wait_for("the turn to end", 30, |h| {
+        events_of(h, "turn_end").len() > ended
+    });
+    got[0]["body"].as_str().unwrap().to_owned()
+}
+
+/// Sends `ping` and waits for alice's `pong`.
+fn ping(hive: &TestHive) {
+    assert_eq!(ask(hive, "ping"), "pong");
+}
+
+#[test]
+fn a_session_claude_cannot_resume_gives_way_to_a_fresh_one() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(None);
+    let hive = TestHive::with_model(&sim, "process");
+    hive.ok(&["spawn", "alice"]);
+    ping(&hive);
+    let first = transcripts(&hive);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let first_id = first[0].file_stem().unwrap().to_string_lossy().into_owned();
+
+    // Removed: claude finds no conversation; the turn starts afresh and answers.
+    std::fs::remove_file(&first[0]).unwrap();
+    ping(&hive);
+    assert!(
+        last_turn_args(&hive).contains(&first_id),
+        "the turn did not try to resume"
+    );
+    let lost = events_of(&hive, "session_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["payload"]["session"], first_id.as_str());
+    assert!(
+        lost[0]["payload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No conversation found"),
+        "{lost:?}"
+    );
+    let second = transcripts(&hive);
+    assert_eq!(second.len(), 1, "no fresh session: {second:?}");
+
+    // Corrupt: the same, and the fresh session is the one the next turn resumes.
+    std::fs::write(&second[0], "not a transcript {{{\n").unwrap();
+    ping(&hive);
+    assert_eq!(events_of(&hive, "session_lost").len(), 2);
+    let third = transcripts(&hive).pop().unwrap();
+    assert_ne!(third, second[0]);
+    let third_id = third.file_stem().unwrap().to_string_lossy().into_owned();
+    ping(&hive);
+    assert!(last_turn_args(&hive).contains(&third_id));
+    assert_eq!(events_of(&hive, "session_lost").len(), 2, "resumed fine");
+
+    // By hand: the operator starts a fresh session for the next turn.
+    let out = hive.ok(&["new-session", "alice"]);
+    assert!(out.contains("fresh claude session"), "{out}");
+    let reset = events_of(&hive, "session_reset");
+    assert_eq!(reset[0]["payload"]["previous"], third_id.as_str());
+    ping(&hive);
+    assert!(
+        !last_turn_args(&hive).contains(&"--resume".to_owned()),
+        "{:?}",
+        last_turn_args(&hive)
+    );
+    let refused = hive.cli(&["new-session", "nobody"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not managed by this hive"));
+}
+
+const SLOW: &str = r#"
+compact_delay_ms = 120000
+
+[[rule]]
+name = "slow"
+each_message = true
+user_text = "slow"
+delay_ms = 120000
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "done: {{body}}" }
+
+[[rule]]
+name = "ack"
+each_message = true
+user_text = ""
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "ack: {{body}}" }
+"#;
+
+#[test]
+fn a_cancelled_turn_holds_its_messages_for_the_next_one() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(Some(SLOW));
+    let mut opts = common::Opts {
+        env: sim.env(),
+        ..common::Opts::default()
+    };
+    opts.env.push(("HIVE_STUCK_AFTER_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["send", "alice", "slow"]);
+    hive.wait_for("alice thinking", 60, |h| {
+        h.row("alice").unwrap()["state"] == "thinking"
+    });
+    hive.ok(&["cancel", "alice"]);
+    hive.wait_for("the cancelled turn to end", 30, |h| {
+        !events_of(h, "turn_end").is_empty()
+    });
+    let end = &events_of(&hive, "turn_end")[0]["payload"];
+    assert_eq!(end["exit_class"], "cancelled", "{end}");
+    let started = &events_of(&hive, "turn_start")[0]["payload"]["messages"];
+    assert_eq!(&end["held"], started, "the held messages are named");
+
+    // Held: visible in the inbox, no turn of their own, not "stuck", even across a restart.
+    hive.ok(&["restart", "alice"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let row = hive.row("alice").unwrap();
+    assert_eq!(
+        (&row["state"], &row["inbox_depth"]),
+        (&"idle".into(), &1.into()),
+        "{row}"
+    );
+    assert_eq!(
+        events_of(&hive, "turn_start").len(),
+        1,
+        "the held message ran again"
+    );
+    let stats = hive.request(serde_json::json!({"cmd": "stats", "agent": "alice"}));
+    assert_eq!(stats["stats"]["agents"][0]["stuck"], false, "{stats}");
+
+    // The next message starts a turn that takes the held one along.
+    sim.set_script(&SLOW.replace("user_text = \"slow\"", "user_text = \"never\""));
+    hive.ok(&["send", "alice", "go on"]);
+    let mut bodies: Vec<String> = vec![];
+    while bodies.len() < 2 {
+        let got = hive.recv_operator(60);
+        assert!(!got.is_empty(), "{bodies:?}\n{}", hive.log());
+        bodies.extend(got.iter().map(|m| m["body"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(bodies, ["ack: slow", "ack: go on"]);
+    hive.wait_for("the inbox to empty", 30, |h| {
+        h.row("alice").unwrap()["inbox_depth"] == 0
+    });
+}
+
+#[test]
+fn cancel_ends_a_compaction() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(Some(SLOW));
+    let hive = TestHive::with_model(&sim, "process");
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["send", "alice", "hello"]);
+    assert_eq!(hive.recv_operator(90)[0]["body"], "ack: hello");
+    hive.wait_for("the turn to end", 30, |h| {
+        h.row("alice").unwrap()["state"] == "idle"
+    });
+    hive.ok(&["compact", "alice"]);
+    hive.wait_for("alice compacting", 30, |h| {
+        h.row("alice").unwrap()["state"] == "compacting"
+    });
+    // The model answers the compaction after two minutes: only a cancel ends it sooner.
+    hive.ok(&["cancel", "alice"]);
+    hive.wait_for("the compaction to end", 30, |h| {
+        !events_of(h, "compact_end").is_empty() && h.row("alice").unwrap()["state"] == "idle"
+    });
+    let end = &events_of(&hive, "compact_end")[0]["payload"];
+    assert_eq!(end["cancelled"], true, "{end}");
+    // The session survives a cancelled compaction.
+    hive.ok(&["send", "alice", "again"]);
+    assert_eq!(hive.recv_operator(90)[0]["body"], "ack: again");
+    assert!(events_of(&hive, "session_lost").is_empty());
+}
+
+#[test]
+fn a_paused_agent_queues_messages_and_takes_them_on_resume() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(None);
+    let hive = TestHive::with_model(&sim, "process");
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["pause", "alice"]);
+    hive.ok(&["send", "alice", "one"]);
+    hive.ok(&["send", "alice", "two"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["paused"], true);
+    assert_eq!(row["inbox_depth"], 2, "{row}");
+    assert!(
+        events_of(&hive, "turn_start").is_empty(),
+        "a paused agent took a turn"
+    );
+    assert!(sim.requests().is_empty(), "a paused agent called the model");
+    hive.ok(&["resume", "alice"]);
+    let mut bodies: Vec<String> = vec![];
+    while bodies.len() < 2 {
+        let got = hive.recv_operator(60);
+        assert!(!got.is_empty(), "{bodies:?}\n{}", hive.log());
+        bodies.extend(got.iter().map(|m| m["body"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(bodies, ["ack: one", "ack: two"]);
+    assert_eq!(events_of(&hive, "turn_start").len(), 1, "both in one turn");
+}
+
+/// Tools the tests below ask for; each tool's result is relayed to the operator.
+const TOOLS: &str = r#"
+[[rule]]
+name = "status"
+user_text = "set your status"
+[[rule.reply]]
+tool = "mcp__hyperhive__set_status"
+input = { text = "reading the logs" }
+
+[[rule]]
+name = "recv"
+user_text = "read the rest"
+delay_ms = 3000
+[[rule.reply]]
+tool = "mcp__hyperhive__recv"
+input = {}
+
+[[rule]]
+name = "env"
+user_text = "print the greeting"
+[[rule.reply]]
+tool = "Bash"
+input = { command = "printenv HIVE_TEST_GREETING" }
+
+[[rule]]
+name = "off-list"
+user_text = "plant a file"
+[[rule.reply]]
+tool = "Bash"
+input = { command = "touch planted" }
+
+[[rule]]
+name = "extra server"
+user_text = "use the extra server"
+[[rule.reply]]
+tool = "mcp__extra__set_status"
+input = { text = "set through the extra server" }
+
+[[rule]]
+name = "relay"
+tool_result = ""
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "got: {{tool_result}}" }
+"#;
+
+#[test]
+fn hive_tools_and_the_agent_config_reach_the_real_claude() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(Some(TOOLS));
+    let hive = TestHive::with_model(&sim, "process");
+    hive.ok(&["spawn", "alice"]);
+
+    // set_status: the agent's one line shows in its status row.
+    let got = ask(&hive, "set your status");
+    assert!(got.starts_with("got: "), "{got}");
+    assert_eq!(
+        hive.row("alice").unwrap()["status_text"],
+        "reading the logs"
+    );
+
+    // recv: a message that arrives during the turn is read (and acknowledged) by the tool.
+    let started = events_of(&hive, "turn_start").len();
+    hive.ok(&["send", "alice", "read the rest"]);
+    hive.wait_for("the turn to start", 60, |h| {
+        events_of(h, "turn_start").len() > started
+    });
+    hive.ok(&["send", "alice", "the rest, sent mid-turn"]);
+    let got = hive.recv_operator(90);
+    assert_eq!(got.len(), 1, "{got:?}\n{}", hive.log());
+    let body = got[0]["body"].as_str().unwrap();
+    assert!(
+        body.contains("from operator") && body.contains("the rest, sent mid-turn"),
+        "{body}"
+    );
+    hive.wait_for("the turn to end", 30, |h| {
+        h.row("alice").unwrap()["state"] == "idle"
+    });
+    assert_eq!(
+        hive.row("alice").unwrap()["inbox_depth"],
+        0,
+        "recv did not acknowledge"
+    );
+
+    // env and mcp_servers from agent.toml reach claude; Bash is limited to its list.
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let extra = format!(
+        "test \"$EXTRA_TOKEN\" = open-sesame && exec {} mcp --socket {}",
+        common::bin_dir().join("hive-ag3nt").display(),
+        sock.display()
+    );
+    hive.deploy_config(
+        "alice",
+        &format!(
+            "allowed_tools = [\"Bash(printenv *)\", \"mcp__extra\"]\n\
+             [env]\nHIVE_TEST_GREETING = \"hello from agent.toml\"\n\
+             [mcp_servers.extra]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {extra:?}]\n\
+             env = {{ EXTRA_TOKEN = \"open-sesame\" }}\n"
+        ),
+    );
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").unwrap()["running"] == true
+    });
+    let got = ask(&hive, "print the greeting");
+    assert_eq!(got.trim_end(), "got: hello from agent.toml");
+
+    let got = ask(&hive, "use the extra server");
+    assert!(got.starts_with("got: "), "{got}");
+    assert_eq!(
+        hive.row("alice").unwrap()["status_text"],
+        "set through the extra server"
+    );
+    let init = hive
+        .events("alice")
+        .into_iter()
+        .rev()
+        .find(|e| e["payload"]["subtype"] == "init")
+        .unwrap();
+    let servers = init["payload"]["mcp_servers"].as_array().unwrap();
+    let extra = servers.iter().find(|s| s["name"] == "extra");
+    assert_eq!(
+        extra.map(|s| &s["status"]),
+        Some(&"connected".into()),
+        "{servers:?}"
+    );
+
+    let got = ask(&hive, "plant a file");
+    let planted = hive.state_dir().join("agents/alice/state/planted");
+    assert!(got.contains("needs approval"), "{got}");
+    assert!(!planted.exists(), "an off-list Bash command ran");
+    let denied = hive.events("alice").iter().any(|e| {
+        e["payload"]["subtype"] == "permission_denied" && e["payload"]["tool_name"] == "Bash"
+    });
+    assert!(denied, "no permission_denied line");
+}
