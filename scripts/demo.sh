@@ -29,7 +29,8 @@ else
 fi
 
 say "starting hive-c0re (log: $logs/hive-c0re.log)"
-"$bin/hive-c0re" serve >"$logs/hive-c0re.log" 2>&1 &
+# The demo's settings are its own, not those of a server's /etc/hyperhive/hive.toml.
+HIVE_CONFIG=/dev/null "$bin/hive-c0re" serve >"$logs/hive-c0re.log" 2>&1 &
 for _ in $(seq 100); do "$bin/hive-c0re" status >/dev/null 2>&1 && break; sleep 0.1; done
 for a in alice bob; do
     "$bin/hive-c0re" status --json | grep -q "\"name\":\"$a\"" || "$bin/hive-c0re" spawn "$a"
@@ -48,9 +49,11 @@ cat <<EOT
 The hive is up. Try:
   export HIVE_STATE_DIR=$HIVE_STATE_DIR HIVE_RUN_DIR=$HIVE_RUN_DIR
   $bin/hive-c0re send alice ping          # alice answers you
+  $bin/hive-c0re send alice "ask bob what is 6 x 7?"   # alice asks bob, bob answers her, she tells you
   $bin/hive-c0re recv --wait 60           # read your inbox
   $bin/hive-c0re status                   # who is doing what
-  $bin/hive-c0re events alice --follow    # watch alice's turns
+  $bin/hive-c0re events alice             # alice's turns, as the dashboard's terminal shows them
+  $bin/hive-c0re events bob --follow      # watch bob's turns as they happen
 Dashboard (this link logs your browser in; keep it private): ${dashboard}
 Stop it: kill \$(pgrep -f 'hive-c0re serve') \$(pgrep -f hive-model-sim)
 EOT

@@ -15,6 +15,9 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v cc >/dev/null || need_apt+=(build-essential)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v cargo >/dev/null || need_apt+=(cargo)
+# The test command checks the systemd unit and the Nix files.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v nix-instantiate >/dev/null || need_apt+=(nix-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing Debian packages: ${need_apt[*]}; run this as root or: sudo apt-get install ${need_apt[*]}" >&2

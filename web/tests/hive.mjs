@@ -62,6 +62,7 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
     HIVE_STATE_DIR: path.join(dir, 'state'),
     HIVE_RUN_DIR: path.join(dir, 'run'),
     HIVE_BIN_DIR: bin,
+    HIVE_CONFIG: '/dev/null', // this host's /etc/hyperhive/hive.toml is not the test's
     HIVE_CLAUDE_BIN: '/bin/false',
     RUST_LOG: process.env.RUST_LOG ?? 'warn',
   };

@@ -1,5 +1,6 @@
 //! `hive-c0re serve`: bring the hive up, serve until SIGTERM/SIGINT, bring it down.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use hive_sh4re::AgentName;
 use crate::hive::{Hive, Settings};
 use crate::paths::Paths;
 use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind};
+use crate::sd_notify::Notifier;
 use crate::store::{Limits, Store};
 
 /// Options of `serve`.
@@ -28,6 +30,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// How often old history is vacuumed.
     pub vacuum_every: Duration,
+    /// Tells systemd when the hive serves, and pings its watchdog.
+    pub notify: Notifier,
 }
 
 /// Environment variables passed from the daemon to every harness.
@@ -122,8 +126,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .map(|h| format!(" · dashboard {h} (log in with the link `hive-c0re urls` prints)"))
             .unwrap_or_default()
     );
+    opts.notify.notify("READY=1\nSTATUS=serving");
+    opts.notify.spawn_watchdog(hive.shutdown.clone());
     stop_signal.await;
     tracing::info!("shutting down");
+    opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
     hive.shutdown.cancel();
     hive.supervisor.stop_all().await;
     let _ = host.await;
@@ -199,9 +206,10 @@ fn settings() -> Result<Settings> {
             .map(PathBuf::from)
             .unwrap_or_default(),
     };
-    let claude_bin = std::env::var_os("HIVE_CLAUDE_BIN")
-        .map(PathBuf::from)
-        .or_else(|| which("claude"));
+    let claude_bin = find_claude(
+        std::env::var_os("HIVE_CLAUDE_BIN"),
+        std::env::var_os("PATH").as_deref(),
+    );
     let mut agent_env: Vec<(String, String)> = PASSED_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -221,12 +229,19 @@ fn settings() -> Result<Settings> {
     })
 }
 
-/// The first `name` on PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+/// The first `name` in the directories of `path` (a PATH value).
+fn which_in(path: &OsStr, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// The claude CLI serve gives its agents: `HIVE_CLAUDE_BIN`, else `claude` on `path`.
+pub fn find_claude(hive_claude_bin: Option<OsString>, path: Option<&OsStr>) -> Option<PathBuf> {
+    hive_claude_bin
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| which_in(path?, "claude"))
 }
 
 async fn vacuum(hive: Arc<Hive>, every: Duration) {

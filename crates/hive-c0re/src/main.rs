@@ -1,41 +1,27 @@
 //! `hive-c0re`: thin entry point; the work is in the library.
 
-use std::time::Duration;
+use std::path::Path;
 
 use hive_c0re::cli::{Cli, Command, run_client};
-use hive_c0re::daemon::{ServeOptions, serve};
+use hive_c0re::daemon::serve;
 use hive_c0re::paths::Paths;
-use hive_c0re::store::Limits;
+use hive_c0re::sd_notify::Notifier;
+use hive_c0re::serve_config::{self, DEFAULT_CONFIG, Resolved};
 
 fn main() {
     let cli = Cli::parse_or_exit();
-    let paths = Paths::resolve(cli.state_dir, cli.run_dir);
     let code = match cli.command {
-        Command::Serve {
-            runtime,
-            dashboard,
-            no_dashboard,
-            no_manager,
-            inbox_cap,
-            events_keep,
-            delivered_keep,
-            history_days,
-            vacuum_secs,
-        } => {
+        Command::Serve { print_config, .. } => {
+            let settings = settings();
+            if print_config {
+                print!("{}", settings.render());
+                std::process::exit(0);
+            }
+            // SAFETY: no other thread runs yet (the async runtime starts below).
+            let notify = unsafe { Notifier::take_from_env() };
             init_logging();
-            let opts = ServeOptions {
-                paths,
-                runtime,
-                dashboard: (!no_dashboard).then_some(dashboard),
-                no_manager,
-                limits: Limits {
-                    inbox_cap,
-                    events_keep,
-                    delivered_keep,
-                    max_age_ms: (history_days as i64) * 24 * 3600 * 1000,
-                },
-                vacuum_every: Duration::from_secs(vacuum_secs.max(1)),
-            };
+            let mut opts = settings.serve_options();
+            opts.notify = notify;
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -51,9 +37,19 @@ fn main() {
                 }
             }
         }
-        other => run_client(&paths, other),
+        Command::Doctor { .. } => hive_c0re::doctor::run(&settings()),
+        other => run_client(&Paths::resolve(cli.state_dir, cli.run_dir), other),
     };
     std::process::exit(code);
+}
+
+/// The settings of serve (and doctor) from flags, environment and config file; exits 2 on a bad one.
+fn settings() -> Resolved {
+    let argv: Vec<_> = std::env::args_os().collect();
+    serve_config::resolve(&argv, Path::new(DEFAULT_CONFIG)).unwrap_or_else(|e| {
+        eprintln!("hive-c0re: {e}");
+        std::process::exit(2);
+    })
 }
 
 fn init_logging() {

@@ -116,7 +116,14 @@ fn message_vars(conv: &Conversation, message: &InboxMessage) -> Vars {
         model: conv.model.clone(),
         text: conv.user_text.clone(),
         tool_result: conv.tool_result.clone(),
+        captures: Vec::new(),
     }
+}
+
+/// `vars` with the named groups of `rule`'s regex over `text`.
+fn with_captures(mut vars: Vars, rule: &Rule, text: &str) -> Vars {
+    vars.captures = rule.trigger.pattern().captures(text);
+    vars
 }
 
 fn text_reply(template_text: &str, vars: &Vars, why: Why) -> Reply {
@@ -184,11 +191,12 @@ fn answer_user_text(
             && applies(rule, conv, &base.sender)
             && pattern.is_match(&conv.user_text)
         {
+            let vars = with_captures(base.clone(), rule, &conv.user_text);
             return Some(Reply {
                 rules: vec![rule.name.clone()],
                 why: Why::Rule,
                 delay_ms: rule.delay_ms,
-                blocks: render(rule, i + 1, base, ids),
+                blocks: render(rule, i + 1, &vars, ids),
             });
         }
     }
@@ -204,9 +212,8 @@ fn answer_user_text(
             reply.rules.push(rule.name.clone());
         }
         reply.delay_ms = reply.delay_ms.max(rule.delay_ms);
-        reply
-            .blocks
-            .extend(render(rule, *index, &message_vars(conv, message), ids));
+        let vars = with_captures(message_vars(conv, message), rule, &message.body);
+        reply.blocks.extend(render(rule, *index, &vars, ids));
     }
     (!reply.blocks.is_empty()).then_some(reply)
 }
@@ -231,7 +238,12 @@ fn answer_tool_result(
                 rules: vec![rule.name.clone()],
                 why: Why::Rule,
                 delay_ms: rule.delay_ms,
-                blocks: render(rule, i + 1, base, ids),
+                blocks: render(
+                    rule,
+                    i + 1,
+                    &with_captures(base.clone(), rule, &conv.tool_result),
+                    ids,
+                ),
             },
         )
     })
@@ -289,6 +301,53 @@ mod tests {
                 json!({"to": "bob", "body": "ack: how are you"})
             ]
         );
+    }
+
+    #[test]
+    fn builtin_passes_a_question_on_answers_it_and_reports_the_answer() {
+        let ask = conv(json!([{"role": "user", "content":
+            "<message id=\"1\" from=\"operator\">ask bob what is 6 x 7?\n</message>"}]));
+        let reply = answer(&Script::builtin(), &ask, &IdGen::new());
+        assert_eq!(reply.rules, vec!["ask"]);
+        assert_eq!(
+            tool_inputs(&reply),
+            vec![json!({"to": "bob", "body": "question: what is 6 x 7?"})]
+        );
+        let question = conv(json!([{"role": "user", "content":
+            "<message id=\"2\" from=\"alice\">question: what is 6 x 7?</message>"}]));
+        let reply = answer(&Script::builtin(), &question, &IdGen::new());
+        let body = tool_inputs(&reply)[0]["body"].as_str().unwrap().to_owned();
+        assert_eq!(tool_inputs(&reply)[0]["to"], "alice");
+        assert!(
+            body.starts_with("answer: you asked \"what is 6 x 7?\""),
+            "{body}"
+        );
+        let answered = conv(json!([{"role": "user", "content":
+            format!("<message id=\"3\" from=\"bob\">{body}</message>")}]));
+        let reply = answer(&Script::builtin(), &answered, &IdGen::new());
+        assert_eq!(tool_inputs(&reply)[0]["to"], "operator");
+        assert!(
+            tool_inputs(&reply)[0]["body"]
+                .as_str()
+                .unwrap()
+                .starts_with("bob answered: you asked"),
+            "{reply:?}"
+        );
+        // Only the operator's `ask` is passed on; an agent's is just acknowledged.
+        let from_agent = conv(json!([{"role": "user", "content":
+            "<message id=\"4\" from=\"carol\">ask bob anything</message>"}]));
+        let reply = answer(&Script::builtin(), &from_agent, &IdGen::new());
+        assert_eq!(reply.rules, vec!["ack"]);
+    }
+
+    #[test]
+    fn a_regex_group_named_like_a_placeholder_is_refused() {
+        let e = Script::parse(
+            "[[rule]]\nuser_regex = '(?P<body>.*)'\n[[rule.reply]]\ntext = \"{{body}}\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("group name `body`"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,41 @@ impl Pattern {
             Pattern::Regex(re) => re.is_match(text),
         }
     }
+
+    /// The regex's named groups and what they matched in `text` (empty when unmatched).
+    pub fn captures(&self, text: &str) -> Vec<(String, String)> {
+        let Pattern::Regex(re) = self else {
+            return Vec::new();
+        };
+        let found = re.captures(text);
+        re.capture_names()
+            .flatten()
+            .map(|name| {
+                let value = found
+                    .as_ref()
+                    .and_then(|c| c.name(name))
+                    .map_or("", |m| m.as_str());
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    /// Names of the regex's named groups.
+    fn group_names(&self) -> Vec<String> {
+        match self {
+            Pattern::Regex(re) => re.capture_names().flatten().map(str::to_owned).collect(),
+            Pattern::Substring(_) => Vec::new(),
+        }
+    }
+}
+
+impl Trigger {
+    /// The pattern, whichever text it looks at.
+    pub fn pattern(&self) -> &Pattern {
+        match self {
+            Trigger::UserText(p) | Trigger::ToolResult(p) => p,
+        }
+    }
 }
 
 /// One block of an answer, before templates are rendered.
@@ -243,7 +278,8 @@ impl Script {
                     reason: "must not be empty".into(),
                 });
             }
-            template::validate(text).map_err(|reason| ScriptError::Setting { field, reason })?;
+            template::validate(text, &[])
+                .map_err(|reason| ScriptError::Setting { field, reason })?;
         }
         let compact_delay_ms = fields.millis("compact_delay_ms").map_err(setting)?;
         let rules = fields
@@ -328,6 +364,16 @@ fn compile_rule(index: usize, value: &toml::Value) -> Result<Rule, ScriptError> 
     } else {
         Pattern::Substring(text)
     };
+    let groups = pattern.group_names();
+    if let Some(taken) = groups
+        .iter()
+        .find(|g| template::NAMES.contains(&g.as_str()))
+    {
+        return Err(fail(
+            key,
+            format!("the group name `{taken}` is a built-in placeholder; name the group otherwise"),
+        ));
+    }
     let trigger = if key.starts_with("user") {
         Trigger::UserText(pattern)
     } else {
@@ -351,7 +397,7 @@ fn compile_rule(index: usize, value: &toml::Value) -> Result<Rule, ScriptError> 
         .iter()
         .enumerate()
         .map(|(i, block)| {
-            compile_block(block).map_err(|(field, reason)| {
+            compile_block(block, &groups).map_err(|(field, reason)| {
                 let suffix = if field.is_empty() {
                     String::new()
                 } else {
@@ -374,7 +420,10 @@ fn compile_rule(index: usize, value: &toml::Value) -> Result<Rule, ScriptError> 
 }
 
 /// Compiles one reply block; errors carry the block's key (empty for the block itself).
-fn compile_block(value: &toml::Value) -> Result<BlockTemplate, (String, String)> {
+fn compile_block(
+    value: &toml::Value,
+    groups: &[String],
+) -> Result<BlockTemplate, (String, String)> {
     let fields = Fields::new(value, "each reply block", BLOCK_FIELDS)?;
     let delay_ms = fields.millis("delay_ms")?;
     match (fields.string("text")?, fields.string("tool")?) {
@@ -385,7 +434,7 @@ fn compile_block(value: &toml::Value) -> Result<BlockTemplate, (String, String)>
                     "`input` belongs to a `tool` block, not a `text` block".into(),
                 ));
             }
-            template::validate(&text).map_err(|r| ("text".into(), r))?;
+            template::validate(&text, groups).map_err(|r| ("text".into(), r))?;
             Ok(BlockTemplate::Text { text, delay_ms })
         }
         (None, Some(name)) => {
@@ -410,7 +459,7 @@ fn compile_block(value: &toml::Value) -> Result<BlockTemplate, (String, String)>
                     ));
                 }
             };
-            template::validate_json(&input).map_err(|r| ("input".into(), r))?;
+            template::validate_json(&input, groups).map_err(|r| ("input".into(), r))?;
             Ok(BlockTemplate::ToolUse {
                 name,
                 input,

@@ -2,6 +2,8 @@
 //!
 //! Templates are checked when a script loads (unknown names are script errors) and
 //! rendered per request, so a typo fails loudly at start instead of mid-test.
+//! Besides [`NAMES`], a rule's template may use the named groups of its own
+//! regex trigger (`(?P<peer>\w+)` gives `{{peer}}`).
 
 use serde_json::Value;
 
@@ -30,6 +32,8 @@ pub struct Vars {
     pub text: String,
     /// Text of the newest tool results (empty on a user-text step).
     pub tool_result: String,
+    /// Named groups of the rule's regex over the text it matched.
+    pub captures: Vec<(String, String)>,
 }
 
 impl Vars {
@@ -41,7 +45,13 @@ impl Vars {
             "model" => &self.model,
             "text" => &self.text,
             "tool_result" => &self.tool_result,
-            _ => return None,
+            _ => {
+                return self
+                    .captures
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str());
+            }
         })
     }
 }
@@ -72,16 +82,19 @@ fn pieces(template: &str) -> Vec<Piece<'_>> {
     out
 }
 
-/// Checks that every placeholder in `template` is a known name.
-pub fn validate(template: &str) -> Result<(), String> {
+/// Checks that every placeholder in `template` is a known name or one of `groups`.
+pub fn validate(template: &str, groups: &[String]) -> Result<(), String> {
     for piece in pieces(template) {
         if let Piece::Var(name) = piece
             && !NAMES.contains(&name)
+            && !groups.iter().any(|g| g == name)
         {
             return Err(format!(
                 "unknown placeholder `{{{{{name}}}}}`; use one of {}",
                 NAMES
                     .iter()
+                    .copied()
+                    .chain(groups.iter().map(String::as_str))
                     .map(|n| format!("{{{{{n}}}}}"))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -92,11 +105,11 @@ pub fn validate(template: &str) -> Result<(), String> {
 }
 
 /// Checks every string (keys excluded) inside a JSON value.
-pub fn validate_json(value: &Value) -> Result<(), String> {
+pub fn validate_json(value: &Value, groups: &[String]) -> Result<(), String> {
     match value {
-        Value::String(s) => validate(s),
-        Value::Array(items) => items.iter().try_for_each(validate_json),
-        Value::Object(map) => map.values().try_for_each(validate_json),
+        Value::String(s) => validate(s, groups),
+        Value::Array(items) => items.iter().try_for_each(|v| validate_json(v, groups)),
+        Value::Object(map) => map.values().try_for_each(|v| validate_json(v, groups)),
         _ => Ok(()),
     }
 }
@@ -158,10 +171,23 @@ mod tests {
 
     #[test]
     fn validate_rejects_unknown_names() {
-        assert!(validate("{{sender}} {{body}}").is_ok());
-        let err = validate("hi {{senderr}}").unwrap_err();
+        assert!(validate("{{sender}} {{body}}", &[]).is_ok());
+        let err = validate("hi {{senderr}}", &[]).unwrap_err();
         assert!(err.contains("{{senderr}}"), "{err}");
-        assert!(validate_json(&json!({"a": ["{{nope}}"]})).is_err());
+        assert!(validate_json(&json!({"a": ["{{nope}}"]}), &[]).is_err());
+        assert!(validate_json(&json!({"a": ["{{peer}}"]}), &["peer".into()]).is_ok());
+    }
+
+    #[test]
+    fn renders_regex_groups() {
+        let v = Vars {
+            captures: vec![("peer".into(), "bob".into())],
+            ..vars()
+        };
+        assert_eq!(
+            render("to {{peer}} from {{sender}}", &v),
+            "to bob from alice"
+        );
     }
 
     #[test]

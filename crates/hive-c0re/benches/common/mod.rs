@@ -85,6 +85,7 @@ impl Daemon {
         .env("HIVE_STATE_DIR", dir.join("state"))
         .env("HIVE_RUN_DIR", dir.join("run"))
         .env("HIVE_BIN_DIR", &bins)
+        .env("HIVE_CONFIG", "/dev/null")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

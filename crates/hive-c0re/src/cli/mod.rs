@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod output;
 mod shell;
+mod transcript;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use hive_sh4re::host::{Scope, verb};
 use hive_sh4re::{AgentName, Mailbox};
 
 use crate::paths::Paths;
-use crate::runtime::RuntimeKind;
+use crate::serve_config::{ConfigFile, ServeArgs};
 
 /// The CLI's exit codes.
 pub mod exit {
@@ -103,35 +104,26 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: store, agents, admin socket and dashboard.
+    ///
+    /// Every setting can also come from the environment (HIVE_INBOX_CAP, ...) or the
+    /// config file (inbox_cap = ...): flags over environment over file over defaults.
     Serve {
-        /// How agents run: nspawn (user-namespaced containers) or process (plain host processes).
-        /// Default: nspawn when running as root with systemd-nspawn installed, else process.
-        #[arg(long, value_enum)]
-        runtime: Option<RuntimeKind>,
-        /// Serve the dashboard on this address.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
-        dashboard: String,
-        /// Serve no dashboard.
-        #[arg(long, conflicts_with = "dashboard")]
-        no_dashboard: bool,
-        /// Do not create the manager agent at first start.
+        #[command(flatten)]
+        settings: ServeArgs,
+        #[command(flatten)]
+        config: ConfigFile,
+        /// Print the settings serve would use, with where each came from, and exit.
         #[arg(long)]
-        no_manager: bool,
-        /// Undelivered messages one inbox may hold before sends to it are refused.
-        #[arg(long, default_value_t = 10_000, value_name = "N")]
-        inbox_cap: u64,
-        /// Events kept per agent.
-        #[arg(long, default_value_t = 50_000, value_name = "N")]
-        events_keep: u64,
-        /// Delivered messages kept per recipient.
-        #[arg(long, default_value_t = 5_000, value_name = "N")]
-        delivered_keep: u64,
-        /// Age after which history is dropped, in days.
-        #[arg(long, default_value_t = 30, value_name = "DAYS")]
-        history_days: u64,
-        /// Seconds between vacuum runs.
-        #[arg(long, default_value_t = 60, value_name = "SECS")]
-        vacuum_secs: u64,
+        print_config: bool,
+    },
+    /// Check this host for what a hive needs; one line per problem, with the fix. Exit 0 when all is well.
+    ///
+    /// Reads the same settings as serve (flags, environment, config file).
+    Doctor {
+        #[command(flatten)]
+        settings: ServeArgs,
+        #[command(flatten)]
+        config: ConfigFile,
     },
     /// Show every agent: running, state, model, inbox depth, config sha, last turn.
     Status {
@@ -226,7 +218,7 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Print an agent's events (its turns, states, crashes).
+    /// Print an agent's turns as a transcript, as the dashboard's terminal shows them (--json: the raw events).
     Events {
         agent: AgentName,
         /// Only events after this id.
@@ -238,6 +230,7 @@ pub enum Command {
         /// Keep printing new events as they come.
         #[arg(long, short)]
         follow: bool,
+        /// The raw events, one JSON object per line.
         #[arg(long)]
         json: bool,
     },
@@ -386,7 +379,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
     }
     let mut c = Client::connect(paths.host_sock())?;
     match command {
-        Command::Serve { .. } => unreachable!("serve is not a client verb"),
+        Command::Serve { .. } | Command::Doctor { .. } => {
+            unreachable!("serve and doctor are not client verbs")
+        }
         Command::Shell { .. } => unreachable!("shell has its own loop"),
         Command::Status { json } => {
             let rows = c
@@ -553,12 +548,15 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 limit: Some(limit),
                 follow,
             })?;
-            let print = |r: hive_sh4re::host::Response| {
+            let mut transcript = transcript::Transcript::default();
+            let mut print = |r: hive_sh4re::host::Response| {
                 let ev = r.events.unwrap_or_default();
                 if json {
                     output::json_lines(&ev)
                 } else {
-                    output::events(&ev)
+                    for line in ev.iter().flat_map(|e| transcript.lines(e)) {
+                        out!("{line}");
+                    }
                 }
             };
             print(first);

@@ -2,9 +2,7 @@
 
 use std::io::Write;
 
-use hive_sh4re::host::{
-    AgentStatusRow, Approval, Event, Message, Question, Schedule, StatsSummary,
-};
+use hive_sh4re::host::{AgentStatusRow, Approval, Message, Question, Schedule, StatsSummary};
 
 /// Writes one line to stdout (what `out!` expands to). A reader that went
 /// away (`hive-c0re status | head -2`) ends the process quietly with success:
@@ -188,29 +186,6 @@ pub fn questions(items: &[Question]) {
         ],
         &body,
     );
-}
-
-/// Events as people read them: one line each.
-pub fn events(items: &[Event]) {
-    for e in items {
-        let text = match e.kind.as_str() {
-            "state" => e
-                .payload
-                .get("state")
-                .and_then(|s| s.as_str())
-                .unwrap_or("")
-                .to_owned(),
-            _ => {
-                let s = e.payload.to_string();
-                if s.chars().count() > 160 {
-                    format!("{}…", s.chars().take(160).collect::<String>())
-                } else {
-                    s
-                }
-            }
-        };
-        out!("#{} {} {:<16} {}", e.id, e.ts, e.kind, text);
-    }
 }
 
 /// The telemetry table, then per-agent details.

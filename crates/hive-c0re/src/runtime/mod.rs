@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use hive_sh4re::AgentName;
 
-pub use nspawn::NspawnRuntime;
+pub use nspawn::{NspawnRuntime, find_tool_in, tool_dirs};
 pub use process::ProcessRuntime;
 
 /// Which runtime a daemon uses.

@@ -108,9 +108,22 @@ fn find_nspawn() -> Option<PathBuf> {
 
 /// An executable `name` on PATH or in the usual system directories.
 fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    find_tool_in(
+        &tool_dirs(&std::env::var_os("PATH").unwrap_or_default()),
+        name,
+    )
+}
+
+/// Where the runtime looks for its tools: `path` (a PATH value), then the usual system directories.
+pub fn tool_dirs(path: &std::ffi::OsStr) -> Vec<PathBuf> {
+    std::env::split_paths(path)
         .chain(["/usr/bin", "/bin", "/usr/sbin"].map(PathBuf::from))
+        .collect()
+}
+
+/// The first executable `name` in `dirs`.
+pub fn find_tool_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter()
         .map(|dir| dir.join(name))
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }

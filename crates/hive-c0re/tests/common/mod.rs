@@ -104,6 +104,8 @@ impl TestHive {
         c.env("HIVE_STATE_DIR", self.state_dir())
             .env("HIVE_RUN_DIR", self.run_dir())
             .env("HIVE_BIN_DIR", bin_dir())
+            // This host's /etc/hyperhive/hive.toml is not the test's.
+            .env("HIVE_CONFIG", "/dev/null")
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("CLAUDE_CODE_OAUTH_TOKEN")
             .env_remove("ANTHROPIC_BASE_URL");

@@ -1,0 +1,518 @@
+//! An agent's events as a readable transcript, the way the dashboard's
+//! terminal shows them (`web/src/render.js`): turn rules, the prompt, tool
+//! calls with their one telling argument, results, the answer, and how the
+//! turn ended, with its duration and cost. Long text shows its first lines.
+
+use hive_sh4re::host::Event;
+use serde_json::Value;
+
+/// Characters of a tool call's input shown.
+const INPUT_CHARS: usize = 160;
+/// Characters of folded text shown.
+const FOLD_CHARS: usize = 600;
+
+/// Turns events into lines; remembers the turn's cost between a `result` and its `turn_end`.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    cost_usd: Option<f64>,
+}
+
+impl Transcript {
+    /// The lines of one event.
+    pub fn lines(&mut self, ev: &Event) -> Vec<String> {
+        let p = &ev.payload;
+        match ev.kind.as_str() {
+            "stream" => self.stream(p),
+            "state" => vec![format!(
+                "◦ {}{}",
+                str_of(p, "state").unwrap_or("?"),
+                str_of(p, "model")
+                    .map(|m| format!(" · {m}"))
+                    .unwrap_or_default()
+            )],
+            "turn_start" => {
+                self.cost_usd = None;
+                let mut out = vec![rule(&[
+                    "turn".into(),
+                    clock(&ev.ts),
+                    str_of(p, "model").unwrap_or_default().into(),
+                ])];
+                if let Some(prompt) = str_of(p, "prompt").filter(|s| !s.is_empty()) {
+                    out.push(fold("", prompt, 3));
+                }
+                out
+            }
+            "turn_end" => {
+                let code = p
+                    .get("exit_code")
+                    .or_else(|| p.get("exit"))
+                    .filter(|c| !c.is_null());
+                let class = str_of(p, "exit_class").filter(|c| *c != "ok");
+                let cost = p
+                    .get("cost_usd")
+                    .and_then(Value::as_f64)
+                    .or(self.cost_usd.take());
+                vec![rule(&[
+                    "turn end".into(),
+                    code.map(|c| format!("exit {c}")).unwrap_or_default(),
+                    class.unwrap_or_default().into(),
+                    p.get("duration_ms")
+                        .and_then(Value::as_f64)
+                        .map(duration)
+                        .unwrap_or_default(),
+                    cost.map(dollars).unwrap_or_default(),
+                ])]
+            }
+            "turn_error" => vec![format!(
+                "✖ the turn could not run: {}",
+                clip(
+                    &str_of(p, "error").map_or_else(|| p.to_string(), str::to_owned),
+                    300
+                )
+            )],
+            "stderr" | "compact_stderr" => vec![format!("! {}", clip(&text_of(p), 300))],
+            "compact_stream" => self.compact(p, "compact"),
+            "compact_end" => {
+                let code = p.get("exit_code").filter(|c| !c.is_null());
+                vec![rule(&[
+                    "compact end".into(),
+                    code.map(|c| format!("exit {c}")).unwrap_or_default(),
+                    str_of(p, "error").map(|e| clip(e, 200)).unwrap_or_default(),
+                ])]
+            }
+            "notes_compaction_stream" => self.compact(p, "notes rewrite"),
+            "notes_compaction" => {
+                let kb = |k: &str| {
+                    format!(
+                        "{:.1} KB",
+                        p.get(k).and_then(Value::as_f64).unwrap_or(0.0) / 1024.0
+                    )
+                };
+                if p.get("rewritten").and_then(Value::as_bool) == Some(true) {
+                    vec![format!(
+                        "📝 notes rewritten: {} → {}",
+                        kb("before_bytes"),
+                        kb("after_bytes")
+                    )]
+                } else {
+                    vec![format!(
+                        "📝 the notes rewrite failed (exit {}); notes.md kept as it was",
+                        p.get("exit_code").map_or("?".into(), Value::to_string)
+                    )]
+                }
+            }
+            "container_crash" => {
+                let next = if p.get("gave_up").and_then(Value::as_bool) == Some(true) {
+                    " — gave up: the agent stays failed until started".to_owned()
+                } else {
+                    p.get("attempt")
+                        .map(|a| format!(" (attempt {a})"))
+                        .unwrap_or_default()
+                };
+                let mut out = vec![format!(
+                    "✖ harness {}{next}",
+                    str_of(p, "exit").unwrap_or("crashed")
+                )];
+                if let Some(tail) = str_of(p, "log_tail") {
+                    out.push(fold("  ", tail, 3));
+                }
+                out
+            }
+            "operator" => vec![match str_of(p, "command") {
+                Some(c) => format!("» operator: {c}"),
+                None => format!(
+                    "» operator: {}",
+                    clip(
+                        &str_of(p, "message").map_or_else(|| p.to_string(), str::to_owned),
+                        300
+                    )
+                ),
+            }],
+            other => vec![format!("{other} {}", clip(&p.to_string(), 300))],
+        }
+    }
+
+    /// One claude stream-json line.
+    fn stream(&mut self, p: &Value) -> Vec<String> {
+        match str_of(p, "type") {
+            Some("system") if str_of(p, "subtype") == Some("init") => {
+                let mut bits = vec![format!(
+                    "● session {}",
+                    clip(str_of(p, "session_id").unwrap_or("?"), 9)
+                )];
+                if let Some(m) = str_of(p, "model") {
+                    bits.push(format!("model {m}"));
+                }
+                if let Some(t) = p.get("tools").and_then(Value::as_array) {
+                    bits.push(format!("{} tools", t.len()));
+                }
+                vec![bits.join(" · ")]
+            }
+            Some("system") => vec![format!("● {}", str_of(p, "subtype").unwrap_or("system"))],
+            Some("assistant") => content(p)
+                .iter()
+                .map(|c| match str_of(c, "type") {
+                    Some("text") => indent("", str_of(c, "text").unwrap_or_default()),
+                    Some("thinking") => fold("✻ ", str_of(c, "thinking").unwrap_or_default(), 3),
+                    Some("tool_use") => {
+                        let name = str_of(c, "name").unwrap_or("?");
+                        let input = c.get("input").unwrap_or(&Value::Null);
+                        format!("● {}({})", tool_name(name), compact_input(name, input))
+                    }
+                    _ => clip(&c.to_string(), 200),
+                })
+                .collect(),
+            Some("user") => match p.pointer("/message/content") {
+                Some(Value::String(s)) => vec![fold("› ", s, 4)],
+                _ => content(p)
+                    .iter()
+                    .map(|c| match str_of(c, "type") {
+                        Some("tool_result") => {
+                            let marker = if c.get("is_error").and_then(Value::as_bool) == Some(true)
+                            {
+                                "↳ ✗ "
+                            } else {
+                                "↳ "
+                            };
+                            fold(marker, &result_text(c.get("content")), 4)
+                        }
+                        Some("text") => fold("› ", str_of(c, "text").unwrap_or_default(), 4),
+                        _ => clip(&c.to_string(), 200),
+                    })
+                    .collect(),
+            },
+            Some("result") => {
+                let cost = p.get("total_cost_usd").and_then(Value::as_f64);
+                if cost.is_some() {
+                    self.cost_usd = cost;
+                }
+                let bad = failed(p);
+                let bits = [
+                    if bad {
+                        format!("✗ {}", str_of(p, "subtype").unwrap_or("error"))
+                    } else {
+                        "✓ done".into()
+                    },
+                    p.get("duration_ms")
+                        .and_then(Value::as_f64)
+                        .map(duration)
+                        .unwrap_or_default(),
+                    p.get("num_turns")
+                        .map(|n| format!("{n} steps"))
+                        .unwrap_or_default(),
+                    cost.map(dollars).unwrap_or_default(),
+                ];
+                vec![join(&bits)]
+            }
+            _ => vec![clip(&p.to_string(), 300)],
+        }
+    }
+
+    /// A compaction's claude run: only that it started, what the model said, how it ended.
+    fn compact(&mut self, p: &Value, what: &str) -> Vec<String> {
+        match str_of(p, "type") {
+            Some("system") if str_of(p, "subtype") == Some("init") => vec![format!(
+                "📦 {what} · session {}",
+                clip(str_of(p, "session_id").unwrap_or("?"), 9)
+            )],
+            Some("assistant") => self.stream(p),
+            Some("result") => {
+                let verdict = if failed(p) {
+                    format!("✗ {what} failed")
+                } else {
+                    format!("✓ {what} done")
+                };
+                vec![join(&[
+                    verdict,
+                    p.get("duration_ms")
+                        .and_then(Value::as_f64)
+                        .map(duration)
+                        .unwrap_or_default(),
+                ])]
+            }
+            None if !p.is_object() => vec![format!("{what}: {}", clip(&text_of(p), 300))],
+            _ => vec![],
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// A string payload as it is, anything else as JSON.
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+fn content(p: &Value) -> Vec<Value> {
+    p.pointer("/message/content")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn failed(p: &Value) -> bool {
+    p.get("is_error").and_then(Value::as_bool) == Some(true)
+        || str_of(p, "subtype").is_some_and(|s| s != "success")
+}
+
+/// `s` cut to `n` characters, the last one an ellipsis when cut.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() > n {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+/// `mcp__hyperhive__send` → `hyperhive:send`.
+fn tool_name(name: &str) -> String {
+    name.strip_prefix("mcp__")
+        .and_then(|rest| rest.split_once("__"))
+        .map_or_else(
+            || name.to_owned(),
+            |(server, tool)| format!("{server}:{tool}"),
+        )
+}
+
+fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The one argument that says what a tool call does, else its JSON, clipped.
+fn compact_input(name: &str, input: &Value) -> String {
+    let Some(obj) = input.as_object() else {
+        return clip(&input.to_string(), INPUT_CHARS);
+    };
+    if name.ends_with("__send")
+        && let Some(to) = obj.get("to").and_then(Value::as_str)
+    {
+        let body = obj.get("body").and_then(Value::as_str).unwrap_or_default();
+        return clip(&squash(&format!("{to}: {body}")), INPUT_CHARS);
+    }
+    let keys = [
+        "command",
+        "file_path",
+        "path",
+        "pattern",
+        "url",
+        "query",
+        "description",
+        "prompt",
+    ];
+    match keys
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str))
+    {
+        Some(v) => clip(&squash(v), INPUT_CHARS),
+        None => clip(&input.to_string(), INPUT_CHARS),
+    }
+}
+
+fn result_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|c| match str_of(c, "type") {
+                Some("text") => str_of(c, "text").unwrap_or_default().to_owned(),
+                Some("image") => "[image]".into(),
+                _ => c.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// `marker` then `text`, continuation lines indented under it.
+fn indent(marker: &str, text: &str) -> String {
+    let pad = " ".repeat(marker.chars().count());
+    let mut out = String::from(marker);
+    for (i, line) in text.trim_end().lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+            out.push_str(&pad);
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// Like [`indent`], showing the first `lines` lines and how many more there are.
+fn fold(marker: &str, text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.trim_end().lines().collect();
+    if all.len() <= lines && text.chars().count() <= FOLD_CHARS {
+        return indent(marker, text);
+    }
+    let head = clip(&all[..all.len().min(lines)].join("\n"), FOLD_CHARS);
+    let more = if all.len() > lines {
+        format!(" … {} more lines", all.len() - lines)
+    } else {
+        " … more".into()
+    };
+    indent(marker, &format!("{head}{more}"))
+}
+
+/// `── a · b · c ──`, empty parts left out.
+fn rule(bits: &[String]) -> String {
+    format!("── {} ──", join(bits))
+}
+
+fn join(bits: &[String]) -> String {
+    bits.iter()
+        .filter(|b| !b.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// Local wall-clock time of an RFC 3339 stamp.
+fn clock(ts: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| ts.to_owned())
+}
+
+fn dollars(usd: f64) -> String {
+    format!("${usd:.4}")
+}
+
+/// Milliseconds as `850ms`, `12.3s`, `4m 05s`, `3h 02m` or `2d 4h`.
+fn duration(ms: f64) -> String {
+    if ms < 1000.0 {
+        return format!("{}ms", ms.round());
+    }
+    if ms < 60_000.0 {
+        return format!("{:.1}s", ms / 1000.0);
+    }
+    let s = (ms / 1000.0) as u64;
+    let (m, h) = (s / 60, s / 3600);
+    if h == 0 {
+        format!("{m}m {:02}s", s % 60)
+    } else if h < 48 {
+        format!("{h}h {:02}m", m % 60)
+    } else {
+        format!("{}d {}h", h / 24, h % 24)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(kind: &str, payload: Value) -> Event {
+        Event {
+            id: 1,
+            agent: "alice".into(),
+            ts: "2026-01-02T03:04:05Z".into(),
+            kind: kind.into(),
+            payload,
+        }
+    }
+
+    fn render(events: &[Event]) -> Vec<String> {
+        let mut t = Transcript::default();
+        events.iter().flat_map(|e| t.lines(e)).collect()
+    }
+
+    #[test]
+    fn a_turn_reads_like_the_dashboard_terminal() {
+        let out = render(&[
+            ev(
+                "turn_start",
+                json!({"model": "haiku", "prompt": "<message id=\"1\" from=\"operator\">ping</message>"}),
+            ),
+            ev(
+                "stream",
+                json!({"type": "system", "subtype": "init", "session_id": "0123456789abcdef", "model": "claude-haiku", "tools": ["a", "b"]}),
+            ),
+            ev(
+                "stream",
+                json!({"type": "assistant", "message": {"content": [
+                    {"type": "text", "text": "On it."},
+                    {"type": "tool_use", "name": "mcp__hyperhive__send", "input": {"to": "operator", "body": "pong\n  twice"}},
+                    {"type": "tool_use", "name": "Bash", "input": {"command": "ls   -la", "timeout": 5}}
+                ]}}),
+            ),
+            ev(
+                "stream",
+                json!({"type": "user", "message": {"content": [
+                    {"type": "tool_result", "content": [{"type": "text", "text": "sent message #4 to operator"}]},
+                    {"type": "tool_result", "is_error": true, "content": "1\n2\n3\n4\n5\n6"}
+                ]}}),
+            ),
+            ev(
+                "stream",
+                json!({"type": "result", "subtype": "success", "duration_ms": 1234, "num_turns": 2, "total_cost_usd": 0.00123}),
+            ),
+            ev(
+                "turn_end",
+                json!({"exit_code": 0, "exit_class": "ok", "duration_ms": 65_000}),
+            ),
+        ]);
+        let lines: Vec<&str> = out.iter().map(String::as_str).collect();
+        assert!(
+            lines[0].starts_with("── turn · ") && lines[0].ends_with(" · haiku ──"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            "<message id=\"1\" from=\"operator\">ping</message>"
+        );
+        assert_eq!(
+            lines[2],
+            "● session 01234567… · model claude-haiku · 2 tools"
+        );
+        assert_eq!(lines[3], "On it.");
+        assert_eq!(lines[4], "● hyperhive:send(operator: pong twice)");
+        assert_eq!(lines[5], "● Bash(ls -la)");
+        assert_eq!(lines[6], "↳ sent message #4 to operator");
+        assert_eq!(lines[7], "↳ ✗ 1\n    2\n    3\n    4 … 2 more lines");
+        assert_eq!(lines[8], "✓ done · 1.2s · 2 steps · $0.0012");
+        assert_eq!(lines[9], "── turn end · exit 0 · 1m 05s · $0.0012 ──");
+    }
+
+    #[test]
+    fn failures_and_other_kinds() {
+        let out = render(&[
+            ev(
+                "stream",
+                json!({"type": "result", "subtype": "error_max_turns", "is_error": true}),
+            ),
+            ev(
+                "turn_end",
+                json!({"exit_code": 1, "exit_class": "failure", "duration_ms": 900}),
+            ),
+            ev("state", json!({"state": "idle"})),
+            ev("turn_error", json!({"error": "no claude"})),
+            ev("stderr", json!("boom")),
+            ev(
+                "container_crash",
+                json!({"exit": "exit status 1", "attempt": 2}),
+            ),
+            ev("operator", json!({"command": "/cancel"})),
+            ev("mystery", json!({"a": 1})),
+        ]);
+        assert_eq!(
+            out,
+            [
+                "✗ error_max_turns",
+                "── turn end · exit 1 · failure · 900ms ──",
+                "◦ idle",
+                "✖ the turn could not run: no claude",
+                "! boom",
+                "✖ harness exit status 1 (attempt 2)",
+                "» operator: /cancel",
+                "mystery {\"a\":1}",
+            ]
+        );
+    }
+}

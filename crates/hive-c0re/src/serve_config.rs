@@ -1,0 +1,529 @@
+//! The settings of `hive-c0re serve`: flags over environment over the config
+//! file (`hive.toml`) over defaults.
+//!
+//! [`ServeArgs`] is the one table of settings. Each of its arguments, and each
+//! global option of [`Cli`] (`state_dir`, `run_dir`), is a setting: its key in
+//! the file is its id, the flag's name with `_` (`--inbox-cap` is `inbox_cap`),
+//! and its environment variable is `HIVE_` and the key in capitals. A flag
+//! added to [`ServeArgs`] with its `env` is thus a config key and a line of
+//! `--print-config` with nothing else to write (a unit test holds new flags to
+//! the naming).
+//!
+//! clap itself merges the layers: the file's values are appended to the
+//! command line as flags, only for settings that neither a flag nor the
+//! environment set, and the line is parsed again; a file value is checked by
+//! the same parser as its flag, and a bad one is refused naming key and file.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches};
+
+use crate::cli::Cli;
+use crate::daemon::ServeOptions;
+use crate::error::{Error, Result};
+use crate::paths::Paths;
+use crate::runtime::RuntimeKind;
+use crate::store::Limits;
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/hyperhive/hive.toml";
+
+/// Every setting of `serve` (also read by `doctor`). Each field needs `long`
+/// and `env = "HIVE_<ID>"`; its id is its key in `hive.toml`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// How agents run: nspawn (user-namespaced containers) or process (plain host processes).
+    /// Default: nspawn when running as root with systemd-nspawn installed, else process.
+    #[arg(long, env = "HIVE_RUNTIME", value_enum)]
+    pub runtime: Option<RuntimeKind>,
+    /// Serve the dashboard on this address.
+    #[arg(
+        long,
+        env = "HIVE_DASHBOARD",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7878"
+    )]
+    pub dashboard: String,
+    /// Serve no dashboard (a `dashboard` set at a higher layer turns it back on).
+    #[arg(long, env = "HIVE_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+    /// Do not create the manager agent at first start.
+    #[arg(long, env = "HIVE_NO_MANAGER")]
+    pub no_manager: bool,
+    /// Undelivered messages one inbox may hold before sends to it are refused.
+    #[arg(
+        long,
+        env = "HIVE_INBOX_CAP",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub inbox_cap: u64,
+    /// Events kept per agent.
+    #[arg(
+        long,
+        env = "HIVE_EVENTS_KEEP",
+        default_value_t = 50_000,
+        value_name = "N"
+    )]
+    pub events_keep: u64,
+    /// Delivered messages kept per recipient.
+    #[arg(
+        long,
+        env = "HIVE_DELIVERED_KEEP",
+        default_value_t = 5_000,
+        value_name = "N"
+    )]
+    pub delivered_keep: u64,
+    /// Age after which history is dropped, in days.
+    #[arg(
+        long,
+        env = "HIVE_HISTORY_DAYS",
+        default_value_t = 30,
+        value_name = "DAYS"
+    )]
+    pub history_days: u64,
+    /// Seconds between vacuum runs.
+    #[arg(
+        long,
+        env = "HIVE_VACUUM_SECS",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
+    pub vacuum_secs: u64,
+}
+
+/// Where the settings come from: `--config`, flattened into `serve` and `doctor`.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigFile {
+    /// Read settings from this TOML file (keys: the flags' names with `_`, e.g. inbox_cap)
+    /// [default: /etc/hyperhive/hive.toml when it exists].
+    #[arg(long, env = "HIVE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag.
+    Flag,
+    /// An environment variable (its name).
+    Env(String),
+    /// The config file.
+    File,
+    /// The built-in default.
+    Default,
+}
+
+/// One setting as resolved, for `--print-config`.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its key in the file.
+    pub key: String,
+    /// Its value; None when unset (an option without a default).
+    pub value: Option<toml::Value>,
+    /// The layer that set it.
+    pub origin: Origin,
+    /// The flag's help, first line.
+    pub help: String,
+}
+
+/// The settings after merging every layer.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The settings.
+    pub args: ServeArgs,
+    /// State and run dirs (`state_dir`, `run_dir` and their defaults).
+    pub paths: Paths,
+    /// The config file read, if any.
+    pub file: Option<PathBuf>,
+    /// Every setting with its origin, in the order of `--help`.
+    pub entries: Vec<Entry>,
+}
+
+/// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`),
+/// reading `default_file` when `--config` is not given and it exists.
+pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
+    let cmd = Cli::command();
+    let first = parse(&cmd, argv)?;
+    let (_, sub) = first
+        .subcommand()
+        .ok_or_else(|| Error::refused("no subcommand given"))?;
+    let file = match sub.try_get_one::<PathBuf>("config").ok().flatten() {
+        Some(p) => Some(p.clone()),
+        None => default_file.exists().then(|| default_file.to_path_buf()),
+    };
+    let settings = setting_args(&cmd);
+    let mut argv = argv.to_vec();
+    let mut from_file = BTreeMap::new();
+    if let Some(path) = &file {
+        for (key, value, flag) in file_values(path, &settings)? {
+            let higher = matches!(
+                sub.value_source(&key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            if !higher {
+                argv.extend(flag);
+                from_file.insert(key, value);
+            }
+        }
+    }
+    let merged = parse(&cmd, &argv)?;
+    let cli = Cli::from_arg_matches(&merged).map_err(|e| Error::refused(first_line(&e)))?;
+    let (_, sub) = merged.subcommand().expect("parsed above");
+    let args = ServeArgs::from_arg_matches(sub).map_err(|e| Error::refused(first_line(&e)))?;
+    let paths = Paths::resolve(cli.state_dir, cli.run_dir);
+    let entries = settings
+        .iter()
+        .map(|arg| entry(arg, sub, &from_file, &paths))
+        .collect();
+    Ok(Resolved {
+        args,
+        paths,
+        file,
+        entries,
+    })
+}
+
+/// Parses a command line, turning clap's report into one sentence.
+fn parse(cmd: &clap::Command, argv: &[OsString]) -> Result<ArgMatches> {
+    cmd.clone()
+        .try_get_matches_from(argv)
+        .map_err(|e| Error::refused(first_line(&e)))
+}
+
+fn first_line(e: &clap::Error) -> String {
+    let s = e.to_string();
+    let line = s.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// The table of settings: the global options of [`Cli`], then [`ServeArgs`].
+fn setting_args(cmd: &clap::Command) -> Vec<Arg> {
+    let serve = ServeArgs::augment_args(clap::Command::new("serve"));
+    cmd.get_arguments()
+        .filter(|a| a.is_global_set())
+        .chain(serve.get_arguments())
+        .filter(|a| a.get_long().is_some())
+        .cloned()
+        .collect()
+}
+
+/// The file's settings, each checked by its flag's parser: key, value, and the flag that sets it.
+fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value, Vec<OsString>)>> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::refused(format!(
+            "could not read the config file {shown}: {e}; fix it, or point --config elsewhere"
+        ))
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        Error::refused(format!(
+            "the config file {shown} is not valid TOML: {}",
+            e.to_string().trim().replace('\n', " ")
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let Some(arg) = settings.iter().find(|a| a.get_id() == key.as_str()) else {
+            let known: Vec<&str> = settings.iter().map(|a| a.get_id().as_str()).collect();
+            return Err(Error::refused(format!(
+                "unknown key `{key}` in {shown}; the keys are {}",
+                known.join(", ")
+            )));
+        };
+        let long = arg.get_long().expect("settings have a long flag");
+        let wrong = |want: &str| {
+            Error::refused(format!(
+                "key `{key}` in {shown} takes {want}, not a {}",
+                value.type_str()
+            ))
+        };
+        let flag: Vec<OsString> = if matches!(arg.get_action(), ArgAction::SetTrue) {
+            match value {
+                toml::Value::Boolean(true) => vec![format!("--{long}").into()],
+                toml::Value::Boolean(false) => vec![],
+                _ => return Err(wrong("true or false")),
+            }
+        } else {
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => return Err(wrong("a string or a number")),
+            };
+            let flag = OsString::from(format!("--{long}={text}"));
+            // The flag's own parser, alone, so the error names the file's key.
+            clap::Command::new("hive.toml")
+                .no_binary_name(true)
+                .arg(arg.clone().global(false))
+                .try_get_matches_from([&flag])
+                .map_err(|e| {
+                    Error::refused(format!("key `{key}` in {shown}: {}", first_line(&e)))
+                })?;
+            vec![flag]
+        };
+        out.push((key, value, flag));
+    }
+    Ok(out)
+}
+
+fn entry(
+    arg: &Arg,
+    m: &ArgMatches,
+    from_file: &BTreeMap<String, toml::Value>,
+    paths: &Paths,
+) -> Entry {
+    let key = arg.get_id().as_str().to_owned();
+    let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+    // The first sentence is enough beside a value.
+    let help = help
+        .split([':', '.', '['])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let origin = if from_file.contains_key(&key) {
+        Origin::File
+    } else {
+        match m.value_source(&key) {
+            Some(ValueSource::CommandLine) => Origin::Flag,
+            Some(ValueSource::EnvVariable) => Origin::Env(
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ => Origin::Default,
+        }
+    };
+    let value = match key.as_str() {
+        // Their defaults depend on who runs: show what Paths chose.
+        "state_dir" => Some(paths.state.display().to_string().into()),
+        "run_dir" => Some(paths.run.display().to_string().into()),
+        _ if matches!(arg.get_action(), ArgAction::SetTrue) => {
+            Some(toml::Value::Boolean(m.get_flag(&key)))
+        }
+        _ => m.get_raw(&key).and_then(|mut v| v.next()).map(raw_value),
+    };
+    Entry {
+        key,
+        value,
+        origin,
+        help,
+    }
+}
+
+/// A raw value as TOML: a whole number unquoted, anything else a string.
+fn raw_value(raw: &OsStr) -> toml::Value {
+    let s = raw.to_string_lossy();
+    match s.parse::<i64>() {
+        Ok(n) => toml::Value::Integer(n),
+        Err(_) => toml::Value::String(s.into_owned()),
+    }
+}
+
+impl Resolved {
+    /// What `serve --print-config` prints: a valid `hive.toml` with each setting's origin.
+    pub fn render(&self) -> String {
+        let file = self
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| format!("no config file ({DEFAULT_CONFIG} does not exist)"));
+        let mut out = format!(
+            "# hive-c0re serve settings: flags over environment over the config file over defaults\n\
+             # config file: {file}\n"
+        );
+        let lines: Vec<(String, String)> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let line = match &e.value {
+                    Some(v) => format!("{} = {v}", e.key),
+                    None => format!("# {} is unset", e.key),
+                };
+                let origin = match &e.origin {
+                    Origin::Flag => "flag".to_owned(),
+                    Origin::Env(name) => format!("env {name}"),
+                    Origin::File => "file".to_owned(),
+                    Origin::Default => "default".to_owned(),
+                };
+                (line, format!("# {origin}: {}", e.help))
+            })
+            .collect();
+        let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        for (line, comment) in lines {
+            out.push_str(&format!("{line:<width$}  {comment}\n"));
+        }
+        out
+    }
+
+    /// The origin of one setting.
+    pub fn origin(&self, key: &str) -> Origin {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.origin.clone())
+            .unwrap_or(Origin::Default)
+    }
+
+    /// The dashboard's address, or None: `no_dashboard` turns it off unless
+    /// `dashboard` comes from a higher layer (a flag over the file's `no_dashboard`).
+    pub fn dashboard(&self) -> Option<&str> {
+        let rank = |o: Origin| match o {
+            Origin::Flag => 3,
+            Origin::Env(_) => 2,
+            Origin::File => 1,
+            Origin::Default => 0,
+        };
+        let on = !self.args.no_dashboard
+            || rank(self.origin("dashboard")) > rank(self.origin("no_dashboard"));
+        on.then_some(self.args.dashboard.as_str())
+    }
+
+    /// What `serve` runs with.
+    pub fn serve_options(&self) -> ServeOptions {
+        let a = &self.args;
+        ServeOptions {
+            paths: self.paths.clone(),
+            runtime: a.runtime,
+            dashboard: self.dashboard().map(str::to_owned),
+            no_manager: a.no_manager,
+            limits: Limits {
+                inbox_cap: a.inbox_cap,
+                events_keep: a.events_keep,
+                delivered_keep: a.delivered_keep,
+                max_age_ms: (a.history_days as i64) * 24 * 3600 * 1000,
+            },
+            vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
+            notify: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        std::iter::once("hive-c0re")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect()
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_an_env_and_a_help_named_after_its_key() {
+        let cmd = Cli::command();
+        let settings = setting_args(&cmd);
+        assert!(settings.len() >= 11, "{settings:?}");
+        for a in &settings {
+            let key = a.get_id().as_str();
+            assert_eq!(
+                a.get_long(),
+                Some(key.replace('_', "-").as_str()),
+                "the flag of `{key}`"
+            );
+            assert_eq!(
+                a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                Some(format!("HIVE_{}", key.to_uppercase())),
+                "`{key}` needs env = \"HIVE_{}\"",
+                key.to_uppercase()
+            );
+            assert!(a.get_help().is_some(), "`{key}` needs a doc comment");
+        }
+    }
+
+    #[test]
+    fn without_a_file_the_defaults_hold() {
+        let r = resolve(&argv(&["serve"]), Path::new("/nonexistent/hive.toml")).unwrap();
+        assert!(r.file.is_none());
+        assert_eq!(r.args.inbox_cap, 10_000);
+        assert_eq!(r.origin("inbox_cap"), Origin::Default);
+        assert_eq!(r.dashboard(), Some("127.0.0.1:7878"));
+    }
+
+    #[test]
+    fn the_default_file_is_read_when_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(
+            &f,
+            "inbox_cap = 7\nno_manager = true\nruntime = \"process\"\n",
+        )
+        .unwrap();
+        let r = resolve(&argv(&["serve"]), &f).unwrap();
+        assert_eq!(r.file.as_deref(), Some(f.as_path()));
+        assert_eq!(r.args.inbox_cap, 7);
+        assert!(r.args.no_manager);
+        assert_eq!(r.args.runtime, Some(RuntimeKind::Process));
+        assert_eq!(r.origin("runtime"), Origin::File);
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_and_a_flag_dashboard_beats_a_file_no_dashboard() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(&f, "inbox_cap = 7\nno_dashboard = true\n").unwrap();
+        let r = resolve(
+            &argv(&["serve", "--inbox-cap", "9", "--dashboard", "127.0.0.1:0"]),
+            &f,
+        )
+        .unwrap();
+        assert_eq!(r.args.inbox_cap, 9);
+        assert_eq!(r.origin("inbox_cap"), Origin::Flag);
+        assert_eq!(r.dashboard(), Some("127.0.0.1:0"));
+        let r = resolve(&argv(&["serve"]), &f).unwrap();
+        assert_eq!(r.dashboard(), None);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        for (toml, want) in [
+            ("inbox_cap = \"lots\"", "key `inbox_cap`"),
+            ("inbox_cap = -1", "key `inbox_cap`"),
+            ("no_manager = \"yes\"", "takes true or false"),
+            ("runtime = \"docker\"", "key `runtime`"),
+            ("dashboard = [1]", "takes a string or a number"),
+            ("inbox-cap = 1", "unknown key `inbox-cap`"),
+            ("config = \"x\"", "unknown key `config`"),
+            ("[serve]\ninbox_cap = 1", "unknown key `serve`"),
+            ("inbox_cap = ", "not valid TOML"),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
+            assert!(e.contains(want), "{toml:?}: {e}");
+            assert!(e.contains(&f.display().to_string()), "{toml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn print_config_is_a_config_file_that_resolves_to_the_same_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(&f, "events_keep = 12\nruntime = \"process\"\n").unwrap();
+        let state = dir.path().join("state");
+        let state = state.to_str().unwrap();
+        let r = resolve(
+            &argv(&["--state-dir", state, "serve", "--history-days", "3"]),
+            &f,
+        )
+        .unwrap();
+        let text = r.render();
+        assert!(text.contains("events_keep = 12"), "{text}");
+        assert!(text.contains("# file:"), "{text}");
+        assert!(text.contains("# flag:"), "{text}");
+        let again = dir.path().join("again.toml");
+        std::fs::write(&again, &text).unwrap();
+        let r2 = resolve(&argv(&["serve"]), &again).unwrap();
+        assert_eq!(r2.args.events_keep, 12);
+        assert_eq!(r2.args.history_days, 3);
+        assert_eq!(r2.args.runtime, Some(RuntimeKind::Process));
+        assert_eq!(r2.paths.state, Path::new(state));
+    }
+}
