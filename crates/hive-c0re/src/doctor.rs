@@ -139,7 +139,7 @@ pub fn nspawn(host: &Host, runtime: Option<RuntimeKind>) -> Finding {
         ));
     }
     let version = first_line_of(&bin, &["--version"], host.timeout).unwrap_or_default();
-    Ok(format!("systemd-nspawn at {} ({version})", bin.display()))
+    Ok(format!("systemd-nspawn at {}: {version}", bin.display()))
 }
 
 /// The kernel lets serve create user namespaces.
