@@ -302,6 +302,49 @@ fn serve_tells_systemd_when_it_serves_pings_the_watchdog_and_says_when_it_stops(
     assert!(daemon.0.wait().unwrap().success());
 }
 
+#[test]
+fn a_stop_right_after_ready_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify");
+    let rx = UnixDatagram::bind(&notify).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
+            .args([
+                "serve",
+                "--runtime",
+                "process",
+                "--no-manager",
+                "--no-dashboard",
+            ])
+            .env("HIVE_CONFIG", "/dev/null")
+            .env("HIVE_STATE_DIR", dir.path().join("state"))
+            .env("HIVE_RUN_DIR", dir.path().join("run"))
+            .env("NOTIFY_SOCKET", &notify)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 512];
+    let n = rx.recv(&mut buf).expect("READY=1 within 30 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = daemon.0.wait().unwrap();
+    assert!(
+        st.success(),
+        "a SIGTERM right after READY=1 killed serve: {st}"
+    );
+    assert!(
+        !dir.path().join("run/host.sock").exists(),
+        "host.sock left behind"
+    );
+}
+
 // ---- NixOS ----
 
 /// nix-instantiate with no store writes and no build users.
