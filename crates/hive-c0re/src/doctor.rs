@@ -113,7 +113,7 @@ pub fn check(host: &Host, settings: &Resolved) -> Vec<Finding> {
     out.push(endpoint(host));
     out.extend(state_dir(host, &settings.paths));
     out.push(disk(host, &settings.paths));
-    out.push(dashboard(host, settings.dashboard()));
+    out.push(dashboard(host, settings.dashboard(), &settings.paths));
     out
 }
 
@@ -433,11 +433,15 @@ pub fn disk(host: &Host, paths: &Paths) -> Finding {
     ))
 }
 
-/// A dashboard beyond loopback needs a token that outlives a restart.
-pub fn dashboard(host: &Host, addr: Option<&str>) -> Finding {
+/// A `HIVE_DASHBOARD_TOKEN` serve accepts, and one chosen by the operator for a dashboard beyond loopback.
+pub fn dashboard(host: &Host, addr: Option<&str>, paths: &Paths) -> Finding {
     let Some(addr) = addr else {
         return Ok("no dashboard is served".into());
     };
+    let fixed = host.var(TOKEN_ENV).map(str::trim);
+    if let Some(t) = fixed {
+        crate::dashboard::token::check_fixed(t).map_err(|e| format!("serve would refuse: {e}"))?;
+    }
     let loopback = match addr.to_socket_addrs() {
         Ok(mut a) => a.all(|a| a.ip().is_loopback()),
         Err(e) => {
@@ -446,19 +450,18 @@ pub fn dashboard(host: &Host, addr: Option<&str>) -> Finding {
             ));
         }
     };
-    if loopback {
-        return Ok(format!("dashboard on {addr} (loopback)"));
-    }
-    if host.var(TOKEN_ENV).is_some() {
-        return Ok(format!(
+    match (loopback, fixed) {
+        (true, _) => Ok(format!("dashboard on {addr} (loopback)")),
+        (false, Some(_)) => Ok(format!(
             "dashboard on {addr} with a fixed token ({TOKEN_ENV})"
-        ));
+        )),
+        (false, None) => Err(format!(
+            "the dashboard listens on {addr}, beyond this host, without a fixed token (its token is \
+             the one hive-c0re made in {}): set {TOKEN_ENV} in serve's environment (e.g. openssl \
+             rand -hex 32) to choose and rotate it yourself, or set dashboard = \"127.0.0.1:7878\"",
+            paths.dashboard_token().display()
+        )),
     }
-    Err(format!(
-        "the dashboard listens on {addr}, beyond this host, without a fixed token: serve makes a \
-         new one at each start; set {TOKEN_ENV} in serve's environment (e.g. openssl rand -hex 32), \
-         or set dashboard = \"127.0.0.1:7878\""
-    ))
 }
 
 /// Runs `bin args` and returns the first line it printed (stdout, else stderr), within `timeout`.
@@ -582,7 +585,7 @@ mod tests {
         assert!(endpoint(&f.host).is_ok(), "{:?}", endpoint(&f.host));
         assert!(state_dir(&f.host, &f.paths).iter().all(Result::is_ok));
         assert!(disk(&f.host, &f.paths).is_ok());
-        assert!(dashboard(&f.host, Some("127.0.0.1:7878")).is_ok());
+        assert!(dashboard(&f.host, Some("127.0.0.1:7878"), &f.paths).is_ok());
     }
 
     #[test]
@@ -741,12 +744,21 @@ mod tests {
     }
 
     #[test]
-    fn a_public_dashboard_without_a_fixed_token_is_a_problem() {
+    fn a_public_dashboard_without_a_fixed_token_or_a_token_serve_refuses_is_a_problem() {
         let mut f = fixture();
-        let e = problem(dashboard(&f.host, Some("0.0.0.0:7878")));
+        let e = problem(dashboard(&f.host, Some("0.0.0.0:7878"), &f.paths));
         assert!(e.contains("set HIVE_DASHBOARD_TOKEN"), "{e}");
-        f.host.env.insert(TOKEN_ENV.into(), "a-long-token".into());
-        assert!(dashboard(&f.host, Some("0.0.0.0:7878")).is_ok());
-        assert!(dashboard(&f.host, None).is_ok());
+        assert!(e.contains("dashboard.token"), "{e}");
+        f.host.env.insert(TOKEN_ENV.into(), "short".into());
+        let e = problem(dashboard(&f.host, Some("127.0.0.1:7878"), &f.paths));
+        assert!(
+            e.contains("serve would refuse: HIVE_DASHBOARD_TOKEN must be"),
+            "{e}"
+        );
+        f.host
+            .env
+            .insert(TOKEN_ENV.into(), "a-long-enough-token".into());
+        assert!(dashboard(&f.host, Some("0.0.0.0:7878"), &f.paths).is_ok());
+        assert!(dashboard(&f.host, None, &f.paths).is_ok());
     }
 }

@@ -19,7 +19,7 @@ mod sse;
 mod stats;
 #[cfg(test)]
 mod tests;
-mod token;
+pub(crate) mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,15 +20,7 @@ const MIN_FIXED_LEN: usize = 16;
 /// The token this start uses: `fixed` (`HIVE_DASHBOARD_TOKEN`), the kept one, or a new one (then kept).
 pub(crate) fn settle(paths: &Paths, fixed: Option<&str>) -> anyhow::Result<String> {
     if let Some(t) = fixed.map(str::trim).filter(|t| !t.is_empty()) {
-        // It goes into a URL and a cookie as it is.
-        let safe = t
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
-        anyhow::ensure!(
-            safe && t.len() >= MIN_FIXED_LEN,
-            "HIVE_DASHBOARD_TOKEN must be at least {MIN_FIXED_LEN} letters, digits, '-', '_', '.' or '~' \
-             (e.g. the output of `openssl rand -hex 32`), or unset so hive-c0re keeps its own"
-        );
+        check_fixed(t)?;
         return Ok(t.to_owned());
     }
     let path = paths.dashboard_token();
@@ -48,6 +40,20 @@ pub(crate) fn settle(paths: &Paths, fixed: Option<&str>) -> anyhow::Result<Strin
         )
     })?;
     Ok(token)
+}
+
+/// Refuses a `HIVE_DASHBOARD_TOKEN` serve would refuse (`doctor` asks too).
+pub(crate) fn check_fixed(t: &str) -> anyhow::Result<()> {
+    // It goes into a URL and a cookie as it is.
+    let safe = t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+    anyhow::ensure!(
+        safe && t.len() >= MIN_FIXED_LEN,
+        "HIVE_DASHBOARD_TOKEN must be at least {MIN_FIXED_LEN} letters, digits, '-', '_', '.' or '~' \
+         (e.g. the output of `openssl rand -hex 32`), or unset so hive-c0re keeps its own"
+    );
+    Ok(())
 }
 
 /// The kept token; `Ok(None)` when there is none, `Err(why)` when the file cannot be trusted.
