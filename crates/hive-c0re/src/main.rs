@@ -1,5 +1,6 @@
 //! `hive-c0re`: thin entry point; the work is in the library.
 
+use std::io::Write;
 use std::path::Path;
 
 use hive_c0re::cli::{Cli, Command, run_client};
@@ -14,7 +15,8 @@ fn main() {
         Command::Serve { print_config, .. } => {
             let settings = settings();
             if print_config {
-                print!("{}", settings.render());
+                // A reader that went away (`| head`) had what it wanted.
+                let _ = std::io::stdout().write_all(settings.render().as_bytes());
                 std::process::exit(0);
             }
             // SAFETY: no other thread runs yet (the async runtime starts below).
