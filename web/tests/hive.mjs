@@ -48,6 +48,8 @@ export function freePort() {
  */
 export async function makeHive({ binDir, env: extra = {} } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-dash-'));
+  // A root daemon runs agents as their own uids: they must pass through to their dirs.
+  fs.chmodSync(dir, 0o711);
   let bin = binDir;
   if (!bin) {
     bin = path.join(dir, 'bin');

@@ -38,6 +38,8 @@ async function loggedInPage(opts) {
 /** `hive-c0re serve --runtime RUNTIME` in a temp dir, with alice running. */
 async function startHive() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-shell-'));
+  // A root daemon runs agents as their own uids: they must pass through to their dirs.
+  fs.chmodSync(dir, 0o711);
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
   for (const harness of ['hive-ag3nt', 'hive-m1nd']) {

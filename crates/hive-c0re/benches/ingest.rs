@@ -42,7 +42,7 @@ fn main() {
             want_running: false,
         };
         hive.store.create_agent(&new).unwrap();
-        hive_c0re::agent_sock::ensure_listening(&hive, n).unwrap();
+        hive.open_socket(n).unwrap();
     }
     // A realistic line: an assistant message with a tool call, ~300 bytes.
     let item = r#"{"kind":"stream","payload":{"type":"assistant","message":{"id":"msg_1","content":[{"type":"tool_use","id":"toolu_1","name":"mcp__hyperhive__send","input":{"to":"operator","body":"a reply of some length to make the line realistic"}}]},"session_id":"0b6c8f7e"}}"#;

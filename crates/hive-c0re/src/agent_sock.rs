@@ -1,284 +1,193 @@
-//! agent.sock: one listener per agent at `<run>/agents/<name>/agent.sock`.
+//! agent.sock: one listener per agent at `<run>/agents/<name>/agent.sock`, and
+//! [`AgentSockets`], the registry of those listeners.
 //!
-//! The listener knows which agent it serves, so every request is that
-//! agent's: a harness cannot speak for another. A connection that claimed
-//! messages for a turn hands them back if it goes away before acknowledging.
+//! A listener knows which agent it serves, so every connection it accepts
+//! comes tagged with that agent ([`Accepted::agent`]): a harness cannot speak
+//! for another. What a connection may ask is `agent_conn.rs`'s business.
+//!
+//! No other host user may reach a socket, not even for a moment: its
+//! directory is made 0700 and handed to the agent's uid before the socket is
+//! bound in it (under the daemon's umask, 077), and no mode is ever widened
+//! afterwards. The directory is the agent's, so hive-c0re touches nothing in
+//! it but the socket, and never through a link.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use hive_sh4re::agent::{AgentRequest, AgentResponse};
-use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
-use tokio::io::{AsyncWriteExt, BufReader};
+use hive_sh4re::AgentName;
+use nix::fcntl::{AT_FDCWD, AtFlags};
+use nix::unistd::{Gid, Uid, fchownat};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Change;
 use crate::error::{Error, Result};
-use crate::hive::{Hive, message_wire};
-use crate::lines::{Line, read_line};
-use crate::turns::Claim;
+use crate::paths::Paths;
 
-/// Longest a long poll (`next_turn`, `control`) waits before answering empty.
-const MAX_POLL: Duration = Duration::from_secs(300);
+/// Connections accepted but not yet taken by the server before accepting waits.
+const BACKLOG: usize = 64;
 
-/// Opens the agent's socket if it is not open yet.
-pub fn ensure_listening(hive: &Arc<Hive>, name: &AgentName) -> Result<()> {
-    let mut sockets = hive.sockets.lock().unwrap_or_else(|p| p.into_inner());
-    if sockets
-        .get(name.as_str())
-        .is_some_and(|t| !t.is_cancelled())
-    {
-        return Ok(());
-    }
-    let dir = hive.paths.agent_sock_dir(name);
-    std::fs::create_dir_all(&dir)
-        .map_err(Error::io(format!("could not create {}", dir.display())))?;
-    let path = hive.paths.agent_sock(name);
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .map_err(Error::io(format!("could not listen on {}", path.display())))?;
-    // Ownership is the runtime's business (it maps the agent's uid range);
-    // the directory is bound into that agent's container only.
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666));
-    let token = hive.shutdown.child_token();
-    sockets.insert(name.to_string(), token.clone());
-    tokio::spawn(accept(hive.clone(), name.clone(), listener, token));
-    Ok(())
+/// A connection to an agent's socket: whose it is, and when its listener closed.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The agent whose socket accepted the connection: the connection's identity.
+    pub agent: AgentName,
+    pub stream: UnixStream,
+    /// Cancelled when the agent's socket is closed (the agent was destroyed).
+    pub closed: CancellationToken,
 }
 
-impl Hive {
-    /// Closes an agent's socket (on destroy).
-    pub fn close_socket(&self, name: &AgentName) {
+/// Where [`AgentSockets`] hands every accepted connection.
+pub type Incoming = mpsc::Receiver<Accepted>;
+
+/// The agents' sockets: which are listening, and where their connections go.
+#[derive(Debug)]
+pub struct AgentSockets {
+    paths: Paths,
+    listening: Mutex<HashMap<String, CancellationToken>>,
+    incoming: mpsc::Sender<Accepted>,
+}
+
+impl AgentSockets {
+    /// A registry with no socket open yet, and the receiving end of its connections.
+    ///
+    /// Listeners stop when the receiver is dropped.
+    pub fn new(paths: Paths) -> (Self, Incoming) {
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let sockets = Self {
+            paths,
+            listening: Mutex::default(),
+            incoming: tx,
+        };
+        (sockets, rx)
+    }
+
+    /// Opens the agent's socket unless it is open, in a directory only `owner`
+    /// (the agent's host uid; `None`: the daemon's own user) may enter.
+    pub fn listen(&self, name: &AgentName, owner: Option<u32>) -> Result<()> {
+        let mut listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
+        if listening
+            .get(name.as_str())
+            .is_some_and(|t| !t.is_cancelled())
+        {
+            return Ok(());
+        }
+        self.private_dir(name, owner)?;
+        let path = self.paths.agent_sock(name);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io(format!(
+                    "could not remove the old {}",
+                    path.display()
+                ))(e));
+            }
+            _ => {}
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(Error::io(format!("could not listen on {}", path.display())))?;
+        if let Some(uid) = owner {
+            // The harness connects as the agent: the socket is its, in its own directory.
+            chown_no_follow(&path, uid)?;
+        }
+        let closed = CancellationToken::new();
+        listening.insert(name.to_string(), closed.clone());
+        tokio::spawn(accept(
+            name.clone(),
+            listener,
+            closed,
+            self.incoming.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Closes the agent's socket (on destroy); its open connections end too.
+    pub fn close(&self, name: &AgentName) {
         if let Some(t) = self
-            .sockets
+            .listening
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name.as_str())
         {
             t.cancel();
         }
-        let _ = std::fs::remove_file(self.paths.agent_sock(name));
+        let _ = fs::remove_file(self.paths.agent_sock(name));
+    }
+
+    /// `<run>/agents/<name>`, 0700 and the owner's, made so before anything is bound in it.
+    fn private_dir(&self, name: &AgentName, owner: Option<u32>) -> Result<()> {
+        let root = self.paths.agents_run_root();
+        fs::create_dir_all(&root)
+            .map_err(Error::io(format!("could not create {}", root.display())))?;
+        // Searchable, not listable: an agent running as its own uid reaches its directory.
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).map_err(Error::io(
+            format!("could not set the mode of {}", root.display()),
+        ))?;
+        let dir = self.paths.agent_sock_dir(name);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(Error::io(format!("could not create {}", dir.display()))(e));
+            }
+            _ => {}
+        }
+        let meta = fs::symlink_metadata(&dir)
+            .map_err(Error::io(format!("could not stat {}", dir.display())))?;
+        if !meta.is_dir() {
+            return Err(Error::io(format!(
+                "{} is not a directory: remove it, then start the agent again",
+                dir.display()
+            ))(io::Error::from(
+                io::ErrorKind::AlreadyExists,
+            )));
+        }
+        // A directory of an older daemon may be wider: narrow it before it is handed over.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(Error::io(format!("could not restrict {}", dir.display())))?;
+        if let Some(uid) = owner {
+            chown_no_follow(&dir, uid)?;
+        }
+        Ok(())
     }
 }
 
-async fn accept(hive: Arc<Hive>, name: AgentName, listener: UnixListener, stop: CancellationToken) {
+/// Gives `path` itself (never what a link there points to) to `uid` and its like-numbered group.
+fn chown_no_follow(path: &Path, uid: u32) -> Result<()> {
+    fchownat(
+        AT_FDCWD,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(uid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Error::io(format!("could not hand {} to uid {uid}", path.display()))(e.into()))
+}
+
+async fn accept(
+    name: AgentName,
+    listener: UnixListener,
+    closed: CancellationToken,
+    incoming: mpsc::Sender<Accepted>,
+) {
     loop {
         tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => { tokio::spawn(serve_conn(hive.clone(), name.clone(), stream, stop.clone())); }
-                Err(e) => { tracing::warn!(agent = %name, "agent socket accept failed: {e}"); tokio::time::sleep(Duration::from_millis(100)).await; }
-            },
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
-/// Per-connection state: what this connection holds that must be given back.
-#[derive(Default)]
-struct Conn {
-    /// The turn this connection began and has not ended.
-    turn: Option<Claim>,
-}
-
-async fn serve_conn(hive: Arc<Hive>, name: AgentName, stream: UnixStream, stop: CancellationToken) {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let mut conn = Conn::default();
-    loop {
-        let line = tokio::select! {
-            l = read_line(&mut r, MAX_LINE_BYTES) => l,
-            _ = stop.cancelled() => break,
-        };
-        let resp = match line {
-            Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
-                Ok(req) => {
-                    // A long poll must end with its client: a dead harness's pending
-                    // `control` would otherwise take the next command and drop it.
-                    tokio::select! {
-                        r = handle(&hive, &name, &mut conn, req) => r.unwrap_or_else(|e| AgentResponse::refusal(e.to_string())),
-                        _ = peer_closed(&mut r) => break,
+                Ok((stream, _)) => {
+                    let conn = Accepted { agent: name.clone(), stream, closed: closed.clone() };
+                    if incoming.send(conn).await.is_err() {
+                        return;
                     }
                 }
-                Err(e) => AgentResponse::refusal(e),
-            },
-            Ok(Line::TooLong) => AgentResponse::refusal(format!(
-                "the request is over {MAX_LINE_BYTES} bytes and was skipped"
-            )),
-            Ok(Line::Eof) | Err(_) => break,
-        };
-        let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-        out.push(b'\n');
-        if w.write_all(&out).await.is_err() {
-            break;
-        }
-    }
-    if conn.turn.is_some() {
-        let _ = hive.store.release_claims(name.as_str());
-        hive.broker.poke(name.as_str());
-    }
-}
-
-async fn handle(
-    hive: &Arc<Hive>,
-    name: &AgentName,
-    conn: &mut Conn,
-    req: AgentRequest,
-) -> Result<AgentResponse> {
-    let me = Mailbox::Agent(name.clone());
-    Ok(match req {
-        AgentRequest::Config => AgentResponse {
-            config: Some(hive.effective_config(name)?),
-            ..AgentResponse::ok()
-        },
-        AgentRequest::NextTurn { wait_ms } => {
-            let wait = wait_ms
-                .map(Duration::from_millis)
-                .unwrap_or(MAX_POLL)
-                .min(MAX_POLL);
-            match hive.next_turn(name, wait).await? {
-                // The turn's config comes with its messages: one round trip less before claude starts.
-                Some(turn) => {
-                    conn.turn = Some(turn.claim());
-                    AgentResponse {
-                        messages: Some(turn.messages.iter().map(message_wire).collect()),
-                        config: Some(turn.config),
-                        ..AgentResponse::ok()
-                    }
+                Err(e) => {
+                    tracing::warn!(agent = %name, "agent socket accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                None => AgentResponse {
-                    messages: Some(vec![]),
-                    ..AgentResponse::ok()
-                },
-            }
-        }
-        AgentRequest::NeedsLogin { needed } => {
-            hive.store.set_needs_login(name.as_str(), needed)?;
-            hive.broker.publish(Change::Agent(name.to_string()));
-            AgentResponse::ok()
-        }
-        AgentRequest::State { state, model } => {
-            hive.set_state(name, state, model.as_deref())?;
-            AgentResponse::ok()
-        }
-        AgentRequest::Events { items } => {
-            let items: Vec<(String, String)> = items
-                .into_iter()
-                .map(|e| (e.kind, e.payload.to_string()))
-                .collect();
-            hive.add_events(name, &items)?;
-            AgentResponse::ok()
-        }
-        AgentRequest::TurnEnd {
-            stats,
-            outcome,
-            session,
-        } => {
-            let claim = conn.turn.take().ok_or_else(|| {
-                Error::refused("no turn to end: a turn begins with next_turn on this connection")
-            })?;
-            let config = hive.end_turn(name, &claim, &stats, outcome, session.as_deref())?;
-            AgentResponse {
-                config: Some(config),
-                ..AgentResponse::ok()
-            }
-        }
-        AgentRequest::Stats { items } => {
-            hive.store
-                .add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
-            AgentResponse::ok()
-        }
-        AgentRequest::Control { wait_ms } => {
-            let wait = wait_ms
-                .map(Duration::from_millis)
-                .unwrap_or(MAX_POLL)
-                .min(MAX_POLL);
-            AgentResponse {
-                control: wait_control(hive, name, wait).await,
-                ..AgentResponse::ok()
-            }
-        }
-        AgentRequest::Send { to, body } => {
-            let to = Mailbox::parse(&to)
-                .map_err(|e| Error::refused(format!("cannot send to {to:?}: {e}")))?;
-            let id = hive.send(&me, &to, &body).await?;
-            AgentResponse {
-                message_id: Some(id),
-                ..AgentResponse::ok()
-            }
-        }
-        AgentRequest::Recv { max } => {
-            let msgs = hive.recv(&me, max.unwrap_or(20), Duration::ZERO).await?;
-            AgentResponse {
-                messages: Some(msgs),
-                ..AgentResponse::ok()
-            }
-        }
-        AgentRequest::Status => AgentResponse {
-            agents: Some(hive.status_rows()?),
-            ..AgentResponse::ok()
-        },
-        AgentRequest::SetStatus { text } => {
-            let text = text.trim();
-            if text.chars().count() > 200 {
-                return Err(Error::refused(
-                    "a status is one line of at most 200 characters: shorten it",
-                ));
-            }
-            hive.store
-                .set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;
-            hive.broker.publish(Change::Agent(name.to_string()));
-            AgentResponse::ok()
-        }
-        AgentRequest::Nap { seconds } => {
-            hive.nap(name, seconds)?;
-            AgentResponse {
-                text: Some(format!(
-                    "napping for {seconds}s; messages wait in your inbox until then"
-                )),
-                ..AgentResponse::ok()
-            }
-        }
-        AgentRequest::RequestInitConfig { .. }
-        | AgentRequest::RequestSpawn { .. }
-        | AgentRequest::RequestApplyCommit { .. }
-        | AgentRequest::Schedule { .. }
-        | AgentRequest::AskOperator { .. } => {
-            if !name.is_manager() {
-                return Err(Error::refused(
-                    "only the manager may request new agents, config changes or operator answers",
-                ));
-            }
-            crate::manager::handle(hive, req).await?
-        }
-    })
-}
-
-/// Resolves when the peer closed its end; pipelined bytes are left in the buffer.
-async fn peer_closed<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) {
-    use tokio::io::AsyncBufReadExt;
-    match r.fill_buf().await {
-        Ok([]) | Err(_) => {}
-        Ok(_) => std::future::pending().await,
-    }
-}
-
-async fn wait_control(
-    hive: &Hive,
-    name: &AgentName,
-    wait: Duration,
-) -> Option<hive_sh4re::agent::Control> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let mut rx = hive.broker.watch_control(name.as_str());
-        if let Some(c) = hive.broker.pop_control(name.as_str()) {
-            return Some(c);
-        }
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return None },
-            _ = tokio::time::sleep_until(deadline) => return None,
-            _ = hive.shutdown.cancelled() => return None,
+            },
+            _ = closed.cancelled() => return,
+            _ = incoming.closed() => return,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use hive_sh4re::AgentName;
 
+use crate::agent_sock::AgentSockets;
 use crate::hive::{Hive, Settings};
 use crate::paths::Paths;
 use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind};
@@ -44,8 +45,14 @@ const PASSED_ENV: [&str; 5] = [
     "HIVE_HARNESS_POLL_MS",
 ];
 
+/// What the daemon's files get at most: private. What a container or the
+/// operator's group must reach gets its mode explicitly.
+const UMASK: u32 = 0o077;
+
 /// Runs the daemon until a signal stops it.
 pub async fn serve(opts: ServeOptions) -> Result<()> {
+    // Before the first file: the database's journal files hold message bodies.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(UMASK));
     let paths = opts.paths.clone();
     raise_fd_limit();
     // Before host.sock answers: a stop right after start must still shut down cleanly.
@@ -92,7 +99,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     };
     settings.dashboard_home = dashboard.as_ref().map(|d| d.home());
     settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
-    let hive = Hive::new(store, paths.clone(), runtime, settings);
+    let (sockets, incoming) = AgentSockets::new(paths.clone());
+    let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
+    tokio::spawn(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
     let host = tokio::spawn(crate::host_sock::serve(hive.clone(), listener));
@@ -104,8 +113,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         if row.want_running
             && !row.failed
             && let Ok(name) = AgentName::parse(&row.name)
+            && let Err(e) = hive.run(&name)
         {
-            hive.supervisor.start(&hive, &name);
+            tracing::error!(agent = %name, "could not start the agent: {e}");
         }
     }
     if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {

@@ -2,8 +2,7 @@
 //! calls to read or change state. Policy lives here — who may send to whom,
 //! what a name may be, what an approval does — so the surfaces stay thin.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
@@ -11,6 +10,7 @@ use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Ques
 use hive_sh4re::{AgentName, AgentState, MAX_BODY_BYTES, Mailbox};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_sock::AgentSockets;
 use crate::broker::{Broker, Change};
 use crate::clock::{now_ms, rfc3339};
 use crate::config_repo;
@@ -74,8 +74,8 @@ pub struct Hive {
     pub settings: Settings,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
-    /// Agent socket listeners, by agent.
-    pub(crate) sockets: Mutex<HashMap<String, CancellationToken>>,
+    /// The agents' sockets.
+    pub(crate) sockets: AgentSockets,
 }
 
 /// Shortest nap, in seconds.
@@ -92,6 +92,7 @@ impl Hive {
         store: Store,
         paths: Paths,
         runtime: Arc<dyn Runtime>,
+        sockets: AgentSockets,
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -102,7 +103,7 @@ impl Hive {
             supervisor: Supervisor::default(),
             settings,
             shutdown: CancellationToken::new(),
-            sockets: Mutex::default(),
+            sockets,
         })
     }
 
@@ -122,10 +123,12 @@ impl Hive {
             kill_grace: Duration::from_millis(100),
         };
         let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone()));
+        let (sockets, _incoming) = AgentSockets::new(paths.clone());
         Self::new(
             Store::in_memory().expect("an in-memory store opens"),
             paths,
             runtime,
+            sockets,
             settings,
         )
     }
@@ -354,7 +357,7 @@ impl Hive {
             want_running: true,
         })?;
         self.broker.publish(Change::Agent(name.to_string()));
-        self.supervisor.start(self, name);
+        self.run(name)?;
         Ok(row)
     }
 
@@ -363,9 +366,24 @@ impl Hive {
         self.agent_row(name)?;
         self.store.set_want_running(name.as_str(), true)?;
         self.store.set_failed(name.as_str(), false)?;
-        self.supervisor.start(self, name);
+        self.run(name)?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
+    }
+
+    /// Opens the agent's socket (its harness connects there as soon as it
+    /// starts) and supervises its harness.
+    pub fn run(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        self.open_socket(name)?;
+        self.supervisor.start(self, name);
+        Ok(())
+    }
+
+    /// Opens the agent's socket unless it is open, reachable by the agent's uid alone.
+    pub fn open_socket(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name)?;
+        self.sockets
+            .listen(name, self.runtime.agent_uid(row.uid_base))
     }
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.
@@ -409,7 +427,7 @@ impl Hive {
     pub async fn destroy(self: &Arc<Self>, name: &AgentName, purge: bool) -> Result<()> {
         let row = self.agent_row(name)?;
         self.supervisor.stop(name).await;
-        self.close_socket(name);
+        self.sockets.close(name);
         let spec = self.launch_spec(&row);
         self.runtime.forget(&spec).await?;
         self.store.delete_agent(name.as_str())?;

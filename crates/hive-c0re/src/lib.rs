@@ -2,8 +2,9 @@
 //!
 //! `serve` owns the state (the [`store`]), starts and watches agents through a
 //! [`runtime`], and serves host.sock ([`host_sock`]), one agent.sock per agent
-//! ([`agent_sock`]) and the dashboard. Every other verb is a client of host.sock.
+//! ([`agent_sock`], served by [`agent_conn`]) and the dashboard. Every other verb is a client of host.sock.
 
+pub mod agent_conn;
 pub mod agent_sock;
 pub mod approvals;
 pub mod broker;

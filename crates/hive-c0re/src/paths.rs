@@ -100,9 +100,25 @@ impl Paths {
         self.agent_dir(name).join("harness.log")
     }
 
+    /// `<run>/agents`, the parent of every agent's socket directory and pid files.
+    pub fn agents_run_root(&self) -> PathBuf {
+        self.run.join("agents")
+    }
+
     /// `<run>/agents/<name>`: the only host directory bound into the agent's container.
     pub fn agent_sock_dir(&self, name: &AgentName) -> PathBuf {
-        self.run.join("agents").join(name.as_str())
+        self.agents_run_root().join(name.as_str())
+    }
+
+    /// `<run>/agents/<name>.pid`: what the runtime launched for the agent (beside
+    /// the socket directory, never in it: the agent can write there).
+    pub fn agent_pid_file(&self, name: &AgentName) -> PathBuf {
+        self.agents_run_root().join(format!("{name}.pid"))
+    }
+
+    /// `<run>/agents/<name>.pasta.pid`: the pid of the agent's network helper (nspawn).
+    pub fn agent_pasta_pid_file(&self, name: &AgentName) -> PathBuf {
+        self.agents_run_root().join(format!("{name}.pasta.pid"))
     }
 
     /// The agent's socket: its identity.
@@ -132,6 +148,7 @@ mod tests {
         assert_eq!(p.config_repo(&n), Path::new("/s/configs/alice"));
         assert_eq!(p.config_repo_link(&n), Path::new("/s/agents/alice/config"));
         assert_eq!(p.agent_sock(&n), Path::new("/r/agents/alice/agent.sock"));
+        assert_eq!(p.agent_pid_file(&n), Path::new("/r/agents/alice.pid"));
         assert_eq!(p.host_sock(), Path::new("/r/host.sock"));
     }
 }

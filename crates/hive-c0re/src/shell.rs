@@ -1,6 +1,11 @@
-//! The operator's shell in an agent's container: a PTY whose other end is a
-//! login shell the runtime starts inside the container (uid 0 of the agent's
-//! user namespace, in `/state`; see `Runtime::command_inside`).
+//! The operator's shell in an agent's container: a PTY whose other end is an
+//! interactive shell the runtime starts inside the container (uid 0 of the
+//! agent's user namespace, in `/state`, as confined as the agent's own
+//! processes and as PID 1 of a PID namespace of its own; see
+//! `Runtime::command_inside`).
+//!
+//! The agent writes its home (`/state`): the shell reads no startup file
+//! there (`--noprofile --norc`, no readline init file) and writes no history.
 //!
 //! Two surfaces use it: the dashboard over a WebSocket (`dashboard/shell.rs`)
 //! and host.sock's `shell` verb (`host_sock/shell.rs`, which `hive-c0re shell`
@@ -103,7 +108,7 @@ pub enum Output {
 }
 
 impl Hive {
-    /// Opens a login shell in a running agent's container on a new PTY.
+    /// Opens an interactive shell in a running agent's container on a new PTY.
     ///
     /// Refused with a sentence when the agent is unknown or not running.
     pub fn open_shell(
@@ -121,10 +126,14 @@ impl Hive {
         let spec = self.launch_spec(&row);
         let term = term.filter(|t| valid_term(t)).unwrap_or(DEFAULT_TERM);
         let what = InsideCommand {
-            argv: login_shell(),
+            argv: operator_shell(),
             env: vec![
                 ("TERM".to_owned(), term.to_owned()),
                 ("PS1".to_owned(), PS1.to_owned()),
+                // Readline would read the agent's ~/.inputrc, whose macros type commands.
+                ("INPUTRC".to_owned(), "/dev/null".to_owned()),
+                // Empty: bash keeps no history file in the agent's home.
+                ("HISTFILE".to_owned(), String::new()),
             ],
         };
         let cmd = self
@@ -142,14 +151,15 @@ impl Hive {
     }
 }
 
-/// `bash -l` where the host has bash (containers share the host's /usr), else `sh -l`.
-fn login_shell() -> Vec<String> {
-    let shell = if Path::new("/bin/bash").exists() {
-        "/bin/bash"
+/// An interactive bash that reads no startup file where the host has bash
+/// (containers share the host's /usr), else `sh -i` (which reads only `$ENV`, unset).
+fn operator_shell() -> Vec<String> {
+    let argv: &[&str] = if Path::new("/bin/bash").exists() {
+        &["/bin/bash", "--noprofile", "--norc", "-i"]
     } else {
-        "/bin/sh"
+        &["/bin/sh", "-i"]
     };
-    vec![shell.to_owned(), "-l".to_owned()]
+    argv.iter().map(|a| (*a).to_owned()).collect()
 }
 
 /// A shell on a PTY: the master end, the shell's process, and the guard that

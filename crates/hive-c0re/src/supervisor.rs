@@ -123,9 +123,6 @@ async fn supervise(
             Ok(Some(r)) => r,
             _ => return,
         };
-        if let Err(e) = crate::agent_sock::ensure_listening(&hive, &name) {
-            tracing::error!(agent = %name, "cannot open agent socket: {e}");
-        }
         let spec = hive.launch_spec(&row);
         if let Err(e) = hive.runtime.reap_orphans(&name).await {
             tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hive_c0re::agent_sock::AgentSockets;
 use hive_c0re::paths::Paths;
 use hive_c0re::runtime::{LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError};
 use hive_sh4re::AgentName;
@@ -96,14 +97,19 @@ impl Hive {
         }
     }
 
-    /// A launch spec for `name`, with its agent.sock bound (the listener must stay alive).
-    fn spec(&self, name: &str, uid_base: u32, mode: &str) -> (LaunchSpec, UnixListener) {
+    /// A launch spec for `name`, with its agent.sock bound as the daemon binds
+    /// it (the sockets must stay alive), for the agent's uid under a root daemon.
+    fn spec(&self, name: &str, uid_base: u32, mode: &str) -> (LaunchSpec, AgentSockets) {
         let name = AgentName::parse(name).expect("name");
         let sock_dir = self.paths.agent_sock_dir(&name);
-        fs::create_dir_all(&sock_dir).expect("sock dir");
-        let sock = sock_dir.join("agent.sock");
-        let _ = fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).expect("agent.sock");
+        let (sockets, incoming) = AgentSockets::new(self.paths.clone());
+        let owner = nix::unistd::geteuid().is_root().then_some(uid_base);
+        sockets.listen(&name, owner).expect("agent.sock");
+        // Accepted connections are dropped: the harness only connects.
+        tokio::spawn(async move {
+            let mut incoming = incoming;
+            while incoming.recv().await.is_some() {}
+        });
         let spec = LaunchSpec {
             harness_bin: self.harness.clone(),
             claude_bin: Some(self.claude.clone()),
@@ -119,7 +125,12 @@ impl Hive {
             log: self.paths.harness_log(&name),
             name,
         };
-        (spec, listener)
+        (spec, sockets)
+    }
+
+    /// Where the runtime records what it launched for `spec`.
+    fn pid_file(&self, spec: &LaunchSpec) -> PathBuf {
+        self.paths.agent_pid_file(&spec.name)
     }
 
     fn read(&self, spec: &LaunchSpec, file: &str) -> String {
@@ -231,7 +242,7 @@ fn env_has(env: &str, line: &str) -> bool {
 async fn process_runtime_runs_the_harness_with_the_hive_env() {
     let hive = Hive::new("proc-env");
     let rt = ProcessRuntime::new(hive.paths.clone());
-    let (spec, _sock) = hive.spec("alice", 0, "");
+    let (spec, _sock) = hive.spec("alice", base(20), "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(
         wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await,
@@ -260,14 +271,14 @@ async fn process_runtime_runs_the_harness_with_the_hive_env() {
     assert_connected(&hive, &spec);
     assert_eq!(hive.read(&spec, "claude-out"), "claude-ok");
     rt.forget(&spec).await.expect("forget");
-    assert!(!spec.sock_dir.join("harness.pid").exists());
+    assert!(!hive.pid_file(&spec).exists());
 }
 
 #[tokio::test]
 async fn process_runtime_gives_the_manager_the_config_repos() {
     let hive = Hive::new("proc-mgr");
     let rt = ProcessRuntime::new(hive.paths.clone());
-    let (spec, _sock) = hive.spec("manager", 0, "");
+    let (spec, _sock) = hive.spec("manager", base(21), "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(launched.child.wait().await.expect("wait").success());
     let env = hive.read(&spec, "env");
@@ -281,7 +292,7 @@ async fn process_runtime_gives_the_manager_the_config_repos() {
 #[tokio::test]
 async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
     let hive = Hive::new("proc-reap");
-    let (spec, _sock) = hive.spec("alice", 0, "linger");
+    let (spec, _sock) = hive.spec("alice", base(22), "linger");
     let launched = ProcessRuntime::new(hive.paths.clone())
         .launch(&spec)
         .await
@@ -292,7 +303,7 @@ async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
         .read(&spec, "grandchild")
         .parse()
         .expect("grandchild pid");
-    assert!(spec.sock_dir.join("harness.pid").exists());
+    assert!(hive.pid_file(&spec).exists());
     drop(launched); // as if the daemon lost track of it
     // A new daemon's runtime finds the pid file.
     ProcessRuntime::new(hive.paths.clone())
@@ -301,7 +312,7 @@ async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
         .expect("reap");
     assert!(!alive(harness), "harness survived");
     assert!(!alive(grandchild), "its child survived");
-    assert!(!spec.sock_dir.join("harness.pid").exists());
+    assert!(!hive.pid_file(&spec).exists());
 }
 
 #[tokio::test]
@@ -569,7 +580,7 @@ async fn harnesses_die_with_the_daemon() {
             "{runtime}: never ready"
         );
         let harness_pid: Option<u32> = (runtime == "process")
-            .then(|| fs::read_to_string(spec.sock_dir.join("harness.pid")).ok())
+            .then(|| fs::read_to_string(hive.pid_file(&spec)).ok())
             .flatten()
             .and_then(|t| {
                 t.split_whitespace()

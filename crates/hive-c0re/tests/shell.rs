@@ -33,6 +33,7 @@ fn stand_in_hive(runtime: &'static str, manager: bool) -> (TestHive, tempfile::T
         .prefix("hive-shell-bin-")
         .tempdir()
         .unwrap();
+    common::searchable(bin.path());
     for harness in ["hive-ag3nt", "hive-m1nd"] {
         let p = bin.path().join(harness);
         std::fs::write(&p, "#!/bin/sh\nexec sleep 100000\n").unwrap();
@@ -239,6 +240,21 @@ fn wait_gone(pids: &[i32], what: &str) {
     }
 }
 
+/// The host pid of alice's stand-in harness (`sleep 100000`).
+fn stand_in(hive: &TestHive) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = common::agent_pids(hive, "alice").into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x00100000\x00")
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no stand-in harness for alice");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The first host uid of alice's container, from the nspawn runtime's pid file.
 fn uid_base(hive: &TestHive) -> u32 {
     let rec = std::fs::read_to_string(hive.run_dir().join("agents/alice.pid")).unwrap();
@@ -247,9 +263,9 @@ fn uid_base(hive: &TestHive) -> u32 {
         .expect("uid_base in the pid file")
 }
 
-/// `id -u` reads 0 (root of the container, or root running the process runtime),
-/// the shell's own process is the agent's range on the host under nspawn, and
-/// the exit code is the shell's.
+/// `id -u` reads 0 in a container and the agent's own uid under the process
+/// runtime, the shell's own process is the agent's range on the host under
+/// nspawn, and the exit code is the shell's.
 fn shell_through_a_pty(runtime: &'static str) {
     let started = Instant::now();
     let (hive, _bin) = hive_with_alice(runtime);
@@ -258,7 +274,7 @@ fn shell_through_a_pty(runtime: &'static str) {
     let expected = if runtime == "nspawn" {
         0
     } else {
-        nix::unistd::getuid().as_raw()
+        host_uid(stand_in(&hive))
     };
     cli.type_in("id -u\n");
     cli.wait_for("id -u's answer", |t| {
@@ -351,6 +367,90 @@ fn a_lost_client_ends_the_session_process_runtime() {
 fn a_lost_client_ends_the_session_nspawn_runtime() {
     if nspawn_ready() {
         a_lost_client_ends_the_session("nspawn");
+    }
+}
+
+/// What confines a process, as the host sees it: its uid, capabilities,
+/// no_new_privs, seccomp filters and cgroups.
+fn confinement(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let keys = [
+        "Uid:",
+        "CapEff:",
+        "CapBnd:",
+        "NoNewPrivs:",
+        "Seccomp:",
+        "Seccomp_filters:",
+    ];
+    let mut out: Vec<String> = status
+        .lines()
+        .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+        .map(str::to_owned)
+        .collect();
+    out.push(std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap());
+    out.join("\n")
+}
+
+/// The attack of a hostile agent on the operator's shell: it plants startup
+/// files in its home for the shell to run, and counts on the shell being less
+/// confined than itself. The shell must run none of them, be exactly as
+/// confined as the agent's harness (a process it starts, looked at from the
+/// host), and take along even a double-forked, setsid'd process when it ends.
+fn the_operator_shell_is_no_way_out(runtime: &'static str) {
+    let (hive, _bin) = hive_with_alice(runtime);
+    let home = hive.state_dir().join("agents/alice/state");
+    for rc in [
+        ".bash_profile",
+        ".bash_login",
+        ".profile",
+        ".bashrc",
+        ".bash_logout",
+    ] {
+        std::fs::write(
+            home.join(rc),
+            format!("touch \"$HIVE_AGENT_STATE/ran{rc}\"\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(home.join(".inputrc"), "set completion-ignore-case on\n").unwrap();
+    let harness = confinement(stand_in(&hive));
+
+    let mut cli = PtyCli::spawn(&hive, &["shell", "alice"]);
+    cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
+    cli.type_in("bind -v | grep -c 'completion-ignore-case on'; (setsid sleep 987.654 &)\n");
+    let escaped = wait_running(&["sleep", "987.654"]);
+    assert_eq!(
+        confinement(escaped[0]),
+        harness,
+        "a process of the operator's shell is confined otherwise than the agent's harness"
+    );
+    cli.wait_for("the readline check", |t| {
+        follows(t, "(setsid sleep 987.654 &)", &["0"])
+    });
+    cli.type_in("exit\n");
+    assert_eq!(cli.wait_exit().code(), Some(0), "{}", cli.text());
+    wait_gone(&escaped, "a double-forked, setsid'd process");
+    let ran: Vec<_> = std::fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ran"))
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "the shell ran the agent's startup files: {ran:?}"
+    );
+}
+
+#[test]
+fn the_operator_shell_is_no_way_out_process_runtime() {
+    the_operator_shell_is_no_way_out("process");
+}
+
+#[test]
+fn the_operator_shell_is_no_way_out_nspawn_runtime() {
+    if nspawn_ready() {
+        the_operator_shell_is_no_way_out("nspawn");
     }
 }
 

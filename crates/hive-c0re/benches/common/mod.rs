@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hive_c0re::agent_sock::AgentSockets;
 use hive_c0re::hive::{Hive, Settings};
 use hive_c0re::paths::Paths;
 use hive_c0re::runtime::ProcessRuntime;
@@ -30,12 +31,15 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             dashboard_login: None,
             kill_grace: Duration::from_secs(1),
         };
+        let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(
             store,
             paths.clone(),
             Arc::new(ProcessRuntime::new(paths.clone())),
+            sockets,
             settings,
         );
+        tokio::spawn(hive_c0re::agent_conn::serve(hive.clone(), incoming));
         let listener = hive_c0re::host_sock::bind(&paths.host_sock()).unwrap();
         tokio::spawn(hive_c0re::host_sock::serve(hive.clone(), listener));
         hive

@@ -6,13 +6,15 @@
 //! lifecycle; a runtime only knows how to launch and how to clean up.
 
 mod nspawn;
+mod owner;
 mod process;
 
 use std::path::{Path, PathBuf};
 
 use hive_sh4re::AgentName;
 
-pub use nspawn::{NspawnRuntime, find_tool_in, tool_dirs};
+pub use nspawn::NspawnRuntime;
+pub use process::sys::{find_tool_in, tool_dirs};
 pub use process::ProcessRuntime;
 
 /// Which runtime a daemon uses.
@@ -101,8 +103,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// Which runtime this is.
     fn kind(&self) -> RuntimeKind;
 
-    /// True when an agent cannot reach the host (user-namespaced container).
+    /// True when an agent cannot reach the host (user-namespaced container with its own network).
     fn isolated(&self) -> bool;
+
+    /// The host uid (and gid, the same number) the agent's processes run as,
+    /// for an agent whose range starts at `uid_base`; `None` when that is the
+    /// daemon's own user. Its socket directory and state belong to that uid.
+    fn agent_uid(&self, uid_base: u32) -> Option<u32>;
 
     /// Prepares what the agent needs (root tree, ownership) and starts its harness.
     ///
@@ -129,9 +136,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// The command that runs `what` inside the agent's running container, as
     /// the agent's root (uid 0 of its user namespace, an unprivileged uid on
     /// the host) in its state dir (`/state`), with only the environment listed
-    /// in [`InsideCommand`] plus `HOME`, `PATH` and `LANG`. The caller adds
-    /// stdio and spawns it. [`RuntimeError::NotRunning`] when there is no
-    /// container to enter.
+    /// in [`InsideCommand`] plus `HOME`, `PATH` and `LANG`; as confined as the
+    /// agent's own processes (no_new_privs, bounding set, seccomp, cgroup),
+    /// and as PID 1 of a PID namespace of its own, so that everything it
+    /// starts ends when it ends. The caller adds stdio and spawns it.
+    /// [`RuntimeError::NotRunning`] when there is no container to enter.
     fn command_inside(
         &self,
         spec: &LaunchSpec,

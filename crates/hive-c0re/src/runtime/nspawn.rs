@@ -15,22 +15,24 @@
 //! No machined registration: it would need nspawn in the host's PID namespace,
 //! losing the guarantee above, and containers must work where systemd is not PID 1.
 
+mod confine;
 mod rootfs;
+
+use confine::Confinement;
 
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
-use nix::fcntl::AtFlags;
-use nix::unistd::{Gid, Uid, fchownat};
 
+use super::owner::{self, check_uid_base, own_dir};
 use super::process::sys::{self, PidRecord, UID_RANGE};
 use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
 use crate::paths::Paths;
@@ -98,34 +100,12 @@ impl NspawnRuntime {
 
     /// `<run>/agents/<name>.pid`: beside the socket dir, not in it, so the container never sees it.
     fn pid_file(&self, name: &AgentName) -> PathBuf {
-        self.paths.agent_sock_dir(name).with_extension("pid")
+        self.paths.agent_pid_file(name)
     }
 }
 
 fn find_nspawn() -> Option<PathBuf> {
-    find_tool("systemd-nspawn")
-}
-
-/// An executable `name` on PATH or in the usual system directories.
-fn find_tool(name: &str) -> Option<PathBuf> {
-    find_tool_in(
-        &tool_dirs(&std::env::var_os("PATH").unwrap_or_default()),
-        name,
-    )
-}
-
-/// Where the runtime looks for its tools: `path` (a PATH value), then the usual system directories.
-pub fn tool_dirs(path: &std::ffi::OsStr) -> Vec<PathBuf> {
-    std::env::split_paths(path)
-        .chain(["/usr/bin", "/bin", "/usr/sbin"].map(PathBuf::from))
-        .collect()
-}
-
-/// The first executable `name` in `dirs`.
-pub fn find_tool_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    dirs.iter()
-        .map(|dir| dir.join(name))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    sys::find_tool("systemd-nspawn")
 }
 
 /// The container's init (nspawn's stub init, PID 1 inside): the child of
@@ -231,7 +211,7 @@ fn prepare(spec: &LaunchSpec) -> Result<Prepared, RuntimeError> {
 
     own_dir(&spec.state_dir, base)?;
     binds.push(Bind::dir(canonical(&spec.state_dir)?, STATE, true));
-    own_socket(&spec.sock_dir, base)?;
+    check_socket(&spec.sock_dir)?;
     binds.push(Bind::dir(canonical(&spec.sock_dir)?, SOCK_DIR, true));
 
     let harness_name = spec
@@ -305,19 +285,6 @@ fn prepare(spec: &LaunchSpec) -> Result<Prepared, RuntimeError> {
     })
 }
 
-fn check_uid_base(base: u32) -> Result<(), RuntimeError> {
-    if base >= UID_RANGE && base.is_multiple_of(UID_RANGE) && base.checked_add(UID_RANGE).is_some()
-    {
-        return Ok(());
-    }
-    Err(RuntimeError::Io {
-        what: format!(
-            "uid base {base} is not a non-zero multiple of {UID_RANGE} below 2^32 - {UID_RANGE}"
-        ),
-        source: io::Error::from(io::ErrorKind::InvalidInput),
-    })
-}
-
 /// The host's /usr read-only, plus the merged-usr links (or binds, on a split-usr host) and CA certificates.
 fn host_system_binds(links: &mut Vec<(PathBuf, PathBuf)>) -> Vec<Bind> {
     let mut binds = vec![Bind::dir("/usr", "/usr", false)];
@@ -343,34 +310,9 @@ fn host_system_binds(links: &mut Vec<(PathBuf, PathBuf)>) -> Vec<Bind> {
     binds
 }
 
-/// Creates `dir` if needed, moves its tree into the agent's uid range, and closes it to other host users.
-fn own_dir(dir: &Path, base: u32) -> Result<(), RuntimeError> {
-    fs::create_dir_all(dir).map_err(io_err(format!("could not create {}", dir.display())))?;
-    rootfs::shift_tree(dir, base).map_err(io_err(format!(
-        "could not hand {} to uid {base}",
-        dir.display()
-    )))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(io_err(format!("could not restrict {}", dir.display())))
-}
-
-/// Gives the agent's socket to uid 0 inside; the root-owned directory only needs to be searchable.
-fn own_socket(sock_dir: &Path, base: u32) -> Result<(), RuntimeError> {
-    fs::create_dir_all(sock_dir)
-        .map_err(io_err(format!("could not create {}", sock_dir.display())))?;
-    let mode = fs::metadata(sock_dir)
-        .map_err(io_err(format!("could not stat {}", sock_dir.display())))?
-        .mode();
-    if mode & 0o001 == 0 {
-        fs::set_permissions(
-            sock_dir,
-            fs::Permissions::from_mode((mode & 0o7777) | 0o001),
-        )
-        .map_err(io_err(format!(
-            "could not open {} to the container",
-            sock_dir.display()
-        )))?;
-    }
+/// Checks that the agent's socket is there: `AgentSockets` made its directory
+/// the container root's (0700) and bound the socket before the launch.
+fn check_socket(sock_dir: &Path) -> Result<(), RuntimeError> {
     let sock = sock_dir.join("agent.sock");
     let missing = || RuntimeError::Io {
         what: format!(
@@ -380,21 +322,11 @@ fn own_socket(sock_dir: &Path, base: u32) -> Result<(), RuntimeError> {
         source: io::Error::from(io::ErrorKind::NotFound),
     };
     let meta = fs::symlink_metadata(&sock).map_err(|_| missing())?;
-    if !meta.file_type().is_socket() {
-        return Err(missing());
+    if meta.file_type().is_socket() {
+        Ok(())
+    } else {
+        Err(missing())
     }
-    let (uid, gid) = (Uid::from_raw(base), Gid::from_raw(base));
-    fchownat(
-        nix::fcntl::AT_FDCWD,
-        &sock,
-        Some(uid),
-        Some(gid),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| io_err(format!("could not hand {} to uid {base}", sock.display()))(e.into()))?;
-    // Checked above to be a socket, in a directory only root can change: chmod cannot be redirected.
-    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-        .map_err(io_err(format!("could not restrict {}", sock.display())))
 }
 
 /// The claude CLI's package directory on the host and the binary's path inside.
@@ -553,6 +485,10 @@ impl Runtime for NspawnRuntime {
         true
     }
 
+    fn agent_uid(&self, uid_base: u32) -> Option<u32> {
+        Some(uid_base)
+    }
+
     fn give_to_manager(
         &self,
         path: &Path,
@@ -563,7 +499,7 @@ impl Runtime for NspawnRuntime {
             return Ok(());
         };
         check_uid_base(base)?;
-        rootfs::shift_tree(path, base).map_err(io_err(format!(
+        owner::shift_tree(path, base).map_err(io_err(format!(
             "could not hand {} to the manager (uid {base})",
             path.display()
         )))
@@ -672,9 +608,26 @@ impl Runtime for NspawnRuntime {
             .filter(PidRecord::is_running)
             .ok_or_else(not_running)?;
         let init = container_init(rec.pid, spec.uid_base).ok_or_else(not_running)?;
-        let nsenter =
-            find_tool("nsenter").ok_or_else(|| RuntimeError::Unavailable(NO_NSENTER.into()))?;
+        let nsenter = sys::find_tool("nsenter")
+            .ok_or_else(|| RuntimeError::Unavailable(NO_NSENTER.into()))?;
         sys::check_env(&what.env)?;
+        let confinement = Confinement::of(init).map_err(io_err(format!(
+            "could not read the confinement of {}'s container",
+            spec.name
+        )))?;
+        // Inside: the bounding set (which entering the user namespace reset), then
+        // a PID namespace of its own, whose end takes along all it started.
+        let mut argv: Vec<String> = vec![
+            "setpriv".into(),
+            confinement.bounding_set_arg(),
+            "--".into(),
+            "unshare".into(),
+            "--pid".into(),
+            "--fork".into(),
+            "--kill-child".into(),
+            "--".into(),
+        ];
+        argv.extend(what.argv.iter().cloned());
         let agent = [
             ("PATH", PATH_INSIDE),
             ("LANG", "C.UTF-8"),
@@ -685,10 +638,14 @@ impl Runtime for NspawnRuntime {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let mut cmd = std::process::Command::new(nsenter);
-        cmd.args(nsenter_args(init, &what.argv))
+        cmd.args(nsenter_args(init, &argv))
             .env_clear()
             .envs(sys::merge_env(&[&agent, &what.env]))
             .current_dir("/");
+        // SAFETY: `apply` makes raw syscalls only, on data made before the fork.
+        unsafe {
+            cmd.pre_exec(move || confinement.apply());
+        }
         Ok(cmd)
     }
 }
@@ -795,13 +752,5 @@ mod tests {
         if !Path::new(STATE).is_dir() {
             assert!(!out.status.success());
         }
-    }
-
-    #[test]
-    fn uid_base_must_be_a_whole_range() {
-        assert!(check_uid_base(65536 * 3).is_ok());
-        assert!(check_uid_base(0).is_err());
-        assert!(check_uid_base(65536 + 1).is_err());
-        assert!(check_uid_base(u32::MAX - 65535).is_err());
     }
 }

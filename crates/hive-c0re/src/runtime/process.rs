@@ -1,22 +1,31 @@
 //! The `process` runtime: each harness is a plain child process of hive-c0re.
 //!
-//! Not isolated: the harness sees the host as root does. It gets its own
-//! process group (so one signal reaches claude and its MCP server too) and a
-//! parent-death SIGKILL (so it never outlives a crashed daemon). Its pid and
-//! start time go to `<run>/agents/<name>/harness.pid` for `reap_orphans`.
+//! Not isolated: the harness sees the host's file system and network. Under
+//! a root daemon it runs as its own unprivileged uid (its range's first uid,
+//! as its container root would under nspawn), which owns its state dir and
+//! socket and nothing else; under any other user it runs as that user. It
+//! never gains privileges (no_new_privs), gets its own process group (so one
+//! signal reaches claude and its MCP server too) and a parent-death SIGKILL
+//! (so it never outlives a crashed daemon). Its pid and start time go to
+//! `<run>/agents/<name>.pid` for `reap_orphans`.
 
 pub(super) mod sys;
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
 
+use super::owner::{check_uid_base, own_dir};
 use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
 use crate::paths::Paths;
 use sys::PidRecord;
+
+const NO_UTIL_LINUX: &str =
+    "unshare or setpriv is not installed: install the Debian package util-linux";
 
 /// Variables a harness inherits from the daemon; the rest of the daemon's environment stays out.
 const INHERITED_ENV: &[&str] = &[
@@ -43,9 +52,10 @@ impl ProcessRuntime {
         Self { paths }
     }
 
-    /// `<run>/agents/<name>/harness.pid`: the harness's pid and start time.
+    /// `<run>/agents/<name>.pid`: the harness's pid and start time (out of the
+    /// socket directory, which belongs to the agent).
     fn pid_file(&self, name: &AgentName) -> PathBuf {
-        self.paths.agent_sock_dir(name).join("harness.pid")
+        self.paths.agent_pid_file(name)
     }
 }
 
@@ -75,8 +85,41 @@ fn harness_env(spec: &LaunchSpec) -> Result<Vec<(String, String)>, RuntimeError>
     ]))
 }
 
-/// `<harness_bin> serve` with its environment, working directory, log and death signal.
-fn command(spec: &LaunchSpec) -> Result<std::process::Command, RuntimeError> {
+/// Makes the state dir (and the manager's config repos) the agent's when it
+/// runs as its own `uid`, and lets it reach them through the daemon's directories.
+fn prepare(spec: &LaunchSpec, uid: Option<u32>) -> Result<(), RuntimeError> {
+    let err = |what: String| move |source| RuntimeError::Io { what, source };
+    std::fs::create_dir_all(&spec.state_dir).map_err(err(format!(
+        "could not create {}",
+        spec.state_dir.display()
+    )))?;
+    let Some(uid) = uid else { return Ok(()) };
+    check_uid_base(uid)?;
+    own_dir(&spec.state_dir, uid)?;
+    if let Some(repos) = &spec.config_repos {
+        own_dir(repos, uid)?;
+    }
+    // `<state>/agents/<name>` and `<state>/agents` stay root's, searchable but not listable.
+    for dir in spec.state_dir.ancestors().skip(1).take(2) {
+        searchable(dir).map_err(err(format!(
+            "could not open {} to the agent",
+            dir.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Adds search (x) for group and others to a directory's mode.
+fn searchable(dir: &Path) -> std::io::Result<()> {
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
+    Ok(())
+}
+
+/// `<harness_bin> serve` with its environment, working directory, log, user and death signal.
+fn command(spec: &LaunchSpec, uid: Option<u32>) -> Result<std::process::Command, RuntimeError> {
     let log = sys::open_log(&spec.log)?;
     let log_err = log.try_clone().map_err(|source| RuntimeError::Io {
         what: format!("could not open {}", spec.log.display()),
@@ -92,9 +135,15 @@ fn command(spec: &LaunchSpec) -> Result<std::process::Command, RuntimeError> {
         .stderr(log_err)
         .process_group(0);
     let daemon = sys::self_pidfd();
-    // SAFETY: the hook only makes async-signal-safe syscalls (see `die_with_parent`).
+    // SAFETY: the hook only makes async-signal-safe syscalls.
     unsafe {
-        cmd.pre_exec(move || sys::die_with_parent(libc::SIGKILL, daemon));
+        cmd.pre_exec(move || {
+            if let Some(uid) = uid {
+                sys::become_user(uid)?;
+            }
+            sys::no_new_privs()?;
+            sys::die_with_parent(libc::SIGKILL, daemon)
+        });
     }
     Ok(cmd)
 }
@@ -109,29 +158,56 @@ impl Runtime for ProcessRuntime {
         false
     }
 
+    fn agent_uid(&self, uid_base: u32) -> Option<u32> {
+        nix::unistd::geteuid().is_root().then_some(uid_base)
+    }
+
     fn give_to_manager(
         &self,
-        _path: &std::path::Path,
-        _manager_uid_base: Option<u32>,
+        path: &Path,
+        manager_uid_base: Option<u32>,
     ) -> Result<(), RuntimeError> {
-        Ok(())
+        // Only a root daemon runs the manager as its own uid; no manager yet: its launch hands it every repo.
+        let Some(uid) = manager_uid_base.and_then(|b| self.agent_uid(b)) else {
+            return Ok(());
+        };
+        check_uid_base(uid)?;
+        super::owner::shift_tree(path, uid).map_err(|source| RuntimeError::Io {
+            what: format!(
+                "could not hand {} to the manager (uid {uid})",
+                path.display()
+            ),
+            source,
+        })
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
         // One harness per agent: whatever the pid file still names goes first.
         self.reap_orphans(&spec.name).await?;
-        for dir in [&spec.state_dir, &spec.sock_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io {
-                what: format!("could not create {}", dir.display()),
-                source,
-            })?;
-        }
-        let cmd = command(spec)?;
+        let uid = self.agent_uid(spec.uid_base);
+        let owned = spec.clone();
+        tokio::task::spawn_blocking(move || prepare(&owned, uid))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                what: "the launch preparation failed".into(),
+                source: std::io::Error::other(e),
+            })??;
+        let cmd = command(spec, uid)?;
         let child = sys::spawn(cmd, false)
             .await
-            .map_err(|source| RuntimeError::Spawn {
-                name: spec.name.clone(),
-                source,
+            .map_err(|source| match (source.kind(), uid) {
+                (std::io::ErrorKind::PermissionDenied, Some(uid)) => RuntimeError::Io {
+                    what: format!(
+                        "could not start {}'s harness {} as uid {uid}: every directory above it (and above the claude CLI) must be searchable by other users (chmod o+x)",
+                        spec.name,
+                        spec.harness_bin.display()
+                    ),
+                    source,
+                },
+                _ => RuntimeError::Spawn {
+                    name: spec.name.clone(),
+                    source,
+                },
             })?;
         // A harness that already died leaves nothing to record.
         if let Some(rec) = child.id().and_then(PidRecord::of) {
@@ -162,19 +238,21 @@ impl Runtime for ProcessRuntime {
         self.reap_orphans(&spec.name).await
     }
 
-    /// The program on the host, as the daemon's user, in the agent's state dir:
-    /// there is no container to enter.
+    /// The program on the host in the agent's state dir, as the agent's user,
+    /// never gaining privileges. Under a root daemon it is also PID 1 of a
+    /// PID namespace of its own, so whatever it starts (a double-forked,
+    /// setsid'd daemon included) ends when it ends.
     fn command_inside(
         &self,
         spec: &LaunchSpec,
         what: &InsideCommand,
     ) -> Result<std::process::Command, RuntimeError> {
-        let Some((program, args)) = what.argv.split_first() else {
+        if what.argv.is_empty() {
             return Err(RuntimeError::Io {
                 what: "nothing to run in the agent's state dir".into(),
                 source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
             });
-        };
+        }
         sys::check_env(&what.env)?;
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
         let agent = vec![
@@ -191,8 +269,28 @@ impl Runtime for ProcessRuntime {
             ("LANG", "C.UTF-8"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args)
+        let mut argv: Vec<String> = Vec::new();
+        if let Some(uid) = self.agent_uid(spec.uid_base) {
+            check_uid_base(uid)?;
+            let tool = |name: &str| {
+                sys::find_tool(name).ok_or_else(|| RuntimeError::Unavailable(NO_UTIL_LINUX.into()))
+            };
+            argv.extend([
+                path(&tool("unshare")?),
+                "--pid".into(),
+                "--fork".into(),
+                "--kill-child".into(),
+                "--".into(),
+                path(&tool("setpriv")?),
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "--".into(),
+            ]);
+        }
+        argv.extend(what.argv.iter().cloned());
+        let mut cmd = std::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .env_clear()
             .envs(sys::merge_env(&[
                 &basics,
@@ -201,6 +299,10 @@ impl Runtime for ProcessRuntime {
                 &what.env,
             ]))
             .current_dir(&spec.state_dir);
+        // SAFETY: one prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(sys::no_new_privs);
+        }
         Ok(cmd)
     }
 }

@@ -73,6 +73,8 @@ impl TestHive {
             .prefix("hive-test-")
             .tempdir()
             .unwrap();
+        // Agents of a root daemon run as their own uids and must reach their dirs below it.
+        searchable(dir.path());
         let mut h = Self {
             dir,
             opts,
@@ -489,6 +491,12 @@ impl TestHive {
     }
 }
 
+/// Lets other users pass through `dir` (not list it), as agents running as their own uids must.
+pub fn searchable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+}
+
 /// The first `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -512,12 +520,29 @@ pub fn harness_pid(hive: &TestHive, agent: &str) -> nix::unistd::Pid {
 /// Host pids of every harness process of `agent` (there must never be two): a
 /// process-runtime harness names our run dir; a container's runs below its systemd-nspawn.
 pub fn harness_pids(hive: &TestHive, agent: &str) -> Vec<i32> {
+    agent_pids(hive, agent)
+        .into_iter()
+        .filter(|pid| {
+            let cmd = String::from_utf8_lossy(
+                &std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            )
+            .into_owned();
+            cmd.contains("serve") && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"))
+        })
+        .collect()
+}
+
+/// Host pids of every process that runs as `agent` of this hive: its
+/// environment names the agent and, under the process runtime, our run dir;
+/// in a container, it runs below the container's systemd-nspawn.
+pub fn agent_pids(hive: &TestHive, agent: &str) -> Vec<i32> {
     let want = format!("HIVE_AGENT_NAME={agent}");
     let run = hive.run_dir().display().to_string();
     // The nspawn runtime records systemd-nspawn's pid; the harness runs below it.
     let container: Option<i32> =
         std::fs::read_to_string(hive.run_dir().join("agents").join(format!("{agent}.pid")))
             .ok()
+            .filter(|t| t.contains("uid_base="))
             .and_then(|t| {
                 t.split_whitespace()
                     .find_map(|kv| kv.strip_prefix("pid=")?.parse().ok())
@@ -527,16 +552,11 @@ pub fn harness_pids(hive: &TestHive, agent: &str) -> Vec<i32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let cmd =
-            String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default())
-                .into_owned();
         let env =
             String::from_utf8_lossy(&std::fs::read(e.path().join("environ")).unwrap_or_default())
                 .into_owned();
         let ours = env.contains(&run) || container.is_some_and(|c| descends_from(pid, c));
-        let harness =
-            cmd.contains("serve") && (cmd.contains("hive-ag3nt") || cmd.contains("hive-m1nd"));
-        if harness && env.split('\0').any(|kv| kv == want) && ours {
+        if env.split('\0').any(|kv| kv == want) && ours {
             out.push(pid);
         }
     }

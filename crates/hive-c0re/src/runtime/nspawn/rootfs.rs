@@ -23,21 +23,16 @@
 //! The container runs with `--read-only`, so mount points must exist beforehand
 //! and nothing the agent does can change this tree.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Component, Path, PathBuf};
 
-use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{MntFlags, umount2};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
-use nix::unistd::{Gid, Uid, fchown, fchownat};
 
-use crate::runtime::process::sys::UID_RANGE;
+use crate::runtime::owner::shift_tree;
 
 /// Directories every tree has (besides `root/`, which is 0700).
 const DIRS: &[&str] = &[
@@ -97,7 +92,32 @@ pub(super) fn build(root: &Path, base: u32, tree: &Tree) -> io::Result<()> {
         }
     }
     write_etc(&root.join("etc"), tree)?;
+    open_modes(root)?;
     shift_tree(root, base)
+}
+
+/// Gives the fresh tree the modes a container reads it with, whatever the
+/// daemon's umask: directories 0755 and files 0644, but `root/` (0700) and
+/// the environment file (0600, it holds the API key) stay private.
+fn open_modes(root: &Path) -> io::Result<()> {
+    let private = [root.join("root"), root.join("etc/hive/env")];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let meta = fs::symlink_metadata(&path)?;
+            if private.contains(&path) || meta.is_symlink() {
+                continue;
+            }
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `/x/y` inside the container as a path relative to its root; refuses anything but plain names.
@@ -231,80 +251,6 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Moves every entry whose owner or group lies outside `[base, base + 65536)` into that range.
-///
-/// Host id `n` becomes `base + n % 65536`: host root turns into the container's
-/// root, and ids of another (older) range keep their offset. Walks with
-/// directory fds and `AT_SYMLINK_NOFOLLOW`, so a symlink planted by the agent
-/// never redirects a chown to a host file, and it never leaves the tree's file system.
-pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
-    let top = open_dir_at(None, root)?;
-    let st = fstat(top.as_fd())?;
-    if let Some((uid, gid)) = shifted(&st, base) {
-        fchown(top.as_fd(), Some(uid), Some(gid))?;
-    }
-    walk(top, st.st_dev, base)
-}
-
-fn walk(mut dir: Dir, dev: u64, base: u32) -> io::Result<()> {
-    let names = dir
-        .iter()
-        .map(|entry| entry.map(|e| e.file_name().to_owned()))
-        .collect::<Result<Vec<CString>, _>>()?;
-    for name in names
-        .into_iter()
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-    {
-        let st = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(nix::errno::Errno::ENOENT) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some((uid, gid)) = shifted(&st, base) {
-            fchownat(
-                dir.as_fd(),
-                name.as_c_str(),
-                Some(uid),
-                Some(gid),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
-        }
-        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if is_dir && st.st_dev == dev {
-            walk(
-                open_dir_at(Some(&dir), Path::new(OsStr::from_bytes(name.as_bytes())))?,
-                dev,
-                base,
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn open_dir_at(parent: Option<&Dir>, path: &Path) -> io::Result<Dir> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    Ok(match parent {
-        Some(parent) => Dir::openat(parent.as_fd(), path, flags, Mode::empty())?,
-        None => Dir::open(path, flags, Mode::empty())?,
-    })
-}
-
-/// The owner and group an entry should get, or `None` when both are already in range.
-fn shifted(st: &FileStat, base: u32) -> Option<(Uid, Gid)> {
-    let inside = |id: u32| id >= base && id - base < UID_RANGE;
-    if inside(st.st_uid) && inside(st.st_gid) {
-        return None;
-    }
-    let map = |id: u32| {
-        if inside(id) {
-            id
-        } else {
-            base + id % UID_RANGE
-        }
-    };
-    Some((Uid::from_raw(map(st.st_uid)), Gid::from_raw(map(st.st_gid))))
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt;
@@ -331,44 +277,6 @@ mod tests {
             Some(Path::new("opt/claude"))
         );
         assert!(relative(Path::new("/opt/../etc")).is_err());
-    }
-
-    #[test]
-    fn shift_tree_moves_ids_into_range_without_following_symlinks() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: chown needs root");
-            return;
-        }
-        let dir = scratch("shift");
-        let outside = dir.join("outside");
-        fs::write(&outside, "host file").expect("write");
-        let tree = dir.join("tree");
-        fs::create_dir_all(tree.join("a/b")).expect("mkdir");
-        fs::write(tree.join("a/b/f"), "x").expect("write");
-        symlink(&outside, tree.join("a/link")).expect("symlink");
-        nix::unistd::chown(
-            &tree.join("a/b/f"),
-            Some(Uid::from_raw(1000)),
-            Some(Gid::from_raw(5 * 65536 + 7)),
-        )
-        .expect("chown");
-        let base = 3 * 65536;
-        shift_tree(&tree, base).expect("shift");
-        let owner = |p: &Path| {
-            fs::symlink_metadata(p)
-                .map(|m| (m.uid(), m.gid()))
-                .expect("stat")
-        };
-        assert_eq!(owner(&tree), (base, base));
-        assert_eq!(owner(&tree.join("a/b")), (base, base));
-        assert_eq!(owner(&tree.join("a/b/f")), (base + 1000, base + 7));
-        assert_eq!(
-            owner(&tree.join("a/link")),
-            (base, base),
-            "the link itself moves"
-        );
-        assert_eq!(owner(&outside), (0, 0), "its target does not");
-        fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

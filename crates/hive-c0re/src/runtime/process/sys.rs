@@ -4,8 +4,8 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,37 @@ pub(crate) fn self_pidfd() -> Option<RawFd> {
     })
     .as_ref()
     .map(AsRawFd::as_raw_fd)
+}
+
+/// In a freshly forked child: become `uid` (and the like-numbered group, no
+/// supplementary groups), for good. Call it before [`die_with_parent`]: a
+/// change of uid disarms the parent-death signal.
+///
+/// Runs between fork and exec: raw syscalls only.
+pub(crate) fn become_user(uid: u32) -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain syscalls on integers; setgroups with a zero count reads no memory.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(uid, uid, uid))?;
+        check(libc::setresuid(uid, uid, uid))
+    }
+}
+
+/// In a freshly forked child: no program it executes gains privileges (setuid
+/// bits, file capabilities). Runs between fork and exec.
+pub(crate) fn no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS and constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// In a freshly forked child: arm a parent-death signal, and fail if the daemon is already gone.
@@ -420,6 +451,28 @@ pub(crate) async fn kill_container_processes(
         what: format!("processes of uid range {uid_base}.. keep running after SIGKILL"),
         source: io::Error::from(io::ErrorKind::TimedOut),
     })
+}
+
+/// An executable `name` on PATH or in the usual system directories.
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
+    find_tool_in(
+        &tool_dirs(&std::env::var_os("PATH").unwrap_or_default()),
+        name,
+    )
+}
+
+/// Where the runtimes look for their tools: `path` (a PATH value), then the usual system directories.
+pub fn tool_dirs(path: &std::ffi::OsStr) -> Vec<PathBuf> {
+    std::env::split_paths(path)
+        .chain(["/usr/bin", "/bin", "/usr/sbin"].map(PathBuf::from))
+        .collect()
+}
+
+/// The first executable `name` in `dirs`.
+pub fn find_tool_in(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter()
+        .map(|dir| dir.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Checks environment names (`[A-Za-z_][A-Za-z0-9_]*`) and values (no NUL) before they reach a child.
