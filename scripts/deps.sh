@@ -10,6 +10,10 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
+# pasta gives each agent container its own network (see ARCHITECTURE.md, runtime).
+command -v pasta >/dev/null || need_apt+=(passt)
+# The boundary tests' attacker programs and probes.
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v cc >/dev/null || need_apt+=(build-essential)

@@ -35,7 +35,8 @@ export async function defaultScript() {
 export async function startSim(script) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-sim-'));
   const portFile = path.join(dir, 'addr');
-  const args = ['--listen', '127.0.0.1:0', '--port-file', portFile];
+  const tokenFile = path.join(dir, 'token');
+  const args = ['--listen', '127.0.0.1:0', '--port-file', portFile, '--control-token-file', tokenFile];
   if (script) {
     fs.writeFileSync(path.join(dir, 'script.toml'), script);
     args.push('--script', path.join(dir, 'script.toml'));
@@ -48,13 +49,15 @@ export async function startSim(script) {
     return fs.existsSync(portFile) && fs.readFileSync(portFile, 'utf8').trim();
   }, 'hive-model-sim to listen');
   const url = `http://${addr}`;
+  // The controls are not for the agents the sim serves: they carry the token (written before the port file).
+  const headers = { 'x-sim-token': fs.readFileSync(tokenFile, 'utf8').trim() };
   return {
     url,
     /** Every /v1/messages request so far, oldest first (model, step, user_text, ...). */
-    requests: () => fetch(`${url}/_sim/requests`).then((r) => r.json()),
+    requests: () => fetch(`${url}/_sim/requests`, { headers }).then((r) => r.json()),
     /** Replaces the script. */
     async setScript(toml) {
-      const r = await fetch(`${url}/_sim/script`, { method: 'POST', body: toml });
+      const r = await fetch(`${url}/_sim/script`, { method: 'POST', body: toml, headers });
       if (!r.ok) throw new Error(`the sim refused the script: ${await r.text()}`);
     },
     async stop() {

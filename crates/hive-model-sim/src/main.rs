@@ -24,6 +24,10 @@ struct Args {
     /// Append every /v1/messages request to FILE as a JSON line.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Write a fresh control token to FILE (mode 0600); /_sim/* requests must
+    /// carry it in the x-sim-token header. Without it the controls are off.
+    #[arg(long, value_name = "FILE")]
+    control_token_file: Option<PathBuf>,
     /// Check the script and exit: 0 when valid, 2 when not.
     #[arg(long)]
     check: bool,
@@ -74,6 +78,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         script: args.script,
         port_file: args.port_file,
         log: args.log,
+        control_token_file: args.control_token_file,
     }))?;
     Ok(())
 }

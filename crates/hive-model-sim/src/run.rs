@@ -20,6 +20,8 @@ pub struct Config {
     pub port_file: Option<PathBuf>,
     /// File that receives every request as a JSON line.
     pub log: Option<PathBuf>,
+    /// File that receives a fresh control token (mode 0600); without it the `/_sim/*` controls are off.
+    pub control_token_file: Option<PathBuf>,
 }
 
 /// Loads the script at `path`, or the built-in one.
@@ -57,12 +59,24 @@ pub async fn run(config: Config) -> Result<(), SimError> {
     println!("listening on http://{addr}");
     // Tests read stdout through a pipe, where Rust buffers; make the line visible now.
     let _ = std::io::stdout().flush();
+    let control_token = match &config.control_token_file {
+        Some(path) => {
+            let token = fresh_token().map_err(|cause| SimError::WriteFile {
+                path: path.clone(),
+                cause,
+            })?;
+            write_atomically(path, &format!("{token}\n"))?;
+            Some(token)
+        }
+        None => None,
+    };
+    // Last, so that a client that sees the address also finds the token.
     if let Some(path) = &config.port_file {
         write_atomically(path, &format!("{addr}\n"))?;
     }
     tracing::info!(%addr, rules = script.rules.len(), "serving");
 
-    let app = server::router(AppState::new(script, recorder));
+    let app = server::router(AppState::new(script, recorder, control_token));
     tokio::select! {
         result = axum::serve(listener, app).into_future() => result.map_err(SimError::Serve),
         () = shutdown => {
@@ -72,12 +86,28 @@ pub async fn run(config: Config) -> Result<(), SimError> {
     }
 }
 
-/// Writes via a temporary file and rename, so a reader never sees half an address.
+/// 128 random bits from the kernel, as hex.
+fn fresh_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes via a temporary file (readable by its owner only) and rename, so a
+/// reader never sees half an address.
 fn write_atomically(path: &Path, content: &str) -> Result<(), SimError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, content)
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(content.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|cause| SimError::WriteFile {
             path: path.to_path_buf(),

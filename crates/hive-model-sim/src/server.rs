@@ -1,4 +1,9 @@
 //! HTTP routes: the Messages API as claude calls it, plus `/_sim/*` controls.
+//!
+//! The controls show every prompt the server was sent and change what it
+//! answers, so they are not for the clients it serves (an agent could read
+//! another's prompts): each control request must carry the control token
+//! ([`TOKEN_HEADER`]), which only whoever reads the token file has.
 
 use crate::conversation::Conversation;
 use crate::engine::{self, Block, Reply};
@@ -8,10 +13,12 @@ use crate::script::Script;
 use crate::{sse, wire};
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::convert::Infallible;
@@ -21,6 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Largest request body accepted; claude resends the whole conversation each call.
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The header that carries the control token of a `/_sim/*` request.
+pub const TOKEN_HEADER: &str = "x-sim-token";
+
 /// Shared state of the server.
 #[derive(Debug)]
 pub struct AppState {
@@ -28,15 +38,18 @@ pub struct AppState {
     /// The request log.
     pub recorder: Recorder,
     ids: IdGen,
+    /// What a `/_sim/*` request must carry; `None`: the controls are off.
+    control_token: Option<String>,
 }
 
 impl AppState {
-    /// State serving `script` and logging to `recorder`.
-    pub fn new(script: Script, recorder: Recorder) -> Arc<AppState> {
+    /// State serving `script`, logging to `recorder`, with controls for holders of `control_token`.
+    pub fn new(script: Script, recorder: Recorder, control_token: Option<String>) -> Arc<AppState> {
         Arc::new(AppState {
             script: RwLock::new(Arc::new(script)),
             recorder,
             ids: IdGen::new(),
+            control_token,
         })
     }
 
@@ -57,17 +70,48 @@ impl AppState {
 
 /// All routes; unknown paths answer 200 `{}` so a probe never makes claude fail.
 pub fn router(state: Arc<AppState>) -> Router {
+    let controls = Router::new()
+        .route("/_sim/requests", get(requests))
+        .route("/_sim/reset", post(reset))
+        .route("/_sim/script", post(replace_script).get(current_script))
+        .route("/_sim/{*rest}", any(|| async { StatusCode::NOT_FOUND }))
+        .route_layer(middleware::from_fn_with_state(state.clone(), control_guard));
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(|| async { axum::Json(wire::models()) }))
         .route("/v1/models/{id}", get(model))
-        .route("/_sim/requests", get(requests))
-        .route("/_sim/reset", post(reset))
-        .route("/_sim/script", post(replace_script).get(current_script))
+        .merge(controls)
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Lets a control request through only with the control token.
+async fn control_guard(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let why = match (&state.control_token, given) {
+        (None, _) => "the controls are off: start hive-model-sim with --control-token-file FILE",
+        (Some(t), Some(g)) if constant_time_eq(t.as_bytes(), g.as_bytes()) => {
+            return next.run(request).await;
+        }
+        (Some(_), _) => {
+            "a control request needs the token from --control-token-file in the x-sim-token header"
+        }
+    };
+    (StatusCode::FORBIDDEN, axum::Json(json!({ "error": why }))).into_response()
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -247,21 +291,36 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
+    const TOKEN: &str = "t0ken";
+
     fn app(script: &str) -> (Router, Arc<AppState>) {
         let state = AppState::new(
             Script::parse(script).expect("valid"),
             Recorder::new(None).expect("recorder"),
+            Some(TOKEN.to_owned()),
         );
         (router(state.clone()), state)
     }
 
     async fn call(app: &Router, method: &str, path: &str, body: &str) -> (StatusCode, String) {
-        let request = axum::http::Request::builder()
+        call_with(app, method, path, body, Some(TOKEN)).await
+    }
+
+    async fn call_with(
+        app: &Router,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        let mut request = axum::http::Request::builder()
             .method(method)
             .uri(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("request");
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            request = request.header(TOKEN_HEADER, t);
+        }
+        let request = request.body(Body::from(body.to_string())).expect("request");
         let response = app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -345,6 +404,36 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, body) = call(&app, "POST", "/api/whatever", "{}").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "{}"));
+    }
+
+    #[tokio::test]
+    async fn controls_need_the_token() {
+        let (app, _) = app(HELLO);
+        call(&app, "POST", "/v1/messages", &hello_request(false)).await;
+        for token in [None, Some("wrong"), Some("t0ke")] {
+            for (method, path) in [
+                ("GET", "/_sim/requests"),
+                ("GET", "/_sim/script"),
+                ("POST", "/_sim/reset"),
+                ("POST", "/_sim/script"),
+                ("GET", "/_sim/anything"),
+            ] {
+                let (status, body) = call_with(&app, method, path, "", token).await;
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} {token:?}");
+                assert!(!body.contains("hello"), "{body}");
+            }
+        }
+        let (status, body) = call(&app, "GET", "/_sim/requests", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("hello"), "{body}");
+        let off = AppState::new(
+            Script::parse(HELLO).expect("valid"),
+            Recorder::new(None).expect("recorder"),
+            None,
+        );
+        let (status, body) = call(&router(off), "GET", "/_sim/requests", "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("--control-token-file"), "{body}");
     }
 
     #[tokio::test]

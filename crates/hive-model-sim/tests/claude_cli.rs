@@ -74,12 +74,11 @@ fn serves_and_stops_on_sigterm() {
     let mut sim = Sim::start(&dir, None);
     let (status, body) = http(&sim.addr, "GET", "/v1/models", "");
     assert_eq!(status, 200, "{body}");
-    let (status, _) = http(
-        &sim.addr,
-        "POST",
-        "/_sim/script",
-        "[[rule]]\nuser_text = \"a\"\n[[rule.reply]]\ntext = \"b\"\n",
-    );
+    let script = "[[rule]]\nuser_text = \"a\"\n[[rule.reply]]\ntext = \"b\"\n";
+    // Not for the clients it serves: the controls want the token.
+    let (status, _) = http(&sim.addr, "POST", "/_sim/script", script);
+    assert_eq!(status, 403);
+    let (status, _) = sim.control("POST", "/_sim/script", script);
     assert_eq!(status, 200);
     let kill = Command::new("kill")
         .arg("-TERM")
@@ -135,7 +134,7 @@ fn claude_hello_world(claude: &str) {
     assert_eq!(result["result"], "world");
     assert!(result["session_id"].is_string());
 
-    let log = sim_requests(&sim.addr);
+    let log = sim_requests(&sim);
     let first = &log[0];
     assert!(
         first["model"].as_str().unwrap_or("").contains("haiku"),
@@ -219,7 +218,7 @@ fn claude_calls_mcp_send(claude: &str) {
         json!({"name": "send", "arguments": {"to": "alice", "body": "pong"}})
     );
 
-    let log = sim_requests(&sim.addr);
+    let log = sim_requests(&sim);
     assert_eq!(
         log.len(),
         2,
@@ -272,14 +271,19 @@ impl Drop for TempDir {
 struct Sim {
     child: Child,
     addr: String,
+    /// The control token (`/_sim/*` requests carry it).
+    token: String,
 }
 
 impl Sim {
     fn start(dir: &TempDir, script: Option<&str>) -> Sim {
         let port_file = dir.path.join("sim.port");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hive-model-sim"));
+        let token_file = dir.path.join("sim.token");
         cmd.arg("--port-file")
             .arg(&port_file)
+            .arg("--control-token-file")
+            .arg(&token_file)
             .arg("--log")
             .arg(dir.path.join("sim.log"));
         if let Some(script) = script {
@@ -294,6 +298,7 @@ impl Sim {
         let mut sim = Sim {
             child,
             addr: String::new(),
+            token: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while sim.addr.is_empty() {
@@ -307,7 +312,17 @@ impl Sim {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        // The token file is written before the port file.
+        sim.token = std::fs::read_to_string(&token_file)
+            .expect("token file")
+            .trim()
+            .to_string();
         sim
+    }
+
+    /// A `/_sim/*` control request, with the token.
+    fn control(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http_with(&self.addr, method, path, body, Some(&self.token))
     }
 }
 
@@ -320,10 +335,24 @@ impl Drop for Sim {
 
 /// A minimal HTTP/1.1 request; returns status and body.
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_with(addr, method, path, body, None)
+}
+
+/// [`http`] with the control token header when given.
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to hive-model-sim");
+    let token = token
+        .map(|t| format!("x-sim-token: {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{token}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .expect("send request");
@@ -341,8 +370,8 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-fn sim_requests(addr: &str) -> Vec<Value> {
-    let (status, body) = http(addr, "GET", "/_sim/requests", "");
+fn sim_requests(sim: &Sim) -> Vec<Value> {
+    let (status, body) = sim.control("GET", "/_sim/requests", "");
     assert_eq!(status, 200);
     serde_json::from_str(&body).expect("request log is a JSON array")
 }

@@ -5,7 +5,9 @@
 //! directory at `/run/hive`, the harness at `/opt/hive/bin/<harness>` and the
 //! claude package at `/opt/claude`. uid 0 inside is `uid_base` on the host;
 //! the state dir and socket are chowned into that range before each start.
-//! The network is the host's (claude must reach `ANTHROPIC_BASE_URL` on 127.0.0.1).
+//! Each container has a network namespace of its own (see `net`): the
+//! internet through pasta, a host-loopback model endpoint relayed in, and
+//! nothing else of the host's.
 //!
 //! Process shape: hive-c0re forks systemd-nspawn as PID 1 of a fresh PID
 //! namespace with its own /proc. Whatever kills that nspawn (SIGKILL included)
@@ -16,9 +18,11 @@
 //! losing the guarantee above, and containers must work where systemd is not PID 1.
 
 mod confine;
+mod net;
 mod rootfs;
 
 use confine::Confinement;
+use net::Network;
 
 use std::ffi::OsString;
 use std::fs;
@@ -40,6 +44,7 @@ use crate::paths::Paths;
 const NOT_INSTALLED: &str = "systemd-nspawn is not installed: install the Debian package systemd-container, or run hive-c0re serve --runtime process";
 const NOT_ROOT: &str = "the nspawn runtime needs root (it creates user namespaces and bind mounts): run hive-c0re serve as root, or run hive-c0re serve --runtime process";
 const NO_NSENTER: &str = "nsenter is not installed: install the Debian package util-linux";
+const NO_PASTA: &str = "pasta is not installed: install the Debian package passt (it connects each agent's own network to the internet), or run hive-c0re serve --runtime process";
 const NO_USERNS: &str = "this kernel does not allow user namespaces (user.max_user_namespaces is 0): enable them, or run hive-c0re serve --runtime process";
 
 /// The agent's state inside.
@@ -94,6 +99,9 @@ impl NspawnRuntime {
             .unwrap_or(true);
         if !userns || !Path::new("/proc/self/ns/user").exists() {
             return Err(RuntimeError::Unavailable(NO_USERNS.into()));
+        }
+        if !net::pasta_installed() {
+            return Err(RuntimeError::Unavailable(NO_PASTA.into()));
         }
         Ok(Self { paths, nspawn })
     }
@@ -203,7 +211,7 @@ fn canonical(path: &Path) -> Result<PathBuf, RuntimeError> {
 }
 
 /// Sets ownership and binds up, builds the root tree and the nspawn command line.
-fn prepare(spec: &LaunchSpec) -> Result<Prepared, RuntimeError> {
+fn prepare(spec: &LaunchSpec, online: bool) -> Result<Prepared, RuntimeError> {
     let base = spec.uid_base;
     check_uid_base(base)?;
     let mut links = Vec::new();
@@ -272,6 +280,7 @@ fn prepare(spec: &LaunchSpec) -> Result<Prepared, RuntimeError> {
         links,
         mountpoints: binds.iter().map(|b| (b.dst.clone(), b.file)).collect(),
         env: env_file(&env),
+        resolv_conf: net::resolv_conf(online),
     };
     rootfs::build(&spec.rootfs, base, &tree).map_err(io_err(format!(
         "could not build the container root {}",
@@ -508,8 +517,9 @@ impl Runtime for NspawnRuntime {
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
         // One container per agent, and its tree is about to be rebuilt.
         self.reap_orphans(&spec.name).await?;
+        let online = net::host_online();
         let owned = spec.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(&owned))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&owned, online))
             .await
             .map_err(|e| RuntimeError::Io {
                 what: "the launch preparation failed".into(),
@@ -521,6 +531,15 @@ impl Runtime for NspawnRuntime {
         let log_err = log
             .try_clone()
             .map_err(io_err(format!("could not open {}", spec.log.display())))?;
+        let network = Network::up(
+            spec.uid_base,
+            &spec.env,
+            online,
+            self.paths.agent_pasta_pid_file(&spec.name),
+            &log,
+        )
+        .await?;
+        let netns = network.netns_fd();
         let mut cmd = std::process::Command::new(&self.nspawn);
         cmd.args(&prepared.args)
             .env_clear()
@@ -533,6 +552,9 @@ impl Runtime for NspawnRuntime {
         // SAFETY: the hook only makes async-signal-safe syscalls.
         unsafe {
             cmd.pre_exec(move || {
+                if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 sys::die_with_parent(libc::SIGTERM, daemon)?;
                 private_proc()
             });
@@ -546,6 +568,9 @@ impl Runtime for NspawnRuntime {
                     source,
                 },
             })?;
+        if let Some(pid) = child.id() {
+            network.hold_until_exit(pid);
+        }
         if let Some(rec) = child.id().and_then(PidRecord::of) {
             let rec = PidRecord {
                 uid_base: Some(spec.uid_base),
@@ -571,6 +596,7 @@ impl Runtime for NspawnRuntime {
             }
             if let Some(base) = rec.uid_base {
                 sys::kill_container_processes(base, rec.root).await?;
+                net::reap_pasta(&self.paths.agent_pasta_pid_file(name), base).await?;
             }
         }
         terminate_machine(&name.container()).await;

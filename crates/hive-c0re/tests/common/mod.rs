@@ -41,6 +41,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// The daemon's soft open-file limit at start (the test's own when None).
     pub nofile: Option<u64>,
+    /// A network namespace the daemon runs in (the host's when `None`).
+    pub netns: Option<TestNetns>,
 }
 
 impl Default for Opts {
@@ -50,7 +52,76 @@ impl Default for Opts {
             args: vec!["--no-manager".into(), "--no-dashboard".into()],
             env: vec![],
             nofile: None,
+            netns: None,
         }
+    }
+}
+
+/// A network namespace made for a test (gone with its last user), with helpers
+/// to configure it and to run code and programs in it.
+#[derive(Clone)]
+pub struct TestNetns(std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl TestNetns {
+    /// A fresh network namespace with nothing but a loopback that is down.
+    pub fn new() -> Self {
+        let fd = std::thread::spawn(|| {
+            // SAFETY: unshare of this short-lived thread's network namespace only.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNET) },
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            std::os::fd::OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+        })
+        .join()
+        .unwrap();
+        Self(std::sync::Arc::new(fd))
+    }
+
+    /// Makes `cmd` start in this namespace.
+    pub fn put(&self, cmd: &mut Command) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = self.0.as_raw_fd();
+        // SAFETY: one setns between fork and exec, on an fd we hold.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Runs a program in this namespace; panics when it fails.
+    pub fn run(&self, argv: &[&str]) {
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]);
+        self.put(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a thread in this namespace (sockets it makes stay there).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns of this scoped thread only.
+                assert_eq!(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }, 0);
+                f()
+            })
+            .join()
+            .unwrap()
+        })
     }
 }
 
@@ -139,6 +210,9 @@ impl TestHive {
                     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
                 });
             }
+        }
+        if let Some(ns) = &self.opts.netns {
+            ns.put(&mut cmd);
         }
         let child = cmd.spawn().expect("hive-c0re serve starts");
         self.child = Some(child);
@@ -325,21 +399,34 @@ impl Conn {
 pub struct ModelSim {
     pub child: Child,
     pub addr: String,
+    /// The control token that `/_sim/*` requests carry.
+    pub token: String,
     _dir: tempfile::TempDir,
 }
 
 impl ModelSim {
     /// Starts `hive-model-sim` with the built-in script, or `script` (TOML) when given.
     pub fn start(script: Option<&str>) -> Self {
+        Self::start_in(script, None)
+    }
+
+    /// [`ModelSim::start`] in a network namespace (the host's when `None`).
+    pub fn start_in(script: Option<&str>, netns: Option<&TestNetns>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("addr");
+        let token_file = dir.path().join("token");
         let mut cmd = Command::new(bin_dir().join("hive-model-sim"));
         cmd.args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file);
+            .arg(&port_file)
+            .arg("--control-token-file")
+            .arg(&token_file);
         if let Some(s) = script {
             let f = dir.path().join("script.toml");
             std::fs::write(&f, s).unwrap();
             cmd.arg("--script").arg(f);
+        }
+        if let Some(ns) = netns {
+            ns.put(&mut cmd);
         }
         let child = cmd
             .stdout(Stdio::null())
@@ -356,9 +443,15 @@ impl ModelSim {
             assert!(Instant::now() < deadline, "hive-model-sim did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
+        // Written before the port file.
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_owned();
         Self {
             child,
             addr,
+            token,
             _dir: dir,
         }
     }
@@ -382,12 +475,23 @@ impl ModelSim {
 
     /// Every `/v1/messages` request recorded so far.
     pub fn requests(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&http(&self.addr, "GET", "/_sim/requests", "")).unwrap()
+        serde_json::from_str(&self.control("GET", "/_sim/requests", "")).unwrap()
     }
 
     /// Replaces the script.
     pub fn set_script(&self, toml: &str) {
-        http(&self.addr, "POST", "/_sim/script", toml);
+        self.control("POST", "/_sim/script", toml);
+    }
+
+    /// A `/_sim/*` control request with the token; returns the body.
+    pub fn control(&self, method: &str, path: &str, body: &str) -> String {
+        http_with(
+            &self.addr,
+            method,
+            path,
+            body,
+            &[("x-sim-token", &self.token)],
+        )
     }
 }
 
@@ -400,11 +504,26 @@ impl Drop for ModelSim {
 
 /// A minimal HTTP/1.1 request; returns the body.
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
+    http_with(addr, method, path, body, &[])
+}
+
+/// [`http`] with extra headers.
+pub fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> String {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: text/plain\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -5,7 +5,7 @@
 //! <rootfs>/                 0755  (all entries owned by the agent's uid base: root inside)
 //!   bin sbin lib lib64 ...  symlinks into usr/ (copied from the host's merged-usr links)
 //!   usr/                    mount point: host /usr, read-only
-//!   etc/                    passwd group hosts hostname nsswitch.conf resolv.conf
+//!   etc/                    passwd group hosts hostname nsswitch.conf resolv.conf (the network's)
 //!                           machine-id (empty) services protocols ld.so.cache
 //!                           ssl/openssl.cnf [localtime]
 //!   etc/hive/env      0600  the harness's environment as shell assignments
@@ -64,6 +64,8 @@ pub(super) struct Tree {
     pub mountpoints: Vec<(PathBuf, bool)>,
     /// Contents of `/etc/hive/env`.
     pub env: String,
+    /// Contents of `/etc/resolv.conf`.
+    pub resolv_conf: String,
 }
 
 /// Builds a fresh tree at `root`, owned by `base` (root inside); any previous tree is removed first.
@@ -151,11 +153,7 @@ fn write_etc(etc: &Path, tree: &Tree) -> io::Result<()> {
         etc.join("nsswitch.conf"),
         "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nservices: files\nprotocols: files\n",
     )?;
-    // The network is the host's, so is its resolver (read through any symlink, e.g. systemd-resolved's stub).
-    fs::write(
-        etc.join("resolv.conf"),
-        fs::read("/etc/resolv.conf").unwrap_or_default(),
-    )?;
+    fs::write(etc.join("resolv.conf"), &tree.resolv_conf)?;
     // Empty: nspawn then gives the container a transient id.
     fs::write(etc.join("machine-id"), "")?;
     for name in COPIED_ETC {
@@ -325,6 +323,7 @@ mod tests {
                 ("/hive/agents/x/config".into(), false),
             ],
             env: "export A='b'\n".into(),
+            resolv_conf: "nameserver 169.254.1.53\n".into(),
         };
         let base = 4 * 65536;
         build(&root, base, &tree).expect("build");
@@ -339,6 +338,13 @@ mod tests {
         );
         let env = fs::metadata(root.join("etc/hive/env")).expect("env");
         assert_eq!((env.uid(), env.mode() & 0o777), (base, 0o600));
+        // Readable inside whatever the daemon's umask (077 in the daemon).
+        let hosts = fs::metadata(root.join("etc/hosts")).expect("hosts");
+        assert_eq!(hosts.mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(root.join("etc")).expect("etc").mode() & 0o777,
+            0o755
+        );
         assert_eq!(fs::metadata(&root).expect("root").uid(), base);
         remove(&root).expect("remove");
         assert!(!root.exists());

@@ -417,7 +417,7 @@ pub(crate) fn parent_pid(pid: i32) -> Option<i32> {
 }
 
 /// Real uid of a live, non-zombie process.
-fn real_uid(pid: i32) -> Option<u32> {
+pub(crate) fn real_uid(pid: i32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let mut uid = None;
     for line in status.lines() {

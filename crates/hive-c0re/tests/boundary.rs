@@ -1,0 +1,452 @@
+//! The container boundary, attacked the way a hostile agent or another local
+//! user would: against the real daemon, with `setpriv` to act as another uid.
+//! Each test passes only when its attack fails.
+//!
+//! They need root (and the nspawn ones systemd-nspawn); without, they print why and pass.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::{ModelSim, Opts, TestHive, TestNetns};
+
+/// Debian's python3 (not whatever a user's PATH finds first, which another uid may not reach).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The uid and gid another local user acts as.
+const NOBODY: &str = "65534";
+
+fn root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: acting as another uid needs root");
+    false
+}
+
+fn nspawn_ready() -> bool {
+    if root() && common::which("systemd-nspawn").is_some() {
+        return true;
+    }
+    eprintln!("skipped: the nspawn runtime needs root and systemd-nspawn");
+    false
+}
+
+/// A hive whose agents' harness is `script` (sh), from a bin dir agents can reach.
+fn hive_running(
+    runtime: &'static str,
+    script: &str,
+    netns: Option<TestNetns>,
+    env: Vec<(String, String)>,
+) -> (TestHive, tempfile::TempDir) {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-boundary-bin-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    for harness in ["hive-ag3nt", "hive-m1nd"] {
+        let p = bin.path().join(harness);
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut opts = Opts {
+        runtime,
+        netns,
+        ..Opts::default()
+    };
+    opts.env = vec![
+        ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+        ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+    ];
+    opts.env.extend(env);
+    (TestHive::start_with(opts), bin)
+}
+
+fn spawn_running(hive: &TestHive, name: &str) {
+    hive.ok(&["spawn", name]);
+    hive.wait_for(&format!("{name} to run"), 30, |h| {
+        h.row(name).is_some_and(|r| r["running"] == true)
+    });
+}
+
+/// Runs a python3 program as uid/gid `NOBODY` (no groups) with `input` on stdin; returns its stdout.
+fn as_nobody(program: &str, input: &str) -> String {
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "--",
+            PYTHON,
+            "-c",
+            program,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("setpriv and python3 run");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the attacker program failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Connects to every socket path (one a line on stdin) over and over for
+/// `SECS`; prints each path it ever got a connection on.
+const CONNECT_LOOP: &str = r#"
+import socket, sys, time
+paths = [l.strip() for l in sys.stdin if l.strip()]
+end = time.time() + float(sys.argv[1] if len(sys.argv) > 1 else 4)
+got = set()
+while time.time() < end:
+    for p in paths:
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(p)
+            got.add(p)
+        except OSError:
+            pass
+        finally:
+            s.close()
+for p in sorted(got):
+    print(p)
+"#;
+
+/// Point 3. A local user keeps trying to connect to the agents' sockets while
+/// agents are created, started and destroyed: not once may it get in (a
+/// connection made in a moment's window would stay that agent's for good).
+fn no_other_user_ever_reaches_an_agent_socket(runtime: &'static str) {
+    let (hive, _bin) = hive_running(runtime, "#!/bin/sh\nexec sleep 100000\n", None, vec![]);
+    let socks: Vec<PathBuf> = ["alice", "bob"]
+        .iter()
+        .map(|a| hive.run_dir().join("agents").join(a).join("agent.sock"))
+        .collect();
+    let list: String = socks.iter().map(|p| format!("{}\n", p.display())).collect();
+    let attacker = std::thread::spawn(move || as_nobody(CONNECT_LOOP, &list));
+    for round in 0..2 {
+        spawn_running(&hive, "alice");
+        spawn_running(&hive, "bob");
+        hive.ok(&["restart", "alice"]);
+        hive.ok(&["destroy", "alice"]);
+        hive.ok(&["destroy", "bob", "--purge"]);
+        eprintln!("{runtime}: round {round} of create, restart, destroy done");
+    }
+    spawn_running(&hive, "alice");
+    let got = attacker.join().unwrap();
+    assert!(
+        got.trim().is_empty(),
+        "{runtime}: another user connected to {got}"
+    );
+    // The live socket, as the daemon left it: the agent's alone.
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::metadata(hive.run_dir().join("agents/alice")).unwrap();
+    assert_eq!(
+        dir.mode() & 0o777,
+        0o700,
+        "{runtime}: the socket dir's mode"
+    );
+    assert_ne!(
+        dir.uid(),
+        0,
+        "{runtime}: the socket dir is the agent's uid's, not root's"
+    );
+}
+
+#[test]
+fn no_other_user_ever_reaches_an_agent_socket_process_runtime() {
+    if root() {
+        no_other_user_ever_reaches_an_agent_socket("process");
+    }
+}
+
+#[test]
+fn no_other_user_ever_reaches_an_agent_socket_nspawn_runtime() {
+    if nspawn_ready() {
+        no_other_user_ever_reaches_an_agent_socket("nspawn");
+    }
+}
+
+/// Tries every path on stdin: reads a file, lists a directory, connects to a
+/// socket; prints what worked.
+const TRY_EVERYTHING: &str = r#"
+import os, socket, stat, sys
+for p in (l.rstrip("\n") for l in sys.stdin):
+    try:
+        st = os.lstat(p)
+    except OSError:
+        continue
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            os.listdir(p)
+        elif stat.S_ISSOCK(st.st_mode):
+            s = socket.socket(socket.AF_UNIX); s.connect(p); s.close()
+        elif stat.S_ISREG(st.st_mode):
+            open(p, "rb").read(1)
+        else:
+            continue
+        print(p)
+    except OSError:
+        pass
+"#;
+
+/// Every path below `dir`, depth first (as root sees them).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_path_buf());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Point 5. After a busy run (agents, messages, config repos, a restart),
+/// another local user can read, list or connect to nothing the daemon wrote
+/// under its state and run dirs; the database's journal files are 0600.
+#[test]
+fn another_user_reads_nothing_the_daemon_wrote() {
+    if !root() {
+        return;
+    }
+    let runtime = if nspawn_ready() { "nspawn" } else { "process" };
+    let (mut hive, _bin) = hive_running(runtime, "#!/bin/sh\nexec sleep 100000\n", None, vec![]);
+    spawn_running(&hive, "alice");
+    spawn_running(&hive, "bob");
+    for i in 0..40 {
+        hive.ok(&[
+            "send",
+            if i % 2 == 0 { "alice" } else { "bob" },
+            &format!("secret body {i}"),
+        ]);
+    }
+    hive.ok(&["init-config", "carol"]);
+    hive.stop();
+    hive.serve();
+    hive.wait_for("alice to run again", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    hive.ok(&["send", "alice", "one more secret body"]);
+
+    use std::os::unix::fs::MetadataExt;
+    for f in ["hive.db", "hive.db-wal", "hive.db-shm"] {
+        let m = std::fs::metadata(hive.state_dir().join(f)).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600, "{f}");
+    }
+    let mut paths = Vec::new();
+    walk(&hive.state_dir(), &mut paths);
+    walk(&hive.run_dir(), &mut paths);
+    let list: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    let reached = as_nobody(TRY_EVERYTHING, &list);
+    assert!(
+        reached.trim().is_empty(),
+        "{runtime}: of {} paths another user reached:\n{reached}",
+        paths.len()
+    );
+}
+
+/// Point 14. Under a root daemon, a process-runtime agent is its own
+/// unprivileged uid: its harness tries to read the database, write where
+/// only root may, read another agent's state and connect to its socket.
+#[test]
+fn a_root_daemon_runs_each_process_agent_as_its_own_uid() {
+    if !root() {
+        return;
+    }
+    let target = tempfile::Builder::new()
+        .prefix("hive-boundary-root-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        target.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // The harness tries each attack and notes what it got, then sleeps.
+    let script = format!(
+        r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+try() {{ if sh -c "$2" >/dev/null 2>&1; then echo "$1 ok"; else echo "$1 denied"; fi; }}
+if [ "$HIVE_AGENT_NAME" = alice ]; then
+  {{
+    echo "uid $(id -u)"
+    grep '^NoNewPrivs:' /proc/self/status
+    try db 'cat "$HIVE_AGENT_STATE/../../../hive.db"'
+    try write 'touch {dir}/planted'
+    try bob-state 'cat "$HIVE_AGENT_STATE/../../bob/state/secret"'
+    try bob-sock '/usr/bin/python3 -c "import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])" "$(dirname "$HIVE_AGENT_SOCK")/../bob/agent.sock"'
+  }} > "$S/attack.tmp"
+  mv "$S/attack.tmp" "$S/attack"
+fi
+exec sleep 100000
+"#,
+        dir = target.path().display()
+    );
+    let (hive, _bin) = hive_running("process", &script, None, vec![]);
+    spawn_running(&hive, "bob");
+    std::fs::write(hive.state_dir().join("agents/bob/state/secret"), "bob's").unwrap();
+    spawn_running(&hive, "alice");
+    let report = hive.state_dir().join("agents/alice/state/attack");
+    hive.wait_for("alice's attack report", 20, |_| report.exists());
+    let report = std::fs::read_to_string(report).unwrap();
+    eprintln!("{report}");
+    let line = |key: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {report}"))
+            .trim()
+            .to_owned()
+    };
+    let uid: u32 = line("uid ").parse().unwrap();
+    assert!(uid >= 65536, "alice runs as uid {uid}");
+    assert_eq!(line("NoNewPrivs:"), "1");
+    for attack in ["db", "write", "bob-state", "bob-sock"] {
+        assert_eq!(line(&format!("{attack} ")), "denied", "{attack}");
+    }
+    assert!(!target.path().join("planted").exists());
+}
+
+/// The probe a container's harness runs: every connection an agent might try,
+/// as JSON in its state dir. `@...@` are filled in by the test.
+const PROBE: &str = r#"#!/bin/sh
+exec /usr/bin/python3 - <<'EOF'
+import json, os, socket
+def tcp(host, port, send=b"", timeout=2):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        if send:
+            s.sendall(send)
+        return "ok:" + s.recv(200).decode(errors="replace").split("\r\n")[0]
+    except OSError as e:
+        return "fail:" + type(e).__name__
+    finally:
+        s.close()
+def abstract(name):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect("\0" + name)
+        return "ok"
+    except OSError as e:
+        return "fail:" + type(e).__name__
+    finally:
+        s.close()
+get = lambda path: ("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode()
+r = {
+    "internet": tcp("203.0.113.7", @INTERNET@),
+    "model": tcp("127.0.0.1", @MODEL@, get("/v1/models")),
+    "sim_controls": tcp("127.0.0.1", @MODEL@, get("/_sim/requests")),
+    "secret": tcp("127.0.0.1", @SECRET@),
+    "secret_v6": tcp("::1", @SECRET@),
+    "secret_via_gateway": tcp("198.51.100.1", @SECRET@),
+    "secret_via_own_address": tcp("198.51.100.2", @SECRET@),
+    "abstract": abstract("@ABSTRACT@"),
+}
+state = os.environ["HIVE_AGENT_STATE"]
+with open(state + "/probe.tmp", "w") as f:
+    json.dump(r, f)
+os.rename(state + "/probe.tmp", state + "/probe.json")
+os.execv("/bin/sleep", ["sleep", "100000"])
+EOF
+"#;
+
+/// Point 7. The daemon runs in a network namespace the test made, which plays
+/// the host: a service on its loopback, an abstract socket, the model server
+/// on its loopback, and "the internet" at 203.0.113.7. From its container an
+/// agent reaches the internet and the model's API, and nothing else.
+#[test]
+fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
+    if !nspawn_ready() {
+        return;
+    }
+    let host = TestNetns::new();
+    host.run(&["ip", "link", "set", "lo", "up"]);
+    host.run(&[
+        "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
+    ]);
+    host.run(&["ip", "link", "set", "t0", "up"]);
+    host.run(&["ip", "link", "set", "t1", "up"]);
+    host.run(&["ip", "addr", "add", "198.51.100.2/24", "dev", "t0"]);
+    host.run(&["ip", "addr", "add", "203.0.113.7/32", "dev", "t1"]);
+    host.run(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.51.100.1",
+        "dev",
+        "t0",
+    ]);
+
+    let abstract_name = format!("hive-boundary-{}", std::process::id());
+    let (secret, internet, _abstract) = host.enter(|| {
+        let serve = |l: std::net::TcpListener, word: &'static str| {
+            std::thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    use std::io::Write;
+                    let _ = (&s).write_all(word.as_bytes());
+                }
+            });
+        };
+        let secret = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let internet = std::net::TcpListener::bind("203.0.113.7:0").unwrap();
+        let ports = (
+            secret.local_addr().unwrap().port(),
+            internet.local_addr().unwrap().port(),
+        );
+        serve(secret, "host secret\r\n");
+        serve(internet, "hello from the internet\r\n");
+        use std::os::linux::net::SocketAddrExt;
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap();
+        let abs = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        (ports.0, ports.1, abs)
+    });
+    let sim = ModelSim::start_in(None, Some(&host));
+    let model_port = sim.addr.rsplit(':').next().unwrap().to_owned();
+    let probe = PROBE
+        .replace("@INTERNET@", &internet.to_string())
+        .replace("@MODEL@", &model_port)
+        .replace("@SECRET@", &secret.to_string())
+        .replace("@ABSTRACT@", &abstract_name);
+    let (hive, _bin) = hive_running("nspawn", &probe, Some(host.clone()), sim.env());
+    let started = Instant::now();
+    spawn_running(&hive, "alice");
+    let report = hive.state_dir().join("agents/alice/state/probe.json");
+    hive.wait_for("alice's probe", 60, |_| report.exists());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    eprintln!("probe after {:?}: {r:#}", started.elapsed());
+    let got = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    assert_eq!(got("internet"), "ok:hello from the internet");
+    assert_eq!(got("model"), "ok:HTTP/1.1 200 OK");
+    assert_eq!(got("sim_controls"), "ok:HTTP/1.1 403 Forbidden");
+    for k in [
+        "secret",
+        "secret_v6",
+        "secret_via_gateway",
+        "secret_via_own_address",
+        "abstract",
+    ] {
+        assert!(got(k).starts_with("fail:"), "{k}: {}", got(k));
+    }
+    // The operator (holding the token) still reads the sim's log; nobody else does.
+    assert!(host.enter(|| sim.requests()).is_empty());
+}
