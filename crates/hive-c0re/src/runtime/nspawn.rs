@@ -4,7 +4,8 @@
 //! host's `/usr` bound read-only, the agent's state at `/state`, its socket
 //! directory at `/run/hive`, the harness at `/opt/hive/bin/<harness>` and the
 //! claude package at `/opt/claude`. uid 0 inside is `uid_base` on the host;
-//! the state dir and socket are chowned into that range before each start.
+//! the state dir is moved into that range before each start, and the socket
+//! directory is already the range's (`AgentSockets` made it so).
 //! Each container has a network namespace of its own (see `net`): the
 //! internet through pasta, a host-loopback model endpoint relayed in, and
 //! nothing else of the host's.
