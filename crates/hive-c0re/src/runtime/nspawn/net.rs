@@ -373,8 +373,9 @@ async fn start_pasta(
 ) -> Result<tokio::process::Child, RuntimeError> {
     let pasta =
         sys::find_tool("pasta").ok_or_else(|| RuntimeError::Unavailable(NO_PASTA.into()))?;
-    own_pid_file(pid_file, owner)?;
-    let (user_fd, net_fd) = (userns.as_raw_fd(), netns.as_raw_fd());
+    // pasta reopens it through /proc/self/fd: no directory on the way needs to let its uid pass.
+    let pid = own_pid_file(pid_file, owner)?;
+    let (user_fd, net_fd, pid_fd) = (userns.as_raw_fd(), netns.as_raw_fd(), pid.as_raw_fd());
     let mut cmd = std::process::Command::new(pasta);
     cmd.args([
         "-f",
@@ -407,7 +408,7 @@ async fn start_pasta(
     unsafe {
         cmd.pre_exec(move || {
             private_tun()?;
-            for fd in [user_fd, net_fd] {
+            for fd in [user_fd, net_fd, pid_fd] {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -421,7 +422,7 @@ async fn start_pasta(
         .map_err(io_err("could not start pasta"))?;
     let deadline = tokio::time::Instant::now() + PASTA_READY;
     loop {
-        if fs::metadata(pid_file).is_ok_and(|m| m.len() > 0) {
+        if pid.metadata().is_ok_and(|m| m.len() > 0) {
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -444,7 +445,7 @@ async fn start_pasta(
 }
 
 /// A fresh, empty pid file that `owner` (pasta) may write, in the daemon's own directory.
-fn own_pid_file(path: &Path, owner: u32) -> Result<(), RuntimeError> {
+fn own_pid_file(path: &Path, owner: u32) -> Result<fs::File, RuntimeError> {
     let what = || format!("could not prepare {}", path.display());
     sys::remove_file(path)?;
     let file = fs::OpenOptions::new()
@@ -459,7 +460,8 @@ fn own_pid_file(path: &Path, owner: u32) -> Result<(), RuntimeError> {
         Some(nix::unistd::Uid::from_raw(owner)),
         Some(nix::unistd::Gid::from_raw(owner)),
     )
-    .map_err(|e| io_err(what())(e.into()))
+    .map_err(|e| io_err(what())(e.into()))?;
+    Ok(file)
 }
 
 /// In pasta's forked child: a private mount namespace with a tun device node
