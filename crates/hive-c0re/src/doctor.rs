@@ -117,7 +117,7 @@ pub fn check(host: &Host, settings: &Resolved) -> Vec<Finding> {
     out
 }
 
-/// systemd-nspawn installed, and serve able to use it (root).
+/// systemd-nspawn and pasta installed, and serve able to use them (root).
 pub fn nspawn(host: &Host, runtime: Option<RuntimeKind>) -> Finding {
     if runtime == Some(RuntimeKind::Process) {
         return Ok(
@@ -137,6 +137,13 @@ pub fn nspawn(host: &Host, runtime: Option<RuntimeKind>) -> Finding {
              run serve (and doctor) as root, or set runtime = \"process\" to accept unisolated agents",
             host.euid
         ));
+    }
+    if find_tool_in(&host.tool_dirs, "pasta").is_none() {
+        return Err(
+            "pasta is not installed, so serve could not give containers their own network and \
+             would run agents unisolated: install the Debian package passt"
+                .into(),
+        );
     }
     let version = first_line_of(&bin, &["--version"], host.timeout).unwrap_or_default();
     Ok(format!("systemd-nspawn at {}: {version}", bin.display()))
@@ -531,6 +538,7 @@ mod tests {
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         write_exe(&bin.join("systemd-nspawn"), "echo 'systemd 999 (test)'");
+        write_exe(&bin.join("pasta"), "exit 0");
         write_exe(&bin.join("claude"), "echo '9.9.9 (Claude Code)'");
         std::fs::write(dir.path().join("subuid"), "alice:100000:65536\n").unwrap();
         std::fs::write(dir.path().join("subgid"), "alice:100000:65536\n").unwrap();
@@ -597,6 +605,10 @@ mod tests {
             problem(nspawn(&f.host, None)).contains("install the Debian package systemd-container")
         );
         assert!(nspawn(&f.host, Some(RuntimeKind::Process)).is_ok());
+        let mut f = fixture();
+        f.host.euid = 0;
+        std::fs::remove_file(f.dir.path().join("bin/pasta")).unwrap();
+        assert!(problem(nspawn(&f.host, None)).contains("Debian package passt"));
         let mut f = fixture();
         f.host.euid = 1000;
         assert!(

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use hive_sh4re::AgentName;
 
 pub use nspawn::NspawnRuntime;
-pub use process::sys::{find_tool_in, tool_dirs};
 pub use process::ProcessRuntime;
+pub use process::sys::{find_tool_in, tool_dirs};
 
 /// Which runtime a daemon uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

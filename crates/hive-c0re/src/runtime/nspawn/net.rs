@@ -486,6 +486,12 @@ fn private_tun() -> io::Result<()> {
             libc::MS_REC | libc::MS_SLAVE,
             std::ptr::null(),
         ))?;
+        // Where the tun module was never loaded, /dev/net may not exist yet.
+        if libc::mkdir(c"/dev/net".as_ptr(), 0o755) != 0
+            && *libc::__errno_location() != libc::EEXIST
+        {
+            return Err(io::Error::last_os_error());
+        }
         check(libc::mount(
             c"tmpfs".as_ptr(),
             c"/dev/net".as_ptr(),
