@@ -127,6 +127,17 @@ async fn handle(
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
+            // hive-side kinds (operator, container_crash, state) are hive-c0re's word, not an agent's.
+            if let Some(e) = items
+                .iter()
+                .find(|e| !hive_sh4re::agent::HARNESS_EVENT_KINDS.contains(&e.kind.as_str()))
+            {
+                return Err(Error::refused(format!(
+                    "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
+                    e.kind,
+                    hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
+                )));
+            }
             let items: Vec<(String, String)> = items
                 .into_iter()
                 .map(|e| (e.kind, e.payload.to_string()))
