@@ -318,11 +318,12 @@ impl Store {
         Ok(n)
     }
 
-    /// Forgets every message to or from a purged agent.
+    /// Forgets a purged agent's inbox and the messages it sent that were
+    /// delivered; what it sent that another mailbox has yet to receive stays.
     pub fn purge_messages(&self, mailbox: &str) -> Result<usize> {
         let mut g = self.lock();
         let n = g.conn.execute(
-            "DELETE FROM messages WHERE recipient = ?1 OR sender = ?1",
+            "DELETE FROM messages WHERE recipient = ?1 OR (sender = ?1 AND delivered_at IS NOT NULL)",
             params![mailbox],
         )?;
         g.depth.remove(mailbox);
