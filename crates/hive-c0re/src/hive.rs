@@ -83,6 +83,9 @@ pub const NAP_MIN_SECONDS: u64 = 1;
 /// Longest nap, in seconds (6 h).
 pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
 
+/// What status rows show as the model of an agent whose stored config cannot be read.
+pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
+
 /// Most messages one `recv` returns.
 pub const RECV_MAX: u32 = 1000;
 
@@ -143,16 +146,25 @@ impl Hive {
         })
     }
 
-    /// The agent's deployed config (the default if the stored text no longer parses).
-    pub fn config_of(row: &AgentRow) -> AgentConfig {
-        AgentConfig::from_toml(&row.config_toml).unwrap_or_default()
+    /// The agent's deployed config. A stored text that no longer parses is
+    /// refused, never replaced by a default: the default's empty
+    /// `allowed_recipients` would let the agent write to anyone.
+    pub fn config_of(row: &AgentRow) -> Result<AgentConfig> {
+        AgentConfig::from_toml(&row.config_toml).map_err(|e| {
+            Error::refused(format!(
+                "{0}'s deployed config cannot be read ({e}), so {0} may do nothing that needs it: \
+                 the operator deploys a valid agent.toml (hive-c0re request-apply-commit {0} SHA, then approve)",
+                row.name
+            ))
+        })
     }
 
     /// The model the agent's next turn uses: the operator's override, else its config's.
-    pub fn effective_model(row: &AgentRow) -> String {
-        row.model_override
-            .clone()
-            .unwrap_or_else(|| Self::config_of(row).model)
+    pub fn effective_model(row: &AgentRow) -> Result<String> {
+        match &row.model_override {
+            Some(m) => Ok(m.clone()),
+            None => Ok(Self::config_of(row)?.model),
+        }
     }
 
     // ---- messages -------------------------------------------------------
@@ -185,7 +197,7 @@ impl Hive {
             _ => {}
         }
         if let Mailbox::Agent(sender) = from {
-            let config = Self::config_of(&self.agent_row(sender)?);
+            let config = Self::config_of(&self.agent_row(sender)?)?;
             if !config.may_send_to(to) {
                 return Err(Error::refused(format!(
                     "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
@@ -263,7 +275,7 @@ impl Hive {
         let running = self.supervisor.is_running(&a.name);
         let active_model = match (a.state, &a.active_model) {
             (AgentState::Thinking, Some(m)) => m.clone(),
-            _ => Self::effective_model(a),
+            _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
         };
         let napping = a.nap_until.is_some_and(|t| t > now_ms());
         let state = if napping && a.state == AgentState::Idle {
@@ -560,7 +572,9 @@ impl Hive {
     pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
         let row = self.agent_row(name)?;
         Ok(ModelInfo {
-            configured: Self::config_of(&row).model,
+            configured: Self::config_of(&row)
+                .map(|c| c.model)
+                .unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
             override_model: row.model_override.clone(),
             active: self.status_row_of(&row).active_model,
             switched_at: row.model_switched_at.map(rfc3339),

@@ -51,8 +51,8 @@ impl Hive {
         Ok(EffectiveConfig {
             name: name.to_string(),
             is_manager: name.is_manager(),
-            model: Self::effective_model(&row),
-            config: Self::config_of(&row),
+            model: Self::effective_model(&row)?,
+            config: Self::config_of(&row)?,
             session_id: row.session_id.clone(),
         })
     }
@@ -71,9 +71,10 @@ impl Hive {
                 self.broker.publish(Change::Agent(name.to_string()));
             }
             if !row.paused && nap_left.is_none() && self.store.has_unclaimed(name.as_str())? {
+                // No turn without a readable config: its messages wait for one, unclaimed.
+                let config = self.effective_config(name)?;
                 let messages = self.store.claim(name.as_str(), TURN_BATCH)?;
                 if !messages.is_empty() {
-                    let config = self.effective_config(name)?;
                     return Ok(Some(Turn { messages, config }));
                 }
             }
