@@ -19,6 +19,12 @@ use crate::store::ScheduleRow;
 
 /// Shortest repeat interval.
 const MIN_INTERVAL_MS: i64 = 1000;
+/// Most schedules waiting for one agent.
+pub const MAX_PER_AGENT: u32 = 50;
+/// Most schedules one creator (the operator, the manager) keeps at once.
+pub const MAX_PER_CREATOR: u32 = 200;
+/// How long a one-shot whose inbox was full waits before it tries again.
+const FULL_RETRY_MS: i64 = 60_000;
 /// Wake-up key of the scheduler ('#' never starts a mailbox).
 const SCHEDULER_KEY: &str = "#scheduler";
 
@@ -106,8 +112,31 @@ fn duration_ms(s: &str) -> Option<i64> {
 
 impl Hive {
     /// Schedules `text` to reach `agent` from `system` at `when`; returns the schedule id.
+    ///
+    /// `by` is `operator` or the agent that asks (the manager); an agent may
+    /// schedule only for whom it may send to, and both the target and the
+    /// creator have a cap, since each firing lands in an inbox.
     pub fn schedule_add(&self, agent: &AgentName, when: &str, text: &str, by: &str) -> Result<i64> {
         self.agent_row(agent)?;
+        if let Ok(creator) = AgentName::parse(by) {
+            let config = Self::config_of(&self.agent_row(&creator)?)?;
+            if !config.may_send_to(&hive_sh4re::Mailbox::Agent(agent.clone())) {
+                return Err(Error::refused(format!(
+                    "{creator} may not schedule prompts for {agent}: its allowed_recipients are {:?}; ask the operator to change the config",
+                    config.allowed_recipients
+                )));
+            }
+        }
+        if self.store.schedule_count(agent.as_str())? >= MAX_PER_AGENT {
+            return Err(Error::refused(format!(
+                "{agent} has {MAX_PER_AGENT} schedules waiting, the limit: remove some (hive-c0re schedule rm ID) first"
+            )));
+        }
+        if self.store.schedule_count_by(by)? >= MAX_PER_CREATOR {
+            return Err(Error::refused(format!(
+                "{by} keeps {MAX_PER_CREATOR} schedules, the limit: remove some (hive-c0re schedule rm ID) first"
+            )));
+        }
         if text.trim().is_empty() {
             return Err(Error::refused(
                 "the scheduled text is empty: write what the agent should be told",
@@ -164,9 +193,19 @@ impl Hive {
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
                 .ok()
-                .and_then(|w| w.after(now));
-            self.store
-                .fire_schedule(s, if s.repeating { next } else { None })?;
+                .and_then(|w| w.after(now))
+                .filter(|_| s.repeating);
+            // A full inbox skips a repeat's slot; a one-shot waits for room.
+            let when_full = next.unwrap_or(now + FULL_RETRY_MS);
+            if self.store.fire_schedule(s, next, when_full)?.is_none() {
+                tracing::warn!(
+                    schedule = s.id,
+                    agent = %s.agent,
+                    "{}'s inbox is full: a scheduled prompt waits",
+                    s.agent
+                );
+                continue;
+            }
             self.broker.poke(&s.agent);
             self.broker.publish(Change::Agent(s.agent.clone()));
         }
