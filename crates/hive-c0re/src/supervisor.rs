@@ -226,13 +226,29 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last `n` lines of a log file (empty if unreadable).
+/// The last `n` lines of a log file (empty if unreadable): at most its last
+/// 64 KiB are read, and only from a regular file (the harness writes it, and a
+/// link or a FIFO there must not make hive-c0re read elsewhere or wait).
 pub fn log_tail(path: &std::path::Path, n: usize) -> String {
-    let Ok(text) = std::fs::read(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
         return String::new();
     };
-    let start = text.len().saturating_sub(64 * 1024);
-    let text = String::from_utf8_lossy(&text[start..]);
+    let Ok(meta) = f.metadata() else {
+        return String::new();
+    };
+    if !meta.is_file() {
+        return String::new();
+    }
+    let _ = f.seek(SeekFrom::Start(meta.len().saturating_sub(64 * 1024)));
+    let mut text = Vec::new();
+    let _ = f.take(64 * 1024).read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
