@@ -120,6 +120,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {
         hive.spawn(&AgentName::manager(), None, None)
+            .await
             .context("could not create the manager agent")?;
     }
     tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));

@@ -320,8 +320,11 @@ impl Hive {
 
     // ---- lifecycle ------------------------------------------------------
 
-    /// Creates an agent (state dir, config repo with a default config) and starts it.
-    pub fn spawn(
+    /// Creates an agent with a default config (its config repo too, if it has none) and starts it.
+    ///
+    /// A config repo that is there already is left alone and not deployed:
+    /// nobody reviewed it (request-spawn deploys a repo's config after review).
+    pub async fn spawn(
         self: &Arc<Self>,
         name: &AgentName,
         model: Option<&str>,
@@ -334,14 +337,16 @@ impl Hive {
         config
             .validate()
             .map_err(|e| Error::refused(e.to_string()))?;
-        self.create(name, &config, parent)
+        self.create(name, &config.to_toml(), None, parent).await
     }
 
-    /// Creates an agent from a validated config and starts it.
-    pub fn create(
+    /// Creates an agent that runs exactly `text` (an `agent.toml`, validated
+    /// here) and starts it; `sha` names the reviewed commit `text` came from.
+    pub async fn create(
         self: &Arc<Self>,
         name: &AgentName,
-        config: &AgentConfig,
+        text: &str,
+        sha: Option<&str>,
         parent: Option<&str>,
     ) -> Result<AgentRow> {
         if self.store.agent(name.as_str())?.is_some() {
@@ -349,12 +354,15 @@ impl Hive {
                 "agent {name} exists already: start it with hive-c0re start {name}, or destroy it first"
             )));
         }
-        let state = self.paths.agent_state(name);
-        std::fs::create_dir_all(&state)
-            .map_err(Error::io(format!("could not create {}", state.display())))?;
-        let repo = self.paths.config_repo(name);
-        let sha = self.init_repo(name, config)?;
-        let text = config_repo::config_at(&repo, &sha)?;
+        AgentConfig::from_toml(text).map_err(|e| Error::refused(format!("{name}: {e}")))?;
+        let (hive, n, t) = (self.clone(), name.clone(), text.to_owned());
+        let made = crate::blocking::run(&format!("creating {name}'s directories"), move || {
+            let state = hive.paths.agent_state(&n);
+            std::fs::create_dir_all(&state)
+                .map_err(Error::io(format!("could not create {}", state.display())))?;
+            hive.ensure_repo(&n, &t)
+        })
+        .await?;
         let harness = if name.is_manager() {
             Harness::M1nd
         } else {
@@ -363,8 +371,8 @@ impl Hive {
         let row = self.store.create_agent(&NewAgent {
             name: name.as_str(),
             harness: harness.as_str(),
-            config_toml: &text,
-            deployed_sha: Some(&sha),
+            config_toml: text,
+            deployed_sha: sha.or(made.as_deref()),
             parent,
             want_running: true,
         })?;
@@ -447,18 +455,24 @@ impl Hive {
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;
-            for dir in [self.paths.agent_dir(name), self.paths.config_repo(name)] {
-                let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                    continue;
-                };
-                // A link (the manager can plant one among the repos) goes, not what it points at.
-                let removed = if meta.is_dir() {
-                    std::fs::remove_dir_all(&dir)
-                } else {
-                    std::fs::remove_file(&dir)
-                };
-                removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
-            }
+            let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
+            crate::blocking::run(&format!("removing {name}'s files"), move || {
+                for dir in dirs {
+                    let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                        continue;
+                    };
+                    // A link (the manager can plant one among the repos) goes, not what it
+                    // points at; remove_dir_all does not follow links inside the tree.
+                    let removed = if meta.is_dir() {
+                        std::fs::remove_dir_all(&dir)
+                    } else {
+                        std::fs::remove_file(&dir)
+                    };
+                    removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         self.broker.publish(Change::AgentRemoved(name.to_string()));
         Ok(())

@@ -7,6 +7,7 @@
 pub mod agent_conn;
 pub mod agent_sock;
 pub mod approvals;
+pub mod blocking;
 pub mod broker;
 pub mod cli;
 pub mod clock;

@@ -15,7 +15,7 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
     let text = match req {
         AgentRequest::RequestInitConfig { name } => {
             let name = parse(&name)?;
-            hive.init_config(&name)?;
+            hive.init_config(&name).await?;
             format!(
                 "created the config repo of {name} at {}: edit agent.toml there, commit, then call request_spawn",
                 manager_view_of_repo(hive, &name)
@@ -23,8 +23,9 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
         }
         AgentRequest::RequestSpawn { name, description } => {
             let name = parse(&name)?;
-            let id =
-                hive.request_spawn(&name, Some(&AgentName::manager()), description.as_deref())?;
+            let id = hive
+                .request_spawn(&name, Some(&AgentName::manager()), description.as_deref())
+                .await?;
             format!(
                 "approval #{id} queued: the operator decides; the decision reaches your inbox from system"
             )
@@ -35,7 +36,9 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
             description,
         } => {
             let agent = parse(&agent)?;
-            let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
+            let id = hive
+                .request_apply_commit(&agent, &sha, description.as_deref())
+                .await?;
             format!(
                 "approval #{id} queued: the operator decides; the decision reaches your inbox from system"
             )

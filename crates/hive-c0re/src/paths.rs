@@ -85,6 +85,12 @@ impl Paths {
         self.configs_root().join(name.as_str())
     }
 
+    /// `<state>/tmp`: hive-c0re's private scratch space (0700), on the same file
+    /// system as the config repos so a repo built there can be renamed into place.
+    pub fn scratch(&self) -> PathBuf {
+        self.state.join("tmp")
+    }
+
     /// `<state>/agents/<name>/config`: where the repo used to be, now a symlink to it.
     pub fn config_repo_link(&self, name: &AgentName) -> PathBuf {
         self.agent_dir(name).join("config")

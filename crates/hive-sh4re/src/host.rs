@@ -67,6 +67,7 @@ requests! {
     "restart" => Restart,
     "urls" => Urls,
     "pending" => Pending,
+    "approval_diff" => ApprovalDiff,
     "approve" => Approve,
     "deny" => Deny,
     "send" => Send,
@@ -280,6 +281,9 @@ pub struct Response {
     pub schedules: Option<Vec<Schedule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<i64>,
+    /// `approval_diff`: what approving would change, as a unified diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
 }
 
 /// A prompt scheduled for an agent, delivered as a message from `system`.

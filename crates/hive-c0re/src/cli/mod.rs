@@ -204,8 +204,10 @@ pub enum Command {
         #[arg(long)]
         description: Option<String>,
     },
-    /// List approvals (all statuses).
+    /// List approvals (all statuses), or show one with `approvals show ID`.
     Approvals {
+        #[command(subcommand)]
+        show: Option<ApprovalsCommand>,
         #[arg(long)]
         json: bool,
     },
@@ -280,6 +282,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `hive-c0re approvals ...`
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Show one approval and what approving it changes: the diff of the
+    /// agent.toml it pins against the deployed one (what the dashboard shows).
+    Show { id: i64 },
 }
 
 /// `hive-c0re schedule ...`
@@ -521,7 +531,17 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             })?;
             out!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
-        Command::Approvals { json } => {
+        Command::Approvals {
+            show: Some(ApprovalsCommand::Show { id }),
+            ..
+        } => {
+            let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
+            let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
+            output::approvals(&items.into_iter().filter(|a| a.id == id).collect::<Vec<_>>());
+            println!();
+            print!("{diff}");
+        }
+        Command::Approvals { show: None, json } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             if json {
                 output::json_lines(&items)

@@ -74,7 +74,7 @@ impl Handle for verb::Restart {
 
 impl Handle for verb::Spawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.spawn(&self.name, self.model.as_deref(), None)?;
+        hive.spawn(&self.name, self.model.as_deref(), None).await?;
         Ok(Response::ok().into())
     }
 }

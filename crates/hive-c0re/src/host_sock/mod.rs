@@ -241,6 +241,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Recv(r) => r.handle(hive).await,
         Request::Events(r) => r.handle(hive).await,
         Request::Pending(r) => r.handle(hive).await,
+        Request::ApprovalDiff(r) => r.handle(hive).await,
         Request::Approve(r) => r.handle(hive).await,
         Request::Deny(r) => r.handle(hive).await,
         Request::InitConfig(r) => r.handle(hive).await,
