@@ -724,3 +724,20 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// One request on an agent's own socket, as that agent (its harness, or a
+/// hostile program in its container) would send it; the parsed answer.
+pub fn agent_call(hive: &TestHive, agent: &str, req: serde_json::Value) -> serde_json::Value {
+    let sock = hive.run_dir().join("agents").join(agent).join("agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{agent}'s agent.sock never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = Conn::open(&sock);
+    c.send(&req.to_string());
+    c.recv_json()
+}
