@@ -277,6 +277,44 @@ mod tests {
     }
 
     #[test]
+    fn each_target_and_each_creator_has_a_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let per_creator = (MAX_PER_CREATOR / MAX_PER_AGENT) as usize;
+        let names: Vec<AgentName> = (0..=per_creator)
+            .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
+            .collect();
+        for n in &names {
+            hive.store
+                .create_agent(&crate::store::NewAgent {
+                    name: n.as_str(),
+                    harness: "ag3nt",
+                    config_toml: "",
+                    deployed_sha: None,
+                    parent: None,
+                    want_running: false,
+                })
+                .unwrap();
+        }
+        for n in &names[..per_creator] {
+            for _ in 0..MAX_PER_AGENT {
+                hive.schedule_add(n, "1h", "x", "operator").unwrap();
+            }
+        }
+        let e = hive
+            .schedule_add(&names[0], "1h", "x", "operator")
+            .unwrap_err();
+        assert!(e.to_string().contains("a0 has 50 schedules waiting"), "{e}");
+        let e = hive
+            .schedule_add(&names[per_creator], "1h", "x", "operator")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("operator keeps 200 schedules"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_repeat_computes_from_now_so_missed_slots_are_not_replayed() {
         let w = When::parse("every:1s", 0).unwrap();
         assert_eq!(w.after(10_500), Some(11_500));
