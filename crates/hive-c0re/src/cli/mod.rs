@@ -538,8 +538,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
             output::approvals(&items.into_iter().filter(|a| a.id == id).collect::<Vec<_>>());
-            println!();
-            print!("{diff}");
+            out!("\n{}", diff.trim_end_matches('\n'));
         }
         Command::Approvals { show: None, json } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
