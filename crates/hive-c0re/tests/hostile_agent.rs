@@ -171,7 +171,7 @@ fn a_message_body_cannot_pose_as_another_message_in_recv() {
 fn an_agent_cannot_report_the_hives_own_events() {
     let hive = TestHive::start();
     hive.ok(&["spawn", "alice"]);
-    for kind in ["container_crash", "operator", "state"] {
+    for kind in ["container_crash", "operator", "state", "turn_end"] {
         let r = agent_call(
             &hive,
             "alice",
