@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { OUT, agentSocket, cspViolations, launchBrowser, makeHive, requireBuilt, sleep, turnEvents, until } from './hive.mjs';
+import { OUT, agentSocket, cspViolations, launchBrowser, makeHive, playTurn, requireBuilt, sleep, until } from './hive.mjs';
 
 let hive;
 let browser;
@@ -132,8 +132,8 @@ test('an operator question counts down and takes an answer', async () => {
 
 test('the agent page shows history, new events live, and sticky scrolling', async () => {
   const sock = await agentSocket(hive, 'alice');
-  // 40 turns (240 events): more than one history page, taller than the terminal.
-  for (let n = 0; n < 40; n++) await sock.call({ op: 'events', items: turnEvents(n) });
+  // 40 turns (over 240 events): more than one history page, taller than the terminal.
+  for (let n = 0; n < 40; n++) await playTurn(hive, sock, 'alice', n);
   await page.goto(`${hive.url}/agents/alice`);
   await page.locator('#rows .row', { hasText: 'turn 39: looking at it' }).waitFor();
   const term = page.locator('#term');
