@@ -32,7 +32,9 @@ fn main() {
         },
     );
     let _guard = rt.enter();
+    let mut used = Vec::new();
     for n in &names {
+        used.push(hive.runtime.uid_ranges().allocate(&used).unwrap());
         let new = NewAgent {
             name: n.as_str(),
             harness: "ag3nt",
@@ -40,6 +42,7 @@ fn main() {
             deployed_sha: None,
             parent: None,
             want_running: false,
+            uid_base: used[used.len() - 1],
         };
         hive.store.create_agent(&new).unwrap();
         hive.open_socket(n).unwrap();

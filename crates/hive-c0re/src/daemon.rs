@@ -13,7 +13,7 @@ use hive_sh4re::AgentName;
 use crate::agent_sock::AgentSockets;
 use crate::hive::{Hive, Settings};
 use crate::paths::Paths;
-use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind};
+use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind, UidRanges};
 use crate::sd_notify::Notifier;
 use crate::store::{Limits, Store};
 
@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// How often old history is vacuumed.
     pub vacuum_every: Duration,
+    /// First host uid of the agents' ranges (see `runtime::uid_ranges`).
+    pub uid_base: u32,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
 }
@@ -90,7 +92,16 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         );
     }
 
-    let runtime = pick_runtime(opts.runtime, &paths)?;
+    let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
+    // Every stored agent's range is this hive's before anything of it is touched;
+    // one another hive has meanwhile taken stays with it (its agent will not start).
+    for row in store.agents()? {
+        if runtime.agent_uid(row.uid_base).is_some()
+            && let Err(e) = runtime.uid_ranges().hold(row.uid_base)
+        {
+            tracing::error!(agent = %row.name, "{e}");
+        }
+    }
     let mut settings = settings()?;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
@@ -194,15 +205,20 @@ fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
 }
 
 /// The runtime asked for; without a choice, nspawn where this host can run it, else process.
-fn pick_runtime(kind: Option<RuntimeKind>, paths: &Paths) -> Result<Arc<dyn Runtime>> {
+fn pick_runtime(
+    kind: Option<RuntimeKind>,
+    paths: &Paths,
+    uid_base: u32,
+) -> Result<Arc<dyn Runtime>> {
+    let uids = || UidRanges::for_host(&paths.state, uid_base);
     Ok(match kind {
-        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new(paths.clone())?),
-        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new(paths.clone())),
-        None => match NspawnRuntime::new(paths.clone()) {
+        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new(paths.clone(), uids()?)?),
+        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new(paths.clone(), uids()?)),
+        None => match NspawnRuntime::new(paths.clone(), uids()?) {
             Ok(n) => Arc::new(n),
             Err(e) => {
                 tracing::info!("using the process runtime (agents are not isolated): {e}");
-                Arc::new(ProcessRuntime::new(paths.clone()))
+                Arc::new(ProcessRuntime::new(paths.clone(), uids()?))
             }
         },
     })

@@ -125,7 +125,13 @@ impl Hive {
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
         };
-        let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone()));
+        let uids = crate::runtime::UidRanges::new(
+            None,
+            &paths.state,
+            crate::runtime::uid_ranges::DEFAULT_UID_BASE,
+        )
+        .expect("the default uid base is valid");
+        let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone(), uids));
         let (sockets, _incoming) = AgentSockets::new(paths.clone());
         Self::new(
             Store::in_memory().expect("an in-memory store opens"),
@@ -368,14 +374,21 @@ impl Hive {
         } else {
             Harness::Ag3nt
         };
-        let row = self.store.create_agent(&NewAgent {
-            name: name.as_str(),
-            harness: harness.as_str(),
-            config_toml: text,
-            deployed_sha: sha.or(made.as_deref()),
-            parent,
-            want_running: true,
-        })?;
+        let uids = self.runtime.uid_ranges();
+        let used: Vec<u32> = self.store.agents()?.iter().map(|a| a.uid_base).collect();
+        let uid_base = uids.allocate(&used)?;
+        let row = self
+            .store
+            .create_agent(&NewAgent {
+                name: name.as_str(),
+                harness: harness.as_str(),
+                config_toml: text,
+                deployed_sha: sha.or(made.as_deref()),
+                parent,
+                want_running: true,
+                uid_base,
+            })
+            .inspect_err(|_| uids.release(uid_base))?;
         self.broker.publish(Change::Agent(name.to_string()));
         self.run(name)?;
         Ok(row)
@@ -402,8 +415,15 @@ impl Hive {
     /// Opens the agent's socket unless it is open, reachable by the agent's uid alone.
     pub fn open_socket(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
-        self.sockets
-            .listen(name, self.runtime.agent_uid(row.uid_base))
+        let owner = self.runtime.agent_uid(row.uid_base);
+        if owner.is_some() {
+            // The socket directory goes to the agent's uid: only a range this hive holds.
+            self.runtime
+                .uid_ranges()
+                .hold(row.uid_base)
+                .map_err(|e| Error::refused(format!("{name} cannot run: {e}")))?;
+        }
+        self.sockets.listen(name, owner)
     }
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.

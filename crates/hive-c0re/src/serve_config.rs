@@ -27,6 +27,7 @@ use crate::daemon::ServeOptions;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::runtime::RuntimeKind;
+use crate::runtime::uid_ranges::DEFAULT_UID_BASE;
 use crate::store::Limits;
 
 /// The config file read when `--config` is not given, if it exists.
@@ -94,6 +95,26 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub vacuum_secs: u64,
+    /// First host uid of this hive's agents' ranges (65536 uids each, from here up).
+    /// Hives on one host never share a range whatever this is; giving each its own
+    /// keeps them apart across reboots too.
+    #[arg(
+        long,
+        env = "HIVE_UID_BASE",
+        default_value_t = DEFAULT_UID_BASE,
+        value_name = "UID",
+        value_parser = parse_uid_base
+    )]
+    pub uid_base: u32,
+}
+
+/// A uid base: a whole, non-zero number of 65536-uid ranges.
+fn parse_uid_base(text: &str) -> std::result::Result<u32, String> {
+    let base: u32 = text
+        .parse()
+        .map_err(|_| format!("{text} is not a uid (a whole number below 2^32)"))?;
+    crate::runtime::uid_ranges::check(base)?;
+    Ok(base)
 }
 
 /// Where the settings come from: `--config`, flattened into `serve` and `doctor`.
@@ -399,6 +420,7 @@ impl Resolved {
                 max_age_ms: (a.history_days as i64) * 24 * 3600 * 1000,
             },
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
+            uid_base: a.uid_base,
             notify: Default::default(),
         }
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use hive_c0re::agent_sock::AgentSockets;
 use hive_c0re::paths::Paths;
-use hive_c0re::runtime::{LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError};
+use hive_c0re::runtime::{
+    LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError, UidRanges,
+};
 use hive_sh4re::AgentName;
 
 /// The test harness. `@HOST_SOCK@` and `@BOB_SECRET@` are host paths it must not see
@@ -128,6 +130,11 @@ impl Hive {
         (spec, sockets)
     }
 
+    /// This hive's uid ranges, from a base of the tests' own (real hives start far below).
+    fn uids(&self) -> UidRanges {
+        UidRanges::for_host(&self.paths.state, TEST_UID_BASE).expect("uid base")
+    }
+
     /// Where the runtime records what it launched for `spec`.
     fn pid_file(&self, spec: &LaunchSpec) -> PathBuf {
         self.paths.agent_pid_file(&spec.name)
@@ -210,8 +217,8 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 /// The nspawn runtime, or `None` (with the reason printed) where it cannot run.
-fn nspawn(paths: &Paths) -> Option<NspawnRuntime> {
-    match NspawnRuntime::new(paths.clone()) {
+fn nspawn(hive: &Hive) -> Option<NspawnRuntime> {
+    match NspawnRuntime::new(hive.paths.clone(), hive.uids()) {
         Ok(rt) => Some(rt),
         Err(RuntimeError::Unavailable(why)) => {
             eprintln!("skipped: {why}");
@@ -221,8 +228,13 @@ fn nspawn(paths: &Paths) -> Option<NspawnRuntime> {
     }
 }
 
-fn base(slot: u32) -> u32 {
-    65536 * (0x5000 + slot)
+/// Where the tests' uid ranges start.
+const TEST_UID_BASE: u32 = 65536 * 0x5000;
+
+/// A free uid range for an agent of `rt`, held by it: tests running at
+/// once (here and in other checkouts) never share one.
+fn base(rt: &dyn Runtime) -> u32 {
+    rt.uid_ranges().allocate(&[]).expect("a free uid range")
 }
 
 /// The harness connected to its agent.sock (checked only where python3 exists).
@@ -241,8 +253,8 @@ fn env_has(env: &str, line: &str) -> bool {
 #[tokio::test]
 async fn process_runtime_runs_the_harness_with_the_hive_env() {
     let hive = Hive::new("proc-env");
-    let rt = ProcessRuntime::new(hive.paths.clone());
-    let (spec, _sock) = hive.spec("alice", base(20), "");
+    let rt = ProcessRuntime::new(hive.paths.clone(), hive.uids());
+    let (spec, _sock) = hive.spec("alice", base(&rt), "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(
         wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await,
@@ -277,8 +289,8 @@ async fn process_runtime_runs_the_harness_with_the_hive_env() {
 #[tokio::test]
 async fn process_runtime_gives_the_manager_the_config_repos() {
     let hive = Hive::new("proc-mgr");
-    let rt = ProcessRuntime::new(hive.paths.clone());
-    let (spec, _sock) = hive.spec("manager", base(21), "");
+    let rt = ProcessRuntime::new(hive.paths.clone(), hive.uids());
+    let (spec, _sock) = hive.spec("manager", base(&rt), "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(launched.child.wait().await.expect("wait").success());
     let env = hive.read(&spec, "env");
@@ -292,11 +304,9 @@ async fn process_runtime_gives_the_manager_the_config_repos() {
 #[tokio::test]
 async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
     let hive = Hive::new("proc-reap");
-    let (spec, _sock) = hive.spec("alice", base(22), "linger");
-    let launched = ProcessRuntime::new(hive.paths.clone())
-        .launch(&spec)
-        .await
-        .expect("launch");
+    let rt = ProcessRuntime::new(hive.paths.clone(), hive.uids());
+    let (spec, _sock) = hive.spec("alice", base(&rt), "linger");
+    let launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
     let harness = launched.child.id().expect("pid");
     let grandchild: u32 = hive
@@ -304,9 +314,10 @@ async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
         .parse()
         .expect("grandchild pid");
     assert!(hive.pid_file(&spec).exists());
-    drop(launched); // as if the daemon lost track of it
+    // As if the daemon died: its runtime and what it launched are lost.
+    drop((launched, rt));
     // A new daemon's runtime finds the pid file.
-    ProcessRuntime::new(hive.paths.clone())
+    ProcessRuntime::new(hive.paths.clone(), hive.uids())
         .reap_orphans(&spec.name)
         .await
         .expect("reap");
@@ -318,10 +329,10 @@ async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
 #[tokio::test]
 async fn nspawn_isolates_the_agent() {
     let hive = Hive::new("ns-iso");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(1);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let cmdline = fs::read(format!(
@@ -390,10 +401,10 @@ async fn nspawn_isolates_the_agent() {
 #[tokio::test]
 async fn nspawn_manager_edits_config_repos_but_sees_no_state() {
     let hive = Hive::new("ns-mgr");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(2);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("manager", base, "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let status = launched.child.wait().await.expect("wait");
@@ -418,10 +429,10 @@ async fn nspawn_manager_edits_config_repos_but_sees_no_state() {
 #[tokio::test]
 async fn nspawn_sigterm_stops_the_harness_gracefully() {
     let hive = Hive::new("ns-term");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(3);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -448,10 +459,10 @@ async fn nspawn_sigterm_stops_the_harness_gracefully() {
 #[tokio::test]
 async fn nspawn_sigkill_takes_the_whole_container() {
     let hive = Hive::new("ns-kill");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(4);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "stubborn");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -481,22 +492,20 @@ async fn nspawn_sigkill_takes_the_whole_container() {
 #[tokio::test]
 async fn nspawn_reap_clears_what_a_lost_daemon_left() {
     let hive = Hive::new("ns-reap");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(5);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
-    drop(launched);
+    // As if the daemon died: its runtime (and its hold on the range) and what it launched are lost.
+    drop((launched, rt));
     let pid_file = hive.paths.agent_sock_dir(&spec.name).with_extension("pid");
     assert!(pid_file.exists());
     assert!(!in_range(base).is_empty());
-    nspawn(&hive.paths)
-        .expect("runtime")
-        .reap_orphans(&spec.name)
-        .await
-        .expect("reap");
+    let rt = nspawn(&hive).expect("runtime");
+    rt.reap_orphans(&spec.name).await.expect("reap");
     assert!(in_range(base).is_empty(), "reap left container processes");
     assert!(!pid_file.exists());
     rt.forget(&spec).await.expect("forget");
@@ -505,10 +514,10 @@ async fn nspawn_reap_clears_what_a_lost_daemon_left() {
 #[tokio::test]
 async fn nspawn_relaunch_replaces_a_running_container() {
     let hive = Hive::new("ns-again");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(6);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let mut first = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -531,10 +540,10 @@ async fn nspawn_relaunch_replaces_a_running_container() {
 #[tokio::test]
 async fn nspawn_refuses_a_missing_agent_socket() {
     let hive = Hive::new("ns-nosock");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let (spec, sock) = hive.spec("alice", base(7), "");
+    let (spec, sock) = hive.spec("alice", base(&rt), "");
     drop(sock);
     fs::remove_file(spec.sock_dir.join("agent.sock")).expect("rm sock");
     let err = rt.launch(&spec).await.expect_err("no socket");
@@ -549,8 +558,8 @@ async fn nspawn_refuses_a_missing_agent_socket() {
 #[tokio::test]
 async fn harnesses_die_with_the_daemon() {
     let hive = Hive::new("die");
-    let nspawn_ok = nspawn(&hive.paths).is_some();
-    for (runtime, slot) in [("process", 8), ("nspawn", 9)] {
+    let nspawn_ok = nspawn(&hive).is_some();
+    for runtime in ["process", "nspawn"] {
         if runtime == "nspawn" && !nspawn_ok {
             continue;
         }
@@ -559,7 +568,12 @@ async fn harnesses_die_with_the_daemon() {
         } else {
             "carol"
         };
-        let (spec, _sock) = hive.spec(agent, base(slot), "linger");
+        // Picked here, held by the stand-in daemon.
+        let uids = hive.uids();
+        let base = uids.allocate(&[]).expect("a free uid range");
+        uids.release(base);
+        drop(uids);
+        let (spec, _sock) = hive.spec(agent, base, "linger");
         let mut daemon = tokio::process::Command::new(std::env::current_exe().expect("exe"))
             .args([
                 "--exact",
@@ -570,7 +584,7 @@ async fn harnesses_die_with_the_daemon() {
             ])
             .env(
                 "HIVE_RT_DAEMON",
-                format!("{runtime}:{}:{agent}:{}", hive.dir.display(), base(slot)),
+                format!("{runtime}:{}:{agent}:{base}", hive.dir.display()),
             )
             .kill_on_drop(true)
             .spawn()
@@ -594,7 +608,7 @@ async fn harnesses_die_with_the_daemon() {
         daemon.wait().await.expect("reaped");
         if runtime == "nspawn" {
             assert!(
-                wait_range_empty(base(slot), Duration::from_secs(5)).await,
+                wait_range_empty(base, Duration::from_secs(5)).await,
                 "container outlived the daemon"
             );
             // Each thread of the dying daemon re-sends the parent-death SIGTERM as nspawn
@@ -613,7 +627,7 @@ async fn harnesses_die_with_the_daemon() {
             }
             assert!(!alive(pid), "harness outlived the daemon");
             // Its own children are the next daemon's reap.
-            ProcessRuntime::new(hive.paths.clone())
+            ProcessRuntime::new(hive.paths.clone(), hive.uids())
                 .reap_orphans(&spec.name)
                 .await
                 .expect("reap");
@@ -656,10 +670,11 @@ async fn daemon_stand_in() {
         log: paths.harness_log(&name),
         name,
     };
+    let uids = UidRanges::for_host(&paths.state, TEST_UID_BASE).expect("uid base");
     let rt: Box<dyn Runtime> = if runtime == "nspawn" {
-        Box::new(NspawnRuntime::new(paths).expect("nspawn"))
+        Box::new(NspawnRuntime::new(paths, uids).expect("nspawn"))
     } else {
-        Box::new(ProcessRuntime::new(paths))
+        Box::new(ProcessRuntime::new(paths, uids))
     };
     let _launched = rt.launch(&spec).await.expect("launch");
     // Launch from a blocking-pool thread would be the classic pdeathsig trap; the
@@ -672,10 +687,10 @@ async fn daemon_stand_in() {
 #[ignore = "benchmark: cargo test --test runtime startup -- --ignored --nocapture"]
 async fn startup_time() {
     let hive = Hive::new("bench");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let (mut spec, _sock) = hive.spec("alice", base(10), "");
+    let (mut spec, _sock) = hive.spec("alice", base(&rt), "");
     spec.claude_bin = None;
     let mut times = Vec::new();
     for _ in 0..20 {

@@ -54,6 +54,13 @@ fn loopback() -> Fixture {
 /// An agent row, without starting it (the supervisor is not under test).
 fn add_agent(hive: &Hive, name: &str) {
     let toml = AgentConfig::default().to_toml();
+    let used: Vec<u32> = hive
+        .store
+        .agents()
+        .unwrap()
+        .iter()
+        .map(|a| a.uid_base)
+        .collect();
     hive.store
         .create_agent(&NewAgent {
             name,
@@ -62,6 +69,7 @@ fn add_agent(hive: &Hive, name: &str) {
             deployed_sha: None,
             parent: None,
             want_running: false,
+            uid_base: hive.runtime.uid_ranges().allocate(&used).unwrap(),
         })
         .unwrap();
 }

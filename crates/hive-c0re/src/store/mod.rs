@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-pub use agents::{AgentRow, NewAgent, UID_BASE_FIRST, UID_RANGE};
+pub use agents::{AgentRow, NewAgent};
 pub use approvals::{ApprovalRow, NewApproval};
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
