@@ -47,9 +47,7 @@ fn hive_running(
         .unwrap();
     common::searchable(bin.path());
     for harness in ["hive-ag3nt", "hive-m1nd"] {
-        let p = bin.path().join(harness);
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        common::write_exe(&bin.path().join(harness), script);
     }
     let mut opts = Opts {
         runtime,

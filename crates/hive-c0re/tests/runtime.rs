@@ -2,8 +2,10 @@
 //!
 //! The nspawn tests need root and systemd-nspawn; without them they print why and pass.
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, symlink};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,10 +63,7 @@ impl Hive {
     fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("hive-rt-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let paths = Paths {
-            state: dir.join("state"),
-            run: dir.join("run"),
-        };
+        let paths = paths_at(&dir);
         fs::create_dir_all(&paths.run).expect("run dir");
         let host_sock = UnixListener::bind(paths.host_sock()).expect("host.sock");
         let bob = AgentName::parse("bob").expect("name");
@@ -103,36 +102,13 @@ impl Hive {
     /// it (the sockets must stay alive), for the agent's uid under a root daemon.
     fn spec(&self, name: &str, uid_base: u32, mode: &str) -> (LaunchSpec, AgentSockets) {
         let name = AgentName::parse(name).expect("name");
-        let sock_dir = self.paths.agent_sock_dir(&name);
-        let (sockets, incoming) = AgentSockets::new(self.paths.clone());
-        let owner = nix::unistd::geteuid().is_root().then_some(uid_base);
-        sockets.listen(&name, owner).expect("agent.sock");
-        // Accepted connections are dropped: the harness only connects.
-        tokio::spawn(async move {
-            let mut incoming = incoming;
-            while incoming.recv().await.is_some() {}
-        });
-        let spec = LaunchSpec {
-            harness_bin: self.harness.clone(),
-            claude_bin: Some(self.claude.clone()),
-            state_dir: self.paths.agent_state(&name),
-            sock_dir,
-            config_repos: name.is_manager().then(|| self.paths.configs_root()),
-            rootfs: self.paths.rootfs(&name),
-            env: vec![
-                ("ANTHROPIC_API_KEY".into(), "sk-test-secret-value".into()),
-                ("HIVE_TEST_MODE".into(), mode.into()),
-            ],
-            uid_base,
-            log: self.paths.harness_log(&name),
-            name,
-        };
-        (spec, sockets)
+        let sockets = listen(&self.paths, &name, uid_base);
+        (spec_at(&self.dir, name, uid_base, mode), sockets)
     }
 
-    /// This hive's uid ranges, from a base of the tests' own (real hives start far below).
+    /// This hive's uid ranges.
     fn uids(&self) -> UidRanges {
-        UidRanges::for_host(&self.paths.state, TEST_UID_BASE).expect("uid base")
+        uids_at(&self.dir)
     }
 
     /// Where the runtime records what it launched for `spec`.
@@ -148,6 +124,53 @@ impl Hive {
     }
 }
 
+/// The paths of the test hive in `dir`.
+fn paths_at(dir: &Path) -> Paths {
+    Paths {
+        state: dir.join("state"),
+        run: dir.join("run"),
+    }
+}
+
+/// The launch spec of `name` in the test hive in `dir` (its socket not bound).
+fn spec_at(dir: &Path, name: AgentName, uid_base: u32, mode: &str) -> LaunchSpec {
+    let paths = paths_at(dir);
+    LaunchSpec {
+        harness_bin: dir.join("bin/hive-ag3nt"),
+        claude_bin: Some(dir.join("npm/node_modules/.bin/claude")),
+        state_dir: paths.agent_state(&name),
+        sock_dir: paths.agent_sock_dir(&name),
+        config_repos: name.is_manager().then(|| paths.configs_root()),
+        rootfs: paths.rootfs(&name),
+        env: vec![
+            ("ANTHROPIC_API_KEY".into(), "sk-test-secret-value".into()),
+            ("HIVE_TEST_MODE".into(), mode.into()),
+        ],
+        uid_base,
+        log: paths.harness_log(&name),
+        name,
+    }
+}
+
+/// Binds `name`'s agent.sock as the daemon binds it (keep the sockets alive),
+/// for the agent's uid under a root daemon; accepted connections are dropped.
+fn listen(paths: &Paths, name: &AgentName, uid_base: u32) -> AgentSockets {
+    let (sockets, incoming) = AgentSockets::new(paths.clone());
+    let owner = nix::unistd::geteuid().is_root().then_some(uid_base);
+    sockets.listen(name, owner).expect("agent.sock");
+    tokio::spawn(async move {
+        let mut incoming = incoming;
+        while incoming.recv().await.is_some() {}
+    });
+    sockets
+}
+
+/// The uid ranges of the test hive in `dir`, from a base of the tests' own
+/// (real hives start far below).
+fn uids_at(dir: &Path) -> UidRanges {
+    UidRanges::for_host(&paths_at(dir).state, TEST_UID_BASE).expect("uid base")
+}
+
 impl Drop for Hive {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
@@ -156,8 +179,7 @@ impl Drop for Hive {
 
 fn write_exe(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    fs::write(path, text).expect("write");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    common::write_exe(path, text);
 }
 
 async fn wait_for(path: &Path, limit: Duration) -> bool {
@@ -568,12 +590,6 @@ async fn harnesses_die_with_the_daemon() {
         } else {
             "carol"
         };
-        // Picked here, held by the stand-in daemon.
-        let uids = hive.uids();
-        let base = uids.allocate(&[]).expect("a free uid range");
-        uids.release(base);
-        drop(uids);
-        let (spec, _sock) = hive.spec(agent, base, "linger");
         let mut daemon = tokio::process::Command::new(std::env::current_exe().expect("exe"))
             .args([
                 "--exact",
@@ -584,11 +600,27 @@ async fn harnesses_die_with_the_daemon() {
             ])
             .env(
                 "HIVE_RT_DAEMON",
-                format!("{runtime}:{}:{agent}:{base}", hive.dir.display()),
+                format!("{runtime}:{}:{agent}", hive.dir.display()),
             )
             .kill_on_drop(true)
             .spawn()
             .expect("stand-in daemon");
+        // The stand-in, as a daemon does, picks and holds the agent's range and binds its socket.
+        let base_file = hive.dir.join(format!("{agent}.base"));
+        assert!(
+            wait_for(&base_file, Duration::from_secs(20)).await,
+            "{runtime}: the stand-in picked no uid range"
+        );
+        let base: u32 = fs::read_to_string(&base_file)
+            .expect("base")
+            .parse()
+            .expect("a uid");
+        let spec = spec_at(
+            &hive.dir,
+            AgentName::parse(agent).expect("name"),
+            base,
+            "linger",
+        );
         assert!(
             wait_for(&spec.state_dir.join("ready"), Duration::from_secs(20)).await,
             "{runtime}: never ready"
@@ -646,36 +678,28 @@ async fn daemon_stand_in() {
     let Ok(job) = std::env::var("HIVE_RT_DAEMON") else {
         return;
     };
-    let mut parts = job.splitn(4, ':');
-    let (Some(runtime), Some(dir), Some(agent), Some(base)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut parts = job.splitn(3, ':');
+    let (Some(runtime), Some(dir), Some(agent)) = (parts.next(), parts.next(), parts.next()) else {
         return;
     };
     let dir = PathBuf::from(dir);
-    let paths = Paths {
-        state: dir.join("state"),
-        run: dir.join("run"),
+    let paths = paths_at(&dir);
+    let uids = uids_at(&dir);
+    let base = uids.allocate(&[]).expect("a free uid range");
+    let rt: Box<dyn Runtime> = if runtime == "nspawn" {
+        Box::new(NspawnRuntime::new(paths.clone(), uids).expect("nspawn"))
+    } else {
+        Box::new(ProcessRuntime::new(paths.clone(), uids))
     };
     let name = AgentName::parse(agent).expect("name");
+    let _sock = listen(&paths, &name, base);
     let spec = LaunchSpec {
-        harness_bin: dir.join("bin/hive-ag3nt"),
         claude_bin: None,
-        state_dir: paths.agent_state(&name),
-        sock_dir: paths.agent_sock_dir(&name),
-        config_repos: None,
-        rootfs: paths.rootfs(&name),
-        env: vec![("HIVE_TEST_MODE".into(), "linger".into())],
-        uid_base: base.parse().expect("base"),
-        log: paths.harness_log(&name),
-        name,
+        ..spec_at(&dir, name, base, "linger")
     };
-    let uids = UidRanges::for_host(&paths.state, TEST_UID_BASE).expect("uid base");
-    let rt: Box<dyn Runtime> = if runtime == "nspawn" {
-        Box::new(NspawnRuntime::new(paths, uids).expect("nspawn"))
-    } else {
-        Box::new(ProcessRuntime::new(paths, uids))
-    };
+    let base_file = dir.join(format!("{agent}.base"));
+    fs::write(base_file.with_extension("tmp"), base.to_string()).expect("write base");
+    fs::rename(base_file.with_extension("tmp"), &base_file).expect("rename base");
     let _launched = rt.launch(&spec).await.expect("launch");
     // Launch from a blocking-pool thread would be the classic pdeathsig trap; the
     // spawner thread makes it irrelevant. Now wait to be killed.

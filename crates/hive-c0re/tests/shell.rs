@@ -35,9 +35,7 @@ fn stand_in_hive(runtime: &'static str, manager: bool) -> (TestHive, tempfile::T
         .unwrap();
     common::searchable(bin.path());
     for harness in ["hive-ag3nt", "hive-m1nd"] {
-        let p = bin.path().join(harness);
-        std::fs::write(&p, "#!/bin/sh\nexec sleep 100000\n").unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        common::write_exe(&bin.path().join(harness), "#!/bin/sh\nexec sleep 100000\n");
     }
     let mut opts = Opts {
         runtime,

@@ -610,6 +610,37 @@ impl TestHive {
     }
 }
 
+/// Makes `dest` an executable copy of `from`; see [`write_exe`] for why a child process writes it.
+pub fn copy_exe(from: &Path, dest: &Path) {
+    let st = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(from)
+        .arg(dest)
+        .status()
+        .expect("install runs");
+    assert!(
+        st.success(),
+        "install {} {}: {st}",
+        from.display(),
+        dest.display()
+    );
+}
+
+/// Makes `dest` an executable holding `text`, written by a child process.
+///
+/// Were this process to write it, its open write fd would be copied into any
+/// child another test thread forks meanwhile (close-on-exec closes it only at
+/// that child's exec, which can come late under load); running `dest` while a
+/// writer is open anywhere fails with ETXTBSY ("Text file busy"). A child
+/// process (`install`) writes it instead, and this process never holds a
+/// writable fd of an executable.
+pub fn write_exe(dest: &Path, text: &str) {
+    let source = dest.with_extension("source");
+    std::fs::write(&source, text).unwrap();
+    copy_exe(&source, dest);
+    std::fs::remove_file(&source).unwrap();
+}
+
 /// Lets other users pass through `dir` (not list it), as agents running as their own uids must.
 pub fn searchable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
