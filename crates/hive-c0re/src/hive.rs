@@ -555,8 +555,7 @@ impl Hive {
         model: Option<&str>,
     ) -> Result<()> {
         self.store.set_state(agent.as_str(), state, model)?;
-        let payload = serde_json::json!({ "state": state.as_str(), "model": model }).to_string();
-        self.add_events(agent, &[("state".to_owned(), payload)])?;
+        self.add_events(agent, &[state_event(state, model)])?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -800,4 +799,10 @@ pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
         answer: q.answer.clone(),
         answered_at: q.answered_at.map(rfc3339),
     }
+}
+
+/// The `state` event that records a change of an agent's state.
+pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (String, String) {
+    let payload = serde_json::json!({ "state": state.as_str(), "model": model });
+    ("state".to_owned(), payload.to_string())
 }

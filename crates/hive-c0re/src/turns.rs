@@ -90,9 +90,9 @@ impl Hive {
     }
 
     /// Ends a turn: settles its messages, records its figures (with the inbox
-    /// depth that is left) and `turn_end` event, keeps its session unless the
-    /// operator started a fresh one meanwhile, and marks the agent idle.
-    /// Returns the config for what the harness does next.
+    /// depth that is left), keeps its session unless the operator started a
+    /// fresh one meanwhile, marks the agent idle, and only then records the
+    /// `turn_end` event. Returns the config for what the harness does next.
     pub fn end_turn(
         &self,
         name: &AgentName,
@@ -127,8 +127,17 @@ impl Hive {
         if !held.is_empty() {
             end["held"] = held.into();
         }
-        self.add_events(name, &[("turn_end".to_owned(), end.to_string())])?;
-        self.set_state(name, AgentState::Idle, None)?;
+        // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
+        // sees that event reads the whole turn. The state event follows it, as always.
+        self.store.set_state(agent, AgentState::Idle, None)?;
+        self.add_events(
+            name,
+            &[
+                ("turn_end".to_owned(), end.to_string()),
+                crate::hive::state_event(AgentState::Idle, None),
+            ],
+        )?;
+        self.broker.publish(Change::Agent(name.to_string()));
         self.effective_config(name)
     }
 }
