@@ -511,6 +511,8 @@ mod tests {
             ("inbox_cap = -1", "key `inbox_cap`"),
             ("no_manager = \"yes\"", "takes true or false"),
             ("runtime = \"docker\"", "key `runtime`"),
+            ("uid_base = 70000", "not a multiple of 65536"),
+            ("uid_base = 0", "key `uid_base`"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),
