@@ -284,7 +284,9 @@ mod tests {
         let names: Vec<AgentName> = (0..=per_creator)
             .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
             .collect();
+        let mut used = Vec::new();
         for n in &names {
+            used.push(hive.runtime.uid_ranges().allocate(&used).unwrap());
             hive.store
                 .create_agent(&crate::store::NewAgent {
                     name: n.as_str(),
@@ -293,6 +295,7 @@ mod tests {
                     deployed_sha: None,
                     parent: None,
                     want_running: false,
+                    uid_base: used[used.len() - 1],
                 })
                 .unwrap();
         }
