@@ -14,6 +14,12 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "fuzz targets compile (fuzz/; scripts/fuzz.sh runs them)"
+# Checked without libFuzzer (no C++ build, no nightly flags), sharing target/.
+# Not --locked: a dependency added to a crate lands in fuzz/Cargo.lock here.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --no-default-features \
+    --quiet -- -D warnings
 say "cargo test"
 cargo test --workspace --quiet
 if [ -d web/tests ]; then

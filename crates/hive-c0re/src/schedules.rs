@@ -25,6 +25,8 @@ pub const MAX_PER_AGENT: u32 = 50;
 pub const MAX_PER_CREATOR: u32 = 200;
 /// How long a one-shot whose inbox was full waits before it tries again.
 const FULL_RETRY_MS: i64 = 60_000;
+/// Longest delay or repeat interval (a century): far from overflowing a time.
+const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 /// Wake-up key of the scheduler ('#' never starts a mailbox).
 const SCHEDULER_KEY: &str = "#scheduler";
 
@@ -60,10 +62,16 @@ impl When {
             if ms < MIN_INTERVAL_MS {
                 return Err(bad("the shortest interval is 1s"));
             }
+            if ms > MAX_DURATION_MS {
+                return Err(bad("the longest interval is 100 years"));
+            }
             return Ok(Self::Every(ms));
         }
         if let Some(ms) = duration_ms(spec) {
-            return Ok(Self::At(now + ms));
+            if ms > MAX_DURATION_MS {
+                return Err(bad("the longest delay is 100 years"));
+            }
+            return Ok(Self::At(now.saturating_add(ms)));
         }
         let t = chrono::DateTime::parse_from_rfc3339(spec).map_err(|_| bad("unknown form"))?;
         Ok(Self::At(t.timestamp_millis()))
@@ -86,7 +94,7 @@ impl When {
     pub fn after(&self, now: i64) -> Option<i64> {
         match self {
             Self::At(_) => None,
-            Self::Every(ms) => Some(now + ms),
+            Self::Every(ms) => Some(now.saturating_add(*ms)),
             Self::Cron(s) => {
                 let from = chrono::DateTime::from_timestamp_millis(now)?;
                 s.after(&from).next().map(|t| t.timestamp_millis())
@@ -95,9 +103,11 @@ impl When {
     }
 }
 
-/// `90s`, `15m`, `2h`, `1d`, or a bare number of seconds, as milliseconds.
+/// `500ms`, `90s`, `15m`, `2h` or `1d` as milliseconds; None for anything
+/// else, and for a number of milliseconds past `i64`.
 fn duration_ms(s: &str) -> Option<i64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?.max(1).min(s.len()));
+    // Digits are ASCII, so the first non-digit starts on a char boundary.
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: i64 = num.parse().ok()?;
     let unit_ms = match unit {
         "ms" => 1,
@@ -107,7 +117,7 @@ fn duration_ms(s: &str) -> Option<i64> {
         "d" => 86_400_000,
         _ => return None,
     };
-    Some(n * unit_ms)
+    n.checked_mul(unit_ms)
 }
 
 impl Hive {
@@ -274,6 +284,34 @@ mod tests {
             let e = When::parse(bad, 0).unwrap_err().to_string();
             assert!(e.contains("every:15m"), "{bad}: {e}");
         }
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/schedule_when.rs): a `when` that
+    /// starts with a multi-byte character panicked the parser.
+    #[test]
+    fn a_multibyte_when_is_refused_not_a_panic() {
+        for bad in ["Ϙ", "every:Ϙ", "éh", "1é"] {
+            let e = When::parse(bad, 0).unwrap_err().to_string();
+            assert!(e.contains("every:15m"), "{bad}: {e}");
+        }
+    }
+
+    /// Found by fuzzing: a huge duration overflowed the milliseconds (a
+    /// panic in debug builds, a wrapped time in release ones).
+    #[test]
+    fn a_huge_duration_is_refused_not_overflowed() {
+        for bad in [
+            "99999999999999d",
+            "every:99999999999999d",
+            "9223372036854775807ms",
+            "every:9223372036854775s",
+            "101000d",
+        ] {
+            let e = When::parse(bad, 1_780_000_000_000).unwrap_err().to_string();
+            assert!(e.contains("every:15m"), "{bad}: {e}");
+        }
+        let w = When::parse("every:36500d", 1_780_000_000_000).unwrap();
+        assert_eq!(w.after(0), Some(36_500 * 86_400_000));
     }
 
     #[test]
