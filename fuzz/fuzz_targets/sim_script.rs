@@ -2,8 +2,8 @@
 //!
 //! Never a panic; a script that loads keeps its source, answers something
 //! (`max_steps` ≥ 1, non-empty replies), gives every rule at least one
-//! block, and renders every template it accepted; a template without a
-//! placeholder renders as itself.
+//! block, and renders every template it accepted (with its regex's named
+//! groups bound); a template without a placeholder renders as itself.
 #![no_main]
 
 use hive_model_sim::Script;
@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         model: "claude-haiku".into(),
         text: "<message id=\"7\" from=\"alice\">hi</message>".into(),
         tool_result: "ok".into(),
+        captures: Vec::new(),
     };
     for text in [&script.default_reply, &script.compact_reply] {
         assert!(!text.trim().is_empty());
@@ -45,6 +46,11 @@ fuzz_target!(|data: &[u8]| {
     }
     for rule in &script.rules {
         assert!(!rule.reply.is_empty(), "{}", rule.label);
+        // A rule's templates may name its regex's groups: bind them as a match would.
+        let vars = Vars {
+            captures: rule.trigger.pattern().captures(&vars.text),
+            ..vars.clone()
+        };
         for block in &rule.reply {
             match block {
                 BlockTemplate::Text { text, .. } => check_template(text, &vars),
