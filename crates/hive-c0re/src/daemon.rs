@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub uid_base: u32,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
+    /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
+    pub min_free_space: Option<u64>,
 }
 
 /// Environment variables passed from the daemon to every harness.
@@ -81,6 +83,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         );
     }
 
+    // Before the database opens: on a full disk this frees the reserve that
+    // sqlite's write-ahead log then grows into, so the hive starts degraded.
+    let space_check =
+        crate::space::Space::new(&paths.state, paths.space_reserve(), opts.min_free_space).check();
     let store = Store::open(&paths.db(), opts.limits.clone())?;
     let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
     // No harness is connected yet: whatever a previous daemon handed out comes back.
@@ -102,7 +108,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             tracing::error!(agent = %row.name, "{e}");
         }
     }
-    let mut settings = settings()?;
+    let mut settings = settings(opts.min_free_space)?;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -112,6 +118,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
+    if let Some(t) = hive.space.check().or(space_check) {
+        hive.space_changed(&t);
+    }
+    tokio::spawn(crate::space::run(hive.clone()));
     tokio::spawn(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -224,7 +234,7 @@ fn pick_runtime(
     })
 }
 
-fn settings() -> Result<Settings> {
+fn settings(min_free_space: Option<u64>) -> Result<Settings> {
     let bin_dir = match std::env::var_os("HIVE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::current_exe()
@@ -253,6 +263,7 @@ fn settings() -> Result<Settings> {
         dashboard_home: None,
         dashboard_login: None,
         kill_grace: Duration::from_secs(5),
+        min_free_space,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::config_repo;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::runtime::Runtime;
+use crate::space::{Space, Transition};
 use crate::store::{AgentRow, ApprovalRow, EventRow, MessageRow, NewAgent, QuestionRow, Store};
 use crate::supervisor::Supervisor;
 
@@ -62,6 +63,8 @@ pub struct Settings {
     pub dashboard_login: Option<String>,
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Free space the state's file system keeps (`min_free_space`); None: the default.
+    pub min_free_space: Option<u64>,
 }
 
 /// The hive daemon's state and operations.
@@ -76,6 +79,10 @@ pub struct Hive {
     pub shutdown: CancellationToken,
     /// The agents' sockets.
     pub(crate) sockets: AgentSockets,
+    /// The free-space alarm of the state's file system.
+    pub space: Space,
+    /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
+    naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
 
 /// Shortest nap, in seconds.
@@ -98,7 +105,10 @@ impl Hive {
         sockets: AgentSockets,
         settings: Settings,
     ) -> Arc<Self> {
+        let space = Space::new(&paths.state, paths.space_reserve(), settings.min_free_space);
         Arc::new(Self {
+            space,
+            naps: Default::default(),
             store,
             paths,
             broker: Broker::new(),
@@ -124,6 +134,7 @@ impl Hive {
             dashboard_home,
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
+            min_free_space: None,
         };
         let uids = crate::runtime::UidRanges::new(
             None,
@@ -211,10 +222,12 @@ impl Hive {
                 )));
             }
         }
+        self.space.refuse_if_low()?;
         let id = self
             .store
             .send_grouped(from.as_str(), to.as_str(), body)
-            .await?;
+            .await
+            .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Message {
             to: to.as_str().to_owned(),
@@ -255,6 +268,37 @@ impl Hive {
         }
     }
 
+    /// Tells the operator that the free-space alarm went on or cleared: the
+    /// log, a notice from `system` in the operator's inbox, and the dashboard.
+    pub fn space_changed(&self, t: &Transition) {
+        let notice = match t {
+            Transition::Low(a) => {
+                tracing::warn!("{}", a.message);
+                a.message.clone()
+            }
+            Transition::Cleared => {
+                let text = format!(
+                    "disk space is back on {}: hive-c0re takes new messages, schedules and agents' events again",
+                    crate::space::filesystem_of(&self.paths.state)
+                );
+                tracing::info!("{text}");
+                text
+            }
+        };
+        // The reserve the alarm freed has room for this one row.
+        match self.store.send("system", "operator", &notice) {
+            Ok(_) => {
+                self.broker.poke("operator");
+                self.broker.publish(Change::Message {
+                    to: "operator".into(),
+                    from: "system".into(),
+                });
+            }
+            Err(e) => tracing::warn!("could not tell the operator about disk space: {e}"),
+        }
+        self.broker.publish(Change::Space);
+    }
+
     // ---- status ---------------------------------------------------------
 
     /// Names of all agents.
@@ -283,7 +327,7 @@ impl Hive {
             (AgentState::Thinking, Some(m)) => m.clone(),
             _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
         };
-        let napping = a.nap_until.is_some_and(|t| t > now_ms());
+        let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
         let state = if napping && a.state == AgentState::Idle {
             AgentState::Napping
         } else {
@@ -645,10 +689,47 @@ impl Hive {
                 "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
             )));
         }
-        self.store
-            .set_nap_until(name.as_str(), Some(now_ms() + seconds as i64 * 1000))?;
+        let until = now_ms() + seconds as i64 * 1000;
+        let end = std::time::Instant::now() + Duration::from_secs(seconds);
+        self.store.set_nap_until(name.as_str(), Some(until))?;
+        self.naps_lock().insert(name.to_string(), (until, end));
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
+    }
+
+    fn naps_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (i64, std::time::Instant)>>
+    {
+        self.naps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the agent's nap (stored as `nap_until`) still lasts at wall time
+    /// `wall_now`, None when it is over. A nap this daemon started runs on the
+    /// monotonic clock, so a step of the wall clock neither stretches nor cuts
+    /// it; one stored by an earlier daemon counts from the wall clock, at most
+    /// [`NAP_MAX_SECONDS`].
+    pub(crate) fn nap_left(
+        &self,
+        name: &str,
+        nap_until: Option<i64>,
+        wall_now: i64,
+    ) -> Option<Duration> {
+        let until = nap_until?;
+        let mut naps = self.naps_lock();
+        let left = match naps.get(name) {
+            Some(&(stored, end)) if stored == until => {
+                end.saturating_duration_since(std::time::Instant::now())
+            }
+            _ => Duration::from_millis(
+                (until - wall_now).clamp(0, NAP_MAX_SECONDS as i64 * 1000) as u64
+            ),
+        };
+        if left.is_zero() {
+            naps.remove(name);
+            return None;
+        }
+        Some(left)
     }
 
     /// Asks the harness to compact the agent's claude session.

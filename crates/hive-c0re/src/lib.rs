@@ -27,6 +27,7 @@ pub mod schedules;
 pub mod sd_notify;
 pub mod serve_config;
 pub mod shell;
+pub mod space;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -53,6 +53,13 @@ pub enum StoreError {
     Batch(String),
 }
 
+impl StoreError {
+    /// True when sqlite could not write because the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sql(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
