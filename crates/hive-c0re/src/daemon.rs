@@ -87,15 +87,34 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // sqlite's write-ahead log then grows into, so the hive starts degraded.
     let space_check =
         crate::space::Space::new(&paths.state, paths.space_reserve(), opts.min_free_space).check();
-    let store = Store::open(&paths.db(), opts.limits.clone())?;
+    let store = Store::open(&paths.db(), opts.limits.clone()).map_err(|e| {
+        if e.is_disk_full() {
+            anyhow::anyhow!(
+                "the database {} needs an upgrade and {} has no room for it: free some space there and start again",
+                paths.db().display(),
+                crate::space::filesystem_of(&paths.state)
+            )
+        } else {
+            e.into()
+        }
+    })?;
     let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
     // No harness is connected yet: whatever a previous daemon handed out comes back.
-    let released = store.release_all_claims()?;
-    if released > 0 {
-        tracing::info!(
+    // On a disk with no room at all that waits for space (see `Hive::space_changed`).
+    let mut release_deferred = false;
+    match store.release_all_claims() {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(
             released,
             "returned messages of interrupted turns to their inboxes"
-        );
+        ),
+        Err(e) if e.is_disk_full() => {
+            tracing::warn!(
+                "the disk is full: messages of interrupted turns go back to their inboxes once space is freed"
+            );
+            release_deferred = true;
+        }
+        Err(e) => return Err(e.into()),
     }
 
     let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
@@ -118,6 +137,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
+    if release_deferred {
+        hive.space.defer_release();
+    }
     if let Some(t) = hive.space.check().or(space_check) {
         hive.space_changed(&t);
     }

@@ -253,7 +253,10 @@ impl Hive {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut rx = self.broker.watch_inbox(mailbox.as_str());
-            let got = self.store.recv(mailbox.as_str(), max)?;
+            let got = self
+                .store
+                .recv(mailbox.as_str(), max)
+                .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
             if !got.is_empty() {
                 if let Mailbox::Agent(n) = mailbox {
                     self.broker.publish(Change::Agent(n.to_string()));
@@ -277,6 +280,24 @@ impl Hive {
                 a.message.clone()
             }
             Transition::Cleared => {
+                if self.space.take_deferred_release() {
+                    // At-least-once: a harness that claimed one of them meanwhile may see it again.
+                    match self.store.release_all_claims() {
+                        Ok(n) => {
+                            tracing::info!(
+                                n,
+                                "returned messages of interrupted turns to their inboxes"
+                            );
+                            for name in self.list().unwrap_or_default() {
+                                self.broker.poke(&name);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("could not return messages of interrupted turns: {e}");
+                            self.space.defer_release();
+                        }
+                    }
+                }
                 let text = format!(
                     "disk space is back on {}: hive-c0re takes new messages, schedules and agents' events again",
                     crate::space::filesystem_of(&self.paths.state)

@@ -506,6 +506,21 @@ mod tests {
     }
 
     #[test]
+    fn a_nearly_full_disk_refuses_new_schedules_and_holds_due_ones_until_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = hive_with_agent(dir.path());
+        let a0 = AgentName::parse("a0").unwrap();
+        hive.store
+            .add_schedule("a0", "every:10s", "tick", true, T0, "operator")
+            .unwrap();
+        hive.space.raise_for_test();
+        let e = hive.schedule_add(&a0, "1h", "x", "operator").unwrap_err();
+        assert!(e.to_string().contains("the disk is nearly full"), "{e}");
+        assert_eq!(hive.fire_due(T0 + 60_000).unwrap(), 0);
+        assert_eq!(hive.store.inbox_depth("a0"), 0);
+    }
+
+    #[test]
     fn a_nap_keeps_its_length_whatever_the_wall_clock_does() {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());

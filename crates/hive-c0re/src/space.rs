@@ -37,6 +37,8 @@ pub struct Space {
     /// The configured floor in bytes; None: [`DEFAULT_FLOOR_PERCENT`] up to [`DEFAULT_FLOOR_MAX`].
     floor: Option<u64>,
     alarm: Mutex<Option<SpaceAlarm>>,
+    /// The start could not return interrupted turns' messages (no room): done when space is back.
+    release_deferred: std::sync::atomic::AtomicBool,
 }
 
 /// What a check found changed.
@@ -63,6 +65,7 @@ impl Space {
             reserve,
             floor,
             alarm: Mutex::new(None),
+            release_deferred: Default::default(),
         }
     }
 
@@ -81,6 +84,30 @@ impl Space {
             Some(a) => Err(Error::refused(a.message)),
             None => Ok(()),
         }
+    }
+
+    /// Remembers that the claims of interrupted turns are still to be released.
+    pub fn defer_release(&self) {
+        self.release_deferred
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once after [`Self::defer_release`].
+    pub fn take_deferred_release(&self) -> bool {
+        self.release_deferred
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Turns the alarm on as if the disk were full, for unit tests.
+    #[cfg(test)]
+    pub fn raise_for_test(&self) {
+        *self.lock() = Some(SpaceAlarm {
+            filesystem: "the file system at /test (tmpfs)".into(),
+            free_bytes: 0,
+            floor_bytes: 1,
+            since: rfc3339(0),
+            message: "the disk is nearly full: test".into(),
+        });
     }
 
     /// True while the alarm is on.
@@ -262,20 +289,16 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
-/// Refuses with the alarm's sentence when a store error is the disk being full
-/// (a write that raced the check), else passes the error on.
+/// A store error that is the disk being full (a write with no room left, not
+/// even the reserve's) as a sentence naming the file system; any other error as it is.
 pub fn full_or(space: &Space, e: Error) -> Error {
-    if e.is_disk_full() {
-        space.check();
-        if let Some(a) = space.alarm() {
-            return Error::refused(a.message);
-        }
-        return Error::refused(format!(
-            "the disk is full: {} has no room for the write; free space there and try again",
-            filesystem_of(&space.dir)
-        ));
+    if !e.is_disk_full() {
+        return e;
     }
-    e
+    Error::refused(format!(
+        "the disk is full: {} has no room left for this write: free space there and try again",
+        filesystem_of(&space.dir)
+    ))
 }
 
 /// The free-space check until shutdown: every second, so the alarm follows
