@@ -164,7 +164,10 @@ impl Space {
             *alarm = Some(a.clone());
             return (!was_on).then_some(Transition::Low(a));
         }
-        if !held && let Err(e) = make_reserve(&self.reserve, reserve) {
+        if !held
+            && reserve > 0
+            && let Err(e) = make_reserve(&self.reserve, reserve)
+        {
             tracing::warn!(
                 "could not keep the free-space reserve {}: {e}",
                 self.reserve.display()
@@ -364,5 +367,10 @@ mod tests {
         assert_eq!(small.check(), None);
         assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 4096);
         assert!(small.refuse_if_low().is_ok());
+        // A floor of nothing keeps no reserve, and never raises the alarm.
+        std::fs::remove_file(&reserve).unwrap();
+        let none = Space::new(dir.path(), reserve.clone(), Some(0));
+        assert_eq!(none.check(), None);
+        assert!(!reserve.exists());
     }
 }
