@@ -272,6 +272,13 @@ pub fn has_credentials(home: &Path) -> bool {
         || home.join(".claude/.credentials.json").is_file()
 }
 
+/// What identifies the credentials in HOME now (the file's size and time), so
+/// a harness parked on a refused credential sees a new login.
+pub fn credentials_stamp(home: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(home.join(".claude/.credentials.json")).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// Writes the `--mcp-config` file under `state`: the hive's own server (this
 /// binary's `mcp`, on `socket`) plus the servers the agent's config names.
 pub fn write_mcp_config(
@@ -323,6 +330,41 @@ pub struct Tally {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
+    /// The model API error claude gave up on: its HTTP status (None when the
+    /// API could not be reached) and claude's words.
+    pub api_error: Option<(Option<u16>, String)>,
+}
+
+/// One `api_retry` line: claude retries a model call the API failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRetry {
+    /// HTTP status; None when the API could not be reached.
+    pub status: Option<u16>,
+    /// claude's word for the error (`overloaded`, `server_error`, ...).
+    pub error: String,
+    pub attempt: u32,
+    pub max_retries: u32,
+}
+
+impl ApiRetry {
+    /// The retry an output line reports, if it is an `api_retry` line.
+    pub fn of(o: &Output) -> Option<Self> {
+        let Output::Stream(v) = o else { return None };
+        if v.get("type")?.as_str()? != "system" || v.get("subtype")?.as_str()? != "api_retry" {
+            return None;
+        }
+        let num = |k: &str| v.get(k).and_then(|n| n.as_u64());
+        Some(Self {
+            status: num("error_status").and_then(|s| u16::try_from(s).ok()),
+            error: v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("error")
+                .to_owned(),
+            attempt: num("attempt").unwrap_or(0) as u32,
+            max_retries: num("max_retries").unwrap_or(0) as u32,
+        })
+    }
 }
 
 impl Tally {
@@ -348,6 +390,7 @@ impl Tally {
         self.is_error = other.is_error;
         self.context_full = other.context_full;
         self.resume_failed = other.resume_failed;
+        self.api_error = other.api_error;
     }
 
     /// Notes what one output line says.
@@ -396,6 +439,19 @@ impl Tally {
                     .to_ascii_lowercase();
                 self.context_full = self.is_error
                     && (text.contains("prompt is too long") || text.contains("context"));
+                if self.is_error
+                    && v.get("terminal_reason").and_then(|r| r.as_str()) == Some("api_error")
+                {
+                    let status = v
+                        .get("api_error_status")
+                        .and_then(|s| s.as_u64())
+                        .and_then(|s| u16::try_from(s).ok());
+                    let said = v
+                        .get("result")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("API error");
+                    self.api_error = Some((status, said.chars().take(300).collect()));
+                }
                 self.input_tokens = v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
                 self.output_tokens = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
                 self.cost_usd = v.get("total_cost_usd").and_then(|n| n.as_f64());
@@ -446,6 +502,40 @@ mod tests {
         let mut t = Tally::default();
         t.observe(&Output::Stderr("some other complaint".into()));
         assert_eq!(t.resume_failed, None);
+    }
+
+    #[test]
+    fn tally_reads_api_retries_and_the_error_claude_gave_up_on() {
+        // As claude 2.1.332 prints them against a server answering 529.
+        let retry = Output::Stream(serde_json::json!({"type":"system","subtype":"api_retry",
+            "attempt":3,"max_retries":10,"retry_delay_ms":2085,"error_status":529,"error":"overloaded"}));
+        assert_eq!(
+            ApiRetry::of(&retry),
+            Some(ApiRetry {
+                status: Some(529),
+                error: "overloaded".into(),
+                attempt: 3,
+                max_retries: 10
+            })
+        );
+        let refused = serde_json::json!({"type":"system","subtype":"api_retry","attempt":1,
+            "max_retries":1,"error_status":null,"error":"connection_error"});
+        assert_eq!(ApiRetry::of(&Output::Stream(refused)).unwrap().status, None);
+        assert_eq!(ApiRetry::of(&Output::Stderr("api_retry".into())), None);
+        let mut t = Tally::default();
+        t.observe(&Output::Stream(
+            serde_json::json!({"type":"result","subtype":"success",
+            "is_error":true,"terminal_reason":"api_error","api_error_status":401,
+            "result":"Failed to authenticate. API Error: 401 invalid x-api-key"}),
+        ));
+        assert_eq!(
+            t.api_error,
+            Some((
+                Some(401),
+                "Failed to authenticate. API Error: 401 invalid x-api-key".into()
+            ))
+        );
+        assert!(!t.context_full);
     }
 
     #[test]

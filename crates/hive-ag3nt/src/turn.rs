@@ -2,9 +2,12 @@
 //! polling), run one claude turn, end it with one `turn_end` request.
 //!
 //! Messages are acknowledged only when their turn ended well; a failed turn
-//! hands them back to be retried, a cancelled one hands them back held until
-//! a new message starts the next turn. A second connection carries the
-//! operator's commands while a turn runs ([`crate::control`]).
+//! hands them back to be retried after a backoff the agent's state shows
+//! (`waiting`), a cancelled one hands them back held until a new message
+//! starts the next turn. A turn that runs over its time limit is stopped and
+//! fails. A credential the model API refuses parks the loop (`needs_login`)
+//! until the credentials change. A second connection carries the operator's
+//! commands while a turn runs ([`crate::control`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +46,14 @@ async fn turn_loop(h: &Harness, c: &mut Client, runner: &Runner) -> anyhow::Resu
         model: None,
     };
     c.call(&idle).await?;
+    if claude::has_credentials(&h.state) {
+        // A fresh harness tries its credentials again (a restart after a new key).
+        c.call(&AgentRequest::NeedsLogin {
+            needed: false,
+            reason: None,
+        })
+        .await?;
+    }
     let poll = poll_interval();
     let mut failures = 0u32;
     loop {
@@ -64,24 +75,42 @@ async fn turn_loop(h: &Harness, c: &mut Client, runner: &Runner) -> anyhow::Resu
         let end = run_turn(h, c, &job, &msgs, cfg).await?;
         let outcome = end.outcome;
         let cfg = c.call(&end.request()).await?.config;
+        if let Some(reason) = &end.login {
+            drop(job);
+            park_for_login(h, c, reason).await?;
+            failures = 0;
+            continue;
+        }
         if let Some(cfg) = cfg.filter(|cfg| notes::over_threshold(&h.state, cfg))
             && let Err(e) = notes::compact(c, &job, &h.state, &cfg).await
         {
             tracing::warn!("notes compaction failed: {e:#}");
         }
         drop(job);
-        failures = if outcome == TurnOutcome::Release {
-            failures + 1
-        } else {
-            0
+        failures = match (outcome, end.held_by_hive) {
+            (TurnOutcome::Release, false) => failures + 1,
+            // The hive holds the next turn itself, behind its probe.
+            (TurnOutcome::Release, true) => failures,
+            _ => 0,
         };
-        if failures > 0 {
+        if failures > 0 && !end.held_by_hive {
             let backoff = Duration::from_secs(2u64.pow(failures.min(6)));
+            let reason = end
+                .stats
+                .error
+                .clone()
+                .unwrap_or_else(|| "the turn failed".into());
             tracing::warn!(
-                "turn failed; retrying its messages in {}s",
+                "turn failed ({reason}); retrying its messages in {}s",
                 backoff.as_secs()
             );
+            c.call(&AgentRequest::Backoff {
+                retry_in_ms: backoff.as_millis() as u64,
+                reason,
+            })
+            .await?;
             tokio::time::sleep(backoff).await;
+            c.call(&idle).await?;
         }
     }
 }
@@ -91,6 +120,10 @@ struct TurnEnd {
     stats: TurnStats,
     outcome: TurnOutcome,
     session: Option<String>,
+    /// The model API refused the credentials (its words): park until a new login.
+    login: Option<String>,
+    /// The hive told the turn to give up while it backs off from the API.
+    held_by_hive: bool,
 }
 
 impl TurnEnd {
@@ -132,12 +165,15 @@ async fn run_turn(
             payload: turn_start,
         }],
     };
+    if let Some(secs) = cfg.turn_timeout_secs {
+        job.limit(Duration::from_secs(secs));
+    }
     let mut run = job
         .run(c, &inv, Stream::Turn, &[thinking.clone(), start])
         .await?;
     let mut retried = false;
     if let Some(error) = run.tally.resume_failed.take()
-        && !job.cancelled()
+        && !job.ended()
     {
         // A session claude cannot load would fail every turn: start afresh, and say why.
         tracing::warn!("claude cannot resume the session ({error}): starting a fresh one");
@@ -150,7 +186,7 @@ async fn run_turn(
         retried = true;
     }
     if run.tally.context_full
-        && !job.cancelled()
+        && !job.ended()
         && let Some(session) = run.tally.session_id.clone().or(cfg.session_id.clone())
     {
         tracing::info!("context full: compacting the session and retrying the turn");
@@ -161,19 +197,56 @@ async fn run_turn(
         retried = true;
     }
     let cancelled = job.cancelled();
-    if let Some(e) = run.spawn_error.as_ref().filter(|_| !cancelled) {
-        send_event(c, "turn_error", serde_json::json!({ "error": e })).await?;
+    let gave_up = job.gave_up();
+    // What ended the turn, when claude did not finish it: the API's word first.
+    let api = gave_up.clone().or(run.tally.api_error.clone());
+    let login = api
+        .as_ref()
+        .filter(|(status, _)| matches!(status, Some(401 | 403)))
+        .map(|(status, said)| format!("API {} {said}", status.unwrap_or(0)));
+    let timeout = job.timed_out().then(|| {
+        format!(
+            "the turn ran over its time limit of {}s (turn_timeout) and was stopped",
+            cfg.turn_timeout_secs.unwrap_or(0)
+        )
+    });
+    let error = if cancelled {
+        None
+    } else {
+        timeout
+            .or(login.clone())
+            .or(api.as_ref().map(|(status, said)| match status {
+                Some(s) if !said.contains(&s.to_string()) => format!("API {s} {said}"),
+                _ => said.clone(),
+            }))
+            .or(run.spawn_error.clone())
+    };
+    if let Some(e) = &error {
+        let status = api.as_ref().and_then(|(s, _)| *s);
+        send_event(
+            c,
+            "turn_error",
+            serde_json::json!({ "error": e, "api_status": status }),
+        )
+        .await?;
     }
     let (class, outcome) = match (cancelled, run.ok(), retried) {
         (true, _, _) => ("cancelled", TurnOutcome::Hold),
+        _ if job.timed_out() => ("timeout", TurnOutcome::Release),
+        _ if api.is_some() => ("api_error", TurnOutcome::Release),
         (false, true, true) => ("retried", TurnOutcome::Ack),
         (false, true, false) => ("ok", TurnOutcome::Ack),
         (false, false, _) => ("failure", TurnOutcome::Release),
     };
+    let mut stats = stats(h, msgs, &run, class, started.elapsed());
+    stats.error = error;
+    stats.api_status = api.as_ref().and_then(|(s, _)| *s);
     Ok(TurnEnd {
-        stats: stats(h, msgs, &run, class, started.elapsed()),
+        stats,
         outcome,
         session: run.tally.session_id,
+        held_by_hive: gave_up.is_some() && login.is_none() && !cancelled,
+        login: login.filter(|_| !cancelled),
     })
 }
 
@@ -198,6 +271,8 @@ fn stats(h: &Harness, msgs: &[Message], run: &Run, class: &str, took: Duration) 
         notes_bytes: std::fs::metadata(notes::paths(&h.state).0)
             .ok()
             .map(|m| m.len()),
+        error: None,
+        api_status: None,
     }
 }
 
@@ -207,12 +282,46 @@ async fn wait_for_credentials(h: &Harness, c: &mut Client) -> Result<(), ClientE
         return Ok(());
     }
     tracing::warn!("no claude credentials: parked until the operator logs in (needs_login)");
-    c.call(&AgentRequest::NeedsLogin { needed: true }).await?;
+    c.call(&AgentRequest::NeedsLogin {
+        needed: true,
+        reason: None,
+    })
+    .await?;
     while !claude::has_credentials(&h.state) {
         // A file appearing under /state: cheap to check, and a login is rare.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(LOGIN_POLL).await;
     }
-    c.call(&AgentRequest::NeedsLogin { needed: false }).await?;
+    c.call(&AgentRequest::NeedsLogin {
+        needed: false,
+        reason: None,
+    })
+    .await?;
+    Ok(())
+}
+
+/// How often a parked harness looks for new credentials.
+const LOGIN_POLL: Duration = Duration::from_secs(1);
+
+/// The model API refused the agent's credentials: parks with `needs_login`
+/// (and the API's reason) until they change, instead of failing turn after
+/// turn. The turn's messages are back in the inbox, kept for then.
+async fn park_for_login(h: &Harness, c: &mut Client, reason: &str) -> Result<(), ClientError> {
+    tracing::warn!("the model API refused the credentials ({reason}): parked until they change");
+    let stamp = claude::credentials_stamp(&h.state);
+    c.call(&AgentRequest::NeedsLogin {
+        needed: true,
+        reason: Some(reason.to_owned()),
+    })
+    .await?;
+    while claude::credentials_stamp(&h.state) == stamp {
+        tokio::time::sleep(LOGIN_POLL).await;
+    }
+    tracing::info!("the credentials changed: trying again");
+    c.call(&AgentRequest::NeedsLogin {
+        needed: false,
+        reason: None,
+    })
+    .await?;
     Ok(())
 }
 

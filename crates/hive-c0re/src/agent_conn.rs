@@ -80,6 +80,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
     }
     if conn.turn.is_some() {
         let _ = hive.store.release_claims(name.as_str());
+        hive.api.turn_ended(name.as_str(), false, None);
         hive.broker.poke(name.as_str());
     }
 }
@@ -117,9 +118,30 @@ async fn handle(
                 },
             }
         }
-        AgentRequest::NeedsLogin { needed } => {
-            hive.store.set_needs_login(name.as_str(), needed)?;
-            hive.broker.publish(Change::Agent(name.to_string()));
+        AgentRequest::NeedsLogin { needed, reason } => {
+            let reason = reason.map(|r| r.chars().take(300).collect());
+            hive.report_needs_login(name, needed, reason).await?;
+            AgentResponse::ok()
+        }
+        AgentRequest::ApiRetry {
+            status,
+            error,
+            attempt,
+            max_retries,
+        } => {
+            let error: String = error.chars().take(100).collect();
+            AgentResponse {
+                give_up: hive.api_retry(name, status, &error, attempt, max_retries)?,
+                ..AgentResponse::ok()
+            }
+        }
+        AgentRequest::Backoff {
+            retry_in_ms,
+            reason,
+        } => {
+            // At most a day: the figure is the harness's, and only shown.
+            let retry_in = Duration::from_millis(retry_in_ms.min(86_400_000));
+            hive.api_backoff(name, retry_in, &reason)?;
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use hive_sh4re::AgentName;
 
 use crate::agent_sock::AgentSockets;
-use crate::hive::{Hive, Settings};
+use crate::hive::{DEFAULT_TURN_TIMEOUT, Hive, Settings};
 use crate::paths::Paths;
 use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind, UidRanges};
 use crate::sd_notify::Notifier;
@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub vacuum_every: Duration,
     /// First host uid of the agents' ranges (see `runtime::uid_ranges`).
     pub uid_base: u32,
+    /// Longest a turn may run unless the agent's config says otherwise.
+    pub turn_timeout: Duration,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
     /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
@@ -40,10 +42,12 @@ pub struct ServeOptions {
 }
 
 /// Environment variables passed from the daemon to every harness.
-const PASSED_ENV: [&str; 5] = [
+const PASSED_ENV: [&str; 6] = [
     "ANTHROPIC_BASE_URL",
     "ANTHROPIC_API_KEY",
     "CLAUDE_CODE_OAUTH_TOKEN",
+    // How often claude retries a failed model call before it gives up.
+    "CLAUDE_CODE_MAX_RETRIES",
     "RUST_LOG",
     // The polling baseline of the turn-latency benchmark.
     "HIVE_HARNESS_POLL_MS",
@@ -128,6 +132,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
     }
     let mut settings = settings(opts.min_free_space)?;
+    settings.turn_timeout = opts.turn_timeout;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -286,6 +291,7 @@ fn settings(min_free_space: Option<u64>) -> Result<Settings> {
         dashboard_login: None,
         kill_grace: Duration::from_secs(5),
         min_free_space,
+        turn_timeout: DEFAULT_TURN_TIMEOUT,
     })
 }
 

@@ -65,7 +65,12 @@ pub struct Settings {
     pub kill_grace: Duration,
     /// Free space the state's file system keeps (`min_free_space`); None: the default.
     pub min_free_space: Option<u64>,
+    /// Longest a turn may run unless the agent's `turn_timeout` says otherwise.
+    pub turn_timeout: Duration,
 }
+
+/// The hive's turn time limit unless `serve --turn-timeout` sets another.
+pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The hive daemon's state and operations.
 pub struct Hive {
@@ -83,6 +88,8 @@ pub struct Hive {
     pub space: Space,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
+    /// The model API's health: agents' API trouble and the hive-wide backoff.
+    pub api: crate::api_health::ApiHealth,
 }
 
 /// Shortest nap, in seconds.
@@ -117,6 +124,7 @@ impl Hive {
             settings,
             shutdown: CancellationToken::new(),
             sockets,
+            api: crate::api_health::ApiHealth::default(),
         })
     }
 
@@ -135,6 +143,7 @@ impl Hive {
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
             min_free_space: None,
+            turn_timeout: DEFAULT_TURN_TIMEOUT,
         };
         let uids = crate::runtime::UidRanges::new(
             None,
@@ -345,15 +354,36 @@ impl Hive {
     fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
         let active_model = match (a.state, &a.active_model) {
-            (AgentState::Thinking, Some(m)) => m.clone(),
+            (AgentState::Thinking | AgentState::Retrying, Some(m)) => m.clone(),
             _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
         };
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
-        let state = if napping && a.state == AgentState::Idle {
+        let inbox_depth = self.store.inbox_depth(&a.name);
+        let mut trouble = self
+            .api
+            .trouble(&a.name)
+            .filter(|_| matches!(a.state, AgentState::Retrying | AgentState::Waiting));
+        let mut state = if napping && a.state == AgentState::Idle {
             AgentState::Napping
         } else {
             a.state
         };
+        // Messages held back by the hive-wide API backoff: say so rather than idle.
+        if let (AgentState::Idle, Some(next), true) = (state, self.api.next_try(), inbox_depth > 0)
+        {
+            state = AgentState::Waiting;
+            trouble = Some(crate::api_health::Trouble {
+                detail: "the hive backs off from the model API".into(),
+                retry_at: Some(next),
+            });
+        }
+        let state_detail = trouble.as_ref().map(|t| match t.retry_at {
+            Some(at) => {
+                let left = ((at - now_ms()).max(0) + 999) / 1000;
+                format!("retry in {left}s · {}", t.detail)
+            }
+            None => t.detail.clone(),
+        });
         AgentStatusRow {
             name: a.name.clone(),
             running,
@@ -381,7 +411,13 @@ impl Hive {
                 "stopped".to_owned()
             },
             state_since: rfc3339(a.state_since),
-            inbox_depth: self.store.inbox_depth(&a.name),
+            state_detail: state_detail.filter(|_| running),
+            retry_at: trouble
+                .and_then(|t| t.retry_at)
+                .filter(|_| running)
+                .map(rfc3339),
+            login_reason: self.api.login_reason(&a.name).filter(|_| a.needs_login),
+            inbox_depth,
             last_turn_at: a.last_turn_at.map(rfc3339),
             runtime: self.runtime.kind().as_str().to_owned(),
             isolated: self.runtime.isolated(),
@@ -619,6 +655,9 @@ impl Hive {
         state: AgentState,
         model: Option<&str>,
     ) -> Result<()> {
+        if !matches!(state, AgentState::Retrying | AgentState::Waiting) {
+            self.api.set_trouble(agent.as_str(), None);
+        }
         self.store.set_state(agent.as_str(), state, model)?;
         self.add_events(agent, &[state_event(state, model)])?;
         self.broker.publish(Change::Agent(agent.to_string()));

@@ -6,6 +6,7 @@
 
 pub mod agent_conn;
 pub mod agent_sock;
+pub mod api_health;
 pub mod approvals;
 pub mod blocking;
 pub mod broker;

@@ -116,6 +116,21 @@ pub struct ServeArgs {
         value_parser = crate::space::parse_size
     )]
     pub min_free_space: Option<u64>,
+    /// Longest a turn may run before it is stopped and its messages go back to
+    /// the inbox (`90s`, `45m`, `2h`); an agent's `turn_timeout` overrides it.
+    #[arg(
+        long,
+        env = "HIVE_TURN_TIMEOUT",
+        default_value = "30m",
+        value_name = "DURATION",
+        value_parser = parse_turn_timeout
+    )]
+    pub turn_timeout: u64,
+}
+
+/// A turn time limit in seconds, as `agent.toml`'s `turn_timeout` takes it.
+fn parse_turn_timeout(text: &str) -> std::result::Result<u64, String> {
+    hive_sh4re::config::TurnTimeout::Text(text.to_owned()).seconds()
 }
 
 /// A uid base: a whole, non-zero number of 65536-uid ranges.
@@ -431,6 +446,7 @@ impl Resolved {
             },
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
             uid_base: a.uid_base,
+            turn_timeout: Duration::from_secs(a.turn_timeout),
             notify: Default::default(),
             min_free_space: a.min_free_space,
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hive_sh4re::agent::{EffectiveConfig, TurnOutcome, TurnStats};
 use hive_sh4re::{AgentName, AgentState};
 
+use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::Result;
@@ -54,16 +55,28 @@ impl Hive {
             model: Self::effective_model(&row)?,
             config: Self::config_of(&row)?,
             session_id: row.session_id.clone(),
+            turn_timeout_secs: Some(self.turn_timeout_of(name)?),
+        })
+    }
+
+    /// The agent's turn time limit in seconds: its config's `turn_timeout`, else the hive's.
+    pub fn turn_timeout_of(&self, name: &AgentName) -> Result<u64> {
+        let cfg = Self::config_of(&self.agent_row(name)?)?;
+        Ok(match cfg.turn_timeout.map(|t| t.seconds()) {
+            Some(Ok(s)) => s,
+            _ => self.settings.turn_timeout.as_secs(),
         })
     }
 
     /// Waits up to `wait` until the agent may take a turn (not paused, not
-    /// napping) and a message that is neither claimed nor held waits; then
-    /// claims its inbox, held messages included.
+    /// napping, not held by the hive-wide API backoff) and a message that is
+    /// neither claimed nor held waits; then claims its inbox, held messages included.
     pub async fn next_turn(&self, name: &AgentName, wait: Duration) -> Result<Option<Turn>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut rx = self.broker.watch_inbox(name.as_str());
+            let mut api = self.api.watch();
+            let mut held_until = None;
             let row = self.agent_row(name)?;
             let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
@@ -71,11 +84,26 @@ impl Hive {
                 self.broker.publish(Change::Agent(name.to_string()));
             }
             if !row.paused && nap_left.is_none() && self.store.has_unclaimed(name.as_str())? {
-                // No turn without a readable config: its messages wait for one, unclaimed.
-                let config = self.effective_config(name)?;
-                let messages = self.store.claim(name.as_str(), TURN_BATCH)?;
-                if !messages.is_empty() {
-                    return Ok(Some(Turn { messages, config }));
+                match self.api.gate(name.as_str()) {
+                    Gate::Go => {
+                        // No turn without a readable config: its messages wait for one, unclaimed.
+                        let claimed = self.effective_config(name).and_then(|config| {
+                            Ok((self.store.claim(name.as_str(), TURN_BATCH)?, config))
+                        });
+                        match claimed {
+                            Ok((messages, config)) if !messages.is_empty() => {
+                                return Ok(Some(Turn { messages, config }));
+                            }
+                            other => {
+                                self.api.unclaimed(name.as_str());
+                                other?;
+                            }
+                        }
+                    }
+                    Gate::Until(t) => {
+                        let left = Duration::from_millis((t - now_ms()).max(0) as u64);
+                        held_until = Some(tokio::time::Instant::now() + left);
+                    }
                 }
             }
             let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
@@ -83,6 +111,8 @@ impl Hive {
                 r = rx.changed() => if r.is_err() { return Ok(None) },
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
                 _ = async { match nap_end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = async { match held_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+                _ = api.changed() => {}
                 _ = self.shutdown.cancelled() => return Ok(None),
             }
         }
@@ -113,6 +143,8 @@ impl Hive {
             }
             TurnOutcome::Hold => self.store.hold_claims(agent)?,
         };
+        self.api
+            .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
         self.record_turn(name, stats)?;
         if let Some(s) = session {
             self.store
@@ -125,6 +157,12 @@ impl Hive {
         });
         if !held.is_empty() {
             end["held"] = held.into();
+        }
+        if let Some(e) = &stats.error {
+            end["error"] = e.as_str().into();
+        }
+        if let Some(s) = stats.api_status {
+            end["api_status"] = s.into();
         }
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.

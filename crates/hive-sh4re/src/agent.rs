@@ -24,8 +24,26 @@ pub enum AgentRequest {
         #[serde(default)]
         wait_ms: Option<u64>,
     },
-    /// Report whether the agent lacks usable claude credentials.
-    NeedsLogin { needed: bool },
+    /// Report whether the agent lacks usable claude credentials, and why
+    /// (the model API's refusal, when it rejected the ones it has).
+    NeedsLogin {
+        needed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// claude retries a model call the API failed (its `api_retry` line). The
+    /// answer's `give_up` asks the harness to end the turn now (hive-wide backoff).
+    ApiRetry {
+        /// The HTTP status, None when the API could not be reached.
+        #[serde(default)]
+        status: Option<u16>,
+        /// claude's word for the error (`overloaded`, `server_error`, ...).
+        error: String,
+        attempt: u32,
+        max_retries: u32,
+    },
+    /// A turn failed: the harness waits this long before trying its messages again.
+    Backoff { retry_in_ms: u64, reason: String },
     /// Record a state change (and the model of the turn that starts).
     State {
         state: AgentState,
@@ -156,6 +174,12 @@ pub struct TurnStats {
     pub cost_usd: Option<f64>,
     #[serde(default)]
     pub notes_bytes: Option<u64>,
+    /// Why a failed turn failed: the model API's reason, or the harness's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The HTTP status of the model API error that ended the turn, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_status: Option<u16>,
 }
 
 /// A command from the operator to the harness.
@@ -181,6 +205,9 @@ pub struct EffectiveConfig {
     /// Session to `--resume`, if any.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Longest a turn may run (the agent's `turn_timeout`, else the hive's), in seconds.
+    #[serde(default)]
+    pub turn_timeout_secs: Option<u64>,
 }
 
 /// One response line on agent.sock.
@@ -202,6 +229,9 @@ pub struct AgentResponse {
     /// Free text answer of a tool (a path, an approval id, the operator's answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// `api_retry`: end the turn now, the hive holds turns while the API fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub give_up: bool,
 }
 
 impl AgentResponse {

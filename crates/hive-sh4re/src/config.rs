@@ -43,6 +43,58 @@ pub struct AgentConfig {
     /// Size of `/state/notes.md` above which the notes are compacted.
     #[serde(default)]
     pub notes_max_bytes: Option<u64>,
+    /// Longest one turn may run before it is stopped (`"45m"`, `"2h"`, `"90s"`,
+    /// or seconds); the hive's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_timeout: Option<TurnTimeout>,
+}
+
+/// Longest turn allowed in `turn_timeout`: a week, an operator question's longest wait.
+pub const MAX_TURN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// A turn time limit as `agent.toml` writes it: seconds, or a number with `s`, `m` or `h`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TurnTimeout {
+    Seconds(u64),
+    Text(String),
+}
+
+impl TurnTimeout {
+    /// The limit in seconds, or why the text is not one.
+    pub fn seconds(&self) -> Result<u64, String> {
+        let secs = match self {
+            Self::Seconds(s) => *s,
+            Self::Text(t) => parse_duration_secs(t)?,
+        };
+        if secs == 0 || secs > MAX_TURN_TIMEOUT_SECS {
+            return Err(format!(
+                "{secs}s is not a turn time limit: give between 1s and {}h",
+                MAX_TURN_TIMEOUT_SECS / 3600
+            ));
+        }
+        Ok(secs)
+    }
+}
+
+/// `90`, `90s`, `45m`, `2h` as seconds.
+pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90s, 45m or 2h"))?;
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?} is not a duration such as 90s, 45m or 2h")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 /// A stdio MCP server claude starts for the agent.
@@ -84,6 +136,7 @@ impl Default for AgentConfig {
             mcp_servers: BTreeMap::new(),
             prompt: String::new(),
             notes_max_bytes: None,
+            turn_timeout: None,
         }
     }
 }
@@ -137,6 +190,10 @@ impl AgentConfig {
                     "field `env`: {k:?} is not an environment variable name"
                 )));
             }
+        }
+        if let Some(t) = &self.turn_timeout {
+            t.seconds()
+                .map_err(|why| ConfigError(format!("field `turn_timeout`: {why}")))?;
         }
         for (name, s) in &self.mcp_servers {
             if name == "hyperhive" {
@@ -251,6 +308,22 @@ args = ["--root", "/state"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn turn_timeout_takes_seconds_or_units() {
+        let secs = |t: &str| {
+            AgentConfig::from_toml(&format!("turn_timeout = {t}"))
+                .map(|c| c.turn_timeout.unwrap().seconds().unwrap())
+        };
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("\"90s\""), Ok(90));
+        assert_eq!(secs("\"45m\""), Ok(2700));
+        assert_eq!(secs("\"2h\""), Ok(7200));
+        for bad in ["0", "\"10d\"", "\"soon\"", "\"9999h\""] {
+            let e = secs(bad).unwrap_err().to_string();
+            assert!(e.contains("turn_timeout"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -168,10 +168,19 @@ pub struct AgentStatusRow {
     pub status_set_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// idle, thinking, compacting, napping.
+    /// idle, thinking, compacting, napping, retrying, waiting (or stopped).
     pub state: String,
     /// RFC 3339 UTC time the state was entered.
     pub state_since: String,
+    /// What the state is about: `API 529 · 3/10` (retrying), `retry in 40s` (waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_detail: Option<String>,
+    /// RFC 3339 UTC time a waiting agent tries its messages again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    /// Why the agent needs a login (the model API's refusal), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_reason: Option<String>,
     /// Undelivered messages waiting for the agent.
     pub inbox_depth: u64,
     /// RFC 3339 UTC end of the last turn.
@@ -184,6 +193,23 @@ pub struct AgentStatusRow {
     /// RFC 3339 UTC end of a nap in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nap_until: Option<String>,
+}
+
+/// The hive-wide backoff while the model API fails for several agents: new
+/// turns wait behind one probe turn at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiBackoff {
+    /// RFC 3339 UTC time the hive began backing off.
+    pub since: String,
+    /// The last error the API gave (`API 529 overloaded`).
+    pub last_error: String,
+    /// RFC 3339 UTC time the next probe turn may start.
+    pub next_try: String,
+    /// The agent whose turn probes the API now, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// Agents that met the failure since the backoff began.
+    pub agents: Vec<String>,
 }
 
 /// An operator decision the manager (or the operator) asked for.
@@ -259,6 +285,9 @@ pub struct Response {
     pub agents: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_statuses: Option<Vec<AgentStatusRow>>,
+    /// `agent_status` *ours*: the hive-wide API backoff, while one holds turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_backoff: Option<ApiBackoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Urls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,10 @@ pub enum AgentState {
     Compacting,
     /// The agent asked not to be woken before a time.
     Napping,
+    /// claude is retrying a model call the API refused (5xx, overloaded, rate limited).
+    Retrying,
+    /// A turn failed; the harness waits before trying its messages again.
+    Waiting,
 }
 
 impl AgentState {
@@ -25,6 +29,8 @@ impl AgentState {
             Self::Thinking => "thinking",
             Self::Compacting => "compacting",
             Self::Napping => "napping",
+            Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -34,6 +40,8 @@ impl AgentState {
             "thinking" => Self::Thinking,
             "compacting" => Self::Compacting,
             "napping" => Self::Napping,
+            "retrying" => Self::Retrying,
+            "waiting" => Self::Waiting,
             _ => Self::Idle,
         }
     }

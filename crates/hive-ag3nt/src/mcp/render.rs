@@ -59,7 +59,11 @@ fn agent_line(r: &AgentStatusRow) -> String {
     } else {
         "stopped"
     };
-    let mut line = format!("{}: {} since {}, {run}", r.name, r.state, r.state_since);
+    let state = match &r.state_detail {
+        Some(d) => format!("{} · {d}", r.state),
+        None => r.state.clone(),
+    };
+    let mut line = format!("{}: {state} since {}, {run}", r.name, r.state_since);
     if r.paused {
         line.push_str(", paused");
     }
@@ -117,6 +121,9 @@ mod tests {
             url: None,
             state: "idle".into(),
             state_since: "2026-01-01T10:00:00Z".into(),
+            state_detail: None,
+            retry_at: None,
+            login_reason: None,
             inbox_depth: 0,
             last_turn_at: None,
             runtime: "process".into(),

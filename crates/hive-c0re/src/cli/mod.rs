@@ -406,6 +406,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 if let Some(a) = &answer.space_alarm {
                     output::space_alarm(a);
                 }
+                if let Some(b) = &answer.api_backoff {
+                    output::api_backoff(b);
+                }
                 output::status(&rows)
             }
         }

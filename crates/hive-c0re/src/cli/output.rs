@@ -82,10 +82,14 @@ pub fn status(rows: &[AgentStatusRow]) {
             if !r.isolated {
                 flags.push("not-isolated");
             }
+            let state = match &r.state_detail {
+                Some(d) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
+                None => r.state.clone(),
+            };
             vec![
                 r.name.clone(),
                 running.to_owned(),
-                r.state.clone(),
+                state,
                 r.active_model.clone(),
                 r.inbox_depth.to_string(),
                 r.deployed_sha.clone().unwrap_or_else(|| "-".into()),
@@ -114,6 +118,35 @@ pub fn status(rows: &[AgentStatusRow]) {
             "RUNTIME",
         ],
         &body,
+    );
+}
+
+/// How long ago an RFC 3339 time was (`12s`, `5m`, `2h`), `-` when unreadable.
+fn age(since: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
+        return "-".into();
+    };
+    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// The hive-wide API backoff, above the status table.
+pub fn api_backoff(b: &hive_sh4re::host::ApiBackoff) {
+    out!(
+        "the model API fails: the hive backs off since {} ({}); next try {}{}",
+        b.since,
+        b.last_error,
+        b.next_try,
+        b.probe
+            .as_ref()
+            .map(|p| format!(", probing with {p}"))
+            .unwrap_or_default()
     );
 }
 

@@ -1,0 +1,418 @@
+//! The model API's health as the hive sees it: each agent's trouble (what its
+//! `retrying` and `waiting` states show), and the hive-wide backoff.
+//!
+//! When the API fails with an error that is the API's, not the agent's
+//! (overloaded, rate limited, 5xx, unreachable) for several agents within a
+//! short window, the hive backs off together: new turns wait, one probe turn at
+//! a time may start once the backoff delay has passed, and running turns that
+//! meet the failure are told to give up instead of retrying on their own. A
+//! probe that fails doubles the delay; any turn that succeeds clears it. So a
+//! hundred agents make one request per delay while the API is down, not a
+//! hundred retries each.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hive_sh4re::host::ApiBackoff;
+use tokio::sync::watch;
+
+use crate::broker::Change;
+use crate::clock::{now_ms, rfc3339};
+use crate::error::Result;
+use crate::hive::Hive;
+use hive_sh4re::{AgentName, AgentState, Mailbox};
+
+/// Distinct agents that must meet an API failure within [`WINDOW_MS`] for the hive to back off.
+pub const AGENTS_TO_BACK_OFF: usize = 3;
+/// How recent an agent's API failure must be to count towards the backoff.
+const WINDOW_MS: i64 = 120_000;
+/// The first backoff delay; it doubles with each failed probe.
+const FIRST_DELAY: Duration = Duration::from_secs(15);
+/// The longest backoff delay.
+const MAX_DELAY: Duration = Duration::from_secs(600);
+
+/// What one agent's state is about right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trouble {
+    /// `API 529 · 3/10`, or why the turn failed.
+    pub detail: String,
+    /// When a waiting agent tries again (unix ms).
+    pub retry_at: Option<i64>,
+}
+
+/// The hive's view of the model API.
+pub struct ApiHealth {
+    inner: Mutex<Inner>,
+    /// Bumped whenever a held turn may start (backoff cleared, probe slot open).
+    wake: watch::Sender<u64>,
+    first_delay: Duration,
+}
+
+#[derive(Default)]
+struct Inner {
+    trouble: HashMap<String, Trouble>,
+    /// Why an agent needs a login, as the API said it.
+    login: HashMap<String, String>,
+    /// Agents whose last API failure was the API's, and when, with the error.
+    recent: HashMap<String, (i64, String)>,
+    backoff: Option<Backoff>,
+}
+
+struct Backoff {
+    since: i64,
+    last_error: String,
+    next_try: i64,
+    delay: Duration,
+    probe: Option<String>,
+    agents: BTreeSet<String>,
+}
+
+/// Whether a turn may start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Start it (as the probe, while the hive backs off).
+    Go,
+    /// Wait until this time (unix ms), or until woken.
+    Until(i64),
+}
+
+/// True for API failures that are the API's and hit every agent alike.
+pub fn is_hive_wide(status: Option<u16>) -> bool {
+    match status {
+        None => true,
+        Some(s) => s == 408 || s == 429 || s >= 500,
+    }
+}
+
+/// True for a refused credential.
+pub fn is_auth(status: Option<u16>) -> bool {
+    matches!(status, Some(401 | 403))
+}
+
+/// `API 529 overloaded` (or `API unreachable: ...` without a status).
+pub fn describe(status: Option<u16>, error: &str) -> String {
+    match status {
+        Some(s) => format!("API {s} {error}").trim_end().to_owned(),
+        None => format!("API unreachable: {error}").trim_end().to_owned(),
+    }
+}
+
+impl Default for ApiHealth {
+    fn default() -> Self {
+        Self::new(first_delay())
+    }
+}
+
+/// The first backoff delay: `HIVE_API_BACKOFF_MS` (for tests), else [`FIRST_DELAY`].
+fn first_delay() -> Duration {
+    std::env::var("HIVE_API_BACKOFF_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(FIRST_DELAY)
+}
+
+impl ApiHealth {
+    /// A healthy API, backing off from `first_delay` when it is not.
+    pub fn new(first_delay: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            wake: watch::channel(0).0,
+            first_delay,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes turns held by the backoff when one may start.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    fn wake(&self) {
+        self.wake.send_modify(|v| *v += 1);
+    }
+
+    /// What an agent's state is about, if anything.
+    pub fn trouble(&self, agent: &str) -> Option<Trouble> {
+        self.lock().trouble.get(agent).cloned()
+    }
+
+    /// Sets (or clears) what an agent's state is about.
+    pub fn set_trouble(&self, agent: &str, t: Option<Trouble>) {
+        let mut g = self.lock();
+        match t {
+            Some(t) => g.trouble.insert(agent.to_owned(), t),
+            None => g.trouble.remove(agent),
+        };
+    }
+
+    /// Why the agent needs a login, when the API refused its credentials.
+    pub fn login_reason(&self, agent: &str) -> Option<String> {
+        self.lock().login.get(agent).cloned()
+    }
+
+    /// Records (or clears) why the agent needs a login; true when it is new.
+    pub fn set_login_reason(&self, agent: &str, reason: Option<String>) -> bool {
+        let mut g = self.lock();
+        match reason {
+            Some(r) => g.login.insert(agent.to_owned(), r).is_none(),
+            None => g.login.remove(agent).is_some(),
+        }
+    }
+
+    /// claude met an API failure and retries: notes it; true when the turn
+    /// should give up now because the hive backs off.
+    pub fn failed(&self, agent: &str, status: Option<u16>, error: &str) -> bool {
+        if !is_hive_wide(status) {
+            return false;
+        }
+        let now = now_ms();
+        let what = describe(status, error);
+        let mut g = self.lock();
+        g.recent.insert(agent.to_owned(), (now, what.clone()));
+        g.recent.retain(|_, (t, _)| now - *t <= WINDOW_MS);
+        let enough = g.recent.len() >= AGENTS_TO_BACK_OFF;
+        match &mut g.backoff {
+            Some(b) => {
+                b.last_error = what;
+                b.agents.insert(agent.to_owned());
+                true
+            }
+            None if enough => {
+                tracing::warn!(
+                    agents = g.recent.len(),
+                    "the model API fails for several agents ({what}): the hive backs off"
+                );
+                let agents = g.recent.keys().cloned().collect();
+                g.backoff = Some(Backoff {
+                    since: now,
+                    last_error: what,
+                    next_try: now + self.first_delay.as_millis() as i64,
+                    delay: self.first_delay,
+                    probe: None,
+                    agents,
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// May `agent` start a turn now? While the hive backs off, one agent at a
+    /// time may, as the probe, once the delay has passed.
+    pub fn gate(&self, agent: &str) -> Gate {
+        let mut g = self.lock();
+        let Some(b) = &mut g.backoff else {
+            return Gate::Go;
+        };
+        match &b.probe {
+            Some(p) if p == agent => Gate::Go,
+            Some(_) => Gate::Until(now_ms() + b.delay.as_millis() as i64),
+            None if now_ms() >= b.next_try => {
+                tracing::info!(agent, "probing the model API with one turn");
+                b.probe = Some(agent.to_owned());
+                Gate::Go
+            }
+            None => Gate::Until(b.next_try),
+        }
+    }
+
+    /// A turn of `agent` ended (or its harness went away mid-turn: `ok` false,
+    /// no status). Success clears the backoff; a probe the API failed doubles it.
+    pub fn turn_ended(&self, agent: &str, ok: bool, api_status: Option<u16>) {
+        let mut g = self.lock();
+        if ok {
+            g.recent.remove(agent);
+            if g.backoff.take().is_some() {
+                tracing::info!(agent, "a turn succeeded: the hive's API backoff is over");
+                g.recent.clear();
+                drop(g);
+                self.wake();
+            }
+            return;
+        }
+        let Some(b) = &mut g.backoff else { return };
+        if b.probe.as_deref() != Some(agent) {
+            return;
+        }
+        b.probe = None;
+        if is_hive_wide(api_status) {
+            b.delay = (b.delay * 2).min(MAX_DELAY);
+        }
+        b.next_try = now_ms() + b.delay.as_millis() as i64;
+        drop(g);
+        self.wake();
+    }
+
+    /// A claim the gate let through found no message: the probe slot is free again.
+    pub fn unclaimed(&self, agent: &str) {
+        let mut g = self.lock();
+        if let Some(b) = &mut g.backoff
+            && b.probe.as_deref() == Some(agent)
+        {
+            b.probe = None;
+            drop(g);
+            self.wake();
+        }
+    }
+
+    /// The hive-wide backoff in force, if any.
+    pub fn backoff(&self) -> Option<ApiBackoff> {
+        let g = self.lock();
+        g.backoff.as_ref().map(|b| ApiBackoff {
+            since: rfc3339(b.since),
+            last_error: b.last_error.clone(),
+            next_try: rfc3339(b.next_try),
+            probe: b.probe.clone(),
+            agents: b.agents.iter().cloned().collect(),
+        })
+    }
+
+    /// When the next probe may start while the hive backs off (unix ms).
+    pub fn next_try(&self) -> Option<i64> {
+        self.lock().backoff.as_ref().map(|b| b.next_try)
+    }
+}
+
+impl Hive {
+    /// claude retries a model call the API failed: the agent shows
+    /// `retrying · API 529 · 3/10`. Returns true when the turn should give up
+    /// now: the credential was refused (the harness parks for a login), or the
+    /// hive backs off from the API.
+    pub fn api_retry(
+        &self,
+        agent: &AgentName,
+        status: Option<u16>,
+        error: &str,
+        attempt: u32,
+        max_retries: u32,
+    ) -> Result<bool> {
+        let code = status.map_or_else(|| "unreachable".to_owned(), |s| s.to_string());
+        let trouble = Trouble {
+            detail: format!("API {code} · {attempt}/{max_retries}"),
+            retry_at: None,
+        };
+        self.set_trouble_state(agent, AgentState::Retrying, trouble)?;
+        Ok(is_auth(status) || self.api.failed(agent.as_str(), status, error))
+    }
+
+    /// A failed turn's harness waits `retry_in` before trying its messages
+    /// again: the agent shows `waiting · retry in 40s`.
+    pub fn api_backoff(&self, agent: &AgentName, retry_in: Duration, reason: &str) -> Result<()> {
+        let trouble = Trouble {
+            detail: reason.chars().take(200).collect(),
+            retry_at: Some(now_ms() + retry_in.as_millis() as i64),
+        };
+        self.set_trouble_state(agent, AgentState::Waiting, trouble)
+    }
+
+    fn set_trouble_state(&self, agent: &AgentName, state: AgentState, t: Trouble) -> Result<()> {
+        let payload = serde_json::json!({
+            "state": state.as_str(),
+            "detail": t.detail,
+            "retry_at": t.retry_at.map(rfc3339),
+        });
+        self.api.set_trouble(agent.as_str(), Some(t));
+        self.store.set_state(agent.as_str(), state, None)?;
+        self.add_events(agent, &[("state".to_owned(), payload.to_string())])?;
+        self.broker.publish(Change::Agent(agent.to_string()));
+        Ok(())
+    }
+
+    /// The harness reports whether the agent lacks usable credentials. A
+    /// refusal by the API (`reason`) is told to the operator, once, by `system`.
+    pub async fn report_needs_login(
+        &self,
+        agent: &AgentName,
+        needed: bool,
+        reason: Option<String>,
+    ) -> Result<()> {
+        self.store.set_needs_login(agent.as_str(), needed)?;
+        let told = match (needed, reason) {
+            (true, Some(r)) => self
+                .api
+                .set_login_reason(agent.as_str(), Some(r.clone()))
+                .then_some(r),
+            (true, None) => None,
+            (false, _) => {
+                self.api.set_login_reason(agent.as_str(), None);
+                None
+            }
+        };
+        self.broker.publish(Change::Agent(agent.to_string()));
+        if let Some(reason) = told {
+            let body = format!(
+                "{agent} needs a login: the model API refused its credentials ({reason}). \
+                 Its turns are parked and its messages wait in its inbox. Log in inside its \
+                 container (hive-c0re shell {agent}, then claude /login) or give the hive a new \
+                 key and restart {agent}; it resumes by itself when its credentials change."
+            );
+            if let Err(e) = self.send(&Mailbox::System, &Mailbox::Operator, &body).await {
+                tracing::warn!(%agent, "could not tell the operator that it needs a login: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_agents_failing_hold_turns_behind_one_probe() {
+        let h = ApiHealth::new(Duration::ZERO);
+        assert!(!h.failed("a", Some(529), "overloaded"));
+        assert!(
+            !h.failed("b", Some(401), "authentication_failed"),
+            "not the API's"
+        );
+        assert!(!h.failed("b", Some(500), "server_error"));
+        assert_eq!(h.gate("a"), Gate::Go);
+        assert!(
+            h.failed("c", None, "connection refused"),
+            "the third backs off"
+        );
+        assert!(
+            h.failed("a", Some(529), "overloaded"),
+            "running turns give up"
+        );
+        let b = h.backoff().unwrap();
+        assert_eq!(b.agents, ["a", "b", "c"]);
+        assert_eq!(b.last_error, "API 529 overloaded");
+        // One probe at a time.
+        assert_eq!(h.gate("b"), Gate::Go);
+        assert!(matches!(h.gate("c"), Gate::Until(_)));
+        assert_eq!(h.gate("b"), Gate::Go, "the probe itself goes on");
+        h.turn_ended("b", false, Some(529));
+        assert_eq!(h.backoff().unwrap().probe, None);
+        assert_eq!(h.gate("c"), Gate::Go, "the next probe");
+        h.turn_ended("a", true, None);
+        assert!(h.backoff().is_none(), "a success clears it");
+        assert_eq!(h.gate("b"), Gate::Go);
+    }
+
+    #[test]
+    fn a_failed_probe_doubles_the_delay() {
+        let h = ApiHealth::new(Duration::from_secs(10));
+        for a in ["a", "b", "c"] {
+            h.failed(a, Some(503), "unavailable");
+        }
+        assert!(
+            matches!(h.gate("a"), Gate::Until(_)),
+            "not before the delay"
+        );
+        let mut g = h.lock();
+        let b = g.backoff.as_mut().unwrap();
+        b.next_try = 0;
+        drop(g);
+        assert_eq!(h.gate("a"), Gate::Go);
+        h.turn_ended("a", false, Some(503));
+        let g = h.lock();
+        assert_eq!(g.backoff.as_ref().unwrap().delay, Duration::from_secs(20));
+    }
+}
