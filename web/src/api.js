@@ -61,6 +61,8 @@ const agentPath = (name, rest = '') => `/api/agents/${enc(name)}${rest}`;
 
 export const api = {
   agents: () => get('/api/agents'),
+  /** The hive-wide model API backoff, or null. */
+  backoff: () => get('/api/backoff'),
   agent: (name) => get(agentPath(name)),
   /** History, oldest first: {limit}, {before, limit} or {since, limit}. */
   events: (name, query) => get(agentPath(name, `/events?${new URLSearchParams(query)}`)),

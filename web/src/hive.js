@@ -66,7 +66,29 @@ function upsertAgent(row) {
   fillRow(entry.tr, row);
   agentsChanged();
   pokeStats();
+  pokeBackoff();
 }
+
+// ---- the hive-wide model API backoff ------------------------------------------
+
+/** Shows (or hides) the banner of the hive backing off from a failing model API. */
+function showBackoff(b) {
+  const el = $('#api-backoff');
+  el.hidden = !b;
+  if (!b) return;
+  fill(el,
+    h('span', {}, '⚠ The model API is failing: the hive holds new turns and probes it with one at a time. '),
+    h('span', {}, 'Since ', since(b.since, ' ago'), ` · last error: ${b.last_error} · next try: `,
+      b.probe ? `probing now with ${b.probe}` : until(b.next_try)));
+}
+
+const pokeBackoff = refresher(async () => {
+  try {
+    showBackoff(await api.backoff());
+  } catch {
+    // the next change tries again
+  }
+});
 
 function removeAgent(name) {
   agents.get(name)?.tr.remove();

@@ -124,6 +124,7 @@ export function startClock() {
       if (el.dataset.since) el.textContent = span(Date.now() - Date.parse(el.dataset.since)) + (el.dataset.suffix ?? '');
     }
     for (const el of document.querySelectorAll('[data-nap]')) el.textContent = napLeft(el.dataset.nap);
+    for (const el of document.querySelectorAll('[data-retry]')) el.textContent = retryIn(el.dataset.retry);
     for (const el of document.querySelectorAll('[data-until]')) {
       el.textContent = countdown(el.dataset.until);
       el.classList.toggle('expired', Date.parse(el.dataset.until) <= Date.now());
@@ -131,7 +132,7 @@ export function startClock() {
   }, 1000);
 }
 
-const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', stopped: '⏹', failed: '✖' };
+const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', stopped: '⏹', failed: '✖' };
 
 /** The one state a badge shows: failed > stopped > the turn-loop state. */
 export function stateOf(row) {
@@ -147,21 +148,38 @@ function napLeft(iso) {
   return `${pad(Math.floor(s / 60))}:${pad(s % 60)}`;
 }
 
-/** `🧠 thinking · 12s` (the age of the state), or `😴 napping · 04:59` (the nap's countdown), coloured by state. */
+/** "retry in 38s" until `iso`, then "retry due". */
+function retryIn(iso) {
+  const s = Math.ceil((Date.parse(iso) - Date.now()) / 1000);
+  return s > 0 ? `retry in ${span(s * 1000)}` : 'retry due';
+}
+
+/**
+ * `🧠 thinking · 12s` (the age of the state), `😴 napping · 04:59` (the nap's
+ * countdown), `🔁 retrying · API 529 · 3/10 · 12s` or `⏳ waiting · retry in 38s`
+ * (the model API's trouble), coloured by state.
+ */
 export function badge(row) {
   const state = stateOf(row);
-  const when = state === 'napping' && row.nap_until
-    ? h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until))
-    : since(row.state_since);
-  return h('span', { class: `badge s-${state}`, dataset: { state } },
-    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state} · `, when);
+  const detail = state === row.state ? row.state_detail : null;
+  let when;
+  if (state === 'napping' && row.nap_until) {
+    when = h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until));
+  } else if (state === 'waiting' && row.retry_at) {
+    when = h('time', { datetime: row.retry_at, title: detail ?? '', dataset: { retry: row.retry_at } }, retryIn(row.retry_at));
+  } else {
+    when = since(row.state_since);
+  }
+  const about = state === 'retrying' && detail ? ` · ${detail}` : '';
+  return h('span', { class: `badge s-${state}`, dataset: { state }, title: detail ?? '' },
+    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state}${about} · `, when);
 }
 
 /** Small tags for flags that are not the state. */
 export function flags(row) {
   return [
     row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, '⏸ paused'),
-    row.needs_login && h('span', { class: 'tag warn', title: 'no usable claude credentials' }, '🔑 needs login'),
+    row.needs_login && h('span', { class: 'tag warn', title: row.login_reason ?? 'no usable claude credentials' }, '🔑 needs login'),
     row.parent && h('span', { class: 'tag', title: 'asked for by' }, `↖ ${row.parent}`),
   ].filter(Boolean);
 }

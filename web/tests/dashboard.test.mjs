@@ -282,6 +282,34 @@ test('a napping agent counts its nap down in the badge', async () => {
   sock.close();
 });
 
+test('the model API failing shows in the badges and, for several agents, as the hive banner', async () => {
+  await page.goto(hive.url);
+  const badge = (name) => row(name).locator('.badge');
+  const socks = {};
+  await hive.cli('spawn', 'dave');
+  await hive.cli('spawn', 'erin');
+  for (const name of ['alice', 'dave', 'erin']) socks[name] = await agentSocket(hive, name);
+  let r = await socks.alice.call({ op: 'api_retry', status: 529, error: 'overloaded', attempt: 3, max_retries: 10 });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.ok(!r.give_up, 'one agent alone does not make the hive back off');
+  await until(async () => /🔁\s*retrying · API 529 · 3\/10 · \d+s/u.test(await badge('alice').textContent()), "alice's retrying badge");
+  await socks.dave.call({ op: 'backoff', retry_in_ms: 40000, reason: 'API 500 server_error' });
+  await until(async () => /⏳\s*waiting · retry in (39|40)s/u.test(await badge('dave').textContent()), "dave's waiting badge");
+  assert.match(await badge('dave').getAttribute('title'), /API 500 server_error/);
+  assert.ok(await page.locator('#api-backoff').isHidden(), 'no banner yet');
+  await socks.dave.call({ op: 'api_retry', status: 529, error: 'overloaded', attempt: 1, max_retries: 10 });
+  r = await socks.erin.call({ op: 'api_retry', status: 503, error: 'unavailable', attempt: 1, max_retries: 10 });
+  assert.equal(r.give_up, true, "the third agent's turn gives up: the hive backs off");
+  const banner = page.locator('#api-backoff');
+  await banner.waitFor({ timeout: 10000 });
+  const text = await banner.innerText();
+  assert.match(text, /The model API is failing/);
+  assert.match(text, /Since \d+s ago · last error: API 503 unavailable · next try: \d+s left/);
+  await page.screenshot({ path: path.join(OUT, 'dashboard-api-backoff.png') });
+  for (const s of Object.values(socks)) s.close();
+  await page.goto(`${hive.url}/agents/alice`); // where the next test reads alice's history
+});
+
 test('a restart of hive-c0re keeps the history visible and the login', async () => {
   const sock = await agentSocket(hive, 'alice');
   await sock.call({ op: 'events', items: [{ kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: 'said before the restart' }] } } }] });

@@ -34,6 +34,11 @@ pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentSt
     ))
 }
 
+/// `GET /api/backoff`: the hive-wide model API backoff, `null` when none holds turns.
+pub(crate) async fn backoff(State(ctx): State<Ctx>) -> Json<Option<hive_sh4re::host::ApiBackoff>> {
+    Json(ctx.hive.api.backoff())
+}
+
 /// `GET /api/agents/{name}`: one agent's status row.
 pub(crate) async fn agent(
     State(ctx): State<Ctx>,

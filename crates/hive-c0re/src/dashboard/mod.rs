@@ -116,6 +116,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/agents/{name}", get(pages::agent_page))
         .route("/assets/{file}", get(pages::asset))
         .route("/api/agents", get(api::agents))
+        .route("/api/backoff", get(api::backoff))
         .route("/api/agents/{name}", get(api::agent))
         .route("/api/agents/{name}/events", get(api::events))
         .route(
