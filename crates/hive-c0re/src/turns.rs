@@ -143,6 +143,10 @@ impl Hive {
             }
             TurnOutcome::Hold => self.store.hold_claims(agent)?,
         };
+        if outcome == TurnOutcome::Release && stats.exit_class == "api_error" {
+            // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
+            self.api.failed(agent, stats.api_status, "");
+        }
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
         self.record_turn(name, stats)?;
