@@ -160,10 +160,22 @@ async fn handle(
                     hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
                 )));
             }
+            // A model call answered ends the hive's API backoff (claude's own error
+            // texts come as assistant lines of the model `<synthetic>`).
+            let answered = items.iter().any(|e| {
+                e.kind == "stream"
+                    && e.payload["type"] == "assistant"
+                    && e.payload["message"]["model"]
+                        .as_str()
+                        .is_some_and(|m| m != "<synthetic>")
+            });
             if hive.space.is_low() {
                 // The stream is what the hive can drop; the turn's end, its
                 // acknowledgements and the agent's state are still recorded.
                 tracing::debug!(agent = %name, dropped = items.len(), "the disk is nearly full: events dropped");
+                if answered {
+                    hive.api.answered(name.as_str());
+                }
                 return Ok(AgentResponse::ok());
             }
             let items: Vec<(String, String)> = items
@@ -171,6 +183,9 @@ async fn handle(
                 .map(|e| (e.kind, e.payload.to_string()))
                 .collect();
             hive.add_events(name, &items)?;
+            if answered {
+                hive.api.answered(name.as_str());
+            }
             AgentResponse::ok()
         }
         AgentRequest::TurnEnd {

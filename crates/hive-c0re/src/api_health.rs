@@ -31,6 +31,9 @@ const WINDOW_MS: i64 = 120_000;
 const FIRST_DELAY: Duration = Duration::from_secs(15);
 /// The longest backoff delay.
 const MAX_DELAY: Duration = Duration::from_secs(600);
+/// How long a probe turn holds the probe slot without the API answering it:
+/// a turn that hangs, or works long after its answer, holds no one else up.
+const PROBE_LEASE_MS: i64 = 120_000;
 
 /// What one agent's state is about right now.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +68,8 @@ struct Backoff {
     next_try: i64,
     delay: Duration,
     probe: Option<String>,
+    /// When the probe began (unix ms).
+    probe_since: i64,
     agents: BTreeSet<String>,
 }
 
@@ -194,6 +199,7 @@ impl ApiHealth {
                     next_try: now + self.first_delay.as_millis() as i64,
                     delay: self.first_delay,
                     probe: None,
+                    probe_since: 0,
                     agents,
                 });
                 true
@@ -209,12 +215,20 @@ impl ApiHealth {
         let Some(b) = &mut g.backoff else {
             return Gate::Go;
         };
+        let now = now_ms();
+        if b.probe.is_some() && now - b.probe_since > PROBE_LEASE_MS {
+            tracing::warn!(probe = ?b.probe, "the probe turn holds on without an answer: another may probe");
+            b.probe = None;
+            b.delay = (b.delay * 2).min(MAX_DELAY);
+            b.next_try = now;
+        }
         match &b.probe {
             Some(p) if p == agent => Gate::Go,
             Some(_) => Gate::Until(now_ms() + b.delay.as_millis() as i64),
-            None if now_ms() >= b.next_try => {
+            None if now >= b.next_try => {
                 tracing::info!(agent, "probing the model API with one turn");
                 b.probe = Some(agent.to_owned());
+                b.probe_since = now;
                 Gate::Go
             }
             None => Gate::Until(b.next_try),
@@ -246,6 +260,14 @@ impl ApiHealth {
         b.next_try = now_ms() + b.delay.as_millis() as i64;
         drop(g);
         self.wake();
+    }
+
+    /// The model answered a call of `agent`'s (a real `assistant` line): the
+    /// API works again, whatever the rest of the turn does.
+    pub fn answered(&self, agent: &str) {
+        if self.lock().backoff.is_some() {
+            self.turn_ended(agent, true, None);
+        }
     }
 
     /// A claim the gate let through found no message: the probe slot is free again.
@@ -391,9 +413,24 @@ mod tests {
         h.turn_ended("b", false, Some(529));
         assert_eq!(h.backoff().unwrap().probe, None);
         assert_eq!(h.gate("c"), Gate::Go, "the next probe");
+        h.answered("a");
+        assert!(h.backoff().is_none(), "an answer clears it");
+        assert_eq!(h.gate("b"), Gate::Go);
+    }
+
+    #[test]
+    fn a_probe_that_holds_on_gives_way() {
+        let h = ApiHealth::new(Duration::ZERO);
+        for a in ["a", "b", "c"] {
+            h.failed(a, Some(429), "rate_limited");
+        }
+        assert_eq!(h.gate("a"), Gate::Go);
+        assert!(matches!(h.gate("b"), Gate::Until(_)));
+        h.lock().backoff.as_mut().unwrap().probe_since -= PROBE_LEASE_MS + 1;
+        assert_eq!(h.gate("b"), Gate::Go, "the lease ran out");
+        assert_eq!(h.backoff().unwrap().probe.as_deref(), Some("b"));
         h.turn_ended("a", true, None);
         assert!(h.backoff().is_none(), "a success clears it");
-        assert_eq!(h.gate("b"), Gate::Go);
     }
 
     #[test]

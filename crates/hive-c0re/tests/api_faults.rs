@@ -211,7 +211,8 @@ fn a_request_that_never_returns_ends_at_the_turn_time_limit() {
         "{end}"
     );
     let took = end["duration_ms"].as_u64().unwrap();
-    assert!((3000..15_000).contains(&took), "{took} ms");
+    // Stopped by its own limit, not the hive's hour (start-up and the stop take a while under load).
+    assert!((3000..60_000).contains(&took), "{took} ms");
     assert!(
         fault(&sim, json!({}))["hung"].as_u64().unwrap() >= 1,
         "the request did hang"
