@@ -252,6 +252,13 @@ fn ten_agents_against_an_overloaded_api_back_off_together() {
     assert!(b["since"].is_string() && b["next_try"].is_string(), "{b}");
     let text = hive.ok(&["status"]);
     assert!(text.contains("the hive backs off"), "{text}");
+    let first = hive
+        .ok(&["status", "--json"])
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(first.starts_with("{\"api_backoff\":"), "{first}");
 
     // Running turns give up; then one probe at a time, with a growing delay.
     hive.wait_for("the running turns to give up", 60, |h| {

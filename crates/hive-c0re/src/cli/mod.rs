@@ -401,6 +401,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 if let Some(a) = &answer.space_alarm {
                     output::json_lines(&[serde_json::json!({ "space_alarm": a })]);
                 }
+                if let Some(b) = &answer.api_backoff {
+                    output::json_lines(&[serde_json::json!({ "api_backoff": b })]);
+                }
                 output::json_lines(&rows)
             } else {
                 if let Some(a) = &answer.space_alarm {
