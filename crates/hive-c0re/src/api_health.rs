@@ -31,6 +31,9 @@ const WINDOW_MS: i64 = 120_000;
 const FIRST_DELAY: Duration = Duration::from_secs(15);
 /// The longest backoff delay.
 const MAX_DELAY: Duration = Duration::from_secs(600);
+/// Least time between two notices to the operator that one agent needs a login.
+const LOGIN_NOTICE_EVERY_MS: i64 = 600_000;
+
 /// How long a probe turn holds the probe slot without the API answering it:
 /// a turn that hangs, or works long after its answer, holds no one else up.
 const PROBE_LEASE_MS: i64 = 120_000;
@@ -57,6 +60,8 @@ struct Inner {
     trouble: HashMap<String, Trouble>,
     /// Why an agent needs a login, as the API said it.
     login: HashMap<String, String>,
+    /// When the operator was last told that an agent needs a login (unix ms).
+    login_told: HashMap<String, i64>,
     /// Agents whose last API failure was the API's, and when, with the error.
     recent: HashMap<String, (i64, String)>,
     backoff: Option<Backoff>,
@@ -160,13 +165,25 @@ impl ApiHealth {
         self.lock().login.get(agent).cloned()
     }
 
-    /// Records (or clears) why the agent needs a login; true when it is new.
+    /// Records (or clears) why the agent needs a login; true when the operator
+    /// should be told: it is new, and no notice for this agent went out lately
+    /// (a harness toggling its report cannot flood the operator's inbox).
     pub fn set_login_reason(&self, agent: &str, reason: Option<String>) -> bool {
         let mut g = self.lock();
-        match reason {
-            Some(r) => g.login.insert(agent.to_owned(), r).is_none(),
-            None => g.login.remove(agent).is_some(),
+        let Some(r) = reason else {
+            g.login.remove(agent);
+            return false;
+        };
+        if g.login.insert(agent.to_owned(), r).is_some() {
+            return false;
         }
+        let now = now_ms();
+        let last = g.login_told.get(agent).copied().unwrap_or(i64::MIN / 2);
+        if now - last < LOGIN_NOTICE_EVERY_MS {
+            return false;
+        }
+        g.login_told.insert(agent.to_owned(), now);
+        true
     }
 
     /// claude met an API failure and retries: notes it; true when the turn
@@ -354,6 +371,15 @@ impl Hive {
         reason: Option<String>,
     ) -> Result<()> {
         self.store.set_needs_login(agent.as_str(), needed)?;
+        // The reason is the harness's report: one line of plain text, and quoted
+        // as the agent's words in a notice that `system` signs.
+        let reason = reason.map(|r| {
+            let line = r.lines().next().unwrap_or("").replace('"', "'");
+            line.chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect::<String>()
+        });
         let told = match (needed, reason) {
             (true, Some(r)) => self
                 .api
@@ -368,7 +394,8 @@ impl Hive {
         self.broker.publish(Change::Agent(agent.to_string()));
         if let Some(reason) = told {
             let body = format!(
-                "{agent} needs a login: the model API refused its credentials ({reason}). \
+                "{agent} needs a login: its harness reports that the model API refused its \
+                 credentials (\"{reason}\"). \
                  Its turns are parked and its messages wait in its inbox. Log in inside its \
                  container (hive-c0re shell {agent}, then claude /login) or give the hive a new \
                  key and restart {agent}; it resumes by itself when its credentials change."
@@ -451,5 +478,25 @@ mod tests {
         h.turn_ended("a", false, Some(503));
         let g = h.lock();
         assert_eq!(g.backoff.as_ref().unwrap().delay, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn login_notices_are_few() {
+        let h = ApiHealth::default();
+        assert!(
+            h.set_login_reason("a", Some("API 401".into())),
+            "the first is told"
+        );
+        assert!(
+            !h.set_login_reason("a", Some("API 401".into())),
+            "not twice"
+        );
+        assert!(!h.set_login_reason("a", None));
+        assert!(
+            !h.set_login_reason("a", Some("API 401".into())),
+            "not again within ten minutes"
+        );
+        assert_eq!(h.login_reason("a").as_deref(), Some("API 401"));
+        assert!(h.set_login_reason("b", Some("API 403".into())));
     }
 }
