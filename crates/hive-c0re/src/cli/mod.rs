@@ -277,7 +277,7 @@ pub enum Command {
         /// One agent (default: every agent).
         name: Option<AgentName>,
         /// The window, e.g. 90s, 15m, 1h, 2d.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = parse_window)]
         since: Duration,
         #[arg(long)]
         json: bool,
@@ -313,28 +313,13 @@ pub enum ScheduleCommand {
     Rm { id: i64 },
 }
 
-/// Parses `90s`, `15m`, `1h`, `2d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 90s, 15m, 1h or 2d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit {unit:?}: use s, m, h or d"
-            ));
-        }
-    };
-    if secs == 0 {
+/// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
+pub fn parse_window(s: &str) -> Result<Duration, String> {
+    let d = hive_sh4re::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
         return Err("the window must be longer than 0s".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(d)
 }
 
 /// Runs a client verb (everything but `serve`); returns the exit code.
