@@ -12,17 +12,18 @@ mod output;
 mod shell;
 mod transcript;
 
+use std::ffi::OsString;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hive_sh4re::host::client::{self, Client};
 use hive_sh4re::host::{Scope, verb};
 use hive_sh4re::{AgentName, Mailbox};
 
 use crate::paths::Paths;
-use crate::serve_config::{ConfigFile, ServeArgs};
+use crate::serve_config::{self, ConfigFile, Resolved, ServeArgs};
 
 /// The CLI's exit codes.
 pub mod exit {
@@ -85,6 +86,12 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The settings of `serve` or `doctor` on the command line `argv`: flags,
+    /// environment, then `--config` or `default_file` (see `serve_config`).
+    pub fn settings(argv: &[OsString], default_file: &Path) -> crate::error::Result<Resolved> {
+        serve_config::resolve(&Self::command(), argv, default_file)
+    }
+
     /// Parses the command line; a usage error exits with [`exit::USAGE`]
     /// after clap's explanation (help and version exit 0).
     pub fn parse_or_exit() -> Self {
