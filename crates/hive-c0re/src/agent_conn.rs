@@ -17,7 +17,7 @@ use crate::broker::Change;
 use crate::error::{Error, Result};
 use crate::hive::{Hive, message_wire};
 use crate::lines::{Line, read_line};
-use crate::turns::Claim;
+use crate::hive::turns::Claim;
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);

@@ -135,7 +135,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .context("could not create the manager agent")?;
     }
     tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
-    tokio::spawn(crate::schedules::run(hive.clone()));
+    tokio::spawn(crate::hive::schedules::run(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",

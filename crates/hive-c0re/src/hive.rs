@@ -1,6 +1,16 @@
 //! The hive: the one object every surface (host.sock, agent.sock, dashboard)
 //! calls to read or change state. Policy lives here — who may send to whom,
 //! what a name may be, what an approval does — so the surfaces stay thin.
+//!
+//! Its fields are private: the store, the broker, the runtime and the
+//! supervisor are reached only through `Hive`'s methods, here and in the
+//! submodules that hold more of them by concern.
+
+pub mod approvals;
+pub mod questions;
+pub mod schedules;
+pub mod telemetry;
+pub mod turns;
 
 use std::sync::Arc;
 use std::time::Duration;
