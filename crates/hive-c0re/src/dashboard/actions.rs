@@ -12,6 +12,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use hive_sh4re::host::Question;
 use hive_sh4re::{AgentName, Mailbox};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -213,9 +214,8 @@ pub(crate) struct AnswerBody {
     answer: String,
 }
 
-fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> {
+fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
     ctx.hive
-        .store
         .question(id)?
         .ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
 }
@@ -223,7 +223,7 @@ fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> 
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
 fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
     move |e| {
-        let pending = matches!(ctx.hive.store.question(id), Ok(Some(q)) if q.status(crate::clock::now_ms()) == "pending");
+        let pending = matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == "pending");
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {

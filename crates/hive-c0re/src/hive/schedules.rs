@@ -317,20 +317,8 @@ mod tests {
         let names: Vec<AgentName> = (0..=per_creator)
             .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
             .collect();
-        let mut used = Vec::new();
         for n in &names {
-            used.push(hive.runtime.uid_ranges().allocate(&used).unwrap());
-            hive.store
-                .create_agent(&crate::store::NewAgent {
-                    name: n.as_str(),
-                    harness: "ag3nt",
-                    config_toml: "",
-                    deployed_sha: None,
-                    parent: None,
-                    want_running: false,
-                    uid_base: used[used.len() - 1],
-                })
-                .unwrap();
+            hive.add_stopped(n, "").unwrap();
         }
         for n in &names[..per_creator] {
             for _ in 0..MAX_PER_AGENT {

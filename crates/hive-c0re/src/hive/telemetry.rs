@@ -66,6 +66,13 @@ impl Hive {
         Ok(())
     }
 
+    /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
+    pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
+        self.store
+            .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        Ok(())
+    }
+
     /// Derived figures of one agent (or every agent) over the last `window_ms`.
     pub fn stats_summary(&self, agent: Option<&AgentName>, window_ms: i64) -> Result<StatsSummary> {
         let now = now_ms();

@@ -124,7 +124,7 @@ impl StreamReply for StatusStream {
         r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()> {
-        let mut changes = hive.broker.subscribe();
+        let mut changes = hive.subscribe();
         w.write_all(&Response::ok().to_line()).await?;
         loop {
             let name = tokio::select! {
@@ -135,7 +135,7 @@ impl StreamReply for StatusStream {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(_) => return Ok(()),
                 },
-                _ = hive.shutdown.cancelled() => return Ok(()),
+                _ = hive.shutdown_token().cancelled() => return Ok(()),
                 () = client_gone(r, w) => return Ok(()),
             };
             let rows = match name {
