@@ -1,6 +1,11 @@
 //! Steering an agent: the operator's model override, cancelling a turn or a
 //! nap, compacting its session or notes, a fresh session; and the commands
 //! that reach a running harness on its `control` connection.
+//!
+//! Each operator action is noted in the agent's history as an `operator`
+//! event (`session_reset` for a fresh session), so its terminal shows who did
+//! what between turns: whichever surface asked, host.sock or the dashboard,
+//! since both call these methods.
 
 use std::time::Duration;
 
@@ -8,6 +13,7 @@ use hive_sh4re::agent::Control;
 use hive_sh4re::config::AgentConfig;
 use hive_sh4re::host::ModelInfo;
 use hive_sh4re::{AgentName, AgentState};
+use serde_json::json;
 
 use super::{Hive, NAP_MAX_SECONDS, NAP_MIN_SECONDS};
 use crate::broker::Change;
@@ -35,6 +41,8 @@ impl Hive {
         }
         self.store.set_model_override(name.as_str(), model)?;
         self.broker.publish(Change::Agent(name.to_string()));
+        let shown = model.unwrap_or("default");
+        self.note_operator(name, json!({ "command": format!("/model {shown}") }));
         self.model_info(name)
     }
 
@@ -58,6 +66,7 @@ impl Hive {
             self.require_running(name)?;
             self.broker.push_control(name.as_str(), Control::Cancel);
         }
+        self.note_operator(name, json!({ "command": "/cancel" }));
         Ok(())
     }
 
@@ -84,6 +93,7 @@ impl Hive {
             )));
         }
         self.broker.push_control(name.as_str(), Control::Compact);
+        self.note_operator(name, json!({ "command": "/compact" }));
         Ok(())
     }
 
@@ -104,7 +114,15 @@ impl Hive {
         self.require_running(name)?;
         self.broker
             .push_control(name.as_str(), Control::CompactNotes);
+        self.note_operator(name, json!({ "command": "/compact-notes" }));
         Ok(())
+    }
+
+    /// Records an operator action in the agent's history; a failure to note is only logged.
+    pub(super) fn note_operator(&self, name: &AgentName, payload: serde_json::Value) {
+        if let Err(e) = self.add_events(name, &[("operator".to_owned(), payload.to_string())]) {
+            tracing::warn!(agent = %name, "could not note an operator action: {e}");
+        }
     }
 
     fn require_running(&self, name: &AgentName) -> Result<()> {

@@ -7,19 +7,24 @@
 //! - a harness that goes away before it ends its turn gives its claims back
 //!   (`release_claims`).
 //!
-//! Every change wakes the waiters of the inbox it touched.
+//! Every change wakes the waiters of the inbox it touched. A message from the
+//! operator is also noted in the agent's history (an `operator` event).
 
 use std::time::Duration;
 
 use hive_sh4re::agent::TurnOutcome;
 use hive_sh4re::host::Message;
 use hive_sh4re::{AgentName, MAX_BODY_BYTES, Mailbox};
+use serde_json::json;
 
 use super::{Hive, RECV_MAX};
 use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::store::MessageRow;
+
+/// Characters of an operator's message repeated in the agent's history.
+const NOTED_CHARS: usize = 300;
 
 impl Hive {
     /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
@@ -69,6 +74,10 @@ impl Hive {
         });
         if let Mailbox::Agent(n) = to {
             self.broker.publish(Change::Agent(n.to_string()));
+            if *from == Mailbox::Operator {
+                let shown: String = body.chars().take(NOTED_CHARS).collect();
+                self.note_operator(n, json!({ "message": shown, "message_id": id }));
+            }
         }
         Ok(id)
     }
