@@ -8,6 +8,7 @@ macro_rules! out {
     };
 }
 
+pub mod exit;
 mod output;
 mod shell;
 mod transcript;
@@ -24,18 +25,6 @@ use hive_sh4re::{AgentName, Mailbox};
 
 use crate::paths::Paths;
 use crate::serve_config::{self, ConfigFile, Resolved, ServeArgs};
-
-/// The CLI's exit codes.
-pub mod exit {
-    /// Done.
-    pub const DONE: i32 = 0;
-    /// The daemon refused (its sentence is on stderr), or the verb failed.
-    pub const REFUSED: i32 = 1;
-    /// hive-c0re is not running, or not reachable by this user.
-    pub const UNREACHABLE: i32 = 2;
-    /// The command line is wrong (EX_USAGE): nothing was asked of the daemon.
-    pub const USAGE: i32 = 64;
-}
 
 /// Why a client verb did not succeed.
 #[derive(Debug, thiserror::Error)]
