@@ -128,6 +128,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
     tokio::spawn(crate::hive::schedules::run(hive.clone()));
+    tokio::spawn(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",

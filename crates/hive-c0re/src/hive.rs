@@ -12,7 +12,7 @@ mod messages;
 pub mod questions;
 pub mod schedules;
 mod shell;
-mod status;
+pub mod status;
 mod supervision;
 pub mod telemetry;
 pub mod turns;
@@ -95,6 +95,10 @@ pub struct Hive {
     shutdown: CancellationToken,
     /// The agents' sockets.
     sockets: AgentSockets,
+    /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
+    inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Each agent's config repo head when last looked at (see `status`).
+    config_heads: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Shortest nap, in seconds.
@@ -126,6 +130,8 @@ impl Hive {
             settings,
             shutdown: CancellationToken::new(),
             sockets,
+            inbox_peaks: Default::default(),
+            config_heads: Default::default(),
         })
     }
 

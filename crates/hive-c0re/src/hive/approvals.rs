@@ -185,6 +185,7 @@ impl Hive {
 
     fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
         let id = self.store.add_approval(a)?;
+        self.record_approvals_pending();
         self.broker.publish(Change::Approvals);
         Ok(id)
     }
@@ -215,6 +216,7 @@ impl Hive {
         if !self.store.decide_approval(id, "approved", None)? {
             return Err(already_decided(id, &a.status));
         }
+        self.record_approvals_pending();
         let outcome = self.run_approval(&a).await;
         match &outcome {
             Ok(()) => self.tell_requester(&format!(
@@ -243,6 +245,7 @@ impl Hive {
         if !self.store.decide_approval(id, "denied", note)? {
             return Err(already_decided(id, &a.status));
         }
+        self.record_approvals_pending();
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
         self.tell_requester(&format!(
             "Approval #{id} ({} {}) was denied by the operator.{why}",

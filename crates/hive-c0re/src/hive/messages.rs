@@ -73,6 +73,7 @@ impl Hive {
             from: from.as_str().to_owned(),
         });
         if let Mailbox::Agent(n) = to {
+            self.sample_inbox(n.as_str());
             self.broker.publish(Change::Agent(n.to_string()));
             if *from == Mailbox::Operator {
                 let shown: String = body.chars().take(NOTED_CHARS).collect();
@@ -85,6 +86,7 @@ impl Hive {
     /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
     pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
         let id = self.store.send("system", to.as_str(), body)?;
+        self.sample_inbox(to.as_str());
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Agent(to.to_string()));
         Ok(id)
@@ -133,6 +135,7 @@ impl Hive {
 
     /// Claims up to `max` waiting messages of the agent for a turn, held ones included.
     pub(super) fn claim(&self, agent: &AgentName, max: u32) -> Result<Vec<MessageRow>> {
+        self.sample_inbox(agent.as_str());
         Ok(self.store.claim(agent.as_str(), max)?)
     }
 

@@ -209,6 +209,7 @@ impl Hive {
                 );
                 continue;
             }
+            self.sample_inbox(&s.agent);
             self.broker.poke(&s.agent);
             self.broker.publish(Change::Agent(s.agent.clone()));
         }
