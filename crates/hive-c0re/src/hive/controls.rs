@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 
 impl Hive {
     /// Sets the operator's model override, or clears it (None, "" or "default"); returns the model info.
+    ///
+    /// The dashboard's `{"model": null}` comes here as None and clears; host.sock's
+    /// `set_model` without a model only reads and never calls this.
     pub fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
         self.agent_row(name)?;
         let model = model
