@@ -337,7 +337,7 @@ fn ask_operator_times_out_carries_the_answer_or_is_cancelled() {
         .ok(&["questions", "--json"])
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|q| q["id"].to_string() == id)
+        .find(|q| q["id"].as_i64() == id.parse().ok())
         .expect("the cancelled question is listed");
     assert_eq!(q["status"], "cancelled", "{q}");
     let out = hive.cli(&["answer", &id, "red"]);
