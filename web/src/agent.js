@@ -6,7 +6,7 @@ import { api, live } from './api.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
 import { mountTelemetry } from './telemetry.js';
-import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, watchLogin } from './ui.js';
+import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, watchLogin } from './ui.js';
 
 // The page is served at /agents/NAME (hive-c0re checked that NAME exists).
 const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
@@ -340,7 +340,8 @@ for (const b of document.querySelectorAll('.agent-head [data-action]')) {
 
 async function refresh(first) {
   try {
-    const [r, m, inbox] = await Promise.all([api.agent(NAME), api.model(NAME), api.messages(NAME)]);
+    const [r, m, inbox, space] = await Promise.all([api.agent(NAME), api.model(NAME), api.messages(NAME), api.space()]);
+    showSpace(space.alarm);
     showRow(r);
     showModel(m);
     showInbox(inbox);
@@ -364,6 +365,7 @@ live(NAME, {
   model: ({ model }) => showModel(model),
   events: ({ events }) => (ready ? addEvents(events) : buffered.push(...events)),
   inbox: ({ messages }) => showInbox(messages),
+  space: ({ alarm }) => showSpace(alarm),
   agent_removed: () => banner(`${NAME} was destroyed: its history stays in the database until purged.`, 'Back to the hive', () => { location.href = '/'; }),
 }, setConn);
 

@@ -135,6 +135,12 @@ async fn handle(
                     hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
                 )));
             }
+            if hive.space().is_low() {
+                // The stream is what the hive can drop; the turn's end, its
+                // acknowledgements and the agent's state are still recorded.
+                tracing::debug!(agent = %name, dropped = items.len(), "the disk is nearly full: events dropped");
+                return Ok(AgentResponse::ok());
+            }
             let items: Vec<(String, String)> = items
                 .into_iter()
                 .map(|e| (e.kind, e.payload.to_string()))

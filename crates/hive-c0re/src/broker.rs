@@ -33,6 +33,8 @@ pub enum Change {
     Approvals,
     /// Operator questions changed.
     Questions,
+    /// The free-space alarm went on or cleared.
+    Space,
 }
 
 /// Fan-out of wake-ups.

@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub uid_base: u32,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
+    /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
+    pub min_free_space: Option<u64>,
 }
 
 /// Environment variables passed from the daemon to every harness.
@@ -81,15 +83,38 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         );
     }
 
-    let store = Store::open(&paths.db(), opts.limits.clone())?;
+    // Before the database opens: on a full disk this frees the reserve that
+    // sqlite's write-ahead log then grows into, so the hive starts degraded.
+    let space_check =
+        crate::space::Space::new(&paths.state, paths.space_reserve(), opts.min_free_space).check();
+    let store = Store::open(&paths.db(), opts.limits.clone()).map_err(|e| {
+        if e.is_disk_full() {
+            anyhow::anyhow!(
+                "the database {} needs an upgrade and {} has no room for it: free some space there and start again",
+                paths.db().display(),
+                crate::space::filesystem_of(&paths.state)
+            )
+        } else {
+            e.into()
+        }
+    })?;
     let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
     // No harness is connected yet: whatever a previous daemon handed out comes back.
-    let released = store.release_all_claims()?;
-    if released > 0 {
-        tracing::info!(
+    // On a disk with no room at all that waits for space (see `Hive::space_changed`).
+    let mut release_deferred = false;
+    match store.release_all_claims() {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(
             released,
             "returned messages of interrupted turns to their inboxes"
-        );
+        ),
+        Err(e) if e.is_disk_full() => {
+            tracing::warn!(
+                "the disk is full: messages of interrupted turns go back to their inboxes once space is freed"
+            );
+            release_deferred = true;
+        }
+        Err(e) => return Err(e.into()),
     }
 
     let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
@@ -102,7 +127,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             tracing::error!(agent = %row.name, "{e}");
         }
     }
-    let mut settings = settings()?;
+    let mut settings = settings(opts.min_free_space)?;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -112,6 +137,13 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
+    if release_deferred {
+        hive.space().defer_release();
+    }
+    if let Some(t) = hive.space().check().or(space_check) {
+        hive.space_changed(&t);
+    }
+    tokio::spawn(hive.clone().watch_space());
     tokio::spawn(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -216,7 +248,7 @@ fn pick_runtime(
     })
 }
 
-fn settings() -> Result<Settings> {
+fn settings(min_free_space: Option<u64>) -> Result<Settings> {
     let bin_dir = match std::env::var_os("HIVE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::current_exe()
@@ -245,6 +277,7 @@ fn settings() -> Result<Settings> {
         dashboard_home: None,
         dashboard_login: None,
         kill_grace: Duration::from_secs(5),
+        min_free_space,
     })
 }
 

@@ -12,6 +12,7 @@ mod messages;
 pub mod questions;
 pub mod schedules;
 mod shell;
+mod space;
 pub mod status;
 mod supervision;
 pub mod telemetry;
@@ -36,6 +37,7 @@ use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::runtime::{Runtime, RuntimeKind};
+use crate::space::Space;
 use crate::store::{AgentRow, EventRow, NewAgent, Store};
 use crate::supervisor::Supervisor;
 
@@ -81,6 +83,8 @@ pub struct Settings {
     pub dashboard_login: Option<String>,
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Free space the state's file system keeps (`min_free_space`); None: the default.
+    pub min_free_space: Option<u64>,
 }
 
 /// The hive daemon's state and operations: the one gate to the store.
@@ -99,6 +103,10 @@ pub struct Hive {
     inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Each agent's config repo head when last looked at (see `status`).
     config_heads: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The free-space alarm of the state's file system.
+    space: Space,
+    /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
+    naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
 
 /// Shortest nap, in seconds.
@@ -121,7 +129,10 @@ impl Hive {
         sockets: AgentSockets,
         settings: Settings,
     ) -> Arc<Self> {
+        let space = Space::new(&paths.state, paths.space_reserve(), settings.min_free_space);
         Arc::new(Self {
+            space,
+            naps: Default::default(),
             store,
             paths,
             broker: Broker::new(),
@@ -149,6 +160,7 @@ impl Hive {
             dashboard_home,
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
+            min_free_space: None,
         };
         let uids = crate::runtime::UidRanges::new(
             None,

@@ -24,5 +24,6 @@ pub mod runtime;
 pub mod sd_notify;
 pub mod serve_config;
 pub mod shell;
+pub mod space;
 pub mod store;
 pub mod supervisor;

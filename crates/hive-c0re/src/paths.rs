@@ -54,6 +54,11 @@ impl Paths {
         self.state.join("hive.db")
     }
 
+    /// The free-space reserve (see `space.rs`): deleted when the disk runs low.
+    pub fn space_reserve(&self) -> PathBuf {
+        self.state.join("space.reserve")
+    }
+
     /// The dashboard's token (0600), kept so logins survive a restart.
     pub fn dashboard_token(&self) -> PathBuf {
         self.state.join("dashboard.token")

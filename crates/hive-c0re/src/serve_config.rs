@@ -107,6 +107,16 @@ pub struct ServeArgs {
         value_parser = parse_uid_base
     )]
     pub uid_base: u32,
+    /// Free space the state directory's file system keeps: below it new sends,
+    /// schedules and agents' events are refused until space returns (bytes, or e.g. 512MiB).
+    /// Default: 5 % of the file system, at most 256 MiB.
+    #[arg(
+        long,
+        env = "HIVE_MIN_FREE_SPACE",
+        value_name = "SIZE",
+        value_parser = crate::space::parse_size
+    )]
+    pub min_free_space: Option<u64>,
 }
 
 /// A uid base: a whole, non-zero number of 65536-uid ranges.
@@ -423,6 +433,7 @@ impl Resolved {
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
             uid_base: a.uid_base,
             notify: Default::default(),
+            min_free_space: a.min_free_space,
         }
     }
 }

@@ -284,6 +284,26 @@ pub struct Response {
     /// `approval_diff`: what approving would change, as a unified diff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// `agent_status`: the free-space alarm, only while it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_alarm: Option<SpaceAlarm>,
+}
+
+/// The hive's free-space alarm (etcd's NOSPACE): on while the state's file
+/// system has less free space than the floor; new sends, schedules and
+/// agents' events are refused until it clears by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceAlarm {
+    /// The file system, as `the file system at /var/lib (ext4)`.
+    pub filesystem: String,
+    /// Free bytes at the last check.
+    pub free_bytes: u64,
+    /// The floor, in bytes.
+    pub floor_bytes: u64,
+    /// RFC 3339 time the alarm went on.
+    pub since: String,
+    /// The sentence refusals carry.
+    pub message: String,
 }
 
 /// A prompt scheduled for an agent, delivered as a message from `system`.

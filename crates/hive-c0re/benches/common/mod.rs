@@ -31,6 +31,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             dashboard_home: None,
             dashboard_login: None,
             kill_grace: Duration::from_secs(1),
+            min_free_space: None,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(

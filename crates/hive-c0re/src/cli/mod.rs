@@ -123,7 +123,8 @@ pub enum Command {
     },
     /// Show every agent: running, state, model, inbox depth, config sha, last turn.
     Status {
-        /// One JSON object per agent (the host.sock AgentStatusRow).
+        /// One JSON object per agent (the host.sock AgentStatusRow), after a
+        /// `{"space_alarm": ...}` line while the disk is nearly full.
         #[arg(long)]
         json: bool,
     },
@@ -375,13 +376,17 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         }
         Command::Shell { .. } => unreachable!("shell has its own loop"),
         Command::Status { json } => {
-            let rows = c
-                .call(verb::AgentStatus {})?
-                .agent_statuses
-                .unwrap_or_default();
+            let answer = c.call(verb::AgentStatus {})?;
+            let rows = answer.agent_statuses.unwrap_or_default();
             if json {
+                if let Some(a) = &answer.space_alarm {
+                    output::json_lines(&[serde_json::json!({ "space_alarm": a })]);
+                }
                 output::json_lines(&rows)
             } else {
+                if let Some(a) = &answer.space_alarm {
+                    output::space_alarm(a);
+                }
                 output::status(&rows)
             }
         }

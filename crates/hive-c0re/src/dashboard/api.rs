@@ -20,6 +20,11 @@ pub const MAX_EVENTS: u32 = 2000;
 /// Most messages one inbox request returns.
 pub const MAX_MESSAGES: u32 = 500;
 
+/// `GET /api/space`: the free-space alarm, or null while space is fine.
+pub(crate) async fn space(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "alarm": ctx.hive.space().alarm() }))
+}
+
 /// `GET /api/agents`: every agent's status row.
 pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentStatusRow>>> {
     Ok(Json(

@@ -140,6 +140,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel_question))
         .route("/api/stats", get(stats::stats))
+        .route("/api/space", get(api::space))
         .route("/api/stream", get(sse::stream))
         .route("/api/ping", post(actions::ping))
         .fallback(pages::fallback)

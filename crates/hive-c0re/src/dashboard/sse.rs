@@ -9,7 +9,8 @@
 //! Frames (`event:` name, JSON `data:`): `hello` {agent}, `agent` AgentStatusRow,
 //! `model` {agent, model: ModelInfo}, `agent_removed` {name}, `events` {agent,
 //! events}, `inbox` {agent, messages}, `operator_inbox` {messages},
-//! `approvals` {approvals}, `questions` {questions}, `resync` {} (changes were
+//! `approvals` {approvals}, `questions` {questions}, `space` {alarm: SpaceAlarm
+//! or null} (the free-space alarm went on or cleared), `resync` {} (changes were
 //! missed: refetch). A comment line every 15 s keeps proxies from closing it.
 
 use std::collections::{HashMap, HashSet};
@@ -177,6 +178,7 @@ enum Work {
     OperatorInbox,
     Approvals,
     Questions,
+    Space,
 }
 
 /// Follows the broker until the hive shuts down, turning changes into frames.
@@ -261,6 +263,7 @@ fn plan(c: Change) -> Vec<Work> {
             .collect(),
         Change::Approvals => vec![Work::Approvals],
         Change::Questions => vec![Work::Questions],
+        Change::Space => vec![Work::Space],
     }
 }
 
@@ -401,6 +404,13 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                     &serde_json::json!({ "approvals": approvals }),
                 ));
             }
+        }
+        Work::Space => {
+            hub.send(Frame::new(
+                Audience::All,
+                "space",
+                &serde_json::json!({ "alarm": hive.space().alarm() }),
+            ));
         }
         Work::Questions => {
             if hub.watched(None)

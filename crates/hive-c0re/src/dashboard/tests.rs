@@ -666,3 +666,29 @@ async fn stats_refuse_bad_queries_with_a_sentence() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_of(&b).contains("in the future"), "{b}");
 }
+
+#[tokio::test]
+async fn the_free_space_alarm_is_served_while_it_is_on() {
+    let f = loopback();
+    let (s, b) = call(&f, get("/api/space")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b, r#"{"alarm":null}"#);
+    f.hive.space().raise_for_test();
+    let (s, b) = call(&f, get("/api/space")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["alarm"]["message"], "the disk is nearly full: test");
+    // Sends from the dashboard meet the same refusal.
+    add_agent(&f.hive, "alice");
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/messages",
+            Some("t0k"),
+            r#"{"body":"hi"}"#,
+        ),
+    )
+    .await;
+    assert_ne!(s, StatusCode::OK, "{b}");
+    assert!(error_of(&b).contains("the disk is nearly full"), "{b}");
+}

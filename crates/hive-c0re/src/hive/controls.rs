@@ -80,10 +80,47 @@ impl Hive {
                 "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
             )));
         }
-        self.store
-            .set_nap_until(name.as_str(), Some(now_ms() + seconds as i64 * 1000))?;
+        let until = now_ms() + seconds as i64 * 1000;
+        let end = std::time::Instant::now() + Duration::from_secs(seconds);
+        self.store.set_nap_until(name.as_str(), Some(until))?;
+        self.naps_lock().insert(name.to_string(), (until, end));
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
+    }
+
+    fn naps_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (i64, std::time::Instant)>>
+    {
+        self.naps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the agent's nap (stored as `nap_until`) still lasts at wall time
+    /// `wall_now`, None when it is over. A nap this daemon started runs on the
+    /// monotonic clock, so a step of the wall clock neither stretches nor cuts
+    /// it; one stored by an earlier daemon counts from the wall clock, at most
+    /// [`NAP_MAX_SECONDS`].
+    pub(crate) fn nap_left(
+        &self,
+        name: &str,
+        nap_until: Option<i64>,
+        wall_now: i64,
+    ) -> Option<Duration> {
+        let until = nap_until?;
+        let mut naps = self.naps_lock();
+        let left = match naps.get(name) {
+            Some(&(stored, end)) if stored == until => {
+                end.saturating_duration_since(std::time::Instant::now())
+            }
+            _ => Duration::from_millis(
+                (until - wall_now).clamp(0, NAP_MAX_SECONDS as i64 * 1000) as u64
+            ),
+        };
+        if left.is_zero() {
+            naps.remove(name);
+            return None;
+        }
+        Some(left)
     }
 
     /// Asks the harness to compact the agent's claude session.

@@ -63,10 +63,12 @@ impl Hive {
                 )));
             }
         }
+        self.space.refuse_if_low()?;
         let id = self
             .store
             .send_grouped(from.as_str(), to.as_str(), body)
-            .await?;
+            .await
+            .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Message {
             to: to.as_str().to_owned(),
@@ -98,7 +100,10 @@ impl Hive {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut rx = self.broker.watch_inbox(mailbox.as_str());
-            let got = self.store.recv(mailbox.as_str(), max)?;
+            let got = self
+                .store
+                .recv(mailbox.as_str(), max)
+                .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
             if !got.is_empty() {
                 if let Mailbox::Agent(n) = mailbox {
                     self.broker.publish(Change::Agent(n.to_string()));

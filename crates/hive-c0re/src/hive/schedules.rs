@@ -3,6 +3,17 @@
 //! One task sleeps until the soonest due time (or a change) and delivers.
 //! A schedule that fell due while hive-c0re was down is delivered once at
 //! start, and its next time is computed from now: missed slots are not replayed.
+//!
+//! Due times are wall-clock times, and the wall clock can step (an NTP
+//! correction, an operator's `date -s`). Forwards, each late schedule fires
+//! once and computes its next time from the new now: no burst of the slots
+//! jumped over. Backwards, a repeat never waits out the step: an `every:`
+//! schedule due more than one interval ahead is due one interval from now,
+//! and a cron schedule keeps its next slot (the slots before it were served)
+//! unless the step was more than [`CRON_STEP_BACK_MAX_MS`], when it starts
+//! again from the new now (cronie's rule). The task never sleeps longer than
+//! [`MAX_SLEEP`], so a step is noticed within that, whichever way it goes.
+//! One-shots fire when the wall clock reaches their time.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -30,6 +41,13 @@ const FULL_RETRY_MS: i64 = 60_000;
 const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
 /// Wake-up key of the scheduler ('#' never starts a mailbox).
 const SCHEDULER_KEY: &str = "#scheduler";
+/// A wall-clock step back longer than this restarts cron schedules from the new now.
+pub const CRON_STEP_BACK_MAX_MS: i64 = 3 * 3_600_000;
+/// Longest sleep of the scheduler: how soon it notices a step of the wall clock
+/// (its sleeps run on the monotonic clock, which does not step).
+const MAX_SLEEP: Duration = Duration::from_secs(10);
+/// How often the scheduler looks again while the disk is nearly full.
+const LOW_SPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// When a schedule fires.
 #[derive(Debug, Clone)]
@@ -140,6 +158,7 @@ impl Hive {
                 "{by} keeps {MAX_PER_CREATOR} schedules, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
         }
+        self.space.refuse_if_low()?;
         if text.trim().is_empty() {
             return Err(Error::refused(
                 "the scheduled text is empty: write what the agent should be told",
@@ -189,9 +208,46 @@ impl Hive {
         Ok(())
     }
 
-    /// Delivers what is due now; returns how many.
-    fn fire_due(&self) -> Result<usize> {
-        let now = now_ms();
+    /// Repeats the wall clock stepped back past: see the module docs.
+    fn realign(&self, now: i64) -> Result<()> {
+        for s in self.store.schedules()? {
+            if !s.repeating || s.next_due <= now {
+                continue;
+            }
+            let next = match When::parse(&s.spec, s.created_at) {
+                Ok(When::Every(ms)) if s.next_due > now + ms => now + ms,
+                Ok(w @ When::Cron(_))
+                    if s.last_fired_at
+                        .is_some_and(|t| t > now + CRON_STEP_BACK_MAX_MS) =>
+                {
+                    match w.after(now) {
+                        Some(t) if t < s.next_due => t,
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            tracing::info!(
+                schedule = s.id,
+                agent = %s.agent,
+                "the wall clock stepped back: schedule #{} is now due at {} (was {})",
+                s.id,
+                rfc3339(next),
+                rfc3339(s.next_due)
+            );
+            self.store.set_schedule_due(s.id, next)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers what is due at `now` (the wall clock); returns how many.
+    /// While the disk is nearly full nothing fires: schedules wait, and fire
+    /// once when space is back.
+    fn fire_due(&self, now: i64) -> Result<usize> {
+        if self.space.is_low() {
+            return Ok(0);
+        }
+        self.realign(now)?;
         let due = self.store.due_schedules(now)?;
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
@@ -200,7 +256,7 @@ impl Hive {
                 .filter(|_| s.repeating);
             // A full inbox skips a repeat's slot; a one-shot waits for room.
             let when_full = next.unwrap_or(now + FULL_RETRY_MS);
-            if self.store.fire_schedule(s, next, when_full)?.is_none() {
+            if self.store.fire_schedule(s, next, when_full, now)?.is_none() {
                 tracing::warn!(
                     schedule = s.id,
                     agent = %s.agent,
@@ -221,12 +277,13 @@ impl Hive {
 pub async fn run(hive: Arc<Hive>) {
     loop {
         let mut rx = hive.broker.watch_inbox(SCHEDULER_KEY);
-        if let Err(e) = hive.fire_due() {
+        if let Err(e) = hive.fire_due(now_ms()) {
             tracing::warn!("could not deliver scheduled prompts: {e}");
         }
         let wait = match hive.store.next_schedule_due() {
-            Ok(Some(t)) => Duration::from_millis((t - now_ms()).clamp(0, 3_600_000) as u64),
-            _ => Duration::from_secs(3600),
+            _ if hive.space.is_low() => LOW_SPACE_RETRY,
+            Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(MAX_SLEEP),
+            _ => MAX_SLEEP,
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -337,6 +394,136 @@ mod tests {
             e.to_string().contains("operator keeps 200 schedules"),
             "{e}"
         );
+    }
+
+    /// A hive with one agent, `a0`.
+    fn hive_with_agent(dir: &std::path::Path) -> Arc<Hive> {
+        let hive = Hive::for_tests(dir, None);
+        let uid_base = hive.runtime.uid_ranges().allocate(&[]).unwrap();
+        hive.store
+            .create_agent(&crate::store::NewAgent {
+                name: "a0",
+                harness: "ag3nt",
+                config_toml: "",
+                deployed_sha: None,
+                parent: None,
+                want_running: false,
+                uid_base,
+            })
+            .unwrap();
+        hive
+    }
+
+    /// Runs the scheduler once a second of real time over `real` (seconds),
+    /// the wall clock reading `wall(r)` at real second `r`; returns the real
+    /// seconds at which a0 got a prompt.
+    fn drive(
+        hive: &Hive,
+        real: std::ops::RangeInclusive<i64>,
+        wall: impl Fn(i64) -> i64,
+    ) -> Vec<i64> {
+        let mut fired = vec![];
+        for r in real {
+            let before = hive.store.inbox_depth("a0");
+            hive.fire_due(wall(r)).unwrap();
+            let after = hive.store.inbox_depth("a0");
+            assert!(after <= before + 1, "two prompts at real second {r}");
+            if after > before {
+                fired.push(r);
+            }
+        }
+        fired
+    }
+
+    const T0: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn an_every_schedule_fires_once_per_slot_across_wall_clock_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = hive_with_agent(dir.path());
+        hive.store
+            .add_schedule("a0", "every:10s", "tick", true, T0 + 10_000, "operator")
+            .unwrap();
+        let fired = drive(&hive, 0..=35, |r| T0 + r * 1000);
+        assert_eq!(fired, [10, 20, 30]);
+        // The wall clock steps back a minute at real second 36.
+        let fired = drive(&hive, 36..=80, |r| T0 + (r - 60) * 1000);
+        // No slot twice, and no waiting out the minute: one interval after the step at the latest.
+        assert_eq!(fired, [46, 56, 66, 76], "after a step back");
+        // Forwards by an hour at real second 81: one late firing, no burst of the 360 slots jumped over.
+        let fired = drive(&hive, 81..=100, |r| T0 + (r - 60) * 1000 + 3_600_000);
+        assert_eq!(fired, [81, 91], "after a step forward");
+    }
+
+    #[test]
+    fn a_cron_schedule_serves_no_slot_twice_and_survives_a_long_step_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = hive_with_agent(dir.path());
+        let w = When::parse("cron:*/10 * * * * *", T0).unwrap();
+        hive.store
+            .add_schedule(
+                "a0",
+                "cron:*/10 * * * * *",
+                "tick",
+                true,
+                w.first(T0).unwrap(),
+                "operator",
+            )
+            .unwrap();
+        // T0 is a whole 10 s: the slots are at real 10, 20, 30.
+        assert_eq!(T0 % 10_000, 0);
+        let fired = drive(&hive, 1..=35, |r| T0 + r * 1000);
+        assert_eq!(fired, [10, 20, 30]);
+        // Back 25 s at real 36 (wall T0+11): the slots 20 and 30 were served, the next is 40.
+        let fired = drive(&hive, 36..=70, |r| T0 + (r - 25) * 1000);
+        assert_eq!(
+            fired,
+            [65],
+            "the wall reaches the next unserved slot (40) at real 65"
+        );
+        // Back a day at real 71: cron starts again from the new now instead of waiting a day.
+        let fired = drive(&hive, 71..=95, |r| T0 + (r - 25) * 1000 - 86_400_000);
+        assert_eq!(fired, [75, 85, 95], "after a step back of a day");
+        // Forward a day: one firing at the next slot, no burst.
+        let fired = drive(&hive, 96..=110, |r| T0 + (r - 25) * 1000);
+        assert_eq!(fired, [96, 105], "after a step forward");
+    }
+
+    #[test]
+    fn a_nearly_full_disk_refuses_new_schedules_and_holds_due_ones_until_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = hive_with_agent(dir.path());
+        let a0 = AgentName::parse("a0").unwrap();
+        hive.store
+            .add_schedule("a0", "every:10s", "tick", true, T0, "operator")
+            .unwrap();
+        hive.space.raise_for_test();
+        let e = hive.schedule_add(&a0, "1h", "x", "operator").unwrap_err();
+        assert!(e.to_string().contains("the disk is nearly full"), "{e}");
+        assert_eq!(hive.fire_due(T0 + 60_000).unwrap(), 0);
+        assert_eq!(hive.store.inbox_depth("a0"), 0);
+    }
+
+    #[test]
+    fn a_nap_keeps_its_length_whatever_the_wall_clock_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = hive_with_agent(dir.path());
+        let a0 = AgentName::parse("a0").unwrap();
+        hive.nap(&a0, 600).unwrap();
+        let until = hive.agent_row(&a0).unwrap().nap_until;
+        let now = now_ms();
+        for wall in [now, now - 86_400_000, now + 86_400_000] {
+            let left = hive.nap_left("a0", until, wall).expect("still napping");
+            assert!(
+                left > Duration::from_secs(590) && left <= Duration::from_secs(600),
+                "{left:?} at {wall}"
+            );
+        }
+        // A nap stored by an earlier daemon counts from the wall clock, at most the longest nap.
+        let far = Some(now + 30 * 86_400_000);
+        let left = hive.nap_left("b0", far, now).unwrap();
+        assert_eq!(left, Duration::from_secs(crate::hive::NAP_MAX_SECONDS));
+        assert_eq!(hive.nap_left("b0", Some(now - 1), now), None);
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Hive {
             (AgentState::Thinking, Some(m)) => m.clone(),
             _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
         };
-        let napping = a.nap_until.is_some_and(|t| t > now_ms());
+        let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
         let state = if napping && a.state == AgentState::Idle {
             AgentState::Napping
         } else {

@@ -235,7 +235,7 @@ impl Hive {
         st.inbox_depth_max = st.inbox_depth_max.max(st.inbox_depth_current);
         st.seconds_since_last_turn = a.last_turn_at.map(|t| (now - t) as f64 / 1000.0);
         let quiet_since = a.last_turn_at.unwrap_or(a.created_at).max(a.state_since);
-        let napping = a.nap_until.is_some_and(|t| t > now);
+        let napping = self.nap_left(&a.name, a.nap_until, now).is_some();
         // Messages held after a cancelled turn wait for the operator's next word, by design.
         let held = self.store.held_count(&a.name).unwrap_or(0);
         st.stuck = st.inbox_depth_current > held

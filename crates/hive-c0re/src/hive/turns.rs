@@ -65,7 +65,7 @@ impl Hive {
         loop {
             let mut rx = self.broker.watch_inbox(name.as_str());
             let row = self.agent_row(name)?;
-            let nap_left = row.nap_until.map(|t| t - now_ms()).filter(|&l| l > 0);
+            let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
@@ -78,8 +78,7 @@ impl Hive {
                     return Ok(Some(Turn { messages, config }));
                 }
             }
-            let nap_end =
-                nap_left.map(|l| tokio::time::Instant::now() + Duration::from_millis(l as u64));
+            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Ok(None) },
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),

@@ -26,6 +26,7 @@ impl Handle for verb::AgentStatus {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
             agent_statuses: Some(hive.status_rows()?),
+            space_alarm: hive.space().alarm(),
             ..Response::ok()
         }
         .into())

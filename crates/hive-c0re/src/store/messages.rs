@@ -130,10 +130,21 @@ impl Store {
         match attempt(&mut g) {
             Ok(out) => out,
             Err(e) => {
+                let full = e.is_disk_full();
                 let msg = e.to_string();
                 items
                     .iter()
-                    .map(|_| Err(SendError::Store(StoreError::Batch(msg.clone()))))
+                    .map(|_| {
+                        Err(SendError::Store(if full {
+                            // Kept recognisable, so the caller can say which disk and what to do.
+                            StoreError::Sql(rusqlite::Error::SqliteFailure(
+                                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                                None,
+                            ))
+                        } else {
+                            StoreError::Batch(msg.clone())
+                        }))
+                    })
                     .collect()
             }
         }

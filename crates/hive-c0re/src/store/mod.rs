@@ -53,6 +53,13 @@ pub enum StoreError {
     Batch(String),
 }
 
+impl StoreError {
+    /// True when sqlite could not write because the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sql(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -116,8 +123,13 @@ impl Store {
 
     fn init(conn: Connection, path: &Path, limits: Limits) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Lets vacuum hand freed pages back to the file system (takes effect on a new database).
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        // Lets vacuum hand freed pages back to the file system. It takes effect
+        // on a new database only, and setting it writes: on an existing one a
+        // full disk would refuse the open.
+        let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        if pages == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

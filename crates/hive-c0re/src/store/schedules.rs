@@ -88,15 +88,15 @@ impl Store {
     /// next due time (or the schedule's removal), so a crash cannot deliver it twice.
     ///
     /// An inbox at its cap takes nothing, as for a send: the schedule then
-    /// moves to `when_full` and None is returned.
+    /// moves to `when_full` and None is returned. `now` is the firing's time.
     pub fn fire_schedule(
         &self,
         s: &ScheduleRow,
         next_due: Option<i64>,
         when_full: i64,
+        now: i64,
     ) -> Result<Option<i64>> {
         let mut g = self.lock();
-        let now = now_ms();
         if g.depth.get(&s.agent).copied().unwrap_or(0) >= self.limits.inbox_cap {
             g.conn.execute(
                 "UPDATE schedules SET next_due = ?1 WHERE id = ?2",
@@ -120,6 +120,15 @@ impl Store {
         tx.commit()?;
         *g.depth.entry(s.agent.clone()).or_default() += 1;
         Ok(Some(id))
+    }
+
+    /// Moves a schedule's next due time (the wall clock stepped back past it).
+    pub fn set_schedule_due(&self, id: i64, next_due: i64) -> Result<()> {
+        self.lock().conn.execute(
+            "UPDATE schedules SET next_due = ?1 WHERE id = ?2",
+            params![next_due, id],
+        )?;
+        Ok(())
     }
 
     /// Removes a schedule; false if there was none.

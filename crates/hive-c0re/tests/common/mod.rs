@@ -43,6 +43,9 @@ pub struct Opts {
     pub nofile: Option<u64>,
     /// A network namespace the daemon runs in (the host's when `None`).
     pub netns: Option<TestNetns>,
+    /// Puts the state dir on a tmpfs of this many bytes, in a mount namespace
+    /// of the test's own (see [`TestMountNs`]); the daemon runs in it.
+    pub state_tmpfs: Option<u64>,
 }
 
 impl Default for Opts {
@@ -53,6 +56,7 @@ impl Default for Opts {
             env: vec![],
             nofile: None,
             netns: None,
+            state_tmpfs: None,
         }
     }
 }
@@ -125,11 +129,95 @@ impl TestNetns {
     }
 }
 
+/// A private mount namespace made for a test, in which one directory is a
+/// tmpfs of a given size; gone with its last user (this handle and the
+/// processes put in it), so it needs no cleanup and no mount outside it changes.
+#[derive(Clone)]
+pub struct TestMountNs(std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl TestMountNs {
+    /// A mount namespace where `dir` (created if need be) is a fresh tmpfs of `bytes`.
+    pub fn tmpfs(dir: &Path, bytes: u64) -> Self {
+        use nix::mount::{MsFlags, mount};
+        let dir = dir.to_path_buf();
+        let fd = std::thread::spawn(move || {
+            // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNS) },
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            // Nothing mounted here propagates to the host's namespace.
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(format!("size={bytes},mode=0755").as_str()),
+            )
+            .unwrap();
+            std::os::fd::OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt").unwrap())
+        })
+        .join()
+        .unwrap();
+        Self(std::sync::Arc::new(fd))
+    }
+
+    /// Makes `cmd` start in this namespace.
+    pub fn put(&self, cmd: &mut Command) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = self.0.as_raw_fd();
+        // SAFETY: one setns between fork and exec, on an fd we hold.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Runs `f` on a thread in this namespace (where its file operations see the tmpfs).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: this scoped thread's own fs attributes, then its mount namespace.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_FS) }, 0);
+                assert_eq!(
+                    unsafe { libc::setns(fd, libc::CLONE_NEWNS) },
+                    0,
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
 /// A running `hive-c0re serve` over its own state and run dirs.
 pub struct TestHive {
     pub dir: tempfile::TempDir,
     pub opts: Opts,
     pub child: Option<Child>,
+    /// Where the state dir is a tmpfs (`Opts::state_tmpfs`).
+    pub mountns: Option<TestMountNs>,
 }
 
 impl TestHive {
@@ -146,10 +234,14 @@ impl TestHive {
             .unwrap();
         // Agents of a root daemon run as their own uids and must reach their dirs below it.
         searchable(dir.path());
+        let mountns = opts
+            .state_tmpfs
+            .map(|bytes| TestMountNs::tmpfs(&dir.path().join("state"), bytes));
         let mut h = Self {
             dir,
             opts,
             child: None,
+            mountns,
         };
         h.serve();
         h
@@ -212,6 +304,9 @@ impl TestHive {
             }
         }
         if let Some(ns) = &self.opts.netns {
+            ns.put(&mut cmd);
+        }
+        if let Some(ns) = &self.mountns {
             ns.put(&mut cmd);
         }
         let child = cmd.spawn().expect("hive-c0re serve starts");
