@@ -52,7 +52,7 @@ pub struct AgentConfig {
 /// Longest turn allowed in `turn_timeout`: a week, an operator question's longest wait.
 pub const MAX_TURN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 
-/// A turn time limit as `agent.toml` writes it: seconds, or a number with `s`, `m` or `h`.
+/// A turn time limit as `agent.toml` writes it: seconds, or a duration (`45m`, see [`crate::duration`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TurnTimeout {
@@ -65,7 +65,9 @@ impl TurnTimeout {
     pub fn seconds(&self) -> Result<u64, String> {
         let secs = match self {
             Self::Seconds(s) => *s,
-            Self::Text(t) => parse_duration_secs(t)?,
+            Self::Text(t) => crate::duration::parse(t)
+                .map_err(|e| e.to_string())?
+                .as_secs(),
         };
         if secs == 0 || secs > MAX_TURN_TIMEOUT_SECS {
             return Err(format!(
@@ -75,26 +77,6 @@ impl TurnTimeout {
         }
         Ok(secs)
     }
-}
-
-/// `90`, `90s`, `45m`, `2h` as seconds.
-pub fn parse_duration_secs(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 90s, 45m or 2h"))?;
-    let scale = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(format!("{text:?} is not a duration such as 90s, 45m or 2h")),
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too long a duration"))
 }
 
 /// A stdio MCP server claude starts for the agent.

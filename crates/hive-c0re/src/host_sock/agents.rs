@@ -26,8 +26,8 @@ impl Handle for verb::AgentStatus {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
             agent_statuses: Some(hive.status_rows()?),
-            space_alarm: hive.space.alarm(),
-            api_backoff: hive.api.backoff(),
+            space_alarm: hive.space().alarm(),
+            api_backoff: hive.api_backoff_status(),
             ..Response::ok()
         }
         .into())
@@ -126,7 +126,7 @@ impl StreamReply for StatusStream {
         r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()> {
-        let mut changes = hive.broker.subscribe();
+        let mut changes = hive.subscribe();
         w.write_all(&Response::ok().to_line()).await?;
         loop {
             let name = tokio::select! {
@@ -137,7 +137,7 @@ impl StreamReply for StatusStream {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(_) => return Ok(()),
                 },
-                _ = hive.shutdown.cancelled() => return Ok(()),
+                _ = hive.shutdown_token().cancelled() => return Ok(()),
                 () = client_gone(r, w) => return Ok(()),
             };
             let rows = match name {

@@ -83,13 +83,13 @@ impl Hive {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
-            if !row.paused && nap_left.is_none() && self.store.has_unclaimed(name.as_str())? {
+            if !row.paused && nap_left.is_none() && self.has_unclaimed(name)? {
                 match self.api.gate(name.as_str()) {
                     Gate::Go => {
                         // No turn without a readable config: its messages wait for one, unclaimed.
-                        let claimed = self.effective_config(name).and_then(|config| {
-                            Ok((self.store.claim(name.as_str(), TURN_BATCH)?, config))
-                        });
+                        let claimed = self
+                            .effective_config(name)
+                            .and_then(|config| Ok((self.claim(name, TURN_BATCH)?, config)));
                         match claimed {
                             Ok((messages, config)) if !messages.is_empty() => {
                                 return Ok(Some(Turn { messages, config }));
@@ -131,18 +131,7 @@ impl Hive {
         session: Option<&str>,
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
-        let held = match outcome {
-            TurnOutcome::Ack => {
-                self.store.ack(agent, &claim.ids)?;
-                vec![]
-            }
-            TurnOutcome::Release => {
-                self.store.release_claims(agent)?;
-                self.broker.poke(agent);
-                vec![]
-            }
-            TurnOutcome::Hold => self.store.hold_claims(agent)?,
-        };
+        let held = self.settle(name, &claim.ids, outcome)?;
         if outcome == TurnOutcome::Release && stats.exit_class == "api_error" {
             // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
             self.api.failed(agent, stats.api_status, "");
