@@ -346,13 +346,14 @@ fn a_credential_secret_ends_needs_login() {
     }
     let sim = ModelSim::start(None);
     // The daemon gives agents no credential: only the model endpoint, in alice's own config.
-    let mut opts = common::Opts::default();
-    opts.env = sim
-        .env()
-        .into_iter()
-        .filter(|(k, _)| k == "HIVE_CLAUDE_BIN")
-        .collect();
-    let hive = TestHive::start_with(opts);
+    let hive = TestHive::start_with(common::Opts {
+        env: sim
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k == "HIVE_CLAUDE_BIN")
+            .collect(),
+        ..common::Opts::default()
+    });
     hive.ok(&["spawn", "alice"]);
     hive.deploy_config(
         "alice",
