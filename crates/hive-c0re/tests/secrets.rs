@@ -163,6 +163,31 @@ fn secret_cli_reads_values_from_stdin_and_never_shows_them() {
     );
     assert_eq!(hive.ok(&["secret", "list", "--json"]).lines().count(), 2);
 
+    // doctor counts a hive-wide credential secret as credentials (asking the daemon, names only).
+    let doctor = |h: &TestHive| {
+        let out = h
+            .command()
+            .args(["doctor", "--runtime", "process"])
+            // Checked against a closed loopback port, never the real API.
+            .env("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        text(&out)
+    };
+    assert!(
+        doctor(&hive).contains("problem: no model credentials"),
+        "{}",
+        doctor(&hive)
+    );
+    set_ok(&hive, "ANTHROPIC_API_KEY", None, "sk-doctor-checked");
+    let d = doctor(&hive);
+    assert!(
+        d.contains("ok: credentials: ANTHROPIC_API_KEY is a hive-wide secret"),
+        "{d}"
+    );
+    assert!(!d.contains("sk-doctor-checked"), "{d}");
+    hive.ok(&["secret", "rm", "ANTHROPIC_API_KEY"]);
+
     hive.ok(&["secret", "rm", "GITHUB_TOKEN", "--agent", "alice"]);
     let again = hive.cli(&["secret", "rm", "GITHUB_TOKEN", "--agent", "alice"]);
     assert_eq!(again.status.code(), Some(1));
