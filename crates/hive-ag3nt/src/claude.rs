@@ -43,7 +43,7 @@ const RESUME_FAILURES: [&str; 2] = [
 ];
 
 /// What one claude run needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Invocation {
     /// The claude binary.
     pub bin: PathBuf,
@@ -64,6 +64,18 @@ pub struct Invocation {
     pub cwd: PathBuf,
     /// Extra environment: the agent's config `env`, and the operator's secrets over it.
     pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Invocation {
+    /// The environment by name only: it holds the operator's secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("bin", &self.bin)
+            .field("args", &self.args())
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A line claude wrote.
@@ -484,6 +496,7 @@ mod tests {
         let inv = Invocation::new(&cfg, Path::new("/state"), String::new());
         assert_eq!(inv.env["SHARED"], "from the secret");
         assert_eq!(inv.env["PLAIN"], "kept");
+        assert!(!format!("{inv:?}").contains("from the secret"));
         assert!(
             has_credentials(Path::new("/nonexistent"), None)
                 == has_credentials(Path::new("/nonexistent"), Some(&cfg))
