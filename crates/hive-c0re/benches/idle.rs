@@ -75,8 +75,8 @@ fn measure(runtime: &str, agents: usize) {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let s = call(&d.sock, r#"{"cmd":"status"}"#);
-        let up = s["agents"]
+        let s = call(&d.sock, r#"{"cmd":"agent_status"}"#);
+        let up = s["agent_statuses"]
             .as_array()
             .map(|a| a.iter().filter(|r| r["running"] == true).count())
             .unwrap_or(0);
