@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::AgentState;
 use crate::config::AgentConfig;
 use crate::host::{AgentStatusRow, Message};
+use crate::secret::Secrets;
 
 /// One request line on agent.sock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +209,10 @@ pub struct EffectiveConfig {
     /// Longest a turn may run (the agent's `turn_timeout`, else the hive's), in seconds.
     #[serde(default)]
     pub turn_timeout_secs: Option<u64>,
+    /// The operator's secrets for this agent (hive-wide, its own over them):
+    /// claude's environment. Only this agent's socket hands them out.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
 }
 
 /// One response line on agent.sock.

@@ -56,6 +56,7 @@ impl Hive {
             config: Self::config_of(&row)?,
             session_id: row.session_id.clone(),
             turn_timeout_secs: Some(self.turn_timeout_of(name)?),
+            secrets: self.secrets_for(name)?,
         })
     }
 
