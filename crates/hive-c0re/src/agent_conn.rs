@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::agent::{AgentRequest, AgentResponse};
-use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
+use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT, STATUS_MAX_CHARS};
+use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::agent_sock::{Accepted, Incoming};
@@ -190,7 +191,9 @@ async fn handle(
             }
         }
         AgentRequest::Recv { max } => {
-            let msgs = hive.recv(&me, max.unwrap_or(20), Duration::ZERO).await?;
+            let msgs = hive
+                .recv(&me, max.unwrap_or(RECV_DEFAULT), Duration::ZERO)
+                .await?;
             AgentResponse {
                 messages: Some(msgs),
                 ..AgentResponse::ok()
@@ -202,10 +205,10 @@ async fn handle(
         },
         AgentRequest::SetStatus { text } => {
             let text = text.trim();
-            if text.chars().count() > 200 {
-                return Err(Error::refused(
-                    "a status is one line of at most 200 characters: shorten it",
-                ));
+            if text.chars().count() > STATUS_MAX_CHARS {
+                return Err(Error::refused(format!(
+                    "a status is one line of at most {STATUS_MAX_CHARS} characters: shorten it"
+                )));
             }
             hive.store
                 .set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
 use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
-use hive_sh4re::{AgentName, AgentState, MAX_BODY_BYTES, Mailbox};
+use hive_sh4re::limits::{MAX_BODY_BYTES, NAP_MAX_SECONDS, NAP_MIN_SECONDS, RECV_MAX};
+use hive_sh4re::{AgentName, AgentState, Mailbox};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_sock::AgentSockets;
@@ -85,16 +86,8 @@ pub struct Hive {
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
 
-/// Shortest nap, in seconds.
-pub const NAP_MIN_SECONDS: u64 = 1;
-/// Longest nap, in seconds (6 h).
-pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
-
 /// What status rows show as the model of an agent whose stored config cannot be read.
 pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
-
-/// Most messages one `recv` returns.
-pub const RECV_MAX: u32 = 1000;
 
 impl Hive {
     /// A hive over an open store.

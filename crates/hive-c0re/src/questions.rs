@@ -3,16 +3,12 @@
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
+use hive_sh4re::limits::{ASK_DEFAULT_TTL_SECONDS, ASK_MAX_TTL_SECONDS};
 
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::hive::Hive;
-
-/// TTL used when the manager gives none.
-pub const DEFAULT_TTL_SECONDS: u64 = 3600;
-/// Longest TTL a question may have.
-pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Sentinel answer when the deadline passed.
 pub const TIMED_OUT: &str = "[no answer: the operator did not answer before the deadline]";
@@ -33,10 +29,10 @@ impl Hive {
                 "the question is empty: say what you need the operator to decide",
             ));
         }
-        let ttl = ttl.unwrap_or(DEFAULT_TTL_SECONDS);
-        if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        let ttl = ttl.unwrap_or(ASK_DEFAULT_TTL_SECONDS);
+        if ttl == 0 || ttl > ASK_MAX_TTL_SECONDS {
             return Err(Error::refused(format!(
-                "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+                "ttl_seconds must be between 1 and {ASK_MAX_TTL_SECONDS}"
             )));
         }
         let id = self

@@ -75,7 +75,7 @@ fn schedules_obey_the_inbox_cap_their_caps_and_the_managers_allow_list() {
     assert_eq!(inbox_depth(&hive, "alice"), 1);
 
     // One agent takes so many schedules, then refusals with a sentence.
-    let cap = hive_c0re::schedules::MAX_PER_AGENT as usize;
+    let cap = hive_sh4re::limits::SCHEDULES_PER_AGENT as usize;
     let mut c = common::Conn::open(&hive.sock());
     let add = json!({"cmd": "schedule_add", "agent": "alice", "when": "1h", "text": "later"});
     let answers: Vec<Value> = (0..cap)

@@ -20,7 +20,5 @@ pub mod tools;
 pub use name::{AgentName, Mailbox, NameError};
 pub use state::AgentState;
 
-pub use limits::{MAX_BODY_BYTES, MAX_LINE_BYTES};
-
 /// Version written in every host.sock response; bump only on a breaking change.
 pub const PROTOCOL_VERSION: u32 = 1;

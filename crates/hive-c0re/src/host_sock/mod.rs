@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::MAX_LINE_BYTES;
 use hive_sh4re::host::{Request, Response};
+use hive_sh4re::limits::MAX_LINE_BYTES;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
