@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::agent::{AgentRequest, AgentResponse};
+use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
+use hive_sh4re::event::EventKind;
 use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT, STATUS_MAX_CHARS};
 use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -128,27 +129,13 @@ async fn handle(
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
-            // hive-side kinds (operator, container_crash, state) are hive-c0re's word, not an agent's.
-            if let Some(e) = items
-                .iter()
-                .find(|e| !hive_sh4re::agent::HARNESS_EVENT_KINDS.contains(&e.kind.as_str()))
-            {
-                return Err(Error::refused(format!(
-                    "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
-                    e.kind,
-                    hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
-                )));
-            }
+            let items = harness_events(items)?;
             if hive.space.is_low() {
                 // The stream is what the hive can drop; the turn's end, its
                 // acknowledgements and the agent's state are still recorded.
                 tracing::debug!(agent = %name, dropped = items.len(), "the disk is nearly full: events dropped");
                 return Ok(AgentResponse::ok());
             }
-            let items: Vec<(String, String)> = items
-                .into_iter()
-                .map(|e| (e.kind, e.payload.to_string()))
-                .collect();
             hive.add_events(name, &items)?;
             AgentResponse::ok()
         }
@@ -237,6 +224,33 @@ async fn handle(
             crate::manager::handle(hive, req).await?
         }
     })
+}
+
+/// A harness's events as they are stored, or a refusal of the whole batch:
+/// the kinds hive-c0re records itself (`state`, `turn_end`, `operator`, ...)
+/// are its word, not an agent's, and a payload must read as its kind's.
+fn harness_events(items: Vec<EventIn>) -> Result<Vec<(EventKind, String)>> {
+    items
+        .into_iter()
+        .map(|e| {
+            let kind = EventKind::parse(&e.kind)
+                .filter(|k| HARNESS_EVENT_KINDS.contains(k))
+                .ok_or_else(|| {
+                    let kinds: Vec<&str> = HARNESS_EVENT_KINDS.iter().map(|k| k.as_str()).collect();
+                    Error::refused(format!(
+                        "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
+                        e.kind,
+                        kinds.join(", ")
+                    ))
+                })?;
+            kind.check(&e.payload).map_err(|why| {
+                Error::refused(format!(
+                    "the payload of a {kind} event does not read as one ({why}): nothing was recorded"
+                ))
+            })?;
+            Ok((kind, e.payload.to_string()))
+        })
+        .collect()
 }
 
 /// Resolves when the peer closed its end; pipelined bytes are left in the buffer.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::event::{EventKind, Payload, SessionReset, StateChange};
 use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
 use hive_sh4re::limits::{MAX_BODY_BYTES, NAP_MAX_SECONDS, NAP_MIN_SECONDS, RECV_MAX};
 use hive_sh4re::{AgentName, AgentState, Mailbox};
@@ -590,8 +591,8 @@ impl Hive {
 
     // ---- events ---------------------------------------------------------
 
-    /// Stores events of an agent and announces them.
-    pub fn add_events(&self, agent: &AgentName, items: &[(String, String)]) -> Result<Vec<i64>> {
+    /// Stores events of an agent (each a kind and its payload's JSON text) and announces them.
+    pub fn add_events(&self, agent: &AgentName, items: &[(EventKind, String)]) -> Result<Vec<i64>> {
         let ids = self.store.add_events(
             agent.as_str(),
             items.iter().map(|(k, p)| (k.as_str(), p.as_str())),
@@ -603,6 +604,12 @@ impl Hive {
             });
         }
         Ok(ids)
+    }
+
+    /// Records one event of the agent, as hive-c0re saw it.
+    pub fn record(&self, agent: &AgentName, event: &Payload) -> Result<()> {
+        self.add_events(agent, &[event_row(event)])?;
+        Ok(())
     }
 
     /// Records a state change as state and as an event.
@@ -765,8 +772,11 @@ impl Hive {
     pub fn new_session(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
         self.store.set_session(name.as_str(), None)?;
-        let payload = serde_json::json!({ "previous": row.session_id, "by": "operator" });
-        self.add_events(name, &[("session_reset".to_owned(), payload.to_string())])?;
+        let reset = SessionReset {
+            previous: row.session_id,
+            by: Mailbox::Operator.to_string(),
+        };
+        self.record(name, &Payload::SessionReset(reset))?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
     }
@@ -896,8 +906,15 @@ pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
     }
 }
 
+/// An event as [`Hive::add_events`] stores it: its kind and its payload's JSON text.
+pub(crate) fn event_row(event: &Payload) -> (EventKind, String) {
+    (event.kind(), event.to_value().to_string())
+}
+
 /// The `state` event that records a change of an agent's state.
-pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (String, String) {
-    let payload = serde_json::json!({ "state": state.as_str(), "model": model });
-    ("state".to_owned(), payload.to_string())
+pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (EventKind, String) {
+    event_row(&Payload::State(StateChange {
+        state,
+        model: model.map(str::to_owned),
+    }))
 }

@@ -535,7 +535,10 @@ mod tests {
         // A nap stored by an earlier daemon counts from the wall clock, at most the longest nap.
         let far = Some(now + 30 * 86_400_000);
         let left = hive.nap_left("b0", far, now).unwrap();
-        assert_eq!(left, Duration::from_secs(crate::hive::NAP_MAX_SECONDS));
+        assert_eq!(
+            left,
+            Duration::from_secs(hive_sh4re::limits::NAP_MAX_SECONDS)
+        );
         assert_eq!(hive.nap_left("b0", Some(now - 1), now), None);
     }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hive_sh4re::AgentName;
+use hive_sh4re::event::{ContainerCrash, Payload};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::task::JoinHandle;
@@ -204,8 +205,13 @@ fn report_crash(
         ),
     };
     tracing::warn!(agent = %name, "harness {exit}; {next}");
-    let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
-    let _ = hive.add_events(name, &[("container_crash".to_owned(), payload.to_string())]);
+    let crash = ContainerCrash {
+        exit: exit.to_owned(),
+        attempt,
+        gave_up: retry_in.is_none(),
+        log_tail: tail.clone(),
+    };
+    let _ = hive.record(name, &Payload::ContainerCrash(crash));
     let body = format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
     if let Err(e) = hive.notify(&AgentName::manager(), &body) {
         tracing::error!("could not tell the manager about {name}'s crash: {e}");

@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use hive_sh4re::agent::{EffectiveConfig, TurnOutcome, TurnStats};
+use hive_sh4re::event::{Payload, TurnEnd};
 use hive_sh4re::{AgentName, AgentState};
 
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::hive::Hive;
+use crate::hive::{Hive, event_row};
 use crate::store::MessageRow;
 
 /// Most messages one turn takes from the inbox.
@@ -118,21 +119,19 @@ impl Hive {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;
         }
-        let mut end = serde_json::json!({
-            "exit_code": stats.exit_code,
-            "exit_class": stats.exit_class,
-            "duration_ms": stats.duration_ms,
-        });
-        if !held.is_empty() {
-            end["held"] = held.into();
-        }
+        let end = TurnEnd {
+            exit_code: stats.exit_code,
+            exit_class: stats.exit_class,
+            duration_ms: stats.duration_ms,
+            held,
+        };
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
         self.store.set_state(agent, AgentState::Idle, None)?;
         self.add_events(
             name,
             &[
-                ("turn_end".to_owned(), end.to_string()),
+                event_row(&Payload::TurnEnd(end)),
                 crate::hive::state_event(AgentState::Idle, None),
             ],
         )?;

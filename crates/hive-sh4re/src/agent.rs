@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentState;
 use crate::config::AgentConfig;
-use crate::event::Payload;
+use crate::event::{EventKind, Payload};
 use crate::host::{AgentStatusRow, Message};
 
 /// One request line on agent.sock.
@@ -96,26 +96,15 @@ pub enum AgentRequest {
     },
 }
 
-/// The event kinds a harness reports over agent.sock ([`crate::event::EventKind::HARNESS`]);
+/// The event kinds a harness reports over agent.sock ([`EventKind::HARNESS`]);
 /// hive-c0re refuses any other, so the kinds it records itself (`state`,
 /// `turn_end`, `operator`, `container_crash`, ...) cannot be forged by an agent.
-pub const HARNESS_EVENT_KINDS: &[&str] = &[
-    "stream",
-    "stderr",
-    "turn_start",
-    "turn_error",
-    "session_lost",
-    "compact_stream",
-    "compact_stderr",
-    "compact_end",
-    "notes_compaction_stream",
-    "notes_compaction",
-];
+pub const HARNESS_EVENT_KINDS: &[EventKind] = EventKind::HARNESS;
 
 /// An event as the harness reports it; hive-c0re adds id, agent and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventIn {
-    /// A [`crate::event::EventKind`]'s name; kept as text so a wrong one is refused with a sentence.
+    /// An [`EventKind`]'s name; kept as text so a wrong one is refused with a sentence.
     pub kind: String,
     pub payload: serde_json::Value,
 }
@@ -186,8 +175,7 @@ impl std::fmt::Display for ExitClass {
 pub struct TurnStats {
     pub duration_ms: u64,
     pub exit_code: Option<i32>,
-    /// ok, retried (after compaction), failure, cancelled.
-    pub exit_class: String,
+    pub exit_class: ExitClass,
     pub tool_calls: BTreeMap<String, u64>,
     pub messages_received: u64,
     /// Messages the turn sent, by recipient class (peer, operator, manager, system).
@@ -304,5 +292,7 @@ mod tests {
             serde_json::to_string(&e).unwrap(),
             r#"{"kind":"turn_error","payload":{"error":"no claude"}}"#
         );
+        assert!(HARNESS_EVENT_KINDS.contains(&EventKind::TurnError));
+        assert!(!HARNESS_EVENT_KINDS.contains(&EventKind::TurnEnd));
     }
 }

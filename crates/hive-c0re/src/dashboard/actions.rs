@@ -12,6 +12,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use hive_sh4re::event::{Operator, Payload};
 use hive_sh4re::{AgentName, Mailbox};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,11 +37,8 @@ fn done(message: impl Into<String>) -> Done {
 }
 
 /// Records an operator action in the agent's history (a failure to note is only logged).
-fn note(ctx: &Ctx, name: &AgentName, payload: Value) {
-    if let Err(e) = ctx
-        .hive
-        .add_events(name, &[("operator".to_owned(), payload.to_string())])
-    {
+fn note(ctx: &Ctx, name: &AgentName, action: Operator) {
+    if let Err(e) = ctx.hive.record(name, &Payload::Operator(action)) {
         tracing::warn!(agent = %name, "could not note an operator action: {e}");
     }
 }
@@ -101,17 +99,17 @@ pub(crate) async fn lifecycle(
         }
         "cancel" => {
             hive.cancel(&name).map_err(refused())?;
-            note(&ctx, &name, json!({ "command": "/cancel" }));
+            note(&ctx, &name, Operator::command("/cancel"));
             done(format!("asked {name} to cancel its turn"))
         }
         "compact" => {
             hive.compact(&name).map_err(refused())?;
-            note(&ctx, &name, json!({ "command": "/compact" }));
+            note(&ctx, &name, Operator::command("/compact"));
             done(format!("asked {name} to compact its session"))
         }
         "compact-notes" => {
             hive.compact_notes(&name).map_err(refused())?;
-            note(&ctx, &name, json!({ "command": "/compact-notes" }));
+            note(&ctx, &name, Operator::command("/compact-notes"));
             done(format!("asked {name} to compact its notes"))
         }
         other => Err(ApiError::not_found(format!(
@@ -138,7 +136,12 @@ pub(crate) async fn send(
         .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     let shown: String = b.body.chars().take(NOTED_CHARS).collect();
-    note(&ctx, &name, json!({ "message": shown, "message_id": id }));
+    let sent = Operator {
+        message: Some(shown),
+        message_id: Some(id),
+        ..Operator::default()
+    };
+    note(&ctx, &name, sent);
     Ok((
         StatusCode::OK,
         Json(
@@ -164,7 +167,7 @@ pub(crate) async fn set_model(
         .set_model(&name, b.model.as_deref())
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     let shown = info.override_model.as_deref().unwrap_or("default");
-    note(&ctx, &name, json!({ "command": format!("/model {shown}") }));
+    note(&ctx, &name, Operator::command(format!("/model {shown}")));
     Ok(Json(json!({ "ok": true, "model": info })))
 }
 
