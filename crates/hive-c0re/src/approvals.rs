@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Change;
@@ -127,7 +128,7 @@ impl Hive {
         };
         self.queue_approval(&NewApproval {
             agent: name.as_str(),
-            kind: "spawn",
+            kind: ApprovalKind::Spawn,
             payload_json: &payload.to_json(),
             commit_ref: &sha,
             description,
@@ -164,7 +165,7 @@ impl Hive {
         };
         self.queue_approval(&NewApproval {
             agent: agent.as_str(),
-            kind: "apply_commit",
+            kind: ApprovalKind::ApplyCommit,
             payload_json: &payload.to_json(),
             commit_ref: &full,
             description,
@@ -200,7 +201,10 @@ impl Hive {
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, "approved", None)? {
+        if !self
+            .store
+            .decide_approval(id, ApprovalStatus::Approved, None)?
+        {
             return Err(already_decided(id, &a.status));
         }
         let outcome = self.run_approval(&a).await;
@@ -211,7 +215,7 @@ impl Hive {
             )),
             Err(e) => {
                 self.store
-                    .amend_approval(id, "failed", Some(&e.to_string()))?;
+                    .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))?;
                 self.tell_requester(&format!(
                     "Approval #{id} ({} {}) was approved but failed: {e}",
                     a.kind, a.agent
@@ -228,7 +232,10 @@ impl Hive {
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, "denied", note)? {
+        if !self
+            .store
+            .decide_approval(id, ApprovalStatus::Denied, note)?
+        {
             return Err(already_decided(id, &a.status));
         }
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
@@ -242,17 +249,18 @@ impl Hive {
 
     async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
         let name = AgentName::parse(&a.agent)?;
-        match a.kind.as_str() {
-            "spawn" => {
+        match &a.kind {
+            ApprovalKind::Spawn => {
                 let text = pinned(a)?;
                 let sha = (!a.commit_ref.is_empty()).then_some(a.commit_ref.as_str());
                 let parent = Payload::of(a).requested_by;
                 self.create(&name, &text, sha, parent.as_deref()).await?;
                 Ok(())
             }
-            "apply_commit" => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
+            ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
             other => Err(Error::refused(format!(
-                "approvals of kind {other:?} have no action in this hive"
+                "approvals of kind {:?} have no action in this hive",
+                other.as_str()
             ))),
         }
     }
@@ -301,7 +309,7 @@ fn no_such_approval(id: i64) -> Error {
     ))
 }
 
-fn already_decided(id: i64, status: &str) -> Error {
+fn already_decided(id: i64, status: &ApprovalStatus) -> Error {
     Error::refused(format!(
         "approval #{id} was decided already ({status}): an approval can be decided once"
     ))

@@ -191,15 +191,13 @@ pub struct AgentStatusRow {
 pub struct Approval {
     pub id: i64,
     pub agent: String,
-    /// spawn, init_config, apply_commit, schedule_prompt; unknown kinds kept verbatim.
-    pub kind: String,
+    pub kind: ApprovalKind,
     /// A sha or "".
     pub commit_ref: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_sha: Option<String>,
     pub requested_at: String,
-    /// pending, approved, denied, failed, cancelled.
-    pub status: String,
+    pub status: ApprovalStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

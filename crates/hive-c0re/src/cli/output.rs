@@ -135,8 +135,8 @@ pub fn approvals(items: &[Approval]) {
         .map(|a| {
             vec![
                 a.id.to_string(),
-                a.status.clone(),
-                a.kind.clone(),
+                a.status.to_string(),
+                a.kind.to_string(),
                 a.agent.clone(),
                 a.commit_ref.chars().take(12).collect(),
                 a.requested_at.clone(),

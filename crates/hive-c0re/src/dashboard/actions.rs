@@ -12,9 +12,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use hive_sh4re::dashboard::{AnswerBody, DenyBody, ModelBody, ScheduleBody, SendBody};
 use hive_sh4re::event::{Operator, Payload};
 use hive_sh4re::{AgentName, Mailbox};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -118,12 +118,6 @@ pub(crate) async fn lifecycle(
     }
 }
 
-/// Body of a message.
-#[derive(Debug, Deserialize)]
-pub(crate) struct SendBody {
-    body: String,
-}
-
 /// `POST /api/agents/{name}/messages` {body}: a message from the operator.
 pub(crate) async fn send(
     State(ctx): State<Ctx>,
@@ -150,12 +144,6 @@ pub(crate) async fn send(
     ))
 }
 
-/// Body of a model override: a model, or null / "" / "default" to clear it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ModelBody {
-    model: Option<String>,
-}
-
 /// `POST /api/agents/{name}/model` {model}: override the model from the next turn on (as host.sock `set_model`).
 pub(crate) async fn set_model(
     State(ctx): State<Ctx>,
@@ -169,12 +157,6 @@ pub(crate) async fn set_model(
     let shown = info.override_model.as_deref().unwrap_or("default");
     note(&ctx, &name, Operator::command(format!("/model {shown}")));
     Ok(Json(json!({ "ok": true, "model": info })))
-}
-
-/// Body of a denial.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DenyBody {
-    note: Option<String>,
 }
 
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.
@@ -208,12 +190,6 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
         .deny(id, note.as_deref())
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
-}
-
-/// Body of an answer.
-#[derive(Debug, Deserialize)]
-pub(crate) struct AnswerBody {
-    answer: String,
 }
 
 fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> {
@@ -251,13 +227,6 @@ pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done 
         .cancel_question(id)
         .map_err(question_refusal(&ctx, id))?;
     done(format!("question #{id} cancelled"))
-}
-
-/// Body of a new scheduled prompt.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ScheduleBody {
-    when: String,
-    text: String,
 }
 
 /// `POST /api/agents/{name}/schedules` {when, text}: schedule a prompt from the operator.

@@ -279,7 +279,7 @@ async fn bad_input_is_400_and_refused_state_409() {
         .store
         .add_approval(&NewApproval {
             agent: "bob",
-            kind: "spawn",
+            kind: hive_sh4re::host::ApprovalKind::Spawn,
             payload_json: "{}",
             commit_ref: "",
             description: None,
