@@ -31,7 +31,7 @@ pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
             c = incoming.recv() => match c { Some(c) => c, None => return },
             _ = hive.shutdown.cancelled() => return,
         };
-        tokio::spawn(serve_conn(hive.clone(), conn));
+        hive.spawn_task(serve_conn(hive.clone(), conn));
     }
 }
 

@@ -11,6 +11,7 @@ use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Ques
 use hive_sh4re::limits::{MAX_BODY_BYTES, NAP_MAX_SECONDS, NAP_MIN_SECONDS, RECV_MAX};
 use hive_sh4re::{AgentName, AgentState, Mailbox};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agent_sock::AgentSockets;
 use crate::broker::{Broker, Change};
@@ -79,6 +80,8 @@ pub struct Hive {
     pub settings: Settings,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// Every task the daemon spawns ([`Hive::spawn_task`]), so shutdown can wait for them.
+    tasks: TaskTracker,
     /// The agents' sockets.
     pub(crate) sockets: AgentSockets,
     /// The free-space alarm of the state's file system.
@@ -110,8 +113,25 @@ impl Hive {
             supervisor: Supervisor::default(),
             settings,
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             sockets,
         })
+    }
+
+    /// Spawns a task of the daemon; [`Hive::wait_for_tasks`] waits for it.
+    pub fn spawn_task<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// After [`Hive::shutdown`] is cancelled: waits until every task spawned
+    /// through [`Hive::spawn_task`] has ended, or `limit` passed; false if some still run.
+    pub async fn wait_for_tasks(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
     }
 
     /// A hive over an in-memory store and the process runtime, for unit tests.
@@ -580,6 +600,7 @@ impl Hive {
             claude_bin: self.settings.claude_bin.clone(),
             state_dir: self.paths.agent_state(&name),
             sock_dir: self.paths.agent_sock_dir(&name),
+            sock: self.paths.agent_sock(&name),
             config_repos: (harness == Harness::M1nd).then(|| self.paths.configs_root()),
             rootfs: self.paths.rootfs(&name),
             env: self.settings.agent_env.clone(),

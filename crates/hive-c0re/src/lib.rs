@@ -21,6 +21,7 @@ pub mod host_sock;
 pub mod lines;
 pub mod manager;
 pub mod paths;
+pub mod procfs;
 pub mod questions;
 pub mod runtime;
 pub mod schedules;

@@ -7,6 +7,7 @@ use hive_sh4re::agent::{AgentRequest, AgentResponse};
 
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::paths::Paths;
 
 /// Handles a manager-only request (the caller checked the sender is the manager).
 pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse> {
@@ -68,7 +69,7 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
 /// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
 pub fn manager_view_of_repo(hive: &Hive, name: &AgentName) -> String {
     if hive.runtime.isolated() {
-        format!("/hive/agents/{name}")
+        Paths::container_config_repo(name).display().to_string()
     } else {
         hive.paths.config_repo(name).display().to_string()
     }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
+use crate::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question, SpaceAlarm};
 
 // ---- request bodies (POST, JSON) -------------------------------------------
 
@@ -142,6 +142,8 @@ frames! {
     Approvals(Approvals) = "approvals",
     /// The operator's questions (hive page).
     Questions(Questions) = "questions",
+    /// The free-space alarm changed (every page).
+    Space(Space) = "space",
     /// Changes were missed: refetch.
     Resync(Resync) = "resync",
 }
@@ -195,6 +197,12 @@ pub struct Approvals {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Questions {
     pub questions: Vec<Question>,
+}
+
+/// `space`: the alarm while it is on, else null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Space {
+    pub alarm: Option<SpaceAlarm>,
 }
 
 /// `resync`: `{}`.
@@ -269,7 +277,7 @@ mod tests {
                 .unwrap(),
             r#"{"name":"bob"}"#
         );
-        assert_eq!(Frame::NAMES.len(), 10);
+        assert_eq!(Frame::NAMES.len(), 11);
     }
 
     #[test]

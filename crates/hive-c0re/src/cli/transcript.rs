@@ -3,6 +3,7 @@
 //! calls with their one telling argument, results, the answer, and how the
 //! turn ended, with its duration and cost. Long text shows its first lines.
 
+use hive_sh4re::agent::ExitClass;
 use hive_sh4re::event::EventKind;
 use hive_sh4re::host::Event;
 use serde_json::Value;
@@ -53,7 +54,7 @@ impl Transcript {
                     .get("exit_code")
                     .or_else(|| p.get("exit"))
                     .filter(|c| !c.is_null());
-                let class = str_of(p, "exit_class").filter(|c| *c != "ok");
+                let class = str_of(p, "exit_class").filter(|c| *c != ExitClass::Ok.as_str());
                 let cost = p
                     .get("cost_usd")
                     .and_then(Value::as_f64)

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use hive_sh4re::AgentName;
 use hive_sh4re::dashboard::{
     AgentRemoved, Approvals, EventsFrame, Frame, Hello, Inbox, ModelChanged, OperatorInbox,
-    Questions, Resync, StreamQuery,
+    Questions, Resync, Space, StreamQuery,
 };
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -418,11 +418,10 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             }
         }
         Work::Space => {
-            hub.send(Frame::new(
-                Audience::All,
-                "space",
-                &serde_json::json!({ "alarm": hive.space.alarm() }),
-            ));
+            let space = Space {
+                alarm: hive.space.alarm(),
+            };
+            hub.send(Prepared::new(Audience::All, Frame::Space(space)));
         }
         Work::Questions => {
             if hub.watched(None)

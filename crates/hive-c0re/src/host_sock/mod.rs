@@ -160,7 +160,7 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
         let slot = conns.admit();
         let hive = hive.clone();
         let cap = conns.cap();
-        tokio::spawn(async move {
+        hive.clone().spawn_task(async move {
             let (r, mut w) = stream.into_split();
             let Some(mut slot) = slot else {
                 let busy = Response::refusal(format!(
