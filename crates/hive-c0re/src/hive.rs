@@ -921,7 +921,7 @@ pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
         options: q.options.clone(),
         asked_at: rfc3339(q.asked_at),
         deadline: rfc3339(q.deadline),
-        status: q.status(now).to_owned(),
+        status: q.status(now),
         answer: q.answer.clone(),
         answered_at: q.answered_at.map(rfc3339),
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
+use hive_sh4re::host::QuestionStatus;
 use hive_sh4re::limits::{ASK_DEFAULT_TTL_SECONDS, ASK_MAX_TTL_SECONDS};
 
 use crate::broker::Change;
@@ -53,9 +54,9 @@ impl Hive {
                 .ok_or_else(|| Error::refused("the question vanished"))?;
             let now = now_ms();
             let outcome = match q.status(now) {
-                "answered" => Some(q.answer.clone().unwrap_or_default()),
-                "cancelled" => Some(CANCELLED.to_owned()),
-                "timed_out" => Some(TIMED_OUT.to_owned()),
+                QuestionStatus::Answered => Some(q.answer.clone().unwrap_or_default()),
+                QuestionStatus::Cancelled => Some(CANCELLED.to_owned()),
+                QuestionStatus::TimedOut => Some(TIMED_OUT.to_owned()),
                 _ => None,
             };
             if let Some(answer) = outcome {
@@ -151,7 +152,7 @@ mod tests {
         assert!(waited.is_err(), "the question was answered by nobody");
         let q = hive.questions().unwrap();
         assert_eq!(q.len(), 1);
-        assert_eq!(q[0].status, "cancelled");
+        assert_eq!(q[0].status, QuestionStatus::Cancelled);
         let e = hive.answer(q[0].id, "yes").unwrap_err().to_string();
         assert!(e.contains("is cancelled"), "{e}");
     }

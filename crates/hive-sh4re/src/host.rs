@@ -278,6 +278,20 @@ named! {
     }
 }
 
+named! {
+    /// Where an operator question stands.
+    QuestionStatus {
+        /// Waiting for the operator's answer.
+        Pending = "pending",
+        /// The operator answered.
+        Answered = "answered",
+        /// Its deadline passed unanswered.
+        TimedOut = "timed_out",
+        /// Withdrawn (by the operator or the asker).
+        Cancelled = "cancelled",
+    }
+}
+
 /// A message as `recv` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -310,8 +324,7 @@ pub struct Question {
     pub options: Vec<String>,
     pub asked_at: String,
     pub deadline: String,
-    /// pending, answered, timed_out, cancelled.
-    pub status: String,
+    pub status: QuestionStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -626,6 +639,12 @@ mod tests {
             assert_eq!(&serde_json::from_value::<ApprovalStatus>(v).unwrap(), s);
             assert_eq!(&ApprovalStatus::parse(s.as_str()), s);
         }
+        for s in QuestionStatus::KNOWN {
+            let v = serde_json::to_value(s).unwrap();
+            assert_eq!(v, s.as_str());
+            assert_eq!(&serde_json::from_value::<QuestionStatus>(v).unwrap(), s);
+        }
+        assert_eq!(QuestionStatus::TimedOut.as_str(), "timed_out");
         assert_eq!(ApprovalKind::Spawn.as_str(), "spawn");
         assert_eq!(ApprovalStatus::Denied.as_str(), "denied");
         let odd: ApprovalKind = serde_json::from_str("\"rename_agent\"").unwrap();

@@ -173,7 +173,7 @@ pub fn questions(items: &[Question]) {
         .map(|q| {
             vec![
                 q.id.to_string(),
-                q.status.clone(),
+                q.status.to_string(),
                 q.agent.clone(),
                 q.deadline.clone(),
                 q.question.clone(),

@@ -14,6 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hive_sh4re::dashboard::{AnswerBody, DenyBody, ModelBody, ScheduleBody, SendBody};
 use hive_sh4re::event::{Operator, Payload};
+use hive_sh4re::host::QuestionStatus;
 use hive_sh4re::{AgentName, Mailbox};
 use serde_json::{Value, json};
 
@@ -202,7 +203,7 @@ fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> 
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
 fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
     move |e| {
-        let pending = matches!(ctx.hive.store.question(id), Ok(Some(q)) if q.status(crate::clock::now_ms()) == "pending");
+        let pending = matches!(ctx.hive.store.question(id), Ok(Some(q)) if q.status(crate::clock::now_ms()) == QuestionStatus::Pending);
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {
