@@ -183,6 +183,30 @@ fn an_agent_cannot_report_the_hives_own_events() {
             "{r}"
         );
     }
+    // A harness kind whose payload does not read as that kind's refuses the
+    // whole batch: readers never meet a `turn_start` whose messages are text.
+    let r = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "events", "items": [
+            {"kind": "stderr", "payload": "fine on its own"},
+            {"kind": "turn_start", "payload": {"messages": "1 OR 1=1", "by": "alice"}},
+        ]}),
+    );
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not read as one"),
+        "{r}"
+    );
+    assert!(
+        hive.events("alice")
+            .iter()
+            .all(|e| e["payload"] != "fine on its own"),
+        "nothing of a refused batch is recorded"
+    );
     let r = agent_call(
         &hive,
         "alice",
