@@ -1,11 +1,11 @@
-//! Schedules: a `when` as `hive_c0re::schedules::When::parse` reads it.
+//! Schedules: a `when` as `hive_c0re::hive::schedules::When::parse` reads it.
 //!
 //! Never a panic (nor an overflow); a repeat is at least a second apart and
 //! its next time is strictly after the time asked about; a refusal lists
 //! the forms that work.
 #![no_main]
 
-use hive_c0re::schedules::When;
+use hive_c0re::hive::schedules::When;
 use libfuzzer_sys::fuzz_target;
 
 /// 2026-05-28, a plausible "now"; and the year 2999, a distant one.

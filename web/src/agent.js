@@ -231,12 +231,15 @@ function showRow(r) {
 }
 
 function modelLine(m) {
-  return `model ${m.active} (configured ${m.configured}${m.override_model ? `, override ${m.override_model}` : ''})`;
+  const queued = m.queued ? `, ${m.queued} queued for the next turn` : '';
+  return `model ${m.active} (configured ${m.configured}${m.override_model ? `, override ${m.override_model}` : ''}${queued})`;
 }
 
 function showModel(m) {
   fill($('#model'), h('dl', { class: 'facts' },
     h('dt', {}, 'active'), h('dd', {}, h('b', {}, m.active)),
+    // An override set during a turn waits for the next one.
+    m.queued && [h('dt', {}, 'queued'), h('dd', { title: 'takes effect at the next turn' }, m.queued)],
     h('dt', {}, 'configured'), h('dd', {}, m.configured),
     h('dt', {}, 'override'), h('dd', {}, m.override_model ?? h('span', { class: 'dim' }, 'none')),
     m.switched_at && [h('dt', {}, 'switched'), h('dd', {}, since(m.switched_at, ' ago'))]));

@@ -188,6 +188,19 @@ test('slash commands steer the agent; anything else is a message', async () => {
   await input.fill('/model default');
   await input.press('Enter');
   await until(async () => /override\s*none/.test(await page.locator('#model').innerText()), 'the override to clear');
+  // During a turn, an override waits for the next one: it shows as queued until the turn ends.
+  const sock = await agentSocket(hive, 'alice');
+  await sock.call({ op: 'state', state: 'thinking', model: 'haiku' });
+  await input.fill('/model opus');
+  await input.press('Enter');
+  await until(async () => /active\s*haiku\s*queued\s*opus/.test(await page.locator('#model').innerText()), 'the override to show as queued');
+  await sock.call({ op: 'state', state: 'idle' });
+  await until(async () => !/queued/.test(await page.locator('#model').innerText()), 'the queued model to take over');
+  assert.match(await page.locator('#model').innerText(), /active\s*opus/);
+  sock.close();
+  await input.fill('/model default');
+  await input.press('Enter');
+  await until(async () => /override\s*none/.test(await page.locator('#model').innerText()), 'the override to clear again');
   await input.fill('/clear');
   await input.press('Enter');
   assert.equal(await page.locator('#rows .row').count(), 0, '/clear empties the view');

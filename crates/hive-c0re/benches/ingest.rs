@@ -10,7 +10,7 @@ use std::time::Instant;
 
 mod common;
 
-use hive_c0re::store::{Limits, NewAgent};
+use hive_c0re::store::Limits;
 use hive_sh4re::AgentName;
 
 const AGENTS: usize = 10;
@@ -32,19 +32,8 @@ fn main() {
         },
     );
     let _guard = rt.enter();
-    let mut used = Vec::new();
     for n in &names {
-        used.push(hive.runtime.uid_ranges().allocate(&used).unwrap());
-        let new = NewAgent {
-            name: n.as_str(),
-            harness: "ag3nt",
-            config_toml: "",
-            deployed_sha: None,
-            parent: None,
-            want_running: false,
-            uid_base: used[used.len() - 1],
-        };
-        hive.store.create_agent(&new).unwrap();
+        hive.add_stopped(n, "").unwrap();
         hive.open_socket(n).unwrap();
     }
     // A realistic line: an assistant message with a tool call, ~300 bytes.
@@ -58,7 +47,7 @@ fn main() {
     let threads: Vec<_> = names
         .iter()
         .map(|n| {
-            let sock = hive.paths.agent_sock(n);
+            let sock = hive.paths().agent_sock(n);
             let line = line.clone();
             std::thread::spawn(move || {
                 let mut w = UnixStream::connect(sock).unwrap();
@@ -78,11 +67,13 @@ fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     let total = AGENTS * BATCHES * BATCH;
-    let stored = hive
-        .store
-        .events_before("agent-0", None, u32::MAX)
-        .unwrap()
-        .len();
+    let (mut stored, mut since) = (0, 0);
+    loop {
+        let page = hive.events(&names[0], Some(since), None, 5000).unwrap();
+        let Some(last) = page.last() else { break };
+        since = last.id;
+        stored += page.len();
+    }
     assert_eq!(stored, BATCHES * BATCH);
     println!(
         "event ingest, {AGENTS} agents streaming at once ({BATCH} events per request): {total} events in {secs:.2}s = {:.0} events/s   (goal >= 50000)",

@@ -10,16 +10,15 @@ use std::time::Duration;
 
 use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
 use hive_sh4re::event::EventKind;
-use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT, STATUS_MAX_CHARS};
+use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
 use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::agent_sock::{Accepted, Incoming};
-use crate::broker::Change;
 use crate::error::{Error, Result};
+use crate::hive::turns::Claim;
 use crate::hive::{Hive, message_wire};
 use crate::lines::{Line, read_line};
-use crate::turns::Claim;
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
@@ -29,7 +28,7 @@ pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
     loop {
         let conn = tokio::select! {
             c = incoming.recv() => match c { Some(c) => c, None => return },
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         };
         hive.spawn_task(serve_conn(hive.clone(), conn));
     }
@@ -55,7 +54,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         let line = tokio::select! {
             l = read_line(&mut r, MAX_LINE_BYTES) => l,
             _ = closed.cancelled() => break,
-            _ = hive.shutdown.cancelled() => break,
+            _ = hive.shutdown_token().cancelled() => break,
         };
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
@@ -81,8 +80,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         }
     }
     if conn.turn.is_some() {
-        let _ = hive.store.release_claims(name.as_str());
-        hive.broker.poke(name.as_str());
+        hive.release_claims(&name);
     }
 }
 
@@ -120,8 +118,7 @@ async fn handle(
             }
         }
         AgentRequest::NeedsLogin { needed } => {
-            hive.store.set_needs_login(name.as_str(), needed)?;
-            hive.broker.publish(Change::Agent(name.to_string()));
+            hive.set_needs_login(name, needed)?;
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {
@@ -130,7 +127,7 @@ async fn handle(
         }
         AgentRequest::Events { items } => {
             let items = harness_events(items)?;
-            if hive.space.is_low() {
+            if hive.space().is_low() {
                 // The stream is what the hive can drop; the turn's end, its
                 // acknowledgements and the agent's state are still recorded.
                 tracing::debug!(agent = %name, dropped = items.len(), "the disk is nearly full: events dropped");
@@ -154,8 +151,7 @@ async fn handle(
             }
         }
         AgentRequest::Stats { items } => {
-            hive.store
-                .add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            hive.record_stats(name, &items)?;
             AgentResponse::ok()
         }
         AgentRequest::Control { wait_ms } => {
@@ -164,7 +160,7 @@ async fn handle(
                 .unwrap_or(MAX_POLL)
                 .min(MAX_POLL);
             AgentResponse {
-                control: wait_control(hive, name, wait).await,
+                control: hive.next_control(name, wait).await,
                 ..AgentResponse::ok()
             }
         }
@@ -191,15 +187,7 @@ async fn handle(
             ..AgentResponse::ok()
         },
         AgentRequest::SetStatus { text } => {
-            let text = text.trim();
-            if text.chars().count() > STATUS_MAX_CHARS {
-                return Err(Error::refused(format!(
-                    "a status is one line of at most {STATUS_MAX_CHARS} characters: shorten it"
-                )));
-            }
-            hive.store
-                .set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;
-            hive.broker.publish(Change::Agent(name.to_string()));
+            hive.set_status_text(name, &text)?;
             AgentResponse::ok()
         }
         AgentRequest::Nap { seconds } => {
@@ -259,24 +247,5 @@ async fn peer_closed<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) {
     match r.fill_buf().await {
         Ok([]) | Err(_) => {}
         Ok(_) => std::future::pending().await,
-    }
-}
-
-async fn wait_control(
-    hive: &Hive,
-    name: &AgentName,
-    wait: Duration,
-) -> Option<hive_sh4re::agent::Control> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let mut rx = hive.broker.watch_control(name.as_str());
-        if let Some(c) = hive.broker.pop_control(name.as_str()) {
-            return Some(c);
-        }
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return None },
-            _ = tokio::time::sleep_until(deadline) => return None,
-            _ = hive.shutdown.cancelled() => return None,
-        }
     }
 }

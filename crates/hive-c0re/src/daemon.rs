@@ -138,12 +138,12 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
     if release_deferred {
-        hive.space.defer_release();
+        hive.space().defer_release();
     }
-    if let Some(t) = hive.space.check().or(space_check) {
+    if let Some(t) = hive.space().check().or(space_check) {
         hive.space_changed(&t);
     }
-    hive.spawn_task(crate::space::run(hive.clone()));
+    hive.spawn_task(hive.clone().watch_space());
     hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -152,41 +152,33 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         crate::dashboard::serve(&hive, d);
     }
 
-    for row in hive.store.agents()? {
-        if row.want_running
-            && !row.failed
-            && let Ok(name) = AgentName::parse(&row.name)
-            && let Err(e) = hive.run(&name)
-        {
-            tracing::error!(agent = %name, "could not start the agent: {e}");
-        }
-    }
-    if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {
+    hive.run_wanted()?;
+    if !opts.no_manager && !hive.has_agent(&AgentName::manager())? {
         hive.spawn(&AgentName::manager(), None, None)
             .await
             .context("could not create the manager agent")?;
     }
     hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
-    hive.spawn_task(crate::schedules::run(hive.clone()));
+    hive.spawn_task(crate::hive::schedules::run(hive.clone()));
+    hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",
         paths.host_sock().display(),
         paths.state.display(),
-        hive.runtime.kind().as_str(),
-        hive.settings
+        hive.runtime_kind().as_str(),
+        hive.settings()
             .dashboard_home
             .as_deref()
             .map(|h| format!(" · dashboard {h} (log in with the link `hive-c0re urls` prints)"))
             .unwrap_or_default()
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
-    hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown.clone()));
+    hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown_token().clone()));
     stop_signal.await;
     tracing::info!("shutting down");
     opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
-    hive.shutdown.cancel();
-    hive.supervisor.stop_all().await;
+    hive.shut_down().await;
     let _ = host.await;
     if !hive.wait_for_tasks(TASKS_WAIT).await {
         tracing::warn!(
@@ -315,19 +307,12 @@ async fn vacuum(hive: Arc<Hive>, every: Duration) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         }
-        let store = hive.store.clone();
-        let r = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
-            store.checkpoint()?;
-            Ok(n)
-        })
-        .await;
-        match r {
-            Ok(Ok(n)) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
-            Ok(Err(e)) => tracing::warn!("vacuum failed: {e}"),
-            _ => {}
+        match hive.vacuum().await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("vacuum failed: {e}"),
         }
     }
 }

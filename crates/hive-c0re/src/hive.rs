@@ -1,27 +1,46 @@
 //! The hive: the one object every surface (host.sock, agent.sock, dashboard)
 //! calls to read or change state. Policy lives here — who may send to whom,
 //! what a name may be, what an approval does — so the surfaces stay thin.
+//!
+//! Its fields are private: the store, the broker, the runtime and the
+//! supervisor are reached only through `Hive`'s methods, here and in the
+//! submodules that hold more of them by concern.
+
+pub mod approvals;
+mod controls;
+mod messages;
+pub mod questions;
+pub mod schedules;
+mod shell;
+mod space;
+pub mod status;
+mod supervision;
+pub mod telemetry;
+pub mod turns;
+
+pub use approvals::approval_wire;
+pub use messages::message_wire;
+pub use questions::question_wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
-use hive_sh4re::event::{EventKind, Payload, SessionReset, StateChange};
-use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
-use hive_sh4re::limits::{MAX_BODY_BYTES, NAP_MAX_SECONDS, NAP_MIN_SECONDS, RECV_MAX};
-use hive_sh4re::{AgentName, AgentState, Mailbox};
+use hive_sh4re::event::{EventKind, Payload, StateChange};
+use hive_sh4re::host::Event;
+use hive_sh4re::{AgentName, AgentState};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent_sock::AgentSockets;
 use crate::broker::{Broker, Change};
-use crate::clock::{now_ms, rfc3339};
-use crate::config_repo;
+use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
-use crate::runtime::Runtime;
-use crate::space::{Space, Transition};
-use crate::store::{AgentRow, ApprovalRow, EventRow, MessageRow, NewAgent, QuestionRow, Store};
+use crate::runtime::{Runtime, RuntimeKind};
+use crate::space::Space;
+use crate::store::{AgentRow, EventRow, NewAgent, Store};
 use crate::supervisor::Supervisor;
 
 /// Which harness binary an agent runs.
@@ -70,22 +89,26 @@ pub struct Settings {
     pub min_free_space: Option<u64>,
 }
 
-/// The hive daemon's state and operations.
+/// The hive daemon's state and operations: the one gate to the store.
 pub struct Hive {
-    pub store: Store,
-    pub paths: Paths,
-    pub broker: Broker,
-    pub runtime: Arc<dyn Runtime>,
-    pub supervisor: Supervisor,
-    pub settings: Settings,
+    store: Store,
+    paths: Paths,
+    broker: Broker,
+    runtime: Arc<dyn Runtime>,
+    supervisor: Supervisor,
+    settings: Settings,
     /// Cancelled when the daemon shuts down.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Every task the daemon spawns ([`Hive::spawn_task`]), so shutdown can wait for them.
     tasks: TaskTracker,
     /// The agents' sockets.
-    pub(crate) sockets: AgentSockets,
+    sockets: AgentSockets,
+    /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
+    inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Each agent's config repo head when last looked at (see `status`).
+    config_heads: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The free-space alarm of the state's file system.
-    pub space: Space,
+    space: Space,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
@@ -115,6 +138,8 @@ impl Hive {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             sockets,
+            inbox_peaks: Default::default(),
+            config_heads: Default::default(),
         })
     }
 
@@ -167,6 +192,36 @@ impl Hive {
         )
     }
 
+    /// Cancelled when the daemon shuts down: every task, stream and long poll ends with it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Where the hive keeps its state and sockets.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// The hive's settings (binaries, environment, the dashboard's URLs).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// How this hive runs its agents.
+    pub fn runtime_kind(&self) -> RuntimeKind {
+        self.runtime.kind()
+    }
+
+    /// Follows hive-wide changes: what host.sock's subscriptions and the dashboard's stream watch.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.broker.subscribe()
+    }
+
+    /// True when the hive has an agent of this name.
+    pub fn has_agent(&self, name: &AgentName) -> Result<bool> {
+        Ok(self.store.agent(name.as_str())?.is_some())
+    }
+
     /// The agent's row, or a refusal naming it.
     pub fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
         self.store.agent(name.as_str())?.ok_or_else(|| {
@@ -195,211 +250,6 @@ impl Hive {
         match &row.model_override {
             Some(m) => Ok(m.clone()),
             None => Ok(Self::config_of(row)?.model),
-        }
-    }
-
-    // ---- messages -------------------------------------------------------
-
-    /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
-    pub async fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
-        if body.trim().is_empty() {
-            return Err(Error::refused(
-                "the message body is empty: write something to send",
-            ));
-        }
-        if body.len() > MAX_BODY_BYTES {
-            return Err(Error::refused(format!(
-                "the message body is {} bytes, over the limit of {MAX_BODY_BYTES}: shorten it or put it in a file",
-                body.len()
-            )));
-        }
-        match to {
-            Mailbox::System => {
-                return Err(Error::refused(
-                    "\"system\" is the hive's own notice board and takes no messages",
-                ));
-            }
-            Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
-                return Err(Error::refused(format!(
-                    "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
-                    n.as_str()
-                )));
-            }
-            _ => {}
-        }
-        if let Mailbox::Agent(sender) = from {
-            let config = Self::config_of(&self.agent_row(sender)?)?;
-            if !config.may_send_to(to) {
-                return Err(Error::refused(format!(
-                    "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
-                    config.allowed_recipients
-                )));
-            }
-        }
-        self.space.refuse_if_low()?;
-        let id = self
-            .store
-            .send_grouped(from.as_str(), to.as_str(), body)
-            .await
-            .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
-        self.broker.poke(to.as_str());
-        self.broker.publish(Change::Message {
-            to: to.as_str().to_owned(),
-            from: from.as_str().to_owned(),
-        });
-        if let Mailbox::Agent(n) = to {
-            self.broker.publish(Change::Agent(n.to_string()));
-        }
-        Ok(id)
-    }
-
-    /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
-    pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
-        let id = self.store.send("system", to.as_str(), body)?;
-        self.broker.poke(to.as_str());
-        self.broker.publish(Change::Agent(to.to_string()));
-        Ok(id)
-    }
-
-    /// Reads and acknowledges up to `max` messages of `mailbox`, waiting up to `wait` for the first.
-    pub async fn recv(&self, mailbox: &Mailbox, max: u32, wait: Duration) -> Result<Vec<Message>> {
-        let max = max.clamp(1, RECV_MAX);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let mut rx = self.broker.watch_inbox(mailbox.as_str());
-            let got = self
-                .store
-                .recv(mailbox.as_str(), max)
-                .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
-            if !got.is_empty() {
-                if let Mailbox::Agent(n) = mailbox {
-                    self.broker.publish(Change::Agent(n.to_string()));
-                }
-                return Ok(got.iter().map(message_wire).collect());
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return Ok(vec![]) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
-                _ = self.shutdown.cancelled() => return Ok(vec![]),
-            }
-        }
-    }
-
-    /// Tells the operator that the free-space alarm went on or cleared: the
-    /// log, a notice from `system` in the operator's inbox, and the dashboard.
-    pub fn space_changed(&self, t: &Transition) {
-        let notice = match t {
-            Transition::Low(a) => {
-                tracing::warn!("{}", a.message);
-                a.message.clone()
-            }
-            Transition::Cleared => {
-                if self.space.take_deferred_release() {
-                    // At-least-once: a harness that claimed one of them meanwhile may see it again.
-                    match self.store.release_all_claims() {
-                        Ok(n) => {
-                            tracing::info!(
-                                n,
-                                "returned messages of interrupted turns to their inboxes"
-                            );
-                            for name in self.list().unwrap_or_default() {
-                                self.broker.poke(&name);
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("could not return messages of interrupted turns: {e}");
-                            self.space.defer_release();
-                        }
-                    }
-                }
-                let text = format!(
-                    "disk space is back on {}: hive-c0re takes new messages, schedules and agents' events again",
-                    crate::space::filesystem_of(&self.paths.state)
-                );
-                tracing::info!("{text}");
-                text
-            }
-        };
-        // The reserve the alarm freed has room for this one row.
-        match self.store.send("system", "operator", &notice) {
-            Ok(_) => {
-                self.broker.poke("operator");
-                self.broker.publish(Change::Message {
-                    to: "operator".into(),
-                    from: "system".into(),
-                });
-            }
-            Err(e) => tracing::warn!("could not tell the operator about disk space: {e}"),
-        }
-        self.broker.publish(Change::Space);
-    }
-
-    // ---- status ---------------------------------------------------------
-
-    /// Names of all agents.
-    pub fn list(&self) -> Result<Vec<String>> {
-        Ok(self.store.agents()?.into_iter().map(|a| a.name).collect())
-    }
-
-    /// A status row for each agent.
-    pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
-        Ok(self
-            .store
-            .agents()?
-            .iter()
-            .map(|a| self.status_row_of(a))
-            .collect())
-    }
-
-    /// The status row of one agent.
-    pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
-        Ok(self.status_row_of(&self.agent_row(name)?))
-    }
-
-    fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
-        let running = self.supervisor.is_running(&a.name);
-        let active_model = match (a.state, &a.active_model) {
-            (AgentState::Thinking, Some(m)) => m.clone(),
-            _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
-        };
-        let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
-        let state = if napping && a.state == AgentState::Idle {
-            AgentState::Napping
-        } else {
-            a.state
-        };
-        AgentStatusRow {
-            name: a.name.clone(),
-            running,
-            failed: a.failed,
-            needs_update: false,
-            needs_login: a.needs_login,
-            deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
-            pending_reminders: self.store.schedule_count(&a.name).unwrap_or(0),
-            paused: a.paused,
-            parent: a.parent.clone(),
-            active_model,
-            status_text: a.status_text.clone().filter(|_| running),
-            status_set_at: a
-                .status_set_at
-                .filter(|_| running && a.status_text.is_some())
-                .map(rfc3339),
-            url: self
-                .settings
-                .dashboard_home
-                .as_ref()
-                .map(|h| format!("{h}agents/{}", a.name)),
-            state: if running {
-                state.as_str().to_owned()
-            } else {
-                "stopped".to_owned()
-            },
-            state_since: rfc3339(a.state_since),
-            inbox_depth: self.store.inbox_depth(&a.name),
-            last_turn_at: a.last_turn_at.map(rfc3339),
-            runtime: self.runtime.kind().as_str().to_owned(),
-            isolated: self.runtime.isolated(),
-            nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
         }
     }
 
@@ -453,24 +303,69 @@ impl Hive {
         } else {
             Harness::Ag3nt
         };
+        let row = self.insert_agent(|uid_base| NewAgent {
+            name: name.as_str(),
+            harness: harness.as_str(),
+            config_toml: text,
+            deployed_sha: sha.or(made.as_deref()),
+            parent,
+            want_running: true,
+            uid_base,
+        })?;
+        self.run(name)?;
+        Ok(row)
+    }
+
+    /// Adds an agent to the hive without starting it, its config stored as
+    /// given: `start` runs it later. No verb does this (spawn starts what it
+    /// creates); benchmarks and tests build hives with it.
+    pub fn add_stopped(&self, name: &AgentName, config_toml: &str) -> Result<AgentRow> {
+        self.insert_agent(|uid_base| NewAgent {
+            name: name.as_str(),
+            harness: Harness::Ag3nt.as_str(),
+            config_toml,
+            deployed_sha: None,
+            parent: None,
+            want_running: false,
+            uid_base,
+        })
+    }
+
+    /// Stores a new agent's row with a uid range of its own (`new` is given
+    /// the range's base), and frees the range again if the row is refused.
+    fn insert_agent<'a>(&self, new: impl FnOnce(u32) -> NewAgent<'a>) -> Result<AgentRow> {
         let uids = self.runtime.uid_ranges();
         let used: Vec<u32> = self.store.agents()?.iter().map(|a| a.uid_base).collect();
         let uid_base = uids.allocate(&used)?;
+        let new = new(uid_base);
         let row = self
             .store
-            .create_agent(&NewAgent {
-                name: name.as_str(),
-                harness: harness.as_str(),
-                config_toml: text,
-                deployed_sha: sha.or(made.as_deref()),
-                parent,
-                want_running: true,
-                uid_base,
-            })
+            .create_agent(&new)
             .inspect_err(|_| uids.release(uid_base))?;
-        self.broker.publish(Change::Agent(name.to_string()));
-        self.run(name)?;
+        self.broker.publish(Change::Agent(new.name.to_owned()));
         Ok(row)
+    }
+
+    /// Starts every agent that should be running and has not failed: what a
+    /// restart of hive-c0re brings back. One that cannot start is logged and left.
+    pub fn run_wanted(self: &Arc<Self>) -> Result<()> {
+        for row in self.store.agents()? {
+            if row.want_running
+                && !row.failed
+                && let Ok(name) = AgentName::parse(&row.name)
+                && let Err(e) = self.run(&name)
+            {
+                tracing::error!(agent = %name, "could not start the agent: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the hive: every task, stream and long poll is told to stop, and
+    /// every harness is stopped and waited for.
+    pub async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.supervisor.stop_all().await;
     }
 
     /// Starts a stopped or failed agent (a no-op for a running one).
@@ -646,6 +541,20 @@ impl Hive {
         Ok(())
     }
 
+    /// Drops history past the store's bounds (delivered messages, events,
+    /// figures) and gives the space back; returns how many rows went.
+    pub async fn vacuum(&self) -> Result<usize> {
+        let store = self.store.clone();
+        let vacuumed = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
+            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
+            store.checkpoint()?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Error::io("vacuum failed")(std::io::Error::other(e)))?;
+        Ok(vacuumed?)
+    }
+
     /// An agent's events after `since` (or the newest `limit` before `before`).
     pub fn events(
         &self,
@@ -660,183 +569,6 @@ impl Hive {
             None => self.store.events_before(agent.as_str(), before, limit)?,
         };
         Ok(rows.iter().map(event_wire).collect())
-    }
-
-    // ---- model and controls ---------------------------------------------
-
-    /// Sets the operator's model override, or clears it (None, "" or "default"); returns the model info.
-    pub fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
-        self.agent_row(name)?;
-        let model = model
-            .map(str::trim)
-            .filter(|m| !m.is_empty() && *m != "default");
-        if let Some(m) = model {
-            let probe = AgentConfig {
-                model: m.to_owned(),
-                ..AgentConfig::default()
-            };
-            probe.validate().map_err(|e| {
-                Error::refused(
-                    e.to_string()
-                        .replace("agent.toml is invalid: field `model`: ", ""),
-                )
-            })?;
-        }
-        self.store.set_model_override(name.as_str(), model)?;
-        self.broker.publish(Change::Agent(name.to_string()));
-        self.model_info(name)
-    }
-
-    /// The agent's configured, overridden and active model.
-    pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
-        let row = self.agent_row(name)?;
-        Ok(ModelInfo {
-            configured: Self::config_of(&row)
-                .map(|c| c.model)
-                .unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
-            override_model: row.model_override.clone(),
-            active: self.status_row_of(&row).active_model,
-            switched_at: row.model_switched_at.map(rfc3339),
-        })
-    }
-
-    /// Cancels the agent's running turn, or its nap; refused when it has neither.
-    pub fn cancel(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        let napping = row.nap_until.is_some();
-        let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
-        if !napping && !in_turn {
-            return Err(Error::refused(format!(
-                "{name} has no turn running and is not napping ({}): there is nothing to cancel",
-                row.state.as_str()
-            )));
-        }
-        if napping {
-            self.store.set_nap_until(name.as_str(), None)?;
-            self.broker.poke(name.as_str());
-            self.broker.publish(Change::Agent(name.to_string()));
-        }
-        if in_turn {
-            self.require_running(name)?;
-            self.broker
-                .push_control(name.as_str(), hive_sh4re::agent::Control::Cancel);
-        }
-        Ok(())
-    }
-
-    /// Keeps the agent from starting a turn for `seconds`; messages wait meanwhile.
-    pub fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
-        if !(NAP_MIN_SECONDS..=NAP_MAX_SECONDS).contains(&seconds) {
-            return Err(Error::refused(format!(
-                "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
-            )));
-        }
-        let until = now_ms() + seconds as i64 * 1000;
-        let end = std::time::Instant::now() + Duration::from_secs(seconds);
-        self.store.set_nap_until(name.as_str(), Some(until))?;
-        self.naps_lock().insert(name.to_string(), (until, end));
-        self.broker.publish(Change::Agent(name.to_string()));
-        Ok(())
-    }
-
-    fn naps_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (i64, std::time::Instant)>>
-    {
-        self.naps.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How long the agent's nap (stored as `nap_until`) still lasts at wall time
-    /// `wall_now`, None when it is over. A nap this daemon started runs on the
-    /// monotonic clock, so a step of the wall clock neither stretches nor cuts
-    /// it; one stored by an earlier daemon counts from the wall clock, at most
-    /// [`NAP_MAX_SECONDS`].
-    pub(crate) fn nap_left(
-        &self,
-        name: &str,
-        nap_until: Option<i64>,
-        wall_now: i64,
-    ) -> Option<Duration> {
-        let until = nap_until?;
-        let mut naps = self.naps_lock();
-        let left = match naps.get(name) {
-            Some(&(stored, end)) if stored == until => {
-                end.saturating_duration_since(std::time::Instant::now())
-            }
-            _ => Duration::from_millis(
-                (until - wall_now).clamp(0, NAP_MAX_SECONDS as i64 * 1000) as u64
-            ),
-        };
-        if left.is_zero() {
-            naps.remove(name);
-            return None;
-        }
-        Some(left)
-    }
-
-    /// Asks the harness to compact the agent's claude session.
-    pub fn compact(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        self.require_running(name)?;
-        if row.session_id.is_none() {
-            return Err(Error::refused(format!(
-                "{name} has no claude session yet: there is nothing to compact"
-            )));
-        }
-        self.broker
-            .push_control(name.as_str(), hive_sh4re::agent::Control::Compact);
-        Ok(())
-    }
-
-    /// Makes the agent's next turn start a fresh claude session instead of
-    /// resuming its current one (the old transcript stays on disk).
-    pub fn new_session(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        self.store.set_session(name.as_str(), None)?;
-        let reset = SessionReset {
-            previous: row.session_id,
-            by: Mailbox::Operator.to_string(),
-        };
-        self.record(name, &Payload::SessionReset(reset))?;
-        self.broker.publish(Change::Agent(name.to_string()));
-        Ok(())
-    }
-
-    /// Asks the harness to rewrite the agent's notes file shorter.
-    pub fn compact_notes(&self, name: &AgentName) -> Result<()> {
-        self.agent_row(name)?;
-        self.require_running(name)?;
-        self.broker
-            .push_control(name.as_str(), hive_sh4re::agent::Control::CompactNotes);
-        Ok(())
-    }
-
-    fn require_running(&self, name: &AgentName) -> Result<()> {
-        if self.supervisor.is_running(name.as_str()) {
-            Ok(())
-        } else {
-            Err(Error::refused(format!(
-                "{name} is not running: start it with hive-c0re start {name}"
-            )))
-        }
-    }
-
-    // ---- approvals and questions (views) --------------------------------
-
-    /// Every approval, oldest first.
-    pub fn approvals(&self) -> Result<Vec<Approval>> {
-        Ok(self.store.approvals()?.iter().map(approval_wire).collect())
-    }
-
-    /// The newest operator questions.
-    pub fn questions(&self) -> Result<Vec<Question>> {
-        let now = now_ms();
-        Ok(self
-            .store
-            .questions(200)?
-            .iter()
-            .map(|q| question_wire(q, now))
-            .collect())
     }
 }
 
@@ -866,17 +598,6 @@ pub fn default_prompt(name: &AgentName) -> String {
     }
 }
 
-/// A stored message as the wire shows it.
-pub fn message_wire(m: &MessageRow) -> Message {
-    Message {
-        id: m.id,
-        from: m.sender.clone(),
-        to: m.recipient.clone(),
-        body: m.body.clone(),
-        sent_at: rfc3339(m.created_at),
-    }
-}
-
 /// A stored event as the wire shows it.
 pub fn event_wire(e: &EventRow) -> Event {
     Event {
@@ -886,44 +607,6 @@ pub fn event_wire(e: &EventRow) -> Event {
         kind: e.kind.clone(),
         payload: serde_json::from_str(&e.payload_json)
             .unwrap_or(serde_json::Value::String(e.payload_json.clone())),
-    }
-}
-
-/// A stored approval as the wire shows it.
-pub fn approval_wire(a: &ApprovalRow) -> Approval {
-    let fetched = serde_json::from_str::<serde_json::Value>(&a.payload_json)
-        .ok()
-        .and_then(|v| {
-            v.get("fetched_sha")
-                .and_then(|s| s.as_str())
-                .map(str::to_owned)
-        });
-    Approval {
-        id: a.id,
-        agent: a.agent.clone(),
-        kind: a.kind.clone(),
-        commit_ref: a.commit_ref.clone(),
-        fetched_sha: fetched,
-        requested_at: rfc3339(a.created_at),
-        status: a.status.clone(),
-        resolved_at: a.decided_at.map(rfc3339),
-        note: a.note.clone(),
-        description: a.description.clone(),
-    }
-}
-
-/// A stored question as the wire shows it.
-pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
-    Question {
-        id: q.id,
-        agent: q.agent.clone(),
-        question: q.question.clone(),
-        options: q.options.clone(),
-        asked_at: rfc3339(q.asked_at),
-        deadline: rfc3339(q.deadline),
-        status: q.status(now),
-        answer: q.answer.clone(),
-        answered_at: q.answered_at.map(rfc3339),
     }
 }
 

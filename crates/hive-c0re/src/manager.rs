@@ -7,7 +7,6 @@ use hive_sh4re::agent::{AgentRequest, AgentResponse};
 
 use crate::error::{Error, Result};
 use crate::hive::Hive;
-use crate::paths::Paths;
 
 /// Handles a manager-only request (the caller checked the sender is the manager).
 pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse> {
@@ -19,7 +18,7 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
             hive.init_config(&name).await?;
             format!(
                 "created the config repo of {name} at {}: edit agent.toml there, commit, then call request_spawn",
-                manager_view_of_repo(hive, &name)
+                hive.repo_as_the_manager_sees_it(&name)
             )
         }
         AgentRequest::RequestSpawn { name, description } => {
@@ -63,14 +62,4 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
         text: Some(text),
         ..AgentResponse::ok()
     })
-}
-
-/// Where the manager finds an agent's config repo: its container binds
-/// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
-pub fn manager_view_of_repo(hive: &Hive, name: &AgentName) -> String {
-    if hive.runtime.isolated() {
-        Paths::container_config_repo(name).display().to_string()
-    } else {
-        hive.paths.config_repo(name).display().to_string()
-    }
 }

@@ -2,7 +2,7 @@
 //! file (`hive.toml`) over defaults.
 //!
 //! [`ServeArgs`] is the one table of settings. Each of its arguments, and each
-//! global option of [`Cli`] (`state_dir`, `run_dir`), is a setting: its key in
+//! global option of the command line (`state_dir`, `run_dir`), is a setting: its key in
 //! the file is its id, the flag's name with `_` (`--inbox-cap` is `inbox_cap`),
 //! and its environment variable is `HIVE_` and the key in capitals. A flag
 //! added to [`ServeArgs`] with its `env` is thus a config key and a line of
@@ -13,6 +13,8 @@
 //! command line as flags, only for settings that neither a flag nor the
 //! environment set, and the line is parsed again; a file value is checked by
 //! the same parser as its flag, and a bad one is refused naming key and file.
+//! The command line's grammar is the caller's (`Cli::settings` passes the
+//! CLI's own): this module knows the table, not the verbs around it.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -20,9 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
-use crate::cli::Cli;
 use crate::daemon::ServeOptions;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
@@ -175,11 +176,11 @@ pub struct Resolved {
     pub entries: Vec<Entry>,
 }
 
-/// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`),
-/// reading `default_file` when `--config` is not given and it exists.
-pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
-    let cmd = Cli::command();
-    let first = parse(&cmd, argv)?;
+/// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`)
+/// in the grammar `cmd`, reading `default_file` when `--config` is not given
+/// and it exists.
+pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> Result<Resolved> {
+    let first = parse(cmd, argv)?;
     let (_, sub) = first
         .subcommand()
         .ok_or_else(|| Error::refused("no subcommand given"))?;
@@ -187,7 +188,7 @@ pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
         Some(p) => Some(p.clone()),
         None => default_file.exists().then(|| default_file.to_path_buf()),
     };
-    let settings = setting_args(&cmd);
+    let settings = setting_args(cmd);
     let mut argv = argv.to_vec();
     let mut from_file = BTreeMap::new();
     if let Some(path) = &file {
@@ -202,11 +203,11 @@ pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
             }
         }
     }
-    let merged = parse(&cmd, &argv)?;
-    let cli = Cli::from_arg_matches(&merged).map_err(|e| Error::refused(first_line(&e)))?;
+    let merged = parse(cmd, &argv)?;
+    let dir = |id: &str| merged.get_one::<PathBuf>(id).cloned();
+    let paths = Paths::resolve(dir("state_dir"), dir("run_dir"));
     let (_, sub) = merged.subcommand().expect("parsed above");
     let args = ServeArgs::from_arg_matches(sub).map_err(|e| Error::refused(first_line(&e)))?;
-    let paths = Paths::resolve(cli.state_dir, cli.run_dir);
     let entries = settings
         .iter()
         .map(|arg| entry(arg, sub, &from_file, &paths))
@@ -232,7 +233,7 @@ fn first_line(e: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
-/// The table of settings: the global options of [`Cli`], then [`ServeArgs`].
+/// The table of settings: the global options of `cmd`, then [`ServeArgs`].
 fn setting_args(cmd: &clap::Command) -> Vec<Arg> {
     let serve = ServeArgs::augment_args(clap::Command::new("serve"));
     cmd.get_arguments()
@@ -440,6 +441,12 @@ impl Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    /// The settings as `hive-c0re` itself resolves them: in the CLI's grammar.
+    fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
+        super::resolve(&crate::cli::Cli::command(), argv, default_file)
+    }
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         std::iter::once("hive-c0re")
@@ -450,7 +457,7 @@ mod tests {
 
     #[test]
     fn every_setting_has_a_flag_an_env_and_a_help_named_after_its_key() {
-        let cmd = Cli::command();
+        let cmd = crate::cli::Cli::command();
         let settings = setting_args(&cmd);
         assert!(settings.len() >= 11, "{settings:?}");
         for a in &settings {

@@ -304,22 +304,6 @@ pub fn full_or(space: &Space, e: Error) -> Error {
     ))
 }
 
-/// The free-space check until shutdown: every second, so the alarm follows
-/// the disk within a second either way.
-pub async fn run(hive: std::sync::Arc<crate::hive::Hive>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = hive.shutdown.cancelled() => return,
-        }
-        let space = hive.clone();
-        let t = tokio::task::spawn_blocking(move || space.space.check()).await;
-        if let Ok(Some(t)) = t {
-            hive.space_changed(&t);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,3 +168,32 @@ fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process:
     }
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn a_config_repo_ahead_of_the_deployed_commit_needs_an_update_until_approved() {
+    let mut opts = Opts::default();
+    opts.env
+        .push(("HIVE_CONFIG_POLL_SECS".into(), "0.2".into()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    let repo = hive.state_dir().join("configs/alice");
+    let git = |args: &[&str]| git(&repo, args).trim().to_owned();
+    let needs_update = |h: &TestHive| h.row("alice").unwrap()["needs_update"] == true;
+    // Long enough for several polls: the freshly made repo is what is deployed.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!needs_update(&hive), "{:?}", hive.row("alice"));
+
+    let toml = std::fs::read_to_string(repo.join("agent.toml")).unwrap();
+    std::fs::write(repo.join("agent.toml"), format!("{toml}# a change\n")).unwrap();
+    git(&["commit", "-qam", "a change"]);
+    hive.wait_for("needs_update after a commit", 20, needs_update);
+
+    let head = git(&["rev-parse", "HEAD"]);
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &head]));
+    assert!(needs_update(&hive), "a request alone deploys nothing");
+    hive.ok(&["approve", &id]);
+    assert!(
+        !needs_update(&hive),
+        "the approved head is the deployed one"
+    );
+}

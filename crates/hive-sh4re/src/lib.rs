@@ -4,11 +4,12 @@
 //! in-container harness) and nothing that pulls in tokio or sqlite: agent
 //! names, the host.sock and agent.sock messages, the dashboard's wire types,
 //! agent states, event kinds and their payloads, the hive's limits and tool
-//! names, and the `agent.toml` configuration.
+//! names, the `agent.toml` configuration, and durations as people write them.
 
 pub mod agent;
 pub mod config;
 pub mod dashboard;
+pub mod duration;
 pub mod event;
 pub mod host;
 pub mod limits;

@@ -8,33 +8,23 @@ macro_rules! out {
     };
 }
 
+pub mod exit;
 mod output;
 mod shell;
 mod transcript;
 
+use std::ffi::OsString;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hive_sh4re::host::client::{self, Client};
 use hive_sh4re::host::{Scope, verb};
 use hive_sh4re::{AgentName, Mailbox};
 
 use crate::paths::Paths;
-use crate::serve_config::{ConfigFile, ServeArgs};
-
-/// The CLI's exit codes.
-pub mod exit {
-    /// Done.
-    pub const DONE: i32 = 0;
-    /// The daemon refused (its sentence is on stderr), or the verb failed.
-    pub const REFUSED: i32 = 1;
-    /// hive-c0re is not running, or not reachable by this user.
-    pub const UNREACHABLE: i32 = 2;
-    /// The command line is wrong (EX_USAGE): nothing was asked of the daemon.
-    pub const USAGE: i32 = 64;
-}
+use crate::serve_config::{self, ConfigFile, Resolved, ServeArgs};
 
 /// Why a client verb did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +75,12 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The settings of `serve` or `doctor` on the command line `argv`: flags,
+    /// environment, then `--config` or `default_file` (see `serve_config`).
+    pub fn settings(argv: &[OsString], default_file: &Path) -> crate::error::Result<Resolved> {
+        serve_config::resolve(&Self::command(), argv, default_file)
+    }
+
     /// Parses the command line; a usage error exits with [`exit::USAGE`]
     /// after clap's explanation (help and version exit 0).
     pub fn parse_or_exit() -> Self {
@@ -278,7 +274,7 @@ pub enum Command {
         /// One agent (default: every agent).
         name: Option<AgentName>,
         /// The window, e.g. 90s, 15m, 1h, 2d.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = parse_window)]
         since: Duration,
         #[arg(long)]
         json: bool,
@@ -314,28 +310,13 @@ pub enum ScheduleCommand {
     Rm { id: i64 },
 }
 
-/// Parses `90s`, `15m`, `1h`, `2d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 90s, 15m, 1h or 2d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit {unit:?}: use s, m, h or d"
-            ));
-        }
-    };
-    if secs == 0 {
+/// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
+pub fn parse_window(s: &str) -> Result<Duration, String> {
+    let d = hive_sh4re::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
         return Err("the window must be longer than 0s".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(d)
 }
 
 /// Runs a client verb (everything but `serve`); returns the exit code.

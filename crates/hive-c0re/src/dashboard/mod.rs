@@ -98,7 +98,7 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
         assets: assets::Assets::embedded(),
     };
     let app = router(ctx);
-    let stop = hive.shutdown.clone();
+    let stop = hive.shutdown_token().clone();
     hive.spawn_task(async move {
         let served = axum::serve(bound.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

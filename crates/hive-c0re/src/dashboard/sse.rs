@@ -21,11 +21,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use hive_sh4re::AgentName;
 use hive_sh4re::dashboard::{
     AgentRemoved, Approvals, EventsFrame, Frame, Hello, Inbox, ModelChanged, OperatorInbox,
     Questions, Resync, Space, StreamQuery,
 };
+use hive_sh4re::{AgentName, Mailbox};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -33,7 +33,7 @@ use super::Ctx;
 use super::errors::ApiResult;
 use super::extract::{Q, parse_name, require_agent};
 use crate::broker::Change;
-use crate::hive::{Hive, message_wire};
+use crate::hive::Hive;
 
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -197,13 +197,13 @@ enum Work {
 
 /// Follows the broker until the hive shuts down, turning changes into frames.
 pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
-    let mut changes = hive.broker.subscribe();
+    let mut changes = hive.subscribe();
     let mut cursors = Cursors::default();
     cursors.reset(&hive);
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         };
         let mut batch = vec![];
         let mut lagged = false;
@@ -386,9 +386,9 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Inbox(n) => {
             if hub.watched(Some(&n))
-                && let Ok(msgs) = hive.store.recent_messages(&n, INBOX_LEN)
+                && let Ok(name) = AgentName::parse(&n)
+                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN)
             {
-                let messages: Vec<_> = msgs.iter().map(message_wire).collect();
                 let inbox = Inbox {
                     agent: n.clone(),
                     messages,
@@ -398,9 +398,8 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::OperatorInbox => {
             if hub.watched(None)
-                && let Ok(msgs) = hive.store.recent_messages("operator", OPERATOR_INBOX_LEN)
+                && let Ok(messages) = hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
             {
-                let messages: Vec<_> = msgs.iter().map(message_wire).collect();
                 hub.send(Prepared::new(
                     Audience::Hive,
                     Frame::OperatorInbox(OperatorInbox { messages }),
@@ -419,7 +418,7 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Space => {
             let space = Space {
-                alarm: hive.space.alarm(),
+                alarm: hive.space().alarm(),
             };
             hub.send(Prepared::new(Audience::All, Frame::Space(space)));
         }
@@ -458,7 +457,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     let viewer = Viewer {
         rx,
         watch,
-        shutdown: ctx.hive.shutdown.clone(),
+        shutdown: ctx.hive.shutdown_token().clone(),
         hello: Some(Bytes::from(hello)),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
     };

@@ -8,14 +8,13 @@ use axum::http::{Request, StatusCode, header};
 use hive_sh4re::agent::ExitClass;
 use hive_sh4re::config::AgentConfig;
 use hive_sh4re::event::EventKind;
+use hive_sh4re::{AgentName, Mailbox};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::assets::Assets;
 use super::{Auth, Ctx, router, sse};
 use crate::hive::Hive;
-
-use crate::store::{NewAgent, NewApproval};
 
 const HOST: &str = "127.0.0.1:7878";
 
@@ -56,24 +55,13 @@ fn loopback() -> Fixture {
 /// An agent row, without starting it (the supervisor is not under test).
 fn add_agent(hive: &Hive, name: &str) {
     let toml = AgentConfig::default().to_toml();
-    let used: Vec<u32> = hive
-        .store
-        .agents()
-        .unwrap()
-        .iter()
-        .map(|a| a.uid_base)
-        .collect();
-    hive.store
-        .create_agent(&NewAgent {
-            name,
-            harness: "ag3nt",
-            config_toml: &toml,
-            deployed_sha: None,
-            parent: None,
-            want_running: false,
-            uid_base: hive.runtime.uid_ranges().allocate(&used).unwrap(),
-        })
+    hive.add_stopped(&AgentName::parse(name).unwrap(), &toml)
         .unwrap();
+}
+
+/// Alice's inbox.
+fn alice() -> Mailbox {
+    Mailbox::Agent(AgentName::parse("alice").unwrap())
 }
 
 /// A GET by a logged-in client.
@@ -150,7 +138,7 @@ async fn posts_need_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(f.hive.store.inbox_depth("alice"), 1);
+    assert_eq!(f.hive.inbox_depth(&alice()), 1);
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
@@ -174,7 +162,7 @@ async fn cross_origin_posts_are_refused() {
     let (s, b) = call(&f, req).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(error_of(&b).contains("cross-origin"), "{b}");
-    assert_eq!(f.hive.store.inbox_depth("alice"), 0);
+    assert_eq!(f.hive.inbox_depth(&alice()), 0);
     let mut same = post(
         "/api/agents/alice/messages",
         Some("t0k"),
@@ -274,17 +262,8 @@ async fn bad_input_is_400_and_refused_state_409() {
     assert!(error_of(&b).contains("not running"), "{b}");
 
     // An approval is decided once.
-    let id = f
-        .hive
-        .store
-        .add_approval(&NewApproval {
-            agent: "bob",
-            kind: hive_sh4re::host::ApprovalKind::Spawn,
-            payload_json: "{}",
-            commit_ref: "",
-            description: None,
-        })
-        .unwrap();
+    let bob = AgentName::parse("bob").unwrap();
+    let id = f.hive.request_spawn(&bob, None, None).await.unwrap();
     let (s, b) = call(
         &f,
         post(&format!("/api/approvals/{id}/deny"), Some("t0k"), ""),
@@ -426,13 +405,13 @@ async fn model_override_and_operator_notes() {
 async fn reading_the_operator_inbox_does_not_acknowledge_it() {
     let f = loopback();
     f.hive
-        .store
-        .send("system", "operator", "hello operator")
+        .send(&Mailbox::System, &Mailbox::Operator, "hello operator")
+        .await
         .unwrap();
     let (s, b) = call(&f, get("/api/operator/messages")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b.contains("hello operator"), "{b}");
-    assert_eq!(f.hive.store.inbox_depth("operator"), 1);
+    assert_eq!(f.hive.inbox_depth(&Mailbox::Operator), 1);
 }
 
 #[tokio::test]
@@ -614,7 +593,7 @@ async fn stream_carries_new_events_to_the_agents_page() {
         text.starts_with("event: events\n") && text.contains(r#""kind":"stream""#),
         "{text}"
     );
-    f.hive.shutdown.cancel();
+    f.hive.shutdown_token().cancel();
 }
 
 /// A finished turn's figures, as a harness reports them.
@@ -703,7 +682,7 @@ async fn the_free_space_alarm_is_served_while_it_is_on() {
     let (s, b) = call(&f, get("/api/space")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b, r#"{"alarm":null}"#);
-    f.hive.space.raise_for_test();
+    f.hive.space().raise_for_test();
     let (s, b) = call(&f, get("/api/space")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();

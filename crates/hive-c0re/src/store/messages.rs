@@ -94,34 +94,6 @@ impl Store {
         Ok(id)
     }
 
-    /// Commits a message through the group-commit writer: answers once it is
-    /// committed, sharing the commit with whatever other sends are under way.
-    pub async fn send_grouped(
-        &self,
-        sender: &str,
-        recipient: &str,
-        body: &str,
-    ) -> Result<i64, SendError> {
-        let Some(writer) = &self.writer else {
-            return self.send(sender, recipient, body);
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = super::group::Job {
-            sender: sender.to_owned(),
-            recipient: recipient.to_owned(),
-            body: body.to_owned(),
-            reply,
-        };
-        if writer.send(job).is_err() {
-            // The writer is gone (it never started): commit on this thread instead.
-            return self.send(sender, recipient, body);
-        }
-        match answer.await {
-            Ok(r) => r,
-            Err(_) => self.send(sender, recipient, body),
-        }
-    }
-
     /// Commits several messages in one transaction; each may be refused on its own (inbox full).
     pub(super) fn send_many(&self, items: &[(&str, &str, &str)]) -> Vec<Result<i64, SendError>> {
         let mut g = self.lock();

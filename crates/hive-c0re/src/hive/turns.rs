@@ -71,10 +71,10 @@ impl Hive {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
-            if !row.paused && nap_left.is_none() && self.store.has_unclaimed(name.as_str())? {
+            if !row.paused && nap_left.is_none() && self.has_unclaimed(name)? {
                 // No turn without a readable config: its messages wait for one, unclaimed.
                 let config = self.effective_config(name)?;
-                let messages = self.store.claim(name.as_str(), TURN_BATCH)?;
+                let messages = self.claim(name, TURN_BATCH)?;
                 if !messages.is_empty() {
                     return Ok(Some(Turn { messages, config }));
                 }
@@ -102,18 +102,7 @@ impl Hive {
         session: Option<&str>,
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
-        let held = match outcome {
-            TurnOutcome::Ack => {
-                self.store.ack(agent, &claim.ids)?;
-                vec![]
-            }
-            TurnOutcome::Release => {
-                self.store.release_claims(agent)?;
-                self.broker.poke(agent);
-                vec![]
-            }
-            TurnOutcome::Hold => self.store.hold_claims(agent)?,
-        };
+        let held = self.settle(name, &claim.ids, outcome)?;
         self.record_turn(name, stats)?;
         if let Some(s) = session {
             self.store

@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
-use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
+use hive_sh4re::host::{Approval, ApprovalKind, ApprovalStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Change;
+use crate::clock::rfc3339;
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::paths::Paths;
 use crate::store::{ApprovalRow, NewApproval};
 
 /// What an approval carries in its `payload_json`.
@@ -68,6 +70,16 @@ impl Hive {
         })
         .await?;
         Ok(self.paths.config_repo(name))
+    }
+
+    /// Where the manager finds an agent's config repo: its container binds
+    /// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
+    pub fn repo_as_the_manager_sees_it(&self, name: &AgentName) -> String {
+        if self.runtime.isolated() {
+            Paths::container_config_repo(name).display().to_string()
+        } else {
+            self.paths.config_repo(name).display().to_string()
+        }
     }
 
     /// Makes `name`'s config repo holding `text` unless it has one, links it
@@ -174,6 +186,7 @@ impl Hive {
 
     fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
         let id = self.store.add_approval(a)?;
+        self.record_approvals_pending();
         self.broker.publish(Change::Approvals);
         Ok(id)
     }
@@ -207,6 +220,7 @@ impl Hive {
         {
             return Err(already_decided(id, &a.status));
         }
+        self.record_approvals_pending();
         let outcome = self.run_approval(&a).await;
         match &outcome {
             Ok(()) => self.tell_requester(&format!(
@@ -238,6 +252,7 @@ impl Hive {
         {
             return Err(already_decided(id, &a.status));
         }
+        self.record_approvals_pending();
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
         self.tell_requester(&format!(
             "Approval #{id} ({} {}) was denied by the operator.{why}",
@@ -282,10 +297,43 @@ impl Hive {
         Ok(())
     }
 
+    /// One approval, if it exists (a decided one may have been vacuumed).
+    pub fn approval(&self, id: i64) -> Result<Option<Approval>> {
+        Ok(self.store.approval(id)?.as_ref().map(approval_wire))
+    }
+
+    /// Every approval, oldest first.
+    pub fn approvals(&self) -> Result<Vec<Approval>> {
+        Ok(self.store.approvals()?.iter().map(approval_wire).collect())
+    }
+
     fn tell_requester(&self, body: &str) {
         if let Err(e) = self.notify(&AgentName::manager(), body) {
             tracing::warn!("could not tell the manager: {e}");
         }
+    }
+}
+
+/// A stored approval as the wire shows it.
+pub fn approval_wire(a: &ApprovalRow) -> Approval {
+    let fetched = serde_json::from_str::<serde_json::Value>(&a.payload_json)
+        .ok()
+        .and_then(|v| {
+            v.get("fetched_sha")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        });
+    Approval {
+        id: a.id,
+        agent: a.agent.clone(),
+        kind: a.kind.clone(),
+        commit_ref: a.commit_ref.clone(),
+        fetched_sha: fetched,
+        requested_at: rfc3339(a.created_at),
+        status: a.status.clone(),
+        resolved_at: a.decided_at.map(rfc3339),
+        note: a.note.clone(),
+        description: a.description.clone(),
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
+use hive_sh4re::duration::{self, DurationError};
 use hive_sh4re::host::Schedule;
 use hive_sh4re::limits::{
     MAX_BODY_BYTES, SCHEDULE_MIN_INTERVAL_MS, SCHEDULES_PER_AGENT, SCHEDULES_PER_CREATOR,
@@ -73,7 +74,7 @@ impl When {
             return Ok(Self::Cron(Box::new(s)));
         }
         if let Some(d) = spec.strip_prefix("every:") {
-            let ms = duration_ms(d.trim()).ok_or_else(|| bad("the interval is not a duration"))?;
+            let ms = duration_ms(d.trim()).map_err(|e| bad(&e.to_string()))?;
             if ms < SCHEDULE_MIN_INTERVAL_MS {
                 return Err(bad("the shortest interval is 1s"));
             }
@@ -82,14 +83,17 @@ impl When {
             }
             return Ok(Self::Every(ms));
         }
-        if let Some(ms) = duration_ms(spec) {
-            if ms > MAX_DURATION_MS {
-                return Err(bad("the longest delay is 100 years"));
-            }
-            return Ok(Self::At(now.saturating_add(ms)));
+        let once = match duration_ms(spec) {
+            Ok(ms) if ms > MAX_DURATION_MS => return Err(bad("the longest delay is 100 years")),
+            Ok(ms) => return Ok(Self::At(now.saturating_add(ms))),
+            Err(e) => e,
+        };
+        match chrono::DateTime::parse_from_rfc3339(spec) {
+            Ok(t) => Ok(Self::At(t.timestamp_millis())),
+            // A number alone is most likely a duration without its unit: say so.
+            Err(_) if matches!(once, DurationError::NoUnit(_)) => Err(bad(&once.to_string())),
+            Err(_) => Err(bad("unknown form")),
         }
-        let t = chrono::DateTime::parse_from_rfc3339(spec).map_err(|_| bad("unknown form"))?;
-        Ok(Self::At(t.timestamp_millis()))
     }
 
     /// True for schedules that fire more than once.
@@ -118,21 +122,10 @@ impl When {
     }
 }
 
-/// `500ms`, `90s`, `15m`, `2h` or `1d` as milliseconds; None for anything
-/// else, and for a number of milliseconds past `i64`.
-fn duration_ms(s: &str) -> Option<i64> {
-    // Digits are ASCII, so the first non-digit starts on a char boundary.
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = num.parse().ok()?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit_ms)
+/// A duration (`hive_sh4re::duration`: `90s`, `15m`, `2h`, `1d`, a unit required) in milliseconds.
+fn duration_ms(s: &str) -> std::result::Result<i64, DurationError> {
+    let d = duration::parse(s)?;
+    i64::try_from(d.as_millis()).map_err(|_| DurationError::TooLong(s.to_owned()))
 }
 
 impl Hive {
@@ -269,6 +262,7 @@ impl Hive {
                 );
                 continue;
             }
+            self.sample_inbox(&s.agent);
             self.broker.poke(&s.agent);
             self.broker.publish(Change::Agent(s.agent.clone()));
         }
@@ -334,10 +328,12 @@ mod tests {
 
     #[test]
     fn refuses_nonsense_with_the_forms() {
-        for bad in ["soon", "every:0s", "every:xs", "cron:not a cron", ""] {
+        for bad in ["soon", "every:0s", "every:xs", "cron:not a cron", "", "30"] {
             let e = When::parse(bad, 0).unwrap_err().to_string();
             assert!(e.contains("every:15m"), "{bad}: {e}");
         }
+        let e = When::parse("30", 0).unwrap_err().to_string();
+        assert!(e.contains("has no unit: write 30s"), "{e}");
     }
 
     /// Found by fuzzing (fuzz/fuzz_targets/schedule_when.rs): a `when` that
@@ -376,20 +372,8 @@ mod tests {
         let names: Vec<AgentName> = (0..=per_creator)
             .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
             .collect();
-        let mut used = Vec::new();
         for n in &names {
-            used.push(hive.runtime.uid_ranges().allocate(&used).unwrap());
-            hive.store
-                .create_agent(&crate::store::NewAgent {
-                    name: n.as_str(),
-                    harness: "ag3nt",
-                    config_toml: "",
-                    deployed_sha: None,
-                    parent: None,
-                    want_running: false,
-                    uid_base: used[used.len() - 1],
-                })
-                .unwrap();
+            hive.add_stopped(n, "").unwrap();
         }
         for n in &names[..per_creator] {
             for _ in 0..SCHEDULES_PER_AGENT {
