@@ -91,6 +91,7 @@ async fn handle(
     req: AgentRequest,
 ) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
+    let req = redact_request(hive, req)?;
     Ok(match req {
         AgentRequest::Config => AgentResponse {
             config: Some(hive.effective_config(name)?),
@@ -239,6 +240,30 @@ fn harness_events(items: Vec<EventIn>) -> Result<Vec<(EventKind, String)>> {
             Ok((kind, e.payload.to_string()))
         })
         .collect()
+}
+
+/// What an agent says is stored and shown to others (messages, its status,
+/// the manager's requests): a secret's value in it becomes `[secret NAME]`.
+/// Events are redacted where every event is stored (`Hive::add_events`).
+fn redact_request(hive: &Hive, req: AgentRequest) -> Result<AgentRequest> {
+    if matches!(req, AgentRequest::Events { .. }) {
+        return Ok(req);
+    }
+    let redactor = hive.redactor()?;
+    if redactor.is_empty() {
+        return Ok(req);
+    }
+    let v = serde_json::to_value(&req)
+        .map_err(|e| Error::refused(format!("bad agent.sock request: {e}")))?;
+    let redacted = redactor.redact_value(v.clone());
+    if redacted == v {
+        return Ok(req);
+    }
+    serde_json::from_value(redacted).map_err(|e| {
+        Error::refused(format!(
+            "the request holds a secret's value and makes no sense without it ({e}): nothing was done"
+        ))
+    })
 }
 
 /// Resolves when the peer closed its end; pipelined bytes are left in the buffer.

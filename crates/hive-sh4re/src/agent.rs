@@ -12,6 +12,7 @@ use crate::AgentState;
 use crate::config::AgentConfig;
 use crate::event::{EventKind, Payload};
 use crate::host::{AgentStatusRow, Message};
+use crate::secret::Secrets;
 
 /// One request line on agent.sock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,6 +218,10 @@ pub struct EffectiveConfig {
     /// Session to `--resume`, if any.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The operator's secrets for this agent (hive-wide, its own over them):
+    /// claude's environment. Only this agent's socket hands them out.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
 }
 
 /// One response line on agent.sock.

@@ -13,6 +13,7 @@ mod messages;
 mod questions;
 mod schedules;
 mod schema;
+mod secrets;
 mod stats;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
 pub use questions::QuestionRow;
 pub use schedules::ScheduleRow;
+pub use secrets::SecretEntry;
 pub use stats::StatRow;
 
 /// Errors of the store.
