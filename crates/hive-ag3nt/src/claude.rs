@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use hive_sh4re::Mailbox;
 use hive_sh4re::agent::EffectiveConfig;
+use hive_sh4re::tools::{self, Tool};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -22,15 +23,6 @@ use tokio::sync::mpsc;
 
 /// How long claude gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// Tools only the manager gets.
-pub const MANAGER_TOOLS: [&str; 5] = [
-    "mcp__hyperhive__request_init_config",
-    "mcp__hyperhive__request_spawn",
-    "mcp__hyperhive__request_apply_commit",
-    "mcp__hyperhive__ask_operator",
-    "mcp__hyperhive__schedule",
-];
 
 /// Longest a hive tool call may take: a week-long `ask_operator`, with margin.
 pub const MCP_CALL_TIMEOUT_MS: u64 = 605_000_000;
@@ -122,11 +114,10 @@ impl Invocation {
         manager: bool,
         prompt: String,
     ) -> Self {
-        let manager_tools: &[&str] = if manager { &MANAGER_TOOLS } else { &[] };
         Self {
             resume: cfg.session_id.clone(),
             mcp_config: Some(mcp_config),
-            allowed_tools: cfg.config.allowed_tools_arg(manager_tools),
+            allowed_tools: cfg.config.allowed_tools_arg(manager),
             system_prompt: Some(cfg.config.prompt.clone()),
             ..Self::new(cfg, home, prompt)
         }
@@ -313,7 +304,7 @@ pub fn write_mcp_config(
     let exe = std::env::current_exe()?;
     let mut servers = serde_json::Map::new();
     servers.insert(
-        "hyperhive".into(),
+        tools::SERVER.into(),
         serde_json::json!({
             "command": exe,
             "args": ["mcp", "--socket", socket],
@@ -341,7 +332,7 @@ pub fn write_mcp_config(
 /// What a run's output says, gathered line by line.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Tool calls by tool (`send` for `mcp__hyperhive__send`).
+    /// Tool calls by tool (`send` for `mcp__hyperhive__send`, see [`tools::short_name`]).
     pub tools: BTreeMap<String, u64>,
     /// `send` calls by recipient class.
     pub sent: BTreeMap<String, u64>,
@@ -439,8 +430,11 @@ impl Tally {
                         .get("name")
                         .and_then(|n| n.as_str())
                         .unwrap_or("unknown");
-                    *self.tools.entry(short_tool(name).to_owned()).or_default() += 1;
-                    if name == "mcp__hyperhive__send" {
+                    *self
+                        .tools
+                        .entry(tools::short_name(name).to_owned())
+                        .or_default() += 1;
+                    if Tool::from_qualified(name) == Some(Tool::Send) {
                         let to = block
                             .pointer("/input/to")
                             .and_then(|t| t.as_str())
@@ -488,11 +482,6 @@ impl Tally {
             _ => {}
         }
     }
-}
-
-/// `mcp__hyperhive__send` → `send`; other tools keep their name.
-fn short_tool(name: &str) -> &str {
-    name.strip_prefix("mcp__hyperhive__").unwrap_or(name)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EffectiveConfig};
+use hive_sh4re::event::{CompactEnd, Payload};
 
 use crate::claude::Invocation;
 use crate::client::{Client, ClientError};
@@ -26,11 +27,12 @@ pub async fn session(
         model: None,
     };
     let run = job.run(c, &inv, Stream::Compact, &[compacting]).await?;
-    let mut end = serde_json::json!({ "exit_code": run.exit, "cancelled": job.cancelled() });
-    if let Some(e) = &run.spawn_error {
-        end["error"] = e.as_str().into();
-    }
-    send_event(c, "compact_end", end).await?;
+    let end = CompactEnd {
+        exit_code: run.exit,
+        cancelled: job.cancelled(),
+        error: run.spawn_error.clone(),
+    };
+    send_event(c, Payload::CompactEnd(end)).await?;
     Ok(run)
 }
 

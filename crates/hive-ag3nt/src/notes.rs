@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EffectiveConfig};
+use hive_sh4re::event::{NotesCompaction, Payload};
 
 use crate::claude::Invocation;
 use crate::client::Client;
@@ -88,8 +89,13 @@ pub async fn compact(
         after: if rewritten { after } else { before },
         rewritten,
     };
-    let payload = serde_json::json!({ "before_bytes": out.before, "after_bytes": out.after, "rewritten": rewritten, "exit_code": run.exit });
-    send_event(c, "notes_compaction", payload).await?;
+    let payload = NotesCompaction {
+        before_bytes: out.before,
+        after_bytes: out.after,
+        rewritten,
+        exit_code: run.exit,
+    };
+    send_event(c, Payload::NotesCompaction(payload)).await?;
     c.call(&AgentRequest::Stats {
         items: vec![
             ("notes.before_bytes".into(), out.before as f64),

@@ -5,6 +5,7 @@
 //! agent's words can neither close their tag nor open one from someone else.
 
 use hive_sh4re::host::Message;
+use hive_sh4re::tools::Tool;
 
 /// The prompt of a turn that handles `msgs`.
 pub fn render(msgs: &[Message]) -> String {
@@ -13,7 +14,10 @@ pub fn render(msgs: &[Message]) -> String {
         p.push_str(&tag(m, false));
         p.push('\n');
     }
-    p.push_str("\nHandle them. Reply with mcp__hyperhive__send where a reply is expected (to the sender's name).");
+    p.push_str(&format!(
+        "\nHandle them. Reply with {} where a reply is expected (to the sender's name).",
+        Tool::Send.qualified()
+    ));
     p
 }
 

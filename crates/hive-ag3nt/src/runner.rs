@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EventIn};
+use hive_sh4re::event::Payload;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -342,18 +343,15 @@ impl Drop for Job<'_> {
 impl Stream {
     /// A claude output line as the event hive-c0re records.
     fn event(self, o: Output) -> EventIn {
-        let (kind, payload) = match (self, o) {
-            (Self::Turn, Output::Stream(v)) => ("stream", v),
-            (Self::Turn, Output::Stderr(l)) => ("stderr", l.into()),
-            (Self::Compact, Output::Stream(v)) => ("compact_stream", v),
-            (Self::Compact, Output::Stderr(l)) => ("compact_stderr", l.into()),
-            (Self::Notes, Output::Stream(v)) => ("notes_compaction_stream", v),
-            (Self::Notes, Output::Stderr(l)) => ("notes_compaction_stream", l.into()),
-        };
-        EventIn {
-            kind: kind.into(),
-            payload,
+        match (self, o) {
+            (Self::Turn, Output::Stream(v)) => Payload::Stream(v),
+            (Self::Turn, Output::Stderr(l)) => Payload::Stderr(l),
+            (Self::Compact, Output::Stream(v)) => Payload::CompactStream(v),
+            (Self::Compact, Output::Stderr(l)) => Payload::CompactStderr(l),
+            (Self::Notes, Output::Stream(v)) => Payload::NotesCompactionStream(v),
+            (Self::Notes, Output::Stderr(l)) => Payload::NotesCompactionStream(l.into()),
         }
+        .into()
     }
 }
 
@@ -366,14 +364,6 @@ pub async fn send_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), Clie
 }
 
 /// Records one event.
-pub async fn send_event(
-    c: &mut Client,
-    kind: &str,
-    payload: serde_json::Value,
-) -> Result<(), ClientError> {
-    let item = EventIn {
-        kind: kind.into(),
-        payload,
-    };
-    send_events(c, vec![item]).await
+pub async fn send_event(c: &mut Client, event: Payload) -> Result<(), ClientError> {
+    send_events(c, vec![event.into()]).await
 }

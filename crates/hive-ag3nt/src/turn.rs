@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hive_sh4re::agent::{AgentRequest, EffectiveConfig, EventIn, TurnOutcome, TurnStats};
+use hive_sh4re::agent::{AgentRequest, EffectiveConfig, ExitClass, TurnOutcome, TurnStats};
+use hive_sh4re::event::{Payload, SessionLost, TurnError, TurnStart};
 use hive_sh4re::host::Message;
 use hive_sh4re::{AgentState, Mailbox};
 
@@ -153,17 +154,14 @@ async fn run_turn(
         state: AgentState::Thinking,
         model: Some(cfg.model.clone()),
     };
-    let turn_start = serde_json::json!({
-        "messages": msgs.iter().map(|m| m.id).collect::<Vec<_>>(),
-        "model": cfg.model,
-        "args": inv.args(),
-        "prompt": prompt,
-    });
+    let turn_start = TurnStart {
+        messages: msgs.iter().map(|m| m.id).collect(),
+        model: cfg.model.clone(),
+        args: inv.args(),
+        prompt: prompt.clone(),
+    };
     let start = AgentRequest::Events {
-        items: vec![EventIn {
-            kind: "turn_start".into(),
-            payload: turn_start,
-        }],
+        items: vec![Payload::TurnStart(turn_start).into()],
     };
     if let Some(secs) = cfg.turn_timeout_secs {
         job.limit(Duration::from_secs(secs));
@@ -177,8 +175,11 @@ async fn run_turn(
     {
         // A session claude cannot load would fail every turn: start afresh, and say why.
         tracing::warn!("claude cannot resume the session ({error}): starting a fresh one");
-        let lost = serde_json::json!({ "session": cfg.session_id, "error": error });
-        send_event(c, "session_lost", lost).await?;
+        let lost = SessionLost {
+            session: cfg.session_id.clone(),
+            error,
+        };
+        send_event(c, Payload::SessionLost(lost)).await?;
         run.tally.session_id = None;
         cfg.session_id = None;
         let inv = h.turn_invocation(&cfg, prompt.clone())?;
@@ -223,20 +224,19 @@ async fn run_turn(
     };
     if let Some(e) = &error {
         let status = api.as_ref().and_then(|(s, _)| *s);
-        send_event(
-            c,
-            "turn_error",
-            serde_json::json!({ "error": e, "api_status": status }),
-        )
-        .await?;
+        let error = TurnError {
+            error: e.clone(),
+            api_status: status,
+        };
+        send_event(c, Payload::TurnError(error)).await?;
     }
     let (class, outcome) = match (cancelled, run.ok(), retried) {
-        (true, _, _) => ("cancelled", TurnOutcome::Hold),
-        _ if job.timed_out() => ("timeout", TurnOutcome::Release),
-        _ if api.is_some() => ("api_error", TurnOutcome::Release),
-        (false, true, true) => ("retried", TurnOutcome::Ack),
-        (false, true, false) => ("ok", TurnOutcome::Ack),
-        (false, false, _) => ("failure", TurnOutcome::Release),
+        (true, _, _) => (ExitClass::Cancelled, TurnOutcome::Hold),
+        _ if job.timed_out() => (ExitClass::Timeout, TurnOutcome::Release),
+        _ if api.is_some() => (ExitClass::ApiError, TurnOutcome::Release),
+        (false, true, true) => (ExitClass::Retried, TurnOutcome::Ack),
+        (false, true, false) => (ExitClass::Ok, TurnOutcome::Ack),
+        (false, false, _) => (ExitClass::Failure, TurnOutcome::Release),
     };
     let mut stats = stats(h, msgs, &run, class, started.elapsed());
     stats.error = error;
@@ -251,7 +251,7 @@ async fn run_turn(
 }
 
 /// The figures of a turn.
-fn stats(h: &Harness, msgs: &[Message], run: &Run, class: &str, took: Duration) -> TurnStats {
+fn stats(h: &Harness, msgs: &[Message], run: &Run, class: ExitClass, took: Duration) -> TurnStats {
     let mut received_by_class = BTreeMap::new();
     for m in msgs {
         let class = Mailbox::parse(&m.from).map(|m| m.class()).unwrap_or("peer");
@@ -260,7 +260,7 @@ fn stats(h: &Harness, msgs: &[Message], run: &Run, class: &str, took: Duration) 
     TurnStats {
         duration_ms: took.as_millis() as u64,
         exit_code: run.exit,
-        exit_class: class.into(),
+        exit_class: class,
         tool_calls: run.tally.tools.clone(),
         messages_received: msgs.len() as u64,
         sent_by_class: run.tally.sent.clone(),

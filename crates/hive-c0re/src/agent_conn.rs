@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::agent::{AgentRequest, AgentResponse};
-use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
+use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
+use hive_sh4re::event::EventKind;
+use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
+use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::agent_sock::{Accepted, Incoming};
@@ -28,7 +30,7 @@ pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
             c = incoming.recv() => match c { Some(c) => c, None => return },
             _ = hive.shutdown_token().cancelled() => return,
         };
-        tokio::spawn(serve_conn(hive.clone(), conn));
+        hive.spawn_task(serve_conn(hive.clone(), conn));
     }
 }
 
@@ -147,25 +149,17 @@ async fn handle(
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
-            // hive-side kinds (operator, container_crash, state) are hive-c0re's word, not an agent's.
-            if let Some(e) = items
-                .iter()
-                .find(|e| !hive_sh4re::agent::HARNESS_EVENT_KINDS.contains(&e.kind.as_str()))
-            {
-                return Err(Error::refused(format!(
-                    "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
-                    e.kind,
-                    hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
-                )));
-            }
+            let items = harness_events(items)?;
             // A model call answered ends the hive's API backoff (claude's own error
             // texts come as assistant lines of the model `<synthetic>`).
-            let answered = items.iter().any(|e| {
-                e.kind == "stream"
-                    && e.payload["type"] == "assistant"
-                    && e.payload["message"]["model"]
-                        .as_str()
-                        .is_some_and(|m| m != "<synthetic>")
+            let answered = items.iter().any(|(kind, payload)| {
+                *kind == EventKind::Stream
+                    && serde_json::from_str::<serde_json::Value>(payload).is_ok_and(|p| {
+                        p["type"] == "assistant"
+                            && p["message"]["model"]
+                                .as_str()
+                                .is_some_and(|m| m != "<synthetic>")
+                    })
             });
             if hive.space().is_low() {
                 // The stream is what the hive can drop; the turn's end, its
@@ -176,10 +170,6 @@ async fn handle(
                 }
                 return Ok(AgentResponse::ok());
             }
-            let items: Vec<(String, String)> = items
-                .into_iter()
-                .map(|e| (e.kind, e.payload.to_string()))
-                .collect();
             hive.add_events(name, &items)?;
             if answered {
                 hive.api_answered(name);
@@ -224,7 +214,9 @@ async fn handle(
             }
         }
         AgentRequest::Recv { max } => {
-            let msgs = hive.recv(&me, max.unwrap_or(20), Duration::ZERO).await?;
+            let msgs = hive
+                .recv(&me, max.unwrap_or(RECV_DEFAULT), Duration::ZERO)
+                .await?;
             AgentResponse {
                 messages: Some(msgs),
                 ..AgentResponse::ok()
@@ -260,6 +252,33 @@ async fn handle(
             crate::manager::handle(hive, req).await?
         }
     })
+}
+
+/// A harness's events as they are stored, or a refusal of the whole batch:
+/// the kinds hive-c0re records itself (`state`, `turn_end`, `operator`, ...)
+/// are its word, not an agent's, and a payload must read as its kind's.
+fn harness_events(items: Vec<EventIn>) -> Result<Vec<(EventKind, String)>> {
+    items
+        .into_iter()
+        .map(|e| {
+            let kind = EventKind::parse(&e.kind)
+                .filter(|k| HARNESS_EVENT_KINDS.contains(k))
+                .ok_or_else(|| {
+                    let kinds: Vec<&str> = HARNESS_EVENT_KINDS.iter().map(|k| k.as_str()).collect();
+                    Error::refused(format!(
+                        "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
+                        e.kind,
+                        kinds.join(", ")
+                    ))
+                })?;
+            kind.check(&e.payload).map_err(|why| {
+                Error::refused(format!(
+                    "the payload of a {kind} event does not read as one ({why}): nothing was recorded"
+                ))
+            })?;
+            Ok((kind, e.payload.to_string()))
+        })
+        .collect()
 }
 
 /// What an agent says is stored and shown to others (messages, its status,

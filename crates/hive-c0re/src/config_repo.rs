@@ -351,7 +351,7 @@ pub fn link(paths: &Paths, name: &AgentName) -> Result<()> {
     let dir = paths.agent_dir(name);
     std::fs::create_dir_all(&dir)
         .map_err(Error::io(format!("could not create {}", dir.display())))?;
-    let target = Path::new("../../configs").join(name.as_str());
+    let target = Paths::config_repo_link_target(name);
     std::os::unix::fs::symlink(&target, &at)
         .map_err(Error::io(format!("could not link {}", at.display())))
 }

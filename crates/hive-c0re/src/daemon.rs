@@ -1,14 +1,14 @@
 //! `hive-c0re serve`: bring the hive up, serve until SIGTERM/SIGINT, bring it down.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hive_sh4re::AgentName;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::agent_sock::AgentSockets;
 use crate::hive::{DEFAULT_TURN_TIMEOUT, Hive, Settings};
@@ -148,11 +148,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     if let Some(t) = hive.space().check().or(space_check) {
         hive.space_changed(&t);
     }
-    tokio::spawn(hive.clone().watch_space());
-    tokio::spawn(crate::agent_conn::serve(hive.clone(), incoming));
+    hive.spawn_task(hive.clone().watch_space());
+    hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
-    let host = tokio::spawn(crate::host_sock::serve(hive.clone(), listener));
+    let host = hive.spawn_task(crate::host_sock::serve(hive.clone(), listener));
     if let Some(d) = dashboard {
         crate::dashboard::serve(&hive, d);
     }
@@ -163,9 +163,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .await
             .context("could not create the manager agent")?;
     }
-    tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
-    tokio::spawn(crate::hive::schedules::run(hive.clone()));
-    tokio::spawn(crate::hive::status::watch_config_heads(hive.clone()));
+    hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
+    hive.spawn_task(crate::hive::schedules::run(hive.clone()));
+    hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",
@@ -179,15 +179,25 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .unwrap_or_default()
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
-    opts.notify.spawn_watchdog(hive.shutdown_token().clone());
+    hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown_token().clone()));
     stop_signal.await;
     tracing::info!("shutting down");
     opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
     hive.shut_down().await;
     let _ = host.await;
+    if !hive.wait_for_tasks(TASKS_WAIT).await {
+        tracing::warn!(
+            "some tasks were still running {} s after the shutdown began; exiting anyway",
+            TASKS_WAIT.as_secs()
+        );
+    }
     let _ = std::fs::remove_file(paths.host_sock());
     Ok(())
 }
+
+/// How long shutdown waits for the daemon's tasks (connections, the dashboard,
+/// schedules) to notice it, after the agents have stopped.
+const TASKS_WAIT: Duration = Duration::from_secs(10);
 
 /// Open files this daemon asks for: host.sock's connections, agent sockets,
 /// children's pipes. Not the hard limit itself, which can be a million:
@@ -213,7 +223,7 @@ fn raise_fd_limit() {
 }
 
 /// Holds the run dir's lock for the daemon's lifetime, so a second `serve` refuses.
-fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
+fn lock_run_dir(paths: &Paths) -> Result<Flock<std::fs::File>> {
     let path = paths.daemon_lock();
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -221,16 +231,13 @@ fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("could not open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        bail!(
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
             "another hive-c0re is already serving {} (it holds {}): stop it first, or use another --run-dir",
             paths.run.display(),
             path.display()
-        );
-    }
-    Ok(f)
+        )
+    })
 }
 
 /// The runtime asked for; without a choice, nspawn where this host can run it, else process.

@@ -28,10 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::event::{EventKind, Payload, StateChange};
 use hive_sh4re::host::Event;
 use hive_sh4re::{AgentName, AgentState};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agent_sock::AgentSockets;
 use crate::broker::{Broker, Change};
@@ -104,6 +106,8 @@ pub struct Hive {
     settings: Settings,
     /// Cancelled when the daemon shuts down.
     shutdown: CancellationToken,
+    /// Every task the daemon spawns ([`Hive::spawn_task`]), so shutdown can wait for them.
+    tasks: TaskTracker,
     /// The agents' sockets.
     sockets: AgentSockets,
     /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
@@ -120,16 +124,8 @@ pub struct Hive {
     redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
 }
 
-/// Shortest nap, in seconds.
-pub const NAP_MIN_SECONDS: u64 = 1;
-/// Longest nap, in seconds (6 h).
-pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
-
 /// What status rows show as the model of an agent whose stored config cannot be read.
 pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
-
-/// Most messages one `recv` returns.
-pub const RECV_MAX: u32 = 1000;
 
 impl Hive {
     /// A hive over an open store.
@@ -151,12 +147,29 @@ impl Hive {
             supervisor: Supervisor::default(),
             settings,
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             sockets,
             inbox_peaks: Default::default(),
             config_heads: Default::default(),
             api: Default::default(),
             redactor: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Spawns a task of the daemon; [`Hive::wait_for_tasks`] waits for it.
+    pub fn spawn_task<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// After [`Hive::shutdown`] is cancelled: waits until every task spawned
+    /// through [`Hive::spawn_task`] has ended, or `limit` passed; false if some still run.
+    pub async fn wait_for_tasks(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
     }
 
     /// A hive over an in-memory store and the process runtime, for unit tests.
@@ -498,6 +511,7 @@ impl Hive {
             claude_bin: self.settings.claude_bin.clone(),
             state_dir: self.paths.agent_state(&name),
             sock_dir: self.paths.agent_sock_dir(&name),
+            sock: self.paths.agent_sock(&name),
             config_repos: (harness == Harness::M1nd).then(|| self.paths.configs_root()),
             rootfs: self.paths.rootfs(&name),
             env: self.settings.agent_env.clone(),
@@ -509,9 +523,9 @@ impl Hive {
 
     // ---- events ---------------------------------------------------------
 
-    /// Stores events of an agent and announces them. A secret's value in a
-    /// payload is stored as `[secret NAME]`.
-    pub fn add_events(&self, agent: &AgentName, items: &[(String, String)]) -> Result<Vec<i64>> {
+    /// Stores events of an agent (each a kind and its payload's JSON text) and
+    /// announces them. A secret's value in a payload is stored as `[secret NAME]`.
+    pub fn add_events(&self, agent: &AgentName, items: &[(EventKind, String)]) -> Result<Vec<i64>> {
         let redactor = self.redactor()?;
         let redacted: Vec<String>;
         let payloads: Vec<&str> = if redactor.is_empty() {
@@ -534,6 +548,12 @@ impl Hive {
             });
         }
         Ok(ids)
+    }
+
+    /// Records one event of the agent, as hive-c0re saw it.
+    pub fn record(&self, agent: &AgentName, event: &Payload) -> Result<()> {
+        self.add_events(agent, &[event_row(event)])?;
+        Ok(())
     }
 
     /// Records a state change as state and as an event.
@@ -621,8 +641,17 @@ pub fn event_wire(e: &EventRow) -> Event {
     }
 }
 
+/// An event as [`Hive::add_events`] stores it: its kind and its payload's JSON text.
+pub(crate) fn event_row(event: &Payload) -> (EventKind, String) {
+    (event.kind(), event.to_value().to_string())
+}
+
 /// The `state` event that records a change of an agent's state.
-pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (String, String) {
-    let payload = serde_json::json!({ "state": state.as_str(), "model": model });
-    ("state".to_owned(), payload.to_string())
+pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (EventKind, String) {
+    event_row(&Payload::State(StateChange {
+        state,
+        model: model.map(str::to_owned),
+        detail: None,
+        retry_at: None,
+    }))
 }

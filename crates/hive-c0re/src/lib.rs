@@ -22,6 +22,7 @@ pub mod host_sock;
 pub mod lines;
 pub mod manager;
 pub mod paths;
+pub mod procfs;
 pub mod runtime;
 pub mod sd_notify;
 pub mod serve_config;

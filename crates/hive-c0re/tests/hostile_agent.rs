@@ -76,7 +76,7 @@ fn schedules_obey_the_inbox_cap_their_caps_and_the_managers_allow_list() {
     assert_eq!(inbox_depth(&hive, "alice"), 1);
 
     // One agent takes so many schedules, then refusals with a sentence.
-    let cap = hive_c0re::hive::schedules::MAX_PER_AGENT as usize;
+    let cap = hive_sh4re::limits::SCHEDULES_PER_AGENT as usize;
     let mut c = common::Conn::open(&hive.sock());
     let add = json!({"cmd": "schedule_add", "agent": "alice", "when": "1h", "text": "later"});
     let answers: Vec<Value> = (0..cap)
@@ -184,6 +184,30 @@ fn an_agent_cannot_report_the_hives_own_events() {
             "{r}"
         );
     }
+    // A harness kind whose payload does not read as that kind's refuses the
+    // whole batch: readers never meet a `turn_start` whose messages are text.
+    let r = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "events", "items": [
+            {"kind": "stderr", "payload": "fine on its own"},
+            {"kind": "turn_start", "payload": {"messages": "1 OR 1=1", "by": "alice"}},
+        ]}),
+    );
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not read as one"),
+        "{r}"
+    );
+    assert!(
+        hive.events("alice")
+            .iter()
+            .all(|e| e["payload"] != "fine on its own"),
+        "nothing of a refused batch is recorded"
+    );
     let r = agent_call(
         &hive,
         "alice",

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentState;
 use crate::config::AgentConfig;
+use crate::event::{EventKind, Payload};
 use crate::host::{AgentStatusRow, Message};
 use crate::secret::Secrets;
 
@@ -114,28 +115,26 @@ pub enum AgentRequest {
     },
 }
 
-/// The event kinds a harness reports over agent.sock; hive-c0re refuses any
-/// other, so the kinds it writes itself (`state`, `turn_end`, `operator`,
-/// `container_crash`, ...) cannot be forged by an agent. A harness that
-/// reports a new kind adds it here.
-pub const HARNESS_EVENT_KINDS: &[&str] = &[
-    "stream",
-    "stderr",
-    "turn_start",
-    "turn_error",
-    "session_lost",
-    "compact_stream",
-    "compact_stderr",
-    "compact_end",
-    "notes_compaction_stream",
-    "notes_compaction",
-];
+/// The event kinds a harness reports over agent.sock ([`EventKind::HARNESS`]);
+/// hive-c0re refuses any other, so the kinds it records itself (`state`,
+/// `turn_end`, `operator`, `container_crash`, ...) cannot be forged by an agent.
+pub const HARNESS_EVENT_KINDS: &[EventKind] = EventKind::HARNESS;
 
 /// An event as the harness reports it; hive-c0re adds id, agent and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventIn {
+    /// An [`EventKind`]'s name; kept as text so a wrong one is refused with a sentence.
     pub kind: String,
     pub payload: serde_json::Value,
+}
+
+impl From<Payload> for EventIn {
+    fn from(p: Payload) -> Self {
+        Self {
+            kind: p.kind().as_str().to_owned(),
+            payload: p.to_value(),
+        }
+    }
 }
 
 /// What becomes of a turn's messages when it ends.
@@ -151,14 +150,64 @@ pub enum TurnOutcome {
     Hold,
 }
 
+/// How a turn ended, as its figures and its `turn_end` event say.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitClass {
+    /// claude ran to the end.
+    #[default]
+    Ok,
+    /// claude ran to the end after a retry (a fresh session, or after compacting).
+    Retried,
+    /// claude failed, or could not start; the messages come back to be retried.
+    Failure,
+    /// The operator cancelled the turn.
+    Cancelled,
+    /// The turn ran over its time limit (`turn_timeout`) and was stopped.
+    Timeout,
+    /// The model API failed the turn (claude gave up, or the hive told it to).
+    ApiError,
+}
+
+impl ExitClass {
+    /// Every class.
+    pub const ALL: [ExitClass; 6] = [
+        Self::Ok,
+        Self::Retried,
+        Self::Failure,
+        Self::Cancelled,
+        Self::Timeout,
+        Self::ApiError,
+    ];
+
+    /// The class as stored and shown (`ok`, `retried`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Retried => "retried",
+            Self::Failure => "failure",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timeout",
+            Self::ApiError => "api_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ExitClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Figures of one finished turn, stored as `stats` rows (with the inbox depth
 /// hive-c0re reads after settling the turn's messages).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnStats {
     pub duration_ms: u64,
     pub exit_code: Option<i32>,
-    /// ok, retried (after compaction), failure, cancelled.
-    pub exit_class: String,
+    pub exit_class: ExitClass,
     pub tool_calls: BTreeMap<String, u64>,
     pub messages_received: u64,
     /// Messages the turn sent, by recipient class (peer, operator, manager, system).
@@ -262,5 +311,44 @@ impl AgentRequest {
     /// Parses one request line into a request or a readable sentence.
     pub fn from_line(line: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(line).map_err(|e| format!("bad agent.sock request: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_classes_keep_their_names() {
+        for c in ExitClass::ALL {
+            let v = serde_json::to_value(c).unwrap();
+            assert_eq!(v, c.as_str());
+            assert_eq!(serde_json::from_value::<ExitClass>(v).unwrap(), c);
+        }
+        assert_eq!(
+            ExitClass::ALL.map(ExitClass::as_str),
+            [
+                "ok",
+                "retried",
+                "failure",
+                "cancelled",
+                "timeout",
+                "api_error"
+            ]
+        );
+    }
+
+    #[test]
+    fn harness_events_go_out_as_kind_and_payload() {
+        let e = EventIn::from(Payload::TurnError(crate::event::TurnError {
+            error: "no claude".into(),
+            api_status: None,
+        }));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"kind":"turn_error","payload":{"error":"no claude"}}"#
+        );
+        assert!(HARNESS_EVENT_KINDS.contains(&EventKind::TurnError));
+        assert!(!HARNESS_EVENT_KINDS.contains(&EventKind::TurnEnd));
     }
 }

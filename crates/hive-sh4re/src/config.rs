@@ -5,18 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::Mailbox;
+use crate::tools::Tool;
 
 /// Default model of a new agent.
 pub const DEFAULT_MODEL: &str = "haiku";
-
-/// The tools every agent may use whatever its config says: its hive tools.
-pub const HIVE_TOOLS: [&str; 5] = [
-    "mcp__hyperhive__send",
-    "mcp__hyperhive__recv",
-    "mcp__hyperhive__status",
-    "mcp__hyperhive__set_status",
-    "mcp__hyperhive__nap",
-];
 
 /// An agent's configuration as written in `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,7 +170,7 @@ impl AgentConfig {
                 .map_err(|why| ConfigError(format!("field `turn_timeout`: {why}")))?;
         }
         for (name, s) in &self.mcp_servers {
-            if name == "hyperhive" {
+            if name == crate::tools::SERVER {
                 return Err(ConfigError(
                     "field `mcp_servers`: the name \"hyperhive\" is the hive's own server".into(),
                 ));
@@ -203,10 +195,10 @@ impl AgentConfig {
         }
     }
 
-    /// The `--allowedTools` list: the config's tools plus the hive tools.
-    pub fn allowed_tools_arg(&self, manager_tools: &[&str]) -> String {
-        let mut all: Vec<&str> = HIVE_TOOLS.to_vec();
-        all.extend_from_slice(manager_tools);
+    /// The `--allowedTools` list: the hive's tools (the manager's too, for
+    /// the manager), then the config's.
+    pub fn allowed_tools_arg(&self, manager: bool) -> String {
+        let mut all: Vec<&str> = Tool::granted(manager).map(Tool::qualified).collect();
         all.extend(self.allowed_tools.iter().map(String::as_str));
         all.join(",")
     }
@@ -263,7 +255,25 @@ args = ["--root", "/state"]
         assert_eq!(c.allowed_tools, ["Read", "Bash(git *)"]);
         assert!(c.may_send_to(&Mailbox::parse("bob").unwrap()));
         assert!(!c.may_send_to(&Mailbox::parse("carol").unwrap()));
-        assert!(c.allowed_tools_arg(&[]).ends_with(",Read,Bash(git *)"));
+        assert!(c.allowed_tools_arg(false).ends_with(",Read,Bash(git *)"));
+    }
+
+    #[test]
+    fn the_allowed_tools_start_with_the_hives() {
+        let c = AgentConfig {
+            allowed_tools: vec!["Read".into()],
+            ..AgentConfig::default()
+        };
+        let agent = c.allowed_tools_arg(false);
+        assert!(agent.starts_with("mcp__hyperhive__send,"), "{agent}");
+        assert!(agent.ends_with(",mcp__hyperhive__nap,Read"), "{agent}");
+        assert!(!agent.contains("ask_operator"), "{agent}");
+        let manager = c.allowed_tools_arg(true);
+        assert!(
+            manager.contains(",mcp__hyperhive__ask_operator,"),
+            "{manager}"
+        );
+        assert!(manager.ends_with(",Read"), "{manager}");
     }
 
     #[test]

@@ -220,21 +220,105 @@ pub struct ApiBackoff {
 pub struct Approval {
     pub id: i64,
     pub agent: String,
-    /// spawn, init_config, apply_commit, schedule_prompt; unknown kinds kept verbatim.
-    pub kind: String,
+    pub kind: ApprovalKind,
     /// A sha or "".
     pub commit_ref: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_sha: Option<String>,
     pub requested_at: String,
-    /// pending, approved, denied, failed, cancelled.
-    pub status: String,
+    pub status: ApprovalStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// Declares a wire enum of names that also keeps a name it does not know
+/// verbatim (`Other`), so a row written by another version still reads.
+macro_rules! named {
+    ($(#[doc = $doc:literal])* $ty:ident { $($(#[doc = $vdoc:literal])* $v:ident = $name:literal,)* }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $ty {
+            $($(#[doc = $vdoc])* #[serde(rename = $name)] $v,)*
+            /// A name this version does not know, kept verbatim.
+            #[serde(untagged)]
+            Other(String),
+        }
+
+        impl $ty {
+            /// Every name this version knows.
+            pub const KNOWN: &'static [$ty] = &[$(Self::$v),*];
+
+            /// The name on the wire and in the store.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$v => $name,)*
+                    Self::Other(s) => s,
+                }
+            }
+
+            /// Reads a stored name (one this version does not know is kept verbatim).
+            pub fn parse(s: &str) -> Self {
+                match s {
+                    $($name => Self::$v,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// What an approval would do.
+    ApprovalKind {
+        /// Start a new agent from its config repo.
+        Spawn = "spawn",
+        /// Create a config repo (hyperhive's; this hive creates them at once).
+        InitConfig = "init_config",
+        /// Deploy a commit of an agent's config repo.
+        ApplyCommit = "apply_commit",
+        /// Schedule a prompt (hyperhive's).
+        SchedulePrompt = "schedule_prompt",
+    }
+}
+
+named! {
+    /// Where an approval stands.
+    ApprovalStatus {
+        /// Waiting for the operator.
+        Pending = "pending",
+        /// Approved and carried out.
+        Approved = "approved",
+        /// Denied by the operator.
+        Denied = "denied",
+        /// Approved, but carrying it out failed (the note says why).
+        Failed = "failed",
+        /// Withdrawn.
+        Cancelled = "cancelled",
+    }
+}
+
+named! {
+    /// Where an operator question stands.
+    QuestionStatus {
+        /// Waiting for the operator's answer.
+        Pending = "pending",
+        /// The operator answered.
+        Answered = "answered",
+        /// Its deadline passed unanswered.
+        TimedOut = "timed_out",
+        /// Withdrawn (by the operator or the asker).
+        Cancelled = "cancelled",
+    }
 }
 
 /// A message as `recv` returns it.
@@ -269,8 +353,7 @@ pub struct Question {
     pub options: Vec<String>,
     pub asked_at: String,
     pub deadline: String,
-    /// pending, answered, timed_out, cancelled.
-    pub status: String,
+    pub status: QuestionStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -604,6 +687,33 @@ mod tests {
                 "docs/host-sock.md does not describe `{cmd}`: add it under Verbs"
             );
         }
+    }
+
+    #[test]
+    fn approval_kinds_and_statuses_keep_their_names() {
+        for k in ApprovalKind::KNOWN {
+            let v = serde_json::to_value(k).unwrap();
+            assert_eq!(v, k.as_str());
+            assert_eq!(&serde_json::from_value::<ApprovalKind>(v).unwrap(), k);
+            assert_eq!(&ApprovalKind::parse(k.as_str()), k);
+        }
+        for s in ApprovalStatus::KNOWN {
+            let v = serde_json::to_value(s).unwrap();
+            assert_eq!(v, s.as_str());
+            assert_eq!(&serde_json::from_value::<ApprovalStatus>(v).unwrap(), s);
+            assert_eq!(&ApprovalStatus::parse(s.as_str()), s);
+        }
+        for s in QuestionStatus::KNOWN {
+            let v = serde_json::to_value(s).unwrap();
+            assert_eq!(v, s.as_str());
+            assert_eq!(&serde_json::from_value::<QuestionStatus>(v).unwrap(), s);
+        }
+        assert_eq!(QuestionStatus::TimedOut.as_str(), "timed_out");
+        assert_eq!(ApprovalKind::Spawn.as_str(), "spawn");
+        assert_eq!(ApprovalStatus::Denied.as_str(), "denied");
+        let odd: ApprovalKind = serde_json::from_str("\"rename_agent\"").unwrap();
+        assert_eq!(odd, ApprovalKind::Other("rename_agent".into()));
+        assert_eq!(serde_json::to_string(&odd).unwrap(), "\"rename_agent\"");
     }
 
     #[test]

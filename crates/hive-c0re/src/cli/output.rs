@@ -170,8 +170,8 @@ pub fn approvals(items: &[Approval]) {
         .map(|a| {
             vec![
                 a.id.to_string(),
-                a.status.clone(),
-                a.kind.clone(),
+                a.status.to_string(),
+                a.kind.to_string(),
                 a.agent.clone(),
                 a.commit_ref.chars().take(12).collect(),
                 a.requested_at.clone(),
@@ -208,7 +208,7 @@ pub fn questions(items: &[Question]) {
         .map(|q| {
             vec![
                 q.id.to_string(),
-                q.status.clone(),
+                q.status.to_string(),
                 q.agent.clone(),
                 q.deadline.clone(),
                 q.question.clone(),

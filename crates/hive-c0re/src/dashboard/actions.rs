@@ -13,8 +13,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::host::Question;
-use serde::Deserialize;
+use hive_sh4re::dashboard::{AnswerBody, DenyBody, ModelBody, ScheduleBody, SendBody};
+use hive_sh4re::host::{Question, QuestionStatus};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -49,7 +49,7 @@ pub(crate) async fn lifecycle(
         }
         "stop" => {
             let (h, n) = (hive.clone(), name.clone());
-            let task = tokio::spawn(async move { h.stop(&n, true).await });
+            let task = hive.spawn_task(async move { h.stop(&n, true).await });
             match tokio::time::timeout(STOP_WAIT, task).await {
                 Ok(Ok(r)) => {
                     r.map_err(refused())?;
@@ -106,12 +106,6 @@ pub(crate) async fn lifecycle(
     }
 }
 
-/// Body of a message.
-#[derive(Debug, Deserialize)]
-pub(crate) struct SendBody {
-    body: String,
-}
-
 /// `POST /api/agents/{name}/messages` {body}: a message from the operator.
 pub(crate) async fn send(
     State(ctx): State<Ctx>,
@@ -131,12 +125,6 @@ pub(crate) async fn send(
     ))
 }
 
-/// Body of a model override: a model, or null / "" / "default" to clear it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ModelBody {
-    model: Option<String>,
-}
-
 /// `POST /api/agents/{name}/model` {model}: override the model from the next turn on (as host.sock `set_model`).
 pub(crate) async fn set_model(
     State(ctx): State<Ctx>,
@@ -148,12 +136,6 @@ pub(crate) async fn set_model(
         .set_model(&name, b.model.as_deref())
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(json!({ "ok": true, "model": info })))
-}
-
-/// Body of a denial.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DenyBody {
-    note: Option<String>,
 }
 
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.
@@ -189,12 +171,6 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
 }
 
-/// Body of an answer.
-#[derive(Debug, Deserialize)]
-pub(crate) struct AnswerBody {
-    answer: String,
-}
-
 fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
     ctx.hive
         .question(id)?
@@ -204,7 +180,8 @@ fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
 fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
     move |e| {
-        let pending = matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == "pending");
+        let pending =
+            matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == QuestionStatus::Pending);
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {
@@ -229,13 +206,6 @@ pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done 
         .cancel_question(id)
         .map_err(question_refusal(&ctx, id))?;
     done(format!("question #{id} cancelled"))
-}
-
-/// Body of a new scheduled prompt.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ScheduleBody {
-    when: String,
-    text: String,
 }
 
 /// `POST /api/agents/{name}/schedules` {when, text}: schedule a prompt from the operator.

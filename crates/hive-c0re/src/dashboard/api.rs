@@ -6,10 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
+use hive_sh4re::dashboard::{EventsQuery, LimitQuery};
 use hive_sh4re::host::{
     AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule, SecretRow,
 };
-use serde::Deserialize;
 
 use super::Ctx;
 use super::errors::{ApiError, ApiResult};
@@ -65,16 +65,6 @@ pub(crate) async fn model(
     ))
 }
 
-/// Query of the events history.
-#[derive(Debug, Deserialize)]
-pub(crate) struct EventsQuery {
-    /// Only events after this id, oldest first.
-    since: Option<i64>,
-    /// The newest `limit` events before this id (the newest of all without it).
-    before: Option<i64>,
-    limit: Option<u32>,
-}
-
 /// `GET /api/agents/{name}/events?since=ID | before=ID &limit=N`: history, oldest first.
 pub(crate) async fn events(
     State(ctx): State<Ctx>,
@@ -92,12 +82,6 @@ pub(crate) async fn events(
             .events(&name, q.since, q.before, limit)
             .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
-}
-
-/// Query of the message lists.
-#[derive(Debug, Deserialize)]
-pub(crate) struct LimitQuery {
-    limit: Option<u32>,
 }
 
 fn recent(

@@ -90,7 +90,7 @@ pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
 /// Serves a bound dashboard until the hive shuts down.
 pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     let hub = sse::Hub::new();
-    tokio::spawn(sse::run(hive.clone(), hub.clone()));
+    hive.spawn_task(sse::run(hive.clone(), hub.clone()));
     let ctx = Ctx {
         hive: hive.clone(),
         auth: Arc::new(bound.auth),
@@ -99,7 +99,7 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     };
     let app = router(ctx);
     let stop = hive.shutdown_token().clone();
-    tokio::spawn(async move {
+    hive.spawn_task(async move {
         let served = axum::serve(bound.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;

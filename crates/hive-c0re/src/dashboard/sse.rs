@@ -21,8 +21,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use hive_sh4re::dashboard::{
+    AgentRemoved, Approvals, EventsFrame, Frame, Hello, Inbox, ModelChanged, OperatorInbox,
+    Questions, Resync, Space, StreamQuery,
+};
 use hive_sh4re::{AgentName, Mailbox};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -56,22 +59,32 @@ enum Audience {
     All,
 }
 
-/// One pre-serialized SSE frame.
+/// One SSE frame, serialized once for every viewer.
 #[derive(Debug)]
-pub(crate) struct Frame {
+pub(crate) struct Prepared {
     audience: Audience,
     bytes: Bytes,
 }
 
-impl Frame {
-    fn new(audience: Audience, event: &str, data: &impl Serialize) -> Option<Arc<Self>> {
-        match serde_json::to_string(data) {
-            // serde_json escapes newlines, so the JSON is one `data:` line.
-            Ok(json) => Some(Arc::new(Self {
+/// A frame's bytes on the stream.
+fn sse_bytes(frame: &Frame) -> serde_json::Result<String> {
+    // serde_json escapes newlines, so the JSON is one `data:` line.
+    Ok(format!(
+        "event: {}\ndata: {}\n\n",
+        frame.event(),
+        frame.data()?
+    ))
+}
+
+impl Prepared {
+    fn new(audience: Audience, frame: Frame) -> Option<Arc<Self>> {
+        match sse_bytes(&frame) {
+            Ok(s) => Some(Arc::new(Self {
                 audience,
-                bytes: Bytes::from(format!("event: {event}\ndata: {json}\n\n")),
+                bytes: Bytes::from(s),
             })),
             Err(e) => {
+                let event = frame.event();
                 tracing::warn!("could not serialize a dashboard {event} frame: {e}");
                 None
             }
@@ -79,9 +92,10 @@ impl Frame {
     }
 
     fn resync() -> Arc<Self> {
+        let bytes = sse_bytes(&Frame::Resync(Resync {})).expect("resync always serializes");
         Arc::new(Self {
             audience: Audience::All,
-            bytes: Bytes::from_static(b"event: resync\ndata: {}\n\n"),
+            bytes: Bytes::from(bytes),
         })
     }
 
@@ -98,7 +112,7 @@ impl Frame {
 
 /// The fan-out of frames, and who is watching what.
 pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<Frame>>,
+    tx: broadcast::Sender<Arc<Prepared>>,
     /// Open streams by page: None is the hive page, Some(name) an agent's.
     watchers: Mutex<HashMap<Option<String>, usize>>,
 }
@@ -160,7 +174,7 @@ impl Hub {
             .sum()
     }
 
-    fn send(&self, frame: Option<Arc<Frame>>) {
+    fn send(&self, frame: Option<Arc<Prepared>>) {
         if let Some(f) = frame {
             // No viewer is not an error.
             let _ = self.tx.send(f);
@@ -209,7 +223,7 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
             // Changes were lost: viewers refetch; cursors restart at the newest rows.
             tracing::warn!("the dashboard fell behind the hive's changes; pages resync");
             cursors.reset(&hive);
-            hub.send(Some(Frame::resync()));
+            hub.send(Some(Prepared::resync()));
             continue;
         }
         for work in coalesce(batch) {
@@ -290,12 +304,6 @@ impl Cursors {
     }
 }
 
-#[derive(Serialize)]
-struct EventsFrame<'a> {
-    agent: &'a str,
-    events: Vec<hive_sh4re::host::Event>,
-}
-
 fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
     match work {
         Work::Row(n) => {
@@ -311,22 +319,24 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 return;
             };
             if let Ok(row) = hive.status_row(&name) {
-                hub.send(Frame::new(Audience::Both(n.clone()), "agent", &row));
+                hub.send(Prepared::new(Audience::Both(n.clone()), Frame::Agent(row)));
             }
             if agent_watched && let Ok(model) = hive.model_info(&name) {
-                hub.send(Frame::new(
+                let model = ModelChanged {
+                    agent: n.clone(),
+                    model,
+                };
+                hub.send(Prepared::new(
                     Audience::Agent(n.clone()),
-                    "model",
-                    &serde_json::json!({ "agent": n, "model": model }),
+                    Frame::Model(model),
                 ));
             }
         }
         Work::Removed(n) => {
             cursors.0.remove(&n);
-            hub.send(Frame::new(
+            hub.send(Prepared::new(
                 Audience::Both(n.clone()),
-                "agent_removed",
-                &serde_json::json!({ "name": n }),
+                Frame::AgentRemoved(AgentRemoved { name: n }),
             ));
         }
         Work::Events(n, last_id) => {
@@ -360,10 +370,13 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 };
                 since = last;
                 let full = events.len() as u32 == EVENTS_PER_FRAME;
-                hub.send(Frame::new(
+                let frame = EventsFrame {
+                    agent: n.clone(),
+                    events,
+                };
+                hub.send(Prepared::new(
                     Audience::Agent(n.clone()),
-                    "events",
-                    &EventsFrame { agent: &n, events },
+                    Frame::Events(frame),
                 ));
                 if !full {
                     break;
@@ -376,21 +389,20 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 && let Ok(name) = AgentName::parse(&n)
                 && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN)
             {
-                hub.send(Frame::new(
-                    Audience::Agent(n.clone()),
-                    "inbox",
-                    &serde_json::json!({ "agent": n, "messages": messages }),
-                ));
+                let inbox = Inbox {
+                    agent: n.clone(),
+                    messages,
+                };
+                hub.send(Prepared::new(Audience::Agent(n), Frame::Inbox(inbox)));
             }
         }
         Work::OperatorInbox => {
             if hub.watched(None)
                 && let Ok(messages) = hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
             {
-                hub.send(Frame::new(
+                hub.send(Prepared::new(
                     Audience::Hive,
-                    "operator_inbox",
-                    &serde_json::json!({ "messages": messages }),
+                    Frame::OperatorInbox(OperatorInbox { messages }),
                 ));
             }
         }
@@ -398,38 +410,29 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             if hub.watched(None)
                 && let Ok(approvals) = hive.approvals()
             {
-                hub.send(Frame::new(
+                hub.send(Prepared::new(
                     Audience::Hive,
-                    "approvals",
-                    &serde_json::json!({ "approvals": approvals }),
+                    Frame::Approvals(Approvals { approvals }),
                 ));
             }
         }
         Work::Space => {
-            hub.send(Frame::new(
-                Audience::All,
-                "space",
-                &serde_json::json!({ "alarm": hive.space().alarm() }),
-            ));
+            let space = Space {
+                alarm: hive.space().alarm(),
+            };
+            hub.send(Prepared::new(Audience::All, Frame::Space(space)));
         }
         Work::Questions => {
             if hub.watched(None)
                 && let Ok(questions) = hive.questions()
             {
-                hub.send(Frame::new(
+                hub.send(Prepared::new(
                     Audience::Hive,
-                    "questions",
-                    &serde_json::json!({ "questions": questions }),
+                    Frame::Questions(Questions { questions }),
                 ));
             }
         }
     }
-}
-
-/// Query of `/api/stream`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct StreamQuery {
-    agent: Option<String>,
 }
 
 /// `GET /api/stream[?agent=NAME]`: the hive page's or one agent page's live frames.
@@ -446,10 +449,11 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     // nothing stored in between is missed (the page drops duplicates by id).
     let rx = ctx.hub.tx.subscribe();
     let watch = ctx.hub.watch(agent.clone());
-    let hello = format!(
-        "retry: 2000\nevent: hello\ndata: {}\n\n",
-        serde_json::json!({ "agent": agent })
-    );
+    let hello = sse_bytes(&Frame::Hello(Hello {
+        agent: agent.clone(),
+    }))
+    .expect("a hello always serializes");
+    let hello = format!("retry: 2000\n{hello}");
     let viewer = Viewer {
         rx,
         watch,
@@ -474,7 +478,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
 
 /// One open stream.
 struct Viewer {
-    rx: broadcast::Receiver<Arc<Frame>>,
+    rx: broadcast::Receiver<Arc<Prepared>>,
     watch: Watch,
     shutdown: tokio_util::sync::CancellationToken,
     hello: Option<Bytes>,
@@ -493,7 +497,7 @@ impl Viewer {
                 r = self.rx.recv() => match r {
                     Ok(f) if f.wanted_by(agent.as_deref()) => return Some(f.bytes.clone()),
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => return Some(Frame::resync().bytes.clone()),
+                    Err(RecvError::Lagged(_)) => return Some(Prepared::resync().bytes.clone()),
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
@@ -509,7 +513,7 @@ mod tests {
 
     #[test]
     fn audiences() {
-        let f = |a| Frame {
+        let f = |a| Prepared {
             audience: a,
             bytes: Bytes::new(),
         };

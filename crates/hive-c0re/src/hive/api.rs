@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use hive_sh4re::event::{Payload, StateChange};
 use hive_sh4re::host::ApiBackoff;
 use hive_sh4re::{AgentName, AgentState, Mailbox};
 
@@ -56,14 +57,15 @@ impl Hive {
     }
 
     fn set_trouble_state(&self, agent: &AgentName, state: AgentState, t: Trouble) -> Result<()> {
-        let payload = serde_json::json!({
-            "state": state.as_str(),
-            "detail": t.detail,
-            "retry_at": t.retry_at.map(rfc3339),
+        let event = Payload::State(StateChange {
+            state,
+            model: None,
+            detail: Some(t.detail.clone()),
+            retry_at: t.retry_at.map(rfc3339),
         });
         self.api.set_trouble(agent.as_str(), Some(t));
         self.store.set_state(agent.as_str(), state, None)?;
-        self.add_events(agent, &[("state".to_owned(), payload.to_string())])?;
+        self.record(agent, &event)?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }

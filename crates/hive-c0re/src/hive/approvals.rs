@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
-use hive_sh4re::host::Approval;
+use hive_sh4re::host::{Approval, ApprovalKind, ApprovalStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Change;
@@ -17,6 +17,7 @@ use crate::clock::rfc3339;
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::paths::Paths;
 use crate::store::{ApprovalRow, NewApproval};
 
 /// What an approval carries in its `payload_json`.
@@ -75,7 +76,7 @@ impl Hive {
     /// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
     pub fn repo_as_the_manager_sees_it(&self, name: &AgentName) -> String {
         if self.runtime.isolated() {
-            format!("/hive/agents/{name}")
+            Paths::container_config_repo(name).display().to_string()
         } else {
             self.paths.config_repo(name).display().to_string()
         }
@@ -139,7 +140,7 @@ impl Hive {
         };
         self.queue_approval(&NewApproval {
             agent: name.as_str(),
-            kind: "spawn",
+            kind: ApprovalKind::Spawn,
             payload_json: &payload.to_json(),
             commit_ref: &sha,
             description,
@@ -176,7 +177,7 @@ impl Hive {
         };
         self.queue_approval(&NewApproval {
             agent: agent.as_str(),
-            kind: "apply_commit",
+            kind: ApprovalKind::ApplyCommit,
             payload_json: &payload.to_json(),
             commit_ref: &full,
             description,
@@ -213,7 +214,10 @@ impl Hive {
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, "approved", None)? {
+        if !self
+            .store
+            .decide_approval(id, ApprovalStatus::Approved, None)?
+        {
             return Err(already_decided(id, &a.status));
         }
         self.record_approvals_pending();
@@ -225,7 +229,7 @@ impl Hive {
             )),
             Err(e) => {
                 self.store
-                    .amend_approval(id, "failed", Some(&e.to_string()))?;
+                    .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))?;
                 self.tell_requester(&format!(
                     "Approval #{id} ({} {}) was approved but failed: {e}",
                     a.kind, a.agent
@@ -242,7 +246,10 @@ impl Hive {
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, "denied", note)? {
+        if !self
+            .store
+            .decide_approval(id, ApprovalStatus::Denied, note)?
+        {
             return Err(already_decided(id, &a.status));
         }
         self.record_approvals_pending();
@@ -257,17 +264,18 @@ impl Hive {
 
     async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
         let name = AgentName::parse(&a.agent)?;
-        match a.kind.as_str() {
-            "spawn" => {
+        match &a.kind {
+            ApprovalKind::Spawn => {
                 let text = pinned(a)?;
                 let sha = (!a.commit_ref.is_empty()).then_some(a.commit_ref.as_str());
                 let parent = Payload::of(a).requested_by;
                 self.create(&name, &text, sha, parent.as_deref()).await?;
                 Ok(())
             }
-            "apply_commit" => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
+            ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
             other => Err(Error::refused(format!(
-                "approvals of kind {other:?} have no action in this hive"
+                "approvals of kind {:?} have no action in this hive",
+                other.as_str()
             ))),
         }
     }
@@ -349,7 +357,7 @@ fn no_such_approval(id: i64) -> Error {
     ))
 }
 
-fn already_decided(id: i64, status: &str) -> Error {
+fn already_decided(id: i64, status: &ApprovalStatus) -> Error {
     Error::refused(format!(
         "approval #{id} was decided already ({status}): an approval can be decided once"
     ))

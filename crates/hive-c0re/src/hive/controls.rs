@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use hive_sh4re::agent::Control;
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::event::{Operator, Payload, SessionReset};
 use hive_sh4re::host::ModelInfo;
-use hive_sh4re::{AgentName, AgentState};
-use serde_json::json;
+use hive_sh4re::{AgentName, AgentState, Mailbox};
 
-use super::{Hive, NAP_MAX_SECONDS, NAP_MIN_SECONDS};
+use super::Hive;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use hive_sh4re::limits::{NAP_MAX_SECONDS, NAP_MIN_SECONDS};
 
 impl Hive {
     /// Sets the operator's model override, or clears it (None, "" or "default"); returns the model info.
@@ -45,7 +46,7 @@ impl Hive {
         self.store.set_model_override(name.as_str(), model)?;
         self.broker.publish(Change::Agent(name.to_string()));
         let shown = model.unwrap_or("default");
-        self.note_operator(name, json!({ "command": format!("/model {shown}") }));
+        self.note_operator(name, Operator::command(format!("/model {shown}")));
         self.model_info(name)
     }
 
@@ -69,7 +70,7 @@ impl Hive {
             self.require_running(name)?;
             self.broker.push_control(name.as_str(), Control::Cancel);
         }
-        self.note_operator(name, json!({ "command": "/cancel" }));
+        self.note_operator(name, Operator::command("/cancel"));
         Ok(())
     }
 
@@ -133,7 +134,7 @@ impl Hive {
             )));
         }
         self.broker.push_control(name.as_str(), Control::Compact);
-        self.note_operator(name, json!({ "command": "/compact" }));
+        self.note_operator(name, Operator::command("/compact"));
         Ok(())
     }
 
@@ -142,8 +143,11 @@ impl Hive {
     pub fn new_session(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
         self.store.set_session(name.as_str(), None)?;
-        let payload = serde_json::json!({ "previous": row.session_id, "by": "operator" });
-        self.add_events(name, &[("session_reset".to_owned(), payload.to_string())])?;
+        let reset = SessionReset {
+            previous: row.session_id,
+            by: Mailbox::Operator.to_string(),
+        };
+        self.record(name, &Payload::SessionReset(reset))?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
     }
@@ -154,13 +158,13 @@ impl Hive {
         self.require_running(name)?;
         self.broker
             .push_control(name.as_str(), Control::CompactNotes);
-        self.note_operator(name, json!({ "command": "/compact-notes" }));
+        self.note_operator(name, Operator::command("/compact-notes"));
         Ok(())
     }
 
     /// Records an operator action in the agent's history; a failure to note is only logged.
-    pub(super) fn note_operator(&self, name: &AgentName, payload: serde_json::Value) {
-        if let Err(e) = self.add_events(name, &[("operator".to_owned(), payload.to_string())]) {
+    pub(super) fn note_operator(&self, name: &AgentName, action: Operator) {
+        if let Err(e) = self.record(name, &Payload::Operator(action)) {
             tracing::warn!(agent = %name, "could not note an operator action: {e}");
         }
     }

@@ -13,15 +13,16 @@
 use std::time::Duration;
 
 use hive_sh4re::agent::TurnOutcome;
+use hive_sh4re::event::Operator;
 use hive_sh4re::host::Message;
-use hive_sh4re::{AgentName, MAX_BODY_BYTES, Mailbox};
-use serde_json::json;
+use hive_sh4re::{AgentName, Mailbox};
 
-use super::{Hive, RECV_MAX};
+use super::Hive;
 use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::store::MessageRow;
+use hive_sh4re::limits::{MAX_BODY_BYTES, RECV_MAX};
 
 /// Characters of an operator's message repeated in the agent's history.
 const NOTED_CHARS: usize = 300;
@@ -79,7 +80,14 @@ impl Hive {
             self.broker.publish(Change::Agent(n.to_string()));
             if *from == Mailbox::Operator {
                 let shown: String = body.chars().take(NOTED_CHARS).collect();
-                self.note_operator(n, json!({ "message": shown, "message_id": id }));
+                self.note_operator(
+                    n,
+                    Operator {
+                        message: Some(shown),
+                        message_id: Some(id),
+                        ..Operator::default()
+                    },
+                );
             }
         }
         Ok(id)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::host::{AgentStatusRow, ModelInfo};
+use hive_sh4re::limits::STATUS_MAX_CHARS;
 use hive_sh4re::{AgentName, AgentState};
 
 use super::{Hive, UNREADABLE_CONFIG};
@@ -20,9 +21,6 @@ use crate::clock::{now_ms, rfc3339};
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::store::AgentRow;
-
-/// Longest status line an agent may set, in characters.
-pub const STATUS_MAX_CHARS: usize = 200;
 
 /// How often the config repos' heads are read unless `HIVE_CONFIG_POLL_SECS` says otherwise.
 pub const CONFIG_POLL: Duration = Duration::from_secs(10);

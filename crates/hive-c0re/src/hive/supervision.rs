@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use hive_sh4re::event::{ContainerCrash, Payload};
 use hive_sh4re::{AgentName, AgentState};
 use tokio_util::sync::CancellationToken;
 
@@ -75,8 +76,13 @@ impl Supervised for Hive {
             ),
         };
         tracing::warn!(agent = %name, "harness {exit}; {next}");
-        let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
-        let _ = self.add_events(name, &[("container_crash".to_owned(), payload.to_string())]);
+        let crash = ContainerCrash {
+            exit: exit.to_owned(),
+            attempt,
+            gave_up: retry_in.is_none(),
+            log_tail: tail.clone(),
+        };
+        let _ = self.record(name, &Payload::ContainerCrash(crash));
         let body =
             format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
         if let Err(e) = self.notify(&AgentName::manager(), &body) {

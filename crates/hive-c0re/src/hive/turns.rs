@@ -6,14 +6,15 @@
 
 use std::time::Duration;
 
-use hive_sh4re::agent::{EffectiveConfig, TurnOutcome, TurnStats};
+use hive_sh4re::agent::{EffectiveConfig, ExitClass, TurnOutcome, TurnStats};
+use hive_sh4re::event::{Payload, TurnEnd};
 use hive_sh4re::{AgentName, AgentState};
 
 use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::hive::Hive;
+use crate::hive::{Hive, event_row};
 use crate::store::MessageRow;
 
 /// Most messages one turn takes from the inbox.
@@ -133,7 +134,7 @@ impl Hive {
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
         let held = self.settle(name, &claim.ids, outcome)?;
-        if outcome == TurnOutcome::Release && stats.exit_class == "api_error" {
+        if outcome == TurnOutcome::Release && stats.exit_class == ExitClass::ApiError {
             // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
             self.api.failed(agent, stats.api_status, "");
         }
@@ -144,27 +145,21 @@ impl Hive {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;
         }
-        let mut end = serde_json::json!({
-            "exit_code": stats.exit_code,
-            "exit_class": stats.exit_class,
-            "duration_ms": stats.duration_ms,
-        });
-        if !held.is_empty() {
-            end["held"] = held.into();
-        }
-        if let Some(e) = &stats.error {
-            end["error"] = e.as_str().into();
-        }
-        if let Some(s) = stats.api_status {
-            end["api_status"] = s.into();
-        }
+        let end = TurnEnd {
+            exit_code: stats.exit_code,
+            exit_class: stats.exit_class,
+            duration_ms: stats.duration_ms,
+            held,
+            error: stats.error.clone(),
+            api_status: stats.api_status,
+        };
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
         self.store.set_state(agent, AgentState::Idle, None)?;
         self.add_events(
             name,
             &[
-                ("turn_end".to_owned(), end.to_string()),
+                event_row(&Payload::TurnEnd(end)),
                 crate::hive::state_event(AgentState::Idle, None),
             ],
         )?;

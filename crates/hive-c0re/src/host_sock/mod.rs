@@ -18,8 +18,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::MAX_LINE_BYTES;
 use hive_sh4re::host::{Request, Response};
+use hive_sh4re::limits::MAX_LINE_BYTES;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
@@ -161,7 +161,7 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
         let slot = conns.admit();
         let hive = hive.clone();
         let cap = conns.cap();
-        tokio::spawn(async move {
+        hive.clone().spawn_task(async move {
             let (r, mut w) = stream.into_split();
             let Some(mut slot) = slot else {
                 let busy = Response::refusal(format!(

@@ -1,5 +1,6 @@
 //! The `questions` table: the manager's questions to the operator, each with a deadline.
 
+use hive_sh4re::host::QuestionStatus;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store};
@@ -22,15 +23,15 @@ pub struct QuestionRow {
 
 impl QuestionRow {
     /// pending, answered, timed_out or cancelled, as of `now`.
-    pub fn status(&self, now: i64) -> &'static str {
+    pub fn status(&self, now: i64) -> QuestionStatus {
         if self.cancelled {
-            "cancelled"
+            QuestionStatus::Cancelled
         } else if self.answer.is_some() {
-            "answered"
+            QuestionStatus::Answered
         } else if now >= self.deadline {
-            "timed_out"
+            QuestionStatus::TimedOut
         } else {
-            "pending"
+            QuestionStatus::Pending
         }
     }
 }

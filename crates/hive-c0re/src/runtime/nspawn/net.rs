@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::runtime::RuntimeError;
-use crate::runtime::process::sys::{self, UID_RANGE};
+use crate::runtime::sys::{self, PidRecord, UID_RANGE};
 
 /// The resolver address the container is given; pasta answers it from the host's resolver.
 pub(super) const DNS_FORWARD: &str = "169.254.1.53";
@@ -235,13 +235,11 @@ impl Drop for Network {
 }
 
 /// Kills the pasta a previous daemon (or launch) left, as its pid file names
-/// it; only a process running as the range's pasta uid is taken for it.
+/// it; only the recorded process (same start time), running as the range's
+/// pasta uid, is taken for it.
 pub(super) async fn reap_pasta(pid_file: &Path, uid_base: u32) -> Result<(), RuntimeError> {
-    let pid = fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .filter(|p| *p > 1);
-    if let Some(pid) = pid
+    let rec = sys::read_pid_file(pid_file)?.filter(PidRecord::is_running);
+    if let Some(pid) = rec.map(|r| r.pid)
         && sys::real_uid(pid) == Some(pasta_uid(uid_base))
     {
         sys::signal_pid(pid, nix::sys::signal::Signal::SIGKILL)?;
@@ -423,6 +421,16 @@ async fn start_pasta(
     let deadline = tokio::time::Instant::now() + PASTA_READY;
     loop {
         if pid.metadata().is_ok_and(|m| m.len() > 0) {
+            // pasta wrote its bare pid; the record hive-c0re reads back is the
+            // one every pid file of the hive holds (pid and start time).
+            let rec = child
+                .id()
+                .and_then(PidRecord::of)
+                .ok_or_else(|| RuntimeError::Io {
+                    what: "pasta ended as it started".into(),
+                    source: io::Error::from(io::ErrorKind::ConnectionRefused),
+                })?;
+            sys::write_pid_file(pid_file, rec)?;
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
