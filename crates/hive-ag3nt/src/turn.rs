@@ -315,6 +315,29 @@ async fn wait_for_credentials(h: &Harness, c: &mut Client) -> Result<(), ClientE
     Ok(())
 }
 
+/// What identifies the agent's credentials now: the login in HOME (the
+/// file's size and time) and the credential secrets its turns get.
+async fn login_stamp(
+    h: &Harness,
+    c: &mut Client,
+) -> Result<(Option<(u64, std::time::SystemTime)>, Vec<String>), ClientError> {
+    // A config hive-c0re refuses (one that does not parse) holds no secret either.
+    let cfg = match c.call(&AgentRequest::Config).await {
+        Ok(r) => r.config,
+        Err(ClientError::Refused(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let secrets = cfg
+        .map(|cfg| {
+            hive_sh4re::secret::CREDENTIALS
+                .iter()
+                .filter_map(|k| cfg.secrets.0.get(*k).cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((claude::credentials_stamp(&h.state), secrets))
+}
+
 /// How often a parked harness looks for new credentials.
 const LOGIN_POLL: Duration = Duration::from_secs(1);
 
@@ -323,13 +346,13 @@ const LOGIN_POLL: Duration = Duration::from_secs(1);
 /// turn. The turn's messages are back in the inbox, kept for then.
 async fn park_for_login(h: &Harness, c: &mut Client, reason: &str) -> Result<(), ClientError> {
     tracing::warn!("the model API refused the credentials ({reason}): parked until they change");
-    let stamp = claude::credentials_stamp(&h.state);
+    let stamp = login_stamp(h, c).await?;
     c.call(&AgentRequest::NeedsLogin {
         needed: true,
         reason: Some(reason.to_owned()),
     })
     .await?;
-    while claude::credentials_stamp(&h.state) == stamp {
+    while login_stamp(h, c).await? == stamp {
         tokio::time::sleep(LOGIN_POLL).await;
     }
     tracing::info!("the credentials changed: trying again");

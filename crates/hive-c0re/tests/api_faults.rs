@@ -180,6 +180,24 @@ fn a_refused_credential_parks_the_agent_at_once_and_a_new_one_resumes_it() {
     let row = hive.row("alice").unwrap();
     assert_eq!(row["needs_login"], false, "{row}");
     assert!(row.get("login_reason").is_none(), "{row}");
+
+    // Refused again; this time the operator's credential secret resumes her.
+    fault(&sim, json!({"status": 401}));
+    hive.ok(&["send", "alice", "ping"]);
+    hive.wait_for("alice needs a login again", 10, |h| {
+        h.row("alice").unwrap()["needs_login"] == true
+    });
+    fault(&sim, json!({}));
+    let mut set = hive
+        .command()
+        .args(["secret", "set", "ANTHROPIC_API_KEY", "--agent", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut set.stdin.take().unwrap(), b"sk-new-key-for-alice\n").unwrap();
+    assert!(set.wait().unwrap().success());
+    assert_eq!(operator_gets(&hive, 1, 60), ["pong"]);
+    assert_eq!(hive.row("alice").unwrap()["needs_login"], false);
 }
 
 #[test]
