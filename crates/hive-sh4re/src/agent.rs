@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentState;
 use crate::config::AgentConfig;
+pub use crate::event::ExitClass;
 use crate::event::{EventKind, Payload};
 use crate::host::{AgentStatusRow, Message};
 use crate::secret::Secrets;
@@ -148,57 +149,6 @@ pub enum TurnOutcome {
     /// The operator cancelled the turn: hand them back, held until a new message
     /// starts the next turn (which takes them along).
     Hold,
-}
-
-/// How a turn ended, as its figures and its `turn_end` event say.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitClass {
-    /// claude ran to the end.
-    #[default]
-    Ok,
-    /// claude ran to the end after a retry (a fresh session, or after compacting).
-    Retried,
-    /// claude failed, or could not start; the messages come back to be retried.
-    Failure,
-    /// The operator cancelled the turn.
-    Cancelled,
-    /// The turn ran over its time limit (`turn_timeout`) and was stopped.
-    Timeout,
-    /// The model API failed the turn (claude gave up, or the hive told it to).
-    ApiError,
-}
-
-impl ExitClass {
-    /// Every class.
-    pub const ALL: [ExitClass; 6] = [
-        Self::Ok,
-        Self::Retried,
-        Self::Failure,
-        Self::Cancelled,
-        Self::Timeout,
-        Self::ApiError,
-    ];
-
-    /// The class as stored and shown (`ok`, `retried`, ...).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Retried => "retried",
-            Self::Failure => "failure",
-            Self::Cancelled => "cancelled",
-            Self::Timeout => "timeout",
-            Self::ApiError => "api_error",
-        }
-    }
-}
-
-impl std::fmt::Display for ExitClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Figures of one finished turn, stored as `stats` rows (with the inbox depth

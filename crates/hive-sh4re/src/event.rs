@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AgentState;
-use crate::agent::ExitClass;
 
 /// Who records an event kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +180,57 @@ impl EventKind {
 }
 
 impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a turn ended, as its figures and its `turn_end` event say.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitClass {
+    /// claude ran to the end.
+    #[default]
+    Ok,
+    /// claude ran to the end after a retry (a fresh session, or after compacting).
+    Retried,
+    /// claude failed, or could not start; the messages come back to be retried.
+    Failure,
+    /// The operator cancelled the turn.
+    Cancelled,
+    /// The turn ran over its time limit (`turn_timeout`) and was stopped.
+    Timeout,
+    /// The model API failed the turn (claude gave up, or the hive told it to).
+    ApiError,
+}
+
+impl ExitClass {
+    /// Every class.
+    pub const ALL: [ExitClass; 6] = [
+        Self::Ok,
+        Self::Retried,
+        Self::Failure,
+        Self::Cancelled,
+        Self::Timeout,
+        Self::ApiError,
+    ];
+
+    /// The class as stored and shown (`ok`, `retried`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Retried => "retried",
+            Self::Failure => "failure",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timeout",
+            Self::ApiError => "api_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ExitClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
