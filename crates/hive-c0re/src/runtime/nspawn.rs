@@ -452,25 +452,10 @@ const NSPAWN_RUN: &str = "/run/systemd/nspawn";
 /// since a killed nspawn leaves lock files and directories there that nobody
 /// would remove. Runs between fork and exec: raw syscalls only.
 fn private_proc() -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    let none = std::ptr::null();
-    // SAFETY: unshare and mount with static NUL-terminated strings and null optional arguments.
+    use sys::check_rc as check;
+    sys::private_mount_namespace()?;
+    // SAFETY: mount with static NUL-terminated strings and null optional arguments.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        // Slave, not shared: nothing mounted here propagates back to the host.
-        check(libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ))?;
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         check(libc::mount(
             c"proc".as_ptr(),

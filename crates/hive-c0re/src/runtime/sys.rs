@@ -139,18 +139,39 @@ pub(crate) fn self_pidfd() -> Option<RawFd> {
 ///
 /// Runs between fork and exec: raw syscalls only.
 pub(crate) fn become_user(uid: u32) -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
     // SAFETY: plain syscalls on integers; setgroups with a zero count reads no memory.
     unsafe {
-        check(libc::setgroups(0, std::ptr::null()))?;
-        check(libc::setresgid(uid, uid, uid))?;
-        check(libc::setresuid(uid, uid, uid))
+        check_rc(libc::setgroups(0, std::ptr::null()))?;
+        check_rc(libc::setresgid(uid, uid, uid))?;
+        check_rc(libc::setresuid(uid, uid, uid))
+    }
+}
+
+/// A raw syscall's return code as a result: 0 is success, else errno. Safe
+/// between fork and exec.
+pub(crate) fn check_rc(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// In a freshly forked child: a mount namespace of its own, recursively a
+/// slave of the host's, so nothing mounted in it propagates back to the host.
+/// Runs between fork and exec: raw syscalls only.
+pub(crate) fn private_mount_namespace() -> io::Result<()> {
+    let none = std::ptr::null();
+    // SAFETY: unshare and mount with a static NUL-terminated path and null optional arguments.
+    unsafe {
+        check_rc(libc::unshare(libc::CLONE_NEWNS))?;
+        check_rc(libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ))
     }
 }
 

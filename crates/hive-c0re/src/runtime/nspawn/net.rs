@@ -476,24 +476,10 @@ fn own_pid_file(path: &Path, owner: u32) -> Result<fs::File, RuntimeError> {
 /// of its own that its unprivileged uid may open (the host's may be root-only).
 /// Raw syscalls only.
 fn private_tun() -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    let none = std::ptr::null();
-    // SAFETY: unshare, mount and mknod with static NUL-terminated strings.
+    use sys::check_rc as check;
+    sys::private_mount_namespace()?;
+    // SAFETY: mkdir, mount and mknod with static NUL-terminated strings.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ))?;
         // Where the tun module was never loaded, /dev/net may not exist yet.
         if libc::mkdir(c"/dev/net".as_ptr(), 0o755) != 0
             && *libc::__errno_location() != libc::EEXIST
