@@ -208,19 +208,23 @@ impl Hive {
         Ok(config_diff(&deployed, &requested))
     }
 
-    /// Approves and runs an approval; a second decision is refused.
-    pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
+    /// Records the operator's decision on a pending approval and returns it as
+    /// it was requested; an unknown id or a second decision is refused.
+    fn decide(&self, id: i64, status: ApprovalStatus, note: Option<&str>) -> Result<ApprovalRow> {
         let a = self
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self
-            .store
-            .decide_approval(id, ApprovalStatus::Approved, None)?
-        {
+        if !self.store.decide_approval(id, status, note)? {
             return Err(already_decided(id, &a.status));
         }
         self.record_approvals_pending();
+        Ok(a)
+    }
+
+    /// Approves and runs an approval; a second decision is refused.
+    pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
+        let a = self.decide(id, ApprovalStatus::Approved, None)?;
         let outcome = self.run_approval(&a).await;
         match &outcome {
             Ok(()) => self.tell_requester(&format!(
@@ -242,17 +246,7 @@ impl Hive {
 
     /// Denies an approval with an optional reason; a second decision is refused.
     pub fn deny(&self, id: i64, note: Option<&str>) -> Result<()> {
-        let a = self
-            .store
-            .approval(id)?
-            .ok_or_else(|| no_such_approval(id))?;
-        if !self
-            .store
-            .decide_approval(id, ApprovalStatus::Denied, note)?
-        {
-            return Err(already_decided(id, &a.status));
-        }
-        self.record_approvals_pending();
+        let a = self.decide(id, ApprovalStatus::Denied, note)?;
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
         self.tell_requester(&format!(
             "Approval #{id} ({} {}) was denied by the operator.{why}",
