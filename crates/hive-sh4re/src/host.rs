@@ -95,6 +95,9 @@ requests! {
     "secret_set" => SecretSet,
     "secret_list" => SecretList,
     "secret_rm" => SecretRm,
+    "notifications" => Notifications,
+    "notifications_read" => NotificationsRead,
+    "webhooks" => Webhooks,
 }
 
 impl Request {
@@ -405,6 +408,15 @@ pub struct Response {
     /// `secret_list`: names and scopes, never values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<SecretRow>>,
+    /// `notifications`: newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<crate::notification::Notification>>,
+    /// `notifications`, `notifications_read`: unread notifications left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    /// `webhooks`: each configured webhook's delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<crate::notification::WebhookStatus>>,
 }
 
 /// A stored secret as `secret_list` shows it: never its value.
