@@ -446,6 +446,13 @@ impl Resolved {
         for (line, comment) in lines {
             out.push_str(&format!("{line:<width$}  {comment}\n"));
         }
+        if !self.webhooks.is_empty() {
+            let names: Vec<&str> = self.webhooks.iter().map(|w| w.name.as_str()).collect();
+            out.push_str(&format!(
+                "# webhooks: {} (their [[webhooks]] tables are the file's, not repeated here)\n",
+                names.join(", ")
+            ));
+        }
         out
     }
 

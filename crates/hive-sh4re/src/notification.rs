@@ -173,4 +173,28 @@ mod tests {
         }
         assert_eq!(NotificationKind::parse("nope"), None);
     }
+
+    #[test]
+    fn the_web_front_end_lists_the_same_kinds() {
+        let js = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../web/src/notifications.js"
+        ))
+        .unwrap();
+        let table = js
+            .split_once("export const KINDS = {")
+            .and_then(|(_, rest)| rest.split_once("};"))
+            .expect("web/src/notifications.js declares `export const KINDS = {...};`")
+            .0;
+        let js_kinds: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.trim().split_once(':'))
+            .map(|(k, _)| k.trim())
+            .collect();
+        let rust_kinds: Vec<&str> = NotificationKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            js_kinds, rust_kinds,
+            "web/src/notifications.js's KINDS must name hive_sh4re::notification::NotificationKind::ALL, in order"
+        );
+    }
 }
