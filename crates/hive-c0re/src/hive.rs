@@ -125,8 +125,8 @@ pub struct Hive {
     api: crate::api_health::ApiHealth,
     /// The secrets' redactor, read from the store on first use after a change.
     redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
-    /// Wakes the webhook delivery task when a notification is queued.
-    webhook_wake: tokio::sync::Notify,
+    /// Bumped when a notification is queued: wakes every webhook's delivery task.
+    webhook_wake: tokio::sync::watch::Sender<u64>,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -158,7 +158,7 @@ impl Hive {
             config_heads: Default::default(),
             api: Default::default(),
             redactor: std::sync::Mutex::new(None),
-            webhook_wake: tokio::sync::Notify::new(),
+            webhook_wake: tokio::sync::watch::channel(0).0,
         })
     }
 

@@ -9,7 +9,6 @@
 //! [`TEXT_MAX_CHARS`] and kept free of control characters but newlines; every
 //! surface shows it as text.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ impl Hive {
         )?;
         self.broker.publish(Change::Notifications);
         if !hooks.is_empty() {
-            self.webhook_wake.notify_one();
+            self.webhook_wake.send_modify(|v| *v += 1);
             self.broker.publish(Change::Webhooks);
         }
         Ok(row.id)
@@ -218,9 +217,9 @@ impl Hive {
     }
 }
 
-/// Empties the webhooks' queues until the hive shuts down: what is due is
-/// sent (each webhook's in order, the webhooks side by side), then it sleeps
-/// until the next retry or a new notification.
+/// Empties the webhooks' queues until the hive shuts down: one task per
+/// webhook, so a slow or dead one holds up no other. Each sends what is due,
+/// in order, then sleeps until its next retry or a new notification.
 pub async fn deliver_webhooks(hive: Arc<Hive>) {
     let names: Vec<&str> = hive
         .settings
@@ -237,44 +236,43 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
         ),
         Err(e) => tracing::warn!("could not drop old webhook queues: {e}"),
     }
-    if names.is_empty() {
-        return;
-    }
+    let tasks = hive
+        .settings
+        .webhooks
+        .hooks
+        .iter()
+        .map(|hook| deliver_to(hive.clone(), hook.clone()));
+    futures::future::join_all(tasks).await;
+}
+
+/// One webhook's delivery loop.
+async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
+    let mut wake = hive.webhook_wake.subscribe();
     loop {
-        let due = match hive.store.due_deliveries(now_ms(), BATCH) {
+        // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.
+        wake.borrow_and_update();
+        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!("could not read the webhook queue: {e}");
+                tracing::warn!(webhook = %hook.name, "could not read the webhook queue: {e}");
                 vec![]
             }
         };
-        let mut by_hook: BTreeMap<String, Vec<DeliveryRow>> = BTreeMap::new();
-        for d in due {
-            by_hook.entry(d.webhook.clone()).or_default().push(d);
+        for d in &due {
+            tokio::select! {
+                _ = hive.deliver(&hook, d) => {}
+                _ = hive.shutdown.cancelled() => return,
+            }
         }
-        let busy = !by_hook.is_empty();
-        let work = by_hook.into_iter().filter_map(|(name, items)| {
-            let hook = hive.settings.webhooks.get(&name)?.clone();
-            let hive = hive.clone();
-            Some(async move {
-                for d in &items {
-                    hive.deliver(&hook, d).await;
-                }
-            })
-        });
-        tokio::select! {
-            _ = futures::future::join_all(work) => {}
-            _ = hive.shutdown.cancelled() => return,
-        }
-        if busy {
+        if !due.is_empty() {
             continue;
         }
-        let wait = match hive.store.next_delivery_at() {
+        let wait = match hive.store.next_delivery_at(&hook.name) {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE),
             _ => IDLE,
         };
         tokio::select! {
-            _ = hive.webhook_wake.notified() => {}
+            r = wake.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
             _ = hive.shutdown.cancelled() => return,
         }

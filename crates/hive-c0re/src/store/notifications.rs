@@ -142,14 +142,14 @@ impl Store {
         })
     }
 
-    /// Deliveries due at `now`, oldest first, at most `limit`.
-    pub fn due_deliveries(&self, now: i64, limit: u32) -> Result<Vec<DeliveryRow>> {
+    /// A webhook's deliveries due at `now`, oldest first, at most `limit`.
+    pub fn due_deliveries(&self, webhook: &str, now: i64, limit: u32) -> Result<Vec<DeliveryRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(
             "SELECT webhook, notification, attempts FROM webhook_deliveries \
-             WHERE next_at <= ?1 ORDER BY next_at, notification LIMIT ?2",
+             WHERE webhook = ?1 AND next_at <= ?2 ORDER BY next_at, notification LIMIT ?3",
         )?;
-        let rows = st.query_map(params![now, limit], |r| {
+        let rows = st.query_map(params![webhook, now, limit], |r| {
             Ok(DeliveryRow {
                 webhook: r.get(0)?,
                 notification: r.get(1)?,
@@ -159,13 +159,14 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// When the next delivery is due, if any waits.
-    pub fn next_delivery_at(&self) -> Result<Option<i64>> {
+    /// When a webhook's next delivery is due, if any waits.
+    pub fn next_delivery_at(&self, webhook: &str) -> Result<Option<i64>> {
         let g = self.lock();
-        Ok(g.conn
-            .query_row("SELECT MIN(next_at) FROM webhook_deliveries", [], |r| {
-                r.get(0)
-            })?)
+        Ok(g.conn.query_row(
+            "SELECT MIN(next_at) FROM webhook_deliveries WHERE webhook = ?1",
+            params![webhook],
+            |r| r.get(0),
+        )?)
     }
 
     /// A delivery succeeded: it leaves the queue.
@@ -308,11 +309,13 @@ mod tests {
         assert_eq!(s.mark_notifications_read(None).unwrap(), 1);
         assert_eq!(s.unread_notifications().unwrap(), 0);
 
-        let due = s.due_deliveries(now_ms(), 10).unwrap();
+        let due = s.due_deliveries("w", now_ms(), 10).unwrap();
         assert_eq!(due.len(), 1);
+        assert!(s.due_deliveries("other", now_ms(), 10).unwrap().is_empty());
         s.delivery_failed("w", a.id, now_ms() + 60_000, "HTTP 500")
             .unwrap();
-        assert!(s.due_deliveries(now_ms(), 10).unwrap().is_empty());
+        assert!(s.due_deliveries("w", now_ms(), 10).unwrap().is_empty());
+        assert!(s.next_delivery_at("w").unwrap().unwrap() > now_ms());
         let st = s.webhook_stats("w").unwrap();
         assert_eq!((st.pending, st.attempts), (1, 1));
         assert_eq!(st.last_error.as_deref(), Some("HTTP 500"));
