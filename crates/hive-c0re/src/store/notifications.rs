@@ -260,11 +260,18 @@ impl Store {
     }
 
     /// Drops notifications past the age limit or beyond [`NOTIFICATIONS_KEEP`],
-    /// except those a webhook has yet to take; returns how many.
+    /// except those a webhook has yet to take; returns how many. A webhook that
+    /// has failed for longer than the age limit loses what it missed then, so
+    /// a dead one cannot grow its queue without end.
     pub fn vacuum_notifications(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let undelivered = "id NOT IN (SELECT notification FROM webhook_deliveries)";
         let mut n = self.delete_chunked(
+            "webhook_deliveries",
+            "notification IN (SELECT id FROM notifications WHERE ts < ?1)",
+            params![cutoff],
+        )?;
+        let undelivered = "id NOT IN (SELECT notification FROM webhook_deliveries)";
+        n += self.delete_chunked(
             "notifications",
             &format!("ts < ?1 AND {undelivered}"),
             params![cutoff],
