@@ -468,6 +468,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 if let Some(b) = &answer.api_backoff {
                     output::api_backoff(b);
                 }
+                // A daemon without webhooks (or an older one) has nothing to add.
+                if let Ok(w) = c.call(verb::Webhooks {}) {
+                    output::failing_webhooks(&w.webhooks.unwrap_or_default());
+                }
                 output::status(&rows)
             }
         }

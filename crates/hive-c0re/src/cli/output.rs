@@ -379,6 +379,23 @@ pub fn notifications(items: &[Notification], unread: u64) {
     out!("{unread} unread");
 }
 
+/// Webhooks whose last delivery failed, above the status table.
+pub fn failing_webhooks(items: &[WebhookStatus]) {
+    let failing: Vec<&WebhookStatus> = items.iter().filter(|w| w.last_error.is_some()).collect();
+    for w in &failing {
+        out!(
+            "WEBHOOK {} FAILING: {} · {} pending, {} attempts (hive-c0re webhooks)",
+            w.name,
+            w.last_error.as_deref().unwrap_or_default(),
+            w.pending,
+            w.attempts
+        );
+    }
+    if !failing.is_empty() {
+        out!("");
+    }
+}
+
 /// The webhooks table: where each posts, what waits, the last error.
 pub fn webhooks(items: &[WebhookStatus]) {
     if items.is_empty() {
