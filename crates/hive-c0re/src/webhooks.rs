@@ -231,7 +231,8 @@ fn slack_escape(s: &str) -> String {
 /// One line for a chat: what, about whom, the text, and the link.
 fn chat_line(n: &Notification, link: &str) -> (String, String) {
     let head = match &n.agent {
-        Some(a) => format!("{} · {a}", n.kind.title()),
+        // ASCII only: ntfy's Title header carries it.
+        Some(a) => format!("{} ({a})", n.kind.title()),
         None => n.kind.title().to_owned(),
     };
     (head, format!("{}\n{link}", n.text))
@@ -546,6 +547,14 @@ mod tests {
                 room: Some("!r:x".into()),
             };
             let req = request(&hook, &note(evil), Some("s3cret-value"));
+            if format == WebhookFormat::Ntfy {
+                assert!(
+                    req.headers
+                        .contains(&("Title".into(), "Message to the operator (alice)".into())),
+                    "{:?}",
+                    req.headers
+                );
+            }
             for (k, v) in &req.headers {
                 assert!(!v.contains('\n') && !v.contains('\r'), "{format:?} {k}");
                 assert!(!v.contains("Injected"), "{format:?} {k}: {v}");
