@@ -162,6 +162,11 @@ fn row(name: &str) -> AgentStatusRow {
         runtime: "process".into(),
         isolated: false,
         nap_until: None,
+        health: None,
+        restarts: 0,
+        crash_exit: None,
+        crash_tail: None,
+        question: None,
     }
 }
 

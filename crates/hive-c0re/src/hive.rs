@@ -9,7 +9,9 @@
 mod api;
 pub mod approvals;
 mod controls;
+pub mod feed;
 mod messages;
+mod needs;
 pub mod notifications;
 pub mod questions;
 pub mod schedules;

@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question, SpaceAlarm};
+use crate::host::{
+    AgentStatusRow, Approval, Event, FeedItem, Message, ModelInfo, NeedsYou, Question, SpaceAlarm,
+};
 use crate::notification::{NotificationList, WebhookStatus};
 
 // ---- request bodies (POST, JSON) -------------------------------------------
@@ -68,6 +70,13 @@ pub struct EventsQuery {
 /// `GET /api/agents/{name}/messages`, `GET /api/operator/messages`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LimitQuery {
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/feed`: `limit` items before the cursor `before` (a page's own `before`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedQuery {
+    pub before: Option<String>,
     pub limit: Option<u32>,
 }
 
@@ -171,6 +180,16 @@ frames! {
     Webhooks(Webhooks) = "webhooks",
     /// Changes were missed: refetch.
     Resync(Resync) = "resync",
+    /// What waits on the operator changed (hive page).
+    NeedsYou(NeedsYou) = "needs_you",
+    /// New items of the hive-wide feed, oldest first (hive page).
+    Feed(FeedFrame) = "feed",
+}
+
+/// `feed`: new feed items, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedFrame {
+    pub items: Vec<FeedItem>,
 }
 
 /// `webhooks`: each webhook's queue and last results.
@@ -308,7 +327,7 @@ mod tests {
                 .unwrap(),
             r#"{"name":"bob"}"#
         );
-        assert_eq!(Frame::NAMES.len(), 13);
+        assert_eq!(Frame::NAMES.len(), 15);
     }
 
     #[test]

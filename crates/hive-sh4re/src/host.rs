@@ -199,6 +199,79 @@ pub struct AgentStatusRow {
     /// RFC 3339 UTC end of a nap in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nap_until: Option<String>,
+    /// `failed` (supervision gave up) or `restarting` (a crashed harness
+    /// waits for its restart); absent while the harness is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Crashes in a row before the last restart, while the last crash is recent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// How the last recent crash ended (`exited with status 255`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_exit: Option<String>,
+    /// The last lines the harness wrote before that crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_tail: Option<String>,
+    /// The open operator question the agent waits on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One thing that waits on the operator (the hive page's "needs you" strip).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeedItem {
+    /// `approval`, `question`, `failed`, `restarting`, `needs_login`, `paused_mail`.
+    pub kind: String,
+    pub agent: String,
+    /// The approval's or question's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// One line: what it is about.
+    pub text: String,
+    /// RFC 3339 UTC time it began waiting.
+    pub since: String,
+    /// RFC 3339 UTC deadline (a question's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+}
+
+/// Everything that waits on the operator, most urgent first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NeedsYou {
+    pub items: Vec<NeedItem>,
+}
+
+/// One entry of the hive-wide activity feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedItem {
+    /// `e<id>` (an event), `m<id>` (a message) or `a<id>` (an approval): unique.
+    pub key: String,
+    /// `turn_start`, `turn_end`, `crash`, `message` or `approval`.
+    pub kind: String,
+    /// RFC 3339 UTC.
+    pub ts: String,
+    /// The agent it is about (a message's sender).
+    pub agent: String,
+    /// A message's recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The event's, message's or approval's id.
+    pub id: i64,
+    /// One line.
+    pub text: String,
+}
+
+/// A page of the feed, newest first, and the cursor of the page before it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Feed {
+    pub items: Vec<FeedItem>,
+    /// Pass as `before` for older items; None at the start of history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 /// The hive-wide backoff while the model API fails for several agents: new

@@ -129,6 +129,11 @@ mod tests {
             runtime: "process".into(),
             isolated: false,
             nap_until: None,
+            health: None,
+            restarts: 0,
+            crash_exit: None,
+            crash_tail: None,
+            question: None,
         }
     }
 

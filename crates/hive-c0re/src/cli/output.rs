@@ -68,12 +68,12 @@ pub fn status(rows: &[AgentStatusRow]) {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let running = if r.failed {
-                "failed"
-            } else if r.running {
-                "running"
-            } else {
-                "stopped"
+            let running = match (r.health.as_deref(), r.restarts) {
+                (Some(h), n) if n > 0 => format!("{h} ({n} restarts)"),
+                (Some(h), _) => h.to_owned(),
+                _ if r.failed => "failed".to_owned(),
+                _ if r.running => "running".to_owned(),
+                _ => "stopped".to_owned(),
             };
             let mut flags = vec![];
             if r.paused {
@@ -85,13 +85,15 @@ pub fn status(rows: &[AgentStatusRow]) {
             if !r.isolated {
                 flags.push("not-isolated");
             }
-            let state = match &r.state_detail {
-                Some(d) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
-                None => r.state.clone(),
+            let state = match (&r.state_detail, r.question) {
+                // Its turn is blocked on the operator, not on the model.
+                (_, Some(q)) if r.state == "thinking" => format!("waiting on you · question #{q}"),
+                (Some(d), _) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
+                (None, _) => r.state.clone(),
             };
             vec![
                 r.name.clone(),
-                running.to_owned(),
+                running,
                 state,
                 r.active_model.clone(),
                 r.inbox_depth.to_string(),

@@ -6,9 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::dashboard::{EventsQuery, LimitQuery, NotificationsQuery};
+use hive_sh4re::dashboard::{EventsQuery, FeedQuery, LimitQuery, NotificationsQuery};
 use hive_sh4re::host::{
-    AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule, SecretRow,
+    AgentStatusRow, Approval, Event, Feed, Message, ModelInfo, NeedsYou, Question, Schedule,
+    SecretRow,
 };
 use hive_sh4re::notification::{NotificationList, WebhookStatus};
 
@@ -34,6 +35,28 @@ pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentSt
         ctx.hive
             .status_rows()
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
+}
+
+/// `GET /api/needs_you`: everything that waits on the operator, most urgent first.
+pub(crate) async fn needs_you(State(ctx): State<Ctx>) -> ApiResult<Json<NeedsYou>> {
+    Ok(Json(
+        ctx.hive
+            .needs_you()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
+}
+
+/// Feed items a page holds unless the query says otherwise.
+pub const DEFAULT_FEED: u32 = 50;
+
+/// `GET /api/feed?before=CURSOR&limit=N`: the hive-wide activity, newest first.
+pub(crate) async fn feed(State(ctx): State<Ctx>, Q(q): Q<FeedQuery>) -> ApiResult<Json<Feed>> {
+    let limit = q.limit.unwrap_or(DEFAULT_FEED).clamp(1, MAX_MESSAGES);
+    Ok(Json(
+        ctx.hive
+            .feed(q.before.as_deref(), limit)
+            .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
 }
 

@@ -117,6 +117,8 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/assets/{file}", get(pages::asset))
         .route("/api/agents", get(api::agents))
         .route("/api/backoff", get(api::backoff))
+        .route("/api/needs_you", get(api::needs_you))
+        .route("/api/feed", get(api::feed))
         .route("/api/agents/{name}", get(api::agent))
         .route("/api/agents/{name}/events", get(api::events))
         .route(

@@ -12,7 +12,9 @@
 //! `approvals` {approvals}, `questions` {questions}, `space` {alarm: SpaceAlarm
 //! or null} (the free-space alarm went on or cleared), `notifications`
 //! {notifications, unread} (every page), `webhooks` {webhooks} (hive page),
-//! `resync` {} (changes were missed: refetch). A comment line every 15 s keeps proxies from closing it.
+//! `needs_you` {items} (what waits on the operator, sent when it changed),
+//! `feed` {items} (new items of the hive-wide feed), `resync` {} (changes
+//! were missed: refetch). A comment line every 15 s keeps proxies from closing it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,9 +25,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hive_sh4re::dashboard::{
-    AgentRemoved, Approvals, EventsFrame, Frame, Hello, Inbox, ModelChanged, OperatorInbox,
-    Questions, Resync, Space, StreamQuery, Webhooks,
+    AgentRemoved, Approvals, EventsFrame, FeedFrame, Frame, Hello, Inbox, ModelChanged,
+    OperatorInbox, Questions, Resync, Space, StreamQuery, Webhooks,
 };
+use hive_sh4re::host::NeedsYou;
 use hive_sh4re::{AgentName, Mailbox};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -35,6 +38,7 @@ use super::errors::ApiResult;
 use super::extract::{Q, parse_name, require_agent};
 use crate::broker::Change;
 use crate::hive::Hive;
+use crate::hive::feed::FeedCursor;
 
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -46,6 +50,8 @@ pub const INBOX_LEN: u32 = 20;
 pub const OPERATOR_INBOX_LEN: u32 = 50;
 /// Notifications a `notifications` frame carries.
 pub const NOTIFICATIONS_LEN: u32 = 30;
+/// Most items of each table one `feed` frame carries.
+const FEED_PER_FRAME: u32 = 200;
 /// Changes the hub takes in one go (duplicates in a burst are done once).
 const BATCH: usize = 512;
 
@@ -198,6 +204,8 @@ enum Work {
     Space,
     Notifications,
     Webhooks,
+    NeedsYou,
+    Feed,
 }
 
 /// Follows the broker until the hive shuts down, turning changes into frames.
@@ -267,9 +275,9 @@ fn coalesce(batch: Vec<Change>) -> Vec<Work> {
 
 fn plan(c: Change) -> Vec<Work> {
     match c {
-        Change::Agent(n) => vec![Work::Row(n)],
-        Change::AgentRemoved(n) => vec![Work::Removed(n)],
-        Change::Events { agent, last_id } => vec![Work::Events(agent, last_id)],
+        Change::Agent(n) => vec![Work::Row(n), Work::NeedsYou],
+        Change::AgentRemoved(n) => vec![Work::Removed(n), Work::NeedsYou],
+        Change::Events { agent, last_id } => vec![Work::Events(agent, last_id), Work::Feed],
         Change::Message { to, from } => [to, from]
             .into_iter()
             .map(|m| {
@@ -279,22 +287,27 @@ fn plan(c: Change) -> Vec<Work> {
                     Work::Inbox(m)
                 }
             })
+            // An inbox's depth is in a paused agent's "needs you" item.
+            .chain([Work::Feed, Work::NeedsYou])
             .collect(),
-        Change::Approvals => vec![Work::Approvals],
-        Change::Questions => vec![Work::Questions],
+        Change::Approvals => vec![Work::Approvals, Work::NeedsYou, Work::Feed],
+        Change::Questions => vec![Work::Questions, Work::NeedsYou],
         Change::Space => vec![Work::Space],
         Change::Notifications => vec![Work::Notifications],
         Change::Webhooks => vec![Work::Webhooks],
     }
 }
 
-/// The newest event id each agent's viewers have been sent (or would have been).
+/// The newest event id each agent's viewers have been sent (or would have
+/// been), where the hive-wide feed is, and the last "needs you" list sent.
 #[derive(Default)]
-struct Cursors(HashMap<String, i64>);
+struct Cursors(HashMap<String, i64>, Option<FeedCursor>, Option<NeedsYou>);
 
 impl Cursors {
     fn reset(&mut self, hive: &Hive) {
         self.0.clear();
+        self.1 = hive.feed_cursor().ok();
+        self.2 = None;
         for name in hive.list().unwrap_or_default() {
             self.init(hive, &name);
         }
@@ -442,6 +455,40 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                     Audience::Hive,
                     Frame::Webhooks(Webhooks { webhooks }),
                 ));
+            }
+        }
+        Work::NeedsYou => {
+            if hub.watched(None)
+                && let Ok(needs) = hive.needs_you()
+                && cursors.2.as_ref() != Some(&needs)
+            {
+                cursors.2 = Some(needs.clone());
+                hub.send(Prepared::new(Audience::Hive, Frame::NeedsYou(needs)));
+            } else if !hub.watched(None) {
+                // Nobody saw the last one: the next viewer's page fetches it.
+                cursors.2 = None;
+            }
+        }
+        Work::Feed => {
+            let Some(cursor) = cursors.1 else {
+                cursors.1 = hive.feed_cursor().ok();
+                return;
+            };
+            if !hub.watched(None) {
+                cursors.1 = hive.feed_cursor().ok().or(Some(cursor));
+                return;
+            }
+            match hive.feed_after(cursor, FEED_PER_FRAME) {
+                Ok((items, next)) => {
+                    cursors.1 = Some(next);
+                    if !items.is_empty() {
+                        hub.send(Prepared::new(
+                            Audience::Hive,
+                            Frame::Feed(FeedFrame { items }),
+                        ));
+                    }
+                }
+                Err(e) => tracing::warn!("dashboard could not read the feed: {e}"),
             }
         }
         Work::Questions => {

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hive_sh4re::event::ContainerCrash;
 use hive_sh4re::host::{AgentStatusRow, ModelInfo};
 use hive_sh4re::limits::STATUS_MAX_CHARS;
 use hive_sh4re::{AgentName, AgentState};
@@ -21,6 +22,18 @@ use crate::clock::{now_ms, rfc3339};
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::store::AgentRow;
+
+/// A crash older than this no longer shows in its agent's row, unless it left the agent failed.
+const RECENT_CRASH_MS: i64 = 10 * 60 * 1000;
+
+/// What a status row says of the agent's last crash.
+#[derive(Default)]
+struct CrashView {
+    health: Option<String>,
+    restarts: u32,
+    exit: Option<String>,
+    tail: Option<String>,
+}
 
 /// How often the config repos' heads are read unless `HIVE_CONFIG_POLL_SECS` says otherwise.
 pub const CONFIG_POLL: Duration = Duration::from_secs(10);
@@ -112,8 +125,43 @@ impl Hive {
             .is_some_and(|head| a.deployed_sha.as_deref() != Some(head.as_str()))
     }
 
+    /// The agent's health from its last `container_crash` event: failed, or
+    /// restarting (supervised, not running, the crash recent), with the
+    /// restart count and the log tail the crash report quoted.
+    fn crash_view(&self, a: &AgentRow, running: bool) -> CrashView {
+        let last = self.store.last_crash(&a.name).ok().flatten();
+        let crash = last.as_ref().and_then(|e| {
+            let recent = now_ms() - e.ts < RECENT_CRASH_MS;
+            let p: ContainerCrash = serde_json::from_str(&e.payload_json).ok()?;
+            (recent || a.failed).then_some(p)
+        });
+        let health = if a.failed {
+            Some("failed")
+        } else if !running
+            && self.supervisor.is_supervised(&a.name)
+            && crash.as_ref().is_some_and(|c| !c.gave_up)
+        {
+            Some("restarting")
+        } else {
+            None
+        };
+        let Some(c) = crash else {
+            return CrashView {
+                health: health.map(str::to_owned),
+                ..CrashView::default()
+            };
+        };
+        CrashView {
+            health: health.map(str::to_owned),
+            restarts: c.attempt,
+            exit: Some(c.exit),
+            tail: Some(c.log_tail).filter(|t| !t.is_empty()),
+        }
+    }
+
     fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
+        let crash = self.crash_view(a, running);
         let active_model = match (a.state, &a.active_model) {
             (AgentState::Thinking | AgentState::Retrying, Some(m)) => m.clone(),
             _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
@@ -183,6 +231,15 @@ impl Hive {
             runtime: self.runtime.kind().as_str().to_owned(),
             isolated: self.runtime.isolated(),
             nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
+            health: crash.health,
+            restarts: crash.restarts,
+            crash_exit: crash.exit,
+            crash_tail: crash.tail,
+            question: self
+                .store
+                .open_question_of(&a.name, now_ms())
+                .ok()
+                .flatten(),
         }
     }
 

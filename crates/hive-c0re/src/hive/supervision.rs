@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Hive;
 use crate::broker::Change;
 use crate::runtime::{LaunchSpec, Runtime};
-use crate::supervisor::{MAX_RESTARTS, Supervised, log_tail};
+use crate::supervisor::{MAX_RESTARTS, Supervised, harness_tail};
 
 /// Lines of the harness log quoted in a crash report.
 const CRASH_LOG_LINES: usize = 20;
@@ -61,7 +61,12 @@ impl Supervised for Hive {
         retry_in: Option<Duration>,
         attempt: u32,
     ) {
-        let tail = log_tail(&self.paths.harness_log(name), CRASH_LOG_LINES);
+        let tail = harness_tail(&self.paths.harness_log(name), CRASH_LOG_LINES);
+        let tail = if tail.trim().is_empty() {
+            "(nothing: the harness wrote no output before it ended)".to_owned()
+        } else {
+            tail
+        };
         // The agent writes its log: a secret's value in it goes no further than the file.
         let tail = match self.redactor() {
             Ok(r) => r.redact(&tail),

@@ -252,6 +252,26 @@ impl Store {
             .query_row(params![recipient], |r| r.get(0))?)
     }
 
+    /// Every mailbox's messages with id < `before`, newest first (the feed).
+    pub fn messages_before(&self, before: Option<i64>, limit: u32) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
+    pub fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![after, limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The newest `limit` messages to or from `mailbox`, oldest first.
     pub fn recent_messages(&self, mailbox: &str, limit: u32) -> Result<Vec<MessageRow>> {
         let g = self.lock();

@@ -139,6 +139,12 @@ CREATE TABLE webhook_status (
     last_error TEXT
 );
 "#,
+    // 6: the hive-wide activity feed and each agent's last crash, read newest
+    // first without scanning whole histories (the queries repeat these WHEREs).
+    r#"
+CREATE INDEX events_feed ON events (id) WHERE kind IN ('turn_start', 'turn_end', 'container_crash');
+CREATE INDEX events_crash ON events (agent, id) WHERE kind = 'container_crash';
+"#,
 ];
 
 /// The schema version this build writes.
