@@ -115,6 +115,20 @@ async function loadHistory() {
   addEvents(buffered);
   buffered = [];
   toBottom();
+  revealLinked();
+}
+
+/** `#event-N` (the hive page's feed links a turn so): pages back to that event and shows it. */
+async function revealLinked() {
+  const m = /^#event-(\d+)$/.exec(location.hash);
+  if (!m) return;
+  const id = Number(m[1]);
+  // A bounded walk back: a link to an event long vacuumed must not page forever.
+  for (let i = 0; i < 20 && hasEarlier && firstId !== null && firstId > id; i++) await loadEarlier();
+  const el = rows.querySelector(`.row[data-id="${id}"]`);
+  if (!el) return;
+  el.scrollIntoView({ block: 'center' });
+  el.classList.add('flash');
 }
 
 /** After a reconnect or a resync: everything after the newest event shown. */

@@ -61,6 +61,10 @@ const agentPath = (name, rest = '') => `/api/agents/${enc(name)}${rest}`;
 
 export const api = {
   agents: () => get('/api/agents'),
+  /** Everything that waits on the operator (NeedsYou). */
+  needsYou: () => get('/api/needs_you'),
+  /** A page of the hive-wide feed (Feed): {limit} or {before, limit}. */
+  feed: (query) => get(`/api/feed?${new URLSearchParams(query)}`),
   /** The hive-wide model API backoff, or null. */
   backoff: () => get('/api/backoff'),
   agent: (name) => get(agentPath(name)),

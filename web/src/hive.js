@@ -1,72 +1,28 @@
-// The hive page: every agent and its controls, approvals, operator questions,
-// a box to message any agent, and the operator's inbox. Live over SSE.
+// The hive page: what needs the operator first (needs.js), every agent and
+// its controls (agents.js), approvals, operator questions, the hive-wide
+// activity feed (feed.js), a box to message any agent, and the operator's
+// inbox. Live over SSE.
 
+import { agentNames, initAgents, loadAgents, removeAgent, upsertAgent } from './agents.js';
 import { api, live } from './api.js';
+import { liveFeed, loadFeed } from './feed.js';
+import { showNeeds } from './needs.js';
 import { loadNotifications, mountBell, show as showNotifications } from './notifications.js';
-import { rate, refresher, stuckTag, turnTime } from './stats.js';
-import { $, badge, fill, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
+import { refresher } from './stats.js';
+import { $, fill, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
-const agents = new Map(); // name -> {row, tr, stats}
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
 
-// ---- agents ---------------------------------------------------------------
+// ---- agents (agents.js: the table) ---------------------------------------------
 
-function actionButton(name, action, label, { danger = false } = {}) {
-  const b = h('button', { type: 'button', class: danger ? 'danger' : '', dataset: { action } }, label);
-  const go = () => run(() => api.act(name, action));
-  if (danger) twoClick(b, go);
-  else b.addEventListener('click', go);
-  return b;
-}
-
-function agentRow(name) {
-  const tr = h('tr', { dataset: { name } },
-    h('td', { class: 'name' }),
-    h('td', { class: 'state' }),
-    h('td', { class: 'heartbeat' }),
-    h('td', { class: 'rate num' }),
-    h('td', { class: 'p95 num' }),
-    h('td', { class: 'model' }),
-    h('td', { class: 'inbox' }),
-    h('td', { class: 'actions' },
-      actionButton(name, 'start', 'Start'),
-      actionButton(name, 'stop', 'Stop'),
-      actionButton(name, 'restart', 'Restart'),
-      actionButton(name, 'kill', 'Kill', { danger: true }),
-      actionButton(name, 'destroy', 'Destroy', { danger: true })));
-  return tr;
-}
-
-/** Fills a row's cells from a status row; the buttons (and their armed state) stay. */
-function fillRow(tr, row) {
-  const cell = (cls) => tr.querySelector(`td.${cls}`);
-  fill(cell('name'),
-    h('a', { href: `/agents/${encodeURIComponent(row.name)}` }, row.name), ' ', ...flags(row),
-    row.status_text && h('div', { class: 'status-text', title: row.status_set_at }, row.status_text));
-  fill(cell('state'), badge(row), stuckTag(agents.get(row.name)?.stats, stuckAfter));
-  fill(cell('heartbeat'), row.last_turn_at ? h('span', {}, '♥ ', since(row.last_turn_at, ' ago')) : h('span', { class: 'dim' }, 'no turn yet'));
-  cell('model').textContent = row.active_model;
-  const inbox = cell('inbox');
-  inbox.textContent = row.inbox_depth;
-  inbox.classList.toggle('waiting', row.inbox_depth > 0);
-  tr.querySelector('[data-action=start]').disabled = row.running && !row.failed;
-  tr.querySelector('[data-action=stop]').disabled = !row.running;
-  tr.classList.toggle('failed', row.failed);
-}
-
-function upsertAgent(row) {
-  let entry = agents.get(row.name);
-  if (!entry) {
-    entry = { row, tr: agentRow(row.name) };
-    agents.set(row.name, entry);
-    const body = $('#agents tbody');
-    const after = [...body.children].find((tr) => tr.dataset.name > row.name);
-    body.insertBefore(entry.tr, after ?? null);
+function agentsChanged() {
+  const select = $('#send-to');
+  const chosen = select.value;
+  const names = agentNames();
+  if (names.join() !== [...select.options].map((o) => o.value).join()) {
+    select.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
+    if (names.includes(chosen)) select.value = chosen;
   }
-  entry.row = row;
-  fillRow(entry.tr, row);
-  agentsChanged();
-  pokeStats();
   pokeBackoff();
 }
 
@@ -90,67 +46,6 @@ const pokeBackoff = refresher(async () => {
     // the next change tries again
   }
 });
-
-function removeAgent(name) {
-  agents.get(name)?.tr.remove();
-  agents.delete(name);
-  agentsChanged();
-}
-
-function agentsChanged() {
-  $('#agent-count').textContent = agents.size || '';
-  $('#no-agents').hidden = agents.size > 0;
-  $('#agents').hidden = agents.size === 0;
-  const select = $('#send-to');
-  const chosen = select.value;
-  const names = [...agents.keys()].sort();
-  if (names.join() !== [...select.options].map((o) => o.value).join()) {
-    select.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
-    if (names.includes(chosen)) select.value = chosen;
-  }
-}
-
-async function loadAgents() {
-  const rows = await api.agents();
-  const names = new Set(rows.map((r) => r.name));
-  for (const name of [...agents.keys()]) if (!names.has(name)) removeAgent(name);
-  rows.forEach(upsertAgent);
-}
-
-// ---- telemetry --------------------------------------------------------------
-
-let stuckAfter = 300;
-
-/** Fills an agent row's telemetry cells (turns/min, p95) and its stuck flag. */
-function fillStats(tr, a) {
-  const cell = (cls) => tr.querySelector(`td.${cls}`);
-  cell('rate').textContent = rate(a.turns_per_minute);
-  cell('p95').textContent = turnTime(a.duration_p95_ms, a.turns);
-  cell('p95').title = a.turns ? `p50 ${turnTime(a.duration_p50_ms, a.turns)} over ${a.turns} turns` : 'no turns in the last hour';
-  tr.classList.toggle('stuck', a.stuck);
-  const state = cell('state');
-  state.querySelector('.tag.stuck')?.remove();
-  const tag = stuckTag(a, stuckAfter);
-  if (tag) state.append(tag);
-}
-
-async function loadStats() {
-  let s;
-  try {
-    s = await api.stats(null, '1h');
-  } catch {
-    return; // the next change or the idle refresh tries again; the rows stay as they were
-  }
-  stuckAfter = s.stuck_after_seconds;
-  for (const a of s.agents) {
-    const entry = agents.get(a.agent);
-    if (!entry) continue;
-    entry.stats = a;
-    fillStats(entry.tr, a);
-  }
-}
-
-const pokeStats = refresher(loadStats);
 
 // ---- approvals --------------------------------------------------------------
 
@@ -213,7 +108,7 @@ function questionItem(q) {
   });
   return h('div', { class: 'question', dataset: { id: q.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${q.id}`), ' from ', h('a', { href: `/agents/${encodeURIComponent(q.agent)}` }, q.agent),
-      ' · ⏳ ', until(q.deadline)),
+      ' · ', until(q.deadline)),
     h('p', { class: 'text' }, q.question),
     q.options.length > 0 && h('div', { class: 'options' }, q.options.map((o) =>
       h('button', { type: 'button', class: 'option', onclick: () => { input.value = o; input.focus(); } }, o))),
@@ -278,6 +173,8 @@ async function loadAll() {
   try {
     await Promise.all([
       loadAgents(),
+      api.needsYou().then(showNeeds),
+      loadFeed(),
       api.approvals().then(showApprovals),
       api.questions().then(showQuestions),
       api.operatorMessages().then(showInbox),
@@ -290,6 +187,8 @@ async function loadAll() {
   }
 }
 
+initAgents(agentsChanged);
+
 live(null, {
   hello: () => loadAll(),
   resync: () => loadAll(),
@@ -301,6 +200,8 @@ live(null, {
   space: ({ alarm }) => showSpace(alarm),
   notifications: showNotifications,
   webhooks: ({ webhooks }) => showWebhooks(webhooks),
+  needs_you: showNeeds,
+  feed: liveFeed,
 }, setConn);
 mountBell();
 watchLogin();

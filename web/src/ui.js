@@ -178,8 +178,9 @@ export function badge(row) {
 /** Small tags for flags that are not the state. */
 export function flags(row) {
   return [
-    row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, '⏸ paused'),
-    row.needs_login && h('span', { class: 'tag warn', title: row.login_reason ?? 'no usable claude credentials' }, '🔑 needs login'),
+    // Words, not emoji: a browser without an emoji font shows those as empty boxes.
+    row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, 'paused'),
+    row.needs_login && h('span', { class: 'tag warn', title: row.login_reason ?? 'no usable claude credentials' }, 'needs login'),
     row.parent && h('span', { class: 'tag', title: 'asked for by' }, `↖ ${row.parent}`),
   ].filter(Boolean);
 }

@@ -157,7 +157,7 @@ impl Hive {
                     .map(|x| (x.created_at, 2, x.id, approval_item(x))),
             )
             .collect();
-        all.sort_by(|x, y| (y.0, y.1, y.2).cmp(&(x.0, x.1, x.2)));
+        all.sort_by_key(|x| std::cmp::Reverse((x.0, x.1, x.2)));
         all.truncate(limit as usize);
         let fetched = [events.len(), messages.len(), approvals.len()];
         let mut next = [e, m, a];
@@ -181,12 +181,8 @@ impl Hive {
     pub fn feed_cursor(&self) -> Result<FeedCursor> {
         Ok(FeedCursor {
             event: self.store.newest_event_id()?,
-            message: self
-                .store
-                .messages_before(None, 1)?
-                .first()
-                .map_or(0, |m| m.id),
-            approval: self.store.approvals()?.last().map_or(0, |a| a.id),
+            message: self.store.newest_message_id()?,
+            approval: self.store.newest_approval_id()?,
         })
     }
 
@@ -197,25 +193,22 @@ impl Hive {
         cursor: FeedCursor,
         limit: u32,
     ) -> Result<(Vec<FeedItem>, FeedCursor)> {
-        let events = self.store.feed_events_after(cursor.event, limit)?;
+        // Read the newest id first: an event stored during the query is
+        // left for the next call, never jumped over.
+        let newest = self.store.newest_event_id()?;
+        let mut events = self.store.feed_events_after(cursor.event, limit)?;
+        events.retain(|x| x.id <= newest);
         let messages = self.store.messages_after(cursor.message, limit)?;
-        let mut approvals = self.store.approvals()?;
-        approvals.retain(|x| x.id > cursor.approval);
+        let mut approvals = self.store.approvals_after(cursor.approval)?;
         approvals.truncate(limit as usize);
-        // Events past the feed's kinds move the cursor too: no rescans.
         let next = FeedCursor {
-            event: self.store.newest_event_id()?.max(cursor.event),
+            // Events of other kinds move the cursor too, so they are not rescanned.
+            event: match events.last() {
+                Some(last) if events.len() == limit as usize => last.id,
+                _ => newest.max(cursor.event),
+            },
             message: messages.last().map_or(cursor.message, |x| x.id),
             approval: approvals.last().map_or(cursor.approval, |x| x.id),
-        };
-        let next = FeedCursor {
-            // Never skip feed events not yet read because of the limit.
-            event: if events.len() == limit as usize {
-                events.last().map_or(next.event, |x| x.id)
-            } else {
-                next.event
-            },
-            ..next
         };
         let mut all: Vec<(i64, usize, i64, FeedItem)> = events
             .iter()

@@ -70,7 +70,10 @@ impl Hive {
                 ),
                 _ if r.paused && r.inbox_depth > 0 => (
                     "paused_mail",
-                    format!("paused with {} messages waiting", r.inbox_depth),
+                    match r.inbox_depth {
+                        1 => "paused with a message waiting".to_owned(),
+                        n => format!("paused with {n} messages waiting"),
+                    },
                 ),
                 _ => continue,
             };

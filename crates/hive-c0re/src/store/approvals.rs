@@ -110,6 +110,25 @@ impl Store {
         )? > 0)
     }
 
+    /// The newest approval id (0 without approvals).
+    pub fn newest_approval_id(&self) -> Result<i64> {
+        let g = self.lock();
+        Ok(g.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM approvals", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Approvals with id > `after`, oldest first.
+    pub fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE id > ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![after], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Pending approvals, hive-wide.
     pub fn pending_approvals(&self) -> Result<u64> {
         let g = self.lock();

@@ -159,6 +159,56 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// The query plan of `sql` as sqlite prints it.
+    fn plan(s: &Store, sql: &str) -> String {
+        let g = s.lock();
+        let mut st = g
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn the_feed_and_the_last_crash_read_through_their_indexes() {
+        let s = Store::in_memory().unwrap();
+        let feed = plan(
+            &s,
+            "SELECT agent FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+             AND id < 9 ORDER BY id DESC LIMIT 5",
+        );
+        assert!(feed.contains("events_feed"), "{feed}");
+        assert!(!feed.contains("TEMP B-TREE"), "{feed}");
+        let crash = plan(
+            &s,
+            "SELECT agent FROM events WHERE kind = 'container_crash' AND agent = 'a' \
+             ORDER BY id DESC LIMIT 1",
+        );
+        assert!(crash.contains("events_crash"), "{crash}");
+    }
+
+    #[test]
+    fn the_feed_pages_only_its_kinds_across_agents() {
+        let s = Store::in_memory().unwrap();
+        s.add_events("a", [("turn_start", "{}"), ("stream", "{}")])
+            .unwrap();
+        let b = s
+            .add_events("b", [("turn_end", "{}"), ("container_crash", "{}")])
+            .unwrap();
+        let page = s.feed_events_before(None, 2).unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            ["container_crash", "turn_end"]
+        );
+        let older = s.feed_events_before(Some(b[0]), 10).unwrap();
+        assert_eq!(older.len(), 1);
+        assert_eq!(older[0].kind, "turn_start");
+        assert_eq!(s.last_crash("b").unwrap().unwrap().id, b[1]);
+        assert!(s.last_crash("a").unwrap().is_none());
+        assert_eq!(s.feed_events_after(b[0], 10).unwrap().len(), 1);
+    }
+
     #[test]
     fn pages_backwards_and_forwards() {
         let s = Store::in_memory().unwrap();

@@ -262,6 +262,15 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The newest message id of all (0 without messages).
+    pub fn newest_message_id(&self) -> Result<i64> {
+        let g = self.lock();
+        Ok(g.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?)
+    }
+
     /// Every mailbox's messages with id > `after`, oldest first (the live feed).
     pub fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
         let g = self.lock();
