@@ -6,7 +6,7 @@
 import { api } from './api.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
 import { STATES, TOTALS, agentHref, stateInfo, stateKey } from './states.js';
-import { $, fill, flags, h, run, since, toast, twoClick } from './ui.js';
+import { $, fill, flags, h, run, since, stateClock, toast, twoClick } from './ui.js';
 
 const agents = new Map(); // name -> {row, tr, stats, cost}
 const selected = new Set();
@@ -145,7 +145,7 @@ function stateBadge(row) {
   const age = !['failed', 'restarting', 'waiting_on_you'].includes(key);
   return h('span', { class: `badge ${info.cls}`, dataset: { state: key }, title: row.state_detail ?? row.crash_exit ?? '' },
     h('span', { class: 'dot', 'aria-hidden': 'true' }),
-    h('span', { class: 'label' }, info.label, detail && ' · ', detail, age && h('span', { class: 'age' }, ' · ', since(row.state_since))));
+    h('span', { class: 'label' }, info.label, detail && ' · ', detail, age && h('span', { class: 'age' }, ' · ', stateClock(row, key))));
 }
 
 /** The last crash's log tail, folded, while the crash is recent. */

@@ -154,6 +154,17 @@ function retryIn(iso) {
   return s > 0 ? `retry in ${span(s * 1000)}` : 'retry due';
 }
 
+/** What a badge counts: a nap's end, a retry's time, else the state's age; kept current by `startClock`. */
+export function stateClock(row, state) {
+  if (state === 'napping' && row.nap_until) {
+    return h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until));
+  }
+  if (state === 'waiting' && row.retry_at) {
+    return h('time', { datetime: row.retry_at, title: row.state_detail ?? '', dataset: { retry: row.retry_at } }, retryIn(row.retry_at));
+  }
+  return since(row.state_since);
+}
+
 /**
  * `🧠 thinking · 12s` (the age of the state), `😴 napping · 04:59` (the nap's
  * countdown), `🔁 retrying · API 529 · 3/10 · 12s` or `⏳ waiting · retry in 38s`
@@ -162,14 +173,7 @@ function retryIn(iso) {
 export function badge(row) {
   const state = stateOf(row);
   const detail = state === row.state ? row.state_detail : null;
-  let when;
-  if (state === 'napping' && row.nap_until) {
-    when = h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until));
-  } else if (state === 'waiting' && row.retry_at) {
-    when = h('time', { datetime: row.retry_at, title: detail ?? '', dataset: { retry: row.retry_at } }, retryIn(row.retry_at));
-  } else {
-    when = since(row.state_since);
-  }
+  const when = stateClock(row, state);
   const about = state === 'retrying' && detail ? ` · ${detail}` : '';
   return h('span', { class: `badge s-${state}`, dataset: { state }, title: detail ?? '' },
     h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state}${about} · `, when);
