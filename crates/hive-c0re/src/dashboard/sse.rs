@@ -618,7 +618,9 @@ mod tests {
                 Work::Removed("a".into()),
                 Work::Events("a".into(), 9),
                 Work::Row("a".into()),
-                Work::Approvals
+                Work::Approvals,
+                Work::NeedsYou,
+                Work::Feed
             ]
         );
     }
@@ -629,6 +631,14 @@ mod tests {
             to: "alice".into(),
             from: "operator".into(),
         });
-        assert_eq!(w, vec![Work::Inbox("alice".into()), Work::OperatorInbox]);
+        assert_eq!(
+            w,
+            vec![
+                Work::Inbox("alice".into()),
+                Work::OperatorInbox,
+                Work::Feed,
+                Work::NeedsYou
+            ]
+        );
     }
 }
