@@ -3,6 +3,7 @@
 // small and mostly update a few cells in place.
 
 import { onSession } from './api.js';
+import { stateInfo, stateKey } from './states.js';
 
 /** Builds an element: h('a', {href: '/', class: 'x', onclick}, 'text', child). */
 export function h(tag, attrs = {}, ...children) {
@@ -134,11 +135,9 @@ export function startClock() {
 
 const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', stopped: '⏹', failed: '✖' };
 
-/** The one state a badge shows: failed > stopped > the turn-loop state. */
+/** The one state a badge shows: failed > restarting > stopped > waiting on you > the turn-loop state (states.js). */
 export function stateOf(row) {
-  if (row.failed) return 'failed';
-  if (!row.running) return 'stopped';
-  return row.state;
+  return stateKey(row);
 }
 
 /** "MM:SS" left until `iso` (00:00 once it passed). */
@@ -176,7 +175,7 @@ export function badge(row) {
   const when = stateClock(row, state);
   const about = state === 'retrying' && detail ? ` · ${detail}` : '';
   return h('span', { class: `badge s-${state}`, dataset: { state }, title: detail ?? '' },
-    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state}${about} · `, when);
+    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${stateInfo(state).label}${about} · `, when);
 }
 
 /** Small tags for flags that are not the state. */

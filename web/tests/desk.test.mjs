@@ -236,13 +236,14 @@ test('the feed shows the turn and the message in time order, each linking to its
   assert.deepEqual(keys, rows.slice(0, 6).map((r) => r.key));
 });
 
-test('rows are compact at desktop size and cards on a phone; screenshots', async () => {
+test('rows are compact at desktop size and cards on a phone; screenshots', async (t) => {
   const heights = async () => page.locator('#agents tbody tr:visible').evaluateAll((trs) => trs.map((tr) => tr.getBoundingClientRect().height));
   await page.goto(hive.url);
   await row('crashy').locator('.badge').waitFor();
   await need('failed', 'crashy').waitFor();
   const desk = await heights();
   assert.equal(desk.length, 50);
+  t.diagnostic(`desktop (1440x900): rows up to ${Math.max(...desk)} px`);
   assert.ok(Math.max(...desk) <= 40, `desktop rows up to ${Math.max(...desk)} px`);
   await page.screenshot({ path: path.join(OUT, 'desk-hive-desktop.png') });
   await page.screenshot({ path: path.join(OUT, 'desk-hive-desktop-full.png'), fullPage: true });
@@ -253,6 +254,7 @@ test('rows are compact at desktop size and cards on a phone; screenshots', async
   await row('crashy').locator('.badge').waitFor();
   await need('failed', 'crashy').waitFor();
   const phone = await heights();
+  t.diagnostic(`phone (390x844): rows up to ${Math.max(...phone)} px`);
   assert.ok(Math.max(...phone) <= 56, `phone rows up to ${Math.max(...phone)} px`);
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
