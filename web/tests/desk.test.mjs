@@ -29,10 +29,10 @@ let asked;
 before(async () => {
   requireBuilt();
   fs.mkdirSync(OUT, { recursive: true });
-  // The stand-in harness: sleeps, except crashy, which says why and dies.
+  // The stand-in harness: sleeps, except crashy, which runs a moment, says why and dies.
   bins = fs.mkdtempSync(path.join(os.tmpdir(), 'hive-desk-bin-'));
   fs.chmodSync(bins, 0o755);
-  const script = `#!/bin/sh\nif [ "$HIVE_AGENT_NAME" = crashy ]; then echo 'crashy: loading its notes'; echo '${CRASH_LINE}' >&2; exit 255; fi\nexec sleep 100000\n`;
+  const script = `#!/bin/sh\nif [ "$HIVE_AGENT_NAME" = crashy ]; then echo 'crashy: loading its notes'; sleep 0.7; echo '${CRASH_LINE}' >&2; exit 255; fi\nexec sleep 100000\n`;
   for (const harness of ['hive-ag3nt', 'hive-m1nd']) fs.writeFileSync(path.join(bins, harness), script, { mode: 0o755 });
   hive = await makeHive({ binDir: bins });
   await hive.start();
@@ -63,6 +63,16 @@ const shownRows = () => page.locator('#agents tbody tr:visible').evaluateAll((tr
 test('the strip lists what needs the operator, each linking to where it is handled, and the count is in the title', async () => {
   await page.goto(hive.url);
   await row('agent-47').waitFor();
+  // Every state crashy's row shows while it crash-loops, until it is left failed.
+  await page.evaluate(() => {
+    window.crashyStates = [];
+    const look = () => {
+      const s = document.querySelector('#agents tr[data-name="crashy"]')?.dataset.state;
+      if (s && window.crashyStates.at(-1) !== s) window.crashyStates.push(s);
+      if (s !== 'failed') setTimeout(look, 20);
+    };
+    look();
+  });
   assert.equal(await page.locator('#agents tbody tr').count(), 50);
   // An approval, a question from a manager that is mid-turn, a paused agent with mail.
   await hive.cli('request-spawn', 'newbie', '--description', 'a helper for the desk');
@@ -80,9 +90,13 @@ test('the strip lists what needs the operator, each linking to where it is handl
   await until(async () => (await q.locator('time').innerText()) !== first, 'the countdown to tick');
   await need('paused_mail', 'agent-07').waitFor();
   assert.match(await need('paused_mail', 'agent-07').innerText(), /paused with a message waiting/);
-  // crashy dies five times and is left failed (0.5 + 1 + 2 + 4 + 8 s of backoff).
+  // crashy dies six times and is left failed (6 × 0.7 s of life, 0.5 + 1 + 2 + 4 + 8 s of backoff).
   await need('failed', 'crashy').waitFor({ timeout: 40000 });
 
+  // Never idle (nor plain stopped) between its deaths: restarting, then failed.
+  const seen = await page.evaluate(() => window.crashyStates);
+  assert.equal(seen.at(-1), 'failed', JSON.stringify(seen));
+  assert.ok(seen.every((x) => x === 'restarting' || x === 'failed'), `crashy's row read ${JSON.stringify(seen)}`);
   const count = await page.locator('#needs-list li.need').count();
   assert.ok(count >= 4, `${count} items`);
   assert.equal(await page.title(), `(${count}) hive · hyperhive`);

@@ -29,7 +29,7 @@ use crate::runtime::{LaunchSpec, Runtime, RuntimeKind};
 /// Quick failures in a row after which the agent is left failed.
 pub const MAX_RESTARTS: u32 = 5;
 /// A harness that ran this long before dying resets the failure count.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// First restart delay; doubles with each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 

@@ -22,6 +22,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::store::AgentRow;
+use crate::supervisor::HEALTHY_AFTER;
 
 /// A crash older than this no longer shows in its agent's row, unless it left the agent failed.
 const RECENT_CRASH_MS: i64 = 10 * 60 * 1000;
@@ -126,20 +127,25 @@ impl Hive {
     }
 
     /// The agent's health from its last `container_crash` event: failed, or
-    /// restarting (supervised, not running, the crash recent), with the
-    /// restart count and the log tail the crash report quoted.
+    /// restarting — supervised and either down after a crash, or up again
+    /// but idle within [`HEALTHY_AFTER`] of it (supervision still counts the
+    /// crashes: a harness that dies at once would read idle between deaths);
+    /// with the restart count and the log tail the crash report quoted.
     fn crash_view(&self, a: &AgentRow, running: bool) -> CrashView {
         let last = self.store.last_crash(&a.name).ok().flatten();
+        let age = last.as_ref().map(|e| now_ms() - e.ts);
         let crash = last.as_ref().and_then(|e| {
             let recent = now_ms() - e.ts < RECENT_CRASH_MS;
             let p: ContainerCrash = serde_json::from_str(&e.payload_json).ok()?;
             (recent || a.failed).then_some(p)
         });
+        let looping = crash.as_ref().is_some_and(|c| !c.gave_up)
+            && age.is_some_and(|ms| ms < HEALTHY_AFTER.as_millis() as i64);
         let health = if a.failed {
             Some("failed")
-        } else if !running
-            && self.supervisor.is_supervised(&a.name)
+        } else if self.supervisor.is_supervised(&a.name)
             && crash.as_ref().is_some_and(|c| !c.gave_up)
+            && (!running || (looping && a.state == AgentState::Idle))
         {
             Some("restarting")
         } else {
