@@ -85,6 +85,7 @@ requests! {
     "new_session" => NewSession,
     "set_model" => SetModel,
     "questions" => Questions,
+    "needs_you" => NeedsYou,
     "answer" => Answer,
     "cancel_question" => CancelQuestion,
     "stats" => Stats,
@@ -464,6 +465,8 @@ pub struct Response {
     pub events: Option<Vec<Event>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub questions: Option<Vec<Question>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_you: Option<Vec<NeedItem>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -258,6 +258,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What waits on you: open questions, approvals, failed, restarting and parked agents.
+    Needs {
+        #[arg(long)]
+        json: bool,
+    },
     /// Answer a question.
     Answer { id: i64, answer: String },
     /// Cancel a pending question.
@@ -696,6 +701,14 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 output::json_lines(&items)
             } else {
                 output::questions(&items)
+            }
+        }
+        Command::Needs { json } => {
+            let items = c.call(verb::NeedsYou {})?.needs_you.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::needs(&items)
             }
         }
         Command::Answer { id, answer } => ok(

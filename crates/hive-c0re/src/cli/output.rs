@@ -201,6 +201,27 @@ pub fn approvals(items: &[Approval]) {
 }
 
 /// The questions table.
+/// What waits on the operator (the dashboard's "needs you" strip).
+pub fn needs(items: &[hive_sh4re::host::NeedItem]) {
+    if items.is_empty() {
+        out!("nothing waits on you");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.kind.clone(),
+                i.agent.clone(),
+                i.id.map(|id| format!("#{id}")).unwrap_or_default(),
+                i.deadline.clone().unwrap_or_default(),
+                i.text.clone(),
+            ]
+        })
+        .collect();
+    table(&["KIND", "AGENT", "ID", "DEADLINE", "WHAT"], &body);
+}
+
 pub fn questions(items: &[Question]) {
     if items.is_empty() {
         out!("no questions");

@@ -85,6 +85,16 @@ impl Handle for verb::Questions {
     }
 }
 
+impl Handle for verb::NeedsYou {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
+            needs_you: Some(hive.needs_you()?.items),
+            ..Response::ok()
+        }
+        .into())
+    }
+}
+
 impl Handle for verb::Answer {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         hive.answer(self.id, &self.answer)?;

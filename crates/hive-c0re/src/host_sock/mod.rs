@@ -250,6 +250,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::RequestSpawn(r) => r.handle(hive).await,
         Request::RequestApplyCommit(r) => r.handle(hive).await,
         Request::Questions(r) => r.handle(hive).await,
+        Request::NeedsYou(r) => r.handle(hive).await,
         Request::Answer(r) => r.handle(hive).await,
         Request::CancelQuestion(r) => r.handle(hive).await,
         Request::Urls(r) => r.handle(hive).await,

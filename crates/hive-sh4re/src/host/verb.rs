@@ -163,6 +163,10 @@ pub struct RequestApplyCommit {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Questions {}
 
+/// `needs_you` *ours*: everything that waits on the operator, most urgent first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NeedsYou {}
+
 /// `answer` *ours*: answer an operator question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
