@@ -308,3 +308,41 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
         let _ = killpg(pid, Signal::SIGKILL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nspawns_255_says_what_it_means() {
+        use std::os::unix::process::ExitStatusExt;
+        let st = std::process::ExitStatus::from_raw(255 << 8);
+        assert_eq!(
+            describe_exit(st, RuntimeKind::Process),
+            "exited with status 255"
+        );
+        assert!(describe_exit(st, RuntimeKind::Nspawn).contains("killed by a signal"));
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(
+            describe_exit(killed, RuntimeKind::Nspawn),
+            "was killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn a_short_log_is_topped_up_from_the_rotated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("harness.log");
+        std::fs::write(harness_log::previous(&log), "one\ntwo\nthree\n").unwrap();
+        std::fs::write(&log, "four\n").unwrap();
+        assert_eq!(harness_tail(&log, 3), "two\nthree\nfour");
+        assert_eq!(harness_tail(&log, 1), "four");
+        // Just rotated: the current log is empty, the tail is the previous one's.
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(harness_tail(&log, 2), "two\nthree");
+        // A link where the previous log should be is not followed.
+        std::fs::remove_file(harness_log::previous(&log)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", harness_log::previous(&log)).unwrap();
+        assert_eq!(harness_tail(&log, 2), "");
+    }
+}
