@@ -174,7 +174,7 @@ pub struct AgentStatusRow {
     pub status_set_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// idle, thinking, compacting, napping, retrying, waiting (or stopped).
+    /// idle, thinking, compacting, napping, retrying, waiting, queued (or stopped).
     pub state: String,
     /// RFC 3339 UTC time the state was entered.
     pub state_since: String,
@@ -199,6 +199,9 @@ pub struct AgentStatusRow {
     /// RFC 3339 UTC end of a nap in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nap_until: Option<String>,
+    /// A `queued` agent's place in line for a turn slot (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
 }
 
 /// The hive-wide backoff while the model API fails for several agents: new

@@ -129,6 +129,7 @@ mod tests {
             runtime: "process".into(),
             isolated: false,
             nap_until: None,
+            queue_position: None,
         }
     }
 

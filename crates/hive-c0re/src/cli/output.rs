@@ -87,6 +87,9 @@ pub fn status(rows: &[AgentStatusRow]) {
             }
             let state = match &r.state_detail {
                 Some(d) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
+                None if r.queue_position.is_some() => {
+                    format!("{} {}", r.state, age(&r.state_since))
+                }
                 None => r.state.clone(),
             };
             vec![
