@@ -1,0 +1,293 @@
+//! A burst: N agents each get one message at once, with a turn limit; every
+//! agent must be answered with bounded memory, and `status` must stay quick.
+//! Real claude against the scripted model (`hive-model-sim`), on nspawn when
+//! this host can (root and systemd-nspawn), else the process runtime.
+//!
+//! `cargo build --release --workspace --bins && cargo bench -p hive-c0re --bench burst`
+//!
+//! Knobs: `BURST_AGENTS` (default 200), `BURST_LIMIT` (default 16),
+//! `BURST_UNLIMITED_AGENTS` (default 100: the same burst with no limit, for
+//! comparison; 0 skips it), `BURST_RUNTIME` (nspawn or process).
+//!
+//! Prints: agents answered, peak concurrent claude processes (sampled from
+//! /proc every 100 ms), peak host memory used (MemTotal - MemAvailable,
+//! above what was used before the burst too), turns per minute, p50/p99 wait
+//! in line (message sent to its turn's start, from the `turn_start` events),
+//! and `hive-c0re status` latency p50/p99 sampled during the burst.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Daemon, bin_dir, call, pct_ms};
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `hive-model-sim` with its built-in script (`ping` gets `pong`); killed on drop.
+struct Sim {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Sim {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("addr");
+        let child = Command::new(bin_dir().join("hive-model-sim"))
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("hive-model-sim is built");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            if let Ok(a) = std::fs::read_to_string(&port_file)
+                && !a.trim().is_empty()
+            {
+                break a.trim().to_owned();
+            }
+            assert!(Instant::now() < deadline, "hive-model-sim did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn claude_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tools/claude/node_modules/.bin/claude")
+        .canonicalize()
+        .expect("the claude CLI is installed (scripts/deps.sh)")
+}
+
+/// Claude processes running now: node processes running the claude CLI.
+fn claude_count() -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let first_two: Vec<&[u8]> = cmd.split(|b| *b == 0).take(2).collect();
+        if first_two
+            .iter()
+            .any(|a| a.ends_with(b"/claude") || a.ends_with(b"cli.js"))
+            && first_two.iter().any(|a| a.ends_with(b"node") || a.ends_with(b"claude"))
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// MemTotal - MemAvailable, in MiB.
+fn mem_used_mib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let field = |k: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("MemTotal:") - field("MemAvailable:")) / 1024
+}
+
+fn rows(sock: &Path) -> Vec<serde_json::Value> {
+    call(sock, r#"{"cmd":"agent_status"}"#)["agent_statuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn ts_ms(ts: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
+}
+
+fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
+    let label = match limit {
+        Some(l) => format!("{agents} agents, limit {l}"),
+        None => format!("{agents} agents, no limit"),
+    };
+    println!("== burst on {runtime}: {label}");
+    let sim = Sim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let base_url = format!("http://{}", sim.addr);
+    let claude = claude_bin().display().to_string();
+    // "No limit": more slots than agents.
+    let limit_s = limit.unwrap_or(agents + 2).to_string();
+    let d = Daemon::start(
+        dir.path(),
+        runtime,
+        &[
+            ("ANTHROPIC_BASE_URL", &base_url),
+            ("ANTHROPIC_API_KEY", "sk-bench"),
+            ("HIVE_CLAUDE_BIN", &claude),
+            ("HIVE_MAX_CONCURRENT_TURNS", &limit_s),
+        ],
+    );
+    let names: Vec<String> = (0..agents).map(|i| format!("b-{i}")).collect();
+    let t0 = Instant::now();
+    for n in &names {
+        let r = call(&d.sock, &format!(r#"{{"cmd":"spawn","name":"{n}"}}"#));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60 + 3 * agents as u64);
+    loop {
+        let up = rows(&d.sock)
+            .iter()
+            .filter(|r| r["running"] == true && r["state"] == "idle")
+            .count();
+        if up == agents {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{up} of {agents} agents came up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("  {agents} agents up in {:.0?}", t0.elapsed());
+    std::thread::sleep(Duration::from_secs(3));
+    let mem_before = mem_used_mib();
+
+    // Samplers: claude processes and memory every 100 ms, status latency every 250 ms.
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut peak_claude, mut peak_mem) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                peak_claude = peak_claude.max(claude_count());
+                peak_mem = peak_mem.max(mem_used_mib());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (peak_claude, peak_mem)
+        })
+    };
+    let status_sampler = {
+        let done = done.clone();
+        let sock = d.sock.clone();
+        std::thread::spawn(move || {
+            let mut lat = vec![];
+            while !done.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let v = call(&sock, r#"{"cmd":"agent_status"}"#);
+                lat.push(t.elapsed());
+                assert_eq!(v["ok"], true);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            lat
+        })
+    };
+
+    let sent_at = Instant::now();
+    let mut sent_ms = vec![];
+    for n in &names {
+        sent_ms.push(chrono::Utc::now().timestamp_millis());
+        let r = call(
+            &d.sock,
+            &format!(r#"{{"cmd":"send","to":"{n}","body":"ping"}}"#),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120 + 20 * agents as u64);
+    let mut answered = 0;
+    while answered < agents {
+        let r = call(
+            &d.sock,
+            r#"{"cmd":"recv","max":1000,"wait_ms":5000}"#,
+        );
+        answered += r["messages"].as_array().map(|m| m.len()).unwrap_or(0);
+        if Instant::now() > deadline {
+            println!("  gave up waiting: {answered} of {agents} answered");
+            break;
+        }
+    }
+    let took = sent_at.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (peak_claude, peak_mem) = sampler.join().unwrap();
+    let mut status_lat = status_sampler.join().unwrap();
+    status_lat.sort();
+
+    // Wait in line: each agent's message sent to its first turn's start.
+    let mut waits: Vec<Duration> = vec![];
+    for (n, sent) in names.iter().zip(&sent_ms) {
+        let ev = call(
+            &d.sock,
+            &format!(r#"{{"cmd":"events","agent":"{n}","limit":5000}}"#),
+        );
+        let started = ev["events"].as_array().and_then(|events| {
+            events
+                .iter()
+                .find(|e| e["kind"] == "turn_start")
+                .map(|e| ts_ms(e["ts"].as_str().unwrap_or_default()))
+        });
+        if let Some(s) = started {
+            waits.push(Duration::from_millis((s - sent).max(0) as u64));
+        }
+    }
+    waits.sort();
+    println!("  answered: {answered} of {agents} in {:.1?}", took);
+    println!("  peak concurrent claude processes: {peak_claude}");
+    println!(
+        "  peak host memory used: {peak_mem} MiB ({} MiB above the idle hive's {mem_before} MiB)",
+        peak_mem.saturating_sub(mem_before)
+    );
+    println!(
+        "  turns per minute: {:.1}",
+        answered as f64 / took.as_secs_f64() * 60.0
+    );
+    if !waits.is_empty() {
+        println!(
+            "  wait in line (message to turn start): p50 {:.0} ms, p99 {:.0} ms ({} agents)",
+            pct_ms(&waits, 0.5),
+            pct_ms(&waits, 0.99),
+            waits.len()
+        );
+    }
+    if !status_lat.is_empty() {
+        println!(
+            "  status during the burst: p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+            pct_ms(&status_lat, 0.5),
+            pct_ms(&status_lat, 0.99),
+            status_lat.len()
+        );
+    }
+}
+
+fn main() {
+    let agents = env_or("BURST_AGENTS", 200);
+    let limit = env_or("BURST_LIMIT", 16);
+    let unlimited = env_or("BURST_UNLIMITED_AGENTS", 100);
+    let runtime = std::env::var("BURST_RUNTIME")
+        .ok()
+        .unwrap_or_else(|| common::runtimes().last().copied().unwrap_or("process").to_owned());
+    burst(&runtime, agents, Some(limit));
+    if unlimited > 0 {
+        burst(&runtime, unlimited, None);
+    }
+}
