@@ -226,7 +226,10 @@ impl Job<'_> {
     async fn admit(&self, c: &mut Client) -> Result<bool, ClientError> {
         while !self.ended() {
             // hive-c0re answers early when the inbox is poked (a cancel among others).
-            if c.call(&AgentRequest::Admit { wait_ms: None }).await?.admitted {
+            if c.call(&AgentRequest::Admit { wait_ms: None })
+                .await?
+                .admitted
+            {
                 return Ok(true);
             }
         }

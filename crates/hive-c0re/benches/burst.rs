@@ -87,7 +87,10 @@ fn claude_count() -> usize {
     let mut n = 0;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -97,7 +100,9 @@ fn claude_count() -> usize {
         if first_two
             .iter()
             .any(|a| a.ends_with(b"/claude") || a.ends_with(b"cli.js"))
-            && first_two.iter().any(|a| a.ends_with(b"node") || a.ends_with(b"claude"))
+            && first_two
+                .iter()
+                .any(|a| a.ends_with(b"node") || a.ends_with(b"claude"))
         {
             n += 1;
         }
@@ -217,10 +222,7 @@ fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
     let deadline = Instant::now() + Duration::from_secs(120 + 20 * agents as u64);
     let mut answered = 0;
     while answered < agents {
-        let r = call(
-            &d.sock,
-            r#"{"cmd":"recv","max":1000,"wait_ms":5000}"#,
-        );
+        let r = call(&d.sock, r#"{"cmd":"recv","max":1000,"wait_ms":5000}"#);
         answered += r["messages"].as_array().map(|m| m.len()).unwrap_or(0);
         if Instant::now() > deadline {
             println!("  gave up waiting: {answered} of {agents} answered");
@@ -283,9 +285,13 @@ fn main() {
     let agents = env_or("BURST_AGENTS", 200);
     let limit = env_or("BURST_LIMIT", 16);
     let unlimited = env_or("BURST_UNLIMITED_AGENTS", 100);
-    let runtime = std::env::var("BURST_RUNTIME")
-        .ok()
-        .unwrap_or_else(|| common::runtimes().last().copied().unwrap_or("process").to_owned());
+    let runtime = std::env::var("BURST_RUNTIME").ok().unwrap_or_else(|| {
+        common::runtimes()
+            .last()
+            .copied()
+            .unwrap_or("process")
+            .to_owned()
+    });
     burst(&runtime, agents, Some(limit));
     if unlimited > 0 {
         burst(&runtime, unlimited, None);

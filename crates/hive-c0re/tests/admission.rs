@@ -104,8 +104,9 @@ fn turns_wait_in_line_by_their_oldest_message_and_the_manager_never_waits() {
         })
     });
     assert!(
-        hive.log()
-            .contains("at most 3 claude processes at once, one kept for the manager (--max-concurrent-turns)"),
+        hive.log().contains(
+            "at most 3 claude processes at once, one kept for the manager (--max-concurrent-turns)"
+        ),
         "the limit and where it came from, at start:\n{}",
         hive.log()
     );

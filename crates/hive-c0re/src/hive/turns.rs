@@ -99,6 +99,7 @@ impl Hive {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
+            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
             let oldest = match !row.paused && nap_left.is_none() {
                 true => self.oldest_unclaimed(name)?,
                 false => None,
@@ -109,7 +110,7 @@ impl Hive {
                     self.broker.publish(Change::Agent(name.to_string()));
                 }
                 if !self
-                    .wait_for_turn(&mut rx, &mut api, None, None, None, deadline)
+                    .wait_for_turn(&mut rx, &mut api, nap_end, None, None, deadline)
                     .await
                 {
                     return Ok(None);
@@ -118,7 +119,9 @@ impl Hive {
             };
             if ticket.as_ref().is_none_or(|t| t.key() != key) {
                 ticket = Some(self.admission.join(name, key));
-                self.broker.publish(Change::Agent(name.to_string()));
+                if !name.is_manager() {
+                    self.broker.publish(Change::Agent(name.to_string()));
+                }
             }
             let t = ticket.as_ref().expect("joined above");
             if t.may_go() {
@@ -138,6 +141,8 @@ impl Hive {
                                     }));
                                 }
                                 other => {
+                                    // Out of line with the slot dropped: joins again if still due.
+                                    ticket = None;
                                     self.api.unclaimed(name.as_str());
                                     other?;
                                 }
@@ -151,9 +156,15 @@ impl Hive {
                     }
                 }
             }
-            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
             if !self
-                .wait_for_turn(&mut rx, &mut api, nap_end, held_until, ticket.as_ref(), deadline)
+                .wait_for_turn(
+                    &mut rx,
+                    &mut api,
+                    nap_end,
+                    held_until,
+                    ticket.as_ref(),
+                    deadline,
+                )
                 .await
             {
                 return Ok(None);

@@ -260,7 +260,9 @@ impl Store {
                 "SELECT MIN(created_at), MIN(id), MAX(held_at IS NULL) FROM messages \
                  WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL",
             )?
-            .query_row(params![recipient], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            .query_row(params![recipient], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         Ok(match (at, id, wakes) {
             (Some(at), Some(id), Some(true)) => Some((at, id)),
             _ => None,
@@ -423,7 +425,10 @@ mod tests {
         assert_eq!(s.inbox_depth("alice"), 2, "nor are they delivered");
         s.send("operator", "alice", "three").unwrap();
         let (_, id) = s.oldest_unclaimed("alice").unwrap().unwrap();
-        assert_eq!(id, a, "a new message starts a turn that takes the held ones first");
+        assert_eq!(
+            id, a,
+            "a new message starts a turn that takes the held ones first"
+        );
     }
 
     #[test]
