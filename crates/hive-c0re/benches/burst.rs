@@ -12,9 +12,10 @@
 //! Prints: agents answered, peak concurrent claude processes (sampled from
 //! /proc every 100 ms), peak host memory used (MemTotal - MemAvailable,
 //! above what was used before the burst too), turns per minute, p50/p99 wait
-//! in line (message sent to its turn's start, from the `turn_start` events),
-//! and `hive-c0re status` latency p50/p99 sampled during the burst.
+//! in line (message sent to its agent first seen `thinking` in status, sampled
+//! every 100 ms), and `hive-c0re status` latency p50/p99 sampled during the burst.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -82,7 +83,8 @@ fn claude_bin() -> PathBuf {
         .expect("the claude CLI is installed (scripts/deps.sh)")
 }
 
-/// Claude processes running now: node processes running the claude CLI.
+/// Claude processes running now: those whose program is the claude CLI
+/// (`claude`, or the native `claude.exe` of the package), in any container.
 fn claude_count() -> usize {
     let mut n = 0;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -96,14 +98,9 @@ fn claude_count() -> usize {
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
-        let first_two: Vec<&[u8]> = cmd.split(|b| *b == 0).take(2).collect();
-        if first_two
-            .iter()
-            .any(|a| a.ends_with(b"/claude") || a.ends_with(b"cli.js"))
-            && first_two
-                .iter()
-                .any(|a| a.ends_with(b"node") || a.ends_with(b"claude"))
-        {
+        let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
+        let base = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        if base == b"claude" || base == b"claude.exe" {
             n += 1;
         }
     }
@@ -127,12 +124,6 @@ fn rows(sock: &Path) -> Vec<serde_json::Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-fn ts_ms(ts: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(ts)
-        .map(|t| t.timestamp_millis())
-        .unwrap_or(0)
 }
 
 fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
@@ -193,19 +184,29 @@ fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
             (peak_claude, peak_mem)
         })
     };
+    // Also when each agent is first seen running a turn (its wait in line ends).
     let status_sampler = {
         let done = done.clone();
         let sock = d.sock.clone();
         std::thread::spawn(move || {
             let mut lat = vec![];
+            let mut started: HashMap<String, i64> = HashMap::new();
             while !done.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let v = call(&sock, r#"{"cmd":"agent_status"}"#);
                 lat.push(t.elapsed());
                 assert_eq!(v["ok"], true);
-                std::thread::sleep(Duration::from_millis(250));
+                let now = chrono::Utc::now().timestamp_millis();
+                for r in v["agent_statuses"].as_array().into_iter().flatten() {
+                    if r["state"] == "thinking"
+                        && let Some(n) = r["name"].as_str()
+                    {
+                        started.entry(n.to_owned()).or_insert(now);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            lat
+            (lat, started)
         })
     };
 
@@ -232,26 +233,21 @@ fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
     let took = sent_at.elapsed();
     done.store(true, Ordering::Relaxed);
     let (peak_claude, peak_mem) = sampler.join().unwrap();
-    let mut status_lat = status_sampler.join().unwrap();
+    let (mut status_lat, started) = status_sampler.join().unwrap();
     status_lat.sort();
 
-    // Wait in line: each agent's message sent to its first turn's start.
-    let mut waits: Vec<Duration> = vec![];
-    for (n, sent) in names.iter().zip(&sent_ms) {
-        let ev = call(
-            &d.sock,
-            &format!(r#"{{"cmd":"events","agent":"{n}","limit":5000}}"#),
-        );
-        let started = ev["events"].as_array().and_then(|events| {
-            events
-                .iter()
-                .find(|e| e["kind"] == "turn_start")
-                .map(|e| ts_ms(e["ts"].as_str().unwrap_or_default()))
-        });
-        if let Some(s) = started {
-            waits.push(Duration::from_millis((s - sent).max(0) as u64));
-        }
-    }
+    // Wait in line: each agent's message sent to its turn first seen running
+    // (status sampled every 100 ms: that is the resolution).
+    let waits: Vec<Duration> = names
+        .iter()
+        .zip(&sent_ms)
+        .filter_map(|(n, sent)| {
+            started
+                .get(n)
+                .map(|s| Duration::from_millis((s - sent).max(0) as u64))
+        })
+        .collect();
+    let mut waits = waits;
     waits.sort();
     println!("  answered: {answered} of {agents} in {:.1?}", took);
     println!("  peak concurrent claude processes: {peak_claude}");
@@ -265,7 +261,7 @@ fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
     );
     if !waits.is_empty() {
         println!(
-            "  wait in line (message to turn start): p50 {:.0} ms, p99 {:.0} ms ({} agents)",
+            "  wait in line (message to thinking): p50 {:.0} ms, p99 {:.0} ms ({} agents)",
             pct_ms(&waits, 0.5),
             pct_ms(&waits, 0.99),
             waits.len()
