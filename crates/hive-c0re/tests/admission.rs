@@ -203,7 +203,7 @@ fn turns_wait_in_line_by_their_oldest_message_and_the_manager_never_waits() {
 }
 
 #[test]
-fn a_harness_killed_mid_turn_gives_its_slot_back() {
+fn a_harness_killed_mid_turn_gives_its_slot_back_and_a_compaction_needs_one() {
     if !common::e2e_ready() {
         return;
     }
@@ -228,6 +228,12 @@ fn a_harness_killed_mid_turn_gives_its_slot_back() {
     });
     fault(&sim, json!({"hang": true}));
     hive.ok(&["send", "alice", "ping"]);
+    hive.wait_for("alice at the model", 60, |_| hung(&sim) == 1);
+    // claude outside a turn (a compaction) needs a slot too: none is free.
+    let admit =
+        |wait_ms: u64| common::agent_call(&hive, "bob", json!({"op": "admit", "wait_ms": wait_ms}));
+    let r = admit(300);
+    assert_eq!((&r["ok"], r.get("admitted")), (&json!(true), None), "{r}");
     hive.ok(&["send", "bob", "ping"]);
     hive.wait_for("alice at the model, bob in line", 60, |h| {
         states(h, &workers)
@@ -242,6 +248,8 @@ fn a_harness_killed_mid_turn_gives_its_slot_back() {
     hive.wait_for("bob's turn at the model", 60, |h| {
         h.row("bob").unwrap()["state"] == "thinking" && hung(&sim) == 2
     });
+    // bob holds the agents' slot now; a second connection of his counts as him.
+    assert_eq!(admit(300)["admitted"], true);
     fault(&sim, json!({}));
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut from = BTreeSet::new();
