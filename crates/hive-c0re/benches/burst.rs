@@ -83,28 +83,51 @@ fn claude_bin() -> PathBuf {
         .expect("the claude CLI is installed (scripts/deps.sh)")
 }
 
-/// Claude processes running now: those whose program is the claude CLI
-/// (`claude`, or the native `claude.exe` of the package), in any container.
-fn claude_count() -> usize {
-    let mut n = 0;
+/// Claude processes the hive under test runs now: below the daemon `root`
+/// (its harnesses, in their containers), whose program is the claude CLI
+/// (`claude`, or the package's native `claude.exe`), not counting a claude's
+/// own children (other helpers' tests on this host run claude too).
+fn claude_count(root: u32) -> usize {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let mut is_claude: HashMap<u32, bool> = HashMap::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent is the 2nd field after the parenthesised command.
+        let Some(pp) = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
         else {
             continue;
         };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
+        parent.insert(pid, pp);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let argv0 = cmd.split(|b| *b == 0).next().unwrap_or_default();
         let base = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
-        if base == b"claude" || base == b"claude.exe" {
-            n += 1;
-        }
+        is_claude.insert(pid, base == b"claude" || base == b"claude.exe");
     }
-    n
+    let below_root = |mut p: u32| {
+        while let Some(&pp) = parent.get(&p) {
+            if pp == root {
+                return true;
+            }
+            p = pp;
+        }
+        false
+    };
+    is_claude
+        .iter()
+        .filter(|&(pid, &c)| {
+            c && !parent
+                .get(pid)
+                .is_some_and(|pp| is_claude.get(pp) == Some(&true))
+                && below_root(*pid)
+        })
+        .count()
 }
 
 /// MemTotal - MemAvailable, in MiB.
@@ -174,10 +197,11 @@ fn burst(runtime: &str, agents: usize, limit: Option<usize>) {
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let done = done.clone();
+        let root = d.pid();
         std::thread::spawn(move || {
             let (mut peak_claude, mut peak_mem) = (0, 0);
             while !done.load(Ordering::Relaxed) {
-                peak_claude = peak_claude.max(claude_count());
+                peak_claude = peak_claude.max(claude_count(root));
                 peak_mem = peak_mem.max(mem_used_mib());
                 std::thread::sleep(Duration::from_millis(100));
             }
