@@ -122,9 +122,9 @@ fn claude_count(root: u32) -> usize {
     is_claude
         .iter()
         .filter(|&(pid, &c)| {
-            c && !parent
+            c && parent
                 .get(pid)
-                .is_some_and(|pp| is_claude.get(pp) == Some(&true))
+                .is_none_or(|pp| is_claude.get(pp) != Some(&true))
                 && below_root(*pid)
         })
         .count()
