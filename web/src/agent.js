@@ -233,7 +233,7 @@ function showRow(r) {
   const sha = r.deployed_sha && h('span', { class: 'tag', title: 'deployed config' }, `⎇ ${r.deployed_sha}`);
   const rt = h('span', { class: 'tag', title: r.isolated ? 'user-namespaced container' : 'plain host process, not isolated' }, r.runtime);
   fill($('#flags'), hb, ...flags(r), sha, rt, r.status_text && h('span', { class: 'status-text' }, r.status_text));
-  $('#btn-cancel').hidden = !(r.running && (r.state === 'thinking' || r.state === 'compacting' || r.state === 'napping'));
+  $('#btn-cancel').hidden = !(r.running && (r.state === 'thinking' || r.state === 'compacting' || r.state === 'napping' || r.state === 'queued'));
   $('#btn-compact').hidden = !(r.running && r.state === 'idle');
   document.querySelector('[data-action=start]').disabled = r.running && !r.failed;
   document.querySelector('[data-action=stop]').disabled = !r.running;

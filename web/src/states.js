@@ -10,6 +10,7 @@ export const STATES = {
   waiting_on_you: { label: 'waiting on you', cls: 's-waiting-you', needsYou: true, rank: 2 },
   retrying: { label: 'retrying', cls: 's-retrying', needsYou: false, rank: 3 },
   waiting: { label: 'waiting', cls: 's-waiting', needsYou: false, rank: 4 },
+  queued: { label: 'queued', cls: 's-queued', needsYou: false, rank: 5 },
   thinking: { label: 'thinking', cls: 's-thinking', needsYou: false, rank: 5 },
   compacting: { label: 'compacting', cls: 's-compacting', needsYou: false, rank: 6 },
   napping: { label: 'napping', cls: 's-napping', needsYou: false, rank: 7 },

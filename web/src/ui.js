@@ -133,7 +133,7 @@ export function startClock() {
   }, 1000);
 }
 
-const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', stopped: '⏹', failed: '✖' };
+const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', queued: '⏳', stopped: '⏹', failed: '✖' };
 
 /** The one state a badge shows: failed > restarting > stopped > waiting on you > the turn-loop state (states.js). */
 export function stateOf(row) {
@@ -167,14 +167,16 @@ export function stateClock(row, state) {
 /**
  * `🧠 thinking · 12s` (the age of the state), `😴 napping · 04:59` (the nap's
  * countdown), `🔁 retrying · API 529 · 3/10 · 12s` or `⏳ waiting · retry in 38s`
- * (the model API's trouble), coloured by state.
+ * (the model API's trouble), `⏳ queued · 12s` (waiting for a turn slot since
+ * its oldest message came; its place in line in the title), coloured by state.
  */
 export function badge(row) {
   const state = stateOf(row);
   const detail = state === row.state ? row.state_detail : null;
   const when = stateClock(row, state);
   const about = state === 'retrying' && detail ? ` · ${detail}` : '';
-  return h('span', { class: `badge s-${state}`, dataset: { state }, title: detail ?? '' },
+  const title = state === 'queued' && row.queue_position ? `waiting for a turn slot: #${row.queue_position} in line` : detail ?? '';
+  return h('span', { class: `badge s-${state}`, dataset: { state }, title },
     h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${stateInfo(state).label}${about} · `, when);
 }
 

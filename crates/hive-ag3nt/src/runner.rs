@@ -51,6 +51,8 @@ struct Current {
     timed_out: bool,
     /// The hive told the job to give up after this API failure.
     gave_up: Option<(Option<u16>, String)>,
+    /// The job holds its turn's slot (`next_turn` gave it): its runs ask for none.
+    in_turn: bool,
 }
 
 /// The tool whose wait for the operator does not count against a turn's time limit.
@@ -151,6 +153,12 @@ impl Job<'_> {
         self.runner.lock().deadline = Some(Instant::now() + limit);
     }
 
+    /// Says whether the job runs inside a turn, whose slot `next_turn` gave
+    /// (until `turn_end`); outside one each run waits for a slot of its own.
+    pub fn in_turn(&self, yes: bool) {
+        self.runner.lock().in_turn = yes;
+    }
+
     /// True once the job ran over its time limit.
     pub fn timed_out(&self) -> bool {
         self.runner.lock().timed_out
@@ -196,10 +204,42 @@ impl Job<'_> {
         }
     }
 
+    /// Runs claude once: outside a turn, first waits for a turn slot
+    /// (`admit`; a cancel meanwhile ends the wait, and the run), and gives it
+    /// back after. Then as [`Job::run_admitted`].
+    pub async fn run(
+        &self,
+        c: &mut Client,
+        inv: &Invocation,
+        stream: Stream,
+        announce: &[AgentRequest],
+    ) -> Result<Run, ClientError> {
+        let admitted = !self.runner.lock().in_turn && self.admit(c).await?;
+        let out = self.run_admitted(c, inv, stream, announce).await?;
+        if admitted {
+            c.call(&AgentRequest::Release).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits for a turn slot until one is given (true) or the job ended (false).
+    async fn admit(&self, c: &mut Client) -> Result<bool, ClientError> {
+        while !self.ended() {
+            // hive-c0re answers early when the inbox is poked (a cancel among others).
+            if c.call(&AgentRequest::Admit { wait_ms: None })
+                .await?
+                .admitted
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs claude once: sends `announce` as soon as claude is starting (so
     /// the round trips overlap its start-up), then forwards every output line
     /// as an event until claude exited and its pipes are drained.
-    pub async fn run(
+    async fn run_admitted(
         &self,
         c: &mut Client,
         inv: &Invocation,

@@ -76,9 +76,12 @@ async fn turn_loop(h: &Harness, c: &mut Client, runner: &Runner) -> anyhow::Resu
             continue;
         };
         let job = runner.begin().await;
+        job.in_turn(true);
         let end = run_turn(h, c, &job, &msgs, cfg).await?;
         let outcome = end.outcome;
         let cfg = c.call(&end.request()).await?.config;
+        // The turn's slot went back with turn_end: notes compaction waits for one of its own.
+        job.in_turn(false);
         if let Some(reason) = &end.login {
             drop(job);
             park_for_login(h, c, reason).await?;

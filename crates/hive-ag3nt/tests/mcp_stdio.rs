@@ -167,6 +167,7 @@ fn row(name: &str) -> AgentStatusRow {
         crash_exit: None,
         crash_tail: None,
         question: None,
+        queue_position: None,
     }
 }
 

@@ -14,7 +14,9 @@ use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
 use hive_sh4re::{AgentName, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
+use crate::admission::Slot;
 use crate::agent_sock::{Accepted, Incoming};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::hive::turns::Claim;
 use crate::hive::{Hive, message_wire};
@@ -35,10 +37,18 @@ pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
 }
 
 /// Per-connection state: what this connection holds that must be given back.
+/// Dropping it (the harness went away) gives back the turn slots it holds.
 #[derive(Default)]
 struct Conn {
     /// The turn this connection began and has not ended.
     turn: Option<Claim>,
+    /// The turn slot of that turn.
+    turn_slot: Option<Slot>,
+    /// The slot `admit` gave, for claude outside a turn.
+    run_slot: Option<Slot>,
+    /// When this connection first asked `admit` for the slot it waits for (unix ms):
+    /// asking again after a long poll keeps its place in line.
+    admit_since: Option<i64>,
 }
 
 async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
@@ -106,6 +116,7 @@ async fn handle(
                 // The turn's config comes with its messages: one round trip less before claude starts.
                 Some(turn) => {
                     conn.turn = Some(turn.claim());
+                    conn.turn_slot = Some(turn.slot);
                     AgentResponse {
                         messages: Some(turn.messages.iter().map(message_wire).collect()),
                         config: Some(turn.config),
@@ -117,6 +128,27 @@ async fn handle(
                     ..AgentResponse::ok()
                 },
             }
+        }
+        AgentRequest::Admit { wait_ms } => {
+            if conn.run_slot.is_none() {
+                let wait = wait_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(MAX_POLL)
+                    .min(MAX_POLL);
+                let since = *conn.admit_since.get_or_insert_with(now_ms);
+                conn.run_slot = hive.run_slot(name, since, wait).await;
+            }
+            if conn.run_slot.is_some() {
+                conn.admit_since = None;
+            }
+            AgentResponse {
+                admitted: conn.run_slot.is_some(),
+                ..AgentResponse::ok()
+            }
+        }
+        AgentRequest::Release => {
+            conn.run_slot = None;
+            AgentResponse::ok()
         }
         AgentRequest::NeedsLogin { needed, reason } => {
             let reason = reason.map(|r| r.chars().take(300).collect());
@@ -145,6 +177,11 @@ async fn handle(
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {
+            if state == hive_sh4re::AgentState::Queued {
+                return Err(Error::refused(
+                    "`queued` is the hive's to show (an agent waiting for a turn slot), not a state to report",
+                ));
+            }
             hive.set_state(name, state, model.as_deref())?;
             AgentResponse::ok()
         }
@@ -184,6 +221,8 @@ async fn handle(
             let claim = conn.turn.take().ok_or_else(|| {
                 Error::refused("no turn to end: a turn begins with next_turn on this connection")
             })?;
+            // The slot goes back however the ending went.
+            let _slot = conn.turn_slot.take();
             let config = hive.end_turn(name, &claim, &stats, outcome, session.as_deref())?;
             AgentResponse {
                 config: Some(config),

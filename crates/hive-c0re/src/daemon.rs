@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub min_free_space: Option<u64>,
     /// The operator's webhooks and the dashboard's public URL.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Most claude processes at once, and which setting said so; None: from available memory.
+    pub max_concurrent_turns: Option<(usize, String)>,
 }
 
 /// Environment variables passed from the daemon to every harness.
@@ -136,6 +138,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let mut settings = settings(opts.min_free_space)?;
     settings.turn_timeout = opts.turn_timeout;
     settings.webhooks = opts.webhooks.clone();
+    settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -296,7 +299,40 @@ fn settings(min_free_space: Option<u64>) -> Result<Settings> {
         min_free_space,
         turn_timeout: DEFAULT_TURN_TIMEOUT,
         webhooks: Default::default(),
+        max_concurrent_turns: crate::admission::MIN_LIMIT,
     })
+}
+
+/// The turn limit in force: the one a setting gave, else one derived from
+/// the memory available now; says which, in the log, at start.
+fn turn_limit(set: Option<(usize, String)>) -> usize {
+    let (limit, from) = match set {
+        Some((n, from)) => (n, from),
+        None => {
+            let avail = mem_available();
+            let limit = crate::admission::default_limit(avail.unwrap_or(0));
+            let from = match avail {
+                Some(b) => format!(
+                    "default: {} MiB of memory available / {} MiB per turn, at least {}",
+                    b >> 20,
+                    crate::admission::MEM_PER_TURN >> 20,
+                    crate::admission::MIN_LIMIT
+                ),
+                None => "default: /proc/meminfo unreadable, the least".to_owned(),
+            };
+            (limit, from)
+        }
+    };
+    tracing::info!("at most {limit} claude processes at once, one kept for the manager ({from})");
+    limit
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The first `name` in the directories of `path` (a PATH value).

@@ -96,6 +96,8 @@ pub struct Settings {
     pub turn_timeout: Duration,
     /// The operator's webhooks (`[[webhooks]]` in `hive.toml`) and the dashboard's public URL.
     pub webhooks: crate::webhooks::Webhooks,
+    /// Most claude processes the hive runs at once (see `admission`).
+    pub max_concurrent_turns: usize,
 }
 
 /// The hive's turn time limit unless `serve --turn-timeout` sets another.
@@ -129,6 +131,8 @@ pub struct Hive {
     redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
     /// Bumped when a notification is queued: wakes every webhook's delivery task.
     webhook_wake: tokio::sync::watch::Sender<u64>,
+    /// The turn slots and the line of agents waiting for one.
+    admission: Arc<crate::admission::Admission>,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -145,6 +149,7 @@ impl Hive {
     ) -> Arc<Self> {
         let space = Space::new(&paths.state, paths.space_reserve(), settings.min_free_space);
         Arc::new(Self {
+            admission: crate::admission::Admission::new(settings.max_concurrent_turns),
             space,
             naps: Default::default(),
             store,
@@ -197,6 +202,7 @@ impl Hive {
             min_free_space: None,
             turn_timeout: DEFAULT_TURN_TIMEOUT,
             webhooks: Default::default(),
+            max_concurrent_turns: 16,
         };
         let uids = crate::runtime::UidRanges::new(
             None,

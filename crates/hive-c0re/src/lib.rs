@@ -4,6 +4,7 @@
 //! [`runtime`], and serves host.sock ([`host_sock`]), one agent.sock per agent
 //! ([`agent_sock`], served by [`agent_conn`]) and the dashboard. Every other verb is a client of host.sock.
 
+pub mod admission;
 pub mod agent_conn;
 pub mod agent_sock;
 pub mod api_health;

@@ -131,6 +131,16 @@ pub struct ServeArgs {
     /// webhooks' links are absolute with it, dashboard paths without.
     #[arg(long, env = "HIVE_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    /// Most claude processes (turns, compactions) the hive runs at once; the
+    /// other agents wait in line, and one slot is kept for the manager (at least 2).
+    /// Default: one per 400 MiB of available memory, at least 2.
+    #[arg(
+        long,
+        env = "HIVE_MAX_CONCURRENT_TURNS",
+        value_name = "N",
+        value_parser = parse_turn_limit
+    )]
+    pub max_concurrent_turns: Option<usize>,
 }
 
 /// The key of `hive.toml` that holds the webhooks: a list of tables, not a flag.
@@ -146,6 +156,17 @@ fn parse_public_url(text: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A turn limit: a whole number of at least [`crate::admission::MIN_LIMIT`].
+fn parse_turn_limit(text: &str) -> std::result::Result<usize, String> {
+    let min = crate::admission::MIN_LIMIT;
+    match text.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!(
+            "{text} is not a turn limit: give a whole number of at least {min} (one slot is kept for the manager)"
+        )),
+    }
 }
 
 /// A turn time limit in seconds, as `agent.toml`'s `turn_timeout` takes it.
@@ -502,6 +523,18 @@ impl Resolved {
                 hooks: self.webhooks.clone(),
                 public_url: a.public_url.clone(),
             },
+            max_concurrent_turns: a.max_concurrent_turns.map(|n| {
+                let from = match self.origin("max_concurrent_turns") {
+                    Origin::Flag => "--max-concurrent-turns".to_owned(),
+                    Origin::Env(name) => name,
+                    Origin::File => format!(
+                        "max_concurrent_turns in {}",
+                        self.file.as_deref().unwrap_or(Path::new("?")).display()
+                    ),
+                    Origin::Default => "default".to_owned(),
+                };
+                (n, from)
+            }),
         }
     }
 }
@@ -599,6 +632,7 @@ mod tests {
             ("runtime = \"docker\"", "key `runtime`"),
             ("uid_base = 70000", "not a multiple of 65536"),
             ("uid_base = 0", "key `uid_base`"),
+            ("max_concurrent_turns = 1", "at least 2"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),

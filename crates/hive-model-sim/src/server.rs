@@ -47,6 +47,8 @@ pub struct AppState {
     seen: AtomicU64,
     failed: AtomicU64,
     hung: AtomicU64,
+    /// Bumped whenever the fault changes: a hanging request goes on once healed.
+    fault_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// How the Messages API fails, as a test asks: an HTTP error, or no answer at all.
@@ -55,7 +57,8 @@ pub struct Fault {
     /// Answer with this HTTP status and an Anthropic error body.
     #[serde(default)]
     pub status: Option<u16>,
-    /// Never answer (the connection stays open).
+    /// Answer nothing while the fault holds (the connection stays open); a
+    /// request left hanging is answered as usual once the fault is healed.
     #[serde(default)]
     pub hang: bool,
 }
@@ -94,6 +97,7 @@ impl AppState {
             seen: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             hung: AtomicU64::new(0),
+            fault_changed: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -181,6 +185,8 @@ async fn messages(
     body: Bytes,
 ) -> Response {
     state.seen.fetch_add(1, Ordering::Relaxed);
+    // Before the fault is read, so a heal right after is not missed.
+    let mut changed = state.fault_changed.subscribe();
     let fault = state
         .fault
         .read()
@@ -196,7 +202,16 @@ async fn messages(
             None if f.hang => {
                 state.hung.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("POST {}: left hanging as told", uri.path());
-                return std::future::pending().await;
+                let hangs = || {
+                    let f = state.fault.read().unwrap_or_else(|p| p.into_inner());
+                    f.as_ref().is_some_and(|f| f.hang)
+                };
+                while hangs() {
+                    if changed.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                tracing::info!("POST {}: the hang is healed, answering", uri.path());
             }
             None => {}
         }
@@ -381,6 +396,7 @@ async fn set_fault(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
     let fault = (fault.status.is_some() || fault.hang).then_some(fault);
     tracing::info!(?fault, "fault set");
     *state.fault.write().unwrap_or_else(|p| p.into_inner()) = fault;
+    state.fault_changed.send_modify(|n| *n += 1);
     fault_counts(State(state)).await
 }
 
@@ -605,6 +621,19 @@ mod tests {
         .await;
         assert!(hung.is_err(), "answered a hanging request");
         assert_eq!(state.hung.load(Ordering::Relaxed), 1);
+        // One left hanging is answered once the fault is healed.
+        let pending = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app, "POST", "/v1/messages", &hello_request(false)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!pending.is_finished(), "answered while the hang holds");
+        call(&app, "POST", "/_sim/fault", "{}").await;
+        let (status, _) = tokio::time::timeout(Duration::from_secs(5), pending)
+            .await
+            .expect("answered once healed")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -27,6 +27,15 @@ pub enum AgentRequest {
         #[serde(default)]
         wait_ms: Option<u64>,
     },
+    /// About to run claude outside a turn (`/compact`, notes compaction): wait
+    /// up to `wait_ms` for a turn slot; the answer's `admitted` says one was
+    /// given. The connection holds it until `release`, or until it closes.
+    Admit {
+        #[serde(default)]
+        wait_ms: Option<u64>,
+    },
+    /// Gives back the slot `admit` gave this connection.
+    Release,
     /// Report whether the agent lacks usable claude credentials, and why
     /// (the model API's refusal, when it rejected the ones it has).
     NeedsLogin {
@@ -236,6 +245,9 @@ pub struct AgentResponse {
     /// `api_retry`: end the turn now, the hive holds turns while the API fails.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub give_up: bool,
+    /// `admit`: a turn slot is this connection's until `release`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admitted: bool,
 }
 
 impl AgentResponse {

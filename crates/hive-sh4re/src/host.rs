@@ -175,7 +175,7 @@ pub struct AgentStatusRow {
     pub status_set_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// idle, thinking, compacting, napping, retrying, waiting (or stopped).
+    /// idle, thinking, compacting, napping, retrying, waiting, queued (or stopped).
     pub state: String,
     /// RFC 3339 UTC time the state was entered.
     pub state_since: String,
@@ -216,6 +216,9 @@ pub struct AgentStatusRow {
     /// The open operator question the agent waits on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub question: Option<i64>,
+    /// A `queued` agent's place in line for a turn slot (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
 }
 
 fn is_zero(n: &u32) -> bool {

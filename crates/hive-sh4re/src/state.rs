@@ -19,6 +19,9 @@ pub enum AgentState {
     Retrying,
     /// A turn failed; the harness waits before trying its messages again.
     Waiting,
+    /// Messages wait, and so does the agent: for a turn slot (`--max-concurrent-turns`).
+    /// Shown only; never stored.
+    Queued,
 }
 
 impl AgentState {
@@ -31,6 +34,7 @@ impl AgentState {
             Self::Napping => "napping",
             Self::Retrying => "retrying",
             Self::Waiting => "waiting",
+            Self::Queued => "queued",
         }
     }
 

@@ -70,6 +70,9 @@ fn agent_line(r: &AgentStatusRow) -> String {
     if let Some(until) = &r.nap_until {
         let _ = write!(line, ", napping until {until}");
     }
+    if let Some(at) = r.queue_position {
+        let _ = write!(line, ", #{at} in line for a turn slot");
+    }
     let _ = write!(line, ", model {}, inbox {}", r.active_model, r.inbox_depth);
     match r
         .status_text
@@ -134,6 +137,7 @@ mod tests {
             crash_exit: None,
             crash_tail: None,
             question: None,
+            queue_position: None,
         }
     }
 
@@ -161,6 +165,20 @@ mod tests {
             "carol: idle since 2026-01-01T10:00:00Z, stopped, napping until 2026-01-01T11:00:00Z"
         ));
         assert!(lines[4].contains("`operator`"));
+    }
+
+    #[test]
+    fn a_queued_agent_says_since_when_and_its_place_in_line() {
+        let mut a = row("alice");
+        a.state = "queued".into();
+        a.queue_position = Some(2);
+        assert!(
+            agent_line(&a).starts_with(
+                "alice: queued since 2026-01-01T10:00:00Z, running, #2 in line for a turn slot,"
+            ),
+            "{}",
+            agent_line(&a)
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             min_free_space: None,
             turn_timeout: hive_c0re::hive::DEFAULT_TURN_TIMEOUT,
             webhooks: Default::default(),
+            max_concurrent_turns: 16,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(

@@ -89,6 +89,9 @@ pub fn status(rows: &[AgentStatusRow]) {
                 // Its turn is blocked on the operator, not on the model.
                 (_, Some(q)) if r.state == "thinking" => format!("waiting on you · question #{q}"),
                 (Some(d), _) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
+                (None, _) if r.queue_position.is_some() => {
+                    format!("{} {}", r.state, age(&r.state_since))
+                }
                 (None, _) => r.state.clone(),
             };
             vec![

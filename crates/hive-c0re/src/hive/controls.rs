@@ -50,16 +50,28 @@ impl Hive {
         self.model_info(name)
     }
 
-    /// Cancels the agent's running turn, or its nap; refused when it has neither.
+    /// Cancels the agent's running turn, its nap, or its place in line for a
+    /// turn slot; refused when it has none of them. A queued agent leaves the
+    /// line without a turn: its messages stay, held, undelivered, for a new
+    /// message to start the next turn (as a cancelled turn's do).
     pub fn cancel(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
         let napping = row.nap_until.is_some();
         let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
-        if !napping && !in_turn {
+        let queued = self.admission.queued(name.as_str()).is_some();
+        if !napping && !in_turn && !queued {
             return Err(Error::refused(format!(
-                "{name} has no turn running and is not napping ({}): there is nothing to cancel",
+                "{name} has no turn running and is not napping or queued ({}): there is nothing to cancel",
                 row.state.as_str()
             )));
+        }
+        if queued {
+            self.store.hold_unclaimed(name.as_str())?;
+            // Wakes its wait in line, which finds nothing to do; a compaction waiting
+            // for a slot has a job the harness cancels.
+            self.broker.poke(name.as_str());
+            self.broker.push_control(name.as_str(), Control::Cancel);
+            self.broker.publish(Change::Agent(name.to_string()));
         }
         if napping {
             self.store.set_nap_until(name.as_str(), None)?;

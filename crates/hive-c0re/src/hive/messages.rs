@@ -145,9 +145,10 @@ impl Hive {
         self.store.inbox_depth(mailbox.as_str())
     }
 
-    /// True when a message waits for the agent that is neither claimed nor held.
-    pub(super) fn has_unclaimed(&self, agent: &AgentName) -> Result<bool> {
-        Ok(self.store.has_unclaimed(agent.as_str())?)
+    /// When a message waits for the agent that is neither claimed nor held:
+    /// the arrival and id of its oldest unclaimed message (its place in the turn queue).
+    pub(super) fn oldest_unclaimed(&self, agent: &AgentName) -> Result<Option<(i64, i64)>> {
+        Ok(self.store.oldest_unclaimed(agent.as_str())?)
     }
 
     /// Claims up to `max` waiting messages of the agent for a turn, held ones included.

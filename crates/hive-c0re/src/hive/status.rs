@@ -192,6 +192,16 @@ impl Hive {
                 retry_at: Some(next),
             });
         }
+        // In line for a turn slot: its age is its oldest waiting message's, the line's order.
+        let queued = self
+            .admission
+            .queued(&a.name)
+            .filter(|_| state == AgentState::Idle);
+        let mut state_since = a.state_since;
+        if let Some((since, _)) = queued {
+            state = AgentState::Queued;
+            state_since = since;
+        }
         let state_detail = trouble.as_ref().map(|t| match t.retry_at {
             Some(at) => {
                 let left = ((at - now_ms()).max(0) + 999) / 1000;
@@ -225,7 +235,7 @@ impl Hive {
             } else {
                 "stopped".to_owned()
             },
-            state_since: rfc3339(a.state_since),
+            state_since: rfc3339(state_since),
             state_detail: state_detail.filter(|_| running),
             retry_at: trouble
                 .and_then(|t| t.retry_at)
@@ -246,6 +256,9 @@ impl Hive {
                 .open_question_of(&a.name, now_ms())
                 .ok()
                 .flatten(),
+            queue_position: queued
+                .filter(|_| running)
+                .map(|(_, at)| at.try_into().unwrap_or(u32::MAX)),
         }
     }
 

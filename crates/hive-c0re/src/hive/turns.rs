@@ -10,6 +10,7 @@ use hive_sh4re::agent::{EffectiveConfig, ExitClass, TurnOutcome, TurnStats};
 use hive_sh4re::event::{Payload, TurnEnd};
 use hive_sh4re::{AgentName, AgentState};
 
+use crate::admission::{Slot, Ticket};
 use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::now_ms;
@@ -20,11 +21,21 @@ use crate::store::MessageRow;
 /// Most messages one turn takes from the inbox.
 const TURN_BATCH: u32 = 100;
 
-/// A turn that has begun: its messages and the config it runs with.
+/// A turn that has begun: its messages, the config it runs with, and its
+/// turn slot (given back when dropped).
 #[derive(Debug)]
 pub struct Turn {
     pub messages: Vec<MessageRow>,
     pub config: EffectiveConfig,
+    pub slot: Slot,
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a running turn holds, for `end_turn` to settle.
@@ -71,10 +82,13 @@ impl Hive {
     }
 
     /// Waits up to `wait` until the agent may take a turn (not paused, not
-    /// napping, not held by the hive-wide API backoff) and a message that is
-    /// neither claimed nor held waits; then claims its inbox, held messages included.
+    /// napping, admitted to a turn slot, not held by the hive-wide API backoff)
+    /// and a message that is neither claimed nor held waits; then claims its
+    /// inbox, held messages included. While it waits for a slot the agent is
+    /// in line (`queued`), placed by its oldest unclaimed message.
     pub async fn next_turn(&self, name: &AgentName, wait: Duration) -> Result<Option<Turn>> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut ticket: Option<Ticket> = None;
         loop {
             let mut rx = self.broker.watch_inbox(name.as_str());
             let mut api = self.api.watch();
@@ -85,39 +99,129 @@ impl Hive {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
-            if !row.paused && nap_left.is_none() && self.has_unclaimed(name)? {
+            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
+            let oldest = match !row.paused && nap_left.is_none() {
+                true => self.oldest_unclaimed(name)?,
+                false => None,
+            };
+            let Some(key) = oldest else {
+                // Paused, napping, cancelled or nothing to do: out of line, if it was in.
+                if ticket.take().is_some() {
+                    self.broker.publish(Change::Agent(name.to_string()));
+                }
+                if !self
+                    .wait_for_turn(&mut rx, &mut api, nap_end, None, None, deadline)
+                    .await
+                {
+                    return Ok(None);
+                }
+                continue;
+            };
+            if ticket.as_ref().is_none_or(|t| t.key() != key) {
+                ticket = Some(self.admission.join(name, key));
+                if !name.is_manager() {
+                    self.broker.publish(Change::Agent(name.to_string()));
+                }
+            }
+            let t = ticket.as_ref().expect("joined above");
+            if t.may_go() {
                 match self.api.gate(name.as_str()) {
-                    Gate::Go => {
-                        // No turn without a readable config: its messages wait for one, unclaimed.
-                        let claimed = self
-                            .effective_config(name)
-                            .and_then(|config| Ok((self.claim(name, TURN_BATCH)?, config)));
-                        match claimed {
-                            Ok((messages, config)) if !messages.is_empty() => {
-                                return Ok(Some(Turn { messages, config }));
-                            }
-                            other => {
-                                self.api.unclaimed(name.as_str());
-                                other?;
+                    Gate::Go => match t.admit() {
+                        Some(slot) => {
+                            // No turn without a readable config: its messages wait for one, unclaimed.
+                            let claimed = self
+                                .effective_config(name)
+                                .and_then(|config| Ok((self.claim(name, TURN_BATCH)?, config)));
+                            match claimed {
+                                Ok((messages, config)) if !messages.is_empty() => {
+                                    return Ok(Some(Turn {
+                                        messages,
+                                        config,
+                                        slot,
+                                    }));
+                                }
+                                other => {
+                                    // Out of line with the slot dropped: joins again if still due.
+                                    ticket = None;
+                                    self.api.unclaimed(name.as_str());
+                                    other?;
+                                }
                             }
                         }
-                    }
+                        None => self.api.unclaimed(name.as_str()),
+                    },
                     Gate::Until(t) => {
                         let left = Duration::from_millis((t - now_ms()).max(0) as u64);
                         held_until = Some(tokio::time::Instant::now() + left);
                     }
                 }
             }
-            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return Ok(None) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                _ = async { match nap_end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-                _ = async { match held_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-                _ = api.changed() => {}
-                _ = self.shutdown.cancelled() => return Ok(None),
+            if !self
+                .wait_for_turn(
+                    &mut rx,
+                    &mut api,
+                    nap_end,
+                    held_until,
+                    ticket.as_ref(),
+                    deadline,
+                )
+                .await
+            {
+                return Ok(None);
             }
         }
+    }
+
+    /// Waits for whatever may let `next_turn` go on: a message or a pause
+    /// lifted (the inbox is poked), a nap's end, the API backoff, a turn slot.
+    /// False when `next_turn` waits no longer: its time is up, or the hive stops.
+    async fn wait_for_turn(
+        &self,
+        rx: &mut tokio::sync::watch::Receiver<u64>,
+        api: &mut tokio::sync::watch::Receiver<u64>,
+        nap_end: Option<tokio::time::Instant>,
+        held_until: Option<tokio::time::Instant>,
+        ticket: Option<&Ticket>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return false },
+            _ = tokio::time::sleep_until(deadline) => return false,
+            _ = sleep_until(nap_end) => {}
+            _ = sleep_until(held_until) => {}
+            _ = api.changed() => {}
+            _ = async { match ticket { Some(t) => t.notified().await, None => std::future::pending().await } } => {}
+            _ = self.shutdown.cancelled() => return false,
+        }
+        true
+    }
+
+    /// Waits up to `wait` for a turn slot for claude outside a turn (`/compact`,
+    /// notes compaction), in line from `since` (unix ms: when the harness first
+    /// asked); None when the time is up, the hive stops, or the agent's inbox
+    /// is poked (a cancel among others: the harness looks whether it still wants one).
+    pub async fn run_slot(&self, name: &AgentName, since: i64, wait: Duration) -> Option<Slot> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = self.broker.watch_inbox(name.as_str());
+        // After every message that arrived in the same millisecond.
+        let ticket = self.admission.join(name, (since, i64::MAX));
+        self.broker.publish(Change::Agent(name.to_string()));
+        loop {
+            if let Some(slot) = ticket.admit() {
+                return Some(slot);
+            }
+            tokio::select! {
+                _ = ticket.notified() => {}
+                _ = rx.changed() => return None,
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = self.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// The turn slots: the limit, who runs, who waits.
+    pub fn admission(&self) -> &crate::admission::Admission {
+        &self.admission
     }
 
     /// Ends a turn: settles its messages, records its figures (with the inbox

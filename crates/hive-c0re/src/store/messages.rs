@@ -243,13 +243,41 @@ impl Store {
 
     /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
     pub fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
+        Ok(self.oldest_unclaimed(recipient)?.is_some())
+    }
+
+    /// When `recipient` has a message that may start a turn (nobody claimed
+    /// it, it is not held): the arrival (unix ms) and id of its oldest
+    /// unclaimed message, held ones included, as the turn would take them.
+    pub fn oldest_unclaimed(&self, recipient: &str) -> Result<Option<(i64, i64)>> {
         let g = self.lock();
         if g.depth.get(recipient).copied().unwrap_or(0) == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(g.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND held_at IS NULL)")?
-            .query_row(params![recipient], |r| r.get(0))?)
+        let (at, id, wakes): (Option<i64>, Option<i64>, Option<bool>) = g
+            .conn
+            .prepare_cached(
+                "SELECT MIN(created_at), MIN(id), MAX(held_at IS NULL) FROM messages \
+                 WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL",
+            )?
+            .query_row(params![recipient], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(match (at, id, wakes) {
+            (Some(at), Some(id), Some(true)) => Some((at, id)),
+            _ => None,
+        })
+    }
+
+    /// Holds every unclaimed message of `recipient` (the operator cancelled a
+    /// queued turn): they wait, undelivered, for a new message to start the next.
+    pub fn hold_unclaimed(&self, recipient: &str) -> Result<usize> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE messages SET held_at = ?1 WHERE recipient = ?2 AND delivered_at IS NULL \
+             AND claimed_at IS NULL AND held_at IS NULL",
+            params![now_ms(), recipient],
+        )?)
     }
 
     /// Every mailbox's messages with id < `before`, newest first (the feed).
@@ -406,6 +434,29 @@ mod tests {
         assert!(
             s.has_unclaimed("alice").unwrap(),
             "a released message is not held"
+        );
+    }
+
+    #[test]
+    fn the_oldest_unclaimed_message_places_a_queued_turn_and_a_cancel_holds_them() {
+        let s = Store::in_memory().unwrap();
+        assert_eq!(s.oldest_unclaimed("alice").unwrap(), None);
+        let a = s.send("operator", "alice", "one").unwrap();
+        s.send("operator", "alice", "two").unwrap();
+        let (_, id) = s.oldest_unclaimed("alice").unwrap().unwrap();
+        assert_eq!(id, a);
+        assert_eq!(s.hold_unclaimed("alice").unwrap(), 2);
+        assert_eq!(
+            s.oldest_unclaimed("alice").unwrap(),
+            None,
+            "held messages start no turn"
+        );
+        assert_eq!(s.inbox_depth("alice"), 2, "nor are they delivered");
+        s.send("operator", "alice", "three").unwrap();
+        let (_, id) = s.oldest_unclaimed("alice").unwrap().unwrap();
+        assert_eq!(
+            id, a,
+            "a new message starts a turn that takes the held ones first"
         );
     }
 
