@@ -253,6 +253,23 @@ impl Repo {
         })
     }
 
+    /// How many commits `to` has that `from` has not (`git rev-list --count from..to`);
+    /// both are full shas this repo gave.
+    pub fn commits_between(&self, from: &str, to: &str) -> Result<u64> {
+        for sha in [from, to] {
+            if sha.is_empty() || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::refused(format!("{sha:?} is not a full commit sha")));
+            }
+        }
+        let out = self.git(&["rev-list", "--count", &format!("{from}..{to}"), "--"])?;
+        out.trim().parse().map_err(|_| {
+            Error::refused(format!(
+                "git rev-list in {} printed {out:?}, not a count",
+                self.path.display()
+            ))
+        })
+    }
+
     /// The exact text of `agent.toml` at commit `sha`, from the object store.
     pub fn config_at(&self, sha: &str) -> Result<String> {
         self.git(&["cat-file", "blob", &format!("{sha}:{CONFIG_FILE}")])

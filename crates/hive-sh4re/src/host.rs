@@ -233,6 +233,17 @@ pub struct Approval {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the operator should know before deciding a pending approval
+    /// (worked out when it is shown; none for a decided one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ApprovalWarning>,
+}
+
+/// Something that concerns a pending approval, as a kind and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalWarning {
+    pub kind: ApprovalWarningKind,
+    pub message: String,
 }
 
 /// Declares a wire enum of names that also keeps a name it does not know
@@ -292,6 +303,18 @@ named! {
 }
 
 named! {
+    /// What an approval warning is about.
+    ApprovalWarningKind {
+        /// The config repo has commits past the requested one.
+        RepoMoved = "repo_moved",
+        /// The request changes `model`, and the operator's model override masks it.
+        ModelOverride = "model_override",
+        /// Another pending approval asks the same thing.
+        Duplicate = "duplicate",
+    }
+}
+
+named! {
     /// Where an approval stands.
     ApprovalStatus {
         /// Waiting for the operator.
@@ -330,6 +353,10 @@ pub struct Message {
     pub body: String,
     /// RFC 3339 UTC.
     pub sent_at: String,
+    /// The dashboard's lists only: true while the recipient has not acknowledged
+    /// it (waiting, or claimed by a turn that has not ended), false once read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<bool>,
 }
 
 /// One row of an agent's event history.

@@ -572,7 +572,11 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
-            output::approvals(&items.into_iter().filter(|a| a.id == id).collect::<Vec<_>>());
+            let items: Vec<_> = items.into_iter().filter(|a| a.id == id).collect();
+            output::approvals(&items);
+            for w in items.iter().flat_map(|a| &a.warnings) {
+                out!("warning: {}", w.message);
+            }
             out!("\n{}", diff.trim_end_matches('\n'));
         }
         Command::Approvals { show: None, json } => {
