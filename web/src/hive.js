@@ -208,7 +208,7 @@ function updateCard(card, a) {
   const list = card.querySelector('.warnings');
   if (list.dataset.key !== key) {
     list.dataset.key = key;
-    fill(list, ...warnings.map((w) => h('li', { class: `warning w-${w.kind}`, dataset: { kind: w.kind } }, h('span', { class: 'icon i-warn', 'aria-hidden': 'true' }), w.message)));
+    fill(list, ...warnings.map((w) => h('li', { class: `warning w-${w.kind}`, dataset: { kind: w.kind } }, icon('warn'), ' ', w.message)));
   }
   list.hidden = warnings.length === 0;
 }

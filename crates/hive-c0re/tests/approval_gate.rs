@@ -223,7 +223,7 @@ fn warnings(hive: &TestHive, id: &str) -> Vec<(String, String)> {
     let a = out
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|a| a["id"].to_string() == id)
+        .find(|a| a["id"].as_i64().map(|n| n.to_string()).as_deref() == Some(id))
         .unwrap_or_else(|| panic!("no approval #{id} in {out}"));
     a["warnings"]
         .as_array()
