@@ -78,6 +78,8 @@ requests! {
     "init_config" => InitConfig,
     "request_spawn" => RequestSpawn,
     "request_apply_commit" => RequestApplyCommit,
+    "config_show" => ConfigShow,
+    "config_commit" => ConfigCommit,
     "events" => Events,
     "cancel" => Cancel,
     "compact" => Compact,
@@ -432,6 +434,12 @@ pub struct Response {
     /// `secret_list`: names and scopes, never values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<SecretRow>>,
+    /// `config_show`: `agent.toml` at the head of the agent's config repo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// `config_show`: that head; `config_commit`: the new commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
 }
 
 /// A stored secret as `secret_list` shows it: never its value.

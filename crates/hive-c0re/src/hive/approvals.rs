@@ -74,6 +74,54 @@ impl Hive {
         Ok(self.paths.config_repo(name))
     }
 
+    /// `agent.toml` at the head of `name`'s config repo, and that head.
+    pub async fn config_show(self: &Arc<Self>, name: &AgentName) -> Result<(String, String)> {
+        let repo = self.paths.config_repo(name);
+        let n = name.clone();
+        crate::blocking::run(&format!("reading {name}'s config repo"), move || {
+            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            let sha = r.head()?;
+            let text = r.config_at(&sha)?;
+            Ok((sha, text))
+        })
+        .await
+    }
+
+    /// The operator's edit: commits `text` as `name`'s `agent.toml` on top of
+    /// its repo's head and returns the commit. It deploys nothing: request
+    /// and approve it as any config change. See [`Repo::commit_config`].
+    pub async fn config_commit(
+        self: &Arc<Self>,
+        name: &AgentName,
+        text: &str,
+        message: Option<&str>,
+    ) -> Result<String> {
+        AgentConfig::from_toml(text).map_err(|e| {
+            Error::refused(format!(
+                "the edited agent.toml is not a valid config, nothing was committed: {e}"
+            ))
+        })?;
+        if text.len() > config_repo::MAX_CONFIG_BYTES {
+            return Err(Error::refused(format!(
+                "the edited agent.toml is over {} bytes: make it smaller",
+                config_repo::MAX_CONFIG_BYTES
+            )));
+        }
+        let message = message
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or("operator: edit agent.toml")
+            .to_owned();
+        let repo = self.paths.config_repo(name);
+        let (n, text) = (name.clone(), text.to_owned());
+        let sha = crate::blocking::run(&format!("committing to {name}'s config repo"), move || {
+            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            r.commit_config(&text, &message)
+        })
+        .await?;
+        // needs_update and the approvals' warnings read the new head at the next poll.
+        Ok(sha)
+    }
+
     /// Where the manager finds an agent's config repo: its container binds
     /// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
     pub fn repo_as_the_manager_sees_it(&self, name: &AgentName) -> String {
@@ -490,6 +538,13 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
         .context_radius(3)
         .header("deployed/agent.toml", "requested/agent.toml")
         .to_string()
+}
+
+fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
+    Error::refused(format!(
+        "{name} has no config repo at {}: make one with hive-c0re init-config {name}",
+        repo.display()
+    ))
 }
 
 fn no_such_approval(id: i64) -> Error {
