@@ -275,7 +275,10 @@ function showTurn() {
   fill($('#last-turn'), ...(facts.length ? facts : [h('dt', {}, '—'), h('dd', {}, 'no turn yet')]));
 }
 
+let inboxShown = 0; // how many times the list was filled: a reload answered after a fresher list is dropped
+
 function showInbox(messages) {
+  inboxShown++;
   fill($('#inbox'), ...(messages.length ? [...messages].reverse().map((m) => messageItem(m, NAME, { labels: true })) : [h('li', { class: 'empty' }, 'No messages yet.')]));
 }
 
@@ -383,7 +386,10 @@ live(NAME, {
   agent: (r) => {
     if (r.name !== NAME) return;
     // A turn that read its messages changes the depth, not the list: relabel what is pending.
-    if (row && r.inbox_depth !== row.inbox_depth) api.messages(NAME).then(showInbox, () => {});
+    if (row && r.inbox_depth !== row.inbox_depth) {
+      const seen = inboxShown;
+      api.messages(NAME).then((m) => seen === inboxShown && showInbox(m), () => {});
+    }
     showRow(r);
     loadSchedules();
     loadSecrets();
