@@ -53,13 +53,14 @@ async function commit(edit, message) {
 const requestCommit = async (sha, description) => (await hive.cli('request-apply-commit', 'alice', sha, '--description', description)).match(/#(\d+)/)[1];
 
 test('what the operator is doing on a card survives a new approval arriving, and the card warns of what matters', async () => {
-  await hive.cli('model', 'alice', 'opus');
   const sha = await commit((t) => t.replace('model = "haiku"', 'model = "sonnet"'), 'sonnet');
   const first = await requestCommit(sha, 'alice on sonnet');
   const card = page.locator(`.approval[data-id="${first}"]`);
   await card.waitFor();
   await until(async () => /\+model = "sonnet"/.test(await card.locator('pre.diff').innerText()), 'the diff to load');
-  // The override masks the model change: the card says so from the start.
+  assert.equal(await card.locator('li.warning').count(), 0, 'nothing to warn of yet');
+  // An override set now masks the model change: the card says so, live.
+  await hive.cli('model', 'alice', 'opus');
   await card.locator('li.warning[data-kind=model_override]', { hasText: 'override opus masks it' }).waitFor();
 
   // The operator: folds and opens the diff again and scrolls in it, types a reason, arms Deny.
