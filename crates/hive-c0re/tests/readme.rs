@@ -131,6 +131,16 @@ fn every_readme_command_runs_as_written_on_a_demo_hive() {
 
     let mut failed = Vec::new();
     for line in &lines {
+        // As an operator reads what came back before typing on: no agent is
+        // mid-turn (a loaded machine makes turns slow; `compact` wants idle).
+        hive.wait_for("every agent to be idle", 120, |h| {
+            h.ok(&["status", "--json"]).lines().all(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                row.get("name").is_none()
+                    || row["running"] != true
+                    || matches!(row["state"].as_str(), Some("idle" | "napping"))
+            })
+        });
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(&line.text)
