@@ -97,6 +97,9 @@ requests! {
     "secret_set" => SecretSet,
     "secret_list" => SecretList,
     "secret_rm" => SecretRm,
+    "notifications" => Notifications,
+    "notifications_read" => NotificationsRead,
+    "webhooks" => Webhooks,
 }
 
 impl Request {
@@ -440,6 +443,15 @@ pub struct Response {
     /// `config_show`: that head; `config_commit`: the new commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha: Option<String>,
+    /// `notifications`: newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<crate::notification::Notification>>,
+    /// `notifications`, `notifications_read`: unread notifications left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    /// `webhooks`: each configured webhook's delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<crate::notification::WebhookStatus>>,
 }
 
 /// A stored secret as `secret_list` shows it: never its value.

@@ -10,6 +10,7 @@ mod approvals;
 mod conns;
 mod control;
 mod messages;
+mod notifications;
 mod secrets;
 mod shell;
 
@@ -267,6 +268,9 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::SecretSet(r) => r.handle(hive).await,
         Request::SecretList(r) => r.handle(hive).await,
         Request::SecretRm(r) => r.handle(hive).await,
+        Request::Notifications(r) => r.handle(hive).await,
+        Request::NotificationsRead(r) => r.handle(hive).await,
+        Request::Webhooks(r) => r.handle(hive).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {
