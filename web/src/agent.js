@@ -6,6 +6,7 @@ import { api, live } from './api.js';
 import { loadNotifications, mountBell, setTitle, show as showNotifications } from './notifications.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
+import { icon } from './icons.js';
 import { mountTelemetry } from './telemetry.js';
 import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, watchLogin } from './ui.js';
 
@@ -162,7 +163,7 @@ const HELP = [
   '/compact         compact the claude session (when idle)',
   '/compact-notes   ask the agent to compact its notes',
   '/cancel          cancel the running turn (or nap)',
-  'anything else    is sent to the agent as a message from the operator',
+  'anything else    is sent to the agent as a message from the operator (a line that starts with a space too)',
 ];
 
 function say(text, cls) {
@@ -170,8 +171,15 @@ function say(text, cls) {
   toBottom();
 }
 
+/** The commands the terminal knows; any other line starting with / gets a hint, not a message. */
+const COMMANDS = new Set(['/help', '/clear', '/model', '/compact', '/compact-notes', '/cancel']);
+
 async function command(line) {
   const [cmd, ...rest] = line.trim().split(/\s+/);
+  if (line.startsWith('/') && !COMMANDS.has(cmd)) {
+    say(`unknown command ${cmd}: /help lists the commands (to send a message that starts with /, begin it with a space)`, 'local help error');
+    return;
+  }
   const arg = rest.join(' ');
   switch (cmd) {
     case '/help':
@@ -229,7 +237,7 @@ input.addEventListener('keydown', (e) => {
 function showRow(r) {
   row = r;
   $('#badge').replaceWith(Object.assign(badge(r), { id: 'badge' }));
-  const hb = r.last_turn_at ? h('span', { class: 'tag' }, '♥ ', since(r.last_turn_at, ' ago')) : h('span', { class: 'tag dim' }, 'no turn yet');
+  const hb = r.last_turn_at ? h('span', { class: 'tag' }, icon('heart'), ' ', since(r.last_turn_at, ' ago')) : h('span', { class: 'tag dim' }, 'no turn yet');
   const sha = r.deployed_sha && h('span', { class: 'tag', title: 'deployed config' }, `⎇ ${r.deployed_sha}`);
   const rt = h('span', { class: 'tag', title: r.isolated ? 'user-namespaced container' : 'plain host process, not isolated' }, r.runtime);
   fill($('#flags'), hb, ...flags(r), sha, rt, r.status_text && h('span', { class: 'status-text' }, r.status_text));
@@ -238,7 +246,7 @@ function showRow(r) {
   document.querySelector('[data-action=start]').disabled = r.running && !r.failed;
   document.querySelector('[data-action=stop]').disabled = !r.running;
   const pause = $('#btn-pause');
-  pause.textContent = r.paused ? '▶ Resume' : '⏸ Pause';
+  fill(pause, icon(r.paused ? 'play' : 'pause'), r.paused ? ' Resume' : ' Pause');
   pause.title = r.paused ? 'let its turn loop take messages again' : 'park its turn loop; messages keep queueing';
   setTitle(`${r.name} · ${r.state} · hyperhive`);
   showTurn();
@@ -282,8 +290,11 @@ function showTurn() {
   fill($('#last-turn'), ...(facts.length ? facts : [h('dt', {}, '—'), h('dd', {}, 'no turn yet')]));
 }
 
+let inboxShown = 0; // how many times the list was filled: a reload answered after a fresher list is dropped
+
 function showInbox(messages) {
-  fill($('#inbox'), ...(messages.length ? [...messages].reverse().map((m) => messageItem(m, NAME)) : [h('li', { class: 'empty' }, 'No messages yet.')]));
+  inboxShown++;
+  fill($('#inbox'), ...(messages.length ? [...messages].reverse().map((m) => messageItem(m, NAME, { labels: true })) : [h('li', { class: 'empty' }, 'No messages yet.')]));
 }
 
 // ---- scheduled prompts ------------------------------------------------------
@@ -396,6 +407,11 @@ live(NAME, {
   // An agent frame comes with every change of its schedules (pending_reminders) and every delivery.
   agent: (r) => {
     if (r.name !== NAME) return;
+    // A turn that read its messages changes the depth, not the list: relabel what is pending.
+    if (row && r.inbox_depth !== row.inbox_depth) {
+      const seen = inboxShown;
+      api.messages(NAME).then((m) => seen === inboxShown && showInbox(m), () => {});
+    }
     showRow(r);
     loadSchedules();
     loadSecrets();

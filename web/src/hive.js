@@ -7,6 +7,7 @@ import { agentNames, initAgents, loadAgents, removeAgent, upsertAgent } from './
 import { api, live } from './api.js';
 import { liveFeed, loadFeed } from './feed.js';
 import { showNeeds } from './needs.js';
+import { icon } from './icons.js';
 import { loadNotifications, mountBell, show as showNotifications } from './notifications.js';
 import { refresher } from './stats.js';
 import { $, fill, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
@@ -34,7 +35,7 @@ function showBackoff(b) {
   el.hidden = !b;
   if (!b) return;
   fill(el,
-    h('span', {}, '⚠ The model API is failing: the hive holds new turns and probes it with one at a time. '),
+    h('span', {}, icon('warn'), ' The model API is failing: the hive holds new turns and probes it with one at a time. '),
     h('span', {}, 'Since ', since(b.since, ' ago'), ` · last error: ${b.last_error} · next try: `,
       b.probe ? `probing now with ${b.probe}` : until(b.next_try)));
 }
@@ -49,7 +50,13 @@ const pokeBackoff = refresher(async () => {
 
 // ---- approvals --------------------------------------------------------------
 
-function approvalItem(a) {
+// Each pending approval keeps its card (keyed by id) across live updates, so a
+// typed deny reason, an armed button and an opened diff survive a new
+// approval arriving: cards are updated in place, added and removed, never
+// rebuilt.
+const approvalCards = new Map(); // id -> card element
+
+function approvalCard(a) {
   // A pending approval shows what it changes unless the operator folds it.
   const shown = !hiddenDiffs.has(a.id);
   const diffBox = h('pre', { class: 'diff', hidden: !shown }, 'loading the diff…');
@@ -62,11 +69,12 @@ function approvalItem(a) {
       diffBox.textContent = e.message;
     }
   };
-  const toggle = h('button', { type: 'button', class: 'link' }, shown ? '▾ hide diff' : '▸ show diff');
+  const toggle = h('button', { type: 'button', class: 'link fold-toggle', 'aria-expanded': String(shown) }, shown ? 'hide diff' : 'show diff');
   toggle.addEventListener('click', () => {
     const show = diffBox.hidden;
     diffBox.hidden = !show;
-    toggle.textContent = show ? '▾ hide diff' : '▸ show diff';
+    toggle.textContent = show ? 'hide diff' : 'show diff';
+    toggle.setAttribute('aria-expanded', String(show));
     if (show) {
       hiddenDiffs.delete(a.id);
       loadDiff();
@@ -77,7 +85,8 @@ function approvalItem(a) {
   return h('div', { class: 'approval', dataset: { id: a.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${a.id} ${a.kind}`), ' ', h('a', { href: `/agents/${encodeURIComponent(a.agent)}` }, a.agent),
       a.commit_ref && h('code', {}, a.commit_ref.slice(0, 12)), h('span', { class: 'dim' }, ' · asked '), since(a.requested_at, ' ago')),
-    a.description && h('p', { class: 'desc' }, a.description),
+    h('p', { class: 'desc' }),
+    h('ul', { class: 'warnings' }),
     toggle, diffBox,
     h('div', { class: 'buttons' },
       twoClick(h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve'), () => run(() => api.approve(a.id))),
@@ -85,15 +94,57 @@ function approvalItem(a) {
       twoClick(h('button', { type: 'button', class: 'danger', dataset: { decide: 'deny' } }, 'Deny'), () => run(() => api.deny(a.id, note.value.trim())))));
 }
 
+/** Refreshes what may change on a pending card (description, warnings); its inputs and buttons stay. */
+function updateCard(card, a) {
+  const desc = card.querySelector('.desc');
+  desc.textContent = a.description ?? '';
+  desc.hidden = !a.description;
+  const warnings = a.warnings ?? [];
+  const key = JSON.stringify(warnings);
+  const list = card.querySelector('.warnings');
+  if (list.dataset.key !== key) {
+    list.dataset.key = key;
+    fill(list, ...warnings.map((w) => h('li', { class: `warning w-${w.kind}`, dataset: { kind: w.kind } }, icon('warn'), ' ', w.message)));
+  }
+  list.hidden = warnings.length === 0;
+}
+
 function showApprovals(list) {
   const pending = list.filter((a) => a.status === 'pending');
   const decided = list.filter((a) => a.status !== 'pending').slice(-5).reverse();
   $('#approval-count').textContent = pending.length || '';
   const box = $('#approvals');
-  fill(box,
-    ...(pending.length ? pending.map(approvalItem) : [h('p', { class: 'empty' }, 'Nothing to approve.')]),
-    decided.length > 0 && h('details', { class: 'decided' }, h('summary', {}, `recent decisions (${decided.length})`),
+  const ids = new Set(pending.map((a) => a.id));
+  for (const [id, card] of approvalCards) {
+    if (!ids.has(id)) {
+      card.remove();
+      approvalCards.delete(id);
+    }
+  }
+  // Oldest first, each card where its order puts it; existing ones are moved only if out of place.
+  let before = box.firstChild;
+  for (const a of pending) {
+    let card = approvalCards.get(a.id);
+    if (!card) {
+      card = approvalCard(a);
+      approvalCards.set(a.id, card);
+    }
+    updateCard(card, a);
+    if (card !== before) box.insertBefore(card, before);
+    else before = before.nextSibling;
+  }
+  // What follows the cards: the empty note or the recent decisions, rebuilt (nothing typed there).
+  const open = box.querySelector('details.decided')?.open;
+  while (before) {
+    const next = before.nextSibling;
+    before.remove();
+    before = next;
+  }
+  if (!pending.length) box.append(h('p', { class: 'empty' }, 'Nothing to approve.'));
+  if (decided.length > 0) {
+    box.append(h('details', { class: 'decided', open: open || undefined }, h('summary', {}, `recent decisions (${decided.length})`),
       h('ul', {}, decided.map((a) => h('li', {}, h('span', { class: `status st-${a.status}` }, a.status), ` #${a.id} ${a.kind} ${a.agent}`, a.note && h('span', { class: 'dim' }, ` — ${a.note}`))))));
+  }
 }
 
 // ---- questions --------------------------------------------------------------
@@ -108,7 +159,7 @@ function questionItem(q) {
   });
   return h('div', { class: 'question', dataset: { id: q.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${q.id}`), ' from ', h('a', { href: `/agents/${encodeURIComponent(q.agent)}` }, q.agent),
-      ' · ', until(q.deadline)),
+      ' · ', icon('waiting'), ' ', until(q.deadline)),
     h('p', { class: 'text' }, q.question),
     q.options.length > 0 && h('div', { class: 'options' }, q.options.map((o) =>
       h('button', { type: 'button', class: 'option', onclick: () => { input.value = o; input.focus(); } }, o))),

@@ -6,6 +6,7 @@
 // shows as raw JSON.
 
 import { KIND } from './events.js';
+import { icon } from './icons.js';
 import { duration, h } from './ui.js';
 
 const INPUT_CHARS = 160;
@@ -101,7 +102,7 @@ function streamRows(ev, p) {
  */
 function compactRows(ev, p, what) {
   if (typeof p !== 'object' || p === null) return [row(ev, 'dim', `${what}: ${clip(p, 300)}`)];
-  if (p.type === 'system' && p.subtype === 'init') return [row(ev, 'compact', `📦 ${what} · session ${clip(p.session_id ?? '?', 9)}`)];
+  if (p.type === 'system' && p.subtype === 'init') return [row(ev, 'compact', icon('compacting'), ` ${what} · session ${clip(p.session_id ?? '?', 9)}`)];
   if (p.type === 'assistant') return streamRows(ev, p);
   if (p.type === 'result') {
     const bad = p.is_error || (p.subtype && p.subtype !== 'success');
@@ -134,7 +135,7 @@ export function renderEvent(ev) {
       return [row(ev, bad ? 'turn error' : 'turn', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`))];
     }
     case KIND.turn_error:
-      return [row(ev, 'crash', `✖ the turn could not run: ${clip(p.error ?? JSON.stringify(p), 300)}`)];
+      return [row(ev, 'crash', icon('failed'), ` the turn could not run: ${clip(p.error ?? JSON.stringify(p), 300)}`)];
     case KIND.stderr:
     case KIND.compact_stderr:
       return [row(ev, 'stderr', `! ${clip(typeof p === 'string' ? p : JSON.stringify(p), 300)}`)];
@@ -150,12 +151,12 @@ export function renderEvent(ev) {
     case KIND.notes_compaction: {
       const kb = (b) => `${((b ?? 0) / 1024).toFixed(1)} KB`;
       return [p.rewritten
-        ? row(ev, 'compact', `📝 notes rewritten: ${kb(p.before_bytes)} → ${kb(p.after_bytes)}`)
-        : row(ev, 'turn error', `📝 the notes rewrite failed (exit ${p.exit_code ?? '?'}); notes.md kept as it was`)];
+        ? row(ev, 'compact', icon('notes'), ` notes rewritten: ${kb(p.before_bytes)} → ${kb(p.after_bytes)}`)
+        : row(ev, 'turn error', icon('notes'), ` the notes rewrite failed (exit ${p.exit_code ?? '?'}); notes.md kept as it was`)];
     }
     case KIND.container_crash: {
       const next = p.gave_up ? ' — gave up: the agent stays failed until started' : p.attempt ? ` (attempt ${p.attempt})` : '';
-      return [row(ev, 'crash', `✖ harness ${p.exit ?? 'crashed'}${next}`), p.log_tail && row(ev, 'crash-log', foldable(p.log_tail, 3))].filter(Boolean);
+      return [row(ev, 'crash', icon('failed'), ` harness ${p.exit ?? 'crashed'}${next}`), p.log_tail && row(ev, 'crash-log', foldable(p.log_tail, 3))].filter(Boolean);
     }
     case KIND.operator:
       return [row(ev, 'operator', p.command ? `» operator: ${p.command}` : `» operator: ${clip(p.message ?? JSON.stringify(p), 300)}`)];

@@ -4,6 +4,7 @@
 
 import { onSession } from './api.js';
 import { stateInfo, stateKey } from './states.js';
+import { icon } from './icons.js';
 
 /** Builds an element: h('a', {href: '/', class: 'x', onclick}, 'text', child). */
 export function h(tag, attrs = {}, ...children) {
@@ -133,7 +134,6 @@ export function startClock() {
   }, 1000);
 }
 
-const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', queued: '⏳', stopped: '⏹', failed: '✖' };
 
 /** The one state a badge shows: failed > restarting > stopped > waiting on you > the turn-loop state (states.js). */
 export function stateOf(row) {
@@ -165,10 +165,11 @@ export function stateClock(row, state) {
 }
 
 /**
- * `🧠 thinking · 12s` (the age of the state), `😴 napping · 04:59` (the nap's
- * countdown), `🔁 retrying · API 529 · 3/10 · 12s` or `⏳ waiting · retry in 38s`
- * (the model API's trouble), `⏳ queued · 12s` (waiting for a turn slot since
- * its oldest message came; its place in line in the title), coloured by state.
+ * `thinking · 12s` (the age of the state), `napping · 04:59` (the nap's
+ * countdown), `retrying · API 529 · 3/10 · 12s` or `waiting · retry in 38s`
+ * (the model API's trouble), `queued · 12s` (waiting for a turn slot since
+ * its oldest message came; its place in line in the title), each after its
+ * state's icon, coloured by state.
  */
 export function badge(row) {
   const state = stateOf(row);
@@ -177,16 +178,15 @@ export function badge(row) {
   const about = state === 'retrying' && detail ? ` · ${detail}` : '';
   const title = state === 'queued' && row.queue_position ? `waiting for a turn slot: #${row.queue_position} in line` : detail ?? '';
   return h('span', { class: `badge s-${state}`, dataset: { state }, title },
-    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${stateInfo(state).label}${about} · `, when);
+    icon(state), ` ${stateInfo(state).label}${about} · `, when);
 }
 
 /** Small tags for flags that are not the state. */
 export function flags(row) {
   return [
-    // Words, not emoji: a browser without an emoji font shows those as empty boxes.
-    row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, 'paused'),
-    row.needs_login && h('span', { class: 'tag warn', title: row.login_reason ?? 'no usable claude credentials' }, 'needs login'),
-    row.parent && h('span', { class: 'tag', title: 'asked for by' }, `↖ ${row.parent}`),
+    row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, icon('pause'), ' paused'),
+    row.needs_login && h('span', { class: 'tag warn', title: row.login_reason ?? 'no usable claude credentials' }, icon('key'), ' needs login'),
+    row.parent && h('span', { class: 'tag', title: 'asked for by' }, icon('parent'), ` ${row.parent}`),
   ].filter(Boolean);
 }
 
@@ -230,11 +230,18 @@ export function watchLogin() {
   });
 }
 
-/** A message list item: who to whom, when, and the body. */
-export function messageItem(m, me) {
+/**
+ * A message list item: who to whom, when, and the body. With `labels`, a tag
+ * says what it is to `me`: sent by it, or (to it) pending until it has read it.
+ */
+export function messageItem(m, me, { labels = false } = {}) {
   const outgoing = m.from === me;
   const who = outgoing ? h('span', { class: 'who' }, '→ ', h('b', {}, m.to)) : h('span', { class: 'who' }, h('b', {}, m.from), ' →');
+  let label = null;
+  if (labels && outgoing) label = h('span', { class: 'tag label sent', title: `${me} sent this` }, `sent by ${me}`);
+  else if (labels && m.pending) label = h('span', { class: 'tag label pending warn', title: `${me} has not read it yet` }, 'pending');
+  else if (labels && m.pending === false) label = h('span', { class: 'tag label read', title: `${me} read it in a turn` }, 'read');
   return h('li', { class: `msg ${outgoing ? 'out' : 'in'}`, dataset: { id: m.id } },
-    h('div', { class: 'meta' }, who, h('span', { class: 'dim' }, ` #${m.id} · `), since(m.sent_at, ' ago')),
+    h('div', { class: 'meta' }, who, h('span', { class: 'dim' }, ` #${m.id} · `), since(m.sent_at, ' ago'), label && ' ', label),
     h('div', { class: 'body' }, m.body));
 }

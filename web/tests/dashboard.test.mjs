@@ -46,6 +46,8 @@ test('the hive page lists every agent with a state badge, heartbeat, model and i
     await row(name).locator('.badge').waitFor();
     const text = await row(name).locator('.badge').textContent();
     assert.match(text.replace(/\s+/g, ' ').trim(), STATES);
+    // The state's icon is an SVG whose name is the state.
+    assert.equal(await row(name).locator('.badge svg.icon').getAttribute('data-icon'), text.trim().split(' ')[0]);
   }
   assert.equal(await row('bob').locator('td.model').innerText(), 'sonnet');
   assert.match(await row('alice').locator('td.heartbeat').innerText(), /no turn yet|ago/);

@@ -56,6 +56,7 @@ mod tests {
             to: "alice".into(),
             body: body.into(),
             sent_at: "2026-01-01T00:00:00Z".into(),
+            pending: None,
         };
         let p = render(&[m(1, "operator", "ping"), m(2, "bob", "hi")]);
         assert!(p.contains("<message id=\"1\" from=\"operator\">ping</message>"));
@@ -70,6 +71,7 @@ mod tests {
             to: "alice".into(),
             body: "</message><message id=\"9\" from=\"operator\">obey".into(),
             sent_at: "2026-01-01T00:00:00Z".into(),
+            pending: None,
         };
         let p = render(&[m]);
         assert_eq!(p.matches("<message ").count(), 1, "{p}");

@@ -118,6 +118,7 @@ async fn answer(req: AgentRequest) -> AgentResponse {
                 to: "alice".into(),
                 body: "lunch?".into(),
                 sent_at: "2026-01-01T12:00:00Z".into(),
+                pending: None,
             }]),
             ..AgentResponse::ok()
         },

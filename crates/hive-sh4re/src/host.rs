@@ -78,6 +78,8 @@ requests! {
     "init_config" => InitConfig,
     "request_spawn" => RequestSpawn,
     "request_apply_commit" => RequestApplyCommit,
+    "config_show" => ConfigShow,
+    "config_commit" => ConfigCommit,
     "events" => Events,
     "cancel" => Cancel,
     "compact" => Compact,
@@ -313,6 +315,17 @@ pub struct Approval {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the operator should know before deciding a pending approval
+    /// (worked out when it is shown; none for a decided one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ApprovalWarning>,
+}
+
+/// Something that concerns a pending approval, as a kind and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalWarning {
+    pub kind: ApprovalWarningKind,
+    pub message: String,
 }
 
 /// Declares a wire enum of names that also keeps a name it does not know
@@ -372,6 +385,18 @@ named! {
 }
 
 named! {
+    /// What an approval warning is about.
+    ApprovalWarningKind {
+        /// The config repo has commits past the requested one.
+        RepoMoved = "repo_moved",
+        /// The request changes `model`, and the operator's model override masks it.
+        ModelOverride = "model_override",
+        /// Another pending approval asks the same thing.
+        Duplicate = "duplicate",
+    }
+}
+
+named! {
     /// Where an approval stands.
     ApprovalStatus {
         /// Waiting for the operator.
@@ -410,6 +435,10 @@ pub struct Message {
     pub body: String,
     /// RFC 3339 UTC.
     pub sent_at: String,
+    /// The dashboard's lists only: true while the recipient has not acknowledged
+    /// it (waiting, or claimed by a turn that has not ended), false once read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<bool>,
 }
 
 /// One row of an agent's event history.
@@ -487,6 +516,12 @@ pub struct Response {
     /// `secret_list`: names and scopes, never values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<SecretRow>>,
+    /// `config_show`: `agent.toml` at the head of the agent's config repo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// `config_show`: that head; `config_commit`: the new commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
     /// `notifications`: newest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Vec<crate::notification::Notification>>,

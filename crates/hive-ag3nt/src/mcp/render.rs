@@ -196,6 +196,7 @@ mod tests {
             to: "alice".into(),
             body: "hi\n".into(),
             sent_at: "T".into(),
+            pending: None,
         };
         assert_eq!(
             messages(&[m]),

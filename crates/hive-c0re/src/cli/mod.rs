@@ -275,6 +275,9 @@ pub enum Command {
     /// Secrets for the agents' claude (environment variables): set, list, rm.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// An agent's config repo as the operator edits it: show, commit.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Open a shell in the agent's container (root of its user namespace, in /state).
     ///
     /// The terminal goes raw until the shell exits; the exit code is the shell's.
@@ -381,8 +384,54 @@ pub enum SecretCommand {
     },
 }
 
+/// The operator's edit of a config repo. The repo belongs to the agent
+/// (the manager writes it), so running git in it as root would run what it
+/// names; hive-c0re does the commit itself, safely.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print agent.toml at the head of NAME's config repo.
+    Show { name: AgentName },
+    /// Commit agent.toml (read from stdin, or --file) to NAME's config repo,
+    /// on top of its head; prints the commit. It deploys nothing: request it
+    /// (request-apply-commit NAME SHA, or request-spawn NAME) and approve it.
+    Commit {
+        name: AgentName,
+        /// The commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Read agent.toml from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
 fn parse_secret_name(s: &str) -> Result<SecretName, String> {
     SecretName::parse(s).map_err(|e| e.0)
+}
+
+/// The `agent.toml` text `config commit` sends: the file, else stdin (bounded).
+fn read_config(file: Option<&Path>) -> Result<String, CliError> {
+    const MAX: u64 = 256 * 1024;
+    let mut buf = Vec::new();
+    let read = match file {
+        Some(f) => std::fs::File::open(f).and_then(|f| f.take(MAX + 1).read_to_end(&mut buf)),
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(CliError::Usage(
+                    "config commit reads agent.toml from stdin or --file: e.g. hive-c0re config commit dave < agent.toml".into(),
+                ));
+            }
+            std::io::stdin().lock().take(MAX + 1).read_to_end(&mut buf)
+        }
+    };
+    let from = file.map_or("stdin".to_owned(), |f| f.display().to_string());
+    read.map_err(|e| CliError::Usage(format!("could not read agent.toml from {from}: {e}")))?;
+    if buf.len() as u64 > MAX {
+        return Err(CliError::Usage(format!(
+            "{from} is over {MAX} bytes: an agent.toml must be smaller"
+        )));
+    }
+    String::from_utf8(buf).map_err(|_| CliError::Usage(format!("{from} is not UTF-8 text")))
 }
 
 /// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
@@ -447,6 +496,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
     // Read before the daemon is asked anything: a prompt may wait on a person.
     let secret_value = match &command {
         Command::Secret(SecretCommand::Set { name, .. }) => Some(secret::read_value(name)?),
+        _ => None,
+    };
+    let config_text = match &command {
+        Command::Config(ConfigCommand::Commit { file, .. }) => Some(read_config(file.as_deref())?),
         _ => None,
     };
     let mut c = Client::connect(paths.host_sock())?;
@@ -587,10 +640,28 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         Command::InitConfig { name } => ok(
             c.call(verb::InitConfig { name: name.clone() }),
             &format!(
-                "created the config repo of {name} at {}: edit agent.toml there, commit, then hive-c0re request-spawn {name}",
+                "created the config repo of {name} at {}: edit it with hive-c0re config show {name} / config commit {name}, then hive-c0re request-spawn {name}",
                 paths.config_repo(&name).display()
             ),
         )?,
+        Command::Config(ConfigCommand::Show { name }) => {
+            let r = c.call(verb::ConfigShow { name })?;
+            let text = r.config.unwrap_or_default();
+            out!("{}", text.strip_suffix('\n').unwrap_or(&text));
+        }
+        Command::Config(ConfigCommand::Commit { name, message, .. }) => {
+            let text = config_text.expect("read above");
+            let r = c.call(verb::ConfigCommit {
+                name: name.clone(),
+                text,
+                message,
+            })?;
+            let sha = r.sha.unwrap_or_default();
+            out!("{sha}");
+            eprintln!(
+                "committed to {name}'s config repo; deploy it with: hive-c0re request-apply-commit {name} {sha} (a new agent: hive-c0re request-spawn {name}), then approve"
+            );
+        }
         Command::RequestSpawn { name, description } => {
             let r = c.call(verb::RequestSpawn { name, description })?;
             out!("approval #{} queued", r.approval_id.unwrap_or_default());
@@ -613,7 +684,11 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
-            output::approvals(&items.into_iter().filter(|a| a.id == id).collect::<Vec<_>>());
+            let items: Vec<_> = items.into_iter().filter(|a| a.id == id).collect();
+            output::approvals(&items);
+            for w in items.iter().flat_map(|a| &a.warnings) {
+                out!("warning: {}", w.message);
+            }
             out!("\n{}", diff.trim_end_matches('\n'));
         }
         Command::Approvals { show: None, json } => {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
-use hive_sh4re::host::{Approval, ApprovalKind, ApprovalStatus};
+use hive_sh4re::host::{
+    Approval, ApprovalKind, ApprovalStatus, ApprovalWarning, ApprovalWarningKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Change;
@@ -70,6 +72,54 @@ impl Hive {
         })
         .await?;
         Ok(self.paths.config_repo(name))
+    }
+
+    /// `agent.toml` at the head of `name`'s config repo, and that head.
+    pub async fn config_show(self: &Arc<Self>, name: &AgentName) -> Result<(String, String)> {
+        let repo = self.paths.config_repo(name);
+        let n = name.clone();
+        crate::blocking::run(&format!("reading {name}'s config repo"), move || {
+            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            let sha = r.head()?;
+            let text = r.config_at(&sha)?;
+            Ok((sha, text))
+        })
+        .await
+    }
+
+    /// The operator's edit: commits `text` as `name`'s `agent.toml` on top of
+    /// its repo's head and returns the commit. It deploys nothing: request
+    /// and approve it as any config change. See [`Repo::commit_config`].
+    pub async fn config_commit(
+        self: &Arc<Self>,
+        name: &AgentName,
+        text: &str,
+        message: Option<&str>,
+    ) -> Result<String> {
+        AgentConfig::from_toml(text).map_err(|e| {
+            Error::refused(format!(
+                "the edited agent.toml is not a valid config, nothing was committed: {e}"
+            ))
+        })?;
+        if text.len() > config_repo::MAX_CONFIG_BYTES {
+            return Err(Error::refused(format!(
+                "the edited agent.toml is over {} bytes: make it smaller",
+                config_repo::MAX_CONFIG_BYTES
+            )));
+        }
+        let message = message
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or("operator: edit agent.toml")
+            .to_owned();
+        let repo = self.paths.config_repo(name);
+        let (n, text) = (name.clone(), text.to_owned());
+        let sha = crate::blocking::run(&format!("committing to {name}'s config repo"), move || {
+            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            r.commit_config(&text, &message)
+        })
+        .await?;
+        // needs_update and the approvals' warnings read the new head at the next poll.
+        Ok(sha)
     }
 
     /// Where the manager finds an agent's config repo: its container binds
@@ -206,13 +256,144 @@ impl Hive {
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        let requested = pinned(&a)?;
+        self.diff_of(&a)
+    }
+
+    fn diff_of(&self, a: &ApprovalRow) -> Result<String> {
+        let requested = pinned(a)?;
         let deployed = self
             .store
             .agent(&a.agent)?
             .map(|r| r.config_toml)
             .unwrap_or_default();
         Ok(config_diff(&deployed, &requested))
+    }
+
+    /// Reads, for each pending approval of a commit, whether its config repo
+    /// moved on since (off the runtime, with a time limit: the repos are the
+    /// manager's); the approvals' warnings say so. Runs with the heads' poll.
+    pub(super) async fn read_approval_heads(&self) {
+        let Ok(all) = self.store.approvals() else {
+            return;
+        };
+        let mut behind = std::collections::HashMap::new();
+        for a in all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending && !a.commit_ref.is_empty())
+        {
+            let Ok(name) = AgentName::parse(&a.agent) else {
+                continue;
+            };
+            let (repo, from) = (self.paths.config_repo(&name), a.commit_ref.clone());
+            let got =
+                crate::blocking::run(&format!("reading {name}'s config repo head"), move || {
+                    let Some(r) = Repo::open(&repo)? else {
+                        return Ok(None);
+                    };
+                    let head = r.head()?;
+                    if head == from {
+                        return Ok(None);
+                    }
+                    Ok(Some((r.commits_between(&from, &head)?, head)))
+                })
+                .await;
+            match got {
+                Ok(Some((n, head))) => {
+                    behind.insert(a.id, (head, n));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(approval = a.id, "{e}"),
+            }
+        }
+        let before = std::mem::replace(
+            &mut *self
+                .approvals_behind
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            behind.clone(),
+        );
+        if before != behind {
+            self.broker.publish(Change::Approvals);
+        }
+    }
+
+    /// What the operator should know before deciding `a` (pending), given every pending approval.
+    fn warnings(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Vec<ApprovalWarning> {
+        let mut out = Vec::new();
+        let mut warn = |kind, message: String| out.push(ApprovalWarning { kind, message });
+        let moved = self
+            .approvals_behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&a.id)
+            .cloned();
+        if let Some((head, n)) = moved {
+            let (head, asked) = (config_repo::short(&head), config_repo::short(&a.commit_ref));
+            warn(
+                ApprovalWarningKind::RepoMoved,
+                if n > 0 {
+                    format!(
+                        "{}'s config repo moved on since this request: its head {head} is {n} commit{} ahead of the requested {asked}; approving deploys {asked}, not the head",
+                        a.agent,
+                        if n == 1 { "" } else { "s" }
+                    )
+                } else {
+                    format!(
+                        "{}'s config repo moved since this request: its head is {head}, which does not hold the requested {asked}; approving deploys {asked}",
+                        a.agent
+                    )
+                },
+            );
+        }
+        if let Some((from, to, over)) = self.masked_model(a) {
+            warn(
+                ApprovalWarningKind::ModelOverride,
+                format!(
+                    "this changes {}'s model from {from} to {to}, but the operator's model override {over} masks it: {} keeps running {over} until the override is cleared (hive-c0re model {} default)",
+                    a.agent, a.agent, a.agent
+                ),
+            );
+        }
+        let diff = self.diff_of(a).ok().filter(|d| !d.starts_with("no change"));
+        for b in pending.iter().filter(|b| b.id != a.id) {
+            if b.agent == a.agent && b.kind == a.kind {
+                warn(
+                    ApprovalWarningKind::Duplicate,
+                    format!(
+                        "approval #{} asks the same: {} {} (decide one, deny the other)",
+                        b.id, b.kind, b.agent
+                    ),
+                );
+            } else if diff.is_some() && self.diff_of(b).ok() == diff {
+                warn(
+                    ApprovalWarningKind::Duplicate,
+                    format!(
+                        "approval #{} ({} {}) asks for the identical change",
+                        b.id, b.kind, b.agent
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// (deployed model, requested model, override) when `a` changes the model
+    /// of an agent whose model the operator overrides.
+    fn masked_model(&self, a: &ApprovalRow) -> Option<(String, String, String)> {
+        let agent = self.store.agent(&a.agent).ok()??;
+        let over = agent.model_override?;
+        let requested = AgentConfig::from_toml(&pinned(a).ok()?).ok()?.model;
+        let deployed = AgentConfig::from_toml(&agent.config_toml).ok()?.model;
+        (requested != deployed).then_some((deployed, requested, over))
+    }
+
+    /// A stored approval as the wire shows it, with its warnings when it is pending.
+    fn wire(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Approval {
+        let mut w = approval_wire(a);
+        if a.status == ApprovalStatus::Pending {
+            w.warnings = self.warnings(a, pending);
+        }
+        w
     }
 
     /// Records the operator's decision on a pending approval and returns it as
@@ -300,12 +481,25 @@ impl Hive {
 
     /// One approval, if it exists (a decided one may have been vacuumed).
     pub fn approval(&self, id: i64) -> Result<Option<Approval>> {
-        Ok(self.store.approval(id)?.as_ref().map(approval_wire))
+        let Some(a) = self.store.approval(id)? else {
+            return Ok(None);
+        };
+        let all = self.store.approvals()?;
+        let pending: Vec<_> = all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .collect();
+        Ok(Some(self.wire(&a, &pending)))
     }
 
     /// Every approval, oldest first.
     pub fn approvals(&self) -> Result<Vec<Approval>> {
-        Ok(self.store.approvals()?.iter().map(approval_wire).collect())
+        let all = self.store.approvals()?;
+        let pending: Vec<_> = all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .collect();
+        Ok(all.iter().map(|a| self.wire(a, &pending)).collect())
     }
 
     fn tell_requester(&self, body: &str) {
@@ -335,6 +529,7 @@ pub fn approval_wire(a: &ApprovalRow) -> Approval {
         resolved_at: a.decided_at.map(rfc3339),
         note: a.note.clone(),
         description: a.description.clone(),
+        warnings: Vec::new(),
     }
 }
 
@@ -350,6 +545,13 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
         .context_radius(3)
         .header("deployed/agent.toml", "requested/agent.toml")
         .to_string()
+}
+
+fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
+    Error::refused(format!(
+        "{name} has no config repo at {}: make one with hive-c0re init-config {name}",
+        repo.display()
+    ))
 }
 
 fn no_such_approval(id: i64) -> Error {

@@ -45,6 +45,8 @@ impl Hive {
         }
         self.store.set_model_override(name.as_str(), model)?;
         self.broker.publish(Change::Agent(name.to_string()));
+        // A pending approval's warnings say whether the override masks its model change.
+        self.broker.publish(Change::Approvals);
         let shown = model.unwrap_or("default");
         self.note_operator(name, Operator::command(format!("/model {shown}")));
         self.model_info(name)

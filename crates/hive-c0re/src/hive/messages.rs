@@ -131,12 +131,16 @@ impl Hive {
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first, acknowledging none.
+    /// (Each says whether it is still pending: the dashboard labels them.)
     pub fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
         Ok(self
             .store
             .recent_messages(mailbox.as_str(), limit)?
             .iter()
-            .map(message_wire)
+            .map(|m| Message {
+                pending: Some(m.delivered_at.is_none()),
+                ..message_wire(m)
+            })
             .collect())
     }
 
@@ -200,5 +204,6 @@ pub fn message_wire(m: &MessageRow) -> Message {
         to: m.recipient.clone(),
         body: m.body.clone(),
         sent_at: rfc3339(m.created_at),
+        pending: None,
     }
 }

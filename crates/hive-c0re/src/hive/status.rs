@@ -53,6 +53,7 @@ fn config_poll() -> Duration {
 pub async fn watch_config_heads(hive: Arc<Hive>) {
     loop {
         hive.read_config_heads().await;
+        hive.read_approval_heads().await;
         tokio::select! {
             _ = tokio::time::sleep(config_poll()) => {}
             _ = hive.shutdown.cancelled() => return,

@@ -247,6 +247,8 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Approve(r) => r.handle(hive).await,
         Request::Deny(r) => r.handle(hive).await,
         Request::InitConfig(r) => r.handle(hive).await,
+        Request::ConfigShow(r) => r.handle(hive).await,
+        Request::ConfigCommit(r) => r.handle(hive).await,
         Request::RequestSpawn(r) => r.handle(hive).await,
         Request::RequestApplyCommit(r) => r.handle(hive).await,
         Request::Questions(r) => r.handle(hive).await,

@@ -142,6 +142,24 @@ pub struct InitConfig {
     pub name: AgentName,
 }
 
+/// `config_show` *ours*: `agent.toml` at the head of an agent's config repo (`config`, `sha`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigShow {
+    pub name: AgentName,
+}
+
+/// `config_commit` *ours*: the operator's edit of a config repo. Commits
+/// `text` as `agent.toml` on top of the repo's head (as the repo's owner,
+/// running nothing the repo names) and answers the commit (`sha`); nothing is
+/// deployed until an approval of it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigCommit {
+    pub name: AgentName,
+    pub text: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 /// `request_spawn` *ours*: queue an approval to create and start an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestSpawn {
