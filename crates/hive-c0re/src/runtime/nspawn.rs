@@ -103,6 +103,13 @@ impl NspawnRuntime {
         if !net::pasta_installed() {
             return Err(RuntimeError::Unavailable(NO_PASTA.into()));
         }
+        if !sys::ksm_running() {
+            tracing::info!(
+                "the kernel's same-page merging is off: each idle agent's pasta keeps about 25 MiB \
+                 of buffers to itself; `echo 1 > /sys/kernel/mm/ksm/run` (scripts/demo.sh does) \
+                 lets the kernel merge them"
+            );
+        }
         Ok(Self {
             paths,
             nspawn,

@@ -133,6 +133,23 @@ pub(crate) fn self_pidfd() -> Option<RawFd> {
     .map(AsRawFd::as_raw_fd)
 }
 
+/// In a freshly forked child: let the kernel's same-page merging (KSM) share
+/// this process's identical pages, zero pages above all, with other processes
+/// that opted in; the setting survives exec. Best effort: a kernel without
+/// `PR_SET_MEMORY_MERGE` (before 6.4) refuses it, and the process merely keeps
+/// its pages to itself. It only saves memory once ksmd runs ([`ksm_running`]).
+///
+/// Runs between fork and exec: one raw syscall.
+pub(crate) fn merge_identical_pages() {
+    // SAFETY: prctl with integer arguments only.
+    let _ = unsafe { libc::prctl(libc::PR_SET_MEMORY_MERGE, 1, 0, 0, 0) };
+}
+
+/// Whether the kernel's same-page merging daemon (ksmd) is running.
+pub(crate) fn ksm_running() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/ksm/run").is_ok_and(|s| s.trim() == "1")
+}
+
 /// In a freshly forked child: become `uid` (and the like-numbered group, no
 /// supplementary groups), for good. Call it before [`die_with_parent`]: a
 /// change of uid disarms the parent-death signal.

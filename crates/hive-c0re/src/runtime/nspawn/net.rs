@@ -411,6 +411,12 @@ async fn start_pasta(
                     return Err(io::Error::last_os_error());
                 }
             }
+            // pasta touches about 25 MiB of buffers at start, mostly left zero
+            // while it idles: merged, an idle agent's pasta costs a few MiB.
+            // Only other pastas opt in, and they hold packets of agents that
+            // a merge cannot let read each other's: a merged page is copied
+            // on the first write, and no agent runs code in a pasta.
+            sys::merge_identical_pages();
             sys::become_user(owner)?;
             sys::die_with_parent(libc::SIGKILL, daemon)
         });
