@@ -162,6 +162,7 @@ fn row(name: &str) -> AgentStatusRow {
         runtime: "process".into(),
         isolated: false,
         nap_until: None,
+        budget: None,
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod approvals;
+pub mod budget;
 mod controls;
 mod messages;
 pub mod questions;
@@ -91,6 +92,8 @@ pub struct Settings {
     pub min_free_space: Option<u64>,
     /// Longest a turn may run unless the agent's `turn_timeout` says otherwise.
     pub turn_timeout: Duration,
+    /// The hive-wide daily budget (`budget` in hive.toml), if any.
+    pub budget: Option<hive_sh4re::config::Budget>,
 }
 
 /// The hive's turn time limit unless `serve --turn-timeout` sets another.
@@ -188,6 +191,7 @@ impl Hive {
             kill_grace: Duration::from_millis(100),
             min_free_space: None,
             turn_timeout: DEFAULT_TURN_TIMEOUT,
+            budget: None,
         };
         let uids = crate::runtime::UidRanges::new(
             None,

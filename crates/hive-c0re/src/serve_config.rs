@@ -127,6 +127,21 @@ pub struct ServeArgs {
         value_parser = parse_turn_timeout
     )]
     pub turn_timeout: u64,
+    /// The hive's daily budget, every agent's spend together (UTC days), as in
+    /// agent.toml: `{ usd_per_day = 50.0, tokens_per_day = 20000000 }` (either or both).
+    /// Once spent, every agent is held but the manager's turns on the operator's messages.
+    #[arg(
+        long,
+        env = "HIVE_BUDGET",
+        value_name = "TABLE",
+        value_parser = parse_budget
+    )]
+    pub budget: Option<hive_sh4re::config::Budget>,
+}
+
+/// A hive budget, written as `agent.toml`'s `budget` is.
+fn parse_budget(text: &str) -> std::result::Result<hive_sh4re::config::Budget, String> {
+    hive_sh4re::config::Budget::from_toml_inline(text).map_err(|e| e.0)
 }
 
 /// A turn time limit in seconds, as `agent.toml`'s `turn_timeout` takes it.
@@ -300,6 +315,8 @@ fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(n) => n.to_string(),
                 toml::Value::Float(f) => f.to_string(),
+                // A table (the budget) goes to its flag as inline TOML, parsed by its flag's parser.
+                toml::Value::Table(t) => toml::Value::Table(t.clone()).to_string(),
                 _ => return Err(wrong("a string or a number")),
             };
             let flag = OsString::from(format!("--{long}={text}"));
@@ -448,6 +465,7 @@ impl Resolved {
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
             uid_base: a.uid_base,
             turn_timeout: Duration::from_secs(a.turn_timeout),
+            budget: a.budget,
             notify: Default::default(),
             min_free_space: a.min_free_space,
         }

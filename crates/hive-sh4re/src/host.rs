@@ -95,6 +95,8 @@ requests! {
     "secret_set" => SecretSet,
     "secret_list" => SecretList,
     "secret_rm" => SecretRm,
+    "budget_set" => BudgetSet,
+    "budget_list" => BudgetList,
 }
 
 impl Request {
@@ -196,6 +198,9 @@ pub struct AgentStatusRow {
     /// RFC 3339 UTC end of a nap in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nap_until: Option<String>,
+    /// Today's spend against the agent's budget, when it has one in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRow>,
 }
 
 /// The hive-wide backoff while the model API fails for several agents: new
@@ -405,6 +410,45 @@ pub struct Response {
     /// `secret_list`: names and scopes, never values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<SecretRow>>,
+    /// `budget_list`, `budget_set`: today's spend against each budget, the hive's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<BudgetRow>>,
+}
+
+/// Where a budget in force today comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetSource {
+    /// No budget: nothing is held.
+    None,
+    /// `agent.toml` (an agent's) or `hive.toml` (the hive's).
+    Config,
+    /// The operator set it for today (`budget_set`).
+    Operator,
+    /// The operator lifted it for the rest of today (`budget_set` with `reset`).
+    Lifted,
+}
+
+/// One budget today (UTC): what was spent against what is allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRow {
+    /// The agent; none for the hive-wide budget (every agent's spend together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_usd: f64,
+    /// Input plus output tokens.
+    pub spent_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    pub source: BudgetSource,
+    /// The larger share of a limit spent (1.0 is all of it); 0 without a limit.
+    pub fraction: f64,
+    /// Spent: the agent's turns (every agent's, for the hive's) are held.
+    pub over: bool,
 }
 
 /// A stored secret as `secret_list` shows it: never its value.
@@ -467,6 +511,9 @@ pub struct StatsSummary {
     /// Agents whose inbox waits while no turn ran for longer than this are flagged stuck.
     pub stuck_after_seconds: f64,
     pub agents: Vec<AgentStats>,
+    /// Today's spend (UTC) against the budgets: the hive's first, then each agent's.
+    #[serde(default)]
+    pub budgets: Vec<BudgetRow>,
 }
 
 /// One value of a series at one time.

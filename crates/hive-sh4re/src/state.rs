@@ -19,6 +19,9 @@ pub enum AgentState {
     Retrying,
     /// A turn failed; the harness waits before trying its messages again.
     Waiting,
+    /// The agent spent its daily budget (or the hive its own): no turn starts
+    /// until the operator raises it or the UTC day ends; messages wait.
+    OverBudget,
 }
 
 impl AgentState {
@@ -31,6 +34,7 @@ impl AgentState {
             Self::Napping => "napping",
             Self::Retrying => "retrying",
             Self::Waiting => "waiting",
+            Self::OverBudget => "over_budget",
         }
     }
 
@@ -42,6 +46,7 @@ impl AgentState {
             "napping" => Self::Napping,
             "retrying" => Self::Retrying,
             "waiting" => Self::Waiting,
+            "over_budget" => Self::OverBudget,
             _ => Self::Idle,
         }
     }

@@ -84,9 +84,11 @@ pub fn status(rows: &[AgentStatusRow]) {
             if !r.isolated {
                 flags.push("not-isolated");
             }
+            // `over_budget` reads as two words, as the dashboard shows it.
+            let shown = r.state.replace('_', " ");
             let state = match &r.state_detail {
-                Some(d) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
-                None => r.state.clone(),
+                Some(d) => format!("{shown} · {d} · {}", age(&r.state_since)),
+                None => shown,
             };
             vec![
                 r.name.clone(),
@@ -118,6 +120,58 @@ pub fn status(rows: &[AgentStatusRow]) {
             "CONFIG",
             "LAST TURN",
             "RUNTIME",
+        ],
+        &body,
+    );
+}
+
+/// Today's spend against the budgets: the hive's row first (`(hive)`).
+pub fn budgets(rows: &[hive_sh4re::host::BudgetRow]) {
+    use hive_sh4re::host::BudgetSource;
+    let Some(day) = rows.first().map(|r| r.day.clone()) else {
+        return;
+    };
+    out!("spend today ({day} UTC):");
+    let limit = |l: Option<String>| l.unwrap_or_else(|| "-".into());
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.agent.clone().unwrap_or_else(|| "(hive)".into()),
+                format!("${:.4}", r.spent_usd),
+                limit(r.usd_per_day.map(|u| format!("${u:.2}"))),
+                r.spent_tokens.to_string(),
+                limit(r.tokens_per_day.map(|t| t.to_string())),
+                if r.usd_per_day.is_some() || r.tokens_per_day.is_some() {
+                    format!("{:.0}%", r.fraction * 100.0)
+                } else {
+                    "-".into()
+                },
+                match r.source {
+                    BudgetSource::None => "none",
+                    BudgetSource::Config => "config",
+                    BudgetSource::Operator => "operator (today)",
+                    BudgetSource::Lifted => "lifted (today)",
+                }
+                .into(),
+                if r.over {
+                    "OVER BUDGET".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "BUDGET",
+            "SPENT",
+            "USD/DAY",
+            "TOKENS",
+            "TOKENS/DAY",
+            "USED",
+            "FROM",
+            "",
         ],
         &body,
     );
@@ -237,6 +291,10 @@ pub fn stats(s: &StatsSummary) {
         s.since,
         s.approvals_pending
     );
+    if !s.budgets.is_empty() {
+        budgets(&s.budgets);
+        out!("");
+    }
     let body: Vec<Vec<String>> = s
         .agents
         .iter()

@@ -137,6 +137,31 @@ impl Transcript {
                     )
                 ),
             }],
+            EventKind::BudgetWarning | EventKind::OverBudget => {
+                let scope = if str_of(p, "scope") == Some("hive") {
+                    "the hive's"
+                } else {
+                    "its"
+                };
+                let num = |k: &str| p.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                let (spent, limit) = if str_of(p, "measure") == Some("usd") {
+                    (dollars(num("spent")), dollars(num("limit")))
+                } else {
+                    (
+                        format!("{} tokens", num("spent").round()),
+                        format!("{}", num("limit").round()),
+                    )
+                };
+                let what = if kind == EventKind::OverBudget {
+                    "over budget: held"
+                } else {
+                    "80 % of budget"
+                };
+                vec![format!(
+                    "$ {what}: {spent} of {limit} ({scope} for {})",
+                    str_of(p, "day").unwrap_or("today")
+                )]
+            }
             EventKind::SessionLost | EventKind::SessionReset => raw(),
         }
     }

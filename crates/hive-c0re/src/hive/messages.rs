@@ -142,14 +142,20 @@ impl Hive {
     }
 
     /// True when a message waits for the agent that is neither claimed nor held.
-    pub(super) fn has_unclaimed(&self, agent: &AgentName) -> Result<bool> {
-        Ok(self.store.has_unclaimed(agent.as_str())?)
+    pub(super) fn has_unclaimed(&self, agent: &AgentName, from: Option<&str>) -> Result<bool> {
+        Ok(self.store.has_unclaimed_from(agent.as_str(), from)?)
     }
 
-    /// Claims up to `max` waiting messages of the agent for a turn, held ones included.
-    pub(super) fn claim(&self, agent: &AgentName, max: u32) -> Result<Vec<MessageRow>> {
+    /// Claims up to `max` waiting messages of the agent for a turn, held ones
+    /// included; only those of `from` when given.
+    pub(super) fn claim(
+        &self,
+        agent: &AgentName,
+        from: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         self.sample_inbox(agent.as_str());
-        Ok(self.store.claim(agent.as_str(), max)?)
+        Ok(self.store.claim_from(agent.as_str(), from, max)?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to

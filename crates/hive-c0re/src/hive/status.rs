@@ -145,6 +145,11 @@ impl Hive {
             }
             None => t.detail.clone(),
         });
+        // Held by a budget: the spend that holds it, as paused shows why.
+        let state_detail = match state {
+            AgentState::OverBudget => self.over_budget_detail(a),
+            _ => state_detail,
+        };
         AgentStatusRow {
             name: a.name.clone(),
             running,
@@ -183,6 +188,7 @@ impl Hive {
             runtime: self.runtime.kind().as_str().to_owned(),
             isolated: self.runtime.isolated(),
             nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
+            budget: self.own_budget(a),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::hive::{Hive, event_row};
+use crate::hive::{Hive, budget, event_row};
 use crate::store::MessageRow;
 
 /// Most messages one turn takes from the inbox.
@@ -70,9 +70,10 @@ impl Hive {
         })
     }
 
-    /// Waits up to `wait` until the agent may take a turn (not paused, not
-    /// napping, not held by the hive-wide API backoff) and a message that is
-    /// neither claimed nor held waits; then claims its inbox, held messages included.
+    /// Waits up to `wait` until the agent may take a turn (not over a budget,
+    /// not paused, not napping, not held by the hive-wide API backoff) and a
+    /// message that is neither claimed nor held waits; then claims its inbox,
+    /// held messages included.
     pub async fn next_turn(&self, name: &AgentName, wait: Duration) -> Result<Option<Turn>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -85,13 +86,18 @@ impl Hive {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
-            if !row.paused && nap_left.is_none() && self.has_unclaimed(name)? {
+            // Over a budget: held (the manager, over the hive's, takes only the operator's messages).
+            let budget = self.budget_gate(name, &row)?;
+            let from = budget.only_from();
+            if budget == budget::Gate::Held {
+                held_until = Some(tokio::time::Instant::now() + budget::until_tomorrow());
+            } else if !row.paused && nap_left.is_none() && self.has_unclaimed(name, from)? {
                 match self.api.gate(name.as_str()) {
                     Gate::Go => {
                         // No turn without a readable config: its messages wait for one, unclaimed.
                         let claimed = self
                             .effective_config(name)
-                            .and_then(|config| Ok((self.claim(name, TURN_BATCH)?, config)));
+                            .and_then(|config| Ok((self.claim(name, from, TURN_BATCH)?, config)));
                         match claimed {
                             Ok((messages, config)) if !messages.is_empty() => {
                                 return Ok(Some(Turn { messages, config }));
@@ -141,6 +147,14 @@ impl Hive {
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
         self.record_turn(name, stats)?;
+        self.spent(
+            name,
+            budget::spend_of(&[
+                ("tokens.in".into(), stats.input_tokens.unwrap_or(0) as f64),
+                ("tokens.out".into(), stats.output_tokens.unwrap_or(0) as f64),
+                ("cost.usd".into(), stats.cost_usd.unwrap_or(0.0)),
+            ]),
+        );
         if let Some(s) = session {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;

@@ -170,13 +170,24 @@ impl Store {
 
     /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
     pub fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        self.claim_from(recipient, None, max)
+    }
+
+    /// [`Store::claim`], of one sender's messages only when `sender` is given.
+    pub fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "UPDATE messages SET claimed_at = ?1, held_at = NULL WHERE id IN (SELECT id FROM messages \
-             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
+             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL \
+             AND (?4 IS NULL OR sender = ?4) ORDER BY id LIMIT ?3) \
              RETURNING {COLUMNS}"
         ))?;
-        let rows = st.query_map(params![now_ms(), recipient, max], row)?;
+        let rows = st.query_map(params![now_ms(), recipient, max, sender], row)?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.sort_by_key(|m| m.id);
         Ok(v)
@@ -243,13 +254,18 @@ impl Store {
 
     /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
     pub fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
+        self.has_unclaimed_from(recipient, None)
+    }
+
+    /// [`Store::has_unclaimed`], of one sender's messages only when `sender` is given.
+    pub fn has_unclaimed_from(&self, recipient: &str, sender: Option<&str>) -> Result<bool> {
         let g = self.lock();
         if g.depth.get(recipient).copied().unwrap_or(0) == 0 {
             return Ok(false);
         }
         Ok(g.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND held_at IS NULL)")?
-            .query_row(params![recipient], |r| r.get(0))?)
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND held_at IS NULL AND (?2 IS NULL OR sender = ?2))")?
+            .query_row(params![recipient, sender], |r| r.get(0))?)
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.

@@ -112,6 +112,18 @@ CREATE TABLE secrets (
     PRIMARY KEY (name, agent)
 );
 "#,
+    // 5: the operator's budget for today (scope '#hive' is the hive's); spend by time for the hive's.
+    r#"
+CREATE TABLE budget_overrides (
+    scope  TEXT PRIMARY KEY,
+    day    INTEGER NOT NULL,
+    usd    REAL,
+    tokens INTEGER,
+    lifted INTEGER NOT NULL DEFAULT 0,
+    set_at INTEGER NOT NULL
+);
+CREATE INDEX stats_ts ON stats (ts);
+"#,
 ];
 
 /// The schema version this build writes.
