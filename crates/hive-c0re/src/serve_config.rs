@@ -555,6 +555,36 @@ mod tests {
     }
 
     #[test]
+    fn the_hive_budget_is_a_table_as_in_agent_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(
+            &f,
+            "budget = { usd_per_day = 50.0, tokens_per_day = 2_000_000 }\n",
+        )
+        .unwrap();
+        let r = resolve(&argv(&["serve"]), &f).unwrap();
+        let b = r.args.budget.unwrap();
+        assert_eq!((b.usd_per_day, b.tokens()), (Some(50.0), Some(2_000_000)));
+        assert_eq!(r.origin("budget"), Origin::File);
+        // What --print-config prints reads back as the same budget.
+        let printed = dir.path().join("printed.toml");
+        std::fs::write(&printed, r.render()).unwrap();
+        let again = resolve(&argv(&["serve"]), &printed).unwrap();
+        assert_eq!(again.args.budget, Some(b));
+        for (bad, want) in [
+            ("budget = { usd_per_day = -5.0 }", "budget.usd_per_day"),
+            ("budget = { tokens_per_day = 0 }", "budget.tokens_per_day"),
+            ("budget = { usd_per_day = nan }", "budget.usd_per_day"),
+            ("budget = { dollars = 5.0 }", "dollars"),
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
+            assert!(e.contains("key `budget`") && e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("hive.toml");

@@ -12,7 +12,8 @@
 //! At 80 % of a limit hive-c0re records `budget_warning`; at 100 %
 //! `over_budget`, and the manager gets one message from `system`. Both are
 //! told at the moment a recorded spend crosses the mark, so each crossing is
-//! told once. From then on [`Hive::budget_gate`] holds the agent in
+//! told once (a spend that passes both marks at once is told only as
+//! `over_budget`). From then on [`Hive::budget_gate`] holds the agent in
 //! `next_turn`: the turn under way finishes, no other starts, its messages
 //! wait unclaimed. The operator's `budget_set` changes a limit (or lifts it)
 //! for the rest of the UTC day, stored, and wakes whom it releases.
@@ -432,9 +433,108 @@ impl Hive {
 
 #[cfg(test)]
 mod tests {
-    use hive_sh4re::config::Budget;
+    use std::time::Duration;
+
+    use hive_sh4re::agent::{TurnOutcome, TurnStats};
+    use hive_sh4re::config::{AgentConfig, Budget};
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_hives_budget_holds_everyone_but_the_managers_turns_for_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        let manager = AgentName::manager();
+        for n in [&alice, &manager] {
+            hive.add_stopped(n, &AgentConfig::default().to_toml())
+                .unwrap();
+        }
+        let hive_tokens = |t| verb::BudgetSet {
+            tokens: Some(t),
+            ..verb::BudgetSet::default()
+        };
+        hive.budget_set(&hive_tokens(100)).unwrap();
+        // A compaction's spending (reported as stats) counts like a turn's.
+        hive.record_stats(&alice, &[("tokens.in".into(), 150.0)])
+            .unwrap();
+        let rows = hive.budget_rows().unwrap();
+        assert_eq!((rows[0].agent.as_deref(), rows[0].over), (None, true));
+        let kinds: Vec<String> = hive
+            .events(&alice, None, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        // One spend from 0 to 150 %: only the hold is told, not the warning it passed.
+        assert_eq!(kinds, ["over_budget"]);
+
+        let to = |n: &AgentName| Mailbox::Agent(n.clone());
+        hive.send(&Mailbox::Operator, &to(&alice), "work")
+            .await
+            .unwrap();
+        assert!(
+            hive.next_turn(&alice, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            hive.agent_row(&alice).unwrap().state,
+            AgentState::OverBudget
+        );
+
+        hive.send(&to(&alice), &to(&manager), "from alice")
+            .await
+            .unwrap();
+        hive.send(&Mailbox::Operator, &to(&manager), "from the operator")
+            .await
+            .unwrap();
+        let turn = hive
+            .next_turn(&manager, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the operator's turn");
+        let from: Vec<&str> = turn.messages.iter().map(|m| m.sender.as_str()).collect();
+        // The system's notice of the spent budget waits too: it is not the operator's.
+        assert_eq!(from, ["operator"]);
+        hive.end_turn(
+            &manager,
+            &turn.claim(),
+            &TurnStats::default(),
+            TurnOutcome::Ack,
+            None,
+        )
+        .unwrap();
+        assert!(
+            hive.next_turn(&manager, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none(),
+            "alice's message waits"
+        );
+
+        // The operator lifts the hive's budget for today: everyone works again.
+        hive.budget_set(&verb::BudgetSet {
+            reset: true,
+            ..verb::BudgetSet::default()
+        })
+        .unwrap();
+        let turn = hive
+            .next_turn(&alice, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("alice resumes");
+        assert_eq!(turn.messages[0].body, "work");
+        let turn = hive
+            .next_turn(&manager, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the manager resumes");
+        let from: Vec<&str> = turn.messages.iter().map(|m| m.sender.as_str()).collect();
+        assert_eq!(from, ["system", "alice"]);
+        assert!(hive.budget_set(&hive_tokens(0)).is_err(), "0 is no budget");
+    }
 
     fn spend(usd: f64, tokens: f64) -> Spend {
         Spend { usd, tokens }
