@@ -3,7 +3,7 @@
 
 import { api, live } from './api.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
-import { $, badge, fill, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
+import { $, badge, fill, flags, h, messageItem, run, setConn, showSpace, since, spendBar, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
 const agents = new Map(); // name -> {row, tr, stats}
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
@@ -25,6 +25,7 @@ function agentRow(name) {
     h('td', { class: 'heartbeat' }),
     h('td', { class: 'rate num' }),
     h('td', { class: 'p95 num' }),
+    h('td', { class: 'spend-cell' }),
     h('td', { class: 'model' }),
     h('td', { class: 'inbox' }),
     h('td', { class: 'actions' },
@@ -141,11 +142,24 @@ async function loadStats() {
     return; // the next change or the idle refresh tries again; the rows stay as they were
   }
   stuckAfter = s.stuck_after_seconds;
+  showSpend(s.budgets ?? []);
   for (const a of s.agents) {
     const entry = agents.get(a.agent);
     if (!entry) continue;
     entry.stats = a;
     fillStats(entry.tr, a);
+  }
+}
+
+/** Today's spend: a bar per agent, the hive's total (against its budget) by the heading. */
+function showSpend(budgets) {
+  for (const b of budgets) {
+    if (b.agent == null) {
+      fill($('#hive-spend'), 'hive today: ', spendBar(b));
+      continue;
+    }
+    const entry = agents.get(b.agent);
+    if (entry) fill(entry.tr.querySelector('td.spend-cell'), spendBar(b));
   }
 }
 

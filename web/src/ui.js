@@ -132,7 +132,7 @@ export function startClock() {
   }, 1000);
 }
 
-const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', stopped: '⏹', failed: '✖' };
+const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', retrying: '🔁', waiting: '⏳', over_budget: '💸', stopped: '⏹', failed: '✖' };
 
 /** The one state a badge shows: failed > stopped > the turn-loop state. */
 export function stateOf(row) {
@@ -170,9 +170,40 @@ export function badge(row) {
   } else {
     when = since(row.state_since);
   }
-  const about = state === 'retrying' && detail ? ` · ${detail}` : '';
+  // Held by a budget shows the spend that holds it, as retrying shows the API's error.
+  const about = (state === 'retrying' || state === 'over_budget') && detail ? ` · ${detail}` : '';
   return h('span', { class: `badge s-${state}`, dataset: { state }, title: detail ?? '' },
-    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state}${about} · `, when);
+    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state.replace('_', ' ')}${about} · `, when);
+}
+
+/** Dollars as `$0.42`. */
+export function usd(v) {
+  return `$${(v ?? 0).toFixed(2)}`;
+}
+
+/** A token count as `950`, `12.3k` or `2.1M`. */
+export function tokens(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return String(n ?? 0);
+}
+
+/**
+ * Today's spend against a budget (a BudgetRow): a bar (a <meter>, which needs
+ * no style attribute under the CSP) and the figures; the figures alone without a limit.
+ */
+export function spendBar(b) {
+  const parts = [];
+  if (b.usd_per_day != null) parts.push(`${usd(b.spent_usd)} of ${usd(b.usd_per_day)}`);
+  else parts.push(usd(b.spent_usd));
+  if (b.tokens_per_day != null) parts.push(`${tokens(b.spent_tokens)} of ${tokens(b.tokens_per_day)} tokens`);
+  else parts.push(`${tokens(b.spent_tokens)} tokens`);
+  const limited = b.usd_per_day != null || b.tokens_per_day != null;
+  const from = { operator: ' (set for today)', lifted: ' (lifted for today)' }[b.source] ?? '';
+  const title = `spent today (${b.day} UTC): ${parts.join(', ')}${from}`;
+  return h('span', { class: `spend${b.over ? ' over' : ''}`, title, dataset: { fraction: b.fraction } },
+    limited && h('meter', { class: 'spend-bar', min: 0, max: 1, low: 0.8, high: 0.999, optimum: 0, value: Math.min(b.fraction, 1) }),
+    h('span', { class: 'spend-text' }, parts.join(' · ')));
 }
 
 /** Small tags for flags that are not the state. */
