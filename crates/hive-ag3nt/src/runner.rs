@@ -299,6 +299,8 @@ impl Job<'_> {
             out.exit = running.wait().await.ok().flatten();
         }
         self.runner.lock().pid = None;
+        // claude reports a resumed session's spending in all: keep this run's own.
+        out.tally.charge(&inv.home);
         Ok(out)
     }
 }

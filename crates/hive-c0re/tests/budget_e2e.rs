@@ -26,11 +26,14 @@ fn ping(hive: &TestHive) {
     assert_eq!(got[0]["body"], "pong");
 }
 
-fn alice_tokens(hive: &TestHive) -> u64 {
+fn alice_spent(hive: &TestHive) -> serde_json::Value {
     let v = hive.request(serde_json::json!({"cmd": "budget_list"}));
     let rows = v["budgets"].as_array().unwrap().clone();
-    let alice = rows.iter().find(|r| r["agent"] == "alice").unwrap();
-    alice["spent_tokens"].as_u64().unwrap()
+    rows.into_iter().find(|r| r["agent"] == "alice").unwrap()
+}
+
+fn alice_tokens(hive: &TestHive) -> u64 {
+    alice_spent(hive)["spent_tokens"].as_u64().unwrap()
 }
 
 #[test]
@@ -55,6 +58,8 @@ fn a_budget_warns_at_80_holds_at_100_and_the_operator_releases_it() {
     ping(&hive);
     hive.wait_for("turn 1's spend", 30, |h| alice_tokens(h) > 0);
     let per_turn = alice_tokens(&hive);
+    let usd_per_turn = alice_spent(&hive)["spent_usd"].as_f64().unwrap();
+    assert!(usd_per_turn > 0.0);
     assert_eq!(per_turn % 1010, 0, "whole model calls of 1000 + 10 tokens");
 
     // The manager proposes a budget of 2.5 turns: nothing changes until the operator approves.
@@ -103,6 +108,12 @@ fn a_budget_warns_at_80_holds_at_100_and_the_operator_releases_it() {
     hive.wait_for("alice over budget", 30, |h| {
         h.row("alice").unwrap()["state"] == "over_budget"
     });
+    // claude reports a resumed session's cost in all; each turn counts only its own.
+    let usd = alice_spent(&hive)["spent_usd"].as_f64().unwrap();
+    assert!(
+        (usd - 3.0 * usd_per_turn).abs() < 1e-9,
+        "{usd} for 3 turns of {usd_per_turn}"
+    );
     let over = kinds(&hive, "alice", "over_budget");
     assert_eq!(over.len(), 1);
     assert_eq!(over[0]["payload"]["spent"], (3 * per_turn) as f64);
@@ -166,6 +177,11 @@ fn a_budget_warns_at_80_holds_at_100_and_the_operator_releases_it() {
     hive.wait_for("alice idle", 30, |h| {
         h.row("alice").unwrap()["state"] == "idle"
     });
+    // A /compact's usage reaches the hive and counts like a turn's.
+    let before = alice_tokens(&hive);
+    hive.ok(&["compact", "alice"]);
+    hive.wait_for("the compaction's spend", 60, |h| alice_tokens(h) > before);
+    assert_eq!(alice_tokens(&hive) - before, 1010, "one model call");
     let listed = hive.ok(&["budget"]);
     assert!(
         listed.lines().any(|l| l.starts_with("(hive)")) && listed.contains("alice"),
