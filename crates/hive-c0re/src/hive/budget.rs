@@ -18,6 +18,12 @@
 //! wait unclaimed. The operator's `budget_set` changes a limit (or lifts it)
 //! for the rest of the UTC day, stored, and wakes whom it releases.
 //!
+//! The figures are the harness's word (it runs claude and reads its
+//! output), like every figure an agent reports: a hostile agent can under-
+//! or over-report its own spend (a negative figure counts as nothing). A
+//! budget guards against runaway spending, not against a hostile agent; the
+//! model endpoint's own accounting is the authority.
+//!
 //! The hive's budget, once spent, holds every agent but one thing: the
 //! manager still takes turns on messages from the operator (only those;
 //! other messages to it wait). The operator is the one who decides what to
