@@ -464,6 +464,8 @@ impl Hive {
         self.runtime.forget(&spec).await?;
         self.store.delete_agent(name.as_str())?;
         self.store.remove_schedules_of(name.as_str())?;
+        // The operator's budget for today was this agent's, not its name's.
+        self.store.remove_budget_override(name.as_str())?;
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;

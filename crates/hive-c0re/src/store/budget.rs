@@ -94,4 +94,13 @@ impl Store {
             })
             .optional()?)
     }
+
+    /// Drops the operator's budget for a scope (its agent is destroyed).
+    pub fn remove_budget_override(&self, scope: &str) -> Result<()> {
+        self.lock().conn.execute(
+            "DELETE FROM budget_overrides WHERE scope = ?1",
+            params![scope],
+        )?;
+        Ok(())
+    }
 }
