@@ -3,6 +3,7 @@
 // last turn, scheduled prompts, inbox and telemetry.
 
 import { api, live } from './api.js';
+import { loadNotifications, mountBell, setTitle, show as showNotifications } from './notifications.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
 import { mountTelemetry } from './telemetry.js';
@@ -10,7 +11,7 @@ import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, 
 
 // The page is served at /agents/NAME (hive-c0re checked that NAME exists).
 const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
-document.title = `${NAME} · hyperhive`;
+setTitle(`${NAME} · hyperhive`);
 for (const el of document.querySelectorAll('.agent-name')) el.textContent = NAME;
 $('#term-input').placeholder = `message ${NAME} as the operator, or /help`;
 $('#schedule-text').placeholder = `what to tell ${NAME}`;
@@ -225,7 +226,7 @@ function showRow(r) {
   const pause = $('#btn-pause');
   pause.textContent = r.paused ? '▶ Resume' : '⏸ Pause';
   pause.title = r.paused ? 'let its turn loop take messages again' : 'park its turn loop; messages keep queueing';
-  document.title = `${r.name} · ${r.state} · hyperhive`;
+  setTitle(`${r.name} · ${r.state} · hyperhive`);
   showBudget(r.budget);
   showTurn();
   pokeStats();
@@ -395,8 +396,15 @@ async function refresh(first) {
 }
 
 live(NAME, {
-  hello: (_, first) => refresh(first),
-  resync: () => refresh(false),
+  hello: (_, first) => {
+    loadNotifications();
+    return refresh(first);
+  },
+  resync: () => {
+    loadNotifications();
+    return refresh(false);
+  },
+  notifications: showNotifications,
   // An agent frame comes with every change of its schedules (pending_reminders) and every delivery.
   agent: (r) => {
     if (r.name !== NAME) return;
@@ -411,6 +419,7 @@ live(NAME, {
   agent_removed: () => banner(`${NAME} was destroyed: its history stays in the database until purged.`, 'Back to the hive', () => { location.href = '/'; }),
 }, setConn);
 
+mountBell();
 watchLogin();
 startClock();
 input.focus();

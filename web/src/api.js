@@ -91,6 +91,12 @@ export const api = {
   answer: (id, answer) => post(`/api/questions/${id}/answer`, { answer }),
   cancelQuestion: (id) => post(`/api/questions/${id}/cancel`),
   ping: () => post('/api/ping'),
+  /** {notifications (newest first), unread}. */
+  notifications: () => get('/api/notifications?limit=30'),
+  /** {id} or {all: true}; answers {unread}. */
+  readNotifications: (body) => post('/api/notifications/read', body),
+  /** Each webhook's queue: name, format, target, pending, attempts, last_error, last_ok. */
+  webhooks: () => get('/api/webhooks'),
   /** {alarm}: the free-space alarm (SpaceAlarm), or null while space is fine. */
   space: () => get('/api/space'),
   /** Telemetry (StatsSummary) of one agent, or of all without a name; `since` e.g. '1h'. */

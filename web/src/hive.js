@@ -2,6 +2,7 @@
 // a box to message any agent, and the operator's inbox. Live over SSE.
 
 import { api, live } from './api.js';
+import { loadNotifications, mountBell, show as showNotifications } from './notifications.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
 import { $, badge, fill, flags, h, messageItem, run, setConn, showSpace, since, spendBar, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
@@ -267,6 +268,24 @@ $('#send-body').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) $('#send-form').requestSubmit();
 });
 
+// ---- webhooks -----------------------------------------------------------------
+
+/** The webhooks panel: hidden without webhooks; a failing one stands out. */
+function showWebhooks(hooks) {
+  const panel = $('#webhooks-panel');
+  panel.hidden = hooks.length === 0;
+  const failing = hooks.filter((w) => w.last_error);
+  fill($('#webhook-count'), failing.length ? `${failing.length} failing` : '');
+  fill($('#webhooks'), hooks.map((w) => h('tr', { class: w.last_error ? 'failing' : '', dataset: { name: w.name } },
+    h('td', {}, h('b', {}, w.name)),
+    h('td', {}, w.format),
+    h('td', { class: 'dim' }, w.target),
+    h('td', { class: 'num-col' }, String(w.pending)),
+    h('td', { class: 'num-col' }, String(w.attempts)),
+    h('td', {}, w.last_ok ? since(w.last_ok, ' ago') : '—'),
+    h('td', { class: 'webhook-error' }, w.last_error ?? ''))));
+}
+
 // ---- live -------------------------------------------------------------------
 
 async function loadAll() {
@@ -277,6 +296,8 @@ async function loadAll() {
       api.questions().then(showQuestions),
       api.operatorMessages().then(showInbox),
       api.space().then(({ alarm }) => showSpace(alarm)),
+      loadNotifications(),
+      api.webhooks().then(showWebhooks),
     ]);
   } catch (e) {
     toast(e.message, 'error');
@@ -292,7 +313,10 @@ live(null, {
   questions: ({ questions }) => showQuestions(questions),
   operator_inbox: ({ messages }) => showInbox(messages),
   space: ({ alarm }) => showSpace(alarm),
+  notifications: showNotifications,
+  webhooks: ({ webhooks }) => showWebhooks(webhooks),
 }, setConn);
+mountBell();
 watchLogin();
 
 // A deadline passes without a word from the server: drop expired questions here.

@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub notify: Notifier,
     /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
     pub min_free_space: Option<u64>,
+    /// The operator's webhooks and the dashboard's public URL.
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// Environment variables passed from the daemon to every harness.
@@ -135,6 +137,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     let mut settings = settings(opts.min_free_space)?;
     settings.turn_timeout = opts.turn_timeout;
+    settings.webhooks = opts.webhooks.clone();
     settings.budget = opts.budget;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
@@ -168,6 +171,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
     hive.spawn_task(crate::hive::schedules::run(hive.clone()));
+    hive.spawn_task(crate::hive::notifications::deliver_webhooks(hive.clone()));
     hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
@@ -294,6 +298,7 @@ fn settings(min_free_space: Option<u64>) -> Result<Settings> {
         kill_grace: Duration::from_secs(5),
         min_free_space,
         turn_timeout: DEFAULT_TURN_TIMEOUT,
+        webhooks: Default::default(),
         budget: None,
     })
 }

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod budget;
 mod controls;
 mod messages;
+pub mod notifications;
 pub mod questions;
 pub mod schedules;
 pub mod secrets;
@@ -92,6 +93,8 @@ pub struct Settings {
     pub min_free_space: Option<u64>,
     /// Longest a turn may run unless the agent's `turn_timeout` says otherwise.
     pub turn_timeout: Duration,
+    /// The operator's webhooks (`[[webhooks]]` in `hive.toml`) and the dashboard's public URL.
+    pub webhooks: crate::webhooks::Webhooks,
     /// The hive-wide daily budget (`budget` in hive.toml), if any.
     pub budget: Option<hive_sh4re::config::Budget>,
 }
@@ -125,6 +128,8 @@ pub struct Hive {
     api: crate::api_health::ApiHealth,
     /// The secrets' redactor, read from the store on first use after a change.
     redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
+    /// Bumped when a notification is queued: wakes every webhook's delivery task.
+    webhook_wake: tokio::sync::watch::Sender<u64>,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -156,6 +161,7 @@ impl Hive {
             config_heads: Default::default(),
             api: Default::default(),
             redactor: std::sync::Mutex::new(None),
+            webhook_wake: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -191,6 +197,7 @@ impl Hive {
             kill_grace: Duration::from_millis(100),
             min_free_space: None,
             turn_timeout: DEFAULT_TURN_TIMEOUT,
+            webhooks: Default::default(),
             budget: None,
         };
         let uids = crate::runtime::UidRanges::new(
@@ -583,7 +590,10 @@ impl Hive {
     pub async fn vacuum(&self) -> Result<usize> {
         let store = self.store.clone();
         let vacuumed = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
+            let n = store.vacuum_messages()?
+                + store.vacuum_events()?
+                + store.vacuum_stats()?
+                + store.vacuum_notifications()?;
             store.checkpoint()?;
             Ok(n)
         })

@@ -30,3 +30,4 @@ pub mod shell;
 pub mod space;
 pub mod store;
 pub mod supervisor;
+pub mod webhooks;

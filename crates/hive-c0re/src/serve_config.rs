@@ -137,11 +137,30 @@ pub struct ServeArgs {
         value_parser = parse_budget
     )]
     pub budget: Option<hive_sh4re::config::Budget>,
+    /// The dashboard's URL as the operator reaches it (e.g. https://hive.example.org):
+    /// webhooks' links are absolute with it, dashboard paths without.
+    #[arg(long, env = "HIVE_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
 }
 
 /// A hive budget, written as `agent.toml`'s `budget` is.
 fn parse_budget(text: &str) -> std::result::Result<hive_sh4re::config::Budget, String> {
     hive_sh4re::config::Budget::from_toml_inline(text).map_err(|e| e.0)
+}
+
+/// The key of `hive.toml` that holds the webhooks: a list of tables, not a flag.
+pub const WEBHOOKS_KEY: &str = "webhooks";
+
+/// A public URL: http(s), without a trailing slash.
+fn parse_public_url(text: &str) -> std::result::Result<String, String> {
+    if !(text.starts_with("http://") || text.starts_with("https://"))
+        || text.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{text:?} is not an http:// or https:// URL such as https://hive.example.org"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// A turn time limit in seconds, as `agent.toml`'s `turn_timeout` takes it.
@@ -204,6 +223,8 @@ pub struct Resolved {
     pub file: Option<PathBuf>,
     /// Every setting with its origin, in the order of `--help`.
     pub entries: Vec<Entry>,
+    /// The file's `[[webhooks]]`.
+    pub webhooks: Vec<crate::webhooks::Webhook>,
 }
 
 /// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`)
@@ -221,8 +242,11 @@ pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> R
     let settings = setting_args(cmd);
     let mut argv = argv.to_vec();
     let mut from_file = BTreeMap::new();
+    let mut webhooks = vec![];
     if let Some(path) = &file {
-        for (key, value, flag) in file_values(path, &settings)? {
+        let (values, hooks) = file_values(path, &settings)?;
+        webhooks = hooks;
+        for (key, value, flag) in values {
             let higher = matches!(
                 sub.value_source(&key),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -247,6 +271,7 @@ pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> R
         paths,
         file,
         entries,
+        webhooks,
     })
 }
 
@@ -274,8 +299,14 @@ fn setting_args(cmd: &clap::Command) -> Vec<Arg> {
         .collect()
 }
 
-/// The file's settings, each checked by its flag's parser: key, value, and the flag that sets it.
-fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value, Vec<OsString>)>> {
+/// A file setting: key, value, and the flag that sets it.
+type FileValue = (String, toml::Value, Vec<OsString>);
+
+/// The file's settings, each checked by its flag's parser, and its webhooks.
+fn file_values(
+    path: &Path,
+    settings: &[Arg],
+) -> Result<(Vec<FileValue>, Vec<crate::webhooks::Webhook>)> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::refused(format!(
@@ -289,9 +320,19 @@ fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value
         ))
     })?;
     let mut out = Vec::new();
+    let mut webhooks = vec![];
     for (key, value) in table {
+        if key == WEBHOOKS_KEY {
+            webhooks = crate::webhooks::parse(&value)
+                .map_err(|e| Error::refused(format!("{shown}: {e}")))?;
+            continue;
+        }
         let Some(arg) = settings.iter().find(|a| a.get_id() == key.as_str()) else {
-            let known: Vec<&str> = settings.iter().map(|a| a.get_id().as_str()).collect();
+            let known: Vec<&str> = settings
+                .iter()
+                .map(|a| a.get_id().as_str())
+                .chain([WEBHOOKS_KEY])
+                .collect();
             return Err(Error::refused(format!(
                 "unknown key `{key}` in {shown}; the keys are {}",
                 known.join(", ")
@@ -332,7 +373,7 @@ fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value
         };
         out.push((key, value, flag));
     }
-    Ok(out)
+    Ok((out, webhooks))
 }
 
 fn entry(
@@ -422,6 +463,13 @@ impl Resolved {
         for (line, comment) in lines {
             out.push_str(&format!("{line:<width$}  {comment}\n"));
         }
+        if !self.webhooks.is_empty() {
+            let names: Vec<&str> = self.webhooks.iter().map(|w| w.name.as_str()).collect();
+            out.push_str(&format!(
+                "# webhooks: {} (their [[webhooks]] tables are the file's, not repeated here)\n",
+                names.join(", ")
+            ));
+        }
         out
     }
 
@@ -468,6 +516,10 @@ impl Resolved {
             budget: a.budget,
             notify: Default::default(),
             min_free_space: a.min_free_space,
+            webhooks: crate::webhooks::Webhooks {
+                hooks: self.webhooks.clone(),
+                public_url: a.public_url.clone(),
+            },
         }
     }
 }

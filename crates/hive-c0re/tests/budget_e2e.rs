@@ -138,6 +138,22 @@ fn a_budget_warns_at_80_holds_at_100_and_the_operator_releases_it() {
         "{body}"
     );
 
+    // The operator was notified at both marks, once each.
+    let told = hive.request(serde_json::json!({"cmd": "notifications"}));
+    let kinds_told: Vec<&str> = told["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["agent"] == "alice")
+        .filter_map(|n| n["kind"].as_str())
+        .filter(|k| k.contains("budget"))
+        .collect();
+    assert_eq!(
+        kinds_told,
+        ["over_budget", "budget_warning"],
+        "newest first: {told}"
+    );
+
     // Held: what is sent waits, unclaimed, and nothing answers.
     hive.ok(&["send", "alice", "ping"]);
     assert!(

@@ -182,6 +182,23 @@ fn a_harness_that_keeps_dying_is_left_failed() {
         "{bodies:?}"
     );
     assert!(bodies.last().unwrap().contains("gave up"), "{bodies:?}");
+    // The operator is notified of each crash, and of the failure that ends them.
+    let kinds: Vec<String> =
+        hive.request(serde_json::json!({"cmd": "notifications"}))["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["kind"].as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("failed"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[1..].iter().all(|k| k == "crashed") && kinds.len() > 1,
+        "{kinds:?}"
+    );
     // start clears the failure and tries again.
     hive.ok(&["start", "alice"]);
     assert_eq!(hive.row("alice").unwrap()["failed"], false);

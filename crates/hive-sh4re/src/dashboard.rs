@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question, SpaceAlarm};
+use crate::notification::{NotificationList, WebhookStatus};
 
 // ---- request bodies (POST, JSON) -------------------------------------------
 
@@ -48,6 +49,15 @@ pub struct AnswerBody {
     pub answer: String,
 }
 
+/// `POST /api/notifications/read`: one notification (`id`) or every one (`all`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadBody {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub all: bool,
+}
+
 /// `POST /api/agents/{name}/schedules`: a prompt from the operator (`when` as host.sock's `schedule_add`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleBody {
@@ -79,6 +89,14 @@ pub struct LimitQuery {
 pub struct StatsQuery {
     pub agent: Option<String>,
     pub since: Option<String>,
+}
+
+/// `GET /api/notifications?unread=true&limit=N`: the newest notifications.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotificationsQuery {
+    #[serde(default)]
+    pub unread: Option<bool>,
+    pub limit: Option<u32>,
 }
 
 /// `GET /api/stream`: the hive page's frames, or (with `agent`) that agent page's.
@@ -159,8 +177,18 @@ frames! {
     Questions(Questions) = "questions",
     /// The free-space alarm changed (every page).
     Space(Space) = "space",
+    /// Notifications were stored or read: the newest and the unread count (every page).
+    Notifications(NotificationList) = "notifications",
+    /// The webhooks' queues changed (hive page).
+    Webhooks(Webhooks) = "webhooks",
     /// Changes were missed: refetch.
     Resync(Resync) = "resync",
+}
+
+/// `webhooks`: each webhook's queue and last results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhooks {
+    pub webhooks: Vec<WebhookStatus>,
 }
 
 /// `hello`: whose page the stream is for (None: the hive page).
@@ -292,7 +320,7 @@ mod tests {
                 .unwrap(),
             r#"{"name":"bob"}"#
         );
-        assert_eq!(Frame::NAMES.len(), 11);
+        assert_eq!(Frame::NAMES.len(), 13);
     }
 
     #[test]

@@ -95,6 +95,9 @@ requests! {
     "secret_set" => SecretSet,
     "secret_list" => SecretList,
     "secret_rm" => SecretRm,
+    "notifications" => Notifications,
+    "notifications_read" => NotificationsRead,
+    "webhooks" => Webhooks,
     "budget_set" => BudgetSet,
     "budget_list" => BudgetList,
 }
@@ -413,6 +416,15 @@ pub struct Response {
     /// `budget_list`, `budget_set`: today's spend against each budget, the hive's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<Vec<BudgetRow>>,
+    /// `notifications`: newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<crate::notification::Notification>>,
+    /// `notifications`, `notifications_read`: unread notifications left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    /// `webhooks`: each configured webhook's delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<crate::notification::WebhookStatus>>,
 }
 
 /// Where a budget in force today comes from.

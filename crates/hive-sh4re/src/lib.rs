@@ -14,6 +14,7 @@ pub mod event;
 pub mod host;
 pub mod limits;
 pub mod name;
+pub mod notification;
 pub mod secret;
 pub mod shell;
 pub mod state;

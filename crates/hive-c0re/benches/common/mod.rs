@@ -33,6 +33,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             kill_grace: Duration::from_secs(1),
             min_free_space: None,
             turn_timeout: hive_c0re::hive::DEFAULT_TURN_TIMEOUT,
+            webhooks: Default::default(),
             budget: None,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());

@@ -274,6 +274,26 @@ pub enum Command {
     ///
     /// The terminal goes raw until the shell exits; the exit code is the shell's.
     Shell { name: AgentName },
+    /// The operator's notifications (messages, questions, approvals, crashes...), newest first;
+    /// `notifications read ID|--all` marks them read.
+    Notifications {
+        #[command(subcommand)]
+        read: Option<NotificationsCommand>,
+        /// Only unread ones.
+        #[arg(long)]
+        unread: bool,
+        /// How many (default 50).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// One JSON object per notification.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The webhooks' deliveries: pending notifications, attempts, the last error.
+    Webhooks {
+        #[arg(long)]
+        json: bool,
+    },
     /// Daily budgets: today's spend (UTC) against each, or raise/lift one for today.
     ///
     /// `hive-c0re budget` lists; `hive-c0re budget NAME --usd 10 [--tokens N]` sets
@@ -338,6 +358,18 @@ pub enum ScheduleCommand {
     },
     /// Remove a schedule.
     Rm { id: i64 },
+}
+
+/// `hive-c0re notifications ...`
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// Mark a notification read, or every one with --all.
+    Read {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// `hive-c0re secret ...`
@@ -460,6 +492,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 }
                 if let Some(b) = &answer.api_backoff {
                     output::api_backoff(b);
+                }
+                // A daemon without webhooks (or an older one) has nothing to add.
+                if let Ok(w) = c.call(verb::Webhooks {}) {
+                    output::failing_webhooks(&w.webhooks.unwrap_or_default());
                 }
                 output::status(&rows)
             }
@@ -751,6 +787,41 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 }),
                 &format!("removed {scope} secret {name}"),
             )?
+        }
+        Command::Notifications {
+            read: Some(NotificationsCommand::Read { id, all }),
+            ..
+        } => {
+            let unread = c
+                .call(verb::NotificationsRead { id, all })?
+                .unread
+                .unwrap_or_default();
+            match id {
+                Some(id) => out!("notification #{id} read; {unread} unread"),
+                None => out!("every notification read"),
+            }
+        }
+        Command::Notifications {
+            read: None,
+            unread,
+            limit,
+            json,
+        } => {
+            let r = c.call(verb::Notifications { unread, limit })?;
+            let items = r.notifications.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::notifications(&items, r.unread.unwrap_or_default())
+            }
+        }
+        Command::Webhooks { json } => {
+            let items = c.call(verb::Webhooks {})?.webhooks.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::webhooks(&items)
+            }
         }
         Command::Budget {
             name,

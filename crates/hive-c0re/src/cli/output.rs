@@ -5,6 +5,7 @@ use std::io::Write;
 use hive_sh4re::host::{
     AgentStatusRow, Approval, Message, Question, Schedule, SecretRow, StatsSummary,
 };
+use hive_sh4re::notification::{Notification, WebhookStatus};
 
 /// Writes one line to stdout (what `out!` expands to). A reader that went
 /// away (`hive-c0re status | head -2`) ends the process quietly with success:
@@ -406,4 +407,83 @@ pub fn secrets(items: &[SecretRow]) {
         })
         .collect();
     table(&["NAME", "SCOPE", "SET"], &body);
+}
+
+/// The notifications table, newest first: the first line of each text.
+pub fn notifications(items: &[Notification], unread: u64) {
+    if items.is_empty() {
+        out!("no notifications");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|n| {
+            let first = n.text.lines().next().unwrap_or_default();
+            let mut text: String = first.chars().take(100).collect();
+            if text.len() < n.text.len() {
+                text.push('…');
+            }
+            vec![
+                n.id.to_string(),
+                n.ts.clone(),
+                n.kind.to_string(),
+                n.agent.clone().unwrap_or_else(|| "-".to_owned()),
+                if n.read { "" } else { "unread" }.to_owned(),
+                text,
+            ]
+        })
+        .collect();
+    table(&["ID", "TIME", "KIND", "AGENT", "", "TEXT"], &body);
+    out!("{unread} unread");
+}
+
+/// Webhooks whose last delivery failed, above the status table.
+pub fn failing_webhooks(items: &[WebhookStatus]) {
+    let failing: Vec<&WebhookStatus> = items.iter().filter(|w| w.last_error.is_some()).collect();
+    for w in &failing {
+        out!(
+            "WEBHOOK {} FAILING: {} · {} pending, {} attempts (hive-c0re webhooks)",
+            w.name,
+            w.last_error.as_deref().unwrap_or_default(),
+            w.pending,
+            w.attempts
+        );
+    }
+    if !failing.is_empty() {
+        out!("");
+    }
+}
+
+/// The webhooks table: where each posts, what waits, the last error.
+pub fn webhooks(items: &[WebhookStatus]) {
+    if items.is_empty() {
+        out!("no webhooks: add [[webhooks]] tables to hive.toml (see README)");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                format!("{:?}", w.format).to_lowercase(),
+                w.target.clone(),
+                w.pending.to_string(),
+                w.attempts.to_string(),
+                w.last_ok.clone().unwrap_or_else(|| "-".to_owned()),
+                w.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "FORMAT",
+            "TARGET",
+            "PENDING",
+            "ATTEMPTS",
+            "LAST OK",
+            "LAST ERROR",
+        ],
+        &body,
+    );
 }

@@ -13,7 +13,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::dashboard::{AnswerBody, BudgetBody, DenyBody, ModelBody, ScheduleBody, SendBody};
+use hive_sh4re::dashboard::{
+    AnswerBody, BudgetBody, DenyBody, ModelBody, ReadBody, ScheduleBody, SendBody,
+};
 use hive_sh4re::host::{Question, QuestionStatus};
 use serde_json::{Value, json};
 
@@ -247,6 +249,27 @@ pub(crate) async fn schedule_rm(State(ctx): State<Ctx>, Id(id): Id) -> Done {
         .schedule_rm(id)
         .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
     done(format!("schedule #{id} removed"))
+}
+
+/// `POST /api/notifications/read` {id} or {all: true}: mark read; answers the unread count left.
+pub(crate) async fn read_notifications(
+    State(ctx): State<Ctx>,
+    Body(b): Body<ReadBody>,
+) -> ApiResult<Json<Value>> {
+    let id = match (b.id, b.all) {
+        (Some(id), false) => Some(id),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::bad(
+                "say which notification to mark read: {\"id\": N} or {\"all\": true}",
+            ));
+        }
+    };
+    let unread = ctx
+        .hive
+        .mark_notifications_read(id)
+        .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
+    Ok(Json(json!({ "ok": true, "unread": unread })))
 }
 
 /// `POST /api/ping`: 200 when the page's token is still this dashboard's (it changes when hive-c0re restarts).

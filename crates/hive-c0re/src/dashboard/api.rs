@@ -6,10 +6,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::dashboard::{EventsQuery, LimitQuery};
+use hive_sh4re::dashboard::{EventsQuery, LimitQuery, NotificationsQuery};
 use hive_sh4re::host::{
     AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule, SecretRow,
 };
+use hive_sh4re::notification::{NotificationList, WebhookStatus};
 
 use super::Ctx;
 use super::errors::{ApiError, ApiResult};
@@ -172,4 +173,19 @@ pub(crate) async fn schedules(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Sche
             .schedule_list()
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
+}
+
+/// `GET /api/notifications?unread=true&limit=N`: the newest notifications and the unread count.
+pub(crate) async fn notifications(
+    State(ctx): State<Ctx>,
+    Q(q): Q<NotificationsQuery>,
+) -> ApiResult<Json<NotificationList>> {
+    Ok(Json(
+        ctx.hive.notifications(q.unread.unwrap_or(false), q.limit)?,
+    ))
+}
+
+/// `GET /api/webhooks`: each webhook's queue and last results.
+pub(crate) async fn webhooks(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<WebhookStatus>>> {
+    Ok(Json(ctx.hive.webhook_statuses()?))
 }

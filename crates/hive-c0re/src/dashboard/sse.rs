@@ -10,8 +10,9 @@
 //! `model` {agent, model: ModelInfo}, `agent_removed` {name}, `events` {agent,
 //! events}, `inbox` {agent, messages}, `operator_inbox` {messages},
 //! `approvals` {approvals}, `questions` {questions}, `space` {alarm: SpaceAlarm
-//! or null} (the free-space alarm went on or cleared), `resync` {} (changes were
-//! missed: refetch). A comment line every 15 s keeps proxies from closing it.
+//! or null} (the free-space alarm went on or cleared), `notifications`
+//! {notifications, unread} (every page), `webhooks` {webhooks} (hive page),
+//! `resync` {} (changes were missed: refetch). A comment line every 15 s keeps proxies from closing it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hive_sh4re::dashboard::{
     AgentRemoved, Approvals, EventsFrame, Frame, Hello, Inbox, ModelChanged, OperatorInbox,
-    Questions, Resync, Space, StreamQuery,
+    Questions, Resync, Space, StreamQuery, Webhooks,
 };
 use hive_sh4re::{AgentName, Mailbox};
 use tokio::sync::broadcast;
@@ -43,6 +44,8 @@ const EVENTS_PER_FRAME: u32 = 500;
 pub const INBOX_LEN: u32 = 20;
 /// Messages an `operator_inbox` frame carries.
 pub const OPERATOR_INBOX_LEN: u32 = 50;
+/// Notifications a `notifications` frame carries.
+pub const NOTIFICATIONS_LEN: u32 = 30;
 /// Changes the hub takes in one go (duplicates in a burst are done once).
 const BATCH: usize = 512;
 
@@ -193,6 +196,8 @@ enum Work {
     Approvals,
     Questions,
     Space,
+    Notifications,
+    Webhooks,
 }
 
 /// Follows the broker until the hive shuts down, turning changes into frames.
@@ -278,6 +283,8 @@ fn plan(c: Change) -> Vec<Work> {
         Change::Approvals => vec![Work::Approvals],
         Change::Questions => vec![Work::Questions],
         Change::Space => vec![Work::Space],
+        Change::Notifications => vec![Work::Notifications],
+        Change::Webhooks => vec![Work::Webhooks],
     }
 }
 
@@ -421,6 +428,21 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 alarm: hive.space().alarm(),
             };
             hub.send(Prepared::new(Audience::All, Frame::Space(space)));
+        }
+        Work::Notifications => {
+            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)) {
+                hub.send(Prepared::new(Audience::All, Frame::Notifications(list)));
+            }
+        }
+        Work::Webhooks => {
+            if hub.watched(None)
+                && let Ok(webhooks) = hive.webhook_statuses()
+            {
+                hub.send(Prepared::new(
+                    Audience::Hive,
+                    Frame::Webhooks(Webhooks { webhooks }),
+                ));
+            }
         }
         Work::Questions => {
             if hub.watched(None)

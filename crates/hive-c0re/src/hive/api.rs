@@ -101,6 +101,13 @@ impl Hive {
         };
         self.broker.publish(Change::Agent(agent.to_string()));
         if let Some(reason) = told {
+            self.tell_operator(
+                hive_sh4re::notification::NotificationKind::NeedsLogin,
+                Some(agent),
+                &format!(
+                    "{agent} needs a login: the model API refused its credentials ({reason})."
+                ),
+            );
             let body = format!(
                 "{agent} needs a login: its harness reports that the model API refused its \
                  credentials (\"{reason}\"). \

@@ -188,6 +188,13 @@ impl Hive {
         let id = self.store.add_approval(a)?;
         self.record_approvals_pending();
         self.broker.publish(Change::Approvals);
+        let about = AgentName::parse(a.agent).ok();
+        let what = a.description.map(|d| format!(": {d}")).unwrap_or_default();
+        self.tell_operator(
+            hive_sh4re::notification::NotificationKind::Approval,
+            about.as_ref(),
+            &format!("Approval #{id} waits: {} {}{what}", a.kind, a.agent),
+        );
         Ok(id)
     }
 

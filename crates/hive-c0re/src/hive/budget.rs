@@ -9,8 +9,9 @@
 //! day it ended. Nothing of the spend is kept in memory: a restart holds
 //! whom it held.
 //!
-//! At 80 % of a limit hive-c0re records `budget_warning`; at 100 %
-//! `over_budget`, and the manager gets one message from `system`. Both are
+//! At 80 % of a limit hive-c0re records `budget_warning` and notifies the
+//! operator (`Hive::notify_operator`); at 100 % `over_budget`, a notification
+//! of that kind, and the manager gets one message from `system`. Both are
 //! told at the moment a recorded spend crosses the mark, so each crossing is
 //! told once (a spend that passes both marks at once is told only as
 //! `over_budget`). From then on [`Hive::budget_gate`] holds the agent in
@@ -37,6 +38,7 @@
 use hive_sh4re::AgentName;
 use hive_sh4re::event::{BudgetMeasure, BudgetNotice, BudgetScope, Payload};
 use hive_sh4re::host::{BudgetRow, BudgetSource, verb};
+use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::{AgentState, Mailbox};
 
 use crate::clock::{now_ms, rfc3339};
@@ -323,14 +325,39 @@ impl Hive {
                 limit,
                 day: day_name(today),
             };
+            // The operator's notification is about the agent, or the hive (no agent).
+            let about = (scope == BudgetScope::Agent).then_some(name);
+            let whose = match scope {
+                BudgetScope::Agent => format!("{name}'s daily budget"),
+                BudgetScope::Hive => format!("the hive's daily budget ({name}'s turn crossed it)"),
+            };
             for (m, spent, l) in limit.crossed(before, after, WARN_AT) {
                 if spent < l {
                     self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))?;
+                    let text = format!(
+                        "{} of {} of {whose} spent today (UTC): 80 % reached",
+                        amount(m, spent),
+                        amount(m, l)
+                    );
+                    self.tell_operator(NotificationKind::BudgetWarning, about, &text);
                 }
             }
             let over = limit.crossed(before, after, 1.0);
             for (m, spent, l) in &over {
                 self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))?;
+                let held = match scope {
+                    BudgetScope::Agent => format!("{name} is held"),
+                    BudgetScope::Hive => {
+                        "every agent is held (the manager still answers you)".into()
+                    }
+                };
+                let text = format!(
+                    "{} of {} of {whose} spent today (UTC): {held} until you raise it \
+                     (hive-c0re budget) or 00:00 UTC",
+                    amount(*m, *spent),
+                    amount(*m, *l)
+                );
+                self.tell_operator(NotificationKind::OverBudget, about, &text);
             }
             if over.is_empty() {
                 continue;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hive_sh4re::agent::TurnOutcome;
 use hive_sh4re::event::Operator;
 use hive_sh4re::host::Message;
+use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::{AgentName, Mailbox};
 
 use super::Hive;
@@ -75,6 +76,9 @@ impl Hive {
             to: to.as_str().to_owned(),
             from: from.as_str().to_owned(),
         });
+        if let (Mailbox::Operator, Mailbox::Agent(sender)) = (to, from) {
+            self.tell_operator(NotificationKind::Message, Some(sender), body);
+        }
         if let Mailbox::Agent(n) = to {
             self.sample_inbox(n.as_str());
             self.broker.publish(Change::Agent(n.to_string()));

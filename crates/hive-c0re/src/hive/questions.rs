@@ -41,6 +41,12 @@ impl Hive {
             .store
             .add_question(agent.as_str(), question, options, ttl as i64)?;
         self.broker.publish(Change::Questions);
+        let deadline = crate::clock::rfc3339(now_ms() + ttl as i64 * 1000);
+        self.tell_operator(
+            hive_sh4re::notification::NotificationKind::Question,
+            Some(agent),
+            &format!("Question #{id} (answer by {deadline}): {question}"),
+        );
         let mut withdraw = Withdraw {
             hive: self,
             id,

@@ -6,6 +6,7 @@
 //! `container_crash` event and a notice to the manager, with the last lines
 //! of its log.
 
+use hive_sh4re::notification::NotificationKind;
 use std::time::Duration;
 
 use hive_sh4re::event::{ContainerCrash, Payload};
@@ -83,6 +84,16 @@ impl Supervised for Hive {
             log_tail: tail.clone(),
         };
         let _ = self.record(name, &Payload::ContainerCrash(crash));
+        let kind = if retry_in.is_some() {
+            NotificationKind::Crashed
+        } else {
+            NotificationKind::Failed
+        };
+        self.tell_operator(
+            kind,
+            Some(name),
+            &format!("{name}'s harness {exit}; {next}."),
+        );
         let body =
             format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
         if let Err(e) = self.notify(&AgentName::manager(), &body) {

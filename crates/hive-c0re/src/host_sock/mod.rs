@@ -11,6 +11,7 @@ mod budget;
 mod conns;
 mod control;
 mod messages;
+mod notifications;
 mod secrets;
 mod shell;
 
@@ -266,6 +267,9 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::SecretSet(r) => r.handle(hive).await,
         Request::SecretList(r) => r.handle(hive).await,
         Request::SecretRm(r) => r.handle(hive).await,
+        Request::Notifications(r) => r.handle(hive).await,
+        Request::NotificationsRead(r) => r.handle(hive).await,
+        Request::Webhooks(r) => r.handle(hive).await,
         Request::BudgetSet(r) => r.handle(hive).await,
         Request::BudgetList(r) => r.handle(hive).await,
     };

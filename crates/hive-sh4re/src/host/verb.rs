@@ -284,6 +284,30 @@ pub struct SecretRm {
     pub agent: Option<AgentName>,
 }
 
+// Notifications.
+
+/// `notifications` *ours*: the newest notifications (only unread ones with `unread`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notifications {
+    #[serde(default)]
+    pub unread: bool,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `notifications_read` *ours*: mark one notification read (`id`), or every one (`all`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotificationsRead {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `webhooks` *ours*: each configured webhook's delivery (pending, attempts, last error).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Webhooks {}
+
 // Budgets.
 
 /// `budget_set` *ours*: change a daily budget for the rest of today (UTC):
