@@ -8,7 +8,7 @@ import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
 import { icon } from './icons.js';
 import { mountTelemetry } from './telemetry.js';
-import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, watchLogin } from './ui.js';
+import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, spendBar, startClock, toast, twoClick, watchLogin } from './ui.js';
 
 // The page is served at /agents/NAME (hive-c0re checked that NAME exists).
 const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
@@ -249,8 +249,20 @@ function showRow(r) {
   fill(pause, icon(r.paused ? 'play' : 'pause'), r.paused ? ' Resume' : ' Pause');
   pause.title = r.paused ? 'let its turn loop take messages again' : 'park its turn loop; messages keep queueing';
   setTitle(`${r.name} · ${r.state} · hyperhive`);
+  showBudget(r.budget);
   showTurn();
   pokeStats();
+}
+
+/** The agent's own budget today (its status row's `budget`), or that it has none. */
+function showBudget(b) {
+  fill($('#budget'), b ? spendBar(b) : h('span', { class: 'dim' }, 'no budget'));
+}
+
+async function setBudget(body) {
+  const r = await run(() => api.setBudget(NAME, body), body.reset ? `${NAME}'s budget is lifted until 00:00 UTC` : `${NAME}'s budget is set for today`);
+  if (r?.budget) showBudget(r.budget.usd_per_day != null || r.budget.tokens_per_day != null ? r.budget : null);
+  return r;
 }
 
 function modelLine(m) {
@@ -367,6 +379,20 @@ $('#model-form').addEventListener('submit', async (e) => {
   $('#model-input').value = '';
 });
 $('#model-clear').addEventListener('click', () => setModel(null));
+$('#budget-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const body = {};
+  const usdText = $('#budget-usd').value.trim();
+  const tokenText = $('#budget-tokens').value.trim();
+  if (usdText) body.usd = Number(usdText);
+  if (tokenText) body.tokens = Number(tokenText);
+  if (!usdText && !tokenText) return;
+  if (await setBudget(body)) {
+    $('#budget-usd').value = '';
+    $('#budget-tokens').value = '';
+  }
+});
+$('#budget-reset').addEventListener('click', () => setBudget({ reset: true }));
 $('#btn-cancel').addEventListener('click', () => run(() => api.act(NAME, 'cancel')));
 $('#btn-compact').addEventListener('click', () => run(() => api.act(NAME, 'compact')));
 $('#btn-pause').addEventListener('click', () => run(() => api.act(NAME, row?.paused ? 'resume' : 'pause')));

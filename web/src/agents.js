@@ -6,9 +6,9 @@
 import { api } from './api.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
 import { STATES, TOTALS, agentHref, stateInfo, stateKey } from './states.js';
-import { $, fill, flags, h, run, since, stateClock, toast, twoClick } from './ui.js';
+import { $, fill, flags, h, run, since, spendBar, stateClock, toast, twoClick } from './ui.js';
 
-const agents = new Map(); // name -> {row, tr, stats, cost}
+const agents = new Map(); // name -> {row, tr, stats, cost, budget}
 const selected = new Set();
 let onChange = () => {};
 
@@ -127,7 +127,7 @@ function agentRow(name) {
     h('td', { class: 'heartbeat' }),
     h('td', { class: 'rate num' }),
     h('td', { class: 'p95 num' }),
-    h('td', { class: 'cost num' }),
+    h('td', { class: 'cost num spend-cell' }),
     h('td', { class: 'model' }),
     h('td', { class: 'actions' }, menu));
 }
@@ -175,7 +175,7 @@ function fillRow(e) {
   const inbox = cell('inbox');
   inbox.textContent = row.inbox_depth;
   inbox.classList.toggle('waiting', row.inbox_depth > 0);
-  cell('cost').textContent = money(e.cost);
+  fillCost(cell('cost'), e);
   const key = stateKey(row);
   const btn = (a) => tr.querySelector(`[data-action=${a}]`);
   btn('start').disabled = row.running && !row.failed;
@@ -281,6 +281,12 @@ async function bulk(action) {
 
 // ---- telemetry: turns/min and p95 of the last hour, cost since midnight ---------
 
+/** Today's spend: against the agent's budget (a bar) when the hive keeps one for it, else the cost. */
+function fillCost(td, e) {
+  if (e.budget) fill(td, spendBar(e.budget));
+  else td.textContent = money(e.cost);
+}
+
 let stuckAfter = 300;
 
 function fillStats(e) {
@@ -289,7 +295,7 @@ function fillStats(e) {
   cell('rate').textContent = rate(a.turns_per_minute);
   cell('p95').textContent = turnTime(a.duration_p95_ms, a.turns);
   cell('p95').title = a.turns ? `p50 ${turnTime(a.duration_p50_ms, a.turns)} over ${a.turns} turns` : 'no turns in the last hour';
-  cell('cost').textContent = money(e.cost);
+  fillCost(cell('cost'), e);
   e.tr.classList.toggle('stuck', a.stuck);
   const state = cell('state');
   state.querySelector('.tag.stuck')?.remove();
@@ -309,11 +315,15 @@ async function loadStats() {
   }
   stuckAfter = hour.stuck_after_seconds;
   const costs = new Map(today.agents.map((a) => [a.agent, a.cost_usd]));
+  const budgets = new Map((hour.budgets ?? []).filter((b) => b.agent != null).map((b) => [b.agent, b]));
+  const hive = (hour.budgets ?? []).find((b) => b.agent == null);
+  if (hive) fill($('#hive-spend'), 'hive today: ', spendBar(hive));
   for (const a of hour.agents) {
     const e = agents.get(a.agent);
     if (!e) continue;
     e.stats = a;
     e.cost = costs.get(a.agent) ?? 0;
+    e.budget = budgets.get(a.agent);
     fillStats(e);
   }
   arrange();

@@ -76,6 +76,8 @@ export const api = {
   /** A model name, or null to go back to the configured one. */
   setModel: (name, model) => post(agentPath(name, '/model'), { model }),
   send: (name, body) => post(agentPath(name, '/messages'), { body }),
+  /** Today's budget: {usd?, tokens?} new limits, or {reset: true} to lift it until 00:00 UTC. */
+  setBudget: (name, body) => post(agentPath(name, '/budget'), body),
   /** start, stop, kill, restart, destroy, pause, resume, cancel, compact, compact-notes. */
   act: (name, action) => post(agentPath(name, `/${action}`)),
   /** Every scheduled prompt, soonest first. */

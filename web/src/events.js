@@ -17,6 +17,8 @@ export const EVENT_KINDS = [
   'notes_compaction',
   'operator',
   'container_crash',
+  'budget_warning',
+  'over_budget',
 ];
 
 /** The kinds by name, for `switch (ev.kind) { case KIND.turn_start: ... }`. */

@@ -2,7 +2,8 @@
 // rows. Kinds (`KIND`, from events.js, the list of hive_sh4re's EventKind):
 // `stream` (one claude stream-json line), `state`, `turn_start`, `turn_end`,
 // `turn_error`, `stderr`, `compact_*` (a `/compact` run),
-// `notes_compaction[_stream]`, `container_crash`, `operator`; anything else
+// `notes_compaction[_stream]`, `container_crash`, `operator`,
+// `budget_warning` and `over_budget`; anything else
 // shows as raw JSON.
 
 import { KIND } from './events.js';
@@ -114,6 +115,14 @@ function compactRows(ev, p, what) {
 
 const clock = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
+/** `budget_warning` / `over_budget` as one line (the CLI's `events` writes the same). */
+function budgetLine(over, p) {
+  const amount = (v) => (p.measure === 'usd' ? `$${Number(v ?? 0).toFixed(2)}` : `${Math.round(v ?? 0)} tokens`);
+  const whose = p.scope === 'hive' ? "the hive's" : 'its';
+  const what = over ? `💸 over ${whose} budget, held` : `💸 80 % of ${whose} budget`;
+  return `${what}: ${amount(p.spent)} of ${amount(p.limit)} on ${p.day ?? 'today'} (UTC)`;
+}
+
 /** The rows of one event. */
 export function renderEvent(ev) {
   const p = ev.payload ?? {};
@@ -158,6 +167,9 @@ export function renderEvent(ev) {
       const next = p.gave_up ? ' — gave up: the agent stays failed until started' : p.attempt ? ` (attempt ${p.attempt})` : '';
       return [row(ev, 'crash', icon('failed'), ` harness ${p.exit ?? 'crashed'}${next}`), p.log_tail && row(ev, 'crash-log', foldable(p.log_tail, 3))].filter(Boolean);
     }
+    case KIND.budget_warning:
+    case KIND.over_budget:
+      return [row(ev, ev.kind === KIND.over_budget ? 'crash' : 'stderr', budgetLine(ev.kind === KIND.over_budget, p))];
     case KIND.operator:
       return [row(ev, 'operator', p.command ? `» operator: ${p.command}` : `» operator: ${clip(p.message ?? JSON.stringify(p), 300)}`)];
     default:

@@ -10,6 +10,7 @@ export const STATES = {
   waiting_on_you: { label: 'waiting on you', cls: 's-waiting-you', needsYou: true, rank: 2 },
   retrying: { label: 'retrying', cls: 's-retrying', needsYou: false, rank: 3 },
   waiting: { label: 'waiting', cls: 's-waiting', needsYou: false, rank: 4 },
+  over_budget: { label: 'over budget', cls: 's-over_budget', needsYou: true, rank: 3 },
   queued: { label: 'queued', cls: 's-queued', needsYou: false, rank: 5 },
   thinking: { label: 'thinking', cls: 's-thinking', needsYou: false, rank: 5 },
   compacting: { label: 'compacting', cls: 's-compacting', needsYou: false, rank: 6 },
@@ -49,6 +50,7 @@ export const NEEDS = {
   failed: { label: 'failed', cls: 'n-failed', where: (i) => agentHref(i.agent) },
   restarting: { label: 'restarting', cls: 'n-restarting', where: (i) => agentHref(i.agent) },
   needs_login: { label: 'needs login', cls: 'n-login', where: (i) => agentHref(i.agent) },
+  over_budget: { label: 'over budget', cls: 'n-budget', where: (i) => agentHref(i.agent) },
   paused_mail: { label: 'paused, mail waiting', cls: 'n-paused', where: (i) => agentHref(i.agent) },
 };
 

@@ -175,10 +175,41 @@ export function badge(row) {
   const state = stateOf(row);
   const detail = state === row.state ? row.state_detail : null;
   const when = stateClock(row, state);
-  const about = state === 'retrying' && detail ? ` · ${detail}` : '';
+  // Held by a budget shows the spend that holds it, as retrying shows the API's error.
+  const about = (state === 'retrying' || state === 'over_budget') && detail ? ` · ${detail}` : '';
   const title = state === 'queued' && row.queue_position ? `waiting for a turn slot: #${row.queue_position} in line` : detail ?? '';
   return h('span', { class: `badge s-${state}`, dataset: { state }, title },
     icon(state), ` ${stateInfo(state).label}${about} · `, when);
+}
+
+/** Dollars as `$0.42`. */
+export function usd(v) {
+  return `$${(v ?? 0).toFixed(2)}`;
+}
+
+/** A token count as `950`, `12.3k` or `2.1M`. */
+export function tokens(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return String(n ?? 0);
+}
+
+/**
+ * Today's spend against a budget (a BudgetRow): a bar (a <meter>, which needs
+ * no style attribute under the CSP) and the figures; the figures alone without a limit.
+ */
+export function spendBar(b) {
+  const parts = [];
+  if (b.usd_per_day != null) parts.push(`${usd(b.spent_usd)} of ${usd(b.usd_per_day)}`);
+  else parts.push(usd(b.spent_usd));
+  if (b.tokens_per_day != null) parts.push(`${tokens(b.spent_tokens)} of ${tokens(b.tokens_per_day)} tokens`);
+  else parts.push(`${tokens(b.spent_tokens)} tokens`);
+  const limited = b.usd_per_day != null || b.tokens_per_day != null;
+  const from = { operator: ' (set for today)', lifted: ' (lifted for today)' }[b.source] ?? '';
+  const title = `spent today (${b.day} UTC): ${parts.join(', ')}${from}`;
+  return h('span', { class: `spend${b.over ? ' over' : ''}`, title, dataset: { fraction: b.fraction } },
+    limited && h('meter', { class: 'spend-bar', min: 0, max: 1, low: 0.8, high: 0.999, optimum: 0, value: Math.min(b.fraction, 1) }),
+    h('span', { class: 'spend-text' }, parts.join(' · ')));
 }
 
 /** Small tags for flags that are not the state. */

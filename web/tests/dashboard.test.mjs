@@ -313,6 +313,41 @@ test('a napping agent counts its nap down in the badge', async () => {
   sock.close();
 });
 
+test('a budget is set on the agent page, holds the agent once spent, shows as a bar, and is lifted', async () => {
+  await hive.cli('spawn', 'frank');
+  const sock = await agentSocket(hive, 'frank');
+  await page.goto(`${hive.url}/agents/frank`);
+  await page.locator('#budget', { hasText: 'no budget' }).waitFor();
+  await page.fill('#budget-tokens', '1000');
+  await page.click('#budget-form button[type=submit]');
+  await toast("frank's budget is set for today");
+  await page.locator('#budget meter.spend-bar').waitFor();
+  // A compaction's usage, as the harness reports it: 120 % of the budget.
+  const r = await sock.call({ op: 'stats', items: [['tokens.in', 1000], ['tokens.out', 200]] });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  await hive.cli('send', 'frank', 'wait for me');
+  const turn = sock.call({ op: 'next_turn', wait_ms: 20000 });
+  const badge = page.locator('#badge');
+  await until(async () => /over budget · budget: 1200 of 1000 tokens today/.test(await badge.textContent()), "frank's over-budget badge");
+  assert.match(await page.locator('#budget').innerText(), /1200 of 1000 tokens/);
+  await page.screenshot({ path: path.join(OUT, 'dashboard-over-budget.png') });
+  // Lifted for today: the held message starts a turn at once.
+  await page.click('#budget-reset');
+  const got = await turn;
+  assert.deepEqual(got.messages.map((m) => m.body), ['wait for me'], JSON.stringify(got));
+  await page.locator('#budget', { hasText: 'no budget' }).waitFor();
+  sock.close();
+
+  await page.goto(hive.url);
+  const cell = row('frank').locator('td.spend-cell');
+  await until(async () => /1200 tokens/.test(await cell.innerText()), "frank's spend on the hive page");
+  assert.equal(await cell.locator('meter').count(), 0, 'no bar without a budget in force');
+  await hive.cli('budget', 'frank', '--tokens', '2400');
+  await until(async () => (await cell.locator('meter').count()) === 1, "frank's spend bar");
+  assert.equal(await cell.locator('meter').getAttribute('value'), '0.5');
+  assert.match((await page.locator('#hive-spend').textContent()).replace(/\s+/g, ' '), /hive today: \$0\.00 · 1200 tokens/);
+});
+
 test('the model API failing shows in the badges and, for several agents, as the hive banner', async () => {
   await page.goto(hive.url);
   const badge = (name) => row(name).locator('.badge');

@@ -348,7 +348,27 @@ pub struct Tally {
     /// The model API error claude gave up on: its HTTP status (None when the
     /// API could not be reached) and claude's words.
     pub api_error: Option<(Option<u16>, String)>,
+    /// What the `result` line says the session spent in all (see [`Tally::charge`]).
+    pub session_totals: Option<(String, SessionTotals)>,
 }
+
+/// A session's spending so far, as claude's `result` line gives it: on a
+/// resumed session `total_cost_usd` and `modelUsage` count every earlier run
+/// of the session too (and `/compact` reports its tokens only there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionTotals {
+    pub usd: f64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+}
+
+/// The file in claude's HOME (the agent's `/state`) where the harness keeps
+/// each recent session's totals, so a run's own spending is the difference,
+/// across restarts of the harness too.
+pub const SESSION_TOTALS_FILE: &str = ".hive-session-totals.json";
+
+/// Sessions whose totals are kept (the newest).
+const SESSION_TOTALS_KEPT: usize = 16;
 
 /// One `api_retry` line: claude retries a model call the API failed.
 #[derive(Debug, Clone, PartialEq)]
@@ -383,6 +403,47 @@ impl ApiRetry {
 }
 
 impl Tally {
+    /// Turns the session's totals the `result` line gave into this run's own
+    /// spending: the totals less those the last run of the same session left
+    /// (kept in `home`'s [`SESSION_TOTALS_FILE`]), which it then records. A
+    /// session not seen before (new, or from before this file) counts whole.
+    pub fn charge(&mut self, home: &Path) {
+        let Some((session, now)) = self.session_totals.clone() else {
+            return;
+        };
+        let path = home.join(SESSION_TOTALS_FILE);
+        let mut kept: Vec<(String, SessionTotals)> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let before = kept
+            .iter()
+            .find(|(s, _)| *s == session)
+            .map(|(_, t)| *t)
+            // Totals that shrank are another session's under the same id: count them whole.
+            .filter(|t| {
+                t.usd <= now.usd && t.tokens_in <= now.tokens_in && t.tokens_out <= now.tokens_out
+            })
+            .unwrap_or_default();
+        self.cost_usd = Some(now.usd - before.usd);
+        if now.tokens_in + now.tokens_out > 0 {
+            self.input_tokens = Some(now.tokens_in - before.tokens_in);
+            self.output_tokens = Some(now.tokens_out - before.tokens_out);
+        }
+        kept.retain(|(s, _)| *s != session);
+        kept.push((session, now));
+        let drop = kept.len().saturating_sub(SESSION_TOTALS_KEPT);
+        kept.drain(..drop);
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&kept)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!("could not keep the session's spending totals: {e}");
+        }
+    }
+
     /// Adds a retry's figures to the first attempt's; the outcome is the retry's.
     pub fn merge(&mut self, other: Tally) {
         for (k, v) in other.tools {
@@ -473,6 +534,20 @@ impl Tally {
                 self.input_tokens = v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
                 self.output_tokens = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
                 self.cost_usd = v.get("total_cost_usd").and_then(|n| n.as_f64());
+                let session = v.get("session_id").and_then(|s| s.as_str());
+                if let (Some(session), Some(usd)) = (session, self.cost_usd) {
+                    let mut totals = SessionTotals {
+                        usd,
+                        ..SessionTotals::default()
+                    };
+                    let models = v.get("modelUsage").and_then(|m| m.as_object());
+                    for m in models.into_iter().flat_map(|m| m.values()) {
+                        let n = |k: &str| m.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+                        totals.tokens_in += n("inputTokens");
+                        totals.tokens_out += n("outputTokens");
+                    }
+                    self.session_totals = Some((session.to_owned(), totals));
+                }
             }
             Some("system") => {
                 if let Some(s) = v.get("session_id").and_then(|s| s.as_str()) {
@@ -500,6 +575,33 @@ mod tests {
         assert_eq!(t.session_id.as_deref(), Some("s1"));
         assert_eq!((t.input_tokens, t.output_tokens), (Some(5), Some(7)));
         assert_eq!(t.resume_failed, None);
+    }
+
+    #[test]
+    fn a_runs_spending_is_what_the_session_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = |usd: f64, tin: u64, usage_in: u64| {
+            let mut t = Tally::default();
+            t.observe(&Output::Stream(
+                serde_json::json!({"type":"result","session_id":"s1",
+                "usage":{"input_tokens":usage_in,"output_tokens":0},"total_cost_usd":usd,
+                "modelUsage":{"claude-haiku":{"inputTokens":tin,"outputTokens":tin / 100}}}),
+            ));
+            t.charge(dir.path());
+            (t.cost_usd, t.input_tokens, t.output_tokens)
+        };
+        assert_eq!(
+            result(0.25, 1000, 1000),
+            (Some(0.25), Some(1000), Some(10)),
+            "a new session counts whole"
+        );
+        assert_eq!(
+            result(0.75, 3000, 2000),
+            (Some(0.5), Some(2000), Some(20)),
+            "a resumed one what it added"
+        );
+        // `/compact` reports no usage, only the session's totals.
+        assert_eq!(result(1.0, 4000, 0), (Some(0.25), Some(1000), Some(10)));
     }
 
     #[test]

@@ -99,6 +99,16 @@ impl Run {
     }
 }
 
+/// A run's spending as `stats` items (`tokens.in`, `tokens.out`, `cost.usd`):
+/// what a compaction reports outside a turn, so the agent's budget counts it.
+pub fn usage_items(t: &Tally) -> Vec<(String, f64)> {
+    let mut items = vec![];
+    items.extend(t.input_tokens.map(|v| ("tokens.in".to_owned(), v as f64)));
+    items.extend(t.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
+    items.extend(t.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
+    items
+}
+
 impl Runner {
     /// Waits for the job under way to end, then begins one.
     pub async fn begin(&self) -> Job<'_> {
@@ -329,6 +339,8 @@ impl Job<'_> {
             out.exit = running.wait().await.ok().flatten();
         }
         self.runner.lock().pid = None;
+        // claude reports a resumed session's spending in all: keep this run's own.
+        out.tally.charge(&inv.home);
         Ok(out)
     }
 }

@@ -169,6 +169,7 @@ fn row(name: &str) -> AgentStatusRow {
         crash_tail: None,
         question: None,
         queue_position: None,
+        budget: None,
     }
 }
 

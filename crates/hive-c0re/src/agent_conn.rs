@@ -11,7 +11,7 @@ use std::time::Duration;
 use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
 use hive_sh4re::event::EventKind;
 use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
-use hive_sh4re::{AgentName, Mailbox};
+use hive_sh4re::{AgentName, AgentState, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::admission::Slot;
@@ -180,6 +180,12 @@ async fn handle(
             if state == hive_sh4re::AgentState::Queued {
                 return Err(Error::refused(
                     "`queued` is the hive's to show (an agent waiting for a turn slot), not a state to report",
+                ));
+            }
+            // Only the hive holds an agent for its budget (`next_turn`), and releases it.
+            if state == AgentState::OverBudget {
+                return Err(Error::refused(
+                    "over_budget is a state only hive-c0re sets: report idle, thinking or compacting",
                 ));
             }
             hive.set_state(name, state, model.as_deref())?;

@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub uid_base: u32,
     /// Longest a turn may run unless the agent's config says otherwise.
     pub turn_timeout: Duration,
+    /// The hive-wide daily budget.
+    pub budget: Option<hive_sh4re::config::Budget>,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
     /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
@@ -139,6 +141,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.turn_timeout = opts.turn_timeout;
     settings.webhooks = opts.webhooks.clone();
     settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
+    settings.budget = opts.budget;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -300,6 +303,7 @@ fn settings(min_free_space: Option<u64>) -> Result<Settings> {
         turn_timeout: DEFAULT_TURN_TIMEOUT,
         webhooks: Default::default(),
         max_concurrent_turns: crate::admission::MIN_LIMIT,
+        budget: None,
     })
 }
 

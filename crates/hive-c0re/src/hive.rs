@@ -8,6 +8,7 @@
 
 mod api;
 pub mod approvals;
+pub mod budget;
 mod controls;
 pub mod feed;
 mod messages;
@@ -98,6 +99,8 @@ pub struct Settings {
     pub webhooks: crate::webhooks::Webhooks,
     /// Most claude processes the hive runs at once (see `admission`).
     pub max_concurrent_turns: usize,
+    /// The hive-wide daily budget (`budget` in hive.toml), if any.
+    pub budget: Option<hive_sh4re::config::Budget>,
 }
 
 /// The hive's turn time limit unless `serve --turn-timeout` sets another.
@@ -206,6 +209,7 @@ impl Hive {
             turn_timeout: DEFAULT_TURN_TIMEOUT,
             webhooks: Default::default(),
             max_concurrent_turns: 16,
+            budget: None,
         };
         let uids = crate::runtime::UidRanges::new(
             None,
@@ -478,6 +482,8 @@ impl Hive {
         self.runtime.forget(&spec).await?;
         self.store.delete_agent(name.as_str())?;
         self.store.remove_schedules_of(name.as_str())?;
+        // The operator's budget for today was this agent's, not its name's.
+        self.store.remove_budget_override(name.as_str())?;
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;

@@ -127,6 +127,16 @@ pub struct ServeArgs {
         value_parser = parse_turn_timeout
     )]
     pub turn_timeout: u64,
+    /// The hive's daily budget, every agent's spend together (UTC days), as in
+    /// agent.toml: `{ usd_per_day = 50.0, tokens_per_day = 20000000 }` (either or both).
+    /// Once spent, every agent is held but the manager's turns on the operator's messages.
+    #[arg(
+        long,
+        env = "HIVE_BUDGET",
+        value_name = "TABLE",
+        value_parser = parse_budget
+    )]
+    pub budget: Option<hive_sh4re::config::Budget>,
     /// The dashboard's URL as the operator reaches it (e.g. https://hive.example.org):
     /// webhooks' links are absolute with it, dashboard paths without.
     #[arg(long, env = "HIVE_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
@@ -141,6 +151,11 @@ pub struct ServeArgs {
         value_parser = parse_turn_limit
     )]
     pub max_concurrent_turns: Option<usize>,
+}
+
+/// A hive budget, written as `agent.toml`'s `budget` is.
+fn parse_budget(text: &str) -> std::result::Result<hive_sh4re::config::Budget, String> {
+    hive_sh4re::config::Budget::from_toml_inline(text).map_err(|e| e.0)
 }
 
 /// The key of `hive.toml` that holds the webhooks: a list of tables, not a flag.
@@ -362,6 +377,8 @@ fn file_values(
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(n) => n.to_string(),
                 toml::Value::Float(f) => f.to_string(),
+                // A table (the budget) goes to its flag as inline TOML, parsed by its flag's parser.
+                toml::Value::Table(t) => toml::Value::Table(t.clone()).to_string(),
                 _ => return Err(wrong("a string or a number")),
             };
             let flag = OsString::from(format!("--{long}={text}"));
@@ -517,6 +534,7 @@ impl Resolved {
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
             uid_base: a.uid_base,
             turn_timeout: Duration::from_secs(a.turn_timeout),
+            budget: a.budget,
             notify: Default::default(),
             min_free_space: a.min_free_space,
             webhooks: crate::webhooks::Webhooks {
@@ -619,6 +637,36 @@ mod tests {
         assert_eq!(r.dashboard(), Some("127.0.0.1:0"));
         let r = resolve(&argv(&["serve"]), &f).unwrap();
         assert_eq!(r.dashboard(), None);
+    }
+
+    #[test]
+    fn the_hive_budget_is_a_table_as_in_agent_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(
+            &f,
+            "budget = { usd_per_day = 50.0, tokens_per_day = 2_000_000 }\n",
+        )
+        .unwrap();
+        let r = resolve(&argv(&["serve"]), &f).unwrap();
+        let b = r.args.budget.unwrap();
+        assert_eq!((b.usd_per_day, b.tokens()), (Some(50.0), Some(2_000_000)));
+        assert_eq!(r.origin("budget"), Origin::File);
+        // What --print-config prints reads back as the same budget.
+        let printed = dir.path().join("printed.toml");
+        std::fs::write(&printed, r.render()).unwrap();
+        let again = resolve(&argv(&["serve"]), &printed).unwrap();
+        assert_eq!(again.args.budget, Some(b));
+        for (bad, want) in [
+            ("budget = { usd_per_day = -5.0 }", "budget.usd_per_day"),
+            ("budget = { tokens_per_day = 0 }", "budget.tokens_per_day"),
+            ("budget = { usd_per_day = nan }", "budget.usd_per_day"),
+            ("budget = { dollars = 5.0 }", "dollars"),
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
+            assert!(e.contains("key `budget`") && e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -169,10 +169,31 @@ fn a_message_body_cannot_pose_as_another_message_in_recv() {
 }
 
 #[test]
+fn an_agent_cannot_put_itself_over_budget() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    let r = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "state", "state": "over_budget"}),
+    );
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("over_budget"), "{r}");
+    assert_ne!(hive.row("alice").unwrap()["state"], "over_budget");
+}
+
+#[test]
 fn an_agent_cannot_report_the_hives_own_events() {
     let hive = TestHive::start();
     hive.ok(&["spawn", "alice"]);
-    for kind in ["container_crash", "operator", "state", "turn_end"] {
+    for kind in [
+        "container_crash",
+        "operator",
+        "state",
+        "turn_end",
+        "budget_warning",
+        "over_budget",
+    ] {
         let r = agent_call(
             &hive,
             "alice",

@@ -230,9 +230,15 @@ async fn messages(
             );
         }
     };
-    let reply = engine::answer(&state.script(), &conv, &state.ids);
+    let script = state.script();
+    let reply = engine::answer(&script, &conv, &state.ids);
     let message_id = state.ids.message();
-    let input_tokens = wire::estimate_tokens(conv.input_chars);
+    let input_tokens = script
+        .input_tokens
+        .unwrap_or_else(|| wire::estimate_tokens(conv.input_chars));
+    let output_tokens = script
+        .output_tokens
+        .unwrap_or_else(|| wire::output_tokens(&reply));
     tracing::info!(
         model = %conv.model, step = conv.step.as_str(), why = reply.why.as_str(),
         rules = ?reply.rules, stop = wire::stop_reason(&reply), "POST {}", uri.path()
@@ -247,7 +253,12 @@ async fn messages(
     state.recorder.push(rec);
 
     if conv.stream {
-        let frames = sse::frames(&reply, &message_id, &conv.model, input_tokens);
+        let frames = sse::frames(
+            &reply,
+            &message_id,
+            &conv.model,
+            (input_tokens, output_tokens),
+        );
         let stream = futures::stream::iter(frames).then(|frame| async move {
             if frame.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(frame.delay_ms)).await;
@@ -272,7 +283,7 @@ async fn messages(
             tokio::time::sleep(Duration::from_millis(total)).await;
         }
         let content = reply.blocks.iter().map(wire::block).collect();
-        let usage = wire::usage(input_tokens, wire::output_tokens(&reply));
+        let usage = wire::usage(input_tokens, output_tokens);
         axum::Json(wire::message(
             &message_id,
             &conv.model,

@@ -39,6 +39,70 @@ pub struct AgentConfig {
     /// or seconds); the hive's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_timeout: Option<TurnTimeout>,
+    /// The agent's daily spending budget (UTC days); none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// A daily spending budget, `{ usd_per_day = 5.0, tokens_per_day = 2_000_000 }`
+/// (either or both): an agent's in `agent.toml`, the hive's in `hive.toml`.
+/// Tokens are what claude reports as input plus output tokens; dollars its
+/// `total_cost_usd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<f64>,
+    /// Signed so that a negative count is refused by name, not by a type error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<i64>,
+}
+
+impl Budget {
+    /// Checks the budget, naming the wrong field under `field` (`budget`).
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.usd_per_day.is_none() && self.tokens_per_day.is_none() {
+            return Err(ConfigError(format!(
+                "field `{field}` sets no limit: give usd_per_day, tokens_per_day or both"
+            )));
+        }
+        if let Some(usd) = self.usd_per_day
+            && !(usd.is_finite() && usd > 0.0)
+        {
+            return Err(ConfigError(format!(
+                "field `{field}.usd_per_day`: {usd} is not a budget: give a number of dollars above 0"
+            )));
+        }
+        if let Some(t) = self.tokens_per_day
+            && t <= 0
+        {
+            return Err(ConfigError(format!(
+                "field `{field}.tokens_per_day`: {t} is not a budget: give a number of tokens above 0"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The token limit, once validated.
+    pub fn tokens(&self) -> Option<u64> {
+        self.tokens_per_day.map(|t| t.max(0) as u64)
+    }
+
+    /// Parses and validates a budget written as a TOML inline table (the hive's `budget` setting).
+    pub fn from_toml_inline(text: &str) -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            budget: Budget,
+        }
+        let w: Wrap = toml::from_str(&format!("budget = {text}")).map_err(|e| {
+            ConfigError(format!(
+                "field `budget`: {} (write it as {{ usd_per_day = 50.0, tokens_per_day = 20000000 }})",
+                e.message()
+            ))
+        })?;
+        w.budget.validate("budget")?;
+        Ok(w.budget)
+    }
 }
 
 /// Longest turn allowed in `turn_timeout`: a week, an operator question's longest wait.
@@ -111,6 +175,7 @@ impl Default for AgentConfig {
             prompt: String::new(),
             notes_max_bytes: None,
             turn_timeout: None,
+            budget: None,
         }
     }
 }
@@ -168,6 +233,9 @@ impl AgentConfig {
         if let Some(t) = &self.turn_timeout {
             t.seconds()
                 .map_err(|why| ConfigError(format!("field `turn_timeout`: {why}")))?;
+        }
+        if let Some(b) = &self.budget {
+            b.validate("budget")?;
         }
         for (name, s) in &self.mcp_servers {
             if name == crate::tools::SERVER {
@@ -316,6 +384,52 @@ args = ["--root", "/state"]
             let e = secs(bad).unwrap_err().to_string();
             assert!(e.contains("turn_timeout"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_budget_takes_dollars_tokens_or_both() {
+        let b =
+            |t: &str| AgentConfig::from_toml(&format!("budget = {t}")).map(|c| c.budget.unwrap());
+        let both = b("{ usd_per_day = 5.0, tokens_per_day = 2_000_000 }").unwrap();
+        assert_eq!(
+            (both.usd_per_day, both.tokens()),
+            (Some(5.0), Some(2_000_000))
+        );
+        assert_eq!(b("{ usd_per_day = 2 }").unwrap().usd_per_day, Some(2.0));
+        assert_eq!(b("{ tokens_per_day = 10 }").unwrap().usd_per_day, None);
+        for (bad, field) in [
+            ("{ usd_per_day = -1.0 }", "budget.usd_per_day"),
+            ("{ usd_per_day = 0.0 }", "budget.usd_per_day"),
+            ("{ usd_per_day = nan }", "budget.usd_per_day"),
+            ("{ usd_per_day = inf }", "budget.usd_per_day"),
+            ("{ tokens_per_day = -5 }", "budget.tokens_per_day"),
+            ("{ tokens_per_day = 0 }", "budget.tokens_per_day"),
+            ("{}", "budget"),
+            ("{ usd = 5.0 }", "usd"),
+        ] {
+            let e = b(bad).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        let c = AgentConfig::from_toml("budget = { tokens_per_day = 7 }").unwrap();
+        assert_eq!(
+            AgentConfig::from_toml(&c.to_toml()).unwrap(),
+            c,
+            "round trip"
+        );
+        assert_eq!(
+            Budget::from_toml_inline("{ usd_per_day = 50.0 }")
+                .unwrap()
+                .usd_per_day,
+            Some(50.0)
+        );
+        let e = Budget::from_toml_inline("{ usd_per_day = -5.0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("budget.usd_per_day"), "{e}");
+        let e = Budget::from_toml_inline("{ dollars = 5.0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dollars"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,18 @@ pub struct ModelBody {
     pub model: Option<String>,
 }
 
+/// `POST /api/agents/{name}/budget`: the agent's budget for the rest of today
+/// (UTC), as host.sock's `budget_set`: new limits, or `reset` to lift it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetBody {
+    #[serde(default)]
+    pub usd: Option<f64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default)]
+    pub reset: bool,
+}
+
 /// `POST /api/approvals/{id}/deny`: why (the body may also be empty).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DenyBody {

@@ -142,6 +142,10 @@ events! {
     Operator(Operator) = "operator", Hive;
     /// The agent's harness (its container) died.
     ContainerCrash(ContainerCrash) = "container_crash", Hive;
+    /// A daily budget reached 80 %.
+    BudgetWarning(BudgetNotice) = "budget_warning", Hive;
+    /// A daily budget was spent: the agent (or every agent) is held.
+    OverBudget(BudgetNotice) = "over_budget", Hive;
 }
 
 /// `EventKind::HARNESS`'s length.
@@ -375,6 +379,40 @@ pub struct ContainerCrash {
 }
 impl PayloadType for ContainerCrash {}
 
+/// Which daily budget a [`BudgetNotice`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// The agent's own (`agent.toml`, or the operator's for today).
+    Agent,
+    /// The hive's (`hive.toml`), recorded on the agent whose spending crossed the mark.
+    Hive,
+}
+
+/// Which measure of a budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetMeasure {
+    /// Dollars, as claude reports `total_cost_usd`.
+    Usd,
+    /// Input plus output tokens, as claude reports them.
+    Tokens,
+}
+
+/// `budget_warning` and `over_budget`: a measure of a budget crossed 80 % or 100 % today.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetNotice {
+    pub scope: BudgetScope,
+    pub measure: BudgetMeasure,
+    /// Spent today (UTC), in the measure's unit.
+    pub spent: f64,
+    /// Today's limit.
+    pub limit: f64,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+}
+impl PayloadType for BudgetNotice {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +474,20 @@ mod tests {
                 attempt: 2,
                 gave_up: false,
                 log_tail: "oops".into(),
+            }),
+            Payload::BudgetWarning(BudgetNotice {
+                scope: BudgetScope::Agent,
+                measure: BudgetMeasure::Tokens,
+                spent: 800.0,
+                limit: 1000.0,
+                day: "2026-12-02".into(),
+            }),
+            Payload::OverBudget(BudgetNotice {
+                scope: BudgetScope::Hive,
+                measure: BudgetMeasure::Usd,
+                spent: 5.1,
+                limit: 5.0,
+                day: "2026-12-02".into(),
             }),
         ]
     }

@@ -101,6 +101,8 @@ requests! {
     "notifications" => Notifications,
     "notifications_read" => NotificationsRead,
     "webhooks" => Webhooks,
+    "budget_set" => BudgetSet,
+    "budget_list" => BudgetList,
 }
 
 impl Request {
@@ -221,6 +223,9 @@ pub struct AgentStatusRow {
     /// A `queued` agent's place in line for a turn slot (1: next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u32>,
+    /// Today's spend against the agent's budget, when it has one in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRow>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -230,7 +235,7 @@ fn is_zero(n: &u32) -> bool {
 /// One thing that waits on the operator (the hive page's "needs you" strip).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeedItem {
-    /// `approval`, `question`, `failed`, `restarting`, `needs_login`, `paused_mail`.
+    /// `approval`, `question`, `failed`, `restarting`, `needs_login`, `over_budget`, `paused_mail`.
     pub kind: String,
     pub agent: String,
     /// The approval's or question's id.
@@ -522,6 +527,9 @@ pub struct Response {
     /// `config_show`: that head; `config_commit`: the new commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha: Option<String>,
+    /// `budget_list`, `budget_set`: today's spend against each budget, the hive's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<BudgetRow>>,
     /// `notifications`: newest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Vec<crate::notification::Notification>>,
@@ -531,6 +539,42 @@ pub struct Response {
     /// `webhooks`: each configured webhook's delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<Vec<crate::notification::WebhookStatus>>,
+}
+
+/// Where a budget in force today comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetSource {
+    /// No budget: nothing is held.
+    None,
+    /// `agent.toml` (an agent's) or `hive.toml` (the hive's).
+    Config,
+    /// The operator set it for today (`budget_set`).
+    Operator,
+    /// The operator lifted it for the rest of today (`budget_set` with `reset`).
+    Lifted,
+}
+
+/// One budget today (UTC): what was spent against what is allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRow {
+    /// The agent; none for the hive-wide budget (every agent's spend together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_usd: f64,
+    /// Input plus output tokens.
+    pub spent_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    pub source: BudgetSource,
+    /// The larger share of a limit spent (1.0 is all of it); 0 without a limit.
+    pub fraction: f64,
+    /// Spent: the agent's turns (every agent's, for the hive's) are held.
+    pub over: bool,
 }
 
 /// A stored secret as `secret_list` shows it: never its value.
@@ -593,6 +637,9 @@ pub struct StatsSummary {
     /// Agents whose inbox waits while no turn ran for longer than this are flagged stuck.
     pub stuck_after_seconds: f64,
     pub agents: Vec<AgentStats>,
+    /// Today's spend (UTC) against the budgets: the hive's first, then each agent's.
+    #[serde(default)]
+    pub budgets: Vec<BudgetRow>,
 }
 
 /// One value of a series at one time.

@@ -22,6 +22,9 @@ pub enum AgentState {
     /// Messages wait, and so does the agent: for a turn slot (`--max-concurrent-turns`).
     /// Shown only; never stored.
     Queued,
+    /// The agent spent its daily budget (or the hive its own): no turn starts
+    /// until the operator raises it or the UTC day ends; messages wait.
+    OverBudget,
 }
 
 impl AgentState {
@@ -35,6 +38,7 @@ impl AgentState {
             Self::Retrying => "retrying",
             Self::Waiting => "waiting",
             Self::Queued => "queued",
+            Self::OverBudget => "over_budget",
         }
     }
 
@@ -46,6 +50,7 @@ impl AgentState {
             "napping" => Self::Napping,
             "retrying" => Self::Retrying,
             "waiting" => Self::Waiting,
+            "over_budget" => Self::OverBudget,
             _ => Self::Idle,
         }
     }

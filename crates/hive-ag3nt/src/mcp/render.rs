@@ -59,9 +59,11 @@ fn agent_line(r: &AgentStatusRow) -> String {
     } else {
         "stopped"
     };
+    // `over_budget` reads as two words: "over budget · budget: $5.02 of $5.00 today".
+    let shown = r.state.replace('_', " ");
     let state = match &r.state_detail {
-        Some(d) => format!("{} · {d}", r.state),
-        None => r.state.clone(),
+        Some(d) => format!("{shown} · {d}"),
+        None => shown,
     };
     let mut line = format!("{}: {state} since {}, {run}", r.name, r.state_since);
     if r.paused {
@@ -138,6 +140,7 @@ mod tests {
             crash_tail: None,
             question: None,
             queue_position: None,
+            budget: None,
         }
     }
 
@@ -147,6 +150,15 @@ mod tests {
         bob.state = "thinking".into();
         bob.inbox_depth = 3;
         bob.status_text = Some("reviewing the parser".into());
+        let mut dave = row("dave");
+        dave.state = "over_budget".into();
+        dave.state_detail = Some("budget: 1200 of 1000 tokens today".into());
+        assert!(
+            agent_line(&dave)
+                .starts_with("dave: over budget · budget: 1200 of 1000 tokens today since"),
+            "{}",
+            agent_line(&dave)
+        );
         let mut carol = row("carol");
         carol.running = false;
         carol.nap_until = Some("2026-01-01T11:00:00Z".into());

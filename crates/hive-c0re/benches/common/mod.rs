@@ -35,6 +35,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             turn_timeout: hive_c0re::hive::DEFAULT_TURN_TIMEOUT,
             webhooks: Default::default(),
             max_concurrent_turns: 16,
+            budget: None,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(

@@ -302,6 +302,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Daily budgets: today's spend (UTC) against each, or raise/lift one for today.
+    ///
+    /// `hive-c0re budget` lists; `hive-c0re budget NAME --usd 10 [--tokens N]` sets
+    /// NAME's limits for the rest of today (a measure not given stays), `--reset`
+    /// lifts its budget until 00:00 UTC; `--hive` instead of NAME changes the hive's.
+    /// A held agent resumes at once.
+    Budget {
+        /// The agent whose budget to change.
+        #[arg(conflicts_with = "hive")]
+        name: Option<AgentName>,
+        /// Change the hive-wide budget.
+        #[arg(long)]
+        hive: bool,
+        /// Today's limit in dollars.
+        #[arg(long, value_name = "USD")]
+        usd: Option<f64>,
+        /// Today's limit in tokens (input plus output).
+        #[arg(long, value_name = "N")]
+        tokens: Option<u64>,
+        /// Lift the budget for the rest of today.
+        #[arg(long, conflicts_with_all = ["usd", "tokens"])]
+        reset: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Telemetry: turns/min, tool calls per turn, turn duration p50/p95, exits, inbox, messages, tools.
     Stats {
         /// One agent (default: every agent).
@@ -884,6 +909,38 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 output::json_lines(&items)
             } else {
                 output::webhooks(&items)
+            }
+        }
+        Command::Budget {
+            name,
+            hive,
+            usd,
+            tokens,
+            reset,
+            json,
+        } => {
+            let rows = if name.is_none() && !hive {
+                if usd.is_some() || tokens.is_some() || reset {
+                    return Err(CliError::Usage(
+                        "say whose budget: hive-c0re budget NAME ... or hive-c0re budget --hive ..."
+                            .into(),
+                    ));
+                }
+                c.call(verb::BudgetList {})?.budgets.unwrap_or_default()
+            } else {
+                c.call(verb::BudgetSet {
+                    agent: name,
+                    usd,
+                    tokens,
+                    reset,
+                })?
+                .budgets
+                .unwrap_or_default()
+            };
+            if json {
+                output::json_lines(&rows)
+            } else {
+                output::budgets(&rows)
             }
         }
         Command::Stats { name, since, json } => {

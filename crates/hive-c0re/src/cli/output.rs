@@ -85,14 +85,16 @@ pub fn status(rows: &[AgentStatusRow]) {
             if !r.isolated {
                 flags.push("not-isolated");
             }
+            // `over_budget` reads as two words, as the dashboard shows it.
+            let shown = r.state.replace('_', " ");
             let state = match (&r.state_detail, r.question) {
                 // Its turn is blocked on the operator, not on the model.
                 (_, Some(q)) if r.state == "thinking" => format!("waiting on you · question #{q}"),
-                (Some(d), _) => format!("{} · {d} · {}", r.state, age(&r.state_since)),
+                (Some(d), _) => format!("{shown} · {d} · {}", age(&r.state_since)),
                 (None, _) if r.queue_position.is_some() => {
-                    format!("{} {}", r.state, age(&r.state_since))
+                    format!("{shown} {}", age(&r.state_since))
                 }
-                (None, _) => r.state.clone(),
+                (None, _) => shown,
             };
             vec![
                 r.name.clone(),
@@ -124,6 +126,58 @@ pub fn status(rows: &[AgentStatusRow]) {
             "CONFIG",
             "LAST TURN",
             "RUNTIME",
+        ],
+        &body,
+    );
+}
+
+/// Today's spend against the budgets: the hive's row first (`(hive)`).
+pub fn budgets(rows: &[hive_sh4re::host::BudgetRow]) {
+    use hive_sh4re::host::BudgetSource;
+    let Some(day) = rows.first().map(|r| r.day.clone()) else {
+        return;
+    };
+    out!("spend today ({day} UTC):");
+    let limit = |l: Option<String>| l.unwrap_or_else(|| "-".into());
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.agent.clone().unwrap_or_else(|| "(hive)".into()),
+                format!("${:.4}", r.spent_usd),
+                limit(r.usd_per_day.map(|u| format!("${u:.2}"))),
+                r.spent_tokens.to_string(),
+                limit(r.tokens_per_day.map(|t| t.to_string())),
+                if r.usd_per_day.is_some() || r.tokens_per_day.is_some() {
+                    format!("{:.0}%", r.fraction * 100.0)
+                } else {
+                    "-".into()
+                },
+                match r.source {
+                    BudgetSource::None => "none",
+                    BudgetSource::Config => "config",
+                    BudgetSource::Operator => "operator (today)",
+                    BudgetSource::Lifted => "lifted (today)",
+                }
+                .into(),
+                if r.over {
+                    "OVER BUDGET".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "BUDGET",
+            "SPENT",
+            "USD/DAY",
+            "TOKENS",
+            "TOKENS/DAY",
+            "USED",
+            "FROM",
+            "",
         ],
         &body,
     );
@@ -264,6 +318,10 @@ pub fn stats(s: &StatsSummary) {
         s.since,
         s.approvals_pending
     );
+    if !s.budgets.is_empty() {
+        budgets(&s.budgets);
+        out!("");
+    }
     let body: Vec<Vec<String>> = s
         .agents
         .iter()

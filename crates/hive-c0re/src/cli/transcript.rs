@@ -137,6 +137,33 @@ impl Transcript {
                     )
                 ),
             }],
+            EventKind::BudgetWarning | EventKind::OverBudget => {
+                // As `web/src/render.js` writes it.
+                let whose = if str_of(p, "scope") == Some("hive") {
+                    "the hive's"
+                } else {
+                    "its"
+                };
+                let amount = |k: &str| {
+                    let v = p.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                    if str_of(p, "measure") == Some("usd") {
+                        format!("${v:.2}")
+                    } else {
+                        format!("{} tokens", v.round())
+                    }
+                };
+                let what = if kind == EventKind::OverBudget {
+                    format!("💸 over {whose} budget, held")
+                } else {
+                    format!("💸 80 % of {whose} budget")
+                };
+                vec![format!(
+                    "{what}: {} of {} on {} (UTC)",
+                    amount("spent"),
+                    amount("limit"),
+                    str_of(p, "day").unwrap_or("today")
+                )]
+            }
             EventKind::SessionLost | EventKind::SessionReset => raw(),
         }
     }
@@ -430,6 +457,21 @@ mod tests {
     fn render(events: &[Event]) -> Vec<String> {
         let mut t = Transcript::default();
         events.iter().flat_map(|e| t.lines(e)).collect()
+    }
+
+    #[test]
+    fn a_budget_notice_reads_as_on_the_dashboard() {
+        let ev = Event {
+            id: 1,
+            agent: "alice".into(),
+            ts: "2026-12-02T10:00:00Z".into(),
+            kind: "over_budget".into(),
+            payload: serde_json::json!({"scope": "agent", "measure": "tokens", "spent": 1200.0, "limit": 1000.0, "day": "2026-12-02"}),
+        };
+        assert_eq!(
+            Transcript::default().lines(&ev),
+            ["💸 over its budget, held: 1200 tokens of 1000 tokens on 2026-12-02 (UTC)"]
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::dashboard::{AnswerBody, DenyBody, ModelBody, ReadBody, ScheduleBody, SendBody};
+use hive_sh4re::dashboard::{
+    AnswerBody, BudgetBody, DenyBody, ModelBody, ReadBody, ScheduleBody, SendBody,
+};
 use hive_sh4re::host::{Question, QuestionStatus};
 use serde_json::{Value, json};
 
@@ -136,6 +138,24 @@ pub(crate) async fn set_model(
         .set_model(&name, b.model.as_deref())
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(json!({ "ok": true, "model": info })))
+}
+
+/// `POST /api/agents/{name}/budget` {usd?, tokens?, reset}: the agent's budget for today.
+pub(crate) async fn set_budget(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Body(b): Body<BudgetBody>,
+) -> ApiResult<Json<Value>> {
+    let row = ctx
+        .hive
+        .budget_set(&hive_sh4re::host::verb::BudgetSet {
+            agent: Some(name),
+            usd: b.usd,
+            tokens: b.tokens,
+            reset: b.reset,
+        })
+        .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
+    Ok(Json(json!({ "ok": true, "budget": row })))
 }
 
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.

@@ -131,6 +131,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         )
         .route("/api/agents/{name}/shell", get(shell::open))
         .route("/api/agents/{name}/schedules", post(actions::schedule_add))
+        .route("/api/agents/{name}/budget", post(actions::set_budget))
         .route("/api/agents/{name}/{action}", post(actions::lifecycle))
         .route("/api/operator/messages", get(api::operator_messages))
         .route("/api/approvals", get(api::approvals))

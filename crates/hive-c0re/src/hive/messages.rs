@@ -150,15 +150,26 @@ impl Hive {
     }
 
     /// When a message waits for the agent that is neither claimed nor held:
-    /// the arrival and id of its oldest unclaimed message (its place in the turn queue).
-    pub(super) fn oldest_unclaimed(&self, agent: &AgentName) -> Result<Option<(i64, i64)>> {
-        Ok(self.store.oldest_unclaimed(agent.as_str())?)
+    /// the arrival and id of its oldest unclaimed message (its place in the
+    /// turn queue); of `from`'s messages only when it is given.
+    pub(super) fn oldest_unclaimed(
+        &self,
+        agent: &AgentName,
+        from: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
+        Ok(self.store.oldest_unclaimed(agent.as_str(), from)?)
     }
 
-    /// Claims up to `max` waiting messages of the agent for a turn, held ones included.
-    pub(super) fn claim(&self, agent: &AgentName, max: u32) -> Result<Vec<MessageRow>> {
+    /// Claims up to `max` waiting messages of the agent for a turn, held ones
+    /// included; only those of `from` when given.
+    pub(super) fn claim(
+        &self,
+        agent: &AgentName,
+        from: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         self.sample_inbox(agent.as_str());
-        Ok(self.store.claim(agent.as_str(), max)?)
+        Ok(self.store.claim_from(agent.as_str(), from, max)?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to

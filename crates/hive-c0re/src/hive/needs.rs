@@ -5,6 +5,7 @@
 //! Most urgent first: open questions (they have deadlines), approvals, failed
 //! and restarting agents, agents parked on a login, paused agents with mail.
 
+use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalStatus, NeedItem, NeedsYou, QuestionStatus};
 
 use super::Hive;
@@ -68,6 +69,15 @@ impl Hive {
                         .clone()
                         .unwrap_or_else(|| "needs a login: no usable claude credentials".into()),
                 ),
+                _ if r.state == AgentState::OverBudget.as_str() => (
+                    "over_budget",
+                    match &r.state_detail {
+                        Some(d) => format!("over budget: {d}"),
+                        None => {
+                            "over budget: held until the budget is raised or the day ends".into()
+                        }
+                    },
+                ),
                 _ if r.paused && r.inbox_depth > 0 => (
                     "paused_mail",
                     match r.inbox_depth {
@@ -87,10 +97,16 @@ impl Hive {
             });
         }
         let rank = |k: &str| {
-            ["failed", "restarting", "needs_login", "paused_mail"]
-                .iter()
-                .position(|x| *x == k)
-                .unwrap_or(usize::MAX)
+            [
+                "failed",
+                "restarting",
+                "needs_login",
+                "over_budget",
+                "paused_mail",
+            ]
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or(usize::MAX)
         };
         agents.sort_by_key(|i| rank(&i.kind));
         items.extend(agents);

@@ -210,6 +210,11 @@ impl Hive {
             }
             None => t.detail.clone(),
         });
+        // Held by a budget: the spend that holds it, as paused shows why.
+        let state_detail = match state {
+            AgentState::OverBudget => self.over_budget_detail(a),
+            _ => state_detail,
+        };
         AgentStatusRow {
             name: a.name.clone(),
             running,
@@ -260,6 +265,7 @@ impl Hive {
             queue_position: queued
                 .filter(|_| running)
                 .map(|(_, at)| at.try_into().unwrap_or(u32::MAX)),
+            budget: self.own_budget(a),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::hive::{Hive, event_row};
+use crate::hive::{Hive, budget, event_row};
 use crate::store::MessageRow;
 
 /// Most messages one turn takes from the inbox.
@@ -81,11 +81,12 @@ impl Hive {
         })
     }
 
-    /// Waits up to `wait` until the agent may take a turn (not paused, not
-    /// napping, admitted to a turn slot, not held by the hive-wide API backoff)
-    /// and a message that is neither claimed nor held waits; then claims its
-    /// inbox, held messages included. While it waits for a slot the agent is
-    /// in line (`queued`), placed by its oldest unclaimed message.
+    /// Waits up to `wait` until the agent may take a turn (not over a budget,
+    /// not paused, not napping, admitted to a turn slot, not held by the
+    /// hive-wide API backoff) and a message that is neither claimed nor held
+    /// waits; then claims its inbox, held messages included. While it waits
+    /// for a slot the agent is in line (`queued`), placed by its oldest
+    /// unclaimed message.
     pub async fn next_turn(&self, name: &AgentName, wait: Duration) -> Result<Option<Turn>> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut ticket: Option<Ticket> = None;
@@ -100,17 +101,23 @@ impl Hive {
                 self.broker.publish(Change::Agent(name.to_string()));
             }
             let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
-            let oldest = match !row.paused && nap_left.is_none() {
-                true => self.oldest_unclaimed(name)?,
+            // Over a budget: held (the manager, over the hive's, takes only the operator's messages).
+            let budget = self.budget_gate(name, &row)?;
+            let from = budget.only_from();
+            let held = budget == budget::Gate::Held;
+            let oldest = match !held && !row.paused && nap_left.is_none() {
+                true => self.oldest_unclaimed(name, from)?,
                 false => None,
             };
             let Some(key) = oldest else {
-                // Paused, napping, cancelled or nothing to do: out of line, if it was in.
+                // Held, paused, napping, cancelled or nothing to do: out of line, if it was in.
                 if ticket.take().is_some() {
                     self.broker.publish(Change::Agent(name.to_string()));
                 }
+                let budget_end =
+                    held.then(|| tokio::time::Instant::now() + budget::until_tomorrow());
                 if !self
-                    .wait_for_turn(&mut rx, &mut api, nap_end, None, None, deadline)
+                    .wait_for_turn(&mut rx, &mut api, nap_end, budget_end, None, deadline)
                     .await
                 {
                     return Ok(None);
@@ -129,9 +136,9 @@ impl Hive {
                     Gate::Go => match t.admit() {
                         Some(slot) => {
                             // No turn without a readable config: its messages wait for one, unclaimed.
-                            let claimed = self
-                                .effective_config(name)
-                                .and_then(|config| Ok((self.claim(name, TURN_BATCH)?, config)));
+                            let claimed = self.effective_config(name).and_then(|config| {
+                                Ok((self.claim(name, from, TURN_BATCH)?, config))
+                            });
                             match claimed {
                                 Ok((messages, config)) if !messages.is_empty() => {
                                     return Ok(Some(Turn {
@@ -245,6 +252,14 @@ impl Hive {
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
         self.record_turn(name, stats)?;
+        self.spent(
+            name,
+            budget::spend_of(&[
+                ("tokens.in".into(), stats.input_tokens.unwrap_or(0) as f64),
+                ("tokens.out".into(), stats.output_tokens.unwrap_or(0) as f64),
+                ("cost.usd".into(), stats.cost_usd.unwrap_or(0.0)),
+            ]),
+        );
         if let Some(s) = session {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;

@@ -7,6 +7,7 @@
 
 mod agents;
 mod approvals;
+mod budget;
 mod conns;
 mod control;
 mod messages;
@@ -272,6 +273,8 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Notifications(r) => r.handle(hive).await,
         Request::NotificationsRead(r) => r.handle(hive).await,
         Request::Webhooks(r) => r.handle(hive).await,
+        Request::BudgetSet(r) => r.handle(hive).await,
+        Request::BudgetList(r) => r.handle(hive).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

@@ -170,13 +170,24 @@ impl Store {
 
     /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
     pub fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        self.claim_from(recipient, None, max)
+    }
+
+    /// [`Store::claim`], of one sender's messages only when `sender` is given.
+    pub fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "UPDATE messages SET claimed_at = ?1, held_at = NULL WHERE id IN (SELECT id FROM messages \
-             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
+             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL \
+             AND (?4 IS NULL OR sender = ?4) ORDER BY id LIMIT ?3) \
              RETURNING {COLUMNS}"
         ))?;
-        let rows = st.query_map(params![now_ms(), recipient, max], row)?;
+        let rows = st.query_map(params![now_ms(), recipient, max, sender], row)?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.sort_by_key(|m| m.id);
         Ok(v)
@@ -243,13 +254,18 @@ impl Store {
 
     /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
     pub fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
-        Ok(self.oldest_unclaimed(recipient)?.is_some())
+        Ok(self.oldest_unclaimed(recipient, None)?.is_some())
     }
 
     /// When `recipient` has a message that may start a turn (nobody claimed
     /// it, it is not held): the arrival (unix ms) and id of its oldest
-    /// unclaimed message, held ones included, as the turn would take them.
-    pub fn oldest_unclaimed(&self, recipient: &str) -> Result<Option<(i64, i64)>> {
+    /// unclaimed message, held ones included, as the turn would take them;
+    /// of `sender`'s messages only when it is given.
+    pub fn oldest_unclaimed(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
         let g = self.lock();
         if g.depth.get(recipient).copied().unwrap_or(0) == 0 {
             return Ok(None);
@@ -258,9 +274,10 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT MIN(created_at), MIN(id), MAX(held_at IS NULL) FROM messages \
-                 WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL",
+                 WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL \
+                 AND (?2 IS NULL OR sender = ?2)",
             )?
-            .query_row(params![recipient], |r| {
+            .query_row(params![recipient, sender], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
         Ok(match (at, id, wakes) {
@@ -440,20 +457,20 @@ mod tests {
     #[test]
     fn the_oldest_unclaimed_message_places_a_queued_turn_and_a_cancel_holds_them() {
         let s = Store::in_memory().unwrap();
-        assert_eq!(s.oldest_unclaimed("alice").unwrap(), None);
+        assert_eq!(s.oldest_unclaimed("alice", None).unwrap(), None);
         let a = s.send("operator", "alice", "one").unwrap();
         s.send("operator", "alice", "two").unwrap();
-        let (_, id) = s.oldest_unclaimed("alice").unwrap().unwrap();
+        let (_, id) = s.oldest_unclaimed("alice", None).unwrap().unwrap();
         assert_eq!(id, a);
         assert_eq!(s.hold_unclaimed("alice").unwrap(), 2);
         assert_eq!(
-            s.oldest_unclaimed("alice").unwrap(),
+            s.oldest_unclaimed("alice", None).unwrap(),
             None,
             "held messages start no turn"
         );
         assert_eq!(s.inbox_depth("alice"), 2, "nor are they delivered");
         s.send("operator", "alice", "three").unwrap();
-        let (_, id) = s.oldest_unclaimed("alice").unwrap().unwrap();
+        let (_, id) = s.oldest_unclaimed("alice", None).unwrap().unwrap();
         assert_eq!(
             id, a,
             "a new message starts a turn that takes the held ones first"

@@ -7,6 +7,7 @@
 
 mod agents;
 mod approvals;
+mod budget;
 mod events;
 mod group;
 mod messages;
@@ -25,6 +26,7 @@ use rusqlite::Connection;
 
 pub use agents::{AgentRow, NewAgent};
 pub use approvals::{ApprovalRow, NewApproval};
+pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};

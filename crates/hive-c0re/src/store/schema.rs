@@ -145,6 +145,18 @@ CREATE TABLE webhook_status (
 CREATE INDEX events_feed ON events (id) WHERE kind IN ('turn_start', 'turn_end', 'container_crash');
 CREATE INDEX events_crash ON events (agent, id) WHERE kind = 'container_crash';
 "#,
+    // 7: the operator's budget for today (scope '#hive' is the hive's); spend by time for the hive's.
+    r#"
+CREATE TABLE budget_overrides (
+    scope  TEXT PRIMARY KEY,
+    day    INTEGER NOT NULL,
+    usd    REAL,
+    tokens INTEGER,
+    lifted INTEGER NOT NULL DEFAULT 0,
+    set_at INTEGER NOT NULL
+);
+CREATE INDEX stats_ts ON stats (ts);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -329,3 +329,24 @@ pub struct NotificationsRead {
 /// `webhooks` *ours*: each configured webhook's delivery (pending, attempts, last error).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Webhooks {}
+
+// Budgets.
+
+/// `budget_set` *ours*: change a daily budget for the rest of today (UTC):
+/// `usd` and/or `tokens` set today's limits (the other stays as configured),
+/// `reset` lifts the budget until the day ends. Without `agent`, the hive's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSet {
+    #[serde(default)]
+    pub agent: Option<AgentName>,
+    #[serde(default)]
+    pub usd: Option<f64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// `budget_list` *ours*: today's spend against every budget, the hive's first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetList {}
