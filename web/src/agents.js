@@ -4,6 +4,7 @@
 // on a selection, the hive's totals above it, and cards on a phone.
 
 import { api } from './api.js';
+import { icon } from './icons.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
 import { STATES, TOTALS, agentHref, stateInfo, stateKey } from './states.js';
 import { $, fill, flags, h, run, since, spendBar, stateClock, toast, twoClick } from './ui.js';
@@ -144,8 +145,8 @@ function stateBadge(row) {
   // Health and the operator's question say more than the state's age.
   const age = !['failed', 'restarting', 'waiting_on_you'].includes(key);
   return h('span', { class: `badge ${info.cls}`, dataset: { state: key }, title: row.state_detail ?? row.crash_exit ?? '' },
-    h('span', { class: 'dot', 'aria-hidden': 'true' }),
-    h('span', { class: 'label' }, info.label, detail && ' · ', detail, age && h('span', { class: 'age' }, ' · ', stateClock(row, key))));
+    icon(key),
+    h('span', { class: 'label' }, ' ', info.label, detail && ' · ', detail, age && h('span', { class: 'age' }, ' · ', stateClock(row, key))));
 }
 
 /** The last crash's log tail, folded, while the crash is recent. */

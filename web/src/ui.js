@@ -207,9 +207,10 @@ export function spendBar(b) {
   const limited = b.usd_per_day != null || b.tokens_per_day != null;
   const from = { operator: ' (set for today)', lifted: ' (lifted for today)' }[b.source] ?? '';
   const title = `spent today (${b.day} UTC): ${parts.join(', ')}${from}`;
-  return h('span', { class: `spend${b.over ? ' over' : ''}`, title, dataset: { fraction: b.fraction } },
+  // Dollars and tokens in spans of their own: a phone's card shows the bar, or the dollars alone.
+  return h('span', { class: `spend${b.over ? ' over' : ''}${limited ? ' limited' : ''}`, title, dataset: { fraction: b.fraction } },
     limited && h('meter', { class: 'spend-bar', min: 0, max: 1, low: 0.8, high: 0.999, optimum: 0, value: Math.min(b.fraction, 1) }),
-    h('span', { class: 'spend-text' }, parts.join(' · ')));
+    h('span', { class: 'spend-text' }, h('span', { class: 'spend-usd' }, parts[0]), h('span', { class: 'spend-tokens' }, ` · ${parts[1]}`)));
 }
 
 /** Small tags for flags that are not the state. */
