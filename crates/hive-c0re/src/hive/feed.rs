@@ -115,6 +115,22 @@ fn approval_item(a: &ApprovalRow) -> FeedItem {
 }
 
 /// Reads a page cursor: `e<id>.m<id>.a<id>`, each the exclusive upper bound of its table.
+/// Each row as a feed item keyed by (time, table, id), the feed's order.
+fn keyed(
+    events: &[EventRow],
+    messages: &[MessageRow],
+    approvals: &[ApprovalRow],
+) -> Vec<(i64, usize, i64, FeedItem)> {
+    let events = events.iter().map(|x| (x.ts, 0, x.id, event_item(x)));
+    let messages = messages
+        .iter()
+        .map(|x| (x.created_at, 1, x.id, message_item(x)));
+    let approvals = approvals
+        .iter()
+        .map(|x| (x.created_at, 2, x.id, approval_item(x)));
+    events.chain(messages).chain(approvals).collect()
+}
+
 fn parse_cursor(s: &str) -> Option<[i64; 3]> {
     let mut out = [0; 3];
     let mut parts = s.split('.');
@@ -143,20 +159,7 @@ impl Hive {
         approvals.reverse();
         approvals.truncate(limit as usize);
         // (time, table, id): newest first; ties go to the later table and id.
-        let mut all: Vec<(i64, usize, i64, FeedItem)> = events
-            .iter()
-            .map(|x| (x.ts, 0, x.id, event_item(x)))
-            .chain(
-                messages
-                    .iter()
-                    .map(|x| (x.created_at, 1, x.id, message_item(x))),
-            )
-            .chain(
-                approvals
-                    .iter()
-                    .map(|x| (x.created_at, 2, x.id, approval_item(x))),
-            )
-            .collect();
+        let mut all = keyed(&events, &messages, &approvals);
         all.sort_by_key(|x| std::cmp::Reverse((x.0, x.1, x.2)));
         all.truncate(limit as usize);
         let fetched = [events.len(), messages.len(), approvals.len()];
@@ -210,20 +213,7 @@ impl Hive {
             message: messages.last().map_or(cursor.message, |x| x.id),
             approval: approvals.last().map_or(cursor.approval, |x| x.id),
         };
-        let mut all: Vec<(i64, usize, i64, FeedItem)> = events
-            .iter()
-            .map(|x| (x.ts, 0, x.id, event_item(x)))
-            .chain(
-                messages
-                    .iter()
-                    .map(|x| (x.created_at, 1, x.id, message_item(x))),
-            )
-            .chain(
-                approvals
-                    .iter()
-                    .map(|x| (x.created_at, 2, x.id, approval_item(x))),
-            )
-            .collect();
+        let mut all = keyed(&events, &messages, &approvals);
         all.sort_by_key(|x| (x.0, x.1, x.2));
         Ok((all.into_iter().map(|x| x.3).collect(), next))
     }
