@@ -44,7 +44,7 @@ use hive_sh4re::{AgentState, Mailbox};
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
-use crate::hive::telemetry::HIVE_WIDE;
+use crate::store::HIVE_WIDE;
 use crate::store::{AgentRow, BudgetOverride, Spend};
 
 /// A UTC day in milliseconds.

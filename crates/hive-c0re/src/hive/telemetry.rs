@@ -19,10 +19,7 @@ use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Result;
 use crate::hive::Hive;
-use crate::store::{AgentRow, StatRow};
-
-/// The `stats` rows' agent for hive-wide figures ('#' never starts an agent name).
-pub const HIVE_WIDE: &str = "#hive";
+use crate::store::{AgentRow, HIVE_WIDE, StatRow};
 
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;

@@ -33,7 +33,7 @@ pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use questions::QuestionRow;
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
-pub use stats::StatRow;
+pub use stats::{HIVE_WIDE, StatRow};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
