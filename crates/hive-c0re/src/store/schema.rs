@@ -157,6 +157,24 @@ CREATE TABLE budget_overrides (
 );
 CREATE INDEX stats_ts ON stats (ts);
 "#,
+    // 8: each agent's spending per UTC day, summed as figures arrive, so a
+    // budget or a status row reads one row instead of a day of figures;
+    // filled from the figures already stored (the rule is Spend::of's).
+    r#"
+CREATE TABLE spend_days (
+    agent  TEXT NOT NULL,
+    day    INTEGER NOT NULL,
+    usd    REAL NOT NULL DEFAULT 0,
+    tokens REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, agent)
+) WITHOUT ROWID;
+INSERT INTO spend_days (agent, day, usd, tokens)
+SELECT agent, ts / 86400000,
+       SUM(CASE WHEN key = 'cost.usd' THEN MAX(value, 0) ELSE 0 END),
+       SUM(CASE WHEN key IN ('tokens.in', 'tokens.out') THEN MAX(value, 0) ELSE 0 END)
+FROM stats WHERE key IN ('cost.usd', 'tokens.in', 'tokens.out') AND ts >= 0
+GROUP BY agent, ts / 86400000;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -195,6 +213,50 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, VERSION);
+    }
+
+    #[test]
+    fn the_spend_of_figures_stored_before_its_table_is_summed_per_agent_and_day() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let tx = c.transaction().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.commit().unwrap();
+        let day = 20_000_i64;
+        for (agent, ts, key, value) in [
+            ("alice", day * 86_400_000 + 5, "cost.usd", 0.25),
+            ("alice", day * 86_400_000 + 9, "cost.usd", 0.5),
+            ("alice", day * 86_400_000 + 9, "tokens.in", 100.0),
+            ("alice", day * 86_400_000 + 9, "tokens.out", -50.0),
+            ("alice", day * 86_400_000 + 9, "turn.duration_ms", 7000.0),
+            ("alice", (day + 1) * 86_400_000, "tokens.out", 30.0),
+            ("bob", day * 86_400_000 + 1, "cost.usd", 1.0),
+        ] {
+            c.execute(
+                "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![agent, ts, key, value],
+            )
+            .unwrap();
+        }
+        migrate(&mut c, Path::new(":memory:")).unwrap();
+        let mut st = c
+            .prepare("SELECT agent, day, usd, tokens FROM spend_days ORDER BY agent, day")
+            .unwrap();
+        let rows: Vec<(String, i64, f64, f64)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("alice".to_owned(), day, 0.75, 100.0),
+                ("alice".to_owned(), day + 1, 0.0, 30.0),
+                ("bob".to_owned(), day, 1.0, 0.0),
+            ]
+        );
     }
 
     #[test]
