@@ -112,22 +112,3 @@ impl Store {
             .execute("DELETE FROM events WHERE agent = ?1", params![agent])?)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_backwards_and_forwards() {
-        let s = Store::in_memory().unwrap();
-        let ids = s.add_events("a", (0..5).map(|_| ("stream", "{}"))).unwrap();
-        s.add_events("b", [("stream", "{}")]).unwrap();
-        let back = s.events_before("a", Some(ids[3]), 2).unwrap();
-        assert_eq!(
-            back.iter().map(|e| e.id).collect::<Vec<_>>(),
-            [ids[1], ids[2]]
-        );
-        let fwd = s.events_since("a", ids[3], 10).unwrap();
-        assert_eq!(fwd.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[4]]);
-    }
-}

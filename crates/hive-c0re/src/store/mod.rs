@@ -1,19 +1,26 @@
-//! The store: one sqlite file in WAL mode, the only place that writes SQL.
+//! The store, the only place that writes SQL: [`Db`] (`boundary.rs`) is the
+//! one async API over its two backends, sqlite (this module, one host) and
+//! PostgreSQL ([`pg`], several nodes sharing one database). Both return the
+//! row types defined here, next to their sqlite queries.
 //!
-//! One connection behind a mutex. Every statement is short, and WAL with
+//! sqlite: one file in WAL mode, one connection behind a mutex. Every statement is short, and WAL with
 //! `synchronous=NORMAL` makes a commit a write to the OS, not an fsync, so
 //! a committed row survives a kill -9 of the daemon (not a power cut).
 //! One file per table family holds its queries.
 
 mod agents;
 mod approvals;
+mod boundary;
 mod events;
 mod group;
 mod messages;
+pub mod pg;
 mod questions;
 mod schedules;
 mod schema;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +30,7 @@ use rusqlite::Connection;
 
 pub use agents::{AgentRow, NewAgent, UID_BASE_FIRST, UID_RANGE};
 pub use approvals::{ApprovalRow, NewApproval};
+pub use boundary::Db;
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
 pub use questions::QuestionRow;
@@ -34,6 +42,8 @@ pub use stats::StatRow;
 pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("database error: {}", pg::describe(.0))]
+    Pg(#[from] tokio_postgres::Error),
     #[error("could not open the database {path}: {source}")]
     Open {
         path: String,
@@ -51,6 +61,15 @@ pub enum StoreError {
     /// A group commit failed; every send in it gets this.
     #[error("database error: {0}")]
     Batch(String),
+    #[error(
+        "could not connect to PostgreSQL at {name}: {message}: check the database URL, the password's source and that the server is up"
+    )]
+    Connect { name: String, message: String },
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    /// Connection settings that cannot work, said as a sentence.
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// Result alias of the store.

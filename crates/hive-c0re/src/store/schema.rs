@@ -126,27 +126,3 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrating_twice_is_a_no_op() {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrate(&mut c, Path::new(":memory:")).unwrap();
-        migrate(&mut c, Path::new(":memory:")).unwrap();
-        let v: i64 = c
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, VERSION);
-    }
-
-    #[test]
-    fn refuses_a_newer_database() {
-        let mut c = Connection::open_in_memory().unwrap();
-        c.pragma_update(None, "user_version", VERSION + 1).unwrap();
-        let e = migrate(&mut c, Path::new("x.db")).unwrap_err().to_string();
-        assert!(e.contains("upgrade hive-c0re"), "{e}");
-    }
-}

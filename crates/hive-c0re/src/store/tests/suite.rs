@@ -1,0 +1,389 @@
+//! What each table family promises, on both backends.
+
+use std::collections::HashSet;
+
+use hive_sh4re::AgentState;
+
+use super::both;
+use crate::store::{Limits, NewAgent, NewApproval, SendError, UID_BASE_FIRST, UID_RANGE};
+
+fn agent(name: &str) -> NewAgent<'_> {
+    NewAgent {
+        name,
+        harness: "ag3nt",
+        config_toml: "",
+        deployed_sha: None,
+        parent: None,
+        want_running: true,
+    }
+}
+
+fn ids(v: &[crate::store::MessageRow]) -> Vec<i64> {
+    v.iter().map(|m| m.id).collect()
+}
+
+both! {
+    // ---- schema -------------------------------------------------------------
+
+    async fn migrating_twice_is_a_no_op(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "kept").await.unwrap();
+        drop(s);
+        let s = f.open().await;
+        assert_eq!(s.recv("alice", 10).await.unwrap().len(), 1);
+    }
+
+    async fn refuses_a_newer_database(f) {
+        drop(f.open().await);
+        f.set_newer_schema().await;
+        let e = f.try_open(Limits::default()).await.err().unwrap().to_string();
+        assert!(e.contains("upgrade hive-c0re"), "{e}");
+    }
+
+    // ---- messages -----------------------------------------------------------
+
+    async fn recv_returns_each_message_once(f) {
+        let s = f.open().await;
+        let a = s.send("operator", "alice", "one").await.unwrap();
+        let b = s.send("operator", "alice", "two").await.unwrap();
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
+        let got = s.recv("alice", 10).await.unwrap();
+        assert_eq!(ids(&got), [a, b]);
+        assert_eq!((got[0].body.as_str(), got[0].sender.as_str()), ("one", "operator"));
+        assert!(got[0].delivered_at.is_some());
+        assert!(s.recv("alice", 10).await.unwrap().is_empty());
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
+    }
+
+    async fn claimed_messages_come_back_after_release_until_acked(f) {
+        let s = f.open().await;
+        let a = s.send("bob", "alice", "hi").await.unwrap();
+        assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+        assert!(s.claim("alice", 10).await.unwrap().is_empty(), "claimed twice");
+        assert!(s.recv("alice", 10).await.unwrap().is_empty(), "recv saw a claimed message");
+        s.release_claims("alice").await.unwrap();
+        assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+        assert_eq!(s.ack("alice", &[a]).await.unwrap(), 1);
+        s.release_claims("alice").await.unwrap();
+        assert!(s.claim("alice", 10).await.unwrap().is_empty());
+        assert_eq!(s.ack("alice", &[a]).await.unwrap(), 0, "acked twice");
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
+    }
+
+    async fn ack_ignores_other_mailboxes_ids(f) {
+        let s = f.open().await;
+        let a = s.send("bob", "alice", "for alice").await.unwrap();
+        s.claim("alice", 10).await.unwrap();
+        assert_eq!(s.ack("mallory", &[a]).await.unwrap(), 0);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 1);
+        s.release_all_claims().await.unwrap();
+        assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+    }
+
+    async fn held_messages_wait_for_a_new_one_and_go_with_it(f) {
+        let s = f.open().await;
+        let a = s.send("operator", "alice", "slow").await.unwrap();
+        s.claim("alice", 10).await.unwrap();
+        assert_eq!(s.hold_claims("alice").await.unwrap(), [a]);
+        assert!(!s.has_unclaimed("alice").await.unwrap(), "a held message woke a turn");
+        assert_eq!(
+            (s.inbox_depth("alice").await.unwrap(), s.held_count("alice").await.unwrap()),
+            (1, 1)
+        );
+        let b = s.send("operator", "alice", "go on").await.unwrap();
+        assert!(s.has_unclaimed("alice").await.unwrap());
+        assert_eq!(
+            ids(&s.claim("alice", 10).await.unwrap()),
+            [a, b],
+            "the next turn did not take the held message along"
+        );
+        assert_eq!(s.held_count("alice").await.unwrap(), 0);
+        s.release_claims("alice").await.unwrap();
+        assert!(s.has_unclaimed("alice").await.unwrap(), "a released message is not held");
+    }
+
+    async fn full_inbox_refuses_with_a_sentence(f) {
+        let s = f.open_with(Limits { inbox_cap: 2, ..Limits::default() }).await;
+        s.send("operator", "alice", "1").await.unwrap();
+        s.send("operator", "alice", "2").await.unwrap();
+        let e = s.send("operator", "alice", "3").await.unwrap_err();
+        assert!(matches!(e, SendError::InboxFull { cap: 2, .. }));
+        assert!(
+            e.to_string().contains("alice's inbox holds 2 undelivered messages"),
+            "{e}"
+        );
+        s.send("operator", "bob", "others still get mail").await.unwrap();
+        s.recv("alice", 1).await.unwrap();
+        s.send("operator", "alice", "3").await.unwrap();
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
+    }
+
+    async fn grouped_sends_commit_each_once_and_honour_the_cap(f) {
+        let s = f.open_with(Limits { inbox_cap: 30, ..Limits::default() }).await;
+        let sends = (0..50).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.send("operator", "alice", &format!("m{i}")).await })
+        });
+        let results: Vec<_> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let sent: HashSet<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(sent.len(), 30, "the cap let {} through", sent.len());
+        assert_eq!(
+            results.iter().filter(|r| matches!(r, Err(SendError::InboxFull { .. }))).count(),
+            20
+        );
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 30);
+        let got: HashSet<i64> = ids(&s.recv("alice", 100).await.unwrap()).into_iter().collect();
+        assert_eq!(got, sent);
+    }
+
+    async fn depth_survives_reopen(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "1").await.unwrap();
+        drop(s);
+        assert_eq!(f.open().await.inbox_depth("alice").await.unwrap(), 1);
+    }
+
+    async fn vacuum_keeps_undelivered_and_caps_delivered(f) {
+        let s = f.open_with(Limits { delivered_keep: 3, ..Limits::default() }).await;
+        for i in 0..10 {
+            s.send("operator", "alice", &i.to_string()).await.unwrap();
+        }
+        s.recv("alice", 8).await.unwrap();
+        assert_eq!(s.vacuum_messages().await.unwrap(), 5);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
+        assert_eq!(s.recv("alice", 10).await.unwrap().len(), 2);
+        let kept = s.recent_messages("alice", 100).await.unwrap();
+        assert_eq!(kept.len(), 5, "3 delivered kept, plus the 2 just read");
+    }
+
+    async fn vacuum_drops_by_age(f) {
+        let s = f.open_with(Limits { max_age_ms: -60_000, ..Limits::default() }).await;
+        s.send("operator", "alice", "read").await.unwrap();
+        s.send("operator", "alice", "unread").await.unwrap();
+        s.recv("alice", 1).await.unwrap();
+        s.add_events("alice", &[("stream".into(), "{}".into())]).await.unwrap();
+        s.add_stats("alice", &[("cost_usd", 0.5)]).await.unwrap();
+        assert_eq!(s.vacuum_messages().await.unwrap(), 1, "only the delivered one goes");
+        assert_eq!(s.vacuum_events().await.unwrap(), 1);
+        assert_eq!(s.vacuum_stats().await.unwrap(), 1);
+        assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "unread");
+    }
+
+    async fn recent_messages_are_the_newest_oldest_first(f) {
+        let s = f.open().await;
+        let a = s.send("alice", "bob", "1").await.unwrap();
+        let b = s.send("bob", "alice", "2").await.unwrap();
+        let c = s.send("carol", "alice", "3").await.unwrap();
+        s.send("carol", "bob", "not alice's").await.unwrap();
+        assert_eq!(ids(&s.recent_messages("alice", 10).await.unwrap()), [a, b, c]);
+        assert_eq!(ids(&s.recent_messages("alice", 2).await.unwrap()), [b, c]);
+    }
+
+    async fn purge_forgets_a_mailbox_and_keeps_others_depth_true(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "to alice").await.unwrap();
+        s.send("alice", "bob", "from alice").await.unwrap();
+        assert_eq!(s.recv("bob", 10).await.unwrap().len(), 1);
+        let c = s.send("carol", "bob", "from carol").await.unwrap();
+        assert_eq!(s.purge_messages("alice").await.unwrap(), 2);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
+        assert!(s.recent_messages("alice", 10).await.unwrap().is_empty());
+        assert_eq!(s.inbox_depth("bob").await.unwrap(), 1);
+        assert_eq!(ids(&s.recv("bob", 10).await.unwrap()), [c]);
+    }
+
+    // ---- agents -------------------------------------------------------------
+
+    async fn uid_ranges_are_distinct_and_reused_after_delete(f) {
+        let s = f.open().await;
+        let a = s.create_agent(&agent("a")).await.unwrap();
+        let b = s.create_agent(&agent("b")).await.unwrap();
+        assert_eq!(a.uid_base, UID_BASE_FIRST);
+        assert_eq!(b.uid_base, UID_BASE_FIRST + UID_RANGE);
+        assert_eq!(a.uid_base % 65536, 0);
+        assert!(s.delete_agent("a").await.unwrap());
+        assert_eq!(s.create_agent(&agent("c")).await.unwrap().uid_base, UID_BASE_FIRST);
+        assert!(s.create_agent(&agent("b")).await.is_err());
+        let names: Vec<String> = s.agents().await.unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["b", "c"]);
+    }
+
+    async fn agent_fields_round_trip(f) {
+        let s = f.open().await;
+        let created = s
+            .create_agent(&NewAgent {
+                name: "a",
+                harness: "m1nd",
+                config_toml: "model = \"haiku\"\n",
+                deployed_sha: Some("abc123"),
+                parent: Some("manager"),
+                want_running: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.agent("a").await.unwrap().as_ref(), Some(&created));
+        assert!(s.agent("nobody").await.unwrap().is_none());
+        assert!(s.set_want_running("a", true).await.unwrap());
+        assert!(s.set_paused("a", true).await.unwrap());
+        assert!(s.set_failed("a", true).await.unwrap());
+        assert!(s.set_needs_login("a", true).await.unwrap());
+        assert!(s.set_status_text("a", "reading").await.unwrap());
+        assert!(s.set_nap_until("a", Some(42)).await.unwrap());
+        assert!(s.set_model_override("a", Some("opus")).await.unwrap());
+        assert!(s.set_config("a", "x = 1\n", None).await.unwrap());
+        assert!(s.set_state("a", AgentState::Napping, None).await.unwrap());
+        assert!(!s.set_paused("nobody", true).await.unwrap());
+        let a = s.agent("a").await.unwrap().unwrap();
+        assert!(a.want_running && a.paused && a.failed && a.needs_login);
+        assert_eq!(
+            (a.status_text.as_deref(), a.nap_until, a.model_override.as_deref()),
+            (Some("reading"), Some(42), Some("opus"))
+        );
+        assert_eq!((a.config_toml.as_str(), a.deployed_sha.as_deref()), ("x = 1\n", None));
+        assert_eq!((a.state, a.harness.as_str(), a.parent.as_deref()), (AgentState::Napping, "m1nd", Some("manager")));
+        assert!(a.status_set_at.is_some() && a.model_switched_at.is_some());
+    }
+
+    async fn idle_after_thinking_records_the_turn_end(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        s.set_state("a", AgentState::Idle, None).await.unwrap();
+        assert_eq!(s.agent("a").await.unwrap().unwrap().last_turn_at, None);
+        s.set_state("a", AgentState::Thinking, Some("haiku")).await.unwrap();
+        let a = s.agent("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.active_model.as_deref(), a.last_turn_at),
+            (AgentState::Thinking, Some("haiku"), None)
+        );
+        s.set_state("a", AgentState::Idle, None).await.unwrap();
+        assert!(s.agent("a").await.unwrap().unwrap().last_turn_at.is_some());
+    }
+
+    async fn a_session_reset_meanwhile_is_not_overwritten(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        assert!(s.replace_session("a", None, Some("s1")).await.unwrap());
+        assert!(s.replace_session("a", Some("s1"), Some("s2")).await.unwrap());
+        // The operator started a fresh session while a turn that resumed s2 ran.
+        s.set_session("a", None).await.unwrap();
+        assert!(!s.replace_session("a", Some("s2"), Some("s2")).await.unwrap());
+        assert_eq!(s.agent("a").await.unwrap().unwrap().session_id, None);
+    }
+
+    // ---- approvals and questions --------------------------------------------
+
+    async fn an_approval_is_decided_once(f) {
+        let s = f.open().await;
+        let id = s
+            .add_approval(&NewApproval {
+                agent: "dave",
+                kind: "spawn",
+                payload_json: "{}",
+                commit_ref: "",
+                description: Some("a new agent"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.pending_approvals().await.unwrap(), 1);
+        assert!(s.decide_approval(id, "denied", Some("no")).await.unwrap());
+        assert!(!s.decide_approval(id, "approved", None).await.unwrap());
+        let a = s.approval(id).await.unwrap().unwrap();
+        assert_eq!((a.status.as_str(), a.note.as_deref()), ("denied", Some("no")));
+        assert!(a.decided_at.is_some());
+        assert!(s.amend_approval(id, "failed", Some("deploy failed")).await.unwrap());
+        assert_eq!(s.approvals().await.unwrap()[0].status, "failed");
+        assert_eq!(s.pending_approvals().await.unwrap(), 0);
+    }
+
+    async fn a_question_is_answered_once_and_not_after_its_deadline(f) {
+        let s = f.open().await;
+        let opts = vec!["yes".to_owned(), "no".to_owned()];
+        let q = s.add_question("manager", "go?", &opts, 60).await.unwrap();
+        let late = s.add_question("manager", "too late?", &[], -1).await.unwrap();
+        let gone = s.add_question("manager", "never mind?", &[], 60).await.unwrap();
+        assert!(s.answer_question(q, "yes").await.unwrap());
+        assert!(!s.answer_question(q, "no").await.unwrap());
+        assert!(!s.cancel_question(q).await.unwrap());
+        assert!(!s.answer_question(late, "yes").await.unwrap());
+        assert!(s.cancel_question(gone).await.unwrap());
+        assert!(!s.answer_question(gone, "yes").await.unwrap());
+        let got = s.question(q).await.unwrap().unwrap();
+        assert_eq!((got.answer.as_deref(), got.options), (Some("yes"), opts));
+        let now = crate::clock::now_ms();
+        let statuses: Vec<&str> = s.questions(10).await.unwrap().iter().map(|q| q.status(now)).collect();
+        assert_eq!(statuses, ["answered", "timed_out", "cancelled"]);
+        assert_eq!(s.questions(1).await.unwrap()[0].id, gone);
+    }
+
+    // ---- events and stats ---------------------------------------------------
+
+    async fn pages_backwards_and_forwards(f) {
+        let s = f.open().await;
+        let items: Vec<(String, String)> = (0..5).map(|i| ("stream".into(), format!("{{\"n\":{i}}}"))).collect();
+        let ids = s.add_events("a", &items).await.unwrap();
+        assert_eq!(ids.len(), 5);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        s.add_events("b", &[("stream".into(), "{}".into())]).await.unwrap();
+        let back = s.events_before("a", Some(ids[3]), 2).await.unwrap();
+        assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+        assert_eq!(back[0].payload_json, "{\"n\":1}");
+        let fwd = s.events_since("a", ids[3], 10).await.unwrap();
+        assert_eq!(fwd.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[4]]);
+        assert_eq!(s.events_before("a", None, 100).await.unwrap().len(), 5);
+        assert_eq!(s.purge_events("a").await.unwrap(), 5);
+        assert!(s.events_since("a", 0, 10).await.unwrap().is_empty());
+    }
+
+    async fn vacuum_caps_events_per_agent(f) {
+        let s = f.open_with(Limits { events_keep: 3, ..Limits::default() }).await;
+        let items: Vec<(String, String)> = (0..5).map(|_| ("stream".into(), "{}".into())).collect();
+        let a = s.add_events("a", &items).await.unwrap();
+        s.add_events("b", &items[..2]).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 2);
+        let kept: Vec<i64> = s.events_since("a", 0, 10).await.unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(kept, a[2..]);
+        assert_eq!(s.events_since("b", 0, 10).await.unwrap().len(), 2);
+    }
+
+    async fn stats_are_read_per_agent_or_all(f) {
+        let s = f.open().await;
+        s.add_stats("a", &[("cost_usd", 0.25), ("turns", 1.0)]).await.unwrap();
+        s.add_stats("b", &[("cost_usd", 1.5)]).await.unwrap();
+        let a = s.stats_since(Some("a"), 0).await.unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().any(|r| r.key == "cost_usd" && r.value == 0.25));
+        assert_eq!(s.stats_since(None, 0).await.unwrap().len(), 3);
+        assert!(s.stats_since(None, i64::MAX).await.unwrap().is_empty());
+    }
+
+    // ---- schedules ----------------------------------------------------------
+
+    async fn a_fired_schedule_delivers_and_moves_on(f) {
+        let s = f.open().await;
+        let once = s.add_schedule("alice", "at 10:00", "wake up", false, 100, "operator").await.unwrap();
+        let rep = s.add_schedule("alice", "every 1h", "check in", true, 200, "manager").await.unwrap();
+        s.add_schedule("bob", "every 1d", "later", true, 10_000, "operator").await.unwrap();
+        assert_eq!(s.next_schedule_due().await.unwrap(), Some(100));
+        assert_eq!(s.schedule_count("alice").await.unwrap(), 2);
+        let due = s.due_schedules(500).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [once, rep]);
+        assert!(s.fire_schedule(&due[0], None).await.unwrap().is_some());
+        assert!(s.fire_schedule(&due[1], Some(3_800)).await.unwrap().is_some());
+        let got = s.recv("alice", 10).await.unwrap();
+        assert_eq!(
+            got.iter().map(|m| (m.sender.as_str(), m.body.as_str())).collect::<Vec<_>>(),
+            [("system", "wake up"), ("system", "check in")]
+        );
+        let left = s.schedules().await.unwrap();
+        assert_eq!(left.iter().map(|x| (x.id, x.next_due)).collect::<Vec<_>>()[0], (rep, 3_800));
+        assert!(left[0].last_fired_at.is_some());
+        assert!(s.remove_schedule(rep).await.unwrap());
+        assert!(!s.remove_schedule(rep).await.unwrap());
+        assert_eq!(s.remove_schedules_of("bob").await.unwrap(), 1);
+        assert_eq!(s.next_schedule_due().await.unwrap(), None);
+    }
+}
