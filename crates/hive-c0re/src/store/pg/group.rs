@@ -1,20 +1,29 @@
-//! Group commit on PostgreSQL: one writer task for sends and one for events,
-//! each taking whatever is queued into one transaction with one multi-row
-//! insert, and answering each caller only after the commit.
+//! Group commit on PostgreSQL: writer tasks for sends and for events, each
+//! taking whatever is queued into one transaction with one multi-row insert,
+//! and answering each caller only after the commit. A few writers run at
+//! once, so one batch is formed while another waits for its commit.
 //!
-//! A transaction takes two round trips, each pipelined: first BEGIN, the
-//! locks (mailbox rows for sends, per-agent advisory locks for events) and
-//! the ids (`nextval`, handed out in queue order); then the insert, the depth
-//! update and COMMIT. A batch that failed before its COMMIT was sent (a
-//! dropped connection) is run again on a fresh connection (up to three tries); one whose
-//! COMMIT got no answer is reported failed, since it may have committed: a
-//! caller is never told "sent" about a message that is not stored.
+//! **Sends** take one round trip: BEGIN, the mailbox rows locked, the insert
+//! (cap checked against the locked depths) and COMMIT go out pipelined. Their
+//! ids come from a reserve the node takes from the sequence ahead of time,
+//! so a batch is known by its ids: when the connection drops, the batch runs
+//! again with the same ids on a fresh connection. The retry takes the same
+//! mailbox locks, so it runs only after the first try has committed or
+//! rolled back, and it reports ids already stored as sent instead of
+//! inserting them again. A caller told "sent" always has its message
+//! stored, exactly once.
+//!
+//! **Events** take two round trips: BEGIN, the per-agent advisory locks and
+//! the ids (`nextval` under the locks, so an agent's ids grow in commit
+//! order hive-wide); then the insert and COMMIT. A batch that failed before
+//! its COMMIT was sent runs again on a fresh connection; one whose COMMIT got
+//! no answer is reported failed (it may have committed).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::super::messages::SendError;
 use super::{EVENTS_CLASS, pool_error};
@@ -23,11 +32,15 @@ use crate::store::{Limits, Result, StoreError};
 
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
-/// Tries of a batch whose connection dropped before COMMIT: after a cut,
-/// the pool may hand out more than one connection that has yet to notice.
+/// Writers of each kind working at once.
+const WRITERS: usize = 3;
+/// Tries of a batch whose connection dropped: after a cut, the pool may hand
+/// out more than one connection that has yet to notice.
 const ATTEMPTS: usize = 3;
 /// Most sends one commit takes.
 const MAX_SENDS: usize = 512;
+/// Message ids taken from the sequence at a time.
+const ID_RESERVE: i64 = 1024;
 /// Most event rows one commit takes (a job is never split).
 const MAX_EVENT_ROWS: usize = 8192;
 
@@ -46,28 +59,36 @@ pub(super) struct EventJob {
     pub reply: oneshot::Sender<Result<Vec<i64>>>,
 }
 
-/// Starts both writers; each ends when its queue's senders are gone.
+/// Starts the writers; they end when their queue's senders are gone.
 pub(super) fn start(
     pool: Pool,
     limits: Arc<Limits>,
     sends: mpsc::UnboundedReceiver<SendJob>,
     events: mpsc::UnboundedReceiver<EventJob>,
 ) {
-    tokio::spawn(send_writer(pool.clone(), limits, sends));
-    tokio::spawn(event_writer(pool, events));
+    let sends = Arc::new(Mutex::new(sends));
+    let events = Arc::new(Mutex::new(EventQueue { rx: events, next: None }));
+    let ids = Arc::new(Mutex::new(VecDeque::new()));
+    for _ in 0..WRITERS {
+        tokio::spawn(send_writer(pool.clone(), limits.clone(), sends.clone(), ids.clone()));
+        tokio::spawn(event_writer(pool.clone(), events.clone()));
+    }
 }
 
-async fn send_writer(pool: Pool, limits: Arc<Limits>, mut rx: mpsc::UnboundedReceiver<SendJob>) {
+// ---- sends --------------------------------------------------------------
+
+async fn send_writer(
+    pool: Pool,
+    limits: Arc<Limits>,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<SendJob>>>,
+    reserve: Arc<Mutex<VecDeque<i64>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_SENDS);
-    while rx.recv_many(&mut batch, MAX_SENDS).await > 0 {
-        let mut results = send_batch(&pool, limits.inbox_cap, &batch).await;
-        for _ in 1..ATTEMPTS {
-            if !worth_retrying(&results) {
-                break;
-            }
-            results = send_batch(&pool, limits.inbox_cap, &batch).await;
+    loop {
+        if queue.lock().await.recv_many(&mut batch, MAX_SENDS).await == 0 {
+            return;
         }
-        match results.map_err(Failure::error) {
+        match send_with_retries(&pool, limits.inbox_cap, &batch, &reserve).await {
             Ok(results) => {
                 for (job, r) in batch.drain(..).zip(results) {
                     // The caller may have gone away; its message is committed all the same.
@@ -86,22 +107,160 @@ async fn send_writer(pool: Pool, limits: Arc<Limits>, mut rx: mpsc::UnboundedRec
     }
 }
 
-async fn event_writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<EventJob>) {
-    let mut next: Option<EventJob> = None;
+/// `n` fresh message ids, ascending, from the node's reserve (refilled from the sequence).
+async fn take_ids(pool: &Pool, reserve: &Mutex<VecDeque<i64>>, n: usize) -> Result<Vec<i64>> {
+    let mut r = reserve.lock().await;
+    if r.len() < n {
+        let c = pool.get().await.map_err(pool_error)?;
+        let st = c
+            .prepare_cached(
+                "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1::bigint)",
+            )
+            .await?;
+        let want = ID_RESERVE.max(n as i64);
+        let mut fresh: Vec<i64> = c.query(&st, &[&want]).await?.iter().map(|r| r.get(0)).collect();
+        fresh.sort_unstable();
+        r.extend(fresh);
+    }
+    Ok(r.drain(..n).collect())
+}
+
+async fn send_with_retries(
+    pool: &Pool,
+    cap: u64,
+    jobs: &[SendJob],
+    reserve: &Mutex<VecDeque<i64>>,
+) -> Result<Vec<Result<i64, SendError>>> {
+    let mut attempt = 1;
+    let ids = loop {
+        match take_ids(pool, reserve, jobs.len()).await {
+            Err(e) if attempt < ATTEMPTS && connection_lost(&e) => attempt += 1,
+            other => break other?,
+        }
+    };
+    let mut attempt = 1;
     loop {
-        let first = match next.take() {
+        match send_batch(pool, cap, jobs, &ids).await {
+            // The same ids make a second try safe whatever became of the first.
+            Err(e) if attempt < ATTEMPTS && connection_lost(&e) => {
+                tracing::warn!("the database connection dropped during a send; trying again: {e}");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Commits the sends that fit their recipients' caps; each result in queue order.
+async fn send_batch(
+    pool: &Pool,
+    cap: u64,
+    jobs: &[SendJob],
+    ids: &[i64],
+) -> Result<Vec<Result<i64, SendError>>> {
+    let mut conn = Conn::get(pool).await?;
+    let result = send_batch_on(conn.client(), cap, jobs, ids).await;
+    if result.is_err() {
+        conn.discard();
+    }
+    result
+}
+
+async fn send_batch_on(
+    c: &Object,
+    cap: u64,
+    jobs: &[SendJob],
+    ids: &[i64],
+) -> Result<Vec<Result<i64, SendError>>> {
+    let mut recipients: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    let ensure = c
+        .prepare_cached(
+            "INSERT INTO mailboxes (recipient) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    // Sorted, so two nodes locking the same mailboxes cannot deadlock. This
+    // waits for any other transaction on them, an earlier try of this batch too.
+    let lock = c
+        .prepare_cached(
+            "SELECT 1 FROM mailboxes WHERE recipient = ANY($1::text[]) ORDER BY recipient FOR UPDATE",
+        )
+        .await?;
+    // A statement of its own after the locks, so its snapshot sees what the
+    // holders committed: ids already stored (by an earlier try) are sent, the
+    // rest go in up to each mailbox's cap, in queue order.
+    let insert = c
+        .prepare_cached(
+            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                 WITH ORDINALITY AS u(id, s, r, b, o)), \
+             stored AS (SELECT id FROM messages WHERE id = ANY($1::bigint[])), \
+             ranked AS (SELECT i.id, i.s, i.r, i.b, \
+                 COALESCE(m.depth, 0) + row_number() OVER (PARTITION BY i.r ORDER BY i.o) AS place \
+                 FROM input i LEFT JOIN mailboxes m ON m.recipient = i.r \
+                 WHERE i.id NOT IN (SELECT id FROM stored)), \
+             ins AS (INSERT INTO messages (id, sender, recipient, body, created_at) \
+                 SELECT id, s, r, b, $5 FROM ranked WHERE place <= $6 ORDER BY id \
+                 ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
+             bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
+                 FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \
+                 WHERE m.recipient = c.recipient) \
+             SELECT id FROM stored UNION ALL SELECT id FROM ins",
+        )
+        .await?;
+    let senders: Vec<&str> = jobs.iter().map(|j| j.sender.as_str()).collect();
+    let rcpts: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
+    let bodies: Vec<&str> = jobs.iter().map(|j| j.body.as_str()).collect();
+    let now = now_ms();
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let by_recipient: [Param<'_>; 1] = [&recipients];
+    let rows: [Param<'_>; 6] = [&ids, &senders, &rcpts, &bodies, &now, &cap];
+    // One round trip: the four requests go out before any answer is read.
+    let (_, _, _, stored, _) = futures::try_join!(
+        c.batch_execute("BEGIN"),
+        c.execute(&ensure, &by_recipient),
+        c.execute(&lock, &by_recipient),
+        c.query(&insert, &rows),
+        c.batch_execute("COMMIT"),
+    )?;
+    let stored: HashSet<i64> = stored.iter().map(|r| r.get(0)).collect();
+    Ok(jobs
+        .iter()
+        .zip(ids)
+        .map(|(j, id)| {
+            if stored.contains(id) {
+                Ok(*id)
+            } else {
+                Err(SendError::InboxFull {
+                    recipient: j.recipient.clone(),
+                    cap: cap as u64,
+                })
+            }
+        })
+        .collect())
+}
+
+// ---- events -------------------------------------------------------------
+
+/// The events queue, with a job taken that did not fit the last batch.
+struct EventQueue {
+    rx: mpsc::UnboundedReceiver<EventJob>,
+    next: Option<EventJob>,
+}
+
+impl EventQueue {
+    /// Waits for a job, then takes whatever else is queued, up to `MAX_EVENT_ROWS` rows.
+    async fn batch(&mut self) -> Option<Vec<EventJob>> {
+        let first = match self.next.take() {
             Some(j) => j,
-            None => match rx.recv().await {
-                Some(j) => j,
-                None => return,
-            },
+            None => self.rx.recv().await?,
         };
         let mut rows = first.items.len();
         let mut batch = vec![first];
         while rows < MAX_EVENT_ROWS {
-            match rx.try_recv() {
+            match self.rx.try_recv() {
                 Ok(j) if rows + j.items.len() > MAX_EVENT_ROWS => {
-                    next = Some(j);
+                    self.next = Some(j);
                     break;
                 }
                 Ok(j) => {
@@ -111,14 +270,26 @@ async fn event_writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<EventJob>) {
                 Err(_) => break,
             }
         }
-        let mut ids = event_batch(&pool, &batch).await;
-        for _ in 1..ATTEMPTS {
-            if !worth_retrying(&ids) {
-                break;
+        Some(batch)
+    }
+}
+
+async fn event_writer(pool: Pool, queue: Arc<Mutex<EventQueue>>) {
+    loop {
+        let Some(batch) = queue.lock().await.batch().await else {
+            return;
+        };
+        let mut attempt = 1;
+        let ids = loop {
+            match event_batch(&pool, &batch).await {
+                Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && connection_lost(&e) => {
+                    tracing::warn!("the database connection dropped before a commit; trying again: {e}");
+                    attempt += 1;
+                }
+                other => break other.map_err(Failure::error),
             }
-            ids = event_batch(&pool, &batch).await;
-        }
-        match ids.map_err(Failure::error) {
+        };
+        match ids {
             Ok(ids) => {
                 let mut ids = ids.into_iter();
                 for job in batch {
@@ -136,7 +307,7 @@ async fn event_writer(pool: Pool, mut rx: mpsc::UnboundedReceiver<EventJob>) {
     }
 }
 
-/// How a batch failed: before its COMMIT was sent (nothing stored) or not.
+/// How an event batch failed: before its COMMIT was sent (nothing stored) or not.
 enum Failure {
     BeforeCommit(StoreError),
     Unknown(StoreError),
@@ -150,20 +321,74 @@ impl Failure {
     }
 }
 
-/// True when a batch failed on a dropped connection before its COMMIT was
-/// sent: nothing of it is stored, so it may run again on a fresh one.
-fn worth_retrying<T>(r: &Result<T, Failure>) -> bool {
-    match r {
-        Err(Failure::BeforeCommit(e)) if closed(e) => {
-            tracing::warn!("the database connection dropped before a commit; trying again: {e}");
-            true
-        }
-        _ => false,
+/// Commits the events of every job, agents locked in a fixed order; ids in queue order.
+async fn event_batch(pool: &Pool, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
+    let mut conn = Conn::get(pool).await.map_err(Failure::BeforeCommit)?;
+    let result = event_batch_on(conn.client(), jobs).await;
+    if result.is_err() {
+        conn.discard();
     }
+    result
 }
 
-/// True when the connection went away (closed, or the server ended the session).
-fn closed(e: &StoreError) -> bool {
+async fn event_batch_on(c: &Object, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
+    let before = |e: tokio_postgres::Error| Failure::BeforeCommit(e.into());
+    let mut agents: Vec<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    // Locked in hash order, the order every node uses, so two nodes cannot deadlock.
+    let lock = c
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock($1, h) FROM \
+             (SELECT DISTINCT hashtext(a) AS h FROM unnest($2::text[]) AS a ORDER BY h) AS l",
+        )
+        .await
+        .map_err(before)?;
+    let ids = c
+        .prepare_cached(
+            "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1::bigint)",
+        )
+        .await
+        .map_err(before)?;
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO events (id, agent, ts, kind, payload_json) \
+             SELECT u.id, u.a, $4, u.k, u.p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::text[]) AS u(id, a, k, p)",
+        )
+        .await
+        .map_err(before)?;
+    let n: i64 = jobs.iter().map(|j| j.items.len() as i64).sum();
+    let locks: [Param<'_>; 2] = [&EVENTS_CLASS, &agents];
+    let count: [Param<'_>; 1] = [&n];
+    let (_, _, id_rows) = futures::try_join!(
+        c.batch_execute("BEGIN"),
+        c.query(&lock, &locks),
+        c.query(&ids, &count),
+    )
+    .map_err(before)?;
+    let mut fresh: Vec<i64> = id_rows.iter().map(|r| r.get(0)).collect();
+    fresh.sort_unstable();
+    let mut owners = Vec::with_capacity(fresh.len());
+    let mut kinds = Vec::with_capacity(fresh.len());
+    let mut payloads = Vec::with_capacity(fresh.len());
+    for j in jobs {
+        for (k, p) in &j.items {
+            owners.push(j.agent.as_str());
+            kinds.push(k.as_str());
+            payloads.push(p.as_str());
+        }
+    }
+    let now = now_ms();
+    let rows: [Param<'_>; 5] = [&fresh, &owners, &kinds, &now, &payloads];
+    futures::try_join!(c.execute(&insert, &rows), c.batch_execute("COMMIT"))
+        .map_err(|e| Failure::Unknown(e.into()))?;
+    Ok(fresh)
+}
+
+// ---- both ---------------------------------------------------------------
+
+/// True when the connection went away (closed, cut, or the server ended the session).
+fn connection_lost(e: &StoreError) -> bool {
     use tokio_postgres::error::SqlState;
     match e {
         StoreError::Pg(e) => {
@@ -187,11 +412,8 @@ fn closed(e: &StoreError) -> bool {
 struct Conn(Option<Object>);
 
 impl Conn {
-    async fn get(pool: &Pool) -> Result<Self, Failure> {
-        pool.get()
-            .await
-            .map(|o| Self(Some(o)))
-            .map_err(|e| Failure::BeforeCommit(pool_error(e)))
+    async fn get(pool: &Pool) -> Result<Self> {
+        pool.get().await.map(|o| Self(Some(o))).map_err(pool_error)
     }
 
     fn client(&self) -> &Object {
@@ -206,179 +428,4 @@ impl Conn {
             drop(Object::take(o));
         }
     }
-}
-
-/// Commits the sends that fit their recipients' caps; each result in queue order.
-async fn send_batch(
-    pool: &Pool,
-    cap: u64,
-    jobs: &[SendJob],
-) -> Result<Vec<Result<i64, SendError>>, Failure> {
-    let mut conn = Conn::get(pool).await?;
-    let result = send_batch_on(conn.client(), cap, jobs).await;
-    if result.is_err() {
-        conn.discard();
-    }
-    result
-}
-
-async fn send_batch_on(
-    c: &Object,
-    cap: u64,
-    jobs: &[SendJob],
-) -> Result<Vec<Result<i64, SendError>>, Failure> {
-    let before = Failure::BeforeCommit;
-    let mut recipients: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
-    recipients.sort_unstable();
-    recipients.dedup();
-    let ensure = c
-        .prepare_cached(
-            "INSERT INTO mailboxes (recipient) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        )
-        .await
-        .map_err(|e| before(e.into()))?;
-    // Sorted, so two nodes locking the same mailboxes cannot deadlock.
-    let lock = c
-        .prepare_cached(
-            "SELECT recipient, depth FROM mailboxes WHERE recipient = ANY($1::text[]) ORDER BY recipient FOR UPDATE",
-        )
-        .await
-        .map_err(|e| before(e.into()))?;
-    let ids = c
-        .prepare_cached("SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1::bigint)")
-        .await
-        .map_err(|e| before(e.into()))?;
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO messages (id, sender, recipient, body, created_at) \
-             SELECT u.id, u.s, u.r, u.b, $5 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(id, s, r, b)",
-        )
-        .await
-        .map_err(|e| before(e.into()))?;
-    let bump = c
-        .prepare_cached(
-            "UPDATE mailboxes m SET depth = m.depth + u.n FROM unnest($1::text[], $2::bigint[]) AS u(r, n) WHERE m.recipient = u.r",
-        )
-        .await
-        .map_err(|e| before(e.into()))?;
-
-    let n = jobs.len() as i64;
-    let by_recipient: [Param<'_>; 1] = [&recipients];
-    let count: [Param<'_>; 1] = [&n];
-    let (_, _, depth_rows, id_rows) = futures::try_join!(
-        c.batch_execute("BEGIN"),
-        c.execute(&ensure, &by_recipient),
-        c.query(&lock, &by_recipient),
-        c.query(&ids, &count),
-    )
-    .map_err(|e| before(e.into()))?;
-    let depth: HashMap<String, u64> = depth_rows
-        .iter()
-        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
-        .collect();
-    let mut fresh: Vec<i64> = id_rows.iter().map(|r| r.get(0)).collect();
-    fresh.sort_unstable();
-    let mut fresh = fresh.into_iter();
-
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut added: BTreeMap<&str, i64> = BTreeMap::new();
-    let (mut ids, mut senders, mut rcpts, mut bodies) = (vec![], vec![], vec![], vec![]);
-    for j in jobs {
-        let r = j.recipient.as_str();
-        let now_depth =
-            depth.get(r).copied().unwrap_or(0) + added.get(r).copied().unwrap_or(0) as u64;
-        if now_depth >= cap {
-            out.push(Err(SendError::InboxFull {
-                recipient: r.to_owned(),
-                cap,
-            }));
-            continue;
-        }
-        let id = fresh.next().expect("one id per queued send");
-        ids.push(id);
-        senders.push(j.sender.as_str());
-        rcpts.push(r);
-        bodies.push(j.body.as_str());
-        *added.entry(r).or_default() += 1;
-        out.push(Ok(id));
-    }
-    let (bump_r, bump_n): (Vec<&str>, Vec<i64>) = added.into_iter().unzip();
-    if ids.is_empty() {
-        c.batch_execute("COMMIT")
-            .await
-            .map_err(|e| before(e.into()))?;
-        return Ok(out);
-    }
-    let now = now_ms();
-    let rows: [Param<'_>; 5] = [&ids, &senders, &rcpts, &bodies, &now];
-    let depths: [Param<'_>; 2] = [&bump_r, &bump_n];
-    futures::try_join!(
-        c.execute(&insert, &rows),
-        c.execute(&bump, &depths),
-        c.batch_execute("COMMIT"),
-    )
-    .map_err(|e| Failure::Unknown(e.into()))?;
-    Ok(out)
-}
-
-/// Commits the events of every job, agents locked in a fixed order; ids in queue order.
-async fn event_batch(pool: &Pool, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
-    let mut conn = Conn::get(pool).await?;
-    let result = event_batch_on(conn.client(), jobs).await;
-    if result.is_err() {
-        conn.discard();
-    }
-    result
-}
-
-async fn event_batch_on(c: &Object, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
-    let before = Failure::BeforeCommit;
-    let mut agents: Vec<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
-    agents.sort_unstable();
-    agents.dedup();
-    // Locked in hash order, the order every node uses, so two nodes cannot deadlock.
-    let lock = c
-        .prepare_cached(
-            "SELECT pg_advisory_xact_lock($1, h) FROM \
-             (SELECT DISTINCT hashtext(a) AS h FROM unnest($2::text[]) AS a ORDER BY h) AS l",
-        )
-        .await
-        .map_err(|e| before(e.into()))?;
-    let ids = c
-        .prepare_cached("SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1::bigint)")
-        .await
-        .map_err(|e| before(e.into()))?;
-    let insert = c
-        .prepare_cached(
-            "INSERT INTO events (id, agent, ts, kind, payload_json) \
-             SELECT u.id, u.a, $4, u.k, u.p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::text[]) AS u(id, a, k, p)",
-        )
-        .await
-        .map_err(|e| before(e.into()))?;
-    let n: i64 = jobs.iter().map(|j| j.items.len() as i64).sum();
-    let locks: [Param<'_>; 2] = [&EVENTS_CLASS, &agents];
-    let count: [Param<'_>; 1] = [&n];
-    let (_, _, id_rows) = futures::try_join!(
-        c.batch_execute("BEGIN"),
-        c.query(&lock, &locks),
-        c.query(&ids, &count),
-    )
-    .map_err(|e| before(e.into()))?;
-    let mut fresh: Vec<i64> = id_rows.iter().map(|r| r.get(0)).collect();
-    fresh.sort_unstable();
-    let mut owners = Vec::with_capacity(fresh.len());
-    let mut kinds = Vec::with_capacity(fresh.len());
-    let mut payloads = Vec::with_capacity(fresh.len());
-    for j in jobs {
-        for (k, p) in &j.items {
-            owners.push(j.agent.as_str());
-            kinds.push(k.as_str());
-            payloads.push(p.as_str());
-        }
-    }
-    let now = now_ms();
-    let rows: [Param<'_>; 5] = [&fresh, &owners, &kinds, &now, &payloads];
-    futures::try_join!(c.execute(&insert, &rows), c.batch_execute("COMMIT"))
-        .map_err(|e| Failure::Unknown(e.into()))?;
-    Ok(fresh)
 }
