@@ -14,7 +14,16 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "fuzz targets compile (fuzz/; scripts/fuzz.sh runs them)"
+# Checked without libFuzzer (no C++ build, no nightly flags), sharing target/.
+# Not --locked: a dependency added to a crate lands in fuzz/Cargo.lock here.
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --no-default-features \
+    --quiet -- -D warnings
 say "cargo test"
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    echo "note: PostgreSQL is not installed: the store's PostgreSQL cases pass as skipped (scripts/deps.sh installs it)"
+fi
 cargo test --workspace --quiet
 if [ -d web/tests ]; then
     say "dashboard browser tests"

@@ -6,7 +6,7 @@ import { api, live } from './api.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
 import { mountTelemetry } from './telemetry.js';
-import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, watchLogin } from './ui.js';
+import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, watchLogin } from './ui.js';
 
 // The page is served at /agents/NAME (hive-c0re checked that NAME exists).
 const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
@@ -231,12 +231,15 @@ function showRow(r) {
 }
 
 function modelLine(m) {
-  return `model ${m.active} (configured ${m.configured}${m.override_model ? `, override ${m.override_model}` : ''})`;
+  const queued = m.queued ? `, ${m.queued} queued for the next turn` : '';
+  return `model ${m.active} (configured ${m.configured}${m.override_model ? `, override ${m.override_model}` : ''}${queued})`;
 }
 
 function showModel(m) {
   fill($('#model'), h('dl', { class: 'facts' },
     h('dt', {}, 'active'), h('dd', {}, h('b', {}, m.active)),
+    // An override set during a turn waits for the next one.
+    m.queued && [h('dt', {}, 'queued'), h('dd', { title: 'takes effect at the next turn' }, m.queued)],
     h('dt', {}, 'configured'), h('dd', {}, m.configured),
     h('dt', {}, 'override'), h('dd', {}, m.override_model ?? h('span', { class: 'dim' }, 'none')),
     m.switched_at && [h('dt', {}, 'switched'), h('dd', {}, since(m.switched_at, ' ago'))]));
@@ -337,7 +340,8 @@ for (const b of document.querySelectorAll('.agent-head [data-action]')) {
 
 async function refresh(first) {
   try {
-    const [r, m, inbox] = await Promise.all([api.agent(NAME), api.model(NAME), api.messages(NAME)]);
+    const [r, m, inbox, space] = await Promise.all([api.agent(NAME), api.model(NAME), api.messages(NAME), api.space()]);
+    showSpace(space.alarm);
     showRow(r);
     showModel(m);
     showInbox(inbox);
@@ -361,6 +365,7 @@ live(NAME, {
   model: ({ model }) => showModel(model),
   events: ({ events }) => (ready ? addEvents(events) : buffered.push(...events)),
   inbox: ({ messages }) => showInbox(messages),
+  space: ({ alarm }) => showSpace(alarm),
   agent_removed: () => banner(`${NAME} was destroyed: its history stays in the database until purged.`, 'Back to the hive', () => { location.href = '/'; }),
 }, setConn);
 

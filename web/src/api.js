@@ -85,6 +85,8 @@ export const api = {
   answer: (id, answer) => post(`/api/questions/${id}/answer`, { answer }),
   cancelQuestion: (id) => post(`/api/questions/${id}/cancel`),
   ping: () => post('/api/ping'),
+  /** {alarm}: the free-space alarm (SpaceAlarm), or null while space is fine. */
+  space: () => get('/api/space'),
   /** Telemetry (StatsSummary) of one agent, or of all without a name; `since` e.g. '1h'. */
   stats: (name, since = '1h') => get(`/api/stats?${new URLSearchParams(name ? { agent: name, since } : { since })}`),
 };

@@ -3,7 +3,7 @@
 
 import { api, live } from './api.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
-import { $, badge, fill, flags, h, messageItem, run, setConn, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
+import { $, badge, fill, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
 const agents = new Map(); // name -> {row, tr, stats}
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
@@ -240,6 +240,7 @@ async function loadAll() {
       api.approvals().then(showApprovals),
       api.questions().then(showQuestions),
       api.operatorMessages().then(showInbox),
+      api.space().then(({ alarm }) => showSpace(alarm)),
     ]);
   } catch (e) {
     toast(e.message, 'error');
@@ -254,6 +255,7 @@ live(null, {
   approvals: ({ approvals }) => showApprovals(approvals),
   questions: ({ questions }) => showQuestions(questions),
   operator_inbox: ({ messages }) => showInbox(messages),
+  space: ({ alarm }) => showSpace(alarm),
 }, setConn);
 watchLogin();
 

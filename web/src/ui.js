@@ -188,6 +188,12 @@ export function hideBanner(kind) {
   if (b.dataset.kind === kind) b.hidden = true;
 }
 
+/** Shows the free-space alarm (a SpaceAlarm) as the banner while it is on, and hides it when it clears. */
+export function showSpace(alarm) {
+  if (alarm) banner(`Disk nearly full since ${alarm.since}: ${alarm.message}`, null, null, 'space');
+  else hideBanner('space');
+}
+
 /**
  * Keeps a banner up while the server says this browser is not logged in:
  * its sentence says why and how to log in again (the link `hive-c0re urls`

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { OUT, agentSocket, cspViolations, launchBrowser, makeHive, requireBuilt, sleep, turnEvents, until } from './hive.mjs';
+import { OUT, agentSocket, cspViolations, launchBrowser, makeHive, playTurn, requireBuilt, sleep, until } from './hive.mjs';
 
 let hive;
 let browser;
@@ -132,8 +132,8 @@ test('an operator question counts down and takes an answer', async () => {
 
 test('the agent page shows history, new events live, and sticky scrolling', async () => {
   const sock = await agentSocket(hive, 'alice');
-  // 40 turns (240 events): more than one history page, taller than the terminal.
-  for (let n = 0; n < 40; n++) await sock.call({ op: 'events', items: turnEvents(n) });
+  // 40 turns (over 240 events): more than one history page, taller than the terminal.
+  for (let n = 0; n < 40; n++) await playTurn(hive, sock, 'alice', n);
   await page.goto(`${hive.url}/agents/alice`);
   await page.locator('#rows .row', { hasText: 'turn 39: looking at it' }).waitFor();
   const term = page.locator('#term');
@@ -188,6 +188,19 @@ test('slash commands steer the agent; anything else is a message', async () => {
   await input.fill('/model default');
   await input.press('Enter');
   await until(async () => /override\s*none/.test(await page.locator('#model').innerText()), 'the override to clear');
+  // During a turn, an override waits for the next one: it shows as queued until the turn ends.
+  const sock = await agentSocket(hive, 'alice');
+  await sock.call({ op: 'state', state: 'thinking', model: 'haiku' });
+  await input.fill('/model opus');
+  await input.press('Enter');
+  await until(async () => /active\s*haiku\s*queued\s*opus/.test(await page.locator('#model').innerText()), 'the override to show as queued');
+  await sock.call({ op: 'state', state: 'idle' });
+  await until(async () => !/queued/.test(await page.locator('#model').innerText()), 'the queued model to take over');
+  assert.match(await page.locator('#model').innerText(), /active\s*opus/);
+  sock.close();
+  await input.fill('/model default');
+  await input.press('Enter');
+  await until(async () => /override\s*none/.test(await page.locator('#model').innerText()), 'the override to clear again');
   await input.fill('/clear');
   await input.press('Enter');
   assert.equal(await page.locator('#rows .row').count(), 0, '/clear empties the view');

@@ -155,6 +155,22 @@ export async function agentSocket(hive, name) {
   };
 }
 
+/**
+ * Plays one turn of `name`'s harness on `sock`, as a harness does: a message
+ * from the operator, claimed by `next_turn`, claude's events, then `turn_end`
+ * (hive-c0re writes the `turn_end` event; an agent may not).
+ */
+export async function playTurn(hive, sock, name, n, tag = 'turn') {
+  await hive.cli('send', name, `${tag} ${n}`);
+  const got = await sock.call({ op: 'next_turn', wait_ms: 5000 });
+  if (!got.ok || !got.messages?.length) throw new Error(`no turn for ${name}: ${JSON.stringify(got)}`);
+  const logged = await sock.call({ op: 'events', items: turnEvents(n, tag) });
+  if (!logged.ok) throw new Error(JSON.stringify(logged));
+  const stats = { duration_ms: 1500 + n, exit_code: 0, exit_class: 'ok', tool_calls: { Bash: 1 }, messages_received: got.messages.length };
+  const ended = await sock.call({ op: 'turn_end', stats, outcome: 'ack' });
+  if (!ended.ok) throw new Error(JSON.stringify(ended));
+}
+
 /** One claude turn's worth of events, as a harness reports them. */
 export function turnEvents(n, tag = 'turn') {
   return [
@@ -163,7 +179,6 @@ export function turnEvents(n, tag = 'turn') {
     { kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text: `${tag} ${n}: looking at it` }, { type: 'tool_use', name: 'Bash', input: { command: `cargo test ${tag}-${n}` } }] } } },
     { kind: 'stream', payload: { type: 'user', message: { content: [{ type: 'tool_result', content: `${tag} ${n}: 1 failed`, is_error: true }] } } },
     { kind: 'stream', payload: { type: 'result', subtype: 'success', duration_ms: 1200 + n, num_turns: 2, session_id: `session-${n}` } },
-    { kind: 'turn_end', payload: { exit_code: 0, exit_class: 'ok', duration_ms: 1500 + n } },
   ];
 }
 

@@ -1,6 +1,8 @@
 //! The turn's prompt: each inbox message with its sender, in the convention
 //! the model (and the scripted model) reads:
-//! `<message id="N" from="NAME">body</message>`.
+//! `<message id="N" from="NAME">body</message>`. The `recv` tool shows
+//! messages the same way ([`tag`]), so a body is escaped in both: another
+//! agent's words can neither close their tag nor open one from someone else.
 
 use hive_sh4re::host::Message;
 
@@ -8,20 +10,32 @@ use hive_sh4re::host::Message;
 pub fn render(msgs: &[Message]) -> String {
     let mut p = String::from("New messages in your inbox:\n\n");
     for m in msgs {
-        p.push_str(&format!(
-            "<message id=\"{}\" from=\"{}\">{}</message>\n",
-            m.id,
-            m.from,
-            escape(&m.body)
-        ));
+        p.push_str(&tag(m, false));
+        p.push('\n');
     }
     p.push_str("\nHandle them. Reply with mcp__hyperhive__send where a reply is expected (to the sender's name).");
     p
 }
 
-/// Escapes a body so it cannot close or forge a `<message>` tag.
-fn escape(body: &str) -> String {
-    body.replace('&', "&amp;")
+/// One message as a `<message>` tag; `sent_at` adds the time it was sent.
+pub fn tag(m: &Message, sent_at: bool) -> String {
+    let attr = |v: &str| escape(v).replace('"', "&quot;");
+    let at = if sent_at {
+        format!(" sent_at=\"{}\"", attr(&m.sent_at))
+    } else {
+        String::new()
+    };
+    format!(
+        "<message id=\"{}\" from=\"{}\"{at}>{}</message>",
+        m.id,
+        attr(&m.from),
+        escape(&m.body)
+    )
+}
+
+/// Escapes text so it cannot close or forge a `<message>` tag.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }

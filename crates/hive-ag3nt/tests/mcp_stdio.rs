@@ -405,7 +405,7 @@ async fn status_recv_nap_and_set_status_render_as_text() {
 
     let (t, err) = text(&mcp.call("recv", json!({})).await);
     assert!(
-        !err && t.contains("#7 from bob") && t.contains("lunch?"),
+        !err && t.contains("<message id=\"7\" from=\"bob\"") && t.contains("lunch?"),
         "{t}"
     );
 

@@ -102,7 +102,7 @@ fn main() {
             ..Limits::default()
         },
     );
-    let sock = hive.paths.host_sock();
+    let sock = hive.paths().host_sock();
 
     throughput(&sock, 1, 2000); // warm-up
     drain(&sock);

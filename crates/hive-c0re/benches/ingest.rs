@@ -10,7 +10,7 @@ use std::time::Instant;
 
 mod common;
 
-use hive_c0re::store::{Limits, NewAgent};
+use hive_c0re::store::Limits;
 use hive_sh4re::AgentName;
 
 const AGENTS: usize = 10;
@@ -33,15 +33,7 @@ fn main() {
     );
     let _guard = rt.enter();
     for n in &names {
-        let new = NewAgent {
-            name: n.as_str(),
-            harness: "ag3nt",
-            config_toml: "",
-            deployed_sha: None,
-            parent: None,
-            want_running: false,
-        };
-        hive.store.create_agent(&new).unwrap();
+        hive.add_stopped(n, "").unwrap();
         hive.open_socket(n).unwrap();
     }
     // A realistic line: an assistant message with a tool call, ~300 bytes.
@@ -55,7 +47,7 @@ fn main() {
     let threads: Vec<_> = names
         .iter()
         .map(|n| {
-            let sock = hive.paths.agent_sock(n);
+            let sock = hive.paths().agent_sock(n);
             let line = line.clone();
             std::thread::spawn(move || {
                 let mut w = UnixStream::connect(sock).unwrap();
@@ -75,11 +67,13 @@ fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     let total = AGENTS * BATCHES * BATCH;
-    let stored = hive
-        .store
-        .events_before("agent-0", None, u32::MAX)
-        .unwrap()
-        .len();
+    let (mut stored, mut since) = (0, 0);
+    loop {
+        let page = hive.events(&names[0], Some(since), None, 5000).unwrap();
+        let Some(last) = page.last() else { break };
+        since = last.id;
+        stored += page.len();
+    }
     assert_eq!(stored, BATCHES * BATCH);
     println!(
         "event ingest, {AGENTS} agents streaming at once ({BATCH} events per request): {total} events in {secs:.2}s = {:.0} events/s   (goal >= 50000)",

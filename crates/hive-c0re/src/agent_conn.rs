@@ -13,11 +13,10 @@ use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::agent_sock::{Accepted, Incoming};
-use crate::broker::Change;
 use crate::error::{Error, Result};
+use crate::hive::turns::Claim;
 use crate::hive::{Hive, message_wire};
 use crate::lines::{Line, read_line};
-use crate::turns::Claim;
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
@@ -27,7 +26,7 @@ pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
     loop {
         let conn = tokio::select! {
             c = incoming.recv() => match c { Some(c) => c, None => return },
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         };
         tokio::spawn(serve_conn(hive.clone(), conn));
     }
@@ -53,7 +52,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         let line = tokio::select! {
             l = read_line(&mut r, MAX_LINE_BYTES) => l,
             _ = closed.cancelled() => break,
-            _ = hive.shutdown.cancelled() => break,
+            _ = hive.shutdown_token().cancelled() => break,
         };
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
@@ -79,8 +78,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         }
     }
     if conn.turn.is_some() {
-        let _ = hive.store.release_claims(name.as_str());
-        hive.broker.poke(name.as_str());
+        hive.release_claims(&name);
     }
 }
 
@@ -118,8 +116,7 @@ async fn handle(
             }
         }
         AgentRequest::NeedsLogin { needed } => {
-            hive.store.set_needs_login(name.as_str(), needed)?;
-            hive.broker.publish(Change::Agent(name.to_string()));
+            hive.set_needs_login(name, needed)?;
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {
@@ -127,6 +124,23 @@ async fn handle(
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
+            // hive-side kinds (operator, container_crash, state) are hive-c0re's word, not an agent's.
+            if let Some(e) = items
+                .iter()
+                .find(|e| !hive_sh4re::agent::HARNESS_EVENT_KINDS.contains(&e.kind.as_str()))
+            {
+                return Err(Error::refused(format!(
+                    "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
+                    e.kind,
+                    hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
+                )));
+            }
+            if hive.space().is_low() {
+                // The stream is what the hive can drop; the turn's end, its
+                // acknowledgements and the agent's state are still recorded.
+                tracing::debug!(agent = %name, dropped = items.len(), "the disk is nearly full: events dropped");
+                return Ok(AgentResponse::ok());
+            }
             let items: Vec<(String, String)> = items
                 .into_iter()
                 .map(|e| (e.kind, e.payload.to_string()))
@@ -149,8 +163,7 @@ async fn handle(
             }
         }
         AgentRequest::Stats { items } => {
-            hive.store
-                .add_stats(name.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+            hive.record_stats(name, &items)?;
             AgentResponse::ok()
         }
         AgentRequest::Control { wait_ms } => {
@@ -159,7 +172,7 @@ async fn handle(
                 .unwrap_or(MAX_POLL)
                 .min(MAX_POLL);
             AgentResponse {
-                control: wait_control(hive, name, wait).await,
+                control: hive.next_control(name, wait).await,
                 ..AgentResponse::ok()
             }
         }
@@ -184,15 +197,7 @@ async fn handle(
             ..AgentResponse::ok()
         },
         AgentRequest::SetStatus { text } => {
-            let text = text.trim();
-            if text.chars().count() > 200 {
-                return Err(Error::refused(
-                    "a status is one line of at most 200 characters: shorten it",
-                ));
-            }
-            hive.store
-                .set_status_text(name.as_str(), text.lines().next().unwrap_or(""))?;
-            hive.broker.publish(Change::Agent(name.to_string()));
+            hive.set_status_text(name, &text)?;
             AgentResponse::ok()
         }
         AgentRequest::Nap { seconds } => {
@@ -225,24 +230,5 @@ async fn peer_closed<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) {
     match r.fill_buf().await {
         Ok([]) | Err(_) => {}
         Ok(_) => std::future::pending().await,
-    }
-}
-
-async fn wait_control(
-    hive: &Hive,
-    name: &AgentName,
-    wait: Duration,
-) -> Option<hive_sh4re::agent::Control> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let mut rx = hive.broker.watch_control(name.as_str());
-        if let Some(c) = hive.broker.pop_control(name.as_str()) {
-            return Some(c);
-        }
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return None },
-            _ = tokio::time::sleep_until(deadline) => return None,
-            _ = hive.shutdown.cancelled() => return None,
-        }
     }
 }

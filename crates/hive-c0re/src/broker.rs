@@ -1,9 +1,16 @@
 //! Wake-ups: who is waiting for what. The store holds the data; this module
-//! only tells waiters that something changed, so nobody polls.
+//! tells waiters that something changed, so nobody polls.
 //!
 //! Inboxes get one `watch` channel per mailbox (a send wakes only that
 //! mailbox's waiters); hive-wide changes go through one `broadcast` that the
 //! status subscription and the dashboard's SSE stream follow.
+//!
+//! One thing it holds itself: the operator's commands for a running harness
+//! (cancel, compact, compact notes), queued in memory until the harness's
+//! `control` connection takes them. They are not durable on purpose: each
+//! concerns the harness process that runs now, which a restart of hive-c0re
+//! ends (harnesses die with the daemon); the supervisor clears an agent's
+//! queue when its harness goes away, so none reaches a later one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -26,6 +33,8 @@ pub enum Change {
     Approvals,
     /// Operator questions changed.
     Questions,
+    /// The free-space alarm went on or cleared.
+    Space,
 }
 
 /// Fan-out of wake-ups.

@@ -4,12 +4,33 @@
 //! and the operator's audit trail, and the CLI is what both of them use.
 //! They all live below one directory, which the manager's container gets
 //! whole; `<state>/agents/<name>/config` is a symlink to the agent's repo.
+//!
+//! The manager writes these repos, so everything in them is attacker input:
+//! - hive-c0re never writes into one. A new repo is built in a private scratch
+//!   directory and renamed into place, refusing to replace anything there.
+//! - An existing repo is opened by directory fd without following a link, and
+//!   only in the shape hive-c0re gives a repo (a directory holding a `.git`
+//!   directory); git then runs *in* that fd, so a name swapped afterwards
+//!   redirects nothing.
+//! - git runs no hook, fsmonitor, external diff or filter, ignores replace refs
+//!   and grafts, is killed at [`blocking::limit`](crate::blocking::limit), and
+//!   its output is read only up to a bound.
+//! - `agent.toml` is read from the object store at a commit (`git cat-file`),
+//!   never from the work tree.
+//!
+//! Every function here blocks: callers run them through [`crate::blocking::run`].
 
-use std::path::Path;
-use std::process::Command;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use hive_sh4re::AgentName;
-use hive_sh4re::config::AgentConfig;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
@@ -17,72 +38,307 @@ use crate::paths::Paths;
 /// The file every config repo holds.
 pub const CONFIG_FILE: &str = "agent.toml";
 
-/// Refuses a repo path that is a symlink: the manager can write the directory
-/// holding the repos, and a link there could point anywhere on the host.
-fn not_a_link(repo: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(repo) {
-        Ok(m) if m.file_type().is_symlink() => Err(Error::refused(format!(
-            "{} is a symlink: a config repo must be a real directory; remove the link",
-            repo.display()
-        ))),
-        _ => Ok(()),
-    }
-}
+/// Largest `agent.toml` hive-c0re reads, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
 
-fn git(repo: &Path, args: &[&str]) -> Result<String> {
-    not_a_link(repo)?;
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "user.name=hive-c0re",
-            "-c",
-            "user.email=hive-c0re@localhost",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(["-c", "safe.directory=*"])
-        // The manager controls each repo's .git/config; none of it may run a
-        // program as the host's root when hive-c0re reads the repo.
-        .args([
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "diff.external=",
-        ])
-        .args(["-c", "core.sshCommand=false", "-c", "protocol.allow=never"])
+/// git's stderr kept for an error message, in bytes.
+const MAX_STDERR_BYTES: usize = 4096;
+
+/// The `-c` settings every git run gets: the manager controls each repo's
+/// `.git/config`, and none of it may run a program as the host's root.
+const HARDENING: &[&str] = &[
+    "--no-replace-objects",
+    "-c",
+    "safe.directory=*",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "diff.external=",
+    "-c",
+    "core.sshCommand=false",
+    "-c",
+    "protocol.allow=never",
+    "-c",
+    "user.name=hive-c0re",
+    "-c",
+    "user.email=hive-c0re@localhost",
+    "-c",
+    "commit.gpgsign=false",
+];
+
+/// Runs git in the directory `cwd` (an fd: git `fchdir`s into it) with `GIT_DIR=git_dir`.
+fn git(cwd: BorrowedFd<'_>, git_dir: &str, shown: &Path, args: &[&str]) -> Result<String> {
+    let raw = cwd.as_raw_fd();
+    let mut cmd = Command::new("git");
+    cmd.args(HARDENING)
         .args(args)
+        .env("GIT_DIR", git_dir)
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        // An empty graft file: `info/grafts` in the repo rewrites no parent.
+        .env("GIT_GRAFT_FILE", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_OBJECT_DIRECTORY")
+        .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: fchdir is async-signal-safe; `raw` stays open in the parent until
+    // spawn returns, so the child's copy is valid until exec closes it (CLOEXEC).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fchdir(raw) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let what = || format!("git {} in {}", args.join(" "), shown.display());
+    let mut child = cmd
+        .spawn()
         .map_err(Error::io("could not run git (install the git package)"))?;
-    if !out.status.success() {
+    let out = child.stdout.take().map(|s| bounded(s, MAX_CONFIG_BYTES));
+    let err = child.stderr.take().map(|s| bounded(s, MAX_STDERR_BYTES));
+    let limit = crate::blocking::limit();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let (stdout, too_long) = out.and_then(|t| t.join().ok()).unwrap_or_default();
+    let (stderr, _) = err.and_then(|t| t.join().ok()).unwrap_or_default();
+    let Some(status) = status else {
         return Err(Error::refused(format!(
-            "git {} failed in {}: {}",
-            args.join(" "),
-            repo.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            "{} did not finish within {}s and was stopped: something in the repo blocks (a FIFO?) or it is too big; fix or remove the repo",
+            what(),
+            limit.as_secs()
+        )));
+    };
+    if too_long {
+        return Err(Error::refused(format!(
+            "{} printed more than {MAX_CONFIG_BYTES} bytes: an agent.toml must be smaller",
+            what()
         )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    if !status.success() {
+        return Err(Error::refused(format!(
+            "{} failed: {}",
+            what(),
+            String::from_utf8_lossy(&stderr).trim()
+        )));
+    }
+    String::from_utf8(stdout)
+        .map_err(|_| Error::refused(format!("{} printed text that is not UTF-8", what())))
 }
 
-/// Creates the repo with `config` as its first commit (if it does not exist yet); returns HEAD.
-pub fn init(repo: &Path, config: &AgentConfig) -> Result<String> {
-    not_a_link(repo)?;
-    if repo.join(".git").exists() {
-        return head(repo);
+/// Reads `r` on a thread, keeping at most `cap` bytes; true when there was more.
+fn bounded(r: impl Read + Send + 'static, cap: usize) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut r = r.take(cap as u64 + 1);
+        let _ = r.read_to_end(&mut buf);
+        let more = buf.len() > cap;
+        buf.truncate(cap);
+        (buf, more)
+    })
+}
+
+/// Opens a directory without following a link in its last component (a FIFO or file fails at once).
+fn open_dir(at: Option<BorrowedFd<'_>>, path: &Path) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match at {
+        Some(dir) => nix::fcntl::openat(dir, path, flags, Mode::empty()),
+        None => nix::fcntl::open(path, flags, Mode::empty()),
     }
-    std::fs::create_dir_all(repo)
-        .map_err(Error::io(format!("could not create {}", repo.display())))?;
-    git(repo, &["init", "-q", "-b", "main"])?;
-    std::fs::write(repo.join(CONFIG_FILE), config.to_toml())
+}
+
+/// An existing config repo, held open by the fd of its `.git` directory.
+pub struct Repo {
+    git_dir: OwnedFd,
+    path: PathBuf,
+}
+
+impl Repo {
+    /// Opens the repo at `path`; None when there is nothing there. Anything
+    /// but a real directory holding a real `.git` directory (the shape
+    /// hive-c0re makes) is refused: a link, a file, a FIFO, a bare directory.
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        let not_ours = |why: &str| {
+            Error::refused(format!(
+                "{} is not a config repo hive-c0re made ({why}): remove it, then ask again",
+                path.display()
+            ))
+        };
+        let dir = match open_dir(None, path) {
+            Ok(d) => d,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                // Only for the sentence: the open above already refused it.
+                let link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+                return Err(not_ours(if link {
+                    "it is a symlink"
+                } else {
+                    "it is not a directory"
+                }));
+            }
+            Err(e) => {
+                return Err(Error::io(format!("could not open {}", path.display()))(
+                    e.into(),
+                ));
+            }
+        };
+        let git_dir = match open_dir(Some(dir.as_fd()), Path::new(".git")) {
+            Ok(d) => d,
+            Err(Errno::ENOENT) => return Err(not_ours("it holds no .git directory")),
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {
+                return Err(not_ours("its .git is not a directory"));
+            }
+            Err(e) => {
+                return Err(Error::io(format!("could not open {}/.git", path.display()))(e.into()));
+            }
+        };
+        Ok(Some(Self {
+            git_dir,
+            path: path.to_owned(),
+        }))
+    }
+
+    /// Runs a read-only git command inside the repo's `.git`.
+    fn git(&self, args: &[&str]) -> Result<String> {
+        git(self.git_dir.as_fd(), ".", &self.path, args)
+    }
+
+    /// The full sha of HEAD.
+    pub fn head(&self) -> Result<String> {
+        Ok(self
+            .git(&["rev-parse", "--verify", "HEAD^{commit}"])?
+            .trim()
+            .to_owned())
+    }
+
+    /// Resolves `rev` to a full commit sha, refusing what is not a commit of this repo.
+    pub fn resolve(&self, rev: &str) -> Result<String> {
+        if rev.is_empty()
+            || rev.starts_with('-')
+            || !rev
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./^~".contains(c))
+        {
+            return Err(Error::refused(format!(
+                "{rev:?} is not a commit: give a sha from the agent's config repo"
+            )));
+        }
+        self.git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ])
+        .map(|s| s.trim().to_owned())
+        .map_err(|_| {
+            Error::refused(format!(
+                "{rev:?} is not a commit of {}: commit there first",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The exact text of `agent.toml` at commit `sha`, from the object store.
+    pub fn config_at(&self, sha: &str) -> Result<String> {
+        self.git(&["cat-file", "blob", &format!("{sha}:{CONFIG_FILE}")])
+    }
+}
+
+/// Makes `<configs>/<name>` a new repo whose one commit holds `text`; returns that commit.
+///
+/// The repo is built in `<state>/tmp`, which only hive-c0re can enter, given
+/// to `hand_over` (ownership for the manager) and renamed into place; the
+/// rename refuses to replace anything that appeared there meanwhile.
+pub fn create(
+    paths: &Paths,
+    name: &AgentName,
+    text: &str,
+    hand_over: impl FnOnce(&Path) -> Result<()>,
+) -> Result<String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let scratch = paths.scratch();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&scratch)
+        .map_err(Error::io(format!("could not create {}", scratch.display())))?;
+    let build =
+        nix::unistd::mkdtemp(&scratch.join(format!("repo-{name}-XXXXXX"))).map_err(|e| {
+            Error::io(format!(
+                "could not create a directory in {}",
+                scratch.display()
+            ))(e.into())
+        })?;
+    let made = build_repo(&build, text).and_then(|sha| {
+        hand_over(&build)?;
+        move_into_place(paths, name, &build)?;
+        Ok(sha)
+    });
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&build);
+    }
+    made
+}
+
+/// `git init`, `agent.toml`, one commit, in a directory nobody else can enter.
+fn build_repo(build: &Path, text: &str) -> Result<String> {
+    use std::io::Write;
+    let dir = open_dir(None, build)
+        .map_err(|e| Error::io(format!("could not open {}", build.display()))(e.into()))?;
+    let file = nix::fcntl::openat(
+        dir.as_fd(),
+        CONFIG_FILE,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| Error::io("could not create agent.toml")(e.into()))?;
+    std::fs::File::from(file)
+        .write_all(text.as_bytes())
         .map_err(Error::io("could not write agent.toml"))?;
-    git(repo, &["add", CONFIG_FILE])?;
-    git(repo, &["commit", "-q", "-m", "initial config"])?;
-    head(repo)
+    let git = |args: &[&str]| git(dir.as_fd(), ".git", build, args);
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", CONFIG_FILE])?;
+    git(&["commit", "-q", "-m", "initial config"])?;
+    Ok(git(&["rev-parse", "HEAD"])?.trim().to_owned())
+}
+
+fn move_into_place(paths: &Paths, name: &AgentName, build: &Path) -> Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    let to = paths.config_repo(name);
+    std::fs::create_dir_all(paths.configs_root())
+        .map_err(Error::io("could not create the config repos' directory"))?;
+    match renameat2(
+        AT_FDCWD,
+        build,
+        AT_FDCWD,
+        &to,
+        RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(Errno::EEXIST | Errno::ENOTEMPTY) => Err(Error::refused(format!(
+            "{} appeared while hive-c0re made the repo: remove it, then ask again",
+            to.display()
+        ))),
+        Err(e) => Err(Error::io(format!(
+            "could not move the new repo to {}",
+            to.display()
+        ))(e.into())),
+    }
 }
 
 /// Points `<state>/agents/<name>/config` at the agent's repo (where DESIGN.md and
@@ -137,64 +393,6 @@ pub fn migrate(paths: &Paths) -> Result<usize> {
     Ok(moved)
 }
 
-/// The full sha of HEAD.
-pub fn head(repo: &Path) -> Result<String> {
-    git(repo, &["rev-parse", "HEAD"])
-}
-
-/// Resolves `rev` to a full commit sha, refusing what is not a commit of this repo.
-pub fn resolve(repo: &Path, rev: &str) -> Result<String> {
-    if rev.is_empty()
-        || rev.starts_with('-')
-        || !rev
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./^~".contains(c))
-    {
-        return Err(Error::refused(format!(
-            "{rev:?} is not a commit: give a sha from the agent's config repo"
-        )));
-    }
-    git(
-        repo,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{rev}^{{commit}}"),
-        ],
-    )
-    .map_err(|_| {
-        Error::refused(format!(
-            "{rev:?} is not a commit of {}: commit there first",
-            repo.display()
-        ))
-    })
-}
-
-/// The text of `agent.toml` at `sha`.
-pub fn config_at(repo: &Path, sha: &str) -> Result<String> {
-    git(repo, &["show", &format!("{sha}:{CONFIG_FILE}")])
-}
-
-/// The diff of `agent.toml` from `from` (None: empty) to `to`.
-pub fn diff(repo: &Path, from: Option<&str>, to: &str) -> Result<String> {
-    match from {
-        Some(f) => git(
-            repo,
-            &[
-                "diff",
-                "--no-ext-diff",
-                "--no-textconv",
-                f,
-                to,
-                "--",
-                CONFIG_FILE,
-            ],
-        ),
-        None => config_at(repo, to),
-    }
-}
-
 /// The first 12 hex characters of a sha, as `status` shows it.
 pub fn short(sha: &str) -> String {
     sha.chars().take(12).collect()
@@ -204,40 +402,106 @@ pub fn short(sha: &str) -> String {
 mod tests {
     use super::*;
 
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            state: dir.join("state"),
+            run: dir.join("run"),
+        }
+    }
+
+    fn make(paths: &Paths, name: &str, text: &str) -> (PathBuf, String) {
+        let name = AgentName::parse(name).unwrap();
+        let sha = create(paths, &name, text, |_| Ok(())).unwrap();
+        (paths.config_repo(&name), sha)
+    }
+
+    fn plain_git(repo: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=m", "-c", "user.email=m@h"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "git {args:?}");
+    }
+
     #[test]
     fn a_repos_own_git_config_runs_nothing_when_the_hive_reads_it() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = dir.path().join("repo");
-        let first = init(&repo, &AgentConfig::default()).unwrap();
+        let (repo, first) = make(&paths(dir.path()), "alice", "model = \"haiku\"\n");
         let marker = dir.path().join("ran");
         let evil = format!("touch {}", marker.display());
         for (key, value) in [
             ("diff.external", evil.as_str()),
             ("core.fsmonitor", evil.as_str()),
+            ("core.hooksPath", dir.path().to_str().unwrap()),
         ] {
-            let ok = Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(["config", key, value])
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            plain_git(&repo, &["config", key, value]);
         }
-        std::fs::write(repo.join(CONFIG_FILE), "model = \"sonnet\"\n").unwrap();
-        git(&repo, &["commit", "-qam", "sonnet"]).unwrap();
-        let second = head(&repo).unwrap();
-        let d = diff(&repo, Some(&first), &second).unwrap();
-        assert!(d.contains("+model = \"sonnet\""), "{d}");
+        std::fs::write(
+            dir.path().join("post-checkout"),
+            format!("#!/bin/sh\n{evil}\n"),
+        )
+        .unwrap();
+        let r = Repo::open(&repo).unwrap().unwrap();
+        assert_eq!(r.head().unwrap(), first);
+        assert_eq!(r.config_at(&first).unwrap(), "model = \"haiku\"\n");
         assert!(!marker.exists(), "the repo's git config ran a program");
+    }
+
+    #[test]
+    fn replace_refs_and_grafts_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, first) = make(&paths(dir.path()), "alice", "model = \"haiku\"\n");
+        std::fs::write(repo.join(CONFIG_FILE), "model = \"opus\"\n").unwrap();
+        plain_git(&repo, &["commit", "-qam", "evil"]);
+        let evil = Repo::open(&repo).unwrap().unwrap().head().unwrap();
+        plain_git(&repo, &["replace", &first, &evil]);
+        let r = Repo::open(&repo).unwrap().unwrap();
+        assert_eq!(r.config_at(&first).unwrap(), "model = \"haiku\"\n");
+    }
+
+    #[test]
+    fn a_new_repo_never_replaces_or_writes_through_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        let target = dir.path().join("target");
+        std::fs::write(&target, "host file").unwrap();
+        let dave = AgentName::parse("dave").unwrap();
+        std::fs::create_dir_all(p.config_repo(&dave)).unwrap();
+        std::os::unix::fs::symlink(&target, p.config_repo(&dave).join(CONFIG_FILE)).unwrap();
+        let err = Repo::open(&p.config_repo(&dave)).err().unwrap().to_string();
+        assert!(err.contains("holds no .git"), "{err}");
+        let err = create(&p, &dave, "x = 1\n", |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("appeared"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "host file");
+        assert!(
+            std::fs::read_dir(p.scratch()).unwrap().next().is_none(),
+            "the failed build was left behind"
+        );
+    }
+
+    #[test]
+    fn a_repo_that_is_a_symlink_or_a_fifo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("dave");
+        std::os::unix::fs::symlink("/etc", &link).unwrap();
+        let err = Repo::open(&link).err().unwrap().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        let fifo = dir.path().join("erin");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+        let err = Repo::open(&fifo).err().unwrap().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        assert!(Repo::open(&dir.path().join("none")).unwrap().is_none());
     }
 
     #[test]
     fn an_old_repo_moves_to_configs_and_leaves_a_link() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths {
-            state: dir.path().join("state"),
-            run: dir.path().join("run"),
-        };
+        let paths = paths(dir.path());
         let alice = AgentName::parse("alice").unwrap();
         let old = paths.config_repo_link(&alice);
         std::fs::create_dir_all(&old).unwrap();
@@ -250,15 +514,5 @@ mod tests {
             "model = 'x'\n"
         );
         assert_eq!(migrate(&paths).unwrap(), 0, "a second start moves nothing");
-    }
-
-    #[test]
-    fn a_repo_that_is_a_symlink_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let link = dir.path().join("dave");
-        std::os::unix::fs::symlink("/etc", &link).unwrap();
-        let err = init(&link, &AgentConfig::default()).unwrap_err();
-        assert!(err.to_string().contains("symlink"), "{err}");
-        assert!(head(&link).is_err());
     }
 }

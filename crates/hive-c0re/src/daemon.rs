@@ -13,7 +13,7 @@ use hive_sh4re::AgentName;
 use crate::agent_sock::AgentSockets;
 use crate::hive::{Hive, Settings};
 use crate::paths::Paths;
-use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind};
+use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind, UidRanges};
 use crate::sd_notify::Notifier;
 use crate::store::{Limits, Store};
 
@@ -31,8 +31,12 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// How often old history is vacuumed.
     pub vacuum_every: Duration,
+    /// First host uid of the agents' ranges (see `runtime::uid_ranges`).
+    pub uid_base: u32,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
+    /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
+    pub min_free_space: Option<u64>,
 }
 
 /// Environment variables passed from the daemon to every harness.
@@ -79,19 +83,51 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         );
     }
 
-    let store = Store::open(&paths.db(), opts.limits.clone())?;
+    // Before the database opens: on a full disk this frees the reserve that
+    // sqlite's write-ahead log then grows into, so the hive starts degraded.
+    let space_check =
+        crate::space::Space::new(&paths.state, paths.space_reserve(), opts.min_free_space).check();
+    let store = Store::open(&paths.db(), opts.limits.clone()).map_err(|e| {
+        if e.is_disk_full() {
+            anyhow::anyhow!(
+                "the database {} needs an upgrade and {} has no room for it: free some space there and start again",
+                paths.db().display(),
+                crate::space::filesystem_of(&paths.state)
+            )
+        } else {
+            e.into()
+        }
+    })?;
     let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
     // No harness is connected yet: whatever a previous daemon handed out comes back.
-    let released = store.release_all_claims()?;
-    if released > 0 {
-        tracing::info!(
+    // On a disk with no room at all that waits for space (see `Hive::space_changed`).
+    let mut release_deferred = false;
+    match store.release_all_claims() {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(
             released,
             "returned messages of interrupted turns to their inboxes"
-        );
+        ),
+        Err(e) if e.is_disk_full() => {
+            tracing::warn!(
+                "the disk is full: messages of interrupted turns go back to their inboxes once space is freed"
+            );
+            release_deferred = true;
+        }
+        Err(e) => return Err(e.into()),
     }
 
-    let runtime = pick_runtime(opts.runtime, &paths)?;
-    let mut settings = settings()?;
+    let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
+    // Every stored agent's range is this hive's before anything of it is touched;
+    // one another hive has meanwhile taken stays with it (its agent will not start).
+    for row in store.agents()? {
+        if runtime.agent_uid(row.uid_base).is_some()
+            && let Err(e) = runtime.uid_ranges().hold(row.uid_base)
+        {
+            tracing::error!(agent = %row.name, "{e}");
+        }
+    }
+    let mut settings = settings(opts.min_free_space)?;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -101,6 +137,13 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
+    if release_deferred {
+        hive.space().defer_release();
+    }
+    if let Some(t) = hive.space().check().or(space_check) {
+        hive.space_changed(&t);
+    }
+    tokio::spawn(hive.clone().watch_space());
     tokio::spawn(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -109,40 +152,33 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         crate::dashboard::serve(&hive, d);
     }
 
-    for row in hive.store.agents()? {
-        if row.want_running
-            && !row.failed
-            && let Ok(name) = AgentName::parse(&row.name)
-            && let Err(e) = hive.run(&name)
-        {
-            tracing::error!(agent = %name, "could not start the agent: {e}");
-        }
-    }
-    if !opts.no_manager && hive.store.agent(AgentName::MANAGER)?.is_none() {
+    hive.run_wanted()?;
+    if !opts.no_manager && !hive.has_agent(&AgentName::manager())? {
         hive.spawn(&AgentName::manager(), None, None)
+            .await
             .context("could not create the manager agent")?;
     }
     tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
-    tokio::spawn(crate::schedules::run(hive.clone()));
+    tokio::spawn(crate::hive::schedules::run(hive.clone()));
+    tokio::spawn(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",
         paths.host_sock().display(),
         paths.state.display(),
-        hive.runtime.kind().as_str(),
-        hive.settings
+        hive.runtime_kind().as_str(),
+        hive.settings()
             .dashboard_home
             .as_deref()
             .map(|h| format!(" · dashboard {h} (log in with the link `hive-c0re urls` prints)"))
             .unwrap_or_default()
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
-    opts.notify.spawn_watchdog(hive.shutdown.clone());
+    opts.notify.spawn_watchdog(hive.shutdown_token().clone());
     stop_signal.await;
     tracing::info!("shutting down");
     opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
-    hive.shutdown.cancel();
-    hive.supervisor.stop_all().await;
+    hive.shut_down().await;
     let _ = host.await;
     let _ = std::fs::remove_file(paths.host_sock());
     Ok(())
@@ -193,21 +229,26 @@ fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
 }
 
 /// The runtime asked for; without a choice, nspawn where this host can run it, else process.
-fn pick_runtime(kind: Option<RuntimeKind>, paths: &Paths) -> Result<Arc<dyn Runtime>> {
+fn pick_runtime(
+    kind: Option<RuntimeKind>,
+    paths: &Paths,
+    uid_base: u32,
+) -> Result<Arc<dyn Runtime>> {
+    let uids = || UidRanges::for_host(&paths.state, uid_base);
     Ok(match kind {
-        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new(paths.clone())?),
-        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new(paths.clone())),
-        None => match NspawnRuntime::new(paths.clone()) {
+        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new(paths.clone(), uids()?)?),
+        Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new(paths.clone(), uids()?)),
+        None => match NspawnRuntime::new(paths.clone(), uids()?) {
             Ok(n) => Arc::new(n),
             Err(e) => {
                 tracing::info!("using the process runtime (agents are not isolated): {e}");
-                Arc::new(ProcessRuntime::new(paths.clone()))
+                Arc::new(ProcessRuntime::new(paths.clone(), uids()?))
             }
         },
     })
 }
 
-fn settings() -> Result<Settings> {
+fn settings(min_free_space: Option<u64>) -> Result<Settings> {
     let bin_dir = match std::env::var_os("HIVE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::current_exe()
@@ -236,6 +277,7 @@ fn settings() -> Result<Settings> {
         dashboard_home: None,
         dashboard_login: None,
         kill_grace: Duration::from_secs(5),
+        min_free_space,
     })
 }
 
@@ -258,19 +300,12 @@ async fn vacuum(hive: Arc<Hive>, every: Duration) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         }
-        let store = hive.store.clone();
-        let r = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
-            store.checkpoint()?;
-            Ok(n)
-        })
-        .await;
-        match r {
-            Ok(Ok(n)) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
-            Ok(Err(e)) => tracing::warn!("vacuum failed: {e}"),
-            _ => {}
+        match hive.vacuum().await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("vacuum failed: {e}"),
         }
     }
 }

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use crate::daemon::find_claude;
 use crate::dashboard::TOKEN_ENV;
 use crate::paths::Paths;
+use crate::runtime::UID_RANGE;
 use crate::runtime::{RuntimeKind, find_tool_in, tool_dirs};
 use crate::serve_config::Resolved;
-use crate::store::{UID_BASE_FIRST, UID_RANGE};
 
 /// Free space below which the state dir's file system is a problem.
 pub const MIN_FREE_BYTES: u64 = 1 << 30;
@@ -106,7 +106,7 @@ pub fn check(host: &Host, settings: &Resolved) -> Vec<Finding> {
     let mut out = vec![nspawn(host, runtime)];
     if runtime != Some(RuntimeKind::Process) {
         out.push(user_namespaces(host));
-        out.extend(uid_ranges(host));
+        out.extend(uid_ranges(host, settings.args.uid_base));
     }
     out.push(claude(host));
     out.push(credentials(host));
@@ -199,16 +199,16 @@ fn probe_userns() -> std::io::Result<()> {
     }
 }
 
-/// No /etc/subuid or /etc/subgid range reaches into the uids hive-c0re gives agents.
-pub fn uid_ranges(host: &Host) -> Vec<Finding> {
+/// No /etc/subuid or /etc/subgid range reaches into the uids hive-c0re gives
+/// agents (from `uid_base` up).
+pub fn uid_ranges(host: &Host, uid_base: u32) -> Vec<Finding> {
     [(&host.subuid, "uid"), (&host.subgid, "gid")]
         .into_iter()
-        .map(|(file, what)| subid_overlap(file, what))
+        .map(|(file, what)| subid_overlap(file, what, u64::from(uid_base)))
         .collect()
 }
 
-fn subid_overlap(file: &Path, what: &str) -> Finding {
-    let first = u64::from(UID_BASE_FIRST);
+fn subid_overlap(file: &Path, what: &str, first: u64) -> Finding {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -248,7 +248,7 @@ fn subid_overlap(file: &Path, what: &str) -> Finding {
                 n + 1,
                 end - 1,
                 end - 1,
-                100_000 + count.min(first - 100_000) - 1
+                100_000 + count.min(first.saturating_sub(100_000)).max(1) - 1
             ));
         }
     }
@@ -587,7 +587,11 @@ mod tests {
         host.euid = 0;
         assert!(nspawn(&host, None).unwrap().contains("systemd 999"));
         assert!(user_namespaces(&f.host).is_ok());
-        assert!(uid_ranges(&f.host).iter().all(Result::is_ok));
+        assert!(
+            uid_ranges(&f.host, crate::runtime::uid_ranges::DEFAULT_UID_BASE)
+                .iter()
+                .all(Result::is_ok)
+        );
         assert!(claude(&f.host).unwrap().contains("9.9.9"));
         assert!(credentials(&f.host).is_ok());
         assert!(endpoint(&f.host).is_ok(), "{:?}", endpoint(&f.host));
@@ -635,7 +639,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&f.host.subgid, "carol:500000:100000\n").unwrap();
-        let found = uid_ranges(&f.host);
+        let found = uid_ranges(&f.host, crate::runtime::uid_ranges::DEFAULT_UID_BASE);
         let uid = problem(found[0].clone());
         assert!(
             uid.contains("line 3 gives bob the uids 524288-589823"),
@@ -648,7 +652,7 @@ mod tests {
         let gid = problem(found[1].clone());
         assert!(gid.contains("carol the gids 500000-599999"), "{gid}");
         std::fs::remove_file(&f.host.subuid).unwrap();
-        assert!(uid_ranges(&f.host)[0].is_ok());
+        assert!(uid_ranges(&f.host, crate::runtime::uid_ranges::DEFAULT_UID_BASE)[0].is_ok());
     }
 
     #[test]

@@ -28,6 +28,11 @@ impl Error {
         Self::Refused(msg.into())
     }
 
+    /// True when the store could not write because the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Store(s) if s.is_disk_full())
+    }
+
     /// Wraps an I/O error with what was being done.
     pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();

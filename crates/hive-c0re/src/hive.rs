@@ -1,23 +1,44 @@
 //! The hive: the one object every surface (host.sock, agent.sock, dashboard)
 //! calls to read or change state. Policy lives here — who may send to whom,
 //! what a name may be, what an approval does — so the surfaces stay thin.
+//!
+//! Its fields are private: the store, the broker, the runtime and the
+//! supervisor are reached only through `Hive`'s methods, here and in the
+//! submodules that hold more of them by concern.
+
+pub mod approvals;
+mod controls;
+mod messages;
+pub mod questions;
+pub mod schedules;
+mod shell;
+mod space;
+pub mod status;
+mod supervision;
+pub mod telemetry;
+pub mod turns;
+
+pub use approvals::approval_wire;
+pub use messages::message_wire;
+pub use questions::question_wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
-use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question};
-use hive_sh4re::{AgentName, AgentState, MAX_BODY_BYTES, Mailbox};
+use hive_sh4re::host::Event;
+use hive_sh4re::{AgentName, AgentState};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_sock::AgentSockets;
 use crate::broker::{Broker, Change};
-use crate::clock::{now_ms, rfc3339};
-use crate::config_repo;
+use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
-use crate::runtime::Runtime;
-use crate::store::{AgentRow, ApprovalRow, EventRow, MessageRow, NewAgent, QuestionRow, Store};
+use crate::runtime::{Runtime, RuntimeKind};
+use crate::space::Space;
+use crate::store::{AgentRow, EventRow, NewAgent, Store};
 use crate::supervisor::Supervisor;
 
 /// Which harness binary an agent runs.
@@ -62,26 +83,39 @@ pub struct Settings {
     pub dashboard_login: Option<String>,
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Free space the state's file system keeps (`min_free_space`); None: the default.
+    pub min_free_space: Option<u64>,
 }
 
-/// The hive daemon's state and operations.
+/// The hive daemon's state and operations: the one gate to the store.
 pub struct Hive {
-    pub store: Store,
-    pub paths: Paths,
-    pub broker: Broker,
-    pub runtime: Arc<dyn Runtime>,
-    pub supervisor: Supervisor,
-    pub settings: Settings,
+    store: Store,
+    paths: Paths,
+    broker: Broker,
+    runtime: Arc<dyn Runtime>,
+    supervisor: Supervisor,
+    settings: Settings,
     /// Cancelled when the daemon shuts down.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// The agents' sockets.
-    pub(crate) sockets: AgentSockets,
+    sockets: AgentSockets,
+    /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
+    inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Each agent's config repo head when last looked at (see `status`).
+    config_heads: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The free-space alarm of the state's file system.
+    space: Space,
+    /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
+    naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
 
 /// Shortest nap, in seconds.
 pub const NAP_MIN_SECONDS: u64 = 1;
 /// Longest nap, in seconds (6 h).
 pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
+
+/// What status rows show as the model of an agent whose stored config cannot be read.
+pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
 
 /// Most messages one `recv` returns.
 pub const RECV_MAX: u32 = 1000;
@@ -95,7 +129,10 @@ impl Hive {
         sockets: AgentSockets,
         settings: Settings,
     ) -> Arc<Self> {
+        let space = Space::new(&paths.state, paths.space_reserve(), settings.min_free_space);
         Arc::new(Self {
+            space,
+            naps: Default::default(),
             store,
             paths,
             broker: Broker::new(),
@@ -104,6 +141,8 @@ impl Hive {
             settings,
             shutdown: CancellationToken::new(),
             sockets,
+            inbox_peaks: Default::default(),
+            config_heads: Default::default(),
         })
     }
 
@@ -121,8 +160,15 @@ impl Hive {
             dashboard_home,
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
+            min_free_space: None,
         };
-        let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone()));
+        let uids = crate::runtime::UidRanges::new(
+            None,
+            &paths.state,
+            crate::runtime::uid_ranges::DEFAULT_UID_BASE,
+        )
+        .expect("the default uid base is valid");
+        let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone(), uids));
         let (sockets, _incoming) = AgentSockets::new(paths.clone());
         Self::new(
             Store::in_memory().expect("an in-memory store opens"),
@@ -131,6 +177,36 @@ impl Hive {
             sockets,
             settings,
         )
+    }
+
+    /// Cancelled when the daemon shuts down: every task, stream and long poll ends with it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Where the hive keeps its state and sockets.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// The hive's settings (binaries, environment, the dashboard's URLs).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// How this hive runs its agents.
+    pub fn runtime_kind(&self) -> RuntimeKind {
+        self.runtime.kind()
+    }
+
+    /// Follows hive-wide changes: what host.sock's subscriptions and the dashboard's stream watch.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.broker.subscribe()
+    }
+
+    /// True when the hive has an agent of this name.
+    pub fn has_agent(&self, name: &AgentName) -> Result<bool> {
+        Ok(self.store.agent(name.as_str())?.is_some())
     }
 
     /// The agent's row, or a refusal naming it.
@@ -143,173 +219,34 @@ impl Hive {
         })
     }
 
-    /// The agent's deployed config (the default if the stored text no longer parses).
-    pub fn config_of(row: &AgentRow) -> AgentConfig {
-        AgentConfig::from_toml(&row.config_toml).unwrap_or_default()
+    /// The agent's deployed config. A stored text that no longer parses is
+    /// refused, never replaced by a default: the default's empty
+    /// `allowed_recipients` would let the agent write to anyone.
+    pub fn config_of(row: &AgentRow) -> Result<AgentConfig> {
+        AgentConfig::from_toml(&row.config_toml).map_err(|e| {
+            Error::refused(format!(
+                "{0}'s deployed config cannot be read ({e}), so {0} may do nothing that needs it: \
+                 the operator deploys a valid agent.toml (hive-c0re request-apply-commit {0} SHA, then approve)",
+                row.name
+            ))
+        })
     }
 
     /// The model the agent's next turn uses: the operator's override, else its config's.
-    pub fn effective_model(row: &AgentRow) -> String {
-        row.model_override
-            .clone()
-            .unwrap_or_else(|| Self::config_of(row).model)
-    }
-
-    // ---- messages -------------------------------------------------------
-
-    /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
-    pub async fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
-        if body.trim().is_empty() {
-            return Err(Error::refused(
-                "the message body is empty: write something to send",
-            ));
-        }
-        if body.len() > MAX_BODY_BYTES {
-            return Err(Error::refused(format!(
-                "the message body is {} bytes, over the limit of {MAX_BODY_BYTES}: shorten it or put it in a file",
-                body.len()
-            )));
-        }
-        match to {
-            Mailbox::System => {
-                return Err(Error::refused(
-                    "\"system\" is the hive's own notice board and takes no messages",
-                ));
-            }
-            Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
-                return Err(Error::refused(format!(
-                    "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
-                    n.as_str()
-                )));
-            }
-            _ => {}
-        }
-        if let Mailbox::Agent(sender) = from {
-            let config = Self::config_of(&self.agent_row(sender)?);
-            if !config.may_send_to(to) {
-                return Err(Error::refused(format!(
-                    "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
-                    config.allowed_recipients
-                )));
-            }
-        }
-        let id = self
-            .store
-            .send_grouped(from.as_str(), to.as_str(), body)
-            .await?;
-        self.broker.poke(to.as_str());
-        self.broker.publish(Change::Message {
-            to: to.as_str().to_owned(),
-            from: from.as_str().to_owned(),
-        });
-        if let Mailbox::Agent(n) = to {
-            self.broker.publish(Change::Agent(n.to_string()));
-        }
-        Ok(id)
-    }
-
-    /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
-    pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
-        let id = self.store.send("system", to.as_str(), body)?;
-        self.broker.poke(to.as_str());
-        self.broker.publish(Change::Agent(to.to_string()));
-        Ok(id)
-    }
-
-    /// Reads and acknowledges up to `max` messages of `mailbox`, waiting up to `wait` for the first.
-    pub async fn recv(&self, mailbox: &Mailbox, max: u32, wait: Duration) -> Result<Vec<Message>> {
-        let max = max.clamp(1, RECV_MAX);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let mut rx = self.broker.watch_inbox(mailbox.as_str());
-            let got = self.store.recv(mailbox.as_str(), max)?;
-            if !got.is_empty() {
-                if let Mailbox::Agent(n) = mailbox {
-                    self.broker.publish(Change::Agent(n.to_string()));
-                }
-                return Ok(got.iter().map(message_wire).collect());
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return Ok(vec![]) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
-                _ = self.shutdown.cancelled() => return Ok(vec![]),
-            }
-        }
-    }
-
-    // ---- status ---------------------------------------------------------
-
-    /// Names of all agents.
-    pub fn list(&self) -> Result<Vec<String>> {
-        Ok(self.store.agents()?.into_iter().map(|a| a.name).collect())
-    }
-
-    /// A status row for each agent.
-    pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
-        Ok(self
-            .store
-            .agents()?
-            .iter()
-            .map(|a| self.status_row_of(a))
-            .collect())
-    }
-
-    /// The status row of one agent.
-    pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
-        Ok(self.status_row_of(&self.agent_row(name)?))
-    }
-
-    fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
-        let running = self.supervisor.is_running(&a.name);
-        let active_model = match (a.state, &a.active_model) {
-            (AgentState::Thinking, Some(m)) => m.clone(),
-            _ => Self::effective_model(a),
-        };
-        let napping = a.nap_until.is_some_and(|t| t > now_ms());
-        let state = if napping && a.state == AgentState::Idle {
-            AgentState::Napping
-        } else {
-            a.state
-        };
-        AgentStatusRow {
-            name: a.name.clone(),
-            running,
-            failed: a.failed,
-            needs_update: false,
-            needs_login: a.needs_login,
-            deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
-            pending_reminders: self.store.schedule_count(&a.name).unwrap_or(0),
-            paused: a.paused,
-            parent: a.parent.clone(),
-            active_model,
-            status_text: a.status_text.clone().filter(|_| running),
-            status_set_at: a
-                .status_set_at
-                .filter(|_| running && a.status_text.is_some())
-                .map(rfc3339),
-            url: self
-                .settings
-                .dashboard_home
-                .as_ref()
-                .map(|h| format!("{h}agents/{}", a.name)),
-            state: if running {
-                state.as_str().to_owned()
-            } else {
-                "stopped".to_owned()
-            },
-            state_since: rfc3339(a.state_since),
-            inbox_depth: self.store.inbox_depth(&a.name),
-            last_turn_at: a.last_turn_at.map(rfc3339),
-            runtime: self.runtime.kind().as_str().to_owned(),
-            isolated: self.runtime.isolated(),
-            nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
+    pub fn effective_model(row: &AgentRow) -> Result<String> {
+        match &row.model_override {
+            Some(m) => Ok(m.clone()),
+            None => Ok(Self::config_of(row)?.model),
         }
     }
 
     // ---- lifecycle ------------------------------------------------------
 
-    /// Creates an agent (state dir, config repo with a default config) and starts it.
-    pub fn spawn(
+    /// Creates an agent with a default config (its config repo too, if it has none) and starts it.
+    ///
+    /// A config repo that is there already is left alone and not deployed:
+    /// nobody reviewed it (request-spawn deploys a repo's config after review).
+    pub async fn spawn(
         self: &Arc<Self>,
         name: &AgentName,
         model: Option<&str>,
@@ -322,14 +259,16 @@ impl Hive {
         config
             .validate()
             .map_err(|e| Error::refused(e.to_string()))?;
-        self.create(name, &config, parent)
+        self.create(name, &config.to_toml(), None, parent).await
     }
 
-    /// Creates an agent from a validated config and starts it.
-    pub fn create(
+    /// Creates an agent that runs exactly `text` (an `agent.toml`, validated
+    /// here) and starts it; `sha` names the reviewed commit `text` came from.
+    pub async fn create(
         self: &Arc<Self>,
         name: &AgentName,
-        config: &AgentConfig,
+        text: &str,
+        sha: Option<&str>,
         parent: Option<&str>,
     ) -> Result<AgentRow> {
         if self.store.agent(name.as_str())?.is_some() {
@@ -337,28 +276,83 @@ impl Hive {
                 "agent {name} exists already: start it with hive-c0re start {name}, or destroy it first"
             )));
         }
-        let state = self.paths.agent_state(name);
-        std::fs::create_dir_all(&state)
-            .map_err(Error::io(format!("could not create {}", state.display())))?;
-        let repo = self.paths.config_repo(name);
-        let sha = self.init_repo(name, config)?;
-        let text = config_repo::config_at(&repo, &sha)?;
+        AgentConfig::from_toml(text).map_err(|e| Error::refused(format!("{name}: {e}")))?;
+        let (hive, n, t) = (self.clone(), name.clone(), text.to_owned());
+        let made = crate::blocking::run(&format!("creating {name}'s directories"), move || {
+            let state = hive.paths.agent_state(&n);
+            std::fs::create_dir_all(&state)
+                .map_err(Error::io(format!("could not create {}", state.display())))?;
+            hive.ensure_repo(&n, &t)
+        })
+        .await?;
         let harness = if name.is_manager() {
             Harness::M1nd
         } else {
             Harness::Ag3nt
         };
-        let row = self.store.create_agent(&NewAgent {
+        let row = self.insert_agent(|uid_base| NewAgent {
             name: name.as_str(),
             harness: harness.as_str(),
-            config_toml: &text,
-            deployed_sha: Some(&sha),
+            config_toml: text,
+            deployed_sha: sha.or(made.as_deref()),
             parent,
             want_running: true,
+            uid_base,
         })?;
-        self.broker.publish(Change::Agent(name.to_string()));
         self.run(name)?;
         Ok(row)
+    }
+
+    /// Adds an agent to the hive without starting it, its config stored as
+    /// given: `start` runs it later. No verb does this (spawn starts what it
+    /// creates); benchmarks and tests build hives with it.
+    pub fn add_stopped(&self, name: &AgentName, config_toml: &str) -> Result<AgentRow> {
+        self.insert_agent(|uid_base| NewAgent {
+            name: name.as_str(),
+            harness: Harness::Ag3nt.as_str(),
+            config_toml,
+            deployed_sha: None,
+            parent: None,
+            want_running: false,
+            uid_base,
+        })
+    }
+
+    /// Stores a new agent's row with a uid range of its own (`new` is given
+    /// the range's base), and frees the range again if the row is refused.
+    fn insert_agent<'a>(&self, new: impl FnOnce(u32) -> NewAgent<'a>) -> Result<AgentRow> {
+        let uids = self.runtime.uid_ranges();
+        let used: Vec<u32> = self.store.agents()?.iter().map(|a| a.uid_base).collect();
+        let uid_base = uids.allocate(&used)?;
+        let new = new(uid_base);
+        let row = self
+            .store
+            .create_agent(&new)
+            .inspect_err(|_| uids.release(uid_base))?;
+        self.broker.publish(Change::Agent(new.name.to_owned()));
+        Ok(row)
+    }
+
+    /// Starts every agent that should be running and has not failed: what a
+    /// restart of hive-c0re brings back. One that cannot start is logged and left.
+    pub fn run_wanted(self: &Arc<Self>) -> Result<()> {
+        for row in self.store.agents()? {
+            if row.want_running
+                && !row.failed
+                && let Ok(name) = AgentName::parse(&row.name)
+                && let Err(e) = self.run(&name)
+            {
+                tracing::error!(agent = %name, "could not start the agent: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the hive: every task, stream and long poll is told to stop, and
+    /// every harness is stopped and waited for.
+    pub async fn shut_down(&self) {
+        self.shutdown.cancel();
+        self.supervisor.stop_all().await;
     }
 
     /// Starts a stopped or failed agent (a no-op for a running one).
@@ -382,8 +376,15 @@ impl Hive {
     /// Opens the agent's socket unless it is open, reachable by the agent's uid alone.
     pub fn open_socket(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
-        self.sockets
-            .listen(name, self.runtime.agent_uid(row.uid_base))
+        let owner = self.runtime.agent_uid(row.uid_base);
+        if owner.is_some() {
+            // The socket directory goes to the agent's uid: only a range this hive holds.
+            self.runtime
+                .uid_ranges()
+                .hold(row.uid_base)
+                .map_err(|e| Error::refused(format!("{name} cannot run: {e}")))?;
+        }
+        self.sockets.listen(name, owner)
     }
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.
@@ -435,18 +436,24 @@ impl Hive {
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;
-            for dir in [self.paths.agent_dir(name), self.paths.config_repo(name)] {
-                let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                    continue;
-                };
-                // A link (the manager can plant one among the repos) goes, not what it points at.
-                let removed = if meta.is_dir() {
-                    std::fs::remove_dir_all(&dir)
-                } else {
-                    std::fs::remove_file(&dir)
-                };
-                removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
-            }
+            let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
+            crate::blocking::run(&format!("removing {name}'s files"), move || {
+                for dir in dirs {
+                    let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                        continue;
+                    };
+                    // A link (the manager can plant one among the repos) goes, not what it
+                    // points at; remove_dir_all does not follow links inside the tree.
+                    let removed = if meta.is_dir() {
+                        std::fs::remove_dir_all(&dir)
+                    } else {
+                        std::fs::remove_file(&dir)
+                    };
+                    removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         self.broker.publish(Change::AgentRemoved(name.to_string()));
         Ok(())
@@ -509,10 +516,23 @@ impl Hive {
         model: Option<&str>,
     ) -> Result<()> {
         self.store.set_state(agent.as_str(), state, model)?;
-        let payload = serde_json::json!({ "state": state.as_str(), "model": model }).to_string();
-        self.add_events(agent, &[("state".to_owned(), payload)])?;
+        self.add_events(agent, &[state_event(state, model)])?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
+    }
+
+    /// Drops history past the store's bounds (delivered messages, events,
+    /// figures) and gives the space back; returns how many rows went.
+    pub async fn vacuum(&self) -> Result<usize> {
+        let store = self.store.clone();
+        let vacuumed = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
+            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
+            store.checkpoint()?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| Error::io("vacuum failed")(std::io::Error::other(e)))?;
+        Ok(vacuumed?)
     }
 
     /// An agent's events after `since` (or the newest `limit` before `before`).
@@ -529,141 +549,6 @@ impl Hive {
             None => self.store.events_before(agent.as_str(), before, limit)?,
         };
         Ok(rows.iter().map(event_wire).collect())
-    }
-
-    // ---- model and controls ---------------------------------------------
-
-    /// Sets the operator's model override, or clears it (None, "" or "default"); returns the model info.
-    pub fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
-        self.agent_row(name)?;
-        let model = model
-            .map(str::trim)
-            .filter(|m| !m.is_empty() && *m != "default");
-        if let Some(m) = model {
-            let probe = AgentConfig {
-                model: m.to_owned(),
-                ..AgentConfig::default()
-            };
-            probe.validate().map_err(|e| {
-                Error::refused(
-                    e.to_string()
-                        .replace("agent.toml is invalid: field `model`: ", ""),
-                )
-            })?;
-        }
-        self.store.set_model_override(name.as_str(), model)?;
-        self.broker.publish(Change::Agent(name.to_string()));
-        self.model_info(name)
-    }
-
-    /// The agent's configured, overridden and active model.
-    pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
-        let row = self.agent_row(name)?;
-        Ok(ModelInfo {
-            configured: Self::config_of(&row).model,
-            override_model: row.model_override.clone(),
-            active: self.status_row_of(&row).active_model,
-            switched_at: row.model_switched_at.map(rfc3339),
-        })
-    }
-
-    /// Cancels the agent's running turn, or its nap; refused when it has neither.
-    pub fn cancel(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        let napping = row.nap_until.is_some();
-        let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
-        if !napping && !in_turn {
-            return Err(Error::refused(format!(
-                "{name} has no turn running and is not napping ({}): there is nothing to cancel",
-                row.state.as_str()
-            )));
-        }
-        if napping {
-            self.store.set_nap_until(name.as_str(), None)?;
-            self.broker.poke(name.as_str());
-            self.broker.publish(Change::Agent(name.to_string()));
-        }
-        if in_turn {
-            self.require_running(name)?;
-            self.broker
-                .push_control(name.as_str(), hive_sh4re::agent::Control::Cancel);
-        }
-        Ok(())
-    }
-
-    /// Keeps the agent from starting a turn for `seconds`; messages wait meanwhile.
-    pub fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
-        if !(NAP_MIN_SECONDS..=NAP_MAX_SECONDS).contains(&seconds) {
-            return Err(Error::refused(format!(
-                "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
-            )));
-        }
-        self.store
-            .set_nap_until(name.as_str(), Some(now_ms() + seconds as i64 * 1000))?;
-        self.broker.publish(Change::Agent(name.to_string()));
-        Ok(())
-    }
-
-    /// Asks the harness to compact the agent's claude session.
-    pub fn compact(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        self.require_running(name)?;
-        if row.session_id.is_none() {
-            return Err(Error::refused(format!(
-                "{name} has no claude session yet: there is nothing to compact"
-            )));
-        }
-        self.broker
-            .push_control(name.as_str(), hive_sh4re::agent::Control::Compact);
-        Ok(())
-    }
-
-    /// Makes the agent's next turn start a fresh claude session instead of
-    /// resuming its current one (the old transcript stays on disk).
-    pub fn new_session(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        self.store.set_session(name.as_str(), None)?;
-        let payload = serde_json::json!({ "previous": row.session_id, "by": "operator" });
-        self.add_events(name, &[("session_reset".to_owned(), payload.to_string())])?;
-        self.broker.publish(Change::Agent(name.to_string()));
-        Ok(())
-    }
-
-    /// Asks the harness to rewrite the agent's notes file shorter.
-    pub fn compact_notes(&self, name: &AgentName) -> Result<()> {
-        self.agent_row(name)?;
-        self.require_running(name)?;
-        self.broker
-            .push_control(name.as_str(), hive_sh4re::agent::Control::CompactNotes);
-        Ok(())
-    }
-
-    fn require_running(&self, name: &AgentName) -> Result<()> {
-        if self.supervisor.is_running(name.as_str()) {
-            Ok(())
-        } else {
-            Err(Error::refused(format!(
-                "{name} is not running: start it with hive-c0re start {name}"
-            )))
-        }
-    }
-
-    // ---- approvals and questions (views) --------------------------------
-
-    /// Every approval, oldest first.
-    pub fn approvals(&self) -> Result<Vec<Approval>> {
-        Ok(self.store.approvals()?.iter().map(approval_wire).collect())
-    }
-
-    /// The newest operator questions.
-    pub fn questions(&self) -> Result<Vec<Question>> {
-        let now = now_ms();
-        Ok(self
-            .store
-            .questions(200)?
-            .iter()
-            .map(|q| question_wire(q, now))
-            .collect())
     }
 }
 
@@ -693,17 +578,6 @@ pub fn default_prompt(name: &AgentName) -> String {
     }
 }
 
-/// A stored message as the wire shows it.
-pub fn message_wire(m: &MessageRow) -> Message {
-    Message {
-        id: m.id,
-        from: m.sender.clone(),
-        to: m.recipient.clone(),
-        body: m.body.clone(),
-        sent_at: rfc3339(m.created_at),
-    }
-}
-
 /// A stored event as the wire shows it.
 pub fn event_wire(e: &EventRow) -> Event {
     Event {
@@ -716,40 +590,8 @@ pub fn event_wire(e: &EventRow) -> Event {
     }
 }
 
-/// A stored approval as the wire shows it.
-pub fn approval_wire(a: &ApprovalRow) -> Approval {
-    let fetched = serde_json::from_str::<serde_json::Value>(&a.payload_json)
-        .ok()
-        .and_then(|v| {
-            v.get("fetched_sha")
-                .and_then(|s| s.as_str())
-                .map(str::to_owned)
-        });
-    Approval {
-        id: a.id,
-        agent: a.agent.clone(),
-        kind: a.kind.clone(),
-        commit_ref: a.commit_ref.clone(),
-        fetched_sha: fetched,
-        requested_at: rfc3339(a.created_at),
-        status: a.status.clone(),
-        resolved_at: a.decided_at.map(rfc3339),
-        note: a.note.clone(),
-        description: a.description.clone(),
-    }
-}
-
-/// A stored question as the wire shows it.
-pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
-    Question {
-        id: q.id,
-        agent: q.agent.clone(),
-        question: q.question.clone(),
-        options: q.options.clone(),
-        asked_at: rfc3339(q.asked_at),
-        deadline: rfc3339(q.deadline),
-        status: q.status(now).to_owned(),
-        answer: q.answer.clone(),
-        answered_at: q.answered_at.map(rfc3339),
-    }
+/// The `state` event that records a change of an agent's state.
+pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (String, String) {
+    let payload = serde_json::json!({ "state": state.as_str(), "model": model });
+    ("state".to_owned(), payload.to_string())
 }

@@ -6,7 +6,7 @@
 
 pub mod agent_conn;
 pub mod agent_sock;
-pub mod approvals;
+pub mod blocking;
 pub mod broker;
 pub mod cli;
 pub mod clock;
@@ -20,13 +20,10 @@ pub mod host_sock;
 pub mod lines;
 pub mod manager;
 pub mod paths;
-pub mod questions;
 pub mod runtime;
-pub mod schedules;
 pub mod sd_notify;
 pub mod serve_config;
 pub mod shell;
+pub mod space;
 pub mod store;
 pub mod supervisor;
-pub mod telemetry;
-pub mod turns;

@@ -7,7 +7,7 @@ use hive_c0re::cli::{Cli, Command, run_client};
 use hive_c0re::daemon::serve;
 use hive_c0re::paths::Paths;
 use hive_c0re::sd_notify::Notifier;
-use hive_c0re::serve_config::{self, DEFAULT_CONFIG, Resolved};
+use hive_c0re::serve_config::{DEFAULT_CONFIG, Resolved};
 
 fn main() {
     let cli = Cli::parse_or_exit();
@@ -48,7 +48,7 @@ fn main() {
 /// The settings of serve (and doctor) from flags, environment and config file; exits 2 on a bad one.
 fn settings() -> Resolved {
     let argv: Vec<_> = std::env::args_os().collect();
-    serve_config::resolve(&argv, Path::new(DEFAULT_CONFIG)).unwrap_or_else(|e| {
+    Cli::settings(&argv, Path::new(DEFAULT_CONFIG)).unwrap_or_else(|e| {
         eprintln!("hive-c0re: {e}");
         std::process::exit(2);
     })

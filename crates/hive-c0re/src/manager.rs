@@ -15,16 +15,17 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
     let text = match req {
         AgentRequest::RequestInitConfig { name } => {
             let name = parse(&name)?;
-            hive.init_config(&name)?;
+            hive.init_config(&name).await?;
             format!(
                 "created the config repo of {name} at {}: edit agent.toml there, commit, then call request_spawn",
-                manager_view_of_repo(hive, &name)
+                hive.repo_as_the_manager_sees_it(&name)
             )
         }
         AgentRequest::RequestSpawn { name, description } => {
             let name = parse(&name)?;
-            let id =
-                hive.request_spawn(&name, Some(&AgentName::manager()), description.as_deref())?;
+            let id = hive
+                .request_spawn(&name, Some(&AgentName::manager()), description.as_deref())
+                .await?;
             format!(
                 "approval #{id} queued: the operator decides; the decision reaches your inbox from system"
             )
@@ -35,7 +36,9 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
             description,
         } => {
             let agent = parse(&agent)?;
-            let id = hive.request_apply_commit(&agent, &sha, description.as_deref())?;
+            let id = hive
+                .request_apply_commit(&agent, &sha, description.as_deref())
+                .await?;
             format!(
                 "approval #{id} queued: the operator decides; the decision reaches your inbox from system"
             )
@@ -59,14 +62,4 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
         text: Some(text),
         ..AgentResponse::ok()
     })
-}
-
-/// Where the manager finds an agent's config repo: its container binds
-/// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
-pub fn manager_view_of_repo(hive: &Hive, name: &AgentName) -> String {
-    if hive.runtime.isolated() {
-        format!("/hive/agents/{name}")
-    } else {
-        hive.paths.config_repo(name).display().to_string()
-    }
 }

@@ -54,6 +54,11 @@ impl Paths {
         self.state.join("hive.db")
     }
 
+    /// The free-space reserve (see `space.rs`): deleted when the disk runs low.
+    pub fn space_reserve(&self) -> PathBuf {
+        self.state.join("space.reserve")
+    }
+
     /// The dashboard's token (0600), kept so logins survive a restart.
     pub fn dashboard_token(&self) -> PathBuf {
         self.state.join("dashboard.token")
@@ -83,6 +88,12 @@ impl Paths {
     /// The agent's config git repository, `<state>/configs/<name>`.
     pub fn config_repo(&self, name: &AgentName) -> PathBuf {
         self.configs_root().join(name.as_str())
+    }
+
+    /// `<state>/tmp`: hive-c0re's private scratch space (0700), on the same file
+    /// system as the config repos so a repo built there can be renamed into place.
+    pub fn scratch(&self) -> PathBuf {
+        self.state.join("tmp")
     }
 
     /// `<state>/agents/<name>/config`: where the repo used to be, now a symlink to it.

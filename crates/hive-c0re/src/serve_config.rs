@@ -2,7 +2,7 @@
 //! file (`hive.toml`) over defaults.
 //!
 //! [`ServeArgs`] is the one table of settings. Each of its arguments, and each
-//! global option of [`Cli`] (`state_dir`, `run_dir`), is a setting: its key in
+//! global option of the command line (`state_dir`, `run_dir`), is a setting: its key in
 //! the file is its id, the flag's name with `_` (`--inbox-cap` is `inbox_cap`),
 //! and its environment variable is `HIVE_` and the key in capitals. A flag
 //! added to [`ServeArgs`] with its `env` is thus a config key and a line of
@@ -13,6 +13,8 @@
 //! command line as flags, only for settings that neither a flag nor the
 //! environment set, and the line is parsed again; a file value is checked by
 //! the same parser as its flag, and a bad one is refused naming key and file.
+//! The command line's grammar is the caller's (`Cli::settings` passes the
+//! CLI's own): this module knows the table, not the verbs around it.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -20,13 +22,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
-use crate::cli::Cli;
 use crate::daemon::ServeOptions;
 use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::runtime::RuntimeKind;
+use crate::runtime::uid_ranges::DEFAULT_UID_BASE;
 use crate::store::Limits;
 
 /// The config file read when `--config` is not given, if it exists.
@@ -94,6 +96,36 @@ pub struct ServeArgs {
         value_name = "SECS"
     )]
     pub vacuum_secs: u64,
+    /// First host uid of this hive's agents' ranges (65536 uids each, from here up).
+    /// Hives on one host never share a range whatever this is; giving each its own
+    /// keeps them apart across reboots too.
+    #[arg(
+        long,
+        env = "HIVE_UID_BASE",
+        default_value_t = DEFAULT_UID_BASE,
+        value_name = "UID",
+        value_parser = parse_uid_base
+    )]
+    pub uid_base: u32,
+    /// Free space the state directory's file system keeps: below it new sends,
+    /// schedules and agents' events are refused until space returns (bytes, or e.g. 512MiB).
+    /// Default: 5 % of the file system, at most 256 MiB.
+    #[arg(
+        long,
+        env = "HIVE_MIN_FREE_SPACE",
+        value_name = "SIZE",
+        value_parser = crate::space::parse_size
+    )]
+    pub min_free_space: Option<u64>,
+}
+
+/// A uid base: a whole, non-zero number of 65536-uid ranges.
+fn parse_uid_base(text: &str) -> std::result::Result<u32, String> {
+    let base: u32 = text
+        .parse()
+        .map_err(|_| format!("{text} is not a uid (a whole number below 2^32)"))?;
+    crate::runtime::uid_ranges::check(base)?;
+    Ok(base)
 }
 
 /// Where the settings come from: `--config`, flattened into `serve` and `doctor`.
@@ -144,11 +176,11 @@ pub struct Resolved {
     pub entries: Vec<Entry>,
 }
 
-/// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`),
-/// reading `default_file` when `--config` is not given and it exists.
-pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
-    let cmd = Cli::command();
-    let first = parse(&cmd, argv)?;
+/// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`)
+/// in the grammar `cmd`, reading `default_file` when `--config` is not given
+/// and it exists.
+pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> Result<Resolved> {
+    let first = parse(cmd, argv)?;
     let (_, sub) = first
         .subcommand()
         .ok_or_else(|| Error::refused("no subcommand given"))?;
@@ -156,7 +188,7 @@ pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
         Some(p) => Some(p.clone()),
         None => default_file.exists().then(|| default_file.to_path_buf()),
     };
-    let settings = setting_args(&cmd);
+    let settings = setting_args(cmd);
     let mut argv = argv.to_vec();
     let mut from_file = BTreeMap::new();
     if let Some(path) = &file {
@@ -171,11 +203,11 @@ pub fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
             }
         }
     }
-    let merged = parse(&cmd, &argv)?;
-    let cli = Cli::from_arg_matches(&merged).map_err(|e| Error::refused(first_line(&e)))?;
+    let merged = parse(cmd, &argv)?;
+    let dir = |id: &str| merged.get_one::<PathBuf>(id).cloned();
+    let paths = Paths::resolve(dir("state_dir"), dir("run_dir"));
     let (_, sub) = merged.subcommand().expect("parsed above");
     let args = ServeArgs::from_arg_matches(sub).map_err(|e| Error::refused(first_line(&e)))?;
-    let paths = Paths::resolve(cli.state_dir, cli.run_dir);
     let entries = settings
         .iter()
         .map(|arg| entry(arg, sub, &from_file, &paths))
@@ -201,7 +233,7 @@ fn first_line(e: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
-/// The table of settings: the global options of [`Cli`], then [`ServeArgs`].
+/// The table of settings: the global options of `cmd`, then [`ServeArgs`].
 fn setting_args(cmd: &clap::Command) -> Vec<Arg> {
     let serve = ServeArgs::augment_args(clap::Command::new("serve"));
     cmd.get_arguments()
@@ -399,7 +431,9 @@ impl Resolved {
                 max_age_ms: (a.history_days as i64) * 24 * 3600 * 1000,
             },
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
+            uid_base: a.uid_base,
             notify: Default::default(),
+            min_free_space: a.min_free_space,
         }
     }
 }
@@ -407,6 +441,12 @@ impl Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    /// The settings as `hive-c0re` itself resolves them: in the CLI's grammar.
+    fn resolve(argv: &[OsString], default_file: &Path) -> Result<Resolved> {
+        super::resolve(&crate::cli::Cli::command(), argv, default_file)
+    }
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         std::iter::once("hive-c0re")
@@ -417,7 +457,7 @@ mod tests {
 
     #[test]
     fn every_setting_has_a_flag_an_env_and_a_help_named_after_its_key() {
-        let cmd = Cli::command();
+        let cmd = crate::cli::Cli::command();
         let settings = setting_args(&cmd);
         assert!(settings.len() >= 11, "{settings:?}");
         for a in &settings {
@@ -489,6 +529,8 @@ mod tests {
             ("inbox_cap = -1", "key `inbox_cap`"),
             ("no_manager = \"yes\"", "takes true or false"),
             ("runtime = \"docker\"", "key `runtime`"),
+            ("uid_base = 70000", "not a multiple of 65536"),
+            ("uid_base = 0", "key `uid_base`"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),

@@ -26,7 +26,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hive_sh4re::AgentName;
 use hive_sh4re::shell::{DEFAULT_COLS, DEFAULT_ROWS, DEFAULT_TERM, valid_term};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -36,9 +35,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
-use crate::hive::Hive;
-use crate::runtime::{InsideCommand, RuntimeError};
+use crate::runtime::InsideCommand;
 
 /// Bytes typed but not yet taken by the PTY before input stops being read.
 const MAX_PENDING: usize = 64 * 1024;
@@ -107,47 +104,20 @@ pub enum Output {
     Closed(String),
 }
 
-impl Hive {
-    /// Opens an interactive shell in a running agent's container on a new PTY.
-    ///
-    /// Refused with a sentence when the agent is unknown or not running.
-    pub fn open_shell(
-        &self,
-        name: &AgentName,
-        size: WinSize,
-        term: Option<&str>,
-    ) -> Result<Session> {
-        let row = self.agent_row(name)?;
-        if !self.supervisor.is_running(name.as_str()) {
-            return Err(Error::Refused(
-                RuntimeError::NotRunning(name.clone()).to_string(),
-            ));
-        }
-        let spec = self.launch_spec(&row);
-        let term = term.filter(|t| valid_term(t)).unwrap_or(DEFAULT_TERM);
-        let what = InsideCommand {
-            argv: operator_shell(),
-            env: vec![
-                ("TERM".to_owned(), term.to_owned()),
-                ("PS1".to_owned(), PS1.to_owned()),
-                // Readline would read the agent's ~/.inputrc, whose macros type commands.
-                ("INPUTRC".to_owned(), "/dev/null".to_owned()),
-                // Empty: bash keeps no history file in the agent's home.
-                ("HISTFILE".to_owned(), String::new()),
-            ],
-        };
-        let cmd = self
-            .runtime
-            .command_inside(&spec, &what)
-            .map_err(|e| match e {
-                RuntimeError::NotRunning(_) => Error::Refused(e.to_string()),
-                other => other.into(),
-            })?;
-        let session = Session::spawn(cmd, size).map_err(Error::io(format!(
-            "could not start a shell in {name}'s container"
-        )))?;
-        tracing::info!(agent = %name, pid = session.leader(), "shell opened");
-        Ok(session)
+/// What the operator's shell runs: an interactive shell that reads none of the
+/// agent's startup files and keeps no history, with `term` (checked) as TERM.
+pub fn operator_command(term: Option<&str>) -> InsideCommand {
+    let term = term.filter(|t| valid_term(t)).unwrap_or(DEFAULT_TERM);
+    InsideCommand {
+        argv: operator_shell(),
+        env: vec![
+            ("TERM".to_owned(), term.to_owned()),
+            ("PS1".to_owned(), PS1.to_owned()),
+            // Readline would read the agent's ~/.inputrc, whose macros type commands.
+            ("INPUTRC".to_owned(), "/dev/null".to_owned()),
+            // Empty: bash keeps no history file in the agent's home.
+            ("HISTFILE".to_owned(), String::new()),
+        ],
     }
 }
 

@@ -2,10 +2,15 @@
 //! the runtime, waits on it, reports and restarts it when it dies, and stops
 //! it on request.
 //!
-//! A harness that exits without being asked is a crash: the agent is marked,
-//! a `container_crash` event is stored, the manager gets a message from
-//! `system`, and the harness is restarted with exponential backoff until
-//! [`MAX_RESTARTS`] quick failures in a row leave the agent failed.
+//! A harness that exits without being asked is a crash: the hive hears of it
+//! ([`Supervised::harness_crashed`]: hive-c0re stores a `container_crash`
+//! event and tells the manager), and the harness is restarted with
+//! exponential backoff until [`MAX_RESTARTS`] quick failures in a row leave
+//! the agent failed.
+//!
+//! Supervision knows the hive only as [`Supervised`]: what to launch and whom
+//! to tell. `Hive` implements it (`hive/supervision.rs`) and owns the
+//! [`Supervisor`]; this module imports nothing of the hive's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,8 +23,7 @@ use nix::unistd::Pid;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Change;
-use crate::hive::Hive;
+use crate::runtime::{LaunchSpec, Runtime};
 
 /// Quick failures in a row after which the agent is left failed.
 pub const MAX_RESTARTS: u32 = 5;
@@ -27,8 +31,34 @@ pub const MAX_RESTARTS: u32 = 5;
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// First restart delay; doubles with each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// Lines of the harness log quoted in a crash report.
-const CRASH_LOG_LINES: usize = 20;
+
+/// What supervision asks of the hive it supervises for: what to launch, and
+/// what to make of each harness's life and death.
+pub trait Supervised: Send + Sync + 'static {
+    /// Cancelled when the daemon shuts down: every supervision ends with it.
+    fn shutdown_token(&self) -> &CancellationToken;
+    /// What to launch for the agent; None once it is gone from the hive.
+    fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec>;
+    /// The runtime that launches harnesses.
+    fn runtime(&self) -> &dyn Runtime;
+    /// How long a stopped harness gets between SIGTERM and SIGKILL.
+    fn kill_grace(&self) -> Duration;
+    /// The agent's harness is up.
+    fn harness_started(&self, name: &AgentName);
+    /// The agent's harness is gone, asked to or not: what it held is handed back.
+    fn harness_exited(&self, name: &AgentName);
+    /// The harness ended unasked (`exit` says how); it restarts in `retry_in`,
+    /// or, when None, supervision gave up after `attempt` tries.
+    fn harness_crashed(
+        &self,
+        name: &AgentName,
+        exit: &str,
+        retry_in: Option<Duration>,
+        attempt: u32,
+    );
+    /// Supervision gave up: the agent stays failed until it is started again.
+    fn harness_failed(&self, name: &AgentName);
+}
 
 struct Live {
     stop: CancellationToken,
@@ -52,8 +82,8 @@ impl Supervisor {
             .is_some_and(|l| l.running.load(Ordering::SeqCst))
     }
 
-    /// Starts supervising the agent unless it already is.
-    pub fn start(&self, hive: &Arc<Hive>, name: &AgentName) {
+    /// Starts supervising the agent for `hive` unless it already is.
+    pub fn start<H: Supervised>(&self, hive: &Arc<H>, name: &AgentName) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if live
             .get(name.as_str())
@@ -61,7 +91,7 @@ impl Supervisor {
         {
             return;
         }
-        let stop = hive.shutdown.child_token();
+        let stop = hive.shutdown_token().child_token();
         let running = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(supervise(
             hive.clone(),
@@ -111,32 +141,30 @@ impl Supervisor {
     }
 }
 
-async fn supervise(
-    hive: Arc<Hive>,
+async fn supervise<H: Supervised>(
+    hive: Arc<H>,
     name: AgentName,
     stop: CancellationToken,
     running: Arc<AtomicBool>,
 ) {
     let mut failures = 0u32;
     loop {
-        let row = match hive.store.agent(name.as_str()) {
-            Ok(Some(r)) => r,
-            _ => return,
+        let Some(spec) = hive.launch_spec_of(&name) else {
+            return;
         };
-        let spec = hive.launch_spec(&row);
-        if let Err(e) = hive.runtime.reap_orphans(&name).await {
+        if let Err(e) = hive.runtime().reap_orphans(&name).await {
             tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");
         }
         let started = Instant::now();
-        let outcome = match hive.runtime.launch(&spec).await {
+        let outcome = match hive.runtime().launch(&spec).await {
             Ok(mut launched) => {
                 running.store(true, Ordering::SeqCst);
-                hive.broker.publish(Change::Agent(name.to_string()));
-                tracing::info!(agent = %name, runtime = hive.runtime.kind().as_str(), "harness started");
+                hive.harness_started(&name);
+                tracing::info!(agent = %name, runtime = hive.runtime().kind().as_str(), "harness started");
                 tokio::select! {
                     status = launched.child.wait() => Some(status.map(describe_exit).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
                     _ = stop.cancelled() => {
-                        terminate(&mut launched.child, hive.settings.kill_grace).await;
+                        terminate(&mut launched.child, hive.kill_grace()).await;
                         None
                     }
                 }
@@ -144,7 +172,7 @@ async fn supervise(
             Err(e) => Some(format!("could not be launched: {e}")),
         };
         running.store(false, Ordering::SeqCst);
-        after_exit(&hive, &name);
+        hive.harness_exited(&name);
         let Some(exit) = outcome else { return };
         if stop.is_cancelled() {
             return;
@@ -155,60 +183,15 @@ async fn supervise(
         failures += 1;
         let gave_up = failures > MAX_RESTARTS;
         let backoff = FIRST_BACKOFF * 2u32.pow(failures.saturating_sub(1).min(10));
-        report_crash(
-            &hive,
-            &name,
-            &exit,
-            gave_up.then_some(()).map_or(Some(backoff), |_| None),
-            failures,
-        );
+        hive.harness_crashed(&name, &exit, (!gave_up).then_some(backoff), failures);
         if gave_up {
-            let _ = hive.store.set_failed(name.as_str(), true);
-            hive.broker.publish(Change::Agent(name.to_string()));
+            hive.harness_failed(&name);
             return;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return,
         }
-    }
-}
-
-/// Hands back what the dead harness held: its claimed messages and queued commands.
-fn after_exit(hive: &Hive, name: &AgentName) {
-    let _ = hive.store.release_claims(name.as_str());
-    hive.broker.clear_control(name.as_str());
-    if let Ok(Some(row)) = hive.store.agent(name.as_str())
-        && row.state != hive_sh4re::AgentState::Idle
-    {
-        let _ = hive.set_state(name, hive_sh4re::AgentState::Idle, None);
-    }
-    hive.broker.publish(Change::Agent(name.to_string()));
-}
-
-fn report_crash(
-    hive: &Hive,
-    name: &AgentName,
-    exit: &str,
-    retry_in: Option<Duration>,
-    attempt: u32,
-) {
-    let tail = log_tail(&hive.paths.harness_log(name), CRASH_LOG_LINES);
-    let next = match retry_in {
-        Some(d) => format!(
-            "restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})",
-            d.as_secs_f64()
-        ),
-        None => format!(
-            "gave up after {MAX_RESTARTS} restarts: it stays failed until someone runs hive-c0re start {name}"
-        ),
-    };
-    tracing::warn!(agent = %name, "harness {exit}; {next}");
-    let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
-    let _ = hive.add_events(name, &[("container_crash".to_owned(), payload.to_string())]);
-    let body = format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
-    if let Err(e) = hive.notify(&AgentName::manager(), &body) {
-        tracing::error!("could not tell the manager about {name}'s crash: {e}");
     }
 }
 
@@ -226,13 +209,29 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// The last `n` lines of a log file (empty if unreadable).
+/// The last `n` lines of a log file (empty if unreadable): at most its last
+/// 64 KiB are read, and only from a regular file (the harness writes it, and a
+/// link or a FIFO there must not make hive-c0re read elsewhere or wait).
 pub fn log_tail(path: &std::path::Path, n: usize) -> String {
-    let Ok(text) = std::fs::read(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
         return String::new();
     };
-    let start = text.len().saturating_sub(64 * 1024);
-    let text = String::from_utf8_lossy(&text[start..]);
+    let Ok(meta) = f.metadata() else {
+        return String::new();
+    };
+    if !meta.is_file() {
+        return String::new();
+    }
+    let _ = f.seek(SeekFrom::Start(meta.len().saturating_sub(64 * 1024)));
+    let mut text = Vec::new();
+    let _ = f.take(64 * 1024).read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

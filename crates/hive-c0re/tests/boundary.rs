@@ -47,9 +47,7 @@ fn hive_running(
         .unwrap();
     common::searchable(bin.path());
     for harness in ["hive-ag3nt", "hive-m1nd"] {
-        let p = bin.path().join(harness);
-        std::fs::write(&p, script).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        common::write_exe(&bin.path().join(harness), script);
     }
     let mut opts = Opts {
         runtime,
@@ -449,4 +447,88 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
     }
     // The operator (holding the token) still reads the sim's log; nobody else does.
     assert!(host.enter(|| sim.requests()).is_empty());
+}
+
+/// The host pid of `agent`'s stand-in harness (`sleep 100000`) in `hive`.
+fn stand_in_pid(hive: &TestHive, agent: &str) -> i32 {
+    let mut found = None;
+    hive.wait_for(&format!("{agent}'s stand-in harness"), 20, |h| {
+        found = common::agent_pids(h, agent).into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x00100000\x00")
+        });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+fn host_uid(pid: i32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Uid line for {pid}"))
+}
+
+/// Two hives on one host, each with an agent alice. The second alice's
+/// harness tries to read the first alice's state and to signal its harness:
+/// with one uid range for both (what every hive used to take) it could.
+/// Each alice has uids of its own, and stopping one leaves the other running.
+fn two_hives_on_one_host_keep_apart(runtime: &'static str) {
+    let sleeper = "#!/bin/sh\nexec sleep 100000\n";
+    let (first, _first_bin) = hive_running(runtime, sleeper, None, vec![]);
+    spawn_running(&first, "alice");
+    let secret = first.state_dir().join("agents/alice/state/secret");
+    std::fs::write(&secret, "the first alice's").unwrap();
+    let victim = stand_in_pid(&first, "alice");
+    let script = format!(
+        r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+try() {{ if sh -c "$2" >/dev/null 2>&1; then echo "$1 ok"; else echo "$1 denied"; fi; }}
+{{
+  try read 'cat {secret}'
+  try signal 'kill -0 {victim}'
+}} > "$S/attack.tmp"
+mv "$S/attack.tmp" "$S/attack"
+exec sleep 100000
+"#,
+        secret = secret.display()
+    );
+    let (second, _second_bin) = hive_running(runtime, &script, None, vec![]);
+    spawn_running(&second, "alice");
+    let report = second.state_dir().join("agents/alice/state/attack");
+    second.wait_for("the second alice's attack report", 20, |_| report.exists());
+    let report = std::fs::read_to_string(report).unwrap();
+    assert_eq!(report, "read denied\nsignal denied\n", "{runtime}");
+
+    let (a, b) = (host_uid(victim), host_uid(stand_in_pid(&second, "alice")));
+    assert!(
+        a.abs_diff(b) >= 65536,
+        "{runtime}: the two alices run as host uids {a} and {b}, in one range"
+    );
+    second.ok(&["kill", "alice"]);
+    assert!(
+        second.row("alice").is_some_and(|r| r["running"] == false),
+        "{runtime}: the second alice stopped"
+    );
+    assert!(
+        std::fs::read_to_string(format!("/proc/{victim}/status"))
+            .is_ok_and(|s| !s.contains("State:\tZ")),
+        "{runtime}: stopping the second hive's alice ended the first's"
+    );
+    assert!(first.row("alice").is_some_and(|r| r["running"] == true));
+}
+
+#[test]
+fn two_hives_on_one_host_keep_apart_process_runtime() {
+    if root() {
+        two_hives_on_one_host_keep_apart("process");
+    }
+}
+
+#[test]
+fn two_hives_on_one_host_keep_apart_nspawn_runtime() {
+    if nspawn_ready() {
+        two_hives_on_one_host_keep_apart("nspawn");
+    }
 }

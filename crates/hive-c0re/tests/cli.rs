@@ -386,3 +386,26 @@ fn the_approvals_table_keeps_the_deny_note_apart_from_the_description() {
     assert_eq!(cell(dave, desc, Some(note)), "", "{table}");
     assert_eq!(cell(dave, note, None), "no", "{table}");
 }
+
+#[test]
+fn operator_steering_from_the_cli_is_noted_in_the_agents_history_as_from_the_dashboard() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "carol"]);
+    hive.ok(&["kill", "carol"]);
+    hive.ok(&["send", "carol", "please look at the logs"]);
+    hive.ok(&["model", "carol", "sonnet"]);
+    hive.ok(&["model", "carol"]);
+    hive.ok(&["model", "carol", "default"]);
+    let noted: Vec<serde_json::Value> = hive
+        .events("carol")
+        .into_iter()
+        .filter(|e| e["kind"] == "operator")
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(noted.len(), 3, "{noted:?}");
+    assert_eq!(noted[0]["message"], "please look at the logs");
+    assert!(noted[0]["message_id"].as_i64().is_some(), "{noted:?}");
+    // Asking for the model changes nothing, so nothing is noted for it.
+    assert_eq!(noted[1]["command"], "/model sonnet");
+    assert_eq!(noted[2]["command"], "/model default");
+}

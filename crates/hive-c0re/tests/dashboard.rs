@@ -318,7 +318,7 @@ fn the_binary_alone_serves_the_dashboard_from_any_directory() {
     let prefix_bin = dir.path().join("prefix/bin");
     std::fs::create_dir_all(&prefix_bin).unwrap();
     let bin = prefix_bin.join("hive-c0re");
-    std::fs::copy(env!("CARGO_BIN_EXE_hive-c0re"), &bin).unwrap();
+    common::copy_exe(Path::new(env!("CARGO_BIN_EXE_hive-c0re")), &bin);
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let state = dir.path().join("state");

@@ -335,7 +335,7 @@ fn hive_tools_and_the_agent_config_reach_the_real_claude() {
     assert_eq!(got.len(), 1, "{got:?}\n{}", hive.log());
     let body = got[0]["body"].as_str().unwrap();
     assert!(
-        body.contains("from operator") && body.contains("the rest, sent mid-turn"),
+        body.contains("from=\"operator\"") && body.contains("the rest, sent mid-turn"),
         "{body}"
     );
     hive.wait_for("the turn to end", 30, |h| {

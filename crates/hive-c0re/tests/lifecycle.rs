@@ -154,9 +154,7 @@ fn exactly_once_after_daemon_kill_9_nspawn_runtime() {
 fn a_harness_that_keeps_dying_is_left_failed() {
     let bins = tempfile::tempdir().unwrap();
     let script = bins.path().join("hive-ag3nt");
-    std::fs::write(&script, "#!/bin/sh\necho 'boom: no config' >&2\nexit 3\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_exe(&script, "#!/bin/sh\necho 'boom: no config' >&2\nexit 3\n");
     let mut opts = Opts::default();
     opts.env
         .push(("HIVE_BIN_DIR".into(), bins.path().display().to_string()));

@@ -260,7 +260,7 @@ fn the_manager_grows_the_hive_only_with_approval() {
 }
 
 #[test]
-fn ask_operator_times_out_or_carries_the_answer() {
+fn ask_operator_times_out_carries_the_answer_or_is_cancelled() {
     if !common::e2e_ready() {
         return;
     }
@@ -305,6 +305,49 @@ fn ask_operator_times_out_or_carries_the_answer() {
     assert_eq!(got[0]["body"], "manager got: blue");
     let out = hive.cli(&["answer", &id, "red"]);
     assert_eq!(out.status.code(), Some(1), "a question was answered twice");
+
+    // Cancelling through host.sock ends the manager's wait at once, with the
+    // cancel's sentinel, long before the question's 120 s deadline.
+    hive.ok(&["send", "manager", "ask color"]);
+    let answered = id.clone();
+    let mut id = String::new();
+    hive.wait_for("the second question", 60, |h| {
+        let qs = h.ok(&["questions", "--json"]);
+        if let Some(q) = qs
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|q| q["status"] == "pending")
+        {
+            id = q["id"].to_string();
+        }
+        !id.is_empty()
+    });
+    assert_ne!(id, answered);
+    assert_eq!(
+        hive.ok(&["cancel-question", &id]).trim(),
+        format!("cancelled question #{id}")
+    );
+    let got = hive.recv_operator(60);
+    assert_eq!(got.len(), 1, "{}", hive.log());
+    assert_eq!(
+        got[0]["body"],
+        "manager got: [no answer: the operator cancelled the question]"
+    );
+    let q: serde_json::Value = hive
+        .ok(&["questions", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|q| q["id"].as_i64() == id.parse().ok())
+        .expect("the cancelled question is listed");
+    assert_eq!(q["status"], "cancelled", "{q}");
+    let out = hive.cli(&["answer", &id, "red"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cancelled question took an answer"
+    );
+    let out = hive.cli(&["cancel-question", &id]);
+    assert_eq!(out.status.code(), Some(1), "a question was cancelled twice");
 }
 
 #[test]

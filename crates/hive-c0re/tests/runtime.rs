@@ -2,15 +2,19 @@
 //!
 //! The nspawn tests need root and systemd-nspawn; without them they print why and pass.
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, symlink};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hive_c0re::agent_sock::AgentSockets;
 use hive_c0re::paths::Paths;
-use hive_c0re::runtime::{LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError};
+use hive_c0re::runtime::{
+    LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError, UidRanges,
+};
 use hive_sh4re::AgentName;
 
 /// The test harness. `@HOST_SOCK@` and `@BOB_SECRET@` are host paths it must not see
@@ -59,10 +63,7 @@ impl Hive {
     fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("hive-rt-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let paths = Paths {
-            state: dir.join("state"),
-            run: dir.join("run"),
-        };
+        let paths = paths_at(&dir);
         fs::create_dir_all(&paths.run).expect("run dir");
         let host_sock = UnixListener::bind(paths.host_sock()).expect("host.sock");
         let bob = AgentName::parse("bob").expect("name");
@@ -101,31 +102,13 @@ impl Hive {
     /// it (the sockets must stay alive), for the agent's uid under a root daemon.
     fn spec(&self, name: &str, uid_base: u32, mode: &str) -> (LaunchSpec, AgentSockets) {
         let name = AgentName::parse(name).expect("name");
-        let sock_dir = self.paths.agent_sock_dir(&name);
-        let (sockets, incoming) = AgentSockets::new(self.paths.clone());
-        let owner = nix::unistd::geteuid().is_root().then_some(uid_base);
-        sockets.listen(&name, owner).expect("agent.sock");
-        // Accepted connections are dropped: the harness only connects.
-        tokio::spawn(async move {
-            let mut incoming = incoming;
-            while incoming.recv().await.is_some() {}
-        });
-        let spec = LaunchSpec {
-            harness_bin: self.harness.clone(),
-            claude_bin: Some(self.claude.clone()),
-            state_dir: self.paths.agent_state(&name),
-            sock_dir,
-            config_repos: name.is_manager().then(|| self.paths.configs_root()),
-            rootfs: self.paths.rootfs(&name),
-            env: vec![
-                ("ANTHROPIC_API_KEY".into(), "sk-test-secret-value".into()),
-                ("HIVE_TEST_MODE".into(), mode.into()),
-            ],
-            uid_base,
-            log: self.paths.harness_log(&name),
-            name,
-        };
-        (spec, sockets)
+        let sockets = listen(&self.paths, &name, uid_base);
+        (spec_at(&self.dir, name, uid_base, mode), sockets)
+    }
+
+    /// This hive's uid ranges.
+    fn uids(&self) -> UidRanges {
+        uids_at(&self.dir)
     }
 
     /// Where the runtime records what it launched for `spec`.
@@ -141,6 +124,53 @@ impl Hive {
     }
 }
 
+/// The paths of the test hive in `dir`.
+fn paths_at(dir: &Path) -> Paths {
+    Paths {
+        state: dir.join("state"),
+        run: dir.join("run"),
+    }
+}
+
+/// The launch spec of `name` in the test hive in `dir` (its socket not bound).
+fn spec_at(dir: &Path, name: AgentName, uid_base: u32, mode: &str) -> LaunchSpec {
+    let paths = paths_at(dir);
+    LaunchSpec {
+        harness_bin: dir.join("bin/hive-ag3nt"),
+        claude_bin: Some(dir.join("npm/node_modules/.bin/claude")),
+        state_dir: paths.agent_state(&name),
+        sock_dir: paths.agent_sock_dir(&name),
+        config_repos: name.is_manager().then(|| paths.configs_root()),
+        rootfs: paths.rootfs(&name),
+        env: vec![
+            ("ANTHROPIC_API_KEY".into(), "sk-test-secret-value".into()),
+            ("HIVE_TEST_MODE".into(), mode.into()),
+        ],
+        uid_base,
+        log: paths.harness_log(&name),
+        name,
+    }
+}
+
+/// Binds `name`'s agent.sock as the daemon binds it (keep the sockets alive),
+/// for the agent's uid under a root daemon; accepted connections are dropped.
+fn listen(paths: &Paths, name: &AgentName, uid_base: u32) -> AgentSockets {
+    let (sockets, incoming) = AgentSockets::new(paths.clone());
+    let owner = nix::unistd::geteuid().is_root().then_some(uid_base);
+    sockets.listen(name, owner).expect("agent.sock");
+    tokio::spawn(async move {
+        let mut incoming = incoming;
+        while incoming.recv().await.is_some() {}
+    });
+    sockets
+}
+
+/// The uid ranges of the test hive in `dir`, from a base of the tests' own
+/// (real hives start far below).
+fn uids_at(dir: &Path) -> UidRanges {
+    UidRanges::for_host(&paths_at(dir).state, TEST_UID_BASE).expect("uid base")
+}
+
 impl Drop for Hive {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
@@ -149,8 +179,7 @@ impl Drop for Hive {
 
 fn write_exe(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    fs::write(path, text).expect("write");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    common::write_exe(path, text);
 }
 
 async fn wait_for(path: &Path, limit: Duration) -> bool {
@@ -210,8 +239,8 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 /// The nspawn runtime, or `None` (with the reason printed) where it cannot run.
-fn nspawn(paths: &Paths) -> Option<NspawnRuntime> {
-    match NspawnRuntime::new(paths.clone()) {
+fn nspawn(hive: &Hive) -> Option<NspawnRuntime> {
+    match NspawnRuntime::new(hive.paths.clone(), hive.uids()) {
         Ok(rt) => Some(rt),
         Err(RuntimeError::Unavailable(why)) => {
             eprintln!("skipped: {why}");
@@ -221,8 +250,13 @@ fn nspawn(paths: &Paths) -> Option<NspawnRuntime> {
     }
 }
 
-fn base(slot: u32) -> u32 {
-    65536 * (0x5000 + slot)
+/// Where the tests' uid ranges start.
+const TEST_UID_BASE: u32 = 65536 * 0x5000;
+
+/// A free uid range for an agent of `rt`, held by it: tests running at
+/// once (here and in other checkouts) never share one.
+fn base(rt: &dyn Runtime) -> u32 {
+    rt.uid_ranges().allocate(&[]).expect("a free uid range")
 }
 
 /// The harness connected to its agent.sock (checked only where python3 exists).
@@ -241,8 +275,8 @@ fn env_has(env: &str, line: &str) -> bool {
 #[tokio::test]
 async fn process_runtime_runs_the_harness_with_the_hive_env() {
     let hive = Hive::new("proc-env");
-    let rt = ProcessRuntime::new(hive.paths.clone());
-    let (spec, _sock) = hive.spec("alice", base(20), "");
+    let rt = ProcessRuntime::new(hive.paths.clone(), hive.uids());
+    let (spec, _sock) = hive.spec("alice", base(&rt), "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(
         wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await,
@@ -277,8 +311,8 @@ async fn process_runtime_runs_the_harness_with_the_hive_env() {
 #[tokio::test]
 async fn process_runtime_gives_the_manager_the_config_repos() {
     let hive = Hive::new("proc-mgr");
-    let rt = ProcessRuntime::new(hive.paths.clone());
-    let (spec, _sock) = hive.spec("manager", base(21), "");
+    let rt = ProcessRuntime::new(hive.paths.clone(), hive.uids());
+    let (spec, _sock) = hive.spec("manager", base(&rt), "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(launched.child.wait().await.expect("wait").success());
     let env = hive.read(&spec, "env");
@@ -292,11 +326,9 @@ async fn process_runtime_gives_the_manager_the_config_repos() {
 #[tokio::test]
 async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
     let hive = Hive::new("proc-reap");
-    let (spec, _sock) = hive.spec("alice", base(22), "linger");
-    let launched = ProcessRuntime::new(hive.paths.clone())
-        .launch(&spec)
-        .await
-        .expect("launch");
+    let rt = ProcessRuntime::new(hive.paths.clone(), hive.uids());
+    let (spec, _sock) = hive.spec("alice", base(&rt), "linger");
+    let launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
     let harness = launched.child.id().expect("pid");
     let grandchild: u32 = hive
@@ -304,9 +336,10 @@ async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
         .parse()
         .expect("grandchild pid");
     assert!(hive.pid_file(&spec).exists());
-    drop(launched); // as if the daemon lost track of it
+    // As if the daemon died: its runtime and what it launched are lost.
+    drop((launched, rt));
     // A new daemon's runtime finds the pid file.
-    ProcessRuntime::new(hive.paths.clone())
+    ProcessRuntime::new(hive.paths.clone(), hive.uids())
         .reap_orphans(&spec.name)
         .await
         .expect("reap");
@@ -318,10 +351,10 @@ async fn process_reap_kills_the_whole_group_a_lost_daemon_left() {
 #[tokio::test]
 async fn nspawn_isolates_the_agent() {
     let hive = Hive::new("ns-iso");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(1);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let cmdline = fs::read(format!(
@@ -390,10 +423,10 @@ async fn nspawn_isolates_the_agent() {
 #[tokio::test]
 async fn nspawn_manager_edits_config_repos_but_sees_no_state() {
     let hive = Hive::new("ns-mgr");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(2);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("manager", base, "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let status = launched.child.wait().await.expect("wait");
@@ -418,10 +451,10 @@ async fn nspawn_manager_edits_config_repos_but_sees_no_state() {
 #[tokio::test]
 async fn nspawn_sigterm_stops_the_harness_gracefully() {
     let hive = Hive::new("ns-term");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(3);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -448,10 +481,10 @@ async fn nspawn_sigterm_stops_the_harness_gracefully() {
 #[tokio::test]
 async fn nspawn_sigkill_takes_the_whole_container() {
     let hive = Hive::new("ns-kill");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(4);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "stubborn");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -481,22 +514,20 @@ async fn nspawn_sigkill_takes_the_whole_container() {
 #[tokio::test]
 async fn nspawn_reap_clears_what_a_lost_daemon_left() {
     let hive = Hive::new("ns-reap");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(5);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
-    drop(launched);
+    // As if the daemon died: its runtime (and its hold on the range) and what it launched are lost.
+    drop((launched, rt));
     let pid_file = hive.paths.agent_sock_dir(&spec.name).with_extension("pid");
     assert!(pid_file.exists());
     assert!(!in_range(base).is_empty());
-    nspawn(&hive.paths)
-        .expect("runtime")
-        .reap_orphans(&spec.name)
-        .await
-        .expect("reap");
+    let rt = nspawn(&hive).expect("runtime");
+    rt.reap_orphans(&spec.name).await.expect("reap");
     assert!(in_range(base).is_empty(), "reap left container processes");
     assert!(!pid_file.exists());
     rt.forget(&spec).await.expect("forget");
@@ -505,10 +536,10 @@ async fn nspawn_reap_clears_what_a_lost_daemon_left() {
 #[tokio::test]
 async fn nspawn_relaunch_replaces_a_running_container() {
     let hive = Hive::new("ns-again");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(6);
+    let base = base(&rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let mut first = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -531,10 +562,10 @@ async fn nspawn_relaunch_replaces_a_running_container() {
 #[tokio::test]
 async fn nspawn_refuses_a_missing_agent_socket() {
     let hive = Hive::new("ns-nosock");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let (spec, sock) = hive.spec("alice", base(7), "");
+    let (spec, sock) = hive.spec("alice", base(&rt), "");
     drop(sock);
     fs::remove_file(spec.sock_dir.join("agent.sock")).expect("rm sock");
     let err = rt.launch(&spec).await.expect_err("no socket");
@@ -549,8 +580,8 @@ async fn nspawn_refuses_a_missing_agent_socket() {
 #[tokio::test]
 async fn harnesses_die_with_the_daemon() {
     let hive = Hive::new("die");
-    let nspawn_ok = nspawn(&hive.paths).is_some();
-    for (runtime, slot) in [("process", 8), ("nspawn", 9)] {
+    let nspawn_ok = nspawn(&hive).is_some();
+    for runtime in ["process", "nspawn"] {
         if runtime == "nspawn" && !nspawn_ok {
             continue;
         }
@@ -559,7 +590,6 @@ async fn harnesses_die_with_the_daemon() {
         } else {
             "carol"
         };
-        let (spec, _sock) = hive.spec(agent, base(slot), "linger");
         let mut daemon = tokio::process::Command::new(std::env::current_exe().expect("exe"))
             .args([
                 "--exact",
@@ -570,11 +600,27 @@ async fn harnesses_die_with_the_daemon() {
             ])
             .env(
                 "HIVE_RT_DAEMON",
-                format!("{runtime}:{}:{agent}:{}", hive.dir.display(), base(slot)),
+                format!("{runtime}:{}:{agent}", hive.dir.display()),
             )
             .kill_on_drop(true)
             .spawn()
             .expect("stand-in daemon");
+        // The stand-in, as a daemon does, picks and holds the agent's range and binds its socket.
+        let base_file = hive.dir.join(format!("{agent}.base"));
+        assert!(
+            wait_for(&base_file, Duration::from_secs(20)).await,
+            "{runtime}: the stand-in picked no uid range"
+        );
+        let base: u32 = fs::read_to_string(&base_file)
+            .expect("base")
+            .parse()
+            .expect("a uid");
+        let spec = spec_at(
+            &hive.dir,
+            AgentName::parse(agent).expect("name"),
+            base,
+            "linger",
+        );
         assert!(
             wait_for(&spec.state_dir.join("ready"), Duration::from_secs(20)).await,
             "{runtime}: never ready"
@@ -594,7 +640,7 @@ async fn harnesses_die_with_the_daemon() {
         daemon.wait().await.expect("reaped");
         if runtime == "nspawn" {
             assert!(
-                wait_range_empty(base(slot), Duration::from_secs(5)).await,
+                wait_range_empty(base, Duration::from_secs(5)).await,
                 "container outlived the daemon"
             );
             // Each thread of the dying daemon re-sends the parent-death SIGTERM as nspawn
@@ -613,7 +659,7 @@ async fn harnesses_die_with_the_daemon() {
             }
             assert!(!alive(pid), "harness outlived the daemon");
             // Its own children are the next daemon's reap.
-            ProcessRuntime::new(hive.paths.clone())
+            ProcessRuntime::new(hive.paths.clone(), hive.uids())
                 .reap_orphans(&spec.name)
                 .await
                 .expect("reap");
@@ -632,35 +678,28 @@ async fn daemon_stand_in() {
     let Ok(job) = std::env::var("HIVE_RT_DAEMON") else {
         return;
     };
-    let mut parts = job.splitn(4, ':');
-    let (Some(runtime), Some(dir), Some(agent), Some(base)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let mut parts = job.splitn(3, ':');
+    let (Some(runtime), Some(dir), Some(agent)) = (parts.next(), parts.next(), parts.next()) else {
         return;
     };
     let dir = PathBuf::from(dir);
-    let paths = Paths {
-        state: dir.join("state"),
-        run: dir.join("run"),
+    let paths = paths_at(&dir);
+    let uids = uids_at(&dir);
+    let base = uids.allocate(&[]).expect("a free uid range");
+    let rt: Box<dyn Runtime> = if runtime == "nspawn" {
+        Box::new(NspawnRuntime::new(paths.clone(), uids).expect("nspawn"))
+    } else {
+        Box::new(ProcessRuntime::new(paths.clone(), uids))
     };
     let name = AgentName::parse(agent).expect("name");
+    let _sock = listen(&paths, &name, base);
     let spec = LaunchSpec {
-        harness_bin: dir.join("bin/hive-ag3nt"),
         claude_bin: None,
-        state_dir: paths.agent_state(&name),
-        sock_dir: paths.agent_sock_dir(&name),
-        config_repos: None,
-        rootfs: paths.rootfs(&name),
-        env: vec![("HIVE_TEST_MODE".into(), "linger".into())],
-        uid_base: base.parse().expect("base"),
-        log: paths.harness_log(&name),
-        name,
+        ..spec_at(&dir, name, base, "linger")
     };
-    let rt: Box<dyn Runtime> = if runtime == "nspawn" {
-        Box::new(NspawnRuntime::new(paths).expect("nspawn"))
-    } else {
-        Box::new(ProcessRuntime::new(paths))
-    };
+    let base_file = dir.join(format!("{agent}.base"));
+    fs::write(base_file.with_extension("tmp"), base.to_string()).expect("write base");
+    fs::rename(base_file.with_extension("tmp"), &base_file).expect("rename base");
     let _launched = rt.launch(&spec).await.expect("launch");
     // Launch from a blocking-pool thread would be the classic pdeathsig trap; the
     // spawner thread makes it irrelevant. Now wait to be killed.
@@ -672,10 +711,10 @@ async fn daemon_stand_in() {
 #[ignore = "benchmark: cargo test --test runtime startup -- --ignored --nocapture"]
 async fn startup_time() {
     let hive = Hive::new("bench");
-    let Some(rt) = nspawn(&hive.paths) else {
+    let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let (mut spec, _sock) = hive.spec("alice", base(10), "");
+    let (mut spec, _sock) = hive.spec("alice", base(&rt), "");
     spec.claude_bin = None;
     let mut times = Vec::new();
     for _ in 0..20 {

@@ -35,9 +35,7 @@ fn stand_in_hive(runtime: &'static str, manager: bool) -> (TestHive, tempfile::T
         .unwrap();
     common::searchable(bin.path());
     for harness in ["hive-ag3nt", "hive-m1nd"] {
-        let p = bin.path().join(harness);
-        std::fs::write(&p, "#!/bin/sh\nexec sleep 100000\n").unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        common::write_exe(&bin.path().join(harness), "#!/bin/sh\nexec sleep 100000\n");
     }
     let mut opts = Opts {
         runtime,
@@ -179,6 +177,12 @@ fn cloexec(fd: &OwnedFd) {
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
+/// A `sleep` argument that no other test uses, here or in a run of this
+/// binary in another checkout at the same time: our process id and `tag`.
+fn nap(tag: u32) -> String {
+    format!("{}.{tag}", 987_000 + std::process::id())
+}
+
 /// Host pids of live processes whose argv is exactly `argv`.
 fn pids_running(argv: &[&str]) -> Vec<i32> {
     let want: Vec<u8> = argv
@@ -293,8 +297,9 @@ fn shell_through_a_pty(runtime: &'static str) {
         follows(t, "pwd; stty size", &[&state, "30 100"])
     });
     if runtime == "nspawn" {
-        cli.type_in("sleep 987.651\n");
-        let sleeps = wait_running(&["sleep", "987.651"]);
+        let naptime = nap(651);
+        cli.type_in(&format!("sleep {naptime}\n"));
+        let sleeps = wait_running(&["sleep", &naptime]);
         let base = uid_base(&hive);
         for pid in [sleeps[0], parent(sleeps[0])] {
             let uid = host_uid(pid);
@@ -345,9 +350,15 @@ fn a_lost_client_ends_the_session(runtime: &'static str) {
     let (hive, _bin) = hive_with_alice(runtime);
     let mut cli = PtyCli::spawn(&hive, &["shell", "alice"]);
     cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
-    cli.type_in("sleep 987.652 & sleep 987.653\n");
-    let mut pids = wait_running(&["sleep", "987.652"]);
-    pids.extend(wait_running(&["sleep", "987.653"]));
+    // Each runtime's variant its own numbers: the two run at once.
+    let (bg, fg) = if runtime == "nspawn" {
+        (nap(662), nap(663))
+    } else {
+        (nap(652), nap(653))
+    };
+    cli.type_in(&format!("sleep {bg} & sleep {fg}\n"));
+    let mut pids = wait_running(&["sleep", &bg]);
+    pids.extend(wait_running(&["sleep", &fg]));
     pids.push(parent(pids[0]));
     cli.child.kill().unwrap();
     cli.child.wait().unwrap();
@@ -417,16 +428,16 @@ fn the_operator_shell_is_no_way_out(runtime: &'static str) {
 
     // Each runtime's variant its own number: the two run at once.
     let naptime = if runtime == "nspawn" {
-        "987.655"
+        nap(655)
     } else {
-        "987.654"
+        nap(654)
     };
     let mut cli = PtyCli::spawn(&hive, &["shell", "alice"]);
     cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
     cli.type_in(&format!(
         "bind -v | grep -c 'completion-ignore-case on'; (setsid sleep {naptime} &)\n"
     ));
-    let escaped = wait_running(&["sleep", naptime]);
+    let escaped = wait_running(&["sleep", &naptime]);
     assert_eq!(
         confinement(escaped[0]),
         harness,

@@ -95,6 +95,23 @@ pub enum AgentRequest {
     },
 }
 
+/// The event kinds a harness reports over agent.sock; hive-c0re refuses any
+/// other, so the kinds it writes itself (`state`, `turn_end`, `operator`,
+/// `container_crash`, ...) cannot be forged by an agent. A harness that
+/// reports a new kind adds it here.
+pub const HARNESS_EVENT_KINDS: &[&str] = &[
+    "stream",
+    "stderr",
+    "turn_start",
+    "turn_error",
+    "session_lost",
+    "compact_stream",
+    "compact_stderr",
+    "compact_end",
+    "notes_compaction_stream",
+    "notes_compaction",
+];
+
 /// An event as the harness reports it; hive-c0re adds id, agent and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventIn {

@@ -67,6 +67,7 @@ requests! {
     "restart" => Restart,
     "urls" => Urls,
     "pending" => Pending,
+    "approval_diff" => ApprovalDiff,
     "approve" => Approve,
     "deny" => Deny,
     "send" => Send,
@@ -280,6 +281,29 @@ pub struct Response {
     pub schedules: Option<Vec<Schedule>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<i64>,
+    /// `approval_diff`: what approving would change, as a unified diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// `agent_status`: the free-space alarm, only while it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_alarm: Option<SpaceAlarm>,
+}
+
+/// The hive's free-space alarm (etcd's NOSPACE): on while the state's file
+/// system has less free space than the floor; new sends, schedules and
+/// agents' events are refused until it clears by itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceAlarm {
+    /// The file system, as `the file system at /var/lib (ext4)`.
+    pub filesystem: String,
+    /// Free bytes at the last check.
+    pub free_bytes: u64,
+    /// The floor, in bytes.
+    pub floor_bytes: u64,
+    /// RFC 3339 time the alarm went on.
+    pub since: String,
+    /// The sentence refusals carry.
+    pub message: String,
 }
 
 /// A prompt scheduled for an agent, delivered as a message from `system`.
@@ -307,9 +331,21 @@ pub struct StatsSummary {
     pub window_seconds: f64,
     /// Approvals waiting for the operator, hive-wide.
     pub approvals_pending: u64,
+    /// The approval queue's length over the window: a point at each change,
+    /// and the last at the window's end (now).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals_series: Vec<SeriesPoint>,
     /// Agents whose inbox waits while no turn ran for longer than this are flagged stuck.
     pub stuck_after_seconds: f64,
     pub agents: Vec<AgentStats>,
+}
+
+/// One value of a series at one time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// Unix seconds.
+    pub ts: f64,
+    pub value: f64,
 }
 
 /// One agent's figures over the window.
@@ -324,6 +360,8 @@ pub struct AgentStats {
     /// ok / retried / failure / cancelled → count.
     pub exit_classes: std::collections::BTreeMap<String, u64>,
     pub inbox_depth_current: u64,
+    /// The deepest the inbox was in the window, sampled at every send and
+    /// claim (recorded with the next turn's figures), and now.
     pub inbox_depth_max: u64,
     /// Messages sent per turn by recipient class (peer, operator, manager, system).
     pub sent_per_turn: std::collections::BTreeMap<String, f64>,
@@ -365,6 +403,10 @@ pub struct ModelInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_model: Option<String>,
     pub active: String,
+    /// The model the next turn takes up, while the running turn still uses `active`
+    /// (an override set or cleared mid-turn); absent when nothing waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switched_at: Option<String>,
 }

@@ -2,11 +2,12 @@
 //!
 //! Everything a client of the hive needs (a desktop sidebar, a script, the
 //! in-container harness) and nothing that pulls in tokio or sqlite: agent
-//! names, the host.sock and agent.sock messages, agent states and the
-//! `agent.toml` configuration.
+//! names, the host.sock and agent.sock messages, agent states, the
+//! `agent.toml` configuration, and durations as people write them.
 
 pub mod agent;
 pub mod config;
+pub mod duration;
 pub mod host;
 pub mod name;
 pub mod shell;

@@ -132,13 +132,25 @@ impl Frame {
         })
     }
 
-    /// Reads one frame from a blocking reader; `Ok(None)` at a clean end of stream.
+    /// Reads one frame from a blocking reader; `Ok(None)` at a clean end of
+    /// stream, which is only between two frames: a stream that ends inside a
+    /// header is cut short (`UnexpectedEof`), like one that ends inside a payload.
     pub fn read_from(r: &mut impl std::io::Read) -> std::io::Result<Option<Self>> {
         let mut header = [0u8; HEADER_BYTES];
-        match r.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e),
+        let mut got = 0;
+        while got < HEADER_BYTES {
+            match r.read(&mut header[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the shell stream ended inside a frame header",
+                    ));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         let invalid = |e: FrameError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
         let (kind, len) = Self::header(header).map_err(invalid)?;
@@ -224,6 +236,22 @@ mod tests {
         ));
         let mut truncated: &[u8] = &[0, 0, 0, 0, 5, b'a'];
         assert!(Frame::read_from(&mut truncated).is_err());
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/shell_frames.rs): a stream cut
+    /// inside a header read as a clean end.
+    #[test]
+    fn a_stream_cut_inside_a_header_is_not_a_clean_end() {
+        let mut cut: &[u8] = &[0x03, 0x18, b'b', b'c'];
+        let e = Frame::read_from(&mut cut).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut bytes = Frame::Exit(0).encode();
+        bytes.push(0x00);
+        let mut r = bytes.as_slice();
+        assert_eq!(Frame::read_from(&mut r).unwrap(), Some(Frame::Exit(0)));
+        assert!(Frame::read_from(&mut r).is_err());
+        let mut empty: &[u8] = &[];
+        assert_eq!(Frame::read_from(&mut empty).unwrap(), None);
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl HiveTools {
     }
 
     #[tool(
-        description = "Ask the operator to start a new agent from the head commit of its config repo (made by request_init_config). Returns at once with the approval id; the operator's decision arrives later as a message from `system`. `description` tells the operator why the agent is needed."
+        description = "Ask the operator to start a new agent with the agent.toml of the head commit of its config repo (made by request_init_config), as it reads now: what you commit later does not change this request. Returns at once with the approval id; the operator's decision arrives later as a message from `system`. `description` tells the operator why the agent is needed."
     )]
     async fn request_spawn(
         &self,
@@ -116,7 +116,7 @@ impl HiveTools {
     }
 
     #[tool(
-        description = "Ask the operator to deploy a commit of an agent's config repo: approving checks it out as the deployed config and restarts that agent. Commit your edit to agent.toml first and pass its sha. Returns at once with the approval id; the decision arrives later as a message from `system`. `description` says what changes and why."
+        description = "Ask the operator to deploy a commit of an agent's config repo: its agent.toml is read now, the operator sees that text's diff against the deployed config, and approving deploys exactly that text and restarts the agent. Commit your edit to agent.toml first and pass its sha. Returns at once with the approval id; the decision arrives later as a message from `system`. `description` says what changes and why."
     )]
     async fn request_apply_commit(
         &self,

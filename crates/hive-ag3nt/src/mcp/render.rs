@@ -13,7 +13,8 @@ pub(super) fn sent(id: Option<i64>, to: &str) -> String {
     format!("{what}; any reply arrives as a new message in a later turn")
 }
 
-/// `recv`'s answer: a header, then each message as `--- #id from sender at time` and its body.
+/// `recv`'s answer: a header, then each message as a `<message>` tag, as the
+/// turn's prompt shows them (the body escaped, so it cannot pose as another message).
 pub(super) fn messages(msgs: &[Message]) -> String {
     if msgs.is_empty() {
         return "no new messages: your inbox is empty".into();
@@ -28,14 +29,8 @@ pub(super) fn messages(msgs: &[Message]) -> String {
         msgs.len()
     );
     for m in msgs {
-        let _ = write!(
-            out,
-            "\n--- #{} from {} at {}\n{}",
-            m.id,
-            m.from,
-            m.sent_at,
-            m.body.trim_end()
-        );
+        out.push('\n');
+        out.push_str(&crate::prompt::tag(m, true));
     }
     out
 }
@@ -174,7 +169,7 @@ mod tests {
         };
         assert_eq!(
             messages(&[m]),
-            "1 message (now acknowledged; they will not be delivered again):\n--- #7 from bob at T\nhi"
+            "1 message (now acknowledged; they will not be delivered again):\n<message id=\"7\" from=\"bob\" sent_at=\"T\">hi\n</message>"
         );
         assert!(messages(&[]).contains("empty"));
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use hive_c0re::agent_sock::AgentSockets;
 use hive_c0re::hive::{Hive, Settings};
 use hive_c0re::paths::Paths;
-use hive_c0re::runtime::ProcessRuntime;
+use hive_c0re::runtime::uid_ranges::DEFAULT_UID_BASE;
+use hive_c0re::runtime::{ProcessRuntime, UidRanges};
 use hive_c0re::store::{Limits, Store};
 
 /// A hive served in this process (store on disk, host.sock bound), with no agents running.
@@ -30,12 +31,16 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             dashboard_home: None,
             dashboard_login: None,
             kill_grace: Duration::from_secs(1),
+            min_free_space: None,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(
             store,
             paths.clone(),
-            Arc::new(ProcessRuntime::new(paths.clone())),
+            Arc::new(ProcessRuntime::new(
+                paths.clone(),
+                UidRanges::for_host(&paths.state, DEFAULT_UID_BASE).unwrap(),
+            )),
             sockets,
             settings,
         );

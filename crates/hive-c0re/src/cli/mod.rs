@@ -8,33 +8,23 @@ macro_rules! out {
     };
 }
 
+pub mod exit;
 mod output;
 mod shell;
 mod transcript;
 
+use std::ffi::OsString;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use hive_sh4re::host::client::{self, Client};
 use hive_sh4re::host::{Scope, verb};
 use hive_sh4re::{AgentName, Mailbox};
 
 use crate::paths::Paths;
-use crate::serve_config::{ConfigFile, ServeArgs};
-
-/// The CLI's exit codes.
-pub mod exit {
-    /// Done.
-    pub const DONE: i32 = 0;
-    /// The daemon refused (its sentence is on stderr), or the verb failed.
-    pub const REFUSED: i32 = 1;
-    /// hive-c0re is not running, or not reachable by this user.
-    pub const UNREACHABLE: i32 = 2;
-    /// The command line is wrong (EX_USAGE): nothing was asked of the daemon.
-    pub const USAGE: i32 = 64;
-}
+use crate::serve_config::{self, ConfigFile, Resolved, ServeArgs};
 
 /// Why a client verb did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +75,12 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The settings of `serve` or `doctor` on the command line `argv`: flags,
+    /// environment, then `--config` or `default_file` (see `serve_config`).
+    pub fn settings(argv: &[OsString], default_file: &Path) -> crate::error::Result<Resolved> {
+        serve_config::resolve(&Self::command(), argv, default_file)
+    }
+
     /// Parses the command line; a usage error exits with [`exit::USAGE`]
     /// after clap's explanation (help and version exit 0).
     pub fn parse_or_exit() -> Self {
@@ -127,7 +123,8 @@ pub enum Command {
     },
     /// Show every agent: running, state, model, inbox depth, config sha, last turn.
     Status {
-        /// One JSON object per agent (the host.sock AgentStatusRow).
+        /// One JSON object per agent (the host.sock AgentStatusRow), after a
+        /// `{"space_alarm": ...}` line while the disk is nearly full.
         #[arg(long)]
         json: bool,
     },
@@ -204,8 +201,10 @@ pub enum Command {
         #[arg(long)]
         description: Option<String>,
     },
-    /// List approvals (all statuses).
+    /// List approvals (all statuses), or show one with `approvals show ID`.
     Approvals {
+        #[command(subcommand)]
+        show: Option<ApprovalsCommand>,
         #[arg(long)]
         json: bool,
     },
@@ -275,11 +274,19 @@ pub enum Command {
         /// One agent (default: every agent).
         name: Option<AgentName>,
         /// The window, e.g. 90s, 15m, 1h, 2d.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = parse_window)]
         since: Duration,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `hive-c0re approvals ...`
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Show one approval and what approving it changes: the diff of the
+    /// agent.toml it pins against the deployed one (what the dashboard shows).
+    Show { id: i64 },
 }
 
 /// `hive-c0re schedule ...`
@@ -303,28 +310,13 @@ pub enum ScheduleCommand {
     Rm { id: i64 },
 }
 
-/// Parses `90s`, `15m`, `1h`, `2d` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 90s, 15m, 1h or 2d"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => {
-            return Err(format!(
-                "{s:?} has an unknown unit {unit:?}: use s, m, h or d"
-            ));
-        }
-    };
-    if secs == 0 {
+/// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
+pub fn parse_window(s: &str) -> Result<Duration, String> {
+    let d = hive_sh4re::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
         return Err("the window must be longer than 0s".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(d)
 }
 
 /// Runs a client verb (everything but `serve`); returns the exit code.
@@ -384,13 +376,17 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         }
         Command::Shell { .. } => unreachable!("shell has its own loop"),
         Command::Status { json } => {
-            let rows = c
-                .call(verb::AgentStatus {})?
-                .agent_statuses
-                .unwrap_or_default();
+            let answer = c.call(verb::AgentStatus {})?;
+            let rows = answer.agent_statuses.unwrap_or_default();
             if json {
+                if let Some(a) = &answer.space_alarm {
+                    output::json_lines(&[serde_json::json!({ "space_alarm": a })]);
+                }
                 output::json_lines(&rows)
             } else {
+                if let Some(a) = &answer.space_alarm {
+                    output::space_alarm(a);
+                }
                 output::status(&rows)
             }
         }
@@ -521,7 +517,16 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             })?;
             out!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
-        Command::Approvals { json } => {
+        Command::Approvals {
+            show: Some(ApprovalsCommand::Show { id }),
+            ..
+        } => {
+            let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
+            let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
+            output::approvals(&items.into_iter().filter(|a| a.id == id).collect::<Vec<_>>());
+            out!("\n{}", diff.trim_end_matches('\n'));
+        }
+        Command::Approvals { show: None, json } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             if json {
                 output::json_lines(&items)

@@ -50,6 +50,12 @@ pub fn json_lines<T: serde::Serialize>(items: &[T]) {
     }
 }
 
+/// The free-space alarm, above the status table.
+pub fn space_alarm(a: &hive_sh4re::host::SpaceAlarm) {
+    out!("DISK NEARLY FULL since {}: {}", a.since, a.message);
+    out!("");
+}
+
 /// The status table.
 pub fn status(rows: &[AgentStatusRow]) {
     if rows.is_empty() {

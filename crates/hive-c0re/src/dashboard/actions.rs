@@ -1,10 +1,10 @@
-//! The JSON API's actions (POST): each one `Hive` method, as host.sock calls it.
+//! The JSON API's actions (POST): each one `Hive` method, as host.sock calls it,
+//! so both surfaces do and record the same (steering an agent notes an
+//! `operator` event in its history, whichever surface asked).
 //!
 //! A refusal of an action on a known agent or a pending approval is a refused
 //! state (409); a refusal of what the operator typed (a message, a model, an
-//! answer) is bad input (400). Operator steering of an agent (cancel, compact,
-//! model, messages) is noted in its event history as an `operator` event, so
-//! its terminal shows who did what between turns.
+//! answer) is bad input (400).
 
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use hive_sh4re::{AgentName, Mailbox};
+use hive_sh4re::Mailbox;
+use hive_sh4re::host::Question;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,8 +24,6 @@ use super::extract::{Agent, Body, Id};
 
 /// How long a graceful stop may hold the request before it is answered 202 and finishes on its own.
 const STOP_WAIT: Duration = Duration::from_secs(2);
-/// Characters of an operator message repeated in the agent's history.
-const NOTED_CHARS: usize = 300;
 
 type Done = ApiResult<(StatusCode, Json<Value>)>;
 
@@ -33,16 +32,6 @@ fn done(message: impl Into<String>) -> Done {
         StatusCode::OK,
         Json(json!({ "ok": true, "message": message.into() })),
     ))
-}
-
-/// Records an operator action in the agent's history (a failure to note is only logged).
-fn note(ctx: &Ctx, name: &AgentName, payload: Value) {
-    if let Err(e) = ctx
-        .hive
-        .add_events(name, &[("operator".to_owned(), payload.to_string())])
-    {
-        tracing::warn!(agent = %name, "could not note an operator action: {e}");
-    }
 }
 
 /// `POST /api/agents/{name}/{action}`: start, stop (graceful), kill, restart, destroy, pause, resume, cancel, compact, compact-notes.
@@ -101,17 +90,14 @@ pub(crate) async fn lifecycle(
         }
         "cancel" => {
             hive.cancel(&name).map_err(refused())?;
-            note(&ctx, &name, json!({ "command": "/cancel" }));
             done(format!("asked {name} to cancel its turn"))
         }
         "compact" => {
             hive.compact(&name).map_err(refused())?;
-            note(&ctx, &name, json!({ "command": "/compact" }));
             done(format!("asked {name} to compact its session"))
         }
         "compact-notes" => {
             hive.compact_notes(&name).map_err(refused())?;
-            note(&ctx, &name, json!({ "command": "/compact-notes" }));
             done(format!("asked {name} to compact its notes"))
         }
         other => Err(ApiError::not_found(format!(
@@ -137,8 +123,6 @@ pub(crate) async fn send(
         .send(&Mailbox::Operator, &Mailbox::Agent(name.clone()), &b.body)
         .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
-    let shown: String = b.body.chars().take(NOTED_CHARS).collect();
-    note(&ctx, &name, json!({ "message": shown, "message_id": id }));
     Ok((
         StatusCode::OK,
         Json(
@@ -163,8 +147,6 @@ pub(crate) async fn set_model(
         .hive
         .set_model(&name, b.model.as_deref())
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
-    let shown = info.override_model.as_deref().unwrap_or("default");
-    note(&ctx, &name, json!({ "command": format!("/model {shown}") }));
     Ok(Json(json!({ "ok": true, "model": info })))
 }
 
@@ -213,9 +195,8 @@ pub(crate) struct AnswerBody {
     answer: String,
 }
 
-fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> {
+fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
     ctx.hive
-        .store
         .question(id)?
         .ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
 }
@@ -223,7 +204,7 @@ fn require_question(ctx: &Ctx, id: i64) -> ApiResult<crate::store::QuestionRow> 
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
 fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
     move |e| {
-        let pending = matches!(ctx.hive.store.question(id), Ok(Some(q)) if q.status(crate::clock::now_ms()) == "pending");
+        let pending = matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == "pending");
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {

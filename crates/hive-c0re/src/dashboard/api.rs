@@ -5,13 +5,13 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use hive_sh4re::Mailbox;
 use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule};
 use serde::Deserialize;
 
 use super::Ctx;
 use super::errors::{ApiError, ApiResult};
 use super::extract::{Agent, Id, Q};
-use crate::hive::message_wire;
 
 /// Events a history page holds unless the query says otherwise.
 pub const DEFAULT_EVENTS: u32 = 200;
@@ -19,6 +19,11 @@ pub const DEFAULT_EVENTS: u32 = 200;
 pub const MAX_EVENTS: u32 = 2000;
 /// Most messages one inbox request returns.
 pub const MAX_MESSAGES: u32 = 500;
+
+/// `GET /api/space`: the free-space alarm, or null while space is fine.
+pub(crate) async fn space(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "alarm": ctx.hive.space().alarm() }))
+}
 
 /// `GET /api/agents`: every agent's status row.
 pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentStatusRow>>> {
@@ -90,15 +95,12 @@ pub(crate) struct LimitQuery {
 
 fn recent(
     ctx: &Ctx,
-    mailbox: &str,
+    mailbox: &Mailbox,
     limit: Option<u32>,
     default: u32,
 ) -> ApiResult<Json<Vec<Message>>> {
-    let rows = ctx
-        .hive
-        .store
-        .recent_messages(mailbox, limit.unwrap_or(default).clamp(1, MAX_MESSAGES))?;
-    Ok(Json(rows.iter().map(message_wire).collect()))
+    let limit = limit.unwrap_or(default).clamp(1, MAX_MESSAGES);
+    Ok(Json(ctx.hive.recent_messages(mailbox, limit)?))
 }
 
 /// `GET /api/agents/{name}/messages?limit=N`: the newest messages to or from the agent, oldest first.
@@ -107,7 +109,7 @@ pub(crate) async fn agent_messages(
     Agent(name): Agent,
     Q(q): Q<LimitQuery>,
 ) -> ApiResult<Json<Vec<Message>>> {
-    recent(&ctx, name.as_str(), q.limit, super::sse::INBOX_LEN)
+    recent(&ctx, &Mailbox::Agent(name), q.limit, super::sse::INBOX_LEN)
 }
 
 /// `GET /api/operator/messages?limit=N`: the operator's inbox and sent messages, without acknowledging any.
@@ -115,7 +117,12 @@ pub(crate) async fn operator_messages(
     State(ctx): State<Ctx>,
     Q(q): Q<LimitQuery>,
 ) -> ApiResult<Json<Vec<Message>>> {
-    recent(&ctx, "operator", q.limit, super::sse::OPERATOR_INBOX_LEN)
+    recent(
+        &ctx,
+        &Mailbox::Operator,
+        q.limit,
+        super::sse::OPERATOR_INBOX_LEN,
+    )
 }
 
 /// `GET /api/approvals`: every approval, oldest first.
@@ -128,8 +135,8 @@ pub(crate) async fn approvals(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Appr
 }
 
 /// 404 unless approval `id` exists.
-pub(crate) fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<crate::store::ApprovalRow> {
-    ctx.hive.store.approval(id)?.ok_or_else(|| {
+pub(crate) fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<Approval> {
+    ctx.hive.approval(id)?.ok_or_else(|| {
         ApiError::not_found(format!(
             "there is no approval #{id}: it may have been vacuumed"
         ))

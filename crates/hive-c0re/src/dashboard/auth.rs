@@ -267,7 +267,7 @@ fn refused(why: Refusal, json: bool) -> Response {
     }
     (
         StatusCode::UNAUTHORIZED,
-        Html(super::pages::login_page(why)),
+        Html(super::pages::login_page(&why.sentence())),
     )
         .into_response()
 }

@@ -60,9 +60,10 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self::internal(e)
+/// A read that fails is the hive's fault (500); a refusal there is a refused state (409).
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self::from_hive(StatusCode::CONFLICT)(e)
     }
 }
 

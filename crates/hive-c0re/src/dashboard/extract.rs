@@ -42,9 +42,9 @@ pub(crate) fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
 
 /// 404 unless the hive manages `name`.
 pub(crate) fn require_agent(ctx: &Ctx, name: &AgentName) -> Result<(), ApiError> {
-    match ctx.hive.store.agent(name.as_str())? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!(
+    match ctx.hive.has_agent(name)? {
+        true => Ok(()),
+        false => Err(ApiError::not_found(format!(
             "there is no agent {:?} in this hive: see the hive page for who is here",
             name.as_str()
         ))),

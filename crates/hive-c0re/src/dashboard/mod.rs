@@ -98,7 +98,7 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
         assets: assets::Assets::embedded(),
     };
     let app = router(ctx);
-    let stop = hive.shutdown.clone();
+    let stop = hive.shutdown_token().clone();
     tokio::spawn(async move {
         let served = axum::serve(bound.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -140,6 +140,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel_question))
         .route("/api/stats", get(stats::stats))
+        .route("/api/space", get(api::space))
         .route("/api/stream", get(sse::stream))
         .route("/api/ping", post(actions::ping))
         .fallback(pages::fallback)

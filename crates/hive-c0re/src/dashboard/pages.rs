@@ -9,7 +9,6 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::Ctx;
 use super::assets::content_type;
-use super::auth::Refusal;
 use super::errors::ApiError;
 use super::extract::{parse_name, require_agent};
 
@@ -127,14 +126,15 @@ pub fn not_built_page() -> String {
     )
 }
 
-/// What a request without a valid login gets instead of a page: why, and how to log in.
-pub fn login_page(why: Refusal) -> String {
+/// What a request without a valid login gets instead of a page: `why` (the
+/// refusal's sentence, which says how to log in).
+pub fn login_page(why: &str) -> String {
     plain_page(
         "Log in to this hive's dashboard",
         &format!(
             "<p>{}.</p><p>The login is kept in this browser (a cookie that pages cannot read) \
              for 30 days, also across restarts of hive-c0re.</p>",
-            code_spans(&escape(&capitalized(&why.sentence())))
+            code_spans(&escape(&capitalized(why)))
         ),
     )
 }

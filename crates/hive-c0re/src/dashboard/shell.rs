@@ -118,7 +118,7 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
     let (mut sink, mut stream) = socket.split();
     let (in_tx, in_rx) = mpsc::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
-    let shell = session.run(in_rx, out_tx, ctx.hive.shutdown.clone());
+    let shell = session.run(in_rx, out_tx, ctx.hive.shutdown_token().clone());
     let writer = async {
         while let Some(out) = out_rx.recv().await {
             let msg = match out {

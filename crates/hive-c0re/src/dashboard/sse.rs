@@ -9,7 +9,8 @@
 //! Frames (`event:` name, JSON `data:`): `hello` {agent}, `agent` AgentStatusRow,
 //! `model` {agent, model: ModelInfo}, `agent_removed` {name}, `events` {agent,
 //! events}, `inbox` {agent, messages}, `operator_inbox` {messages},
-//! `approvals` {approvals}, `questions` {questions}, `resync` {} (changes were
+//! `approvals` {approvals}, `questions` {questions}, `space` {alarm: SpaceAlarm
+//! or null} (the free-space alarm went on or cleared), `resync` {} (changes were
 //! missed: refetch). A comment line every 15 s keeps proxies from closing it.
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +21,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use hive_sh4re::AgentName;
+use hive_sh4re::{AgentName, Mailbox};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -29,7 +30,7 @@ use super::Ctx;
 use super::errors::ApiResult;
 use super::extract::{Q, parse_name, require_agent};
 use crate::broker::Change;
-use crate::hive::{Hive, message_wire};
+use crate::hive::Hive;
 
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -177,17 +178,18 @@ enum Work {
     OperatorInbox,
     Approvals,
     Questions,
+    Space,
 }
 
 /// Follows the broker until the hive shuts down, turning changes into frames.
 pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
-    let mut changes = hive.broker.subscribe();
+    let mut changes = hive.subscribe();
     let mut cursors = Cursors::default();
     cursors.reset(&hive);
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         };
         let mut batch = vec![];
         let mut lagged = false;
@@ -261,6 +263,7 @@ fn plan(c: Change) -> Vec<Work> {
             .collect(),
         Change::Approvals => vec![Work::Approvals],
         Change::Questions => vec![Work::Questions],
+        Change::Space => vec![Work::Space],
     }
 }
 
@@ -370,9 +373,9 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Inbox(n) => {
             if hub.watched(Some(&n))
-                && let Ok(msgs) = hive.store.recent_messages(&n, INBOX_LEN)
+                && let Ok(name) = AgentName::parse(&n)
+                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN)
             {
-                let messages: Vec<_> = msgs.iter().map(message_wire).collect();
                 hub.send(Frame::new(
                     Audience::Agent(n.clone()),
                     "inbox",
@@ -382,9 +385,8 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::OperatorInbox => {
             if hub.watched(None)
-                && let Ok(msgs) = hive.store.recent_messages("operator", OPERATOR_INBOX_LEN)
+                && let Ok(messages) = hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
             {
-                let messages: Vec<_> = msgs.iter().map(message_wire).collect();
                 hub.send(Frame::new(
                     Audience::Hive,
                     "operator_inbox",
@@ -402,6 +404,13 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                     &serde_json::json!({ "approvals": approvals }),
                 ));
             }
+        }
+        Work::Space => {
+            hub.send(Frame::new(
+                Audience::All,
+                "space",
+                &serde_json::json!({ "alarm": hive.space().alarm() }),
+            ));
         }
         Work::Questions => {
             if hub.watched(None)
@@ -444,7 +453,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     let viewer = Viewer {
         rx,
         watch,
-        shutdown: ctx.hive.shutdown.clone(),
+        shutdown: ctx.hive.shutdown_token().clone(),
         hello: Some(Bytes::from(hello)),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
     };

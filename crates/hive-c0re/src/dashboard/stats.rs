@@ -2,7 +2,8 @@
 //! `Hive::stats_summary`, the same `StatsSummary` host.sock's `stats` answers.
 //!
 //! `since` is where the window starts: unix seconds (`1767225600`) or a
-//! duration back from now (`90s`, `15m`, `1h`, `2d`); the default is 1 h.
+//! duration back from now (`90s`, `15m`, `1h`, `2d`: `hive_sh4re::duration`);
+//! the default is 1 h.
 
 use axum::Json;
 use axum::extract::State;
@@ -45,7 +46,7 @@ pub fn window_ms(since: Option<&str>, now_ms: i64) -> Result<i64, String> {
         }
         now_ms - start
     } else {
-        let d = crate::cli::parse_duration(raw)
+        let d = hive_sh4re::duration::parse(raw)
             .map_err(|e| format!("since: {e} (or give unix seconds)"))?;
         i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
     };

@@ -6,14 +6,13 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::{AgentName, Mailbox};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use super::assets::Assets;
 use super::{Auth, Ctx, router, sse};
 use crate::hive::Hive;
-
-use crate::store::{NewAgent, NewApproval};
 
 const HOST: &str = "127.0.0.1:7878";
 
@@ -54,16 +53,13 @@ fn loopback() -> Fixture {
 /// An agent row, without starting it (the supervisor is not under test).
 fn add_agent(hive: &Hive, name: &str) {
     let toml = AgentConfig::default().to_toml();
-    hive.store
-        .create_agent(&NewAgent {
-            name,
-            harness: "ag3nt",
-            config_toml: &toml,
-            deployed_sha: None,
-            parent: None,
-            want_running: false,
-        })
+    hive.add_stopped(&AgentName::parse(name).unwrap(), &toml)
         .unwrap();
+}
+
+/// Alice's inbox.
+fn alice() -> Mailbox {
+    Mailbox::Agent(AgentName::parse("alice").unwrap())
 }
 
 /// A GET by a logged-in client.
@@ -140,7 +136,7 @@ async fn posts_need_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(f.hive.store.inbox_depth("alice"), 1);
+    assert_eq!(f.hive.inbox_depth(&alice()), 1);
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
@@ -164,7 +160,7 @@ async fn cross_origin_posts_are_refused() {
     let (s, b) = call(&f, req).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(error_of(&b).contains("cross-origin"), "{b}");
-    assert_eq!(f.hive.store.inbox_depth("alice"), 0);
+    assert_eq!(f.hive.inbox_depth(&alice()), 0);
     let mut same = post(
         "/api/agents/alice/messages",
         Some("t0k"),
@@ -264,17 +260,8 @@ async fn bad_input_is_400_and_refused_state_409() {
     assert!(error_of(&b).contains("not running"), "{b}");
 
     // An approval is decided once.
-    let id = f
-        .hive
-        .store
-        .add_approval(&NewApproval {
-            agent: "bob",
-            kind: "spawn",
-            payload_json: "{}",
-            commit_ref: "",
-            description: None,
-        })
-        .unwrap();
+    let bob = AgentName::parse("bob").unwrap();
+    let id = f.hive.request_spawn(&bob, None, None).await.unwrap();
     let (s, b) = call(
         &f,
         post(&format!("/api/approvals/{id}/deny"), Some("t0k"), ""),
@@ -416,13 +403,13 @@ async fn model_override_and_operator_notes() {
 async fn reading_the_operator_inbox_does_not_acknowledge_it() {
     let f = loopback();
     f.hive
-        .store
-        .send("system", "operator", "hello operator")
+        .send(&Mailbox::System, &Mailbox::Operator, "hello operator")
+        .await
         .unwrap();
     let (s, b) = call(&f, get("/api/operator/messages")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b.contains("hello operator"), "{b}");
-    assert_eq!(f.hive.store.inbox_depth("operator"), 1);
+    assert_eq!(f.hive.inbox_depth(&Mailbox::Operator), 1);
 }
 
 #[tokio::test]
@@ -601,7 +588,7 @@ async fn stream_carries_new_events_to_the_agents_page() {
         text.starts_with("event: events\n") && text.contains(r#""kind":"stream""#),
         "{text}"
     );
-    f.hive.shutdown.cancel();
+    f.hive.shutdown_token().cancel();
 }
 
 /// A finished turn's figures, as a harness reports them.
@@ -678,4 +665,30 @@ async fn stats_refuse_bad_queries_with_a_sentence() {
     let (s, b) = call(&f, get("/api/stats?since=99999999999")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_of(&b).contains("in the future"), "{b}");
+}
+
+#[tokio::test]
+async fn the_free_space_alarm_is_served_while_it_is_on() {
+    let f = loopback();
+    let (s, b) = call(&f, get("/api/space")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b, r#"{"alarm":null}"#);
+    f.hive.space().raise_for_test();
+    let (s, b) = call(&f, get("/api/space")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["alarm"]["message"], "the disk is nearly full: test");
+    // Sends from the dashboard meet the same refusal.
+    add_agent(&f.hive, "alice");
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/messages",
+            Some("t0k"),
+            r#"{"body":"hi"}"#,
+        ),
+    )
+    .await;
+    assert_ne!(s, StatusCode::OK, "{b}");
+    assert!(error_of(&b).contains("the disk is nearly full"), "{b}");
 }

@@ -26,6 +26,7 @@ impl Handle for verb::AgentStatus {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
             agent_statuses: Some(hive.status_rows()?),
+            space_alarm: hive.space().alarm(),
             ..Response::ok()
         }
         .into())
@@ -74,7 +75,7 @@ impl Handle for verb::Restart {
 
 impl Handle for verb::Spawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.spawn(&self.name, self.model.as_deref(), None)?;
+        hive.spawn(&self.name, self.model.as_deref(), None).await?;
         Ok(Response::ok().into())
     }
 }
@@ -124,7 +125,7 @@ impl StreamReply for StatusStream {
         r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()> {
-        let mut changes = hive.broker.subscribe();
+        let mut changes = hive.subscribe();
         w.write_all(&Response::ok().to_line()).await?;
         loop {
             let name = tokio::select! {
@@ -135,7 +136,7 @@ impl StreamReply for StatusStream {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(_) => return Ok(()),
                 },
-                _ = hive.shutdown.cancelled() => return Ok(()),
+                _ = hive.shutdown_token().cancelled() => return Ok(()),
                 () = client_gone(r, w) => return Ok(()),
             };
             let rows = match name {

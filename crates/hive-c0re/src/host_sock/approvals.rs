@@ -18,6 +18,16 @@ impl Handle for verb::Pending {
     }
 }
 
+impl Handle for verb::ApprovalDiff {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
+            diff: Some(hive.approval_diff(self.id)?),
+            ..Response::ok()
+        }
+        .into())
+    }
+}
+
 impl Handle for verb::Approve {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         hive.approve(self.id).await?;
@@ -34,14 +44,16 @@ impl Handle for verb::Deny {
 
 impl Handle for verb::InitConfig {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.init_config(&self.name)?;
+        hive.init_config(&self.name).await?;
         Ok(Response::ok().into())
     }
 }
 
 impl Handle for verb::RequestSpawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let id = hive.request_spawn(&self.name, None, self.description.as_deref())?;
+        let id = hive
+            .request_spawn(&self.name, None, self.description.as_deref())
+            .await?;
         Ok(Response {
             approval_id: Some(id),
             ..Response::ok()
@@ -52,7 +64,9 @@ impl Handle for verb::RequestSpawn {
 
 impl Handle for verb::RequestApplyCommit {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let id = hive.request_apply_commit(&self.agent, &self.sha, self.description.as_deref())?;
+        let id = hive
+            .request_apply_commit(&self.agent, &self.sha, self.description.as_deref())
+            .await?;
         Ok(Response {
             approval_id: Some(id),
             ..Response::ok()

@@ -12,8 +12,8 @@ impl Handle for verb::Urls {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
             urls: Some(Urls {
-                home: hive.settings.dashboard_home.clone(),
-                login: hive.settings.dashboard_login.clone(),
+                home: hive.settings().dashboard_home.clone(),
+                login: hive.settings().dashboard_login.clone(),
                 ..Urls::default()
             }),
             ..Response::ok()

@@ -94,7 +94,7 @@ impl StreamReply for EventStream {
         r: &mut ConnReader,
         w: &mut OwnedWriteHalf,
     ) -> std::io::Result<()> {
-        let mut changes = hive.broker.subscribe();
+        let mut changes = hive.subscribe();
         w.write_all(&self.first.to_line()).await?;
         let mut since = self.since;
         loop {
@@ -126,7 +126,7 @@ impl StreamReply for EventStream {
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                         Err(_) => return Ok(()),
                     },
-                    _ = hive.shutdown.cancelled() => return Ok(()),
+                    _ = hive.shutdown_token().cancelled() => return Ok(()),
                     () = client_gone(r, w) => return Ok(()),
                 }
             }

@@ -155,7 +155,7 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
                     continue;
                 }
             },
-            _ = hive.shutdown.cancelled() => return,
+            _ = hive.shutdown_token().cancelled() => return,
         };
         let slot = conns.admit();
         let hive = hive.clone();
@@ -192,7 +192,7 @@ async fn serve_conn(
                 Err(_) => return Ok(()),
             },
             _ = evicted.cancelled() => return Ok(()),
-            _ = hive.shutdown.cancelled() => return Ok(()),
+            _ = hive.shutdown_token().cancelled() => return Ok(()),
         };
         if !slot.busy() {
             return Ok(());
@@ -241,6 +241,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Recv(r) => r.handle(hive).await,
         Request::Events(r) => r.handle(hive).await,
         Request::Pending(r) => r.handle(hive).await,
+        Request::ApprovalDiff(r) => r.handle(hive).await,
         Request::Approve(r) => r.handle(hive).await,
         Request::Deny(r) => r.handle(hive).await,
         Request::InitConfig(r) => r.handle(hive).await,

@@ -46,7 +46,9 @@ impl StreamReply for ShellStream {
         w.write_all(&Response::ok().to_line()).await?;
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, mut out_rx) = mpsc::channel(16);
-        let session = self.session.run(in_rx, out_tx, hive.shutdown.clone());
+        let session = self
+            .session
+            .run(in_rx, out_tx, hive.shutdown_token().clone());
         let writer = async {
             while let Some(out) = out_rx.recv().await {
                 let bytes = match out {

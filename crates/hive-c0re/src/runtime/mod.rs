@@ -8,6 +8,7 @@
 mod nspawn;
 mod owner;
 mod process;
+pub mod uid_ranges;
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,8 @@ use hive_sh4re::AgentName;
 
 pub use nspawn::NspawnRuntime;
 pub use process::ProcessRuntime;
-pub use process::sys::{find_tool_in, tool_dirs};
+pub use process::sys::{UID_RANGE, find_tool_in, tool_dirs};
+pub use uid_ranges::UidRanges;
 
 /// Which runtime a daemon uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +85,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent's uid range is another hive's, or no range is left; the text says what to do.
+    #[error("{0}")]
+    UidsTaken(String),
     /// The agent has no running harness (or container) to enter.
     #[error("{0} is not running: start it with hive-c0re start {0}")]
     NotRunning(AgentName),
@@ -110,6 +115,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// for an agent whose range starts at `uid_base`; `None` when that is the
     /// daemon's own user. Its socket directory and state belong to that uid.
     fn agent_uid(&self, uid_base: u32) -> Option<u32>;
+
+    /// This hive's agents' uid ranges: a runtime holds an agent's range
+    /// before it launches, chowns or sweeps anything of it.
+    fn uid_ranges(&self) -> &UidRanges;
 
     /// Prepares what the agent needs (root tree, ownership) and starts its harness.
     ///

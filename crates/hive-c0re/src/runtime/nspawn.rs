@@ -33,13 +33,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
 
 use super::owner::{self, check_uid_base, own_dir};
 use super::process::sys::{self, PidRecord, UID_RANGE};
-use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
+use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind, UidRanges};
 use crate::paths::Paths;
 
 const NOT_INSTALLED: &str = "systemd-nspawn is not installed: install the Debian package systemd-container, or run hive-c0re serve --runtime process";
@@ -85,11 +86,13 @@ const PAYLOAD_SCRIPT: &str = r#". /etc/hive/env && exec "$0" "$@""#;
 pub struct NspawnRuntime {
     paths: Paths,
     nspawn: PathBuf,
+    uids: Arc<UidRanges>,
 }
 
 impl NspawnRuntime {
-    /// Checks that this host can run agent containers: systemd-nspawn, root, user namespaces.
-    pub fn new(paths: Paths) -> Result<Self, RuntimeError> {
+    /// Checks that this host can run agent containers (systemd-nspawn, root, user
+    /// namespaces); the containers run in `uids`' ranges.
+    pub fn new(paths: Paths, uids: UidRanges) -> Result<Self, RuntimeError> {
         let nspawn =
             find_nspawn().ok_or_else(|| RuntimeError::Unavailable(NOT_INSTALLED.into()))?;
         if !nix::unistd::geteuid().is_root() {
@@ -104,7 +107,11 @@ impl NspawnRuntime {
         if !net::pasta_installed() {
             return Err(RuntimeError::Unavailable(NO_PASTA.into()));
         }
-        Ok(Self { paths, nspawn })
+        Ok(Self {
+            paths,
+            nspawn,
+            uids: Arc::new(uids),
+        })
     }
 
     /// `<run>/agents/<name>.pid`: beside the socket dir, not in it, so the container never sees it.
@@ -118,12 +125,23 @@ fn find_nspawn() -> Option<PathBuf> {
 }
 
 /// The container's init (nspawn's stub init, PID 1 inside): the child of
-/// systemd-nspawn that runs in the agent's uid range.
+/// systemd-nspawn that runs in the agent's uid range, once it has forked the
+/// payload. Until then nspawn is still setting it up (its capabilities,
+/// no_new_privs and seccomp filter come last), so it is not yet the container
+/// whose confinement the operator's shell copies.
 fn container_init(nspawn_pid: i32, uid_base: u32) -> Option<i32> {
-    sys::container_pids(uid_base, None)
-        .into_iter()
-        .find(|pid| sys::parent_pid(*pid) == Some(nspawn_pid))
+    let pids = sys::container_pids(uid_base, None);
+    let init = pids
+        .iter()
+        .copied()
+        .find(|pid| sys::parent_pid(*pid) == Some(nspawn_pid))?;
+    pids.iter()
+        .any(|pid| sys::parent_pid(*pid) == Some(init))
+        .then_some(init)
 }
+
+/// How long a launch waits for the container to be up before it reports the agent running anyway.
+const CONTAINER_UP: Duration = Duration::from_secs(10);
 
 /// The shell that `command_inside` runs first: into the state dir, then the program.
 const ENTER_SCRIPT: &str = r#"cd /state && exec "$@""#;
@@ -466,25 +484,6 @@ fn private_proc() -> io::Result<()> {
     }
 }
 
-/// Asks machined to end a registered container, where machined runs and knows it.
-async fn terminate_machine(machine: &str) {
-    if !Path::new("/run/systemd/system").is_dir()
-        || !Path::new("/run/systemd/machines").join(machine).exists()
-    {
-        return;
-    }
-    let status = tokio::process::Command::new("machinectl")
-        .args(["terminate", machine])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
-    if !status.is_ok_and(|s| s.success()) {
-        tracing::warn!(machine, "machinectl terminate failed");
-    }
-}
-
 #[async_trait::async_trait]
 impl Runtime for NspawnRuntime {
     fn kind(&self) -> RuntimeKind {
@@ -499,6 +498,10 @@ impl Runtime for NspawnRuntime {
         Some(uid_base)
     }
 
+    fn uid_ranges(&self) -> &UidRanges {
+        &self.uids
+    }
+
     fn give_to_manager(
         &self,
         path: &Path,
@@ -509,6 +512,7 @@ impl Runtime for NspawnRuntime {
             return Ok(());
         };
         check_uid_base(base)?;
+        self.uids.hold(base)?;
         owner::shift_tree(path, base).map_err(io_err(format!(
             "could not hand {} to the manager (uid {base})",
             path.display()
@@ -516,6 +520,7 @@ impl Runtime for NspawnRuntime {
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, RuntimeError> {
+        self.uids.hold(spec.uid_base)?;
         // One container per agent, and its tree is about to be rebuilt.
         self.reap_orphans(&spec.name).await?;
         let online = net::host_online();
@@ -579,13 +584,24 @@ impl Runtime for NspawnRuntime {
                 ..rec
             };
             sys::write_pid_file(&self.pid_file(&spec.name), rec)?;
+            // The agent counts as running once its container is: a shell opened
+            // right after the start must find the container to enter.
+            let up = sys::wait_until(CONTAINER_UP, || {
+                container_init(rec.pid, spec.uid_base).is_some() || !rec.is_running()
+            })
+            .await;
+            if !up {
+                tracing::warn!(agent = %spec.name, "the container is not up {CONTAINER_UP:?} after its start");
+            }
         }
         Ok(Launched { child })
     }
 
     /// Kills a container a previous daemon left: its nspawn (which takes the
     /// whole PID namespace along), then any process still running as the
-    /// container's uids on its root tree, then machined's record if any.
+    /// container's uids on its root tree (a range this hive holds), and its pasta.
+    /// Nothing is asked of machined: containers are never registered there, so
+    /// a machine of the same name is not this hive's.
     async fn reap_orphans(&self, name: &AgentName) -> Result<(), RuntimeError> {
         let pid_file = self.pid_file(name);
         if let Some(rec) = sys::read_pid_file(&pid_file)? {
@@ -595,17 +611,24 @@ impl Runtime for NspawnRuntime {
                     tracing::warn!(agent = %name, pid = rec.pid, "systemd-nspawn still running after SIGKILL");
                 }
             }
-            if let Some(base) = rec.uid_base {
-                sys::kill_container_processes(base, rec.root).await?;
-                net::reap_pasta(&self.paths.agent_pasta_pid_file(name), base).await?;
+            // Only in a range this hive holds: processes of another hive's range are never ours.
+            match rec.uid_base.map(|base| (base, self.uids.hold(base))) {
+                Some((base, Ok(()))) => {
+                    sys::kill_container_processes(base, rec.root).await?;
+                    net::reap_pasta(&self.paths.agent_pasta_pid_file(name), base).await?;
+                }
+                Some((base, Err(e))) => {
+                    tracing::warn!(agent = %name, base, "left the processes of its old uid range alone: {e}");
+                }
+                None => {}
             }
         }
-        terminate_machine(&name.container()).await;
         sys::remove_file(&pid_file)
     }
 
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
         self.reap_orphans(&spec.name).await?;
+        self.uids.release(spec.uid_base);
         let root = spec.rootfs.clone();
         tokio::task::spawn_blocking(move || rootfs::remove(&root))
             .await

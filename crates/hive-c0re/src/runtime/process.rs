@@ -15,12 +15,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
 
 use super::owner::{check_uid_base, own_dir};
-use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind};
+use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind, UidRanges};
 use crate::paths::Paths;
 use sys::PidRecord;
 
@@ -44,12 +45,16 @@ const INHERITED_ENV: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct ProcessRuntime {
     paths: Paths,
+    uids: Arc<UidRanges>,
 }
 
 impl ProcessRuntime {
-    /// A runtime keeping its pid files under `paths.run`.
-    pub fn new(paths: Paths) -> Self {
-        Self { paths }
+    /// A runtime keeping its pid files under `paths.run`, running agents in `uids`' ranges.
+    pub fn new(paths: Paths, uids: UidRanges) -> Self {
+        Self {
+            paths,
+            uids: Arc::new(uids),
+        }
     }
 
     /// `<run>/agents/<name>.pid`: the harness's pid and start time (out of the
@@ -162,6 +167,10 @@ impl Runtime for ProcessRuntime {
         nix::unistd::geteuid().is_root().then_some(uid_base)
     }
 
+    fn uid_ranges(&self) -> &UidRanges {
+        &self.uids
+    }
+
     fn give_to_manager(
         &self,
         path: &Path,
@@ -172,6 +181,7 @@ impl Runtime for ProcessRuntime {
             return Ok(());
         };
         check_uid_base(uid)?;
+        self.uids.hold(uid)?;
         super::owner::shift_tree(path, uid).map_err(|source| RuntimeError::Io {
             what: format!(
                 "could not hand {} to the manager (uid {uid})",
@@ -185,6 +195,9 @@ impl Runtime for ProcessRuntime {
         // One harness per agent: whatever the pid file still names goes first.
         self.reap_orphans(&spec.name).await?;
         let uid = self.agent_uid(spec.uid_base);
+        if let Some(uid) = uid {
+            self.uids.hold(uid)?;
+        }
         let owned = spec.clone();
         tokio::task::spawn_blocking(move || prepare(&owned, uid))
             .await
@@ -235,7 +248,9 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
-        self.reap_orphans(&spec.name).await
+        self.reap_orphans(&spec.name).await?;
+        self.uids.release(spec.uid_base);
+        Ok(())
     }
 
     /// The program on the host in the agent's state dir, as the agent's user,

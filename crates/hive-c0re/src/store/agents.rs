@@ -6,11 +6,6 @@ use super::{Result, Store};
 use crate::clock::now_ms;
 use hive_sh4re::AgentState;
 
-/// First uid of the range systemd leaves for containers (see systemd's UIDS-GIDS.md).
-pub const UID_BASE_FIRST: u32 = 0x0008_0000;
-/// Size of one agent's user namespace range.
-pub const UID_RANGE: u32 = 0x1_0000;
-
 /// A stored agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentRow {
@@ -48,6 +43,8 @@ pub struct NewAgent<'a> {
     pub deployed_sha: Option<&'a str>,
     pub parent: Option<&'a str>,
     pub want_running: bool,
+    /// First uid of the agent's range, which the runtime's `UidRanges` picked.
+    pub uid_base: u32,
 }
 
 const COLUMNS: &str = "name, harness, config_toml, model_override, model_switched_at, active_model, uid_base, \
@@ -81,28 +78,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
 }
 
 impl Store {
-    /// Creates an agent, allocating the lowest free user-namespace range; fails if the name exists.
+    /// Creates an agent; fails if the name or the uid range is taken.
     pub fn create_agent(&self, new: &NewAgent<'_>) -> Result<AgentRow> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
-        let used: Vec<u32> = {
-            let mut st = tx.prepare("SELECT uid_base FROM agents ORDER BY uid_base")?;
-            st.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        let mut base = UID_BASE_FIRST;
-        for u in used {
-            if u == base {
-                base += UID_RANGE;
-            } else if u > base {
-                break;
-            }
-        }
         let now = now_ms();
         tx.execute(
             "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            params![new.name, new.harness, new.config_toml, base, new.want_running, new.deployed_sha, new.parent, now],
+            params![new.name, new.harness, new.config_toml, new.uid_base, new.want_running, new.deployed_sha, new.parent, now],
         )?;
         let r = tx.query_row(
             &format!("SELECT {COLUMNS} FROM agents WHERE name = ?1"),

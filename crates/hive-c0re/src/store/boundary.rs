@@ -63,7 +63,7 @@ impl Db {
 
     // ---- agents -----------------------------------------------------------
 
-    /// Creates an agent, allocating the lowest free user-namespace range; fails if the name exists.
+    /// Creates an agent; fails if the name or the uid range is taken.
     pub async fn create_agent(&self, new: &NewAgent<'_>) -> Result<AgentRow> {
         both!(self, s => s.create_agent(new))
     }
@@ -222,7 +222,8 @@ impl Db {
         both!(self, s => s.vacuum_messages())
     }
 
-    /// Forgets every message to or from a purged agent.
+    /// Forgets a purged agent's inbox and the messages it sent that were
+    /// delivered; what it sent that another mailbox has yet to receive stays.
     pub async fn purge_messages(&self, mailbox: &str) -> Result<usize> {
         both!(self, s => s.purge_messages(mailbox))
     }
@@ -360,16 +361,22 @@ impl Db {
     }
 
     /// Delivers a due schedule (the message, then its next slot) in one
-    /// transaction; None when its slot `s.next_due` was taken already.
+    /// transaction. None when nothing was delivered: the inbox is at its cap
+    /// (the schedule moves to `when_full`) or, on PostgreSQL, another node
+    /// took the slot `sched.next_due` already. `now` is the firing's time.
     pub async fn fire_schedule(
         &self,
         sched: &ScheduleRow,
         next_due: Option<i64>,
+        when_full: i64,
+        now: i64,
     ) -> Result<Option<i64>> {
-        match self {
-            Db::Sqlite(s) => s.fire_schedule(sched, next_due).map(Some),
-            Db::Postgres(s) => s.fire_schedule(sched, next_due).await,
-        }
+        both!(self, s => s.fire_schedule(sched, next_due, when_full, now))
+    }
+
+    /// Moves a schedule's next due time (the wall clock stepped back past it).
+    pub async fn set_schedule_due(&self, id: i64, next_due: i64) -> Result<()> {
+        both!(self, s => s.set_schedule_due(id, next_due))
     }
 
     /// Removes a schedule; false if there was none.
@@ -380,6 +387,11 @@ impl Db {
     /// Schedules pending for one agent.
     pub async fn schedule_count(&self, agent: &str) -> Result<u32> {
         both!(self, s => s.schedule_count(agent))
+    }
+
+    /// Schedules made by `creator` (`operator` or an agent's name).
+    pub async fn schedule_count_by(&self, creator: &str) -> Result<u32> {
+        both!(self, s => s.schedule_count_by(creator))
     }
 
     /// Removes every schedule of a destroyed agent.

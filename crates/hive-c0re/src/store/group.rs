@@ -5,6 +5,9 @@
 //! sends are queued, inserts them all in one transaction, commits once, and
 //! only then answers each: every `send` still returns after its own message
 //! is committed, and one sender alone waits for nobody.
+//!
+//! This module builds on `messages.rs` (its `send_many` is the transaction),
+//! never the other way round.
 
 use std::sync::mpsc;
 
@@ -22,6 +25,36 @@ pub(super) struct Job {
     pub recipient: String,
     pub body: String,
     pub reply: oneshot::Sender<Result<i64, SendError>>,
+}
+
+impl Store {
+    /// Commits a message through the group-commit writer: answers once it is
+    /// committed, sharing the commit with whatever other sends are under way.
+    pub async fn send_grouped(
+        &self,
+        sender: &str,
+        recipient: &str,
+        body: &str,
+    ) -> Result<i64, SendError> {
+        let Some(writer) = &self.writer else {
+            return self.send(sender, recipient, body);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            sender: sender.to_owned(),
+            recipient: recipient.to_owned(),
+            body: body.to_owned(),
+            reply,
+        };
+        if writer.send(job).is_err() {
+            // The writer is gone (it never started): commit on this thread instead.
+            return self.send(sender, recipient, body);
+        }
+        match answer.await {
+            Ok(r) => r,
+            Err(_) => self.send(sender, recipient, body),
+        }
+    }
 }
 
 /// Starts the writer thread for `store`; it ends when the queue's senders are gone.

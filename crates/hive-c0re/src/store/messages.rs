@@ -94,34 +94,6 @@ impl Store {
         Ok(id)
     }
 
-    /// Commits a message through the group-commit writer: answers once it is
-    /// committed, sharing the commit with whatever other sends are under way.
-    pub async fn send_grouped(
-        &self,
-        sender: &str,
-        recipient: &str,
-        body: &str,
-    ) -> Result<i64, SendError> {
-        let Some(writer) = &self.writer else {
-            return self.send(sender, recipient, body);
-        };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = super::group::Job {
-            sender: sender.to_owned(),
-            recipient: recipient.to_owned(),
-            body: body.to_owned(),
-            reply,
-        };
-        if writer.send(job).is_err() {
-            // The writer is gone (it never started): commit on this thread instead.
-            return self.send(sender, recipient, body);
-        }
-        match answer.await {
-            Ok(r) => r,
-            Err(_) => self.send(sender, recipient, body),
-        }
-    }
-
     /// Commits several messages in one transaction; each may be refused on its own (inbox full).
     pub(super) fn send_many(&self, items: &[(&str, &str, &str)]) -> Vec<Result<i64, SendError>> {
         let mut g = self.lock();
@@ -158,10 +130,21 @@ impl Store {
         match attempt(&mut g) {
             Ok(out) => out,
             Err(e) => {
+                let full = e.is_disk_full();
                 let msg = e.to_string();
                 items
                     .iter()
-                    .map(|_| Err(SendError::Store(StoreError::Batch(msg.clone()))))
+                    .map(|_| {
+                        Err(SendError::Store(if full {
+                            // Kept recognisable, so the caller can say which disk and what to do.
+                            StoreError::Sql(rusqlite::Error::SqliteFailure(
+                                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                                None,
+                            ))
+                        } else {
+                            StoreError::Batch(msg.clone())
+                        }))
+                    })
                     .collect()
             }
         }
@@ -318,11 +301,12 @@ impl Store {
         Ok(n)
     }
 
-    /// Forgets every message to or from a purged agent.
+    /// Forgets a purged agent's inbox and the messages it sent that were
+    /// delivered; what it sent that another mailbox has yet to receive stays.
     pub fn purge_messages(&self, mailbox: &str) -> Result<usize> {
         let mut g = self.lock();
         let n = g.conn.execute(
-            "DELETE FROM messages WHERE recipient = ?1 OR sender = ?1",
+            "DELETE FROM messages WHERE recipient = ?1 OR (sender = ?1 AND delivered_at IS NOT NULL)",
             params![mailbox],
         )?;
         g.depth.remove(mailbox);

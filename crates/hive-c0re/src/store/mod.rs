@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-pub use agents::{AgentRow, NewAgent, UID_BASE_FIRST, UID_RANGE};
+pub use agents::{AgentRow, NewAgent};
 pub use approvals::{ApprovalRow, NewApproval};
 pub use boundary::Db;
 pub use events::EventRow;
@@ -70,6 +70,19 @@ pub enum StoreError {
     /// Connection settings that cannot work, said as a sentence.
     #[error("{0}")]
     Settings(String),
+}
+
+impl StoreError {
+    /// True when the database could not write because its disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            Self::Pg(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
 }
 
 /// Result alias of the store.
@@ -135,8 +148,13 @@ impl Store {
 
     fn init(conn: Connection, path: &Path, limits: Limits) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // Lets vacuum hand freed pages back to the file system (takes effect on a new database).
-        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        // Lets vacuum hand freed pages back to the file system. It takes effect
+        // on a new database only, and setting it writes: on an existing one a
+        // full disk would refuse the open.
+        let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        if pages == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -86,9 +86,24 @@ impl Store {
 
     /// Delivers a due schedule in one transaction: the message from `system`, then the
     /// next due time (or the schedule's removal), so a crash cannot deliver it twice.
-    pub fn fire_schedule(&self, s: &ScheduleRow, next_due: Option<i64>) -> Result<i64> {
+    ///
+    /// An inbox at its cap takes nothing, as for a send: the schedule then
+    /// moves to `when_full` and None is returned. `now` is the firing's time.
+    pub fn fire_schedule(
+        &self,
+        s: &ScheduleRow,
+        next_due: Option<i64>,
+        when_full: i64,
+        now: i64,
+    ) -> Result<Option<i64>> {
         let mut g = self.lock();
-        let now = now_ms();
+        if g.depth.get(&s.agent).copied().unwrap_or(0) >= self.limits.inbox_cap {
+            g.conn.execute(
+                "UPDATE schedules SET next_due = ?1 WHERE id = ?2",
+                params![when_full, s.id],
+            )?;
+            return Ok(None);
+        }
         let tx = g.conn.transaction()?;
         tx.execute(
             "INSERT INTO messages (sender, recipient, body, created_at) VALUES ('system', ?1, ?2, ?3)",
@@ -104,7 +119,16 @@ impl Store {
         };
         tx.commit()?;
         *g.depth.entry(s.agent.clone()).or_default() += 1;
-        Ok(id)
+        Ok(Some(id))
+    }
+
+    /// Moves a schedule's next due time (the wall clock stepped back past it).
+    pub fn set_schedule_due(&self, id: i64, next_due: i64) -> Result<()> {
+        self.lock().conn.execute(
+            "UPDATE schedules SET next_due = ?1 WHERE id = ?2",
+            params![next_due, id],
+        )?;
+        Ok(())
     }
 
     /// Removes a schedule; false if there was none.
@@ -122,6 +146,14 @@ impl Store {
         Ok(g.conn
             .prepare_cached("SELECT COUNT(*) FROM schedules WHERE agent = ?1")?
             .query_row(params![agent], |r| r.get(0))?)
+    }
+
+    /// Schedules made by `creator` (`operator` or an agent's name).
+    pub fn schedule_count_by(&self, creator: &str) -> Result<u32> {
+        let g = self.lock();
+        Ok(g.conn
+            .prepare_cached("SELECT COUNT(*) FROM schedules WHERE created_by = ?1")?
+            .query_row(params![creator], |r| r.get(0))?)
     }
 
     /// Removes every schedule of a destroyed agent.

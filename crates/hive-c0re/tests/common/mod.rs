@@ -43,6 +43,9 @@ pub struct Opts {
     pub nofile: Option<u64>,
     /// A network namespace the daemon runs in (the host's when `None`).
     pub netns: Option<TestNetns>,
+    /// Puts the state dir on a tmpfs of this many bytes, in a mount namespace
+    /// of the test's own (see [`TestMountNs`]); the daemon runs in it.
+    pub state_tmpfs: Option<u64>,
 }
 
 impl Default for Opts {
@@ -53,6 +56,7 @@ impl Default for Opts {
             env: vec![],
             nofile: None,
             netns: None,
+            state_tmpfs: None,
         }
     }
 }
@@ -125,11 +129,95 @@ impl TestNetns {
     }
 }
 
+/// A private mount namespace made for a test, in which one directory is a
+/// tmpfs of a given size; gone with its last user (this handle and the
+/// processes put in it), so it needs no cleanup and no mount outside it changes.
+#[derive(Clone)]
+pub struct TestMountNs(std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl TestMountNs {
+    /// A mount namespace where `dir` (created if need be) is a fresh tmpfs of `bytes`.
+    pub fn tmpfs(dir: &Path, bytes: u64) -> Self {
+        use nix::mount::{MsFlags, mount};
+        let dir = dir.to_path_buf();
+        let fd = std::thread::spawn(move || {
+            // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNS) },
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            // Nothing mounted here propagates to the host's namespace.
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            mount(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(format!("size={bytes},mode=0755").as_str()),
+            )
+            .unwrap();
+            std::os::fd::OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt").unwrap())
+        })
+        .join()
+        .unwrap();
+        Self(std::sync::Arc::new(fd))
+    }
+
+    /// Makes `cmd` start in this namespace.
+    pub fn put(&self, cmd: &mut Command) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = self.0.as_raw_fd();
+        // SAFETY: one setns between fork and exec, on an fd we hold.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Runs `f` on a thread in this namespace (where its file operations see the tmpfs).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: this scoped thread's own fs attributes, then its mount namespace.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_FS) }, 0);
+                assert_eq!(
+                    unsafe { libc::setns(fd, libc::CLONE_NEWNS) },
+                    0,
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
 /// A running `hive-c0re serve` over its own state and run dirs.
 pub struct TestHive {
     pub dir: tempfile::TempDir,
     pub opts: Opts,
     pub child: Option<Child>,
+    /// Where the state dir is a tmpfs (`Opts::state_tmpfs`).
+    pub mountns: Option<TestMountNs>,
 }
 
 impl TestHive {
@@ -146,10 +234,14 @@ impl TestHive {
             .unwrap();
         // Agents of a root daemon run as their own uids and must reach their dirs below it.
         searchable(dir.path());
+        let mountns = opts
+            .state_tmpfs
+            .map(|bytes| TestMountNs::tmpfs(&dir.path().join("state"), bytes));
         let mut h = Self {
             dir,
             opts,
             child: None,
+            mountns,
         };
         h.serve();
         h
@@ -212,6 +304,9 @@ impl TestHive {
             }
         }
         if let Some(ns) = &self.opts.netns {
+            ns.put(&mut cmd);
+        }
+        if let Some(ns) = &self.mountns {
             ns.put(&mut cmd);
         }
         let child = cmd.spawn().expect("hive-c0re serve starts");
@@ -610,6 +705,37 @@ impl TestHive {
     }
 }
 
+/// Makes `dest` an executable copy of `from`; see [`write_exe`] for why a child process writes it.
+pub fn copy_exe(from: &Path, dest: &Path) {
+    let st = Command::new("install")
+        .args(["-m", "0755"])
+        .arg(from)
+        .arg(dest)
+        .status()
+        .expect("install runs");
+    assert!(
+        st.success(),
+        "install {} {}: {st}",
+        from.display(),
+        dest.display()
+    );
+}
+
+/// Makes `dest` an executable holding `text`, written by a child process.
+///
+/// Were this process to write it, its open write fd would be copied into any
+/// child another test thread forks meanwhile (close-on-exec closes it only at
+/// that child's exec, which can come late under load); running `dest` while a
+/// writer is open anywhere fails with ETXTBSY ("Text file busy"). A child
+/// process (`install`) writes it instead, and this process never holds a
+/// writable fd of an executable.
+pub fn write_exe(dest: &Path, text: &str) {
+    let source = dest.with_extension("source");
+    std::fs::write(&source, text).unwrap();
+    copy_exe(&source, dest);
+    std::fs::remove_file(&source).unwrap();
+}
+
 /// Lets other users pass through `dir` (not list it), as agents running as their own uids must.
 pub fn searchable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -723,4 +849,21 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// One request on an agent's own socket, as that agent (its harness, or a
+/// hostile program in its container) would send it; the parsed answer.
+pub fn agent_call(hive: &TestHive, agent: &str, req: serde_json::Value) -> serde_json::Value {
+    let sock = hive.run_dir().join("agents").join(agent).join("agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{agent}'s agent.sock never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = Conn::open(&sock);
+    c.send(&req.to_string());
+    c.recv_json()
 }

@@ -112,6 +112,13 @@ pub struct Events {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pending {}
 
+/// `approval_diff` *ours*: what approving would change, the approval's pinned
+/// `agent.toml` against the deployed one, as a unified diff (`diff`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDiff {
+    pub id: i64,
+}
+
 /// `approve`: approve an approval and carry it out now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Approve {

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use crate::runtime::RuntimeError;
 
 /// Size of an agent's user namespace range (uid and gid).
-pub(crate) const UID_RANGE: u32 = 65536;
+pub const UID_RANGE: u32 = 65536;
 
 /// One spawn request for the spawner thread.
 struct Job {

@@ -3,9 +3,9 @@
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::{ADVISORY_CLASS, Key, PgStore};
+use super::PgStore;
 use crate::clock::now_ms;
-use crate::store::{AgentRow, NewAgent, Result, StoreError, UID_BASE_FIRST, UID_RANGE};
+use crate::store::{AgentRow, NewAgent, Result, StoreError};
 use hive_sh4re::AgentState;
 
 const COLUMNS: &str = "name, harness, config_toml, model_override, model_switched_at, active_model, uid_base, \
@@ -43,43 +43,20 @@ fn row(r: &Row) -> Result<AgentRow> {
 type Param<'a> = &'a (dyn ToSql + Sync);
 
 impl PgStore {
-    /// Creates an agent, allocating the lowest free user-namespace range; fails if the name exists.
+    /// Creates an agent; fails if the name or the uid range is taken.
     pub async fn create_agent(&self, new: &NewAgent<'_>) -> Result<AgentRow> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        // Nodes creating agents at once would pick the same range: one at a time.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&ADVISORY_CLASS, &(Key::CreateAgent as i32)],
-        )
-        .await?;
-        let used: Vec<i64> = tx
-            .query("SELECT uid_base FROM agents ORDER BY uid_base", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut base = i64::from(UID_BASE_FIRST);
-        for u in used {
-            if u == base {
-                base += i64::from(UID_RANGE);
-            } else if u > base {
-                break;
-            }
-        }
+        let c = self.client().await?;
         let now = now_ms();
-        let r = tx
+        let r = c
             .query_one(
                 &format!(
                     "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
                 ),
-                &[&new.name, &new.harness, &new.config_toml, &base, &new.want_running, &new.deployed_sha, &new.parent, &now],
+                &[&new.name, &new.harness, &new.config_toml, &i64::from(new.uid_base), &new.want_running, &new.deployed_sha, &new.parent, &now],
             )
             .await?;
-        let agent = row(&r)?;
-        tx.commit().await?;
-        Ok(agent)
+        row(&r)
     }
 
     /// One agent, if it exists.

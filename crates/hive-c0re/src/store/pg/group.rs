@@ -67,10 +67,18 @@ pub(super) fn start(
     events: mpsc::UnboundedReceiver<EventJob>,
 ) {
     let sends = Arc::new(Mutex::new(sends));
-    let events = Arc::new(Mutex::new(EventQueue { rx: events, next: None }));
+    let events = Arc::new(Mutex::new(EventQueue {
+        rx: events,
+        next: None,
+    }));
     let ids = Arc::new(Mutex::new(VecDeque::new()));
     for _ in 0..WRITERS {
-        tokio::spawn(send_writer(pool.clone(), limits.clone(), sends.clone(), ids.clone()));
+        tokio::spawn(send_writer(
+            pool.clone(),
+            limits.clone(),
+            sends.clone(),
+            ids.clone(),
+        ));
         tokio::spawn(event_writer(pool.clone(), events.clone()));
     }
 }
@@ -118,7 +126,12 @@ async fn take_ids(pool: &Pool, reserve: &Mutex<VecDeque<i64>>, n: usize) -> Resu
             )
             .await?;
         let want = ID_RESERVE.max(n as i64);
-        let mut fresh: Vec<i64> = c.query(&st, &[&want]).await?.iter().map(|r| r.get(0)).collect();
+        let mut fresh: Vec<i64> = c
+            .query(&st, &[&want])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         fresh.sort_unstable();
         r.extend(fresh);
     }
@@ -283,7 +296,9 @@ async fn event_writer(pool: Pool, queue: Arc<Mutex<EventQueue>>) {
         let ids = loop {
             match event_batch(&pool, &batch).await {
                 Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && connection_lost(&e) => {
-                    tracing::warn!("the database connection dropped before a commit; trying again: {e}");
+                    tracing::warn!(
+                        "the database connection dropped before a commit; trying again: {e}"
+                    );
                     attempt += 1;
                 }
                 other => break other.map_err(Failure::error),

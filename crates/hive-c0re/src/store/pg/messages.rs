@@ -245,12 +245,14 @@ impl PgStore {
         result
     }
 
-    /// Forgets every message to or from a purged agent.
+    /// Forgets a purged agent's inbox and the messages it sent that were
+    /// delivered; what it sent that another mailbox has yet to receive stays.
     pub async fn purge_messages(&self, mailbox: &str) -> Result<usize> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "WITH d AS (DELETE FROM messages WHERE recipient = $1 OR sender = $1 \
+                "WITH d AS (DELETE FROM messages \
+                   WHERE recipient = $1 OR (sender = $1 AND delivered_at IS NOT NULL) \
                    RETURNING recipient, delivered_at), \
                  u AS (UPDATE mailboxes m SET depth = GREATEST(m.depth - g.n, 0) \
                    FROM (SELECT recipient, count(*) AS n FROM d WHERE delivered_at IS NULL AND recipient <> $1 \

@@ -50,7 +50,7 @@ const EVENTS_CLASS: i32 = 0x6869_7666;
 #[derive(Clone, Copy)]
 pub(super) enum Key {
     Migrate = 1,
-    CreateAgent = 2,
+    // 2 was the agents' uid ranges, which the runtime's registry now picks.
     Vacuum = 3,
 }
 

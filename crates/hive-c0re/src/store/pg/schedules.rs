@@ -76,17 +76,38 @@ impl PgStore {
         Ok(c.query(&st, &[&now]).await?.iter().map(row).collect())
     }
 
-    /// Delivers a due schedule in one transaction: the slot `s.next_due` is
-    /// taken (moved to `next_due`, or the schedule removed), then the message
-    /// from `system` is inserted. None when the slot was taken already.
+    /// Delivers a due schedule in one transaction: the message from
+    /// `system`, then the next due time (or the schedule's removal). None
+    /// when nothing was delivered: another node took the slot `s.next_due`
+    /// already, or the inbox is at its cap (the schedule then moves to
+    /// `when_full`, as on sqlite). `now` is the firing's time.
     pub async fn fire_schedule(
         &self,
         s: &ScheduleRow,
         next_due: Option<i64>,
+        when_full: i64,
+        now: i64,
     ) -> Result<Option<i64>> {
         let mut c = self.client().await?;
-        let now = now_ms();
         let tx = c.transaction().await?;
+        // The mailbox row locked first, as a send locks it: the cap read here holds until the commit.
+        let depth: i64 = tx
+            .query_one(
+                "INSERT INTO mailboxes (recipient) VALUES ($1) \
+                 ON CONFLICT (recipient) DO UPDATE SET depth = mailboxes.depth RETURNING depth",
+                &[&s.agent],
+            )
+            .await?
+            .get(0);
+        if u64::try_from(depth).unwrap_or(0) >= self.limits().inbox_cap {
+            tx.execute(
+                "UPDATE schedules SET next_due = $1 WHERE id = $2 AND next_due = $3",
+                &[&when_full, &s.id, &s.next_due],
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(None);
+        }
         let taken = match next_due {
             Some(t) => {
                 tx.execute(
@@ -111,8 +132,7 @@ impl PgStore {
             .query_one(
                 "WITH m AS (INSERT INTO messages (sender, recipient, body, created_at) \
                    VALUES ('system', $1, $2, $3) RETURNING id), \
-                 d AS (INSERT INTO mailboxes (recipient, depth) VALUES ($1, 1) \
-                   ON CONFLICT (recipient) DO UPDATE SET depth = mailboxes.depth + 1) \
+                 d AS (UPDATE mailboxes SET depth = depth + 1 WHERE recipient = $1) \
                  SELECT id FROM m",
                 &[&s.agent, &s.text, &now],
             )
@@ -120,6 +140,17 @@ impl PgStore {
             .get(0);
         tx.commit().await?;
         Ok(Some(id))
+    }
+
+    /// Moves a schedule's next due time (the wall clock stepped back past it).
+    pub async fn set_schedule_due(&self, id: i64, next_due: i64) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE schedules SET next_due = $1 WHERE id = $2",
+            &[&next_due, &id],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Removes a schedule; false if there was none.
@@ -135,6 +166,19 @@ impl PgStore {
         let c = self.client().await?;
         let n: i64 = c
             .query_one("SELECT count(*) FROM schedules WHERE agent = $1", &[&agent])
+            .await?
+            .get(0);
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Schedules made by `creator` (`operator` or an agent's name).
+    pub async fn schedule_count_by(&self, creator: &str) -> Result<u32> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM schedules WHERE created_by = $1",
+                &[&creator],
+            )
             .await?
             .get(0);
         Ok(u32::try_from(n).unwrap_or(u32::MAX))

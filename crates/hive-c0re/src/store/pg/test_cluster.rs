@@ -40,6 +40,20 @@ static SHARED: LazyLock<Result<TestCluster, String>> =
     LazyLock::new(|| TestCluster::start(false).map_err(|e| e.to_string()));
 
 impl TestCluster {
+    /// True, with a note on stderr, when no PostgreSQL server is installed:
+    /// a test on PostgreSQL then skips itself (scripts/deps.sh installs one
+    /// for CI). A server that is installed but fails to start still fails
+    /// the test.
+    pub fn missing() -> bool {
+        match bin_dir() {
+            Ok(_) => false,
+            Err(e) => {
+                eprintln!("skipped, PostgreSQL is not installed: {e}");
+                true
+            }
+        }
+    }
+
     /// The process's cluster (fsync off), started on first use.
     pub fn shared() -> &'static TestCluster {
         match &*SHARED {

@@ -114,6 +114,9 @@ macro_rules! both {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
+                    if $crate::store::pg::TestCluster::missing() {
+                        return;
+                    }
                     let f = $crate::store::tests::Fixture::new($crate::store::tests::Backend::Postgres).await;
                     super::$name(f).await
                 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use hive_sh4re::AgentState;
 
 use super::both;
-use crate::store::{Limits, NewAgent, NewApproval, SendError, UID_BASE_FIRST, UID_RANGE};
+use crate::store::{Limits, NewAgent, NewApproval, SendError};
 
 fn agent(name: &str) -> NewAgent<'_> {
     NewAgent {
@@ -15,6 +15,7 @@ fn agent(name: &str) -> NewAgent<'_> {
         deployed_sha: None,
         parent: None,
         want_running: true,
+        uid_base: 0x8_0000 + 0x1_0000 * u32::from(name.as_bytes()[0]),
     }
 }
 
@@ -183,31 +184,37 @@ both! {
         assert_eq!(ids(&s.recent_messages("alice", 2).await.unwrap()), [b, c]);
     }
 
-    async fn purge_forgets_a_mailbox_and_keeps_others_depth_true(f) {
+    async fn purge_forgets_a_mailbox_and_what_it_sent_that_was_read(f) {
         let s = f.open().await;
         s.send("operator", "alice", "to alice").await.unwrap();
         s.send("alice", "bob", "from alice").await.unwrap();
         assert_eq!(s.recv("bob", 10).await.unwrap().len(), 1);
         let c = s.send("carol", "bob", "from carol").await.unwrap();
+        let on_its_way = s.send("alice", "dave", "not yet read").await.unwrap();
         assert_eq!(s.purge_messages("alice").await.unwrap(), 2);
+        assert_eq!(s.inbox_depth("dave").await.unwrap(), 1, "what alice sent unread stays");
+        assert_eq!(ids(&s.recv("dave", 10).await.unwrap()), [on_its_way]);
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
-        assert!(s.recent_messages("alice", 10).await.unwrap().is_empty());
+        assert_eq!(ids(&s.recent_messages("alice", 10).await.unwrap()), [on_its_way]);
         assert_eq!(s.inbox_depth("bob").await.unwrap(), 1);
         assert_eq!(ids(&s.recv("bob", 10).await.unwrap()), [c]);
     }
 
     // ---- agents -------------------------------------------------------------
 
-    async fn uid_ranges_are_distinct_and_reused_after_delete(f) {
+    async fn names_and_uid_ranges_are_unique_and_a_range_is_free_after_delete(f) {
         let s = f.open().await;
         let a = s.create_agent(&agent("a")).await.unwrap();
-        let b = s.create_agent(&agent("b")).await.unwrap();
-        assert_eq!(a.uid_base, UID_BASE_FIRST);
-        assert_eq!(b.uid_base, UID_BASE_FIRST + UID_RANGE);
-        assert_eq!(a.uid_base % 65536, 0);
+        assert_eq!(a.uid_base, agent("a").uid_base);
+        s.create_agent(&agent("b")).await.unwrap();
+        assert!(s.create_agent(&agent("b")).await.is_err(), "a name twice");
+        let twin = NewAgent {
+            uid_base: a.uid_base,
+            ..agent("c")
+        };
+        assert!(s.create_agent(&twin).await.is_err(), "a range twice");
         assert!(s.delete_agent("a").await.unwrap());
-        assert_eq!(s.create_agent(&agent("c")).await.unwrap().uid_base, UID_BASE_FIRST);
-        assert!(s.create_agent(&agent("b")).await.is_err());
+        assert_eq!(s.create_agent(&twin).await.unwrap().uid_base, a.uid_base);
         let names: Vec<String> = s.agents().await.unwrap().into_iter().map(|a| a.name).collect();
         assert_eq!(names, ["b", "c"]);
     }
@@ -222,6 +229,7 @@ both! {
                 deployed_sha: Some("abc123"),
                 parent: Some("manager"),
                 want_running: false,
+                uid_base: 0xfffe_0000,
             })
             .await
             .unwrap();
@@ -371,8 +379,8 @@ both! {
         assert_eq!(s.schedule_count("alice").await.unwrap(), 2);
         let due = s.due_schedules(500).await.unwrap();
         assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [once, rep]);
-        assert!(s.fire_schedule(&due[0], None).await.unwrap().is_some());
-        assert!(s.fire_schedule(&due[1], Some(3_800)).await.unwrap().is_some());
+        assert!(s.fire_schedule(&due[0], None, 0, 500).await.unwrap().is_some());
+        assert!(s.fire_schedule(&due[1], Some(3_800), 0, 500).await.unwrap().is_some());
         let got = s.recv("alice", 10).await.unwrap();
         assert_eq!(
             got.iter().map(|m| (m.sender.as_str(), m.body.as_str())).collect::<Vec<_>>(),
@@ -383,7 +391,25 @@ both! {
         assert!(left[0].last_fired_at.is_some());
         assert!(s.remove_schedule(rep).await.unwrap());
         assert!(!s.remove_schedule(rep).await.unwrap());
+        assert_eq!(s.schedule_count_by("operator").await.unwrap(), 1);
         assert_eq!(s.remove_schedules_of("bob").await.unwrap(), 1);
+        assert_eq!(s.schedule_count_by("operator").await.unwrap(), 0);
         assert_eq!(s.next_schedule_due().await.unwrap(), None);
+    }
+
+    async fn a_schedule_waits_while_the_inbox_is_full_and_moves_when_the_clock_steps(f) {
+        let s = f.open_with(Limits { inbox_cap: 1, ..Limits::default() }).await;
+        s.send("operator", "alice", "fills the inbox").await.unwrap();
+        let id = s.add_schedule("alice", "every 1h", "check in", true, 100, "operator").await.unwrap();
+        let due = s.due_schedules(500).await.unwrap();
+        assert_eq!(s.fire_schedule(&due[0], Some(3_700), 3_700, 500).await.unwrap(), None);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 1, "a full inbox takes nothing");
+        assert_eq!(s.schedules().await.unwrap()[0].next_due, 3_700);
+        assert_eq!(s.recv("alice", 10).await.unwrap().len(), 1);
+        let due = s.due_schedules(4_000).await.unwrap();
+        assert!(s.fire_schedule(&due[0], Some(7_300), 7_300, 4_000).await.unwrap().is_some());
+        assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "check in");
+        s.set_schedule_due(id, 50).await.unwrap();
+        assert_eq!(s.next_schedule_due().await.unwrap(), Some(50));
     }
 }

@@ -51,8 +51,8 @@ impl Hive {
         Ok(EffectiveConfig {
             name: name.to_string(),
             is_manager: name.is_manager(),
-            model: Self::effective_model(&row),
-            config: Self::config_of(&row),
+            model: Self::effective_model(&row)?,
+            config: Self::config_of(&row)?,
             session_id: row.session_id.clone(),
         })
     }
@@ -65,20 +65,20 @@ impl Hive {
         loop {
             let mut rx = self.broker.watch_inbox(name.as_str());
             let row = self.agent_row(name)?;
-            let nap_left = row.nap_until.map(|t| t - now_ms()).filter(|&l| l > 0);
+            let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
-            if !row.paused && nap_left.is_none() && self.store.has_unclaimed(name.as_str())? {
-                let messages = self.store.claim(name.as_str(), TURN_BATCH)?;
+            if !row.paused && nap_left.is_none() && self.has_unclaimed(name)? {
+                // No turn without a readable config: its messages wait for one, unclaimed.
+                let config = self.effective_config(name)?;
+                let messages = self.claim(name, TURN_BATCH)?;
                 if !messages.is_empty() {
-                    let config = self.effective_config(name)?;
                     return Ok(Some(Turn { messages, config }));
                 }
             }
-            let nap_end =
-                nap_left.map(|l| tokio::time::Instant::now() + Duration::from_millis(l as u64));
+            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return Ok(None) },
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
@@ -89,9 +89,9 @@ impl Hive {
     }
 
     /// Ends a turn: settles its messages, records its figures (with the inbox
-    /// depth that is left) and `turn_end` event, keeps its session unless the
-    /// operator started a fresh one meanwhile, and marks the agent idle.
-    /// Returns the config for what the harness does next.
+    /// depth that is left), keeps its session unless the operator started a
+    /// fresh one meanwhile, marks the agent idle, and only then records the
+    /// `turn_end` event. Returns the config for what the harness does next.
     pub fn end_turn(
         &self,
         name: &AgentName,
@@ -101,18 +101,7 @@ impl Hive {
         session: Option<&str>,
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
-        let held = match outcome {
-            TurnOutcome::Ack => {
-                self.store.ack(agent, &claim.ids)?;
-                vec![]
-            }
-            TurnOutcome::Release => {
-                self.store.release_claims(agent)?;
-                self.broker.poke(agent);
-                vec![]
-            }
-            TurnOutcome::Hold => self.store.hold_claims(agent)?,
-        };
+        let held = self.settle(name, &claim.ids, outcome)?;
         self.record_turn(name, stats)?;
         if let Some(s) = session {
             self.store
@@ -126,8 +115,17 @@ impl Hive {
         if !held.is_empty() {
             end["held"] = held.into();
         }
-        self.add_events(name, &[("turn_end".to_owned(), end.to_string())])?;
-        self.set_state(name, AgentState::Idle, None)?;
+        // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
+        // sees that event reads the whole turn. The state event follows it, as always.
+        self.store.set_state(agent, AgentState::Idle, None)?;
+        self.add_events(
+            name,
+            &[
+                ("turn_end".to_owned(), end.to_string()),
+                crate::hive::state_event(AgentState::Idle, None),
+            ],
+        )?;
+        self.broker.publish(Change::Agent(name.to_string()));
         self.effective_config(name)
     }
 }

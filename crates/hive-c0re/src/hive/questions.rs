@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
+use hive_sh4re::host::Question;
 
 use crate::broker::Change;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::store::QuestionRow;
 
 /// TTL used when the manager gives none.
 pub const DEFAULT_TTL_SECONDS: u64 = 3600;
@@ -117,6 +119,40 @@ impl Hive {
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);
         Ok(())
+    }
+
+    /// One question, if it exists.
+    pub fn question(&self, id: i64) -> Result<Option<Question>> {
+        Ok(self
+            .store
+            .question(id)?
+            .map(|q| question_wire(&q, now_ms())))
+    }
+
+    /// The newest operator questions.
+    pub fn questions(&self) -> Result<Vec<Question>> {
+        let now = now_ms();
+        Ok(self
+            .store
+            .questions(200)?
+            .iter()
+            .map(|q| question_wire(q, now))
+            .collect())
+    }
+}
+
+/// A stored question as the wire shows it.
+pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
+    Question {
+        id: q.id,
+        agent: q.agent.clone(),
+        question: q.question.clone(),
+        options: q.options.clone(),
+        asked_at: rfc3339(q.asked_at),
+        deadline: rfc3339(q.deadline),
+        status: q.status(now).to_owned(),
+        answer: q.answer.clone(),
+        answered_at: q.answered_at.map(rfc3339),
     }
 }
 

@@ -2,18 +2,27 @@
 //! derived series the dashboard, host.sock and `hive-c0re stats` show.
 //!
 //! A turn's rows share one timestamp; `turn.duration_ms` marks each turn.
+//!
+//! Between turns, the inbox depth is sampled at every send and claim; the
+//! deepest since the last turn is kept in memory (a restart forgets it) and
+//! recorded with the next turn's figures as `inbox.depth_peak`, so a burst
+//! that a turn then drains still shows. The approval queue's length is
+//! recorded as a hive-wide row (agent [`HIVE_WIDE`]) at every change.
 
 use std::collections::BTreeMap;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::agent::TurnStats;
-use hive_sh4re::host::{AgentStats, StatsSummary, TurnPoint};
+use hive_sh4re::host::{AgentStats, SeriesPoint, StatsSummary, TurnPoint};
 
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Result;
 use crate::hive::Hive;
 use crate::store::{AgentRow, StatRow};
+
+/// The `stats` rows' agent for hive-wide figures ('#' never starts an agent name).
+pub const HIVE_WIDE: &str = "#hive";
 
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;
@@ -33,6 +42,7 @@ impl Hive {
     pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<()> {
         let total: u64 = s.tool_calls.values().sum();
         let inbox_depth = self.store.inbox_depth(agent.as_str());
+        let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
         let mut rows: Vec<(String, f64)> = vec![
             ("turn.duration_ms".into(), s.duration_ms as f64),
             ("turn.tool_calls".into(), total as f64),
@@ -40,6 +50,7 @@ impl Hive {
             ("turn.exit_code".into(), s.exit_code.unwrap_or(-1) as f64),
             ("turn.messages_received".into(), s.messages_received as f64),
             ("inbox.depth".into(), inbox_depth as f64),
+            ("inbox.depth_peak".into(), peak as f64),
         ];
         rows.extend(
             s.tool_calls
@@ -66,6 +77,40 @@ impl Hive {
         Ok(())
     }
 
+    /// Samples the agent's inbox depth (after a send to it, or a claim of it)
+    /// for the peak its next turn's figures record.
+    pub(super) fn sample_inbox(&self, agent: &str) {
+        let depth = self.store.inbox_depth(agent);
+        let mut peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
+        let peak = peaks.entry(agent.to_owned()).or_default();
+        *peak = (*peak).max(depth);
+    }
+
+    /// The deepest the inbox was since the last call (at least `now`), and
+    /// starts the next interval at `now`.
+    fn take_inbox_peak(&self, agent: &str, now: u64) -> u64 {
+        let mut peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
+        peaks.insert(agent.to_owned(), now).unwrap_or(0).max(now)
+    }
+
+    /// Records the approval queue's length, hive-wide, after a change (a failure is only logged).
+    pub(super) fn record_approvals_pending(&self) {
+        let recorded = self.store.pending_approvals().and_then(|n| {
+            self.store
+                .add_stats(HIVE_WIDE, [("approvals.pending", n as f64)])
+        });
+        if let Err(e) = recorded {
+            tracing::warn!("could not record the approval queue's length: {e}");
+        }
+    }
+
+    /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
+    pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
+        self.store
+            .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        Ok(())
+    }
+
     /// Derived figures of one agent (or every agent) over the last `window_ms`.
     pub fn stats_summary(&self, agent: Option<&AgentName>, window_ms: i64) -> Result<StatsSummary> {
         let now = now_ms();
@@ -80,6 +125,21 @@ impl Hive {
             by_agent.entry(r.agent.as_str()).or_default().push(r);
         }
         let window_s = (now - since) as f64 / 1000.0;
+        let approvals_pending = self.store.pending_approvals()?;
+        let mut approvals_series: Vec<SeriesPoint> = self
+            .store
+            .stats_since(Some(HIVE_WIDE), since)?
+            .iter()
+            .filter(|r| r.key == "approvals.pending")
+            .map(|r| SeriesPoint {
+                ts: r.ts as f64 / 1000.0,
+                value: r.value,
+            })
+            .collect();
+        approvals_series.push(SeriesPoint {
+            ts: now as f64 / 1000.0,
+            value: approvals_pending as f64,
+        });
         let per_agent = agents
             .iter()
             .map(|a| {
@@ -97,7 +157,8 @@ impl Hive {
         Ok(StatsSummary {
             since: rfc3339(since),
             window_seconds: window_s,
-            approvals_pending: self.store.pending_approvals()?,
+            approvals_pending,
+            approvals_series,
             stuck_after_seconds: stuck_after(),
             agents: per_agent,
         })
@@ -141,9 +202,11 @@ impl Hive {
                     *received.entry(c.to_owned()).or_default() += v;
                 }
             }
-            st.inbox_depth_max = st
-                .inbox_depth_max
-                .max(t.get("inbox.depth").copied().unwrap_or(0.0) as u64);
+            let deepest = ["inbox.depth", "inbox.depth_peak"]
+                .iter()
+                .filter_map(|k| t.get(k).copied())
+                .fold(0.0, f64::max);
+            st.inbox_depth_max = st.inbox_depth_max.max(deepest as u64);
             st.tokens_in += t.get("tokens.in").copied().unwrap_or(0.0) as u64;
             st.tokens_out += t.get("tokens.out").copied().unwrap_or(0.0) as u64;
             st.cost_usd += t.get("cost.usd").copied().unwrap_or(0.0);
@@ -172,7 +235,7 @@ impl Hive {
         st.inbox_depth_max = st.inbox_depth_max.max(st.inbox_depth_current);
         st.seconds_since_last_turn = a.last_turn_at.map(|t| (now - t) as f64 / 1000.0);
         let quiet_since = a.last_turn_at.unwrap_or(a.created_at).max(a.state_since);
-        let napping = a.nap_until.is_some_and(|t| t > now);
+        let napping = self.nap_left(&a.name, a.nap_until, now).is_some();
         // Messages held after a cancelled turn wait for the operator's next word, by design.
         let held = self.store.held_count(&a.name).unwrap_or(0);
         st.stuck = st.inbox_depth_current > held
@@ -195,7 +258,69 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use std::time::Duration;
+
+    use hive_sh4re::Mailbox;
+    use hive_sh4re::agent::{TurnOutcome, TurnStats};
+    use hive_sh4re::config::AgentConfig;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_inbox_peak_between_turn_ends_and_the_approval_queue_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        hive.add_stopped(&alice, &AgentConfig::default().to_toml())
+            .unwrap();
+        let to = Mailbox::Agent(alice.clone());
+        for i in 0..3 {
+            hive.send(&Mailbox::Operator, &to, &format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        let turn = hive
+            .next_turn(&alice, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("a turn");
+        // Two more arrive during the turn: five wait at the peak, two are left.
+        for i in 3..5 {
+            hive.send(&Mailbox::Operator, &to, &format!("m{i}"))
+                .await
+                .unwrap();
+        }
+        hive.end_turn(
+            &alice,
+            &turn.claim(),
+            &TurnStats::default(),
+            TurnOutcome::Ack,
+            None,
+        )
+        .unwrap();
+        let s = hive.stats_summary(Some(&alice), 3_600_000).unwrap();
+        let a = &s.agents[0];
+        assert_eq!(a.inbox_depth_current, 2);
+        assert_eq!(a.turns_series[0].inbox_depth, 2.0, "what the turn left");
+        assert_eq!(a.inbox_depth_max, 5, "the peak during the turn");
+
+        let bob = hive
+            .request_spawn(&AgentName::parse("bob").unwrap(), None, None)
+            .await
+            .unwrap();
+        hive.request_spawn(&AgentName::parse("carol").unwrap(), None, None)
+            .await
+            .unwrap();
+        hive.deny(bob, None).unwrap();
+        let s = hive.stats_summary(None, 3_600_000).unwrap();
+        let queue: Vec<f64> = s.approvals_series.iter().map(|p| p.value).collect();
+        assert_eq!(queue, [1.0, 2.0, 1.0, 1.0], "each change, then now");
+        assert_eq!(s.approvals_pending, 1);
+        assert!(
+            s.agents.iter().all(|a| a.agent != HIVE_WIDE),
+            "hive-wide rows are no agent's"
+        );
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

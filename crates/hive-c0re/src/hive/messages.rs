@@ -1,0 +1,189 @@
+//! The message lifecycle, in one place. A message is committed by `send`
+//! (or `notify`, the hive's own notices) and stays until acknowledged:
+//! - `recv` reads and acknowledges at once (the operator, an agent's `recv` tool);
+//! - a harness's turn *claims* its inbox (`claim`), and ending the turn
+//!   settles the claim (`settle`): acknowledged, released to run again, or
+//!   held after a cancel (it waits for the next turn and starts none itself);
+//! - a harness that goes away before it ends its turn gives its claims back
+//!   (`release_claims`).
+//!
+//! Every change wakes the waiters of the inbox it touched. A message from the
+//! operator is also noted in the agent's history (an `operator` event).
+
+use std::time::Duration;
+
+use hive_sh4re::agent::TurnOutcome;
+use hive_sh4re::host::Message;
+use hive_sh4re::{AgentName, MAX_BODY_BYTES, Mailbox};
+use serde_json::json;
+
+use super::{Hive, RECV_MAX};
+use crate::broker::Change;
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+use crate::store::MessageRow;
+
+/// Characters of an operator's message repeated in the agent's history.
+const NOTED_CHARS: usize = 300;
+
+impl Hive {
+    /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
+    pub async fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
+        if body.trim().is_empty() {
+            return Err(Error::refused(
+                "the message body is empty: write something to send",
+            ));
+        }
+        if body.len() > MAX_BODY_BYTES {
+            return Err(Error::refused(format!(
+                "the message body is {} bytes, over the limit of {MAX_BODY_BYTES}: shorten it or put it in a file",
+                body.len()
+            )));
+        }
+        match to {
+            Mailbox::System => {
+                return Err(Error::refused(
+                    "\"system\" is the hive's own notice board and takes no messages",
+                ));
+            }
+            Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
+                return Err(Error::refused(format!(
+                    "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
+                    n.as_str()
+                )));
+            }
+            _ => {}
+        }
+        if let Mailbox::Agent(sender) = from {
+            let config = Self::config_of(&self.agent_row(sender)?)?;
+            if !config.may_send_to(to) {
+                return Err(Error::refused(format!(
+                    "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
+                    config.allowed_recipients
+                )));
+            }
+        }
+        self.space.refuse_if_low()?;
+        let id = self
+            .store
+            .send_grouped(from.as_str(), to.as_str(), body)
+            .await
+            .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
+        self.broker.poke(to.as_str());
+        self.broker.publish(Change::Message {
+            to: to.as_str().to_owned(),
+            from: from.as_str().to_owned(),
+        });
+        if let Mailbox::Agent(n) = to {
+            self.sample_inbox(n.as_str());
+            self.broker.publish(Change::Agent(n.to_string()));
+            if *from == Mailbox::Operator {
+                let shown: String = body.chars().take(NOTED_CHARS).collect();
+                self.note_operator(n, json!({ "message": shown, "message_id": id }));
+            }
+        }
+        Ok(id)
+    }
+
+    /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
+    pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
+        let id = self.store.send("system", to.as_str(), body)?;
+        self.sample_inbox(to.as_str());
+        self.broker.poke(to.as_str());
+        self.broker.publish(Change::Agent(to.to_string()));
+        Ok(id)
+    }
+
+    /// Reads and acknowledges up to `max` messages of `mailbox`, waiting up to `wait` for the first.
+    pub async fn recv(&self, mailbox: &Mailbox, max: u32, wait: Duration) -> Result<Vec<Message>> {
+        let max = max.clamp(1, RECV_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let mut rx = self.broker.watch_inbox(mailbox.as_str());
+            let got = self
+                .store
+                .recv(mailbox.as_str(), max)
+                .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
+            if !got.is_empty() {
+                if let Mailbox::Agent(n) = mailbox {
+                    self.broker.publish(Change::Agent(n.to_string()));
+                }
+                return Ok(got.iter().map(message_wire).collect());
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Ok(vec![]) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
+                _ = self.shutdown.cancelled() => return Ok(vec![]),
+            }
+        }
+    }
+
+    /// The newest `limit` messages to or from `mailbox`, oldest first, acknowledging none.
+    pub fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
+        Ok(self
+            .store
+            .recent_messages(mailbox.as_str(), limit)?
+            .iter()
+            .map(message_wire)
+            .collect())
+    }
+
+    /// Messages waiting in `mailbox`: not yet acknowledged (claimed and held ones count).
+    pub fn inbox_depth(&self, mailbox: &Mailbox) -> u64 {
+        self.store.inbox_depth(mailbox.as_str())
+    }
+
+    /// True when a message waits for the agent that is neither claimed nor held.
+    pub(super) fn has_unclaimed(&self, agent: &AgentName) -> Result<bool> {
+        Ok(self.store.has_unclaimed(agent.as_str())?)
+    }
+
+    /// Claims up to `max` waiting messages of the agent for a turn, held ones included.
+    pub(super) fn claim(&self, agent: &AgentName, max: u32) -> Result<Vec<MessageRow>> {
+        self.sample_inbox(agent.as_str());
+        Ok(self.store.claim(agent.as_str(), max)?)
+    }
+
+    /// Settles the messages a turn claimed (`ids`): acknowledged, released to
+    /// come again (a failed turn), or held (a cancelled one). Returns the held ids.
+    pub(super) fn settle(
+        &self,
+        agent: &AgentName,
+        ids: &[i64],
+        outcome: TurnOutcome,
+    ) -> Result<Vec<i64>> {
+        let name = agent.as_str();
+        Ok(match outcome {
+            TurnOutcome::Ack => {
+                self.store.ack(name, ids)?;
+                vec![]
+            }
+            TurnOutcome::Release => {
+                self.store.release_claims(name)?;
+                self.broker.poke(name);
+                vec![]
+            }
+            TurnOutcome::Hold => self.store.hold_claims(name)?,
+        })
+    }
+
+    /// Gives back what the agent's harness claimed and did not settle: it went
+    /// away (its connection closed, or it died), so the messages come again.
+    pub fn release_claims(&self, agent: &AgentName) {
+        if let Err(e) = self.store.release_claims(agent.as_str()) {
+            tracing::warn!(agent = %agent, "could not hand back claimed messages: {e}");
+        }
+        self.broker.poke(agent.as_str());
+    }
+}
+
+/// A stored message as the wire shows it.
+pub fn message_wire(m: &MessageRow) -> Message {
+    Message {
+        id: m.id,
+        from: m.sender.clone(),
+        to: m.recipient.clone(),
+        body: m.body.clone(),
+        sent_at: rfc3339(m.created_at),
+    }
+}

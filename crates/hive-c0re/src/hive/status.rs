@@ -1,0 +1,243 @@
+//! What the hive shows of its agents: the status rows host.sock, agent.sock's
+//! `status` tool and the dashboard all read, each agent's model, and what an
+//! agent says of itself (its one-line status, that it needs a login).
+//!
+//! `needs_update` says that an agent's config repo has moved past the config
+//! deployed from it (the manager committed, nobody approved yet). Reading a
+//! repo's head runs git on a tree the manager writes, so it is never done
+//! while answering: [`watch_config_heads`] reads every head in the
+//! background and status rows compare with what it saw last.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_sh4re::host::{AgentStatusRow, ModelInfo};
+use hive_sh4re::{AgentName, AgentState};
+
+use super::{Hive, UNREADABLE_CONFIG};
+use crate::broker::Change;
+use crate::clock::{now_ms, rfc3339};
+use crate::config_repo::{self, Repo};
+use crate::error::{Error, Result};
+use crate::store::AgentRow;
+
+/// Longest status line an agent may set, in characters.
+pub const STATUS_MAX_CHARS: usize = 200;
+
+/// How often the config repos' heads are read unless `HIVE_CONFIG_POLL_SECS` says otherwise.
+pub const CONFIG_POLL: Duration = Duration::from_secs(10);
+
+/// The poll interval in force: `HIVE_CONFIG_POLL_SECS` (for tests), else [`CONFIG_POLL`].
+fn config_poll() -> Duration {
+    std::env::var("HIVE_CONFIG_POLL_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(CONFIG_POLL)
+}
+
+/// Reads every agent's config repo head, at start and then every [`CONFIG_POLL`], until shutdown.
+pub async fn watch_config_heads(hive: Arc<Hive>) {
+    loop {
+        hive.read_config_heads().await;
+        tokio::select! {
+            _ = tokio::time::sleep(config_poll()) => {}
+            _ = hive.shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Hive {
+    /// Names of all agents.
+    pub fn list(&self) -> Result<Vec<String>> {
+        Ok(self.store.agents()?.into_iter().map(|a| a.name).collect())
+    }
+
+    /// A status row for each agent.
+    pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
+        Ok(self
+            .store
+            .agents()?
+            .iter()
+            .map(|a| self.status_row_of(a))
+            .collect())
+    }
+
+    /// The status row of one agent.
+    pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
+        Ok(self.status_row_of(&self.agent_row(name)?))
+    }
+
+    /// Reads each agent's config repo head (off the runtime, with a time
+    /// limit); an agent whose head moved is announced. A repo that is
+    /// missing or cannot be read counts as not ahead.
+    async fn read_config_heads(&self) {
+        let Ok(agents) = self.store.agents() else {
+            return;
+        };
+        let mut heads = std::collections::HashMap::new();
+        for a in &agents {
+            let Ok(name) = AgentName::parse(&a.name) else {
+                continue;
+            };
+            let repo = self.paths.config_repo(&name);
+            let head =
+                crate::blocking::run(&format!("reading {name}'s config repo head"), move || {
+                    Repo::open(&repo)?.map(|r| r.head()).transpose()
+                })
+                .await;
+            match head {
+                Ok(Some(h)) => {
+                    heads.insert(a.name.clone(), h);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(agent = %name, "{e}"),
+            }
+        }
+        let before = std::mem::replace(
+            &mut *self.config_heads.lock().unwrap_or_else(|p| p.into_inner()),
+            heads.clone(),
+        );
+        for a in &agents {
+            if before.get(&a.name) != heads.get(&a.name) {
+                self.broker.publish(Change::Agent(a.name.clone()));
+            }
+        }
+    }
+
+    /// True when the agent's config repo head (as last read) is not the deployed commit.
+    fn needs_update(&self, a: &AgentRow) -> bool {
+        let heads = self.config_heads.lock().unwrap_or_else(|p| p.into_inner());
+        heads
+            .get(&a.name)
+            .is_some_and(|head| a.deployed_sha.as_deref() != Some(head.as_str()))
+    }
+
+    fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
+        let running = self.supervisor.is_running(&a.name);
+        let active_model = match (a.state, &a.active_model) {
+            (AgentState::Thinking, Some(m)) => m.clone(),
+            _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
+        };
+        let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
+        let state = if napping && a.state == AgentState::Idle {
+            AgentState::Napping
+        } else {
+            a.state
+        };
+        AgentStatusRow {
+            name: a.name.clone(),
+            running,
+            failed: a.failed,
+            needs_update: self.needs_update(a),
+            needs_login: a.needs_login,
+            deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
+            pending_reminders: self.store.schedule_count(&a.name).unwrap_or(0),
+            paused: a.paused,
+            parent: a.parent.clone(),
+            active_model,
+            status_text: a.status_text.clone().filter(|_| running),
+            status_set_at: a
+                .status_set_at
+                .filter(|_| running && a.status_text.is_some())
+                .map(rfc3339),
+            url: self
+                .settings
+                .dashboard_home
+                .as_ref()
+                .map(|h| format!("{h}agents/{}", a.name)),
+            state: if running {
+                state.as_str().to_owned()
+            } else {
+                "stopped".to_owned()
+            },
+            state_since: rfc3339(a.state_since),
+            inbox_depth: self.store.inbox_depth(&a.name),
+            last_turn_at: a.last_turn_at.map(rfc3339),
+            runtime: self.runtime.kind().as_str().to_owned(),
+            isolated: self.runtime.isolated(),
+            nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
+        }
+    }
+
+    /// The agent's configured, overridden and active model, and the one
+    /// queued for its next turn.
+    pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
+        let row = self.agent_row(name)?;
+        let active = self.status_row_of(&row).active_model;
+        // A turn keeps the model it started with: what changed meanwhile waits.
+        let queued = match Self::effective_model(&row) {
+            Ok(next) if row.state == AgentState::Thinking && next != active => Some(next),
+            _ => None,
+        };
+        Ok(ModelInfo {
+            configured: Self::config_of(&row)
+                .map(|c| c.model)
+                .unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
+            override_model: row.model_override.clone(),
+            active,
+            queued,
+            switched_at: row.model_switched_at.map(rfc3339),
+        })
+    }
+
+    /// Records whether the agent's claude has usable credentials (its harness says).
+    pub fn set_needs_login(&self, agent: &AgentName, needed: bool) -> Result<()> {
+        self.store.set_needs_login(agent.as_str(), needed)?;
+        self.broker.publish(Change::Agent(agent.to_string()));
+        Ok(())
+    }
+
+    /// Sets the agent's own one-line status (its `set_status` tool): the first
+    /// line of `text`, trimmed, at most [`STATUS_MAX_CHARS`] characters.
+    pub fn set_status_text(&self, agent: &AgentName, text: &str) -> Result<()> {
+        let text = text.trim();
+        if text.chars().count() > STATUS_MAX_CHARS {
+            return Err(Error::refused(format!(
+                "a status is one line of at most {STATUS_MAX_CHARS} characters: shorten it"
+            )));
+        }
+        self.store
+            .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))?;
+        self.broker.publish(Change::Agent(agent.to_string()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hive_sh4re::config::AgentConfig;
+
+    use super::*;
+
+    #[test]
+    fn a_model_change_during_a_turn_is_queued_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        let config = AgentConfig {
+            model: "haiku".to_owned(),
+            ..AgentConfig::default()
+        };
+        hive.add_stopped(&alice, &config.to_toml()).unwrap();
+        let idle = hive.set_model(&alice, Some("opus")).unwrap();
+        assert_eq!((idle.active.as_str(), idle.queued), ("opus", None));
+
+        hive.set_state(&alice, AgentState::Thinking, Some("opus"))
+            .unwrap();
+        let m = hive.set_model(&alice, Some("sonnet")).unwrap();
+        assert_eq!(m.active, "opus", "the running turn keeps its model");
+        assert_eq!(m.queued.as_deref(), Some("sonnet"));
+        // Clearing the override mid-turn queues the configured model.
+        let m = hive.set_model(&alice, None).unwrap();
+        assert_eq!(m.queued.as_deref(), Some("haiku"));
+        let m = hive.set_model(&alice, Some("opus")).unwrap();
+        assert_eq!(m.queued, None, "the turn's own model is nothing to queue");
+
+        hive.set_model(&alice, Some("sonnet")).unwrap();
+        hive.set_state(&alice, AgentState::Idle, None).unwrap();
+        let m = hive.model_info(&alice).unwrap();
+        assert_eq!((m.active.as_str(), m.queued), ("sonnet", None));
+    }
+}

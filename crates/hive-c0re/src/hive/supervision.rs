@@ -1,0 +1,86 @@
+//! What the hive makes of its harnesses' lives: [`Supervised`] for `Hive`.
+//!
+//! The supervisor launches, waits and restarts; here is what each step means
+//! to the hive. A harness that went away hands back its claimed messages and
+//! queued commands and leaves its agent idle; one that crashed leaves a
+//! `container_crash` event and a notice to the manager, with the last lines
+//! of its log.
+
+use std::time::Duration;
+
+use hive_sh4re::{AgentName, AgentState};
+use tokio_util::sync::CancellationToken;
+
+use super::Hive;
+use crate::broker::Change;
+use crate::runtime::{LaunchSpec, Runtime};
+use crate::supervisor::{MAX_RESTARTS, Supervised, log_tail};
+
+/// Lines of the harness log quoted in a crash report.
+const CRASH_LOG_LINES: usize = 20;
+
+impl Supervised for Hive {
+    fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
+        let row = self.store.agent(name.as_str()).ok().flatten()?;
+        Some(self.launch_spec(&row))
+    }
+
+    fn runtime(&self) -> &dyn Runtime {
+        &*self.runtime
+    }
+
+    fn kill_grace(&self) -> Duration {
+        self.settings.kill_grace
+    }
+
+    fn harness_started(&self, name: &AgentName) {
+        self.broker.publish(Change::Agent(name.to_string()));
+    }
+
+    fn harness_exited(&self, name: &AgentName) {
+        self.release_claims(name);
+        self.broker.clear_control(name.as_str());
+        if let Ok(Some(row)) = self.store.agent(name.as_str())
+            && row.state != AgentState::Idle
+        {
+            let _ = self.set_state(name, AgentState::Idle, None);
+        }
+        self.broker.publish(Change::Agent(name.to_string()));
+    }
+
+    fn harness_crashed(
+        &self,
+        name: &AgentName,
+        exit: &str,
+        retry_in: Option<Duration>,
+        attempt: u32,
+    ) {
+        let tail = log_tail(&self.paths.harness_log(name), CRASH_LOG_LINES);
+        let next = match retry_in {
+            Some(d) => format!(
+                "restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})",
+                d.as_secs_f64()
+            ),
+            None => format!(
+                "gave up after {MAX_RESTARTS} restarts: it stays failed until someone runs hive-c0re start {name}"
+            ),
+        };
+        tracing::warn!(agent = %name, "harness {exit}; {next}");
+        let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
+        let _ = self.add_events(name, &[("container_crash".to_owned(), payload.to_string())]);
+        let body =
+            format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
+        if let Err(e) = self.notify(&AgentName::manager(), &body) {
+            tracing::error!("could not tell the manager about {name}'s crash: {e}");
+        }
+    }
+
+    fn harness_failed(&self, name: &AgentName) {
+        let _ = self.store.set_failed(name.as_str(), true);
+        self.broker.publish(Change::Agent(name.to_string()));
+    }
+}

@@ -1,0 +1,214 @@
+//! A full disk keeps the hive operable (etcd's NOSPACE alarm as the model):
+//! below the free-space floor new sends are refused with a sentence naming
+//! the file system and the space left, while recv and status keep working;
+//! the daemon starts again on the full disk, and once space is back every
+//! acknowledged message is delivered exactly once.
+//!
+//! The state dir is a small tmpfs in a mount namespace of the test's own.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use common::{Opts, TestHive};
+use serde_json::json;
+
+/// Size of the state's tmpfs.
+const FS_BYTES: u64 = 24 << 20;
+/// The floor the hive keeps.
+const FLOOR: &str = "6MiB";
+
+/// Writes `path` until the file system has no room left.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    for chunk in [1 << 20, 4096, 512] {
+        let buf = vec![0x5a_u8; chunk];
+        while f.write_all(&buf).is_ok() {}
+    }
+    let e = f.write_all(&[0; 512]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+}
+
+/// The alarm of `status --json` (its first line while the alarm is on).
+fn alarm(hive: &TestHive) -> Option<serde_json::Value> {
+    let out = hive.ok(&["status", "--json"]);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next()?).ok()?;
+    first.get("space_alarm").cloned()
+}
+
+/// Up to `max` messages of the operator's inbox: (id, from, body).
+fn recv(hive: &TestHive, max: u32) -> Vec<(i64, String, String)> {
+    let v = hive.request(json!({"cmd": "recv", "max": max}));
+    assert_eq!(v["ok"], true, "{v}\n{}", hive.log());
+    recv_answer(&v)
+}
+
+/// The messages of a recv answer: (id, from, body).
+fn recv_answer(v: &serde_json::Value) -> Vec<(i64, String, String)> {
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_i64().unwrap(),
+                m["from"].as_str().unwrap().to_owned(),
+                m["body"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn send(hive: &TestHive, body: &str) -> serde_json::Value {
+    hive.request(json!({"cmd": "send", "to": "operator", "body": body}))
+}
+
+#[test]
+fn a_full_disk_refuses_sends_keeps_recv_and_status_and_a_restart_and_loses_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting the test's tmpfs needs root");
+        return;
+    }
+    let mut opts = Opts {
+        state_tmpfs: Some(FS_BYTES),
+        ..Opts::default()
+    };
+    opts.args
+        .extend(["--min-free-space".to_owned(), FLOOR.to_owned()]);
+    let mut hive = TestHive::start_with(opts);
+    let ns = hive.mountns.clone().unwrap();
+    assert_eq!(alarm(&hive), None, "{}", hive.log());
+
+    let mut acked = vec![];
+    for i in 0..300 {
+        let v = send(&hive, &format!("before {i}"));
+        assert_eq!(v["ok"], true, "{v}");
+        acked.push(v["message_id"].as_i64().unwrap());
+    }
+
+    // Another program fills the disk to the last block.
+    let filler = hive.state_dir().join("filler");
+    ns.enter(|| fill(&filler));
+    hive.wait_for("the free-space alarm", 10, |h| alarm(h).is_some());
+    let a = alarm(&hive).unwrap();
+    assert!(
+        a["filesystem"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} (tmpfs)", hive.state_dir().display())),
+        "{a}"
+    );
+    assert_eq!(a["floor_bytes"], 6 << 20);
+
+    // Sends are refused with the sentence, through host.sock and the CLI.
+    let v = send(&hive, "while full");
+    assert_eq!(v["ok"], false, "{v}");
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("the disk is nearly full"), "{err}");
+    assert!(err.contains("(tmpfs) has "), "{err}");
+    assert!(
+        err.contains("free, below the hive's floor of 6.0 MiB"),
+        "{err}"
+    );
+    let out = hive.cli(&["send", "operator", "while full"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the disk is nearly full"),
+        "{out:?}"
+    );
+
+    // Status shows it; recv drains (and acknowledges) what was sent before.
+    let table = hive.ok(&["status"]);
+    assert!(table.starts_with("DISK NEARLY FULL since "), "{table}");
+    let mut delivered: HashMap<i64, String> = HashMap::new();
+    let mut notices = vec![];
+    let mut take = |got: Vec<(i64, String, String)>| {
+        for (id, from, body) in got {
+            if from == "system" {
+                notices.push(body);
+            } else {
+                assert!(
+                    delivered.insert(id, body).is_none(),
+                    "message {id} delivered twice"
+                );
+            }
+        }
+    };
+    let first = recv(&hive, 100);
+    assert_eq!(first.len(), 100);
+    take(first);
+
+    // kill -9: the daemon starts again on the full disk, in the same mode,
+    // and recv goes on in the room its reserve left.
+    hive.kill9();
+    hive.serve();
+    assert!(alarm(&hive).is_some(), "{}", hive.log());
+    let v = send(&hive, "after restart");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the disk is nearly full"),
+        "{v}"
+    );
+    let second = recv(&hive, 100);
+    assert_eq!(second.iter().filter(|m| m.1 != "system").count(), 100);
+    take(second);
+
+    // kill -9 again, and this time the disk is filled to the last byte (the
+    // reserve's room too): the daemon still starts, status and the refusal
+    // work, and a recv that cannot be recorded says so.
+    hive.kill9();
+    let filler2 = hive.state_dir().join("filler2");
+    ns.enter(|| fill(&filler2));
+    hive.serve();
+    assert!(alarm(&hive).is_some(), "{}", hive.log());
+    assert!(hive.ok(&["status"]).starts_with("DISK NEARLY FULL"));
+    let v = send(&hive, "after the second restart");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the disk is nearly full"),
+        "{v}"
+    );
+    let v = hive.request(json!({"cmd": "recv", "max": 100}));
+    if v["ok"] == false {
+        let err = v["error"].as_str().unwrap();
+        assert!(
+            err.starts_with("the disk is full: ") && err.contains("has no room left"),
+            "{err}"
+        );
+    } else {
+        take(recv_answer(&v));
+    }
+
+    // Space comes back: the alarm clears by itself, sends work again.
+    ns.enter(|| {
+        std::fs::remove_file(&filler).unwrap();
+        std::fs::remove_file(&filler2).unwrap();
+    });
+    hive.wait_for("the alarm to clear", 10, |h| alarm(h).is_none());
+    let v = send(&hive, "after");
+    assert_eq!(v["ok"], true, "{v}");
+    acked.push(v["message_id"].as_i64().unwrap());
+    take(recv(&hive, 1000));
+    take(recv(&hive, 1000));
+
+    let mut got: Vec<i64> = delivered.keys().copied().collect();
+    got.sort();
+    assert_eq!(got, acked, "every acknowledged message, once");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("the disk is nearly full")),
+        "{notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n.starts_with("disk space is back")),
+        "{notices:?}"
+    );
+    hive.stop();
+}
