@@ -98,6 +98,62 @@ async fn a_message_is_never_lost_across_a_dropped_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_send_or_event_batch_is_stored_once() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    a.add_events("alice", &[("stream".into(), "warm".into())])
+        .await
+        .unwrap();
+    let work = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut logged) = (vec![], vec![]);
+            for i in 0..200 {
+                let item = [("stream".to_owned(), format!("e{i}"))];
+                let body = format!("m{i}");
+                let (s, e) = tokio::join!(
+                    a.send("operator", "alice", &body),
+                    a.add_events("alice", &item)
+                );
+                if let Ok(id) = s {
+                    sent.push(id);
+                }
+                if let Ok(ids) = e {
+                    logged.extend(ids);
+                }
+            }
+            (sent, logged)
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        drop_connections(&f).await;
+    }
+    let (sent, logged) = work.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let bodies: Vec<String> = a
+        .recv("alice", 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    let distinct: HashSet<&String> = bodies.iter().collect();
+    assert_eq!(distinct.len(), bodies.len(), "a send stored twice");
+    assert!(bodies.len() >= sent.len());
+    let events = a.events_before("alice", None, u32::MAX).await.unwrap();
+    let ids: HashSet<i64> = events.iter().map(|e| e.id).collect();
+    assert!(
+        logged.iter().all(|id| ids.contains(id)),
+        "an event reported stored is not"
+    );
+    let payloads: HashSet<&String> = events.iter().map(|e| &e.payload_json).collect();
+    assert_eq!(payloads.len(), events.len(), "an event stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_slot_fires_once_when_two_nodes_race() {
     let Some(f) = fixture().await else {
         return;

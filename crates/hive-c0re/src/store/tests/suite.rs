@@ -346,6 +346,40 @@ both! {
         assert!(s.events_since("a", 0, 10).await.unwrap().is_empty());
     }
 
+    async fn events_of_many_callers_at_once_each_get_their_own_ids(f) {
+        // More rows at once than one commit takes (8192 on PostgreSQL): the
+        // writers split between callers, never within one caller's batch.
+        const AGENTS: usize = 12;
+        const CALLS: usize = 8;
+        const ROWS: usize = 100;
+        let s = f.open_with(Limits { events_keep: u64::MAX, ..Limits::default() }).await;
+        let calls = (0..AGENTS * CALLS).map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let agent = format!("agent-{}", n % AGENTS);
+                let items: Vec<(String, String)> =
+                    (0..ROWS).map(|j| ("stream".into(), format!("{n}-{j}"))).collect();
+                let ids = s.add_events(&agent, &items).await.unwrap();
+                (agent, n, ids)
+            })
+        });
+        let answers: Vec<_> = futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+        let mut all = HashSet::new();
+        for (agent, n, ids) in &answers {
+            assert_eq!(ids.len(), ROWS);
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "one call's ids ascend");
+            all.extend(ids.iter().copied());
+            let stored = s.events_since(agent, ids[0] - 1, ROWS as u32).await.unwrap();
+            assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), *ids, "a call's rows are contiguous for its agent");
+            assert!(stored.iter().enumerate().all(|(j, e)| e.payload_json == format!("{n}-{j}")));
+        }
+        assert_eq!(all.len(), AGENTS * CALLS * ROWS, "no id handed out twice");
+        for a in 0..AGENTS {
+            let rows = s.events_before(&format!("agent-{a}"), None, u32::MAX).await.unwrap();
+            assert_eq!(rows.len(), CALLS * ROWS);
+        }
+    }
+
     async fn vacuum_caps_events_per_agent(f) {
         let s = f.open_with(Limits { events_keep: 3, ..Limits::default() }).await;
         let items: Vec<(String, String)> = (0..5).map(|_| ("stream".into(), "{}".into())).collect();
