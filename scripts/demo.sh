@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is needed and starts a demo hive: hive-c0re (nspawn where this
 # machine can, else plain processes), the scripted model server (offline), and
-# two agents, alice and bob. With ANTHROPIC_API_KEY, CLAUDE_CODE_OAUTH_TOKEN or
-# claude credentials in ~/.claude, the agents use the real API instead.
+# two agents, alice and bob. With ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN
+# (what `claude setup-token` prints) in the environment, the agents use the real
+# API: the credential goes to the hive as a secret (`hive-c0re secret set`),
+# never copied into the agents' state.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -15,29 +17,38 @@ export HIVE_RUN_DIR="${HIVE_RUN_DIR:-$PWD/.local/demo/run}"
 mkdir -p "$HIVE_STATE_DIR" "$HIVE_RUN_DIR" "$PWD/.local/demo"
 logs="$PWD/.local/demo"
 
-if [ -n "${ANTHROPIC_API_KEY:-}${CLAUDE_CODE_OAUTH_TOKEN:-}" ] || [ -f "$HOME/.claude/.credentials.json" ]; then
-    say "claude credentials found: agents use the real Anthropic API"
-    if [ -f "$HOME/.claude/.credentials.json" ] && [ -z "${ANTHROPIC_API_KEY:-}${CLAUDE_CODE_OAUTH_TOKEN:-}" ]; then
-        copy_credentials=1
-    fi
+credentials=()
+for var in ANTHROPIC_API_KEY CLAUDE_CODE_OAUTH_TOKEN; do
+    [ -n "${!var:-}" ] && credentials+=("$var")
+done
+if [ ${#credentials[@]} -gt 0 ]; then
+    say "claude credentials found (${credentials[*]}): agents use the real Anthropic API"
 else
+    if [ -f "$HOME/.claude/.credentials.json" ]; then
+        # A copied login goes stale as soon as one copy refreshes its token.
+        say "a claude login is in ~/.claude, but the hive does not copy it: for the real API run"
+        say "  claude setup-token, then export CLAUDE_CODE_OAUTH_TOKEN=... and run this again"
+    fi
     say "no claude credentials: starting the scripted model server (offline demo)"
     "$bin/hive-model-sim" --listen 127.0.0.1:0 --port-file "$logs/model-sim.addr" >"$logs/model-sim.log" 2>&1 &
     for _ in $(seq 100); do [ -s "$logs/model-sim.addr" ] && break; sleep 0.1; done
     export ANTHROPIC_BASE_URL="http://$(cat "$logs/model-sim.addr")"
     export ANTHROPIC_API_KEY="sk-offline-demo"
+    credentials=(ANTHROPIC_API_KEY)
 fi
 
 say "starting hive-c0re (log: $logs/hive-c0re.log)"
 # The demo's settings are its own, not those of a server's /etc/hyperhive/hive.toml.
-HIVE_CONFIG=/dev/null "$bin/hive-c0re" serve >"$logs/hive-c0re.log" 2>&1 &
+# The credentials reach the agents as secrets, not through the daemon's environment.
+HIVE_CONFIG=/dev/null env -u ANTHROPIC_API_KEY -u CLAUDE_CODE_OAUTH_TOKEN \
+    "$bin/hive-c0re" serve >"$logs/hive-c0re.log" 2>&1 &
 for _ in $(seq 100); do "$bin/hive-c0re" status >/dev/null 2>&1 && break; sleep 0.1; done
+for var in "${credentials[@]}"; do
+    # On stdin, never the command line; every agent's claude has it from its next turn.
+    printf %s "${!var}" | "$bin/hive-c0re" secret set "$var"
+done
 for a in alice bob; do
     "$bin/hive-c0re" status --json | grep -q "\"name\":\"$a\"" || "$bin/hive-c0re" spawn "$a"
-    if [ -n "${copy_credentials:-}" ]; then
-        mkdir -p "$HIVE_STATE_DIR/agents/$a/state/.claude"
-        cp "$HOME/.claude/.credentials.json" "$HIVE_STATE_DIR/agents/$a/state/.claude/"
-    fi
 done
 "$bin/hive-c0re" status
 

@@ -308,6 +308,20 @@ async function loadSchedules() {
   }
 }
 
+// ---- secrets (names only) ---------------------------------------------------
+
+/** The secrets this agent's claude gets: its own, and the hive-wide ones it does not override. */
+function showSecrets(all) {
+  const own = new Set(all.filter((s) => s.agent === NAME).map((s) => s.name));
+  const mine = all.filter((s) => s.agent === NAME || (s.agent == null && !own.has(s.name)));
+  fill($('#secrets'), ...(mine.length
+    ? mine.map((s) => h('li', { class: 'msg secret', dataset: { name: s.name } },
+      h('code', {}, s.name), h('span', { class: 'dim' }, s.agent ? ' · this agent\'s' : ' · hive-wide')))
+    : [h('li', { class: 'empty' }, 'No secrets.')]));
+}
+
+const loadSecrets = () => api.secrets().then(showSecrets).catch((e) => toast(e.message, 'error'));
+
 $('#schedule-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   const when = $('#schedule-when').value.trim();
@@ -346,6 +360,7 @@ async function refresh(first) {
     showModel(m);
     showInbox(inbox);
     loadSchedules();
+    loadSecrets();
     if (first) await loadHistory();
     else await catchUp();
   } catch (e) {
@@ -361,6 +376,7 @@ live(NAME, {
     if (r.name !== NAME) return;
     showRow(r);
     loadSchedules();
+    loadSecrets();
   },
   model: ({ model }) => showModel(model),
   events: ({ events }) => (ready ? addEvents(events) : buffered.push(...events)),

@@ -77,6 +77,8 @@ export const api = {
   /** `when`: 30s, an RFC 3339 time, every:15m or cron:EXPR. */
   addSchedule: (name, when, text) => post(agentPath(name, '/schedules'), { when, text }),
   removeSchedule: (id) => post(`/api/schedules/${id}/delete`),
+  /** Every secret's name, scope (`agent`, absent when hive-wide) and time set; never a value. */
+  secrets: () => get('/api/secrets'),
   approvals: () => get('/api/approvals'),
   diff: (id) => get(`/api/approvals/${id}/diff`),
   approve: (id) => post(`/api/approvals/${id}/approve`),

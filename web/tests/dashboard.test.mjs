@@ -279,6 +279,21 @@ test('scheduled prompts are added from the agent page, listed and removed', asyn
   await page.locator('#schedules .empty', { hasText: 'Nothing scheduled' }).waitFor();
 });
 
+test('the agent page names the secrets its claude gets, never a value', async () => {
+  await hive.cliWithInput('ghp-hive-wide-value\n', 'secret', 'set', 'GH_TOKEN');
+  await hive.cliWithInput('sk-alices-own-value\n', 'secret', 'set', 'ANTHROPIC_API_KEY', '--agent', 'alice');
+  // A secret change comes with an agent frame: the panel follows without a reload.
+  const own = page.locator('#secrets li.secret[data-name=ANTHROPIC_API_KEY]');
+  await own.waitFor();
+  assert.match(await own.innerText(), /this agent's/);
+  assert.match(await page.locator('#secrets li.secret[data-name=GH_TOKEN]').innerText(), /hive-wide/);
+  const html = await page.content();
+  assert.ok(!html.includes('ghp-hive-wide-value') && !html.includes('sk-alices-own-value'));
+  await hive.cli('secret', 'rm', 'GH_TOKEN');
+  await hive.cli('secret', 'rm', 'ANTHROPIC_API_KEY', '--agent', 'alice');
+  await page.locator('#secrets .empty', { hasText: 'No secrets' }).waitFor();
+});
+
 test('a napping agent counts its nap down in the badge', async () => {
   const sock = await agentSocket(hive, 'alice');
   await sock.call({ op: 'state', state: 'idle' });

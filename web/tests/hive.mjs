@@ -115,6 +115,18 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
       const { stdout } = await run(BIN, args, { env });
       return stdout;
     },
+    /** Runs a hive-c0re verb with `input` on its stdin (`secret set`); returns stdout. */
+    async cliWithInput(input, ...args) {
+      const child = execFile(BIN, args, { env });
+      const done = new Promise((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d) => { out += d; });
+        child.on('error', reject);
+        child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`hive-c0re ${args.join(' ')} exited ${code}`))));
+      });
+      child.stdin.end(input);
+      return done;
+    },
     /** `status --json`, by agent name. */
     async status() {
       const lines = (await hive.cli('status', '--json')).trim().split('\n').filter(Boolean);

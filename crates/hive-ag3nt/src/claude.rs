@@ -43,7 +43,7 @@ const RESUME_FAILURES: [&str; 2] = [
 ];
 
 /// What one claude run needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Invocation {
     /// The claude binary.
     pub bin: PathBuf,
@@ -62,8 +62,20 @@ pub struct Invocation {
     pub home: PathBuf,
     /// Working directory.
     pub cwd: PathBuf,
-    /// Extra environment (the agent's config `env`).
+    /// Extra environment: the agent's config `env`, and the operator's secrets over it.
     pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Invocation {
+    /// The environment by name only: it holds the operator's secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invocation")
+            .field("bin", &self.bin)
+            .field("args", &self.args())
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A line claude wrote.
@@ -82,9 +94,11 @@ pub struct Running {
 }
 
 impl Invocation {
-    /// A run with the agent's model and env, in its home: no session, no MCP
-    /// servers, no tools until the caller sets them.
+    /// A run with the agent's model and env (its secrets included), in its
+    /// home: no session, no MCP servers, no tools until the caller sets them.
     pub fn new(cfg: &EffectiveConfig, home: &Path, prompt: String) -> Self {
+        let mut env = cfg.config.env.clone();
+        env.extend(cfg.secrets.0.iter().map(|(k, v)| (k.clone(), v.clone())));
         Self {
             bin: claude_bin(),
             model: cfg.model.clone(),
@@ -95,7 +109,7 @@ impl Invocation {
             prompt,
             home: home.to_owned(),
             cwd: home.to_owned(),
-            env: cfg.config.env.clone(),
+            env,
         }
     }
 
@@ -150,17 +164,25 @@ impl Invocation {
         a
     }
 
+    /// What the hive itself sets for claude (no secret may take these names:
+    /// `hive_sh4re::secret::RESERVED`).
+    fn hive_env(&self) -> [(&'static str, std::ffi::OsString); 5] {
+        [
+            ("HOME", self.home.clone().into_os_string()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+            ("DISABLE_TELEMETRY", "1".into()),
+            ("DISABLE_AUTOUPDATER", "1".into()),
+            // ask_operator blocks until the operator answers: let it.
+            ("MCP_TOOL_TIMEOUT", MCP_CALL_TIMEOUT_MS.to_string().into()),
+        ]
+    }
+
     /// Starts claude; its output lines arrive on `out` until it exits.
     pub async fn spawn(&self, out: mpsc::Sender<Output>) -> std::io::Result<Running> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(self.args())
             .current_dir(&self.cwd)
-            .env("HOME", &self.home)
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .env("DISABLE_TELEMETRY", "1")
-            .env("DISABLE_AUTOUPDATER", "1")
-            // ask_operator blocks until the operator answers: let it.
-            .env("MCP_TOOL_TIMEOUT", MCP_CALL_TIMEOUT_MS.to_string())
+            .envs(self.hive_env())
             .envs(&self.env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -259,16 +281,18 @@ pub fn claude_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("claude"))
 }
 
-/// True when claude can reach a model: an API key, an OAuth token, credentials in HOME, or a base URL.
-pub fn has_credentials(home: &Path) -> bool {
-    [
-        "ANTHROPIC_API_KEY",
-        "CLAUDE_CODE_OAUTH_TOKEN",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_AUTH_TOKEN",
-    ]
-    .iter()
-    .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+/// True when claude can reach a model: an API key, an OAuth token, credentials
+/// in HOME, a base URL, or a credential among the operator's secrets.
+pub fn has_credentials(home: &Path, cfg: Option<&EffectiveConfig>) -> bool {
+    cfg.is_some_and(|c| c.secrets.has_credential())
+        || [
+            "ANTHROPIC_API_KEY",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "ANTHROPIC_BASE_URL",
+            "ANTHROPIC_AUTH_TOKEN",
+        ]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
         || home.join(".claude/.credentials.json").is_file()
 }
 
@@ -446,6 +470,52 @@ mod tests {
         let mut t = Tally::default();
         t.observe(&Output::Stderr("some other complaint".into()));
         assert_eq!(t.resume_failed, None);
+    }
+
+    #[test]
+    fn no_secret_can_replace_what_the_hive_sets_for_claude() {
+        let inv = Invocation::new(&config(), Path::new("/state"), String::new());
+        for (k, _) in inv.hive_env() {
+            assert!(
+                hive_sh4re::secret::SecretName::parse(k).is_err(),
+                "{k} is set for claude but a secret may take its name"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_reach_claudes_env_over_the_configs() {
+        let mut cfg = config();
+        cfg.config
+            .env
+            .insert("SHARED".into(), "from agent.toml".into());
+        cfg.config.env.insert("PLAIN".into(), "kept".into());
+        cfg.secrets
+            .0
+            .insert("SHARED".into(), "from the secret".into());
+        let inv = Invocation::new(&cfg, Path::new("/state"), String::new());
+        assert_eq!(inv.env["SHARED"], "from the secret");
+        assert_eq!(inv.env["PLAIN"], "kept");
+        assert!(!format!("{inv:?}").contains("from the secret"));
+        assert!(
+            has_credentials(Path::new("/nonexistent"), None)
+                == has_credentials(Path::new("/nonexistent"), Some(&cfg))
+        );
+        cfg.secrets
+            .0
+            .insert("CLAUDE_CODE_OAUTH_TOKEN".into(), "sk-ant-oat01-x".into());
+        assert!(has_credentials(Path::new("/nonexistent"), Some(&cfg)));
+    }
+
+    fn config() -> EffectiveConfig {
+        EffectiveConfig {
+            name: "alice".into(),
+            is_manager: false,
+            model: "haiku".into(),
+            config: Default::default(),
+            session_id: None,
+            secrets: Default::default(),
+        }
     }
 
     #[test]

@@ -201,15 +201,31 @@ fn stats(h: &Harness, msgs: &[Message], run: &Run, class: &str, took: Duration) 
     }
 }
 
-/// Parks with `needs_login` until claude can reach a model, instead of failing turn after turn.
+/// Parks with `needs_login` until claude can reach a model, instead of failing
+/// turn after turn. Credentials come as a file under `/state` (a login) or as
+/// the operator's secret (`ANTHROPIC_API_KEY`, `CLAUDE_CODE_OAUTH_TOKEN`).
 async fn wait_for_credentials(h: &Harness, c: &mut Client) -> Result<(), ClientError> {
-    if claude::has_credentials(&h.state) {
+    let has = async |c: &mut Client| -> Result<bool, ClientError> {
+        if claude::has_credentials(&h.state, None) {
+            return Ok(true);
+        }
+        // A config hive-c0re refuses (one that does not parse) holds no secret either.
+        let cfg = match c.call(&AgentRequest::Config).await {
+            Ok(r) => r.config,
+            Err(ClientError::Refused(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(claude::has_credentials(&h.state, cfg.as_ref()))
+    };
+    if has(c).await? {
         return Ok(());
     }
-    tracing::warn!("no claude credentials: parked until the operator logs in (needs_login)");
+    tracing::warn!(
+        "no claude credentials: parked until the operator logs in or sets a credential secret (needs_login)"
+    );
     c.call(&AgentRequest::NeedsLogin { needed: true }).await?;
-    while !claude::has_credentials(&h.state) {
-        // A file appearing under /state: cheap to check, and a login is rare.
+    while !has(c).await? {
+        // Cheap to check, and a login is rare.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     c.call(&AgentRequest::NeedsLogin { needed: false }).await?;

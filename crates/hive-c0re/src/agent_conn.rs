@@ -89,6 +89,7 @@ async fn handle(
     req: AgentRequest,
 ) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
+    let req = redact_request(hive, req)?;
     Ok(match req {
         AgentRequest::Config => AgentResponse {
             config: Some(hive.effective_config(name)?),
@@ -221,6 +222,30 @@ async fn handle(
             }
             crate::manager::handle(hive, req).await?
         }
+    })
+}
+
+/// What an agent says is stored and shown to others (messages, its status,
+/// the manager's requests): a secret's value in it becomes `[secret NAME]`.
+/// Events are redacted where every event is stored (`Hive::add_events`).
+fn redact_request(hive: &Hive, req: AgentRequest) -> Result<AgentRequest> {
+    if matches!(req, AgentRequest::Events { .. }) {
+        return Ok(req);
+    }
+    let redactor = hive.redactor()?;
+    if redactor.is_empty() {
+        return Ok(req);
+    }
+    let v = serde_json::to_value(&req)
+        .map_err(|e| Error::refused(format!("bad agent.sock request: {e}")))?;
+    let redacted = redactor.redact_value(v.clone());
+    if redacted == v {
+        return Ok(req);
+    }
+    serde_json::from_value(redacted).map_err(|e| {
+        Error::refused(format!(
+            "the request holds a secret's value and makes no sense without it ({e}): nothing was done"
+        ))
     })
 }
 

@@ -109,7 +109,7 @@ pub fn check(host: &Host, settings: &Resolved) -> Vec<Finding> {
         out.extend(uid_ranges(host, settings.args.uid_base));
     }
     out.push(claude(host));
-    out.push(credentials(host));
+    out.push(credentials(host, &settings.paths));
     out.push(endpoint(host));
     out.extend(state_dir(host, &settings.paths));
     out.push(disk(host, &settings.paths));
@@ -287,16 +287,28 @@ pub fn claude(host: &Host) -> Finding {
 /// The variables that let claude reach the model.
 pub const CREDENTIAL_VARS: [&str; 2] = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"];
 
-/// A credential claude can use.
-pub fn credentials(host: &Host) -> Finding {
-    match CREDENTIAL_VARS.iter().find(|k| host.var(k).is_some()) {
-        Some(k) => Ok(format!("credentials: {k} is set")),
-        None => Err(format!(
-            "no model credentials: set {} (an API key) or {} (what claude setup-token prints) \
-             in serve's environment",
-            CREDENTIAL_VARS[0], CREDENTIAL_VARS[1]
-        )),
+/// A credential claude can use: in serve's environment, or a hive-wide
+/// secret of the running daemon (asked over host.sock: names only).
+pub fn credentials(host: &Host, paths: &Paths) -> Finding {
+    if let Some(k) = CREDENTIAL_VARS.iter().find(|k| host.var(k).is_some()) {
+        return Ok(format!("credentials: {k} is set"));
     }
+    let secrets =
+        hive_sh4re::host::client::request(paths.host_sock(), hive_sh4re::host::verb::SecretList {})
+            .ok()
+            .and_then(|r| r.secrets)
+            .unwrap_or_default();
+    if let Some(s) = secrets
+        .iter()
+        .find(|s| s.agent.is_none() && CREDENTIAL_VARS.contains(&s.name.as_str()))
+    {
+        return Ok(format!("credentials: {} is a hive-wide secret", s.name));
+    }
+    Err(format!(
+        "no model credentials: store one as a secret, e.g. printf %s \"$KEY\" | hive-c0re secret set {} \
+         (an API key; or {}, what claude setup-token prints), or set it in serve's environment",
+        CREDENTIAL_VARS[0], CREDENTIAL_VARS[1]
+    ))
 }
 
 /// A TCP connection to the model endpoint (`ANTHROPIC_BASE_URL`, else Anthropic's API).
@@ -593,7 +605,7 @@ mod tests {
                 .all(Result::is_ok)
         );
         assert!(claude(&f.host).unwrap().contains("9.9.9"));
-        assert!(credentials(&f.host).is_ok());
+        assert!(credentials(&f.host, &f.paths).is_ok());
         assert!(endpoint(&f.host).is_ok(), "{:?}", endpoint(&f.host));
         assert!(state_dir(&f.host, &f.paths).iter().all(Result::is_ok));
         assert!(disk(&f.host, &f.paths).is_ok());
@@ -680,11 +692,11 @@ mod tests {
         f.host
             .env
             .insert("CLAUDE_CODE_OAUTH_TOKEN".into(), " ".into());
-        assert!(problem(credentials(&f.host)).contains("no model credentials"));
+        assert!(problem(credentials(&f.host, &f.paths)).contains("no model credentials"));
         f.host
             .env
             .insert("CLAUDE_CODE_OAUTH_TOKEN".into(), "t".into());
-        assert!(credentials(&f.host).is_ok());
+        assert!(credentials(&f.host, &f.paths).is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod controls;
 mod messages;
 pub mod questions;
 pub mod schedules;
+pub mod secrets;
 mod shell;
 mod space;
 pub mod status;
@@ -107,6 +108,8 @@ pub struct Hive {
     space: Space,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
+    /// The secrets' redactor, read from the store on first use after a change.
+    redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
 }
 
 /// Shortest nap, in seconds.
@@ -143,6 +146,7 @@ impl Hive {
             sockets,
             inbox_peaks: Default::default(),
             config_heads: Default::default(),
+            redactor: std::sync::Mutex::new(None),
         })
     }
 
@@ -436,6 +440,8 @@ impl Hive {
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;
+            self.store.remove_secrets_of(name.as_str())?;
+            *self.redactor.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
             crate::blocking::run(&format!("removing {name}'s files"), move || {
                 for dir in dirs {
@@ -493,11 +499,23 @@ impl Hive {
 
     // ---- events ---------------------------------------------------------
 
-    /// Stores events of an agent and announces them.
+    /// Stores events of an agent and announces them. A secret's value in a
+    /// payload is stored as `[secret NAME]`.
     pub fn add_events(&self, agent: &AgentName, items: &[(String, String)]) -> Result<Vec<i64>> {
+        let redactor = self.redactor()?;
+        let redacted: Vec<String>;
+        let payloads: Vec<&str> = if redactor.is_empty() {
+            items.iter().map(|(_, p)| p.as_str()).collect()
+        } else {
+            redacted = items.iter().map(|(_, p)| redactor.redact_json(p)).collect();
+            redacted.iter().map(String::as_str).collect()
+        };
         let ids = self.store.add_events(
             agent.as_str(),
-            items.iter().map(|(k, p)| (k.as_str(), p.as_str())),
+            items
+                .iter()
+                .zip(payloads)
+                .map(|((k, _), p)| (k.as_str(), p)),
         )?;
         if let Some(&last_id) = ids.last() {
             self.broker.publish(Change::Events {

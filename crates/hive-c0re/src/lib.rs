@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod doctor;
 pub mod error;
+pub mod harness_log;
 pub mod hive;
 pub mod host_sock;
 pub mod lines;

@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness_log;
 use crate::runtime::{LaunchSpec, Runtime};
 
 /// Quick failures in a row after which the agent is left failed.
@@ -161,11 +162,15 @@ async fn supervise<H: Supervised>(
                 running.store(true, Ordering::SeqCst);
                 hive.harness_started(&name);
                 tracing::info!(agent = %name, runtime = hive.runtime().kind().as_str(), "harness started");
-                tokio::select! {
-                    status = launched.child.wait() => Some(status.map(describe_exit).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
-                    _ = stop.cancelled() => {
-                        terminate(&mut launched.child, hive.kill_grace()).await;
-                        None
+                let mut check_log = tokio::time::interval(harness_log::CHECK_EVERY);
+                loop {
+                    tokio::select! {
+                        status = launched.child.wait() => break Some(status.map(describe_exit).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
+                        _ = stop.cancelled() => {
+                            terminate(&mut launched.child, hive.kill_grace()).await;
+                            break None;
+                        }
+                        _ = check_log.tick() => rotate_log(&name, &spec.log).await,
                     }
                 }
             }
@@ -206,6 +211,23 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
             format!("was killed by signal {sig} ({name})")
         }
         _ => "exited".to_owned(),
+    }
+}
+
+/// Keeps the agent's harness log within its bound (see [`harness_log`]).
+async fn rotate_log(name: &AgentName, log: &std::path::Path) {
+    let what = format!("rotating {name}'s harness log");
+    let path = log.to_owned();
+    match crate::blocking::run(&what, move || {
+        harness_log::rotate_if_larger(&path, harness_log::MAX_BYTES).map_err(
+            crate::error::Error::io(format!("rotating {}", path.display())),
+        )
+    })
+    .await
+    {
+        Ok(true) => tracing::info!(agent = %name, "harness.log passed its size and was rotated"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(agent = %name, "could not rotate the harness log: {e}"),
     }
 }
 

@@ -48,6 +48,9 @@ pub struct RequestRecord {
     pub reply: Vec<Value>,
     /// The request's `messages`, verbatim.
     pub messages: Value,
+    /// The credential it carried (`x-api-key`, or the `authorization` bearer
+    /// token): tests check which agent's key reached the model.
+    pub credential: Option<String>,
 }
 
 /// Thread-safe log: a bounded in-memory list plus an optional JSON-lines file.
@@ -136,6 +139,7 @@ mod tests {
             stop_reason: "end_turn",
             reply: vec![],
             messages: Value::Null,
+            credential: None,
         }
     }
 

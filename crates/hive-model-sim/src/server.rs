@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -129,7 +129,12 @@ fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
     })
 }
 
-async fn messages(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) -> Response {
+async fn messages(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request = match parse_json(&body) {
         Ok(v) => v,
         Err(response) => return *response,
@@ -151,12 +156,14 @@ async fn messages(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) -> 
         model = %conv.model, step = conv.step.as_str(), why = reply.why.as_str(),
         rules = ?reply.rules, stop = wire::stop_reason(&reply), "POST {}", uri.path()
     );
-    state.recorder.push(record(
+    let mut rec = record(
         uri.path(),
         &conv,
         &reply,
         request.get("messages").cloned().unwrap_or(Value::Null),
-    ));
+    );
+    rec.credential = credential(&headers);
+    state.recorder.push(rec);
 
     if conv.stream {
         let frames = sse::frames(&reply, &message_id, &conv.model, input_tokens);
@@ -196,6 +203,17 @@ async fn messages(State(state): State<Arc<AppState>>, uri: Uri, body: Bytes) -> 
     }
 }
 
+/// The credential the client sent: `x-api-key` (an API key) or the bearer
+/// token of `authorization` (an OAuth token).
+fn credential(headers: &HeaderMap) -> Option<String> {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    get("x-api-key").map(str::to_owned).or_else(|| {
+        get("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::to_owned)
+    })
+}
+
 fn record(path: &str, conv: &Conversation, reply: &Reply, messages: Value) -> RequestRecord {
     RequestRecord {
         seq: 0,
@@ -215,6 +233,7 @@ fn record(path: &str, conv: &Conversation, reply: &Reply, messages: Value) -> Re
         stop_reason: wire::stop_reason(reply),
         reply: reply.blocks.iter().map(wire::block).collect(),
         messages,
+        credential: None,
     }
 }
 

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::AgentState;
 use crate::config::AgentConfig;
 use crate::host::{AgentStatusRow, Message};
+use crate::secret::Secrets;
 
 /// One request line on agent.sock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,6 +182,10 @@ pub struct EffectiveConfig {
     /// Session to `--resume`, if any.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The operator's secrets for this agent (hive-wide, its own over them):
+    /// claude's environment. Only this agent's socket hands them out.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    pub secrets: Secrets,
 }
 
 /// One response line on agent.sock.

@@ -92,6 +92,9 @@ requests! {
     "schedule_list" => ScheduleList,
     "schedule_rm" => ScheduleRm,
     "shell" => Shell,
+    "secret_set" => SecretSet,
+    "secret_list" => SecretList,
+    "secret_rm" => SecretRm,
 }
 
 impl Request {
@@ -287,6 +290,20 @@ pub struct Response {
     /// `agent_status`: the free-space alarm, only while it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub space_alarm: Option<SpaceAlarm>,
+    /// `secret_list`: names and scopes, never values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<SecretRow>>,
+}
+
+/// A stored secret as `secret_list` shows it: never its value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretRow {
+    pub name: String,
+    /// The agent it is for; none for a hive-wide secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// RFC 3339 UTC time it was last set.
+    pub set_at: String,
 }
 
 /// The hive's free-space alarm (etcd's NOSPACE): on while the state's file

@@ -10,6 +10,7 @@ pub mod config;
 pub mod duration;
 pub mod host;
 pub mod name;
+pub mod secret;
 pub mod shell;
 pub mod state;
 

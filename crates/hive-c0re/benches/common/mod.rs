@@ -110,6 +110,11 @@ impl Daemon {
         }
         Self { child, sock }
     }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Daemon {

@@ -10,6 +10,7 @@ macro_rules! out {
 
 pub mod exit;
 mod output;
+mod secret;
 mod shell;
 mod transcript;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use hive_sh4re::host::client::{self, Client};
 use hive_sh4re::host::{Scope, verb};
+use hive_sh4re::secret::SecretName;
 use hive_sh4re::{AgentName, Mailbox};
 
 use crate::paths::Paths;
@@ -265,6 +267,9 @@ pub enum Command {
     /// Scheduled prompts: add, list, rm.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Secrets for the agents' claude (environment variables): set, list, rm.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Open a shell in the agent's container (root of its user namespace, in /state).
     ///
     /// The terminal goes raw until the shell exits; the exit code is the shell's.
@@ -308,6 +313,39 @@ pub enum ScheduleCommand {
     },
     /// Remove a schedule.
     Rm { id: i64 },
+}
+
+/// `hive-c0re secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret: every agent's claude gets it as the environment variable
+    /// NAME from its next turn (with --agent, that agent's only, over a
+    /// hive-wide one). The value is read from stdin, never the command line:
+    /// `printf %s "$KEY" | hive-c0re secret set ANTHROPIC_API_KEY`.
+    Set {
+        #[arg(value_parser = parse_secret_name)]
+        name: SecretName,
+        /// For this agent only.
+        #[arg(long)]
+        agent: Option<AgentName>,
+    },
+    /// List secrets: name, scope and when set; never a value.
+    List {
+        /// One JSON object per secret.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret (the hive-wide one, or with --agent that agent's own).
+    Rm {
+        #[arg(value_parser = parse_secret_name)]
+        name: SecretName,
+        #[arg(long)]
+        agent: Option<AgentName>,
+    },
+}
+
+fn parse_secret_name(s: &str) -> Result<SecretName, String> {
+    SecretName::parse(s).map_err(|e| e.0)
 }
 
 /// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
@@ -369,6 +407,11 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         }
         _ => {}
     }
+    // Read before the daemon is asked anything: a prompt may wait on a person.
+    let secret_value = match &command {
+        Command::Secret(SecretCommand::Set { name, .. }) => Some(secret::read_value(name)?),
+        _ => None,
+    };
     let mut c = Client::connect(paths.host_sock())?;
     match command {
         Command::Serve { .. } | Command::Doctor { .. } => {
@@ -644,6 +687,40 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             c.call(verb::ScheduleRm { id }),
             &format!("removed schedule #{id}"),
         )?,
+        Command::Secret(SecretCommand::Set { name, agent }) => {
+            let value = secret_value.expect("read above");
+            let scope = match &agent {
+                Some(a) => format!("for {a}"),
+                None => "for every agent".to_owned(),
+            };
+            c.call(verb::SecretSet {
+                name: name.clone(),
+                agent,
+                value,
+            })?;
+            out!("secret {name} set {scope}: claude has it from the next turn");
+        }
+        Command::Secret(SecretCommand::List { json }) => {
+            let items = c.call(verb::SecretList {})?.secrets.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::secrets(&items)
+            }
+        }
+        Command::Secret(SecretCommand::Rm { name, agent }) => {
+            let scope = match &agent {
+                Some(a) => format!("{a}'s"),
+                None => "the hive-wide".to_owned(),
+            };
+            ok(
+                c.call(verb::SecretRm {
+                    name: name.clone(),
+                    agent,
+                }),
+                &format!("removed {scope} secret {name}"),
+            )?
+        }
         Command::Stats { name, since, json } => {
             let stats = c
                 .call(verb::Stats {

@@ -2,7 +2,9 @@
 
 use std::io::Write;
 
-use hive_sh4re::host::{AgentStatusRow, Approval, Message, Question, Schedule, StatsSummary};
+use hive_sh4re::host::{
+    AgentStatusRow, Approval, Message, Question, Schedule, SecretRow, StatsSummary,
+};
 
 /// Writes one line to stdout (what `out!` expands to). A reader that went
 /// away (`hive-c0re status | head -2`) ends the process quietly with success:
@@ -294,4 +296,23 @@ pub fn schedules(items: &[Schedule]) {
         })
         .collect();
     table(&["ID", "AGENT", "WHEN", "NEXT", "BY", "TEXT"], &body);
+}
+
+/// The secrets table: names and scopes, never values.
+pub fn secrets(items: &[SecretRow]) {
+    if items.is_empty() {
+        out!("no secrets: add one with printf %s \"$VALUE\" | hive-c0re secret set NAME");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.agent.clone().unwrap_or_else(|| "(hive-wide)".to_owned()),
+                s.set_at.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "SCOPE", "SET"], &body);
 }

@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::host::{AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule};
+use hive_sh4re::host::{
+    AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule, SecretRow,
+};
 use serde::Deserialize;
 
 use super::Ctx;
@@ -161,6 +163,15 @@ pub(crate) async fn questions(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Ques
     Ok(Json(
         ctx.hive
             .questions()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
+}
+
+/// `GET /api/secrets`: every secret's name, scope and time set; never a value.
+pub(crate) async fn secrets(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<SecretRow>>> {
+    Ok(Json(
+        ctx.hive
+            .secret_list()
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }

@@ -135,6 +135,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/approvals/{id}/approve", post(actions::approve))
         .route("/api/approvals/{id}/deny", post(actions::deny))
         .route("/api/schedules", get(api::schedules))
+        .route("/api/secrets", get(api::secrets))
         .route("/api/schedules/{id}/delete", post(actions::schedule_rm))
         .route("/api/questions", get(api::questions))
         .route("/api/questions/{id}/answer", post(actions::answer))

@@ -692,3 +692,28 @@ async fn the_free_space_alarm_is_served_while_it_is_on() {
     assert_ne!(s, StatusCode::OK, "{b}");
     assert!(error_of(&b).contains("the disk is nearly full"), "{b}");
 }
+
+#[tokio::test]
+async fn secrets_show_by_name_and_scope_only() {
+    use hive_sh4re::secret::{SecretName, SecretValue};
+    let f = loopback();
+    add_agent(&f.hive, "alice");
+    let name = SecretName::parse("GH_TOKEN").unwrap();
+    let value = SecretValue::parse("ghp-dashboard-never-shows".into()).unwrap();
+    f.hive.secret_set(&name, None, &value).unwrap();
+    let alice = "alice".parse().unwrap();
+    f.hive.secret_set(&name, Some(&alice), &value).unwrap();
+    assert_eq!(
+        call(&f, anon_get("/api/secrets")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, b) = call(&f, get("/api/secrets")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(!b.contains("ghp-dashboard"), "{b}");
+    let list: Vec<hive_sh4re::host::SecretRow> = serde_json::from_str(&b).unwrap();
+    let scopes: Vec<_> = list
+        .iter()
+        .map(|r| (r.name.as_str(), r.agent.as_deref()))
+        .collect();
+    assert_eq!(scopes, [("GH_TOKEN", None), ("GH_TOKEN", Some("alice"))]);
+}

@@ -60,6 +60,11 @@ impl Supervised for Hive {
         attempt: u32,
     ) {
         let tail = log_tail(&self.paths.harness_log(name), CRASH_LOG_LINES);
+        // The agent writes its log: a secret's value in it goes no further than the file.
+        let tail = match self.redactor() {
+            Ok(r) => r.redact(&tail),
+            Err(e) => format!("(the log is not quoted: {e})"),
+        };
         let next = match retry_in {
             Some(d) => format!(
                 "restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})",

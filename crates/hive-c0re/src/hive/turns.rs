@@ -54,6 +54,7 @@ impl Hive {
             model: Self::effective_model(&row)?,
             config: Self::config_of(&row)?,
             session_id: row.session_id.clone(),
+            secrets: self.secrets_for(name)?,
         })
     }
 

@@ -10,6 +10,7 @@ mod approvals;
 mod conns;
 mod control;
 mod messages;
+mod secrets;
 mod shell;
 
 use std::os::unix::fs::PermissionsExt;
@@ -261,6 +262,9 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::ScheduleList(r) => r.handle(hive).await,
         Request::ScheduleRm(r) => r.handle(hive).await,
         Request::Shell(r) => r.handle(hive).await,
+        Request::SecretSet(r) => r.handle(hive).await,
+        Request::SecretList(r) => r.handle(hive).await,
+        Request::SecretRm(r) => r.handle(hive).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

@@ -5,6 +5,7 @@
 //! caller's thread as today (sends through the group-commit writer), the
 //! PostgreSQL arm awaits its pool. Both return the same row types.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use hive_sh4re::AgentState;
@@ -12,7 +13,7 @@ use hive_sh4re::AgentState;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentRow, ApprovalRow, EventRow, Limits, MessageRow, NewAgent, NewApproval, QuestionRow,
-    Result, ScheduleRow, SendError, StatRow, Store,
+    Result, ScheduleRow, SecretEntry, SendError, StatRow, Store,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -417,5 +418,37 @@ impl Db {
     /// Drops figures past the age limit.
     pub async fn vacuum_stats(&self) -> Result<usize> {
         both!(self, s => s.vacuum_stats())
+    }
+
+    // ---- secrets ----------------------------------------------------------
+
+    /// Sets (or replaces) a secret; `agent` None is hive-wide.
+    pub async fn set_secret(&self, name: &str, agent: Option<&str>, value: &str) -> Result<()> {
+        both!(self, s => s.set_secret(name, agent, value))
+    }
+
+    /// Removes a secret; false when there was none.
+    pub async fn remove_secret(&self, name: &str, agent: Option<&str>) -> Result<bool> {
+        both!(self, s => s.remove_secret(name, agent))
+    }
+
+    /// Every secret without its value: hive-wide first, then by agent and name.
+    pub async fn secret_entries(&self) -> Result<Vec<SecretEntry>> {
+        both!(self, s => s.secret_entries())
+    }
+
+    /// What one agent's claude gets: the hive-wide secrets, its own over them.
+    pub async fn secrets_for(&self, agent: &str) -> Result<BTreeMap<String, String>> {
+        both!(self, s => s.secrets_for(agent))
+    }
+
+    /// Every stored value with its name, whatever its scope (what redaction looks for).
+    pub async fn secret_values(&self) -> Result<Vec<(String, String)>> {
+        both!(self, s => s.secret_values())
+    }
+
+    /// Drops an agent's own secrets (it is being purged).
+    pub async fn remove_secrets_of(&self, agent: &str) -> Result<usize> {
+        both!(self, s => s.remove_secrets_of(agent))
     }
 }

@@ -18,6 +18,7 @@ pub mod pg;
 mod questions;
 mod schedules;
 mod schema;
+mod secrets;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,7 @@ pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
 pub use questions::QuestionRow;
 pub use schedules::ScheduleRow;
+pub use secrets::SecretEntry;
 pub use stats::StatRow;
 
 /// Errors of the store.

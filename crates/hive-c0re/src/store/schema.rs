@@ -102,6 +102,16 @@ CREATE INDEX schedules_due ON schedules (next_due);
     r#"
 ALTER TABLE messages ADD COLUMN held_at INTEGER;
 "#,
+    // 4: the operator's secrets; agent '' is hive-wide.
+    r#"
+CREATE TABLE secrets (
+    name   TEXT NOT NULL,
+    agent  TEXT NOT NULL DEFAULT '',
+    value  TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    PRIMARY KEY (name, agent)
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Scope;
+use crate::secret::{SecretName, SecretValue};
 use crate::{AgentName, Mailbox};
 
 // Agents: list, status, lifecycle, pause.
@@ -257,4 +258,28 @@ pub struct Shell {
     /// The client's `TERM` (default `xterm-256color`).
     #[serde(default)]
     pub term: Option<String>,
+}
+
+// Secrets.
+
+/// `secret_set` *ours*: store a secret for every agent's claude (or, with
+/// `agent`, for that agent's, over a hive-wide one of the same name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretSet {
+    pub name: SecretName,
+    #[serde(default)]
+    pub agent: Option<AgentName>,
+    pub value: SecretValue,
+}
+
+/// `secret_list` *ours*: every secret's name, scope and time set; never a value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecretList {}
+
+/// `secret_rm` *ours*: remove a secret (hive-wide, or the agent's own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretRm {
+    pub name: SecretName,
+    #[serde(default)]
+    pub agent: Option<AgentName>,
 }

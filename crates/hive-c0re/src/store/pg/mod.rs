@@ -25,6 +25,7 @@ mod messages;
 mod questions;
 mod schedules;
 mod schema;
+mod secrets;
 pub mod settings;
 mod stats;
 pub mod test_cluster;

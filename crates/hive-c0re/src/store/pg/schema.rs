@@ -107,6 +107,16 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules (next_due);
 "#,
+    // 2: the operator's secrets (sqlite's version 4); agent '' is hive-wide.
+    r#"
+CREATE TABLE secrets (
+    name   TEXT NOT NULL,
+    agent  TEXT NOT NULL DEFAULT '',
+    value  TEXT NOT NULL,
+    set_at BIGINT NOT NULL,
+    PRIMARY KEY (name, agent)
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -446,4 +446,31 @@ both! {
         s.set_schedule_due(id, 50).await.unwrap();
         assert_eq!(s.next_schedule_due().await.unwrap(), Some(50));
     }
+
+    // ---- secrets ------------------------------------------------------------
+
+    async fn an_agents_own_secret_wins_over_the_hive_wide_one(f) {
+        let s = f.open().await;
+        s.set_secret("TOKEN", None, "hive-wide-value").await.unwrap();
+        s.set_secret("OTHER", None, "other-value").await.unwrap();
+        s.set_secret("TOKEN", Some("alice"), "alices-value").await.unwrap();
+        let alice = s.secrets_for("alice").await.unwrap();
+        assert_eq!(alice["TOKEN"], "alices-value");
+        assert_eq!(alice["OTHER"], "other-value");
+        assert_eq!(s.secrets_for("bob").await.unwrap()["TOKEN"], "hive-wide-value");
+        let entries = s.secret_entries().await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| (e.name.as_str(), e.agent.as_deref())).collect::<Vec<_>>(),
+            [("OTHER", None), ("TOKEN", None), ("TOKEN", Some("alice"))]
+        );
+        s.set_secret("TOKEN", None, "replaced-value").await.unwrap();
+        assert_eq!(s.secret_entries().await.unwrap().len(), 3);
+        assert_eq!(s.secret_values().await.unwrap().len(), 3);
+        assert!(s.remove_secret("TOKEN", Some("alice")).await.unwrap());
+        assert!(!s.remove_secret("TOKEN", Some("alice")).await.unwrap());
+        assert_eq!(s.secrets_for("alice").await.unwrap()["TOKEN"], "replaced-value");
+        s.set_secret("GH", Some("bob"), "bobs-value").await.unwrap();
+        assert_eq!(s.remove_secrets_of("bob").await.unwrap(), 1);
+        assert_eq!(s.secret_entries().await.unwrap().len(), 2);
+    }
 }

@@ -1,0 +1,135 @@
+//! What an idle agent costs: every process hive-c0re keeps for it (the
+//! harness, and for nspawn the container's processes and its network helper),
+//! their count and memory (PSS: shared pages split among their users, so the
+//! sum is what the agents really take), with hive-c0re's own beside it, for
+//! each runtime this host can run.
+//!
+//! `cargo build --release --workspace --bins && cargo bench -p hive-c0re --bench idle`
+//! (`IDLE_AGENTS=N` for another count than 10).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Daemon, call};
+
+/// Pids of the processes below `pid` (children, their children, ...).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // The parent is the 2nd field after the parenthesised command.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if let Some(pp) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+            parent_of.push((p, pp));
+        }
+    }
+    let mut out = vec![];
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parent_of {
+            if pp == p {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A process's proportional set size, in KiB.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn measure(runtime: &str, agents: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        runtime,
+        &[("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")],
+    );
+    for i in 0..agents {
+        let r = call(&d.sock, &format!(r#"{{"cmd":"spawn","name":"idle-{i}"}}"#));
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = call(&d.sock, r#"{"cmd":"agent_status"}"#);
+        let up = s["agent_statuses"]
+            .as_array()
+            .map(|a| a.iter().filter(|r| r["running"] == true).count())
+            .unwrap_or(0);
+        if up == agents {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{up} of {agents} agents came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Let start-up work settle: an idle agent is one that waits for mail.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut by_comm: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for p in descendants(d.pid()) {
+        let e = by_comm.entry(comm(p)).or_default();
+        e.0 += 1;
+        e.1 += pss_kib(p);
+    }
+    let (n, kib) = by_comm
+        .values()
+        .fold((0, 0), |(n, k), (cn, ck)| (n + cn, k + ck));
+    let per = |v: u64| v as f64 / agents as f64 / 1024.0;
+    println!(
+        "{runtime}: {agents} idle agents: {:.1} processes and {:.1} MiB (PSS) each; hive-c0re {:.1} MiB",
+        n as f64 / agents as f64,
+        per(kib),
+        pss_kib(d.pid()) as f64 / 1024.0
+    );
+    for (c, (cn, ck)) in &by_comm {
+        println!(
+            "    {c:<16} {:>5.1} per agent  {:>7.2} MiB per agent",
+            *cn as f64 / agents as f64,
+            per(*ck)
+        );
+    }
+}
+
+fn main() {
+    let agents: usize = std::env::var("IDLE_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut runtimes = vec!["process"];
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root && Path::new("/usr/bin/systemd-nspawn").exists() {
+        runtimes.push("nspawn");
+    } else {
+        println!("nspawn: skipped (needs root and systemd-nspawn)");
+    }
+    for rt in runtimes {
+        measure(rt, agents);
+    }
+}

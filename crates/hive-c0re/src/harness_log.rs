@@ -1,0 +1,118 @@
+//! The harness log's size: `harness.log` (written by the harness through an
+//! append-only descriptor hive-c0re opened) is rotated by copy and truncate
+//! once it passes [`MAX_BYTES`], so a chatty or hostile harness fills one
+//! bounded file and one previous one (`harness.log.1`), never the disk.
+//!
+//! Copy-then-truncate (logrotate's `copytruncate`) because the harness keeps
+//! its descriptor for its whole life, across daemon restarts: a renamed file
+//! would keep growing under its new name. The harness appends (`O_APPEND`),
+//! so after the truncation its next line lands at the start of the emptied
+//! file. What it writes between the copy and the truncation (a moment) is lost.
+
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Size past which `harness.log` is rotated.
+pub const MAX_BYTES: u64 = 10 << 20;
+/// How often a running agent's log size is checked.
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// The previous log, kept beside the current one.
+pub fn previous(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_owned();
+    name.push(".1");
+    log.with_file_name(name)
+}
+
+/// Rotates `log` when it is a regular file larger than `max`: its bytes go to
+/// `harness.log.1` (replacing the one before), and it is emptied in place.
+/// Returns whether it rotated. Links and other non-regular files are left
+/// alone (the agent's directory is hive-c0re's, but the rule holds everywhere).
+pub fn rotate_if_larger(log: &Path, max: u64) -> io::Result<bool> {
+    let mut f = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(log)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    if !meta.is_file() || meta.len() <= max {
+        return Ok(false);
+    }
+    let prev = previous(log);
+    let tmp = log.with_file_name(format!(
+        "{}.rotating",
+        log.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.mode() & 0o777)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
+    f.seek(SeekFrom::Start(0))?;
+    io::copy(&mut (&mut f).take(meta.len()), &mut out)?;
+    // Lines appended during the copy go along too; only those written after
+    // this read and before the truncation are lost.
+    io::copy(&mut f, &mut out)?;
+    out.flush()?;
+    fs::rename(&tmp, &prev)?;
+    f.set_len(0)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_log_moves_to_the_previous_one_and_the_writer_goes_on_at_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("harness.log");
+        // The harness's own descriptor: append-only, opened before the rotation.
+        let mut writer = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writer.write_all(&vec![b'a'; 2000]).unwrap();
+        assert!(!rotate_if_larger(&log, 4096).unwrap(), "small logs stay");
+        writer.write_all(&vec![b'b'; 3000]).unwrap();
+        assert!(rotate_if_larger(&log, 4096).unwrap());
+        assert_eq!(fs::metadata(previous(&log)).unwrap().len(), 5000);
+        assert_eq!(fs::metadata(&log).unwrap().len(), 0);
+        writer.write_all(b"after\n").unwrap();
+        assert_eq!(fs::read(&log).unwrap(), b"after\n");
+        // A second rotation replaces the previous log.
+        writer.write_all(&vec![b'c'; 5000]).unwrap();
+        assert!(rotate_if_larger(&log, 4096).unwrap());
+        let prev = fs::read(previous(&log)).unwrap();
+        assert!(prev.starts_with(b"after\n") && prev.len() == 5006);
+        assert!(!dir.path().join("harness.log.rotating").exists());
+    }
+
+    #[test]
+    fn a_link_or_a_fifo_is_never_followed_or_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, vec![b'x'; 10_000]).unwrap();
+        let log = dir.path().join("harness.log");
+        std::os::unix::fs::symlink(&target, &log).unwrap();
+        assert!(rotate_if_larger(&log, 10).is_err());
+        assert_eq!(fs::metadata(&target).unwrap().len(), 10_000);
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(!rotate_if_larger(&fifo, 10).unwrap());
+        assert!(!previous(&fifo).exists());
+        assert!(!rotate_if_larger(&dir.path().join("missing.log"), 10).unwrap());
+    }
+}

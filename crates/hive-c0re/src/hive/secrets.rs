@@ -1,0 +1,210 @@
+//! The operator's secrets (`hive-c0re secret ...`): set, list, remove, what
+//! one agent's claude gets, and redaction.
+//!
+//! Values live only in the store's `secrets` table. They leave the daemon in
+//! one way: the `config` an agent's own socket answers `next_turn`,
+//! `turn_end` and `config` with (hive-wide secrets with the agent's own over
+//! them), which the harness puts in claude's environment. Everything an agent
+//! reports (events, messages, its status, the manager's requests) passes
+//! [`Redactor::redact`] before it is stored, so a value claude prints is kept
+//! as `[secret NAME]`, whatever the harness did with it.
+
+use std::sync::Arc;
+
+use hive_sh4re::AgentName;
+use hive_sh4re::host::SecretRow;
+use hive_sh4re::secret::{MIN_REDACTED_BYTES, SecretName, SecretValue, Secrets};
+
+use super::Hive;
+use crate::broker::Change;
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+
+/// What redaction looks for: each stored value long enough to redact, with
+/// its name; longest first, so a value that contains another is replaced whole.
+#[derive(Debug, Default)]
+pub struct Redactor {
+    /// (value as it appears inside a JSON string, value, replacement).
+    values: Vec<(String, String, String)>,
+}
+
+impl Redactor {
+    /// From (name, value) pairs.
+    pub fn new(pairs: Vec<(String, String)>) -> Self {
+        let mut values: Vec<(String, String, String)> = pairs
+            .into_iter()
+            .filter(|(_, v)| v.len() >= MIN_REDACTED_BYTES)
+            .map(|(name, value)| {
+                let quoted = serde_json::to_string(&value).unwrap_or_default();
+                let escaped = quoted[1..quoted.len() - 1].to_owned();
+                (escaped, value, format!("[secret {name}]"))
+            })
+            .collect();
+        values.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.2.cmp(&b.2)));
+        values.dedup_by(|a, b| a.1 == b.1);
+        Self { values }
+    }
+
+    /// `text` with every value replaced by `[secret NAME]`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (_, value, label) in &self.values {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), label);
+            }
+        }
+        out
+    }
+
+    /// A JSON text with every value replaced inside its strings (and keys).
+    /// Untouched, without parsing, when no value occurs in it.
+    pub fn redact_json(&self, json: &str) -> String {
+        if !self
+            .values
+            .iter()
+            .any(|(escaped, _, _)| json.contains(escaped.as_str()))
+        {
+            return json.to_owned();
+        }
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(v) => self.redact_value(v).to_string(),
+            // Not JSON: no structure to keep, the text is all there is.
+            Err(_) => self.redact(json),
+        }
+    }
+
+    /// A JSON value with every value replaced inside its strings (and keys).
+    pub fn redact_value(&self, v: serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(self.redact(&s)),
+            Value::Array(a) => Value::Array(a.into_iter().map(|v| self.redact_value(v)).collect()),
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| (self.redact(&k), self.redact_value(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    /// True when there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+impl Hive {
+    /// Stores a secret, hive-wide or for one agent of this hive; its next turn has it.
+    pub fn secret_set(
+        &self,
+        name: &SecretName,
+        agent: Option<&AgentName>,
+        value: &SecretValue,
+    ) -> Result<()> {
+        if let Some(a) = agent {
+            self.agent_row(a)?;
+        }
+        self.store
+            .set_secret(name.as_str(), agent.map(AgentName::as_str), value.expose())?;
+        self.secrets_changed(agent)
+    }
+
+    /// Removes a secret.
+    pub fn secret_rm(&self, name: &SecretName, agent: Option<&AgentName>) -> Result<()> {
+        if !self
+            .store
+            .remove_secret(name.as_str(), agent.map(AgentName::as_str))?
+        {
+            let scope = match agent {
+                Some(a) => format!("for {a}"),
+                None => "hive-wide".to_owned(),
+            };
+            return Err(Error::refused(format!(
+                "there is no secret {name} {scope}: see hive-c0re secret list"
+            )));
+        }
+        self.secrets_changed(agent)
+    }
+
+    /// Every secret's name, scope and time set; never a value.
+    pub fn secret_list(&self) -> Result<Vec<SecretRow>> {
+        Ok(self
+            .store
+            .secret_entries()?
+            .into_iter()
+            .map(|e| SecretRow {
+                name: e.name,
+                agent: e.agent,
+                set_at: rfc3339(e.set_at),
+            })
+            .collect())
+    }
+
+    /// What the agent's claude gets: hive-wide secrets, its own over them.
+    pub fn secrets_for(&self, agent: &AgentName) -> Result<Secrets> {
+        Ok(Secrets(self.store.secrets_for(agent.as_str())?))
+    }
+
+    /// The redactor for the values stored now (read from the store once per change).
+    pub fn redactor(&self) -> Result<Arc<Redactor>> {
+        let mut cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = cached.as_ref() {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Redactor::new(self.store.secret_values()?));
+        *cached = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Forgets the cached redactor and tells watchers the agents' view changed.
+    fn secrets_changed(&self, agent: Option<&AgentName>) -> Result<()> {
+        *self.redactor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // A parked agent re-reads its config when poked; a working one at its next turn.
+        match agent {
+            Some(a) => self.broker.publish(Change::Agent(a.to_string())),
+            None => {
+                for row in self.store.agents()? {
+                    self.broker.publish(Change::Agent(row.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r() -> Redactor {
+        Redactor::new(vec![
+            ("API".into(), "sk-abcdef123456".into()),
+            ("LONGER".into(), "sk-abcdef123456-and-more".into()),
+            ("QUOTED".into(), "pa\"ss\\word!".into()),
+            ("SHORT".into(), "1234".into()),
+        ])
+    }
+
+    #[test]
+    fn values_become_their_names() {
+        let r = r();
+        assert_eq!(
+            r.redact("key sk-abcdef123456 and sk-abcdef123456-and-more, 1234"),
+            "key [secret API] and [secret LONGER], 1234"
+        );
+    }
+
+    #[test]
+    fn json_stays_json_and_escaped_values_are_found() {
+        let r = r();
+        let v = serde_json::json!({"text": "say pa\"ss\\word!", "sk-abcdef123456": ["x sk-abcdef123456"]});
+        let out: serde_json::Value = serde_json::from_str(&r.redact_json(&v.to_string())).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"text": "say [secret QUOTED]", "[secret API]": ["x [secret API]"]})
+        );
+        let clean = r#"{"a":"nothing here"}"#;
+        assert_eq!(r.redact_json(clean), clean);
+    }
+}
