@@ -72,6 +72,26 @@ impl Fixture {
         }
     }
 
+    /// Takes the database back to the schema before the secrets (sqlite 3,
+    /// PostgreSQL 1), as a hive-c0re of that time left it.
+    pub async fn set_schema_before_secrets(&self) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.execute_batch("DROP TABLE secrets; PRAGMA user_version = 3;")
+                    .unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.batch_execute("DROP TABLE secrets; UPDATE hive_schema SET version = 1;")
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
     /// Records a schema version newer than this build knows.
     pub async fn set_newer_schema(&self) {
         match &self.database {

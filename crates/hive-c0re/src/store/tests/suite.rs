@@ -34,6 +34,17 @@ both! {
         assert_eq!(s.recv("alice", 10).await.unwrap().len(), 1);
     }
 
+    async fn an_older_database_migrates_forward_and_keeps_its_rows(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "kept").await.unwrap();
+        drop(s);
+        f.set_schema_before_secrets().await;
+        let s = f.open().await;
+        assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "kept");
+        s.set_secret("TOKEN", None, "a-value").await.unwrap();
+        assert_eq!(s.secrets_for("alice").await.unwrap()["TOKEN"], "a-value");
+    }
+
     async fn refuses_a_newer_database(f) {
         drop(f.open().await);
         f.set_newer_schema().await;
