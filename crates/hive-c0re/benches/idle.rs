@@ -8,7 +8,6 @@
 //! (`IDLE_AGENTS=N` for another count than 10).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -118,17 +117,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let mut runtimes = vec!["process"];
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if root && Path::new("/usr/bin/systemd-nspawn").exists() {
-        runtimes.push("nspawn");
-    } else {
-        println!("nspawn: skipped (needs root and systemd-nspawn)");
-    }
+    let runtimes = common::runtimes();
     for rt in runtimes {
         measure(rt, agents);
     }

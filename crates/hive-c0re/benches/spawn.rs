@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -59,17 +58,7 @@ fn measure(runtime: &str) -> Vec<Duration> {
 }
 
 fn main() {
-    let mut runtimes = vec!["process"];
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    if root && Path::new("/usr/bin/systemd-nspawn").exists() {
-        runtimes.push("nspawn");
-    } else {
-        println!("nspawn: skipped (needs root and systemd-nspawn)");
-    }
+    let runtimes = common::runtimes();
     println!("spawn -> harness connected over {SPAWNS} spawns     p50 ms     max ms");
     for rt in runtimes {
         let v = measure(rt);

@@ -25,49 +25,17 @@ use common::{ModelSim, TestHive};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The built-in script's conventions, except that `ask` is followed from any
-/// sender: a schedule's prompt comes from `system`, which takes no answer.
-const SCRIPT: &str = r#"
-default_reply = "Done."
-
-[[rule]]
-name = "ask"
-each_message = true
-user_regex = '(?s)^\s*ask\s+(?P<peer>[a-z][a-z0-9-]*)\s+(?P<question>.+?)\s*$'
-[[rule.reply]]
-tool = "mcp__hyperhive__send"
-input = { to = "{{peer}}", body = "question: {{question}}" }
-
-[[rule]]
-name = "answer"
-each_message = true
-user_regex = '(?s)^question:\s*(?P<question>.+)$'
-[[rule.reply]]
-tool = "mcp__hyperhive__send"
-input = { to = "{{sender}}", body = "answer: you asked {{question}}" }
-
-[[rule]]
-name = "report"
-each_message = true
-user_regex = '(?s)^answer:\s*(?P<answer>.+)$'
-[[rule.reply]]
-tool = "mcp__hyperhive__send"
-input = { to = "operator", body = "{{sender}} answered: {{answer}}" }
-
-[[rule]]
-name = "ack"
-each_message = true
-user_text = ""
-[[rule.reply]]
-tool = "mcp__hyperhive__send"
-input = { to = "{{sender}}", body = "ack: {{body}}" }
-
-[[rule]]
-name = "after-send"
-tool_result = ""
-[[rule.reply]]
-text = "Done: answered the inbox."
-"#;
+/// The built-in script, except that `ask` is followed from any sender: a
+/// schedule's prompt comes from `system`, which takes no answer.
+fn script() -> String {
+    let builtin = include_str!("../../hive-model-sim/src/default_script.toml");
+    let from_operator = "sender = \"operator\"\n";
+    assert!(
+        builtin.contains(from_operator),
+        "the built-in script's ask rule no longer names its sender: update the soak"
+    );
+    builtin.replacen(from_operator, "", 1)
+}
 
 fn knob(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -211,7 +179,7 @@ fn soak() {
     );
     let mut rng = Rng(seed);
 
-    let sim = ModelSim::start(Some(SCRIPT));
+    let sim = ModelSim::start(Some(&script()));
     let mut hive = TestHive::with_model(&sim, runtime);
     let names: Vec<String> = (0..n_agents).map(|i| format!("a{i:02}")).collect();
     for n in &names {

@@ -131,3 +131,19 @@ pub fn pct_ms(sorted: &[Duration], q: f64) -> f64 {
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i].as_secs_f64() * 1000.0
 }
+
+/// The runtimes this host can run: `process` always, `nspawn` as root where
+/// systemd-nspawn is installed (else a line says it is skipped).
+pub fn runtimes() -> Vec<&'static str> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root && Path::new("/usr/bin/systemd-nspawn").exists() {
+        vec!["process", "nspawn"]
+    } else {
+        println!("nspawn: skipped (needs root and systemd-nspawn)");
+        vec!["process"]
+    }
+}
