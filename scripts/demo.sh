@@ -37,6 +37,14 @@ else
     credentials=(ANTHROPIC_API_KEY)
 fi
 
+if [ "$(id -u)" = 0 ] && [ -w /sys/kernel/mm/ksm/run ] && [ "$(cat /sys/kernel/mm/ksm/run)" = 0 ]; then
+    # Each agent's pasta (its network) holds ~25 MiB of mostly zero buffers;
+    # hive-c0re opts only those pastas in to the kernel's same-page merging.
+    say "turning on the kernel's same-page merging (ksmd) so idle agents stay cheap"
+    echo 1 >/sys/kernel/mm/ksm/use_zero_pages
+    echo 1 >/sys/kernel/mm/ksm/run
+fi
+
 say "starting hive-c0re (log: $logs/hive-c0re.log)"
 # The demo's settings are its own, not those of a server's /etc/hyperhive/hive.toml.
 # The credentials reach the agents as secrets, not through the daemon's environment.

@@ -6,7 +6,8 @@
 #![no_main]
 
 use hive_sh4re::Mailbox;
-use hive_sh4re::config::{AgentConfig, HIVE_TOOLS};
+use hive_sh4re::config::AgentConfig;
+use hive_sh4re::tools::Tool;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,10 +29,12 @@ fuzz_target!(|data: &[u8]| {
     for r in &cfg.allowed_recipients {
         assert!(Mailbox::parse(r).is_ok(), "{r:?}");
     }
-    let arg = cfg.allowed_tools_arg(&[]);
-    assert_eq!(
-        arg.split(',').count(),
-        HIVE_TOOLS.len() + cfg.allowed_tools.len(),
-        "{arg:?}"
-    );
+    for manager in [false, true] {
+        let arg = cfg.allowed_tools_arg(manager);
+        assert_eq!(
+            arg.split(',').count(),
+            Tool::granted(manager).count() + cfg.allowed_tools.len(),
+            "{arg:?}"
+        );
+    }
 });

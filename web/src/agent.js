@@ -3,14 +3,16 @@
 // last turn, scheduled prompts, inbox and telemetry.
 
 import { api, live } from './api.js';
+import { loadNotifications, mountBell, setTitle, show as showNotifications } from './notifications.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
+import { icon } from './icons.js';
 import { mountTelemetry } from './telemetry.js';
-import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, watchLogin } from './ui.js';
+import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, spendBar, startClock, toast, twoClick, watchLogin } from './ui.js';
 
 // The page is served at /agents/NAME (hive-c0re checked that NAME exists).
 const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
-document.title = `${NAME} · hyperhive`;
+setTitle(`${NAME} · hyperhive`);
 for (const el of document.querySelectorAll('.agent-name')) el.textContent = NAME;
 $('#term-input').placeholder = `message ${NAME} as the operator, or /help`;
 $('#schedule-text').placeholder = `what to tell ${NAME}`;
@@ -114,6 +116,20 @@ async function loadHistory() {
   addEvents(buffered);
   buffered = [];
   toBottom();
+  revealLinked();
+}
+
+/** `#event-N` (the hive page's feed links a turn so): pages back to that event and shows it. */
+async function revealLinked() {
+  const m = /^#event-(\d+)$/.exec(location.hash);
+  if (!m) return;
+  const id = Number(m[1]);
+  // A bounded walk back: a link to an event long vacuumed must not page forever.
+  for (let i = 0; i < 20 && hasEarlier && firstId !== null && firstId > id; i++) await loadEarlier();
+  const el = rows.querySelector(`.row[data-id="${id}"]`);
+  if (!el) return;
+  el.scrollIntoView({ block: 'center' });
+  el.classList.add('flash');
 }
 
 /** After a reconnect or a resync: everything after the newest event shown. */
@@ -147,7 +163,7 @@ const HELP = [
   '/compact         compact the claude session (when idle)',
   '/compact-notes   ask the agent to compact its notes',
   '/cancel          cancel the running turn (or nap)',
-  'anything else    is sent to the agent as a message from the operator',
+  'anything else    is sent to the agent as a message from the operator (a line that starts with a space too)',
 ];
 
 function say(text, cls) {
@@ -155,8 +171,15 @@ function say(text, cls) {
   toBottom();
 }
 
+/** The commands the terminal knows; any other line starting with / gets a hint, not a message. */
+const COMMANDS = new Set(['/help', '/clear', '/model', '/compact', '/compact-notes', '/cancel']);
+
 async function command(line) {
   const [cmd, ...rest] = line.trim().split(/\s+/);
+  if (line.startsWith('/') && !COMMANDS.has(cmd)) {
+    say(`unknown command ${cmd}: /help lists the commands (to send a message that starts with /, begin it with a space)`, 'local help error');
+    return;
+  }
   const arg = rest.join(' ');
   switch (cmd) {
     case '/help':
@@ -214,20 +237,32 @@ input.addEventListener('keydown', (e) => {
 function showRow(r) {
   row = r;
   $('#badge').replaceWith(Object.assign(badge(r), { id: 'badge' }));
-  const hb = r.last_turn_at ? h('span', { class: 'tag' }, '♥ ', since(r.last_turn_at, ' ago')) : h('span', { class: 'tag dim' }, 'no turn yet');
+  const hb = r.last_turn_at ? h('span', { class: 'tag' }, icon('heart'), ' ', since(r.last_turn_at, ' ago')) : h('span', { class: 'tag dim' }, 'no turn yet');
   const sha = r.deployed_sha && h('span', { class: 'tag', title: 'deployed config' }, `⎇ ${r.deployed_sha}`);
   const rt = h('span', { class: 'tag', title: r.isolated ? 'user-namespaced container' : 'plain host process, not isolated' }, r.runtime);
   fill($('#flags'), hb, ...flags(r), sha, rt, r.status_text && h('span', { class: 'status-text' }, r.status_text));
-  $('#btn-cancel').hidden = !(r.running && (r.state === 'thinking' || r.state === 'compacting' || r.state === 'napping'));
+  $('#btn-cancel').hidden = !(r.running && (r.state === 'thinking' || r.state === 'compacting' || r.state === 'napping' || r.state === 'queued'));
   $('#btn-compact').hidden = !(r.running && r.state === 'idle');
   document.querySelector('[data-action=start]').disabled = r.running && !r.failed;
   document.querySelector('[data-action=stop]').disabled = !r.running;
   const pause = $('#btn-pause');
-  pause.textContent = r.paused ? '▶ Resume' : '⏸ Pause';
+  fill(pause, icon(r.paused ? 'play' : 'pause'), r.paused ? ' Resume' : ' Pause');
   pause.title = r.paused ? 'let its turn loop take messages again' : 'park its turn loop; messages keep queueing';
-  document.title = `${r.name} · ${r.state} · hyperhive`;
+  setTitle(`${r.name} · ${r.state} · hyperhive`);
+  showBudget(r.budget);
   showTurn();
   pokeStats();
+}
+
+/** The agent's own budget today (its status row's `budget`), or that it has none. */
+function showBudget(b) {
+  fill($('#budget'), b ? spendBar(b) : h('span', { class: 'dim' }, 'no budget'));
+}
+
+async function setBudget(body) {
+  const r = await run(() => api.setBudget(NAME, body), body.reset ? `${NAME}'s budget is lifted until 00:00 UTC` : `${NAME}'s budget is set for today`);
+  if (r?.budget) showBudget(r.budget.usd_per_day != null || r.budget.tokens_per_day != null ? r.budget : null);
+  return r;
 }
 
 function modelLine(m) {
@@ -267,8 +302,11 @@ function showTurn() {
   fill($('#last-turn'), ...(facts.length ? facts : [h('dt', {}, '—'), h('dd', {}, 'no turn yet')]));
 }
 
+let inboxShown = 0; // how many times the list was filled: a reload answered after a fresher list is dropped
+
 function showInbox(messages) {
-  fill($('#inbox'), ...(messages.length ? [...messages].reverse().map((m) => messageItem(m, NAME)) : [h('li', { class: 'empty' }, 'No messages yet.')]));
+  inboxShown++;
+  fill($('#inbox'), ...(messages.length ? [...messages].reverse().map((m) => messageItem(m, NAME, { labels: true })) : [h('li', { class: 'empty' }, 'No messages yet.')]));
 }
 
 // ---- scheduled prompts ------------------------------------------------------
@@ -341,6 +379,20 @@ $('#model-form').addEventListener('submit', async (e) => {
   $('#model-input').value = '';
 });
 $('#model-clear').addEventListener('click', () => setModel(null));
+$('#budget-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const body = {};
+  const usdText = $('#budget-usd').value.trim();
+  const tokenText = $('#budget-tokens').value.trim();
+  if (usdText) body.usd = Number(usdText);
+  if (tokenText) body.tokens = Number(tokenText);
+  if (!usdText && !tokenText) return;
+  if (await setBudget(body)) {
+    $('#budget-usd').value = '';
+    $('#budget-tokens').value = '';
+  }
+});
+$('#budget-reset').addEventListener('click', () => setBudget({ reset: true }));
 $('#btn-cancel').addEventListener('click', () => run(() => api.act(NAME, 'cancel')));
 $('#btn-compact').addEventListener('click', () => run(() => api.act(NAME, 'compact')));
 $('#btn-pause').addEventListener('click', () => run(() => api.act(NAME, row?.paused ? 'resume' : 'pause')));
@@ -369,11 +421,23 @@ async function refresh(first) {
 }
 
 live(NAME, {
-  hello: (_, first) => refresh(first),
-  resync: () => refresh(false),
+  hello: (_, first) => {
+    loadNotifications();
+    return refresh(first);
+  },
+  resync: () => {
+    loadNotifications();
+    return refresh(false);
+  },
+  notifications: showNotifications,
   // An agent frame comes with every change of its schedules (pending_reminders) and every delivery.
   agent: (r) => {
     if (r.name !== NAME) return;
+    // A turn that read its messages changes the depth, not the list: relabel what is pending.
+    if (row && r.inbox_depth !== row.inbox_depth) {
+      const seen = inboxShown;
+      api.messages(NAME).then((m) => seen === inboxShown && showInbox(m), () => {});
+    }
     showRow(r);
     loadSchedules();
     loadSecrets();
@@ -385,6 +449,7 @@ live(NAME, {
   agent_removed: () => banner(`${NAME} was destroyed: its history stays in the database until purged.`, 'Back to the hive', () => { location.href = '/'; }),
 }, setConn);
 
+mountBell();
 watchLogin();
 startClock();
 input.focus();

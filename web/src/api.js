@@ -61,6 +61,12 @@ const agentPath = (name, rest = '') => `/api/agents/${enc(name)}${rest}`;
 
 export const api = {
   agents: () => get('/api/agents'),
+  /** Everything that waits on the operator (NeedsYou). */
+  needsYou: () => get('/api/needs_you'),
+  /** A page of the hive-wide feed (Feed): {limit} or {before, limit}. */
+  feed: (query) => get(`/api/feed?${new URLSearchParams(query)}`),
+  /** The hive-wide model API backoff, or null. */
+  backoff: () => get('/api/backoff'),
   agent: (name) => get(agentPath(name)),
   /** History, oldest first: {limit}, {before, limit} or {since, limit}. */
   events: (name, query) => get(agentPath(name, `/events?${new URLSearchParams(query)}`)),
@@ -70,6 +76,8 @@ export const api = {
   /** A model name, or null to go back to the configured one. */
   setModel: (name, model) => post(agentPath(name, '/model'), { model }),
   send: (name, body) => post(agentPath(name, '/messages'), { body }),
+  /** Today's budget: {usd?, tokens?} new limits, or {reset: true} to lift it until 00:00 UTC. */
+  setBudget: (name, body) => post(agentPath(name, '/budget'), body),
   /** start, stop, kill, restart, destroy, pause, resume, cancel, compact, compact-notes. */
   act: (name, action) => post(agentPath(name, `/${action}`)),
   /** Every scheduled prompt, soonest first. */
@@ -87,6 +95,12 @@ export const api = {
   answer: (id, answer) => post(`/api/questions/${id}/answer`, { answer }),
   cancelQuestion: (id) => post(`/api/questions/${id}/cancel`),
   ping: () => post('/api/ping'),
+  /** {notifications (newest first), unread}. */
+  notifications: () => get('/api/notifications?limit=30'),
+  /** {id} or {all: true}; answers {unread}. */
+  readNotifications: (body) => post('/api/notifications/read', body),
+  /** Each webhook's queue: name, format, target, pending, attempts, last_error, last_ok. */
+  webhooks: () => get('/api/webhooks'),
   /** {alarm}: the free-space alarm (SpaceAlarm), or null while space is fine. */
   space: () => get('/api/space'),
   /** Telemetry (StatsSummary) of one agent, or of all without a name; `since` e.g. '1h'. */

@@ -1,137 +1,62 @@
-// The hive page: every agent and its controls, approvals, operator questions,
-// a box to message any agent, and the operator's inbox. Live over SSE.
+// The hive page: what needs the operator first (needs.js), every agent and
+// its controls (agents.js), approvals, operator questions, the hive-wide
+// activity feed (feed.js), a box to message any agent, and the operator's
+// inbox. Live over SSE.
 
+import { agentNames, initAgents, loadAgents, removeAgent, upsertAgent } from './agents.js';
 import { api, live } from './api.js';
-import { rate, refresher, stuckTag, turnTime } from './stats.js';
-import { $, badge, fill, flags, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
+import { liveFeed, loadFeed } from './feed.js';
+import { showNeeds } from './needs.js';
+import { icon } from './icons.js';
+import { loadNotifications, mountBell, show as showNotifications } from './notifications.js';
+import { refresher } from './stats.js';
+import { $, fill, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
-const agents = new Map(); // name -> {row, tr, stats}
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
 
-// ---- agents ---------------------------------------------------------------
-
-function actionButton(name, action, label, { danger = false } = {}) {
-  const b = h('button', { type: 'button', class: danger ? 'danger' : '', dataset: { action } }, label);
-  const go = () => run(() => api.act(name, action));
-  if (danger) twoClick(b, go);
-  else b.addEventListener('click', go);
-  return b;
-}
-
-function agentRow(name) {
-  const tr = h('tr', { dataset: { name } },
-    h('td', { class: 'name' }),
-    h('td', { class: 'state' }),
-    h('td', { class: 'heartbeat' }),
-    h('td', { class: 'rate num' }),
-    h('td', { class: 'p95 num' }),
-    h('td', { class: 'model' }),
-    h('td', { class: 'inbox' }),
-    h('td', { class: 'actions' },
-      actionButton(name, 'start', 'Start'),
-      actionButton(name, 'stop', 'Stop'),
-      actionButton(name, 'restart', 'Restart'),
-      actionButton(name, 'kill', 'Kill', { danger: true }),
-      actionButton(name, 'destroy', 'Destroy', { danger: true })));
-  return tr;
-}
-
-/** Fills a row's cells from a status row; the buttons (and their armed state) stay. */
-function fillRow(tr, row) {
-  const cell = (cls) => tr.querySelector(`td.${cls}`);
-  fill(cell('name'),
-    h('a', { href: `/agents/${encodeURIComponent(row.name)}` }, row.name), ' ', ...flags(row),
-    row.status_text && h('div', { class: 'status-text', title: row.status_set_at }, row.status_text));
-  fill(cell('state'), badge(row), stuckTag(agents.get(row.name)?.stats, stuckAfter));
-  fill(cell('heartbeat'), row.last_turn_at ? h('span', {}, '♥ ', since(row.last_turn_at, ' ago')) : h('span', { class: 'dim' }, 'no turn yet'));
-  cell('model').textContent = row.active_model;
-  const inbox = cell('inbox');
-  inbox.textContent = row.inbox_depth;
-  inbox.classList.toggle('waiting', row.inbox_depth > 0);
-  tr.querySelector('[data-action=start]').disabled = row.running && !row.failed;
-  tr.querySelector('[data-action=stop]').disabled = !row.running;
-  tr.classList.toggle('failed', row.failed);
-}
-
-function upsertAgent(row) {
-  let entry = agents.get(row.name);
-  if (!entry) {
-    entry = { row, tr: agentRow(row.name) };
-    agents.set(row.name, entry);
-    const body = $('#agents tbody');
-    const after = [...body.children].find((tr) => tr.dataset.name > row.name);
-    body.insertBefore(entry.tr, after ?? null);
-  }
-  entry.row = row;
-  fillRow(entry.tr, row);
-  agentsChanged();
-  pokeStats();
-}
-
-function removeAgent(name) {
-  agents.get(name)?.tr.remove();
-  agents.delete(name);
-  agentsChanged();
-}
+// ---- agents (agents.js: the table) ---------------------------------------------
 
 function agentsChanged() {
-  $('#agent-count').textContent = agents.size || '';
-  $('#no-agents').hidden = agents.size > 0;
-  $('#agents').hidden = agents.size === 0;
   const select = $('#send-to');
   const chosen = select.value;
-  const names = [...agents.keys()].sort();
+  const names = agentNames();
   if (names.join() !== [...select.options].map((o) => o.value).join()) {
     select.replaceChildren(...names.map((n) => h('option', { value: n }, n)));
     if (names.includes(chosen)) select.value = chosen;
   }
+  pokeBackoff();
 }
 
-async function loadAgents() {
-  const rows = await api.agents();
-  const names = new Set(rows.map((r) => r.name));
-  for (const name of [...agents.keys()]) if (!names.has(name)) removeAgent(name);
-  rows.forEach(upsertAgent);
+// ---- the hive-wide model API backoff ------------------------------------------
+
+/** Shows (or hides) the banner of the hive backing off from a failing model API. */
+function showBackoff(b) {
+  const el = $('#api-backoff');
+  el.hidden = !b;
+  if (!b) return;
+  fill(el,
+    h('span', {}, icon('warn'), ' The model API is failing: the hive holds new turns and probes it with one at a time. '),
+    h('span', {}, 'Since ', since(b.since, ' ago'), ` · last error: ${b.last_error} · next try: `,
+      b.probe ? `probing now with ${b.probe}` : until(b.next_try)));
 }
 
-// ---- telemetry --------------------------------------------------------------
-
-let stuckAfter = 300;
-
-/** Fills an agent row's telemetry cells (turns/min, p95) and its stuck flag. */
-function fillStats(tr, a) {
-  const cell = (cls) => tr.querySelector(`td.${cls}`);
-  cell('rate').textContent = rate(a.turns_per_minute);
-  cell('p95').textContent = turnTime(a.duration_p95_ms, a.turns);
-  cell('p95').title = a.turns ? `p50 ${turnTime(a.duration_p50_ms, a.turns)} over ${a.turns} turns` : 'no turns in the last hour';
-  tr.classList.toggle('stuck', a.stuck);
-  const state = cell('state');
-  state.querySelector('.tag.stuck')?.remove();
-  const tag = stuckTag(a, stuckAfter);
-  if (tag) state.append(tag);
-}
-
-async function loadStats() {
-  let s;
+const pokeBackoff = refresher(async () => {
   try {
-    s = await api.stats(null, '1h');
+    showBackoff(await api.backoff());
   } catch {
-    return; // the next change or the idle refresh tries again; the rows stay as they were
+    // the next change tries again
   }
-  stuckAfter = s.stuck_after_seconds;
-  for (const a of s.agents) {
-    const entry = agents.get(a.agent);
-    if (!entry) continue;
-    entry.stats = a;
-    fillStats(entry.tr, a);
-  }
-}
-
-const pokeStats = refresher(loadStats);
+});
 
 // ---- approvals --------------------------------------------------------------
 
-function approvalItem(a) {
+// Each pending approval keeps its card (keyed by id) across live updates, so a
+// typed deny reason, an armed button and an opened diff survive a new
+// approval arriving: cards are updated in place, added and removed, never
+// rebuilt.
+const approvalCards = new Map(); // id -> card element
+
+function approvalCard(a) {
   // A pending approval shows what it changes unless the operator folds it.
   const shown = !hiddenDiffs.has(a.id);
   const diffBox = h('pre', { class: 'diff', hidden: !shown }, 'loading the diff…');
@@ -144,11 +69,12 @@ function approvalItem(a) {
       diffBox.textContent = e.message;
     }
   };
-  const toggle = h('button', { type: 'button', class: 'link' }, shown ? '▾ hide diff' : '▸ show diff');
+  const toggle = h('button', { type: 'button', class: 'link fold-toggle', 'aria-expanded': String(shown) }, shown ? 'hide diff' : 'show diff');
   toggle.addEventListener('click', () => {
     const show = diffBox.hidden;
     diffBox.hidden = !show;
-    toggle.textContent = show ? '▾ hide diff' : '▸ show diff';
+    toggle.textContent = show ? 'hide diff' : 'show diff';
+    toggle.setAttribute('aria-expanded', String(show));
     if (show) {
       hiddenDiffs.delete(a.id);
       loadDiff();
@@ -159,7 +85,8 @@ function approvalItem(a) {
   return h('div', { class: 'approval', dataset: { id: a.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${a.id} ${a.kind}`), ' ', h('a', { href: `/agents/${encodeURIComponent(a.agent)}` }, a.agent),
       a.commit_ref && h('code', {}, a.commit_ref.slice(0, 12)), h('span', { class: 'dim' }, ' · asked '), since(a.requested_at, ' ago')),
-    a.description && h('p', { class: 'desc' }, a.description),
+    h('p', { class: 'desc' }),
+    h('ul', { class: 'warnings' }),
     toggle, diffBox,
     h('div', { class: 'buttons' },
       twoClick(h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve'), () => run(() => api.approve(a.id))),
@@ -167,15 +94,57 @@ function approvalItem(a) {
       twoClick(h('button', { type: 'button', class: 'danger', dataset: { decide: 'deny' } }, 'Deny'), () => run(() => api.deny(a.id, note.value.trim())))));
 }
 
+/** Refreshes what may change on a pending card (description, warnings); its inputs and buttons stay. */
+function updateCard(card, a) {
+  const desc = card.querySelector('.desc');
+  desc.textContent = a.description ?? '';
+  desc.hidden = !a.description;
+  const warnings = a.warnings ?? [];
+  const key = JSON.stringify(warnings);
+  const list = card.querySelector('.warnings');
+  if (list.dataset.key !== key) {
+    list.dataset.key = key;
+    fill(list, ...warnings.map((w) => h('li', { class: `warning w-${w.kind}`, dataset: { kind: w.kind } }, icon('warn'), ' ', w.message)));
+  }
+  list.hidden = warnings.length === 0;
+}
+
 function showApprovals(list) {
   const pending = list.filter((a) => a.status === 'pending');
   const decided = list.filter((a) => a.status !== 'pending').slice(-5).reverse();
   $('#approval-count').textContent = pending.length || '';
   const box = $('#approvals');
-  fill(box,
-    ...(pending.length ? pending.map(approvalItem) : [h('p', { class: 'empty' }, 'Nothing to approve.')]),
-    decided.length > 0 && h('details', { class: 'decided' }, h('summary', {}, `recent decisions (${decided.length})`),
+  const ids = new Set(pending.map((a) => a.id));
+  for (const [id, card] of approvalCards) {
+    if (!ids.has(id)) {
+      card.remove();
+      approvalCards.delete(id);
+    }
+  }
+  // Oldest first, each card where its order puts it; existing ones are moved only if out of place.
+  let before = box.firstChild;
+  for (const a of pending) {
+    let card = approvalCards.get(a.id);
+    if (!card) {
+      card = approvalCard(a);
+      approvalCards.set(a.id, card);
+    }
+    updateCard(card, a);
+    if (card !== before) box.insertBefore(card, before);
+    else before = before.nextSibling;
+  }
+  // What follows the cards: the empty note or the recent decisions, rebuilt (nothing typed there).
+  const open = box.querySelector('details.decided')?.open;
+  while (before) {
+    const next = before.nextSibling;
+    before.remove();
+    before = next;
+  }
+  if (!pending.length) box.append(h('p', { class: 'empty' }, 'Nothing to approve.'));
+  if (decided.length > 0) {
+    box.append(h('details', { class: 'decided', open: open || undefined }, h('summary', {}, `recent decisions (${decided.length})`),
       h('ul', {}, decided.map((a) => h('li', {}, h('span', { class: `status st-${a.status}` }, a.status), ` #${a.id} ${a.kind} ${a.agent}`, a.note && h('span', { class: 'dim' }, ` — ${a.note}`))))));
+  }
 }
 
 // ---- questions --------------------------------------------------------------
@@ -190,7 +159,7 @@ function questionItem(q) {
   });
   return h('div', { class: 'question', dataset: { id: q.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${q.id}`), ' from ', h('a', { href: `/agents/${encodeURIComponent(q.agent)}` }, q.agent),
-      ' · ⏳ ', until(q.deadline)),
+      ' · ', icon('waiting'), ' ', until(q.deadline)),
     h('p', { class: 'text' }, q.question),
     q.options.length > 0 && h('div', { class: 'options' }, q.options.map((o) =>
       h('button', { type: 'button', class: 'option', onclick: () => { input.value = o; input.focus(); } }, o))),
@@ -231,21 +200,45 @@ $('#send-body').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) $('#send-form').requestSubmit();
 });
 
+// ---- webhooks -----------------------------------------------------------------
+
+/** The webhooks panel: hidden without webhooks; a failing one stands out. */
+function showWebhooks(hooks) {
+  const panel = $('#webhooks-panel');
+  panel.hidden = hooks.length === 0;
+  const failing = hooks.filter((w) => w.last_error);
+  fill($('#webhook-count'), failing.length ? `${failing.length} failing` : '');
+  fill($('#webhooks'), hooks.map((w) => h('tr', { class: w.last_error ? 'failing' : '', dataset: { name: w.name } },
+    h('td', {}, h('b', {}, w.name)),
+    h('td', {}, w.format),
+    h('td', { class: 'dim' }, w.target),
+    h('td', { class: 'num-col' }, String(w.pending)),
+    h('td', { class: 'num-col' }, String(w.attempts)),
+    h('td', {}, w.last_ok ? since(w.last_ok, ' ago') : '—'),
+    h('td', { class: 'webhook-error' }, w.last_error ?? ''))));
+}
+
 // ---- live -------------------------------------------------------------------
 
 async function loadAll() {
   try {
     await Promise.all([
       loadAgents(),
+      api.needsYou().then(showNeeds),
+      loadFeed(),
       api.approvals().then(showApprovals),
       api.questions().then(showQuestions),
       api.operatorMessages().then(showInbox),
       api.space().then(({ alarm }) => showSpace(alarm)),
+      loadNotifications(),
+      api.webhooks().then(showWebhooks),
     ]);
   } catch (e) {
     toast(e.message, 'error');
   }
 }
+
+initAgents(agentsChanged);
 
 live(null, {
   hello: () => loadAll(),
@@ -256,7 +249,12 @@ live(null, {
   questions: ({ questions }) => showQuestions(questions),
   operator_inbox: ({ messages }) => showInbox(messages),
   space: ({ alarm }) => showSpace(alarm),
+  notifications: showNotifications,
+  webhooks: ({ webhooks }) => showWebhooks(webhooks),
+  needs_you: showNeeds,
+  feed: liveFeed,
 }, setConn);
+mountBell();
 watchLogin();
 
 // A deadline passes without a word from the server: drop expired questions here.

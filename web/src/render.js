@@ -1,9 +1,13 @@
 // How an agent's events look in its terminal: each event becomes one or more
-// rows. Kinds: `stream` (one claude stream-json line), `state`, `turn_start`,
-// `turn_end`, `turn_error`, `stderr`, `compact_*` (a `/compact` run),
-// `notes_compaction[_stream]`, `container_crash`, `operator`; anything else
+// rows. Kinds (`KIND`, from events.js, the list of hive_sh4re's EventKind):
+// `stream` (one claude stream-json line), `state`, `turn_start`, `turn_end`,
+// `turn_error`, `stderr`, `compact_*` (a `/compact` run),
+// `notes_compaction[_stream]`, `container_crash`, `operator`,
+// `budget_warning` and `over_budget`; anything else
 // shows as raw JSON.
 
+import { KIND } from './events.js';
+import { icon } from './icons.js';
 import { duration, h } from './ui.js';
 
 const INPUT_CHARS = 160;
@@ -99,7 +103,7 @@ function streamRows(ev, p) {
  */
 function compactRows(ev, p, what) {
   if (typeof p !== 'object' || p === null) return [row(ev, 'dim', `${what}: ${clip(p, 300)}`)];
-  if (p.type === 'system' && p.subtype === 'init') return [row(ev, 'compact', `📦 ${what} · session ${clip(p.session_id ?? '?', 9)}`)];
+  if (p.type === 'system' && p.subtype === 'init') return [row(ev, 'compact', icon('compacting'), ` ${what} · session ${clip(p.session_id ?? '?', 9)}`)];
   if (p.type === 'assistant') return streamRows(ev, p);
   if (p.type === 'result') {
     const bad = p.is_error || (p.subtype && p.subtype !== 'success');
@@ -111,51 +115,62 @@ function compactRows(ev, p, what) {
 
 const clock = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
+/** `budget_warning` / `over_budget` as one line (the CLI's `events` writes the same). */
+function budgetLine(over, p) {
+  const amount = (v) => (p.measure === 'usd' ? `$${Number(v ?? 0).toFixed(2)}` : `${Math.round(v ?? 0)} tokens`);
+  const whose = p.scope === 'hive' ? "the hive's" : 'its';
+  const what = over ? `💸 over ${whose} budget, held` : `💸 80 % of ${whose} budget`;
+  return `${what}: ${amount(p.spent)} of ${amount(p.limit)} on ${p.day ?? 'today'} (UTC)`;
+}
+
 /** The rows of one event. */
 export function renderEvent(ev) {
   const p = ev.payload ?? {};
   switch (ev.kind) {
-    case 'stream':
+    case KIND.stream:
       return typeof p === 'object' ? streamRows(ev, p) : [row(ev, 'dim', clip(p, 300))];
-    case 'state':
+    case KIND.state:
       return [row(ev, 'state', `◦ ${p.state ?? '?'}${p.model ? ` · ${p.model}` : ''}`)];
-    case 'turn_start':
+    case KIND.turn_start:
       return [
         row(ev, 'turn', h('span', { class: 'rule' }, `── turn · ${clock(ev.ts)}${p.model ? ` · ${p.model}` : ''} ──`)),
         p.prompt && row(ev, 'prompt', foldable(p.prompt, 3)),
       ].filter(Boolean);
-    case 'turn_end': {
+    case KIND.turn_end: {
       const code = p.exit_code ?? p.exit;
       const cls = p.exit_class && p.exit_class !== 'ok' ? p.exit_class : null;
       const bad = (code != null && code !== 0) || cls;
       const bits = ['turn end', code != null && `exit ${code}`, cls, p.duration_ms != null && duration(p.duration_ms)];
       return [row(ev, bad ? 'turn error' : 'turn', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`))];
     }
-    case 'turn_error':
-      return [row(ev, 'crash', `✖ the turn could not run: ${clip(p.error ?? JSON.stringify(p), 300)}`)];
-    case 'stderr':
-    case 'compact_stderr':
+    case KIND.turn_error:
+      return [row(ev, 'crash', icon('failed'), ` the turn could not run: ${clip(p.error ?? JSON.stringify(p), 300)}`)];
+    case KIND.stderr:
+    case KIND.compact_stderr:
       return [row(ev, 'stderr', `! ${clip(typeof p === 'string' ? p : JSON.stringify(p), 300)}`)];
-    case 'compact_stream':
+    case KIND.compact_stream:
       return compactRows(ev, p, 'compact');
-    case 'compact_end': {
+    case KIND.compact_end: {
       const bad = p.error || (p.exit_code != null && p.exit_code !== 0);
       const bits = ['compact end', p.exit_code != null && `exit ${p.exit_code}`, p.error && clip(p.error, 200)];
       return [row(ev, bad ? 'turn error' : 'turn compact', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`))];
     }
-    case 'notes_compaction_stream':
+    case KIND.notes_compaction_stream:
       return compactRows(ev, p, 'notes rewrite');
-    case 'notes_compaction': {
+    case KIND.notes_compaction: {
       const kb = (b) => `${((b ?? 0) / 1024).toFixed(1)} KB`;
       return [p.rewritten
-        ? row(ev, 'compact', `📝 notes rewritten: ${kb(p.before_bytes)} → ${kb(p.after_bytes)}`)
-        : row(ev, 'turn error', `📝 the notes rewrite failed (exit ${p.exit_code ?? '?'}); notes.md kept as it was`)];
+        ? row(ev, 'compact', icon('notes'), ` notes rewritten: ${kb(p.before_bytes)} → ${kb(p.after_bytes)}`)
+        : row(ev, 'turn error', icon('notes'), ` the notes rewrite failed (exit ${p.exit_code ?? '?'}); notes.md kept as it was`)];
     }
-    case 'container_crash': {
+    case KIND.container_crash: {
       const next = p.gave_up ? ' — gave up: the agent stays failed until started' : p.attempt ? ` (attempt ${p.attempt})` : '';
-      return [row(ev, 'crash', `✖ harness ${p.exit ?? 'crashed'}${next}`), p.log_tail && row(ev, 'crash-log', foldable(p.log_tail, 3))].filter(Boolean);
+      return [row(ev, 'crash', icon('failed'), ` harness ${p.exit ?? 'crashed'}${next}`), p.log_tail && row(ev, 'crash-log', foldable(p.log_tail, 3))].filter(Boolean);
     }
-    case 'operator':
+    case KIND.budget_warning:
+    case KIND.over_budget:
+      return [row(ev, ev.kind === KIND.over_budget ? 'crash' : 'stderr', budgetLine(ev.kind === KIND.over_budget, p))];
+    case KIND.operator:
       return [row(ev, 'operator', p.command ? `» operator: ${p.command}` : `» operator: ${clip(p.message ?? JSON.stringify(p), 300)}`)];
     default:
       return [row(ev, 'dim', `${ev.kind} ${clip(JSON.stringify(p), 300)}`)];
@@ -170,11 +185,11 @@ export function localRow(text, cls = 'local') {
 /** The last turn as far as `ev` tells: start, end, duration, exit. Events come oldest first. */
 export function turnFacts(prev, ev) {
   const p = ev.payload ?? {};
-  if (ev.kind === 'turn_start') return { start: ev.ts };
-  if (ev.kind === 'turn_end') {
+  if (ev.kind === KIND.turn_start) return { start: ev.ts };
+  if (ev.kind === KIND.turn_end) {
     return { ...prev, end: ev.ts, duration_ms: p.duration_ms ?? prev.duration_ms, exit: p.exit_code ?? p.exit ?? prev.exit, exit_class: p.exit_class };
   }
-  if (ev.kind === 'stream' && p.type === 'result') {
+  if (ev.kind === KIND.stream && p.type === 'result') {
     return { ...prev, end: prev.end ?? ev.ts, duration_ms: prev.duration_ms ?? p.duration_ms, outcome: p.is_error ? 'error' : p.subtype };
   }
   return prev;

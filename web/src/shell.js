@@ -7,7 +7,8 @@ import { FitAddon } from '@xterm/addon-fit';
 import { Terminal } from '@xterm/xterm';
 import '@xterm/xterm/css/xterm.css';
 import './shell.css';
-import { h } from './ui.js';
+import { icon } from './icons.js';
+import { fill, h } from './ui.js';
 
 const encoder = new TextEncoder();
 
@@ -23,7 +24,7 @@ export function mountShell(panel, name) {
   if (!panel) return;
   ensureStylesheet();
   const status = h('span', { class: 'shell-status dim' }, `root in h-${name}, /state`);
-  const openBtn = h('button', { type: 'button', class: 'primary', id: 'shell-open' }, '▶ Open shell');
+  const openBtn = h('button', { type: 'button', class: 'primary', id: 'shell-open' }, icon('play'), ' Open shell');
   const closeBtn = h('button', { type: 'button', id: 'shell-close', hidden: true }, '■ Close');
   const host = h('div', { class: 'shell-term', id: 'shell-term', hidden: true });
   panel.replaceChildren(
@@ -100,7 +101,7 @@ export function mountShell(panel, name) {
         setStatus('closed');
       }
       openBtn.hidden = false;
-      openBtn.textContent = '▶ Open again';
+      fill(openBtn, icon('play'), ' Open again');
       closeBtn.hidden = true;
     };
   }

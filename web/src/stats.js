@@ -2,6 +2,7 @@
 // small bar lists and the "stuck" flag. The figures come from /api/stats
 // (hive_sh4re::host::StatsSummary); nothing is derived here.
 
+import { icon } from './icons.js';
 import { duration, h, span } from './ui.js';
 
 /** Least time between two stats requests of one page: an agent's frames come in bursts. */
@@ -66,7 +67,7 @@ export function lastTurnAge(secs) {
 export function stuckTag(a, stuckAfter) {
   if (!a?.stuck) return null;
   const quiet = a.seconds_since_last_turn != null ? `no turn for ${span(a.seconds_since_last_turn * 1000)}` : 'no turn yet';
-  return h('span', { class: 'tag stuck', title: `${a.inbox_depth_current} waiting in its inbox, ${quiet} (threshold ${span(stuckAfter * 1000)})`, dataset: { stuck: a.agent } }, '⚠ stuck');
+  return h('span', { class: 'tag stuck', title: `${a.inbox_depth_current} waiting in its inbox, ${quiet} (threshold ${span(stuckAfter * 1000)})`, dataset: { stuck: a.agent } }, icon('warn'), ' stuck');
 }
 
 /**

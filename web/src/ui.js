@@ -3,6 +3,8 @@
 // small and mostly update a few cells in place.
 
 import { onSession } from './api.js';
+import { stateInfo, stateKey } from './states.js';
+import { icon } from './icons.js';
 
 /** Builds an element: h('a', {href: '/', class: 'x', onclick}, 'text', child). */
 export function h(tag, attrs = {}, ...children) {
@@ -124,6 +126,7 @@ export function startClock() {
       if (el.dataset.since) el.textContent = span(Date.now() - Date.parse(el.dataset.since)) + (el.dataset.suffix ?? '');
     }
     for (const el of document.querySelectorAll('[data-nap]')) el.textContent = napLeft(el.dataset.nap);
+    for (const el of document.querySelectorAll('[data-retry]')) el.textContent = retryIn(el.dataset.retry);
     for (const el of document.querySelectorAll('[data-until]')) {
       el.textContent = countdown(el.dataset.until);
       el.classList.toggle('expired', Date.parse(el.dataset.until) <= Date.now());
@@ -131,13 +134,10 @@ export function startClock() {
   }, 1000);
 }
 
-const ICONS = { idle: '💤', thinking: '🧠', compacting: '📦', napping: '😴', stopped: '⏹', failed: '✖' };
 
-/** The one state a badge shows: failed > stopped > the turn-loop state. */
+/** The one state a badge shows: failed > restarting > stopped > waiting on you > the turn-loop state (states.js). */
 export function stateOf(row) {
-  if (row.failed) return 'failed';
-  if (!row.running) return 'stopped';
-  return row.state;
+  return stateKey(row);
 }
 
 /** "MM:SS" left until `iso` (00:00 once it passed). */
@@ -147,22 +147,78 @@ function napLeft(iso) {
   return `${pad(Math.floor(s / 60))}:${pad(s % 60)}`;
 }
 
-/** `🧠 thinking · 12s` (the age of the state), or `😴 napping · 04:59` (the nap's countdown), coloured by state. */
+/** "retry in 38s" until `iso`, then "retry due". */
+function retryIn(iso) {
+  const s = Math.ceil((Date.parse(iso) - Date.now()) / 1000);
+  return s > 0 ? `retry in ${span(s * 1000)}` : 'retry due';
+}
+
+/** What a badge counts: a nap's end, a retry's time, else the state's age; kept current by `startClock`. */
+export function stateClock(row, state) {
+  if (state === 'napping' && row.nap_until) {
+    return h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until));
+  }
+  if (state === 'waiting' && row.retry_at) {
+    return h('time', { datetime: row.retry_at, title: row.state_detail ?? '', dataset: { retry: row.retry_at } }, retryIn(row.retry_at));
+  }
+  return since(row.state_since);
+}
+
+/**
+ * `thinking · 12s` (the age of the state), `napping · 04:59` (the nap's
+ * countdown), `retrying · API 529 · 3/10 · 12s` or `waiting · retry in 38s`
+ * (the model API's trouble), `queued · 12s` (waiting for a turn slot since
+ * its oldest message came; its place in line in the title), each after its
+ * state's icon, coloured by state.
+ */
 export function badge(row) {
   const state = stateOf(row);
-  const when = state === 'napping' && row.nap_until
-    ? h('time', { datetime: row.nap_until, title: `napping until ${new Date(row.nap_until).toLocaleString()}`, dataset: { nap: row.nap_until } }, napLeft(row.nap_until))
-    : since(row.state_since);
-  return h('span', { class: `badge s-${state}`, dataset: { state } },
-    h('span', { class: 'icon', 'aria-hidden': 'true' }, ICONS[state] ?? '•'), ` ${state} · `, when);
+  const detail = state === row.state ? row.state_detail : null;
+  const when = stateClock(row, state);
+  // Held by a budget shows the spend that holds it, as retrying shows the API's error.
+  const about = (state === 'retrying' || state === 'over_budget') && detail ? ` · ${detail}` : '';
+  const title = state === 'queued' && row.queue_position ? `waiting for a turn slot: #${row.queue_position} in line` : detail ?? '';
+  return h('span', { class: `badge s-${state}`, dataset: { state }, title },
+    icon(state), ` ${stateInfo(state).label}${about} · `, when);
+}
+
+/** Dollars as `$0.42`. */
+export function usd(v) {
+  return `$${(v ?? 0).toFixed(2)}`;
+}
+
+/** A token count as `950`, `12.3k` or `2.1M`. */
+export function tokens(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  return String(n ?? 0);
+}
+
+/**
+ * Today's spend against a budget (a BudgetRow): a bar (a <meter>, which needs
+ * no style attribute under the CSP) and the figures; the figures alone without a limit.
+ */
+export function spendBar(b) {
+  const parts = [];
+  if (b.usd_per_day != null) parts.push(`${usd(b.spent_usd)} of ${usd(b.usd_per_day)}`);
+  else parts.push(usd(b.spent_usd));
+  if (b.tokens_per_day != null) parts.push(`${tokens(b.spent_tokens)} of ${tokens(b.tokens_per_day)} tokens`);
+  else parts.push(`${tokens(b.spent_tokens)} tokens`);
+  const limited = b.usd_per_day != null || b.tokens_per_day != null;
+  const from = { operator: ' (set for today)', lifted: ' (lifted for today)' }[b.source] ?? '';
+  const title = `spent today (${b.day} UTC): ${parts.join(', ')}${from}`;
+  // Dollars and tokens in spans of their own: a phone's card shows the bar, or the dollars alone.
+  return h('span', { class: `spend${b.over ? ' over' : ''}${limited ? ' limited' : ''}`, title, dataset: { fraction: b.fraction } },
+    limited && h('meter', { class: 'spend-bar', min: 0, max: 1, low: 0.8, high: 0.999, optimum: 0, value: Math.min(b.fraction, 1) }),
+    h('span', { class: 'spend-text' }, h('span', { class: 'spend-usd' }, parts[0]), h('span', { class: 'spend-tokens' }, ` · ${parts[1]}`)));
 }
 
 /** Small tags for flags that are not the state. */
 export function flags(row) {
   return [
-    row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, '⏸ paused'),
-    row.needs_login && h('span', { class: 'tag warn', title: 'no usable claude credentials' }, '🔑 needs login'),
-    row.parent && h('span', { class: 'tag', title: 'asked for by' }, `↖ ${row.parent}`),
+    row.paused && h('span', { class: 'tag warn', title: 'its turn loop is parked; messages keep queueing' }, icon('pause'), ' paused'),
+    row.needs_login && h('span', { class: 'tag warn', title: row.login_reason ?? 'no usable claude credentials' }, icon('key'), ' needs login'),
+    row.parent && h('span', { class: 'tag', title: 'asked for by' }, icon('parent'), ` ${row.parent}`),
   ].filter(Boolean);
 }
 
@@ -206,11 +262,18 @@ export function watchLogin() {
   });
 }
 
-/** A message list item: who to whom, when, and the body. */
-export function messageItem(m, me) {
+/**
+ * A message list item: who to whom, when, and the body. With `labels`, a tag
+ * says what it is to `me`: sent by it, or (to it) pending until it has read it.
+ */
+export function messageItem(m, me, { labels = false } = {}) {
   const outgoing = m.from === me;
   const who = outgoing ? h('span', { class: 'who' }, '→ ', h('b', {}, m.to)) : h('span', { class: 'who' }, h('b', {}, m.from), ' →');
+  let label = null;
+  if (labels && outgoing) label = h('span', { class: 'tag label sent', title: `${me} sent this` }, `sent by ${me}`);
+  else if (labels && m.pending) label = h('span', { class: 'tag label pending warn', title: `${me} has not read it yet` }, 'pending');
+  else if (labels && m.pending === false) label = h('span', { class: 'tag label read', title: `${me} read it in a turn` }, 'read');
   return h('li', { class: `msg ${outgoing ? 'out' : 'in'}`, dataset: { id: m.id } },
-    h('div', { class: 'meta' }, who, h('span', { class: 'dim' }, ` #${m.id} · `), since(m.sent_at, ' ago')),
+    h('div', { class: 'meta' }, who, h('span', { class: 'dim' }, ` #${m.id} · `), since(m.sent_at, ' ago'), label && ' ', label),
     h('div', { class: 'body' }, m.body));
 }

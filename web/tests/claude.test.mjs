@@ -171,7 +171,7 @@ test('/compact after a turn shows compacting, then idle, and claude asked for a 
   await until(async () => inOrder(await states(), ['compacting', 'idle']), 'compacting then idle on the badge', 30000);
   assert.ok(inOrder(await states(), ['idle', 'compacting', 'idle']), `badge states: ${await states()}`);
   // The terminal tells the compaction's start and end, not its replayed conversation.
-  await row('📦 compact · session').waitFor();
+  await row('compact · session').waitFor();
   await agentPage.locator('#rows .row.turn', { hasText: 'compact end · exit 0' }).waitFor();
   assert.equal(await row('compact_stream').count(), 0, 'no raw compaction lines');
   await agentPage.screenshot({ path: path.join(OUT, 'claude-agent-compact.png') });

@@ -14,7 +14,7 @@ let hive;
 let browser;
 let page;
 let refused;
-const STATES = /^(💤|🧠|📦|😴|⏹|✖)\s(idle|thinking|compacting|napping|stopped|failed) · \d+(s|m \d+s)$/u;
+const STATES = /^(idle|thinking|compacting|napping|stopped|failed) · \d+(s|m \d+s)$/u;
 
 before(async () => {
   requireBuilt();
@@ -46,6 +46,8 @@ test('the hive page lists every agent with a state badge, heartbeat, model and i
     await row(name).locator('.badge').waitFor();
     const text = await row(name).locator('.badge').textContent();
     assert.match(text.replace(/\s+/g, ' ').trim(), STATES);
+    // The state's icon is an SVG whose name is the state.
+    assert.equal(await row(name).locator('.badge svg.icon').getAttribute('data-icon'), text.trim().split(' ')[0]);
   }
   assert.equal(await row('bob').locator('td.model').innerText(), 'sonnet');
   assert.match(await row('alice').locator('td.heartbeat').innerText(), /no turn yet|ago/);
@@ -86,6 +88,7 @@ test('a refusal is toasted with the server sentence', async () => {
 });
 
 test('kill needs two clicks, and disarms by itself', async () => {
+  await row('bob').locator('details.menu summary').click();
   const kill = row('bob').locator('button[data-action=kill]');
   await kill.click();
   assert.equal(await kill.innerText(), 'click again to confirm');
@@ -308,6 +311,69 @@ test('a napping agent counts its nap down in the badge', async () => {
   await page.click('#btn-cancel');
   await until(async () => !(await badge.textContent()).includes('napping'), 'the nap to end');
   sock.close();
+});
+
+test('a budget is set on the agent page, holds the agent once spent, shows as a bar, and is lifted', async () => {
+  await hive.cli('spawn', 'frank');
+  const sock = await agentSocket(hive, 'frank');
+  await page.goto(`${hive.url}/agents/frank`);
+  await page.locator('#budget', { hasText: 'no budget' }).waitFor();
+  await page.fill('#budget-tokens', '1000');
+  await page.click('#budget-form button[type=submit]');
+  await toast("frank's budget is set for today");
+  await page.locator('#budget meter.spend-bar').waitFor();
+  // A compaction's usage, as the harness reports it: 120 % of the budget.
+  const r = await sock.call({ op: 'stats', items: [['tokens.in', 1000], ['tokens.out', 200]] });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  await hive.cli('send', 'frank', 'wait for me');
+  const turn = sock.call({ op: 'next_turn', wait_ms: 20000 });
+  const badge = page.locator('#badge');
+  await until(async () => /over budget · budget: 1200 of 1000 tokens today/.test(await badge.textContent()), "frank's over-budget badge");
+  assert.match(await page.locator('#budget').innerText(), /1200 of 1000 tokens/);
+  await page.screenshot({ path: path.join(OUT, 'dashboard-over-budget.png') });
+  // Lifted for today: the held message starts a turn at once.
+  await page.click('#budget-reset');
+  const got = await turn;
+  assert.deepEqual(got.messages.map((m) => m.body), ['wait for me'], JSON.stringify(got));
+  await page.locator('#budget', { hasText: 'no budget' }).waitFor();
+  sock.close();
+
+  await page.goto(hive.url);
+  const cell = row('frank').locator('td.spend-cell');
+  await until(async () => /1200 tokens/.test(await cell.innerText()), "frank's spend on the hive page");
+  assert.equal(await cell.locator('meter').count(), 0, 'no bar without a budget in force');
+  await hive.cli('budget', 'frank', '--tokens', '2400');
+  await until(async () => (await cell.locator('meter').count()) === 1, "frank's spend bar");
+  assert.equal(await cell.locator('meter').getAttribute('value'), '0.5');
+  assert.match((await page.locator('#hive-spend').textContent()).replace(/\s+/g, ' '), /hive today: \$0\.00 · 1200 tokens/);
+});
+
+test('the model API failing shows in the badges and, for several agents, as the hive banner', async () => {
+  await page.goto(hive.url);
+  const badge = (name) => row(name).locator('.badge');
+  const socks = {};
+  await hive.cli('spawn', 'dave');
+  await hive.cli('spawn', 'erin');
+  for (const name of ['alice', 'dave', 'erin']) socks[name] = await agentSocket(hive, name);
+  let r = await socks.alice.call({ op: 'api_retry', status: 529, error: 'overloaded', attempt: 3, max_retries: 10 });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.ok(!r.give_up, 'one agent alone does not make the hive back off');
+  await until(async () => /(^|\s)retrying · API 529 · 3\/10 · \d+s/u.test(await badge('alice').textContent()), "alice's retrying badge");
+  await socks.dave.call({ op: 'backoff', retry_in_ms: 40000, reason: 'API 500 server_error' });
+  await until(async () => /(^|\s)waiting · retry in (39|40)s/u.test(await badge('dave').textContent()), "dave's waiting badge");
+  assert.match(await badge('dave').getAttribute('title'), /API 500 server_error/);
+  assert.ok(await page.locator('#api-backoff').isHidden(), 'no banner yet');
+  await socks.dave.call({ op: 'api_retry', status: 529, error: 'overloaded', attempt: 1, max_retries: 10 });
+  r = await socks.erin.call({ op: 'api_retry', status: 503, error: 'unavailable', attempt: 1, max_retries: 10 });
+  assert.equal(r.give_up, true, "the third agent's turn gives up: the hive backs off");
+  const banner = page.locator('#api-backoff');
+  await banner.waitFor({ timeout: 10000 });
+  const text = await banner.innerText();
+  assert.match(text, /The model API is failing/);
+  assert.match(text, /Since \d+s ago · last error: API 503 unavailable · next try: \d+s left/);
+  await page.screenshot({ path: path.join(OUT, 'dashboard-api-backoff.png') });
+  for (const s of Object.values(socks)) s.close();
+  await page.goto(`${hive.url}/agents/alice`); // where the next test reads alice's history
 });
 
 test('a restart of hive-c0re keeps the history visible and the login', async () => {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use hive_sh4re::Mailbox;
 use hive_sh4re::agent::EffectiveConfig;
+use hive_sh4re::tools::{self, Tool};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -22,15 +23,6 @@ use tokio::sync::mpsc;
 
 /// How long claude gets between SIGTERM and SIGKILL.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// Tools only the manager gets.
-pub const MANAGER_TOOLS: [&str; 5] = [
-    "mcp__hyperhive__request_init_config",
-    "mcp__hyperhive__request_spawn",
-    "mcp__hyperhive__request_apply_commit",
-    "mcp__hyperhive__ask_operator",
-    "mcp__hyperhive__schedule",
-];
 
 /// Longest a hive tool call may take: a week-long `ask_operator`, with margin.
 pub const MCP_CALL_TIMEOUT_MS: u64 = 605_000_000;
@@ -122,11 +114,10 @@ impl Invocation {
         manager: bool,
         prompt: String,
     ) -> Self {
-        let manager_tools: &[&str] = if manager { &MANAGER_TOOLS } else { &[] };
         Self {
             resume: cfg.session_id.clone(),
             mcp_config: Some(mcp_config),
-            allowed_tools: cfg.config.allowed_tools_arg(manager_tools),
+            allowed_tools: cfg.config.allowed_tools_arg(manager),
             system_prompt: Some(cfg.config.prompt.clone()),
             ..Self::new(cfg, home, prompt)
         }
@@ -296,6 +287,13 @@ pub fn has_credentials(home: &Path, cfg: Option<&EffectiveConfig>) -> bool {
         || home.join(".claude/.credentials.json").is_file()
 }
 
+/// What identifies the credentials in HOME now (the file's size and time), so
+/// a harness parked on a refused credential sees a new login.
+pub fn credentials_stamp(home: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(home.join(".claude/.credentials.json")).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
 /// Writes the `--mcp-config` file under `state`: the hive's own server (this
 /// binary's `mcp`, on `socket`) plus the servers the agent's config names.
 pub fn write_mcp_config(
@@ -306,7 +304,7 @@ pub fn write_mcp_config(
     let exe = std::env::current_exe()?;
     let mut servers = serde_json::Map::new();
     servers.insert(
-        "hyperhive".into(),
+        tools::SERVER.into(),
         serde_json::json!({
             "command": exe,
             "args": ["mcp", "--socket", socket],
@@ -334,7 +332,7 @@ pub fn write_mcp_config(
 /// What a run's output says, gathered line by line.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Tool calls by tool (`send` for `mcp__hyperhive__send`).
+    /// Tool calls by tool (`send` for `mcp__hyperhive__send`, see [`tools::short_name`]).
     pub tools: BTreeMap<String, u64>,
     /// `send` calls by recipient class.
     pub sent: BTreeMap<String, u64>,
@@ -347,9 +345,105 @@ pub struct Tally {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
+    /// The model API error claude gave up on: its HTTP status (None when the
+    /// API could not be reached) and claude's words.
+    pub api_error: Option<(Option<u16>, String)>,
+    /// What the `result` line says the session spent in all (see [`Tally::charge`]).
+    pub session_totals: Option<(String, SessionTotals)>,
+}
+
+/// A session's spending so far, as claude's `result` line gives it: on a
+/// resumed session `total_cost_usd` and `modelUsage` count every earlier run
+/// of the session too (and `/compact` reports its tokens only there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionTotals {
+    pub usd: f64,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+}
+
+/// The file in claude's HOME (the agent's `/state`) where the harness keeps
+/// each recent session's totals, so a run's own spending is the difference,
+/// across restarts of the harness too.
+pub const SESSION_TOTALS_FILE: &str = ".hive-session-totals.json";
+
+/// Sessions whose totals are kept (the newest).
+const SESSION_TOTALS_KEPT: usize = 16;
+
+/// One `api_retry` line: claude retries a model call the API failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRetry {
+    /// HTTP status; None when the API could not be reached.
+    pub status: Option<u16>,
+    /// claude's word for the error (`overloaded`, `server_error`, ...).
+    pub error: String,
+    pub attempt: u32,
+    pub max_retries: u32,
+}
+
+impl ApiRetry {
+    /// The retry an output line reports, if it is an `api_retry` line.
+    pub fn of(o: &Output) -> Option<Self> {
+        let Output::Stream(v) = o else { return None };
+        if v.get("type")?.as_str()? != "system" || v.get("subtype")?.as_str()? != "api_retry" {
+            return None;
+        }
+        let num = |k: &str| v.get(k).and_then(|n| n.as_u64());
+        Some(Self {
+            status: num("error_status").and_then(|s| u16::try_from(s).ok()),
+            error: v
+                .get("error")
+                .and_then(|e| e.as_str())
+                .unwrap_or("error")
+                .to_owned(),
+            attempt: num("attempt").unwrap_or(0) as u32,
+            max_retries: num("max_retries").unwrap_or(0) as u32,
+        })
+    }
 }
 
 impl Tally {
+    /// Turns the session's totals the `result` line gave into this run's own
+    /// spending: the totals less those the last run of the same session left
+    /// (kept in `home`'s [`SESSION_TOTALS_FILE`]), which it then records. A
+    /// session not seen before (new, or from before this file) counts whole.
+    pub fn charge(&mut self, home: &Path) {
+        let Some((session, now)) = self.session_totals.clone() else {
+            return;
+        };
+        let path = home.join(SESSION_TOTALS_FILE);
+        let mut kept: Vec<(String, SessionTotals)> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let before = kept
+            .iter()
+            .find(|(s, _)| *s == session)
+            .map(|(_, t)| *t)
+            // Totals that shrank are another session's under the same id: count them whole.
+            .filter(|t| {
+                t.usd <= now.usd && t.tokens_in <= now.tokens_in && t.tokens_out <= now.tokens_out
+            })
+            .unwrap_or_default();
+        self.cost_usd = Some(now.usd - before.usd);
+        if now.tokens_in + now.tokens_out > 0 {
+            self.input_tokens = Some(now.tokens_in - before.tokens_in);
+            self.output_tokens = Some(now.tokens_out - before.tokens_out);
+        }
+        kept.retain(|(s, _)| *s != session);
+        kept.push((session, now));
+        let drop = kept.len().saturating_sub(SESSION_TOTALS_KEPT);
+        kept.drain(..drop);
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&kept)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!("could not keep the session's spending totals: {e}");
+        }
+    }
+
     /// Adds a retry's figures to the first attempt's; the outcome is the retry's.
     pub fn merge(&mut self, other: Tally) {
         for (k, v) in other.tools {
@@ -372,6 +466,7 @@ impl Tally {
         self.is_error = other.is_error;
         self.context_full = other.context_full;
         self.resume_failed = other.resume_failed;
+        self.api_error = other.api_error;
     }
 
     /// Notes what one output line says.
@@ -396,8 +491,11 @@ impl Tally {
                         .get("name")
                         .and_then(|n| n.as_str())
                         .unwrap_or("unknown");
-                    *self.tools.entry(short_tool(name).to_owned()).or_default() += 1;
-                    if name == "mcp__hyperhive__send" {
+                    *self
+                        .tools
+                        .entry(tools::short_name(name).to_owned())
+                        .or_default() += 1;
+                    if Tool::from_qualified(name) == Some(Tool::Send) {
                         let to = block
                             .pointer("/input/to")
                             .and_then(|t| t.as_str())
@@ -420,9 +518,36 @@ impl Tally {
                     .to_ascii_lowercase();
                 self.context_full = self.is_error
                     && (text.contains("prompt is too long") || text.contains("context"));
+                if self.is_error
+                    && v.get("terminal_reason").and_then(|r| r.as_str()) == Some("api_error")
+                {
+                    let status = v
+                        .get("api_error_status")
+                        .and_then(|s| s.as_u64())
+                        .and_then(|s| u16::try_from(s).ok());
+                    let said = v
+                        .get("result")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("API error");
+                    self.api_error = Some((status, said.chars().take(300).collect()));
+                }
                 self.input_tokens = v.pointer("/usage/input_tokens").and_then(|n| n.as_u64());
                 self.output_tokens = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64());
                 self.cost_usd = v.get("total_cost_usd").and_then(|n| n.as_f64());
+                let session = v.get("session_id").and_then(|s| s.as_str());
+                if let (Some(session), Some(usd)) = (session, self.cost_usd) {
+                    let mut totals = SessionTotals {
+                        usd,
+                        ..SessionTotals::default()
+                    };
+                    let models = v.get("modelUsage").and_then(|m| m.as_object());
+                    for m in models.into_iter().flat_map(|m| m.values()) {
+                        let n = |k: &str| m.get(k).and_then(|n| n.as_u64()).unwrap_or(0);
+                        totals.tokens_in += n("inputTokens");
+                        totals.tokens_out += n("outputTokens");
+                    }
+                    self.session_totals = Some((session.to_owned(), totals));
+                }
             }
             Some("system") => {
                 if let Some(s) = v.get("session_id").and_then(|s| s.as_str()) {
@@ -432,11 +557,6 @@ impl Tally {
             _ => {}
         }
     }
-}
-
-/// `mcp__hyperhive__send` → `send`; other tools keep their name.
-fn short_tool(name: &str) -> &str {
-    name.strip_prefix("mcp__hyperhive__").unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -458,6 +578,33 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_spending_is_what_the_session_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let result = |usd: f64, tin: u64, usage_in: u64| {
+            let mut t = Tally::default();
+            t.observe(&Output::Stream(
+                serde_json::json!({"type":"result","session_id":"s1",
+                "usage":{"input_tokens":usage_in,"output_tokens":0},"total_cost_usd":usd,
+                "modelUsage":{"claude-haiku":{"inputTokens":tin,"outputTokens":tin / 100}}}),
+            ));
+            t.charge(dir.path());
+            (t.cost_usd, t.input_tokens, t.output_tokens)
+        };
+        assert_eq!(
+            result(0.25, 1000, 1000),
+            (Some(0.25), Some(1000), Some(10)),
+            "a new session counts whole"
+        );
+        assert_eq!(
+            result(0.75, 3000, 2000),
+            (Some(0.5), Some(2000), Some(20)),
+            "a resumed one what it added"
+        );
+        // `/compact` reports no usage, only the session's totals.
+        assert_eq!(result(1.0, 4000, 0), (Some(0.25), Some(1000), Some(10)));
+    }
+
+    #[test]
     fn tally_notices_a_session_claude_cannot_resume() {
         for line in [
             "No conversation found with session ID: 488399e4-0000-4000-8000-000000000000",
@@ -470,6 +617,40 @@ mod tests {
         let mut t = Tally::default();
         t.observe(&Output::Stderr("some other complaint".into()));
         assert_eq!(t.resume_failed, None);
+    }
+
+    #[test]
+    fn tally_reads_api_retries_and_the_error_claude_gave_up_on() {
+        // As claude 2.1.332 prints them against a server answering 529.
+        let retry = Output::Stream(serde_json::json!({"type":"system","subtype":"api_retry",
+            "attempt":3,"max_retries":10,"retry_delay_ms":2085,"error_status":529,"error":"overloaded"}));
+        assert_eq!(
+            ApiRetry::of(&retry),
+            Some(ApiRetry {
+                status: Some(529),
+                error: "overloaded".into(),
+                attempt: 3,
+                max_retries: 10
+            })
+        );
+        let refused = serde_json::json!({"type":"system","subtype":"api_retry","attempt":1,
+            "max_retries":1,"error_status":null,"error":"connection_error"});
+        assert_eq!(ApiRetry::of(&Output::Stream(refused)).unwrap().status, None);
+        assert_eq!(ApiRetry::of(&Output::Stderr("api_retry".into())), None);
+        let mut t = Tally::default();
+        t.observe(&Output::Stream(
+            serde_json::json!({"type":"result","subtype":"success",
+            "is_error":true,"terminal_reason":"api_error","api_error_status":401,
+            "result":"Failed to authenticate. API Error: 401 invalid x-api-key"}),
+        ));
+        assert_eq!(
+            t.api_error,
+            Some((
+                Some(401),
+                "Failed to authenticate. API Error: 401 invalid x-api-key".into()
+            ))
+        );
+        assert!(!t.context_full);
     }
 
     #[test]
@@ -514,6 +695,7 @@ mod tests {
             model: "haiku".into(),
             config: Default::default(),
             session_id: None,
+            turn_timeout_secs: None,
             secrets: Default::default(),
         }
     }

@@ -4,13 +4,15 @@
 
 use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EffectiveConfig};
+use hive_sh4re::event::{CompactEnd, Payload};
 
 use crate::claude::Invocation;
 use crate::client::{Client, ClientError};
 use crate::harness::Harness;
-use crate::runner::{Job, Run, Stream, send_event};
+use crate::runner::{Job, Run, Stream, send_event, usage_items};
 
-/// Compacts `session` with the agent's model; records `compact_end`. The
+/// Compacts `session` with the agent's model; records `compact_end` and
+/// reports what it spent (its tokens and cost count against the budget). The
 /// agent is `compacting` meanwhile; the caller says what it is afterwards.
 pub async fn session(
     h: &Harness,
@@ -26,11 +28,16 @@ pub async fn session(
         model: None,
     };
     let run = job.run(c, &inv, Stream::Compact, &[compacting]).await?;
-    let mut end = serde_json::json!({ "exit_code": run.exit, "cancelled": job.cancelled() });
-    if let Some(e) = &run.spawn_error {
-        end["error"] = e.as_str().into();
+    let end = CompactEnd {
+        exit_code: run.exit,
+        cancelled: job.cancelled(),
+        error: run.spawn_error.clone(),
+    };
+    send_event(c, Payload::CompactEnd(end)).await?;
+    let usage = usage_items(&run.tally);
+    if !usage.is_empty() {
+        c.call(&AgentRequest::Stats { items: usage }).await?;
     }
-    send_event(c, "compact_end", end).await?;
     Ok(run)
 }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hive_sh4re::agent::{AgentRequest, AgentResponse};
+use hive_sh4re::tools;
 use rmcp::handler::server::tool::ToolRouter;
 use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
@@ -24,9 +25,6 @@ use rmcp::{RoleServer, ServerHandler, ServiceExt as _, tool_handler};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use link::Link;
-
-/// The MCP server name; claude prefixes tool names with `mcp__<name>__`.
-pub const SERVER_NAME: &str = "hyperhive";
 
 /// How often a long call (an `ask_operator`) tells claude it is still alive.
 ///
@@ -154,7 +152,10 @@ impl ServerHandler for HiveTools {
             instructions.push_str(MANAGER_INSTRUCTIONS);
         }
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(SERVER_NAME, env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                tools::SERVER,
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions(instructions)
     }
 }
@@ -162,6 +163,7 @@ impl ServerHandler for HiveTools {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hive_sh4re::tools::Tool;
 
     fn names(manager: bool) -> Vec<String> {
         let mut v: Vec<String> = HiveTools::new("/x".into(), manager)
@@ -194,6 +196,61 @@ mod tests {
                 "set_status",
                 "status"
             ]
+        );
+    }
+
+    #[test]
+    fn the_server_serves_exactly_the_tools_the_hive_names() {
+        for manager in [false, true] {
+            let mut want: Vec<String> = Tool::granted(manager)
+                .map(|t| t.name().to_owned())
+                .collect();
+            want.sort();
+            assert_eq!(names(manager), want, "manager: {manager}");
+        }
+    }
+
+    #[test]
+    fn tools_tell_the_model_the_hives_limits() {
+        use hive_sh4re::limits::*;
+        let tools = HiveTools::new("/x".into(), true).tool_router.list_all();
+        let text = |name: &str| {
+            let t = tools.iter().find(|t| t.name == name).expect(name);
+            let schema = serde_json::to_string(&t.input_schema).unwrap();
+            format!("{} {schema}", t.description.as_deref().unwrap_or_default())
+        };
+        assert_eq!(MAX_BODY_BYTES, 64 * 1024, "send says 64 KiB");
+        assert!(text("send").contains("64 KiB"));
+        let recv = text("recv");
+        assert!(
+            recv.contains(&format!("1 to {RECV_MAX} (default {RECV_DEFAULT})")),
+            "{recv}"
+        );
+        assert!(recv.contains(&format!("\"maximum\":{RECV_MAX}")), "{recv}");
+        let status = text("set_status");
+        assert!(
+            status.contains(&format!("at most {STATUS_MAX_CHARS} characters")),
+            "{status}"
+        );
+        let nap = text("nap");
+        assert!(
+            nap.contains(&format!("{NAP_MIN_SECONDS} to {NAP_MAX_SECONDS}")),
+            "{nap}"
+        );
+        assert!(
+            nap.contains(&format!("\"maximum\":{NAP_MAX_SECONDS}")),
+            "{nap}"
+        );
+        let ask = text("ask_operator");
+        assert!(
+            ask.contains(&format!(
+                "default {ASK_DEFAULT_TTL_SECONDS}, at most {ASK_MAX_TTL_SECONDS}"
+            )),
+            "{ask}"
+        );
+        assert!(
+            ask.contains(&format!("\"maximum\":{ASK_MAX_TTL_SECONDS}")),
+            "{ask}"
         );
     }
 

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EffectiveConfig};
+use hive_sh4re::event::{NotesCompaction, Payload};
 
 use crate::claude::Invocation;
 use crate::client::Client;
 use crate::harness::Harness;
-use crate::runner::{Job, Stream, send_event};
+use crate::runner::{Job, Stream, send_event, usage_items};
 
 /// Threshold used when the agent's config sets none.
 pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024;
@@ -88,15 +89,20 @@ pub async fn compact(
         after: if rewritten { after } else { before },
         rewritten,
     };
-    let payload = serde_json::json!({ "before_bytes": out.before, "after_bytes": out.after, "rewritten": rewritten, "exit_code": run.exit });
-    send_event(c, "notes_compaction", payload).await?;
-    c.call(&AgentRequest::Stats {
-        items: vec![
-            ("notes.before_bytes".into(), out.before as f64),
-            ("notes.after_bytes".into(), out.after as f64),
-        ],
-    })
-    .await?;
+    let payload = NotesCompaction {
+        before_bytes: out.before,
+        after_bytes: out.after,
+        rewritten,
+        exit_code: run.exit,
+    };
+    send_event(c, Payload::NotesCompaction(payload)).await?;
+    // What the rewrite spent counts against the agent's budget like a turn's.
+    let mut items = vec![
+        ("notes.before_bytes".into(), out.before as f64),
+        ("notes.after_bytes".into(), out.after as f64),
+    ];
+    items.extend(usage_items(&run.tally));
+    c.call(&AgentRequest::Stats { items }).await?;
     c.call(&AgentRequest::State {
         state: AgentState::Idle,
         model: None,

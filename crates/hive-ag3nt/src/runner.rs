@@ -5,15 +5,25 @@
 //!
 //! A [`Job`] is one piece of work that may run claude several times (a turn
 //! that compacts and retries); jobs never overlap, and a cancel ends the
-//! whole job, not just the process running at that moment.
+//! whole job, not just the process running at that moment. So does its time
+//! limit ([`Job::limit`]), which does not run while an operator question
+//! waits for its answer.
+//!
+//! A turn's `api_retry` lines are reported to hive-c0re as they come (the
+//! agent shows `retrying`); when it answers `give_up` (a refused credential,
+//! or the hive backing off from a failing API) the job ends at once.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
+use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EventIn};
+use hive_sh4re::event::Payload;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use crate::claude::{self, Invocation, Output, Tally};
+use crate::claude::{self, ApiRetry, Invocation, Output, Tally};
 use crate::client::{Client, ClientError};
 
 /// Most events sent in one request.
@@ -34,7 +44,19 @@ struct Current {
     cancelled: bool,
     /// Process group of the claude running now.
     pid: Option<Pid>,
+    /// When the job's time is up, unless an operator question stops the clock.
+    deadline: Option<Instant>,
+    /// The time left while the clock stands, and the question it waits for.
+    paused: Option<(String, Duration)>,
+    timed_out: bool,
+    /// The hive told the job to give up after this API failure.
+    gave_up: Option<(Option<u16>, String)>,
+    /// The job holds its turn's slot (`next_turn` gave it): its runs ask for none.
+    in_turn: bool,
 }
+
+/// The tool whose wait for the operator does not count against a turn's time limit.
+const ASK_OPERATOR: &str = "mcp__hyperhive__ask_operator";
 
 /// One job: held while it runs; ends when dropped.
 pub struct Job<'a> {
@@ -75,6 +97,16 @@ impl Run {
         self.exit = again.exit;
         self.spawn_error = again.spawn_error;
     }
+}
+
+/// A run's spending as `stats` items (`tokens.in`, `tokens.out`, `cost.usd`):
+/// what a compaction reports outside a turn, so the agent's budget counts it.
+pub fn usage_items(t: &Tally) -> Vec<(String, f64)> {
+    let mut items = vec![];
+    items.extend(t.input_tokens.map(|v| ("tokens.in".to_owned(), v as f64)));
+    items.extend(t.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
+    items.extend(t.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
+    items
 }
 
 impl Runner {
@@ -126,10 +158,98 @@ impl Job<'_> {
         self.runner.lock().cancelled
     }
 
+    /// Ends the job (its claude and every run after) once it ran for `limit`.
+    pub fn limit(&self, limit: Duration) {
+        self.runner.lock().deadline = Some(Instant::now() + limit);
+    }
+
+    /// Says whether the job runs inside a turn, whose slot `next_turn` gave
+    /// (until `turn_end`); outside one each run waits for a slot of its own.
+    pub fn in_turn(&self, yes: bool) {
+        self.runner.lock().in_turn = yes;
+    }
+
+    /// True once the job ran over its time limit.
+    pub fn timed_out(&self) -> bool {
+        self.runner.lock().timed_out
+    }
+
+    /// The API failure the hive told the job to give up on, if it did.
+    pub fn gave_up(&self) -> Option<(Option<u16>, String)> {
+        self.runner.lock().gave_up.clone()
+    }
+
+    /// True when no more claude runs: cancelled, out of time, or given up.
+    pub fn ended(&self) -> bool {
+        let cur = self.runner.lock();
+        cur.cancelled || cur.timed_out || cur.gave_up.is_some()
+    }
+
+    /// Stops or restarts the clock around an operator question (its tool call and result).
+    fn clock(&self, o: &Output) {
+        let Output::Stream(v) = o else { return };
+        let blocks = v.pointer("/message/content").and_then(|c| c.as_array());
+        let mut cur = self.runner.lock();
+        for b in blocks.into_iter().flatten() {
+            match b.get("type").and_then(|t| t.as_str()) {
+                Some("tool_use")
+                    if b.get("name").and_then(|n| n.as_str()) == Some(ASK_OPERATOR) =>
+                {
+                    if let (Some(d), Some(id)) =
+                        (cur.deadline, b.get("id").and_then(|i| i.as_str()))
+                    {
+                        let left = d.saturating_duration_since(Instant::now());
+                        cur.paused = Some((id.to_owned(), left));
+                        cur.deadline = None;
+                    }
+                }
+                Some("tool_result") => {
+                    let id = b.get("tool_use_id").and_then(|i| i.as_str());
+                    if let Some((_, left)) = cur.paused.take_if(|(q, _)| Some(q.as_str()) == id) {
+                        cur.deadline = Some(Instant::now() + left);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs claude once: outside a turn, first waits for a turn slot
+    /// (`admit`; a cancel meanwhile ends the wait, and the run), and gives it
+    /// back after. Then as [`Job::run_admitted`].
+    pub async fn run(
+        &self,
+        c: &mut Client,
+        inv: &Invocation,
+        stream: Stream,
+        announce: &[AgentRequest],
+    ) -> Result<Run, ClientError> {
+        let admitted = !self.runner.lock().in_turn && self.admit(c).await?;
+        let out = self.run_admitted(c, inv, stream, announce).await?;
+        if admitted {
+            c.call(&AgentRequest::Release).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits for a turn slot until one is given (true) or the job ended (false).
+    async fn admit(&self, c: &mut Client) -> Result<bool, ClientError> {
+        while !self.ended() {
+            // hive-c0re answers early when the inbox is poked (a cancel among others).
+            if c.call(&AgentRequest::Admit { wait_ms: None })
+                .await?
+                .admitted
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs claude once: sends `announce` as soon as claude is starting (so
     /// the round trips overlap its start-up), then forwards every output line
     /// as an event until claude exited and its pipes are drained.
-    pub async fn run(
+    async fn run_admitted(
         &self,
         c: &mut Client,
         inv: &Invocation,
@@ -139,8 +259,8 @@ impl Job<'_> {
         let mut out = Run::default();
         let (tx, mut rx) = mpsc::channel::<Output>(1024);
         // Not started at all once cancelled: a cancel between two runs of a job ends it.
-        let spawned = if self.cancelled() {
-            Err(std::io::Error::other("cancelled by the operator"))
+        let spawned = if self.ended() {
+            Err(std::io::Error::other("the turn was ended"))
         } else {
             inv.spawn(tx).await
         };
@@ -166,7 +286,9 @@ impl Job<'_> {
             }
         };
         let mut exited = false;
+        let mut retrying = false;
         loop {
+            let deadline = self.runner.lock().deadline;
             tokio::select! {
                 first = rx.recv() => {
                     let Some(first) = first else { break };
@@ -174,20 +296,93 @@ impl Job<'_> {
                     while batch.len() < EVENT_BATCH {
                         match rx.try_recv() { Ok(o) => batch.push(o), Err(_) => break }
                     }
+                    let mut retry = None;
+                    let mut answered = false;
                     let items = batch.into_iter().map(|o| {
                         out.tally.observe(&o);
+                        self.clock(&o);
+                        match ApiRetry::of(&o) {
+                            Some(r) => retry = Some(r),
+                            None => answered |= retry.is_none() && matches!(o, Output::Stream(_)),
+                        }
                         stream.event(o)
                     }).collect();
                     send_events(c, items).await?;
+                    if stream != Stream::Turn {
+                        continue;
+                    }
+                    if retrying && answered {
+                        // The API answers again: the turn goes on.
+                        retrying = false;
+                        c.call(&AgentRequest::State { state: AgentState::Thinking, model: None }).await?;
+                    }
+                    if let Some(r) = retry {
+                        retrying = true;
+                        self.report_retry(c, r, &running).await?;
+                    }
                 }
                 code = running.wait(), if !exited => { out.exit = code.ok().flatten(); exited = true; }
+                _ = sleep_until(deadline), if !exited && deadline.is_some() => {
+                    let pid = {
+                        let mut cur = self.runner.lock();
+                        cur.timed_out = true;
+                        cur.deadline = None;
+                        cur.pid
+                    };
+                    if let Some(pid) = pid {
+                        tokio::spawn(claude::terminate(pid));
+                    }
+                }
             }
         }
         if !exited {
             out.exit = running.wait().await.ok().flatten();
         }
         self.runner.lock().pid = None;
+        // claude reports a resumed session's spending in all: keep this run's own.
+        out.tally.charge(&inv.home);
         Ok(out)
+    }
+}
+
+impl Job<'_> {
+    /// Reports one `api_retry` line; ends claude when hive-c0re says to give up.
+    async fn report_retry(
+        &self,
+        c: &mut Client,
+        r: ApiRetry,
+        running: &claude::Running,
+    ) -> Result<(), ClientError> {
+        let answer = c
+            .call(&AgentRequest::ApiRetry {
+                status: r.status,
+                error: r.error.clone(),
+                attempt: r.attempt,
+                max_retries: r.max_retries,
+            })
+            .await?;
+        if answer.give_up {
+            tracing::warn!(
+                status = ?r.status, error = %r.error,
+                "the model API failed and hive-c0re says to give up the turn"
+            );
+            self.runner
+                .lock()
+                .gave_up
+                .get_or_insert((r.status, r.error));
+            if let Some(pid) = running.pid() {
+                tokio::spawn(claude::terminate(pid));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -200,18 +395,15 @@ impl Drop for Job<'_> {
 impl Stream {
     /// A claude output line as the event hive-c0re records.
     fn event(self, o: Output) -> EventIn {
-        let (kind, payload) = match (self, o) {
-            (Self::Turn, Output::Stream(v)) => ("stream", v),
-            (Self::Turn, Output::Stderr(l)) => ("stderr", l.into()),
-            (Self::Compact, Output::Stream(v)) => ("compact_stream", v),
-            (Self::Compact, Output::Stderr(l)) => ("compact_stderr", l.into()),
-            (Self::Notes, Output::Stream(v)) => ("notes_compaction_stream", v),
-            (Self::Notes, Output::Stderr(l)) => ("notes_compaction_stream", l.into()),
-        };
-        EventIn {
-            kind: kind.into(),
-            payload,
+        match (self, o) {
+            (Self::Turn, Output::Stream(v)) => Payload::Stream(v),
+            (Self::Turn, Output::Stderr(l)) => Payload::Stderr(l),
+            (Self::Compact, Output::Stream(v)) => Payload::CompactStream(v),
+            (Self::Compact, Output::Stderr(l)) => Payload::CompactStderr(l),
+            (Self::Notes, Output::Stream(v)) => Payload::NotesCompactionStream(v),
+            (Self::Notes, Output::Stderr(l)) => Payload::NotesCompactionStream(l.into()),
         }
+        .into()
     }
 }
 
@@ -224,14 +416,6 @@ pub async fn send_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), Clie
 }
 
 /// Records one event.
-pub async fn send_event(
-    c: &mut Client,
-    kind: &str,
-    payload: serde_json::Value,
-) -> Result<(), ClientError> {
-    let item = EventIn {
-        kind: kind.into(),
-        payload,
-    };
-    send_events(c, vec![item]).await
+pub async fn send_event(c: &mut Client, event: Payload) -> Result<(), ClientError> {
+    send_events(c, vec![event.into()]).await
 }

@@ -118,6 +118,7 @@ async fn answer(req: AgentRequest) -> AgentResponse {
                 to: "alice".into(),
                 body: "lunch?".into(),
                 sent_at: "2026-01-01T12:00:00Z".into(),
+                pending: None,
             }]),
             ..AgentResponse::ok()
         },
@@ -154,11 +155,21 @@ fn row(name: &str) -> AgentStatusRow {
         url: None,
         state: "idle".into(),
         state_since: "2026-01-01T10:00:00Z".into(),
+        state_detail: None,
+        retry_at: None,
+        login_reason: None,
         inbox_depth: 2,
         last_turn_at: None,
         runtime: "process".into(),
         isolated: false,
         nap_until: None,
+        health: None,
+        restarts: 0,
+        crash_exit: None,
+        crash_tail: None,
+        question: None,
+        queue_position: None,
+        budget: None,
     }
 }
 

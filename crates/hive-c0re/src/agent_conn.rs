@@ -8,11 +8,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::agent::{AgentRequest, AgentResponse};
-use hive_sh4re::{AgentName, MAX_LINE_BYTES, Mailbox};
+use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
+use hive_sh4re::event::EventKind;
+use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
+use hive_sh4re::{AgentName, AgentState, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
+use crate::admission::Slot;
 use crate::agent_sock::{Accepted, Incoming};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::hive::turns::Claim;
 use crate::hive::{Hive, message_wire};
@@ -28,15 +32,23 @@ pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
             c = incoming.recv() => match c { Some(c) => c, None => return },
             _ = hive.shutdown_token().cancelled() => return,
         };
-        tokio::spawn(serve_conn(hive.clone(), conn));
+        hive.spawn_task(serve_conn(hive.clone(), conn));
     }
 }
 
 /// Per-connection state: what this connection holds that must be given back.
+/// Dropping it (the harness went away) gives back the turn slots it holds.
 #[derive(Default)]
 struct Conn {
     /// The turn this connection began and has not ended.
     turn: Option<Claim>,
+    /// The turn slot of that turn.
+    turn_slot: Option<Slot>,
+    /// The slot `admit` gave, for claude outside a turn.
+    run_slot: Option<Slot>,
+    /// When this connection first asked `admit` for the slot it waits for (unix ms):
+    /// asking again after a long poll keeps its place in line.
+    admit_since: Option<i64>,
 }
 
 async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
@@ -104,6 +116,7 @@ async fn handle(
                 // The turn's config comes with its messages: one round trip less before claude starts.
                 Some(turn) => {
                     conn.turn = Some(turn.claim());
+                    conn.turn_slot = Some(turn.slot);
                     AgentResponse {
                         messages: Some(turn.messages.iter().map(message_wire).collect()),
                         config: Some(turn.config),
@@ -116,37 +129,94 @@ async fn handle(
                 },
             }
         }
-        AgentRequest::NeedsLogin { needed } => {
-            hive.set_needs_login(name, needed)?;
+        AgentRequest::Admit { wait_ms } => {
+            if conn.run_slot.is_none() {
+                let wait = wait_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(MAX_POLL)
+                    .min(MAX_POLL);
+                let since = *conn.admit_since.get_or_insert_with(now_ms);
+                conn.run_slot = hive.run_slot(name, since, wait).await;
+            }
+            if conn.run_slot.is_some() {
+                conn.admit_since = None;
+            }
+            AgentResponse {
+                admitted: conn.run_slot.is_some(),
+                ..AgentResponse::ok()
+            }
+        }
+        AgentRequest::Release => {
+            conn.run_slot = None;
+            AgentResponse::ok()
+        }
+        AgentRequest::NeedsLogin { needed, reason } => {
+            let reason = reason.map(|r| r.chars().take(300).collect());
+            hive.report_needs_login(name, needed, reason).await?;
+            AgentResponse::ok()
+        }
+        AgentRequest::ApiRetry {
+            status,
+            error,
+            attempt,
+            max_retries,
+        } => {
+            let error: String = error.chars().take(100).collect();
+            AgentResponse {
+                give_up: hive.api_retry(name, status, &error, attempt, max_retries)?,
+                ..AgentResponse::ok()
+            }
+        }
+        AgentRequest::Backoff {
+            retry_in_ms,
+            reason,
+        } => {
+            // At most a day: the figure is the harness's, and only shown.
+            let retry_in = Duration::from_millis(retry_in_ms.min(86_400_000));
+            hive.api_backoff(name, retry_in, &reason)?;
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {
+            if state == hive_sh4re::AgentState::Queued {
+                return Err(Error::refused(
+                    "`queued` is the hive's to show (an agent waiting for a turn slot), not a state to report",
+                ));
+            }
+            // Only the hive holds an agent for its budget (`next_turn`), and releases it.
+            if state == AgentState::OverBudget {
+                return Err(Error::refused(
+                    "over_budget is a state only hive-c0re sets: report idle, thinking or compacting",
+                ));
+            }
             hive.set_state(name, state, model.as_deref())?;
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
-            // hive-side kinds (operator, container_crash, state) are hive-c0re's word, not an agent's.
-            if let Some(e) = items
-                .iter()
-                .find(|e| !hive_sh4re::agent::HARNESS_EVENT_KINDS.contains(&e.kind.as_str()))
-            {
-                return Err(Error::refused(format!(
-                    "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
-                    e.kind,
-                    hive_sh4re::agent::HARNESS_EVENT_KINDS.join(", ")
-                )));
-            }
+            let items = harness_events(items)?;
+            // A model call answered ends the hive's API backoff (claude's own error
+            // texts come as assistant lines of the model `<synthetic>`).
+            let answered = items.iter().any(|(kind, payload)| {
+                *kind == EventKind::Stream
+                    && serde_json::from_str::<serde_json::Value>(payload).is_ok_and(|p| {
+                        p["type"] == "assistant"
+                            && p["message"]["model"]
+                                .as_str()
+                                .is_some_and(|m| m != "<synthetic>")
+                    })
+            });
             if hive.space().is_low() {
                 // The stream is what the hive can drop; the turn's end, its
                 // acknowledgements and the agent's state are still recorded.
                 tracing::debug!(agent = %name, dropped = items.len(), "the disk is nearly full: events dropped");
+                if answered {
+                    hive.api_answered(name);
+                }
                 return Ok(AgentResponse::ok());
             }
-            let items: Vec<(String, String)> = items
-                .into_iter()
-                .map(|e| (e.kind, e.payload.to_string()))
-                .collect();
             hive.add_events(name, &items)?;
+            if answered {
+                hive.api_answered(name);
+            }
             AgentResponse::ok()
         }
         AgentRequest::TurnEnd {
@@ -157,6 +227,8 @@ async fn handle(
             let claim = conn.turn.take().ok_or_else(|| {
                 Error::refused("no turn to end: a turn begins with next_turn on this connection")
             })?;
+            // The slot goes back however the ending went.
+            let _slot = conn.turn_slot.take();
             let config = hive.end_turn(name, &claim, &stats, outcome, session.as_deref())?;
             AgentResponse {
                 config: Some(config),
@@ -187,7 +259,9 @@ async fn handle(
             }
         }
         AgentRequest::Recv { max } => {
-            let msgs = hive.recv(&me, max.unwrap_or(20), Duration::ZERO).await?;
+            let msgs = hive
+                .recv(&me, max.unwrap_or(RECV_DEFAULT), Duration::ZERO)
+                .await?;
             AgentResponse {
                 messages: Some(msgs),
                 ..AgentResponse::ok()
@@ -223,6 +297,33 @@ async fn handle(
             crate::manager::handle(hive, req).await?
         }
     })
+}
+
+/// A harness's events as they are stored, or a refusal of the whole batch:
+/// the kinds hive-c0re records itself (`state`, `turn_end`, `operator`, ...)
+/// are its word, not an agent's, and a payload must read as its kind's.
+fn harness_events(items: Vec<EventIn>) -> Result<Vec<(EventKind, String)>> {
+    items
+        .into_iter()
+        .map(|e| {
+            let kind = EventKind::parse(&e.kind)
+                .filter(|k| HARNESS_EVENT_KINDS.contains(k))
+                .ok_or_else(|| {
+                    let kinds: Vec<&str> = HARNESS_EVENT_KINDS.iter().map(|k| k.as_str()).collect();
+                    Error::refused(format!(
+                        "{:?} is not an event kind a harness reports (those are {}): nothing was recorded",
+                        e.kind,
+                        kinds.join(", ")
+                    ))
+                })?;
+            kind.check(&e.payload).map_err(|why| {
+                Error::refused(format!(
+                    "the payload of a {kind} event does not read as one ({why}): nothing was recorded"
+                ))
+            })?;
+            Ok((kind, e.payload.to_string()))
+        })
+        .collect()
 }
 
 /// What an agent says is stored and shown to others (messages, its status,

@@ -35,6 +35,10 @@ pub enum Change {
     Questions,
     /// The free-space alarm went on or cleared.
     Space,
+    /// Notifications were stored or marked read.
+    Notifications,
+    /// A webhook's queue or last result changed.
+    Webhooks,
 }
 
 /// Fan-out of wake-ups.

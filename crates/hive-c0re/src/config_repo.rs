@@ -70,8 +70,43 @@ const HARDENING: &[&str] = &[
 
 /// Runs git in the directory `cwd` (an fd: git `fchdir`s into it) with `GIT_DIR=git_dir`.
 fn git(cwd: BorrowedFd<'_>, git_dir: &str, shown: &Path, args: &[&str]) -> Result<String> {
+    git_as(cwd, git_dir, shown, args, None, None)
+}
+
+/// The uid and gid a git run takes on: the owner of the repo it writes.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+/// [`git`], with `input` on its stdin and, given an `owner`, as that owner:
+/// no supplementary groups, and none of root's config files.
+fn git_as(
+    cwd: BorrowedFd<'_>,
+    git_dir: &str,
+    shown: &Path,
+    args: &[&str],
+    input: Option<&[u8]>,
+    owner: Option<Owner>,
+) -> Result<String> {
     let raw = cwd.as_raw_fd();
     let mut cmd = Command::new("git");
+    // As the owner, git may not be able to pass through the directories above
+    // the repo (the state dir is root's), and it turns GIT_DIR into an absolute
+    // path: so it reaches the repo through its fd, `/proc/self/fd/3`.
+    let git_dir = if let Some(o) = owner {
+        // std drops the supplementary groups (setgroups) when a root parent sets a uid.
+        cmd.uid(o.uid)
+            .gid(o.gid)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", "/nonexistent");
+        "/proc/self/fd/3"
+    } else {
+        git_dir
+    };
+    let at_fd3 = owner.is_some();
     cmd.args(HARDENING)
         .args(args)
         .env("GIT_DIR", git_dir)
@@ -83,13 +118,29 @@ fn git(cwd: BorrowedFd<'_>, git_dir: &str, shown: &Path, args: &[&str]) -> Resul
         .env_remove("GIT_OBJECT_DIRECTORY")
         .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
         .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: fchdir is async-signal-safe; `raw` stays open in the parent until
-    // spawn returns, so the child's copy is valid until exec closes it (CLOEXEC).
+    // SAFETY: fchdir, dup2 and fcntl are async-signal-safe; `raw` stays open in
+    // the parent until spawn returns, so the child's copy is valid until exec
+    // closes it (CLOEXEC). Fd 3 of the child is free to take: std set up only
+    // 0-2, every other fd is CLOEXEC.
     unsafe {
         cmd.pre_exec(move || {
+            if at_fd3 {
+                let ok = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(raw, 3) == 3
+                };
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::fchdir(raw) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -100,6 +151,14 @@ fn git(cwd: BorrowedFd<'_>, git_dir: &str, shown: &Path, args: &[&str]) -> Resul
     let mut child = cmd
         .spawn()
         .map_err(Error::io("could not run git (install the git package)"))?;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        let input = input.to_vec();
+        // On a thread: git may stop reading early, and the time limit below still holds.
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let out = child.stdout.take().map(|s| bounded(s, MAX_CONFIG_BYTES));
     let err = child.stderr.take().map(|s| bounded(s, MAX_STDERR_BYTES));
     let limit = crate::blocking::limit();
@@ -253,9 +312,80 @@ impl Repo {
         })
     }
 
+    /// How many commits `to` has that `from` has not (`git rev-list --count from..to`);
+    /// both are full shas this repo gave.
+    pub fn commits_between(&self, from: &str, to: &str) -> Result<u64> {
+        for sha in [from, to] {
+            if sha.is_empty() || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(Error::refused(format!("{sha:?} is not a full commit sha")));
+            }
+        }
+        let out = self.git(&["rev-list", "--count", &format!("{from}..{to}"), "--"])?;
+        out.trim().parse().map_err(|_| {
+            Error::refused(format!(
+                "git rev-list in {} printed {out:?}, not a count",
+                self.path.display()
+            ))
+        })
+    }
+
     /// The exact text of `agent.toml` at commit `sha`, from the object store.
     pub fn config_at(&self, sha: &str) -> Result<String> {
         self.git(&["cat-file", "blob", &format!("{sha}:{CONFIG_FILE}")])
+    }
+
+    /// Commits `text` as `agent.toml` on top of HEAD (the rest of the tree as
+    /// it is) and moves HEAD's branch there, unless it moved meanwhile;
+    /// returns the new commit. The operator's edit of an agent's repo.
+    ///
+    /// git runs as the repo's owner (the uid the repo belongs to, so what it
+    /// writes stays the owner's and root reads none of the repo's config
+    /// includes), with [`HARDENING`], and only plumbing that runs no hook,
+    /// filter or editor: `hash-object --no-filters`, `mktree`, `commit-tree`,
+    /// `update-ref`. The work tree and the index are not touched.
+    pub fn commit_config(&self, text: &str, message: &str) -> Result<String> {
+        let st = nix::sys::stat::fstat(self.git_dir.as_fd()).map_err(|e| {
+            Error::io(format!("could not stat {}/.git", self.path.display()))(e.into())
+        })?;
+        let owner = Some(Owner {
+            uid: st.st_uid,
+            gid: st.st_gid,
+        });
+        let run = |args: &[&str], input: Option<&[u8]>| {
+            git_as(self.git_dir.as_fd(), ".", &self.path, args, input, owner)
+                .map(|s| s.trim_end_matches('\n').to_owned())
+        };
+        let parent = run(&["rev-parse", "--verify", "HEAD^{commit}"], None)?;
+        let blob = run(
+            &["hash-object", "-w", "--no-filters", "--stdin"],
+            Some(text.as_bytes()),
+        )?;
+        // The parent's tree with agent.toml's entry replaced (or added).
+        let listing = run(&["ls-tree", "-z", &parent], None)?;
+        let mut entries: Vec<String> = listing
+            .split('\0')
+            .filter(|e| !e.is_empty() && !e.ends_with(&format!("\t{CONFIG_FILE}")))
+            .map(str::to_owned)
+            .collect();
+        entries.push(format!("100644 blob {blob}\t{CONFIG_FILE}"));
+        let mut tree_input = entries.join("\0");
+        tree_input.push('\0');
+        let tree = run(&["mktree", "-z"], Some(tree_input.as_bytes()))?;
+        let commit = run(
+            &["commit-tree", &tree, "-p", &parent, "-F", "-"],
+            Some(message.as_bytes()),
+        )?;
+        run(
+            &["update-ref", "-m", "hive-c0re config commit", "HEAD", &commit, &parent],
+            None,
+        )
+        .map_err(|e| {
+            Error::refused(format!(
+                "{}'s head moved while committing (the manager committed?): show it again and redo the edit ({e})",
+                self.path.display()
+            ))
+        })?;
+        Ok(commit)
     }
 }
 
@@ -351,7 +481,7 @@ pub fn link(paths: &Paths, name: &AgentName) -> Result<()> {
     let dir = paths.agent_dir(name);
     std::fs::create_dir_all(&dir)
         .map_err(Error::io(format!("could not create {}", dir.display())))?;
-    let target = Path::new("../../configs").join(name.as_str());
+    let target = Paths::config_repo_link_target(name);
     std::os::unix::fs::symlink(&target, &at)
         .map_err(Error::io(format!("could not link {}", at.display())))
 }

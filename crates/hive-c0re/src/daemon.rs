@@ -1,17 +1,17 @@
 //! `hive-c0re serve`: bring the hive up, serve until SIGTERM/SIGINT, bring it down.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use hive_sh4re::AgentName;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::agent_sock::AgentSockets;
-use crate::hive::{Hive, Settings};
+use crate::hive::{DEFAULT_TURN_TIMEOUT, Hive, Settings};
 use crate::paths::Paths;
 use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind, UidRanges};
 use crate::sd_notify::Notifier;
@@ -33,17 +33,27 @@ pub struct ServeOptions {
     pub vacuum_every: Duration,
     /// First host uid of the agents' ranges (see `runtime::uid_ranges`).
     pub uid_base: u32,
+    /// Longest a turn may run unless the agent's config says otherwise.
+    pub turn_timeout: Duration,
+    /// The hive-wide daily budget.
+    pub budget: Option<hive_sh4re::config::Budget>,
     /// Tells systemd when the hive serves, and pings its watchdog.
     pub notify: Notifier,
     /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
     pub min_free_space: Option<u64>,
+    /// The operator's webhooks and the dashboard's public URL.
+    pub webhooks: crate::webhooks::Webhooks,
+    /// Most claude processes at once, and which setting said so; None: from available memory.
+    pub max_concurrent_turns: Option<(usize, String)>,
 }
 
 /// Environment variables passed from the daemon to every harness.
-const PASSED_ENV: [&str; 5] = [
+const PASSED_ENV: [&str; 6] = [
     "ANTHROPIC_BASE_URL",
     "ANTHROPIC_API_KEY",
     "CLAUDE_CODE_OAUTH_TOKEN",
+    // How often claude retries a failed model call before it gives up.
+    "CLAUDE_CODE_MAX_RETRIES",
     "RUST_LOG",
     // The polling baseline of the turn-latency benchmark.
     "HIVE_HARNESS_POLL_MS",
@@ -128,6 +138,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
     }
     let mut settings = settings(opts.min_free_space)?;
+    settings.turn_timeout = opts.turn_timeout;
+    settings.webhooks = opts.webhooks.clone();
+    settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
+    settings.budget = opts.budget;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
@@ -143,11 +157,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     if let Some(t) = hive.space().check().or(space_check) {
         hive.space_changed(&t);
     }
-    tokio::spawn(hive.clone().watch_space());
-    tokio::spawn(crate::agent_conn::serve(hive.clone(), incoming));
+    hive.spawn_task(hive.clone().watch_space());
+    hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
-    let host = tokio::spawn(crate::host_sock::serve(hive.clone(), listener));
+    let host = hive.spawn_task(crate::host_sock::serve(hive.clone(), listener));
     if let Some(d) = dashboard {
         crate::dashboard::serve(&hive, d);
     }
@@ -158,9 +172,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .await
             .context("could not create the manager agent")?;
     }
-    tokio::spawn(vacuum(hive.clone(), opts.vacuum_every));
-    tokio::spawn(crate::hive::schedules::run(hive.clone()));
-    tokio::spawn(crate::hive::status::watch_config_heads(hive.clone()));
+    hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
+    hive.spawn_task(crate::hive::schedules::run(hive.clone()));
+    hive.spawn_task(crate::hive::notifications::deliver_webhooks(hive.clone()));
+    hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
         "hive-c0re is serving: socket {} · state {} · runtime {}{}",
@@ -174,15 +189,25 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .unwrap_or_default()
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
-    opts.notify.spawn_watchdog(hive.shutdown_token().clone());
+    hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown_token().clone()));
     stop_signal.await;
     tracing::info!("shutting down");
     opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
     hive.shut_down().await;
     let _ = host.await;
+    if !hive.wait_for_tasks(TASKS_WAIT).await {
+        tracing::warn!(
+            "some tasks were still running {} s after the shutdown began; exiting anyway",
+            TASKS_WAIT.as_secs()
+        );
+    }
     let _ = std::fs::remove_file(paths.host_sock());
     Ok(())
 }
+
+/// How long shutdown waits for the daemon's tasks (connections, the dashboard,
+/// schedules) to notice it, after the agents have stopped.
+const TASKS_WAIT: Duration = Duration::from_secs(10);
 
 /// Open files this daemon asks for: host.sock's connections, agent sockets,
 /// children's pipes. Not the hard limit itself, which can be a million:
@@ -208,7 +233,7 @@ fn raise_fd_limit() {
 }
 
 /// Holds the run dir's lock for the daemon's lifetime, so a second `serve` refuses.
-fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
+fn lock_run_dir(paths: &Paths) -> Result<Flock<std::fs::File>> {
     let path = paths.daemon_lock();
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -216,16 +241,13 @@ fn lock_run_dir(paths: &Paths) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("could not open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        bail!(
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
             "another hive-c0re is already serving {} (it holds {}): stop it first, or use another --run-dir",
             paths.run.display(),
             path.display()
-        );
-    }
-    Ok(f)
+        )
+    })
 }
 
 /// The runtime asked for; without a choice, nspawn where this host can run it, else process.
@@ -278,7 +300,43 @@ fn settings(min_free_space: Option<u64>) -> Result<Settings> {
         dashboard_login: None,
         kill_grace: Duration::from_secs(5),
         min_free_space,
+        turn_timeout: DEFAULT_TURN_TIMEOUT,
+        webhooks: Default::default(),
+        max_concurrent_turns: crate::admission::MIN_LIMIT,
+        budget: None,
     })
+}
+
+/// The turn limit in force: the one a setting gave, else one derived from
+/// the memory available now; says which, in the log, at start.
+fn turn_limit(set: Option<(usize, String)>) -> usize {
+    let (limit, from) = match set {
+        Some((n, from)) => (n, from),
+        None => {
+            let avail = mem_available();
+            let limit = crate::admission::default_limit(avail.unwrap_or(0));
+            let from = match avail {
+                Some(b) => format!(
+                    "default: {} MiB of memory available / {} MiB per turn, at least {}",
+                    b >> 20,
+                    crate::admission::MEM_PER_TURN >> 20,
+                    crate::admission::MIN_LIMIT
+                ),
+                None => "default: /proc/meminfo unreadable, the least".to_owned(),
+            };
+            (limit, from)
+        }
+    };
+    tracing::info!("at most {limit} claude processes at once, one kept for the manager ({from})");
+    limit
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The first `name` in the directories of `path` (a PATH value).

@@ -6,9 +6,14 @@
 //! supervisor are reached only through `Hive`'s methods, here and in the
 //! submodules that hold more of them by concern.
 
+mod api;
 pub mod approvals;
+pub mod budget;
 mod controls;
+pub mod feed;
 mod messages;
+mod needs;
+pub mod notifications;
 pub mod questions;
 pub mod schedules;
 pub mod secrets;
@@ -27,10 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::event::{EventKind, Payload, StateChange};
 use hive_sh4re::host::Event;
 use hive_sh4re::{AgentName, AgentState};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agent_sock::AgentSockets;
 use crate::broker::{Broker, Change};
@@ -86,7 +93,18 @@ pub struct Settings {
     pub kill_grace: Duration,
     /// Free space the state's file system keeps (`min_free_space`); None: the default.
     pub min_free_space: Option<u64>,
+    /// Longest a turn may run unless the agent's `turn_timeout` says otherwise.
+    pub turn_timeout: Duration,
+    /// The operator's webhooks (`[[webhooks]]` in `hive.toml`) and the dashboard's public URL.
+    pub webhooks: crate::webhooks::Webhooks,
+    /// Most claude processes the hive runs at once (see `admission`).
+    pub max_concurrent_turns: usize,
+    /// The hive-wide daily budget (`budget` in hive.toml), if any.
+    pub budget: Option<hive_sh4re::config::Budget>,
 }
+
+/// The hive's turn time limit unless `serve --turn-timeout` sets another.
+pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The hive daemon's state and operations: the one gate to the store.
 pub struct Hive {
@@ -98,30 +116,32 @@ pub struct Hive {
     settings: Settings,
     /// Cancelled when the daemon shuts down.
     shutdown: CancellationToken,
+    /// Every task the daemon spawns ([`Hive::spawn_task`]), so shutdown can wait for them.
+    tasks: TaskTracker,
     /// The agents' sockets.
     sockets: AgentSockets,
     /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
     inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Each agent's config repo head when last looked at (see `status`).
     config_heads: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Pending approvals whose repo moved on: id -> (head, commits past the requested one) (see `approvals`).
+    approvals_behind: std::sync::Mutex<std::collections::HashMap<i64, (String, u64)>>,
     /// The free-space alarm of the state's file system.
     space: Space,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
+    /// The model API's health: agents' API trouble and the hive-wide backoff.
+    api: crate::api_health::ApiHealth,
     /// The secrets' redactor, read from the store on first use after a change.
     redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
+    /// Bumped when a notification is queued: wakes every webhook's delivery task.
+    webhook_wake: tokio::sync::watch::Sender<u64>,
+    /// The turn slots and the line of agents waiting for one.
+    admission: Arc<crate::admission::Admission>,
 }
-
-/// Shortest nap, in seconds.
-pub const NAP_MIN_SECONDS: u64 = 1;
-/// Longest nap, in seconds (6 h).
-pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
 pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
-
-/// Most messages one `recv` returns.
-pub const RECV_MAX: u32 = 1000;
 
 impl Hive {
     /// A hive over an open store.
@@ -134,6 +154,7 @@ impl Hive {
     ) -> Arc<Self> {
         let space = Space::new(&paths.state, paths.space_reserve(), settings.min_free_space);
         Arc::new(Self {
+            admission: crate::admission::Admission::new(settings.max_concurrent_turns),
             space,
             naps: Default::default(),
             store,
@@ -143,11 +164,31 @@ impl Hive {
             supervisor: Supervisor::default(),
             settings,
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             sockets,
             inbox_peaks: Default::default(),
             config_heads: Default::default(),
+            approvals_behind: Default::default(),
+            api: Default::default(),
             redactor: std::sync::Mutex::new(None),
+            webhook_wake: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// Spawns a task of the daemon; [`Hive::wait_for_tasks`] waits for it.
+    pub fn spawn_task<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// After [`Hive::shutdown`] is cancelled: waits until every task spawned
+    /// through [`Hive::spawn_task`] has ended, or `limit` passed; false if some still run.
+    pub async fn wait_for_tasks(&self, limit: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(limit, self.tasks.wait()).await.is_ok()
     }
 
     /// A hive over an in-memory store and the process runtime, for unit tests.
@@ -165,6 +206,10 @@ impl Hive {
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
             min_free_space: None,
+            turn_timeout: DEFAULT_TURN_TIMEOUT,
+            webhooks: Default::default(),
+            max_concurrent_turns: 16,
+            budget: None,
         };
         let uids = crate::runtime::UidRanges::new(
             None,
@@ -437,6 +482,8 @@ impl Hive {
         self.runtime.forget(&spec).await?;
         self.store.delete_agent(name.as_str())?;
         self.store.remove_schedules_of(name.as_str())?;
+        // The operator's budget for today was this agent's, not its name's.
+        self.store.remove_budget_override(name.as_str())?;
         if purge {
             self.store.purge_messages(name.as_str())?;
             self.store.purge_events(name.as_str())?;
@@ -488,6 +535,7 @@ impl Hive {
             claude_bin: self.settings.claude_bin.clone(),
             state_dir: self.paths.agent_state(&name),
             sock_dir: self.paths.agent_sock_dir(&name),
+            sock: self.paths.agent_sock(&name),
             config_repos: (harness == Harness::M1nd).then(|| self.paths.configs_root()),
             rootfs: self.paths.rootfs(&name),
             env: self.settings.agent_env.clone(),
@@ -499,9 +547,9 @@ impl Hive {
 
     // ---- events ---------------------------------------------------------
 
-    /// Stores events of an agent and announces them. A secret's value in a
-    /// payload is stored as `[secret NAME]`.
-    pub fn add_events(&self, agent: &AgentName, items: &[(String, String)]) -> Result<Vec<i64>> {
+    /// Stores events of an agent (each a kind and its payload's JSON text) and
+    /// announces them. A secret's value in a payload is stored as `[secret NAME]`.
+    pub fn add_events(&self, agent: &AgentName, items: &[(EventKind, String)]) -> Result<Vec<i64>> {
         let redactor = self.redactor()?;
         let redacted: Vec<String>;
         let payloads: Vec<&str> = if redactor.is_empty() {
@@ -526,6 +574,12 @@ impl Hive {
         Ok(ids)
     }
 
+    /// Records one event of the agent, as hive-c0re saw it.
+    pub fn record(&self, agent: &AgentName, event: &Payload) -> Result<()> {
+        self.add_events(agent, &[event_row(event)])?;
+        Ok(())
+    }
+
     /// Records a state change as state and as an event.
     pub fn set_state(
         &self,
@@ -533,6 +587,9 @@ impl Hive {
         state: AgentState,
         model: Option<&str>,
     ) -> Result<()> {
+        if !matches!(state, AgentState::Retrying | AgentState::Waiting) {
+            self.api.set_trouble(agent.as_str(), None);
+        }
         self.store.set_state(agent.as_str(), state, model)?;
         self.add_events(agent, &[state_event(state, model)])?;
         self.broker.publish(Change::Agent(agent.to_string()));
@@ -544,7 +601,10 @@ impl Hive {
     pub async fn vacuum(&self) -> Result<usize> {
         let store = self.store.clone();
         let vacuumed = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let n = store.vacuum_messages()? + store.vacuum_events()? + store.vacuum_stats()?;
+            let n = store.vacuum_messages()?
+                + store.vacuum_events()?
+                + store.vacuum_stats()?
+                + store.vacuum_notifications()?;
             store.checkpoint()?;
             Ok(n)
         })
@@ -608,8 +668,17 @@ pub fn event_wire(e: &EventRow) -> Event {
     }
 }
 
+/// An event as [`Hive::add_events`] stores it: its kind and its payload's JSON text.
+pub(crate) fn event_row(event: &Payload) -> (EventKind, String) {
+    (event.kind(), event.to_value().to_string())
+}
+
 /// The `state` event that records a change of an agent's state.
-pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (String, String) {
-    let payload = serde_json::json!({ "state": state.as_str(), "model": model });
-    ("state".to_owned(), payload.to_string())
+pub(crate) fn state_event(state: AgentState, model: Option<&str>) -> (EventKind, String) {
+    event_row(&Payload::State(StateChange {
+        state,
+        model: model.map(str::to_owned),
+        detail: None,
+        retry_at: None,
+    }))
 }

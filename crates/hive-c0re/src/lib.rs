@@ -4,8 +4,10 @@
 //! [`runtime`], and serves host.sock ([`host_sock`]), one agent.sock per agent
 //! ([`agent_sock`], served by [`agent_conn`]) and the dashboard. Every other verb is a client of host.sock.
 
+pub mod admission;
 pub mod agent_conn;
 pub mod agent_sock;
+pub mod api_health;
 pub mod blocking;
 pub mod broker;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod host_sock;
 pub mod lines;
 pub mod manager;
 pub mod paths;
+pub mod procfs;
 pub mod runtime;
 pub mod sd_notify;
 pub mod serve_config;
@@ -28,3 +31,4 @@ pub mod shell;
 pub mod space;
 pub mod store;
 pub mod supervisor;
+pub mod webhooks;

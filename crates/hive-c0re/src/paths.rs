@@ -134,9 +134,36 @@ impl Paths {
 
     /// The agent's socket: its identity.
     pub fn agent_sock(&self, name: &AgentName) -> PathBuf {
-        self.agent_sock_dir(name).join("agent.sock")
+        self.agent_sock_dir(name).join(AGENT_SOCK)
+    }
+
+    /// What `<state>/agents/<name>/config` points at: relative, so the state
+    /// dir can move, and only ever at the agent's own repo.
+    pub fn config_repo_link_target(name: &AgentName) -> PathBuf {
+        Path::new("../../configs").join(name.as_str())
+    }
+
+    // ---- inside a container (nspawn) ----------------------------------------
+
+    /// Where a container sees its socket directory ([`Paths::agent_sock_dir`]).
+    pub const CONTAINER_SOCK_DIR: &str = "/run/hive";
+
+    /// Where a container sees its agent socket.
+    pub fn container_agent_sock() -> PathBuf {
+        Path::new(Self::CONTAINER_SOCK_DIR).join(AGENT_SOCK)
+    }
+
+    /// Where the manager's container sees [`Paths::configs_root`].
+    pub const CONTAINER_CONFIG_REPOS: &str = "/hive/agents";
+
+    /// Where the manager's container sees `name`'s config repo.
+    pub fn container_config_repo(name: &AgentName) -> PathBuf {
+        Path::new(Self::CONTAINER_CONFIG_REPOS).join(name.as_str())
     }
 }
+
+/// The agent socket's file name, on the host and in a container.
+const AGENT_SOCK: &str = "agent.sock";
 
 fn home() -> PathBuf {
     std::env::var_os("HOME")
@@ -161,5 +188,29 @@ mod tests {
         assert_eq!(p.agent_sock(&n), Path::new("/r/agents/alice/agent.sock"));
         assert_eq!(p.agent_pid_file(&n), Path::new("/r/agents/alice.pid"));
         assert_eq!(p.host_sock(), Path::new("/r/host.sock"));
+        // The link resolves, from the agent's dir, to the agent's repo.
+        let link = p.config_repo_link(&n);
+        let target = link
+            .parent()
+            .unwrap()
+            .join(Paths::config_repo_link_target(&n));
+        let normal: PathBuf = target.components().fold(PathBuf::new(), |mut acc, c| {
+            match c {
+                std::path::Component::ParentDir => {
+                    acc.pop();
+                }
+                other => acc.push(other),
+            }
+            acc
+        });
+        assert_eq!(normal, p.config_repo(&n));
+        assert_eq!(
+            Paths::container_agent_sock(),
+            Path::new("/run/hive/agent.sock")
+        );
+        assert_eq!(
+            Paths::container_config_repo(&n),
+            Path::new("/hive/agents/alice")
+        );
     }
 }

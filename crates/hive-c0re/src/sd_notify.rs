@@ -55,11 +55,15 @@ impl Notifier {
         }
     }
 
-    /// Pings the watchdog at half its interval until `stop`, while this runtime schedules tasks.
-    pub fn spawn_watchdog(&self, stop: tokio_util::sync::CancellationToken) {
-        let Some(every) = self.watchdog else { return };
-        let me = self.clone();
-        tokio::spawn(async move {
+    /// Pings the watchdog at half its interval until `stop`, while this runtime
+    /// schedules tasks (spawn it); ends at once when systemd wants no pings.
+    pub fn ping_watchdog(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (every, me) = (self.watchdog, self.clone());
+        async move {
+            let Some(every) = every else { return };
             let mut tick = tokio::time::interval(every / 2);
             loop {
                 tokio::select! {
@@ -67,7 +71,7 @@ impl Notifier {
                     _ = stop.cancelled() => return,
                 }
             }
-        });
+        }
     }
 }
 

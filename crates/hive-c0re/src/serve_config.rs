@@ -117,6 +117,76 @@ pub struct ServeArgs {
         value_parser = crate::space::parse_size
     )]
     pub min_free_space: Option<u64>,
+    /// Longest a turn may run before it is stopped and its messages go back to
+    /// the inbox (`90s`, `45m`, `2h`); an agent's `turn_timeout` overrides it.
+    #[arg(
+        long,
+        env = "HIVE_TURN_TIMEOUT",
+        default_value = "30m",
+        value_name = "DURATION",
+        value_parser = parse_turn_timeout
+    )]
+    pub turn_timeout: u64,
+    /// The hive's daily budget, every agent's spend together (UTC days), as in
+    /// agent.toml: `{ usd_per_day = 50.0, tokens_per_day = 20000000 }` (either or both).
+    /// Once spent, every agent is held but the manager's turns on the operator's messages.
+    #[arg(
+        long,
+        env = "HIVE_BUDGET",
+        value_name = "TABLE",
+        value_parser = parse_budget
+    )]
+    pub budget: Option<hive_sh4re::config::Budget>,
+    /// The dashboard's URL as the operator reaches it (e.g. https://hive.example.org):
+    /// webhooks' links are absolute with it, dashboard paths without.
+    #[arg(long, env = "HIVE_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// Most claude processes (turns, compactions) the hive runs at once; the
+    /// other agents wait in line, and one slot is kept for the manager (at least 2).
+    /// Default: one per 400 MiB of available memory, at least 2.
+    #[arg(
+        long,
+        env = "HIVE_MAX_CONCURRENT_TURNS",
+        value_name = "N",
+        value_parser = parse_turn_limit
+    )]
+    pub max_concurrent_turns: Option<usize>,
+}
+
+/// A hive budget, written as `agent.toml`'s `budget` is.
+fn parse_budget(text: &str) -> std::result::Result<hive_sh4re::config::Budget, String> {
+    hive_sh4re::config::Budget::from_toml_inline(text).map_err(|e| e.0)
+}
+
+/// The key of `hive.toml` that holds the webhooks: a list of tables, not a flag.
+pub const WEBHOOKS_KEY: &str = "webhooks";
+
+/// A public URL: http(s), without a trailing slash.
+fn parse_public_url(text: &str) -> std::result::Result<String, String> {
+    if !(text.starts_with("http://") || text.starts_with("https://"))
+        || text.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{text:?} is not an http:// or https:// URL such as https://hive.example.org"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A turn limit: a whole number of at least [`crate::admission::MIN_LIMIT`].
+fn parse_turn_limit(text: &str) -> std::result::Result<usize, String> {
+    let min = crate::admission::MIN_LIMIT;
+    match text.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!(
+            "{text} is not a turn limit: give a whole number of at least {min} (one slot is kept for the manager)"
+        )),
+    }
+}
+
+/// A turn time limit in seconds, as `agent.toml`'s `turn_timeout` takes it.
+fn parse_turn_timeout(text: &str) -> std::result::Result<u64, String> {
+    hive_sh4re::config::TurnTimeout::Text(text.to_owned()).seconds()
 }
 
 /// A uid base: a whole, non-zero number of 65536-uid ranges.
@@ -174,6 +244,8 @@ pub struct Resolved {
     pub file: Option<PathBuf>,
     /// Every setting with its origin, in the order of `--help`.
     pub entries: Vec<Entry>,
+    /// The file's `[[webhooks]]`.
+    pub webhooks: Vec<crate::webhooks::Webhook>,
 }
 
 /// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`)
@@ -191,8 +263,11 @@ pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> R
     let settings = setting_args(cmd);
     let mut argv = argv.to_vec();
     let mut from_file = BTreeMap::new();
+    let mut webhooks = vec![];
     if let Some(path) = &file {
-        for (key, value, flag) in file_values(path, &settings)? {
+        let (values, hooks) = file_values(path, &settings)?;
+        webhooks = hooks;
+        for (key, value, flag) in values {
             let higher = matches!(
                 sub.value_source(&key),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
@@ -217,6 +292,7 @@ pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> R
         paths,
         file,
         entries,
+        webhooks,
     })
 }
 
@@ -244,8 +320,14 @@ fn setting_args(cmd: &clap::Command) -> Vec<Arg> {
         .collect()
 }
 
-/// The file's settings, each checked by its flag's parser: key, value, and the flag that sets it.
-fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value, Vec<OsString>)>> {
+/// A file setting: key, value, and the flag that sets it.
+type FileValue = (String, toml::Value, Vec<OsString>);
+
+/// The file's settings, each checked by its flag's parser, and its webhooks.
+fn file_values(
+    path: &Path,
+    settings: &[Arg],
+) -> Result<(Vec<FileValue>, Vec<crate::webhooks::Webhook>)> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::refused(format!(
@@ -259,9 +341,19 @@ fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value
         ))
     })?;
     let mut out = Vec::new();
+    let mut webhooks = vec![];
     for (key, value) in table {
+        if key == WEBHOOKS_KEY {
+            webhooks = crate::webhooks::parse(&value)
+                .map_err(|e| Error::refused(format!("{shown}: {e}")))?;
+            continue;
+        }
         let Some(arg) = settings.iter().find(|a| a.get_id() == key.as_str()) else {
-            let known: Vec<&str> = settings.iter().map(|a| a.get_id().as_str()).collect();
+            let known: Vec<&str> = settings
+                .iter()
+                .map(|a| a.get_id().as_str())
+                .chain([WEBHOOKS_KEY])
+                .collect();
             return Err(Error::refused(format!(
                 "unknown key `{key}` in {shown}; the keys are {}",
                 known.join(", ")
@@ -285,6 +377,8 @@ fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(n) => n.to_string(),
                 toml::Value::Float(f) => f.to_string(),
+                // A table (the budget) goes to its flag as inline TOML, parsed by its flag's parser.
+                toml::Value::Table(t) => toml::Value::Table(t.clone()).to_string(),
                 _ => return Err(wrong("a string or a number")),
             };
             let flag = OsString::from(format!("--{long}={text}"));
@@ -300,7 +394,7 @@ fn file_values(path: &Path, settings: &[Arg]) -> Result<Vec<(String, toml::Value
         };
         out.push((key, value, flag));
     }
-    Ok(out)
+    Ok((out, webhooks))
 }
 
 fn entry(
@@ -390,6 +484,13 @@ impl Resolved {
         for (line, comment) in lines {
             out.push_str(&format!("{line:<width$}  {comment}\n"));
         }
+        if !self.webhooks.is_empty() {
+            let names: Vec<&str> = self.webhooks.iter().map(|w| w.name.as_str()).collect();
+            out.push_str(&format!(
+                "# webhooks: {} (their [[webhooks]] tables are the file's, not repeated here)\n",
+                names.join(", ")
+            ));
+        }
         out
     }
 
@@ -432,8 +533,26 @@ impl Resolved {
             },
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
             uid_base: a.uid_base,
+            turn_timeout: Duration::from_secs(a.turn_timeout),
+            budget: a.budget,
             notify: Default::default(),
             min_free_space: a.min_free_space,
+            webhooks: crate::webhooks::Webhooks {
+                hooks: self.webhooks.clone(),
+                public_url: a.public_url.clone(),
+            },
+            max_concurrent_turns: a.max_concurrent_turns.map(|n| {
+                let from = match self.origin("max_concurrent_turns") {
+                    Origin::Flag => "--max-concurrent-turns".to_owned(),
+                    Origin::Env(name) => name,
+                    Origin::File => format!(
+                        "max_concurrent_turns in {}",
+                        self.file.as_deref().unwrap_or(Path::new("?")).display()
+                    ),
+                    Origin::Default => "default".to_owned(),
+                };
+                (n, from)
+            }),
         }
     }
 }
@@ -521,6 +640,36 @@ mod tests {
     }
 
     #[test]
+    fn the_hive_budget_is_a_table_as_in_agent_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(
+            &f,
+            "budget = { usd_per_day = 50.0, tokens_per_day = 2_000_000 }\n",
+        )
+        .unwrap();
+        let r = resolve(&argv(&["serve"]), &f).unwrap();
+        let b = r.args.budget.unwrap();
+        assert_eq!((b.usd_per_day, b.tokens()), (Some(50.0), Some(2_000_000)));
+        assert_eq!(r.origin("budget"), Origin::File);
+        // What --print-config prints reads back as the same budget.
+        let printed = dir.path().join("printed.toml");
+        std::fs::write(&printed, r.render()).unwrap();
+        let again = resolve(&argv(&["serve"]), &printed).unwrap();
+        assert_eq!(again.args.budget, Some(b));
+        for (bad, want) in [
+            ("budget = { usd_per_day = -5.0 }", "budget.usd_per_day"),
+            ("budget = { tokens_per_day = 0 }", "budget.tokens_per_day"),
+            ("budget = { usd_per_day = nan }", "budget.usd_per_day"),
+            ("budget = { dollars = 5.0 }", "dollars"),
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
+            assert!(e.contains("key `budget`") && e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("hive.toml");
@@ -531,6 +680,7 @@ mod tests {
             ("runtime = \"docker\"", "key `runtime`"),
             ("uid_base = 70000", "not a multiple of 65536"),
             ("uid_base = 0", "key `uid_base`"),
+            ("max_concurrent_turns = 1", "at least 2"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),

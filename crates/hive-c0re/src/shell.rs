@@ -35,6 +35,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::procfs;
 use crate::runtime::InsideCommand;
 
 /// Bytes typed but not yet taken by the PTY before input stops being read.
@@ -430,13 +431,12 @@ pub fn session_pids(sid: i32) -> Vec<i32> {
     if sid <= 1 || sid == own {
         return Vec::new();
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut members = Vec::new();
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Some(st) = proc_stat(pid) else { continue };
+    for pid in procfs::pids() {
+        let Some(st) = procfs::stat(pid) else {
+            continue;
+        };
         if st.zombie {
             continue;
         }
@@ -455,28 +455,6 @@ pub fn session_pids(sid: i32) -> Vec<i32> {
         }
     }
     members
-}
-
-struct Stat {
-    zombie: bool,
-    ppid: i32,
-    session: i32,
-}
-
-/// State, parent and session of a process, from /proc/<pid>/stat.
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name: state (3), ppid (4), pgrp (5), session (6).
-    let mut f = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    let zombie = matches!(f.next()?, "Z" | "X");
-    let ppid = f.next()?.parse().ok()?;
-    let _pgrp = f.next()?;
-    let session = f.next()?.parse().ok()?;
-    Some(Stat {
-        zombie,
-        ppid,
-        session,
-    })
 }
 
 #[cfg(test)]
@@ -586,7 +564,7 @@ mod tests {
         assert_eq!(run.await.unwrap(), None);
         let left: Vec<i32> = before
             .into_iter()
-            .filter(|p| proc_stat(*p).is_some_and(|s| !s.zombie))
+            .filter(|p| procfs::stat(*p).is_some_and(|s| !s.zombie))
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
     }

@@ -24,12 +24,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness_log;
-use crate::runtime::{LaunchSpec, Runtime};
+use crate::runtime::{LaunchSpec, Runtime, RuntimeKind};
 
 /// Quick failures in a row after which the agent is left failed.
 pub const MAX_RESTARTS: u32 = 5;
 /// A harness that ran this long before dying resets the failure count.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// First restart delay; doubles with each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -81,6 +81,14 @@ impl Supervisor {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .is_some_and(|l| l.running.load(Ordering::SeqCst))
+    }
+
+    /// True while the agent is supervised: running, launching or waiting to restart.
+    pub fn is_supervised(&self, name: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(name)
     }
 
     /// Starts supervising the agent for `hive` unless it already is.
@@ -165,7 +173,7 @@ async fn supervise<H: Supervised>(
                 let mut check_log = tokio::time::interval(harness_log::CHECK_EVERY);
                 loop {
                     tokio::select! {
-                        status = launched.child.wait() => break Some(status.map(describe_exit).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
+                        status = launched.child.wait() => break Some(status.map(|s| describe_exit(s, hive.runtime().kind())).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
                         _ = stop.cancelled() => {
                             terminate(&mut launched.child, hive.kill_grace()).await;
                             break None;
@@ -200,9 +208,14 @@ async fn supervise<H: Supervised>(
     }
 }
 
-fn describe_exit(s: std::process::ExitStatus) -> String {
+fn describe_exit(s: std::process::ExitStatus, runtime: RuntimeKind) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (s.code(), s.signal()) {
+        // nspawn's stub init (`--as-pid2`) exits 255 when its payload dies of a signal.
+        (Some(255), _) if runtime == RuntimeKind::Nspawn => {
+            "exited with status 255 (in its container: killed by a signal, or the container failed)"
+                .to_owned()
+        }
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(sig)) => {
             let name = Signal::try_from(sig)
@@ -228,6 +241,22 @@ async fn rotate_log(name: &AgentName, log: &std::path::Path) {
         Ok(true) => tracing::info!(agent = %name, "harness.log passed its size and was rotated"),
         Ok(false) => {}
         Err(e) => tracing::warn!(agent = %name, "could not rotate the harness log: {e}"),
+    }
+}
+
+/// The last `n` lines the harness wrote: from `harness.log`, and from the
+/// previous log (`harness.log.1`) when a rotation left the current one short.
+pub fn harness_tail(log: &std::path::Path, n: usize) -> String {
+    let tail = log_tail(log, n);
+    let have = tail.lines().count();
+    if have >= n {
+        return tail;
+    }
+    let before = log_tail(&harness_log::previous(log), n - have);
+    match (before.is_empty(), tail.is_empty()) {
+        (true, _) => tail,
+        (false, true) => before,
+        (false, false) => format!("{before}\n{tail}"),
     }
 }
 
@@ -277,5 +306,43 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     } else if leads_group {
         // The leader is gone; make sure no straggler of its group survives it.
         let _ = killpg(pid, Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nspawns_255_says_what_it_means() {
+        use std::os::unix::process::ExitStatusExt;
+        let st = std::process::ExitStatus::from_raw(255 << 8);
+        assert_eq!(
+            describe_exit(st, RuntimeKind::Process),
+            "exited with status 255"
+        );
+        assert!(describe_exit(st, RuntimeKind::Nspawn).contains("killed by a signal"));
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(
+            describe_exit(killed, RuntimeKind::Nspawn),
+            "was killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn a_short_log_is_topped_up_from_the_rotated_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("harness.log");
+        std::fs::write(harness_log::previous(&log), "one\ntwo\nthree\n").unwrap();
+        std::fs::write(&log, "four\n").unwrap();
+        assert_eq!(harness_tail(&log, 3), "two\nthree\nfour");
+        assert_eq!(harness_tail(&log, 1), "four");
+        // Just rotated: the current log is empty, the tail is the previous one's.
+        std::fs::write(&log, "").unwrap();
+        assert_eq!(harness_tail(&log, 2), "two\nthree");
+        // A link where the previous log should be is not followed.
+        std::fs::remove_file(harness_log::previous(&log)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", harness_log::previous(&log)).unwrap();
+        assert_eq!(harness_tail(&log, 2), "");
     }
 }

@@ -197,3 +197,166 @@ fn a_config_repo_ahead_of_the_deployed_commit_needs_an_update_until_approved() {
         "the approved head is the deployed one"
     );
 }
+
+/// A hive that reads the config repos' heads every 0.2 s, with alice spawned.
+fn hive_with_alice() -> TestHive {
+    let mut opts = Opts::default();
+    opts.env
+        .push(("HIVE_CONFIG_POLL_SECS".into(), "0.2".into()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive
+}
+
+/// Commits `agent`'s `agent.toml` with `edit` applied, as the manager would; the new sha.
+fn commit(hive: &TestHive, agent: &str, edit: impl Fn(&str) -> String, msg: &str) -> String {
+    let repo = hive.state_dir().join("configs").join(agent);
+    let toml = std::fs::read_to_string(repo.join("agent.toml")).unwrap();
+    std::fs::write(repo.join("agent.toml"), edit(&toml)).unwrap();
+    git(&repo, &["commit", "-qam", msg]);
+    git(&repo, &["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+/// The warnings `approvals --json` carries for approval `id`, as (kind, message).
+fn warnings(hive: &TestHive, id: &str) -> Vec<(String, String)> {
+    let out = hive.ok(&["approvals", "--json"]);
+    let a = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|a| a["id"].as_i64().map(|n| n.to_string()).as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no approval #{id} in {out}"));
+    a["warnings"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .map(|w| {
+                    (
+                        w["kind"].as_str().unwrap().to_owned(),
+                        w["message"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_approval_warns_when_the_repo_moved_on_since_the_request() {
+    let hive = hive_with_alice();
+    let asked = commit(&hive, "alice", |t| format!("{t}# one\n"), "one");
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &asked]));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        warnings(&hive, &id).is_empty(),
+        "{:?}",
+        warnings(&hive, &id)
+    );
+
+    commit(&hive, "alice", |t| format!("{t}# two\n"), "two");
+    let head = commit(&hive, "alice", |t| format!("{t}# three\n"), "three");
+    hive.wait_for("the repo_moved warning", 20, |h| {
+        warnings(h, &id).iter().any(|(k, _)| k == "repo_moved")
+    });
+    let (_, message) = warnings(&hive, &id)
+        .into_iter()
+        .find(|(k, _)| k == "repo_moved")
+        .unwrap();
+    assert!(
+        message.contains(&format!("{} is 2 commits ahead", &head[..12]))
+            && message.contains(&format!("approving deploys {}", &asked[..12])),
+        "{message}"
+    );
+    let shown = hive.ok(&["approvals", "show", &id]);
+    assert!(shown.contains(&format!("warning: {message}")), "{shown}");
+    // Approving still deploys what was asked for, and a decided approval warns of nothing.
+    hive.ok(&["approve", &id]);
+    assert_eq!(hive.row("alice").unwrap()["deployed_sha"], asked[..12]);
+    assert!(warnings(&hive, &id).is_empty());
+}
+
+#[test]
+fn an_approval_warns_when_the_model_override_masks_its_model_change() {
+    let hive = hive_with_alice();
+    let sha = commit(
+        &hive,
+        "alice",
+        |t| t.replace("model = \"haiku\"", "model = \"sonnet\""),
+        "sonnet",
+    );
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
+    assert!(warnings(&hive, &id).is_empty(), "no override, no warning");
+    hive.ok(&["model", "alice", "opus"]);
+    let ws = warnings(&hive, &id);
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert_eq!(ws[0].0, "model_override");
+    assert!(
+        ws[0].1.contains("from haiku to sonnet") && ws[0].1.contains("override opus masks it"),
+        "{ws:?}"
+    );
+    assert!(
+        hive.ok(&["approvals", "show", &id])
+            .contains("warning: this changes alice's model")
+    );
+    // A change that leaves the model alone is not masked.
+    let other = commit(
+        &hive,
+        "alice",
+        |t| {
+            format!(
+                "{}# no model change\n",
+                t.replace("model = \"sonnet\"", "model = \"haiku\"")
+            )
+        },
+        "c",
+    );
+    hive.ok(&["deny", &id]);
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &other]));
+    assert!(
+        !warnings(&hive, &id)
+            .iter()
+            .any(|(k, _)| k == "model_override"),
+        "{:?}",
+        warnings(&hive, &id)
+    );
+}
+
+#[test]
+fn two_pending_approvals_that_ask_the_same_warn_of_each_other() {
+    let hive = hive_with_alice();
+    hive.ok(&["spawn", "bob"]);
+    let sha = commit(&hive, "alice", |t| format!("{t}# a change\n"), "a change");
+    let first = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
+    assert!(warnings(&hive, &first).is_empty());
+    let second = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
+    for (id, other) in [(&first, &second), (&second, &first)] {
+        let ws = warnings(&hive, id);
+        assert_eq!(ws.len(), 1, "{ws:?}");
+        assert_eq!(ws[0].0, "duplicate");
+        assert!(
+            ws[0].1.contains(&format!(
+                "approval #{other} asks the same: apply_commit alice"
+            )),
+            "{ws:?}"
+        );
+    }
+    // A different agent with the identical change (the same text over the same deployed one).
+    let bob_toml =
+        std::fs::read_to_string(hive.state_dir().join("configs/bob/agent.toml")).unwrap();
+    let alice_toml =
+        std::fs::read_to_string(hive.state_dir().join("configs/alice/agent.toml")).unwrap();
+    hive.ok(&["deny", &second]);
+    if bob_toml == alice_toml.replace("# a change\n", "") {
+        let bobs = commit(&hive, "bob", |t| format!("{t}# a change\n"), "a change");
+        let id = approval_id(&hive.ok(&["request-apply-commit", "bob", &bobs]));
+        let ws = warnings(&hive, &id);
+        assert!(
+            ws.iter().any(|(k, m)| k == "duplicate"
+                && m.contains(&format!(
+                    "approval #{first} (apply_commit alice) asks for the identical change"
+                ))),
+            "{ws:?}"
+        );
+    }
+    hive.ok(&["deny", &first]);
+    assert!(warnings(&hive, &first).is_empty());
+}

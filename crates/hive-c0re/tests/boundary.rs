@@ -447,6 +447,15 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
     }
     // The operator (holding the token) still reads the sim's log; nobody else does.
     assert!(host.enter(|| sim.requests()).is_empty());
+    // alice's pasta lets the kernel merge its idle buffers (on kernels that can say).
+    let pid_file = hive.run_dir().join("agents/alice.pasta.pid");
+    let pasta = std::fs::read_to_string(&pid_file).unwrap();
+    if let Ok(ksm) = std::fs::read_to_string(format!("/proc/{}/ksm_stat", pasta.trim())) {
+        assert!(
+            ksm.contains("ksm_merge_any: yes"),
+            "pasta's ksm_stat: {ksm}"
+        );
+    }
 }
 
 /// The host pid of `agent`'s stand-in harness (`sleep 100000`) in `hive`.

@@ -409,3 +409,39 @@ fn operator_steering_from_the_cli_is_noted_in_the_agents_history_as_from_the_das
     assert_eq!(noted[1]["command"], "/model sonnet");
     assert_eq!(noted[2]["command"], "/model default");
 }
+
+#[test]
+fn needs_lists_what_waits_on_the_operator_as_the_dashboard_does() {
+    // (Fake) model credentials: alice idles instead of parking on a login.
+    let mut opts = common::Opts::default();
+    opts.env
+        .push(("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()));
+    let hive = TestHive::start_with(opts);
+    assert_eq!(hive.ok(&["needs"]).trim(), "nothing waits on you");
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["pause", "alice"]);
+    hive.ok(&["send", "alice", "are you there?"]);
+    hive.ok(&["request-spawn", "bob", "--description", "a reviewer"]);
+    let table = hive.ok(&["needs"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("KIND"), "{table}");
+    assert!(
+        lines[1].starts_with("approval") && lines[1].contains("#1"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("paused_mail") && lines[2].contains("paused with a message waiting"),
+        "{table}"
+    );
+    let json: Vec<serde_json::Value> = hive
+        .ok(&["needs", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        json.iter()
+            .map(|i| (i["kind"].as_str().unwrap(), i["agent"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [("approval", "bob"), ("paused_mail", "alice")]
+    );
+}

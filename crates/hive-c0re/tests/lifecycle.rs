@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 use common::{Opts, TestHive};
 
+/// True (and says so) when this host cannot run `runtime`'s agents.
+fn hive_unavailable(runtime: &str) -> bool {
+    let no = runtime == "nspawn"
+        && (!nix::unistd::geteuid().is_root() || common::which("systemd-nspawn").is_none());
+    if no {
+        eprintln!("skipped: the nspawn runtime needs root and systemd-nspawn");
+    }
+    no
+}
+
 /// A hive whose agents have (fake) model credentials, so they idle instead of parking.
 fn hive(runtime: &'static str) -> Option<TestHive> {
-    if runtime == "nspawn"
-        && (!nix::unistd::geteuid().is_root() || common::which("systemd-nspawn").is_none())
-    {
-        eprintln!("skipped: the nspawn runtime needs root and systemd-nspawn");
+    if hive_unavailable(runtime) {
         return None;
     }
     let mut opts = Opts {
@@ -182,6 +189,23 @@ fn a_harness_that_keeps_dying_is_left_failed() {
         "{bodies:?}"
     );
     assert!(bodies.last().unwrap().contains("gave up"), "{bodies:?}");
+    // The operator is notified of each crash, and of the failure that ends them.
+    let kinds: Vec<String> =
+        hive.request(serde_json::json!({"cmd": "notifications"}))["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["kind"].as_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("failed"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[1..].iter().all(|k| k == "crashed") && kinds.len() > 1,
+        "{kinds:?}"
+    );
     // start clears the failure and tries again.
     hive.ok(&["start", "alice"]);
     assert_eq!(hive.row("alice").unwrap()["failed"], false);
@@ -245,4 +269,108 @@ fn events_cli_prints_history_for_people_and_scripts() {
     // People get the transcript: a state change reads as the dashboard's terminal shows it.
     let human = hive.ok(&["events", "alice"]);
     assert!(human.lines().any(|l| l == "◦ idle"), "{human}");
+}
+
+/// A harness that prints and dies: every crash report quotes what it printed
+/// last, and the status row says failed with the restarts and the same tail.
+fn a_crash_quotes_the_harness_last_output(runtime: &'static str) {
+    if hive_unavailable(runtime) {
+        return;
+    }
+    let bins = tempfile::tempdir().unwrap();
+    common::searchable(bins.path());
+    common::write_exe(
+        &bins.path().join("hive-ag3nt"),
+        "#!/bin/sh\necho 'starting up'\necho 'fatal: the last words of a harness' >&2\nexit 255\n",
+    );
+    let mut opts = Opts {
+        runtime,
+        ..Opts::default()
+    };
+    opts.env
+        .push(("HIVE_BIN_DIR".into(), bins.path().display().to_string()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice failed", 90, |h| {
+        h.row("alice").unwrap()["failed"] == true
+    });
+    let crashes: Vec<_> = hive
+        .events("alice")
+        .into_iter()
+        .filter(|e| e["kind"] == "container_crash")
+        .collect();
+    assert!(!crashes.is_empty());
+    for c in &crashes {
+        let tail = c["payload"]["log_tail"].as_str().unwrap_or_default();
+        assert!(
+            tail.contains("fatal: the last words of a harness"),
+            "a crash report without the harness's output: {c}"
+        );
+    }
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["health"], "failed", "{row}");
+    assert!(row["restarts"].as_u64().unwrap() >= 5, "{row}");
+    assert!(
+        row["crash_tail"]
+            .as_str()
+            .unwrap()
+            .contains("fatal: the last words of a harness"),
+        "{row}"
+    );
+    let table = hive.ok(&["status"]);
+    assert!(table.contains("failed (6 restarts)"), "{table}");
+}
+
+/// A harness killed by a signal writes nothing of its own: the crash report
+/// still quotes its log (the harness's start line), never an empty tail.
+fn a_killed_harness_leaves_a_tail(runtime: &'static str) {
+    let Some(hive) = hive(runtime) else { return };
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| running(h, "alice"));
+    // The harness's first line is written as it starts serving.
+    let log = hive.state_dir().join("agents/alice/harness.log");
+    hive.wait_for("the harness's start line", 30, |_| {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("harness serving"))
+    });
+    let pid = common::harness_pid(&hive, "alice");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    hive.wait_for("a crash report", 30, |h| {
+        h.events("alice")
+            .iter()
+            .any(|e| e["kind"] == "container_crash")
+    });
+    let crash = hive
+        .events("alice")
+        .into_iter()
+        .find(|e| e["kind"] == "container_crash")
+        .unwrap();
+    let tail = crash["payload"]["log_tail"].as_str().unwrap();
+    assert!(tail.contains("harness serving"), "{crash}");
+    let exit = crash["payload"]["exit"].as_str().unwrap();
+    assert!(
+        exit.contains("signal 9") || exit.contains("killed by a signal"),
+        "{crash}"
+    );
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["restarts"], 1, "{row}");
+}
+
+#[test]
+fn a_killed_harness_leaves_a_tail_process_runtime() {
+    a_killed_harness_leaves_a_tail("process");
+}
+
+#[test]
+fn a_killed_harness_leaves_a_tail_nspawn_runtime() {
+    a_killed_harness_leaves_a_tail("nspawn");
+}
+
+#[test]
+fn a_crash_quotes_the_harness_last_output_process_runtime() {
+    a_crash_quotes_the_harness_last_output("process");
+}
+
+#[test]
+fn a_crash_quotes_the_harness_last_output_nspawn_runtime() {
+    a_crash_quotes_the_harness_last_output("nspawn");
 }

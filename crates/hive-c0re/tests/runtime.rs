@@ -140,6 +140,7 @@ fn spec_at(dir: &Path, name: AgentName, uid_base: u32, mode: &str) -> LaunchSpec
         claude_bin: Some(dir.join("npm/node_modules/.bin/claude")),
         state_dir: paths.agent_state(&name),
         sock_dir: paths.agent_sock_dir(&name),
+        sock: paths.agent_sock(&name),
         config_repos: name.is_manager().then(|| paths.configs_root()),
         rootfs: paths.rootfs(&name),
         env: vec![

@@ -33,6 +33,10 @@ pub struct Script {
     pub compact_delay_ms: u64,
     /// Model calls per turn after which the simulator answers `default_reply`.
     pub max_steps: u32,
+    /// Input tokens every answer reports (else an estimate from the request's size).
+    pub input_tokens: Option<u64>,
+    /// Output tokens every answer reports (else an estimate from the answer's size).
+    pub output_tokens: Option<u64>,
     /// The TOML the script was loaded from.
     pub source: String,
 }
@@ -216,6 +220,8 @@ const TOP_FIELDS: &[&str] = &[
     "compact_reply",
     "compact_delay_ms",
     "max_steps",
+    "input_tokens",
+    "output_tokens",
     "rule",
 ];
 const RULE_FIELDS: &[&str] = &[
@@ -282,6 +288,16 @@ impl Script {
                 .map_err(|reason| ScriptError::Setting { field, reason })?;
         }
         let compact_delay_ms = fields.millis("compact_delay_ms").map_err(setting)?;
+        let tokens = |field: &'static str| match top.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n as u64)),
+            Some(_) => Err(ScriptError::Setting {
+                field,
+                reason: "must be a whole number of tokens, 0 or more".into(),
+            }),
+        };
+        let input_tokens = tokens("input_tokens")?;
+        let output_tokens = tokens("output_tokens")?;
         let rules = fields
             .array("rule")
             .map_err(setting)?
@@ -295,6 +311,8 @@ impl Script {
             compact_reply,
             compact_delay_ms,
             max_steps,
+            input_tokens,
+            output_tokens,
             source: source.to_string(),
         })
     }
@@ -588,6 +606,12 @@ mod tests {
     #[test]
     fn top_level_errors() {
         assert!(err("max_steps = 0").starts_with("setting `max_steps`"));
+        assert!(err("input_tokens = -1").starts_with("setting `input_tokens`"));
+        let fixed = Script::parse("input_tokens = 1000\noutput_tokens = 10").unwrap();
+        assert_eq!(
+            (fixed.input_tokens, fixed.output_tokens),
+            (Some(1000), Some(10))
+        );
         assert!(err("rules = []").contains("top-level key `rules`"));
         assert!(err("default_reply = 1").starts_with("setting `default_reply`"));
         assert!(err("this is not toml").starts_with("the script is not valid"));

@@ -22,6 +22,7 @@ use axum::routing::{any, get, post};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,48 @@ pub struct AppState {
     ids: IdGen,
     /// What a `/_sim/*` request must carry; `None`: the controls are off.
     control_token: Option<String>,
+    /// How `/v1/messages` fails now, if it does (`POST /_sim/fault`).
+    fault: RwLock<Option<Fault>>,
+    /// `/v1/messages` requests seen, failed and left hanging, since start.
+    seen: AtomicU64,
+    failed: AtomicU64,
+    hung: AtomicU64,
+    /// Bumped whenever the fault changes: a hanging request goes on once healed.
+    fault_changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// How the Messages API fails, as a test asks: an HTTP error, or no answer at all.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct Fault {
+    /// Answer with this HTTP status and an Anthropic error body.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Answer nothing while the fault holds (the connection stays open); a
+    /// request left hanging is answered as usual once the fault is healed.
+    #[serde(default)]
+    pub hang: bool,
+}
+
+impl Fault {
+    /// The response of a request the fault fails, or None when it hangs it.
+    fn response(&self) -> Option<Response> {
+        let status = self.status?;
+        let kind = match status {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Some(api_error(
+            code,
+            kind,
+            &format!("hive-model-sim answers {status} as told"),
+        ))
+    }
 }
 
 impl AppState {
@@ -50,6 +93,11 @@ impl AppState {
             recorder,
             ids: IdGen::new(),
             control_token,
+            fault: RwLock::new(None),
+            seen: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            hung: AtomicU64::new(0),
+            fault_changed: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -74,6 +122,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_sim/requests", get(requests))
         .route("/_sim/reset", post(reset))
         .route("/_sim/script", post(replace_script).get(current_script))
+        .route("/_sim/fault", post(set_fault).get(fault_counts))
         .route("/_sim/{*rest}", any(|| async { StatusCode::NOT_FOUND }))
         .route_layer(middleware::from_fn_with_state(state.clone(), control_guard));
     Router::new()
@@ -135,6 +184,38 @@ async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    state.seen.fetch_add(1, Ordering::Relaxed);
+    // Before the fault is read, so a heal right after is not missed.
+    let mut changed = state.fault_changed.subscribe();
+    let fault = state
+        .fault
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(f) = fault {
+        match f.response() {
+            Some(r) => {
+                state.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(status = ?f.status, "POST {}: failed as told", uri.path());
+                return r;
+            }
+            None if f.hang => {
+                state.hung.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("POST {}: left hanging as told", uri.path());
+                let hangs = || {
+                    let f = state.fault.read().unwrap_or_else(|p| p.into_inner());
+                    f.as_ref().is_some_and(|f| f.hang)
+                };
+                while hangs() {
+                    if changed.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+                tracing::info!("POST {}: the hang is healed, answering", uri.path());
+            }
+            None => {}
+        }
+    }
     let request = match parse_json(&body) {
         Ok(v) => v,
         Err(response) => return *response,
@@ -149,9 +230,15 @@ async fn messages(
             );
         }
     };
-    let reply = engine::answer(&state.script(), &conv, &state.ids);
+    let script = state.script();
+    let reply = engine::answer(&script, &conv, &state.ids);
     let message_id = state.ids.message();
-    let input_tokens = wire::estimate_tokens(conv.input_chars);
+    let input_tokens = script
+        .input_tokens
+        .unwrap_or_else(|| wire::estimate_tokens(conv.input_chars));
+    let output_tokens = script
+        .output_tokens
+        .unwrap_or_else(|| wire::output_tokens(&reply));
     tracing::info!(
         model = %conv.model, step = conv.step.as_str(), why = reply.why.as_str(),
         rules = ?reply.rules, stop = wire::stop_reason(&reply), "POST {}", uri.path()
@@ -166,7 +253,12 @@ async fn messages(
     state.recorder.push(rec);
 
     if conv.stream {
-        let frames = sse::frames(&reply, &message_id, &conv.model, input_tokens);
+        let frames = sse::frames(
+            &reply,
+            &message_id,
+            &conv.model,
+            (input_tokens, output_tokens),
+        );
         let stream = futures::stream::iter(frames).then(|frame| async move {
             if frame.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(frame.delay_ms)).await;
@@ -191,7 +283,7 @@ async fn messages(
             tokio::time::sleep(Duration::from_millis(total)).await;
         }
         let content = reply.blocks.iter().map(wire::block).collect();
-        let usage = wire::usage(input_tokens, wire::output_tokens(&reply));
+        let usage = wire::usage(input_tokens, output_tokens);
         axum::Json(wire::message(
             &message_id,
             &conv.model,
@@ -290,6 +382,49 @@ async fn replace_script(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         )
             .into_response(),
     }
+}
+
+/// `POST /_sim/fault`: `{"status": 529}` fails every following `/v1/messages`
+/// request with that status, `{"hang": true}` never answers them, `{}` heals.
+async fn set_fault(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": format!("a fault is {{\"status\": 529}}, {{\"hang\": true}} or {{}}: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    if fault.status.is_some_and(|s| !(400..=599).contains(&s)) {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "a fault's status is an HTTP error, 400 to 599"})),
+        )
+            .into_response();
+    }
+    let fault = (fault.status.is_some() || fault.hang).then_some(fault);
+    tracing::info!(?fault, "fault set");
+    *state.fault.write().unwrap_or_else(|p| p.into_inner()) = fault;
+    state.fault_changed.send_modify(|n| *n += 1);
+    fault_counts(State(state)).await
+}
+
+/// `GET /_sim/fault`: the fault in force and the `/v1/messages` requests counted since start.
+async fn fault_counts(State(state): State<Arc<AppState>>) -> Response {
+    let fault = state
+        .fault
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    axum::Json(json!({
+        "fault": fault,
+        "seen": state.seen.load(Ordering::Relaxed),
+        "failed": state.failed.load(Ordering::Relaxed),
+        "hung": state.hung.load(Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 async fn current_script(State(state): State<Arc<AppState>>) -> Response {
@@ -453,6 +588,63 @@ mod tests {
         let (status, body) = call(&router(off), "GET", "/_sim/requests", "").await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert!(body.contains("--control-token-file"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_fault_fails_requests_until_healed() {
+        let (app, state) = app(HELLO);
+        let (status, body) = call(&app, "POST", "/_sim/fault", "{\"status\": 529}").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for _ in 0..2 {
+            let (status, body) = call(&app, "POST", "/v1/messages", &hello_request(true)).await;
+            assert_eq!(status.as_u16(), 529);
+            assert!(body.contains("overloaded_error"), "{body}");
+        }
+        let (_, body) = call(&app, "POST", "/_sim/fault", "{\"status\": 401}").await;
+        assert!(body.contains("\"status\":401"), "{body}");
+        let (status, body) = call(&app, "POST", "/v1/messages", &hello_request(false)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("authentication_error"), "{body}");
+        let (status, _) = call(&app, "POST", "/_sim/fault", "{\"status\": 200}").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = call_with(&app, "POST", "/_sim/fault", "{}", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a fault needs the token");
+        call(&app, "POST", "/_sim/fault", "{}").await;
+        let (status, _) = call(&app, "POST", "/v1/messages", &hello_request(false)).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, body) = call(&app, "GET", "/_sim/fault", "").await;
+        let counts: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (&counts["fault"], &counts["seen"], &counts["failed"]),
+            (&Value::Null, &json!(4), &json!(3))
+        );
+        assert_eq!(
+            state.recorder.all().len(),
+            1,
+            "failed requests are not recorded"
+        );
+        // A hanging fault never answers.
+        call(&app, "POST", "/_sim/fault", "{\"hang\": true}").await;
+        let hung = tokio::time::timeout(
+            Duration::from_millis(200),
+            call(&app, "POST", "/v1/messages", &hello_request(true)),
+        )
+        .await;
+        assert!(hung.is_err(), "answered a hanging request");
+        assert_eq!(state.hung.load(Ordering::Relaxed), 1);
+        // One left hanging is answered once the fault is healed.
+        let pending = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app, "POST", "/v1/messages", &hello_request(false)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!pending.is_finished(), "answered while the hang holds");
+        call(&app, "POST", "/_sim/fault", "{}").await;
+        let (status, _) = tokio::time::timeout(Duration::from_secs(5), pending)
+            .await
+            .expect("answered once healed")
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

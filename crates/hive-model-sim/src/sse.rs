@@ -28,8 +28,13 @@ pub fn frame(event: &str, data: &Value) -> String {
     format!("event: {event}\ndata: {data}\n\n")
 }
 
-/// All frames of the answer `reply` to a request of `input_tokens`.
-pub fn frames(reply: &Reply, message_id: &str, model: &str, input_tokens: u64) -> Vec<Frame> {
+/// All frames of the answer `reply`, reporting `(input, output)` tokens.
+pub fn frames(
+    reply: &Reply,
+    message_id: &str,
+    model: &str,
+    (input_tokens, output_tokens): (u64, u64),
+) -> Vec<Frame> {
     let mut out = Vec::new();
     let mut push = |delay_ms: u64, event: &str, data: Value| {
         out.push(Frame {
@@ -114,7 +119,7 @@ pub fn frames(reply: &Reply, message_id: &str, model: &str, input_tokens: u64) -
         json!({
             "type": "message_delta",
             "delta": {"stop_reason": wire::stop_reason(reply), "stop_sequence": null},
-            "usage": {"output_tokens": wire::output_tokens(reply)}
+            "usage": {"output_tokens": output_tokens}
         }),
     );
     push(0, "message_stop", json!({"type": "message_stop"}));
@@ -204,7 +209,7 @@ mod tests {
                 delay_ms: 5,
             },
         ]);
-        let frames = frames(&r, "msg_1", "claude-x", 10);
+        let frames = frames(&r, "msg_1", "claude-x", (10, 3));
         let events: Vec<(String, Value)> = parse(&frames);
         let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
         assert_eq!(
@@ -253,7 +258,7 @@ mod tests {
             }]),
             "m",
             "x",
-            1,
+            (1, 1),
         ));
         let delta = events
             .iter()

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentState;
 use crate::config::AgentConfig;
+pub use crate::event::ExitClass;
+use crate::event::{EventKind, Payload};
 use crate::host::{AgentStatusRow, Message};
 use crate::secret::Secrets;
 
@@ -25,8 +27,35 @@ pub enum AgentRequest {
         #[serde(default)]
         wait_ms: Option<u64>,
     },
-    /// Report whether the agent lacks usable claude credentials.
-    NeedsLogin { needed: bool },
+    /// About to run claude outside a turn (`/compact`, notes compaction): wait
+    /// up to `wait_ms` for a turn slot; the answer's `admitted` says one was
+    /// given. The connection holds it until `release`, or until it closes.
+    Admit {
+        #[serde(default)]
+        wait_ms: Option<u64>,
+    },
+    /// Gives back the slot `admit` gave this connection.
+    Release,
+    /// Report whether the agent lacks usable claude credentials, and why
+    /// (the model API's refusal, when it rejected the ones it has).
+    NeedsLogin {
+        needed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// claude retries a model call the API failed (its `api_retry` line). The
+    /// answer's `give_up` asks the harness to end the turn now (hive-wide backoff).
+    ApiRetry {
+        /// The HTTP status, None when the API could not be reached.
+        #[serde(default)]
+        status: Option<u16>,
+        /// claude's word for the error (`overloaded`, `server_error`, ...).
+        error: String,
+        attempt: u32,
+        max_retries: u32,
+    },
+    /// A turn failed: the harness waits this long before trying its messages again.
+    Backoff { retry_in_ms: u64, reason: String },
     /// Record a state change (and the model of the turn that starts).
     State {
         state: AgentState,
@@ -96,28 +125,26 @@ pub enum AgentRequest {
     },
 }
 
-/// The event kinds a harness reports over agent.sock; hive-c0re refuses any
-/// other, so the kinds it writes itself (`state`, `turn_end`, `operator`,
-/// `container_crash`, ...) cannot be forged by an agent. A harness that
-/// reports a new kind adds it here.
-pub const HARNESS_EVENT_KINDS: &[&str] = &[
-    "stream",
-    "stderr",
-    "turn_start",
-    "turn_error",
-    "session_lost",
-    "compact_stream",
-    "compact_stderr",
-    "compact_end",
-    "notes_compaction_stream",
-    "notes_compaction",
-];
+/// The event kinds a harness reports over agent.sock ([`EventKind::HARNESS`]);
+/// hive-c0re refuses any other, so the kinds it records itself (`state`,
+/// `turn_end`, `operator`, `container_crash`, ...) cannot be forged by an agent.
+pub const HARNESS_EVENT_KINDS: &[EventKind] = EventKind::HARNESS;
 
 /// An event as the harness reports it; hive-c0re adds id, agent and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventIn {
+    /// An [`EventKind`]'s name; kept as text so a wrong one is refused with a sentence.
     pub kind: String,
     pub payload: serde_json::Value,
+}
+
+impl From<Payload> for EventIn {
+    fn from(p: Payload) -> Self {
+        Self {
+            kind: p.kind().as_str().to_owned(),
+            payload: p.to_value(),
+        }
+    }
 }
 
 /// What becomes of a turn's messages when it ends.
@@ -139,8 +166,7 @@ pub enum TurnOutcome {
 pub struct TurnStats {
     pub duration_ms: u64,
     pub exit_code: Option<i32>,
-    /// ok, retried (after compaction), failure, cancelled.
-    pub exit_class: String,
+    pub exit_class: ExitClass,
     pub tool_calls: BTreeMap<String, u64>,
     pub messages_received: u64,
     /// Messages the turn sent, by recipient class (peer, operator, manager, system).
@@ -157,6 +183,12 @@ pub struct TurnStats {
     pub cost_usd: Option<f64>,
     #[serde(default)]
     pub notes_bytes: Option<u64>,
+    /// Why a failed turn failed: the model API's reason, or the harness's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The HTTP status of the model API error that ended the turn, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_status: Option<u16>,
 }
 
 /// A command from the operator to the harness.
@@ -182,6 +214,9 @@ pub struct EffectiveConfig {
     /// Session to `--resume`, if any.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Longest a turn may run (the agent's `turn_timeout`, else the hive's), in seconds.
+    #[serde(default)]
+    pub turn_timeout_secs: Option<u64>,
     /// The operator's secrets for this agent (hive-wide, its own over them):
     /// claude's environment. Only this agent's socket hands them out.
     #[serde(default, skip_serializing_if = "Secrets::is_empty")]
@@ -207,6 +242,12 @@ pub struct AgentResponse {
     /// Free text answer of a tool (a path, an approval id, the operator's answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// `api_retry`: end the turn now, the hive holds turns while the API fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub give_up: bool,
+    /// `admit`: a turn slot is this connection's until `release`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admitted: bool,
 }
 
 impl AgentResponse {
@@ -232,5 +273,44 @@ impl AgentRequest {
     /// Parses one request line into a request or a readable sentence.
     pub fn from_line(line: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(line).map_err(|e| format!("bad agent.sock request: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_classes_keep_their_names() {
+        for c in ExitClass::ALL {
+            let v = serde_json::to_value(c).unwrap();
+            assert_eq!(v, c.as_str());
+            assert_eq!(serde_json::from_value::<ExitClass>(v).unwrap(), c);
+        }
+        assert_eq!(
+            ExitClass::ALL.map(ExitClass::as_str),
+            [
+                "ok",
+                "retried",
+                "failure",
+                "cancelled",
+                "timeout",
+                "api_error"
+            ]
+        );
+    }
+
+    #[test]
+    fn harness_events_go_out_as_kind_and_payload() {
+        let e = EventIn::from(Payload::TurnError(crate::event::TurnError {
+            error: "no claude".into(),
+            api_status: None,
+        }));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"kind":"turn_error","payload":{"error":"no claude"}}"#
+        );
+        assert!(HARNESS_EVENT_KINDS.contains(&EventKind::TurnError));
+        assert!(!HARNESS_EVENT_KINDS.contains(&EventKind::TurnEnd));
     }
 }

@@ -5,18 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::Mailbox;
+use crate::tools::Tool;
 
 /// Default model of a new agent.
 pub const DEFAULT_MODEL: &str = "haiku";
-
-/// The tools every agent may use whatever its config says: its hive tools.
-pub const HIVE_TOOLS: [&str; 5] = [
-    "mcp__hyperhive__send",
-    "mcp__hyperhive__recv",
-    "mcp__hyperhive__status",
-    "mcp__hyperhive__set_status",
-    "mcp__hyperhive__nap",
-];
 
 /// An agent's configuration as written in `agent.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +35,104 @@ pub struct AgentConfig {
     /// Size of `/state/notes.md` above which the notes are compacted.
     #[serde(default)]
     pub notes_max_bytes: Option<u64>,
+    /// Longest one turn may run before it is stopped (`"45m"`, `"2h"`, `"90s"`,
+    /// or seconds); the hive's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_timeout: Option<TurnTimeout>,
+    /// The agent's daily spending budget (UTC days); none when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// A daily spending budget, `{ usd_per_day = 5.0, tokens_per_day = 2_000_000 }`
+/// (either or both): an agent's in `agent.toml`, the hive's in `hive.toml`.
+/// Tokens are what claude reports as input plus output tokens; dollars its
+/// `total_cost_usd`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<f64>,
+    /// Signed so that a negative count is refused by name, not by a type error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<i64>,
+}
+
+impl Budget {
+    /// Checks the budget, naming the wrong field under `field` (`budget`).
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.usd_per_day.is_none() && self.tokens_per_day.is_none() {
+            return Err(ConfigError(format!(
+                "field `{field}` sets no limit: give usd_per_day, tokens_per_day or both"
+            )));
+        }
+        if let Some(usd) = self.usd_per_day
+            && !(usd.is_finite() && usd > 0.0)
+        {
+            return Err(ConfigError(format!(
+                "field `{field}.usd_per_day`: {usd} is not a budget: give a number of dollars above 0"
+            )));
+        }
+        if let Some(t) = self.tokens_per_day
+            && t <= 0
+        {
+            return Err(ConfigError(format!(
+                "field `{field}.tokens_per_day`: {t} is not a budget: give a number of tokens above 0"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The token limit, once validated.
+    pub fn tokens(&self) -> Option<u64> {
+        self.tokens_per_day.map(|t| t.max(0) as u64)
+    }
+
+    /// Parses and validates a budget written as a TOML inline table (the hive's `budget` setting).
+    pub fn from_toml_inline(text: &str) -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            budget: Budget,
+        }
+        let w: Wrap = toml::from_str(&format!("budget = {text}")).map_err(|e| {
+            ConfigError(format!(
+                "field `budget`: {} (write it as {{ usd_per_day = 50.0, tokens_per_day = 20000000 }})",
+                e.message()
+            ))
+        })?;
+        w.budget.validate("budget")?;
+        Ok(w.budget)
+    }
+}
+
+/// Longest turn allowed in `turn_timeout`: a week, an operator question's longest wait.
+pub const MAX_TURN_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// A turn time limit as `agent.toml` writes it: seconds, or a duration (`45m`, see [`crate::duration`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TurnTimeout {
+    Seconds(u64),
+    Text(String),
+}
+
+impl TurnTimeout {
+    /// The limit in seconds, or why the text is not one.
+    pub fn seconds(&self) -> Result<u64, String> {
+        let secs = match self {
+            Self::Seconds(s) => *s,
+            Self::Text(t) => crate::duration::parse(t)
+                .map_err(|e| e.to_string())?
+                .as_secs(),
+        };
+        if secs == 0 || secs > MAX_TURN_TIMEOUT_SECS {
+            return Err(format!(
+                "{secs}s is not a turn time limit: give between 1s and {}h",
+                MAX_TURN_TIMEOUT_SECS / 3600
+            ));
+        }
+        Ok(secs)
+    }
 }
 
 /// A stdio MCP server claude starts for the agent.
@@ -84,6 +174,8 @@ impl Default for AgentConfig {
             mcp_servers: BTreeMap::new(),
             prompt: String::new(),
             notes_max_bytes: None,
+            turn_timeout: None,
+            budget: None,
         }
     }
 }
@@ -138,8 +230,15 @@ impl AgentConfig {
                 )));
             }
         }
+        if let Some(t) = &self.turn_timeout {
+            t.seconds()
+                .map_err(|why| ConfigError(format!("field `turn_timeout`: {why}")))?;
+        }
+        if let Some(b) = &self.budget {
+            b.validate("budget")?;
+        }
         for (name, s) in &self.mcp_servers {
-            if name == "hyperhive" {
+            if name == crate::tools::SERVER {
                 return Err(ConfigError(
                     "field `mcp_servers`: the name \"hyperhive\" is the hive's own server".into(),
                 ));
@@ -164,10 +263,10 @@ impl AgentConfig {
         }
     }
 
-    /// The `--allowedTools` list: the config's tools plus the hive tools.
-    pub fn allowed_tools_arg(&self, manager_tools: &[&str]) -> String {
-        let mut all: Vec<&str> = HIVE_TOOLS.to_vec();
-        all.extend_from_slice(manager_tools);
+    /// The `--allowedTools` list: the hive's tools (the manager's too, for
+    /// the manager), then the config's.
+    pub fn allowed_tools_arg(&self, manager: bool) -> String {
+        let mut all: Vec<&str> = Tool::granted(manager).map(Tool::qualified).collect();
         all.extend(self.allowed_tools.iter().map(String::as_str));
         all.join(",")
     }
@@ -224,7 +323,25 @@ args = ["--root", "/state"]
         assert_eq!(c.allowed_tools, ["Read", "Bash(git *)"]);
         assert!(c.may_send_to(&Mailbox::parse("bob").unwrap()));
         assert!(!c.may_send_to(&Mailbox::parse("carol").unwrap()));
-        assert!(c.allowed_tools_arg(&[]).ends_with(",Read,Bash(git *)"));
+        assert!(c.allowed_tools_arg(false).ends_with(",Read,Bash(git *)"));
+    }
+
+    #[test]
+    fn the_allowed_tools_start_with_the_hives() {
+        let c = AgentConfig {
+            allowed_tools: vec!["Read".into()],
+            ..AgentConfig::default()
+        };
+        let agent = c.allowed_tools_arg(false);
+        assert!(agent.starts_with("mcp__hyperhive__send,"), "{agent}");
+        assert!(agent.ends_with(",mcp__hyperhive__nap,Read"), "{agent}");
+        assert!(!agent.contains("ask_operator"), "{agent}");
+        let manager = c.allowed_tools_arg(true);
+        assert!(
+            manager.contains(",mcp__hyperhive__ask_operator,"),
+            "{manager}"
+        );
+        assert!(manager.ends_with(",Read"), "{manager}");
     }
 
     #[test]
@@ -251,6 +368,68 @@ args = ["--root", "/state"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("modle"), "{e}");
+    }
+
+    #[test]
+    fn turn_timeout_takes_seconds_or_units() {
+        let secs = |t: &str| {
+            AgentConfig::from_toml(&format!("turn_timeout = {t}"))
+                .map(|c| c.turn_timeout.unwrap().seconds().unwrap())
+        };
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("\"90s\""), Ok(90));
+        assert_eq!(secs("\"45m\""), Ok(2700));
+        assert_eq!(secs("\"2h\""), Ok(7200));
+        for bad in ["0", "\"10d\"", "\"soon\"", "\"9999h\""] {
+            let e = secs(bad).unwrap_err().to_string();
+            assert!(e.contains("turn_timeout"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_budget_takes_dollars_tokens_or_both() {
+        let b =
+            |t: &str| AgentConfig::from_toml(&format!("budget = {t}")).map(|c| c.budget.unwrap());
+        let both = b("{ usd_per_day = 5.0, tokens_per_day = 2_000_000 }").unwrap();
+        assert_eq!(
+            (both.usd_per_day, both.tokens()),
+            (Some(5.0), Some(2_000_000))
+        );
+        assert_eq!(b("{ usd_per_day = 2 }").unwrap().usd_per_day, Some(2.0));
+        assert_eq!(b("{ tokens_per_day = 10 }").unwrap().usd_per_day, None);
+        for (bad, field) in [
+            ("{ usd_per_day = -1.0 }", "budget.usd_per_day"),
+            ("{ usd_per_day = 0.0 }", "budget.usd_per_day"),
+            ("{ usd_per_day = nan }", "budget.usd_per_day"),
+            ("{ usd_per_day = inf }", "budget.usd_per_day"),
+            ("{ tokens_per_day = -5 }", "budget.tokens_per_day"),
+            ("{ tokens_per_day = 0 }", "budget.tokens_per_day"),
+            ("{}", "budget"),
+            ("{ usd = 5.0 }", "usd"),
+        ] {
+            let e = b(bad).unwrap_err().to_string();
+            assert!(e.contains(field), "{bad}: {e}");
+        }
+        let c = AgentConfig::from_toml("budget = { tokens_per_day = 7 }").unwrap();
+        assert_eq!(
+            AgentConfig::from_toml(&c.to_toml()).unwrap(),
+            c,
+            "round trip"
+        );
+        assert_eq!(
+            Budget::from_toml_inline("{ usd_per_day = 50.0 }")
+                .unwrap()
+                .usd_per_day,
+            Some(50.0)
+        );
+        let e = Budget::from_toml_inline("{ usd_per_day = -5.0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("budget.usd_per_day"), "{e}");
+        let e = Budget::from_toml_inline("{ dollars = 5.0 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dollars"), "{e}");
     }
 
     #[test]

@@ -78,6 +78,8 @@ requests! {
     "init_config" => InitConfig,
     "request_spawn" => RequestSpawn,
     "request_apply_commit" => RequestApplyCommit,
+    "config_show" => ConfigShow,
+    "config_commit" => ConfigCommit,
     "events" => Events,
     "cancel" => Cancel,
     "compact" => Compact,
@@ -85,6 +87,7 @@ requests! {
     "new_session" => NewSession,
     "set_model" => SetModel,
     "questions" => Questions,
+    "needs_you" => NeedsYou,
     "answer" => Answer,
     "cancel_question" => CancelQuestion,
     "stats" => Stats,
@@ -95,6 +98,11 @@ requests! {
     "secret_set" => SecretSet,
     "secret_list" => SecretList,
     "secret_rm" => SecretRm,
+    "notifications" => Notifications,
+    "notifications_read" => NotificationsRead,
+    "webhooks" => Webhooks,
+    "budget_set" => BudgetSet,
+    "budget_list" => BudgetList,
 }
 
 impl Request {
@@ -171,10 +179,19 @@ pub struct AgentStatusRow {
     pub status_set_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// idle, thinking, compacting, napping.
+    /// idle, thinking, compacting, napping, retrying, waiting, queued (or stopped).
     pub state: String,
     /// RFC 3339 UTC time the state was entered.
     pub state_since: String,
+    /// What the state is about: `API 529 · 3/10` (retrying), `retry in 40s` (waiting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_detail: Option<String>,
+    /// RFC 3339 UTC time a waiting agent tries its messages again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    /// Why the agent needs a login (the model API's refusal), when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_reason: Option<String>,
     /// Undelivered messages waiting for the agent.
     pub inbox_depth: u64,
     /// RFC 3339 UTC end of the last turn.
@@ -187,6 +204,102 @@ pub struct AgentStatusRow {
     /// RFC 3339 UTC end of a nap in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nap_until: Option<String>,
+    /// `failed` (supervision gave up) or `restarting` (a crashed harness
+    /// waits for its restart); absent while the harness is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Crashes in a row before the last restart, while the last crash is recent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// How the last recent crash ended (`exited with status 255`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_exit: Option<String>,
+    /// The last lines the harness wrote before that crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_tail: Option<String>,
+    /// The open operator question the agent waits on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question: Option<i64>,
+    /// A `queued` agent's place in line for a turn slot (1: next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// Today's spend against the agent's budget, when it has one in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRow>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One thing that waits on the operator (the hive page's "needs you" strip).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeedItem {
+    /// `approval`, `question`, `failed`, `restarting`, `needs_login`, `over_budget`, `paused_mail`.
+    pub kind: String,
+    pub agent: String,
+    /// The approval's or question's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// One line: what it is about.
+    pub text: String,
+    /// RFC 3339 UTC time it began waiting.
+    pub since: String,
+    /// RFC 3339 UTC deadline (a question's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+}
+
+/// Everything that waits on the operator, most urgent first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NeedsYou {
+    pub items: Vec<NeedItem>,
+}
+
+/// One entry of the hive-wide activity feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedItem {
+    /// `e<id>` (an event), `m<id>` (a message) or `a<id>` (an approval): unique.
+    pub key: String,
+    /// `turn_start`, `turn_end`, `crash`, `message` or `approval`.
+    pub kind: String,
+    /// RFC 3339 UTC.
+    pub ts: String,
+    /// The agent it is about (a message's sender).
+    pub agent: String,
+    /// A message's recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The event's, message's or approval's id.
+    pub id: i64,
+    /// One line.
+    pub text: String,
+}
+
+/// A page of the feed, newest first, and the cursor of the page before it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Feed {
+    pub items: Vec<FeedItem>,
+    /// Pass as `before` for older items; None at the start of history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+/// The hive-wide backoff while the model API fails for several agents: new
+/// turns wait behind one probe turn at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiBackoff {
+    /// RFC 3339 UTC time the hive began backing off.
+    pub since: String,
+    /// The last error the API gave (`API 529 overloaded`).
+    pub last_error: String,
+    /// RFC 3339 UTC time the next probe turn may start.
+    pub next_try: String,
+    /// The agent whose turn probes the API now, if one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+    /// Agents that met the failure since the backoff began.
+    pub agents: Vec<String>,
 }
 
 /// An operator decision the manager (or the operator) asked for.
@@ -194,21 +307,128 @@ pub struct AgentStatusRow {
 pub struct Approval {
     pub id: i64,
     pub agent: String,
-    /// spawn, init_config, apply_commit, schedule_prompt; unknown kinds kept verbatim.
-    pub kind: String,
+    pub kind: ApprovalKind,
     /// A sha or "".
     pub commit_ref: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetched_sha: Option<String>,
     pub requested_at: String,
-    /// pending, approved, denied, failed, cancelled.
-    pub status: String,
+    pub status: ApprovalStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the operator should know before deciding a pending approval
+    /// (worked out when it is shown; none for a decided one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ApprovalWarning>,
+}
+
+/// Something that concerns a pending approval, as a kind and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalWarning {
+    pub kind: ApprovalWarningKind,
+    pub message: String,
+}
+
+/// Declares a wire enum of names that also keeps a name it does not know
+/// verbatim (`Other`), so a row written by another version still reads.
+macro_rules! named {
+    ($(#[doc = $doc:literal])* $ty:ident { $($(#[doc = $vdoc:literal])* $v:ident = $name:literal,)* }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $ty {
+            $($(#[doc = $vdoc])* #[serde(rename = $name)] $v,)*
+            /// A name this version does not know, kept verbatim.
+            #[serde(untagged)]
+            Other(String),
+        }
+
+        impl $ty {
+            /// Every name this version knows.
+            pub const KNOWN: &'static [$ty] = &[$(Self::$v),*];
+
+            /// The name on the wire and in the store.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$v => $name,)*
+                    Self::Other(s) => s,
+                }
+            }
+
+            /// Reads a stored name (one this version does not know is kept verbatim).
+            pub fn parse(s: &str) -> Self {
+                match s {
+                    $($name => Self::$v,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// What an approval would do.
+    ApprovalKind {
+        /// Start a new agent from its config repo.
+        Spawn = "spawn",
+        /// Create a config repo (hyperhive's; this hive creates them at once).
+        InitConfig = "init_config",
+        /// Deploy a commit of an agent's config repo.
+        ApplyCommit = "apply_commit",
+        /// Schedule a prompt (hyperhive's).
+        SchedulePrompt = "schedule_prompt",
+    }
+}
+
+named! {
+    /// What an approval warning is about.
+    ApprovalWarningKind {
+        /// The config repo has commits past the requested one.
+        RepoMoved = "repo_moved",
+        /// The request changes `model`, and the operator's model override masks it.
+        ModelOverride = "model_override",
+        /// Another pending approval asks the same thing.
+        Duplicate = "duplicate",
+    }
+}
+
+named! {
+    /// Where an approval stands.
+    ApprovalStatus {
+        /// Waiting for the operator.
+        Pending = "pending",
+        /// Approved and carried out.
+        Approved = "approved",
+        /// Denied by the operator.
+        Denied = "denied",
+        /// Approved, but carrying it out failed (the note says why).
+        Failed = "failed",
+        /// Withdrawn.
+        Cancelled = "cancelled",
+    }
+}
+
+named! {
+    /// Where an operator question stands.
+    QuestionStatus {
+        /// Waiting for the operator's answer.
+        Pending = "pending",
+        /// The operator answered.
+        Answered = "answered",
+        /// Its deadline passed unanswered.
+        TimedOut = "timed_out",
+        /// Withdrawn (by the operator or the asker).
+        Cancelled = "cancelled",
+    }
 }
 
 /// A message as `recv` returns it.
@@ -220,6 +440,10 @@ pub struct Message {
     pub body: String,
     /// RFC 3339 UTC.
     pub sent_at: String,
+    /// The dashboard's lists only: true while the recipient has not acknowledged
+    /// it (waiting, or claimed by a turn that has not ended), false once read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<bool>,
 }
 
 /// One row of an agent's event history.
@@ -243,8 +467,7 @@ pub struct Question {
     pub options: Vec<String>,
     pub asked_at: String,
     pub deadline: String,
-    /// pending, answered, timed_out, cancelled.
-    pub status: String,
+    pub status: QuestionStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +485,9 @@ pub struct Response {
     pub agents: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_statuses: Option<Vec<AgentStatusRow>>,
+    /// `agent_status` *ours*: the hive-wide API backoff, while one holds turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_backoff: Option<ApiBackoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Urls>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,6 +502,8 @@ pub struct Response {
     pub events: Option<Vec<Event>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub questions: Option<Vec<Question>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_you: Option<Vec<NeedItem>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +521,60 @@ pub struct Response {
     /// `secret_list`: names and scopes, never values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<SecretRow>>,
+    /// `config_show`: `agent.toml` at the head of the agent's config repo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// `config_show`: that head; `config_commit`: the new commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    /// `budget_list`, `budget_set`: today's spend against each budget, the hive's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<BudgetRow>>,
+    /// `notifications`: newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Vec<crate::notification::Notification>>,
+    /// `notifications`, `notifications_read`: unread notifications left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<u64>,
+    /// `webhooks`: each configured webhook's delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<crate::notification::WebhookStatus>>,
+}
+
+/// Where a budget in force today comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetSource {
+    /// No budget: nothing is held.
+    None,
+    /// `agent.toml` (an agent's) or `hive.toml` (the hive's).
+    Config,
+    /// The operator set it for today (`budget_set`).
+    Operator,
+    /// The operator lifted it for the rest of today (`budget_set` with `reset`).
+    Lifted,
+}
+
+/// One budget today (UTC): what was spent against what is allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRow {
+    /// The agent; none for the hive-wide budget (every agent's spend together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_usd: f64,
+    /// Input plus output tokens.
+    pub spent_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_day: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    pub source: BudgetSource,
+    /// The larger share of a limit spent (1.0 is all of it); 0 without a limit.
+    pub fraction: f64,
+    /// Spent: the agent's turns (every agent's, for the hive's) are held.
+    pub over: bool,
 }
 
 /// A stored secret as `secret_list` shows it: never its value.
@@ -355,6 +637,9 @@ pub struct StatsSummary {
     /// Agents whose inbox waits while no turn ran for longer than this are flagged stuck.
     pub stuck_after_seconds: f64,
     pub agents: Vec<AgentStats>,
+    /// Today's spend (UTC) against the budgets: the hive's first, then each agent's.
+    #[serde(default)]
+    pub budgets: Vec<BudgetRow>,
 }
 
 /// One value of a series at one time.
@@ -575,6 +860,33 @@ mod tests {
                 "docs/host-sock.md does not describe `{cmd}`: add it under Verbs"
             );
         }
+    }
+
+    #[test]
+    fn approval_kinds_and_statuses_keep_their_names() {
+        for k in ApprovalKind::KNOWN {
+            let v = serde_json::to_value(k).unwrap();
+            assert_eq!(v, k.as_str());
+            assert_eq!(&serde_json::from_value::<ApprovalKind>(v).unwrap(), k);
+            assert_eq!(&ApprovalKind::parse(k.as_str()), k);
+        }
+        for s in ApprovalStatus::KNOWN {
+            let v = serde_json::to_value(s).unwrap();
+            assert_eq!(v, s.as_str());
+            assert_eq!(&serde_json::from_value::<ApprovalStatus>(v).unwrap(), s);
+            assert_eq!(&ApprovalStatus::parse(s.as_str()), s);
+        }
+        for s in QuestionStatus::KNOWN {
+            let v = serde_json::to_value(s).unwrap();
+            assert_eq!(v, s.as_str());
+            assert_eq!(&serde_json::from_value::<QuestionStatus>(v).unwrap(), s);
+        }
+        assert_eq!(QuestionStatus::TimedOut.as_str(), "timed_out");
+        assert_eq!(ApprovalKind::Spawn.as_str(), "spawn");
+        assert_eq!(ApprovalStatus::Denied.as_str(), "denied");
+        let odd: ApprovalKind = serde_json::from_str("\"rename_agent\"").unwrap();
+        assert_eq!(odd, ApprovalKind::Other("rename_agent".into()));
+        assert_eq!(serde_json::to_string(&odd).unwrap(), "\"rename_agent\"");
     }
 
     #[test]

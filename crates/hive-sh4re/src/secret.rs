@@ -43,6 +43,10 @@ pub const RESERVED: [&str; 12] = [
 /// Prefix of the hive's own variables.
 pub const RESERVED_PREFIX: &str = "HIVE_";
 
+/// Prefix of the secrets kept from every agent: hive-c0re's own (a webhook's
+/// key or token). An agent that had one could sign a forged notification.
+pub const OPERATOR_ONLY_PREFIX: &str = "WEBHOOK_";
+
 /// Why a secret name or value was refused: a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

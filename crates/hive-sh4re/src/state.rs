@@ -15,6 +15,16 @@ pub enum AgentState {
     Compacting,
     /// The agent asked not to be woken before a time.
     Napping,
+    /// claude is retrying a model call the API refused (5xx, overloaded, rate limited).
+    Retrying,
+    /// A turn failed; the harness waits before trying its messages again.
+    Waiting,
+    /// Messages wait, and so does the agent: for a turn slot (`--max-concurrent-turns`).
+    /// Shown only; never stored.
+    Queued,
+    /// The agent spent its daily budget (or the hive its own): no turn starts
+    /// until the operator raises it or the UTC day ends; messages wait.
+    OverBudget,
 }
 
 impl AgentState {
@@ -25,6 +35,10 @@ impl AgentState {
             Self::Thinking => "thinking",
             Self::Compacting => "compacting",
             Self::Napping => "napping",
+            Self::Retrying => "retrying",
+            Self::Waiting => "waiting",
+            Self::Queued => "queued",
+            Self::OverBudget => "over_budget",
         }
     }
 
@@ -34,6 +48,9 @@ impl AgentState {
             "thinking" => Self::Thinking,
             "compacting" => Self::Compacting,
             "napping" => Self::Napping,
+            "retrying" => Self::Retrying,
+            "waiting" => Self::Waiting,
+            "over_budget" => Self::OverBudget,
             _ => Self::Idle,
         }
     }

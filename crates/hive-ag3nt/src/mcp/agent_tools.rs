@@ -1,7 +1,10 @@
 //! The tools every agent gets: `send`, `recv`, `status`, `set_status`, `nap`.
 
+use hive_sh4re::Mailbox;
 use hive_sh4re::agent::AgentRequest;
-use hive_sh4re::{MAX_BODY_BYTES, Mailbox};
+use hive_sh4re::limits::{
+    MAX_BODY_BYTES, NAP_MAX_SECONDS, NAP_MIN_SECONDS, RECV_MAX, STATUS_MAX_CHARS,
+};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
@@ -9,15 +12,6 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{HiveTools, render};
-
-/// Shortest nap in seconds; hive-c0re enforces the same bounds.
-pub(super) const NAP_MIN_SECONDS: u64 = 1;
-/// Longest nap in seconds (6 h).
-pub(super) const NAP_MAX_SECONDS: u64 = 6 * 3600;
-/// Most messages one `recv` returns; hive-c0re caps at the same number.
-pub(super) const RECV_MAX: u32 = 1000;
-/// Longest status text in characters, as hive-c0re allows.
-pub(super) const STATUS_MAX_CHARS: usize = 200;
 
 /// Arguments of `send`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -36,7 +30,7 @@ pub(super) struct RecvArgs {
     // keeps schemars from advertising `default: null`: the plain schema
     // models fill in best. A missing or null value is still None.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "u32", range(min = 1, max = 1000))]
+    #[schemars(with = "u32", range(min = 1, max = RECV_MAX))]
     pub max: Option<u32>,
 }
 
@@ -51,7 +45,7 @@ pub(super) struct SetStatusArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct NapArgs {
     /// How long to sleep, in seconds: 1 to 21600 (6 hours).
-    #[schemars(range(min = 1, max = 21600))]
+    #[schemars(range(min = NAP_MIN_SECONDS, max = NAP_MAX_SECONDS))]
     pub seconds: u64,
 }
 

@@ -5,6 +5,7 @@
 
 use hive_sh4re::AgentName;
 use hive_sh4re::agent::AgentRequest;
+use hive_sh4re::limits::ASK_MAX_TTL_SECONDS;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
@@ -12,9 +13,6 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{HiveTools, render};
-
-/// Longest an operator question may wait, in seconds (7 days); hive-c0re enforces the same.
-pub(super) const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 // Optional fields read `#[serde(default, skip_serializing_if)]` plus
 // `#[schemars(with = ...)]` so their schema is the plain type, without
@@ -62,7 +60,7 @@ pub(super) struct AskArgs {
     pub options: Option<Vec<String>>,
     /// How long to wait for an answer, in seconds: 1 to 604800 (7 days), default 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "u64", range(min = 1, max = 604800))]
+    #[schemars(with = "u64", range(min = 1, max = ASK_MAX_TTL_SECONDS))]
     pub ttl_seconds: Option<u64>,
 }
 

@@ -59,12 +59,21 @@ fn agent_line(r: &AgentStatusRow) -> String {
     } else {
         "stopped"
     };
-    let mut line = format!("{}: {} since {}, {run}", r.name, r.state, r.state_since);
+    // `over_budget` reads as two words: "over budget · budget: $5.02 of $5.00 today".
+    let shown = r.state.replace('_', " ");
+    let state = match &r.state_detail {
+        Some(d) => format!("{shown} · {d}"),
+        None => shown,
+    };
+    let mut line = format!("{}: {state} since {}, {run}", r.name, r.state_since);
     if r.paused {
         line.push_str(", paused");
     }
     if let Some(until) = &r.nap_until {
         let _ = write!(line, ", napping until {until}");
+    }
+    if let Some(at) = r.queue_position {
+        let _ = write!(line, ", #{at} in line for a turn slot");
     }
     let _ = write!(line, ", model {}, inbox {}", r.active_model, r.inbox_depth);
     match r
@@ -117,11 +126,21 @@ mod tests {
             url: None,
             state: "idle".into(),
             state_since: "2026-01-01T10:00:00Z".into(),
+            state_detail: None,
+            retry_at: None,
+            login_reason: None,
             inbox_depth: 0,
             last_turn_at: None,
             runtime: "process".into(),
             isolated: false,
             nap_until: None,
+            health: None,
+            restarts: 0,
+            crash_exit: None,
+            crash_tail: None,
+            question: None,
+            queue_position: None,
+            budget: None,
         }
     }
 
@@ -131,6 +150,15 @@ mod tests {
         bob.state = "thinking".into();
         bob.inbox_depth = 3;
         bob.status_text = Some("reviewing the parser".into());
+        let mut dave = row("dave");
+        dave.state = "over_budget".into();
+        dave.state_detail = Some("budget: 1200 of 1000 tokens today".into());
+        assert!(
+            agent_line(&dave)
+                .starts_with("dave: over budget · budget: 1200 of 1000 tokens today since"),
+            "{}",
+            agent_line(&dave)
+        );
         let mut carol = row("carol");
         carol.running = false;
         carol.nap_until = Some("2026-01-01T11:00:00Z".into());
@@ -152,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_agent_says_since_when_and_its_place_in_line() {
+        let mut a = row("alice");
+        a.state = "queued".into();
+        a.queue_position = Some(2);
+        assert!(
+            agent_line(&a).starts_with(
+                "alice: queued since 2026-01-01T10:00:00Z, running, #2 in line for a turn slot,"
+            ),
+            "{}",
+            agent_line(&a)
+        );
+    }
+
+    #[test]
     fn a_failed_agent_says_so() {
         let mut a = row("alice");
         a.failed = true;
@@ -166,6 +208,7 @@ mod tests {
             to: "alice".into(),
             body: "hi\n".into(),
             sent_at: "T".into(),
+            pending: None,
         };
         assert_eq!(
             messages(&[m]),

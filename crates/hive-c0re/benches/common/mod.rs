@@ -32,6 +32,10 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             dashboard_login: None,
             kill_grace: Duration::from_secs(1),
             min_free_space: None,
+            turn_timeout: hive_c0re::hive::DEFAULT_TURN_TIMEOUT,
+            webhooks: Default::default(),
+            max_concurrent_turns: 16,
+            budget: None,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(

@@ -258,6 +258,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What waits on you: open questions, approvals, failed, restarting and parked agents.
+    Needs {
+        #[arg(long)]
+        json: bool,
+    },
     /// Answer a question.
     Answer { id: i64, answer: String },
     /// Cancel a pending question.
@@ -270,10 +275,58 @@ pub enum Command {
     /// Secrets for the agents' claude (environment variables): set, list, rm.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// An agent's config repo as the operator edits it: show, commit.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Open a shell in the agent's container (root of its user namespace, in /state).
     ///
     /// The terminal goes raw until the shell exits; the exit code is the shell's.
     Shell { name: AgentName },
+    /// The operator's notifications (messages, questions, approvals, crashes...), newest first;
+    /// `notifications read ID|--all` marks them read.
+    Notifications {
+        #[command(subcommand)]
+        read: Option<NotificationsCommand>,
+        /// Only unread ones.
+        #[arg(long)]
+        unread: bool,
+        /// How many (default 50).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// One JSON object per notification.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The webhooks' deliveries: pending notifications, attempts, the last error.
+    Webhooks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Daily budgets: today's spend (UTC) against each, or raise/lift one for today.
+    ///
+    /// `hive-c0re budget` lists; `hive-c0re budget NAME --usd 10 [--tokens N]` sets
+    /// NAME's limits for the rest of today (a measure not given stays), `--reset`
+    /// lifts its budget until 00:00 UTC; `--hive` instead of NAME changes the hive's.
+    /// A held agent resumes at once.
+    Budget {
+        /// The agent whose budget to change.
+        #[arg(conflicts_with = "hive")]
+        name: Option<AgentName>,
+        /// Change the hive-wide budget.
+        #[arg(long)]
+        hive: bool,
+        /// Today's limit in dollars.
+        #[arg(long, value_name = "USD")]
+        usd: Option<f64>,
+        /// Today's limit in tokens (input plus output).
+        #[arg(long, value_name = "N")]
+        tokens: Option<u64>,
+        /// Lift the budget for the rest of today.
+        #[arg(long, conflicts_with_all = ["usd", "tokens"])]
+        reset: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Telemetry: turns/min, tool calls per turn, turn duration p50/p95, exits, inbox, messages, tools.
     Stats {
         /// One agent (default: every agent).
@@ -315,6 +368,18 @@ pub enum ScheduleCommand {
     Rm { id: i64 },
 }
 
+/// `hive-c0re notifications ...`
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// Mark a notification read, or every one with --all.
+    Read {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 /// `hive-c0re secret ...`
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
@@ -344,8 +409,54 @@ pub enum SecretCommand {
     },
 }
 
+/// The operator's edit of a config repo. The repo belongs to the agent
+/// (the manager writes it), so running git in it as root would run what it
+/// names; hive-c0re does the commit itself, safely.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print agent.toml at the head of NAME's config repo.
+    Show { name: AgentName },
+    /// Commit agent.toml (read from stdin, or --file) to NAME's config repo,
+    /// on top of its head; prints the commit. It deploys nothing: request it
+    /// (request-apply-commit NAME SHA, or request-spawn NAME) and approve it.
+    Commit {
+        name: AgentName,
+        /// The commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Read agent.toml from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
 fn parse_secret_name(s: &str) -> Result<SecretName, String> {
     SecretName::parse(s).map_err(|e| e.0)
+}
+
+/// The `agent.toml` text `config commit` sends: the file, else stdin (bounded).
+fn read_config(file: Option<&Path>) -> Result<String, CliError> {
+    const MAX: u64 = 256 * 1024;
+    let mut buf = Vec::new();
+    let read = match file {
+        Some(f) => std::fs::File::open(f).and_then(|f| f.take(MAX + 1).read_to_end(&mut buf)),
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(CliError::Usage(
+                    "config commit reads agent.toml from stdin or --file: e.g. hive-c0re config commit dave < agent.toml".into(),
+                ));
+            }
+            std::io::stdin().lock().take(MAX + 1).read_to_end(&mut buf)
+        }
+    };
+    let from = file.map_or("stdin".to_owned(), |f| f.display().to_string());
+    read.map_err(|e| CliError::Usage(format!("could not read agent.toml from {from}: {e}")))?;
+    if buf.len() as u64 > MAX {
+        return Err(CliError::Usage(format!(
+            "{from} is over {MAX} bytes: an agent.toml must be smaller"
+        )));
+    }
+    String::from_utf8(buf).map_err(|_| CliError::Usage(format!("{from} is not UTF-8 text")))
 }
 
 /// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
@@ -412,6 +523,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         Command::Secret(SecretCommand::Set { name, .. }) => Some(secret::read_value(name)?),
         _ => None,
     };
+    let config_text = match &command {
+        Command::Config(ConfigCommand::Commit { file, .. }) => Some(read_config(file.as_deref())?),
+        _ => None,
+    };
     let mut c = Client::connect(paths.host_sock())?;
     match command {
         Command::Serve { .. } | Command::Doctor { .. } => {
@@ -425,10 +540,20 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 if let Some(a) = &answer.space_alarm {
                     output::json_lines(&[serde_json::json!({ "space_alarm": a })]);
                 }
+                if let Some(b) = &answer.api_backoff {
+                    output::json_lines(&[serde_json::json!({ "api_backoff": b })]);
+                }
                 output::json_lines(&rows)
             } else {
                 if let Some(a) = &answer.space_alarm {
                     output::space_alarm(a);
+                }
+                if let Some(b) = &answer.api_backoff {
+                    output::api_backoff(b);
+                }
+                // A daemon without webhooks (or an older one) has nothing to add.
+                if let Ok(w) = c.call(verb::Webhooks {}) {
+                    output::failing_webhooks(&w.webhooks.unwrap_or_default());
                 }
                 output::status(&rows)
             }
@@ -540,10 +665,28 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         Command::InitConfig { name } => ok(
             c.call(verb::InitConfig { name: name.clone() }),
             &format!(
-                "created the config repo of {name} at {}: edit agent.toml there, commit, then hive-c0re request-spawn {name}",
+                "created the config repo of {name} at {}: edit it with hive-c0re config show {name} / config commit {name}, then hive-c0re request-spawn {name}",
                 paths.config_repo(&name).display()
             ),
         )?,
+        Command::Config(ConfigCommand::Show { name }) => {
+            let r = c.call(verb::ConfigShow { name })?;
+            let text = r.config.unwrap_or_default();
+            out!("{}", text.strip_suffix('\n').unwrap_or(&text));
+        }
+        Command::Config(ConfigCommand::Commit { name, message, .. }) => {
+            let text = config_text.expect("read above");
+            let r = c.call(verb::ConfigCommit {
+                name: name.clone(),
+                text,
+                message,
+            })?;
+            let sha = r.sha.unwrap_or_default();
+            out!("{sha}");
+            eprintln!(
+                "committed to {name}'s config repo; deploy it with: hive-c0re request-apply-commit {name} {sha} (a new agent: hive-c0re request-spawn {name}), then approve"
+            );
+        }
         Command::RequestSpawn { name, description } => {
             let r = c.call(verb::RequestSpawn { name, description })?;
             out!("approval #{} queued", r.approval_id.unwrap_or_default());
@@ -566,7 +709,11 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
             let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
-            output::approvals(&items.into_iter().filter(|a| a.id == id).collect::<Vec<_>>());
+            let items: Vec<_> = items.into_iter().filter(|a| a.id == id).collect();
+            output::approvals(&items);
+            for w in items.iter().flat_map(|a| &a.warnings) {
+                out!("warning: {}", w.message);
+            }
             out!("\n{}", diff.trim_end_matches('\n'));
         }
         Command::Approvals { show: None, json } => {
@@ -656,6 +803,14 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 output::questions(&items)
             }
         }
+        Command::Needs { json } => {
+            let items = c.call(verb::NeedsYou {})?.needs_you.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::needs(&items)
+            }
+        }
         Command::Answer { id, answer } => ok(
             c.call(verb::Answer { id, answer }),
             &format!("answered #{id}"),
@@ -720,6 +875,73 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 }),
                 &format!("removed {scope} secret {name}"),
             )?
+        }
+        Command::Notifications {
+            read: Some(NotificationsCommand::Read { id, all }),
+            ..
+        } => {
+            let unread = c
+                .call(verb::NotificationsRead { id, all })?
+                .unread
+                .unwrap_or_default();
+            match id {
+                Some(id) => out!("notification #{id} read; {unread} unread"),
+                None => out!("every notification read"),
+            }
+        }
+        Command::Notifications {
+            read: None,
+            unread,
+            limit,
+            json,
+        } => {
+            let r = c.call(verb::Notifications { unread, limit })?;
+            let items = r.notifications.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::notifications(&items, r.unread.unwrap_or_default())
+            }
+        }
+        Command::Webhooks { json } => {
+            let items = c.call(verb::Webhooks {})?.webhooks.unwrap_or_default();
+            if json {
+                output::json_lines(&items)
+            } else {
+                output::webhooks(&items)
+            }
+        }
+        Command::Budget {
+            name,
+            hive,
+            usd,
+            tokens,
+            reset,
+            json,
+        } => {
+            let rows = if name.is_none() && !hive {
+                if usd.is_some() || tokens.is_some() || reset {
+                    return Err(CliError::Usage(
+                        "say whose budget: hive-c0re budget NAME ... or hive-c0re budget --hive ..."
+                            .into(),
+                    ));
+                }
+                c.call(verb::BudgetList {})?.budgets.unwrap_or_default()
+            } else {
+                c.call(verb::BudgetSet {
+                    agent: name,
+                    usd,
+                    tokens,
+                    reset,
+                })?
+                .budgets
+                .unwrap_or_default()
+            };
+            if json {
+                output::json_lines(&rows)
+            } else {
+                output::budgets(&rows)
+            }
         }
         Command::Stats { name, since, json } => {
             let stats = c

@@ -5,6 +5,7 @@ use std::io::Write;
 use hive_sh4re::host::{
     AgentStatusRow, Approval, Message, Question, Schedule, SecretRow, StatsSummary,
 };
+use hive_sh4re::notification::{Notification, WebhookStatus};
 
 /// Writes one line to stdout (what `out!` expands to). A reader that went
 /// away (`hive-c0re status | head -2`) ends the process quietly with success:
@@ -67,12 +68,12 @@ pub fn status(rows: &[AgentStatusRow]) {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let running = if r.failed {
-                "failed"
-            } else if r.running {
-                "running"
-            } else {
-                "stopped"
+            let running = match (r.health.as_deref(), r.restarts) {
+                (Some(h), n) if n > 0 => format!("{h} ({n} restarts)"),
+                (Some(h), _) => h.to_owned(),
+                _ if r.failed => "failed".to_owned(),
+                _ if r.running => "running".to_owned(),
+                _ => "stopped".to_owned(),
             };
             let mut flags = vec![];
             if r.paused {
@@ -84,10 +85,21 @@ pub fn status(rows: &[AgentStatusRow]) {
             if !r.isolated {
                 flags.push("not-isolated");
             }
+            // `over_budget` reads as two words, as the dashboard shows it.
+            let shown = r.state.replace('_', " ");
+            let state = match (&r.state_detail, r.question) {
+                // Its turn is blocked on the operator, not on the model.
+                (_, Some(q)) if r.state == "thinking" => format!("waiting on you · question #{q}"),
+                (Some(d), _) => format!("{shown} · {d} · {}", age(&r.state_since)),
+                (None, _) if r.queue_position.is_some() => {
+                    format!("{shown} {}", age(&r.state_since))
+                }
+                (None, _) => shown,
+            };
             vec![
                 r.name.clone(),
-                running.to_owned(),
-                r.state.clone(),
+                running,
+                state,
                 r.active_model.clone(),
                 r.inbox_depth.to_string(),
                 r.deployed_sha.clone().unwrap_or_else(|| "-".into()),
@@ -119,6 +131,87 @@ pub fn status(rows: &[AgentStatusRow]) {
     );
 }
 
+/// Today's spend against the budgets: the hive's row first (`(hive)`).
+pub fn budgets(rows: &[hive_sh4re::host::BudgetRow]) {
+    use hive_sh4re::host::BudgetSource;
+    let Some(day) = rows.first().map(|r| r.day.clone()) else {
+        return;
+    };
+    out!("spend today ({day} UTC):");
+    let limit = |l: Option<String>| l.unwrap_or_else(|| "-".into());
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.agent.clone().unwrap_or_else(|| "(hive)".into()),
+                format!("${:.4}", r.spent_usd),
+                limit(r.usd_per_day.map(|u| format!("${u:.2}"))),
+                r.spent_tokens.to_string(),
+                limit(r.tokens_per_day.map(|t| t.to_string())),
+                if r.usd_per_day.is_some() || r.tokens_per_day.is_some() {
+                    format!("{:.0}%", r.fraction * 100.0)
+                } else {
+                    "-".into()
+                },
+                match r.source {
+                    BudgetSource::None => "none",
+                    BudgetSource::Config => "config",
+                    BudgetSource::Operator => "operator (today)",
+                    BudgetSource::Lifted => "lifted (today)",
+                }
+                .into(),
+                if r.over {
+                    "OVER BUDGET".into()
+                } else {
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "BUDGET",
+            "SPENT",
+            "USD/DAY",
+            "TOKENS",
+            "TOKENS/DAY",
+            "USED",
+            "FROM",
+            "",
+        ],
+        &body,
+    );
+}
+
+/// How long ago an RFC 3339 time was (`12s`, `5m`, `2h`), `-` when unreadable.
+fn age(since: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(since) else {
+        return "-".into();
+    };
+    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+/// The hive-wide API backoff, above the status table.
+pub fn api_backoff(b: &hive_sh4re::host::ApiBackoff) {
+    out!(
+        "the model API fails: the hive backs off since {} ({}); next try {}{}",
+        b.since,
+        b.last_error,
+        b.next_try,
+        b.probe
+            .as_ref()
+            .map(|p| format!(", probing with {p}"))
+            .unwrap_or_default()
+    );
+}
+
 /// Messages as people read them.
 pub fn messages(msgs: &[Message]) {
     for m in msgs {
@@ -137,8 +230,8 @@ pub fn approvals(items: &[Approval]) {
         .map(|a| {
             vec![
                 a.id.to_string(),
-                a.status.clone(),
-                a.kind.clone(),
+                a.status.to_string(),
+                a.kind.to_string(),
                 a.agent.clone(),
                 a.commit_ref.chars().take(12).collect(),
                 a.requested_at.clone(),
@@ -165,6 +258,27 @@ pub fn approvals(items: &[Approval]) {
 }
 
 /// The questions table.
+/// What waits on the operator (the dashboard's "needs you" strip).
+pub fn needs(items: &[hive_sh4re::host::NeedItem]) {
+    if items.is_empty() {
+        out!("nothing waits on you");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.kind.clone(),
+                i.agent.clone(),
+                i.id.map(|id| format!("#{id}")).unwrap_or_default(),
+                i.deadline.clone().unwrap_or_default(),
+                i.text.clone(),
+            ]
+        })
+        .collect();
+    table(&["KIND", "AGENT", "ID", "DEADLINE", "WHAT"], &body);
+}
+
 pub fn questions(items: &[Question]) {
     if items.is_empty() {
         out!("no questions");
@@ -175,7 +289,7 @@ pub fn questions(items: &[Question]) {
         .map(|q| {
             vec![
                 q.id.to_string(),
-                q.status.clone(),
+                q.status.to_string(),
                 q.agent.clone(),
                 q.deadline.clone(),
                 q.question.clone(),
@@ -204,6 +318,10 @@ pub fn stats(s: &StatsSummary) {
         s.since,
         s.approvals_pending
     );
+    if !s.budgets.is_empty() {
+        budgets(&s.budgets);
+        out!("");
+    }
     let body: Vec<Vec<String>> = s
         .agents
         .iter()
@@ -315,4 +433,83 @@ pub fn secrets(items: &[SecretRow]) {
         })
         .collect();
     table(&["NAME", "SCOPE", "SET"], &body);
+}
+
+/// The notifications table, newest first: the first line of each text.
+pub fn notifications(items: &[Notification], unread: u64) {
+    if items.is_empty() {
+        out!("no notifications");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|n| {
+            let first = n.text.lines().next().unwrap_or_default();
+            let mut text: String = first.chars().take(100).collect();
+            if text.len() < n.text.len() {
+                text.push('…');
+            }
+            vec![
+                n.id.to_string(),
+                n.ts.clone(),
+                n.kind.to_string(),
+                n.agent.clone().unwrap_or_else(|| "-".to_owned()),
+                if n.read { "" } else { "unread" }.to_owned(),
+                text,
+            ]
+        })
+        .collect();
+    table(&["ID", "TIME", "KIND", "AGENT", "", "TEXT"], &body);
+    out!("{unread} unread");
+}
+
+/// Webhooks whose last delivery failed, above the status table.
+pub fn failing_webhooks(items: &[WebhookStatus]) {
+    let failing: Vec<&WebhookStatus> = items.iter().filter(|w| w.last_error.is_some()).collect();
+    for w in &failing {
+        out!(
+            "WEBHOOK {} FAILING: {} · {} pending, {} attempts (hive-c0re webhooks)",
+            w.name,
+            w.last_error.as_deref().unwrap_or_default(),
+            w.pending,
+            w.attempts
+        );
+    }
+    if !failing.is_empty() {
+        out!("");
+    }
+}
+
+/// The webhooks table: where each posts, what waits, the last error.
+pub fn webhooks(items: &[WebhookStatus]) {
+    if items.is_empty() {
+        out!("no webhooks: add [[webhooks]] tables to hive.toml (see README)");
+        return;
+    }
+    let body: Vec<Vec<String>> = items
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                format!("{:?}", w.format).to_lowercase(),
+                w.target.clone(),
+                w.pending.to_string(),
+                w.attempts.to_string(),
+                w.last_ok.clone().unwrap_or_else(|| "-".to_owned()),
+                w.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "FORMAT",
+            "TARGET",
+            "PENDING",
+            "ATTEMPTS",
+            "LAST OK",
+            "LAST ERROR",
+        ],
+        &body,
+    );
 }

@@ -3,6 +3,8 @@
 //! calls with their one telling argument, results, the answer, and how the
 //! turn ended, with its duration and cost. Long text shows its first lines.
 
+use hive_sh4re::agent::ExitClass;
+use hive_sh4re::event::EventKind;
 use hive_sh4re::host::Event;
 use serde_json::Value;
 
@@ -21,16 +23,21 @@ impl Transcript {
     /// The lines of one event.
     pub fn lines(&mut self, ev: &Event) -> Vec<String> {
         let p = &ev.payload;
-        match ev.kind.as_str() {
-            "stream" => self.stream(p),
-            "state" => vec![format!(
+        let raw = || vec![format!("{} {}", ev.kind, clip(&p.to_string(), 300))];
+        // A kind this version does not know shows as it is.
+        let Some(kind) = EventKind::parse(&ev.kind) else {
+            return raw();
+        };
+        match kind {
+            EventKind::Stream => self.stream(p),
+            EventKind::State => vec![format!(
                 "◦ {}{}",
                 str_of(p, "state").unwrap_or("?"),
                 str_of(p, "model")
                     .map(|m| format!(" · {m}"))
                     .unwrap_or_default()
             )],
-            "turn_start" => {
+            EventKind::TurnStart => {
                 self.cost_usd = None;
                 let mut out = vec![rule(&[
                     "turn".into(),
@@ -42,12 +49,12 @@ impl Transcript {
                 }
                 out
             }
-            "turn_end" => {
+            EventKind::TurnEnd => {
                 let code = p
                     .get("exit_code")
                     .or_else(|| p.get("exit"))
                     .filter(|c| !c.is_null());
-                let class = str_of(p, "exit_class").filter(|c| *c != "ok");
+                let class = str_of(p, "exit_class").filter(|c| *c != ExitClass::Ok.as_str());
                 let cost = p
                     .get("cost_usd")
                     .and_then(Value::as_f64)
@@ -63,16 +70,18 @@ impl Transcript {
                     cost.map(dollars).unwrap_or_default(),
                 ])]
             }
-            "turn_error" => vec![format!(
+            EventKind::TurnError => vec![format!(
                 "✖ the turn could not run: {}",
                 clip(
                     &str_of(p, "error").map_or_else(|| p.to_string(), str::to_owned),
                     300
                 )
             )],
-            "stderr" | "compact_stderr" => vec![format!("! {}", clip(&text_of(p), 300))],
-            "compact_stream" => self.compact(p, "compact"),
-            "compact_end" => {
+            EventKind::Stderr | EventKind::CompactStderr => {
+                vec![format!("! {}", clip(&text_of(p), 300))]
+            }
+            EventKind::CompactStream => self.compact(p, "compact"),
+            EventKind::CompactEnd => {
                 let code = p.get("exit_code").filter(|c| !c.is_null());
                 vec![rule(&[
                     "compact end".into(),
@@ -80,8 +89,8 @@ impl Transcript {
                     str_of(p, "error").map(|e| clip(e, 200)).unwrap_or_default(),
                 ])]
             }
-            "notes_compaction_stream" => self.compact(p, "notes rewrite"),
-            "notes_compaction" => {
+            EventKind::NotesCompactionStream => self.compact(p, "notes rewrite"),
+            EventKind::NotesCompaction => {
                 let kb = |k: &str| {
                     format!(
                         "{:.1} KB",
@@ -101,7 +110,7 @@ impl Transcript {
                     )]
                 }
             }
-            "container_crash" => {
+            EventKind::ContainerCrash => {
                 let next = if p.get("gave_up").and_then(Value::as_bool) == Some(true) {
                     " — gave up: the agent stays failed until started".to_owned()
                 } else {
@@ -118,7 +127,7 @@ impl Transcript {
                 }
                 out
             }
-            "operator" => vec![match str_of(p, "command") {
+            EventKind::Operator => vec![match str_of(p, "command") {
                 Some(c) => format!("» operator: {c}"),
                 None => format!(
                     "» operator: {}",
@@ -128,7 +137,34 @@ impl Transcript {
                     )
                 ),
             }],
-            other => vec![format!("{other} {}", clip(&p.to_string(), 300))],
+            EventKind::BudgetWarning | EventKind::OverBudget => {
+                // As `web/src/render.js` writes it.
+                let whose = if str_of(p, "scope") == Some("hive") {
+                    "the hive's"
+                } else {
+                    "its"
+                };
+                let amount = |k: &str| {
+                    let v = p.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                    if str_of(p, "measure") == Some("usd") {
+                        format!("${v:.2}")
+                    } else {
+                        format!("{} tokens", v.round())
+                    }
+                };
+                let what = if kind == EventKind::OverBudget {
+                    format!("💸 over {whose} budget, held")
+                } else {
+                    format!("💸 80 % of {whose} budget")
+                };
+                vec![format!(
+                    "{what}: {} of {} on {} (UTC)",
+                    amount("spent"),
+                    amount("limit"),
+                    str_of(p, "day").unwrap_or("today")
+                )]
+            }
+            EventKind::SessionLost | EventKind::SessionReset => raw(),
         }
     }
 
@@ -421,6 +457,21 @@ mod tests {
     fn render(events: &[Event]) -> Vec<String> {
         let mut t = Transcript::default();
         events.iter().flat_map(|e| t.lines(e)).collect()
+    }
+
+    #[test]
+    fn a_budget_notice_reads_as_on_the_dashboard() {
+        let ev = Event {
+            id: 1,
+            agent: "alice".into(),
+            ts: "2026-12-02T10:00:00Z".into(),
+            kind: "over_budget".into(),
+            payload: serde_json::json!({"scope": "agent", "measure": "tokens", "spent": 1200.0, "limit": 1000.0, "day": "2026-12-02"}),
+        };
+        assert_eq!(
+            Transcript::default().lines(&ev),
+            ["💸 over its budget, held: 1200 tokens of 1000 tokens on 2026-12-02 (UTC)"]
+        );
     }
 
     #[test]

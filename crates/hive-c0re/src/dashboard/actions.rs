@@ -13,8 +13,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
-use hive_sh4re::host::Question;
-use serde::Deserialize;
+use hive_sh4re::dashboard::{
+    AnswerBody, BudgetBody, DenyBody, ModelBody, ReadBody, ScheduleBody, SendBody,
+};
+use hive_sh4re::host::{Question, QuestionStatus};
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -49,7 +51,7 @@ pub(crate) async fn lifecycle(
         }
         "stop" => {
             let (h, n) = (hive.clone(), name.clone());
-            let task = tokio::spawn(async move { h.stop(&n, true).await });
+            let task = hive.spawn_task(async move { h.stop(&n, true).await });
             match tokio::time::timeout(STOP_WAIT, task).await {
                 Ok(Ok(r)) => {
                     r.map_err(refused())?;
@@ -106,12 +108,6 @@ pub(crate) async fn lifecycle(
     }
 }
 
-/// Body of a message.
-#[derive(Debug, Deserialize)]
-pub(crate) struct SendBody {
-    body: String,
-}
-
 /// `POST /api/agents/{name}/messages` {body}: a message from the operator.
 pub(crate) async fn send(
     State(ctx): State<Ctx>,
@@ -131,12 +127,6 @@ pub(crate) async fn send(
     ))
 }
 
-/// Body of a model override: a model, or null / "" / "default" to clear it.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ModelBody {
-    model: Option<String>,
-}
-
 /// `POST /api/agents/{name}/model` {model}: override the model from the next turn on (as host.sock `set_model`).
 pub(crate) async fn set_model(
     State(ctx): State<Ctx>,
@@ -150,10 +140,22 @@ pub(crate) async fn set_model(
     Ok(Json(json!({ "ok": true, "model": info })))
 }
 
-/// Body of a denial.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct DenyBody {
-    note: Option<String>,
+/// `POST /api/agents/{name}/budget` {usd?, tokens?, reset}: the agent's budget for today.
+pub(crate) async fn set_budget(
+    State(ctx): State<Ctx>,
+    Agent(name): Agent,
+    Body(b): Body<BudgetBody>,
+) -> ApiResult<Json<Value>> {
+    let row = ctx
+        .hive
+        .budget_set(&hive_sh4re::host::verb::BudgetSet {
+            agent: Some(name),
+            usd: b.usd,
+            tokens: b.tokens,
+            reset: b.reset,
+        })
+        .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
+    Ok(Json(json!({ "ok": true, "budget": row })))
 }
 
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.
@@ -189,12 +191,6 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
 }
 
-/// Body of an answer.
-#[derive(Debug, Deserialize)]
-pub(crate) struct AnswerBody {
-    answer: String,
-}
-
 fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
     ctx.hive
         .question(id)?
@@ -204,7 +200,8 @@ fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
 fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
     move |e| {
-        let pending = matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == "pending");
+        let pending =
+            matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == QuestionStatus::Pending);
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {
@@ -231,13 +228,6 @@ pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done 
     done(format!("question #{id} cancelled"))
 }
 
-/// Body of a new scheduled prompt.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ScheduleBody {
-    when: String,
-    text: String,
-}
-
 /// `POST /api/agents/{name}/schedules` {when, text}: schedule a prompt from the operator.
 pub(crate) async fn schedule_add(
     State(ctx): State<Ctx>,
@@ -259,6 +249,27 @@ pub(crate) async fn schedule_rm(State(ctx): State<Ctx>, Id(id): Id) -> Done {
         .schedule_rm(id)
         .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
     done(format!("schedule #{id} removed"))
+}
+
+/// `POST /api/notifications/read` {id} or {all: true}: mark read; answers the unread count left.
+pub(crate) async fn read_notifications(
+    State(ctx): State<Ctx>,
+    Body(b): Body<ReadBody>,
+) -> ApiResult<Json<Value>> {
+    let id = match (b.id, b.all) {
+        (Some(id), false) => Some(id),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::bad(
+                "say which notification to mark read: {\"id\": N} or {\"all\": true}",
+            ));
+        }
+    };
+    let unread = ctx
+        .hive
+        .mark_notifications_read(id)
+        .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
+    Ok(Json(json!({ "ok": true, "unread": unread })))
 }
 
 /// `POST /api/ping`: 200 when the page's token is still this dashboard's (it changes when hive-c0re restarts).

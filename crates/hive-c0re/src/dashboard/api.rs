@@ -6,10 +6,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
+use hive_sh4re::dashboard::{EventsQuery, FeedQuery, LimitQuery, NotificationsQuery};
 use hive_sh4re::host::{
-    AgentStatusRow, Approval, Event, Message, ModelInfo, Question, Schedule, SecretRow,
+    AgentStatusRow, Approval, Event, Feed, Message, ModelInfo, NeedsYou, Question, Schedule,
+    SecretRow,
 };
-use serde::Deserialize;
+use hive_sh4re::notification::{NotificationList, WebhookStatus};
 
 use super::Ctx;
 use super::errors::{ApiError, ApiResult};
@@ -36,6 +38,33 @@ pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentSt
     ))
 }
 
+/// `GET /api/needs_you`: everything that waits on the operator, most urgent first.
+pub(crate) async fn needs_you(State(ctx): State<Ctx>) -> ApiResult<Json<NeedsYou>> {
+    Ok(Json(
+        ctx.hive
+            .needs_you()
+            .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
+    ))
+}
+
+/// Feed items a page holds unless the query says otherwise.
+pub const DEFAULT_FEED: u32 = 50;
+
+/// `GET /api/feed?before=CURSOR&limit=N`: the hive-wide activity, newest first.
+pub(crate) async fn feed(State(ctx): State<Ctx>, Q(q): Q<FeedQuery>) -> ApiResult<Json<Feed>> {
+    let limit = q.limit.unwrap_or(DEFAULT_FEED).clamp(1, MAX_MESSAGES);
+    Ok(Json(
+        ctx.hive
+            .feed(q.before.as_deref(), limit)
+            .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
+    ))
+}
+
+/// `GET /api/backoff`: the hive-wide model API backoff, `null` when none holds turns.
+pub(crate) async fn backoff(State(ctx): State<Ctx>) -> Json<Option<hive_sh4re::host::ApiBackoff>> {
+    Json(ctx.hive.api_backoff_status())
+}
+
 /// `GET /api/agents/{name}`: one agent's status row.
 pub(crate) async fn agent(
     State(ctx): State<Ctx>,
@@ -60,16 +89,6 @@ pub(crate) async fn model(
     ))
 }
 
-/// Query of the events history.
-#[derive(Debug, Deserialize)]
-pub(crate) struct EventsQuery {
-    /// Only events after this id, oldest first.
-    since: Option<i64>,
-    /// The newest `limit` events before this id (the newest of all without it).
-    before: Option<i64>,
-    limit: Option<u32>,
-}
-
 /// `GET /api/agents/{name}/events?since=ID | before=ID &limit=N`: history, oldest first.
 pub(crate) async fn events(
     State(ctx): State<Ctx>,
@@ -87,12 +106,6 @@ pub(crate) async fn events(
             .events(&name, q.since, q.before, limit)
             .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
-}
-
-/// Query of the message lists.
-#[derive(Debug, Deserialize)]
-pub(crate) struct LimitQuery {
-    limit: Option<u32>,
 }
 
 fn recent(
@@ -183,4 +196,19 @@ pub(crate) async fn schedules(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Sche
             .schedule_list()
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
+}
+
+/// `GET /api/notifications?unread=true&limit=N`: the newest notifications and the unread count.
+pub(crate) async fn notifications(
+    State(ctx): State<Ctx>,
+    Q(q): Q<NotificationsQuery>,
+) -> ApiResult<Json<NotificationList>> {
+    Ok(Json(
+        ctx.hive.notifications(q.unread.unwrap_or(false), q.limit)?,
+    ))
+}
+
+/// `GET /api/webhooks`: each webhook's queue and last results.
+pub(crate) async fn webhooks(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<WebhookStatus>>> {
+    Ok(Json(ctx.hive.webhook_statuses()?))
 }

@@ -90,7 +90,7 @@ pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
 /// Serves a bound dashboard until the hive shuts down.
 pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     let hub = sse::Hub::new();
-    tokio::spawn(sse::run(hive.clone(), hub.clone()));
+    hive.spawn_task(sse::run(hive.clone(), hub.clone()));
     let ctx = Ctx {
         hive: hive.clone(),
         auth: Arc::new(bound.auth),
@@ -99,7 +99,7 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     };
     let app = router(ctx);
     let stop = hive.shutdown_token().clone();
-    tokio::spawn(async move {
+    hive.spawn_task(async move {
         let served = axum::serve(bound.listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
@@ -116,6 +116,9 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/agents/{name}", get(pages::agent_page))
         .route("/assets/{file}", get(pages::asset))
         .route("/api/agents", get(api::agents))
+        .route("/api/backoff", get(api::backoff))
+        .route("/api/needs_you", get(api::needs_you))
+        .route("/api/feed", get(api::feed))
         .route("/api/agents/{name}", get(api::agent))
         .route("/api/agents/{name}/events", get(api::events))
         .route(
@@ -128,6 +131,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         )
         .route("/api/agents/{name}/shell", get(shell::open))
         .route("/api/agents/{name}/schedules", post(actions::schedule_add))
+        .route("/api/agents/{name}/budget", post(actions::set_budget))
         .route("/api/agents/{name}/{action}", post(actions::lifecycle))
         .route("/api/operator/messages", get(api::operator_messages))
         .route("/api/approvals", get(api::approvals))
@@ -140,6 +144,9 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/questions", get(api::questions))
         .route("/api/questions/{id}/answer", post(actions::answer))
         .route("/api/questions/{id}/cancel", post(actions::cancel_question))
+        .route("/api/notifications", get(api::notifications))
+        .route("/api/notifications/read", post(actions::read_notifications))
+        .route("/api/webhooks", get(api::webhooks))
         .route("/api/stats", get(stats::stats))
         .route("/api/space", get(api::space))
         .route("/api/stream", get(sse::stream))

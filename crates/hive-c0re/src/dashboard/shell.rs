@@ -24,9 +24,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hive_sh4re::AgentName;
+use hive_sh4re::dashboard::{ShellControl, ShellNotice, ShellQuery};
 use hive_sh4re::shell::DEFAULT_TERM;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Ctx;
@@ -39,26 +38,12 @@ use crate::shell::{Input, Output, WinSize};
 /// Largest message a page may send (typing and pastes).
 const MAX_MESSAGE: usize = 1024 * 1024;
 
-/// The handshake's query.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Opening {
-    rows: Option<u16>,
-    cols: Option<u16>,
-}
-
-/// What the page sends as text.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Control {
-    Resize { rows: u16, cols: u16 },
-}
-
 /// `GET /api/agents/{name}/shell`: checks the token and the origin, then upgrades.
 pub(crate) async fn open(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    Q(opening): Q<Opening>,
+    Q(opening): Q<ShellQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = check(&ctx.auth, &headers) {
@@ -108,9 +93,7 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
                     format!("could not open a shell in {name}'s container: {other}")
                 }
             };
-            let _ = socket
-                .send(text(json!({"type": "error", "message": message})))
-                .await;
+            let _ = socket.send(notice(ShellNotice::Error { message })).await;
             let _ = socket.send(close()).await;
             return;
         }
@@ -123,8 +106,8 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
         while let Some(out) = out_rx.recv().await {
             let msg = match out {
                 Output::Data(d) => Message::Binary(d.into()),
-                Output::Exit(code) => text(json!({"type": "exit", "code": code})),
-                Output::Closed(why) => text(json!({"type": "error", "message": why})),
+                Output::Exit(code) => notice(ShellNotice::Exit { code }),
+                Output::Closed(why) => notice(ShellNotice::Error { message: why }),
             };
             if sink.send(msg).await.is_err() {
                 return;
@@ -136,8 +119,8 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
         while let Some(Ok(msg)) = stream.next().await {
             let input = match msg {
                 Message::Binary(b) => Input::Data(b.to_vec()),
-                Message::Text(t) => match serde_json::from_str::<Control>(t.as_str()) {
-                    Ok(Control::Resize { rows, cols }) => {
+                Message::Text(t) => match serde_json::from_str::<ShellControl>(t.as_str()) {
+                    Ok(ShellControl::Resize { rows, cols }) => {
                         Input::Resize(WinSize::new(Some(rows), Some(cols)))
                     }
                     Err(e) => {
@@ -165,8 +148,10 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
     both.await;
 }
 
-fn text(v: serde_json::Value) -> Message {
-    Message::Text(Utf8Bytes::from(v.to_string()))
+/// A notice to the page, as a text frame.
+fn notice(n: ShellNotice) -> Message {
+    let json = serde_json::to_string(&n).expect("a shell notice always serializes");
+    Message::Text(Utf8Bytes::from(json))
 }
 
 fn close() -> Message {

@@ -10,8 +10,11 @@
 //! `model` {agent, model: ModelInfo}, `agent_removed` {name}, `events` {agent,
 //! events}, `inbox` {agent, messages}, `operator_inbox` {messages},
 //! `approvals` {approvals}, `questions` {questions}, `space` {alarm: SpaceAlarm
-//! or null} (the free-space alarm went on or cleared), `resync` {} (changes were
-//! missed: refetch). A comment line every 15 s keeps proxies from closing it.
+//! or null} (the free-space alarm went on or cleared), `notifications`
+//! {notifications, unread} (every page), `webhooks` {webhooks} (hive page),
+//! `needs_you` {items} (what waits on the operator, sent when it changed),
+//! `feed` {items} (new items of the hive-wide feed), `resync` {} (changes
+//! were missed: refetch). A comment line every 15 s keeps proxies from closing it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,8 +24,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use hive_sh4re::dashboard::{
+    AgentRemoved, Approvals, EventsFrame, FeedFrame, Frame, Hello, Inbox, ModelChanged,
+    OperatorInbox, Questions, Resync, Space, StreamQuery, Webhooks,
+};
+use hive_sh4re::host::NeedsYou;
 use hive_sh4re::{AgentName, Mailbox};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -31,6 +38,7 @@ use super::errors::ApiResult;
 use super::extract::{Q, parse_name, require_agent};
 use crate::broker::Change;
 use crate::hive::Hive;
+use crate::hive::feed::FeedCursor;
 
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -40,6 +48,10 @@ const EVENTS_PER_FRAME: u32 = 500;
 pub const INBOX_LEN: u32 = 20;
 /// Messages an `operator_inbox` frame carries.
 pub const OPERATOR_INBOX_LEN: u32 = 50;
+/// Notifications a `notifications` frame carries.
+pub const NOTIFICATIONS_LEN: u32 = 30;
+/// Most items of each table one `feed` frame carries.
+const FEED_PER_FRAME: u32 = 200;
 /// Changes the hub takes in one go (duplicates in a burst are done once).
 const BATCH: usize = 512;
 
@@ -56,22 +68,32 @@ enum Audience {
     All,
 }
 
-/// One pre-serialized SSE frame.
+/// One SSE frame, serialized once for every viewer.
 #[derive(Debug)]
-pub(crate) struct Frame {
+pub(crate) struct Prepared {
     audience: Audience,
     bytes: Bytes,
 }
 
-impl Frame {
-    fn new(audience: Audience, event: &str, data: &impl Serialize) -> Option<Arc<Self>> {
-        match serde_json::to_string(data) {
-            // serde_json escapes newlines, so the JSON is one `data:` line.
-            Ok(json) => Some(Arc::new(Self {
+/// A frame's bytes on the stream.
+fn sse_bytes(frame: &Frame) -> serde_json::Result<String> {
+    // serde_json escapes newlines, so the JSON is one `data:` line.
+    Ok(format!(
+        "event: {}\ndata: {}\n\n",
+        frame.event(),
+        frame.data()?
+    ))
+}
+
+impl Prepared {
+    fn new(audience: Audience, frame: Frame) -> Option<Arc<Self>> {
+        match sse_bytes(&frame) {
+            Ok(s) => Some(Arc::new(Self {
                 audience,
-                bytes: Bytes::from(format!("event: {event}\ndata: {json}\n\n")),
+                bytes: Bytes::from(s),
             })),
             Err(e) => {
+                let event = frame.event();
                 tracing::warn!("could not serialize a dashboard {event} frame: {e}");
                 None
             }
@@ -79,9 +101,10 @@ impl Frame {
     }
 
     fn resync() -> Arc<Self> {
+        let bytes = sse_bytes(&Frame::Resync(Resync {})).expect("resync always serializes");
         Arc::new(Self {
             audience: Audience::All,
-            bytes: Bytes::from_static(b"event: resync\ndata: {}\n\n"),
+            bytes: Bytes::from(bytes),
         })
     }
 
@@ -98,7 +121,7 @@ impl Frame {
 
 /// The fan-out of frames, and who is watching what.
 pub(crate) struct Hub {
-    tx: broadcast::Sender<Arc<Frame>>,
+    tx: broadcast::Sender<Arc<Prepared>>,
     /// Open streams by page: None is the hive page, Some(name) an agent's.
     watchers: Mutex<HashMap<Option<String>, usize>>,
 }
@@ -160,7 +183,7 @@ impl Hub {
             .sum()
     }
 
-    fn send(&self, frame: Option<Arc<Frame>>) {
+    fn send(&self, frame: Option<Arc<Prepared>>) {
         if let Some(f) = frame {
             // No viewer is not an error.
             let _ = self.tx.send(f);
@@ -179,6 +202,10 @@ enum Work {
     Approvals,
     Questions,
     Space,
+    Notifications,
+    Webhooks,
+    NeedsYou,
+    Feed,
 }
 
 /// Follows the broker until the hive shuts down, turning changes into frames.
@@ -209,7 +236,7 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
             // Changes were lost: viewers refetch; cursors restart at the newest rows.
             tracing::warn!("the dashboard fell behind the hive's changes; pages resync");
             cursors.reset(&hive);
-            hub.send(Some(Frame::resync()));
+            hub.send(Some(Prepared::resync()));
             continue;
         }
         for work in coalesce(batch) {
@@ -248,9 +275,9 @@ fn coalesce(batch: Vec<Change>) -> Vec<Work> {
 
 fn plan(c: Change) -> Vec<Work> {
     match c {
-        Change::Agent(n) => vec![Work::Row(n)],
-        Change::AgentRemoved(n) => vec![Work::Removed(n)],
-        Change::Events { agent, last_id } => vec![Work::Events(agent, last_id)],
+        Change::Agent(n) => vec![Work::Row(n), Work::NeedsYou],
+        Change::AgentRemoved(n) => vec![Work::Removed(n), Work::NeedsYou],
+        Change::Events { agent, last_id } => vec![Work::Events(agent, last_id), Work::Feed],
         Change::Message { to, from } => [to, from]
             .into_iter()
             .map(|m| {
@@ -260,20 +287,27 @@ fn plan(c: Change) -> Vec<Work> {
                     Work::Inbox(m)
                 }
             })
+            // An inbox's depth is in a paused agent's "needs you" item.
+            .chain([Work::Feed, Work::NeedsYou])
             .collect(),
-        Change::Approvals => vec![Work::Approvals],
-        Change::Questions => vec![Work::Questions],
+        Change::Approvals => vec![Work::Approvals, Work::NeedsYou, Work::Feed],
+        Change::Questions => vec![Work::Questions, Work::NeedsYou],
         Change::Space => vec![Work::Space],
+        Change::Notifications => vec![Work::Notifications],
+        Change::Webhooks => vec![Work::Webhooks],
     }
 }
 
-/// The newest event id each agent's viewers have been sent (or would have been).
+/// The newest event id each agent's viewers have been sent (or would have
+/// been), where the hive-wide feed is, and the last "needs you" list sent.
 #[derive(Default)]
-struct Cursors(HashMap<String, i64>);
+struct Cursors(HashMap<String, i64>, Option<FeedCursor>, Option<NeedsYou>);
 
 impl Cursors {
     fn reset(&mut self, hive: &Hive) {
         self.0.clear();
+        self.1 = hive.feed_cursor().ok();
+        self.2 = None;
         for name in hive.list().unwrap_or_default() {
             self.init(hive, &name);
         }
@@ -288,12 +322,6 @@ impl Cursors {
             .unwrap_or(0);
         self.0.insert(name.to_owned(), newest);
     }
-}
-
-#[derive(Serialize)]
-struct EventsFrame<'a> {
-    agent: &'a str,
-    events: Vec<hive_sh4re::host::Event>,
 }
 
 fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
@@ -311,22 +339,24 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 return;
             };
             if let Ok(row) = hive.status_row(&name) {
-                hub.send(Frame::new(Audience::Both(n.clone()), "agent", &row));
+                hub.send(Prepared::new(Audience::Both(n.clone()), Frame::Agent(row)));
             }
             if agent_watched && let Ok(model) = hive.model_info(&name) {
-                hub.send(Frame::new(
+                let model = ModelChanged {
+                    agent: n.clone(),
+                    model,
+                };
+                hub.send(Prepared::new(
                     Audience::Agent(n.clone()),
-                    "model",
-                    &serde_json::json!({ "agent": n, "model": model }),
+                    Frame::Model(model),
                 ));
             }
         }
         Work::Removed(n) => {
             cursors.0.remove(&n);
-            hub.send(Frame::new(
+            hub.send(Prepared::new(
                 Audience::Both(n.clone()),
-                "agent_removed",
-                &serde_json::json!({ "name": n }),
+                Frame::AgentRemoved(AgentRemoved { name: n }),
             ));
         }
         Work::Events(n, last_id) => {
@@ -360,10 +390,13 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 };
                 since = last;
                 let full = events.len() as u32 == EVENTS_PER_FRAME;
-                hub.send(Frame::new(
+                let frame = EventsFrame {
+                    agent: n.clone(),
+                    events,
+                };
+                hub.send(Prepared::new(
                     Audience::Agent(n.clone()),
-                    "events",
-                    &EventsFrame { agent: &n, events },
+                    Frame::Events(frame),
                 ));
                 if !full {
                     break;
@@ -376,21 +409,20 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 && let Ok(name) = AgentName::parse(&n)
                 && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN)
             {
-                hub.send(Frame::new(
-                    Audience::Agent(n.clone()),
-                    "inbox",
-                    &serde_json::json!({ "agent": n, "messages": messages }),
-                ));
+                let inbox = Inbox {
+                    agent: n.clone(),
+                    messages,
+                };
+                hub.send(Prepared::new(Audience::Agent(n), Frame::Inbox(inbox)));
             }
         }
         Work::OperatorInbox => {
             if hub.watched(None)
                 && let Ok(messages) = hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
             {
-                hub.send(Frame::new(
+                hub.send(Prepared::new(
                     Audience::Hive,
-                    "operator_inbox",
-                    &serde_json::json!({ "messages": messages }),
+                    Frame::OperatorInbox(OperatorInbox { messages }),
                 ));
             }
         }
@@ -398,38 +430,78 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             if hub.watched(None)
                 && let Ok(approvals) = hive.approvals()
             {
-                hub.send(Frame::new(
+                hub.send(Prepared::new(
                     Audience::Hive,
-                    "approvals",
-                    &serde_json::json!({ "approvals": approvals }),
+                    Frame::Approvals(Approvals { approvals }),
                 ));
             }
         }
         Work::Space => {
-            hub.send(Frame::new(
-                Audience::All,
-                "space",
-                &serde_json::json!({ "alarm": hive.space().alarm() }),
-            ));
+            let space = Space {
+                alarm: hive.space().alarm(),
+            };
+            hub.send(Prepared::new(Audience::All, Frame::Space(space)));
+        }
+        Work::Notifications => {
+            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)) {
+                hub.send(Prepared::new(Audience::All, Frame::Notifications(list)));
+            }
+        }
+        Work::Webhooks => {
+            if hub.watched(None)
+                && let Ok(webhooks) = hive.webhook_statuses()
+            {
+                hub.send(Prepared::new(
+                    Audience::Hive,
+                    Frame::Webhooks(Webhooks { webhooks }),
+                ));
+            }
+        }
+        Work::NeedsYou => {
+            if hub.watched(None)
+                && let Ok(needs) = hive.needs_you()
+                && cursors.2.as_ref() != Some(&needs)
+            {
+                cursors.2 = Some(needs.clone());
+                hub.send(Prepared::new(Audience::Hive, Frame::NeedsYou(needs)));
+            } else if !hub.watched(None) {
+                // Nobody saw the last one: the next viewer's page fetches it.
+                cursors.2 = None;
+            }
+        }
+        Work::Feed => {
+            let Some(cursor) = cursors.1 else {
+                cursors.1 = hive.feed_cursor().ok();
+                return;
+            };
+            if !hub.watched(None) {
+                cursors.1 = hive.feed_cursor().ok().or(Some(cursor));
+                return;
+            }
+            match hive.feed_after(cursor, FEED_PER_FRAME) {
+                Ok((items, next)) => {
+                    cursors.1 = Some(next);
+                    if !items.is_empty() {
+                        hub.send(Prepared::new(
+                            Audience::Hive,
+                            Frame::Feed(FeedFrame { items }),
+                        ));
+                    }
+                }
+                Err(e) => tracing::warn!("dashboard could not read the feed: {e}"),
+            }
         }
         Work::Questions => {
             if hub.watched(None)
                 && let Ok(questions) = hive.questions()
             {
-                hub.send(Frame::new(
+                hub.send(Prepared::new(
                     Audience::Hive,
-                    "questions",
-                    &serde_json::json!({ "questions": questions }),
+                    Frame::Questions(Questions { questions }),
                 ));
             }
         }
     }
-}
-
-/// Query of `/api/stream`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct StreamQuery {
-    agent: Option<String>,
 }
 
 /// `GET /api/stream[?agent=NAME]`: the hive page's or one agent page's live frames.
@@ -446,10 +518,11 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     // nothing stored in between is missed (the page drops duplicates by id).
     let rx = ctx.hub.tx.subscribe();
     let watch = ctx.hub.watch(agent.clone());
-    let hello = format!(
-        "retry: 2000\nevent: hello\ndata: {}\n\n",
-        serde_json::json!({ "agent": agent })
-    );
+    let hello = sse_bytes(&Frame::Hello(Hello {
+        agent: agent.clone(),
+    }))
+    .expect("a hello always serializes");
+    let hello = format!("retry: 2000\n{hello}");
     let viewer = Viewer {
         rx,
         watch,
@@ -474,7 +547,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
 
 /// One open stream.
 struct Viewer {
-    rx: broadcast::Receiver<Arc<Frame>>,
+    rx: broadcast::Receiver<Arc<Prepared>>,
     watch: Watch,
     shutdown: tokio_util::sync::CancellationToken,
     hello: Option<Bytes>,
@@ -493,7 +566,7 @@ impl Viewer {
                 r = self.rx.recv() => match r {
                     Ok(f) if f.wanted_by(agent.as_deref()) => return Some(f.bytes.clone()),
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => return Some(Frame::resync().bytes.clone()),
+                    Err(RecvError::Lagged(_)) => return Some(Prepared::resync().bytes.clone()),
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
@@ -509,7 +582,7 @@ mod tests {
 
     #[test]
     fn audiences() {
-        let f = |a| Frame {
+        let f = |a| Prepared {
             audience: a,
             bytes: Bytes::new(),
         };
@@ -545,7 +618,9 @@ mod tests {
                 Work::Removed("a".into()),
                 Work::Events("a".into(), 9),
                 Work::Row("a".into()),
-                Work::Approvals
+                Work::Approvals,
+                Work::NeedsYou,
+                Work::Feed
             ]
         );
     }
@@ -556,6 +631,14 @@ mod tests {
             to: "alice".into(),
             from: "operator".into(),
         });
-        assert_eq!(w, vec![Work::Inbox("alice".into()), Work::OperatorInbox]);
+        assert_eq!(
+            w,
+            vec![
+                Work::Inbox("alice".into()),
+                Work::OperatorInbox,
+                Work::Feed,
+                Work::NeedsYou
+            ]
+        );
     }
 }

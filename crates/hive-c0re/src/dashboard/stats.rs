@@ -8,8 +8,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use hive_sh4re::dashboard::StatsQuery;
 use hive_sh4re::host::StatsSummary;
-use serde::Deserialize;
 
 use super::Ctx;
 use super::errors::{ApiError, ApiResult};
@@ -21,13 +21,6 @@ pub const DEFAULT_WINDOW_MS: i64 = 3600 * 1000;
 pub const MAX_WINDOW_MS: i64 = 366 * 24 * 3600 * 1000;
 /// The shortest window, in ms: `stats_summary` needs a non-empty one.
 const MIN_WINDOW_MS: i64 = 1000;
-
-/// Query of `/api/stats`.
-#[derive(Debug, Deserialize)]
-pub(crate) struct StatsQuery {
-    agent: Option<String>,
-    since: Option<String>,
-}
 
 /// Reads `since` as a window length in ms ending at `now_ms`.
 pub fn window_ms(since: Option<&str>, now_ms: i64) -> Result<i64, String> {

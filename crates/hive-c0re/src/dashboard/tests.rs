@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use hive_sh4re::agent::ExitClass;
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::event::EventKind;
 use hive_sh4re::{AgentName, Mailbox};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -576,7 +578,10 @@ async fn stream_carries_new_events_to_the_agents_page() {
     body.frame().await.unwrap().unwrap();
     let alice = hive_sh4re::AgentName::parse("alice").unwrap();
     f.hive
-        .add_events(&alice, &[("stream".into(), r#"{"type":"result"}"#.into())])
+        .add_events(
+            &alice,
+            &[(EventKind::Stream, r#"{"type":"result"}"#.into())],
+        )
         .unwrap();
     let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
         .await
@@ -592,11 +597,11 @@ async fn stream_carries_new_events_to_the_agents_page() {
 }
 
 /// A finished turn's figures, as a harness reports them.
-fn turn(duration_ms: u64, tools: &[(&str, u64)], class: &str) -> hive_sh4re::agent::TurnStats {
+fn turn(duration_ms: u64, tools: &[(&str, u64)], class: ExitClass) -> hive_sh4re::agent::TurnStats {
     hive_sh4re::agent::TurnStats {
         duration_ms,
         exit_code: Some(0),
-        exit_class: class.to_owned(),
+        exit_class: class,
         tool_calls: tools.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect(),
         messages_received: 1,
         sent_by_class: [("operator".to_owned(), 1)].into(),
@@ -611,7 +616,11 @@ async fn stats_serve_the_summary_per_agent_and_hive_wide() {
     add_agent(&f.hive, "alice");
     add_agent(&f.hive, "bob");
     let alice = hive_sh4re::AgentName::parse("alice").unwrap();
-    for (ms, class) in [(100, "ok"), (300, "ok"), (200, "failure")] {
+    for (ms, class) in [
+        (100, ExitClass::Ok),
+        (300, ExitClass::Ok),
+        (200, ExitClass::Failure),
+    ] {
         f.hive
             .record_turn(&alice, &turn(ms, &[("send", 1), ("Bash", 2)], class))
             .unwrap();

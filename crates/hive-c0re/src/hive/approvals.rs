@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
-use hive_sh4re::host::Approval;
+use hive_sh4re::host::{
+    Approval, ApprovalKind, ApprovalStatus, ApprovalWarning, ApprovalWarningKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Change;
@@ -17,6 +19,7 @@ use crate::clock::rfc3339;
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::paths::Paths;
 use crate::store::{ApprovalRow, NewApproval};
 
 /// What an approval carries in its `payload_json`.
@@ -71,11 +74,59 @@ impl Hive {
         Ok(self.paths.config_repo(name))
     }
 
+    /// `agent.toml` at the head of `name`'s config repo, and that head.
+    pub async fn config_show(self: &Arc<Self>, name: &AgentName) -> Result<(String, String)> {
+        let repo = self.paths.config_repo(name);
+        let n = name.clone();
+        crate::blocking::run(&format!("reading {name}'s config repo"), move || {
+            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            let sha = r.head()?;
+            let text = r.config_at(&sha)?;
+            Ok((sha, text))
+        })
+        .await
+    }
+
+    /// The operator's edit: commits `text` as `name`'s `agent.toml` on top of
+    /// its repo's head and returns the commit. It deploys nothing: request
+    /// and approve it as any config change. See [`Repo::commit_config`].
+    pub async fn config_commit(
+        self: &Arc<Self>,
+        name: &AgentName,
+        text: &str,
+        message: Option<&str>,
+    ) -> Result<String> {
+        AgentConfig::from_toml(text).map_err(|e| {
+            Error::refused(format!(
+                "the edited agent.toml is not a valid config, nothing was committed: {e}"
+            ))
+        })?;
+        if text.len() > config_repo::MAX_CONFIG_BYTES {
+            return Err(Error::refused(format!(
+                "the edited agent.toml is over {} bytes: make it smaller",
+                config_repo::MAX_CONFIG_BYTES
+            )));
+        }
+        let message = message
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or("operator: edit agent.toml")
+            .to_owned();
+        let repo = self.paths.config_repo(name);
+        let (n, text) = (name.clone(), text.to_owned());
+        let sha = crate::blocking::run(&format!("committing to {name}'s config repo"), move || {
+            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            r.commit_config(&text, &message)
+        })
+        .await?;
+        // needs_update and the approvals' warnings read the new head at the next poll.
+        Ok(sha)
+    }
+
     /// Where the manager finds an agent's config repo: its container binds
     /// `<state>/configs` at `/hive/agents`; a process-runtime manager sees the host path.
     pub fn repo_as_the_manager_sees_it(&self, name: &AgentName) -> String {
         if self.runtime.isolated() {
-            format!("/hive/agents/{name}")
+            Paths::container_config_repo(name).display().to_string()
         } else {
             self.paths.config_repo(name).display().to_string()
         }
@@ -139,7 +190,7 @@ impl Hive {
         };
         self.queue_approval(&NewApproval {
             agent: name.as_str(),
-            kind: "spawn",
+            kind: ApprovalKind::Spawn,
             payload_json: &payload.to_json(),
             commit_ref: &sha,
             description,
@@ -176,7 +227,7 @@ impl Hive {
         };
         self.queue_approval(&NewApproval {
             agent: agent.as_str(),
-            kind: "apply_commit",
+            kind: ApprovalKind::ApplyCommit,
             payload_json: &payload.to_json(),
             commit_ref: &full,
             description,
@@ -187,6 +238,13 @@ impl Hive {
         let id = self.store.add_approval(a)?;
         self.record_approvals_pending();
         self.broker.publish(Change::Approvals);
+        let about = AgentName::parse(a.agent).ok();
+        let what = a.description.map(|d| format!(": {d}")).unwrap_or_default();
+        self.tell_operator(
+            hive_sh4re::notification::NotificationKind::Approval,
+            about.as_ref(),
+            &format!("Approval #{id} waits: {} {}{what}", a.kind, a.agent),
+        );
         Ok(id)
     }
 
@@ -198,7 +256,11 @@ impl Hive {
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        let requested = pinned(&a)?;
+        self.diff_of(&a)
+    }
+
+    fn diff_of(&self, a: &ApprovalRow) -> Result<String> {
+        let requested = pinned(a)?;
         let deployed = self
             .store
             .agent(&a.agent)?
@@ -207,16 +269,150 @@ impl Hive {
         Ok(config_diff(&deployed, &requested))
     }
 
-    /// Approves and runs an approval; a second decision is refused.
-    pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
+    /// Reads, for each pending approval of a commit, whether its config repo
+    /// moved on since (off the runtime, with a time limit: the repos are the
+    /// manager's); the approvals' warnings say so. Runs with the heads' poll.
+    pub(super) async fn read_approval_heads(&self) {
+        let Ok(all) = self.store.approvals() else {
+            return;
+        };
+        let mut behind = std::collections::HashMap::new();
+        for a in all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending && !a.commit_ref.is_empty())
+        {
+            let Ok(name) = AgentName::parse(&a.agent) else {
+                continue;
+            };
+            let (repo, from) = (self.paths.config_repo(&name), a.commit_ref.clone());
+            let got =
+                crate::blocking::run(&format!("reading {name}'s config repo head"), move || {
+                    let Some(r) = Repo::open(&repo)? else {
+                        return Ok(None);
+                    };
+                    let head = r.head()?;
+                    if head == from {
+                        return Ok(None);
+                    }
+                    Ok(Some((r.commits_between(&from, &head)?, head)))
+                })
+                .await;
+            match got {
+                Ok(Some((n, head))) => {
+                    behind.insert(a.id, (head, n));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(approval = a.id, "{e}"),
+            }
+        }
+        let before = std::mem::replace(
+            &mut *self
+                .approvals_behind
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            behind.clone(),
+        );
+        if before != behind {
+            self.broker.publish(Change::Approvals);
+        }
+    }
+
+    /// What the operator should know before deciding `a` (pending), given every pending approval.
+    fn warnings(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Vec<ApprovalWarning> {
+        let mut out = Vec::new();
+        let mut warn = |kind, message: String| out.push(ApprovalWarning { kind, message });
+        let moved = self
+            .approvals_behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&a.id)
+            .cloned();
+        if let Some((head, n)) = moved {
+            let (head, asked) = (config_repo::short(&head), config_repo::short(&a.commit_ref));
+            warn(
+                ApprovalWarningKind::RepoMoved,
+                if n > 0 {
+                    format!(
+                        "{}'s config repo moved on since this request: its head {head} is {n} commit{} ahead of the requested {asked}; approving deploys {asked}, not the head",
+                        a.agent,
+                        if n == 1 { "" } else { "s" }
+                    )
+                } else {
+                    format!(
+                        "{}'s config repo moved since this request: its head is {head}, which does not hold the requested {asked}; approving deploys {asked}",
+                        a.agent
+                    )
+                },
+            );
+        }
+        if let Some((from, to, over)) = self.masked_model(a) {
+            warn(
+                ApprovalWarningKind::ModelOverride,
+                format!(
+                    "this changes {}'s model from {from} to {to}, but the operator's model override {over} masks it: {} keeps running {over} until the override is cleared (hive-c0re model {} default)",
+                    a.agent, a.agent, a.agent
+                ),
+            );
+        }
+        let diff = self.diff_of(a).ok().filter(|d| !d.starts_with("no change"));
+        for b in pending.iter().filter(|b| b.id != a.id) {
+            if b.agent == a.agent && b.kind == a.kind {
+                warn(
+                    ApprovalWarningKind::Duplicate,
+                    format!(
+                        "approval #{} asks the same: {} {} (decide one, deny the other)",
+                        b.id, b.kind, b.agent
+                    ),
+                );
+            } else if diff.is_some() && self.diff_of(b).ok() == diff {
+                warn(
+                    ApprovalWarningKind::Duplicate,
+                    format!(
+                        "approval #{} ({} {}) asks for the identical change",
+                        b.id, b.kind, b.agent
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// (deployed model, requested model, override) when `a` changes the model
+    /// of an agent whose model the operator overrides.
+    fn masked_model(&self, a: &ApprovalRow) -> Option<(String, String, String)> {
+        let agent = self.store.agent(&a.agent).ok()??;
+        let over = agent.model_override?;
+        let requested = AgentConfig::from_toml(&pinned(a).ok()?).ok()?.model;
+        let deployed = AgentConfig::from_toml(&agent.config_toml).ok()?.model;
+        (requested != deployed).then_some((deployed, requested, over))
+    }
+
+    /// A stored approval as the wire shows it, with its warnings when it is pending.
+    fn wire(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Approval {
+        let mut w = approval_wire(a);
+        if a.status == ApprovalStatus::Pending {
+            w.warnings = self.warnings(a, pending);
+        }
+        w
+    }
+
+    /// Records the operator's decision on a pending approval and returns it as
+    /// it was requested; an unknown id or a second decision is refused.
+    fn decide(&self, id: i64, status: ApprovalStatus, note: Option<&str>) -> Result<ApprovalRow> {
         let a = self
             .store
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, "approved", None)? {
+        if !self.store.decide_approval(id, status, note)? {
             return Err(already_decided(id, &a.status));
         }
         self.record_approvals_pending();
+        Ok(a)
+    }
+
+    /// Approves and runs an approval; a second decision is refused.
+    pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
+        let a = self.decide(id, ApprovalStatus::Approved, None)?;
         let outcome = self.run_approval(&a).await;
         match &outcome {
             Ok(()) => self.tell_requester(&format!(
@@ -225,7 +421,7 @@ impl Hive {
             )),
             Err(e) => {
                 self.store
-                    .amend_approval(id, "failed", Some(&e.to_string()))?;
+                    .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))?;
                 self.tell_requester(&format!(
                     "Approval #{id} ({} {}) was approved but failed: {e}",
                     a.kind, a.agent
@@ -238,14 +434,7 @@ impl Hive {
 
     /// Denies an approval with an optional reason; a second decision is refused.
     pub fn deny(&self, id: i64, note: Option<&str>) -> Result<()> {
-        let a = self
-            .store
-            .approval(id)?
-            .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, "denied", note)? {
-            return Err(already_decided(id, &a.status));
-        }
-        self.record_approvals_pending();
+        let a = self.decide(id, ApprovalStatus::Denied, note)?;
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
         self.tell_requester(&format!(
             "Approval #{id} ({} {}) was denied by the operator.{why}",
@@ -257,17 +446,18 @@ impl Hive {
 
     async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
         let name = AgentName::parse(&a.agent)?;
-        match a.kind.as_str() {
-            "spawn" => {
+        match &a.kind {
+            ApprovalKind::Spawn => {
                 let text = pinned(a)?;
                 let sha = (!a.commit_ref.is_empty()).then_some(a.commit_ref.as_str());
                 let parent = Payload::of(a).requested_by;
                 self.create(&name, &text, sha, parent.as_deref()).await?;
                 Ok(())
             }
-            "apply_commit" => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
+            ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
             other => Err(Error::refused(format!(
-                "approvals of kind {other:?} have no action in this hive"
+                "approvals of kind {:?} have no action in this hive",
+                other.as_str()
             ))),
         }
     }
@@ -291,12 +481,25 @@ impl Hive {
 
     /// One approval, if it exists (a decided one may have been vacuumed).
     pub fn approval(&self, id: i64) -> Result<Option<Approval>> {
-        Ok(self.store.approval(id)?.as_ref().map(approval_wire))
+        let Some(a) = self.store.approval(id)? else {
+            return Ok(None);
+        };
+        let all = self.store.approvals()?;
+        let pending: Vec<_> = all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .collect();
+        Ok(Some(self.wire(&a, &pending)))
     }
 
     /// Every approval, oldest first.
     pub fn approvals(&self) -> Result<Vec<Approval>> {
-        Ok(self.store.approvals()?.iter().map(approval_wire).collect())
+        let all = self.store.approvals()?;
+        let pending: Vec<_> = all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .collect();
+        Ok(all.iter().map(|a| self.wire(a, &pending)).collect())
     }
 
     fn tell_requester(&self, body: &str) {
@@ -326,6 +529,7 @@ pub fn approval_wire(a: &ApprovalRow) -> Approval {
         resolved_at: a.decided_at.map(rfc3339),
         note: a.note.clone(),
         description: a.description.clone(),
+        warnings: Vec::new(),
     }
 }
 
@@ -343,13 +547,20 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
         .to_string()
 }
 
+fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
+    Error::refused(format!(
+        "{name} has no config repo at {}: make one with hive-c0re init-config {name}",
+        repo.display()
+    ))
+}
+
 fn no_such_approval(id: i64) -> Error {
     Error::refused(format!(
         "there is no approval #{id}: see hive-c0re approvals"
     ))
 }
 
-fn already_decided(id: i64, status: &str) -> Error {
+fn already_decided(id: i64, status: &ApprovalStatus) -> Error {
     Error::refused(format!(
         "approval #{id} was decided already ({status}): an approval can be decided once"
     ))

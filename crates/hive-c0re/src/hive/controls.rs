@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use hive_sh4re::agent::Control;
 use hive_sh4re::config::AgentConfig;
+use hive_sh4re::event::{Operator, Payload, SessionReset};
 use hive_sh4re::host::ModelInfo;
-use hive_sh4re::{AgentName, AgentState};
-use serde_json::json;
+use hive_sh4re::{AgentName, AgentState, Mailbox};
 
-use super::{Hive, NAP_MAX_SECONDS, NAP_MIN_SECONDS};
+use super::Hive;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use hive_sh4re::limits::{NAP_MAX_SECONDS, NAP_MIN_SECONDS};
 
 impl Hive {
     /// Sets the operator's model override, or clears it (None, "" or "default"); returns the model info.
@@ -44,21 +45,35 @@ impl Hive {
         }
         self.store.set_model_override(name.as_str(), model)?;
         self.broker.publish(Change::Agent(name.to_string()));
+        // A pending approval's warnings say whether the override masks its model change.
+        self.broker.publish(Change::Approvals);
         let shown = model.unwrap_or("default");
-        self.note_operator(name, json!({ "command": format!("/model {shown}") }));
+        self.note_operator(name, Operator::command(format!("/model {shown}")));
         self.model_info(name)
     }
 
-    /// Cancels the agent's running turn, or its nap; refused when it has neither.
+    /// Cancels the agent's running turn, its nap, or its place in line for a
+    /// turn slot; refused when it has none of them. A queued agent leaves the
+    /// line without a turn: its messages stay, held, undelivered, for a new
+    /// message to start the next turn (as a cancelled turn's do).
     pub fn cancel(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
         let napping = row.nap_until.is_some();
         let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
-        if !napping && !in_turn {
+        let queued = self.admission.queued(name.as_str()).is_some();
+        if !napping && !in_turn && !queued {
             return Err(Error::refused(format!(
-                "{name} has no turn running and is not napping ({}): there is nothing to cancel",
+                "{name} has no turn running and is not napping or queued ({}): there is nothing to cancel",
                 row.state.as_str()
             )));
+        }
+        if queued {
+            self.store.hold_unclaimed(name.as_str())?;
+            // Wakes its wait in line, which finds nothing to do; a compaction waiting
+            // for a slot has a job the harness cancels.
+            self.broker.poke(name.as_str());
+            self.broker.push_control(name.as_str(), Control::Cancel);
+            self.broker.publish(Change::Agent(name.to_string()));
         }
         if napping {
             self.store.set_nap_until(name.as_str(), None)?;
@@ -69,7 +84,7 @@ impl Hive {
             self.require_running(name)?;
             self.broker.push_control(name.as_str(), Control::Cancel);
         }
-        self.note_operator(name, json!({ "command": "/cancel" }));
+        self.note_operator(name, Operator::command("/cancel"));
         Ok(())
     }
 
@@ -133,7 +148,7 @@ impl Hive {
             )));
         }
         self.broker.push_control(name.as_str(), Control::Compact);
-        self.note_operator(name, json!({ "command": "/compact" }));
+        self.note_operator(name, Operator::command("/compact"));
         Ok(())
     }
 
@@ -142,8 +157,11 @@ impl Hive {
     pub fn new_session(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
         self.store.set_session(name.as_str(), None)?;
-        let payload = serde_json::json!({ "previous": row.session_id, "by": "operator" });
-        self.add_events(name, &[("session_reset".to_owned(), payload.to_string())])?;
+        let reset = SessionReset {
+            previous: row.session_id,
+            by: Mailbox::Operator.to_string(),
+        };
+        self.record(name, &Payload::SessionReset(reset))?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
     }
@@ -154,13 +172,13 @@ impl Hive {
         self.require_running(name)?;
         self.broker
             .push_control(name.as_str(), Control::CompactNotes);
-        self.note_operator(name, json!({ "command": "/compact-notes" }));
+        self.note_operator(name, Operator::command("/compact-notes"));
         Ok(())
     }
 
     /// Records an operator action in the agent's history; a failure to note is only logged.
-    pub(super) fn note_operator(&self, name: &AgentName, payload: serde_json::Value) {
-        if let Err(e) = self.add_events(name, &[("operator".to_owned(), payload.to_string())]) {
+    pub(super) fn note_operator(&self, name: &AgentName, action: Operator) {
+        if let Err(e) = self.record(name, &Payload::Operator(action)) {
             tracing::warn!(agent = %name, "could not note an operator action: {e}");
         }
     }

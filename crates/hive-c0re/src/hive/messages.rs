@@ -13,15 +13,17 @@
 use std::time::Duration;
 
 use hive_sh4re::agent::TurnOutcome;
+use hive_sh4re::event::Operator;
 use hive_sh4re::host::Message;
-use hive_sh4re::{AgentName, MAX_BODY_BYTES, Mailbox};
-use serde_json::json;
+use hive_sh4re::notification::NotificationKind;
+use hive_sh4re::{AgentName, Mailbox};
 
-use super::{Hive, RECV_MAX};
+use super::Hive;
 use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::store::MessageRow;
+use hive_sh4re::limits::{MAX_BODY_BYTES, RECV_MAX};
 
 /// Characters of an operator's message repeated in the agent's history.
 const NOTED_CHARS: usize = 300;
@@ -74,12 +76,22 @@ impl Hive {
             to: to.as_str().to_owned(),
             from: from.as_str().to_owned(),
         });
+        if let (Mailbox::Operator, Mailbox::Agent(sender)) = (to, from) {
+            self.tell_operator(NotificationKind::Message, Some(sender), body);
+        }
         if let Mailbox::Agent(n) = to {
             self.sample_inbox(n.as_str());
             self.broker.publish(Change::Agent(n.to_string()));
             if *from == Mailbox::Operator {
                 let shown: String = body.chars().take(NOTED_CHARS).collect();
-                self.note_operator(n, json!({ "message": shown, "message_id": id }));
+                self.note_operator(
+                    n,
+                    Operator {
+                        message: Some(shown),
+                        message_id: Some(id),
+                        ..Operator::default()
+                    },
+                );
             }
         }
         Ok(id)
@@ -119,12 +131,16 @@ impl Hive {
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first, acknowledging none.
+    /// (Each says whether it is still pending: the dashboard labels them.)
     pub fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
         Ok(self
             .store
             .recent_messages(mailbox.as_str(), limit)?
             .iter()
-            .map(message_wire)
+            .map(|m| Message {
+                pending: Some(m.delivered_at.is_none()),
+                ..message_wire(m)
+            })
             .collect())
     }
 
@@ -133,15 +149,27 @@ impl Hive {
         self.store.inbox_depth(mailbox.as_str())
     }
 
-    /// True when a message waits for the agent that is neither claimed nor held.
-    pub(super) fn has_unclaimed(&self, agent: &AgentName) -> Result<bool> {
-        Ok(self.store.has_unclaimed(agent.as_str())?)
+    /// When a message waits for the agent that is neither claimed nor held:
+    /// the arrival and id of its oldest unclaimed message (its place in the
+    /// turn queue); of `from`'s messages only when it is given.
+    pub(super) fn oldest_unclaimed(
+        &self,
+        agent: &AgentName,
+        from: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
+        Ok(self.store.oldest_unclaimed(agent.as_str(), from)?)
     }
 
-    /// Claims up to `max` waiting messages of the agent for a turn, held ones included.
-    pub(super) fn claim(&self, agent: &AgentName, max: u32) -> Result<Vec<MessageRow>> {
+    /// Claims up to `max` waiting messages of the agent for a turn, held ones
+    /// included; only those of `from` when given.
+    pub(super) fn claim(
+        &self,
+        agent: &AgentName,
+        from: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         self.sample_inbox(agent.as_str());
-        Ok(self.store.claim(agent.as_str(), max)?)
+        Ok(self.store.claim_from(agent.as_str(), from, max)?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to
@@ -173,6 +201,8 @@ impl Hive {
         if let Err(e) = self.store.release_claims(agent.as_str()) {
             tracing::warn!(agent = %agent, "could not hand back claimed messages: {e}");
         }
+        // A probe turn that went away frees the probe slot of the API backoff.
+        self.api.turn_ended(agent.as_str(), false, None);
         self.broker.poke(agent.as_str());
     }
 }
@@ -185,5 +215,6 @@ pub fn message_wire(m: &MessageRow) -> Message {
         to: m.recipient.clone(),
         body: m.body.clone(),
         sent_at: rfc3339(m.created_at),
+        pending: None,
     }
 }

@@ -3,18 +3,14 @@
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
-use hive_sh4re::host::Question;
+use hive_sh4re::host::{Question, QuestionStatus};
+use hive_sh4re::limits::{ASK_DEFAULT_TTL_SECONDS, ASK_MAX_TTL_SECONDS};
 
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
 use crate::store::QuestionRow;
-
-/// TTL used when the manager gives none.
-pub const DEFAULT_TTL_SECONDS: u64 = 3600;
-/// Longest TTL a question may have.
-pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Sentinel answer when the deadline passed.
 pub const TIMED_OUT: &str = "[no answer: the operator did not answer before the deadline]";
@@ -35,16 +31,22 @@ impl Hive {
                 "the question is empty: say what you need the operator to decide",
             ));
         }
-        let ttl = ttl.unwrap_or(DEFAULT_TTL_SECONDS);
-        if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        let ttl = ttl.unwrap_or(ASK_DEFAULT_TTL_SECONDS);
+        if ttl == 0 || ttl > ASK_MAX_TTL_SECONDS {
             return Err(Error::refused(format!(
-                "ttl_seconds must be between 1 and {MAX_TTL_SECONDS}"
+                "ttl_seconds must be between 1 and {ASK_MAX_TTL_SECONDS}"
             )));
         }
         let id = self
             .store
             .add_question(agent.as_str(), question, options, ttl as i64)?;
         self.broker.publish(Change::Questions);
+        let deadline = crate::clock::rfc3339(now_ms() + ttl as i64 * 1000);
+        self.tell_operator(
+            hive_sh4re::notification::NotificationKind::Question,
+            Some(agent),
+            &format!("Question #{id} (answer by {deadline}): {question}"),
+        );
         let mut withdraw = Withdraw {
             hive: self,
             id,
@@ -59,9 +61,9 @@ impl Hive {
                 .ok_or_else(|| Error::refused("the question vanished"))?;
             let now = now_ms();
             let outcome = match q.status(now) {
-                "answered" => Some(q.answer.clone().unwrap_or_default()),
-                "cancelled" => Some(CANCELLED.to_owned()),
-                "timed_out" => Some(TIMED_OUT.to_owned()),
+                QuestionStatus::Answered => Some(q.answer.clone().unwrap_or_default()),
+                QuestionStatus::Cancelled => Some(CANCELLED.to_owned()),
+                QuestionStatus::TimedOut => Some(TIMED_OUT.to_owned()),
                 _ => None,
             };
             if let Some(answer) = outcome {
@@ -191,7 +193,7 @@ mod tests {
         assert!(waited.is_err(), "the question was answered by nobody");
         let q = hive.questions().unwrap();
         assert_eq!(q.len(), 1);
-        assert_eq!(q[0].status, "cancelled");
+        assert_eq!(q[0].status, QuestionStatus::Cancelled);
         let e = hive.answer(q[0].id, "yes").unwrap_err().to_string();
         assert!(e.contains("is cancelled"), "{e}");
     }

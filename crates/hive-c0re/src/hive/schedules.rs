@@ -22,6 +22,9 @@ use std::time::Duration;
 use hive_sh4re::AgentName;
 use hive_sh4re::duration::{self, DurationError};
 use hive_sh4re::host::Schedule;
+use hive_sh4re::limits::{
+    MAX_BODY_BYTES, SCHEDULE_MIN_INTERVAL_MS, SCHEDULES_PER_AGENT, SCHEDULES_PER_CREATOR,
+};
 
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
@@ -29,12 +32,6 @@ use crate::error::{Error, Result};
 use crate::hive::Hive;
 use crate::store::ScheduleRow;
 
-/// Shortest repeat interval.
-const MIN_INTERVAL_MS: i64 = 1000;
-/// Most schedules waiting for one agent.
-pub const MAX_PER_AGENT: u32 = 50;
-/// Most schedules one creator (the operator, the manager) keeps at once.
-pub const MAX_PER_CREATOR: u32 = 200;
 /// How long a one-shot whose inbox was full waits before it tries again.
 const FULL_RETRY_MS: i64 = 60_000;
 /// Longest delay or repeat interval (a century): far from overflowing a time.
@@ -78,7 +75,7 @@ impl When {
         }
         if let Some(d) = spec.strip_prefix("every:") {
             let ms = duration_ms(d.trim()).map_err(|e| bad(&e.to_string()))?;
-            if ms < MIN_INTERVAL_MS {
+            if ms < SCHEDULE_MIN_INTERVAL_MS {
                 return Err(bad("the shortest interval is 1s"));
             }
             if ms > MAX_DURATION_MS {
@@ -148,14 +145,14 @@ impl Hive {
                 )));
             }
         }
-        if self.store.schedule_count(agent.as_str())? >= MAX_PER_AGENT {
+        if self.store.schedule_count(agent.as_str())? >= SCHEDULES_PER_AGENT {
             return Err(Error::refused(format!(
-                "{agent} has {MAX_PER_AGENT} schedules waiting, the limit: remove some (hive-c0re schedule rm ID) first"
+                "{agent} has {SCHEDULES_PER_AGENT} schedules waiting, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
         }
-        if self.store.schedule_count_by(by)? >= MAX_PER_CREATOR {
+        if self.store.schedule_count_by(by)? >= SCHEDULES_PER_CREATOR {
             return Err(Error::refused(format!(
-                "{by} keeps {MAX_PER_CREATOR} schedules, the limit: remove some (hive-c0re schedule rm ID) first"
+                "{by} keeps {SCHEDULES_PER_CREATOR} schedules, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
         }
         self.space.refuse_if_low()?;
@@ -164,7 +161,7 @@ impl Hive {
                 "the scheduled text is empty: write what the agent should be told",
             ));
         }
-        if text.len() > hive_sh4re::MAX_BODY_BYTES {
+        if text.len() > MAX_BODY_BYTES {
             return Err(Error::refused(
                 "the scheduled text is over 64 KiB: shorten it",
             ));
@@ -371,7 +368,7 @@ mod tests {
     fn each_target_and_each_creator_has_a_cap() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
-        let per_creator = (MAX_PER_CREATOR / MAX_PER_AGENT) as usize;
+        let per_creator = (SCHEDULES_PER_CREATOR / SCHEDULES_PER_AGENT) as usize;
         let names: Vec<AgentName> = (0..=per_creator)
             .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
             .collect();
@@ -379,7 +376,7 @@ mod tests {
             hive.add_stopped(n, "").unwrap();
         }
         for n in &names[..per_creator] {
-            for _ in 0..MAX_PER_AGENT {
+            for _ in 0..SCHEDULES_PER_AGENT {
                 hive.schedule_add(n, "1h", "x", "operator").unwrap();
             }
         }
@@ -522,7 +519,10 @@ mod tests {
         // A nap stored by an earlier daemon counts from the wall clock, at most the longest nap.
         let far = Some(now + 30 * 86_400_000);
         let left = hive.nap_left("b0", far, now).unwrap();
-        assert_eq!(left, Duration::from_secs(crate::hive::NAP_MAX_SECONDS));
+        assert_eq!(
+            left,
+            Duration::from_secs(hive_sh4re::limits::NAP_MAX_SECONDS)
+        );
         assert_eq!(hive.nap_left("b0", Some(now - 1), now), None);
     }
 

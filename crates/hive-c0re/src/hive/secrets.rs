@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::host::SecretRow;
-use hive_sh4re::secret::{MIN_REDACTED_BYTES, SecretName, SecretValue, Secrets};
+use hive_sh4re::secret::{
+    MIN_REDACTED_BYTES, OPERATOR_ONLY_PREFIX, SecretName, SecretValue, Secrets,
+};
 
 use super::Hive;
 use crate::broker::Change;
@@ -141,9 +143,17 @@ impl Hive {
             .collect())
     }
 
-    /// What the agent's claude gets: hive-wide secrets, its own over them.
+    /// What the agent's claude gets: hive-wide secrets, its own over them;
+    /// never hive-c0re's own (`WEBHOOK_*`).
     pub fn secrets_for(&self, agent: &AgentName) -> Result<Secrets> {
-        Ok(Secrets(self.store.secrets_for(agent.as_str())?))
+        let mut all = self.store.secrets_for(agent.as_str())?;
+        all.retain(|name, _| !name.starts_with(OPERATOR_ONLY_PREFIX));
+        Ok(Secrets(all))
+    }
+
+    /// A hive-wide secret's value, for hive-c0re's own use (a webhook's key).
+    pub(crate) fn hive_secret(&self, name: &SecretName) -> Result<Option<String>> {
+        Ok(self.store.secrets_for("")?.remove(name.as_str()))
     }
 
     /// The redactor for the values stored now (read from the store once per change).

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hive_sh4re::event::ContainerCrash;
 use hive_sh4re::host::{AgentStatusRow, ModelInfo};
+use hive_sh4re::limits::STATUS_MAX_CHARS;
 use hive_sh4re::{AgentName, AgentState};
 
 use super::{Hive, UNREADABLE_CONFIG};
@@ -20,9 +22,19 @@ use crate::clock::{now_ms, rfc3339};
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::store::AgentRow;
+use crate::supervisor::HEALTHY_AFTER;
 
-/// Longest status line an agent may set, in characters.
-pub const STATUS_MAX_CHARS: usize = 200;
+/// A crash older than this no longer shows in its agent's row, unless it left the agent failed.
+const RECENT_CRASH_MS: i64 = 10 * 60 * 1000;
+
+/// What a status row says of the agent's last crash.
+#[derive(Default)]
+struct CrashView {
+    health: Option<String>,
+    restarts: u32,
+    exit: Option<String>,
+    tail: Option<String>,
+}
 
 /// How often the config repos' heads are read unless `HIVE_CONFIG_POLL_SECS` says otherwise.
 pub const CONFIG_POLL: Duration = Duration::from_secs(10);
@@ -41,6 +53,7 @@ fn config_poll() -> Duration {
 pub async fn watch_config_heads(hive: Arc<Hive>) {
     loop {
         hive.read_config_heads().await;
+        hive.read_approval_heads().await;
         tokio::select! {
             _ = tokio::time::sleep(config_poll()) => {}
             _ = hive.shutdown.cancelled() => return,
@@ -114,17 +127,93 @@ impl Hive {
             .is_some_and(|head| a.deployed_sha.as_deref() != Some(head.as_str()))
     }
 
+    /// The agent's health from its last `container_crash` event: failed, or
+    /// restarting — supervised and either down after a crash, or up again
+    /// but idle within [`HEALTHY_AFTER`] of it (supervision still counts the
+    /// crashes: a harness that dies at once would read idle between deaths);
+    /// with the restart count and the log tail the crash report quoted.
+    fn crash_view(&self, a: &AgentRow, running: bool) -> CrashView {
+        let last = self.store.last_crash(&a.name).ok().flatten();
+        let age = last.as_ref().map(|e| now_ms() - e.ts);
+        let crash = last.as_ref().and_then(|e| {
+            let recent = now_ms() - e.ts < RECENT_CRASH_MS;
+            let p: ContainerCrash = serde_json::from_str(&e.payload_json).ok()?;
+            (recent || a.failed).then_some(p)
+        });
+        let looping = crash.as_ref().is_some_and(|c| !c.gave_up)
+            && age.is_some_and(|ms| ms < HEALTHY_AFTER.as_millis() as i64);
+        let health = if a.failed {
+            Some("failed")
+        } else if self.supervisor.is_supervised(&a.name)
+            && crash.as_ref().is_some_and(|c| !c.gave_up)
+            && (!running || (looping && a.state == AgentState::Idle))
+        {
+            Some("restarting")
+        } else {
+            None
+        };
+        let Some(c) = crash else {
+            return CrashView {
+                health: health.map(str::to_owned),
+                ..CrashView::default()
+            };
+        };
+        CrashView {
+            health: health.map(str::to_owned),
+            restarts: c.attempt,
+            exit: Some(c.exit),
+            tail: Some(c.log_tail).filter(|t| !t.is_empty()),
+        }
+    }
+
     fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
+        let crash = self.crash_view(a, running);
         let active_model = match (a.state, &a.active_model) {
-            (AgentState::Thinking, Some(m)) => m.clone(),
+            (AgentState::Thinking | AgentState::Retrying, Some(m)) => m.clone(),
             _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
         };
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
-        let state = if napping && a.state == AgentState::Idle {
+        let inbox_depth = self.store.inbox_depth(&a.name);
+        let mut trouble = self
+            .api
+            .trouble(&a.name)
+            .filter(|_| matches!(a.state, AgentState::Retrying | AgentState::Waiting));
+        let mut state = if napping && a.state == AgentState::Idle {
             AgentState::Napping
         } else {
             a.state
+        };
+        // Messages held back by the hive-wide API backoff: say so rather than idle.
+        if let (AgentState::Idle, Some(next), true) = (state, self.api.next_try(), inbox_depth > 0)
+        {
+            state = AgentState::Waiting;
+            trouble = Some(crate::api_health::Trouble {
+                detail: "the hive backs off from the model API".into(),
+                retry_at: Some(next),
+            });
+        }
+        // In line for a turn slot: its age is its oldest waiting message's, the line's order.
+        let queued = self
+            .admission
+            .queued(&a.name)
+            .filter(|_| state == AgentState::Idle);
+        let mut state_since = a.state_since;
+        if let Some((since, _)) = queued {
+            state = AgentState::Queued;
+            state_since = since;
+        }
+        let state_detail = trouble.as_ref().map(|t| match t.retry_at {
+            Some(at) => {
+                let left = ((at - now_ms()).max(0) + 999) / 1000;
+                format!("retry in {left}s · {}", t.detail)
+            }
+            None => t.detail.clone(),
+        });
+        // Held by a budget: the spend that holds it, as paused shows why.
+        let state_detail = match state {
+            AgentState::OverBudget => self.over_budget_detail(a),
+            _ => state_detail,
         };
         AgentStatusRow {
             name: a.name.clone(),
@@ -152,12 +241,31 @@ impl Hive {
             } else {
                 "stopped".to_owned()
             },
-            state_since: rfc3339(a.state_since),
-            inbox_depth: self.store.inbox_depth(&a.name),
+            state_since: rfc3339(state_since),
+            state_detail: state_detail.filter(|_| running),
+            retry_at: trouble
+                .and_then(|t| t.retry_at)
+                .filter(|_| running)
+                .map(rfc3339),
+            login_reason: self.api.login_reason(&a.name).filter(|_| a.needs_login),
+            inbox_depth,
             last_turn_at: a.last_turn_at.map(rfc3339),
             runtime: self.runtime.kind().as_str().to_owned(),
             isolated: self.runtime.isolated(),
             nap_until: a.nap_until.filter(|_| napping).map(rfc3339),
+            health: crash.health,
+            restarts: crash.restarts,
+            crash_exit: crash.exit,
+            crash_tail: crash.tail,
+            question: self
+                .store
+                .open_question_of(&a.name, now_ms())
+                .ok()
+                .flatten(),
+            queue_position: queued
+                .filter(|_| running)
+                .map(|(_, at)| at.try_into().unwrap_or(u32::MAX)),
+            budget: self.own_budget(a),
         }
     }
 

@@ -6,15 +6,17 @@
 //! `container_crash` event and a notice to the manager, with the last lines
 //! of its log.
 
+use hive_sh4re::notification::NotificationKind;
 use std::time::Duration;
 
+use hive_sh4re::event::{ContainerCrash, Payload};
 use hive_sh4re::{AgentName, AgentState};
 use tokio_util::sync::CancellationToken;
 
 use super::Hive;
 use crate::broker::Change;
 use crate::runtime::{LaunchSpec, Runtime};
-use crate::supervisor::{MAX_RESTARTS, Supervised, log_tail};
+use crate::supervisor::{MAX_RESTARTS, Supervised, harness_tail};
 
 /// Lines of the harness log quoted in a crash report.
 const CRASH_LOG_LINES: usize = 20;
@@ -59,7 +61,12 @@ impl Supervised for Hive {
         retry_in: Option<Duration>,
         attempt: u32,
     ) {
-        let tail = log_tail(&self.paths.harness_log(name), CRASH_LOG_LINES);
+        let tail = harness_tail(&self.paths.harness_log(name), CRASH_LOG_LINES);
+        let tail = if tail.trim().is_empty() {
+            "(nothing: the harness wrote no output before it ended)".to_owned()
+        } else {
+            tail
+        };
         // The agent writes its log: a secret's value in it goes no further than the file.
         let tail = match self.redactor() {
             Ok(r) => r.redact(&tail),
@@ -75,8 +82,23 @@ impl Supervised for Hive {
             ),
         };
         tracing::warn!(agent = %name, "harness {exit}; {next}");
-        let payload = serde_json::json!({ "exit": exit, "attempt": attempt, "gave_up": retry_in.is_none(), "log_tail": tail });
-        let _ = self.add_events(name, &[("container_crash".to_owned(), payload.to_string())]);
+        let crash = ContainerCrash {
+            exit: exit.to_owned(),
+            attempt,
+            gave_up: retry_in.is_none(),
+            log_tail: tail.clone(),
+        };
+        let _ = self.record(name, &Payload::ContainerCrash(crash));
+        let kind = if retry_in.is_some() {
+            NotificationKind::Crashed
+        } else {
+            NotificationKind::Failed
+        };
+        self.tell_operator(
+            kind,
+            Some(name),
+            &format!("{name}'s harness {exit}; {next}."),
+        );
         let body =
             format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
         if let Err(e) = self.notify(&AgentName::manager(), &body) {

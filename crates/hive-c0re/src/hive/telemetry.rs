@@ -19,10 +19,7 @@ use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Result;
 use crate::hive::Hive;
-use crate::store::{AgentRow, StatRow};
-
-/// The `stats` rows' agent for hive-wide figures ('#' never starts an agent name).
-pub const HIVE_WIDE: &str = "#hive";
+use crate::store::{AgentRow, HIVE_WIDE, StatRow};
 
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;
@@ -105,9 +102,11 @@ impl Hive {
     }
 
     /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
+    /// A compaction's spending among them counts against the budgets.
     pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
         self.store
             .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        self.spent(agent, super::budget::spend_of(items));
         Ok(())
     }
 
@@ -161,6 +160,7 @@ impl Hive {
             approvals_series,
             stuck_after_seconds: stuck_after(),
             agents: per_agent,
+            budgets: self.budget_rows()?,
         })
     }
 
@@ -241,6 +241,7 @@ impl Hive {
         st.stuck = st.inbox_depth_current > held
             && !a.paused
             && !napping
+            && a.state != hive_sh4re::AgentState::OverBudget
             && self.supervisor.is_running(&a.name)
             && (now - quiet_since) as f64 / 1000.0 > stuck_after();
         st

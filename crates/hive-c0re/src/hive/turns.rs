@@ -6,23 +6,36 @@
 
 use std::time::Duration;
 
-use hive_sh4re::agent::{EffectiveConfig, TurnOutcome, TurnStats};
+use hive_sh4re::agent::{EffectiveConfig, ExitClass, TurnOutcome, TurnStats};
+use hive_sh4re::event::{Payload, TurnEnd};
 use hive_sh4re::{AgentName, AgentState};
 
+use crate::admission::{Slot, Ticket};
+use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::hive::Hive;
+use crate::hive::{Hive, budget, event_row};
 use crate::store::MessageRow;
 
 /// Most messages one turn takes from the inbox.
 const TURN_BATCH: u32 = 100;
 
-/// A turn that has begun: its messages and the config it runs with.
+/// A turn that has begun: its messages, the config it runs with, and its
+/// turn slot (given back when dropped).
 #[derive(Debug)]
 pub struct Turn {
     pub messages: Vec<MessageRow>,
     pub config: EffectiveConfig,
+    pub slot: Slot,
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a running turn holds, for `end_turn` to settle.
@@ -54,39 +67,168 @@ impl Hive {
             model: Self::effective_model(&row)?,
             config: Self::config_of(&row)?,
             session_id: row.session_id.clone(),
+            turn_timeout_secs: Some(self.turn_timeout_of(name)?),
             secrets: self.secrets_for(name)?,
         })
     }
 
-    /// Waits up to `wait` until the agent may take a turn (not paused, not
-    /// napping) and a message that is neither claimed nor held waits; then
-    /// claims its inbox, held messages included.
+    /// The agent's turn time limit in seconds: its config's `turn_timeout`, else the hive's.
+    pub fn turn_timeout_of(&self, name: &AgentName) -> Result<u64> {
+        let cfg = Self::config_of(&self.agent_row(name)?)?;
+        Ok(match cfg.turn_timeout.map(|t| t.seconds()) {
+            Some(Ok(s)) => s,
+            _ => self.settings.turn_timeout.as_secs(),
+        })
+    }
+
+    /// Waits up to `wait` until the agent may take a turn (not over a budget,
+    /// not paused, not napping, admitted to a turn slot, not held by the
+    /// hive-wide API backoff) and a message that is neither claimed nor held
+    /// waits; then claims its inbox, held messages included. While it waits
+    /// for a slot the agent is in line (`queued`), placed by its oldest
+    /// unclaimed message.
     pub async fn next_turn(&self, name: &AgentName, wait: Duration) -> Result<Option<Turn>> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut ticket: Option<Ticket> = None;
         loop {
             let mut rx = self.broker.watch_inbox(name.as_str());
+            let mut api = self.api.watch();
+            let mut held_until = None;
             let row = self.agent_row(name)?;
             let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
                 self.store.set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
-            if !row.paused && nap_left.is_none() && self.has_unclaimed(name)? {
-                // No turn without a readable config: its messages wait for one, unclaimed.
-                let config = self.effective_config(name)?;
-                let messages = self.claim(name, TURN_BATCH)?;
-                if !messages.is_empty() {
-                    return Ok(Some(Turn { messages, config }));
+            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
+            // Over a budget: held (the manager, over the hive's, takes only the operator's messages).
+            let budget = self.budget_gate(name, &row)?;
+            let from = budget.only_from();
+            let held = budget == budget::Gate::Held;
+            let oldest = match !held && !row.paused && nap_left.is_none() {
+                true => self.oldest_unclaimed(name, from)?,
+                false => None,
+            };
+            let Some(key) = oldest else {
+                // Held, paused, napping, cancelled or nothing to do: out of line, if it was in.
+                if ticket.take().is_some() {
+                    self.broker.publish(Change::Agent(name.to_string()));
+                }
+                let budget_end =
+                    held.then(|| tokio::time::Instant::now() + budget::until_tomorrow());
+                if !self
+                    .wait_for_turn(&mut rx, &mut api, nap_end, budget_end, None, deadline)
+                    .await
+                {
+                    return Ok(None);
+                }
+                continue;
+            };
+            if ticket.as_ref().is_none_or(|t| t.key() != key) {
+                ticket = Some(self.admission.join(name, key));
+                if !name.is_manager() {
+                    self.broker.publish(Change::Agent(name.to_string()));
                 }
             }
-            let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return Ok(None) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(None),
-                _ = async { match nap_end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
-                _ = self.shutdown.cancelled() => return Ok(None),
+            let t = ticket.as_ref().expect("joined above");
+            if t.may_go() {
+                match self.api.gate(name.as_str()) {
+                    Gate::Go => match t.admit() {
+                        Some(slot) => {
+                            // No turn without a readable config: its messages wait for one, unclaimed.
+                            let claimed = self.effective_config(name).and_then(|config| {
+                                Ok((self.claim(name, from, TURN_BATCH)?, config))
+                            });
+                            match claimed {
+                                Ok((messages, config)) if !messages.is_empty() => {
+                                    return Ok(Some(Turn {
+                                        messages,
+                                        config,
+                                        slot,
+                                    }));
+                                }
+                                other => {
+                                    // Out of line with the slot dropped: joins again if still due.
+                                    ticket = None;
+                                    self.api.unclaimed(name.as_str());
+                                    other?;
+                                }
+                            }
+                        }
+                        None => self.api.unclaimed(name.as_str()),
+                    },
+                    Gate::Until(t) => {
+                        let left = Duration::from_millis((t - now_ms()).max(0) as u64);
+                        held_until = Some(tokio::time::Instant::now() + left);
+                    }
+                }
+            }
+            if !self
+                .wait_for_turn(
+                    &mut rx,
+                    &mut api,
+                    nap_end,
+                    held_until,
+                    ticket.as_ref(),
+                    deadline,
+                )
+                .await
+            {
+                return Ok(None);
             }
         }
+    }
+
+    /// Waits for whatever may let `next_turn` go on: a message or a pause
+    /// lifted (the inbox is poked), a nap's end, the API backoff, a turn slot.
+    /// False when `next_turn` waits no longer: its time is up, or the hive stops.
+    async fn wait_for_turn(
+        &self,
+        rx: &mut tokio::sync::watch::Receiver<u64>,
+        api: &mut tokio::sync::watch::Receiver<u64>,
+        nap_end: Option<tokio::time::Instant>,
+        held_until: Option<tokio::time::Instant>,
+        ticket: Option<&Ticket>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return false },
+            _ = tokio::time::sleep_until(deadline) => return false,
+            _ = sleep_until(nap_end) => {}
+            _ = sleep_until(held_until) => {}
+            _ = api.changed() => {}
+            _ = async { match ticket { Some(t) => t.notified().await, None => std::future::pending().await } } => {}
+            _ = self.shutdown.cancelled() => return false,
+        }
+        true
+    }
+
+    /// Waits up to `wait` for a turn slot for claude outside a turn (`/compact`,
+    /// notes compaction), in line from `since` (unix ms: when the harness first
+    /// asked); None when the time is up, the hive stops, or the agent's inbox
+    /// is poked (a cancel among others: the harness looks whether it still wants one).
+    pub async fn run_slot(&self, name: &AgentName, since: i64, wait: Duration) -> Option<Slot> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = self.broker.watch_inbox(name.as_str());
+        // After every message that arrived in the same millisecond.
+        let ticket = self.admission.join(name, (since, i64::MAX));
+        self.broker.publish(Change::Agent(name.to_string()));
+        loop {
+            if let Some(slot) = ticket.admit() {
+                return Some(slot);
+            }
+            tokio::select! {
+                _ = ticket.notified() => {}
+                _ = rx.changed() => return None,
+                _ = tokio::time::sleep_until(deadline) => return None,
+                _ = self.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// The turn slots: the limit, who runs, who waits.
+    pub fn admission(&self) -> &crate::admission::Admission {
+        &self.admission
     }
 
     /// Ends a turn: settles its messages, records its figures (with the inbox
@@ -103,26 +245,40 @@ impl Hive {
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
         let held = self.settle(name, &claim.ids, outcome)?;
+        if outcome == TurnOutcome::Release && stats.exit_class == ExitClass::ApiError {
+            // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
+            self.api.failed(agent, stats.api_status, "");
+        }
+        self.api
+            .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
         self.record_turn(name, stats)?;
+        self.spent(
+            name,
+            budget::spend_of(&[
+                ("tokens.in".into(), stats.input_tokens.unwrap_or(0) as f64),
+                ("tokens.out".into(), stats.output_tokens.unwrap_or(0) as f64),
+                ("cost.usd".into(), stats.cost_usd.unwrap_or(0.0)),
+            ]),
+        );
         if let Some(s) = session {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;
         }
-        let mut end = serde_json::json!({
-            "exit_code": stats.exit_code,
-            "exit_class": stats.exit_class,
-            "duration_ms": stats.duration_ms,
-        });
-        if !held.is_empty() {
-            end["held"] = held.into();
-        }
+        let end = TurnEnd {
+            exit_code: stats.exit_code,
+            exit_class: stats.exit_class,
+            duration_ms: stats.duration_ms,
+            held,
+            error: stats.error.clone(),
+            api_status: stats.api_status,
+        };
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
         self.store.set_state(agent, AgentState::Idle, None)?;
         self.add_events(
             name,
             &[
-                ("turn_end".to_owned(), end.to_string()),
+                event_row(&Payload::TurnEnd(end)),
                 crate::hive::state_event(AgentState::Idle, None),
             ],
         )?;

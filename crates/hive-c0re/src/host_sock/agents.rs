@@ -27,6 +27,7 @@ impl Handle for verb::AgentStatus {
         Ok(Response {
             agent_statuses: Some(hive.status_rows()?),
             space_alarm: hive.space().alarm(),
+            api_backoff: hive.api_backoff_status(),
             ..Response::ok()
         }
         .into())

@@ -49,6 +49,31 @@ impl Handle for verb::InitConfig {
     }
 }
 
+impl Handle for verb::ConfigShow {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let (sha, text) = hive.config_show(&self.name).await?;
+        Ok(Response {
+            config: Some(text),
+            sha: Some(sha),
+            ..Response::ok()
+        }
+        .into())
+    }
+}
+
+impl Handle for verb::ConfigCommit {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let sha = hive
+            .config_commit(&self.name, &self.text, self.message.as_deref())
+            .await?;
+        Ok(Response {
+            sha: Some(sha),
+            ..Response::ok()
+        }
+        .into())
+    }
+}
+
 impl Handle for verb::RequestSpawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         let id = hive
@@ -79,6 +104,16 @@ impl Handle for verb::Questions {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
             questions: Some(hive.questions()?),
+            ..Response::ok()
+        }
+        .into())
+    }
+}
+
+impl Handle for verb::NeedsYou {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        Ok(Response {
+            needs_you: Some(hive.needs_you()?.items),
             ..Response::ok()
         }
         .into())

@@ -7,9 +7,11 @@
 
 mod agents;
 mod approvals;
+mod budget;
 mod conns;
 mod control;
 mod messages;
+mod notifications;
 mod secrets;
 mod shell;
 
@@ -18,8 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::MAX_LINE_BYTES;
 use hive_sh4re::host::{Request, Response};
+use hive_sh4re::limits::MAX_LINE_BYTES;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
@@ -161,7 +163,7 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
         let slot = conns.admit();
         let hive = hive.clone();
         let cap = conns.cap();
-        tokio::spawn(async move {
+        hive.clone().spawn_task(async move {
             let (r, mut w) = stream.into_split();
             let Some(mut slot) = slot else {
                 let busy = Response::refusal(format!(
@@ -246,9 +248,12 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Approve(r) => r.handle(hive).await,
         Request::Deny(r) => r.handle(hive).await,
         Request::InitConfig(r) => r.handle(hive).await,
+        Request::ConfigShow(r) => r.handle(hive).await,
+        Request::ConfigCommit(r) => r.handle(hive).await,
         Request::RequestSpawn(r) => r.handle(hive).await,
         Request::RequestApplyCommit(r) => r.handle(hive).await,
         Request::Questions(r) => r.handle(hive).await,
+        Request::NeedsYou(r) => r.handle(hive).await,
         Request::Answer(r) => r.handle(hive).await,
         Request::CancelQuestion(r) => r.handle(hive).await,
         Request::Urls(r) => r.handle(hive).await,
@@ -265,6 +270,11 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::SecretSet(r) => r.handle(hive).await,
         Request::SecretList(r) => r.handle(hive).await,
         Request::SecretRm(r) => r.handle(hive).await,
+        Request::Notifications(r) => r.handle(hive).await,
+        Request::NotificationsRead(r) => r.handle(hive).await,
+        Request::Webhooks(r) => r.handle(hive).await,
+        Request::BudgetSet(r) => r.handle(hive).await,
+        Request::BudgetList(r) => r.handle(hive).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

@@ -8,6 +8,7 @@
 mod nspawn;
 mod owner;
 mod process;
+mod sys;
 pub mod uid_ranges;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use hive_sh4re::AgentName;
 
 pub use nspawn::NspawnRuntime;
 pub use process::ProcessRuntime;
-pub use process::sys::{UID_RANGE, find_tool_in, tool_dirs};
+pub use sys::{UID_RANGE, find_tool_in, tool_dirs};
 pub use uid_ranges::UidRanges;
 
 /// Which runtime a daemon uses.
@@ -50,6 +51,8 @@ pub struct LaunchSpec {
     pub state_dir: PathBuf,
     /// `<run>/agents/<name>`, holding `agent.sock`.
     pub sock_dir: PathBuf,
+    /// The agent socket in it ([`crate::paths::Paths::agent_sock`]).
+    pub sock: PathBuf,
     /// `<state>/configs` for the manager, which edits every config repo; `None` for others.
     pub config_repos: Option<PathBuf>,
     /// The container root to build (nspawn only).

@@ -39,7 +39,7 @@ use std::time::Duration;
 use hive_sh4re::AgentName;
 
 use super::owner::{self, check_uid_base, own_dir};
-use super::process::sys::{self, PidRecord, UID_RANGE};
+use super::sys::{self, PidRecord, UID_RANGE};
 use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind, UidRanges};
 use crate::paths::Paths;
 
@@ -51,14 +51,10 @@ const NO_USERNS: &str = "this kernel does not allow user namespaces (user.max_us
 
 /// The agent's state inside.
 const STATE: &str = "/state";
-/// The agent's socket directory inside.
-const SOCK_DIR: &str = "/run/hive";
 /// Where the harness binary appears inside.
 const HIVE_BIN: &str = "/opt/hive/bin";
 /// Where the claude package appears inside.
 const CLAUDE_DIR: &str = "/opt/claude";
-/// The manager's view of the config repos (`<state>/configs`): `<this>/<name>`.
-const CONFIG_REPOS: &str = "/hive/agents";
 /// PATH inside: the harness first, so `hive-ag3nt mcp` resolves.
 const PATH_INSIDE: &str =
     "/opt/hive/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -106,6 +102,13 @@ impl NspawnRuntime {
         }
         if !net::pasta_installed() {
             return Err(RuntimeError::Unavailable(NO_PASTA.into()));
+        }
+        if !sys::ksm_running() {
+            tracing::info!(
+                "the kernel's same-page merging is off: each idle agent's pasta keeps about 25 MiB \
+                 of buffers to itself; `echo 1 > /sys/kernel/mm/ksm/run` (scripts/demo.sh does) \
+                 lets the kernel merge them"
+            );
         }
         Ok(Self {
             paths,
@@ -238,8 +241,12 @@ fn prepare(spec: &LaunchSpec, online: bool) -> Result<Prepared, RuntimeError> {
 
     own_dir(&spec.state_dir, base)?;
     binds.push(Bind::dir(canonical(&spec.state_dir)?, STATE, true));
-    check_socket(&spec.sock_dir)?;
-    binds.push(Bind::dir(canonical(&spec.sock_dir)?, SOCK_DIR, true));
+    check_socket(&spec.sock)?;
+    binds.push(Bind::dir(
+        canonical(&spec.sock_dir)?,
+        Paths::CONTAINER_SOCK_DIR,
+        true,
+    ));
 
     let harness_name = spec
         .harness_bin
@@ -263,7 +270,7 @@ fn prepare(spec: &LaunchSpec, online: bool) -> Result<Prepared, RuntimeError> {
     let mut hive = vec![
         (
             "HIVE_AGENT_SOCK".to_owned(),
-            format!("{SOCK_DIR}/agent.sock"),
+            path(&Paths::container_agent_sock()),
         ),
         ("HIVE_AGENT_STATE".to_owned(), STATE.to_owned()),
         ("HIVE_AGENT_NAME".to_owned(), spec.name.as_str().to_owned()),
@@ -277,8 +284,15 @@ fn prepare(spec: &LaunchSpec, online: bool) -> Result<Prepared, RuntimeError> {
     if let Some(repos) = &spec.config_repos {
         // The whole directory, so a repo made while the manager runs shows up at once.
         own_dir(repos, base)?;
-        binds.push(Bind::dir(canonical(repos)?, CONFIG_REPOS, true));
-        hive.push(("HIVE_CONFIG_REPOS".to_owned(), CONFIG_REPOS.to_owned()));
+        binds.push(Bind::dir(
+            canonical(repos)?,
+            Paths::CONTAINER_CONFIG_REPOS,
+            true,
+        ));
+        hive.push((
+            "HIVE_CONFIG_REPOS".to_owned(),
+            Paths::CONTAINER_CONFIG_REPOS.to_owned(),
+        ));
     }
 
     sys::check_env(&spec.env)?;
@@ -340,8 +354,7 @@ fn host_system_binds(links: &mut Vec<(PathBuf, PathBuf)>) -> Vec<Bind> {
 
 /// Checks that the agent's socket is there: `AgentSockets` made its directory
 /// the container root's (0700) and bound the socket before the launch.
-fn check_socket(sock_dir: &Path) -> Result<(), RuntimeError> {
-    let sock = sock_dir.join("agent.sock");
+fn check_socket(sock: &Path) -> Result<(), RuntimeError> {
     let missing = || RuntimeError::Io {
         what: format!(
             "{} is missing or not a socket: bind the agent socket before launching the agent",
@@ -349,7 +362,7 @@ fn check_socket(sock_dir: &Path) -> Result<(), RuntimeError> {
         ),
         source: io::Error::from(io::ErrorKind::NotFound),
     };
-    let meta = fs::symlink_metadata(&sock).map_err(|_| missing())?;
+    let meta = fs::symlink_metadata(sock).map_err(|_| missing())?;
     if meta.file_type().is_socket() {
         Ok(())
     } else {
@@ -446,25 +459,10 @@ const NSPAWN_RUN: &str = "/run/systemd/nspawn";
 /// since a killed nspawn leaves lock files and directories there that nobody
 /// would remove. Runs between fork and exec: raw syscalls only.
 fn private_proc() -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    let none = std::ptr::null();
-    // SAFETY: unshare and mount with static NUL-terminated strings and null optional arguments.
+    use sys::check_rc as check;
+    sys::private_mount_namespace()?;
+    // SAFETY: mount with static NUL-terminated strings and null optional arguments.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        // Slave, not shared: nothing mounted here propagates back to the host.
-        check(libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ))?;
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         check(libc::mount(
             c"proc".as_ptr(),
@@ -678,12 +676,13 @@ impl Runtime for NspawnRuntime {
             "--".into(),
         ];
         argv.extend(what.argv.iter().cloned());
+        let container_sock = Paths::container_agent_sock().display().to_string();
         let agent = [
             ("PATH", PATH_INSIDE),
             ("LANG", "C.UTF-8"),
             ("HOME", STATE),
             ("HIVE_AGENT_STATE", STATE),
-            ("HIVE_AGENT_SOCK", "/run/hive/agent.sock"),
+            ("HIVE_AGENT_SOCK", &*container_sock),
             ("HIVE_AGENT_NAME", spec.name.as_str()),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));

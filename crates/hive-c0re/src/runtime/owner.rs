@@ -15,7 +15,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{Gid, Uid, fchown, fchownat};
 
 use super::RuntimeError;
-use super::process::sys::UID_RANGE;
+use super::sys::UID_RANGE;
 
 /// Refuses a uid base that is not a whole range of its own (0 would be host root).
 pub(crate) fn check_uid_base(base: u32) -> Result<(), RuntimeError> {

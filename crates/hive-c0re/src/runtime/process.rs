@@ -9,8 +9,6 @@
 //! (so it never outlives a crashed daemon). Its pid and start time go to
 //! `<run>/agents/<name>.pid` for `reap_orphans`.
 
-pub(super) mod sys;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,9 +19,9 @@ use std::time::Duration;
 use hive_sh4re::AgentName;
 
 use super::owner::{check_uid_base, own_dir};
+use super::sys::{self, PidRecord};
 use super::{InsideCommand, LaunchSpec, Launched, Runtime, RuntimeError, RuntimeKind, UidRanges};
 use crate::paths::Paths;
-use sys::PidRecord;
 
 const NO_UTIL_LINUX: &str =
     "unshare or setpriv is not installed: install the Debian package util-linux";
@@ -68,10 +66,7 @@ impl ProcessRuntime {
 fn harness_env(spec: &LaunchSpec) -> Result<Vec<(String, String)>, RuntimeError> {
     let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let mut hive = vec![
-        (
-            "HIVE_AGENT_SOCK".to_owned(),
-            path(&spec.sock_dir.join("agent.sock")),
-        ),
+        ("HIVE_AGENT_SOCK".to_owned(), path(&spec.sock)),
         ("HIVE_AGENT_STATE".to_owned(), path(&spec.state_dir)),
         ("HIVE_AGENT_NAME".to_owned(), spec.name.as_str().to_owned()),
         ("HOME".to_owned(), path(&spec.state_dir)),
@@ -273,10 +268,7 @@ impl Runtime for ProcessRuntime {
         let agent = vec![
             ("HOME".to_owned(), path(&spec.state_dir)),
             ("HIVE_AGENT_STATE".to_owned(), path(&spec.state_dir)),
-            (
-                "HIVE_AGENT_SOCK".to_owned(),
-                path(&spec.sock_dir.join("agent.sock")),
-            ),
+            ("HIVE_AGENT_SOCK".to_owned(), path(&spec.sock)),
             ("HIVE_AGENT_NAME".to_owned(), spec.name.as_str().to_owned()),
         ];
         let basics = [

@@ -26,13 +26,14 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use nix::fcntl::{Flock, FlockArg};
+
 use super::RuntimeError;
-use super::process::sys::{self, UID_RANGE};
+use super::sys::{self, UID_RANGE};
 
 /// The host's registry of agents' uid ranges, shared by every hive on the host.
 pub const REGISTRY: &str = "/run/hyperhive-uids";
@@ -61,7 +62,7 @@ pub struct UidRanges {
     /// The first uid a new agent's range may start at.
     first: u32,
     /// Ranges this hive holds: the locked registry file of each.
-    held: Mutex<HashMap<u32, File>>,
+    held: Mutex<HashMap<u32, Flock<File>>>,
 }
 
 /// Why a range cannot be had.
@@ -178,19 +179,19 @@ impl UidRanges {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, File>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Flock<File>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks the registry file of `base` and writes this hive into it, unless another hive has it.
-    fn claim(&self, registry: &Path, base: u32) -> Result<File, Taken> {
+    fn claim(&self, registry: &Path, base: u32) -> Result<Flock<File>, Taken> {
         let io = |what: String| move |source| Taken::Io(RuntimeError::Io { what, source });
         fs::create_dir_all(registry).map_err(io(format!(
             "could not create the uid range registry {}",
             registry.display()
         )))?;
         let path = registry.join(base.to_string());
-        let mut file = fs::OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -199,20 +200,25 @@ impl UidRanges {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(io(format!("could not open {}", path.display())))?;
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(f) => f,
+            Err((mut file, _)) => {
+                let mut recorded = String::new();
+                file.read_to_string(&mut recorded)
+                    .map_err(io(format!("could not read {}", path.display())))?;
+                let recorded = recorded.trim();
+                return Err(Taken::By(if recorded.is_empty() {
+                    // Its holder has not written itself in yet.
+                    format!("being taken by another hive ({})", path.display())
+                } else {
+                    format!("in use by the running hive whose state is {recorded}")
+                }));
+            }
+        };
         let mut recorded = String::new();
-        // SAFETY: flock on an fd we own.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
         file.read_to_string(&mut recorded)
             .map_err(io(format!("could not read {}", path.display())))?;
         let recorded = recorded.trim();
-        if !locked {
-            return Err(Taken::By(if recorded.is_empty() {
-                // Its holder has not written itself in yet.
-                format!("being taken by another hive ({})", path.display())
-            } else {
-                format!("in use by the running hive whose state is {recorded}")
-            }));
-        }
         if !recorded.is_empty() && recorded != self.owner && Path::new(recorded).is_dir() {
             return Err(Taken::By(format!(
                 "kept for the stopped hive whose state is {recorded}"
@@ -231,13 +237,7 @@ impl UidRanges {
 
 /// The real uids of every live process on the host.
 fn live_uids() -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(sys::real_uid)
-        .collect()
+    crate::procfs::pids().filter_map(sys::real_uid).collect()
 }
 
 #[cfg(test)]

@@ -181,9 +181,9 @@ impl Store {
                 &[&state.as_str(), &now, &m],
             ),
             (AgentState::Idle, _) => {
-                let was_thinking = self
-                    .agent(name)?
-                    .is_some_and(|a| a.state == AgentState::Thinking);
+                let was_thinking = self.agent(name)?.is_some_and(|a| {
+                    matches!(a.state, AgentState::Thinking | AgentState::Retrying)
+                });
                 if was_thinking {
                     self.set_agent(
                         name,

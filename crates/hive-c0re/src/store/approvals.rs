@@ -1,5 +1,6 @@
 //! The `approvals` table: requests that take effect only when the operator says yes.
 
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store};
@@ -10,11 +11,11 @@ use crate::clock::now_ms;
 pub struct ApprovalRow {
     pub id: i64,
     pub agent: String,
-    pub kind: String,
+    pub kind: ApprovalKind,
     pub payload_json: String,
     pub commit_ref: String,
     pub description: Option<String>,
-    pub status: String,
+    pub status: ApprovalStatus,
     pub note: Option<String>,
     pub created_at: i64,
     pub decided_at: Option<i64>,
@@ -24,7 +25,7 @@ pub struct ApprovalRow {
 #[derive(Debug, Clone)]
 pub struct NewApproval<'a> {
     pub agent: &'a str,
-    pub kind: &'a str,
+    pub kind: ApprovalKind,
     pub payload_json: &'a str,
     pub commit_ref: &'a str,
     pub description: Option<&'a str>,
@@ -37,11 +38,11 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
         id: r.get(0)?,
         agent: r.get(1)?,
-        kind: r.get(2)?,
+        kind: ApprovalKind::parse(&r.get::<_, String>(2)?),
         payload_json: r.get(3)?,
         commit_ref: r.get(4)?,
         description: r.get(5)?,
-        status: r.get(6)?,
+        status: ApprovalStatus::parse(&r.get::<_, String>(6)?),
         note: r.get(7)?,
         created_at: r.get(8)?,
         decided_at: r.get(9)?,
@@ -54,7 +55,7 @@ impl Store {
         let g = self.lock();
         g.conn.execute(
             "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.agent, a.kind, a.payload_json, a.commit_ref, a.description, now_ms()],
+            params![a.agent, a.kind.as_str(), a.payload_json, a.commit_ref, a.description, now_ms()],
         )?;
         Ok(g.conn.last_insert_rowid())
     }
@@ -82,29 +83,58 @@ impl Store {
     }
 
     /// Moves a pending approval to `status`; false if it was not pending (decided once only).
-    pub fn decide_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+    pub fn decide_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
         let g = self.lock();
         Ok(g.conn.execute(
-            "UPDATE approvals SET status = ?1, note = ?2, decided_at = ?3 WHERE id = ?4 AND status = 'pending'",
-            params![status, note, now_ms(), id],
+            "UPDATE approvals SET status = ?1, note = ?2, decided_at = ?3 WHERE id = ?4 AND status = ?5",
+            params![status.as_str(), note, now_ms(), id, ApprovalStatus::Pending.as_str()],
         )? > 0)
     }
 
     /// Changes the status of an approval already decided (approved → failed when its action fails).
-    pub fn amend_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+    pub fn amend_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
         let g = self.lock();
         Ok(g.conn.execute(
             "UPDATE approvals SET status = ?1, note = ?2 WHERE id = ?3",
-            params![status, note, id],
+            params![status.as_str(), note, id],
         )? > 0)
+    }
+
+    /// The newest approval id (0 without approvals).
+    pub fn newest_approval_id(&self) -> Result<i64> {
+        let g = self.lock();
+        Ok(g.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM approvals", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Approvals with id > `after`, oldest first.
+    pub fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE id > ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![after], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Pending approvals, hive-wide.
     pub fn pending_approvals(&self) -> Result<u64> {
         let g = self.lock();
         Ok(g.conn.query_row(
-            "SELECT COUNT(*) FROM approvals WHERE status = 'pending'",
-            [],
+            "SELECT COUNT(*) FROM approvals WHERE status = ?1",
+            [ApprovalStatus::Pending.as_str()],
             |r| r.get::<_, i64>(0),
         )? as u64)
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use hive_sh4re::AgentState;
+use hive_sh4re::host::ApprovalStatus;
 
 use super::pg::{PgSettings, PgStore};
 use super::{
@@ -247,12 +248,22 @@ impl Db {
     }
 
     /// Moves a pending approval to `status`; false if it was not pending (decided once only).
-    pub async fn decide_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+    pub async fn decide_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
         both!(self, s => s.decide_approval(id, status, note))
     }
 
     /// Changes the status of an approval already decided.
-    pub async fn amend_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+    pub async fn amend_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
         both!(self, s => s.amend_approval(id, status, note))
     }
 

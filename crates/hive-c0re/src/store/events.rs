@@ -76,6 +76,48 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The newest feed events (turn starts and ends, crashes) of every agent
+    /// with id < `before`, newest first. Served by the partial index
+    /// `events_feed` (its WHERE is repeated here word for word), so a long
+    /// history costs no scan.
+    pub fn feed_events_before(&self, before: Option<i64>, limit: u32) -> Result<Vec<EventRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+             AND id < ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Feed events with id > `after`, oldest first (the live feed's next rows).
+    pub fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+             AND id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![after, limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The agent's newest `container_crash` event (index `events_crash`).
+    pub fn last_crash(&self, agent: &str) -> Result<Option<EventRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE kind = 'container_crash' AND agent = ?1 \
+             ORDER BY id DESC LIMIT 1"
+        ))?;
+        Ok(st.query_row(params![agent], row).optional()?)
+    }
+
+    /// The newest event id of all (0 without events).
+    pub fn newest_event_id(&self) -> Result<i64> {
+        let g = self.lock();
+        Ok(g.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
     /// Drops events past the age limit or beyond the per-agent cap; returns how many.
     pub fn vacuum_events(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;

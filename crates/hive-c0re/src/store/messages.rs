@@ -170,13 +170,24 @@ impl Store {
 
     /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
     pub fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        self.claim_from(recipient, None, max)
+    }
+
+    /// [`Store::claim`], of one sender's messages only when `sender` is given.
+    pub fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "UPDATE messages SET claimed_at = ?1, held_at = NULL WHERE id IN (SELECT id FROM messages \
-             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
+             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL \
+             AND (?4 IS NULL OR sender = ?4) ORDER BY id LIMIT ?3) \
              RETURNING {COLUMNS}"
         ))?;
-        let rows = st.query_map(params![now_ms(), recipient, max], row)?;
+        let rows = st.query_map(params![now_ms(), recipient, max, sender], row)?;
         let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         v.sort_by_key(|m| m.id);
         Ok(v)
@@ -243,13 +254,76 @@ impl Store {
 
     /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
     pub fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
+        Ok(self.oldest_unclaimed(recipient, None)?.is_some())
+    }
+
+    /// When `recipient` has a message that may start a turn (nobody claimed
+    /// it, it is not held): the arrival (unix ms) and id of its oldest
+    /// unclaimed message, held ones included, as the turn would take them;
+    /// of `sender`'s messages only when it is given.
+    pub fn oldest_unclaimed(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
         let g = self.lock();
         if g.depth.get(recipient).copied().unwrap_or(0) == 0 {
-            return Ok(false);
+            return Ok(None);
         }
+        let (at, id, wakes): (Option<i64>, Option<i64>, Option<bool>) = g
+            .conn
+            .prepare_cached(
+                "SELECT MIN(created_at), MIN(id), MAX(held_at IS NULL) FROM messages \
+                 WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL \
+                 AND (?2 IS NULL OR sender = ?2)",
+            )?
+            .query_row(params![recipient, sender], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(match (at, id, wakes) {
+            (Some(at), Some(id), Some(true)) => Some((at, id)),
+            _ => None,
+        })
+    }
+
+    /// Holds every unclaimed message of `recipient` (the operator cancelled a
+    /// queued turn): they wait, undelivered, for a new message to start the next.
+    pub fn hold_unclaimed(&self, recipient: &str) -> Result<usize> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE messages SET held_at = ?1 WHERE recipient = ?2 AND delivered_at IS NULL \
+             AND claimed_at IS NULL AND held_at IS NULL",
+            params![now_ms(), recipient],
+        )?)
+    }
+
+    /// Every mailbox's messages with id < `before`, newest first (the feed).
+    pub fn messages_before(&self, before: Option<i64>, limit: u32) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest message id of all (0 without messages).
+    pub fn newest_message_id(&self) -> Result<i64> {
+        let g = self.lock();
         Ok(g.conn
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NULL AND held_at IS NULL)")?
-            .query_row(params![recipient], |r| r.get(0))?)
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
+    pub fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![after, limit], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.

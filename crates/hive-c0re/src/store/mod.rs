@@ -11,9 +11,11 @@
 mod agents;
 mod approvals;
 mod boundary;
+mod budget;
 mod events;
 mod group;
 mod messages;
+mod notifications;
 pub mod pg;
 mod questions;
 mod schedules;
@@ -32,12 +34,14 @@ use rusqlite::Connection;
 pub use agents::{AgentRow, NewAgent};
 pub use approvals::{ApprovalRow, NewApproval};
 pub use boundary::Db;
+pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
+pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use questions::QuestionRow;
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
-pub use stats::StatRow;
+pub use stats::{HIVE_WIDE, StatRow};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! The `questions` table: the manager's questions to the operator, each with a deadline.
 
+use hive_sh4re::host::QuestionStatus;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store};
@@ -22,15 +23,15 @@ pub struct QuestionRow {
 
 impl QuestionRow {
     /// pending, answered, timed_out or cancelled, as of `now`.
-    pub fn status(&self, now: i64) -> &'static str {
+    pub fn status(&self, now: i64) -> QuestionStatus {
         if self.cancelled {
-            "cancelled"
+            QuestionStatus::Cancelled
         } else if self.answer.is_some() {
-            "answered"
+            QuestionStatus::Answered
         } else if now >= self.deadline {
-            "timed_out"
+            QuestionStatus::TimedOut
         } else {
-            "pending"
+            QuestionStatus::Pending
         }
     }
 }
@@ -92,6 +93,16 @@ impl Store {
         ))?;
         let rows = st.query_map(params![limit], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The oldest question of `agent` still open at `now` (no answer, not cancelled, before its deadline).
+    pub fn open_question_of(&self, agent: &str, now: i64) -> Result<Option<i64>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(
+            "SELECT id FROM questions WHERE agent = ?1 AND answer IS NULL AND cancelled = 0 \
+             AND deadline > ?2 ORDER BY id LIMIT 1",
+        )?;
+        Ok(st.query_row(params![agent, now], |r| r.get(0)).optional()?)
     }
 
     /// Answers a pending question before its deadline; false if it was not pending.

@@ -112,6 +112,51 @@ CREATE TABLE secrets (
     PRIMARY KEY (name, agent)
 );
 "#,
+    // 5: the operator's notifications, and their deliveries to webhooks.
+    r#"
+CREATE TABLE notifications (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    agent   TEXT,
+    text    TEXT NOT NULL,
+    link    TEXT NOT NULL,
+    read_at INTEGER
+);
+CREATE INDEX notifications_unread ON notifications (read_at, id);
+CREATE TABLE webhook_deliveries (
+    webhook         TEXT NOT NULL,
+    notification    INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_at         INTEGER NOT NULL,
+    last_error      TEXT,
+    PRIMARY KEY (webhook, notification)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_at);
+CREATE TABLE webhook_status (
+    webhook    TEXT PRIMARY KEY,
+    last_ok    INTEGER,
+    last_error TEXT
+);
+"#,
+    // 6: the hive-wide activity feed and each agent's last crash, read newest
+    // first without scanning whole histories (the queries repeat these WHEREs).
+    r#"
+CREATE INDEX events_feed ON events (id) WHERE kind IN ('turn_start', 'turn_end', 'container_crash');
+CREATE INDEX events_crash ON events (agent, id) WHERE kind = 'container_crash';
+"#,
+    // 7: the operator's budget for today (scope '#hive' is the hive's); spend by time for the hive's.
+    r#"
+CREATE TABLE budget_overrides (
+    scope  TEXT PRIMARY KEY,
+    day    INTEGER NOT NULL,
+    usd    REAL,
+    tokens INTEGER,
+    lifted INTEGER NOT NULL DEFAULT 0,
+    set_at INTEGER NOT NULL
+);
+CREATE INDEX stats_ts ON stats (ts);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,10 @@ use rusqlite::params;
 use super::{Result, Store};
 use crate::clock::now_ms;
 
+/// The `stats` rows' agent for hive-wide figures, and the hive's scope of a
+/// budget ('#' never starts an agent name).
+pub const HIVE_WIDE: &str = "#hive";
+
 /// A stored figure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatRow {

@@ -142,6 +142,24 @@ pub struct InitConfig {
     pub name: AgentName,
 }
 
+/// `config_show` *ours*: `agent.toml` at the head of an agent's config repo (`config`, `sha`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigShow {
+    pub name: AgentName,
+}
+
+/// `config_commit` *ours*: the operator's edit of a config repo. Commits
+/// `text` as `agent.toml` on top of the repo's head (as the repo's owner,
+/// running nothing the repo names) and answers the commit (`sha`); nothing is
+/// deployed until an approval of it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigCommit {
+    pub name: AgentName,
+    pub text: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 /// `request_spawn` *ours*: queue an approval to create and start an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestSpawn {
@@ -162,6 +180,10 @@ pub struct RequestApplyCommit {
 /// `questions` *ours*: the manager's questions to the operator (pending and recent).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Questions {}
+
+/// `needs_you` *ours*: everything that waits on the operator, most urgent first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NeedsYou {}
 
 /// `answer` *ours*: answer an operator question.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,3 +305,48 @@ pub struct SecretRm {
     #[serde(default)]
     pub agent: Option<AgentName>,
 }
+
+// Notifications.
+
+/// `notifications` *ours*: the newest notifications (only unread ones with `unread`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notifications {
+    #[serde(default)]
+    pub unread: bool,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `notifications_read` *ours*: mark one notification read (`id`), or every one (`all`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NotificationsRead {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `webhooks` *ours*: each configured webhook's delivery (pending, attempts, last error).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Webhooks {}
+
+// Budgets.
+
+/// `budget_set` *ours*: change a daily budget for the rest of today (UTC):
+/// `usd` and/or `tokens` set today's limits (the other stays as configured),
+/// `reset` lifts the budget until the day ends. Without `agent`, the hive's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSet {
+    #[serde(default)]
+    pub agent: Option<AgentName>,
+    #[serde(default)]
+    pub usd: Option<f64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// `budget_list` *ours*: today's spend against every budget, the hive's first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BudgetList {}

@@ -13,6 +13,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::procfs;
+
 /// `PTRACE_SECCOMP_GET_FILTER` (linux/ptrace.h), which the libc crate lacks.
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 
@@ -31,18 +33,16 @@ pub(super) struct Confinement {
 impl Confinement {
     /// Reads the confinement of `pid` (stopping it for a moment to copy its seccomp filters).
     pub fn of(pid: i32) -> io::Result<Self> {
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let status = procfs::status(pid)?;
         let field = |key: &str| {
             status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(str::trim)
+                .field(key)
                 .ok_or_else(|| io::Error::other(format!("no {key} line for process {pid}")))
         };
-        let bounding_set = u64::from_str_radix(field("CapBnd:")?, 16)
+        let bounding_set = u64::from_str_radix(field("CapBnd")?, 16)
             .map_err(|e| io::Error::other(format!("bad CapBnd of process {pid}: {e}")))?;
-        let no_new_privs = field("NoNewPrivs:")? == "1";
-        let filters = if field("Seccomp:")? == "2" {
+        let no_new_privs = field("NoNewPrivs")? == "1";
+        let filters = if field("Seccomp")? == "2" {
             seccomp_filters(pid)?
         } else {
             Vec::new()

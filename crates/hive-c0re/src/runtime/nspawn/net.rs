@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::runtime::RuntimeError;
-use crate::runtime::process::sys::{self, UID_RANGE};
+use crate::runtime::sys::{self, PidRecord, UID_RANGE};
 
 /// The resolver address the container is given; pasta answers it from the host's resolver.
 pub(super) const DNS_FORWARD: &str = "169.254.1.53";
@@ -235,13 +235,11 @@ impl Drop for Network {
 }
 
 /// Kills the pasta a previous daemon (or launch) left, as its pid file names
-/// it; only a process running as the range's pasta uid is taken for it.
+/// it; only the recorded process (same start time), running as the range's
+/// pasta uid, is taken for it.
 pub(super) async fn reap_pasta(pid_file: &Path, uid_base: u32) -> Result<(), RuntimeError> {
-    let pid = fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .filter(|p| *p > 1);
-    if let Some(pid) = pid
+    let rec = sys::read_pid_file(pid_file)?.filter(PidRecord::is_running);
+    if let Some(pid) = rec.map(|r| r.pid)
         && sys::real_uid(pid) == Some(pasta_uid(uid_base))
     {
         sys::signal_pid(pid, nix::sys::signal::Signal::SIGKILL)?;
@@ -413,6 +411,12 @@ async fn start_pasta(
                     return Err(io::Error::last_os_error());
                 }
             }
+            // pasta touches about 25 MiB of buffers at start, mostly left zero
+            // while it idles: merged, an idle agent's pasta costs a few MiB.
+            // Only other pastas opt in, and they hold packets of agents that
+            // a merge cannot let read each other's: a merged page is copied
+            // on the first write, and no agent runs code in a pasta.
+            sys::merge_identical_pages();
             sys::become_user(owner)?;
             sys::die_with_parent(libc::SIGKILL, daemon)
         });
@@ -423,6 +427,16 @@ async fn start_pasta(
     let deadline = tokio::time::Instant::now() + PASTA_READY;
     loop {
         if pid.metadata().is_ok_and(|m| m.len() > 0) {
+            // pasta wrote its bare pid; the record hive-c0re reads back is the
+            // one every pid file of the hive holds (pid and start time).
+            let rec = child
+                .id()
+                .and_then(PidRecord::of)
+                .ok_or_else(|| RuntimeError::Io {
+                    what: "pasta ended as it started".into(),
+                    source: io::Error::from(io::ErrorKind::ConnectionRefused),
+                })?;
+            sys::write_pid_file(pid_file, rec)?;
             return Ok(child);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -468,24 +482,10 @@ fn own_pid_file(path: &Path, owner: u32) -> Result<fs::File, RuntimeError> {
 /// of its own that its unprivileged uid may open (the host's may be root-only).
 /// Raw syscalls only.
 fn private_tun() -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
-    let none = std::ptr::null();
-    // SAFETY: unshare, mount and mknod with static NUL-terminated strings.
+    use sys::check_rc as check;
+    sys::private_mount_namespace()?;
+    // SAFETY: mkdir, mount and mknod with static NUL-terminated strings.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ))?;
         // Where the tun module was never loaded, /dev/net may not exist yet.
         if libc::mkdir(c"/dev/net".as_ptr(), 0o755) != 0
             && *libc::__errno_location() != libc::EEXIST

@@ -156,7 +156,7 @@ impl PgStore {
                 self.set_agent(
                     name,
                     "state = $1, state_since = $2, \
-                     last_turn_at = CASE WHEN state = 'thinking' THEN $2 ELSE last_turn_at END",
+                     last_turn_at = CASE WHEN state IN ('thinking', 'retrying') THEN $2 ELSE last_turn_at END",
                     "TRUE",
                     &[&s, &now],
                 )

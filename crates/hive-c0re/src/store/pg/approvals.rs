@@ -1,6 +1,7 @@
 //! The `approvals` table on PostgreSQL. A decision is a conditional UPDATE:
 //! of two operators approving at once on two nodes, one wins.
 
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use tokio_postgres::Row;
 
 use super::{PgStore, count};
@@ -14,11 +15,11 @@ fn row(r: &Row) -> ApprovalRow {
     ApprovalRow {
         id: r.get(0),
         agent: r.get(1),
-        kind: r.get(2),
+        kind: ApprovalKind::parse(r.get(2)),
         payload_json: r.get(3),
         commit_ref: r.get(4),
         description: r.get(5),
-        status: r.get(6),
+        status: ApprovalStatus::parse(r.get(6)),
         note: r.get(7),
         created_at: r.get(8),
         decided_at: r.get(9),
@@ -32,7 +33,7 @@ impl PgStore {
         Ok(c.query_one(
             "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[&a.agent, &a.kind, &a.payload_json, &a.commit_ref, &a.description, &now_ms()],
+            &[&a.agent, &a.kind.as_str(), &a.payload_json, &a.commit_ref, &a.description, &now_ms()],
         )
         .await?
         .get(0))
@@ -57,27 +58,58 @@ impl PgStore {
     }
 
     /// Moves a pending approval to `status`; false if it was not pending (decided once only).
-    pub async fn decide_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+    pub async fn decide_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
         let c = self.client().await?;
         // Of two concurrent deciders the second waits for the first's row lock,
         // then finds the row no longer pending and changes nothing.
         Ok(c.execute(
-            "UPDATE approvals SET status = $1, note = $2, decided_at = $3 WHERE id = $4 AND status = 'pending'",
-            &[&status, &note, &now_ms(), &id],
+            "UPDATE approvals SET status = $1, note = $2, decided_at = $3 WHERE id = $4 AND status = $5",
+            &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str()],
         )
         .await?
             > 0)
     }
 
     /// Changes the status of an approval already decided (approved → failed when its action fails).
-    pub async fn amend_approval(&self, id: i64, status: &str, note: Option<&str>) -> Result<bool> {
+    pub async fn amend_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
         let c = self.client().await?;
         Ok(c.execute(
             "UPDATE approvals SET status = $1, note = $2 WHERE id = $3",
-            &[&status, &note, &id],
+            &[&status.as_str(), &note, &id],
         )
         .await?
             > 0)
+    }
+
+    /// The newest approval id (0 without approvals).
+    pub async fn newest_approval_id(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(
+            c.query_one("SELECT COALESCE(MAX(id), 0) FROM approvals", &[])
+                .await?
+                .get(0),
+        )
+    }
+
+    /// Approvals with id > `after`, oldest first.
+    pub async fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE id > $1 ORDER BY id"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&after]).await?.iter().map(row).collect())
     }
 
     /// Pending approvals, hive-wide.
@@ -85,8 +117,8 @@ impl PgStore {
         let c = self.client().await?;
         Ok(count(
             c.query_one(
-                "SELECT count(*) FROM approvals WHERE status = 'pending'",
-                &[],
+                "SELECT count(*) FROM approvals WHERE status = $1",
+                &[&ApprovalStatus::Pending.as_str()],
             )
             .await?
             .get(0),

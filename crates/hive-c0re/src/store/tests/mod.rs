@@ -78,8 +78,12 @@ impl Fixture {
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
-                c.execute_batch("DROP TABLE secrets; PRAGMA user_version = 3;")
-                    .unwrap();
+                c.execute_batch(
+                    "DROP TABLE secrets; DROP TABLE notifications; DROP TABLE webhook_deliveries; \
+                     DROP TABLE webhook_status; DROP INDEX events_feed; DROP INDEX events_crash; \
+                     DROP TABLE budget_overrides; DROP INDEX stats_ts; PRAGMA user_version = 3;",
+                )
+                .unwrap();
             }
             Some(db) => {
                 let c = TestCluster::shared()

@@ -4,6 +4,8 @@
 
 use std::collections::HashSet;
 
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
+
 use super::both;
 use crate::store::{Db, Limits, NewApproval, SendError};
 
@@ -60,7 +62,7 @@ both! {
             let id = a
                 .add_approval(&NewApproval {
                     agent: "dave",
-                    kind: "spawn",
+                    kind: ApprovalKind::Spawn,
                     payload_json: "{}",
                     commit_ref: "",
                     description: None,
@@ -70,11 +72,11 @@ both! {
             let (x, y) = tokio::join!(
                 tokio::spawn({
                     let a = a.clone();
-                    async move { a.decide_approval(id, "approved", Some("node a")).await.unwrap() }
+                    async move { a.decide_approval(id, ApprovalStatus::Approved, Some("node a")).await.unwrap() }
                 }),
                 tokio::spawn({
                     let b = b.clone();
-                    async move { b.decide_approval(id, "denied", Some("node b")).await.unwrap() }
+                    async move { b.decide_approval(id, ApprovalStatus::Denied, Some("node b")).await.unwrap() }
                 }),
             );
             let (x, y) = (x.unwrap(), y.unwrap());

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use hive_sh4re::AgentState;
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 
 use super::both;
 use crate::store::{Limits, NewAgent, NewApproval, SendError};
@@ -300,7 +301,7 @@ both! {
         let id = s
             .add_approval(&NewApproval {
                 agent: "dave",
-                kind: "spawn",
+                kind: ApprovalKind::Spawn,
                 payload_json: "{}",
                 commit_ref: "",
                 description: Some("a new agent"),
@@ -308,13 +309,13 @@ both! {
             .await
             .unwrap();
         assert_eq!(s.pending_approvals().await.unwrap(), 1);
-        assert!(s.decide_approval(id, "denied", Some("no")).await.unwrap());
-        assert!(!s.decide_approval(id, "approved", None).await.unwrap());
+        assert!(s.decide_approval(id, ApprovalStatus::Denied, Some("no")).await.unwrap());
+        assert!(!s.decide_approval(id, ApprovalStatus::Approved, None).await.unwrap());
         let a = s.approval(id).await.unwrap().unwrap();
-        assert_eq!((a.status.as_str(), a.note.as_deref()), ("denied", Some("no")));
+        assert_eq!((a.kind, a.status, a.note.as_deref()), (ApprovalKind::Spawn, ApprovalStatus::Denied, Some("no")));
         assert!(a.decided_at.is_some());
-        assert!(s.amend_approval(id, "failed", Some("deploy failed")).await.unwrap());
-        assert_eq!(s.approvals().await.unwrap()[0].status, "failed");
+        assert!(s.amend_approval(id, ApprovalStatus::Failed, Some("deploy failed")).await.unwrap());
+        assert_eq!(s.approvals().await.unwrap()[0].status, ApprovalStatus::Failed);
         assert_eq!(s.pending_approvals().await.unwrap(), 0);
     }
 
@@ -333,8 +334,8 @@ both! {
         let got = s.question(q).await.unwrap().unwrap();
         assert_eq!((got.answer.as_deref(), got.options), (Some("yes"), opts));
         let now = crate::clock::now_ms();
-        let statuses: Vec<&str> = s.questions(10).await.unwrap().iter().map(|q| q.status(now)).collect();
-        assert_eq!(statuses, ["answered", "timed_out", "cancelled"]);
+        let statuses: Vec<QuestionStatus> = s.questions(10).await.unwrap().iter().map(|q| q.status(now)).collect();
+        assert_eq!(statuses, [QuestionStatus::Answered, QuestionStatus::TimedOut, QuestionStatus::Cancelled]);
         assert_eq!(s.questions(1).await.unwrap()[0].id, gone);
     }
 

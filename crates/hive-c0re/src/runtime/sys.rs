@@ -13,6 +13,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use crate::procfs;
 use crate::runtime::RuntimeError;
 
 /// Size of an agent's user namespace range (uid and gid).
@@ -132,24 +133,62 @@ pub(crate) fn self_pidfd() -> Option<RawFd> {
     .map(AsRawFd::as_raw_fd)
 }
 
+/// In a freshly forked child: let the kernel's same-page merging (KSM) share
+/// this process's identical pages, zero pages above all, with other processes
+/// that opted in; the setting survives exec. Best effort: a kernel without
+/// `PR_SET_MEMORY_MERGE` (before 6.4) refuses it, and the process merely keeps
+/// its pages to itself. It only saves memory once ksmd runs ([`ksm_running`]).
+///
+/// Runs between fork and exec: one raw syscall.
+pub(crate) fn merge_identical_pages() {
+    // SAFETY: prctl with integer arguments only.
+    let _ = unsafe { libc::prctl(libc::PR_SET_MEMORY_MERGE, 1, 0, 0, 0) };
+}
+
+/// Whether the kernel's same-page merging daemon (ksmd) is running.
+pub(crate) fn ksm_running() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/ksm/run").is_ok_and(|s| s.trim() == "1")
+}
+
 /// In a freshly forked child: become `uid` (and the like-numbered group, no
 /// supplementary groups), for good. Call it before [`die_with_parent`]: a
 /// change of uid disarms the parent-death signal.
 ///
 /// Runs between fork and exec: raw syscalls only.
 pub(crate) fn become_user(uid: u32) -> io::Result<()> {
-    let check = |rc: libc::c_int| {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
     // SAFETY: plain syscalls on integers; setgroups with a zero count reads no memory.
     unsafe {
-        check(libc::setgroups(0, std::ptr::null()))?;
-        check(libc::setresgid(uid, uid, uid))?;
-        check(libc::setresuid(uid, uid, uid))
+        check_rc(libc::setgroups(0, std::ptr::null()))?;
+        check_rc(libc::setresgid(uid, uid, uid))?;
+        check_rc(libc::setresuid(uid, uid, uid))
+    }
+}
+
+/// A raw syscall's return code as a result: 0 is success, else errno. Safe
+/// between fork and exec.
+pub(crate) fn check_rc(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// In a freshly forked child: a mount namespace of its own, recursively a
+/// slave of the host's, so nothing mounted in it propagates back to the host.
+/// Runs between fork and exec: raw syscalls only.
+pub(crate) fn private_mount_namespace() -> io::Result<()> {
+    let none = std::ptr::null();
+    // SAFETY: unshare and mount with a static NUL-terminated path and null optional arguments.
+    unsafe {
+        check_rc(libc::unshare(libc::CLONE_NEWNS))?;
+        check_rc(libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ))
     }
 }
 
@@ -298,19 +337,7 @@ pub(crate) fn remove_file(path: &Path) -> Result<(), RuntimeError> {
 
 /// Start time (clock ticks after boot) of a live, non-zombie process.
 pub(crate) fn start_time(pid: i32) -> Option<u64> {
-    proc_stat(pid)
-        .filter(|(zombie, _)| !zombie)
-        .map(|(_, start)| start)
-}
-
-/// Whether a process is a zombie (or dead), and its start time, from /proc/<pid>/stat.
-fn proc_stat(pid: i32) -> Option<(bool, u64)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    let zombie = matches!(fields.next()?, "Z" | "X");
-    // Field 3 is the state; field 22 is the start time.
-    Some((zombie, fields.nth(18)?.parse().ok()?))
+    procfs::stat(pid).filter(|s| !s.zombie).map(|s| s.start)
 }
 
 /// Sends `signal` to a process, treating "already gone" as done.
@@ -342,8 +369,8 @@ pub(crate) fn signal_group(pgid: i32, signal: Signal) -> Result<(), RuntimeError
 /// zombie) with a different start time means the old group died and the number
 /// was reused.
 pub(crate) fn kill_recorded_group(rec: &PidRecord) -> Result<(), RuntimeError> {
-    match proc_stat(rec.pid) {
-        Some((_, start)) if start != rec.start => Ok(()),
+    match procfs::stat(rec.pid) {
+        Some(s) if s.start != rec.start => Ok(()),
         // Our leader, alive or a zombie, or no leader at all: the group can only be ours.
         _ => signal_group(rec.pid, Signal::SIGKILL),
     }
@@ -351,25 +378,7 @@ pub(crate) fn kill_recorded_group(rec: &PidRecord) -> Result<(), RuntimeError> {
 
 /// True while any live (non-zombie) process is in process group `pgid`.
 pub(crate) fn group_alive(pgid: i32) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .any(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // After the command name: state (field 3), ppid, pgrp (field 5).
-            let mut fields = stat
-                .get(stat.rfind(')').map_or(0, |i| i + 1)..)
-                .unwrap_or("")
-                .split_whitespace();
-            let live = fields
-                .next()
-                .is_some_and(|state| state != "Z" && state != "X");
-            live && fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(pgid)
-        })
+    procfs::pids().any(|pid| procfs::stat(pid).is_some_and(|s| !s.zombie && s.pgrp == pgid))
 }
 
 /// Polls until `done` holds or `limit` passes; returns whether it held.
@@ -389,11 +398,7 @@ pub(crate) async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) 
 /// Host pids of live processes whose real uid lies in `[uid_base, uid_base + 65536)` and,
 /// when `root` is given, whose root directory is that inode (the container's tree).
 pub(crate) fn container_pids(uid_base: u32, root: Option<(u64, u64)>) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    procfs::pids()
         .filter(|pid| {
             real_uid(*pid).is_some_and(|uid| uid >= uid_base && uid - uid_base < UID_RANGE)
         })
@@ -405,31 +410,18 @@ pub(crate) fn container_pids(uid_base: u32, root: Option<(u64, u64)>) -> Vec<i32
         .collect()
 }
 
-/// The parent pid of a process, from /proc/<pid>/stat.
+/// The parent pid of a process.
 pub(crate) fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name: state (field 3), then ppid (field 4).
-    stat.get(stat.rfind(')')? + 1..)?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    procfs::stat(pid).map(|s| s.ppid)
 }
 
 /// Real uid of a live, non-zombie process.
 pub(crate) fn real_uid(pid: i32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let mut uid = None;
-    for line in status.lines() {
-        if let Some(state) = line.strip_prefix("State:") {
-            if state.trim_start().starts_with(['Z', 'X']) {
-                return None;
-            }
-        } else if let Some(ids) = line.strip_prefix("Uid:") {
-            uid = ids.split_whitespace().next()?.parse().ok();
-        }
+    let status = procfs::status(pid).ok()?;
+    if status.zombie() {
+        return None;
     }
-    uid
+    status.real_uid()
 }
 
 /// SIGKILLs the processes `container_pids` finds until none is left (bounded, as they may fork meanwhile).

@@ -1,0 +1,673 @@
+//! Daily spending budgets: an agent's (`agent.toml`'s `budget`) and the
+//! hive's (`hive.toml`'s `budget`), each in dollars and/or tokens per UTC day.
+//!
+//! Spend is what claude reports: a turn's figures (`tokens.in`,
+//! `tokens.out`, `cost.usd`, recorded by [`Hive::end_turn`]) and a
+//! compaction's (`/compact` and notes compaction report theirs as `stats`),
+//! summed from the `stats` rows of the current UTC day. A row counts on the
+//! day it was recorded, so a turn that runs across midnight counts on the
+//! day it ended. Nothing of the spend is kept in memory: a restart holds
+//! whom it held.
+//!
+//! At 80 % of a limit hive-c0re records `budget_warning` and notifies the
+//! operator (`Hive::notify_operator`); at 100 % `over_budget`, a notification
+//! of that kind, and the manager gets one message from `system`. Both are
+//! told at the moment a recorded spend crosses the mark, so each crossing is
+//! told once (a spend that passes both marks at once is told only as
+//! `over_budget`). From then on [`Hive::budget_gate`] holds the agent in
+//! `next_turn`: the turn under way finishes, no other starts, its messages
+//! wait unclaimed. The operator's `budget_set` changes a limit (or lifts it)
+//! for the rest of the UTC day, stored, and wakes whom it releases.
+//!
+//! The figures are the harness's word (it runs claude and reads its
+//! output), like every figure an agent reports: a hostile agent can under-
+//! or over-report its own spend (a negative figure counts as nothing). A
+//! budget guards against runaway spending, not against a hostile agent; the
+//! model endpoint's own accounting is the authority.
+//!
+//! The hive's budget, once spent, holds every agent but one thing: the
+//! manager still takes turns on messages from the operator (only those;
+//! other messages to it wait). The operator is the one who decides what to
+//! do about the spending, and the manager is how they steer the hive; a
+//! hive that ignored the operator's own words until midnight would leave
+//! them only the CLI. The operator's messages are their own decision to
+//! spend, so they cannot run away by themselves. The manager's own budget,
+//! when it has one, holds it entirely: that limit is the operator's word for
+//! the manager alone.
+
+use hive_sh4re::AgentName;
+use hive_sh4re::event::{BudgetMeasure, BudgetNotice, BudgetScope, Payload};
+use hive_sh4re::host::{BudgetRow, BudgetSource, verb};
+use hive_sh4re::notification::NotificationKind;
+use hive_sh4re::{AgentState, Mailbox};
+
+use crate::clock::{now_ms, rfc3339};
+use crate::error::{Error, Result};
+use crate::hive::Hive;
+use crate::store::HIVE_WIDE;
+use crate::store::{AgentRow, BudgetOverride, Spend};
+
+/// A UTC day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The share of a limit at which the hive warns.
+pub const WARN_AT: f64 = 0.8;
+
+/// The UTC day (days since the epoch) of a time in ms.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+/// A UTC day as `YYYY-MM-DD`.
+pub fn day_name(day: i64) -> String {
+    rfc3339(day * DAY_MS)[..10].to_owned()
+}
+
+/// Time left until the next UTC day, when every budget starts again.
+pub fn until_tomorrow() -> std::time::Duration {
+    let now = now_ms();
+    std::time::Duration::from_millis(((day_of(now) + 1) * DAY_MS - now).max(1) as u64)
+}
+
+/// Whether an agent may take a turn, as its budgets say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Within every budget in force.
+    Open,
+    /// Over a budget: no turn until it is raised or the day ends.
+    Held,
+    /// The manager while the hive is over its budget: turns on the operator's messages only.
+    OperatorOnly,
+}
+
+impl Gate {
+    /// The one sender whose messages a turn may take, if the gate narrows them.
+    pub fn only_from(self) -> Option<&'static str> {
+        match self {
+            Self::OperatorOnly => Some(Mailbox::Operator.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// The limits in force for one budget today.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Limit {
+    usd: Option<f64>,
+    tokens: Option<u64>,
+    source: BudgetSource,
+}
+
+impl Limit {
+    const NONE: Limit = Limit {
+        usd: None,
+        tokens: None,
+        source: BudgetSource::None,
+    };
+
+    /// Each measure with a limit: (measure, spent, limit).
+    fn measures(&self, s: Spend) -> Vec<(BudgetMeasure, f64, f64)> {
+        let mut out = vec![];
+        out.extend(self.usd.map(|l| (BudgetMeasure::Usd, s.usd, l)));
+        out.extend(
+            self.tokens
+                .map(|l| (BudgetMeasure::Tokens, s.tokens, l as f64)),
+        );
+        out
+    }
+
+    /// The larger share of a limit spent; 0 without one.
+    fn fraction(&self, s: Spend) -> f64 {
+        self.measures(s)
+            .iter()
+            .map(|(_, spent, limit)| spent / limit)
+            .fold(0.0, f64::max)
+    }
+
+    /// The measures whose share went from below `mark` to `mark` or more.
+    fn crossed(&self, before: Spend, after: Spend, mark: f64) -> Vec<(BudgetMeasure, f64, f64)> {
+        self.measures(before)
+            .into_iter()
+            .zip(self.measures(after))
+            .filter(|((_, b, l), (_, a, _))| b / l < mark && a / l >= mark)
+            .map(|(_, after)| after)
+            .collect()
+    }
+}
+
+/// The limits of a budget today: the operator's for today over the configured ones.
+fn limit_today(
+    configured: Option<hive_sh4re::config::Budget>,
+    o: Option<BudgetOverride>,
+    today: i64,
+) -> Limit {
+    let configured = configured.map(|b| Limit {
+        usd: b.usd_per_day,
+        tokens: b.tokens(),
+        source: BudgetSource::Config,
+    });
+    match o.filter(|o| o.day == today) {
+        Some(o) if o.lifted => Limit {
+            source: BudgetSource::Lifted,
+            ..Limit::NONE
+        },
+        Some(o) => Limit {
+            usd: o.usd.or(configured.and_then(|c| c.usd)),
+            tokens: o.tokens.or(configured.and_then(|c| c.tokens)),
+            source: BudgetSource::Operator,
+        },
+        None => configured.unwrap_or(Limit::NONE),
+    }
+}
+
+/// A spend figure as a sentence's words.
+fn amount(m: BudgetMeasure, v: f64) -> String {
+    match m {
+        BudgetMeasure::Usd => format!("${v:.2}"),
+        BudgetMeasure::Tokens => format!("{} tokens", v.round() as u64),
+    }
+}
+
+/// A `stats` batch's spending.
+pub fn spend_of(items: &[(String, f64)]) -> Spend {
+    let mut s = Spend::default();
+    for (k, v) in items {
+        match k.as_str() {
+            "cost.usd" => s.usd += v.max(0.0),
+            "tokens.in" | "tokens.out" => s.tokens += v.max(0.0),
+            _ => {}
+        }
+    }
+    s
+}
+
+impl Hive {
+    /// The budget in force today for an agent, or (None) the hive.
+    fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
+        let (scope, configured) = match agent {
+            // A config that does not parse grants no turn anyway (`next_turn`).
+            Some(a) => (
+                a.name.as_str(),
+                Self::config_of(a).ok().and_then(|c| c.budget),
+            ),
+            None => (HIVE_WIDE, self.settings.budget),
+        };
+        Ok(limit_today(
+            configured,
+            self.store.budget_override(scope)?,
+            today,
+        ))
+    }
+
+    fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
+        Ok(self.store.spend_since(agent, today * DAY_MS)?)
+    }
+
+    fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
+        let limit = self.budget_limit(agent, today)?;
+        let spend = self.spend_today(agent.map(|a| a.name.as_str()), today)?;
+        let fraction = limit.fraction(spend);
+        Ok(BudgetRow {
+            agent: agent.map(|a| a.name.clone()),
+            day: day_name(today),
+            spent_usd: spend.usd,
+            spent_tokens: spend.tokens.round() as u64,
+            usd_per_day: limit.usd,
+            tokens_per_day: limit.tokens,
+            source: limit.source,
+            fraction,
+            over: fraction >= 1.0,
+        })
+    }
+
+    /// Today's spend against every budget: the hive's first, then each agent's.
+    pub fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
+        let today = day_of(now_ms());
+        let mut rows = vec![self.budget_row_of(None, today)?];
+        for a in self.store.agents()? {
+            rows.push(self.budget_row_of(Some(&a), today)?);
+        }
+        Ok(rows)
+    }
+
+    /// Today's spend against the agent's own budget, when one is in force.
+    pub(super) fn own_budget(&self, a: &AgentRow) -> Option<BudgetRow> {
+        self.budget_row_of(Some(a), day_of(now_ms()))
+            .ok()
+            .filter(|r| r.usd_per_day.is_some() || r.tokens_per_day.is_some())
+    }
+
+    /// What an `over_budget` state shows: the spend of the budget that holds the agent.
+    pub(super) fn over_budget_detail(&self, a: &AgentRow) -> Option<String> {
+        let today = day_of(now_ms());
+        let own = self.budget_row_of(Some(a), today).ok()?;
+        let (who, row) = if own.over {
+            ("", own)
+        } else {
+            ("the hive's ", self.budget_row_of(None, today).ok()?)
+        };
+        let mut parts = vec![];
+        if let Some(l) = row.usd_per_day {
+            parts.push(format!("${:.2} of ${l:.2}", row.spent_usd));
+        }
+        if let Some(l) = row.tokens_per_day {
+            parts.push(format!("{} of {l} tokens", row.spent_tokens));
+        }
+        Some(format!("{who}budget: {} today", parts.join(", ")))
+    }
+
+    /// Whether the agent may take a turn, by its budget and the hive's
+    /// (consulted by `next_turn`); keeps its `over_budget` state in step: an
+    /// idle agent that is held shows it, and one released is idle again.
+    pub(super) fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
+        let today = day_of(now_ms());
+        let own = self.budget_limit(Some(row), today)?;
+        let gate = if own.fraction(self.spend_today(Some(name.as_str()), today)?) >= 1.0 {
+            Gate::Held
+        } else if self
+            .budget_limit(None, today)?
+            .fraction(self.spend_today(None, today)?)
+            >= 1.0
+        {
+            if name.is_manager() {
+                Gate::OperatorOnly
+            } else {
+                Gate::Held
+            }
+        } else {
+            Gate::Open
+        };
+        match (gate, row.state) {
+            (Gate::Held | Gate::OperatorOnly, AgentState::Idle) => {
+                self.set_state(name, AgentState::OverBudget, None)?
+            }
+            (Gate::Open, AgentState::OverBudget) => self.set_state(name, AgentState::Idle, None)?,
+            _ => {}
+        }
+        Ok(gate)
+    }
+
+    /// Notes spending just recorded for `name` (a turn's or a compaction's):
+    /// a budget it brought to 80 % gets `budget_warning`, one it spent gets
+    /// `over_budget` and a message to the manager. A failure is only logged:
+    /// the spend is recorded, and `next_turn` holds by it whatever happens here.
+    pub(super) fn spent(&self, name: &AgentName, delta: Spend) {
+        if delta.usd <= 0.0 && delta.tokens <= 0.0 {
+            return;
+        }
+        if let Err(e) = self.note_spend(name, delta) {
+            tracing::warn!(agent = %name, "could not check the budgets: {e}");
+        }
+    }
+
+    fn note_spend(&self, name: &AgentName, delta: Spend) -> Result<()> {
+        let today = day_of(now_ms());
+        let row = self.agent_row(name)?;
+        for scope in [BudgetScope::Agent, BudgetScope::Hive] {
+            let (limit, after) = match scope {
+                BudgetScope::Agent => (
+                    self.budget_limit(Some(&row), today)?,
+                    self.spend_today(Some(name.as_str()), today)?,
+                ),
+                BudgetScope::Hive => (
+                    self.budget_limit(None, today)?,
+                    self.spend_today(None, today)?,
+                ),
+            };
+            let before = Spend {
+                usd: after.usd - delta.usd,
+                tokens: after.tokens - delta.tokens,
+            };
+            let notice = |measure, spent, limit| BudgetNotice {
+                scope,
+                measure,
+                spent,
+                limit,
+                day: day_name(today),
+            };
+            // The operator's notification is about the agent, or the hive (no agent).
+            let about = (scope == BudgetScope::Agent).then_some(name);
+            let whose = match scope {
+                BudgetScope::Agent => format!("{name}'s daily budget"),
+                BudgetScope::Hive => format!("the hive's daily budget ({name}'s turn crossed it)"),
+            };
+            for (m, spent, l) in limit.crossed(before, after, WARN_AT) {
+                if spent < l {
+                    self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))?;
+                    let text = format!(
+                        "{} of {} of {whose} spent today (UTC): 80 % reached",
+                        amount(m, spent),
+                        amount(m, l)
+                    );
+                    self.tell_operator(NotificationKind::BudgetWarning, about, &text);
+                }
+            }
+            let over = limit.crossed(before, after, 1.0);
+            for (m, spent, l) in &over {
+                self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))?;
+                let held = match scope {
+                    BudgetScope::Agent => format!("{name} is held"),
+                    BudgetScope::Hive => {
+                        "every agent is held (the manager still answers you)".into()
+                    }
+                };
+                let text = format!(
+                    "{} of {} of {whose} spent today (UTC): {held} until you raise it \
+                     (hive-c0re budget) or 00:00 UTC",
+                    amount(*m, *spent),
+                    amount(*m, *l)
+                );
+                self.tell_operator(NotificationKind::OverBudget, about, &text);
+            }
+            if over.is_empty() {
+                continue;
+            }
+            let spent: Vec<String> = over
+                .iter()
+                .map(|(m, s, l)| format!("{} of {}", amount(*m, *s), amount(*m, *l)))
+                .collect();
+            let day = day_name(today);
+            let body = match scope {
+                BudgetScope::Agent => format!(
+                    "{name} is over its daily budget for {day} (UTC): it spent {}. Its turns are held \
+                     from now on and its messages wait in its inbox. The operator can raise the budget \
+                     for today (hive-c0re budget {name} --usd N / --tokens N) or lift it (--reset); \
+                     {name} resumes at once, or at 00:00 UTC.",
+                    spent.join(" and ")
+                ),
+                BudgetScope::Hive => format!(
+                    "The hive is over its daily budget for {day} (UTC): its agents spent {} \
+                     ({name}'s turn crossed it). Every agent is held and their messages wait; you \
+                     still take turns on the operator's messages, nothing else. The operator can raise \
+                     the budget for today (hive-c0re budget --hive --usd N / --tokens N) or lift it \
+                     (--reset); the agents resume at once, or at 00:00 UTC.",
+                    spent.join(" and ")
+                ),
+            };
+            self.notify(&AgentName::manager(), &body)?;
+            if scope == BudgetScope::Hive {
+                self.wake_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes every agent's `next_turn`, so each looks at the budgets again.
+    fn wake_all(&self) -> Result<()> {
+        for a in self.store.agents()? {
+            self.broker.poke(&a.name);
+        }
+        Ok(())
+    }
+
+    /// The operator changes a budget for the rest of today (UTC): new limits
+    /// (a measure not given keeps today's), or lifted; stored, so a restart
+    /// keeps it, and whoever it releases resumes at once.
+    pub fn budget_set(&self, req: &verb::BudgetSet) -> Result<BudgetRow> {
+        if req.reset && (req.usd.is_some() || req.tokens.is_some()) {
+            return Err(Error::refused(
+                "give --reset alone (it lifts the budget for today) or new limits, not both",
+            ));
+        }
+        if !req.reset && req.usd.is_none() && req.tokens.is_none() {
+            return Err(Error::refused(
+                "say what to change: --usd N, --tokens N, or --reset to lift the budget for today",
+            ));
+        }
+        if let Some(u) = req.usd
+            && !(u.is_finite() && u > 0.0)
+        {
+            return Err(Error::refused(format!(
+                "{u} is not a budget: give a number of dollars above 0 (or --reset to lift it)"
+            )));
+        }
+        if req.tokens == Some(0) {
+            return Err(Error::refused(
+                "0 tokens is not a budget: give a number above 0 (or --reset to lift it)",
+            ));
+        }
+        let row = req.agent.as_ref().map(|n| self.agent_row(n)).transpose()?;
+        let scope = req.agent.as_ref().map_or(HIVE_WIDE, |n| n.as_str());
+        let today = day_of(now_ms());
+        let earlier = self
+            .store
+            .budget_override(scope)?
+            .filter(|o| o.day == today && !o.lifted);
+        self.store.set_budget_override(&BudgetOverride {
+            scope: scope.to_owned(),
+            day: today,
+            usd: req.usd.or(earlier.as_ref().and_then(|o| o.usd)),
+            tokens: req.tokens.or(earlier.as_ref().and_then(|o| o.tokens)),
+            lifted: req.reset,
+        })?;
+        let mut words = vec!["budget".to_owned()];
+        words.extend(req.usd.map(|u| format!("--usd {u}")));
+        words.extend(req.tokens.map(|t| format!("--tokens {t}")));
+        if req.reset {
+            words.push("--reset".into());
+        }
+        match &req.agent {
+            Some(n) => {
+                self.note_operator(n, hive_sh4re::event::Operator::command(words.join(" ")));
+                self.broker.poke(n.as_str());
+                self.broker
+                    .publish(crate::broker::Change::Agent(n.to_string()));
+            }
+            None => {
+                self.wake_all()?;
+                for a in self.store.agents()? {
+                    self.broker.publish(crate::broker::Change::Agent(a.name));
+                }
+            }
+        }
+        self.budget_row_of(row.as_ref(), today)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hive_sh4re::agent::{TurnOutcome, TurnStats};
+    use hive_sh4re::config::{AgentConfig, Budget};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_hives_budget_holds_everyone_but_the_managers_turns_for_the_operator() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        let manager = AgentName::manager();
+        for n in [&alice, &manager] {
+            hive.add_stopped(n, &AgentConfig::default().to_toml())
+                .unwrap();
+        }
+        let hive_tokens = |t| verb::BudgetSet {
+            tokens: Some(t),
+            ..verb::BudgetSet::default()
+        };
+        hive.budget_set(&hive_tokens(100)).unwrap();
+        // A compaction's spending (reported as stats) counts like a turn's.
+        hive.record_stats(&alice, &[("tokens.in".into(), 150.0)])
+            .unwrap();
+        let rows = hive.budget_rows().unwrap();
+        assert_eq!((rows[0].agent.as_deref(), rows[0].over), (None, true));
+        let kinds: Vec<String> = hive
+            .events(&alice, None, None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        // One spend from 0 to 150 %: only the hold is told, not the warning it passed.
+        assert_eq!(kinds, ["over_budget"]);
+
+        let to = |n: &AgentName| Mailbox::Agent(n.clone());
+        hive.send(&Mailbox::Operator, &to(&alice), "work")
+            .await
+            .unwrap();
+        assert!(
+            hive.next_turn(&alice, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            hive.agent_row(&alice).unwrap().state,
+            AgentState::OverBudget
+        );
+
+        hive.send(&to(&alice), &to(&manager), "from alice")
+            .await
+            .unwrap();
+        hive.send(&Mailbox::Operator, &to(&manager), "from the operator")
+            .await
+            .unwrap();
+        let turn = hive
+            .next_turn(&manager, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the operator's turn");
+        let from: Vec<&str> = turn.messages.iter().map(|m| m.sender.as_str()).collect();
+        // The system's notice of the spent budget waits too: it is not the operator's.
+        assert_eq!(from, ["operator"]);
+        hive.end_turn(
+            &manager,
+            &turn.claim(),
+            &TurnStats::default(),
+            TurnOutcome::Ack,
+            None,
+        )
+        .unwrap();
+        assert!(
+            hive.next_turn(&manager, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none(),
+            "alice's message waits"
+        );
+
+        // The operator lifts the hive's budget for today: everyone works again.
+        hive.budget_set(&verb::BudgetSet {
+            reset: true,
+            ..verb::BudgetSet::default()
+        })
+        .unwrap();
+        let turn = hive
+            .next_turn(&alice, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("alice resumes");
+        assert_eq!(turn.messages[0].body, "work");
+        let turn = hive
+            .next_turn(&manager, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the manager resumes");
+        let from: Vec<&str> = turn.messages.iter().map(|m| m.sender.as_str()).collect();
+        assert_eq!(from, ["system", "alice"]);
+        assert!(hive.budget_set(&hive_tokens(0)).is_err(), "0 is no budget");
+    }
+
+    fn spend(usd: f64, tokens: f64) -> Spend {
+        Spend { usd, tokens }
+    }
+
+    #[test]
+    fn days_are_utc_days() {
+        // 2025-12-01T23:59:59.999Z and 2025-12-02T00:00:00Z.
+        let before_midnight = 1_764_633_599_999;
+        let midnight = before_midnight + 1;
+        assert_eq!(day_of(midnight) - day_of(before_midnight), 1);
+        assert_eq!(day_name(day_of(before_midnight)), "2025-12-01");
+        assert_eq!(day_name(day_of(midnight)), "2025-12-02");
+        assert_eq!(
+            day_of(midnight) * DAY_MS,
+            midnight,
+            "a day starts at 00:00 UTC"
+        );
+    }
+
+    #[test]
+    fn the_operators_budget_counts_only_on_its_day() {
+        let configured = Some(Budget {
+            usd_per_day: Some(5.0),
+            tokens_per_day: Some(1000),
+        });
+        let o = |day, usd, lifted| BudgetOverride {
+            scope: "alice".into(),
+            day,
+            usd,
+            tokens: None,
+            lifted,
+        };
+        let l = limit_today(configured, Some(o(10, Some(9.0), false)), 10);
+        assert_eq!(
+            (l.usd, l.tokens, l.source),
+            (Some(9.0), Some(1000), BudgetSource::Operator)
+        );
+        let l = limit_today(configured, Some(o(9, Some(9.0), false)), 10);
+        assert_eq!(
+            (l.usd, l.source),
+            (Some(5.0), BudgetSource::Config),
+            "yesterday's is gone"
+        );
+        let l = limit_today(configured, Some(o(10, None, true)), 10);
+        assert_eq!(
+            (l.usd, l.tokens, l.source),
+            (None, None, BudgetSource::Lifted)
+        );
+        assert_eq!(
+            l.fraction(spend(100.0, 1e9)),
+            0.0,
+            "a lifted budget holds nothing"
+        );
+        assert_eq!(limit_today(None, None, 10), Limit::NONE);
+    }
+
+    #[test]
+    fn a_mark_is_crossed_once_by_the_spend_that_reaches_it() {
+        let l = Limit {
+            usd: None,
+            tokens: Some(1000),
+            source: BudgetSource::Config,
+        };
+        assert!(
+            l.crossed(spend(0.0, 700.0), spend(0.0, 790.0), WARN_AT)
+                .is_empty()
+        );
+        let c = l.crossed(spend(0.0, 790.0), spend(0.0, 800.0), WARN_AT);
+        assert_eq!(
+            c,
+            [(BudgetMeasure::Tokens, 800.0, 1000.0)],
+            "80 % exactly warns"
+        );
+        assert!(
+            l.crossed(spend(0.0, 800.0), spend(0.0, 900.0), WARN_AT)
+                .is_empty(),
+            "once"
+        );
+        assert_eq!(
+            l.crossed(spend(0.0, 900.0), spend(0.0, 1200.0), 1.0).len(),
+            1
+        );
+        assert_eq!(l.fraction(spend(0.0, 1200.0)), 1.2);
+        let both = Limit {
+            usd: Some(1.0),
+            ..l
+        };
+        assert_eq!(both.fraction(spend(0.5, 900.0)), 0.9, "the larger share");
+    }
+
+    #[test]
+    fn spending_is_tokens_in_and_out_and_cost_never_below_zero() {
+        let items = [
+            ("tokens.in".to_owned(), 100.0),
+            ("tokens.out".to_owned(), 20.0),
+            ("cost.usd".to_owned(), 0.5),
+            ("notes.bytes".to_owned(), 9000.0),
+            ("tokens.in".to_owned(), -1e9),
+        ];
+        assert_eq!(spend_of(&items), spend(0.5, 120.0));
+    }
+}

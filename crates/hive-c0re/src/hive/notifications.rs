@@ -1,0 +1,329 @@
+//! The operator's notifications: every "the operator is needed" moment goes
+//! through [`Hive::notify_operator`], which stores it (the bell, host.sock's
+//! `notifications`) and queues it for each webhook that wants it, in one
+//! transaction. [`deliver_webhooks`] is the task that empties those queues:
+//! at least once, retried with a doubling delay, and across restarts (the
+//! queue is a table).
+//!
+//! A notification's text may be an agent's words: it is redacted, cut to
+//! [`TEXT_MAX_CHARS`] and kept free of control characters but newlines; every
+//! surface shows it as text.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_sh4re::AgentName;
+use hive_sh4re::notification::{
+    Notification, NotificationKind, NotificationList, TEXT_MAX_CHARS, WebhookStatus,
+};
+
+use super::Hive;
+use crate::broker::Change;
+use crate::clock::{now_ms, rfc3339};
+use crate::error::{Error, Result};
+use crate::store::{DeliveryRow, NotificationRow};
+use crate::webhooks::{self, Webhook};
+
+/// Most notifications one list returns.
+pub const LIST_MAX: u32 = 500;
+/// Notifications a list returns unless asked for another number.
+pub const LIST_DEFAULT: u32 = 50;
+/// Deliveries taken from the queue in one go.
+const BATCH: u32 = 100;
+/// Longest the delivery task sleeps without looking at the queue.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The dashboard path of what a notification is about.
+fn link_for(kind: NotificationKind, agent: Option<&AgentName>) -> String {
+    match (kind, agent) {
+        (NotificationKind::Approval, _) => "/#approvals".to_owned(),
+        (NotificationKind::Question, _) => "/#questions".to_owned(),
+        (NotificationKind::Message, _) => "/#inbox".to_owned(),
+        (_, Some(a)) => format!("/agents/{a}"),
+        (_, None) => "/".to_owned(),
+    }
+}
+
+/// Text as a notification keeps it: no control character but newlines, at most [`TEXT_MAX_CHARS`].
+fn clean(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .take(TEXT_MAX_CHARS + 1)
+        .collect();
+    if out.chars().count() > TEXT_MAX_CHARS {
+        out = out.chars().take(TEXT_MAX_CHARS - 1).collect();
+        out.push('…');
+    }
+    out
+}
+
+/// A stored notification as the wire shows it (None for a kind this version does not know).
+pub fn notification_wire(n: &NotificationRow) -> Option<Notification> {
+    Some(Notification {
+        id: n.id,
+        ts: rfc3339(n.ts),
+        kind: NotificationKind::parse(&n.kind)?,
+        agent: n.agent.clone(),
+        text: n.text.clone(),
+        link: n.link.clone(),
+        read: n.read,
+    })
+}
+
+impl Hive {
+    /// Tells the operator: stores a notification of `kind` about `agent` (its
+    /// dashboard link follows from both) and queues it for every webhook that
+    /// wants the kind. `text` may be an agent's words; it is redacted and cut.
+    /// Returns the notification's id.
+    pub fn notify_operator(
+        &self,
+        kind: NotificationKind,
+        agent: Option<&AgentName>,
+        text: &str,
+    ) -> Result<i64> {
+        let text = clean(&self.redactor()?.redact(text));
+        let link = link_for(kind, agent);
+        let hooks = self.settings.webhooks.wanting(kind);
+        let row = self.store.add_notification(
+            kind.as_str(),
+            agent.map(AgentName::as_str),
+            &text,
+            &link,
+            &hooks,
+        )?;
+        self.broker.publish(Change::Notifications);
+        if !hooks.is_empty() {
+            self.webhook_wake.send_modify(|v| *v += 1);
+            self.broker.publish(Change::Webhooks);
+        }
+        Ok(row.id)
+    }
+
+    /// [`Hive::notify_operator`] where a failure must not stop the caller: it is logged.
+    pub(crate) fn tell_operator(
+        &self,
+        kind: NotificationKind,
+        agent: Option<&AgentName>,
+        text: &str,
+    ) {
+        if let Err(e) = self.notify_operator(kind, agent, text) {
+            tracing::warn!("could not store a {kind} notification: {e}");
+        }
+    }
+
+    /// The newest notifications (only unread ones if `unread`), and how many are unread.
+    pub fn notifications(&self, unread: bool, limit: Option<u32>) -> Result<NotificationList> {
+        let limit = limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
+        Ok(NotificationList {
+            notifications: self
+                .store
+                .notifications(unread, limit)?
+                .iter()
+                .filter_map(notification_wire)
+                .collect(),
+            unread: self.store.unread_notifications()?,
+        })
+    }
+
+    /// Marks notification `id` read (None: every one); returns how many stay unread.
+    pub fn mark_notifications_read(&self, id: Option<i64>) -> Result<u64> {
+        if let Some(id) = id
+            && self.store.notification(id)?.is_none()
+        {
+            return Err(Error::refused(format!(
+                "there is no notification #{id}: see hive-c0re notifications"
+            )));
+        }
+        if self.store.mark_notifications_read(id)? > 0 {
+            self.broker.publish(Change::Notifications);
+        }
+        Ok(self.store.unread_notifications()?)
+    }
+
+    /// Each configured webhook's queue and last results (never its secret).
+    pub fn webhook_statuses(&self) -> Result<Vec<WebhookStatus>> {
+        self.settings
+            .webhooks
+            .hooks
+            .iter()
+            .map(|h| {
+                let s = self.store.webhook_stats(&h.name)?;
+                Ok(WebhookStatus {
+                    name: h.name.clone(),
+                    format: h.format,
+                    target: h.target(),
+                    pending: s.pending,
+                    attempts: s.attempts,
+                    last_error: s.last_error,
+                    last_ok: s.last_ok.map(rfc3339),
+                })
+            })
+            .collect()
+    }
+
+    /// Makes one delivery: sent and dropped from the queue, or put back for later.
+    async fn deliver(&self, hook: &Webhook, d: &DeliveryRow) {
+        let outcome = match self.store.notification(d.notification) {
+            Ok(Some(row)) => match notification_wire(&row) {
+                Some(mut n) => {
+                    n.link = self.settings.webhooks.link(&n.link);
+                    match self.webhook_secret(hook) {
+                        Ok(secret) => {
+                            webhooks::send(&webhooks::request(hook, &n, secret.as_deref())).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Ok(()),
+            },
+            // Vacuumed (it never is while queued) or gone: nothing left to send.
+            Ok(None) => Ok(()),
+            Err(e) => Err(format!("could not read the notification: {e}")),
+        };
+        let stored = match outcome {
+            Ok(()) => self.store.delivery_done(&hook.name, d.notification),
+            Err(e) => {
+                let attempts = d.attempts + 1;
+                let next = now_ms() + webhooks::backoff(attempts).as_millis() as i64;
+                tracing::warn!(
+                    webhook = %hook.name,
+                    notification = d.notification,
+                    attempts,
+                    "webhook delivery failed: {e}"
+                );
+                self.store
+                    .delivery_failed(&hook.name, d.notification, next, &e)
+            }
+        };
+        if let Err(e) = stored {
+            tracing::warn!(webhook = %hook.name, "could not record a webhook delivery: {e}");
+        }
+        self.broker.publish(Change::Webhooks);
+    }
+
+    /// The value of the secret a webhook names, if it names one.
+    fn webhook_secret(&self, hook: &Webhook) -> std::result::Result<Option<String>, String> {
+        let Some(name) = &hook.secret else {
+            return Ok(None);
+        };
+        match self.hive_secret(name) {
+            Ok(Some(v)) => Ok(Some(v)),
+            Ok(None) => Err(format!(
+                "the secret {name} is not set: hive-c0re secret set {name}"
+            )),
+            Err(e) => Err(format!("could not read the secret {name}: {e}")),
+        }
+    }
+}
+
+/// Empties the webhooks' queues until the hive shuts down: one task per
+/// webhook, so a slow or dead one holds up no other. Each sends what is due,
+/// in order, then sleeps until its next retry or a new notification.
+pub async fn deliver_webhooks(hive: Arc<Hive>) {
+    let names: Vec<&str> = hive
+        .settings
+        .webhooks
+        .hooks
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    match hive.store.forget_webhooks_except(&names) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deliveries = n,
+            "dropped the queues of webhooks no longer configured"
+        ),
+        Err(e) => tracing::warn!("could not drop old webhook queues: {e}"),
+    }
+    let tasks = hive
+        .settings
+        .webhooks
+        .hooks
+        .iter()
+        .map(|hook| deliver_to(hive.clone(), hook.clone()));
+    futures::future::join_all(tasks).await;
+}
+
+/// One webhook's delivery loop.
+async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
+    let mut wake = hive.webhook_wake.subscribe();
+    loop {
+        // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.
+        wake.borrow_and_update();
+        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(webhook = %hook.name, "could not read the webhook queue: {e}");
+                vec![]
+            }
+        };
+        for d in &due {
+            tokio::select! {
+                _ = hive.deliver(&hook, d) => {}
+                _ = hive.shutdown.cancelled() => return,
+            }
+        }
+        if !due.is_empty() {
+            continue;
+        }
+        let wait = match hive.store.next_delivery_at(&hook.name) {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE),
+            _ => IDLE,
+        };
+        tokio::select! {
+            r = wake.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(wait) => {}
+            _ = hive.shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_cut_and_cleaned() {
+        let long = "x".repeat(TEXT_MAX_CHARS * 2);
+        let c = clean(&long);
+        assert_eq!(c.chars().count(), TEXT_MAX_CHARS);
+        assert!(c.ends_with('…'));
+        assert_eq!(clean("a\r\nb\x1b[31m"), "a\nb[31m");
+    }
+
+    #[tokio::test]
+    async fn notifications_are_listed_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        let id = hive
+            .notify_operator(NotificationKind::Crashed, Some(&alice), "boom")
+            .unwrap();
+        hive.notify_operator(NotificationKind::Approval, None, "spawn bob")
+            .unwrap();
+        let l = hive.notifications(false, None).unwrap();
+        assert_eq!(l.unread, 2);
+        assert_eq!(l.notifications[1].link, "/agents/alice");
+        assert_eq!(l.notifications[0].link, "/#approvals");
+        assert_eq!(hive.mark_notifications_read(Some(id)).unwrap(), 1);
+        assert!(hive.mark_notifications_read(Some(id + 100)).is_err());
+        assert_eq!(hive.mark_notifications_read(None).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn webhook_secrets_are_kept_from_agents() {
+        use hive_sh4re::secret::{SecretName, SecretValue};
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let value = SecretValue::parse("hmac-key-value-123".into()).unwrap();
+        for name in ["WEBHOOK_KEY", "OTHER_KEY"] {
+            hive.secret_set(&SecretName::parse(name).unwrap(), None, &value)
+                .unwrap();
+        }
+        let alice = AgentName::parse("alice").unwrap();
+        let given = hive.secrets_for(&alice).unwrap();
+        assert!(given.0.contains_key("OTHER_KEY"));
+        assert!(!given.0.contains_key("WEBHOOK_KEY"));
+    }
+}

@@ -1,0 +1,106 @@
+//! Budgets' figures: today's spend summed from the `stats` rows turns and
+//! compactions record (`tokens.in`, `tokens.out`, `cost.usd`), and the
+//! operator's budget for today (`budget_overrides`, one row per scope).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Result, Store};
+use crate::clock::now_ms;
+
+/// Spending over some time: dollars and tokens (input plus output).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spend {
+    pub usd: f64,
+    pub tokens: f64,
+}
+
+/// The operator's budget for one scope on one UTC day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetOverride {
+    /// An agent's name, or `#hive`.
+    pub scope: String,
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    pub usd: Option<f64>,
+    pub tokens: Option<u64>,
+    /// No budget for the rest of the day.
+    pub lifted: bool,
+}
+
+/// The `stats` keys that are spending, and which measure each adds to.
+const SPEND_SQL: &str = "SUM(CASE WHEN key = 'cost.usd' THEN MAX(value, 0) ELSE 0 END), \
+     SUM(CASE WHEN key IN ('tokens.in', 'tokens.out') THEN MAX(value, 0) ELSE 0 END)";
+
+impl Store {
+    /// What `agent` (or, with None, every agent together) spent since `since`
+    /// (ms). A negative figure a harness reported counts as nothing.
+    pub fn spend_since(&self, agent: Option<&str>, since: i64) -> Result<Spend> {
+        let g = self.lock();
+        let (usd, tokens): (Option<f64>, Option<f64>) = match agent {
+            Some(a) => g
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {SPEND_SQL} FROM stats WHERE agent = ?1 AND ts >= ?2"
+                ))?
+                .query_row(params![a, since], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            // '#' starts no agent name: the hive-wide rows are no one's spending.
+            None => g
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {SPEND_SQL} FROM stats WHERE ts >= ?1 AND agent NOT LIKE '#%'"
+                ))?
+                .query_row(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?,
+        };
+        Ok(Spend {
+            usd: usd.unwrap_or(0.0),
+            tokens: tokens.unwrap_or(0.0),
+        })
+    }
+
+    /// Stores the operator's budget for a scope and day, replacing the last one.
+    pub fn set_budget_override(&self, o: &BudgetOverride) -> Result<()> {
+        self.lock().conn.execute(
+            "INSERT INTO budget_overrides (scope, day, usd, tokens, lifted, set_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (scope) DO UPDATE SET \
+             day = excluded.day, usd = excluded.usd, tokens = excluded.tokens, \
+             lifted = excluded.lifted, set_at = excluded.set_at",
+            params![
+                o.scope,
+                o.day,
+                o.usd,
+                o.tokens.map(|t| t as i64),
+                o.lifted,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The operator's last budget for a scope, whatever its day.
+    pub fn budget_override(&self, scope: &str) -> Result<Option<BudgetOverride>> {
+        let g = self.lock();
+        Ok(g.conn
+            .prepare_cached(
+                "SELECT scope, day, usd, tokens, lifted FROM budget_overrides WHERE scope = ?1",
+            )?
+            .query_row(params![scope], |r| {
+                Ok(BudgetOverride {
+                    scope: r.get(0)?,
+                    day: r.get(1)?,
+                    usd: r.get(2)?,
+                    tokens: r.get::<_, Option<i64>>(3)?.map(|t| t.max(0) as u64),
+                    lifted: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Drops the operator's budget for a scope (its agent is destroyed).
+    pub fn remove_budget_override(&self, scope: &str) -> Result<()> {
+        self.lock().conn.execute(
+            "DELETE FROM budget_overrides WHERE scope = ?1",
+            params![scope],
+        )?;
+        Ok(())
+    }
+}

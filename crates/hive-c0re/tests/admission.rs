@@ -1,0 +1,262 @@
+//! Admission control for turns, through the real claude CLI against the
+//! scripted model told to hang (`/_sim/fault`), which keeps the turns that
+//! got a slot running until the test heals it: with `--max-concurrent-turns 3`
+//! (two slots for agents, one kept for the manager) five agents messaged at
+//! once run two at a time, the others show `queued` in the order of their
+//! oldest message, a queued agent can be paused (and keeps its place) or
+//! cancelled (and leaves the line without a turn), the manager gets a turn
+//! while the agents fill every other slot, and everyone is answered.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{ModelSim, Opts, TestHive};
+use serde_json::{Value, json};
+
+/// Tells the model server how to fail (`{}` heals it); returns its counts.
+fn fault(sim: &ModelSim, f: Value) -> Value {
+    serde_json::from_str(&sim.control("POST", "/_sim/fault", &f.to_string())).unwrap()
+}
+
+/// `/v1/messages` requests left hanging so far.
+fn hung(sim: &ModelSim) -> u64 {
+    let v: Value = serde_json::from_str(&sim.control("GET", "/_sim/fault", "")).unwrap();
+    v["hung"].as_u64().unwrap()
+}
+
+/// Each agent's state and place in line, as `status --json` shows them.
+fn states(hive: &TestHive, names: &[&str]) -> BTreeMap<String, (String, Option<u64>)> {
+    names
+        .iter()
+        .map(|n| {
+            let r = hive.row(n).unwrap();
+            let state = r["state"].as_str().unwrap().to_owned();
+            (n.to_string(), (state, r["queue_position"].as_u64()))
+        })
+        .collect()
+}
+
+fn queued(pos: u64) -> (String, Option<u64>) {
+    ("queued".to_owned(), Some(pos))
+}
+
+fn thinking() -> (String, Option<u64>) {
+    ("thinking".to_owned(), None)
+}
+
+/// The agents' `turn_start` and `turn_end` events, in the order the hive recorded them.
+fn turn_events(hive: &TestHive, names: &[&str]) -> Vec<(i64, String, String)> {
+    let mut all: Vec<(i64, String, String)> = names
+        .iter()
+        .flat_map(|n| hive.events(n))
+        .filter(|e| e["kind"] == "turn_start" || e["kind"] == "turn_end")
+        .map(|e| {
+            (
+                e["id"].as_i64().unwrap(),
+                e["agent"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The most turns of `names` that were ever running together, from their events.
+fn most_at_once(events: &[(i64, String, String)]) -> usize {
+    let mut running = BTreeSet::new();
+    let mut most = 0;
+    for (_, agent, kind) in events {
+        if kind == "turn_start" {
+            running.insert(agent.clone());
+        } else {
+            running.remove(agent);
+        }
+        most = most.max(running.len());
+    }
+    most
+}
+
+#[test]
+fn turns_wait_in_line_by_their_oldest_message_and_the_manager_never_waits() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(None);
+    let mut opts = Opts {
+        env: sim.env(),
+        ..Opts::default()
+    };
+    opts.args.retain(|a| a != "--no-manager");
+    opts.args
+        .extend(["--max-concurrent-turns".to_owned(), "3".to_owned()]);
+    let hive = TestHive::start_with(opts);
+    let workers = ["w-a", "w-b", "w-c", "w-d", "w-e"];
+    for n in workers {
+        hive.ok(&["spawn", n]);
+    }
+    hive.wait_for("the manager and the agents running and idle", 90, |h| {
+        workers.iter().chain(&["manager"]).all(|n| {
+            h.row(n)
+                .is_some_and(|r| r["running"] == true && r["state"] == "idle")
+        })
+    });
+    assert!(
+        hive.log().contains(
+            "at most 3 claude processes at once, one kept for the manager (--max-concurrent-turns)"
+        ),
+        "the limit and where it came from, at start:\n{}",
+        hive.log()
+    );
+
+    // Every model request hangs: a turn that got a slot holds it.
+    fault(&sim, json!({"hang": true}));
+    // Messages in an order that is neither the names' nor anything else's.
+    let order = ["w-d", "w-a", "w-e", "w-b", "w-c"];
+    for n in order {
+        hive.ok(&["send", n, "ping"]);
+    }
+    hive.wait_for("two turns running, three in line", 60, |h| {
+        states(h, &workers)
+            == BTreeMap::from([
+                ("w-d".into(), thinking()),
+                ("w-a".into(), thinking()),
+                ("w-e".into(), queued(1)),
+                ("w-b".into(), queued(2)),
+                ("w-c".into(), queued(3)),
+            ])
+    });
+    hive.wait_for("both running turns at the model", 30, |_| hung(&sim) == 2);
+    let table = hive.ok(&["status"]);
+    let line = table.lines().find(|l| l.starts_with("w-e")).unwrap();
+    assert!(
+        line.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w[0] == "queued" && w[1].ends_with('s')),
+        "the state column shows `queued <age>`: {line}"
+    );
+
+    // The manager has its own slot: it answers while the agents fill theirs.
+    hive.ok(&["send", "manager", "ping"]);
+    hive.wait_for("the manager's turn at the model", 60, |h| {
+        h.row("manager").unwrap()["state"] == "thinking" && hung(&sim) == 3
+    });
+
+    // Paused in line: it leaves it, and comes back to its place (its message is older).
+    hive.ok(&["pause", "w-b"]);
+    hive.wait_for("w-b out of line", 30, |h| {
+        let s = states(h, &workers);
+        s["w-b"] == ("idle".to_owned(), None) && s["w-c"] == queued(2)
+    });
+    // Cancelled in line: it leaves it without a turn; its message waits, held.
+    hive.ok(&["cancel", "w-c"]);
+    hive.wait_for("w-c out of line", 30, |h| {
+        states(h, &workers)["w-c"] == ("idle".to_owned(), None)
+    });
+    assert_eq!(hive.row("w-c").unwrap()["inbox_depth"], 1);
+    hive.ok(&["resume", "w-b"]);
+    hive.wait_for("w-b back at its place", 30, |h| {
+        let s = states(h, &workers);
+        s["w-e"] == queued(1) && s["w-b"] == queued(2)
+    });
+    assert_eq!(hung(&sim), 3, "nobody else reached the model");
+
+    // The model answers: every turn in line is served, the cancelled one is not.
+    fault(&sim, json!({}));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut from = BTreeSet::new();
+    while from.len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "answered only by {from:?}\n{}",
+            hive.log()
+        );
+        for m in hive.recv_operator(5) {
+            assert_eq!(m["body"], "pong", "{m}");
+            from.insert(m["from"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        from,
+        BTreeSet::from(["manager", "w-a", "w-b", "w-d", "w-e"].map(String::from))
+    );
+    let events = turn_events(&hive, &workers);
+    assert_eq!(most_at_once(&events), 2, "{events:?}");
+    let starts: Vec<&str> = events
+        .iter()
+        .filter(|(_, _, k)| k == "turn_start")
+        .map(|(_, a, _)| a.as_str())
+        .collect();
+    assert_eq!(starts.len(), 4, "w-c had no turn: {starts:?}");
+    assert_eq!(
+        starts[..2].iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&"w-d", &"w-a"])
+    );
+    assert_eq!(
+        starts[2..].iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&"w-e", &"w-b"])
+    );
+    assert_eq!(hive.row("w-c").unwrap()["inbox_depth"], 1, "held, not lost");
+}
+
+#[test]
+fn a_harness_killed_mid_turn_gives_its_slot_back_and_a_compaction_needs_one() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(None);
+    let mut opts = Opts {
+        env: sim.env(),
+        ..Opts::default()
+    };
+    // One slot for agents (the other is the manager's, unused here).
+    opts.args
+        .extend(["--max-concurrent-turns".to_owned(), "2".to_owned()]);
+    let hive = TestHive::start_with(opts);
+    let workers = ["alice", "bob"];
+    for n in workers {
+        hive.ok(&["spawn", n]);
+    }
+    hive.wait_for("the agents running and idle", 60, |h| {
+        workers.iter().all(|n| {
+            h.row(n)
+                .is_some_and(|r| r["running"] == true && r["state"] == "idle")
+        })
+    });
+    fault(&sim, json!({"hang": true}));
+    hive.ok(&["send", "alice", "ping"]);
+    hive.wait_for("alice at the model", 60, |_| hung(&sim) == 1);
+    // claude outside a turn (a compaction) needs a slot too: none is free.
+    let admit =
+        |wait_ms: u64| common::agent_call(&hive, "bob", json!({"op": "admit", "wait_ms": wait_ms}));
+    let r = admit(300);
+    assert_eq!((&r["ok"], r.get("admitted")), (&json!(true), None), "{r}");
+    hive.ok(&["send", "bob", "ping"]);
+    hive.wait_for("alice at the model, bob in line", 60, |h| {
+        states(h, &workers)
+            == BTreeMap::from([("alice".into(), thinking()), ("bob".into(), queued(1))])
+            && hung(&sim) == 1
+    });
+    nix::sys::signal::kill(
+        common::harness_pid(&hive, "alice"),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    hive.wait_for("bob's turn at the model", 60, |h| {
+        h.row("bob").unwrap()["state"] == "thinking" && hung(&sim) == 2
+    });
+    // bob holds the agents' slot now; a second connection of his counts as him.
+    assert_eq!(admit(300)["admitted"], true);
+    fault(&sim, json!({}));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut from = BTreeSet::new();
+    while from.len() < 2 {
+        assert!(Instant::now() < deadline, "answered only by {from:?}");
+        for m in hive.recv_operator(5) {
+            from.insert(m["from"].as_str().unwrap().to_owned());
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The operator's edit of a config repo, as the README gives it: `config
+//! show`, edit, `config commit`, request, approve. The repo belongs to the
+//! agent's uid (as under nspawn, where it is the container's), so git run by
+//! root refuses it ("dubious ownership"), and an agent can plant hooks and
+//! config in it that must not run as root.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{TestHive, write_exe};
+
+/// Runs a CLI verb with `input` on stdin; (exit code, stdout, stderr).
+fn cli_with_input(hive: &TestHive, args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = hive
+        .command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Hands `repo` to `uid` (every file in it), as a container's repo is.
+fn chown_tree(repo: &Path, uid: u32) {
+    let st = Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(repo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A hive with alice, whose config repo belongs to alice's own uid, not root.
+fn hive_with_agent_owned_repo() -> Option<(TestHive, std::path::PathBuf, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the repo must belong to another uid than the operator's (run as root)");
+        return None;
+    }
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    let repo = hive.state_dir().join("configs/alice");
+    // Alice's uid: her state dir is hers (the process runtime under root).
+    let uid = std::fs::metadata(hive.state_dir().join("agents/alice/state"))
+        .or_else(|_| std::fs::metadata(hive.state_dir().join("agents/alice")))
+        .unwrap()
+        .uid();
+    let uid = if uid == 0 {
+        4_242_000 + std::process::id() % 1000
+    } else {
+        uid
+    };
+    chown_tree(&repo, uid);
+    Some((hive, repo, uid))
+}
+
+#[test]
+fn the_readme_flow_edits_an_agent_owned_repo_as_root_and_goes_through_approval() {
+    let Some((hive, repo, uid)) = hive_with_agent_owned_repo() else {
+        return;
+    };
+    // What the README warns of: plain git as root refuses the agent's repo.
+    let plain = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-c", "user.name=op", "-c", "user.email=op@localhost"])
+        .args(["commit", "--allow-empty", "-qm", "by hand"])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("dubious ownership"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    // The README's flow.
+    let shown = hive.ok(&["config", "show", "alice"]);
+    assert!(shown.contains("model = \"haiku\""), "{shown}");
+    let edited = shown.replace("model = \"haiku\"", "model = \"sonnet\"");
+    let (code, sha, err) = cli_with_input(
+        &hive,
+        &["config", "commit", "alice", "-m", "alice on sonnet"],
+        &edited,
+    );
+    assert_eq!(code, 0, "{err}");
+    let sha = sha.trim().to_owned();
+    assert_eq!(sha.len(), 40, "{sha}");
+    assert!(
+        err.contains(&format!("request-apply-commit alice {sha}")),
+        "{err}"
+    );
+    // The repo's head, and what it wrote, stay the agent's.
+    assert_eq!(hive.ok(&["config", "show", "alice"]), edited);
+    let object = repo.join(".git/objects").join(&sha[..2]).join(&sha[2..]);
+    assert_eq!(
+        std::fs::metadata(&object).unwrap().uid(),
+        uid,
+        "the commit object is the repo owner's"
+    );
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-c", &format!("safe.directory={}", repo.display())])
+        .args(["log", "-1", "--format=%H %s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).trim(),
+        format!("{sha} alice on sonnet")
+    );
+
+    // Nothing is deployed until approved.
+    assert_eq!(hive.row("alice").unwrap()["active_model"], "haiku");
+    let queued = hive.ok(&["request-apply-commit", "alice", &sha]);
+    let id = queued
+        .trim()
+        .trim_start_matches("approval #")
+        .trim_end_matches(" queued")
+        .to_owned();
+    let diff = hive.ok(&["approvals", "show", &id]);
+    assert!(
+        diff.contains("-model = \"haiku\"") && diff.contains("+model = \"sonnet\""),
+        "{diff}"
+    );
+    hive.ok(&["approve", &id]);
+    assert_eq!(hive.row("alice").unwrap()["active_model"], "sonnet");
+
+    // An edit that is not a valid config commits nothing.
+    let (code, _, err) = cli_with_input(&hive, &["config", "commit", "alice"], "model = [\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not a valid config, nothing was committed"),
+        "{err}"
+    );
+    assert_eq!(hive.ok(&["config", "show", "alice"]), edited);
+}
+
+#[test]
+fn hooks_and_config_an_agent_plants_in_its_repo_do_not_run_during_the_operators_edit() {
+    let Some((hive, repo, uid)) = hive_with_agent_owned_repo() else {
+        return;
+    };
+    // Ways a repo can make git run a program on a commit: hooks in .git/hooks
+    // (reachable through the repo itself, by any uid), an fsmonitor, and a
+    // clean filter the work tree's .gitattributes names.
+    let marks = hive.dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let hook = |name: &str| {
+        format!(
+            "#!/bin/sh\necho \"{name} ran as $(id -u)\" > {}/{name}\ncat >/dev/null 2>&1 || true\nexit 0\n",
+            marks.display()
+        )
+    };
+    let hooks = repo.join(".git/hooks");
+    for name in [
+        "pre-commit",
+        "commit-msg",
+        "post-commit",
+        "reference-transaction",
+        "post-rewrite",
+    ] {
+        write_exe(&hooks.join(name), &hook(name));
+    }
+    write_exe(&repo.join("fsmonitor"), &hook("fsmonitor"));
+    write_exe(&repo.join("clean"), &hook("clean-filter"));
+    std::fs::write(repo.join(".gitattributes"), "agent.toml filter=evil\n").unwrap();
+    let config = repo.join(".git/config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[core]\n\tfsmonitor = {}\n[filter \"evil\"]\n\tclean = {}\n",
+        repo.join("fsmonitor").display(),
+        repo.join("clean").display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    chown_tree(&repo, uid);
+
+    // The planted programs are live: git as root, told the repo is safe, runs them.
+    let naive = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-c", &format!("safe.directory={}", repo.display())])
+        .args(["-c", "user.name=op", "-c", "user.email=op@localhost"])
+        .args(["commit", "--allow-empty", "-qm", "naive"])
+        .output()
+        .unwrap();
+    assert!(
+        naive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&naive.stderr)
+    );
+    let ran = |m: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(m)
+            .unwrap()
+            .map(|e| {
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        ran(&marks).iter().any(|l| l.ends_with("ran as 0")),
+        "the planted hooks run under plain git as root: {:?}",
+        ran(&marks)
+    );
+    for e in std::fs::read_dir(&marks).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+
+    // The README's flow runs none of them, as root or as anyone.
+    let shown = hive.ok(&["config", "show", "alice"]);
+    let (code, sha, err) = cli_with_input(
+        &hive,
+        &["config", "commit", "alice", "-m", "operator edit"],
+        &format!("{shown}# edited by the operator\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        ran(&marks),
+        Vec::<String>::new(),
+        "nothing the agent planted ran"
+    );
+    // And the commit holds exactly the text given (no clean filter touched it).
+    assert_eq!(
+        hive.ok(&["config", "show", "alice"]),
+        format!("{shown}# edited by the operator\n")
+    );
+    let id = hive.ok(&["request-apply-commit", "alice", sha.trim()]);
+    assert!(id.starts_with("approval #"), "{id}");
+    assert_eq!(
+        ran(&marks),
+        Vec::<String>::new(),
+        "nothing ran on the request either"
+    );
+}

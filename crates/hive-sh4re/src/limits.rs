@@ -1,0 +1,34 @@
+//! The hive's limits, defined once: hive-c0re enforces them, the MCP tools
+//! check them before asking (so a model hears the limit in the tool's own
+//! words), and both name them in their refusals.
+
+/// Largest request line either socket accepts, in bytes.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Largest message body `send` (and a scheduled prompt's text) accepts, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Shortest nap, in seconds.
+pub const NAP_MIN_SECONDS: u64 = 1;
+/// Longest nap, in seconds (6 h).
+pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
+
+/// Most messages one `recv` returns.
+pub const RECV_MAX: u32 = 1000;
+/// Messages an agent's `recv` returns when it names no `max`.
+pub const RECV_DEFAULT: u32 = 20;
+
+/// Longest one-line status an agent may set, in characters.
+pub const STATUS_MAX_CHARS: usize = 200;
+
+/// How long an operator question waits when the manager names no deadline, in seconds.
+pub const ASK_DEFAULT_TTL_SECONDS: u64 = 3600;
+/// Longest an operator question may wait, in seconds (7 days).
+pub const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
+
+/// Most schedules waiting for one agent.
+pub const SCHEDULES_PER_AGENT: u32 = 50;
+/// Most schedules one creator (the operator, the manager) keeps at once.
+pub const SCHEDULES_PER_CREATOR: u32 = 200;
+/// Shortest repeat interval of a schedule, in milliseconds.
+pub const SCHEDULE_MIN_INTERVAL_MS: i64 = 1000;

@@ -1,0 +1,109 @@
+// Browser test of the hive page's approvals panel: a real hive-c0re (process
+// runtime, stand-in harness), headless chromium. Approvals are queued for
+// real through host.sock (the CLI); the config repo is committed to with git,
+// as the manager would.
+//
+// Run: cargo build -p hive-c0re && (cd web && npm ci && npm run build && node --test tests/approvals.test.mjs)
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+import { OUT, cspViolations, launchBrowser, makeHive, requireBuilt, sleep, until } from './hive.mjs';
+
+const run = promisify(execFile);
+let hive;
+let browser;
+let page;
+let refused;
+
+before(async () => {
+  requireBuilt();
+  fs.mkdirSync(OUT, { recursive: true });
+  // Heads read every 0.2 s, so a repo that moves on shows within the test.
+  hive = await makeHive({ env: { HIVE_CONFIG_POLL_SECS: '0.2' } });
+  await hive.start();
+  await hive.cli('spawn', 'alice');
+  browser = await launchBrowser();
+  page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  refused = cspViolations(page);
+  await hive.logIn(page);
+});
+
+after(async () => {
+  await browser?.close();
+  await hive?.stop();
+  if (process.env.KEEP_HIVE) console.log(`hive left in ${hive.dir}`);
+  else hive?.cleanup();
+});
+
+/** Commits alice's agent.toml with `edit` applied, as the manager would; answers the sha. */
+async function commit(edit, message) {
+  const repo = path.join(hive.env.HIVE_STATE_DIR, 'configs', 'alice');
+  const file = path.join(repo, 'agent.toml');
+  fs.writeFileSync(file, edit(fs.readFileSync(file, 'utf8')));
+  const git = (...args) => run('git', ['-C', repo, '-c', 'safe.directory=*', '-c', 'user.name=test', '-c', 'user.email=test@localhost', ...args]);
+  await git('commit', '-qam', message);
+  return (await git('rev-parse', 'HEAD')).stdout.trim();
+}
+
+const requestCommit = async (sha, description) => (await hive.cli('request-apply-commit', 'alice', sha, '--description', description)).match(/#(\d+)/)[1];
+
+test('what the operator is doing on a card survives a new approval arriving, and the card warns of what matters', async () => {
+  const sha = await commit((t) => t.replace('model = "haiku"', 'model = "sonnet"'), 'sonnet');
+  const first = await requestCommit(sha, 'alice on sonnet');
+  const card = page.locator(`.approval[data-id="${first}"]`);
+  await card.waitFor();
+  await until(async () => /\+model = "sonnet"/.test(await card.locator('pre.diff').innerText()), 'the diff to load');
+  assert.equal(await card.locator('li.warning').count(), 0, 'nothing to warn of yet');
+  // An override set now masks the model change: the card says so, live.
+  await hive.cli('model', 'alice', 'opus');
+  await card.locator('li.warning[data-kind=model_override]', { hasText: 'override opus masks it' }).waitFor();
+
+  // The operator: folds and opens the diff again and scrolls in it, types a reason, arms Deny.
+  const toggle = card.locator('button.fold-toggle');
+  await toggle.click();
+  assert.ok(await card.locator('pre.diff').isHidden());
+  await toggle.click();
+  await until(async () => /\+model = "sonnet"/.test(await card.locator('pre.diff').innerText()), 'the diff to show again');
+  await card.evaluate((c) => { c.querySelector('pre.diff').dataset.mine = 'opened by the operator'; });
+  await card.locator('input.note').fill('sonnet is too slow for alice');
+  const deny = card.locator('button[data-decide=deny]');
+  await deny.click();
+  assert.equal(await deny.innerText(), 'click again to confirm');
+
+  // A new approval arrives for real (host.sock): the same request again.
+  const second = await requestCommit(sha, 'alice on sonnet, again');
+  await page.locator(`.approval[data-id="${second}"]`).waitFor();
+  // The first card now warns of the duplicate, and everything the operator did is intact.
+  await card.locator('li.warning[data-kind=duplicate]', { hasText: `approval #${second} asks the same` }).waitFor();
+  assert.equal(await card.locator('input.note').inputValue(), 'sonnet is too slow for alice');
+  assert.equal(await deny.innerText(), 'click again to confirm', 'Deny is still armed');
+  assert.ok(await deny.evaluate((b) => b.classList.contains('armed')));
+  assert.equal(await card.locator('pre.diff').getAttribute('data-mine'), 'opened by the operator', 'the same diff element, not a rebuilt one');
+  assert.ok(await card.locator('pre.diff').isVisible());
+  assert.match(await card.locator('pre.diff').innerText(), /\+model = "sonnet"/);
+  await page.locator(`.approval[data-id="${second}"] li.warning[data-kind=duplicate]`, { hasText: `approval #${first} asks the same` }).waitFor();
+
+  // The repo moves on: the card says by how much, in place, and the armed click still decides it.
+  await sleep(4500); // Deny disarmed by itself meanwhile (4 s).
+  await commit((t) => `${t}# later 1\n`, 'later 1');
+  const head = await commit((t) => `${t}# later 2\n`, 'later 2');
+  await card.locator('li.warning[data-kind=repo_moved]', { hasText: `${head.slice(0, 12)} is 2 commits ahead of the requested ${sha.slice(0, 12)}` }).waitFor({ timeout: 10000 });
+  assert.equal(await card.locator('input.note').inputValue(), 'sonnet is too slow for alice');
+  await page.screenshot({ path: path.join(OUT, 'approvals-warnings.png'), fullPage: true });
+  await deny.click();
+  await deny.click();
+  await until(async () => {
+    const all = (await hive.cli('approvals', '--json')).trim().split('\n').map((l) => JSON.parse(l));
+    const a = all.find((x) => String(x.id) === first);
+    return a.status === 'denied' && a.note === 'sonnet is too slow for alice';
+  }, 'the first approval to be denied with the typed reason');
+  await card.waitFor({ state: 'detached' });
+  assert.ok(await page.locator(`.approval[data-id="${second}"]`).isVisible(), 'the other card stays');
+  await page.locator(`.approval[data-id="${second}"] li.warning[data-kind=duplicate]`).waitFor({ state: 'detached' });
+  assert.deepEqual(refused, [], 'no content security policy violation');
+});
