@@ -73,23 +73,25 @@ impl Fixture {
     }
 
     /// Takes the database back to the schema before the secrets (sqlite 3,
-    /// PostgreSQL 1), as a hive-c0re of that time left it.
+    /// PostgreSQL 1), as a hive-c0re of that time left it: what every later
+    /// migration made is dropped.
     pub async fn set_schema_before_secrets(&self) {
+        const LATER: &str = "DROP TABLE secrets; DROP TABLE notifications; \
+             DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
+             DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
-                c.execute_batch(
-                    "DROP TABLE secrets; DROP TABLE notifications; DROP TABLE webhook_deliveries; \
-                     DROP TABLE webhook_status; DROP INDEX events_feed; DROP INDEX events_crash; \
-                     DROP TABLE budget_overrides; DROP INDEX stats_ts; PRAGMA user_version = 3;",
-                )
+                c.execute_batch(&format!(
+                    "{LATER} DROP INDEX stats_ts; PRAGMA user_version = 3;"
+                ))
                 .unwrap();
             }
             Some(db) => {
                 let c = TestCluster::shared()
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
-                c.batch_execute("DROP TABLE secrets; UPDATE hive_schema SET version = 1;")
+                c.batch_execute(&format!("{LATER} UPDATE hive_schema SET version = 1;"))
                     .await
                     .unwrap();
             }
