@@ -13,8 +13,9 @@ use hive_sh4re::host::ApprovalStatus;
 
 use super::pg::{PgSettings, PgStore};
 use super::{
-    AgentRow, ApprovalRow, EventRow, Limits, MessageRow, NewAgent, NewApproval, QuestionRow,
-    Result, ScheduleRow, SecretEntry, SendError, StatRow, Store,
+    AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow, NewAgent,
+    NewApproval, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry, SendError, Spend,
+    StatRow, Store, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -176,6 +177,16 @@ impl Db {
         both!(self, s => s.claim(recipient, max))
     }
 
+    /// [`Db::claim`], of one sender's messages only when `sender` is given.
+    pub async fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.claim_from(recipient, sender, max))
+    }
+
     /// Acknowledges messages of `recipient`; ids of others or already acknowledged ones are ignored.
     pub async fn ack(&self, recipient: &str, ids: &[i64]) -> Result<usize> {
         both!(self, s => s.ack(recipient, ids))
@@ -212,6 +223,41 @@ impl Db {
     /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
     pub async fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
         both!(self, s => s.has_unclaimed(recipient))
+    }
+
+    /// The arrival (unix ms) and id of `recipient`'s oldest unclaimed message,
+    /// held ones included, when one of them may start a turn; of `sender`'s
+    /// messages only when it is given.
+    pub async fn oldest_unclaimed(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
+        both!(self, s => s.oldest_unclaimed(recipient, sender))
+    }
+
+    /// Holds every unclaimed message of `recipient` (the operator cancelled a queued turn).
+    pub async fn hold_unclaimed(&self, recipient: &str) -> Result<usize> {
+        both!(self, s => s.hold_unclaimed(recipient))
+    }
+
+    /// Every mailbox's messages with id < `before`, newest first (the feed).
+    pub async fn messages_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.messages_before(before, limit))
+    }
+
+    /// The newest message id of all (0 without messages).
+    pub async fn newest_message_id(&self) -> Result<i64> {
+        both!(self, s => s.newest_message_id())
+    }
+
+    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
+    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.messages_after(after, limit))
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.
@@ -267,6 +313,16 @@ impl Db {
         both!(self, s => s.amend_approval(id, status, note))
     }
 
+    /// The newest approval id (0 without approvals).
+    pub async fn newest_approval_id(&self) -> Result<i64> {
+        both!(self, s => s.newest_approval_id())
+    }
+
+    /// Approvals with id > `after`, oldest first.
+    pub async fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+        both!(self, s => s.approvals_after(after))
+    }
+
     /// Pending approvals, hive-wide.
     pub async fn pending_approvals(&self) -> Result<u64> {
         both!(self, s => s.pending_approvals())
@@ -297,6 +353,31 @@ impl Db {
         limit: u32,
     ) -> Result<Vec<EventRow>> {
         both!(self, s => s.events_before(agent, before, limit))
+    }
+
+    /// The newest feed events (turn starts and ends, crashes) of every agent
+    /// with id < `before`, newest first, through the partial index `events_feed`.
+    pub async fn feed_events_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        both!(self, s => s.feed_events_before(before, limit))
+    }
+
+    /// Feed events with id > `after`, oldest first (the live feed's next rows).
+    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+        both!(self, s => s.feed_events_after(after, limit))
+    }
+
+    /// The agent's newest `container_crash` event (index `events_crash`).
+    pub async fn last_crash(&self, agent: &str) -> Result<Option<EventRow>> {
+        both!(self, s => s.last_crash(agent))
+    }
+
+    /// The newest event id of all (0 without events).
+    pub async fn newest_event_id(&self) -> Result<i64> {
+        both!(self, s => s.newest_event_id())
     }
 
     /// Drops events past the age limit or beyond the per-agent cap; returns how many.
@@ -330,6 +411,11 @@ impl Db {
     /// The newest `limit` questions, oldest first.
     pub async fn questions(&self, limit: u32) -> Result<Vec<QuestionRow>> {
         both!(self, s => s.questions(limit))
+    }
+
+    /// The oldest question of `agent` still open at `now` (no answer, not cancelled, before its deadline).
+    pub async fn open_question_of(&self, agent: &str, now: i64) -> Result<Option<i64>> {
+        both!(self, s => s.open_question_of(agent, now))
     }
 
     /// Answers a pending question before its deadline; false if it was not pending.
@@ -429,6 +515,108 @@ impl Db {
     /// Drops figures past the age limit.
     pub async fn vacuum_stats(&self) -> Result<usize> {
         both!(self, s => s.vacuum_stats())
+    }
+
+    // ---- budgets ----------------------------------------------------------
+
+    /// What `agent` (or, with None, every agent together) spent since `since` (ms).
+    pub async fn spend_since(&self, agent: Option<&str>, since: i64) -> Result<Spend> {
+        both!(self, s => s.spend_since(agent, since))
+    }
+
+    /// Stores the operator's budget for a scope and day, replacing the last one.
+    pub async fn set_budget_override(&self, o: &BudgetOverride) -> Result<()> {
+        both!(self, s => s.set_budget_override(o))
+    }
+
+    /// The operator's last budget for a scope, whatever its day.
+    pub async fn budget_override(&self, scope: &str) -> Result<Option<BudgetOverride>> {
+        both!(self, s => s.budget_override(scope))
+    }
+
+    /// Drops the operator's budget for a scope (its agent is destroyed).
+    pub async fn remove_budget_override(&self, scope: &str) -> Result<()> {
+        both!(self, s => s.remove_budget_override(scope))
+    }
+
+    // ---- notifications and webhooks ---------------------------------------
+
+    /// Stores a notification and queues it for each of `webhooks`; returns it.
+    pub async fn add_notification(
+        &self,
+        kind: &str,
+        agent: Option<&str>,
+        text: &str,
+        link: &str,
+        webhooks: &[&str],
+    ) -> Result<NotificationRow> {
+        both!(self, s => s.add_notification(kind, agent, text, link, webhooks))
+    }
+
+    /// The newest `limit` notifications (only unread ones if `unread`), newest first.
+    pub async fn notifications(&self, unread: bool, limit: u32) -> Result<Vec<NotificationRow>> {
+        both!(self, s => s.notifications(unread, limit))
+    }
+
+    /// One notification.
+    pub async fn notification(&self, id: i64) -> Result<Option<NotificationRow>> {
+        both!(self, s => s.notification(id))
+    }
+
+    /// How many notifications are unread.
+    pub async fn unread_notifications(&self) -> Result<u64> {
+        both!(self, s => s.unread_notifications())
+    }
+
+    /// Marks one notification read (None: every one); returns how many changed.
+    pub async fn mark_notifications_read(&self, id: Option<i64>) -> Result<usize> {
+        both!(self, s => s.mark_notifications_read(id))
+    }
+
+    /// A webhook's deliveries due at `now`, oldest first, at most `limit`.
+    pub async fn due_deliveries(
+        &self,
+        webhook: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>> {
+        both!(self, s => s.due_deliveries(webhook, now, limit))
+    }
+
+    /// When a webhook's next delivery is due, if any waits.
+    pub async fn next_delivery_at(&self, webhook: &str) -> Result<Option<i64>> {
+        both!(self, s => s.next_delivery_at(webhook))
+    }
+
+    /// A delivery succeeded: it leaves the queue.
+    pub async fn delivery_done(&self, webhook: &str, notification: i64) -> Result<()> {
+        both!(self, s => s.delivery_done(webhook, notification))
+    }
+
+    /// A delivery failed: it is tried again at `next_at`.
+    pub async fn delivery_failed(
+        &self,
+        webhook: &str,
+        notification: i64,
+        next_at: i64,
+        error: &str,
+    ) -> Result<()> {
+        both!(self, s => s.delivery_failed(webhook, notification, next_at, error))
+    }
+
+    /// One webhook's queue and last results.
+    pub async fn webhook_stats(&self, webhook: &str) -> Result<WebhookStats> {
+        both!(self, s => s.webhook_stats(webhook))
+    }
+
+    /// Drops the queues of webhooks no longer configured; returns how many deliveries went.
+    pub async fn forget_webhooks_except(&self, keep: &[&str]) -> Result<usize> {
+        both!(self, s => s.forget_webhooks_except(keep))
+    }
+
+    /// Drops notifications past the age limit or beyond the cap, except those a webhook has yet to take.
+    pub async fn vacuum_notifications(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_notifications())
     }
 
     // ---- secrets ----------------------------------------------------------

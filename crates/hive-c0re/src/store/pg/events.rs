@@ -82,6 +82,66 @@ impl PgStore {
         Ok(v)
     }
 
+    /// The newest feed events (turn starts and ends, crashes) of every agent
+    /// with id < `before`, newest first. Served by the partial index
+    /// `events_feed` (its WHERE is repeated here word for word).
+    pub async fn feed_events_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+                 AND id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .await?;
+        Ok(
+            c.query(&st, &[&before.unwrap_or(i64::MAX), &i64::from(limit)])
+                .await?
+                .iter()
+                .map(row)
+                .collect(),
+        )
+    }
+
+    /// Feed events with id > `after`, oldest first (the live feed's next rows).
+    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+                 AND id > $1 ORDER BY id LIMIT $2"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&after, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(row)
+            .collect())
+    }
+
+    /// The agent's newest `container_crash` event (index `events_crash`).
+    pub async fn last_crash(&self, agent: &str) -> Result<Option<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE kind = 'container_crash' AND agent = $1 \
+                 ORDER BY id DESC LIMIT 1"
+            ))
+            .await?;
+        Ok(c.query_opt(&st, &[&agent]).await?.as_ref().map(row))
+    }
+
+    /// The newest event id of all (0 without events).
+    pub async fn newest_event_id(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(c.query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?
+            .get(0))
+    }
+
     /// Drops events past the age limit or beyond the per-agent cap; returns how many. One node at a time.
     pub async fn vacuum_events(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;

@@ -74,15 +74,27 @@ impl PgStore {
 
     /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
     pub async fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        self.claim_from(recipient, None, max).await
+    }
+
+    /// [`PgStore::claim`], of one sender's messages only when `sender` is given.
+    pub async fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(&format!(
-                "UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY({NEXT_UNCLAIMED})) \
+                "UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY(\
+                   SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
+                   AND ($4::text IS NULL OR sender = $4) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)) \
                  AND delivered_at IS NULL AND claimed_at IS NULL RETURNING {COLUMNS}"
             ))
             .await?;
         let got = c
-            .query(&st, &[&now_ms(), &recipient, &i64::from(max)])
+            .query(&st, &[&now_ms(), &recipient, &i64::from(max), &sender])
             .await?;
         Ok(rows(got))
     }
@@ -180,6 +192,87 @@ impl PgStore {
             )
             .await?;
         Ok(c.query_one(&st, &[&recipient]).await?.get(0))
+    }
+
+    /// When `recipient` has a message that may start a turn (nobody claimed
+    /// it, it is not held): the arrival (unix ms) and id of its oldest
+    /// unclaimed message, held ones included, as the turn would take them;
+    /// of `sender`'s messages only when it is given.
+    pub async fn oldest_unclaimed(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT MIN(created_at), MIN(id), bool_or(held_at IS NULL) FROM messages \
+                 WHERE recipient = $1 AND delivered_at IS NULL AND claimed_at IS NULL \
+                 AND ($2::text IS NULL OR sender = $2)",
+            )
+            .await?;
+        let r = c.query_one(&st, &[&recipient, &sender]).await?;
+        let (at, id, wakes): (Option<i64>, Option<i64>, Option<bool>) =
+            (r.get(0), r.get(1), r.get(2));
+        Ok(match (at, id, wakes) {
+            (Some(at), Some(id), Some(true)) => Some((at, id)),
+            _ => None,
+        })
+    }
+
+    /// Holds every unclaimed message of `recipient` (the operator cancelled a
+    /// queued turn): they wait, undelivered, for a new message to start the next.
+    pub async fn hold_unclaimed(&self, recipient: &str) -> Result<usize> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE messages SET held_at = $1 WHERE recipient = $2 AND delivered_at IS NULL \
+                 AND claimed_at IS NULL AND held_at IS NULL",
+            )
+            .await?;
+        Ok(c.execute(&st, &[&now_ms(), &recipient]).await? as usize)
+    }
+
+    /// Every mailbox's messages with id < `before`, newest first (the feed).
+    pub async fn messages_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .await?;
+        Ok(
+            c.query(&st, &[&before.unwrap_or(i64::MAX), &i64::from(limit)])
+                .await?
+                .iter()
+                .map(row)
+                .collect(),
+        )
+    }
+
+    /// The newest message id of all (0 without messages).
+    pub async fn newest_message_id(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(
+            c.query_one("SELECT COALESCE(MAX(id), 0) FROM messages", &[])
+                .await?
+                .get(0),
+        )
+    }
+
+    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
+    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .await?;
+        Ok(rows(c.query(&st, &[&after, &i64::from(limit)]).await?))
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.

@@ -19,9 +19,11 @@
 
 mod agents;
 mod approvals;
+mod budget;
 mod events;
 mod group;
 mod messages;
+mod notifications;
 mod questions;
 mod schedules;
 mod schema;

@@ -98,6 +98,38 @@ impl Fixture {
         }
     }
 
+    /// How the backend would run `sql`: sqlite's query plan, or PostgreSQL's
+    /// with sequential and bitmap scans off (a test's tables are too small for
+    /// an index scan to win on cost; what matters is that the index can serve
+    /// the query in its order).
+    pub async fn plan(&self, db: &Db, sql: &str) -> String {
+        match db {
+            Db::Sqlite(s) => {
+                let g = s.lock();
+                let mut st = g
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap();
+                let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
+                rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+            }
+            Db::Postgres(p) => {
+                let mut c = p.client().await.unwrap();
+                let tx = c.transaction().await.unwrap();
+                tx.batch_execute(
+                    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off",
+                )
+                .await
+                .unwrap();
+                let rows = tx.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        }
+    }
+
     /// Records a schema version newer than this build knows.
     pub async fn set_newer_schema(&self) {
         match &self.database {

@@ -6,7 +6,11 @@ use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 
 use super::both;
-use crate::store::{Limits, NewAgent, NewApproval, SendError};
+use crate::clock::now_ms;
+use crate::store::{
+    BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, SendError, Spend,
+    WebhookStats,
+};
 
 fn agent(name: &str) -> NewAgent<'_> {
     NewAgent {
@@ -44,6 +48,14 @@ both! {
         assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "kept");
         s.set_secret("TOKEN", None, "a-value").await.unwrap();
         assert_eq!(s.secrets_for("alice").await.unwrap()["TOKEN"], "a-value");
+        // The tables and indexes of every later migration are there too.
+        let n = s.add_notification("message", None, "hi", "/", &["w"]).await.unwrap();
+        assert_eq!(s.due_deliveries("w", now_ms(), 10).await.unwrap()[0].notification, n.id);
+        let o = BudgetOverride { scope: "alice".into(), day: 1, usd: Some(1.0), tokens: None, lifted: false };
+        s.set_budget_override(&o).await.unwrap();
+        assert_eq!(s.budget_override("alice").await.unwrap(), Some(o));
+        let plan = f.plan(&s, "SELECT id FROM events WHERE kind = 'container_crash' AND agent = 'a' ORDER BY id DESC LIMIT 1").await;
+        assert!(plan.contains("events_crash"), "{plan}");
     }
 
     async fn refuses_a_newer_database(f) {
@@ -113,6 +125,37 @@ both! {
         assert_eq!(s.held_count("alice").await.unwrap(), 0);
         s.release_claims("alice").await.unwrap();
         assert!(s.has_unclaimed("alice").await.unwrap(), "a released message is not held");
+    }
+
+    async fn the_oldest_unclaimed_message_places_a_queued_turn_and_a_cancel_holds_them(f) {
+        let s = f.open().await;
+        assert_eq!(s.oldest_unclaimed("alice", None).await.unwrap(), None);
+        let a = s.send("operator", "alice", "one").await.unwrap();
+        s.send("operator", "alice", "two").await.unwrap();
+        let (at, id) = s.oldest_unclaimed("alice", None).await.unwrap().unwrap();
+        assert_eq!(id, a);
+        assert_eq!(at, s.recent_messages("alice", 10).await.unwrap()[0].created_at);
+        assert_eq!(s.hold_unclaimed("alice").await.unwrap(), 2);
+        assert_eq!(s.hold_unclaimed("alice").await.unwrap(), 0, "held once");
+        assert_eq!(s.oldest_unclaimed("alice", None).await.unwrap(), None, "held messages start no turn");
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2, "nor are they delivered");
+        s.send("operator", "alice", "three").await.unwrap();
+        let (_, id) = s.oldest_unclaimed("alice", None).await.unwrap().unwrap();
+        assert_eq!(id, a, "a new message starts a turn that takes the held ones first");
+    }
+
+    async fn one_senders_messages_are_placed_and_claimed_alone(f) {
+        let s = f.open().await;
+        let a = s.send("operator", "alice", "from the operator").await.unwrap();
+        let b = s.send("bob", "alice", "from bob").await.unwrap();
+        let c = s.send("bob", "alice", "from bob again").await.unwrap();
+        assert_eq!(s.oldest_unclaimed("alice", Some("bob")).await.unwrap().map(|x| x.1), Some(b));
+        assert_eq!(s.oldest_unclaimed("alice", Some("carol")).await.unwrap(), None);
+        assert_eq!(ids(&s.claim_from("alice", Some("bob"), 1).await.unwrap()), [b]);
+        assert_eq!(ids(&s.claim_from("alice", Some("bob"), 10).await.unwrap()), [c]);
+        assert!(s.claim_from("alice", Some("bob"), 10).await.unwrap().is_empty());
+        assert_eq!(s.oldest_unclaimed("alice", None).await.unwrap().map(|x| x.1), Some(a));
+        assert_eq!(ids(&s.claim_from("alice", None, 10).await.unwrap()), [a]);
     }
 
     async fn full_inbox_refuses_with_a_sentence(f) {
@@ -194,6 +237,23 @@ both! {
         s.send("carol", "bob", "not alice's").await.unwrap();
         assert_eq!(ids(&s.recent_messages("alice", 10).await.unwrap()), [a, b, c]);
         assert_eq!(ids(&s.recent_messages("alice", 2).await.unwrap()), [b, c]);
+    }
+
+    async fn the_feed_pages_every_mailbox_by_id(f) {
+        let s = f.open().await;
+        assert_eq!(s.newest_message_id().await.unwrap(), 0);
+        let a = s.send("alice", "bob", "1").await.unwrap();
+        let b = s.send("bob", "carol", "2").await.unwrap();
+        let c = s.send("carol", "alice", "3").await.unwrap();
+        s.recv("bob", 10).await.unwrap();
+        assert_eq!(s.newest_message_id().await.unwrap(), c);
+        assert_eq!(ids(&s.messages_before(None, 2).await.unwrap()), [c, b], "newest first");
+        assert_eq!(ids(&s.messages_before(Some(b), 10).await.unwrap()), [a]);
+        let after = s.messages_after(a, 10).await.unwrap();
+        assert_eq!(ids(&after), [b, c], "oldest first");
+        assert_eq!((after[0].sender.as_str(), after[0].recipient.as_str()), ("bob", "carol"));
+        assert_eq!(ids(&s.messages_after(0, 1).await.unwrap()), [a]);
+        assert!(s.messages_before(None, 10).await.unwrap()[2].delivered_at.is_some());
     }
 
     async fn purge_forgets_a_mailbox_and_what_it_sent_that_was_read(f) {
@@ -280,7 +340,12 @@ both! {
             (AgentState::Thinking, Some("haiku"), None)
         );
         s.set_state("a", AgentState::Idle, None).await.unwrap();
-        assert!(s.agent("a").await.unwrap().unwrap().last_turn_at.is_some());
+        let ended = s.agent("a").await.unwrap().unwrap().last_turn_at.unwrap();
+        // A turn that ends while retrying the model API ended all the same.
+        s.set_state("a", AgentState::Retrying, None).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        s.set_state("a", AgentState::Idle, None).await.unwrap();
+        assert!(s.agent("a").await.unwrap().unwrap().last_turn_at.unwrap() > ended);
     }
 
     async fn a_session_reset_meanwhile_is_not_overwritten(f) {
@@ -319,6 +384,27 @@ both! {
         assert_eq!(s.pending_approvals().await.unwrap(), 0);
     }
 
+    async fn approvals_are_tailed_by_id(f) {
+        let s = f.open().await;
+        assert_eq!(s.newest_approval_id().await.unwrap(), 0);
+        let mut ids = vec![];
+        for agent in ["a", "b", "c"] {
+            let new = NewApproval {
+                agent,
+                kind: ApprovalKind::Spawn,
+                payload_json: "{}",
+                commit_ref: "",
+                description: None,
+            };
+            ids.push(s.add_approval(&new).await.unwrap());
+        }
+        assert_eq!(s.newest_approval_id().await.unwrap(), ids[2]);
+        let after: Vec<(i64, String)> =
+            s.approvals_after(ids[0]).await.unwrap().into_iter().map(|a| (a.id, a.agent)).collect();
+        assert_eq!(after, [(ids[1], "b".to_owned()), (ids[2], "c".to_owned())]);
+        assert!(s.approvals_after(ids[2]).await.unwrap().is_empty());
+    }
+
     async fn a_question_is_answered_once_and_not_after_its_deadline(f) {
         let s = f.open().await;
         let opts = vec!["yes".to_owned(), "no".to_owned()];
@@ -339,6 +425,23 @@ both! {
         assert_eq!(s.questions(1).await.unwrap()[0].id, gone);
     }
 
+    async fn the_open_question_of_an_agent_is_its_oldest_pending_one(f) {
+        let s = f.open().await;
+        let now = crate::clock::now_ms();
+        assert_eq!(s.open_question_of("manager", now).await.unwrap(), None);
+        s.add_question("manager", "expired?", &[], -1).await.unwrap();
+        let answered = s.add_question("manager", "answered?", &[], 60).await.unwrap();
+        s.answer_question(answered, "yes").await.unwrap();
+        let first = s.add_question("manager", "first?", &[], 60).await.unwrap();
+        let second = s.add_question("manager", "second?", &[], 60).await.unwrap();
+        s.add_question("other", "not yours", &[], 60).await.unwrap();
+        assert_eq!(s.open_question_of("manager", now).await.unwrap(), Some(first));
+        s.cancel_question(first).await.unwrap();
+        assert_eq!(s.open_question_of("manager", now).await.unwrap(), Some(second));
+        let later = crate::clock::now_ms() + 120_000;
+        assert_eq!(s.open_question_of("manager", later).await.unwrap(), None, "past its deadline");
+    }
+
     // ---- events and stats ---------------------------------------------------
 
     async fn pages_backwards_and_forwards(f) {
@@ -356,6 +459,45 @@ both! {
         assert_eq!(s.events_before("a", None, 100).await.unwrap().len(), 5);
         assert_eq!(s.purge_events("a").await.unwrap(), 5);
         assert!(s.events_since("a", 0, 10).await.unwrap().is_empty());
+    }
+
+    async fn the_feed_pages_only_its_kinds_across_agents(f) {
+        let s = f.open().await;
+        let ev = |items: &[&str]| items.iter().map(|k| ((*k).to_owned(), "{}".to_owned())).collect::<Vec<_>>();
+        assert_eq!(s.newest_event_id().await.unwrap(), 0);
+        let a = s.add_events("a", &ev(&["turn_start", "stream"])).await.unwrap();
+        let b = s.add_events("b", &ev(&["turn_end", "container_crash"])).await.unwrap();
+        let page = s.feed_events_before(None, 2).await.unwrap();
+        assert_eq!(page.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["container_crash", "turn_end"]);
+        let older = s.feed_events_before(Some(b[0]), 10).await.unwrap();
+        assert_eq!(older.iter().map(|e| (e.id, e.agent.as_str())).collect::<Vec<_>>(), [(a[0], "a")]);
+        assert_eq!(s.last_crash("b").await.unwrap().unwrap().id, b[1]);
+        assert!(s.last_crash("a").await.unwrap().is_none());
+        let after = s.feed_events_after(a[0], 10).await.unwrap();
+        assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [b[0], b[1]], "oldest first, no stream");
+        assert_eq!(s.feed_events_after(b[0], 10).await.unwrap().len(), 1);
+        assert_eq!(s.newest_event_id().await.unwrap(), b[1]);
+    }
+
+    async fn the_feed_and_the_last_crash_read_through_their_indexes(f) {
+        let s = f.open().await;
+        let feed = f
+            .plan(
+                &s,
+                "SELECT agent FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+                 AND id < 9 ORDER BY id DESC LIMIT 5",
+            )
+            .await;
+        assert!(feed.contains("events_feed"), "{feed}");
+        assert!(!feed.contains("TEMP B-TREE") && !feed.contains("Sort"), "the feed sorts: {feed}");
+        let crash = f
+            .plan(
+                &s,
+                "SELECT agent FROM events WHERE kind = 'container_crash' AND agent = 'a' \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .await;
+        assert!(crash.contains("events_crash"), "{crash}");
     }
 
     async fn events_of_many_callers_at_once_each_get_their_own_ids(f) {
@@ -412,6 +554,96 @@ both! {
         assert!(a.iter().any(|r| r.key == "cost_usd" && r.value == 0.25));
         assert_eq!(s.stats_since(None, 0).await.unwrap().len(), 3);
         assert!(s.stats_since(None, i64::MAX).await.unwrap().is_empty());
+    }
+
+    async fn spend_counts_cost_and_tokens_never_below_zero(f) {
+        let s = f.open().await;
+        s.add_stats("a", &[("cost.usd", 0.25), ("tokens.in", 100.0), ("tokens.out", 20.0), ("turns", 1.0)]).await.unwrap();
+        s.add_stats("a", &[("cost.usd", -5.0), ("tokens.in", -1000.0)]).await.unwrap();
+        s.add_stats("b", &[("cost.usd", 1.5), ("tokens.out", 30.0)]).await.unwrap();
+        s.add_stats(HIVE_WIDE, &[("cost.usd", 99.0), ("tokens.in", 99.0)]).await.unwrap();
+        assert_eq!(s.spend_since(Some("a"), 0).await.unwrap(), Spend { usd: 0.25, tokens: 120.0 });
+        assert_eq!(s.spend_since(None, 0).await.unwrap(), Spend { usd: 1.75, tokens: 150.0 }, "the hive-wide rows are no one's spending");
+        assert_eq!(s.spend_since(Some("c"), 0).await.unwrap(), Spend::default());
+        assert_eq!(s.spend_since(None, i64::MAX).await.unwrap(), Spend::default());
+    }
+
+    async fn a_budget_override_replaces_the_last_and_goes_with_its_agent(f) {
+        let s = f.open().await;
+        assert_eq!(s.budget_override("a").await.unwrap(), None);
+        let first = BudgetOverride { scope: "a".into(), day: 20_000, usd: Some(2.5), tokens: None, lifted: false };
+        s.set_budget_override(&first).await.unwrap();
+        assert_eq!(s.budget_override("a").await.unwrap(), Some(first));
+        let lifted = BudgetOverride { scope: "a".into(), day: 20_001, usd: None, tokens: Some(1_000_000), lifted: true };
+        s.set_budget_override(&lifted).await.unwrap();
+        let hive = BudgetOverride { scope: HIVE_WIDE.into(), day: 20_001, usd: Some(10.0), tokens: Some(5), lifted: false };
+        s.set_budget_override(&hive).await.unwrap();
+        assert_eq!(s.budget_override("a").await.unwrap(), Some(lifted));
+        s.remove_budget_override("a").await.unwrap();
+        assert_eq!(s.budget_override("a").await.unwrap(), None);
+        assert_eq!(s.budget_override(HIVE_WIDE).await.unwrap(), Some(hive));
+    }
+
+    // ---- notifications and webhooks -------------------------------------------
+
+    async fn read_marks_and_queue(f) {
+        let s = f.open().await;
+        let a = s.add_notification("message", Some("alice"), "hi", "/agents/alice", &["w"]).await.unwrap();
+        let b = s.add_notification("approval", None, "x", "/#approvals", &[]).await.unwrap();
+        assert_eq!(s.notification(a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(s.unread_notifications().await.unwrap(), 2);
+        assert_eq!(s.mark_notifications_read(Some(a.id)).await.unwrap(), 1);
+        assert_eq!(s.mark_notifications_read(Some(a.id)).await.unwrap(), 0, "read once");
+        let unread = s.notifications(true, 10).await.unwrap();
+        assert_eq!(unread.iter().map(|n| n.id).collect::<Vec<_>>(), [b.id]);
+        let all = s.notifications(false, 10).await.unwrap();
+        assert_eq!(all.iter().map(|n| (n.id, n.read)).collect::<Vec<_>>(), [(b.id, false), (a.id, true)], "newest first");
+        assert_eq!(s.notifications(false, 1).await.unwrap().len(), 1);
+        assert_eq!(s.mark_notifications_read(None).await.unwrap(), 1);
+        assert_eq!(s.unread_notifications().await.unwrap(), 0);
+
+        let due = s.due_deliveries("w", now_ms(), 10).await.unwrap();
+        assert_eq!(due, [DeliveryRow { webhook: "w".into(), notification: a.id, attempts: 0 }]);
+        assert!(s.due_deliveries("other", now_ms(), 10).await.unwrap().is_empty());
+        s.delivery_failed("w", a.id, now_ms() + 60_000, "HTTP 500").await.unwrap();
+        assert!(s.due_deliveries("w", now_ms(), 10).await.unwrap().is_empty());
+        assert!(s.next_delivery_at("w").await.unwrap().unwrap() > now_ms());
+        assert_eq!(s.next_delivery_at("other").await.unwrap(), None);
+        let st = s.webhook_stats("w").await.unwrap();
+        assert_eq!((st.pending, st.attempts), (1, 1));
+        assert_eq!(st.last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(s.webhook_stats("other").await.unwrap(), WebhookStats::default());
+        // A notification a webhook still waits for outlives the vacuum.
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 0);
+        s.delivery_done("w", a.id).await.unwrap();
+        let st = s.webhook_stats("w").await.unwrap();
+        assert_eq!((st.pending, st.last_error), (0, None));
+        assert!(st.last_ok.is_some());
+    }
+
+    async fn deliveries_come_due_in_order_and_a_dropped_webhook_forgets_its_queue(f) {
+        let s = f.open().await;
+        let a = s.add_notification("message", None, "1", "/", &["w", "gone"]).await.unwrap();
+        let b = s.add_notification("message", None, "2", "/", &["w", "gone"]).await.unwrap();
+        s.delivery_failed("w", a.id, a.ts, "timed out").await.unwrap();
+        let due = s.due_deliveries("w", now_ms(), 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| (d.notification, d.attempts)).collect::<Vec<_>>(), [(a.id, 1), (b.id, 0)]);
+        assert_eq!(s.due_deliveries("w", now_ms(), 1).await.unwrap().len(), 1);
+        s.delivery_done("gone", a.id).await.unwrap();
+        assert_eq!(s.forget_webhooks_except(&["w"]).await.unwrap(), 1);
+        assert_eq!(s.webhook_stats("gone").await.unwrap(), WebhookStats::default());
+        assert_eq!(s.webhook_stats("w").await.unwrap().pending, 2);
+        assert_eq!(s.forget_webhooks_except(&[]).await.unwrap(), 2);
+    }
+
+    async fn vacuum_drops_old_notifications_but_not_what_a_webhook_waits_for_until_too_old(f) {
+        let s = f.open_with(Limits { max_age_ms: -60_000, ..Limits::default() }).await;
+        s.add_notification("message", None, "read", "/", &[]).await.unwrap();
+        s.add_notification("message", None, "queued", "/", &["w"]).await.unwrap();
+        // Past the age limit a dead webhook's queue goes too, then what it waited for.
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 3);
+        assert!(s.notifications(false, 10).await.unwrap().is_empty());
+        assert_eq!(s.webhook_stats("w").await.unwrap().pending, 0);
     }
 
     // ---- schedules ----------------------------------------------------------
