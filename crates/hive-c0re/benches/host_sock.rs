@@ -2,7 +2,9 @@
 //!
 //! Serves a real hive (sqlite store on disk, host.sock) in this process and
 //! drives it from client threads over the unix socket, as the CLI does.
-//! Prints send throughput with 1 and 8 clients and send→recv latency.
+//! Prints send throughput with 1 and 8 clients, send→recv latency, and how
+//! long `agent_status` takes for a hive of 200 agents with a day of history,
+//! alone and while 8 clients send (`STATUS_AGENTS` sets the number).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use hive_c0re::store::Limits;
+use hive_c0re::store::{Limits, NewAgent, Store};
 
 struct Client {
     w: UnixStream,
@@ -91,6 +93,111 @@ fn latency(sock: &Path, samples: usize) -> (Duration, Duration) {
     (lat[samples / 2], lat[samples * 99 / 100])
 }
 
+/// Fills the store with `n` agents as a busy day leaves them: turn figures,
+/// events with a crash now and then, schedules, budgets in half the configs.
+fn populate(db: &Path, n: usize) {
+    let store = Store::open(db, Limits::default()).unwrap();
+    for i in 0..n {
+        let name = format!("agent{i:03}");
+        let config = if i % 2 == 0 {
+            "model = \"haiku\"\nbudget = { usd_per_day = 5.0 }\n"
+        } else {
+            "model = \"haiku\"\n"
+        };
+        store
+            .create_agent(&NewAgent {
+                name: &name,
+                harness: "claude",
+                config_toml: config,
+                deployed_sha: None,
+                parent: None,
+                want_running: false,
+                uid_base: 1_000_000 + i as u32 * 65_536,
+            })
+            .unwrap();
+        for _ in 0..50 {
+            store
+                .add_stats(
+                    &name,
+                    [
+                        ("cost.usd", 0.01),
+                        ("tokens.in", 900.0),
+                        ("tokens.out", 120.0),
+                    ],
+                )
+                .unwrap();
+            store
+                .add_events(
+                    &name,
+                    [
+                        ("turn_start", "{}"),
+                        ("tool_use", "{\"tool\":\"Bash\"}"),
+                        ("turn_end", "{}"),
+                    ],
+                )
+                .unwrap();
+        }
+        if i % 10 == 0 {
+            store
+                .add_events(
+                    &name,
+                    [(
+                        "container_crash",
+                        "{\"exit\":\"exit status 1\",\"log_tail\":\"boom\",\"attempt\":1,\"gave_up\":false}",
+                    )],
+                )
+                .unwrap();
+        }
+        store
+            .add_schedule(
+                &name,
+                "every 1h",
+                "check in",
+                true,
+                i64::MAX / 2,
+                "operator",
+            )
+            .unwrap();
+    }
+}
+
+/// `agent_status` round trips, p50 and p99, over `samples` calls; with `load`
+/// client threads sending meanwhile when it is not 0.
+fn status_latency(sock: &Path, samples: usize, load: usize) -> (f64, f64, usize) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..load)
+        .map(|c| {
+            let sock = sock.to_path_buf();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut cl = Client::new(&sock);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    cl.call(&format!(
+                        "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"c{c} m{i}\"}}"
+                    ));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let mut c = Client::new(sock);
+    let mut rows = 0;
+    let mut lat = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        let a = c.call("{\"cmd\":\"agent_status\"}");
+        lat.push(t.elapsed());
+        rows = a.matches("\"inbox_depth\"").count();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.join().unwrap();
+    }
+    lat.sort();
+    (common::pct_ms(&lat, 0.5), common::pct_ms(&lat, 0.99), rows)
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -117,6 +224,30 @@ fn main() {
         "send -> recv latency over 2000 messages: p50 {:.3} ms, p99 {:.3} ms   (goal p99 < 5 ms)",
         ms(p50),
         ms(p99)
+    );
+    drop(hive);
+    drop(rt);
+
+    let agents: usize = std::env::var("STATUS_AGENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    populate(&dir.path().join("state").join("hive.db"), agents);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hive = common::in_process_hive(&rt, dir.path(), Limits::default());
+    let sock = hive.paths().host_sock();
+    status_latency(&sock, 20, 0); // warm-up
+    let (p50, p99, rows) = status_latency(&sock, 300, 0);
+    assert_eq!(
+        rows, agents,
+        "agent_status answered {rows} rows of {agents}"
+    );
+    println!("agent_status, {agents} agents:                p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let (p50, p99, _) = status_latency(&sock, 300, 8);
+    println!(
+        "agent_status, {agents} agents, 8 clients sending: p50 {p50:.2} ms, p99 {p99:.2} ms   (goal p99 < 100 ms)"
     );
 }
 

@@ -8,6 +8,14 @@ pub fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// A UTC day in milliseconds.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day (days since the epoch) of a time in ms.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
 /// `ms` as RFC 3339 UTC with second precision, e.g. `2026-11-25T15:52:49Z`.
 pub fn rfc3339(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))

@@ -4,10 +4,10 @@
 //! Spend is what claude reports: a turn's figures (`tokens.in`,
 //! `tokens.out`, `cost.usd`, recorded by [`Hive::end_turn`]) and a
 //! compaction's (`/compact` and notes compaction report theirs as `stats`),
-//! summed from the `stats` rows of the current UTC day. A row counts on the
-//! day it was recorded, so a turn that runs across midnight counts on the
-//! day it ended. Nothing of the spend is kept in memory: a restart holds
-//! whom it held.
+//! summed per agent and UTC day into `spend_days` in the transaction that
+//! stores the figures. A figure counts on the day it was recorded, so a turn
+//! that runs across midnight counts on the day it ended. Nothing of the
+//! spend is kept in memory: a restart holds whom it held.
 //!
 //! At 80 % of a limit hive-c0re records `budget_warning` and notifies the
 //! operator (`Hive::notify_operator`); at 100 % `over_budget`, a notification
@@ -41,22 +41,15 @@ use hive_sh4re::host::{BudgetRow, BudgetSource, verb};
 use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::{AgentState, Mailbox};
 
+pub use crate::clock::{DAY_MS, day_of};
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
 use crate::store::HIVE_WIDE;
-use crate::store::{AgentRow, BudgetOverride, Spend};
-
-/// A UTC day in milliseconds.
-pub const DAY_MS: i64 = 86_400_000;
+use crate::store::{AgentFacts, AgentRow, BudgetOverride, Spend};
 
 /// The share of a limit at which the hive warns.
 pub const WARN_AT: f64 = 0.8;
-
-/// The UTC day (days since the epoch) of a time in ms.
-pub fn day_of(ms: i64) -> i64 {
-    ms.div_euclid(DAY_MS)
-}
 
 /// A UTC day as `YYYY-MM-DD`.
 pub fn day_name(day: i64) -> String {
@@ -160,25 +153,28 @@ fn limit_today(
     }
 }
 
+/// A budget's row: its limits today against what was spent.
+fn budget_row(agent: Option<&AgentRow>, limit: Limit, spend: Spend, today: i64) -> BudgetRow {
+    let fraction = limit.fraction(spend);
+    BudgetRow {
+        agent: agent.map(|a| a.name.clone()),
+        day: day_name(today),
+        spent_usd: spend.usd,
+        spent_tokens: spend.tokens.round() as u64,
+        usd_per_day: limit.usd,
+        tokens_per_day: limit.tokens,
+        source: limit.source,
+        fraction,
+        over: fraction >= 1.0,
+    }
+}
+
 /// A spend figure as a sentence's words.
 fn amount(m: BudgetMeasure, v: f64) -> String {
     match m {
         BudgetMeasure::Usd => format!("${v:.2}"),
         BudgetMeasure::Tokens => format!("{} tokens", v.round() as u64),
     }
-}
-
-/// A `stats` batch's spending.
-pub fn spend_of(items: &[(String, f64)]) -> Spend {
-    let mut s = Spend::default();
-    for (k, v) in items {
-        match k.as_str() {
-            "cost.usd" => s.usd += v.max(0.0),
-            "tokens.in" | "tokens.out" => s.tokens += v.max(0.0),
-            _ => {}
-        }
-    }
-    s
 }
 
 impl Hive {
@@ -200,40 +196,37 @@ impl Hive {
     }
 
     fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
-        Ok(self.store.spend_since(agent, today * DAY_MS)?)
+        Ok(self.store.spend_on(agent, today)?)
     }
 
     fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
         let limit = self.budget_limit(agent, today)?;
         let spend = self.spend_today(agent.map(|a| a.name.as_str()), today)?;
-        let fraction = limit.fraction(spend);
-        Ok(BudgetRow {
-            agent: agent.map(|a| a.name.clone()),
-            day: day_name(today),
-            spent_usd: spend.usd,
-            spent_tokens: spend.tokens.round() as u64,
-            usd_per_day: limit.usd,
-            tokens_per_day: limit.tokens,
-            source: limit.source,
-            fraction,
-            over: fraction >= 1.0,
-        })
+        Ok(budget_row(agent, limit, spend, today))
+    }
+
+    /// An agent's budget row from facts read with the others' ([`Store::agent_facts`]).
+    fn budget_row_from(&self, a: &AgentRow, facts: &AgentFacts, today: i64) -> BudgetRow {
+        let configured = Self::config_of(a).ok().and_then(|c| c.budget);
+        let limit = limit_today(configured, facts.budget_override.clone(), today);
+        budget_row(Some(a), limit, facts.spend, today)
     }
 
     /// Today's spend against every budget: the hive's first, then each agent's.
     pub fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
         let today = day_of(now_ms());
+        let facts = self.store.agent_facts(None, now_ms(), today)?;
         let mut rows = vec![self.budget_row_of(None, today)?];
         for a in self.store.agents()? {
-            rows.push(self.budget_row_of(Some(&a), today)?);
+            let f = facts.get(&a.name).cloned().unwrap_or_default();
+            rows.push(self.budget_row_from(&a, &f, today));
         }
         Ok(rows)
     }
 
     /// Today's spend against the agent's own budget, when one is in force.
-    pub(super) fn own_budget(&self, a: &AgentRow) -> Option<BudgetRow> {
-        self.budget_row_of(Some(a), day_of(now_ms()))
-            .ok()
+    pub(super) fn own_budget(&self, a: &AgentRow, facts: &AgentFacts) -> Option<BudgetRow> {
+        Some(self.budget_row_from(a, facts, day_of(now_ms())))
             .filter(|r| r.usd_per_day.is_some() || r.tokens_per_day.is_some())
     }
 
@@ -662,12 +655,12 @@ mod tests {
     #[test]
     fn spending_is_tokens_in_and_out_and_cost_never_below_zero() {
         let items = [
-            ("tokens.in".to_owned(), 100.0),
-            ("tokens.out".to_owned(), 20.0),
-            ("cost.usd".to_owned(), 0.5),
-            ("notes.bytes".to_owned(), 9000.0),
-            ("tokens.in".to_owned(), -1e9),
+            ("tokens.in", 100.0),
+            ("tokens.out", 20.0),
+            ("cost.usd", 0.5),
+            ("notes.bytes", 9000.0),
+            ("tokens.in", -1e9),
         ];
-        assert_eq!(spend_of(&items), spend(0.5, 120.0));
+        assert_eq!(Spend::of(items), spend(0.5, 120.0));
     }
 }

@@ -18,10 +18,10 @@ use hive_sh4re::{AgentName, AgentState};
 
 use super::{Hive, UNREADABLE_CONFIG};
 use crate::broker::Change;
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{day_of, now_ms, rfc3339};
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
-use crate::store::AgentRow;
+use crate::store::{AgentFacts, AgentRow, EventRow};
 use crate::supervisor::HEALTHY_AFTER;
 
 /// A crash older than this no longer shows in its agent's row, unless it left the agent failed.
@@ -69,17 +69,26 @@ impl Hive {
 
     /// A status row for each agent.
     pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
+        let now = now_ms();
+        let facts = self.store.agent_facts(None, now, day_of(now))?;
+        let none = AgentFacts::default();
         Ok(self
             .store
             .agents()?
             .iter()
-            .map(|a| self.status_row_of(a))
+            .map(|a| self.status_row_of(a, facts.get(&a.name).unwrap_or(&none)))
             .collect())
     }
 
     /// The status row of one agent.
     pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
-        Ok(self.status_row_of(&self.agent_row(name)?))
+        let row = self.agent_row(name)?;
+        let now = now_ms();
+        let mut facts = self
+            .store
+            .agent_facts(Some(name.as_str()), now, day_of(now))?;
+        let facts = facts.remove(name.as_str()).unwrap_or_default();
+        Ok(self.status_row_of(&row, &facts))
     }
 
     /// Reads each agent's config repo head (off the runtime, with a time
@@ -132,8 +141,7 @@ impl Hive {
     /// but idle within [`HEALTHY_AFTER`] of it (supervision still counts the
     /// crashes: a harness that dies at once would read idle between deaths);
     /// with the restart count and the log tail the crash report quoted.
-    fn crash_view(&self, a: &AgentRow, running: bool) -> CrashView {
-        let last = self.store.last_crash(&a.name).ok().flatten();
+    fn crash_view(&self, a: &AgentRow, running: bool, last: Option<&EventRow>) -> CrashView {
         let age = last.as_ref().map(|e| now_ms() - e.ts);
         let crash = last.as_ref().and_then(|e| {
             let recent = now_ms() - e.ts < RECENT_CRASH_MS;
@@ -166,13 +174,18 @@ impl Hive {
         }
     }
 
-    fn status_row_of(&self, a: &AgentRow) -> AgentStatusRow {
-        let running = self.supervisor.is_running(&a.name);
-        let crash = self.crash_view(a, running);
-        let active_model = match (a.state, &a.active_model) {
+    /// The model a status row shows: the one a turn under way runs, else the next turn's.
+    fn active_model(a: &AgentRow) -> String {
+        match (a.state, &a.active_model) {
             (AgentState::Thinking | AgentState::Retrying, Some(m)) => m.clone(),
             _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
-        };
+        }
+    }
+
+    fn status_row_of(&self, a: &AgentRow, facts: &AgentFacts) -> AgentStatusRow {
+        let running = self.supervisor.is_running(&a.name);
+        let crash = self.crash_view(a, running, facts.last_crash.as_ref());
+        let active_model = Self::active_model(a);
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
         let inbox_depth = self.store.inbox_depth(&a.name);
         let mut trouble = self
@@ -222,7 +235,7 @@ impl Hive {
             needs_update: self.needs_update(a),
             needs_login: a.needs_login,
             deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
-            pending_reminders: self.store.schedule_count(&a.name).unwrap_or(0),
+            pending_reminders: facts.schedules,
             paused: a.paused,
             parent: a.parent.clone(),
             active_model,
@@ -257,15 +270,11 @@ impl Hive {
             restarts: crash.restarts,
             crash_exit: crash.exit,
             crash_tail: crash.tail,
-            question: self
-                .store
-                .open_question_of(&a.name, now_ms())
-                .ok()
-                .flatten(),
+            question: facts.open_question,
             queue_position: queued
                 .filter(|_| running)
                 .map(|(_, at)| at.try_into().unwrap_or(u32::MAX)),
-            budget: self.own_budget(a),
+            budget: self.own_budget(a, facts),
         }
     }
 
@@ -273,7 +282,7 @@ impl Hive {
     /// queued for its next turn.
     pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
         let row = self.agent_row(name)?;
-        let active = self.status_row_of(&row).active_model;
+        let active = Self::active_model(&row);
         // A turn keeps the model it started with: what changed meanwhile waits.
         let queued = match Self::effective_model(&row) {
             Ok(next) if row.state == AgentState::Thinking && next != active => Some(next),

@@ -19,7 +19,7 @@ use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::Result;
 use crate::hive::Hive;
-use crate::store::{AgentRow, HIVE_WIDE, StatRow};
+use crate::store::{AgentRow, HIVE_WIDE, Spend, StatRow};
 
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;
@@ -36,7 +36,7 @@ fn stuck_after() -> f64 {
 impl Hive {
     /// Stores the figures of a finished turn whose messages are settled
     /// already (see [`Hive::end_turn`]), so the inbox depth is what is left.
-    pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<()> {
+    pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
         let total: u64 = s.tool_calls.values().sum();
         let inbox_depth = self.store.inbox_depth(agent.as_str());
         let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
@@ -68,10 +68,11 @@ impl Hive {
         rows.extend(s.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
         rows.extend(s.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
         rows.extend(s.notes_bytes.map(|v| ("notes.bytes".to_owned(), v as f64)));
-        self.store
+        let spend = self
+            .store
             .add_stats(agent.as_str(), rows.iter().map(|(k, v)| (k.as_str(), *v)))?;
         self.broker.publish(Change::Agent(agent.to_string()));
-        Ok(())
+        Ok(spend)
     }
 
     /// Samples the agent's inbox depth (after a send to it, or a claim of it)
@@ -104,9 +105,10 @@ impl Hive {
     /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
     /// A compaction's spending among them counts against the budgets.
     pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
-        self.store
+        let spend = self
+            .store
             .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        self.spent(agent, super::budget::spend_of(items));
+        self.spent(agent, spend);
         Ok(())
     }
 

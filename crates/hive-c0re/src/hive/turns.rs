@@ -251,15 +251,8 @@ impl Hive {
         }
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
-        self.record_turn(name, stats)?;
-        self.spent(
-            name,
-            budget::spend_of(&[
-                ("tokens.in".into(), stats.input_tokens.unwrap_or(0) as f64),
-                ("tokens.out".into(), stats.output_tokens.unwrap_or(0) as f64),
-                ("cost.usd".into(), stats.cost_usd.unwrap_or(0.0)),
-            ]),
-        );
+        let spend = self.record_turn(name, stats)?;
+        self.spent(name, spend);
         if let Some(s) = session {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;

@@ -5,7 +5,7 @@
 //! caller's thread as today (sends through the group-commit writer), the
 //! PostgreSQL arm awaits its pool. Both return the same row types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use hive_sh4re::AgentState;
@@ -13,9 +13,9 @@ use hive_sh4re::host::ApprovalStatus;
 
 use super::pg::{PgSettings, PgStore};
 use super::{
-    AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow, NewAgent,
-    NewApproval, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry, SendError, Spend,
-    StatRow, Store, WebhookStats,
+    AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow,
+    NewAgent, NewApproval, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry,
+    SendError, Spend, StatRow, Store, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -370,11 +370,6 @@ impl Db {
         both!(self, s => s.feed_events_after(after, limit))
     }
 
-    /// The agent's newest `container_crash` event (index `events_crash`).
-    pub async fn last_crash(&self, agent: &str) -> Result<Option<EventRow>> {
-        both!(self, s => s.last_crash(agent))
-    }
-
     /// The newest event id of all (0 without events).
     pub async fn newest_event_id(&self) -> Result<i64> {
         both!(self, s => s.newest_event_id())
@@ -411,11 +406,6 @@ impl Db {
     /// The newest `limit` questions, oldest first.
     pub async fn questions(&self, limit: u32) -> Result<Vec<QuestionRow>> {
         both!(self, s => s.questions(limit))
-    }
-
-    /// The oldest question of `agent` still open at `now` (no answer, not cancelled, before its deadline).
-    pub async fn open_question_of(&self, agent: &str, now: i64) -> Result<Option<i64>> {
-        both!(self, s => s.open_question_of(agent, now))
     }
 
     /// Answers a pending question before its deadline; false if it was not pending.
@@ -499,8 +489,9 @@ impl Db {
 
     // ---- stats ------------------------------------------------------------
 
-    /// Records figures of one agent at one instant.
-    pub async fn add_stats(&self, agent: &str, items: &[(&str, f64)]) -> Result<()> {
+    /// Records figures of one agent at one instant; returns the spending among
+    /// them, added to the agent's total for today in the same transaction.
+    pub async fn add_stats(&self, agent: &str, items: &[(&str, f64)]) -> Result<Spend> {
         match self {
             Db::Sqlite(s) => s.add_stats(agent, items.iter().copied()),
             Db::Postgres(s) => s.add_stats(agent, items).await,
@@ -512,16 +503,29 @@ impl Db {
         both!(self, s => s.stats_since(agent, since))
     }
 
-    /// Drops figures past the age limit.
+    /// Drops figures past the age limit, and the days' spend totals with them.
     pub async fn vacuum_stats(&self) -> Result<usize> {
         both!(self, s => s.vacuum_stats())
     }
 
     // ---- budgets ----------------------------------------------------------
 
-    /// What `agent` (or, with None, every agent together) spent since `since` (ms).
-    pub async fn spend_since(&self, agent: Option<&str>, since: i64) -> Result<Spend> {
-        both!(self, s => s.spend_since(agent, since))
+    /// What `agent` (or, with None, every agent together) spent on a UTC day
+    /// (days since the epoch), as `add_stats` summed it.
+    pub async fn spend_on(&self, agent: Option<&str>, day: i64) -> Result<Spend> {
+        both!(self, s => s.spend_on(agent, day))
+    }
+
+    /// The facts a status row reads beyond `agents` (last crash, schedules,
+    /// open question, spend on `day`, budget override) of `agent`, or of
+    /// every agent with None, keyed by name; a query per table, not per agent.
+    pub async fn agent_facts(
+        &self,
+        agent: Option<&str>,
+        now: i64,
+        day: i64,
+    ) -> Result<HashMap<String, AgentFacts>> {
+        both!(self, s => s.agent_facts(agent, now, day))
     }
 
     /// Stores the operator's budget for a scope and day, replacing the last one.

@@ -27,29 +27,58 @@ pub struct BudgetOverride {
     pub lifted: bool,
 }
 
-/// The `stats` keys that are spending, and which measure each adds to.
-const SPEND_SQL: &str = "SUM(CASE WHEN key = 'cost.usd' THEN MAX(value, 0) ELSE 0 END), \
-     SUM(CASE WHEN key IN ('tokens.in', 'tokens.out') THEN MAX(value, 0) ELSE 0 END)";
+impl Spend {
+    /// The spending among a batch of `stats` figures: `cost.usd` in dollars,
+    /// `tokens.in` and `tokens.out` in tokens. A negative figure a harness
+    /// reported counts as nothing.
+    pub fn of<'a>(items: impl IntoIterator<Item = (&'a str, f64)>) -> Spend {
+        let mut s = Spend::default();
+        for (k, v) in items {
+            match k {
+                "cost.usd" => s.usd += v.max(0.0),
+                "tokens.in" | "tokens.out" => s.tokens += v.max(0.0),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// True when nothing was spent.
+    pub fn is_zero(&self) -> bool {
+        self.usd == 0.0 && self.tokens == 0.0
+    }
+}
+
+/// A `budget_overrides` row: scope, day, usd, tokens, lifted.
+pub(super) fn override_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BudgetOverride> {
+    Ok(BudgetOverride {
+        scope: r.get(0)?,
+        day: r.get(1)?,
+        usd: r.get(2)?,
+        tokens: r.get::<_, Option<i64>>(3)?.map(|t| t.max(0) as u64),
+        lifted: r.get(4)?,
+    })
+}
 
 impl Store {
-    /// What `agent` (or, with None, every agent together) spent since `since`
-    /// (ms). A negative figure a harness reported counts as nothing.
-    pub fn spend_since(&self, agent: Option<&str>, since: i64) -> Result<Spend> {
+    /// What `agent` (or, with None, every agent together) spent on a UTC day
+    /// (days since the epoch), as `add_stats` summed it into `spend_days`.
+    pub fn spend_on(&self, agent: Option<&str>, day: i64) -> Result<Spend> {
         let g = self.lock();
         let (usd, tokens): (Option<f64>, Option<f64>) = match agent {
             Some(a) => g
                 .conn
-                .prepare_cached(&format!(
-                    "SELECT {SPEND_SQL} FROM stats WHERE agent = ?1 AND ts >= ?2"
-                ))?
-                .query_row(params![a, since], |r| Ok((r.get(0)?, r.get(1)?)))?,
+                .prepare_cached("SELECT usd, tokens FROM spend_days WHERE agent = ?1 AND day = ?2")?
+                .query_row(params![a, day], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .unwrap_or((None, None)),
             // '#' starts no agent name: the hive-wide rows are no one's spending.
             None => g
                 .conn
-                .prepare_cached(&format!(
-                    "SELECT {SPEND_SQL} FROM stats WHERE ts >= ?1 AND agent NOT LIKE '#%'"
-                ))?
-                .query_row(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?,
+                .prepare_cached(
+                    "SELECT SUM(usd), SUM(tokens) FROM spend_days WHERE day = ?1 AND agent NOT LIKE '#%'",
+                )?
+                .query_row(params![day], |r| Ok((r.get(0)?, r.get(1)?)))?,
         };
         Ok(Spend {
             usd: usd.unwrap_or(0.0),
@@ -83,15 +112,7 @@ impl Store {
             .prepare_cached(
                 "SELECT scope, day, usd, tokens, lifted FROM budget_overrides WHERE scope = ?1",
             )?
-            .query_row(params![scope], |r| {
-                Ok(BudgetOverride {
-                    scope: r.get(0)?,
-                    day: r.get(1)?,
-                    usd: r.get(2)?,
-                    tokens: r.get::<_, Option<i64>>(3)?.map(|t| t.max(0) as u64),
-                    lifted: r.get(4)?,
-                })
-            })
+            .query_row(params![scope], override_row)
             .optional()?)
     }
 

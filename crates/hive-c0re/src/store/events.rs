@@ -15,9 +15,9 @@ pub struct EventRow {
     pub payload_json: String,
 }
 
-const COLUMNS: &str = "agent, id, ts, kind, payload_json";
+pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         agent: r.get(0)?,
         id: r.get(1)?,
@@ -99,16 +99,6 @@ impl Store {
         ))?;
         let rows = st.query_map(params![after, limit], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// The agent's newest `container_crash` event (index `events_crash`).
-    pub fn last_crash(&self, agent: &str) -> Result<Option<EventRow>> {
-        let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE kind = 'container_crash' AND agent = ?1 \
-             ORDER BY id DESC LIMIT 1"
-        ))?;
-        Ok(st.query_row(params![agent], row).optional()?)
     }
 
     /// The newest event id of all (0 without events).

@@ -95,16 +95,6 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The oldest question of `agent` still open at `now` (no answer, not cancelled, before its deadline).
-    pub fn open_question_of(&self, agent: &str, now: i64) -> Result<Option<i64>> {
-        let g = self.lock();
-        let mut st = g.conn.prepare_cached(
-            "SELECT id FROM questions WHERE agent = ?1 AND answer IS NULL AND cancelled = 0 \
-             AND deadline > ?2 ORDER BY id LIMIT 1",
-        )?;
-        Ok(st.query_row(params![agent, now], |r| r.get(0)).optional()?)
-    }
-
     /// Answers a pending question before its deadline; false if it was not pending.
     pub fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
         let g = self.lock();

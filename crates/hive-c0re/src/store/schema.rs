@@ -157,6 +157,24 @@ CREATE TABLE budget_overrides (
 );
 CREATE INDEX stats_ts ON stats (ts);
 "#,
+    // 8: each agent's spending per UTC day, summed as figures arrive, so a
+    // budget or a status row reads one row instead of a day of figures;
+    // filled from the figures already stored (the rule is Spend::of's).
+    r#"
+CREATE TABLE spend_days (
+    agent  TEXT NOT NULL,
+    day    INTEGER NOT NULL,
+    usd    REAL NOT NULL DEFAULT 0,
+    tokens REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, agent)
+) WITHOUT ROWID;
+INSERT INTO spend_days (agent, day, usd, tokens)
+SELECT agent, ts / 86400000,
+       SUM(CASE WHEN key = 'cost.usd' THEN MAX(value, 0) ELSE 0 END),
+       SUM(CASE WHEN key IN ('tokens.in', 'tokens.out') THEN MAX(value, 0) ELSE 0 END)
+FROM stats WHERE key IN ('cost.usd', 'tokens.in', 'tokens.out') AND ts >= 0
+GROUP BY agent, ts / 86400000;
+"#,
 ];
 
 /// The schema version this build writes.

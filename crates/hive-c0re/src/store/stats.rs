@@ -2,8 +2,8 @@
 
 use rusqlite::params;
 
-use super::{Result, Store};
-use crate::clock::now_ms;
+use super::{Result, Spend, Store};
+use crate::clock::{day_of, now_ms};
 
 /// The `stats` rows' agent for hive-wide figures, and the hive's scope of a
 /// budget ('#' never starts an agent name).
@@ -19,25 +19,39 @@ pub struct StatRow {
 }
 
 impl Store {
-    /// Records figures of one agent at one instant.
+    /// Records figures of one agent at one instant; returns the spending
+    /// among them, which is added to the agent's total for today in the same
+    /// transaction (`spend_days`: budgets read one row, not a day of figures).
     pub fn add_stats<'a>(
         &self,
         agent: &str,
         items: impl IntoIterator<Item = (&'a str, f64)>,
-    ) -> Result<()> {
+    ) -> Result<Spend> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
+        let now = now_ms();
+        let mut spend = Spend::default();
         {
             let mut st = tx.prepare_cached(
                 "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            let now = now_ms();
             for (k, v) in items {
                 st.execute(params![agent, now, k, v])?;
+                let s = Spend::of([(k, v)]);
+                spend.usd += s.usd;
+                spend.tokens += s.tokens;
             }
         }
+        if !spend.is_zero() {
+            tx.prepare_cached(
+                "INSERT INTO spend_days (agent, day, usd, tokens) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (day, agent) DO UPDATE SET \
+                 usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
+            )?
+            .execute(params![agent, day_of(now), spend.usd, spend.tokens])?;
+        }
         tx.commit()?;
-        Ok(())
+        Ok(spend)
     }
 
     /// Figures since `since` (ms), of one agent or all, oldest first.
@@ -60,6 +74,12 @@ impl Store {
     /// Drops figures past the age limit.
     pub fn vacuum_stats(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
-        self.delete_chunked("stats", "ts < ?1", params![cutoff])
+        let n = self.delete_chunked("stats", "ts < ?1", params![cutoff])?;
+        // A day's total goes with the last of its figures.
+        self.lock().conn.execute(
+            "DELETE FROM spend_days WHERE day < ?1",
+            params![day_of(cutoff)],
+        )?;
+        Ok(n)
     }
 }

@@ -1,39 +1,50 @@
 //! Budgets' figures on PostgreSQL: today's spend summed from `stats`, and
 //! the operator's budget for today (`budget_overrides`, one row per scope).
 
+use tokio_postgres::Row;
+
 use super::PgStore;
 use crate::clock::now_ms;
 use crate::store::{BudgetOverride, Result, Spend};
 
-/// The `stats` keys that are spending, and which measure each adds to.
-const SPEND_SQL: &str = "SUM(CASE WHEN key = 'cost.usd' THEN GREATEST(value, 0) ELSE 0 END), \
-     SUM(CASE WHEN key IN ('tokens.in', 'tokens.out') THEN GREATEST(value, 0) ELSE 0 END)";
+/// A `budget_overrides` row: scope, day, usd, tokens, lifted.
+pub(super) fn override_row(r: &Row) -> BudgetOverride {
+    BudgetOverride {
+        scope: r.get(0),
+        day: r.get(1),
+        usd: r.get(2),
+        tokens: r.get::<_, Option<i64>>(3).map(|t| t.max(0) as u64),
+        lifted: r.get(4),
+    }
+}
 
 impl PgStore {
-    /// What `agent` (or, with None, every agent together) spent since `since`
-    /// (ms). A negative figure a harness reported counts as nothing.
-    pub async fn spend_since(&self, agent: Option<&str>, since: i64) -> Result<Spend> {
+    /// What `agent` (or, with None, every agent together) spent on a UTC day
+    /// (days since the epoch), as `add_stats` summed it into `spend_days`.
+    pub async fn spend_on(&self, agent: Option<&str>, day: i64) -> Result<Spend> {
         let c = self.client().await?;
-        let r = match agent {
+        let (usd, tokens): (Option<f64>, Option<f64>) = match agent {
             Some(a) => {
                 let st = c
-                    .prepare_cached(&format!(
-                        "SELECT {SPEND_SQL} FROM stats WHERE agent = $1 AND ts >= $2"
-                    ))
+                    .prepare_cached(
+                        "SELECT usd, tokens FROM spend_days WHERE agent = $1 AND day = $2",
+                    )
                     .await?;
-                c.query_one(&st, &[&a, &since]).await?
+                c.query_opt(&st, &[&a, &day])
+                    .await?
+                    .map_or((None, None), |r| (r.get(0), r.get(1)))
             }
             // '#' starts no agent name: the hive-wide rows are no one's spending.
             None => {
                 let st = c
-                    .prepare_cached(&format!(
-                        "SELECT {SPEND_SQL} FROM stats WHERE ts >= $1 AND agent NOT LIKE '#%'"
-                    ))
+                    .prepare_cached(
+                        "SELECT SUM(usd), SUM(tokens) FROM spend_days WHERE day = $1 AND agent NOT LIKE '#%'",
+                    )
                     .await?;
-                c.query_one(&st, &[&since]).await?
+                let r = c.query_one(&st, &[&day]).await?;
+                (r.get(0), r.get(1))
             }
         };
-        let (usd, tokens): (Option<f64>, Option<f64>) = (r.get(0), r.get(1));
         Ok(Spend {
             usd: usd.unwrap_or(0.0),
             tokens: tokens.unwrap_or(0.0),
@@ -69,13 +80,10 @@ impl PgStore {
                 "SELECT scope, day, usd, tokens, lifted FROM budget_overrides WHERE scope = $1",
             )
             .await?;
-        Ok(c.query_opt(&st, &[&scope]).await?.map(|r| BudgetOverride {
-            scope: r.get(0),
-            day: r.get(1),
-            usd: r.get(2),
-            tokens: r.get::<_, Option<i64>>(3).map(|t| t.max(0) as u64),
-            lifted: r.get(4),
-        }))
+        Ok(c.query_opt(&st, &[&scope])
+            .await?
+            .as_ref()
+            .map(override_row))
     }
 
     /// Drops the operator's budget for a scope (its agent is destroyed).

@@ -9,9 +9,9 @@ use super::{PgStore, delete_chunked, group, vacuum_unlock};
 use crate::clock::now_ms;
 use crate::store::{EventRow, Result, StoreError};
 
-const COLUMNS: &str = "agent, id, ts, kind, payload_json";
+pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
-fn row(r: &Row) -> EventRow {
+pub(super) fn row(r: &Row) -> EventRow {
     EventRow {
         agent: r.get(0),
         id: r.get(1),
@@ -120,18 +120,6 @@ impl PgStore {
             .iter()
             .map(row)
             .collect())
-    }
-
-    /// The agent's newest `container_crash` event (index `events_crash`).
-    pub async fn last_crash(&self, agent: &str) -> Result<Option<EventRow>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM events WHERE kind = 'container_crash' AND agent = $1 \
-                 ORDER BY id DESC LIMIT 1"
-            ))
-            .await?;
-        Ok(c.query_opt(&st, &[&agent]).await?.as_ref().map(row))
     }
 
     /// The newest event id of all (0 without events).

@@ -24,6 +24,7 @@ mod events;
 mod group;
 mod messages;
 mod notifications;
+mod overview;
 mod questions;
 mod schedules;
 mod schema;

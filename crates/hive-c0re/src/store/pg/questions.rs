@@ -72,18 +72,6 @@ impl PgStore {
         Ok(v)
     }
 
-    /// The oldest question of `agent` still open at `now` (no answer, not cancelled, before its deadline).
-    pub async fn open_question_of(&self, agent: &str, now: i64) -> Result<Option<i64>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(
-                "SELECT id FROM questions WHERE agent = $1 AND answer IS NULL AND NOT cancelled \
-                 AND deadline > $2 ORDER BY id LIMIT 1",
-            )
-            .await?;
-        Ok(c.query_opt(&st, &[&agent, &now]).await?.map(|r| r.get(0)))
-    }
-
     /// Answers a pending question before its deadline; false if it was not pending.
     pub async fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
         let c = self.client().await?;

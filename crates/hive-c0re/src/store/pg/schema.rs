@@ -162,6 +162,23 @@ CREATE TABLE budget_overrides (
     set_at BIGINT NOT NULL
 );
 "#,
+    // 6: each agent's spending per UTC day, summed as figures arrive (sqlite's
+    // version 8); filled from the figures already stored (the rule is Spend::of's).
+    r#"
+CREATE TABLE spend_days (
+    agent  TEXT NOT NULL,
+    day    BIGINT NOT NULL,
+    usd    DOUBLE PRECISION NOT NULL DEFAULT 0,
+    tokens DOUBLE PRECISION NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, agent)
+);
+INSERT INTO spend_days (agent, day, usd, tokens)
+SELECT agent, ts / 86400000,
+       SUM(CASE WHEN key = 'cost.usd' THEN GREATEST(value, 0) ELSE 0 END),
+       SUM(CASE WHEN key IN ('tokens.in', 'tokens.out') THEN GREATEST(value, 0) ELSE 0 END)
+FROM stats WHERE key IN ('cost.usd', 'tokens.in', 'tokens.out') AND ts >= 0
+GROUP BY agent, ts / 86400000;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -78,7 +78,8 @@ impl Fixture {
     pub async fn set_schema_before_secrets(&self) {
         const LATER: &str = "DROP TABLE secrets; DROP TABLE notifications; \
              DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
-             DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides;";
+             DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides; \
+             DROP TABLE spend_days;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
@@ -94,6 +95,55 @@ impl Fixture {
                 c.batch_execute(&format!("{LATER} UPDATE hive_schema SET version = 1;"))
                     .await
                     .unwrap();
+            }
+        }
+    }
+
+    /// Takes the database back to the schema before `spend_days` (sqlite 7,
+    /// PostgreSQL 5), as a hive-c0re of that time left it.
+    pub async fn set_schema_before_spend_days(&self) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.execute_batch("DROP TABLE spend_days; PRAGMA user_version = 7;")
+                    .unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.batch_execute("DROP TABLE spend_days; UPDATE hive_schema SET version = 5;")
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Stores figures with the times given, as an older hive-c0re did (no day totals).
+    pub async fn insert_stats(&self, rows: &[(&str, i64, &str, f64)]) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                for (agent, ts, key, value) in rows {
+                    c.execute(
+                        "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![agent, ts, key, value],
+                    )
+                    .unwrap();
+                }
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                for (agent, ts, key, value) in rows {
+                    c.execute(
+                        "INSERT INTO stats (agent, ts, key, value) VALUES ($1, $2, $3, $4)",
+                        &[agent, ts, key, value],
+                    )
+                    .await
+                    .unwrap();
+                }
             }
         }
     }

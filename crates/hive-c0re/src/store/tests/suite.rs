@@ -6,7 +6,7 @@ use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 
 use super::both;
-use crate::clock::now_ms;
+use crate::clock::{day_of, now_ms};
 use crate::store::{
     BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, SendError, Spend,
     WebhookStats,
@@ -54,8 +54,33 @@ both! {
         let o = BudgetOverride { scope: "alice".into(), day: 1, usd: Some(1.0), tokens: None, lifted: false };
         s.set_budget_override(&o).await.unwrap();
         assert_eq!(s.budget_override("alice").await.unwrap(), Some(o));
-        let plan = f.plan(&s, "SELECT id FROM events WHERE kind = 'container_crash' AND agent = 'a' ORDER BY id DESC LIMIT 1").await;
+        let plan = f.plan(&s, "SELECT MAX(id) FROM events WHERE kind = 'container_crash' GROUP BY agent").await;
         assert!(plan.contains("events_crash"), "{plan}");
+        s.add_stats("alice", &[("cost.usd", 0.5)]).await.unwrap();
+        let today = day_of(now_ms());
+        assert_eq!(s.spend_on(Some("alice"), today).await.unwrap().usd, 0.5);
+    }
+
+    async fn the_spend_of_figures_stored_before_its_table_is_summed_per_agent_and_day(f) {
+        drop(f.open().await);
+        f.set_schema_before_spend_days().await;
+        let day = 20_000_i64;
+        f.insert_stats(&[
+            ("alice", day * 86_400_000 + 5, "cost.usd", 0.25),
+            ("alice", day * 86_400_000 + 9, "cost.usd", 0.5),
+            ("alice", day * 86_400_000 + 9, "tokens.in", 100.0),
+            ("alice", day * 86_400_000 + 9, "tokens.out", -50.0),
+            ("alice", day * 86_400_000 + 9, "turn.duration_ms", 7000.0),
+            ("alice", (day + 1) * 86_400_000, "tokens.out", 30.0),
+            ("bob", day * 86_400_000 + 1, "cost.usd", 1.0),
+        ])
+        .await;
+        let s = f.open().await;
+        assert_eq!(s.spend_on(Some("alice"), day).await.unwrap(), Spend { usd: 0.75, tokens: 100.0 });
+        assert_eq!(s.spend_on(Some("alice"), day + 1).await.unwrap(), Spend { usd: 0.0, tokens: 30.0 });
+        assert_eq!(s.spend_on(Some("bob"), day).await.unwrap(), Spend { usd: 1.0, tokens: 0.0 });
+        assert_eq!(s.spend_on(None, day).await.unwrap(), Spend { usd: 1.75, tokens: 100.0 });
+        assert_eq!(s.spend_on(Some("bob"), day + 1).await.unwrap(), Spend::default());
     }
 
     async fn refuses_a_newer_database(f) {
@@ -425,23 +450,6 @@ both! {
         assert_eq!(s.questions(1).await.unwrap()[0].id, gone);
     }
 
-    async fn the_open_question_of_an_agent_is_its_oldest_pending_one(f) {
-        let s = f.open().await;
-        let now = crate::clock::now_ms();
-        assert_eq!(s.open_question_of("manager", now).await.unwrap(), None);
-        s.add_question("manager", "expired?", &[], -1).await.unwrap();
-        let answered = s.add_question("manager", "answered?", &[], 60).await.unwrap();
-        s.answer_question(answered, "yes").await.unwrap();
-        let first = s.add_question("manager", "first?", &[], 60).await.unwrap();
-        let second = s.add_question("manager", "second?", &[], 60).await.unwrap();
-        s.add_question("other", "not yours", &[], 60).await.unwrap();
-        assert_eq!(s.open_question_of("manager", now).await.unwrap(), Some(first));
-        s.cancel_question(first).await.unwrap();
-        assert_eq!(s.open_question_of("manager", now).await.unwrap(), Some(second));
-        let later = crate::clock::now_ms() + 120_000;
-        assert_eq!(s.open_question_of("manager", later).await.unwrap(), None, "past its deadline");
-    }
-
     // ---- events and stats ---------------------------------------------------
 
     async fn pages_backwards_and_forwards(f) {
@@ -471,15 +479,13 @@ both! {
         assert_eq!(page.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["container_crash", "turn_end"]);
         let older = s.feed_events_before(Some(b[0]), 10).await.unwrap();
         assert_eq!(older.iter().map(|e| (e.id, e.agent.as_str())).collect::<Vec<_>>(), [(a[0], "a")]);
-        assert_eq!(s.last_crash("b").await.unwrap().unwrap().id, b[1]);
-        assert!(s.last_crash("a").await.unwrap().is_none());
         let after = s.feed_events_after(a[0], 10).await.unwrap();
         assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [b[0], b[1]], "oldest first, no stream");
         assert_eq!(s.feed_events_after(b[0], 10).await.unwrap().len(), 1);
         assert_eq!(s.newest_event_id().await.unwrap(), b[1]);
     }
 
-    async fn the_feed_and_the_last_crash_read_through_their_indexes(f) {
+    async fn the_feed_and_the_last_crashes_read_through_their_indexes(f) {
         let s = f.open().await;
         let feed = f
             .plan(
@@ -493,8 +499,7 @@ both! {
         let crash = f
             .plan(
                 &s,
-                "SELECT agent FROM events WHERE kind = 'container_crash' AND agent = 'a' \
-                 ORDER BY id DESC LIMIT 1",
+                "SELECT MAX(id) FROM events WHERE kind = 'container_crash' GROUP BY agent",
             )
             .await;
         assert!(crash.contains("events_crash"), "{crash}");
@@ -556,16 +561,82 @@ both! {
         assert!(s.stats_since(None, i64::MAX).await.unwrap().is_empty());
     }
 
-    async fn spend_counts_cost_and_tokens_never_below_zero(f) {
+    async fn a_days_spend_is_summed_as_figures_arrive(f) {
         let s = f.open().await;
-        s.add_stats("a", &[("cost.usd", 0.25), ("tokens.in", 100.0), ("tokens.out", 20.0), ("turns", 1.0)]).await.unwrap();
-        s.add_stats("a", &[("cost.usd", -5.0), ("tokens.in", -1000.0)]).await.unwrap();
-        s.add_stats("b", &[("cost.usd", 1.5), ("tokens.out", 30.0)]).await.unwrap();
-        s.add_stats(HIVE_WIDE, &[("cost.usd", 99.0), ("tokens.in", 99.0)]).await.unwrap();
-        assert_eq!(s.spend_since(Some("a"), 0).await.unwrap(), Spend { usd: 0.25, tokens: 120.0 });
-        assert_eq!(s.spend_since(None, 0).await.unwrap(), Spend { usd: 1.75, tokens: 150.0 }, "the hive-wide rows are no one's spending");
-        assert_eq!(s.spend_since(Some("c"), 0).await.unwrap(), Spend::default());
-        assert_eq!(s.spend_since(None, i64::MAX).await.unwrap(), Spend::default());
+        let today = day_of(now_ms());
+        let turn = s
+            .add_stats("alice", &[("cost.usd", 0.5), ("tokens.in", 100.0), ("tokens.out", 20.0), ("turn.duration_ms", 900.0)])
+            .await
+            .unwrap();
+        assert_eq!(turn, Spend { usd: 0.5, tokens: 120.0 });
+        s.add_stats("alice", &[("cost.usd", 0.25), ("tokens.in", -1e9)]).await.unwrap();
+        s.add_stats("bob", &[("tokens.out", 5.0)]).await.unwrap();
+        assert_eq!(s.add_stats(HIVE_WIDE, &[("approvals.pending", 3.0)]).await.unwrap(), Spend::default());
+        s.add_stats(HIVE_WIDE, &[("cost.usd", 99.0)]).await.unwrap();
+        assert_eq!(s.spend_on(Some("alice"), today).await.unwrap(), Spend { usd: 0.75, tokens: 120.0 });
+        assert_eq!(s.spend_on(None, today).await.unwrap(), Spend { usd: 0.75, tokens: 125.0 }, "the hive-wide rows are no one's spending");
+        assert_eq!(s.spend_on(Some("alice"), today - 1).await.unwrap(), Spend::default());
+        assert_eq!(s.spend_on(Some("carol"), today).await.unwrap(), Spend::default());
+    }
+
+    async fn facts_of_every_agent_at_once_match_those_read_one_by_one(f) {
+        let s = f.open().await;
+        let ev = |items: &[&str]| items.iter().map(|k| ((*k).to_owned(), format!("{{\"k\":\"{k}\"}}"))).collect::<Vec<_>>();
+        let crashes = s.add_events("a", &ev(&["container_crash", "turn_end", "container_crash"])).await.unwrap();
+        s.add_events("b", &ev(&["turn_start"])).await.unwrap();
+        s.add_schedule("a", "every 1h", "x", true, 1, "operator").await.unwrap();
+        s.add_schedule("a", "every 2h", "y", true, 1, "operator").await.unwrap();
+        s.add_schedule("b", "in 1m", "z", false, 1, "b").await.unwrap();
+        let gone = s.add_question("b", "old?", &[], 1).await.unwrap();
+        let open = s.add_question("b", "which?", &[], 600).await.unwrap();
+        s.add_question("b", "later?", &[], 600).await.unwrap();
+        s.cancel_question(gone).await.unwrap();
+        s.add_stats("a", &[("cost.usd", 0.5), ("tokens.in", 10.0), ("tokens.out", 5.0)]).await.unwrap();
+        s.add_stats("a", &[("cost.usd", -3.0), ("turn.ms", 900.0)]).await.unwrap();
+        s.add_stats("b", &[("cost.usd", 0.25)]).await.unwrap();
+        let o = BudgetOverride { scope: "b".into(), day: 7, usd: Some(1.0), tokens: None, lifted: false };
+        s.set_budget_override(&o).await.unwrap();
+
+        let now = now_ms();
+        let today = day_of(now);
+        let all = s.agent_facts(None, now, today).await.unwrap();
+        let a = &all["a"];
+        let crash = a.last_crash.as_ref().unwrap();
+        assert_eq!((crash.id, crash.agent.as_str(), crash.kind.as_str()), (crashes[2], "a", "container_crash"));
+        assert_eq!(a.schedules, 2);
+        assert_eq!(a.open_question, None);
+        // A negative figure counts as nothing; figures that are not spending are not summed.
+        assert_eq!(a.spend, Spend { usd: 0.5, tokens: 15.0 });
+        assert_eq!(a.budget_override, None);
+        let b = &all["b"];
+        assert_eq!(b.last_crash, None);
+        assert_eq!((b.schedules, b.open_question), (1, Some(open)));
+        assert_eq!(b.spend.usd, 0.25);
+        assert_eq!(b.budget_override, Some(o));
+        assert_eq!(all.len(), 2);
+
+        for name in ["a", "b"] {
+            let one = s.agent_facts(Some(name), now, today).await.unwrap();
+            assert_eq!(one.len(), 1, "{one:?}");
+            assert_eq!(one[name], all[name]);
+        }
+        assert!(s.agent_facts(Some("c"), now, today).await.unwrap().is_empty());
+        // Spend counts on its day only; a question past its deadline is not open.
+        let later = s.agent_facts(None, now + 3_600_000, today + 1).await.unwrap();
+        assert_eq!(later["a"].spend, Spend::default());
+        assert_eq!(later["b"].open_question, None);
+    }
+
+    async fn one_agents_facts_read_through_its_indexes(f) {
+        let s = f.open().await;
+        let crash = f
+            .plan(&s, "SELECT MAX(id) FROM events WHERE kind = 'container_crash' AND agent = 'a' GROUP BY agent")
+            .await;
+        assert!(crash.contains("events_crash"), "{crash}");
+        let spend = f
+            .plan(&s, "SELECT agent, SUM(value) FROM stats WHERE ts >= 1 AND agent = 'a' GROUP BY agent")
+            .await;
+        assert!(spend.contains("stats_agent"), "{spend}");
     }
 
     async fn a_budget_override_replaces_the_last_and_goes_with_its_agent(f) {
