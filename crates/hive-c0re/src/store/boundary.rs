@@ -14,7 +14,7 @@ use hive_sh4re::host::ApprovalStatus;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow,
-    NewAgent, NewApproval, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry,
+    NewAgent, NewApproval, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry,
     SendError, Spend, StatRow, Store, WebhookStats,
 };
 
@@ -621,6 +621,25 @@ impl Db {
     /// Drops notifications past the age limit or beyond the cap, except those a webhook has yet to take.
     pub async fn vacuum_notifications(&self) -> Result<usize> {
         both!(self, s => s.vacuum_notifications())
+    }
+
+    // ---- nodes ------------------------------------------------------------
+
+    /// Records that node `name` started at `address` (a restart replaces the
+    /// last start); its first heartbeat is now. Returns the row.
+    pub async fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
+        both!(self, s => s.register_node(name, address))
+    }
+
+    /// Records a heartbeat of node `name` now (the database's clock on
+    /// PostgreSQL); false when it never registered.
+    pub async fn heartbeat(&self, name: &str) -> Result<bool> {
+        both!(self, s => s.heartbeat(name))
+    }
+
+    /// Every node, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
+        both!(self, s => s.nodes())
     }
 
     // ---- secrets ----------------------------------------------------------

@@ -175,6 +175,16 @@ SELECT agent, ts / 86400000,
 FROM stats WHERE key IN ('cost.usd', 'tokens.in', 'tokens.out') AND ts >= 0
 GROUP BY agent, ts / 86400000;
 "#,
+    // 9: the hive's nodes (hive-c0re daemons) and their heartbeats; on sqlite
+    // one host, one node.
+    r#"
+CREATE TABLE nodes (
+    name           TEXT PRIMARY KEY,
+    address        TEXT NOT NULL,
+    started_at     INTEGER NOT NULL,
+    last_heartbeat INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

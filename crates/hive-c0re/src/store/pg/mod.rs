@@ -23,6 +23,7 @@ mod budget;
 mod events;
 mod group;
 mod messages;
+mod nodes;
 mod notifications;
 mod overview;
 mod questions;

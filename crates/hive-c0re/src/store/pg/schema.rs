@@ -179,6 +179,15 @@ SELECT agent, ts / 86400000,
 FROM stats WHERE key IN ('cost.usd', 'tokens.in', 'tokens.out') AND ts >= 0
 GROUP BY agent, ts / 86400000;
 "#,
+    // 7: the hive's nodes and their heartbeats (sqlite's version 9).
+    r#"
+CREATE TABLE nodes (
+    name           TEXT PRIMARY KEY,
+    address        TEXT NOT NULL,
+    started_at     BIGINT NOT NULL,
+    last_heartbeat BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

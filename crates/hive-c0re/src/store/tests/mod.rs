@@ -79,7 +79,7 @@ impl Fixture {
         const LATER: &str = "DROP TABLE secrets; DROP TABLE notifications; \
              DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
              DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides; \
-             DROP TABLE spend_days;";
+             DROP TABLE spend_days; DROP TABLE nodes;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
@@ -105,16 +105,20 @@ impl Fixture {
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
-                c.execute_batch("DROP TABLE spend_days; PRAGMA user_version = 7;")
-                    .unwrap();
+                c.execute_batch(
+                    "DROP TABLE spend_days; DROP TABLE nodes; PRAGMA user_version = 7;",
+                )
+                .unwrap();
             }
             Some(db) => {
                 let c = TestCluster::shared()
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
-                c.batch_execute("DROP TABLE spend_days; UPDATE hive_schema SET version = 5;")
-                    .await
-                    .unwrap();
+                c.batch_execute(
+                    "DROP TABLE spend_days; DROP TABLE nodes; UPDATE hive_schema SET version = 5;",
+                )
+                .await
+                .unwrap();
             }
         }
     }

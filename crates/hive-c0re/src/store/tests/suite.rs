@@ -59,6 +59,8 @@ both! {
         s.add_stats("alice", &[("cost.usd", 0.5)]).await.unwrap();
         let today = day_of(now_ms());
         assert_eq!(s.spend_on(Some("alice"), today).await.unwrap().usd, 0.5);
+        s.register_node("alpha", "a:1").await.unwrap();
+        assert_eq!(s.nodes().await.unwrap().len(), 1);
     }
 
     async fn the_spend_of_figures_stored_before_its_table_is_summed_per_agent_and_day(f) {
@@ -760,6 +762,46 @@ both! {
         assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "check in");
         s.set_schedule_due(id, 50).await.unwrap();
         assert_eq!(s.next_schedule_due().await.unwrap(), Some(50));
+    }
+
+    // ---- nodes --------------------------------------------------------------
+
+    async fn a_node_registers_heartbeats_and_a_restart_replaces_its_start(f) {
+        let s = f.open().await;
+        assert!(s.nodes().await.unwrap().is_empty());
+        assert!(!s.heartbeat("beta").await.unwrap(), "a node that never registered");
+        let before = now_ms();
+        let beta = s.register_node("beta", "10.0.0.2:7000").await.unwrap();
+        let alpha = s.register_node("alpha", "10.0.0.1:7000").await.unwrap();
+        assert_eq!(beta.last_heartbeat, beta.started_at, "the first heartbeat is the start");
+        // sqlite's times are the host's, PostgreSQL's the server's: on one machine, the same clock.
+        assert!(beta.started_at >= before - 1000 && beta.started_at <= now_ms() + 1000, "{beta:?}");
+        assert_eq!(s.nodes().await.unwrap(), [alpha.clone(), beta.clone()], "by name");
+
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(s.heartbeat("beta").await.unwrap());
+        let nodes = s.nodes().await.unwrap();
+        assert_eq!(nodes[0], alpha, "another node's heartbeat is not alpha's");
+        assert!(nodes[1].last_heartbeat > beta.last_heartbeat);
+        assert_eq!(nodes[1].started_at, beta.started_at);
+
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let again = s.register_node("beta", "10.0.0.3:7000").await.unwrap();
+        assert!(again.started_at > beta.started_at);
+        assert_eq!(s.nodes().await.unwrap(), [alpha, again]);
+        drop(s);
+        assert_eq!(f.open().await.nodes().await.unwrap().len(), 2, "nodes survive a restart");
+    }
+
+    async fn every_handle_sees_the_other_nodes(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        a.register_node("alpha", "a:1").await.unwrap();
+        b.register_node("beta", "b:1").await.unwrap();
+        assert!(a.heartbeat("beta").await.unwrap());
+        let names = |v: Vec<crate::store::NodeRow>| v.into_iter().map(|n| n.name).collect::<Vec<_>>();
+        assert_eq!(names(a.nodes().await.unwrap()), ["alpha", "beta"]);
+        assert_eq!(names(b.nodes().await.unwrap()), ["alpha", "beta"]);
     }
 
     // ---- secrets ------------------------------------------------------------
