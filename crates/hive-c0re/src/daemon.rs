@@ -175,6 +175,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
     hive.spawn_task(crate::hive::schedules::run(hive.clone()));
     hive.spawn_task(crate::hive::notifications::deliver_webhooks(hive.clone()));
+    hive.spawn_task(crate::hive::notifications::tell_held_back(hive.clone()));
     hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(

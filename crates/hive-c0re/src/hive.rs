@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod budget;
 mod controls;
 pub mod feed;
+mod flood;
 mod messages;
 mod needs;
 pub mod notifications;
@@ -138,6 +139,8 @@ pub struct Hive {
     webhook_wake: tokio::sync::watch::Sender<u64>,
     /// The turn slots and the line of agents waiting for one.
     admission: Arc<crate::admission::Admission>,
+    /// How many notifications each agent has caused lately.
+    flood: flood::Flood,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -172,6 +175,7 @@ impl Hive {
             api: Default::default(),
             redactor: std::sync::Mutex::new(None),
             webhook_wake: tokio::sync::watch::channel(0).0,
+            flood: Default::default(),
         })
     }
 

@@ -2,7 +2,9 @@
 //! what it may do: its messages cannot pose as others, its events cannot pose
 //! as the hive's, its schedules obey the limits of sends, a broken stored
 //! config widens nothing, purging it loses nobody else's mail, and its
-//! reports of a refused login neither flood the operator nor speak as `system`.
+//! reports of a refused login neither flood the operator nor speak as `system`,
+//! and a flood of its messages to the operator is told as a summary, not a
+//! notification (and webhook call) each.
 
 mod common;
 
@@ -301,4 +303,62 @@ fn a_harness_can_neither_flood_the_operator_with_login_notices_nor_write_them() 
     assert!(!body.contains("curl") && !body.contains('\n'), "{body}");
     let row = hive.row("alice").unwrap();
     assert_eq!(row["needs_login"], true, "{row}");
+}
+
+#[test]
+fn a_flood_of_messages_to_the_operator_is_told_as_a_summary_and_none_is_lost() {
+    let hive = TestHive::start_with(Opts {
+        env: vec![("HIVE_NOTIFY_WINDOW_SECS".into(), "2".into())],
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    for i in 0..30 {
+        let r = agent_call(
+            &hive,
+            "alice",
+            json!({"op": "send", "to": "operator", "body": format!("urgent #{i}: wire the funds")}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let told = |hive: &TestHive| -> Vec<String> {
+        let v = hive.request(json!({"cmd": "notifications", "limit": 100}));
+        v["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == "message")
+            .map(|n| n["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let now = told(&hive);
+    assert_eq!(now.len(), 5, "the first five are told one by one: {now:?}");
+    // Every message itself is in the operator's inbox.
+    let got = hive.recv_operator(2);
+    assert_eq!(got.len(), 30, "{got:?}");
+    // The window ends: one summary of the other 25, without another message to carry it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let all = told(&hive);
+        if all.len() > 5 || std::time::Instant::now() > deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(all.len(), 6, "{all:?}");
+    let summary = all
+        .iter()
+        .find(|t| t.contains("more messages"))
+        .unwrap_or_else(|| panic!("no summary: {all:?}"));
+    assert!(
+        summary.starts_with("alice sent 25 more messages to the operator within 2s"),
+        "{summary}"
+    );
+    // A new window tells again.
+    let r = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "send", "to": "operator", "body": "one more"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(told(&hive).len(), 7);
 }

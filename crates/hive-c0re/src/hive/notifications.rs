@@ -10,7 +10,7 @@
 //! surface shows it as text.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hive_sh4re::AgentName;
 use hive_sh4re::notification::{
@@ -18,6 +18,7 @@ use hive_sh4re::notification::{
 };
 
 use super::Hive;
+use super::flood::{self, Verdict};
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
@@ -75,8 +76,30 @@ impl Hive {
     /// Tells the operator: stores a notification of `kind` about `agent` (its
     /// dashboard link follows from both) and queues it for every webhook that
     /// wants the kind. `text` may be an agent's words; it is redacted and cut.
-    /// Returns the notification's id.
+    /// Returns the notification's id, or None when it was held back: an agent
+    /// that sends or asks more than [`flood::BURST`] a window has the rest
+    /// told as one summary when the window ends.
     pub fn notify_operator(
+        &self,
+        kind: NotificationKind,
+        agent: Option<&AgentName>,
+        text: &str,
+    ) -> Result<Option<i64>> {
+        if let Some(a) = agent.filter(|_| flood::counted(kind)) {
+            match self.flood.admit(a.as_str(), kind, Instant::now()) {
+                Verdict::Tell => {}
+                Verdict::Hold => return Ok(None),
+                Verdict::SummaryThenTell(n) => {
+                    let s = flood::summary(a.as_str(), kind, n, self.flood.window());
+                    self.store_notification(kind, Some(a), &s)?;
+                }
+            }
+        }
+        self.store_notification(kind, agent, text).map(Some)
+    }
+
+    /// Stores a notification and queues it for the webhooks that want it; its id.
+    fn store_notification(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
@@ -217,6 +240,28 @@ impl Hive {
     }
 }
 
+/// Tells the summaries of held-back notifications as their windows end, until the hive shuts down.
+pub async fn tell_held_back(hive: Arc<Hive>) {
+    loop {
+        let (due, next) = hive.flood.due(Instant::now());
+        for (agent, kind, n) in due {
+            let Ok(name) = AgentName::parse(&agent) else {
+                continue;
+            };
+            let text = flood::summary(&agent, kind, n, hive.flood.window());
+            if let Err(e) = hive.store_notification(kind, Some(&name), &text) {
+                tracing::warn!("could not store a summary of held-back notifications: {e}");
+            }
+        }
+        let sleep = next.map_or(IDLE, |at| at.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = hive.flood.holding.notified() => {}
+            _ = hive.shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// Empties the webhooks' queues until the hive shuts down: one task per
 /// webhook, so a slow or dead one holds up no other. Each sends what is due,
 /// in order, then sleeps until its next retry or a new notification.
@@ -299,6 +344,7 @@ mod tests {
         let alice = AgentName::parse("alice").unwrap();
         let id = hive
             .notify_operator(NotificationKind::Crashed, Some(&alice), "boom")
+            .unwrap()
             .unwrap();
         hive.notify_operator(NotificationKind::Approval, None, "spawn bob")
             .unwrap();
