@@ -19,6 +19,11 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v cc >/dev/null || need_apt+=(build-essential)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v cargo >/dev/null || need_apt+=(cargo)
+# The PostgreSQL backend's tests and benchmarks start a throwaway cluster of
+# their own from the server binaries (/usr/lib/postgresql/<version>/bin);
+# openssl makes that cluster's TLS certificates.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
+command -v openssl >/dev/null || need_apt+=(openssl)
 # The test command checks the systemd unit and the Nix files.
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v nix-instantiate >/dev/null || need_apt+=(nix-bin)

@@ -139,34 +139,3 @@ impl Store {
         )? as u64)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_approval_is_decided_once() {
-        let s = Store::in_memory().unwrap();
-        let id = s
-            .add_approval(&NewApproval {
-                agent: "dave",
-                kind: ApprovalKind::Spawn,
-                payload_json: "{}",
-                commit_ref: "",
-                description: None,
-            })
-            .unwrap();
-        assert!(
-            s.decide_approval(id, ApprovalStatus::Denied, Some("no"))
-                .unwrap()
-        );
-        assert!(
-            !s.decide_approval(id, ApprovalStatus::Approved, None)
-                .unwrap()
-        );
-        assert_eq!(
-            s.approval(id).unwrap().unwrap().status,
-            ApprovalStatus::Denied
-        );
-    }
-}

@@ -1,23 +1,31 @@
-//! The store: one sqlite file in WAL mode, the only place that writes SQL.
+//! The store, the only place that writes SQL: [`Db`] (`boundary.rs`) is the
+//! one async API over its two backends, sqlite (this module, one host) and
+//! PostgreSQL ([`pg`], several nodes sharing one database). Both return the
+//! row types defined here, next to their sqlite queries.
 //!
-//! One connection behind a mutex. Every statement is short, and WAL with
+//! sqlite: one file in WAL mode, one connection behind a mutex. Every statement is short, and WAL with
 //! `synchronous=NORMAL` makes a commit a write to the OS, not an fsync, so
 //! a committed row survives a kill -9 of the daemon (not a power cut).
 //! One file per table family holds its queries.
 
 mod agents;
 mod approvals;
+mod boundary;
 mod budget;
 mod events;
 mod group;
 mod messages;
+mod nodes;
 mod notifications;
 mod overview;
+pub mod pg;
 mod questions;
 mod schedules;
 mod schema;
 mod secrets;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,9 +35,11 @@ use rusqlite::Connection;
 
 pub use agents::{AgentRow, NewAgent};
 pub use approvals::{ApprovalRow, NewApproval};
+pub use boundary::Db;
 pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
+pub use nodes::NodeRow;
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use overview::AgentFacts;
 pub use questions::QuestionRow;
@@ -42,6 +52,8 @@ pub use stats::{HIVE_WIDE, StatRow};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("database error: {}", pg::describe(.0))]
+    Pg(#[from] tokio_postgres::Error),
     #[error("could not open the database {path}: {source}")]
     Open {
         path: String,
@@ -59,12 +71,27 @@ pub enum StoreError {
     /// A group commit failed; every send in it gets this.
     #[error("database error: {0}")]
     Batch(String),
+    #[error(
+        "could not connect to PostgreSQL at {name}: {message}: check the database URL, the password's source and that the server is up"
+    )]
+    Connect { name: String, message: String },
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    /// Connection settings that cannot work, said as a sentence.
+    #[error("{0}")]
+    Settings(String),
 }
 
 impl StoreError {
-    /// True when sqlite could not write because the disk is full.
+    /// True when the database could not write because its disk is full.
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Self::Sql(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DiskFull)
+        match self {
+            Self::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            Self::Pg(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
     }
 }
 

@@ -175,6 +175,16 @@ SELECT agent, ts / 86400000,
 FROM stats WHERE key IN ('cost.usd', 'tokens.in', 'tokens.out') AND ts >= 0
 GROUP BY agent, ts / 86400000;
 "#,
+    // 9: the hive's nodes (hive-c0re daemons) and their heartbeats; on sqlite
+    // one host, one node.
+    r#"
+CREATE TABLE nodes (
+    name           TEXT PRIMARY KEY,
+    address        TEXT NOT NULL,
+    started_at     INTEGER NOT NULL,
+    last_heartbeat INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.
@@ -198,72 +208,4 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         tracing::info!(version = i + 1, "applied database migration");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn migrating_twice_is_a_no_op() {
-        let mut c = Connection::open_in_memory().unwrap();
-        migrate(&mut c, Path::new(":memory:")).unwrap();
-        migrate(&mut c, Path::new(":memory:")).unwrap();
-        let v: i64 = c
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, VERSION);
-    }
-
-    #[test]
-    fn the_spend_of_figures_stored_before_its_table_is_summed_per_agent_and_day() {
-        let mut c = Connection::open_in_memory().unwrap();
-        let tx = c.transaction().unwrap();
-        for sql in &MIGRATIONS[..7] {
-            tx.execute_batch(sql).unwrap();
-        }
-        tx.pragma_update(None, "user_version", 7).unwrap();
-        tx.commit().unwrap();
-        let day = 20_000_i64;
-        for (agent, ts, key, value) in [
-            ("alice", day * 86_400_000 + 5, "cost.usd", 0.25),
-            ("alice", day * 86_400_000 + 9, "cost.usd", 0.5),
-            ("alice", day * 86_400_000 + 9, "tokens.in", 100.0),
-            ("alice", day * 86_400_000 + 9, "tokens.out", -50.0),
-            ("alice", day * 86_400_000 + 9, "turn.duration_ms", 7000.0),
-            ("alice", (day + 1) * 86_400_000, "tokens.out", 30.0),
-            ("bob", day * 86_400_000 + 1, "cost.usd", 1.0),
-        ] {
-            c.execute(
-                "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![agent, ts, key, value],
-            )
-            .unwrap();
-        }
-        migrate(&mut c, Path::new(":memory:")).unwrap();
-        let mut st = c
-            .prepare("SELECT agent, day, usd, tokens FROM spend_days ORDER BY agent, day")
-            .unwrap();
-        let rows: Vec<(String, i64, f64, f64)> = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                ("alice".to_owned(), day, 0.75, 100.0),
-                ("alice".to_owned(), day + 1, 0.0, 30.0),
-                ("bob".to_owned(), day, 1.0, 0.0),
-            ]
-        );
-    }
-
-    #[test]
-    fn refuses_a_newer_database() {
-        let mut c = Connection::open_in_memory().unwrap();
-        c.pragma_update(None, "user_version", VERSION + 1).unwrap();
-        let e = migrate(&mut c, Path::new("x.db")).unwrap_err().to_string();
-        assert!(e.contains("upgrade hive-c0re"), "{e}");
-    }
 }

@@ -81,27 +81,3 @@ impl Store {
             .execute("DELETE FROM secrets WHERE agent = ?1", params![agent])?)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_agents_own_secret_wins_over_the_hive_wide_one() {
-        let s = Store::in_memory().unwrap();
-        s.set_secret("TOKEN", None, "hive-wide-value").unwrap();
-        s.set_secret("OTHER", None, "other-value").unwrap();
-        s.set_secret("TOKEN", Some("alice"), "alices-value")
-            .unwrap();
-        let alice = s.secrets_for("alice").unwrap();
-        assert_eq!(alice["TOKEN"], "alices-value");
-        assert_eq!(alice["OTHER"], "other-value");
-        assert_eq!(s.secrets_for("bob").unwrap()["TOKEN"], "hive-wide-value");
-        assert_eq!(s.secret_entries().unwrap().len(), 3);
-        s.set_secret("TOKEN", None, "replaced-value").unwrap();
-        assert_eq!(s.secret_entries().unwrap().len(), 3);
-        assert!(s.remove_secret("TOKEN", Some("alice")).unwrap());
-        assert!(!s.remove_secret("TOKEN", Some("alice")).unwrap());
-        assert_eq!(s.secrets_for("alice").unwrap()["TOKEN"], "replaced-value");
-    }
-}

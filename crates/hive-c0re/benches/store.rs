@@ -1,0 +1,121 @@
+//! The store boundary on both backends: `cargo bench -p hive-c0re --bench store`.
+//!
+//! Starts a throwaway PostgreSQL cluster (fsync and synchronous commit on,
+//! as a real server has them) and a sqlite file, then through `Db`:
+//! - send throughput with 8 concurrent senders, each awaiting its send
+//!   before the next, as host.sock clients do (goal: >= 10,000 messages/s
+//!   on PostgreSQL, sqlite stays >= 20,000);
+//! - event ingest, 10 agents streaming batches of 100 at once, as harnesses
+//!   do (goal on PostgreSQL: >= 50,000 events/s).
+
+use std::time::Instant;
+
+use hive_c0re::store::pg::{PgStore, TestCluster};
+use hive_c0re::store::{Db, Limits};
+
+const SENDERS: usize = 8;
+const SENDS_EACH: usize = 4000;
+const AGENTS: usize = 10;
+const EVENT_BATCHES: usize = 200;
+const EVENT_BATCH: usize = 100;
+
+fn limits() -> Limits {
+    Limits {
+        inbox_cap: u64::MAX,
+        events_keep: u64::MAX,
+        ..Limits::default()
+    }
+}
+
+async fn send_throughput(db: &Db) -> f64 {
+    // Warm the pool and the statement caches.
+    for i in 0..SENDERS {
+        db.send("operator", &format!("agent-{i}"), "warm")
+            .await
+            .unwrap();
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let to = format!("agent-{i}");
+                for k in 0..SENDS_EACH {
+                    db.send(
+                        "operator",
+                        &to,
+                        &format!("message {k} of a benchmark, of about the length of a short note"),
+                    )
+                    .await
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (SENDERS * SENDS_EACH) as f64 / start.elapsed().as_secs_f64();
+    for i in 0..SENDERS {
+        assert_eq!(
+            db.inbox_depth(&format!("agent-{i}")).await.unwrap(),
+            SENDS_EACH as u64 + 1
+        );
+    }
+    rate
+}
+
+async fn event_ingest(db: &Db) -> f64 {
+    // A realistic line: an assistant message with a tool call, ~300 bytes.
+    let item = r#"{"type":"assistant","message":{"id":"msg_1","content":[{"type":"tool_use","id":"toolu_1","name":"mcp__hyperhive__send","input":{"to":"operator","body":"a reply of some length to make the line realistic"}}]},"session_id":"0b6c8f7e"}"#;
+    let batch: Vec<(String, String)> = vec![("stream".to_owned(), item.to_owned()); EVENT_BATCH];
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let db = db.clone();
+            let batch = batch.clone();
+            tokio::spawn(async move {
+                let agent = format!("agent-{i}");
+                for _ in 0..EVENT_BATCHES {
+                    db.add_events(&agent, &batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let rate = (AGENTS * EVENT_BATCHES * EVENT_BATCH) as f64 / start.elapsed().as_secs_f64();
+    let stored = db
+        .events_before("agent-0", None, u32::MAX)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(stored, EVENT_BATCHES * EVENT_BATCH);
+    rate
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cluster =
+        TestCluster::start(true).expect("a throwaway PostgreSQL cluster (run scripts/deps.sh)");
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let database = cluster.database().await;
+        let resolved = cluster.settings(&database).resolve(&|_| None).unwrap();
+        let pg = Db::Postgres(PgStore::open(resolved, limits()).await.unwrap());
+        let sqlite = Db::open_sqlite(&dir.path().join("hive.db"), limits()).unwrap();
+        let total = SENDERS * SENDS_EACH;
+        let rate = send_throughput(&pg).await;
+        println!("send, {SENDERS} senders, PostgreSQL: {total} messages, {rate:.0} messages/s   (goal >= 10000)");
+        let rate = send_throughput(&sqlite).await;
+        println!("send, {SENDERS} senders, sqlite:     {total} messages, {rate:.0} messages/s   (goal >= 20000)");
+        let events = AGENTS * EVENT_BATCHES * EVENT_BATCH;
+        let rate = event_ingest(&pg).await;
+        println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, PostgreSQL: {events} events, {rate:.0} events/s   (goal >= 50000)");
+        let rate = event_ingest(&sqlite).await;
+        println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, sqlite:     {events} events, {rate:.0} events/s");
+    });
+    drop(rt);
+    drop(cluster);
+}

@@ -1,0 +1,676 @@
+//! The store boundary: one async API over both backends.
+//!
+//! `Db` is what `Hive` will hold once every store access goes through it.
+//! Each method matches once: the sqlite arm runs its short statement on the
+//! caller's thread as today (sends through the group-commit writer), the
+//! PostgreSQL arm awaits its pool. Both return the same row types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use hive_sh4re::AgentState;
+use hive_sh4re::host::ApprovalStatus;
+
+use super::pg::{PgSettings, PgStore};
+use super::{
+    AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow,
+    NewAgent, NewApproval, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry,
+    SendError, Spend, StatRow, Store, WebhookStats,
+};
+
+/// The hive's store on either backend; cheap to clone.
+#[derive(Clone)]
+pub enum Db {
+    /// One sqlite file: a hive on one host (the default).
+    Sqlite(Store),
+    /// A PostgreSQL database that several nodes share.
+    Postgres(PgStore),
+}
+
+/// Calls the same method on either backend; the sqlite one is synchronous.
+macro_rules! both {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Db::Sqlite($s) => $call,
+            Db::Postgres($s) => $call.await,
+        }
+    };
+}
+
+impl Db {
+    /// Opens (creating if needed) a sqlite database and applies pending migrations.
+    pub fn open_sqlite(path: &Path, limits: Limits) -> Result<Self> {
+        Store::open(path, limits).map(Self::Sqlite)
+    }
+
+    /// Connects to a PostgreSQL database and applies pending migrations.
+    pub async fn connect_postgres(settings: &PgSettings, limits: Limits) -> Result<Self> {
+        PgStore::connect(settings, limits).await.map(Self::Postgres)
+    }
+
+    /// The bounds this store enforces.
+    pub fn limits(&self) -> &Limits {
+        match self {
+            Db::Sqlite(s) => s.limits(),
+            Db::Postgres(s) => s.limits(),
+        }
+    }
+
+    /// Gives freed space back to the file system (sqlite); PostgreSQL's autovacuum does that itself.
+    pub async fn checkpoint(&self) -> Result<()> {
+        match self {
+            Db::Sqlite(s) => s.checkpoint(),
+            Db::Postgres(_) => Ok(()),
+        }
+    }
+
+    // ---- agents -----------------------------------------------------------
+
+    /// Creates an agent; fails if the name or the uid range is taken.
+    pub async fn create_agent(&self, new: &NewAgent<'_>) -> Result<AgentRow> {
+        both!(self, s => s.create_agent(new))
+    }
+
+    /// One agent, if it exists.
+    pub async fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+        both!(self, s => s.agent(name))
+    }
+
+    /// Every agent, by name.
+    pub async fn agents(&self) -> Result<Vec<AgentRow>> {
+        both!(self, s => s.agents())
+    }
+
+    /// Deletes an agent row (messages and events stay unless purged).
+    pub async fn delete_agent(&self, name: &str) -> Result<bool> {
+        both!(self, s => s.delete_agent(name))
+    }
+
+    /// Records whether the agent should be running.
+    pub async fn set_want_running(&self, name: &str, want: bool) -> Result<bool> {
+        both!(self, s => s.set_want_running(name, want))
+    }
+
+    /// Parks or resumes the agent's turn loop.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        both!(self, s => s.set_paused(name, paused))
+    }
+
+    /// Marks the agent failed (gave up restarting) or clears it.
+    pub async fn set_failed(&self, name: &str, failed: bool) -> Result<bool> {
+        both!(self, s => s.set_failed(name, failed))
+    }
+
+    /// Records that the agent has (no) usable claude credentials.
+    pub async fn set_needs_login(&self, name: &str, needs: bool) -> Result<bool> {
+        both!(self, s => s.set_needs_login(name, needs))
+    }
+
+    /// Records a state change, and the model of the turn when one starts.
+    pub async fn set_state(
+        &self,
+        name: &str,
+        state: AgentState,
+        model: Option<&str>,
+    ) -> Result<bool> {
+        both!(self, s => s.set_state(name, state, model))
+    }
+
+    /// Sets the agent's own one-line status.
+    pub async fn set_status_text(&self, name: &str, text: &str) -> Result<bool> {
+        both!(self, s => s.set_status_text(name, text))
+    }
+
+    /// Sets (or clears) the time before which no turn starts.
+    pub async fn set_nap_until(&self, name: &str, until: Option<i64>) -> Result<bool> {
+        both!(self, s => s.set_nap_until(name, until))
+    }
+
+    /// Remembers the claude session the next turn resumes.
+    pub async fn set_session(&self, name: &str, session: Option<&str>) -> Result<bool> {
+        both!(self, s => s.set_session(name, session))
+    }
+
+    /// Sets the session to resume unless it changed since `expected` was read; true when it was set.
+    pub async fn replace_session(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        session: Option<&str>,
+    ) -> Result<bool> {
+        both!(self, s => s.replace_session(name, expected, session))
+    }
+
+    /// Sets or clears the operator's model override.
+    pub async fn set_model_override(&self, name: &str, model: Option<&str>) -> Result<bool> {
+        both!(self, s => s.set_model_override(name, model))
+    }
+
+    /// Deploys a config: its text and the commit it came from.
+    pub async fn set_config(
+        &self,
+        name: &str,
+        config_toml: &str,
+        sha: Option<&str>,
+    ) -> Result<bool> {
+        both!(self, s => s.set_config(name, config_toml, sha))
+    }
+
+    // ---- messages ---------------------------------------------------------
+
+    /// Commits a message through the backend's group commit and returns its
+    /// id once it is committed; refuses when the recipient's queue is at its cap.
+    pub async fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
+        match self {
+            Db::Sqlite(s) => s.send_grouped(sender, recipient, body).await,
+            Db::Postgres(s) => s.send(sender, recipient, body).await,
+        }
+    }
+
+    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
+    pub async fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.recv(recipient, max))
+    }
+
+    /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
+    pub async fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.claim(recipient, max))
+    }
+
+    /// [`Db::claim`], of one sender's messages only when `sender` is given.
+    pub async fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.claim_from(recipient, sender, max))
+    }
+
+    /// Acknowledges messages of `recipient`; ids of others or already acknowledged ones are ignored.
+    pub async fn ack(&self, recipient: &str, ids: &[i64]) -> Result<usize> {
+        both!(self, s => s.ack(recipient, ids))
+    }
+
+    /// Returns claimed but unacknowledged messages of `recipient` to its queue.
+    pub async fn release_claims(&self, recipient: &str) -> Result<usize> {
+        both!(self, s => s.release_claims(recipient))
+    }
+
+    /// Returns claimed messages of `recipient` to its queue as held: they wait for the next new message.
+    pub async fn hold_claims(&self, recipient: &str) -> Result<Vec<i64>> {
+        both!(self, s => s.hold_claims(recipient))
+    }
+
+    /// Undelivered messages of `recipient` held after a cancelled turn.
+    pub async fn held_count(&self, recipient: &str) -> Result<u64> {
+        both!(self, s => s.held_count(recipient))
+    }
+
+    /// Releases every claim; run at start, when no harness is connected.
+    pub async fn release_all_claims(&self) -> Result<usize> {
+        both!(self, s => s.release_all_claims())
+    }
+
+    /// Undelivered messages waiting for `recipient`.
+    pub async fn inbox_depth(&self, recipient: &str) -> Result<u64> {
+        match self {
+            Db::Sqlite(s) => Ok(s.inbox_depth(recipient)),
+            Db::Postgres(s) => s.inbox_depth(recipient).await,
+        }
+    }
+
+    /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
+    pub async fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
+        both!(self, s => s.has_unclaimed(recipient))
+    }
+
+    /// The arrival (unix ms) and id of `recipient`'s oldest unclaimed message,
+    /// held ones included, when one of them may start a turn; of `sender`'s
+    /// messages only when it is given.
+    pub async fn oldest_unclaimed(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
+        both!(self, s => s.oldest_unclaimed(recipient, sender))
+    }
+
+    /// Holds every unclaimed message of `recipient` (the operator cancelled a queued turn).
+    pub async fn hold_unclaimed(&self, recipient: &str) -> Result<usize> {
+        both!(self, s => s.hold_unclaimed(recipient))
+    }
+
+    /// Every mailbox's messages with id < `before`, newest first (the feed).
+    pub async fn messages_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.messages_before(before, limit))
+    }
+
+    /// The newest message id of all (0 without messages).
+    pub async fn newest_message_id(&self) -> Result<i64> {
+        both!(self, s => s.newest_message_id())
+    }
+
+    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
+    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.messages_after(after, limit))
+    }
+
+    /// The newest `limit` messages to or from `mailbox`, oldest first.
+    pub async fn recent_messages(&self, mailbox: &str, limit: u32) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.recent_messages(mailbox, limit))
+    }
+
+    /// Drops delivered messages past the age limit or beyond the per-recipient cap; returns how many.
+    pub async fn vacuum_messages(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_messages())
+    }
+
+    /// Forgets a purged agent's inbox and the messages it sent that were
+    /// delivered; what it sent that another mailbox has yet to receive stays.
+    pub async fn purge_messages(&self, mailbox: &str) -> Result<usize> {
+        both!(self, s => s.purge_messages(mailbox))
+    }
+
+    // ---- approvals --------------------------------------------------------
+
+    /// Queues a pending approval and returns its id.
+    pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+        both!(self, s => s.add_approval(a))
+    }
+
+    /// One approval.
+    pub async fn approval(&self, id: i64) -> Result<Option<ApprovalRow>> {
+        both!(self, s => s.approval(id))
+    }
+
+    /// Every approval, oldest first.
+    pub async fn approvals(&self) -> Result<Vec<ApprovalRow>> {
+        both!(self, s => s.approvals())
+    }
+
+    /// Moves a pending approval to `status`; false if it was not pending (decided once only).
+    pub async fn decide_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        both!(self, s => s.decide_approval(id, status, note))
+    }
+
+    /// Changes the status of an approval already decided.
+    pub async fn amend_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        both!(self, s => s.amend_approval(id, status, note))
+    }
+
+    /// The newest approval id (0 without approvals).
+    pub async fn newest_approval_id(&self) -> Result<i64> {
+        both!(self, s => s.newest_approval_id())
+    }
+
+    /// Approvals with id > `after`, oldest first.
+    pub async fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+        both!(self, s => s.approvals_after(after))
+    }
+
+    /// Pending approvals, hive-wide.
+    pub async fn pending_approvals(&self) -> Result<u64> {
+        both!(self, s => s.pending_approvals())
+    }
+
+    // ---- events -----------------------------------------------------------
+
+    /// Appends events of one agent in one transaction; returns their ids.
+    pub async fn add_events(&self, agent: &str, items: &[(String, String)]) -> Result<Vec<i64>> {
+        match self {
+            Db::Sqlite(s) => {
+                s.add_events(agent, items.iter().map(|(k, p)| (k.as_str(), p.as_str())))
+            }
+            Db::Postgres(s) => s.add_events(agent, items).await,
+        }
+    }
+
+    /// Events of `agent` with id > `since`, oldest first, at most `limit`.
+    pub async fn events_since(&self, agent: &str, since: i64, limit: u32) -> Result<Vec<EventRow>> {
+        both!(self, s => s.events_since(agent, since, limit))
+    }
+
+    /// The `limit` events of `agent` just before id `before` (all if None), oldest first.
+    pub async fn events_before(
+        &self,
+        agent: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        both!(self, s => s.events_before(agent, before, limit))
+    }
+
+    /// The newest feed events (turn starts and ends, crashes) of every agent
+    /// with id < `before`, newest first, through the partial index `events_feed`.
+    pub async fn feed_events_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        both!(self, s => s.feed_events_before(before, limit))
+    }
+
+    /// Feed events with id > `after`, oldest first (the live feed's next rows).
+    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+        both!(self, s => s.feed_events_after(after, limit))
+    }
+
+    /// The newest event id of all (0 without events).
+    pub async fn newest_event_id(&self) -> Result<i64> {
+        both!(self, s => s.newest_event_id())
+    }
+
+    /// Drops events past the age limit or beyond the per-agent cap; returns how many.
+    pub async fn vacuum_events(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_events())
+    }
+
+    /// Forgets every event of a purged agent.
+    pub async fn purge_events(&self, agent: &str) -> Result<usize> {
+        both!(self, s => s.purge_events(agent))
+    }
+
+    // ---- questions --------------------------------------------------------
+
+    /// Records a question and returns its id.
+    pub async fn add_question(
+        &self,
+        agent: &str,
+        question: &str,
+        options: &[String],
+        ttl_seconds: i64,
+    ) -> Result<i64> {
+        both!(self, s => s.add_question(agent, question, options, ttl_seconds))
+    }
+
+    /// One question.
+    pub async fn question(&self, id: i64) -> Result<Option<QuestionRow>> {
+        both!(self, s => s.question(id))
+    }
+
+    /// The newest `limit` questions, oldest first.
+    pub async fn questions(&self, limit: u32) -> Result<Vec<QuestionRow>> {
+        both!(self, s => s.questions(limit))
+    }
+
+    /// Answers a pending question before its deadline; false if it was not pending.
+    pub async fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
+        both!(self, s => s.answer_question(id, answer))
+    }
+
+    /// Cancels a pending question; false if it was not pending.
+    pub async fn cancel_question(&self, id: i64) -> Result<bool> {
+        both!(self, s => s.cancel_question(id))
+    }
+
+    // ---- schedules --------------------------------------------------------
+
+    /// Adds a schedule; returns its id.
+    pub async fn add_schedule(
+        &self,
+        agent: &str,
+        spec: &str,
+        text: &str,
+        repeating: bool,
+        next_due: i64,
+        by: &str,
+    ) -> Result<i64> {
+        both!(self, s => s.add_schedule(agent, spec, text, repeating, next_due, by))
+    }
+
+    /// Every schedule, soonest first.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        both!(self, s => s.schedules())
+    }
+
+    /// The soonest due time, if any schedule exists.
+    pub async fn next_schedule_due(&self) -> Result<Option<i64>> {
+        both!(self, s => s.next_schedule_due())
+    }
+
+    /// Schedules due at `now`.
+    pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
+        both!(self, s => s.due_schedules(now))
+    }
+
+    /// Delivers a due schedule (the message, then its next slot) in one
+    /// transaction. None when nothing was delivered: the inbox is at its cap
+    /// (the schedule moves to `when_full`) or, on PostgreSQL, another node
+    /// took the slot `sched.next_due` already. `now` is the firing's time.
+    pub async fn fire_schedule(
+        &self,
+        sched: &ScheduleRow,
+        next_due: Option<i64>,
+        when_full: i64,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        both!(self, s => s.fire_schedule(sched, next_due, when_full, now))
+    }
+
+    /// Moves a schedule's next due time (the wall clock stepped back past it).
+    pub async fn set_schedule_due(&self, id: i64, next_due: i64) -> Result<()> {
+        both!(self, s => s.set_schedule_due(id, next_due))
+    }
+
+    /// Removes a schedule; false if there was none.
+    pub async fn remove_schedule(&self, id: i64) -> Result<bool> {
+        both!(self, s => s.remove_schedule(id))
+    }
+
+    /// Schedules pending for one agent.
+    pub async fn schedule_count(&self, agent: &str) -> Result<u32> {
+        both!(self, s => s.schedule_count(agent))
+    }
+
+    /// Schedules made by `creator` (`operator` or an agent's name).
+    pub async fn schedule_count_by(&self, creator: &str) -> Result<u32> {
+        both!(self, s => s.schedule_count_by(creator))
+    }
+
+    /// Removes every schedule of a destroyed agent.
+    pub async fn remove_schedules_of(&self, agent: &str) -> Result<usize> {
+        both!(self, s => s.remove_schedules_of(agent))
+    }
+
+    // ---- stats ------------------------------------------------------------
+
+    /// Records figures of one agent at one instant; returns the spending among
+    /// them, added to the agent's total for today in the same transaction.
+    pub async fn add_stats(&self, agent: &str, items: &[(&str, f64)]) -> Result<Spend> {
+        match self {
+            Db::Sqlite(s) => s.add_stats(agent, items.iter().copied()),
+            Db::Postgres(s) => s.add_stats(agent, items).await,
+        }
+    }
+
+    /// Figures since `since` (ms), of one agent or all, oldest first.
+    pub async fn stats_since(&self, agent: Option<&str>, since: i64) -> Result<Vec<StatRow>> {
+        both!(self, s => s.stats_since(agent, since))
+    }
+
+    /// Drops figures past the age limit, and the days' spend totals with them.
+    pub async fn vacuum_stats(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_stats())
+    }
+
+    // ---- budgets ----------------------------------------------------------
+
+    /// What `agent` (or, with None, every agent together) spent on a UTC day
+    /// (days since the epoch), as `add_stats` summed it.
+    pub async fn spend_on(&self, agent: Option<&str>, day: i64) -> Result<Spend> {
+        both!(self, s => s.spend_on(agent, day))
+    }
+
+    /// The facts a status row reads beyond `agents` (last crash, schedules,
+    /// open question, spend on `day`, budget override) of `agent`, or of
+    /// every agent with None, keyed by name; a query per table, not per agent.
+    pub async fn agent_facts(
+        &self,
+        agent: Option<&str>,
+        now: i64,
+        day: i64,
+    ) -> Result<HashMap<String, AgentFacts>> {
+        both!(self, s => s.agent_facts(agent, now, day))
+    }
+
+    /// Stores the operator's budget for a scope and day, replacing the last one.
+    pub async fn set_budget_override(&self, o: &BudgetOverride) -> Result<()> {
+        both!(self, s => s.set_budget_override(o))
+    }
+
+    /// The operator's last budget for a scope, whatever its day.
+    pub async fn budget_override(&self, scope: &str) -> Result<Option<BudgetOverride>> {
+        both!(self, s => s.budget_override(scope))
+    }
+
+    /// Drops the operator's budget for a scope (its agent is destroyed).
+    pub async fn remove_budget_override(&self, scope: &str) -> Result<()> {
+        both!(self, s => s.remove_budget_override(scope))
+    }
+
+    // ---- notifications and webhooks ---------------------------------------
+
+    /// Stores a notification and queues it for each of `webhooks`; returns it.
+    pub async fn add_notification(
+        &self,
+        kind: &str,
+        agent: Option<&str>,
+        text: &str,
+        link: &str,
+        webhooks: &[&str],
+    ) -> Result<NotificationRow> {
+        both!(self, s => s.add_notification(kind, agent, text, link, webhooks))
+    }
+
+    /// The newest `limit` notifications (only unread ones if `unread`), newest first.
+    pub async fn notifications(&self, unread: bool, limit: u32) -> Result<Vec<NotificationRow>> {
+        both!(self, s => s.notifications(unread, limit))
+    }
+
+    /// One notification.
+    pub async fn notification(&self, id: i64) -> Result<Option<NotificationRow>> {
+        both!(self, s => s.notification(id))
+    }
+
+    /// How many notifications are unread.
+    pub async fn unread_notifications(&self) -> Result<u64> {
+        both!(self, s => s.unread_notifications())
+    }
+
+    /// Marks one notification read (None: every one); returns how many changed.
+    pub async fn mark_notifications_read(&self, id: Option<i64>) -> Result<usize> {
+        both!(self, s => s.mark_notifications_read(id))
+    }
+
+    /// A webhook's deliveries due at `now`, oldest first, at most `limit`.
+    pub async fn due_deliveries(
+        &self,
+        webhook: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>> {
+        both!(self, s => s.due_deliveries(webhook, now, limit))
+    }
+
+    /// When a webhook's next delivery is due, if any waits.
+    pub async fn next_delivery_at(&self, webhook: &str) -> Result<Option<i64>> {
+        both!(self, s => s.next_delivery_at(webhook))
+    }
+
+    /// A delivery succeeded: it leaves the queue.
+    pub async fn delivery_done(&self, webhook: &str, notification: i64) -> Result<()> {
+        both!(self, s => s.delivery_done(webhook, notification))
+    }
+
+    /// A delivery failed: it is tried again at `next_at`.
+    pub async fn delivery_failed(
+        &self,
+        webhook: &str,
+        notification: i64,
+        next_at: i64,
+        error: &str,
+    ) -> Result<()> {
+        both!(self, s => s.delivery_failed(webhook, notification, next_at, error))
+    }
+
+    /// One webhook's queue and last results.
+    pub async fn webhook_stats(&self, webhook: &str) -> Result<WebhookStats> {
+        both!(self, s => s.webhook_stats(webhook))
+    }
+
+    /// Drops the queues of webhooks no longer configured; returns how many deliveries went.
+    pub async fn forget_webhooks_except(&self, keep: &[&str]) -> Result<usize> {
+        both!(self, s => s.forget_webhooks_except(keep))
+    }
+
+    /// Drops notifications past the age limit or beyond the cap, except those a webhook has yet to take.
+    pub async fn vacuum_notifications(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_notifications())
+    }
+
+    // ---- nodes ------------------------------------------------------------
+
+    /// Records that node `name` started at `address` (a restart replaces the
+    /// last start); its first heartbeat is now. Returns the row.
+    pub async fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
+        both!(self, s => s.register_node(name, address))
+    }
+
+    /// Records a heartbeat of node `name` now (the database's clock on
+    /// PostgreSQL); false when it never registered.
+    pub async fn heartbeat(&self, name: &str) -> Result<bool> {
+        both!(self, s => s.heartbeat(name))
+    }
+
+    /// Every node, by name.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
+        both!(self, s => s.nodes())
+    }
+
+    // ---- secrets ----------------------------------------------------------
+
+    /// Sets (or replaces) a secret; `agent` None is hive-wide.
+    pub async fn set_secret(&self, name: &str, agent: Option<&str>, value: &str) -> Result<()> {
+        both!(self, s => s.set_secret(name, agent, value))
+    }
+
+    /// Removes a secret; false when there was none.
+    pub async fn remove_secret(&self, name: &str, agent: Option<&str>) -> Result<bool> {
+        both!(self, s => s.remove_secret(name, agent))
+    }
+
+    /// Every secret without its value: hive-wide first, then by agent and name.
+    pub async fn secret_entries(&self) -> Result<Vec<SecretEntry>> {
+        both!(self, s => s.secret_entries())
+    }
+
+    /// What one agent's claude gets: the hive-wide secrets, its own over them.
+    pub async fn secrets_for(&self, agent: &str) -> Result<BTreeMap<String, String>> {
+        both!(self, s => s.secrets_for(agent))
+    }
+
+    /// Every stored value with its name, whatever its scope (what redaction looks for).
+    pub async fn secret_values(&self) -> Result<Vec<(String, String)>> {
+        both!(self, s => s.secret_values())
+    }
+
+    /// Drops an agent's own secrets (it is being purged).
+    pub async fn remove_secrets_of(&self, agent: &str) -> Result<usize> {
+        both!(self, s => s.remove_secrets_of(agent))
+    }
+}

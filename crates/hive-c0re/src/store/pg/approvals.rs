@@ -1,0 +1,127 @@
+//! The `approvals` table on PostgreSQL. A decision is a conditional UPDATE:
+//! of two operators approving at once on two nodes, one wins.
+
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
+use tokio_postgres::Row;
+
+use super::{PgStore, count};
+use crate::clock::now_ms;
+use crate::store::{ApprovalRow, NewApproval, Result};
+
+const COLUMNS: &str =
+    "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at";
+
+fn row(r: &Row) -> ApprovalRow {
+    ApprovalRow {
+        id: r.get(0),
+        agent: r.get(1),
+        kind: ApprovalKind::parse(r.get(2)),
+        payload_json: r.get(3),
+        commit_ref: r.get(4),
+        description: r.get(5),
+        status: ApprovalStatus::parse(r.get(6)),
+        note: r.get(7),
+        created_at: r.get(8),
+        decided_at: r.get(9),
+    }
+}
+
+impl PgStore {
+    /// Queues a pending approval and returns its id.
+    pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(c.query_one(
+            "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&a.agent, &a.kind.as_str(), &a.payload_json, &a.commit_ref, &a.description, &now_ms()],
+        )
+        .await?
+        .get(0))
+    }
+
+    /// One approval.
+    pub async fn approval(&self, id: i64) -> Result<Option<ApprovalRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+            .await?;
+        Ok(c.query_opt(&st, &[&id]).await?.as_ref().map(row))
+    }
+
+    /// Every approval, oldest first.
+    pub async fn approvals(&self) -> Result<Vec<ApprovalRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM approvals ORDER BY id"))
+            .await?;
+        Ok(c.query(&st, &[]).await?.iter().map(row).collect())
+    }
+
+    /// Moves a pending approval to `status`; false if it was not pending (decided once only).
+    pub async fn decide_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        // Of two concurrent deciders the second waits for the first's row lock,
+        // then finds the row no longer pending and changes nothing.
+        Ok(c.execute(
+            "UPDATE approvals SET status = $1, note = $2, decided_at = $3 WHERE id = $4 AND status = $5",
+            &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str()],
+        )
+        .await?
+            > 0)
+    }
+
+    /// Changes the status of an approval already decided (approved → failed when its action fails).
+    pub async fn amend_approval(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE approvals SET status = $1, note = $2 WHERE id = $3",
+            &[&status.as_str(), &note, &id],
+        )
+        .await?
+            > 0)
+    }
+
+    /// The newest approval id (0 without approvals).
+    pub async fn newest_approval_id(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(
+            c.query_one("SELECT COALESCE(MAX(id), 0) FROM approvals", &[])
+                .await?
+                .get(0),
+        )
+    }
+
+    /// Approvals with id > `after`, oldest first.
+    pub async fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE id > $1 ORDER BY id"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&after]).await?.iter().map(row).collect())
+    }
+
+    /// Pending approvals, hive-wide.
+    pub async fn pending_approvals(&self) -> Result<u64> {
+        let c = self.client().await?;
+        Ok(count(
+            c.query_one(
+                "SELECT count(*) FROM approvals WHERE status = $1",
+                &[&ApprovalStatus::Pending.as_str()],
+            )
+            .await?
+            .get(0),
+        ))
+    }
+}

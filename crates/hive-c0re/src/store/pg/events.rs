@@ -1,0 +1,175 @@
+//! The `events` table on PostgreSQL. Inserts go through the events writer
+//! (`group.rs`): one multi-row insert per commit, under per-agent locks so
+//! that a reader tailing an agent's events by id never skips one.
+
+use tokio::sync::oneshot;
+use tokio_postgres::Row;
+
+use super::{PgStore, delete_chunked, group, vacuum_unlock};
+use crate::clock::now_ms;
+use crate::store::{EventRow, Result, StoreError};
+
+pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
+
+pub(super) fn row(r: &Row) -> EventRow {
+    EventRow {
+        agent: r.get(0),
+        id: r.get(1),
+        ts: r.get(2),
+        kind: r.get(3),
+        payload_json: r.get(4),
+    }
+}
+
+impl PgStore {
+    /// Appends events of one agent in one transaction; returns their ids.
+    pub async fn add_events(&self, agent: &str, items: &[(String, String)]) -> Result<Vec<i64>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = group::EventJob {
+            agent: agent.to_owned(),
+            items: items.to_vec(),
+            reply,
+        };
+        self.events
+            .send(job)
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?
+    }
+
+    /// Events of `agent` with id > `since`, oldest first, at most `limit`.
+    pub async fn events_since(&self, agent: &str, since: i64, limit: u32) -> Result<Vec<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE agent = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&agent, &since, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(row)
+            .collect())
+    }
+
+    /// The `limit` events of `agent` just before id `before` (all if None), oldest first.
+    pub async fn events_before(
+        &self,
+        agent: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE agent = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            ))
+            .await?;
+        let mut v: Vec<EventRow> = c
+            .query(
+                &st,
+                &[&agent, &before.unwrap_or(i64::MAX), &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(row)
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+
+    /// The newest feed events (turn starts and ends, crashes) of every agent
+    /// with id < `before`, newest first. Served by the partial index
+    /// `events_feed` (its WHERE is repeated here word for word).
+    pub async fn feed_events_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+                 AND id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .await?;
+        Ok(
+            c.query(&st, &[&before.unwrap_or(i64::MAX), &i64::from(limit)])
+                .await?
+                .iter()
+                .map(row)
+                .collect(),
+        )
+    }
+
+    /// Feed events with id > `after`, oldest first (the live feed's next rows).
+    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+                 AND id > $1 ORDER BY id LIMIT $2"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&after, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(row)
+            .collect())
+    }
+
+    /// The newest event id of all (0 without events).
+    pub async fn newest_event_id(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(c.query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?
+            .get(0))
+    }
+
+    /// Drops events past the age limit or beyond the per-agent cap; returns how many. One node at a time.
+    pub async fn vacuum_events(&self) -> Result<usize> {
+        let cutoff = now_ms() - self.limits.max_age_ms;
+        let keep = i64::try_from(self.limits.events_keep).unwrap_or(i64::MAX);
+        let Some(client) = self.vacuum_lock().await? else {
+            return Ok(0);
+        };
+        let c = &client;
+        let result: Result<usize> = async {
+            let mut n = delete_chunked(c, "events", "ts < $1", &[&cutoff]).await?;
+            let agents: Vec<String> = c
+                .query("SELECT DISTINCT agent FROM events", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for agent in agents {
+                let last_dropped: Option<i64> = c
+                    .query_opt(
+                        "SELECT id FROM events WHERE agent = $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
+                        &[&agent, &keep],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                if let Some(id) = last_dropped {
+                    n += delete_chunked(c, "events", "agent = $1 AND id <= $2", &[&agent, &id])
+                        .await?;
+                }
+            }
+            Ok(n)
+        }
+        .await;
+        vacuum_unlock(client, &result).await;
+        result
+    }
+
+    /// Forgets every event of a purged agent.
+    pub async fn purge_events(&self, agent: &str) -> Result<usize> {
+        let c = self.client().await?;
+        Ok(c.execute("DELETE FROM events WHERE agent = $1", &[&agent])
+            .await? as usize)
+    }
+}

@@ -1,0 +1,446 @@
+//! Group commit on PostgreSQL: writer tasks for sends and for events, each
+//! taking whatever is queued into one transaction with one multi-row insert,
+//! and answering each caller only after the commit. A few writers run at
+//! once, so one batch is formed while another waits for its commit.
+//!
+//! **Sends** take one round trip: BEGIN, the mailbox rows locked, the insert
+//! (cap checked against the locked depths) and COMMIT go out pipelined. Their
+//! ids come from a reserve the node takes from the sequence ahead of time,
+//! so a batch is known by its ids: when the connection drops, the batch runs
+//! again with the same ids on a fresh connection. The retry takes the same
+//! mailbox locks, so it runs only after the first try has committed or
+//! rolled back, and it reports ids already stored as sent instead of
+//! inserting them again. A caller told "sent" always has its message
+//! stored, exactly once.
+//!
+//! **Events** take two round trips: BEGIN, the per-agent advisory locks and
+//! the ids (`nextval` under the locks, so an agent's ids grow in commit
+//! order hive-wide); then the insert and COMMIT. A batch that failed before
+//! its COMMIT was sent runs again on a fresh connection; one whose COMMIT got
+//! no answer is reported failed (it may have committed).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use deadpool_postgres::{Object, Pool};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::super::messages::SendError;
+use super::{EVENTS_CLASS, pool_error};
+use crate::clock::now_ms;
+use crate::store::{Limits, Result, StoreError};
+
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Writers of each kind working at once.
+const WRITERS: usize = 3;
+/// Tries of a batch whose connection dropped: after a cut, the pool may hand
+/// out more than one connection that has yet to notice.
+const ATTEMPTS: usize = 3;
+/// Most sends one commit takes.
+const MAX_SENDS: usize = 512;
+/// Message ids taken from the sequence at a time.
+const ID_RESERVE: i64 = 1024;
+/// Most event rows one commit takes (a job is never split).
+const MAX_EVENT_ROWS: usize = 8192;
+
+/// A queued send and where its answer goes.
+pub(super) struct SendJob {
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+    pub reply: oneshot::Sender<Result<i64, SendError>>,
+}
+
+/// Queued events of one agent and where their ids go.
+pub(super) struct EventJob {
+    pub agent: String,
+    pub items: Vec<(String, String)>,
+    pub reply: oneshot::Sender<Result<Vec<i64>>>,
+}
+
+/// Starts the writers; they end when their queue's senders are gone.
+pub(super) fn start(
+    pool: Pool,
+    limits: Arc<Limits>,
+    sends: mpsc::UnboundedReceiver<SendJob>,
+    events: mpsc::UnboundedReceiver<EventJob>,
+) {
+    let sends = Arc::new(Mutex::new(sends));
+    let events = Arc::new(Mutex::new(EventQueue {
+        rx: events,
+        next: None,
+    }));
+    let ids = Arc::new(Mutex::new(VecDeque::new()));
+    for _ in 0..WRITERS {
+        tokio::spawn(send_writer(
+            pool.clone(),
+            limits.clone(),
+            sends.clone(),
+            ids.clone(),
+        ));
+        tokio::spawn(event_writer(pool.clone(), events.clone()));
+    }
+}
+
+// ---- sends --------------------------------------------------------------
+
+async fn send_writer(
+    pool: Pool,
+    limits: Arc<Limits>,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<SendJob>>>,
+    reserve: Arc<Mutex<VecDeque<i64>>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_SENDS);
+    loop {
+        if queue.lock().await.recv_many(&mut batch, MAX_SENDS).await == 0 {
+            return;
+        }
+        match send_with_retries(&pool, limits.inbox_cap, &batch, &reserve).await {
+            Ok(results) => {
+                for (job, r) in batch.drain(..).zip(results) {
+                    // The caller may have gone away; its message is committed all the same.
+                    let _ = job.reply.send(r);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(SendError::Store(StoreError::Batch(msg.clone()))));
+                }
+            }
+        }
+    }
+}
+
+/// `n` fresh message ids, ascending, from the node's reserve (refilled from the sequence).
+async fn take_ids(pool: &Pool, reserve: &Mutex<VecDeque<i64>>, n: usize) -> Result<Vec<i64>> {
+    let mut r = reserve.lock().await;
+    if r.len() < n {
+        let c = pool.get().await.map_err(pool_error)?;
+        let st = c
+            .prepare_cached(
+                "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1::bigint)",
+            )
+            .await?;
+        let want = ID_RESERVE.max(n as i64);
+        let mut fresh: Vec<i64> = c
+            .query(&st, &[&want])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        fresh.sort_unstable();
+        r.extend(fresh);
+    }
+    Ok(r.drain(..n).collect())
+}
+
+async fn send_with_retries(
+    pool: &Pool,
+    cap: u64,
+    jobs: &[SendJob],
+    reserve: &Mutex<VecDeque<i64>>,
+) -> Result<Vec<Result<i64, SendError>>> {
+    let mut attempt = 1;
+    let ids = loop {
+        match take_ids(pool, reserve, jobs.len()).await {
+            Err(e) if attempt < ATTEMPTS && connection_lost(&e) => attempt += 1,
+            other => break other?,
+        }
+    };
+    let mut attempt = 1;
+    loop {
+        match send_batch(pool, cap, jobs, &ids).await {
+            // The same ids make a second try safe whatever became of the first.
+            Err(e) if attempt < ATTEMPTS && connection_lost(&e) => {
+                tracing::warn!("the database connection dropped during a send; trying again: {e}");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Commits the sends that fit their recipients' caps; each result in queue order.
+async fn send_batch(
+    pool: &Pool,
+    cap: u64,
+    jobs: &[SendJob],
+    ids: &[i64],
+) -> Result<Vec<Result<i64, SendError>>> {
+    let mut conn = Conn::get(pool).await?;
+    let result = send_batch_on(conn.client(), cap, jobs, ids).await;
+    if result.is_err() {
+        conn.discard();
+    }
+    result
+}
+
+async fn send_batch_on(
+    c: &Object,
+    cap: u64,
+    jobs: &[SendJob],
+    ids: &[i64],
+) -> Result<Vec<Result<i64, SendError>>> {
+    let mut recipients: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    let ensure = c
+        .prepare_cached(
+            "INSERT INTO mailboxes (recipient) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    // Sorted, so two nodes locking the same mailboxes cannot deadlock. This
+    // waits for any other transaction on them, an earlier try of this batch too.
+    let lock = c
+        .prepare_cached(
+            "SELECT 1 FROM mailboxes WHERE recipient = ANY($1::text[]) ORDER BY recipient FOR UPDATE",
+        )
+        .await?;
+    // A statement of its own after the locks, so its snapshot sees what the
+    // holders committed: ids already stored (by an earlier try) are sent, the
+    // rest go in up to each mailbox's cap, in queue order.
+    let insert = c
+        .prepare_cached(
+            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                 WITH ORDINALITY AS u(id, s, r, b, o)), \
+             stored AS (SELECT id FROM messages WHERE id = ANY($1::bigint[])), \
+             ranked AS (SELECT i.id, i.s, i.r, i.b, \
+                 COALESCE(m.depth, 0) + row_number() OVER (PARTITION BY i.r ORDER BY i.o) AS place \
+                 FROM input i LEFT JOIN mailboxes m ON m.recipient = i.r \
+                 WHERE i.id NOT IN (SELECT id FROM stored)), \
+             ins AS (INSERT INTO messages (id, sender, recipient, body, created_at) \
+                 SELECT id, s, r, b, $5 FROM ranked WHERE place <= $6 ORDER BY id \
+                 ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
+             bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
+                 FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \
+                 WHERE m.recipient = c.recipient) \
+             SELECT id FROM stored UNION ALL SELECT id FROM ins",
+        )
+        .await?;
+    let senders: Vec<&str> = jobs.iter().map(|j| j.sender.as_str()).collect();
+    let rcpts: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
+    let bodies: Vec<&str> = jobs.iter().map(|j| j.body.as_str()).collect();
+    let now = now_ms();
+    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let by_recipient: [Param<'_>; 1] = [&recipients];
+    let rows: [Param<'_>; 6] = [&ids, &senders, &rcpts, &bodies, &now, &cap];
+    // One round trip: the four requests go out before any answer is read.
+    let (_, _, _, stored, _) = futures::try_join!(
+        c.batch_execute("BEGIN"),
+        c.execute(&ensure, &by_recipient),
+        c.execute(&lock, &by_recipient),
+        c.query(&insert, &rows),
+        c.batch_execute("COMMIT"),
+    )?;
+    let stored: HashSet<i64> = stored.iter().map(|r| r.get(0)).collect();
+    Ok(jobs
+        .iter()
+        .zip(ids)
+        .map(|(j, id)| {
+            if stored.contains(id) {
+                Ok(*id)
+            } else {
+                Err(SendError::InboxFull {
+                    recipient: j.recipient.clone(),
+                    cap: cap as u64,
+                })
+            }
+        })
+        .collect())
+}
+
+// ---- events -------------------------------------------------------------
+
+/// The events queue, with a job taken that did not fit the last batch.
+struct EventQueue {
+    rx: mpsc::UnboundedReceiver<EventJob>,
+    next: Option<EventJob>,
+}
+
+impl EventQueue {
+    /// Waits for a job, then takes whatever else is queued, up to `MAX_EVENT_ROWS` rows.
+    async fn batch(&mut self) -> Option<Vec<EventJob>> {
+        let first = match self.next.take() {
+            Some(j) => j,
+            None => self.rx.recv().await?,
+        };
+        let mut rows = first.items.len();
+        let mut batch = vec![first];
+        while rows < MAX_EVENT_ROWS {
+            match self.rx.try_recv() {
+                Ok(j) if rows + j.items.len() > MAX_EVENT_ROWS => {
+                    self.next = Some(j);
+                    break;
+                }
+                Ok(j) => {
+                    rows += j.items.len();
+                    batch.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+}
+
+async fn event_writer(pool: Pool, queue: Arc<Mutex<EventQueue>>) {
+    loop {
+        let Some(batch) = queue.lock().await.batch().await else {
+            return;
+        };
+        let mut attempt = 1;
+        let ids = loop {
+            match event_batch(&pool, &batch).await {
+                Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && connection_lost(&e) => {
+                    tracing::warn!(
+                        "the database connection dropped before a commit; trying again: {e}"
+                    );
+                    attempt += 1;
+                }
+                other => break other.map_err(Failure::error),
+            }
+        };
+        match ids {
+            Ok(ids) => {
+                let mut ids = ids.into_iter();
+                for job in batch {
+                    let mine: Vec<i64> = ids.by_ref().take(job.items.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in batch {
+                    let _ = job.reply.send(Err(StoreError::Batch(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// How an event batch failed: before its COMMIT was sent (nothing stored) or not.
+enum Failure {
+    BeforeCommit(StoreError),
+    Unknown(StoreError),
+}
+
+impl Failure {
+    fn error(self) -> StoreError {
+        match self {
+            Self::BeforeCommit(e) | Self::Unknown(e) => e,
+        }
+    }
+}
+
+/// Commits the events of every job, agents locked in a fixed order; ids in queue order.
+async fn event_batch(pool: &Pool, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
+    let mut conn = Conn::get(pool).await.map_err(Failure::BeforeCommit)?;
+    let result = event_batch_on(conn.client(), jobs).await;
+    if result.is_err() {
+        conn.discard();
+    }
+    result
+}
+
+async fn event_batch_on(c: &Object, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
+    let before = |e: tokio_postgres::Error| Failure::BeforeCommit(e.into());
+    let mut agents: Vec<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    // Locked in hash order, the order every node uses, so two nodes cannot deadlock.
+    let lock = c
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock($1, h) FROM \
+             (SELECT DISTINCT hashtext(a) AS h FROM unnest($2::text[]) AS a ORDER BY h) AS l",
+        )
+        .await
+        .map_err(before)?;
+    let ids = c
+        .prepare_cached(
+            "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1::bigint)",
+        )
+        .await
+        .map_err(before)?;
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO events (id, agent, ts, kind, payload_json) \
+             SELECT u.id, u.a, $4, u.k, u.p FROM unnest($1::bigint[], $2::text[], $3::text[], $5::text[]) AS u(id, a, k, p)",
+        )
+        .await
+        .map_err(before)?;
+    let n: i64 = jobs.iter().map(|j| j.items.len() as i64).sum();
+    let locks: [Param<'_>; 2] = [&EVENTS_CLASS, &agents];
+    let count: [Param<'_>; 1] = [&n];
+    let (_, _, id_rows) = futures::try_join!(
+        c.batch_execute("BEGIN"),
+        c.query(&lock, &locks),
+        c.query(&ids, &count),
+    )
+    .map_err(before)?;
+    let mut fresh: Vec<i64> = id_rows.iter().map(|r| r.get(0)).collect();
+    fresh.sort_unstable();
+    let mut owners = Vec::with_capacity(fresh.len());
+    let mut kinds = Vec::with_capacity(fresh.len());
+    let mut payloads = Vec::with_capacity(fresh.len());
+    for j in jobs {
+        for (k, p) in &j.items {
+            owners.push(j.agent.as_str());
+            kinds.push(k.as_str());
+            payloads.push(p.as_str());
+        }
+    }
+    let now = now_ms();
+    let rows: [Param<'_>; 5] = [&fresh, &owners, &kinds, &now, &payloads];
+    futures::try_join!(c.execute(&insert, &rows), c.batch_execute("COMMIT"))
+        .map_err(|e| Failure::Unknown(e.into()))?;
+    Ok(fresh)
+}
+
+// ---- both ---------------------------------------------------------------
+
+/// True when the connection went away (closed, cut, or the server ended the session).
+fn connection_lost(e: &StoreError) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e {
+        StoreError::Pg(e) => {
+            e.is_closed()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+                || e.code().is_some_and(|c| {
+                    c.code().starts_with("08")
+                        || [
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                        ]
+                        .contains(c)
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A pooled connection for a writer; a connection that failed mid-batch never goes back.
+struct Conn(Option<Object>);
+
+impl Conn {
+    async fn get(pool: &Pool) -> Result<Self> {
+        pool.get().await.map(|o| Self(Some(o))).map_err(pool_error)
+    }
+
+    fn client(&self) -> &Object {
+        self.0
+            .as_ref()
+            .expect("a writer's connection is taken only on failure")
+    }
+
+    /// Drops the connection instead of pooling it: its transaction state is unknown.
+    fn discard(&mut self) {
+        if let Some(o) = self.0.take() {
+            drop(Object::take(o));
+        }
+    }
+}

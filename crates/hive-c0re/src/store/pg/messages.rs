@@ -1,0 +1,360 @@
+//! Messages on PostgreSQL: the same queue as `store/messages.rs`. Every
+//! statement that delivers or drops undelivered messages moves
+//! `mailboxes.depth` in the same statement, so the cap stays exact.
+
+use tokio::sync::oneshot;
+use tokio_postgres::Row;
+
+use super::{PgStore, count, delete_chunked, group, vacuum_unlock};
+use crate::clock::now_ms;
+use crate::store::{MessageRow, Result, SendError, StoreError};
+
+const COLUMNS: &str = "id, sender, recipient, body, created_at, delivered_at";
+
+fn row(r: &Row) -> MessageRow {
+    MessageRow {
+        id: r.get(0),
+        sender: r.get(1),
+        recipient: r.get(2),
+        body: r.get(3),
+        created_at: r.get(4),
+        delivered_at: r.get(5),
+    }
+}
+
+fn rows(v: Vec<Row>) -> Vec<MessageRow> {
+    let mut out: Vec<MessageRow> = v.iter().map(row).collect();
+    out.sort_by_key(|m| m.id);
+    out
+}
+
+/// The oldest unclaimed undelivered ids of $2, locked; a row another
+/// transaction holds is skipped, one another claimer took meanwhile is
+/// rechecked out. Used as `id = ANY(ARRAY(...))`, an InitPlan run once: as
+/// `id IN (...)` a nested loop may rerun it per row, and its LIMIT with it.
+const NEXT_UNCLAIMED: &str = "SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
+     ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
+
+impl PgStore {
+    /// Commits a message through the group-commit writer and returns its id;
+    /// refuses when the recipient's queue is at its cap.
+    pub async fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
+        let (reply, answer) = oneshot::channel();
+        let job = group::SendJob {
+            sender: sender.to_owned(),
+            recipient: recipient.to_owned(),
+            body: body.to_owned(),
+            reply,
+        };
+        self.sends
+            .send(job)
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?
+    }
+
+    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
+    pub async fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "WITH d AS (UPDATE messages SET delivered_at = $1 WHERE id = ANY(ARRAY({NEXT_UNCLAIMED})) \
+                   AND delivered_at IS NULL AND claimed_at IS NULL RETURNING {COLUMNS}), \
+                 m AS (UPDATE mailboxes SET depth = GREATEST(depth - (SELECT count(*) FROM d), 0) \
+                   WHERE recipient = $2 AND EXISTS (SELECT 1 FROM d)) \
+                 SELECT {COLUMNS} FROM d"
+            ))
+            .await?;
+        let got = c
+            .query(&st, &[&now_ms(), &recipient, &i64::from(max)])
+            .await?;
+        Ok(rows(got))
+    }
+
+    /// Claims every undelivered, unclaimed message of `recipient` for a turn (at most `max`), held ones too.
+    pub async fn claim(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        self.claim_from(recipient, None, max).await
+    }
+
+    /// [`PgStore::claim`], of one sender's messages only when `sender` is given.
+    pub async fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY(\
+                   SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
+                   AND ($4::text IS NULL OR sender = $4) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)) \
+                 AND delivered_at IS NULL AND claimed_at IS NULL RETURNING {COLUMNS}"
+            ))
+            .await?;
+        let got = c
+            .query(&st, &[&now_ms(), &recipient, &i64::from(max), &sender])
+            .await?;
+        Ok(rows(got))
+    }
+
+    /// Acknowledges messages of `recipient`; ids of others or already acknowledged ones are ignored.
+    pub async fn ack(&self, recipient: &str, ids: &[i64]) -> Result<usize> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "WITH d AS (UPDATE messages SET delivered_at = $1 \
+                   WHERE id = ANY($2) AND recipient = $3 AND delivered_at IS NULL RETURNING 1), \
+                 m AS (UPDATE mailboxes SET depth = GREATEST(depth - (SELECT count(*) FROM d), 0) \
+                   WHERE recipient = $3 AND EXISTS (SELECT 1 FROM d)) \
+                 SELECT count(*) FROM d",
+            )
+            .await?;
+        let n: i64 = c
+            .query_one(&st, &[&now_ms(), &ids, &recipient])
+            .await?
+            .get(0);
+        Ok(n as usize)
+    }
+
+    /// Returns claimed but unacknowledged messages of `recipient` to its queue.
+    pub async fn release_claims(&self, recipient: &str) -> Result<usize> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE messages SET claimed_at = NULL \
+                 WHERE recipient = $1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
+            )
+            .await?;
+        Ok(c.execute(&st, &[&recipient]).await? as usize)
+    }
+
+    /// Returns claimed messages of `recipient` to its queue as held: they wait for the next new message.
+    pub async fn hold_claims(&self, recipient: &str) -> Result<Vec<i64>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE messages SET claimed_at = NULL, held_at = $1 \
+                 WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NOT NULL RETURNING id",
+            )
+            .await?;
+        let mut ids: Vec<i64> = c
+            .query(&st, &[&now_ms(), &recipient])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Undelivered messages of `recipient` held after a cancelled turn.
+    pub async fn held_count(&self, recipient: &str) -> Result<u64> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT count(*) FROM messages \
+                 WHERE recipient = $1 AND delivered_at IS NULL AND held_at IS NOT NULL",
+            )
+            .await?;
+        Ok(count(c.query_one(&st, &[&recipient]).await?.get(0)))
+    }
+
+    /// Releases every claim; run at start, when no harness is connected.
+    pub async fn release_all_claims(&self) -> Result<usize> {
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE messages SET claimed_at = NULL WHERE delivered_at IS NULL AND claimed_at IS NOT NULL",
+            &[],
+        )
+        .await? as usize)
+    }
+
+    /// Undelivered messages waiting for `recipient`.
+    pub async fn inbox_depth(&self, recipient: &str) -> Result<u64> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT depth FROM mailboxes WHERE recipient = $1")
+            .await?;
+        Ok(c.query_opt(&st, &[&recipient])
+            .await?
+            .map_or(0, |r| count(r.get(0))))
+    }
+
+    /// True when `recipient` has a message that may start a turn: nobody claimed it and it is not held.
+    pub async fn has_unclaimed(&self, recipient: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE recipient = $1 \
+                 AND delivered_at IS NULL AND claimed_at IS NULL AND held_at IS NULL)",
+            )
+            .await?;
+        Ok(c.query_one(&st, &[&recipient]).await?.get(0))
+    }
+
+    /// When `recipient` has a message that may start a turn (nobody claimed
+    /// it, it is not held): the arrival (unix ms) and id of its oldest
+    /// unclaimed message, held ones included, as the turn would take them;
+    /// of `sender`'s messages only when it is given.
+    pub async fn oldest_unclaimed(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+    ) -> Result<Option<(i64, i64)>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT MIN(created_at), MIN(id), bool_or(held_at IS NULL) FROM messages \
+                 WHERE recipient = $1 AND delivered_at IS NULL AND claimed_at IS NULL \
+                 AND ($2::text IS NULL OR sender = $2)",
+            )
+            .await?;
+        let r = c.query_one(&st, &[&recipient, &sender]).await?;
+        let (at, id, wakes): (Option<i64>, Option<i64>, Option<bool>) =
+            (r.get(0), r.get(1), r.get(2));
+        Ok(match (at, id, wakes) {
+            (Some(at), Some(id), Some(true)) => Some((at, id)),
+            _ => None,
+        })
+    }
+
+    /// Holds every unclaimed message of `recipient` (the operator cancelled a
+    /// queued turn): they wait, undelivered, for a new message to start the next.
+    pub async fn hold_unclaimed(&self, recipient: &str) -> Result<usize> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE messages SET held_at = $1 WHERE recipient = $2 AND delivered_at IS NULL \
+                 AND claimed_at IS NULL AND held_at IS NULL",
+            )
+            .await?;
+        Ok(c.execute(&st, &[&now_ms(), &recipient]).await? as usize)
+    }
+
+    /// Every mailbox's messages with id < `before`, newest first (the feed).
+    pub async fn messages_before(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE id < $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .await?;
+        Ok(
+            c.query(&st, &[&before.unwrap_or(i64::MAX), &i64::from(limit)])
+                .await?
+                .iter()
+                .map(row)
+                .collect(),
+        )
+    }
+
+    /// The newest message id of all (0 without messages).
+    pub async fn newest_message_id(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(
+            c.query_one("SELECT COALESCE(MAX(id), 0) FROM messages", &[])
+                .await?
+                .get(0),
+        )
+    }
+
+    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
+    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .await?;
+        Ok(rows(c.query(&st, &[&after, &i64::from(limit)]).await?))
+    }
+
+    /// The newest `limit` messages to or from `mailbox`, oldest first.
+    pub async fn recent_messages(&self, mailbox: &str, limit: u32) -> Result<Vec<MessageRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM messages WHERE recipient = $1 OR sender = $1 ORDER BY id DESC LIMIT $2"
+            ))
+            .await?;
+        Ok(rows(c.query(&st, &[&mailbox, &i64::from(limit)]).await?))
+    }
+
+    /// Drops delivered messages past the age limit or beyond the per-recipient cap; returns how many.
+    /// Undelivered messages are never dropped. One node at a time.
+    pub async fn vacuum_messages(&self) -> Result<usize> {
+        let cutoff = now_ms() - self.limits.max_age_ms;
+        let keep = self.limits.delivered_keep as i64;
+        let Some(client) = self.vacuum_lock().await? else {
+            return Ok(0);
+        };
+        let c = &client;
+        let result: Result<usize> = async {
+            let mut n = delete_chunked(
+                c,
+                "messages",
+                "delivered_at IS NOT NULL AND delivered_at < $1",
+                &[&cutoff],
+            )
+            .await?;
+            let recipients: Vec<String> = c
+                .query(
+                    "SELECT DISTINCT recipient FROM messages WHERE delivered_at IS NOT NULL",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for r in recipients {
+                let last_dropped: Option<i64> = c
+                    .query_opt(
+                        "SELECT id FROM messages WHERE recipient = $1 AND delivered_at IS NOT NULL \
+                         ORDER BY id DESC LIMIT 1 OFFSET $2",
+                        &[&r, &keep],
+                    )
+                    .await?
+                    .map(|row| row.get(0));
+                if let Some(id) = last_dropped {
+                    n += delete_chunked(
+                        c,
+                        "messages",
+                        "recipient = $1 AND delivered_at IS NOT NULL AND id <= $2",
+                        &[&r, &id],
+                    )
+                    .await?;
+                }
+            }
+            Ok(n)
+        }
+        .await;
+        vacuum_unlock(client, &result).await;
+        result
+    }
+
+    /// Forgets a purged agent's inbox and the messages it sent that were
+    /// delivered; what it sent that another mailbox has yet to receive stays.
+    pub async fn purge_messages(&self, mailbox: &str) -> Result<usize> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(
+                "WITH d AS (DELETE FROM messages \
+                   WHERE recipient = $1 OR (sender = $1 AND delivered_at IS NOT NULL) \
+                   RETURNING recipient, delivered_at), \
+                 u AS (UPDATE mailboxes m SET depth = GREATEST(m.depth - g.n, 0) \
+                   FROM (SELECT recipient, count(*) AS n FROM d WHERE delivered_at IS NULL AND recipient <> $1 \
+                         GROUP BY recipient) AS g WHERE m.recipient = g.recipient), \
+                 x AS (DELETE FROM mailboxes WHERE recipient = $1) \
+                 SELECT count(*) FROM d",
+            )
+            .await?;
+        let n: i64 = c.query_one(&st, &[&mailbox]).await?.get(0);
+        Ok(n as usize)
+    }
+}

@@ -1,0 +1,217 @@
+//! The PostgreSQL backend: the same operations as the sqlite store, for a
+//! hive whose nodes share one database.
+//!
+//! tokio-postgres with a deadpool pool: no query macros, so nothing needs a
+//! live database at build time; statements are prepared once per connection
+//! (`prepare_cached`) and independent ones are pipelined on one connection.
+//! Sends and events go through group-commit writers (`group.rs`): one
+//! transaction for whatever is queued, each kind in one multi-row insert.
+//!
+//! What makes it safe with several nodes writing at once:
+//! - the inbox cap reads `mailboxes.depth` under a row lock, so two nodes
+//!   cannot both take the last place;
+//! - claims lock the rows they take (`FOR UPDATE SKIP LOCKED`), so two
+//!   claimers never share a message;
+//! - approvals, questions and schedule slots change with a conditional
+//!   UPDATE, so only one of two racing deciders wins;
+//! - events of one agent are inserted under that agent's advisory lock, so
+//!   their ids grow in commit order and a reader tailing by id misses none.
+
+mod agents;
+mod approvals;
+mod budget;
+mod events;
+mod group;
+mod messages;
+mod nodes;
+mod notifications;
+mod overview;
+mod questions;
+mod schedules;
+mod schema;
+mod secrets;
+pub mod settings;
+mod stats;
+pub mod test_cluster;
+mod tls;
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio::sync::mpsc;
+
+pub use schema::VERSION;
+pub use settings::{PgSettings, Resolved, SslMode};
+pub use test_cluster::TestCluster;
+
+use super::{Limits, Result, StoreError};
+
+/// First key of every advisory lock hyperhive takes ("hive"), so they stand apart from other users'.
+pub(super) const ADVISORY_CLASS: i32 = 0x6869_7665;
+/// First key of the per-agent event locks (the second is `hashtext(agent)`).
+const EVENTS_CLASS: i32 = 0x6869_7666;
+
+/// Second keys of hyperhive's advisory locks.
+#[derive(Clone, Copy)]
+pub(super) enum Key {
+    Migrate = 1,
+    // 2 was the agents' uid ranges, which the runtime's registry now picks.
+    Vacuum = 3,
+}
+
+/// A node's handle on the hive's PostgreSQL database; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    limits: Arc<Limits>,
+    sends: mpsc::UnboundedSender<group::SendJob>,
+    events: mpsc::UnboundedSender<group::EventJob>,
+    /// `user@host:port/db`, for messages.
+    name: Arc<str>,
+}
+
+impl PgStore {
+    /// Connects with `settings` (password and TLS files from the environment as
+    /// libpq reads them) and applies pending migrations.
+    pub async fn connect(settings: &PgSettings, limits: Limits) -> Result<Self> {
+        let resolved = settings.resolve(&|k| std::env::var(k).ok())?;
+        Self::open(resolved, limits).await
+    }
+
+    /// Connects with settings already resolved and applies pending migrations.
+    pub async fn open(resolved: Resolved, limits: Limits) -> Result<Self> {
+        let tls = tls::connector(resolved.sslmode, resolved.root_cert.as_deref())?;
+        let manager = Manager::from_config(
+            resolved.config,
+            tls,
+            ManagerConfig {
+                // A connection the server dropped is found closed and replaced;
+                // no extra round trip per checkout.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(resolved.pool_size)
+            .build()
+            .map_err(|e| StoreError::Settings(format!("could not set up the pool: {e}")))?;
+        let name: Arc<str> = resolved.name.into();
+        let mut client = pool.get().await.map_err(|e| StoreError::Connect {
+            name: name.to_string(),
+            message: match pool_error(e) {
+                StoreError::Pg(e) => describe(&e),
+                other => other.to_string(),
+            },
+        })?;
+        schema::migrate(&mut client, &name).await?;
+        drop(client);
+        let (sends, send_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let limits = Arc::new(limits);
+        group::start(pool.clone(), limits.clone(), send_rx, event_rx);
+        Ok(Self {
+            pool,
+            limits,
+            sends,
+            events,
+            name,
+        })
+    }
+
+    /// A pooled connection.
+    pub(in crate::store) async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// The bounds this store enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// `user@host:port/db` of this store, without the password.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The schema version recorded in the database.
+    pub async fn schema_version(&self) -> Result<i64> {
+        schema::version(&self.client().await?).await
+    }
+
+    /// A connection holding the hive-wide vacuum lock, so one node vacuums at
+    /// a time; None without waiting when another node holds it.
+    async fn vacuum_lock(&self) -> Result<Option<Object>> {
+        let client = self.client().await?;
+        let got: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&ADVISORY_CLASS, &(Key::Vacuum as i32)],
+            )
+            .await?
+            .get(0);
+        Ok(got.then_some(client))
+    }
+}
+
+/// Gives the vacuum lock back; a connection that may still hold it leaves the pool
+/// (the lock is the session's, and goes with it).
+async fn vacuum_unlock<T>(client: Object, result: &Result<T>) {
+    let unlocked = client
+        .execute(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&ADVISORY_CLASS, &(Key::Vacuum as i32)],
+        )
+        .await;
+    if result.is_err() || unlocked.is_err() {
+        drop(Object::take(client));
+    }
+}
+
+/// Deletes the rows of `table` matching `filter` a chunk at a time (one short
+/// transaction each, so a large vacuum holds no lock for long); returns how many.
+async fn delete_chunked(
+    client: &Object,
+    table: &str,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<usize> {
+    const CHUNK: u64 = 2000;
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {filter} LIMIT {CHUNK}))"
+    );
+    let st = client.prepare_cached(&sql).await?;
+    let mut total = 0;
+    loop {
+        let n = client.execute(&st, params).await?;
+        total += n as usize;
+        if n < CHUNK {
+            return Ok(total);
+        }
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => e.into(),
+        other => StoreError::Pool(other.to_string()),
+    }
+}
+
+/// What a tokio-postgres error says, with the server's message when it has one.
+pub(in crate::store) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// A row count from SQL's COUNT or a bigint column, as the sqlite store returns it.
+fn count(n: i64) -> u64 {
+    n.max(0) as u64
+}

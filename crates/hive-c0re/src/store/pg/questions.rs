@@ -1,0 +1,98 @@
+//! The `questions` table on PostgreSQL. An answer is a conditional UPDATE:
+//! a question is answered (or cancelled) once, whichever node asks first.
+
+use tokio_postgres::Row;
+
+use super::PgStore;
+use crate::clock::now_ms;
+use crate::store::{QuestionRow, Result};
+
+const COLUMNS: &str = "id, agent, question, options_json, ttl_seconds, asked_at, deadline, answer, answered_at, cancelled";
+
+fn row(r: &Row) -> QuestionRow {
+    QuestionRow {
+        id: r.get(0),
+        agent: r.get(1),
+        question: r.get(2),
+        options: serde_json::from_str(r.get(3)).unwrap_or_default(),
+        ttl_seconds: r.get(4),
+        asked_at: r.get(5),
+        deadline: r.get(6),
+        answer: r.get(7),
+        answered_at: r.get(8),
+        cancelled: r.get(9),
+    }
+}
+
+impl PgStore {
+    /// Records a question and returns its id.
+    pub async fn add_question(
+        &self,
+        agent: &str,
+        question: &str,
+        options: &[String],
+        ttl_seconds: i64,
+    ) -> Result<i64> {
+        let c = self.client().await?;
+        let now = now_ms();
+        let options = serde_json::to_string(options).unwrap_or_else(|_| "[]".into());
+        Ok(c.query_one(
+            "INSERT INTO questions (agent, question, options_json, ttl_seconds, asked_at, deadline) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&agent, &question, &options, &ttl_seconds, &now, &(now + ttl_seconds * 1000)],
+        )
+        .await?
+        .get(0))
+    }
+
+    /// One question.
+    pub async fn question(&self, id: i64) -> Result<Option<QuestionRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM questions WHERE id = $1"))
+            .await?;
+        Ok(c.query_opt(&st, &[&id]).await?.as_ref().map(row))
+    }
+
+    /// The newest `limit` questions, oldest first.
+    pub async fn questions(&self, limit: u32) -> Result<Vec<QuestionRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM questions ORDER BY id DESC LIMIT $1"
+            ))
+            .await?;
+        let mut v: Vec<QuestionRow> = c
+            .query(&st, &[&i64::from(limit)])
+            .await?
+            .iter()
+            .map(row)
+            .collect();
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Answers a pending question before its deadline; false if it was not pending.
+    pub async fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE questions SET answer = $1, answered_at = $2 \
+             WHERE id = $3 AND answer IS NULL AND NOT cancelled AND deadline > $2",
+            &[&answer, &now_ms(), &id],
+        )
+        .await?
+            > 0)
+    }
+
+    /// Cancels a pending question; false if it was not pending.
+    pub async fn cancel_question(&self, id: i64) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE questions SET cancelled = TRUE, answered_at = $1 \
+             WHERE id = $2 AND answer IS NULL AND NOT cancelled AND deadline > $1",
+            &[&now_ms(), &id],
+        )
+        .await?
+            > 0)
+    }
+}

@@ -1,0 +1,417 @@
+//! How a node reaches its PostgreSQL database: the URL, where the password
+//! comes from, and what `sslmode` asks of TLS.
+//!
+//! The password never has to be on a command line (where `ps` shows it): it
+//! comes from the URL only when the URL itself came from a private file,
+//! else from the config file's key, `PGPASSWORD`, or a passfile
+//! (`PGPASSFILE`, default `~/.pgpass`), in libpq's order.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tokio_postgres::config::{Host, SslMode as WireSslMode};
+
+use crate::store::{Result, StoreError};
+
+/// libpq's `sslmode`, all six values; see [`super::tls`] for what each checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// libpq tries without TLS first; hyperhive tries TLS first, as `prefer`.
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "disable" => Self::Disable,
+            "allow" => Self::Allow,
+            "prefer" => Self::Prefer,
+            "require" => Self::Require,
+            "verify-ca" => Self::VerifyCa,
+            "verify-full" => Self::VerifyFull,
+            other => {
+                return Err(StoreError::Settings(format!(
+                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )));
+            }
+        })
+    }
+
+    fn wire(self) -> WireSslMode {
+        match self {
+            Self::Disable => WireSslMode::Disable,
+            Self::Allow | Self::Prefer => WireSslMode::Prefer,
+            Self::Require | Self::VerifyCa | Self::VerifyFull => WireSslMode::Require,
+        }
+    }
+}
+
+/// A node's connection settings, as serve's config gives them.
+#[derive(Clone)]
+pub struct PgSettings {
+    /// `postgres://USER@HOST:PORT/DB?sslmode=...&sslrootcert=...`, normally without a password.
+    pub url: String,
+    /// The password from the config file's key, if it has one.
+    pub password: Option<String>,
+    /// Connections this node keeps open at most.
+    pub pool_size: usize,
+}
+
+impl fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &redact(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PgSettings {
+    /// Settings for `url` with the default pool size and no password of their own.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            password: None,
+            pool_size: 16,
+        }
+    }
+
+    /// True when the URL carries a password: serve refuses such a URL on its command line.
+    pub fn url_has_password(&self) -> bool {
+        split_url(&self.url)
+            .ok()
+            .and_then(|(rest, _)| tokio_postgres::Config::from_str(&rest).ok())
+            .is_some_and(|c| c.get_password().is_some())
+    }
+
+    /// Resolves everything a connection needs; `env` reads an environment variable.
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved> {
+        let (rest, params) = split_url(&self.url)?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            StoreError::Settings(format!(
+                "the database URL {} does not parse ({e}): write postgres://USER@HOST:PORT/DATABASE",
+                redact(&self.url)
+            ))
+        })?;
+        let sslmode = match params.sslmode.or_else(|| env("PGSSLMODE")) {
+            Some(s) => SslMode::parse(&s)?,
+            None => SslMode::Prefer,
+        };
+        config.ssl_mode(sslmode.wire());
+        let root_cert = params
+            .sslrootcert
+            .or_else(|| env("PGSSLROOTCERT"))
+            .map(PathBuf::from);
+        if config.get_user().is_none() {
+            let user = env("PGUSER")
+                .or_else(|| {
+                    nix::unistd::User::from_uid(nix::unistd::geteuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                })
+                .ok_or_else(|| {
+                    StoreError::Settings(
+                        "the database URL names no user and this process's user has no name: write postgres://USER@HOST/DATABASE".into(),
+                    )
+                })?;
+            config.user(&user);
+        }
+        if config.get_dbname().is_none() {
+            let user = config.get_user().unwrap_or_default().to_owned();
+            config.dbname(&user);
+        }
+        if config.get_password().is_none() {
+            if let Some(p) = self.password.clone().or_else(|| env("PGPASSWORD")) {
+                config.password(p);
+            } else if let Some(p) = passfile_password(&config, env)? {
+                config.password(p);
+            }
+        }
+        config.application_name("hive-c0re");
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        // A peer that vanished (a cut link) is found out within a minute, not hours.
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        Ok(Resolved {
+            name: describe(&config),
+            config,
+            sslmode,
+            root_cert,
+            pool_size: self.pool_size.max(2),
+        })
+    }
+}
+
+/// Settings ready to connect with.
+pub struct Resolved {
+    pub config: tokio_postgres::Config,
+    pub sslmode: SslMode,
+    pub root_cert: Option<PathBuf>,
+    pub pool_size: usize,
+    /// `user@host:port/db`, for messages; never the password.
+    pub name: String,
+}
+
+/// The URL's own parameters tokio-postgres does not take.
+#[derive(Default)]
+struct Params {
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a URL's query (tokio-postgres knows
+/// only three sslmodes and no root file), leaving the rest for tokio-postgres.
+fn split_url(url: &str) -> Result<(String, Params)> {
+    let mut params = Params::default();
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), params));
+    };
+    let mut kept = vec![];
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "sslmode" => params.sslmode = Some(percent_decode(v)?),
+            "sslrootcert" => params.sslrootcert = Some(percent_decode(v)?),
+            _ => kept.push(pair),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((rest, params))
+}
+
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    StoreError::Settings(format!(
+                        "the database URL has a bad escape in {s:?}: write %XX with two hex digits"
+                    ))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| StoreError::Settings(format!("the database URL parameter {s:?} is not UTF-8")))
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:<hidden>@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn describe(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        c.get_user().unwrap_or_default(),
+        c.get_dbname().unwrap_or_default()
+    )
+}
+
+/// The password of the first matching line of the passfile, as libpq reads it;
+/// refuses a file others may read, rather than use it or skip it quietly.
+fn passfile_password(
+    c: &tokio_postgres::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>> {
+    let (path, explicit) = match env("PGPASSFILE") {
+        Some(p) => (PathBuf::from(p), true),
+        None => match env("HOME") {
+            Some(h) => (Path::new(&h).join(".pgpass"), false),
+            None => return Ok(None),
+        },
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
+        Err(e) => {
+            return Err(StoreError::Settings(format!(
+                "could not read the password file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    if !meta.is_file() {
+        return Err(StoreError::Settings(format!(
+            "the password file {} is not a regular file",
+            path.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(StoreError::Settings(format!(
+            "the password file {} may be read by other users: chmod 600 it",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        StoreError::Settings(format!(
+            "could not read the password file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let host = match c.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        // libpq matches a socket in the default directory as localhost.
+        Some(Host::Unix(_)) | None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432).to_string();
+    let want = [
+        host.as_str(),
+        port.as_str(),
+        c.get_dbname().unwrap_or_default(),
+        c.get_user().unwrap_or_default(),
+    ];
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(passfile_fields)
+        .find(|f| {
+            f[..4]
+                .iter()
+                .zip(want)
+                .all(|(have, w)| have == "*" || have == w)
+        })
+        .map(|mut f| f.swap_remove(4)))
+}
+
+/// The five fields of a passfile line (`\:` and `\\` escaped), if it has five.
+fn passfile_fields(line: &str) -> Option<Vec<String>> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => fields.last_mut()?.push(chars.next().unwrap_or('\\')),
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            other => fields.last_mut()?.push(other),
+        }
+    }
+    (fields.len() == 5).then_some(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    fn password(r: &Resolved) -> Option<String> {
+        r.config
+            .get_password()
+            .map(|p| String::from_utf8(p.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn sslmode_and_root_cert_come_out_of_the_url() {
+        let s = PgSettings::new(
+            "postgres://hive@db.example:6543/hive?sslmode=verify-full&sslrootcert=%2Fetc%2Fhive%2Fca.pem&connect_timeout=3",
+        );
+        let r = s.resolve(&env_of(&[])).unwrap();
+        assert_eq!(r.sslmode, SslMode::VerifyFull);
+        assert_eq!(r.config.get_ssl_mode(), WireSslMode::Require);
+        assert_eq!(r.root_cert.as_deref(), Some(Path::new("/etc/hive/ca.pem")));
+        assert_eq!(r.name, "hive@db.example:6543/hive");
+        let e = PgSettings::new("postgres://h@x/y?sslmode=verify")
+            .resolve(&env_of(&[]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not one of disable"), "{e}");
+    }
+
+    #[test]
+    fn password_comes_from_the_config_then_the_environment_then_the_passfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pgpass");
+        let mut f = std::fs::File::create(&pass).unwrap();
+        writeln!(
+            f,
+            "# comment\nother:*:*:*:nope\ndb.example:5432:hive:hive:pa\\:ss"
+        )
+        .unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let passfile = pass.to_str().unwrap();
+        let mut s = PgSettings::new("postgres://hive@db.example/hive");
+        let r = s.resolve(&env_of(&[("PGPASSFILE", passfile)])).unwrap();
+        assert_eq!(password(&r).as_deref(), Some("pa:ss"));
+        let r = s
+            .resolve(&env_of(&[("PGPASSFILE", passfile), ("PGPASSWORD", "env")]))
+            .unwrap();
+        assert_eq!(password(&r).as_deref(), Some("env"));
+        s.password = Some("file-key".into());
+        let r = s.resolve(&env_of(&[("PGPASSWORD", "env")])).unwrap();
+        assert_eq!(password(&r).as_deref(), Some("file-key"));
+        assert!(!format!("{s:?}").contains("file-key"));
+    }
+
+    #[test]
+    fn a_passfile_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pass = dir.path().join("pgpass");
+        std::fs::write(&pass, "*:*:*:*:secret\n").unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = PgSettings::new("postgres://hive@db/hive")
+            .resolve(&env_of(&[("PGPASSFILE", pass.to_str().unwrap())]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_seen_and_never_shown() {
+        let s = PgSettings::new("postgres://hive:s3cret@db/hive?sslmode=require");
+        assert!(s.url_has_password());
+        assert!(!PgSettings::new("postgres://hive@db/hive").url_has_password());
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(
+            redact(&s.url),
+            "postgres://hive:<hidden>@db/hive?sslmode=require"
+        );
+    }
+}

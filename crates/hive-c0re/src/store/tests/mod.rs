@@ -1,0 +1,239 @@
+//! The store's tests, each run against both backends through [`Db`]: a
+//! `both!` block defines a test once and generates `sqlite::NAME` and
+//! `pg::NAME`. PostgreSQL tests share one throwaway cluster per test binary
+//! (started on first use) and get a fresh database each.
+
+mod nodes;
+mod pg_only;
+mod suite;
+
+use std::path::PathBuf;
+
+use super::pg::{PgStore, TestCluster};
+use super::{Db, Limits, Store};
+
+/// Which backend a test runs on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's database, on one backend; `open` may be called again (a restart, a second node).
+pub struct Fixture {
+    dir: tempfile::TempDir,
+    /// The PostgreSQL database's name.
+    database: Option<String>,
+}
+
+impl Fixture {
+    pub async fn new(backend: Backend) -> Self {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestCluster::shared().database().await),
+        };
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            database,
+        }
+    }
+
+    fn sqlite_path(&self) -> PathBuf {
+        self.dir.path().join("hive.db")
+    }
+
+    /// Opens the store (applying migrations), with default limits.
+    pub async fn open(&self) -> Db {
+        self.open_with(Limits::default()).await
+    }
+
+    /// Opens the store with `limits`; an error is returned, not a panic.
+    pub async fn try_open(&self, limits: Limits) -> super::Result<Db> {
+        match &self.database {
+            None => Store::open(&self.sqlite_path(), limits).map(Db::Sqlite),
+            Some(db) => {
+                let resolved = TestCluster::shared().settings(db).resolve(&|_| None)?;
+                PgStore::open(resolved, limits).await.map(Db::Postgres)
+            }
+        }
+    }
+
+    /// Opens the store with `limits`.
+    pub async fn open_with(&self, limits: Limits) -> Db {
+        self.try_open(limits).await.unwrap()
+    }
+
+    /// A second handle on the same hive, as another node would hold: on
+    /// PostgreSQL its own pool; on sqlite (one host, one writer) a clone.
+    pub async fn second(&self, first: &Db) -> Db {
+        match first {
+            Db::Sqlite(_) => first.clone(),
+            Db::Postgres(_) => self.open_with(first.limits().clone()).await,
+        }
+    }
+
+    /// Takes the database back to the schema before the secrets (sqlite 3,
+    /// PostgreSQL 1), as a hive-c0re of that time left it: what every later
+    /// migration made is dropped.
+    pub async fn set_schema_before_secrets(&self) {
+        const LATER: &str = "DROP TABLE secrets; DROP TABLE notifications; \
+             DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
+             DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides; \
+             DROP TABLE spend_days; DROP TABLE nodes;";
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.execute_batch(&format!(
+                    "{LATER} DROP INDEX stats_ts; PRAGMA user_version = 3;"
+                ))
+                .unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.batch_execute(&format!("{LATER} UPDATE hive_schema SET version = 1;"))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Takes the database back to the schema before `spend_days` (sqlite 7,
+    /// PostgreSQL 5), as a hive-c0re of that time left it.
+    pub async fn set_schema_before_spend_days(&self) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.execute_batch(
+                    "DROP TABLE spend_days; DROP TABLE nodes; PRAGMA user_version = 7;",
+                )
+                .unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.batch_execute(
+                    "DROP TABLE spend_days; DROP TABLE nodes; UPDATE hive_schema SET version = 5;",
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    /// Stores figures with the times given, as an older hive-c0re did (no day totals).
+    pub async fn insert_stats(&self, rows: &[(&str, i64, &str, f64)]) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                for (agent, ts, key, value) in rows {
+                    c.execute(
+                        "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![agent, ts, key, value],
+                    )
+                    .unwrap();
+                }
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                for (agent, ts, key, value) in rows {
+                    c.execute(
+                        "INSERT INTO stats (agent, ts, key, value) VALUES ($1, $2, $3, $4)",
+                        &[agent, ts, key, value],
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        }
+    }
+
+    /// How the backend would run `sql`: sqlite's query plan, or PostgreSQL's
+    /// with sequential and bitmap scans off (a test's tables are too small for
+    /// an index scan to win on cost; what matters is that the index can serve
+    /// the query in its order).
+    pub async fn plan(&self, db: &Db, sql: &str) -> String {
+        match db {
+            Db::Sqlite(s) => {
+                let g = s.lock();
+                let mut st = g
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap();
+                let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
+                rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+            }
+            Db::Postgres(p) => {
+                let mut c = p.client().await.unwrap();
+                let tx = c.transaction().await.unwrap();
+                tx.batch_execute(
+                    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off",
+                )
+                .await
+                .unwrap();
+                let rows = tx.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        }
+    }
+
+    /// Records a schema version newer than this build knows.
+    pub async fn set_newer_schema(&self) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.pragma_update(None, "user_version", super::schema::VERSION + 1)
+                    .unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.execute(
+                    "UPDATE hive_schema SET version = $1",
+                    &[&(super::pg::VERSION + 1)],
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }
+}
+
+/// Defines async tests once, over a `Fixture`, and runs each on both backends.
+macro_rules! both {
+    ($(async fn $name:ident($f:ident) $body:block)*) => {
+        $(async fn $name($f: $crate::store::tests::Fixture) $body)*
+
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let f = $crate::store::tests::Fixture::new($crate::store::tests::Backend::Sqlite).await;
+                    super::$name(f).await
+                }
+            )*
+        }
+
+        mod pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::store::pg::TestCluster::missing() {
+                        return;
+                    }
+                    let f = $crate::store::tests::Fixture::new($crate::store::tests::Backend::Postgres).await;
+                    super::$name(f).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use both;

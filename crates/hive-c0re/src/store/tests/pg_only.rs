@@ -1,0 +1,418 @@
+//! What only the PostgreSQL backend has: connections that drop, TLS,
+//! passwords, roles, and schedule slots raced by two nodes.
+
+use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+
+use super::{Backend, Fixture};
+use crate::store::pg::test_cluster::OWNER;
+use crate::store::pg::{PgSettings, PgStore, TestCluster};
+use crate::store::{Db, Limits, SendError, StoreError};
+
+/// A fresh database, or None (with a note) when PostgreSQL is not installed.
+async fn fixture() -> Option<Fixture> {
+    if TestCluster::missing() {
+        return None;
+    }
+    Some(Fixture::new(Backend::Postgres).await)
+}
+
+fn database(f: &Fixture) -> &str {
+    f.database.as_deref().unwrap()
+}
+
+/// Ends every session on the test's database but the caller's, waiting until they are gone.
+async fn drop_connections(f: &Fixture) -> u64 {
+    let admin = TestCluster::shared().admin().await;
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1",
+            &[&database(f)],
+        )
+        .await
+        .unwrap()
+        .len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_never_lost_across_a_dropped_connection() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    let b = f.second(&a).await;
+    let before = a.send("operator", "alice", "before").await.unwrap();
+    a.claim("alice", 10).await.unwrap();
+    assert!(drop_connections(&f).await > 0);
+    // The writer finds its connection gone before COMMIT and sends again on a fresh one.
+    let after = a.send("operator", "alice", "after").await.unwrap();
+
+    // Sends racing with connections being cut: every "sent" is stored; a
+    // send may fail, but never claims success for a message it lost.
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut ok = vec![];
+            let mut failed = 0;
+            for i in 0..300 {
+                match a.send("operator", "alice", &format!("m{i}")).await {
+                    Ok(id) => ok.push(id),
+                    Err(SendError::Store(_)) => failed += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        drop_connections(&f).await;
+    }
+    let (ok, failed) = sender.await.unwrap();
+    assert!(
+        failed < 10,
+        "{failed} of 300 sends failed: the retry does not work"
+    );
+    // Pooled connections learn of the cut when their socket says so: give them that moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    // The claim taken before the cut is the dead session's no more than the node's:
+    // released (as a lease running out would), the message comes back.
+    b.release_claims("alice").await.unwrap();
+    let stored: HashSet<i64> = b
+        .recv("alice", 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(stored.contains(&before), "the claimed message was lost");
+    assert!(stored.contains(&after));
+    for id in &ok {
+        assert!(
+            stored.contains(id),
+            "message {id} was reported sent and is not stored"
+        );
+    }
+    assert_eq!(a.inbox_depth("alice").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_send_or_event_batch_is_stored_once() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    a.add_events("alice", &[("stream".into(), "warm".into())])
+        .await
+        .unwrap();
+    let work = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut logged) = (vec![], vec![]);
+            for i in 0..200 {
+                let item = [("stream".to_owned(), format!("e{i}"))];
+                let body = format!("m{i}");
+                let (s, e) = tokio::join!(
+                    a.send("operator", "alice", &body),
+                    a.add_events("alice", &item)
+                );
+                if let Ok(id) = s {
+                    sent.push(id);
+                }
+                if let Ok(ids) = e {
+                    logged.extend(ids);
+                }
+            }
+            (sent, logged)
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        drop_connections(&f).await;
+    }
+    let (sent, logged) = work.await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let bodies: Vec<String> = a
+        .recv("alice", 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    let distinct: HashSet<&String> = bodies.iter().collect();
+    assert_eq!(distinct.len(), bodies.len(), "a send stored twice");
+    assert!(bodies.len() >= sent.len());
+    let events = a.events_before("alice", None, u32::MAX).await.unwrap();
+    let ids: HashSet<i64> = events.iter().map(|e| e.id).collect();
+    assert!(
+        logged.iter().all(|id| ids.contains(id)),
+        "an event reported stored is not"
+    );
+    let payloads: HashSet<&String> = events.iter().map(|e| &e.payload_json).collect();
+    assert_eq!(payloads.len(), events.len(), "an event stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_slot_fires_once_when_two_nodes_race() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    let b = f.second(&a).await;
+    for slot in 0..10 {
+        let id = a
+            .add_schedule("alice", "every 1m", "tick", true, 1000 + slot, "operator")
+            .await
+            .unwrap();
+        let due = a.due_schedules(i64::MAX).await.unwrap();
+        let s = due.iter().find(|s| s.id == id).unwrap().clone();
+        let (x, y) = tokio::join!(
+            a.fire_schedule(&s, Some(60_000), 60_000, 1000 + slot),
+            b.fire_schedule(&s, Some(60_000), 60_000, 1000 + slot)
+        );
+        let fired = [x.unwrap(), y.unwrap()];
+        assert_eq!(
+            fired.iter().flatten().count(),
+            1,
+            "slot {slot} fired {fired:?}"
+        );
+        a.remove_schedule(id).await.unwrap();
+    }
+    assert_eq!(a.recv("alice", 100).await.unwrap().len(), 10);
+    assert_eq!(b.inbox_depth("alice").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_migrating_at_once_migrate_once() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let (a, b) = tokio::join!(f.open(), f.open());
+    let (Db::Postgres(a), Db::Postgres(_)) = (&a, &b) else {
+        unreachable!()
+    };
+    assert_eq!(a.schema_version().await.unwrap(), crate::store::pg::VERSION);
+}
+
+/// Settings for the test's database over TCP with `query` appended, host `host`.
+fn tls_settings(f: &Fixture, host: &str, query: &str) -> PgSettings {
+    let c = TestCluster::shared();
+    let mut s = PgSettings::new(format!(
+        "postgres://{OWNER}@{host}:{}/{}?{query}",
+        c.port(),
+        database(f)
+    ));
+    s.password = c.settings(database(f)).password;
+    s
+}
+
+/// Connects with `settings`; Ok(whether the session is encrypted).
+async fn encrypted(settings: PgSettings) -> Result<bool, StoreError> {
+    let s = PgStore::open(settings.resolve(&|_| None)?, Limits::default()).await?;
+    let c = s.client().await.unwrap();
+    Ok(c.query_one(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_is_honoured() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    drop(f.open().await);
+    let ca = TestCluster::shared().ca_cert();
+    let ca = format!("sslrootcert={}", ca.display());
+    // The server's certificate names localhost and is signed by the cluster's own CA.
+    assert!(
+        encrypted(tls_settings(
+            &f,
+            "localhost",
+            &format!("sslmode=verify-full&{ca}")
+        ))
+        .await
+        .unwrap()
+    );
+    assert!(
+        encrypted(tls_settings(
+            &f,
+            "127.0.0.1",
+            &format!("sslmode=verify-ca&{ca}")
+        ))
+        .await
+        .unwrap()
+    );
+    assert!(
+        encrypted(tls_settings(&f, "127.0.0.1", "sslmode=require"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        encrypted(tls_settings(&f, "127.0.0.1", "sslmode=prefer"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !encrypted(tls_settings(&f, "127.0.0.1", "sslmode=disable"))
+            .await
+            .unwrap()
+    );
+    // verify-full refuses a certificate for another name, and one no trusted CA signed.
+    let wrong_name = encrypted(tls_settings(
+        &f,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&{ca}"),
+    ))
+    .await;
+    assert!(
+        matches!(wrong_name, Err(StoreError::Connect { .. })),
+        "{wrong_name:?}"
+    );
+    // (Without sslrootcert the system's roots are used; where there are none, that is refused too.)
+    for mode in ["verify-full", "verify-ca"] {
+        let untrusted = encrypted(tls_settings(&f, "localhost", &format!("sslmode={mode}"))).await;
+        assert!(
+            matches!(
+                untrusted,
+                Err(StoreError::Connect { .. } | StoreError::Settings(_))
+            ),
+            "{mode}: {untrusted:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_comes_from_a_passfile_and_a_wrong_one_reads_as_a_sentence() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let c = TestCluster::shared();
+    let password = c.settings(database(&f)).password.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(
+        &passfile,
+        format!(
+            "127.0.0.1:{}:{}:{OWNER}:{password}\n",
+            c.port(),
+            database(&f)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!(
+        "postgres://{OWNER}@127.0.0.1:{}/{}?sslmode=disable",
+        c.port(),
+        database(&f)
+    );
+    let settings = PgSettings::new(url);
+    let env = |k: &str| (k == "PGPASSFILE").then(|| passfile.display().to_string());
+    let s = PgStore::open(settings.resolve(&env).unwrap(), Limits::default())
+        .await
+        .unwrap();
+    s.send("operator", "alice", "hi").await.unwrap();
+
+    let wrong = |k: &str| (k == "PGPASSWORD").then(|| "not-the-password".to_owned());
+    let e = PgStore::open(settings.resolve(&wrong).unwrap(), Limits::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("could not connect to PostgreSQL at hive_owner@127.0.0.1"),
+        "{e}"
+    );
+    assert!(e.contains("password authentication failed"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_role_with_the_documented_grants_runs_the_hive_but_cannot_change_its_schema() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    drop(f.open().await);
+    let c = TestCluster::shared();
+    let owner = c.connect_as(OWNER, database(&f)).await;
+    let group = format!("hive_nodes_{}", database(&f));
+    let node = format!("hive_node_{}", database(&f));
+    let password = c.settings(database(&f)).password.unwrap();
+    let admin = c.admin().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {group} NOLOGIN; CREATE ROLE {node} LOGIN PASSWORD '{password}' IN ROLE {group}"
+        ))
+        .await
+        .unwrap();
+    // The grants of docs/postgres.md, as the owner gives them.
+    owner
+        .batch_execute(&format!(
+            "GRANT CONNECT ON DATABASE {db} TO {group};
+             GRANT USAGE ON SCHEMA public TO {group};
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {group};
+             ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {group};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {group};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {group};",
+            db = database(&f)
+        ))
+        .await
+        .unwrap();
+    let mut settings = PgSettings::new(format!(
+        "postgres://{node}@127.0.0.1:{}/{}?sslmode=disable",
+        c.port(),
+        database(&f)
+    ));
+    settings.password = Some(password);
+    let s = Db::Postgres(
+        PgStore::open(settings.resolve(&|_| None).unwrap(), Limits::default())
+            .await
+            .unwrap(),
+    );
+    s.create_agent(&crate::store::NewAgent {
+        name: "alice",
+        harness: "ag3nt",
+        config_toml: "",
+        deployed_sha: None,
+        parent: None,
+        want_running: true,
+        uid_base: 0x8_0000,
+    })
+    .await
+    .unwrap();
+    let id = s.send("operator", "alice", "hi").await.unwrap();
+    assert_eq!(s.claim("alice", 10).await.unwrap()[0].id, id);
+    assert_eq!(s.ack("alice", &[id]).await.unwrap(), 1);
+    s.add_events("alice", &[("stream".into(), "{}".into())])
+        .await
+        .unwrap();
+    s.vacuum_messages().await.unwrap();
+    let Db::Postgres(p) = &s else { unreachable!() };
+    let e = p
+        .client()
+        .await
+        .unwrap()
+        .batch_execute("DROP TABLE messages")
+        .await
+        .unwrap_err();
+    assert!(
+        crate::store::pg::describe(&e).contains("must be owner"),
+        "{e}"
+    );
+
+    // A schema behind this build needs the owner: the node role says so in a sentence.
+    owner
+        .batch_execute("UPDATE hive_schema SET version = 0")
+        .await
+        .unwrap();
+    let e = PgStore::open(settings.resolve(&|_| None).unwrap(), Limits::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("may not change the schema"), "{e}");
+}

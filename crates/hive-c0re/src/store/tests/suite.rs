@@ -1,0 +1,833 @@
+//! What each table family promises, on both backends.
+
+use std::collections::HashSet;
+
+use hive_sh4re::AgentState;
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
+
+use super::both;
+use crate::clock::{day_of, now_ms};
+use crate::store::{
+    BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, SendError, Spend,
+    WebhookStats,
+};
+
+fn agent(name: &str) -> NewAgent<'_> {
+    NewAgent {
+        name,
+        harness: "ag3nt",
+        config_toml: "",
+        deployed_sha: None,
+        parent: None,
+        want_running: true,
+        uid_base: 0x8_0000 + 0x1_0000 * u32::from(name.as_bytes()[0]),
+    }
+}
+
+fn ids(v: &[crate::store::MessageRow]) -> Vec<i64> {
+    v.iter().map(|m| m.id).collect()
+}
+
+both! {
+    // ---- schema -------------------------------------------------------------
+
+    async fn migrating_twice_is_a_no_op(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "kept").await.unwrap();
+        drop(s);
+        let s = f.open().await;
+        assert_eq!(s.recv("alice", 10).await.unwrap().len(), 1);
+    }
+
+    async fn an_older_database_migrates_forward_and_keeps_its_rows(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "kept").await.unwrap();
+        drop(s);
+        f.set_schema_before_secrets().await;
+        let s = f.open().await;
+        assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "kept");
+        s.set_secret("TOKEN", None, "a-value").await.unwrap();
+        assert_eq!(s.secrets_for("alice").await.unwrap()["TOKEN"], "a-value");
+        // The tables and indexes of every later migration are there too.
+        let n = s.add_notification("message", None, "hi", "/", &["w"]).await.unwrap();
+        assert_eq!(s.due_deliveries("w", now_ms(), 10).await.unwrap()[0].notification, n.id);
+        let o = BudgetOverride { scope: "alice".into(), day: 1, usd: Some(1.0), tokens: None, lifted: false };
+        s.set_budget_override(&o).await.unwrap();
+        assert_eq!(s.budget_override("alice").await.unwrap(), Some(o));
+        let plan = f.plan(&s, "SELECT MAX(id) FROM events WHERE kind = 'container_crash' GROUP BY agent").await;
+        assert!(plan.contains("events_crash"), "{plan}");
+        s.add_stats("alice", &[("cost.usd", 0.5)]).await.unwrap();
+        let today = day_of(now_ms());
+        assert_eq!(s.spend_on(Some("alice"), today).await.unwrap().usd, 0.5);
+        s.register_node("alpha", "a:1").await.unwrap();
+        assert_eq!(s.nodes().await.unwrap().len(), 1);
+    }
+
+    async fn the_spend_of_figures_stored_before_its_table_is_summed_per_agent_and_day(f) {
+        drop(f.open().await);
+        f.set_schema_before_spend_days().await;
+        let day = 20_000_i64;
+        f.insert_stats(&[
+            ("alice", day * 86_400_000 + 5, "cost.usd", 0.25),
+            ("alice", day * 86_400_000 + 9, "cost.usd", 0.5),
+            ("alice", day * 86_400_000 + 9, "tokens.in", 100.0),
+            ("alice", day * 86_400_000 + 9, "tokens.out", -50.0),
+            ("alice", day * 86_400_000 + 9, "turn.duration_ms", 7000.0),
+            ("alice", (day + 1) * 86_400_000, "tokens.out", 30.0),
+            ("bob", day * 86_400_000 + 1, "cost.usd", 1.0),
+        ])
+        .await;
+        let s = f.open().await;
+        assert_eq!(s.spend_on(Some("alice"), day).await.unwrap(), Spend { usd: 0.75, tokens: 100.0 });
+        assert_eq!(s.spend_on(Some("alice"), day + 1).await.unwrap(), Spend { usd: 0.0, tokens: 30.0 });
+        assert_eq!(s.spend_on(Some("bob"), day).await.unwrap(), Spend { usd: 1.0, tokens: 0.0 });
+        assert_eq!(s.spend_on(None, day).await.unwrap(), Spend { usd: 1.75, tokens: 100.0 });
+        assert_eq!(s.spend_on(Some("bob"), day + 1).await.unwrap(), Spend::default());
+    }
+
+    async fn refuses_a_newer_database(f) {
+        drop(f.open().await);
+        f.set_newer_schema().await;
+        let e = f.try_open(Limits::default()).await.err().unwrap().to_string();
+        assert!(e.contains("upgrade hive-c0re"), "{e}");
+    }
+
+    // ---- messages -----------------------------------------------------------
+
+    async fn recv_returns_each_message_once(f) {
+        let s = f.open().await;
+        let a = s.send("operator", "alice", "one").await.unwrap();
+        let b = s.send("operator", "alice", "two").await.unwrap();
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
+        let got = s.recv("alice", 10).await.unwrap();
+        assert_eq!(ids(&got), [a, b]);
+        assert_eq!((got[0].body.as_str(), got[0].sender.as_str()), ("one", "operator"));
+        assert!(got[0].delivered_at.is_some());
+        assert!(s.recv("alice", 10).await.unwrap().is_empty());
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
+    }
+
+    async fn claimed_messages_come_back_after_release_until_acked(f) {
+        let s = f.open().await;
+        let a = s.send("bob", "alice", "hi").await.unwrap();
+        assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+        assert!(s.claim("alice", 10).await.unwrap().is_empty(), "claimed twice");
+        assert!(s.recv("alice", 10).await.unwrap().is_empty(), "recv saw a claimed message");
+        s.release_claims("alice").await.unwrap();
+        assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+        assert_eq!(s.ack("alice", &[a]).await.unwrap(), 1);
+        s.release_claims("alice").await.unwrap();
+        assert!(s.claim("alice", 10).await.unwrap().is_empty());
+        assert_eq!(s.ack("alice", &[a]).await.unwrap(), 0, "acked twice");
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
+    }
+
+    async fn ack_ignores_other_mailboxes_ids(f) {
+        let s = f.open().await;
+        let a = s.send("bob", "alice", "for alice").await.unwrap();
+        s.claim("alice", 10).await.unwrap();
+        assert_eq!(s.ack("mallory", &[a]).await.unwrap(), 0);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 1);
+        s.release_all_claims().await.unwrap();
+        assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+    }
+
+    async fn held_messages_wait_for_a_new_one_and_go_with_it(f) {
+        let s = f.open().await;
+        let a = s.send("operator", "alice", "slow").await.unwrap();
+        s.claim("alice", 10).await.unwrap();
+        assert_eq!(s.hold_claims("alice").await.unwrap(), [a]);
+        assert!(!s.has_unclaimed("alice").await.unwrap(), "a held message woke a turn");
+        assert_eq!(
+            (s.inbox_depth("alice").await.unwrap(), s.held_count("alice").await.unwrap()),
+            (1, 1)
+        );
+        let b = s.send("operator", "alice", "go on").await.unwrap();
+        assert!(s.has_unclaimed("alice").await.unwrap());
+        assert_eq!(
+            ids(&s.claim("alice", 10).await.unwrap()),
+            [a, b],
+            "the next turn did not take the held message along"
+        );
+        assert_eq!(s.held_count("alice").await.unwrap(), 0);
+        s.release_claims("alice").await.unwrap();
+        assert!(s.has_unclaimed("alice").await.unwrap(), "a released message is not held");
+    }
+
+    async fn the_oldest_unclaimed_message_places_a_queued_turn_and_a_cancel_holds_them(f) {
+        let s = f.open().await;
+        assert_eq!(s.oldest_unclaimed("alice", None).await.unwrap(), None);
+        let a = s.send("operator", "alice", "one").await.unwrap();
+        s.send("operator", "alice", "two").await.unwrap();
+        let (at, id) = s.oldest_unclaimed("alice", None).await.unwrap().unwrap();
+        assert_eq!(id, a);
+        assert_eq!(at, s.recent_messages("alice", 10).await.unwrap()[0].created_at);
+        assert_eq!(s.hold_unclaimed("alice").await.unwrap(), 2);
+        assert_eq!(s.hold_unclaimed("alice").await.unwrap(), 0, "held once");
+        assert_eq!(s.oldest_unclaimed("alice", None).await.unwrap(), None, "held messages start no turn");
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2, "nor are they delivered");
+        s.send("operator", "alice", "three").await.unwrap();
+        let (_, id) = s.oldest_unclaimed("alice", None).await.unwrap().unwrap();
+        assert_eq!(id, a, "a new message starts a turn that takes the held ones first");
+    }
+
+    async fn one_senders_messages_are_placed_and_claimed_alone(f) {
+        let s = f.open().await;
+        let a = s.send("operator", "alice", "from the operator").await.unwrap();
+        let b = s.send("bob", "alice", "from bob").await.unwrap();
+        let c = s.send("bob", "alice", "from bob again").await.unwrap();
+        assert_eq!(s.oldest_unclaimed("alice", Some("bob")).await.unwrap().map(|x| x.1), Some(b));
+        assert_eq!(s.oldest_unclaimed("alice", Some("carol")).await.unwrap(), None);
+        assert_eq!(ids(&s.claim_from("alice", Some("bob"), 1).await.unwrap()), [b]);
+        assert_eq!(ids(&s.claim_from("alice", Some("bob"), 10).await.unwrap()), [c]);
+        assert!(s.claim_from("alice", Some("bob"), 10).await.unwrap().is_empty());
+        assert_eq!(s.oldest_unclaimed("alice", None).await.unwrap().map(|x| x.1), Some(a));
+        assert_eq!(ids(&s.claim_from("alice", None, 10).await.unwrap()), [a]);
+    }
+
+    async fn full_inbox_refuses_with_a_sentence(f) {
+        let s = f.open_with(Limits { inbox_cap: 2, ..Limits::default() }).await;
+        s.send("operator", "alice", "1").await.unwrap();
+        s.send("operator", "alice", "2").await.unwrap();
+        let e = s.send("operator", "alice", "3").await.unwrap_err();
+        assert!(matches!(e, SendError::InboxFull { cap: 2, .. }));
+        assert!(
+            e.to_string().contains("alice's inbox holds 2 undelivered messages"),
+            "{e}"
+        );
+        s.send("operator", "bob", "others still get mail").await.unwrap();
+        s.recv("alice", 1).await.unwrap();
+        s.send("operator", "alice", "3").await.unwrap();
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
+    }
+
+    async fn grouped_sends_commit_each_once_and_honour_the_cap(f) {
+        let s = f.open_with(Limits { inbox_cap: 30, ..Limits::default() }).await;
+        let sends = (0..50).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.send("operator", "alice", &format!("m{i}")).await })
+        });
+        let results: Vec<_> = futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let sent: HashSet<i64> = results.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(sent.len(), 30, "the cap let {} through", sent.len());
+        assert_eq!(
+            results.iter().filter(|r| matches!(r, Err(SendError::InboxFull { .. }))).count(),
+            20
+        );
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 30);
+        let got: HashSet<i64> = ids(&s.recv("alice", 100).await.unwrap()).into_iter().collect();
+        assert_eq!(got, sent);
+    }
+
+    async fn depth_survives_reopen(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "1").await.unwrap();
+        drop(s);
+        assert_eq!(f.open().await.inbox_depth("alice").await.unwrap(), 1);
+    }
+
+    async fn vacuum_keeps_undelivered_and_caps_delivered(f) {
+        let s = f.open_with(Limits { delivered_keep: 3, ..Limits::default() }).await;
+        for i in 0..10 {
+            s.send("operator", "alice", &i.to_string()).await.unwrap();
+        }
+        s.recv("alice", 8).await.unwrap();
+        assert_eq!(s.vacuum_messages().await.unwrap(), 5);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
+        assert_eq!(s.recv("alice", 10).await.unwrap().len(), 2);
+        let kept = s.recent_messages("alice", 100).await.unwrap();
+        assert_eq!(kept.len(), 5, "3 delivered kept, plus the 2 just read");
+    }
+
+    async fn vacuum_drops_by_age(f) {
+        let s = f.open_with(Limits { max_age_ms: -60_000, ..Limits::default() }).await;
+        s.send("operator", "alice", "read").await.unwrap();
+        s.send("operator", "alice", "unread").await.unwrap();
+        s.recv("alice", 1).await.unwrap();
+        s.add_events("alice", &[("stream".into(), "{}".into())]).await.unwrap();
+        s.add_stats("alice", &[("cost_usd", 0.5)]).await.unwrap();
+        assert_eq!(s.vacuum_messages().await.unwrap(), 1, "only the delivered one goes");
+        assert_eq!(s.vacuum_events().await.unwrap(), 1);
+        assert_eq!(s.vacuum_stats().await.unwrap(), 1);
+        assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "unread");
+    }
+
+    async fn recent_messages_are_the_newest_oldest_first(f) {
+        let s = f.open().await;
+        let a = s.send("alice", "bob", "1").await.unwrap();
+        let b = s.send("bob", "alice", "2").await.unwrap();
+        let c = s.send("carol", "alice", "3").await.unwrap();
+        s.send("carol", "bob", "not alice's").await.unwrap();
+        assert_eq!(ids(&s.recent_messages("alice", 10).await.unwrap()), [a, b, c]);
+        assert_eq!(ids(&s.recent_messages("alice", 2).await.unwrap()), [b, c]);
+    }
+
+    async fn the_feed_pages_every_mailbox_by_id(f) {
+        let s = f.open().await;
+        assert_eq!(s.newest_message_id().await.unwrap(), 0);
+        let a = s.send("alice", "bob", "1").await.unwrap();
+        let b = s.send("bob", "carol", "2").await.unwrap();
+        let c = s.send("carol", "alice", "3").await.unwrap();
+        s.recv("bob", 10).await.unwrap();
+        assert_eq!(s.newest_message_id().await.unwrap(), c);
+        assert_eq!(ids(&s.messages_before(None, 2).await.unwrap()), [c, b], "newest first");
+        assert_eq!(ids(&s.messages_before(Some(b), 10).await.unwrap()), [a]);
+        let after = s.messages_after(a, 10).await.unwrap();
+        assert_eq!(ids(&after), [b, c], "oldest first");
+        assert_eq!((after[0].sender.as_str(), after[0].recipient.as_str()), ("bob", "carol"));
+        assert_eq!(ids(&s.messages_after(0, 1).await.unwrap()), [a]);
+        assert!(s.messages_before(None, 10).await.unwrap()[2].delivered_at.is_some());
+    }
+
+    async fn purge_forgets_a_mailbox_and_what_it_sent_that_was_read(f) {
+        let s = f.open().await;
+        s.send("operator", "alice", "to alice").await.unwrap();
+        s.send("alice", "bob", "from alice").await.unwrap();
+        assert_eq!(s.recv("bob", 10).await.unwrap().len(), 1);
+        let c = s.send("carol", "bob", "from carol").await.unwrap();
+        let on_its_way = s.send("alice", "dave", "not yet read").await.unwrap();
+        assert_eq!(s.purge_messages("alice").await.unwrap(), 2);
+        assert_eq!(s.inbox_depth("dave").await.unwrap(), 1, "what alice sent unread stays");
+        assert_eq!(ids(&s.recv("dave", 10).await.unwrap()), [on_its_way]);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
+        assert_eq!(ids(&s.recent_messages("alice", 10).await.unwrap()), [on_its_way]);
+        assert_eq!(s.inbox_depth("bob").await.unwrap(), 1);
+        assert_eq!(ids(&s.recv("bob", 10).await.unwrap()), [c]);
+    }
+
+    // ---- agents -------------------------------------------------------------
+
+    async fn names_and_uid_ranges_are_unique_and_a_range_is_free_after_delete(f) {
+        let s = f.open().await;
+        let a = s.create_agent(&agent("a")).await.unwrap();
+        assert_eq!(a.uid_base, agent("a").uid_base);
+        s.create_agent(&agent("b")).await.unwrap();
+        assert!(s.create_agent(&agent("b")).await.is_err(), "a name twice");
+        let twin = NewAgent {
+            uid_base: a.uid_base,
+            ..agent("c")
+        };
+        assert!(s.create_agent(&twin).await.is_err(), "a range twice");
+        assert!(s.delete_agent("a").await.unwrap());
+        assert_eq!(s.create_agent(&twin).await.unwrap().uid_base, a.uid_base);
+        let names: Vec<String> = s.agents().await.unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["b", "c"]);
+    }
+
+    async fn agent_fields_round_trip(f) {
+        let s = f.open().await;
+        let created = s
+            .create_agent(&NewAgent {
+                name: "a",
+                harness: "m1nd",
+                config_toml: "model = \"haiku\"\n",
+                deployed_sha: Some("abc123"),
+                parent: Some("manager"),
+                want_running: false,
+                uid_base: 0xfffe_0000,
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.agent("a").await.unwrap().as_ref(), Some(&created));
+        assert!(s.agent("nobody").await.unwrap().is_none());
+        assert!(s.set_want_running("a", true).await.unwrap());
+        assert!(s.set_paused("a", true).await.unwrap());
+        assert!(s.set_failed("a", true).await.unwrap());
+        assert!(s.set_needs_login("a", true).await.unwrap());
+        assert!(s.set_status_text("a", "reading").await.unwrap());
+        assert!(s.set_nap_until("a", Some(42)).await.unwrap());
+        assert!(s.set_model_override("a", Some("opus")).await.unwrap());
+        assert!(s.set_config("a", "x = 1\n", None).await.unwrap());
+        assert!(s.set_state("a", AgentState::Napping, None).await.unwrap());
+        assert!(!s.set_paused("nobody", true).await.unwrap());
+        let a = s.agent("a").await.unwrap().unwrap();
+        assert!(a.want_running && a.paused && a.failed && a.needs_login);
+        assert_eq!(
+            (a.status_text.as_deref(), a.nap_until, a.model_override.as_deref()),
+            (Some("reading"), Some(42), Some("opus"))
+        );
+        assert_eq!((a.config_toml.as_str(), a.deployed_sha.as_deref()), ("x = 1\n", None));
+        assert_eq!((a.state, a.harness.as_str(), a.parent.as_deref()), (AgentState::Napping, "m1nd", Some("manager")));
+        assert!(a.status_set_at.is_some() && a.model_switched_at.is_some());
+    }
+
+    async fn idle_after_thinking_records_the_turn_end(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        s.set_state("a", AgentState::Idle, None).await.unwrap();
+        assert_eq!(s.agent("a").await.unwrap().unwrap().last_turn_at, None);
+        s.set_state("a", AgentState::Thinking, Some("haiku")).await.unwrap();
+        let a = s.agent("a").await.unwrap().unwrap();
+        assert_eq!(
+            (a.state, a.active_model.as_deref(), a.last_turn_at),
+            (AgentState::Thinking, Some("haiku"), None)
+        );
+        s.set_state("a", AgentState::Idle, None).await.unwrap();
+        let ended = s.agent("a").await.unwrap().unwrap().last_turn_at.unwrap();
+        // A turn that ends while retrying the model API ended all the same.
+        s.set_state("a", AgentState::Retrying, None).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        s.set_state("a", AgentState::Idle, None).await.unwrap();
+        assert!(s.agent("a").await.unwrap().unwrap().last_turn_at.unwrap() > ended);
+    }
+
+    async fn a_session_reset_meanwhile_is_not_overwritten(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        assert!(s.replace_session("a", None, Some("s1")).await.unwrap());
+        assert!(s.replace_session("a", Some("s1"), Some("s2")).await.unwrap());
+        // The operator started a fresh session while a turn that resumed s2 ran.
+        s.set_session("a", None).await.unwrap();
+        assert!(!s.replace_session("a", Some("s2"), Some("s2")).await.unwrap());
+        assert_eq!(s.agent("a").await.unwrap().unwrap().session_id, None);
+    }
+
+    // ---- approvals and questions --------------------------------------------
+
+    async fn an_approval_is_decided_once(f) {
+        let s = f.open().await;
+        let id = s
+            .add_approval(&NewApproval {
+                agent: "dave",
+                kind: ApprovalKind::Spawn,
+                payload_json: "{}",
+                commit_ref: "",
+                description: Some("a new agent"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(s.pending_approvals().await.unwrap(), 1);
+        assert!(s.decide_approval(id, ApprovalStatus::Denied, Some("no")).await.unwrap());
+        assert!(!s.decide_approval(id, ApprovalStatus::Approved, None).await.unwrap());
+        let a = s.approval(id).await.unwrap().unwrap();
+        assert_eq!((a.kind, a.status, a.note.as_deref()), (ApprovalKind::Spawn, ApprovalStatus::Denied, Some("no")));
+        assert!(a.decided_at.is_some());
+        assert!(s.amend_approval(id, ApprovalStatus::Failed, Some("deploy failed")).await.unwrap());
+        assert_eq!(s.approvals().await.unwrap()[0].status, ApprovalStatus::Failed);
+        assert_eq!(s.pending_approvals().await.unwrap(), 0);
+    }
+
+    async fn approvals_are_tailed_by_id(f) {
+        let s = f.open().await;
+        assert_eq!(s.newest_approval_id().await.unwrap(), 0);
+        let mut ids = vec![];
+        for agent in ["a", "b", "c"] {
+            let new = NewApproval {
+                agent,
+                kind: ApprovalKind::Spawn,
+                payload_json: "{}",
+                commit_ref: "",
+                description: None,
+            };
+            ids.push(s.add_approval(&new).await.unwrap());
+        }
+        assert_eq!(s.newest_approval_id().await.unwrap(), ids[2]);
+        let after: Vec<(i64, String)> =
+            s.approvals_after(ids[0]).await.unwrap().into_iter().map(|a| (a.id, a.agent)).collect();
+        assert_eq!(after, [(ids[1], "b".to_owned()), (ids[2], "c".to_owned())]);
+        assert!(s.approvals_after(ids[2]).await.unwrap().is_empty());
+    }
+
+    async fn a_question_is_answered_once_and_not_after_its_deadline(f) {
+        let s = f.open().await;
+        let opts = vec!["yes".to_owned(), "no".to_owned()];
+        let q = s.add_question("manager", "go?", &opts, 60).await.unwrap();
+        let late = s.add_question("manager", "too late?", &[], -1).await.unwrap();
+        let gone = s.add_question("manager", "never mind?", &[], 60).await.unwrap();
+        assert!(s.answer_question(q, "yes").await.unwrap());
+        assert!(!s.answer_question(q, "no").await.unwrap());
+        assert!(!s.cancel_question(q).await.unwrap());
+        assert!(!s.answer_question(late, "yes").await.unwrap());
+        assert!(s.cancel_question(gone).await.unwrap());
+        assert!(!s.answer_question(gone, "yes").await.unwrap());
+        let got = s.question(q).await.unwrap().unwrap();
+        assert_eq!((got.answer.as_deref(), got.options), (Some("yes"), opts));
+        let now = crate::clock::now_ms();
+        let statuses: Vec<QuestionStatus> = s.questions(10).await.unwrap().iter().map(|q| q.status(now)).collect();
+        assert_eq!(statuses, [QuestionStatus::Answered, QuestionStatus::TimedOut, QuestionStatus::Cancelled]);
+        assert_eq!(s.questions(1).await.unwrap()[0].id, gone);
+    }
+
+    // ---- events and stats ---------------------------------------------------
+
+    async fn pages_backwards_and_forwards(f) {
+        let s = f.open().await;
+        let items: Vec<(String, String)> = (0..5).map(|i| ("stream".into(), format!("{{\"n\":{i}}}"))).collect();
+        let ids = s.add_events("a", &items).await.unwrap();
+        assert_eq!(ids.len(), 5);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        s.add_events("b", &[("stream".into(), "{}".into())]).await.unwrap();
+        let back = s.events_before("a", Some(ids[3]), 2).await.unwrap();
+        assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
+        assert_eq!(back[0].payload_json, "{\"n\":1}");
+        let fwd = s.events_since("a", ids[3], 10).await.unwrap();
+        assert_eq!(fwd.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[4]]);
+        assert_eq!(s.events_before("a", None, 100).await.unwrap().len(), 5);
+        assert_eq!(s.purge_events("a").await.unwrap(), 5);
+        assert!(s.events_since("a", 0, 10).await.unwrap().is_empty());
+    }
+
+    async fn the_feed_pages_only_its_kinds_across_agents(f) {
+        let s = f.open().await;
+        let ev = |items: &[&str]| items.iter().map(|k| ((*k).to_owned(), "{}".to_owned())).collect::<Vec<_>>();
+        assert_eq!(s.newest_event_id().await.unwrap(), 0);
+        let a = s.add_events("a", &ev(&["turn_start", "stream"])).await.unwrap();
+        let b = s.add_events("b", &ev(&["turn_end", "container_crash"])).await.unwrap();
+        let page = s.feed_events_before(None, 2).await.unwrap();
+        assert_eq!(page.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["container_crash", "turn_end"]);
+        let older = s.feed_events_before(Some(b[0]), 10).await.unwrap();
+        assert_eq!(older.iter().map(|e| (e.id, e.agent.as_str())).collect::<Vec<_>>(), [(a[0], "a")]);
+        let after = s.feed_events_after(a[0], 10).await.unwrap();
+        assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [b[0], b[1]], "oldest first, no stream");
+        assert_eq!(s.feed_events_after(b[0], 10).await.unwrap().len(), 1);
+        assert_eq!(s.newest_event_id().await.unwrap(), b[1]);
+    }
+
+    async fn the_feed_and_the_last_crashes_read_through_their_indexes(f) {
+        let s = f.open().await;
+        let feed = f
+            .plan(
+                &s,
+                "SELECT agent FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
+                 AND id < 9 ORDER BY id DESC LIMIT 5",
+            )
+            .await;
+        assert!(feed.contains("events_feed"), "{feed}");
+        assert!(!feed.contains("TEMP B-TREE") && !feed.contains("Sort"), "the feed sorts: {feed}");
+        let crash = f
+            .plan(
+                &s,
+                "SELECT MAX(id) FROM events WHERE kind = 'container_crash' GROUP BY agent",
+            )
+            .await;
+        assert!(crash.contains("events_crash"), "{crash}");
+    }
+
+    async fn events_of_many_callers_at_once_each_get_their_own_ids(f) {
+        // More rows at once than one commit takes (8192 on PostgreSQL): the
+        // writers split between callers, never within one caller's batch.
+        const AGENTS: usize = 12;
+        const CALLS: usize = 8;
+        const ROWS: usize = 100;
+        let s = f.open_with(Limits { events_keep: u64::MAX, ..Limits::default() }).await;
+        let calls = (0..AGENTS * CALLS).map(|n| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let agent = format!("agent-{}", n % AGENTS);
+                let items: Vec<(String, String)> =
+                    (0..ROWS).map(|j| ("stream".into(), format!("{n}-{j}"))).collect();
+                let ids = s.add_events(&agent, &items).await.unwrap();
+                (agent, n, ids)
+            })
+        });
+        let answers: Vec<_> = futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+        let mut all = HashSet::new();
+        for (agent, n, ids) in &answers {
+            assert_eq!(ids.len(), ROWS);
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "one call's ids ascend");
+            all.extend(ids.iter().copied());
+            let stored = s.events_since(agent, ids[0] - 1, ROWS as u32).await.unwrap();
+            assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), *ids, "a call's rows are contiguous for its agent");
+            assert!(stored.iter().enumerate().all(|(j, e)| e.payload_json == format!("{n}-{j}")));
+        }
+        assert_eq!(all.len(), AGENTS * CALLS * ROWS, "no id handed out twice");
+        for a in 0..AGENTS {
+            let rows = s.events_before(&format!("agent-{a}"), None, u32::MAX).await.unwrap();
+            assert_eq!(rows.len(), CALLS * ROWS);
+        }
+    }
+
+    async fn vacuum_caps_events_per_agent(f) {
+        let s = f.open_with(Limits { events_keep: 3, ..Limits::default() }).await;
+        let items: Vec<(String, String)> = (0..5).map(|_| ("stream".into(), "{}".into())).collect();
+        let a = s.add_events("a", &items).await.unwrap();
+        s.add_events("b", &items[..2]).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 2);
+        let kept: Vec<i64> = s.events_since("a", 0, 10).await.unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(kept, a[2..]);
+        assert_eq!(s.events_since("b", 0, 10).await.unwrap().len(), 2);
+    }
+
+    async fn stats_are_read_per_agent_or_all(f) {
+        let s = f.open().await;
+        s.add_stats("a", &[("cost_usd", 0.25), ("turns", 1.0)]).await.unwrap();
+        s.add_stats("b", &[("cost_usd", 1.5)]).await.unwrap();
+        let a = s.stats_since(Some("a"), 0).await.unwrap();
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().any(|r| r.key == "cost_usd" && r.value == 0.25));
+        assert_eq!(s.stats_since(None, 0).await.unwrap().len(), 3);
+        assert!(s.stats_since(None, i64::MAX).await.unwrap().is_empty());
+    }
+
+    async fn a_days_spend_is_summed_as_figures_arrive(f) {
+        let s = f.open().await;
+        let today = day_of(now_ms());
+        let turn = s
+            .add_stats("alice", &[("cost.usd", 0.5), ("tokens.in", 100.0), ("tokens.out", 20.0), ("turn.duration_ms", 900.0)])
+            .await
+            .unwrap();
+        assert_eq!(turn, Spend { usd: 0.5, tokens: 120.0 });
+        s.add_stats("alice", &[("cost.usd", 0.25), ("tokens.in", -1e9)]).await.unwrap();
+        s.add_stats("bob", &[("tokens.out", 5.0)]).await.unwrap();
+        assert_eq!(s.add_stats(HIVE_WIDE, &[("approvals.pending", 3.0)]).await.unwrap(), Spend::default());
+        s.add_stats(HIVE_WIDE, &[("cost.usd", 99.0)]).await.unwrap();
+        assert_eq!(s.spend_on(Some("alice"), today).await.unwrap(), Spend { usd: 0.75, tokens: 120.0 });
+        assert_eq!(s.spend_on(None, today).await.unwrap(), Spend { usd: 0.75, tokens: 125.0 }, "the hive-wide rows are no one's spending");
+        assert_eq!(s.spend_on(Some("alice"), today - 1).await.unwrap(), Spend::default());
+        assert_eq!(s.spend_on(Some("carol"), today).await.unwrap(), Spend::default());
+    }
+
+    async fn facts_of_every_agent_at_once_match_those_read_one_by_one(f) {
+        let s = f.open().await;
+        let ev = |items: &[&str]| items.iter().map(|k| ((*k).to_owned(), format!("{{\"k\":\"{k}\"}}"))).collect::<Vec<_>>();
+        let crashes = s.add_events("a", &ev(&["container_crash", "turn_end", "container_crash"])).await.unwrap();
+        s.add_events("b", &ev(&["turn_start"])).await.unwrap();
+        s.add_schedule("a", "every 1h", "x", true, 1, "operator").await.unwrap();
+        s.add_schedule("a", "every 2h", "y", true, 1, "operator").await.unwrap();
+        s.add_schedule("b", "in 1m", "z", false, 1, "b").await.unwrap();
+        let gone = s.add_question("b", "old?", &[], 1).await.unwrap();
+        let open = s.add_question("b", "which?", &[], 600).await.unwrap();
+        s.add_question("b", "later?", &[], 600).await.unwrap();
+        s.cancel_question(gone).await.unwrap();
+        s.add_stats("a", &[("cost.usd", 0.5), ("tokens.in", 10.0), ("tokens.out", 5.0)]).await.unwrap();
+        s.add_stats("a", &[("cost.usd", -3.0), ("turn.ms", 900.0)]).await.unwrap();
+        s.add_stats("b", &[("cost.usd", 0.25)]).await.unwrap();
+        let o = BudgetOverride { scope: "b".into(), day: 7, usd: Some(1.0), tokens: None, lifted: false };
+        s.set_budget_override(&o).await.unwrap();
+
+        let now = now_ms();
+        let today = day_of(now);
+        let all = s.agent_facts(None, now, today).await.unwrap();
+        let a = &all["a"];
+        let crash = a.last_crash.as_ref().unwrap();
+        assert_eq!((crash.id, crash.agent.as_str(), crash.kind.as_str()), (crashes[2], "a", "container_crash"));
+        assert_eq!(a.schedules, 2);
+        assert_eq!(a.open_question, None);
+        // A negative figure counts as nothing; figures that are not spending are not summed.
+        assert_eq!(a.spend, Spend { usd: 0.5, tokens: 15.0 });
+        assert_eq!(a.budget_override, None);
+        let b = &all["b"];
+        assert_eq!(b.last_crash, None);
+        assert_eq!((b.schedules, b.open_question), (1, Some(open)));
+        assert_eq!(b.spend.usd, 0.25);
+        assert_eq!(b.budget_override, Some(o));
+        assert_eq!(all.len(), 2);
+
+        for name in ["a", "b"] {
+            let one = s.agent_facts(Some(name), now, today).await.unwrap();
+            assert_eq!(one.len(), 1, "{one:?}");
+            assert_eq!(one[name], all[name]);
+        }
+        assert!(s.agent_facts(Some("c"), now, today).await.unwrap().is_empty());
+        // Spend counts on its day only; a question past its deadline is not open.
+        let later = s.agent_facts(None, now + 3_600_000, today + 1).await.unwrap();
+        assert_eq!(later["a"].spend, Spend::default());
+        assert_eq!(later["b"].open_question, None);
+    }
+
+    async fn one_agents_facts_read_through_its_indexes(f) {
+        let s = f.open().await;
+        let crash = f
+            .plan(&s, "SELECT MAX(id) FROM events WHERE kind = 'container_crash' AND agent = 'a' GROUP BY agent")
+            .await;
+        assert!(crash.contains("events_crash"), "{crash}");
+        let spend = f
+            .plan(&s, "SELECT agent, SUM(value) FROM stats WHERE ts >= 1 AND agent = 'a' GROUP BY agent")
+            .await;
+        assert!(spend.contains("stats_agent"), "{spend}");
+    }
+
+    async fn a_budget_override_replaces_the_last_and_goes_with_its_agent(f) {
+        let s = f.open().await;
+        assert_eq!(s.budget_override("a").await.unwrap(), None);
+        let first = BudgetOverride { scope: "a".into(), day: 20_000, usd: Some(2.5), tokens: None, lifted: false };
+        s.set_budget_override(&first).await.unwrap();
+        assert_eq!(s.budget_override("a").await.unwrap(), Some(first));
+        let lifted = BudgetOverride { scope: "a".into(), day: 20_001, usd: None, tokens: Some(1_000_000), lifted: true };
+        s.set_budget_override(&lifted).await.unwrap();
+        let hive = BudgetOverride { scope: HIVE_WIDE.into(), day: 20_001, usd: Some(10.0), tokens: Some(5), lifted: false };
+        s.set_budget_override(&hive).await.unwrap();
+        assert_eq!(s.budget_override("a").await.unwrap(), Some(lifted));
+        s.remove_budget_override("a").await.unwrap();
+        assert_eq!(s.budget_override("a").await.unwrap(), None);
+        assert_eq!(s.budget_override(HIVE_WIDE).await.unwrap(), Some(hive));
+    }
+
+    // ---- notifications and webhooks -------------------------------------------
+
+    async fn read_marks_and_queue(f) {
+        let s = f.open().await;
+        let a = s.add_notification("message", Some("alice"), "hi", "/agents/alice", &["w"]).await.unwrap();
+        let b = s.add_notification("approval", None, "x", "/#approvals", &[]).await.unwrap();
+        assert_eq!(s.notification(a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(s.unread_notifications().await.unwrap(), 2);
+        assert_eq!(s.mark_notifications_read(Some(a.id)).await.unwrap(), 1);
+        assert_eq!(s.mark_notifications_read(Some(a.id)).await.unwrap(), 0, "read once");
+        let unread = s.notifications(true, 10).await.unwrap();
+        assert_eq!(unread.iter().map(|n| n.id).collect::<Vec<_>>(), [b.id]);
+        let all = s.notifications(false, 10).await.unwrap();
+        assert_eq!(all.iter().map(|n| (n.id, n.read)).collect::<Vec<_>>(), [(b.id, false), (a.id, true)], "newest first");
+        assert_eq!(s.notifications(false, 1).await.unwrap().len(), 1);
+        assert_eq!(s.mark_notifications_read(None).await.unwrap(), 1);
+        assert_eq!(s.unread_notifications().await.unwrap(), 0);
+
+        let due = s.due_deliveries("w", now_ms(), 10).await.unwrap();
+        assert_eq!(due, [DeliveryRow { webhook: "w".into(), notification: a.id, attempts: 0 }]);
+        assert!(s.due_deliveries("other", now_ms(), 10).await.unwrap().is_empty());
+        s.delivery_failed("w", a.id, now_ms() + 60_000, "HTTP 500").await.unwrap();
+        assert!(s.due_deliveries("w", now_ms(), 10).await.unwrap().is_empty());
+        assert!(s.next_delivery_at("w").await.unwrap().unwrap() > now_ms());
+        assert_eq!(s.next_delivery_at("other").await.unwrap(), None);
+        let st = s.webhook_stats("w").await.unwrap();
+        assert_eq!((st.pending, st.attempts), (1, 1));
+        assert_eq!(st.last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(s.webhook_stats("other").await.unwrap(), WebhookStats::default());
+        // A notification a webhook still waits for outlives the vacuum.
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 0);
+        s.delivery_done("w", a.id).await.unwrap();
+        let st = s.webhook_stats("w").await.unwrap();
+        assert_eq!((st.pending, st.last_error), (0, None));
+        assert!(st.last_ok.is_some());
+    }
+
+    async fn deliveries_come_due_in_order_and_a_dropped_webhook_forgets_its_queue(f) {
+        let s = f.open().await;
+        let a = s.add_notification("message", None, "1", "/", &["w", "gone"]).await.unwrap();
+        let b = s.add_notification("message", None, "2", "/", &["w", "gone"]).await.unwrap();
+        s.delivery_failed("w", a.id, a.ts, "timed out").await.unwrap();
+        let due = s.due_deliveries("w", now_ms(), 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| (d.notification, d.attempts)).collect::<Vec<_>>(), [(a.id, 1), (b.id, 0)]);
+        assert_eq!(s.due_deliveries("w", now_ms(), 1).await.unwrap().len(), 1);
+        s.delivery_done("gone", a.id).await.unwrap();
+        assert_eq!(s.forget_webhooks_except(&["w"]).await.unwrap(), 1);
+        assert_eq!(s.webhook_stats("gone").await.unwrap(), WebhookStats::default());
+        assert_eq!(s.webhook_stats("w").await.unwrap().pending, 2);
+        assert_eq!(s.forget_webhooks_except(&[]).await.unwrap(), 2);
+    }
+
+    async fn vacuum_drops_old_notifications_but_not_what_a_webhook_waits_for_until_too_old(f) {
+        let s = f.open_with(Limits { max_age_ms: -60_000, ..Limits::default() }).await;
+        s.add_notification("message", None, "read", "/", &[]).await.unwrap();
+        s.add_notification("message", None, "queued", "/", &["w"]).await.unwrap();
+        // Past the age limit a dead webhook's queue goes too, then what it waited for.
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 3);
+        assert!(s.notifications(false, 10).await.unwrap().is_empty());
+        assert_eq!(s.webhook_stats("w").await.unwrap().pending, 0);
+    }
+
+    // ---- schedules ----------------------------------------------------------
+
+    async fn a_fired_schedule_delivers_and_moves_on(f) {
+        let s = f.open().await;
+        let once = s.add_schedule("alice", "at 10:00", "wake up", false, 100, "operator").await.unwrap();
+        let rep = s.add_schedule("alice", "every 1h", "check in", true, 200, "manager").await.unwrap();
+        s.add_schedule("bob", "every 1d", "later", true, 10_000, "operator").await.unwrap();
+        assert_eq!(s.next_schedule_due().await.unwrap(), Some(100));
+        assert_eq!(s.schedule_count("alice").await.unwrap(), 2);
+        let due = s.due_schedules(500).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [once, rep]);
+        assert!(s.fire_schedule(&due[0], None, 0, 500).await.unwrap().is_some());
+        assert!(s.fire_schedule(&due[1], Some(3_800), 0, 500).await.unwrap().is_some());
+        let got = s.recv("alice", 10).await.unwrap();
+        assert_eq!(
+            got.iter().map(|m| (m.sender.as_str(), m.body.as_str())).collect::<Vec<_>>(),
+            [("system", "wake up"), ("system", "check in")]
+        );
+        let left = s.schedules().await.unwrap();
+        assert_eq!(left.iter().map(|x| (x.id, x.next_due)).collect::<Vec<_>>()[0], (rep, 3_800));
+        assert!(left[0].last_fired_at.is_some());
+        assert!(s.remove_schedule(rep).await.unwrap());
+        assert!(!s.remove_schedule(rep).await.unwrap());
+        assert_eq!(s.schedule_count_by("operator").await.unwrap(), 1);
+        assert_eq!(s.remove_schedules_of("bob").await.unwrap(), 1);
+        assert_eq!(s.schedule_count_by("operator").await.unwrap(), 0);
+        assert_eq!(s.next_schedule_due().await.unwrap(), None);
+    }
+
+    async fn a_schedule_waits_while_the_inbox_is_full_and_moves_when_the_clock_steps(f) {
+        let s = f.open_with(Limits { inbox_cap: 1, ..Limits::default() }).await;
+        s.send("operator", "alice", "fills the inbox").await.unwrap();
+        let id = s.add_schedule("alice", "every 1h", "check in", true, 100, "operator").await.unwrap();
+        let due = s.due_schedules(500).await.unwrap();
+        assert_eq!(s.fire_schedule(&due[0], Some(3_700), 3_700, 500).await.unwrap(), None);
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 1, "a full inbox takes nothing");
+        assert_eq!(s.schedules().await.unwrap()[0].next_due, 3_700);
+        assert_eq!(s.recv("alice", 10).await.unwrap().len(), 1);
+        let due = s.due_schedules(4_000).await.unwrap();
+        assert!(s.fire_schedule(&due[0], Some(7_300), 7_300, 4_000).await.unwrap().is_some());
+        assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "check in");
+        s.set_schedule_due(id, 50).await.unwrap();
+        assert_eq!(s.next_schedule_due().await.unwrap(), Some(50));
+    }
+
+    // ---- nodes --------------------------------------------------------------
+
+    async fn a_node_registers_heartbeats_and_a_restart_replaces_its_start(f) {
+        let s = f.open().await;
+        assert!(s.nodes().await.unwrap().is_empty());
+        assert!(!s.heartbeat("beta").await.unwrap(), "a node that never registered");
+        let before = now_ms();
+        let beta = s.register_node("beta", "10.0.0.2:7000").await.unwrap();
+        let alpha = s.register_node("alpha", "10.0.0.1:7000").await.unwrap();
+        assert_eq!(beta.last_heartbeat, beta.started_at, "the first heartbeat is the start");
+        // sqlite's times are the host's, PostgreSQL's the server's: on one machine, the same clock.
+        assert!(beta.started_at >= before - 1000 && beta.started_at <= now_ms() + 1000, "{beta:?}");
+        assert_eq!(s.nodes().await.unwrap(), [alpha.clone(), beta.clone()], "by name");
+
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(s.heartbeat("beta").await.unwrap());
+        let nodes = s.nodes().await.unwrap();
+        assert_eq!(nodes[0], alpha, "another node's heartbeat is not alpha's");
+        assert!(nodes[1].last_heartbeat > beta.last_heartbeat);
+        assert_eq!(nodes[1].started_at, beta.started_at);
+
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let again = s.register_node("beta", "10.0.0.3:7000").await.unwrap();
+        assert!(again.started_at > beta.started_at);
+        assert_eq!(s.nodes().await.unwrap(), [alpha, again]);
+        drop(s);
+        assert_eq!(f.open().await.nodes().await.unwrap().len(), 2, "nodes survive a restart");
+    }
+
+    async fn every_handle_sees_the_other_nodes(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        a.register_node("alpha", "a:1").await.unwrap();
+        b.register_node("beta", "b:1").await.unwrap();
+        assert!(a.heartbeat("beta").await.unwrap());
+        let names = |v: Vec<crate::store::NodeRow>| v.into_iter().map(|n| n.name).collect::<Vec<_>>();
+        assert_eq!(names(a.nodes().await.unwrap()), ["alpha", "beta"]);
+        assert_eq!(names(b.nodes().await.unwrap()), ["alpha", "beta"]);
+    }
+
+    // ---- secrets ------------------------------------------------------------
+
+    async fn an_agents_own_secret_wins_over_the_hive_wide_one(f) {
+        let s = f.open().await;
+        s.set_secret("TOKEN", None, "hive-wide-value").await.unwrap();
+        s.set_secret("OTHER", None, "other-value").await.unwrap();
+        s.set_secret("TOKEN", Some("alice"), "alices-value").await.unwrap();
+        let alice = s.secrets_for("alice").await.unwrap();
+        assert_eq!(alice["TOKEN"], "alices-value");
+        assert_eq!(alice["OTHER"], "other-value");
+        assert_eq!(s.secrets_for("bob").await.unwrap()["TOKEN"], "hive-wide-value");
+        let entries = s.secret_entries().await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| (e.name.as_str(), e.agent.as_deref())).collect::<Vec<_>>(),
+            [("OTHER", None), ("TOKEN", None), ("TOKEN", Some("alice"))]
+        );
+        s.set_secret("TOKEN", None, "replaced-value").await.unwrap();
+        assert_eq!(s.secret_entries().await.unwrap().len(), 3);
+        assert_eq!(s.secret_values().await.unwrap().len(), 3);
+        assert!(s.remove_secret("TOKEN", Some("alice")).await.unwrap());
+        assert!(!s.remove_secret("TOKEN", Some("alice")).await.unwrap());
+        assert_eq!(s.secrets_for("alice").await.unwrap()["TOKEN"], "replaced-value");
+        s.set_secret("GH", Some("bob"), "bobs-value").await.unwrap();
+        assert_eq!(s.remove_secrets_of("bob").await.unwrap(), 1);
+        assert_eq!(s.secret_entries().await.unwrap().len(), 2);
+    }
+}
