@@ -170,6 +170,7 @@ fn row(name: &str) -> AgentStatusRow {
         question: None,
         queue_position: None,
         budget: None,
+        node: None,
     }
 }
 

@@ -113,6 +113,7 @@ fn populate(db: &Path, n: usize) {
                 parent: None,
                 want_running: false,
                 uid_base: 1_000_000 + i as u32 * 65_536,
+                node: "bench",
             })
             .unwrap();
         for _ in 0..50 {

@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub dashboard: Option<String>,
     /// Do not create the manager agent.
     pub no_manager: bool,
+    /// This daemon's node name; None: the host's name.
+    pub node: Option<hive_sh4re::NodeName>,
     /// Store bounds.
     pub limits: Limits,
     /// How often old history is vacuumed.
@@ -137,7 +139,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             tracing::error!(agent = %row.name, "{e}");
         }
     }
-    let mut settings = settings(opts.min_free_space)?;
+    let node = match &opts.node {
+        Some(n) => n.clone(),
+        None => crate::hive::nodes::this_host()?,
+    };
+    let mut settings = settings(opts.min_free_space, node)?;
     settings.turn_timeout = opts.turn_timeout;
     settings.webhooks = opts.webhooks.clone();
     settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
@@ -166,6 +172,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         crate::dashboard::serve(&hive, d);
     }
 
+    // Before any agent is created or started: it claims agents stored before nodes existed.
+    hive.register_node()?;
+    hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
     hive.run_wanted()?;
     if !opts.no_manager && !hive.has_agent(&AgentName::manager())? {
         hive.spawn(&AgentName::manager(), None, None)
@@ -179,7 +188,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
 
     println!(
-        "hive-c0re is serving: socket {} · state {} · runtime {}{}",
+        "hive-c0re is serving: node {} · socket {} · state {} · runtime {}{}",
+        hive.settings().node,
         paths.host_sock().display(),
         paths.state.display(),
         hive.runtime_kind().as_str(),
@@ -271,7 +281,7 @@ fn pick_runtime(
     })
 }
 
-fn settings(min_free_space: Option<u64>) -> Result<Settings> {
+fn settings(min_free_space: Option<u64>, node: hive_sh4re::NodeName) -> Result<Settings> {
     let bin_dir = match std::env::var_os("HIVE_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => std::env::current_exe()
@@ -305,6 +315,8 @@ fn settings(min_free_space: Option<u64>) -> Result<Settings> {
         webhooks: Default::default(),
         max_concurrent_turns: crate::admission::MIN_LIMIT,
         budget: None,
+        node,
+        heartbeat_every: crate::hive::nodes::heartbeat_every()?,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod feed;
 mod flood;
 mod messages;
 mod needs;
+pub mod nodes;
 pub mod notifications;
 pub mod questions;
 pub mod schedules;
@@ -102,6 +103,10 @@ pub struct Settings {
     pub max_concurrent_turns: usize,
     /// The hive-wide daily budget (`budget` in hive.toml), if any.
     pub budget: Option<hive_sh4re::config::Budget>,
+    /// This daemon's node: new agents' home (`serve --node`).
+    pub node: hive_sh4re::NodeName,
+    /// How often this node heartbeats (see `hive::nodes`).
+    pub heartbeat_every: Duration,
 }
 
 /// The hive's turn time limit unless `serve --turn-timeout` sets another.
@@ -214,6 +219,8 @@ impl Hive {
             webhooks: Default::default(),
             max_concurrent_turns: 16,
             budget: None,
+            node: hive_sh4re::NodeName::parse("test").expect("a valid node name"),
+            heartbeat_every: nodes::HEARTBEAT,
         };
         let uids = crate::runtime::UidRanges::new(
             None,
@@ -351,6 +358,7 @@ impl Hive {
             parent,
             want_running: true,
             uid_base,
+            node: self.settings.node.as_str(),
         })?;
         self.run(name)?;
         Ok(row)
@@ -368,6 +376,7 @@ impl Hive {
             parent: None,
             want_running: false,
             uid_base,
+            node: self.settings.node.as_str(),
         })
     }
 

@@ -151,6 +151,10 @@ pub struct ServeArgs {
         value_parser = parse_turn_limit
     )]
     pub max_concurrent_turns: Option<usize>,
+    /// This daemon's name in the hive (its node): 1 to 63 characters of a-z, 0-9, '-' and '.'.
+    /// New agents make it their home node. Default: this host's name, in lower case.
+    #[arg(long, env = "HIVE_NODE", value_name = "NAME")]
+    pub node: Option<hive_sh4re::NodeName>,
 }
 
 /// A hive budget, written as `agent.toml`'s `budget` is.
@@ -525,6 +529,7 @@ impl Resolved {
             runtime: a.runtime,
             dashboard: self.dashboard().map(str::to_owned),
             no_manager: a.no_manager,
+            node: a.node.clone(),
             limits: Limits {
                 inbox_cap: a.inbox_cap,
                 events_keep: a.events_keep,

@@ -51,6 +51,8 @@ fn answers_of_every_hyperhive_verb_are_pinned() {
     let mut opts = common::Opts::default();
     opts.env
         .push(("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()));
+    // Rows carry their home node: a fixed name, not this host's, keeps the answers pinned.
+    opts.args.extend(["--node".into(), "golden".into()]);
     let hive = TestHive::start_with(opts);
     let mut transcript = String::new();
     let mut ask = |line: &str| {
@@ -435,6 +437,7 @@ fn the_std_client_of_hive_sh4re_drives_the_real_daemon() {
         verb::Spawn {
             name: alice.clone(),
             model: None,
+            node: None,
         },
     )
     .unwrap();

@@ -103,6 +103,7 @@ requests! {
     "webhooks" => Webhooks,
     "budget_set" => BudgetSet,
     "budget_list" => BudgetList,
+    "nodes" => Nodes,
 }
 
 impl Request {
@@ -226,6 +227,26 @@ pub struct AgentStatusRow {
     /// Today's spend against the agent's budget, when it has one in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetRow>,
+    /// The agent's home node (the hive-c0re daemon that runs it); absent for
+    /// an agent stored before nodes existed and not yet claimed by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// One node of the hive (`nodes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRow {
+    pub name: String,
+    /// Where the operator reaches it: its dashboard's address, empty without one.
+    pub address: String,
+    /// Agents whose home node it is.
+    pub agents: u64,
+    /// RFC 3339 UTC time of its last heartbeat.
+    pub last_heartbeat: String,
+    /// RFC 3339 UTC time it last started.
+    pub started_at: String,
+    /// Its last heartbeat is at most three heartbeat intervals old.
+    pub alive: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -539,6 +560,9 @@ pub struct Response {
     /// `webhooks`: each configured webhook's delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<Vec<crate::notification::WebhookStatus>>,
+    /// `nodes`: every node of the hive, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeRow>>,
 }
 
 /// Where a budget in force today comes from.

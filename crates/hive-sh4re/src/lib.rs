@@ -14,6 +14,7 @@ pub mod event;
 pub mod host;
 pub mod limits;
 pub mod name;
+pub mod node;
 pub mod notification;
 pub mod secret;
 pub mod shell;
@@ -21,6 +22,7 @@ pub mod state;
 pub mod tools;
 
 pub use name::{AgentName, Mailbox, NameError};
+pub use node::{NodeName, NodeNameError};
 pub use state::AgentState;
 
 /// Version written in every host.sock response; bump only on a breaking change.

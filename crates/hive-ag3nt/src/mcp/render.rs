@@ -141,6 +141,7 @@ mod tests {
             question: None,
             queue_position: None,
             budget: None,
+            node: None,
         }
     }
 

@@ -36,6 +36,8 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             webhooks: Default::default(),
             max_concurrent_turns: 16,
             budget: None,
+            node: hive_sh4re::NodeName::parse("bench").expect("a valid node name"),
+            heartbeat_every: hive_c0re::hive::nodes::HEARTBEAT,
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(

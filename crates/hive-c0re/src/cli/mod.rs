@@ -162,6 +162,10 @@ pub enum Command {
         /// Claude model: an alias (haiku, sonnet, opus) or an id (claude-...) [default: haiku].
         #[arg(long)]
         model: Option<String>,
+        /// The agent's home node, the daemon that runs it (see `hive-c0re nodes`)
+        /// [default: the node that handles the request]. For now only that node.
+        #[arg(long, value_name = "NODE")]
+        node: Option<hive_sh4re::NodeName>,
     },
     /// Start a stopped or failed agent.
     Start { name: AgentName },
@@ -294,6 +298,19 @@ pub enum Command {
         #[arg(long)]
         limit: Option<u32>,
         /// One JSON object per notification.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The hive's nodes (hive-c0re daemons): alive or down, agents, last heartbeat, address.
+    ///
+    /// A node is the daemon `hive-c0re serve --node NAME` runs (default NAME:
+    /// the host's name); each agent has one as its home. A node heartbeats
+    /// every 5 seconds and counts as down once its last heartbeat is older
+    /// than three intervals (15 s): it stopped or lost its store. On sqlite a
+    /// hive has one host; a node listed down there is an earlier name of it.
+    Nodes {
+        /// One JSON object per node: name, address, agents, last_heartbeat,
+        /// started_at (RFC 3339 UTC) and alive.
         #[arg(long)]
         json: bool,
     },
@@ -622,10 +639,11 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             }),
             &format!("resumed {name}"),
         )?,
-        Command::Spawn { name, model } => ok(
+        Command::Spawn { name, model, node } => ok(
             c.call(verb::Spawn {
                 name: name.clone(),
                 model,
+                node,
             }),
             &format!("spawned {name}"),
         )?,
@@ -901,6 +919,14 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 output::json_lines(&items)
             } else {
                 output::notifications(&items, r.unread.unwrap_or_default())
+            }
+        }
+        Command::Nodes { json } => {
+            let rows = c.call(verb::Nodes {})?.nodes.unwrap_or_default();
+            if json {
+                output::json_lines(&rows)
+            } else {
+                output::nodes(&rows)
             }
         }
         Command::Webhooks { json } => {

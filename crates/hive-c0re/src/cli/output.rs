@@ -116,17 +116,49 @@ pub fn status(rows: &[AgentStatusRow]) {
             ]
         })
         .collect();
+    let mut header = vec![
+        "NAME",
+        "RUNNING",
+        "STATE",
+        "MODEL",
+        "INBOX",
+        "CONFIG",
+        "LAST TURN",
+        "RUNTIME",
+    ];
+    let mut body = body;
+    // One node says nothing a row needs; with several, each row says where it lives.
+    let nodes: std::collections::BTreeSet<Option<&str>> =
+        rows.iter().map(|r| r.node.as_deref()).collect();
+    if nodes.len() > 1 {
+        header.insert(1, "NODE");
+        for (cells, r) in body.iter_mut().zip(rows) {
+            cells.insert(1, r.node.clone().unwrap_or_else(|| "-".into()));
+        }
+    }
+    table(&header, &body);
+}
+
+/// The hive's nodes: name, address, agents, last heartbeat and whether alive.
+pub fn nodes(rows: &[hive_sh4re::host::NodeRow]) {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                if n.alive { "alive" } else { "down" }.to_owned(),
+                n.agents.to_string(),
+                format!("{} ({} ago)", n.last_heartbeat, age(&n.last_heartbeat)),
+                if n.address.is_empty() {
+                    "-".to_owned()
+                } else {
+                    n.address.clone()
+                },
+            ]
+        })
+        .collect();
     table(
-        &[
-            "NAME",
-            "RUNNING",
-            "STATE",
-            "MODEL",
-            "INBOX",
-            "CONFIG",
-            "LAST TURN",
-            "RUNTIME",
-        ],
+        &["NODE", "ALIVE", "AGENTS", "LAST HEARTBEAT", "ADDRESS"],
         &body,
     );
 }

@@ -406,6 +406,7 @@ mod tests {
                 parent: None,
                 want_running: false,
                 uid_base,
+                node: "test",
             })
             .unwrap();
         hive

@@ -275,6 +275,7 @@ impl Hive {
                 .filter(|_| running)
                 .map(|(_, at)| at.try_into().unwrap_or(u32::MAX)),
             budget: self.own_budget(a, facts),
+            node: a.node.clone(),
         }
     }
 

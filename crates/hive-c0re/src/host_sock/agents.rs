@@ -76,6 +76,9 @@ impl Handle for verb::Restart {
 
 impl Handle for verb::Spawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        if let Some(node) = &self.node {
+            hive.check_home_node(node)?;
+        }
         hive.spawn(&self.name, self.model.as_deref(), None).await?;
         Ok(Response::ok().into())
     }

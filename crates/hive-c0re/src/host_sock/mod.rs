@@ -11,6 +11,7 @@ mod budget;
 mod conns;
 mod control;
 mod messages;
+mod nodes;
 mod notifications;
 mod secrets;
 mod shell;
@@ -275,6 +276,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Webhooks(r) => r.handle(hive).await,
         Request::BudgetSet(r) => r.handle(hive).await,
         Request::BudgetList(r) => r.handle(hive).await,
+        Request::Nodes(r) => r.handle(hive).await,
     };
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {

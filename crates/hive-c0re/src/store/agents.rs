@@ -32,6 +32,9 @@ pub struct AgentRow {
     pub nap_until: Option<i64>,
     pub session_id: Option<String>,
     pub created_at: i64,
+    /// Its home node, the daemon that runs it; None for an agent stored
+    /// before nodes existed, until a node registers and claims it.
+    pub node: Option<String>,
 }
 
 /// What creating an agent needs.
@@ -45,11 +48,13 @@ pub struct NewAgent<'a> {
     pub want_running: bool,
     /// First uid of the agent's range, which the runtime's `UidRanges` picked.
     pub uid_base: u32,
+    /// Its home node.
+    pub node: &'a str,
 }
 
 const COLUMNS: &str = "name, harness, config_toml, model_override, model_switched_at, active_model, uid_base, \
      want_running, paused, failed, needs_login, deployed_sha, parent, status_text, status_set_at, state, state_since, \
-     last_turn_at, nap_until, session_id, created_at";
+     last_turn_at, nap_until, session_id, created_at, node";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok(AgentRow {
@@ -74,6 +79,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         nap_until: r.get(18)?,
         session_id: r.get(19)?,
         created_at: r.get(20)?,
+        node: r.get(21)?,
     })
 }
 
@@ -84,9 +90,9 @@ impl Store {
         let tx = g.conn.transaction()?;
         let now = now_ms();
         tx.execute(
-            "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-            params![new.name, new.harness, new.config_toml, new.uid_base, new.want_running, new.deployed_sha, new.parent, now],
+            "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at, node) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+            params![new.name, new.harness, new.config_toml, new.uid_base, new.want_running, new.deployed_sha, new.parent, now, new.node],
         )?;
         let r = tx.query_row(
             &format!("SELECT {COLUMNS} FROM agents WHERE name = ?1"),

@@ -626,7 +626,8 @@ impl Db {
     // ---- nodes ------------------------------------------------------------
 
     /// Records that node `name` started at `address` (a restart replaces the
-    /// last start); its first heartbeat is now. Returns the row.
+    /// last start); its first heartbeat is now. Agents without a home node
+    /// (stored before nodes existed) become this node's. Returns the row.
     pub async fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
         both!(self, s => s.register_node(name, address))
     }

@@ -21,15 +21,23 @@ pub struct NodeRow {
 
 impl Store {
     /// Records that node `name` started at `address` (a restart replaces the
-    /// last start); its first heartbeat is now. Returns the row.
+    /// last start); its first heartbeat is now. Agents without a home node
+    /// (stored before nodes existed) become this node's. Returns the row.
     pub fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
         let now = now_ms();
-        self.lock().conn.execute(
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        tx.execute(
             "INSERT INTO nodes (name, address, started_at, last_heartbeat) VALUES (?1, ?2, ?3, ?3) \
              ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
              started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat",
             params![name, address, now],
         )?;
+        tx.execute(
+            "UPDATE agents SET node = ?1 WHERE node IS NULL",
+            params![name],
+        )?;
+        tx.commit()?;
         Ok(NodeRow {
             name: name.to_owned(),
             address: address.to_owned(),

@@ -185,6 +185,12 @@ CREATE TABLE nodes (
     last_heartbeat INTEGER NOT NULL
 );
 "#,
+    // 10: each agent's home node. Agents stored before nodes existed have
+    // none (NULL) until a node registers: the first to open the database
+    // after this migration makes them its own (see `register_node`).
+    r#"
+ALTER TABLE agents ADD COLUMN node TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

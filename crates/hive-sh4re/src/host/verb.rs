@@ -56,6 +56,9 @@ pub struct Spawn {
     pub name: AgentName,
     #[serde(default)]
     pub model: Option<String>,
+    /// The agent's home node; absent: the node that handles the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::NodeName>,
 }
 
 /// `kill` *ours*: stop an agent: SIGTERM, then SIGKILL after a grace.
@@ -329,6 +332,11 @@ pub struct NotificationsRead {
 /// `webhooks` *ours*: each configured webhook's delivery (pending, attempts, last error).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Webhooks {}
+
+/// `nodes` *ours*: every node of the hive (hive-c0re daemon) with its
+/// heartbeat, whether it is alive, and how many agents it is home to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Nodes {}
 
 // Budgets.
 

@@ -10,7 +10,7 @@ use hive_sh4re::AgentState;
 
 const COLUMNS: &str = "name, harness, config_toml, model_override, model_switched_at, active_model, uid_base, \
      want_running, paused, failed, needs_login, deployed_sha, parent, status_text, status_set_at, state, state_since, \
-     last_turn_at, nap_until, session_id, created_at";
+     last_turn_at, nap_until, session_id, created_at, node";
 
 fn row(r: &Row) -> Result<AgentRow> {
     let uid_base: i64 = r.get(6);
@@ -37,6 +37,7 @@ fn row(r: &Row) -> Result<AgentRow> {
         nap_until: r.get(18),
         session_id: r.get(19),
         created_at: r.get(20),
+        node: r.get(21),
     })
 }
 
@@ -50,10 +51,10 @@ impl PgStore {
         let r = c
             .query_one(
                 &format!(
-                    "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
+                    "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at, node) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING {COLUMNS}"
                 ),
-                &[&new.name, &new.harness, &new.config_toml, &i64::from(new.uid_base), &new.want_running, &new.deployed_sha, &new.parent, &now],
+                &[&new.name, &new.harness, &new.config_toml, &i64::from(new.uid_base), &new.want_running, &new.deployed_sha, &new.parent, &now, &new.node],
             )
             .await?;
         row(&r)

@@ -19,12 +19,14 @@ fn row(r: &tokio_postgres::Row) -> NodeRow {
 
 impl PgStore {
     /// Records that node `name` started at `address` (a restart replaces the
-    /// last start); its first heartbeat is now. Returns the row.
+    /// last start); its first heartbeat is now. Agents without a home node
+    /// (stored before nodes existed) become this node's. Returns the row.
     pub async fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(&format!(
-                "INSERT INTO nodes (name, address, started_at, last_heartbeat) \
+                "WITH claimed AS (UPDATE agents SET node = $1 WHERE node IS NULL) \
+                 INSERT INTO nodes (name, address, started_at, last_heartbeat) \
                  SELECT $1, $2, t, t FROM (SELECT {DB_NOW} AS t) AS now \
                  ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
                  started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat \

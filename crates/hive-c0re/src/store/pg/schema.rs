@@ -188,6 +188,11 @@ CREATE TABLE nodes (
     last_heartbeat BIGINT NOT NULL
 );
 "#,
+    // 8: each agent's home node (sqlite's version 10); agents stored before
+    // have none until the first node registers and makes them its own.
+    r#"
+ALTER TABLE agents ADD COLUMN node TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -79,7 +79,7 @@ impl Fixture {
         const LATER: &str = "DROP TABLE secrets; DROP TABLE notifications; \
              DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
              DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides; \
-             DROP TABLE spend_days; DROP TABLE nodes;";
+             DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
@@ -106,7 +106,8 @@ impl Fixture {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
                 c.execute_batch(
-                    "DROP TABLE spend_days; DROP TABLE nodes; PRAGMA user_version = 7;",
+                    "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
+                     PRAGMA user_version = 7;",
                 )
                 .unwrap();
             }
@@ -115,10 +116,32 @@ impl Fixture {
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
                 c.batch_execute(
-                    "DROP TABLE spend_days; DROP TABLE nodes; UPDATE hive_schema SET version = 5;",
+                    "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
+                     UPDATE hive_schema SET version = 5;",
                 )
                 .await
                 .unwrap();
+            }
+        }
+    }
+
+    /// Takes the database back to the schema before agents had a home node
+    /// (sqlite 9, PostgreSQL 7), as a hive-c0re of that time left it.
+    pub async fn set_schema_before_agent_nodes(&self) {
+        const SQL: &str = "ALTER TABLE agents DROP COLUMN node;";
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.execute_batch(&format!("{SQL} PRAGMA user_version = 9;"))
+                    .unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.batch_execute(&format!("{SQL} UPDATE hive_schema SET version = 7;"))
+                    .await
+                    .unwrap();
             }
         }
     }

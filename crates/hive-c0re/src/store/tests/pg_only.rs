@@ -381,6 +381,7 @@ async fn a_node_role_with_the_documented_grants_runs_the_hive_but_cannot_change_
         parent: None,
         want_running: true,
         uid_base: 0x8_0000,
+        node: "alpha",
     })
     .await
     .unwrap();

@@ -21,6 +21,7 @@ fn agent(name: &str) -> NewAgent<'_> {
         parent: None,
         want_running: true,
         uid_base: 0x8_0000 + 0x1_0000 * u32::from(name.as_bytes()[0]),
+        node: "alpha",
     }
 }
 
@@ -329,6 +330,7 @@ both! {
                 parent: Some("manager"),
                 want_running: false,
                 uid_base: 0xfffe_0000,
+                node: "beta",
             })
             .await
             .unwrap();
@@ -791,6 +793,26 @@ both! {
         assert_eq!(s.nodes().await.unwrap(), [alpha, again]);
         drop(s);
         assert_eq!(f.open().await.nodes().await.unwrap().len(), 2, "nodes survive a restart");
+    }
+
+    async fn an_agent_keeps_its_home_node_and_old_agents_go_to_the_first_node_to_register(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        assert_eq!(s.agent("a").await.unwrap().unwrap().node.as_deref(), Some("alpha"));
+        drop(s);
+        f.set_schema_before_agent_nodes().await;
+        let s = f.open().await;
+        assert_eq!(s.agent("a").await.unwrap().unwrap().node, None, "stored before nodes");
+        s.create_agent(&NewAgent { node: "beta", ..agent("b") }).await.unwrap();
+        s.register_node("gamma", "").await.unwrap();
+        let homes = |rows: Vec<crate::store::AgentRow>| -> Vec<(String, Option<String>)> {
+            rows.into_iter().map(|a| (a.name, a.node)).collect()
+        };
+        let want = vec![("a".to_owned(), Some("gamma".to_owned())), ("b".to_owned(), Some("beta".to_owned()))];
+        assert_eq!(homes(s.agents().await.unwrap()), want, "a homeless agent goes to the first node only");
+        s.register_node("delta", "").await.unwrap();
+        s.register_node("beta", "").await.unwrap();
+        assert_eq!(homes(s.agents().await.unwrap()), want, "a later node takes no one's agents");
     }
 
     async fn every_handle_sees_the_other_nodes(f) {

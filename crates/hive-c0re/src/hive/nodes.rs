@@ -1,0 +1,154 @@
+//! This daemon as a node of the hive: its name, its heartbeat, and the rule
+//! that says whether a node is alive (`nodes`).
+//!
+//! A node registers at start (name and address, see `Store::register_node`)
+//! and heartbeats every [`HEARTBEAT`] (`HIVE_HEARTBEAT_SECS` for tests). A node
+//! is alive while its last heartbeat is at most [`DEAD_AFTER`] intervals old:
+//! one missed beat is load, three are a node that is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hive_sh4re::NodeName;
+use hive_sh4re::host::NodeRow;
+
+use super::Hive;
+use crate::clock::{now_ms, rfc3339};
+use crate::error::{Error, Result};
+
+/// How often a node heartbeats unless `HIVE_HEARTBEAT_SECS` says otherwise.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Heartbeat intervals after which a silent node counts as down.
+pub const DEAD_AFTER: u32 = 3;
+
+/// Where Linux keeps the host's name.
+const HOSTNAME: &str = "/proc/sys/kernel/hostname";
+
+/// The default node name: this host's name, in lower case.
+pub fn this_host() -> Result<NodeName> {
+    let host = std::fs::read_to_string(HOSTNAME).map_err(|e| {
+        Error::refused(format!(
+            "could not read this host's name from {HOSTNAME} ({e}): name the node with --node NAME"
+        ))
+    })?;
+    NodeName::from_hostname(&host).map_err(|e| {
+        Error::refused(format!(
+            "this host's name cannot name a node ({e}): name the node with --node NAME"
+        ))
+    })
+}
+
+/// The heartbeat interval: `HIVE_HEARTBEAT_SECS` (whole seconds, at least 1) or [`HEARTBEAT`].
+pub fn heartbeat_every() -> Result<Duration> {
+    match std::env::var("HIVE_HEARTBEAT_SECS") {
+        Err(_) => Ok(HEARTBEAT),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Duration::from_secs(n)),
+            _ => Err(Error::refused(format!(
+                "HIVE_HEARTBEAT_SECS={text:?} is not a heartbeat interval: give a whole number of seconds, at least 1"
+            ))),
+        },
+    }
+}
+
+/// Whether a node whose last heartbeat was at `last_ms` is alive at `now_ms`.
+pub fn is_alive(last_ms: i64, now_ms: i64, every: Duration) -> bool {
+    let window = (every * DEAD_AFTER).as_millis() as i64;
+    now_ms - last_ms <= window
+}
+
+impl Hive {
+    /// This daemon's node name.
+    pub fn node(&self) -> &NodeName {
+        &self.settings.node
+    }
+
+    /// Refuses a home node other than this one: running an agent on another
+    /// node needs the nodes to share a PostgreSQL store, which serve cannot use yet.
+    pub fn check_home_node(&self, node: &NodeName) -> Result<()> {
+        if node == self.node() {
+            return Ok(());
+        }
+        Err(Error::refused(format!(
+            "{node} is not this node ({}): an agent can only live on another node when several nodes share a PostgreSQL store, which hive-c0re serve cannot use yet; leave out --node, or give --node {}",
+            self.node(),
+            self.node()
+        )))
+    }
+
+    /// Registers this node (its dashboard's URL as its address, empty without
+    /// one); agents stored before nodes existed become its own.
+    pub fn register_node(&self) -> Result<()> {
+        let address = self.settings.dashboard_home.as_deref().unwrap_or_default();
+        self.store.register_node(self.node().as_str(), address)?;
+        tracing::info!(node = %self.node(), "registered this node");
+        Ok(())
+    }
+
+    /// Every node of the hive, by name, with its agents and whether it is alive.
+    pub fn node_rows(&self) -> Result<Vec<NodeRow>> {
+        let agents = self.store.agents()?;
+        let now = now_ms();
+        Ok(self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|n| NodeRow {
+                agents: agents
+                    .iter()
+                    .filter(|a| a.node.as_deref() == Some(n.name.as_str()))
+                    .count() as u64,
+                last_heartbeat: rfc3339(n.last_heartbeat),
+                started_at: rfc3339(n.started_at),
+                alive: is_alive(n.last_heartbeat, now, self.settings.heartbeat_every),
+                name: n.name,
+                address: n.address,
+            })
+            .collect())
+    }
+}
+
+/// Heartbeats every interval until shutdown; a failed beat is logged and the
+/// next one tries again (a missed beat or two does not make the node dead).
+pub async fn heartbeat(hive: Arc<Hive>) {
+    let every = hive.settings.heartbeat_every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = hive.shutdown_token().cancelled() => return,
+        }
+        match hive.store.heartbeat(hive.node().as_str()) {
+            Ok(true) => {}
+            // Someone removed the row: register again so the node is listed.
+            Ok(false) => {
+                if let Err(e) = hive.register_node() {
+                    tracing::warn!("could not register this node again: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_alive_for_three_intervals_after_its_last_beat() {
+        let every = Duration::from_secs(5);
+        assert!(is_alive(1_000, 1_000, every));
+        assert!(is_alive(1_000, 16_000, every));
+        assert!(!is_alive(1_000, 16_001, every));
+    }
+
+    #[test]
+    fn the_host_name_names_the_node_by_default() {
+        let host = std::fs::read_to_string(HOSTNAME).unwrap();
+        match NodeName::from_hostname(&host) {
+            Ok(n) => assert_eq!(this_host().unwrap(), n),
+            Err(_) => assert!(this_host().unwrap_err().to_string().contains("--node NAME")),
+        }
+    }
+}
