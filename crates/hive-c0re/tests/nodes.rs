@@ -79,7 +79,10 @@ fn a_node_heartbeats_is_home_to_its_agents_and_is_down_once_killed() {
         .map(|r| (r["name"].as_str().unwrap(), r["node"].as_str().unwrap()))
         .collect();
     assert_eq!(homes, [("x", "alpha"), ("y", "alpha")]);
-    assert!(!hive.ok(&["status"]).contains("NODE"), "one node, no column");
+    assert!(
+        !hive.ok(&["status"]).contains("NODE"),
+        "one node, no column"
+    );
     assert_eq!(node(&hive, "alpha")["agents"], 2);
 
     // Killed, it stops heartbeating; the next daemon on this state, under
@@ -106,15 +109,22 @@ fn a_node_heartbeats_is_home_to_its_agents_and_is_down_once_killed() {
     hive.ok(&["spawn", "w"]);
     let status = hive.ok(&["status"]);
     let header = status.lines().next().unwrap();
-    assert!(header.starts_with("NAME") && header.contains(" NODE "), "{status}");
     assert!(
-        status.lines().any(|l| l.starts_with("w ") && l.contains(" gamma ")),
+        header.starts_with("NAME") && header.contains(" NODE "),
+        "{status}"
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("w ") && l.contains(" gamma ")),
         "{status}"
     );
     let table = hive.ok(&["nodes"]);
     assert!(table.starts_with("NODE"), "{table}");
     assert!(
-        table.lines().any(|l| l.starts_with("alpha") && l.contains("down")),
+        table
+            .lines()
+            .any(|l| l.starts_with("alpha") && l.contains("down")),
         "{table}"
     );
 }

@@ -123,7 +123,8 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigFile,
     },
-    /// Show every agent: running, state, model, inbox depth, config sha, last turn.
+    /// Show every agent: running, state, model, inbox depth, config sha, last turn
+    /// (and its home node, once agents live on more than one).
     Status {
         /// One JSON object per agent (the host.sock AgentStatusRow), after a
         /// `{"space_alarm": ...}` line while the disk is nearly full.
