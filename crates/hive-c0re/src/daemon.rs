@@ -173,7 +173,14 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
 
     // Before any agent is created or started: it claims agents stored before nodes existed.
-    hive.register_node()?;
+    // On a full disk the hive still starts; the heartbeat task registers once there is room.
+    match hive.register_node() {
+        Ok(()) => {}
+        Err(e) if e.is_disk_full() => {
+            tracing::warn!("the disk is full: this node registers once space is freed")
+        }
+        Err(e) => return Err(e.into()),
+    }
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
     hive.run_wanted()?;
     if !opts.no_manager && !hive.has_agent(&AgentName::manager())? {

@@ -109,24 +109,33 @@ impl Hive {
     }
 }
 
-/// Heartbeats every interval until shutdown; a failed beat is logged and the
-/// next one tries again (a missed beat or two does not make the node dead).
+/// Heartbeats every interval until shutdown. A node not registered yet (the
+/// disk was full at start) registers instead. A failed beat is logged once
+/// per run of failures, and the next one tries again.
 pub async fn heartbeat(hive: Arc<Hive>) {
     let every = hive.settings.heartbeat_every;
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
-        match hive.store.heartbeat(hive.node().as_str()) {
-            Ok(true) => {}
-            // Someone removed the row: register again so the node is listed.
-            Ok(false) => {
-                if let Err(e) = hive.register_node() {
-                    tracing::warn!("could not register this node again: {e}");
-                }
+        let beat = match hive.store.heartbeat(hive.node().as_str()) {
+            Ok(true) => Ok(()),
+            Ok(false) => hive.register_node(),
+            Err(e) => Err(e.into()),
+        };
+        match beat {
+            Ok(()) if failing => {
+                tracing::info!("heartbeats are stored again");
+                failing = false;
             }
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            Ok(()) => {}
+            Err(e) if !failing => {
+                tracing::warn!("could not store this node's heartbeat: {e}");
+                failing = true;
+            }
+            Err(_) => {}
         }
     }
 }
