@@ -99,16 +99,21 @@ fn populate(db: &Path, n: usize) {
     let store = Store::open(db, Limits::default()).unwrap();
     for i in 0..n {
         let name = format!("agent{i:03}");
-        let config = if i % 2 == 0 {
-            "model = \"haiku\"\nbudget = { usd_per_day = 5.0 }\n"
-        } else {
-            "model = \"haiku\"\n"
-        };
+        // As spawn writes it (its standing prompt included), a budget in half of them.
+        let name_ = hive_sh4re::AgentName::parse(&name).unwrap();
+        let mut config = hive_c0re::hive::default_config(&name_);
+        if i % 2 == 0 {
+            config.budget = Some(hive_sh4re::config::Budget {
+                usd_per_day: Some(5.0),
+                tokens_per_day: None,
+            });
+        }
+        let config = config.to_toml();
         store
             .create_agent(&NewAgent {
                 name: &name,
                 harness: "claude",
-                config_toml: config,
+                config_toml: &config,
                 deployed_sha: None,
                 parent: None,
                 want_running: false,

@@ -146,6 +146,8 @@ pub struct Hive {
     admission: Arc<crate::admission::Admission>,
     /// How many notifications each agent has caused lately.
     flood: flood::Flood,
+    /// Each agent's deployed config as last parsed, with the text it was parsed from.
+    parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -181,6 +183,7 @@ impl Hive {
             redactor: std::sync::Mutex::new(None),
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
+            parsed_configs: Default::default(),
         })
     }
 
@@ -282,21 +285,39 @@ impl Hive {
     /// The agent's deployed config. A stored text that no longer parses is
     /// refused, never replaced by a default: the default's empty
     /// `allowed_recipients` would let the agent write to anyone.
-    pub fn config_of(row: &AgentRow) -> Result<AgentConfig> {
-        AgentConfig::from_toml(&row.config_toml).map_err(|e| {
+    ///
+    /// Parsed once per stored text: a status of hundreds of agents reads
+    /// each config several times, and parsing a config with its prompt
+    /// was most of what a status cost during a burst of turns.
+    pub fn config_of(&self, row: &AgentRow) -> Result<AgentConfig> {
+        let mut parsed = self
+            .parsed_configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((text, config)) = parsed.get(&row.name)
+            && *text == row.config_toml
+        {
+            return Ok(AgentConfig::clone(config));
+        }
+        let config = AgentConfig::from_toml(&row.config_toml).map_err(|e| {
             Error::refused(format!(
                 "{0}'s deployed config cannot be read ({e}), so {0} may do nothing that needs it: \
                  the operator deploys a valid agent.toml (hive-c0re request-apply-commit {0} SHA, then approve)",
                 row.name
             ))
-        })
+        })?;
+        parsed.insert(
+            row.name.clone(),
+            (row.config_toml.clone(), Arc::new(config.clone())),
+        );
+        Ok(config)
     }
 
     /// The model the agent's next turn uses: the operator's override, else its config's.
-    pub fn effective_model(row: &AgentRow) -> Result<String> {
+    pub fn effective_model(&self, row: &AgentRow) -> Result<String> {
         match &row.model_override {
             Some(m) => Ok(m.clone()),
-            None => Ok(Self::config_of(row)?.model),
+            None => Ok(self.config_of(row)?.model),
         }
     }
 
@@ -494,6 +515,10 @@ impl Hive {
         let spec = self.launch_spec(&row);
         self.runtime.forget(&spec).await?;
         self.store.delete_agent(name.as_str())?;
+        self.parsed_configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name.as_str());
         self.store.remove_schedules_of(name.as_str())?;
         // The operator's budget for today was this agent's, not its name's.
         self.store.remove_budget_override(name.as_str())?;

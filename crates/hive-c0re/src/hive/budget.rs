@@ -184,7 +184,7 @@ impl Hive {
             // A config that does not parse grants no turn anyway (`next_turn`).
             Some(a) => (
                 a.name.as_str(),
-                Self::config_of(a).ok().and_then(|c| c.budget),
+                self.config_of(a).ok().and_then(|c| c.budget),
             ),
             None => (HIVE_WIDE, self.settings.budget),
         };
@@ -207,7 +207,7 @@ impl Hive {
 
     /// An agent's budget row from facts read with the others' ([`Store::agent_facts`]).
     fn budget_row_from(&self, a: &AgentRow, facts: &AgentFacts, today: i64) -> BudgetRow {
-        let configured = Self::config_of(a).ok().and_then(|c| c.budget);
+        let configured = self.config_of(a).ok().and_then(|c| c.budget);
         let limit = limit_today(configured, facts.budget_override.clone(), today);
         budget_row(Some(a), limit, facts.spend, today)
     }

@@ -57,7 +57,7 @@ impl Hive {
             _ => {}
         }
         if let Mailbox::Agent(sender) = from {
-            let config = Self::config_of(&self.agent_row(sender)?)?;
+            let config = self.config_of(&self.agent_row(sender)?)?;
             if !config.may_send_to(to) {
                 return Err(Error::refused(format!(
                     "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",

@@ -137,7 +137,7 @@ impl Hive {
     pub fn schedule_add(&self, agent: &AgentName, when: &str, text: &str, by: &str) -> Result<i64> {
         self.agent_row(agent)?;
         if let Ok(creator) = AgentName::parse(by) {
-            let config = Self::config_of(&self.agent_row(&creator)?)?;
+            let config = self.config_of(&self.agent_row(&creator)?)?;
             if !config.may_send_to(&hive_sh4re::Mailbox::Agent(agent.clone())) {
                 return Err(Error::refused(format!(
                     "{creator} may not schedule prompts for {agent}: its allowed_recipients are {:?}; ask the operator to change the config",

@@ -175,17 +175,19 @@ impl Hive {
     }
 
     /// The model a status row shows: the one a turn under way runs, else the next turn's.
-    fn active_model(a: &AgentRow) -> String {
+    fn active_model(&self, a: &AgentRow) -> String {
         match (a.state, &a.active_model) {
             (AgentState::Thinking | AgentState::Retrying, Some(m)) => m.clone(),
-            _ => Self::effective_model(a).unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
+            _ => self
+                .effective_model(a)
+                .unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
         }
     }
 
     fn status_row_of(&self, a: &AgentRow, facts: &AgentFacts) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
         let crash = self.crash_view(a, running, facts.last_crash.as_ref());
-        let active_model = Self::active_model(a);
+        let active_model = self.active_model(a);
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
         let inbox_depth = self.store.inbox_depth(&a.name);
         let mut trouble = self
@@ -283,14 +285,15 @@ impl Hive {
     /// queued for its next turn.
     pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
         let row = self.agent_row(name)?;
-        let active = Self::active_model(&row);
+        let active = self.active_model(&row);
         // A turn keeps the model it started with: what changed meanwhile waits.
-        let queued = match Self::effective_model(&row) {
+        let queued = match self.effective_model(&row) {
             Ok(next) if row.state == AgentState::Thinking && next != active => Some(next),
             _ => None,
         };
         Ok(ModelInfo {
-            configured: Self::config_of(&row)
+            configured: self
+                .config_of(&row)
                 .map(|c| c.model)
                 .unwrap_or_else(|_| UNREADABLE_CONFIG.to_owned()),
             override_model: row.model_override.clone(),
@@ -357,5 +360,37 @@ mod tests {
         hive.set_state(&alice, AgentState::Idle, None).unwrap();
         let m = hive.model_info(&alice).unwrap();
         assert_eq!((m.active.as_str(), m.queued), ("sonnet", None));
+    }
+
+    #[test]
+    fn a_config_is_parsed_again_when_its_stored_text_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        let haiku = AgentConfig {
+            model: "haiku".to_owned(),
+            ..AgentConfig::default()
+        };
+        hive.add_stopped(&alice, &haiku.to_toml()).unwrap();
+        assert_eq!(hive.status_row(&alice).unwrap().active_model, "haiku");
+        let opus = AgentConfig {
+            model: "opus".to_owned(),
+            ..haiku
+        };
+        hive.store
+            .set_config("alice", &opus.to_toml(), Some("abc"))
+            .unwrap();
+        assert_eq!(hive.status_row(&alice).unwrap().active_model, "opus");
+        // A stored text that stopped parsing is refused, whatever was parsed before.
+        hive.store
+            .set_config("alice", "model = [", Some("def"))
+            .unwrap();
+        assert_eq!(
+            hive.status_row(&alice).unwrap().active_model,
+            UNREADABLE_CONFIG
+        );
+        let row = hive.agent_row(&alice).unwrap();
+        let e = hive.config_of(&row).unwrap_err().to_string();
+        assert!(e.contains("deployed config cannot be read"), "{e}");
     }
 }

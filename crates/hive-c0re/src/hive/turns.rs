@@ -64,8 +64,8 @@ impl Hive {
         Ok(EffectiveConfig {
             name: name.to_string(),
             is_manager: name.is_manager(),
-            model: Self::effective_model(&row)?,
-            config: Self::config_of(&row)?,
+            model: self.effective_model(&row)?,
+            config: self.config_of(&row)?,
             session_id: row.session_id.clone(),
             turn_timeout_secs: Some(self.turn_timeout_of(name)?),
             secrets: self.secrets_for(name)?,
@@ -74,7 +74,7 @@ impl Hive {
 
     /// The agent's turn time limit in seconds: its config's `turn_timeout`, else the hive's.
     pub fn turn_timeout_of(&self, name: &AgentName) -> Result<u64> {
-        let cfg = Self::config_of(&self.agent_row(name)?)?;
+        let cfg = self.config_of(&self.agent_row(name)?)?;
         Ok(match cfg.turn_timeout.map(|t| t.seconds()) {
             Some(Ok(s)) => s,
             _ => self.settings.turn_timeout.as_secs(),
