@@ -189,7 +189,7 @@ impl Hive {
         let crash = self.crash_view(a, running, facts.last_crash.as_ref());
         let active_model = self.active_model(a);
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
-        let inbox_depth = self.store.inbox_depth(&a.name);
+        let inbox_depth = facts.inbox_depth;
         let mut trouble = self
             .api
             .trouble(&a.name)

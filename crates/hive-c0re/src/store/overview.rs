@@ -1,5 +1,6 @@
 //! What a status row reads of an agent beyond its `agents` row: its last
-//! crash, schedules, open question, today's spend and the operator's budget.
+//! crash, schedules, open question, today's spend, the operator's budget and
+//! its inbox depth.
 //!
 //! Read for every agent in one go, under one lock, a query per table: a
 //! status of 200 agents is a handful of statements, not a thousand, so it
@@ -24,6 +25,8 @@ pub struct AgentFacts {
     pub spend: Spend,
     /// The operator's last budget for it, whatever its day.
     pub budget_override: Option<BudgetOverride>,
+    /// Messages waiting for it, undelivered.
+    pub inbox_depth: u64,
 }
 
 impl Store {
@@ -110,6 +113,16 @@ impl Store {
             let o = override_row(r)?;
             let key = o.scope.clone();
             out.entry(key).or_default().budget_override = Some(o);
+        }
+        drop(rows);
+        drop(st);
+        // Kept in memory, read under the same lock: a status takes it once, not once per row.
+        for (recipient, depth) in g
+            .depth
+            .iter()
+            .filter(|(r, d)| **d > 0 && agent.is_none_or(|a| a == r.as_str()))
+        {
+            out.entry(recipient.clone()).or_default().inbox_depth = *depth;
         }
         Ok(out)
     }

@@ -1,15 +1,15 @@
 //! What a status row reads of an agent beyond its `agents` row, on
 //! PostgreSQL: its last crash, schedules, open question, the day's spend and
-//! the operator's budget, as `store/overview.rs` reads them. A query per
+//! the operator's budget and its inbox depth, as `store/overview.rs` reads them. A query per
 //! table for every agent at once, pipelined on one connection.
 
 use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 
-use super::PgStore;
 use super::budget::override_row;
 use super::events::{COLUMNS as EVENT_COLUMNS, row as event_row};
+use super::{PgStore, count};
 use crate::store::{AgentFacts, Result, Spend};
 
 impl PgStore {
@@ -51,6 +51,10 @@ impl PgStore {
             "SELECT scope, day, usd, tokens, lifted FROM budget_overrides WHERE TRUE {}",
             only(1, "scope")
         );
+        let depth_sql = format!(
+            "SELECT recipient, depth FROM mailboxes WHERE depth > 0 {}",
+            only(1, "recipient")
+        );
         let name: Vec<&(dyn ToSql + Sync)> = match &agent {
             Some(a) => vec![a],
             None => vec![],
@@ -59,7 +63,7 @@ impl PgStore {
         now_name.extend(name.iter().copied());
         let mut day_name: Vec<&(dyn ToSql + Sync)> = vec![&day];
         day_name.extend(name.iter().copied());
-        let (crashes, schedules, questions, spend, overrides) = tokio::try_join!(
+        let (crashes, schedules, questions, spend, overrides, depths) = tokio::try_join!(
             async { c.query(&c.prepare_cached(&crash_sql).await?, &name).await },
             async {
                 c.query(&c.prepare_cached(&schedules_sql).await?, &name)
@@ -77,6 +81,7 @@ impl PgStore {
                 c.query(&c.prepare_cached(&overrides_sql).await?, &name)
                     .await
             },
+            async { c.query(&c.prepare_cached(&depth_sql).await?, &name).await },
         )?;
 
         let mut out: HashMap<String, AgentFacts> = HashMap::new();
@@ -102,6 +107,9 @@ impl PgStore {
             let o = override_row(r);
             let key = o.scope.clone();
             out.entry(key).or_default().budget_override = Some(o);
+        }
+        for r in &depths {
+            out.entry(r.get(0)).or_default().inbox_depth = count(r.get(1));
         }
         Ok(out)
     }

@@ -600,6 +600,8 @@ both! {
         s.add_stats("b", &[("cost.usd", 0.25)]).await.unwrap();
         let o = BudgetOverride { scope: "b".into(), day: 7, usd: Some(1.0), tokens: None, lifted: false };
         s.set_budget_override(&o).await.unwrap();
+        s.send("operator", "b", "one").await.unwrap();
+        s.send("a", "b", "two").await.unwrap();
 
         let now = now_ms();
         let today = day_of(now);
@@ -617,6 +619,7 @@ both! {
         assert_eq!((b.schedules, b.open_question), (1, Some(open)));
         assert_eq!(b.spend.usd, 0.25);
         assert_eq!(b.budget_override, Some(o));
+        assert_eq!((a.inbox_depth, b.inbox_depth), (0, 2));
         assert_eq!(all.len(), 2);
 
         for name in ["a", "b"] {
