@@ -12,7 +12,6 @@ mod agents;
 mod approvals;
 mod boundary;
 mod budget;
-mod checkpoint;
 mod events;
 mod group;
 mod messages;
@@ -169,15 +168,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Checkpoints copy and fsync: a thread of their own runs them, off the
-        // store's lock (checkpoint.rs); without one, fewer and larger automatic
-        // ones keep them off the send path.
-        let checkpointer = match path.to_str() {
-            Some(":memory:") => None,
-            _ => checkpoint::connect(path),
-        };
-        let autocheckpoint = if checkpointer.is_some() { 0 } else { 16384 };
-        conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint)?;
+        // Checkpoints fsync; fewer, larger ones keep them off the send path.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         let mut conn = conn;
         schema::migrate(&mut conn, path)?;
         let depth = messages::load_depths(&conn)?;
@@ -186,9 +178,6 @@ impl Store {
             limits: Arc::new(limits),
             writer: None,
         };
-        if let Some(c) = checkpointer {
-            checkpoint::start(c, Arc::downgrade(&store.inner));
-        }
         let (tx, rx) = std::sync::mpsc::channel();
         group::start(store.clone(), rx);
         store.writer = Some(tx);
