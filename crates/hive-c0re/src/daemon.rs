@@ -156,7 +156,13 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.dashboard_home = dashboard.as_ref().map(|d| d.home());
     settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
     let (sockets, incoming) = AgentSockets::new(paths.clone());
-    let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
+    let hive = Hive::new(
+        crate::store::Db::Sqlite(store),
+        paths.clone(),
+        runtime,
+        sockets,
+        settings,
+    );
     if release_deferred {
         hive.space().defer_release();
     }

@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::runtime::{Runtime, RuntimeKind};
 use crate::space::Space;
-use crate::store::{AgentRow, EventRow, NewAgent, Store};
+use crate::store::{AgentRow, Db, EventRow, NewAgent};
 use crate::supervisor::Supervisor;
 
 /// Which harness binary an agent runs.
@@ -114,7 +114,7 @@ pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The hive daemon's state and operations: the one gate to the store.
 pub struct Hive {
-    store: Store,
+    store: Db,
     paths: Paths,
     broker: Broker,
     runtime: Arc<dyn Runtime>,
@@ -156,7 +156,7 @@ pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
 impl Hive {
     /// A hive over an open store.
     pub fn new(
-        store: Store,
+        store: Db,
         paths: Paths,
         runtime: Arc<dyn Runtime>,
         sockets: AgentSockets,
@@ -185,6 +185,15 @@ impl Hive {
             flood: Default::default(),
             parsed_configs: Default::default(),
         })
+    }
+
+    /// Transitional while the call sites move to `Db`'s async methods: the
+    /// sqlite store. Nothing opens a PostgreSQL store for a hive yet.
+    fn sq(&self) -> &crate::store::Store {
+        match &self.store {
+            Db::Sqlite(s) => s,
+            Db::Postgres(_) => unreachable!("serve opens no PostgreSQL store yet"),
+        }
     }
 
     /// Spawns a task of the daemon; [`Hive::wait_for_tasks`] waits for it.
@@ -234,7 +243,7 @@ impl Hive {
         let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone(), uids));
         let (sockets, _incoming) = AgentSockets::new(paths.clone());
         Self::new(
-            Store::in_memory().expect("an in-memory store opens"),
+            Db::Sqlite(crate::store::Store::in_memory().expect("an in-memory store opens")),
             paths,
             runtime,
             sockets,
@@ -269,12 +278,12 @@ impl Hive {
 
     /// True when the hive has an agent of this name.
     pub fn has_agent(&self, name: &AgentName) -> Result<bool> {
-        Ok(self.store.agent(name.as_str())?.is_some())
+        Ok(self.sq().agent(name.as_str())?.is_some())
     }
 
     /// The agent's row, or a refusal naming it.
     pub fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
-        self.store.agent(name.as_str())?.ok_or_else(|| {
+        self.sq().agent(name.as_str())?.ok_or_else(|| {
             Error::refused(format!(
                 "agent {:?} is not managed by this hive: see hive-c0re status",
                 name.as_str()
@@ -352,7 +361,7 @@ impl Hive {
         sha: Option<&str>,
         parent: Option<&str>,
     ) -> Result<AgentRow> {
-        if self.store.agent(name.as_str())?.is_some() {
+        if self.sq().agent(name.as_str())?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: start it with hive-c0re start {name}, or destroy it first"
             )));
@@ -405,11 +414,11 @@ impl Hive {
     /// the range's base), and frees the range again if the row is refused.
     fn insert_agent<'a>(&self, new: impl FnOnce(u32) -> NewAgent<'a>) -> Result<AgentRow> {
         let uids = self.runtime.uid_ranges();
-        let used: Vec<u32> = self.store.agents()?.iter().map(|a| a.uid_base).collect();
+        let used: Vec<u32> = self.sq().agents()?.iter().map(|a| a.uid_base).collect();
         let uid_base = uids.allocate(&used)?;
         let new = new(uid_base);
         let row = self
-            .store
+            .sq()
             .create_agent(&new)
             .inspect_err(|_| uids.release(uid_base))?;
         self.broker.publish(Change::Agent(new.name.to_owned()));
@@ -419,7 +428,7 @@ impl Hive {
     /// Starts every agent that should be running and has not failed: what a
     /// restart of hive-c0re brings back. One that cannot start is logged and left.
     pub fn run_wanted(self: &Arc<Self>) -> Result<()> {
-        for row in self.store.agents()? {
+        for row in self.sq().agents()? {
             if row.want_running
                 && !row.failed
                 && let Ok(name) = AgentName::parse(&row.name)
@@ -441,8 +450,8 @@ impl Hive {
     /// Starts a stopped or failed agent (a no-op for a running one).
     pub fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         self.agent_row(name)?;
-        self.store.set_want_running(name.as_str(), true)?;
-        self.store.set_failed(name.as_str(), false)?;
+        self.sq().set_want_running(name.as_str(), true)?;
+        self.sq().set_failed(name.as_str(), false)?;
         self.run(name)?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
@@ -473,7 +482,7 @@ impl Hive {
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.
     pub async fn stop(self: &Arc<Self>, name: &AgentName, graceful: bool) -> Result<()> {
         self.agent_row(name)?;
-        self.store.set_want_running(name.as_str(), false)?;
+        self.sq().set_want_running(name.as_str(), false)?;
         if graceful {
             self.wait_turn_end(name).await;
         }
@@ -486,7 +495,7 @@ impl Hive {
         let mut changes = self.broker.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         while self
-            .store
+            .sq()
             .agent(name.as_str())
             .ok()
             .flatten()
@@ -514,18 +523,18 @@ impl Hive {
         self.sockets.close(name);
         let spec = self.launch_spec(&row);
         self.runtime.forget(&spec).await?;
-        self.store.delete_agent(name.as_str())?;
+        self.sq().delete_agent(name.as_str())?;
         self.parsed_configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name.as_str());
-        self.store.remove_schedules_of(name.as_str())?;
+        self.sq().remove_schedules_of(name.as_str())?;
         // The operator's budget for today was this agent's, not its name's.
-        self.store.remove_budget_override(name.as_str())?;
+        self.sq().remove_budget_override(name.as_str())?;
         if purge {
-            self.store.purge_messages(name.as_str())?;
-            self.store.purge_events(name.as_str())?;
-            self.store.remove_secrets_of(name.as_str())?;
+            self.sq().purge_messages(name.as_str())?;
+            self.sq().purge_events(name.as_str())?;
+            self.sq().remove_secrets_of(name.as_str())?;
             *self.redactor.lock().unwrap_or_else(|p| p.into_inner()) = None;
             let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
             crate::blocking::run(&format!("removing {name}'s files"), move || {
@@ -553,7 +562,7 @@ impl Hive {
     /// Parks or resumes an agent's turn loop (persists; messages keep queueing).
     pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
         self.agent_row(name)?;
-        self.store.set_paused(name.as_str(), paused)?;
+        self.sq().set_paused(name.as_str(), paused)?;
         self.broker.poke(name.as_str());
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
@@ -596,7 +605,7 @@ impl Hive {
             redacted = items.iter().map(|(_, p)| redactor.redact_json(p)).collect();
             redacted.iter().map(String::as_str).collect()
         };
-        let ids = self.store.add_events(
+        let ids = self.sq().add_events(
             agent.as_str(),
             items
                 .iter()
@@ -628,7 +637,7 @@ impl Hive {
         if !matches!(state, AgentState::Retrying | AgentState::Waiting) {
             self.api.set_trouble(agent.as_str(), None);
         }
-        self.store.set_state(agent.as_str(), state, model)?;
+        self.sq().set_state(agent.as_str(), state, model)?;
         self.add_events(agent, &[state_event(state, model)])?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
@@ -637,7 +646,7 @@ impl Hive {
     /// Drops history past the store's bounds (delivered messages, events,
     /// figures) and gives the space back; returns how many rows went.
     pub async fn vacuum(&self) -> Result<usize> {
-        let store = self.store.clone();
+        let store = self.sq().clone();
         let vacuumed = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
             let n = store.vacuum_messages()?
                 + store.vacuum_events()?
@@ -661,8 +670,8 @@ impl Hive {
     ) -> Result<Vec<Event>> {
         let limit = limit.clamp(1, 5000);
         let rows = match since {
-            Some(s) => self.store.events_since(agent.as_str(), s, limit)?,
-            None => self.store.events_before(agent.as_str(), before, limit)?,
+            Some(s) => self.sq().events_since(agent.as_str(), s, limit)?,
+            None => self.sq().events_before(agent.as_str(), before, limit)?,
         };
         Ok(rows.iter().map(event_wire).collect())
     }

@@ -60,7 +60,7 @@ fn pinned(a: &ApprovalRow) -> Result<String> {
 impl Hive {
     /// Creates the config repo of a future agent from the template; returns its host path.
     pub async fn init_config(self: &Arc<Self>, name: &AgentName) -> Result<std::path::PathBuf> {
-        if self.store.agent(name.as_str())?.is_some() {
+        if self.sq().agent(name.as_str())?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: edit its config repo and request_apply_commit"
             )));
@@ -140,7 +140,7 @@ impl Hive {
         let made = match Repo::open(&repo)? {
             Some(_) => None,
             None => {
-                let manager = self.store.agent(AgentName::MANAGER)?.map(|m| m.uid_base);
+                let manager = self.sq().agent(AgentName::MANAGER)?.map(|m| m.uid_base);
                 Some(config_repo::create(&self.paths, name, text, |dir| {
                     Ok(self.runtime.give_to_manager(dir, manager)?)
                 })?)
@@ -158,7 +158,7 @@ impl Hive {
         requester: Option<&AgentName>,
         description: Option<&str>,
     ) -> Result<i64> {
-        if self.store.agent(name.as_str())?.is_some() {
+        if self.sq().agent(name.as_str())?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: there is nothing to spawn"
             )));
@@ -235,7 +235,7 @@ impl Hive {
     }
 
     fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
-        let id = self.store.add_approval(a)?;
+        let id = self.sq().add_approval(a)?;
         self.record_approvals_pending();
         self.broker.publish(Change::Approvals);
         let about = AgentName::parse(a.agent).ok();
@@ -253,7 +253,7 @@ impl Hive {
     /// dashboard and `hive-c0re approvals show` both show this.
     pub fn approval_diff(&self, id: i64) -> Result<String> {
         let a = self
-            .store
+            .sq()
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
         self.diff_of(&a)
@@ -262,7 +262,7 @@ impl Hive {
     fn diff_of(&self, a: &ApprovalRow) -> Result<String> {
         let requested = pinned(a)?;
         let deployed = self
-            .store
+            .sq()
             .agent(&a.agent)?
             .map(|r| r.config_toml)
             .unwrap_or_default();
@@ -273,7 +273,7 @@ impl Hive {
     /// moved on since (off the runtime, with a time limit: the repos are the
     /// manager's); the approvals' warnings say so. Runs with the heads' poll.
     pub(super) async fn read_approval_heads(&self) {
-        let Ok(all) = self.store.approvals() else {
+        let Ok(all) = self.sq().approvals() else {
             return;
         };
         let mut behind = std::collections::HashMap::new();
@@ -380,7 +380,7 @@ impl Hive {
     /// (deployed model, requested model, override) when `a` changes the model
     /// of an agent whose model the operator overrides.
     fn masked_model(&self, a: &ApprovalRow) -> Option<(String, String, String)> {
-        let agent = self.store.agent(&a.agent).ok()??;
+        let agent = self.sq().agent(&a.agent).ok()??;
         let over = agent.model_override?;
         let requested = AgentConfig::from_toml(&pinned(a).ok()?).ok()?.model;
         let deployed = AgentConfig::from_toml(&agent.config_toml).ok()?.model;
@@ -400,10 +400,10 @@ impl Hive {
     /// it was requested; an unknown id or a second decision is refused.
     fn decide(&self, id: i64, status: ApprovalStatus, note: Option<&str>) -> Result<ApprovalRow> {
         let a = self
-            .store
+            .sq()
             .approval(id)?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, status, note)? {
+        if !self.sq().decide_approval(id, status, note)? {
             return Err(already_decided(id, &a.status));
         }
         self.record_approvals_pending();
@@ -420,7 +420,7 @@ impl Hive {
                 a.kind, a.agent
             )),
             Err(e) => {
-                self.store
+                self.sq()
                     .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))?;
                 self.tell_requester(&format!(
                     "Approval #{id} ({} {}) was approved but failed: {e}",
@@ -471,7 +471,7 @@ impl Hive {
                 config_repo::short(sha)
             ))
         })?;
-        self.store.set_config(name.as_str(), text, Some(sha))?;
+        self.sq().set_config(name.as_str(), text, Some(sha))?;
         self.broker.publish(Change::Agent(name.to_string()));
         if self.agent_row(name)?.want_running {
             self.restart(name).await?;
@@ -481,10 +481,10 @@ impl Hive {
 
     /// One approval, if it exists (a decided one may have been vacuumed).
     pub fn approval(&self, id: i64) -> Result<Option<Approval>> {
-        let Some(a) = self.store.approval(id)? else {
+        let Some(a) = self.sq().approval(id)? else {
             return Ok(None);
         };
-        let all = self.store.approvals()?;
+        let all = self.sq().approvals()?;
         let pending: Vec<_> = all
             .iter()
             .filter(|a| a.status == ApprovalStatus::Pending)
@@ -494,7 +494,7 @@ impl Hive {
 
     /// Every approval, oldest first.
     pub fn approvals(&self) -> Result<Vec<Approval>> {
-        let all = self.store.approvals()?;
+        let all = self.sq().approvals()?;
         let pending: Vec<_> = all
             .iter()
             .filter(|a| a.status == ApprovalStatus::Pending)

@@ -190,13 +190,13 @@ impl Hive {
         };
         Ok(limit_today(
             configured,
-            self.store.budget_override(scope)?,
+            self.sq().budget_override(scope)?,
             today,
         ))
     }
 
     fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
-        Ok(self.store.spend_on(agent, today)?)
+        Ok(self.sq().spend_on(agent, today)?)
     }
 
     fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
@@ -215,9 +215,9 @@ impl Hive {
     /// Today's spend against every budget: the hive's first, then each agent's.
     pub fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
         let today = day_of(now_ms());
-        let facts = self.store.agent_facts(None, now_ms(), today)?;
+        let facts = self.sq().agent_facts(None, now_ms(), today)?;
         let mut rows = vec![self.budget_row_of(None, today)?];
-        for a in self.store.agents()? {
+        for a in self.sq().agents()? {
             let f = facts.get(&a.name).cloned().unwrap_or_default();
             rows.push(self.budget_row_from(&a, &f, today));
         }
@@ -387,7 +387,7 @@ impl Hive {
 
     /// Wakes every agent's `next_turn`, so each looks at the budgets again.
     fn wake_all(&self) -> Result<()> {
-        for a in self.store.agents()? {
+        for a in self.sq().agents()? {
             self.broker.poke(&a.name);
         }
         Ok(())
@@ -423,10 +423,10 @@ impl Hive {
         let scope = req.agent.as_ref().map_or(HIVE_WIDE, |n| n.as_str());
         let today = day_of(now_ms());
         let earlier = self
-            .store
+            .sq()
             .budget_override(scope)?
             .filter(|o| o.day == today && !o.lifted);
-        self.store.set_budget_override(&BudgetOverride {
+        self.sq().set_budget_override(&BudgetOverride {
             scope: scope.to_owned(),
             day: today,
             usd: req.usd.or(earlier.as_ref().and_then(|o| o.usd)),
@@ -448,7 +448,7 @@ impl Hive {
             }
             None => {
                 self.wake_all()?;
-                for a in self.store.agents()? {
+                for a in self.sq().agents()? {
                     self.broker.publish(crate::broker::Change::Agent(a.name));
                 }
             }

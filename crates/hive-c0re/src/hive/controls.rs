@@ -43,7 +43,7 @@ impl Hive {
                 )
             })?;
         }
-        self.store.set_model_override(name.as_str(), model)?;
+        self.sq().set_model_override(name.as_str(), model)?;
         self.broker.publish(Change::Agent(name.to_string()));
         // A pending approval's warnings say whether the override masks its model change.
         self.broker.publish(Change::Approvals);
@@ -68,7 +68,7 @@ impl Hive {
             )));
         }
         if queued {
-            self.store.hold_unclaimed(name.as_str())?;
+            self.sq().hold_unclaimed(name.as_str())?;
             // Wakes its wait in line, which finds nothing to do; a compaction waiting
             // for a slot has a job the harness cancels.
             self.broker.poke(name.as_str());
@@ -76,7 +76,7 @@ impl Hive {
             self.broker.publish(Change::Agent(name.to_string()));
         }
         if napping {
-            self.store.set_nap_until(name.as_str(), None)?;
+            self.sq().set_nap_until(name.as_str(), None)?;
             self.broker.poke(name.as_str());
             self.broker.publish(Change::Agent(name.to_string()));
         }
@@ -97,7 +97,7 @@ impl Hive {
         }
         let until = now_ms() + seconds as i64 * 1000;
         let end = std::time::Instant::now() + Duration::from_secs(seconds);
-        self.store.set_nap_until(name.as_str(), Some(until))?;
+        self.sq().set_nap_until(name.as_str(), Some(until))?;
         self.naps_lock().insert(name.to_string(), (until, end));
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
@@ -156,7 +156,7 @@ impl Hive {
     /// resuming its current one (the old transcript stays on disk).
     pub fn new_session(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name)?;
-        self.store.set_session(name.as_str(), None)?;
+        self.sq().set_session(name.as_str(), None)?;
         let reset = SessionReset {
             previous: row.session_id,
             by: Mailbox::Operator.to_string(),

@@ -152,9 +152,9 @@ impl Hive {
             })?,
             None => [i64::MAX; 3],
         };
-        let events = self.store.feed_events_before(Some(e), limit)?;
-        let messages = self.store.messages_before(Some(m), limit)?;
-        let mut approvals = self.store.approvals()?;
+        let events = self.sq().feed_events_before(Some(e), limit)?;
+        let messages = self.sq().messages_before(Some(m), limit)?;
+        let mut approvals = self.sq().approvals()?;
         approvals.retain(|x| x.id < a);
         approvals.reverse();
         approvals.truncate(limit as usize);
@@ -183,9 +183,9 @@ impl Hive {
     /// Where the feed is now (the newest id of each table).
     pub fn feed_cursor(&self) -> Result<FeedCursor> {
         Ok(FeedCursor {
-            event: self.store.newest_event_id()?,
-            message: self.store.newest_message_id()?,
-            approval: self.store.newest_approval_id()?,
+            event: self.sq().newest_event_id()?,
+            message: self.sq().newest_message_id()?,
+            approval: self.sq().newest_approval_id()?,
         })
     }
 
@@ -198,11 +198,11 @@ impl Hive {
     ) -> Result<(Vec<FeedItem>, FeedCursor)> {
         // Read the newest id first: an event stored during the query is
         // left for the next call, never jumped over.
-        let newest = self.store.newest_event_id()?;
-        let mut events = self.store.feed_events_after(cursor.event, limit)?;
+        let newest = self.sq().newest_event_id()?;
+        let mut events = self.sq().feed_events_after(cursor.event, limit)?;
         events.retain(|x| x.id <= newest);
-        let messages = self.store.messages_after(cursor.message, limit)?;
-        let mut approvals = self.store.approvals_after(cursor.approval)?;
+        let messages = self.sq().messages_after(cursor.message, limit)?;
+        let mut approvals = self.sq().approvals_after(cursor.approval)?;
         approvals.truncate(limit as usize);
         let next = FeedCursor {
             // Events of other kinds move the cursor too, so they are not rescanned.

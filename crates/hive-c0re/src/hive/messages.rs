@@ -48,7 +48,7 @@ impl Hive {
                     "\"system\" is the hive's own notice board and takes no messages",
                 ));
             }
-            Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
+            Mailbox::Agent(n) if self.sq().agent(n.as_str())?.is_none() => {
                 return Err(Error::refused(format!(
                     "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
                     n.as_str()
@@ -67,7 +67,7 @@ impl Hive {
         }
         self.space.refuse_if_low()?;
         let id = self
-            .store
+            .sq()
             .send_grouped(from.as_str(), to.as_str(), body)
             .await
             .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
@@ -99,7 +99,7 @@ impl Hive {
 
     /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
     pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
-        let id = self.store.send("system", to.as_str(), body)?;
+        let id = self.sq().send("system", to.as_str(), body)?;
         self.sample_inbox(to.as_str());
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Agent(to.to_string()));
@@ -113,7 +113,7 @@ impl Hive {
         loop {
             let mut rx = self.broker.watch_inbox(mailbox.as_str());
             let got = self
-                .store
+                .sq()
                 .recv(mailbox.as_str(), max)
                 .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
             if !got.is_empty() {
@@ -134,7 +134,7 @@ impl Hive {
     /// (Each says whether it is still pending: the dashboard labels them.)
     pub fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
         Ok(self
-            .store
+            .sq()
             .recent_messages(mailbox.as_str(), limit)?
             .iter()
             .map(|m| Message {
@@ -146,7 +146,7 @@ impl Hive {
 
     /// Messages waiting in `mailbox`: not yet acknowledged (claimed and held ones count).
     pub fn inbox_depth(&self, mailbox: &Mailbox) -> u64 {
-        self.store.inbox_depth(mailbox.as_str())
+        self.sq().inbox_depth(mailbox.as_str())
     }
 
     /// When a message waits for the agent that is neither claimed nor held:
@@ -157,7 +157,7 @@ impl Hive {
         agent: &AgentName,
         from: Option<&str>,
     ) -> Result<Option<(i64, i64)>> {
-        Ok(self.store.oldest_unclaimed(agent.as_str(), from)?)
+        Ok(self.sq().oldest_unclaimed(agent.as_str(), from)?)
     }
 
     /// Claims up to `max` waiting messages of the agent for a turn, held ones
@@ -169,7 +169,7 @@ impl Hive {
         max: u32,
     ) -> Result<Vec<MessageRow>> {
         self.sample_inbox(agent.as_str());
-        Ok(self.store.claim_from(agent.as_str(), from, max)?)
+        Ok(self.sq().claim_from(agent.as_str(), from, max)?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to
@@ -183,22 +183,22 @@ impl Hive {
         let name = agent.as_str();
         Ok(match outcome {
             TurnOutcome::Ack => {
-                self.store.ack(name, ids)?;
+                self.sq().ack(name, ids)?;
                 vec![]
             }
             TurnOutcome::Release => {
-                self.store.release_claims(name)?;
+                self.sq().release_claims(name)?;
                 self.broker.poke(name);
                 vec![]
             }
-            TurnOutcome::Hold => self.store.hold_claims(name)?,
+            TurnOutcome::Hold => self.sq().hold_claims(name)?,
         })
     }
 
     /// Gives back what the agent's harness claimed and did not settle: it went
     /// away (its connection closed, or it died), so the messages come again.
     pub fn release_claims(&self, agent: &AgentName) {
-        if let Err(e) = self.store.release_claims(agent.as_str()) {
+        if let Err(e) = self.sq().release_claims(agent.as_str()) {
             tracing::warn!(agent = %agent, "could not hand back claimed messages: {e}");
         }
         // A probe turn that went away frees the probe slot of the API backoff.

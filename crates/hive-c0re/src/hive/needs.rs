@@ -18,7 +18,7 @@ impl Hive {
     pub fn needs_you(&self) -> Result<NeedsYou> {
         let now = now_ms();
         let mut items = vec![];
-        let mut questions = self.store.questions(200)?;
+        let mut questions = self.sq().questions(200)?;
         questions.retain(|q| q.status(now) == QuestionStatus::Pending);
         questions.sort_by_key(|q| q.deadline);
         items.extend(questions.into_iter().map(|q| NeedItem {
@@ -29,7 +29,7 @@ impl Hive {
             since: rfc3339(q.asked_at),
             deadline: Some(rfc3339(q.deadline)),
         }));
-        for a in self.store.approvals()? {
+        for a in self.sq().approvals()? {
             if a.status != ApprovalStatus::Pending {
                 continue;
             }

@@ -81,17 +81,17 @@ impl Hive {
     /// one); agents stored before nodes existed become its own.
     pub fn register_node(&self) -> Result<()> {
         let address = self.settings.dashboard_home.as_deref().unwrap_or_default();
-        self.store.register_node(self.node().as_str(), address)?;
+        self.sq().register_node(self.node().as_str(), address)?;
         tracing::info!(node = %self.node(), "registered this node");
         Ok(())
     }
 
     /// Every node of the hive, by name, with its agents and whether it is alive.
     pub fn node_rows(&self) -> Result<Vec<NodeRow>> {
-        let agents = self.store.agents()?;
+        let agents = self.sq().agents()?;
         let now = now_ms();
         Ok(self
-            .store
+            .sq()
             .nodes()?
             .into_iter()
             .map(|n| NodeRow {
@@ -120,7 +120,7 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             _ = tokio::time::sleep(every) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
-        let beat = match hive.store.heartbeat(hive.node().as_str()) {
+        let beat = match hive.sq().heartbeat(hive.node().as_str()) {
             Ok(true) => Ok(()),
             Ok(false) => hive.register_node(),
             Err(e) => Err(e.into()),

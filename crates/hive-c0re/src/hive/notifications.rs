@@ -108,7 +108,7 @@ impl Hive {
         let text = clean(&self.redactor()?.redact(text));
         let link = link_for(kind, agent);
         let hooks = self.settings.webhooks.wanting(kind);
-        let row = self.store.add_notification(
+        let row = self.sq().add_notification(
             kind.as_str(),
             agent.map(AgentName::as_str),
             &text,
@@ -140,28 +140,28 @@ impl Hive {
         let limit = limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
         Ok(NotificationList {
             notifications: self
-                .store
+                .sq()
                 .notifications(unread, limit)?
                 .iter()
                 .filter_map(notification_wire)
                 .collect(),
-            unread: self.store.unread_notifications()?,
+            unread: self.sq().unread_notifications()?,
         })
     }
 
     /// Marks notification `id` read (None: every one); returns how many stay unread.
     pub fn mark_notifications_read(&self, id: Option<i64>) -> Result<u64> {
         if let Some(id) = id
-            && self.store.notification(id)?.is_none()
+            && self.sq().notification(id)?.is_none()
         {
             return Err(Error::refused(format!(
                 "there is no notification #{id}: see hive-c0re notifications"
             )));
         }
-        if self.store.mark_notifications_read(id)? > 0 {
+        if self.sq().mark_notifications_read(id)? > 0 {
             self.broker.publish(Change::Notifications);
         }
-        Ok(self.store.unread_notifications()?)
+        Ok(self.sq().unread_notifications()?)
     }
 
     /// Each configured webhook's queue and last results (never its secret).
@@ -171,7 +171,7 @@ impl Hive {
             .hooks
             .iter()
             .map(|h| {
-                let s = self.store.webhook_stats(&h.name)?;
+                let s = self.sq().webhook_stats(&h.name)?;
                 Ok(WebhookStatus {
                     name: h.name.clone(),
                     format: h.format,
@@ -187,7 +187,7 @@ impl Hive {
 
     /// Makes one delivery: sent and dropped from the queue, or put back for later.
     async fn deliver(&self, hook: &Webhook, d: &DeliveryRow) {
-        let outcome = match self.store.notification(d.notification) {
+        let outcome = match self.sq().notification(d.notification) {
             Ok(Some(row)) => match notification_wire(&row) {
                 Some(mut n) => {
                     n.link = self.settings.webhooks.link(&n.link);
@@ -205,7 +205,7 @@ impl Hive {
             Err(e) => Err(format!("could not read the notification: {e}")),
         };
         let stored = match outcome {
-            Ok(()) => self.store.delivery_done(&hook.name, d.notification),
+            Ok(()) => self.sq().delivery_done(&hook.name, d.notification),
             Err(e) => {
                 let attempts = d.attempts + 1;
                 let next = now_ms() + webhooks::backoff(attempts).as_millis() as i64;
@@ -215,7 +215,7 @@ impl Hive {
                     attempts,
                     "webhook delivery failed: {e}"
                 );
-                self.store
+                self.sq()
                     .delivery_failed(&hook.name, d.notification, next, &e)
             }
         };
@@ -273,7 +273,7 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
         .iter()
         .map(|h| h.name.as_str())
         .collect();
-    match hive.store.forget_webhooks_except(&names) {
+    match hive.sq().forget_webhooks_except(&names) {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             deliveries = n,
@@ -296,7 +296,7 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
     loop {
         // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.
         wake.borrow_and_update();
-        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH) {
+        let due = match hive.sq().due_deliveries(&hook.name, now_ms(), BATCH) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(webhook = %hook.name, "could not read the webhook queue: {e}");
@@ -312,7 +312,7 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
         if !due.is_empty() {
             continue;
         }
-        let wait = match hive.store.next_delivery_at(&hook.name) {
+        let wait = match hive.sq().next_delivery_at(&hook.name) {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE),
             _ => IDLE,
         };

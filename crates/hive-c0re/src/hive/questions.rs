@@ -38,7 +38,7 @@ impl Hive {
             )));
         }
         let id = self
-            .store
+            .sq()
             .add_question(agent.as_str(), question, options, ttl as i64)?;
         self.broker.publish(Change::Questions);
         let deadline = crate::clock::rfc3339(now_ms() + ttl as i64 * 1000);
@@ -56,7 +56,7 @@ impl Hive {
         loop {
             let mut rx = self.broker.watch_inbox(&key);
             let q = self
-                .store
+                .sq()
                 .question(id)?
                 .ok_or_else(|| Error::refused("the question vanished"))?;
             let now = now_ms();
@@ -89,12 +89,12 @@ impl Hive {
         if answer.trim().is_empty() {
             return Err(Error::refused("the answer is empty: type an answer"));
         }
-        let q = self.store.question(id)?.ok_or_else(|| {
+        let q = self.sq().question(id)?.ok_or_else(|| {
             Error::refused(format!(
                 "there is no question #{id}: see hive-c0re questions"
             ))
         })?;
-        if !self.store.answer_question(id, answer)? {
+        if !self.sq().answer_question(id, answer)? {
             return Err(Error::refused(format!(
                 "question #{id} is {} and takes no answer",
                 q.status(now_ms())
@@ -107,12 +107,12 @@ impl Hive {
 
     /// Cancels a pending question.
     pub fn cancel_question(&self, id: i64) -> Result<()> {
-        let q = self.store.question(id)?.ok_or_else(|| {
+        let q = self.sq().question(id)?.ok_or_else(|| {
             Error::refused(format!(
                 "there is no question #{id}: see hive-c0re questions"
             ))
         })?;
-        if !self.store.cancel_question(id)? {
+        if !self.sq().cancel_question(id)? {
             return Err(Error::refused(format!(
                 "question #{id} is {} and cannot be cancelled",
                 q.status(now_ms())
@@ -125,17 +125,14 @@ impl Hive {
 
     /// One question, if it exists.
     pub fn question(&self, id: i64) -> Result<Option<Question>> {
-        Ok(self
-            .store
-            .question(id)?
-            .map(|q| question_wire(&q, now_ms())))
+        Ok(self.sq().question(id)?.map(|q| question_wire(&q, now_ms())))
     }
 
     /// The newest operator questions.
     pub fn questions(&self) -> Result<Vec<Question>> {
         let now = now_ms();
         Ok(self
-            .store
+            .sq()
             .questions(200)?
             .iter()
             .map(|q| question_wire(q, now))
@@ -168,7 +165,7 @@ struct Withdraw<'a> {
 
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
-        if self.armed && self.hive.store.cancel_question(self.id).unwrap_or(false) {
+        if self.armed && self.hive.sq().cancel_question(self.id).unwrap_or(false) {
             self.hive.broker.publish(Change::Questions);
         }
     }

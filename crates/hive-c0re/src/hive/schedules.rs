@@ -145,12 +145,12 @@ impl Hive {
                 )));
             }
         }
-        if self.store.schedule_count(agent.as_str())? >= SCHEDULES_PER_AGENT {
+        if self.sq().schedule_count(agent.as_str())? >= SCHEDULES_PER_AGENT {
             return Err(Error::refused(format!(
                 "{agent} has {SCHEDULES_PER_AGENT} schedules waiting, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
         }
-        if self.store.schedule_count_by(by)? >= SCHEDULES_PER_CREATOR {
+        if self.sq().schedule_count_by(by)? >= SCHEDULES_PER_CREATOR {
             return Err(Error::refused(format!(
                 "{by} keeps {SCHEDULES_PER_CREATOR} schedules, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
@@ -172,7 +172,7 @@ impl Hive {
             .first(now)
             .ok_or_else(|| Error::refused(format!("{when:?} never fires")))?;
         let id =
-            self.store
+            self.sq()
                 .add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)?;
         self.broker.poke(SCHEDULER_KEY);
         self.broker.publish(Change::Agent(agent.to_string()));
@@ -181,18 +181,18 @@ impl Hive {
 
     /// Every schedule, soonest first.
     pub fn schedule_list(&self) -> Result<Vec<Schedule>> {
-        Ok(self.store.schedules()?.iter().map(schedule_wire).collect())
+        Ok(self.sq().schedules()?.iter().map(schedule_wire).collect())
     }
 
     /// Removes a schedule.
     pub fn schedule_rm(&self, id: i64) -> Result<()> {
         let agent = self
-            .store
+            .sq()
             .schedules()?
             .into_iter()
             .find(|s| s.id == id)
             .map(|s| s.agent);
-        if !self.store.remove_schedule(id)? {
+        if !self.sq().remove_schedule(id)? {
             return Err(Error::refused(format!(
                 "there is no schedule #{id}: see hive-c0re schedule list"
             )));
@@ -207,7 +207,7 @@ impl Hive {
 
     /// Repeats the wall clock stepped back past: see the module docs.
     fn realign(&self, now: i64) -> Result<()> {
-        for s in self.store.schedules()? {
+        for s in self.sq().schedules()? {
             if !s.repeating || s.next_due <= now {
                 continue;
             }
@@ -232,7 +232,7 @@ impl Hive {
                 rfc3339(next),
                 rfc3339(s.next_due)
             );
-            self.store.set_schedule_due(s.id, next)?;
+            self.sq().set_schedule_due(s.id, next)?;
         }
         Ok(())
     }
@@ -245,7 +245,7 @@ impl Hive {
             return Ok(0);
         }
         self.realign(now)?;
-        let due = self.store.due_schedules(now)?;
+        let due = self.sq().due_schedules(now)?;
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
                 .ok()
@@ -253,7 +253,7 @@ impl Hive {
                 .filter(|_| s.repeating);
             // A full inbox skips a repeat's slot; a one-shot waits for room.
             let when_full = next.unwrap_or(now + FULL_RETRY_MS);
-            if self.store.fire_schedule(s, next, when_full, now)?.is_none() {
+            if self.sq().fire_schedule(s, next, when_full, now)?.is_none() {
                 tracing::warn!(
                     schedule = s.id,
                     agent = %s.agent,
@@ -277,7 +277,7 @@ pub async fn run(hive: Arc<Hive>) {
         if let Err(e) = hive.fire_due(now_ms()) {
             tracing::warn!("could not deliver scheduled prompts: {e}");
         }
-        let wait = match hive.store.next_schedule_due() {
+        let wait = match hive.sq().next_schedule_due() {
             _ if hive.space.is_low() => LOW_SPACE_RETRY,
             Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(MAX_SLEEP),
             _ => MAX_SLEEP,
@@ -397,7 +397,7 @@ mod tests {
     fn hive_with_agent(dir: &std::path::Path) -> Arc<Hive> {
         let hive = Hive::for_tests(dir, None);
         let uid_base = hive.runtime.uid_ranges().allocate(&[]).unwrap();
-        hive.store
+        hive.sq()
             .create_agent(&crate::store::NewAgent {
                 name: "a0",
                 harness: "ag3nt",
@@ -422,9 +422,9 @@ mod tests {
     ) -> Vec<i64> {
         let mut fired = vec![];
         for r in real {
-            let before = hive.store.inbox_depth("a0");
+            let before = hive.sq().inbox_depth("a0");
             hive.fire_due(wall(r)).unwrap();
-            let after = hive.store.inbox_depth("a0");
+            let after = hive.sq().inbox_depth("a0");
             assert!(after <= before + 1, "two prompts at real second {r}");
             if after > before {
                 fired.push(r);
@@ -439,7 +439,7 @@ mod tests {
     fn an_every_schedule_fires_once_per_slot_across_wall_clock_steps() {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());
-        hive.store
+        hive.sq()
             .add_schedule("a0", "every:10s", "tick", true, T0 + 10_000, "operator")
             .unwrap();
         let fired = drive(&hive, 0..=35, |r| T0 + r * 1000);
@@ -458,7 +458,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());
         let w = When::parse("cron:*/10 * * * * *", T0).unwrap();
-        hive.store
+        hive.sq()
             .add_schedule(
                 "a0",
                 "cron:*/10 * * * * *",
@@ -492,14 +492,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());
         let a0 = AgentName::parse("a0").unwrap();
-        hive.store
+        hive.sq()
             .add_schedule("a0", "every:10s", "tick", true, T0, "operator")
             .unwrap();
         hive.space.raise_for_test();
         let e = hive.schedule_add(&a0, "1h", "x", "operator").unwrap_err();
         assert!(e.to_string().contains("the disk is nearly full"), "{e}");
         assert_eq!(hive.fire_due(T0 + 60_000).unwrap(), 0);
-        assert_eq!(hive.store.inbox_depth("a0"), 0);
+        assert_eq!(hive.sq().inbox_depth("a0"), 0);
     }
 
     #[test]

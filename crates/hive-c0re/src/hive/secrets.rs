@@ -107,7 +107,7 @@ impl Hive {
         if let Some(a) = agent {
             self.agent_row(a)?;
         }
-        self.store
+        self.sq()
             .set_secret(name.as_str(), agent.map(AgentName::as_str), value.expose())?;
         self.secrets_changed(agent)
     }
@@ -115,7 +115,7 @@ impl Hive {
     /// Removes a secret.
     pub fn secret_rm(&self, name: &SecretName, agent: Option<&AgentName>) -> Result<()> {
         if !self
-            .store
+            .sq()
             .remove_secret(name.as_str(), agent.map(AgentName::as_str))?
         {
             let scope = match agent {
@@ -132,7 +132,7 @@ impl Hive {
     /// Every secret's name, scope and time set; never a value.
     pub fn secret_list(&self) -> Result<Vec<SecretRow>> {
         Ok(self
-            .store
+            .sq()
             .secret_entries()?
             .into_iter()
             .map(|e| SecretRow {
@@ -146,14 +146,14 @@ impl Hive {
     /// What the agent's claude gets: hive-wide secrets, its own over them;
     /// never hive-c0re's own (`WEBHOOK_*`).
     pub fn secrets_for(&self, agent: &AgentName) -> Result<Secrets> {
-        let mut all = self.store.secrets_for(agent.as_str())?;
+        let mut all = self.sq().secrets_for(agent.as_str())?;
         all.retain(|name, _| !name.starts_with(OPERATOR_ONLY_PREFIX));
         Ok(Secrets(all))
     }
 
     /// A hive-wide secret's value, for hive-c0re's own use (a webhook's key).
     pub(crate) fn hive_secret(&self, name: &SecretName) -> Result<Option<String>> {
-        Ok(self.store.secrets_for("")?.remove(name.as_str()))
+        Ok(self.sq().secrets_for("")?.remove(name.as_str()))
     }
 
     /// The redactor for the values stored now (read from the store once per change).
@@ -162,7 +162,7 @@ impl Hive {
         if let Some(r) = cached.as_ref() {
             return Ok(r.clone());
         }
-        let r = Arc::new(Redactor::new(self.store.secret_values()?));
+        let r = Arc::new(Redactor::new(self.sq().secret_values()?));
         *cached = Some(r.clone());
         Ok(r)
     }
@@ -174,7 +174,7 @@ impl Hive {
         match agent {
             Some(a) => self.broker.publish(Change::Agent(a.to_string())),
             None => {
-                for row in self.store.agents()? {
+                for row in self.sq().agents()? {
                     self.broker.publish(Change::Agent(row.name));
                 }
             }

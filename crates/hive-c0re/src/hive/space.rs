@@ -24,7 +24,7 @@ impl Hive {
             Transition::Cleared => {
                 if self.space.take_deferred_release() {
                     // At-least-once: a harness that claimed one of them meanwhile may see it again.
-                    match self.store.release_all_claims() {
+                    match self.sq().release_all_claims() {
                         Ok(n) => {
                             tracing::info!(
                                 n,
@@ -49,7 +49,7 @@ impl Hive {
             }
         };
         // The reserve the alarm freed has room for this one row.
-        match self.store.send("system", "operator", &notice) {
+        match self.sq().send("system", "operator", &notice) {
             Ok(_) => {
                 self.broker.poke("operator");
                 self.broker.publish(Change::Message {

@@ -64,16 +64,16 @@ pub async fn watch_config_heads(hive: Arc<Hive>) {
 impl Hive {
     /// Names of all agents.
     pub fn list(&self) -> Result<Vec<String>> {
-        Ok(self.store.agents()?.into_iter().map(|a| a.name).collect())
+        Ok(self.sq().agents()?.into_iter().map(|a| a.name).collect())
     }
 
     /// A status row for each agent.
     pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
         let now = now_ms();
-        let facts = self.store.agent_facts(None, now, day_of(now))?;
+        let facts = self.sq().agent_facts(None, now, day_of(now))?;
         let none = AgentFacts::default();
         Ok(self
-            .store
+            .sq()
             .agents()?
             .iter()
             .map(|a| self.status_row_of(a, facts.get(&a.name).unwrap_or(&none)))
@@ -85,7 +85,7 @@ impl Hive {
         let row = self.agent_row(name)?;
         let now = now_ms();
         let mut facts = self
-            .store
+            .sq()
             .agent_facts(Some(name.as_str()), now, day_of(now))?;
         let facts = facts.remove(name.as_str()).unwrap_or_default();
         Ok(self.status_row_of(&row, &facts))
@@ -95,7 +95,7 @@ impl Hive {
     /// limit); an agent whose head moved is announced. A repo that is
     /// missing or cannot be read counts as not ahead.
     async fn read_config_heads(&self) {
-        let Ok(agents) = self.store.agents() else {
+        let Ok(agents) = self.sq().agents() else {
             return;
         };
         let mut heads = std::collections::HashMap::new();
@@ -305,7 +305,7 @@ impl Hive {
 
     /// Records whether the agent's claude has usable credentials (its harness says).
     pub fn set_needs_login(&self, agent: &AgentName, needed: bool) -> Result<()> {
-        self.store.set_needs_login(agent.as_str(), needed)?;
+        self.sq().set_needs_login(agent.as_str(), needed)?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -319,7 +319,7 @@ impl Hive {
                 "a status is one line of at most {STATUS_MAX_CHARS} characters: shorten it"
             )));
         }
-        self.store
+        self.sq()
             .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
@@ -377,12 +377,12 @@ mod tests {
             model: "opus".to_owned(),
             ..haiku
         };
-        hive.store
+        hive.sq()
             .set_config("alice", &opus.to_toml(), Some("abc"))
             .unwrap();
         assert_eq!(hive.status_row(&alice).unwrap().active_model, "opus");
         // A stored text that stopped parsing is refused, whatever was parsed before.
-        hive.store
+        hive.sq()
             .set_config("alice", "model = [", Some("def"))
             .unwrap();
         assert_eq!(

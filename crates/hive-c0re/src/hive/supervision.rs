@@ -27,7 +27,7 @@ impl Supervised for Hive {
     }
 
     fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
-        let row = self.store.agent(name.as_str()).ok().flatten()?;
+        let row = self.sq().agent(name.as_str()).ok().flatten()?;
         Some(self.launch_spec(&row))
     }
 
@@ -46,7 +46,7 @@ impl Supervised for Hive {
     fn harness_exited(&self, name: &AgentName) {
         self.release_claims(name);
         self.broker.clear_control(name.as_str());
-        if let Ok(Some(row)) = self.store.agent(name.as_str())
+        if let Ok(Some(row)) = self.sq().agent(name.as_str())
             && row.state != AgentState::Idle
         {
             let _ = self.set_state(name, AgentState::Idle, None);
@@ -107,7 +107,7 @@ impl Supervised for Hive {
     }
 
     fn harness_failed(&self, name: &AgentName) {
-        let _ = self.store.set_failed(name.as_str(), true);
+        let _ = self.sq().set_failed(name.as_str(), true);
         self.broker.publish(Change::Agent(name.to_string()));
     }
 }

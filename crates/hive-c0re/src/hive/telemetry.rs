@@ -38,7 +38,7 @@ impl Hive {
     /// already (see [`Hive::end_turn`]), so the inbox depth is what is left.
     pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
         let total: u64 = s.tool_calls.values().sum();
-        let inbox_depth = self.store.inbox_depth(agent.as_str());
+        let inbox_depth = self.sq().inbox_depth(agent.as_str());
         let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
         let mut rows: Vec<(String, f64)> = vec![
             ("turn.duration_ms".into(), s.duration_ms as f64),
@@ -69,7 +69,7 @@ impl Hive {
         rows.extend(s.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
         rows.extend(s.notes_bytes.map(|v| ("notes.bytes".to_owned(), v as f64)));
         let spend = self
-            .store
+            .sq()
             .add_stats(agent.as_str(), rows.iter().map(|(k, v)| (k.as_str(), *v)))?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(spend)
@@ -78,7 +78,7 @@ impl Hive {
     /// Samples the agent's inbox depth (after a send to it, or a claim of it)
     /// for the peak its next turn's figures record.
     pub(super) fn sample_inbox(&self, agent: &str) {
-        let depth = self.store.inbox_depth(agent);
+        let depth = self.sq().inbox_depth(agent);
         let mut peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
         let peak = peaks.entry(agent.to_owned()).or_default();
         *peak = (*peak).max(depth);
@@ -93,8 +93,8 @@ impl Hive {
 
     /// Records the approval queue's length, hive-wide, after a change (a failure is only logged).
     pub(super) fn record_approvals_pending(&self) {
-        let recorded = self.store.pending_approvals().and_then(|n| {
-            self.store
+        let recorded = self.sq().pending_approvals().and_then(|n| {
+            self.sq()
                 .add_stats(HIVE_WIDE, [("approvals.pending", n as f64)])
         });
         if let Err(e) = recorded {
@@ -106,7 +106,7 @@ impl Hive {
     /// A compaction's spending among them counts against the budgets.
     pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
         let spend = self
-            .store
+            .sq()
             .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
         self.spent(agent, spend);
         Ok(())
@@ -118,17 +118,17 @@ impl Hive {
         let since = now - window_ms.max(1000);
         let agents: Vec<AgentRow> = match agent {
             Some(a) => vec![self.agent_row(a)?],
-            None => self.store.agents()?,
+            None => self.sq().agents()?,
         };
-        let rows = self.store.stats_since(agent.map(|a| a.as_str()), since)?;
+        let rows = self.sq().stats_since(agent.map(|a| a.as_str()), since)?;
         let mut by_agent: BTreeMap<&str, Vec<&StatRow>> = BTreeMap::new();
         for r in &rows {
             by_agent.entry(r.agent.as_str()).or_default().push(r);
         }
         let window_s = (now - since) as f64 / 1000.0;
-        let approvals_pending = self.store.pending_approvals()?;
+        let approvals_pending = self.sq().pending_approvals()?;
         let mut approvals_series: Vec<SeriesPoint> = self
-            .store
+            .sq()
             .stats_since(Some(HIVE_WIDE), since)?
             .iter()
             .filter(|r| r.key == "approvals.pending")
@@ -233,13 +233,13 @@ impl Hive {
             (Some(f), Some(l)) => (*l - *f) as i64,
             _ => 0,
         };
-        st.inbox_depth_current = self.store.inbox_depth(&a.name);
+        st.inbox_depth_current = self.sq().inbox_depth(&a.name);
         st.inbox_depth_max = st.inbox_depth_max.max(st.inbox_depth_current);
         st.seconds_since_last_turn = a.last_turn_at.map(|t| (now - t) as f64 / 1000.0);
         let quiet_since = a.last_turn_at.unwrap_or(a.created_at).max(a.state_since);
         let napping = self.nap_left(&a.name, a.nap_until, now).is_some();
         // Messages held after a cancelled turn wait for the operator's next word, by design.
-        let held = self.store.held_count(&a.name).unwrap_or(0);
+        let held = self.sq().held_count(&a.name).unwrap_or(0);
         st.stuck = st.inbox_depth_current > held
             && !a.paused
             && !napping

@@ -97,7 +97,7 @@ impl Hive {
             let row = self.agent_row(name)?;
             let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
-                self.store.set_nap_until(name.as_str(), None)?;
+                self.sq().set_nap_until(name.as_str(), None)?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
             let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
@@ -254,7 +254,7 @@ impl Hive {
         let spend = self.record_turn(name, stats)?;
         self.spent(name, spend);
         if let Some(s) = session {
-            self.store
+            self.sq()
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))?;
         }
         let end = TurnEnd {
@@ -267,7 +267,7 @@ impl Hive {
         };
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
-        self.store.set_state(agent, AgentState::Idle, None)?;
+        self.sq().set_state(agent, AgentState::Idle, None)?;
         self.add_events(
             name,
             &[
