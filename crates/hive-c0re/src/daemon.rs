@@ -188,8 +188,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
-    hive.run_wanted()?;
-    if !opts.no_manager && !hive.has_agent(&AgentName::manager())? {
+    hive.run_wanted().await?;
+    if !opts.no_manager && !hive.has_agent(&AgentName::manager()).await? {
         hive.spawn(&AgentName::manager(), None, None)
             .await
             .context("could not create the manager agent")?;

@@ -46,7 +46,7 @@ pub(crate) async fn lifecycle(
     let refused = || ApiError::from_hive(StatusCode::CONFLICT);
     match action.as_str() {
         "start" => {
-            hive.start(&name).map_err(refused())?;
+            hive.start(&name).await.map_err(refused())?;
             done(format!("{name} is starting"))
         }
         "stop" => {
@@ -80,6 +80,7 @@ pub(crate) async fn lifecycle(
         }
         "pause" | "resume" => {
             hive.set_paused(&name, action == "pause")
+                .await
                 .map_err(refused())?;
             done(format!(
                 "{name} is {}",
@@ -91,15 +92,15 @@ pub(crate) async fn lifecycle(
             ))
         }
         "cancel" => {
-            hive.cancel(&name).map_err(refused())?;
+            hive.cancel(&name).await.map_err(refused())?;
             done(format!("asked {name} to cancel its turn"))
         }
         "compact" => {
-            hive.compact(&name).map_err(refused())?;
+            hive.compact(&name).await.map_err(refused())?;
             done(format!("asked {name} to compact its session"))
         }
         "compact-notes" => {
-            hive.compact_notes(&name).map_err(refused())?;
+            hive.compact_notes(&name).await.map_err(refused())?;
             done(format!("asked {name} to compact its notes"))
         }
         other => Err(ApiError::not_found(format!(
@@ -136,6 +137,7 @@ pub(crate) async fn set_model(
     let info = ctx
         .hive
         .set_model(&name, b.model.as_deref())
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(json!({ "ok": true, "model": info })))
 }
@@ -154,6 +156,7 @@ pub(crate) async fn set_budget(
             tokens: b.tokens,
             reset: b.reset,
         })
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(json!({ "ok": true, "budget": row })))
 }
@@ -237,6 +240,7 @@ pub(crate) async fn schedule_add(
     let id = ctx
         .hive
         .schedule_add(&name, &b.when, &b.text, "operator")
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(
         json!({ "ok": true, "id": id, "message": format!("schedule #{id} added for {name}") }),

@@ -73,6 +73,7 @@ pub(crate) async fn agent(
     Ok(Json(
         ctx.hive
             .status_row(&name)
+            .await
             .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
     ))
 }
@@ -85,6 +86,7 @@ pub(crate) async fn model(
     Ok(Json(
         ctx.hive
             .model_info(&name)
+            .await
             .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
     ))
 }
@@ -104,6 +106,7 @@ pub(crate) async fn events(
     Ok(Json(
         ctx.hive
             .events(&name, q.since, q.before, limit)
+            .await
             .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
 }
@@ -185,6 +188,7 @@ pub(crate) async fn secrets(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Secret
     Ok(Json(
         ctx.hive
             .secret_list()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }

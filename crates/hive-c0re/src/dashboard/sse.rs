@@ -212,7 +212,7 @@ enum Work {
 pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
     let mut changes = hive.subscribe();
     let mut cursors = Cursors::default();
-    cursors.reset(&hive);
+    cursors.reset(&hive).await;
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
@@ -235,12 +235,12 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
         if lagged {
             // Changes were lost: viewers refetch; cursors restart at the newest rows.
             tracing::warn!("the dashboard fell behind the hive's changes; pages resync");
-            cursors.reset(&hive);
+            cursors.reset(&hive).await;
             hub.send(Some(Prepared::resync()));
             continue;
         }
         for work in coalesce(batch) {
-            do_work(&hive, &hub, &mut cursors, work);
+            do_work(&hive, &hub, &mut cursors, work).await;
         }
     }
 }
@@ -304,32 +304,33 @@ fn plan(c: Change) -> Vec<Work> {
 struct Cursors(HashMap<String, i64>, Option<FeedCursor>, Option<NeedsYou>);
 
 impl Cursors {
-    fn reset(&mut self, hive: &Hive) {
+    async fn reset(&mut self, hive: &Hive) {
         self.0.clear();
         self.1 = hive.feed_cursor().ok();
         self.2 = None;
         for name in hive.list().unwrap_or_default() {
-            self.init(hive, &name);
+            self.init(hive, &name).await;
         }
     }
 
     /// Starts an agent's cursor at its newest stored event.
-    fn init(&mut self, hive: &Hive, name: &str) {
-        let newest = AgentName::parse(name)
-            .ok()
-            .and_then(|n| hive.events(&n, None, None, 1).ok())
-            .and_then(|e| e.last().map(|e| e.id))
-            .unwrap_or(0);
+    async fn init(&mut self, hive: &Hive, name: &str) {
+        let newest = match AgentName::parse(name) {
+            Ok(n) => hive.events(&n, None, None, 1).await.ok(),
+            Err(_) => None,
+        }
+        .and_then(|e| e.last().map(|e| e.id))
+        .unwrap_or(0);
         self.0.insert(name.to_owned(), newest);
     }
 }
 
-fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
+async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
     match work {
         Work::Row(n) => {
             if !cursors.0.contains_key(&n) {
                 // A new agent: its viewers start at whatever history it has.
-                cursors.init(hive, &n);
+                cursors.init(hive, &n).await;
             }
             let agent_watched = hub.watched(Some(&n));
             if !hub.watched(None) && !agent_watched {
@@ -338,10 +339,10 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             let Ok(name) = AgentName::parse(&n) else {
                 return;
             };
-            if let Ok(row) = hive.status_row(&name) {
+            if let Ok(row) = hive.status_row(&name).await {
                 hub.send(Prepared::new(Audience::Both(n.clone()), Frame::Agent(row)));
             }
-            if agent_watched && let Ok(model) = hive.model_info(&name) {
+            if agent_watched && let Ok(model) = hive.model_info(&name).await {
                 let model = ModelChanged {
                     agent: n.clone(),
                     model,
@@ -378,7 +379,10 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             };
             let mut since = cursor;
             loop {
-                let events = match hive.events(&name, Some(since), None, EVENTS_PER_FRAME) {
+                let events = match hive
+                    .events(&name, Some(since), None, EVENTS_PER_FRAME)
+                    .await
+                {
                     Ok(e) => e,
                     Err(e) => {
                         tracing::warn!(agent = %n, "dashboard could not read events: {e}");
@@ -509,7 +513,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     let agent = match q.agent.as_deref() {
         Some(raw) => {
             let name = parse_name(raw)?;
-            require_agent(&ctx, &name)?;
+            require_agent(&ctx, &name).await?;
             Some(name.to_string())
         }
         None => None,

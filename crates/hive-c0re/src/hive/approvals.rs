@@ -195,6 +195,7 @@ impl Hive {
             commit_ref: &sha,
             description,
         })
+        .await
     }
 
     /// Queues an approval to deploy commit `sha` of `agent`'s config repo, pinning its `agent.toml`.
@@ -204,7 +205,7 @@ impl Hive {
         sha: &str,
         description: Option<&str>,
     ) -> Result<i64> {
-        self.agent_row(agent)?;
+        self.agent_row(agent).await?;
         let repo = self.paths.config_repo(agent);
         let (rev, name) = (sha.trim().to_owned(), agent.clone());
         let (full, text) =
@@ -232,9 +233,10 @@ impl Hive {
             commit_ref: &full,
             description,
         })
+        .await
     }
 
-    fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+    async fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
         let id = self.sq().add_approval(a)?;
         self.record_approvals_pending();
         self.broker.publish(Change::Approvals);
@@ -244,7 +246,8 @@ impl Hive {
             hive_sh4re::notification::NotificationKind::Approval,
             about.as_ref(),
             &format!("Approval #{id} waits: {} {}{what}", a.kind, a.agent),
-        );
+        )
+        .await;
         Ok(id)
     }
 
@@ -473,7 +476,7 @@ impl Hive {
         })?;
         self.sq().set_config(name.as_str(), text, Some(sha))?;
         self.broker.publish(Change::Agent(name.to_string()));
-        if self.agent_row(name)?.want_running {
+        if self.agent_row(name).await?.want_running {
             self.restart(name).await?;
         }
         Ok(())

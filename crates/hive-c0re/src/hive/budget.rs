@@ -252,7 +252,7 @@ impl Hive {
     /// Whether the agent may take a turn, by its budget and the hive's
     /// (consulted by `next_turn`); keeps its `over_budget` state in step: an
     /// idle agent that is held shows it, and one released is idle again.
-    pub(super) fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
+    pub(super) async fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
         let today = day_of(now_ms());
         let own = self.budget_limit(Some(row), today)?;
         let gate = if own.fraction(self.spend_today(Some(name.as_str()), today)?) >= 1.0 {
@@ -272,9 +272,11 @@ impl Hive {
         };
         match (gate, row.state) {
             (Gate::Held | Gate::OperatorOnly, AgentState::Idle) => {
-                self.set_state(name, AgentState::OverBudget, None)?
+                self.set_state(name, AgentState::OverBudget, None).await?
             }
-            (Gate::Open, AgentState::OverBudget) => self.set_state(name, AgentState::Idle, None)?,
+            (Gate::Open, AgentState::OverBudget) => {
+                self.set_state(name, AgentState::Idle, None).await?
+            }
             _ => {}
         }
         Ok(gate)
@@ -284,18 +286,18 @@ impl Hive {
     /// a budget it brought to 80 % gets `budget_warning`, one it spent gets
     /// `over_budget` and a message to the manager. A failure is only logged:
     /// the spend is recorded, and `next_turn` holds by it whatever happens here.
-    pub(super) fn spent(&self, name: &AgentName, delta: Spend) {
+    pub(super) async fn spent(&self, name: &AgentName, delta: Spend) {
         if delta.usd <= 0.0 && delta.tokens <= 0.0 {
             return;
         }
-        if let Err(e) = self.note_spend(name, delta) {
+        if let Err(e) = self.note_spend(name, delta).await {
             tracing::warn!(agent = %name, "could not check the budgets: {e}");
         }
     }
 
-    fn note_spend(&self, name: &AgentName, delta: Spend) -> Result<()> {
+    async fn note_spend(&self, name: &AgentName, delta: Spend) -> Result<()> {
         let today = day_of(now_ms());
-        let row = self.agent_row(name)?;
+        let row = self.agent_row(name).await?;
         for scope in [BudgetScope::Agent, BudgetScope::Hive] {
             let (limit, after) = match scope {
                 BudgetScope::Agent => (
@@ -326,18 +328,21 @@ impl Hive {
             };
             for (m, spent, l) in limit.crossed(before, after, WARN_AT) {
                 if spent < l {
-                    self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))?;
+                    self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))
+                        .await?;
                     let text = format!(
                         "{} of {} of {whose} spent today (UTC): 80 % reached",
                         amount(m, spent),
                         amount(m, l)
                     );
-                    self.tell_operator(NotificationKind::BudgetWarning, about, &text);
+                    self.tell_operator(NotificationKind::BudgetWarning, about, &text)
+                        .await;
                 }
             }
             let over = limit.crossed(before, after, 1.0);
             for (m, spent, l) in &over {
-                self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))?;
+                self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))
+                    .await?;
                 let held = match scope {
                     BudgetScope::Agent => format!("{name} is held"),
                     BudgetScope::Hive => {
@@ -350,7 +355,8 @@ impl Hive {
                     amount(*m, *spent),
                     amount(*m, *l)
                 );
-                self.tell_operator(NotificationKind::OverBudget, about, &text);
+                self.tell_operator(NotificationKind::OverBudget, about, &text)
+                    .await;
             }
             if over.is_empty() {
                 continue;
@@ -396,7 +402,7 @@ impl Hive {
     /// The operator changes a budget for the rest of today (UTC): new limits
     /// (a measure not given keeps today's), or lifted; stored, so a restart
     /// keeps it, and whoever it releases resumes at once.
-    pub fn budget_set(&self, req: &verb::BudgetSet) -> Result<BudgetRow> {
+    pub async fn budget_set(&self, req: &verb::BudgetSet) -> Result<BudgetRow> {
         if req.reset && (req.usd.is_some() || req.tokens.is_some()) {
             return Err(Error::refused(
                 "give --reset alone (it lifts the budget for today) or new limits, not both",
@@ -419,7 +425,10 @@ impl Hive {
                 "0 tokens is not a budget: give a number above 0 (or --reset to lift it)",
             ));
         }
-        let row = req.agent.as_ref().map(|n| self.agent_row(n)).transpose()?;
+        let row = match &req.agent {
+            Some(n) => Some(self.agent_row(n).await?),
+            None => None,
+        };
         let scope = req.agent.as_ref().map_or(HIVE_WIDE, |n| n.as_str());
         let today = day_of(now_ms());
         let earlier = self
@@ -441,7 +450,8 @@ impl Hive {
         }
         match &req.agent {
             Some(n) => {
-                self.note_operator(n, hive_sh4re::event::Operator::command(words.join(" ")));
+                self.note_operator(n, hive_sh4re::event::Operator::command(words.join(" ")))
+                    .await;
                 self.broker.poke(n.as_str());
                 self.broker
                     .publish(crate::broker::Change::Agent(n.to_string()));
@@ -474,20 +484,23 @@ mod tests {
         let manager = AgentName::manager();
         for n in [&alice, &manager] {
             hive.add_stopped(n, &AgentConfig::default().to_toml())
+                .await
                 .unwrap();
         }
         let hive_tokens = |t| verb::BudgetSet {
             tokens: Some(t),
             ..verb::BudgetSet::default()
         };
-        hive.budget_set(&hive_tokens(100)).unwrap();
+        hive.budget_set(&hive_tokens(100)).await.unwrap();
         // A compaction's spending (reported as stats) counts like a turn's.
         hive.record_stats(&alice, &[("tokens.in".into(), 150.0)])
+            .await
             .unwrap();
         let rows = hive.budget_rows().unwrap();
         assert_eq!((rows[0].agent.as_deref(), rows[0].over), (None, true));
         let kinds: Vec<String> = hive
             .events(&alice, None, None, 100)
+            .await
             .unwrap()
             .into_iter()
             .map(|e| e.kind)
@@ -506,7 +519,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(
-            hive.agent_row(&alice).unwrap().state,
+            hive.agent_row(&alice).await.unwrap().state,
             AgentState::OverBudget
         );
 
@@ -531,6 +544,7 @@ mod tests {
             TurnOutcome::Ack,
             None,
         )
+        .await
         .unwrap();
         assert!(
             hive.next_turn(&manager, Duration::ZERO)
@@ -545,6 +559,7 @@ mod tests {
             reset: true,
             ..verb::BudgetSet::default()
         })
+        .await
         .unwrap();
         let turn = hive
             .next_turn(&alice, Duration::ZERO)
@@ -559,7 +574,10 @@ mod tests {
             .expect("the manager resumes");
         let from: Vec<&str> = turn.messages.iter().map(|m| m.sender.as_str()).collect();
         assert_eq!(from, ["system", "alice"]);
-        assert!(hive.budget_set(&hive_tokens(0)).is_err(), "0 is no budget");
+        assert!(
+            hive.budget_set(&hive_tokens(0)).await.is_err(),
+            "0 is no budget"
+        );
     }
 
     fn spend(usd: f64, tokens: f64) -> Spend {

@@ -57,7 +57,7 @@ impl Hive {
             _ => {}
         }
         if let Mailbox::Agent(sender) = from {
-            let config = self.config_of(&self.agent_row(sender)?)?;
+            let config = self.config_of(&self.agent_row(sender).await?)?;
             if !config.may_send_to(to) {
                 return Err(Error::refused(format!(
                     "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
@@ -77,7 +77,8 @@ impl Hive {
             from: from.as_str().to_owned(),
         });
         if let (Mailbox::Operator, Mailbox::Agent(sender)) = (to, from) {
-            self.tell_operator(NotificationKind::Message, Some(sender), body);
+            self.tell_operator(NotificationKind::Message, Some(sender), body)
+                .await;
         }
         if let Mailbox::Agent(n) = to {
             self.sample_inbox(n.as_str());
@@ -91,7 +92,8 @@ impl Hive {
                         message_id: Some(id),
                         ..Operator::default()
                     },
-                );
+                )
+                .await;
             }
         }
         Ok(id)

@@ -79,7 +79,7 @@ impl Hive {
     /// Returns the notification's id, or None when it was held back: an agent
     /// that sends or asks more than [`flood::BURST`] a window has the rest
     /// told as one summary when the window ends.
-    pub fn notify_operator(
+    pub async fn notify_operator(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
@@ -91,21 +91,21 @@ impl Hive {
                 Verdict::Hold => return Ok(None),
                 Verdict::SummaryThenTell(n) => {
                     let s = flood::summary(a.as_str(), kind, n, self.flood.window());
-                    self.store_notification(kind, Some(a), &s)?;
+                    self.store_notification(kind, Some(a), &s).await?;
                 }
             }
         }
-        self.store_notification(kind, agent, text).map(Some)
+        self.store_notification(kind, agent, text).await.map(Some)
     }
 
     /// Stores a notification and queues it for the webhooks that want it; its id.
-    fn store_notification(
+    async fn store_notification(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
         text: &str,
     ) -> Result<i64> {
-        let text = clean(&self.redactor()?.redact(text));
+        let text = clean(&self.redactor().await?.redact(text));
         let link = link_for(kind, agent);
         let hooks = self.settings.webhooks.wanting(kind);
         let row = self.sq().add_notification(
@@ -124,13 +124,13 @@ impl Hive {
     }
 
     /// [`Hive::notify_operator`] where a failure must not stop the caller: it is logged.
-    pub(crate) fn tell_operator(
+    pub(crate) async fn tell_operator(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
         text: &str,
     ) {
-        if let Err(e) = self.notify_operator(kind, agent, text) {
+        if let Err(e) = self.notify_operator(kind, agent, text).await {
             tracing::warn!("could not store a {kind} notification: {e}");
         }
     }
@@ -191,7 +191,7 @@ impl Hive {
             Ok(Some(row)) => match notification_wire(&row) {
                 Some(mut n) => {
                     n.link = self.settings.webhooks.link(&n.link);
-                    match self.webhook_secret(hook) {
+                    match self.webhook_secret(hook).await {
                         Ok(secret) => {
                             webhooks::send(&webhooks::request(hook, &n, secret.as_deref())).await
                         }
@@ -226,11 +226,11 @@ impl Hive {
     }
 
     /// The value of the secret a webhook names, if it names one.
-    fn webhook_secret(&self, hook: &Webhook) -> std::result::Result<Option<String>, String> {
+    async fn webhook_secret(&self, hook: &Webhook) -> std::result::Result<Option<String>, String> {
         let Some(name) = &hook.secret else {
             return Ok(None);
         };
-        match self.hive_secret(name) {
+        match self.hive_secret(name).await {
             Ok(Some(v)) => Ok(Some(v)),
             Ok(None) => Err(format!(
                 "the secret {name} is not set: hive-c0re secret set {name}"
@@ -249,7 +249,7 @@ pub async fn tell_held_back(hive: Arc<Hive>) {
                 continue;
             };
             let text = flood::summary(&agent, kind, n, hive.flood.window());
-            if let Err(e) = hive.store_notification(kind, Some(&name), &text) {
+            if let Err(e) = hive.store_notification(kind, Some(&name), &text).await {
                 tracing::warn!("could not store a summary of held-back notifications: {e}");
             }
         }
@@ -344,9 +344,11 @@ mod tests {
         let alice = AgentName::parse("alice").unwrap();
         let id = hive
             .notify_operator(NotificationKind::Crashed, Some(&alice), "boom")
+            .await
             .unwrap()
             .unwrap();
         hive.notify_operator(NotificationKind::Approval, None, "spawn bob")
+            .await
             .unwrap();
         let l = hive.notifications(false, None).unwrap();
         assert_eq!(l.unread, 2);
@@ -365,10 +367,11 @@ mod tests {
         let value = SecretValue::parse("hmac-key-value-123".into()).unwrap();
         for name in ["WEBHOOK_KEY", "OTHER_KEY"] {
             hive.secret_set(&SecretName::parse(name).unwrap(), None, &value)
+                .await
                 .unwrap();
         }
         let alice = AgentName::parse("alice").unwrap();
-        let given = hive.secrets_for(&alice).unwrap();
+        let given = hive.secrets_for(&alice).await.unwrap();
         assert!(given.0.contains_key("OTHER_KEY"));
         assert!(!given.0.contains_key("WEBHOOK_KEY"));
     }

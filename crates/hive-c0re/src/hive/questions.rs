@@ -46,7 +46,8 @@ impl Hive {
             hive_sh4re::notification::NotificationKind::Question,
             Some(agent),
             &format!("Question #{id} (answer by {deadline}): {question}"),
-        );
+        )
+        .await;
         let mut withdraw = Withdraw {
             hive: self,
             id,

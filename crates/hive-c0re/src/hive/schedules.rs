@@ -134,10 +134,16 @@ impl Hive {
     /// `by` is `operator` or the agent that asks (the manager); an agent may
     /// schedule only for whom it may send to, and both the target and the
     /// creator have a cap, since each firing lands in an inbox.
-    pub fn schedule_add(&self, agent: &AgentName, when: &str, text: &str, by: &str) -> Result<i64> {
-        self.agent_row(agent)?;
+    pub async fn schedule_add(
+        &self,
+        agent: &AgentName,
+        when: &str,
+        text: &str,
+        by: &str,
+    ) -> Result<i64> {
+        self.agent_row(agent).await?;
         if let Ok(creator) = AgentName::parse(by) {
-            let config = self.config_of(&self.agent_row(&creator)?)?;
+            let config = self.config_of(&self.agent_row(&creator).await?)?;
             if !config.may_send_to(&hive_sh4re::Mailbox::Agent(agent.clone())) {
                 return Err(Error::refused(format!(
                     "{creator} may not schedule prompts for {agent}: its allowed_recipients are {:?}; ask the operator to change the config",
@@ -364,8 +370,8 @@ mod tests {
         assert_eq!(w.after(0), Some(36_500 * 86_400_000));
     }
 
-    #[test]
-    fn each_target_and_each_creator_has_a_cap() {
+    #[tokio::test]
+    async fn each_target_and_each_creator_has_a_cap() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
         let per_creator = (SCHEDULES_PER_CREATOR / SCHEDULES_PER_AGENT) as usize;
@@ -373,19 +379,21 @@ mod tests {
             .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
             .collect();
         for n in &names {
-            hive.add_stopped(n, "").unwrap();
+            hive.add_stopped(n, "").await.unwrap();
         }
         for n in &names[..per_creator] {
             for _ in 0..SCHEDULES_PER_AGENT {
-                hive.schedule_add(n, "1h", "x", "operator").unwrap();
+                hive.schedule_add(n, "1h", "x", "operator").await.unwrap();
             }
         }
         let e = hive
             .schedule_add(&names[0], "1h", "x", "operator")
+            .await
             .unwrap_err();
         assert!(e.to_string().contains("a0 has 50 schedules waiting"), "{e}");
         let e = hive
             .schedule_add(&names[per_creator], "1h", "x", "operator")
+            .await
             .unwrap_err();
         assert!(
             e.to_string().contains("operator keeps 200 schedules"),
@@ -487,8 +495,8 @@ mod tests {
         assert_eq!(fired, [96, 105], "after a step forward");
     }
 
-    #[test]
-    fn a_nearly_full_disk_refuses_new_schedules_and_holds_due_ones_until_space_returns() {
+    #[tokio::test]
+    async fn a_nearly_full_disk_refuses_new_schedules_and_holds_due_ones_until_space_returns() {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());
         let a0 = AgentName::parse("a0").unwrap();
@@ -496,19 +504,22 @@ mod tests {
             .add_schedule("a0", "every:10s", "tick", true, T0, "operator")
             .unwrap();
         hive.space.raise_for_test();
-        let e = hive.schedule_add(&a0, "1h", "x", "operator").unwrap_err();
+        let e = hive
+            .schedule_add(&a0, "1h", "x", "operator")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("the disk is nearly full"), "{e}");
         assert_eq!(hive.fire_due(T0 + 60_000).unwrap(), 0);
         assert_eq!(hive.sq().inbox_depth("a0"), 0);
     }
 
-    #[test]
-    fn a_nap_keeps_its_length_whatever_the_wall_clock_does() {
+    #[tokio::test]
+    async fn a_nap_keeps_its_length_whatever_the_wall_clock_does() {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());
         let a0 = AgentName::parse("a0").unwrap();
         hive.nap(&a0, 600).unwrap();
-        let until = hive.agent_row(&a0).unwrap().nap_until;
+        let until = hive.agent_row(&a0).await.unwrap().nap_until;
         let now = now_ms();
         for wall in [now, now - 86_400_000, now + 86_400_000] {
             let left = hive.nap_left("a0", until, wall).expect("still napping");

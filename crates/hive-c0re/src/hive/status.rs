@@ -81,8 +81,8 @@ impl Hive {
     }
 
     /// The status row of one agent.
-    pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
-        let row = self.agent_row(name)?;
+    pub async fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
+        let row = self.agent_row(name).await?;
         let now = now_ms();
         let mut facts = self
             .sq()
@@ -283,8 +283,8 @@ impl Hive {
 
     /// The agent's configured, overridden and active model, and the one
     /// queued for its next turn.
-    pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
-        let row = self.agent_row(name)?;
+    pub async fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
+        let row = self.agent_row(name).await?;
         let active = self.active_model(&row);
         // A turn keeps the model it started with: what changed meanwhile waits.
         let queued = match self.effective_model(&row) {
@@ -332,8 +332,8 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_model_change_during_a_turn_is_queued_for_the_next() {
+    #[tokio::test]
+    async fn a_model_change_during_a_turn_is_queued_for_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
         let alice = AgentName::parse("alice").unwrap();
@@ -341,29 +341,32 @@ mod tests {
             model: "haiku".to_owned(),
             ..AgentConfig::default()
         };
-        hive.add_stopped(&alice, &config.to_toml()).unwrap();
-        let idle = hive.set_model(&alice, Some("opus")).unwrap();
+        hive.add_stopped(&alice, &config.to_toml()).await.unwrap();
+        let idle = hive.set_model(&alice, Some("opus")).await.unwrap();
         assert_eq!((idle.active.as_str(), idle.queued), ("opus", None));
 
         hive.set_state(&alice, AgentState::Thinking, Some("opus"))
+            .await
             .unwrap();
-        let m = hive.set_model(&alice, Some("sonnet")).unwrap();
+        let m = hive.set_model(&alice, Some("sonnet")).await.unwrap();
         assert_eq!(m.active, "opus", "the running turn keeps its model");
         assert_eq!(m.queued.as_deref(), Some("sonnet"));
         // Clearing the override mid-turn queues the configured model.
-        let m = hive.set_model(&alice, None).unwrap();
+        let m = hive.set_model(&alice, None).await.unwrap();
         assert_eq!(m.queued.as_deref(), Some("haiku"));
-        let m = hive.set_model(&alice, Some("opus")).unwrap();
+        let m = hive.set_model(&alice, Some("opus")).await.unwrap();
         assert_eq!(m.queued, None, "the turn's own model is nothing to queue");
 
-        hive.set_model(&alice, Some("sonnet")).unwrap();
-        hive.set_state(&alice, AgentState::Idle, None).unwrap();
-        let m = hive.model_info(&alice).unwrap();
+        hive.set_model(&alice, Some("sonnet")).await.unwrap();
+        hive.set_state(&alice, AgentState::Idle, None)
+            .await
+            .unwrap();
+        let m = hive.model_info(&alice).await.unwrap();
         assert_eq!((m.active.as_str(), m.queued), ("sonnet", None));
     }
 
-    #[test]
-    fn a_config_is_parsed_again_when_its_stored_text_changes() {
+    #[tokio::test]
+    async fn a_config_is_parsed_again_when_its_stored_text_changes() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
         let alice = AgentName::parse("alice").unwrap();
@@ -371,8 +374,8 @@ mod tests {
             model: "haiku".to_owned(),
             ..AgentConfig::default()
         };
-        hive.add_stopped(&alice, &haiku.to_toml()).unwrap();
-        assert_eq!(hive.status_row(&alice).unwrap().active_model, "haiku");
+        hive.add_stopped(&alice, &haiku.to_toml()).await.unwrap();
+        assert_eq!(hive.status_row(&alice).await.unwrap().active_model, "haiku");
         let opus = AgentConfig {
             model: "opus".to_owned(),
             ..haiku
@@ -380,16 +383,16 @@ mod tests {
         hive.sq()
             .set_config("alice", &opus.to_toml(), Some("abc"))
             .unwrap();
-        assert_eq!(hive.status_row(&alice).unwrap().active_model, "opus");
+        assert_eq!(hive.status_row(&alice).await.unwrap().active_model, "opus");
         // A stored text that stopped parsing is refused, whatever was parsed before.
         hive.sq()
             .set_config("alice", "model = [", Some("def"))
             .unwrap();
         assert_eq!(
-            hive.status_row(&alice).unwrap().active_model,
+            hive.status_row(&alice).await.unwrap().active_model,
             UNREADABLE_CONFIG
         );
-        let row = hive.agent_row(&alice).unwrap();
+        let row = hive.agent_row(&alice).await.unwrap();
         let e = hive.config_of(&row).unwrap_err().to_string();
         assert!(e.contains("deployed config cannot be read"), "{e}");
     }

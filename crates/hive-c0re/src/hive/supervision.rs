@@ -26,7 +26,7 @@ impl Supervised for Hive {
         &self.shutdown
     }
 
-    fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
+    async fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
         let row = self.sq().agent(name.as_str()).ok().flatten()?;
         Some(self.launch_spec(&row))
     }
@@ -43,18 +43,18 @@ impl Supervised for Hive {
         self.broker.publish(Change::Agent(name.to_string()));
     }
 
-    fn harness_exited(&self, name: &AgentName) {
+    async fn harness_exited(&self, name: &AgentName) {
         self.release_claims(name);
         self.broker.clear_control(name.as_str());
         if let Ok(Some(row)) = self.sq().agent(name.as_str())
             && row.state != AgentState::Idle
         {
-            let _ = self.set_state(name, AgentState::Idle, None);
+            let _ = self.set_state(name, AgentState::Idle, None).await;
         }
         self.broker.publish(Change::Agent(name.to_string()));
     }
 
-    fn harness_crashed(
+    async fn harness_crashed(
         &self,
         name: &AgentName,
         exit: &str,
@@ -68,7 +68,7 @@ impl Supervised for Hive {
             tail
         };
         // The agent writes its log: a secret's value in it goes no further than the file.
-        let tail = match self.redactor() {
+        let tail = match self.redactor().await {
             Ok(r) => r.redact(&tail),
             Err(e) => format!("(the log is not quoted: {e})"),
         };
@@ -88,7 +88,7 @@ impl Supervised for Hive {
             gave_up: retry_in.is_none(),
             log_tail: tail.clone(),
         };
-        let _ = self.record(name, &Payload::ContainerCrash(crash));
+        let _ = self.record(name, &Payload::ContainerCrash(crash)).await;
         let kind = if retry_in.is_some() {
             NotificationKind::Crashed
         } else {
@@ -98,7 +98,8 @@ impl Supervised for Hive {
             kind,
             Some(name),
             &format!("{name}'s harness {exit}; {next}."),
-        );
+        )
+        .await;
         let body =
             format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
         if let Err(e) = self.notify(&AgentName::manager(), &body) {
@@ -106,7 +107,7 @@ impl Supervised for Hive {
         }
     }
 
-    fn harness_failed(&self, name: &AgentName) {
+    async fn harness_failed(&self, name: &AgentName) {
         let _ = self.sq().set_failed(name.as_str(), true);
         self.broker.publish(Change::Agent(name.to_string()));
     }

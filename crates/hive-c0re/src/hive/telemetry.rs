@@ -104,20 +104,24 @@ impl Hive {
 
     /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
     /// A compaction's spending among them counts against the budgets.
-    pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
+    pub async fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
         let spend = self
             .sq()
             .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        self.spent(agent, spend);
+        self.spent(agent, spend).await;
         Ok(())
     }
 
     /// Derived figures of one agent (or every agent) over the last `window_ms`.
-    pub fn stats_summary(&self, agent: Option<&AgentName>, window_ms: i64) -> Result<StatsSummary> {
+    pub async fn stats_summary(
+        &self,
+        agent: Option<&AgentName>,
+        window_ms: i64,
+    ) -> Result<StatsSummary> {
         let now = now_ms();
         let since = now - window_ms.max(1000);
         let agents: Vec<AgentRow> = match agent {
-            Some(a) => vec![self.agent_row(a)?],
+            Some(a) => vec![self.agent_row(a).await?],
             None => self.sq().agents()?,
         };
         let rows = self.sq().stats_since(agent.map(|a| a.as_str()), since)?;
@@ -275,6 +279,7 @@ mod tests {
         let hive = Hive::for_tests(dir.path(), None);
         let alice = AgentName::parse("alice").unwrap();
         hive.add_stopped(&alice, &AgentConfig::default().to_toml())
+            .await
             .unwrap();
         let to = Mailbox::Agent(alice.clone());
         for i in 0..3 {
@@ -300,8 +305,9 @@ mod tests {
             TurnOutcome::Ack,
             None,
         )
+        .await
         .unwrap();
-        let s = hive.stats_summary(Some(&alice), 3_600_000).unwrap();
+        let s = hive.stats_summary(Some(&alice), 3_600_000).await.unwrap();
         let a = &s.agents[0];
         assert_eq!(a.inbox_depth_current, 2);
         assert_eq!(a.turns_series[0].inbox_depth, 2.0, "what the turn left");
@@ -315,7 +321,7 @@ mod tests {
             .await
             .unwrap();
         hive.deny(bob, None).unwrap();
-        let s = hive.stats_summary(None, 3_600_000).unwrap();
+        let s = hive.stats_summary(None, 3_600_000).await.unwrap();
         let queue: Vec<f64> = s.approvals_series.iter().map(|p| p.value).collect();
         assert_eq!(queue, [1.0, 2.0, 1.0, 1.0], "each change, then now");
         assert_eq!(s.approvals_pending, 1);

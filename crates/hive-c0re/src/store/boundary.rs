@@ -331,10 +331,14 @@ impl Db {
     // ---- events -----------------------------------------------------------
 
     /// Appends events of one agent in one transaction; returns their ids.
-    pub async fn add_events(&self, agent: &str, items: &[(String, String)]) -> Result<Vec<i64>> {
+    pub async fn add_events<K: AsRef<str>, P: AsRef<str>>(
+        &self,
+        agent: &str,
+        items: &[(K, P)],
+    ) -> Result<Vec<i64>> {
         match self {
             Db::Sqlite(s) => {
-                s.add_events(agent, items.iter().map(|(k, p)| (k.as_str(), p.as_str())))
+                s.add_events(agent, items.iter().map(|(k, p)| (k.as_ref(), p.as_ref())))
             }
             Db::Postgres(s) => s.add_events(agent, items).await,
         }

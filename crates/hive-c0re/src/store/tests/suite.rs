@@ -249,7 +249,7 @@ both! {
         s.send("operator", "alice", "read").await.unwrap();
         s.send("operator", "alice", "unread").await.unwrap();
         s.recv("alice", 1).await.unwrap();
-        s.add_events("alice", &[("stream".into(), "{}".into())]).await.unwrap();
+        s.add_events("alice", &[("stream", "{}")]).await.unwrap();
         s.add_stats("alice", &[("cost_usd", 0.5)]).await.unwrap();
         assert_eq!(s.vacuum_messages().await.unwrap(), 1, "only the delivered one goes");
         assert_eq!(s.vacuum_events().await.unwrap(), 1);
@@ -462,7 +462,7 @@ both! {
         let ids = s.add_events("a", &items).await.unwrap();
         assert_eq!(ids.len(), 5);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        s.add_events("b", &[("stream".into(), "{}".into())]).await.unwrap();
+        s.add_events("b", &[("stream", "{}")]).await.unwrap();
         let back = s.events_before("a", Some(ids[3]), 2).await.unwrap();
         assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
         assert_eq!(back[0].payload_json, "{\"n\":1}");
