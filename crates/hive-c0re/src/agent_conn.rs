@@ -90,7 +90,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         }
     }
     if conn.turn.is_some() {
-        hive.release_claims(&name);
+        hive.release_claims(&name).await;
     }
 }
 
@@ -280,7 +280,7 @@ async fn handle(
             AgentResponse::ok()
         }
         AgentRequest::Nap { seconds } => {
-            hive.nap(name, seconds)?;
+            hive.nap(name, seconds).await?;
             AgentResponse {
                 text: Some(format!(
                     "napping for {seconds}s; messages wait in your inbox until then"

@@ -167,7 +167,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         hive.space().defer_release();
     }
     if let Some(t) = hive.space().check().or(space_check) {
-        hive.space_changed(&t);
+        hive.space_changed(&t).await;
     }
     hive.spawn_task(hive.clone().watch_space());
     hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));

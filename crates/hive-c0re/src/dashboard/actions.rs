@@ -190,6 +190,7 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
     let note = b.note.filter(|n| !n.trim().is_empty());
     ctx.hive
         .deny(id, note.as_deref())
+        .await
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
 }

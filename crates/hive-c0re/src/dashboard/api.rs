@@ -43,6 +43,7 @@ pub(crate) async fn needs_you(State(ctx): State<Ctx>) -> ApiResult<Json<NeedsYou
     Ok(Json(
         ctx.hive
             .needs_you()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -111,14 +112,14 @@ pub(crate) async fn events(
     ))
 }
 
-fn recent(
+async fn recent(
     ctx: &Ctx,
     mailbox: &Mailbox,
     limit: Option<u32>,
     default: u32,
 ) -> ApiResult<Json<Vec<Message>>> {
     let limit = limit.unwrap_or(default).clamp(1, MAX_MESSAGES);
-    Ok(Json(ctx.hive.recent_messages(mailbox, limit)?))
+    Ok(Json(ctx.hive.recent_messages(mailbox, limit).await?))
 }
 
 /// `GET /api/agents/{name}/messages?limit=N`: the newest messages to or from the agent, oldest first.
@@ -127,7 +128,7 @@ pub(crate) async fn agent_messages(
     Agent(name): Agent,
     Q(q): Q<LimitQuery>,
 ) -> ApiResult<Json<Vec<Message>>> {
-    recent(&ctx, &Mailbox::Agent(name), q.limit, super::sse::INBOX_LEN)
+    recent(&ctx, &Mailbox::Agent(name), q.limit, super::sse::INBOX_LEN).await
 }
 
 /// `GET /api/operator/messages?limit=N`: the operator's inbox and sent messages, without acknowledging any.
@@ -141,6 +142,7 @@ pub(crate) async fn operator_messages(
         q.limit,
         super::sse::OPERATOR_INBOX_LEN,
     )
+    .await
 }
 
 /// `GET /api/approvals`: every approval, oldest first.

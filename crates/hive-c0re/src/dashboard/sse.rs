@@ -411,7 +411,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         Work::Inbox(n) => {
             if hub.watched(Some(&n))
                 && let Ok(name) = AgentName::parse(&n)
-                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN)
+                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN).await
             {
                 let inbox = Inbox {
                     agent: n.clone(),
@@ -422,7 +422,9 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::OperatorInbox => {
             if hub.watched(None)
-                && let Ok(messages) = hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
+                && let Ok(messages) = hive
+                    .recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
+                    .await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -463,7 +465,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::NeedsYou => {
             if hub.watched(None)
-                && let Ok(needs) = hive.needs_you()
+                && let Ok(needs) = hive.needs_you().await
                 && cursors.2.as_ref() != Some(&needs)
             {
                 cursors.2 = Some(needs.clone());

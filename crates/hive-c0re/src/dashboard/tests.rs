@@ -139,7 +139,7 @@ async fn posts_need_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(f.hive.inbox_depth(&alice()), 1);
+    assert_eq!(f.hive.inbox_depth(&alice()).await.unwrap(), 1);
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
@@ -163,7 +163,7 @@ async fn cross_origin_posts_are_refused() {
     let (s, b) = call(&f, req).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(error_of(&b).contains("cross-origin"), "{b}");
-    assert_eq!(f.hive.inbox_depth(&alice()), 0);
+    assert_eq!(f.hive.inbox_depth(&alice()).await.unwrap(), 0);
     let mut same = post(
         "/api/agents/alice/messages",
         Some("t0k"),
@@ -413,7 +413,7 @@ async fn reading_the_operator_inbox_does_not_acknowledge_it() {
     let (s, b) = call(&f, get("/api/operator/messages")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b.contains("hello operator"), "{b}");
-    assert_eq!(f.hive.inbox_depth(&Mailbox::Operator), 1);
+    assert_eq!(f.hive.inbox_depth(&Mailbox::Operator).await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -76,7 +76,7 @@ impl Hive {
             retry_at: t.retry_at.map(rfc3339),
         });
         self.api.set_trouble(agent.as_str(), Some(t));
-        self.sq().set_state(agent.as_str(), state, None)?;
+        self.store.set_state(agent.as_str(), state, None).await?;
         self.record(agent, &event).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
@@ -90,7 +90,7 @@ impl Hive {
         needed: bool,
         reason: Option<String>,
     ) -> Result<()> {
-        self.sq().set_needs_login(agent.as_str(), needed)?;
+        self.store.set_needs_login(agent.as_str(), needed).await?;
         // The reason is the harness's report: one line of plain text, and quoted
         // as the agent's words in a notice that `system` signs.
         let reason = reason.map(|r| {

@@ -418,17 +418,21 @@ impl Hive {
         let a = self.decide(id, ApprovalStatus::Approved, None)?;
         let outcome = self.run_approval(&a).await;
         match &outcome {
-            Ok(()) => self.tell_requester(&format!(
-                "Approval #{id} ({} {}) was approved and carried out.",
-                a.kind, a.agent
-            )),
+            Ok(()) => {
+                self.tell_requester(&format!(
+                    "Approval #{id} ({} {}) was approved and carried out.",
+                    a.kind, a.agent
+                ))
+                .await
+            }
             Err(e) => {
                 self.sq()
                     .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))?;
                 self.tell_requester(&format!(
                     "Approval #{id} ({} {}) was approved but failed: {e}",
                     a.kind, a.agent
-                ));
+                ))
+                .await;
             }
         }
         self.broker.publish(Change::Approvals);
@@ -436,13 +440,14 @@ impl Hive {
     }
 
     /// Denies an approval with an optional reason; a second decision is refused.
-    pub fn deny(&self, id: i64, note: Option<&str>) -> Result<()> {
+    pub async fn deny(&self, id: i64, note: Option<&str>) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Denied, note)?;
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
         self.tell_requester(&format!(
             "Approval #{id} ({} {}) was denied by the operator.{why}",
             a.kind, a.agent
-        ));
+        ))
+        .await;
         self.broker.publish(Change::Approvals);
         Ok(())
     }
@@ -505,8 +510,8 @@ impl Hive {
         Ok(all.iter().map(|a| self.wire(a, &pending)).collect())
     }
 
-    fn tell_requester(&self, body: &str) {
-        if let Err(e) = self.notify(&AgentName::manager(), body) {
+    async fn tell_requester(&self, body: &str) {
+        if let Err(e) = self.notify(&AgentName::manager(), body).await {
             tracing::warn!("could not tell the manager: {e}");
         }
     }

@@ -383,7 +383,7 @@ impl Hive {
                     spent.join(" and ")
                 ),
             };
-            self.notify(&AgentName::manager(), &body)?;
+            self.notify(&AgentName::manager(), &body).await?;
             if scope == BudgetScope::Hive {
                 self.wake_all()?;
             }

@@ -43,7 +43,7 @@ impl Hive {
                 )
             })?;
         }
-        self.sq().set_model_override(name.as_str(), model)?;
+        self.store.set_model_override(name.as_str(), model).await?;
         self.broker.publish(Change::Agent(name.to_string()));
         // A pending approval's warnings say whether the override masks its model change.
         self.broker.publish(Change::Approvals);
@@ -69,7 +69,7 @@ impl Hive {
             )));
         }
         if queued {
-            self.sq().hold_unclaimed(name.as_str())?;
+            self.store.hold_unclaimed(name.as_str()).await?;
             // Wakes its wait in line, which finds nothing to do; a compaction waiting
             // for a slot has a job the harness cancels.
             self.broker.poke(name.as_str());
@@ -77,7 +77,7 @@ impl Hive {
             self.broker.publish(Change::Agent(name.to_string()));
         }
         if napping {
-            self.sq().set_nap_until(name.as_str(), None)?;
+            self.store.set_nap_until(name.as_str(), None).await?;
             self.broker.poke(name.as_str());
             self.broker.publish(Change::Agent(name.to_string()));
         }
@@ -90,7 +90,7 @@ impl Hive {
     }
 
     /// Keeps the agent from starting a turn for `seconds`; messages wait meanwhile.
-    pub fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
+    pub async fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
         if !(NAP_MIN_SECONDS..=NAP_MAX_SECONDS).contains(&seconds) {
             return Err(Error::refused(format!(
                 "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
@@ -98,7 +98,7 @@ impl Hive {
         }
         let until = now_ms() + seconds as i64 * 1000;
         let end = std::time::Instant::now() + Duration::from_secs(seconds);
-        self.sq().set_nap_until(name.as_str(), Some(until))?;
+        self.store.set_nap_until(name.as_str(), Some(until)).await?;
         self.naps_lock().insert(name.to_string(), (until, end));
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
@@ -158,7 +158,7 @@ impl Hive {
     /// resuming its current one (the old transcript stays on disk).
     pub async fn new_session(&self, name: &AgentName) -> Result<()> {
         let row = self.agent_row(name).await?;
-        self.sq().set_session(name.as_str(), None)?;
+        self.store.set_session(name.as_str(), None).await?;
         let reset = SessionReset {
             previous: row.session_id,
             by: Mailbox::Operator.to_string(),

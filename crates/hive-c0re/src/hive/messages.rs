@@ -48,7 +48,7 @@ impl Hive {
                     "\"system\" is the hive's own notice board and takes no messages",
                 ));
             }
-            Mailbox::Agent(n) if self.sq().agent(n.as_str())?.is_none() => {
+            Mailbox::Agent(n) if self.store.agent(n.as_str()).await?.is_none() => {
                 return Err(Error::refused(format!(
                     "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
                     n.as_str()
@@ -67,8 +67,8 @@ impl Hive {
         }
         self.space.refuse_if_low()?;
         let id = self
-            .sq()
-            .send_grouped(from.as_str(), to.as_str(), body)
+            .store
+            .send(from.as_str(), to.as_str(), body)
             .await
             .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
         self.broker.poke(to.as_str());
@@ -100,8 +100,8 @@ impl Hive {
     }
 
     /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
-    pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
-        let id = self.sq().send("system", to.as_str(), body)?;
+    pub async fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
+        let id = self.store.send("system", to.as_str(), body).await?;
         self.sample_inbox(to.as_str());
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Agent(to.to_string()));
@@ -115,8 +115,9 @@ impl Hive {
         loop {
             let mut rx = self.broker.watch_inbox(mailbox.as_str());
             let got = self
-                .sq()
+                .store
                 .recv(mailbox.as_str(), max)
+                .await
                 .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
             if !got.is_empty() {
                 if let Mailbox::Agent(n) = mailbox {
@@ -134,10 +135,11 @@ impl Hive {
 
     /// The newest `limit` messages to or from `mailbox`, oldest first, acknowledging none.
     /// (Each says whether it is still pending: the dashboard labels them.)
-    pub fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
+    pub async fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
         Ok(self
-            .sq()
-            .recent_messages(mailbox.as_str(), limit)?
+            .store
+            .recent_messages(mailbox.as_str(), limit)
+            .await?
             .iter()
             .map(|m| Message {
                 pending: Some(m.delivered_at.is_none()),
@@ -147,36 +149,36 @@ impl Hive {
     }
 
     /// Messages waiting in `mailbox`: not yet acknowledged (claimed and held ones count).
-    pub fn inbox_depth(&self, mailbox: &Mailbox) -> u64 {
-        self.sq().inbox_depth(mailbox.as_str())
+    pub async fn inbox_depth(&self, mailbox: &Mailbox) -> Result<u64> {
+        Ok(self.store.inbox_depth(mailbox.as_str()).await?)
     }
 
     /// When a message waits for the agent that is neither claimed nor held:
     /// the arrival and id of its oldest unclaimed message (its place in the
     /// turn queue); of `from`'s messages only when it is given.
-    pub(super) fn oldest_unclaimed(
+    pub(super) async fn oldest_unclaimed(
         &self,
         agent: &AgentName,
         from: Option<&str>,
     ) -> Result<Option<(i64, i64)>> {
-        Ok(self.sq().oldest_unclaimed(agent.as_str(), from)?)
+        Ok(self.store.oldest_unclaimed(agent.as_str(), from).await?)
     }
 
     /// Claims up to `max` waiting messages of the agent for a turn, held ones
     /// included; only those of `from` when given.
-    pub(super) fn claim(
+    pub(super) async fn claim(
         &self,
         agent: &AgentName,
         from: Option<&str>,
         max: u32,
     ) -> Result<Vec<MessageRow>> {
         self.sample_inbox(agent.as_str());
-        Ok(self.sq().claim_from(agent.as_str(), from, max)?)
+        Ok(self.store.claim_from(agent.as_str(), from, max).await?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to
     /// come again (a failed turn), or held (a cancelled one). Returns the held ids.
-    pub(super) fn settle(
+    pub(super) async fn settle(
         &self,
         agent: &AgentName,
         ids: &[i64],
@@ -185,22 +187,22 @@ impl Hive {
         let name = agent.as_str();
         Ok(match outcome {
             TurnOutcome::Ack => {
-                self.sq().ack(name, ids)?;
+                self.store.ack(name, ids).await?;
                 vec![]
             }
             TurnOutcome::Release => {
-                self.sq().release_claims(name)?;
+                self.store.release_claims(name).await?;
                 self.broker.poke(name);
                 vec![]
             }
-            TurnOutcome::Hold => self.sq().hold_claims(name)?,
+            TurnOutcome::Hold => self.store.hold_claims(name).await?,
         })
     }
 
     /// Gives back what the agent's harness claimed and did not settle: it went
     /// away (its connection closed, or it died), so the messages come again.
-    pub fn release_claims(&self, agent: &AgentName) {
-        if let Err(e) = self.sq().release_claims(agent.as_str()) {
+    pub async fn release_claims(&self, agent: &AgentName) {
+        if let Err(e) = self.store.release_claims(agent.as_str()).await {
             tracing::warn!(agent = %agent, "could not hand back claimed messages: {e}");
         }
         // A probe turn that went away frees the probe slot of the API backoff.

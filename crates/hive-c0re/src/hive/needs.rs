@@ -15,10 +15,10 @@ use crate::supervisor::MAX_RESTARTS;
 
 impl Hive {
     /// Everything that waits on the operator now.
-    pub fn needs_you(&self) -> Result<NeedsYou> {
+    pub async fn needs_you(&self) -> Result<NeedsYou> {
         let now = now_ms();
         let mut items = vec![];
-        let mut questions = self.sq().questions(200)?;
+        let mut questions = self.store.questions(200).await?;
         questions.retain(|q| q.status(now) == QuestionStatus::Pending);
         questions.sort_by_key(|q| q.deadline);
         items.extend(questions.into_iter().map(|q| NeedItem {
@@ -29,7 +29,7 @@ impl Hive {
             since: rfc3339(q.asked_at),
             deadline: Some(rfc3339(q.deadline)),
         }));
-        for a in self.sq().approvals()? {
+        for a in self.store.approvals().await? {
             if a.status != ApprovalStatus::Pending {
                 continue;
             }

@@ -70,10 +70,12 @@ impl Hive {
             if let Some(answer) = outcome {
                 withdraw.armed = false;
                 self.broker.publish(Change::Questions);
-                let _ = self.notify(
-                    agent,
-                    &format!("Question #{id} ({question:?}) ended: {answer}"),
-                );
+                let _ = self
+                    .notify(
+                        agent,
+                        &format!("Question #{id} ({question:?}) ended: {answer}"),
+                    )
+                    .await;
                 return Ok(answer);
             }
             let left = Duration::from_millis((q.deadline - now).max(0) as u64);

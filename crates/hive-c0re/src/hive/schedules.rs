@@ -518,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hive = hive_with_agent(dir.path());
         let a0 = AgentName::parse("a0").unwrap();
-        hive.nap(&a0, 600).unwrap();
+        hive.nap(&a0, 600).await.unwrap();
         let until = hive.agent_row(&a0).await.unwrap().nap_until;
         let now = now_ms();
         for wall in [now, now - 86_400_000, now + 86_400_000] {

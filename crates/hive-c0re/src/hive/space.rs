@@ -15,7 +15,7 @@ impl Hive {
 
     /// Tells the operator that the free-space alarm went on or cleared: the
     /// log, a notice from `system` in the operator's inbox, and the dashboard.
-    pub fn space_changed(&self, t: &Transition) {
+    pub async fn space_changed(&self, t: &Transition) {
         let notice = match t {
             Transition::Low(a) => {
                 tracing::warn!("{}", a.message);
@@ -24,7 +24,7 @@ impl Hive {
             Transition::Cleared => {
                 if self.space.take_deferred_release() {
                     // At-least-once: a harness that claimed one of them meanwhile may see it again.
-                    match self.sq().release_all_claims() {
+                    match self.store.release_all_claims().await {
                         Ok(n) => {
                             tracing::info!(
                                 n,
@@ -49,7 +49,7 @@ impl Hive {
             }
         };
         // The reserve the alarm freed has room for this one row.
-        match self.sq().send("system", "operator", &notice) {
+        match self.store.send("system", "operator", &notice).await {
             Ok(_) => {
                 self.broker.poke("operator");
                 self.broker.publish(Change::Message {
@@ -73,7 +73,7 @@ impl Hive {
             let hive = self.clone();
             let t = tokio::task::spawn_blocking(move || hive.space.check()).await;
             if let Ok(Some(t)) = t {
-                self.space_changed(&t);
+                self.space_changed(&t).await;
             }
         }
     }

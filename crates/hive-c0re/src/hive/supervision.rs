@@ -27,7 +27,7 @@ impl Supervised for Hive {
     }
 
     async fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
-        let row = self.sq().agent(name.as_str()).ok().flatten()?;
+        let row = self.store.agent(name.as_str()).await.ok().flatten()?;
         Some(self.launch_spec(&row))
     }
 
@@ -44,9 +44,9 @@ impl Supervised for Hive {
     }
 
     async fn harness_exited(&self, name: &AgentName) {
-        self.release_claims(name);
+        self.release_claims(name).await;
         self.broker.clear_control(name.as_str());
-        if let Ok(Some(row)) = self.sq().agent(name.as_str())
+        if let Ok(Some(row)) = self.store.agent(name.as_str()).await
             && row.state != AgentState::Idle
         {
             let _ = self.set_state(name, AgentState::Idle, None).await;
@@ -102,13 +102,13 @@ impl Supervised for Hive {
         .await;
         let body =
             format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
-        if let Err(e) = self.notify(&AgentName::manager(), &body) {
+        if let Err(e) = self.notify(&AgentName::manager(), &body).await {
             tracing::error!("could not tell the manager about {name}'s crash: {e}");
         }
     }
 
     async fn harness_failed(&self, name: &AgentName) {
-        let _ = self.sq().set_failed(name.as_str(), true);
+        let _ = self.store.set_failed(name.as_str(), true).await;
         self.broker.publish(Change::Agent(name.to_string()));
     }
 }

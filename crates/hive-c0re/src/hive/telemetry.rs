@@ -320,7 +320,7 @@ mod tests {
         hive.request_spawn(&AgentName::parse("carol").unwrap(), None, None)
             .await
             .unwrap();
-        hive.deny(bob, None).unwrap();
+        hive.deny(bob, None).await.unwrap();
         let s = hive.stats_summary(None, 3_600_000).await.unwrap();
         let queue: Vec<f64> = s.approvals_series.iter().map(|p| p.value).collect();
         assert_eq!(queue, [1.0, 2.0, 1.0, 1.0], "each change, then now");

@@ -97,7 +97,7 @@ impl Hive {
             let row = self.agent_row(name).await?;
             let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
-                self.sq().set_nap_until(name.as_str(), None)?;
+                self.store.set_nap_until(name.as_str(), None).await?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
             let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
@@ -106,7 +106,7 @@ impl Hive {
             let from = budget.only_from();
             let held = budget == budget::Gate::Held;
             let oldest = match !held && !row.paused && nap_left.is_none() {
-                true => self.oldest_unclaimed(name, from)?,
+                true => self.oldest_unclaimed(name, from).await?,
                 false => None,
             };
             let Some(key) = oldest else {
@@ -136,9 +136,13 @@ impl Hive {
                     Gate::Go => match t.admit() {
                         Some(slot) => {
                             // No turn without a readable config: its messages wait for one, unclaimed.
-                            let claimed = self.effective_config(name).await.and_then(|config| {
-                                Ok((self.claim(name, from, TURN_BATCH)?, config))
-                            });
+                            let claimed = match self.effective_config(name).await {
+                                Ok(config) => self
+                                    .claim(name, from, TURN_BATCH)
+                                    .await
+                                    .map(|messages| (messages, config)),
+                                Err(e) => Err(e),
+                            };
                             match claimed {
                                 Ok((messages, config)) if !messages.is_empty() => {
                                     return Ok(Some(Turn {
@@ -244,7 +248,7 @@ impl Hive {
         session: Option<&str>,
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
-        let held = self.settle(name, &claim.ids, outcome)?;
+        let held = self.settle(name, &claim.ids, outcome).await?;
         if outcome == TurnOutcome::Release && stats.exit_class == ExitClass::ApiError {
             // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
             self.api.failed(agent, stats.api_status, "");
@@ -254,8 +258,9 @@ impl Hive {
         let spend = self.record_turn(name, stats)?;
         self.spent(name, spend).await;
         if let Some(s) = session {
-            self.sq()
-                .replace_session(agent, claim.resumed.as_deref(), Some(s))?;
+            self.store
+                .replace_session(agent, claim.resumed.as_deref(), Some(s))
+                .await?;
         }
         let end = TurnEnd {
             exit_code: stats.exit_code,
@@ -267,7 +272,7 @@ impl Hive {
         };
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
-        self.sq().set_state(agent, AgentState::Idle, None)?;
+        self.store.set_state(agent, AgentState::Idle, None).await?;
         self.add_events(
             name,
             &[

@@ -37,7 +37,7 @@ impl Handle for verb::Approve {
 
 impl Handle for verb::Deny {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.deny(self.id, self.note.as_deref())?;
+        hive.deny(self.id, self.note.as_deref()).await?;
         Ok(Response::ok().into())
     }
 }
@@ -113,7 +113,7 @@ impl Handle for verb::Questions {
 impl Handle for verb::NeedsYou {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            needs_you: Some(hive.needs_you()?.items),
+            needs_you: Some(hive.needs_you().await?.items),
             ..Response::ok()
         }
         .into())
