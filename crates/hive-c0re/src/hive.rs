@@ -369,11 +369,12 @@ impl Hive {
         }
         AgentConfig::from_toml(text).map_err(|e| Error::refused(format!("{name}: {e}")))?;
         let (hive, n, t) = (self.clone(), name.clone(), text.to_owned());
+        let manager = self.manager_uid_base().await?;
         let made = crate::blocking::run(&format!("creating {name}'s directories"), move || {
             let state = hive.paths.agent_state(&n);
             std::fs::create_dir_all(&state)
                 .map_err(Error::io(format!("could not create {}", state.display())))?;
-            hive.ensure_repo(&n, &t)
+            hive.ensure_repo(&n, &t, manager)
         })
         .await?;
         let harness = if name.is_manager() {

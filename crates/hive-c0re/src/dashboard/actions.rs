@@ -163,7 +163,7 @@ pub(crate) async fn set_budget(
 
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.
 pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
-    let a = require_approval(&ctx, id)?;
+    let a = require_approval(&ctx, id).await?;
     ctx.hive
         .approve(id)
         .await
@@ -176,7 +176,7 @@ pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
 
 /// `POST /api/approvals/{id}/deny` {note?}: deny it.
 pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Done {
-    let a = require_approval(&ctx, id)?;
+    let a = require_approval(&ctx, id).await?;
     // The body is optional: an empty one is a denial without a reason.
     let b: DenyBody = if body.iter().all(u8::is_ascii_whitespace) {
         DenyBody::default()
@@ -195,17 +195,17 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
 }
 
-fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
+async fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
     ctx.hive
-        .question(id)?
+        .question(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
 }
 
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
-fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
-    move |e| {
-        let pending =
-            matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == QuestionStatus::Pending);
+async fn question_refusal(ctx: &Ctx, id: i64, e: crate::error::Error) -> ApiError {
+    {
+        let pending = matches!(ctx.hive.question(id).await, Ok(Some(q)) if q.status == QuestionStatus::Pending);
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {
@@ -216,19 +216,19 @@ fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> A
 
 /// `POST /api/questions/{id}/answer` {answer}.
 pub(crate) async fn answer(State(ctx): State<Ctx>, Id(id): Id, Body(b): Body<AnswerBody>) -> Done {
-    require_question(&ctx, id)?;
-    ctx.hive
-        .answer(id, &b.answer)
-        .map_err(question_refusal(&ctx, id))?;
+    require_question(&ctx, id).await?;
+    if let Err(e) = ctx.hive.answer(id, &b.answer).await {
+        return Err(question_refusal(&ctx, id, e).await);
+    }
     done(format!("question #{id} answered"))
 }
 
 /// `POST /api/questions/{id}/cancel`.
 pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done {
-    require_question(&ctx, id)?;
-    ctx.hive
-        .cancel_question(id)
-        .map_err(question_refusal(&ctx, id))?;
+    require_question(&ctx, id).await?;
+    if let Err(e) = ctx.hive.cancel_question(id).await {
+        return Err(question_refusal(&ctx, id, e).await);
+    }
     done(format!("question #{id} cancelled"))
 }
 
@@ -273,6 +273,7 @@ pub(crate) async fn read_notifications(
     let unread = ctx
         .hive
         .mark_notifications_read(id)
+        .await
         .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
     Ok(Json(json!({ "ok": true, "unread": unread })))
 }

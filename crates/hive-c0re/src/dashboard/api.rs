@@ -150,13 +150,14 @@ pub(crate) async fn approvals(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Appr
     Ok(Json(
         ctx.hive
             .approvals()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
 
 /// 404 unless approval `id` exists.
-pub(crate) fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<Approval> {
-    ctx.hive.approval(id)?.ok_or_else(|| {
+pub(crate) async fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<Approval> {
+    ctx.hive.approval(id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "there is no approval #{id}: it may have been vacuumed"
         ))
@@ -168,10 +169,11 @@ pub(crate) async fn approval_diff(
     State(ctx): State<Ctx>,
     Id(id): Id,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_approval(&ctx, id)?;
+    require_approval(&ctx, id).await?;
     let diff = ctx
         .hive
         .approval_diff(id)
+        .await
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     Ok(Json(serde_json::json!({ "id": id, "diff": diff })))
 }
@@ -181,6 +183,7 @@ pub(crate) async fn questions(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Ques
     Ok(Json(
         ctx.hive
             .questions()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -210,11 +213,13 @@ pub(crate) async fn notifications(
     Q(q): Q<NotificationsQuery>,
 ) -> ApiResult<Json<NotificationList>> {
     Ok(Json(
-        ctx.hive.notifications(q.unread.unwrap_or(false), q.limit)?,
+        ctx.hive
+            .notifications(q.unread.unwrap_or(false), q.limit)
+            .await?,
     ))
 }
 
 /// `GET /api/webhooks`: each webhook's queue and last results.
 pub(crate) async fn webhooks(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<WebhookStatus>>> {
-    Ok(Json(ctx.hive.webhook_statuses()?))
+    Ok(Json(ctx.hive.webhook_statuses().await?))
 }

@@ -434,7 +434,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Approvals => {
             if hub.watched(None)
-                && let Ok(approvals) = hive.approvals()
+                && let Ok(approvals) = hive.approvals().await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -449,13 +449,13 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             hub.send(Prepared::new(Audience::All, Frame::Space(space)));
         }
         Work::Notifications => {
-            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)) {
+            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)).await {
                 hub.send(Prepared::new(Audience::All, Frame::Notifications(list)));
             }
         }
         Work::Webhooks => {
             if hub.watched(None)
-                && let Ok(webhooks) = hive.webhook_statuses()
+                && let Ok(webhooks) = hive.webhook_statuses().await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -499,7 +499,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Questions => {
             if hub.watched(None)
-                && let Ok(questions) = hive.questions()
+                && let Ok(questions) = hive.questions().await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,

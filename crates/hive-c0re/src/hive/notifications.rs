@@ -108,13 +108,16 @@ impl Hive {
         let text = clean(&self.redactor().await?.redact(text));
         let link = link_for(kind, agent);
         let hooks = self.settings.webhooks.wanting(kind);
-        let row = self.sq().add_notification(
-            kind.as_str(),
-            agent.map(AgentName::as_str),
-            &text,
-            &link,
-            &hooks,
-        )?;
+        let row = self
+            .store
+            .add_notification(
+                kind.as_str(),
+                agent.map(AgentName::as_str),
+                &text,
+                &link,
+                &hooks,
+            )
+            .await?;
         self.broker.publish(Change::Notifications);
         if !hooks.is_empty() {
             self.webhook_wake.send_modify(|v| *v += 1);
@@ -136,58 +139,60 @@ impl Hive {
     }
 
     /// The newest notifications (only unread ones if `unread`), and how many are unread.
-    pub fn notifications(&self, unread: bool, limit: Option<u32>) -> Result<NotificationList> {
+    pub async fn notifications(
+        &self,
+        unread: bool,
+        limit: Option<u32>,
+    ) -> Result<NotificationList> {
         let limit = limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
         Ok(NotificationList {
             notifications: self
-                .sq()
-                .notifications(unread, limit)?
+                .store
+                .notifications(unread, limit)
+                .await?
                 .iter()
                 .filter_map(notification_wire)
                 .collect(),
-            unread: self.sq().unread_notifications()?,
+            unread: self.store.unread_notifications().await?,
         })
     }
 
     /// Marks notification `id` read (None: every one); returns how many stay unread.
-    pub fn mark_notifications_read(&self, id: Option<i64>) -> Result<u64> {
+    pub async fn mark_notifications_read(&self, id: Option<i64>) -> Result<u64> {
         if let Some(id) = id
-            && self.sq().notification(id)?.is_none()
+            && self.store.notification(id).await?.is_none()
         {
             return Err(Error::refused(format!(
                 "there is no notification #{id}: see hive-c0re notifications"
             )));
         }
-        if self.sq().mark_notifications_read(id)? > 0 {
+        if self.store.mark_notifications_read(id).await? > 0 {
             self.broker.publish(Change::Notifications);
         }
-        Ok(self.sq().unread_notifications()?)
+        Ok(self.store.unread_notifications().await?)
     }
 
     /// Each configured webhook's queue and last results (never its secret).
-    pub fn webhook_statuses(&self) -> Result<Vec<WebhookStatus>> {
-        self.settings
-            .webhooks
-            .hooks
-            .iter()
-            .map(|h| {
-                let s = self.sq().webhook_stats(&h.name)?;
-                Ok(WebhookStatus {
-                    name: h.name.clone(),
-                    format: h.format,
-                    target: h.target(),
-                    pending: s.pending,
-                    attempts: s.attempts,
-                    last_error: s.last_error,
-                    last_ok: s.last_ok.map(rfc3339),
-                })
-            })
-            .collect()
+    pub async fn webhook_statuses(&self) -> Result<Vec<WebhookStatus>> {
+        let mut statuses = Vec::with_capacity(self.settings.webhooks.hooks.len());
+        for h in &self.settings.webhooks.hooks {
+            let s = self.store.webhook_stats(&h.name).await?;
+            statuses.push(WebhookStatus {
+                name: h.name.clone(),
+                format: h.format,
+                target: h.target(),
+                pending: s.pending,
+                attempts: s.attempts,
+                last_error: s.last_error,
+                last_ok: s.last_ok.map(rfc3339),
+            });
+        }
+        Ok(statuses)
     }
 
     /// Makes one delivery: sent and dropped from the queue, or put back for later.
     async fn deliver(&self, hook: &Webhook, d: &DeliveryRow) {
-        let outcome = match self.sq().notification(d.notification) {
+        let outcome = match self.store.notification(d.notification).await {
             Ok(Some(row)) => match notification_wire(&row) {
                 Some(mut n) => {
                     n.link = self.settings.webhooks.link(&n.link);
@@ -205,7 +210,7 @@ impl Hive {
             Err(e) => Err(format!("could not read the notification: {e}")),
         };
         let stored = match outcome {
-            Ok(()) => self.sq().delivery_done(&hook.name, d.notification),
+            Ok(()) => self.store.delivery_done(&hook.name, d.notification).await,
             Err(e) => {
                 let attempts = d.attempts + 1;
                 let next = now_ms() + webhooks::backoff(attempts).as_millis() as i64;
@@ -215,8 +220,9 @@ impl Hive {
                     attempts,
                     "webhook delivery failed: {e}"
                 );
-                self.sq()
+                self.store
                     .delivery_failed(&hook.name, d.notification, next, &e)
+                    .await
             }
         };
         if let Err(e) = stored {
@@ -273,7 +279,7 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
         .iter()
         .map(|h| h.name.as_str())
         .collect();
-    match hive.sq().forget_webhooks_except(&names) {
+    match hive.store.forget_webhooks_except(&names).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             deliveries = n,
@@ -296,7 +302,7 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
     loop {
         // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.
         wake.borrow_and_update();
-        let due = match hive.sq().due_deliveries(&hook.name, now_ms(), BATCH) {
+        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(webhook = %hook.name, "could not read the webhook queue: {e}");
@@ -312,7 +318,7 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
         if !due.is_empty() {
             continue;
         }
-        let wait = match hive.sq().next_delivery_at(&hook.name) {
+        let wait = match hive.store.next_delivery_at(&hook.name).await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE),
             _ => IDLE,
         };
@@ -350,13 +356,13 @@ mod tests {
         hive.notify_operator(NotificationKind::Approval, None, "spawn bob")
             .await
             .unwrap();
-        let l = hive.notifications(false, None).unwrap();
+        let l = hive.notifications(false, None).await.unwrap();
         assert_eq!(l.unread, 2);
         assert_eq!(l.notifications[1].link, "/agents/alice");
         assert_eq!(l.notifications[0].link, "/#approvals");
-        assert_eq!(hive.mark_notifications_read(Some(id)).unwrap(), 1);
-        assert!(hive.mark_notifications_read(Some(id + 100)).is_err());
-        assert_eq!(hive.mark_notifications_read(None).unwrap(), 0);
+        assert_eq!(hive.mark_notifications_read(Some(id)).await.unwrap(), 1);
+        assert!(hive.mark_notifications_read(Some(id + 100)).await.is_err());
+        assert_eq!(hive.mark_notifications_read(None).await.unwrap(), 0);
     }
 
     #[tokio::test]
