@@ -272,11 +272,11 @@ async fn handle(
             }
         }
         AgentRequest::Status => AgentResponse {
-            agents: Some(hive.status_rows()?),
+            agents: Some(hive.status_rows().await?),
             ..AgentResponse::ok()
         },
         AgentRequest::SetStatus { text } => {
-            hive.set_status_text(name, &text)?;
+            hive.set_status_text(name, &text).await?;
             AgentResponse::ok()
         }
         AgentRequest::Nap { seconds } => {

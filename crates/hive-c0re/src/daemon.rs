@@ -180,7 +180,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
 
     // Before any agent is created or started: it claims agents stored before nodes existed.
     // On a full disk the hive still starts; the heartbeat task registers once there is room.
-    match hive.register_node() {
+    match hive.register_node().await {
         Ok(()) => {}
         Err(e) if e.is_disk_full() => {
             tracing::warn!("the disk is full: this node registers once space is freed")

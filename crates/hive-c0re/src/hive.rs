@@ -188,15 +188,6 @@ impl Hive {
         })
     }
 
-    /// Transitional while the call sites move to `Db`'s async methods: the
-    /// sqlite store. Nothing opens a PostgreSQL store for a hive yet.
-    fn sq(&self) -> &crate::store::Store {
-        match &self.store {
-            Db::Sqlite(s) => s,
-            Db::Postgres(_) => unreachable!("serve opens no PostgreSQL store yet"),
-        }
-    }
-
     /// Spawns a task of the daemon; [`Hive::wait_for_tasks`] waits for it.
     pub fn spawn_task<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
     where

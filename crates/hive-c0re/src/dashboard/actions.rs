@@ -252,6 +252,7 @@ pub(crate) async fn schedule_add(
 pub(crate) async fn schedule_rm(State(ctx): State<Ctx>, Id(id): Id) -> Done {
     ctx.hive
         .schedule_rm(id)
+        .await
         .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
     done(format!("schedule #{id} removed"))
 }

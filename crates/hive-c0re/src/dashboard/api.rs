@@ -34,6 +34,7 @@ pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentSt
     Ok(Json(
         ctx.hive
             .status_rows()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -57,6 +58,7 @@ pub(crate) async fn feed(State(ctx): State<Ctx>, Q(q): Q<FeedQuery>) -> ApiResul
     Ok(Json(
         ctx.hive
             .feed(q.before.as_deref(), limit)
+            .await
             .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
 }
@@ -203,6 +205,7 @@ pub(crate) async fn schedules(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Sche
     Ok(Json(
         ctx.hive
             .schedule_list()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }

@@ -306,9 +306,9 @@ struct Cursors(HashMap<String, i64>, Option<FeedCursor>, Option<NeedsYou>);
 impl Cursors {
     async fn reset(&mut self, hive: &Hive) {
         self.0.clear();
-        self.1 = hive.feed_cursor().ok();
+        self.1 = hive.feed_cursor().await.ok();
         self.2 = None;
-        for name in hive.list().unwrap_or_default() {
+        for name in hive.list().await.unwrap_or_default() {
             self.init(hive, &name).await;
         }
     }
@@ -477,14 +477,14 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Feed => {
             let Some(cursor) = cursors.1 else {
-                cursors.1 = hive.feed_cursor().ok();
+                cursors.1 = hive.feed_cursor().await.ok();
                 return;
             };
             if !hub.watched(None) {
-                cursors.1 = hive.feed_cursor().ok().or(Some(cursor));
+                cursors.1 = hive.feed_cursor().await.ok().or(Some(cursor));
                 return;
             }
-            match hive.feed_after(cursor, FEED_PER_FRAME) {
+            match hive.feed_after(cursor, FEED_PER_FRAME).await {
                 Ok((items, next)) => {
                     cursors.1 = Some(next);
                     if !items.is_empty() {

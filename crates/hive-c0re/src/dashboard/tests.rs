@@ -626,6 +626,7 @@ async fn stats_serve_the_summary_per_agent_and_hive_wide() {
     ] {
         f.hive
             .record_turn(&alice, &turn(ms, &[("send", 1), ("Bash", 2)], class))
+            .await
             .unwrap();
         // Turns are told apart by their timestamp (ms).
         tokio::time::sleep(Duration::from_millis(3)).await;

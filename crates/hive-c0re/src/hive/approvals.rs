@@ -252,7 +252,7 @@ impl Hive {
 
     async fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
         let id = self.store.add_approval(a).await?;
-        self.record_approvals_pending();
+        self.record_approvals_pending().await;
         self.broker.publish(Change::Approvals);
         let about = AgentName::parse(a.agent).ok();
         let what = a.description.map(|d| format!(": {d}")).unwrap_or_default();
@@ -435,7 +435,7 @@ impl Hive {
         if !self.store.decide_approval(id, status, note).await? {
             return Err(already_decided(id, &a.status));
         }
-        self.record_approvals_pending();
+        self.record_approvals_pending().await;
         Ok(a)
     }
 

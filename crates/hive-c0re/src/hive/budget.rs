@@ -179,7 +179,7 @@ fn amount(m: BudgetMeasure, v: f64) -> String {
 
 impl Hive {
     /// The budget in force today for an agent, or (None) the hive.
-    fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
+    async fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
         let (scope, configured) = match agent {
             // A config that does not parse grants no turn anyway (`next_turn`).
             Some(a) => (
@@ -190,18 +190,20 @@ impl Hive {
         };
         Ok(limit_today(
             configured,
-            self.sq().budget_override(scope)?,
+            self.store.budget_override(scope).await?,
             today,
         ))
     }
 
-    fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
-        Ok(self.sq().spend_on(agent, today)?)
+    async fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
+        Ok(self.store.spend_on(agent, today).await?)
     }
 
-    fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
-        let limit = self.budget_limit(agent, today)?;
-        let spend = self.spend_today(agent.map(|a| a.name.as_str()), today)?;
+    async fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
+        let limit = self.budget_limit(agent, today).await?;
+        let spend = self
+            .spend_today(agent.map(|a| a.name.as_str()), today)
+            .await?;
         Ok(budget_row(agent, limit, spend, today))
     }
 
@@ -213,11 +215,11 @@ impl Hive {
     }
 
     /// Today's spend against every budget: the hive's first, then each agent's.
-    pub fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
+    pub async fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
         let today = day_of(now_ms());
-        let facts = self.sq().agent_facts(None, now_ms(), today)?;
-        let mut rows = vec![self.budget_row_of(None, today)?];
-        for a in self.sq().agents()? {
+        let facts = self.store.agent_facts(None, now_ms(), today).await?;
+        let mut rows = vec![self.budget_row_of(None, today).await?];
+        for a in self.store.agents().await? {
             let f = facts.get(&a.name).cloned().unwrap_or_default();
             rows.push(self.budget_row_from(&a, &f, today));
         }
@@ -231,13 +233,13 @@ impl Hive {
     }
 
     /// What an `over_budget` state shows: the spend of the budget that holds the agent.
-    pub(super) fn over_budget_detail(&self, a: &AgentRow) -> Option<String> {
+    pub(super) async fn over_budget_detail(&self, a: &AgentRow) -> Option<String> {
         let today = day_of(now_ms());
-        let own = self.budget_row_of(Some(a), today).ok()?;
+        let own = self.budget_row_of(Some(a), today).await.ok()?;
         let (who, row) = if own.over {
             ("", own)
         } else {
-            ("the hive's ", self.budget_row_of(None, today).ok()?)
+            ("the hive's ", self.budget_row_of(None, today).await.ok()?)
         };
         let mut parts = vec![];
         if let Some(l) = row.usd_per_day {
@@ -254,12 +256,13 @@ impl Hive {
     /// idle agent that is held shows it, and one released is idle again.
     pub(super) async fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
         let today = day_of(now_ms());
-        let own = self.budget_limit(Some(row), today)?;
-        let gate = if own.fraction(self.spend_today(Some(name.as_str()), today)?) >= 1.0 {
+        let own = self.budget_limit(Some(row), today).await?;
+        let gate = if own.fraction(self.spend_today(Some(name.as_str()), today).await?) >= 1.0 {
             Gate::Held
         } else if self
-            .budget_limit(None, today)?
-            .fraction(self.spend_today(None, today)?)
+            .budget_limit(None, today)
+            .await?
+            .fraction(self.spend_today(None, today).await?)
             >= 1.0
         {
             if name.is_manager() {
@@ -301,12 +304,12 @@ impl Hive {
         for scope in [BudgetScope::Agent, BudgetScope::Hive] {
             let (limit, after) = match scope {
                 BudgetScope::Agent => (
-                    self.budget_limit(Some(&row), today)?,
-                    self.spend_today(Some(name.as_str()), today)?,
+                    self.budget_limit(Some(&row), today).await?,
+                    self.spend_today(Some(name.as_str()), today).await?,
                 ),
                 BudgetScope::Hive => (
-                    self.budget_limit(None, today)?,
-                    self.spend_today(None, today)?,
+                    self.budget_limit(None, today).await?,
+                    self.spend_today(None, today).await?,
                 ),
             };
             let before = Spend {
@@ -385,15 +388,15 @@ impl Hive {
             };
             self.notify(&AgentName::manager(), &body).await?;
             if scope == BudgetScope::Hive {
-                self.wake_all()?;
+                self.wake_all().await?;
             }
         }
         Ok(())
     }
 
     /// Wakes every agent's `next_turn`, so each looks at the budgets again.
-    fn wake_all(&self) -> Result<()> {
-        for a in self.sq().agents()? {
+    async fn wake_all(&self) -> Result<()> {
+        for a in self.store.agents().await? {
             self.broker.poke(&a.name);
         }
         Ok(())
@@ -432,16 +435,19 @@ impl Hive {
         let scope = req.agent.as_ref().map_or(HIVE_WIDE, |n| n.as_str());
         let today = day_of(now_ms());
         let earlier = self
-            .sq()
-            .budget_override(scope)?
+            .store
+            .budget_override(scope)
+            .await?
             .filter(|o| o.day == today && !o.lifted);
-        self.sq().set_budget_override(&BudgetOverride {
-            scope: scope.to_owned(),
-            day: today,
-            usd: req.usd.or(earlier.as_ref().and_then(|o| o.usd)),
-            tokens: req.tokens.or(earlier.as_ref().and_then(|o| o.tokens)),
-            lifted: req.reset,
-        })?;
+        self.store
+            .set_budget_override(&BudgetOverride {
+                scope: scope.to_owned(),
+                day: today,
+                usd: req.usd.or(earlier.as_ref().and_then(|o| o.usd)),
+                tokens: req.tokens.or(earlier.as_ref().and_then(|o| o.tokens)),
+                lifted: req.reset,
+            })
+            .await?;
         let mut words = vec!["budget".to_owned()];
         words.extend(req.usd.map(|u| format!("--usd {u}")));
         words.extend(req.tokens.map(|t| format!("--tokens {t}")));
@@ -457,13 +463,13 @@ impl Hive {
                     .publish(crate::broker::Change::Agent(n.to_string()));
             }
             None => {
-                self.wake_all()?;
-                for a in self.sq().agents()? {
+                self.wake_all().await?;
+                for a in self.store.agents().await? {
                     self.broker.publish(crate::broker::Change::Agent(a.name));
                 }
             }
         }
-        self.budget_row_of(row.as_ref(), today)
+        self.budget_row_of(row.as_ref(), today).await
     }
 }
 
@@ -496,7 +502,7 @@ mod tests {
         hive.record_stats(&alice, &[("tokens.in".into(), 150.0)])
             .await
             .unwrap();
-        let rows = hive.budget_rows().unwrap();
+        let rows = hive.budget_rows().await.unwrap();
         assert_eq!((rows[0].agent.as_deref(), rows[0].over), (None, true));
         let kinds: Vec<String> = hive
             .events(&alice, None, None, 100)

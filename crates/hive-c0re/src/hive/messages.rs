@@ -81,7 +81,7 @@ impl Hive {
                 .await;
         }
         if let Mailbox::Agent(n) = to {
-            self.sample_inbox(n.as_str());
+            self.sample_inbox(n.as_str()).await;
             self.broker.publish(Change::Agent(n.to_string()));
             if *from == Mailbox::Operator {
                 let shown: String = body.chars().take(NOTED_CHARS).collect();
@@ -102,7 +102,7 @@ impl Hive {
     /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
     pub async fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
         let id = self.store.send("system", to.as_str(), body).await?;
-        self.sample_inbox(to.as_str());
+        self.sample_inbox(to.as_str()).await;
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Agent(to.to_string()));
         Ok(id)
@@ -172,7 +172,7 @@ impl Hive {
         from: Option<&str>,
         max: u32,
     ) -> Result<Vec<MessageRow>> {
-        self.sample_inbox(agent.as_str());
+        self.sample_inbox(agent.as_str()).await;
         Ok(self.store.claim_from(agent.as_str(), from, max).await?)
     }
 

@@ -43,7 +43,7 @@ impl Hive {
                 deadline: None,
             });
         }
-        let rows = self.status_rows()?;
+        let rows = self.status_rows().await?;
         let mut agents = vec![];
         for r in &rows {
             let (kind, text) = match r.health.as_deref() {

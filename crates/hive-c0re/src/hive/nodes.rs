@@ -79,20 +79,23 @@ impl Hive {
 
     /// Registers this node (its dashboard's URL as its address, empty without
     /// one); agents stored before nodes existed become its own.
-    pub fn register_node(&self) -> Result<()> {
+    pub async fn register_node(&self) -> Result<()> {
         let address = self.settings.dashboard_home.as_deref().unwrap_or_default();
-        self.sq().register_node(self.node().as_str(), address)?;
+        self.store
+            .register_node(self.node().as_str(), address)
+            .await?;
         tracing::info!(node = %self.node(), "registered this node");
         Ok(())
     }
 
     /// Every node of the hive, by name, with its agents and whether it is alive.
-    pub fn node_rows(&self) -> Result<Vec<NodeRow>> {
-        let agents = self.sq().agents()?;
+    pub async fn node_rows(&self) -> Result<Vec<NodeRow>> {
+        let agents = self.store.agents().await?;
         let now = now_ms();
         Ok(self
-            .sq()
-            .nodes()?
+            .store
+            .nodes()
+            .await?
             .into_iter()
             .map(|n| NodeRow {
                 agents: agents
@@ -120,9 +123,9 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             _ = tokio::time::sleep(every) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
-        let beat = match hive.sq().heartbeat(hive.node().as_str()) {
+        let beat = match hive.store.heartbeat(hive.node().as_str()).await {
             Ok(true) => Ok(()),
-            Ok(false) => hive.register_node(),
+            Ok(false) => hive.register_node().await,
             Err(e) => Err(e.into()),
         };
         match beat {

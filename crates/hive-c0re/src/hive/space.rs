@@ -30,7 +30,7 @@ impl Hive {
                                 n,
                                 "returned messages of interrupted turns to their inboxes"
                             );
-                            for name in self.list().unwrap_or_default() {
+                            for name in self.list().await.unwrap_or_default() {
                                 self.broker.poke(&name);
                             }
                         }

@@ -63,21 +63,30 @@ pub async fn watch_config_heads(hive: Arc<Hive>) {
 
 impl Hive {
     /// Names of all agents.
-    pub fn list(&self) -> Result<Vec<String>> {
-        Ok(self.sq().agents()?.into_iter().map(|a| a.name).collect())
+    pub async fn list(&self) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .map(|a| a.name)
+            .collect())
     }
 
     /// A status row for each agent.
-    pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
+    pub async fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
         let now = now_ms();
-        let facts = self.sq().agent_facts(None, now, day_of(now))?;
+        let facts = self.store.agent_facts(None, now, day_of(now)).await?;
         let none = AgentFacts::default();
-        Ok(self
-            .sq()
-            .agents()?
-            .iter()
-            .map(|a| self.status_row_of(a, facts.get(&a.name).unwrap_or(&none)))
-            .collect())
+        let agents = self.store.agents().await?;
+        let mut rows = Vec::with_capacity(agents.len());
+        for a in &agents {
+            rows.push(
+                self.status_row_of(a, facts.get(&a.name).unwrap_or(&none))
+                    .await,
+            );
+        }
+        Ok(rows)
     }
 
     /// The status row of one agent.
@@ -85,17 +94,18 @@ impl Hive {
         let row = self.agent_row(name).await?;
         let now = now_ms();
         let mut facts = self
-            .sq()
-            .agent_facts(Some(name.as_str()), now, day_of(now))?;
+            .store
+            .agent_facts(Some(name.as_str()), now, day_of(now))
+            .await?;
         let facts = facts.remove(name.as_str()).unwrap_or_default();
-        Ok(self.status_row_of(&row, &facts))
+        Ok(self.status_row_of(&row, &facts).await)
     }
 
     /// Reads each agent's config repo head (off the runtime, with a time
     /// limit); an agent whose head moved is announced. A repo that is
     /// missing or cannot be read counts as not ahead.
     async fn read_config_heads(&self) {
-        let Ok(agents) = self.sq().agents() else {
+        let Ok(agents) = self.store.agents().await else {
             return;
         };
         let mut heads = std::collections::HashMap::new();
@@ -184,7 +194,7 @@ impl Hive {
         }
     }
 
-    fn status_row_of(&self, a: &AgentRow, facts: &AgentFacts) -> AgentStatusRow {
+    async fn status_row_of(&self, a: &AgentRow, facts: &AgentFacts) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
         let crash = self.crash_view(a, running, facts.last_crash.as_ref());
         let active_model = self.active_model(a);
@@ -227,7 +237,7 @@ impl Hive {
         });
         // Held by a budget: the spend that holds it, as paused shows why.
         let state_detail = match state {
-            AgentState::OverBudget => self.over_budget_detail(a),
+            AgentState::OverBudget => self.over_budget_detail(a).await,
             _ => state_detail,
         };
         AgentStatusRow {
@@ -304,23 +314,24 @@ impl Hive {
     }
 
     /// Records whether the agent's claude has usable credentials (its harness says).
-    pub fn set_needs_login(&self, agent: &AgentName, needed: bool) -> Result<()> {
-        self.sq().set_needs_login(agent.as_str(), needed)?;
+    pub async fn set_needs_login(&self, agent: &AgentName, needed: bool) -> Result<()> {
+        self.store.set_needs_login(agent.as_str(), needed).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
 
     /// Sets the agent's own one-line status (its `set_status` tool): the first
     /// line of `text`, trimmed, at most [`STATUS_MAX_CHARS`] characters.
-    pub fn set_status_text(&self, agent: &AgentName, text: &str) -> Result<()> {
+    pub async fn set_status_text(&self, agent: &AgentName, text: &str) -> Result<()> {
         let text = text.trim();
         if text.chars().count() > STATUS_MAX_CHARS {
             return Err(Error::refused(format!(
                 "a status is one line of at most {STATUS_MAX_CHARS} characters: shorten it"
             )));
         }
-        self.sq()
-            .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))?;
+        self.store
+            .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))
+            .await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -380,13 +391,15 @@ mod tests {
             model: "opus".to_owned(),
             ..haiku
         };
-        hive.sq()
+        hive.store
             .set_config("alice", &opus.to_toml(), Some("abc"))
+            .await
             .unwrap();
         assert_eq!(hive.status_row(&alice).await.unwrap().active_model, "opus");
         // A stored text that stopped parsing is refused, whatever was parsed before.
-        hive.sq()
+        hive.store
             .set_config("alice", "model = [", Some("def"))
+            .await
             .unwrap();
         assert_eq!(
             hive.status_row(&alice).await.unwrap().active_model,

@@ -255,7 +255,7 @@ impl Hive {
         }
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
-        let spend = self.record_turn(name, stats)?;
+        let spend = self.record_turn(name, stats).await?;
         self.spent(name, spend).await;
         if let Some(s) = session {
             self.store

@@ -15,7 +15,7 @@ use crate::hive::Hive;
 impl Handle for verb::List {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            agents: Some(hive.list()?),
+            agents: Some(hive.list().await?),
             ..Response::ok()
         }
         .into())
@@ -25,7 +25,7 @@ impl Handle for verb::List {
 impl Handle for verb::AgentStatus {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            agent_statuses: Some(hive.status_rows()?),
+            agent_statuses: Some(hive.status_rows().await?),
             space_alarm: hive.space().alarm(),
             api_backoff: hive.api_backoff_status(),
             ..Response::ok()
@@ -102,7 +102,8 @@ impl Handle for verb::Destroy {
 async fn resolve(hive: &Hive, scope: &Scope) -> Result<Vec<AgentName>> {
     match (&scope.agent_names, scope.all) {
         (_, true) => Ok(hive
-            .list()?
+            .list()
+            .await?
             .iter()
             .filter_map(|n| AgentName::parse(n).ok())
             .collect()),
@@ -153,7 +154,7 @@ impl StreamReply for StatusStream {
                         Err(_) => continue,
                     }
                 }
-                None => hive.status_rows().unwrap_or_default(),
+                None => hive.status_rows().await.unwrap_or_default(),
             };
             for row in rows {
                 let line = Response {

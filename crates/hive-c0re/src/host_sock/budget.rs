@@ -21,7 +21,7 @@ impl Handle for verb::BudgetSet {
 impl Handle for verb::BudgetList {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            budgets: Some(hive.budget_rows()?),
+            budgets: Some(hive.budget_rows().await?),
             ..Response::ok()
         }
         .into())

@@ -91,7 +91,7 @@ impl Handle for verb::ScheduleAdd {
 impl Handle for verb::ScheduleList {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            schedules: Some(hive.schedule_list()?),
+            schedules: Some(hive.schedule_list().await?),
             ..Response::ok()
         }
         .into())
@@ -100,7 +100,7 @@ impl Handle for verb::ScheduleList {
 
 impl Handle for verb::ScheduleRm {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.schedule_rm(self.id)?;
+        hive.schedule_rm(self.id).await?;
         Ok(Response::ok().into())
     }
 }
