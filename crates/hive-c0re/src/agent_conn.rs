@@ -184,6 +184,11 @@ async fn handle(
                     "`queued` is the hive's to show (an agent waiting for a turn slot), not a state to report",
                 ));
             }
+            if state == AgentState::NodeDown {
+                return Err(Error::refused(
+                    "`node_down` is the hive's to show (an agent whose node stopped heartbeating), not a state to report",
+                ));
+            }
             // Only the hive holds an agent for its budget (`next_turn`), and releases it.
             if state == AgentState::OverBudget {
                 return Err(Error::refused(

@@ -8,6 +8,7 @@
 //! while answering: [`watch_config_heads`] reads every head in the
 //! background and status rows compare with what it saw last.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,10 +80,11 @@ impl Hive {
         let facts = self.store.agent_facts(None, now, day_of(now)).await?;
         let none = AgentFacts::default();
         let agents = self.store.agents().await?;
+        let down = self.down_nodes().await?;
         let mut rows = Vec::with_capacity(agents.len());
         for a in &agents {
             rows.push(
-                self.status_row_of(a, facts.get(&a.name).unwrap_or(&none))
+                self.status_row_of(a, facts.get(&a.name).unwrap_or(&none), &down)
                     .await,
             );
         }
@@ -98,7 +100,8 @@ impl Hive {
             .agent_facts(Some(name.as_str()), now, day_of(now))
             .await?;
         let facts = facts.remove(name.as_str()).unwrap_or_default();
-        Ok(self.status_row_of(&row, &facts).await)
+        let down = self.down_nodes().await?;
+        Ok(self.status_row_of(&row, &facts, &down).await)
     }
 
     /// Reads each agent's config repo head (off the runtime, with a time
@@ -194,8 +197,19 @@ impl Hive {
         }
     }
 
-    async fn status_row_of(&self, a: &AgentRow, facts: &AgentFacts) -> AgentStatusRow {
+    /// `down` holds the other nodes that are not alive (see [`Hive::down_nodes`]):
+    /// an agent living on one shows `node_down` since its node's last heartbeat.
+    async fn status_row_of(
+        &self,
+        a: &AgentRow,
+        facts: &AgentFacts,
+        down: &HashMap<String, i64>,
+    ) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
+        let node_down = a
+            .node
+            .as_ref()
+            .and_then(|n| down.get(n).map(|last| (n, *last)));
         let crash = self.crash_view(a, running, facts.last_crash.as_ref());
         let active_model = self.active_model(a);
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
@@ -240,6 +254,16 @@ impl Hive {
             AgentState::OverBudget => self.over_budget_detail(a).await,
             _ => state_detail,
         };
+        // Not here to run, and its own node silent: say that, not `stopped`.
+        let (shown, state_since, state_detail) = match node_down {
+            Some((node, last)) if !running => (
+                AgentState::NodeDown.as_str().to_owned(),
+                last,
+                Some(format!("no heartbeat from {node}")),
+            ),
+            _ if running => (state.as_str().to_owned(), state_since, state_detail),
+            _ => ("stopped".to_owned(), state_since, None),
+        };
         AgentStatusRow {
             name: a.name.clone(),
             running,
@@ -261,13 +285,9 @@ impl Hive {
                 .dashboard_home
                 .as_ref()
                 .map(|h| format!("{h}agents/{}", a.name)),
-            state: if running {
-                state.as_str().to_owned()
-            } else {
-                "stopped".to_owned()
-            },
+            state: shown,
             state_since: rfc3339(state_since),
-            state_detail: state_detail.filter(|_| running),
+            state_detail,
             retry_at: trouble
                 .and_then(|t| t.retry_at)
                 .filter(|_| running)

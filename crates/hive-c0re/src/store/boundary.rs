@@ -14,8 +14,8 @@ use hive_sh4re::host::ApprovalStatus;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow,
-    NewAgent, NewApproval, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry,
-    SendError, Spend, StatRow, Store, WebhookStats,
+    NewAgent, NewApproval, NodeDown, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow,
+    SecretEntry, SendError, Spend, StatRow, Store, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -640,6 +640,18 @@ impl Db {
     /// PostgreSQL); false when it never registered.
     pub async fn heartbeat(&self, name: &str) -> Result<bool> {
         both!(self, s => s.heartbeat(name))
+    }
+
+    /// Marks down every node but `me` silent for more than `silent_ms` and
+    /// not marked yet; returns those this call marked (each node is marked,
+    /// and so announced, by one caller only, whichever comes first).
+    pub async fn mark_down_nodes(&self, me: &str, silent_ms: i64) -> Result<Vec<NodeDown>> {
+        both!(self, s => s.mark_down_nodes(me, silent_ms))
+    }
+
+    /// Clears node `name`'s down mark; how long it was down when it was marked.
+    pub async fn node_back(&self, name: &str) -> Result<Option<i64>> {
+        both!(self, s => s.node_back(name))
     }
 
     /// Every node, by name.

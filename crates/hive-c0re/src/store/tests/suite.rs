@@ -818,6 +818,33 @@ both! {
         assert_eq!(homes(s.agents().await.unwrap()), want, "a later node takes no one's agents");
     }
 
+    async fn a_silent_node_is_marked_down_once_and_clears_the_mark_itself(f) {
+        let s = f.open().await;
+        s.register_node("alpha", "").await.unwrap();
+        s.register_node("gamma", "").await.unwrap();
+        assert!(s.mark_down_nodes("gamma", 60_000).await.unwrap().is_empty(), "alpha just beat");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(s.heartbeat("gamma").await.unwrap());
+        let down = s.mark_down_nodes("gamma", 20).await.unwrap();
+        assert_eq!(down.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["alpha"], "not the caller itself");
+        assert!(down[0].silent_ms >= 20, "{down:?}");
+        assert!(s.mark_down_nodes("gamma", 20).await.unwrap().is_empty(), "marked once");
+        assert!(s.mark_down_nodes("delta", 20).await.unwrap().is_empty(), "alpha is marked, gamma beat");
+        // A heartbeat alone keeps the mark: the node that returns clears it, and is told.
+        assert!(s.heartbeat("alpha").await.unwrap());
+        assert_eq!(s.nodes().await.unwrap().len(), 2);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let back = s.node_back("alpha").await.unwrap().expect("alpha was marked");
+        assert!(back >= 30, "down from its last heartbeat before: {back} ms");
+        assert_eq!(s.node_back("alpha").await.unwrap(), None, "cleared once");
+        assert_eq!(s.node_back("gamma").await.unwrap(), None, "never marked");
+        assert_eq!(s.node_back("nobody").await.unwrap(), None);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(s.heartbeat("gamma").await.unwrap());
+        let again = s.mark_down_nodes("gamma", 20).await.unwrap();
+        assert_eq!(again.len(), 1, "silent again, marked again: {again:?}");
+    }
+
     async fn every_handle_sees_the_other_nodes(f) {
         let a = f.open().await;
         let b = f.second(&a).await;
