@@ -428,12 +428,14 @@ impl Hive {
         Ok(row)
     }
 
-    /// Starts every agent that should be running and has not failed: what a
-    /// restart of hive-c0re brings back. One that cannot start is logged and left.
+    /// Starts every agent of this node that should be running and has not
+    /// failed: what a restart of hive-c0re brings back. Another node's agents
+    /// are that node's to run. One that cannot start is logged and left.
     pub async fn run_wanted(self: &Arc<Self>) -> Result<()> {
         for row in self.store.agents().await? {
             if row.want_running
                 && !row.failed
+                && nodes::runs_here(&self.store, &row, &self.settings.node)
                 && let Ok(name) = AgentName::parse(&row.name)
                 && let Err(e) = self.run(&name).await
             {

@@ -23,6 +23,7 @@ use hive_sh4re::{AgentName, NodeName};
 use super::Hive;
 use crate::clock::{duration, now_ms, rfc3339};
 use crate::error::{Error, Result};
+use crate::store::{AgentRow, Db};
 
 /// Agents named in a node's down or back message; the rest are counted.
 const NAMED_AGENTS: usize = 10;
@@ -69,20 +70,28 @@ pub fn is_alive(last_ms: i64, now_ms: i64, every: Duration) -> bool {
     now_ms - last_ms <= window
 }
 
+/// True when node `node` runs the agent of `row`: its home node, or any
+/// node for an agent without one. On a store no other node uses (sqlite)
+/// every agent is this daemon's, whatever node name it was given: a host
+/// renamed keeps running its agents.
+pub fn runs_here(store: &Db, row: &AgentRow, node: &NodeName) -> bool {
+    !store.shared() || row.node.as_deref().is_none_or(|n| n == node.as_str())
+}
+
 impl Hive {
     /// This daemon's node name.
     pub fn node(&self) -> &NodeName {
         &self.settings.node
     }
 
-    /// Refuses a home node other than this one: running an agent on another
-    /// node needs the nodes to share a PostgreSQL store, which serve cannot use yet.
+    /// Refuses a home node other than this one: nodes sharing a PostgreSQL
+    /// store (`serve --database`) do not yet hand a new agent to another node.
     pub fn check_home_node(&self, node: &NodeName) -> Result<()> {
         if node == self.node() {
             return Ok(());
         }
         Err(Error::refused(format!(
-            "{node} is not this node ({}): an agent can only live on another node when several nodes share a PostgreSQL store, which hive-c0re serve cannot use yet; leave out --node, or give --node {}",
+            "{node} is not this node ({}): a node creates agents only at home for now, even when several nodes share a PostgreSQL store; ask {node}'s hive-c0re, leave out --node, or give --node {}",
             self.node(),
             self.node()
         )))

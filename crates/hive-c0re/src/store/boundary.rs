@@ -207,9 +207,34 @@ impl Db {
         both!(self, s => s.held_count(recipient))
     }
 
-    /// Releases every claim; run at start, when no harness is connected.
+    /// Releases every claim; run at start, when no harness is connected, on
+    /// a store no other node uses (see [`Db::shared`]).
     pub async fn release_all_claims(&self) -> Result<usize> {
         both!(self, s => s.release_all_claims())
+    }
+
+    /// Releases the claims of node `node`'s agents (those without a home node
+    /// too) and of mailboxes no agent owns; run when the node starts, before
+    /// any of its harnesses connects. Another node's agents keep theirs:
+    /// their harnesses may be mid-turn.
+    pub async fn release_node_claims(&self, node: &str) -> Result<usize> {
+        both!(self, s => s.release_node_claims(node))
+    }
+
+    /// What a node takes back when it starts: on a shared store its own
+    /// agents' claims, else every claim (one daemon owns the whole store).
+    pub async fn release_claims_at_start(&self, node: &str) -> Result<usize> {
+        if self.shared() {
+            self.release_node_claims(node).await
+        } else {
+            self.release_all_claims().await
+        }
+    }
+
+    /// True when several nodes may use this store at once (PostgreSQL); a
+    /// sqlite file is one daemon's, whatever node name its agents were given.
+    pub fn shared(&self) -> bool {
+        matches!(self, Db::Postgres(_))
     }
 
     /// Undelivered messages waiting for `recipient`.

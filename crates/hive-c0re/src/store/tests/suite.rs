@@ -129,8 +129,33 @@ both! {
         s.claim("alice", 10).await.unwrap();
         assert_eq!(s.ack("mallory", &[a]).await.unwrap(), 0);
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 1);
-        s.release_all_claims().await.unwrap();
+        s.release_node_claims("alpha").await.unwrap();
         assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+    }
+
+    async fn a_starting_node_takes_back_only_its_own_agents_claims(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        s.create_agent(&NewAgent { node: "beta", ..agent("b") }).await.unwrap();
+        let to_a = s.send("operator", "a", "mine").await.unwrap();
+        let to_b = s.send("operator", "b", "beta's").await.unwrap();
+        // A destroyed agent's mailbox: no node owns it, any starting node frees it.
+        let to_gone = s.send("operator", "gone", "orphan").await.unwrap();
+        for m in ["a", "b", "gone"] {
+            assert_eq!(s.claim(m, 10).await.unwrap().len(), 1);
+        }
+        assert_eq!(s.release_node_claims("alpha").await.unwrap(), 2);
+        assert_eq!(ids(&s.claim("a", 10).await.unwrap()), [to_a]);
+        assert_eq!(
+            s.oldest_unclaimed("gone", None).await.unwrap().map(|(_, id)| id),
+            Some(to_gone)
+        );
+        assert!(s.claim("b", 10).await.unwrap().is_empty(), "beta's turn lost its claim");
+        assert_eq!(s.release_node_claims("beta").await.unwrap(), 1);
+        assert_eq!(ids(&s.claim("b", 10).await.unwrap()), [to_b]);
+        // What start takes back: a sqlite file is one daemon's, all of it.
+        let released = s.release_claims_at_start("alpha").await.unwrap();
+        assert_eq!(released, if s.shared() { 1 } else { 2 });
     }
 
     async fn held_messages_wait_for_a_new_one_and_go_with_it(f) {
