@@ -6,11 +6,14 @@
 //! is alive while its last heartbeat is at most [`DEAD_AFTER`] intervals old:
 //! one missed beat is load, three are a node that is gone.
 //!
-//! On its heartbeat every node also watches the others: the first to find a
-//! node silent past that window marks it down in the store (a conditional
-//! UPDATE, so one node wins however many notice) and tells the manager and
-//! the operator; the node clears the mark on its return and tells the
-//! manager it is back. Agents of a node that is not alive show `node_down`.
+//! When nodes share a store (PostgreSQL), each also watches the others on its
+//! heartbeat: the first to find a node silent past that window marks it down
+//! in the store (a conditional UPDATE, so one node wins however many notice)
+//! and tells the manager and the operator; the node clears the mark on its
+//! return and tells the manager it is back. Agents of a node that is not
+//! alive show `node_down`. A sqlite store is one daemon's, which runs every
+//! agent whatever its home node (see [`runs_here`]): a node name it no longer
+//! uses is history, never a node down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,8 +111,12 @@ impl Hive {
         Ok(())
     }
 
-    /// The nodes other than this one that are not alive, each with its last heartbeat (unix ms).
+    /// The nodes other than this one that are not alive, each with its last
+    /// heartbeat (unix ms); none on a store no other node uses (sqlite).
     pub async fn down_nodes(&self) -> Result<HashMap<String, i64>> {
+        if !self.store.shared() {
+            return Ok(HashMap::new());
+        }
         let now = now_ms();
         Ok(self
             .store
@@ -128,6 +135,9 @@ impl Hive {
     /// had marked it down, and every node that went silent and that this
     /// node is the first to notice, each announced once for the whole hive.
     async fn watch_liveness(&self) -> Result<()> {
+        if !self.store.shared() {
+            return Ok(());
+        }
         let me = self.node().as_str();
         if let Some(down_ms) = self.store.node_back(me).await? {
             let agents = self.agents_on(me).await?;
@@ -136,8 +146,8 @@ impl Hive {
                 duration(down_ms as f64),
                 who(
                     &agents,
-                    "it takes turns again, starting with the messages that waited",
-                    "they take turns again, starting with the messages that waited"
+                    "what waited in its inbox reaches it again as it takes turns",
+                    "what waited in their inboxes reaches them again as they take turns"
                 )
             );
             tracing::info!(node = me, "back after being marked down");

@@ -254,15 +254,15 @@ impl Hive {
             AgentState::OverBudget => self.over_budget_detail(a).await,
             _ => state_detail,
         };
-        // Not here to run, and its own node silent: say that, not `stopped`.
+        // Its home node (another one: `down` never holds this node) is silent: say that, not `stopped`.
         let (shown, state_since, state_detail) = match node_down {
-            Some((node, last)) if !running => (
+            Some((node, last)) => (
                 AgentState::NodeDown.as_str().to_owned(),
                 last,
                 Some(format!("no heartbeat from {node}")),
             ),
-            _ if running => (state.as_str().to_owned(), state_since, state_detail),
-            _ => ("stopped".to_owned(), state_since, None),
+            None if running => (state.as_str().to_owned(), state_since, state_detail),
+            None => ("stopped".to_owned(), state_since, None),
         };
         AgentStatusRow {
             name: a.name.clone(),
