@@ -27,6 +27,7 @@ SHAPES.queued = SHAPES.waiting;
 SHAPES.restarting = SHAPES.retrying;
 SHAPES.waiting_on_you = SHAPES.warn;
 SHAPES.over_budget = SHAPES.warn;
+SHAPES.node_down = SHAPES.warn;
 
 /** An inline SVG icon (`name` from SHAPES); hidden from screen readers, the text beside it says what it means. */
 export function icon(name) {

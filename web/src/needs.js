@@ -31,18 +31,18 @@ function render() {
   strip.dataset.count = list.length;
   $('#needs-count').textContent = list.length || '';
   const box = $('#needs-list');
-  const key = list.map((i) => `${i.kind}:${i.agent}:${i.id ?? ''}:${i.text}`).join('|');
+  const key = list.map((i) => `${i.kind}:${i.agent}:${i.node ?? ''}:${i.id ?? ''}:${i.text}`).join('|');
   if (box.dataset.key === key && list.length) return; // countdowns tick by themselves
   box.dataset.key = key;
   strip.classList.toggle('calm', list.length === 0);
   fill(box, list.length
     ? list.map((i) => {
       const info = needInfo(i.kind);
-      return h('li', { class: `need ${info.cls}`, dataset: { kind: i.kind, agent: i.agent, id: i.id ?? '' } },
+      return h('li', { class: `need ${info.cls}`, dataset: { kind: i.kind, agent: i.agent, node: i.node ?? '', id: i.id ?? '' } },
         h('a', { class: 'need-link', href: info.where(i) },
           h('span', { class: 'dot', 'aria-hidden': 'true' }),
           h('span', { class: 'need-kind' }, info.label, i.id != null ? ` #${i.id}` : ''),
-          h('b', { class: 'need-agent' }, i.agent),
+          h('b', { class: 'need-agent' }, i.node ?? i.agent),
           h('span', { class: 'need-text', title: i.text }, i.text)),
         i.deadline && until(i.deadline));
     })

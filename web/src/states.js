@@ -7,6 +7,7 @@
 export const STATES = {
   failed: { label: 'failed', cls: 's-failed', needsYou: true, rank: 0 },
   restarting: { label: 'restarting', cls: 's-restarting', needsYou: true, rank: 1 },
+  node_down: { label: 'node down', cls: 's-node_down', needsYou: true, rank: 1 },
   waiting_on_you: { label: 'waiting on you', cls: 's-waiting-you', needsYou: true, rank: 2 },
   retrying: { label: 'retrying', cls: 's-retrying', needsYou: false, rank: 3 },
   waiting: { label: 'waiting', cls: 's-waiting', needsYou: false, rank: 4 },
@@ -22,10 +23,12 @@ export const STATES = {
 /** What a state this page does not know yet shows as. */
 const UNKNOWN = { cls: 's-other', needsYou: false, rank: 50 };
 
-/** The state a row shows: health first (failed, restarting), then stopped, then the turn loop's. */
+/** The state a row shows: health first (failed, restarting), then a node down, then stopped, then the turn loop's. */
 export function stateKey(row) {
   if (row.health === 'failed' || row.failed) return 'failed';
   if (row.health === 'restarting') return 'restarting';
+  // Its home node stopped heartbeating: not stopped, unreachable.
+  if (row.state === 'node_down') return 'node_down';
   if (!row.running) return 'stopped';
   // A turn blocked on an operator question waits on the operator, not the model.
   if (row.question != null && row.state === 'thinking') return 'waiting_on_you';
@@ -51,6 +54,8 @@ export const NEEDS = {
   restarting: { label: 'restarting', cls: 'n-restarting', where: (i) => agentHref(i.agent) },
   needs_login: { label: 'needs login', cls: 'n-login', where: (i) => agentHref(i.agent) },
   over_budget: { label: 'over budget', cls: 'n-budget', where: (i) => agentHref(i.agent) },
+  // One item per node (`i.node`), not per agent living there: its agents are in the table below.
+  node_down: { label: 'node down', cls: 'n-node', where: () => '#agents' },
   paused_mail: { label: 'paused, mail waiting', cls: 'n-paused', where: (i) => agentHref(i.agent) },
 };
 

@@ -168,7 +168,8 @@ export function stateClock(row, state) {
  * `thinking · 12s` (the age of the state), `napping · 04:59` (the nap's
  * countdown), `retrying · API 529 · 3/10 · 12s` or `waiting · retry in 38s`
  * (the model API's trouble), `queued · 12s` (waiting for a turn slot since
- * its oldest message came; its place in line in the title), each after its
+ * its oldest message came; its place in line in the title), `node down ·
+ * no heartbeat from alpha · 40s` (its home node went silent), each after its
  * state's icon, coloured by state.
  */
 export function badge(row) {
@@ -176,7 +177,7 @@ export function badge(row) {
   const detail = state === row.state ? row.state_detail : null;
   const when = stateClock(row, state);
   // Held by a budget shows the spend that holds it, as retrying shows the API's error.
-  const about = (state === 'retrying' || state === 'over_budget') && detail ? ` · ${detail}` : '';
+  const about = (state === 'retrying' || state === 'over_budget' || state === 'node_down') && detail ? ` · ${detail}` : '';
   const title = state === 'queued' && row.queue_position ? `waiting for a turn slot: #${row.queue_position} in line` : detail ?? '';
   return h('span', { class: `badge s-${state}`, dataset: { state }, title },
     icon(state), ` ${stateInfo(state).label}${about} · `, when);

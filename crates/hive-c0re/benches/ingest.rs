@@ -33,8 +33,8 @@ fn main() {
     );
     let _guard = rt.enter();
     for n in &names {
-        hive.add_stopped(n, "").unwrap();
-        hive.open_socket(n).unwrap();
+        rt.block_on(hive.add_stopped(n, "")).unwrap();
+        rt.block_on(hive.open_socket(n)).unwrap();
     }
     // A realistic line: an assistant message with a tool call, ~300 bytes.
     let item = r#"{"kind":"stream","payload":{"type":"assistant","message":{"id":"msg_1","content":[{"type":"tool_use","id":"toolu_1","name":"mcp__hyperhive__send","input":{"to":"operator","body":"a reply of some length to make the line realistic"}}]},"session_id":"0b6c8f7e"}}"#;
@@ -69,7 +69,9 @@ fn main() {
     let total = AGENTS * BATCHES * BATCH;
     let (mut stored, mut since) = (0, 0);
     loop {
-        let page = hive.events(&names[0], Some(since), None, 5000).unwrap();
+        let page = rt
+            .block_on(hive.events(&names[0], Some(since), None, 5000))
+            .unwrap();
         let Some(last) = page.last() else { break };
         since = last.id;
         stored += page.len();

@@ -90,7 +90,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         }
     }
     if conn.turn.is_some() {
-        hive.release_claims(&name);
+        hive.release_claims(&name).await;
     }
 }
 
@@ -101,10 +101,10 @@ async fn handle(
     req: AgentRequest,
 ) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
-    let req = redact_request(hive, req)?;
+    let req = redact_request(hive, req).await?;
     Ok(match req {
         AgentRequest::Config => AgentResponse {
-            config: Some(hive.effective_config(name)?),
+            config: Some(hive.effective_config(name).await?),
             ..AgentResponse::ok()
         },
         AgentRequest::NextTurn { wait_ms } => {
@@ -163,7 +163,9 @@ async fn handle(
         } => {
             let error: String = error.chars().take(100).collect();
             AgentResponse {
-                give_up: hive.api_retry(name, status, &error, attempt, max_retries)?,
+                give_up: hive
+                    .api_retry(name, status, &error, attempt, max_retries)
+                    .await?,
                 ..AgentResponse::ok()
             }
         }
@@ -173,7 +175,7 @@ async fn handle(
         } => {
             // At most a day: the figure is the harness's, and only shown.
             let retry_in = Duration::from_millis(retry_in_ms.min(86_400_000));
-            hive.api_backoff(name, retry_in, &reason)?;
+            hive.api_backoff(name, retry_in, &reason).await?;
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {
@@ -182,13 +184,18 @@ async fn handle(
                     "`queued` is the hive's to show (an agent waiting for a turn slot), not a state to report",
                 ));
             }
+            if state == AgentState::NodeDown {
+                return Err(Error::refused(
+                    "`node_down` is the hive's to show (an agent whose node stopped heartbeating), not a state to report",
+                ));
+            }
             // Only the hive holds an agent for its budget (`next_turn`), and releases it.
             if state == AgentState::OverBudget {
                 return Err(Error::refused(
                     "over_budget is a state only hive-c0re sets: report idle, thinking or compacting",
                 ));
             }
-            hive.set_state(name, state, model.as_deref())?;
+            hive.set_state(name, state, model.as_deref()).await?;
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {
@@ -213,7 +220,7 @@ async fn handle(
                 }
                 return Ok(AgentResponse::ok());
             }
-            hive.add_events(name, &items)?;
+            hive.add_events(name, &items).await?;
             if answered {
                 hive.api_answered(name);
             }
@@ -229,14 +236,16 @@ async fn handle(
             })?;
             // The slot goes back however the ending went.
             let _slot = conn.turn_slot.take();
-            let config = hive.end_turn(name, &claim, &stats, outcome, session.as_deref())?;
+            let config = hive
+                .end_turn(name, &claim, &stats, outcome, session.as_deref())
+                .await?;
             AgentResponse {
                 config: Some(config),
                 ..AgentResponse::ok()
             }
         }
         AgentRequest::Stats { items } => {
-            hive.record_stats(name, &items)?;
+            hive.record_stats(name, &items).await?;
             AgentResponse::ok()
         }
         AgentRequest::Control { wait_ms } => {
@@ -268,15 +277,15 @@ async fn handle(
             }
         }
         AgentRequest::Status => AgentResponse {
-            agents: Some(hive.status_rows()?),
+            agents: Some(hive.status_rows().await?),
             ..AgentResponse::ok()
         },
         AgentRequest::SetStatus { text } => {
-            hive.set_status_text(name, &text)?;
+            hive.set_status_text(name, &text).await?;
             AgentResponse::ok()
         }
         AgentRequest::Nap { seconds } => {
-            hive.nap(name, seconds)?;
+            hive.nap(name, seconds).await?;
             AgentResponse {
                 text: Some(format!(
                     "napping for {seconds}s; messages wait in your inbox until then"
@@ -329,11 +338,11 @@ fn harness_events(items: Vec<EventIn>) -> Result<Vec<(EventKind, String)>> {
 /// What an agent says is stored and shown to others (messages, its status,
 /// the manager's requests): a secret's value in it becomes `[secret NAME]`.
 /// Events are redacted where every event is stored (`Hive::add_events`).
-fn redact_request(hive: &Hive, req: AgentRequest) -> Result<AgentRequest> {
+async fn redact_request(hive: &Hive, req: AgentRequest) -> Result<AgentRequest> {
     if matches!(req, AgentRequest::Events { .. }) {
         return Ok(req);
     }
-    let redactor = hive.redactor()?;
+    let redactor = hive.redactor().await?;
     if redactor.is_empty() {
         return Ok(req);
     }

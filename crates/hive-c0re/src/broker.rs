@@ -121,6 +121,11 @@ impl Broker {
         let _ = self.changes.send(c);
     }
 
+    /// Where changes are announced, for a task that outlives a borrow of the broker.
+    pub fn publisher(&self) -> broadcast::Sender<Change> {
+        self.changes.clone()
+    }
+
     /// Follows hive-wide changes.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()

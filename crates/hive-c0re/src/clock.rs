@@ -24,6 +24,25 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
+/// Milliseconds as `850ms`, `12.3s`, `4m 05s`, `3h 02m` or `2d 4h`.
+pub fn duration(ms: f64) -> String {
+    if ms < 1000.0 {
+        return format!("{}ms", ms.round());
+    }
+    if ms < 60_000.0 {
+        return format!("{:.1}s", ms / 1000.0);
+    }
+    let s = (ms / 1000.0) as u64;
+    let (m, h) = (s / 60, s / 3600);
+    if h == 0 {
+        format!("{m}m {:02}s", s % 60)
+    } else if h < 48 {
+        format!("{h}h {:02}m", m % 60)
+    } else {
+        format!("{}d {}h", h / 24, h % 24)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

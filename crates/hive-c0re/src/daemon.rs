@@ -15,7 +15,7 @@ use crate::hive::{DEFAULT_TURN_TIMEOUT, Hive, Settings};
 use crate::paths::Paths;
 use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind, UidRanges};
 use crate::sd_notify::Notifier;
-use crate::store::{Limits, Store};
+use crate::store::{Db, Limits, Store};
 
 /// Options of `serve`.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub no_manager: bool,
     /// This daemon's node name; None: the host's name.
     pub node: Option<hive_sh4re::NodeName>,
+    /// The PostgreSQL database the hive's nodes share; None: the sqlite file in the state dir.
+    pub database: Option<crate::store::pg::PgSettings>,
     /// Store bounds.
     pub limits: Limits,
     /// How often old history is vacuumed.
@@ -99,22 +101,17 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // sqlite's write-ahead log then grows into, so the hive starts degraded.
     let space_check =
         crate::space::Space::new(&paths.state, paths.space_reserve(), opts.min_free_space).check();
-    let store = Store::open(&paths.db(), opts.limits.clone()).map_err(|e| {
-        if e.is_disk_full() {
-            anyhow::anyhow!(
-                "the database {} needs an upgrade and {} has no room for it: free some space there and start again",
-                paths.db().display(),
-                crate::space::filesystem_of(&paths.state)
-            )
-        } else {
-            e.into()
-        }
-    })?;
-    let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
-    // No harness is connected yet: whatever a previous daemon handed out comes back.
+    let store = open_store(&opts).await?;
+    let node = match &opts.node {
+        Some(n) => n.clone(),
+        None => crate::hive::nodes::this_host()?,
+    };
+    // None of this node's harnesses is connected yet: whatever a previous
+    // daemon of this node handed out comes back. Other nodes' agents keep
+    // theirs (on PostgreSQL they may be mid-turn on another host).
     // On a disk with no room at all that waits for space (see `Hive::space_changed`).
     let mut release_deferred = false;
-    match store.release_all_claims() {
+    match store.release_claims_at_start(node.as_str()).await {
         Ok(0) => {}
         Ok(released) => tracing::info!(
             released,
@@ -130,19 +127,17 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
 
     let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
-    // Every stored agent's range is this hive's before anything of it is touched;
-    // one another hive has meanwhile taken stays with it (its agent will not start).
-    for row in store.agents()? {
-        if runtime.agent_uid(row.uid_base).is_some()
+    // Every range of an agent this node runs is this hive's before anything of
+    // it is touched; one another hive has meanwhile taken stays with it (its
+    // agent will not start). Other nodes' agents hold their ranges on their hosts.
+    for row in store.agents().await? {
+        if crate::hive::nodes::runs_here(&store, &row, &node)
+            && runtime.agent_uid(row.uid_base).is_some()
             && let Err(e) = runtime.uid_ranges().hold(row.uid_base)
         {
             tracing::error!(agent = %row.name, "{e}");
         }
     }
-    let node = match &opts.node {
-        Some(n) => n.clone(),
-        None => crate::hive::nodes::this_host()?,
-    };
     let mut settings = settings(opts.min_free_space, node)?;
     settings.turn_timeout = opts.turn_timeout;
     settings.webhooks = opts.webhooks.clone();
@@ -161,7 +156,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         hive.space().defer_release();
     }
     if let Some(t) = hive.space().check().or(space_check) {
-        hive.space_changed(&t);
+        hive.space_changed(&t).await;
     }
     hive.spawn_task(hive.clone().watch_space());
     hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
@@ -174,7 +169,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
 
     // Before any agent is created or started: it claims agents stored before nodes existed.
     // On a full disk the hive still starts; the heartbeat task registers once there is room.
-    match hive.register_node() {
+    match hive.register_node().await {
         Ok(()) => {}
         Err(e) if e.is_disk_full() => {
             tracing::warn!("the disk is full: this node registers once space is freed")
@@ -182,8 +177,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
-    hive.run_wanted()?;
-    if !opts.no_manager && !hive.has_agent(&AgentName::manager())? {
+    hive.run_wanted().await?;
+    if !opts.no_manager && !hive.has_agent(&AgentName::manager()).await? {
         hive.spawn(&AgentName::manager(), None, None)
             .await
             .context("could not create the manager agent")?;
@@ -221,6 +216,31 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     let _ = std::fs::remove_file(paths.host_sock());
     Ok(())
+}
+
+/// Opens the hive's store: the PostgreSQL database `--database` names, else
+/// the sqlite file in the state dir. A failure is a sentence naming the
+/// database (never its password) and what to check.
+async fn open_store(opts: &ServeOptions) -> Result<Db> {
+    if let Some(pg) = &opts.database {
+        let shown = crate::store::pg::settings::redact(&pg.url);
+        tracing::info!(database = %shown, "connecting to PostgreSQL");
+        return Ok(Db::connect_postgres(pg, opts.limits.clone()).await?);
+    }
+    let paths = &opts.paths;
+    let store = Store::open(&paths.db(), opts.limits.clone()).map_err(|e| {
+        if e.is_disk_full() {
+            anyhow::anyhow!(
+                "the database {} needs an upgrade and {} has no room for it: free some space there and start again",
+                paths.db().display(),
+                crate::space::filesystem_of(&paths.state)
+            )
+        } else {
+            e.into()
+        }
+    })?;
+    let _ = std::fs::set_permissions(paths.db(), std::fs::Permissions::from_mode(0o600));
+    Ok(Db::Sqlite(store))
 }
 
 /// How long shutdown waits for the daemon's tasks (connections, the dashboard,

@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::paths::Paths;
 use crate::runtime::{Runtime, RuntimeKind};
 use crate::space::Space;
-use crate::store::{AgentRow, EventRow, NewAgent, Store};
+use crate::store::{AgentRow, Db, EventRow, NewAgent};
 use crate::supervisor::Supervisor;
 
 /// Which harness binary an agent runs.
@@ -114,7 +114,7 @@ pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The hive daemon's state and operations: the one gate to the store.
 pub struct Hive {
-    store: Store,
+    store: Db,
     paths: Paths,
     broker: Broker,
     runtime: Arc<dyn Runtime>,
@@ -138,8 +138,9 @@ pub struct Hive {
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
     /// The model API's health: agents' API trouble and the hive-wide backoff.
     api: crate::api_health::ApiHealth,
-    /// The secrets' redactor, read from the store on first use after a change.
-    redactor: std::sync::Mutex<Option<Arc<secrets::Redactor>>>,
+    /// The secrets' redactor, read from the store on first use after a
+    /// change, with the count of changes it was read after.
+    redactor: std::sync::Mutex<(u64, Option<Arc<secrets::Redactor>>)>,
     /// Bumped when a notification is queued: wakes every webhook's delivery task.
     webhook_wake: tokio::sync::watch::Sender<u64>,
     /// The turn slots and the line of agents waiting for one.
@@ -156,7 +157,7 @@ pub const UNREADABLE_CONFIG: &str = "(unreadable config)";
 impl Hive {
     /// A hive over an open store.
     pub fn new(
-        store: Store,
+        store: Db,
         paths: Paths,
         runtime: Arc<dyn Runtime>,
         sockets: AgentSockets,
@@ -180,7 +181,7 @@ impl Hive {
             config_heads: Default::default(),
             approvals_behind: Default::default(),
             api: Default::default(),
-            redactor: std::sync::Mutex::new(None),
+            redactor: std::sync::Mutex::new((0, None)),
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
             parsed_configs: Default::default(),
@@ -234,7 +235,7 @@ impl Hive {
         let runtime = Arc::new(crate::runtime::ProcessRuntime::new(paths.clone(), uids));
         let (sockets, _incoming) = AgentSockets::new(paths.clone());
         Self::new(
-            Store::in_memory().expect("an in-memory store opens"),
+            Db::Sqlite(crate::store::Store::in_memory().expect("an in-memory store opens")),
             paths,
             runtime,
             sockets,
@@ -268,13 +269,13 @@ impl Hive {
     }
 
     /// True when the hive has an agent of this name.
-    pub fn has_agent(&self, name: &AgentName) -> Result<bool> {
-        Ok(self.store.agent(name.as_str())?.is_some())
+    pub async fn has_agent(&self, name: &AgentName) -> Result<bool> {
+        Ok(self.store.agent(name.as_str()).await?.is_some())
     }
 
     /// The agent's row, or a refusal naming it.
-    pub fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
-        self.store.agent(name.as_str())?.ok_or_else(|| {
+    pub async fn agent_row(&self, name: &AgentName) -> Result<AgentRow> {
+        self.store.agent(name.as_str()).await?.ok_or_else(|| {
             Error::refused(format!(
                 "agent {:?} is not managed by this hive: see hive-c0re status",
                 name.as_str()
@@ -352,18 +353,19 @@ impl Hive {
         sha: Option<&str>,
         parent: Option<&str>,
     ) -> Result<AgentRow> {
-        if self.store.agent(name.as_str())?.is_some() {
+        if self.store.agent(name.as_str()).await?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: start it with hive-c0re start {name}, or destroy it first"
             )));
         }
         AgentConfig::from_toml(text).map_err(|e| Error::refused(format!("{name}: {e}")))?;
         let (hive, n, t) = (self.clone(), name.clone(), text.to_owned());
+        let manager = self.manager_uid_base().await?;
         let made = crate::blocking::run(&format!("creating {name}'s directories"), move || {
             let state = hive.paths.agent_state(&n);
             std::fs::create_dir_all(&state)
                 .map_err(Error::io(format!("could not create {}", state.display())))?;
-            hive.ensure_repo(&n, &t)
+            hive.ensure_repo(&n, &t, manager)
         })
         .await?;
         let harness = if name.is_manager() {
@@ -371,24 +373,26 @@ impl Hive {
         } else {
             Harness::Ag3nt
         };
-        let row = self.insert_agent(|uid_base| NewAgent {
-            name: name.as_str(),
-            harness: harness.as_str(),
-            config_toml: text,
-            deployed_sha: sha.or(made.as_deref()),
-            parent,
-            want_running: true,
-            uid_base,
-            node: self.settings.node.as_str(),
-        })?;
-        self.run(name)?;
+        let row = self
+            .insert_agent(|uid_base| NewAgent {
+                name: name.as_str(),
+                harness: harness.as_str(),
+                config_toml: text,
+                deployed_sha: sha.or(made.as_deref()),
+                parent,
+                want_running: true,
+                uid_base,
+                node: self.settings.node.as_str(),
+            })
+            .await?;
+        self.run(name).await?;
         Ok(row)
     }
 
     /// Adds an agent to the hive without starting it, its config stored as
     /// given: `start` runs it later. No verb does this (spawn starts what it
     /// creates); benchmarks and tests build hives with it.
-    pub fn add_stopped(&self, name: &AgentName, config_toml: &str) -> Result<AgentRow> {
+    pub async fn add_stopped(&self, name: &AgentName, config_toml: &str) -> Result<AgentRow> {
         self.insert_agent(|uid_base| NewAgent {
             name: name.as_str(),
             harness: Harness::Ag3nt.as_str(),
@@ -399,31 +403,41 @@ impl Hive {
             uid_base,
             node: self.settings.node.as_str(),
         })
+        .await
     }
 
     /// Stores a new agent's row with a uid range of its own (`new` is given
     /// the range's base), and frees the range again if the row is refused.
-    fn insert_agent<'a>(&self, new: impl FnOnce(u32) -> NewAgent<'a>) -> Result<AgentRow> {
+    async fn insert_agent<'a>(&self, new: impl FnOnce(u32) -> NewAgent<'a>) -> Result<AgentRow> {
         let uids = self.runtime.uid_ranges();
-        let used: Vec<u32> = self.store.agents()?.iter().map(|a| a.uid_base).collect();
+        let used: Vec<u32> = self
+            .store
+            .agents()
+            .await?
+            .iter()
+            .map(|a| a.uid_base)
+            .collect();
         let uid_base = uids.allocate(&used)?;
         let new = new(uid_base);
         let row = self
             .store
             .create_agent(&new)
+            .await
             .inspect_err(|_| uids.release(uid_base))?;
         self.broker.publish(Change::Agent(new.name.to_owned()));
         Ok(row)
     }
 
-    /// Starts every agent that should be running and has not failed: what a
-    /// restart of hive-c0re brings back. One that cannot start is logged and left.
-    pub fn run_wanted(self: &Arc<Self>) -> Result<()> {
-        for row in self.store.agents()? {
+    /// Starts every agent of this node that should be running and has not
+    /// failed: what a restart of hive-c0re brings back. Another node's agents
+    /// are that node's to run. One that cannot start is logged and left.
+    pub async fn run_wanted(self: &Arc<Self>) -> Result<()> {
+        for row in self.store.agents().await? {
             if row.want_running
                 && !row.failed
+                && nodes::runs_here(&self.store, &row, &self.settings.node)
                 && let Ok(name) = AgentName::parse(&row.name)
-                && let Err(e) = self.run(&name)
+                && let Err(e) = self.run(&name).await
             {
                 tracing::error!(agent = %name, "could not start the agent: {e}");
             }
@@ -439,26 +453,26 @@ impl Hive {
     }
 
     /// Starts a stopped or failed agent (a no-op for a running one).
-    pub fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.agent_row(name)?;
-        self.store.set_want_running(name.as_str(), true)?;
-        self.store.set_failed(name.as_str(), false)?;
-        self.run(name)?;
+    pub async fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        self.agent_row(name).await?;
+        self.store.set_want_running(name.as_str(), true).await?;
+        self.store.set_failed(name.as_str(), false).await?;
+        self.run(name).await?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
     }
 
     /// Opens the agent's socket (its harness connects there as soon as it
     /// starts) and supervises its harness.
-    pub fn run(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.open_socket(name)?;
+    pub async fn run(self: &Arc<Self>, name: &AgentName) -> Result<()> {
+        self.open_socket(name).await?;
         self.supervisor.start(self, name);
         Ok(())
     }
 
     /// Opens the agent's socket unless it is open, reachable by the agent's uid alone.
-    pub fn open_socket(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
+    pub async fn open_socket(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name).await?;
         let owner = self.runtime.agent_uid(row.uid_base);
         if owner.is_some() {
             // The socket directory goes to the agent's uid: only a range this hive holds.
@@ -472,8 +486,8 @@ impl Hive {
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.
     pub async fn stop(self: &Arc<Self>, name: &AgentName, graceful: bool) -> Result<()> {
-        self.agent_row(name)?;
-        self.store.set_want_running(name.as_str(), false)?;
+        self.agent_row(name).await?;
+        self.store.set_want_running(name.as_str(), false).await?;
         if graceful {
             self.wait_turn_end(name).await;
         }
@@ -488,6 +502,7 @@ impl Hive {
         while self
             .store
             .agent(name.as_str())
+            .await
             .ok()
             .flatten()
             .is_some_and(|a| a.state != AgentState::Idle)
@@ -502,31 +517,31 @@ impl Hive {
 
     /// Stops and starts an agent.
     pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.agent_row(name)?;
+        self.agent_row(name).await?;
         self.supervisor.stop(name).await;
-        self.start(name)
+        self.start(name).await
     }
 
     /// Removes an agent from the hive; its state and config stay on disk unless `purge`.
     pub async fn destroy(self: &Arc<Self>, name: &AgentName, purge: bool) -> Result<()> {
-        let row = self.agent_row(name)?;
+        let row = self.agent_row(name).await?;
         self.supervisor.stop(name).await;
         self.sockets.close(name);
         let spec = self.launch_spec(&row);
         self.runtime.forget(&spec).await?;
-        self.store.delete_agent(name.as_str())?;
+        self.store.delete_agent(name.as_str()).await?;
         self.parsed_configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name.as_str());
-        self.store.remove_schedules_of(name.as_str())?;
+        self.store.remove_schedules_of(name.as_str()).await?;
         // The operator's budget for today was this agent's, not its name's.
-        self.store.remove_budget_override(name.as_str())?;
+        self.store.remove_budget_override(name.as_str()).await?;
         if purge {
-            self.store.purge_messages(name.as_str())?;
-            self.store.purge_events(name.as_str())?;
-            self.store.remove_secrets_of(name.as_str())?;
-            *self.redactor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.store.purge_messages(name.as_str()).await?;
+            self.store.purge_events(name.as_str()).await?;
+            self.store.remove_secrets_of(name.as_str()).await?;
+            self.forget_redactor();
             let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
             crate::blocking::run(&format!("removing {name}'s files"), move || {
                 for dir in dirs {
@@ -551,9 +566,9 @@ impl Hive {
     }
 
     /// Parks or resumes an agent's turn loop (persists; messages keep queueing).
-    pub fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
-        self.agent_row(name)?;
-        self.store.set_paused(name.as_str(), paused)?;
+    pub async fn set_paused(&self, name: &AgentName, paused: bool) -> Result<()> {
+        self.agent_row(name).await?;
+        self.store.set_paused(name.as_str(), paused).await?;
         self.broker.poke(name.as_str());
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
@@ -587,8 +602,12 @@ impl Hive {
 
     /// Stores events of an agent (each a kind and its payload's JSON text) and
     /// announces them. A secret's value in a payload is stored as `[secret NAME]`.
-    pub fn add_events(&self, agent: &AgentName, items: &[(EventKind, String)]) -> Result<Vec<i64>> {
-        let redactor = self.redactor()?;
+    pub async fn add_events(
+        &self,
+        agent: &AgentName,
+        items: &[(EventKind, String)],
+    ) -> Result<Vec<i64>> {
+        let redactor = self.redactor().await?;
         let redacted: Vec<String>;
         let payloads: Vec<&str> = if redactor.is_empty() {
             items.iter().map(|(_, p)| p.as_str()).collect()
@@ -596,13 +615,12 @@ impl Hive {
             redacted = items.iter().map(|(_, p)| redactor.redact_json(p)).collect();
             redacted.iter().map(String::as_str).collect()
         };
-        let ids = self.store.add_events(
-            agent.as_str(),
-            items
-                .iter()
-                .zip(payloads)
-                .map(|((k, _), p)| (k.as_str(), p)),
-        )?;
+        let rows: Vec<(&str, &str)> = items
+            .iter()
+            .zip(payloads)
+            .map(|((k, _), p)| (k.as_str(), p))
+            .collect();
+        let ids = self.store.add_events(agent.as_str(), &rows).await?;
         if let Some(&last_id) = ids.last() {
             self.broker.publish(Change::Events {
                 agent: agent.to_string(),
@@ -613,13 +631,13 @@ impl Hive {
     }
 
     /// Records one event of the agent, as hive-c0re saw it.
-    pub fn record(&self, agent: &AgentName, event: &Payload) -> Result<()> {
-        self.add_events(agent, &[event_row(event)])?;
+    pub async fn record(&self, agent: &AgentName, event: &Payload) -> Result<()> {
+        self.add_events(agent, &[event_row(event)]).await?;
         Ok(())
     }
 
     /// Records a state change as state and as an event.
-    pub fn set_state(
+    pub async fn set_state(
         &self,
         agent: &AgentName,
         state: AgentState,
@@ -628,8 +646,8 @@ impl Hive {
         if !matches!(state, AgentState::Retrying | AgentState::Waiting) {
             self.api.set_trouble(agent.as_str(), None);
         }
-        self.store.set_state(agent.as_str(), state, model)?;
-        self.add_events(agent, &[state_event(state, model)])?;
+        self.store.set_state(agent.as_str(), state, model).await?;
+        self.add_events(agent, &[state_event(state, model)]).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -638,21 +656,35 @@ impl Hive {
     /// figures) and gives the space back; returns how many rows went.
     pub async fn vacuum(&self) -> Result<usize> {
         let store = self.store.clone();
-        let vacuumed = tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
-            let n = store.vacuum_messages()?
-                + store.vacuum_events()?
-                + store.vacuum_stats()?
-                + store.vacuum_notifications()?;
-            store.checkpoint()?;
-            Ok(n)
-        })
-        .await
-        .map_err(|e| Error::io("vacuum failed")(std::io::Error::other(e)))?;
+        let vacuumed = match store {
+            // Long statements on sqlite: off the runtime's threads.
+            Db::Sqlite(store) => {
+                tokio::task::spawn_blocking(move || -> crate::store::Result<usize> {
+                    let n = store.vacuum_messages()?
+                        + store.vacuum_events()?
+                        + store.vacuum_stats()?
+                        + store.vacuum_notifications()?;
+                    store.checkpoint()?;
+                    Ok(n)
+                })
+                .await
+                .map_err(|e| Error::io("vacuum failed")(std::io::Error::other(e)))?
+            }
+            db @ Db::Postgres(_) => {
+                async {
+                    Ok(db.vacuum_messages().await?
+                        + db.vacuum_events().await?
+                        + db.vacuum_stats().await?
+                        + db.vacuum_notifications().await?)
+                }
+                .await
+            }
+        };
         Ok(vacuumed?)
     }
 
     /// An agent's events after `since` (or the newest `limit` before `before`).
-    pub fn events(
+    pub async fn events(
         &self,
         agent: &AgentName,
         since: Option<i64>,
@@ -661,8 +693,12 @@ impl Hive {
     ) -> Result<Vec<Event>> {
         let limit = limit.clamp(1, 5000);
         let rows = match since {
-            Some(s) => self.store.events_since(agent.as_str(), s, limit)?,
-            None => self.store.events_before(agent.as_str(), before, limit)?,
+            Some(s) => self.store.events_since(agent.as_str(), s, limit).await?,
+            None => {
+                self.store
+                    .events_before(agent.as_str(), before, limit)
+                    .await?
+            }
         };
         Ok(rows.iter().map(event_wire).collect())
     }

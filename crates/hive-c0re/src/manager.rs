@@ -45,7 +45,9 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
         }
         AgentRequest::Schedule { agent, when, text } => {
             let agent = parse(&agent)?;
-            let id = hive.schedule_add(&agent, &when, &text, AgentName::MANAGER)?;
+            let id = hive
+                .schedule_add(&agent, &when, &text, AgentName::MANAGER)
+                .await?;
             format!("schedule #{id} added: {agent} will get your text from system at {when}")
         }
         AgentRequest::AskOperator {

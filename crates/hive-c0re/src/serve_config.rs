@@ -155,6 +155,12 @@ pub struct ServeArgs {
     /// New agents make it their home node. Default: this host's name, in lower case.
     #[arg(long, env = "HIVE_NODE", value_name = "NAME")]
     pub node: Option<hive_sh4re::NodeName>,
+    /// The PostgreSQL database the nodes of this hive share, a URL without its password
+    /// (postgres://USER@HOST:PORT/DB?sslmode=verify-full). The password comes from the config
+    /// file (database_password, or the URL there), PGPASSWORD or PGPASSFILE; never a flag.
+    /// Default: the sqlite file in the state directory.
+    #[arg(long, env = "HIVE_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
 }
 
 /// A hive budget, written as `agent.toml`'s `budget` is.
@@ -164,6 +170,10 @@ fn parse_budget(text: &str) -> std::result::Result<hive_sh4re::config::Budget, S
 
 /// The key of `hive.toml` that holds the webhooks: a list of tables, not a flag.
 pub const WEBHOOKS_KEY: &str = "webhooks";
+
+/// The key of `hive.toml` that holds the database's password: a file key
+/// only, never a flag, where `ps` would show it.
+pub const DATABASE_PASSWORD_KEY: &str = "database_password";
 
 /// A public URL: http(s), without a trailing slash.
 fn parse_public_url(text: &str) -> std::result::Result<String, String> {
@@ -250,6 +260,8 @@ pub struct Resolved {
     pub entries: Vec<Entry>,
     /// The file's `[[webhooks]]`.
     pub webhooks: Vec<crate::webhooks::Webhook>,
+    /// The PostgreSQL database (`database`) with the file's password, if one is set.
+    pub database: Option<crate::store::pg::PgSettings>,
 }
 
 /// Resolves the settings of the subcommand `argv` names (`serve` or `doctor`)
@@ -268,9 +280,11 @@ pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> R
     let mut argv = argv.to_vec();
     let mut from_file = BTreeMap::new();
     let mut webhooks = vec![];
+    let mut password = None;
     if let Some(path) = &file {
-        let (values, hooks) = file_values(path, &settings)?;
+        let (values, hooks, pass) = file_values(path, &settings)?;
         webhooks = hooks;
+        password = pass;
         for (key, value, flag) in values {
             let higher = matches!(
                 sub.value_source(&key),
@@ -287,17 +301,77 @@ pub fn resolve(cmd: &clap::Command, argv: &[OsString], default_file: &Path) -> R
     let paths = Paths::resolve(dir("state_dir"), dir("run_dir"));
     let (_, sub) = merged.subcommand().expect("parsed above");
     let args = ServeArgs::from_arg_matches(sub).map_err(|e| Error::refused(first_line(&e)))?;
-    let entries = settings
+    let entries: Vec<Entry> = settings
         .iter()
         .map(|arg| entry(arg, sub, &from_file, &paths))
         .collect();
+    let database = database_settings(&args, &entries, file.as_deref(), password)?;
     Ok(Resolved {
         args,
         paths,
         file,
         entries,
         webhooks,
+        database,
     })
+}
+
+/// The database's connection settings: refused when a password would be
+/// where other users see it (a flag, the environment, a config file that is
+/// not private); see docs/postgres.md "How a node connects".
+fn database_settings(
+    args: &ServeArgs,
+    entries: &[Entry],
+    file: Option<&Path>,
+    password: Option<String>,
+) -> Result<Option<crate::store::pg::PgSettings>> {
+    let Some(url) = &args.database else {
+        if password.is_some() {
+            return Err(Error::refused(format!(
+                "{DATABASE_PASSWORD_KEY} is set but no database is: give database = \"postgres://...\" too, or remove the password"
+            )));
+        }
+        return Ok(None);
+    };
+    let mut pg = crate::store::pg::PgSettings::new(url.clone());
+    let origin = entries
+        .iter()
+        .find(|e| e.key == "database")
+        .map(|e| e.origin.clone());
+    if pg.url_has_password() {
+        let place = match origin.clone() {
+            Some(Origin::Flag) => {
+                Some("on the command line (--database), where ps shows it to every user".to_owned())
+            }
+            Some(Origin::Env(name)) => Some(format!(
+                "in the environment ({name}), which is copied wherever this process's environment goes"
+            )),
+            _ => None,
+        };
+        if let Some(place) = place {
+            return Err(Error::refused(format!(
+                "the database URL {} carries a password {place}: leave it out of the URL and put it in the config file ({DATABASE_PASSWORD_KEY}), PGPASSWORD or a PGPASSFILE",
+                crate::store::pg::settings::redact(url)
+            )));
+        }
+    }
+    let file_has_password =
+        password.is_some() || (origin == Some(Origin::File) && pg.url_has_password());
+    if let (true, Some(path)) = (file_has_password, file) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(Error::refused(format!(
+                "the config file {} holds the database's password but others may read it (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    pg.password = password;
+    Ok(Some(pg))
 }
 
 /// Parses a command line, turning clap's report into one sentence.
@@ -327,11 +401,16 @@ fn setting_args(cmd: &clap::Command) -> Vec<Arg> {
 /// A file setting: key, value, and the flag that sets it.
 type FileValue = (String, toml::Value, Vec<OsString>);
 
-/// The file's settings, each checked by its flag's parser, and its webhooks.
+/// The file's settings, each checked by its flag's parser, its webhooks and
+/// the database's password.
 fn file_values(
     path: &Path,
     settings: &[Arg],
-) -> Result<(Vec<FileValue>, Vec<crate::webhooks::Webhook>)> {
+) -> Result<(
+    Vec<FileValue>,
+    Vec<crate::webhooks::Webhook>,
+    Option<String>,
+)> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::refused(format!(
@@ -346,17 +425,28 @@ fn file_values(
     })?;
     let mut out = Vec::new();
     let mut webhooks = vec![];
+    let mut password = None;
     for (key, value) in table {
         if key == WEBHOOKS_KEY {
             webhooks = crate::webhooks::parse(&value)
                 .map_err(|e| Error::refused(format!("{shown}: {e}")))?;
             continue;
         }
+        if key == DATABASE_PASSWORD_KEY {
+            let toml::Value::String(p) = value else {
+                return Err(Error::refused(format!(
+                    "key `{key}` in {shown} takes a string, not a {}",
+                    value.type_str()
+                )));
+            };
+            password = Some(p);
+            continue;
+        }
         let Some(arg) = settings.iter().find(|a| a.get_id() == key.as_str()) else {
             let known: Vec<&str> = settings
                 .iter()
                 .map(|a| a.get_id().as_str())
-                .chain([WEBHOOKS_KEY])
+                .chain([WEBHOOKS_KEY, DATABASE_PASSWORD_KEY])
                 .collect();
             return Err(Error::refused(format!(
                 "unknown key `{key}` in {shown}; the keys are {}",
@@ -398,7 +488,7 @@ fn file_values(
         };
         out.push((key, value, flag));
     }
-    Ok((out, webhooks))
+    Ok((out, webhooks, password))
 }
 
 fn entry(
@@ -436,6 +526,10 @@ fn entry(
         _ if matches!(arg.get_action(), ArgAction::SetTrue) => {
             Some(toml::Value::Boolean(m.get_flag(&key)))
         }
+        // The URL as it is, but never a password in it.
+        "database" => m
+            .get_one::<String>(&key)
+            .map(|u| crate::store::pg::settings::redact(u).into()),
         _ => m.get_raw(&key).and_then(|mut v| v.next()).map(raw_value),
     };
     Entry {
@@ -530,6 +624,7 @@ impl Resolved {
             dashboard: self.dashboard().map(str::to_owned),
             no_manager: a.no_manager,
             node: a.node.clone(),
+            database: self.database.clone(),
             limits: Limits {
                 inbox_cap: a.inbox_cap,
                 events_keep: a.events_keep,
@@ -671,6 +766,55 @@ mod tests {
             std::fs::write(&f, bad).unwrap();
             let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
             assert!(e.contains("key `budget`") && e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_database_password_never_comes_from_a_flag_or_a_file_others_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        let none = Path::new("/nonexistent/hive.toml");
+        let with_password = "postgres://node:s3cret@db.example.org/hive";
+        let e = resolve(&argv(&["serve", "--database", with_password]), none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("command line"), "{e}");
+        assert!(e.contains("node:<hidden>@db.example.org/hive"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let r = resolve(&argv(&["serve"]), none).unwrap();
+        assert!(r.database.is_none(), "the sqlite file without --database");
+
+        let private = |text: &str, mode: u32| {
+            std::fs::write(&f, text).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        private("database_password = \"s3cret\"\n", 0o600);
+        let r = resolve(
+            &argv(&["serve", "--database", "postgres://node@db.example.org/hive"]),
+            &f,
+        )
+        .unwrap();
+        let pg = r.database.clone().unwrap();
+        assert_eq!(pg.password.as_deref(), Some("s3cret"));
+        assert!(!r.render().contains("s3cret"), "{}", r.render());
+        assert!(!format!("{pg:?}").contains("s3cret"));
+
+        private(&format!("database = \"{with_password}\"\n"), 0o600);
+        let r = resolve(&argv(&["serve"]), &f).unwrap();
+        assert!(
+            r.database.as_ref().unwrap().url_has_password(),
+            "a private file may hold the URL whole"
+        );
+        assert!(!r.render().contains("s3cret"), "{}", r.render());
+
+        for text in [
+            format!("database = \"{with_password}\"\n"),
+            "database = \"postgres://node@db/hive\"\ndatabase_password = \"s3cret\"\n".to_owned(),
+        ] {
+            private(&text, 0o644);
+            let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
+            assert!(e.contains("chmod 600"), "{e}");
         }
     }
 

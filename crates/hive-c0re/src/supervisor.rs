@@ -39,7 +39,7 @@ pub trait Supervised: Send + Sync + 'static {
     /// Cancelled when the daemon shuts down: every supervision ends with it.
     fn shutdown_token(&self) -> &CancellationToken;
     /// What to launch for the agent; None once it is gone from the hive.
-    fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec>;
+    fn launch_spec_of(&self, name: &AgentName) -> impl Future<Output = Option<LaunchSpec>> + Send;
     /// The runtime that launches harnesses.
     fn runtime(&self) -> &dyn Runtime;
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
@@ -47,7 +47,7 @@ pub trait Supervised: Send + Sync + 'static {
     /// The agent's harness is up.
     fn harness_started(&self, name: &AgentName);
     /// The agent's harness is gone, asked to or not: what it held is handed back.
-    fn harness_exited(&self, name: &AgentName);
+    fn harness_exited(&self, name: &AgentName) -> impl Future<Output = ()> + Send;
     /// The harness ended unasked (`exit` says how); it restarts in `retry_in`,
     /// or, when None, supervision gave up after `attempt` tries.
     fn harness_crashed(
@@ -56,9 +56,9 @@ pub trait Supervised: Send + Sync + 'static {
         exit: &str,
         retry_in: Option<Duration>,
         attempt: u32,
-    );
+    ) -> impl Future<Output = ()> + Send;
     /// Supervision gave up: the agent stays failed until it is started again.
-    fn harness_failed(&self, name: &AgentName);
+    fn harness_failed(&self, name: &AgentName) -> impl Future<Output = ()> + Send;
 }
 
 struct Live {
@@ -158,7 +158,7 @@ async fn supervise<H: Supervised>(
 ) {
     let mut failures = 0u32;
     loop {
-        let Some(spec) = hive.launch_spec_of(&name) else {
+        let Some(spec) = hive.launch_spec_of(&name).await else {
             return;
         };
         if let Err(e) = hive.runtime().reap_orphans(&name).await {
@@ -185,7 +185,7 @@ async fn supervise<H: Supervised>(
             Err(e) => Some(format!("could not be launched: {e}")),
         };
         running.store(false, Ordering::SeqCst);
-        hive.harness_exited(&name);
+        hive.harness_exited(&name).await;
         let Some(exit) = outcome else { return };
         if stop.is_cancelled() {
             return;
@@ -196,9 +196,10 @@ async fn supervise<H: Supervised>(
         failures += 1;
         let gave_up = failures > MAX_RESTARTS;
         let backoff = FIRST_BACKOFF * 2u32.pow(failures.saturating_sub(1).min(10));
-        hive.harness_crashed(&name, &exit, (!gave_up).then_some(backoff), failures);
+        hive.harness_crashed(&name, &exit, (!gave_up).then_some(backoff), failures)
+            .await;
         if gave_up {
-            hive.harness_failed(&name);
+            hive.harness_failed(&name).await;
             return;
         }
         tokio::select! {

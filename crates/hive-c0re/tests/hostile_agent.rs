@@ -171,17 +171,15 @@ fn a_message_body_cannot_pose_as_another_message_in_recv() {
 }
 
 #[test]
-fn an_agent_cannot_put_itself_over_budget() {
+fn an_agent_cannot_put_itself_over_budget_or_on_a_dead_node() {
     let hive = TestHive::start();
     hive.ok(&["spawn", "alice"]);
-    let r = agent_call(
-        &hive,
-        "alice",
-        json!({"op": "state", "state": "over_budget"}),
-    );
-    assert_eq!(r["ok"], false, "{r}");
-    assert!(r["error"].as_str().unwrap().contains("over_budget"), "{r}");
-    assert_ne!(hive.row("alice").unwrap()["state"], "over_budget");
+    for state in ["over_budget", "node_down"] {
+        let r = agent_call(&hive, "alice", json!({"op": "state", "state": state}));
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"].as_str().unwrap().contains(state), "{r}");
+        assert_ne!(hive.row("alice").unwrap()["state"], state);
+    }
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! A hive-c0re daemon as a node, on one host: it names itself, registers,
 //! heartbeats, is home to the agents it creates, and is listed down once it
-//! stops heartbeating.
+//! stops heartbeating. Nodes sharing a PostgreSQL database also watch each
+//! other: a dead node's agents read `node_down`, the manager and the operator
+//! are told once however many nodes notice, and its return is announced.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, TestHive};
+use common::{Opts, TestDatabase, TestHive};
 
 /// The `nodes --json` objects, by name.
 fn nodes(hive: &TestHive) -> Vec<serde_json::Value> {
@@ -22,6 +24,33 @@ fn node(hive: &TestHive, name: &str) -> serde_json::Value {
         .into_iter()
         .find(|n| n["name"] == name)
         .unwrap_or_else(|| panic!("no node {name} in {:?}", nodes(hive)))
+}
+
+/// The `status --json` rows.
+fn rows(hive: &TestHive) -> Vec<serde_json::Value> {
+    hive.ok(&["status", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The `node_down` notifications.
+fn node_downs(hive: &TestHive) -> Vec<serde_json::Value> {
+    hive.ok(&["notifications", "--json", "--limit", "100"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|n| n["kind"] == "node_down")
+        .collect()
+}
+
+/// Reads (and acknowledges) the manager's inbox: the bodies `system` sent it.
+fn to_manager(hive: &TestHive) -> Vec<String> {
+    hive.ok(&["recv", "--as", "manager", "--json", "--max", "100"])
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|m| m["from"] == "system")
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Names the node the next `serve` starts.
@@ -69,16 +98,19 @@ fn a_node_heartbeats_is_home_to_its_agents_and_is_down_once_killed() {
         String::from_utf8_lossy(&out.stderr).contains("only a-z, 0-9, '-' and '.'"),
         "{out:?}"
     );
-    let rows: Vec<serde_json::Value> = hive
-        .ok(&["status", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let homes: Vec<(&str, &str)> = rows
+    let homes: Vec<(String, String)> = rows(&hive)
         .iter()
-        .map(|r| (r["name"].as_str().unwrap(), r["node"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["node"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert_eq!(homes, [("x", "alpha"), ("y", "alpha")]);
+    assert_eq!(
+        homes,
+        [("x".into(), "alpha".into()), ("y".into(), "alpha".into())]
+    );
     assert!(
         !hive.ok(&["status"]).contains("NODE"),
         "one node, no column"
@@ -126,6 +158,140 @@ fn a_node_heartbeats_is_home_to_its_agents_and_is_down_once_killed() {
             .lines()
             .any(|l| l.starts_with("alpha") && l.contains("down")),
         "{table}"
+    );
+    // A sqlite hive is one daemon's: gamma runs alpha's agents, so none of
+    // them is `node_down`, and an old name of the host is announced to no one.
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert!(
+        rows(&hive).iter().all(|r| r["state"] != "node_down"),
+        "{:?}",
+        rows(&hive)
+    );
+    assert!(node_downs(&hive).is_empty());
+    assert!(to_manager(&hive).is_empty());
+}
+
+#[test]
+fn nodes_on_one_database_announce_a_dead_node_once_and_its_return() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let node = |name: &str| {
+        let mut o = Opts::postgres(&db, name);
+        o.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+        TestHive::start_with(o)
+    };
+    let mut alpha = node("alpha");
+    alpha.ok(&["spawn", "x"]);
+    alpha.ok(&["spawn", "y"]);
+    // Two watchers: whichever heartbeat finds alpha silent first tells the hive.
+    let gamma = node("gamma");
+    let delta = node("delta");
+    gamma.ok(&["spawn", "w"]);
+    alpha.kill9();
+
+    gamma.wait_for("alpha's node_down notification", 15, |h| {
+        !node_downs(h).is_empty()
+    });
+    // Two more beats of each watcher: still one.
+    std::thread::sleep(Duration::from_millis(2_200));
+    let told = node_downs(&delta);
+    assert_eq!(told.len(), 1, "{told:?}");
+    let text = told[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Node alpha is down: no heartbeat for ")
+            && text.ends_with(
+                "2 agents live there (x, y): they take no turns until the node is back; \
+                 messages to them wait in their inboxes."
+            ),
+        "{text}"
+    );
+    assert_eq!(to_manager(&gamma), [text], "the manager reads it too, once");
+
+    // alpha's agents read `node_down` since alpha's last heartbeat, on every
+    // other node; gamma's own agent does not.
+    for hive in [&gamma, &delta] {
+        let now = rows(hive);
+        let of = |name: &str| now.iter().find(|r| r["name"] == name).unwrap().clone();
+        for name in ["x", "y"] {
+            let r = of(name);
+            assert_eq!(
+                (
+                    r["state"].as_str(),
+                    r["state_detail"].as_str(),
+                    r["running"].as_bool()
+                ),
+                (
+                    Some("node_down"),
+                    Some("no heartbeat from alpha"),
+                    Some(false)
+                ),
+                "{r}"
+            );
+            assert_eq!(r["node"], "alpha");
+        }
+        assert_ne!(of("w")["state"], "node_down", "{}", of("w"));
+    }
+    let status = gamma.ok(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("x ") && l.contains("node down · no heartbeat from alpha")),
+        "{status}"
+    );
+    // The needs-you list names the node once, not each of its agents.
+    let needs: Vec<serde_json::Value> = gamma
+        .ok(&["needs", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let downs: Vec<_> = needs.iter().filter(|i| i["kind"] == "node_down").collect();
+    assert_eq!(downs.len(), 1, "{needs:?}");
+    assert_eq!(
+        (downs[0]["node"].as_str(), downs[0]["text"].as_str()),
+        (
+            Some("alpha"),
+            Some("node alpha stopped heartbeating: its 2 agents wait")
+        )
+    );
+
+    // A message to an agent of the dead node is taken and waits in its inbox.
+    let sent = gamma.ok(&["send", "x", "are you there?"]);
+    assert!(
+        sent.starts_with("sent message #") && sent.trim_end().ends_with(" to x"),
+        "{sent}"
+    );
+    let x = rows(&delta).into_iter().find(|r| r["name"] == "x").unwrap();
+    assert_eq!(x["inbox_depth"], 1, "{x}");
+
+    // alpha comes back: its first heartbeat clears the mark and tells the manager, once.
+    alpha.serve();
+    let mut back = vec![];
+    gamma.wait_for("alpha's return told to the manager", 15, |h| {
+        back.extend(to_manager(h));
+        !back.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(1_200));
+    back.extend(to_manager(&gamma));
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(
+        back[0].starts_with("Node alpha is back after ")
+            && back[0].ends_with(
+                " down (since its last heartbeat before). 2 agents live there (x, y): \
+                 what waited in their inboxes reaches them again as they take turns."
+            ),
+        "{}",
+        back[0]
+    );
+    assert!(
+        rows(&gamma).iter().all(|r| r["state"] != "node_down"),
+        "{:?}",
+        rows(&gamma)
+    );
+    assert_eq!(
+        node_downs(&gamma).len(),
+        1,
+        "a return is no new notification"
     );
 }
 

@@ -180,7 +180,8 @@ pub struct AgentStatusRow {
     pub status_set_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// idle, thinking, compacting, napping, retrying, waiting, queued (or stopped).
+    /// idle, thinking, compacting, napping, retrying, waiting, queued,
+    /// over_budget (or stopped, or node_down: its home node stopped heartbeating).
     pub state: String,
     /// RFC 3339 UTC time the state was entered.
     pub state_since: String,
@@ -256,8 +257,10 @@ fn is_zero(n: &u32) -> bool {
 /// One thing that waits on the operator (the hive page's "needs you" strip).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeedItem {
-    /// `approval`, `question`, `failed`, `restarting`, `needs_login`, `over_budget`, `paused_mail`.
+    /// `approval`, `question`, `node_down`, `failed`, `restarting`, `needs_login`,
+    /// `over_budget`, `paused_mail`.
     pub kind: String,
+    /// The agent it is about; empty for a `node_down` (it names its `node`).
     pub agent: String,
     /// The approval's or question's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,6 +272,9 @@ pub struct NeedItem {
     /// RFC 3339 UTC deadline (a question's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// The node a `node_down` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Everything that waits on the operator, most urgent first.

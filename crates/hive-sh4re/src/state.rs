@@ -25,6 +25,9 @@ pub enum AgentState {
     /// The agent spent its daily budget (or the hive its own): no turn starts
     /// until the operator raises it or the UTC day ends; messages wait.
     OverBudget,
+    /// The agent's home node (another hive-c0re daemon) stopped heartbeating:
+    /// nothing runs the agent until it is back; messages wait. Shown only; never stored.
+    NodeDown,
 }
 
 impl AgentState {
@@ -39,6 +42,7 @@ impl AgentState {
             Self::Waiting => "waiting",
             Self::Queued => "queued",
             Self::OverBudget => "over_budget",
+            Self::NodeDown => "node_down",
         }
     }
 

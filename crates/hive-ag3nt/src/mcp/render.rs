@@ -56,6 +56,9 @@ fn agent_line(r: &AgentStatusRow) -> String {
         "failed"
     } else if r.running {
         "running"
+    } else if r.state == "node_down" {
+        // Not stopped by anyone: its home node went silent, and a send to it is still taken.
+        "unreachable until its node is back (messages to it wait)"
     } else {
         "stopped"
     };
@@ -178,6 +181,23 @@ mod tests {
             "carol: idle since 2026-01-01T10:00:00Z, stopped, napping until 2026-01-01T11:00:00Z"
         ));
         assert!(lines[4].contains("`operator`"));
+    }
+
+    #[test]
+    fn an_agent_of_a_silent_node_says_so_and_that_messages_wait() {
+        let mut a = row("x");
+        a.running = false;
+        a.state = "node_down".into();
+        a.state_detail = Some("no heartbeat from alpha".into());
+        a.node = Some("alpha".into());
+        assert!(
+            agent_line(&a).starts_with(
+                "x: node down · no heartbeat from alpha since 2026-01-01T10:00:00Z, \
+                 unreachable until its node is back (messages to it wait), model"
+            ),
+            "{}",
+            agent_line(&a)
+        );
     }
 
     #[test]

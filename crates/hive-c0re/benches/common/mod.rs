@@ -13,7 +13,7 @@ use hive_c0re::hive::{Hive, Settings};
 use hive_c0re::paths::Paths;
 use hive_c0re::runtime::uid_ranges::DEFAULT_UID_BASE;
 use hive_c0re::runtime::{ProcessRuntime, UidRanges};
-use hive_c0re::store::{Limits, Store};
+use hive_c0re::store::{Db, Limits};
 
 /// A hive served in this process (store on disk, host.sock bound), with no agents running.
 pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits) -> Arc<Hive> {
@@ -23,7 +23,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
     };
     std::fs::create_dir_all(&paths.state).unwrap();
     rt.block_on(async {
-        let store = Store::open(&paths.db(), limits).unwrap();
+        let store = Db::open_sqlite(&paths.db(), limits).unwrap();
         let settings = Settings {
             bin_dir: PathBuf::from("/nonexistent"),
             claude_bin: None,

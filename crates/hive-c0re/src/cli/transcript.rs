@@ -3,6 +3,7 @@
 //! calls with their one telling argument, results, the answer, and how the
 //! turn ended, with its duration and cost. Long text shows its first lines.
 
+use crate::clock::duration;
 use hive_sh4re::agent::ExitClass;
 use hive_sh4re::event::EventKind;
 use hive_sh4re::host::Event;
@@ -418,25 +419,6 @@ fn clock(ts: &str) -> String {
 
 fn dollars(usd: f64) -> String {
     format!("${usd:.4}")
-}
-
-/// Milliseconds as `850ms`, `12.3s`, `4m 05s`, `3h 02m` or `2d 4h`.
-fn duration(ms: f64) -> String {
-    if ms < 1000.0 {
-        return format!("{}ms", ms.round());
-    }
-    if ms < 60_000.0 {
-        return format!("{:.1}s", ms / 1000.0);
-    }
-    let s = (ms / 1000.0) as u64;
-    let (m, h) = (s / 60, s / 3600);
-    if h == 0 {
-        format!("{m}m {:02}s", s % 60)
-    } else if h < 48 {
-        format!("{h}h {:02}m", m % 60)
-    } else {
-        format!("{}d {}h", h / 24, h % 24)
-    }
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ pub(crate) async fn lifecycle(
     let refused = || ApiError::from_hive(StatusCode::CONFLICT);
     match action.as_str() {
         "start" => {
-            hive.start(&name).map_err(refused())?;
+            hive.start(&name).await.map_err(refused())?;
             done(format!("{name} is starting"))
         }
         "stop" => {
@@ -80,6 +80,7 @@ pub(crate) async fn lifecycle(
         }
         "pause" | "resume" => {
             hive.set_paused(&name, action == "pause")
+                .await
                 .map_err(refused())?;
             done(format!(
                 "{name} is {}",
@@ -91,15 +92,15 @@ pub(crate) async fn lifecycle(
             ))
         }
         "cancel" => {
-            hive.cancel(&name).map_err(refused())?;
+            hive.cancel(&name).await.map_err(refused())?;
             done(format!("asked {name} to cancel its turn"))
         }
         "compact" => {
-            hive.compact(&name).map_err(refused())?;
+            hive.compact(&name).await.map_err(refused())?;
             done(format!("asked {name} to compact its session"))
         }
         "compact-notes" => {
-            hive.compact_notes(&name).map_err(refused())?;
+            hive.compact_notes(&name).await.map_err(refused())?;
             done(format!("asked {name} to compact its notes"))
         }
         other => Err(ApiError::not_found(format!(
@@ -136,6 +137,7 @@ pub(crate) async fn set_model(
     let info = ctx
         .hive
         .set_model(&name, b.model.as_deref())
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(json!({ "ok": true, "model": info })))
 }
@@ -154,13 +156,14 @@ pub(crate) async fn set_budget(
             tokens: b.tokens,
             reset: b.reset,
         })
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(json!({ "ok": true, "budget": row })))
 }
 
 /// `POST /api/approvals/{id}/approve`: approve and carry it out now.
 pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
-    let a = require_approval(&ctx, id)?;
+    let a = require_approval(&ctx, id).await?;
     ctx.hive
         .approve(id)
         .await
@@ -173,7 +176,7 @@ pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
 
 /// `POST /api/approvals/{id}/deny` {note?}: deny it.
 pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Done {
-    let a = require_approval(&ctx, id)?;
+    let a = require_approval(&ctx, id).await?;
     // The body is optional: an empty one is a denial without a reason.
     let b: DenyBody = if body.iter().all(u8::is_ascii_whitespace) {
         DenyBody::default()
@@ -187,21 +190,22 @@ pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Don
     let note = b.note.filter(|n| !n.trim().is_empty());
     ctx.hive
         .deny(id, note.as_deref())
+        .await
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     done(format!("approval #{id} ({} {}) denied", a.kind, a.agent))
 }
 
-fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
+async fn require_question(ctx: &Ctx, id: i64) -> ApiResult<Question> {
     ctx.hive
-        .question(id)?
+        .question(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("there is no question #{id}")))
 }
 
 /// A refusal of a question that is no longer pending is a conflict, else the input was bad.
-fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> ApiError + '_ {
-    move |e| {
-        let pending =
-            matches!(ctx.hive.question(id), Ok(Some(q)) if q.status == QuestionStatus::Pending);
+async fn question_refusal(ctx: &Ctx, id: i64, e: crate::error::Error) -> ApiError {
+    {
+        let pending = matches!(ctx.hive.question(id).await, Ok(Some(q)) if q.status == QuestionStatus::Pending);
         ApiError::from_hive(if pending {
             StatusCode::BAD_REQUEST
         } else {
@@ -212,19 +216,19 @@ fn question_refusal(ctx: &Ctx, id: i64) -> impl FnOnce(crate::error::Error) -> A
 
 /// `POST /api/questions/{id}/answer` {answer}.
 pub(crate) async fn answer(State(ctx): State<Ctx>, Id(id): Id, Body(b): Body<AnswerBody>) -> Done {
-    require_question(&ctx, id)?;
-    ctx.hive
-        .answer(id, &b.answer)
-        .map_err(question_refusal(&ctx, id))?;
+    require_question(&ctx, id).await?;
+    if let Err(e) = ctx.hive.answer(id, &b.answer).await {
+        return Err(question_refusal(&ctx, id, e).await);
+    }
     done(format!("question #{id} answered"))
 }
 
 /// `POST /api/questions/{id}/cancel`.
 pub(crate) async fn cancel_question(State(ctx): State<Ctx>, Id(id): Id) -> Done {
-    require_question(&ctx, id)?;
-    ctx.hive
-        .cancel_question(id)
-        .map_err(question_refusal(&ctx, id))?;
+    require_question(&ctx, id).await?;
+    if let Err(e) = ctx.hive.cancel_question(id).await {
+        return Err(question_refusal(&ctx, id, e).await);
+    }
     done(format!("question #{id} cancelled"))
 }
 
@@ -237,6 +241,7 @@ pub(crate) async fn schedule_add(
     let id = ctx
         .hive
         .schedule_add(&name, &b.when, &b.text, "operator")
+        .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok(Json(
         json!({ "ok": true, "id": id, "message": format!("schedule #{id} added for {name}") }),
@@ -247,6 +252,7 @@ pub(crate) async fn schedule_add(
 pub(crate) async fn schedule_rm(State(ctx): State<Ctx>, Id(id): Id) -> Done {
     ctx.hive
         .schedule_rm(id)
+        .await
         .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
     done(format!("schedule #{id} removed"))
 }
@@ -268,6 +274,7 @@ pub(crate) async fn read_notifications(
     let unread = ctx
         .hive
         .mark_notifications_read(id)
+        .await
         .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?;
     Ok(Json(json!({ "ok": true, "unread": unread })))
 }

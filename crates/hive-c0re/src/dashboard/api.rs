@@ -34,6 +34,7 @@ pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentSt
     Ok(Json(
         ctx.hive
             .status_rows()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -43,6 +44,7 @@ pub(crate) async fn needs_you(State(ctx): State<Ctx>) -> ApiResult<Json<NeedsYou
     Ok(Json(
         ctx.hive
             .needs_you()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -56,6 +58,7 @@ pub(crate) async fn feed(State(ctx): State<Ctx>, Q(q): Q<FeedQuery>) -> ApiResul
     Ok(Json(
         ctx.hive
             .feed(q.before.as_deref(), limit)
+            .await
             .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
 }
@@ -73,6 +76,7 @@ pub(crate) async fn agent(
     Ok(Json(
         ctx.hive
             .status_row(&name)
+            .await
             .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
     ))
 }
@@ -85,6 +89,7 @@ pub(crate) async fn model(
     Ok(Json(
         ctx.hive
             .model_info(&name)
+            .await
             .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
     ))
 }
@@ -104,18 +109,19 @@ pub(crate) async fn events(
     Ok(Json(
         ctx.hive
             .events(&name, q.since, q.before, limit)
+            .await
             .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?,
     ))
 }
 
-fn recent(
+async fn recent(
     ctx: &Ctx,
     mailbox: &Mailbox,
     limit: Option<u32>,
     default: u32,
 ) -> ApiResult<Json<Vec<Message>>> {
     let limit = limit.unwrap_or(default).clamp(1, MAX_MESSAGES);
-    Ok(Json(ctx.hive.recent_messages(mailbox, limit)?))
+    Ok(Json(ctx.hive.recent_messages(mailbox, limit).await?))
 }
 
 /// `GET /api/agents/{name}/messages?limit=N`: the newest messages to or from the agent, oldest first.
@@ -124,7 +130,7 @@ pub(crate) async fn agent_messages(
     Agent(name): Agent,
     Q(q): Q<LimitQuery>,
 ) -> ApiResult<Json<Vec<Message>>> {
-    recent(&ctx, &Mailbox::Agent(name), q.limit, super::sse::INBOX_LEN)
+    recent(&ctx, &Mailbox::Agent(name), q.limit, super::sse::INBOX_LEN).await
 }
 
 /// `GET /api/operator/messages?limit=N`: the operator's inbox and sent messages, without acknowledging any.
@@ -138,6 +144,7 @@ pub(crate) async fn operator_messages(
         q.limit,
         super::sse::OPERATOR_INBOX_LEN,
     )
+    .await
 }
 
 /// `GET /api/approvals`: every approval, oldest first.
@@ -145,13 +152,14 @@ pub(crate) async fn approvals(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Appr
     Ok(Json(
         ctx.hive
             .approvals()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
 
 /// 404 unless approval `id` exists.
-pub(crate) fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<Approval> {
-    ctx.hive.approval(id)?.ok_or_else(|| {
+pub(crate) async fn require_approval(ctx: &Ctx, id: i64) -> ApiResult<Approval> {
+    ctx.hive.approval(id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "there is no approval #{id}: it may have been vacuumed"
         ))
@@ -163,10 +171,11 @@ pub(crate) async fn approval_diff(
     State(ctx): State<Ctx>,
     Id(id): Id,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_approval(&ctx, id)?;
+    require_approval(&ctx, id).await?;
     let diff = ctx
         .hive
         .approval_diff(id)
+        .await
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     Ok(Json(serde_json::json!({ "id": id, "diff": diff })))
 }
@@ -176,6 +185,7 @@ pub(crate) async fn questions(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Ques
     Ok(Json(
         ctx.hive
             .questions()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -185,6 +195,7 @@ pub(crate) async fn secrets(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Secret
     Ok(Json(
         ctx.hive
             .secret_list()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -194,6 +205,7 @@ pub(crate) async fn schedules(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Sche
     Ok(Json(
         ctx.hive
             .schedule_list()
+            .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))
 }
@@ -204,11 +216,13 @@ pub(crate) async fn notifications(
     Q(q): Q<NotificationsQuery>,
 ) -> ApiResult<Json<NotificationList>> {
     Ok(Json(
-        ctx.hive.notifications(q.unread.unwrap_or(false), q.limit)?,
+        ctx.hive
+            .notifications(q.unread.unwrap_or(false), q.limit)
+            .await?,
     ))
 }
 
 /// `GET /api/webhooks`: each webhook's queue and last results.
 pub(crate) async fn webhooks(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<WebhookStatus>>> {
-    Ok(Json(ctx.hive.webhook_statuses()?))
+    Ok(Json(ctx.hive.webhook_statuses().await?))
 }

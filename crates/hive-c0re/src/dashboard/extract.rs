@@ -41,8 +41,8 @@ pub(crate) fn parse_name(raw: &str) -> Result<AgentName, ApiError> {
 }
 
 /// 404 unless the hive manages `name`.
-pub(crate) fn require_agent(ctx: &Ctx, name: &AgentName) -> Result<(), ApiError> {
-    match ctx.hive.has_agent(name)? {
+pub(crate) async fn require_agent(ctx: &Ctx, name: &AgentName) -> Result<(), ApiError> {
+    match ctx.hive.has_agent(name).await? {
         true => Ok(()),
         false => Err(ApiError::not_found(format!(
             "there is no agent {:?} in this hive: see the hive page for who is here",
@@ -56,7 +56,7 @@ impl FromRequestParts<Ctx> for Agent {
 
     async fn from_request_parts(parts: &mut Parts, ctx: &Ctx) -> Result<Self, ApiError> {
         let name = parse_name(&path_param(parts, "name").await?)?;
-        require_agent(ctx, &name)?;
+        require_agent(ctx, &name).await?;
         Ok(Self(name))
     }
 }

@@ -27,7 +27,11 @@ pub(crate) async fn hive_page(State(ctx): State<Ctx>) -> Response {
 
 /// `GET /agents/{name}`: one agent's page (its script reads the name from the address).
 pub(crate) async fn agent_page(State(ctx): State<Ctx>, UrlPath(raw): UrlPath<String>) -> Response {
-    match parse_name(&raw).and_then(|n| require_agent(&ctx, &n)) {
+    let found = match parse_name(&raw) {
+        Ok(n) => require_agent(&ctx, &n).await,
+        Err(e) => Err(e),
+    };
+    match found {
         Ok(()) => page(&ctx, "agent.html"),
         Err(e) => error_page(e.status, &capitalized(&e.message)),
     }

@@ -49,10 +49,13 @@ pub(crate) async fn open(
     if let Err(e) = check(&ctx.auth, &headers) {
         return e.into_response();
     }
-    let name = match parse_name(&raw).and_then(|n| require_agent(&ctx, &n).map(|()| n)) {
+    let name = match parse_name(&raw) {
         Ok(n) => n,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = require_agent(&ctx, &name).await {
+        return e.into_response();
+    }
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(e) => {
@@ -83,7 +86,7 @@ fn check(auth: &Auth, headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Runs one shell for one socket.
 async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) {
-    let session = match ctx.hive.open_shell(&name, size, Some(DEFAULT_TERM)) {
+    let session = match ctx.hive.open_shell(&name, size, Some(DEFAULT_TERM)).await {
         Ok(s) => s,
         Err(e) => {
             let message = match e {

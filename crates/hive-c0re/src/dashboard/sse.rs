@@ -212,7 +212,7 @@ enum Work {
 pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
     let mut changes = hive.subscribe();
     let mut cursors = Cursors::default();
-    cursors.reset(&hive);
+    cursors.reset(&hive).await;
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
@@ -235,12 +235,12 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
         if lagged {
             // Changes were lost: viewers refetch; cursors restart at the newest rows.
             tracing::warn!("the dashboard fell behind the hive's changes; pages resync");
-            cursors.reset(&hive);
+            cursors.reset(&hive).await;
             hub.send(Some(Prepared::resync()));
             continue;
         }
         for work in coalesce(batch) {
-            do_work(&hive, &hub, &mut cursors, work);
+            do_work(&hive, &hub, &mut cursors, work).await;
         }
     }
 }
@@ -304,32 +304,33 @@ fn plan(c: Change) -> Vec<Work> {
 struct Cursors(HashMap<String, i64>, Option<FeedCursor>, Option<NeedsYou>);
 
 impl Cursors {
-    fn reset(&mut self, hive: &Hive) {
+    async fn reset(&mut self, hive: &Hive) {
         self.0.clear();
-        self.1 = hive.feed_cursor().ok();
+        self.1 = hive.feed_cursor().await.ok();
         self.2 = None;
-        for name in hive.list().unwrap_or_default() {
-            self.init(hive, &name);
+        for name in hive.list().await.unwrap_or_default() {
+            self.init(hive, &name).await;
         }
     }
 
     /// Starts an agent's cursor at its newest stored event.
-    fn init(&mut self, hive: &Hive, name: &str) {
-        let newest = AgentName::parse(name)
-            .ok()
-            .and_then(|n| hive.events(&n, None, None, 1).ok())
-            .and_then(|e| e.last().map(|e| e.id))
-            .unwrap_or(0);
+    async fn init(&mut self, hive: &Hive, name: &str) {
+        let newest = match AgentName::parse(name) {
+            Ok(n) => hive.events(&n, None, None, 1).await.ok(),
+            Err(_) => None,
+        }
+        .and_then(|e| e.last().map(|e| e.id))
+        .unwrap_or(0);
         self.0.insert(name.to_owned(), newest);
     }
 }
 
-fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
+async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
     match work {
         Work::Row(n) => {
             if !cursors.0.contains_key(&n) {
                 // A new agent: its viewers start at whatever history it has.
-                cursors.init(hive, &n);
+                cursors.init(hive, &n).await;
             }
             let agent_watched = hub.watched(Some(&n));
             if !hub.watched(None) && !agent_watched {
@@ -338,10 +339,10 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             let Ok(name) = AgentName::parse(&n) else {
                 return;
             };
-            if let Ok(row) = hive.status_row(&name) {
+            if let Ok(row) = hive.status_row(&name).await {
                 hub.send(Prepared::new(Audience::Both(n.clone()), Frame::Agent(row)));
             }
-            if agent_watched && let Ok(model) = hive.model_info(&name) {
+            if agent_watched && let Ok(model) = hive.model_info(&name).await {
                 let model = ModelChanged {
                     agent: n.clone(),
                     model,
@@ -378,7 +379,10 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             };
             let mut since = cursor;
             loop {
-                let events = match hive.events(&name, Some(since), None, EVENTS_PER_FRAME) {
+                let events = match hive
+                    .events(&name, Some(since), None, EVENTS_PER_FRAME)
+                    .await
+                {
                     Ok(e) => e,
                     Err(e) => {
                         tracing::warn!(agent = %n, "dashboard could not read events: {e}");
@@ -407,7 +411,7 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         Work::Inbox(n) => {
             if hub.watched(Some(&n))
                 && let Ok(name) = AgentName::parse(&n)
-                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN)
+                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN).await
             {
                 let inbox = Inbox {
                     agent: n.clone(),
@@ -418,7 +422,9 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::OperatorInbox => {
             if hub.watched(None)
-                && let Ok(messages) = hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
+                && let Ok(messages) = hive
+                    .recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
+                    .await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -428,7 +434,7 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Approvals => {
             if hub.watched(None)
-                && let Ok(approvals) = hive.approvals()
+                && let Ok(approvals) = hive.approvals().await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -443,13 +449,13 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             hub.send(Prepared::new(Audience::All, Frame::Space(space)));
         }
         Work::Notifications => {
-            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)) {
+            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)).await {
                 hub.send(Prepared::new(Audience::All, Frame::Notifications(list)));
             }
         }
         Work::Webhooks => {
             if hub.watched(None)
-                && let Ok(webhooks) = hive.webhook_statuses()
+                && let Ok(webhooks) = hive.webhook_statuses().await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -459,7 +465,7 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::NeedsYou => {
             if hub.watched(None)
-                && let Ok(needs) = hive.needs_you()
+                && let Ok(needs) = hive.needs_you().await
                 && cursors.2.as_ref() != Some(&needs)
             {
                 cursors.2 = Some(needs.clone());
@@ -471,14 +477,14 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Feed => {
             let Some(cursor) = cursors.1 else {
-                cursors.1 = hive.feed_cursor().ok();
+                cursors.1 = hive.feed_cursor().await.ok();
                 return;
             };
             if !hub.watched(None) {
-                cursors.1 = hive.feed_cursor().ok().or(Some(cursor));
+                cursors.1 = hive.feed_cursor().await.ok().or(Some(cursor));
                 return;
             }
-            match hive.feed_after(cursor, FEED_PER_FRAME) {
+            match hive.feed_after(cursor, FEED_PER_FRAME).await {
                 Ok((items, next)) => {
                     cursors.1 = Some(next);
                     if !items.is_empty() {
@@ -493,7 +499,7 @@ fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Questions => {
             if hub.watched(None)
-                && let Ok(questions) = hive.questions()
+                && let Ok(questions) = hive.questions().await
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -509,7 +515,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
     let agent = match q.agent.as_deref() {
         Some(raw) => {
             let name = parse_name(raw)?;
-            require_agent(&ctx, &name)?;
+            require_agent(&ctx, &name).await?;
             Some(name.to_string())
         }
         None => None,

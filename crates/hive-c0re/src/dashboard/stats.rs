@@ -54,7 +54,7 @@ pub(crate) async fn stats(
     let agent = match q.agent.as_deref().filter(|a| !a.is_empty()) {
         Some(raw) => {
             let name = parse_name(raw)?;
-            require_agent(&ctx, &name)?;
+            require_agent(&ctx, &name).await?;
             Some(name)
         }
         None => None,
@@ -63,6 +63,7 @@ pub(crate) async fn stats(
     Ok(Json(
         ctx.hive
             .stats_summary(agent.as_ref(), window)
+            .await
             .map_err(ApiError::from_hive(StatusCode::NOT_FOUND))?,
     ))
 }

@@ -53,9 +53,10 @@ fn loopback() -> Fixture {
 }
 
 /// An agent row, without starting it (the supervisor is not under test).
-fn add_agent(hive: &Hive, name: &str) {
+async fn add_agent(hive: &Hive, name: &str) {
     let toml = AgentConfig::default().to_toml();
     hive.add_stopped(&AgentName::parse(name).unwrap(), &toml)
+        .await
         .unwrap();
 }
 
@@ -110,7 +111,7 @@ fn error_of(body: &str) -> String {
 #[tokio::test]
 async fn posts_need_the_token() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let (s, b) = call(
         &f,
         post("/api/agents/alice/messages", None, r#"{"body":"hi"}"#),
@@ -138,7 +139,7 @@ async fn posts_need_the_token() {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(f.hive.inbox_depth(&alice()), 1);
+    assert_eq!(f.hive.inbox_depth(&alice()).await.unwrap(), 1);
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
@@ -151,7 +152,7 @@ async fn posts_need_the_token() {
 #[tokio::test]
 async fn cross_origin_posts_are_refused() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let mut req = post(
         "/api/agents/alice/messages",
         Some("t0k"),
@@ -162,7 +163,7 @@ async fn cross_origin_posts_are_refused() {
     let (s, b) = call(&f, req).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(error_of(&b).contains("cross-origin"), "{b}");
-    assert_eq!(f.hive.inbox_depth(&alice()), 0);
+    assert_eq!(f.hive.inbox_depth(&alice()).await.unwrap(), 0);
     let mut same = post(
         "/api/agents/alice/messages",
         Some("t0k"),
@@ -197,7 +198,7 @@ async fn loopback_answers_only_loopback_hosts() {
 #[tokio::test]
 async fn names_in_urls_are_validated() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     for (uri, needle) in [
         (
             "/api/agents/Alice/events",
@@ -234,7 +235,7 @@ async fn names_in_urls_are_validated() {
 #[tokio::test]
 async fn bad_input_is_400_and_refused_state_409() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let (s, b) = call(
         &f,
         post(
@@ -295,7 +296,7 @@ async fn bad_input_is_400_and_refused_state_409() {
 #[tokio::test]
 async fn schedules_are_added_listed_and_removed() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let body = r#"{"when":"1h","text":"check in"}"#;
     let (s, _) = call(&f, post("/api/agents/alice/schedules", None, body)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "adding needs the token");
@@ -319,6 +320,7 @@ async fn schedules_are_added_listed_and_removed() {
     assert_eq!(
         f.hive
             .status_row(&"alice".parse().unwrap())
+            .await
             .unwrap()
             .pending_reminders,
         1
@@ -352,7 +354,7 @@ async fn schedules_are_added_listed_and_removed() {
 #[tokio::test]
 async fn compact_notes_of_a_stopped_agent_is_refused() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let (s, _) = call(&f, post("/api/agents/alice/compact-notes", None, "")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, b) = call(&f, post("/api/agents/alice/compact-notes", Some("t0k"), "")).await;
@@ -366,7 +368,7 @@ async fn compact_notes_of_a_stopped_agent_is_refused() {
 #[tokio::test]
 async fn model_override_and_operator_notes() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let (s, b) = call(
         &f,
         post(
@@ -411,13 +413,13 @@ async fn reading_the_operator_inbox_does_not_acknowledge_it() {
     let (s, b) = call(&f, get("/api/operator/messages")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(b.contains("hello operator"), "{b}");
-    assert_eq!(f.hive.inbox_depth(&Mailbox::Operator), 1);
+    assert_eq!(f.hive.inbox_depth(&Mailbox::Operator).await.unwrap(), 1);
 }
 
 #[tokio::test]
 async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     // Nothing without a login: no page, no asset, no data, no stream, no shell; never the token.
     for uri in [
         "/",
@@ -517,7 +519,7 @@ async fn pages_come_from_the_build_or_say_how_to_build() {
     assert!(error_of(&b).contains("npm run build"), "{b}");
 
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     assert_eq!(
         call(&f, get("/")).await,
         (StatusCode::OK, "<!doctype html><title>hive</title>".into())
@@ -545,7 +547,7 @@ async fn pages_come_from_the_build_or_say_how_to_build() {
 #[tokio::test]
 async fn stream_says_hello_and_counts_viewers() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let resp = router(f.ctx.clone())
         .oneshot(get("/api/stream?agent=alice"))
         .await
@@ -567,7 +569,7 @@ async fn stream_says_hello_and_counts_viewers() {
 #[tokio::test]
 async fn stream_carries_new_events_to_the_agents_page() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     tokio::spawn(sse::run(f.hive.clone(), f.ctx.hub.clone()));
     tokio::task::yield_now().await;
     let resp = router(f.ctx.clone())
@@ -582,6 +584,7 @@ async fn stream_carries_new_events_to_the_agents_page() {
             &alice,
             &[(EventKind::Stream, r#"{"type":"result"}"#.into())],
         )
+        .await
         .unwrap();
     let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
         .await
@@ -613,8 +616,8 @@ fn turn(duration_ms: u64, tools: &[(&str, u64)], class: ExitClass) -> hive_sh4re
 #[tokio::test]
 async fn stats_serve_the_summary_per_agent_and_hive_wide() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
-    add_agent(&f.hive, "bob");
+    add_agent(&f.hive, "alice").await;
+    add_agent(&f.hive, "bob").await;
     let alice = hive_sh4re::AgentName::parse("alice").unwrap();
     for (ms, class) in [
         (100, ExitClass::Ok),
@@ -623,6 +626,7 @@ async fn stats_serve_the_summary_per_agent_and_hive_wide() {
     ] {
         f.hive
             .record_turn(&alice, &turn(ms, &[("send", 1), ("Bash", 2)], class))
+            .await
             .unwrap();
         // Turns are told apart by their timestamp (ms).
         tokio::time::sleep(Duration::from_millis(3)).await;
@@ -662,7 +666,7 @@ async fn stats_serve_the_summary_per_agent_and_hive_wide() {
 #[tokio::test]
 async fn stats_refuse_bad_queries_with_a_sentence() {
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let (s, b) = call(&f, get("/api/stats?agent=nobody")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(error_of(&b).contains("no agent \"nobody\""), "{b}");
@@ -688,7 +692,7 @@ async fn the_free_space_alarm_is_served_while_it_is_on() {
     let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v["alarm"]["message"], "the disk is nearly full: test");
     // Sends from the dashboard meet the same refusal.
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let (s, b) = call(
         &f,
         post(
@@ -706,12 +710,15 @@ async fn the_free_space_alarm_is_served_while_it_is_on() {
 async fn secrets_show_by_name_and_scope_only() {
     use hive_sh4re::secret::{SecretName, SecretValue};
     let f = loopback();
-    add_agent(&f.hive, "alice");
+    add_agent(&f.hive, "alice").await;
     let name = SecretName::parse("GH_TOKEN").unwrap();
     let value = SecretValue::parse("ghp-dashboard-never-shows".into()).unwrap();
-    f.hive.secret_set(&name, None, &value).unwrap();
+    f.hive.secret_set(&name, None, &value).await.unwrap();
     let alice = "alice".parse().unwrap();
-    f.hive.secret_set(&name, Some(&alice), &value).unwrap();
+    f.hive
+        .secret_set(&name, Some(&alice), &value)
+        .await
+        .unwrap();
     assert_eq!(
         call(&f, anon_get("/api/secrets")).await.0,
         StatusCode::UNAUTHORIZED

@@ -29,7 +29,7 @@ impl Hive {
     /// `retrying · API 529 · 3/10`. Returns true when the turn should give up
     /// now: the credential was refused (the harness parks for a login), or the
     /// hive backs off from the API.
-    pub fn api_retry(
+    pub async fn api_retry(
         &self,
         agent: &AgentName,
         status: Option<u16>,
@@ -42,21 +42,33 @@ impl Hive {
             detail: format!("API {code} · {attempt}/{max_retries}"),
             retry_at: None,
         };
-        self.set_trouble_state(agent, AgentState::Retrying, trouble)?;
+        self.set_trouble_state(agent, AgentState::Retrying, trouble)
+            .await?;
         Ok(is_auth(status) || self.api.failed(agent.as_str(), status, error))
     }
 
     /// A failed turn's harness waits `retry_in` before trying its messages
     /// again: the agent shows `waiting · retry in 40s`.
-    pub fn api_backoff(&self, agent: &AgentName, retry_in: Duration, reason: &str) -> Result<()> {
+    pub async fn api_backoff(
+        &self,
+        agent: &AgentName,
+        retry_in: Duration,
+        reason: &str,
+    ) -> Result<()> {
         let trouble = Trouble {
             detail: reason.chars().take(200).collect(),
             retry_at: Some(now_ms() + retry_in.as_millis() as i64),
         };
         self.set_trouble_state(agent, AgentState::Waiting, trouble)
+            .await
     }
 
-    fn set_trouble_state(&self, agent: &AgentName, state: AgentState, t: Trouble) -> Result<()> {
+    async fn set_trouble_state(
+        &self,
+        agent: &AgentName,
+        state: AgentState,
+        t: Trouble,
+    ) -> Result<()> {
         let event = Payload::State(StateChange {
             state,
             model: None,
@@ -64,8 +76,8 @@ impl Hive {
             retry_at: t.retry_at.map(rfc3339),
         });
         self.api.set_trouble(agent.as_str(), Some(t));
-        self.store.set_state(agent.as_str(), state, None)?;
-        self.record(agent, &event)?;
+        self.store.set_state(agent.as_str(), state, None).await?;
+        self.record(agent, &event).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -78,7 +90,7 @@ impl Hive {
         needed: bool,
         reason: Option<String>,
     ) -> Result<()> {
-        self.store.set_needs_login(agent.as_str(), needed)?;
+        self.store.set_needs_login(agent.as_str(), needed).await?;
         // The reason is the harness's report: one line of plain text, and quoted
         // as the agent's words in a notice that `system` signs.
         let reason = reason.map(|r| {
@@ -107,7 +119,8 @@ impl Hive {
                 &format!(
                     "{agent} needs a login: the model API refused its credentials ({reason})."
                 ),
-            );
+            )
+            .await;
             let body = format!(
                 "{agent} needs a login: its harness reports that the model API refused its \
                  credentials (\"{reason}\"). \

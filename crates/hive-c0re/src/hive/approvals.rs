@@ -60,15 +60,16 @@ fn pinned(a: &ApprovalRow) -> Result<String> {
 impl Hive {
     /// Creates the config repo of a future agent from the template; returns its host path.
     pub async fn init_config(self: &Arc<Self>, name: &AgentName) -> Result<std::path::PathBuf> {
-        if self.store.agent(name.as_str())?.is_some() {
+        if self.store.agent(name.as_str()).await?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: edit its config repo and request_apply_commit"
             )));
         }
         let text = crate::hive::default_config(name).to_toml();
         let (hive, n) = (self.clone(), name.clone());
+        let manager = self.manager_uid_base().await?;
         crate::blocking::run(&format!("creating {name}'s config repo"), move || {
-            hive.ensure_repo(&n, &text)
+            hive.ensure_repo(&n, &text, manager)
         })
         .await?;
         Ok(self.paths.config_repo(name))
@@ -134,20 +135,33 @@ impl Hive {
 
     /// Makes `name`'s config repo holding `text` unless it has one, links it
     /// from its agent dir, and hands it to the manager; returns the new repo's
-    /// commit (None when a repo was there). Blocks: run it through [`crate::blocking::run`].
-    pub(crate) fn ensure_repo(&self, name: &AgentName, text: &str) -> Result<Option<String>> {
+    /// commit (None when a repo was there). `manager` is the manager's uid
+    /// base, if it exists ([`Hive::manager_uid_base`]). Blocks: run it through
+    /// [`crate::blocking::run`].
+    pub(crate) fn ensure_repo(
+        &self,
+        name: &AgentName,
+        text: &str,
+        manager: Option<u32>,
+    ) -> Result<Option<String>> {
         let repo = self.paths.config_repo(name);
         let made = match Repo::open(&repo)? {
             Some(_) => None,
-            None => {
-                let manager = self.store.agent(AgentName::MANAGER)?.map(|m| m.uid_base);
-                Some(config_repo::create(&self.paths, name, text, |dir| {
-                    Ok(self.runtime.give_to_manager(dir, manager)?)
-                })?)
-            }
+            None => Some(config_repo::create(&self.paths, name, text, |dir| {
+                Ok(self.runtime.give_to_manager(dir, manager)?)
+            })?),
         };
         config_repo::link(&self.paths, name)?;
         Ok(made)
+    }
+
+    /// The manager's uid base, if the hive has a manager: who new config repos are handed to.
+    pub(crate) async fn manager_uid_base(&self) -> Result<Option<u32>> {
+        Ok(self
+            .store
+            .agent(AgentName::MANAGER)
+            .await?
+            .map(|m| m.uid_base))
     }
 
     /// Queues an approval to create and start `name` with its config repo's
@@ -158,7 +172,7 @@ impl Hive {
         requester: Option<&AgentName>,
         description: Option<&str>,
     ) -> Result<i64> {
-        if self.store.agent(name.as_str())?.is_some() {
+        if self.store.agent(name.as_str()).await?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: there is nothing to spawn"
             )));
@@ -195,6 +209,7 @@ impl Hive {
             commit_ref: &sha,
             description,
         })
+        .await
     }
 
     /// Queues an approval to deploy commit `sha` of `agent`'s config repo, pinning its `agent.toml`.
@@ -204,7 +219,7 @@ impl Hive {
         sha: &str,
         description: Option<&str>,
     ) -> Result<i64> {
-        self.agent_row(agent)?;
+        self.agent_row(agent).await?;
         let repo = self.paths.config_repo(agent);
         let (rev, name) = (sha.trim().to_owned(), agent.clone());
         let (full, text) =
@@ -232,11 +247,12 @@ impl Hive {
             commit_ref: &full,
             description,
         })
+        .await
     }
 
-    fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
-        let id = self.store.add_approval(a)?;
-        self.record_approvals_pending();
+    async fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+        let id = self.store.add_approval(a).await?;
+        self.record_approvals_pending().await;
         self.broker.publish(Change::Approvals);
         let about = AgentName::parse(a.agent).ok();
         let what = a.description.map(|d| format!(": {d}")).unwrap_or_default();
@@ -244,26 +260,29 @@ impl Hive {
             hive_sh4re::notification::NotificationKind::Approval,
             about.as_ref(),
             &format!("Approval #{id} waits: {} {}{what}", a.kind, a.agent),
-        );
+        )
+        .await;
         Ok(id)
     }
 
     /// What approving `id` would change: the pinned `agent.toml` against the
     /// config hive-c0re holds as deployed (nothing, for a new agent). The
     /// dashboard and `hive-c0re approvals show` both show this.
-    pub fn approval_diff(&self, id: i64) -> Result<String> {
+    pub async fn approval_diff(&self, id: i64) -> Result<String> {
         let a = self
             .store
-            .approval(id)?
+            .approval(id)
+            .await?
             .ok_or_else(|| no_such_approval(id))?;
-        self.diff_of(&a)
+        self.diff_of(&a).await
     }
 
-    fn diff_of(&self, a: &ApprovalRow) -> Result<String> {
+    async fn diff_of(&self, a: &ApprovalRow) -> Result<String> {
         let requested = pinned(a)?;
         let deployed = self
             .store
-            .agent(&a.agent)?
+            .agent(&a.agent)
+            .await?
             .map(|r| r.config_toml)
             .unwrap_or_default();
         Ok(config_diff(&deployed, &requested))
@@ -273,7 +292,7 @@ impl Hive {
     /// moved on since (off the runtime, with a time limit: the repos are the
     /// manager's); the approvals' warnings say so. Runs with the heads' poll.
     pub(super) async fn read_approval_heads(&self) {
-        let Ok(all) = self.store.approvals() else {
+        let Ok(all) = self.store.approvals().await else {
             return;
         };
         let mut behind = std::collections::HashMap::new();
@@ -318,7 +337,7 @@ impl Hive {
     }
 
     /// What the operator should know before deciding `a` (pending), given every pending approval.
-    fn warnings(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Vec<ApprovalWarning> {
+    async fn warnings(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Vec<ApprovalWarning> {
         let mut out = Vec::new();
         let mut warn = |kind, message: String| out.push(ApprovalWarning { kind, message });
         let moved = self
@@ -345,7 +364,7 @@ impl Hive {
                 },
             );
         }
-        if let Some((from, to, over)) = self.masked_model(a) {
+        if let Some((from, to, over)) = self.masked_model(a).await {
             warn(
                 ApprovalWarningKind::ModelOverride,
                 format!(
@@ -354,7 +373,11 @@ impl Hive {
                 ),
             );
         }
-        let diff = self.diff_of(a).ok().filter(|d| !d.starts_with("no change"));
+        let diff = self
+            .diff_of(a)
+            .await
+            .ok()
+            .filter(|d| !d.starts_with("no change"));
         for b in pending.iter().filter(|b| b.id != a.id) {
             if b.agent == a.agent && b.kind == a.kind {
                 warn(
@@ -364,7 +387,7 @@ impl Hive {
                         b.id, b.kind, b.agent
                     ),
                 );
-            } else if diff.is_some() && self.diff_of(b).ok() == diff {
+            } else if diff.is_some() && self.diff_of(b).await.ok() == diff {
                 warn(
                     ApprovalWarningKind::Duplicate,
                     format!(
@@ -379,8 +402,8 @@ impl Hive {
 
     /// (deployed model, requested model, override) when `a` changes the model
     /// of an agent whose model the operator overrides.
-    fn masked_model(&self, a: &ApprovalRow) -> Option<(String, String, String)> {
-        let agent = self.store.agent(&a.agent).ok()??;
+    async fn masked_model(&self, a: &ApprovalRow) -> Option<(String, String, String)> {
+        let agent = self.store.agent(&a.agent).await.ok()??;
         let over = agent.model_override?;
         let requested = AgentConfig::from_toml(&pinned(a).ok()?).ok()?.model;
         let deployed = AgentConfig::from_toml(&agent.config_toml).ok()?.model;
@@ -388,44 +411,55 @@ impl Hive {
     }
 
     /// A stored approval as the wire shows it, with its warnings when it is pending.
-    fn wire(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Approval {
+    async fn wire(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Approval {
         let mut w = approval_wire(a);
         if a.status == ApprovalStatus::Pending {
-            w.warnings = self.warnings(a, pending);
+            w.warnings = self.warnings(a, pending).await;
         }
         w
     }
 
     /// Records the operator's decision on a pending approval and returns it as
     /// it was requested; an unknown id or a second decision is refused.
-    fn decide(&self, id: i64, status: ApprovalStatus, note: Option<&str>) -> Result<ApprovalRow> {
+    async fn decide(
+        &self,
+        id: i64,
+        status: ApprovalStatus,
+        note: Option<&str>,
+    ) -> Result<ApprovalRow> {
         let a = self
             .store
-            .approval(id)?
+            .approval(id)
+            .await?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, status, note)? {
+        if !self.store.decide_approval(id, status, note).await? {
             return Err(already_decided(id, &a.status));
         }
-        self.record_approvals_pending();
+        self.record_approvals_pending().await;
         Ok(a)
     }
 
     /// Approves and runs an approval; a second decision is refused.
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
-        let a = self.decide(id, ApprovalStatus::Approved, None)?;
+        let a = self.decide(id, ApprovalStatus::Approved, None).await?;
         let outcome = self.run_approval(&a).await;
         match &outcome {
-            Ok(()) => self.tell_requester(&format!(
-                "Approval #{id} ({} {}) was approved and carried out.",
-                a.kind, a.agent
-            )),
+            Ok(()) => {
+                self.tell_requester(&format!(
+                    "Approval #{id} ({} {}) was approved and carried out.",
+                    a.kind, a.agent
+                ))
+                .await
+            }
             Err(e) => {
                 self.store
-                    .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))?;
+                    .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))
+                    .await?;
                 self.tell_requester(&format!(
                     "Approval #{id} ({} {}) was approved but failed: {e}",
                     a.kind, a.agent
-                ));
+                ))
+                .await;
             }
         }
         self.broker.publish(Change::Approvals);
@@ -433,13 +467,14 @@ impl Hive {
     }
 
     /// Denies an approval with an optional reason; a second decision is refused.
-    pub fn deny(&self, id: i64, note: Option<&str>) -> Result<()> {
-        let a = self.decide(id, ApprovalStatus::Denied, note)?;
+    pub async fn deny(&self, id: i64, note: Option<&str>) -> Result<()> {
+        let a = self.decide(id, ApprovalStatus::Denied, note).await?;
         let why = note.map(|n| format!(" Reason: {n}")).unwrap_or_default();
         self.tell_requester(&format!(
             "Approval #{id} ({} {}) was denied by the operator.{why}",
             a.kind, a.agent
-        ));
+        ))
+        .await;
         self.broker.publish(Change::Approvals);
         Ok(())
     }
@@ -471,39 +506,45 @@ impl Hive {
                 config_repo::short(sha)
             ))
         })?;
-        self.store.set_config(name.as_str(), text, Some(sha))?;
+        self.store
+            .set_config(name.as_str(), text, Some(sha))
+            .await?;
         self.broker.publish(Change::Agent(name.to_string()));
-        if self.agent_row(name)?.want_running {
+        if self.agent_row(name).await?.want_running {
             self.restart(name).await?;
         }
         Ok(())
     }
 
     /// One approval, if it exists (a decided one may have been vacuumed).
-    pub fn approval(&self, id: i64) -> Result<Option<Approval>> {
-        let Some(a) = self.store.approval(id)? else {
+    pub async fn approval(&self, id: i64) -> Result<Option<Approval>> {
+        let Some(a) = self.store.approval(id).await? else {
             return Ok(None);
         };
-        let all = self.store.approvals()?;
+        let all = self.store.approvals().await?;
         let pending: Vec<_> = all
             .iter()
             .filter(|a| a.status == ApprovalStatus::Pending)
             .collect();
-        Ok(Some(self.wire(&a, &pending)))
+        Ok(Some(self.wire(&a, &pending).await))
     }
 
     /// Every approval, oldest first.
-    pub fn approvals(&self) -> Result<Vec<Approval>> {
-        let all = self.store.approvals()?;
+    pub async fn approvals(&self) -> Result<Vec<Approval>> {
+        let all = self.store.approvals().await?;
         let pending: Vec<_> = all
             .iter()
             .filter(|a| a.status == ApprovalStatus::Pending)
             .collect();
-        Ok(all.iter().map(|a| self.wire(a, &pending)).collect())
+        let mut wired = Vec::with_capacity(all.len());
+        for a in &all {
+            wired.push(self.wire(a, &pending).await);
+        }
+        Ok(wired)
     }
 
-    fn tell_requester(&self, body: &str) {
-        if let Err(e) = self.notify(&AgentName::manager(), body) {
+    async fn tell_requester(&self, body: &str) {
+        if let Err(e) = self.notify(&AgentName::manager(), body).await {
             tracing::warn!("could not tell the manager: {e}");
         }
     }

@@ -179,7 +179,7 @@ fn amount(m: BudgetMeasure, v: f64) -> String {
 
 impl Hive {
     /// The budget in force today for an agent, or (None) the hive.
-    fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
+    async fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
         let (scope, configured) = match agent {
             // A config that does not parse grants no turn anyway (`next_turn`).
             Some(a) => (
@@ -190,18 +190,20 @@ impl Hive {
         };
         Ok(limit_today(
             configured,
-            self.store.budget_override(scope)?,
+            self.store.budget_override(scope).await?,
             today,
         ))
     }
 
-    fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
-        Ok(self.store.spend_on(agent, today)?)
+    async fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
+        Ok(self.store.spend_on(agent, today).await?)
     }
 
-    fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
-        let limit = self.budget_limit(agent, today)?;
-        let spend = self.spend_today(agent.map(|a| a.name.as_str()), today)?;
+    async fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
+        let limit = self.budget_limit(agent, today).await?;
+        let spend = self
+            .spend_today(agent.map(|a| a.name.as_str()), today)
+            .await?;
         Ok(budget_row(agent, limit, spend, today))
     }
 
@@ -213,11 +215,11 @@ impl Hive {
     }
 
     /// Today's spend against every budget: the hive's first, then each agent's.
-    pub fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
+    pub async fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
         let today = day_of(now_ms());
-        let facts = self.store.agent_facts(None, now_ms(), today)?;
-        let mut rows = vec![self.budget_row_of(None, today)?];
-        for a in self.store.agents()? {
+        let facts = self.store.agent_facts(None, now_ms(), today).await?;
+        let mut rows = vec![self.budget_row_of(None, today).await?];
+        for a in self.store.agents().await? {
             let f = facts.get(&a.name).cloned().unwrap_or_default();
             rows.push(self.budget_row_from(&a, &f, today));
         }
@@ -231,13 +233,13 @@ impl Hive {
     }
 
     /// What an `over_budget` state shows: the spend of the budget that holds the agent.
-    pub(super) fn over_budget_detail(&self, a: &AgentRow) -> Option<String> {
+    pub(super) async fn over_budget_detail(&self, a: &AgentRow) -> Option<String> {
         let today = day_of(now_ms());
-        let own = self.budget_row_of(Some(a), today).ok()?;
+        let own = self.budget_row_of(Some(a), today).await.ok()?;
         let (who, row) = if own.over {
             ("", own)
         } else {
-            ("the hive's ", self.budget_row_of(None, today).ok()?)
+            ("the hive's ", self.budget_row_of(None, today).await.ok()?)
         };
         let mut parts = vec![];
         if let Some(l) = row.usd_per_day {
@@ -252,14 +254,15 @@ impl Hive {
     /// Whether the agent may take a turn, by its budget and the hive's
     /// (consulted by `next_turn`); keeps its `over_budget` state in step: an
     /// idle agent that is held shows it, and one released is idle again.
-    pub(super) fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
+    pub(super) async fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
         let today = day_of(now_ms());
-        let own = self.budget_limit(Some(row), today)?;
-        let gate = if own.fraction(self.spend_today(Some(name.as_str()), today)?) >= 1.0 {
+        let own = self.budget_limit(Some(row), today).await?;
+        let gate = if own.fraction(self.spend_today(Some(name.as_str()), today).await?) >= 1.0 {
             Gate::Held
         } else if self
-            .budget_limit(None, today)?
-            .fraction(self.spend_today(None, today)?)
+            .budget_limit(None, today)
+            .await?
+            .fraction(self.spend_today(None, today).await?)
             >= 1.0
         {
             if name.is_manager() {
@@ -272,9 +275,11 @@ impl Hive {
         };
         match (gate, row.state) {
             (Gate::Held | Gate::OperatorOnly, AgentState::Idle) => {
-                self.set_state(name, AgentState::OverBudget, None)?
+                self.set_state(name, AgentState::OverBudget, None).await?
             }
-            (Gate::Open, AgentState::OverBudget) => self.set_state(name, AgentState::Idle, None)?,
+            (Gate::Open, AgentState::OverBudget) => {
+                self.set_state(name, AgentState::Idle, None).await?
+            }
             _ => {}
         }
         Ok(gate)
@@ -284,27 +289,27 @@ impl Hive {
     /// a budget it brought to 80 % gets `budget_warning`, one it spent gets
     /// `over_budget` and a message to the manager. A failure is only logged:
     /// the spend is recorded, and `next_turn` holds by it whatever happens here.
-    pub(super) fn spent(&self, name: &AgentName, delta: Spend) {
+    pub(super) async fn spent(&self, name: &AgentName, delta: Spend) {
         if delta.usd <= 0.0 && delta.tokens <= 0.0 {
             return;
         }
-        if let Err(e) = self.note_spend(name, delta) {
+        if let Err(e) = self.note_spend(name, delta).await {
             tracing::warn!(agent = %name, "could not check the budgets: {e}");
         }
     }
 
-    fn note_spend(&self, name: &AgentName, delta: Spend) -> Result<()> {
+    async fn note_spend(&self, name: &AgentName, delta: Spend) -> Result<()> {
         let today = day_of(now_ms());
-        let row = self.agent_row(name)?;
+        let row = self.agent_row(name).await?;
         for scope in [BudgetScope::Agent, BudgetScope::Hive] {
             let (limit, after) = match scope {
                 BudgetScope::Agent => (
-                    self.budget_limit(Some(&row), today)?,
-                    self.spend_today(Some(name.as_str()), today)?,
+                    self.budget_limit(Some(&row), today).await?,
+                    self.spend_today(Some(name.as_str()), today).await?,
                 ),
                 BudgetScope::Hive => (
-                    self.budget_limit(None, today)?,
-                    self.spend_today(None, today)?,
+                    self.budget_limit(None, today).await?,
+                    self.spend_today(None, today).await?,
                 ),
             };
             let before = Spend {
@@ -326,18 +331,21 @@ impl Hive {
             };
             for (m, spent, l) in limit.crossed(before, after, WARN_AT) {
                 if spent < l {
-                    self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))?;
+                    self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))
+                        .await?;
                     let text = format!(
                         "{} of {} of {whose} spent today (UTC): 80 % reached",
                         amount(m, spent),
                         amount(m, l)
                     );
-                    self.tell_operator(NotificationKind::BudgetWarning, about, &text);
+                    self.tell_operator(NotificationKind::BudgetWarning, about, &text)
+                        .await;
                 }
             }
             let over = limit.crossed(before, after, 1.0);
             for (m, spent, l) in &over {
-                self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))?;
+                self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))
+                    .await?;
                 let held = match scope {
                     BudgetScope::Agent => format!("{name} is held"),
                     BudgetScope::Hive => {
@@ -350,7 +358,8 @@ impl Hive {
                     amount(*m, *spent),
                     amount(*m, *l)
                 );
-                self.tell_operator(NotificationKind::OverBudget, about, &text);
+                self.tell_operator(NotificationKind::OverBudget, about, &text)
+                    .await;
             }
             if over.is_empty() {
                 continue;
@@ -377,17 +386,17 @@ impl Hive {
                     spent.join(" and ")
                 ),
             };
-            self.notify(&AgentName::manager(), &body)?;
+            self.notify(&AgentName::manager(), &body).await?;
             if scope == BudgetScope::Hive {
-                self.wake_all()?;
+                self.wake_all().await?;
             }
         }
         Ok(())
     }
 
     /// Wakes every agent's `next_turn`, so each looks at the budgets again.
-    fn wake_all(&self) -> Result<()> {
-        for a in self.store.agents()? {
+    async fn wake_all(&self) -> Result<()> {
+        for a in self.store.agents().await? {
             self.broker.poke(&a.name);
         }
         Ok(())
@@ -396,7 +405,7 @@ impl Hive {
     /// The operator changes a budget for the rest of today (UTC): new limits
     /// (a measure not given keeps today's), or lifted; stored, so a restart
     /// keeps it, and whoever it releases resumes at once.
-    pub fn budget_set(&self, req: &verb::BudgetSet) -> Result<BudgetRow> {
+    pub async fn budget_set(&self, req: &verb::BudgetSet) -> Result<BudgetRow> {
         if req.reset && (req.usd.is_some() || req.tokens.is_some()) {
             return Err(Error::refused(
                 "give --reset alone (it lifts the budget for today) or new limits, not both",
@@ -419,20 +428,26 @@ impl Hive {
                 "0 tokens is not a budget: give a number above 0 (or --reset to lift it)",
             ));
         }
-        let row = req.agent.as_ref().map(|n| self.agent_row(n)).transpose()?;
+        let row = match &req.agent {
+            Some(n) => Some(self.agent_row(n).await?),
+            None => None,
+        };
         let scope = req.agent.as_ref().map_or(HIVE_WIDE, |n| n.as_str());
         let today = day_of(now_ms());
         let earlier = self
             .store
-            .budget_override(scope)?
+            .budget_override(scope)
+            .await?
             .filter(|o| o.day == today && !o.lifted);
-        self.store.set_budget_override(&BudgetOverride {
-            scope: scope.to_owned(),
-            day: today,
-            usd: req.usd.or(earlier.as_ref().and_then(|o| o.usd)),
-            tokens: req.tokens.or(earlier.as_ref().and_then(|o| o.tokens)),
-            lifted: req.reset,
-        })?;
+        self.store
+            .set_budget_override(&BudgetOverride {
+                scope: scope.to_owned(),
+                day: today,
+                usd: req.usd.or(earlier.as_ref().and_then(|o| o.usd)),
+                tokens: req.tokens.or(earlier.as_ref().and_then(|o| o.tokens)),
+                lifted: req.reset,
+            })
+            .await?;
         let mut words = vec!["budget".to_owned()];
         words.extend(req.usd.map(|u| format!("--usd {u}")));
         words.extend(req.tokens.map(|t| format!("--tokens {t}")));
@@ -441,19 +456,20 @@ impl Hive {
         }
         match &req.agent {
             Some(n) => {
-                self.note_operator(n, hive_sh4re::event::Operator::command(words.join(" ")));
+                self.note_operator(n, hive_sh4re::event::Operator::command(words.join(" ")))
+                    .await;
                 self.broker.poke(n.as_str());
                 self.broker
                     .publish(crate::broker::Change::Agent(n.to_string()));
             }
             None => {
-                self.wake_all()?;
-                for a in self.store.agents()? {
+                self.wake_all().await?;
+                for a in self.store.agents().await? {
                     self.broker.publish(crate::broker::Change::Agent(a.name));
                 }
             }
         }
-        self.budget_row_of(row.as_ref(), today)
+        self.budget_row_of(row.as_ref(), today).await
     }
 }
 
@@ -474,20 +490,23 @@ mod tests {
         let manager = AgentName::manager();
         for n in [&alice, &manager] {
             hive.add_stopped(n, &AgentConfig::default().to_toml())
+                .await
                 .unwrap();
         }
         let hive_tokens = |t| verb::BudgetSet {
             tokens: Some(t),
             ..verb::BudgetSet::default()
         };
-        hive.budget_set(&hive_tokens(100)).unwrap();
+        hive.budget_set(&hive_tokens(100)).await.unwrap();
         // A compaction's spending (reported as stats) counts like a turn's.
         hive.record_stats(&alice, &[("tokens.in".into(), 150.0)])
+            .await
             .unwrap();
-        let rows = hive.budget_rows().unwrap();
+        let rows = hive.budget_rows().await.unwrap();
         assert_eq!((rows[0].agent.as_deref(), rows[0].over), (None, true));
         let kinds: Vec<String> = hive
             .events(&alice, None, None, 100)
+            .await
             .unwrap()
             .into_iter()
             .map(|e| e.kind)
@@ -506,7 +525,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(
-            hive.agent_row(&alice).unwrap().state,
+            hive.agent_row(&alice).await.unwrap().state,
             AgentState::OverBudget
         );
 
@@ -531,6 +550,7 @@ mod tests {
             TurnOutcome::Ack,
             None,
         )
+        .await
         .unwrap();
         assert!(
             hive.next_turn(&manager, Duration::ZERO)
@@ -545,6 +565,7 @@ mod tests {
             reset: true,
             ..verb::BudgetSet::default()
         })
+        .await
         .unwrap();
         let turn = hive
             .next_turn(&alice, Duration::ZERO)
@@ -559,7 +580,10 @@ mod tests {
             .expect("the manager resumes");
         let from: Vec<&str> = turn.messages.iter().map(|m| m.sender.as_str()).collect();
         assert_eq!(from, ["system", "alice"]);
-        assert!(hive.budget_set(&hive_tokens(0)).is_err(), "0 is no budget");
+        assert!(
+            hive.budget_set(&hive_tokens(0)).await.is_err(),
+            "0 is no budget"
+        );
     }
 
     fn spend(usd: f64, tokens: f64) -> Spend {

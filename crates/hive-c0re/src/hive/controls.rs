@@ -26,8 +26,8 @@ impl Hive {
     ///
     /// The dashboard's `{"model": null}` comes here as None and clears; host.sock's
     /// `set_model` without a model only reads and never calls this.
-    pub fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
-        self.agent_row(name)?;
+    pub async fn set_model(&self, name: &AgentName, model: Option<&str>) -> Result<ModelInfo> {
+        self.agent_row(name).await?;
         let model = model
             .map(str::trim)
             .filter(|m| !m.is_empty() && *m != "default");
@@ -43,21 +43,22 @@ impl Hive {
                 )
             })?;
         }
-        self.store.set_model_override(name.as_str(), model)?;
+        self.store.set_model_override(name.as_str(), model).await?;
         self.broker.publish(Change::Agent(name.to_string()));
         // A pending approval's warnings say whether the override masks its model change.
         self.broker.publish(Change::Approvals);
         let shown = model.unwrap_or("default");
-        self.note_operator(name, Operator::command(format!("/model {shown}")));
-        self.model_info(name)
+        self.note_operator(name, Operator::command(format!("/model {shown}")))
+            .await;
+        self.model_info(name).await
     }
 
     /// Cancels the agent's running turn, its nap, or its place in line for a
     /// turn slot; refused when it has none of them. A queued agent leaves the
     /// line without a turn: its messages stay, held, undelivered, for a new
     /// message to start the next turn (as a cancelled turn's do).
-    pub fn cancel(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
+    pub async fn cancel(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name).await?;
         let napping = row.nap_until.is_some();
         let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
         let queued = self.admission.queued(name.as_str()).is_some();
@@ -68,7 +69,7 @@ impl Hive {
             )));
         }
         if queued {
-            self.store.hold_unclaimed(name.as_str())?;
+            self.store.hold_unclaimed(name.as_str()).await?;
             // Wakes its wait in line, which finds nothing to do; a compaction waiting
             // for a slot has a job the harness cancels.
             self.broker.poke(name.as_str());
@@ -76,7 +77,7 @@ impl Hive {
             self.broker.publish(Change::Agent(name.to_string()));
         }
         if napping {
-            self.store.set_nap_until(name.as_str(), None)?;
+            self.store.set_nap_until(name.as_str(), None).await?;
             self.broker.poke(name.as_str());
             self.broker.publish(Change::Agent(name.to_string()));
         }
@@ -84,12 +85,12 @@ impl Hive {
             self.require_running(name)?;
             self.broker.push_control(name.as_str(), Control::Cancel);
         }
-        self.note_operator(name, Operator::command("/cancel"));
+        self.note_operator(name, Operator::command("/cancel")).await;
         Ok(())
     }
 
     /// Keeps the agent from starting a turn for `seconds`; messages wait meanwhile.
-    pub fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
+    pub async fn nap(&self, name: &AgentName, seconds: u64) -> Result<()> {
         if !(NAP_MIN_SECONDS..=NAP_MAX_SECONDS).contains(&seconds) {
             return Err(Error::refused(format!(
                 "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
@@ -97,7 +98,7 @@ impl Hive {
         }
         let until = now_ms() + seconds as i64 * 1000;
         let end = std::time::Instant::now() + Duration::from_secs(seconds);
-        self.store.set_nap_until(name.as_str(), Some(until))?;
+        self.store.set_nap_until(name.as_str(), Some(until)).await?;
         self.naps_lock().insert(name.to_string(), (until, end));
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
@@ -139,8 +140,8 @@ impl Hive {
     }
 
     /// Asks the harness to compact the agent's claude session.
-    pub fn compact(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
+    pub async fn compact(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name).await?;
         self.require_running(name)?;
         if row.session_id.is_none() {
             return Err(Error::refused(format!(
@@ -148,37 +149,39 @@ impl Hive {
             )));
         }
         self.broker.push_control(name.as_str(), Control::Compact);
-        self.note_operator(name, Operator::command("/compact"));
+        self.note_operator(name, Operator::command("/compact"))
+            .await;
         Ok(())
     }
 
     /// Makes the agent's next turn start a fresh claude session instead of
     /// resuming its current one (the old transcript stays on disk).
-    pub fn new_session(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name)?;
-        self.store.set_session(name.as_str(), None)?;
+    pub async fn new_session(&self, name: &AgentName) -> Result<()> {
+        let row = self.agent_row(name).await?;
+        self.store.set_session(name.as_str(), None).await?;
         let reset = SessionReset {
             previous: row.session_id,
             by: Mailbox::Operator.to_string(),
         };
-        self.record(name, &Payload::SessionReset(reset))?;
+        self.record(name, &Payload::SessionReset(reset)).await?;
         self.broker.publish(Change::Agent(name.to_string()));
         Ok(())
     }
 
     /// Asks the harness to rewrite the agent's notes file shorter.
-    pub fn compact_notes(&self, name: &AgentName) -> Result<()> {
-        self.agent_row(name)?;
+    pub async fn compact_notes(&self, name: &AgentName) -> Result<()> {
+        self.agent_row(name).await?;
         self.require_running(name)?;
         self.broker
             .push_control(name.as_str(), Control::CompactNotes);
-        self.note_operator(name, Operator::command("/compact-notes"));
+        self.note_operator(name, Operator::command("/compact-notes"))
+            .await;
         Ok(())
     }
 
     /// Records an operator action in the agent's history; a failure to note is only logged.
-    pub(super) fn note_operator(&self, name: &AgentName, action: Operator) {
-        if let Err(e) = self.record(name, &Payload::Operator(action)) {
+    pub(super) async fn note_operator(&self, name: &AgentName, action: Operator) {
+        if let Err(e) = self.record(name, &Payload::Operator(action)).await {
             tracing::warn!(agent = %name, "could not note an operator action: {e}");
         }
     }

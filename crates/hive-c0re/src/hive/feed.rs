@@ -143,7 +143,7 @@ fn parse_cursor(s: &str) -> Option<[i64; 3]> {
 impl Hive {
     /// A page of the feed, newest first: `limit` items before `before` (a
     /// cursor a previous page returned), or the newest without it.
-    pub fn feed(&self, before: Option<&str>, limit: u32) -> Result<Feed> {
+    pub async fn feed(&self, before: Option<&str>, limit: u32) -> Result<Feed> {
         let [e, m, a] = match before {
             Some(c) => parse_cursor(c).ok_or_else(|| {
                 Error::refused(format!(
@@ -152,9 +152,9 @@ impl Hive {
             })?,
             None => [i64::MAX; 3],
         };
-        let events = self.store.feed_events_before(Some(e), limit)?;
-        let messages = self.store.messages_before(Some(m), limit)?;
-        let mut approvals = self.store.approvals()?;
+        let events = self.store.feed_events_before(Some(e), limit).await?;
+        let messages = self.store.messages_before(Some(m), limit).await?;
+        let mut approvals = self.store.approvals().await?;
         approvals.retain(|x| x.id < a);
         approvals.reverse();
         approvals.truncate(limit as usize);
@@ -181,28 +181,28 @@ impl Hive {
     }
 
     /// Where the feed is now (the newest id of each table).
-    pub fn feed_cursor(&self) -> Result<FeedCursor> {
+    pub async fn feed_cursor(&self) -> Result<FeedCursor> {
         Ok(FeedCursor {
-            event: self.store.newest_event_id()?,
-            message: self.store.newest_message_id()?,
-            approval: self.store.newest_approval_id()?,
+            event: self.store.newest_event_id().await?,
+            message: self.store.newest_message_id().await?,
+            approval: self.store.newest_approval_id().await?,
         })
     }
 
     /// Feed items after `cursor`, oldest first (at most `limit` of each
     /// table), and the cursor past them.
-    pub fn feed_after(
+    pub async fn feed_after(
         &self,
         cursor: FeedCursor,
         limit: u32,
     ) -> Result<(Vec<FeedItem>, FeedCursor)> {
         // Read the newest id first: an event stored during the query is
         // left for the next call, never jumped over.
-        let newest = self.store.newest_event_id()?;
-        let mut events = self.store.feed_events_after(cursor.event, limit)?;
+        let newest = self.store.newest_event_id().await?;
+        let mut events = self.store.feed_events_after(cursor.event, limit).await?;
         events.retain(|x| x.id <= newest);
-        let messages = self.store.messages_after(cursor.message, limit)?;
-        let mut approvals = self.store.approvals_after(cursor.approval)?;
+        let messages = self.store.messages_after(cursor.message, limit).await?;
+        let mut approvals = self.store.approvals_after(cursor.approval).await?;
         approvals.truncate(limit as usize);
         let next = FeedCursor {
             // Events of other kinds move the cursor too, so they are not rescanned.

@@ -48,7 +48,7 @@ impl Hive {
                     "\"system\" is the hive's own notice board and takes no messages",
                 ));
             }
-            Mailbox::Agent(n) if self.store.agent(n.as_str())?.is_none() => {
+            Mailbox::Agent(n) if self.store.agent(n.as_str()).await?.is_none() => {
                 return Err(Error::refused(format!(
                     "there is no agent {:?} in this hive: see the status tool (or hive-c0re status) for who is here",
                     n.as_str()
@@ -57,7 +57,7 @@ impl Hive {
             _ => {}
         }
         if let Mailbox::Agent(sender) = from {
-            let config = self.config_of(&self.agent_row(sender)?)?;
+            let config = self.config_of(&self.agent_row(sender).await?)?;
             if !config.may_send_to(to) {
                 return Err(Error::refused(format!(
                     "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
@@ -68,7 +68,7 @@ impl Hive {
         self.space.refuse_if_low()?;
         let id = self
             .store
-            .send_grouped(from.as_str(), to.as_str(), body)
+            .send(from.as_str(), to.as_str(), body)
             .await
             .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
         self.broker.poke(to.as_str());
@@ -77,10 +77,11 @@ impl Hive {
             from: from.as_str().to_owned(),
         });
         if let (Mailbox::Operator, Mailbox::Agent(sender)) = (to, from) {
-            self.tell_operator(NotificationKind::Message, Some(sender), body);
+            self.tell_operator(NotificationKind::Message, Some(sender), body)
+                .await;
         }
         if let Mailbox::Agent(n) = to {
-            self.sample_inbox(n.as_str());
+            self.sample_inbox(n.as_str()).await;
             self.broker.publish(Change::Agent(n.to_string()));
             if *from == Mailbox::Operator {
                 let shown: String = body.chars().take(NOTED_CHARS).collect();
@@ -91,16 +92,17 @@ impl Hive {
                         message_id: Some(id),
                         ..Operator::default()
                     },
-                );
+                )
+                .await;
             }
         }
         Ok(id)
     }
 
     /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
-    pub fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
-        let id = self.store.send("system", to.as_str(), body)?;
-        self.sample_inbox(to.as_str());
+    pub async fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
+        let id = self.store.send("system", to.as_str(), body).await?;
+        self.sample_inbox(to.as_str()).await;
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Agent(to.to_string()));
         Ok(id)
@@ -115,6 +117,7 @@ impl Hive {
             let got = self
                 .store
                 .recv(mailbox.as_str(), max)
+                .await
                 .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
             if !got.is_empty() {
                 if let Mailbox::Agent(n) = mailbox {
@@ -132,10 +135,11 @@ impl Hive {
 
     /// The newest `limit` messages to or from `mailbox`, oldest first, acknowledging none.
     /// (Each says whether it is still pending: the dashboard labels them.)
-    pub fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
+    pub async fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
         Ok(self
             .store
-            .recent_messages(mailbox.as_str(), limit)?
+            .recent_messages(mailbox.as_str(), limit)
+            .await?
             .iter()
             .map(|m| Message {
                 pending: Some(m.delivered_at.is_none()),
@@ -145,36 +149,36 @@ impl Hive {
     }
 
     /// Messages waiting in `mailbox`: not yet acknowledged (claimed and held ones count).
-    pub fn inbox_depth(&self, mailbox: &Mailbox) -> u64 {
-        self.store.inbox_depth(mailbox.as_str())
+    pub async fn inbox_depth(&self, mailbox: &Mailbox) -> Result<u64> {
+        Ok(self.store.inbox_depth(mailbox.as_str()).await?)
     }
 
     /// When a message waits for the agent that is neither claimed nor held:
     /// the arrival and id of its oldest unclaimed message (its place in the
     /// turn queue); of `from`'s messages only when it is given.
-    pub(super) fn oldest_unclaimed(
+    pub(super) async fn oldest_unclaimed(
         &self,
         agent: &AgentName,
         from: Option<&str>,
     ) -> Result<Option<(i64, i64)>> {
-        Ok(self.store.oldest_unclaimed(agent.as_str(), from)?)
+        Ok(self.store.oldest_unclaimed(agent.as_str(), from).await?)
     }
 
     /// Claims up to `max` waiting messages of the agent for a turn, held ones
     /// included; only those of `from` when given.
-    pub(super) fn claim(
+    pub(super) async fn claim(
         &self,
         agent: &AgentName,
         from: Option<&str>,
         max: u32,
     ) -> Result<Vec<MessageRow>> {
-        self.sample_inbox(agent.as_str());
-        Ok(self.store.claim_from(agent.as_str(), from, max)?)
+        self.sample_inbox(agent.as_str()).await;
+        Ok(self.store.claim_from(agent.as_str(), from, max).await?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to
     /// come again (a failed turn), or held (a cancelled one). Returns the held ids.
-    pub(super) fn settle(
+    pub(super) async fn settle(
         &self,
         agent: &AgentName,
         ids: &[i64],
@@ -183,22 +187,22 @@ impl Hive {
         let name = agent.as_str();
         Ok(match outcome {
             TurnOutcome::Ack => {
-                self.store.ack(name, ids)?;
+                self.store.ack(name, ids).await?;
                 vec![]
             }
             TurnOutcome::Release => {
-                self.store.release_claims(name)?;
+                self.store.release_claims(name).await?;
                 self.broker.poke(name);
                 vec![]
             }
-            TurnOutcome::Hold => self.store.hold_claims(name)?,
+            TurnOutcome::Hold => self.store.hold_claims(name).await?,
         })
     }
 
     /// Gives back what the agent's harness claimed and did not settle: it went
     /// away (its connection closed, or it died), so the messages come again.
-    pub fn release_claims(&self, agent: &AgentName) {
-        if let Err(e) = self.store.release_claims(agent.as_str()) {
+    pub async fn release_claims(&self, agent: &AgentName) {
+        if let Err(e) = self.store.release_claims(agent.as_str()).await {
             tracing::warn!(agent = %agent, "could not hand back claimed messages: {e}");
         }
         // A probe turn that went away frees the probe slot of the API backoff.

@@ -2,8 +2,10 @@
 //! shows (and a CLI could print), computed here once from the store and the
 //! status rows.
 //!
-//! Most urgent first: open questions (they have deadlines), approvals, failed
-//! and restarting agents, agents parked on a login, paused agents with mail.
+//! Most urgent first: open questions (they have deadlines), approvals, nodes
+//! that stopped heartbeating (one item per node, not one per agent living
+//! there), failed and restarting agents, agents parked on a login, paused
+//! agents with mail.
 
 use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalStatus, NeedItem, NeedsYou, QuestionStatus};
@@ -15,10 +17,10 @@ use crate::supervisor::MAX_RESTARTS;
 
 impl Hive {
     /// Everything that waits on the operator now.
-    pub fn needs_you(&self) -> Result<NeedsYou> {
+    pub async fn needs_you(&self) -> Result<NeedsYou> {
         let now = now_ms();
         let mut items = vec![];
-        let mut questions = self.store.questions(200)?;
+        let mut questions = self.store.questions(200).await?;
         questions.retain(|q| q.status(now) == QuestionStatus::Pending);
         questions.sort_by_key(|q| q.deadline);
         items.extend(questions.into_iter().map(|q| NeedItem {
@@ -28,8 +30,9 @@ impl Hive {
             text: q.question.lines().next().unwrap_or_default().to_owned(),
             since: rfc3339(q.asked_at),
             deadline: Some(rfc3339(q.deadline)),
+            node: None,
         }));
-        for a in self.store.approvals()? {
+        for a in self.store.approvals().await? {
             if a.status != ApprovalStatus::Pending {
                 continue;
             }
@@ -41,9 +44,30 @@ impl Hive {
                 text: format!("{} {}: {what}", a.kind.as_str(), a.agent),
                 since: rfc3339(a.created_at),
                 deadline: None,
+                node: None,
             });
         }
-        let rows = self.status_rows()?;
+        let mut down: Vec<(String, i64)> = self.down_nodes().await?.into_iter().collect();
+        down.sort();
+        let rows = self.status_rows().await?;
+        for (node, last) in down {
+            let n = rows
+                .iter()
+                .filter(|r| r.node.as_deref() == Some(node.as_str()))
+                .count();
+            items.push(NeedItem {
+                kind: "node_down".into(),
+                agent: String::new(),
+                id: None,
+                text: match n {
+                    1 => format!("node {node} stopped heartbeating: its 1 agent waits"),
+                    n => format!("node {node} stopped heartbeating: its {n} agents wait"),
+                },
+                since: rfc3339(last),
+                deadline: None,
+                node: Some(node),
+            });
+        }
         let mut agents = vec![];
         for r in &rows {
             let (kind, text) = match r.health.as_deref() {
@@ -94,6 +118,7 @@ impl Hive {
                 text,
                 since: r.state_since.clone(),
                 deadline: None,
+                node: None,
             });
         }
         let rank = |k: &str| {

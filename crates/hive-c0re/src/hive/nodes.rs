@@ -5,16 +5,31 @@
 //! and heartbeats every [`HEARTBEAT`] (`HIVE_HEARTBEAT_SECS` for tests). A node
 //! is alive while its last heartbeat is at most [`DEAD_AFTER`] intervals old:
 //! one missed beat is load, three are a node that is gone.
+//!
+//! When nodes share a store (PostgreSQL), each also watches the others on its
+//! heartbeat: the first to find a node silent past that window marks it down
+//! in the store (a conditional UPDATE, so one node wins however many notice)
+//! and tells the manager and the operator; the node clears the mark on its
+//! return and tells the manager it is back. Agents of a node that is not
+//! alive show `node_down`. A sqlite store is one daemon's, which runs every
+//! agent whatever its home node (see [`runs_here`]): a node name it no longer
+//! uses is history, never a node down.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::NodeName;
 use hive_sh4re::host::NodeRow;
+use hive_sh4re::notification::NotificationKind;
+use hive_sh4re::{AgentName, NodeName};
 
 use super::Hive;
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{duration, now_ms, rfc3339};
 use crate::error::{Error, Result};
+use crate::store::{AgentRow, Db};
+
+/// Agents named in a node's down or back message; the rest are counted.
+const NAMED_AGENTS: usize = 10;
 
 /// How often a node heartbeats unless `HIVE_HEARTBEAT_SECS` says otherwise.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -58,20 +73,28 @@ pub fn is_alive(last_ms: i64, now_ms: i64, every: Duration) -> bool {
     now_ms - last_ms <= window
 }
 
+/// True when node `node` runs the agent of `row`: its home node, or any
+/// node for an agent without one. On a store no other node uses (sqlite)
+/// every agent is this daemon's, whatever node name it was given: a host
+/// renamed keeps running its agents.
+pub fn runs_here(store: &Db, row: &AgentRow, node: &NodeName) -> bool {
+    !store.shared() || row.node.as_deref().is_none_or(|n| n == node.as_str())
+}
+
 impl Hive {
     /// This daemon's node name.
     pub fn node(&self) -> &NodeName {
         &self.settings.node
     }
 
-    /// Refuses a home node other than this one: running an agent on another
-    /// node needs the nodes to share a PostgreSQL store, which serve cannot use yet.
+    /// Refuses a home node other than this one: nodes sharing a PostgreSQL
+    /// store (`serve --database`) do not yet hand a new agent to another node.
     pub fn check_home_node(&self, node: &NodeName) -> Result<()> {
         if node == self.node() {
             return Ok(());
         }
         Err(Error::refused(format!(
-            "{node} is not this node ({}): an agent can only live on another node when several nodes share a PostgreSQL store, which hive-c0re serve cannot use yet; leave out --node, or give --node {}",
+            "{node} is not this node ({}): a node creates agents only at home for now, even when several nodes share a PostgreSQL store; ask {node}'s hive-c0re, leave out --node, or give --node {}",
             self.node(),
             self.node()
         )))
@@ -79,20 +102,98 @@ impl Hive {
 
     /// Registers this node (its dashboard's URL as its address, empty without
     /// one); agents stored before nodes existed become its own.
-    pub fn register_node(&self) -> Result<()> {
+    pub async fn register_node(&self) -> Result<()> {
         let address = self.settings.dashboard_home.as_deref().unwrap_or_default();
-        self.store.register_node(self.node().as_str(), address)?;
+        self.store
+            .register_node(self.node().as_str(), address)
+            .await?;
         tracing::info!(node = %self.node(), "registered this node");
         Ok(())
     }
 
-    /// Every node of the hive, by name, with its agents and whether it is alive.
-    pub fn node_rows(&self) -> Result<Vec<NodeRow>> {
-        let agents = self.store.agents()?;
+    /// The nodes other than this one that are not alive, each with its last
+    /// heartbeat (unix ms); none on a store no other node uses (sqlite).
+    pub async fn down_nodes(&self) -> Result<HashMap<String, i64>> {
+        if !self.store.shared() {
+            return Ok(HashMap::new());
+        }
         let now = now_ms();
         Ok(self
             .store
-            .nodes()?
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| {
+                n.name != self.node().as_str()
+                    && !is_alive(n.last_heartbeat, now, self.settings.heartbeat_every)
+            })
+            .map(|n| (n.name, n.last_heartbeat))
+            .collect())
+    }
+
+    /// One heartbeat's look at the hive: this node's return, if the others
+    /// had marked it down, and every node that went silent and that this
+    /// node is the first to notice, each announced once for the whole hive.
+    async fn watch_liveness(&self) -> Result<()> {
+        if !self.store.shared() {
+            return Ok(());
+        }
+        let me = self.node().as_str();
+        if let Some(down_ms) = self.store.node_back(me).await? {
+            let agents = self.agents_on(me).await?;
+            let body = format!(
+                "Node {me} is back after {} down (since its last heartbeat before). {}",
+                duration(down_ms as f64),
+                who(
+                    &agents,
+                    "what waited in its inbox reaches it again as it takes turns",
+                    "what waited in their inboxes reaches them again as they take turns"
+                )
+            );
+            tracing::info!(node = me, "back after being marked down");
+            self.notify(&AgentName::manager(), &body).await?;
+        }
+        let window = (self.settings.heartbeat_every * DEAD_AFTER).as_millis() as i64;
+        for d in self.store.mark_down_nodes(me, window).await? {
+            let agents = self.agents_on(&d.name).await?;
+            let text = format!(
+                "Node {} is down: no heartbeat for {}. {}",
+                d.name,
+                duration(d.silent_ms as f64),
+                who(
+                    &agents,
+                    "it takes no turns until the node is back; messages to it wait in its inbox",
+                    "they take no turns until the node is back; messages to them wait in their inboxes"
+                )
+            );
+            tracing::warn!(node = %d.name, "node down");
+            self.notify(&AgentName::manager(), &text).await?;
+            self.tell_operator(NotificationKind::NodeDown, None, &text)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The names of the agents whose home node is `node`.
+    async fn agents_on(&self, node: &str) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .filter(|a| a.node.as_deref() == Some(node))
+            .map(|a| a.name)
+            .collect())
+    }
+
+    /// Every node of the hive, by name, with its agents and whether it is alive.
+    pub async fn node_rows(&self) -> Result<Vec<NodeRow>> {
+        let agents = self.store.agents().await?;
+        let now = now_ms();
+        Ok(self
+            .store
+            .nodes()
+            .await?
             .into_iter()
             .map(|n| NodeRow {
                 agents: agents
@@ -120,11 +221,16 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             _ = tokio::time::sleep(every) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
-        let beat = match hive.store.heartbeat(hive.node().as_str()) {
+        let beat = match hive.store.heartbeat(hive.node().as_str()).await {
             Ok(true) => Ok(()),
-            Ok(false) => hive.register_node(),
+            Ok(false) => hive.register_node().await,
             Err(e) => Err(e.into()),
         };
+        if beat.is_ok()
+            && let Err(e) = hive.watch_liveness().await
+        {
+            tracing::warn!("could not check the other nodes' heartbeats: {e}");
+        }
         match beat {
             Ok(()) if failing => {
                 tracing::info!("heartbeats are stored again");
@@ -140,6 +246,21 @@ pub async fn heartbeat(hive: Arc<Hive>) {
     }
 }
 
+/// The sentence on a node's agents: `No agents live there.`, `1 agent lives
+/// there (x): {one}.`, `2 agents live there (x, y): {many}.`, the first
+/// [`NAMED_AGENTS`] named.
+fn who(agents: &[String], one: &str, many: &str) -> String {
+    let mut names = agents[..agents.len().min(NAMED_AGENTS)].join(", ");
+    if agents.len() > NAMED_AGENTS {
+        names.push_str(&format!(" and {} more", agents.len() - NAMED_AGENTS));
+    }
+    match agents.len() {
+        0 => "No agents live there.".to_owned(),
+        1 => format!("1 agent lives there ({names}): {one}."),
+        n => format!("{n} agents live there ({names}): {many}."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +271,25 @@ mod tests {
         assert!(is_alive(1_000, 1_000, every));
         assert!(is_alive(1_000, 16_000, every));
         assert!(!is_alive(1_000, 16_001, every));
+    }
+
+    #[test]
+    fn a_nodes_agents_are_counted_and_named_in_a_sentence() {
+        let names = |n: usize| (0..n).map(|i| format!("a{i}")).collect::<Vec<_>>();
+        assert_eq!(who(&[], "it waits", "they wait"), "No agents live there.");
+        assert_eq!(
+            who(&names(1), "it waits", "they wait"),
+            "1 agent lives there (a0): it waits."
+        );
+        assert_eq!(
+            who(&names(2), "it waits", "they wait"),
+            "2 agents live there (a0, a1): they wait."
+        );
+        let many = who(&names(12), "it waits", "they wait");
+        assert!(
+            many.starts_with("12 agents live there (a0, a1,") && many.contains("a9 and 2 more)"),
+            "{many}"
+        );
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Hive {
     /// Returns the notification's id, or None when it was held back: an agent
     /// that sends or asks more than [`flood::BURST`] a window has the rest
     /// told as one summary when the window ends.
-    pub fn notify_operator(
+    pub async fn notify_operator(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
@@ -91,30 +91,33 @@ impl Hive {
                 Verdict::Hold => return Ok(None),
                 Verdict::SummaryThenTell(n) => {
                     let s = flood::summary(a.as_str(), kind, n, self.flood.window());
-                    self.store_notification(kind, Some(a), &s)?;
+                    self.store_notification(kind, Some(a), &s).await?;
                 }
             }
         }
-        self.store_notification(kind, agent, text).map(Some)
+        self.store_notification(kind, agent, text).await.map(Some)
     }
 
     /// Stores a notification and queues it for the webhooks that want it; its id.
-    fn store_notification(
+    async fn store_notification(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
         text: &str,
     ) -> Result<i64> {
-        let text = clean(&self.redactor()?.redact(text));
+        let text = clean(&self.redactor().await?.redact(text));
         let link = link_for(kind, agent);
         let hooks = self.settings.webhooks.wanting(kind);
-        let row = self.store.add_notification(
-            kind.as_str(),
-            agent.map(AgentName::as_str),
-            &text,
-            &link,
-            &hooks,
-        )?;
+        let row = self
+            .store
+            .add_notification(
+                kind.as_str(),
+                agent.map(AgentName::as_str),
+                &text,
+                &link,
+                &hooks,
+            )
+            .await?;
         self.broker.publish(Change::Notifications);
         if !hooks.is_empty() {
             self.webhook_wake.send_modify(|v| *v += 1);
@@ -124,74 +127,76 @@ impl Hive {
     }
 
     /// [`Hive::notify_operator`] where a failure must not stop the caller: it is logged.
-    pub(crate) fn tell_operator(
+    pub(crate) async fn tell_operator(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
         text: &str,
     ) {
-        if let Err(e) = self.notify_operator(kind, agent, text) {
+        if let Err(e) = self.notify_operator(kind, agent, text).await {
             tracing::warn!("could not store a {kind} notification: {e}");
         }
     }
 
     /// The newest notifications (only unread ones if `unread`), and how many are unread.
-    pub fn notifications(&self, unread: bool, limit: Option<u32>) -> Result<NotificationList> {
+    pub async fn notifications(
+        &self,
+        unread: bool,
+        limit: Option<u32>,
+    ) -> Result<NotificationList> {
         let limit = limit.unwrap_or(LIST_DEFAULT).clamp(1, LIST_MAX);
         Ok(NotificationList {
             notifications: self
                 .store
-                .notifications(unread, limit)?
+                .notifications(unread, limit)
+                .await?
                 .iter()
                 .filter_map(notification_wire)
                 .collect(),
-            unread: self.store.unread_notifications()?,
+            unread: self.store.unread_notifications().await?,
         })
     }
 
     /// Marks notification `id` read (None: every one); returns how many stay unread.
-    pub fn mark_notifications_read(&self, id: Option<i64>) -> Result<u64> {
+    pub async fn mark_notifications_read(&self, id: Option<i64>) -> Result<u64> {
         if let Some(id) = id
-            && self.store.notification(id)?.is_none()
+            && self.store.notification(id).await?.is_none()
         {
             return Err(Error::refused(format!(
                 "there is no notification #{id}: see hive-c0re notifications"
             )));
         }
-        if self.store.mark_notifications_read(id)? > 0 {
+        if self.store.mark_notifications_read(id).await? > 0 {
             self.broker.publish(Change::Notifications);
         }
-        Ok(self.store.unread_notifications()?)
+        Ok(self.store.unread_notifications().await?)
     }
 
     /// Each configured webhook's queue and last results (never its secret).
-    pub fn webhook_statuses(&self) -> Result<Vec<WebhookStatus>> {
-        self.settings
-            .webhooks
-            .hooks
-            .iter()
-            .map(|h| {
-                let s = self.store.webhook_stats(&h.name)?;
-                Ok(WebhookStatus {
-                    name: h.name.clone(),
-                    format: h.format,
-                    target: h.target(),
-                    pending: s.pending,
-                    attempts: s.attempts,
-                    last_error: s.last_error,
-                    last_ok: s.last_ok.map(rfc3339),
-                })
-            })
-            .collect()
+    pub async fn webhook_statuses(&self) -> Result<Vec<WebhookStatus>> {
+        let mut statuses = Vec::with_capacity(self.settings.webhooks.hooks.len());
+        for h in &self.settings.webhooks.hooks {
+            let s = self.store.webhook_stats(&h.name).await?;
+            statuses.push(WebhookStatus {
+                name: h.name.clone(),
+                format: h.format,
+                target: h.target(),
+                pending: s.pending,
+                attempts: s.attempts,
+                last_error: s.last_error,
+                last_ok: s.last_ok.map(rfc3339),
+            });
+        }
+        Ok(statuses)
     }
 
     /// Makes one delivery: sent and dropped from the queue, or put back for later.
     async fn deliver(&self, hook: &Webhook, d: &DeliveryRow) {
-        let outcome = match self.store.notification(d.notification) {
+        let outcome = match self.store.notification(d.notification).await {
             Ok(Some(row)) => match notification_wire(&row) {
                 Some(mut n) => {
                     n.link = self.settings.webhooks.link(&n.link);
-                    match self.webhook_secret(hook) {
+                    match self.webhook_secret(hook).await {
                         Ok(secret) => {
                             webhooks::send(&webhooks::request(hook, &n, secret.as_deref())).await
                         }
@@ -205,7 +210,7 @@ impl Hive {
             Err(e) => Err(format!("could not read the notification: {e}")),
         };
         let stored = match outcome {
-            Ok(()) => self.store.delivery_done(&hook.name, d.notification),
+            Ok(()) => self.store.delivery_done(&hook.name, d.notification).await,
             Err(e) => {
                 let attempts = d.attempts + 1;
                 let next = now_ms() + webhooks::backoff(attempts).as_millis() as i64;
@@ -217,6 +222,7 @@ impl Hive {
                 );
                 self.store
                     .delivery_failed(&hook.name, d.notification, next, &e)
+                    .await
             }
         };
         if let Err(e) = stored {
@@ -226,11 +232,11 @@ impl Hive {
     }
 
     /// The value of the secret a webhook names, if it names one.
-    fn webhook_secret(&self, hook: &Webhook) -> std::result::Result<Option<String>, String> {
+    async fn webhook_secret(&self, hook: &Webhook) -> std::result::Result<Option<String>, String> {
         let Some(name) = &hook.secret else {
             return Ok(None);
         };
-        match self.hive_secret(name) {
+        match self.hive_secret(name).await {
             Ok(Some(v)) => Ok(Some(v)),
             Ok(None) => Err(format!(
                 "the secret {name} is not set: hive-c0re secret set {name}"
@@ -249,7 +255,7 @@ pub async fn tell_held_back(hive: Arc<Hive>) {
                 continue;
             };
             let text = flood::summary(&agent, kind, n, hive.flood.window());
-            if let Err(e) = hive.store_notification(kind, Some(&name), &text) {
+            if let Err(e) = hive.store_notification(kind, Some(&name), &text).await {
                 tracing::warn!("could not store a summary of held-back notifications: {e}");
             }
         }
@@ -273,7 +279,7 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
         .iter()
         .map(|h| h.name.as_str())
         .collect();
-    match hive.store.forget_webhooks_except(&names) {
+    match hive.store.forget_webhooks_except(&names).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             deliveries = n,
@@ -296,7 +302,7 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
     loop {
         // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.
         wake.borrow_and_update();
-        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH) {
+        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(webhook = %hook.name, "could not read the webhook queue: {e}");
@@ -312,7 +318,7 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
         if !due.is_empty() {
             continue;
         }
-        let wait = match hive.store.next_delivery_at(&hook.name) {
+        let wait = match hive.store.next_delivery_at(&hook.name).await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(0) as u64).min(IDLE),
             _ => IDLE,
         };
@@ -344,17 +350,19 @@ mod tests {
         let alice = AgentName::parse("alice").unwrap();
         let id = hive
             .notify_operator(NotificationKind::Crashed, Some(&alice), "boom")
+            .await
             .unwrap()
             .unwrap();
         hive.notify_operator(NotificationKind::Approval, None, "spawn bob")
+            .await
             .unwrap();
-        let l = hive.notifications(false, None).unwrap();
+        let l = hive.notifications(false, None).await.unwrap();
         assert_eq!(l.unread, 2);
         assert_eq!(l.notifications[1].link, "/agents/alice");
         assert_eq!(l.notifications[0].link, "/#approvals");
-        assert_eq!(hive.mark_notifications_read(Some(id)).unwrap(), 1);
-        assert!(hive.mark_notifications_read(Some(id + 100)).is_err());
-        assert_eq!(hive.mark_notifications_read(None).unwrap(), 0);
+        assert_eq!(hive.mark_notifications_read(Some(id)).await.unwrap(), 1);
+        assert!(hive.mark_notifications_read(Some(id + 100)).await.is_err());
+        assert_eq!(hive.mark_notifications_read(None).await.unwrap(), 0);
     }
 
     #[tokio::test]
@@ -365,10 +373,11 @@ mod tests {
         let value = SecretValue::parse("hmac-key-value-123".into()).unwrap();
         for name in ["WEBHOOK_KEY", "OTHER_KEY"] {
             hive.secret_set(&SecretName::parse(name).unwrap(), None, &value)
+                .await
                 .unwrap();
         }
         let alice = AgentName::parse("alice").unwrap();
-        let given = hive.secrets_for(&alice).unwrap();
+        let given = hive.secrets_for(&alice).await.unwrap();
         assert!(given.0.contains_key("OTHER_KEY"));
         assert!(!given.0.contains_key("WEBHOOK_KEY"));
     }

@@ -10,7 +10,7 @@ use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
-use crate::store::QuestionRow;
+use crate::store::{Db, QuestionRow};
 
 /// Sentinel answer when the deadline passed.
 pub const TIMED_OUT: &str = "[no answer: the operator did not answer before the deadline]";
@@ -39,14 +39,16 @@ impl Hive {
         }
         let id = self
             .store
-            .add_question(agent.as_str(), question, options, ttl as i64)?;
+            .add_question(agent.as_str(), question, options, ttl as i64)
+            .await?;
         self.broker.publish(Change::Questions);
         let deadline = crate::clock::rfc3339(now_ms() + ttl as i64 * 1000);
         self.tell_operator(
             hive_sh4re::notification::NotificationKind::Question,
             Some(agent),
             &format!("Question #{id} (answer by {deadline}): {question}"),
-        );
+        )
+        .await;
         let mut withdraw = Withdraw {
             hive: self,
             id,
@@ -57,7 +59,8 @@ impl Hive {
             let mut rx = self.broker.watch_inbox(&key);
             let q = self
                 .store
-                .question(id)?
+                .question(id)
+                .await?
                 .ok_or_else(|| Error::refused("the question vanished"))?;
             let now = now_ms();
             let outcome = match q.status(now) {
@@ -69,10 +72,12 @@ impl Hive {
             if let Some(answer) = outcome {
                 withdraw.armed = false;
                 self.broker.publish(Change::Questions);
-                let _ = self.notify(
-                    agent,
-                    &format!("Question #{id} ({question:?}) ended: {answer}"),
-                );
+                let _ = self
+                    .notify(
+                        agent,
+                        &format!("Question #{id} ({question:?}) ended: {answer}"),
+                    )
+                    .await;
                 return Ok(answer);
             }
             let left = Duration::from_millis((q.deadline - now).max(0) as u64);
@@ -85,16 +90,16 @@ impl Hive {
     }
 
     /// Answers a pending question.
-    pub fn answer(&self, id: i64, answer: &str) -> Result<()> {
+    pub async fn answer(&self, id: i64, answer: &str) -> Result<()> {
         if answer.trim().is_empty() {
             return Err(Error::refused("the answer is empty: type an answer"));
         }
-        let q = self.store.question(id)?.ok_or_else(|| {
+        let q = self.store.question(id).await?.ok_or_else(|| {
             Error::refused(format!(
                 "there is no question #{id}: see hive-c0re questions"
             ))
         })?;
-        if !self.store.answer_question(id, answer)? {
+        if !self.store.answer_question(id, answer).await? {
             return Err(Error::refused(format!(
                 "question #{id} is {} and takes no answer",
                 q.status(now_ms())
@@ -106,13 +111,13 @@ impl Hive {
     }
 
     /// Cancels a pending question.
-    pub fn cancel_question(&self, id: i64) -> Result<()> {
-        let q = self.store.question(id)?.ok_or_else(|| {
+    pub async fn cancel_question(&self, id: i64) -> Result<()> {
+        let q = self.store.question(id).await?.ok_or_else(|| {
             Error::refused(format!(
                 "there is no question #{id}: see hive-c0re questions"
             ))
         })?;
-        if !self.store.cancel_question(id)? {
+        if !self.store.cancel_question(id).await? {
             return Err(Error::refused(format!(
                 "question #{id} is {} and cannot be cancelled",
                 q.status(now_ms())
@@ -124,19 +129,21 @@ impl Hive {
     }
 
     /// One question, if it exists.
-    pub fn question(&self, id: i64) -> Result<Option<Question>> {
+    pub async fn question(&self, id: i64) -> Result<Option<Question>> {
         Ok(self
             .store
-            .question(id)?
+            .question(id)
+            .await?
             .map(|q| question_wire(&q, now_ms())))
     }
 
     /// The newest operator questions.
-    pub fn questions(&self) -> Result<Vec<Question>> {
+    pub async fn questions(&self) -> Result<Vec<Question>> {
         let now = now_ms();
         Ok(self
             .store
-            .questions(200)?
+            .questions(200)
+            .await?
             .iter()
             .map(|q| question_wire(q, now))
             .collect())
@@ -168,8 +175,25 @@ struct Withdraw<'a> {
 
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
-        if self.armed && self.hive.store.cancel_question(self.id).unwrap_or(false) {
-            self.hive.broker.publish(Change::Questions);
+        if !self.armed {
+            return;
+        }
+        match &self.hive.store {
+            // sqlite answers on this thread, as every sqlite call does.
+            Db::Sqlite(s) => {
+                if s.cancel_question(self.id).unwrap_or(false) {
+                    self.hive.broker.publish(Change::Questions);
+                }
+            }
+            // A drop cannot wait for the pool: the withdrawal finishes on a task.
+            db @ Db::Postgres(_) => {
+                let (db, id, changes) = (db.clone(), self.id, self.hive.broker.publisher());
+                tokio::spawn(async move {
+                    if db.cancel_question(id).await.unwrap_or(false) {
+                        let _ = changes.send(Change::Questions);
+                    }
+                });
+            }
         }
     }
 }
@@ -191,10 +215,10 @@ mod tests {
         let asking = hive.ask_operator(&manager, "ok?", &[], Some(60));
         let waited = tokio::time::timeout(Duration::from_millis(100), asking).await;
         assert!(waited.is_err(), "the question was answered by nobody");
-        let q = hive.questions().unwrap();
+        let q = hive.questions().await.unwrap();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].status, QuestionStatus::Cancelled);
-        let e = hive.answer(q[0].id, "yes").unwrap_err().to_string();
+        let e = hive.answer(q[0].id, "yes").await.unwrap_err().to_string();
         assert!(e.contains("is cancelled"), "{e}");
     }
 }

@@ -134,10 +134,16 @@ impl Hive {
     /// `by` is `operator` or the agent that asks (the manager); an agent may
     /// schedule only for whom it may send to, and both the target and the
     /// creator have a cap, since each firing lands in an inbox.
-    pub fn schedule_add(&self, agent: &AgentName, when: &str, text: &str, by: &str) -> Result<i64> {
-        self.agent_row(agent)?;
+    pub async fn schedule_add(
+        &self,
+        agent: &AgentName,
+        when: &str,
+        text: &str,
+        by: &str,
+    ) -> Result<i64> {
+        self.agent_row(agent).await?;
         if let Ok(creator) = AgentName::parse(by) {
-            let config = self.config_of(&self.agent_row(&creator)?)?;
+            let config = self.config_of(&self.agent_row(&creator).await?)?;
             if !config.may_send_to(&hive_sh4re::Mailbox::Agent(agent.clone())) {
                 return Err(Error::refused(format!(
                     "{creator} may not schedule prompts for {agent}: its allowed_recipients are {:?}; ask the operator to change the config",
@@ -145,12 +151,12 @@ impl Hive {
                 )));
             }
         }
-        if self.store.schedule_count(agent.as_str())? >= SCHEDULES_PER_AGENT {
+        if self.store.schedule_count(agent.as_str()).await? >= SCHEDULES_PER_AGENT {
             return Err(Error::refused(format!(
                 "{agent} has {SCHEDULES_PER_AGENT} schedules waiting, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
         }
-        if self.store.schedule_count_by(by)? >= SCHEDULES_PER_CREATOR {
+        if self.store.schedule_count_by(by).await? >= SCHEDULES_PER_CREATOR {
             return Err(Error::refused(format!(
                 "{by} keeps {SCHEDULES_PER_CREATOR} schedules, the limit: remove some (hive-c0re schedule rm ID) first"
             )));
@@ -171,28 +177,36 @@ impl Hive {
         let first = w
             .first(now)
             .ok_or_else(|| Error::refused(format!("{when:?} never fires")))?;
-        let id =
-            self.store
-                .add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)?;
+        let id = self
+            .store
+            .add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)
+            .await?;
         self.broker.poke(SCHEDULER_KEY);
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(id)
     }
 
     /// Every schedule, soonest first.
-    pub fn schedule_list(&self) -> Result<Vec<Schedule>> {
-        Ok(self.store.schedules()?.iter().map(schedule_wire).collect())
+    pub async fn schedule_list(&self) -> Result<Vec<Schedule>> {
+        Ok(self
+            .store
+            .schedules()
+            .await?
+            .iter()
+            .map(schedule_wire)
+            .collect())
     }
 
     /// Removes a schedule.
-    pub fn schedule_rm(&self, id: i64) -> Result<()> {
+    pub async fn schedule_rm(&self, id: i64) -> Result<()> {
         let agent = self
             .store
-            .schedules()?
+            .schedules()
+            .await?
             .into_iter()
             .find(|s| s.id == id)
             .map(|s| s.agent);
-        if !self.store.remove_schedule(id)? {
+        if !self.store.remove_schedule(id).await? {
             return Err(Error::refused(format!(
                 "there is no schedule #{id}: see hive-c0re schedule list"
             )));
@@ -206,8 +220,8 @@ impl Hive {
     }
 
     /// Repeats the wall clock stepped back past: see the module docs.
-    fn realign(&self, now: i64) -> Result<()> {
-        for s in self.store.schedules()? {
+    async fn realign(&self, now: i64) -> Result<()> {
+        for s in self.store.schedules().await? {
             if !s.repeating || s.next_due <= now {
                 continue;
             }
@@ -232,7 +246,7 @@ impl Hive {
                 rfc3339(next),
                 rfc3339(s.next_due)
             );
-            self.store.set_schedule_due(s.id, next)?;
+            self.store.set_schedule_due(s.id, next).await?;
         }
         Ok(())
     }
@@ -240,12 +254,12 @@ impl Hive {
     /// Delivers what is due at `now` (the wall clock); returns how many.
     /// While the disk is nearly full nothing fires: schedules wait, and fire
     /// once when space is back.
-    fn fire_due(&self, now: i64) -> Result<usize> {
+    async fn fire_due(&self, now: i64) -> Result<usize> {
         if self.space.is_low() {
             return Ok(0);
         }
-        self.realign(now)?;
-        let due = self.store.due_schedules(now)?;
+        self.realign(now).await?;
+        let due = self.store.due_schedules(now).await?;
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
                 .ok()
@@ -253,7 +267,12 @@ impl Hive {
                 .filter(|_| s.repeating);
             // A full inbox skips a repeat's slot; a one-shot waits for room.
             let when_full = next.unwrap_or(now + FULL_RETRY_MS);
-            if self.store.fire_schedule(s, next, when_full, now)?.is_none() {
+            if self
+                .store
+                .fire_schedule(s, next, when_full, now)
+                .await?
+                .is_none()
+            {
                 tracing::warn!(
                     schedule = s.id,
                     agent = %s.agent,
@@ -262,7 +281,7 @@ impl Hive {
                 );
                 continue;
             }
-            self.sample_inbox(&s.agent);
+            self.sample_inbox(&s.agent).await;
             self.broker.poke(&s.agent);
             self.broker.publish(Change::Agent(s.agent.clone()));
         }
@@ -274,10 +293,10 @@ impl Hive {
 pub async fn run(hive: Arc<Hive>) {
     loop {
         let mut rx = hive.broker.watch_inbox(SCHEDULER_KEY);
-        if let Err(e) = hive.fire_due(now_ms()) {
+        if let Err(e) = hive.fire_due(now_ms()).await {
             tracing::warn!("could not deliver scheduled prompts: {e}");
         }
-        let wait = match hive.store.next_schedule_due() {
+        let wait = match hive.store.next_schedule_due().await {
             _ if hive.space.is_low() => LOW_SPACE_RETRY,
             Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(MAX_SLEEP),
             _ => MAX_SLEEP,
@@ -364,8 +383,8 @@ mod tests {
         assert_eq!(w.after(0), Some(36_500 * 86_400_000));
     }
 
-    #[test]
-    fn each_target_and_each_creator_has_a_cap() {
+    #[tokio::test]
+    async fn each_target_and_each_creator_has_a_cap() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
         let per_creator = (SCHEDULES_PER_CREATOR / SCHEDULES_PER_AGENT) as usize;
@@ -373,19 +392,21 @@ mod tests {
             .map(|i| AgentName::parse(&format!("a{i}")).unwrap())
             .collect();
         for n in &names {
-            hive.add_stopped(n, "").unwrap();
+            hive.add_stopped(n, "").await.unwrap();
         }
         for n in &names[..per_creator] {
             for _ in 0..SCHEDULES_PER_AGENT {
-                hive.schedule_add(n, "1h", "x", "operator").unwrap();
+                hive.schedule_add(n, "1h", "x", "operator").await.unwrap();
             }
         }
         let e = hive
             .schedule_add(&names[0], "1h", "x", "operator")
+            .await
             .unwrap_err();
         assert!(e.to_string().contains("a0 has 50 schedules waiting"), "{e}");
         let e = hive
             .schedule_add(&names[per_creator], "1h", "x", "operator")
+            .await
             .unwrap_err();
         assert!(
             e.to_string().contains("operator keeps 200 schedules"),
@@ -394,7 +415,7 @@ mod tests {
     }
 
     /// A hive with one agent, `a0`.
-    fn hive_with_agent(dir: &std::path::Path) -> Arc<Hive> {
+    async fn hive_with_agent(dir: &std::path::Path) -> Arc<Hive> {
         let hive = Hive::for_tests(dir, None);
         let uid_base = hive.runtime.uid_ranges().allocate(&[]).unwrap();
         hive.store
@@ -408,6 +429,7 @@ mod tests {
                 uid_base,
                 node: "test",
             })
+            .await
             .unwrap();
         hive
     }
@@ -415,16 +437,16 @@ mod tests {
     /// Runs the scheduler once a second of real time over `real` (seconds),
     /// the wall clock reading `wall(r)` at real second `r`; returns the real
     /// seconds at which a0 got a prompt.
-    fn drive(
+    async fn drive(
         hive: &Hive,
         real: std::ops::RangeInclusive<i64>,
         wall: impl Fn(i64) -> i64,
     ) -> Vec<i64> {
         let mut fired = vec![];
         for r in real {
-            let before = hive.store.inbox_depth("a0");
-            hive.fire_due(wall(r)).unwrap();
-            let after = hive.store.inbox_depth("a0");
+            let before = hive.store.inbox_depth("a0").await.unwrap();
+            hive.fire_due(wall(r)).await.unwrap();
+            let after = hive.store.inbox_depth("a0").await.unwrap();
             assert!(after <= before + 1, "two prompts at real second {r}");
             if after > before {
                 fired.push(r);
@@ -435,28 +457,29 @@ mod tests {
 
     const T0: i64 = 1_800_000_000_000;
 
-    #[test]
-    fn an_every_schedule_fires_once_per_slot_across_wall_clock_steps() {
+    #[tokio::test]
+    async fn an_every_schedule_fires_once_per_slot_across_wall_clock_steps() {
         let dir = tempfile::tempdir().unwrap();
-        let hive = hive_with_agent(dir.path());
+        let hive = hive_with_agent(dir.path()).await;
         hive.store
             .add_schedule("a0", "every:10s", "tick", true, T0 + 10_000, "operator")
+            .await
             .unwrap();
-        let fired = drive(&hive, 0..=35, |r| T0 + r * 1000);
+        let fired = drive(&hive, 0..=35, |r| T0 + r * 1000).await;
         assert_eq!(fired, [10, 20, 30]);
         // The wall clock steps back a minute at real second 36.
-        let fired = drive(&hive, 36..=80, |r| T0 + (r - 60) * 1000);
+        let fired = drive(&hive, 36..=80, |r| T0 + (r - 60) * 1000).await;
         // No slot twice, and no waiting out the minute: one interval after the step at the latest.
         assert_eq!(fired, [46, 56, 66, 76], "after a step back");
         // Forwards by an hour at real second 81: one late firing, no burst of the 360 slots jumped over.
-        let fired = drive(&hive, 81..=100, |r| T0 + (r - 60) * 1000 + 3_600_000);
+        let fired = drive(&hive, 81..=100, |r| T0 + (r - 60) * 1000 + 3_600_000).await;
         assert_eq!(fired, [81, 91], "after a step forward");
     }
 
-    #[test]
-    fn a_cron_schedule_serves_no_slot_twice_and_survives_a_long_step_back() {
+    #[tokio::test]
+    async fn a_cron_schedule_serves_no_slot_twice_and_survives_a_long_step_back() {
         let dir = tempfile::tempdir().unwrap();
-        let hive = hive_with_agent(dir.path());
+        let hive = hive_with_agent(dir.path()).await;
         let w = When::parse("cron:*/10 * * * * *", T0).unwrap();
         hive.store
             .add_schedule(
@@ -467,48 +490,53 @@ mod tests {
                 w.first(T0).unwrap(),
                 "operator",
             )
+            .await
             .unwrap();
         // T0 is a whole 10 s: the slots are at real 10, 20, 30.
         assert_eq!(T0 % 10_000, 0);
-        let fired = drive(&hive, 1..=35, |r| T0 + r * 1000);
+        let fired = drive(&hive, 1..=35, |r| T0 + r * 1000).await;
         assert_eq!(fired, [10, 20, 30]);
         // Back 25 s at real 36 (wall T0+11): the slots 20 and 30 were served, the next is 40.
-        let fired = drive(&hive, 36..=70, |r| T0 + (r - 25) * 1000);
+        let fired = drive(&hive, 36..=70, |r| T0 + (r - 25) * 1000).await;
         assert_eq!(
             fired,
             [65],
             "the wall reaches the next unserved slot (40) at real 65"
         );
         // Back a day at real 71: cron starts again from the new now instead of waiting a day.
-        let fired = drive(&hive, 71..=95, |r| T0 + (r - 25) * 1000 - 86_400_000);
+        let fired = drive(&hive, 71..=95, |r| T0 + (r - 25) * 1000 - 86_400_000).await;
         assert_eq!(fired, [75, 85, 95], "after a step back of a day");
         // Forward a day: one firing at the next slot, no burst.
-        let fired = drive(&hive, 96..=110, |r| T0 + (r - 25) * 1000);
+        let fired = drive(&hive, 96..=110, |r| T0 + (r - 25) * 1000).await;
         assert_eq!(fired, [96, 105], "after a step forward");
     }
 
-    #[test]
-    fn a_nearly_full_disk_refuses_new_schedules_and_holds_due_ones_until_space_returns() {
+    #[tokio::test]
+    async fn a_nearly_full_disk_refuses_new_schedules_and_holds_due_ones_until_space_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let hive = hive_with_agent(dir.path());
+        let hive = hive_with_agent(dir.path()).await;
         let a0 = AgentName::parse("a0").unwrap();
         hive.store
             .add_schedule("a0", "every:10s", "tick", true, T0, "operator")
+            .await
             .unwrap();
         hive.space.raise_for_test();
-        let e = hive.schedule_add(&a0, "1h", "x", "operator").unwrap_err();
+        let e = hive
+            .schedule_add(&a0, "1h", "x", "operator")
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("the disk is nearly full"), "{e}");
-        assert_eq!(hive.fire_due(T0 + 60_000).unwrap(), 0);
-        assert_eq!(hive.store.inbox_depth("a0"), 0);
+        assert_eq!(hive.fire_due(T0 + 60_000).await.unwrap(), 0);
+        assert_eq!(hive.store.inbox_depth("a0").await.unwrap(), 0);
     }
 
-    #[test]
-    fn a_nap_keeps_its_length_whatever_the_wall_clock_does() {
+    #[tokio::test]
+    async fn a_nap_keeps_its_length_whatever_the_wall_clock_does() {
         let dir = tempfile::tempdir().unwrap();
-        let hive = hive_with_agent(dir.path());
+        let hive = hive_with_agent(dir.path()).await;
         let a0 = AgentName::parse("a0").unwrap();
-        hive.nap(&a0, 600).unwrap();
-        let until = hive.agent_row(&a0).unwrap().nap_until;
+        hive.nap(&a0, 600).await.unwrap();
+        let until = hive.agent_row(&a0).await.unwrap().nap_until;
         let now = now_ms();
         for wall in [now, now - 86_400_000, now + 86_400_000] {
             let left = hive.nap_left("a0", until, wall).expect("still napping");

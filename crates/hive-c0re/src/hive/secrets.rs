@@ -98,25 +98,27 @@ impl Redactor {
 
 impl Hive {
     /// Stores a secret, hive-wide or for one agent of this hive; its next turn has it.
-    pub fn secret_set(
+    pub async fn secret_set(
         &self,
         name: &SecretName,
         agent: Option<&AgentName>,
         value: &SecretValue,
     ) -> Result<()> {
         if let Some(a) = agent {
-            self.agent_row(a)?;
+            self.agent_row(a).await?;
         }
         self.store
-            .set_secret(name.as_str(), agent.map(AgentName::as_str), value.expose())?;
-        self.secrets_changed(agent)
+            .set_secret(name.as_str(), agent.map(AgentName::as_str), value.expose())
+            .await?;
+        self.secrets_changed(agent).await
     }
 
     /// Removes a secret.
-    pub fn secret_rm(&self, name: &SecretName, agent: Option<&AgentName>) -> Result<()> {
+    pub async fn secret_rm(&self, name: &SecretName, agent: Option<&AgentName>) -> Result<()> {
         if !self
             .store
-            .remove_secret(name.as_str(), agent.map(AgentName::as_str))?
+            .remove_secret(name.as_str(), agent.map(AgentName::as_str))
+            .await?
         {
             let scope = match agent {
                 Some(a) => format!("for {a}"),
@@ -126,14 +128,15 @@ impl Hive {
                 "there is no secret {name} {scope}: see hive-c0re secret list"
             )));
         }
-        self.secrets_changed(agent)
+        self.secrets_changed(agent).await
     }
 
     /// Every secret's name, scope and time set; never a value.
-    pub fn secret_list(&self) -> Result<Vec<SecretRow>> {
+    pub async fn secret_list(&self) -> Result<Vec<SecretRow>> {
         Ok(self
             .store
-            .secret_entries()?
+            .secret_entries()
+            .await?
             .into_iter()
             .map(|e| SecretRow {
                 name: e.name,
@@ -145,36 +148,50 @@ impl Hive {
 
     /// What the agent's claude gets: hive-wide secrets, its own over them;
     /// never hive-c0re's own (`WEBHOOK_*`).
-    pub fn secrets_for(&self, agent: &AgentName) -> Result<Secrets> {
-        let mut all = self.store.secrets_for(agent.as_str())?;
+    pub async fn secrets_for(&self, agent: &AgentName) -> Result<Secrets> {
+        let mut all = self.store.secrets_for(agent.as_str()).await?;
         all.retain(|name, _| !name.starts_with(OPERATOR_ONLY_PREFIX));
         Ok(Secrets(all))
     }
 
     /// A hive-wide secret's value, for hive-c0re's own use (a webhook's key).
-    pub(crate) fn hive_secret(&self, name: &SecretName) -> Result<Option<String>> {
-        Ok(self.store.secrets_for("")?.remove(name.as_str()))
+    pub(crate) async fn hive_secret(&self, name: &SecretName) -> Result<Option<String>> {
+        Ok(self.store.secrets_for("").await?.remove(name.as_str()))
     }
 
     /// The redactor for the values stored now (read from the store once per change).
-    pub fn redactor(&self) -> Result<Arc<Redactor>> {
+    pub async fn redactor(&self) -> Result<Arc<Redactor>> {
+        let generation = {
+            let cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
+            if let (_, Some(r)) = &*cached {
+                return Ok(r.clone());
+            }
+            cached.0
+        };
+        // Read without the lock (the store may await); kept only if no
+        // change came meanwhile, so a stale set of values is never cached.
+        let r = Arc::new(Redactor::new(self.store.secret_values().await?));
         let mut cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = cached.as_ref() {
-            return Ok(r.clone());
+        if cached.0 == generation {
+            cached.1 = Some(r.clone());
         }
-        let r = Arc::new(Redactor::new(self.store.secret_values()?));
-        *cached = Some(r.clone());
         Ok(r)
     }
 
+    /// Drops the cached redactor: the stored values changed.
+    pub(super) fn forget_redactor(&self) {
+        let mut cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
+        *cached = (cached.0.wrapping_add(1), None);
+    }
+
     /// Forgets the cached redactor and tells watchers the agents' view changed.
-    fn secrets_changed(&self, agent: Option<&AgentName>) -> Result<()> {
-        *self.redactor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    async fn secrets_changed(&self, agent: Option<&AgentName>) -> Result<()> {
+        self.forget_redactor();
         // A parked agent re-reads its config when poked; a working one at its next turn.
         match agent {
             Some(a) => self.broker.publish(Change::Agent(a.to_string())),
             None => {
-                for row in self.store.agents()? {
+                for row in self.store.agents().await? {
                     self.broker.publish(Change::Agent(row.name));
                 }
             }

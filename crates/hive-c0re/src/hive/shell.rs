@@ -13,13 +13,13 @@ impl Hive {
     /// Opens an interactive shell in a running agent's container on a new PTY.
     ///
     /// Refused with a sentence when the agent is unknown or not running.
-    pub fn open_shell(
+    pub async fn open_shell(
         &self,
         name: &AgentName,
         size: WinSize,
         term: Option<&str>,
     ) -> Result<Session> {
-        let row = self.agent_row(name)?;
+        let row = self.agent_row(name).await?;
         if !self.supervisor.is_running(name.as_str()) {
             return Err(Error::Refused(
                 RuntimeError::NotRunning(name.clone()).to_string(),

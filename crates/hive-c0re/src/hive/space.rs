@@ -15,7 +15,7 @@ impl Hive {
 
     /// Tells the operator that the free-space alarm went on or cleared: the
     /// log, a notice from `system` in the operator's inbox, and the dashboard.
-    pub fn space_changed(&self, t: &Transition) {
+    pub async fn space_changed(&self, t: &Transition) {
         let notice = match t {
             Transition::Low(a) => {
                 tracing::warn!("{}", a.message);
@@ -24,13 +24,17 @@ impl Hive {
             Transition::Cleared => {
                 if self.space.take_deferred_release() {
                     // At-least-once: a harness that claimed one of them meanwhile may see it again.
-                    match self.store.release_all_claims() {
+                    match self
+                        .store
+                        .release_claims_at_start(self.node().as_str())
+                        .await
+                    {
                         Ok(n) => {
                             tracing::info!(
                                 n,
                                 "returned messages of interrupted turns to their inboxes"
                             );
-                            for name in self.list().unwrap_or_default() {
+                            for name in self.list().await.unwrap_or_default() {
                                 self.broker.poke(&name);
                             }
                         }
@@ -49,7 +53,7 @@ impl Hive {
             }
         };
         // The reserve the alarm freed has room for this one row.
-        match self.store.send("system", "operator", &notice) {
+        match self.store.send("system", "operator", &notice).await {
             Ok(_) => {
                 self.broker.poke("operator");
                 self.broker.publish(Change::Message {
@@ -73,7 +77,7 @@ impl Hive {
             let hive = self.clone();
             let t = tokio::task::spawn_blocking(move || hive.space.check()).await;
             if let Ok(Some(t)) = t {
-                self.space_changed(&t);
+                self.space_changed(&t).await;
             }
         }
     }

@@ -8,6 +8,7 @@
 //! while answering: [`watch_config_heads`] reads every head in the
 //! background and status rows compare with what it saw last.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,39 +64,51 @@ pub async fn watch_config_heads(hive: Arc<Hive>) {
 
 impl Hive {
     /// Names of all agents.
-    pub fn list(&self) -> Result<Vec<String>> {
-        Ok(self.store.agents()?.into_iter().map(|a| a.name).collect())
-    }
-
-    /// A status row for each agent.
-    pub fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
-        let now = now_ms();
-        let facts = self.store.agent_facts(None, now, day_of(now))?;
-        let none = AgentFacts::default();
+    pub async fn list(&self) -> Result<Vec<String>> {
         Ok(self
             .store
-            .agents()?
-            .iter()
-            .map(|a| self.status_row_of(a, facts.get(&a.name).unwrap_or(&none)))
+            .agents()
+            .await?
+            .into_iter()
+            .map(|a| a.name)
             .collect())
     }
 
+    /// A status row for each agent.
+    pub async fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
+        let now = now_ms();
+        let facts = self.store.agent_facts(None, now, day_of(now)).await?;
+        let none = AgentFacts::default();
+        let agents = self.store.agents().await?;
+        let down = self.down_nodes().await?;
+        let mut rows = Vec::with_capacity(agents.len());
+        for a in &agents {
+            rows.push(
+                self.status_row_of(a, facts.get(&a.name).unwrap_or(&none), &down)
+                    .await,
+            );
+        }
+        Ok(rows)
+    }
+
     /// The status row of one agent.
-    pub fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
-        let row = self.agent_row(name)?;
+    pub async fn status_row(&self, name: &AgentName) -> Result<AgentStatusRow> {
+        let row = self.agent_row(name).await?;
         let now = now_ms();
         let mut facts = self
             .store
-            .agent_facts(Some(name.as_str()), now, day_of(now))?;
+            .agent_facts(Some(name.as_str()), now, day_of(now))
+            .await?;
         let facts = facts.remove(name.as_str()).unwrap_or_default();
-        Ok(self.status_row_of(&row, &facts))
+        let down = self.down_nodes().await?;
+        Ok(self.status_row_of(&row, &facts, &down).await)
     }
 
     /// Reads each agent's config repo head (off the runtime, with a time
     /// limit); an agent whose head moved is announced. A repo that is
     /// missing or cannot be read counts as not ahead.
     async fn read_config_heads(&self) {
-        let Ok(agents) = self.store.agents() else {
+        let Ok(agents) = self.store.agents().await else {
             return;
         };
         let mut heads = std::collections::HashMap::new();
@@ -184,8 +197,19 @@ impl Hive {
         }
     }
 
-    fn status_row_of(&self, a: &AgentRow, facts: &AgentFacts) -> AgentStatusRow {
+    /// `down` holds the other nodes that are not alive (see [`Hive::down_nodes`]):
+    /// an agent living on one shows `node_down` since its node's last heartbeat.
+    async fn status_row_of(
+        &self,
+        a: &AgentRow,
+        facts: &AgentFacts,
+        down: &HashMap<String, i64>,
+    ) -> AgentStatusRow {
         let running = self.supervisor.is_running(&a.name);
+        let node_down = a
+            .node
+            .as_ref()
+            .and_then(|n| down.get(n).map(|last| (n, *last)));
         let crash = self.crash_view(a, running, facts.last_crash.as_ref());
         let active_model = self.active_model(a);
         let napping = self.nap_left(&a.name, a.nap_until, now_ms()).is_some();
@@ -227,8 +251,18 @@ impl Hive {
         });
         // Held by a budget: the spend that holds it, as paused shows why.
         let state_detail = match state {
-            AgentState::OverBudget => self.over_budget_detail(a),
+            AgentState::OverBudget => self.over_budget_detail(a).await,
             _ => state_detail,
+        };
+        // Its home node (another one: `down` never holds this node) is silent: say that, not `stopped`.
+        let (shown, state_since, state_detail) = match node_down {
+            Some((node, last)) => (
+                AgentState::NodeDown.as_str().to_owned(),
+                last,
+                Some(format!("no heartbeat from {node}")),
+            ),
+            None if running => (state.as_str().to_owned(), state_since, state_detail),
+            None => ("stopped".to_owned(), state_since, None),
         };
         AgentStatusRow {
             name: a.name.clone(),
@@ -251,13 +285,9 @@ impl Hive {
                 .dashboard_home
                 .as_ref()
                 .map(|h| format!("{h}agents/{}", a.name)),
-            state: if running {
-                state.as_str().to_owned()
-            } else {
-                "stopped".to_owned()
-            },
+            state: shown,
             state_since: rfc3339(state_since),
-            state_detail: state_detail.filter(|_| running),
+            state_detail,
             retry_at: trouble
                 .and_then(|t| t.retry_at)
                 .filter(|_| running)
@@ -283,8 +313,8 @@ impl Hive {
 
     /// The agent's configured, overridden and active model, and the one
     /// queued for its next turn.
-    pub fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
-        let row = self.agent_row(name)?;
+    pub async fn model_info(&self, name: &AgentName) -> Result<ModelInfo> {
+        let row = self.agent_row(name).await?;
         let active = self.active_model(&row);
         // A turn keeps the model it started with: what changed meanwhile waits.
         let queued = match self.effective_model(&row) {
@@ -304,15 +334,15 @@ impl Hive {
     }
 
     /// Records whether the agent's claude has usable credentials (its harness says).
-    pub fn set_needs_login(&self, agent: &AgentName, needed: bool) -> Result<()> {
-        self.store.set_needs_login(agent.as_str(), needed)?;
+    pub async fn set_needs_login(&self, agent: &AgentName, needed: bool) -> Result<()> {
+        self.store.set_needs_login(agent.as_str(), needed).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
 
     /// Sets the agent's own one-line status (its `set_status` tool): the first
     /// line of `text`, trimmed, at most [`STATUS_MAX_CHARS`] characters.
-    pub fn set_status_text(&self, agent: &AgentName, text: &str) -> Result<()> {
+    pub async fn set_status_text(&self, agent: &AgentName, text: &str) -> Result<()> {
         let text = text.trim();
         if text.chars().count() > STATUS_MAX_CHARS {
             return Err(Error::refused(format!(
@@ -320,7 +350,8 @@ impl Hive {
             )));
         }
         self.store
-            .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))?;
+            .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))
+            .await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
@@ -332,8 +363,8 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_model_change_during_a_turn_is_queued_for_the_next() {
+    #[tokio::test]
+    async fn a_model_change_during_a_turn_is_queued_for_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
         let alice = AgentName::parse("alice").unwrap();
@@ -341,29 +372,32 @@ mod tests {
             model: "haiku".to_owned(),
             ..AgentConfig::default()
         };
-        hive.add_stopped(&alice, &config.to_toml()).unwrap();
-        let idle = hive.set_model(&alice, Some("opus")).unwrap();
+        hive.add_stopped(&alice, &config.to_toml()).await.unwrap();
+        let idle = hive.set_model(&alice, Some("opus")).await.unwrap();
         assert_eq!((idle.active.as_str(), idle.queued), ("opus", None));
 
         hive.set_state(&alice, AgentState::Thinking, Some("opus"))
+            .await
             .unwrap();
-        let m = hive.set_model(&alice, Some("sonnet")).unwrap();
+        let m = hive.set_model(&alice, Some("sonnet")).await.unwrap();
         assert_eq!(m.active, "opus", "the running turn keeps its model");
         assert_eq!(m.queued.as_deref(), Some("sonnet"));
         // Clearing the override mid-turn queues the configured model.
-        let m = hive.set_model(&alice, None).unwrap();
+        let m = hive.set_model(&alice, None).await.unwrap();
         assert_eq!(m.queued.as_deref(), Some("haiku"));
-        let m = hive.set_model(&alice, Some("opus")).unwrap();
+        let m = hive.set_model(&alice, Some("opus")).await.unwrap();
         assert_eq!(m.queued, None, "the turn's own model is nothing to queue");
 
-        hive.set_model(&alice, Some("sonnet")).unwrap();
-        hive.set_state(&alice, AgentState::Idle, None).unwrap();
-        let m = hive.model_info(&alice).unwrap();
+        hive.set_model(&alice, Some("sonnet")).await.unwrap();
+        hive.set_state(&alice, AgentState::Idle, None)
+            .await
+            .unwrap();
+        let m = hive.model_info(&alice).await.unwrap();
         assert_eq!((m.active.as_str(), m.queued), ("sonnet", None));
     }
 
-    #[test]
-    fn a_config_is_parsed_again_when_its_stored_text_changes() {
+    #[tokio::test]
+    async fn a_config_is_parsed_again_when_its_stored_text_changes() {
         let dir = tempfile::tempdir().unwrap();
         let hive = Hive::for_tests(dir.path(), None);
         let alice = AgentName::parse("alice").unwrap();
@@ -371,25 +405,27 @@ mod tests {
             model: "haiku".to_owned(),
             ..AgentConfig::default()
         };
-        hive.add_stopped(&alice, &haiku.to_toml()).unwrap();
-        assert_eq!(hive.status_row(&alice).unwrap().active_model, "haiku");
+        hive.add_stopped(&alice, &haiku.to_toml()).await.unwrap();
+        assert_eq!(hive.status_row(&alice).await.unwrap().active_model, "haiku");
         let opus = AgentConfig {
             model: "opus".to_owned(),
             ..haiku
         };
         hive.store
             .set_config("alice", &opus.to_toml(), Some("abc"))
+            .await
             .unwrap();
-        assert_eq!(hive.status_row(&alice).unwrap().active_model, "opus");
+        assert_eq!(hive.status_row(&alice).await.unwrap().active_model, "opus");
         // A stored text that stopped parsing is refused, whatever was parsed before.
         hive.store
             .set_config("alice", "model = [", Some("def"))
+            .await
             .unwrap();
         assert_eq!(
-            hive.status_row(&alice).unwrap().active_model,
+            hive.status_row(&alice).await.unwrap().active_model,
             UNREADABLE_CONFIG
         );
-        let row = hive.agent_row(&alice).unwrap();
+        let row = hive.agent_row(&alice).await.unwrap();
         let e = hive.config_of(&row).unwrap_err().to_string();
         assert!(e.contains("deployed config cannot be read"), "{e}");
     }

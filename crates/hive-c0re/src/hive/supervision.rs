@@ -26,8 +26,8 @@ impl Supervised for Hive {
         &self.shutdown
     }
 
-    fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
-        let row = self.store.agent(name.as_str()).ok().flatten()?;
+    async fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
+        let row = self.store.agent(name.as_str()).await.ok().flatten()?;
         Some(self.launch_spec(&row))
     }
 
@@ -43,18 +43,18 @@ impl Supervised for Hive {
         self.broker.publish(Change::Agent(name.to_string()));
     }
 
-    fn harness_exited(&self, name: &AgentName) {
-        self.release_claims(name);
+    async fn harness_exited(&self, name: &AgentName) {
+        self.release_claims(name).await;
         self.broker.clear_control(name.as_str());
-        if let Ok(Some(row)) = self.store.agent(name.as_str())
+        if let Ok(Some(row)) = self.store.agent(name.as_str()).await
             && row.state != AgentState::Idle
         {
-            let _ = self.set_state(name, AgentState::Idle, None);
+            let _ = self.set_state(name, AgentState::Idle, None).await;
         }
         self.broker.publish(Change::Agent(name.to_string()));
     }
 
-    fn harness_crashed(
+    async fn harness_crashed(
         &self,
         name: &AgentName,
         exit: &str,
@@ -68,7 +68,7 @@ impl Supervised for Hive {
             tail
         };
         // The agent writes its log: a secret's value in it goes no further than the file.
-        let tail = match self.redactor() {
+        let tail = match self.redactor().await {
             Ok(r) => r.redact(&tail),
             Err(e) => format!("(the log is not quoted: {e})"),
         };
@@ -88,7 +88,7 @@ impl Supervised for Hive {
             gave_up: retry_in.is_none(),
             log_tail: tail.clone(),
         };
-        let _ = self.record(name, &Payload::ContainerCrash(crash));
+        let _ = self.record(name, &Payload::ContainerCrash(crash)).await;
         let kind = if retry_in.is_some() {
             NotificationKind::Crashed
         } else {
@@ -98,16 +98,17 @@ impl Supervised for Hive {
             kind,
             Some(name),
             &format!("{name}'s harness {exit}; {next}."),
-        );
+        )
+        .await;
         let body =
             format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
-        if let Err(e) = self.notify(&AgentName::manager(), &body) {
+        if let Err(e) = self.notify(&AgentName::manager(), &body).await {
             tracing::error!("could not tell the manager about {name}'s crash: {e}");
         }
     }
 
-    fn harness_failed(&self, name: &AgentName) {
-        let _ = self.store.set_failed(name.as_str(), true);
+    async fn harness_failed(&self, name: &AgentName) {
+        let _ = self.store.set_failed(name.as_str(), true).await;
         self.broker.publish(Change::Agent(name.to_string()));
     }
 }

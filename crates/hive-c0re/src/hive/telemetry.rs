@@ -36,9 +36,9 @@ fn stuck_after() -> f64 {
 impl Hive {
     /// Stores the figures of a finished turn whose messages are settled
     /// already (see [`Hive::end_turn`]), so the inbox depth is what is left.
-    pub fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
+    pub async fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
         let total: u64 = s.tool_calls.values().sum();
-        let inbox_depth = self.store.inbox_depth(agent.as_str());
+        let inbox_depth = self.store.inbox_depth(agent.as_str()).await?;
         let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
         let mut rows: Vec<(String, f64)> = vec![
             ("turn.duration_ms".into(), s.duration_ms as f64),
@@ -68,17 +68,18 @@ impl Hive {
         rows.extend(s.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
         rows.extend(s.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
         rows.extend(s.notes_bytes.map(|v| ("notes.bytes".to_owned(), v as f64)));
-        let spend = self
-            .store
-            .add_stats(agent.as_str(), rows.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        let rows: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let spend = self.store.add_stats(agent.as_str(), &rows).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(spend)
     }
 
     /// Samples the agent's inbox depth (after a send to it, or a claim of it)
     /// for the peak its next turn's figures record.
-    pub(super) fn sample_inbox(&self, agent: &str) {
-        let depth = self.store.inbox_depth(agent);
+    pub(super) async fn sample_inbox(&self, agent: &str) {
+        let Ok(depth) = self.store.inbox_depth(agent).await else {
+            return;
+        };
         let mut peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
         let peak = peaks.entry(agent.to_owned()).or_default();
         *peak = (*peak).max(depth);
@@ -92,11 +93,15 @@ impl Hive {
     }
 
     /// Records the approval queue's length, hive-wide, after a change (a failure is only logged).
-    pub(super) fn record_approvals_pending(&self) {
-        let recorded = self.store.pending_approvals().and_then(|n| {
-            self.store
-                .add_stats(HIVE_WIDE, [("approvals.pending", n as f64)])
-        });
+    pub(super) async fn record_approvals_pending(&self) {
+        let recorded = match self.store.pending_approvals().await {
+            Ok(n) => self
+                .store
+                .add_stats(HIVE_WIDE, &[("approvals.pending", n as f64)])
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
         if let Err(e) = recorded {
             tracing::warn!("could not record the approval queue's length: {e}");
         }
@@ -104,32 +109,39 @@ impl Hive {
 
     /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
     /// A compaction's spending among them counts against the budgets.
-    pub fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
-        let spend = self
-            .store
-            .add_stats(agent.as_str(), items.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        self.spent(agent, spend);
+    pub async fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
+        let items: Vec<(&str, f64)> = items.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let spend = self.store.add_stats(agent.as_str(), &items).await?;
+        self.spent(agent, spend).await;
         Ok(())
     }
 
     /// Derived figures of one agent (or every agent) over the last `window_ms`.
-    pub fn stats_summary(&self, agent: Option<&AgentName>, window_ms: i64) -> Result<StatsSummary> {
+    pub async fn stats_summary(
+        &self,
+        agent: Option<&AgentName>,
+        window_ms: i64,
+    ) -> Result<StatsSummary> {
         let now = now_ms();
         let since = now - window_ms.max(1000);
         let agents: Vec<AgentRow> = match agent {
-            Some(a) => vec![self.agent_row(a)?],
-            None => self.store.agents()?,
+            Some(a) => vec![self.agent_row(a).await?],
+            None => self.store.agents().await?,
         };
-        let rows = self.store.stats_since(agent.map(|a| a.as_str()), since)?;
+        let rows = self
+            .store
+            .stats_since(agent.map(|a| a.as_str()), since)
+            .await?;
         let mut by_agent: BTreeMap<&str, Vec<&StatRow>> = BTreeMap::new();
         for r in &rows {
             by_agent.entry(r.agent.as_str()).or_default().push(r);
         }
         let window_s = (now - since) as f64 / 1000.0;
-        let approvals_pending = self.store.pending_approvals()?;
+        let approvals_pending = self.store.pending_approvals().await?;
         let mut approvals_series: Vec<SeriesPoint> = self
             .store
-            .stats_since(Some(HIVE_WIDE), since)?
+            .stats_since(Some(HIVE_WIDE), since)
+            .await?
             .iter()
             .filter(|r| r.key == "approvals.pending")
             .map(|r| SeriesPoint {
@@ -141,20 +153,14 @@ impl Hive {
             ts: now as f64 / 1000.0,
             value: approvals_pending as f64,
         });
-        let per_agent = agents
-            .iter()
-            .map(|a| {
-                self.agent_stats(
-                    a,
-                    by_agent
-                        .get(a.name.as_str())
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]),
-                    window_s,
-                    now,
-                )
-            })
-            .collect();
+        let mut per_agent = Vec::with_capacity(agents.len());
+        for a in &agents {
+            let rows = by_agent
+                .get(a.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            per_agent.push(self.agent_stats(a, rows, window_s, now).await);
+        }
         Ok(StatsSummary {
             since: rfc3339(since),
             window_seconds: window_s,
@@ -162,11 +168,17 @@ impl Hive {
             approvals_series,
             stuck_after_seconds: stuck_after(),
             agents: per_agent,
-            budgets: self.budget_rows()?,
+            budgets: self.budget_rows().await?,
         })
     }
 
-    fn agent_stats(&self, a: &AgentRow, rows: &[&StatRow], window_s: f64, now: i64) -> AgentStats {
+    async fn agent_stats(
+        &self,
+        a: &AgentRow,
+        rows: &[&StatRow],
+        window_s: f64,
+        now: i64,
+    ) -> AgentStats {
         let mut turns: BTreeMap<i64, BTreeMap<&str, f64>> = BTreeMap::new();
         for r in rows {
             turns
@@ -233,13 +245,13 @@ impl Hive {
             (Some(f), Some(l)) => (*l - *f) as i64,
             _ => 0,
         };
-        st.inbox_depth_current = self.store.inbox_depth(&a.name);
+        st.inbox_depth_current = self.store.inbox_depth(&a.name).await.unwrap_or(0);
         st.inbox_depth_max = st.inbox_depth_max.max(st.inbox_depth_current);
         st.seconds_since_last_turn = a.last_turn_at.map(|t| (now - t) as f64 / 1000.0);
         let quiet_since = a.last_turn_at.unwrap_or(a.created_at).max(a.state_since);
         let napping = self.nap_left(&a.name, a.nap_until, now).is_some();
         // Messages held after a cancelled turn wait for the operator's next word, by design.
-        let held = self.store.held_count(&a.name).unwrap_or(0);
+        let held = self.store.held_count(&a.name).await.unwrap_or(0);
         st.stuck = st.inbox_depth_current > held
             && !a.paused
             && !napping
@@ -275,6 +287,7 @@ mod tests {
         let hive = Hive::for_tests(dir.path(), None);
         let alice = AgentName::parse("alice").unwrap();
         hive.add_stopped(&alice, &AgentConfig::default().to_toml())
+            .await
             .unwrap();
         let to = Mailbox::Agent(alice.clone());
         for i in 0..3 {
@@ -300,8 +313,9 @@ mod tests {
             TurnOutcome::Ack,
             None,
         )
+        .await
         .unwrap();
-        let s = hive.stats_summary(Some(&alice), 3_600_000).unwrap();
+        let s = hive.stats_summary(Some(&alice), 3_600_000).await.unwrap();
         let a = &s.agents[0];
         assert_eq!(a.inbox_depth_current, 2);
         assert_eq!(a.turns_series[0].inbox_depth, 2.0, "what the turn left");
@@ -314,8 +328,8 @@ mod tests {
         hive.request_spawn(&AgentName::parse("carol").unwrap(), None, None)
             .await
             .unwrap();
-        hive.deny(bob, None).unwrap();
-        let s = hive.stats_summary(None, 3_600_000).unwrap();
+        hive.deny(bob, None).await.unwrap();
+        let s = hive.stats_summary(None, 3_600_000).await.unwrap();
         let queue: Vec<f64> = s.approvals_series.iter().map(|p| p.value).collect();
         assert_eq!(queue, [1.0, 2.0, 1.0, 1.0], "each change, then now");
         assert_eq!(s.approvals_pending, 1);

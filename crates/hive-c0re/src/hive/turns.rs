@@ -59,22 +59,22 @@ impl Turn {
 
 impl Hive {
     /// The config the agent's next turn runs with.
-    pub fn effective_config(&self, name: &AgentName) -> Result<EffectiveConfig> {
-        let row = self.agent_row(name)?;
+    pub async fn effective_config(&self, name: &AgentName) -> Result<EffectiveConfig> {
+        let row = self.agent_row(name).await?;
         Ok(EffectiveConfig {
             name: name.to_string(),
             is_manager: name.is_manager(),
             model: self.effective_model(&row)?,
             config: self.config_of(&row)?,
             session_id: row.session_id.clone(),
-            turn_timeout_secs: Some(self.turn_timeout_of(name)?),
-            secrets: self.secrets_for(name)?,
+            turn_timeout_secs: Some(self.turn_timeout_of(name).await?),
+            secrets: self.secrets_for(name).await?,
         })
     }
 
     /// The agent's turn time limit in seconds: its config's `turn_timeout`, else the hive's.
-    pub fn turn_timeout_of(&self, name: &AgentName) -> Result<u64> {
-        let cfg = self.config_of(&self.agent_row(name)?)?;
+    pub async fn turn_timeout_of(&self, name: &AgentName) -> Result<u64> {
+        let cfg = self.config_of(&self.agent_row(name).await?)?;
         Ok(match cfg.turn_timeout.map(|t| t.seconds()) {
             Some(Ok(s)) => s,
             _ => self.settings.turn_timeout.as_secs(),
@@ -94,19 +94,19 @@ impl Hive {
             let mut rx = self.broker.watch_inbox(name.as_str());
             let mut api = self.api.watch();
             let mut held_until = None;
-            let row = self.agent_row(name)?;
+            let row = self.agent_row(name).await?;
             let nap_left = self.nap_left(name.as_str(), row.nap_until, now_ms());
             if row.nap_until.is_some() && nap_left.is_none() {
-                self.store.set_nap_until(name.as_str(), None)?;
+                self.store.set_nap_until(name.as_str(), None).await?;
                 self.broker.publish(Change::Agent(name.to_string()));
             }
             let nap_end = nap_left.map(|l| tokio::time::Instant::now() + l);
             // Over a budget: held (the manager, over the hive's, takes only the operator's messages).
-            let budget = self.budget_gate(name, &row)?;
+            let budget = self.budget_gate(name, &row).await?;
             let from = budget.only_from();
             let held = budget == budget::Gate::Held;
             let oldest = match !held && !row.paused && nap_left.is_none() {
-                true => self.oldest_unclaimed(name, from)?,
+                true => self.oldest_unclaimed(name, from).await?,
                 false => None,
             };
             let Some(key) = oldest else {
@@ -136,9 +136,13 @@ impl Hive {
                     Gate::Go => match t.admit() {
                         Some(slot) => {
                             // No turn without a readable config: its messages wait for one, unclaimed.
-                            let claimed = self.effective_config(name).and_then(|config| {
-                                Ok((self.claim(name, from, TURN_BATCH)?, config))
-                            });
+                            let claimed = match self.effective_config(name).await {
+                                Ok(config) => self
+                                    .claim(name, from, TURN_BATCH)
+                                    .await
+                                    .map(|messages| (messages, config)),
+                                Err(e) => Err(e),
+                            };
                             match claimed {
                                 Ok((messages, config)) if !messages.is_empty() => {
                                     return Ok(Some(Turn {
@@ -235,7 +239,7 @@ impl Hive {
     /// depth that is left), keeps its session unless the operator started a
     /// fresh one meanwhile, marks the agent idle, and only then records the
     /// `turn_end` event. Returns the config for what the harness does next.
-    pub fn end_turn(
+    pub async fn end_turn(
         &self,
         name: &AgentName,
         claim: &Claim,
@@ -244,18 +248,19 @@ impl Hive {
         session: Option<&str>,
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
-        let held = self.settle(name, &claim.ids, outcome)?;
+        let held = self.settle(name, &claim.ids, outcome).await?;
         if outcome == TurnOutcome::Release && stats.exit_class == ExitClass::ApiError {
             // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
             self.api.failed(agent, stats.api_status, "");
         }
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
-        let spend = self.record_turn(name, stats)?;
-        self.spent(name, spend);
+        let spend = self.record_turn(name, stats).await?;
+        self.spent(name, spend).await;
         if let Some(s) = session {
             self.store
-                .replace_session(agent, claim.resumed.as_deref(), Some(s))?;
+                .replace_session(agent, claim.resumed.as_deref(), Some(s))
+                .await?;
         }
         let end = TurnEnd {
             exit_code: stats.exit_code,
@@ -267,15 +272,16 @@ impl Hive {
         };
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
-        self.store.set_state(agent, AgentState::Idle, None)?;
+        self.store.set_state(agent, AgentState::Idle, None).await?;
         self.add_events(
             name,
             &[
                 event_row(&Payload::TurnEnd(end)),
                 crate::hive::state_event(AgentState::Idle, None),
             ],
-        )?;
+        )
+        .await?;
         self.broker.publish(Change::Agent(name.to_string()));
-        self.effective_config(name)
+        self.effective_config(name).await
     }
 }

@@ -15,7 +15,7 @@ use crate::hive::Hive;
 impl Handle for verb::List {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            agents: Some(hive.list()?),
+            agents: Some(hive.list().await?),
             ..Response::ok()
         }
         .into())
@@ -25,7 +25,7 @@ impl Handle for verb::List {
 impl Handle for verb::AgentStatus {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            agent_statuses: Some(hive.status_rows()?),
+            agent_statuses: Some(hive.status_rows().await?),
             space_alarm: hive.space().alarm(),
             api_backoff: hive.api_backoff_status(),
             ..Response::ok()
@@ -42,15 +42,15 @@ impl Handle for verb::SubscribeAgentStatus {
 
 impl Handle for verb::SetPaused {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.set_paused(&self.name, self.paused)?;
+        hive.set_paused(&self.name, self.paused).await?;
         Ok(Response::ok().into())
     }
 }
 
 impl Handle for verb::Start {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        for n in resolve(hive, &self.scope)? {
-            hive.start(&n)?;
+        for n in resolve(hive, &self.scope).await? {
+            hive.start(&n).await?;
         }
         Ok(Response::ok().into())
     }
@@ -58,7 +58,7 @@ impl Handle for verb::Start {
 
 impl Handle for verb::Stop {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let names = resolve(hive, &self.scope)?;
+        let names = resolve(hive, &self.scope).await?;
         let stops = names.iter().map(|n| hive.stop(n, self.graceful));
         for r in futures::future::join_all(stops).await {
             r?;
@@ -99,16 +99,17 @@ impl Handle for verb::Destroy {
 }
 
 /// The agents a scope names; an empty scope is refused unless it says `all`.
-fn resolve(hive: &Hive, scope: &Scope) -> Result<Vec<AgentName>> {
+async fn resolve(hive: &Hive, scope: &Scope) -> Result<Vec<AgentName>> {
     match (&scope.agent_names, scope.all) {
         (_, true) => Ok(hive
-            .list()?
+            .list()
+            .await?
             .iter()
             .filter_map(|n| AgentName::parse(n).ok())
             .collect()),
         (Some(names), false) if !names.is_empty() => {
             for n in names {
-                hive.agent_row(n)?;
+                hive.agent_row(n).await?;
             }
             Ok(names.clone())
         }
@@ -144,14 +145,16 @@ impl StreamReply for StatusStream {
                 () = client_gone(r, w) => return Ok(()),
             };
             let rows = match name {
-                Some(n) => match AgentName::parse(&n)
-                    .ok()
-                    .and_then(|n| hive.status_row(&n).ok())
-                {
-                    Some(r) => vec![r],
-                    None => continue,
-                },
-                None => hive.status_rows().unwrap_or_default(),
+                Some(n) => {
+                    let Ok(n) = AgentName::parse(&n) else {
+                        continue;
+                    };
+                    match hive.status_row(&n).await {
+                        Ok(r) => vec![r],
+                        Err(_) => continue,
+                    }
+                }
+                None => hive.status_rows().await.unwrap_or_default(),
             };
             for row in rows {
                 let line = Response {

@@ -11,7 +11,7 @@ use crate::hive::Hive;
 impl Handle for verb::Pending {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            approvals: Some(hive.approvals()?),
+            approvals: Some(hive.approvals().await?),
             ..Response::ok()
         }
         .into())
@@ -21,7 +21,7 @@ impl Handle for verb::Pending {
 impl Handle for verb::ApprovalDiff {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            diff: Some(hive.approval_diff(self.id)?),
+            diff: Some(hive.approval_diff(self.id).await?),
             ..Response::ok()
         }
         .into())
@@ -37,7 +37,7 @@ impl Handle for verb::Approve {
 
 impl Handle for verb::Deny {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.deny(self.id, self.note.as_deref())?;
+        hive.deny(self.id, self.note.as_deref()).await?;
         Ok(Response::ok().into())
     }
 }
@@ -103,7 +103,7 @@ impl Handle for verb::RequestApplyCommit {
 impl Handle for verb::Questions {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            questions: Some(hive.questions()?),
+            questions: Some(hive.questions().await?),
             ..Response::ok()
         }
         .into())
@@ -113,7 +113,7 @@ impl Handle for verb::Questions {
 impl Handle for verb::NeedsYou {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            needs_you: Some(hive.needs_you()?.items),
+            needs_you: Some(hive.needs_you().await?.items),
             ..Response::ok()
         }
         .into())
@@ -122,14 +122,14 @@ impl Handle for verb::NeedsYou {
 
 impl Handle for verb::Answer {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.answer(self.id, &self.answer)?;
+        hive.answer(self.id, &self.answer).await?;
         Ok(Response::ok().into())
     }
 }
 
 impl Handle for verb::CancelQuestion {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.cancel_question(self.id)?;
+        hive.cancel_question(self.id).await?;
         Ok(Response::ok().into())
     }
 }

@@ -11,7 +11,7 @@ use crate::hive::Hive;
 impl Handle for verb::BudgetSet {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            budgets: Some(vec![hive.budget_set(&self)?]),
+            budgets: Some(vec![hive.budget_set(&self).await?]),
             ..Response::ok()
         }
         .into())
@@ -21,7 +21,7 @@ impl Handle for verb::BudgetSet {
 impl Handle for verb::BudgetList {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            budgets: Some(hive.budget_rows()?),
+            budgets: Some(hive.budget_rows().await?),
             ..Response::ok()
         }
         .into())

@@ -24,28 +24,28 @@ impl Handle for verb::Urls {
 
 impl Handle for verb::Cancel {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.cancel(&self.name)?;
+        hive.cancel(&self.name).await?;
         Ok(Response::ok().into())
     }
 }
 
 impl Handle for verb::Compact {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.compact(&self.name)?;
+        hive.compact(&self.name).await?;
         Ok(Response::ok().into())
     }
 }
 
 impl Handle for verb::CompactNotes {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.compact_notes(&self.name)?;
+        hive.compact_notes(&self.name).await?;
         Ok(Response::ok().into())
     }
 }
 
 impl Handle for verb::NewSession {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.new_session(&self.name)?;
+        hive.new_session(&self.name).await?;
         Ok(Response::ok().into())
     }
 }
@@ -53,8 +53,8 @@ impl Handle for verb::NewSession {
 impl Handle for verb::SetModel {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         let info = match self.model.as_deref() {
-            Some(m) => hive.set_model(&self.name, Some(m))?,
-            None => hive.model_info(&self.name)?,
+            Some(m) => hive.set_model(&self.name, Some(m)).await?,
+            None => hive.model_info(&self.name).await?,
         };
         Ok(Response {
             model: Some(info),
@@ -68,7 +68,7 @@ impl Handle for verb::Stats {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         let window_ms = self.since_seconds.unwrap_or(3600).clamp(1, 366 * 24 * 3600) as i64 * 1000;
         Ok(Response {
-            stats: Some(hive.stats_summary(self.agent.as_ref(), window_ms)?),
+            stats: Some(hive.stats_summary(self.agent.as_ref(), window_ms).await?),
             ..Response::ok()
         }
         .into())
@@ -77,7 +77,9 @@ impl Handle for verb::Stats {
 
 impl Handle for verb::ScheduleAdd {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let id = hive.schedule_add(&self.agent, &self.when, &self.text, "operator")?;
+        let id = hive
+            .schedule_add(&self.agent, &self.when, &self.text, "operator")
+            .await?;
         Ok(Response {
             schedule_id: Some(id),
             ..Response::ok()
@@ -89,7 +91,7 @@ impl Handle for verb::ScheduleAdd {
 impl Handle for verb::ScheduleList {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            schedules: Some(hive.schedule_list()?),
+            schedules: Some(hive.schedule_list().await?),
             ..Response::ok()
         }
         .into())
@@ -98,7 +100,7 @@ impl Handle for verb::ScheduleList {
 
 impl Handle for verb::ScheduleRm {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.schedule_rm(self.id)?;
+        hive.schedule_rm(self.id).await?;
         Ok(Response::ok().into())
     }
 }

@@ -34,7 +34,7 @@ impl Handle for verb::Recv {
         if let Mailbox::Agent(n) = &mailbox
             && !n.is_manager()
         {
-            hive.agent_row(n)?;
+            hive.agent_row(n).await?;
         }
         let wait = Duration::from_millis(self.wait_ms.unwrap_or(0)).min(MAX_WAIT);
         let msgs = hive.recv(&mailbox, self.max.unwrap_or(100), wait).await?;
@@ -55,8 +55,10 @@ impl Handle for verb::Events {
             limit,
             follow,
         } = self;
-        hive.agent_row(&agent)?;
-        let events = hive.events(&agent, since, before, limit.unwrap_or(200))?;
+        hive.agent_row(&agent).await?;
+        let events = hive
+            .events(&agent, since, before, limit.unwrap_or(200))
+            .await?;
         let first = Response {
             events: Some(events),
             ..Response::ok()
@@ -98,7 +100,7 @@ impl StreamReply for EventStream {
         w.write_all(&self.first.to_line()).await?;
         let mut since = self.since;
         loop {
-            let events = match hive.events(&self.agent, Some(since), None, 1000) {
+            let events = match hive.events(&self.agent, Some(since), None, 1000).await {
                 Ok(e) => e,
                 Err(e) => {
                     return w

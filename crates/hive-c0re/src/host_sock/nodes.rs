@@ -11,7 +11,7 @@ use crate::hive::Hive;
 impl Handle for verb::Nodes {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            nodes: Some(hive.node_rows()?),
+            nodes: Some(hive.node_rows().await?),
             ..Response::ok()
         }
         .into())

@@ -10,7 +10,7 @@ use crate::hive::Hive;
 
 impl Handle for verb::Notifications {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let l = hive.notifications(self.unread, self.limit)?;
+        let l = hive.notifications(self.unread, self.limit).await?;
         Ok(Response {
             notifications: Some(l.notifications),
             unread: Some(l.unread),
@@ -32,7 +32,7 @@ impl Handle for verb::NotificationsRead {
             }
         };
         Ok(Response {
-            unread: Some(hive.mark_notifications_read(id)?),
+            unread: Some(hive.mark_notifications_read(id).await?),
             ..Response::ok()
         }
         .into())
@@ -42,7 +42,7 @@ impl Handle for verb::NotificationsRead {
 impl Handle for verb::Webhooks {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            webhooks: Some(hive.webhook_statuses()?),
+            webhooks: Some(hive.webhook_statuses().await?),
             ..Response::ok()
         }
         .into())

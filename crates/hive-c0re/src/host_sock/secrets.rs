@@ -10,7 +10,8 @@ use crate::hive::Hive;
 
 impl Handle for verb::SecretSet {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.secret_set(&self.name, self.agent.as_ref(), &self.value)?;
+        hive.secret_set(&self.name, self.agent.as_ref(), &self.value)
+            .await?;
         Ok(Response::ok().into())
     }
 }
@@ -18,7 +19,7 @@ impl Handle for verb::SecretSet {
 impl Handle for verb::SecretList {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         Ok(Response {
-            secrets: Some(hive.secret_list()?),
+            secrets: Some(hive.secret_list().await?),
             ..Response::ok()
         }
         .into())
@@ -27,7 +28,7 @@ impl Handle for verb::SecretList {
 
 impl Handle for verb::SecretRm {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.secret_rm(&self.name, self.agent.as_ref())?;
+        hive.secret_rm(&self.name, self.agent.as_ref()).await?;
         Ok(Response::ok().into())
     }
 }

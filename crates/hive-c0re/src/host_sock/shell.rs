@@ -24,7 +24,9 @@ use crate::shell::{Input, Output, Session, WinSize};
 impl Handle for verb::Shell {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         let size = WinSize::new(self.rows, self.cols);
-        let session = hive.open_shell(&self.name, size, self.term.as_deref())?;
+        let session = hive
+            .open_shell(&self.name, size, self.term.as_deref())
+            .await?;
         Ok(Reply::Stream(Box::new(ShellStream { session })))
     }
 }

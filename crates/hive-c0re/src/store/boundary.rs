@@ -14,8 +14,8 @@ use hive_sh4re::host::ApprovalStatus;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow,
-    NewAgent, NewApproval, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow, SecretEntry,
-    SendError, Spend, StatRow, Store, WebhookStats,
+    NewAgent, NewApproval, NodeDown, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow,
+    SecretEntry, SendError, Spend, StatRow, Store, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -207,9 +207,34 @@ impl Db {
         both!(self, s => s.held_count(recipient))
     }
 
-    /// Releases every claim; run at start, when no harness is connected.
+    /// Releases every claim; run at start, when no harness is connected, on
+    /// a store no other node uses (see [`Db::shared`]).
     pub async fn release_all_claims(&self) -> Result<usize> {
         both!(self, s => s.release_all_claims())
+    }
+
+    /// Releases the claims of node `node`'s agents (those without a home node
+    /// too) and of mailboxes no agent owns; run when the node starts, before
+    /// any of its harnesses connects. Another node's agents keep theirs:
+    /// their harnesses may be mid-turn.
+    pub async fn release_node_claims(&self, node: &str) -> Result<usize> {
+        both!(self, s => s.release_node_claims(node))
+    }
+
+    /// What a node takes back when it starts: on a shared store its own
+    /// agents' claims, else every claim (one daemon owns the whole store).
+    pub async fn release_claims_at_start(&self, node: &str) -> Result<usize> {
+        if self.shared() {
+            self.release_node_claims(node).await
+        } else {
+            self.release_all_claims().await
+        }
+    }
+
+    /// True when several nodes may use this store at once (PostgreSQL); a
+    /// sqlite file is one daemon's, whatever node name its agents were given.
+    pub fn shared(&self) -> bool {
+        matches!(self, Db::Postgres(_))
     }
 
     /// Undelivered messages waiting for `recipient`.
@@ -331,10 +356,14 @@ impl Db {
     // ---- events -----------------------------------------------------------
 
     /// Appends events of one agent in one transaction; returns their ids.
-    pub async fn add_events(&self, agent: &str, items: &[(String, String)]) -> Result<Vec<i64>> {
+    pub async fn add_events<K: AsRef<str>, P: AsRef<str>>(
+        &self,
+        agent: &str,
+        items: &[(K, P)],
+    ) -> Result<Vec<i64>> {
         match self {
             Db::Sqlite(s) => {
-                s.add_events(agent, items.iter().map(|(k, p)| (k.as_str(), p.as_str())))
+                s.add_events(agent, items.iter().map(|(k, p)| (k.as_ref(), p.as_ref())))
             }
             Db::Postgres(s) => s.add_events(agent, items).await,
         }
@@ -636,6 +665,18 @@ impl Db {
     /// PostgreSQL); false when it never registered.
     pub async fn heartbeat(&self, name: &str) -> Result<bool> {
         both!(self, s => s.heartbeat(name))
+    }
+
+    /// Marks down every node but `me` silent for more than `silent_ms` and
+    /// not marked yet; returns those this call marked (each node is marked,
+    /// and so announced, by one caller only, whichever comes first).
+    pub async fn mark_down_nodes(&self, me: &str, silent_ms: i64) -> Result<Vec<NodeDown>> {
+        both!(self, s => s.mark_down_nodes(me, silent_ms))
+    }
+
+    /// Clears node `name`'s down mark; how long it was down when it was marked.
+    pub async fn node_back(&self, name: &str) -> Result<Option<i64>> {
+        both!(self, s => s.node_back(name))
     }
 
     /// Every node, by name.

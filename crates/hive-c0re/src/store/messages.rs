@@ -247,6 +247,18 @@ impl Store {
         Ok(g.conn.execute("UPDATE messages SET claimed_at = NULL WHERE delivered_at IS NULL AND claimed_at IS NOT NULL", [])?)
     }
 
+    /// Releases the claims of `node`'s agents and of mailboxes no agent owns;
+    /// run when the node starts, before any of its harnesses connects.
+    pub fn release_node_claims(&self, node: &str) -> Result<usize> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE messages SET claimed_at = NULL WHERE delivered_at IS NULL AND claimed_at IS NOT NULL \
+             AND (recipient IN (SELECT name FROM agents WHERE node = ?1) \
+                  OR recipient NOT IN (SELECT name FROM agents))",
+            params![node],
+        )?)
+    }
+
     /// Undelivered messages waiting for `recipient`.
     pub fn inbox_depth(&self, recipient: &str) -> u64 {
         self.lock().depth.get(recipient).copied().unwrap_or(0)

@@ -39,7 +39,7 @@ pub use boundary::Db;
 pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
 pub use messages::{MessageRow, SendError};
-pub use nodes::NodeRow;
+pub use nodes::{NodeDown, NodeRow};
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use overview::AgentFacts;
 pub use questions::QuestionRow;

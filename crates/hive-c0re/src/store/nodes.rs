@@ -2,7 +2,7 @@
 //! On sqlite a hive has one host and so one node; the table is the same on
 //! both backends so that `Db` reads it alike.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store};
 use crate::clock::now_ms;
@@ -17,6 +17,14 @@ pub struct NodeRow {
     pub started_at: i64,
     /// Its last heartbeat, unix ms.
     pub last_heartbeat: i64,
+}
+
+/// A node that [`Store::mark_down_nodes`] found down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeDown {
+    pub name: String,
+    /// How long it had been silent when marked, in ms.
+    pub silent_ms: i64,
 }
 
 impl Store {
@@ -52,6 +60,54 @@ impl Store {
             "UPDATE nodes SET last_heartbeat = MAX(last_heartbeat, ?1) WHERE name = ?2",
             params![now_ms(), name],
         )? > 0)
+    }
+
+    /// Marks down every node but `me` silent for more than `silent_ms` and not
+    /// marked yet; returns those this call marked, so that whichever node
+    /// notices first announces it, once. A node marked keeps its mark (its
+    /// last heartbeat) until it clears it itself ([`Store::node_back`]).
+    pub fn mark_down_nodes(&self, me: &str, silent_ms: i64) -> Result<Vec<NodeDown>> {
+        let now = now_ms();
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(
+            "UPDATE nodes SET down_since = last_heartbeat \
+             WHERE name <> ?1 AND down_since IS NULL AND last_heartbeat < ?2 - ?3 \
+             RETURNING name, last_heartbeat",
+        )?;
+        let rows = st.query_map(params![me, now, silent_ms], |r| {
+            let last: i64 = r.get(1)?;
+            Ok(NodeDown {
+                name: r.get(0)?,
+                silent_ms: now - last,
+            })
+        })?;
+        let mut down = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        down.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(down)
+    }
+
+    /// Clears node `name`'s down mark; returns how long it was down (from
+    /// its last heartbeat before, to now) when it was marked, None when not.
+    pub fn node_back(&self, name: &str) -> Result<Option<i64>> {
+        let now = now_ms();
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        let since: Option<i64> = tx
+            .query_row(
+                "SELECT down_since FROM nodes WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        if since.is_some() {
+            tx.execute(
+                "UPDATE nodes SET down_since = NULL WHERE name = ?1",
+                params![name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(since.map(|s| now - s))
     }
 
     /// Every node, by name.

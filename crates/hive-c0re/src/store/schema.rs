@@ -191,6 +191,11 @@ CREATE TABLE nodes (
     r#"
 ALTER TABLE agents ADD COLUMN node TEXT;
 "#,
+    // 11: a node found down: its last heartbeat when the first node to notice
+    // marked it (NULL while it is up), so the hive announces it once.
+    r#"
+ALTER TABLE nodes ADD COLUMN down_since INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

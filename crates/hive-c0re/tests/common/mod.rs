@@ -61,6 +61,51 @@ impl Default for Opts {
     }
 }
 
+/// A fresh database on the test binary's throwaway PostgreSQL cluster
+/// (`TestCluster::shared`, stopped and removed when the binary ends).
+pub struct TestDatabase {
+    /// Its URL, without the password.
+    pub url: String,
+    /// The password of the URL's user.
+    pub password: String,
+}
+
+impl TestDatabase {
+    /// A new empty database; None, with a note on stderr, when PostgreSQL is not installed.
+    pub fn create() -> Option<Self> {
+        use hive_c0re::store::pg::TestCluster;
+        if TestCluster::missing() {
+            return None;
+        }
+        let cluster = TestCluster::shared();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = rt.block_on(cluster.database());
+        let settings = cluster.settings(&name);
+        Some(Self {
+            password: settings
+                .password
+                .clone()
+                .expect("the cluster has a password"),
+            url: settings.url,
+        })
+    }
+}
+
+impl Opts {
+    /// A hive on `db` (`serve --database URL`, the password in `PGPASSWORD`), as node `node`.
+    pub fn postgres(db: &TestDatabase, node: &str) -> Self {
+        let mut opts = Self::default();
+        opts.args
+            .extend(["--database", &db.url, "--node", node].map(str::to_owned));
+        opts.env
+            .push(("PGPASSWORD".to_owned(), db.password.clone()));
+        opts
+    }
+}
+
 /// A network namespace made for a test (gone with its last user), with helpers
 /// to configure it and to run code and programs in it.
 #[derive(Clone)]

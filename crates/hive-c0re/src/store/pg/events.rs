@@ -23,14 +23,21 @@ pub(super) fn row(r: &Row) -> EventRow {
 
 impl PgStore {
     /// Appends events of one agent in one transaction; returns their ids.
-    pub async fn add_events(&self, agent: &str, items: &[(String, String)]) -> Result<Vec<i64>> {
+    pub async fn add_events<K: AsRef<str>, P: AsRef<str>>(
+        &self,
+        agent: &str,
+        items: &[(K, P)],
+    ) -> Result<Vec<i64>> {
         if items.is_empty() {
             return Ok(vec![]);
         }
         let (reply, answer) = oneshot::channel();
         let job = group::EventJob {
             agent: agent.to_owned(),
-            items: items.to_vec(),
+            items: items
+                .iter()
+                .map(|(k, p)| (k.as_ref().to_owned(), p.as_ref().to_owned()))
+                .collect(),
             reply,
         };
         self.events

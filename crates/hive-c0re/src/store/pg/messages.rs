@@ -171,6 +171,19 @@ impl PgStore {
         .await? as usize)
     }
 
+    /// Releases the claims of `node`'s agents and of mailboxes no agent owns;
+    /// run when the node starts, before any of its harnesses connects.
+    pub async fn release_node_claims(&self, node: &str) -> Result<usize> {
+        let c = self.client().await?;
+        Ok(c.execute(
+            "UPDATE messages SET claimed_at = NULL WHERE delivered_at IS NULL AND claimed_at IS NOT NULL \
+             AND (recipient IN (SELECT name FROM agents WHERE node = $1) \
+                  OR recipient NOT IN (SELECT name FROM agents))",
+            &[&node],
+        )
+        .await? as usize)
+    }
+
     /// Undelivered messages waiting for `recipient`.
     pub async fn inbox_depth(&self, recipient: &str) -> Result<u64> {
         let c = self.client().await?;

@@ -3,7 +3,7 @@
 //! for every node, so a node's liveness never depends on another host's.
 
 use super::PgStore;
-use crate::store::{NodeRow, Result};
+use crate::store::{NodeDown, NodeRow, Result};
 
 /// The database's time in unix ms.
 const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -45,6 +45,48 @@ impl PgStore {
             ))
             .await?;
         Ok(c.execute(&st, &[&name]).await? > 0)
+    }
+
+    /// Marks down every node but `me` silent for more than `silent_ms` (by
+    /// the database's clock) and not marked yet; returns those this call
+    /// marked. Two nodes racing: the second's UPDATE waits for the first's
+    /// row lock, then sees `down_since` set and skips the row, so each node
+    /// is announced once.
+    pub async fn mark_down_nodes(&self, me: &str, silent_ms: i64) -> Result<Vec<NodeDown>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "UPDATE nodes SET down_since = last_heartbeat \
+                 WHERE name <> $1 AND down_since IS NULL AND last_heartbeat < {DB_NOW} - $2 \
+                 RETURNING name, {DB_NOW} - last_heartbeat"
+            ))
+            .await?;
+        let mut down: Vec<NodeDown> = c
+            .query(&st, &[&me, &silent_ms])
+            .await?
+            .iter()
+            .map(|r| NodeDown {
+                name: r.get(0),
+                silent_ms: r.get(1),
+            })
+            .collect();
+        down.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(down)
+    }
+
+    /// Clears node `name`'s down mark; returns how long it was down (from
+    /// its last heartbeat before, to now) when it was marked, None when not.
+    pub async fn node_back(&self, name: &str) -> Result<Option<i64>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "WITH was AS (SELECT down_since FROM nodes \
+                 WHERE name = $1 AND down_since IS NOT NULL FOR UPDATE) \
+                 UPDATE nodes SET down_since = NULL FROM was WHERE nodes.name = $1 \
+                 RETURNING {DB_NOW} - was.down_since"
+            ))
+            .await?;
+        Ok(c.query_opt(&st, &[&name]).await?.map(|r| r.get(0)))
     }
 
     /// Every node, by name (byte order, as sqlite sorts).

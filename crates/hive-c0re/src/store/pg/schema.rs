@@ -193,6 +193,11 @@ CREATE TABLE nodes (
     r#"
 ALTER TABLE agents ADD COLUMN node TEXT;
 "#,
+    // 9: a node found down (sqlite's version 11): its last heartbeat when the
+    // first node to notice marked it, NULL while it is up.
+    r#"
+ALTER TABLE nodes ADD COLUMN down_since BIGINT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -128,7 +128,8 @@ impl Fixture {
     /// Takes the database back to the schema before agents had a home node
     /// (sqlite 9, PostgreSQL 7), as a hive-c0re of that time left it.
     pub async fn set_schema_before_agent_nodes(&self) {
-        const SQL: &str = "ALTER TABLE agents DROP COLUMN node;";
+        const SQL: &str =
+            "ALTER TABLE agents DROP COLUMN node; ALTER TABLE nodes DROP COLUMN down_since;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();

@@ -87,6 +87,28 @@ both! {
         }
     }
 
+    async fn a_down_node_is_marked_by_one_of_the_nodes_racing_to_notice(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        for _ in 0..10 {
+            a.register_node("alpha", "").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            // Four watchers, two per node, each a node of its own name.
+            let marked = race(&a, &b, 4, |s, i| async move {
+                s.mark_down_nodes(&format!("watcher-{i}"), 10).await.unwrap()
+            })
+            .await;
+            let alpha: Vec<usize> = marked
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.iter().any(|d| d.name == "alpha"))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(alpha.len(), 1, "alpha marked by {alpha:?}");
+            assert!(b.node_back("alpha").await.unwrap().is_some());
+        }
+    }
+
     async fn a_question_is_answered_once_by_two_racing_operators(f) {
         let a = f.open().await;
         let b = f.second(&a).await;

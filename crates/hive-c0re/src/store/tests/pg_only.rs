@@ -103,9 +103,7 @@ async fn a_retried_send_or_event_batch_is_stored_once() {
         return;
     };
     let a = f.open().await;
-    a.add_events("alice", &[("stream".into(), "warm".into())])
-        .await
-        .unwrap();
+    a.add_events("alice", &[("stream", "warm")]).await.unwrap();
     let work = {
         let a = a.clone();
         tokio::spawn(async move {
@@ -388,9 +386,7 @@ async fn a_node_role_with_the_documented_grants_runs_the_hive_but_cannot_change_
     let id = s.send("operator", "alice", "hi").await.unwrap();
     assert_eq!(s.claim("alice", 10).await.unwrap()[0].id, id);
     assert_eq!(s.ack("alice", &[id]).await.unwrap(), 1);
-    s.add_events("alice", &[("stream".into(), "{}".into())])
-        .await
-        .unwrap();
+    s.add_events("alice", &[("stream", "{}")]).await.unwrap();
     s.vacuum_messages().await.unwrap();
     let Db::Postgres(p) = &s else { unreachable!() };
     let e = p

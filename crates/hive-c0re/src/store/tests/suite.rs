@@ -129,8 +129,33 @@ both! {
         s.claim("alice", 10).await.unwrap();
         assert_eq!(s.ack("mallory", &[a]).await.unwrap(), 0);
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 1);
-        s.release_all_claims().await.unwrap();
+        s.release_node_claims("alpha").await.unwrap();
         assert_eq!(ids(&s.claim("alice", 10).await.unwrap()), [a]);
+    }
+
+    async fn a_starting_node_takes_back_only_its_own_agents_claims(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("a")).await.unwrap();
+        s.create_agent(&NewAgent { node: "beta", ..agent("b") }).await.unwrap();
+        let to_a = s.send("operator", "a", "mine").await.unwrap();
+        let to_b = s.send("operator", "b", "beta's").await.unwrap();
+        // A destroyed agent's mailbox: no node owns it, any starting node frees it.
+        let to_gone = s.send("operator", "gone", "orphan").await.unwrap();
+        for m in ["a", "b", "gone"] {
+            assert_eq!(s.claim(m, 10).await.unwrap().len(), 1);
+        }
+        assert_eq!(s.release_node_claims("alpha").await.unwrap(), 2);
+        assert_eq!(ids(&s.claim("a", 10).await.unwrap()), [to_a]);
+        assert_eq!(
+            s.oldest_unclaimed("gone", None).await.unwrap().map(|(_, id)| id),
+            Some(to_gone)
+        );
+        assert!(s.claim("b", 10).await.unwrap().is_empty(), "beta's turn lost its claim");
+        assert_eq!(s.release_node_claims("beta").await.unwrap(), 1);
+        assert_eq!(ids(&s.claim("b", 10).await.unwrap()), [to_b]);
+        // What start takes back: a sqlite file is one daemon's, all of it.
+        let released = s.release_claims_at_start("alpha").await.unwrap();
+        assert_eq!(released, if s.shared() { 1 } else { 2 });
     }
 
     async fn held_messages_wait_for_a_new_one_and_go_with_it(f) {
@@ -249,7 +274,7 @@ both! {
         s.send("operator", "alice", "read").await.unwrap();
         s.send("operator", "alice", "unread").await.unwrap();
         s.recv("alice", 1).await.unwrap();
-        s.add_events("alice", &[("stream".into(), "{}".into())]).await.unwrap();
+        s.add_events("alice", &[("stream", "{}")]).await.unwrap();
         s.add_stats("alice", &[("cost_usd", 0.5)]).await.unwrap();
         assert_eq!(s.vacuum_messages().await.unwrap(), 1, "only the delivered one goes");
         assert_eq!(s.vacuum_events().await.unwrap(), 1);
@@ -462,7 +487,7 @@ both! {
         let ids = s.add_events("a", &items).await.unwrap();
         assert_eq!(ids.len(), 5);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        s.add_events("b", &[("stream".into(), "{}".into())]).await.unwrap();
+        s.add_events("b", &[("stream", "{}")]).await.unwrap();
         let back = s.events_before("a", Some(ids[3]), 2).await.unwrap();
         assert_eq!(back.iter().map(|e| e.id).collect::<Vec<_>>(), [ids[1], ids[2]]);
         assert_eq!(back[0].payload_json, "{\"n\":1}");
@@ -816,6 +841,33 @@ both! {
         s.register_node("delta", "").await.unwrap();
         s.register_node("beta", "").await.unwrap();
         assert_eq!(homes(s.agents().await.unwrap()), want, "a later node takes no one's agents");
+    }
+
+    async fn a_silent_node_is_marked_down_once_and_clears_the_mark_itself(f) {
+        let s = f.open().await;
+        s.register_node("alpha", "").await.unwrap();
+        s.register_node("gamma", "").await.unwrap();
+        assert!(s.mark_down_nodes("gamma", 60_000).await.unwrap().is_empty(), "alpha just beat");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(s.heartbeat("gamma").await.unwrap());
+        let down = s.mark_down_nodes("gamma", 20).await.unwrap();
+        assert_eq!(down.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["alpha"], "not the caller itself");
+        assert!(down[0].silent_ms >= 20, "{down:?}");
+        assert!(s.mark_down_nodes("gamma", 20).await.unwrap().is_empty(), "marked once");
+        assert!(s.mark_down_nodes("delta", 20).await.unwrap().is_empty(), "alpha is marked, gamma beat");
+        // A heartbeat alone keeps the mark: the node that returns clears it, and is told.
+        assert!(s.heartbeat("alpha").await.unwrap());
+        assert_eq!(s.nodes().await.unwrap().len(), 2);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let back = s.node_back("alpha").await.unwrap().expect("alpha was marked");
+        assert!(back >= 30, "down from its last heartbeat before: {back} ms");
+        assert_eq!(s.node_back("alpha").await.unwrap(), None, "cleared once");
+        assert_eq!(s.node_back("gamma").await.unwrap(), None, "never marked");
+        assert_eq!(s.node_back("nobody").await.unwrap(), None);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(s.heartbeat("gamma").await.unwrap());
+        let again = s.mark_down_nodes("gamma", 20).await.unwrap();
+        assert_eq!(again.len(), 1, "silent again, marked again: {again:?}");
     }
 
     async fn every_handle_sees_the_other_nodes(f) {

@@ -1,0 +1,225 @@
+//! A hive on PostgreSQL end to end (`serve --database`), on a throwaway
+//! cluster of the test binary's own: a real claude agent through the scripted
+//! model answers the operator, status shows it on its node, a kill -9 of
+//! hive-c0re and a restart on the same database lose no message, and the
+//! agent's environment holds neither the database's URL nor its password.
+//! Also what serve says when the database is unreachable or its password is
+//! on the command line. Skipped (with a note) where PostgreSQL is not installed.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{ModelSim, Opts, TestDatabase, TestHive};
+
+/// `ping` is answered with `pong`; `print your environment` runs `env` and
+/// relays what it printed to the operator.
+const SCRIPT: &str = r#"
+[[rule]]
+name = "ping"
+user_text = "ping"
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "pong" }
+
+[[rule]]
+name = "env"
+user_text = "print your environment"
+[[rule.reply]]
+tool = "Bash"
+input = { command = "env" }
+
+[[rule]]
+name = "relay"
+tool_result = "PATH="
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "env: {{tool_result}}" }
+"#;
+
+/// How many turns alice has finished.
+fn turn_ends(hive: &TestHive) -> usize {
+    hive.events("alice")
+        .iter()
+        .filter(|e| e["kind"] == "turn_end")
+        .count()
+}
+
+/// Sends `text` to alice and waits for her one answer and the end of her turn.
+fn ask_alice(hive: &TestHive, text: &str) -> String {
+    let ended = turn_ends(hive);
+    hive.ok(&["send", "alice", text]);
+    let got = hive.recv_operator(90);
+    assert_eq!(got.len(), 1, "{text}: {got:?}\n{}", hive.log());
+    hive.wait_for("alice's turn to end", 30, |h| turn_ends(h) > ended);
+    got[0]["body"].as_str().unwrap().to_owned()
+}
+
+/// Fails when `text` holds the database's URL, its password, or the variables that carry them.
+fn assert_no_database(what: &str, text: &str, db: &TestDatabase) {
+    for leak in [
+        db.password.as_str(),
+        db.url.as_str(),
+        "postgres://",
+        "PGPASSWORD",
+        "HIVE_DATABASE",
+    ] {
+        assert!(!text.contains(leak), "{what} holds {leak:?}:\n{text}");
+    }
+}
+
+#[test]
+fn a_hive_on_postgres_runs_an_agent_and_keeps_its_messages_across_a_kill_9() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let sim = ModelSim::start(Some(SCRIPT));
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.env.extend(sim.env());
+    let mut hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.deploy_config("alice", "allowed_tools = [\"Bash(env)\"]\n");
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").unwrap()["running"] == true
+    });
+
+    // Operator -> agent turn -> reply, all through PostgreSQL.
+    assert_eq!(ask_alice(&hive, "ping"), "pong");
+    let status = hive.ok(&["status", "--json"]);
+    let row: serde_json::Value = status
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["name"] == "alice")
+        .unwrap_or_else(|| panic!("no alice in status: {status}"));
+    assert_eq!(row["node"], "alpha", "{row}");
+    assert_eq!(row["running"], true, "{row}");
+
+    // The agent's environment: what its claude's shell prints, and what the
+    // kernel holds for each of its processes.
+    let printed = ask_alice(&hive, "print your environment");
+    assert!(
+        printed.contains("HIVE_AGENT_SOCK="),
+        "env printed nothing useful: {printed}"
+    );
+    assert_no_database("what alice's shell printed", &printed, &db);
+    let pids = common::agent_pids(&hive, "alice");
+    assert!(!pids.is_empty(), "no process of alice found");
+    for pid in pids {
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            let env = String::from_utf8_lossy(&env).replace('\0', "\n");
+            assert_no_database(&format!("/proc/{pid}/environ of alice"), &env, &db);
+        }
+    }
+    assert!(
+        !hive.log().contains(&db.password),
+        "the log holds the password"
+    );
+
+    // A reply waiting for the operator and two messages waiting for a paused
+    // alice survive a kill -9 of hive-c0re and a restart on the same database.
+    let ended = turn_ends(&hive);
+    hive.ok(&["send", "alice", "ping"]);
+    hive.wait_for("alice's reply to wait for the operator", 90, |h| {
+        turn_ends(h) > ended
+    });
+    hive.ok(&["pause", "alice"]);
+    hive.ok(&["send", "alice", "ping"]);
+    hive.ok(&["send", "alice", "ping"]);
+    hive.kill9();
+    hive.serve();
+    let waiting = hive.recv_operator(5);
+    assert_eq!(waiting.len(), 1, "{waiting:?}\n{}", hive.log());
+    assert_eq!(waiting[0]["body"], "pong");
+    hive.wait_for("alice running again on her node", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    assert_eq!(
+        hive.row("alice").unwrap()["inbox_depth"],
+        2,
+        "{}",
+        hive.log()
+    );
+    // One turn takes both (a turn reads every waiting message) and answers once.
+    let seen = sim.requests().len();
+    hive.ok(&["resume", "alice"]);
+    let got = hive.recv_operator(90);
+    assert_eq!(got.len(), 1, "{got:?}\n{}", hive.log());
+    assert_eq!(got[0]["body"], "pong");
+    hive.wait_for("both messages delivered", 30, |h| {
+        h.row("alice").unwrap()["inbox_depth"] == 0
+    });
+    let asked = sim.requests()[seen..]
+        .iter()
+        .map(|r| r["messages"].to_string())
+        .find(|m| m.contains(">ping</message>"))
+        .expect("the turn reached the model");
+    // The session is resumed: the turn's own prompt is the last one.
+    let last = asked.rsplit("New messages in your inbox").next().unwrap();
+    assert_eq!(last.matches(">ping</message>").count(), 2, "{last}");
+}
+
+/// `hive-c0re serve` with `args`, in a state dir of its own; its exit code and what it printed.
+fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
+        .env("HIVE_STATE_DIR", dir.path().join("state"))
+        .env("HIVE_RUN_DIR", dir.path().join("run"))
+        .env("HIVE_CONFIG", "/dev/null")
+        .envs(env.iter().copied())
+        .args([
+            "serve",
+            "--runtime",
+            "process",
+            "--no-dashboard",
+            "--no-manager",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), said)
+}
+
+#[test]
+fn serve_refuses_a_password_on_its_command_line_and_says_which_database_it_cannot_reach() {
+    let (code, said) = serve_fails(
+        &[
+            "--database",
+            "postgres://node:s3cret-pw@db.example.org/hive",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("command line") && said.contains("node:<hidden>@db.example.org/hive"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret-pw"), "{said}");
+
+    // Nothing listens on port 1: one sentence naming the database, no stack trace.
+    let (code, said) = serve_fails(
+        &[
+            "--database",
+            "postgres://hive_node@127.0.0.1:1/hive?sslmode=disable",
+        ],
+        &[("PGPASSWORD", "pw-from-the-env")],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("could not connect to PostgreSQL at hive_node@127.0.0.1:1/hive")
+            && said.contains("check"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("pw-from-the-env") && !said.contains("panicked"),
+        "{said}"
+    );
+}
