@@ -188,7 +188,12 @@ impl Drop for Withdraw<'_> {
             // A drop cannot wait for the pool: the withdrawal finishes on a task.
             db @ Db::Postgres(_) => {
                 let (db, id, changes) = (db.clone(), self.id, self.hive.broker.publisher());
-                tokio::spawn(async move {
+                // No runtime left (the daemon is ending): the question stays
+                // pending, as it would had the daemon been killed.
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                rt.spawn(async move {
                     if db.cancel_question(id).await.unwrap_or(false) {
                         let _ = changes.send(Change::Questions);
                     }
