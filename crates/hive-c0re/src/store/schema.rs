@@ -191,6 +191,16 @@ CREATE TABLE nodes (
     r#"
 ALTER TABLE agents ADD COLUMN node TEXT;
 "#,
+    // 11: which node runs each agent, until when, and the epoch that fences
+    // a node that lost it (see `leases.rs`); on sqlite one node holds them all.
+    r#"
+CREATE TABLE agent_leases (
+    agent      TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -117,8 +117,13 @@ impl PgStore {
 
     /// Parks or resumes the agent's turn loop.
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        self.set_agent(name, "paused = $1", "TRUE", &[&paused])
-            .await
+        let set = self
+            .set_agent(name, "paused = $1", "TRUE", &[&paused])
+            .await?;
+        if set && !paused {
+            self.wake_mailboxes(&self.client().await?, &[name]).await?;
+        }
+        Ok(set)
     }
 
     /// Marks the agent failed (gave up restarting) or clears it.
@@ -183,8 +188,14 @@ impl PgStore {
 
     /// Sets (or clears) the time before which no turn starts.
     pub async fn set_nap_until(&self, name: &str, until: Option<i64>) -> Result<bool> {
-        self.set_agent(name, "nap_until = $1", "TRUE", &[&until])
-            .await
+        let set = self
+            .set_agent(name, "nap_until = $1", "TRUE", &[&until])
+            .await?;
+        // The agent's node sleeps until the nap's end: a shorter nap, or none, wakes it.
+        if set {
+            self.wake_mailboxes(&self.client().await?, &[name]).await?;
+        }
+        Ok(set)
     }
 
     /// Remembers the claude session the next turn resumes.

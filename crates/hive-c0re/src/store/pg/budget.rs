@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 
 use super::PgStore;
 use crate::clock::now_ms;
-use crate::store::{BudgetOverride, Result, Spend};
+use crate::store::{BudgetOverride, HIVE_WIDE, Result, Spend};
 
 /// A `budget_overrides` row: scope, day, usd, tokens, lifted.
 pub(super) fn override_row(r: &Row) -> BudgetOverride {
@@ -69,7 +69,18 @@ impl PgStore {
             ],
         )
         .await?;
-        Ok(())
+        // Whom it holds or releases looks at the budget again, on every node.
+        let names: Vec<String> = if o.scope == HIVE_WIDE {
+            c.query("SELECT name FROM agents", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        } else {
+            vec![o.scope.clone()]
+        };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.wake_mailboxes(&c, &names).await
     }
 
     /// The operator's last budget for a scope, whatever its day.

@@ -193,6 +193,17 @@ CREATE TABLE nodes (
     r#"
 ALTER TABLE agents ADD COLUMN node TEXT;
 "#,
+    // 9: agent leases (sqlite's version 11): which node runs each agent,
+    // until when (the database's clock), and the epoch that fences a node
+    // that lost it.
+    r#"
+CREATE TABLE agent_leases (
+    agent      TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

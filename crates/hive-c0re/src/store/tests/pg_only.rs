@@ -10,7 +10,7 @@ use crate::store::pg::{PgSettings, PgStore, TestCluster};
 use crate::store::{Db, Limits, SendError, StoreError};
 
 /// A fresh database, or None (with a note) when PostgreSQL is not installed.
-async fn fixture() -> Option<Fixture> {
+pub(super) async fn fixture() -> Option<Fixture> {
     if TestCluster::missing() {
         return None;
     }
