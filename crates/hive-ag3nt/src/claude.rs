@@ -39,7 +39,19 @@ const RESUME_FAILURES: [&str; 2] = [
 /// must stay ahead of a burst of turns on the CPU. Measured with 200 agents
 /// and 15 turns at once on 2 cores: hive-c0re's threads, preempted while
 /// holding the store, kept `status` waiting 230 ms at the median.
+///
+/// Where the kernel groups processes by session for scheduling
+/// (`sched_autogroup`, on in Debian's kernels), a process's niceness counts
+/// only against its own session: each container is a session, so claude's
+/// niceness alone left a busy container level with hive-c0re. So claude runs
+/// in a session of its own and that session's group gets the same niceness
+/// ([`lower_session_priority`]).
 pub const TURN_NICE: i32 = 10;
+
+/// How long the harness keeps trying to set a run's group niceness: the
+/// kernel lets an unprivileged process change a group's once per 100 ms,
+/// hive-wide, so a burst of turn starts takes turns at it.
+const GROUP_NICE_TRIES_FOR: Duration = Duration::from_secs(10);
 
 /// What one claude run needs.
 #[derive(Clone)]
@@ -185,14 +197,18 @@ impl Invocation {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .process_group(0);
-        // SAFETY: prctl and setpriority are async-signal-safe and touch only this
-        // child: its parent-death signal, so claude (and its MCP servers' group)
-        // dies with a harness killed by SIGKILL; and its niceness (TURN_NICE; a
-        // harness already nicer keeps its own, as raising priority is refused).
+            .kill_on_drop(true);
+        // SAFETY: setsid, prctl and setpriority are async-signal-safe and touch
+        // only this child: a session (and so process group) of its own, which
+        // `stop` signals as one and the kernel schedules as one group; its
+        // parent-death signal, so claude (and its MCP servers) dies with a
+        // harness killed by SIGKILL; and its niceness (TURN_NICE; a harness
+        // already nicer keeps its own, as raising priority is refused).
         unsafe {
             cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 libc::setpriority(libc::PRIO_PROCESS, 0, TURN_NICE);
                 Ok(())
@@ -205,6 +221,9 @@ impl Invocation {
             )
         })?;
         let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        if let Some(pid) = child.id() {
+            tokio::spawn(lower_session_priority(pid));
+        }
         if let Some(mut stdin) = child.stdin.take() {
             let prompt = self.prompt.clone();
             tokio::spawn(async move {
@@ -235,6 +254,34 @@ impl Invocation {
             });
         }
         Ok(Running { child, pgid })
+    }
+}
+
+/// Sets the scheduling group of claude's session (`pid` leads it) to
+/// [`TURN_NICE`], retrying while the kernel's once-per-100-ms limit refuses;
+/// a kernel without session groups, or a run already over, ends it quietly.
+async fn lower_session_priority(pid: u32) {
+    let path = format!("/proc/{pid}/autogroup");
+    let until = tokio::time::Instant::now() + GROUP_NICE_TRIES_FOR;
+    // Spread the retries of runs that start together.
+    let mut pause = Duration::from_millis(20 + u64::from(pid % 50));
+    loop {
+        match std::fs::write(&path, TURN_NICE.to_string()) {
+            Ok(()) => return,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+            Err(e) => {
+                tracing::debug!("claude's session keeps its scheduling group's niceness: {e}");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() + pause > until {
+            tracing::debug!(
+                "claude's session keeps its scheduling group's niceness: the kernel was busy"
+            );
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(400));
     }
 }
 
@@ -714,10 +761,15 @@ mod tests {
     async fn claude_runs_nicer_than_the_hive() {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("claude");
-        // Field 19 of /proc/self/stat is the niceness; the shell's own is claude's.
+        // Fields 6 and 19 of /proc/self/stat are the session and the niceness;
+        // the shell's own are claude's. The session's group is set just after
+        // the start, so the script waits for it a while.
         std::fs::write(
             &fake,
-            "#!/bin/sh\nset -- $(sed 's/.*) //' /proc/$$/stat)\necho \"${17}\"\n",
+            "#!/bin/sh\nset -- $(sed 's/.*) //' /proc/$$/stat)\necho \"${17}\"\n\
+             [ \"$4\" = \"$$\" ] && echo leads || echo joined\n\
+             i=0; while [ $i -lt 100 ] && ! grep -q ' nice 10$' /proc/$$/autogroup; do sleep 0.05; i=$((i+1)); done\n\
+             cat /proc/$$/autogroup 2>/dev/null || echo none\n",
         )
         .unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -737,18 +789,27 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(8);
         let mut run = inv.spawn(tx).await.unwrap();
         assert_eq!(run.wait().await.unwrap(), Some(0));
-        let mut nice = None;
+        let mut lines = vec![];
         while let Some(o) = rx.recv().await {
             if let Output::Stream(v) = o {
-                nice = Some(v);
+                lines.push(v);
             }
         }
         let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(
-            nice,
-            Some(serde_json::json!(own.max(TURN_NICE))),
-            "the harness runs at {own}"
+            lines.first(),
+            Some(&serde_json::json!(own.max(TURN_NICE))),
+            "the harness runs at {own}: {lines:?}"
         );
+        assert_eq!(lines.get(1), Some(&serde_json::json!("leads")), "{lines:?}");
+        // Where the kernel groups sessions, the group is as nice as the run.
+        if std::path::Path::new("/proc/self/autogroup").exists() {
+            let group = lines.get(2).and_then(|v| v.as_str()).unwrap_or_default();
+            assert!(
+                group.ends_with(&format!(" nice {TURN_NICE}")),
+                "claude's session group: {group:?}"
+            );
+        }
     }
 
     #[test]

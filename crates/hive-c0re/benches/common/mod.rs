@@ -107,6 +107,18 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // A session of its own, as systemd starts the service: where the kernel
+        // schedules by session (autogroup), the daemon is not one group with the
+        // bench's samplers and model server.
+        // SAFETY: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().unwrap();
         let sock = dir.join("run/host.sock");
         let deadline = Instant::now() + Duration::from_secs(20);
