@@ -124,4 +124,84 @@ both! {
         let e = a.claim_fenced("alice", None, 1, Fence { node: "n2", epoch: 9 }).await.unwrap_err().to_string();
         assert!(e.contains("no longer holds alice's lease") && e.contains("must stop running alice"), "{e}");
     }
+
+    async fn an_ack_racing_a_takeover_either_delivers_or_comes_back_never_both(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        for round in 0..24u64 {
+            let agent = format!("racer-{round}");
+            for i in 0..3 {
+                a.send("operator", &agent, &format!("m{i}")).await.unwrap();
+            }
+            let l = a.acquire_lease(&agent, "n1", Duration::from_millis(40)).await.unwrap().unwrap();
+            let n1 = Fence { node: "n1", epoch: l.epoch };
+            let ids: Vec<i64> = a.claim_fenced(&agent, None, 10, n1).await.unwrap().iter().map(|m| m.id).collect();
+            // Around the lease's end: the ack and the takeover land in either order.
+            tokio::time::sleep(Duration::from_millis(30 + round % 4 * 5)).await;
+            let (acked, taken) = tokio::join!(a.ack_fenced(&agent, &ids, n1), async {
+                loop {
+                    if let Some(l) = b.acquire_lease(&agent, "n2", LONG).await.unwrap() {
+                        return l;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            let acked = match acked {
+                Ok(n) => n,
+                Err(StoreError::Fenced { .. }) => 0,
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(acked + taken.released_claims, 3, "round {round}: acked {acked}, given back {}", taken.released_claims);
+            assert_eq!(b.inbox_depth(&agent).await.unwrap(), 3 - acked as u64);
+        }
+    }
+}
+
+/// A takeover in flight (here an owner's transaction holding the lease row,
+/// as `acquire_lease` does while it moves the lease) holds up a fenced ack
+/// until it commits, and the ack then finds the new epoch and is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_fenced_ack_waits_for_a_takeover_in_flight_and_is_refused_after_it() {
+    let Some(f) = super::pg_only::fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    let m = a.send("operator", "alice", "hi").await.unwrap();
+    let l = a.acquire_lease("alice", "n1", LONG).await.unwrap().unwrap();
+    let n1 = Fence {
+        node: "n1",
+        epoch: l.epoch,
+    };
+    a.claim_fenced("alice", None, 10, n1).await.unwrap();
+    let mut owner = crate::store::pg::TestCluster::shared()
+        .connect_as(
+            crate::store::pg::test_cluster::OWNER,
+            super::pg_only::database(&f),
+        )
+        .await;
+    let tx = owner.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM agent_leases WHERE agent = 'alice' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let ack = tokio::spawn({
+        let a = a.clone();
+        async move { a.ack_fenced("alice", &[m], n1).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ack.is_finished(),
+        "a fenced ack went by a takeover in flight"
+    );
+    tx.execute(
+        "UPDATE agent_leases SET node = 'n2', epoch = epoch + 1 WHERE agent = 'alice'",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(fenced(ack.await.unwrap()));
+    assert_eq!(a.inbox_depth("alice").await.unwrap(), 1);
 }

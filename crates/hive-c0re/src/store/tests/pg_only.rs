@@ -17,7 +17,7 @@ pub(super) async fn fixture() -> Option<Fixture> {
     Some(Fixture::new(Backend::Postgres).await)
 }
 
-fn database(f: &Fixture) -> &str {
+pub(super) fn database(f: &Fixture) -> &str {
     f.database.as_deref().unwrap()
 }
 
