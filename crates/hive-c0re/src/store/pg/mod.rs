@@ -163,22 +163,6 @@ impl PgStore {
         wakes::mailbox_prefix(&self.origin)
     }
 
-    /// Wakes `mailboxes` on the other nodes, after a change already committed
-    /// (a write whose rows need the wake notifies in its own transaction instead).
-    async fn wake_mailboxes(&self, c: &Object, mailboxes: &[&str]) -> Result<()> {
-        if mailboxes.is_empty() {
-            return Ok(());
-        }
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT pg_notify('{}', $1::text || m)::text FROM unnest($2::text[]) AS m",
-                wakes::CHANNEL
-            ))
-            .await?;
-        c.execute(&st, &[&self.wake_prefix(), &mailboxes]).await?;
-        Ok(())
-    }
-
     /// The `application_name` of this store's listening session (tests end it to cut the listener).
     #[cfg(test)]
     pub(in crate::store) fn listener_session(&self) -> String {
