@@ -50,3 +50,24 @@ impl Wakes {
         std::future::pending().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_is_told_to_resync() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut w = Wakes::new(rx);
+        for name in ["a", "b", "c"] {
+            tx.send(Wake::Mailbox(name.into())).unwrap();
+        }
+        // "a" was dropped for want of room: the subscriber must re-check everything.
+        assert_eq!(w.next().await, Wake::Resync);
+        assert_eq!(w.next().await, Wake::Mailbox("b".into()));
+        assert_eq!(w.next().await, Wake::Mailbox("c".into()));
+        drop(tx);
+        let none = tokio::time::timeout(std::time::Duration::from_millis(50), w.next()).await;
+        assert!(none.is_err(), "a closed subscription yielded {none:?}");
+    }
+}
