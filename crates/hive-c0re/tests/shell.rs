@@ -326,10 +326,56 @@ fn shell_through_a_pty(runtime: &'static str) {
             .local_flags
             .contains(nix::sys::termios::LocalFlags::ICANON | nix::sys::termios::LocalFlags::ECHO)
     );
+    piped_input_runs_and_its_end_ends_the_shell(&hive);
     eprintln!(
         "{runtime}: shell session end to end in {:?}",
         started.elapsed()
     );
+}
+
+/// `echo CMD | hive-c0re shell alice`: the input is all there before the
+/// shell has set up its terminal, which is when a single Ctrl-D for its end
+/// got lost and the CLI waited forever. Several rounds, as that was a race.
+fn piped_input_runs_and_its_end_ends_the_shell(hive: &TestHive) {
+    for round in 0..3 {
+        let mut child = hive
+            .command()
+            .args(["shell", "alice"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("echo piped-$(({round}+40))\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("round {round}: the shell did not end when its piped input did");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(st.code(), Some(0), "round {round}: {out}");
+        assert!(
+            plain(&out).contains(&format!("piped-{}", round + 40)),
+            "round {round}: {out}"
+        );
+    }
 }
 
 #[test]

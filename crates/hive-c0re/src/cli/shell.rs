@@ -4,7 +4,8 @@
 //! With a terminal on stdin it goes raw (every key, Ctrl-C included, goes to
 //! the remote shell), follows SIGWINCH with resize frames, and puts the
 //! terminal back however it ends. Without one, input is passed through and
-//! its end is sent as Ctrl-D. The exit code is the shell's.
+//! its end is sent as Ctrl-D, repeated until the shell ends. The exit code is
+//! the shell's.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -21,6 +22,9 @@ use hive_sh4re::host::client::{Client, Error as ClientError};
 
 use super::CliError;
 use crate::paths::Paths;
+
+/// How often the end of piped input is sent again while the shell runs.
+const EOF_REPEAT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Opens the shell and relays until it ends; returns its exit code.
 pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
@@ -85,8 +89,15 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
         loop {
             match nix::unistd::read(std::io::stdin().as_fd(), &mut buf) {
                 Ok(0) => {
-                    // End of piped input: Ctrl-D, as a terminal would send it.
-                    let _ = send(&w, &Frame::Data(vec![4]).encode());
+                    // End of piped input: Ctrl-D, as a terminal would send it,
+                    // and again until the shell ends. A Ctrl-D that reaches the
+                    // terminal before the shell has switched it out of line mode
+                    // becomes a plain NUL byte there (the kernel drops the
+                    // end-of-file mark on that switch): sent once, the shell
+                    // would wait for input forever.
+                    while send(&w, &Frame::Data(vec![4]).encode()).is_ok() {
+                        std::thread::sleep(EOF_REPEAT);
+                    }
                     return;
                 }
                 Ok(n) => {

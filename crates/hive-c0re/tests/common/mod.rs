@@ -129,6 +129,93 @@ impl TestNetns {
     }
 }
 
+impl TestNetns {
+    /// A path naming this namespace for programs the test starts (`ip ... netns PATH`).
+    pub fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/{}/fd/{}", std::process::id(), self.0.as_raw_fd())
+    }
+}
+
+/// Several hosts on one machine, for tests of several nodes: a namespace for
+/// the database and one per node, each node joined to the database's by a
+/// veth pair of its own (node `i` is 10.80.`i`.2, the database 10.80.`i`.1 as
+/// node `i` sees it). All of it lives in namespaces the test made: nothing on
+/// the machine's own network changes and nothing is left behind.
+pub struct Lan {
+    /// Where the database runs.
+    pub db: TestNetns,
+    /// One per node.
+    pub nodes: Vec<TestNetns>,
+}
+
+impl Lan {
+    /// Clients' network, for the database's `pg_hba`.
+    pub const CLIENTS: &'static str = "10.80.0.0/16";
+
+    /// The database's namespace and `nodes` more, linked and up.
+    pub fn new(nodes: usize) -> Self {
+        let db = TestNetns::new();
+        db.run(&["ip", "link", "set", "lo", "up"]);
+        let nodes = (0..nodes)
+            .map(|i| {
+                let ns = TestNetns::new();
+                let db_side = format!("n{i}");
+                ns.run(&["ip", "link", "set", "lo", "up"]);
+                ns.run(&[
+                    "ip",
+                    "link",
+                    "add",
+                    "up0",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &db_side,
+                    "netns",
+                    &db.path(),
+                ]);
+                ns.run(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.80.{i}.2/24"),
+                    "dev",
+                    "up0",
+                ]);
+                ns.run(&["ip", "link", "set", "up0", "up"]);
+                db.run(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.80.{i}.1/24"),
+                    "dev",
+                    &db_side,
+                ]);
+                db.run(&["ip", "link", "set", &db_side, "up"]);
+                ns
+            })
+            .collect();
+        Self { db, nodes }
+    }
+
+    /// The database's address as node `i` reaches it.
+    pub fn db_addr(i: usize) -> String {
+        format!("10.80.{i}.1")
+    }
+
+    /// Cuts node `i`'s link: its packets go nowhere until [`Lan::restore`].
+    pub fn cut(&self, i: usize) {
+        self.db
+            .run(&["ip", "link", "set", &format!("n{i}"), "down"]);
+    }
+
+    /// Brings node `i`'s link back.
+    pub fn restore(&self, i: usize) {
+        self.db.run(&["ip", "link", "set", &format!("n{i}"), "up"]);
+    }
+}
+
 /// A private mount namespace made for a test, in which one directory is a
 /// tmpfs of a given size; gone with its last user (this handle and the
 /// processes put in it), so it needs no cleanup and no mount outside it changes.

@@ -138,8 +138,16 @@ impl PgSettings {
         }
         config.application_name("hive-c0re");
         config.connect_timeout(std::time::Duration::from_secs(10));
-        // A peer that vanished (a cut link) is found out within a minute, not hours.
+        // A peer that vanished (a cut link) is found out within a minute, not
+        // hours: an idle connection by keepalives (30 s, then 3 probes 10 s
+        // apart), one waiting on a reply by the kernel giving up on unacked
+        // data after 20 s; the call then fails with a sentence and the pool
+        // drops the connection, instead of a `status` hanging for the ~15
+        // minutes TCP retries by default.
         config.keepalives_idle(std::time::Duration::from_secs(30));
+        config.keepalives_interval(std::time::Duration::from_secs(10));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(std::time::Duration::from_secs(20));
         Ok(Resolved {
             name: describe(&config),
             config,

@@ -1,7 +1,9 @@
 //! A throwaway PostgreSQL cluster for tests and benchmarks: made with
 //! `initdb` in a temp dir (as the `postgres` user when run as root, which
-//! initdb refuses), listening on 127.0.0.1 and a free port only, with its
-//! unix socket in that dir, TLS with a CA of its own, and password logins.
+//! initdb refuses), listening on 127.0.0.1 and a free port only (or, for
+//! tests of several hosts, in a network namespace of the test's: see
+//! [`Network`]), with its unix socket in that dir, TLS with a CA of its own,
+//! and password logins.
 //!
 //! A watchdog shell owns the server: it stops it and removes the dir as soon
 //! as its stdin closes, which happens on Drop and also when the process that
@@ -36,6 +38,18 @@ pub struct TestCluster {
     next_db: AtomicU32,
 }
 
+/// Where a cluster listens besides its unix socket (which the test's own
+/// connections use, so they reach it in any network namespace).
+#[derive(Default)]
+pub struct Network<'a> {
+    /// `listen_addresses`; 127.0.0.1 when None.
+    pub listen: Option<&'a str>,
+    /// A network whose clients may log in over TCP besides loopback (`10.80.0.0/16`).
+    pub clients: Option<&'a str>,
+    /// Called on the server's command before it starts: to put it in a network namespace.
+    pub prepare: Option<&'a dyn Fn(&mut Command)>,
+}
+
 static SHARED: LazyLock<Result<TestCluster, String>> =
     LazyLock::new(|| TestCluster::start(false).map_err(|e| e.to_string()));
 
@@ -64,12 +78,17 @@ impl TestCluster {
 
     /// Starts a cluster; `durable` keeps PostgreSQL's fsync and synchronous commit (for benchmarks).
     pub fn start(durable: bool) -> io::Result<Self> {
+        Self::start_on(durable, &Network::default())
+    }
+
+    /// Starts a cluster reached as `net` says.
+    pub fn start_on(durable: bool, net: &Network<'_>) -> io::Result<Self> {
         let bin = bin_dir()?;
         let owner = run_as()?;
         let dir =
             std::env::temp_dir().join(format!("hive-pg-{}-{}", std::process::id(), random_hex(6)?));
         std::fs::create_dir(&dir)?;
-        let started = Self::start_in(&dir, &bin, owner, durable);
+        let started = Self::start_in(&dir, &bin, owner, durable, net);
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -81,6 +100,7 @@ impl TestCluster {
         bin: &Path,
         owner: Option<(Uid, Gid)>,
         durable: bool,
+        net: &Network<'_>,
     ) -> io::Result<Self> {
         let password = random_hex(16)?;
         let chown = |p: &Path| -> io::Result<()> {
@@ -126,6 +146,12 @@ impl TestCluster {
             )));
         }
 
+        if let Some(clients) = net.clients {
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))?;
+            writeln!(hba, "host all all {clients} scram-sha-256")?;
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -134,7 +160,7 @@ impl TestCluster {
             server.push("-c".into());
             server.push(format!("{k}={v}"));
         };
-        set("listen_addresses", "127.0.0.1");
+        set("listen_addresses", net.listen.unwrap_or("127.0.0.1"));
         set("port", &port.to_string());
         set("unix_socket_directories", &dir.display().to_string());
         set("max_connections", "300");
@@ -168,7 +194,11 @@ impl TestCluster {
         argv.extend(server);
         // The watchdog starts the server, waits for its stdin to close, then
         // stops the server (fast shutdown) and removes the whole dir.
-        let mut watchdog = Command::new("/bin/sh")
+        let mut watchdog = Command::new("/bin/sh");
+        if let Some(prepare) = net.prepare {
+            prepare(&mut watchdog);
+        }
+        let mut watchdog = watchdog
             .arg("-c")
             .arg(
                 r#"trap '' INT TERM HUP
@@ -238,12 +268,22 @@ rm -rf "$HIVE_PG_DIR""#,
 
     /// Settings to reach `database` as [`OWNER`] over TCP (no TLS: tests need no encryption on loopback).
     pub fn settings(&self, database: &str) -> PgSettings {
-        let mut s = PgSettings::new(format!(
-            "postgres://{OWNER}@127.0.0.1:{}/{database}?sslmode=disable",
-            self.port
-        ));
+        let mut s = PgSettings::new(self.url_at("127.0.0.1", database));
         s.password = Some(self.password.clone());
         s
+    }
+
+    /// The URL (without the password, see [`Self::password`]) of `database` as [`OWNER`] at `host`, without TLS.
+    pub fn url_at(&self, host: &str, database: &str) -> String {
+        format!(
+            "postgres://{OWNER}@{host}:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// The password of every role the cluster's tests log in as.
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// A superuser connection to the `postgres` database, for set-up and for tests that break things.
@@ -255,7 +295,7 @@ rm -rf "$HIVE_PG_DIR""#,
     pub async fn connect_as(&self, user: &str, database: &str) -> tokio_postgres::Client {
         let mut config = tokio_postgres::Config::new();
         config
-            .host("127.0.0.1")
+            .host_path(&self.dir)
             .port(self.port)
             .user(user)
             .password(&self.password)
