@@ -6,18 +6,24 @@
 //!   before the next, as host.sock clients do (goal: >= 10,000 messages/s
 //!   on PostgreSQL, sqlite stays >= 20,000);
 //! - event ingest, 10 agents streaming batches of 100 at once, as harnesses
-//!   do (goal on PostgreSQL: >= 50,000 events/s).
+//!   do (goal on PostgreSQL: >= 50,000 events/s);
+//! - cross-node wake: a send through one node's store until another node's
+//!   store hands out its wake, one send at a time, p50/p99 (goal p99 < 20 ms;
+//!   the wake of the recipient's harness adds the broker's poke to this).
+//!
+//! `-- NAME` runs only the parts whose name holds NAME (`send`, `events`, `wake`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hive_c0re::store::pg::{PgStore, TestCluster};
-use hive_c0re::store::{Db, Limits};
+use hive_c0re::store::{Db, Limits, Wake};
 
 const SENDERS: usize = 8;
 const SENDS_EACH: usize = 4000;
 const AGENTS: usize = 10;
 const EVENT_BATCHES: usize = 200;
 const EVENT_BATCH: usize = 100;
+const WAKES: usize = 200;
 
 fn limits() -> Limits {
     Limits {
@@ -95,7 +101,45 @@ async fn event_ingest(db: &Db) -> f64 {
     rate
 }
 
+/// Send -> wake latencies between two nodes' stores, and of them the part
+/// after the send returned (committed), each sorted.
+async fn wake_latency(a: &Db, b: &Db) -> (Vec<Duration>, Vec<Duration>) {
+    let mut wakes = b.wakes();
+    let (mut total, mut after) = (Vec::with_capacity(WAKES), Vec::with_capacity(WAKES));
+    for i in 0..WAKES {
+        let to = format!("wake-{i}");
+        let start = Instant::now();
+        let send = a.send("operator", &to, "wake up");
+        tokio::pin!(send);
+        let mut committed = None;
+        loop {
+            tokio::select! {
+                r = &mut send, if committed.is_none() => {
+                    r.unwrap();
+                    committed = Some(Instant::now());
+                }
+                w = tokio::time::timeout(Duration::from_secs(5), wakes.next()) => match w {
+                    Ok(Wake::Mailbox(m)) if m == to => break,
+                    Ok(_) => {}
+                    Err(_) => panic!("send {i}: no wake within 5 s"),
+                },
+            }
+        }
+        let woken = Instant::now();
+        if committed.is_none() {
+            send.await.unwrap();
+        }
+        total.push(woken - start);
+        after.push(woken.saturating_duration_since(committed.unwrap_or(woken)));
+    }
+    total.sort();
+    after.sort();
+    (total, after)
+}
+
 fn main() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |part: &str| only.as_deref().is_none_or(|o| part.contains(o));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let cluster =
         TestCluster::start(true).expect("a throwaway PostgreSQL cluster (run scripts/deps.sh)");
@@ -105,16 +149,39 @@ fn main() {
         let resolved = cluster.settings(&database).resolve(&|_| None).unwrap();
         let pg = Db::Postgres(PgStore::open(resolved, limits()).await.unwrap());
         let sqlite = Db::open_sqlite(&dir.path().join("hive.db"), limits()).unwrap();
-        let total = SENDERS * SENDS_EACH;
-        let rate = send_throughput(&pg).await;
-        println!("send, {SENDERS} senders, PostgreSQL: {total} messages, {rate:.0} messages/s   (goal >= 10000)");
-        let rate = send_throughput(&sqlite).await;
-        println!("send, {SENDERS} senders, sqlite:     {total} messages, {rate:.0} messages/s   (goal >= 20000)");
-        let events = AGENTS * EVENT_BATCHES * EVENT_BATCH;
-        let rate = event_ingest(&pg).await;
-        println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, PostgreSQL: {events} events, {rate:.0} events/s   (goal >= 50000)");
-        let rate = event_ingest(&sqlite).await;
-        println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, sqlite:     {events} events, {rate:.0} events/s");
+        if run("send") {
+            let total = SENDERS * SENDS_EACH;
+            let rate = send_throughput(&pg).await;
+            println!("send, {SENDERS} senders, PostgreSQL: {total} messages, {rate:.0} messages/s   (goal >= 10000)");
+            let rate = send_throughput(&sqlite).await;
+            println!("send, {SENDERS} senders, sqlite:     {total} messages, {rate:.0} messages/s   (goal >= 20000)");
+        }
+        if run("events") {
+            let events = AGENTS * EVENT_BATCHES * EVENT_BATCH;
+            let rate = event_ingest(&pg).await;
+            println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, PostgreSQL: {events} events, {rate:.0} events/s   (goal >= 50000)");
+            let rate = event_ingest(&sqlite).await;
+            println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, sqlite:     {events} events, {rate:.0} events/s");
+        }
+        if run("wake") {
+            // A second node: its own pool and listener on the same database.
+            let resolved = cluster.settings(&database).resolve(&|_| None).unwrap();
+            let other = Db::Postgres(PgStore::open(resolved, limits()).await.unwrap());
+            let (lat, after) = wake_latency(&pg, &other).await;
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let pct = |v: &[Duration], p: usize| ms(v[(v.len() * p / 100).min(v.len() - 1)]);
+            println!(
+                "cross-node send -> wake, PostgreSQL: {WAKES} sends one at a time, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms   (goal p99 < 20 ms)",
+                pct(&lat, 50),
+                pct(&lat, 99),
+                ms(lat[lat.len() - 1]),
+            );
+            println!(
+                "  of which after the send returned (commit -> wake): p50 {:.2} ms, p99 {:.2} ms",
+                pct(&after, 50),
+                pct(&after, 99),
+            );
+        }
     });
     drop(rt);
     drop(cluster);

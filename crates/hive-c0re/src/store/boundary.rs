@@ -7,15 +7,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use hive_sh4re::AgentState;
 use hive_sh4re::host::ApprovalStatus;
 
 use super::pg::{PgSettings, PgStore};
 use super::{
-    AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Limits, MessageRow,
-    NewAgent, NewApproval, NodeDown, NodeRow, NotificationRow, QuestionRow, Result, ScheduleRow,
-    SecretEntry, SendError, Spend, StatRow, Store, WebhookStats,
+    AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Fence, Lease, Limits,
+    MessageRow, NewAgent, NewApproval, NodeDown, NodeRow, NotificationRow, QuestionRow, Result,
+    ScheduleRow, SecretEntry, SendError, Spend, StatRow, Store, Wakes, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -682,6 +683,75 @@ impl Db {
     /// Every node, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
         both!(self, s => s.nodes())
+    }
+
+    // ---- wakes and leases -------------------------------------------------
+
+    /// Wakes from other nodes' commits (a message arrived, claims came back,
+    /// a question was answered...), and [`super::Wake::Resync`] when some may
+    /// have been lost. This node's own writes are not among them: the caller
+    /// wakes its own waiters, as the broker does today. On sqlite there is
+    /// one node, so the subscription yields nothing.
+    pub fn wakes(&self) -> Wakes {
+        match self {
+            Db::Sqlite(_) => Wakes::none(),
+            Db::Postgres(s) => s.wakes(),
+        }
+    }
+
+    /// Takes `agent`'s lease for `node` for `ttl`: when nobody holds it, when
+    /// it ran out, or when `node` holds it already (renewed, same epoch).
+    /// Taken over from another node, the epoch grows and that node's claims
+    /// go back to the inbox in the same transaction. None while another node
+    /// holds it. Expiry is the database's clock.
+    pub async fn acquire_lease(
+        &self,
+        agent: &str,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        both!(self, s => s.acquire_lease(agent, node, ttl))
+    }
+
+    /// Extends `node`'s lease on `agent` at `epoch` to `ttl` from now; false
+    /// when another node took it, and the caller must stop the agent.
+    pub async fn renew_lease(
+        &self,
+        agent: &str,
+        node: &str,
+        epoch: i64,
+        ttl: Duration,
+    ) -> Result<bool> {
+        both!(self, s => s.renew_lease(agent, node, epoch, ttl))
+    }
+
+    /// Gives up `node`'s lease on `agent` at `epoch` (it stopped the agent);
+    /// false when it was not this node's at that epoch.
+    pub async fn release_lease(&self, agent: &str, node: &str, epoch: i64) -> Result<bool> {
+        both!(self, s => s.release_lease(agent, node, epoch))
+    }
+
+    /// [`Db::claim_from`] by the holder of `recipient`'s lease: refused with
+    /// `StoreError::Fenced`, claiming nothing, unless `fence` holds it now.
+    pub async fn claim_fenced(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+        fence: Fence<'_>,
+    ) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.claim_fenced(recipient, sender, max, fence))
+    }
+
+    /// [`Db::ack`] by the holder of `recipient`'s lease: refused with
+    /// `StoreError::Fenced`, acknowledging nothing, unless `fence` holds it now.
+    pub async fn ack_fenced(
+        &self,
+        recipient: &str,
+        ids: &[i64],
+        fence: Fence<'_>,
+    ) -> Result<usize> {
+        both!(self, s => s.ack_fenced(recipient, ids, fence))
     }
 
     // ---- secrets ----------------------------------------------------------

@@ -73,6 +73,43 @@ impl Inner {
             *d = d.saturating_sub(n as u64);
         }
     }
+
+    /// [`Store::claim_from`] under the lock the caller holds.
+    pub(super) fn claim_from(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "UPDATE messages SET claimed_at = ?1, held_at = NULL WHERE id IN (SELECT id FROM messages \
+             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL \
+             AND (?4 IS NULL OR sender = ?4) ORDER BY id LIMIT ?3) \
+             RETURNING {COLUMNS}"
+        ))?;
+        let rows = st.query_map(params![now_ms(), recipient, max, sender], row)?;
+        let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        v.sort_by_key(|m| m.id);
+        Ok(v)
+    }
+
+    /// [`Store::ack`] under the lock the caller holds.
+    pub(super) fn ack(&mut self, recipient: &str, ids: &[i64]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE messages SET delivered_at = ?1 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NULL",
+            )?;
+            let now = now_ms();
+            for id in ids {
+                n += st.execute(params![now, id, recipient])?;
+            }
+        }
+        tx.commit()?;
+        self.delivered(recipient, n);
+        Ok(n)
+    }
 }
 
 impl Store {
@@ -180,36 +217,12 @@ impl Store {
         sender: Option<&str>,
         max: u32,
     ) -> Result<Vec<MessageRow>> {
-        let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!(
-            "UPDATE messages SET claimed_at = ?1, held_at = NULL WHERE id IN (SELECT id FROM messages \
-             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL \
-             AND (?4 IS NULL OR sender = ?4) ORDER BY id LIMIT ?3) \
-             RETURNING {COLUMNS}"
-        ))?;
-        let rows = st.query_map(params![now_ms(), recipient, max, sender], row)?;
-        let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        v.sort_by_key(|m| m.id);
-        Ok(v)
+        self.lock().claim_from(recipient, sender, max)
     }
 
     /// Acknowledges messages of `recipient`; ids of others or already acknowledged ones are ignored.
     pub fn ack(&self, recipient: &str, ids: &[i64]) -> Result<usize> {
-        let mut g = self.lock();
-        let tx = g.conn.transaction()?;
-        let mut n = 0;
-        {
-            let mut st = tx.prepare_cached(
-                "UPDATE messages SET delivered_at = ?1 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NULL",
-            )?;
-            let now = now_ms();
-            for id in ids {
-                n += st.execute(params![now, id, recipient])?;
-            }
-        }
-        tx.commit()?;
-        g.delivered(recipient, n);
-        Ok(n)
+        self.lock().ack(recipient, ids)
     }
 
     /// Returns claimed but unacknowledged messages of `recipient` to its queue.

@@ -14,6 +14,7 @@ mod boundary;
 mod budget;
 mod events;
 mod group;
+mod leases;
 mod messages;
 mod nodes;
 mod notifications;
@@ -26,6 +27,7 @@ mod secrets;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod wake;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,6 +40,7 @@ pub use approvals::{ApprovalRow, NewApproval};
 pub use boundary::Db;
 pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
+pub use leases::{Fence, Lease};
 pub use messages::{MessageRow, SendError};
 pub use nodes::{NodeDown, NodeRow};
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
@@ -46,6 +49,7 @@ pub use questions::QuestionRow;
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
 pub use stats::{HIVE_WIDE, StatRow};
+pub use wake::{Wake, Wakes};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,15 @@ pub enum StoreError {
     /// Connection settings that cannot work, said as a sentence.
     #[error("{0}")]
     Settings(String),
+    /// A runner acted for an agent under a lease it no longer holds.
+    #[error(
+        "node {node} no longer holds {agent}'s lease (epoch {epoch}): it ran out or another node took it over, so this node must stop running {agent}"
+    )]
+    Fenced {
+        agent: String,
+        node: String,
+        epoch: i64,
+    },
 }
 
 impl StoreError {

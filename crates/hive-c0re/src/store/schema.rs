@@ -196,6 +196,16 @@ ALTER TABLE agents ADD COLUMN node TEXT;
     r#"
 ALTER TABLE nodes ADD COLUMN down_since INTEGER;
 "#,
+    // 12: which node runs each agent, until when, and the epoch that fences
+    // a node that lost it (see `leases.rs`); on sqlite one node holds them all.
+    r#"
+CREATE TABLE agent_leases (
+    agent      TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -4,6 +4,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::PgStore;
+use super::wakes::CHANNEL;
 use crate::clock::now_ms;
 use crate::store::{AgentRow, NewAgent, Result, StoreError};
 use hive_sh4re::AgentState;
@@ -109,6 +110,29 @@ impl PgStore {
         Ok(c.execute(&st, &all).await? > 0)
     }
 
+    /// [`Self::set_agent`] that also wakes the agent on the other nodes, in
+    /// the same statement, when a row changed.
+    async fn set_agent_waking(
+        &self,
+        name: &str,
+        assignments: &str,
+        values: &[Param<'_>],
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let prefix = self.wake_prefix();
+        let mut all: Vec<Param<'_>> = values.to_vec();
+        all.push(&name);
+        all.push(&prefix);
+        let sql = format!(
+            "WITH u AS (UPDATE agents SET {assignments} WHERE name = ${} RETURNING name) \
+             SELECT pg_notify('{CHANNEL}', ${}::text || name)::text FROM u",
+            all.len() - 1,
+            all.len()
+        );
+        let st = c.prepare_cached(&sql).await?;
+        Ok(!c.query(&st, &all).await?.is_empty())
+    }
+
     /// Records whether the agent should be running (survives restarts of hive-c0re).
     pub async fn set_want_running(&self, name: &str, want: bool) -> Result<bool> {
         self.set_agent(name, "want_running = $1", "TRUE", &[&want])
@@ -117,8 +141,12 @@ impl PgStore {
 
     /// Parks or resumes the agent's turn loop.
     pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
-        self.set_agent(name, "paused = $1", "TRUE", &[&paused])
-            .await
+        if paused {
+            self.set_agent(name, "paused = $1", "TRUE", &[&paused])
+                .await
+        } else {
+            self.set_agent_waking(name, "paused = $1", &[&paused]).await
+        }
     }
 
     /// Marks the agent failed (gave up restarting) or clears it.
@@ -183,7 +211,8 @@ impl PgStore {
 
     /// Sets (or clears) the time before which no turn starts.
     pub async fn set_nap_until(&self, name: &str, until: Option<i64>) -> Result<bool> {
-        self.set_agent(name, "nap_until = $1", "TRUE", &[&until])
+        // The agent's node sleeps until the nap's end: a shorter nap, or none, wakes it.
+        self.set_agent_waking(name, "nap_until = $1", &[&until])
             .await
     }
 

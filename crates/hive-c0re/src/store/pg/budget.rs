@@ -4,8 +4,9 @@
 use tokio_postgres::Row;
 
 use super::PgStore;
+use super::wakes::CHANNEL;
 use crate::clock::now_ms;
-use crate::store::{BudgetOverride, Result, Spend};
+use crate::store::{BudgetOverride, HIVE_WIDE, Result, Spend};
 
 /// A `budget_overrides` row: scope, day, usd, tokens, lifted.
 pub(super) fn override_row(r: &Row) -> BudgetOverride {
@@ -54,11 +55,20 @@ impl PgStore {
     /// Stores the operator's budget for a scope and day, replacing the last one.
     pub async fn set_budget_override(&self, o: &BudgetOverride) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "INSERT INTO budget_overrides (scope, day, usd, tokens, lifted, set_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope) DO UPDATE SET \
-             day = excluded.day, usd = excluded.usd, tokens = excluded.tokens, \
-             lifted = excluded.lifted, set_at = excluded.set_at",
+        // Whom it holds or releases looks at the budget again, on every node:
+        // the agent, or for the hive's budget every agent, woken in the same statement.
+        let st = c
+            .prepare_cached(&format!(
+                "WITH s AS (INSERT INTO budget_overrides (scope, day, usd, tokens, lifted, set_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (scope) DO UPDATE SET \
+                   day = excluded.day, usd = excluded.usd, tokens = excluded.tokens, \
+                   lifted = excluded.lifted, set_at = excluded.set_at RETURNING scope) \
+                 SELECT pg_notify('{CHANNEL}', $7::text || w.name)::text FROM s, \
+                   (SELECT name FROM agents WHERE $1 = $8 UNION SELECT $1::text WHERE $1 <> $8) AS w"
+            ))
+            .await?;
+        c.query(
+            &st,
             &[
                 &o.scope,
                 &o.day,
@@ -66,6 +76,8 @@ impl PgStore {
                 &o.tokens.map(|t| t as i64),
                 &o.lifted,
                 &now_ms(),
+                &self.wake_prefix(),
+                &HIVE_WIDE,
             ],
         )
         .await?;

@@ -11,7 +11,9 @@
 //! mailbox locks, so it runs only after the first try has committed or
 //! rolled back, and it reports ids already stored as sent instead of
 //! inserting them again. A caller told "sent" always has its message
-//! stored, exactly once.
+//! stored, exactly once. The batch's transaction also notifies one wake per
+//! recipient it stored for (`wakes.rs`), so other nodes hear of it on commit
+//! and never of a batch that rolled back.
 //!
 //! **Events** take two round trips: BEGIN, the per-agent advisory locks and
 //! the ids (`nextval` under the locks, so an agent's ids grow in commit
@@ -63,9 +65,11 @@ pub(super) struct EventJob {
 pub(super) fn start(
     pool: Pool,
     limits: Arc<Limits>,
+    origin: Arc<str>,
     sends: mpsc::UnboundedReceiver<SendJob>,
     events: mpsc::UnboundedReceiver<EventJob>,
 ) {
+    let wake_prefix: Arc<str> = super::wakes::mailbox_prefix(&origin).into();
     let sends = Arc::new(Mutex::new(sends));
     let events = Arc::new(Mutex::new(EventQueue {
         rx: events,
@@ -76,6 +80,7 @@ pub(super) fn start(
         tokio::spawn(send_writer(
             pool.clone(),
             limits.clone(),
+            wake_prefix.clone(),
             sends.clone(),
             ids.clone(),
         ));
@@ -88,6 +93,7 @@ pub(super) fn start(
 async fn send_writer(
     pool: Pool,
     limits: Arc<Limits>,
+    wake_prefix: Arc<str>,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<SendJob>>>,
     reserve: Arc<Mutex<VecDeque<i64>>>,
 ) {
@@ -96,7 +102,7 @@ async fn send_writer(
         if queue.lock().await.recv_many(&mut batch, MAX_SENDS).await == 0 {
             return;
         }
-        match send_with_retries(&pool, limits.inbox_cap, &batch, &reserve).await {
+        match send_with_retries(&pool, limits.inbox_cap, &wake_prefix, &batch, &reserve).await {
             Ok(results) => {
                 for (job, r) in batch.drain(..).zip(results) {
                     // The caller may have gone away; its message is committed all the same.
@@ -141,6 +147,7 @@ async fn take_ids(pool: &Pool, reserve: &Mutex<VecDeque<i64>>, n: usize) -> Resu
 async fn send_with_retries(
     pool: &Pool,
     cap: u64,
+    wake_prefix: &str,
     jobs: &[SendJob],
     reserve: &Mutex<VecDeque<i64>>,
 ) -> Result<Vec<Result<i64, SendError>>> {
@@ -153,7 +160,7 @@ async fn send_with_retries(
     };
     let mut attempt = 1;
     loop {
-        match send_batch(pool, cap, jobs, &ids).await {
+        match send_batch(pool, cap, wake_prefix, jobs, &ids).await {
             // The same ids make a second try safe whatever became of the first.
             Err(e) if attempt < ATTEMPTS && connection_lost(&e) => {
                 tracing::warn!("the database connection dropped during a send; trying again: {e}");
@@ -168,11 +175,12 @@ async fn send_with_retries(
 async fn send_batch(
     pool: &Pool,
     cap: u64,
+    wake_prefix: &str,
     jobs: &[SendJob],
     ids: &[i64],
 ) -> Result<Vec<Result<i64, SendError>>> {
     let mut conn = Conn::get(pool).await?;
-    let result = send_batch_on(conn.client(), cap, jobs, ids).await;
+    let result = send_batch_on(conn.client(), cap, wake_prefix, jobs, ids).await;
     if result.is_err() {
         conn.discard();
     }
@@ -182,6 +190,7 @@ async fn send_batch(
 async fn send_batch_on(
     c: &Object,
     cap: u64,
+    wake_prefix: &str,
     jobs: &[SendJob],
     ids: &[i64],
 ) -> Result<Vec<Result<i64, SendError>>> {
@@ -221,6 +230,15 @@ async fn send_batch_on(
              SELECT id FROM stored UNION ALL SELECT id FROM ins",
         )
         .await?;
+    // After the insert, in its transaction: one wake per mailbox that got a
+    // message (stored by this try or an earlier one), none for a refused send.
+    let wake = c
+        .prepare_cached(&format!(
+            "SELECT pg_notify('{}', $1::text || r) FROM (SELECT DISTINCT recipient AS r FROM messages \
+             WHERE id = ANY($2::bigint[])) AS d",
+            super::wakes::CHANNEL
+        ))
+        .await?;
     let senders: Vec<&str> = jobs.iter().map(|j| j.sender.as_str()).collect();
     let rcpts: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
     let bodies: Vec<&str> = jobs.iter().map(|j| j.body.as_str()).collect();
@@ -228,12 +246,14 @@ async fn send_batch_on(
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let by_recipient: [Param<'_>; 1] = [&recipients];
     let rows: [Param<'_>; 6] = [&ids, &senders, &rcpts, &bodies, &now, &cap];
-    // One round trip: the four requests go out before any answer is read.
-    let (_, _, _, stored, _) = futures::try_join!(
+    let wakes: [Param<'_>; 2] = [&wake_prefix, &ids];
+    // One round trip: the requests go out before any answer is read.
+    let (_, _, _, stored, _, _) = futures::try_join!(
         c.batch_execute("BEGIN"),
         c.execute(&ensure, &by_recipient),
         c.execute(&lock, &by_recipient),
         c.query(&insert, &rows),
+        c.execute(&wake, &wakes),
         c.batch_execute("COMMIT"),
     )?;
     let stored: HashSet<i64> = stored.iter().map(|r| r.get(0)).collect();

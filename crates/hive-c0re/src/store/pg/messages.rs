@@ -2,9 +2,11 @@
 //! statement that delivers or drops undelivered messages moves
 //! `mailboxes.depth` in the same statement, so the cap stays exact.
 
+use deadpool_postgres::GenericClient;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 
+use super::wakes::CHANNEL;
 use super::{PgStore, count, delete_chunked, group, vacuum_unlock};
 use crate::clock::now_ms;
 use crate::store::{MessageRow, Result, SendError, StoreError};
@@ -84,7 +86,18 @@ impl PgStore {
         sender: Option<&str>,
         max: u32,
     ) -> Result<Vec<MessageRow>> {
-        let c = self.client().await?;
+        self.claim_from_on(&self.client().await?, recipient, sender, max)
+            .await
+    }
+
+    /// [`PgStore::claim_from`] on `c` (a connection, or a transaction of one).
+    pub(super) async fn claim_from_on(
+        &self,
+        c: &impl GenericClient,
+        recipient: &str,
+        sender: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
         let st = c
             .prepare_cached(&format!(
                 "UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY(\
@@ -101,7 +114,16 @@ impl PgStore {
 
     /// Acknowledges messages of `recipient`; ids of others or already acknowledged ones are ignored.
     pub async fn ack(&self, recipient: &str, ids: &[i64]) -> Result<usize> {
-        let c = self.client().await?;
+        self.ack_on(&self.client().await?, recipient, ids).await
+    }
+
+    /// [`PgStore::ack`] on `c` (a connection, or a transaction of one).
+    pub(super) async fn ack_on(
+        &self,
+        c: &impl GenericClient,
+        recipient: &str,
+        ids: &[i64],
+    ) -> Result<usize> {
         let st = c
             .prepare_cached(
                 "WITH d AS (UPDATE messages SET delivered_at = $1 \
@@ -118,16 +140,32 @@ impl PgStore {
         Ok(n as usize)
     }
 
-    /// Returns claimed but unacknowledged messages of `recipient` to its queue.
+    /// Returns claimed but unacknowledged messages of `recipient` to its
+    /// queue; other nodes are woken for it when any came back.
     pub async fn release_claims(&self, recipient: &str) -> Result<usize> {
-        let c = self.client().await?;
+        self.release_claims_in(&self.client().await?, recipient)
+            .await
+    }
+
+    /// [`PgStore::release_claims`] on `c` (a connection, or a transaction of one).
+    pub(super) async fn release_claims_in(
+        &self,
+        c: &impl GenericClient,
+        recipient: &str,
+    ) -> Result<usize> {
         let st = c
-            .prepare_cached(
-                "UPDATE messages SET claimed_at = NULL \
-                 WHERE recipient = $1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
-            )
+            .prepare_cached(&format!(
+                "WITH r AS (UPDATE messages SET claimed_at = NULL \
+                   WHERE recipient = $1 AND delivered_at IS NULL AND claimed_at IS NOT NULL RETURNING 1) \
+                 SELECT n, CASE WHEN n > 0 THEN pg_notify('{CHANNEL}', $2::text || $1) END::text \
+                 FROM (SELECT count(*) AS n FROM r) AS c"
+            ))
             .await?;
-        Ok(c.execute(&st, &[&recipient]).await? as usize)
+        let n: i64 = c
+            .query_one(&st, &[&recipient, &self.wake_prefix()])
+            .await?
+            .get(0);
+        Ok(n as usize)
     }
 
     /// Returns claimed messages of `recipient` to its queue as held: they wait for the next new message.
@@ -162,13 +200,20 @@ impl PgStore {
     }
 
     /// Releases every claim; run at start, when no harness is connected.
+    /// Other nodes are woken for each mailbox that got messages back.
     pub async fn release_all_claims(&self) -> Result<usize> {
         let c = self.client().await?;
-        Ok(c.execute(
-            "UPDATE messages SET claimed_at = NULL WHERE delivered_at IS NULL AND claimed_at IS NOT NULL",
-            &[],
-        )
-        .await? as usize)
+        let rows = c
+            .query(
+                &format!(
+                    "WITH r AS (UPDATE messages SET claimed_at = NULL \
+                       WHERE delivered_at IS NULL AND claimed_at IS NOT NULL RETURNING recipient) \
+                     SELECT count(*), pg_notify('{CHANNEL}', $1::text || recipient)::text FROM r GROUP BY recipient"
+                ),
+                &[&self.wake_prefix()],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| count(r.get(0)) as usize).sum())
     }
 
     /// Releases the claims of `node`'s agents and of mailboxes no agent owns;

@@ -15,13 +15,18 @@
 //! - approvals, questions and schedule slots change with a conditional
 //!   UPDATE, so only one of two racing deciders wins;
 //! - events of one agent are inserted under that agent's advisory lock, so
-//!   their ids grow in commit order and a reader tailing by id misses none.
+//!   their ids grow in commit order and a reader tailing by id misses none;
+//! - a write that should wake an agent commits a notification with it, which
+//!   every other node's listener hands to its subscribers (`wakes.rs`);
+//! - an agent runs on the node holding its lease, and claims and acks of a
+//!   node whose lease was taken over are refused (`leases.rs`).
 
 mod agents;
 mod approvals;
 mod budget;
 mod events;
 mod group;
+mod leases;
 mod messages;
 mod nodes;
 mod notifications;
@@ -34,22 +39,27 @@ pub mod settings;
 mod stats;
 pub mod test_cluster;
 mod tls;
+mod wakes;
 
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 pub use schema::VERSION;
 pub use settings::{PgSettings, Resolved, SslMode};
 pub use test_cluster::TestCluster;
 
+use super::wake::{WAKE_BUFFER, Wake, Wakes};
 use super::{Limits, Result, StoreError};
 
 /// First key of every advisory lock hyperhive takes ("hive"), so they stand apart from other users'.
 pub(super) const ADVISORY_CLASS: i32 = 0x6869_7665;
 /// First key of the per-agent event locks (the second is `hashtext(agent)`).
 const EVENTS_CLASS: i32 = 0x6869_7666;
+
+/// The database's time in unix ms: one clock for every node.
+const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /// Second keys of hyperhive's advisory locks.
 #[derive(Clone, Copy)]
@@ -68,6 +78,11 @@ pub struct PgStore {
     events: mpsc::UnboundedSender<group::EventJob>,
     /// `user@host:port/db`, for messages.
     name: Arc<str>,
+    /// This store's id in the wakes it sends, so its own listener skips them.
+    origin: Arc<str>,
+    /// Wakes from other nodes, as the listener receives them.
+    wakes: broadcast::Sender<Wake>,
+    _listener: Arc<wakes::Listener>,
 }
 
 impl PgStore {
@@ -81,9 +96,10 @@ impl PgStore {
     /// Connects with settings already resolved and applies pending migrations.
     pub async fn open(resolved: Resolved, limits: Limits) -> Result<Self> {
         let tls = tls::connector(resolved.sslmode, resolved.root_cert.as_deref())?;
+        let listen_config = resolved.config.clone();
         let manager = Manager::from_config(
             resolved.config,
-            tls,
+            tls.clone(),
             ManagerConfig {
                 // A connection the server dropped is found closed and replaced;
                 // no extra round trip per checkout.
@@ -104,17 +120,53 @@ impl PgStore {
         })?;
         schema::migrate(&mut client, &name).await?;
         drop(client);
+        let origin = wakes::new_origin();
+        let wake_tx = broadcast::channel(WAKE_BUFFER).0;
+        let listener = wakes::start(listen_config, tls, origin.clone(), wake_tx.clone())
+            .await
+            .map_err(|e| StoreError::Connect {
+                name: name.to_string(),
+                message: format!("could not listen for wakes: {e}"),
+            })?;
         let (sends, send_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         let limits = Arc::new(limits);
-        group::start(pool.clone(), limits.clone(), send_rx, event_rx);
+        group::start(
+            pool.clone(),
+            limits.clone(),
+            origin.clone(),
+            send_rx,
+            event_rx,
+        );
         Ok(Self {
             pool,
             limits,
             sends,
             events,
             name,
+            origin,
+            wakes: wake_tx,
+            _listener: Arc::new(listener),
         })
+    }
+
+    /// Wakes from other nodes' commits; this store's own are not among them
+    /// (the caller wakes its own waiters). Once `open` returned, every commit
+    /// of another node that wakes comes through, or a [`Wake::Resync`] says
+    /// some may have been lost.
+    pub fn wakes(&self) -> Wakes {
+        Wakes::new(self.wakes.subscribe())
+    }
+
+    /// The payload prefix of this store's mailbox wakes (SQL appends the mailbox).
+    fn wake_prefix(&self) -> String {
+        wakes::mailbox_prefix(&self.origin)
+    }
+
+    /// The `application_name` of this store's listening session (tests end it to cut the listener).
+    #[cfg(test)]
+    pub(in crate::store) fn listener_session(&self) -> String {
+        wakes::session_name(&self.origin)
     }
 
     /// A pooled connection.

@@ -2,11 +2,8 @@
 //! database and their heartbeats. Times are the database's clock, one clock
 //! for every node, so a node's liveness never depends on another host's.
 
-use super::PgStore;
+use super::{DB_NOW, PgStore};
 use crate::store::{NodeDown, NodeRow, Result};
-
-/// The database's time in unix ms.
-const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 fn row(r: &tokio_postgres::Row) -> NodeRow {
     NodeRow {

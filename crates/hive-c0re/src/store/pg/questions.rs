@@ -4,6 +4,7 @@
 use tokio_postgres::Row;
 
 use super::PgStore;
+use super::wakes::{CHANNEL, question_payload};
 use crate::clock::now_ms;
 use crate::store::{QuestionRow, Result};
 
@@ -73,26 +74,35 @@ impl PgStore {
     }
 
     /// Answers a pending question before its deadline; false if it was not pending.
+    /// The asking agent's node, which waits for the answer, is woken.
     pub async fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
         let c = self.client().await?;
-        Ok(c.execute(
-            "UPDATE questions SET answer = $1, answered_at = $2 \
-             WHERE id = $3 AND answer IS NULL AND NOT cancelled AND deadline > $2",
-            &[&answer, &now_ms(), &id],
-        )
-        .await?
-            > 0)
+        let st = c
+            .prepare_cached(&format!(
+                "WITH u AS (UPDATE questions SET answer = $1, answered_at = $2 \
+                   WHERE id = $3 AND answer IS NULL AND NOT cancelled AND deadline > $2 RETURNING 1) \
+                 SELECT pg_notify('{CHANNEL}', $4)::text FROM u"
+            ))
+            .await?;
+        let payload = question_payload(&self.origin, id);
+        Ok(!c
+            .query(&st, &[&answer, &now_ms(), &id, &payload])
+            .await?
+            .is_empty())
     }
 
     /// Cancels a pending question; false if it was not pending.
+    /// The asking agent's node, which waits for the answer, is woken.
     pub async fn cancel_question(&self, id: i64) -> Result<bool> {
         let c = self.client().await?;
-        Ok(c.execute(
-            "UPDATE questions SET cancelled = TRUE, answered_at = $1 \
-             WHERE id = $2 AND answer IS NULL AND NOT cancelled AND deadline > $1",
-            &[&now_ms(), &id],
-        )
-        .await?
-            > 0)
+        let st = c
+            .prepare_cached(&format!(
+                "WITH u AS (UPDATE questions SET cancelled = TRUE, answered_at = $1 \
+                   WHERE id = $2 AND answer IS NULL AND NOT cancelled AND deadline > $1 RETURNING 1) \
+                 SELECT pg_notify('{CHANNEL}', $3)::text FROM u"
+            ))
+            .await?;
+        let payload = question_payload(&self.origin, id);
+        Ok(!c.query(&st, &[&now_ms(), &id, &payload]).await?.is_empty())
     }
 }

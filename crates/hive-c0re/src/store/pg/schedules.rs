@@ -5,6 +5,7 @@
 use tokio_postgres::Row;
 
 use super::PgStore;
+use super::wakes::CHANNEL;
 use crate::clock::now_ms;
 use crate::store::{Result, ScheduleRow};
 
@@ -130,11 +131,13 @@ impl PgStore {
         }
         let id: i64 = tx
             .query_one(
-                "WITH m AS (INSERT INTO messages (sender, recipient, body, created_at) \
-                   VALUES ('system', $1, $2, $3) RETURNING id), \
-                 d AS (UPDATE mailboxes SET depth = depth + 1 WHERE recipient = $1) \
-                 SELECT id FROM m",
-                &[&s.agent, &s.text, &now],
+                &format!(
+                    "WITH m AS (INSERT INTO messages (sender, recipient, body, created_at) \
+                       VALUES ('system', $1, $2, $3) RETURNING id), \
+                     d AS (UPDATE mailboxes SET depth = depth + 1 WHERE recipient = $1) \
+                     SELECT id, pg_notify('{CHANNEL}', $4::text || $1)::text FROM m"
+                ),
+                &[&s.agent, &s.text, &now, &self.wake_prefix()],
             )
             .await?
             .get(0);

@@ -198,6 +198,17 @@ ALTER TABLE agents ADD COLUMN node TEXT;
     r#"
 ALTER TABLE nodes ADD COLUMN down_since BIGINT;
 "#,
+    // 10: agent leases (sqlite's version 12): which node runs each agent,
+    // until when (the database's clock), and the epoch that fences a node
+    // that lost it.
+    r#"
+CREATE TABLE agent_leases (
+    agent      TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    epoch      BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -3,9 +3,11 @@
 //! `pg::NAME`. PostgreSQL tests share one throwaway cluster per test binary
 //! (started on first use) and get a fresh database each.
 
+mod leases;
 mod nodes;
 mod pg_only;
 mod suite;
+mod wakes;
 
 use std::path::PathBuf;
 
@@ -79,7 +81,8 @@ impl Fixture {
         const LATER: &str = "DROP TABLE secrets; DROP TABLE notifications; \
              DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
              DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides; \
-             DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node;";
+             DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
+             DROP TABLE agent_leases;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
@@ -107,7 +110,7 @@ impl Fixture {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
                 c.execute_batch(
                     "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
-                     PRAGMA user_version = 7;",
+                     DROP TABLE agent_leases; PRAGMA user_version = 7;",
                 )
                 .unwrap();
             }
@@ -117,7 +120,7 @@ impl Fixture {
                     .await;
                 c.batch_execute(
                     "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
-                     UPDATE hive_schema SET version = 5;",
+                     DROP TABLE agent_leases; UPDATE hive_schema SET version = 5;",
                 )
                 .await
                 .unwrap();
@@ -128,8 +131,8 @@ impl Fixture {
     /// Takes the database back to the schema before agents had a home node
     /// (sqlite 9, PostgreSQL 7), as a hive-c0re of that time left it.
     pub async fn set_schema_before_agent_nodes(&self) {
-        const SQL: &str =
-            "ALTER TABLE agents DROP COLUMN node; ALTER TABLE nodes DROP COLUMN down_since;";
+        const SQL: &str = "ALTER TABLE agents DROP COLUMN node; \
+            ALTER TABLE nodes DROP COLUMN down_since; DROP TABLE agent_leases;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();

@@ -10,14 +10,14 @@ use crate::store::pg::{PgSettings, PgStore, TestCluster};
 use crate::store::{Db, Limits, SendError, StoreError};
 
 /// A fresh database, or None (with a note) when PostgreSQL is not installed.
-async fn fixture() -> Option<Fixture> {
+pub(super) async fn fixture() -> Option<Fixture> {
     if TestCluster::missing() {
         return None;
     }
     Some(Fixture::new(Backend::Postgres).await)
 }
 
-fn database(f: &Fixture) -> &str {
+pub(super) fn database(f: &Fixture) -> &str {
     f.database.as_deref().unwrap()
 }
 

@@ -1,0 +1,208 @@
+//! Cross-node wakes on PostgreSQL: LISTEN/NOTIFY on one channel.
+//!
+//! A write that should wake someone calls `pg_notify` in its own
+//! transaction, so the notification goes out only if the write commits, and
+//! only after it did: a node woken by it finds the row. The payload is
+//! `ORIGIN KIND VALUE`: the writing store's origin (random per
+//! [`PgStore`](super::PgStore), so a node skips its own wakes, which its
+//! broker has already given), `m` and a mailbox, or `q` and a question id.
+//!
+//! Each store keeps one connection of its own that LISTENs (a pooled one
+//! could be recycled, and its notifications with it). Notifications sent
+//! while it is down are lost, so when it connects again it hands out
+//! [`Wake::Resync`]; it pings the server every few seconds, so a link cut
+//! without a word is found out, and reconnects with backoff until the store
+//! is dropped.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::describe;
+use crate::store::{Result, Wake};
+
+/// The channel every node listens on.
+pub(super) const CHANNEL: &str = "hive_wake";
+/// How often the listener checks that its connection still answers, and how long it waits.
+const PING: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff between failed reconnects.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A fresh origin id: random, so two stores (nodes) never share one.
+pub(super) fn new_origin() -> Arc<str> {
+    let r = RandomState::new().hash_one((std::process::id(), Instant::now()));
+    format!("{r:016x}").into()
+}
+
+/// The payload prefix of a mailbox wake from `origin`; SQL appends the mailbox.
+pub(super) fn mailbox_prefix(origin: &str) -> String {
+    format!("{origin} m ")
+}
+
+/// The payload of a question wake from `origin`.
+pub(super) fn question_payload(origin: &str, id: i64) -> String {
+    format!("{origin} q {id}")
+}
+
+/// The wake a payload asks for; None for this store's own and for anything unknown.
+fn parse(payload: &str, origin: &str) -> Option<Wake> {
+    let mut parts = payload.splitn(3, ' ');
+    let (from, kind, value) = (parts.next()?, parts.next()?, parts.next()?);
+    if from == origin {
+        return None;
+    }
+    match kind {
+        "m" => Some(Wake::Mailbox(value.to_owned())),
+        "q" => value.parse().ok().map(Wake::Question),
+        _ => None,
+    }
+}
+
+/// The `application_name` of a store's listening session.
+pub(super) fn session_name(origin: &str) -> String {
+    format!("hive-c0re wakes {origin}")
+}
+
+/// The running listener; stops when dropped (with the last clone of its store).
+pub(super) struct Listener(tokio::task::JoinHandle<()>);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A listening session: the client (kept to ping, and so the session lives) and its messages.
+struct Session {
+    client: tokio_postgres::Client,
+    messages: mpsc::UnboundedReceiver<Result<AsyncMessage, tokio_postgres::Error>>,
+}
+
+/// Starts listening; returns once LISTEN is in effect, so every commit after
+/// this returns reaches the subscribers.
+pub(super) async fn start(
+    mut config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    origin: Arc<str>,
+    wakes: broadcast::Sender<Wake>,
+) -> Result<Listener> {
+    config.application_name(session_name(&origin));
+    let first = listen(&config, &tls).await?;
+    Ok(Listener(tokio::spawn(run(
+        config, tls, origin, wakes, first,
+    ))))
+}
+
+async fn listen(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Result<Session> {
+    let (client, mut conn) = config.connect(tls.clone()).await?;
+    let (tx, messages) = mpsc::unbounded_channel();
+    // The connection is driven here; it ends with an error, or when the client is dropped.
+    tokio::spawn(async move {
+        let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = stream.next().await {
+            let failed = m.is_err();
+            if tx.send(m).is_err() || failed {
+                return;
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    Ok(Session { client, messages })
+}
+
+async fn run(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    origin: Arc<str>,
+    wakes: broadcast::Sender<Wake>,
+    first: Session,
+) {
+    let mut session = Some(first);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let Some(s) = session.take() else {
+            match listen(&config, &tls).await {
+                Ok(s) => {
+                    tracing::info!("listening for wakes from other nodes again");
+                    session = Some(s);
+                    // Whatever was sent while nobody listened is lost: re-check it all.
+                    let _ = wakes.send(Wake::Resync);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "could not listen for wakes from other nodes (trying again in {backoff:?}): {e}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            continue;
+        };
+        let since = Instant::now();
+        let why = serve(s, &origin, &wakes).await;
+        tracing::warn!("the connection listening for wakes from other nodes ended: {why}");
+        // A session that dies at once (a server refusing it) is retried with backoff, not in a loop.
+        if since.elapsed() < BACKOFF_MAX {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        } else {
+            backoff = BACKOFF_MIN;
+        }
+    }
+}
+
+/// Hands out the session's wakes until it fails; returns why it ended.
+async fn serve(mut s: Session, origin: &str, wakes: &broadcast::Sender<Wake>) -> String {
+    let mut ping = tokio::time::interval(PING);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            m = s.messages.recv() => match m {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(w) = parse(n.payload(), origin) {
+                        // No subscriber is not an error.
+                        let _ = wakes.send(w);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return describe(&e),
+                None => return "the server closed it".into(),
+            },
+            _ = ping.tick() => {
+                match tokio::time::timeout(PING_TIMEOUT, s.client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return describe(&e),
+                    Err(_) => return format!("the server did not answer within {PING_TIMEOUT:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_parse_and_a_store_skips_its_own() {
+        let p = format!("{}alice", mailbox_prefix("aa"));
+        assert_eq!(parse(&p, "bb"), Some(Wake::Mailbox("alice".into())));
+        assert_eq!(parse(&p, "aa"), None);
+        assert_eq!(
+            parse(&question_payload("aa", 7), "bb"),
+            Some(Wake::Question(7))
+        );
+        assert_eq!(parse("aa x 1", "bb"), None);
+        assert_eq!(parse("aa q nope", "bb"), None);
+        assert_ne!(new_origin(), new_origin());
+    }
+}

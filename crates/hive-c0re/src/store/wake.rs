@@ -1,0 +1,73 @@
+//! Wakes from other nodes: what a node must re-check because another node
+//! committed something. On one host the broker (`broker.rs`) wakes waiters
+//! in process and nothing crosses a process; with PostgreSQL a write commits
+//! a notification with it (`pg/wakes.rs`) and every other node's listener
+//! hands it to the subscribers of [`Wakes`].
+
+use tokio::sync::broadcast;
+
+/// What another node's commit asks this node to look at again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A mailbox (an agent's, or `operator`) may have a message to take, or
+    /// its agent may run again: a message arrived, claims were released, a
+    /// nap or pause ended, a budget was lifted. What `Broker::poke` wakes.
+    Mailbox(String),
+    /// Operator question `id` was answered or cancelled.
+    Question(i64),
+    /// Wakes may have been lost (the listener reconnected, or this
+    /// subscriber fell behind): re-check every inbox and question.
+    Resync,
+}
+
+/// Buffered wakes per subscriber; one that falls further behind gets [`Wake::Resync`].
+pub(crate) const WAKE_BUFFER: usize = 4096;
+
+/// A subscription to wakes from other nodes ([`crate::store::Db::wakes`]).
+pub struct Wakes(Option<broadcast::Receiver<Wake>>);
+
+impl Wakes {
+    pub(crate) fn new(rx: broadcast::Receiver<Wake>) -> Self {
+        Self(Some(rx))
+    }
+
+    /// A subscription that yields nothing: a sqlite hive has one node, and its
+    /// broker wakes every waiter in process.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// The next wake; waits as long as it takes (forever without other nodes).
+    pub async fn next(&mut self) -> Wake {
+        if let Some(rx) = &mut self.0 {
+            match rx.recv().await {
+                Ok(w) => return w,
+                Err(broadcast::error::RecvError::Lagged(_)) => return Wake::Resync,
+                // The store is gone; nothing will come.
+                Err(broadcast::error::RecvError::Closed) => self.0 = None,
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_is_told_to_resync() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut w = Wakes::new(rx);
+        for name in ["a", "b", "c"] {
+            tx.send(Wake::Mailbox(name.into())).unwrap();
+        }
+        // "a" was dropped for want of room: the subscriber must re-check everything.
+        assert_eq!(w.next().await, Wake::Resync);
+        assert_eq!(w.next().await, Wake::Mailbox("b".into()));
+        assert_eq!(w.next().await, Wake::Mailbox("c".into()));
+        drop(tx);
+        let none = tokio::time::timeout(std::time::Duration::from_millis(50), w.next()).await;
+        assert!(none.is_err(), "a closed subscription yielded {none:?}");
+    }
+}
