@@ -313,3 +313,88 @@ fn a_bad_node_name_is_refused_with_a_sentence() {
     );
     assert!(!dir.path().join("state").exists(), "nothing was started");
 }
+
+/// Three nodes, each in a network namespace of its own, share one PostgreSQL
+/// database that they reach over their own veth link: each lists all three
+/// alive; with one's link cut the other two list it down, and up again once
+/// the link is back, and it sees all three alive itself.
+#[test]
+fn three_nodes_share_one_database_over_their_links_and_see_a_cut_one_down_then_up() {
+    use hive_c0re::store::pg::TestCluster;
+    use hive_c0re::store::pg::test_cluster::Network;
+    if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
+        return;
+    }
+    let lan = common::Lan::new(3);
+    let db_ns = lan.db.clone();
+    let put_in_db_ns = move |c: &mut std::process::Command| db_ns.put(c);
+    let cluster = TestCluster::start_on(
+        false,
+        &Network {
+            listen: Some("*"),
+            clients: Some(common::Lan::CLIENTS),
+            prepare: Some(&put_in_db_ns),
+        },
+    )
+    .expect("a throwaway PostgreSQL cluster in its own network namespace");
+    let database = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cluster.database());
+
+    let names = ["alpha", "beta", "gamma"];
+    let hives: Vec<TestHive> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut opts = Opts {
+                netns: Some(lan.nodes[i].clone()),
+                ..Opts::default()
+            };
+            opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+            // The password never on the command line: from the environment.
+            opts.env
+                .push(("PGPASSWORD".into(), cluster.password().to_owned()));
+            opts.args.extend([
+                "--node".into(),
+                (*name).into(),
+                "--database".into(),
+                cluster.url_at(&common::Lan::db_addr(i), &database),
+            ]);
+            TestHive::start_with(opts)
+        })
+        .collect();
+
+    let alive = |h: &TestHive, name: &str| node(h, name)["alive"] == true;
+    for h in &hives {
+        h.wait_for("all three nodes alive", 30, |h| {
+            names.iter().all(|n| alive(h, n))
+        });
+    }
+
+    lan.cut(2);
+    let cut_at = Instant::now();
+    for h in &hives[..2] {
+        h.wait_for("gamma listed down", 30, |h| !alive(h, "gamma"));
+    }
+    eprintln!(
+        "gamma listed down {:?} after its link was cut",
+        cut_at.elapsed()
+    );
+    assert!(names[..2].iter().all(|n| alive(&hives[0], n)));
+
+    lan.restore(2);
+    let back_at = Instant::now();
+    for h in &hives[..2] {
+        h.wait_for("gamma listed alive again", 60, |h| alive(h, "gamma"));
+    }
+    eprintln!(
+        "gamma listed alive {:?} after its link came back",
+        back_at.elapsed()
+    );
+    hives[2].wait_for("gamma to see all three alive", 60, |h| {
+        names.iter().all(|n| alive(h, n))
+    });
+}
