@@ -43,7 +43,7 @@ impl Error {
 impl From<SendError> for Error {
     fn from(e: SendError) -> Self {
         match e {
-            SendError::InboxFull { .. } => Self::Refused(e.to_string()),
+            SendError::InboxFull { .. } | SendError::Nul => Self::Refused(e.to_string()),
             SendError::Store(s) => Self::Store(s),
         }
     }

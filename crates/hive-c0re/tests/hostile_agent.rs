@@ -4,7 +4,8 @@
 //! config widens nothing, purging it loses nobody else's mail, and its
 //! reports of a refused login neither flood the operator nor speak as `system`,
 //! and a flood of its messages to the operator is told as a summary, not a
-//! notification (and webhook call) each.
+//! notification (and webhook call) each; a message it poisons with a NUL byte
+//! fails no other agent's send batched with it.
 
 mod common;
 
@@ -359,4 +360,56 @@ fn a_flood_of_messages_to_the_operator_is_told_as_a_summary_and_none_is_lost() {
     );
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(told(&hive).len(), 7);
+}
+
+/// On PostgreSQL, sends are committed in batches and text takes no NUL: one
+/// poisoned body failed the whole batch, so an agent could make other agents'
+/// messages fail at will. Now its own send is refused and nobody else's fails.
+#[test]
+fn a_nul_byte_in_one_agents_message_fails_no_other_agents_send() {
+    let Some(db) = common::TestDatabase::create() else {
+        return;
+    };
+    let hive = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    hive.ok(&["spawn", "mallory"]);
+    hive.ok(&["spawn", "bob"]);
+    let hive = &hive;
+    std::thread::scope(|s| {
+        let senders: Vec<_> = (0..8)
+            .map(|t| {
+                s.spawn(move || {
+                    let (agent, body) = if t % 2 == 0 {
+                        ("mallory", "wire\u{0}the funds")
+                    } else {
+                        ("bob", "build is green")
+                    };
+                    (0..15)
+                        .map(|_| {
+                            let r = agent_call(
+                                hive,
+                                agent,
+                                json!({"op": "send", "to": "operator", "body": body}),
+                            );
+                            (agent, r)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let (bobs, mallorys): (Vec<_>, Vec<_>) = senders
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .partition(|(agent, _)| *agent == "bob");
+        let failed: Vec<_> = bobs.iter().filter(|(_, r)| r["ok"] != true).collect();
+        assert!(
+            failed.is_empty(),
+            "bob's sends failed beside mallory's: {failed:?}"
+        );
+        for (_, r) in mallorys {
+            assert_eq!(r["ok"], false, "{r}");
+            assert!(r.to_string().contains("cannot carry a NUL byte"), "{r}");
+        }
+    });
+    let got = hive.recv_operator(2);
+    assert_eq!(got.len(), 60, "{got:?}");
 }

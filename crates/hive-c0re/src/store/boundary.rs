@@ -160,8 +160,15 @@ impl Db {
     // ---- messages ---------------------------------------------------------
 
     /// Commits a message through the backend's group commit and returns its
-    /// id once it is committed; refuses when the recipient's queue is at its cap.
+    /// id once it is committed; refuses when the recipient's queue is at its
+    /// cap, or when the message holds a NUL byte.
     pub async fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
+        // PostgreSQL's text takes no NUL, and one such row would fail the
+        // whole group commit: every other sender's message batched with it.
+        // Refused here, before any batch, on both backends alike.
+        if [sender, recipient, body].iter().any(|t| t.contains('\0')) {
+            return Err(SendError::Nul);
+        }
         match self {
             Db::Sqlite(s) => s.send_grouped(sender, recipient, body).await,
             Db::Postgres(s) => s.send(sender, recipient, body).await,

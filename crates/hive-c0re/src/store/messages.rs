@@ -34,6 +34,8 @@ pub enum SendError {
         "{recipient}'s inbox holds {cap} undelivered messages, its limit: wait until it reads some, then send again"
     )]
     InboxFull { recipient: String, cap: u64 },
+    #[error("a message cannot carry a NUL byte: remove it and send again")]
+    Nul,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

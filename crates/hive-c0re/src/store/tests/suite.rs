@@ -227,6 +227,25 @@ both! {
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
     }
 
+    async fn a_nul_byte_is_refused_and_fails_no_send_batched_with_it(f) {
+        let s = f.open().await;
+        let sends = (0..60).map(|i| {
+            let s = s.clone();
+            let body = if i % 3 == 0 { format!("poison\0{i}") } else { format!("m{i}") };
+            tokio::spawn(async move { (i, s.send("mallory", "alice", &body).await) })
+        });
+        for r in futures::future::join_all(sends).await {
+            let (i, r) = r.unwrap();
+            if i % 3 == 0 {
+                assert!(matches!(r, Err(SendError::Nul)), "{i}: {r:?}");
+            } else {
+                r.unwrap_or_else(|e| panic!("send {i} failed beside a NUL one: {e}"));
+            }
+        }
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 40);
+        assert!(matches!(s.send("mal\0lory", "alice", "x").await, Err(SendError::Nul)));
+    }
+
     async fn grouped_sends_commit_each_once_and_honour_the_cap(f) {
         let s = f.open_with(Limits { inbox_cap: 30, ..Limits::default() }).await;
         let sends = (0..50).map(|i| {
