@@ -82,6 +82,23 @@ impl Broker {
         self.inbox_sender(mailbox).send_modify(|v| *v += 1);
     }
 
+    /// Wakes every mailbox and question someone waits on, so each re-checks
+    /// the store (wakes from other nodes may have been lost). Harnesses'
+    /// command queues are left alone: they live in this process only.
+    pub fn poke_all(&self) {
+        let senders: Vec<_> = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| !k.starts_with(CONTROL_PREFIX))
+            .map(|(_, tx)| tx.clone())
+            .collect();
+        for tx in senders {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
     /// Queues a command for an agent's harness and wakes it.
     pub fn push_control(&self, agent: &str, c: Control) {
         self.control
@@ -132,7 +149,26 @@ impl Broker {
     }
 }
 
-// Agent names cannot contain '#', so control keys never collide with mailboxes.
+/// Agent names cannot contain '#', so control keys never collide with mailboxes.
+const CONTROL_PREFIX: &str = "#control/";
+
 fn control_key(agent: &str) -> String {
-    format!("#control/{agent}")
+    format!("{CONTROL_PREFIX}{agent}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poking_all_wakes_every_mailbox_and_question_but_no_harness_queue() {
+        let b = Broker::new();
+        let mut alice = b.watch_inbox("alice");
+        let mut operator = b.watch_inbox("operator");
+        let mut control = b.watch_control("alice");
+        b.poke_all();
+        assert!(alice.has_changed().unwrap());
+        assert!(operator.has_changed().unwrap());
+        assert!(!control.has_changed().unwrap());
+    }
 }

@@ -177,6 +177,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         Err(e) => return Err(e.into()),
     }
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
+    hive.spawn_task(crate::hive::wakes::follow(hive.clone()));
     hive.run_wanted().await?;
     if !opts.no_manager && !hive.has_agent(&AgentName::manager()).await? {
         hive.spawn(&AgentName::manager(), None, None)

@@ -25,6 +25,7 @@ pub mod status;
 mod supervision;
 pub mod telemetry;
 pub mod turns;
+pub mod wakes;
 
 pub use approvals::approval_wire;
 pub use messages::message_wire;

@@ -223,3 +223,45 @@ fn serve_refuses_a_password_on_its_command_line_and_says_which_database_it_canno
         "{said}"
     );
 }
+
+/// Two nodes on one database: the operator on alpha sends to an agent whose
+/// home is beta; beta's agent is woken by alpha's commit (not by the slow
+/// re-check, 30 s), and its answer, committed on beta, wakes alpha's `recv
+/// --wait`. Without wakes across nodes neither would come.
+#[test]
+fn a_send_on_one_node_wakes_an_agent_on_another_and_its_answer_wakes_back() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let sim = ModelSim::start(Some(SCRIPT));
+    let start = |node: &str| {
+        let mut opts = Opts::postgres(&db, node);
+        opts.env.extend(sim.env());
+        TestHive::start_with(opts)
+    };
+    let alpha = start("alpha");
+    let beta = start("beta");
+    beta.ok(&["spawn", "alice"]);
+    beta.wait_for("alice running on beta", 30, |h| {
+        h.row("alice").unwrap()["running"] == true
+    });
+    assert_eq!(alpha.row("alice").unwrap()["node"], "beta");
+
+    for round in 0..2 {
+        let sent = std::time::Instant::now();
+        alpha.ok(&["send", "alice", "ping"]);
+        // Well under the 30 s re-check: only a wake can bring it this soon.
+        let got = alpha.recv_operator(25);
+        let took = sent.elapsed();
+        assert_eq!(got.len(), 1, "round {round}: {got:?}\n{}", beta.log());
+        assert_eq!(got[0]["body"], "pong");
+        assert_eq!(got[0]["from"], "alice");
+        eprintln!(
+            "round {round}: sent on alpha, answered from beta, received on alpha in {took:?}"
+        );
+        beta.wait_for("alice's turn to end", 30, |h| turn_ends(h) > round);
+    }
+}

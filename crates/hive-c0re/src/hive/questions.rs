@@ -204,7 +204,7 @@ impl Drop for Withdraw<'_> {
 }
 
 // '#' cannot start an agent name, so these keys never collide with mailboxes.
-fn question_key(id: i64) -> String {
+pub(super) fn question_key(id: i64) -> String {
     format!("#question/{id}")
 }
 

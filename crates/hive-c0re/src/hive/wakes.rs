@@ -1,0 +1,60 @@
+//! Wakes from other nodes: a message another node committed for a mailbox
+//! here, or an answer to a question asked here, reaches its waiter at once
+//! (the store's LISTEN/NOTIFY, [`crate::store::Wakes`]). A wake lost with a
+//! dropped connection costs latency, never a message: after the listener
+//! reconnects, and every [`RECHECK`] anyway, everyone waiting here looks at
+//! the store again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Hive;
+use crate::broker::Change;
+use crate::store::Wake;
+
+/// How often every waiter re-checks the store though no wake came.
+pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// Hands other nodes' wakes to this node's waiters until shutdown; nothing
+/// to do on a store no other node shares.
+pub async fn follow(hive: Arc<Hive>) {
+    if !hive.store.shared() {
+        return;
+    }
+    let mut wakes = hive.store.wakes();
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            w = wakes.next() => hive.woken(w),
+            _ = recheck.tick() => hive.broker.poke_all(),
+            _ = hive.shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl Hive {
+    /// Wakes what another node's commit concerns.
+    fn woken(&self, w: Wake) {
+        match w {
+            Wake::Mailbox(m) => {
+                self.broker.poke(&m);
+                // Its inbox (and depth in a status row) changed for this node's surfaces too.
+                self.broker.publish(Change::Message {
+                    to: m.clone(),
+                    from: m,
+                });
+            }
+            Wake::Question(id) => {
+                self.broker.poke(&super::questions::question_key(id));
+                self.broker.publish(Change::Questions);
+            }
+            Wake::Resync => {
+                tracing::info!(
+                    "re-checking every inbox: wakes from other nodes may have been lost"
+                );
+                self.broker.poke_all();
+            }
+        }
+    }
+}
