@@ -398,3 +398,31 @@ fn three_nodes_share_one_database_over_their_links_and_see_a_cut_one_down_then_u
         names.iter().all(|n| alive(h, n))
     });
 }
+
+/// A repeating schedule fires once per slot for the whole hive: two nodes on
+/// one database both run the scheduler (beta alone goes on firing once alpha
+/// is killed), and together they store one message a second, not two.
+#[test]
+fn a_repeating_schedule_fires_once_per_slot_across_nodes() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    alpha.ok(&["spawn", "x"]);
+    alpha.ok(&["stop", "x"]);
+    alpha.ok(&["schedule", "add", "x", "every:1s", "tick"]);
+    // beta starts with the schedule stored: both schedulers know it.
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    let depth = |h: &TestHive| h.row("x").unwrap()["inbox_depth"].as_u64().unwrap_or(0);
+    beta.wait_for("the first tick", 10, |h| depth(h) >= 1);
+    let (d0, t0) = (depth(&beta), Instant::now());
+    std::thread::sleep(Duration::from_secs(6));
+    let (d1, slots) = (depth(&beta), t0.elapsed().as_secs_f64());
+    let fired = (d1 - d0) as f64;
+    assert!(
+        fired >= slots - 2.0 && fired <= slots + 1.0,
+        "{fired} ticks in {slots:.1} one-second slots with two nodes"
+    );
+    alpha.kill9();
+    beta.wait_for("beta alone to go on firing", 10, |h| depth(h) >= d1 + 2);
+}
