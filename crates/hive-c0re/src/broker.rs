@@ -163,9 +163,9 @@ mod tests {
     #[test]
     fn poking_all_wakes_every_mailbox_and_question_but_no_harness_queue() {
         let b = Broker::new();
-        let mut alice = b.watch_inbox("alice");
-        let mut operator = b.watch_inbox("operator");
-        let mut control = b.watch_control("alice");
+        let alice = b.watch_inbox("alice");
+        let operator = b.watch_inbox("operator");
+        let control = b.watch_control("alice");
         b.poke_all();
         assert!(alice.has_changed().unwrap());
         assert!(operator.has_changed().unwrap());
