@@ -455,7 +455,7 @@ impl Hive {
 
     /// Starts a stopped or failed agent (a no-op for a running one).
     pub async fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.agent_row(name).await?;
+        self.agent_here(name).await?;
         self.store.set_want_running(name.as_str(), true).await?;
         self.store.set_failed(name.as_str(), false).await?;
         self.run(name).await?;
@@ -487,7 +487,7 @@ impl Hive {
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.
     pub async fn stop(self: &Arc<Self>, name: &AgentName, graceful: bool) -> Result<()> {
-        self.agent_row(name).await?;
+        self.agent_here(name).await?;
         self.store.set_want_running(name.as_str(), false).await?;
         if graceful {
             self.wait_turn_end(name).await;
@@ -518,14 +518,14 @@ impl Hive {
 
     /// Stops and starts an agent.
     pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.agent_row(name).await?;
+        self.agent_here(name).await?;
         self.supervisor.stop(name).await;
         self.start(name).await
     }
 
     /// Removes an agent from the hive; its state and config stay on disk unless `purge`.
     pub async fn destroy(self: &Arc<Self>, name: &AgentName, purge: bool) -> Result<()> {
-        let row = self.agent_row(name).await?;
+        let row = self.agent_here(name).await?;
         self.supervisor.stop(name).await;
         self.sockets.close(name);
         let spec = self.launch_spec(&row);

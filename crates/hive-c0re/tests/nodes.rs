@@ -426,3 +426,45 @@ fn a_repeating_schedule_fires_once_per_slot_across_nodes() {
     alpha.kill9();
     beta.wait_for("beta alone to go on firing", 10, |h| depth(h) >= d1 + 2);
 }
+
+/// An agent is started, stopped and reached into only by its home node: on
+/// another node those verbs are refused with a sentence naming its home (on
+/// another host a `start` there started a second harness of the same agent;
+/// on this one the uid registry stopped it with a misleading reason), and
+/// the agent goes on running at home untouched.
+#[test]
+fn lifecycle_verbs_for_another_nodes_agent_are_refused_and_start_no_second_harness() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| {
+        h.row("x").unwrap()["running"] == true
+    });
+    for verb in [
+        &["start", "x"][..],
+        &["restart", "x"],
+        &["stop", "x"],
+        &["kill", "x"],
+        &["compact", "x"],
+        &["destroy", "x"],
+    ] {
+        let out = alpha.cli(verb);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{verb:?} went through on alpha");
+        assert!(
+            err.contains("x lives on node beta, not on this node (alpha)"),
+            "{verb:?}: {err}"
+        );
+    }
+    assert_eq!(
+        alpha.row("x").unwrap()["running"],
+        false,
+        "alpha runs x too"
+    );
+    let row = beta.row("x").unwrap();
+    assert_eq!(row["running"], true, "{row}");
+    assert_eq!(row["node"], "beta", "{row}");
+}

@@ -58,7 +58,7 @@ impl Hive {
     /// line without a turn: its messages stay, held, undelivered, for a new
     /// message to start the next turn (as a cancelled turn's do).
     pub async fn cancel(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name).await?;
+        let row = self.agent_here(name).await?;
         let napping = row.nap_until.is_some();
         let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
         let queued = self.admission.queued(name.as_str()).is_some();
@@ -141,7 +141,7 @@ impl Hive {
 
     /// Asks the harness to compact the agent's claude session.
     pub async fn compact(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_row(name).await?;
+        let row = self.agent_here(name).await?;
         self.require_running(name)?;
         if row.session_id.is_none() {
             return Err(Error::refused(format!(
@@ -170,7 +170,7 @@ impl Hive {
 
     /// Asks the harness to rewrite the agent's notes file shorter.
     pub async fn compact_notes(&self, name: &AgentName) -> Result<()> {
-        self.agent_row(name).await?;
+        self.agent_here(name).await?;
         self.require_running(name)?;
         self.broker
             .push_control(name.as_str(), Control::CompactNotes);

@@ -87,6 +87,22 @@ impl Hive {
         &self.settings.node
     }
 
+    /// The agent's row, when this node runs it; refused with a sentence for
+    /// an agent whose home is another node (several nodes on PostgreSQL):
+    /// starting, stopping or reaching into its harness from here would act on
+    /// a process this node does not run, or start a second one.
+    pub async fn agent_here(&self, name: &AgentName) -> Result<AgentRow> {
+        let row = self.agent_row(name).await?;
+        if runs_here(&self.store, &row, self.node()) {
+            return Ok(row);
+        }
+        let home = row.node.as_deref().unwrap_or_default();
+        Err(Error::refused(format!(
+            "{name} lives on node {home}, not on this node ({}): steer it through {home}'s hive-c0re (its host.sock or dashboard); carrying these commands across nodes is not built yet",
+            self.node()
+        )))
+    }
+
     /// Refuses a home node other than this one: nodes sharing a PostgreSQL
     /// store (`serve --database`) do not yet hand a new agent to another node.
     pub fn check_home_node(&self, node: &NodeName) -> Result<()> {

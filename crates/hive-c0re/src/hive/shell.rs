@@ -19,7 +19,7 @@ impl Hive {
         size: WinSize,
         term: Option<&str>,
     ) -> Result<Session> {
-        let row = self.agent_row(name).await?;
+        let row = self.agent_here(name).await?;
         if !self.supervisor.is_running(name.as_str()) {
             return Err(Error::Refused(
                 RuntimeError::NotRunning(name.clone()).to_string(),
