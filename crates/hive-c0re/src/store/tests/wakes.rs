@@ -76,8 +76,16 @@ async fn a_send_that_did_not_commit_wakes_nobody() {
     let full = a.send("operator", "alice", "over the cap").await;
     assert!(matches!(full, Err(SendError::InboxFull { .. })), "{full:?}");
     nothing(&mut wb).await;
-    // A body PostgreSQL refuses (text cannot hold NUL) rolls its batch back.
-    let refused = a.send("operator", "carol", "a\0b").await;
+    // A body PostgreSQL refuses (text cannot hold NUL) rolls its batch back:
+    // `Db::send` refuses it before any batch, so it goes to the backend here.
+    assert!(matches!(
+        a.send("operator", "carol", "a\0b").await,
+        Err(SendError::Nul)
+    ));
+    let crate::store::Db::Postgres(pg) = &a else {
+        unreachable!("the wakes fixture is PostgreSQL")
+    };
+    let refused = pg.send("operator", "carol", "a\0b").await;
     assert!(matches!(refused, Err(SendError::Store(_))), "{refused:?}");
     assert_eq!(a.inbox_depth("carol").await.unwrap(), 0);
     nothing(&mut wb).await;
