@@ -179,15 +179,24 @@ fn amount(m: BudgetMeasure, v: f64) -> String {
 
 impl Hive {
     /// The budget in force today for an agent, or (None) the hive.
-    async fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
-        let (scope, configured) = match agent {
+    /// The scope `agent`'s operator budget is stored under and the budget its
+    /// config sets (the hive's own for None).
+    fn configured_budget<'a>(
+        &self,
+        agent: Option<&'a AgentRow>,
+    ) -> (&'a str, Option<hive_sh4re::config::Budget>) {
+        match agent {
             // A config that does not parse grants no turn anyway (`next_turn`).
             Some(a) => (
                 a.name.as_str(),
                 self.config_of(a).ok().and_then(|c| c.budget),
             ),
             None => (HIVE_WIDE, self.settings.budget),
-        };
+        }
+    }
+
+    async fn budget_limit(&self, agent: Option<&AgentRow>, today: i64) -> Result<Limit> {
+        let (scope, configured) = self.configured_budget(agent);
         Ok(limit_today(
             configured,
             self.store.budget_override(scope).await?,
@@ -209,7 +218,7 @@ impl Hive {
 
     /// An agent's budget row from facts read with the others' ([`Store::agent_facts`]).
     fn budget_row_from(&self, a: &AgentRow, facts: &AgentFacts, today: i64) -> BudgetRow {
-        let configured = self.config_of(a).ok().and_then(|c| c.budget);
+        let (_, configured) = self.configured_budget(Some(a));
         let limit = limit_today(configured, facts.budget_override.clone(), today);
         budget_row(Some(a), limit, facts.spend, today)
     }
