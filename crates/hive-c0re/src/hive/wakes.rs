@@ -39,7 +39,9 @@ impl Hive {
         match w {
             Wake::Mailbox(m) => {
                 self.broker.poke(&m);
-                // Its inbox (and depth in a status row) changed for this node's surfaces too.
+                // Its inbox (and depth in a status row) changed for this node's
+                // surfaces too; a wake does not say who sent, so the mailbox stands
+                // for both ends (the dashboard does each inbox's work once a burst).
                 self.broker.publish(Change::Message {
                     to: m.clone(),
                     from: m,
