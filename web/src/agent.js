@@ -2,7 +2,7 @@
 // events over SSE, earlier turns on demand), state badge, controls, model,
 // last turn, scheduled prompts, inbox and telemetry.
 
-import { api, live } from './api.js';
+import { api, live, snapshot } from './api.js';
 import { loadNotifications, mountBell, setTitle, show as showNotifications } from './notifications.js';
 import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
@@ -406,7 +406,12 @@ for (const b of document.querySelectorAll('.agent-head [data-action]')) {
 
 async function refresh(first) {
   try {
-    const [r, m, inbox, space] = await Promise.all([api.agent(NAME), api.model(NAME), api.messages(NAME), api.space()]);
+    const [r, m, inbox, space] = await Promise.all([
+      snapshot(['agent'], () => api.agent(NAME)),
+      snapshot(['model'], () => api.model(NAME)),
+      snapshot(['inbox'], () => api.messages(NAME)),
+      snapshot(['space'], api.space),
+    ]);
     showSpace(space.alarm);
     showRow(r);
     showModel(m);

@@ -3,7 +3,7 @@
 // and filters kept in the URL, the per-agent actions in a menu, bulk actions
 // on a selection, the hive's totals above it, and cards on a phone.
 
-import { api } from './api.js';
+import { api, snapshot } from './api.js';
 import { icon } from './icons.js';
 import { rate, refresher, stuckTag, turnTime } from './stats.js';
 import { STATES, TOTALS, agentHref, stateInfo, stateKey } from './states.js';
@@ -211,7 +211,7 @@ export function removeAgent(name) {
 }
 
 export async function loadAgents() {
-  const rows = await api.agents();
+  const rows = await snapshot(['agent', 'agent_removed'], api.agents);
   const names = new Set(rows.map((r) => r.name));
   for (const name of [...agents.keys()]) if (!names.has(name)) removeAgent(name);
   rows.forEach(upsertAgent);

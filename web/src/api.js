@@ -107,6 +107,24 @@ export const api = {
   stats: (name, since = '1h') => get(`/api/stats?${new URLSearchParams(name ? { agent: name, since } : { since })}`),
 };
 
+// How many frames of each name have arrived (see `snapshot`).
+const framesSeen = new Map();
+
+/**
+ * Fetches with `get`, and again when a live frame named in `frames` arrived
+ * while it was in flight: a snapshot read before the server sent that frame
+ * is older than it and would undo it (a card that arrived, then vanished).
+ * After three tries in a busy hive it answers the last; later frames mend it.
+ */
+export async function snapshot(frames, get) {
+  const seen = () => frames.reduce((n, f) => n + (framesSeen.get(f) ?? 0), 0);
+  for (let tries = 1; ; tries++) {
+    const before = seen();
+    const value = await get();
+    if (seen() === before || tries === 3) return value;
+  }
+}
+
 /**
  * Follows `/api/stream` (the hive's, or one agent's). `handlers` maps frame
  * names to functions of the parsed data; `hello(data, first)` runs on every
@@ -127,7 +145,11 @@ export function live(agent, handlers, onConn) {
       first = false;
     });
     for (const [name, fn] of Object.entries(handlers)) {
-      if (name !== 'hello') es.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+      if (name === 'hello') continue;
+      es.addEventListener(name, (e) => {
+        framesSeen.set(name, (framesSeen.get(name) ?? 0) + 1);
+        fn(JSON.parse(e.data));
+      });
     }
     es.onerror = () => {
       onConn('reconnecting');

@@ -2,7 +2,7 @@
 // agents, approvals and crashes, newest first, live over SSE (`feed` frames),
 // older pages on demand (`GET /api/feed?before=`).
 
-import { api } from './api.js';
+import { api, snapshot } from './api.js';
 import { agentHref } from './states.js';
 import { $, fill, h } from './ui.js';
 
@@ -53,7 +53,7 @@ function add(items, atTop) {
 
 /** The newest page (on load and after a reconnect). */
 export async function loadFeed() {
-  const page = await api.feed({ limit: PAGE });
+  const page = await snapshot(['feed'], () => api.feed({ limit: PAGE }));
   seen.clear();
   fill($('#feed'));
   add(page.items, false);

@@ -4,7 +4,7 @@
 // inbox. Live over SSE.
 
 import { agentNames, initAgents, loadAgents, removeAgent, upsertAgent } from './agents.js';
-import { api, live } from './api.js';
+import { api, live, snapshot } from './api.js';
 import { liveFeed, loadFeed } from './feed.js';
 import { showNeeds } from './needs.js';
 import { icon } from './icons.js';
@@ -84,6 +84,7 @@ function approvalCard(a) {
   const note = h('input', { class: 'note', placeholder: 'reason (optional, for deny)' });
   return h('div', { class: 'approval', dataset: { id: a.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${a.id} ${a.kind}`), ' ', h('a', { href: `/agents/${encodeURIComponent(a.agent)}` }, a.agent),
+      a.node && h('span', { class: 'node' }, ` on node ${a.node}`),
       a.commit_ref && h('code', {}, a.commit_ref.slice(0, 12)), h('span', { class: 'dim' }, ' · asked '), since(a.requested_at, ' ago')),
     h('p', { class: 'desc' }),
     h('ul', { class: 'warnings' }),
@@ -224,14 +225,14 @@ async function loadAll() {
   try {
     await Promise.all([
       loadAgents(),
-      api.needsYou().then(showNeeds),
+      snapshot(['needs_you'], api.needsYou).then(showNeeds),
       loadFeed(),
-      api.approvals().then(showApprovals),
-      api.questions().then(showQuestions),
-      api.operatorMessages().then(showInbox),
-      api.space().then(({ alarm }) => showSpace(alarm)),
+      snapshot(['approvals'], api.approvals).then(showApprovals),
+      snapshot(['questions'], api.questions).then(showQuestions),
+      snapshot(['operator_inbox'], api.operatorMessages).then(showInbox),
+      snapshot(['space'], api.space).then(({ alarm }) => showSpace(alarm)),
       loadNotifications(),
-      api.webhooks().then(showWebhooks),
+      snapshot(['webhooks'], api.webhooks).then(showWebhooks),
     ]);
   } catch (e) {
     toast(e.message, 'error');

@@ -6,7 +6,7 @@
 // A notification's text is an agent's words: it only ever becomes a text
 // node. The kinds are hive_sh4re::notification::NotificationKind's.
 
-import { api } from './api.js';
+import { api, snapshot } from './api.js';
 import { $, h, fill, since, toast } from './ui.js';
 
 /** Every kind and how the dropdown names it. */
@@ -196,7 +196,7 @@ export function show({ notifications, unread: count }) {
 /** Fetches the list again (after a reconnect). */
 export async function loadNotifications() {
   try {
-    show(await api.notifications());
+    show(await snapshot(['notifications'], api.notifications));
   } catch (e) {
     toast(e.message, 'error');
   }

@@ -107,3 +107,44 @@ test('what the operator is doing on a card survives a new approval arriving, and
   await page.locator(`.approval[data-id="${second}"] li.warning[data-kind=duplicate]`).waitFor({ state: 'detached' });
   assert.deepEqual(refused, [], 'no content security policy violation');
 });
+
+test('a spawn request that names a node says on its card which node the agent will live on', async () => {
+  const node = JSON.parse((await hive.cli('nodes', '--json')).trim().split('\n')[0]).name;
+  const id = (await hive.cli('request-spawn', 'bob', '--node', node, '--description', 'a helper')).match(/#(\d+)/)[1];
+  const card = page.locator(`.approval[data-id="${id}"]`);
+  await card.locator('.meta .node', { hasText: ` on node ${node}` }).waitFor();
+  await hive.cli('deny', id);
+  await card.waitFor({ state: 'detached' });
+  assert.deepEqual(refused, [], 'no content security policy violation');
+});
+
+test('a list fetched before a live frame arrived does not take away the card that frame brought', async () => {
+  // The page fetches the approvals after each hello; here that answer is held
+  // back until a new approval's frame has shown its card, as on a slow link.
+  const fresh = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  let fetches = 0;
+  let release;
+  const held = new Promise((r) => { release = r; });
+  await fresh.route('**/api/approvals', async (route) => {
+    fetches += 1;
+    if (fetches > 1) return route.continue();
+    const stale = await route.fetch();
+    await held;
+    await route.fulfill({ response: stale });
+  });
+  const late = cspViolations(fresh);
+  await hive.logIn(fresh);
+  await until(async () => fetches === 1, 'the page to ask for the approvals');
+  const sha = await commit((t) => `${t}# stale-list\n`, 'stale list');
+  const id = await requestCommit(sha, 'arrives while the list is in flight');
+  const card = fresh.locator(`.approval[data-id="${id}"]`);
+  await card.waitFor();
+  release();
+  await until(async () => fetches === 2, 'the page to fetch the approvals again: a frame landed while the first answer was in flight', 5000);
+  await fresh.waitForLoadState('networkidle');
+  assert.ok(await card.isVisible(), 'the card the frame brought is still there');
+  await hive.cli('deny', id);
+  await card.waitFor({ state: 'detached' });
+  assert.deepEqual(late, [], 'no content security policy violation');
+  await fresh.close();
+});

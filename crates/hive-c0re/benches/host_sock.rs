@@ -1,10 +1,15 @@
 //! host.sock throughput and latency: `cargo bench -p hive-c0re --bench host_sock`.
 //!
-//! Serves a real hive (sqlite store on disk, host.sock) in this process and
+//! Serves a real hive (its store on disk or in PostgreSQL, host.sock) in this process and
 //! drives it from client threads over the unix socket, as the CLI does.
-//! Prints send throughput with 1 and 8 clients, send→recv latency, and how
-//! long `agent_status` takes for a hive of 200 agents with a day of history,
-//! alone and while 8 clients send (`STATUS_AGENTS` sets the number).
+//! Prints send throughput with 1 and 8 clients to the operator, and with 8
+//! clients each sending to an agent of its own, and send→recv latency on
+//! sqlite and on PostgreSQL (a throwaway cluster), the cross-node wake (a
+//! send on one node's host.sock until a recv waiting on another node's
+//! returns it), and how long `agent_status` takes for a hive of 200 agents
+//! with a day of history, alone and while 8 clients send (`STATUS_AGENTS`
+//! sets the number). `-- NAME` runs only the parts whose name holds NAME
+//! (`sqlite`, `postgres`, `status`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -13,7 +18,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use hive_c0re::store::{Limits, NewAgent, Store};
+use hive_c0re::store::pg::{PgStore, TestCluster};
+use hive_c0re::store::{Db, Limits, NewAgent, Store};
 
 struct Client {
     w: UnixStream,
@@ -36,7 +42,18 @@ impl Client {
     }
 }
 
-fn throughput(sock: &Path, clients: usize, per_client: usize) -> f64 {
+/// Who the throughput clients send to.
+#[derive(Clone, Copy)]
+enum To {
+    /// All to the operator: one mailbox, as agents reporting in make it.
+    Operator,
+    /// Client `c` to agent `bench-c`: an operator's send to an agent is also
+    /// noted in the agent's history and samples its inbox.
+    OwnAgent,
+}
+
+/// `clients` clients sending `per_client` each, each awaiting its answer before the next.
+fn throughput(sock: &Path, clients: usize, per_client: usize, to: To) -> f64 {
     let start = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
@@ -45,7 +62,11 @@ fn throughput(sock: &Path, clients: usize, per_client: usize) -> f64 {
                 let mut cl = Client::new(&sock);
                 for i in 0..per_client {
                     let a = cl.call(&format!(
-                        "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"bench {c}-{i}\"}}"
+                        "{{\"cmd\":\"send\",\"to\":\"{}\",\"body\":\"bench {c}-{i}\"}}",
+                        match to {
+                            To::Operator => "operator".to_owned(),
+                            To::OwnAgent => format!("bench-{c}"),
+                        }
                     ));
                     assert!(a.contains("\"ok\":true"), "{a}");
                 }
@@ -58,39 +79,45 @@ fn throughput(sock: &Path, clients: usize, per_client: usize) -> f64 {
     (clients * per_client) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Empties the inboxes the throughput clients fill.
 fn drain(sock: &Path) {
     let mut c = Client::new(sock);
-    while c
-        .call("{\"cmd\":\"recv\",\"max\":1000}")
-        .contains("\"body\"")
-    {}
+    let inboxes =
+        std::iter::once("operator".to_owned()).chain((0..CLIENTS).map(|a| format!("bench-{a}")));
+    for inbox in inboxes {
+        while c
+            .call(&format!(
+                "{{\"cmd\":\"recv\",\"as\":\"{inbox}\",\"max\":1000}}"
+            ))
+            .contains("\"body\"")
+        {}
+    }
 }
 
-fn latency(sock: &Path, samples: usize) -> (Duration, Duration) {
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    let rsock = sock.to_path_buf();
-    let receiver = std::thread::spawn(move || {
-        let mut c = Client::new(&rsock);
-        for _ in 0..samples {
-            let a = c.call("{\"cmd\":\"recv\",\"max\":1,\"wait_ms\":5000}");
-            assert!(a.contains("\"body\""), "{a}");
-            tx.send(Instant::now()).unwrap();
+/// The most throughput clients, each with an agent of its own to send to.
+const CLIENTS: usize = 8;
+
+/// Stores the agents the throughput clients send to (stopped: nobody reads them).
+fn add_bench_agents(rt: &tokio::runtime::Runtime, db: &Db) {
+    rt.block_on(async {
+        for c in 0..CLIENTS {
+            let name = format!("bench-{c}");
+            let config =
+                hive_c0re::hive::default_config(&hive_sh4re::AgentName::parse(&name).unwrap());
+            db.create_agent(&NewAgent {
+                name: &name,
+                harness: "claude",
+                config_toml: &config.to_toml(),
+                deployed_sha: None,
+                parent: None,
+                want_running: false,
+                uid_base: 2_000_000 + c as u32 * 65_536,
+                node: "alpha",
+            })
+            .await
+            .unwrap();
         }
     });
-    let mut s = Client::new(sock);
-    let mut lat = Vec::with_capacity(samples);
-    std::thread::sleep(Duration::from_millis(50));
-    for i in 0..samples {
-        let t0 = Instant::now();
-        s.call(&format!(
-            "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"lat {i}\"}}"
-        ));
-        let t1 = rx.recv().unwrap();
-        lat.push(t1 - t0);
-    }
-    receiver.join().unwrap();
-    lat.sort();
-    (lat[samples / 2], lat[samples * 99 / 100])
 }
 
 /// Fills the store with `n` agents as a busy day leaves them: turn figures,
@@ -204,35 +231,116 @@ fn status_latency(sock: &Path, samples: usize, load: usize) -> (f64, f64, usize)
     (common::pct_ms(&lat, 0.5), common::pct_ms(&lat, 0.99), rows)
 }
 
-fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let hive = common::in_process_hive(
-        &rt,
-        dir.path(),
-        Limits {
-            inbox_cap: u64::MAX,
-            ..Limits::default()
-        },
-    );
-    let sock = hive.paths().host_sock();
-
-    throughput(&sock, 1, 2000); // warm-up
-    drain(&sock);
-    let one = throughput(&sock, 1, 20_000);
-    drain(&sock);
-    let eight = throughput(&sock, 8, 5_000);
-    drain(&sock);
-    let (p50, p99) = latency(&sock, 2_000);
-    println!("host.sock send throughput, 1 client:  {one:>9.0} messages/s");
-    println!("host.sock send throughput, 8 clients: {eight:>9.0} messages/s   (goal >= 20000)");
+/// Send throughput with 1 and 8 clients and send -> recv latency on one
+/// node's host.sock; prints them under `label`.
+fn sends(sock: &Path, label: &str, goal: u32) {
+    throughput(sock, 1, 2000, To::Operator); // warm-up
+    drain(sock);
+    let one = throughput(sock, 1, 20_000, To::Operator);
+    drain(sock);
+    let eight = throughput(sock, CLIENTS, 5_000, To::Operator);
+    drain(sock);
+    let agents = throughput(sock, CLIENTS, 2_500, To::OwnAgent);
+    drain(sock);
+    let lat = round_trips(sock, sock, 2_000);
+    let (p50, p99) = (common::pct_ms(&lat, 0.5), common::pct_ms(&lat, 0.99));
+    println!("{label}: host.sock send throughput, 1 client:  {one:>9.0} messages/s");
     println!(
-        "send -> recv latency over 2000 messages: p50 {:.3} ms, p99 {:.3} ms   (goal p99 < 5 ms)",
-        ms(p50),
-        ms(p99)
+        "{label}: host.sock send throughput, 8 clients: {eight:>9.0} messages/s   (goal >= {goal})"
     );
-    drop(hive);
-    drop(rt);
+    println!(
+        "{label}: host.sock send throughput, 8 clients each to an agent of its own: {agents:>9.0} messages/s"
+    );
+    println!("{label}: send -> recv latency over 2000 messages: p50 {p50:.3} ms, p99 {p99:.3} ms");
+}
+
+/// Sends to the operator on `send_on` until the recv waiting on `recv_on`
+/// returns it, one message at a time; the times, sorted. Across nodes the
+/// other node hears of it by the store's wake, as a harness waiting on its
+/// agent socket does.
+fn round_trips(send_on: &Path, recv_on: &Path, samples: usize) -> Vec<Duration> {
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let rsock = recv_on.to_path_buf();
+    let receiver = std::thread::spawn(move || {
+        let mut c = Client::new(&rsock);
+        for _ in 0..samples {
+            let a = c.call("{\"cmd\":\"recv\",\"max\":1,\"wait_ms\":5000}");
+            assert!(a.contains("\"body\""), "{a}");
+            tx.send(Instant::now()).unwrap();
+        }
+    });
+    let mut s = Client::new(send_on);
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        // The receiver is waiting again before the next send.
+        std::thread::sleep(Duration::from_millis(2));
+        let t0 = Instant::now();
+        s.call(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"rt {i}\"}}"
+        ));
+        lat.push(rx.recv().unwrap() - t0);
+    }
+    receiver.join().unwrap();
+    lat.sort();
+    lat
+}
+
+fn main() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |part: &str| only.as_deref().is_none_or(|o| part.contains(o));
+    let limits = Limits {
+        inbox_cap: u64::MAX,
+        ..Limits::default()
+    };
+    if run("sqlite") {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let db_file = dir.path().join("state").join("hive.db");
+        std::fs::create_dir_all(db_file.parent().unwrap()).unwrap();
+        let db = Db::open_sqlite(&db_file, limits.clone()).unwrap();
+        add_bench_agents(&rt, &db);
+        let hive = common::in_process_node(&rt, dir.path(), db, "alpha");
+        sends(&hive.paths().host_sock(), "sqlite", 20_000);
+        drop(hive);
+        drop(rt);
+    }
+    if run("postgres") {
+        // Two nodes of one hive in this process, on a throwaway cluster with
+        // fsync and synchronous commit on, as a real server has them.
+        let cluster =
+            TestCluster::start(true).expect("a throwaway PostgreSQL cluster (run scripts/deps.sh)");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (alpha, beta) = rt.block_on(async {
+            let database = cluster.database().await;
+            let open = || async {
+                let resolved = cluster.settings(&database).resolve(&|_| None).unwrap();
+                Db::Postgres(PgStore::open(resolved, limits.clone()).await.unwrap())
+            };
+            (open().await, open().await)
+        });
+        add_bench_agents(&rt, &alpha);
+        let alpha = common::in_process_node(&rt, a.path(), alpha, "alpha");
+        let beta = common::in_process_node(&rt, b.path(), beta, "beta");
+        let (alpha_sock, beta_sock) = (alpha.paths().host_sock(), beta.paths().host_sock());
+        sends(&alpha_sock, "PostgreSQL", 10_000);
+        round_trips(&alpha_sock, &beta_sock, 50); // warm-up
+        let lat = round_trips(&alpha_sock, &beta_sock, 500);
+        let (p50, p99, max) = (
+            common::pct_ms(&lat, 0.5),
+            common::pct_ms(&lat, 0.99),
+            ms(lat[lat.len() - 1]),
+        );
+        println!(
+            "PostgreSQL: cross-node send (alpha's host.sock) -> recv waiting on beta's returns, 500 one at a time: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms   (goal p99 < 20 ms)"
+        );
+        drop((alpha, beta));
+        drop(rt);
+        drop(cluster);
+    }
+    if !run("status") {
+        return;
+    }
 
     let agents: usize = std::env::var("STATUS_AGENTS")
         .ok()

@@ -11,7 +11,10 @@
 //!   store hands out its wake, one send at a time, p50/p99 (goal p99 < 20 ms;
 //!   the wake of the recipient's harness adds the broker's poke to this).
 //!
-//! `-- NAME` runs only the parts whose name holds NAME (`send`, `events`, `wake`).
+//! - one call at a time, each of the store calls a host.sock send to an
+//!   agent makes, p50/p99.
+//!
+//! `-- NAME` runs only the parts whose name holds NAME (`send`, `one`, `events`, `wake`).
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +104,43 @@ async fn event_ingest(db: &Db) -> f64 {
     rate
 }
 
+/// One call at a time, as one host.sock client's send to an agent makes
+/// them: the agent looked up, the send, the inbox depth sampled, the
+/// operator's message noted as an event. p50 and p99 of each, in ms.
+async fn one_at_a_time(db: &Db) -> Vec<(&'static str, f64, f64)> {
+    const N: usize = 300;
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for i in 0..N {
+        let t = Instant::now();
+        db.agent("agent-0").await.unwrap();
+        times[0].push(t.elapsed());
+        let t = Instant::now();
+        db.send("operator", "agent-0", &format!("one {i}"))
+            .await
+            .unwrap();
+        times[1].push(t.elapsed());
+        let t = Instant::now();
+        db.inbox_depth("agent-0").await.unwrap();
+        times[2].push(t.elapsed());
+        let t = Instant::now();
+        db.add_events("agent-0", &[("operator".to_owned(), "{}".to_owned())])
+            .await
+            .unwrap();
+        times[3].push(t.elapsed());
+    }
+    let ms = |v: &[Duration], q: f64| {
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)].as_secs_f64() * 1e3
+    };
+    ["agent", "send", "inbox_depth", "add_events"]
+        .into_iter()
+        .zip(times.iter_mut())
+        .map(|(name, v)| {
+            v.sort();
+            (name, ms(v, 0.5), ms(v, 0.99))
+        })
+        .collect()
+}
+
 /// Send -> wake latencies between two nodes' stores, and of them the part
 /// after the send returned (committed), each sorted.
 async fn wake_latency(a: &Db, b: &Db) -> (Vec<Duration>, Vec<Duration>) {
@@ -155,6 +195,13 @@ fn main() {
             println!("send, {SENDERS} senders, PostgreSQL: {total} messages, {rate:.0} messages/s   (goal >= 10000)");
             let rate = send_throughput(&sqlite).await;
             println!("send, {SENDERS} senders, sqlite:     {total} messages, {rate:.0} messages/s   (goal >= 20000)");
+        }
+        if run("one") {
+            for (label, db) in [("PostgreSQL", &pg), ("sqlite", &sqlite)] {
+                for (call, p50, p99) in one_at_a_time(db).await {
+                    println!("one at a time, {label}: {call:<12} p50 {p50:.3} ms, p99 {p99:.3} ms");
+                }
+            }
         }
         if run("events") {
             let events = AGENTS * EVENT_BATCHES * EVENT_BATCH;

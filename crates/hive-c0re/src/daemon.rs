@@ -106,12 +106,13 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         Some(n) => n.clone(),
         None => crate::hive::nodes::this_host()?,
     };
-    // None of this node's harnesses is connected yet: whatever a previous
-    // daemon of this node handed out comes back. Other nodes' agents keep
-    // theirs (on PostgreSQL they may be mid-turn on another host).
+    // None of this daemon's harnesses is connected yet: on sqlite whatever
+    // the previous daemon handed out comes back. On PostgreSQL each agent's
+    // claims come back when this node takes its lease (`hive/leases.rs`):
+    // another daemon of the same name may still hold it, mid-turn.
     // On a disk with no room at all that waits for space (see `Hive::space_changed`).
     let mut release_deferred = false;
-    match store.release_claims_at_start(node.as_str()).await {
+    match store.release_claims_at_start().await {
         Ok(0) => {}
         Ok(released) => tracing::info!(
             released,
@@ -139,6 +140,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
     }
     let mut settings = settings(opts.min_free_space, node)?;
+    settings.lease_holder = crate::hive::leases::holder(&paths, &settings.node, store.shared())?;
     settings.turn_timeout = opts.turn_timeout;
     settings.webhooks = opts.webhooks.clone();
     settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
@@ -179,10 +181,17 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
     hive.spawn_task(crate::hive::wakes::follow(hive.clone()));
     hive.run_wanted().await?;
-    if !opts.no_manager && !hive.has_agent(&AgentName::manager()).await? {
-        hive.spawn(&AgentName::manager(), None, None)
-            .await
-            .context("could not create the manager agent")?;
+    let manager = AgentName::manager();
+    if !opts.no_manager && !hive.has_agent(&manager).await? {
+        let made = hive.spawn(&manager, None, None).await;
+        // Nodes starting together on an empty database race to make the
+        // hive's one manager: the store lets one in, and the others go on.
+        if let Err(e) = made {
+            if !hive.has_agent(&manager).await? {
+                return Err(e).context("could not create the manager agent");
+            }
+            tracing::info!("another node created the manager meanwhile");
+        }
     }
     hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
     hive.spawn_task(crate::hive::schedules::run(hive.clone()));
@@ -331,6 +340,7 @@ fn settings(min_free_space: Option<u64>, node: hive_sh4re::NodeName) -> Result<S
         "1".into(),
     ));
     agent_env.push(("DISABLE_TELEMETRY".into(), "1".into()));
+    let heartbeat_every = crate::hive::nodes::heartbeat_every()?;
     Ok(Settings {
         bin_dir,
         claude_bin,
@@ -344,7 +354,10 @@ fn settings(min_free_space: Option<u64>, node: hive_sh4re::NodeName) -> Result<S
         max_concurrent_turns: crate::admission::MIN_LIMIT,
         budget: None,
         node,
-        heartbeat_every: crate::hive::nodes::heartbeat_every()?,
+        heartbeat_every,
+        lease_ttl: crate::hive::leases::lease_ttl(heartbeat_every)?,
+        // Set once the store is open: it depends on whether others share it.
+        lease_holder: String::new(),
     })
 }
 
@@ -395,14 +408,17 @@ pub fn find_claude(hive_claude_bin: Option<OsString>, path: Option<&OsStr>) -> O
         .or_else(|| which_in(path?, "claude"))
 }
 
+/// Vacuums about once per `every` for the whole hive: each node looks at
+/// least once a minute, and whichever finds it due first runs it.
 async fn vacuum(hive: Arc<Hive>, every: Duration) {
+    let look = every.min(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(look) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
-        match hive.vacuum().await {
-            Ok(n) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
+        match hive.vacuum_if_due(every).await {
+            Ok(Some(n)) if n > 0 => tracing::info!(rows = n, "vacuumed old history"),
             Ok(_) => {}
             Err(e) => tracing::warn!("vacuum failed: {e}"),
         }

@@ -12,6 +12,7 @@ pub mod budget;
 mod controls;
 pub mod feed;
 mod flood;
+pub mod leases;
 mod messages;
 mod needs;
 pub mod nodes;
@@ -22,6 +23,7 @@ pub mod secrets;
 mod shell;
 mod space;
 pub mod status;
+pub mod steer;
 mod supervision;
 pub mod telemetry;
 pub mod turns;
@@ -51,6 +53,7 @@ use crate::runtime::{Runtime, RuntimeKind};
 use crate::space::Space;
 use crate::store::{AgentRow, Db, EventRow, NewAgent};
 use crate::supervisor::Supervisor;
+use steer::Steer;
 
 /// Which harness binary an agent runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +109,12 @@ pub struct Settings {
     pub budget: Option<hive_sh4re::config::Budget>,
     /// This daemon's node: new agents' home (`serve --node`).
     pub node: hive_sh4re::NodeName,
-    /// How often this node heartbeats (see `hive::nodes`).
+    /// How often this node heartbeats (see `hive::nodes`); leases are renewed as often.
     pub heartbeat_every: Duration,
+    /// How long an agent's lease lasts unless renewed (see `hive::leases`).
+    pub lease_ttl: Duration,
+    /// Who holds this daemon's leases: `NODE#ID` (see `hive::leases::holder`).
+    pub lease_holder: String,
 }
 
 /// The hive's turn time limit unless `serve --turn-timeout` sets another.
@@ -226,6 +233,8 @@ impl Hive {
             budget: None,
             node: hive_sh4re::NodeName::parse("test").expect("a valid node name"),
             heartbeat_every: nodes::HEARTBEAT,
+            lease_ttl: leases::LEASE_TTL,
+            lease_holder: "#test".to_owned(),
         };
         let uids = crate::runtime::UidRanges::new(
             None,
@@ -455,7 +464,9 @@ impl Hive {
 
     /// Starts a stopped or failed agent (a no-op for a running one).
     pub async fn start(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.agent_here(name).await?;
+        if self.steer_here(name, Steer::Start).await?.is_none() {
+            return Ok(());
+        }
         self.store.set_want_running(name.as_str(), true).await?;
         self.store.set_failed(name.as_str(), false).await?;
         self.run(name).await?;
@@ -487,7 +498,13 @@ impl Hive {
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.
     pub async fn stop(self: &Arc<Self>, name: &AgentName, graceful: bool) -> Result<()> {
-        self.agent_here(name).await?;
+        if self
+            .steer_here(name, Steer::Stop { graceful })
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
         self.store.set_want_running(name.as_str(), false).await?;
         if graceful {
             self.wait_turn_end(name).await;
@@ -518,14 +535,18 @@ impl Hive {
 
     /// Stops and starts an agent.
     pub async fn restart(self: &Arc<Self>, name: &AgentName) -> Result<()> {
-        self.agent_here(name).await?;
+        if self.steer_here(name, Steer::Restart).await?.is_none() {
+            return Ok(());
+        }
         self.supervisor.stop(name).await;
         self.start(name).await
     }
 
     /// Removes an agent from the hive; its state and config stay on disk unless `purge`.
     pub async fn destroy(self: &Arc<Self>, name: &AgentName, purge: bool) -> Result<()> {
-        let row = self.agent_here(name).await?;
+        let Some(row) = self.steer_here(name, Steer::Destroy { purge }).await? else {
+            return Ok(());
+        };
         self.supervisor.stop(name).await;
         self.sockets.close(name);
         let spec = self.launch_spec(&row);
@@ -651,6 +672,24 @@ impl Hive {
         self.add_events(agent, &[state_event(state, model)]).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
+    }
+
+    /// Vacuums when the hive's vacuum is due and no other node runs it (the
+    /// store's `vacuum` job: once per `every` for the whole hive, one node at
+    /// a time); None when it was not this node's turn.
+    pub async fn vacuum_if_due(&self, every: Duration) -> Result<Option<usize>> {
+        const JOB: &str = "vacuum";
+        // A node that dies vacuuming holds the job this long at most.
+        let hold = every.max(Duration::from_secs(600));
+        let node = self.node().as_str();
+        if !self.store.take_job(JOB, node, every, hold).await? {
+            return Ok(None);
+        }
+        let vacuumed = self.vacuum().await;
+        if let Err(e) = self.store.finish_job(JOB, node).await {
+            tracing::warn!("could not mark the vacuum finished (it frees itself in {hold:?}): {e}");
+        }
+        vacuumed.map(Some)
     }
 
     /// Drops history past the store's bounds (delivered messages, events,

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use hive_sh4re::AgentName;
 use hive_sh4re::agent::{AgentRequest, AgentResponse};
+use hive_sh4re::{AgentName, NodeName};
 
 use crate::error::{Error, Result};
 use crate::hive::Hive;
@@ -21,10 +21,25 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
                 hive.repo_as_the_manager_sees_it(&name)
             )
         }
-        AgentRequest::RequestSpawn { name, description } => {
+        AgentRequest::RequestSpawn {
+            name,
+            description,
+            node,
+        } => {
             let name = parse(&name)?;
+            let node = node
+                .as_deref()
+                .map(|n| {
+                    NodeName::parse(n).map_err(|e| Error::refused(format!("bad node name: {e}")))
+                })
+                .transpose()?;
             let id = hive
-                .request_spawn(&name, Some(&AgentName::manager()), description.as_deref())
+                .request_spawn(
+                    &name,
+                    Some(&AgentName::manager()),
+                    description.as_deref(),
+                    node.as_ref(),
+                )
                 .await?;
             format!(
                 "approval #{id} queued: the operator decides; the decision reaches your inbox from system"

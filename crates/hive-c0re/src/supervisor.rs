@@ -8,12 +8,21 @@
 //! exponential backoff until [`MAX_RESTARTS`] quick failures in a row leave
 //! the agent failed.
 //!
+//! A harness runs only while this daemon holds its agent's lease (see
+//! `hive/leases.rs`): taken before each launch, renewed every
+//! [`Supervised::lease_timing`] interval. When a renewal says another holder
+//! took it, or none succeeded for the lease's time to live less one interval
+//! (so the harness is dead before the lease can pass on), the harness is
+//! killed at once, without the grace a stop gives: whatever it still did for
+//! the agent would be refused by the fence anyway. That is no crash: the
+//! agent waits, with a sentence for status, until it gets its lease again.
+//!
 //! Supervision knows the hive only as [`Supervised`]: what to launch and whom
 //! to tell. `Hive` implements it (`hive/supervision.rs`) and owns the
 //! [`Supervisor`]; this module imports nothing of the hive's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -59,11 +68,35 @@ pub trait Supervised: Send + Sync + 'static {
     ) -> impl Future<Output = ()> + Send;
     /// Supervision gave up: the agent stays failed until it is started again.
     fn harness_failed(&self, name: &AgentName) -> impl Future<Output = ()> + Send;
+    /// How often a lease is renewed (and taking one retried), and how long one lasts.
+    fn lease_timing(&self) -> (Duration, Duration);
+    /// Takes the agent's lease: its epoch, or a sentence saying why not.
+    fn take_lease(&self, name: &AgentName) -> impl Future<Output = Result<i64, String>> + Send;
+    /// Renews the lease held at `epoch`: false when it was lost.
+    fn renew_lease(
+        &self,
+        name: &AgentName,
+        epoch: i64,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Lets the lease go: the agent was stopped on purpose.
+    fn release_lease(&self, name: &AgentName, epoch: i64) -> impl Future<Output = ()> + Send;
+    /// The agent waits for its lease (`why`), or no longer does (None).
+    fn lease_waiting(&self, name: &AgentName, why: Option<&str>);
+}
+
+/// What supervision holds of an agent's lease, for the hive to read.
+#[derive(Default)]
+struct LeaseView {
+    /// The epoch held; 0 while none is.
+    epoch: AtomicI64,
+    /// Why the agent waits for its lease, while it does.
+    waiting: Mutex<Option<String>>,
 }
 
 struct Live {
     stop: CancellationToken,
     running: Arc<AtomicBool>,
+    lease: Arc<LeaseView>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -81,6 +114,48 @@ impl Supervisor {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .is_some_and(|l| l.running.load(Ordering::SeqCst))
+    }
+
+    /// The epoch of the agent's lease while this daemon holds it.
+    pub fn lease_epoch(&self, name: &str) -> Option<i64> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|l| l.lease.epoch.load(Ordering::SeqCst))
+            .filter(|&e| e > 0)
+    }
+
+    /// Records a lease held at `epoch` for an agent nobody supervises: unit
+    /// tests take turns without a harness.
+    #[cfg(test)]
+    pub fn hold_lease_for_tests(&self, name: &str, epoch: i64) {
+        let lease = Arc::new(LeaseView::default());
+        lease.epoch.store(epoch, Ordering::SeqCst);
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            name.to_owned(),
+            Live {
+                stop: CancellationToken::new(),
+                running: Arc::new(AtomicBool::new(false)),
+                lease,
+                task: None,
+            },
+        );
+    }
+
+    /// Why the supervised agent waits for its lease instead of running, while it does.
+    pub fn waiting_for_lease(&self, name: &str) -> Option<String> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .and_then(|l| {
+                l.lease
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
     }
 
     /// True while the agent is supervised: running, launching or waiting to restart.
@@ -102,17 +177,20 @@ impl Supervisor {
         }
         let stop = hive.shutdown_token().child_token();
         let running = Arc::new(AtomicBool::new(false));
+        let lease = Arc::new(LeaseView::default());
         let task = tokio::spawn(supervise(
             hive.clone(),
             name.clone(),
             stop.clone(),
             running.clone(),
+            lease.clone(),
         ));
         live.insert(
             name.to_string(),
             Live {
                 stop,
                 running,
+                lease,
                 task: Some(task),
             },
         );
@@ -150,16 +228,38 @@ impl Supervisor {
     }
 }
 
+/// A lease renewal in flight: when it began, and its answer.
+type Renewal = std::pin::Pin<Box<dyn Future<Output = (Instant, Result<bool, String>)> + Send>>;
+
+/// How a harness's run ended.
+enum Ended {
+    /// Stopped on request.
+    Stopped,
+    /// It exited by itself (how), or could not be launched.
+    Crashed(String),
+    /// Killed because this daemon lost the agent's lease (why).
+    LeaseLost(String),
+}
+
 async fn supervise<H: Supervised>(
     hive: Arc<H>,
     name: AgentName,
     stop: CancellationToken,
     running: Arc<AtomicBool>,
+    lease: Arc<LeaseView>,
 ) {
+    let (every, ttl) = hive.lease_timing();
     let mut failures = 0u32;
     loop {
+        if hive.launch_spec_of(&name).await.is_none() {
+            return let_go(&*hive, &name, &lease).await;
+        }
+        let Some((epoch, taken_at)) = take_lease(&*hive, &name, &stop, &lease, (every, ttl)).await
+        else {
+            return let_go(&*hive, &name, &lease).await;
+        };
         let Some(spec) = hive.launch_spec_of(&name).await else {
-            return;
+            return let_go(&*hive, &name, &lease).await;
         };
         if let Err(e) = hive.runtime().reap_orphans(&name).await {
             tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");
@@ -169,26 +269,68 @@ async fn supervise<H: Supervised>(
             Ok(mut launched) => {
                 running.store(true, Ordering::SeqCst);
                 hive.harness_started(&name);
-                tracing::info!(agent = %name, runtime = hive.runtime().kind().as_str(), "harness started");
+                tracing::info!(agent = %name, runtime = hive.runtime().kind().as_str(), epoch, "harness started");
                 let mut check_log = tokio::time::interval(harness_log::CHECK_EVERY);
+                let mut renew_at =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                // The harness must be dead before the lease can pass on: it
+                // ends one interval before the lease would run out unrenewed.
+                let mut lease_ends =
+                    tokio::time::Instant::from_std(taken_at + ttl.saturating_sub(every));
+                let mut renewal: Option<Renewal> = None;
                 loop {
                     tokio::select! {
-                        status = launched.child.wait() => break Some(status.map(|s| describe_exit(s, hive.runtime().kind())).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
+                        status = launched.child.wait() => break Ended::Crashed(status.map(|s| describe_exit(s, hive.runtime().kind())).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
                         _ = stop.cancelled() => {
                             terminate(&mut launched.child, hive.kill_grace()).await;
-                            break None;
+                            break Ended::Stopped;
                         }
                         _ = check_log.tick() => rotate_log(&name, &spec.log).await,
+                        _ = renew_at.tick(), if renewal.is_none() => {
+                            let (hive, name) = (hive.clone(), name.clone());
+                            renewal = Some(Box::pin(async move {
+                                let at = Instant::now();
+                                (at, hive.renew_lease(&name, epoch).await)
+                            }));
+                        }
+                        (at, renewed) = async { renewal.as_mut().expect("guarded").await }, if renewal.is_some() => {
+                            renewal = None;
+                            match renewed {
+                                Ok(true) => lease_ends = tokio::time::Instant::from_std(at + ttl.saturating_sub(every)),
+                                Ok(false) => {
+                                    kill_now(&mut launched.child).await;
+                                    break Ended::LeaseLost("another hive-c0re took its lease over, or it ran out".to_owned());
+                                }
+                                Err(e) => tracing::warn!(agent = %name, "could not renew the lease: {e}"),
+                            }
+                        }
+                        _ = tokio::time::sleep_until(lease_ends) => {
+                            kill_now(&mut launched.child).await;
+                            break Ended::LeaseLost(format!("its lease could not be renewed for {:.0} s", ttl.saturating_sub(every).as_secs_f64()));
+                        }
                     }
                 }
             }
-            Err(e) => Some(format!("could not be launched: {e}")),
+            Err(e) => Ended::Crashed(format!("could not be launched: {e}")),
         };
         running.store(false, Ordering::SeqCst);
+        // Still under the lease's epoch: what it claimed goes back, fenced.
         hive.harness_exited(&name).await;
-        let Some(exit) = outcome else { return };
+        let exit = match outcome {
+            Ended::Stopped => return let_go(&*hive, &name, &lease).await,
+            Ended::LeaseLost(why) => {
+                lease.epoch.store(0, Ordering::SeqCst);
+                tracing::warn!(agent = %name, "harness killed: {why}; it runs again once this node takes its lease back");
+                let said =
+                    format!("{why}: the harness was stopped until this node takes its lease back");
+                hive.lease_waiting(&name, Some(&said));
+                *lease.waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(said);
+                continue;
+            }
+            Ended::Crashed(exit) => exit,
+        };
         if stop.is_cancelled() {
-            return;
+            return let_go(&*hive, &name, &lease).await;
         }
         if started.elapsed() > HEALTHY_AFTER {
             failures = 0;
@@ -200,12 +342,67 @@ async fn supervise<H: Supervised>(
             .await;
         if gave_up {
             hive.harness_failed(&name).await;
-            return;
+            return let_go(&*hive, &name, &lease).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return let_go(&*hive, &name, &lease).await,
         }
+    }
+}
+
+/// Takes the agent's lease, trying every `every` while another daemon holds
+/// it (status says so meanwhile): its epoch and when the taking began (the
+/// lease runs from no earlier). None when supervision is stopped first.
+async fn take_lease<H: Supervised>(
+    hive: &H,
+    name: &AgentName,
+    stop: &CancellationToken,
+    lease: &LeaseView,
+    (every, ttl): (Duration, Duration),
+) -> Option<(i64, Instant)> {
+    loop {
+        let at = Instant::now();
+        // A call stuck on a link that went dead is given up and tried anew.
+        let taken = tokio::select! {
+            t = tokio::time::timeout(ttl, hive.take_lease(name)) => t.unwrap_or_else(|_| Err("could not take its lease: the database did not answer; trying again".to_owned())),
+            _ = stop.cancelled() => return None,
+        };
+        match taken {
+            Ok(epoch) => {
+                lease.epoch.store(epoch, Ordering::SeqCst);
+                if lease
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .is_some()
+                {
+                    tracing::info!(agent = %name, epoch, "took its lease");
+                    hive.lease_waiting(name, None);
+                }
+                return Some((epoch, at));
+            }
+            Err(why) => {
+                let mut waiting = lease.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if waiting.as_deref() != Some(why.as_str()) {
+                    hive.lease_waiting(name, Some(&why));
+                    *waiting = Some(why);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
+/// Supervision ends: the lease, if held, goes at once.
+async fn let_go<H: Supervised>(hive: &H, name: &AgentName, lease: &LeaseView) {
+    let epoch = lease.epoch.swap(0, Ordering::SeqCst);
+    if epoch > 0 {
+        hive.release_lease(name, epoch).await;
     }
 }
 
@@ -286,6 +483,18 @@ pub fn log_tail(path: &std::path::Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// SIGKILL to the harness (its process group when it leads one), at once.
+async fn kill_now(child: &mut tokio::process::Child) {
+    let Some(pid) = child.id() else { return };
+    let pid = Pid::from_raw(pid as i32);
+    if nix::unistd::getpgid(Some(pid)).is_ok_and(|g| g == pid) {
+        let _ = killpg(pid, Signal::SIGKILL);
+    } else {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    let _ = child.wait().await;
 }
 
 /// SIGTERM to the harness (its process group when it leads one), SIGKILL after `grace`.

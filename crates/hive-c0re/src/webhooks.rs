@@ -251,16 +251,14 @@ fn path_segment(s: &str) -> String {
     out
 }
 
-/// Hex of bytes.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `sha256=HEX` of the body under `key`: what `X-Hyperhive-Signature` carries.
 pub fn signature(key: &[u8], body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key");
     mac.update(body);
-    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        crate::hex::encode(&mac.finalize().into_bytes())
+    )
 }
 
 /// The request `hook` makes for `n` (its `link` already absolute or a path),

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -64,19 +63,7 @@ fn bad_names_are_refused_before_anything_is_built() {
 #[test]
 fn send_reads_dash_from_stdin_and_recv_json_prints_each_message() {
     let hive = TestHive::start();
-    let mut child = hive
-        .command()
-        .args(["send", "operator", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"multi\nline body")
-        .unwrap();
+    let child = hive.spawn_with_input(&["send", "operator", "-"], "multi\nline body");
     assert!(child.wait_with_output().unwrap().status.success());
     hive.ok(&["send", "operator", "second"]);
     let out = hive.ok(&["recv", "--json"]);

@@ -8,28 +8,16 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{TestHive, write_exe};
 
 /// Runs a CLI verb with `input` on stdin; (exit code, stdout, stderr).
 fn cli_with_input(hive: &TestHive, args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = hive
-        .command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = hive
+        .spawn_with_input(args, input)
+        .wait_with_output()
         .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

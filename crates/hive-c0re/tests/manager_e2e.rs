@@ -78,7 +78,7 @@ name = "propose spawn"
 tool_result = "committed-for-spawn"
 [[rule.reply]]
 tool = "mcp__hyperhive__request_spawn"
-input = {{ name = "dave", description = "a reviewer with git" }}
+input = {{ name = "dave", description = "a reviewer with git", node = "hq" }}
 
 [[rule]]
 name = "propose commit"
@@ -153,6 +153,7 @@ fn the_manager_grows_the_hive_only_with_approval() {
         ..Opts::default()
     };
     opts.args.retain(|a| a != "--no-manager");
+    opts.args.extend(["--node".into(), "hq".into()]);
     let hive = TestHive::start_with(opts);
     let repo = hive.state_dir().join("configs/dave");
     sim.set_script(&manager_script(&repo));
@@ -167,12 +168,16 @@ fn the_manager_grows_the_hive_only_with_approval() {
     });
     assert!(hive.row("dave").is_none(), "dave exists before approval");
     let spawn = approval_ids(&hive, "spawn", "pending").remove(0);
+    // The manager named dave's home node: the approval shows it.
+    let shown = hive.ok(&["approvals", "show", &spawn]);
+    assert!(shown.contains("\nspawn dave on node hq\n"), "{shown}");
     hive.ok(&["approve", &spawn]);
     hive.wait_for("dave running", 30, |h| {
         h.row("dave").is_some_and(|r| r["running"] == true)
     });
     let dave = hive.row("dave").unwrap();
     assert_eq!(dave["parent"], "manager");
+    assert_eq!(dave["node"], "hq");
     assert_eq!(dave["active_model"], "haiku");
     assert_eq!(dave["deployed_sha"].as_str().unwrap().len(), 12);
 

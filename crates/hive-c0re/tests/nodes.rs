@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Opts, TestDatabase, TestHive};
+use common::{ModelSim, Opts, TestDatabase, TestHive, pids_running};
+use hive_c0re::store::pg::PgSettings;
+use hive_c0re::store::{Db, Limits, NewRequest};
 
 /// The `nodes --json` objects, by name.
 fn nodes(hive: &TestHive) -> Vec<serde_json::Value> {
@@ -53,6 +55,37 @@ fn to_manager(hive: &TestHive) -> Vec<String> {
         .collect()
 }
 
+/// A handle on the test database's store, as a node has one, and a runtime to drive it.
+fn store_of(db: &TestDatabase) -> (tokio::runtime::Runtime, Db) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(async {
+        let mut settings = PgSettings::new(&db.url);
+        settings.password = Some(db.password.clone());
+        Db::connect_postgres(&settings, Limits::default())
+            .await
+            .unwrap()
+    });
+    (rt, store)
+}
+
+/// The outcome of node request `id` once its node has carried it out (at most 10 s).
+async fn outcome(store: &Db, id: i64) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(o) = store.request(id).await.unwrap().unwrap().outcome() {
+            return o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node left request {id} undone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Names the node the next `serve` starts.
 fn set_node(hive: &mut TestHive, name: &str) {
     let args = &mut hive.opts.args;
@@ -68,11 +101,10 @@ fn a_node_heartbeats_is_home_to_its_agents_and_is_down_once_killed() {
     opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
     opts.args.extend(["--node".into(), "alpha".into()]);
     let mut hive = TestHive::start_with(opts);
-    assert!(
-        hive.log().contains("hive-c0re is serving: node alpha ·"),
-        "{}",
-        hive.log()
-    );
+    // host.sock answers before start-up ends with this line (the manager is made first).
+    hive.wait_for("the serving line naming the node", 20, |h| {
+        h.log().contains("hive-c0re is serving: node alpha ·")
+    });
 
     let alpha = node(&hive, "alpha");
     assert_eq!(alpha["alive"], true, "{alpha}");
@@ -188,6 +220,13 @@ fn nodes_on_one_database_announce_a_dead_node_once_and_its_return() {
     let gamma = node("gamma");
     let delta = node("delta");
     gamma.ok(&["spawn", "w"]);
+    // A config change for x waits for approval while alpha dies.
+    let repo = alpha.state_dir().join("configs").join("x");
+    std::fs::write(repo.join("agent.toml"), "turn_timeout = \"7s\"\n").unwrap();
+    common::git(&repo, &["commit", "-qam", "a shorter turn"]);
+    let sha = common::git(&repo, &["rev-parse", "HEAD"]);
+    let change = approval_id(&alpha.ok(&["request-apply-commit", "x", sha.trim()]));
+    let deployed = alpha.row("x").unwrap()["deployed_sha"].clone();
     alpha.kill9();
 
     gamma.wait_for("alpha's node_down notification", 15, |h| {
@@ -207,6 +246,34 @@ fn nodes_on_one_database_announce_a_dead_node_once_and_its_return() {
         "{text}"
     );
     assert_eq!(to_manager(&gamma), [text], "the manager reads it too, once");
+    // Steering a dead node's agent is refused at once, and nothing is queued
+    // to run whenever alpha returns.
+    let out = delta.cli(&["restart", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("alpha is down (no heartbeat for ")
+            && err.contains(
+                "): `restart x` was not queued; try again when it is back, or see `hive-c0re nodes`"
+            ),
+        "{err}"
+    );
+    // Its approval fails rather than deploy a config alpha cannot restart x with.
+    let out = gamma.cli(&["approve", &change]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("`restart x` was not queued"),
+        "{err}"
+    );
+    assert_eq!(gamma.row("x").unwrap()["deployed_sha"], deployed);
+    let told = to_manager(&gamma);
+    assert!(
+        told.len() == 1
+            && told[0].starts_with(&format!(
+                "Approval #{change} (apply_commit x) was approved but failed: alpha is down"
+            )),
+        "{told:?}"
+    );
 
     // alpha's agents read `node_down` since alpha's last heartbeat, on every
     // other node; gamma's own agent does not.
@@ -314,16 +381,87 @@ fn a_bad_node_name_is_refused_with_a_sentence() {
     assert!(!dir.path().join("state").exists(), "nothing was started");
 }
 
+/// `hop` from the operator makes ping pass it to pong, and pong's answer goes
+/// to the operator; each `nN` is answered with text (the turn acknowledges it).
+const CHAIN: &str = r#"
+[[rule]]
+name = "hop"
+sender = "operator"
+user_text = "hop"
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "pong", body = "hop from ping" }
+
+[[rule]]
+name = "back"
+sender = "ping"
+user_text = "hop from ping"
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "chain done" }
+
+[[rule]]
+name = "count"
+each_message = true
+user_regex = '^n\d+$'
+[[rule.reply]]
+text = "got {{body}}"
+"#;
+
+/// The message ids of each turn of `agent` that ran to its end (and so
+/// acknowledged them), from its events; interrupted turns are left out.
+fn completed_turns(hive: &TestHive, agent: &str) -> Vec<Vec<i64>> {
+    let mut events: Vec<serde_json::Value> = hive
+        .events(agent)
+        .into_iter()
+        .filter(|e| e["kind"] == "turn_start" || e["kind"] == "turn_end")
+        .collect();
+    events.sort_by_key(|e| e["id"].as_i64());
+    let mut open: Option<Vec<i64>> = None;
+    let mut done = vec![];
+    for e in events {
+        if e["kind"] == "turn_start" {
+            let ids = e["payload"]["messages"].as_array().unwrap();
+            open = Some(ids.iter().map(|i| i.as_i64().unwrap()).collect());
+        } else if let Some(ids) = open.take()
+            && matches!(e["payload"]["exit_class"].as_str(), Some("ok" | "retried"))
+        {
+            done.push(ids);
+        }
+    }
+    done
+}
+
+/// The id in `sent message #ID to NAME`.
+fn sent_id(out: &str) -> i64 {
+    out.trim()
+        .strip_prefix("sent message #")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a send's answer: {out}"))
+}
+
 /// Three nodes, each in a network namespace of its own, share one PostgreSQL
-/// database that they reach over their own veth link: each lists all three
-/// alive; with one's link cut the other two list it down, and up again once
-/// the link is back, and it sees all three alive itself.
+/// database that they reach over their own veth link, with real claude
+/// agents (the scripted model, one per namespace): ping on alpha, pong on beta.
+/// - The operator on gamma sends to ping, ping to pong, pong to the operator.
+/// - beta's hive-c0re is killed -9 during a stream of sends to pong from
+///   gamma, which go on while it is dead, and restarted.
+/// - beta's link is cut for 15 s (longer than its 4 s lease: its harness is
+///   stopped, the others list it down), while alpha sends to pong; the link
+///   comes back, beta is listed alive again and takes pong's lease back.
+///
+/// Every message to pong is acknowledged by exactly one turn of its that ran
+/// to its end, and the model saw each.
 #[test]
-fn three_nodes_share_one_database_over_their_links_and_see_a_cut_one_down_then_up() {
+fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut() {
     use hive_c0re::store::pg::TestCluster;
     use hive_c0re::store::pg::test_cluster::Network;
     if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
+        return;
+    }
+    if !common::e2e_ready() {
         return;
     }
     let lan = common::Lan::new(3);
@@ -345,7 +483,10 @@ fn three_nodes_share_one_database_over_their_links_and_see_a_cut_one_down_then_u
         .block_on(cluster.database());
 
     let names = ["alpha", "beta", "gamma"];
-    let hives: Vec<TestHive> = names
+    let sims: Vec<ModelSim> = (0..3)
+        .map(|i| ModelSim::start_in(Some(CHAIN), Some(&lan.nodes[i])))
+        .collect();
+    let mut hives: Vec<TestHive> = names
         .iter()
         .enumerate()
         .map(|(i, name)| {
@@ -353,7 +494,8 @@ fn three_nodes_share_one_database_over_their_links_and_see_a_cut_one_down_then_u
                 netns: Some(lan.nodes[i].clone()),
                 ..Opts::default()
             };
-            opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+            quick_leases(&mut opts, 4);
+            opts.env.extend(sims[i].env());
             // The password never on the command line: from the environment.
             opts.env
                 .push(("PGPASSWORD".into(), cluster.password().to_owned()));
@@ -367,36 +509,136 @@ fn three_nodes_share_one_database_over_their_links_and_see_a_cut_one_down_then_u
         })
         .collect();
 
-    let alive = |h: &TestHive, name: &str| node(h, name)["alive"] == true;
+    // (A node not registered yet is not alive.)
+    let alive = |h: &TestHive, name: &str| {
+        nodes(h)
+            .iter()
+            .any(|n| n["name"] == name && n["alive"] == true)
+    };
     for h in &hives {
         h.wait_for("all three nodes alive", 30, |h| {
             names.iter().all(|n| alive(h, n))
         });
     }
 
-    lan.cut(2);
+    // The chain: gamma's operator -> ping on alpha -> pong on beta -> operator.
+    hives[0].ok(&["spawn", "ping"]);
+    hives[1].ok(&["spawn", "pong"]);
+    for (h, agent) in [(&hives[0], "ping"), (&hives[1], "pong")] {
+        h.wait_for("the agent running at home", 30, |h| {
+            h.row(agent).unwrap()["running"] == true
+        });
+    }
+    hives[2].ok(&["send", "ping", "hop"]);
+    let got = hives[2].recv_operator(120);
+    assert_eq!(got.len(), 1, "{got:?}\n{}", hives[1].log());
+    assert_eq!(
+        (got[0]["from"].as_str(), got[0]["body"].as_str()),
+        (Some("pong"), Some("chain done"))
+    );
+    // Each model server listens in its node's namespace.
+    let seen = |i: usize| -> String {
+        lan.nodes[i].enter(|| {
+            sims[i]
+                .requests()
+                .iter()
+                .map(|r| r["messages"].to_string())
+                .collect()
+        })
+    };
+    let saw = |i: usize, text: &str| seen(i).contains(text);
+    assert!(saw(0, ">hop</message>") && saw(1, ">hop from ping</message>"));
+
+    // A stream of sends to pong from gamma; beta is killed -9 a third of the
+    // way in and started again two thirds in.
+    let mut sent = vec![];
+    for i in 0..24 {
+        if i == 8 {
+            hives[1].kill9();
+        }
+        if i == 16 {
+            hives[1].serve();
+        }
+        sent.push(sent_id(&hives[2].ok(&["send", "pong", &format!("n{i}")])));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let settled = |h: &TestHive| {
+        let r = h.row("pong").unwrap();
+        r["inbox_depth"] == 0 && r["state"] == "idle"
+    };
+    hives[1].wait_for("pong to take every message of the stream", 120, settled);
+
+    // beta's link is cut for 15 s while alpha sends to pong.
+    lan.cut(1);
     let cut_at = Instant::now();
-    for h in &hives[..2] {
-        h.wait_for("gamma listed down", 30, |h| !alive(h, "gamma"));
+    for i in 24..32 {
+        sent.push(sent_id(&hives[0].ok(&["send", "pong", &format!("n{i}")])));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for h in [&hives[0], &hives[2]] {
+        h.wait_for("beta listed down", 30, |h| !alive(h, "beta"));
     }
     eprintln!(
-        "gamma listed down {:?} after its link was cut",
+        "beta listed down {:?} after its link was cut",
         cut_at.elapsed()
     );
-    assert!(names[..2].iter().all(|n| alive(&hives[0], n)));
-
-    lan.restore(2);
+    assert!(alive(&hives[0], "gamma") && alive(&hives[2], "alpha"));
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(cut_at.elapsed()));
+    lan.restore(1);
     let back_at = Instant::now();
-    for h in &hives[..2] {
-        h.wait_for("gamma listed alive again", 60, |h| alive(h, "gamma"));
+    for h in [&hives[0], &hives[2]] {
+        h.wait_for("beta listed alive again", 60, |h| alive(h, "beta"));
     }
     eprintln!(
-        "gamma listed alive {:?} after its link came back",
+        "beta listed alive {:?} after its link came back",
         back_at.elapsed()
     );
-    hives[2].wait_for("gamma to see all three alive", 60, |h| {
+    hives[1].wait_for("beta to see all three alive", 60, |h| {
         names.iter().all(|n| alive(h, n))
     });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !settled(&hives[1]) {
+        if Instant::now() > deadline {
+            for (n, h) in names.iter().zip(&hives) {
+                eprintln!("--- {n} ---\n{}", h.log());
+            }
+            panic!("pong did not take what came during the cut");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = hives[1].log();
+    assert!(
+        log.contains("harness killed: its lease could not be renewed"),
+        "beta ran pong on with its lease run out\n{log}"
+    );
+    assert_eq!(hives[1].row("pong").unwrap()["running"], true);
+
+    // Exactly once: each message in one turn that ran to its end.
+    let turns = completed_turns(&hives[0], "pong");
+    let mut acked: Vec<i64> = turns.iter().flatten().copied().collect();
+    acked.sort_unstable();
+    let before = acked.len();
+    acked.dedup();
+    assert_eq!(
+        before,
+        acked.len(),
+        "a message acknowledged twice: {turns:?}"
+    );
+    for id in &sent {
+        assert!(acked.contains(id), "message #{id} was lost: {turns:?}");
+    }
+    assert_eq!(
+        acked.len(),
+        sent.len() + 1,
+        "the stream and the chain's hop: {turns:?}"
+    );
+    let pongs_model = seen(1);
+    for i in 0..32 {
+        assert!(
+            pongs_model.contains(&format!(">n{i}</message>")),
+            "the model never saw n{i}"
+        );
+    }
 }
 
 /// A repeating schedule fires once per slot for the whole hive: two nodes on
@@ -427,44 +669,831 @@ fn a_repeating_schedule_fires_once_per_slot_across_nodes() {
     beta.wait_for("beta alone to go on firing", 10, |h| depth(h) >= d1 + 2);
 }
 
-/// An agent is started, stopped and reached into only by its home node: on
-/// another node those verbs are refused with a sentence naming its home (on
-/// another host a `start` there started a second harness of the same agent;
-/// on this one the uid registry stopped it with a misleading reason), and
-/// the agent goes on running at home untouched.
+/// Waits until `hive` lists node `name` (a daemon answers on host.sock a
+/// moment before it has registered).
+fn registered(hive: &TestHive, name: &str) {
+    hive.wait_for(&format!("node {name} registered"), 10, |h| {
+        nodes(h).iter().any(|n| n["name"] == name)
+    });
+}
+
+/// How many times `hive`'s daemon started a harness for `agent`.
+fn harness_starts(hive: &TestHive, agent: &str) -> usize {
+    std::fs::read_to_string(hive.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("harness started") && l.contains(&format!("agent={agent} ")))
+        .count()
+}
+
+/// Whether `agent`'s harness runs, as its home node `hive` says.
+fn running(hive: &TestHive, agent: &str) -> bool {
+    hive.row(agent).unwrap()["running"] == true
+}
+
+/// A node on `db` that serves a dashboard (its address is where other nodes reach its shells).
+fn with_dashboard(db: &TestDatabase, name: &str) -> Opts {
+    let mut opts = Opts::postgres(db, name);
+    opts.args.retain(|a| a != "--no-dashboard");
+    opts.args
+        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
+    opts
+}
+
+/// A refused CLI verb's sentence.
+fn refused(hive: &TestHive, args: &[&str]) -> String {
+    let out = hive.cli(args);
+    assert!(!out.status.success(), "{args:?} went through");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An agent runs only on its home node, and every steering verb the
+/// operator gives another node is carried out there through the store: the
+/// home node's harness stops and starts, its refusals come back word for
+/// word, and the asking node never starts a harness of its own (on another
+/// host a `start` there used to start a second harness of the same agent).
+/// `spawn --node` makes an agent at home on the node it names.
 #[test]
-fn lifecycle_verbs_for_another_nodes_agent_are_refused_and_start_no_second_harness() {
+fn lifecycle_verbs_for_another_nodes_agent_run_on_its_home_node_and_start_no_second_harness() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let beta = TestHive::start_with(with_dashboard(&db, "beta"));
+    registered(&alpha, "beta");
+    alpha.ok(&["spawn", "x", "--node", "beta"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    assert_eq!(alpha.row("x").unwrap()["node"], "beta");
+    assert_eq!(harness_starts(&beta, "x"), 1);
+
+    // Each verb has taken effect on beta when alpha answers: a stop has
+    // stopped the harness, a start launches one (as a start on beta would).
+    let up = |what: &str| beta.wait_for(what, 10, |h| running(h, "x"));
+    alpha.ok(&["stop", "x"]);
+    assert!(
+        !running(&beta, "x"),
+        "stop from alpha left x running on beta"
+    );
+    alpha.ok(&["start", "x"]);
+    up("x started from alpha");
+    alpha.ok(&["restart", "x"]);
+    up("x restarted from alpha");
+    alpha.ok(&["kill", "x"]);
+    assert!(
+        !running(&beta, "x"),
+        "kill from alpha left x running on beta"
+    );
+    // A refusal at home comes back as the operator would read it there.
+    let err = refused(&alpha, &["compact", "x"]);
+    assert!(
+        err.contains("x is not running: start it with hive-c0re start x"),
+        "{err}"
+    );
+    alpha.ok(&["start", "x"]);
+    up("x started again from alpha");
+    let err = refused(&alpha, &["cancel", "x"]);
+    assert!(
+        err.contains("x has no turn running and is not napping or queued"),
+        "{err}"
+    );
+    let err = refused(&alpha, &["compact", "x"]);
+    assert!(
+        err.contains("x has no claude session yet: there is nothing to compact"),
+        "{err}"
+    );
+    assert!(running(&beta, "x"));
+    // Spawn, start, restart, start: four harnesses, all on beta.
+    beta.wait_for("x's fourth harness", 10, |h| harness_starts(h, "x") >= 4);
+    assert_eq!(harness_starts(&beta, "x"), 4);
+
+    // The shell runs on beta too (see the node-shell tests), relayed by alpha.
+    let address = node(&alpha, "beta")["address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("http://127.0.0.1:"), "{address}");
+    // An unknown node is no home.
+    let err = refused(&alpha, &["spawn", "y", "--node", "gamma"]);
+    assert!(
+        err.contains("there is no node gamma in this hive: see hive-c0re nodes"),
+        "{err}"
+    );
+    assert!(alpha.row("y").is_none());
+
+    alpha.ok(&["destroy", "x"]);
+    assert!(beta.row("x").is_none(), "x outlived its destroy on beta");
+    assert_eq!(
+        harness_starts(&alpha, "x"),
+        0,
+        "alpha started a harness of x"
+    );
+}
+
+/// The approval id in `approval #N queued`.
+fn approval_id(queued: &str) -> String {
+    queued
+        .trim()
+        .trim_start_matches("approval #")
+        .trim_end_matches(" queued")
+        .to_owned()
+}
+
+/// A spawn request may name the new agent's home node: the approval shows
+/// it, and approving it on another node creates the agent there. Two
+/// operators approving a config change at the same moment on two nodes:
+/// one wins, the other is told it was decided, and the agent's home node
+/// restarts it once with the new config.
+#[test]
+fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
     let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
     let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    registered(&alpha, "beta");
+    let id = approval_id(&alpha.ok(&["request-spawn", "x", "--node", "beta"]));
+    let shown = beta.ok(&["approvals", "show", &id]);
+    assert!(shown.contains("\nspawn x on node beta\n"), "{shown}");
+    alpha.ok(&["approve", &id]);
+    beta.wait_for("x, approved on alpha, running on beta", 10, |h| {
+        running(h, "x")
+    });
+    assert_eq!(beta.row("x").unwrap()["node"], "beta");
+
+    // x's config repo is on beta, its home.
+    let repo = beta.state_dir().join("configs").join("x");
+    assert!(
+        !alpha.state_dir().join("configs").join("x").exists(),
+        "alpha made x's repo"
+    );
+    std::fs::write(repo.join("agent.toml"), "turn_timeout = \"7s\"\n").unwrap();
+    common::git(&repo, &["commit", "-qam", "a shorter turn"]);
+    let sha = common::git(&repo, &["rev-parse", "HEAD"]);
+    let id = approval_id(&beta.ok(&["request-apply-commit", "x", sha.trim()]));
+    let before = harness_starts(&beta, "x");
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| alpha.cli(&["approve", &id]));
+        let b = s.spawn(|| beta.cli(&["approve", &id]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        a.status.success() ^ b.status.success(),
+        "alpha: {a:?}\nbeta: {b:?}"
+    );
+    let lost = if a.status.success() { &b } else { &a };
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert!(
+        err.contains(&format!(
+            "approval #{id} was decided already (approved on node {}): an approval can be decided once",
+            if a.status.success() { "alpha" } else { "beta" }
+        )),
+        "{err}"
+    );
+    // One restart, on beta, and no more.
+    beta.wait_for("x's restart with the new config", 10, |h| {
+        harness_starts(h, "x") > before
+    });
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(harness_starts(&beta, "x"), before + 1, "deployed twice");
+    assert_eq!(
+        harness_starts(&alpha, "x"),
+        0,
+        "alpha started a harness of x"
+    );
+    let deployed = beta.ok(&["approvals", "--json"]);
+    assert!(
+        deployed
+            .lines()
+            .any(|l| l.contains(&format!("\"id\":{id},")) && l.contains("\"status\":\"approved\"")),
+        "{deployed}"
+    );
+}
+
+/// A node checks every request it takes as if hostile: the verb must be one
+/// it knows with exactly its arguments, the name must parse, and the agent
+/// must live on this node. A request stored for beta to stop alpha's agent
+/// (were beta to run it, beta's `stop` would carry it on to alpha) is
+/// refused with a sentence, and the agent runs on.
+#[test]
+fn a_node_refuses_forged_requests_and_steers_no_agent_of_another_node() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    alpha.ok(&["spawn", "y"]);
+    alpha.wait_for("y running on alpha", 30, |h| running(h, "y"));
+    let forged = [
+        ("stop", r#"{"graceful":false}"#, "y"),
+        ("destroy", r#"{"purge":true}"#, "y"),
+        ("sh -c 'kill 1'", "{}", "y"),
+        ("stop", r#"{"graceful":false,"also":"rm"}"#, "y"),
+        ("start", "{}", "../y"),
+    ];
+    let (rt, store) = store_of(&db);
+    let outcomes = rt.block_on(async {
+        let mut ids = vec![];
+        for (verb, args_json, agent) in forged {
+            let request = NewRequest {
+                node: "beta",
+                agent,
+                verb,
+                args_json,
+                asked_by: "alpha",
+            };
+            ids.push(store.enqueue_request(&request).await.unwrap());
+        }
+        let mut outcomes = vec![];
+        for id in ids {
+            outcomes.push(outcome(&store, id).await);
+        }
+        outcomes
+    });
+    let not_ours = "y does not live on node beta: alpha asked the wrong node, nothing was done";
+    let unknown = "the request names no verb this node knows";
+    for (o, want) in outcomes.iter().zip([
+        not_ours,
+        not_ours,
+        unknown,
+        unknown,
+        "agent name \"../y\" must start with a lowercase letter a-z",
+    ]) {
+        assert!(!o.0 && o.1.contains(want), "{o:?}, want {want:?}");
+    }
+    assert!(running(&alpha, "y"), "a forged request stopped y");
+    assert_eq!(harness_starts(&beta, "y"), 0);
+}
+
+/// A home node that is alive by its last heartbeat but takes no request
+/// (here: stopped with SIGSTOP) makes the asking node give up after its
+/// wait, withdraw the request and say so; the node, back, does not run it.
+#[test]
+fn a_request_the_home_node_does_not_take_in_time_is_withdrawn() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut alpha = Opts::postgres(&db, "alpha");
+    alpha.env.push(("HIVE_STEER_WAIT_SECS".into(), "1".into()));
+    let alpha = TestHive::start_with(alpha);
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
     beta.ok(&["spawn", "x"]);
-    beta.wait_for("x running on beta", 30, |h| {
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    let pid = nix::unistd::Pid::from_raw(beta.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let out = alpha.cli(&["stop", "x"]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "beta did not take `stop x` within 1.0s, so it was withdrawn and not carried out: \
+                 see `hive-c0re nodes` and try again"
+            ),
+        "{err}"
+    );
+    // beta, running again, finds nothing to do: the stop was withdrawn.
+    alpha.ok(&["restart", "x"]);
+    beta.wait_for("x running on beta", 10, |h| running(h, "x"));
+    assert_eq!(harness_starts(&beta, "x"), 2, "spawn and the restart");
+}
+
+/// Lease timing for tests: a heartbeat a second, a lease of a few.
+fn quick_leases(opts: &mut Opts, ttl_secs: u64) {
+    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+    opts.env
+        .push(("HIVE_LEASE_TTL_SECS".into(), ttl_secs.to_string()));
+}
+
+/// Exactly one daemon runs an agent, the holder of its lease: a second
+/// hive-c0re started under the same node name (another state dir and uid
+/// registry, as on another host; the same database) does not run the agent
+/// while the first holds its lease, and says so in status; once the first is
+/// killed -9 and its lease has run out, the second takes over.
+#[test]
+fn a_second_daemon_under_the_same_node_name_waits_for_the_lease_and_takes_over_once_it_ran_out() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = || {
+        let mut o = Opts::postgres(&db, "alpha");
+        quick_leases(&mut o, 3);
+        o.own_uid_registry = true;
+        o
+    };
+    let mut first = TestHive::start_with(alpha());
+    first.ok(&["spawn", "x"]);
+    first.wait_for("x running on the first daemon", 30, |h| {
         h.row("x").unwrap()["running"] == true
     });
-    for verb in [
-        &["start", "x"][..],
-        &["restart", "x"],
-        &["stop", "x"],
-        &["kill", "x"],
-        &["compact", "x"],
-        &["destroy", "x"],
-    ] {
-        let out = alpha.cli(verb);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{verb:?} went through on alpha");
+    let second = TestHive::start_with(alpha());
+    let waits = |h: &TestHive| {
+        h.row("x").unwrap()["state_detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("waiting for its lease: another hive-c0re holds it"))
+    };
+    second.wait_for("the second daemon to wait for x's lease", 15, waits);
+    // Several lease lives later it still runs no harness of x.
+    std::thread::sleep(Duration::from_secs(4));
+    let row = second.row("x").unwrap();
+    assert_eq!(
+        (row["running"].as_bool(), row["state"].as_str()),
+        (Some(false), Some("stopped")),
+        "{row}"
+    );
+    assert!(waits(&second), "{row}");
+    assert!(
+        common::harness_pids(&second, "x").is_empty(),
+        "both daemons run x\n{}",
+        second.log()
+    );
+    assert_eq!(first.row("x").unwrap()["running"], true);
+
+    first.kill9();
+    let killed = Instant::now();
+    second.wait_for("the second daemon to run x", 30, |h| {
+        h.row("x").unwrap()["running"] == true
+    });
+    // Not before the lease the first renewed last (at most a second before) ran out.
+    let took = killed.elapsed();
+    eprintln!("the second daemon ran x {took:?} after the first was killed");
+    assert!(took >= Duration::from_millis(1_500), "{took:?}");
+    assert_eq!(common::harness_pids(&second, "x").len(), 1);
+    assert_eq!(
+        second.row("x").unwrap()["state_detail"],
+        serde_json::Value::Null
+    );
+
+    // A stale holder: the second freezes (SIGSTOP) past its lease, the first
+    // comes back on its state and takes x over; thawed, the second finds
+    // its lease gone and kills its harness at once rather than run on.
+    let signal = |h: &TestHive, s| {
+        let pid = nix::unistd::Pid::from_raw(h.child.as_ref().unwrap().id() as i32);
+        nix::sys::signal::kill(pid, s).unwrap();
+    };
+    signal(&second, nix::sys::signal::Signal::SIGSTOP);
+    first.serve();
+    first.wait_for("the first daemon to run x again", 30, |h| {
+        h.row("x").unwrap()["running"] == true
+    });
+    signal(&second, nix::sys::signal::Signal::SIGCONT);
+    second.wait_for("the thawed daemon to stop its harness of x", 10, |h| {
+        common::harness_pids(h, "x").is_empty()
+    });
+    second.wait_for("the thawed daemon to wait for x's lease", 10, waits);
+    assert!(
+        second.log().contains("harness killed: "),
+        "{}",
+        second.log()
+    );
+    assert_eq!(common::harness_pids(&first, "x").len(), 1);
+}
+
+/// Nodes started together on an empty database both find no manager and
+/// both make one: one gets in, and the other carries on serving instead of
+/// failing its start.
+#[test]
+fn nodes_starting_together_on_an_empty_database_make_one_manager_and_both_serve() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let with_manager = |node: &str| {
+        let mut o = Opts::postgres(&db, node);
+        o.args.retain(|a| a != "--no-manager");
+        o
+    };
+    let (a, b) = (with_manager("alpha"), with_manager("beta"));
+    let (alpha, beta) = std::thread::scope(|s| {
+        let a = s.spawn(|| TestHive::start_with(a));
+        let b = s.spawn(|| TestHive::start_with(b));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    // serve makes the manager after host.sock answers: wait for it on both.
+    let managers = |h: &TestHive| -> Vec<serde_json::Value> {
+        rows(h)
+            .into_iter()
+            .filter(|r| r["name"] == "manager")
+            .collect()
+    };
+    for hive in [&alpha, &beta] {
+        hive.wait_for("the manager", 30, |h| !managers(h).is_empty());
+    }
+    // Both made it or one won the race: either way both still serve.
+    std::thread::sleep(Duration::from_secs(1));
+    for hive in [&alpha, &beta] {
+        let m = managers(hive);
+        assert_eq!(m.len(), 1, "{m:?}\n{}", hive.log());
+        let home = m[0]["node"].as_str().unwrap();
+        assert!(home == "alpha" || home == "beta", "{home}");
+    }
+}
+
+/// A secret set on one node is redacted on every other at once: each node
+/// caches what it redacts, and a stale cache stored the new value in plain
+/// text in an agent's history (here the operator's message noted in it).
+#[test]
+fn a_secret_set_on_one_node_is_redacted_on_the_others_at_once() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    alpha.ok(&["spawn", "x"]);
+    // alpha redacts once with what it has (nothing), and keeps that.
+    alpha.ok(&["send", "x", "warm up"]);
+    const VALUE: &str = "tok-set-on-beta-7731";
+    let mut set = beta.command();
+    set.args(["secret", "set", "API_TOKEN"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{VALUE}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The wake crosses in milliseconds; give it a moment, as an operator would.
+    std::thread::sleep(Duration::from_millis(300));
+    alpha.ok(&["send", "x", &format!("the token is {VALUE}")]);
+    let history = alpha.ok(&["events", "x", "--json"]);
+    assert!(
+        history.contains("the token is "),
+        "the noted message is missing:\n{history}"
+    );
+    assert!(
+        !history.contains(VALUE),
+        "alpha stored beta's new secret in plain text:\n{history}"
+    );
+}
+
+/// A `sleep` argument no other test uses, here or in another checkout's run.
+fn nap(tag: u32) -> String {
+    format!("{}.{tag}", 986_000 + std::process::id())
+}
+
+/// How many shells `hive`'s daemon opened.
+fn shells_opened(hive: &TestHive) -> usize {
+    hive.log()
+        .lines()
+        .filter(|l| l.contains("shell opened"))
+        .count()
+}
+
+/// `hive-c0re shell NAME` asked of alpha for an agent at home on beta: beta
+/// runs the shell (its state dir is the agent's on beta), alpha relays the
+/// frames and the CLI sees no difference; the input's end ends the shell,
+/// and a client that goes away ends the shell's whole session on beta. A
+/// node that serves no dashboard cannot be reached: its agents' shells are
+/// refused with a sentence that says so.
+#[test]
+fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_one() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let quick = |name: &str| {
+        let mut o = with_dashboard(&db, name);
+        o.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+        o
+    };
+    let mut alpha = quick("alpha");
+    alpha.env.push((
+        "HIVE_DASHBOARD_TOKEN".into(),
+        "alpha-node-test-token".into(),
+    ));
+    let alpha = TestHive::start_with(alpha);
+    let beta = TestHive::start_with(quick("beta"));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    alpha.ok(&["spawn", "y"]);
+    alpha.wait_for("y running on alpha", 30, |h| running(h, "y"));
+
+    let shell = |input: &str| alpha.spawn_with_input(&["shell", "x"], input);
+    let out = shell("echo \"at:$HIVE_AGENT_STATE:$((6*7))\"\n")
+        .wait_with_output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let home = beta.state_dir().display().to_string();
+    assert!(
+        text.contains(&format!("at:{home}")) && text.contains(":42"),
+        "{text}"
+    );
+    assert_eq!(shells_opened(&beta), 1, "{}", beta.log());
+    assert_eq!(shells_opened(&alpha), 0, "alpha opened a shell of its own");
+
+    // The client going away (kill -9) ends the shell's session on beta.
+    let bg = nap(1);
+    let mut cli = alpha
+        .command()
+        .args(["shell", "x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = cli.stdin.as_mut().unwrap();
+        stdin.write_all(format!("sleep {bg}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pids = loop {
+        let p = pids_running(&["sleep", &bg]);
+        if !p.is_empty() {
+            break p;
+        }
         assert!(
-            err.contains("x lives on node beta, not on this node (alpha)"),
-            "{verb:?}: {err}"
+            Instant::now() < deadline,
+            "the shell on beta never ran sleep"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids
+        .iter()
+        .any(|p| pids_running(&["sleep", &bg]).contains(p))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the shell's session on beta outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // alpha's dashboard terminal for x: the same shell on beta, over the page's WebSocket.
+    let alpha_address = node(&alpha, "alpha")["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (seen, exit) = dashboard_shell(
+        &alpha_address,
+        "alpha-node-test-token",
+        "x",
+        b"echo ws-$((6*7)); exit 5\n",
+    );
+    assert!(seen.contains("ws-42"), "{seen}");
+    assert_eq!(exit, r#"{"type":"exit","code":5}"#, "{seen}");
+    assert_eq!(shells_opened(&beta), 3, "{}", beta.log());
+    assert_eq!(shells_opened(&alpha), 0, "alpha opened a shell of its own");
+
+    let (rt, store) = store_of(&db);
+    // A node with no dashboard registers no address (as alpha would with
+    // --no-dashboard): beta cannot reach y's shell, and says why.
+    rt.block_on(store.register_node("alpha", "")).unwrap();
+    let err = refused(&beta, &["shell", "y"]);
+    assert!(
+        err.contains("y lives on node alpha, which serves no dashboard: the shell of its agents can be reached only on that host"),
+        "{err}"
+    );
+    assert_eq!(shells_opened(&alpha), 0);
+
+    // beta's address leads nowhere (as when a firewall or a wrong --dashboard
+    // stands between): the refusal names it.
+    rt.block_on(store.register_node("beta", "http://127.0.0.1:1/"))
+        .unwrap();
+    let err = refused(&alpha, &["shell", "x"]);
+    assert!(
+        err.contains(
+            "could not open x's shell on node beta at http://127.0.0.1:1/: could not connect"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        shells_opened(&beta),
+        3,
+        "beta opened a shell nobody reached"
+    );
+
+    // beta down (stopped, no heartbeat): refused at once, nothing queued.
+    let pid = nix::unistd::Pid::from_raw(beta.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    alpha.wait_for("beta down", 20, |h| node(h, "beta")["alive"] == false);
+    let err = refused(&alpha, &["shell", "x"]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        err.contains("beta is down (no heartbeat for") && err.contains("`shell x` was not queued"),
+        "{err}"
+    );
+}
+
+/// The dashboard's terminal for `agent` at `address` (`http://HOST:PORT/`),
+/// as the page's WebSocket: sends `input`, returns what the terminal showed
+/// and the first text message (the exit notice).
+fn dashboard_shell(address: &str, token: &str, agent: &str, input: &[u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let authority = address.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /api/agents/{agent}/shell?rows=24&cols=80 HTTP/1.1\r\nHost: {authority}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Hive-Token: {token}\r\n\r\n"
+    )
+    .unwrap();
+    let head = response_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // One masked binary frame, as a browser sends it.
+    assert!(input.len() < 126);
+    let mask = [7u8, 1, 8, 9];
+    let mut frame = vec![0x82, 0x80 | input.len() as u8];
+    frame.extend(mask);
+    frame.extend(input.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).unwrap();
+    let mut seen = String::new();
+    loop {
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).unwrap();
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        match h[0] & 0x0f {
+            0x2 => seen.push_str(&String::from_utf8_lossy(&payload)),
+            0x1 => return (seen, String::from_utf8(payload).unwrap()),
+            0x8 => panic!("closed without a notice after {seen}"),
+            _ => {}
+        }
+    }
+}
+
+/// One HTTP request to beta's node-shell endpoint (with `extra` header
+/// lines); the status and, once upgraded, the stream.
+fn knock(address: &str, id: i64, ticket: Option<&str>, extra: &str) -> (u16, std::net::TcpStream) {
+    use std::io::Write;
+    let authority = address.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "GET /node/shell/{id} HTTP/1.1\r\nHost: {authority}\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n"
+    );
+    if let Some(t) = ticket {
+        req.push_str(&format!("X-Hive-Node-Ticket: {t}\r\n"));
+    }
+    req.push_str(extra);
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let head = response_head(&mut s);
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, s)
+}
+
+/// beta's node-shell endpoint opens a shell only for the ticket of a shell
+/// request beta granted, once: no ticket (401), a wrong ticket, a replayed
+/// one and a ticket for another request (403) open nothing, and beta starts
+/// no shell for them. The right ticket, presented as alpha would, does.
+#[test]
+fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_twice() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    const TOKEN: &str = "beta-node-test-token";
+    let mut beta = with_dashboard(&db, "beta");
+    beta.env.push(("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()));
+    let beta = TestHive::start_with(beta);
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    let address = node(&beta, "beta")["address"].as_str().unwrap().to_owned();
+    let port = address
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // What alpha would store: a shell request holding the ticket's hash.
+    let ticket = hive_c0re::node_shell::new_ticket().unwrap();
+    let (rt, store) = store_of(&db);
+    let (granted, other) = rt.block_on(async {
+        let args = serde_json::json!({
+            "rows": 24, "cols": 80, "term": null,
+            "ticket_sha256": hive_c0re::node_shell::ticket_hash(&ticket),
+        })
+        .to_string();
+        let mut ids = vec![];
+        for agent in ["x", "x"] {
+            let request = NewRequest {
+                node: "beta",
+                agent,
+                verb: "shell",
+                args_json: &args,
+                asked_by: "alpha",
+            };
+            ids.push(store.enqueue_request(&request).await.unwrap());
+        }
+        for id in &ids {
+            let o = outcome(&store, *id).await;
+            assert_eq!(o, (true, String::new()), "beta refused the grant");
+        }
+        (ids[0], ids[1])
+    });
+
+    let wrong = hive_c0re::node_shell::new_ticket().unwrap();
+    let hash = hive_c0re::node_shell::ticket_hash(&ticket);
+    for (id, t, want) in [
+        (granted, None, 401),
+        (granted, Some(wrong.as_str()), 403),
+        (granted, Some(hash.as_str()), 403),
+        (granted, Some(""), 403),
+        (granted + 1000, Some(ticket.as_str()), 403),
+    ] {
+        assert_eq!(
+            knock(&address, id, t, "").0,
+            want,
+            "request {id} with {t:?}"
         );
     }
+    // The operator's login opens nothing here: only a ticket does.
+    let login = format!("X-Hive-Token: {TOKEN}\r\nCookie: hive_token_{port}={TOKEN}\r\n");
     assert_eq!(
-        alpha.row("x").unwrap()["running"],
-        false,
-        "alpha runs x too"
+        knock(&address, granted, None, &login).0,
+        401,
+        "the login as a ticket"
     );
-    let row = beta.row("x").unwrap();
-    assert_eq!(row["running"], true, "{row}");
-    assert_eq!(row["node"], "beta", "{row}");
+    assert_eq!(
+        knock(&address, granted, Some(TOKEN), &login).0,
+        403,
+        "the token as a ticket"
+    );
+    assert_eq!(
+        shells_opened(&beta),
+        0,
+        "beta opened a shell for a bad ticket"
+    );
+
+    // The right ticket opens x's shell on beta, once.
+    let (status, mut s) = knock(&address, granted, Some(&ticket), "");
+    assert_eq!(status, 101);
+    {
+        use std::io::Write;
+        s.write_all(&hive_sh4re::shell::Frame::data(
+            b"echo node-$((6*7)); exit 3\n",
+        ))
+        .unwrap();
+    }
+    let mut seen = String::new();
+    let code = loop {
+        match hive_sh4re::shell::Frame::read_from(&mut s).unwrap() {
+            Some(hive_sh4re::shell::Frame::Data(d)) => seen.push_str(&String::from_utf8_lossy(&d)),
+            Some(hive_sh4re::shell::Frame::Exit(c)) => break c,
+            other => panic!("{other:?} after {seen}"),
+        }
+    };
+    assert_eq!(code, 3, "{seen}");
+    assert!(seen.contains("node-42"), "{seen}");
+    assert_eq!(shells_opened(&beta), 1);
+    // Replayed: refused, and no second shell. Nor does `other`'s id take this ticket twice.
+    assert_eq!(
+        knock(&address, granted, Some(&ticket), "").0,
+        403,
+        "a replayed ticket"
+    );
+    let (status, _) = knock(&address, other, Some(&ticket), "");
+    assert_eq!(status, 101, "the second grant's first use");
+    assert_eq!(
+        knock(&address, other, Some(&ticket), "").0,
+        403,
+        "its replay"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(shells_opened(&beta), 2, "{}", beta.log());
+}
+
+/// An HTTP response's head, read byte by byte up to its blank line: what
+/// follows a 101 is the shell's.
+fn response_head(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
 }

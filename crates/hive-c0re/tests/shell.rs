@@ -14,7 +14,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Conn, Opts, TestHive};
+use common::{Conn, Opts, TestHive, pids_running};
 use hive_sh4re::shell::Frame;
 
 /// A hive whose agents' harness only sleeps (from the returned dir), with alice running.
@@ -181,23 +181,6 @@ fn cloexec(fd: &OwnedFd) {
 /// binary in another checkout at the same time: our process id and `tag`.
 fn nap(tag: u32) -> String {
     format!("{}.{tag}", 987_000 + std::process::id())
-}
-
-/// Host pids of live processes whose argv is exactly `argv`.
-fn pids_running(argv: &[&str]) -> Vec<i32> {
-    let want: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
-                && status_field(*pid, "State:").is_some_and(|s| !s.starts_with('Z'))
-        })
-        .collect()
 }
 
 fn status_field(pid: i32, key: &str) -> Option<String> {

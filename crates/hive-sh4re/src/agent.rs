@@ -101,6 +101,9 @@ pub enum AgentRequest {
         name: String,
         #[serde(default)]
         description: Option<String>,
+        /// The new agent's home node; absent: the node that approves it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<String>,
     },
     /// Manager: queue an approval to deploy a config commit.
     RequestApplyCommit {

@@ -347,6 +347,9 @@ pub struct Approval {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// A spawn's home node, when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// What the operator should know before deciding a pending approval
     /// (worked out when it is shown; none for a decided one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

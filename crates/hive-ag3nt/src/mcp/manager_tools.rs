@@ -34,6 +34,10 @@ pub(super) struct SpawnArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub description: Option<String>,
+    /// The node (host) the agent should live on, when the hive has several (see its status); leave it out for the node that approves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub node: Option<String>,
 }
 
 /// Arguments of `request_apply_commit`.
@@ -106,6 +110,7 @@ impl HiveTools {
         let req = AgentRequest::RequestSpawn {
             name,
             description: non_blank(args.description),
+            node: non_blank(args.node),
         };
         let resp = self.ask(req, &ctx).await?;
         Ok(render::text_or(resp.text, || {

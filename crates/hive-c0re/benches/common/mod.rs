@@ -15,15 +15,28 @@ use hive_c0re::runtime::uid_ranges::DEFAULT_UID_BASE;
 use hive_c0re::runtime::{ProcessRuntime, UidRanges};
 use hive_c0re::store::{Db, Limits};
 
-/// A hive served in this process (store on disk, host.sock bound), with no agents running.
+/// A hive served in this process (sqlite store on disk, host.sock bound), with no agents running.
 pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits) -> Arc<Hive> {
+    let db = dir.join("state").join("hive.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let store = Db::open_sqlite(&db, limits).unwrap();
+    in_process_node(rt, dir, store, "bench")
+}
+
+/// A node of a hive served in this process on `store` (host.sock bound,
+/// other nodes' wakes followed), with no agents running.
+pub fn in_process_node(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    store: Db,
+    node: &str,
+) -> Arc<Hive> {
     let paths = Paths {
         state: dir.join("state"),
         run: dir.join("run"),
     };
     std::fs::create_dir_all(&paths.state).unwrap();
     rt.block_on(async {
-        let store = Db::open_sqlite(&paths.db(), limits).unwrap();
         let settings = Settings {
             bin_dir: PathBuf::from("/nonexistent"),
             claude_bin: None,
@@ -36,8 +49,10 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
             webhooks: Default::default(),
             max_concurrent_turns: 16,
             budget: None,
-            node: hive_sh4re::NodeName::parse("bench").expect("a valid node name"),
+            node: hive_sh4re::NodeName::parse(node).expect("a valid node name"),
             heartbeat_every: hive_c0re::hive::nodes::HEARTBEAT,
+            lease_ttl: hive_c0re::hive::leases::LEASE_TTL,
+            lease_holder: "#bench".to_owned(),
         };
         let (sockets, incoming) = AgentSockets::new(paths.clone());
         let hive = Hive::new(
@@ -53,6 +68,7 @@ pub fn in_process_hive(rt: &tokio::runtime::Runtime, dir: &Path, limits: Limits)
         tokio::spawn(hive_c0re::agent_conn::serve(hive.clone(), incoming));
         let listener = hive_c0re::host_sock::bind(&paths.host_sock()).unwrap();
         tokio::spawn(hive_c0re::host_sock::serve(hive.clone(), listener));
+        tokio::spawn(hive_c0re::hive::wakes::follow(hive.clone()));
         hive
     })
 }

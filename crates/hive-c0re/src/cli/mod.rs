@@ -164,7 +164,7 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
         /// The agent's home node, the daemon that runs it (see `hive-c0re nodes`)
-        /// [default: the node that handles the request]. For now only that node.
+        /// [default: the node that handles the request]. It must be up.
         #[arg(long, value_name = "NODE")]
         node: Option<hive_sh4re::NodeName>,
     },
@@ -199,6 +199,9 @@ pub enum Command {
         /// Why, for the operator.
         #[arg(long)]
         description: Option<String>,
+        /// The agent's home node (see `hive-c0re nodes`) [default: the node that approves it].
+        #[arg(long, value_name = "NODE")]
+        node: Option<hive_sh4re::NodeName>,
     },
     /// Queue an approval to deploy a commit of an agent's config repo.
     RequestApplyCommit {
@@ -706,8 +709,16 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 "committed to {name}'s config repo; deploy it with: hive-c0re request-apply-commit {name} {sha} (a new agent: hive-c0re request-spawn {name}), then approve"
             );
         }
-        Command::RequestSpawn { name, description } => {
-            let r = c.call(verb::RequestSpawn { name, description })?;
+        Command::RequestSpawn {
+            name,
+            description,
+            node,
+        } => {
+            let r = c.call(verb::RequestSpawn {
+                name,
+                description,
+                node,
+            })?;
             out!("approval #{} queued", r.approval_id.unwrap_or_default());
         }
         Command::RequestApplyCommit {
@@ -730,6 +741,14 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
             let items: Vec<_> = items.into_iter().filter(|a| a.id == id).collect();
             output::approvals(&items);
+            for a in items.iter().filter(|a| a.node.is_some()) {
+                out!(
+                    "{} {} on node {}",
+                    a.kind,
+                    a.agent,
+                    a.node.as_deref().unwrap_or_default()
+                );
+            }
             for w in items.iter().flat_map(|a| &a.warnings) {
                 out!("warning: {}", w.message);
             }

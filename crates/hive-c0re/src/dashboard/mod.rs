@@ -5,7 +5,9 @@
 //! `pages` serves the pages and `assets` the front end built from `web/`
 //! (embedded at compile time); `api` and `actions` are the JSON API, `stats`
 //! its telemetry; `sse` is the one live stream; `auth` decides who may do
-//! anything at all (a login with the token `token` keeps).
+//! anything at all (a login with the token `token` keeps). One route is
+//! outside that login: `node_shell`, the channel another node opens with a
+//! one-time ticket from the store to relay the shell of an agent of this node.
 
 mod actions;
 mod api;
@@ -13,6 +15,7 @@ mod assets;
 mod auth;
 mod errors;
 mod extract;
+mod node_shell;
 mod pages;
 mod shell;
 mod sse;
@@ -111,6 +114,10 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
 
 /// Every route; see the handlers for what each answers.
 pub(crate) fn router(ctx: Ctx) -> Router {
+    // Another node's ticket, not the operator's login, opens this one.
+    let nodes = Router::new()
+        .route("/node/shell/{request}", get(node_shell::open))
+        .with_state(ctx.clone());
     Router::new()
         .route("/", get(pages::hive_page))
         .route("/agents/{name}", get(pages::agent_page))
@@ -157,4 +164,5 @@ pub(crate) fn router(ctx: Ctx) -> Router {
             auth::guard,
         ))
         .with_state(ctx)
+        .merge(nodes)
 }

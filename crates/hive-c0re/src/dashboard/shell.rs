@@ -15,7 +15,8 @@
 //!   not open (agent not running) or hive-c0re is stopping; then a close.
 //!
 //! `?rows=R&cols=C` give the first size. The socket closing (the page went
-//! away) ends the shell's whole session.
+//! away) ends the shell's whole session. An agent of another node gets the
+//! same page: its node runs the shell, this one relays it (`crate::node_shell`).
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};

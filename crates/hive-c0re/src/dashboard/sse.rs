@@ -50,6 +50,8 @@ pub const INBOX_LEN: u32 = 20;
 pub const OPERATOR_INBOX_LEN: u32 = 50;
 /// Notifications a `notifications` frame carries.
 pub const NOTIFICATIONS_LEN: u32 = 30;
+/// How soon the feed is read again when rows were pending.
+const FEED_AGAIN: Duration = Duration::from_millis(100);
 /// Most items of each table one `feed` frame carries.
 const FEED_PER_FRAME: u32 = 200;
 /// Changes the hub takes in one go (duplicates in a burst are done once).
@@ -216,6 +218,12 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,
+            // A committed row the feed could not read yet (an older
+            // transaction still running) comes without another change.
+            _ = tokio::time::sleep(FEED_AGAIN), if cursors.feed_pending => {
+                do_work(&hive, &hub, &mut cursors, Work::Feed).await;
+                continue;
+            }
             _ = hive.shutdown_token().cancelled() => return,
         };
         let mut batch = vec![];
@@ -298,16 +306,25 @@ fn plan(c: Change) -> Vec<Work> {
     }
 }
 
-/// The newest event id each agent's viewers have been sent (or would have
-/// been), where the hive-wide feed is, and the last "needs you" list sent.
+/// Where the stream stands in what it follows.
 #[derive(Default)]
-struct Cursors(HashMap<String, i64>, Option<FeedCursor>, Option<NeedsYou>);
+struct Cursors {
+    /// The newest event id each agent's viewers have been sent (or would have been).
+    events: HashMap<String, i64>,
+    /// Where the hive-wide feed is.
+    feed: Option<FeedCursor>,
+    /// The feed has more to read in a moment (`store::Tail::pending`).
+    feed_pending: bool,
+    /// The last "needs you" list sent.
+    needs_you: Option<NeedsYou>,
+}
 
 impl Cursors {
     async fn reset(&mut self, hive: &Hive) {
-        self.0.clear();
-        self.1 = hive.feed_cursor().await.ok();
-        self.2 = None;
+        self.events.clear();
+        self.feed = hive.feed_cursor().await.ok();
+        self.needs_you = None;
+        self.feed_pending = false;
         for name in hive.list().await.unwrap_or_default() {
             self.init(hive, &name).await;
         }
@@ -321,14 +338,14 @@ impl Cursors {
         }
         .and_then(|e| e.last().map(|e| e.id))
         .unwrap_or(0);
-        self.0.insert(name.to_owned(), newest);
+        self.events.insert(name.to_owned(), newest);
     }
 }
 
 async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
     match work {
         Work::Row(n) => {
-            if !cursors.0.contains_key(&n) {
+            if !cursors.events.contains_key(&n) {
                 // A new agent: its viewers start at whatever history it has.
                 cursors.init(hive, &n).await;
             }
@@ -354,14 +371,14 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             }
         }
         Work::Removed(n) => {
-            cursors.0.remove(&n);
+            cursors.events.remove(&n);
             hub.send(Prepared::new(
                 Audience::Both(n.clone()),
                 Frame::AgentRemoved(AgentRemoved { name: n }),
             ));
         }
         Work::Events(n, last_id) => {
-            let cursor = match cursors.0.get(&n) {
+            let cursor = match cursors.events.get(&n) {
                 Some(&c) => c,
                 // Events of an agent the hub has not seen created: its viewers
                 // get the newest rows up to this batch and drop what they have.
@@ -371,7 +388,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 return;
             }
             if !hub.watched(Some(&n)) {
-                cursors.0.insert(n, last_id);
+                cursors.events.insert(n, last_id);
                 return;
             }
             let Ok(name) = AgentName::parse(&n) else {
@@ -406,7 +423,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                     break;
                 }
             }
-            cursors.0.insert(n, since.max(cursor));
+            cursors.events.insert(n, since.max(cursor));
         }
         Work::Inbox(n) => {
             if hub.watched(Some(&n))
@@ -466,27 +483,29 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         Work::NeedsYou => {
             if hub.watched(None)
                 && let Ok(needs) = hive.needs_you().await
-                && cursors.2.as_ref() != Some(&needs)
+                && cursors.needs_you.as_ref() != Some(&needs)
             {
-                cursors.2 = Some(needs.clone());
+                cursors.needs_you = Some(needs.clone());
                 hub.send(Prepared::new(Audience::Hive, Frame::NeedsYou(needs)));
             } else if !hub.watched(None) {
                 // Nobody saw the last one: the next viewer's page fetches it.
-                cursors.2 = None;
+                cursors.needs_you = None;
             }
         }
         Work::Feed => {
-            let Some(cursor) = cursors.1 else {
-                cursors.1 = hive.feed_cursor().await.ok();
+            let Some(cursor) = cursors.feed else {
+                cursors.feed = hive.feed_cursor().await.ok();
                 return;
             };
             if !hub.watched(None) {
-                cursors.1 = hive.feed_cursor().await.ok().or(Some(cursor));
+                cursors.feed = hive.feed_cursor().await.ok().or(Some(cursor));
+                cursors.feed_pending = false;
                 return;
             }
             match hive.feed_after(cursor, FEED_PER_FRAME).await {
-                Ok((items, next)) => {
-                    cursors.1 = Some(next);
+                Ok((items, next, pending)) => {
+                    cursors.feed = Some(next);
+                    cursors.feed_pending = pending;
                     if !items.is_empty() {
                         hub.send(Prepared::new(
                             Audience::Hive,
@@ -494,7 +513,10 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                         ));
                     }
                 }
-                Err(e) => tracing::warn!("dashboard could not read the feed: {e}"),
+                Err(e) => {
+                    cursors.feed_pending = false;
+                    tracing::warn!("dashboard could not read the feed: {e}");
+                }
             }
         }
         Work::Questions => {

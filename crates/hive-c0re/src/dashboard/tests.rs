@@ -264,7 +264,7 @@ async fn bad_input_is_400_and_refused_state_409() {
 
     // An approval is decided once.
     let bob = AgentName::parse("bob").unwrap();
-    let id = f.hive.request_spawn(&bob, None, None).await.unwrap();
+    let id = f.hive.request_spawn(&bob, None, None, None).await.unwrap();
     let (s, b) = call(
         &f,
         post(&format!("/api/approvals/{id}/deny"), Some("t0k"), ""),

@@ -32,7 +32,7 @@ pub(crate) fn settle(paths: &Paths, fixed: Option<&str>) -> anyhow::Result<Strin
             path.display()
         ),
     }
-    let token = random_token().context("could not generate a dashboard token")?;
+    let token = crate::hex::random(TOKEN_BYTES).context("could not generate a dashboard token")?;
     keep(&path, &token).with_context(|| {
         format!(
             "could not keep the dashboard token in {}: check that the state dir is writable",
@@ -116,13 +116,6 @@ fn keep(path: &Path, token: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
-}
-
-/// Random bytes from the kernel, as hex.
-fn random_token() -> std::io::Result<String> {
-    let mut buf = [0u8; TOKEN_BYTES];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use hive_sh4re::AgentName;
 use hive_sh4re::config::AgentConfig;
 use hive_sh4re::host::{
     Approval, ApprovalKind, ApprovalStatus, ApprovalWarning, ApprovalWarningKind,
 };
+use hive_sh4re::{AgentName, NodeName};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::Change;
@@ -35,6 +35,9 @@ struct Payload {
     /// diff shows it and approving deploys it, whatever the repo says later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     config_toml: Option<String>,
+    /// A spawn's home node, when the request named one (else the approving node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
 }
 
 impl Payload {
@@ -45,6 +48,11 @@ impl Payload {
     fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a payload always serializes")
     }
+}
+
+/// The home node a spawn approval names, if it names a valid one.
+pub(super) fn home_of(a: &ApprovalRow) -> Option<NodeName> {
+    NodeName::parse(Payload::of(a).node.as_deref()?).ok()
 }
 
 /// The `agent.toml` text an approval pinned, or a refusal for one that pinned none.
@@ -58,6 +66,33 @@ fn pinned(a: &ApprovalRow) -> Result<String> {
 }
 
 impl Hive {
+    /// Creates `name` as approved spawn approval `id` says, when it names
+    /// this node as the agent's home: what the approval holds is read here,
+    /// from the store, not from the request.
+    pub(super) async fn spawn_approved(self: &Arc<Self>, name: &AgentName, id: i64) -> Result<()> {
+        let a = self
+            .store
+            .approval(id)
+            .await?
+            .filter(|a| {
+                a.kind == ApprovalKind::Spawn
+                    && a.status == ApprovalStatus::Approved
+                    && a.agent == name.as_str()
+            })
+            .ok_or_else(|| {
+                Error::refused(format!(
+                    "approval #{id} is no approved spawn of {name}: nothing was created"
+                ))
+            })?;
+        if home_of(&a).as_ref() != Some(self.node()) {
+            return Err(Error::refused(format!(
+                "approval #{id} does not make node {} {name}'s home: nothing was created",
+                self.node()
+            )));
+        }
+        self.create_approved(&a).await
+    }
+
     /// Creates the config repo of a future agent from the template; returns its host path.
     pub async fn init_config(self: &Arc<Self>, name: &AgentName) -> Result<std::path::PathBuf> {
         if self.store.agent(name.as_str()).await?.is_some() {
@@ -165,17 +200,22 @@ impl Hive {
     }
 
     /// Queues an approval to create and start `name` with its config repo's
-    /// head (the default config when it has no repo), pinning that text.
+    /// head (the default config when it has no repo), pinning that text; on
+    /// `node` when given (a node of this hive), else on the approving node.
     pub async fn request_spawn(
         self: &Arc<Self>,
         name: &AgentName,
         requester: Option<&AgentName>,
         description: Option<&str>,
+        node: Option<&NodeName>,
     ) -> Result<i64> {
         if self.store.agent(name.as_str()).await?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: there is nothing to spawn"
             )));
+        }
+        if let Some(n) = node {
+            self.known_node(n).await?;
         }
         let repo = self.paths.config_repo(name);
         let n = name.clone();
@@ -200,6 +240,7 @@ impl Hive {
         let payload = Payload {
             requested_by: requester.map(|r| r.to_string()),
             config_toml: Some(text),
+            node: node.map(|n| n.to_string()),
             ..Payload::default()
         };
         self.queue_approval(&NewApproval {
@@ -432,8 +473,13 @@ impl Hive {
             .approval(id)
             .await?
             .ok_or_else(|| no_such_approval(id))?;
-        if !self.store.decide_approval(id, status, note).await? {
-            return Err(already_decided(id, &a.status));
+        if !self
+            .store
+            .decide_approval(id, status, note, self.node().as_str())
+            .await?
+        {
+            let now = self.store.approval(id).await?.unwrap_or(a);
+            return Err(self.already_decided(&now));
         }
         self.record_approvals_pending().await;
         Ok(a)
@@ -482,19 +528,35 @@ impl Hive {
     async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
         let name = AgentName::parse(&a.agent)?;
         match &a.kind {
-            ApprovalKind::Spawn => {
-                let text = pinned(a)?;
-                let sha = (!a.commit_ref.is_empty()).then_some(a.commit_ref.as_str());
-                let parent = Payload::of(a).requested_by;
-                self.create(&name, &text, sha, parent.as_deref()).await?;
-                Ok(())
-            }
+            ApprovalKind::Spawn => match home_of(a) {
+                // The agent's config repo and state go on its home node's disk:
+                // that node creates it, reading the approval from the store.
+                Some(home) if &home != self.node() => {
+                    self.ask(
+                        home.as_str(),
+                        &name,
+                        &super::steer::Steer::SpawnApproved { approval: a.id },
+                    )
+                    .await
+                }
+                _ => self.create_approved(a).await,
+            },
             ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
             other => Err(Error::refused(format!(
                 "approvals of kind {:?} have no action in this hive",
                 other.as_str()
             ))),
         }
+    }
+
+    /// Creates and starts the agent spawn approval `a` names, here, with the config it pinned.
+    pub(super) async fn create_approved(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
+        let name = AgentName::parse(&a.agent)?;
+        let text = pinned(a)?;
+        let sha = (!a.commit_ref.is_empty()).then_some(a.commit_ref.as_str());
+        let parent = Payload::of(a).requested_by;
+        self.create(&name, &text, sha, parent.as_deref()).await?;
+        Ok(())
     }
 
     /// Deploys `text` (the pinned `agent.toml` of commit `sha`) as the agent's
@@ -506,11 +568,17 @@ impl Hive {
                 config_repo::short(sha)
             ))
         })?;
+        // Its home node restarts it: one that is down could not, and the
+        // agent would keep its old config there unseen; refuse before deploying.
+        let row = self.agent_row(name).await?;
+        if let Some(home) = row.node.as_deref().filter(|_| row.want_running) {
+            self.check_up(home, &format!("restart {name}")).await?;
+        }
         self.store
             .set_config(name.as_str(), text, Some(sha))
             .await?;
         self.broker.publish(Change::Agent(name.to_string()));
-        if self.agent_row(name).await?.want_running {
+        if row.want_running {
             self.restart(name).await?;
         }
         Ok(())
@@ -543,6 +611,21 @@ impl Hive {
         Ok(wired)
     }
 
+    /// The refusal of a second decision: on which node the first was made,
+    /// when that was another node of a shared store.
+    fn already_decided(&self, a: &ApprovalRow) -> Error {
+        let on = a
+            .decided_on
+            .as_deref()
+            .filter(|n| self.store.shared() && *n != self.node().as_str())
+            .map(|n| format!(" on node {n}"))
+            .unwrap_or_default();
+        Error::refused(format!(
+            "approval #{} was decided already ({}{on}): an approval can be decided once",
+            a.id, a.status
+        ))
+    }
+
     async fn tell_requester(&self, body: &str) {
         if let Err(e) = self.notify(&AgentName::manager(), body).await {
             tracing::warn!("could not tell the manager: {e}");
@@ -570,6 +653,7 @@ pub fn approval_wire(a: &ApprovalRow) -> Approval {
         resolved_at: a.decided_at.map(rfc3339),
         note: a.note.clone(),
         description: a.description.clone(),
+        node: Payload::of(a).node,
         warnings: Vec::new(),
     }
 }
@@ -598,12 +682,6 @@ fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
 fn no_such_approval(id: i64) -> Error {
     Error::refused(format!(
         "there is no approval #{id}: see hive-c0re approvals"
-    ))
-}
-
-fn already_decided(id: i64, status: &ApprovalStatus) -> Error {
-    Error::refused(format!(
-        "approval #{id} was decided already ({status}): an approval can be decided once"
     ))
 }
 

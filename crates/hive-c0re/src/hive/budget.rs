@@ -501,6 +501,7 @@ mod tests {
             hive.add_stopped(n, &AgentConfig::default().to_toml())
                 .await
                 .unwrap();
+            hive.take_lease_for_tests(n).await;
         }
         let hive_tokens = |t| verb::BudgetSet {
             tokens: Some(t),

@@ -16,6 +16,7 @@ use hive_sh4re::host::ModelInfo;
 use hive_sh4re::{AgentName, AgentState, Mailbox};
 
 use super::Hive;
+use super::steer::Steer;
 use crate::broker::Change;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -58,7 +59,9 @@ impl Hive {
     /// line without a turn: its messages stay, held, undelivered, for a new
     /// message to start the next turn (as a cancelled turn's do).
     pub async fn cancel(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_here(name).await?;
+        let Some(row) = self.steer_here(name, Steer::Cancel).await? else {
+            return Ok(());
+        };
         let napping = row.nap_until.is_some();
         let in_turn = row.state == AgentState::Thinking || row.state == AgentState::Compacting;
         let queued = self.admission.queued(name.as_str()).is_some();
@@ -141,7 +144,9 @@ impl Hive {
 
     /// Asks the harness to compact the agent's claude session.
     pub async fn compact(&self, name: &AgentName) -> Result<()> {
-        let row = self.agent_here(name).await?;
+        let Some(row) = self.steer_here(name, Steer::Compact).await? else {
+            return Ok(());
+        };
         self.require_running(name)?;
         if row.session_id.is_none() {
             return Err(Error::refused(format!(
@@ -170,7 +175,9 @@ impl Hive {
 
     /// Asks the harness to rewrite the agent's notes file shorter.
     pub async fn compact_notes(&self, name: &AgentName) -> Result<()> {
-        self.agent_here(name).await?;
+        if self.steer_here(name, Steer::CompactNotes).await?.is_none() {
+            return Ok(());
+        }
         self.require_running(name)?;
         self.broker
             .push_control(name.as_str(), Control::CompactNotes);

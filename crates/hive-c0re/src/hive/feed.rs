@@ -18,7 +18,8 @@ use crate::store::{ApprovalRow, EventRow, MessageRow};
 /// Most characters of a message or prompt a feed line quotes.
 const QUOTE_CHARS: usize = 160;
 
-/// Where the live feed is: the newest id of each table already sent.
+/// Where the live feed is: each table's tail position (the store's
+/// `Tail::next`; an id on sqlite, a transaction on PostgreSQL).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FeedCursor {
     pub event: i64,
@@ -180,42 +181,35 @@ impl Hive {
         })
     }
 
-    /// Where the feed is now (the newest id of each table).
+    /// Where the live feed is now: each table's tail position.
     pub async fn feed_cursor(&self) -> Result<FeedCursor> {
         Ok(FeedCursor {
-            event: self.store.newest_event_id().await?,
-            message: self.store.newest_message_id().await?,
-            approval: self.store.newest_approval_id().await?,
+            event: self.store.event_tail().await?,
+            message: self.store.message_tail().await?,
+            approval: self.store.approval_tail().await?,
         })
     }
 
-    /// Feed items after `cursor`, oldest first (at most `limit` of each
-    /// table), and the cursor past them.
+    /// Feed items committed after `cursor`, oldest first (about `limit` of
+    /// each table), the cursor past them, and whether more may be ready in
+    /// a moment (read again soon: see `store::Tail::pending`).
     pub async fn feed_after(
         &self,
         cursor: FeedCursor,
         limit: u32,
-    ) -> Result<(Vec<FeedItem>, FeedCursor)> {
-        // Read the newest id first: an event stored during the query is
-        // left for the next call, never jumped over.
-        let newest = self.store.newest_event_id().await?;
-        let mut events = self.store.feed_events_after(cursor.event, limit).await?;
-        events.retain(|x| x.id <= newest);
+    ) -> Result<(Vec<FeedItem>, FeedCursor, bool)> {
+        let events = self.store.feed_events_after(cursor.event, limit).await?;
         let messages = self.store.messages_after(cursor.message, limit).await?;
-        let mut approvals = self.store.approvals_after(cursor.approval).await?;
-        approvals.truncate(limit as usize);
+        let approvals = self.store.approvals_after(cursor.approval).await?;
         let next = FeedCursor {
-            // Events of other kinds move the cursor too, so they are not rescanned.
-            event: match events.last() {
-                Some(last) if events.len() == limit as usize => last.id,
-                _ => newest.max(cursor.event),
-            },
-            message: messages.last().map_or(cursor.message, |x| x.id),
-            approval: approvals.last().map_or(cursor.approval, |x| x.id),
+            event: events.next,
+            message: messages.next,
+            approval: approvals.next,
         };
-        let mut all = keyed(&events, &messages, &approvals);
+        let pending = events.pending || messages.pending || approvals.pending;
+        let mut all = keyed(&events.rows, &messages.rows, &approvals.rows);
         all.sort_by_key(|x| (x.0, x.1, x.2));
-        Ok((all.into_iter().map(|x| x.3).collect(), next))
+        Ok((all.into_iter().map(|x| x.3).collect(), next, pending))
     }
 }
 

@@ -173,7 +173,11 @@ impl Hive {
         max: u32,
     ) -> Result<Vec<MessageRow>> {
         self.sample_inbox(agent.as_str()).await;
-        Ok(self.store.claim_from(agent.as_str(), from, max).await?)
+        let fence = self.fence(agent)?;
+        Ok(self
+            .store
+            .claim_fenced(agent.as_str(), from, max, fence)
+            .await?)
     }
 
     /// Settles the messages a turn claimed (`ids`): acknowledged, released to
@@ -185,24 +189,37 @@ impl Hive {
         outcome: TurnOutcome,
     ) -> Result<Vec<i64>> {
         let name = agent.as_str();
+        // Under this daemon's lease only: one that lost it must not settle
+        // what the new holder claimed again.
+        let fence = self.fence(agent)?;
         Ok(match outcome {
             TurnOutcome::Ack => {
-                self.store.ack(name, ids).await?;
+                self.store.ack_fenced(name, ids, fence).await?;
                 vec![]
             }
             TurnOutcome::Release => {
-                self.store.release_claims(name).await?;
+                self.store.release_claims_fenced(name, fence).await?;
                 self.broker.poke(name);
                 vec![]
             }
-            TurnOutcome::Hold => self.store.hold_claims(name).await?,
+            TurnOutcome::Hold => self.store.hold_claims_fenced(name, fence).await?,
         })
     }
 
     /// Gives back what the agent's harness claimed and did not settle: it went
     /// away (its connection closed, or it died), so the messages come again.
+    /// Only under this daemon's lease: once it is lost, the claims are the
+    /// next holder's to take back (it does when it takes the lease).
     pub async fn release_claims(&self, agent: &AgentName) {
-        if let Err(e) = self.store.release_claims(agent.as_str()).await {
+        let released = match self.fence(agent) {
+            Ok(fence) => {
+                self.store
+                    .release_claims_fenced(agent.as_str(), fence)
+                    .await
+            }
+            Err(_) => Ok(0),
+        };
+        if let Err(e) = released {
             tracing::warn!(agent = %agent, "could not hand back claimed messages: {e}");
         }
         // A probe turn that went away frees the probe slot of the API backoff.

@@ -87,35 +87,6 @@ impl Hive {
         &self.settings.node
     }
 
-    /// The agent's row, when this node runs it; refused with a sentence for
-    /// an agent whose home is another node (several nodes on PostgreSQL):
-    /// starting, stopping or reaching into its harness from here would act on
-    /// a process this node does not run, or start a second one.
-    pub async fn agent_here(&self, name: &AgentName) -> Result<AgentRow> {
-        let row = self.agent_row(name).await?;
-        if runs_here(&self.store, &row, self.node()) {
-            return Ok(row);
-        }
-        let home = row.node.as_deref().unwrap_or_default();
-        Err(Error::refused(format!(
-            "{name} lives on node {home}, not on this node ({}): steer it through {home}'s hive-c0re (its host.sock or dashboard); carrying these commands across nodes is not built yet",
-            self.node()
-        )))
-    }
-
-    /// Refuses a home node other than this one: nodes sharing a PostgreSQL
-    /// store (`serve --database`) do not yet hand a new agent to another node.
-    pub fn check_home_node(&self, node: &NodeName) -> Result<()> {
-        if node == self.node() {
-            return Ok(());
-        }
-        Err(Error::refused(format!(
-            "{node} is not this node ({}): a node creates agents only at home for now, even when several nodes share a PostgreSQL store; ask {node}'s hive-c0re, leave out --node, or give --node {}",
-            self.node(),
-            self.node()
-        )))
-    }
-
     /// Registers this node (its dashboard's URL as its address, empty without
     /// one); agents stored before nodes existed become its own.
     pub async fn register_node(&self) -> Result<()> {
@@ -246,6 +217,11 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             && let Err(e) = hive.watch_liveness().await
         {
             tracing::warn!("could not check the other nodes' heartbeats: {e}");
+        }
+        if beat.is_ok()
+            && let Err(e) = hive.reclaim_expired_leases().await
+        {
+            tracing::warn!("could not return the claims of leases that ran out: {e}");
         }
         match beat {
             Ok(()) if failing => {

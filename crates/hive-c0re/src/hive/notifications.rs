@@ -30,7 +30,11 @@ pub const LIST_MAX: u32 = 500;
 /// Notifications a list returns unless asked for another number.
 pub const LIST_DEFAULT: u32 = 50;
 /// Deliveries taken from the queue in one go.
-const BATCH: u32 = 100;
+const BATCH: u32 = 10;
+/// How long deliveries taken stay this node's: long enough to send a whole
+/// batch to a webhook that times out each time; past it (the node died) they
+/// are due again, for this node or another serving the same webhook.
+const TAKEN_FOR: Duration = Duration::from_secs(BATCH as u64 * (webhooks::TIMEOUT.as_secs() + 5));
 /// Longest the delivery task sleeps without looking at the queue.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -279,7 +283,15 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
         .iter()
         .map(|h| h.name.as_str())
         .collect();
-    match hive.store.forget_webhooks_except(&names).await {
+    // Nodes sharing a store each configure their own webhooks: a queue this
+    // node does not know may be another's. The vacuum drops what waits past
+    // the age limit either way.
+    let forgot = if hive.store.shared() {
+        Ok(0)
+    } else {
+        hive.store.forget_webhooks_except(&names).await
+    };
+    match forgot {
         Ok(0) => {}
         Ok(n) => tracing::info!(
             deliveries = n,
@@ -302,7 +314,13 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
     loop {
         // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.
         wake.borrow_and_update();
-        let due = match hive.store.due_deliveries(&hook.name, now_ms(), BATCH).await {
+        let now = now_ms();
+        let until = now + TAKEN_FOR.as_millis() as i64;
+        let due = match hive
+            .store
+            .take_deliveries(&hook.name, now, until, BATCH)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(webhook = %hook.name, "could not read the webhook queue: {e}");

@@ -1,31 +1,54 @@
 //! The operator's shell in an agent's container: which agent, whether it
 //! runs, and the runtime's command inside it. What the shell is and how its
-//! PTY is relayed is `crate::shell`'s.
+//! PTY is relayed is `crate::shell`'s; the shell of another node's agent
+//! runs on that node, reached through `crate::node_shell`.
 
 use hive_sh4re::AgentName;
 
 use super::Hive;
+use super::nodes::runs_here;
+use super::steer::Steer;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::node_shell::{self, Shell, TICKET_TTL_MS};
 use crate::runtime::RuntimeError;
 use crate::shell::{Session, WinSize, operator_command};
+use crate::store::AgentRow;
 
 impl Hive {
-    /// Opens an interactive shell in a running agent's container on a new PTY.
+    /// Opens an interactive shell in a running agent's container on a new
+    /// PTY: here, or on the agent's home node, which this node relays.
     ///
-    /// Refused with a sentence when the agent is unknown or not running.
+    /// Refused with a sentence when the agent is unknown or not running, or
+    /// its home node is down or cannot be reached.
     pub async fn open_shell(
         &self,
         name: &AgentName,
         size: WinSize,
         term: Option<&str>,
-    ) -> Result<Session> {
-        let row = self.agent_here(name).await?;
+    ) -> Result<Shell> {
+        let row = self.agent_row(name).await?;
+        if runs_here(&self.store, &row, self.node()) {
+            return self.open_local(&row, size, term).map(Shell::Local);
+        }
+        self.open_remote(&row, size, term).await.map(Shell::Remote)
+    }
+
+    /// Refused unless `name`, an agent of this node, runs.
+    pub(super) fn check_shell(&self, name: &AgentName) -> Result<()> {
         if !self.supervisor.is_running(name.as_str()) {
             return Err(Error::Refused(
                 RuntimeError::NotRunning(name.clone()).to_string(),
             ));
         }
-        let spec = self.launch_spec(&row);
+        Ok(())
+    }
+
+    /// The shell in the container of `row`, an agent of this node.
+    fn open_local(&self, row: &AgentRow, size: WinSize, term: Option<&str>) -> Result<Session> {
+        let name = AgentName::parse(&row.name)?;
+        self.check_shell(&name)?;
+        let spec = self.launch_spec(row);
         let cmd = self
             .runtime
             .command_inside(&spec, &operator_command(term))
@@ -38,5 +61,102 @@ impl Hive {
         )))?;
         tracing::info!(agent = %name, pid = session.leader(), "shell opened");
         Ok(session)
+    }
+
+    /// The shell of another node's agent: a `shell` request to its home
+    /// node with a fresh ticket's hash, then the channel that ticket opens.
+    async fn open_remote(
+        &self,
+        row: &AgentRow,
+        size: WinSize,
+        term: Option<&str>,
+    ) -> Result<node_shell::Remote> {
+        let name = AgentName::parse(&row.name)?;
+        let home = row.node.clone().unwrap_or_default();
+        let command = format!("shell {name}");
+        self.check_up(&home, &command).await?;
+        let address = self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.name == home)
+            .map(|n| n.address)
+            .unwrap_or_default();
+        if address.is_empty() {
+            return Err(Error::refused(format!(
+                "{name} lives on node {home}, which serves no dashboard: the shell of its agents can be reached only on that host (its host.sock), or start it with --dashboard ADDR"
+            )));
+        }
+        let ticket = node_shell::new_ticket()
+            .map_err(Error::io("could not read random bytes for a shell ticket"))?;
+        let grant = Steer::Shell {
+            rows: size.rows,
+            cols: size.cols,
+            term: term.map(str::to_owned),
+            ticket_sha256: node_shell::ticket_hash(&ticket),
+        };
+        let id = self.ask_for_id(&home, &name, &grant).await?;
+        let remote = node_shell::connect(&home, &address, id, &ticket)
+            .await
+            .map_err(|e| {
+                Error::refused(format!(
+                    "could not open {name}'s shell on node {home} at {address}: {e}; check that this host reaches that address (see `hive-c0re nodes`)"
+                ))
+            })?;
+        tracing::info!(agent = %name, node = %home, request = id, "relaying the shell of an agent of another node");
+        Ok(remote)
+    }
+
+    /// The shell request `id`'s channel, for the node that presents
+    /// `ticket`: only for a `shell` request to this node that this node took
+    /// and granted within [`TICKET_TTL_MS`], whose ticket hash matches and
+    /// that was not used before, of an agent that still runs here. The
+    /// refusal says nothing about which check failed (the log does).
+    pub async fn node_shell(&self, id: i64, ticket: &str) -> Result<Session> {
+        let refuse = |why: &str| {
+            tracing::warn!(request = id, "refused a node shell: {why}");
+            Error::refused(format!(
+                "no shell: request {id} is no valid shell grant for this ticket on this node"
+            ))
+        };
+        let me = self.node().as_str();
+        let Some(req) = self.store.request(id).await? else {
+            return Err(refuse("no such request"));
+        };
+        if req.verb != "shell" || req.node != me {
+            return Err(refuse("not a shell request for this node"));
+        }
+        // Aged by this node's own clock: it set taken_at, the asking node created_at.
+        let Some(taken) = req.taken_at else {
+            return Err(refuse("not taken"));
+        };
+        if !matches!(req.outcome(), Some((true, _))) {
+            return Err(refuse("not granted"));
+        }
+        if now_ms() - taken > TICKET_TTL_MS {
+            return Err(refuse("expired"));
+        }
+        let Ok(Steer::Shell {
+            rows,
+            cols,
+            term,
+            ticket_sha256,
+        }) = Steer::parse(&req.verb, &req.args_json)
+        else {
+            return Err(refuse("its arguments do not parse"));
+        };
+        if !node_shell::ticket_matches(ticket, &ticket_sha256) {
+            return Err(refuse("wrong ticket"));
+        }
+        if !self.store.use_request(id, me).await? {
+            return Err(refuse("used before"));
+        }
+        let row = self.agent_row(&AgentName::parse(&req.agent)?).await?;
+        if !runs_here(&self.store, &row, self.node()) {
+            return Err(refuse("the agent does not live here"));
+        }
+        tracing::info!(request = id, asked_by = %req.asked_by, agent = %req.agent, "opening a shell for another node");
+        self.open_local(&row, WinSize::new(Some(rows), Some(cols)), term.as_deref())
     }
 }

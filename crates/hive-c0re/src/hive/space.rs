@@ -24,11 +24,7 @@ impl Hive {
             Transition::Cleared => {
                 if self.space.take_deferred_release() {
                     // At-least-once: a harness that claimed one of them meanwhile may see it again.
-                    match self
-                        .store
-                        .release_claims_at_start(self.node().as_str())
-                        .await
-                    {
+                    match self.store.release_claims_at_start().await {
                         Ok(n) => {
                             tracing::info!(
                                 n,

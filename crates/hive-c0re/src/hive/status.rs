@@ -262,7 +262,12 @@ impl Hive {
                 Some(format!("no heartbeat from {node}")),
             ),
             None if running => (state.as_str().to_owned(), state_since, state_detail),
-            None => ("stopped".to_owned(), state_since, None),
+            // Supervised but not running for want of its lease: say why.
+            None => (
+                "stopped".to_owned(),
+                state_since,
+                self.supervisor.waiting_for_lease(&a.name),
+            ),
         };
         AgentStatusRow {
             name: a.name.clone(),

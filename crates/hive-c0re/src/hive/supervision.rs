@@ -107,6 +107,29 @@ impl Supervised for Hive {
         }
     }
 
+    fn lease_timing(&self) -> (Duration, Duration) {
+        (self.settings.heartbeat_every, self.settings.lease_ttl)
+    }
+
+    async fn take_lease(&self, name: &AgentName) -> Result<i64, String> {
+        Hive::take_lease(self, name).await
+    }
+
+    async fn renew_lease(&self, name: &AgentName, epoch: i64) -> Result<bool, String> {
+        Hive::renew_lease(self, name, epoch).await
+    }
+
+    async fn release_lease(&self, name: &AgentName, epoch: i64) {
+        Hive::release_lease(self, name, epoch).await
+    }
+
+    fn lease_waiting(&self, name: &AgentName, why: Option<&str>) {
+        if let Some(why) = why {
+            tracing::warn!(agent = %name, "not running: {why}");
+        }
+        self.broker.publish(Change::Agent(name.to_string()));
+    }
+
     async fn harness_failed(&self, name: &AgentName) {
         let _ = self.store.set_failed(name.as_str(), true).await;
         self.broker.publish(Change::Agent(name.to_string()));

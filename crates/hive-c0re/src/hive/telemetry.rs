@@ -289,6 +289,7 @@ mod tests {
         hive.add_stopped(&alice, &AgentConfig::default().to_toml())
             .await
             .unwrap();
+        hive.take_lease_for_tests(&alice).await;
         let to = Mailbox::Agent(alice.clone());
         for i in 0..3 {
             hive.send(&Mailbox::Operator, &to, &format!("m{i}"))
@@ -322,10 +323,10 @@ mod tests {
         assert_eq!(a.inbox_depth_max, 5, "the peak during the turn");
 
         let bob = hive
-            .request_spawn(&AgentName::parse("bob").unwrap(), None, None)
+            .request_spawn(&AgentName::parse("bob").unwrap(), None, None, None)
             .await
             .unwrap();
-        hive.request_spawn(&AgentName::parse("carol").unwrap(), None, None)
+        hive.request_spawn(&AgentName::parse("carol").unwrap(), None, None, None)
             .await
             .unwrap();
         hive.deny(bob, None).await.unwrap();

@@ -3,7 +3,8 @@
 //! (the store's LISTEN/NOTIFY, [`crate::store::Wakes`]). A wake lost with a
 //! dropped connection costs latency, never a message: after the listener
 //! reconnects, and every [`RECHECK`] anyway, everyone waiting here looks at
-//! the store again.
+//! the store again. A steering request for this node (`steer.rs`) is taken
+//! on its wake, at start, and on those re-checks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +25,15 @@ pub async fn follow(hive: Arc<Hive>) {
     let mut wakes = hive.store.wakes();
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Requests stored while this node was away wait for it.
+    hive.take_requests().await;
     loop {
         tokio::select! {
-            w = wakes.next() => hive.woken(w),
-            _ = recheck.tick() => hive.broker.poke_all(),
+            w = wakes.next() => hive.woken(w).await,
+            _ = recheck.tick() => {
+                hive.broker.poke_all();
+                hive.take_requests().await;
+            }
             _ = hive.shutdown.cancelled() => return,
         }
     }
@@ -35,7 +41,7 @@ pub async fn follow(hive: Arc<Hive>) {
 
 impl Hive {
     /// Wakes what another node's commit concerns.
-    fn woken(&self, w: Wake) {
+    async fn woken(self: &Arc<Self>, w: Wake) {
         match w {
             Wake::Mailbox(m) => {
                 self.broker.poke(&m);
@@ -51,11 +57,20 @@ impl Hive {
                 self.broker.poke(&super::questions::question_key(id));
                 self.broker.publish(Change::Questions);
             }
+            Wake::Request(node) => {
+                if node == self.node().as_str() {
+                    self.take_requests().await;
+                }
+            }
+            Wake::Outcome(id) => self.request_done(id),
+            Wake::Secrets => self.forget_redactor(),
             Wake::Resync => {
+                self.forget_redactor();
                 tracing::info!(
-                    "re-checking every inbox: wakes from other nodes may have been lost"
+                    "re-checking every inbox and steering request: wakes from other nodes may have been lost"
                 );
                 self.broker.poke_all();
+                self.take_requests().await;
             }
         }
     }

@@ -77,9 +77,10 @@ impl Handle for verb::Restart {
 impl Handle for verb::Spawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         if let Some(node) = &self.node {
-            hive.check_home_node(node)?;
+            hive.check_node(node).await?;
         }
-        hive.spawn(&self.name, self.model.as_deref(), None).await?;
+        hive.spawn_on(&self.name, self.model.as_deref(), self.node.as_ref())
+            .await?;
         Ok(Response::ok().into())
     }
 }

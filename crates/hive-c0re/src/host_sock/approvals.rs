@@ -77,7 +77,12 @@ impl Handle for verb::ConfigCommit {
 impl Handle for verb::RequestSpawn {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         let id = hive
-            .request_spawn(&self.name, None, self.description.as_deref())
+            .request_spawn(
+                &self.name,
+                None,
+                self.description.as_deref(),
+                self.node.as_ref(),
+            )
             .await?;
         Ok(Response {
             approval_id: Some(id),

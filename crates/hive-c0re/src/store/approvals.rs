@@ -3,7 +3,7 @@
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use rusqlite::{OptionalExtension, params};
 
-use super::{Result, Store};
+use super::{Result, Store, Tail};
 use crate::clock::now_ms;
 
 /// A stored approval.
@@ -19,6 +19,8 @@ pub struct ApprovalRow {
     pub note: Option<String>,
     pub created_at: i64,
     pub decided_at: Option<i64>,
+    /// The node whose operator decided it.
+    pub decided_on: Option<String>,
 }
 
 /// What queuing an approval needs.
@@ -31,8 +33,7 @@ pub struct NewApproval<'a> {
     pub description: Option<&'a str>,
 }
 
-const COLUMNS: &str =
-    "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at";
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
@@ -46,6 +47,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
         note: r.get(7)?,
         created_at: r.get(8)?,
         decided_at: r.get(9)?,
+        decided_on: r.get(10)?,
     })
 }
 
@@ -82,17 +84,19 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Moves a pending approval to `status`; false if it was not pending (decided once only).
+    /// Moves a pending approval to `status`, decided on node `node`; false
+    /// if it was not pending (decided once only).
     pub fn decide_approval(
         &self,
         id: i64,
         status: ApprovalStatus,
         note: Option<&str>,
+        node: &str,
     ) -> Result<bool> {
         let g = self.lock();
         Ok(g.conn.execute(
-            "UPDATE approvals SET status = ?1, note = ?2, decided_at = ?3 WHERE id = ?4 AND status = ?5",
-            params![status.as_str(), note, now_ms(), id, ApprovalStatus::Pending.as_str()],
+            "UPDATE approvals SET status = ?1, note = ?2, decided_at = ?3, decided_on = ?6 WHERE id = ?4 AND status = ?5",
+            params![status.as_str(), note, now_ms(), id, ApprovalStatus::Pending.as_str(), node],
         )? > 0)
     }
 
@@ -110,8 +114,8 @@ impl Store {
         )? > 0)
     }
 
-    /// The newest approval id (0 without approvals).
-    pub fn newest_approval_id(&self) -> Result<i64> {
+    /// Where a live tail of approvals starts now (the newest id; 0 without approvals).
+    pub fn approval_tail(&self) -> Result<i64> {
         let g = self.lock();
         Ok(g.conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM approvals", [], |r| {
@@ -119,14 +123,21 @@ impl Store {
             })?)
     }
 
-    /// Approvals with id > `after`, oldest first.
-    pub fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+    /// Approvals after tail position `after`, oldest first.
+    pub fn approvals_after(&self, after: i64) -> Result<Tail<ApprovalRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM approvals WHERE id > ?1 ORDER BY id"
         ))?;
-        let rows = st.query_map(params![after], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows: Vec<ApprovalRow> = st
+            .query_map(params![after], row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let next = rows.last().map_or(after, |a| a.id);
+        Ok(Tail {
+            rows,
+            next,
+            pending: false,
+        })
     }
 
     /// Pending approvals, hive-wide.

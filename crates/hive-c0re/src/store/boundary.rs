@@ -15,8 +15,9 @@ use hive_sh4re::host::ApprovalStatus;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Fence, Lease, Limits,
-    MessageRow, NewAgent, NewApproval, NodeDown, NodeRow, NotificationRow, QuestionRow, Result,
-    ScheduleRow, SecretEntry, SendError, Spend, StatRow, Store, Wakes, WebhookStats,
+    MessageRow, NewAgent, NewApproval, NewRequest, NodeDown, NodeRow, NotificationRow, QuestionRow,
+    RequestRow, Result, ScheduleRow, SecretEntry, SendError, Spend, StatRow, Store, Tail, Wakes,
+    WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -229,11 +230,13 @@ impl Db {
         both!(self, s => s.release_node_claims(node))
     }
 
-    /// What a node takes back when it starts: on a shared store its own
-    /// agents' claims, else every claim (one daemon owns the whole store).
-    pub async fn release_claims_at_start(&self, node: &str) -> Result<usize> {
+    /// What a node takes back when it starts: every claim when it owns the
+    /// whole store (sqlite); nothing on a shared store, where another daemon
+    /// under the same node name may be mid-turn: there each agent's claims
+    /// come back when its lease is taken (fenced, see `hive/leases.rs`).
+    pub async fn release_claims_at_start(&self) -> Result<usize> {
         if self.shared() {
-            self.release_node_claims(node).await
+            Ok(0)
         } else {
             self.release_all_claims().await
         }
@@ -283,13 +286,13 @@ impl Db {
         both!(self, s => s.messages_before(before, limit))
     }
 
-    /// The newest message id of all (0 without messages).
-    pub async fn newest_message_id(&self) -> Result<i64> {
-        both!(self, s => s.newest_message_id())
+    /// Where a live tail of every mailbox starts now.
+    pub async fn message_tail(&self) -> Result<i64> {
+        both!(self, s => s.message_tail())
     }
 
-    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
-    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+    /// Every mailbox's messages that committed after tail position `after`, oldest first (the live feed).
+    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Tail<MessageRow>> {
         both!(self, s => s.messages_after(after, limit))
     }
 
@@ -326,14 +329,16 @@ impl Db {
         both!(self, s => s.approvals())
     }
 
-    /// Moves a pending approval to `status`; false if it was not pending (decided once only).
+    /// Moves a pending approval to `status`, decided on node `node`; false if
+    /// it was not pending (decided once only).
     pub async fn decide_approval(
         &self,
         id: i64,
         status: ApprovalStatus,
         note: Option<&str>,
+        node: &str,
     ) -> Result<bool> {
-        both!(self, s => s.decide_approval(id, status, note))
+        both!(self, s => s.decide_approval(id, status, note, node))
     }
 
     /// Changes the status of an approval already decided.
@@ -346,13 +351,13 @@ impl Db {
         both!(self, s => s.amend_approval(id, status, note))
     }
 
-    /// The newest approval id (0 without approvals).
-    pub async fn newest_approval_id(&self) -> Result<i64> {
-        both!(self, s => s.newest_approval_id())
+    /// Where a live tail of approvals starts now.
+    pub async fn approval_tail(&self) -> Result<i64> {
+        both!(self, s => s.approval_tail())
     }
 
-    /// Approvals with id > `after`, oldest first.
-    pub async fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
+    /// Approvals that committed after tail position `after`, oldest first.
+    pub async fn approvals_after(&self, after: i64) -> Result<Tail<ApprovalRow>> {
         both!(self, s => s.approvals_after(after))
     }
 
@@ -402,14 +407,14 @@ impl Db {
         both!(self, s => s.feed_events_before(before, limit))
     }
 
-    /// Feed events with id > `after`, oldest first (the live feed's next rows).
-    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+    /// Feed events that committed after tail position `after`, oldest first (the live feed's next rows).
+    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Tail<EventRow>> {
         both!(self, s => s.feed_events_after(after, limit))
     }
 
-    /// The newest event id of all (0 without events).
-    pub async fn newest_event_id(&self) -> Result<i64> {
-        both!(self, s => s.newest_event_id())
+    /// Where a live tail of the feed's events starts now.
+    pub async fn event_tail(&self) -> Result<i64> {
+        both!(self, s => s.event_tail())
     }
 
     /// Drops events past the age limit or beyond the per-agent cap; returns how many.
@@ -420,6 +425,41 @@ impl Db {
     /// Forgets every event of a purged agent.
     pub async fn purge_events(&self, agent: &str) -> Result<usize> {
         both!(self, s => s.purge_events(agent))
+    }
+
+    // ---- steering requests between nodes -----------------------------------
+
+    /// Stores a steering request for its node and returns its id; the node
+    /// is woken once it commits.
+    pub async fn enqueue_request(&self, new: &NewRequest<'_>) -> Result<i64> {
+        both!(self, s => s.enqueue_request(new))
+    }
+
+    /// Takes every pending request for `node`, each once whoever else takes, oldest first.
+    pub async fn take_requests(&self, node: &str) -> Result<Vec<RequestRow>> {
+        both!(self, s => s.take_requests(node))
+    }
+
+    /// Stores a taken request's outcome (the reply's text, or the error's
+    /// sentence) and wakes the asking node; false when not taken or done already.
+    pub async fn finish_request(&self, id: i64, ok: bool, reply: &str) -> Result<bool> {
+        both!(self, s => s.finish_request(id, ok, reply))
+    }
+
+    /// Cancels a request no node took yet; false when one took it.
+    pub async fn cancel_request(&self, id: i64) -> Result<bool> {
+        both!(self, s => s.cancel_request(id))
+    }
+
+    /// Marks a finished, successful shell request for `node` used, once;
+    /// false when it was used before (a replayed ticket).
+    pub async fn use_request(&self, id: i64, node: &str) -> Result<bool> {
+        both!(self, s => s.use_request(id, node))
+    }
+
+    /// One request, with its outcome once done.
+    pub async fn request(&self, id: i64) -> Result<Option<RequestRow>> {
+        both!(self, s => s.request(id))
     }
 
     // ---- questions --------------------------------------------------------
@@ -614,14 +654,18 @@ impl Db {
         both!(self, s => s.mark_notifications_read(id))
     }
 
-    /// A webhook's deliveries due at `now`, oldest first, at most `limit`.
-    pub async fn due_deliveries(
+    /// Takes a webhook's deliveries due at `now`, oldest first, at most
+    /// `limit`: each is then not due again before `until`, so of nodes
+    /// serving the same webhook one sends it, and a node that dies sending
+    /// it leaves it for a retry then.
+    pub async fn take_deliveries(
         &self,
         webhook: &str,
         now: i64,
+        until: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>> {
-        both!(self, s => s.due_deliveries(webhook, now, limit))
+        both!(self, s => s.take_deliveries(webhook, now, until, limit))
     }
 
     /// When a webhook's next delivery is due, if any waits.
@@ -759,6 +803,48 @@ impl Db {
         fence: Fence<'_>,
     ) -> Result<usize> {
         both!(self, s => s.ack_fenced(recipient, ids, fence))
+    }
+
+    /// [`Db::release_claims`] by the holder of `recipient`'s lease: refused
+    /// with `StoreError::Fenced`, releasing nothing, unless `fence` holds it now.
+    pub async fn release_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<usize> {
+        both!(self, s => s.release_claims_fenced(recipient, fence))
+    }
+
+    /// [`Db::hold_claims`] by the holder of `recipient`'s lease: refused with
+    /// `StoreError::Fenced`, holding nothing, unless `fence` holds it now.
+    pub async fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
+        both!(self, s => s.hold_claims_fenced(recipient, fence))
+    }
+
+    /// Returns the claims of every agent whose lease ran out unreleased (its
+    /// node died or lost its link) to their inboxes, and leaves those leases
+    /// to nobody at a new epoch, so their old holder is fenced off; once for
+    /// the hive however many nodes call it. Each agent with its count.
+    pub async fn reclaim_expired_leases(&self) -> Result<Vec<(String, usize)>> {
+        both!(self, s => s.reclaim_expired_leases())
+    }
+
+    // ---- hive-wide jobs ---------------------------------------------------
+
+    /// Takes hive-wide job `name` (vacuum) for `node` when it is due and no
+    /// node holds it: it is then `node`'s for at most `hold`, until
+    /// [`Db::finish_job`], and due again `every` from now. False when another
+    /// node holds it or ran it less than `every` ago: of nodes trying at the
+    /// same moment, one wins.
+    pub async fn take_job(
+        &self,
+        name: &str,
+        node: &str,
+        every: Duration,
+        hold: Duration,
+    ) -> Result<bool> {
+        both!(self, s => s.take_job(name, node, every, hold))
+    }
+
+    /// `node` finished job `name`: another node may take it once it is due.
+    pub async fn finish_job(&self, name: &str, node: &str) -> Result<()> {
+        both!(self, s => s.finish_job(name, node))
     }
 
     // ---- secrets ----------------------------------------------------------

@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Result, Store};
+use super::{Result, Store, Tail};
 use crate::clock::now_ms;
 
 /// A stored event.
@@ -90,19 +90,34 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Feed events with id > `after`, oldest first (the live feed's next rows).
-    pub fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
+    /// Feed events after tail position `after`, oldest first (the live feed's next rows).
+    pub fn feed_events_after(&self, after: i64, limit: u32) -> Result<Tail<EventRow>> {
         let g = self.lock();
+        let newest: i64 = g
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
         let mut st = g.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
-             AND id > ?1 ORDER BY id LIMIT ?2"
+             AND id > ?1 AND id <= ?3 ORDER BY id LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![after, limit], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows: Vec<EventRow> = st
+            .query_map(params![after, limit, newest], row)?
+            .collect::<rusqlite::Result<_>>()?;
+        // Events of other kinds move the position too, so they are not rescanned.
+        let pending = rows.len() == limit as usize;
+        let next = match rows.last() {
+            Some(last) if pending => last.id,
+            _ => newest.max(after),
+        };
+        Ok(Tail {
+            rows,
+            next,
+            pending,
+        })
     }
 
-    /// The newest event id of all (0 without events).
-    pub fn newest_event_id(&self) -> Result<i64> {
+    /// Where a live tail of the feed's events starts now (the newest id; 0 without events).
+    pub fn event_tail(&self) -> Result<i64> {
         let g = self.lock();
         Ok(g.conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)

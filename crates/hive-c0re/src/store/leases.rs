@@ -171,4 +171,58 @@ impl Store {
         }
         g.ack(recipient, ids)
     }
+    /// [`Store::release_claims`] for the holder of `recipient`'s lease only:
+    /// a node that lost the lease must not hand back its successor's claims.
+    pub fn release_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<usize> {
+        let g = self.lock();
+        if !g.holds(recipient, fence)? {
+            return Err(fence.refused(recipient));
+        }
+        Ok(g.conn.execute(
+            "UPDATE messages SET claimed_at = NULL WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
+            params![recipient],
+        )?)
+    }
+
+    /// [`Store::hold_claims`] for the holder of `recipient`'s lease only.
+    pub fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
+        {
+            let g = self.lock();
+            if !g.holds(recipient, fence)? {
+                return Err(fence.refused(recipient));
+            }
+        }
+        // One daemon owns a sqlite file: nothing takes the lease in between.
+        self.hold_claims(recipient)
+    }
+
+    /// Returns the claims of every agent whose lease ran out (not released:
+    /// a clean stop gave its claims back itself) to their inboxes, and marks
+    /// those leases held by nobody at a new epoch, so their old holder can
+    /// neither renew, claim nor acknowledge. One conditional UPDATE: of
+    /// several nodes noticing, one does it. Returns each agent with how many
+    /// of its messages came back.
+    pub fn reclaim_expired_leases(&self) -> Result<Vec<(String, usize)>> {
+        let now = now_ms();
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        let agents: Vec<String> = tx
+            .prepare(
+                "UPDATE agent_leases SET node = '', epoch = epoch + 1 \
+                 WHERE node <> '' AND expires_at > 0 AND expires_at < ?1 RETURNING agent",
+            )?
+            .query_map(params![now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(agents.len());
+        for agent in agents {
+            let n = tx.execute(
+                "UPDATE messages SET claimed_at = NULL \
+                 WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
+                params![agent],
+            )?;
+            out.push((agent, n));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
 }

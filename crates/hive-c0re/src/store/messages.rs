@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Inner, Result, Store, StoreError};
+use super::{Inner, Result, Store, StoreError, Tail};
 use crate::clock::now_ms;
 
 /// A stored message.
@@ -334,8 +334,8 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The newest message id of all (0 without messages).
-    pub fn newest_message_id(&self) -> Result<i64> {
+    /// Where a live tail of every mailbox starts now (the newest id; 0 without messages).
+    pub fn message_tail(&self) -> Result<i64> {
         let g = self.lock();
         Ok(g.conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
@@ -343,14 +343,22 @@ impl Store {
             })?)
     }
 
-    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
-    pub fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
+    /// Every mailbox's messages after tail position `after`, oldest first (the live feed).
+    pub fn messages_after(&self, after: i64, limit: u32) -> Result<Tail<MessageRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2"
         ))?;
-        let rows = st.query_map(params![after, limit], row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows: Vec<MessageRow> = st
+            .query_map(params![after, limit], row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let next = rows.last().map_or(after, |m| m.id);
+        let pending = rows.len() == limit as usize;
+        Ok(Tail {
+            rows,
+            next,
+            pending,
+        })
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.

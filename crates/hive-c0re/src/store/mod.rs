@@ -14,6 +14,7 @@ mod boundary;
 mod budget;
 mod events;
 mod group;
+mod jobs;
 mod leases;
 mod messages;
 mod nodes;
@@ -21,6 +22,7 @@ mod notifications;
 mod overview;
 pub mod pg;
 mod questions;
+mod requests;
 mod schedules;
 mod schema;
 mod secrets;
@@ -46,6 +48,7 @@ pub use nodes::{NodeDown, NodeRow};
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use overview::AgentFacts;
 pub use questions::QuestionRow;
+pub use requests::{NewRequest, RequestRow};
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
 pub use stats::{HIVE_WIDE, StatRow};
@@ -239,4 +242,18 @@ impl Store {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+}
+
+/// A live tail's next rows, oldest first, and the position past them: an
+/// id on sqlite, a transaction on PostgreSQL (`pg/tail.rs`), so only what
+/// the same store handed out.
+#[derive(Debug)]
+pub struct Tail<T> {
+    /// The rows, in the order they committed.
+    pub rows: Vec<T>,
+    /// Where the next read starts.
+    pub next: i64,
+    /// More may be ready at once or in a moment: a committed row waits for
+    /// an older transaction to end (PostgreSQL), or the limit cut the read.
+    pub pending: bool,
 }

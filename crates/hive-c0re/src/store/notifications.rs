@@ -142,21 +142,43 @@ impl Store {
         })
     }
 
-    /// A webhook's deliveries due at `now`, oldest first, at most `limit`.
-    pub fn due_deliveries(&self, webhook: &str, now: i64, limit: u32) -> Result<Vec<DeliveryRow>> {
-        let g = self.lock();
-        let mut st = g.conn.prepare_cached(
-            "SELECT webhook, notification, attempts FROM webhook_deliveries \
-             WHERE webhook = ?1 AND next_at <= ?2 ORDER BY next_at, notification LIMIT ?3",
-        )?;
-        let rows = st.query_map(params![webhook, now, limit], |r| {
-            Ok(DeliveryRow {
-                webhook: r.get(0)?,
-                notification: r.get(1)?,
-                attempts: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    /// Takes a webhook's deliveries due at `now`, oldest first, at most
+    /// `limit`: each is then not due again before `until`, so a node that
+    /// dies sending it leaves it for a retry, and another node serving the
+    /// same webhook does not send it too.
+    pub fn take_deliveries(
+        &self,
+        webhook: &str,
+        now: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRow>> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        let due = {
+            let mut st = tx.prepare_cached(
+                "SELECT webhook, notification, attempts FROM webhook_deliveries \
+                 WHERE webhook = ?1 AND next_at <= ?2 ORDER BY next_at, notification LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![webhook, now, limit], |r| {
+                Ok(DeliveryRow {
+                    webhook: r.get(0)?,
+                    notification: r.get(1)?,
+                    attempts: r.get(2)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        {
+            let mut st = tx.prepare_cached(
+                "UPDATE webhook_deliveries SET next_at = ?3 WHERE webhook = ?1 AND notification = ?2",
+            )?;
+            for d in &due {
+                st.execute(params![webhook, d.notification, until])?;
+            }
+        }
+        tx.commit()?;
+        Ok(due)
     }
 
     /// When a webhook's next delivery is due, if any waits.

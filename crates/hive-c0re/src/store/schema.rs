@@ -206,6 +206,41 @@ CREATE TABLE agent_leases (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // 13: hive-wide chores (vacuum) one node at a time runs, about once per
+    // interval for the whole hive (see `jobs.rs`).
+    r#"
+CREATE TABLE hive_jobs (
+    name       TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    held_until INTEGER,
+    next_at    INTEGER NOT NULL
+);
+"#,
+    // 14: steering verbs for an agent whose home is another node, carried
+    // through the store (see `requests.rs`); on sqlite one node, none. And
+    // the node whose operator decided each approval.
+    r#"
+CREATE TABLE node_requests (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    node       TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    verb       TEXT NOT NULL,
+    args_json  TEXT NOT NULL,
+    asked_by   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    taken_at   INTEGER,
+    cancelled  INTEGER NOT NULL DEFAULT 0,
+    done_at    INTEGER,
+    ok         INTEGER,
+    reply      TEXT
+);
+CREATE INDEX node_requests_pending ON node_requests (node) WHERE taken_at IS NULL AND cancelled = 0;
+ALTER TABLE approvals ADD COLUMN decided_on TEXT;
+"#,
+    // 15: when a shell request's one-time ticket was used (see `requests.rs`).
+    r#"
+ALTER TABLE node_requests ADD COLUMN used_at INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,12 @@ pub enum Wake {
     Mailbox(String),
     /// Operator question `id` was answered or cancelled.
     Question(i64),
+    /// A steering request waits for node `0` (`crate::store::RequestRow`).
+    Request(String),
+    /// Steering request `id` has its outcome.
+    Outcome(i64),
+    /// A secret was set or removed: what this node redacts must be read again.
+    Secrets,
     /// Wakes may have been lost (the listener reconnected, or this
     /// subscriber fell behind): re-check every inbox and question.
     Resync,

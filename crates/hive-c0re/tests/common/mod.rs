@@ -46,6 +46,10 @@ pub struct Opts {
     /// Puts the state dir on a tmpfs of this many bytes, in a mount namespace
     /// of the test's own (see [`TestMountNs`]); the daemon runs in it.
     pub state_tmpfs: Option<u64>,
+    /// Gives a root daemon a uid registry of its own, as on a host of its own
+    /// (a fresh tmpfs on `/run/hyperhive-uids` in a mount namespace of the
+    /// test's; not with `state_tmpfs`).
+    pub own_uid_registry: bool,
 }
 
 impl Default for Opts {
@@ -57,6 +61,7 @@ impl Default for Opts {
             nofile: None,
             netns: None,
             state_tmpfs: None,
+            own_uid_registry: false,
         }
     }
 }
@@ -366,9 +371,15 @@ impl TestHive {
             .unwrap();
         // Agents of a root daemon run as their own uids and must reach their dirs below it.
         searchable(dir.path());
-        let mountns = opts
-            .state_tmpfs
-            .map(|bytes| TestMountNs::tmpfs(&dir.path().join("state"), bytes));
+        let mountns = match (opts.state_tmpfs, opts.own_uid_registry) {
+            (Some(_), true) => panic!("state_tmpfs and own_uid_registry do not go together"),
+            (Some(bytes), false) => Some(TestMountNs::tmpfs(&dir.path().join("state"), bytes)),
+            (None, true) if nix::unistd::Uid::effective().is_root() => Some(TestMountNs::tmpfs(
+                Path::new(hive_c0re::runtime::uid_ranges::REGISTRY),
+                1 << 20,
+            )),
+            (None, _) => None,
+        };
         let mut h = Self {
             dir,
             opts,
@@ -393,6 +404,26 @@ impl TestHive {
 
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("serve.log")
+    }
+
+    /// A `hive-c0re` verb started with `input` written to its stdin, which
+    /// is then closed; its stdout and stderr are piped.
+    pub fn spawn_with_input(&self, args: &[&str], input: &str) -> Child {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child
     }
 
     /// A `hive-c0re` command with this hive's environment.
@@ -998,4 +1029,25 @@ pub fn agent_call(hive: &TestHive, agent: &str, req: serde_json::Value) -> serde
     let mut c = Conn::open(&sock);
     c.send(&req.to_string());
     c.recv_json()
+}
+
+/// Host pids of live (not zombie) processes whose argv is exactly `argv`.
+pub fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    // The state follows the command's name, which may hold anything.
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                })
+        })
+        .collect()
 }

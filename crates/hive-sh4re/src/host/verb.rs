@@ -57,6 +57,7 @@ pub struct Spawn {
     #[serde(default)]
     pub model: Option<String>,
     /// The agent's home node; absent: the node that handles the request.
+    /// Another node is asked through the store, and must be up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<crate::NodeName>,
 }
@@ -169,6 +170,9 @@ pub struct RequestSpawn {
     pub name: AgentName,
     #[serde(default)]
     pub description: Option<String>,
+    /// The new agent's home node; absent: the node that approves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<crate::NodeName>,
 }
 
 /// `request_apply_commit` *ours*: queue an approval to deploy a config commit.

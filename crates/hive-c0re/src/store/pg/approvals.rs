@@ -6,10 +6,9 @@ use tokio_postgres::Row;
 
 use super::{PgStore, count};
 use crate::clock::now_ms;
-use crate::store::{ApprovalRow, NewApproval, Result};
+use crate::store::{ApprovalRow, NewApproval, Result, Tail};
 
-const COLUMNS: &str =
-    "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at";
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on";
 
 fn row(r: &Row) -> ApprovalRow {
     ApprovalRow {
@@ -23,6 +22,7 @@ fn row(r: &Row) -> ApprovalRow {
         note: r.get(7),
         created_at: r.get(8),
         decided_at: r.get(9),
+        decided_on: r.get(10),
     }
 }
 
@@ -63,13 +63,14 @@ impl PgStore {
         id: i64,
         status: ApprovalStatus,
         note: Option<&str>,
+        node: &str,
     ) -> Result<bool> {
         let c = self.client().await?;
         // Of two concurrent deciders the second waits for the first's row lock,
         // then finds the row no longer pending and changes nothing.
         Ok(c.execute(
-            "UPDATE approvals SET status = $1, note = $2, decided_at = $3 WHERE id = $4 AND status = $5",
-            &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str()],
+            "UPDATE approvals SET status = $1, note = $2, decided_at = $3, decided_on = $6 WHERE id = $4 AND status = $5",
+            &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str(), &node],
         )
         .await?
             > 0)
@@ -91,25 +92,19 @@ impl PgStore {
             > 0)
     }
 
-    /// The newest approval id (0 without approvals).
-    pub async fn newest_approval_id(&self) -> Result<i64> {
-        let c = self.client().await?;
-        Ok(
-            c.query_one("SELECT COALESCE(MAX(id), 0) FROM approvals", &[])
-                .await?
-                .get(0),
-        )
+    /// Where a live tail of approvals starts now (`tail.rs`).
+    pub async fn approval_tail(&self) -> Result<i64> {
+        self.tail_start().await
     }
 
-    /// Approvals with id > `after`, oldest first.
-    pub async fn approvals_after(&self, after: i64) -> Result<Vec<ApprovalRow>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM approvals WHERE id > $1 ORDER BY id"
-            ))
-            .await?;
-        Ok(c.query(&st, &[&after]).await?.iter().map(row).collect())
+    /// Approvals that committed after tail position `after`, in commit order.
+    pub async fn approvals_after(&self, after: i64) -> Result<Tail<ApprovalRow>> {
+        let (got, next, pending) = self.tail("approvals", COLUMNS, "", after, None).await?;
+        Ok(Tail {
+            rows: got.iter().map(row).collect(),
+            next,
+            pending,
+        })
     }
 
     /// Pending approvals, hive-wide.

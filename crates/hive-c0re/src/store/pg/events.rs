@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::{PgStore, delete_chunked, group, vacuum_unlock};
 use crate::clock::now_ms;
-use crate::store::{EventRow, Result, StoreError};
+use crate::store::{EventRow, Result, StoreError, Tail};
 
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
@@ -113,28 +113,23 @@ impl PgStore {
         )
     }
 
-    /// Feed events with id > `after`, oldest first (the live feed's next rows).
-    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Vec<EventRow>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM events WHERE kind IN ('turn_start', 'turn_end', 'container_crash') \
-                 AND id > $1 ORDER BY id LIMIT $2"
-            ))
+    /// Feed events that committed after tail position `after`, in commit
+    /// order (the live feed's next rows).
+    pub async fn feed_events_after(&self, after: i64, limit: u32) -> Result<Tail<EventRow>> {
+        let feed = "kind IN ('turn_start', 'turn_end', 'container_crash') AND";
+        let (got, next, pending) = self
+            .tail("events", COLUMNS, feed, after, Some(limit))
             .await?;
-        Ok(c.query(&st, &[&after, &i64::from(limit)])
-            .await?
-            .iter()
-            .map(row)
-            .collect())
+        Ok(Tail {
+            rows: got.iter().map(row).collect(),
+            next,
+            pending,
+        })
     }
 
-    /// The newest event id of all (0 without events).
-    pub async fn newest_event_id(&self) -> Result<i64> {
-        let c = self.client().await?;
-        Ok(c.query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
-            .await?
-            .get(0))
+    /// Where a live tail of the feed's events starts now (`tail.rs`).
+    pub async fn event_tail(&self) -> Result<i64> {
+        self.tail_start().await
     }
 
     /// Drops events past the age limit or beyond the per-agent cap; returns how many. One node at a time.

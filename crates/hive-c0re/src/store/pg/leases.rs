@@ -150,6 +150,60 @@ impl PgStore {
         tx.commit().await?;
         Ok(n)
     }
+
+    /// [`PgStore::release_claims`] for the holder of `recipient`'s lease
+    /// only: a node that lost the lease must not hand back its successor's claims.
+    pub async fn release_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<usize> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !holds(&tx, recipient, fence).await? {
+            return Err(fence.refused(recipient));
+        }
+        let n = self.release_claims_in(&tx, recipient).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// [`PgStore::hold_claims`] for the holder of `recipient`'s lease only.
+    pub async fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !holds(&tx, recipient, fence).await? {
+            return Err(fence.refused(recipient));
+        }
+        let ids = self.hold_claims_in(&tx, recipient).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Returns the claims of every agent whose lease ran out (not released)
+    /// to their inboxes and marks those leases held by nobody at a new epoch,
+    /// in one transaction. The UPDATE is conditional on the lease still
+    /// having a holder: of several nodes noticing at once, the second waits
+    /// for the first's row locks, then finds no holder and skips the row.
+    pub async fn reclaim_expired_leases(&self) -> Result<Vec<(String, usize)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let agents: Vec<String> = tx
+            .query(
+                &format!(
+                    "UPDATE agent_leases SET node = '', epoch = epoch + 1 \
+                     WHERE node <> '' AND expires_at > 0 AND expires_at < {DB_NOW} RETURNING agent"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut out = Vec::with_capacity(agents.len());
+        for agent in agents {
+            let n = self.release_claims_in(&tx, &agent).await?;
+            out.push((agent, n));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 /// True when `fence` holds `agent`'s lease now; the row stays locked until

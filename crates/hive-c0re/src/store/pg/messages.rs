@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use super::wakes::CHANNEL;
 use super::{PgStore, count, delete_chunked, group, vacuum_unlock};
 use crate::clock::now_ms;
-use crate::store::{MessageRow, Result, SendError, StoreError};
+use crate::store::{MessageRow, Result, SendError, StoreError, Tail};
 
 const COLUMNS: &str = "id, sender, recipient, body, created_at, delivered_at";
 
@@ -170,7 +170,15 @@ impl PgStore {
 
     /// Returns claimed messages of `recipient` to its queue as held: they wait for the next new message.
     pub async fn hold_claims(&self, recipient: &str) -> Result<Vec<i64>> {
-        let c = self.client().await?;
+        self.hold_claims_in(&self.client().await?, recipient).await
+    }
+
+    /// [`PgStore::hold_claims`] on `c` (a connection, or a transaction of one).
+    pub(super) async fn hold_claims_in(
+        &self,
+        c: &impl GenericClient,
+        recipient: &str,
+    ) -> Result<Vec<i64>> {
         let st = c
             .prepare_cached(
                 "UPDATE messages SET claimed_at = NULL, held_at = $1 \
@@ -312,25 +320,22 @@ impl PgStore {
         )
     }
 
-    /// The newest message id of all (0 without messages).
-    pub async fn newest_message_id(&self) -> Result<i64> {
-        let c = self.client().await?;
-        Ok(
-            c.query_one("SELECT COALESCE(MAX(id), 0) FROM messages", &[])
-                .await?
-                .get(0),
-        )
+    /// Where a live tail of every mailbox starts now (`tail.rs`).
+    pub async fn message_tail(&self) -> Result<i64> {
+        self.tail_start().await
     }
 
-    /// Every mailbox's messages with id > `after`, oldest first (the live feed).
-    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Vec<MessageRow>> {
-        let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM messages WHERE id > $1 ORDER BY id LIMIT $2"
-            ))
+    /// Every mailbox's messages that committed after tail position `after`,
+    /// in commit order (the live feed).
+    pub async fn messages_after(&self, after: i64, limit: u32) -> Result<Tail<MessageRow>> {
+        let (got, next, pending) = self
+            .tail("messages", COLUMNS, "", after, Some(limit))
             .await?;
-        Ok(rows(c.query(&st, &[&after, &i64::from(limit)]).await?))
+        Ok(Tail {
+            rows: got.iter().map(row).collect(),
+            next,
+            pending,
+        })
     }
 
     /// The newest `limit` messages to or from `mailbox`, oldest first.

@@ -127,29 +127,46 @@ impl PgStore {
         } as usize)
     }
 
-    /// A webhook's deliveries due at `now`, oldest first, at most `limit`.
-    pub async fn due_deliveries(
+    /// Takes a webhook's deliveries due at `now`, oldest first, at most
+    /// `limit`: each is then not due again before `until` (see the sqlite
+    /// store). Rows another node is taking at the same moment are skipped,
+    /// and one it took meanwhile is no longer due when rechecked.
+    pub async fn take_deliveries(
         &self,
         webhook: &str,
         now: i64,
+        until: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryRow>> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT webhook, notification, attempts FROM webhook_deliveries \
-                 WHERE webhook = $1 AND next_at <= $2 ORDER BY next_at, notification LIMIT $3",
+                "WITH due AS (SELECT notification, next_at FROM webhook_deliveries \
+                 WHERE webhook = $1 AND next_at <= $2 ORDER BY next_at, notification LIMIT $3 \
+                 FOR UPDATE SKIP LOCKED) \
+                 UPDATE webhook_deliveries w SET next_at = $4 FROM due \
+                 WHERE w.webhook = $1 AND w.notification = due.notification \
+                 RETURNING w.webhook, w.notification, w.attempts, due.next_at",
             )
             .await?;
-        Ok(c.query(&st, &[&webhook, &now, &i64::from(limit)])
+        let mut due: Vec<(i64, DeliveryRow)> = c
+            .query(&st, &[&webhook, &now, &i64::from(limit), &until])
             .await?
             .iter()
-            .map(|r| DeliveryRow {
-                webhook: r.get(0),
-                notification: r.get(1),
-                attempts: attempts(r.get(2)),
+            .map(|r| {
+                (
+                    r.get(3),
+                    DeliveryRow {
+                        webhook: r.get(0),
+                        notification: r.get(1),
+                        attempts: attempts(r.get(2)),
+                    },
+                )
             })
-            .collect())
+            .collect();
+        // RETURNING keeps no order: oldest first again, as the sqlite store answers.
+        due.sort_by_key(|(next_at, d)| (*next_at, d.notification));
+        Ok(due.into_iter().map(|(_, d)| d).collect())
     }
 
     /// When a webhook's next delivery is due, if any waits.

@@ -209,6 +209,50 @@ CREATE TABLE agent_leases (
     expires_at BIGINT NOT NULL
 );
 "#,
+    // 11: hive-wide chores (vacuum) one node at a time runs, about once per
+    // interval for the whole hive (see `store/jobs.rs`).
+    r#"
+CREATE TABLE hive_jobs (
+    name       TEXT PRIMARY KEY,
+    node       TEXT NOT NULL,
+    held_until BIGINT,
+    next_at    BIGINT NOT NULL
+);
+"#,
+    // 12: steering verbs for another node's agent, and the node that
+    // decided each approval (sqlite's version 14).
+    r#"
+CREATE TABLE node_requests (
+    id         BIGSERIAL PRIMARY KEY,
+    node       TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    verb       TEXT NOT NULL,
+    args_json  TEXT NOT NULL,
+    asked_by   TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    taken_at   BIGINT,
+    cancelled  BOOLEAN NOT NULL DEFAULT FALSE,
+    done_at    BIGINT,
+    ok         BOOLEAN,
+    reply      TEXT
+);
+CREATE INDEX node_requests_pending ON node_requests (node) WHERE taken_at IS NULL AND NOT cancelled;
+ALTER TABLE approvals ADD COLUMN decided_on TEXT;
+"#,
+    // 13: when a shell request's one-time ticket was used (sqlite's version 15).
+    r#"
+ALTER TABLE node_requests ADD COLUMN used_at BIGINT;
+"#,
+    // 14: the inserting transaction of each row the live feeds tail
+    // (`tail.rs`): ids are not in commit order across nodes and writers.
+    r#"
+ALTER TABLE messages ADD COLUMN tx BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
+ALTER TABLE events ADD COLUMN tx BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
+ALTER TABLE approvals ADD COLUMN tx BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint);
+CREATE INDEX messages_tx ON messages (tx, id);
+CREATE INDEX events_feed_tx ON events (tx, id) WHERE kind IN ('turn_start', 'turn_end', 'container_crash');
+CREATE INDEX approvals_tx ON approvals (tx, id);
+"#,
 ];
 
 /// The schema version this build writes.

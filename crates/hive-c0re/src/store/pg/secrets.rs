@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::PgStore;
+use super::wakes::{CHANNEL, secrets_payload};
 use crate::clock::now_ms;
 use crate::store::{Result, SecretEntry};
 
@@ -12,10 +13,21 @@ impl PgStore {
     /// Sets (or replaces) a secret; `agent` None is hive-wide.
     pub async fn set_secret(&self, name: &str, agent: Option<&str>, value: &str) -> Result<()> {
         let c = self.client().await?;
+        // Other nodes redact with what they read: they are told in the same
+        // statement, so no node goes on without a value once it is stored.
         c.execute(
-            "INSERT INTO secrets (name, agent, value, set_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name, agent) DO UPDATE SET value = excluded.value, set_at = excluded.set_at",
-            &[&name, &agent.unwrap_or(""), &value, &now_ms()],
+            &format!(
+                "WITH u AS (INSERT INTO secrets (name, agent, value, set_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name, agent) DO UPDATE SET value = excluded.value, set_at = excluded.set_at \
+                 RETURNING 1) SELECT pg_notify('{CHANNEL}', $5)::text FROM u"
+            ),
+            &[
+                &name,
+                &agent.unwrap_or(""),
+                &value,
+                &now_ms(),
+                &secrets_payload(&self.origin),
+            ],
         )
         .await?;
         Ok(())
@@ -25,8 +37,11 @@ impl PgStore {
     pub async fn remove_secret(&self, name: &str, agent: Option<&str>) -> Result<bool> {
         let c = self.client().await?;
         Ok(c.execute(
-            "DELETE FROM secrets WHERE name = $1 AND agent = $2",
-            &[&name, &agent.unwrap_or("")],
+            &format!(
+                "WITH d AS (DELETE FROM secrets WHERE name = $1 AND agent = $2 RETURNING 1) \
+                 SELECT pg_notify('{CHANNEL}', $3)::text FROM d"
+            ),
+            &[&name, &agent.unwrap_or(""), &secrets_payload(&self.origin)],
         )
         .await?
             > 0)

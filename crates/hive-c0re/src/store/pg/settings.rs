@@ -148,6 +148,16 @@ impl PgSettings {
         config.keepalives_interval(std::time::Duration::from_secs(10));
         config.keepalives_retries(3);
         config.tcp_user_timeout(std::time::Duration::from_secs(20));
+        // A node cut off inside a transaction leaves the server waiting for
+        // its next word, locks held (a fenced claim holds its agent's lease
+        // row): the server ends such a session after 10 s idle, so the
+        // lease can pass on instead of waiting hours for TCP to notice.
+        let idle = "-c idle_in_transaction_session_timeout=10s";
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {idle}"),
+            _ => idle.to_owned(),
+        };
+        config.options(&options);
         Ok(Resolved {
             name: describe(&config),
             config,

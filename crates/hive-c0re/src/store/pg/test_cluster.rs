@@ -11,7 +11,7 @@
 //! [`TestCluster::shared`] starts one lazily per process; each test then
 //! takes a fresh database with [`TestCluster::database`].
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -85,8 +85,11 @@ impl TestCluster {
     pub fn start_on(durable: bool, net: &Network<'_>) -> io::Result<Self> {
         let bin = bin_dir()?;
         let owner = run_as()?;
-        let dir =
-            std::env::temp_dir().join(format!("hive-pg-{}-{}", std::process::id(), random_hex(6)?));
+        let dir = std::env::temp_dir().join(format!(
+            "hive-pg-{}-{}",
+            std::process::id(),
+            crate::hex::random(6)?
+        ));
         std::fs::create_dir(&dir)?;
         let started = Self::start_in(&dir, &bin, owner, durable, net);
         if started.is_err() {
@@ -102,7 +105,7 @@ impl TestCluster {
         durable: bool,
         net: &Network<'_>,
     ) -> io::Result<Self> {
-        let password = random_hex(16)?;
+        let password = crate::hex::random(16)?;
         let chown = |p: &Path| -> io::Result<()> {
             if let Some((u, g)) = owner {
                 nix::unistd::chown(p, Some(u), Some(g)).map_err(io::Error::from)?;
@@ -376,12 +379,6 @@ fn run_as() -> io::Result<Option<(Uid, Gid)>> {
         .map_err(io::Error::from)?
         .ok_or_else(|| io::Error::other("there is no postgres user: run scripts/deps.sh"))?;
     Ok(Some((user.uid, user.gid)))
-}
-
-fn random_hex(bytes: usize) -> io::Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A CA and a server certificate for `localhost` signed by it (P-256 keys: quick to make).

@@ -5,7 +5,9 @@
 //! only after it did: a node woken by it finds the row. The payload is
 //! `ORIGIN KIND VALUE`: the writing store's origin (random per
 //! [`PgStore`](super::PgStore), so a node skips its own wakes, which its
-//! broker has already given), `m` and a mailbox, or `q` and a question id.
+//! broker has already given), `m` and a mailbox, `q` and a question id, `r`
+//! and a node (a steering request waits for it), or `o` and a request id (its
+//! outcome is stored).
 //!
 //! Each store keeps one connection of its own that LISTENs (a pooled one
 //! could be recycled, and its notifications with it). Notifications sent
@@ -52,6 +54,21 @@ pub(super) fn question_payload(origin: &str, id: i64) -> String {
     format!("{origin} q {id}")
 }
 
+/// The payload of a wake for node `node`: a steering request waits for it.
+pub(super) fn request_payload(origin: &str, node: &str) -> String {
+    format!("{origin} r {node}")
+}
+
+/// The payload of a wake for whoever waits on request `id`'s outcome.
+pub(super) fn outcome_payload(origin: &str, id: i64) -> String {
+    format!("{origin} o {id}")
+}
+
+/// The payload of a wake for every node: the secrets changed.
+pub(super) fn secrets_payload(origin: &str) -> String {
+    format!("{origin} s -")
+}
+
 /// The wake a payload asks for; None for this store's own and for anything unknown.
 fn parse(payload: &str, origin: &str) -> Option<Wake> {
     let mut parts = payload.splitn(3, ' ');
@@ -62,6 +79,9 @@ fn parse(payload: &str, origin: &str) -> Option<Wake> {
     match kind {
         "m" => Some(Wake::Mailbox(value.to_owned())),
         "q" => value.parse().ok().map(Wake::Question),
+        "r" => Some(Wake::Request(value.to_owned())),
+        "o" => value.parse().ok().map(Wake::Outcome),
+        "s" => Some(Wake::Secrets),
         _ => None,
     }
 }
@@ -200,6 +220,14 @@ mod tests {
         assert_eq!(
             parse(&question_payload("aa", 7), "bb"),
             Some(Wake::Question(7))
+        );
+        assert_eq!(
+            parse(&request_payload("aa", "beta"), "bb"),
+            Some(Wake::Request("beta".into()))
+        );
+        assert_eq!(
+            parse(&outcome_payload("aa", 9), "bb"),
+            Some(Wake::Outcome(9))
         );
         assert_eq!(parse("aa x 1", "bb"), None);
         assert_eq!(parse("aa q nope", "bb"), None);

@@ -125,6 +125,42 @@ both! {
         assert!(e.contains("no longer holds alice's lease") && e.contains("must stop running alice"), "{e}");
     }
 
+    async fn a_run_out_lease_gives_its_claims_back_once_and_fences_its_old_holder(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let m1 = a.send("operator", "alice", "one").await.unwrap();
+        let old = a.acquire_lease("alice", "n1", SHORT).await.unwrap().unwrap();
+        let n1 = Fence { node: "n1", epoch: old.epoch };
+        assert_eq!(a.claim_fenced("alice", None, 10, n1).await.unwrap()[0].id, m1);
+        // A live lease and a released one are left alone.
+        let bob = a.acquire_lease("bob", "n1", LONG).await.unwrap().unwrap();
+        let carol = a.acquire_lease("carol", "n1", LONG).await.unwrap().unwrap();
+        assert!(a.release_lease("carol", "n1", carol.epoch).await.unwrap());
+        assert!(b.reclaim_expired_leases().await.unwrap().is_empty());
+        tokio::time::sleep(SHORT + Duration::from_millis(100)).await;
+        // Two nodes notice: one gives the claim back.
+        let (x, y) = tokio::join!(a.reclaim_expired_leases(), b.reclaim_expired_leases());
+        let mut all = x.unwrap();
+        all.extend(y.unwrap());
+        assert_eq!(all, [("alice".to_owned(), 1)]);
+        assert!(a.reclaim_expired_leases().await.unwrap().is_empty(), "reclaimed twice");
+        // Its old holder can no longer renew, claim, ack, hold nor release.
+        assert!(!a.renew_lease("alice", "n1", old.epoch, LONG).await.unwrap());
+        assert!(fenced(a.ack_fenced("alice", &[m1], n1).await));
+        assert!(fenced(a.hold_claims_fenced("alice", n1).await));
+        assert!(fenced(a.release_claims_fenced("alice", n1).await));
+        assert_eq!(a.inbox_depth("alice").await.unwrap(), 1);
+        // The node that comes back takes the lease at a newer epoch and finds the message.
+        let back = a.acquire_lease("alice", "n1", LONG).await.unwrap().unwrap();
+        assert_eq!(back.epoch, old.epoch + 2, "nobody's epoch, then its own again");
+        let n1b = Fence { node: "n1", epoch: back.epoch };
+        assert_eq!(a.claim_fenced("alice", None, 10, n1b).await.unwrap()[0].id, m1);
+        assert_eq!(a.release_claims_fenced("alice", n1b).await.unwrap(), 1);
+        assert_eq!(a.claim_fenced("alice", None, 10, n1b).await.unwrap().len(), 1);
+        assert_eq!(a.hold_claims_fenced("alice", n1b).await.unwrap(), [m1]);
+        assert!(a.renew_lease("bob", "n1", bob.epoch, LONG).await.unwrap(), "a live lease was reclaimed");
+    }
+
     async fn an_ack_racing_a_takeover_either_delivers_or_comes_back_never_both(f) {
         let a = f.open().await;
         let b = f.second(&a).await;

@@ -28,6 +28,10 @@ pub struct Fixture {
     database: Option<String>,
 }
 
+/// What PostgreSQL's migration 14 added: the transactions the live feeds tail by.
+const PG_TAILS: &str = "ALTER TABLE messages DROP COLUMN tx; ALTER TABLE events DROP COLUMN tx; \
+     ALTER TABLE approvals DROP COLUMN tx;";
+
 impl Fixture {
     pub async fn new(backend: Backend) -> Self {
         let database = match backend {
@@ -82,7 +86,7 @@ impl Fixture {
              DROP TABLE webhook_deliveries; DROP TABLE webhook_status; \
              DROP INDEX events_feed; DROP INDEX events_crash; DROP TABLE budget_overrides; \
              DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
-             DROP TABLE agent_leases;";
+             DROP TABLE agent_leases; DROP TABLE hive_jobs; DROP TABLE node_requests; ALTER TABLE approvals DROP COLUMN decided_on;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
@@ -95,9 +99,11 @@ impl Fixture {
                 let c = TestCluster::shared()
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
-                c.batch_execute(&format!("{LATER} UPDATE hive_schema SET version = 1;"))
-                    .await
-                    .unwrap();
+                c.batch_execute(&format!(
+                    "{LATER} {PG_TAILS} UPDATE hive_schema SET version = 1;"
+                ))
+                .await
+                .unwrap();
             }
         }
     }
@@ -110,7 +116,7 @@ impl Fixture {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
                 c.execute_batch(
                     "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
-                     DROP TABLE agent_leases; PRAGMA user_version = 7;",
+                     DROP TABLE agent_leases; DROP TABLE hive_jobs; DROP TABLE node_requests; ALTER TABLE approvals DROP COLUMN decided_on; PRAGMA user_version = 7;",
                 )
                 .unwrap();
             }
@@ -118,10 +124,11 @@ impl Fixture {
                 let c = TestCluster::shared()
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
-                c.batch_execute(
+                c.batch_execute(&format!(
                     "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
-                     DROP TABLE agent_leases; UPDATE hive_schema SET version = 5;",
-                )
+                     DROP TABLE agent_leases; DROP TABLE hive_jobs; DROP TABLE node_requests; ALTER TABLE approvals DROP COLUMN decided_on; \
+                     {PG_TAILS} UPDATE hive_schema SET version = 5;",
+                ))
                 .await
                 .unwrap();
             }
@@ -132,7 +139,7 @@ impl Fixture {
     /// (sqlite 9, PostgreSQL 7), as a hive-c0re of that time left it.
     pub async fn set_schema_before_agent_nodes(&self) {
         const SQL: &str = "ALTER TABLE agents DROP COLUMN node; \
-            ALTER TABLE nodes DROP COLUMN down_since; DROP TABLE agent_leases;";
+            ALTER TABLE nodes DROP COLUMN down_since; DROP TABLE agent_leases; DROP TABLE hive_jobs; DROP TABLE node_requests; ALTER TABLE approvals DROP COLUMN decided_on;";
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
@@ -143,9 +150,11 @@ impl Fixture {
                 let c = TestCluster::shared()
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
-                c.batch_execute(&format!("{SQL} UPDATE hive_schema SET version = 7;"))
-                    .await
-                    .unwrap();
+                c.batch_execute(&format!(
+                    "{SQL} {PG_TAILS} UPDATE hive_schema SET version = 7;"
+                ))
+                .await
+                .unwrap();
             }
         }
     }
@@ -264,3 +273,20 @@ macro_rules! both {
     };
 }
 pub(crate) use both;
+
+/// Reads a live tail from `at` until nothing is pending (on PostgreSQL a
+/// commit waits for older transactions, of any database on the cluster,
+/// to end), at most 10 s; every row read, and the position past them.
+pub async fn settled<T>(at: i64, read: impl AsyncFn(i64) -> super::Tail<T>) -> (Vec<T>, i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut rows, mut at) = (vec![], at);
+    loop {
+        let t = read(at).await;
+        rows.extend(t.rows);
+        at = t.next;
+        if !t.pending || std::time::Instant::now() > deadline {
+            return (rows, at);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

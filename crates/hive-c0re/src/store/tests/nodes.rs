@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 
-use super::both;
-use crate::store::{Db, Limits, NewApproval, SendError};
+use super::{both, settled};
+use crate::store::{Db, Limits, NewApproval, NewRequest, SendError};
 
 /// Runs `n` tasks, alternating between the two handles; returns their results in order.
 async fn race<T: Send + 'static, F>(
@@ -27,6 +27,29 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+/// Reads a live tail from `at` while `writers` run and until, once they
+/// are done, nothing is left or pending (at most 60 s); what `read` took.
+async fn tail_while(
+    writers: tokio::task::JoinHandle<Vec<()>>,
+    mut at: i64,
+    read: impl AsyncFn(i64) -> (Vec<String>, i64, bool),
+) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = vec![];
+    while std::time::Instant::now() < deadline {
+        let done = writers.is_finished();
+        let (rows, next, pending) = read(at).await;
+        at = next;
+        let settled = rows.is_empty() && !pending;
+        seen.extend(rows);
+        if done && settled {
+            break;
+        }
+    }
+    writers.await.unwrap();
+    seen
 }
 
 both! {
@@ -72,18 +95,18 @@ both! {
             let (x, y) = tokio::join!(
                 tokio::spawn({
                     let a = a.clone();
-                    async move { a.decide_approval(id, ApprovalStatus::Approved, Some("node a")).await.unwrap() }
+                    async move { a.decide_approval(id, ApprovalStatus::Approved, Some("node a"), "a").await.unwrap() }
                 }),
                 tokio::spawn({
                     let b = b.clone();
-                    async move { b.decide_approval(id, ApprovalStatus::Denied, Some("node b")).await.unwrap() }
+                    async move { b.decide_approval(id, ApprovalStatus::Denied, Some("node b"), "b").await.unwrap() }
                 }),
             );
             let (x, y) = (x.unwrap(), y.unwrap());
             assert!(x ^ y, "approval {id}: node a won {x}, node b won {y}");
             let row = b.approval(id).await.unwrap().unwrap();
-            let winner = if x { ("approved", "node a") } else { ("denied", "node b") };
-            assert_eq!((row.status.as_str(), row.note.as_deref().unwrap()), winner);
+            let winner = if x { ("approved", "node a", "a") } else { ("denied", "node b", "b") };
+            assert_eq!((row.status.as_str(), row.note.as_deref().unwrap(), row.decided_on.as_deref().unwrap()), winner);
         }
     }
 
@@ -107,6 +130,60 @@ both! {
             assert_eq!(alpha.len(), 1, "alpha marked by {alpha:?}");
             assert!(b.node_back("alpha").await.unwrap().is_some());
         }
+    }
+
+    async fn a_hive_wide_job_is_run_by_one_node_at_a_time_once_per_interval(f) {
+        use std::time::Duration;
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        // Long enough that a loaded machine does not run out a step before its check.
+        let (every, hold) = (Duration::from_millis(1000), Duration::from_millis(2000));
+        // Six nodes race for the job: one takes it.
+        let took = race(&a, &b, 6, move |s, i| async move {
+            s.take_job("vacuum", &format!("n{i}"), every, hold).await.unwrap()
+        })
+        .await;
+        let winners: Vec<usize> = (0..6).filter(|i| took[*i]).collect();
+        assert_eq!(winners.len(), 1, "taken by {winners:?}");
+        let winner = format!("n{}", winners[0]);
+        // Finished, it is not due again before the interval ends.
+        a.finish_job("vacuum", &winner).await.unwrap();
+        assert!(!b.take_job("vacuum", "other", every, hold).await.unwrap());
+        tokio::time::sleep(every + Duration::from_millis(20)).await;
+        assert!(b.take_job("vacuum", "other", every, hold).await.unwrap());
+        // Held and not finished (its node died), it is another's once the hold and interval ran out.
+        assert!(!a.take_job("vacuum", "third", every, hold).await.unwrap());
+        tokio::time::sleep(hold + Duration::from_millis(20)).await;
+        assert!(a.take_job("vacuum", "third", every, hold).await.unwrap());
+        // Finishing a job another node holds changes nothing.
+        b.finish_job("vacuum", "other").await.unwrap();
+        let every = Duration::ZERO;
+        assert!(!b.take_job("vacuum", "fourth", every, hold).await.unwrap(), "still held by third");
+    }
+
+    async fn two_nodes_serving_one_webhook_never_take_the_same_delivery(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let mut queued = HashSet::new();
+        for i in 0..120 {
+            queued.insert(a.add_notification("message", None, &format!("n{i}"), "/", &["w"]).await.unwrap().id);
+        }
+        let taken = race(&a, &b, 6, |s, _| async move {
+            let mut mine = vec![];
+            loop {
+                let now = crate::clock::now_ms();
+                let got = s.take_deliveries("w", now, now + 60_000, 7).await.unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|d| d.notification));
+            }
+        })
+        .await;
+        let all: Vec<i64> = taken.into_iter().flatten().collect();
+        let unique: HashSet<i64> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len(), "a delivery was taken twice");
+        assert_eq!(unique, queued, "a delivery was never taken");
     }
 
     async fn a_question_is_answered_once_by_two_racing_operators(f) {
@@ -203,5 +280,193 @@ both! {
         let stored = a.events_before("alice", None, u32::MAX).await.unwrap().len();
         assert_eq!(stored, total);
         assert_eq!(seen.len(), total, "the tailing reader skipped {} events", total - seen.len());
+    }
+
+    async fn the_live_feed_misses_no_message_while_two_nodes_send(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        // Each node takes its message ids from a reserve of its own: a
+        // message of a's sent after one of b's has a lower id.
+        let at = b.message_tail().await.unwrap();
+        let firsts = [
+            a.send("operator", "alice", "a first").await.unwrap(),
+            b.send("operator", "bob", "b first").await.unwrap(),
+        ];
+        let (got, at) = settled(at, async |at| b.messages_after(at, 10).await.unwrap()).await;
+        assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), firsts);
+        let late = a.send("operator", "alice", "a later").await.unwrap();
+        if matches!(a, Db::Postgres(_)) {
+            assert!(late < firsts[1], "a's ids come from its own reserve, below b's");
+        }
+        let (got, at) = settled(at, async |at| b.messages_after(at, 10).await.unwrap()).await;
+        assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), [late], "a's later message was passed over");
+        // And while both send at once, a reader on b tailing every mailbox sees every message once.
+        const SENDERS: usize = 6;
+        const EACH: usize = 40;
+        let senders = {
+            let (a, b) = (a.clone(), b.clone());
+            tokio::spawn(async move {
+                race(&a, &b, SENDERS, |s, i| async move {
+                    for k in 0..EACH {
+                        s.send("operator", &format!("agent-{}", k % 3), &format!("{i}-{k}")).await.unwrap();
+                    }
+                })
+                .await
+            })
+        };
+        let seen = tail_while(senders, at, async |at| {
+            let t = b.messages_after(at, 25).await.unwrap();
+            (t.rows.into_iter().map(|m| m.body).collect(), t.next, t.pending)
+        })
+        .await;
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "the tail read a message twice");
+        assert_eq!(seen.len(), SENDERS * EACH, "the tail passed over {} messages", SENDERS * EACH - seen.len());
+    }
+
+    async fn the_live_feed_misses_no_turn_while_agents_on_two_nodes_log(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let at = b.event_tail().await.unwrap();
+        const AGENTS: usize = 6;
+        const TURNS: usize = 25;
+        let writers = {
+            let (a, b) = (a.clone(), b.clone());
+            tokio::spawn(async move {
+                race(&a, &b, AGENTS, |s, i| async move {
+                    for k in 0..TURNS {
+                        let items = [("turn_start".to_owned(), format!("{i}-{k}")), ("stream".to_owned(), "{}".to_owned())];
+                        s.add_events(&format!("agent-{i}"), &items).await.unwrap();
+                    }
+                })
+                .await
+            })
+        };
+        let seen = tail_while(writers, at, async |at| {
+            let t = b.feed_events_after(at, 20).await.unwrap();
+            (t.rows.into_iter().map(|e| e.payload_json).collect(), t.next, t.pending)
+        })
+        .await;
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "the tail read a turn twice");
+        assert_eq!(seen.len(), AGENTS * TURNS, "the tail passed over {} turns", AGENTS * TURNS - seen.len());
+    }
+
+    async fn a_steering_request_is_taken_once_by_racing_takers(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let mut ids = HashSet::new();
+        for i in 0..40 {
+            ids.insert(a.enqueue_request(&request("beta", &format!("x{i}"))).await.unwrap());
+        }
+        // Another node's request is no business of beta's takers.
+        let gamma = a.enqueue_request(&request("gamma", "y")).await.unwrap();
+        let taken = race(&a, &b, 6, |s, _| async move {
+            let mut mine = vec![];
+            for _ in 0..5 {
+                mine.extend(s.take_requests("beta").await.unwrap().into_iter().map(|r| r.id));
+            }
+            mine
+        })
+        .await;
+        let all: Vec<i64> = taken.into_iter().flatten().collect();
+        let unique: HashSet<i64> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len(), "a request was taken twice");
+        assert_eq!(unique, ids, "a request was never taken");
+        assert!(a.take_requests("beta").await.unwrap().is_empty());
+        assert!(a.request(gamma).await.unwrap().unwrap().taken_at.is_none());
+    }
+
+    async fn a_cancel_and_a_take_racing_have_one_winner(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        for i in 0..20 {
+            let id = a.enqueue_request(&request("beta", &format!("x{i}"))).await.unwrap();
+            let (cancelled, taken) = tokio::join!(
+                tokio::spawn({
+                    let a = a.clone();
+                    async move { a.cancel_request(id).await.unwrap() }
+                }),
+                tokio::spawn({
+                    let b = b.clone();
+                    async move { b.take_requests("beta").await.unwrap() }
+                }),
+            );
+            let (cancelled, taken) = (cancelled.unwrap(), taken.unwrap());
+            assert!(cancelled ^ !taken.is_empty(), "request {id}: cancelled {cancelled}, taken {taken:?}");
+            let row = a.request(id).await.unwrap().unwrap();
+            assert_eq!((row.cancelled, row.taken_at.is_some()), (cancelled, !cancelled), "{row:?}");
+            // Neither happens twice.
+            assert!(!a.cancel_request(id).await.unwrap());
+            assert!(b.take_requests("beta").await.unwrap().is_empty());
+        }
+    }
+
+    async fn a_steering_requests_outcome_round_trips_once(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let id = a.enqueue_request(&NewRequest {
+            node: "beta",
+            agent: "x",
+            verb: "stop",
+            args_json: r#"{"graceful":true}"#,
+            asked_by: "alpha",
+        }).await.unwrap();
+        let pending = a.request(id).await.unwrap().unwrap();
+        assert_eq!(
+            (pending.node.as_str(), pending.agent.as_str(), pending.verb.as_str(), pending.args_json.as_str(), pending.asked_by.as_str()),
+            ("beta", "x", "stop", r#"{"graceful":true}"#, "alpha")
+        );
+        assert_eq!(pending.outcome(), None);
+        // Not taken: nothing to finish.
+        assert!(!b.finish_request(id, true, "").await.unwrap());
+        let taken = b.take_requests("beta").await.unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].id, id);
+        assert_eq!(a.request(id).await.unwrap().unwrap().outcome(), None);
+        assert!(b.finish_request(id, false, "x is not running: start it").await.unwrap());
+        assert!(!b.finish_request(id, true, "again").await.unwrap(), "finished twice");
+        assert_eq!(
+            a.request(id).await.unwrap().unwrap().outcome(),
+            Some((false, "x is not running: start it".to_owned()))
+        );
+        assert!(!a.cancel_request(id).await.unwrap(), "a finished request was cancelled");
+        assert_eq!(a.request(id + 1000).await.unwrap(), None);
+    }
+
+    async fn a_granted_shell_requests_ticket_is_used_once(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let mut shell = request("beta", "x");
+        shell.verb = "shell";
+        let mut ids = [0i64; 3];
+        for id in &mut ids {
+            *id = a.enqueue_request(&shell).await.unwrap();
+        }
+        let [granted, refused, pending] = ids;
+        // Not done yet: no use.
+        assert!(!b.use_request(granted, "beta").await.unwrap());
+        assert_eq!(b.take_requests("beta").await.unwrap().len(), 3);
+        assert!(b.finish_request(granted, true, "").await.unwrap());
+        assert!(b.finish_request(refused, false, "x is not running").await.unwrap());
+        assert!(!b.use_request(pending, "beta").await.unwrap(), "a request not finished");
+        assert!(!b.use_request(refused, "beta").await.unwrap(), "a refused request");
+        assert!(!a.use_request(granted, "alpha").await.unwrap(), "another node's request");
+        assert!(!a.use_request(granted + 1000, "beta").await.unwrap(), "no request");
+        // Once, whoever asks (two nodes racing: one wins).
+        let (x, y) = tokio::join!(a.use_request(granted, "beta"), b.use_request(granted, "beta"));
+        assert!(x.unwrap() ^ y.unwrap(), "used twice or never");
+        assert!(!b.use_request(granted, "beta").await.unwrap(), "a replay");
+    }
+}
+
+/// A request for `agent` on `node`, asked by alpha.
+fn request<'a>(node: &'a str, agent: &'a str) -> NewRequest<'a> {
+    NewRequest {
+        node,
+        agent,
+        verb: "start",
+        args_json: "{}",
+        asked_by: "alpha",
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 
-use super::both;
+use super::{both, settled};
 use crate::clock::{day_of, now_ms};
 use crate::store::{
     BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, SendError, Spend,
@@ -51,7 +51,7 @@ both! {
         assert_eq!(s.secrets_for("alice").await.unwrap()["TOKEN"], "a-value");
         // The tables and indexes of every later migration are there too.
         let n = s.add_notification("message", None, "hi", "/", &["w"]).await.unwrap();
-        assert_eq!(s.due_deliveries("w", now_ms(), 10).await.unwrap()[0].notification, n.id);
+        assert_eq!(s.take_deliveries("w", now_ms(), now_ms(), 10).await.unwrap()[0].notification, n.id);
         let o = BudgetOverride { scope: "alice".into(), day: 1, usd: Some(1.0), tokens: None, lifted: false };
         s.set_budget_override(&o).await.unwrap();
         assert_eq!(s.budget_override("alice").await.unwrap(), Some(o));
@@ -154,8 +154,9 @@ both! {
         assert_eq!(s.release_node_claims("beta").await.unwrap(), 1);
         assert_eq!(ids(&s.claim("b", 10).await.unwrap()), [to_b]);
         // What start takes back: a sqlite file is one daemon's, all of it.
-        let released = s.release_claims_at_start("alpha").await.unwrap();
-        assert_eq!(released, if s.shared() { 1 } else { 2 });
+        // (On a shared store nothing: each agent's come back with its lease.)
+        let released = s.release_claims_at_start().await.unwrap();
+        assert_eq!(released, if s.shared() { 0 } else { 2 });
     }
 
     async fn held_messages_wait_for_a_new_one_and_go_with_it(f) {
@@ -311,20 +312,25 @@ both! {
         assert_eq!(ids(&s.recent_messages("alice", 2).await.unwrap()), [b, c]);
     }
 
-    async fn the_feed_pages_every_mailbox_by_id(f) {
+    async fn the_feed_pages_every_mailbox_by_id_and_tails_it_in_commit_order(f) {
         let s = f.open().await;
-        assert_eq!(s.newest_message_id().await.unwrap(), 0);
+        let start = s.message_tail().await.unwrap();
         let a = s.send("alice", "bob", "1").await.unwrap();
+        let (first, next) = settled(start, async |at| s.messages_after(at, 10).await.unwrap()).await;
+        assert_eq!(ids(&first), [a]);
         let b = s.send("bob", "carol", "2").await.unwrap();
         let c = s.send("carol", "alice", "3").await.unwrap();
         s.recv("bob", 10).await.unwrap();
-        assert_eq!(s.newest_message_id().await.unwrap(), c);
         assert_eq!(ids(&s.messages_before(None, 2).await.unwrap()), [c, b], "newest first");
         assert_eq!(ids(&s.messages_before(Some(b), 10).await.unwrap()), [a]);
-        let after = s.messages_after(a, 10).await.unwrap();
+        let (after, next) = settled(next, async |at| s.messages_after(at, 10).await.unwrap()).await;
         assert_eq!(ids(&after), [b, c], "oldest first");
         assert_eq!((after[0].sender.as_str(), after[0].recipient.as_str()), ("bob", "carol"));
-        assert_eq!(ids(&s.messages_after(0, 1).await.unwrap()), [a]);
+        assert!(s.messages_after(next, 10).await.unwrap().rows.is_empty());
+        // A limit cuts between commits, and the next read goes on from there.
+        let one = s.messages_after(start, 1).await.unwrap();
+        assert_eq!((ids(&one.rows), one.pending), (vec![a], true));
+        assert_eq!(ids(&s.messages_after(one.next, 10).await.unwrap().rows), [b, c]);
         assert!(s.messages_before(None, 10).await.unwrap()[2].delivered_at.is_some());
     }
 
@@ -447,8 +453,8 @@ both! {
             .await
             .unwrap();
         assert_eq!(s.pending_approvals().await.unwrap(), 1);
-        assert!(s.decide_approval(id, ApprovalStatus::Denied, Some("no")).await.unwrap());
-        assert!(!s.decide_approval(id, ApprovalStatus::Approved, None).await.unwrap());
+        assert!(s.decide_approval(id, ApprovalStatus::Denied, Some("no"), "alpha").await.unwrap());
+        assert!(!s.decide_approval(id, ApprovalStatus::Approved, None, "beta").await.unwrap());
         let a = s.approval(id).await.unwrap().unwrap();
         assert_eq!((a.kind, a.status, a.note.as_deref()), (ApprovalKind::Spawn, ApprovalStatus::Denied, Some("no")));
         assert!(a.decided_at.is_some());
@@ -457,9 +463,9 @@ both! {
         assert_eq!(s.pending_approvals().await.unwrap(), 0);
     }
 
-    async fn approvals_are_tailed_by_id(f) {
+    async fn approvals_are_tailed_in_commit_order(f) {
         let s = f.open().await;
-        assert_eq!(s.newest_approval_id().await.unwrap(), 0);
+        let start = s.approval_tail().await.unwrap();
         let mut ids = vec![];
         for agent in ["a", "b", "c"] {
             let new = NewApproval {
@@ -471,11 +477,10 @@ both! {
             };
             ids.push(s.add_approval(&new).await.unwrap());
         }
-        assert_eq!(s.newest_approval_id().await.unwrap(), ids[2]);
-        let after: Vec<(i64, String)> =
-            s.approvals_after(ids[0]).await.unwrap().into_iter().map(|a| (a.id, a.agent)).collect();
-        assert_eq!(after, [(ids[1], "b".to_owned()), (ids[2], "c".to_owned())]);
-        assert!(s.approvals_after(ids[2]).await.unwrap().is_empty());
+        let (all, next) = settled(start, async |at| s.approvals_after(at).await.unwrap()).await;
+        let after: Vec<(i64, String)> = all.into_iter().map(|a| (a.id, a.agent)).collect();
+        assert_eq!(after, [(ids[0], "a".to_owned()), (ids[1], "b".to_owned()), (ids[2], "c".to_owned())]);
+        assert!(s.approvals_after(next).await.unwrap().rows.is_empty());
     }
 
     async fn a_question_is_answered_once_and_not_after_its_deadline(f) {
@@ -520,17 +525,18 @@ both! {
     async fn the_feed_pages_only_its_kinds_across_agents(f) {
         let s = f.open().await;
         let ev = |items: &[&str]| items.iter().map(|k| ((*k).to_owned(), "{}".to_owned())).collect::<Vec<_>>();
-        assert_eq!(s.newest_event_id().await.unwrap(), 0);
+        let start = s.event_tail().await.unwrap();
         let a = s.add_events("a", &ev(&["turn_start", "stream"])).await.unwrap();
+        let (first, next) = settled(start, async |at| s.feed_events_after(at, 10).await.unwrap()).await;
+        assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), [a[0]], "no stream");
         let b = s.add_events("b", &ev(&["turn_end", "container_crash"])).await.unwrap();
         let page = s.feed_events_before(None, 2).await.unwrap();
         assert_eq!(page.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["container_crash", "turn_end"]);
         let older = s.feed_events_before(Some(b[0]), 10).await.unwrap();
         assert_eq!(older.iter().map(|e| (e.id, e.agent.as_str())).collect::<Vec<_>>(), [(a[0], "a")]);
-        let after = s.feed_events_after(a[0], 10).await.unwrap();
+        let (after, next) = settled(next, async |at| s.feed_events_after(at, 10).await.unwrap()).await;
         assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [b[0], b[1]], "oldest first, no stream");
-        assert_eq!(s.feed_events_after(b[0], 10).await.unwrap().len(), 1);
-        assert_eq!(s.newest_event_id().await.unwrap(), b[1]);
+        assert!(s.feed_events_after(next, 10).await.unwrap().rows.is_empty());
     }
 
     async fn the_feed_and_the_last_crashes_read_through_their_indexes(f) {
@@ -551,6 +557,19 @@ both! {
             )
             .await;
         assert!(crash.contains("events_crash"), "{crash}");
+        if matches!(s, crate::store::Db::Postgres(_)) {
+            // The live tails (`pg/tail.rs`) read by transaction.
+            for (table, filter, index) in [
+                ("events", "kind IN ('turn_start', 'turn_end', 'container_crash') AND", "events_feed_tx"),
+                ("messages", "", "messages_tx"),
+                ("approvals", "", "approvals_tx"),
+            ] {
+                let tail = f
+                    .plan(&s, &format!("SELECT id, tx FROM {table} WHERE {filter} tx > 5 AND tx < 9 ORDER BY tx, id LIMIT 5"))
+                    .await;
+                assert!(tail.contains(index) && !tail.contains("Sort"), "{tail}");
+            }
+        }
     }
 
     async fn events_of_many_callers_at_once_each_get_their_own_ids(f) {
@@ -724,11 +743,12 @@ both! {
         assert_eq!(s.mark_notifications_read(None).await.unwrap(), 1);
         assert_eq!(s.unread_notifications().await.unwrap(), 0);
 
-        let due = s.due_deliveries("w", now_ms(), 10).await.unwrap();
+        let due = s.take_deliveries("w", now_ms(), now_ms() + 60_000, 10).await.unwrap();
         assert_eq!(due, [DeliveryRow { webhook: "w".into(), notification: a.id, attempts: 0 }]);
-        assert!(s.due_deliveries("other", now_ms(), 10).await.unwrap().is_empty());
+        assert!(s.take_deliveries("w", now_ms(), now_ms(), 10).await.unwrap().is_empty(), "taken");
+        assert!(s.take_deliveries("other", now_ms(), now_ms(), 10).await.unwrap().is_empty());
         s.delivery_failed("w", a.id, now_ms() + 60_000, "HTTP 500").await.unwrap();
-        assert!(s.due_deliveries("w", now_ms(), 10).await.unwrap().is_empty());
+        assert!(s.take_deliveries("w", now_ms(), now_ms(), 10).await.unwrap().is_empty());
         assert!(s.next_delivery_at("w").await.unwrap().unwrap() > now_ms());
         assert_eq!(s.next_delivery_at("other").await.unwrap(), None);
         let st = s.webhook_stats("w").await.unwrap();
@@ -748,9 +768,11 @@ both! {
         let a = s.add_notification("message", None, "1", "/", &["w", "gone"]).await.unwrap();
         let b = s.add_notification("message", None, "2", "/", &["w", "gone"]).await.unwrap();
         s.delivery_failed("w", a.id, a.ts, "timed out").await.unwrap();
-        let due = s.due_deliveries("w", now_ms(), 10).await.unwrap();
+        let due = s.take_deliveries("w", now_ms(), a.ts, 1).await.unwrap();
+        assert_eq!(due.iter().map(|d| (d.notification, d.attempts)).collect::<Vec<_>>(), [(a.id, 1)]);
+        // Taken until a time already past: due again at once, still first.
+        let due = s.take_deliveries("w", now_ms(), now_ms() + 60_000, 10).await.unwrap();
         assert_eq!(due.iter().map(|d| (d.notification, d.attempts)).collect::<Vec<_>>(), [(a.id, 1), (b.id, 0)]);
-        assert_eq!(s.due_deliveries("w", now_ms(), 1).await.unwrap().len(), 1);
         s.delivery_done("gone", a.id).await.unwrap();
         assert_eq!(s.forget_webhooks_except(&["w"]).await.unwrap(), 1);
         assert_eq!(s.webhook_stats("gone").await.unwrap(), WebhookStats::default());

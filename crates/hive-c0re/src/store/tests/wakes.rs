@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use super::pg_only::fixture;
 use super::{Backend, Fixture};
 use crate::store::pg::TestCluster;
-use crate::store::{BudgetOverride, Db, HIVE_WIDE, Limits, NewAgent, SendError, Wake, Wakes};
+use crate::store::{
+    BudgetOverride, Db, HIVE_WIDE, Limits, NewAgent, NewRequest, SendError, Wake, Wakes,
+};
 
 /// Generous: a correctness bound, not a speed figure (see the `store` bench).
 const SOON: Duration = Duration::from_secs(2);
@@ -209,4 +211,29 @@ async fn a_listener_that_lost_its_connection_resyncs_and_wakes_again() {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steering_request_wakes_its_node_and_its_outcome_the_asker() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    let b = f.second(&a).await;
+    let (mut wa, mut wb) = (a.wakes(), b.wakes());
+    let id = a
+        .enqueue_request(&NewRequest {
+            node: "beta",
+            agent: "x",
+            verb: "restart",
+            args_json: "{}",
+            asked_by: "alpha",
+        })
+        .await
+        .unwrap();
+    assert_eq!(next(&mut wb).await, Wake::Request("beta".into()));
+    b.take_requests("beta").await.unwrap();
+    b.finish_request(id, true, "").await.unwrap();
+    assert_eq!(next(&mut wa).await, Wake::Outcome(id));
+    nothing(&mut wa).await;
 }

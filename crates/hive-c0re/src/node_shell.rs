@@ -1,0 +1,317 @@
+//! The node-to-node shell channel: the operator asked node alpha for the
+//! shell of an agent whose home is node beta (several nodes on one
+//! PostgreSQL store), and beta runs it.
+//!
+//! Nothing on the network may open a shell on beta, so the store, which
+//! only nodes write, hands over a one-time ticket: alpha makes 32 random
+//! bytes and stores a `shell` request for beta (`hive::steer`) holding the
+//! ticket's SHA-256, never the ticket. Beta takes it, checks that the agent
+//! is its own and running, and answers ok. Alpha then connects to beta's
+//! dashboard listener (its address in `nodes`) with
+//! `GET /node/shell/{request}`, `Upgrade: hive-shell` and the ticket in
+//! [`TICKET_HEADER`]; beta (`dashboard/node_shell.rs`, `Hive::node_shell`)
+//! upgrades only for a request of verb shell that it took and granted, not
+//! older than [`TICKET_TTL_MS`], whose hash matches and that was not used
+//! before (marked used with a conditional UPDATE). No login cookie or token
+//! is involved. After the upgrade the connection carries the frames of
+//! [`hive_sh4re::shell`], as host.sock's `shell` does.
+//!
+//! The channel is plain TCP, as the dashboard listener is: the ticket is
+//! good once and only for 30 s, but the shell's bytes are readable on the
+//! way. Run nodes on a network you trust, or through a tunnel.
+
+use std::io;
+use std::time::Duration;
+
+use hive_sh4re::shell::{Frame, HEADER_BYTES};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header;
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::shell::{Input, Output, STOPPING, Session, WinSize};
+
+/// The `Upgrade` protocol of the channel.
+pub const PROTOCOL: &str = "hive-shell";
+/// The header that carries the ticket.
+pub const TICKET_HEADER: &str = "x-hive-node-ticket";
+/// How long after the home node took the request its ticket is good.
+pub const TICKET_TTL_MS: i64 = 30_000;
+/// The path of the channel for request `id`.
+pub fn path(id: i64) -> String {
+    format!("/node/shell/{id}")
+}
+/// How long connecting to the home node and its answer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A new ticket: 32 random bytes from the kernel, as hex.
+pub fn new_ticket() -> io::Result<String> {
+    crate::hex::random(32)
+}
+
+/// The SHA-256 of a ticket as hex: what the store holds.
+pub fn ticket_hash(ticket: &str) -> String {
+    crate::hex::encode(&Sha256::digest(ticket.as_bytes()))
+}
+
+/// Whether `ticket` hashes to `stored`, compared without stopping at the first difference.
+pub fn ticket_matches(ticket: &str, stored: &str) -> bool {
+    let (a, b) = (ticket_hash(ticket), stored);
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A shell: on a PTY here, or on the agent's home node through the channel.
+pub enum Shell {
+    Local(Session),
+    Remote(Remote),
+}
+
+impl Shell {
+    /// Moves input and output until the shell ends, as [`Session::run`] does
+    /// (whose contract both keep): the input closing ends the shell's whole
+    /// session, wherever it runs.
+    pub async fn run(
+        self,
+        input: mpsc::Receiver<Input>,
+        output: mpsc::Sender<Output>,
+        stop: CancellationToken,
+    ) -> Option<i32> {
+        match self {
+            Shell::Local(s) => s.run(input, output, stop).await,
+            Shell::Remote(r) => r.run(input, output, stop).await,
+        }
+    }
+}
+
+/// The asking node's end of an upgraded channel.
+pub struct Remote {
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    /// The home node, for sentences.
+    node: String,
+}
+
+/// Connects to the home node `node` at `address` (its dashboard's
+/// `http://HOST:PORT/`) and opens the shell request `id` granted with
+/// `ticket`; the error is what went wrong, for a sentence naming the address.
+pub async fn connect(node: &str, address: &str, id: i64, ticket: &str) -> Result<Remote, String> {
+    let uri: hyper::Uri = address.parse().map_err(|_| "it is not a URL".to_owned())?;
+    if uri.scheme_str() != Some("http") {
+        return Err("the node-to-node shell speaks plain http to a node's dashboard listener, and this address is not http".into());
+    }
+    let authority = uri.authority().ok_or("it names no host")?.clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(80);
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("could not connect ({e})"))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("HTTP failed: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("the node shell connection ended: {e}");
+            }
+        });
+        let request = hyper::Request::get(path(id))
+            .header(header::HOST, authority.as_str())
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, PROTOCOL)
+            .header(TICKET_HEADER, ticket)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("could not build the request: {e}"))?;
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP failed: {e}"))?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            let body = body.trim().chars().take(500).collect::<String>();
+            return Err(format!("it answered HTTP {}: {body}", status.as_u16()));
+        }
+        hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| format!("the upgrade failed: {e}"))
+    })
+    .await
+    .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))??;
+    Ok(Remote {
+        io: TokioIo::new(opened),
+        node: node.to_owned(),
+    })
+}
+
+impl Remote {
+    /// Relays input to the home node and its frames back until the shell
+    /// ends there, the input closes (the connection closes, which ends the
+    /// shell there) or `stop` fires.
+    async fn run(
+        self,
+        mut input: mpsc::Receiver<Input>,
+        output: mpsc::Sender<Output>,
+        stop: CancellationToken,
+    ) -> Option<i32> {
+        let node = self.node;
+        let (mut r, mut w) = tokio::io::split(self.io);
+        let writer = async {
+            while let Some(i) = input.recv().await {
+                let bytes = match i {
+                    Input::Data(d) => Frame::data(&d),
+                    Input::Resize(WinSize { rows, cols }) => Frame::Resize { rows, cols }.encode(),
+                };
+                if w.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let reader = async {
+            loop {
+                let out = match read_frame(&mut r).await {
+                    Ok(Some(Frame::Data(d))) => Output::Data(d),
+                    Ok(Some(Frame::Exit(code))) => {
+                        let _ = output.send(Output::Exit(code)).await;
+                        return Some(code);
+                    }
+                    Ok(Some(Frame::Closed(why))) => {
+                        let _ = output.send(Output::Closed(why)).await;
+                        return None;
+                    }
+                    Ok(Some(Frame::Resize { .. })) | Ok(None) | Err(_) => {
+                        let why =
+                            format!("the connection to node {node}, which ran the shell, ended");
+                        let _ = output.send(Output::Closed(why)).await;
+                        return None;
+                    }
+                };
+                if output.send(out).await.is_err() {
+                    return None;
+                }
+            }
+        };
+        // Returning drops the connection, which ends the shell's session on the home node.
+        tokio::select! {
+            code = reader => code,
+            () = writer => None,
+            () = stop.cancelled() => {
+                let _ = output.send(Output::Closed(STOPPING.to_owned())).await;
+                None
+            }
+        }
+    }
+}
+
+/// Serves `shell` to a client speaking [`hive_sh4re::shell`] frames on
+/// `r`/`w` (host.sock's `shell`, the channel's home end): data both ways,
+/// resize from the client, and one exit (or closed) frame. The client
+/// closing, or breaking the framing, ends the shell.
+pub async fn serve_frames<R, W>(
+    shell: Shell,
+    r: &mut R,
+    w: &mut W,
+    stop: CancellationToken,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (in_tx, in_rx) = mpsc::channel(16);
+    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let shell = shell.run(in_rx, out_tx, stop);
+    let writer = async {
+        while let Some(out) = out_rx.recv().await {
+            let bytes = match out {
+                Output::Data(d) => Frame::data(&d),
+                Output::Exit(code) => Frame::Exit(code).encode(),
+                Output::Closed(why) => Frame::Closed(why).encode(),
+            };
+            w.write_all(&bytes).await?;
+        }
+        w.flush().await
+    };
+    let reader = async move {
+        loop {
+            let input = match read_frame(r).await {
+                Ok(Some(Frame::Data(d))) => Input::Data(d),
+                Ok(Some(Frame::Resize { rows, cols })) => {
+                    Input::Resize(WinSize::new(Some(rows), Some(cols)))
+                }
+                Ok(Some(other)) => {
+                    tracing::debug!("a shell client sent a daemon's frame ({other:?}): closing");
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!("a shell client's stream ended: {e}");
+                    return;
+                }
+            };
+            if in_tx.send(input).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The shell and the writer end together; a client that stops sending
+    // (closed, or broke the framing) ends the shell, which ends the writer.
+    let both = async {
+        let (_, written) = tokio::join!(shell, writer);
+        written
+    };
+    tokio::pin!(both, reader);
+    tokio::select! {
+        written = &mut both => return written,
+        () = &mut reader => {}
+    }
+    both.await
+}
+
+/// One frame; `Ok(None)` when the other end closed the connection.
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; HEADER_BYTES];
+    match r.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    let (kind, len) = Frame::header(header).map_err(invalid)?;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Frame::from_parts(kind, payload).map(Some).map_err(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ticket_matches_only_its_own_hash() {
+        let t = new_ticket().unwrap();
+        assert_eq!(t.len(), 64);
+        assert_ne!(t, new_ticket().unwrap());
+        let h = ticket_hash(&t);
+        assert!(ticket_matches(&t, &h));
+        assert!(!ticket_matches(&h, &h), "the hash is no ticket");
+        assert!(!ticket_matches(&t[..63], &h));
+        assert!(!ticket_matches("", &h));
+        assert!(!ticket_matches(&t, ""));
+    }
+}
