@@ -254,13 +254,17 @@ fn an_approval_warns_when_the_repo_moved_on_since_the_request() {
 
     commit(&hive, "alice", |t| format!("{t}# two\n"), "two");
     let head = commit(&hive, "alice", |t| format!("{t}# three\n"), "three");
-    hive.wait_for("the repo_moved warning", 20, |h| {
-        warnings(h, &id).iter().any(|(k, _)| k == "repo_moved")
+    // The heads are read every 0.2 s, so a read between the two commits may
+    // warn of the first one alone: wait for the warning that names the head.
+    let moved = |h: &TestHive| {
+        warnings(h, &id)
+            .into_iter()
+            .find(|(k, m)| k == "repo_moved" && m.contains(&head[..12]))
+    };
+    hive.wait_for("the repo_moved warning naming the head", 20, |h| {
+        moved(h).is_some()
     });
-    let (_, message) = warnings(&hive, &id)
-        .into_iter()
-        .find(|(k, _)| k == "repo_moved")
-        .unwrap();
+    let (_, message) = moved(&hive).unwrap();
     assert!(
         message.contains(&format!("{} is 2 commits ahead", &head[..12]))
             && message.contains(&format!("approving deploys {}", &asked[..12])),
