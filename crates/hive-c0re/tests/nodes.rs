@@ -1497,3 +1497,98 @@ fn response_head(s: &mut std::net::TcpStream) -> String {
     }
     String::from_utf8_lossy(&head).into_owned()
 }
+
+/// What one node's agent does shows live on another node's dashboard: its
+/// row, its events on its page and the hive's feed.
+#[test]
+fn another_nodes_agent_shows_live_on_this_nodes_dashboard() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut alpha = with_dashboard(&db, "alpha");
+    alpha.env.extend([
+        (
+            "HIVE_DASHBOARD_TOKEN".into(),
+            "alpha-live-test-token".into(),
+        ),
+        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
+    ]);
+    let alpha = TestHive::start_with(alpha);
+    let mut beta = Opts::postgres(&db, "beta");
+    beta.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+    let beta = TestHive::start_with(beta);
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    let address = node(&alpha, "alpha")["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = SseReader::open(&address, "alpha-live-test-token", "/api/stream?agent=x");
+    let hive_page = SseReader::open(&address, "alpha-live-test-token", "/api/stream");
+
+    // Each on beta, none on alpha; alpha's pages follow without a reload.
+    beta.ok(&["pause", "x"]);
+    hive_page.wait_for("x's row, paused", |f| {
+        f.contains("event: agent\n")
+            && f.contains(r#""name":"x""#)
+            && f.contains(r#""paused":true"#)
+    });
+    beta.ok(&["model", "x", "opus"]);
+    page.wait_for("x's event of the model switch", |f| {
+        f.contains("event: events\n") && f.contains("/model opus")
+    });
+    beta.ok(&["send", "x", "from beta's operator"]);
+    hive_page.wait_for("the message in the feed", |f| {
+        f.contains("event: feed\n") && f.contains("from beta's operator")
+    });
+    hive_page.wait_for("x's row with one message waiting", |f| {
+        f.contains(r#""inbox_depth":1"#)
+    });
+}
+
+/// A dashboard's live stream read in the background.
+struct SseReader(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl SseReader {
+    /// Opens `path` at `address` (`http://HOST:PORT/`) with the dashboard's token.
+    fn open(address: &str, token: &str, path: &str) -> Self {
+        use std::io::{Read, Write};
+        let authority = address.trim_start_matches("http://").trim_end_matches('/');
+        let mut s = std::net::TcpStream::connect(authority).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nX-Hive-Token: {token}\r\n\r\n"
+        )
+        .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let into = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                into.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let reader = Self(seen);
+        reader.wait_for("the stream's hello", |f| f.contains("event: hello\n"));
+        reader
+    }
+
+    /// Waits up to 20 s for what the stream carried to satisfy `ok`.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.0.lock().unwrap().clone();
+            if ok(&seen) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} on the stream within 20 s; it carried:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

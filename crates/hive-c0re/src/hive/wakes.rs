@@ -4,7 +4,10 @@
 //! dropped connection costs latency, never a message: after the listener
 //! reconnects, and every [`RECHECK`] anyway, everyone waiting here looks at
 //! the store again. A steering request for this node (`steer.rs`) is taken
-//! on its wake, at start, and on those re-checks.
+//! on its wake, at start, and on those re-checks. What another node changed
+//! of what the operator sees (an agent's row or events, approvals,
+//! notifications) becomes the broker's `Change`, as this node's own writes
+//! do, so the dashboard and status subscribers show the whole hive live.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +15,7 @@ use std::time::Duration;
 use super::Hive;
 use crate::broker::Change;
 use crate::store::Wake;
+use hive_sh4re::AgentName;
 
 /// How often every waiter re-checks the store though no wake came.
 pub const RECHECK: Duration = Duration::from_secs(30);
@@ -45,6 +49,10 @@ impl Hive {
         match w {
             Wake::Mailbox(m) => {
                 self.broker.poke(&m);
+                // Its depth is in its status row.
+                if m != "operator" {
+                    self.broker.publish(Change::Agent(m.clone()));
+                }
                 // Its inbox (and depth in a status row) changed for this node's
                 // surfaces too; a wake does not say who sent, so the mailbox stands
                 // for both ends (the dashboard does each inbox's work once a burst).
@@ -64,14 +72,55 @@ impl Hive {
             }
             Wake::Outcome(id) => self.request_done(id),
             Wake::Secrets => self.forget_redactor(),
+            // What this node's operator surfaces show of the rest of the hive.
+            Wake::Events { agent, last_id } => {
+                self.broker.publish(Change::Events { agent, last_id });
+            }
+            Wake::Agent(name) => self.agent_changed_elsewhere(name).await,
+            Wake::Approvals => self.broker.publish(Change::Approvals),
+            Wake::Notifications => self.broker.publish(Change::Notifications),
             Wake::Resync => {
                 self.forget_redactor();
+                self.surfaces_again().await;
                 tracing::info!(
                     "re-checking every inbox and steering request: wakes from other nodes may have been lost"
                 );
                 self.broker.poke_all();
                 self.take_requests().await;
             }
+        }
+    }
+}
+
+impl Hive {
+    /// Another node changed agent `name`'s row, made it or removed it.
+    async fn agent_changed_elsewhere(&self, name: String) {
+        let exists = match AgentName::parse(&name) {
+            Ok(n) => self.store.agent(n.as_str()).await.map(|a| a.is_some()),
+            Err(_) => return,
+        };
+        match exists {
+            Ok(true) => self.broker.publish(Change::Agent(name)),
+            Ok(false) => self.broker.publish(Change::AgentRemoved(name)),
+            Err(e) => {
+                tracing::warn!(agent = %name, "could not read an agent another node changed: {e}")
+            }
+        }
+    }
+
+    /// Wakes from other nodes may have been lost: this node's operator
+    /// surfaces read everything they show of the hive again.
+    async fn surfaces_again(&self) {
+        match self.store.agents().await {
+            Ok(agents) => {
+                for a in agents {
+                    self.broker.publish(Change::Agent(a.name));
+                }
+            }
+            Err(e) => tracing::warn!("could not list the agents to show them again: {e}"),
+        }
+        for c in [Change::Approvals, Change::Questions, Change::Notifications] {
+            self.broker.publish(c);
         }
     }
 }

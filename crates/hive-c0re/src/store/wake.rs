@@ -13,7 +13,7 @@ pub enum Wake {
     /// its agent may run again: a message arrived, claims were released, a
     /// nap or pause ended, a budget was lifted. What `Broker::poke` wakes.
     Mailbox(String),
-    /// Operator question `id` was answered or cancelled.
+    /// Operator question `id` was asked, answered or cancelled.
     Question(i64),
     /// A steering request waits for node `0` (`crate::store::RequestRow`).
     Request(String),
@@ -21,6 +21,16 @@ pub enum Wake {
     Outcome(i64),
     /// A secret was set or removed: what this node redacts must be read again.
     Secrets,
+    /// New events of `agent` were stored, up to id `last_id`: what this
+    /// node's dashboard streams to the agent's page and the feed.
+    Events { agent: String, last_id: i64 },
+    /// Agent `0`'s row changed (its state, status line, config...), or the
+    /// agent was made or removed: this node's status surfaces show it again.
+    Agent(String),
+    /// An approval was asked for or decided.
+    Approvals,
+    /// An operator notification was stored or read.
+    Notifications,
     /// Wakes may have been lost (the listener reconnected, or this
     /// subscriber fell behind): re-check every inbox and question.
     Resync,

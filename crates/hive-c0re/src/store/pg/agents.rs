@@ -49,13 +49,15 @@ impl PgStore {
     pub async fn create_agent(&self, new: &NewAgent<'_>) -> Result<AgentRow> {
         let c = self.client().await?;
         let now = now_ms();
+        let wake = self.agent_wake_prefix();
         let r = c
             .query_one(
                 &format!(
-                    "INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at, node) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING {COLUMNS}"
+                    "WITH i AS (INSERT INTO agents (name, harness, config_toml, uid_base, want_running, deployed_sha, parent, state_since, created_at, node) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING {COLUMNS}) \
+                     SELECT i.*, pg_notify('{CHANNEL}', $10::text || i.name)::text FROM i"
                 ),
-                &[&new.name, &new.harness, &new.config_toml, &i64::from(new.uid_base), &new.want_running, &new.deployed_sha, &new.parent, &now, &new.node],
+                &[&new.name, &new.harness, &new.config_toml, &i64::from(new.uid_base), &new.want_running, &new.deployed_sha, &new.parent, &now, &new.node, &wake],
             )
             .await?;
         row(&r)
@@ -86,12 +88,19 @@ impl PgStore {
     /// Deletes an agent row (messages and events stay unless purged).
     pub async fn delete_agent(&self, name: &str) -> Result<bool> {
         let c = self.client().await?;
-        Ok(c.execute("DELETE FROM agents WHERE name = $1", &[&name])
-            .await?
-            > 0)
+        let wake = self.agent_wake_prefix();
+        let st = c
+            .prepare_cached(&format!(
+                "WITH d AS (DELETE FROM agents WHERE name = $1 RETURNING name) \
+                 SELECT pg_notify('{CHANNEL}', $2::text || name)::text FROM d"
+            ))
+            .await?;
+        Ok(!c.query(&st, &[&name, &wake]).await?.is_empty())
     }
 
-    /// `UPDATE agents SET {assignments} WHERE name = $last AND {condition}`; true when a row changed.
+    /// `UPDATE agents SET {assignments} WHERE name = $n AND {condition}`;
+    /// true when a row changed. A changed row wakes the other nodes' status
+    /// surfaces in the same statement (`Wake::Agent`).
     async fn set_agent(
         &self,
         name: &str,
@@ -99,35 +108,48 @@ impl PgStore {
         condition: &str,
         values: &[Param<'_>],
     ) -> Result<bool> {
-        let c = self.client().await?;
-        let mut all: Vec<Param<'_>> = values.to_vec();
-        all.push(&name);
-        let sql = format!(
-            "UPDATE agents SET {assignments} WHERE name = ${} AND {condition}",
-            all.len()
-        );
-        let st = c.prepare_cached(&sql).await?;
-        Ok(c.execute(&st, &all).await? > 0)
+        self.update_agent(name, assignments, condition, values, None)
+            .await
     }
 
-    /// [`Self::set_agent`] that also wakes the agent on the other nodes, in
-    /// the same statement, when a row changed.
+    /// [`Self::set_agent`] that also wakes the agent itself on its node
+    /// (`Wake::Mailbox`): it may run again.
     async fn set_agent_waking(
         &self,
         name: &str,
         assignments: &str,
         values: &[Param<'_>],
     ) -> Result<bool> {
-        let c = self.client().await?;
         let prefix = self.wake_prefix();
+        self.update_agent(name, assignments, "TRUE", values, Some(&prefix))
+            .await
+    }
+
+    async fn update_agent(
+        &self,
+        name: &str,
+        assignments: &str,
+        condition: &str,
+        values: &[Param<'_>],
+        mailbox_wake: Option<&String>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let row_wake = self.agent_wake_prefix();
         let mut all: Vec<Param<'_>> = values.to_vec();
         all.push(&name);
-        all.push(&prefix);
+        let name_at = all.len();
+        all.push(&row_wake);
+        let mut wakes = format!("pg_notify('{CHANNEL}', ${}::text || name)::text", all.len());
+        if let Some(prefix) = &mailbox_wake {
+            all.push(prefix);
+            wakes.push_str(&format!(
+                ", pg_notify('{CHANNEL}', ${}::text || name)::text",
+                all.len()
+            ));
+        }
         let sql = format!(
-            "WITH u AS (UPDATE agents SET {assignments} WHERE name = ${} RETURNING name) \
-             SELECT pg_notify('{CHANNEL}', ${}::text || name)::text FROM u",
-            all.len() - 1,
-            all.len()
+            "WITH u AS (UPDATE agents SET {assignments} WHERE name = ${name_at} AND {condition} RETURNING name) \
+             SELECT {wakes} FROM u"
         );
         let st = c.prepare_cached(&sql).await?;
         Ok(!c.query(&st, &all).await?.is_empty())

@@ -4,6 +4,7 @@
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use tokio_postgres::Row;
 
+use super::wakes::{CHANNEL, approvals_payload};
 use super::{PgStore, count};
 use crate::clock::now_ms;
 use crate::store::{ApprovalRow, NewApproval, Result, Tail};
@@ -30,10 +31,15 @@ impl PgStore {
     /// Queues a pending approval and returns its id.
     pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
         let c = self.client().await?;
+        // Every node's operator surfaces list it (`Wake::Approvals`).
+        let wake = approvals_payload(&self.origin);
         Ok(c.query_one(
-            "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[&a.agent, &a.kind.as_str(), &a.payload_json, &a.commit_ref, &a.description, &now_ms()],
+            &format!(
+                "WITH i AS (INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+                 SELECT id, pg_notify('{CHANNEL}', $7)::text FROM i"
+            ),
+            &[&a.agent, &a.kind.as_str(), &a.payload_json, &a.commit_ref, &a.description, &now_ms(), &wake],
         )
         .await?
         .get(0))
@@ -68,12 +74,18 @@ impl PgStore {
         let c = self.client().await?;
         // Of two concurrent deciders the second waits for the first's row lock,
         // then finds the row no longer pending and changes nothing.
-        Ok(c.execute(
-            "UPDATE approvals SET status = $1, note = $2, decided_at = $3, decided_on = $6 WHERE id = $4 AND status = $5",
-            &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str(), &node],
-        )
-        .await?
-            > 0)
+        let wake = approvals_payload(&self.origin);
+        Ok(!c
+            .query(
+                &format!(
+                    "WITH u AS (UPDATE approvals SET status = $1, note = $2, decided_at = $3, decided_on = $6 \
+                     WHERE id = $4 AND status = $5 RETURNING id) \
+                     SELECT pg_notify('{CHANNEL}', $7)::text FROM u"
+                ),
+                &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str(), &node, &wake],
+            )
+            .await?
+            .is_empty())
     }
 
     /// Changes the status of an approval already decided (approved → failed when its action fails).
@@ -84,12 +96,17 @@ impl PgStore {
         note: Option<&str>,
     ) -> Result<bool> {
         let c = self.client().await?;
-        Ok(c.execute(
-            "UPDATE approvals SET status = $1, note = $2 WHERE id = $3",
-            &[&status.as_str(), &note, &id],
-        )
-        .await?
-            > 0)
+        let wake = approvals_payload(&self.origin);
+        Ok(!c
+            .query(
+                &format!(
+                    "WITH u AS (UPDATE approvals SET status = $1, note = $2 WHERE id = $3 RETURNING id) \
+                     SELECT pg_notify('{CHANNEL}', $4)::text FROM u"
+                ),
+                &[&status.as_str(), &note, &id, &wake],
+            )
+            .await?
+            .is_empty())
     }
 
     /// Where a live tail of approvals starts now (`tail.rs`).

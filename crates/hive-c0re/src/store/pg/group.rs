@@ -77,6 +77,7 @@ pub(super) fn start(
     events: mpsc::UnboundedReceiver<EventJob>,
 ) {
     let wake_prefix: Arc<str> = super::wakes::mailbox_prefix(&origin).into();
+    let events_prefix: Arc<str> = super::wakes::events_prefix(&origin).into();
     let sends = Arc::new(Mutex::new(sends));
     let events = Arc::new(Mutex::new(EventQueue {
         rx: events,
@@ -93,7 +94,11 @@ pub(super) fn start(
         ));
     }
     for _ in 0..EVENT_WRITERS {
-        tokio::spawn(event_writer(pool.clone(), events.clone()));
+        tokio::spawn(event_writer(
+            pool.clone(),
+            events_prefix.clone(),
+            events.clone(),
+        ));
     }
 }
 
@@ -316,14 +321,14 @@ impl EventQueue {
     }
 }
 
-async fn event_writer(pool: Pool, queue: Arc<Mutex<EventQueue>>) {
+async fn event_writer(pool: Pool, wake_prefix: Arc<str>, queue: Arc<Mutex<EventQueue>>) {
     loop {
         let Some(batch) = queue.lock().await.batch().await else {
             return;
         };
         let mut attempt = 1;
         let ids = loop {
-            match event_batch(&pool, &batch).await {
+            match event_batch(&pool, &wake_prefix, &batch).await {
                 Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && connection_lost(&e) => {
                     tracing::warn!(
                         "the database connection dropped before a commit; trying again: {e}"
@@ -366,16 +371,24 @@ impl Failure {
 }
 
 /// Commits the events of every job, agents locked in a fixed order; ids in queue order.
-async fn event_batch(pool: &Pool, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
+async fn event_batch(
+    pool: &Pool,
+    wake_prefix: &str,
+    jobs: &[EventJob],
+) -> Result<Vec<i64>, Failure> {
     let mut conn = Conn::get(pool).await.map_err(Failure::BeforeCommit)?;
-    let result = event_batch_on(conn.client(), jobs).await;
+    let result = event_batch_on(conn.client(), wake_prefix, jobs).await;
     if result.is_err() {
         conn.discard();
     }
     result
 }
 
-async fn event_batch_on(c: &Object, jobs: &[EventJob]) -> Result<Vec<i64>, Failure> {
+async fn event_batch_on(
+    c: &Object,
+    wake_prefix: &str,
+    jobs: &[EventJob],
+) -> Result<Vec<i64>, Failure> {
     let before = |e: tokio_postgres::Error| Failure::BeforeCommit(e.into());
     let mut agents: Vec<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
     agents.sort_unstable();
@@ -401,6 +414,16 @@ async fn event_batch_on(c: &Object, jobs: &[EventJob]) -> Result<Vec<i64>, Failu
         )
         .await
         .map_err(before)?;
+    // One wake per agent of the batch, with its newest id: other nodes'
+    // dashboards stream what their operators watch (`Wake::Events`).
+    let wake = c
+        .prepare_cached(&format!(
+            "SELECT pg_notify('{}', $1::text || a || ' ' || max(id)) \
+             FROM unnest($2::text[], $3::bigint[]) AS u(a, id) GROUP BY a",
+            super::wakes::CHANNEL
+        ))
+        .await
+        .map_err(before)?;
     let n: i64 = jobs.iter().map(|j| j.items.len() as i64).sum();
     let locks: [Param<'_>; 2] = [&EVENTS_CLASS, &agents];
     let count: [Param<'_>; 1] = [&n];
@@ -424,8 +447,13 @@ async fn event_batch_on(c: &Object, jobs: &[EventJob]) -> Result<Vec<i64>, Failu
     }
     let now = now_ms();
     let rows: [Param<'_>; 5] = [&fresh, &owners, &kinds, &now, &payloads];
-    futures::try_join!(c.execute(&insert, &rows), c.batch_execute("COMMIT"))
-        .map_err(|e| Failure::Unknown(e.into()))?;
+    let wakes: [Param<'_>; 3] = [&wake_prefix, &owners, &fresh];
+    futures::try_join!(
+        c.execute(&insert, &rows),
+        c.execute(&wake, &wakes),
+        c.batch_execute("COMMIT")
+    )
+    .map_err(|e| Failure::Unknown(e.into()))?;
     Ok(fresh)
 }
 

@@ -166,6 +166,11 @@ impl PgStore {
         wakes::mailbox_prefix(&self.origin)
     }
 
+    /// The payload prefix of this store's agent-row wakes (SQL appends the agent).
+    fn agent_wake_prefix(&self) -> String {
+        wakes::agent_prefix(&self.origin)
+    }
+
     /// The `application_name` of this store's listening session (tests end it to cut the listener).
     #[cfg(test)]
     pub(in crate::store) fn listener_session(&self) -> String {

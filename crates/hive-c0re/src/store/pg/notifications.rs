@@ -5,6 +5,7 @@
 
 use tokio_postgres::Row;
 
+use super::wakes::{CHANNEL, notifications_payload};
 use super::{PgStore, count, delete_chunked, vacuum_unlock};
 use crate::clock::now_ms;
 use crate::store::notifications::NOTIFICATIONS_KEEP;
@@ -41,17 +42,19 @@ impl PgStore {
     ) -> Result<NotificationRow> {
         let c = self.client().await?;
         let ts = now_ms();
+        // Every node's operator surfaces show it (`Wake::Notifications`).
+        let wake = notifications_payload(&self.origin);
         let st = c
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH n AS (INSERT INTO notifications (ts, kind, agent, text, link) \
                    VALUES ($1, $2, $3, $4, $5) RETURNING id), \
                  d AS (INSERT INTO webhook_deliveries (webhook, notification, next_at) \
                    SELECT w, n.id, $1 FROM n, unnest($6::text[]) AS w) \
-                 SELECT id FROM n",
-            )
+                 SELECT id, pg_notify('{CHANNEL}', $7)::text FROM n"
+            ))
             .await?;
         let id: i64 = c
-            .query_one(&st, &[&ts, &kind, &agent, &text, &link, &webhooks])
+            .query_one(&st, &[&ts, &kind, &agent, &text, &link, &webhooks, &wake])
             .await?
             .get(0);
         Ok(NotificationRow {
@@ -109,22 +112,18 @@ impl PgStore {
     pub async fn mark_notifications_read(&self, id: Option<i64>) -> Result<usize> {
         let c = self.client().await?;
         let now = now_ms();
-        Ok(match id {
-            Some(id) => {
-                c.execute(
-                    "UPDATE notifications SET read_at = $1 WHERE id = $2 AND read_at IS NULL",
-                    &[&now, &id],
-                )
-                .await?
-            }
-            None => {
-                c.execute(
-                    "UPDATE notifications SET read_at = $1 WHERE read_at IS NULL",
-                    &[&now],
-                )
-                .await?
-            }
-        } as usize)
+        let wake = notifications_payload(&self.origin);
+        // `id IS NULL` reads every unread one; a change wakes the other nodes.
+        let st = c
+            .prepare_cached(&format!(
+                "WITH u AS (UPDATE notifications SET read_at = $1 \
+                   WHERE read_at IS NULL AND ($2::bigint IS NULL OR id = $2) RETURNING 1) \
+                 SELECT n, CASE WHEN n > 0 THEN pg_notify('{CHANNEL}', $3) END::text \
+                 FROM (SELECT count(*) AS n FROM u) AS c"
+            ))
+            .await?;
+        let n: i64 = c.query_one(&st, &[&now, &id, &wake]).await?.get(0);
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Takes a webhook's deliveries due at `now`, oldest first, at most

@@ -4,7 +4,7 @@
 use tokio_postgres::Row;
 
 use super::PgStore;
-use super::wakes::{CHANNEL, question_payload};
+use super::wakes::{CHANNEL, question_payload, question_prefix};
 use crate::clock::now_ms;
 use crate::store::{QuestionRow, Result};
 
@@ -37,10 +37,15 @@ impl PgStore {
         let c = self.client().await?;
         let now = now_ms();
         let options = serde_json::to_string(options).unwrap_or_else(|_| "[]".into());
+        // Every node's operator surfaces list it (`Wake::Question`).
+        let wake = question_prefix(&self.origin);
         Ok(c.query_one(
-            "INSERT INTO questions (agent, question, options_json, ttl_seconds, asked_at, deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            &[&agent, &question, &options, &ttl_seconds, &now, &(now + ttl_seconds * 1000)],
+            &format!(
+                "WITH i AS (INSERT INTO questions (agent, question, options_json, ttl_seconds, asked_at, deadline) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+                 SELECT id, pg_notify('{CHANNEL}', $7::text || id)::text FROM i"
+            ),
+            &[&agent, &question, &options, &ttl_seconds, &now, &(now + ttl_seconds * 1000), &wake],
         )
         .await?
         .get(0))

@@ -6,8 +6,10 @@
 //! `ORIGIN KIND VALUE`: the writing store's origin (random per
 //! [`PgStore`](super::PgStore), so a node skips its own wakes, which its
 //! broker has already given), `m` and a mailbox, `q` and a question id, `r`
-//! and a node (a steering request waits for it), or `o` and a request id (its
-//! outcome is stored).
+//! and a node (a steering request waits for it), `o` and a request id (its
+//! outcome is stored), `s` (the secrets changed), or what the operator's
+//! surfaces show again: `e`, an agent and its newest event id; `a`, an agent
+//! whose row changed; `p`, the approvals; `n`, the notifications.
 //!
 //! Each store keeps one connection of its own that LISTENs (a pooled one
 //! could be recycled, and its notifications with it). Notifications sent
@@ -49,6 +51,11 @@ pub(super) fn mailbox_prefix(origin: &str) -> String {
     format!("{origin} m ")
 }
 
+/// The payload prefix of a question wake from `origin`; SQL appends the id.
+pub(super) fn question_prefix(origin: &str) -> String {
+    format!("{origin} q ")
+}
+
 /// The payload of a question wake from `origin`.
 pub(super) fn question_payload(origin: &str, id: i64) -> String {
     format!("{origin} q {id}")
@@ -69,6 +76,26 @@ pub(super) fn secrets_payload(origin: &str) -> String {
     format!("{origin} s -")
 }
 
+/// The payload prefix of an events wake from `origin`; SQL appends `AGENT LAST_ID`.
+pub(super) fn events_prefix(origin: &str) -> String {
+    format!("{origin} e ")
+}
+
+/// The payload prefix of an agent-row wake from `origin`; SQL appends the agent.
+pub(super) fn agent_prefix(origin: &str) -> String {
+    format!("{origin} a ")
+}
+
+/// The payload of a wake for every node: approvals changed.
+pub(super) fn approvals_payload(origin: &str) -> String {
+    format!("{origin} p -")
+}
+
+/// The payload of a wake for every node: notifications changed.
+pub(super) fn notifications_payload(origin: &str) -> String {
+    format!("{origin} n -")
+}
+
 /// The wake a payload asks for; None for this store's own and for anything unknown.
 fn parse(payload: &str, origin: &str) -> Option<Wake> {
     let mut parts = payload.splitn(3, ' ');
@@ -82,6 +109,16 @@ fn parse(payload: &str, origin: &str) -> Option<Wake> {
         "r" => Some(Wake::Request(value.to_owned())),
         "o" => value.parse().ok().map(Wake::Outcome),
         "s" => Some(Wake::Secrets),
+        "e" => {
+            let (agent, id) = value.rsplit_once(' ')?;
+            Some(Wake::Events {
+                agent: agent.to_owned(),
+                last_id: id.parse().ok()?,
+            })
+        }
+        "a" => Some(Wake::Agent(value.to_owned())),
+        "p" => Some(Wake::Approvals),
+        "n" => Some(Wake::Notifications),
         _ => None,
     }
 }
@@ -229,6 +266,23 @@ mod tests {
             parse(&outcome_payload("aa", 9), "bb"),
             Some(Wake::Outcome(9))
         );
+        assert_eq!(
+            parse(&format!("{}alice 42", events_prefix("aa")), "bb"),
+            Some(Wake::Events {
+                agent: "alice".into(),
+                last_id: 42
+            })
+        );
+        assert_eq!(
+            parse(&format!("{}alice", agent_prefix("aa")), "bb"),
+            Some(Wake::Agent("alice".into()))
+        );
+        assert_eq!(parse(&approvals_payload("aa"), "bb"), Some(Wake::Approvals));
+        assert_eq!(
+            parse(&notifications_payload("aa"), "bb"),
+            Some(Wake::Notifications)
+        );
+        assert_eq!(parse("aa e alice", "bb"), None);
         assert_eq!(parse("aa x 1", "bb"), None);
         assert_eq!(parse("aa q nope", "bb"), None);
         assert_ne!(new_origin(), new_origin());

@@ -8,21 +8,53 @@ use super::pg_only::fixture;
 use super::{Backend, Fixture};
 use crate::store::pg::TestCluster;
 use crate::store::{
-    BudgetOverride, Db, HIVE_WIDE, Limits, NewAgent, NewRequest, SendError, Wake, Wakes,
+    BudgetOverride, Db, HIVE_WIDE, Limits, NewAgent, NewApproval, NewRequest, SendError, Wake,
+    Wakes,
 };
+use hive_sh4re::AgentState;
+use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 
 /// Generous: a correctness bound, not a speed figure (see the `store` bench).
 const SOON: Duration = Duration::from_secs(2);
 /// How long a test watches for a wake that must not come.
 const QUIET: Duration = Duration::from_millis(300);
 
-async fn next(w: &mut Wakes) -> Wake {
+/// True for a wake only the operator's surfaces follow (what they show
+/// changed); the tests of waiters skip those.
+fn shown(w: &Wake) -> bool {
+    matches!(
+        w,
+        Wake::Events { .. } | Wake::Agent(_) | Wake::Approvals | Wake::Notifications
+    )
+}
+
+/// The next wake, whatever it is.
+async fn next_any(w: &mut Wakes) -> Wake {
     tokio::time::timeout(SOON, w.next())
         .await
         .expect("no wake within 2 s")
 }
 
+/// The next wake for a waiter.
+async fn next(w: &mut Wakes) -> Wake {
+    loop {
+        let wake = next_any(w).await;
+        if !shown(&wake) {
+            return wake;
+        }
+    }
+}
+
+/// No wake for a waiter comes for a while.
 async fn nothing(w: &mut Wakes) {
+    let quiet = tokio::time::Instant::now() + QUIET;
+    while let Ok(wake) = tokio::time::timeout_at(quiet, w.next()).await {
+        assert!(shown(&wake), "an unexpected wake: {wake:?}");
+    }
+}
+
+/// No wake at all comes for a while.
+async fn silence(w: &mut Wakes) {
     if let Ok(wake) = tokio::time::timeout(QUIET, w.next()).await {
         panic!("an unexpected wake: {wake:?}");
     }
@@ -236,4 +268,83 @@ async fn a_steering_request_wakes_its_node_and_its_outcome_the_asker() {
     b.finish_request(id, true, "").await.unwrap();
     assert_eq!(next(&mut wa).await, Wake::Outcome(id));
     nothing(&mut wa).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_operator_sees_changing_on_one_node_wakes_the_others() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    let b = f.second(&a).await;
+    let mut wb = b.wakes();
+    let alice = NewAgent {
+        name: "alice",
+        harness: "ag3nt",
+        config_toml: "",
+        deployed_sha: None,
+        parent: None,
+        want_running: true,
+        uid_base: 0x8_0000,
+        node: "alpha",
+    };
+    a.create_agent(&alice).await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
+    // A turn on alpha: its row and its events, each batch with its newest id.
+    a.set_state("alice", AgentState::Thinking, Some("haiku"))
+        .await
+        .unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
+    let ids = a
+        .add_events("alice", &[("turn_start", "{}"), ("note", "{}")])
+        .await
+        .unwrap();
+    assert_eq!(
+        next_any(&mut wb).await,
+        Wake::Events {
+            agent: "alice".into(),
+            last_id: ids[1]
+        }
+    );
+    // An update that changes no row wakes nobody.
+    assert!(!a.set_status_text("nobody", "hi").await.unwrap());
+    silence(&mut wb).await;
+    let id = a
+        .add_approval(&NewApproval {
+            agent: "alice",
+            kind: ApprovalKind::ApplyCommit,
+            payload_json: "{}",
+            commit_ref: "abc",
+            description: Some("d"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Approvals);
+    assert!(
+        a.decide_approval(id, ApprovalStatus::Denied, None, "alpha")
+            .await
+            .unwrap()
+    );
+    assert_eq!(next_any(&mut wb).await, Wake::Approvals);
+    // Decided once: the second decision changes nothing and wakes nobody.
+    assert!(
+        !a.decide_approval(id, ApprovalStatus::Approved, None, "alpha")
+            .await
+            .unwrap()
+    );
+    silence(&mut wb).await;
+    let q = a.add_question("alice", "which?", &[], 60).await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Question(q));
+    let n = a
+        .add_notification("crash", Some("alice"), "alice crashed", "", &[])
+        .await
+        .unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Notifications);
+    assert_eq!(a.mark_notifications_read(Some(n.id)).await.unwrap(), 1);
+    assert_eq!(next_any(&mut wb).await, Wake::Notifications);
+    assert_eq!(a.mark_notifications_read(None).await.unwrap(), 0);
+    silence(&mut wb).await;
+    assert!(a.delete_agent("alice").await.unwrap());
+    assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
+    silence(&mut wb).await;
 }
