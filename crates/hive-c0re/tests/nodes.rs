@@ -866,6 +866,55 @@ fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
     );
 }
 
+/// An agent's config repo is on its home node's disk: the operator on
+/// another node shows, edits and requests it there, and approves it
+/// anywhere, as with an agent of their own.
+#[test]
+fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_node() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+
+    let shown = alpha.ok(&["config", "show", "x"]);
+    assert_eq!(shown, beta.ok(&["config", "show", "x"]));
+    assert!(shown.contains("model = "), "{shown}");
+    let edited = format!("turn_timeout = \"9s\"\n{shown}");
+    let out = alpha
+        .spawn_with_input(&["config", "commit", "x", "-m", "from alpha"], &edited)
+        .wait_with_output()
+        .unwrap();
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success() && sha.len() == 40,
+        "{sha}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Committed in beta's repo; alpha has none of x's.
+    let repo = beta.state_dir().join("configs").join("x");
+    assert_eq!(common::git(&repo, &["rev-parse", "HEAD"]).trim(), sha);
+    assert_eq!(beta.ok(&["config", "show", "x"]), edited);
+    assert!(
+        !alpha.state_dir().join("configs").join("x").exists(),
+        "alpha made a repo of x's"
+    );
+
+    let id = approval_id(&alpha.ok(&["request-apply-commit", "x", &sha]));
+    let pending = alpha.ok(&["approvals", "show", &id]);
+    assert!(pending.contains("turn_timeout"), "{pending}");
+    alpha.ok(&["approve", &id]);
+    beta.wait_for("x deployed at the commit made from alpha", 20, |h| {
+        h.row("x").unwrap()["deployed_sha"] == sha[..12]
+    });
+    // A commit beta's repo does not hold is refused by beta, in its words.
+    let err = refused(&alpha, &["request-apply-commit", "x", "0123456789abcdef"]);
+    assert!(err.contains("0123456789abcdef"), "{err}");
+}
+
 /// A node checks every request it takes as if hostile: the verb must be one
 /// it knows with exactly its arguments, the name must parse, and the agent
 /// must live on this node. A request stored for beta to stop alpha's agent

@@ -19,6 +19,7 @@ use crate::clock::rfc3339;
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::hive::steer::{Home, Steer};
 use crate::paths::Paths;
 use crate::store::{ApprovalRow, NewApproval};
 
@@ -112,6 +113,13 @@ impl Hive {
 
     /// `agent.toml` at the head of `name`'s config repo, and that head.
     pub async fn config_show(self: &Arc<Self>, name: &AgentName) -> Result<(String, String)> {
+        if let Home::There(reply) = self.home_reply(name, Steer::ConfigShow).await? {
+            let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
+            return match (v["sha"].as_str(), v["text"].as_str()) {
+                (Some(sha), Some(text)) => Ok((sha.to_owned(), text.to_owned())),
+                _ => Err(unreadable_reply(name, "config show", &reply)),
+            };
+        }
         let repo = self.paths.config_repo(name);
         let n = name.clone();
         crate::blocking::run(&format!("reading {name}'s config repo"), move || {
@@ -147,6 +155,13 @@ impl Hive {
             .filter(|m| !m.trim().is_empty())
             .unwrap_or("operator: edit agent.toml")
             .to_owned();
+        let commit = Steer::ConfigCommit {
+            text: text.to_owned(),
+            message: Some(message.clone()),
+        };
+        if let Home::There(sha) = self.home_reply(name, commit).await? {
+            return Ok(sha);
+        }
         let repo = self.paths.config_repo(name);
         let (n, text) = (name.clone(), text.to_owned());
         let sha = crate::blocking::run(&format!("committing to {name}'s config repo"), move || {
@@ -260,7 +275,16 @@ impl Hive {
         sha: &str,
         description: Option<&str>,
     ) -> Result<i64> {
-        self.agent_row(agent).await?;
+        // The repo is on the agent's home node's disk: that node reads it.
+        let ask = Steer::RequestApplyCommit {
+            sha: sha.to_owned(),
+            description: description.map(str::to_owned),
+        };
+        if let Home::There(reply) = self.home_reply(agent, ask).await? {
+            return reply
+                .parse()
+                .map_err(|_| unreadable_reply(agent, "request-apply-commit", &reply));
+        }
         let repo = self.paths.config_repo(agent);
         let (rev, name) = (sha.trim().to_owned(), agent.clone());
         let (full, text) =
@@ -676,6 +700,13 @@ fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
     Error::refused(format!(
         "{name} has no config repo at {}: make one with hive-c0re init-config {name}",
         repo.display()
+    ))
+}
+
+/// The agent's home node carried out `command` but replied what this node cannot read.
+fn unreadable_reply(name: &AgentName, command: &str, reply: &str) -> Error {
+    Error::refused(format!(
+        "{name}'s home node carried out `{command}` but its reply {reply:?} is not one this node reads: are the two nodes on the same version of hive-c0re?"
     ))
 }
 

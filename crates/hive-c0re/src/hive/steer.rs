@@ -63,6 +63,29 @@ pub enum Steer {
         term: Option<String>,
         ticket_sha256: String,
     },
+    /// Queues an approval to deploy commit `sha` of the agent's config repo,
+    /// which is on its home node's disk; the reply is the approval's id.
+    RequestApplyCommit {
+        sha: String,
+        description: Option<String>,
+    },
+    /// Reads `agent.toml` at the head of the agent's config repo; the reply
+    /// is `{"sha": ..., "text": ...}`.
+    ConfigShow,
+    /// The operator's edit of the agent's `agent.toml`, committed on its
+    /// home node; the reply is the commit.
+    ConfigCommit {
+        text: String,
+        message: Option<String>,
+    },
+}
+
+/// Where a verb for an agent was carried out ([`Hive::home_reply`]).
+pub(crate) enum Home {
+    /// Here: the caller carries it out, on this row.
+    Here(Box<AgentRow>),
+    /// On the agent's home node, which replied this.
+    There(String),
 }
 
 impl Steer {
@@ -104,6 +127,14 @@ impl Steer {
             Steer::Spawn { .. } => format!("spawn {agent}"),
             Steer::SpawnApproved { approval } => format!("approve {approval} (spawn {agent})"),
             Steer::Shell { .. } => format!("shell {agent}"),
+            Steer::RequestApplyCommit { sha, .. } => {
+                format!(
+                    "request-apply-commit {agent} {}",
+                    crate::config_repo::short(sha)
+                )
+            }
+            Steer::ConfigShow => format!("config show {agent}"),
+            Steer::ConfigCommit { .. } => format!("config commit {agent}"),
         }
     }
 }
@@ -133,13 +164,23 @@ impl Hive {
         name: &AgentName,
         verb: Steer,
     ) -> Result<Option<AgentRow>> {
+        Ok(match self.home_reply(name, verb).await? {
+            Home::Here(row) => Some(*row),
+            Home::There(_) => None,
+        })
+    }
+
+    /// [`Hive::steer_here`] that keeps the home node's reply: the agent's
+    /// row when `verb` is for this node to carry out, else what the agent's
+    /// home node answered once it had.
+    pub(crate) async fn home_reply(&self, name: &AgentName, verb: Steer) -> Result<Home> {
         let row = self.agent_row(name).await?;
         if runs_here(&self.store, &row, self.node()) {
-            return Ok(Some(row));
+            return Ok(Home::Here(Box::new(row)));
         }
         let home = row.node.clone().unwrap_or_default();
-        self.ask(&home, name, &verb).await?;
-        Ok(None)
+        let (_, reply) = self.ask_for_reply(&home, name, &verb).await?;
+        Ok(Home::There(reply))
     }
 
     /// Spawns `name` with the default config (and `model`) on `node`: here,
@@ -221,7 +262,7 @@ impl Hive {
     /// Has `node` carry out `verb` for `agent` and waits for its outcome:
     /// Ok when it succeeded there, its sentence as a refusal when it failed.
     pub(super) async fn ask(&self, node: &str, agent: &AgentName, verb: &Steer) -> Result<()> {
-        self.ask_for_id(node, agent, verb).await.map(drop)
+        self.ask_for_reply(node, agent, verb).await.map(drop)
     }
 
     /// [`Hive::ask`], returning the request's id once it succeeded.
@@ -231,6 +272,18 @@ impl Hive {
         agent: &AgentName,
         verb: &Steer,
     ) -> Result<i64> {
+        self.ask_for_reply(node, agent, verb)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// [`Hive::ask`], returning the request's id and the home node's reply once it succeeded.
+    async fn ask_for_reply(
+        &self,
+        node: &str,
+        agent: &AgentName,
+        verb: &Steer,
+    ) -> Result<(i64, String)> {
         let command = verb.command(agent.as_str());
         self.check_up(node, &command).await?;
         let (name, args) = verb.stored();
@@ -258,7 +311,7 @@ impl Hive {
             })?;
             if let Some((ok, reply)) = row.outcome() {
                 return if ok {
-                    Ok(id)
+                    Ok((id, reply))
                 } else {
                     Err(Error::Refused(reply))
                 };
@@ -314,7 +367,7 @@ impl Hive {
                 let outcome = hive.carry_out(&r).await;
                 tracing::info!(request = r.id, asked_by = %r.asked_by, verb = %r.verb, agent = %r.agent, ok = outcome.is_ok(), "carried out a request from another node");
                 let (ok, reply) = match outcome {
-                    Ok(()) => (true, String::new()),
+                    Ok(reply) => (true, reply),
                     Err(e) => (false, e.to_string()),
                 };
                 if let Err(e) = hive.store.finish_request(r.id, ok, &reply).await {
@@ -327,14 +380,17 @@ impl Hive {
     /// Runs one request from another node, checked again here: the verb is
     /// one of [`Steer`], the name parses, and the agent lives on this node
     /// (or, to spawn, does not exist yet).
-    async fn carry_out(self: &Arc<Self>, r: &RequestRow) -> Result<()> {
+    async fn carry_out(self: &Arc<Self>, r: &RequestRow) -> Result<String> {
         let verb = Steer::parse(&r.verb, &r.args_json)?;
         let name = AgentName::parse(&r.agent)?;
+        let done = |r: Result<()>| r.map(|()| String::new());
         match verb {
             Steer::Spawn { model } => {
-                return self.spawn(&name, model.as_deref(), None).await.map(drop);
+                return done(self.spawn(&name, model.as_deref(), None).await.map(drop));
             }
-            Steer::SpawnApproved { approval } => return self.spawn_approved(&name, approval).await,
+            Steer::SpawnApproved { approval } => {
+                return done(self.spawn_approved(&name, approval).await);
+            }
             _ => {}
         }
         let row = self.agent_row(&name).await?;
@@ -346,15 +402,26 @@ impl Hive {
             )));
         }
         match verb {
-            Steer::Start => self.start(&name).await,
-            Steer::Stop { graceful } => self.stop(&name, graceful).await,
-            Steer::Restart => self.restart(&name).await,
-            Steer::Destroy { purge } => self.destroy(&name, purge).await,
-            Steer::Cancel => self.cancel(&name).await,
-            Steer::Compact => self.compact(&name).await,
-            Steer::CompactNotes => self.compact_notes(&name).await,
+            Steer::Start => done(self.start(&name).await),
+            Steer::Stop { graceful } => done(self.stop(&name, graceful).await),
+            Steer::Restart => done(self.restart(&name).await),
+            Steer::Destroy { purge } => done(self.destroy(&name, purge).await),
+            Steer::Cancel => done(self.cancel(&name).await),
+            Steer::Compact => done(self.compact(&name).await),
+            Steer::CompactNotes => done(self.compact_notes(&name).await),
             // Granted when the agent runs here; the channel opens the shell.
-            Steer::Shell { .. } => self.check_shell(&name),
+            Steer::Shell { .. } => done(self.check_shell(&name)),
+            Steer::RequestApplyCommit { sha, description } => self
+                .request_apply_commit(&name, &sha, description.as_deref())
+                .await
+                .map(|id| id.to_string()),
+            Steer::ConfigShow => {
+                let (sha, text) = self.config_show(&name).await?;
+                Ok(serde_json::json!({ "sha": sha, "text": text }).to_string())
+            }
+            Steer::ConfigCommit { text, message } => {
+                self.config_commit(&name, &text, message.as_deref()).await
+            }
             Steer::Spawn { .. } | Steer::SpawnApproved { .. } => unreachable!("handled above"),
         }
     }
@@ -375,6 +442,15 @@ mod tests {
                 model: Some("haiku".into()),
             },
             Steer::SpawnApproved { approval: 7 },
+            Steer::RequestApplyCommit {
+                sha: "abc".into(),
+                description: None,
+            },
+            Steer::ConfigShow,
+            Steer::ConfigCommit {
+                text: "model = \"opus\"\n".into(),
+                message: Some("m".into()),
+            },
             Steer::Shell {
                 rows: 24,
                 cols: 80,
