@@ -136,10 +136,6 @@ pub struct Hive {
     sockets: AgentSockets,
     /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
     inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
-    /// Each agent's config repo head when last looked at (see `status`).
-    config_heads: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// Pending approvals whose repo moved on: id -> (head, commits past the requested one) (see `approvals`).
-    approvals_behind: std::sync::Mutex<std::collections::HashMap<i64, (String, u64)>>,
     /// The free-space alarm of the state's file system.
     space: Space,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
@@ -186,8 +182,6 @@ impl Hive {
             tasks: TaskTracker::new(),
             sockets,
             inbox_peaks: Default::default(),
-            config_heads: Default::default(),
-            approvals_behind: Default::default(),
             api: Default::default(),
             redactor: std::sync::Mutex::new((0, None)),
             webhook_wake: tokio::sync::watch::channel(0).0,

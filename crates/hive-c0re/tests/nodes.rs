@@ -867,18 +867,23 @@ fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
 }
 
 /// An agent's config repo is on its home node's disk: the operator on
-/// another node shows, edits and requests it there, and approves it
-/// anywhere, as with an agent of their own.
+/// another node shows, edits and requests it there, approves it anywhere,
+/// and sees what the home node reads of it (needs an update, moved on past
+/// a request), as with an agent of their own.
 #[test]
 fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_node() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
     let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
-    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    let mut beta = Opts::postgres(&db, "beta");
+    beta.env
+        .push(("HIVE_CONFIG_POLL_SECS".into(), "0.2".into()));
+    let beta = TestHive::start_with(beta);
     registered(&alpha, "beta");
     beta.ok(&["spawn", "x"]);
     beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    assert_eq!(alpha.row("x").unwrap()["needs_update"], false);
 
     let shown = alpha.ok(&["config", "show", "x"]);
     assert_eq!(shown, beta.ok(&["config", "show", "x"]));
@@ -902,10 +907,25 @@ fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_n
         !alpha.state_dir().join("configs").join("x").exists(),
         "alpha made a repo of x's"
     );
+    // What beta reads of its repo shows on alpha: x's repo is past its deployed config.
+    alpha.wait_for("x needing an update, as beta read its repo", 20, |h| {
+        h.row("x").unwrap()["needs_update"] == true
+    });
 
     let id = approval_id(&alpha.ok(&["request-apply-commit", "x", &sha]));
     let pending = alpha.ok(&["approvals", "show", &id]);
     assert!(pending.contains("turn_timeout"), "{pending}");
+    // The repo moves on past the request on beta: alpha warns of it.
+    std::fs::write(repo.join("agent.toml"), format!("# later\n{edited}")).unwrap();
+    common::git(&repo, &["commit", "-qam", "later, on beta"]);
+    let later = common::git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    alpha.wait_for("the repo-moved warning on alpha", 20, |h| {
+        h.ok(&["approvals", "show", &id]).contains(&format!(
+            "its head {} is 1 commit ahead of the requested {}",
+            &later[..12],
+            &sha[..12]
+        ))
+    });
     alpha.ok(&["approve", &id]);
     beta.wait_for("x deployed at the commit made from alpha", 20, |h| {
         h.row("x").unwrap()["deployed_sha"] == sha[..12]

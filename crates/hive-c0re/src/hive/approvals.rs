@@ -19,6 +19,7 @@ use crate::clock::rfc3339;
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
+use crate::hive::nodes::runs_here;
 use crate::hive::steer::{Home, Steer};
 use crate::paths::Paths;
 use crate::store::{ApprovalRow, NewApproval};
@@ -353,18 +354,26 @@ impl Hive {
         Ok(config_diff(&deployed, &requested))
     }
 
-    /// Reads, for each pending approval of a commit, whether its config repo
-    /// moved on since (off the runtime, with a time limit: the repos are the
-    /// manager's); the approvals' warnings say so. Runs with the heads' poll.
+    /// Reads, for each pending approval of a commit of an agent at home
+    /// here, whether its config repo moved on since (off the runtime, with a
+    /// time limit: the repos are the manager's) and stores what it found, so
+    /// the approvals' warnings say so on every node. Runs with the heads' poll.
     pub(super) async fn read_approval_heads(&self) {
-        let Ok(all) = self.store.approvals().await else {
+        let (Ok(all), Ok(agents)) = (self.store.approvals().await, self.store.agents().await)
+        else {
             return;
         };
-        let mut behind = std::collections::HashMap::new();
-        for a in all
+        let mine: std::collections::HashSet<&str> = agents
             .iter()
-            .filter(|a| a.status == ApprovalStatus::Pending && !a.commit_ref.is_empty())
-        {
+            .filter(|a| runs_here(&self.store, a, self.node()))
+            .map(|a| a.name.as_str())
+            .collect();
+        let mut changed = false;
+        for a in all.iter().filter(|a| {
+            a.status == ApprovalStatus::Pending
+                && !a.commit_ref.is_empty()
+                && mine.contains(a.agent.as_str())
+        }) {
             let Ok(name) = AgentName::parse(&a.agent) else {
                 continue;
             };
@@ -381,22 +390,30 @@ impl Hive {
                     Ok(Some((r.commits_between(&from, &head)?, head)))
                 })
                 .await;
-            match got {
-                Ok(Some((n, head))) => {
-                    behind.insert(a.id, (head, n));
+            let (head, ahead) = match got {
+                Ok(Some((n, head))) => (Some(head), Some(i64::try_from(n).unwrap_or(i64::MAX))),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    tracing::debug!(approval = a.id, "{e}");
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => tracing::debug!(approval = a.id, "{e}"),
+            };
+            if (a.repo_head.as_ref(), a.repo_ahead) == (head.as_ref(), ahead) {
+                continue;
+            }
+            match self
+                .store
+                .set_approval_head(a.id, head.as_deref(), ahead)
+                .await
+            {
+                Ok(c) => changed |= c,
+                Err(e) => tracing::warn!(
+                    approval = a.id,
+                    "could not store where its config repo moved: {e}"
+                ),
             }
         }
-        let before = std::mem::replace(
-            &mut *self
-                .approvals_behind
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-            behind.clone(),
-        );
-        if before != behind {
+        if changed {
             self.broker.publish(Change::Approvals);
         }
     }
@@ -405,13 +422,7 @@ impl Hive {
     async fn warnings(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Vec<ApprovalWarning> {
         let mut out = Vec::new();
         let mut warn = |kind, message: String| out.push(ApprovalWarning { kind, message });
-        let moved = self
-            .approvals_behind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&a.id)
-            .cloned();
-        if let Some((head, n)) = moved {
+        if let (Some(head), Some(n)) = (&a.repo_head, a.repo_ahead) {
             let (head, asked) = (config_repo::short(&head), config_repo::short(&a.commit_ref));
             warn(
                 ApprovalWarningKind::RepoMoved,

@@ -5,8 +5,10 @@
 //! `needs_update` says that an agent's config repo has moved past the config
 //! deployed from it (the manager committed, nobody approved yet). Reading a
 //! repo's head runs git on a tree the manager writes, so it is never done
-//! while answering: [`watch_config_heads`] reads every head in the
-//! background and status rows compare with what it saw last.
+//! while answering: [`watch_config_heads`] reads the heads of the agents at
+//! home on this node (their repos are on its disk) in the background and
+//! stores them (`agents.config_head`, and where a pending approval's repo
+//! moved on); status rows on every node compare with what was stored.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,15 +106,18 @@ impl Hive {
         Ok(self.status_row_of(&row, &facts, &down).await)
     }
 
-    /// Reads each agent's config repo head (off the runtime, with a time
-    /// limit); an agent whose head moved is announced. A repo that is
-    /// missing or cannot be read counts as not ahead.
+    /// Reads the config repo head of each agent at home here (off the
+    /// runtime, with a time limit) and stores it when it moved, so every
+    /// node's status rows show it; an agent whose head moved is announced.
+    /// A missing repo has no head; one that cannot be read keeps the last.
     async fn read_config_heads(&self) {
         let Ok(agents) = self.store.agents().await else {
             return;
         };
-        let mut heads = std::collections::HashMap::new();
-        for a in &agents {
+        for a in agents
+            .iter()
+            .filter(|a| super::nodes::runs_here(&self.store, a, self.node()))
+        {
             let Ok(name) = AgentName::parse(&a.name) else {
                 continue;
             };
@@ -122,31 +127,31 @@ impl Hive {
                     Repo::open(&repo)?.map(|r| r.head()).transpose()
                 })
                 .await;
-            match head {
-                Ok(Some(h)) => {
-                    heads.insert(a.name.clone(), h);
+            let head = match head {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::debug!(agent = %name, "{e}");
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => tracing::debug!(agent = %name, "{e}"),
+            };
+            if a.config_head == head {
+                continue;
             }
-        }
-        let before = std::mem::replace(
-            &mut *self.config_heads.lock().unwrap_or_else(|p| p.into_inner()),
-            heads.clone(),
-        );
-        for a in &agents {
-            if before.get(&a.name) != heads.get(&a.name) {
-                self.broker.publish(Change::Agent(a.name.clone()));
+            match self.store.set_config_head(&a.name, head.as_deref()).await {
+                Ok(true) => self.broker.publish(Change::Agent(a.name.clone())),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(agent = %name, "could not store its config repo head: {e}")
+                }
             }
         }
     }
 
-    /// True when the agent's config repo head (as last read) is not the deployed commit.
-    fn needs_update(&self, a: &AgentRow) -> bool {
-        let heads = self.config_heads.lock().unwrap_or_else(|p| p.into_inner());
-        heads
-            .get(&a.name)
-            .is_some_and(|head| a.deployed_sha.as_deref() != Some(head.as_str()))
+    /// True when the agent's config repo head (as its home node last read it) is not the deployed commit.
+    fn needs_update(a: &AgentRow) -> bool {
+        a.config_head
+            .as_deref()
+            .is_some_and(|head| a.deployed_sha.as_deref() != Some(head))
     }
 
     /// The agent's health from its last `container_crash` event: failed, or
@@ -273,7 +278,7 @@ impl Hive {
             name: a.name.clone(),
             running,
             failed: a.failed,
-            needs_update: self.needs_update(a),
+            needs_update: Self::needs_update(a),
             needs_login: a.needs_login,
             deployed_sha: a.deployed_sha.as_deref().map(config_repo::short),
             pending_reminders: facts.schedules,

@@ -35,6 +35,9 @@ pub struct AgentRow {
     /// Its home node, the daemon that runs it; None for an agent stored
     /// before nodes existed, until a node registers and claims it.
     pub node: Option<String>,
+    /// The head of its config repo when its home node last read it (None:
+    /// not read yet, or no repo).
+    pub config_head: Option<String>,
 }
 
 /// What creating an agent needs.
@@ -54,7 +57,7 @@ pub struct NewAgent<'a> {
 
 const COLUMNS: &str = "name, harness, config_toml, model_override, model_switched_at, active_model, uid_base, \
      want_running, paused, failed, needs_login, deployed_sha, parent, status_text, status_set_at, state, state_since, \
-     last_turn_at, nap_until, session_id, created_at, node";
+     last_turn_at, nap_until, session_id, created_at, node, config_head";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok(AgentRow {
@@ -80,6 +83,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         session_id: r.get(19)?,
         created_at: r.get(20)?,
         node: r.get(21)?,
+        config_head: r.get(22)?,
     })
 }
 
@@ -219,6 +223,11 @@ impl Store {
             "status_text = ?1, status_set_at = ?2",
             &[&text, &now_ms()],
         )
+    }
+
+    /// Records the config repo's head its home node read; true when it changed.
+    pub fn set_config_head(&self, name: &str, head: Option<&str>) -> Result<bool> {
+        self.set_agent_where(name, "config_head = ?1", "config_head IS NOT ?1", &[&head])
     }
 
     /// Sets (or clears) the time before which no turn starts.

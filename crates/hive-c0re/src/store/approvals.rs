@@ -21,6 +21,11 @@ pub struct ApprovalRow {
     pub decided_at: Option<i64>,
     /// The node whose operator decided it.
     pub decided_on: Option<String>,
+    /// While pending: the head of the agent's config repo when it had moved
+    /// past `commit_ref`, and by how many commits, as the agent's home node
+    /// last read it.
+    pub repo_head: Option<String>,
+    pub repo_ahead: Option<i64>,
 }
 
 /// What queuing an approval needs.
@@ -33,7 +38,7 @@ pub struct NewApproval<'a> {
     pub description: Option<&'a str>,
 }
 
-const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on";
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
@@ -48,6 +53,8 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
         created_at: r.get(8)?,
         decided_at: r.get(9)?,
         decided_on: r.get(10)?,
+        repo_head: r.get(11)?,
+        repo_ahead: r.get(12)?,
     })
 }
 
@@ -97,6 +104,22 @@ impl Store {
         Ok(g.conn.execute(
             "UPDATE approvals SET status = ?1, note = ?2, decided_at = ?3, decided_on = ?6 WHERE id = ?4 AND status = ?5",
             params![status.as_str(), note, now_ms(), id, ApprovalStatus::Pending.as_str(), node],
+        )? > 0)
+    }
+
+    /// Records, while it is pending, where the agent's config repo head is
+    /// past the approval's commit (None, None: it is not); true when that changed.
+    pub fn set_approval_head(
+        &self,
+        id: i64,
+        head: Option<&str>,
+        ahead: Option<i64>,
+    ) -> Result<bool> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE approvals SET repo_head = ?1, repo_ahead = ?2 \
+             WHERE id = ?3 AND status = ?4 AND (repo_head IS NOT ?1 OR repo_ahead IS NOT ?2)",
+            params![head, ahead, id, ApprovalStatus::Pending.as_str()],
         )? > 0)
     }
 

@@ -123,6 +123,11 @@ impl Db {
         both!(self, s => s.set_status_text(name, text))
     }
 
+    /// Records the config repo's head the agent's home node read; true when it changed.
+    pub async fn set_config_head(&self, name: &str, head: Option<&str>) -> Result<bool> {
+        both!(self, s => s.set_config_head(name, head))
+    }
+
     /// Sets (or clears) the time before which no turn starts.
     pub async fn set_nap_until(&self, name: &str, until: Option<i64>) -> Result<bool> {
         both!(self, s => s.set_nap_until(name, until))
@@ -339,6 +344,17 @@ impl Db {
         node: &str,
     ) -> Result<bool> {
         both!(self, s => s.decide_approval(id, status, note, node))
+    }
+
+    /// Records, while it is pending, where the agent's config repo head is
+    /// past the approval's commit (None, None: it is not); true when that changed.
+    pub async fn set_approval_head(
+        &self,
+        id: i64,
+        head: Option<&str>,
+        ahead: Option<i64>,
+    ) -> Result<bool> {
+        both!(self, s => s.set_approval_head(id, head, ahead))
     }
 
     /// Changes the status of an approval already decided.

@@ -241,6 +241,14 @@ ALTER TABLE approvals ADD COLUMN decided_on TEXT;
     r#"
 ALTER TABLE node_requests ADD COLUMN used_at INTEGER;
 "#,
+    // 16: what the agent's home node last read of its config repo: the head,
+    // and for a pending approval the head past its commit and how far, so
+    // every node shows them (see `hive/status.rs`, `hive/approvals.rs`).
+    r#"
+ALTER TABLE agents ADD COLUMN config_head TEXT;
+ALTER TABLE approvals ADD COLUMN repo_head TEXT;
+ALTER TABLE approvals ADD COLUMN repo_ahead INTEGER;
+"#,
 ];
 
 /// The schema version this build writes.

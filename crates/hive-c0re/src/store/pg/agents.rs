@@ -11,7 +11,7 @@ use hive_sh4re::AgentState;
 
 const COLUMNS: &str = "name, harness, config_toml, model_override, model_switched_at, active_model, uid_base, \
      want_running, paused, failed, needs_login, deployed_sha, parent, status_text, status_set_at, state, state_since, \
-     last_turn_at, nap_until, session_id, created_at, node";
+     last_turn_at, nap_until, session_id, created_at, node, config_head";
 
 fn row(r: &Row) -> Result<AgentRow> {
     let uid_base: i64 = r.get(6);
@@ -39,6 +39,7 @@ fn row(r: &Row) -> Result<AgentRow> {
         session_id: r.get(19),
         created_at: r.get(20),
         node: r.get(21),
+        config_head: r.get(22),
     })
 }
 
@@ -227,6 +228,17 @@ impl PgStore {
             "status_text = $1, status_set_at = $2",
             "TRUE",
             &[&text, &now_ms()],
+        )
+        .await
+    }
+
+    /// Records the config repo's head its home node read; true when it changed.
+    pub async fn set_config_head(&self, name: &str, head: Option<&str>) -> Result<bool> {
+        self.set_agent(
+            name,
+            "config_head = $1",
+            "config_head IS DISTINCT FROM $1",
+            &[&head],
         )
         .await
     }

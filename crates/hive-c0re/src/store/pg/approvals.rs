@@ -9,7 +9,7 @@ use super::{PgStore, count};
 use crate::clock::now_ms;
 use crate::store::{ApprovalRow, NewApproval, Result, Tail};
 
-const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on";
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
 
 fn row(r: &Row) -> ApprovalRow {
     ApprovalRow {
@@ -24,6 +24,8 @@ fn row(r: &Row) -> ApprovalRow {
         created_at: r.get(8),
         decided_at: r.get(9),
         decided_on: r.get(10),
+        repo_head: r.get(11),
+        repo_ahead: r.get(12),
     }
 }
 
@@ -83,6 +85,34 @@ impl PgStore {
                      SELECT pg_notify('{CHANNEL}', $7)::text FROM u"
                 ),
                 &[&status.as_str(), &note, &now_ms(), &id, &ApprovalStatus::Pending.as_str(), &node, &wake],
+            )
+            .await?
+            .is_empty())
+    }
+
+    /// Records, while it is pending, where the agent's config repo head is
+    /// past the approval's commit (None, None: it is not); true when that
+    /// changed, which wakes the other nodes' surfaces.
+    pub async fn set_approval_head(
+        &self,
+        id: i64,
+        head: Option<&str>,
+        ahead: Option<i64>,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let wake = approvals_payload(&self.origin);
+        let st = c
+            .prepare_cached(&format!(
+                "WITH u AS (UPDATE approvals SET repo_head = $1, repo_ahead = $2 \
+                 WHERE id = $3 AND status = $4 \
+                 AND (repo_head IS DISTINCT FROM $1 OR repo_ahead IS DISTINCT FROM $2) RETURNING id) \
+                 SELECT pg_notify('{CHANNEL}', $5)::text FROM u"
+            ))
+            .await?;
+        Ok(!c
+            .query(
+                &st,
+                &[&head, &ahead, &id, &ApprovalStatus::Pending.as_str(), &wake],
             )
             .await?
             .is_empty())

@@ -253,6 +253,12 @@ CREATE INDEX messages_tx ON messages (tx, id);
 CREATE INDEX events_feed_tx ON events (tx, id) WHERE kind IN ('turn_start', 'turn_end', 'container_crash');
 CREATE INDEX approvals_tx ON approvals (tx, id);
 "#,
+    // 15: what the agent's home node last read of its config repo (sqlite's version 16).
+    r#"
+ALTER TABLE agents ADD COLUMN config_head TEXT;
+ALTER TABLE approvals ADD COLUMN repo_head TEXT;
+ALTER TABLE approvals ADD COLUMN repo_ahead BIGINT;
+"#,
 ];
 
 /// The schema version this build writes.

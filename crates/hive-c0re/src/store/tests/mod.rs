@@ -32,6 +32,10 @@ pub struct Fixture {
 const PG_TAILS: &str = "ALTER TABLE messages DROP COLUMN tx; ALTER TABLE events DROP COLUMN tx; \
      ALTER TABLE approvals DROP COLUMN tx;";
 
+/// What sqlite's migration 16 and PostgreSQL's 15 added: the config repos' heads as their home nodes read them.
+const HEADS: &str = "ALTER TABLE agents DROP COLUMN config_head; \
+     ALTER TABLE approvals DROP COLUMN repo_head; ALTER TABLE approvals DROP COLUMN repo_ahead;";
+
 impl Fixture {
     pub async fn new(backend: Backend) -> Self {
         let database = match backend {
@@ -91,7 +95,7 @@ impl Fixture {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
                 c.execute_batch(&format!(
-                    "{LATER} DROP INDEX stats_ts; PRAGMA user_version = 3;"
+                    "{HEADS} {LATER} DROP INDEX stats_ts; PRAGMA user_version = 3;"
                 ))
                 .unwrap();
             }
@@ -100,7 +104,7 @@ impl Fixture {
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
                 c.batch_execute(&format!(
-                    "{LATER} {PG_TAILS} UPDATE hive_schema SET version = 1;"
+                    "{HEADS} {LATER} {PG_TAILS} UPDATE hive_schema SET version = 1;"
                 ))
                 .await
                 .unwrap();
@@ -114,10 +118,10 @@ impl Fixture {
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
-                c.execute_batch(
-                    "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
+                c.execute_batch(&format!(
+                    "{HEADS} DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
                      DROP TABLE agent_leases; DROP TABLE hive_jobs; DROP TABLE node_requests; ALTER TABLE approvals DROP COLUMN decided_on; PRAGMA user_version = 7;",
-                )
+                ))
                 .unwrap();
             }
             Some(db) => {
@@ -125,7 +129,7 @@ impl Fixture {
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
                 c.batch_execute(&format!(
-                    "DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
+                    "{HEADS} DROP TABLE spend_days; DROP TABLE nodes; ALTER TABLE agents DROP COLUMN node; \
                      DROP TABLE agent_leases; DROP TABLE hive_jobs; DROP TABLE node_requests; ALTER TABLE approvals DROP COLUMN decided_on; \
                      {PG_TAILS} UPDATE hive_schema SET version = 5;",
                 ))
@@ -143,7 +147,7 @@ impl Fixture {
         match &self.database {
             None => {
                 let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
-                c.execute_batch(&format!("{SQL} PRAGMA user_version = 9;"))
+                c.execute_batch(&format!("{HEADS} {SQL} PRAGMA user_version = 9;"))
                     .unwrap();
             }
             Some(db) => {
@@ -151,7 +155,7 @@ impl Fixture {
                     .connect_as(super::pg::test_cluster::OWNER, db)
                     .await;
                 c.batch_execute(&format!(
-                    "{SQL} {PG_TAILS} UPDATE hive_schema SET version = 7;"
+                    "{HEADS} {SQL} {PG_TAILS} UPDATE hive_schema SET version = 7;"
                 ))
                 .await
                 .unwrap();

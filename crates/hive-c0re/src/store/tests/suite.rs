@@ -463,6 +463,37 @@ both! {
         assert_eq!(s.pending_approvals().await.unwrap(), 0);
     }
 
+    async fn the_config_heads_a_home_node_read_are_stored_and_change_only_when_they_move(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("alice")).await.unwrap();
+        assert_eq!(s.agent("alice").await.unwrap().unwrap().config_head, None);
+        assert!(s.set_config_head("alice", Some("abc")).await.unwrap());
+        assert!(!s.set_config_head("alice", Some("abc")).await.unwrap(), "no move, no write");
+        assert_eq!(s.agent("alice").await.unwrap().unwrap().config_head.as_deref(), Some("abc"));
+        assert!(s.set_config_head("alice", None).await.unwrap());
+        assert!(!s.set_config_head("nobody", Some("abc")).await.unwrap());
+        let id = s
+            .add_approval(&NewApproval {
+                agent: "alice",
+                kind: ApprovalKind::ApplyCommit,
+                payload_json: "{}",
+                commit_ref: "abc",
+                description: None,
+            })
+            .await
+            .unwrap();
+        let a = s.approval(id).await.unwrap().unwrap();
+        assert_eq!((a.repo_head, a.repo_ahead), (None, None));
+        assert!(s.set_approval_head(id, Some("def"), Some(2)).await.unwrap());
+        assert!(!s.set_approval_head(id, Some("def"), Some(2)).await.unwrap());
+        assert!(s.set_approval_head(id, Some("def"), Some(3)).await.unwrap());
+        let a = s.approval(id).await.unwrap().unwrap();
+        assert_eq!((a.repo_head.as_deref(), a.repo_ahead), (Some("def"), Some(3)));
+        // Decided, it is left as it was: nothing warns of a decided approval.
+        assert!(s.decide_approval(id, ApprovalStatus::Approved, None, "alpha").await.unwrap());
+        assert!(!s.set_approval_head(id, None, None).await.unwrap());
+    }
+
     async fn approvals_are_tailed_in_commit_order(f) {
         let s = f.open().await;
         let start = s.approval_tail().await.unwrap();
