@@ -423,7 +423,7 @@ impl Hive {
         let mut out = Vec::new();
         let mut warn = |kind, message: String| out.push(ApprovalWarning { kind, message });
         if let (Some(head), Some(n)) = (&a.repo_head, a.repo_ahead) {
-            let (head, asked) = (config_repo::short(&head), config_repo::short(&a.commit_ref));
+            let (head, asked) = (config_repo::short(head), config_repo::short(&a.commit_ref));
             warn(
                 ApprovalWarningKind::RepoMoved,
                 if n > 0 {
