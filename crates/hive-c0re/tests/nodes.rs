@@ -935,6 +935,59 @@ fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_n
     assert!(err.contains("0123456789abcdef"), "{err}");
 }
 
+/// A node found down is announced once the manager's message is stored:
+/// while the manager's inbox is at its cap the announcement is tried again
+/// every heartbeat, never dropped, and then made once.
+#[test]
+fn a_down_node_the_manager_cannot_be_told_of_yet_is_announced_once_it_can() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let start = |name: &str| {
+        let mut o = Opts::postgres(&db, name);
+        o.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+        o.args.extend(["--inbox-cap".into(), "1".into()]);
+        TestHive::start_with(o)
+    };
+    let mut alpha = start("alpha");
+    let gamma = start("gamma");
+    registered(&gamma, "alpha");
+    let (rt, store) = store_of(&db);
+    rt.block_on(store.send("operator", "manager", "fills the manager's inbox"))
+        .unwrap();
+    alpha.kill9();
+    gamma.wait_for("alpha found down", 15, |h| {
+        node(h, "alpha")["alive"] == false
+    });
+    // A few heartbeats that could not tell the manager.
+    std::thread::sleep(Duration::from_millis(3_000));
+    assert!(
+        node_downs(&gamma).is_empty(),
+        "told the operator of half an announcement"
+    );
+
+    // Room again: the next heartbeat tells both, once.
+    let read = gamma.ok(&["recv", "--as", "manager", "--json"]);
+    assert!(read.contains("fills the manager"), "{read}");
+    gamma.wait_for("alpha's node_down notification", 15, |h| {
+        !node_downs(h).is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(2_200));
+    assert_eq!(node_downs(&gamma).len(), 1);
+    let told = to_manager(&gamma);
+    assert!(
+        told.len() == 1 && told[0].starts_with("Node alpha is down: no heartbeat for "),
+        "{told:?}"
+    );
+    assert!(
+        gamma.log().contains(
+            "could not tell the manager this node is down; the next heartbeat tries again"
+        ),
+        "{}",
+        gamma.log()
+    );
+}
+
 /// A node checks every request it takes as if hostile: the verb must be one
 /// it knows with exactly its arguments, the name must parse, and the agent
 /// must live on this node. A request stored for beta to stop alpha's agent

@@ -154,7 +154,16 @@ impl Hive {
                 )
             );
             tracing::warn!(node = %d.name, "node down");
-            self.notify(&AgentName::manager(), &text).await?;
+            // The mark says the hive was told: one that cannot tell the
+            // manager (a full disk, its inbox at the cap) undoes it, so the
+            // next heartbeat here or on another node marks it and tells again.
+            if let Err(e) = self.notify(&AgentName::manager(), &text).await {
+                tracing::warn!(node = %d.name, "could not tell the manager this node is down; the next heartbeat tries again: {e}");
+                if let Err(e) = self.store.node_back(&d.name).await {
+                    tracing::error!(node = %d.name, "could not undo its down mark either, so nobody may be told it is down: {e}");
+                }
+                continue;
+            }
             self.tell_operator(NotificationKind::NodeDown, None, &text)
                 .await;
         }
