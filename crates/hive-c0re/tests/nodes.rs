@@ -1076,6 +1076,88 @@ fn a_request_the_home_node_does_not_take_in_time_is_withdrawn() {
     assert_eq!(harness_starts(&beta, "x"), 2, "spawn and the restart");
 }
 
+/// A request the home node took but has not finished when the wait runs
+/// out is not withdrawn (it is running there): the asker waits 10 s more,
+/// answers with the outcome if it comes, and otherwise says where it runs.
+/// Beta is played by the test through the store, to hold a request taken.
+#[test]
+fn a_request_taken_late_is_waited_for_and_then_said_to_run_on_its_home_node() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut alpha = Opts::postgres(&db, "alpha");
+    alpha.env.push(("HIVE_STEER_WAIT_SECS".into(), "1".into()));
+    let alpha = TestHive::start_with(alpha);
+    let (rt, store) = store_of(&db);
+    rt.block_on(async {
+        store.register_node("beta", "").await.unwrap();
+        store
+            .create_agent(&hive_c0re::store::NewAgent {
+                name: "x",
+                harness: "ag3nt",
+                config_toml: "",
+                deployed_sha: None,
+                parent: None,
+                want_running: false,
+                uid_base: 0x7_0000,
+                node: "beta",
+            })
+            .await
+            .unwrap();
+    });
+    // Takes the next request for beta, as beta would.
+    let take = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = rt.block_on(store.take_requests("beta")).unwrap().pop() {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "alpha asked beta nothing");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Taken at once, finished after alpha's wait ran out but within the grace: done.
+    let started = Instant::now();
+    let out = std::thread::scope(|s| {
+        let asked = s.spawn(|| alpha.cli(&["restart", "x"]));
+        let r = take();
+        std::thread::sleep(Duration::from_millis(1_500));
+        assert!(rt.block_on(store.finish_request(r.id, true, "")).unwrap());
+        asked.join().unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1_500));
+
+    // Taken and never finished: alpha says it runs on beta.
+    rt.block_on(store.heartbeat("beta")).unwrap();
+    let out = std::thread::scope(|s| {
+        let asked = s.spawn(|| alpha.cli(&["restart", "x"]));
+        let r = take();
+        let out = asked.join().unwrap();
+        (r, out)
+    });
+    let (r, out) = out;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "`restart x` is running on beta, which took it but has not finished it within 11"
+            )
+            && err.contains("see `hive-c0re status` for how it ends"),
+        "{err}"
+    );
+    // It was not withdrawn: beta may still finish it.
+    assert!(
+        rt.block_on(store.finish_request(r.id, false, "late"))
+            .unwrap()
+    );
+}
+
 /// Lease timing for tests: a heartbeat a second, a lease of a few.
 fn quick_leases(opts: &mut Opts, ttl_secs: u64) {
     opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
