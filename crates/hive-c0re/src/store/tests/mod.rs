@@ -28,6 +28,20 @@ pub struct Fixture {
     database: Option<String>,
 }
 
+/// A new agent `name` at home on node alpha, with a uid range of its own (by its first letter).
+pub(super) fn agent(name: &str) -> crate::store::NewAgent<'_> {
+    crate::store::NewAgent {
+        name,
+        harness: "ag3nt",
+        config_toml: "",
+        deployed_sha: None,
+        parent: None,
+        want_running: true,
+        uid_base: 0x8_0000 + 0x1_0000 * u32::from(name.as_bytes()[0]),
+        node: "alpha",
+    }
+}
+
 /// What PostgreSQL's migration 14 added: the transactions the live feeds tail by.
 const PG_TAILS: &str = "ALTER TABLE messages DROP COLUMN tx; ALTER TABLE events DROP COLUMN tx; \
      ALTER TABLE approvals DROP COLUMN tx;";

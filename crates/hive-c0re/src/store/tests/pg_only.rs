@@ -371,18 +371,7 @@ async fn a_node_role_with_the_documented_grants_runs_the_hive_but_cannot_change_
             .await
             .unwrap(),
     );
-    s.create_agent(&crate::store::NewAgent {
-        name: "alice",
-        harness: "ag3nt",
-        config_toml: "",
-        deployed_sha: None,
-        parent: None,
-        want_running: true,
-        uid_base: 0x8_0000,
-        node: "alpha",
-    })
-    .await
-    .unwrap();
+    s.create_agent(&super::agent("alice")).await.unwrap();
     let id = s.send("operator", "alice", "hi").await.unwrap();
     assert_eq!(s.claim("alice", 10).await.unwrap()[0].id, id);
     assert_eq!(s.ack("alice", &[id]).await.unwrap(), 1);

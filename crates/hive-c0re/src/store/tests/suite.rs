@@ -5,25 +5,12 @@ use std::collections::HashSet;
 use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 
-use super::{both, settled};
+use super::{agent, both, settled};
 use crate::clock::{day_of, now_ms};
 use crate::store::{
     BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, SendError, Spend,
     WebhookStats,
 };
-
-fn agent(name: &str) -> NewAgent<'_> {
-    NewAgent {
-        name,
-        harness: "ag3nt",
-        config_toml: "",
-        deployed_sha: None,
-        parent: None,
-        want_running: true,
-        uid_base: 0x8_0000 + 0x1_0000 * u32::from(name.as_bytes()[0]),
-        node: "alpha",
-    }
-}
 
 fn ids(v: &[crate::store::MessageRow]) -> Vec<i64> {
     v.iter().map(|m| m.id).collect()

@@ -5,11 +5,10 @@
 use std::time::{Duration, Instant};
 
 use super::pg_only::fixture;
-use super::{Backend, Fixture};
+use super::{Backend, Fixture, agent};
 use crate::store::pg::TestCluster;
 use crate::store::{
-    BudgetOverride, Db, HIVE_WIDE, Limits, NewAgent, NewApproval, NewRequest, SendError, Wake,
-    Wakes,
+    BudgetOverride, Db, HIVE_WIDE, Limits, NewApproval, NewRequest, SendError, Wake, Wakes,
 };
 use hive_sh4re::AgentState;
 use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
@@ -166,18 +165,7 @@ async fn claims_coming_back_and_answers_wake_the_other_node() {
     assert!(a.cancel_question(q2).await.unwrap());
     assert_eq!(next(&mut wb).await, Wake::Question(q2));
     // A nap cut short, a pause lifted, a budget changed.
-    a.create_agent(&NewAgent {
-        name: "alice",
-        harness: "ag3nt",
-        config_toml: "",
-        deployed_sha: None,
-        parent: None,
-        want_running: true,
-        uid_base: 0x8_0000,
-        node: "n2",
-    })
-    .await
-    .unwrap();
+    a.create_agent(&agent("alice")).await.unwrap();
     a.set_nap_until("alice", None).await.unwrap();
     assert_eq!(next(&mut wb).await, Wake::Mailbox("alice".into()));
     a.set_paused("alice", true).await.unwrap();
@@ -278,17 +266,7 @@ async fn what_the_operator_sees_changing_on_one_node_wakes_the_others() {
     let a = f.open().await;
     let b = f.second(&a).await;
     let mut wb = b.wakes();
-    let alice = NewAgent {
-        name: "alice",
-        harness: "ag3nt",
-        config_toml: "",
-        deployed_sha: None,
-        parent: None,
-        want_running: true,
-        uid_base: 0x8_0000,
-        node: "alpha",
-    };
-    a.create_agent(&alice).await.unwrap();
+    a.create_agent(&agent("alice")).await.unwrap();
     assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
     // A turn on alpha: its row and its events, each batch with its newest id.
     a.set_state("alice", AgentState::Thinking, Some("haiku"))
