@@ -114,7 +114,7 @@ impl Hive {
 
     /// `agent.toml` at the head of `name`'s config repo, and that head.
     pub async fn config_show(self: &Arc<Self>, name: &AgentName) -> Result<(String, String)> {
-        if let Home::There(reply) = self.home_reply(name, Steer::ConfigShow).await? {
+        if let Some(reply) = self.repo_elsewhere(name, Steer::ConfigShow).await? {
             let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
             return match (v["sha"].as_str(), v["text"].as_str()) {
                 (Some(sha), Some(text)) => Ok((sha.to_owned(), text.to_owned())),
@@ -160,7 +160,7 @@ impl Hive {
             text: text.to_owned(),
             message: Some(message.clone()),
         };
-        if let Home::There(sha) = self.home_reply(name, commit).await? {
+        if let Some(sha) = self.repo_elsewhere(name, commit).await? {
             return Ok(sha);
         }
         let repo = self.paths.config_repo(name);
@@ -172,6 +172,19 @@ impl Hive {
         .await?;
         // needs_update and the approvals' warnings read the new head at the next poll.
         Ok(sha)
+    }
+
+    /// The reply of `verb`, carried out on `name`'s home node when that is
+    /// another node; None when its repo is on this node's disk: an agent of
+    /// this node, or one not made yet (`init-config` makes its repo here).
+    async fn repo_elsewhere(&self, name: &AgentName, verb: Steer) -> Result<Option<String>> {
+        if self.store.agent(name.as_str()).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(match self.home_reply(name, verb).await? {
+            Home::Here(_) => None,
+            Home::There(reply) => Some(reply),
+        })
     }
 
     /// Where the manager finds an agent's config repo: its container binds
