@@ -90,9 +90,7 @@ impl Hive {
             }
         }
     }
-}
 
-impl Hive {
     /// Another node changed agent `name`'s row, made it or removed it.
     async fn agent_changed_elsewhere(&self, name: String) {
         let exists = match AgentName::parse(&name) {
