@@ -937,7 +937,7 @@ fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_n
 
 /// A node found down is announced once the manager's message is stored:
 /// while the manager's inbox is at its cap the announcement is tried again
-/// every heartbeat, never dropped, and then made once.
+/// every heartbeat, never dropped, and then made once; so is its return.
 #[test]
 fn a_down_node_the_manager_cannot_be_told_of_yet_is_announced_once_it_can() {
     let Some(db) = TestDatabase::create() else {
@@ -985,6 +985,36 @@ fn a_down_node_the_manager_cannot_be_told_of_yet_is_announced_once_it_can() {
         ),
         "{}",
         gamma.log()
+    );
+
+    // alpha's return, while the manager's inbox is full again, is told once there is room.
+    rt.block_on(store.send("operator", "manager", "fills it again"))
+        .unwrap();
+    alpha.serve();
+    gamma.wait_for("alpha alive again", 15, |h| {
+        node(h, "alpha")["alive"] == true
+    });
+    // A few heartbeats that could not tell the manager.
+    std::thread::sleep(Duration::from_millis(2_200));
+    let read = gamma.ok(&["recv", "--as", "manager", "--json"]);
+    assert!(read.contains("fills it again"), "{read}");
+    let mut back = vec![];
+    gamma.wait_for("alpha's return told to the manager", 15, |h| {
+        back.extend(to_manager(h));
+        !back.is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(2_200));
+    back.extend(to_manager(&gamma));
+    assert!(
+        back.len() == 1 && back[0].starts_with("Node alpha is back after "),
+        "{back:?}"
+    );
+    assert!(
+        alpha.log().contains(
+            "could not tell the manager this node is back; the next heartbeat tries again"
+        ),
+        "{}",
+        alpha.log()
     );
 }
 

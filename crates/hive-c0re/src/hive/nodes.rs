@@ -126,7 +126,10 @@ impl Hive {
             return Ok(());
         }
         let me = self.node().as_str();
-        if let Some(down_ms) = self.store.node_back(me).await? {
+        // The mark stays until the manager was told, so a return that cannot
+        // be told yet (a full disk, its inbox at the cap) is told at a later
+        // heartbeat instead of never.
+        if let Some(down_ms) = self.store.node_down_for(me).await? {
             let agents = self.agents_on(me).await?;
             let body = format!(
                 "Node {me} is back after {} down (since its last heartbeat before). {}",
@@ -138,7 +141,15 @@ impl Hive {
                 )
             );
             tracing::info!(node = me, "back after being marked down");
-            self.notify(&AgentName::manager(), &body).await?;
+            match self.notify(&AgentName::manager(), &body).await {
+                Ok(_) => {
+                    self.store.node_back(me).await?;
+                }
+                Err(e) => tracing::warn!(
+                    node = me,
+                    "could not tell the manager this node is back; the next heartbeat tries again: {e}"
+                ),
+            }
         }
         let window = (self.settings.heartbeat_every * DEAD_AFTER).as_millis() as i64;
         for d in self.store.mark_down_nodes(me, window).await? {

@@ -742,6 +742,11 @@ impl Db {
         both!(self, s => s.mark_down_nodes(me, silent_ms))
     }
 
+    /// How long node `name` has been marked down; None when it is not. Leaves the mark.
+    pub async fn node_down_for(&self, name: &str) -> Result<Option<i64>> {
+        both!(self, s => s.node_down_for(name))
+    }
+
     /// Clears node `name`'s down mark; how long it was down when it was marked.
     pub async fn node_back(&self, name: &str) -> Result<Option<i64>> {
         both!(self, s => s.node_back(name))

@@ -86,6 +86,22 @@ impl Store {
         Ok(down)
     }
 
+    /// How long node `name` has been marked down (from its last heartbeat
+    /// before, to now); None when it is not marked. Leaves the mark.
+    pub fn node_down_for(&self, name: &str) -> Result<Option<i64>> {
+        let g = self.lock();
+        let since: Option<i64> = g
+            .conn
+            .query_row(
+                "SELECT down_since FROM nodes WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(since.map(|s| now_ms() - s))
+    }
+
     /// Clears node `name`'s down mark; returns how long it was down (from
     /// its last heartbeat before, to now) when it was marked, None when not.
     pub fn node_back(&self, name: &str) -> Result<Option<i64>> {

@@ -71,6 +71,18 @@ impl PgStore {
         Ok(down)
     }
 
+    /// How long node `name` has been marked down (from its last heartbeat
+    /// before, to now); None when it is not marked. Leaves the mark.
+    pub async fn node_down_for(&self, name: &str) -> Result<Option<i64>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {DB_NOW} - down_since FROM nodes WHERE name = $1 AND down_since IS NOT NULL"
+            ))
+            .await?;
+        Ok(c.query_opt(&st, &[&name]).await?.map(|r| r.get(0)))
+    }
+
     /// Clears node `name`'s down mark; returns how long it was down (from
     /// its last heartbeat before, to now) when it was marked, None when not.
     pub async fn node_back(&self, name: &str) -> Result<Option<i64>> {

@@ -918,6 +918,11 @@ both! {
         assert!(s.heartbeat("alpha").await.unwrap());
         assert_eq!(s.nodes().await.unwrap().len(), 2);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let seen = s.node_down_for("alpha").await.unwrap().expect("alpha is marked");
+        assert!(seen >= 30, "down from its last heartbeat before: {seen} ms");
+        assert!(s.node_down_for("alpha").await.unwrap().is_some(), "looking leaves the mark");
+        assert_eq!(s.node_down_for("gamma").await.unwrap(), None, "never marked");
+        assert_eq!(s.node_down_for("nobody").await.unwrap(), None);
         let back = s.node_back("alpha").await.unwrap().expect("alpha was marked");
         assert!(back >= 30, "down from its last heartbeat before: {back} ms");
         assert_eq!(s.node_back("alpha").await.unwrap(), None, "cleared once");
