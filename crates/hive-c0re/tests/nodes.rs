@@ -9,8 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ModelSim, Opts, TestDatabase, TestHive, pids_running};
-use hive_c0re::store::pg::PgSettings;
-use hive_c0re::store::{Db, Limits, NewRequest};
+use hive_c0re::store::{Db, NewRequest};
 
 /// The `nodes --json` objects, by name.
 fn nodes(hive: &TestHive) -> Vec<serde_json::Value> {
@@ -53,22 +52,6 @@ fn to_manager(hive: &TestHive) -> Vec<String> {
         .filter(|m| m["from"] == "system")
         .map(|m| m["body"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// A handle on the test database's store, as a node has one, and a runtime to drive it.
-fn store_of(db: &TestDatabase) -> (tokio::runtime::Runtime, Db) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = rt.block_on(async {
-        let mut settings = PgSettings::new(&db.url);
-        settings.password = Some(db.password.clone());
-        Db::connect_postgres(&settings, Limits::default())
-            .await
-            .unwrap()
-    });
-    (rt, store)
 }
 
 /// The outcome of node request `id` once its node has carried it out (at most 10 s).
@@ -952,7 +935,7 @@ fn a_down_node_the_manager_cannot_be_told_of_yet_is_announced_once_it_can() {
     let mut alpha = start("alpha");
     let gamma = start("gamma");
     registered(&gamma, "alpha");
-    let (rt, store) = store_of(&db);
+    let (rt, store) = db.store();
     rt.block_on(store.send("operator", "manager", "fills the manager's inbox"))
         .unwrap();
     alpha.kill9();
@@ -1039,7 +1022,7 @@ fn a_node_refuses_forged_requests_and_steers_no_agent_of_another_node() {
         ("stop", r#"{"graceful":false,"also":"rm"}"#, "y"),
         ("start", "{}", "../y"),
     ];
-    let (rt, store) = store_of(&db);
+    let (rt, store) = db.store();
     let outcomes = rt.block_on(async {
         let mut ids = vec![];
         for (verb, args_json, agent) in forged {
@@ -1118,7 +1101,7 @@ fn a_request_taken_late_is_waited_for_and_then_said_to_run_on_its_home_node() {
     let mut alpha = Opts::postgres(&db, "alpha");
     alpha.env.push(("HIVE_STEER_WAIT_SECS".into(), "1".into()));
     let alpha = TestHive::start_with(alpha);
-    let (rt, store) = store_of(&db);
+    let (rt, store) = db.store();
     rt.block_on(async {
         store.register_node("beta", "").await.unwrap();
         store
@@ -1480,7 +1463,7 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
     assert_eq!(shells_opened(&beta), 3, "{}", beta.log());
     assert_eq!(shells_opened(&alpha), 0, "alpha opened a shell of its own");
 
-    let (rt, store) = store_of(&db);
+    let (rt, store) = db.store();
     // A node with no dashboard registers no address (as alpha would with
     // --no-dashboard): beta cannot reach y's shell, and says why.
     rt.block_on(store.register_node("alpha", "")).unwrap();
@@ -1618,7 +1601,7 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
 
     // What alpha would store: a shell request holding the ticket's hash.
     let ticket = hive_c0re::node_shell::new_ticket().unwrap();
-    let (rt, store) = store_of(&db);
+    let (rt, store) = db.store();
     let (granted, other) = rt.block_on(async {
         let args = serde_json::json!({
             "rows": 24, "cols": 80, "term": null,

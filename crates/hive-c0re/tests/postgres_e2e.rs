@@ -4,7 +4,8 @@
 //! hive-c0re and a restart on the same database lose no message, and the
 //! agent's environment holds neither the database's URL nor its password.
 //! Also what serve says when the database is unreachable or its password is
-//! on the command line. Skipped (with a note) where PostgreSQL is not installed.
+//! on the command line, and what a running node does while its database is
+//! out of reach. Skipped (with a note) where PostgreSQL is not installed.
 
 mod common;
 
@@ -264,4 +265,74 @@ fn a_send_on_one_node_wakes_an_agent_on_another_and_its_answer_wakes_back() {
         );
         beta.wait_for("alice's turn to end", 30, |h| turn_ends(h) > round);
     }
+}
+
+/// A database out of reach while a node runs: each request fails at once
+/// with a sentence saying so (a `recv` never answers "nothing" for an inbox
+/// it cannot read), nothing stored before is lost, the node works again by
+/// itself once the database is back, and the operator then finds a
+/// notification saying how long it was out.
+#[test]
+fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_told_after() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(opts);
+    let (rt, store) = db.store();
+    rt.block_on(store.send("w", "operator", "stored before"))
+        .unwrap();
+
+    db.set_reachable(false);
+    for args in [
+        &["status"][..],
+        &["recv", "--as", "operator"],
+        &["send", "w", "during"],
+    ] {
+        let out = hive.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && out.stdout.is_empty()
+                && err.contains("this node cannot reach the hive's database (")
+                && err.contains("check that the PostgreSQL server is up"),
+            "{args:?}: {out:?}"
+        );
+    }
+    // A few heartbeats fail.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert!(hive.log().contains("could not store this node's heartbeat"));
+    db.set_reachable(true);
+
+    hive.wait_for("the outage told to the operator", 20, |h| {
+        h.ok(&["notifications", "--json"])
+            .contains("could not use the hive's database")
+    });
+    let told: Vec<serde_json::Value> = hive
+        .ok(&["notifications", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|n: &serde_json::Value| n["kind"] == "node_down")
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    let text = told[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Node alpha could not use the hive's database for about ")
+            && text.contains("it could not reach it (")
+            && text.ends_with("may be asked again."),
+        "{text}"
+    );
+    let read = hive.ok(&["recv", "--as", "operator", "--json", "--max", "10"]);
+    let bodies: Vec<String> = read
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(bodies, ["stored before"], "{read}");
+    assert!(hive.ok(&["status"]).contains("no agents yet"));
 }

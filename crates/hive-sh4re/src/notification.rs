@@ -30,7 +30,7 @@ pub enum NotificationKind {
     OverBudget,
     /// An agent's model API credentials were refused.
     NeedsLogin,
-    /// A node of the hive stopped answering.
+    /// A node of the hive stopped answering, or could not use the database for a while.
     NodeDown,
 }
 

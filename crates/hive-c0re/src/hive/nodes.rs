@@ -26,7 +26,7 @@ use hive_sh4re::{AgentName, NodeName};
 use super::Hive;
 use crate::clock::{duration, now_ms, rfc3339};
 use crate::error::{Error, Result};
-use crate::store::{AgentRow, Db};
+use crate::store::{AgentRow, Db, StoreError};
 
 /// Agents named in a node's down or back message; the rest are counted.
 const NAMED_AGENTS: usize = 10;
@@ -181,6 +181,25 @@ impl Hive {
         Ok(())
     }
 
+    /// Tells the operator that this node's store works again after its
+    /// heartbeats failed from `since` (unix ms) with `first` as the first
+    /// error: a database out of reach (or a failing disk) leaves a trace
+    /// once it is over, not only log lines. The requests it failed said so
+    /// to their callers; nothing stored before is lost.
+    pub(crate) async fn store_back(&self, since: i64, first: &str) {
+        let text = format!(
+            "Node {} could not use the hive's database for about {}, from {}: {first} \
+             It works again: what was stored before is kept, and what was asked of this node \
+             meanwhile failed with an error and may be asked again.",
+            self.node(),
+            duration((now_ms() - since) as f64),
+            rfc3339(since),
+        );
+        tracing::info!("heartbeats are stored again");
+        self.tell_operator(NotificationKind::NodeDown, None, &text)
+            .await;
+    }
+
     /// The names of the agents whose home node is `node`.
     async fn agents_on(&self, node: &str) -> Result<Vec<String>> {
         Ok(self
@@ -219,10 +238,13 @@ impl Hive {
 
 /// Heartbeats every interval until shutdown. A node not registered yet (the
 /// disk was full at start) registers instead. A failed beat is logged once
-/// per run of failures, and the next one tries again.
+/// per run of failures, and the next one tries again; the first beat stored
+/// after a run of failures tells the operator how long the store was out of
+/// reach ([`Hive::store_back`]).
 pub async fn heartbeat(hive: Arc<Hive>) {
     let every = hive.settings.heartbeat_every;
-    let mut failing = false;
+    // Since when beats fail (unix ms), and the first failure.
+    let mut failing: Option<(i64, String)> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -244,14 +266,20 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             tracing::warn!("could not return the claims of leases that ran out: {e}");
         }
         match beat {
-            Ok(()) if failing => {
-                tracing::info!("heartbeats are stored again");
-                failing = false;
+            Ok(()) => {
+                if let Some((since, first)) = failing.take() {
+                    hive.store_back(since, &first).await;
+                }
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
+            Err(e) if failing.is_none() => {
                 tracing::warn!("could not store this node's heartbeat: {e}");
-                failing = true;
+                let why = match &e {
+                    Error::Store(StoreError::Unreachable(why)) => {
+                        format!("it could not reach it ({why}).")
+                    }
+                    other => format!("{other}."),
+                };
+                failing = Some((now_ms(), why));
             }
             Err(_) => {}
         }

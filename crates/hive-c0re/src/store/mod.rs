@@ -60,7 +60,14 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database error: {}", pg::describe(.0))]
-    Pg(#[from] tokio_postgres::Error),
+    Pg(#[source] tokio_postgres::Error),
+    /// This node cannot reach its PostgreSQL database: connecting failed or
+    /// the connection dropped (a [`tokio_postgres::Error`] of that kind
+    /// becomes this, not [`StoreError::Pg`]).
+    #[error(
+        "this node cannot reach the hive's database ({0}): it keeps trying, and nothing stored before is lost; check that the PostgreSQL server is up and reachable from this host, then try again"
+    )]
+    Unreachable(String),
     #[error("could not open the database {path}: {source}")]
     Open {
         path: String,
@@ -96,6 +103,16 @@ pub enum StoreError {
         node: String,
         epoch: i64,
     },
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if pg::connection_lost(&e) {
+            Self::Unreachable(pg::describe(&e))
+        } else {
+            Self::Pg(e)
+        }
+    }
 }
 
 impl StoreError {

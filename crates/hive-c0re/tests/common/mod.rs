@@ -76,6 +76,53 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Makes the database refuse connections and ends those it has (`reachable`
+    /// false), or take them again: a database server out of reach, for this
+    /// database only, on the shared cluster.
+    pub fn set_reachable(&self, reachable: bool) {
+        let name = self
+            .url
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.split('?').next())
+            .unwrap()
+            .to_owned();
+        let mut sql = format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {reachable};");
+        if !reachable {
+            sql.push_str(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+            ));
+        }
+        let admin = hive_c0re::store::pg::TestCluster::shared().settings("postgres");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut config: tokio_postgres::Config = admin.url.parse().unwrap();
+            config.password(admin.password.clone().unwrap());
+            let (c, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            c.batch_execute(&sql).await.unwrap();
+        });
+    }
+
+    /// A handle on the database's store, as a node has one, and a runtime to drive it.
+    pub fn store(&self) -> (tokio::runtime::Runtime, hive_c0re::store::Db) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(async {
+            let mut settings = hive_c0re::store::pg::PgSettings::new(&self.url);
+            settings.password = Some(self.password.clone());
+            hive_c0re::store::Db::connect_postgres(&settings, hive_c0re::store::Limits::default())
+                .await
+                .unwrap()
+        });
+        (rt, store)
+    }
+
     /// A new empty database; None, with a note on stderr, when PostgreSQL is not installed.
     pub fn create() -> Option<Self> {
         use hive_c0re::store::pg::TestCluster;

@@ -459,25 +459,9 @@ async fn event_batch_on(
 
 // ---- both ---------------------------------------------------------------
 
-/// True when the connection went away (closed, cut, or the server ended the session).
+/// True when the connection went away or could not be made: a batch may run again.
 fn connection_lost(e: &StoreError) -> bool {
-    use tokio_postgres::error::SqlState;
-    match e {
-        StoreError::Pg(e) => {
-            e.is_closed()
-                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-                || e.code().is_some_and(|c| {
-                    c.code().starts_with("08")
-                        || [
-                            SqlState::ADMIN_SHUTDOWN,
-                            SqlState::CRASH_SHUTDOWN,
-                            SqlState::CANNOT_CONNECT_NOW,
-                        ]
-                        .contains(c)
-                })
-        }
-        _ => false,
-    }
+    matches!(e, StoreError::Unreachable(_))
 }
 
 /// A pooled connection for a writer; a connection that failed mid-batch never goes back.

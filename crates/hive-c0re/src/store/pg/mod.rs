@@ -117,7 +117,7 @@ impl PgStore {
         let mut client = pool.get().await.map_err(|e| StoreError::Connect {
             name: name.to_string(),
             message: match pool_error(e) {
-                StoreError::Pg(e) => describe(&e),
+                StoreError::Unreachable(m) => m,
                 other => other.to_string(),
             },
         })?;
@@ -251,9 +251,28 @@ async fn delete_chunked(
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => e.into(),
+        // The pool's backend errors are failed connects (a closed connection
+        // is replaced, not reported), whatever their kind.
+        deadpool_postgres::PoolError::Backend(e) => StoreError::Unreachable(describe(&e)),
         other => StoreError::Pool(other.to_string()),
     }
+}
+
+/// True when the connection went away or could not be made (closed, cut,
+/// refused, or the server ended the session or takes none now).
+pub(in crate::store) fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code().is_some_and(|c| {
+            c.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(c)
+        })
 }
 
 /// What a tokio-postgres error says, with the server's message when it has one.
