@@ -47,8 +47,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub trait Supervised: Send + Sync + 'static {
     /// Cancelled when the daemon shuts down: every supervision ends with it.
     fn shutdown_token(&self) -> &CancellationToken;
-    /// What to launch for the agent; None once it is gone from the hive.
-    fn launch_spec_of(&self, name: &AgentName) -> impl Future<Output = Option<LaunchSpec>> + Send;
+    /// What to launch for the agent; None once it is gone from the hive, an
+    /// error (a sentence) when the store could not say.
+    fn launch_spec_of(
+        &self,
+        name: &AgentName,
+    ) -> impl Future<Output = Result<Option<LaunchSpec>, String>> + Send;
     /// The runtime that launches harnesses.
     fn runtime(&self) -> &dyn Runtime;
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
@@ -251,14 +255,14 @@ async fn supervise<H: Supervised>(
     let (every, ttl) = hive.lease_timing();
     let mut failures = 0u32;
     loop {
-        if hive.launch_spec_of(&name).await.is_none() {
+        if spec_of(&*hive, &name, &stop, every).await.is_none() {
             return let_go(&*hive, &name, &lease).await;
         }
         let Some((epoch, taken_at)) = take_lease(&*hive, &name, &stop, &lease, (every, ttl)).await
         else {
             return let_go(&*hive, &name, &lease).await;
         };
-        let Some(spec) = hive.launch_spec_of(&name).await else {
+        let Some(spec) = spec_of(&*hive, &name, &stop, every).await else {
             return let_go(&*hive, &name, &lease).await;
         };
         if let Err(e) = hive.runtime().reap_orphans(&name).await {
@@ -347,6 +351,37 @@ async fn supervise<H: Supervised>(
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => return let_go(&*hive, &name, &lease).await,
+        }
+    }
+}
+
+/// What to launch for the agent, read again every `every` while the store
+/// cannot say (a database out of reach is no reason to stop supervising); None
+/// once the agent is gone or supervision is stopped first.
+async fn spec_of<H: Supervised>(
+    hive: &H,
+    name: &AgentName,
+    stop: &CancellationToken,
+    every: Duration,
+) -> Option<LaunchSpec> {
+    let mut failed = false;
+    loop {
+        match hive.launch_spec_of(name).await {
+            Ok(spec) => {
+                if failed {
+                    tracing::info!(agent = %name, "read the agent again: supervision goes on");
+                }
+                return spec;
+            }
+            Err(e) if !failed => {
+                tracing::warn!(agent = %name, "could not read the agent to start its harness; trying again every {:.1}s: {e}", every.as_secs_f64());
+                failed = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return None,
         }
     }
 }

@@ -24,6 +24,14 @@ tool = "mcp__hyperhive__send"
 input = { to = "operator", body = "pong" }
 
 [[rule]]
+name = "slow"
+user_text = "slow"
+delay_ms = 3000
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "done: {{body}}" }
+
+[[rule]]
 name = "env"
 user_text = "print your environment"
 [[rule.reply]]
@@ -335,4 +343,48 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
         .collect();
     assert_eq!(bodies, ["stored before"], "{read}");
     assert!(hive.ok(&["status"]).contains("no agents yet"));
+}
+
+/// The database out of reach in the middle of a real agent's turn: the
+/// message that turn took is answered once the database is back (its turn
+/// runs again if it could not end), never lost.
+#[test]
+fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let sim = ModelSim::start(Some(SCRIPT));
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.env.extend(sim.env());
+    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").unwrap()["running"] == true
+    });
+    assert_eq!(ask_alice(&hive, "ping"), "pong");
+
+    hive.ok(&["send", "alice", "slow"]);
+    hive.wait_for("alice's model call", 30, |h| {
+        h.row("alice").unwrap()["state"] == "thinking"
+    });
+    db.set_reachable(false);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    db.set_reachable(true);
+
+    let got = hive.recv_operator(90);
+    let bodies: Vec<&str> = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert!(
+        !bodies.is_empty() && bodies.iter().all(|b| *b == "done: slow"),
+        "{bodies:?}\n{}",
+        hive.log()
+    );
+    hive.wait_for("alice idle with an empty inbox", 60, |h| {
+        let r = h.row("alice").unwrap();
+        r["state"] == "idle" && r["inbox_depth"] == 0
+    });
+    assert_eq!(ask_alice(&hive, "ping"), "pong");
 }

@@ -26,9 +26,11 @@ impl Supervised for Hive {
         &self.shutdown
     }
 
-    async fn launch_spec_of(&self, name: &AgentName) -> Option<LaunchSpec> {
-        let row = self.store.agent(name.as_str()).await.ok().flatten()?;
-        Some(self.launch_spec(&row))
+    async fn launch_spec_of(&self, name: &AgentName) -> Result<Option<LaunchSpec>, String> {
+        match self.store.agent(name.as_str()).await {
+            Ok(row) => Ok(row.map(|row| self.launch_spec(&row))),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn runtime(&self) -> &dyn Runtime {
