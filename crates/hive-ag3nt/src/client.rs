@@ -7,6 +7,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+/// How long a request that may be repeated is sent again while hive-c0re
+/// cannot reach its store. The harness is stopped sooner if its lease cannot
+/// be renewed meanwhile (see hive-c0re's supervisor).
+const UNAVAILABLE_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Errors talking to hive-c0re.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,8 +54,43 @@ impl Client {
         })
     }
 
-    /// Sends a request and waits for its answer; a refusal is an error carrying hive-c0re's sentence.
+    /// Sends a request and waits for its answer; a refusal is an error
+    /// carrying hive-c0re's sentence. A request that may be repeated is sent
+    /// again every second while hive-c0re cannot reach its store (for up to
+    /// [`UNAVAILABLE_FOR`]): a database blip pauses the turn instead of
+    /// ending it.
     pub async fn call(&mut self, req: &AgentRequest) -> Result<AgentResponse, ClientError> {
+        let since = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            let resp = self.call_once(req).await?;
+            if !resp.ok && resp.unavailable && req.may_repeat() && since.elapsed() < UNAVAILABLE_FOR
+            {
+                if !said {
+                    eprintln!(
+                        "hive-c0re cannot reach its store; sending the request again every second: {}",
+                        resp.error.as_deref().unwrap_or("no reason given")
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            if !resp.ok {
+                return Err(ClientError::Refused(
+                    resp.error
+                        .unwrap_or_else(|| "refused without a reason".into()),
+                ));
+            }
+            if said {
+                eprintln!("hive-c0re reaches its store again");
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// One request and its answer line, refusal or not.
+    async fn call_once(&mut self, req: &AgentRequest) -> Result<AgentResponse, ClientError> {
         let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         line.push(b'\n');
         let gone = |source| ClientError::Gone {
@@ -73,15 +113,8 @@ impl Client {
                 source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"),
             });
         }
-        let resp: AgentResponse = serde_json::from_str(&buf)
-            .map_err(|e| ClientError::Protocol(format!("{e}: {}", buf.trim())))?;
-        if !resp.ok {
-            return Err(ClientError::Refused(
-                resp.error
-                    .unwrap_or_else(|| "refused without a reason".into()),
-            ));
-        }
-        Ok(resp)
+        serde_json::from_str(&buf)
+            .map_err(|e| ClientError::Protocol(format!("{e}: {}", buf.trim())))
     }
 }
 

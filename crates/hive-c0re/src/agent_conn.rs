@@ -72,7 +72,10 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                     // A long poll must end with its client: a dead harness's pending
                     // `control` would otherwise take the next command and drop it.
                     tokio::select! {
-                        r = handle(&hive, &name, &mut conn, req) => r.unwrap_or_else(|e| AgentResponse::refusal(e.to_string())),
+                        r = handle(&hive, &name, &mut conn, req) => r.unwrap_or_else(|e| AgentResponse {
+                            unavailable: e.is_unreachable(),
+                            ..AgentResponse::refusal(e.to_string())
+                        }),
                         _ = peer_closed(&mut r) => break,
                     }
                 }

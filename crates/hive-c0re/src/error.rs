@@ -28,6 +28,11 @@ impl Error {
         Self::Refused(msg.into())
     }
 
+    /// True when the store could not be reached (its database is out of reach).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Store(StoreError::Unreachable(_)))
+    }
+
     /// True when the store could not write because the disk is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Self::Store(s) if s.is_disk_full())

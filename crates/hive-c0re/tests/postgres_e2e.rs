@@ -346,8 +346,9 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
 }
 
 /// The database out of reach in the middle of a real agent's turn: the
-/// message that turn took is answered once the database is back (its turn
-/// runs again if it could not end), never lost.
+/// turn pauses (the harness sends its events again, the MCP server its
+/// send) and goes on once the database is back; its message is answered
+/// once, and the harness never ends.
 #[test]
 fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
     if !common::e2e_ready() {
@@ -377,10 +378,17 @@ fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
 
     let got = hive.recv_operator(90);
     let bodies: Vec<&str> = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["done: slow"], "{}", hive.log());
+    hive.wait_for("the harness through with the outage", 20, |h| {
+        h.log().contains("hive-c0re reaches its store again")
+    });
+    let log = hive.log();
     assert!(
-        !bodies.is_empty() && bodies.iter().all(|b| *b == "done: slow"),
-        "{bodies:?}\n{}",
-        hive.log()
+        !log.contains("harness exited")
+            && log.contains(
+                "hive-c0re cannot reach its store; sending the request again every second"
+            ),
+        "{log}"
     );
     hive.wait_for("alice idle with an empty inbox", 60, |h| {
         let r = h.row("alice").unwrap();

@@ -251,6 +251,11 @@ pub struct AgentResponse {
     /// `admit`: a turn slot is this connection's until `release`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admitted: bool,
+    /// A refusal because hive-c0re could not reach its store (the database
+    /// is out of reach): a request that [`AgentRequest::may_repeat`] may be
+    /// sent again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unavailable: bool,
 }
 
 impl AgentResponse {
@@ -273,6 +278,23 @@ impl AgentResponse {
 }
 
 impl AgentRequest {
+    /// True when the request may be sent again after an `unavailable`
+    /// answer: it changed nothing then, or doing it twice is harmless (a
+    /// send may arrive twice: delivery is at least once). Not a request that
+    /// claims, acknowledges or ends a turn.
+    pub fn may_repeat(&self) -> bool {
+        matches!(
+            self,
+            Self::Config
+                | Self::State { .. }
+                | Self::Events { .. }
+                | Self::Stats { .. }
+                | Self::Send { .. }
+                | Self::Status
+                | Self::SetStatus { .. }
+        )
+    }
+
     /// Parses one request line into a request or a readable sentence.
     pub fn from_line(line: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(line).map_err(|e| format!("bad agent.sock request: {e}"))
@@ -282,6 +304,33 @@ impl AgentRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_requests_that_claim_or_settle_nothing_may_be_repeated() {
+        let line = |l: &str| AgentRequest::from_line(l.as_bytes()).unwrap();
+        for l in [
+            r#"{"op":"events","items":[]}"#,
+            r#"{"op":"send","to":"bob","body":"hi"}"#,
+            r#"{"op":"config"}"#,
+        ] {
+            assert!(line(l).may_repeat(), "{l}");
+        }
+        for l in [
+            r#"{"op":"next_turn"}"#,
+            r#"{"op":"recv"}"#,
+            r#"{"op":"release"}"#,
+        ] {
+            assert!(!line(l).may_repeat(), "{l}");
+        }
+        let refusal: AgentResponse =
+            serde_json::from_str(r#"{"ok":false,"error":"x","unavailable":true}"#).unwrap();
+        assert!(refusal.unavailable);
+        assert!(
+            !serde_json::to_string(&AgentResponse::ok())
+                .unwrap()
+                .contains("unavailable")
+        );
+    }
 
     #[test]
     fn exit_classes_keep_their_names() {

@@ -124,11 +124,8 @@ async fn send_writer(
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
                 for job in batch.drain(..) {
-                    let _ = job
-                        .reply
-                        .send(Err(SendError::Store(StoreError::Batch(msg.clone()))));
+                    let _ = job.reply.send(Err(SendError::Store(for_each_caller(&e))));
                 }
             }
         }
@@ -347,9 +344,8 @@ async fn event_writer(pool: Pool, wake_prefix: Arc<str>, queue: Arc<Mutex<EventQ
                 }
             }
             Err(e) => {
-                let msg = e.to_string();
                 for job in batch {
-                    let _ = job.reply.send(Err(StoreError::Batch(msg.clone())));
+                    let _ = job.reply.send(Err(for_each_caller(&e)));
                 }
             }
         }
@@ -458,6 +454,15 @@ async fn event_batch_on(
 }
 
 // ---- both ---------------------------------------------------------------
+
+/// The error each caller of a failed batch gets: still "out of reach" when
+/// the database was (the caller may try again), else the batch's sentence.
+fn for_each_caller(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unreachable(why) => StoreError::Unreachable(why.clone()),
+        other => StoreError::Batch(other.to_string()),
+    }
+}
 
 /// True when the connection went away or could not be made: a batch may run again.
 fn connection_lost(e: &StoreError) -> bool {
