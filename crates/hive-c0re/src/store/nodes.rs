@@ -89,16 +89,7 @@ impl Store {
     /// How long node `name` has been marked down (from its last heartbeat
     /// before, to now); None when it is not marked. Leaves the mark.
     pub fn node_down_for(&self, name: &str) -> Result<Option<i64>> {
-        let g = self.lock();
-        let since: Option<i64> = g
-            .conn
-            .query_row(
-                "SELECT down_since FROM nodes WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
+        let since = down_since(&self.lock().conn, name)?;
         Ok(since.map(|s| now_ms() - s))
     }
 
@@ -108,14 +99,7 @@ impl Store {
         let now = now_ms();
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
-        let since: Option<i64> = tx
-            .query_row(
-                "SELECT down_since FROM nodes WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
+        let since = down_since(&tx, name)?;
         if since.is_some() {
             tx.execute(
                 "UPDATE nodes SET down_since = NULL WHERE name = ?1",
@@ -142,4 +126,16 @@ impl Store {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// Node `name`'s down mark (its last heartbeat when marked), if it has one.
+fn down_since(conn: &rusqlite::Connection, name: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .query_row(
+            "SELECT down_since FROM nodes WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten())
 }
