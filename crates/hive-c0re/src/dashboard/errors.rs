@@ -42,10 +42,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// Reads a hive error: a refusal gets `refused_as`, anything else is a 500.
+    /// Reads a hive error: a refusal gets `refused_as`, a database out of
+    /// reach 503 (try again later), anything else is a 500.
     pub fn from_hive(refused_as: StatusCode) -> impl FnOnce(Error) -> Self {
         move |e| match e {
             Error::Refused(msg) => Self::new(refused_as, msg),
+            other if other.is_unreachable() => {
+                tracing::warn!("dashboard request failed: {other}");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, other.to_string())
+            }
             other => Self::internal(other),
         }
     }
@@ -85,4 +90,30 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::not_found(
         "there is no such dashboard route: see the dashboard's page for what it offers",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_database_out_of_reach_is_503_with_its_sentence_and_a_refusal_keeps_its_status() {
+        let e = ApiError::from(Error::Store(StoreError::Unreachable(
+            "connection refused".into(),
+        )));
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.message
+                .starts_with("this node cannot reach the hive's database (connection refused)"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            ApiError::from(Error::refused("no")).status,
+            StatusCode::CONFLICT
+        );
+        let other = ApiError::from(Error::Store(StoreError::Batch("x".into())));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }
