@@ -391,9 +391,9 @@ user_regex = '^n\d+$'
 text = "got {{body}}"
 "#;
 
-/// The message ids of each turn of `agent` that ran to its end (and so
-/// acknowledged them), from its events; interrupted turns are left out.
-fn completed_turns(hive: &TestHive, agent: &str) -> Vec<Vec<i64>> {
+/// The message ids of every turn of `agent` that started, and of each that
+/// ran to its end (and so acknowledged them), from its events.
+fn turns_of(hive: &TestHive, agent: &str) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
     let mut events: Vec<serde_json::Value> = hive
         .events(agent)
         .into_iter()
@@ -401,18 +401,24 @@ fn completed_turns(hive: &TestHive, agent: &str) -> Vec<Vec<i64>> {
         .collect();
     events.sort_by_key(|e| e["id"].as_i64());
     let mut open: Option<Vec<i64>> = None;
-    let mut done = vec![];
+    let (mut started, mut done) = (vec![], vec![]);
     for e in events {
         if e["kind"] == "turn_start" {
-            let ids = e["payload"]["messages"].as_array().unwrap();
-            open = Some(ids.iter().map(|i| i.as_i64().unwrap()).collect());
+            let ids: Vec<i64> = e["payload"]["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_i64().unwrap())
+                .collect();
+            started.push(ids.clone());
+            open = Some(ids);
         } else if let Some(ids) = open.take()
             && matches!(e["payload"]["exit_class"].as_str(), Some("ok" | "retried"))
         {
             done.push(ids);
         }
     }
-    done
+    (started, done)
 }
 
 /// The id in `sent message #ID to NAME`.
@@ -596,8 +602,13 @@ fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut(
     );
     assert_eq!(hives[1].row("pong").unwrap()["running"], true);
 
-    // Exactly once: each message in one turn that ran to its end.
-    let turns = completed_turns(&hives[0], "pong");
+    // Exactly once: pong's inbox is empty (settled above), no message was
+    // acknowledged by two turns that ran to their end, and each was given to
+    // a turn. A kill -9 between a turn's acknowledgements and its `turn_end`
+    // leaves that turn without its end in the history: its messages are then
+    // in no completed turn, and in exactly one turn, the one that
+    // acknowledged them.
+    let (started, turns) = turns_of(&hives[0], "pong");
     let mut acked: Vec<i64> = turns.iter().flatten().copied().collect();
     acked.sort_unstable();
     let before = acked.len();
@@ -608,12 +619,15 @@ fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut(
         "a message acknowledged twice: {turns:?}"
     );
     for id in &sent {
-        assert!(acked.contains(id), "message #{id} was lost: {turns:?}");
+        let given = started.iter().filter(|t| t.contains(id)).count();
+        assert!(
+            acked.contains(id) || given == 1,
+            "message #{id} was lost: started {started:?}, completed {turns:?}"
+        );
     }
-    assert_eq!(
-        acked.len(),
-        sent.len() + 1,
-        "the stream and the chain's hop: {turns:?}"
+    assert!(
+        acked.iter().filter(|id| !sent.contains(id)).count() <= 1,
+        "only the chain's hop besides the stream: {turns:?}"
     );
     let pongs_model = seen(1);
     for i in 0..32 {
