@@ -54,6 +54,25 @@ fn turn_ends(hive: &TestHive) -> usize {
         .count()
 }
 
+/// A hive on `db` as node alpha, its model the scripted [`SCRIPT`], `env`
+/// added to serve's environment, and alice spawned (with `config`) and running.
+fn alice_on(db: &TestDatabase, env: &[(&str, &str)], config: Option<&str>) -> (ModelSim, TestHive) {
+    let sim = ModelSim::start(Some(SCRIPT));
+    let mut opts = Opts::postgres(db, "alpha");
+    opts.env.extend(sim.env());
+    opts.env
+        .extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    if let Some(toml) = config {
+        hive.deploy_config("alice", toml);
+    }
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").unwrap()["running"] == true
+    });
+    (sim, hive)
+}
+
 /// Sends `text` to alice and waits for her one answer and the end of her turn.
 fn ask_alice(hive: &TestHive, text: &str) -> String {
     let ended = turn_ends(hive);
@@ -85,15 +104,7 @@ fn a_hive_on_postgres_runs_an_agent_and_keeps_its_messages_across_a_kill_9() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let sim = ModelSim::start(Some(SCRIPT));
-    let mut opts = Opts::postgres(&db, "alpha");
-    opts.env.extend(sim.env());
-    let mut hive = TestHive::start_with(opts);
-    hive.ok(&["spawn", "alice"]);
-    hive.deploy_config("alice", "allowed_tools = [\"Bash(env)\"]\n");
-    hive.wait_for("alice running", 30, |h| {
-        h.row("alice").unwrap()["running"] == true
-    });
+    let (sim, mut hive) = alice_on(&db, &[], Some("allowed_tools = [\"Bash(env)\"]\n"));
 
     // Operator -> agent turn -> reply, all through PostgreSQL.
     assert_eq!(ask_alice(&hive, "ping"), "pong");
@@ -351,15 +362,7 @@ fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let sim = ModelSim::start(Some(SCRIPT));
-    let mut opts = Opts::postgres(&db, "alpha");
-    opts.env.extend(sim.env());
-    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
-    let hive = TestHive::start_with(opts);
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice running", 30, |h| {
-        h.row("alice").unwrap()["running"] == true
-    });
+    let (_sim, hive) = alice_on(&db, &[("HIVE_HEARTBEAT_SECS", "1")], None);
     assert_eq!(ask_alice(&hive, "ping"), "pong");
 
     hive.ok(&["send", "alice", "slow"]);
