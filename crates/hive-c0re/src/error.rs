@@ -30,7 +30,7 @@ impl Error {
 
     /// True when the store could not be reached (its database is out of reach).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Store(StoreError::Unreachable(_)))
+        matches!(self, Self::Store(s) if s.is_unreachable())
     }
 
     /// True when the store could not write because the disk is full.

@@ -116,6 +116,11 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 impl StoreError {
+    /// True when the database could not be reached: connecting failed or the connection dropped.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
+    }
+
     /// True when the database could not write because its disk is full.
     pub fn is_disk_full(&self) -> bool {
         match self {

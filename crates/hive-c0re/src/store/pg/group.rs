@@ -165,7 +165,7 @@ async fn send_with_retries(
     let mut attempt = 1;
     let ids = loop {
         match take_ids(pool, reserve, jobs.len()).await {
-            Err(e) if attempt < ATTEMPTS && connection_lost(&e) => attempt += 1,
+            Err(e) if attempt < ATTEMPTS && e.is_unreachable() => attempt += 1,
             other => break other?,
         }
     };
@@ -173,7 +173,7 @@ async fn send_with_retries(
     loop {
         match send_batch(pool, cap, wake_prefix, jobs, &ids).await {
             // The same ids make a second try safe whatever became of the first.
-            Err(e) if attempt < ATTEMPTS && connection_lost(&e) => {
+            Err(e) if attempt < ATTEMPTS && e.is_unreachable() => {
                 tracing::warn!("the database connection dropped during a send; trying again: {e}");
                 attempt += 1;
             }
@@ -326,7 +326,7 @@ async fn event_writer(pool: Pool, wake_prefix: Arc<str>, queue: Arc<Mutex<EventQ
         let mut attempt = 1;
         let ids = loop {
             match event_batch(&pool, &wake_prefix, &batch).await {
-                Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && connection_lost(&e) => {
+                Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && e.is_unreachable() => {
                     tracing::warn!(
                         "the database connection dropped before a commit; trying again: {e}"
                     );
@@ -462,11 +462,6 @@ fn for_each_caller(e: &StoreError) -> StoreError {
         StoreError::Unreachable(why) => StoreError::Unreachable(why.clone()),
         other => StoreError::Batch(other.to_string()),
     }
-}
-
-/// True when the connection went away or could not be made: a batch may run again.
-fn connection_lost(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unreachable(_))
 }
 
 /// A pooled connection for a writer; a connection that failed mid-batch never goes back.
