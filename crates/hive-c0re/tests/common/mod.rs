@@ -69,10 +69,20 @@ impl Default for Opts {
 /// A fresh database on the test binary's throwaway PostgreSQL cluster
 /// (`TestCluster::shared`, stopped and removed when the binary ends).
 pub struct TestDatabase {
+    /// Its name on the cluster.
+    pub name: String,
     /// Its URL, without the password.
     pub url: String,
     /// The password of the URL's user.
     pub password: String,
+}
+
+/// A runtime for a test's own calls into async code.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 impl TestDatabase {
@@ -80,39 +90,22 @@ impl TestDatabase {
     /// false), or take them again: a database server out of reach, for this
     /// database only, on the shared cluster.
     pub fn set_reachable(&self, reachable: bool) {
-        let name = self
-            .url
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.split('?').next())
-            .unwrap()
-            .to_owned();
+        let name = &self.name;
         let mut sql = format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {reachable};");
         if !reachable {
             sql.push_str(&format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
             ));
         }
-        let admin = hive_c0re::store::pg::TestCluster::shared().settings("postgres");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut config: tokio_postgres::Config = admin.url.parse().unwrap();
-            config.password(admin.password.clone().unwrap());
-            let (c, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(conn);
-            c.batch_execute(&sql).await.unwrap();
+        current_thread().block_on(async {
+            let admin = hive_c0re::store::pg::TestCluster::shared().admin().await;
+            admin.batch_execute(&sql).await.unwrap();
         });
     }
 
     /// A handle on the database's store, as a node has one, and a runtime to drive it.
     pub fn store(&self) -> (tokio::runtime::Runtime, hive_c0re::store::Db) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = current_thread();
         let store = rt.block_on(async {
             let mut settings = hive_c0re::store::pg::PgSettings::new(&self.url);
             settings.password = Some(self.password.clone());
@@ -130,13 +123,10 @@ impl TestDatabase {
             return None;
         }
         let cluster = TestCluster::shared();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let name = rt.block_on(cluster.database());
+        let name = current_thread().block_on(cluster.database());
         let settings = cluster.settings(&name);
         Some(Self {
+            name,
             password: settings
                 .password
                 .clone()
@@ -889,6 +879,17 @@ impl TestHive {
         let out = self.ok(&["recv", "--wait", &secs.to_string(), "--json"]);
         out.lines()
             .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The operator's notifications of `kind`, newest first (of the last 100).
+    pub fn notifications_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.request(serde_json::json!({"cmd": "notifications", "limit": 100}))["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["kind"] == kind)
+            .cloned()
             .collect()
     }
 
