@@ -320,12 +320,8 @@ fn a_flood_of_messages_to_the_operator_is_told_as_a_summary_and_none_is_lost() {
         assert_eq!(r["ok"], true, "{r}");
     }
     let told = |hive: &TestHive| -> Vec<String> {
-        let v = hive.request(json!({"cmd": "notifications", "limit": 100}));
-        v["notifications"]
-            .as_array()
-            .unwrap()
+        hive.notifications_of("message")
             .iter()
-            .filter(|n| n["kind"] == "message")
             .map(|n| n["text"].as_str().unwrap().to_owned())
             .collect()
     };

@@ -35,15 +35,6 @@ fn rows(hive: &TestHive) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The `node_down` notifications.
-fn node_downs(hive: &TestHive) -> Vec<serde_json::Value> {
-    hive.ok(&["notifications", "--json", "--limit", "100"])
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|n| n["kind"] == "node_down")
-        .collect()
-}
-
 /// Reads (and acknowledges) the manager's inbox: the bodies `system` sent it.
 fn to_manager(hive: &TestHive) -> Vec<String> {
     hive.ok(&["recv", "--as", "manager", "--json", "--max", "100"])
@@ -182,7 +173,7 @@ fn a_node_heartbeats_is_home_to_its_agents_and_is_down_once_killed() {
         "{:?}",
         rows(&hive)
     );
-    assert!(node_downs(&hive).is_empty());
+    assert!(hive.notifications_of("node_down").is_empty());
     assert!(to_manager(&hive).is_empty());
 }
 
@@ -213,11 +204,11 @@ fn nodes_on_one_database_announce_a_dead_node_once_and_its_return() {
     alpha.kill9();
 
     gamma.wait_for("alpha's node_down notification", 15, |h| {
-        !node_downs(h).is_empty()
+        !h.notifications_of("node_down").is_empty()
     });
     // Two more beats of each watcher: still one.
     std::thread::sleep(Duration::from_millis(2_200));
-    let told = node_downs(&delta);
+    let told = delta.notifications_of("node_down");
     assert_eq!(told.len(), 1, "{told:?}");
     let text = told[0]["text"].as_str().unwrap();
     assert!(
@@ -339,7 +330,7 @@ fn nodes_on_one_database_announce_a_dead_node_once_and_its_return() {
         rows(&gamma)
     );
     assert_eq!(
-        node_downs(&gamma).len(),
+        gamma.notifications_of("node_down").len(),
         1,
         "a return is no new notification"
     );
@@ -959,7 +950,7 @@ fn a_down_node_the_manager_cannot_be_told_of_yet_is_announced_once_it_can() {
     // A few heartbeats that could not tell the manager.
     std::thread::sleep(Duration::from_millis(3_000));
     assert!(
-        node_downs(&gamma).is_empty(),
+        gamma.notifications_of("node_down").is_empty(),
         "told the operator of half an announcement"
     );
 
@@ -967,10 +958,10 @@ fn a_down_node_the_manager_cannot_be_told_of_yet_is_announced_once_it_can() {
     let read = gamma.ok(&["recv", "--as", "manager", "--json"]);
     assert!(read.contains("fills the manager"), "{read}");
     gamma.wait_for("alpha's node_down notification", 15, |h| {
-        !node_downs(h).is_empty()
+        !h.notifications_of("node_down").is_empty()
     });
     std::thread::sleep(Duration::from_millis(2_200));
-    assert_eq!(node_downs(&gamma).len(), 1);
+    assert_eq!(gamma.notifications_of("node_down").len(), 1);
     let told = to_manager(&gamma);
     assert!(
         told.len() == 1 && told[0].starts_with("Node alpha is down: no heartbeat for "),

@@ -183,17 +183,8 @@ fn notification(hive: &TestHive, kind: &str, since: SystemTime) -> Stored {
     let mut not_before = since;
     loop {
         let looked = SystemTime::now();
-        let v = hive.request(json!({"cmd": "notifications", "limit": 100}));
-        if let Some(n) = v["notifications"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["kind"] == kind)
-        {
-            return Stored {
-                n: n.clone(),
-                not_before,
-            };
+        if let Some(n) = hive.notifications_of(kind).into_iter().next() {
+            return Stored { n, not_before };
         }
         not_before = looked;
         assert!(
