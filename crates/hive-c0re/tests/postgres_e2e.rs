@@ -344,6 +344,59 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
     assert!(hive.ok(&["status"]).contains("no agents yet"));
 }
 
+/// The last heartbeat `nodes --json` shows for alpha.
+fn alphas_heartbeat(hive: &TestHive) -> String {
+    let line = hive.ok(&["nodes", "--json"]);
+    let node: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    node["last_heartbeat"].as_str().unwrap().to_owned()
+}
+
+/// A database out of reach for less than a heartbeat interval fails
+/// requests but no heartbeat; the operator is told of it all the same once
+/// the next beat is stored.
+#[test]
+fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "4".into()));
+    let hive = TestHive::start_with(opts);
+    // Right after a beat, so the blip is over well before the next one.
+    let before = alphas_heartbeat(&hive);
+    hive.wait_for("a heartbeat", 10, |h| alphas_heartbeat(h) != before);
+    let beat = std::time::Instant::now();
+    db.set_reachable(false);
+    let out = hive.cli(&["status"]);
+    db.set_reachable(true);
+    let blip = beat.elapsed();
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("cannot reach the hive's database"),
+        "{out:?}"
+    );
+
+    hive.wait_for("the blip told to the operator", 20, |h| {
+        !h.notifications_of("node_down").is_empty()
+    });
+    assert!(
+        !hive.log().contains("could not store this node's heartbeat"),
+        "a heartbeat failed too (the blip took {blip:?}), so this ran no blip between beats: {}",
+        hive.log()
+    );
+    let told = hive.notifications_of("node_down");
+    assert_eq!(told.len(), 1, "{told:?}");
+    let text = told[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Node alpha could not use the hive's database for ")
+            && text.contains("it could not reach it (")
+            && text.contains(" request")
+            && text.ends_with("failed with an error and may be asked again."),
+        "{text}"
+    );
+    assert!(hive.ok(&["status"]).contains("no agents yet"));
+}
+
 /// The database out of reach in the middle of a real agent's turn: the
 /// turn pauses (the harness sends its events again, the MCP server its
 /// send) and goes on once the database is back; its message is answered

@@ -26,7 +26,7 @@ use hive_sh4re::{AgentName, NodeName};
 use super::Hive;
 use crate::clock::{duration, now_ms, rfc3339};
 use crate::error::{Error, Result};
-use crate::store::{AgentRow, Db, StoreError};
+use crate::store::{AgentRow, Db, Outage, OutageLog, StoreError};
 
 /// Agents named in a node's down or back message; the rest are counted.
 const NAMED_AGENTS: usize = 10;
@@ -181,21 +181,31 @@ impl Hive {
         Ok(())
     }
 
-    /// Tells the operator that this node's store works again after its
-    /// heartbeats failed from `since` (unix ms) with `first` as the first
-    /// error: a database out of reach (or a failing disk) leaves a trace
-    /// once it is over, not only log lines. The requests it failed said so
-    /// to their callers; nothing stored before is lost.
-    pub(crate) async fn store_back(&self, since: i64, first: &str) {
+    /// Tells the operator that this node's store works again after `outage`:
+    /// a database out of reach (or a failing disk) leaves a trace once it is
+    /// over, not only log lines, also when it was shorter than a heartbeat
+    /// interval. The requests it failed said so to their callers; nothing
+    /// stored before is lost.
+    pub(crate) async fn store_back(&self, outage: &Outage) {
+        let span = outage.until - outage.since;
+        let how_long = if span < 1000 {
+            "less than a second".to_owned()
+        } else {
+            format!("about {}", duration(span as f64))
+        };
+        let failed = match outage.failures {
+            1 => "1 request".to_owned(),
+            n => format!("{n} requests"),
+        };
         let text = format!(
-            "Node {} could not use the hive's database for about {}, from {}: {first} \
+            "Node {} could not use the hive's database for {how_long}, from {}: {} \
              It works again: what was stored before is kept, and what was asked of this node \
-             meanwhile failed with an error and may be asked again.",
+             meanwhile ({failed}) failed with an error and may be asked again.",
             self.node(),
-            duration((now_ms() - since) as f64),
-            rfc3339(since),
+            rfc3339(outage.since),
+            outage.first,
         );
-        tracing::info!("heartbeats are stored again");
+        tracing::info!("the store answers again after {failed} failed");
         self.tell_operator(NotificationKind::NodeDown, None, &text)
             .await;
     }
@@ -239,12 +249,15 @@ impl Hive {
 /// Heartbeats every interval until shutdown. A node not registered yet (the
 /// disk was full at start) registers instead. A failed beat is logged once
 /// per run of failures, and the next one tries again; the first beat stored
-/// after a run of failures tells the operator how long the store was out of
-/// reach ([`Hive::store_back`]).
+/// after failures (its own, or any request's that found the database out of
+/// reach) tells the operator how long the store failed ([`Hive::store_back`]).
 pub async fn heartbeat(hive: Arc<Hive>) {
     let every = hive.settings.heartbeat_every;
-    // Since when beats fail (unix ms), and the first failure.
-    let mut failing: Option<(i64, String)> = None;
+    // The beats failed for other reasons than the database out of reach
+    // (which the store notes itself), such as a full disk.
+    let failing = OutageLog::default();
+    // Whether the current run of failed beats has been logged.
+    let mut logged = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -267,21 +280,23 @@ pub async fn heartbeat(hive: Arc<Hive>) {
         }
         match beat {
             Ok(()) => {
-                if let Some((since, first)) = failing.take() {
-                    hive.store_back(since, &first).await;
+                if let Some(theirs) = hive.store.take_outage() {
+                    failing.add(theirs);
+                }
+                if let Some(outage) = failing.take() {
+                    hive.store_back(&outage).await;
+                }
+                logged = false;
+            }
+            Err(e) => {
+                if !logged {
+                    tracing::warn!("could not store this node's heartbeat: {e}");
+                    logged = true;
+                }
+                if !matches!(e, Error::Store(StoreError::Unreachable(_))) {
+                    failing.add(Outage::new(now_ms(), format!("{e}.")));
                 }
             }
-            Err(e) if failing.is_none() => {
-                tracing::warn!("could not store this node's heartbeat: {e}");
-                let why = match &e {
-                    Error::Store(StoreError::Unreachable(why)) => {
-                        format!("it could not reach it ({why}).")
-                    }
-                    other => format!("{other}."),
-                };
-                failing = Some((now_ms(), why));
-            }
-            Err(_) => {}
         }
     }
 }

@@ -15,9 +15,9 @@ use hive_sh4re::host::ApprovalStatus;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Fence, Lease, Limits,
-    MessageRow, NewAgent, NewApproval, NewRequest, NodeDown, NodeRow, NotificationRow, QuestionRow,
-    RequestRow, Result, ScheduleRow, SecretEntry, SendError, Spend, StatRow, Store, Tail, Wakes,
-    WebhookStats,
+    MessageRow, NewAgent, NewApproval, NewRequest, NodeDown, NodeRow, NotificationRow, Outage,
+    QuestionRow, RequestRow, Result, ScheduleRow, SecretEntry, SendError, Spend, StatRow, Store,
+    Tail, Wakes, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -30,11 +30,13 @@ pub enum Db {
 }
 
 /// Calls the same method on either backend; the sqlite one is synchronous.
+/// A PostgreSQL error that says the database is out of reach is noted for
+/// the heartbeat to tell the operator ([`Db::take_outage`]).
 macro_rules! both {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Db::Sqlite($s) => $call,
-            Db::Postgres($s) => $call.await,
+            Db::Postgres($s) => $s.noted($call.await),
         }
     };
 }
@@ -55,6 +57,15 @@ impl Db {
         match self {
             Db::Sqlite(s) => s.limits(),
             Db::Postgres(s) => s.limits(),
+        }
+    }
+
+    /// The requests failed since the last call because the database was out
+    /// of reach (PostgreSQL; a sqlite file is never out of reach).
+    pub fn take_outage(&self) -> Option<Outage> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(s) => s.outages().take(),
         }
     }
 
@@ -177,7 +188,13 @@ impl Db {
         }
         match self {
             Db::Sqlite(s) => s.send_grouped(sender, recipient, body).await,
-            Db::Postgres(s) => s.send(sender, recipient, body).await,
+            Db::Postgres(s) => {
+                let r = s.send(sender, recipient, body).await;
+                if let Err(SendError::Store(e)) = &r {
+                    s.outages().note(e);
+                }
+                r
+            }
         }
     }
 
@@ -257,7 +274,7 @@ impl Db {
     pub async fn inbox_depth(&self, recipient: &str) -> Result<u64> {
         match self {
             Db::Sqlite(s) => Ok(s.inbox_depth(recipient)),
-            Db::Postgres(s) => s.inbox_depth(recipient).await,
+            Db::Postgres(s) => s.noted(s.inbox_depth(recipient).await),
         }
     }
 
@@ -394,7 +411,7 @@ impl Db {
             Db::Sqlite(s) => {
                 s.add_events(agent, items.iter().map(|(k, p)| (k.as_ref(), p.as_ref())))
             }
-            Db::Postgres(s) => s.add_events(agent, items).await,
+            Db::Postgres(s) => s.noted(s.add_events(agent, items).await),
         }
     }
 
@@ -587,7 +604,7 @@ impl Db {
     pub async fn add_stats(&self, agent: &str, items: &[(&str, f64)]) -> Result<Spend> {
         match self {
             Db::Sqlite(s) => s.add_stats(agent, items.iter().copied()),
-            Db::Postgres(s) => s.add_stats(agent, items).await,
+            Db::Postgres(s) => s.noted(s.add_stats(agent, items).await),
         }
     }
 

@@ -53,6 +53,7 @@ pub use schema::VERSION;
 pub use settings::{PgSettings, Resolved, SslMode};
 pub use test_cluster::TestCluster;
 
+use super::outage::OutageLog;
 use super::wake::{WAKE_BUFFER, Wake, Wakes};
 use super::{Limits, Result, StoreError};
 
@@ -86,6 +87,8 @@ pub struct PgStore {
     /// Wakes from other nodes, as the listener receives them.
     wakes: broadcast::Sender<Wake>,
     _listener: Arc<wakes::Listener>,
+    /// Requests failed for the database out of reach, for the heartbeat to tell.
+    outages: Arc<OutageLog>,
 }
 
 impl PgStore {
@@ -150,7 +153,21 @@ impl PgStore {
             origin,
             wakes: wake_tx,
             _listener: Arc::new(listener),
+            outages: Arc::default(),
         })
+    }
+
+    /// The requests failed for the database out of reach since the heartbeat last took them.
+    pub fn outages(&self) -> &OutageLog {
+        &self.outages
+    }
+
+    /// Passes `r` through, noting it in [`Self::outages`] when the database was out of reach.
+    pub fn noted<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            self.outages.note(e);
+        }
+        r
     }
 
     /// Wakes from other nodes' commits; this store's own are not among them

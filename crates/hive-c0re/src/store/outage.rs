@@ -1,0 +1,124 @@
+//! The requests a store failed because its database was out of reach, kept
+//! until the node's heartbeat tells the operator of them. A blip shorter
+//! than a heartbeat interval fails requests without failing a heartbeat;
+//! each caller was told, and this leaves the operator a trace as well.
+
+use std::sync::Mutex;
+
+use super::StoreError;
+use crate::clock::now_ms;
+
+/// A run of failures: when the first and the last were, why the first failed, how many.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outage {
+    /// The first failure (unix ms).
+    pub since: i64,
+    /// The last failure (unix ms).
+    pub until: i64,
+    /// Why the first one failed, as a sentence.
+    pub first: String,
+    /// Requests failed, heartbeats included.
+    pub failures: u64,
+}
+
+impl Outage {
+    /// One failure at `at` (unix ms).
+    pub fn new(at: i64, why: String) -> Self {
+        Self {
+            since: at,
+            until: at,
+            first: why,
+            failures: 1,
+        }
+    }
+
+    /// Both runs as one: the earlier start, the later end, the earlier reason.
+    pub fn merge(self, other: Self) -> Self {
+        let (early, late) = if other.since < self.since {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        Self {
+            until: early.until.max(late.until),
+            failures: early.failures + late.failures,
+            ..early
+        }
+    }
+}
+
+/// The failures of one store since the last time they were taken.
+#[derive(Debug, Default)]
+pub struct OutageLog(Mutex<Option<Outage>>);
+
+impl OutageLog {
+    /// Notes `e` when it says the database was out of reach.
+    pub fn note(&self, e: &StoreError) {
+        let StoreError::Unreachable(why) = e else {
+            return;
+        };
+        self.add(Outage::new(
+            now_ms(),
+            format!("it could not reach it ({why})."),
+        ));
+    }
+
+    /// Adds `failures` to the run.
+    pub fn add(&self, failures: Outage) {
+        let mut run = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *run = Some(match run.take() {
+            Some(earlier) => earlier.merge(failures),
+            None => failures,
+        });
+    }
+
+    /// The failures noted since the last call, if any.
+    pub fn take(&self) -> Option<Outage> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_failures_keeps_its_first_reason_and_spans_them_all() {
+        let log = OutageLog::default();
+        log.note(&StoreError::Batch("no".into()));
+        assert_eq!(
+            log.take(),
+            None,
+            "only an unreachable database is an outage"
+        );
+        for why in ["refused", "reset"] {
+            log.note(&StoreError::Unreachable(why.into()));
+        }
+        let run = log.take().expect("noted");
+        assert_eq!(run.failures, 2);
+        assert_eq!(run.first, "it could not reach it (refused).");
+        assert!(run.since <= run.until);
+        assert_eq!(log.take(), None, "taken once");
+    }
+
+    #[test]
+    fn two_runs_merge_into_the_earlier_one() {
+        let a = Outage {
+            since: 10,
+            until: 20,
+            first: "a".into(),
+            failures: 2,
+        };
+        let b = Outage {
+            since: 5,
+            until: 15,
+            first: "b".into(),
+            failures: 1,
+        };
+        let m = a.merge(b);
+        assert_eq!(
+            (m.since, m.until, m.first.as_str(), m.failures),
+            (5, 20, "b", 3)
+        );
+    }
+}
