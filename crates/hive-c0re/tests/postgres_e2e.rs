@@ -73,6 +73,20 @@ fn alice_on(db: &TestDatabase, env: &[(&str, &str)], config: Option<&str>) -> (M
     (sim, hive)
 }
 
+/// A hive on `db` as node alpha, with no agents, heartbeating every `secs` seconds.
+fn alpha_beating_every(db: &TestDatabase, secs: &str) -> TestHive {
+    let mut opts = Opts::postgres(db, "alpha");
+    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), secs.into()));
+    TestHive::start_with(opts)
+}
+
+/// The last heartbeat `nodes --json` shows for alpha.
+fn alphas_heartbeat(hive: &TestHive) -> String {
+    let line = hive.ok(&["nodes", "--json"]);
+    let node: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    node["last_heartbeat"].as_str().unwrap().to_owned()
+}
+
 /// Sends `text` to alice and waits for her one answer and the end of her turn.
 fn ask_alice(hive: &TestHive, text: &str) -> String {
     let ended = turn_ends(hive);
@@ -296,9 +310,7 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let mut opts = Opts::postgres(&db, "alpha");
-    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "1".into()));
-    let hive = TestHive::start_with(opts);
+    let hive = alpha_beating_every(&db, "1");
     let (rt, store) = db.store();
     rt.block_on(store.send("w", "operator", "stored before"))
         .unwrap();
@@ -344,13 +356,6 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
     assert!(hive.ok(&["status"]).contains("no agents yet"));
 }
 
-/// The last heartbeat `nodes --json` shows for alpha.
-fn alphas_heartbeat(hive: &TestHive) -> String {
-    let line = hive.ok(&["nodes", "--json"]);
-    let node: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    node["last_heartbeat"].as_str().unwrap().to_owned()
-}
-
 /// A database out of reach for less than a heartbeat interval fails
 /// requests but no heartbeat; the operator is told of it all the same once
 /// the next beat is stored.
@@ -359,9 +364,7 @@ fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let mut opts = Opts::postgres(&db, "alpha");
-    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), "4".into()));
-    let hive = TestHive::start_with(opts);
+    let hive = alpha_beating_every(&db, "4");
     // Right after a beat, so the blip is over well before the next one.
     let before = alphas_heartbeat(&hive);
     hive.wait_for("a heartbeat", 10, |h| alphas_heartbeat(h) != before);
