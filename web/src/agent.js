@@ -8,7 +8,7 @@ import { localRow, renderEvent, turnFacts } from './render.js';
 import { mountShell } from './shell.js';
 import { icon } from './icons.js';
 import { mountTelemetry } from './telemetry.js';
-import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showSpace, since, spendBar, startClock, toast, twoClick, watchLogin } from './ui.js';
+import { $, badge, fill, banner, duration, flags, h, messageItem, run, setConn, showDatabase, showSpace, since, spendBar, startClock, toast, twoClick, watchLogin } from './ui.js';
 
 // The page is served at /agents/NAME (hive-c0re checked that NAME exists).
 const NAME = decodeURIComponent(location.pathname.split('/')[2] ?? '');
@@ -405,6 +405,8 @@ for (const b of document.querySelectorAll('.agent-head [data-action]')) {
 // ---- live -------------------------------------------------------------------
 
 async function refresh(first) {
+  // Answered from memory, so it shows while the reads below fail.
+  snapshot(['database'], api.database).then(({ alarm }) => showDatabase(alarm), () => {});
   try {
     const [r, m, inbox, space] = await Promise.all([
       snapshot(['agent'], () => api.agent(NAME)),
@@ -451,6 +453,7 @@ live(NAME, {
   events: ({ events }) => (ready ? addEvents(events) : buffered.push(...events)),
   inbox: ({ messages }) => showInbox(messages),
   space: ({ alarm }) => showSpace(alarm),
+  database: ({ alarm }) => showDatabase(alarm),
   agent_removed: () => banner(`${NAME} was destroyed: its history stays in the database until purged.`, 'Back to the hive', () => { location.href = '/'; }),
 }, setConn);
 

@@ -103,6 +103,8 @@ export const api = {
   webhooks: () => get('/api/webhooks'),
   /** {alarm}: the free-space alarm (SpaceAlarm), or null while space is fine. */
   space: () => get('/api/space'),
+  /** {alarm}: the database alarm (DatabaseAlarm) while this node cannot reach the hive's database, or null. */
+  database: () => get('/api/database'),
   /** Telemetry (StatsSummary) of one agent, or of all without a name; `since` e.g. '1h'. */
   stats: (name, since = '1h') => get(`/api/stats?${new URLSearchParams(name ? { agent: name, since } : { since })}`),
 };

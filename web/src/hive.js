@@ -10,7 +10,7 @@ import { showNeeds } from './needs.js';
 import { icon } from './icons.js';
 import { loadNotifications, mountBell, show as showNotifications } from './notifications.js';
 import { refresher } from './stats.js';
-import { $, fill, h, messageItem, run, setConn, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
+import { $, fill, h, messageItem, run, setConn, showDatabase, showSpace, since, startClock, toast, twoClick, until, watchLogin } from './ui.js';
 
 const hiddenDiffs = new Set(); // approval ids whose diff the operator folded away
 
@@ -231,6 +231,8 @@ async function loadAll() {
       snapshot(['questions'], api.questions).then(showQuestions),
       snapshot(['operator_inbox'], api.operatorMessages).then(showInbox),
       snapshot(['space'], api.space).then(({ alarm }) => showSpace(alarm)),
+      // Answered from memory, so it shows while the reads above fail.
+      snapshot(['database'], api.database).then(({ alarm }) => showDatabase(alarm)),
       loadNotifications(),
       snapshot(['webhooks'], api.webhooks).then(showWebhooks),
     ]);
@@ -250,6 +252,7 @@ live(null, {
   questions: ({ questions }) => showQuestions(questions),
   operator_inbox: ({ messages }) => showInbox(messages),
   space: ({ alarm }) => showSpace(alarm),
+  database: ({ alarm }) => showDatabase(alarm),
   notifications: showNotifications,
   webhooks: ({ webhooks }) => showWebhooks(webhooks),
   needs_you: showNeeds,

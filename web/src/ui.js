@@ -251,6 +251,12 @@ export function showSpace(alarm) {
   else hideBanner('space');
 }
 
+/** Shows the database alarm (a DatabaseAlarm) as the banner while it is on, and hides it when it clears. */
+export function showDatabase(alarm) {
+  if (alarm) banner(`Database out of reach since ${alarm.since}: ${alarm.message}`, null, null, 'database');
+  else hideBanner('database');
+}
+
 /**
  * Keeps a banner up while the server says this browser is not logged in:
  * its sentence says why and how to log in again (the link `hive-c0re urls`

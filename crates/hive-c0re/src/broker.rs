@@ -35,6 +35,8 @@ pub enum Change {
     Questions,
     /// The free-space alarm went on or cleared.
     Space,
+    /// The database alarm went on or cleared.
+    Database,
     /// Notifications were stored or marked read.
     Notifications,
     /// A webhook's queue or last result changed.

@@ -138,6 +138,8 @@ pub struct Hive {
     inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// The free-space alarm of the state's file system.
     space: Space,
+    /// On while this node's heartbeats fail for the database out of reach (`hive/nodes.rs`).
+    database_alarm: std::sync::Mutex<Option<hive_sh4re::dashboard::DatabaseAlarm>>,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
     /// The model API's health: agents' API trouble and the hive-wide backoff.
@@ -171,6 +173,7 @@ impl Hive {
         Arc::new(Self {
             admission: crate::admission::Admission::new(settings.max_concurrent_turns),
             space,
+            database_alarm: Default::default(),
             naps: Default::default(),
             store,
             paths,

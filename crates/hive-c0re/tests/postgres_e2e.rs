@@ -73,18 +73,49 @@ fn alice_on(db: &TestDatabase, env: &[(&str, &str)], config: Option<&str>) -> (M
     (sim, hive)
 }
 
-/// A hive on `db` as node alpha, with no agents, heartbeating every `secs` seconds.
+/// The dashboard token of [`alpha_beating_every`]'s hive.
+const TOKEN: &str = "postgres-e2e-token";
+
+/// A hive on `db` as node alpha, with no agents, heartbeating every `secs`
+/// seconds, its dashboard on a free loopback port (token [`TOKEN`]).
 fn alpha_beating_every(db: &TestDatabase, secs: &str) -> TestHive {
     let mut opts = Opts::postgres(db, "alpha");
-    opts.env.push(("HIVE_HEARTBEAT_SECS".into(), secs.into()));
+    opts.args.retain(|a| a != "--no-dashboard");
+    opts.args
+        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
+    opts.env.extend([
+        ("HIVE_HEARTBEAT_SECS".into(), secs.into()),
+        ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
+    ]);
     TestHive::start_with(opts)
+}
+
+/// The database alarm alpha's dashboard serves (`http://HOST:PORT/` is its address).
+fn database_alarm(address: &str) -> serde_json::Value {
+    let authority = address.trim_start_matches("http://").trim_end_matches('/');
+    let body = common::http_with(
+        authority,
+        "GET",
+        "/api/database",
+        "",
+        &[("X-Hive-Token", TOKEN)],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["alarm"].clone()
+}
+
+/// Alpha's line of `nodes --json`.
+fn alpha_node(hive: &TestHive) -> serde_json::Value {
+    serde_json::from_str(hive.ok(&["nodes", "--json"]).trim()).unwrap()
 }
 
 /// The last heartbeat `nodes --json` shows for alpha.
 fn alphas_heartbeat(hive: &TestHive) -> String {
-    let line = hive.ok(&["nodes", "--json"]);
-    let node: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    node["last_heartbeat"].as_str().unwrap().to_owned()
+    alpha_node(hive)["last_heartbeat"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Sends `text` to alice and waits for her one answer and the end of her turn.
@@ -311,6 +342,8 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
         return;
     };
     let hive = alpha_beating_every(&db, "1");
+    let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
+    assert!(database_alarm(&address).is_null());
     let (rt, store) = db.store();
     rt.block_on(store.send("w", "operator", "stored before"))
         .unwrap();
@@ -331,14 +364,25 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
             "{args:?}: {out:?}"
         );
     }
-    // A few heartbeats fail.
+    // A few heartbeats fail; every dashboard page shows why meanwhile.
     std::thread::sleep(std::time::Duration::from_millis(2_500));
     assert!(hive.log().contains("could not store this node's heartbeat"));
+    let alarm = database_alarm(&address);
+    assert!(
+        alarm["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("this node cannot reach the hive's database (")),
+        "{alarm}"
+    );
     db.set_reachable(true);
 
     hive.wait_for("the outage told to the operator", 20, |h| {
         !h.notifications_of("node_down").is_empty()
     });
+    assert!(
+        database_alarm(&address).is_null(),
+        "cleared by the beat that told it"
+    );
     let told = hive.notifications_of("node_down");
     assert_eq!(told.len(), 1, "{told:?}");
     let text = told[0]["text"].as_str().unwrap();

@@ -186,6 +186,8 @@ frames! {
     Questions(Questions) = "questions",
     /// The free-space alarm changed (every page).
     Space(Space) = "space",
+    /// The database alarm changed (every page).
+    Database(Database) = "database",
     /// Notifications were stored or read: the newest and the unread count (every page).
     Notifications(NotificationList) = "notifications",
     /// The webhooks' queues changed (hive page).
@@ -259,6 +261,23 @@ pub struct Approvals {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Questions {
     pub questions: Vec<Question>,
+}
+
+/// `database`: the alarm while this node cannot reach the hive's database, else null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Database {
+    pub alarm: Option<DatabaseAlarm>,
+}
+
+/// This node cannot reach the hive's database (several hosts on
+/// PostgreSQL): on from the first heartbeat that failed for it, off at the
+/// first one stored again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseAlarm {
+    /// RFC 3339 time the alarm went on.
+    pub since: String,
+    /// The sentence refusals carry meanwhile, the server's reason in it.
+    pub message: String,
 }
 
 /// `space`: the alarm while it is on, else null.
@@ -339,7 +358,7 @@ mod tests {
                 .unwrap(),
             r#"{"name":"bob"}"#
         );
-        assert_eq!(Frame::NAMES.len(), 15);
+        assert_eq!(Frame::NAMES.len(), 16);
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub(crate) async fn space(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "alarm": ctx.hive.space().alarm() }))
 }
 
+/// `GET /api/database`: the database alarm, or null while this node reaches its database.
+pub(crate) async fn database(State(ctx): State<Ctx>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "alarm": ctx.hive.database_alarm() }))
+}
+
 /// `GET /api/agents`: every agent's status row.
 pub(crate) async fn agents(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<AgentStatusRow>>> {
     Ok(Json(

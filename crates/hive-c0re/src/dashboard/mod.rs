@@ -156,6 +156,7 @@ pub(crate) fn router(ctx: Ctx) -> Router {
         .route("/api/webhooks", get(api::webhooks))
         .route("/api/stats", get(stats::stats))
         .route("/api/space", get(api::space))
+        .route("/api/database", get(api::database))
         .route("/api/stream", get(sse::stream))
         .route("/api/ping", post(actions::ping))
         .fallback(pages::fallback)

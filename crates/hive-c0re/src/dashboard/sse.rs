@@ -10,7 +10,8 @@
 //! `model` {agent, model: ModelInfo}, `agent_removed` {name}, `events` {agent,
 //! events}, `inbox` {agent, messages}, `operator_inbox` {messages},
 //! `approvals` {approvals}, `questions` {questions}, `space` {alarm: SpaceAlarm
-//! or null} (the free-space alarm went on or cleared), `notifications`
+//! or null} (the free-space alarm went on or cleared), `database` {alarm:
+//! DatabaseAlarm or null} (this node lost or regained its database), `notifications`
 //! {notifications, unread} (every page), `webhooks` {webhooks} (hive page),
 //! `needs_you` {items} (what waits on the operator, sent when it changed),
 //! `feed` {items} (new items of the hive-wide feed), `resync` {} (changes
@@ -25,7 +26,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hive_sh4re::dashboard::{
-    AgentRemoved, Approvals, EventsFrame, FeedFrame, Frame, Hello, Inbox, ModelChanged,
+    AgentRemoved, Approvals, Database, EventsFrame, FeedFrame, Frame, Hello, Inbox, ModelChanged,
     OperatorInbox, Questions, Resync, Space, StreamQuery, Webhooks,
 };
 use hive_sh4re::host::NeedsYou;
@@ -204,6 +205,7 @@ enum Work {
     Approvals,
     Questions,
     Space,
+    Database,
     Notifications,
     Webhooks,
     NeedsYou,
@@ -301,6 +303,7 @@ fn plan(c: Change) -> Vec<Work> {
         Change::Approvals => vec![Work::Approvals, Work::NeedsYou, Work::Feed],
         Change::Questions => vec![Work::Questions, Work::NeedsYou],
         Change::Space => vec![Work::Space],
+        Change::Database => vec![Work::Database],
         Change::Notifications => vec![Work::Notifications],
         Change::Webhooks => vec![Work::Webhooks],
     }
@@ -464,6 +467,12 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 alarm: hive.space().alarm(),
             };
             hub.send(Prepared::new(Audience::All, Frame::Space(space)));
+        }
+        Work::Database => {
+            let database = Database {
+                alarm: hive.database_alarm(),
+            };
+            hub.send(Prepared::new(Audience::All, Frame::Database(database)));
         }
         Work::Notifications => {
             if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)).await {

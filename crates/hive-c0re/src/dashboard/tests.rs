@@ -681,6 +681,57 @@ async fn stats_refuse_bad_queries_with_a_sentence() {
 }
 
 #[tokio::test]
+async fn the_database_alarm_is_served_and_streamed_to_every_page_while_it_is_on() {
+    let f = loopback();
+    tokio::spawn(sse::run(f.hive.clone(), f.ctx.hub.clone()));
+    tokio::task::yield_now().await;
+    let (s, b) = call(&f, get("/api/database")).await;
+    assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"alarm":null}"#));
+    let resp = router(f.ctx.clone())
+        .oneshot(get("/api/stream"))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    body.frame().await.unwrap().unwrap();
+    let mut next_frame = async || {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(frame.data_ref().unwrap()).into_owned()
+    };
+
+    let down = crate::store::StoreError::Unreachable("connection refused".into());
+    f.hive.set_database_alarm(Some(&down));
+    let (s, b) = call(&f, get("/api/database")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    let message = v["alarm"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("this node cannot reach the hive's database (connection refused)"),
+        "{b}"
+    );
+    let since = v["alarm"]["since"].as_str().unwrap().to_owned();
+    let text = next_frame().await;
+    assert!(
+        text.starts_with("event: database\n") && text.contains(message),
+        "{text}"
+    );
+    // Failing again keeps the first failure's time, and tells no one.
+    f.hive.set_database_alarm(Some(&down));
+    let (_, b) = call(&f, get("/api/database")).await;
+    assert!(b.contains(&since), "{b}");
+
+    f.hive.set_database_alarm(None);
+    let (_, b) = call(&f, get("/api/database")).await;
+    assert_eq!(b, r#"{"alarm":null}"#);
+    let text = next_frame().await;
+    assert_eq!(text, "event: database\ndata: {\"alarm\":null}\n\n");
+    f.hive.shutdown_token().cancel();
+}
+
+#[tokio::test]
 async fn the_free_space_alarm_is_served_while_it_is_on() {
     let f = loopback();
     let (s, b) = call(&f, get("/api/space")).await;

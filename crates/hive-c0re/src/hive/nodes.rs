@@ -19,11 +19,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hive_sh4re::dashboard::DatabaseAlarm;
 use hive_sh4re::host::NodeRow;
 use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::{AgentName, NodeName};
 
 use super::Hive;
+use crate::broker::Change;
 use crate::clock::{duration, now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::store::{AgentRow, Db, Outage, OutageLog, StoreError};
@@ -210,6 +212,42 @@ impl Hive {
             .await;
     }
 
+    /// The database alarm while it is on: this node's heartbeats fail for the
+    /// database out of reach.
+    pub fn database_alarm(&self) -> Option<DatabaseAlarm> {
+        self.database_alarm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Turns the database alarm on (with the refusals' sentence, kept from
+    /// the first failed beat) or off; every dashboard hears of a change.
+    pub(crate) fn set_database_alarm(&self, down: Option<&StoreError>) {
+        let mut alarm = self
+            .database_alarm
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let changed = match (alarm.is_some(), down) {
+            (false, Some(e)) => {
+                *alarm = Some(DatabaseAlarm {
+                    since: rfc3339(now_ms()),
+                    message: e.to_string(),
+                });
+                true
+            }
+            (true, None) => {
+                *alarm = None;
+                true
+            }
+            _ => false,
+        };
+        drop(alarm);
+        if changed {
+            self.broker.publish(Change::Database);
+        }
+    }
+
     /// The names of the agents whose home node is `node`.
     async fn agents_on(&self, node: &str) -> Result<Vec<String>> {
         Ok(self
@@ -283,6 +321,7 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                 if let Some(theirs) = hive.store.take_outage() {
                     failing.add(theirs);
                 }
+                hive.set_database_alarm(None);
                 if let Some(outage) = failing.take() {
                     hive.store_back(&outage).await;
                 }
@@ -293,8 +332,11 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                     tracing::warn!("could not store this node's heartbeat: {e}");
                     logged = true;
                 }
-                if !matches!(e, Error::Store(StoreError::Unreachable(_))) {
-                    failing.add(Outage::new(now_ms(), format!("{e}.")));
+                match &e {
+                    Error::Store(down @ StoreError::Unreachable(_)) => {
+                        hive.set_database_alarm(Some(down));
+                    }
+                    other => failing.add(Outage::new(now_ms(), format!("{other}."))),
                 }
             }
         }
