@@ -404,9 +404,16 @@ for (const b of document.querySelectorAll('.agent-head [data-action]')) {
 
 // ---- live -------------------------------------------------------------------
 
-async function refresh(first) {
-  // Answered from memory, so it shows while the reads below fail.
+/**
+ * The database alarm: answered from memory, so it shows while the page's
+ * other reads fail, and before its stream opens (which needs the database).
+ */
+function loadDatabase() {
   snapshot(['database'], api.database).then(({ alarm }) => showDatabase(alarm), () => {});
+}
+
+async function refresh(first) {
+  loadDatabase();
   try {
     const [r, m, inbox, space] = await Promise.all([
       snapshot(['agent'], () => api.agent(NAME)),
@@ -459,6 +466,7 @@ live(NAME, {
 
 mountBell();
 watchLogin();
+loadDatabase();
 startClock();
 input.focus();
 mountShell($('#shell-panel'), NAME);
