@@ -140,6 +140,9 @@ pub struct Hive {
     space: Space,
     /// On while this node's heartbeats fail for the database out of reach (`hive/nodes.rs`).
     database_alarm: std::sync::Mutex<Option<hive_sh4re::dashboard::DatabaseAlarm>>,
+    /// The values of the hive-wide secrets the webhooks name, as last read or
+    /// set: a webhook is still signed while the database is out of reach.
+    webhook_secrets: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Naps this daemon started: agent -> (stored `nap_until`, its end on the monotonic clock).
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
     /// The model API's health: agents' API trouble and the hive-wide backoff.
@@ -174,6 +177,7 @@ impl Hive {
             admission: crate::admission::Admission::new(settings.max_concurrent_turns),
             space,
             database_alarm: Default::default(),
+            webhook_secrets: Default::default(),
             naps: Default::default(),
             store,
             paths,

@@ -10,7 +10,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
+use common::webhook::{Receiver, start_receiver};
 use common::{ModelSim, Opts, TestDatabase, TestHive};
 
 /// `ping` is answered with `pong`; `print your environment` runs `env` and
@@ -442,6 +444,100 @@ fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
         "{text}"
     );
     assert!(hive.ok(&["status"]).contains("no agents yet"));
+}
+
+/// While the database is out of reach, so is the notifications' queue: the
+/// webhooks that want `node_down` hear of it straight from the node (the json
+/// one signed with the key read before), and of its end through the queue
+/// once the database answers again.
+#[test]
+fn webhooks_hear_of_a_database_out_of_reach_while_it_lasts() {
+    const KEY: &str = "outage-hmac-key-0123456789";
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let recv = Arc::new(Receiver::default());
+    let addr = start_receiver(recv.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[webhooks]]
+name = "signed"
+url = "http://{addr}/json"
+format = "json"
+secret = "WEBHOOK_KEY"
+kinds = ["node_down"]
+
+[[webhooks]]
+name = "chat"
+url = "http://{addr}/slack"
+format = "slack"
+kinds = ["node_down"]
+"#
+        ),
+    )
+    .unwrap();
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.env.extend([
+        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
+        ("HIVE_CONFIG".into(), config.display().to_string()),
+    ]);
+    let hive = TestHive::start_with(opts);
+    let set =
+        hive.request(serde_json::json!({"cmd": "secret_set", "name": "WEBHOOK_KEY", "value": KEY}));
+    assert_eq!(set["ok"], true, "{set}");
+    let got = || recv.got.lock().unwrap().clone();
+
+    db.set_reachable(false);
+    hive.wait_for("the alert at both webhooks", 20, |_| got().len() >= 2);
+    let alerts = got();
+    db.set_reachable(true);
+    let json = alerts
+        .iter()
+        .find(|g| g.path == "/json")
+        .expect("the json alert");
+    let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(
+        (v["id"].as_i64(), v["kind"].as_str()),
+        (Some(0), Some("node_down")),
+        "{v}"
+    );
+    assert!(
+        v["text"].as_str().unwrap().starts_with("Node alpha since ")
+            && v["text"]
+                .as_str()
+                .unwrap()
+                .contains("this node cannot reach the hive's database ("),
+        "{v}"
+    );
+    assert!(json.signed_with(KEY), "{json:?}");
+    let chat = alerts
+        .iter()
+        .find(|g| g.path == "/slack")
+        .expect("the chat alert");
+    assert!(chat.body.contains("cannot reach the hive"), "{}", chat.body);
+
+    hive.wait_for("the stored notification at both webhooks", 30, |_| {
+        got().len() >= 4
+    });
+    let after = got();
+    let stored = after[2..]
+        .iter()
+        .find(|g| g.path == "/json")
+        .expect("the queued json delivery");
+    let v: serde_json::Value = serde_json::from_str(&stored.body).unwrap();
+    assert!(
+        v["id"].as_i64().unwrap() > 0
+            && v["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Node alpha could not use the hive's database for "),
+        "{v}"
+    );
+    assert!(stored.signed_with(KEY));
 }
 
 /// The database out of reach in the middle of a real agent's turn: the

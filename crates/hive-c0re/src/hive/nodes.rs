@@ -223,29 +223,31 @@ impl Hive {
 
     /// Turns the database alarm on (with the refusals' sentence, kept from
     /// the first failed beat) or off; every dashboard hears of a change.
-    pub(crate) fn set_database_alarm(&self, down: Option<&StoreError>) {
+    /// True when it went on.
+    pub(crate) fn set_database_alarm(&self, down: Option<&StoreError>) -> bool {
         let mut alarm = self
             .database_alarm
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let changed = match (alarm.is_some(), down) {
+        let (changed, on) = match (alarm.is_some(), down) {
             (false, Some(e)) => {
                 *alarm = Some(DatabaseAlarm {
                     since: rfc3339(now_ms()),
                     message: e.to_string(),
                 });
-                true
+                (true, true)
             }
             (true, None) => {
                 *alarm = None;
-                true
+                (true, false)
             }
-            _ => false,
+            _ => (false, false),
         };
         drop(alarm);
         if changed {
             self.broker.publish(Change::Database);
         }
+        on
     }
 
     /// The names of the agents whose home node is `node`.
@@ -334,13 +336,31 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                 }
                 match &e {
                     Error::Store(down @ StoreError::Unreachable(_)) => {
-                        hive.set_database_alarm(Some(down));
+                        if hive.set_database_alarm(Some(down)) {
+                            hive.spawn_task(alert_database_down(hive.clone(), down.to_string()));
+                        }
                     }
                     other => failing.add(Outage::new(now_ms(), format!("{other}."))),
                 }
             }
         }
     }
+}
+
+/// Tells the webhooks that want `node_down` that this node lost its database,
+/// straight, since the notifications' queue is in the database; the
+/// `node_down` notification stored once it is back follows as usual.
+async fn alert_database_down(hive: Arc<Hive>, why: String) {
+    let text = format!(
+        "Node {} since {}: {why}. Its agents' processes keep running, and what is asked of this \
+         node fails with an error until the database answers again.",
+        hive.node(),
+        hive.database_alarm().map(|a| a.since).unwrap_or_default(),
+    );
+    hive.alert_webhooks(NotificationKind::NodeDown, &text, || {
+        hive.database_alarm().is_some()
+    })
+    .await;
 }
 
 /// The sentence on a node's agents: `No agents live there.`, `1 agent lives

@@ -235,20 +235,107 @@ impl Hive {
         self.broker.publish(Change::Webhooks);
     }
 
-    /// The value of the secret a webhook names, if it names one.
+    /// The value of the secret a webhook names, if it names one; the value
+    /// last read or set when the store cannot be read.
     async fn webhook_secret(&self, hook: &Webhook) -> std::result::Result<Option<String>, String> {
         let Some(name) = &hook.secret else {
             return Ok(None);
         };
         match self.hive_secret(name).await {
-            Ok(Some(v)) => Ok(Some(v)),
+            Ok(Some(v)) => {
+                self.remember_webhook_secret(name.as_str(), Some(&v));
+                Ok(Some(v))
+            }
             Ok(None) => Err(format!(
                 "the secret {name} is not set: hive-c0re secret set {name}"
             )),
-            Err(e) => Err(format!("could not read the secret {name}: {e}")),
+            Err(e) => self
+                .webhook_secrets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name.as_str())
+                .map(|v| Ok(Some(v.clone())))
+                .unwrap_or_else(|| Err(format!("could not read the secret {name}: {e}"))),
         }
     }
+
+    /// Keeps (or, with None, drops) the value of hive-wide secret `name` if a webhook names it.
+    pub(super) fn remember_webhook_secret(&self, name: &str, value: Option<&str>) {
+        let named = self
+            .settings
+            .webhooks
+            .hooks
+            .iter()
+            .any(|h| h.secret.as_ref().is_some_and(|s| s.as_str() == name));
+        if !named {
+            return;
+        }
+        let mut kept = self
+            .webhook_secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => kept.insert(name.to_owned(), v.to_owned()),
+            None => kept.remove(name),
+        };
+    }
+
+    /// Sends `text` straight to every webhook that wants `kind`, around the
+    /// store: what the operator hears while the database (where the
+    /// notifications and their queue live) is out of reach. Nothing is
+    /// stored, so its id is 0. Each webhook is tried up to [`DIRECT_TRIES`]
+    /// times, backing off as a queued delivery does, while `still` holds.
+    pub(crate) async fn alert_webhooks(
+        &self,
+        kind: NotificationKind,
+        text: &str,
+        still: impl Fn() -> bool,
+    ) {
+        let n = Notification {
+            id: 0,
+            ts: rfc3339(now_ms()),
+            kind,
+            agent: None,
+            text: clean(text),
+            link: self.settings.webhooks.link(&link_for(kind, None)),
+            read: false,
+        };
+        let hooks = self
+            .settings
+            .webhooks
+            .hooks
+            .iter()
+            .filter(|h| h.kinds.contains(&kind));
+        let sends = hooks.map(|hook| {
+            let n = &n;
+            let still = &still;
+            async move {
+                let secret = match self.webhook_secret(hook).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(webhook = %hook.name, "could not send the {kind} alert: {e}");
+                        return;
+                    }
+                };
+                let req = webhooks::request(hook, n, secret.as_deref());
+                for attempt in 1..=DIRECT_TRIES {
+                    match webhooks::send(&req).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(webhook = %hook.name, attempt, "could not send the {kind} alert: {e}"),
+                    }
+                    tokio::time::sleep(webhooks::backoff(attempt)).await;
+                    if !still() {
+                        return;
+                    }
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
+    }
 }
+
+/// How many times [`Hive::alert_webhooks`] tries each webhook.
+const DIRECT_TRIES: u32 = 4;
 
 /// Tells the summaries of held-back notifications as their windows end, until the hive shuts down.
 pub async fn tell_held_back(hive: Arc<Hive>) {
@@ -310,6 +397,8 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
 
 /// One webhook's delivery loop.
 async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
+    // Read now, so an alert sent around the store can be signed (see `alert_webhooks`).
+    let _ = hive.webhook_secret(&hook).await;
     let mut wake = hive.webhook_wake.subscribe();
     loop {
         // Marked seen before the queue is read, so a notification stored meanwhile wakes the wait below.

@@ -110,6 +110,9 @@ impl Hive {
         self.store
             .set_secret(name.as_str(), agent.map(AgentName::as_str), value.expose())
             .await?;
+        if agent.is_none() {
+            self.remember_webhook_secret(name.as_str(), Some(value.expose()));
+        }
         self.secrets_changed(agent).await
     }
 
@@ -127,6 +130,9 @@ impl Hive {
             return Err(Error::refused(format!(
                 "there is no secret {name} {scope}: see hive-c0re secret list"
             )));
+        }
+        if agent.is_none() {
+            self.remember_webhook_secret(name.as_str(), None);
         }
         self.secrets_changed(agent).await
     }

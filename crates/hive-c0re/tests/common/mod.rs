@@ -2,6 +2,8 @@
 //! through its CLI and raw host.sock lines, the way an operator does.
 #![allow(dead_code)]
 
+pub mod webhook;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
