@@ -250,13 +250,22 @@ impl Hive {
                 "the secret {name} is not set: hive-c0re secret set {name}"
             )),
             Err(e) => self
-                .webhook_secrets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name.as_str())
-                .map(|v| Ok(Some(v.clone())))
-                .unwrap_or_else(|| Err(format!("could not read the secret {name}: {e}"))),
+                .kept_webhook_secret(hook)
+                .ok_or_else(|| format!("could not read the secret {name}: {e}")),
         }
+    }
+
+    /// The secret `hook` needs without reading the store: `Some(None)` when
+    /// it names none, the value kept when it does; None when none is kept.
+    fn kept_webhook_secret(&self, hook: &Webhook) -> Option<Option<String>> {
+        let Some(name) = &hook.secret else {
+            return Some(None);
+        };
+        self.webhook_secrets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name.as_str())
+            .map(|v| Some(v.clone()))
     }
 
     /// Keeps (or, with None, drops) the value of hive-wide secret `name` if a webhook names it.
@@ -284,7 +293,8 @@ impl Hive {
     /// store: what the operator hears while the database (where the
     /// notifications and their queue live) is out of reach. Nothing is
     /// stored, so its id is 0. Each webhook is tried up to [`DIRECT_TRIES`]
-    /// times, backing off as a queued delivery does, while `still` holds.
+    /// times, backing off as a queued delivery does, while `still` holds and
+    /// the daemon runs.
     pub(crate) async fn alert_webhooks(
         &self,
         kind: NotificationKind,
@@ -310,7 +320,12 @@ impl Hive {
             let n = &n;
             let still = &still;
             async move {
-                let secret = match self.webhook_secret(hook).await {
+                // The value kept first: the store is what is failing.
+                let secret = match self.kept_webhook_secret(hook) {
+                    Some(kept) => Ok(kept),
+                    None => self.webhook_secret(hook).await,
+                };
+                let secret = match secret {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(webhook = %hook.name, "could not send the {kind} alert: {e}");
@@ -323,7 +338,13 @@ impl Hive {
                         Ok(()) => return,
                         Err(e) => tracing::warn!(webhook = %hook.name, attempt, "could not send the {kind} alert: {e}"),
                     }
-                    tokio::time::sleep(webhooks::backoff(attempt)).await;
+                    if attempt == DIRECT_TRIES {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(webhooks::backoff(attempt)) => {}
+                        _ = self.shutdown_token().cancelled() => return,
+                    }
                     if !still() {
                         return;
                     }
