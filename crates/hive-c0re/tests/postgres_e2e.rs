@@ -560,7 +560,13 @@ fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
         h.row("alice").unwrap()["state"] == "thinking"
     });
     db.set_reachable(false);
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    // Away until the turn has run into it (on a loaded machine the model's
+    // answer may come after a fixed pause), and no longer than the lease lasts.
+    hive.wait_for("the turn paused by the outage", 20, |h| {
+        h.log()
+            .contains("hive-c0re cannot reach its store; sending the request again every second")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
     db.set_reachable(true);
 
     let got = hive.recv_operator(90);
