@@ -163,13 +163,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     hive.spawn_task(hive.clone().watch_space());
     hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
 
-    let listener = crate::host_sock::bind(&paths.host_sock())?;
-    let host = hive.spawn_task(crate::host_sock::serve(hive.clone(), listener));
-    if let Some(d) = dashboard {
-        crate::dashboard::serve(&hive, d);
-    }
-
-    // Before any agent is created or started: it claims agents stored before nodes existed.
+    // Before any agent is created or started (it claims agents stored before
+    // nodes existed), and before host.sock answers: a node that serves is listed.
     // On a full disk the hive still starts; the heartbeat task registers once there is room.
     match hive.register_node().await {
         Ok(()) => {}
@@ -178,6 +173,13 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     }
+
+    let listener = crate::host_sock::bind(&paths.host_sock())?;
+    let host = hive.spawn_task(crate::host_sock::serve(hive.clone(), listener));
+    if let Some(d) = dashboard {
+        crate::dashboard::serve(&hive, d);
+    }
+
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
     hive.spawn_task(crate::hive::wakes::follow(hive.clone()));
     hive.run_wanted().await?;
