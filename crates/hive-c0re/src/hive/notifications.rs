@@ -246,9 +246,13 @@ impl Hive {
                 self.remember_webhook_secret(name.as_str(), Some(&v));
                 Ok(Some(v))
             }
-            Ok(None) => Err(format!(
-                "the secret {name} is not set: hive-c0re secret set {name}"
-            )),
+            Ok(None) => {
+                // Removed, perhaps on another node: not kept for an alert either.
+                self.remember_webhook_secret(name.as_str(), None);
+                Err(format!(
+                    "the secret {name} is not set: hive-c0re secret set {name}"
+                ))
+            }
             Err(e) => self
                 .kept_webhook_secret(hook)
                 .ok_or_else(|| format!("could not read the secret {name}: {e}")),
