@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use hive_sh4re::AgentName;
 use nix::fcntl::{Flock, FlockArg};
+use tokio_util::sync::CancellationToken;
 
 use crate::agent_sock::AgentSockets;
 use crate::hive::{DEFAULT_TURN_TIMEOUT, Hive, Settings};
@@ -74,7 +75,14 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let paths = opts.paths.clone();
     raise_fd_limit();
     // Before host.sock answers: a stop right after start must still shut down cleanly.
-    let stop_signal = stop_signal();
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let (signal, stopping) = (stop_signal(), stopping.clone());
+        async move {
+            signal.await;
+            stopping.cancel();
+        }
+    });
     std::fs::create_dir_all(&paths.run)
         .with_context(|| format!("could not create the run dir {}", paths.run.display()))?;
     std::fs::create_dir_all(paths.agents_root())
@@ -111,27 +119,43 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // claims come back when this node takes its lease (`hive/leases.rs`):
     // another daemon of the same name may still hold it, mid-turn.
     // On a disk with no room at all that waits for space (see `Hive::space_changed`).
-    let mut release_deferred = false;
-    match store.release_claims_at_start().await {
-        Ok(0) => {}
-        Ok(released) => tracing::info!(
+    let released = until_reachable(
+        "returning messages of interrupted turns",
+        &stopping,
+        || async {
+            match store.release_claims_at_start().await {
+                Err(e) if e.is_disk_full() => Ok(None),
+                other => Ok(Some(other?)),
+            }
+        },
+    );
+    let Some(released) = released.await? else {
+        return Ok(());
+    };
+    let release_deferred = released.is_none();
+    match released {
+        None => tracing::warn!(
+            "the disk is full: messages of interrupted turns go back to their inboxes once space is freed"
+        ),
+        Some(0) => {}
+        Some(released) => tracing::info!(
             released,
             "returned messages of interrupted turns to their inboxes"
         ),
-        Err(e) if e.is_disk_full() => {
-            tracing::warn!(
-                "the disk is full: messages of interrupted turns go back to their inboxes once space is freed"
-            );
-            release_deferred = true;
-        }
-        Err(e) => return Err(e.into()),
     }
 
     let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
     // Every range of an agent this node runs is this hive's before anything of
     // it is touched; one another hive has meanwhile taken stays with it (its
     // agent will not start). Other nodes' agents hold their ranges on their hosts.
-    for row in store.agents().await? {
+    let Some(agents) = until_reachable("reading the agents", &stopping, || async {
+        Ok(store.agents().await?)
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    for row in agents {
         if crate::hive::nodes::runs_here(&store, &row, &node)
             && runtime.agent_uid(row.uid_base).is_some()
             && let Err(e) = runtime.uid_ranges().hold(row.uid_base)
@@ -166,12 +190,17 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     // Before any agent is created or started (it claims agents stored before
     // nodes existed), and before host.sock answers: a node that serves is listed.
     // On a full disk the hive still starts; the heartbeat task registers once there is room.
-    match hive.register_node().await {
-        Ok(()) => {}
-        Err(e) if e.is_disk_full() => {
-            tracing::warn!("the disk is full: this node registers once space is freed")
+    let registered = until_reachable("registering this node", &stopping, || async {
+        match hive.register_node().await {
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!("the disk is full: this node registers once space is freed");
+                Ok(())
+            }
+            other => other,
         }
-        Err(e) => return Err(e.into()),
+    });
+    if registered.await?.is_none() {
+        return stop_early(&hive, &paths).await;
     }
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -182,17 +211,20 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
 
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
     hive.spawn_task(crate::hive::wakes::follow(hive.clone()));
-    hive.run_wanted().await?;
-    let manager = AgentName::manager();
-    if !opts.no_manager && !hive.has_agent(&manager).await? {
-        let made = hive.spawn(&manager, None, None).await;
-        // Nodes starting together on an empty database race to make the
-        // hive's one manager: the store lets one in, and the others go on.
-        if let Err(e) = made {
-            if !hive.has_agent(&manager).await? {
-                return Err(e).context("could not create the manager agent");
-            }
-            tracing::info!("another node created the manager meanwhile");
+    let agents_started = until_reachable("starting this node's agents", &stopping, || {
+        hive.run_wanted()
+    });
+    if agents_started.await?.is_none() {
+        return stop_early(&hive, &paths).await;
+    }
+    if !opts.no_manager {
+        let made = until_reachable("making the manager", &stopping, || make_manager(&hive));
+        if made
+            .await
+            .context("could not create the manager agent")?
+            .is_none()
+        {
+            return stop_early(&hive, &paths).await;
         }
     }
     hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
@@ -215,7 +247,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
     hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown_token().clone()));
-    stop_signal.await;
+    stopping.cancelled().await;
     tracing::info!("shutting down");
     opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
     hive.shut_down().await;
@@ -226,6 +258,66 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             TASKS_WAIT.as_secs()
         );
     }
+    let _ = std::fs::remove_file(paths.host_sock());
+    Ok(())
+}
+
+/// Makes the hive's manager unless it has one.
+async fn make_manager(hive: &Arc<Hive>) -> crate::error::Result<()> {
+    let manager = AgentName::manager();
+    if hive.has_agent(&manager).await? {
+        return Ok(());
+    }
+    // Nodes starting together on an empty database race to make the
+    // hive's one manager: the store lets one in, and the others go on.
+    if let Err(e) = hive.spawn(&manager, None, None).await {
+        if e.is_unreachable() || !hive.has_agent(&manager).await? {
+            return Err(e);
+        }
+        tracing::info!("another node created the manager meanwhile");
+    }
+    Ok(())
+}
+
+/// First and longest waits of [`until_reachable`].
+const START_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
+/// Runs a step of serve's start (`what`) again, with a warning each time,
+/// while it fails for the database out of reach, as the supervisor does once
+/// serve runs: a database that goes away for a moment during a start delays
+/// it and ends nothing. None when a stop signal came meanwhile.
+async fn until_reachable<T, F, Fut>(
+    what: &str,
+    stopping: &CancellationToken,
+    mut step: F,
+) -> Result<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    let mut wait = START_RETRY.0;
+    loop {
+        match step().await {
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(
+                    "the database is out of reach while {what}; trying again in {} ms (stop serve to give up): {e}",
+                    wait.as_millis()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.cancelled() => return Ok(None),
+                }
+                wait = (wait * 2).min(START_RETRY.1);
+            }
+            other => return Ok(Some(other?)),
+        }
+    }
+}
+
+/// Ends a serve that was told to stop during its start.
+async fn stop_early(hive: &Arc<Hive>, paths: &Paths) -> Result<()> {
+    tracing::info!("shutting down before the start was done");
+    hive.shut_down().await;
     let _ = std::fs::remove_file(paths.host_sock());
     Ok(())
 }

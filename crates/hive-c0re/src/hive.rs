@@ -442,15 +442,21 @@ impl Hive {
     /// Starts every agent of this node that should be running and has not
     /// failed: what a restart of hive-c0re brings back. Another node's agents
     /// are that node's to run. One that cannot start is logged and left.
+    /// The database out of reach ends it with that error, to be called again
+    /// once it is back: the agents it started meanwhile are skipped then.
     pub async fn run_wanted(self: &Arc<Self>) -> Result<()> {
         for row in self.store.agents().await? {
             if row.want_running
                 && !row.failed
                 && nodes::runs_here(&self.store, &row, &self.settings.node)
+                && !self.supervisor.is_supervised(&row.name)
                 && let Ok(name) = AgentName::parse(&row.name)
-                && let Err(e) = self.run(&name).await
             {
-                tracing::error!(agent = %name, "could not start the agent: {e}");
+                match self.run(&name).await {
+                    Err(e) if e.is_unreachable() => return Err(e),
+                    Err(e) => tracing::error!(agent = %name, "could not start the agent: {e}"),
+                    Ok(()) => {}
+                }
             }
         }
         Ok(())

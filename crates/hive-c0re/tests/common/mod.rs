@@ -105,6 +105,40 @@ impl TestDatabase {
         });
     }
 
+    /// Takes `table`'s strongest lock in a transaction left open (as the
+    /// superuser) and returns what holds it: every reader and writer of the
+    /// table waits until both are dropped or the database is taken away.
+    pub fn lock(&self, table: &str) -> (tokio::runtime::Runtime, tokio_postgres::Client) {
+        let rt = current_thread();
+        let client = rt.block_on(async {
+            let c = hive_c0re::store::pg::TestCluster::shared()
+                .connect_as("postgres", &self.name)
+                .await;
+            c.batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;"
+            ))
+            .await
+            .unwrap();
+            c
+        });
+        (rt, client)
+    }
+
+    /// How many sessions on this database wait for a lock.
+    pub fn lock_waiters(&self) -> i64 {
+        current_thread().block_on(async {
+            let admin = hive_c0re::store::pg::TestCluster::shared().admin().await;
+            admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+                    &[&self.name],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        })
+    }
+
     /// A handle on the database's store, as a node has one, and a runtime to drive it.
     pub fn store(&self) -> (tokio::runtime::Runtime, hive_c0re::store::Db) {
         let rt = current_thread();
