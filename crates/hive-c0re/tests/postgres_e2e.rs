@@ -259,14 +259,14 @@ fn a_database_gone_while_serve_starts_delays_the_start_and_ends_nothing() {
     let outage = std::thread::scope(|s| {
         let outage = s.spawn(|| {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while db.lock_waiters() == 0 {
+            while db.lock_waiters("INSERT INTO nodes") == 0 {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "serve never reached the lock"
                 );
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            db.set_reachable(false);
+            db.take_away_waiting_in("INSERT INTO nodes");
             std::thread::sleep(std::time::Duration::from_secs(2));
             db.set_reachable(true);
         });
@@ -463,20 +463,26 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
 }
 
 /// A database out of reach for less than a heartbeat interval fails
-/// requests but no heartbeat; the operator is told of it all the same once
-/// the next beat is stored.
+/// requests but no heartbeat; the dashboard shows the alarm from the first
+/// failed request, and the operator is told of it all the same once the
+/// next beat is stored.
 #[test]
 fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
     let hive = alpha_beating_every(&db, "4");
+    let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
     // Right after a beat, so the blip is over well before the next one.
     let before = alphas_heartbeat(&hive);
     hive.wait_for("a heartbeat", 10, |h| alphas_heartbeat(h) != before);
     let beat = std::time::Instant::now();
     db.set_reachable(false);
     let out = hive.cli(&["status"]);
+    // The failed request raises the dashboard's alarm at once, no beat failed.
+    hive.wait_for("the alarm raised by the failed request", 2, |_| {
+        !database_alarm(&address).is_null()
+    });
     db.set_reachable(true);
     let blip = beat.elapsed();
     assert!(
@@ -488,6 +494,10 @@ fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
     hive.wait_for("the blip told to the operator", 20, |h| {
         !h.notifications_of("node_down").is_empty()
     });
+    assert!(
+        database_alarm(&address).is_null(),
+        "cleared by the beat that told it"
+    );
     assert!(
         !hive.log().contains("could not store this node's heartbeat"),
         "a heartbeat failed too (the blip took {blip:?}), so this ran no blip between beats: {}",

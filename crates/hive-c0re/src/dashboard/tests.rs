@@ -702,7 +702,7 @@ async fn the_database_alarm_is_served_and_streamed_to_every_page_while_it_is_on(
         String::from_utf8_lossy(frame.data_ref().unwrap()).into_owned()
     };
 
-    let down = crate::store::StoreError::Unreachable("connection refused".into());
+    let down = crate::store::StoreError::Unreachable("connection refused".into()).to_string();
     f.hive.set_database_alarm(Some(&down));
     let (s, b) = call(&f, get("/api/database")).await;
     assert_eq!(s, StatusCode::OK, "{b}");

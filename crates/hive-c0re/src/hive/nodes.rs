@@ -212,8 +212,8 @@ impl Hive {
             .await;
     }
 
-    /// The database alarm while it is on: this node's heartbeats fail for the
-    /// database out of reach.
+    /// The database alarm while it is on: this node found the database out
+    /// of reach, and no heartbeat has been stored since.
     pub fn database_alarm(&self) -> Option<DatabaseAlarm> {
         self.database_alarm
             .lock()
@@ -221,10 +221,10 @@ impl Hive {
             .clone()
     }
 
-    /// Turns the database alarm on (with the refusals' sentence, kept from
-    /// the first failed beat) or off; every dashboard hears of a change.
+    /// Turns the database alarm on (with the refusal's sentence, kept from
+    /// the first failure) or off; every dashboard hears of a change.
     /// True when it went on.
-    pub(crate) fn set_database_alarm(&self, down: Option<&StoreError>) -> bool {
+    pub(crate) fn set_database_alarm(&self, down: Option<&str>) -> bool {
         let mut alarm = self
             .database_alarm
             .lock()
@@ -233,7 +233,7 @@ impl Hive {
             (false, Some(e)) => {
                 *alarm = Some(DatabaseAlarm {
                     since: rfc3339(now_ms()),
-                    message: e.to_string(),
+                    message: e.to_owned(),
                 });
                 (true, true)
             }
@@ -296,8 +296,8 @@ pub async fn heartbeat(hive: Arc<Hive>) {
     // The beats failed for other reasons than the database out of reach
     // (which the store notes itself), such as a full disk.
     let failing = OutageLog::default();
-    // Whether the current run of failed beats has been logged.
-    let mut logged = false;
+    // Whether the current run of failed beats has been logged, and told to the webhooks.
+    let (mut logged, mut alerted) = (false, false);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -327,7 +327,7 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                 if let Some(outage) = failing.take() {
                     hive.store_back(&outage).await;
                 }
-                logged = false;
+                (logged, alerted) = (false, false);
             }
             Err(e) => {
                 if !logged {
@@ -336,13 +336,42 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                 }
                 match &e {
                     Error::Store(down @ StoreError::Unreachable(_)) => {
-                        if hive.set_database_alarm(Some(down)) {
+                        hive.set_database_alarm(Some(&down.to_string()));
+                        // A failed beat, not the first failed request: a
+                        // blip between beats is shown and told after, and
+                        // wakes no one.
+                        if !alerted {
+                            alerted = true;
                             hive.spawn_task(alert_database_down(hive.clone(), down.to_string()));
                         }
                     }
-                    other => failing.add(Outage::new(now_ms(), format!("{other}."))),
+                    other => {
+                        failing.add(Outage::new(now_ms(), format!("{other}.")));
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Turns the database alarm on at the first request that finds the database
+/// out of reach (any request, not only a heartbeat), so the dashboard shows
+/// it at once; the next heartbeat stored turns it off.
+pub async fn raise_database_alarm(hive: Arc<Hive>) {
+    let Some(mut began) = hive.store.outage_beginnings() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            r = began.changed() => if r.is_err() { return },
+            _ = hive.shutdown_token().cancelled() => return,
+        }
+        let first = began.borrow_and_update().clone();
+        // Not when a heartbeat has taken the run meanwhile: it is over.
+        if let Some(first) = first
+            && hive.store.outage_open()
+        {
+            hive.set_database_alarm(Some(&first));
         }
     }
 }

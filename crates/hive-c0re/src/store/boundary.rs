@@ -69,6 +69,24 @@ impl Db {
         }
     }
 
+    /// Changes when a run of requests failed for the database out of reach
+    /// begins (see [`super::OutageLog::beginnings`]); None on sqlite.
+    pub fn outage_beginnings(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(s) => Some(s.outages().beginnings()),
+        }
+    }
+
+    /// True while requests failed for the database out of reach have not
+    /// been told yet ([`Db::take_outage`]).
+    pub fn outage_open(&self) -> bool {
+        match self {
+            Db::Sqlite(_) => false,
+            Db::Postgres(s) => s.outages().is_open(),
+        }
+    }
+
     /// Gives freed space back to the file system (sqlite); PostgreSQL's autovacuum does that itself.
     pub async fn checkpoint(&self) -> Result<()> {
         match self {

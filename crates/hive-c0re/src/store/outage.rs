@@ -5,6 +5,8 @@
 
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+
 use super::StoreError;
 use crate::clock::now_ms;
 
@@ -49,7 +51,11 @@ impl Outage {
 
 /// The failures of one store since the last time they were taken.
 #[derive(Debug, Default)]
-pub struct OutageLog(Mutex<Option<Outage>>);
+pub struct OutageLog {
+    run: Mutex<Option<Outage>>,
+    /// The error of the failure that began the run, each time one begins.
+    began: watch::Sender<Option<String>>,
+}
 
 impl OutageLog {
     /// Notes `e` when it says the database was out of reach.
@@ -57,24 +63,39 @@ impl OutageLog {
         let StoreError::Unreachable(why) = e else {
             return;
         };
-        self.add(Outage::new(
+        if self.add(Outage::new(
             now_ms(),
             format!("it could not reach it ({why})."),
-        ));
+        )) {
+            self.began.send_replace(Some(e.to_string()));
+        }
     }
 
-    /// Adds `failures` to the run.
-    pub fn add(&self, failures: Outage) {
-        let mut run = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *run = Some(match run.take() {
-            Some(earlier) => earlier.merge(failures),
-            None => failures,
-        });
+    /// Adds `failures` to the run; true when they begin it.
+    pub fn add(&self, failures: Outage) -> bool {
+        let mut run = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        let (merged, began) = match run.take() {
+            Some(earlier) => (earlier.merge(failures), false),
+            None => (failures, true),
+        };
+        *run = Some(merged);
+        began
     }
 
     /// The failures noted since the last call, if any.
     pub fn take(&self) -> Option<Outage> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.run.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// True while failures are noted and not taken yet.
+    pub fn is_open(&self) -> bool {
+        self.run.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Changes when a run of failures begins, to the error (as a sentence)
+    /// that began it, so the operator can be shown it at once.
+    pub fn beginnings(&self) -> watch::Receiver<Option<String>> {
+        self.began.subscribe()
     }
 }
 
@@ -94,11 +115,34 @@ mod tests {
         for why in ["refused", "reset"] {
             log.note(&StoreError::Unreachable(why.into()));
         }
+        assert!(log.is_open());
         let run = log.take().expect("noted");
+        assert!(!log.is_open());
         assert_eq!(run.failures, 2);
         assert_eq!(run.first, "it could not reach it (refused).");
         assert!(run.since <= run.until);
         assert_eq!(log.take(), None, "taken once");
+    }
+
+    #[test]
+    fn each_run_is_told_as_it_begins_with_its_first_error() {
+        let log = OutageLog::default();
+        let mut began = log.beginnings();
+        log.note(&StoreError::Unreachable("refused".into()));
+        assert!(began.has_changed().unwrap());
+        let first = began.borrow_and_update().clone().expect("told");
+        assert!(first.contains("(refused)"), "{first}");
+        log.note(&StoreError::Unreachable("reset".into()));
+        assert!(!began.has_changed().unwrap(), "the same run");
+        log.take();
+        log.note(&StoreError::Unreachable("again".into()));
+        assert!(
+            began
+                .borrow_and_update()
+                .as_deref()
+                .unwrap()
+                .contains("(again)")
+        );
     }
 
     #[test]

@@ -124,14 +124,42 @@ impl TestDatabase {
         (rt, client)
     }
 
-    /// How many sessions on this database wait for a lock.
-    pub fn lock_waiters(&self) -> i64 {
+    /// [`Self::set_reachable`] false, ending first (and waiting until they
+    /// are gone) the sessions that wait for a lock in a statement holding
+    /// `statement`: they fail for the database out of reach before whatever
+    /// holds the lock is ended and would let them through.
+    pub fn take_away_waiting_in(&self, statement: &str) {
+        let name = &self.name;
+        current_thread().block_on(async {
+            let admin = hive_c0re::store::pg::TestCluster::shared().admin().await;
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false;"
+                ))
+                .await
+                .unwrap();
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = $1 \
+                     AND wait_event_type = 'Lock' AND strpos(query, $2) > 0",
+                    &[name, &statement],
+                )
+                .await
+                .unwrap();
+        });
+        self.set_reachable(false);
+    }
+
+    /// How many sessions on this database wait for a lock in a statement
+    /// that holds `statement` (autovacuum may wait on the same table).
+    pub fn lock_waiters(&self, statement: &str) -> i64 {
         current_thread().block_on(async {
             let admin = hive_c0re::store::pg::TestCluster::shared().admin().await;
             admin
                 .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-                    &[&self.name],
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
+                     AND strpos(query, $2) > 0",
+                    &[&self.name, &statement],
                 )
                 .await
                 .unwrap()
