@@ -117,6 +117,22 @@ fn database_alarm(address: &str) -> serde_json::Value {
     v["alarm"].clone()
 }
 
+/// The text of the one `node_down` notification that tells an outage of
+/// alpha's database, once it has come; the beat that told it cleared the
+/// dashboard's alarm (alpha's dashboard is at `address`).
+fn outage_told(hive: &TestHive, address: &str) -> String {
+    hive.wait_for("the outage told to the operator", 20, |h| {
+        !h.notifications_of("node_down").is_empty()
+    });
+    assert!(
+        database_alarm(address).is_null(),
+        "cleared by the beat that told it"
+    );
+    let told = hive.notifications_of("node_down");
+    assert_eq!(told.len(), 1, "{told:?}");
+    told[0]["text"].as_str().unwrap().to_owned()
+}
+
 /// Alpha's line of `nodes --json`.
 fn alpha_node(hive: &TestHive) -> serde_json::Value {
     serde_json::from_str(hive.ok(&["nodes", "--json"]).trim()).unwrap()
@@ -438,16 +454,7 @@ fn a_database_out_of_reach_fails_requests_with_a_sentence_loses_nothing_and_is_t
     );
     db.set_reachable(true);
 
-    hive.wait_for("the outage told to the operator", 20, |h| {
-        !h.notifications_of("node_down").is_empty()
-    });
-    assert!(
-        database_alarm(&address).is_null(),
-        "cleared by the beat that told it"
-    );
-    let told = hive.notifications_of("node_down");
-    assert_eq!(told.len(), 1, "{told:?}");
-    let text = told[0]["text"].as_str().unwrap();
+    let text = outage_told(&hive, &address);
     assert!(
         text.starts_with("Node alpha could not use the hive's database for about ")
             && text.contains("it could not reach it (")
@@ -491,21 +498,12 @@ fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
         "{out:?}"
     );
 
-    hive.wait_for("the blip told to the operator", 20, |h| {
-        !h.notifications_of("node_down").is_empty()
-    });
-    assert!(
-        database_alarm(&address).is_null(),
-        "cleared by the beat that told it"
-    );
+    let text = outage_told(&hive, &address);
     assert!(
         !hive.log().contains("could not store this node's heartbeat"),
         "a heartbeat failed too (the blip took {blip:?}), so this ran no blip between beats: {}",
         hive.log()
     );
-    let told = hive.notifications_of("node_down");
-    assert_eq!(told.len(), 1, "{told:?}");
-    let text = told[0]["text"].as_str().unwrap();
     assert!(
         text.starts_with("Node alpha could not use the hive's database for ")
             && text.contains("it could not reach it (")
