@@ -304,6 +304,81 @@ fn a_database_gone_while_serve_starts_delays_the_start_and_ends_nothing() {
     assert_eq!(ask_alice(&hive, "ping"), "pong");
 }
 
+/// A stop signal ends a serve that waits for its database during its
+/// start, at once and with success.
+#[test]
+fn a_serve_waiting_for_its_database_at_start_stops_when_told() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    drop(db.store()); // the schema, so there is a table to lock
+    let held = db.lock("nodes");
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
+        .env("HIVE_STATE_DIR", dir.path().join("state"))
+        .env("HIVE_RUN_DIR", dir.path().join("run"))
+        .env("HIVE_CONFIG", "/dev/null")
+        .env("PGPASSWORD", &db.password)
+        .args([
+            "serve",
+            "--runtime",
+            "process",
+            "--no-dashboard",
+            "--no-manager",
+        ])
+        .args(["--database", &db.url, "--node", "alpha"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                said()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    until("serve to reach the lock", &|| {
+        db.lock_waiters("INSERT INTO nodes") > 0
+    });
+    db.take_away_waiting_in("INSERT INTO nodes");
+    until("serve to wait for the database", &|| {
+        said().contains("trying again in")
+    });
+    let asked = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if asked.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = serve.kill();
+            panic!("serve did not end within 10 s of SIGTERM:\n{}", said());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(held);
+    db.set_reachable(true);
+    assert!(status.success(), "{status}:\n{}", said());
+    assert!(
+        said().contains("shutting down before the start was done"),
+        "{}",
+        said()
+    );
+}
+
 /// `hive-c0re serve` with `args`, in a state dir of its own; its exit code and what it printed.
 fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
