@@ -139,8 +139,10 @@ test('a list fetched before a live frame arrived does not take away the card tha
   const id = await requestCommit(sha, 'arrives while the list is in flight');
   const card = fresh.locator(`.approval[data-id="${id}"]`);
   await card.waitFor();
+  // At least once more: on a loaded machine a resync may make the page fetch again as well.
+  const asked = fetches;
   release();
-  await until(async () => fetches === 2, 'the page to fetch the approvals again: a frame landed while the first answer was in flight', 5000);
+  await until(async () => fetches > asked, 'the page to fetch the approvals again: a frame landed while the first answer was in flight');
   await fresh.waitForLoadState('networkidle');
   assert.ok(await card.isVisible(), 'the card the frame brought is still there');
   await hive.cli('deny', id);

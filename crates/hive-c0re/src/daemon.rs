@@ -130,6 +130,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         },
     );
     let Some(released) = released.await? else {
+        tracing::info!("shutting down before the start was done");
         return Ok(());
     };
     let release_deferred = released.is_none();
@@ -153,6 +154,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     })
     .await?
     else {
+        tracing::info!("shutting down before the start was done");
         return Ok(());
     };
     for row in agents {
