@@ -367,11 +367,15 @@ pub async fn raise_database_alarm(hive: Arc<Hive>) {
             _ = hive.shutdown_token().cancelled() => return,
         }
         let first = began.borrow_and_update().clone();
-        // Not when a heartbeat has taken the run meanwhile: it is over.
+        // Not when a heartbeat has taken the run meanwhile: it is over. One
+        // that took it between the check and the alarm turned off an alarm
+        // not yet on, so the check is made again after.
         if let Some(first) = first
             && hive.store.outage_open()
+            && hive.set_database_alarm(Some(&first))
+            && !hive.store.outage_open()
         {
-            hive.set_database_alarm(Some(&first));
+            hive.set_database_alarm(None);
         }
     }
 }
