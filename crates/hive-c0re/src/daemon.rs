@@ -130,8 +130,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         },
     );
     let Some(released) = released.await? else {
-        tracing::info!("shutting down before the start was done");
-        return Ok(());
+        return stop_early(None, &paths).await;
     };
     let release_deferred = released.is_none();
     match released {
@@ -154,8 +153,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     })
     .await?
     else {
-        tracing::info!("shutting down before the start was done");
-        return Ok(());
+        return stop_early(None, &paths).await;
     };
     for row in agents {
         if crate::hive::nodes::runs_here(&store, &row, &node)
@@ -202,7 +200,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
     });
     if registered.await?.is_none() {
-        return stop_early(&hive, &paths).await;
+        return stop_early(Some(&hive), &paths).await;
     }
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
@@ -218,7 +216,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         hive.run_wanted()
     });
     if agents_started.await?.is_none() {
-        return stop_early(&hive, &paths).await;
+        return stop_early(Some(&hive), &paths).await;
     }
     if !opts.no_manager {
         let made = until_reachable("making the manager", &stopping, || make_manager(&hive));
@@ -227,7 +225,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .context("could not create the manager agent")?
             .is_none()
         {
-            return stop_early(&hive, &paths).await;
+            return stop_early(Some(&hive), &paths).await;
         }
     }
     hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
@@ -317,11 +315,13 @@ where
     }
 }
 
-/// Ends a serve that was told to stop during its start.
-async fn stop_early(hive: &Arc<Hive>, paths: &Paths) -> Result<()> {
+/// Ends a serve that was told to stop during its start (`hive` once it exists).
+async fn stop_early(hive: Option<&Arc<Hive>>, paths: &Paths) -> Result<()> {
     tracing::info!("shutting down before the start was done");
-    hive.shut_down().await;
-    let _ = std::fs::remove_file(paths.host_sock());
+    if let Some(hive) = hive {
+        hive.shut_down().await;
+        let _ = std::fs::remove_file(paths.host_sock());
+    }
     Ok(())
 }
 

@@ -75,6 +75,15 @@ fn alice_on(db: &TestDatabase, env: &[(&str, &str)], config: Option<&str>) -> (M
     (sim, hive)
 }
 
+/// A fresh database for a test with a real claude agent; None (the test
+/// passes as skipped, with a note) without claude or PostgreSQL.
+fn e2e_database() -> Option<TestDatabase> {
+    if !common::e2e_ready() {
+        return None;
+    }
+    TestDatabase::create()
+}
+
 /// The dashboard token of [`alpha_beating_every`]'s hive.
 const TOKEN: &str = "postgres-e2e-token";
 
@@ -171,10 +180,7 @@ fn assert_no_database(what: &str, text: &str, db: &TestDatabase) {
 
 #[test]
 fn a_hive_on_postgres_runs_an_agent_and_keeps_its_messages_across_a_kill_9() {
-    if !common::e2e_ready() {
-        return;
-    }
-    let Some(db) = TestDatabase::create() else {
+    let Some(db) = e2e_database() else {
         return;
     };
     let (sim, mut hive) = alice_on(&db, &[], Some("allowed_tools = [\"Bash(env)\"]\n"));
@@ -260,10 +266,7 @@ fn a_hive_on_postgres_runs_an_agent_and_keeps_its_messages_across_a_kill_9() {
 /// error and left its agents stopped until something started it again.)
 #[test]
 fn a_database_gone_while_serve_starts_delays_the_start_and_ends_nothing() {
-    if !common::e2e_ready() {
-        return;
-    }
-    let Some(db) = TestDatabase::create() else {
+    let Some(db) = e2e_database() else {
         return;
     };
     let (_sim, mut hive) = alice_on(&db, &[], None);
@@ -274,14 +277,7 @@ fn a_database_gone_while_serve_starts_delays_the_start_and_ends_nothing() {
     let held = db.lock("nodes");
     let outage = std::thread::scope(|s| {
         let outage = s.spawn(|| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while db.lock_waiters("INSERT INTO nodes") == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "serve never reached the lock"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            db.wait_for_lock_waiter("INSERT INTO nodes");
             db.take_away_waiting_in("INSERT INTO nodes");
             std::thread::sleep(std::time::Duration::from_secs(2));
             db.set_reachable(true);
@@ -316,43 +312,25 @@ fn a_serve_waiting_for_its_database_at_start_stops_when_told() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
-        .env("HIVE_STATE_DIR", dir.path().join("state"))
-        .env("HIVE_RUN_DIR", dir.path().join("run"))
-        .env("HIVE_CONFIG", "/dev/null")
+    let mut serve = serve_command(dir.path())
         .env("PGPASSWORD", &db.password)
-        .args([
-            "serve",
-            "--runtime",
-            "process",
-            "--no-dashboard",
-            "--no-manager",
-        ])
         .args(["--database", &db.url, "--node", "alpha"])
-        .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .unwrap();
     let said = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let until = |what: &str, done: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !done() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}:\n{}",
-                said()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    until("serve to reach the lock", &|| {
-        db.lock_waiters("INSERT INTO nodes") > 0
-    });
+    db.wait_for_lock_waiter("INSERT INTO nodes");
     db.take_away_waiting_in("INSERT INTO nodes");
-    until("serve to wait for the database", &|| {
-        said().contains("trying again in")
-    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !said().contains("trying again in") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for serve to wait for the database:\n{}",
+            said()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let asked = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(serve.id() as i32),
@@ -379,14 +357,13 @@ fn a_serve_waiting_for_its_database_at_start_stops_when_told() {
     );
 }
 
-/// `hive-c0re serve` with `args`, in a state dir of its own; its exit code and what it printed.
-fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
-        .env("HIVE_STATE_DIR", dir.path().join("state"))
-        .env("HIVE_RUN_DIR", dir.path().join("run"))
+/// `hive-c0re serve` with its state and run dirs in `dir`, no config file,
+/// no dashboard and no manager, its stdin closed: add the database's flags.
+fn serve_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hive-c0re"));
+    cmd.env("HIVE_STATE_DIR", dir.join("state"))
+        .env("HIVE_RUN_DIR", dir.join("run"))
         .env("HIVE_CONFIG", "/dev/null")
-        .envs(env.iter().copied())
         .args([
             "serve",
             "--runtime",
@@ -394,8 +371,16 @@ fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
             "--no-dashboard",
             "--no-manager",
         ])
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `hive-c0re serve` with `args`, in a state dir of its own; its exit code and what it printed.
+fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = serve_command(dir.path())
+        .envs(env.iter().copied())
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let said = format!(
@@ -448,10 +433,7 @@ fn serve_refuses_a_password_on_its_command_line_and_says_which_database_it_canno
 /// --wait`. Without wakes across nodes neither would come.
 #[test]
 fn a_send_on_one_node_wakes_an_agent_on_another_and_its_answer_wakes_back() {
-    if !common::e2e_ready() {
-        return;
-    }
-    let Some(db) = TestDatabase::create() else {
+    let Some(db) = e2e_database() else {
         return;
     };
     let sim = ModelSim::start(Some(SCRIPT));
@@ -689,10 +671,7 @@ kinds = ["node_down"]
 /// once, and the harness never ends.
 #[test]
 fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
-    if !common::e2e_ready() {
-        return;
-    }
-    let Some(db) = TestDatabase::create() else {
+    let Some(db) = e2e_database() else {
         return;
     };
     let (_sim, hive) = alice_on(&db, &[("HIVE_HEARTBEAT_SECS", "1")], None);

@@ -150,21 +150,33 @@ impl TestDatabase {
         self.set_reachable(false);
     }
 
-    /// How many sessions on this database wait for a lock in a statement
-    /// that holds `statement` (autovacuum may wait on the same table).
-    pub fn lock_waiters(&self, statement: &str) -> i64 {
+    /// Waits (up to 20 s) until a session on this database waits for a lock
+    /// in a statement that holds `statement` (autovacuum may wait on the
+    /// same table, in statements of its own).
+    pub fn wait_for_lock_waiter(&self, statement: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
         current_thread().block_on(async {
             let admin = hive_c0re::store::pg::TestCluster::shared().admin().await;
-            admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
-                     AND strpos(query, $2) > 0",
-                    &[&self.name, &statement],
-                )
-                .await
-                .unwrap()
-                .get(0)
-        })
+            loop {
+                let waiting: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
+                         AND strpos(query, $2) > 0",
+                        &[&self.name, &statement],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if waiting > 0 {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for a session to wait for a lock in {statement:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
     }
 
     /// A handle on the database's store, as a node has one, and a runtime to drive it.
