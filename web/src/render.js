@@ -141,7 +141,11 @@ export function renderEvent(ev) {
       const cls = p.exit_class && p.exit_class !== 'ok' ? p.exit_class : null;
       const bad = (code != null && code !== 0) || cls;
       const bits = ['turn end', code != null && `exit ${code}`, cls, p.duration_ms != null && duration(p.duration_ms)];
-      return [row(ev, bad ? 'turn error' : 'turn', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`))];
+      return [
+        // Why a turn did not finish (the API's word, or the harness that went away).
+        p.error && row(ev, 'crash', icon('failed'), ` ${clip(p.error, 300)}`),
+        row(ev, bad ? 'turn error' : 'turn', h('span', { class: 'rule' }, `── ${bits.filter(Boolean).join(' · ')} ──`)),
+      ].filter(Boolean);
     }
     case KIND.turn_error:
       return [row(ev, 'crash', icon('failed'), ` the turn could not run: ${clip(p.error ?? JSON.stringify(p), 300)}`)];

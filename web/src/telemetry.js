@@ -7,7 +7,7 @@ import { timeChart } from './charts.js';
 import { bars, byValue, bytes, lastTurnAge, perTurn, rate, refresher, stuckTag, turnTime } from './stats.js';
 import { $, fill, h, toast } from './ui.js';
 
-const EXIT_COLORS = { ok: 'good', retried: 'warn', failure: 'bad', cancelled: 'dim' };
+const EXIT_COLORS = { ok: 'good', retried: 'warn', failure: 'bad', cancelled: 'dim', interrupted: 'bad' };
 const WINDOW_KEY = 'hive.stats.window';
 
 /** One headline figure. */

@@ -105,6 +105,18 @@ test('the inbox says which messages are pending, read, or sent by the agent', as
   assert.equal(await item('are you there?').locator('.tag.label.pending').count(), 0);
 });
 
+test('a turn that did not finish says why in the terminal', async () => {
+  await hive.cli('send', 'alice', 'this turn fails');
+  const turn = await sock.call({ op: 'next_turn', wait_ms: 5000 });
+  const why = 'the model API answered 529: overloaded';
+  const stats = { duration_ms: 5, exit_code: 1, exit_class: 'failure', tool_calls: {}, messages_received: turn.messages?.length ?? 0, error: why };
+  const ended = await sock.call({ op: 'turn_end', stats, outcome: 'ack' });
+  assert.ok(turn.ok && ended.ok, JSON.stringify([turn, ended]));
+  const said = page.locator('#rows .row.crash[data-kind=turn_end]', { hasText: why });
+  await said.waitFor();
+  await page.locator('#rows .row[data-kind=turn_end]', { hasText: 'failure' }).last().waitFor();
+});
+
 /** Text of the page's own UI (not messages, statuses or the terminal's event text) with emoji in it. */
 const emojiInUi = () => page.evaluate(() => {
   const skip = '.msg .body, .status-text, #rows, pre.diff, .xterm, .feed-text, .need-text, .crash-tail';

@@ -59,8 +59,9 @@ pub trait Supervised: Send + Sync + 'static {
     fn kill_grace(&self) -> Duration;
     /// The agent's harness is up.
     fn harness_started(&self, name: &AgentName);
-    /// The agent's harness is gone, asked to or not: what it held is handed back.
-    fn harness_exited(&self, name: &AgentName) -> impl Future<Output = ()> + Send;
+    /// The agent's harness is gone, asked to or not (`how`: "the harness was
+    /// stopped", ...): what it held is handed back, its open turn ended.
+    fn harness_exited(&self, name: &AgentName, how: &str) -> impl Future<Output = ()> + Send;
     /// The harness ended unasked (`exit` says how); it restarts in `retry_in`,
     /// or, when None, supervision gave up after `attempt` tries.
     fn harness_crashed(
@@ -319,7 +320,12 @@ async fn supervise<H: Supervised>(
         };
         running.store(false, Ordering::SeqCst);
         // Still under the lease's epoch: what it claimed goes back, fenced.
-        hive.harness_exited(&name).await;
+        let how = match &outcome {
+            Ended::Stopped => "the harness was stopped".to_owned(),
+            Ended::LeaseLost(why) => format!("the harness was stopped ({why})"),
+            Ended::Crashed(exit) => format!("the harness {exit}"),
+        };
+        hive.harness_exited(&name, &how).await;
         let exit = match outcome {
             Ended::Stopped => return let_go(&*hive, &name, &lease).await,
             Ended::LeaseLost(why) => {

@@ -1,6 +1,7 @@
 //! The harness end to end with the real claude CLI against the scripted
 //! model: sessions claude cannot resume, cancels (of a turn and of a
-//! compaction), pausing, and what an agent's config and tools reach.
+//! compaction), pausing, turns their harness or daemon died in, and what an
+//! agent's config and tools reach.
 
 mod common;
 
@@ -198,6 +199,68 @@ fn a_cancelled_turn_holds_its_messages_for_the_next_one() {
     hive.wait_for("the inbox to empty", 30, |h| {
         h.row("alice").unwrap()["inbox_depth"] == 0
     });
+}
+
+/// Waits until alice has `n` turns started and is thinking in the last.
+fn wait_thinking_in_turn(hive: &TestHive, n: usize) {
+    hive.wait_for("alice thinking", 60, |h| {
+        events_of(h, "turn_start").len() == n && h.row("alice").unwrap()["state"] == "thinking"
+    });
+}
+
+#[test]
+fn a_turn_whose_harness_or_daemon_died_ends_as_interrupted() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(Some(SLOW));
+    let mut hive = TestHive::start_with(common::Opts {
+        env: sim.env(),
+        ..common::Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["send", "alice", "slow"]);
+    wait_thinking_in_turn(&hive, 1);
+
+    // The operator restarts alice mid-turn: the harness is stopped, and
+    // hive-c0re ends the turn it left open.
+    hive.ok(&["restart", "alice"]);
+    hive.wait_for("the interrupted turn to end", 30, |h| {
+        !events_of(h, "turn_end").is_empty()
+    });
+    let end = &events_of(&hive, "turn_end")[0]["payload"];
+    assert_eq!(end["exit_class"], "interrupted", "{end}");
+    let error = end["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the turn did not end: the harness was stopped"),
+        "{end}"
+    );
+
+    // Its message comes again. A kill -9 of hive-c0re mid-turn leaves no one
+    // to end that turn; the next daemon does, once it takes alice's lease.
+    wait_thinking_in_turn(&hive, 2);
+    hive.kill9();
+    hive.serve();
+    hive.wait_for("the turn cut by the kill to end", 60, |h| {
+        events_of(h, "turn_end").len() == 2
+    });
+    let end = &events_of(&hive, "turn_end")[1]["payload"];
+    assert_eq!(end["exit_class"], "interrupted", "{end}");
+    assert!(
+        end["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the hive-c0re running it stopped before the harness did"),
+        "{end}"
+    );
+    // Once: each start has one end, and the message runs a third time.
+    wait_thinking_in_turn(&hive, 3);
+    assert_eq!(events_of(&hive, "turn_end").len(), 2, "{}", hive.log());
+    let stats = hive.request(serde_json::json!({"cmd": "stats", "agent": "alice"}));
+    assert_eq!(
+        stats["stats"]["agents"][0]["exit_classes"]["interrupted"], 2,
+        "{stats}"
+    );
 }
 
 #[test]

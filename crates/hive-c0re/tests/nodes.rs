@@ -596,10 +596,17 @@ fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut(
     // Exactly once: pong's inbox is empty (settled above), no message was
     // acknowledged by two turns that ran to their end, and each was given to
     // a turn. A kill -9 between a turn's acknowledgements and its `turn_end`
-    // leaves that turn without its end in the history: its messages are then
-    // in no completed turn, and in exactly one turn, the one that
-    // acknowledged them.
+    // leaves that turn to be ended as `interrupted` by hive-c0re: its
+    // messages are then in no completed turn, and in exactly one turn, the
+    // one that acknowledged them.
     let (started, turns) = turns_of(&hives[0], "pong");
+    // Every turn has its end, those the kill -9 or the cut stopped too.
+    let ends = hives[0]
+        .events("pong")
+        .iter()
+        .filter(|e| e["kind"] == "turn_end")
+        .count();
+    assert_eq!(ends, started.len(), "a turn without its end: {started:?}");
     let mut acked: Vec<i64> = turns.iter().flatten().copied().collect();
     acked.sort_unstable();
     let before = acked.len();

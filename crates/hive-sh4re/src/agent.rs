@@ -347,7 +347,8 @@ mod tests {
                 "failure",
                 "cancelled",
                 "timeout",
-                "api_error"
+                "api_error",
+                "interrupted"
             ]
         );
     }

@@ -208,17 +208,21 @@ pub enum ExitClass {
     Timeout,
     /// The model API failed the turn (claude gave up, or the hive told it to).
     ApiError,
+    /// The harness went away before the turn ended (stopped, crashed, or its
+    /// node died): hive-c0re ends the turn for it, and its messages come back.
+    Interrupted,
 }
 
 impl ExitClass {
     /// Every class.
-    pub const ALL: [ExitClass; 6] = [
+    pub const ALL: [ExitClass; 7] = [
         Self::Ok,
         Self::Retried,
         Self::Failure,
         Self::Cancelled,
         Self::Timeout,
         Self::ApiError,
+        Self::Interrupted,
     ];
 
     /// The class as stored and shown (`ok`, `retried`, ...).
@@ -230,6 +234,7 @@ impl ExitClass {
             Self::Cancelled => "cancelled",
             Self::Timeout => "timeout",
             Self::ApiError => "api_error",
+            Self::Interrupted => "interrupted",
         }
     }
 }

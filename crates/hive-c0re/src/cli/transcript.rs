@@ -60,16 +60,20 @@ impl Transcript {
                     .get("cost_usd")
                     .and_then(Value::as_f64)
                     .or(self.cost_usd.take());
-                vec![rule(&[
-                    "turn end".into(),
-                    code.map(|c| format!("exit {c}")).unwrap_or_default(),
-                    class.unwrap_or_default().into(),
-                    p.get("duration_ms")
-                        .and_then(Value::as_f64)
-                        .map(duration)
-                        .unwrap_or_default(),
-                    cost.map(dollars).unwrap_or_default(),
-                ])]
+                // Why a turn did not finish (the API's word, or the harness that went away).
+                let why = str_of(p, "error").map(|e| format!("✗ {}", clip(e, 300)));
+                why.into_iter()
+                    .chain([rule(&[
+                        "turn end".into(),
+                        code.map(|c| format!("exit {c}")).unwrap_or_default(),
+                        class.unwrap_or_default().into(),
+                        p.get("duration_ms")
+                            .and_then(Value::as_f64)
+                            .map(duration)
+                            .unwrap_or_default(),
+                        cost.map(dollars).unwrap_or_default(),
+                    ])])
+                    .collect()
             }
             EventKind::TurnError => vec![format!(
                 "✖ the turn could not run: {}",
@@ -511,6 +515,22 @@ mod tests {
         assert_eq!(lines[7], "↳ ✗ 1\n    2\n    3\n    4 … 2 more lines");
         assert_eq!(lines[8], "✓ done · 1.2s · 2 steps · $0.0012");
         assert_eq!(lines[9], "── turn end · exit 0 · 1m 05s · $0.0012 ──");
+    }
+
+    #[test]
+    fn an_interrupted_turn_says_why() {
+        let out = render(&[ev(
+            "turn_end",
+            json!({"exit_code": null, "exit_class": "interrupted", "duration_ms": 3000,
+                   "error": "the turn did not end: the harness was stopped"}),
+        )]);
+        assert_eq!(
+            out,
+            [
+                "✗ the turn did not end: the harness was stopped",
+                "── turn end · interrupted · 3.0s ──"
+            ]
+        );
     }
 
     #[test]

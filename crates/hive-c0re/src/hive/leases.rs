@@ -147,6 +147,13 @@ impl Hive {
                     }
                     Err(e) => return Err(format!("could not take back its claimed messages: {e}")),
                 }
+                // No harness of the agent runs yet: a turn its history shows
+                // open was a previous daemon's, which died before ending it.
+                self.end_interrupted_turn(
+                    agent,
+                    "the hive-c0re running it stopped before the harness did (killed, or its host went down)",
+                )
+                .await;
                 Ok(lease.epoch)
             }
             Ok(None) => Err(format!(
@@ -219,6 +226,14 @@ impl Hive {
                 returned = n,
                 "its lease ran out unrenewed: its claimed messages went back to its inbox"
             );
+            // Its node killed the harness before the lease ran out.
+            if let Ok(name) = AgentName::parse(&agent) {
+                self.end_interrupted_turn(
+                    &name,
+                    "its node stopped renewing its lease (the node went down or lost its link to the database)",
+                )
+                .await;
+            }
             self.broker.poke(&agent);
             self.broker.publish(crate::broker::Change::Agent(agent));
         }

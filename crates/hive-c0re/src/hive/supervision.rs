@@ -45,8 +45,9 @@ impl Supervised for Hive {
         self.broker.publish(Change::Agent(name.to_string()));
     }
 
-    async fn harness_exited(&self, name: &AgentName) {
+    async fn harness_exited(&self, name: &AgentName, how: &str) {
         self.release_claims(name).await;
+        self.end_interrupted_turn(name, how).await;
         self.broker.clear_control(name.as_str());
         if let Ok(Some(row)) = self.store.agent(name.as_str()).await
             && row.state != AgentState::Idle

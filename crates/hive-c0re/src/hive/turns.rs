@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use hive_sh4re::agent::{EffectiveConfig, ExitClass, TurnOutcome, TurnStats};
-use hive_sh4re::event::{Payload, TurnEnd};
+use hive_sh4re::event::{EventKind, Payload, TurnEnd, TurnStart};
 use hive_sh4re::{AgentName, AgentState};
 
 use crate::admission::{Slot, Ticket};
@@ -283,5 +283,53 @@ impl Hive {
         .await?;
         self.broker.publish(Change::Agent(name.to_string()));
         self.effective_config(name).await
+    }
+
+    /// Ends the agent's open turn, when its history has one, as `interrupted`:
+    /// the harness that ran it went away without ending it (`how`), and what
+    /// it claimed went back to the inbox. Called only while no harness of the
+    /// agent runs anywhere (after one ended, before one starts under a lease
+    /// just taken), so the open turn cannot be one still running.
+    pub(super) async fn end_interrupted_turn(&self, name: &AgentName, how: &str) {
+        match self.try_end_interrupted_turn(name, how).await {
+            Ok(false) => {}
+            Ok(true) => tracing::warn!(agent = %name, "its turn was interrupted: {how}"),
+            Err(e) => {
+                tracing::warn!(agent = %name, "could not record the end of its interrupted turn ({how}): {e}")
+            }
+        }
+    }
+
+    async fn try_end_interrupted_turn(&self, name: &AgentName, how: &str) -> Result<bool> {
+        let Some(last) = self.store.last_turn_event(name.as_str()).await? else {
+            return Ok(false);
+        };
+        if last.kind != EventKind::TurnStart.as_str() {
+            return Ok(false);
+        }
+        let start: TurnStart = serde_json::from_str(&last.payload_json).unwrap_or_default();
+        let duration_ms = u64::try_from(now_ms() - last.ts).unwrap_or(0);
+        let error = format!(
+            "the turn did not end: {how}; the messages it had not acknowledged went back to the inbox"
+        );
+        let stats = TurnStats {
+            duration_ms,
+            exit_class: ExitClass::Interrupted,
+            messages_received: start.messages.len() as u64,
+            error: Some(error.clone()),
+            ..TurnStats::default()
+        };
+        self.record_turn(name, &stats).await?;
+        let end = TurnEnd {
+            exit_code: None,
+            exit_class: ExitClass::Interrupted,
+            duration_ms,
+            held: vec![],
+            error: Some(error),
+            api_status: None,
+        };
+        self.add_events(name, &[event_row(&Payload::TurnEnd(end))])
+            .await?;
+        Ok(true)
     }
 }

@@ -448,6 +448,11 @@ impl Db {
         both!(self, s => s.events_before(agent, before, limit))
     }
 
+    /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
+    pub async fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
+        both!(self, s => s.last_turn_event(agent))
+    }
+
     /// The newest feed events (turn starts and ends, crashes) of every agent
     /// with id < `before`, newest first, through the partial index `events_feed`.
     pub async fn feed_events_before(

@@ -76,6 +76,16 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
+    pub fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
+             ORDER BY id DESC LIMIT 1"
+        ))?;
+        Ok(st.query_row(params![agent], row).optional()?)
+    }
+
     /// The newest feed events (turn starts and ends, crashes) of every agent
     /// with id < `before`, newest first. Served by the partial index
     /// `events_feed` (its WHERE is repeated here word for word), so a long

@@ -89,6 +89,18 @@ impl PgStore {
         Ok(v)
     }
 
+    /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
+    pub async fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE agent = $1 AND kind IN ('turn_start', 'turn_end') \
+                 ORDER BY id DESC LIMIT 1"
+            ))
+            .await?;
+        Ok(c.query_opt(&st, &[&agent]).await?.as_ref().map(row))
+    }
+
     /// The newest feed events (turn starts and ends, crashes) of every agent
     /// with id < `before`, newest first. Served by the partial index
     /// `events_feed` (its WHERE is repeated here word for word).

@@ -557,6 +557,19 @@ both! {
         assert!(s.feed_events_after(next, 10).await.unwrap().rows.is_empty());
     }
 
+    async fn the_last_turn_event_is_the_agents_own_newest_start_or_end(f) {
+        let s = f.open().await;
+        let ev = |items: &[&str]| items.iter().map(|k| ((*k).to_owned(), "{}".to_owned())).collect::<Vec<_>>();
+        assert!(s.last_turn_event("a").await.unwrap().is_none(), "no turn yet");
+        let a = s.add_events("a", &ev(&["turn_start", "stream", "state"])).await.unwrap();
+        s.add_events("b", &ev(&["turn_end"])).await.unwrap();
+        let last = s.last_turn_event("a").await.unwrap().unwrap();
+        assert_eq!((last.id, last.kind.as_str(), last.agent.as_str()), (a[0], "turn_start", "a"), "open");
+        let end = s.add_events("a", &ev(&["turn_end", "container_crash", "stream"])).await.unwrap();
+        let last = s.last_turn_event("a").await.unwrap().unwrap();
+        assert_eq!((last.id, last.kind.as_str()), (end[0], "turn_end"), "ended");
+    }
+
     async fn the_feed_and_the_last_crashes_read_through_their_indexes(f) {
         let s = f.open().await;
         let feed = f
