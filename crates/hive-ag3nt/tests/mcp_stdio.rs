@@ -85,7 +85,22 @@ async fn serve_conn(stream: UnixStream, seen: Arc<Seen>, one_shot: bool) {
                     }
                     return;
                 }
-                answer(req).await
+                let sends_to_dave = seen.requests.lock().map_or(0, |v| {
+                    v.iter()
+                        .filter(|r| matches!(r, AgentRequest::Send { to, .. } if to == "dave"))
+                        .count()
+                });
+                if matches!(&req, AgentRequest::Send { to, .. } if to == "dave")
+                    && sends_to_dave == 1
+                {
+                    // The first send to dave meets a database out of reach.
+                    AgentResponse {
+                        unavailable: true,
+                        ..AgentResponse::refusal("this node cannot reach the hive's database")
+                    }
+                } else {
+                    answer(req).await
+                }
             }
             Err(e) => AgentResponse::refusal(e),
         };
@@ -523,4 +538,31 @@ async fn a_cancelled_call_hangs_up_and_the_server_goes_on() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the cancelled ask_operator kept its agent.sock connection open");
+}
+
+#[tokio::test]
+async fn a_send_repeated_while_the_store_is_out_of_reach_keeps_its_key() {
+    let hive = FakeHive::start("send-key", false);
+    let (mut mcp, _) = Mcp::start(&hive.socket(), false).await;
+    let (t, err) = text(
+        &mcp.call("send", json!({ "to": "dave", "body": "hi" }))
+            .await,
+    );
+    assert!(!err && t.contains("#4242"), "{t}");
+    let (t, err) = text(&mcp.call("send", json!({ "to": "bob", "body": "hi" })).await);
+    assert!(!err, "{t}");
+    let keys: Vec<(String, Option<String>)> = hive
+        .requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            AgentRequest::Send { to, key, .. } => Some((to, key)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys[0].0, "dave");
+    assert_eq!(keys[1].0, "dave");
+    assert!(keys[0].1.is_some(), "a send carries a key: {keys:?}");
+    assert_eq!(keys[0].1, keys[1].1, "the repeat keeps the key: {keys:?}");
+    assert_ne!(keys[1].1, keys[2].1, "another send, another key: {keys:?}");
 }

@@ -21,6 +21,30 @@ fn inbox_depth(hive: &TestHive, agent: &str) -> u64 {
 }
 
 #[test]
+fn a_send_key_over_its_limit_is_refused_with_a_sentence() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    hive.ok(&["pause", "bob"]);
+    let long = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "send", "to": "bob", "body": "x", "key": "k".repeat(65)}),
+    );
+    assert_eq!(long["ok"], false, "{long}");
+    let why = long["error"].as_str().unwrap();
+    assert!(why.contains("key is over 64 bytes"), "{why}");
+    assert_eq!(inbox_depth(&hive, "bob"), 0, "nothing was stored");
+    let keyed = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "send", "to": "bob", "body": "x", "key": "k".repeat(64)}),
+    );
+    assert_eq!(keyed["ok"], true, "{keyed}");
+    assert_eq!(inbox_depth(&hive, "bob"), 1);
+}
+
+#[test]
 fn purging_an_agent_keeps_what_others_have_yet_to_receive() {
     let hive = TestHive::start();
     hive.ok(&["spawn", "alice"]);

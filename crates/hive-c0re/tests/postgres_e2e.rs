@@ -5,7 +5,7 @@
 //! agent's environment holds neither the database's URL nor its password.
 //! Also what serve says when the database is unreachable or its password is
 //! on the command line, and what a running node does while its database is
-//! out of reach. Skipped (with a note) where PostgreSQL is not installed.
+//! out of reach, a send's commit it never heard of included. Skipped (with a note) where PostgreSQL is not installed.
 
 mod common;
 
@@ -32,6 +32,13 @@ delay_ms = 3000
 [[rule.reply]]
 tool = "mcp__hyperhive__send"
 input = { to = "operator", body = "done: {{body}}" }
+
+[[rule]]
+name = "probe"
+user_text = "probe"
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "operator", body = "answer: probe" }
 
 [[rule]]
 name = "env"
@@ -710,4 +717,56 @@ fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
         r["state"] == "idle" && r["inbox_depth"] == 0
     });
     assert_eq!(ask_alice(&hive, "ping"), "pong");
+}
+
+/// alice's send commits, but its answer is lost with the connection, and the
+/// database stays out of reach for every try hive-c0re makes, so alice hears
+/// `unavailable` and sends again once it is back. The repeat carries the
+/// first try's key and goes under its id: the operator gets one message.
+#[test]
+fn a_send_whose_commit_went_unanswered_is_stored_once_when_repeated() {
+    let Some(db) = e2e_database() else {
+        return;
+    };
+    let port: u16 = db
+        .url
+        .split_once("@127.0.0.1:")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test database's port");
+    let relay = common::relay::LossyRelay::start(port);
+    let relayed = TestDatabase {
+        name: db.name.clone(),
+        url: db
+            .url
+            .replace(&format!(":{port}/"), &format!(":{}/", relay.port)),
+        password: db.password.clone(),
+    };
+    let (_sim, hive) = alice_on(&relayed, &[], None);
+    assert_eq!(ask_alice(&hive, "ping"), "pong");
+
+    // The send's body as its batch carries it to the server: a text array
+    // element, its length first (an event quoting the body has no such prefix).
+    let body = b"answer: probe";
+    let mut element = (body.len() as u32).to_be_bytes().to_vec();
+    element.extend_from_slice(body);
+    relay.lose_answer_to(&element, std::time::Duration::from_secs(3));
+    hive.ok(&["send", "alice", "probe"]);
+    relay.wait_until_back(std::time::Duration::from_secs(60));
+    assert!(
+        hive.log()
+            .contains("the database connection dropped during a send"),
+        "{}",
+        hive.log()
+    );
+
+    let mut got = hive.recv_operator(90);
+    assert!(!got.is_empty(), "no answer: {}", hive.log());
+    hive.wait_for("alice idle with an empty inbox", 60, |h| {
+        let r = h.row("alice").unwrap();
+        r["state"] == "idle" && r["inbox_depth"] == 0
+    });
+    got.extend(hive.recv_operator(1));
+    let bodies: Vec<&str> = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["answer: probe"], "{}", hive.log());
 }

@@ -82,7 +82,16 @@ pub enum AgentRequest {
         wait_ms: Option<u64>,
     },
     /// MCP `send`.
-    Send { to: String, body: String },
+    Send {
+        to: String,
+        body: String,
+        /// A key the sender picks for this send (at most
+        /// [`crate::limits::MAX_SEND_KEY_BYTES`]): hive-c0re stores a send
+        /// repeated under the same key once, even when the first try's
+        /// answer was lost with its commit in doubt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
     /// MCP `recv`: read and acknowledge up to `max` messages.
     Recv {
         #[serde(default)]

@@ -7,6 +7,8 @@ pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// Largest message body `send` (and a scheduled prompt's text) accepts, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest key a send may carry to be stored once when repeated.
+pub const MAX_SEND_KEY_BYTES: usize = 64;
 
 /// Shortest nap, in seconds.
 pub const NAP_MIN_SECONDS: u64 = 1;

@@ -31,6 +31,18 @@ const NOTED_CHARS: usize = 300;
 impl Hive {
     /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
     pub async fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
+        self.send_keyed(from, to, body, None).await
+    }
+
+    /// [`Hive::send`] under the sender's `key`: a send repeated with it after
+    /// an `unavailable` answer is stored once (see [`crate::store::Db::send_keyed`]).
+    pub async fn send_keyed(
+        &self,
+        from: &Mailbox,
+        to: &Mailbox,
+        body: &str,
+        key: Option<&str>,
+    ) -> Result<i64> {
         if body.trim().is_empty() {
             return Err(Error::refused(
                 "the message body is empty: write something to send",
@@ -68,7 +80,7 @@ impl Hive {
         self.space.refuse_if_low()?;
         let id = self
             .store
-            .send(from.as_str(), to.as_str(), body)
+            .send_keyed(from.as_str(), to.as_str(), body, key)
             .await
             .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
         self.broker.poke(to.as_str());

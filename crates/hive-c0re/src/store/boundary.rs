@@ -198,6 +198,21 @@ impl Db {
     /// id once it is committed; refuses when the recipient's queue is at its
     /// cap, or when the message holds a NUL byte.
     pub async fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
+        self.send_keyed(sender, recipient, body, None).await
+    }
+
+    /// [`Db::send`] under the sender's `key`. On PostgreSQL a send whose every
+    /// try failed for the database out of reach may have committed all the
+    /// same; the node keeps the id it was tried under, and a repeat with the
+    /// same sender and key goes under that id: stored once, reported sent. A
+    /// failed sqlite commit is rolled back, so there the key changes nothing.
+    pub async fn send_keyed(
+        &self,
+        sender: &str,
+        recipient: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> Result<i64, SendError> {
         // PostgreSQL's text takes no NUL, and one such row would fail the
         // whole group commit: every other sender's message batched with it.
         // Refused here, before any batch, on both backends alike.
@@ -207,7 +222,7 @@ impl Db {
         match self {
             Db::Sqlite(s) => s.send_grouped(sender, recipient, body).await,
             Db::Postgres(s) => {
-                let r = s.send(sender, recipient, body).await;
+                let r = s.send(sender, recipient, body, key).await;
                 if let Err(SendError::Store(e)) = &r {
                     s.outages().note(e);
                 }

@@ -2,6 +2,7 @@
 //! through its CLI and raw host.sock lines, the way an operator does.
 #![allow(dead_code)]
 
+pub mod relay;
 pub mod webhook;
 
 use std::io::{BufRead, BufReader, Write};

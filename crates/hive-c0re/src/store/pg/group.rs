@@ -58,7 +58,17 @@ pub(super) struct SendJob {
     pub sender: String,
     pub recipient: String,
     pub body: String,
-    pub reply: oneshot::Sender<Result<i64, SendError>>,
+    /// The id an earlier try of this send went under, when that try's commit
+    /// is in doubt; a fresh one from the reserve when None.
+    pub id: Option<i64>,
+    pub reply: oneshot::Sender<SendReply>,
+}
+
+/// A send's answer, with the id it went under when it failed after ids
+/// were given: that try may have committed.
+pub(super) struct SendReply {
+    pub result: Result<i64, SendError>,
+    pub tried: Option<i64>,
 }
 
 /// Queued events of one agent and where their ids go.
@@ -116,20 +126,62 @@ async fn send_writer(
         if queue.lock().await.recv_many(&mut batch, MAX_SENDS).await == 0 {
             return;
         }
-        match send_with_retries(&pool, limits.inbox_cap, &wake_prefix, &batch, &reserve).await {
+        let ids = match batch_ids(&pool, &reserve, &batch).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(SendReply {
+                        result: Err(SendError::Store(for_each_caller(&e))),
+                        tried: None,
+                    });
+                }
+                continue;
+            }
+        };
+        match send_with_retries(&pool, limits.inbox_cap, &wake_prefix, &batch, &ids).await {
             Ok(results) => {
-                for (job, r) in batch.drain(..).zip(results) {
+                for (job, result) in batch.drain(..).zip(results) {
                     // The caller may have gone away; its message is committed all the same.
-                    let _ = job.reply.send(r);
+                    let _ = job.reply.send(SendReply {
+                        result,
+                        tried: None,
+                    });
                 }
             }
             Err(e) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(SendError::Store(for_each_caller(&e))));
+                for (job, id) in batch.drain(..).zip(ids) {
+                    let _ = job.reply.send(SendReply {
+                        result: Err(SendError::Store(for_each_caller(&e))),
+                        tried: Some(id),
+                    });
                 }
             }
         }
     }
+}
+
+/// The batch's ids in queue order: each job's own, else fresh from the reserve.
+async fn batch_ids(
+    pool: &Pool,
+    reserve: &Mutex<VecDeque<i64>>,
+    jobs: &[SendJob],
+) -> Result<Vec<i64>> {
+    let wanted = jobs.iter().filter(|j| j.id.is_none()).count();
+    let mut attempt = 1;
+    let fresh = loop {
+        match take_ids(pool, reserve, wanted).await {
+            Err(e) if attempt < ATTEMPTS && e.is_unreachable() => attempt += 1,
+            other => break other?,
+        }
+    };
+    let mut fresh = fresh.into_iter();
+    Ok(jobs
+        .iter()
+        .map(|j| {
+            j.id.or_else(|| fresh.next())
+                .expect("one fresh id per job without one")
+        })
+        .collect())
 }
 
 /// `n` fresh message ids, ascending, from the node's reserve (refilled from the sequence).
@@ -160,18 +212,11 @@ async fn send_with_retries(
     cap: u64,
     wake_prefix: &str,
     jobs: &[SendJob],
-    reserve: &Mutex<VecDeque<i64>>,
+    ids: &[i64],
 ) -> Result<Vec<Result<i64, SendError>>> {
     let mut attempt = 1;
-    let ids = loop {
-        match take_ids(pool, reserve, jobs.len()).await {
-            Err(e) if attempt < ATTEMPTS && e.is_unreachable() => attempt += 1,
-            other => break other?,
-        }
-    };
-    let mut attempt = 1;
     loop {
-        match send_batch(pool, cap, wake_prefix, jobs, &ids).await {
+        match send_batch(pool, cap, wake_prefix, jobs, ids).await {
             // The same ids make a second try safe whatever became of the first.
             Err(e) if attempt < ATTEMPTS && e.is_unreachable() => {
                 tracing::warn!("the database connection dropped during a send; trying again: {e}");

@@ -2,6 +2,9 @@
 //! statement that delivers or drops undelivered messages moves
 //! `mailboxes.depth` in the same statement, so the cap stays exact.
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use deadpool_postgres::GenericClient;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
@@ -37,23 +40,81 @@ fn rows(v: Vec<Row>) -> Vec<MessageRow> {
 const NEXT_UNCLAIMED: &str = "SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
      ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
 
+/// Most sends kept in doubt at once; past it, an older entry goes first.
+const IN_DOUBT_MAX: usize = 4096;
+/// How long a send in doubt is remembered: well past the five minutes a
+/// harness repeats a request for while the database is out of reach.
+const IN_DOUBT_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Sends whose every try failed for the database out of reach after they
+/// were given an id, so their commit is in doubt: by sender and the key the
+/// sender gave, the id and when. A repeat under the same key goes under the
+/// same id, which the writer reports sent when an earlier try stored it.
+#[derive(Default)]
+pub(super) struct InDoubt(std::sync::Mutex<HashMap<(String, String), (i64, Instant)>>);
+
+impl InDoubt {
+    fn id(&self, sender: &str, key: &str) -> Option<i64> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(sender.to_owned(), key.to_owned()))
+            .filter(|(_, at)| at.elapsed() < IN_DOUBT_FOR)
+            .map(|(id, _)| *id)
+    }
+
+    /// Remembers the send's id when its commit is in doubt (`tried`), forgets it once it is settled.
+    fn settle(&self, sender: &str, key: &str, tried: Option<i64>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let k = (sender.to_owned(), key.to_owned());
+        let Some(id) = tried else {
+            map.remove(&k);
+            return;
+        };
+        if map.len() >= IN_DOUBT_MAX {
+            map.retain(|_, (_, at)| at.elapsed() < IN_DOUBT_FOR);
+        }
+        if map.len() >= IN_DOUBT_MAX
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(k, (id, Instant::now()));
+    }
+}
+
 impl PgStore {
     /// Commits a message through the group-commit writer and returns its id;
-    /// refuses when the recipient's queue is at its cap.
-    pub async fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
+    /// refuses when the recipient's queue is at its cap. Under the sender's
+    /// `key`, a repeat of a send in doubt goes under its id (see [`InDoubt`]).
+    pub async fn send(
+        &self,
+        sender: &str,
+        recipient: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> Result<i64, SendError> {
         let (reply, answer) = oneshot::channel();
         let job = group::SendJob {
             sender: sender.to_owned(),
             recipient: recipient.to_owned(),
             body: body.to_owned(),
+            id: key.and_then(|k| self.in_doubt.id(sender, k)),
             reply,
         };
         self.sends
             .send(job)
             .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
-        answer
+        let answer = answer
             .await
-            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?
+            .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
+        if let Some(k) = key {
+            let in_doubt = matches!(&answer.result, Err(SendError::Store(e)) if e.is_unreachable());
+            self.in_doubt
+                .settle(sender, k, answer.tried.filter(|_| in_doubt));
+        }
+        answer.result
     }
 
     /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
@@ -419,5 +480,30 @@ impl PgStore {
             .await?;
         let n: i64 = c.query_one(&st, &[&mailbox]).await?.get(0);
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_in_doubt_is_kept_by_sender_and_key_until_settled_and_the_map_is_bounded() {
+        let d = InDoubt::default();
+        d.settle("alice", "k1", Some(7));
+        assert_eq!(d.id("alice", "k1"), Some(7));
+        assert_eq!(d.id("bob", "k1"), None, "another sender's key is its own");
+        d.settle("alice", "k1", None);
+        assert_eq!(d.id("alice", "k1"), None, "settled: forgotten");
+        for i in 0..IN_DOUBT_MAX + 10 {
+            d.settle("alice", &format!("k{i}"), Some(i as i64));
+        }
+        let kept = d.0.lock().unwrap().len();
+        assert_eq!(kept, IN_DOUBT_MAX);
+        assert_eq!(d.id("alice", "k0"), None, "the oldest went first");
+        assert_eq!(
+            d.id("alice", &format!("k{}", IN_DOUBT_MAX + 9)),
+            Some((IN_DOUBT_MAX + 9) as i64)
+        );
     }
 }

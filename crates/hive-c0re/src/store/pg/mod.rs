@@ -89,6 +89,8 @@ pub struct PgStore {
     _listener: Arc<wakes::Listener>,
     /// Requests failed for the database out of reach, for the heartbeat to tell.
     outages: Arc<OutageLog>,
+    /// Sends whose commit is in doubt, for a repeat to go under the same id.
+    in_doubt: Arc<messages::InDoubt>,
 }
 
 impl PgStore {
@@ -154,6 +156,7 @@ impl PgStore {
             wakes: wake_tx,
             _listener: Arc::new(listener),
             outages: Arc::default(),
+            in_doubt: Arc::default(),
         })
     }
 

@@ -313,7 +313,7 @@ async fn the_password_comes_from_a_passfile_and_a_wrong_one_reads_as_a_sentence(
     let s = PgStore::open(settings.resolve(&env).unwrap(), Limits::default())
         .await
         .unwrap();
-    s.send("operator", "alice", "hi").await.unwrap();
+    s.send("operator", "alice", "hi", None).await.unwrap();
 
     let wrong = |k: &str| (k == "PGPASSWORD").then(|| "not-the-password".to_owned());
     let e = PgStore::open(settings.resolve(&wrong).unwrap(), Limits::default())

@@ -118,7 +118,7 @@ async fn a_send_that_did_not_commit_wakes_nobody() {
     let crate::store::Db::Postgres(pg) = &a else {
         unreachable!("the wakes fixture is PostgreSQL")
     };
-    let refused = pg.send("operator", "carol", "a\0b").await;
+    let refused = pg.send("operator", "carol", "a\0b", None).await;
     assert!(matches!(refused, Err(SendError::Store(_))), "{refused:?}");
     assert_eq!(a.inbox_depth("carol").await.unwrap(), 0);
     nothing(&mut wb).await;
