@@ -129,7 +129,6 @@ impl HiveTools {
     }
 }
 
-/// Validates `send`'s arguments into (recipient, body); hive-c0re checks again.
 /// A key no other send of this agent has: the process, the time and a count.
 fn send_key() -> String {
     static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -140,6 +139,7 @@ fn send_key() -> String {
     format!("{:x}-{nanos:x}-{n:x}", std::process::id())
 }
 
+/// Validates `send`'s arguments into (recipient, body); hive-c0re checks again.
 pub(super) fn check_send(args: SendArgs) -> Result<(String, String), String> {
     let to = args.to.trim();
     match Mailbox::parse(to) {

@@ -262,14 +262,7 @@ impl Hive {
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))
                 .await?;
         }
-        let end = TurnEnd {
-            exit_code: stats.exit_code,
-            exit_class: stats.exit_class,
-            duration_ms: stats.duration_ms,
-            held,
-            error: stats.error.clone(),
-            api_status: stats.api_status,
-        };
+        let end = turn_end_of(stats, held);
         // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
         // sees that event reads the whole turn. The state event follows it, as always.
         self.store.set_state(agent, AgentState::Idle, None).await?;
@@ -316,20 +309,25 @@ impl Hive {
             duration_ms,
             exit_class: ExitClass::Interrupted,
             messages_received: start.messages.len() as u64,
-            error: Some(error.clone()),
+            error: Some(error),
             ..TurnStats::default()
         };
         self.record_turn(name, &stats).await?;
-        let end = TurnEnd {
-            exit_code: None,
-            exit_class: ExitClass::Interrupted,
-            duration_ms,
-            held: vec![],
-            error: Some(error),
-            api_status: None,
-        };
+        let end = turn_end_of(&stats, vec![]);
         self.add_events(name, &[event_row(&Payload::TurnEnd(end))])
             .await?;
         Ok(true)
+    }
+}
+
+/// The `turn_end` event of a turn with these figures; `held`: the messages a cancel held.
+fn turn_end_of(stats: &TurnStats, held: Vec<i64>) -> TurnEnd {
+    TurnEnd {
+        exit_code: stats.exit_code,
+        exit_class: stats.exit_class,
+        duration_ms: stats.duration_ms,
+        held,
+        error: stats.error.clone(),
+        api_status: stats.api_status,
     }
 }

@@ -64,8 +64,8 @@ pub(super) struct SendJob {
     pub reply: oneshot::Sender<SendReply>,
 }
 
-/// A send's answer, with the id it went under when it failed after ids
-/// were given: that try may have committed.
+/// A send's answer, with the id it went under when it failed for the
+/// database out of reach after ids were given: that try may have committed.
 pub(super) struct SendReply {
     pub result: Result<i64, SendError>,
     pub tried: Option<i64>,
@@ -129,12 +129,7 @@ async fn send_writer(
         let ids = match batch_ids(&pool, &reserve, &batch).await {
             Ok(ids) => ids,
             Err(e) => {
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(SendReply {
-                        result: Err(SendError::Store(for_each_caller(&e))),
-                        tried: None,
-                    });
-                }
+                fail_batch(&mut batch, &e, None);
                 continue;
             }
         };
@@ -148,15 +143,20 @@ async fn send_writer(
                     });
                 }
             }
-            Err(e) => {
-                for (job, id) in batch.drain(..).zip(ids) {
-                    let _ = job.reply.send(SendReply {
-                        result: Err(SendError::Store(for_each_caller(&e))),
-                        tried: Some(id),
-                    });
-                }
-            }
+            Err(e) => fail_batch(&mut batch, &e, Some(&ids)),
         }
+    }
+}
+
+/// Answers every job of a batch that failed with `e`; with the `ids` it went
+/// under, a failure for the database out of reach leaves each in doubt.
+fn fail_batch(batch: &mut Vec<SendJob>, e: &StoreError, ids: Option<&[i64]>) {
+    let in_doubt = ids.filter(|_| e.is_unreachable());
+    for (i, job) in batch.drain(..).enumerate() {
+        let _ = job.reply.send(SendReply {
+            result: Err(SendError::Store(for_each_caller(e))),
+            tried: in_doubt.map(|ids| ids[i]),
+        });
     }
 }
 

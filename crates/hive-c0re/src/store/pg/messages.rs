@@ -110,9 +110,7 @@ impl PgStore {
             .await
             .map_err(|_| StoreError::Batch("the store's writer has stopped".into()))?;
         if let Some(k) = key {
-            let in_doubt = matches!(&answer.result, Err(SendError::Store(e)) if e.is_unreachable());
-            self.in_doubt
-                .settle(sender, k, answer.tried.filter(|_| in_doubt));
+            self.in_doubt.settle(sender, k, answer.tried);
         }
         answer.result
     }
