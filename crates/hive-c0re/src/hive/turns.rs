@@ -312,10 +312,22 @@ impl Hive {
             error: Some(error),
             ..TurnStats::default()
         };
+        let (_, payload) = event_row(&Payload::TurnEnd(turn_end_of(&stats, vec![])));
+        let payload = self.redactor().await?.redact_json(&payload);
+        // Conditional: on PostgreSQL a node back from a cut link and the node
+        // that took back its lease may both find the turn open; it ends once.
+        let Some(last_id) = self
+            .store
+            .end_open_turn(name.as_str(), last.id, &payload)
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.broker.publish(Change::Events {
+            agent: name.to_string(),
+            last_id,
+        });
         self.record_turn(name, &stats).await?;
-        let end = turn_end_of(&stats, vec![]);
-        self.add_events(name, &[event_row(&Payload::TurnEnd(end))])
-            .await?;
         Ok(true)
     }
 }

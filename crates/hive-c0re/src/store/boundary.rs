@@ -463,6 +463,18 @@ impl Db {
         both!(self, s => s.events_before(agent, before, limit))
     }
 
+    /// Stores `turn_end` with `payload` only while the agent's newest turn
+    /// event is still the `turn_start` with id `start`, so a turn ends once
+    /// however many nodes find it open; its id, or None when it had ended.
+    pub async fn end_open_turn(
+        &self,
+        agent: &str,
+        start: i64,
+        payload: &str,
+    ) -> Result<Option<i64>> {
+        both!(self, s => s.end_open_turn(agent, start, payload))
+    }
+
     /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
     pub async fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
         both!(self, s => s.last_turn_event(agent))

@@ -76,6 +76,31 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Stores `turn_end` with `payload` only while the agent's newest turn
+    /// event is still the `turn_start` with id `start`; its id, or None when
+    /// the turn had ended (by another writer) or another began meanwhile.
+    pub fn end_open_turn(&self, agent: &str, start: i64, payload: &str) -> Result<Option<i64>> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        let last: Option<i64> = tx
+            .prepare_cached(
+                "SELECT id FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![agent], |r| r.get(0))
+            .optional()?;
+        if last != Some(start) {
+            return Ok(None);
+        }
+        tx.prepare_cached(
+            "INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, 'turn_end', ?3)",
+        )?
+        .execute(params![agent, now_ms(), payload])?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
     /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
     pub fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
         let g = self.lock();

@@ -5,7 +5,7 @@
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 
-use super::{PgStore, delete_chunked, group, vacuum_unlock};
+use super::{EVENTS_CLASS, PgStore, delete_chunked, group, vacuum_unlock, wakes};
 use crate::clock::now_ms;
 use crate::store::{EventRow, Result, StoreError, Tail};
 
@@ -87,6 +87,52 @@ impl PgStore {
             .collect();
         v.reverse();
         Ok(v)
+    }
+
+    /// Stores `turn_end` with `payload` only while the agent's newest turn
+    /// event is still the `turn_start` with id `start`; its id, or None when
+    /// the turn had ended (on another node too) or another began meanwhile.
+    /// Under the agent's events lock, as the events writer takes it, so of
+    /// two nodes ending one turn at once the second finds it ended.
+    pub async fn end_open_turn(
+        &self,
+        agent: &str,
+        start: i64,
+        payload: &str,
+    ) -> Result<Option<i64>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&EVENTS_CLASS, &agent],
+        )
+        .await?;
+        // A statement of its own after the lock, so its snapshot sees what
+        // the lock's last holder committed.
+        let id: Option<i64> = tx
+            .query_opt(
+                "INSERT INTO events (id, agent, ts, kind, payload_json) \
+                 SELECT nextval(pg_get_serial_sequence('events', 'id')), $1, $2, 'turn_end', $3 \
+                 WHERE (SELECT id FROM events WHERE agent = $1 AND kind IN ('turn_start', 'turn_end') \
+                        ORDER BY id DESC LIMIT 1) = $4 \
+                 RETURNING id",
+                &[&agent, &now_ms(), &payload, &start],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if let Some(id) = id {
+            // Other nodes' dashboards stream the agent's events (`Wake::Events`).
+            tx.execute(
+                &format!(
+                    "SELECT pg_notify('{}', $1::text || $2 || ' ' || $3)",
+                    wakes::CHANNEL
+                ),
+                &[&wakes::events_prefix(&self.origin), &agent, &id.to_string()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.

@@ -110,6 +110,32 @@ both! {
         }
     }
 
+    async fn an_open_turn_is_ended_once_by_nodes_racing_to_end_it(f) {
+        // A node back from a cut link and the node that took back its lease
+        // both find the agent's turn open and end it as interrupted.
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        let start_of = async |s: &Db| s.add_events("pong", &[("turn_start", "{}")]).await.unwrap()[0];
+        for round in 0..10 {
+            let start = start_of(&a).await;
+            let ended = race(&a, &b, 4, |s, i| async move {
+                s.end_open_turn("pong", start, &format!("{{\"by\":{i}}}")).await.unwrap()
+            })
+            .await;
+            let ids: Vec<i64> = ended.iter().flatten().copied().collect();
+            assert_eq!(ids.len(), 1, "round {round}: the turn ended {ids:?}");
+            let after = b.events_since("pong", start, 100).await.unwrap();
+            assert_eq!(after.iter().map(|e| (e.id, e.kind.as_str())).collect::<Vec<_>>(), [(ids[0], "turn_end")]);
+        }
+        // An end for a turn that is over, or was followed by another, stores nothing.
+        let old = start_of(&a).await;
+        let newer = start_of(&b).await;
+        assert_eq!(a.end_open_turn("pong", old, "{}").await.unwrap(), None, "a later turn began");
+        let end = b.end_open_turn("pong", newer, "{}").await.unwrap().unwrap();
+        assert_eq!(a.end_open_turn("pong", newer, "{}").await.unwrap(), None, "ended already");
+        assert_eq!(a.last_turn_event("pong").await.unwrap().unwrap().id, end);
+    }
+
     async fn a_down_node_is_marked_by_one_of_the_nodes_racing_to_notice(f) {
         let a = f.open().await;
         let b = f.second(&a).await;
