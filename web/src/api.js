@@ -59,6 +59,15 @@ const get = (path) => request('GET', path);
 const post = (path, body = {}) => request('POST', path, body);
 const agentPath = (name, rest = '') => `/api/agents/${enc(name)}${rest}`;
 
+/** The last send that failed, with its key: {name, body, key}, or null. */
+let unsent = null;
+
+/** A fresh send key (getRandomValues, as randomUUID needs https). */
+function newKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 export const api = {
   agents: () => get('/api/agents'),
   /** Everything that waits on the operator (NeedsYou). */
@@ -75,7 +84,22 @@ export const api = {
   model: (name) => get(agentPath(name, '/model')),
   /** A model name, or null to go back to the configured one. */
   setModel: (name, model) => post(agentPath(name, '/model'), { model }),
-  send: (name, body) => post(agentPath(name, '/messages'), { body }),
+  /**
+   * A message from the operator, under a key of its own; the same text sent
+   * to the same agent again after a failure reuses the failed try's key, so
+   * a try whose answer was lost (the database out of reach) is stored once.
+   */
+  send: async (name, body) => {
+    const key = unsent?.name === name && unsent.body === body ? unsent.key : newKey();
+    try {
+      const r = await post(agentPath(name, '/messages'), { body, key });
+      unsent = null;
+      return r;
+    } catch (e) {
+      unsent = { name, body, key };
+      throw e;
+    }
+  },
   /** Today's budget: {usd?, tokens?} new limits, or {reset: true} to lift it until 00:00 UTC. */
   setBudget: (name, body) => post(agentPath(name, '/budget'), body),
   /** start, stop, kill, restart, destroy, pause, resume, cancel, compact, compact-notes. */

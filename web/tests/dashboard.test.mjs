@@ -87,6 +87,36 @@ test('a refusal is toasted with the server sentence', async () => {
   await page.locator('.toast.error', { hasText: 'the message body is empty' }).waitFor();
 });
 
+test('a send repeated after a failure carries the failed try\'s key; the next has its own', async () => {
+  // The first try fails as a database out of reach does (503); the operator sends again.
+  const keys = [];
+  let fail = true;
+  await page.route('**/api/agents/bob/messages', async (route) => {
+    keys.push(route.request().postDataJSON().key);
+    if (fail) {
+      fail = false;
+      return route.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ ok: false, error: 'the hive\'s database is out of reach' }) });
+    }
+    return route.continue();
+  });
+  await page.selectOption('#send-to', 'bob');
+  await page.fill('#send-body', 'once only');
+  await page.click('#send-form button[type=submit]');
+  await page.locator('.toast.error', { hasText: 'out of reach' }).waitFor();
+  assert.equal(await page.inputValue('#send-body'), 'once only', 'the text stays for another try');
+  await page.click('#send-form button[type=submit]');
+  await toast('queued for bob');
+  await page.fill('#send-body', 'and another');
+  await page.click('#send-form button[type=submit]');
+  await until(async () => keys.length === 3, 'three tries to reach the server');
+  await page.unroute('**/api/agents/bob/messages');
+  assert.ok(/^[0-9a-f]{32}$/.test(keys[0]), `a key of its own: ${keys[0]}`);
+  assert.equal(keys[1], keys[0], 'the repeat carries the first try\'s key');
+  assert.notEqual(keys[2], keys[0], 'a new message has a new key');
+  const got = (await hive.cli('recv', '--as', 'bob', '--json')).trim().split('\n').map((l) => JSON.parse(l).body);
+  assert.deepEqual(got, ['once only', 'and another']);
+});
+
 test('kill needs two clicks, and disarms by itself', async () => {
   await row('bob').locator('details.menu summary').click();
   const kill = row('bob').locator('button[data-action=kill]');

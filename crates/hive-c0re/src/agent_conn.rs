@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
 use hive_sh4re::event::EventKind;
-use hive_sh4re::limits::{MAX_LINE_BYTES, MAX_SEND_KEY_BYTES, RECV_DEFAULT};
+use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
 use hive_sh4re::{AgentName, AgentState, Mailbox};
 use tokio::io::{AsyncWriteExt, BufReader};
 
@@ -264,11 +264,6 @@ async fn handle(
         AgentRequest::Send { to, body, key } => {
             let to = Mailbox::parse(&to)
                 .map_err(|e| Error::refused(format!("cannot send to {to:?}: {e}")))?;
-            if key.as_ref().is_some_and(|k| k.len() > MAX_SEND_KEY_BYTES) {
-                return Err(Error::refused(format!(
-                    "the send's key is over {MAX_SEND_KEY_BYTES} bytes: use a shorter one, or none"
-                )));
-            }
             let id = hive.send_keyed(&me, &to, &body, key.as_deref()).await?;
             AgentResponse {
                 message_id: Some(id),

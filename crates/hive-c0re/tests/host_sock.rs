@@ -448,6 +448,7 @@ fn the_std_client_of_hive_sh4re_drives_the_real_daemon() {
         .call(verb::Send {
             to: Mailbox::Operator,
             body: "to myself".into(),
+            key: None,
         })
         .unwrap();
     let got = c

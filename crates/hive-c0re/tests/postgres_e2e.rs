@@ -719,6 +719,34 @@ fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
     assert_eq!(ask_alice(&hive, "ping"), "pong");
 }
 
+/// A relay that can lose the server's answers between a node and `db`, and
+/// the database as reached through it.
+fn relayed(db: &TestDatabase) -> (common::relay::LossyRelay, TestDatabase) {
+    let port: u16 = db
+        .url
+        .split_once("@127.0.0.1:")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the test database's port");
+    let relay = common::relay::LossyRelay::start(port);
+    let through = TestDatabase {
+        name: db.name.clone(),
+        url: db
+            .url
+            .replace(&format!(":{port}/"), &format!(":{}/", relay.port)),
+        password: db.password.clone(),
+    };
+    (relay, through)
+}
+
+/// A send's body as its batch carries it to the server: a text array
+/// element, its length first (an event quoting the body has no such prefix).
+fn as_sent(body: &str) -> Vec<u8> {
+    let mut element = (body.len() as u32).to_be_bytes().to_vec();
+    element.extend_from_slice(body.as_bytes());
+    element
+}
+
 /// alice's send commits, but its answer is lost with the connection, and the
 /// database stays out of reach for every try hive-c0re makes, so alice hears
 /// `unavailable` and sends again once it is back. The repeat carries the
@@ -728,29 +756,11 @@ fn a_send_whose_commit_went_unanswered_is_stored_once_when_repeated() {
     let Some(db) = e2e_database() else {
         return;
     };
-    let port: u16 = db
-        .url
-        .split_once("@127.0.0.1:")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the test database's port");
-    let relay = common::relay::LossyRelay::start(port);
-    let relayed = TestDatabase {
-        name: db.name.clone(),
-        url: db
-            .url
-            .replace(&format!(":{port}/"), &format!(":{}/", relay.port)),
-        password: db.password.clone(),
-    };
+    let (relay, relayed) = relayed(&db);
     let (_sim, hive) = alice_on(&relayed, &[], None);
     assert_eq!(ask_alice(&hive, "ping"), "pong");
 
-    // The send's body as its batch carries it to the server: a text array
-    // element, its length first (an event quoting the body has no such prefix).
-    let body = b"answer: probe";
-    let mut element = (body.len() as u32).to_be_bytes().to_vec();
-    element.extend_from_slice(body);
-    relay.lose_answer_to(&element, std::time::Duration::from_secs(3));
+    relay.lose_answer_to(&as_sent("answer: probe"), std::time::Duration::from_secs(3));
     hive.ok(&["send", "alice", "probe"]);
     relay.wait_until_back(std::time::Duration::from_secs(60));
     assert!(
@@ -769,4 +779,34 @@ fn a_send_whose_commit_went_unanswered_is_stored_once_when_repeated() {
     got.extend(hive.recv_operator(1));
     let bodies: Vec<&str> = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, ["answer: probe"], "{}", hive.log());
+}
+
+/// The operator's send commits, but its answer is lost with the connection
+/// and the database stays out of reach for every try hive-c0re makes. The
+/// CLI's error names the send's key; the same send repeated with `--key`
+/// once the database is back goes under the first try's id: stored once.
+#[test]
+fn an_operators_send_repeated_with_its_key_is_stored_once() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (relay, through) = relayed(&db);
+    let hive = started(TestHive::start_with(Opts::postgres(&through, "alpha")));
+    hive.ok(&["send", "operator", "warm-up"]);
+
+    relay.lose_answer_to(&as_sent("to myself"), std::time::Duration::from_secs(3));
+    let first = hive.cli(&["send", "operator", "to myself"]);
+    let said = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(!first.status.success(), "{said}\n{}", hive.log());
+    assert!(relay.tripped(), "the relay never saw the send: {said}");
+    let key = said
+        .split_once("--key ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the error names no key: {said}"));
+    relay.wait_until_back(std::time::Duration::from_secs(60));
+    hive.ok(&["send", "--key", key, "operator", "to myself"]);
+
+    let got = hive.recv_operator(10);
+    let bodies: Vec<&str> = got.iter().map(|m| m["body"].as_str().unwrap()).collect();
+    assert_eq!(bodies, ["warm-up", "to myself"], "{}", hive.log());
 }

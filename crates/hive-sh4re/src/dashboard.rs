@@ -18,6 +18,10 @@ use crate::notification::{NotificationList, WebhookStatus};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SendBody {
     pub body: String,
+    /// The client's key for this send: repeated under it after a 503, it is
+    /// stored once (as host.sock `send`'s `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// `POST /api/agents/{name}/model`: a model override from the next turn on;

@@ -841,11 +841,23 @@ mod tests {
             line(
                 verb::Send {
                     to: Mailbox::Agent(alice.clone()),
-                    body: "hi".into()
+                    body: "hi".into(),
+                    key: None,
                 }
                 .into()
             ),
             r#"{"cmd":"send","to":"alice","body":"hi"}"#
+        );
+        assert_eq!(
+            line(
+                verb::Send {
+                    to: Mailbox::Agent(alice.clone()),
+                    body: "hi".into(),
+                    key: Some("k1".into()),
+                }
+                .into()
+            ),
+            r#"{"cmd":"send","to":"alice","body":"hi","key":"k1"}"#
         );
         assert_eq!(
             line(

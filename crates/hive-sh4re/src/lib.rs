@@ -27,3 +27,14 @@ pub use state::AgentState;
 
 /// Version written in every host.sock response; bump only on a breaking change.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A key no other send from this host has: the process, the time and a
+/// count. A send repeated under its key is stored once (see `send`'s `key`).
+pub fn new_send_key() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
+}

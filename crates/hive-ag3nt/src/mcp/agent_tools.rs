@@ -67,7 +67,7 @@ impl HiveTools {
                     body,
                     // Repeated under this key while hive-c0re cannot reach
                     // its store, the send is stored once.
-                    key: Some(send_key()),
+                    key: Some(hive_sh4re::new_send_key()),
                 },
                 &ctx,
             )
@@ -127,16 +127,6 @@ impl HiveTools {
             format!("napping for {seconds}s")
         }))
     }
-}
-
-/// A key no other send of this agent has: the process, the time and a count.
-fn send_key() -> String {
-    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
 }
 
 /// Validates `send`'s arguments into (recipient, body); hive-c0re checks again.

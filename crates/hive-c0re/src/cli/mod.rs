@@ -132,11 +132,19 @@ pub enum Command {
         json: bool,
     },
     /// Send a message to an agent as the operator.
+    ///
+    /// Each send carries a key. When the database was out of reach, the
+    /// message may have been stored all the same: the error names its key,
+    /// and the same send repeated with `--key` is stored once.
     Send {
         /// The recipient agent.
         to: Mailbox,
         /// The message; `-` reads it from standard input.
         body: String,
+        /// The key of an earlier try of this send, from its error (a new one
+        /// when not given); at most 64 bytes.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
     },
     /// Read and acknowledge an inbox (the operator's by default).
     Recv {
@@ -579,7 +587,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 output::status(&rows)
             }
         }
-        Command::Send { to, body } => {
+        Command::Send { to, body, key } => {
             let body = if body == "-" {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map_err(|e| {
@@ -594,6 +602,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             let r = c.call(verb::Send {
                 to: to.clone(),
                 body,
+                key: Some(key.unwrap_or_else(hive_sh4re::new_send_key)),
             })?;
             out!("sent message #{} to {to}", r.message_id.unwrap_or_default());
         }

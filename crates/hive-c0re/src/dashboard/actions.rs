@@ -109,7 +109,7 @@ pub(crate) async fn lifecycle(
     }
 }
 
-/// `POST /api/agents/{name}/messages` {body}: a message from the operator.
+/// `POST /api/agents/{name}/messages` {body, key?}: a message from the operator.
 pub(crate) async fn send(
     State(ctx): State<Ctx>,
     Agent(name): Agent,
@@ -117,7 +117,12 @@ pub(crate) async fn send(
 ) -> Done {
     let id = ctx
         .hive
-        .send(&Mailbox::Operator, &Mailbox::Agent(name.clone()), &b.body)
+        .send_keyed(
+            &Mailbox::Operator,
+            &Mailbox::Agent(name.clone()),
+            &b.body,
+            b.key.as_deref(),
+        )
         .await
         .map_err(ApiError::from_hive(StatusCode::BAD_REQUEST))?;
     Ok((

@@ -784,3 +784,29 @@ async fn secrets_show_by_name_and_scope_only() {
         .collect();
     assert_eq!(scopes, [("GH_TOKEN", None), ("GH_TOKEN", Some("alice"))]);
 }
+
+#[tokio::test]
+async fn a_send_key_reaches_the_hive_and_an_over_long_one_is_refused() {
+    let f = loopback();
+    add_agent(&f.hive, "alice").await;
+    let long = "k".repeat(hive_sh4re::limits::MAX_SEND_KEY_BYTES + 1);
+    let (s, b) = call(
+        &f,
+        post(
+            "/api/agents/alice/messages",
+            Some("t0k"),
+            &format!(r#"{{"body":"hi","key":"{long}"}}"#),
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(error_of(&b).contains("the send's key is over"), "{b}");
+    assert_eq!(f.hive.inbox_depth(&alice()).await.unwrap(), 0);
+    let ok = post(
+        "/api/agents/alice/messages",
+        Some("t0k"),
+        r#"{"body":"hi","key":"k1"}"#,
+    );
+    assert_eq!(call(&f, ok).await.0, StatusCode::OK);
+    assert_eq!(f.hive.inbox_depth(&alice()).await.unwrap(), 1);
+}

@@ -23,7 +23,7 @@ use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::store::MessageRow;
-use hive_sh4re::limits::{MAX_BODY_BYTES, RECV_MAX};
+use hive_sh4re::limits::{MAX_BODY_BYTES, MAX_SEND_KEY_BYTES, RECV_MAX};
 
 /// Characters of an operator's message repeated in the agent's history.
 const NOTED_CHARS: usize = 300;
@@ -52,6 +52,11 @@ impl Hive {
             return Err(Error::refused(format!(
                 "the message body is {} bytes, over the limit of {MAX_BODY_BYTES}: shorten it or put it in a file",
                 body.len()
+            )));
+        }
+        if key.is_some_and(|k| k.len() > MAX_SEND_KEY_BYTES) {
+            return Err(Error::refused(format!(
+                "the send's key is over {MAX_SEND_KEY_BYTES} bytes: use a shorter one, or none"
             )));
         }
         match to {

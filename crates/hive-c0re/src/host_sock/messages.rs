@@ -10,7 +10,7 @@ use tokio::net::unix::OwnedWriteHalf;
 
 use super::{ConnReader, Handle, Reply, StreamReply, client_gone};
 use crate::broker::Change;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hive::Hive;
 
 /// Longest `recv` wait a client may ask for.
@@ -18,7 +18,16 @@ const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 impl Handle for verb::Send {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let id = hive.send(&Mailbox::Operator, &self.to, &self.body).await?;
+        let id = hive
+            .send_keyed(&Mailbox::Operator, &self.to, &self.body, self.key.as_deref())
+            .await
+            .map_err(|e| match &self.key {
+                // Its commit may have gone through unanswered: say how to repeat it safely.
+                Some(key) if e.is_unreachable() => Error::refused(format!(
+                    "{e}; the message may have been stored all the same: once the database is back, send it again with the same key (hive-c0re send --key {key} ...) and it is stored once"
+                )),
+                _ => e,
+            })?;
         Ok(Response {
             message_id: Some(id),
             ..Response::ok()

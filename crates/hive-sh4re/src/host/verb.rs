@@ -83,6 +83,12 @@ pub struct Destroy {
 pub struct Send {
     pub to: Mailbox,
     pub body: String,
+    /// A key the client picks for this send (at most
+    /// [`crate::limits::MAX_SEND_KEY_BYTES`]): a send repeated under it after
+    /// the database was out of reach is stored once, even when the first
+    /// try's commit went through unanswered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// `recv` *ours*: read and acknowledge an inbox (the operator's by default).
