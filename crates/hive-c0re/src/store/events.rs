@@ -17,6 +17,10 @@ pub struct EventRow {
 
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
+/// The agent's (`?1`) newest turn event, after `SELECT columns`.
+const LAST_TURN: &str = "FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
+     ORDER BY id DESC LIMIT 1";
+
 pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
         agent: r.get(0)?,
@@ -83,10 +87,7 @@ impl Store {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
         let last: Option<i64> = tx
-            .prepare_cached(
-                "SELECT id FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
-                 ORDER BY id DESC LIMIT 1",
-            )?
+            .prepare_cached(&format!("SELECT id {LAST_TURN}"))?
             .query_row(params![agent], |r| r.get(0))
             .optional()?;
         if last != Some(start) {
@@ -104,10 +105,9 @@ impl Store {
     /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
     pub fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
         let g = self.lock();
-        let mut st = g.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
-             ORDER BY id DESC LIMIT 1"
-        ))?;
+        let mut st = g
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} {LAST_TURN}"))?;
         Ok(st.query_row(params![agent], row).optional()?)
     }
 

@@ -11,6 +11,10 @@ use crate::store::{EventRow, Result, StoreError, Tail};
 
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
+/// The agent's (`$1`) newest turn event, after `SELECT columns`.
+const LAST_TURN: &str = "FROM events WHERE agent = $1 AND kind IN ('turn_start', 'turn_end') \
+     ORDER BY id DESC LIMIT 1";
+
 pub(super) fn row(r: &Row) -> EventRow {
     EventRow {
         agent: r.get(0),
@@ -111,11 +115,11 @@ impl PgStore {
         // the lock's last holder committed.
         let id: Option<i64> = tx
             .query_opt(
-                "INSERT INTO events (id, agent, ts, kind, payload_json) \
-                 SELECT nextval(pg_get_serial_sequence('events', 'id')), $1, $2, 'turn_end', $3 \
-                 WHERE (SELECT id FROM events WHERE agent = $1 AND kind IN ('turn_start', 'turn_end') \
-                        ORDER BY id DESC LIMIT 1) = $4 \
-                 RETURNING id",
+                &format!(
+                    "INSERT INTO events (id, agent, ts, kind, payload_json) \
+                     SELECT nextval(pg_get_serial_sequence('events', 'id')), $1, $2, 'turn_end', $3 \
+                     WHERE (SELECT id {LAST_TURN}) = $4 RETURNING id"
+                ),
                 &[&agent, &now_ms(), &payload, &start],
             )
             .await?
@@ -139,10 +143,7 @@ impl PgStore {
     pub async fn last_turn_event(&self, agent: &str) -> Result<Option<EventRow>> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM events WHERE agent = $1 AND kind IN ('turn_start', 'turn_end') \
-                 ORDER BY id DESC LIMIT 1"
-            ))
+            .prepare_cached(&format!("SELECT {COLUMNS} {LAST_TURN}"))
             .await?;
         Ok(c.query_opt(&st, &[&agent]).await?.as_ref().map(row))
     }
