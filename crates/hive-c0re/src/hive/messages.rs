@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use hive_sh4re::agent::TurnOutcome;
-use hive_sh4re::event::Operator;
+use hive_sh4re::event::{EventKind, Operator, Payload};
 use hive_sh4re::host::Message;
 use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::{AgentName, Mailbox};
@@ -22,7 +22,8 @@ use super::Hive;
 use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::store::MessageRow;
+use crate::hive::event_row;
+use crate::store::{MessageRow, SendNote, Sent};
 use hive_sh4re::limits::{MAX_BODY_BYTES, MAX_SEND_KEY_BYTES, RECV_MAX};
 
 /// Characters of an operator's message repeated in the agent's history.
@@ -83,9 +84,13 @@ impl Hive {
             }
         }
         self.space.refuse_if_low()?;
-        let id = self
+        let note = match (from, to) {
+            (Mailbox::Operator, Mailbox::Agent(_)) => Some(self.operator_note(body).await?),
+            _ => None,
+        };
+        let sent = self
             .store
-            .send_keyed(from.as_str(), to.as_str(), body, key)
+            .send_keyed(from.as_str(), to.as_str(), body, key, note)
             .await
             .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
         self.broker.poke(to.as_str());
@@ -98,31 +103,54 @@ impl Hive {
                 .await;
         }
         if let Mailbox::Agent(n) = to {
-            self.sample_inbox(n.as_str()).await;
+            self.sent_to(n, &sent).await;
             self.broker.publish(Change::Agent(n.to_string()));
-            if *from == Mailbox::Operator {
-                let shown: String = body.chars().take(NOTED_CHARS).collect();
-                self.note_operator(
-                    n,
-                    Operator {
-                        message: Some(shown),
-                        message_id: Some(id),
-                        ..Operator::default()
-                    },
-                )
-                .await;
+            if let Some(last_id) = sent.event {
+                self.broker.publish(Change::Events {
+                    agent: n.to_string(),
+                    last_id,
+                });
             }
         }
-        Ok(id)
+        Ok(sent.id)
+    }
+
+    /// Samples the inbox depth a send to `agent` left, for its next turn's figures.
+    async fn sent_to(&self, agent: &AgentName, sent: &Sent) {
+        match sent.depth {
+            Some(depth) => self.note_inbox_depth(agent.as_str(), depth),
+            None => self.sample_inbox(agent.as_str()).await,
+        }
+    }
+
+    /// The `operator` event an operator's message to an agent leaves in the
+    /// agent's history, stored with the message (the event names its id).
+    async fn operator_note(&self, body: &str) -> Result<SendNote> {
+        let redactor = self.redactor().await?;
+        let shown: String = body.chars().take(NOTED_CHARS).collect();
+        Ok(SendNote {
+            kind: EventKind::Operator.as_str().to_owned(),
+            payload: Box::new(move |id| {
+                let (_, payload) = event_row(&Payload::Operator(Operator {
+                    message: Some(shown.clone()),
+                    message_id: Some(id),
+                    ..Operator::default()
+                }));
+                redactor.redact_json(&payload)
+            }),
+        })
     }
 
     /// A notice from hive-c0re itself; it waits in the inbox even if the agent does not exist yet.
     pub async fn notify(&self, to: &AgentName, body: &str) -> Result<i64> {
-        let id = self.store.send("system", to.as_str(), body).await?;
-        self.sample_inbox(to.as_str()).await;
+        let sent = self
+            .store
+            .send_keyed("system", to.as_str(), body, None, None)
+            .await?;
+        self.sent_to(to, &sent).await;
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Agent(to.to_string()));
-        Ok(id)
+        Ok(sent.id)
     }
 
     /// Reads and acknowledges up to `max` messages of `mailbox`, waiting up to `wait` for the first.
@@ -254,5 +282,65 @@ pub fn message_wire(m: &MessageRow) -> Message {
         body: m.body.clone(),
         sent_at: rfc3339(m.created_at),
         pending: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hive_sh4re::config::AgentConfig;
+    use hive_sh4re::secret::{SecretName, SecretValue};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_operators_message_is_noted_in_the_agents_history_with_its_id_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        hive.add_stopped(&alice, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        let name = SecretName::parse("GITHUB_TOKEN").unwrap();
+        let value = SecretValue::parse("ghp_s3cr3t".into()).unwrap();
+        hive.secret_set(&name, None, &value).await.unwrap();
+        let mut changes = hive.subscribe();
+        let to = Mailbox::Agent(alice.clone());
+        let id = hive
+            .send(&Mailbox::Operator, &to, "use ghp_s3cr3t for the push")
+            .await
+            .unwrap();
+        let noted: Vec<_> = hive
+            .events(&alice, None, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "operator")
+            .collect();
+        assert_eq!(noted.len(), 1, "{noted:?}");
+        assert_eq!(noted[0].payload["message_id"], id);
+        assert_eq!(
+            noted[0].payload["message"],
+            "use [secret GITHUB_TOKEN] for the push"
+        );
+        // The live feeds hear of it.
+        let mut told = false;
+        while let Ok(c) = changes.try_recv() {
+            told |= c
+                == Change::Events {
+                    agent: "alice".into(),
+                    last_id: noted[0].id,
+                };
+        }
+        assert!(told, "no Change::Events for the noted message");
+        // An agent's message to another agent notes nothing.
+        let bob = AgentName::parse("bob").unwrap();
+        hive.add_stopped(&bob, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        hive.send(&to, &Mailbox::Agent(bob.clone()), "hi")
+            .await
+            .unwrap();
+        let bobs = hive.events(&bob, None, None, 100).await.unwrap();
+        assert!(bobs.iter().all(|e| e.kind != "operator"), "{bobs:?}");
     }
 }

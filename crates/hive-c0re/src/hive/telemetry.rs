@@ -77,9 +77,13 @@ impl Hive {
     /// Samples the agent's inbox depth (after a send to it, or a claim of it)
     /// for the peak its next turn's figures record.
     pub(super) async fn sample_inbox(&self, agent: &str) {
-        let Ok(depth) = self.store.inbox_depth(agent).await else {
-            return;
-        };
+        if let Ok(depth) = self.store.inbox_depth(agent).await {
+            self.note_inbox_depth(agent, depth);
+        }
+    }
+
+    /// [`Hive::sample_inbox`] with a depth the caller has already read.
+    pub(super) fn note_inbox_depth(&self, agent: &str, depth: u64) {
         let mut peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
         let peak = peaks.entry(agent.to_owned()).or_default();
         *peak = (*peak).max(depth);

@@ -12,12 +12,13 @@ use std::time::Duration;
 use hive_sh4re::AgentState;
 use hive_sh4re::host::ApprovalStatus;
 
+use super::messages::Outgoing;
 use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Fence, Lease, Limits,
     MessageRow, NewAgent, NewApproval, NewRequest, NodeDown, NodeRow, NotificationRow, Outage,
-    QuestionRow, RequestRow, Result, ScheduleRow, SecretEntry, SendError, Spend, StatRow, Store,
-    Tail, Wakes, WebhookStats,
+    QuestionRow, RequestRow, Result, ScheduleRow, SecretEntry, SendError, SendNote, Sent, Spend,
+    StatRow, Store, Tail, Wakes, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -198,21 +199,27 @@ impl Db {
     /// id once it is committed; refuses when the recipient's queue is at its
     /// cap, or when the message holds a NUL byte.
     pub async fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
-        self.send_keyed(sender, recipient, body, None).await
+        Ok(self
+            .send_keyed(sender, recipient, body, None, None)
+            .await?
+            .id)
     }
 
-    /// [`Db::send`] under the sender's `key`. On PostgreSQL a send whose every
-    /// try failed for the database out of reach may have committed all the
-    /// same; the node keeps the id it was tried under, and a repeat with the
-    /// same sender and key goes under that id: stored once, reported sent. A
-    /// failed sqlite commit is rolled back, so there the key changes nothing.
+    /// [`Db::send`] under the sender's `key`, with a `note`: an event its
+    /// recipient's history takes in the send's own transaction (both stored
+    /// or neither). On PostgreSQL a send whose every try failed for the
+    /// database out of reach may have committed all the same; the node keeps
+    /// the id it was tried under, and a repeat with the same sender and key
+    /// goes under that id: stored once, reported sent. A failed sqlite commit
+    /// is rolled back, so there the key changes nothing.
     pub async fn send_keyed(
         &self,
         sender: &str,
         recipient: &str,
         body: &str,
         key: Option<&str>,
-    ) -> Result<i64, SendError> {
+        note: Option<SendNote>,
+    ) -> Result<Sent, SendError> {
         // PostgreSQL's text takes no NUL, and one such row would fail the
         // whole group commit: every other sender's message batched with it.
         // Refused here, before any batch, on both backends alike.
@@ -220,9 +227,17 @@ impl Db {
             return Err(SendError::Nul);
         }
         match self {
-            Db::Sqlite(s) => s.send_grouped(sender, recipient, body).await,
+            Db::Sqlite(s) => {
+                s.send_grouped(Outgoing {
+                    sender: sender.to_owned(),
+                    recipient: recipient.to_owned(),
+                    body: body.to_owned(),
+                    note,
+                })
+                .await
+            }
             Db::Postgres(s) => {
-                let r = s.send(sender, recipient, body, key).await;
+                let r = s.send(sender, recipient, body, key, note).await;
                 if let Err(SendError::Store(e)) = &r {
                     s.outages().note(e);
                 }

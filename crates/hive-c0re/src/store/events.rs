@@ -18,6 +18,10 @@ pub struct EventRow {
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
 /// The agent's (`?1`) newest turn event, after `SELECT columns`.
+/// Stores one event: agent, time, kind, payload (a send's note uses it too).
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, ?3, ?4)";
+
 const LAST_TURN: &str = "FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
      ORDER BY id DESC LIMIT 1";
 
@@ -42,9 +46,7 @@ impl Store {
         let tx = g.conn.transaction()?;
         let mut ids = vec![];
         {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut st = tx.prepare_cached(INSERT_EVENT)?;
             let now = now_ms();
             for (kind, payload) in items {
                 st.execute(params![agent, now, kind, payload])?;

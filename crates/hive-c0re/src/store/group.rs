@@ -13,47 +13,43 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::Store;
-use super::messages::SendError;
+use super::messages::{Outgoing, SendError, Sent};
+use super::{Store, StoreError};
 
 /// Most sends one commit takes.
 const MAX_BATCH: usize = 256;
 
 /// A queued send and where its answer goes.
 pub(super) struct Job {
-    pub sender: String,
-    pub recipient: String,
-    pub body: String,
-    pub reply: oneshot::Sender<Result<i64, SendError>>,
+    pub out: Outgoing,
+    pub reply: oneshot::Sender<Result<Sent, SendError>>,
 }
 
 impl Store {
-    /// Commits a message through the group-commit writer: answers once it is
-    /// committed, sharing the commit with whatever other sends are under way.
-    pub async fn send_grouped(
-        &self,
-        sender: &str,
-        recipient: &str,
-        body: &str,
-    ) -> Result<i64, SendError> {
+    /// Commits a message, with its note's event if any, through the
+    /// group-commit writer: answers once it is committed, sharing the commit
+    /// with whatever other sends are under way.
+    pub(super) async fn send_grouped(&self, out: Outgoing) -> Result<Sent, SendError> {
         let Some(writer) = &self.writer else {
-            return self.send(sender, recipient, body);
+            return self.send_one(out);
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            sender: sender.to_owned(),
-            recipient: recipient.to_owned(),
-            body: body.to_owned(),
-            reply,
-        };
-        if writer.send(job).is_err() {
-            // The writer is gone (it never started): commit on this thread instead.
-            return self.send(sender, recipient, body);
+        if let Err(mpsc::SendError(job)) = writer.send(Job { out, reply }) {
+            // The writer is gone (it never started, or it panicked): commit on this thread instead.
+            return self.send_one(job.out);
         }
-        match answer.await {
-            Ok(r) => r,
-            Err(_) => self.send(sender, recipient, body),
-        }
+        answer.await.unwrap_or_else(|_| {
+            // It panicked with this send in its batch, which rolled back.
+            Err(SendError::Store(StoreError::Batch(
+                "the store's writer stopped during the send: send it again".into(),
+            )))
+        })
+    }
+
+    fn send_one(&self, out: Outgoing) -> Result<Sent, SendError> {
+        self.send_many(std::slice::from_ref(&out))
+            .pop()
+            .expect("one result per send")
     }
 }
 
@@ -70,14 +66,12 @@ pub(super) fn start(store: Store, rx: mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
-                let items: Vec<(&str, &str, &str)> = batch
-                    .iter()
-                    .map(|j| (j.sender.as_str(), j.recipient.as_str(), j.body.as_str()))
-                    .collect();
+                let (items, replies): (Vec<Outgoing>, Vec<_>) =
+                    batch.into_iter().map(|j| (j.out, j.reply)).unzip();
                 let results = store.send_many(&items);
-                for (job, result) in batch.into_iter().zip(results) {
+                for (reply, result) in replies.into_iter().zip(results) {
                     // The caller may have gone away; its message is committed all the same.
-                    let _ = job.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
         });

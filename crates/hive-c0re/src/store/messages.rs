@@ -40,6 +40,37 @@ pub enum SendError {
     Store(#[from] StoreError),
 }
 
+/// An event stored with a send, in the send's own transaction, into the
+/// recipient's history: both are stored or neither, and the event can name
+/// the message's id, which the store picks.
+pub struct SendNote {
+    /// The event's kind.
+    pub kind: String,
+    /// The event's payload JSON, given the message's id.
+    pub payload: Box<dyn Fn(i64) -> String + Send + Sync>,
+}
+
+/// A stored send: the message's id, its note's event id if it had one, and
+/// the recipient's undelivered count once its batch committed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sent {
+    /// The message's id.
+    pub id: i64,
+    /// The id of the event stored with it.
+    pub event: Option<i64>,
+    /// The recipient's undelivered messages once it was stored; None when
+    /// this try found it stored by an earlier one.
+    pub depth: Option<u64>,
+}
+
+/// A send as the sqlite writer takes it.
+pub(super) struct Outgoing {
+    pub sender: String,
+    pub recipient: String,
+    pub body: String,
+    pub note: Option<SendNote>,
+}
+
 impl From<rusqlite::Error> for SendError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Store(e.into())
@@ -134,10 +165,11 @@ impl Store {
     }
 
     /// Commits several messages in one transaction; each may be refused on its own (inbox full).
-    pub(super) fn send_many(&self, items: &[(&str, &str, &str)]) -> Vec<Result<i64, SendError>> {
+    /// A send's note goes into its recipient's history in the same transaction.
+    pub(super) fn send_many(&self, items: &[Outgoing]) -> Vec<Result<Sent, SendError>> {
         let mut g = self.lock();
         let cap = self.limits.inbox_cap;
-        let attempt = |g: &mut Inner| -> Result<Vec<Result<i64, SendError>>, StoreError> {
+        let attempt = |g: &mut Inner| -> Result<Vec<Result<Sent, SendError>>, StoreError> {
             let tx = g.conn.transaction()?;
             let mut out = Vec::with_capacity(items.len());
             let mut added: HashMap<&str, u64> = HashMap::new();
@@ -145,7 +177,8 @@ impl Store {
                 let mut st =
                     tx.prepare_cached("INSERT INTO messages (sender, recipient, body, created_at) VALUES (?1, ?2, ?3, ?4)")?;
                 let now = now_ms();
-                for &(sender, recipient, body) in items {
+                for item in items {
+                    let recipient = item.recipient.as_str();
                     let depth = g.depth.get(recipient).copied().unwrap_or(0)
                         + added.get(recipient).copied().unwrap_or(0);
                     if depth >= cap {
@@ -155,9 +188,23 @@ impl Store {
                         }));
                         continue;
                     }
-                    st.execute(params![sender, recipient, body, now])?;
-                    out.push(Ok(tx.last_insert_rowid()));
+                    st.execute(params![item.sender, recipient, item.body, now])?;
+                    let id = tx.last_insert_rowid();
+                    let event = match &item.note {
+                        Some(note) => {
+                            tx.prepare_cached(super::events::INSERT_EVENT)?
+                                .execute(params![recipient, now, note.kind, (note.payload)(id)])?;
+                            Some(tx.last_insert_rowid())
+                        }
+                        None => None,
+                    };
                     *added.entry(recipient).or_default() += 1;
+                    let depth = g.depth.get(recipient).copied().unwrap_or(0) + added[recipient];
+                    out.push(Ok(Sent {
+                        id,
+                        event,
+                        depth: Some(depth),
+                    }));
                 }
             }
             tx.commit()?;

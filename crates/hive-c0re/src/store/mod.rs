@@ -44,7 +44,7 @@ pub use boundary::Db;
 pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
 pub use leases::{Fence, Lease};
-pub use messages::{MessageRow, SendError};
+pub use messages::{MessageRow, SendError, SendNote, Sent};
 pub use nodes::{NodeDown, NodeRow};
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use outage::{Outage, OutageLog};

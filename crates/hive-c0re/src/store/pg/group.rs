@@ -14,7 +14,10 @@
 //! inserting them again. A caller told "sent" always has its message
 //! stored, exactly once. The batch's transaction also notifies one wake per
 //! recipient it stored for (`wakes.rs`), so other nodes hear of it on commit
-//! and never of a batch that rolled back.
+//! and never of a batch that rolled back. A send's note (an event of its
+//! recipient, `SendNote`) goes into the same statement as the message, for
+//! only the messages that statement inserted, under the recipient's events
+//! lock: stored with its message, once, whatever a retry finds.
 //!
 //! **Events** take two round trips: BEGIN, the per-agent advisory locks and
 //! the ids (`nextval` under the locks, so an agent's ids grow in commit
@@ -22,13 +25,13 @@
 //! its COMMIT was sent runs again on a fresh connection; one whose COMMIT got
 //! no answer is reported failed (it may have committed).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::super::messages::SendError;
+use super::super::messages::{SendError, SendNote, Sent};
 use super::{EVENTS_CLASS, pool_error};
 use crate::clock::now_ms;
 use crate::store::{Limits, Result, StoreError};
@@ -53,6 +56,12 @@ const ID_RESERVE: i64 = 1024;
 /// Most event rows one commit takes (a job is never split).
 const MAX_EVENT_ROWS: usize = 8192;
 
+/// The payload prefixes of this store's wakes: a mailbox's, an agent's events'.
+struct Prefixes {
+    mailbox: String,
+    events: String,
+}
+
 /// A queued send and where its answer goes.
 pub(super) struct SendJob {
     pub sender: String,
@@ -61,13 +70,15 @@ pub(super) struct SendJob {
     /// The id an earlier try of this send went under, when that try's commit
     /// is in doubt; a fresh one from the reserve when None.
     pub id: Option<i64>,
+    /// The event the recipient's history takes with the message, in its transaction.
+    pub note: Option<SendNote>,
     pub reply: oneshot::Sender<SendReply>,
 }
 
 /// A send's answer, with the id it went under when it failed for the
 /// database out of reach after ids were given: that try may have committed.
 pub(super) struct SendReply {
-    pub result: Result<i64, SendError>,
+    pub result: Result<Sent, SendError>,
     pub tried: Option<i64>,
 }
 
@@ -86,8 +97,10 @@ pub(super) fn start(
     sends: mpsc::UnboundedReceiver<SendJob>,
     events: mpsc::UnboundedReceiver<EventJob>,
 ) {
-    let wake_prefix: Arc<str> = super::wakes::mailbox_prefix(&origin).into();
-    let events_prefix: Arc<str> = super::wakes::events_prefix(&origin).into();
+    let prefixes = Arc::new(Prefixes {
+        mailbox: super::wakes::mailbox_prefix(&origin),
+        events: super::wakes::events_prefix(&origin),
+    });
     let sends = Arc::new(Mutex::new(sends));
     let events = Arc::new(Mutex::new(EventQueue {
         rx: events,
@@ -98,17 +111,13 @@ pub(super) fn start(
         tokio::spawn(send_writer(
             pool.clone(),
             limits.clone(),
-            wake_prefix.clone(),
+            prefixes.clone(),
             sends.clone(),
             ids.clone(),
         ));
     }
     for _ in 0..EVENT_WRITERS {
-        tokio::spawn(event_writer(
-            pool.clone(),
-            events_prefix.clone(),
-            events.clone(),
-        ));
+        tokio::spawn(event_writer(pool.clone(), prefixes.clone(), events.clone()));
     }
 }
 
@@ -117,7 +126,7 @@ pub(super) fn start(
 async fn send_writer(
     pool: Pool,
     limits: Arc<Limits>,
-    wake_prefix: Arc<str>,
+    prefixes: Arc<Prefixes>,
     queue: Arc<Mutex<mpsc::UnboundedReceiver<SendJob>>>,
     reserve: Arc<Mutex<VecDeque<i64>>>,
 ) {
@@ -133,7 +142,7 @@ async fn send_writer(
                 continue;
             }
         };
-        match send_with_retries(&pool, limits.inbox_cap, &wake_prefix, &batch, &ids).await {
+        match send_with_retries(&pool, limits.inbox_cap, &prefixes, &batch, &ids).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     // The caller may have gone away; its message is committed all the same.
@@ -210,13 +219,13 @@ async fn take_ids(pool: &Pool, reserve: &Mutex<VecDeque<i64>>, n: usize) -> Resu
 async fn send_with_retries(
     pool: &Pool,
     cap: u64,
-    wake_prefix: &str,
+    prefixes: &Prefixes,
     jobs: &[SendJob],
     ids: &[i64],
-) -> Result<Vec<Result<i64, SendError>>> {
+) -> Result<Vec<Result<Sent, SendError>>> {
     let mut attempt = 1;
     loop {
-        match send_batch(pool, cap, wake_prefix, jobs, ids).await {
+        match send_batch(pool, cap, prefixes, jobs, ids).await {
             // The same ids make a second try safe whatever became of the first.
             Err(e) if attempt < ATTEMPTS && e.is_unreachable() => {
                 tracing::warn!("the database connection dropped during a send; trying again: {e}");
@@ -231,12 +240,12 @@ async fn send_with_retries(
 async fn send_batch(
     pool: &Pool,
     cap: u64,
-    wake_prefix: &str,
+    prefixes: &Prefixes,
     jobs: &[SendJob],
     ids: &[i64],
-) -> Result<Vec<Result<i64, SendError>>> {
+) -> Result<Vec<Result<Sent, SendError>>> {
     let mut conn = Conn::get(pool).await?;
-    let result = send_batch_on(conn.client(), cap, wake_prefix, jobs, ids).await;
+    let result = send_batch_on(conn.client(), cap, prefixes, jobs, ids).await;
     if result.is_err() {
         conn.discard();
     }
@@ -246,10 +255,10 @@ async fn send_batch(
 async fn send_batch_on(
     c: &Object,
     cap: u64,
-    wake_prefix: &str,
+    prefixes: &Prefixes,
     jobs: &[SendJob],
     ids: &[i64],
-) -> Result<Vec<Result<i64, SendError>>> {
+) -> Result<Vec<Result<Sent, SendError>>> {
     let mut recipients: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
     recipients.sort_unstable();
     recipients.dedup();
@@ -265,27 +274,8 @@ async fn send_batch_on(
             "SELECT 1 FROM mailboxes WHERE recipient = ANY($1::text[]) ORDER BY recipient FOR UPDATE",
         )
         .await?;
-    // A statement of its own after the locks, so its snapshot sees what the
-    // holders committed: ids already stored (by an earlier try) are sent, the
-    // rest go in up to each mailbox's cap, in queue order.
-    let insert = c
-        .prepare_cached(
-            "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
-                 WITH ORDINALITY AS u(id, s, r, b, o)), \
-             stored AS (SELECT id FROM messages WHERE id = ANY($1::bigint[])), \
-             ranked AS (SELECT i.id, i.s, i.r, i.b, \
-                 COALESCE(m.depth, 0) + row_number() OVER (PARTITION BY i.r ORDER BY i.o) AS place \
-                 FROM input i LEFT JOIN mailboxes m ON m.recipient = i.r \
-                 WHERE i.id NOT IN (SELECT id FROM stored)), \
-             ins AS (INSERT INTO messages (id, sender, recipient, body, created_at) \
-                 SELECT id, s, r, b, $5 FROM ranked WHERE place <= $6 ORDER BY id \
-                 ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
-             bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
-                 FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \
-                 WHERE m.recipient = c.recipient) \
-             SELECT id FROM stored UNION ALL SELECT id FROM ins",
-        )
-        .await?;
+    let any_noted = jobs.iter().any(|j| j.note.is_some());
+    let insert = c.prepare_cached(&insert_sql(any_noted)).await?;
     // After the insert, in its transaction: one wake per mailbox that got a
     // message (stored by this try or an earlier one), none for a refused send.
     let wake = c
@@ -295,30 +285,80 @@ async fn send_batch_on(
             super::wakes::CHANNEL
         ))
         .await?;
+    // A note's event goes in under its agent's events lock, as the events
+    // writer's do: taken after the mailboxes' (nothing takes them the other
+    // way round), and only when the batch has a note.
+    let mut noted: Vec<&str> = jobs
+        .iter()
+        .filter(|j| j.note.is_some())
+        .map(|j| j.recipient.as_str())
+        .collect();
+    noted.sort_unstable();
+    noted.dedup();
+    let lock_agents = c.prepare_cached(LOCK_AGENTS).await?;
+    // Each noted agent's newest event, for the dashboards of other nodes. A
+    // send the cap refused stored no event: its wake names an older one.
+    let events_wake = c
+        .prepare_cached(&format!(
+            "SELECT pg_notify('{}', $1::text || a || ' ' || m) FROM \
+             (SELECT a, (SELECT max(id) FROM events WHERE agent = a) AS m FROM unnest($2::text[]) AS a) AS l \
+             WHERE m IS NOT NULL",
+            super::wakes::CHANNEL
+        ))
+        .await?;
+    let (note_ids, note_kinds, note_payloads) = notes_of(jobs, ids);
     let senders: Vec<&str> = jobs.iter().map(|j| j.sender.as_str()).collect();
     let rcpts: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
     let bodies: Vec<&str> = jobs.iter().map(|j| j.body.as_str()).collect();
     let now = now_ms();
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let by_recipient: [Param<'_>; 1] = [&recipients];
-    let rows: [Param<'_>; 6] = [&ids, &senders, &rcpts, &bodies, &now, &cap];
-    let wakes: [Param<'_>; 2] = [&wake_prefix, &ids];
+    let rows: [Param<'_>; 9] = [
+        &ids,
+        &senders,
+        &rcpts,
+        &bodies,
+        &now,
+        &cap,
+        &note_ids,
+        &note_kinds,
+        &note_payloads,
+    ];
+    let wakes: [Param<'_>; 2] = [&&*prefixes.mailbox, &ids];
+    let locks: [Param<'_>; 2] = [&EVENTS_CLASS, &noted];
+    let event_wakes: [Param<'_>; 2] = [&&*prefixes.events, &noted];
+    let if_noted = |st, params| async move {
+        if any_noted {
+            c.execute(st, params).await
+        } else {
+            Ok(0)
+        }
+    };
     // One round trip: the requests go out before any answer is read.
-    let (_, _, _, stored, _, _) = futures::try_join!(
+    let (_, _, _, _, stored, _, _, _) = futures::try_join!(
         c.batch_execute("BEGIN"),
         c.execute(&ensure, &by_recipient),
         c.execute(&lock, &by_recipient),
-        c.query(&insert, &rows),
+        if_noted(&lock_agents, &locks),
+        c.query(&insert, if any_noted { &rows[..] } else { &rows[..6] }),
         c.execute(&wake, &wakes),
+        if_noted(&events_wake, &event_wakes),
         c.batch_execute("COMMIT"),
     )?;
-    let stored: HashSet<i64> = stored.iter().map(|r| r.get(0)).collect();
+    let stored: HashMap<i64, (Option<i64>, Option<i64>)> = stored
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
     Ok(jobs
         .iter()
         .zip(ids)
         .map(|(j, id)| {
-            if stored.contains(id) {
-                Ok(*id)
+            if let Some(&(event, depth)) = stored.get(id) {
+                Ok(Sent {
+                    id: *id,
+                    event,
+                    depth: depth.map(|d| d as u64),
+                })
             } else {
                 Err(SendError::InboxFull {
                     recipient: j.recipient.clone(),
@@ -329,7 +369,65 @@ async fn send_batch_on(
         .collect())
 }
 
+/// The send batch's insert. A statement of its own after the locks, so its
+/// snapshot sees what the holders committed: ids already stored (by an
+/// earlier try) are sent, the rest go in up to each mailbox's cap, in queue
+/// order. Rows: each id with its note's event id and the recipient's depth
+/// (both NULL for one stored before). With `notes`, each message this
+/// statement inserted that has a note (`$7`-`$9`) gets its event; a batch
+/// without one keeps the shorter statement, as plain sends are most.
+fn insert_sql(notes: bool) -> String {
+    let (noted, event) = if notes {
+        (
+            ", noted AS (SELECT i.id AS mid, i.recipient AS a, n.k, n.p, \
+                 nextval(pg_get_serial_sequence('events', 'id')) AS id \
+                 FROM unnest($7::bigint[], $8::text[], $9::text[]) AS n(mid, k, p) \
+                 JOIN ins i ON i.id = n.mid ORDER BY i.id), \
+             evs AS (INSERT INTO events (id, agent, ts, kind, payload_json) \
+                 SELECT id, a, $5, k, p FROM noted)",
+            "(SELECT n.id FROM noted n WHERE n.mid = i.id)",
+        )
+    } else {
+        ("", "NULL::bigint")
+    };
+    format!(
+        "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+             WITH ORDINALITY AS u(id, s, r, b, o)), \
+         stored AS (SELECT id FROM messages WHERE id = ANY($1::bigint[])), \
+         ranked AS (SELECT i.id, i.s, i.r, i.b, \
+             COALESCE(m.depth, 0) + row_number() OVER (PARTITION BY i.r ORDER BY i.o) AS place \
+             FROM input i LEFT JOIN mailboxes m ON m.recipient = i.r \
+             WHERE i.id NOT IN (SELECT id FROM stored)), \
+         ins AS (INSERT INTO messages (id, sender, recipient, body, created_at) \
+             SELECT id, s, r, b, $5 FROM ranked WHERE place <= $6 ORDER BY id \
+             ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
+         bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
+             FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \
+             WHERE m.recipient = c.recipient RETURNING m.recipient, m.depth){noted} \
+         SELECT id, NULL::bigint, NULL::bigint FROM stored \
+         UNION ALL SELECT i.id, {event}, b.depth FROM ins i JOIN bump b ON b.recipient = i.recipient"
+    )
+}
+
+/// The notes of a batch: each noted job's message id, event kind and payload.
+fn notes_of<'a>(jobs: &'a [SendJob], ids: &[i64]) -> (Vec<i64>, Vec<&'a str>, Vec<String>) {
+    let mut out = (vec![], vec![], vec![]);
+    for (j, &id) in jobs.iter().zip(ids) {
+        if let Some(n) = &j.note {
+            out.0.push(id);
+            out.1.push(n.kind.as_str());
+            out.2.push((n.payload)(id));
+        }
+    }
+    out
+}
+
 // ---- events -------------------------------------------------------------
+
+/// Takes the events lock of each agent in `$2` (class `$1`), in hash order,
+/// the order every writer uses, so two cannot deadlock.
+const LOCK_AGENTS: &str = "SELECT pg_advisory_xact_lock($1, h) FROM \
+     (SELECT DISTINCT hashtext(a) AS h FROM unnest($2::text[]) AS a ORDER BY h) AS l";
 
 /// The events queue, with a job taken that did not fit the last batch.
 struct EventQueue {
@@ -363,14 +461,14 @@ impl EventQueue {
     }
 }
 
-async fn event_writer(pool: Pool, wake_prefix: Arc<str>, queue: Arc<Mutex<EventQueue>>) {
+async fn event_writer(pool: Pool, prefixes: Arc<Prefixes>, queue: Arc<Mutex<EventQueue>>) {
     loop {
         let Some(batch) = queue.lock().await.batch().await else {
             return;
         };
         let mut attempt = 1;
         let ids = loop {
-            match event_batch(&pool, &wake_prefix, &batch).await {
+            match event_batch(&pool, &prefixes.events, &batch).await {
                 Err(Failure::BeforeCommit(e)) if attempt < ATTEMPTS && e.is_unreachable() => {
                     tracing::warn!(
                         "the database connection dropped before a commit; trying again: {e}"
@@ -434,14 +532,7 @@ async fn event_batch_on(
     let mut agents: Vec<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
     agents.sort_unstable();
     agents.dedup();
-    // Locked in hash order, the order every node uses, so two nodes cannot deadlock.
-    let lock = c
-        .prepare_cached(
-            "SELECT pg_advisory_xact_lock($1, h) FROM \
-             (SELECT DISTINCT hashtext(a) AS h FROM unnest($2::text[]) AS a ORDER BY h) AS l",
-        )
-        .await
-        .map_err(before)?;
+    let lock = c.prepare_cached(LOCK_AGENTS).await.map_err(before)?;
     let ids = c
         .prepare_cached(
             "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1::bigint)",

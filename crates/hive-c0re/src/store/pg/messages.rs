@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use super::wakes::CHANNEL;
 use super::{PgStore, count, delete_chunked, group, vacuum_unlock};
 use crate::clock::now_ms;
-use crate::store::{MessageRow, Result, SendError, StoreError, Tail};
+use crate::store::{MessageRow, Result, SendError, SendNote, Sent, StoreError, Tail};
 
 const COLUMNS: &str = "id, sender, recipient, body, created_at, delivered_at";
 
@@ -85,22 +85,25 @@ impl InDoubt {
 }
 
 impl PgStore {
-    /// Commits a message through the group-commit writer and returns its id;
-    /// refuses when the recipient's queue is at its cap. Under the sender's
-    /// `key`, a repeat of a send in doubt goes under its id (see [`InDoubt`]).
+    /// Commits a message, with its note's event if any, through the
+    /// group-commit writer; refuses when the recipient's queue is at its cap.
+    /// Under the sender's `key`, a repeat of a send in doubt goes under its id
+    /// (see [`InDoubt`]).
     pub async fn send(
         &self,
         sender: &str,
         recipient: &str,
         body: &str,
         key: Option<&str>,
-    ) -> Result<i64, SendError> {
+        note: Option<SendNote>,
+    ) -> Result<Sent, SendError> {
         let (reply, answer) = oneshot::channel();
         let job = group::SendJob {
             sender: sender.to_owned(),
             recipient: recipient.to_owned(),
             body: body.to_owned(),
             id: key.and_then(|k| self.in_doubt.id(sender, k)),
+            note,
             reply,
         };
         self.sends

@@ -107,13 +107,18 @@ async fn a_retried_send_or_event_batch_is_stored_once() {
     let work = {
         let a = a.clone();
         tokio::spawn(async move {
-            let (mut sent, mut logged) = (vec![], vec![]);
+            let (mut sent, mut logged, mut noted) = (vec![], vec![], vec![]);
             for i in 0..200 {
                 let item = [("stream".to_owned(), format!("e{i}"))];
                 let body = format!("m{i}");
-                let (s, e) = tokio::join!(
+                let note = crate::store::SendNote {
+                    kind: "operator".into(),
+                    payload: Box::new(|id| id.to_string()),
+                };
+                let (s, e, n) = tokio::join!(
                     a.send("operator", "alice", &body),
-                    a.add_events("alice", &item)
+                    a.add_events("alice", &item),
+                    a.send_keyed("operator", "bob", &body, None, Some(note))
                 );
                 if let Ok(id) = s {
                     sent.push(id);
@@ -121,15 +126,18 @@ async fn a_retried_send_or_event_batch_is_stored_once() {
                 if let Ok(ids) = e {
                     logged.extend(ids);
                 }
+                if let Ok(n) = n {
+                    noted.push(n);
+                }
             }
-            (sent, logged)
+            (sent, logged, noted)
         })
     };
     for _ in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(15)).await;
         drop_connections(&f).await;
     }
-    let (sent, logged) = work.await.unwrap();
+    let (sent, logged, noted) = work.await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let bodies: Vec<String> = a
         .recv("alice", 1000)
@@ -149,6 +157,26 @@ async fn a_retried_send_or_event_batch_is_stored_once() {
     );
     let payloads: HashSet<&String> = events.iter().map(|e| &e.payload_json).collect();
     assert_eq!(payloads.len(), events.len(), "an event stored twice");
+    // A noted send's event is stored with it, once, retried or not.
+    let to_bob: Vec<String> = a
+        .recv("bob", 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    let mut notes: Vec<String> = a
+        .events_before("bob", None, u32::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.payload_json)
+        .collect();
+    notes.sort();
+    let mut expected = to_bob.clone();
+    expected.sort();
+    assert_eq!(notes, expected, "each message to bob and its note, once");
+    assert!(noted.len() <= to_bob.len() && noted.iter().all(|n| n.event.is_some()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +341,7 @@ async fn the_password_comes_from_a_passfile_and_a_wrong_one_reads_as_a_sentence(
     let s = PgStore::open(settings.resolve(&env).unwrap(), Limits::default())
         .await
         .unwrap();
-    s.send("operator", "alice", "hi", None).await.unwrap();
+    s.send("operator", "alice", "hi", None, None).await.unwrap();
 
     let wrong = |k: &str| (k == "PGPASSWORD").then(|| "not-the-password".to_owned());
     let e = PgStore::open(settings.resolve(&wrong).unwrap(), Limits::default())

@@ -256,6 +256,75 @@ both! {
         assert_eq!(got, sent);
     }
 
+    async fn a_send_stores_its_note_with_it_and_tells_the_inbox_depth(f) {
+        let s = f.open_with(Limits { inbox_cap: 30, ..Limits::default() }).await;
+        s.add_events("alice", &[("state", "{}")]).await.unwrap();
+        let note = || crate::store::SendNote {
+            kind: "operator".into(),
+            payload: Box::new(|id| format!("{{\"message_id\":{id}}}")),
+        };
+        // Noted sends, plain ones and other events, all at once: they share batches.
+        let noted = (0..40).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.send_keyed("operator", "alice", &format!("n{i}"), None, Some(note())).await
+            })
+        });
+        let plain = (0..10).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.send("operator", "bob", &format!("p{i}")).await })
+        });
+        let events = (0..10).map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.add_events("alice", &[("state", "{}")]).await })
+        });
+        let (noted, plain, events) = futures::join!(
+            futures::future::join_all(noted),
+            futures::future::join_all(plain),
+            futures::future::join_all(events)
+        );
+        for r in plain {
+            r.unwrap().unwrap();
+        }
+        for r in events {
+            r.unwrap().unwrap();
+        }
+        let sent: Vec<crate::store::Sent> =
+            noted.into_iter().filter_map(|r| r.unwrap().ok()).collect();
+        assert_eq!(sent.len(), 30, "the cap let {} through", sent.len());
+        // Each send tells the inbox's depth once its batch committed: the last, the cap.
+        let depths: Vec<u64> = sent.iter().map(|x| x.depth.expect("a depth")).collect();
+        assert!(depths.iter().all(|d| (1..=30).contains(d)), "{depths:?}");
+        assert_eq!(depths.iter().max(), Some(&30));
+        let notes: Vec<_> = s
+            .events_since("alice", 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "operator")
+            .collect();
+        // One event per stored message, naming it; none for the 10 refused.
+        let mut expected: Vec<(i64, String)> = sent
+            .iter()
+            .map(|x| (x.event.expect("a noted send's event id"), format!("{{\"message_id\":{}}}", x.id)))
+            .collect();
+        expected.sort();
+        let got: Vec<(i64, String)> = notes.into_iter().map(|e| (e.id, e.payload_json)).collect();
+        assert_eq!(got, expected);
+        assert!(s.events_since("bob", 0, 10).await.unwrap().is_empty(), "a plain send noted nothing");
+        let refused = s.send_keyed("operator", "alice", "over", None, Some(note())).await;
+        assert!(matches!(refused, Err(SendError::InboxFull { .. })), "{refused:?}");
+        assert_eq!(s.events_since("alice", 0, 1000).await.unwrap().len(), 41);
+        let depth = |body: &'static str| {
+            let s = s.clone();
+            async move { s.send_keyed("bob", "carol", body, None, None).await.unwrap().depth }
+        };
+        assert_eq!(depth("1").await, Some(1));
+        assert_eq!(depth("2").await, Some(2));
+        s.recv("carol", 1).await.unwrap();
+        assert_eq!(depth("3").await, Some(2));
+    }
+
     async fn depth_survives_reopen(f) {
         let s = f.open().await;
         s.send("operator", "alice", "1").await.unwrap();

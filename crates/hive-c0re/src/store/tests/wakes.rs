@@ -118,7 +118,7 @@ async fn a_send_that_did_not_commit_wakes_nobody() {
     let crate::store::Db::Postgres(pg) = &a else {
         unreachable!("the wakes fixture is PostgreSQL")
     };
-    let refused = pg.send("operator", "carol", "a\0b", None).await;
+    let refused = pg.send("operator", "carol", "a\0b", None, None).await;
     assert!(matches!(refused, Err(SendError::Store(_))), "{refused:?}");
     assert_eq!(a.inbox_depth("carol").await.unwrap(), 0);
     nothing(&mut wb).await;
@@ -282,6 +282,23 @@ async fn what_the_operator_sees_changing_on_one_node_wakes_the_others() {
         Wake::Events {
             agent: "alice".into(),
             last_id: ids[1]
+        }
+    );
+    // An operator's message noted in alice's history: her inbox, then her events.
+    let note = crate::store::SendNote {
+        kind: "operator".into(),
+        payload: Box::new(|id| format!("{{\"message_id\":{id}}}")),
+    };
+    let sent = a
+        .send_keyed("operator", "alice", "hi", None, Some(note))
+        .await
+        .unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Mailbox("alice".into()));
+    assert_eq!(
+        next_any(&mut wb).await,
+        Wake::Events {
+            agent: "alice".into(),
+            last_id: sent.event.expect("the note's event")
         }
     );
     // An update that changes no row wakes nobody.
