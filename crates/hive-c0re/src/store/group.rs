@@ -45,12 +45,6 @@ impl Store {
             )))
         })
     }
-
-    fn send_one(&self, out: Outgoing) -> Result<Sent, SendError> {
-        self.send_many(std::slice::from_ref(&out))
-            .pop()
-            .expect("one result per send")
-    }
 }
 
 /// Starts the writer thread for `store`; it ends when the queue's senders are gone.

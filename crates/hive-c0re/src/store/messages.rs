@@ -148,20 +148,20 @@ impl Inner {
 impl Store {
     /// Commits a message and returns its id; refuses when the recipient's queue is at its cap.
     pub fn send(&self, sender: &str, recipient: &str, body: &str) -> Result<i64, SendError> {
-        let mut g = self.lock();
-        let depth = g.depth.get(recipient).copied().unwrap_or(0);
-        if depth >= self.limits.inbox_cap {
-            return Err(SendError::InboxFull {
-                recipient: recipient.to_owned(),
-                cap: self.limits.inbox_cap,
-            });
-        }
-        g.conn
-            .prepare_cached("INSERT INTO messages (sender, recipient, body, created_at) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![sender, recipient, body, now_ms()])?;
-        let id = g.conn.last_insert_rowid();
-        *g.depth.entry(recipient.to_owned()).or_default() += 1;
-        Ok(id)
+        let out = Outgoing {
+            sender: sender.to_owned(),
+            recipient: recipient.to_owned(),
+            body: body.to_owned(),
+            note: None,
+        };
+        Ok(self.send_one(out)?.id)
+    }
+
+    /// Commits one message (and its note) in a transaction of its own.
+    pub(super) fn send_one(&self, out: Outgoing) -> Result<Sent, SendError> {
+        self.send_many(std::slice::from_ref(&out))
+            .pop()
+            .expect("one result per send")
     }
 
     /// Commits several messages in one transaction; each may be refused on its own (inbox full).
