@@ -276,15 +276,6 @@ async fn send_batch_on(
         .await?;
     let any_noted = jobs.iter().any(|j| j.note.is_some());
     let insert = c.prepare_cached(&insert_sql(any_noted)).await?;
-    // After the insert, in its transaction: one wake per mailbox that got a
-    // message (stored by this try or an earlier one), none for a refused send.
-    let wake = c
-        .prepare_cached(&format!(
-            "SELECT pg_notify('{}', $1::text || r) FROM (SELECT DISTINCT recipient AS r FROM messages \
-             WHERE id = ANY($2::bigint[])) AS d",
-            super::wakes::CHANNEL
-        ))
-        .await?;
     // A note's event goes in under its agent's events lock, as the events
     // writer's do: taken after the mailboxes' (nothing takes them the other
     // way round), and only when the batch has a note.
@@ -296,16 +287,6 @@ async fn send_batch_on(
     noted.sort_unstable();
     noted.dedup();
     let lock_agents = c.prepare_cached(LOCK_AGENTS).await?;
-    // Each noted agent's newest event, for the dashboards of other nodes. A
-    // send the cap refused stored no event: its wake names an older one.
-    let events_wake = c
-        .prepare_cached(&format!(
-            "SELECT pg_notify('{}', $1::text || a || ' ' || m) FROM \
-             (SELECT a, (SELECT max(id) FROM events WHERE agent = a) AS m FROM unnest($2::text[]) AS a) AS l \
-             WHERE m IS NOT NULL",
-            super::wakes::CHANNEL
-        ))
-        .await?;
     let (note_ids, note_kinds, note_payloads) = notes_of(jobs, ids);
     let senders: Vec<&str> = jobs.iter().map(|j| j.sender.as_str()).collect();
     let rcpts: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
@@ -313,36 +294,34 @@ async fn send_batch_on(
     let now = now_ms();
     let cap = i64::try_from(cap).unwrap_or(i64::MAX);
     let by_recipient: [Param<'_>; 1] = [&recipients];
-    let rows: [Param<'_>; 9] = [
+    let rows: [Param<'_>; 11] = [
         &ids,
         &senders,
         &rcpts,
         &bodies,
         &now,
         &cap,
+        &&*prefixes.mailbox,
         &note_ids,
         &note_kinds,
         &note_payloads,
+        &&*prefixes.events,
     ];
-    let wakes: [Param<'_>; 2] = [&&*prefixes.mailbox, &ids];
     let locks: [Param<'_>; 2] = [&EVENTS_CLASS, &noted];
-    let event_wakes: [Param<'_>; 2] = [&&*prefixes.events, &noted];
-    let if_noted = |st, params| async move {
+    let lock_noted = async {
         if any_noted {
-            c.execute(st, params).await
+            c.execute(&lock_agents, &locks).await
         } else {
             Ok(0)
         }
     };
     // One round trip: the requests go out before any answer is read.
-    let (_, _, _, _, stored, _, _, _) = futures::try_join!(
+    let (_, _, _, _, stored, _) = futures::try_join!(
         c.batch_execute("BEGIN"),
         c.execute(&ensure, &by_recipient),
         c.execute(&lock, &by_recipient),
-        if_noted(&lock_agents, &locks),
-        c.query(&insert, if any_noted { &rows[..] } else { &rows[..6] }),
-        c.execute(&wake, &wakes),
-        if_noted(&events_wake, &event_wakes),
+        lock_noted,
+        c.query(&insert, if any_noted { &rows[..] } else { &rows[..7] }),
         c.batch_execute("COMMIT"),
     )?;
     let stored: HashMap<i64, (Option<i64>, Option<i64>)> = stored
@@ -374,26 +353,39 @@ async fn send_batch_on(
 /// earlier try) are sent, the rest go in up to each mailbox's cap, in queue
 /// order. Rows: each id with its note's event id and the recipient's depth
 /// (both NULL for one stored before). With `notes`, each message this
-/// statement inserted that has a note (`$7`-`$9`) gets its event; a batch
+/// statement inserted that has a note (`$8`-`$10`) gets its event; a batch
 /// without one keeps the shorter statement, as plain sends are most.
+///
+/// The batch's wakes (`wakes.rs`) are sent by the statement too, so they
+/// cost no statement of their own: one per mailbox that holds a message of
+/// the batch (stored by this try or an earlier one; none for a refused
+/// send, prefix `$7`), and with `notes` one per agent whose history took a
+/// note, naming its newest event (prefix `$11`; the newest because ids are
+/// taken under the agent's events lock). `wakes` is materialized (it calls
+/// a volatile function) and counted by the result, so it runs, once.
 fn insert_sql(notes: bool) -> String {
-    let (noted, event) = if notes {
+    let channel = super::wakes::CHANNEL;
+    let (noted, event, event_wakes) = if notes {
         (
             ", noted AS (SELECT i.id AS mid, i.recipient AS a, n.k, n.p, \
                  nextval(pg_get_serial_sequence('events', 'id')) AS id \
-                 FROM unnest($7::bigint[], $8::text[], $9::text[]) AS n(mid, k, p) \
+                 FROM unnest($8::bigint[], $9::text[], $10::text[]) AS n(mid, k, p) \
                  JOIN ins i ON i.id = n.mid ORDER BY i.id), \
              evs AS (INSERT INTO events (id, agent, ts, kind, payload_json) \
                  SELECT id, a, $5, k, p FROM noted)",
             "(SELECT n.id FROM noted n WHERE n.mid = i.id)",
+            format!(
+                " UNION ALL SELECT pg_notify('{channel}', $11::text || a || ' ' || max(id)) \
+                 FROM noted GROUP BY a"
+            ),
         )
     } else {
-        ("", "NULL::bigint")
+        ("", "NULL::bigint", String::new())
     };
     format!(
         "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) \
              WITH ORDINALITY AS u(id, s, r, b, o)), \
-         stored AS (SELECT id FROM messages WHERE id = ANY($1::bigint[])), \
+         stored AS (SELECT id, recipient FROM messages WHERE id = ANY($1::bigint[])), \
          ranked AS (SELECT i.id, i.s, i.r, i.b, \
              COALESCE(m.depth, 0) + row_number() OVER (PARTITION BY i.r ORDER BY i.o) AS place \
              FROM input i LEFT JOIN mailboxes m ON m.recipient = i.r \
@@ -403,9 +395,12 @@ fn insert_sql(notes: bool) -> String {
              ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
          bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
              FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \
-             WHERE m.recipient = c.recipient RETURNING m.recipient, m.depth){noted} \
-         SELECT id, NULL::bigint, NULL::bigint FROM stored \
-         UNION ALL SELECT i.id, {event}, b.depth FROM ins i JOIN bump b ON b.recipient = i.recipient"
+             WHERE m.recipient = c.recipient RETURNING m.recipient, m.depth){noted}, \
+         wakes AS MATERIALIZED (SELECT pg_notify('{channel}', $7::text || r) FROM \
+             (SELECT recipient AS r FROM stored UNION SELECT recipient FROM ins) AS d{event_wakes}), \
+         answer AS (SELECT id, NULL::bigint AS event, NULL::bigint AS depth FROM stored \
+             UNION ALL SELECT i.id, {event}, b.depth FROM ins i JOIN bump b ON b.recipient = i.recipient) \
+         SELECT a.* FROM answer a, (SELECT count(*) FROM wakes) AS w"
     )
 }
 
