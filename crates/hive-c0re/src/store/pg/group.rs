@@ -262,16 +262,14 @@ async fn send_batch_on(
     let mut recipients: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
     recipients.sort_unstable();
     recipients.dedup();
-    let ensure = c
-        .prepare_cached(
-            "INSERT INTO mailboxes (recipient) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        )
-        .await?;
+    // Made where missing and locked, in one statement: `DO UPDATE` locks
+    // the rows it finds, a new row is the batch's own until it commits.
     // Sorted, so two nodes locking the same mailboxes cannot deadlock. This
     // waits for any other transaction on them, an earlier try of this batch too.
     let lock = c
         .prepare_cached(
-            "SELECT 1 FROM mailboxes WHERE recipient = ANY($1::text[]) ORDER BY recipient FOR UPDATE",
+            "INSERT INTO mailboxes AS m (recipient) SELECT r FROM unnest($1::text[]) AS r ORDER BY r \
+             ON CONFLICT (recipient) DO UPDATE SET depth = m.depth",
         )
         .await?;
     let any_noted = jobs.iter().any(|j| j.note.is_some());
@@ -316,9 +314,8 @@ async fn send_batch_on(
         }
     };
     // One round trip: the requests go out before any answer is read.
-    let (_, _, _, _, stored, _) = futures::try_join!(
+    let (_, _, _, stored, _) = futures::try_join!(
         c.batch_execute("BEGIN"),
-        c.execute(&ensure, &by_recipient),
         c.execute(&lock, &by_recipient),
         lock_noted,
         c.query(&insert, if any_noted { &rows[..] } else { &rows[..7] }),
