@@ -372,11 +372,17 @@ impl Hive {
         AgentConfig::from_toml(text).map_err(|e| Error::refused(format!("{name}: {e}")))?;
         let (hive, n, t) = (self.clone(), name.clone(), text.to_owned());
         let manager = self.manager_uid_base().await?;
+        // The manager's node keeps the config repos: another node's poll
+        // makes this agent's there ([`Hive::read_config_heads`]).
+        let repo_here = self.repo_node(name).await?.is_none();
         let made = crate::blocking::run(&format!("creating {name}'s directories"), move || {
             let state = hive.paths.agent_state(&n);
             std::fs::create_dir_all(&state)
                 .map_err(Error::io(format!("could not create {}", state.display())))?;
-            hive.ensure_repo(&n, &t, manager)
+            match repo_here {
+                true => hive.ensure_repo(&n, &t, manager, true),
+                false => Ok(None),
+            }
         })
         .await?;
         let harness = if name.is_manager() {
@@ -554,6 +560,10 @@ impl Hive {
         let Some(row) = self.steer_here(name, Steer::Destroy { purge }).await? else {
             return Ok(());
         };
+        if purge && let Some(node) = self.repo_node(name).await? {
+            // First, so that a node which is down refuses the purge before anything went.
+            self.ask(&node, name, &Steer::PurgeConfig).await?;
+        }
         self.supervisor.stop(name).await;
         self.sockets.close(name);
         let spec = self.launch_spec(&row);
@@ -571,27 +581,32 @@ impl Hive {
             self.store.purge_events(name.as_str()).await?;
             self.store.remove_secrets_of(name.as_str()).await?;
             self.forget_redactor();
-            let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
-            crate::blocking::run(&format!("removing {name}'s files"), move || {
-                for dir in dirs {
-                    let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-                        continue;
-                    };
-                    // A link (the manager can plant one among the repos) goes, not what it
-                    // points at; remove_dir_all does not follow links inside the tree.
-                    let removed = if meta.is_dir() {
-                        std::fs::remove_dir_all(&dir)
-                    } else {
-                        std::fs::remove_file(&dir)
-                    };
-                    removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
-                }
-                Ok(())
-            })
-            .await?;
+            self.purge_files(name).await?;
         }
         self.broker.publish(Change::AgentRemoved(name.to_string()));
         Ok(())
+    }
+
+    /// Removes `name`'s files from this node's disk: its agent dir and its config repo.
+    pub(crate) async fn purge_files(&self, name: &AgentName) -> Result<()> {
+        let dirs = [self.paths.agent_dir(name), self.paths.config_repo(name)];
+        crate::blocking::run(&format!("removing {name}'s files"), move || {
+            for dir in dirs {
+                let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                    continue;
+                };
+                // A link (the manager can plant one among the repos) goes, not what it
+                // points at; remove_dir_all does not follow links inside the tree.
+                let removed = if meta.is_dir() {
+                    std::fs::remove_dir_all(&dir)
+                } else {
+                    std::fs::remove_file(&dir)
+                };
+                removed.map_err(Error::io(format!("could not remove {}", dir.display())))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Parks or resumes an agent's turn loop (persists; messages keep queueing).

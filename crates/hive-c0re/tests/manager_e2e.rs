@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ModelSim, Opts, TestHive};
+use common::{ModelSim, Opts, TestDatabase, TestHive};
 
 /// The scripted manager: builds dave's config with Read/Write/git, then asks.
 fn manager_script(repo: &Path) -> String {
@@ -378,4 +378,94 @@ fn a_crash_reaches_the_manager() {
     assert_eq!(got.len(), 1, "{}", hive.log());
     assert_eq!(got[0]["from"], "manager");
     assert_eq!(got[0]["body"], "manager saw dave crash");
+}
+
+/// With several nodes the manager changes the config of an agent on another
+/// node: the agent's repo is on the manager's node, in the directory its
+/// container binds, and the change runs on the agent's node once approved
+/// there.
+#[test]
+fn the_manager_changes_the_config_of_an_agent_on_another_node() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let sim = ModelSim::start(None);
+    let mut alpha = Opts::postgres(&db, "alpha");
+    alpha.env.extend(sim.env());
+    alpha
+        .env
+        .push(("HIVE_CONFIG_POLL_SECS".into(), "0.2".into()));
+    alpha.args.retain(|a| a != "--no-manager");
+    let alpha = TestHive::start_with(alpha);
+    let mut beta = Opts::postgres(&db, "beta");
+    beta.env.extend(sim.env());
+    let beta = TestHive::start_with(beta);
+    alpha.wait_for("the manager", 30, |h| {
+        h.row("manager").is_some_and(|r| r["running"] == true)
+    });
+    beta.ok(&["spawn", "erin", "--model", "haiku"]);
+    beta.wait_for("erin running on beta", 30, |h| {
+        h.row("erin").is_some_and(|r| r["running"] == true)
+    });
+    assert_eq!(beta.row("erin").unwrap()["node"], "beta");
+    let repo = alpha.state_dir().join("configs/erin");
+    alpha.wait_for("erin's config repo on the manager's node", 20, |_| {
+        repo.join(".git").is_dir()
+    });
+
+    let (toml, dir) = (repo.join("agent.toml"), repo.display());
+    let toml = toml.display();
+    sim.set_script(&format!(
+        r#"
+[[rule]]
+name = "read erin"
+user_text = "sonnet for erin"
+[[rule.reply]]
+tool = "Read"
+input = {{ file_path = "{toml}" }}
+
+[[rule]]
+name = "edit erin"
+tool_result = 'model = "haiku"'
+[[rule.reply]]
+tool = "Edit"
+input = {{ file_path = "{toml}", old_string = 'model = "haiku"', new_string = 'model = "sonnet"' }}
+
+[[rule]]
+name = "commit"
+tool_result_regex = '(?i)updated'
+[[rule.reply]]
+tool = "Bash"
+input = {{ command = "git -C {dir} -c user.name=manager -c user.email=m@hive commit -qam sonnet && git -C {dir} rev-parse HEAD" }}
+
+[[rule]]
+name = "propose commit"
+tool_result_regex = '^\s*[0-9a-f]{{40}}\s*$'
+[[rule.reply]]
+tool = "mcp__hyperhive__request_apply_commit"
+input = {{ agent = "erin", sha = "{{{{tool_result}}}}", description = "erin on sonnet" }}
+"#
+    ));
+    beta.ok(&["send", "manager", "sonnet for erin"]);
+    beta.wait_for("the manager's apply_commit for erin", 90, |h| {
+        !approval_ids(h, "apply_commit", "pending").is_empty()
+    });
+    let id = approval_ids(&beta, "apply_commit", "pending").remove(0);
+    let shown = beta.ok(&["approvals", "show", &id]);
+    assert!(shown.contains("+model = \"sonnet\""), "{shown}");
+    assert_eq!(beta.row("erin").unwrap()["active_model"], "haiku");
+    beta.ok(&["approve", &id]);
+    beta.wait_for("erin on sonnet, on beta", 30, |h| {
+        h.row("erin").unwrap()["active_model"] == "sonnet"
+    });
+    let head = std::fs::read_to_string(repo.join(".git/refs/heads/main"))
+        .or_else(|_| std::fs::read_to_string(repo.join(".git/refs/heads/master")))
+        .unwrap_or_default();
+    assert_eq!(
+        beta.row("erin").unwrap()["deployed_sha"].as_str().unwrap(),
+        &head.trim()[..12]
+    );
 }

@@ -681,6 +681,13 @@ fn harness_starts(hive: &TestHive, agent: &str) -> usize {
         .count()
 }
 
+/// `opts` with the hive's manager, made by the first node started: that
+/// node keeps the hive's config repos.
+fn with_manager(mut opts: Opts) -> Opts {
+    opts.args.retain(|a| a != "--no-manager");
+    opts
+}
+
 /// Whether `agent`'s harness runs, as its home node `hive` says.
 fn running(hive: &TestHive, agent: &str) -> bool {
     hive.row(agent).unwrap()["running"] == true
@@ -800,7 +807,11 @@ fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let mut alpha = with_manager(Opts::postgres(&db, "alpha"));
+    alpha
+        .env
+        .push(("HIVE_CONFIG_POLL_SECS".into(), "0.2".into()));
+    let alpha = TestHive::start_with(alpha);
     let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
     registered(&alpha, "beta");
     let id = approval_id(&alpha.ok(&["request-spawn", "x", "--node", "beta"]));
@@ -812,11 +823,14 @@ fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
     });
     assert_eq!(beta.row("x").unwrap()["node"], "beta");
 
-    // x's config repo is on beta, its home.
-    let repo = beta.state_dir().join("configs").join("x");
+    // x's config repo is on alpha, the manager's node, which keeps the repos.
+    let repo = alpha.state_dir().join("configs").join("x");
+    alpha.wait_for("x's config repo made on alpha", 20, |_| {
+        repo.join(".git").is_dir()
+    });
     assert!(
-        !alpha.state_dir().join("configs").join("x").exists(),
-        "alpha made x's repo"
+        !beta.state_dir().join("configs").join("x").exists(),
+        "beta made x's repo"
     );
     std::fs::write(repo.join("agent.toml"), "turn_timeout = \"7s\"\n").unwrap();
     common::git(&repo, &["commit", "-qam", "a shorter turn"]);
@@ -861,31 +875,47 @@ fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
     );
 }
 
-/// An agent's config repo is on its home node's disk: the operator on
-/// another node shows, edits and requests it there, approves it anywhere,
-/// and sees what the home node reads of it (needs an update, moved on past
-/// a request), as with an agent of their own.
+/// The hive's config repos are on the manager's node's disk, the one its
+/// container binds, so the manager can edit every agent's: an agent spawned
+/// on another node gets its repo there, holding its deployed config (whose
+/// commit it then names as deployed). The operator on any node makes,
+/// shows, edits and requests a repo there, approves anywhere, and sees what
+/// that node reads of it (needs an update, moved on past a request); a
+/// purge removes the repo there too.
 #[test]
-fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_node() {
+fn another_nodes_agent_has_its_config_repo_on_the_managers_node_for_every_node_to_edit() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
-    let mut beta = Opts::postgres(&db, "beta");
-    beta.env
+    let mut alpha = with_manager(Opts::postgres(&db, "alpha"));
+    alpha
+        .env
         .push(("HIVE_CONFIG_POLL_SECS".into(), "0.2".into()));
-    let beta = TestHive::start_with(beta);
+    let alpha = TestHive::start_with(alpha);
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
     registered(&alpha, "beta");
+    assert_eq!(alpha.row("manager").unwrap()["node"], "alpha");
     beta.ok(&["spawn", "x"]);
     beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    let repo = alpha.state_dir().join("configs").join("x");
+    let deployed = |h: &TestHive| h.row("x").unwrap()["deployed_sha"].clone();
+    beta.wait_for("x's repo made on alpha and its commit deployed", 20, |h| {
+        deployed(h).is_string()
+    });
+    let made = common::git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    assert_eq!(deployed(&beta), made[..12]);
     assert_eq!(alpha.row("x").unwrap()["needs_update"], false);
+    assert!(
+        !beta.state_dir().join("configs").join("x").exists(),
+        "beta made a repo of x's"
+    );
 
-    let shown = alpha.ok(&["config", "show", "x"]);
-    assert_eq!(shown, beta.ok(&["config", "show", "x"]));
+    let shown = beta.ok(&["config", "show", "x"]);
+    assert_eq!(shown, alpha.ok(&["config", "show", "x"]));
     assert!(shown.contains("model = "), "{shown}");
     let edited = format!("turn_timeout = \"9s\"\n{shown}");
-    let out = alpha
-        .spawn_with_input(&["config", "commit", "x", "-m", "from alpha"], &edited)
+    let out = beta
+        .spawn_with_input(&["config", "commit", "x", "-m", "from beta"], &edited)
         .wait_with_output()
         .unwrap();
     let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -894,40 +924,49 @@ fn the_config_of_another_nodes_agent_is_shown_edited_and_requested_on_its_home_n
         "{sha}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Committed in beta's repo; alpha has none of x's.
-    let repo = beta.state_dir().join("configs").join("x");
+    // Committed in alpha's repo, where the manager edits it too.
     assert_eq!(common::git(&repo, &["rev-parse", "HEAD"]).trim(), sha);
-    assert_eq!(beta.ok(&["config", "show", "x"]), edited);
-    assert!(
-        !alpha.state_dir().join("configs").join("x").exists(),
-        "alpha made a repo of x's"
-    );
-    // What beta reads of its repo shows on alpha: x's repo is past its deployed config.
-    alpha.wait_for("x needing an update, as beta read its repo", 20, |h| {
+    beta.wait_for("x needing an update, as alpha read its repo", 20, |h| {
         h.row("x").unwrap()["needs_update"] == true
     });
 
-    let id = approval_id(&alpha.ok(&["request-apply-commit", "x", &sha]));
-    let pending = alpha.ok(&["approvals", "show", &id]);
+    let id = approval_id(&beta.ok(&["request-apply-commit", "x", &sha]));
+    let pending = beta.ok(&["approvals", "show", &id]);
     assert!(pending.contains("turn_timeout"), "{pending}");
-    // The repo moves on past the request on beta: alpha warns of it.
+    // The manager moves the repo on past the request: beta warns of it.
     std::fs::write(repo.join("agent.toml"), format!("# later\n{edited}")).unwrap();
-    common::git(&repo, &["commit", "-qam", "later, on beta"]);
+    common::git(&repo, &["commit", "-qam", "later, by the manager"]);
     let later = common::git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
-    alpha.wait_for("the repo-moved warning on alpha", 20, |h| {
+    beta.wait_for("the repo-moved warning on beta", 20, |h| {
         h.ok(&["approvals", "show", &id]).contains(&format!(
             "its head {} is 1 commit ahead of the requested {}",
             &later[..12],
             &sha[..12]
         ))
     });
-    alpha.ok(&["approve", &id]);
-    beta.wait_for("x deployed at the commit made from alpha", 20, |h| {
-        h.row("x").unwrap()["deployed_sha"] == sha[..12]
+    beta.ok(&["approve", &id]);
+    beta.wait_for("x deployed at the commit made from beta", 20, |h| {
+        deployed(h) == sha[..12]
     });
-    // A commit beta's repo does not hold is refused by beta, in its words.
-    let err = refused(&alpha, &["request-apply-commit", "x", "0123456789abcdef"]);
+    // A commit alpha's repo does not hold is refused by alpha, in its words.
+    let err = refused(&beta, &["request-apply-commit", "x", "0123456789abcdef"]);
     assert!(err.contains("0123456789abcdef"), "{err}");
+
+    // A future agent's repo is made on alpha too, and shown from beta.
+    beta.ok(&["init-config", "z"]);
+    assert!(alpha.state_dir().join("configs/z/.git").is_dir());
+    assert!(!beta.state_dir().join("configs/z").exists());
+    assert!(beta.ok(&["config", "show", "z"]).contains("model = "));
+    let err = refused(&beta, &["config", "show", "nobody"]);
+    assert!(
+        err.contains("nobody has no config repo on node alpha, which keeps it"),
+        "{err}"
+    );
+
+    // Destroying x with its files removes its repo on alpha as well.
+    beta.ok(&["destroy", "x", "--purge"]);
+    assert!(!repo.exists(), "x's repo outlived its purge");
+    assert!(beta.row("x").is_none());
 }
 
 /// A node found down is announced once the manager's message is stored:
@@ -1033,6 +1072,12 @@ fn a_node_refuses_forged_requests_and_steers_no_agent_of_another_node() {
         ("sh -c 'kill 1'", "{}", "y"),
         ("stop", r#"{"graceful":false,"also":"rm"}"#, "y"),
         ("start", "{}", "../y"),
+        ("purge_config", "{}", "y"),
+        (
+            "config_commit",
+            r#"{"text":"model = \"x\"\n","message":null}"#,
+            "y",
+        ),
     ];
     let (rt, store) = db.store();
     let outcomes = rt.block_on(async {
@@ -1055,17 +1100,21 @@ fn a_node_refuses_forged_requests_and_steers_no_agent_of_another_node() {
     });
     let not_ours = "y does not live on node beta: alpha asked the wrong node, nothing was done";
     let unknown = "the request names no verb this node knows";
+    let not_the_repos = "y's config repo is on node alpha, not on node beta: alpha asked the wrong node, nothing was done";
     for (o, want) in outcomes.iter().zip([
         not_ours,
         not_ours,
         unknown,
         unknown,
         "agent name \"../y\" must start with a lowercase letter a-z",
+        not_the_repos,
+        not_the_repos,
     ]) {
         assert!(!o.0 && o.1.contains(want), "{o:?}, want {want:?}");
     }
     assert!(running(&alpha, "y"), "a forged request stopped y");
     assert_eq!(harness_starts(&beta, "y"), 0);
+    assert!(alpha.state_dir().join("configs/y/.git").is_dir());
 }
 
 /// A home node that is alive by its last heartbeat but takes no request

@@ -695,9 +695,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         }
         Command::InitConfig { name } => ok(
             c.call(verb::InitConfig { name: name.clone() }),
+            // Not a path: on several nodes the repo is on the manager's node's disk.
             &format!(
-                "created the config repo of {name} at {}: edit it with hive-c0re config show {name} / config commit {name}, then hive-c0re request-spawn {name}",
-                paths.config_repo(&name).display()
+                "created the config repo of {name}: edit it with hive-c0re config show {name} / config commit {name}, then hive-c0re request-spawn {name}"
             ),
         )?,
         Command::Config(ConfigCommand::Show { name }) => {

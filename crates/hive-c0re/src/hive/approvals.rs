@@ -20,9 +20,17 @@ use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
 use crate::hive::nodes::runs_here;
-use crate::hive::steer::{Home, Steer};
+use crate::hive::steer::Steer;
 use crate::paths::Paths;
-use crate::store::{ApprovalRow, NewApproval};
+use crate::store::{AgentRow, ApprovalRow, NewApproval};
+
+/// A config repo's head and `agent.toml` at it, as the node that keeps the
+/// repo answers [`Steer::ConfigShow`] (`null`: no repo).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct RepoHead {
+    pub sha: String,
+    pub text: String,
+}
 
 /// What an approval carries in its `payload_json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -95,18 +103,22 @@ impl Hive {
         self.create_approved(&a).await
     }
 
-    /// Creates the config repo of a future agent from the template; returns its host path.
+    /// Creates the config repo of a future agent from the template, on the
+    /// node that keeps the repos; returns its path on that node.
     pub async fn init_config(self: &Arc<Self>, name: &AgentName) -> Result<std::path::PathBuf> {
         if self.store.agent(name.as_str()).await?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: edit its config repo and request_apply_commit"
             )));
         }
+        if let Some(path) = self.repo_elsewhere(name, Steer::InitConfig).await? {
+            return Ok(path.into());
+        }
         let text = crate::hive::default_config(name).to_toml();
         let (hive, n) = (self.clone(), name.clone());
         let manager = self.manager_uid_base().await?;
         crate::blocking::run(&format!("creating {name}'s config repo"), move || {
-            hive.ensure_repo(&n, &text, manager)
+            hive.ensure_repo(&n, &text, manager, true)
         })
         .await?;
         Ok(self.paths.config_repo(name))
@@ -114,20 +126,32 @@ impl Hive {
 
     /// `agent.toml` at the head of `name`'s config repo, and that head.
     pub async fn config_show(self: &Arc<Self>, name: &AgentName) -> Result<(String, String)> {
+        match self.repo_head(name).await? {
+            Some(head) => Ok((head.sha, head.text)),
+            None => Err(match self.repo_node(name).await? {
+                Some(node) => Error::refused(format!(
+                    "{name} has no config repo on node {node}, which keeps it: make one with hive-c0re init-config {name}"
+                )),
+                None => no_repo(name, &self.paths.config_repo(name)),
+            }),
+        }
+    }
+
+    /// The head of `name`'s config repo and `agent.toml` at it, read where
+    /// the repos are; None when it has no repo.
+    pub(super) async fn repo_head(self: &Arc<Self>, name: &AgentName) -> Result<Option<RepoHead>> {
         if let Some(reply) = self.repo_elsewhere(name, Steer::ConfigShow).await? {
-            let v: serde_json::Value = serde_json::from_str(&reply).unwrap_or_default();
-            return match (v["sha"].as_str(), v["text"].as_str()) {
-                (Some(sha), Some(text)) => Ok((sha.to_owned(), text.to_owned())),
-                _ => Err(unreadable_reply(name, "config show", &reply)),
-            };
+            return serde_json::from_str(&reply)
+                .map_err(|_| unreadable_reply(name, "config show", &reply));
         }
         let repo = self.paths.config_repo(name);
-        let n = name.clone();
         crate::blocking::run(&format!("reading {name}'s config repo"), move || {
-            let r = Repo::open(&repo)?.ok_or_else(|| no_repo(&n, &repo))?;
+            let Some(r) = Repo::open(&repo)? else {
+                return Ok(None);
+            };
             let sha = r.head()?;
             let text = r.config_at(&sha)?;
-            Ok((sha, text))
+            Ok(Some(RepoHead { sha, text }))
         })
         .await
     }
@@ -174,17 +198,45 @@ impl Hive {
         Ok(sha)
     }
 
-    /// The reply of `verb`, carried out on `name`'s home node when that is
-    /// another node; None when its repo is on this node's disk: an agent of
-    /// this node, or one not made yet (`init-config` makes its repo here).
-    async fn repo_elsewhere(&self, name: &AgentName, verb: Steer) -> Result<Option<String>> {
-        if self.store.agent(name.as_str()).await?.is_none() {
+    /// The node that keeps `name`'s config repo, when it is not this one:
+    /// the manager's home node, whose container binds the repos; in a hive
+    /// without a manager, the agent's own home node. None on sqlite, and
+    /// when that node is this one (a future agent's repo is made here then).
+    pub(crate) async fn repo_node(&self, name: &AgentName) -> Result<Option<String>> {
+        if !self.store.shared() {
             return Ok(None);
         }
-        Ok(match self.home_reply(name, verb).await? {
-            Home::Here(_) => None,
-            Home::There(reply) => Some(reply),
-        })
+        let keeper = match self.store.agent(AgentName::MANAGER).await? {
+            Some(manager) => manager,
+            None => match self.store.agent(name.as_str()).await? {
+                Some(agent) => agent,
+                None => return Ok(None),
+            },
+        };
+        Ok(
+            (!runs_here(&self.store, &keeper, self.node()))
+                .then(|| keeper.node.unwrap_or_default()),
+        )
+    }
+
+    /// The reply of `verb` for `name`'s config repo, carried out by the node
+    /// that keeps it when that is another node; None when it is this one.
+    async fn repo_elsewhere(&self, name: &AgentName, verb: Steer) -> Result<Option<String>> {
+        let Some(node) = self.repo_node(name).await? else {
+            return Ok(None);
+        };
+        let (_, reply) = self.ask_for_reply(&node, name, &verb).await?;
+        Ok(Some(reply))
+    }
+
+    /// Those of `agents` whose config repos this node keeps ([`Hive::repo_node`]).
+    pub(super) fn repos_kept_here<'a>(&self, agents: &'a [AgentRow]) -> Vec<&'a AgentRow> {
+        let here = |a: &AgentRow| runs_here(&self.store, a, self.node());
+        match agents.iter().find(|a| a.name == AgentName::MANAGER) {
+            Some(manager) if here(manager) => agents.iter().collect(),
+            Some(_) => vec![],
+            None => agents.iter().filter(|a| here(a)).collect(),
+        }
     }
 
     /// Where the manager finds an agent's config repo: its container binds
@@ -198,15 +250,17 @@ impl Hive {
     }
 
     /// Makes `name`'s config repo holding `text` unless it has one, links it
-    /// from its agent dir, and hands it to the manager; returns the new repo's
-    /// commit (None when a repo was there). `manager` is the manager's uid
-    /// base, if it exists ([`Hive::manager_uid_base`]). Blocks: run it through
-    /// [`crate::blocking::run`].
+    /// from its agent dir when `link` (an agent whose state is on this node's
+    /// disk, or a future one), and hands it to the manager; returns the new
+    /// repo's commit (None when a repo was there). `manager` is the manager's
+    /// uid base, if it exists ([`Hive::manager_uid_base`]). Blocks: run it
+    /// through [`crate::blocking::run`].
     pub(crate) fn ensure_repo(
         &self,
         name: &AgentName,
         text: &str,
         manager: Option<u32>,
+        link: bool,
     ) -> Result<Option<String>> {
         let repo = self.paths.config_repo(name);
         let made = match Repo::open(&repo)? {
@@ -215,7 +269,9 @@ impl Hive {
                 Ok(self.runtime.give_to_manager(dir, manager)?)
             })?),
         };
-        config_repo::link(&self.paths, name)?;
+        if link {
+            config_repo::link(&self.paths, name)?;
+        }
         Ok(made)
     }
 
@@ -246,20 +302,10 @@ impl Hive {
         if let Some(n) = node {
             self.known_node(n).await?;
         }
-        let repo = self.paths.config_repo(name);
-        let n = name.clone();
-        let (sha, text) = crate::blocking::run(
-            &format!("reading {name}'s config repo"),
-            move || match Repo::open(&repo)? {
-                Some(r) => {
-                    let sha = r.head()?;
-                    let text = r.config_at(&sha)?;
-                    Ok((sha, text))
-                }
-                None => Ok((String::new(), crate::hive::default_config(&n).to_toml())),
-            },
-        )
-        .await?;
+        let RepoHead { sha, text } = self.repo_head(name).await?.unwrap_or_else(|| RepoHead {
+            sha: String::new(),
+            text: crate::hive::default_config(name).to_toml(),
+        });
         AgentConfig::from_toml(&text).map_err(|e| {
             Error::refused(format!(
                 "{name}'s config at {}: {e}",
@@ -289,12 +335,13 @@ impl Hive {
         sha: &str,
         description: Option<&str>,
     ) -> Result<i64> {
-        // The repo is on the agent's home node's disk: that node reads it.
+        self.agent_row(agent).await?;
+        // The repo is on the disk of the node that keeps the repos: it reads it.
         let ask = Steer::RequestApplyCommit {
             sha: sha.to_owned(),
             description: description.map(str::to_owned),
         };
-        if let Home::There(reply) = self.home_reply(agent, ask).await? {
+        if let Some(reply) = self.repo_elsewhere(agent, ask).await? {
             return reply
                 .parse()
                 .map_err(|_| unreadable_reply(agent, "request-apply-commit", &reply));
@@ -376,11 +423,8 @@ impl Hive {
         else {
             return;
         };
-        let mine: std::collections::HashSet<&str> = agents
-            .iter()
-            .filter(|a| runs_here(&self.store, a, self.node()))
-            .map(|a| a.name.as_str())
-            .collect();
+        let kept = self.repos_kept_here(&agents);
+        let mine: std::collections::HashSet<&str> = kept.iter().map(|a| a.name.as_str()).collect();
         let mut changed = false;
         for a in all.iter().filter(|a| {
             a.status == ApprovalStatus::Pending
@@ -727,10 +771,10 @@ fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
     ))
 }
 
-/// The agent's home node carried out `command` but replied what this node cannot read.
+/// Another node carried out `command` for `name` but replied what this node cannot read.
 fn unreadable_reply(name: &AgentName, command: &str, reply: &str) -> Error {
     Error::refused(format!(
-        "{name}'s home node carried out `{command}` but its reply {reply:?} is not one this node reads: are the two nodes on the same version of hive-c0re?"
+        "the node that carried out `{command}` for {name} replied {reply:?}, which this node does not read: are the two nodes on the same version of hive-c0re?"
     ))
 }
 

@@ -106,40 +106,59 @@ impl Hive {
         Ok(self.status_row_of(&row, &facts, &down).await)
     }
 
-    /// Reads the config repo head of each agent at home here (off the
+    /// Reads the head of each config repo this node keeps ([`Hive::repo_node`]) (off the
     /// runtime, with a time limit) and stores it when it moved, so every
     /// node's status rows show it; an agent whose head moved is announced.
-    /// A missing repo has no head; one that cannot be read keeps the last.
-    async fn read_config_heads(&self) {
+    /// An agent made on another node, whose repo is missing here, gets one
+    /// holding its deployed config, whose commit becomes its deployed one
+    /// when it was deployed from none. A missing repo (of an agent made
+    /// here) has no head; one that cannot be read keeps the last.
+    async fn read_config_heads(self: &Arc<Self>) {
         let Ok(agents) = self.store.agents().await else {
             return;
         };
-        for a in agents
-            .iter()
-            .filter(|a| super::nodes::runs_here(&self.store, a, self.node()))
-        {
+        let kept = self.repos_kept_here(&agents);
+        let manager = self.manager_uid_base().await.ok().flatten();
+        for a in kept {
             let Ok(name) = AgentName::parse(&a.name) else {
                 continue;
             };
-            let repo = self.paths.config_repo(&name);
+            let elsewhere = !super::nodes::runs_here(&self.store, a, self.node());
+            let (hive, n, text) = (self.clone(), name.clone(), a.config_toml.clone());
             let head =
                 crate::blocking::run(&format!("reading {name}'s config repo head"), move || {
-                    Repo::open(&repo)?.map(|r| r.head()).transpose()
+                    let repo = hive.paths.config_repo(&n);
+                    match Repo::open(&repo)? {
+                        Some(r) => Ok((r.head().map(Some)?, None)),
+                        None if elsewhere => {
+                            let made = hive.ensure_repo(&n, &text, manager, false)?;
+                            Ok((made.clone(), made))
+                        }
+                        None => Ok((None, None)),
+                    }
                 })
                 .await;
-            let head = match head {
+            let (head, made) = match head {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::debug!(agent = %name, "{e}");
                     continue;
                 }
             };
-            if a.config_head == head {
+            if let Some(sha) = &made {
+                tracing::info!(agent = %name, home = ?a.node, "made the config repo of another node's agent");
+                if let Err(e) = self.store.adopt_deployed_sha(&a.name, sha).await {
+                    tracing::warn!(agent = %name, "could not store its config repo's commit: {e}");
+                }
+            }
+            if a.config_head == head && made.is_none() {
                 continue;
             }
             match self.store.set_config_head(&a.name, head.as_deref()).await {
-                Ok(true) => self.broker.publish(Change::Agent(a.name.clone())),
-                Ok(false) => {}
+                Ok(moved) if moved || made.is_some() => {
+                    self.broker.publish(Change::Agent(a.name.clone()))
+                }
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(agent = %name, "could not store its config repo head: {e}")
                 }

@@ -63,29 +63,27 @@ pub enum Steer {
         term: Option<String>,
         ticket_sha256: String,
     },
-    /// Queues an approval to deploy commit `sha` of the agent's config repo,
-    /// which is on its home node's disk; the reply is the approval's id.
+    // The verbs below are for the node that keeps the agent's config repo
+    // ([`Hive::repo_node`]: the manager's home node), not the agent's.
+    /// Queues an approval to deploy commit `sha` of the agent's config repo;
+    /// the reply is the approval's id.
     RequestApplyCommit {
         sha: String,
         description: Option<String>,
     },
     /// Reads `agent.toml` at the head of the agent's config repo; the reply
-    /// is `{"sha": ..., "text": ...}`.
+    /// is `{"sha": ..., "text": ...}`, or `null` when it has no repo.
     ConfigShow,
-    /// The operator's edit of the agent's `agent.toml`, committed on its
-    /// home node; the reply is the commit.
+    /// The operator's edit of the agent's `agent.toml`; the reply is the commit.
     ConfigCommit {
         text: String,
         message: Option<String>,
     },
-}
-
-/// Where a verb for an agent was carried out ([`Hive::home_reply`]).
-pub(crate) enum Home {
-    /// Here: the caller carries it out, on this row.
-    Here(Box<AgentRow>),
-    /// On the agent's home node, which replied this.
-    There(String),
+    /// Makes the config repo of a future agent; the reply is its path there.
+    InitConfig,
+    /// Removes the agent's files there (its config repo), before its home
+    /// node destroys it with `--purge`.
+    PurgeConfig,
 }
 
 impl Steer {
@@ -135,6 +133,8 @@ impl Steer {
             }
             Steer::ConfigShow => format!("config show {agent}"),
             Steer::ConfigCommit { .. } => format!("config commit {agent}"),
+            Steer::InitConfig => format!("init-config {agent}"),
+            Steer::PurgeConfig => format!("destroy --purge {agent} (its config repo)"),
         }
     }
 }
@@ -164,28 +164,18 @@ impl Hive {
         name: &AgentName,
         verb: Steer,
     ) -> Result<Option<AgentRow>> {
-        Ok(match self.home_reply(name, verb).await? {
-            Home::Here(row) => Some(*row),
-            Home::There(_) => None,
-        })
-    }
-
-    /// [`Hive::steer_here`] that keeps the home node's reply: the agent's
-    /// row when `verb` is for this node to carry out, else what the agent's
-    /// home node answered once it had.
-    pub(crate) async fn home_reply(&self, name: &AgentName, verb: Steer) -> Result<Home> {
         let row = self.agent_row(name).await?;
         if runs_here(&self.store, &row, self.node()) {
-            return Ok(Home::Here(Box::new(row)));
+            return Ok(Some(row));
         }
-        let home = row.node.clone().unwrap_or_default();
-        let (_, reply) = self.ask_for_reply(&home, name, &verb).await?;
-        Ok(Home::There(reply))
+        self.ask(row.node.as_deref().unwrap_or_default(), name, &verb)
+            .await?;
+        Ok(None)
     }
 
     /// Spawns `name` with the default config (and `model`) on `node`: here,
-    /// or through a request to that node, which creates the agent's config
-    /// repo and state on its own disk and runs it.
+    /// or through a request to that node, which creates the agent's state on
+    /// its own disk and runs it (its config repo is the manager's node's).
     pub async fn spawn_on(
         self: &Arc<Self>,
         name: &AgentName,
@@ -278,7 +268,7 @@ impl Hive {
     }
 
     /// [`Hive::ask`], returning the request's id and the home node's reply once it succeeded.
-    async fn ask_for_reply(
+    pub(super) async fn ask_for_reply(
         &self,
         node: &str,
         agent: &AgentName,
@@ -379,7 +369,8 @@ impl Hive {
 
     /// Runs one request from another node, checked again here: the verb is
     /// one of [`Steer`], the name parses, and the agent lives on this node
-    /// (or, to spawn, does not exist yet).
+    /// (or, to spawn, does not exist yet); a verb for a config repo, that
+    /// this node keeps the repos.
     async fn carry_out(self: &Arc<Self>, r: &RequestRow) -> Result<String> {
         let verb = Steer::parse(&r.verb, &r.args_json)?;
         let name = AgentName::parse(&r.agent)?;
@@ -391,6 +382,11 @@ impl Hive {
             Steer::SpawnApproved { approval } => {
                 return done(self.spawn_approved(&name, approval).await);
             }
+            Steer::RequestApplyCommit { .. }
+            | Steer::ConfigShow
+            | Steer::ConfigCommit { .. }
+            | Steer::InitConfig
+            | Steer::PurgeConfig => return self.carry_out_on_repo(r, &name, verb).await,
             _ => {}
         }
         let row = self.agent_row(&name).await?;
@@ -411,18 +407,48 @@ impl Hive {
             Steer::CompactNotes => done(self.compact_notes(&name).await),
             // Granted when the agent runs here; the channel opens the shell.
             Steer::Shell { .. } => done(self.check_shell(&name)),
+            _ => unreachable!("handled above"),
+        }
+    }
+
+    /// Runs a request for `name`'s config repo, which must be on this node's disk.
+    async fn carry_out_on_repo(
+        self: &Arc<Self>,
+        r: &RequestRow,
+        name: &AgentName,
+        verb: Steer,
+    ) -> Result<String> {
+        if let Some(node) = self.repo_node(name).await? {
+            return Err(Error::refused(format!(
+                "{name}'s config repo is on node {node}, not on node {}: {} asked the wrong node, nothing was done",
+                self.node(),
+                r.asked_by
+            )));
+        }
+        match verb {
             Steer::RequestApplyCommit { sha, description } => self
-                .request_apply_commit(&name, &sha, description.as_deref())
+                .request_apply_commit(name, &sha, description.as_deref())
                 .await
                 .map(|id| id.to_string()),
             Steer::ConfigShow => {
-                let (sha, text) = self.config_show(&name).await?;
-                Ok(serde_json::json!({ "sha": sha, "text": text }).to_string())
+                let head = self.repo_head(name).await?;
+                Ok(serde_json::to_string(&head).expect("a head always serializes"))
             }
             Steer::ConfigCommit { text, message } => {
-                self.config_commit(&name, &text, message.as_deref()).await
+                self.config_commit(name, &text, message.as_deref()).await
             }
-            Steer::Spawn { .. } | Steer::SpawnApproved { .. } => unreachable!("handled above"),
+            Steer::InitConfig => Ok(self.init_config(name).await?.display().to_string()),
+            Steer::PurgeConfig => {
+                let row = self.agent_row(name).await?;
+                if runs_here(&self.store, &row, self.node()) {
+                    return Err(Error::refused(format!(
+                        "{name} lives on node {}: its own destroy removes its files here",
+                        self.node()
+                    )));
+                }
+                self.purge_files(name).await.map(|()| String::new())
+            }
+            _ => unreachable!("only a config repo's verbs come here"),
         }
     }
 }
@@ -451,6 +477,8 @@ mod tests {
                 text: "model = \"opus\"\n".into(),
                 message: Some("m".into()),
             },
+            Steer::InitConfig,
+            Steer::PurgeConfig,
             Steer::Shell {
                 rows: 24,
                 cols: 80,

@@ -225,9 +225,15 @@ impl Store {
         )
     }
 
-    /// Records the config repo's head its home node read; true when it changed.
+    /// Records the config repo's head the node keeping the repos read; true when it changed.
     pub fn set_config_head(&self, name: &str, head: Option<&str>) -> Result<bool> {
         self.set_agent_where(name, "config_head = ?1", "config_head IS NOT ?1", &[&head])
+    }
+
+    /// Names `sha` as the deployed commit of an agent deployed from no
+    /// commit (a repo was made for its config after it); true when it did.
+    pub fn adopt_deployed_sha(&self, name: &str, sha: &str) -> Result<bool> {
+        self.set_agent_where(name, "deployed_sha = ?1", "deployed_sha IS NULL", &[&sha])
     }
 
     /// Sets (or clears) the time before which no turn starts.

@@ -153,9 +153,16 @@ impl Db {
         both!(self, s => s.set_status_text(name, text))
     }
 
-    /// Records the config repo's head the agent's home node read; true when it changed.
+    /// Records the config repo's head the node keeping the repos read; true when it changed.
     pub async fn set_config_head(&self, name: &str, head: Option<&str>) -> Result<bool> {
         both!(self, s => s.set_config_head(name, head))
+    }
+
+    /// Names `sha` as the deployed commit of an agent deployed from no
+    /// commit (its repo was made after it, on the manager's node); true when
+    /// it did, false when the agent has a deployed commit already.
+    pub async fn adopt_deployed_sha(&self, name: &str, sha: &str) -> Result<bool> {
+        both!(self, s => s.adopt_deployed_sha(name, sha))
     }
 
     /// Sets (or clears) the time before which no turn starts.

@@ -232,7 +232,7 @@ impl PgStore {
         .await
     }
 
-    /// Records the config repo's head its home node read; true when it changed.
+    /// Records the config repo's head the node keeping the repos read; true when it changed.
     pub async fn set_config_head(&self, name: &str, head: Option<&str>) -> Result<bool> {
         self.set_agent(
             name,
@@ -241,6 +241,12 @@ impl PgStore {
             &[&head],
         )
         .await
+    }
+
+    /// Names `sha` as the deployed commit of an agent deployed from no commit.
+    pub async fn adopt_deployed_sha(&self, name: &str, sha: &str) -> Result<bool> {
+        self.set_agent(name, "deployed_sha = $1", "deployed_sha IS NULL", &[&sha])
+            .await
     }
 
     /// Sets (or clears) the time before which no turn starts.

@@ -550,6 +550,20 @@ both! {
         assert!(!s.set_approval_head(id, None, None).await.unwrap());
     }
 
+    async fn a_commit_is_adopted_as_deployed_only_by_an_agent_deployed_from_none(f) {
+        let s = f.open().await;
+        s.create_agent(&agent("alice")).await.unwrap();
+        assert!(s.adopt_deployed_sha("alice", "abc").await.unwrap());
+        assert!(!s.adopt_deployed_sha("alice", "def").await.unwrap(), "it has one now");
+        assert_eq!(s.agent("alice").await.unwrap().unwrap().deployed_sha.as_deref(), Some("abc"));
+        // A config deployed meanwhile (an approval) keeps its commit.
+        s.create_agent(&agent("bob")).await.unwrap();
+        assert!(s.set_config("bob", "model = \"x\"", Some("fed")).await.unwrap());
+        assert!(!s.adopt_deployed_sha("bob", "abc").await.unwrap());
+        assert_eq!(s.agent("bob").await.unwrap().unwrap().deployed_sha.as_deref(), Some("fed"));
+        assert!(!s.adopt_deployed_sha("nobody", "abc").await.unwrap());
+    }
+
     async fn approvals_are_tailed_in_commit_order(f) {
         let s = f.open().await;
         let start = s.approval_tail().await.unwrap();
