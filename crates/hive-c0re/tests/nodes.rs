@@ -953,8 +953,16 @@ fn another_nodes_agent_has_its_config_repo_on_the_managers_node_for_every_node_t
     assert!(err.contains("0123456789abcdef"), "{err}");
 
     // A future agent's repo is made on alpha too, and shown from beta.
-    beta.ok(&["init-config", "z"]);
-    assert!(alpha.state_dir().join("configs/z/.git").is_dir());
+    let made = beta.ok(&["init-config", "z"]);
+    let at = alpha.state_dir().join("configs/z");
+    assert!(
+        made.starts_with(&format!(
+            "created the config repo of z at {} on node alpha: ",
+            at.display()
+        )),
+        "{made}"
+    );
+    assert!(at.join(".git").is_dir());
     assert!(!beta.state_dir().join("configs/z").exists());
     assert!(beta.ok(&["config", "show", "z"]).contains("model = "));
     let err = refused(&beta, &["config", "show", "nobody"]);

@@ -557,6 +557,10 @@ pub struct Response {
     /// `config_show`: that head; `config_commit`: the new commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha: Option<String>,
+    /// `init_config`: where the new config repo is, a path on this node's
+    /// disk or `PATH on node NODE` (the node that keeps the config repos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     /// `budget_list`, `budget_set`: today's spend against each budget, the hive's first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budgets: Option<Vec<BudgetRow>>,

@@ -693,13 +693,14 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 &what.replace("{name}", name.as_str()),
             )?
         }
-        Command::InitConfig { name } => ok(
-            c.call(verb::InitConfig { name: name.clone() }),
-            // Not a path: on several nodes the repo is on the manager's node's disk.
-            &format!(
-                "created the config repo of {name}: edit it with hive-c0re config show {name} / config commit {name}, then hive-c0re request-spawn {name}"
-            ),
-        )?,
+        Command::InitConfig { name } => {
+            let r = c.call(verb::InitConfig { name: name.clone() })?;
+            // An older daemon does not say where; on several nodes it is the manager's node.
+            let at = r.repo.map(|at| format!(" at {at}")).unwrap_or_default();
+            out!(
+                "created the config repo of {name}{at}: edit it with hive-c0re config show {name} / config commit {name}, then hive-c0re request-spawn {name}"
+            );
+        }
         Command::Config(ConfigCommand::Show { name }) => {
             let r = c.call(verb::ConfigShow { name })?;
             let text = r.config.unwrap_or_default();

@@ -104,15 +104,17 @@ impl Hive {
     }
 
     /// Creates the config repo of a future agent from the template, on the
-    /// node that keeps the repos; returns its path on that node.
-    pub async fn init_config(self: &Arc<Self>, name: &AgentName) -> Result<std::path::PathBuf> {
+    /// node that keeps the repos; returns where: its path, followed by
+    /// `on node NODE` when that node is another one.
+    pub async fn init_config(self: &Arc<Self>, name: &AgentName) -> Result<String> {
         if self.store.agent(name.as_str()).await?.is_some() {
             return Err(Error::refused(format!(
                 "agent {name} exists already: edit its config repo and request_apply_commit"
             )));
         }
-        if let Some(path) = self.repo_elsewhere(name, Steer::InitConfig).await? {
-            return Ok(path.into());
+        if let Some(node) = self.repo_node(name).await? {
+            let (_, path) = self.ask_for_reply(&node, name, &Steer::InitConfig).await?;
+            return Ok(format!("{path} on node {node}"));
         }
         let text = crate::hive::default_config(name).to_toml();
         let (hive, n) = (self.clone(), name.clone());
@@ -121,7 +123,7 @@ impl Hive {
             hive.ensure_repo(&n, &text, manager, true)
         })
         .await?;
-        Ok(self.paths.config_repo(name))
+        Ok(self.paths.config_repo(name).display().to_string())
     }
 
     /// `agent.toml` at the head of `name`'s config repo, and that head.

@@ -437,7 +437,7 @@ impl Hive {
             Steer::ConfigCommit { text, message } => {
                 self.config_commit(name, &text, message.as_deref()).await
             }
-            Steer::InitConfig => Ok(self.init_config(name).await?.display().to_string()),
+            Steer::InitConfig => self.init_config(name).await,
             Steer::PurgeConfig => {
                 let row = self.agent_row(name).await?;
                 if runs_here(&self.store, &row, self.node()) {

@@ -44,8 +44,12 @@ impl Handle for verb::Deny {
 
 impl Handle for verb::InitConfig {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.init_config(&self.name).await?;
-        Ok(Response::ok().into())
+        let repo = hive.init_config(&self.name).await?;
+        Ok(Response {
+            repo: Some(repo),
+            ..Response::ok()
+        }
+        .into())
     }
 }
 
