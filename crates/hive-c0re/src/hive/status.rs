@@ -106,9 +106,9 @@ impl Hive {
         Ok(self.status_row_of(&row, &facts, &down).await)
     }
 
-    /// Reads the head of each config repo this node keeps ([`Hive::repo_node`]) (off the
-    /// runtime, with a time limit) and stores it when it moved, so every
-    /// node's status rows show it; an agent whose head moved is announced.
+    /// Reads the head of each config repo this node keeps ([`Hive::repo_node`]),
+    /// off the runtime with a time limit, and stores it when it moved, so
+    /// every node's status rows show it; an agent whose head moved is announced.
     /// An agent made on another node, whose repo is missing here, gets one
     /// holding its deployed config, whose commit becomes its deployed one
     /// when it was deployed from none. A missing repo (of an agent made
