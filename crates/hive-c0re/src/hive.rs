@@ -379,9 +379,10 @@ impl Hive {
             let state = hive.paths.agent_state(&n);
             std::fs::create_dir_all(&state)
                 .map_err(Error::io(format!("could not create {}", state.display())))?;
-            match repo_here {
-                true => hive.ensure_repo(&n, &t, manager, true),
-                false => Ok(None),
+            if repo_here {
+                hive.ensure_repo(&n, &t, manager, true)
+            } else {
+                Ok(None)
             }
         })
         .await?;

@@ -118,7 +118,10 @@ impl Hive {
             return;
         };
         let kept = self.repos_kept_here(&agents);
-        let manager = self.manager_uid_base().await.ok().flatten();
+        let manager = agents
+            .iter()
+            .find(|a| a.name == AgentName::MANAGER)
+            .map(|m| m.uid_base);
         for a in kept {
             let Ok(name) = AgentName::parse(&a.name) else {
                 continue;
