@@ -208,17 +208,16 @@ impl Hive {
         if !self.store.shared() {
             return Ok(None);
         }
-        let keeper = match self.store.agent(AgentName::MANAGER).await? {
-            Some(manager) => manager,
-            None => match self.store.agent(name.as_str()).await? {
-                Some(agent) => agent,
-                None => return Ok(None),
-            },
+        let manager = self.store.agent(AgentName::MANAGER).await?;
+        let agent = match manager {
+            Some(_) => None,
+            None => self.store.agent(name.as_str()).await?,
         };
-        Ok(
-            (!runs_here(&self.store, &keeper, self.node()))
-                .then(|| keeper.node.unwrap_or_default()),
-        )
+        let Some(keeper) = repo_keeper(manager.as_ref(), agent.as_ref()) else {
+            return Ok(None);
+        };
+        Ok((!runs_here(&self.store, keeper, self.node()))
+            .then(|| keeper.node.clone().unwrap_or_default()))
     }
 
     /// The reply of `verb` for `name`'s config repo, carried out by the node
@@ -233,12 +232,14 @@ impl Hive {
 
     /// Those of `agents` whose config repos this node keeps ([`Hive::repo_node`]).
     pub(super) fn repos_kept_here<'a>(&self, agents: &'a [AgentRow]) -> Vec<&'a AgentRow> {
-        let here = |a: &AgentRow| runs_here(&self.store, a, self.node());
-        match agents.iter().find(|a| a.name == AgentName::MANAGER) {
-            Some(manager) if here(manager) => agents.iter().collect(),
-            Some(_) => vec![],
-            None => agents.iter().filter(|a| here(a)).collect(),
-        }
+        let manager = agents.iter().find(|a| a.name == AgentName::MANAGER);
+        agents
+            .iter()
+            .filter(|a| {
+                repo_keeper(manager, Some(a))
+                    .is_some_and(|k| runs_here(&self.store, k, self.node()))
+            })
+            .collect()
     }
 
     /// Where the manager finds an agent's config repo: its container binds
@@ -771,6 +772,16 @@ fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
         "{name} has no config repo at {}: make one with hive-c0re init-config {name}",
         repo.display()
     ))
+}
+
+/// The agent whose home node keeps an agent's config repo: the manager,
+/// whose container binds the repos, else (a hive without one) the agent
+/// itself; None for a future agent of a hive without a manager.
+fn repo_keeper<'a>(
+    manager: Option<&'a AgentRow>,
+    agent: Option<&'a AgentRow>,
+) -> Option<&'a AgentRow> {
+    manager.or(agent)
 }
 
 /// Another node carried out `command` for `name` but replied what this node cannot read.
