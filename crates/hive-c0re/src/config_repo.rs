@@ -20,17 +20,21 @@
 //!
 //! Every function here blocks: callers run them through [`crate::blocking::run`].
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hive_sh4re::AgentName;
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
@@ -163,10 +167,16 @@ fn git_as(
     let err = child.stderr.take().map(|s| bounded(s, MAX_STDERR_BYTES));
     let limit = crate::blocking::limit();
     let deadline = Instant::now() + limit;
+    // Short naps first: most git runs here end within a few milliseconds,
+    // and a fixed 5 ms nap made each one take at least that.
+    let mut nap = Duration::from_micros(250);
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(5));
+            }
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -285,6 +295,53 @@ impl Repo {
             .to_owned())
     }
 
+    /// What [`Repo::head`] reads from, as the repo's files are now; None when
+    /// its refs are in a shape this does not read (a link, a FIFO, a chain of
+    /// symbolic refs, reftable, a linked work tree's `commondir`): git reads
+    /// that one every time. Nothing is followed or waited for.
+    pub fn head_stamp(&self) -> Option<HeadStamp> {
+        let dir = self.git_dir.as_fd();
+        for other_refs in ["reftable", "commondir"] {
+            match nix::sys::stat::fstatat(dir, other_refs, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Err(Errno::ENOENT) => {}
+                _ => return None,
+            }
+        }
+        let head = small_file(dir, "HEAD").ok()??;
+        let branch = match head.strip_prefix(b"ref: ") {
+            Some(target) => {
+                let target = std::str::from_utf8(target).ok()?.trim_end_matches('\n');
+                let text = loose_ref(dir, target.strip_prefix("refs/heads/")?)?;
+                if text.as_ref().is_some_and(|t| !is_sha(t)) {
+                    return None;
+                }
+                text
+            }
+            None if is_sha(&head) => None,
+            None => return None,
+        };
+        let packed = match nix::sys::stat::fstatat(dir, "packed-refs", AtFlags::AT_SYMLINK_NOFOLLOW)
+        {
+            Err(Errno::ENOENT) => None,
+            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG => {
+                Some([
+                    st.st_ino as i64,
+                    st.st_size,
+                    st.st_ctime,
+                    st.st_ctime_nsec,
+                    st.st_mtime,
+                    st.st_mtime_nsec,
+                ])
+            }
+            _ => return None,
+        };
+        Some(HeadStamp {
+            head,
+            branch,
+            packed,
+        })
+    }
+
     /// Resolves `rev` to a full commit sha, refusing what is not a commit of this repo.
     pub fn resolve(&self, rev: &str) -> Result<String> {
         if rev.is_empty()
@@ -386,6 +443,127 @@ impl Repo {
             ))
         })?;
         Ok(commit)
+    }
+}
+
+/// Longest ref file read for a [`HeadStamp`]: a sha and a newline, with room.
+const MAX_REF_BYTES: usize = 256;
+
+/// The files a repo's head is read from, as they were: HEAD's text, the
+/// text of the loose branch it names (None when packed, or not born), and
+/// packed-refs' inode, size and change times. Equal stamps mean the same
+/// head: git writes a ref by renaming a new file over it, a loose ref's
+/// text is its sha, and a change time cannot be set back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadStamp {
+    head: Vec<u8>,
+    branch: Option<Vec<u8>>,
+    packed: Option<[i64; 6]>,
+}
+
+/// The text of the regular file `name` in `dir`: Ok(None) when there is
+/// none, Err when it is anything else (a link, a FIFO, longer than a ref).
+fn small_file(dir: BorrowedFd<'_>, name: &str) -> std::result::Result<Option<Vec<u8>>, ()> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = match nix::fcntl::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let st = nix::sys::stat::fstat(&fd).map_err(|_| ())?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(());
+    }
+    let mut text = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_REF_BYTES as u64 + 1)
+        .read_to_end(&mut text)
+        .map_err(|_| ())?;
+    if text.len() > MAX_REF_BYTES {
+        return Err(());
+    }
+    Ok(Some(text))
+}
+
+/// The text of the loose branch `refs/heads/{branch}` under `git_dir`,
+/// walked one directory at a time without following a link: Some(None)
+/// when it is not loose, None when the name or a file on the way is odd.
+fn loose_ref(git_dir: BorrowedFd<'_>, branch: &str) -> Option<Option<Vec<u8>>> {
+    let parts: Vec<&str> = branch.split('/').collect();
+    let plain = |p: &&str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !parts.iter().all(plain) {
+        return None;
+    }
+    let (file, dirs) = parts.split_last()?;
+    let mut at: Option<OwnedFd> = None;
+    for d in ["refs", "heads"].into_iter().chain(dirs.iter().copied()) {
+        let here = at.as_ref().map_or(git_dir, |fd| fd.as_fd());
+        at = match open_dir(Some(here), Path::new(d)) {
+            Ok(next) => Some(next),
+            Err(Errno::ENOENT) => return Some(None),
+            Err(_) => return None,
+        };
+    }
+    small_file(at.as_ref()?.as_fd(), file).ok()
+}
+
+/// True for a full sha (SHA-1 or SHA-256) and at most a newline after it.
+fn is_sha(text: &[u8]) -> bool {
+    let sha = text.strip_suffix(b"\n").unwrap_or(text);
+    matches!(sha.len(), 40 | 64) && sha.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// The heads git last read, by repo, each with the [`HeadStamp`] it was
+/// read under: a poll of many repos runs git only for those that moved.
+#[derive(Default)]
+pub struct Heads {
+    known: Mutex<HashMap<PathBuf, (HeadStamp, String)>>,
+    git_reads: AtomicU64,
+}
+
+impl Heads {
+    /// The full sha of `repo`'s HEAD: the one last read while its stamp
+    /// holds, else git's ([`Repo::head`]).
+    pub fn head(&self, repo: &Repo) -> Result<String> {
+        // Stamped before git reads: a ref moving in between leaves a stamp
+        // that no longer holds, so the next read asks git again.
+        let stamp = repo.head_stamp();
+        if let Some(s) = &stamp
+            && let Some((was, sha)) = self.known().get(&repo.path)
+            && was == s
+        {
+            return Ok(sha.clone());
+        }
+        self.git_reads.fetch_add(1, Ordering::Relaxed);
+        let head = repo.head();
+        match (stamp, &head) {
+            (Some(s), Ok(sha)) => {
+                self.known().insert(repo.path.clone(), (s, sha.clone()));
+            }
+            _ => {
+                self.known().remove(&repo.path);
+            }
+        }
+        head
+    }
+
+    /// Forgets every repo but those at `paths` (the agents' that are left).
+    pub fn keep_only(&self, paths: &HashSet<PathBuf>) {
+        self.known().retain(|p, _| paths.contains(p));
+    }
+
+    /// How many heads git has read so far (the rest came from a stamp).
+    pub fn git_reads(&self) -> u64 {
+        self.git_reads.load(Ordering::Relaxed)
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (HeadStamp, String)>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -612,6 +790,94 @@ mod tests {
             std::fs::read_dir(p.scratch()).unwrap().next().is_none(),
             "the failed build was left behind"
         );
+    }
+
+    /// Commits `text` as agent.toml in `repo`'s work tree, as the manager does.
+    fn commit(repo: &Path, text: &str) {
+        std::fs::write(repo.join(CONFIG_FILE), text).unwrap();
+        plain_git(repo, &["commit", "-qam", text]);
+    }
+
+    #[test]
+    fn a_head_is_read_by_git_again_only_when_its_refs_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, first) = make(&paths(dir.path()), "alice", "model = \"haiku\"\n");
+        let heads = Heads::default();
+        let read = || heads.head(&Repo::open(&repo).unwrap().unwrap()).unwrap();
+        let git_says = || Repo::open(&repo).unwrap().unwrap().head().unwrap();
+        assert_eq!(read(), first);
+        assert_eq!((read(), heads.git_reads()), (first.clone(), 1));
+        // Each way the head moves: a commit, two commits in a row, packing
+        // the refs, a commit on a packed branch, a detached HEAD, another branch.
+        let mut reads = 1;
+        let moves: [&dyn Fn(); 6] = [
+            &|| commit(&repo, "a"),
+            &|| {
+                commit(&repo, "b");
+                commit(&repo, "c");
+            },
+            &|| plain_git(&repo, &["pack-refs", "--all"]),
+            &|| commit(&repo, "d"),
+            &|| plain_git(&repo, &["checkout", "-q", "--detach", "HEAD~2"]),
+            &|| plain_git(&repo, &["checkout", "-q", "-b", "side", "main"]),
+        ];
+        for (i, change) in moves.iter().enumerate() {
+            change();
+            reads += 1;
+            assert_eq!(read(), git_says(), "after move {i}");
+            assert_eq!(heads.git_reads(), reads, "after move {i}: one git read");
+            assert_eq!(read(), git_says(), "after move {i}, again");
+            assert_eq!(heads.git_reads(), reads, "after move {i}: no git read");
+        }
+        heads.keep_only(&HashSet::new());
+        read();
+        assert_eq!(
+            heads.git_reads(),
+            reads + 1,
+            "a forgotten repo is read by git"
+        );
+    }
+
+    #[test]
+    fn a_head_stamp_follows_no_link_opens_no_fifo_and_reads_no_odd_ref() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        // Elsewhere, a branch whose text the stamp would take if it followed a link.
+        let decoy = dir.path().join("decoy");
+        std::fs::create_dir(&decoy).unwrap();
+        std::fs::write(decoy.join("main"), format!("{}\n", "a".repeat(40))).unwrap();
+        type MakeOdd<'a> = &'a dyn Fn(&Path);
+        let odd: [(&str, MakeOdd); 6] = [
+            ("refs/heads a link", &|git| {
+                std::fs::remove_dir_all(git.join("refs/heads")).unwrap();
+                std::os::unix::fs::symlink(&decoy, git.join("refs/heads")).unwrap();
+            }),
+            ("the branch a link", &|git| {
+                std::fs::remove_file(git.join("refs/heads/main")).unwrap();
+                std::os::unix::fs::symlink(decoy.join("main"), git.join("refs/heads/main"))
+                    .unwrap();
+            }),
+            ("HEAD a FIFO", &|git| {
+                std::fs::remove_file(git.join("HEAD")).unwrap();
+                nix::unistd::mkfifo(&git.join("HEAD"), Mode::from_bits_truncate(0o600)).unwrap();
+            }),
+            ("a chain of symbolic refs", &|git| {
+                std::fs::write(git.join("refs/heads/main"), "ref: refs/heads/other\n").unwrap();
+            }),
+            ("HEAD names no branch", &|git| {
+                std::fs::write(git.join("HEAD"), "ref: refs/tags/v1\n").unwrap();
+            }),
+            ("packed-refs a link", &|git| {
+                std::os::unix::fs::symlink(decoy.join("main"), git.join("packed-refs")).unwrap();
+            }),
+        ];
+        for (i, (what, make_odd)) in odd.into_iter().enumerate() {
+            let (repo, _) = make(&p, &format!("agent-{i}"), "model = \"haiku\"\n");
+            let stamp = || Repo::open(&repo).unwrap().unwrap().head_stamp();
+            assert!(stamp().is_some(), "{what}: a plain repo first");
+            make_odd(&repo.join(".git"));
+            assert_eq!(stamp(), None, "{what}");
+        }
     }
 
     #[test]

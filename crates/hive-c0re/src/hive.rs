@@ -158,6 +158,8 @@ pub struct Hive {
     flood: flood::Flood,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
     parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
+    /// The config repos' heads as last read, so the polls run git only for a repo that moved.
+    heads: crate::config_repo::Heads,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -177,6 +179,7 @@ impl Hive {
             admission: crate::admission::Admission::new(settings.max_concurrent_turns),
             space,
             database_alarm: Default::default(),
+            heads: Default::default(),
             webhook_secrets: Default::default(),
             naps: Default::default(),
             store,

@@ -421,7 +421,7 @@ impl Hive {
     /// here, whether its config repo moved on since (off the runtime, with a
     /// time limit: the repos are the manager's) and stores what it found, so
     /// the approvals' warnings say so on every node. Runs with the heads' poll.
-    pub(super) async fn read_approval_heads(&self) {
+    pub(super) async fn read_approval_heads(self: &Arc<Self>) {
         let (Ok(all), Ok(agents)) = (self.store.approvals().await, self.store.agents().await)
         else {
             return;
@@ -437,17 +437,27 @@ impl Hive {
             let Ok(name) = AgentName::parse(&a.agent) else {
                 continue;
             };
-            let (repo, from) = (self.paths.config_repo(&name), a.commit_ref.clone());
+            let (hive, repo, from) = (
+                self.clone(),
+                self.paths.config_repo(&name),
+                a.commit_ref.clone(),
+            );
+            let counted = a.repo_head.clone().zip(a.repo_ahead);
             let got =
                 crate::blocking::run(&format!("reading {name}'s config repo head"), move || {
                     let Some(r) = Repo::open(&repo)? else {
                         return Ok(None);
                     };
-                    let head = r.head()?;
+                    let head = hive.heads.head(&r)?;
                     if head == from {
                         return Ok(None);
                     }
-                    Ok(Some((r.commits_between(&from, &head)?, head)))
+                    // From the same commit to the same head: the count stands.
+                    let ahead = match counted {
+                        Some((was, n)) if was == head => u64::try_from(n).unwrap_or(0),
+                        _ => r.commits_between(&from, &head)?,
+                    };
+                    Ok(Some((ahead, head)))
                 })
                 .await;
             let (head, ahead) = match got {

@@ -118,6 +118,13 @@ impl Hive {
             return;
         };
         let kept = self.repos_kept_here(&agents);
+        self.heads.keep_only(
+            &kept
+                .iter()
+                .filter_map(|a| AgentName::parse(&a.name).ok())
+                .map(|n| self.paths.config_repo(&n))
+                .collect(),
+        );
         let manager = agents
             .iter()
             .find(|a| a.name == AgentName::MANAGER)
@@ -132,7 +139,7 @@ impl Hive {
                 crate::blocking::run(&format!("reading {name}'s config repo head"), move || {
                     let repo = hive.paths.config_repo(&n);
                     match Repo::open(&repo)? {
-                        Some(r) => Ok((r.head().map(Some)?, None)),
+                        Some(r) => Ok((hive.heads.head(&r).map(Some)?, None)),
                         None if elsewhere => {
                             let made = hive.ensure_repo(&n, &text, manager, false)?;
                             Ok((made.clone(), made))
