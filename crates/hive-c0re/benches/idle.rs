@@ -9,8 +9,13 @@
 //! ksmd has had its passes (the sum stops falling), and say so. Run it once
 //! with ksmd off and once with it on to see both.
 //!
+//! Then the CPU they all take while idle, over `IDLE_CPU_SECS` (default 30):
+//! hive-c0re's own (with the git runs it waited for) and each kind of
+//! process kept for the agents, in percent of one core.
+//!
 //! `cargo build --release --workspace --bins && cargo bench -p hive-c0re --bench idle`
-//! (`IDLE_AGENTS=N` for another count than 10).
+//! (`IDLE_AGENTS=N` for another count than 10; `IDLE_RUNTIME=process` or
+//! `nspawn` for one runtime only).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -64,6 +69,41 @@ fn pss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// CPU clock ticks `pid` used (user and system), with those of the children it waited for.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // utime, stime, cutime, cstime: fields 14-17, the 12th-15th after the command.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// Percent of one core each kind of process took over `window`: hive-c0re
+/// (`pid`) and every process below it, by command name.
+fn idle_cpu(pid: u32, window: Duration) -> BTreeMap<String, f64> {
+    let sample = || -> BTreeMap<u32, (String, u64)> {
+        std::iter::once(pid)
+            .chain(descendants(pid))
+            .filter_map(|p| Some((p, (comm(p), cpu_ticks(p)?))))
+            .collect()
+    };
+    let before = sample();
+    std::thread::sleep(window);
+    let after = sample();
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut by_comm = BTreeMap::new();
+    for (p, (c, t)) in &after {
+        let was = before.get(p).map_or(0, |(_, t)| *t);
+        *by_comm.entry(c.clone()).or_default() +=
+            (t - was) as f64 / hz / window.as_secs_f64() * 100.0;
+    }
+    by_comm
 }
 
 fn measure(runtime: &str, agents: usize) {
@@ -131,6 +171,21 @@ fn measure(runtime: &str, agents: usize) {
             per(*ck)
         );
     }
+    let window = Duration::from_secs_f64(
+        std::env::var("IDLE_CPU_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30.0),
+    );
+    let cpu = idle_cpu(d.pid(), window);
+    println!(
+        "{runtime}: {agents} idle agents, CPU over {:.0} s: {:.2} % of a core in all",
+        window.as_secs_f64(),
+        cpu.values().sum::<f64>()
+    );
+    for (c, pct) in &cpu {
+        println!("    {c:<16} {pct:>6.2} % of a core");
+    }
 }
 
 fn main() {
@@ -138,8 +193,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let only = std::env::var("IDLE_RUNTIME").ok();
     let runtimes = common::runtimes();
-    for rt in runtimes {
+    for rt in runtimes
+        .into_iter()
+        .filter(|rt| only.as_deref().is_none_or(|o| o == *rt))
+    {
         measure(rt, agents);
     }
 }
