@@ -37,8 +37,37 @@ fn rows(v: Vec<Row>) -> Vec<MessageRow> {
 /// transaction holds is skipped, one another claimer took meanwhile is
 /// rechecked out. Used as `id = ANY(ARRAY(...))`, an InitPlan run once: as
 /// `id IN (...)` a nested loop may rerun it per row, and its LIMIT with it.
+/// The update around it tests nothing more of those rows: they were checked
+/// on their newest version as they were locked, and stay locked. A test of
+/// `delivered_at IS NULL` there matches the inbox index's predicate, and the
+/// planner then read that whole index (every undelivered message of the
+/// hive, and those not yet vacuumed away) beside the primary key: 1.4 ms a
+/// `recv` after a burst, where the primary key alone takes a few pages.
 const NEXT_UNCLAIMED: &str = "SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
      ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
+
+/// `recv`'s statement: `$1` now, `$2` the recipient, `$3` the most to take.
+pub(crate) fn recv_sql() -> String {
+    format!(
+        "WITH d AS (UPDATE messages SET delivered_at = $1 WHERE id = ANY(ARRAY({NEXT_UNCLAIMED})) \
+           RETURNING {COLUMNS}), \
+         m AS (UPDATE mailboxes SET depth = GREATEST(depth - (SELECT count(*) FROM d), 0) \
+           WHERE recipient = $2 AND EXISTS (SELECT 1 FROM d)) \
+         SELECT {COLUMNS} FROM d"
+    )
+}
+
+/// A turn's claim: `$1` now, `$2` the recipient, `$3` the most to take,
+/// `$4` the one sender to take from (NULL: any). Its rows are locked and
+/// checked as [`NEXT_UNCLAIMED`] does, and tested no further (why: there).
+pub(crate) fn claim_sql() -> String {
+    format!(
+        "UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY(\
+           SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
+           AND ($4::text IS NULL OR sender = $4) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)) \
+         RETURNING {COLUMNS}"
+    )
+}
 
 /// Most sends kept in doubt at once; past it, an older entry goes first.
 const IN_DOUBT_MAX: usize = 4096;
@@ -121,15 +150,7 @@ impl PgStore {
     /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
     pub async fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
         let c = self.client().await?;
-        let st = c
-            .prepare_cached(&format!(
-                "WITH d AS (UPDATE messages SET delivered_at = $1 WHERE id = ANY(ARRAY({NEXT_UNCLAIMED})) \
-                   AND delivered_at IS NULL AND claimed_at IS NULL RETURNING {COLUMNS}), \
-                 m AS (UPDATE mailboxes SET depth = GREATEST(depth - (SELECT count(*) FROM d), 0) \
-                   WHERE recipient = $2 AND EXISTS (SELECT 1 FROM d)) \
-                 SELECT {COLUMNS} FROM d"
-            ))
-            .await?;
+        let st = c.prepare_cached(&recv_sql()).await?;
         let got = c
             .query(&st, &[&now_ms(), &recipient, &i64::from(max)])
             .await?;
@@ -160,14 +181,7 @@ impl PgStore {
         sender: Option<&str>,
         max: u32,
     ) -> Result<Vec<MessageRow>> {
-        let st = c
-            .prepare_cached(&format!(
-                "UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY(\
-                   SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
-                   AND ($4::text IS NULL OR sender = $4) ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)) \
-                 AND delivered_at IS NULL AND claimed_at IS NULL RETURNING {COLUMNS}"
-            ))
-            .await?;
+        let st = c.prepare_cached(&claim_sql()).await?;
         let got = c
             .query(&st, &[&now_ms(), &recipient, &i64::from(max), &sender])
             .await?;

@@ -29,6 +29,8 @@ mod group;
 mod jobs;
 mod leases;
 mod messages;
+#[cfg(test)]
+pub(super) use messages::{claim_sql, recv_sql};
 mod nodes;
 mod notifications;
 mod overview;

@@ -35,6 +35,56 @@ async fn drop_connections(f: &Fixture) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recv_and_a_claim_update_the_rows_they_took_by_id_not_every_waiting_message() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let s = f.open().await;
+    // A burst read away (its inbox entries not yet vacuumed), a backlog
+    // for another agent, and one message for `r`.
+    let bodies: Vec<String> = (0..1500).map(|i| i.to_string()).collect();
+    let burst = futures::future::join_all(bodies.iter().map(|b| s.send("a", "x", b))).await;
+    assert!(burst.iter().all(Result::is_ok));
+    while !s.recv("x", 1000).await.unwrap().is_empty() {}
+    let backlog =
+        futures::future::join_all(bodies[..300].iter().map(|b| s.send("a", "y", b))).await;
+    assert!(backlog.iter().all(Result::is_ok));
+    s.send("a", "r", "mine").await.unwrap();
+    let c = TestCluster::shared().connect_as(OWNER, database(&f)).await;
+    for (what, sql, types, args) in [
+        (
+            "recv",
+            crate::store::pg::recv_sql(),
+            "bigint, text, bigint",
+            "1, 'r', 10",
+        ),
+        (
+            "claim",
+            crate::store::pg::claim_sql(),
+            "bigint, text, bigint, text",
+            "1, 'r', 10, NULL",
+        ),
+    ] {
+        c.batch_execute(&format!("PREPARE {what}({types}) AS {sql}"))
+            .await
+            .unwrap();
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN EXECUTE {what}({args})"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        // The inbox index serves the choice of `r`'s messages, once; the
+        // update finds them by primary key.
+        assert_eq!(plan.matches("messages_inbox").count(), 1, "{what}:\n{plan}");
+        assert!(plan.contains("messages_pkey"), "{what}:\n{plan}");
+    }
+    assert_eq!(s.recv("r", 10).await.unwrap()[0].body, "mine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_never_lost_across_a_dropped_connection() {
     let Some(f) = fixture().await else {
         return;
