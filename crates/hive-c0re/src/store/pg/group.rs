@@ -313,9 +313,19 @@ async fn send_batch_on(
             Ok(0)
         }
     };
+    // A send alone (no note) runs the insert's generic plan: the planner
+    // prices a one-row batch's own plan below it and would plan the
+    // statement anew, about 0.45 ms, for 0.13 ms of work. Batches of more,
+    // and noted ones, keep the planner's choice: forcing the generic plan
+    // on them was measured slower.
+    let begin = if jobs.len() == 1 && !any_noted {
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"
+    } else {
+        "BEGIN"
+    };
     // One round trip: the requests go out before any answer is read.
     let (_, _, _, stored, _) = futures::try_join!(
-        c.batch_execute("BEGIN"),
+        c.batch_execute(begin),
         c.execute(&lock, &by_recipient),
         lock_noted,
         c.query(&insert, if any_noted { &rows[..] } else { &rows[..7] }),
