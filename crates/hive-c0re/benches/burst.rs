@@ -94,14 +94,8 @@ fn claude_count(root: u32) -> usize {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // The parent is the 2nd field after the parenthesised command.
-        let Some(pp) = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
-        else {
+        // The parent is field 4 (ppid).
+        let Some(pp) = common::proc_stat(pid).and_then(|f| f.get(1)?.parse().ok()) else {
             continue;
         };
         parent.insert(pid, pp);

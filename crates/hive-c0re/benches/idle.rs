@@ -31,14 +31,8 @@ fn descendants(pid: u32) -> Vec<u32> {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // The parent is the 2nd field after the parenthesised command.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        if let Some(pp) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+        // The parent is field 4 (ppid).
+        if let Some(pp) = common::proc_stat(p).and_then(|f| f.get(1)?.parse().ok()) {
             parent_of.push((p, pp));
         }
     }
@@ -73,12 +67,10 @@ fn pss_kib(pid: u32) -> u64 {
 
 /// CPU clock ticks `pid` used (user and system), with those of the children it waited for.
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // utime, stime, cutime, cstime: fields 14-17, the 12th-15th after the command.
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace()
-        .skip(11)
-        .take(4)
+    // utime, stime, cutime, cstime: fields 14-17.
+    common::proc_stat(pid)?
+        .get(11..15)?
+        .iter()
         .map(|v| v.parse::<u64>().ok())
         .sum()
 }

@@ -160,6 +160,15 @@ impl Drop for Daemon {
     }
 }
 
+/// The fields of `/proc/PID/stat` after the parenthesised command (state,
+/// parent, ...: field 3 of proc(5) is index 0 here); None when the process is gone.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces and parentheses: it ends at the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 /// The `q` quantile of sorted durations, in ms.
 pub fn pct_ms(sorted: &[Duration], q: f64) -> f64 {
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
