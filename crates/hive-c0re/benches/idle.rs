@@ -6,7 +6,7 @@
 //!
 //! With the kernel's same-page merging on (`/sys/kernel/mm/ksm/run` = 1),
 //! hive-c0re's pastas opt in to it; the nspawn figures are then taken once
-//! ksmd has had its passes (the sum stops falling), and say so. Run it once
+//! ksmd has seen every page twice and a whole scan merged no more, and say so. Run it once
 //! with ksmd off and once with it on to see both.
 //!
 //! Then the CPU they all take while idle, over `IDLE_CPU_SECS` (default 30):
@@ -126,14 +126,33 @@ fn measure(runtime: &str, agents: usize) {
     std::thread::sleep(Duration::from_secs(5));
     let ksm = std::fs::read_to_string("/sys/kernel/mm/ksm/run").is_ok_and(|s| s.trim() == "1");
     if runtime == "nspawn" && ksm {
-        // ksmd merges a page on its second sighting, a few thousand pages a second.
+        // ksmd merges a page on its second sighting, so nothing falls before two full scans
+        // (about 40 s each for 30 agents at its default pace): count scans, not a quiet
+        // stretch of seconds, and stop once a whole scan merged no more.
         let total = || descendants(d.pid()).into_iter().map(pss_kib).sum::<u64>();
-        let (mut last, until) = (total(), Instant::now() + Duration::from_secs(300));
-        loop {
-            std::thread::sleep(Duration::from_secs(15));
+        let scans = || {
+            std::fs::read_to_string("/sys/kernel/mm/ksm/full_scans")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let until = Instant::now() + Duration::from_secs(600);
+        let (start, mut last) = (scans(), total());
+        let mut seen = start;
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_secs(1));
+            let scan = scans();
+            if scan == seen {
+                continue;
+            }
+            seen = scan;
             let now = total();
-            println!("    ksmd merging: {:.1} MiB in all", now as f64 / 1024.0);
-            if now + now / 100 >= last || Instant::now() > until {
+            println!(
+                "    ksmd merging: {:.1} MiB in all after {} full scans",
+                now as f64 / 1024.0,
+                scan - start
+            );
+            if scan - start >= 3 && now + now / 100 >= last {
                 break;
             }
             last = now;
