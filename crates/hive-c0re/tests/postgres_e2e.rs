@@ -434,6 +434,50 @@ fn serve_refuses_a_password_on_its_command_line_and_says_which_database_it_canno
     );
 }
 
+#[test]
+fn a_password_in_a_query_parameter_or_a_key_value_string_is_never_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    // Each form tokio-postgres reads a password from: a URL's query
+    // parameter (its key escaped or not), a key=value string's key (quoted
+    // or not). Nothing listens on port 1, so serve logs that it connects,
+    // then fails with a sentence; `--print-config` shows the setting.
+    let forms = [
+        "postgres://hive_node@127.0.0.1:1/hive?sslmode=disable&password=qu3ry-s3cret",
+        "postgres://hive_node@127.0.0.1:1/hive?pass%77ord=qu3ry-s3cret",
+        "host=127.0.0.1 port=1 user=hive_node password=qu3ry-s3cret dbname=hive sslmode=disable",
+        "host=127.0.0.1 port=1 user=hive_node password = 'qu3ry s3cret' dbname=hive",
+    ];
+    for url in forms {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hive.toml");
+        std::fs::write(&file, format!("database = {url:?}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = file.to_str().unwrap();
+
+        let (code, said) = serve_fails(&["--config", file], &[]);
+        assert_eq!(code, Some(2), "{url}: {said}");
+        assert!(
+            said.contains("connecting to PostgreSQL")
+                && said.contains("could not connect to PostgreSQL at hive_node@127.0.0.1:1/hive")
+                && said.contains("<hidden>"),
+            "{url}: {said}"
+        );
+        let (code, printed) = serve_fails(&["--config", file, "--print-config"], &[]);
+        assert_eq!(code, Some(0), "{url}: {printed}");
+        assert!(
+            printed.contains("database = ") && printed.contains("<hidden>"),
+            "{printed}"
+        );
+        // On the command line it is refused, and the refusal does not repeat it either.
+        let (code, refused) = serve_fails(&["--database", url], &[]);
+        assert_eq!(code, Some(2), "{url}: {refused}");
+        assert!(refused.contains("command line"), "{url}: {refused}");
+        for out in [&said, &printed, &refused] {
+            assert!(!out.contains("s3cret"), "{url}: {out}");
+        }
+    }
+}
+
 /// Two nodes on one database: the operator on alpha sends to an agent whose
 /// home is beta; beta's agent is woken by alpha's commit (not by the slow
 /// re-check, 30 s), and its answer, committed on beta, wakes alpha's `recv

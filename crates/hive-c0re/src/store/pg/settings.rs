@@ -235,19 +235,128 @@ fn percent_decode(s: &str) -> Result<String> {
 }
 
 /// The URL with any password replaced, for messages and logs.
+///
+/// It reads the text as tokio-postgres does, and hides a little more where
+/// the writer may have meant more: in a URL the user info's password (from
+/// the first `:` to the first `@`, the parser's reading, or to the host's
+/// `@` when the password has an unescaped `@` of its own) and any query
+/// parameter whose key (percent-decoded) names a password; in a
+/// `key=value` connection string the `password` key's value, quoted or not,
+/// and the rest of a string that does not parse when it names a password.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:<hidden>@{host}{tail}")
+    match url.split_once("://") {
+        Some((scheme, rest)) if !scheme.contains(|c: char| c.is_whitespace() || c == '=') => {
+            redact_url(scheme, rest)
         }
-        _ => url.to_owned(),
+        _ => redact_key_values(url),
     }
+}
+
+const HIDDEN: &str = "<hidden>";
+
+fn redact_url(scheme: &str, mut rest: &str) -> String {
+    let mut out = format!("{scheme}://");
+    if let Some(first_at) = rest.find('@')
+        && let Some(colon) = rest[..first_at].find(':')
+    {
+        let host = &rest[first_at + 1..];
+        let host = &host[..host.find(['/', '?']).unwrap_or(host.len())];
+        let last_at = first_at + 1 + host.rfind('@').map_or(0, |i| i + 1) - 1;
+        out.push_str(&rest[..=colon]);
+        out.push_str(HIDDEN);
+        rest = &rest[last_at..];
+    }
+    let Some((base, query)) = rest.split_once('?') else {
+        out.push_str(rest);
+        return out;
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if names_password(key) => format!("{key}={HIDDEN}"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    out.push_str(&format!("{base}?{}", pairs.join("&")));
+    out
+}
+
+/// Whether a URL's query key, percent-decoded where it can be, names a password.
+fn names_password(key: &str) -> bool {
+    percent_decode(key)
+        .unwrap_or_else(|_| key.to_owned())
+        .to_ascii_lowercase()
+        .contains("password")
+}
+
+/// A `key=value ...` connection string with the `password` values hidden,
+/// split by the rules of libpq's (and tokio-postgres's) parser: keys end at
+/// white space or `=`, a value is `'quoted'` or runs to white space, and a
+/// backslash escapes the next character in either.
+fn redact_key_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.char_indices().peekable();
+    let at = |it: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        it.peek().map_or(s.len(), |&(i, _)| i)
+    };
+    loop {
+        let start = at(&mut it);
+        while it.next_if(|&(_, c)| c.is_whitespace()).is_some() {}
+        let key_start = at(&mut it);
+        while it
+            .next_if(|&(_, c)| !c.is_whitespace() && c != '=')
+            .is_some()
+        {}
+        let key = &s[key_start..at(&mut it)];
+        if key.is_empty() {
+            out.push_str(&s[start..]);
+            return out;
+        }
+        while it.next_if(|&(_, c)| c.is_whitespace()).is_some() {}
+        let parsed = it.next_if(|&(_, c)| c == '=').is_some() && {
+            while it.next_if(|&(_, c)| c.is_whitespace()).is_some() {}
+            value_ends(&mut it)
+        };
+        if !parsed {
+            // Past what parses nothing says where a value ends: hide it all if it names a password.
+            if s[key_start..].to_ascii_lowercase().contains("password") {
+                out.push_str(&s[start..key_start]);
+                out.push_str(HIDDEN);
+            } else {
+                out.push_str(&s[start..]);
+            }
+            return out;
+        }
+        if key == "password" {
+            let eq = s[key_start..]
+                .find('=')
+                .map_or(s.len(), |i| key_start + i + 1);
+            out.push_str(&s[start..eq]);
+            out.push_str(HIDDEN);
+        } else {
+            out.push_str(&s[start..at(&mut it)]);
+        }
+    }
+}
+
+/// Takes one connection-string value off `it`: `'quoted'` or up to white
+/// space, a backslash escaping the next character. False for an unclosed quote.
+fn value_ends(it: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> bool {
+    let quoted = it.next_if(|&(_, c)| c == '\'').is_some();
+    while let Some(&(_, c)) = it.peek() {
+        if quoted && c == '\'' {
+            it.next();
+            return true;
+        }
+        if !quoted && c.is_whitespace() {
+            return true;
+        }
+        it.next();
+        if c == '\\' {
+            it.next();
+        }
+    }
+    !quoted
 }
 
 fn describe(c: &tokio_postgres::Config) -> String {
@@ -431,5 +540,79 @@ mod tests {
             redact(&s.url),
             "postgres://hive:<hidden>@db/hive?sslmode=require"
         );
+    }
+
+    #[test]
+    fn every_place_a_password_can_go_is_hidden_and_the_rest_shown() {
+        let cases = [
+            // The user info: tokio-postgres's password runs to the first `@`;
+            // one with an `@` of its own is hidden up to the host's.
+            (
+                "postgres://hive:pw/x@db/hive",
+                "postgres://hive:<hidden>@db/hive",
+            ),
+            (
+                "postgres://hive:p?w@db/hive",
+                "postgres://hive:<hidden>@db/hive",
+            ),
+            (
+                "postgres://hive:p@ss@db/hive",
+                "postgres://hive:<hidden>@db/hive",
+            ),
+            ("postgres://hive@db/hive", "postgres://hive@db/hive"),
+            // A query parameter, its key escaped or not.
+            (
+                "postgres://hive@db/hive?password=pw&sslmode=require",
+                "postgres://hive@db/hive?password=<hidden>&sslmode=require",
+            ),
+            (
+                "postgresql://hive@db/hive?sslmode=disable&pass%77ord=pw",
+                "postgresql://hive@db/hive?sslmode=disable&pass%77ord=<hidden>",
+            ),
+            (
+                "postgres://db/hive?x&password=pw",
+                "postgres://db/hive?x&password=<hidden>",
+            ),
+            (
+                "postgres://db/hive?password=p@w",
+                "postgres://db/hive?password=<hidden>",
+            ),
+            ("mysql://hive:pw@db/hive", "mysql://hive:<hidden>@db/hive"),
+            // key=value strings: quoted, escaped, spaced, or not parsing.
+            (
+                "host=db user=hive password=pw dbname=hive",
+                "host=db user=hive password=<hidden> dbname=hive",
+            ),
+            (
+                "host=db password = 'a b\\' c' dbname=hive",
+                "host=db password =<hidden> dbname=hive",
+            ),
+            ("password=a\\ b host=db", "password=<hidden> host=db"),
+            ("host=db password='pw", "host=db <hidden>"),
+            ("host=db password", "host=db <hidden>"),
+            ("host=db garbage", "host=db garbage"),
+            (
+                "host=db application_name=password",
+                "host=db application_name=password",
+            ),
+            ("", ""),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+        // What tokio-postgres takes as the password is not in what is shown.
+        for (url, password) in [
+            ("postgres://hive:pw/x@db/hive", "pw/x"),
+            ("host=db password = 'a b\\' c' dbname=hive", "a b' c"),
+            ("password=a\\ b host=db", "a b"),
+        ] {
+            let config = tokio_postgres::Config::from_str(url).unwrap();
+            assert_eq!(config.get_password(), Some(password.as_bytes()), "{url}");
+            let shown = redact(url);
+            assert!(
+                !shown.contains(password) && !shown.contains(" b"),
+                "{url}: {shown}"
+            );
+        }
     }
 }
