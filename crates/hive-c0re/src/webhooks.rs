@@ -136,6 +136,15 @@ pub fn parse(value: &toml::Value) -> Result<Vec<Webhook>, String> {
                 "{at}: url must be an http:// or https:// URL with a host"
             ));
         }
+        // User info is neither sent as a login nor fit for a Host header, and
+        // status views show the URL's authority: refuse it rather than leak it.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!(
+                "{at}: url holds a user name or password (user:password@host), which hyperhive \
+                 does not send and would show in status: leave it out and give the key or \
+                 token as the webhook's secret"
+            ));
+        }
         let kinds = match r.kinds {
             None => NotificationKind::ALL.to_vec(),
             Some(ks) => ks
@@ -521,6 +530,10 @@ mod tests {
                 "unknown kind",
             ),
             ("url = \"http://x\"\nformat = \"matrix\"", "room"),
+            (
+                "url = \"https://me:t0ken@ntfy.example/t\"\nformat = \"ntfy\"",
+                "user name or password",
+            ),
         ] {
             let e = hooks(&format!("[[webhooks]]\n{bad}\n")).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
