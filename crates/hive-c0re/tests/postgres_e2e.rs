@@ -454,7 +454,7 @@ fn a_password_in_a_query_parameter_or_a_key_value_string_is_never_printed() {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let file = file.to_str().unwrap();
 
-        let (code, said) = serve_fails(&["--config", file], &[]);
+        let (code, said) = serve_fails(&["--config", file], &[("RUST_LOG", "info")]);
         assert_eq!(code, Some(2), "{url}: {said}");
         assert!(
             said.contains("connecting to PostgreSQL")
