@@ -101,7 +101,17 @@ impl PgSettings {
                 redact(&self.url)
             ))
         })?;
-        let sslmode = match params.sslmode.or_else(|| env("PGSSLMODE")) {
+        // The string's own sslmode comes before PGSSLMODE, as in libpq. A
+        // URL's was taken out above; a key=value string's was read by
+        // tokio-postgres, which knows `disable`, `prefer` (its default) and
+        // `require`: without this, `require` there was weakened to `prefer`
+        // (or to PGSSLMODE), and a man in the middle could strip TLS.
+        let own = params.sslmode.or_else(|| match config.get_ssl_mode() {
+            WireSslMode::Disable => Some("disable".to_owned()),
+            WireSslMode::Require => Some("require".to_owned()),
+            _ => None,
+        });
+        let sslmode = match own.or_else(|| env("PGSSLMODE")) {
             Some(s) => SslMode::parse(&s)?,
             None => SslMode::Prefer,
         };

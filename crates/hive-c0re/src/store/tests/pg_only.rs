@@ -362,6 +362,90 @@ async fn sslmode_is_honoured() {
     }
 }
 
+/// A man in the middle on a loopback port of its own: it answers the
+/// client's SSLRequest with `N` (as a server without TLS would), then relays
+/// the session in the clear to the cluster on `to`.
+async fn tls_stripper(to: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut first = [0u8; 8];
+                if client.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let mut server = tokio::net::TcpStream::connect(("127.0.0.1", to))
+                    .await
+                    .unwrap();
+                let said = if first == SSL_REQUEST {
+                    client.write_all(b"N").await
+                } else {
+                    server.write_all(&first).await
+                };
+                if said.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_man_in_the_middle_cannot_strip_tls_that_the_settings_require() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    drop(f.open().await);
+    let c = TestCluster::shared();
+    let mitm = tls_stripper(c.port()).await;
+    let password = c.settings(database(&f)).password;
+    let connect = |url: String, env: Option<&'static str>| {
+        let mut s = PgSettings::new(url);
+        s.password = password.clone();
+        async move {
+            let r = s.resolve(&|k| (k == "PGSSLMODE").then_some(env).flatten().map(Into::into))?;
+            let store = PgStore::open(r, Limits::default()).await?;
+            let client = store.client().await?;
+            let ssl: bool = client
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            Ok::<bool, StoreError>(ssl)
+        }
+    };
+    let db = database(&f);
+    let url = |mode: &str| format!("postgres://{OWNER}@127.0.0.1:{mitm}/{db}?sslmode={mode}");
+    let key_values =
+        |mode: &str| format!("host=127.0.0.1 port={mitm} user={OWNER} dbname={db} sslmode={mode}");
+    // Through the stripper `prefer` goes on in the clear (that is what it
+    // means), which shows the stripper works.
+    assert!(!connect(url("prefer"), None).await.unwrap());
+    assert!(!connect(key_values("prefer"), None).await.unwrap());
+    // `require` refuses the connection, written as a URL or as key=value,
+    // and PGSSLMODE in the environment does not weaken what the string says.
+    for (settings, env) in [
+        (url("require"), None),
+        (url("require"), Some("disable")),
+        (key_values("require"), None),
+        (key_values("require"), Some("disable")),
+        (key_values("require"), Some("prefer")),
+    ] {
+        let got = connect(settings.clone(), env).await;
+        assert!(
+            matches!(got, Err(StoreError::Connect { .. })),
+            "{settings} with PGSSLMODE={env:?}: {got:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_password_comes_from_a_passfile_and_a_wrong_one_reads_as_a_sentence() {
     let Some(f) = fixture().await else {
