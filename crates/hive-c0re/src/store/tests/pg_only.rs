@@ -285,7 +285,18 @@ fn tls_settings(f: &Fixture, host: &str, query: &str) -> PgSettings {
 
 /// Connects with `settings`; Ok(whether the session is encrypted).
 async fn encrypted(settings: PgSettings) -> Result<bool, StoreError> {
-    let s = PgStore::open(settings.resolve(&|_| None)?, Limits::default()).await?;
+    encrypted_with(settings, None).await
+}
+
+/// [`encrypted`] with `PGSSLMODE` set to `pgsslmode` for the settings to read.
+async fn encrypted_with(settings: PgSettings, pgsslmode: Option<&str>) -> Result<bool, StoreError> {
+    let env = |k: &str| {
+        (k == "PGSSLMODE")
+            .then_some(pgsslmode)
+            .flatten()
+            .map(Into::into)
+    };
+    let s = PgStore::open(settings.resolve(&env)?, Limits::default()).await?;
     let c = s.client().await.unwrap();
     Ok(c.query_one(
         "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -403,23 +414,10 @@ async fn a_man_in_the_middle_cannot_strip_tls_that_the_settings_require() {
     let c = TestCluster::shared();
     let mitm = tls_stripper(c.port()).await;
     let password = c.settings(database(&f)).password;
-    let connect = |url: String, env: Option<&'static str>| {
+    let connect = |url: String, pgsslmode: Option<&'static str>| {
         let mut s = PgSettings::new(url);
         s.password = password.clone();
-        async move {
-            let r = s.resolve(&|k| (k == "PGSSLMODE").then_some(env).flatten().map(Into::into))?;
-            let store = PgStore::open(r, Limits::default()).await?;
-            let client = store.client().await?;
-            let ssl: bool = client
-                .query_one(
-                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            Ok::<bool, StoreError>(ssl)
-        }
+        encrypted_with(s, pgsslmode)
     };
     let db = database(&f);
     let url = |mode: &str| format!("postgres://{OWNER}@127.0.0.1:{mitm}/{db}?sslmode={mode}");
