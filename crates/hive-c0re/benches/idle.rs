@@ -6,8 +6,8 @@
 //!
 //! With the kernel's same-page merging on (`/sys/kernel/mm/ksm/run` = 1),
 //! hive-c0re's pastas opt in to it; the nspawn figures are then taken once
-//! ksmd has seen every page twice and a whole scan merged no more, and say so. Run it once
-//! with ksmd off and once with it on to see both.
+//! ksmd has seen every page twice and a whole scan merged no more, and say
+//! so. Run it once with ksmd off and once with it on to see both.
 //!
 //! Then the CPU they all take while idle, over `IDLE_CPU_SECS` (default 30):
 //! hive-c0re's own (with the git runs it waited for) and each kind of
