@@ -12,7 +12,8 @@
 //!   only in the shape hive-c0re gives a repo (a directory holding a `.git`
 //!   directory); git then runs *in* that fd, so a name swapped afterwards
 //!   redirects nothing.
-//! - git runs no hook, fsmonitor, external diff or filter, ignores replace refs
+//! - git runs no hook, fsmonitor, external diff or filter, fetches nothing
+//!   (no transport, no lazy fetch from a promisor remote), ignores replace refs
 //!   and grafts, is killed at [`blocking::limit`](crate::blocking::limit), and
 //!   its output is read only up to a bound.
 //! - `agent.toml` is read from the object store at a commit (`git cat-file`),
@@ -118,6 +119,12 @@ fn git_as(
         // An empty graft file: `info/grafts` in the repo rewrites no parent.
         .env("GIT_GRAFT_FILE", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
+        // A repo's own config can allow a transport (`protocol.<name>.allow`
+        // beats `protocol.allow=never`) and name a promisor remote, from
+        // which git fetches any object it misses on its own: an `ext::` URL
+        // or an `uploadpack` is a program. The variables beat every config.
+        .env("GIT_NO_LAZY_FETCH", "1")
+        .env("GIT_ALLOW_PROTOCOL", "none")
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_OBJECT_DIRECTORY")
         .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")

@@ -364,3 +364,107 @@ fn two_pending_approvals_that_ask_the_same_warn_of_each_other() {
     hive.ok(&["deny", &first]);
     assert!(warnings(&hive, &first).is_empty());
 }
+
+/// A repo's own `.git/config` can allow a transport (`protocol.ext.allow`
+/// beats the hive's `protocol.allow=never`) and name a promisor remote: git
+/// then fetches any object it misses from that remote on its own, and an
+/// `ext::` or `uploadpack` remote is a program run by whoever runs git. The
+/// manager writes every repo, and hive-c0re reads them as root: the heads
+/// poll every few seconds, `config show`, `request-apply-commit`.
+#[test]
+fn a_promisor_remote_planted_in_a_repo_runs_nothing_when_the_hive_reads_it() {
+    let hive = hive_with_alice();
+    let repo = hive.state_dir().join("configs/alice");
+    let marks = hive.dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    // A commit whose agent.toml is an object the repo does not have.
+    let missing_blob = "1234567890abcdef1234567890abcdef12345678";
+    let tree = run_git(
+        &repo,
+        &["mktree", "--missing"],
+        &format!("100644 blob {missing_blob}\tagent.toml\n"),
+    );
+    let head = git(&repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    let hollow = git(&repo, &["commit-tree", &tree, "-p", &head, "-m", "hollow"])
+        .trim()
+        .to_owned();
+    let mut config = std::fs::read_to_string(repo.join(".git/config")).unwrap();
+    config.push_str(&format!(
+        "[protocol \"ext\"]\n\tallow = always\n[protocol \"file\"]\n\tallow = always\n\
+         [remote \"p\"]\n\tpromisor = true\n\turl = \"ext::sh -c touch% {m}/ext\"\n\
+         [remote \"q\"]\n\tpromisor = true\n\turl = {r}\n\tuploadpack = \"touch {m}/uploadpack;\"\n",
+        m = marks.display(),
+        r = repo.display(),
+    ));
+    std::fs::write(repo.join(".git/config"), config).unwrap();
+    let marked = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&marks)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // The plant is live: plain git as root, reading the hollow commit, runs it.
+    let _ = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["-c", "safe.directory=*", "-c", "protocol.allow=never"])
+        .args(["cat-file", "blob", &format!("{hollow}:agent.toml")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !marked().is_empty(),
+        "the planted remote does not run under plain git"
+    );
+    for m in marked() {
+        std::fs::remove_file(marks.join(m)).unwrap();
+    }
+
+    // The hive reads that commit on a request, and its heads poll reads a
+    // branch moved onto it and onto an object that is not there at all.
+    let asked = hive.cli(&["request-apply-commit", "alice", &hollow]);
+    assert!(
+        !asked.status.success(),
+        "a commit without agent.toml was queued"
+    );
+    let moved = repo.join(".git/refs/heads/main");
+    std::fs::write(&moved, format!("{hollow}\n")).unwrap();
+    let _ = hive.cli(&["config", "show", "alice"]);
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&moved, format!("{missing_blob}\n")).unwrap();
+    let _ = hive.cli(&["request-apply-commit", "alice", missing_blob]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        marked(),
+        Vec::<String>::new(),
+        "the hive's git ran the planted remote"
+    );
+    // The hive still answers.
+    assert!(hive.cli(&["status"]).status.success());
+}
+
+/// Runs git in `repo` with `input` on its stdin; its trimmed stdout.
+fn run_git(repo: &Path, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "safe.directory=*"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
