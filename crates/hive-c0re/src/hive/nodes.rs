@@ -9,7 +9,8 @@
 //! When nodes share a store (PostgreSQL), each also watches the others on its
 //! heartbeat: the first to find a node silent past that window marks it down
 //! in the store (a conditional UPDATE, so one node wins however many notice)
-//! and tells the manager and the operator; the node clears the mark on its
+//! and tells the manager and the operator (the operator also when the
+//! manager's inbox refuses); the node clears the mark on its
 //! return and tells the manager it is back. Agents of a node that is not
 //! alive show `node_down`. A sqlite store is one daemon's, which runs every
 //! agent whatever its home node (see [`runs_here`]): a node name it no longer
@@ -129,8 +130,9 @@ impl Hive {
         }
         let me = self.node().as_str();
         // The mark stays until the manager was told, so a return that cannot
-        // be told yet (a full disk, its inbox at the cap) is told at a later
-        // heartbeat instead of never.
+        // be told yet (a full disk) is told at a later heartbeat instead of
+        // never. A manager whose inbox is at the cap misses it: the mark goes
+        // all the same, or the next time this node dies nobody would be told.
         if let Some(down_ms) = self.store.node_down_for(me).await? {
             let agents = self.agents_on(me).await?;
             let body = format!(
@@ -145,6 +147,13 @@ impl Hive {
             tracing::info!(node = me, "back after being marked down");
             match self.notify(&AgentName::manager(), &body).await {
                 Ok(_) => {
+                    self.store.node_back(me).await?;
+                }
+                Err(Error::Refused(why)) => {
+                    tracing::warn!(
+                        node = me,
+                        "the manager was not told this node is back: {why}"
+                    );
                     self.store.node_back(me).await?;
                 }
                 Err(e) => tracing::warn!(
@@ -167,16 +176,27 @@ impl Hive {
                 )
             );
             tracing::warn!(node = %d.name, "node down");
-            // The mark says the hive was told: one that cannot tell the
-            // manager (a full disk, its inbox at the cap) undoes it, so the
-            // next heartbeat here or on another node marks it and tells again.
-            if let Err(e) = self.notify(&AgentName::manager(), &text).await {
-                tracing::warn!(node = %d.name, "could not tell the manager this node is down; the next heartbeat tries again: {e}");
-                if let Err(e) = self.store.node_back(&d.name).await {
-                    tracing::error!(node = %d.name, "could not undo its down mark either, so nobody may be told it is down: {e}");
+            // The mark says the hive was told: one that cannot store the
+            // manager's message (a full disk) undoes it, so the next heartbeat
+            // here or on another node marks it and tells again. A manager
+            // that refuses it (its inbox at the cap, which the manager can
+            // fill itself) keeps nothing from the operator.
+            let text = match self.notify(&AgentName::manager(), &text).await {
+                Ok(_) => text,
+                Err(Error::Refused(why)) => {
+                    tracing::warn!(node = %d.name, "the manager was not told this node is down: {why}");
+                    format!(
+                        "{text} The manager was not told: its inbox refused the message ({why})."
+                    )
                 }
-                continue;
-            }
+                Err(e) => {
+                    tracing::warn!(node = %d.name, "could not tell the manager this node is down; the next heartbeat tries again: {e}");
+                    if let Err(e) = self.store.node_back(&d.name).await {
+                        tracing::error!(node = %d.name, "could not undo its down mark either, so nobody may be told it is down: {e}");
+                    }
+                    continue;
+                }
+            };
             self.tell_operator(NotificationKind::NodeDown, None, &text)
                 .await;
         }
