@@ -398,3 +398,121 @@ fn the_binary_alone_serves_the_dashboard_from_any_directory() {
     );
     drop(daemon);
 }
+
+/// The daemon's open file descriptors.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Connections to `addr` from the loopback address `src`, each left silent.
+fn silent_from(src: &str, addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let to: std::net::SocketAddr = addr.parse().unwrap();
+    rt.block_on(async {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(format!("{src}:0").parse().unwrap()).unwrap();
+            let c = s.connect(to).await.unwrap().into_std().unwrap();
+            c.set_nonblocking(false).unwrap();
+            v.push(c);
+        }
+        v
+    })
+}
+
+/// Whether the server closed `s` within `secs` (it reads end of file).
+fn closed_within(s: &mut std::net::TcpStream, secs: u64) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0)) || matches!(s.read(&mut buf), Ok(0))
+}
+
+/// The attack of anyone who reaches the dashboard's port, before any login:
+/// connections opened and left silent (or fed a byte now and then), which
+/// held a descriptor of the root daemon each, for ever, until it had none
+/// left for agents, host.sock or the store.
+#[test]
+fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_time() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const FLOOD: usize = 700;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 2048 {
+        setrlimit(Resource::RLIMIT_NOFILE, 2048.min(hard), hard).unwrap();
+    }
+    let hive = TestHive::start_with(Opts {
+        args: vec![
+            "--no-manager".into(),
+            "--dashboard".into(),
+            "127.0.0.1:0".into(),
+        ],
+        env: vec![("HIVE_DASHBOARD_HEAD_TIMEOUT_SECS".into(), "3".into())],
+        ..Opts::default()
+    });
+    let pid = hive.child.as_ref().unwrap().id();
+    let (addr, link) = urls(&hive.ok(&["urls"]));
+    let token = link.unwrap().rsplit_once("token=").unwrap().1.to_owned();
+    let before = open_fds(pid);
+
+    // From one address: it holds 64 places, the rest are closed at once.
+    let mut flood = silent_from("127.0.0.1", &addr, FLOOD);
+    // Some send the start of a head, a byte at a time.
+    for s in flood.iter_mut().take(8) {
+        s.write_all(b"GET / HT").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let held = open_fds(pid) - before;
+    assert!(
+        held <= 64 + 8,
+        "one address holds {held} of the daemon's descriptors"
+    );
+    assert!(
+        closed_within(&mut flood[FLOOD - 1], 2),
+        "a connection past the bound was kept"
+    );
+    // Another address still gets in, and host.sock is not starved.
+    let mut op = silent_from("127.0.0.2", &addr, 1).pop().unwrap();
+    op.write_all(
+        format!("GET /api/agents HTTP/1.1\r\nHost: {addr}\r\nX-Hive-Token: {token}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    op.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = op.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(hive.cli(&["status"]).status.success());
+
+    // Many addresses together hold at most 512 places.
+    let mut others = vec![];
+    for i in 3..13 {
+        others.extend(silent_from(&format!("127.0.0.{i}"), &addr, 64));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let held = open_fds(pid) - before;
+    assert!(held <= 512 + 8, "the dashboard holds {held} descriptors");
+
+    // A silent place is given up after the head timeout, the slow head's too.
+    assert!(
+        closed_within(&mut flood[0], 10),
+        "a silent connection was kept"
+    );
+    for s in flood.iter_mut().take(8) {
+        let _ = s.write_all(b"T");
+    }
+    assert!(closed_within(&mut flood[1], 10), "a slow head was kept");
+    drop(flood);
+    drop(others);
+    hive.wait_for("the places freed", 10, |_| open_fds(pid) <= before + 8);
+    let again = request(
+        &addr,
+        "GET",
+        "/api/agents",
+        &[&format!("X-Hive-Token: {token}")],
+    );
+    assert_eq!(again.status, 200);
+}

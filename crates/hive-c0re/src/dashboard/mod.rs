@@ -5,7 +5,8 @@
 //! `pages` serves the pages and `assets` the front end built from `web/`
 //! (embedded at compile time); `api` and `actions` are the JSON API, `stats`
 //! its telemetry; `sse` is the one live stream; `auth` decides who may do
-//! anything at all (a login with the token `token` keeps). One route is
+//! anything at all (a login with the token `token` keeps), and `conns` who
+//! may hold a connection before that and for how long. One route is
 //! outside that login: `node_shell`, the channel another node opens with a
 //! one-time ticket from the store to relay the shell of an agent of this node.
 
@@ -13,6 +14,7 @@ mod actions;
 mod api;
 mod assets;
 mod auth;
+mod conns;
 mod errors;
 mod extract;
 mod node_shell;
@@ -102,14 +104,10 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     };
     let app = router(ctx);
     let stop = hive.shutdown_token().clone();
-    hive.spawn_task(async move {
-        let served = axum::serve(bound.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("the dashboard stopped: {e}");
-        }
-    })
+    let tasks = hive.clone();
+    hive.spawn_task(conns::serve(bound.listener, app, stop, move |conn| {
+        tasks.spawn_task(conn);
+    }))
 }
 
 /// Every route; see the handlers for what each answers.

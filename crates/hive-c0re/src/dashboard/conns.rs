@@ -1,0 +1,301 @@
+//! Who may hold a dashboard connection, and for how long before asking.
+//!
+//! The dashboard listens on the network (other nodes reach it for their
+//! shells), where anyone can connect before any login is checked. Each
+//! connection is a file descriptor of the daemon, which agents, host.sock
+//! and the store need too, so the listener bounds them: at most
+//! [`PER_PEER`] from one address (an IPv6 /64 counts as one, since whoever
+//! has one address of it has them all) and [`IN_ALL`] in all (less with few
+//! descriptors). A connection past either bound is closed at once, so a
+//! flood from one host leaves room for the operator's browser elsewhere.
+//! A connection must send a request's whole head within [`HEAD_TIMEOUT`] of
+//! connecting or of its last answer, or it is closed: a client that opens
+//! connections and sends nothing, or a byte now and then, holds a place no
+//! longer than that. A request being answered (the live stream, a shell)
+//! is not timed.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Most connections one address (or IPv6 /64) holds at once.
+pub(super) const PER_PEER: usize = 64;
+/// Most connections the dashboard holds at once.
+pub(super) const IN_ALL: usize = 512;
+/// How long a connection may take to send a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a refusal is logged at most.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The head timeout in force: `HIVE_DASHBOARD_HEAD_TIMEOUT_SECS` (for tests), else [`HEAD_TIMEOUT`].
+fn head_timeout() -> Duration {
+    std::env::var("HIVE_DASHBOARD_HEAD_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(HEAD_TIMEOUT)
+}
+
+/// The bound in all: [`IN_ALL`], or an eighth of the open-file limit if
+/// that is lower (host.sock may take half, agents and the store the rest).
+fn in_all() -> usize {
+    let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    IN_ALL.min(
+        usize::try_from(files / 8)
+            .unwrap_or(usize::MAX)
+            .max(PER_PEER),
+    )
+}
+
+/// The address a peer's connections are counted under.
+fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// The open connections, counted in all and per peer.
+pub(super) struct Conns {
+    per_peer: usize,
+    in_all: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    open: usize,
+    by_peer: HashMap<IpAddr, usize>,
+    /// Refusals since the last warning, and when that was.
+    refused: u64,
+    warned: Option<Instant>,
+}
+
+/// One connection's place; dropping it frees the place.
+pub(super) struct Place {
+    conns: Arc<Conns>,
+    peer: IpAddr,
+}
+
+impl Conns {
+    /// Room for `per_peer` connections from one address and `in_all` in all.
+    pub(super) fn new(per_peer: usize, in_all: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_peer: per_peer.max(1),
+            in_all: in_all.max(1),
+            state: Mutex::default(),
+        })
+    }
+
+    /// A place for a connection from `peer`, or `None` past a bound (logged
+    /// at most once a minute, with how many were refused).
+    pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Place> {
+        let key = peer_key(peer);
+        let mut st = self.lock();
+        let from_peer = st.by_peer.get(&key).copied().unwrap_or(0);
+        if st.open >= self.in_all || from_peer >= self.per_peer {
+            st.refused += 1;
+            if st.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                tracing::warn!(
+                    peer = %key,
+                    "the dashboard closed {} new connection(s) at its bound (this address holds {from_peer} of at most {}; {} of at most {} in all)",
+                    st.refused,
+                    self.per_peer,
+                    st.open,
+                    self.in_all
+                );
+                st.refused = 0;
+                st.warned = Some(Instant::now());
+            }
+            return None;
+        }
+        st.open += 1;
+        *st.by_peer.entry(key).or_default() += 1;
+        Some(Place {
+            conns: self.clone(),
+            peer: key,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section leaves the state whole, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut st = self.conns.lock();
+        st.open -= 1;
+        if let Some(n) = st.by_peer.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                st.by_peer.remove(&self.peer);
+            }
+        }
+    }
+}
+
+/// A connection that holds its place for as long as it is open, also after
+/// an upgrade hands it to a WebSocket or a node's shell.
+struct Admitted {
+    stream: TcpStream,
+    _place: Place,
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Serves `app` on `listener` until `stop` fires, then lets the requests
+/// being answered finish (the live streams end with the hive). `spawn`
+/// runs each connection's task.
+pub(super) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    spawn: impl Fn(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+) {
+    let conns = Conns::new(PER_PEER, in_all());
+    let timeout = head_timeout();
+    loop {
+        let (stream, peer): (TcpStream, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!("the dashboard could not accept a connection: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let Some(place) = conns.admit(peer.ip()) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(Admitted {
+            stream,
+            _place: place,
+        });
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        spawn(Box::pin(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(io, service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("a dashboard connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = stop.cancelled() => {}
+            }
+            // Stopping: no new request on this connection; the one being answered ends.
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!("a dashboard connection ended: {e}");
+            }
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_bounded_per_peer_and_in_all_and_freed_on_drop() {
+        let conns = Conns::new(2, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let a1 = conns.admit(a).unwrap();
+        let _a2 = conns.admit(a).unwrap();
+        assert!(conns.admit(a).is_none(), "a third from one peer");
+        let _b1 = conns.admit(b).unwrap();
+        assert!(conns.admit(c).is_none(), "a fourth in all");
+        drop(a1);
+        assert!(conns.admit(c).is_some(), "a freed place is taken again");
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_peer_and_a_mapped_ipv4_is_its_ipv4() {
+        let conns = Conns::new(1, 10);
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _p = conns.admit(one).unwrap();
+        assert!(conns.admit(same_64).is_none());
+        assert!(conns.admit(other_64).is_some());
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let _q = conns.admit(v4).unwrap();
+        assert!(conns.admit(mapped).is_none());
+    }
+}
