@@ -98,21 +98,58 @@ pub struct Remote {
     node: String,
 }
 
-/// Connects to the home node `node` at `address` (its dashboard's
-/// `http://HOST:PORT/`) and opens the shell request `id` granted with
-/// `ticket`; the error is what went wrong, for a sentence naming the address.
-pub async fn connect(node: &str, address: &str, id: i64, ticket: &str) -> Result<Remote, String> {
-    let uri: hyper::Uri = address.parse().map_err(|_| "it is not a URL".to_owned())?;
-    if uri.scheme_str() != Some("http") {
-        return Err("the node-to-node shell speaks plain http to a node's dashboard listener, and this address is not http".into());
+/// Where a node's address (its dashboard's `http://HOST:PORT/`) leads: the
+/// host and port to connect to and the authority to name. The error is what
+/// is wrong with it, for a sentence naming the address.
+pub struct Target {
+    host: String,
+    port: u16,
+    authority: hyper::http::uri::Authority,
+}
+
+impl Target {
+    /// Checks `address` before any ticket goes anywhere. An unspecified IP
+    /// (`0.0.0.0`, `::`) is refused: it is what a node listening on every
+    /// address registers, and connecting to it reaches this host, not that
+    /// node, so whatever listens on the port here would get the ticket.
+    pub fn parse(address: &str) -> Result<Self, String> {
+        let uri: hyper::Uri = address.parse().map_err(|_| "it is not a URL".to_owned())?;
+        if uri.scheme_str() != Some("http") {
+            return Err("the node-to-node shell speaks plain http to a node's dashboard listener, and this address is not http".into());
+        }
+        let authority = uri.authority().ok_or("it names no host")?.clone();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "the node's dashboard listens on every address ({host}), which names no host to reach (connecting to it reaches this host instead): start that node with --dashboard set to one of its own addresses that the other nodes reach"
+            ));
+        }
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Self {
+            host,
+            port,
+            authority,
+        })
     }
-    let authority = uri.authority().ok_or("it names no host")?.clone();
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = authority.port_u16().unwrap_or(80);
+}
+
+/// Connects to the home node `node` at `target` and opens the shell
+/// request `id` granted with `ticket`; the error is what went wrong, for a
+/// sentence naming the address.
+pub async fn connect(node: &str, target: &Target, id: i64, ticket: &str) -> Result<Remote, String> {
+    let Target {
+        host,
+        port,
+        authority,
+    } = target;
+    let port = *port;
     let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
@@ -139,12 +176,7 @@ pub async fn connect(node: &str, address: &str, id: i64, ticket: &str) -> Result
             .map_err(|e| format!("HTTP failed: {e}"))?;
         if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                .unwrap_or_default();
+            let body = answer_start(resp.into_body()).await;
             let body = body.trim().chars().take(500).collect::<String>();
             return Err(format!("it answered HTTP {}: {body}", status.as_u16()));
         }
@@ -158,6 +190,24 @@ pub async fn connect(node: &str, address: &str, id: i64, ticket: &str) -> Result
         io: TokioIo::new(opened),
         node: node.to_owned(),
     })
+}
+
+/// The first few KiB of a refusal's body: whatever answers at a node's
+/// address may send without end.
+async fn answer_start(mut body: hyper::body::Incoming) -> String {
+    const KEEP: usize = 4096;
+    let mut kept = Vec::new();
+    while kept.len() < KEEP {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    kept.extend_from_slice(&data[..data.len().min(KEEP - kept.len())]);
+                }
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 impl Remote {

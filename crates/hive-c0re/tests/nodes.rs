@@ -1858,3 +1858,96 @@ impl SseReader {
         }
     }
 }
+
+/// A node whose dashboard listens on every address (`--dashboard
+/// 0.0.0.0:PORT`) registers that address, which names no host: another node
+/// connecting to it reaches its *own* host, where anyone listening on that
+/// port (a process-runtime agent, a local user) would get the shell's
+/// ticket and could replay it to the real node within its 30 s. The asking
+/// node must refuse such an address and send the ticket nowhere.
+#[test]
+fn a_node_sends_no_ticket_to_its_own_host_for_a_node_that_listens_on_every_address() {
+    use hive_c0re::store::pg::TestCluster;
+    use hive_c0re::store::pg::test_cluster::Network;
+    use std::io::Read;
+    if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
+        return;
+    }
+    let lan = common::Lan::new(2);
+    let db_ns = lan.db.clone();
+    let put_in_db_ns = move |c: &mut std::process::Command| db_ns.put(c);
+    let cluster = TestCluster::start_on(
+        false,
+        &Network {
+            listen: Some("*"),
+            clients: Some(common::Lan::CLIENTS),
+            prepare: Some(&put_in_db_ns),
+        },
+    )
+    .expect("a throwaway PostgreSQL cluster in its own network namespace");
+    let database = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(cluster.database());
+    const PORT: u16 = 17_878;
+    let node = |i: usize, name: &str, dashboard: Option<&str>| {
+        let mut opts = Opts {
+            netns: Some(lan.nodes[i].clone()),
+            ..Opts::default()
+        };
+        if let Some(d) = dashboard {
+            opts.args.retain(|a| a != "--no-dashboard");
+            opts.args.extend(["--dashboard".into(), d.into()]);
+        }
+        opts.env
+            .push(("PGPASSWORD".into(), cluster.password().to_owned()));
+        opts.args.extend([
+            "--node".into(),
+            name.into(),
+            "--database".into(),
+            cluster.url_at(&common::Lan::db_addr(i), &database),
+        ]);
+        TestHive::start_with(opts)
+    };
+    let alpha = node(0, "alpha", None);
+    let beta = node(1, "beta", Some(&format!("0.0.0.0:{PORT}")));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+
+    // The thief: a listener on alpha's host, on the port beta's address names.
+    let thief = lan.nodes[0].enter(|| std::net::TcpListener::bind(("127.0.0.1", PORT)).unwrap());
+    thief.set_nonblocking(true).unwrap();
+    let out = alpha
+        .spawn_with_input(&["shell", "x"], "echo pwned\n")
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mut stolen = String::new();
+    if let Ok((mut s, _)) = thief.accept() {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = s.read(&mut buf) {
+            stolen = String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    assert!(
+        !stolen.to_ascii_lowercase().contains("x-hive-node-ticket"),
+        "alpha sent the ticket to its own host: {stolen}"
+    );
+    assert!(!out.status.success(), "the shell opened: {err}");
+    assert!(
+        err.contains("x's shell on node beta at http://0.0.0.0:17878/")
+            && err.contains("listens on every address")
+            && err.contains("--dashboard"),
+        "{err}"
+    );
+    assert!(
+        !beta.log().contains("opening a shell for another node"),
+        "{}",
+        beta.log()
+    );
+}

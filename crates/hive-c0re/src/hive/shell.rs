@@ -88,6 +88,11 @@ impl Hive {
                 "{name} lives on node {home}, which serves no dashboard: the shell of its agents can be reached only on that host (its host.sock), or start it with --dashboard ADDR"
             )));
         }
+        let target = node_shell::Target::parse(&address).map_err(|e| {
+            Error::refused(format!(
+                "could not open {name}'s shell on node {home} at {address}: {e}"
+            ))
+        })?;
         let ticket = node_shell::new_ticket()
             .map_err(Error::io("could not read random bytes for a shell ticket"))?;
         let grant = Steer::Shell {
@@ -97,7 +102,7 @@ impl Hive {
             ticket_sha256: node_shell::ticket_hash(&ticket),
         };
         let id = self.ask_for_id(&home, &name, &grant).await?;
-        let remote = node_shell::connect(&home, &address, id, &ticket)
+        let remote = node_shell::connect(&home, &target, id, &ticket)
             .await
             .map_err(|e| {
                 Error::refused(format!(
