@@ -33,4 +33,5 @@ pub mod shell;
 pub mod space;
 pub mod store;
 pub mod supervisor;
+pub mod throttle;
 pub mod webhooks;

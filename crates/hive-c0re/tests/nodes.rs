@@ -1951,3 +1951,42 @@ fn a_node_sends_no_ticket_to_its_own_host_for_a_node_that_listens_on_every_addre
         beta.log()
     );
 }
+
+/// The node shell route is outside the login: a stranger who knocks while
+/// the node's database is out of reach learns nothing of it (the error
+/// goes to the log), and a flood of forged tickets leaves a line a minute.
+#[test]
+fn a_stranger_knocking_at_the_node_shell_learns_nothing_of_the_database() {
+    use std::io::Read;
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let beta = TestHive::start_with(with_dashboard(&db, "beta"));
+    let address = node(&beta, "beta")["address"].as_str().unwrap().to_owned();
+    let forged = "00".repeat(32);
+    for id in 1..=50 {
+        assert_eq!(knock(&address, id, Some(&forged), "").0, 403);
+    }
+    let refusals = beta.log().matches("refused a node shell").count();
+    assert!(refusals <= 2, "{refusals} log lines for 50 forged tickets");
+
+    db.set_reachable(false);
+    let (status, mut s) = knock(&address, 7, Some(&forged), "");
+    let mut body = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.read_to_string(&mut body);
+    db.set_reachable(true);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cannot check tickets now"), "{body}");
+    for secret in [db.name.as_str(), "postgres", "database", "5432"] {
+        assert!(
+            !body.contains(secret),
+            "the answer names {secret:?}: {body}"
+        );
+    }
+    assert!(
+        beta.log().contains("could not read a node shell's request"),
+        "{}",
+        beta.log()
+    );
+}

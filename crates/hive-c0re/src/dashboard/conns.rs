@@ -20,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,6 +28,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+use crate::throttle::Throttle;
 
 /// Most connections one address (or IPv6 /64) holds at once.
 pub(super) const PER_PEER: usize = 64;
@@ -81,15 +83,13 @@ pub(super) struct Conns {
     per_peer: usize,
     in_all: usize,
     state: Mutex<State>,
+    refusals: Throttle,
 }
 
 #[derive(Default)]
 struct State {
     open: usize,
     by_peer: HashMap<IpAddr, usize>,
-    /// Refusals since the last warning, and when that was.
-    refused: u64,
-    warned: Option<Instant>,
 }
 
 /// One connection's place; dropping it frees the place.
@@ -105,6 +105,7 @@ impl Conns {
             per_peer: per_peer.max(1),
             in_all: in_all.max(1),
             state: Mutex::default(),
+            refusals: Throttle::new(WARN_EVERY),
         })
     }
 
@@ -115,18 +116,14 @@ impl Conns {
         let mut st = self.lock();
         let from_peer = st.by_peer.get(&key).copied().unwrap_or(0);
         if st.open >= self.in_all || from_peer >= self.per_peer {
-            st.refused += 1;
-            if st.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            if let Some(n) = self.refusals.due() {
                 tracing::warn!(
                     peer = %key,
-                    "the dashboard closed {} new connection(s) at its bound (this address holds {from_peer} of at most {}; {} of at most {} in all)",
-                    st.refused,
+                    "the dashboard closed {n} new connection(s) at its bound (this address holds {from_peer} of at most {}; {} of at most {} in all)",
                     self.per_peer,
                     st.open,
                     self.in_all
                 );
-                st.refused = 0;
-                st.warned = Some(Instant::now());
             }
             return None;
         }

@@ -14,6 +14,10 @@ use crate::node_shell::{self, Shell, TICKET_TTL_MS};
 use crate::runtime::RuntimeError;
 use crate::shell::{Session, WinSize, operator_command};
 use crate::store::AgentRow;
+use crate::throttle::Throttle;
+
+/// Refused node shells: anyone who reaches the dashboard can ask, so they are logged at most once a minute.
+static REFUSALS: Throttle = Throttle::new(std::time::Duration::from_secs(60));
 
 impl Hive {
     /// Opens an interactive shell in a running agent's container on a new
@@ -120,14 +124,32 @@ impl Hive {
     /// refusal says nothing about which check failed (the log does).
     pub async fn node_shell(&self, id: i64, ticket: &str) -> Result<Session> {
         let refuse = |why: &str| {
-            tracing::warn!(request = id, "refused a node shell: {why}");
+            if let Some(n) = REFUSALS.due() {
+                tracing::warn!(
+                    request = id,
+                    "refused a node shell: {why} ({n} refused since the last such line)"
+                );
+            }
             Error::refused(format!(
                 "no shell: request {id} is no valid shell grant for this ticket on this node"
             ))
         };
+        // Anyone who reaches the dashboard gets this far: a store shared with
+        // no other node holds no grant to look up, and a store that fails is
+        // told in the log, not to a stranger.
+        if !self.store.shared() {
+            return Err(refuse("this node shares its store with no other node"));
+        }
         let me = self.node().as_str();
-        let Some(req) = self.store.request(id).await? else {
-            return Err(refuse("no such request"));
+        let req = match self.store.request(id).await {
+            Ok(Some(req)) => req,
+            Ok(None) => return Err(refuse("no such request")),
+            Err(e) => {
+                tracing::error!(request = id, "could not read a node shell's request: {e}");
+                return Err(Error::refused(
+                    "no shell: this node cannot check tickets now (its log says why)",
+                ));
+            }
         };
         if req.verb != "shell" || req.node != me {
             return Err(refuse("not a shell request for this node"));
