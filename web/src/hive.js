@@ -55,14 +55,24 @@ const pokeBackoff = refresher(async () => {
 // approval arriving: cards are updated in place, added and removed, never
 // rebuilt.
 const approvalCards = new Map(); // id -> card element
+// Each card's diff reloader. A diff is the pinned text against what is
+// deployed now, so it goes stale when another approval deploys: approving
+// from a stale diff could undo that deploy unseen.
+const diffReloads = new WeakMap(); // card element -> () => void
+let lastApproved = null; // the newest approved approval's id, once the list came
 
 function approvalCard(a) {
   // A pending approval shows what it changes unless the operator folds it.
   const shown = !hiddenDiffs.has(a.id);
   const diffBox = h('pre', { class: 'diff', hidden: !shown }, 'loading the diff…');
+  const changed = h('p', { class: 'warning diff-changed', hidden: true }, icon('warn'),
+    ' another approval was deployed since this diff was shown: this is the diff against what runs now');
+  let seen = null; // the diff text last shown
   const loadDiff = async () => {
     try {
       const { diff } = await api.diff(a.id);
+      changed.hidden = seen === null || diff === seen;
+      seen = diff;
       fill(diffBox, ...diff.split('\n').map((line) =>
         h('span', { class: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : line.startsWith('@@') ? 'hunk' : '' }, line + '\n')));
     } catch (e) {
@@ -82,17 +92,20 @@ function approvalCard(a) {
   });
   if (shown) loadDiff();
   const note = h('input', { class: 'note', placeholder: 'reason (optional, for deny)' });
-  return h('div', { class: 'approval', dataset: { id: a.id } },
+  const card = h('div', { class: 'approval', dataset: { id: a.id } },
     h('div', { class: 'meta' }, h('b', {}, `#${a.id} ${a.kind}`), ' ', h('a', { href: `/agents/${encodeURIComponent(a.agent)}` }, a.agent),
       a.node && h('span', { class: 'node' }, ` on node ${a.node}`),
       a.commit_ref && h('code', {}, a.commit_ref.slice(0, 12)), h('span', { class: 'dim' }, ' · asked '), since(a.requested_at, ' ago')),
     h('p', { class: 'desc' }),
     h('ul', { class: 'warnings' }),
-    toggle, diffBox,
+    toggle, changed, diffBox,
     h('div', { class: 'buttons' },
       twoClick(h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve'), () => run(() => api.approve(a.id))),
       note,
       twoClick(h('button', { type: 'button', class: 'danger', dataset: { decide: 'deny' } }, 'Deny'), () => run(() => api.deny(a.id, note.value.trim())))));
+  // A folded diff loads afresh when opened.
+  diffReloads.set(card, () => { if (!diffBox.hidden) loadDiff(); });
+  return card;
 }
 
 /** Refreshes what may change on a pending card (description, warnings); its inputs and buttons stay. */
@@ -115,6 +128,12 @@ function showApprovals(list) {
   const decided = list.filter((a) => a.status !== 'pending').slice(-5).reverse();
   $('#approval-count').textContent = pending.length || '';
   const box = $('#approvals');
+  // Another approval deployed: the open diffs are against what ran before it.
+  const approved = list.reduce((m, a) => (a.status === 'approved' && a.id > m ? a.id : m), 0);
+  if (lastApproved !== null && approved !== lastApproved) {
+    for (const card of approvalCards.values()) diffReloads.get(card)?.();
+  }
+  lastApproved = approved;
   const ids = new Set(pending.map((a) => a.id));
   for (const [id, card] of approvalCards) {
     if (!ids.has(id)) {

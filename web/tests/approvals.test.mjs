@@ -50,6 +50,12 @@ async function commit(edit, message) {
   return (await git('rev-parse', 'HEAD')).stdout.trim();
 }
 
+/** The status of approval `id`, from `approvals --json`. */
+async function status(id) {
+  const all = (await hive.cli('approvals', '--json')).trim().split('\n').map((l) => JSON.parse(l));
+  return all.find((a) => String(a.id) === String(id))?.status;
+}
+
 const requestCommit = async (sha, description) => (await hive.cli('request-apply-commit', 'alice', sha, '--description', description)).match(/#(\d+)/)[1];
 
 test('what the operator is doing on a card survives a new approval arriving, and the card warns of what matters', async () => {
@@ -149,4 +155,26 @@ test('a list fetched before a live frame arrived does not take away the card tha
   await card.waitFor({ state: 'detached' });
   assert.deepEqual(late, [], 'no content security policy violation');
   await fresh.close();
+});
+
+test('an open diff is shown again against what runs now once another approval deployed', async () => {
+  // Two requests against what runs now; the operator reads the second's diff.
+  const tighten = await commit((t) => `${t}# tightened by the operator\n`, 'tighten');
+  const tight = await requestCommit(tighten, 'the operator tightens alice');
+  const typo = await commit((t) => t.replace('# tightened by the operator\n', '# a typo fixed\n'), 'typo');
+  const manager = await requestCommit(typo, 'a typo fix');
+  const card = page.locator(`.approval[data-id="${manager}"]`);
+  await card.waitFor();
+  await until(async () => /\+# a typo fixed/.test(await card.locator('pre.diff').innerText()), 'the diff to load');
+  assert.doesNotMatch(await card.locator('pre.diff').innerText(), /tightened/, 'nothing to undo yet');
+  assert.ok(await card.locator('p.diff-changed').isHidden());
+
+  // The operator's own request is approved: approving the typo fix now would undo it, and the card shows so.
+  await hive.cli('approve', tight);
+  await until(async () => (await status(tight)) === 'approved', 'the operator\'s request to be deployed');
+  await until(async () => /-# tightened by the operator/.test(await card.locator('pre.diff').innerText()), 'the diff against what runs now');
+  await card.locator('p.diff-changed', { hasText: 'another approval was deployed since this diff was shown' }).waitFor();
+  await hive.cli('deny', manager);
+  await card.waitFor({ state: 'detached' });
+  assert.deepEqual(refused, [], 'no content security policy violation');
 });
