@@ -33,6 +33,7 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
                     NodeName::parse(n).map_err(|e| Error::refused(format!("bad node name: {e}")))
                 })
                 .transpose()?;
+            hive.manager_may_queue().await?;
             let id = hive
                 .request_spawn(
                     &name,
@@ -51,6 +52,7 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
             description,
         } => {
             let agent = parse(&agent)?;
+            hive.manager_may_queue().await?;
             let id = hive
                 .request_apply_commit(&agent, &sha, description.as_deref())
                 .await?;

@@ -468,3 +468,55 @@ fn run_git(repo: &Path, args: &[&str], input: &str) -> String {
     assert!(out.status.success(), "git {args:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// A manager turned hostile queues approvals without end: past
+/// `PENDING_APPROVALS_MAX` waiting it is refused with a sentence, the
+/// operator's own request still queues, and the listing shows them all.
+#[test]
+fn a_manager_queueing_approvals_without_end_is_refused_past_the_bound() {
+    use hive_sh4re::limits::PENDING_APPROVALS_MAX;
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    let sha = commit(&hive, "alice", |t| format!("{t}# flood\n"), "flood");
+    let ask = || {
+        common::agent_call(
+            &hive,
+            "manager",
+            serde_json::json!({"op": "request_apply_commit", "agent": "alice", "sha": sha}),
+        )
+    };
+    for i in 0..PENDING_APPROVALS_MAX {
+        let v = ask();
+        assert_eq!(v["ok"], true, "request {i}: {v}");
+    }
+    let v = ask();
+    assert_eq!(v["ok"], false, "{v}");
+    let err = v["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&format!(
+            "{PENDING_APPROVALS_MAX} approvals wait for the operator"
+        )) && err.contains("wait until the operator decides some"),
+        "{err}"
+    );
+    // The operator is not held to the manager's bound.
+    let own = hive.ok(&["request-apply-commit", "alice", &sha]);
+    assert!(own.starts_with("approval #"), "{own}");
+    let listed = hive.ok(&["approvals", "--json"]);
+    let pending = listed
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|a| a["status"] == "pending")
+        .count() as u64;
+    assert_eq!(pending, PENDING_APPROVALS_MAX + 1);
+    // Once the operator decides one, the manager may ask again.
+    hive.ok(&[
+        "deny",
+        own.trim()
+            .trim_start_matches("approval #")
+            .trim_end_matches(" queued"),
+    ]);
+    hive.ok(&["deny", "1"]);
+    assert_eq!(ask()["ok"], true);
+}

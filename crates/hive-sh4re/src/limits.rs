@@ -28,6 +28,10 @@ pub const ASK_DEFAULT_TTL_SECONDS: u64 = 3600;
 /// Longest an operator question may wait, in seconds (7 days).
 pub const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
+/// Most approvals that may wait at once for the manager to queue another:
+/// each costs the operator's attention and every listing's work.
+pub const PENDING_APPROVALS_MAX: u64 = 100;
+
 /// Most schedules waiting for one agent.
 pub const SCHEDULES_PER_AGENT: u32 = 50;
 /// Most schedules one creator (the operator, the manager) keeps at once.

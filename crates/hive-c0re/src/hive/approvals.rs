@@ -5,12 +5,14 @@
 //! action that fails marks the approval `failed` with the reason, leaving
 //! the hive as it was.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hive_sh4re::config::AgentConfig;
 use hive_sh4re::host::{
     Approval, ApprovalKind, ApprovalStatus, ApprovalWarning, ApprovalWarningKind,
 };
+use hive_sh4re::limits::PENDING_APPROVALS_MAX;
 use hive_sh4re::{AgentName, NodeName};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +75,13 @@ fn pinned(a: &ApprovalRow) -> Result<String> {
             a.id
         ))
     })
+}
+
+/// The pending approvals of one listing, each with its diff against what is
+/// deployed (`None`: no change, or it could not be made).
+struct Pending<'a> {
+    rows: Vec<&'a ApprovalRow>,
+    diffs: HashMap<i64, Option<String>>,
 }
 
 impl Hive {
@@ -379,6 +388,19 @@ impl Hive {
         .await
     }
 
+    /// Refuses the manager another approval while [`PENDING_APPROVALS_MAX`]
+    /// wait: a manager turned hostile could otherwise queue them without end
+    /// (the operator's own requests are not counted against it).
+    pub async fn manager_may_queue(&self) -> Result<()> {
+        let waiting = self.store.pending_approvals().await?;
+        if waiting >= PENDING_APPROVALS_MAX {
+            return Err(Error::refused(format!(
+                "{waiting} approvals wait for the operator, the most hive-c0re takes from the manager: wait until the operator decides some (their decisions reach your inbox from system), then ask again"
+            )));
+        }
+        Ok(())
+    }
+
     async fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
         let id = self.store.add_approval(a).await?;
         self.record_approvals_pending().await;
@@ -488,8 +510,37 @@ impl Hive {
         }
     }
 
+    /// The pending approvals among `all`, each with its diff, made once for
+    /// every card's warnings: each card compares its diff with every other's,
+    /// and making them per comparison cost a listing the square of the
+    /// pending count in reads and diffs.
+    async fn pending<'a>(&self, all: &'a [ApprovalRow]) -> Pending<'a> {
+        let rows: Vec<&ApprovalRow> = all
+            .iter()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+            .collect();
+        let mut deployed: HashMap<&str, Option<String>> = HashMap::new();
+        let mut diffs = HashMap::new();
+        for a in &rows {
+            if !deployed.contains_key(a.agent.as_str()) {
+                let text = match self.store.agent(&a.agent).await {
+                    Ok(row) => Some(row.map(|r| r.config_toml).unwrap_or_default()),
+                    Err(_) => None,
+                };
+                deployed.insert(a.agent.as_str(), text);
+            }
+            let diff = deployed[a.agent.as_str()]
+                .as_deref()
+                .zip(pinned(a).ok())
+                .map(|(from, to)| config_diff(from, &to))
+                .filter(|d| !d.starts_with("no change"));
+            diffs.insert(a.id, diff);
+        }
+        Pending { rows, diffs }
+    }
+
     /// What the operator should know before deciding `a` (pending), given every pending approval.
-    async fn warnings(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Vec<ApprovalWarning> {
+    async fn warnings(&self, a: &ApprovalRow, pending: &Pending<'_>) -> Vec<ApprovalWarning> {
         let mut out = Vec::new();
         let mut warn = |kind, message: String| out.push(ApprovalWarning { kind, message });
         if let (Some(head), Some(n)) = (&a.repo_head, a.repo_ahead) {
@@ -519,12 +570,8 @@ impl Hive {
                 ),
             );
         }
-        let diff = self
-            .diff_of(a)
-            .await
-            .ok()
-            .filter(|d| !d.starts_with("no change"));
-        for b in pending.iter().filter(|b| b.id != a.id) {
+        let diff = pending.diffs.get(&a.id).and_then(Option::as_ref);
+        for b in pending.rows.iter().filter(|b| b.id != a.id) {
             if b.agent == a.agent && b.kind == a.kind {
                 warn(
                     ApprovalWarningKind::Duplicate,
@@ -533,7 +580,7 @@ impl Hive {
                         b.id, b.kind, b.agent
                     ),
                 );
-            } else if diff.is_some() && self.diff_of(b).await.ok() == diff {
+            } else if diff.is_some() && pending.diffs.get(&b.id).and_then(Option::as_ref) == diff {
                 warn(
                     ApprovalWarningKind::Duplicate,
                     format!(
@@ -557,7 +604,7 @@ impl Hive {
     }
 
     /// A stored approval as the wire shows it, with its warnings when it is pending.
-    async fn wire(&self, a: &ApprovalRow, pending: &[&ApprovalRow]) -> Approval {
+    async fn wire(&self, a: &ApprovalRow, pending: &Pending<'_>) -> Approval {
         let mut w = approval_wire(a);
         if a.status == ApprovalStatus::Pending {
             w.warnings = self.warnings(a, pending).await;
@@ -695,20 +742,14 @@ impl Hive {
             return Ok(None);
         };
         let all = self.store.approvals().await?;
-        let pending: Vec<_> = all
-            .iter()
-            .filter(|a| a.status == ApprovalStatus::Pending)
-            .collect();
+        let pending = self.pending(&all).await;
         Ok(Some(self.wire(&a, &pending).await))
     }
 
     /// Every approval, oldest first.
     pub async fn approvals(&self) -> Result<Vec<Approval>> {
         let all = self.store.approvals().await?;
-        let pending: Vec<_> = all
-            .iter()
-            .filter(|a| a.status == ApprovalStatus::Pending)
-            .collect();
+        let pending = self.pending(&all).await;
         let mut wired = Vec::with_capacity(all.len());
         for a in &all {
             wired.push(self.wire(a, &pending).await);
