@@ -52,10 +52,12 @@ struct Conn {
 }
 
 async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
+    // `_place` is held until the connection ends.
     let Accepted {
         agent: name,
         stream,
         closed,
+        place: _place,
     } = conn;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);

@@ -16,21 +16,33 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hive_sh4re::AgentName;
+use hive_sh4re::agent::AgentResponse;
 use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::unistd::{Gid, Uid, fchownat};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::paths::Paths;
+use crate::throttle::Throttle;
 
 /// Connections accepted but not yet taken by the server before accepting waits.
 const BACKLOG: usize = 64;
+/// Most connections one agent holds to its socket at once. A harness needs
+/// a handful (its control poll, its turn, claude's MCP server); each is a
+/// descriptor of the daemon and may buffer a request line of up to 1 MiB,
+/// so an agent that opened them without end would starve every socket of
+/// descriptors and the daemon of memory.
+pub const CONNECTIONS_PER_AGENT: usize = 32;
+/// How often a refused connection is logged at most.
+static REFUSALS: Throttle = Throttle::new(Duration::from_secs(60));
+/// How often a failed accept is logged at most.
+static ACCEPT_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// A connection to an agent's socket: whose it is, and when its listener closed.
 #[derive(Debug)]
@@ -40,6 +52,8 @@ pub struct Accepted {
     pub stream: UnixStream,
     /// Cancelled when the agent's socket is closed (the agent was destroyed).
     pub closed: CancellationToken,
+    /// The connection's place among its agent's [`CONNECTIONS_PER_AGENT`]; dropped with it.
+    pub place: OwnedSemaphorePermit,
 }
 
 /// Where [`AgentSockets`] hands every accepted connection.
@@ -172,17 +186,24 @@ async fn accept(
     closed: CancellationToken,
     incoming: mpsc::Sender<Accepted>,
 ) {
+    let places = Arc::new(Semaphore::new(CONNECTIONS_PER_AGENT));
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
-                    let conn = Accepted { agent: name.clone(), stream, closed: closed.clone() };
+                    let Ok(place) = places.clone().try_acquire_owned() else {
+                        refuse(&name, stream);
+                        continue;
+                    };
+                    let conn = Accepted { agent: name.clone(), stream, closed: closed.clone(), place };
                     if incoming.send(conn).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(agent = %name, "agent socket accept failed: {e}");
+                    if let Some(n) = ACCEPT_FAILURES.due() {
+                        tracing::warn!(agent = %name, "agent socket accept failed ({n} since the last such line): {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -190,4 +211,19 @@ async fn accept(
             _ = incoming.closed() => return,
         }
     }
+}
+
+/// Tells a connection past [`CONNECTIONS_PER_AGENT`] why, without waiting
+/// on it, and closes it.
+fn refuse(name: &AgentName, stream: UnixStream) {
+    if let Some(n) = REFUSALS.due() {
+        tracing::warn!(agent = %name, "refused {n} connection(s) to an agent socket: the agent holds {CONNECTIONS_PER_AGENT}, the most served");
+    }
+    let refusal = AgentResponse::refusal(format!(
+        "{name} holds {CONNECTIONS_PER_AGENT} connections to its socket, the most hive-c0re serves: close some, then connect again"
+    ));
+    let mut line = serde_json::to_vec(&refusal).unwrap_or_default();
+    line.push(b'\n');
+    // The socket's buffer takes a line this short at once; a full one drops it.
+    let _ = stream.try_write(&line);
 }

@@ -433,3 +433,76 @@ fn a_nul_byte_in_one_agents_message_fails_no_other_agents_send() {
     let got = hive.recv_operator(2);
     assert_eq!(got.len(), 60, "{got:?}");
 }
+
+/// The daemon's open file descriptors.
+fn open_fds(hive: &TestHive) -> usize {
+    let pid = hive.child.as_ref().unwrap().id();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// An agent that opens connections to its own socket without end, each
+/// holding the start of a request line: past its bound they are refused with
+/// a sentence and closed, so the daemon's descriptors and memory stay bounded
+/// and every other socket is served.
+#[test]
+fn an_agent_opening_connections_without_end_holds_a_bounded_number() {
+    use hive_c0re::agent_sock::CONNECTIONS_PER_AGENT;
+    use std::io::Read;
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    assert_eq!(
+        agent_call(&hive, "alice", json!({"op": "status"}))["ok"],
+        true
+    );
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let before = open_fds(&hive);
+    let flood = 3 * CONNECTIONS_PER_AGENT;
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..flood {
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        // The start of a request line that never ends.
+        let _ = c.write_all(&vec![b' '; 64 * 1024]);
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        if answer.is_empty() {
+            held.push(c);
+        } else {
+            refused.push(answer);
+        }
+    }
+    assert!(
+        held.len() <= CONNECTIONS_PER_AGENT,
+        "{} connections held",
+        held.len()
+    );
+    assert!(!refused.is_empty());
+    assert!(
+        refused[0].contains(&format!(
+            "alice holds {CONNECTIONS_PER_AGENT} connections to its socket"
+        )),
+        "{}",
+        refused[0]
+    );
+    let grown = open_fds(&hive).saturating_sub(before);
+    assert!(
+        grown <= CONNECTIONS_PER_AGENT + 4,
+        "the daemon holds {grown} more descriptors"
+    );
+    // Everyone else is served meanwhile.
+    assert!(hive.cli(&["status"]).status.success());
+    assert_eq!(
+        agent_call(&hive, "bob", json!({"op": "status"}))["ok"],
+        true
+    );
+    // Closed, the places are alice's again.
+    drop(held);
+    hive.wait_for("alice's places freed", 10, |h| {
+        agent_call(h, "alice", json!({"op": "status"}))["ok"] == true
+    });
+}
