@@ -541,3 +541,43 @@ fn two_hives_on_one_host_keep_apart_nspawn_runtime() {
         two_hives_on_one_host_keep_apart("nspawn");
     }
 }
+
+/// An operator who starts `hive-c0re serve` from a shell gives the daemon
+/// that terminal. A process-runtime agent in the daemon's session could open
+/// it (`/dev/tty`) and push keystrokes into the operator's shell with
+/// TIOCSTI, typed as the operator, root for a root shell: its harness must
+/// start a session of its own, with no terminal.
+#[test]
+fn a_process_agent_has_no_terminal_to_type_into_the_operators_shell() {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-boundary-bin-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+if (exec 3<>/dev/tty) 2>/dev/null; then echo tty; else echo notty; fi > "$S/tty.tmp"
+mv "$S/tty.tmp" "$S/tty"
+exec sleep 100000
+"#;
+    for harness in ["hive-ag3nt", "hive-m1nd"] {
+        common::write_exe(&bin.path().join(harness), script);
+    }
+    let opts = Opts {
+        tty: true,
+        env: vec![
+            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+        ],
+        ..Opts::default()
+    };
+    let hive = TestHive::start_with(opts);
+    spawn_running(&hive, "alice");
+    let report = hive.state_dir().join("agents/alice/state/tty");
+    hive.wait_for("alice's report", 20, |_| report.exists());
+    assert_eq!(
+        std::fs::read_to_string(&report).unwrap().trim(),
+        "notty",
+        "alice's harness can open the terminal that started the daemon"
+    );
+}

@@ -132,12 +132,18 @@ fn command(spec: &LaunchSpec, uid: Option<u32>) -> Result<std::process::Command,
         .current_dir(&spec.state_dir)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log_err)
-        .process_group(0);
+        .stderr(log_err);
     let daemon = sys::self_pidfd();
     // SAFETY: the hook only makes async-signal-safe syscalls.
     unsafe {
         cmd.pre_exec(move || {
+            // A session of its own (and so a process group, whose id is the
+            // harness's pid), without the terminal a daemon started from a
+            // shell holds: in that session an agent could open /dev/tty and
+            // type into the operator's shell (TIOCSTI).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if let Some(uid) = uid {
                 sys::become_user(uid)?;
             }

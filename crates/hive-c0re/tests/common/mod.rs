@@ -53,6 +53,9 @@ pub struct Opts {
     /// (a fresh tmpfs on `/run/hyperhive-uids` in a mount namespace of the
     /// test's; not with `state_tmpfs`).
     pub own_uid_registry: bool,
+    /// Starts the daemon in a session of its own with a terminal (a pty the
+    /// test holds) as its controlling tty, as an operator's shell would.
+    pub tty: bool,
 }
 
 impl Default for Opts {
@@ -65,6 +68,7 @@ impl Default for Opts {
             netns: None,
             state_tmpfs: None,
             own_uid_registry: false,
+            tty: false,
         }
     }
 }
@@ -469,6 +473,8 @@ pub struct TestHive {
     pub child: Option<Child>,
     /// Where the state dir is a tmpfs (`Opts::state_tmpfs`).
     pub mountns: Option<TestMountNs>,
+    /// The daemon's controlling terminal (`Opts::tty`), held open.
+    pub pty: Option<nix::pty::OpenptyResult>,
 }
 
 impl TestHive {
@@ -499,6 +505,7 @@ impl TestHive {
             opts,
             child: None,
             mountns,
+            pty: None,
         };
         h.serve();
         h
@@ -579,6 +586,22 @@ impl TestHive {
                     setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(std::io::Error::from)
                 });
             }
+        }
+        if self.opts.tty {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let pty = nix::pty::openpty(None, None).expect("a pty");
+            let slave = pty.slave.as_raw_fd();
+            // SAFETY: setsid and ioctl are async-signal-safe; the fd stays open in the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setsid() < 0 || libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            self.pty = Some(pty);
         }
         if let Some(ns) = &self.opts.netns {
             ns.put(&mut cmd);
