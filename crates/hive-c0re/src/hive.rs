@@ -600,9 +600,10 @@ impl Hive {
                     continue;
                 };
                 // A link (the manager can plant one among the repos) goes, not what it
-                // points at; remove_dir_all does not follow links inside the tree.
+                // points at; remove_tree follows no link inside the tree either,
+                // and takes a tree of any depth (std's recursion overflows).
                 let removed = if meta.is_dir() {
-                    std::fs::remove_dir_all(&dir)
+                    crate::runtime::remove_tree(&dir)
                 } else {
                     std::fs::remove_file(&dir)
                 };

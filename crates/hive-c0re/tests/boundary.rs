@@ -581,3 +581,48 @@ exec sleep 100000
         "alice's harness can open the terminal that started the daemon"
     );
 }
+
+/// An agent that nests directories thousands deep in its state: the walk
+/// that hands the state to the agent's uids at every launch, and the purge,
+/// used to recurse once per level, and a stack overflow aborts the whole
+/// root daemon (then again at each restart, as it relaunches the agent).
+#[test]
+fn a_state_dir_nested_thousands_deep_stops_the_agent_not_the_daemon() {
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+if [ "$HIVE_AGENT_NAME" = alice ] && [ ! -e "$S/built" ]; then
+  /usr/bin/python3 -c '
+import os
+os.chdir(os.environ["HIVE_AGENT_STATE"])
+for _ in range(20000):
+    os.mkdir("d")
+    os.chdir("d")
+'
+  touch "$S/built"
+  exit 1
+fi
+exec sleep 100000
+"#;
+    let (hive, _bin) = hive_running("process", script, None, vec![]);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice's deep tree and her relaunch", 60, |h| {
+        h.log().contains("more than 1024 deep")
+    });
+    assert!(
+        hive.child
+            .as_ref()
+            .is_some_and(|_| hive.cli(&["status"]).status.success()),
+        "the daemon went down:\n{}",
+        hive.log()
+    );
+    assert!(
+        !hive.log().contains("overflowed its stack"),
+        "{}",
+        hive.log()
+    );
+    // Others still launch, and the purge takes the tree away.
+    spawn_running(&hive, "bob");
+    hive.ok(&["destroy", "alice", "--purge"]);
+    assert!(!hive.state_dir().join("agents/alice").exists());
+    assert!(hive.cli(&["status"]).status.success());
+}

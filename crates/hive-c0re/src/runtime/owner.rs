@@ -1,5 +1,6 @@
-//! Handing host trees to an agent's uid range: the agent's state, its
-//! config repos (the manager), the container root. Both runtimes use it.
+//! Host trees an agent writes: handing them to its uid range (the agent's
+//! state, its config repos for the manager, the container root), and
+//! removing them. Both runtimes and the purge use it.
 
 use std::ffi::{CString, OsStr};
 use std::fs;
@@ -10,9 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::dir::Dir;
+use nix::fcntl::renameat;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
-use nix::unistd::{Gid, Uid, fchown, fchownat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat};
 
 use super::RuntimeError;
 use super::sys::UID_RANGE;
@@ -43,54 +45,174 @@ pub(crate) fn own_dir(dir: &Path, base: u32) -> Result<(), RuntimeError> {
         .map_err(err(format!("could not restrict {}", dir.display())))
 }
 
+/// Deepest a tree hive-c0re walks may be, in directories below its top.
+///
+/// An agent writes these trees: one a few thousand directories deep
+/// overflowed the stack of a recursive walk, which aborts the whole daemon
+/// (and, relaunching the agent at its restart, again and again). The walks
+/// here keep their levels on the heap, one directory fd each, and stop here.
+pub(crate) const MAX_DEPTH: usize = 1024;
+
 /// Moves every entry whose owner or group lies outside `[base, base + 65536)` into that range.
 ///
 /// Host id `n` becomes `base + n % 65536`: host root turns into the container's
 /// root, and ids of another (older) range keep their offset. Walks with
 /// directory fds and `AT_SYMLINK_NOFOLLOW`, so a symlink planted by the agent
-/// never redirects a chown to a host file, and it never leaves the tree's file system.
+/// never redirects a chown to a host file, and it never leaves the tree's file
+/// system. A file with more than one name is left as it is: its other name may
+/// be outside the tree (a host file linked in where hard links are not
+/// protected). A tree deeper than [`MAX_DEPTH`] is refused.
 pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
     let top = open_dir_at(None, root)?;
     let st = fstat(top.as_fd())?;
     if let Some((uid, gid)) = shifted(&st, base) {
         fchown(top.as_fd(), Some(uid), Some(gid))?;
     }
-    walk(top, st.st_dev, base)
-}
-
-fn walk(mut dir: Dir, dev: u64, base: u32) -> io::Result<()> {
-    let names = dir
-        .iter()
-        .map(|entry| entry.map(|e| e.file_name().to_owned()))
-        .collect::<Result<Vec<CString>, _>>()?;
-    for name in names
-        .into_iter()
-        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-    {
-        let st = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(nix::errno::Errno::ENOENT) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some((uid, gid)) = shifted(&st, base) {
-            fchownat(
-                dir.as_fd(),
-                name.as_c_str(),
-                Some(uid),
-                Some(gid),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )?;
+    let dev = st.st_dev;
+    // Each level: its directory and the subdirectories left to walk.
+    let mut levels: Vec<(Dir, Vec<CString>)> = Vec::new();
+    let mut next = Some(top);
+    while let Some(mut dir) = next.take() {
+        let mut subdirs = Vec::new();
+        let names = dir
+            .iter()
+            .map(|entry| entry.map(|e| e.file_name().to_owned()))
+            .collect::<Result<Vec<CString>, _>>()?;
+        for name in names
+            .into_iter()
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        {
+            let st = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let is_dir = is_dir(&st);
+            if let Some((uid, gid)) = shifted(&st, base)
+                && (is_dir || st.st_nlink <= 1)
+            {
+                fchownat(
+                    dir.as_fd(),
+                    name.as_c_str(),
+                    Some(uid),
+                    Some(gid),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
+            }
+            if is_dir && st.st_dev == dev {
+                subdirs.push(name);
+            }
         }
-        let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-        if is_dir && st.st_dev == dev {
-            walk(
-                open_dir_at(Some(&dir), Path::new(OsStr::from_bytes(name.as_bytes())))?,
-                dev,
-                base,
-            )?;
+        levels.push((dir, subdirs));
+        // The next directory to walk: the deepest level's next subdirectory.
+        loop {
+            let depth = levels.len();
+            let Some((dir, subdirs)) = levels.last_mut() else {
+                break;
+            };
+            let Some(name) = subdirs.pop() else {
+                levels.pop();
+                continue;
+            };
+            if depth > MAX_DEPTH {
+                return Err(too_deep(root));
+            }
+            next = Some(open_dir_at(
+                Some(dir),
+                Path::new(OsStr::from_bytes(name.as_bytes())),
+            )?);
+            break;
         }
     }
     Ok(())
+}
+
+/// Removes `root` and everything below it, following no link (a link goes,
+/// not what it points at) and without recursion: a level deeper than
+/// [`MAX_DEPTH`] is first moved up to the top of the tree, so a tree of any
+/// depth goes with at most that many directories open.
+pub(crate) fn remove_tree(root: &Path) -> io::Result<()> {
+    let top = open_dir_at(None, root)?;
+    // Each level: its directory, its name in the level above, and the subdirectories left.
+    let mut levels: Vec<(Dir, CString, Vec<CString>)> = Vec::new();
+    let mut next = Some((top, CString::default()));
+    let mut hoisted = 0u64;
+    while let Some((mut dir, name)) = next.take() {
+        let mut subdirs = Vec::new();
+        let names = dir
+            .iter()
+            .map(|entry| entry.map(|e| e.file_name().to_owned()))
+            .collect::<Result<Vec<CString>, _>>()?;
+        for entry in names
+            .into_iter()
+            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        {
+            let st = match fstatat(dir.as_fd(), entry.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if is_dir(&st) {
+                subdirs.push(entry);
+            } else {
+                unlinkat(&dir, entry.as_c_str(), UnlinkatFlags::NoRemoveDir)?;
+            }
+        }
+        levels.push((dir, name, subdirs));
+        loop {
+            let depth = levels.len();
+            let Some((dir, _, subdirs)) = levels.last_mut() else {
+                break;
+            };
+            if let Some(sub) = subdirs.pop() {
+                if depth > MAX_DEPTH {
+                    // Moved up under the top, to be removed from there.
+                    hoisted += 1;
+                    let up = CString::new(format!(".hive-removing-{hoisted}"))
+                        .expect("no NUL in a made name");
+                    let (top, _, _) = &levels[0];
+                    renameat(
+                        levels[depth - 1].0.as_fd(),
+                        sub.as_c_str(),
+                        top.as_fd(),
+                        up.as_c_str(),
+                    )?;
+                    levels[0].2.push(up);
+                    continue;
+                }
+                let opened = open_dir_at(Some(dir), Path::new(OsStr::from_bytes(sub.as_bytes())))?;
+                next = Some((opened, sub));
+                break;
+            }
+            let (done, name, _) = levels.pop().expect("a level");
+            drop(done);
+            if let Some((parent, _, _)) = levels.last() {
+                unlinkat(parent, name.as_c_str(), UnlinkatFlags::RemoveDir)?;
+            }
+        }
+    }
+    fs::remove_dir(root)
+}
+
+fn unlinkat(dir: &Dir, name: &std::ffi::CStr, flag: UnlinkatFlags) -> io::Result<()> {
+    match nix::unistd::unlinkat(dir.as_fd(), name, flag) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+fn too_deep(root: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{} holds directories more than {MAX_DEPTH} deep, which hive-c0re does not walk: remove the deep tree (its owner wrote it)",
+            root.display()
+        ),
+    )
 }
 
 fn open_dir_at(parent: Option<&Dir>, path: &Path) -> io::Result<Dir> {
@@ -175,5 +297,76 @@ mod tests {
         );
         assert_eq!(owner(&outside), (0, 0), "its target does not");
         fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// Makes `depth` directories `d/d/d...` below `top` (by fd: the path is longer than PATH_MAX).
+    fn nest(top: &Path, depth: usize) {
+        fs::create_dir_all(top).expect("mkdir");
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let mut dir = nix::fcntl::open(top, flags, Mode::empty()).expect("open");
+        for _ in 0..depth {
+            nix::sys::stat::mkdirat(&dir, "d", Mode::from_bits_truncate(0o755)).expect("mkdirat");
+            dir = nix::fcntl::openat(&dir, "d", flags, Mode::empty()).expect("openat");
+        }
+        nix::unistd::write(
+            nix::fcntl::openat(
+                &dir,
+                "f",
+                OFlag::O_WRONLY | OFlag::O_CREAT,
+                Mode::from_bits_truncate(0o644),
+            )
+            .expect("create"),
+            b"deep",
+        )
+        .expect("write");
+    }
+
+    #[test]
+    fn remove_tree_takes_any_depth_and_follows_no_link() {
+        let dir = scratch("remove");
+        let outside = dir.join("outside");
+        fs::create_dir_all(outside.join("keep")).expect("mkdir");
+        fs::write(outside.join("keep/file"), "host file").expect("write");
+        let tree = dir.join("tree");
+        fs::create_dir_all(tree.join("a/b")).expect("mkdir");
+        fs::write(tree.join("a/b/f"), "x").expect("write");
+        symlink(&outside, tree.join("a/link")).expect("symlink");
+        symlink(outside.join("keep/file"), tree.join("a/b/file-link")).expect("symlink");
+        nest(&tree, 3 * MAX_DEPTH + 7);
+        remove_tree(&tree).expect("removed");
+        assert!(!tree.exists(), "the tree is gone");
+        assert_eq!(
+            fs::read_to_string(outside.join("keep/file")).expect("read"),
+            "host file",
+            "what its links point at stays"
+        );
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn shift_tree_refuses_a_tree_deeper_than_it_walks_and_skips_hard_links() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = scratch("deep");
+        let base = 4 * 65536;
+        let shallow = dir.join("shallow");
+        nest(&shallow, MAX_DEPTH);
+        shift_tree(&shallow, base).expect("a tree as deep as the bound is walked");
+        let deep = dir.join("deep");
+        nest(&deep, MAX_DEPTH + 2);
+        let err = shift_tree(&deep, base).expect_err("refused");
+        assert!(err.to_string().contains("more than 1024 deep"), "{err}");
+        // A second name of a file outside the tree moves nothing.
+        let linked = dir.join("linked");
+        fs::create_dir_all(&linked).expect("mkdir");
+        let host = dir.join("host-file");
+        fs::write(&host, "host").expect("write");
+        fs::hard_link(&host, linked.join("alias")).expect("link");
+        shift_tree(&linked, base).expect("shift");
+        let m = fs::metadata(&host).expect("stat");
+        assert_eq!((m.uid(), m.gid()), (0, 0), "the host file keeps its owner");
+        remove_tree(&dir).expect("cleanup");
     }
 }

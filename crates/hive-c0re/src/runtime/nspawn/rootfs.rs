@@ -210,7 +210,7 @@ pub(super) fn remove(root: &Path) -> io::Result<()> {
             root.display()
         )));
     }
-    fs::remove_dir_all(&root)
+    crate::runtime::remove_tree(&root)
 }
 
 /// Mount points of this mount namespace at or below `root`, in mount order.
