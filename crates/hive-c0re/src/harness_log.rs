@@ -27,7 +27,8 @@ pub fn previous(log: &Path) -> PathBuf {
     log.with_file_name(name)
 }
 
-/// Rotates `log` when it is a regular file larger than `max`: its bytes go to
+/// Rotates `log` when it is a regular file larger than `max`: its last `max`
+/// bytes (and what is appended meanwhile, up to `max` more) go to
 /// `harness.log.1` (replacing the one before), and it is emptied in place.
 /// Returns whether it rotated. Links and other non-regular files are left
 /// alone (the agent's directory is hive-c0re's, but the rule holds everywhere).
@@ -59,11 +60,15 @@ pub fn rotate_if_larger(log: &Path, max: u64) -> io::Result<bool> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)?;
     std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
-    f.seek(SeekFrom::Start(0))?;
-    io::copy(&mut (&mut f).take(meta.len()), &mut out)?;
-    // Lines appended during the copy go along too; only those written after
-    // this read and before the truncation are lost.
-    io::copy(&mut f, &mut out)?;
+    // Only the last `max` bytes: the harness may have grown its log by
+    // anything since the last look, holes included (an agent can make its
+    // harness truncate the log to 64 GiB, which takes no room until a copy
+    // writes it out), and the copy is written as root.
+    f.seek(SeekFrom::Start(meta.len() - max))?;
+    io::copy(&mut (&mut f).take(max), &mut out)?;
+    // Lines appended during the copy go along too, up to `max` more; only
+    // those written after this read and before the truncation are lost.
+    io::copy(&mut (&mut f).take(max), &mut out)?;
     out.flush()?;
     fs::rename(&tmp, &prev)?;
     f.set_len(0)?;
@@ -88,7 +93,10 @@ mod tests {
         assert!(!rotate_if_larger(&log, 4096).unwrap(), "small logs stay");
         writer.write_all(&vec![b'b'; 3000]).unwrap();
         assert!(rotate_if_larger(&log, 4096).unwrap());
-        assert_eq!(fs::metadata(previous(&log)).unwrap().len(), 5000);
+        // Its last 4096 bytes.
+        let prev = fs::read(previous(&log)).unwrap();
+        assert_eq!(prev.len(), 4096);
+        assert!(prev.starts_with(&[b'a'; 1096]) && prev.ends_with(&[b'b'; 3000]));
         assert_eq!(fs::metadata(&log).unwrap().len(), 0);
         writer.write_all(b"after\n").unwrap();
         assert_eq!(fs::read(&log).unwrap(), b"after\n");
@@ -96,8 +104,37 @@ mod tests {
         writer.write_all(&vec![b'c'; 5000]).unwrap();
         assert!(rotate_if_larger(&log, 4096).unwrap());
         let prev = fs::read(previous(&log)).unwrap();
-        assert!(prev.starts_with(b"after\n") && prev.len() == 5006);
+        assert!(prev.ends_with(&[b'c'; 4096]) && prev.len() == 4096);
         assert!(!dir.path().join("harness.log.rotating").exists());
+    }
+
+    #[test]
+    fn a_log_grown_to_64_gib_of_holes_costs_the_copy_its_bound_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("harness.log");
+        let mut writer = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        writer.write_all(b"before\n").unwrap();
+        // What an agent can make its harness do to its own stdout.
+        writer.set_len(64 << 30).unwrap();
+        writer.write_all(b"the last line\n").unwrap();
+        assert!(rotate_if_larger(&log, 4096).unwrap());
+        let prev = fs::metadata(previous(&log)).unwrap();
+        assert_eq!(prev.len(), 4096);
+        assert!(
+            prev.blocks() * 512 <= 2 * 4096 + 4096,
+            "{} blocks",
+            prev.blocks()
+        );
+        assert!(
+            fs::read(previous(&log))
+                .unwrap()
+                .ends_with(b"the last line\n")
+        );
+        assert_eq!(fs::metadata(&log).unwrap().len(), 0);
     }
 
     #[test]

@@ -626,3 +626,65 @@ exec sleep 100000
     assert!(!hive.state_dir().join("agents/alice").exists());
     assert!(hive.cli(&["status"]).status.success());
 }
+
+/// An agent makes its harness truncate its own stdout (the log hive-c0re
+/// opened for it) to 64 GiB: holes, no room taken. The log's rotation, run
+/// as root right after each launch and every 30 s, copied the whole length
+/// out, writing 64 GiB of zeros onto the state's file system.
+#[test]
+fn a_harness_log_grown_to_64_gib_of_holes_fills_no_disk_when_rotated() {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-boundary-bin-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+if [ ! -e "$S/grown" ]; then
+  /usr/bin/python3 -c 'import os; os.ftruncate(1, 64 << 30); os.write(1, b"grown\n")'
+  touch "$S/grown"
+  exit 1
+fi
+exec sleep 100000
+"#;
+    for harness in ["hive-ag3nt", "hive-m1nd"] {
+        common::write_exe(&bin.path().join(harness), script);
+    }
+    let opts = Opts {
+        state_tmpfs: Some(256 << 20),
+        env: vec![
+            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+        ],
+        ..Opts::default()
+    };
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    let ns = hive.mountns.clone().unwrap();
+    let state = hive.state_dir();
+    let rotated = state.join("agents/alice/harness.log.1");
+    // (bytes the previous log takes, share of the state's file system in use)
+    let look = || {
+        ns.enter(|| {
+            use std::os::unix::fs::MetadataExt;
+            let kept = std::fs::metadata(&rotated).ok().map(|m| m.blocks() * 512);
+            let fs = nix::sys::statvfs::statvfs(&state).unwrap();
+            let used = 1.0 - fs.blocks_available() as f64 / fs.blocks() as f64;
+            (kept, used)
+        })
+    };
+    hive.wait_for("the grown log rotated after the relaunch", 30, |_| {
+        look().0.is_some()
+    });
+    let (kept, used) = look();
+    assert!(
+        kept.unwrap() <= 21 << 20,
+        "the previous log takes {kept:?} bytes"
+    );
+    assert!(
+        used < 0.5,
+        "the state's file system is {:.0} % full",
+        used * 100.0
+    );
+    assert!(hive.cli(&["status"]).status.success());
+}
