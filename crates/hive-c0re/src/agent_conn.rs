@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
+use hive_sh4re::config::is_model_name;
 use hive_sh4re::event::EventKind;
 use hive_sh4re::limits::{MAX_LINE_BYTES, RECV_DEFAULT};
 use hive_sh4re::{AgentName, AgentState, Mailbox};
@@ -199,6 +200,13 @@ async fn handle(
                 return Err(Error::refused(
                     "over_budget is a state only hive-c0re sets: report idle, thinking or compacting",
                 ));
+            }
+            // Every agent's status tool and the operator's rows show it.
+            if let Some(m) = model.as_deref().filter(|m| !is_model_name(m)) {
+                let shown: String = m.chars().take(40).collect();
+                return Err(Error::refused(format!(
+                    "{shown:?} is not a model name (1-100 letters, digits, '-', '.', '_', ':', '[', ']')"
+                )));
             }
             hive.set_state(name, state, model.as_deref()).await?;
             AgentResponse::ok()

@@ -160,6 +160,15 @@ pub fn is_claude_model(model: &str) -> bool {
             .is_some_and(|rest| !rest.is_empty())
 }
 
+/// The one rule for a model's name, in a config and in what a harness
+/// reports: 1-100 of letters, digits and `-._:[]`.
+pub fn is_model_name(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 100
+        && m.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c))
+}
+
 fn default_model() -> String {
     DEFAULT_MODEL.to_owned()
 }
@@ -202,12 +211,7 @@ impl AgentConfig {
     /// Checks every field, naming the first one that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.model;
-        if m.is_empty()
-            || m.len() > 100
-            || !m
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c))
-        {
+        if !is_model_name(m) {
             return Err(ConfigError(format!(
                 "field `model`: {m:?} is not a model name (letters, digits, '-', '.', '_' only)"
             )));

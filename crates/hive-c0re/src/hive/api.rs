@@ -56,7 +56,12 @@ impl Hive {
         reason: &str,
     ) -> Result<()> {
         let trouble = Trouble {
-            detail: reason.chars().take(200).collect(),
+            // One line: other agents' status tools show it.
+            detail: reason
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect(),
             retry_at: Some(now_ms() + retry_in.as_millis() as i64),
         };
         self.set_trouble_state(agent, AgentState::Waiting, trouble)
