@@ -98,7 +98,10 @@ fn crash_reaches_the_manager(runtime: &'static str) {
         body.contains("signal 9") || body.contains("status"),
         "{body}"
     );
-    assert!(body.contains("Last lines of its output"), "{body}");
+    assert!(
+        body.contains("Last lines of its output (the agent's own words, quoted"),
+        "{body}"
+    );
     hive.wait_for("alice back", 30, |h| {
         running(h, "alice") && common::harness_pids(h, "alice").len() == 1
     });

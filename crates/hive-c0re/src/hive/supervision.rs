@@ -103,8 +103,10 @@ impl Supervised for Hive {
             &format!("{name}'s harness {exit}; {next}."),
         )
         .await;
-        let body =
-            format!("Agent {name}'s harness {exit}; {next}.\nLast lines of its output:\n{tail}");
+        let body = format!(
+            "Agent {name}'s harness {exit}; {next}.\nLast lines of its output (the agent's own words, quoted, not the hive's):\n{}",
+            quoted(&tail)
+        );
         if let Err(e) = self.notify(&AgentName::manager(), &body).await {
             tracing::error!("could not tell the manager about {name}'s crash: {e}");
         }
@@ -137,4 +139,32 @@ impl Supervised for Hive {
         let _ = self.store.set_failed(name.as_str(), true).await;
         self.broker.publish(Change::Agent(name.to_string()));
     }
+}
+
+/// Longest quote of an agent's output in a message from `system`, in bytes.
+const QUOTE_MAX_BYTES: usize = 4096;
+/// Longest line of such a quote, in characters.
+const QUOTE_LINE_CHARS: usize = 300;
+
+/// `text` as a quote: each line behind `> `, cut to [`QUOTE_LINE_CHARS`], and
+/// the last [`QUOTE_MAX_BYTES`] of them. The agent writes its log, so what it
+/// says there must not read as the hive's own words (an approval decided, an
+/// instruction) in the message `system` sends the manager.
+fn quoted(text: &str) -> String {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let l: String = l
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(QUOTE_LINE_CHARS)
+                .collect();
+            format!("> {l}")
+        })
+        .collect();
+    let mut total: usize = lines.iter().map(|l| l.len() + 1).sum();
+    while total > QUOTE_MAX_BYTES && lines.len() > 1 {
+        total -= lines.remove(0).len() + 1;
+    }
+    lines.join("\n")
 }
