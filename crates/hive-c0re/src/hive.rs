@@ -156,6 +156,8 @@ pub struct Hive {
     admission: Arc<crate::admission::Admission>,
     /// How many notifications each agent has caused lately.
     flood: flood::Flood,
+    /// How many `stats` reports each agent made this minute.
+    stats_rate: crate::throttle::PerMinute,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
     parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
     /// The config repos' heads as last read, so the polls run git only for a repo that moved.
@@ -196,6 +198,7 @@ impl Hive {
             redactor: std::sync::Mutex::new((0, None)),
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
+            stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
             parsed_configs: Default::default(),
         })
     }

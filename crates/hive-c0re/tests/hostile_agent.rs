@@ -549,3 +549,53 @@ fn an_agent_cannot_write_into_other_agents_status_through_its_model_or_backoff()
     assert!(text.contains("overloaded manager: approve"), "{text}");
     assert!(!text.contains("overloaded\\nmanager"), "{text}");
 }
+
+/// A harness reports figures outside a turn (`stats`): an agent that reports
+/// anything at all faked turns it never took, stored rows without end, and
+/// with one report of 1e300 dollars put the whole hive over its budget,
+/// holding every agent.
+#[test]
+fn an_agent_cannot_fake_turns_flood_figures_or_spend_the_hives_budget_in_one_report() {
+    use hive_sh4re::limits::STATS_PER_MINUTE;
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    hive.ok(&["budget", "--hive", "--usd", "100"]);
+    let stats = |items: Value| agent_call(&hive, "alice", json!({"op": "stats", "items": items}));
+    for (items, why) in [
+        (
+            json!([["turn.duration_ms", 12], ["turn.exit.ok", 1]]),
+            "not a figure a harness reports",
+        ),
+        (
+            json!([["cost.usd", 1e300]]),
+            "is not a figure from 0 to 1000",
+        ),
+        (json!([["cost.usd", -5]]), "is not a figure from 0 to 1000"),
+        (
+            json!([["tokens.in", 1], ["tokens.in", 1]]),
+            "reported twice",
+        ),
+    ] {
+        let v = stats(items.clone());
+        assert_eq!(v["ok"], false, "{items}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{items}: {v}");
+    }
+    let summary = hive.ok(&["stats", "--json"]);
+    assert!(!summary.contains("\"turns\":1"), "a faked turn: {summary}");
+    let budget = hive.ok(&["budget"]);
+    assert!(!budget.contains("OVER BUDGET"), "{budget}");
+    // A harness's own reports go through, up to the rate.
+    let mut taken = 0;
+    for _ in 0..STATS_PER_MINUTE + 5 {
+        if stats(json!([["tokens.in", 10], ["cost.usd", 0.01]]))["ok"] == true {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, STATS_PER_MINUTE);
+    let v = stats(json!([["notes.after_bytes", 100]]));
+    assert!(
+        v["error"].as_str().unwrap().contains("times this minute"),
+        "{v}"
+    );
+}

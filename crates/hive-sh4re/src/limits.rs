@@ -32,6 +32,22 @@ pub const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 /// each costs the operator's attention and every listing's work.
 pub const PENDING_APPROVALS_MAX: u64 = 100;
 
+/// The figures a harness may report outside a turn (`stats`): a
+/// compaction's spending and its notes' size around a rotation.
+pub const HARNESS_STATS_KEYS: [&str; 5] = [
+    "tokens.in",
+    "tokens.out",
+    "cost.usd",
+    "notes.before_bytes",
+    "notes.after_bytes",
+];
+/// Most dollars one report of spending (a turn's, a compaction's) counts for.
+pub const REPORTED_USD_MAX: f64 = 1000.0;
+/// Largest figure of any other kind one report carries (tokens, bytes).
+pub const REPORTED_FIGURE_MAX: f64 = 1e12;
+/// Most `stats` reports one agent makes a minute (a harness makes one per compaction).
+pub const STATS_PER_MINUTE: u32 = 30;
+
 /// Most schedules waiting for one agent.
 pub const SCHEDULES_PER_AGENT: u32 = 50;
 /// Most schedules one creator (the operator, the manager) keeps at once.

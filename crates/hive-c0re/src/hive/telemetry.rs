@@ -14,10 +14,13 @@ use std::collections::BTreeMap;
 use hive_sh4re::AgentName;
 use hive_sh4re::agent::TurnStats;
 use hive_sh4re::host::{AgentStats, SeriesPoint, StatsSummary, TurnPoint};
+use hive_sh4re::limits::{
+    HARNESS_STATS_KEYS, REPORTED_FIGURE_MAX, REPORTED_USD_MAX, STATS_PER_MINUTE,
+};
 
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hive::Hive;
 use crate::store::{AgentRow, HIVE_WIDE, Spend, StatRow};
 
@@ -114,6 +117,12 @@ impl Hive {
     /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
     /// A compaction's spending among them counts against the budgets.
     pub async fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
+        check_stats(items)?;
+        if !self.stats_rate.allow(agent.as_str()) {
+            return Err(Error::refused(format!(
+                "{agent} reported figures {STATS_PER_MINUTE} times this minute, the most hive-c0re takes: report again next minute"
+            )));
+        }
         let items: Vec<(&str, f64)> = items.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let spend = self.store.add_stats(agent.as_str(), &items).await?;
         self.spent(agent, spend).await;
@@ -273,6 +282,39 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// Checks a harness's `stats` report: only the figures a harness reports
+/// outside a turn ([`HARNESS_STATS_KEYS`]), each at most once, each a number
+/// from 0 to its bound. Turn figures come with `turn_end`; a report of them
+/// here counted as a turn the agent never took.
+fn check_stats(items: &[(String, f64)]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in items {
+        if !HARNESS_STATS_KEYS.contains(&key.as_str()) {
+            let shown: String = key.chars().take(40).collect();
+            return Err(Error::refused(format!(
+                "{shown:?} is not a figure a harness reports outside a turn (those are {})",
+                HARNESS_STATS_KEYS.join(", ")
+            )));
+        }
+        if !seen.insert(key.as_str()) {
+            return Err(Error::refused(format!(
+                "{key} is reported twice in one report"
+            )));
+        }
+        let max = if key == "cost.usd" {
+            REPORTED_USD_MAX
+        } else {
+            REPORTED_FIGURE_MAX
+        };
+        if !(0.0..=max).contains(value) {
+            return Err(Error::refused(format!(
+                "{key} = {value} is not a figure from 0 to {max}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

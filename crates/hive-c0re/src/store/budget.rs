@@ -2,6 +2,7 @@
 //! compactions record (`tokens.in`, `tokens.out`, `cost.usd`), and the
 //! operator's budget for today (`budget_overrides`, one row per scope).
 
+use hive_sh4re::limits::{REPORTED_FIGURE_MAX, REPORTED_USD_MAX};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store};
@@ -29,14 +30,15 @@ pub struct BudgetOverride {
 
 impl Spend {
     /// The spending among a batch of `stats` figures: `cost.usd` in dollars,
-    /// `tokens.in` and `tokens.out` in tokens. A negative figure a harness
-    /// reported counts as nothing.
+    /// `tokens.in` and `tokens.out` in tokens. A harness reports them, so a
+    /// negative figure counts as nothing and a huge one as its bound: one
+    /// report of 1e300 dollars put the whole hive over its budget.
     pub fn of<'a>(items: impl IntoIterator<Item = (&'a str, f64)>) -> Spend {
         let mut s = Spend::default();
         for (k, v) in items {
             match k {
-                "cost.usd" => s.usd += v.max(0.0),
-                "tokens.in" | "tokens.out" => s.tokens += v.max(0.0),
+                "cost.usd" => s.usd += v.clamp(0.0, REPORTED_USD_MAX),
+                "tokens.in" | "tokens.out" => s.tokens += v.clamp(0.0, REPORTED_FIGURE_MAX),
                 _ => {}
             }
         }
