@@ -18,12 +18,7 @@ pub const DEFAULT_LIMIT: Duration = Duration::from_secs(30);
 /// A git command is killed when it passes this; [`run`] gives up a little later,
 /// so git's own, more precise sentence normally wins.
 pub fn limit() -> Duration {
-    std::env::var("HIVE_BLOCKING_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_LIMIT)
+    crate::clock::secs_from_env("HIVE_BLOCKING_TIMEOUT_SECS", DEFAULT_LIMIT)
 }
 
 /// Runs `f` on the blocking pool; `what` ("creating dave's config repo") names it in errors.

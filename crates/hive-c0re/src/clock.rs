@@ -43,6 +43,18 @@ pub fn duration(ms: f64) -> String {
     }
 }
 
+/// Seconds from the environment variable `var` (a knob, mostly for tests:
+/// `HIVE_..._SECS`, fractions allowed), else `default`; a value that is not
+/// a positive number is ignored.
+pub fn secs_from_env(var: &str, default: std::time::Duration) -> std::time::Duration {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

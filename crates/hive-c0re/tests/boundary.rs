@@ -41,6 +41,17 @@ fn hive_running(
     netns: Option<TestNetns>,
     env: Vec<(String, String)>,
 ) -> (TestHive, tempfile::TempDir) {
+    let opts = Opts {
+        runtime,
+        netns,
+        env,
+        ..Opts::default()
+    };
+    hive_with_harness(script, opts)
+}
+
+/// A hive started with `opts` whose harness (every agent's) is `script`.
+fn hive_with_harness(script: &str, mut opts: Opts) -> (TestHive, tempfile::TempDir) {
     let bin = tempfile::Builder::new()
         .prefix("hive-boundary-bin-")
         .tempdir()
@@ -49,16 +60,10 @@ fn hive_running(
     for harness in ["hive-ag3nt", "hive-m1nd"] {
         common::write_exe(&bin.path().join(harness), script);
     }
-    let mut opts = Opts {
-        runtime,
-        netns,
-        ..Opts::default()
-    };
-    opts.env = vec![
+    opts.env.extend([
         ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
         ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
-    ];
-    opts.env.extend(env);
+    ]);
     (TestHive::start_with(opts), bin)
 }
 
@@ -549,29 +554,17 @@ fn two_hives_on_one_host_keep_apart_nspawn_runtime() {
 /// start a session of its own, with no terminal.
 #[test]
 fn a_process_agent_has_no_terminal_to_type_into_the_operators_shell() {
-    let bin = tempfile::Builder::new()
-        .prefix("hive-boundary-bin-")
-        .tempdir()
-        .unwrap();
-    common::searchable(bin.path());
     let script = r#"#!/bin/sh
 S="$HIVE_AGENT_STATE"
 if (exec 3<>/dev/tty) 2>/dev/null; then echo tty; else echo notty; fi > "$S/tty.tmp"
 mv "$S/tty.tmp" "$S/tty"
 exec sleep 100000
 "#;
-    for harness in ["hive-ag3nt", "hive-m1nd"] {
-        common::write_exe(&bin.path().join(harness), script);
-    }
     let opts = Opts {
         tty: true,
-        env: vec![
-            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
-            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
-        ],
         ..Opts::default()
     };
-    let hive = TestHive::start_with(opts);
+    let (hive, _bin) = hive_with_harness(script, opts);
     spawn_running(&hive, "alice");
     let report = hive.state_dir().join("agents/alice/state/tty");
     hive.wait_for("alice's report", 20, |_| report.exists());
@@ -633,11 +626,6 @@ exec sleep 100000
 /// out, writing 64 GiB of zeros onto the state's file system.
 #[test]
 fn a_harness_log_grown_to_64_gib_of_holes_fills_no_disk_when_rotated() {
-    let bin = tempfile::Builder::new()
-        .prefix("hive-boundary-bin-")
-        .tempdir()
-        .unwrap();
-    common::searchable(bin.path());
     let script = r#"#!/bin/sh
 S="$HIVE_AGENT_STATE"
 if [ ! -e "$S/grown" ]; then
@@ -647,18 +635,11 @@ if [ ! -e "$S/grown" ]; then
 fi
 exec sleep 100000
 "#;
-    for harness in ["hive-ag3nt", "hive-m1nd"] {
-        common::write_exe(&bin.path().join(harness), script);
-    }
     let opts = Opts {
         state_tmpfs: Some(256 << 20),
-        env: vec![
-            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
-            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
-        ],
         ..Opts::default()
     };
-    let hive = TestHive::start_with(opts);
+    let (hive, _bin) = hive_with_harness(script, opts);
     hive.ok(&["spawn", "alice"]);
     let ns = hive.mountns.clone().unwrap();
     let state = hive.state_dir();

@@ -433,18 +433,12 @@ fn sent_id(out: &str) -> i64 {
 ///
 /// Every message to pong is acknowledged by exactly one turn of its that ran
 /// to its end, and the model saw each.
-#[test]
-fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut() {
+/// `nodes` network namespaces joined to one for the database, and a
+/// throwaway PostgreSQL cluster listening there with a fresh database (its name).
+fn lan_with_cluster(nodes: usize) -> (common::Lan, hive_c0re::store::pg::TestCluster, String) {
     use hive_c0re::store::pg::TestCluster;
     use hive_c0re::store::pg::test_cluster::Network;
-    if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
-        return;
-    }
-    if !common::e2e_ready() {
-        return;
-    }
-    let lan = common::Lan::new(3);
+    let lan = common::Lan::new(nodes);
     let db_ns = lan.db.clone();
     let put_in_db_ns = move |c: &mut std::process::Command| db_ns.put(c);
     let cluster = TestCluster::start_on(
@@ -461,6 +455,20 @@ fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut(
         .build()
         .unwrap()
         .block_on(cluster.database());
+    (lan, cluster, database)
+}
+
+#[test]
+fn three_nodes_pass_messages_along_and_lose_none_to_a_kill_9_or_a_15_s_link_cut() {
+    use hive_c0re::store::pg::TestCluster;
+    if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
+        return;
+    }
+    if !common::e2e_ready() {
+        return;
+    }
+    let (lan, cluster, database) = lan_with_cluster(3);
 
     let names = ["alpha", "beta", "gamma"];
     let sims: Vec<ModelSim> = (0..3)
@@ -1868,29 +1876,12 @@ impl SseReader {
 #[test]
 fn a_node_sends_no_ticket_to_its_own_host_for_a_node_that_listens_on_every_address() {
     use hive_c0re::store::pg::TestCluster;
-    use hive_c0re::store::pg::test_cluster::Network;
     use std::io::Read;
     if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
         return;
     }
-    let lan = common::Lan::new(2);
-    let db_ns = lan.db.clone();
-    let put_in_db_ns = move |c: &mut std::process::Command| db_ns.put(c);
-    let cluster = TestCluster::start_on(
-        false,
-        &Network {
-            listen: Some("*"),
-            clients: Some(common::Lan::CLIENTS),
-            prepare: Some(&put_in_db_ns),
-        },
-    )
-    .expect("a throwaway PostgreSQL cluster in its own network namespace");
-    let database = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(cluster.database());
+    let (lan, cluster, database) = lan_with_cluster(2);
     const PORT: u16 = 17_878;
     let node = |i: usize, name: &str, dashboard: Option<&str>| {
         let mut opts = Opts {

@@ -42,12 +42,7 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The head timeout in force: `HIVE_DASHBOARD_HEAD_TIMEOUT_SECS` (for tests), else [`HEAD_TIMEOUT`].
 fn head_timeout() -> Duration {
-    std::env::var("HIVE_DASHBOARD_HEAD_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(HEAD_TIMEOUT)
+    crate::clock::secs_from_env("HIVE_DASHBOARD_HEAD_TIMEOUT_SECS", HEAD_TIMEOUT)
 }
 
 /// The bound in all: [`IN_ALL`], or an eighth of the open-file limit if

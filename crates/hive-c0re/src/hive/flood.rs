@@ -21,12 +21,7 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 
 /// The window in force.
 pub fn window() -> Duration {
-    std::env::var("HIVE_NOTIFY_WINDOW_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(WINDOW)
+    crate::clock::secs_from_env("HIVE_NOTIFY_WINDOW_SECS", WINDOW)
 }
 
 /// Whether a kind is something an agent causes at will (and so is counted).

@@ -44,12 +44,7 @@ pub const CONFIG_POLL: Duration = Duration::from_secs(10);
 
 /// The poll interval in force: `HIVE_CONFIG_POLL_SECS` (for tests), else [`CONFIG_POLL`].
 fn config_poll() -> Duration {
-    std::env::var("HIVE_CONFIG_POLL_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(CONFIG_POLL)
+    crate::clock::secs_from_env("HIVE_CONFIG_POLL_SECS", CONFIG_POLL)
 }
 
 /// Reads every agent's config repo head, at start and then every [`CONFIG_POLL`], until shutdown.

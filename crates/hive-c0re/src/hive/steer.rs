@@ -141,12 +141,7 @@ impl Steer {
 
 /// The wait in force: `HIVE_STEER_WAIT_SECS` (for tests), else [`WAIT`].
 fn wait() -> Duration {
-    std::env::var("HIVE_STEER_WAIT_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(WAIT)
+    crate::clock::secs_from_env("HIVE_STEER_WAIT_SECS", WAIT)
 }
 
 /// The broker key the waiter on request `id` watches.

@@ -29,11 +29,11 @@ pub const STUCK_AFTER_SECONDS: f64 = 300.0;
 
 /// The stuck limit in force: `HIVE_STUCK_AFTER_SECS` (for tests), else [`STUCK_AFTER_SECONDS`].
 fn stuck_after() -> f64 {
-    std::env::var("HIVE_STUCK_AFTER_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .unwrap_or(STUCK_AFTER_SECONDS)
+    crate::clock::secs_from_env(
+        "HIVE_STUCK_AFTER_SECS",
+        std::time::Duration::from_secs_f64(STUCK_AFTER_SECONDS),
+    )
+    .as_secs_f64()
 }
 
 impl Hive {

@@ -38,12 +38,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The idle limit in force: `HIVE_IDLE_TIMEOUT_SECS` (for tests and unusual clients), else [`IDLE_TIMEOUT`].
 fn idle_timeout() -> Duration {
-    std::env::var("HIVE_IDLE_TIMEOUT_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
-        .unwrap_or(IDLE_TIMEOUT)
+    crate::clock::secs_from_env("HIVE_IDLE_TIMEOUT_SECS", IDLE_TIMEOUT)
 }
 /// Most connections served at once, whatever the descriptor limit allows.
 pub const MAX_CONNECTIONS: usize = 4096;

@@ -74,19 +74,7 @@ pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
     let mut next = Some(top);
     while let Some(mut dir) = next.take() {
         let mut subdirs = Vec::new();
-        let names = dir
-            .iter()
-            .map(|entry| entry.map(|e| e.file_name().to_owned()))
-            .collect::<Result<Vec<CString>, _>>()?;
-        for name in names
-            .into_iter()
-            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        {
-            let st = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(nix::errno::Errno::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
+        for (name, st) in entries(&mut dir)? {
             let is_dir = is_dir(&st);
             if let Some((uid, gid)) = shifted(&st, base)
                 && (is_dir || st.st_nlink <= 1)
@@ -139,19 +127,7 @@ pub(crate) fn remove_tree(root: &Path) -> io::Result<()> {
     let mut hoisted = 0u64;
     while let Some((mut dir, name)) = next.take() {
         let mut subdirs = Vec::new();
-        let names = dir
-            .iter()
-            .map(|entry| entry.map(|e| e.file_name().to_owned()))
-            .collect::<Result<Vec<CString>, _>>()?;
-        for entry in names
-            .into_iter()
-            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
-        {
-            let st = match fstatat(dir.as_fd(), entry.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(nix::errno::Errno::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
+        for (entry, st) in entries(&mut dir)? {
             if is_dir(&st) {
                 subdirs.push(entry);
             } else {
@@ -199,6 +175,27 @@ fn unlinkat(dir: &Dir, name: &std::ffi::CStr, flag: UnlinkatFlags) -> io::Result
         Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The entries of `dir` but `.` and `..`, each with what it is itself (a
+/// link is a link); one gone meanwhile is left out.
+fn entries(dir: &mut Dir) -> io::Result<Vec<(CString, FileStat)>> {
+    let names = dir
+        .iter()
+        .map(|entry| entry.map(|e| e.file_name().to_owned()))
+        .collect::<Result<Vec<CString>, _>>()?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names
+        .into_iter()
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+    {
+        match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => out.push((name, st)),
+            Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 fn is_dir(st: &FileStat) -> bool {
