@@ -18,6 +18,8 @@ use crate::throttle::Throttle;
 
 /// Refused node shells: anyone who reaches the dashboard can ask, so they are logged at most once a minute.
 static REFUSALS: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+/// Knocks the store could not check, logged at most once a minute for the same reason.
+static UNCHECKED: Throttle = Throttle::new(std::time::Duration::from_secs(60));
 
 impl Hive {
     /// Opens an interactive shell in a running agent's container on a new
@@ -145,7 +147,12 @@ impl Hive {
             Ok(Some(req)) => req,
             Ok(None) => return Err(refuse("no such request")),
             Err(e) => {
-                tracing::error!(request = id, "could not read a node shell's request: {e}");
+                if let Some(n) = UNCHECKED.due() {
+                    tracing::error!(
+                        request = id,
+                        "could not read a node shell's request ({n} since the last such line): {e}"
+                    );
+                }
                 return Err(Error::refused(
                     "no shell: this node cannot check tickets now (its log says why)",
                 ));
