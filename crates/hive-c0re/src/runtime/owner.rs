@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use nix::dir::Dir;
-use nix::fcntl::renameat;
 use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::{RenameFlags, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat};
 
@@ -142,17 +142,24 @@ pub(crate) fn remove_tree(root: &Path) -> io::Result<()> {
             };
             if let Some(sub) = subdirs.pop() {
                 if depth > MAX_DEPTH {
-                    // Moved up under the top, to be removed from there.
-                    hoisted += 1;
-                    let up = CString::new(format!(".hive-removing-{hoisted}"))
-                        .expect("no NUL in a made name");
-                    let (top, _, _) = &levels[0];
-                    renameat(
-                        levels[depth - 1].0.as_fd(),
-                        sub.as_c_str(),
-                        top.as_fd(),
-                        up.as_c_str(),
-                    )?;
+                    // Moved up under the top, to be removed from there, under
+                    // a name nothing there has (the agent chose the names).
+                    let up = loop {
+                        hoisted += 1;
+                        let up = CString::new(format!(".hive-removing-{hoisted}"))
+                            .expect("no NUL in a made name");
+                        match renameat2(
+                            levels[depth - 1].0.as_fd(),
+                            sub.as_c_str(),
+                            levels[0].0.as_fd(),
+                            up.as_c_str(),
+                            RenameFlags::RENAME_NOREPLACE,
+                        ) {
+                            Ok(()) => break up,
+                            Err(nix::errno::Errno::EEXIST) => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                    };
                     levels[0].2.push(up);
                     continue;
                 }
@@ -329,6 +336,9 @@ mod tests {
         fs::write(tree.join("a/b/f"), "x").expect("write");
         symlink(&outside, tree.join("a/link")).expect("symlink");
         symlink(outside.join("keep/file"), tree.join("a/b/file-link")).expect("symlink");
+        // Names the removal moves deep levels up to, taken already.
+        fs::create_dir_all(tree.join(".hive-removing-1/full")).expect("mkdir");
+        fs::write(tree.join(".hive-removing-2"), "a file").expect("write");
         nest(&tree, 3 * MAX_DEPTH + 7);
         remove_tree(&tree).expect("removed");
         assert!(!tree.exists(), "the tree is gone");
