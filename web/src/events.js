@@ -19,6 +19,7 @@ export const EVENT_KINDS = [
   'container_crash',
   'budget_warning',
   'over_budget',
+  'history_dropped',
 ];
 
 /** The kinds by name, for `switch (ev.kind) { case KIND.turn_start: ... }`. */

@@ -3,7 +3,7 @@
 // `stream` (one claude stream-json line), `state`, `turn_start`, `turn_end`,
 // `turn_error`, `stderr`, `compact_*` (a `/compact` run),
 // `notes_compaction[_stream]`, `container_crash`, `operator`,
-// `budget_warning` and `over_budget`; anything else
+// `budget_warning`, `over_budget` and `history_dropped`; anything else
 // shows as raw JSON.
 
 import { KIND } from './events.js';
@@ -115,6 +115,12 @@ function compactRows(ev, p, what) {
 
 const clock = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
+/** `history_dropped` as one line (the CLI's `events` writes the same). */
+function historyDroppedLine(p) {
+  const mib = Math.round((p.bytes_per_minute ?? 0) / (1024 * 1024));
+  return `⚠ history over ${mib} MiB this minute: the hive drops the rest of the minute's`;
+}
+
 /** `budget_warning` / `over_budget` as one line (the CLI's `events` writes the same). */
 function budgetLine(over, p) {
   const amount = (v) => (p.measure === 'usd' ? `$${Number(v ?? 0).toFixed(2)}` : `${Math.round(v ?? 0)} tokens`);
@@ -174,6 +180,8 @@ export function renderEvent(ev) {
     case KIND.budget_warning:
     case KIND.over_budget:
       return [row(ev, ev.kind === KIND.over_budget ? 'crash' : 'stderr', budgetLine(ev.kind === KIND.over_budget, p))];
+    case KIND.history_dropped:
+      return [row(ev, 'stderr', historyDroppedLine(p))];
     case KIND.operator:
       return [row(ev, 'operator', p.command ? `» operator: ${p.command}` : `» operator: ${clip(p.message ?? JSON.stringify(p), 300)}`)];
     default:

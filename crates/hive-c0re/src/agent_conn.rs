@@ -233,7 +233,7 @@ async fn handle(
                 }
                 return Ok(AgentResponse::ok());
             }
-            hive.add_events(name, &items).await?;
+            hive.add_harness_events(name, &items).await?;
             if answered {
                 hive.api_answered(name);
             }

@@ -158,6 +158,8 @@ pub struct Hive {
     flood: flood::Flood,
     /// How many `stats` reports each agent made this minute.
     stats_rate: crate::throttle::PerMinute,
+    /// How many bytes of history each agent's harness reported this minute.
+    history_rate: crate::throttle::PerMinute,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
     parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
     /// The config repos' heads as last read, so the polls run git only for a repo that moved.
@@ -199,6 +201,9 @@ impl Hive {
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
+            history_rate: crate::throttle::PerMinute::new(
+                hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE,
+            ),
             parsed_configs: Default::default(),
         })
     }
@@ -680,6 +685,37 @@ impl Hive {
             });
         }
         Ok(ids)
+    }
+
+    /// Stores what an agent's harness reports, up to
+    /// [`HISTORY_BYTES_PER_MINUTE`](hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE):
+    /// past it the rest of the minute's reports are dropped and the first
+    /// drop is noted in the agent's history. False when these were dropped.
+    pub async fn add_harness_events(
+        &self,
+        agent: &AgentName,
+        items: &[(EventKind, String)],
+    ) -> Result<bool> {
+        let bytes = items.iter().map(|(_, p)| p.len() as u64).sum();
+        match self.history_rate.take(agent.as_str(), bytes) {
+            crate::throttle::Take::Taken => {
+                self.add_events(agent, items).await?;
+                Ok(true)
+            }
+            crate::throttle::Take::Refused { first } => {
+                if first {
+                    tracing::warn!(agent = %agent, "the harness reported more history than the hive stores a minute: the rest of the minute's is dropped");
+                    self.record(
+                        agent,
+                        &Payload::HistoryDropped(hive_sh4re::event::HistoryDropped {
+                            bytes_per_minute: hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE,
+                        }),
+                    )
+                    .await?;
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// Records one event of the agent, as hive-c0re saw it.

@@ -72,6 +72,15 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub events_keep: u64,
+    /// Mebibytes of event payloads kept per agent (its newest history; an agent's
+    /// harness may add at most 16 MiB a minute).
+    #[arg(
+        long,
+        env = "HIVE_EVENTS_KEEP_MIB",
+        default_value_t = 256,
+        value_name = "MIB"
+    )]
+    pub events_keep_mib: u64,
     /// Delivered messages kept per recipient.
     #[arg(
         long,
@@ -628,6 +637,7 @@ impl Resolved {
             limits: Limits {
                 inbox_cap: a.inbox_cap,
                 events_keep: a.events_keep,
+                events_keep_bytes: a.events_keep_mib.saturating_mul(1024 * 1024),
                 delivered_keep: a.delivered_keep,
                 max_age_ms: (a.history_days as i64) * 24 * 3600 * 1000,
             },

@@ -5,7 +5,8 @@
 //! but one per attempt lets them flood it, and journald then drops lines
 //! that matter. So the first of a minute is logged with how many came since.
 //! [`PerMinute`]: a request an agent may make now and then (its harness's
-//! figures) but that writes the store, taken at most so many times a minute.
+//! figures) but that writes the store, taken at most so many times a minute;
+//! or an amount (the bytes of its history) taken at most so much a minute.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,31 +42,50 @@ impl Throttle {
     }
 }
 
-/// At most `limit` of something per key (an agent) in each minute.
+/// At most `limit` of something (requests, bytes) per key (an agent) in each minute.
 pub struct PerMinute {
-    limit: u32,
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    limit: u64,
+    /// Each key's minute: when it began, what it took, whether a refusal came yet.
+    windows: Mutex<HashMap<String, (Instant, u64, bool)>>,
+}
+
+/// What [`PerMinute::take`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// It fits in this minute, and is counted.
+    Taken,
+    /// It does not fit; `first` when it is this minute's first refusal for the key.
+    Refused { first: bool },
 }
 
 impl PerMinute {
     /// At most `limit` a minute per key.
-    pub fn new(limit: u32) -> Self {
+    pub fn new(limit: impl Into<u64>) -> Self {
         Self {
-            limit,
+            limit: limit.into(),
             windows: Mutex::default(),
         }
     }
 
     /// Counts one for `key`; false when it is over the limit this minute.
     pub fn allow(&self, key: &str) -> bool {
+        self.take(key, 1) == Take::Taken
+    }
+
+    /// Counts `amount` for `key` when it fits in what is left of this minute's limit.
+    pub fn take(&self, key: &str, amount: u64) -> Take {
         // Every critical section leaves the map whole, so a poisoned lock is still usable.
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         // Old windows go, so the map holds only keys seen this minute.
-        w.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
-        let (_, n) = w.entry(key.to_owned()).or_insert((now, 0));
-        *n += 1;
-        *n <= self.limit
+        w.retain(|_, (start, _, _)| now.duration_since(*start) < Duration::from_secs(60));
+        let (_, used, refused) = w.entry(key.to_owned()).or_insert((now, 0, false));
+        if used.saturating_add(amount) <= self.limit {
+            *used += amount;
+            return Take::Taken;
+        }
+        let first = !std::mem::replace(refused, true);
+        Take::Refused { first }
     }
 }
 
@@ -85,9 +105,21 @@ mod tests {
 
     #[test]
     fn per_minute_counts_each_key_apart() {
-        let r = PerMinute::new(2);
+        let r = PerMinute::new(2u32);
         assert!(r.allow("a") && r.allow("a"));
         assert!(!r.allow("a"));
         assert!(r.allow("b"));
+    }
+
+    #[test]
+    fn an_amount_is_taken_only_when_it_fits_and_the_first_refusal_is_told() {
+        let r = PerMinute::new(100u64);
+        assert_eq!(r.take("a", 60), Take::Taken);
+        assert_eq!(r.take("a", 50), Take::Refused { first: true });
+        assert_eq!(r.take("a", 50), Take::Refused { first: false });
+        // A refused amount is not counted: what still fits is taken.
+        assert_eq!(r.take("a", 40), Take::Taken);
+        assert_eq!(r.take("a", 1), Take::Refused { first: false });
+        assert_eq!(r.take("b", 100), Take::Taken);
     }
 }

@@ -218,6 +218,7 @@ fn an_agent_cannot_report_the_hives_own_events() {
         "turn_end",
         "budget_warning",
         "over_budget",
+        "history_dropped",
     ] {
         let r = agent_call(
             &hive,
@@ -597,5 +598,100 @@ fn an_agent_cannot_fake_turns_flood_figures_or_spend_the_hives_budget_in_one_rep
     assert!(
         v["error"].as_str().unwrap().contains("times this minute"),
         "{v}"
+    );
+}
+
+/// Bytes of `agent`'s stored history (its events' payloads as JSON).
+fn history_bytes(hive: &TestHive, agent: &str) -> usize {
+    hive.events(agent)
+        .iter()
+        .map(|e| e["payload"].to_string().len())
+        .sum()
+}
+
+/// `events` lines of about 900 KB of claude output each, as a harness reports them.
+fn report_history(hive: &TestHive, agent: &str, lines: usize) {
+    let payload = "y".repeat(900 * 1024);
+    for _ in 0..lines {
+        let r = agent_call(
+            hive,
+            agent,
+            json!({"op": "events", "items": [{"kind": "stream", "payload": payload}]}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+}
+
+/// An agent's harness reports its history (`events`) line by line, each up to
+/// the 1 MiB a request may be: one that reported without end filled the disk
+/// every agent and the store write to (then the low-space alarm refuses
+/// everyone's sends). What one agent stores a minute is bounded, the drop is
+/// noted once in its history, and another agent's reports still go in.
+#[test]
+fn an_agent_reporting_history_without_end_stores_a_bounded_amount_a_minute() {
+    use hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE;
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    // 36 MB, more than twice what a minute may store.
+    report_history(&hive, "alice", 40);
+    let stored = history_bytes(&hive, "alice");
+    assert!(
+        stored as u64 <= HISTORY_BYTES_PER_MINUTE,
+        "alice stored {stored} bytes of history in a minute"
+    );
+    assert!(
+        stored > 8 << 20,
+        "what fits in the minute is kept: {stored}"
+    );
+    let dropped: Vec<Value> = hive
+        .events("alice")
+        .into_iter()
+        .filter(|e| e["kind"] == "history_dropped")
+        .collect();
+    assert_eq!(dropped.len(), 1, "the drop is noted once: {dropped:?}");
+    assert_eq!(
+        dropped[0]["payload"]["bytes_per_minute"],
+        HISTORY_BYTES_PER_MINUTE
+    );
+    let told = hive.ok(&["events", "alice", "--limit", "50"]);
+    assert!(told.contains("history over 16 MiB this minute"), "{told}");
+    report_history(&hive, "bob", 2);
+    assert!(history_bytes(&hive, "bob") > 1 << 20, "bob's reports go in");
+}
+
+/// Whatever the rate, an agent's history is kept to its byte budget
+/// (`--events-keep-mib`): the vacuum drops its oldest events, not its newest.
+#[test]
+fn an_agents_history_is_kept_to_its_byte_budget() {
+    let hive = TestHive::start_with(Opts {
+        env: vec![
+            ("HIVE_EVENTS_KEEP_MIB".into(), "4".into()),
+            ("HIVE_VACUUM_SECS".into(), "1".into()),
+        ],
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    report_history(&hive, "alice", 12);
+    let r = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "events", "items": [{"kind": "stream", "payload": {"type": "newest"}}]}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while history_bytes(&hive, "alice") > 4 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice's history stayed at {} bytes",
+            history_bytes(&hive, "alice")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let events = hive.events("alice");
+    assert_eq!(events.last().unwrap()["payload"]["type"], "newest");
+    assert!(
+        history_bytes(&hive, "alice") > 2 << 20,
+        "the newest are kept"
     );
 }

@@ -146,6 +146,8 @@ events! {
     BudgetWarning(BudgetNotice) = "budget_warning", Hive;
     /// A daily budget was spent: the agent (or every agent) is held.
     OverBudget(BudgetNotice) = "over_budget", Hive;
+    /// The agent's harness reported more history than the hive stores a minute: the rest of the minute's was dropped.
+    HistoryDropped(HistoryDropped) = "history_dropped", Hive;
 }
 
 /// `EventKind::HARNESS`'s length.
@@ -418,6 +420,15 @@ pub struct BudgetNotice {
 }
 impl PayloadType for BudgetNotice {}
 
+/// `history_dropped`: the agent's harness went past the history the hive
+/// stores in a minute, and what it reports until the minute ends is dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryDropped {
+    /// The most bytes of event payloads the hive stores of one agent a minute.
+    pub bytes_per_minute: u64,
+}
+impl PayloadType for HistoryDropped {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +504,9 @@ mod tests {
                 spent: 5.1,
                 limit: 5.0,
                 day: "2026-12-02".into(),
+            }),
+            Payload::HistoryDropped(HistoryDropped {
+                bytes_per_minute: 16 << 20,
             }),
         ]
     }

@@ -169,6 +169,18 @@ impl Transcript {
                     str_of(p, "day").unwrap_or("today")
                 )]
             }
+            EventKind::HistoryDropped => {
+                // As `web/src/render.js` writes it.
+                let mib = p
+                    .get("bytes_per_minute")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+                    / (1024.0 * 1024.0);
+                vec![format!(
+                    "⚠ history over {} MiB this minute: the hive drops the rest of the minute's",
+                    mib.round()
+                )]
+            }
             EventKind::SessionLost | EventKind::SessionReset => raw(),
         }
     }

@@ -1,5 +1,8 @@
 //! The `events` table: each agent's history (stream-json lines, states, crashes).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store, Tail};
@@ -24,6 +27,39 @@ pub(super) const INSERT_EVENT: &str =
 
 const LAST_TURN: &str = "FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
      ORDER BY id DESC LIMIT 1";
+
+/// The sum of an agent's event payload sizes, newest first, in a window
+/// (`octet_length` reads a value's size, not the value: sqlite and
+/// PostgreSQL both skip loading it).
+pub(super) const RUNNING_BYTES: &str =
+    "SUM(octet_length(payload_json)) OVER (ORDER BY id DESC) AS total";
+
+/// What the vacuum knows of each agent's history: through which event id it
+/// looked, and an upper bound of the payload bytes up to there. A history
+/// under its budget then costs a look at its new events only; the newest
+/// events' running sum is taken only when the bound passes the budget.
+#[derive(Default)]
+pub(super) struct HistorySizes(Mutex<HashMap<String, (i64, u64)>>);
+
+impl HistorySizes {
+    /// The id looked through and the bound (0, 0 for an agent not seen yet).
+    pub(super) fn get(&self, agent: &str) -> (i64, u64) {
+        // Every critical section leaves the map whole, so a poisoned lock is still usable.
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(agent).copied().unwrap_or((0, 0))
+    }
+
+    /// Records that `agent`'s events through `id` hold at most `bytes`.
+    pub(super) fn set(&self, agent: &str, id: i64, bytes: u64) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert(agent.to_owned(), (id, bytes));
+    }
+}
+
+/// What a history is trimmed to once over its budget.
+pub(super) fn trim_target(budget: u64) -> u64 {
+    budget / 10 * 9
+}
 
 pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
@@ -160,7 +196,8 @@ impl Store {
             .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
     }
 
-    /// Drops events past the age limit or beyond the per-agent cap; returns how many.
+    /// Drops events past the age limit or beyond the per-agent caps (a count
+    /// and a size, [`Limits`](super::Limits)); returns how many.
     pub fn vacuum_events(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
         let mut n = self.delete_chunked("events", "ts < ?1", params![cutoff])?;
@@ -184,7 +221,48 @@ impl Store {
                 n +=
                     self.delete_chunked("events", "agent = ?1 AND id <= ?2", params![agent, id])?;
             }
+            n += self.trim_history(&agent)?;
         }
+        Ok(n)
+    }
+
+    /// Drops the oldest events of `agent` while its payloads pass the byte budget.
+    fn trim_history(&self, agent: &str) -> Result<usize> {
+        let budget = self.limits.events_keep_bytes;
+        let (through, bound) = self.history_sizes.get(agent);
+        let (added, newest): (i64, Option<i64>) = self.lock().conn.query_row(
+            "SELECT COALESCE(SUM(octet_length(payload_json)), 0), MAX(id) FROM events \
+             WHERE agent = ?1 AND id > ?2",
+            params![agent, through],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let newest = newest.unwrap_or(through);
+        let bound = bound.saturating_add(added.max(0) as u64);
+        if bound <= budget {
+            self.history_sizes.set(agent, newest, bound);
+            return Ok(0);
+        }
+        let target = trim_target(budget);
+        let cut: Option<i64> = self
+            .lock()
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT id FROM (SELECT id, {RUNNING_BYTES} FROM events \
+                     WHERE agent = ?1 AND id <= ?2) WHERE total > ?3 ORDER BY id DESC LIMIT 1"
+                ),
+                params![agent, newest, target as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let n = match cut {
+            Some(id) => {
+                self.delete_chunked("events", "agent = ?1 AND id <= ?2", params![agent, id])?
+            }
+            None => 0,
+        };
+        // What is left through `newest` sums to the target at most.
+        self.history_sizes.set(agent, newest, target);
         Ok(n)
     }
 

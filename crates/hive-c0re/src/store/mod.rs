@@ -147,6 +147,9 @@ pub struct Limits {
     pub delivered_keep: u64,
     /// Events kept per agent.
     pub events_keep: u64,
+    /// Bytes of event payloads kept per agent: the newest, down to nine tenths
+    /// of it once over (so the next trim is a tenth of it away).
+    pub events_keep_bytes: u64,
     /// Age after which delivered messages, events and stats are dropped, in ms.
     pub max_age_ms: i64,
 }
@@ -157,6 +160,7 @@ impl Default for Limits {
             inbox_cap: 10_000,
             delivered_keep: 5_000,
             events_keep: 50_000,
+            events_keep_bytes: 256 * 1024 * 1024,
             max_age_ms: 30 * 24 * 3600 * 1000,
         }
     }
@@ -167,6 +171,8 @@ impl Default for Limits {
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
     limits: Arc<Limits>,
+    /// What the vacuum knows of each agent's history size.
+    history_sizes: Arc<events::HistorySizes>,
     /// Queue of the group-commit writer (see `group.rs`); None inside the writer itself.
     writer: Option<std::sync::mpsc::Sender<group::Job>>,
 }
@@ -216,6 +222,7 @@ impl Store {
         let mut store = Self {
             inner: Arc::new(Mutex::new(Inner { conn, depth })),
             limits: Arc::new(limits),
+            history_sizes: Arc::default(),
             writer: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();

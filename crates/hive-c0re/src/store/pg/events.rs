@@ -7,6 +7,7 @@ use tokio_postgres::Row;
 
 use super::{EVENTS_CLASS, PgStore, delete_chunked, group, vacuum_unlock, wakes};
 use crate::clock::now_ms;
+use crate::store::events::{RUNNING_BYTES, trim_target};
 use crate::store::{EventRow, Result, StoreError, Tail};
 
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
@@ -191,7 +192,49 @@ impl PgStore {
         self.tail_start().await
     }
 
-    /// Drops events past the age limit or beyond the per-agent cap; returns how many. One node at a time.
+    /// Drops the oldest events of `agent` while its payloads pass the byte budget
+    /// (as the sqlite store does, `store/events.rs`).
+    async fn trim_history(&self, c: &deadpool_postgres::Object, agent: &str) -> Result<usize> {
+        let budget = self.limits.events_keep_bytes;
+        let (through, bound) = self.history_sizes.get(agent);
+        let r = c
+            .query_one(
+                "SELECT COALESCE(SUM(octet_length(payload_json)), 0)::BIGINT, MAX(id) FROM events \
+                 WHERE agent = $1 AND id > $2",
+                &[&agent, &through],
+            )
+            .await?;
+        let (added, newest): (i64, Option<i64>) = (r.get(0), r.get(1));
+        let newest = newest.unwrap_or(through);
+        let bound = bound.saturating_add(added.max(0) as u64);
+        if bound <= budget {
+            self.history_sizes.set(agent, newest, bound);
+            return Ok(0);
+        }
+        let target = i64::try_from(trim_target(budget)).unwrap_or(i64::MAX);
+        let cut: Option<i64> = c
+            .query_opt(
+                &format!(
+                    "SELECT id FROM (SELECT id, {RUNNING_BYTES} FROM events \
+                     WHERE agent = $1 AND id <= $2) s WHERE total > $3 ORDER BY id DESC LIMIT 1"
+                ),
+                &[&agent, &newest, &target],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let n = match cut {
+            Some(id) => {
+                delete_chunked(c, "events", "agent = $1 AND id <= $2", &[&agent, &id]).await?
+            }
+            None => 0,
+        };
+        // What is left through `newest` sums to the target at most.
+        self.history_sizes.set(agent, newest, target as u64);
+        Ok(n)
+    }
+
+    /// Drops events past the age limit or beyond the per-agent caps (a count
+    /// and a size); returns how many. One node at a time.
     pub async fn vacuum_events(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
         let keep = i64::try_from(self.limits.events_keep).unwrap_or(i64::MAX);
@@ -219,6 +262,7 @@ impl PgStore {
                     n += delete_chunked(c, "events", "agent = $1 AND id <= $2", &[&agent, &id])
                         .await?;
                 }
+                n += self.trim_history(c, &agent).await?;
             }
             Ok(n)
         }

@@ -93,6 +93,8 @@ pub struct PgStore {
     outages: Arc<OutageLog>,
     /// Sends whose commit is in doubt, for a repeat to go under the same id.
     in_doubt: Arc<messages::InDoubt>,
+    /// What this node's vacuum knows of each agent's history size.
+    history_sizes: Arc<crate::store::events::HistorySizes>,
 }
 
 impl PgStore {
@@ -159,6 +161,7 @@ impl PgStore {
             _listener: Arc::new(listener),
             outages: Arc::default(),
             in_doubt: Arc::default(),
+            history_sizes: Arc::default(),
         })
     }
 

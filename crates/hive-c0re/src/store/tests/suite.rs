@@ -731,6 +731,36 @@ both! {
         assert_eq!(s.events_since("b", 0, 10).await.unwrap().len(), 2);
     }
 
+    async fn vacuum_keeps_each_agents_newest_history_within_its_byte_budget(f) {
+        // 1,000 bytes a history: once over, down to 900.
+        let s = f.open_with(Limits { events_keep_bytes: 1000, ..Limits::default() }).await;
+        let event = |n: usize| ("stream".to_owned(), format!("\"{}\"", "x".repeat(n - 2)));
+        let bytes = |rows: &[crate::store::EventRow]| rows.iter().map(|e| e.payload_json.len()).sum::<usize>();
+        // Under the budget: nothing goes, whatever the vacuum looked at before.
+        let a = s.add_events("a", &vec![event(100); 8]).await.unwrap();
+        s.add_events("b", &[event(400)]).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 0);
+        assert_eq!(s.vacuum_events().await.unwrap(), 0);
+        // Over it: the oldest go until the newest fit in nine tenths of it.
+        let a2 = s.add_events("a", &vec![event(100); 4]).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 3);
+        let kept = s.events_since("a", 0, 100).await.unwrap();
+        let ids: Vec<i64> = kept.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [&a[3..], &a2[..]].concat());
+        assert_eq!(bytes(&kept), 900);
+        assert_eq!(s.events_since("b", 0, 10).await.unwrap().len(), 1, "another agent's history is its own");
+        // Another tenth of the budget comes before the next trim.
+        s.add_events("a", &[event(100)]).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 0);
+        // One event over the whole budget goes with everything before it.
+        s.add_events("a", &[event(1500)]).await.unwrap();
+        s.vacuum_events().await.unwrap();
+        assert!(s.events_since("a", 0, 100).await.unwrap().is_empty());
+        s.add_events("a", &[event(300)]).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 0);
+        assert_eq!(bytes(&s.events_since("a", 0, 100).await.unwrap()), 300);
+    }
+
     async fn stats_are_read_per_agent_or_all(f) {
         let s = f.open().await;
         s.add_stats("a", &[("cost_usd", 0.25), ("turns", 1.0)]).await.unwrap();
