@@ -695,3 +695,36 @@ fn an_agents_history_is_kept_to_its_byte_budget() {
         "the newest are kept"
     );
 }
+
+/// An agent that fills another's inbox (the manager's, whom every agent may
+/// write to) held the operator out of it too: every send met the same cap.
+/// The last tenth of each inbox is the operator's.
+#[test]
+fn an_agent_filling_an_inbox_leaves_the_operator_room_to_steer() {
+    let mut opts = Opts::default();
+    opts.args.extend(["--inbox-cap".into(), "20".into()]);
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    hive.ok(&["pause", "bob"]);
+    let mut taken = 0;
+    for i in 0..30 {
+        let r = agent_call(
+            &hive,
+            "alice",
+            json!({"op": "send", "to": "bob", "body": format!("m{i}")}),
+        );
+        if r["ok"] == true {
+            taken += 1;
+        } else {
+            assert!(
+                r["error"].as_str().unwrap().contains("inbox holds 18"),
+                "{r}"
+            );
+        }
+    }
+    assert_eq!(taken, 18);
+    hive.ok(&["send", "bob", "stop what you are doing"]);
+    hive.ok(&["send", "bob", "and answer me"]);
+    assert_eq!(inbox_depth(&hive, "bob"), 20);
+}

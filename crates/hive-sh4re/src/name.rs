@@ -4,8 +4,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The operator's inbox, and the sender of what the operator says.
+pub const OPERATOR: &str = "operator";
+/// The sender of hive-c0re's own notices.
+pub const SYSTEM: &str = "system";
 /// Names an agent can never take: the operator's inbox and hive-c0re's own notices.
-pub const RESERVED: [&str; 2] = ["operator", "system"];
+pub const RESERVED: [&str; 2] = [OPERATOR, SYSTEM];
 
 /// Longest allowed agent name, in characters.
 pub const MAX_NAME_LEN: usize = 31;

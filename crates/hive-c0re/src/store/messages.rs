@@ -33,7 +33,11 @@ pub enum SendError {
     #[error(
         "{recipient}'s inbox holds {cap} undelivered messages, its limit: wait until it reads some, then send again"
     )]
-    InboxFull { recipient: String, cap: u64 },
+    InboxFull {
+        recipient: String,
+        /// The limit this sender met ([`Limits::inbox_limit`](super::Limits::inbox_limit)).
+        cap: u64,
+    },
     #[error("a message cannot carry a NUL byte: remove it and send again")]
     Nul,
     #[error(transparent)]
@@ -168,7 +172,6 @@ impl Store {
     /// A send's note goes into its recipient's history in the same transaction.
     pub(super) fn send_many(&self, items: &[Outgoing]) -> Vec<Result<Sent, SendError>> {
         let mut g = self.lock();
-        let cap = self.limits.inbox_cap;
         let attempt = |g: &mut Inner| -> Result<Vec<Result<Sent, SendError>>, StoreError> {
             let tx = g.conn.transaction()?;
             let mut out = Vec::with_capacity(items.len());
@@ -181,6 +184,7 @@ impl Store {
                     let recipient = item.recipient.as_str();
                     let depth = g.depth.get(recipient).copied().unwrap_or(0)
                         + added.get(recipient).copied().unwrap_or(0);
+                    let cap = self.limits.inbox_limit(&item.sender);
                     if depth >= cap {
                         out.push(Err(SendError::InboxFull {
                             recipient: recipient.to_owned(),

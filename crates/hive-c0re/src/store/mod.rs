@@ -141,7 +141,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Bounds that keep the database from growing without end.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Undelivered messages one mailbox may hold before sends to it are refused.
+    /// Undelivered messages one mailbox may hold before sends to it are
+    /// refused; the last tenth is the operator's ([`Limits::inbox_limit`]).
     pub inbox_cap: u64,
     /// Delivered messages kept per recipient.
     pub delivered_keep: u64,
@@ -152,6 +153,20 @@ pub struct Limits {
     pub events_keep_bytes: u64,
     /// Age after which delivered messages, events and stats are dropped, in ms.
     pub max_age_ms: i64,
+}
+
+impl Limits {
+    /// How many undelivered messages a mailbox may hold for `sender`'s to go
+    /// in: the operator's go up to the cap, everyone else's stop a tenth short
+    /// of it, so an agent that fills an inbox (the manager's) leaves the
+    /// operator room to steer.
+    pub fn inbox_limit(&self, sender: &str) -> u64 {
+        if sender == hive_sh4re::name::OPERATOR {
+            self.inbox_cap
+        } else {
+            self.inbox_cap - self.inbox_cap / 10
+        }
+    }
 }
 
 impl Default for Limits {

@@ -142,7 +142,7 @@ async fn send_writer(
                 continue;
             }
         };
-        match send_with_retries(&pool, limits.inbox_cap, &prefixes, &batch, &ids).await {
+        match send_with_retries(&pool, &limits, &prefixes, &batch, &ids).await {
             Ok(results) => {
                 for (job, result) in batch.drain(..).zip(results) {
                     // The caller may have gone away; its message is committed all the same.
@@ -218,14 +218,14 @@ async fn take_ids(pool: &Pool, reserve: &Mutex<VecDeque<i64>>, n: usize) -> Resu
 
 async fn send_with_retries(
     pool: &Pool,
-    cap: u64,
+    limits: &Limits,
     prefixes: &Prefixes,
     jobs: &[SendJob],
     ids: &[i64],
 ) -> Result<Vec<Result<Sent, SendError>>> {
     let mut attempt = 1;
     loop {
-        match send_batch(pool, cap, prefixes, jobs, ids).await {
+        match send_batch(pool, limits, prefixes, jobs, ids).await {
             // The same ids make a second try safe whatever became of the first.
             Err(e) if attempt < ATTEMPTS && e.is_unreachable() => {
                 tracing::warn!("the database connection dropped during a send; trying again: {e}");
@@ -239,13 +239,13 @@ async fn send_with_retries(
 /// Commits the sends that fit their recipients' caps; each result in queue order.
 async fn send_batch(
     pool: &Pool,
-    cap: u64,
+    limits: &Limits,
     prefixes: &Prefixes,
     jobs: &[SendJob],
     ids: &[i64],
 ) -> Result<Vec<Result<Sent, SendError>>> {
     let mut conn = Conn::get(pool).await?;
-    let result = send_batch_on(conn.client(), cap, prefixes, jobs, ids).await;
+    let result = send_batch_on(conn.client(), limits, prefixes, jobs, ids).await;
     if result.is_err() {
         conn.discard();
     }
@@ -254,7 +254,7 @@ async fn send_batch(
 
 async fn send_batch_on(
     c: &Object,
-    cap: u64,
+    limits: &Limits,
     prefixes: &Prefixes,
     jobs: &[SendJob],
     ids: &[i64],
@@ -290,7 +290,7 @@ async fn send_batch_on(
     let rcpts: Vec<&str> = jobs.iter().map(|j| j.recipient.as_str()).collect();
     let bodies: Vec<&str> = jobs.iter().map(|j| j.body.as_str()).collect();
     let now = now_ms();
-    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+    let cap = i64::try_from(limits.inbox_cap).unwrap_or(i64::MAX);
     let by_recipient: [Param<'_>; 1] = [&recipients];
     let rows: [Param<'_>; 11] = [
         &ids,
@@ -348,7 +348,7 @@ async fn send_batch_on(
             } else {
                 Err(SendError::InboxFull {
                     recipient: j.recipient.clone(),
-                    cap: cap as u64,
+                    cap: limits.inbox_limit(&j.sender),
                 })
             }
         })
@@ -372,6 +372,8 @@ async fn send_batch_on(
 /// a volatile function) and counted by the result, so it runs, once.
 fn insert_sql(notes: bool) -> String {
     let channel = super::wakes::CHANNEL;
+    // The limit each sender meets, as `Limits::inbox_limit` says.
+    let operator = hive_sh4re::name::OPERATOR;
     let (noted, event, event_wakes) = if notes {
         (
             ", noted AS (SELECT i.id AS mid, i.recipient AS a, n.k, n.p, \
@@ -398,7 +400,8 @@ fn insert_sql(notes: bool) -> String {
              FROM input i LEFT JOIN mailboxes m ON m.recipient = i.r \
              WHERE i.id NOT IN (SELECT id FROM stored)), \
          ins AS (INSERT INTO messages (id, sender, recipient, body, created_at) \
-             SELECT id, s, r, b, $5 FROM ranked WHERE place <= $6 ORDER BY id \
+             SELECT id, s, r, b, $5 FROM ranked \
+             WHERE place <= CASE WHEN s = '{operator}' THEN $6::bigint ELSE $6::bigint - $6::bigint / 10 END ORDER BY id \
              ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
          bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
              FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \

@@ -215,6 +215,26 @@ both! {
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 2);
     }
 
+    async fn the_last_tenth_of_an_inbox_is_the_operators(f) {
+        let s = f.open_with(Limits { inbox_cap: 20, ..Limits::default() }).await;
+        let sends = (0..30).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.send("mallory", "manager", &format!("m{i}")).await })
+        });
+        let results: Vec<_> = futures::future::join_all(sends).await.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 18);
+        let e = s.send("system", "manager", "a node went down").await.unwrap_err();
+        assert!(e.to_string().contains("manager's inbox holds 18 undelivered messages"), "{e}");
+        // The operator still gets through, up to the cap itself.
+        s.send("operator", "manager", "stop what you are doing").await.unwrap();
+        s.send("operator", "manager", "and answer me").await.unwrap();
+        assert!(matches!(
+            s.send("operator", "manager", "once more").await,
+            Err(SendError::InboxFull { cap: 20, .. })
+        ));
+        assert_eq!(s.inbox_depth("manager").await.unwrap(), 20);
+    }
+
     async fn a_nul_byte_is_refused_and_fails_no_send_batched_with_it(f) {
         let s = f.open().await;
         let sends = (0..60).map(|i| {
