@@ -520,3 +520,73 @@ fn a_manager_queueing_approvals_without_end_is_refused_past_the_bound() {
     hive.ok(&["deny", "1"]);
     assert_eq!(ask()["ok"], true);
 }
+
+/// What the manager says to the operator (a question and its suggested
+/// answers, an approval's description) went into the operator's notifications,
+/// webhooks and pages at any length a request line holds (1 MiB). Each has
+/// a bound now, refused with a sentence, and nothing of a refused one waits.
+#[test]
+fn a_managers_questions_and_approval_descriptions_are_bounded() {
+    use hive_sh4re::limits::{DESCRIPTION_MAX_BYTES, QUESTION_MAX_BYTES, QUESTION_OPTIONS_MAX};
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    let sha = commit(&hive, "alice", |t| format!("{t}# longer\n"), "longer");
+    let manager = |req: serde_json::Value| common::agent_call(&hive, "manager", req);
+    let refused = |v: serde_json::Value, why: &str| {
+        assert_eq!(v["ok"], false, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{v}");
+    };
+    refused(
+        manager(
+            serde_json::json!({"op": "ask_operator", "question": "q".repeat(QUESTION_MAX_BYTES + 1), "ttl_seconds": 1}),
+        ),
+        &format!("over the limit of {QUESTION_MAX_BYTES}"),
+    );
+    let options: Vec<String> = (0..=QUESTION_OPTIONS_MAX)
+        .map(|i| format!("answer {i}"))
+        .collect();
+    refused(
+        manager(
+            serde_json::json!({"op": "ask_operator", "question": "which?", "options": options, "ttl_seconds": 1}),
+        ),
+        "more than the 10 a question may suggest",
+    );
+    refused(
+        manager(
+            serde_json::json!({"op": "ask_operator", "question": "which?", "options": ["o".repeat(201)], "ttl_seconds": 1}),
+        ),
+        "an option is over 200 characters",
+    );
+    let long = "d".repeat(DESCRIPTION_MAX_BYTES + 1);
+    refused(
+        manager(
+            serde_json::json!({"op": "request_apply_commit", "agent": "alice", "sha": sha, "description": long}),
+        ),
+        &format!("over the limit of {DESCRIPTION_MAX_BYTES}"),
+    );
+    refused(
+        manager(serde_json::json!({"op": "request_spawn", "name": "bob", "description": long})),
+        &format!("over the limit of {DESCRIPTION_MAX_BYTES}"),
+    );
+    assert_eq!(
+        hive.ok(&["questions"]).matches("#").count(),
+        0,
+        "no question waits"
+    );
+    assert!(
+        hive.ok(&["approvals", "--json"]).trim().is_empty(),
+        "no approval waits"
+    );
+    assert!(
+        !hive.ok(&["notifications"]).contains("ddd"),
+        "nothing was told"
+    );
+    // At the limit, it goes in.
+    let v = manager(serde_json::json!({
+        "op": "request_apply_commit", "agent": "alice", "sha": sha,
+        "description": "d".repeat(DESCRIPTION_MAX_BYTES),
+    }));
+    assert_eq!(v["ok"], true, "{v}");
+}

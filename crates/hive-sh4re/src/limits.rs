@@ -28,6 +28,57 @@ pub const ASK_DEFAULT_TTL_SECONDS: u64 = 3600;
 /// Longest an operator question may wait, in seconds (7 days).
 pub const ASK_MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
+/// Longest question the manager may ask the operator, in bytes.
+pub const QUESTION_MAX_BYTES: usize = 8 * 1024;
+/// Most suggested answers one question carries.
+pub const QUESTION_OPTIONS_MAX: usize = 10;
+/// Longest suggested answer, in characters.
+pub const OPTION_MAX_CHARS: usize = 200;
+/// Longest description of an approval (why the manager asks), in bytes.
+pub const DESCRIPTION_MAX_BYTES: usize = 4 * 1024;
+
+/// Checks a question to the operator and its suggested answers (trimmed):
+/// the sentence to answer with when they are not fit to ask.
+pub fn check_question(question: &str, options: &[String]) -> Result<(), String> {
+    if question.is_empty() {
+        return Err("the question is empty: say what you need the operator to decide".into());
+    }
+    if question.len() > QUESTION_MAX_BYTES {
+        return Err(format!(
+            "the question is {} bytes, over the limit of {QUESTION_MAX_BYTES}: ask it shorter and point to a file for the details",
+            question.len()
+        ));
+    }
+    if options.len() > QUESTION_OPTIONS_MAX {
+        return Err(format!(
+            "{} options, more than the {QUESTION_OPTIONS_MAX} a question may suggest: keep the likeliest answers",
+            options.len()
+        ));
+    }
+    if options.iter().any(String::is_empty) {
+        return Err(
+            "an option is empty: give each suggested answer some text, or leave options out".into(),
+        );
+    }
+    if options.iter().any(|o| o.chars().count() > OPTION_MAX_CHARS) {
+        return Err(format!(
+            "an option is over {OPTION_MAX_CHARS} characters: a suggested answer is short, the question carries the detail"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an approval's description: the sentence to answer with when it is too long.
+pub fn check_description(description: &str) -> Result<(), String> {
+    if description.len() > DESCRIPTION_MAX_BYTES {
+        return Err(format!(
+            "the description is {} bytes, over the limit of {DESCRIPTION_MAX_BYTES}: say why in short and put the details in the commit message",
+            description.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Most approvals that may wait at once for the manager to queue another:
 /// each costs the operator's attention and every listing's work.
 pub const PENDING_APPROVALS_MAX: u64 = 100;

@@ -5,7 +5,7 @@
 
 use hive_sh4re::AgentName;
 use hive_sh4re::agent::AgentRequest;
-use hive_sh4re::limits::ASK_MAX_TTL_SECONDS;
+use hive_sh4re::limits::{ASK_MAX_TTL_SECONDS, check_description, check_question};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
@@ -109,7 +109,7 @@ impl HiveTools {
         let name = check_name(&args.name)?;
         let req = AgentRequest::RequestSpawn {
             name,
-            description: non_blank(args.description),
+            description: description(args.description)?,
             node: non_blank(args.node),
         };
         let resp = self.ask(req, &ctx).await?;
@@ -136,7 +136,7 @@ impl HiveTools {
         let req = AgentRequest::RequestApplyCommit {
             agent,
             sha: sha.to_owned(),
-            description: non_blank(args.description),
+            description: description(args.description)?,
         };
         let resp = self.ask(req, &ctx).await?;
         Ok(render::text_or(resp.text, || {
@@ -196,23 +196,25 @@ fn non_blank(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
+/// A description that says something, within its limit.
+fn description(s: Option<String>) -> Result<Option<String>, String> {
+    let d = non_blank(s);
+    if let Some(d) = &d {
+        check_description(d)?;
+    }
+    Ok(d)
+}
+
 /// Validates `ask_operator`'s arguments into the request.
 pub(super) fn check_ask(args: AskArgs) -> Result<AgentRequest, String> {
     let question = args.question.trim();
-    if question.is_empty() {
-        return Err("the question is empty: say what you need the operator to decide".into());
-    }
     let options: Vec<String> = args
         .options
         .unwrap_or_default()
         .iter()
         .map(|o| o.trim().to_owned())
         .collect();
-    if options.iter().any(String::is_empty) {
-        return Err(
-            "an option is empty: give each suggested answer some text, or leave options out".into(),
-        );
-    }
+    check_question(question, &options)?;
     if let Some(ttl) = args.ttl_seconds
         && !(1..=ASK_MAX_TTL_SECONDS).contains(&ttl)
     {
@@ -281,11 +283,28 @@ mod tests {
                 .contains("between 1 and 604800")
         );
         assert!(ask("q", None, Some(ASK_MAX_TTL_SECONDS + 1)).is_err());
+        let long = "q".repeat(hive_sh4re::limits::QUESTION_MAX_BYTES + 1);
+        assert!(
+            ask(&long, None, None)
+                .unwrap_err()
+                .contains("over the limit")
+        );
+        assert!(
+            ask("q", Some(vec!["a"; 11]), None)
+                .unwrap_err()
+                .contains("11 options")
+        );
     }
 
     #[test]
     fn blank_descriptions_are_dropped() {
         assert_eq!(non_blank(Some("  ".into())), None);
         assert_eq!(non_blank(Some(" why ".into())), Some("why".into()));
+        let long = "d".repeat(hive_sh4re::limits::DESCRIPTION_MAX_BYTES + 1);
+        assert!(
+            description(Some(long))
+                .unwrap_err()
+                .contains("over the limit of 4096")
+        );
     }
 }

@@ -402,6 +402,9 @@ impl Hive {
     }
 
     async fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+        if let Some(d) = a.description {
+            hive_sh4re::limits::check_description(d).map_err(Error::refused)?;
+        }
         let id = self.store.add_approval(a).await?;
         self.record_approvals_pending().await;
         self.broker.publish(Change::Approvals);

@@ -26,11 +26,7 @@ impl Hive {
         options: &[String],
         ttl: Option<u64>,
     ) -> Result<String> {
-        if question.trim().is_empty() {
-            return Err(Error::refused(
-                "the question is empty: say what you need the operator to decide",
-            ));
-        }
+        hive_sh4re::limits::check_question(question.trim(), options).map_err(Error::refused)?;
         let ttl = ttl.unwrap_or(ASK_DEFAULT_TTL_SECONDS);
         if ttl == 0 || ttl > ASK_MAX_TTL_SECONDS {
             return Err(Error::refused(format!(
