@@ -145,7 +145,7 @@ impl HiveTools {
     }
 
     #[tool(
-        description = "Schedule a prompt to an agent: at `when` (once, or repeating with every:/cron:) the agent receives `text` as a message from `system` and wakes for it. Use it for reminders, periodic check-ins and follow-ups. A slot missed while the hive was down is delivered once, not replayed. Returns the schedule id; the operator can list and remove schedules."
+        description = "Schedule a prompt to an agent: at `when` (once, or repeating with every:/cron:) the agent receives `text` as a message from `system`, marked `[scheduled by manager]`, and wakes for it. Use it for reminders, periodic check-ins and follow-ups. A slot missed while the hive was down is delivered once, not replayed. Returns the schedule id; the operator can list and remove schedules."
     )]
     async fn schedule(
         &self,

@@ -129,7 +129,8 @@ fn duration_ms(s: &str) -> std::result::Result<i64, DurationError> {
 }
 
 impl Hive {
-    /// Schedules `text` to reach `agent` from `system` at `when`; returns the schedule id.
+    /// Schedules `text` to reach `agent` from `system` at `when` (behind
+    /// `[scheduled by NAME]` when an agent asked); returns the schedule id.
     ///
     /// `by` is `operator` or the agent that asks (the manager); an agent may
     /// schedule only for whom it may send to, and both the target and the
@@ -177,9 +178,15 @@ impl Hive {
         let first = w
             .first(now)
             .ok_or_else(|| Error::refused(format!("{when:?} never fires")))?;
+        // A firing comes from `system`: what an agent (the manager) scheduled
+        // says whose words it is, so it cannot speak as the hive.
+        let text = match AgentName::parse(by) {
+            Ok(creator) => format!("[scheduled by {creator}] {text}"),
+            Err(_) => text.to_owned(),
+        };
         let id = self
             .store
-            .add_schedule(agent.as_str(), when.trim(), text, w.repeating(), first, by)
+            .add_schedule(agent.as_str(), when.trim(), &text, w.repeating(), first, by)
             .await?;
         self.broker.poke(SCHEDULER_KEY);
         self.broker.publish(Change::Agent(agent.to_string()));
