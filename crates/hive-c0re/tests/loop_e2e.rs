@@ -307,5 +307,8 @@ fn the_manager_schedules_a_prompt_through_its_tool() {
     let got = hive.recv_operator(60);
     assert_eq!(got.len(), 1, "{}", hive.log());
     assert_eq!(got[0]["from"], "alice");
-    assert_eq!(got[0]["body"], "got tick from the manager");
+    assert_eq!(
+        got[0]["body"], "got [scheduled by manager] tick from the manager",
+        "what fires says whose words it carries"
+    );
 }
