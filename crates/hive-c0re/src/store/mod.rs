@@ -157,11 +157,13 @@ pub struct Limits {
 
 impl Limits {
     /// How many undelivered messages a mailbox may hold for `sender`'s to go
-    /// in: the operator's go up to the cap, everyone else's stop a tenth short
-    /// of it, so an agent that fills an inbox (the manager's) leaves the
-    /// operator room to steer.
+    /// in: the operator's and the hive's own notices (`system`) go up to the
+    /// cap, an agent's stop a tenth short of it, so an agent that fills an
+    /// inbox (the manager's) leaves room for the operator to steer and for
+    /// the hive to tell of approvals decided, crashes and nodes down. A
+    /// scheduled prompt counts as its creator's.
     pub fn inbox_limit(&self, sender: &str) -> u64 {
-        if sender == hive_sh4re::name::OPERATOR {
+        if hive_sh4re::name::RESERVED.contains(&sender) {
             self.inbox_cap
         } else {
             self.inbox_cap - self.inbox_cap / 10

@@ -97,7 +97,7 @@ impl Store {
         now: i64,
     ) -> Result<Option<i64>> {
         let mut g = self.lock();
-        if g.depth.get(&s.agent).copied().unwrap_or(0) >= self.limits.inbox_cap {
+        if g.depth.get(&s.agent).copied().unwrap_or(0) >= self.limits.inbox_limit(&s.created_by) {
             g.conn.execute(
                 "UPDATE schedules SET next_due = ?1 WHERE id = ?2",
                 params![when_full, s.id],

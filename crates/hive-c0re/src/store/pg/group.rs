@@ -373,7 +373,7 @@ async fn send_batch_on(
 fn insert_sql(notes: bool) -> String {
     let channel = super::wakes::CHANNEL;
     // The limit each sender meets, as `Limits::inbox_limit` says.
-    let operator = hive_sh4re::name::OPERATOR;
+    let [operator, system] = hive_sh4re::name::RESERVED;
     let (noted, event, event_wakes) = if notes {
         (
             ", noted AS (SELECT i.id AS mid, i.recipient AS a, n.k, n.p, \
@@ -401,7 +401,8 @@ fn insert_sql(notes: bool) -> String {
              WHERE i.id NOT IN (SELECT id FROM stored)), \
          ins AS (INSERT INTO messages (id, sender, recipient, body, created_at) \
              SELECT id, s, r, b, $5 FROM ranked \
-             WHERE place <= CASE WHEN s = '{operator}' THEN $6::bigint ELSE $6::bigint - $6::bigint / 10 END ORDER BY id \
+             WHERE place <= CASE WHEN s IN ('{operator}', '{system}') THEN $6::bigint \
+                 ELSE $6::bigint - $6::bigint / 10 END ORDER BY id \
              ON CONFLICT (id) DO NOTHING RETURNING id, recipient), \
          bump AS (UPDATE mailboxes m SET depth = m.depth + c.n \
              FROM (SELECT recipient, count(*) AS n FROM ins GROUP BY recipient) AS c \

@@ -100,8 +100,7 @@ impl PgStore {
             )
             .await?
             .get(0);
-        if u64::try_from(depth).unwrap_or(0) >= self.limits().inbox_limit(hive_sh4re::name::SYSTEM)
-        {
+        if u64::try_from(depth).unwrap_or(0) >= self.limits().inbox_limit(&s.created_by) {
             tx.execute(
                 "UPDATE schedules SET next_due = $1 WHERE id = $2 AND next_due = $3",
                 &[&when_full, &s.id, &s.next_due],

@@ -223,13 +223,19 @@ both! {
         });
         let results: Vec<_> = futures::future::join_all(sends).await.into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 18);
-        let e = s.send("system", "manager", "a node went down").await.unwrap_err();
+        let e = s.send("mallory", "manager", "one more").await.unwrap_err();
         assert!(e.to_string().contains("manager's inbox holds 18 undelivered messages"), "{e}");
-        // The operator still gets through, up to the cap itself.
-        s.send("operator", "manager", "stop what you are doing").await.unwrap();
-        s.send("operator", "manager", "and answer me").await.unwrap();
+        // A scheduled prompt counts as its creator's.
+        s.add_schedule("manager", "every 1h", "by an agent", true, 100, "alice").await.unwrap();
+        s.add_schedule("manager", "every 1h", "by the operator", true, 100, "operator").await.unwrap();
+        let due = s.due_schedules(500).await.unwrap();
+        let by = |who: &str| due.iter().find(|d| d.created_by == who).unwrap();
+        assert_eq!(s.fire_schedule(by("alice"), Some(3_700), 3_700, 500).await.unwrap(), None);
+        assert!(s.fire_schedule(by("operator"), Some(3_700), 3_700, 500).await.unwrap().is_some());
+        // The hive's notices and the operator still get through, up to the cap itself.
+        s.send("system", "manager", "approval #3 was approved").await.unwrap();
         assert!(matches!(
-            s.send("operator", "manager", "once more").await,
+            s.send("operator", "manager", "stop what you are doing").await,
             Err(SendError::InboxFull { cap: 20, .. })
         ));
         assert_eq!(s.inbox_depth("manager").await.unwrap(), 20);
