@@ -323,6 +323,55 @@ exec sleep 100000
     assert!(!target.path().join("planted").exists());
 }
 
+/// `destroy` without `--purge` keeps an agent's state (its transcripts, notes,
+/// credentials) for a later `spawn` of the same name, and frees its uid range.
+/// Under the process runtime the next agent spawned gets that range, owner of
+/// the kept files: it read them, and could plant hooks that run as the old
+/// agent, with its secrets, once the operator brings it back.
+#[test]
+fn the_next_agent_given_a_destroyed_agents_uids_cannot_reach_its_kept_state() {
+    if !root() {
+        return;
+    }
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+try() { if sh -c "$2" >/dev/null 2>&1; then echo "$1 ok"; else echo "$1 denied"; fi; }
+if [ "$HIVE_AGENT_NAME" = bob ]; then
+  {
+    echo "uid $(id -u)"
+    try read 'cat "$HIVE_AGENT_STATE/../../alice/state/notes.md"'
+    try plant 'mkdir -p "$HIVE_AGENT_STATE/../../alice/state/.claude" && touch "$HIVE_AGENT_STATE/../../alice/state/.claude/settings.json"'
+  } > "$S/attack.tmp"
+  mv "$S/attack.tmp" "$S/attack"
+fi
+exec sleep 100000
+"#;
+    let (hive, _bin) = hive_running("process", script, None, vec![]);
+    spawn_running(&hive, "alice");
+    let alice_state = hive.state_dir().join("agents/alice/state");
+    let alice_uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&alice_state).unwrap());
+    let notes = alice_state.join("notes.md");
+    std::fs::write(&notes, "alice's notes").unwrap();
+    std::os::unix::fs::chown(&notes, Some(alice_uid), Some(alice_uid)).unwrap();
+    hive.ok(&["destroy", "alice"]);
+    spawn_running(&hive, "bob");
+    let report = hive.state_dir().join("agents/bob/state/attack");
+    hive.wait_for("bob's attack report", 20, |_| report.exists());
+    let report = std::fs::read_to_string(report).unwrap();
+    eprintln!("{report}");
+    assert!(
+        report.contains(&format!("uid {alice_uid}")),
+        "bob got alice's old uids: {report}"
+    );
+    assert!(report.contains("read denied"), "{report}");
+    assert!(report.contains("plant denied"), "{report}");
+    assert!(!alice_state.join(".claude").exists());
+    // Spawned again, alice has her state back.
+    hive.ok(&["destroy", "bob"]);
+    spawn_running(&hive, "alice");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "alice's notes");
+}
+
 /// The probe a container's harness runs: every connection an agent might try,
 /// as JSON in its state dir. `@...@` are filled in by the test.
 const PROBE: &str = r#"#!/bin/sh

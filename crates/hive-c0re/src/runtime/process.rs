@@ -109,6 +109,21 @@ fn prepare(spec: &LaunchSpec, uid: Option<u32>) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Takes every permission of group and others from a directory (root's,
+/// `<state>/agents/<name>`); nothing to do when it is gone.
+fn close_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        // A root-owned dir in a root-owned dir: nothing can swap it for a link meanwhile.
+        Ok(m) if m.is_dir() => {
+            let mode = m.permissions().mode() & 0o7777;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o077))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Adds search (x) for group and others to a directory's mode.
 fn searchable(dir: &Path) -> std::io::Result<()> {
     let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
@@ -250,6 +265,16 @@ impl Runtime for ProcessRuntime {
 
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
         self.reap_orphans(&spec.name).await?;
+        // The state stays for a later spawn of this name, but the range goes
+        // back to the pool and the next agent given it owns these files: the
+        // way to them closes first (`prepare` opens it for this name's next
+        // launch), and a range whose files stay open is not freed.
+        if let Some(agent_dir) = spec.state_dir.parent() {
+            close_dir(agent_dir).map_err(|source| RuntimeError::Io {
+                what: format!("could not close {} to other agents", agent_dir.display()),
+                source,
+            })?;
+        }
         self.uids.release(spec.uid_base);
         Ok(())
     }
