@@ -107,7 +107,7 @@ async fn handle(
     req: AgentRequest,
 ) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
-    let req = redact_request(hive, req).await?;
+    let req = redact_request(hive, name, req).await?;
     Ok(match req {
         AgentRequest::Config => AgentResponse {
             config: Some(hive.effective_config(name).await?),
@@ -349,13 +349,15 @@ fn harness_events(items: Vec<EventIn>) -> Result<Vec<(EventKind, String)>> {
 }
 
 /// What an agent says is stored and shown to others (messages, its status,
-/// the manager's requests): a secret's value in it becomes `[secret NAME]`.
-/// Events are redacted where every event is stored (`Hive::add_events`).
-async fn redact_request(hive: &Hive, req: AgentRequest) -> Result<AgentRequest> {
+/// the manager's requests): a value of a secret it is given becomes
+/// `[secret NAME]` (only those: `Hive::redactor_for`). Events, which only
+/// the operator reads, are redacted with every value where every event is
+/// stored (`Hive::add_events`).
+async fn redact_request(hive: &Hive, name: &AgentName, req: AgentRequest) -> Result<AgentRequest> {
     if matches!(req, AgentRequest::Events { .. }) {
         return Ok(req);
     }
-    let redactor = hive.redactor().await?;
+    let redactor = hive.redactor_for(name).await?;
     if redactor.is_empty() {
         return Ok(req);
     }

@@ -149,7 +149,7 @@ pub struct Hive {
     api: crate::api_health::ApiHealth,
     /// The secrets' redactor, read from the store on first use after a
     /// change, with the count of changes it was read after.
-    redactor: std::sync::Mutex<(u64, Option<Arc<secrets::Redactor>>)>,
+    redactor: std::sync::Mutex<secrets::Redactors>,
     /// Bumped when a notification is queued: wakes every webhook's delivery task.
     webhook_wake: tokio::sync::watch::Sender<u64>,
     /// The turn slots and the line of agents waiting for one.
@@ -197,7 +197,7 @@ impl Hive {
             sockets,
             inbox_peaks: Default::default(),
             api: Default::default(),
-            redactor: std::sync::Mutex::new((0, None)),
+            redactor: Default::default(),
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),

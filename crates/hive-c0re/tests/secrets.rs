@@ -197,6 +197,55 @@ fn secret_cli_reads_values_from_stdin_and_never_shows_them() {
     assert!(hive.ok(&["secret", "list"]).contains("no secrets"));
 }
 
+/// What an agent says that agents read back (its status, its messages) was
+/// redacted with every stored value, each replaced by `[secret NAME]`: an
+/// agent could test guesses of secrets it never gets (another agent's, the
+/// operator's webhook keys) thousands at a time and read which one hit.
+/// Now only the values it is given are redacted there; the operator's view of
+/// its events still hides every one.
+#[test]
+fn an_agent_cannot_test_guesses_of_secrets_it_is_not_given() {
+    const BOBS: &str = "bobs-token-0004";
+    const HOOK: &str = "hunter2hunter2";
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    set_ok(&hive, "SECRET_TOKEN", Some("alice"), ALICES);
+    set_ok(&hive, "BOB_TOKEN", Some("bob"), BOBS);
+    set_ok(&hive, "WEBHOOK_SLACK_KEY", None, HOOK);
+    let guesses = format!("{BOBS} {HOOK} wrong-guess-0005 {ALICES}");
+    let said = common::agent_call(
+        &hive,
+        "alice",
+        serde_json::json!({"op": "set_status", "text": guesses}),
+    );
+    assert_eq!(said["ok"], true, "{said}");
+    let status = common::agent_call(&hive, "alice", serde_json::json!({"op": "status"}));
+    let shown = status.to_string();
+    assert!(
+        shown.contains(&format!(
+            "{BOBS} {HOOK} wrong-guess-0005 [secret SECRET_TOKEN]"
+        )),
+        "a hit reads as a miss; her own value is still hidden: {shown}"
+    );
+    assert!(
+        !shown.contains("[secret BOB_TOKEN]") && !shown.contains("[secret WEBHOOK"),
+        "{shown}"
+    );
+    // What only the operator reads hides every value still.
+    let r = common::agent_call(
+        &hive,
+        "alice",
+        serde_json::json!({"op": "events", "items": [{"kind": "stderr", "payload": guesses}]}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let events = hive.ok(&["events", "alice", "--json"]);
+    assert!(
+        events.contains("[secret BOB_TOKEN] [secret WEBHOOK_SLACK_KEY] wrong-guess-0005"),
+        "{events}"
+    );
+}
+
 #[test]
 fn secrets_reach_each_agents_claude_and_appear_nowhere_else() {
     if !common::e2e_ready() {

@@ -7,7 +7,9 @@
 //! them), which the harness puts in claude's environment. Everything an agent
 //! reports (events, messages, its status, the manager's requests) passes
 //! [`Redactor::redact`] before it is stored, so a value claude prints is kept
-//! as `[secret NAME]`, whatever the harness did with it.
+//! as `[secret NAME]`, whatever the harness did with it: events (the
+//! operator's to read) with every value, what agents read back with the
+//! agent's own ([`Hive::redactor_for`]).
 
 use std::sync::Arc;
 
@@ -21,6 +23,14 @@ use super::Hive;
 use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
+
+/// The redactors made since the stored values last changed: the hive's
+/// (every value) under "", each agent's (the values it is given) under its name.
+#[derive(Debug, Default)]
+pub struct Redactors {
+    generation: u64,
+    by_agent: std::collections::HashMap<String, Arc<Redactor>>,
+}
 
 /// What redaction looks for: each stored value long enough to redact, with
 /// its name; longest first, so a value that contains another is replaced whole.
@@ -165,29 +175,48 @@ impl Hive {
         Ok(self.store.secrets_for("").await?.remove(name.as_str()))
     }
 
-    /// The redactor for the values stored now (read from the store once per change).
+    /// The redactor for every value stored now (read from the store once per
+    /// change), for what only the operator reads: events, notifications.
     pub async fn redactor(&self) -> Result<Arc<Redactor>> {
+        self.cached_redactor(None).await
+    }
+
+    /// The redactor for what `agent` says that agents read back (messages,
+    /// its status, the manager's requests): only the values it is given.
+    /// Redacting the others' too would tell it which of its guesses is a
+    /// secret it never got; one of its own it knows already.
+    pub async fn redactor_for(&self, agent: &AgentName) -> Result<Arc<Redactor>> {
+        self.cached_redactor(Some(agent)).await
+    }
+
+    async fn cached_redactor(&self, agent: Option<&AgentName>) -> Result<Arc<Redactor>> {
+        let key = agent.map(|a| a.to_string()).unwrap_or_default();
         let generation = {
             let cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
-            if let (_, Some(r)) = &*cached {
+            if let Some(r) = cached.by_agent.get(&key) {
                 return Ok(r.clone());
             }
-            cached.0
+            cached.generation
         };
         // Read without the lock (the store may await); kept only if no
         // change came meanwhile, so a stale set of values is never cached.
-        let r = Arc::new(Redactor::new(self.store.secret_values().await?));
+        let values = match agent {
+            Some(a) => self.secrets_for(a).await?.0.into_iter().collect(),
+            None => self.store.secret_values().await?,
+        };
+        let r = Arc::new(Redactor::new(values));
         let mut cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 == generation {
-            cached.1 = Some(r.clone());
+        if cached.generation == generation {
+            cached.by_agent.insert(key, r.clone());
         }
         Ok(r)
     }
 
-    /// Drops the cached redactor: the stored values changed.
+    /// Drops the cached redactors: the stored values changed.
     pub(super) fn forget_redactor(&self) {
         let mut cached = self.redactor.lock().unwrap_or_else(|p| p.into_inner());
-        *cached = (cached.0.wrapping_add(1), None);
+        cached.generation = cached.generation.wrapping_add(1);
+        cached.by_agent.clear();
     }
 
     /// Forgets the cached redactor and tells watchers the agents' view changed.
