@@ -237,14 +237,24 @@ fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// One line for a chat: what, about whom, the text, and the link.
+/// One line for a chat: what, about whom, the text (quoted), and the link.
 fn chat_line(n: &Notification, link: &str) -> (String, String) {
     let head = match &n.agent {
         // ASCII only: ntfy's Title header carries it.
         Some(a) => format!("{} ({a})", n.kind.title()),
         None => n.kind.title().to_owned(),
     };
-    (head, format!("{}\n{link}", n.text))
+    (head, format!("{}\n{link}", quoted(&n.text)))
+}
+
+/// Each line of a notification's text behind `> `: the text holds an
+/// agent's words, and in a chat, lines of its own that look like another
+/// notification (a title, a link to approve) would pass for the hive's.
+fn quoted(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("> {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A Matrix room id in a path segment.
@@ -325,10 +335,11 @@ pub fn request(hook: &Webhook, n: &Notification, secret: Option<&str>) -> Outgoi
         }
         WebhookFormat::Slack => {
             let (head, _) = chat_line(n, &n.link);
+            // Escaped first: a `>` of the agent's is `&gt;`, only ours quote.
             let text = format!(
                 "*{}*\n{}\n{}",
                 slack_escape(&head),
-                slack_escape(&n.text),
+                quoted(&slack_escape(&n.text)),
                 slack_escape(&n.link)
             );
             Outgoing {
@@ -577,6 +588,17 @@ mod tests {
             if format == WebhookFormat::Slack {
                 let body = String::from_utf8(req.body.clone()).unwrap();
                 assert!(!body.contains("<!channel>") && body.contains("&lt;!channel&gt;"));
+            }
+            if matches!(format, WebhookFormat::Slack | WebhookFormat::Matrix) {
+                // Every line of the agent's text is quoted: none passes for a title or a link of ours.
+                let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+                let shown = v["text"].as_str().or(v["body"].as_str()).unwrap();
+                let lines: Vec<&str> = shown.lines().collect();
+                assert!(lines.contains(&"> X-Injected: 1"), "{format:?}: {shown}");
+                assert!(
+                    lines.iter().all(|l| !l.starts_with("X-Injected")),
+                    "{format:?}: {shown}"
+                );
             }
         }
     }

@@ -210,6 +210,20 @@ fn every_moment_reaches_every_webhook_format_and_a_failed_one_survives_a_restart
         msg["text"].as_str().unwrap().contains("X-Injected"),
         "{msg}"
     );
+    // In a chat, the agent's lines are quoted: none passes for a line of the hive's.
+    for g in received(&recv)
+        .iter()
+        .filter(|g| g.path != "/ntfy" && g.path != "/json" && g.body.contains("X-Injected"))
+    {
+        let v: Value = serde_json::from_str(&g.body).unwrap();
+        let shown = v["text"].as_str().or(v["body"].as_str()).unwrap();
+        for line in shown
+            .lines()
+            .filter(|l| l.contains("X-Injected") || l.contains("bold"))
+        {
+            assert!(line.starts_with("> "), "{}: {shown}", g.path);
+        }
+    }
 
     // A question, with its deadline.
     let t = SystemTime::now();
