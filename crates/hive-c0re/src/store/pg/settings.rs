@@ -86,7 +86,7 @@ impl PgSettings {
 
     /// True when the URL carries a password: serve refuses such a URL on its command line.
     pub fn url_has_password(&self) -> bool {
-        split_url(&self.url)
+        split_settings(&self.url)
             .ok()
             .and_then(|(rest, _)| tokio_postgres::Config::from_str(&rest).ok())
             .is_some_and(|c| c.get_password().is_some())
@@ -94,24 +94,16 @@ impl PgSettings {
 
     /// Resolves everything a connection needs; `env` reads an environment variable.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Resolved> {
-        let (rest, params) = split_url(&self.url)?;
+        let (rest, params) = split_settings(&self.url)?;
         let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
             StoreError::Settings(format!(
                 "the database URL {} does not parse ({e}): write postgres://USER@HOST:PORT/DATABASE",
                 redact(&self.url)
             ))
         })?;
-        // The string's own sslmode comes before PGSSLMODE, as in libpq. A
-        // URL's was taken out above; a key=value string's was read by
-        // tokio-postgres, which knows `disable`, `prefer` (its default) and
-        // `require`: without this, `require` there was weakened to `prefer`
-        // (or to PGSSLMODE), and a man in the middle could strip TLS.
-        let own = params.sslmode.or_else(|| match config.get_ssl_mode() {
-            WireSslMode::Disable => Some("disable".to_owned()),
-            WireSslMode::Require => Some("require".to_owned()),
-            _ => None,
-        });
-        let sslmode = match own.or_else(|| env("PGSSLMODE")) {
+        // The string's own sslmode (taken out above, from a URL or a
+        // key=value string alike) comes before PGSSLMODE, as in libpq.
+        let sslmode = match params.sslmode.or_else(|| env("PGSSLMODE")) {
             Some(s) => SslMode::parse(&s)?,
             None => SslMode::Prefer,
         };
@@ -195,6 +187,22 @@ struct Params {
     sslrootcert: Option<String>,
 }
 
+/// Takes `sslmode` and `sslrootcert` out of a connection string, a URL or
+/// `key=value` pairs, leaving the rest for tokio-postgres.
+fn split_settings(s: &str) -> Result<(String, Params)> {
+    if is_url(s) {
+        split_url(s)
+    } else {
+        Ok(split_key_values(s))
+    }
+}
+
+/// Whether a connection string is a URL (`postgres://...`), not `key=value` pairs.
+fn is_url(s: &str) -> bool {
+    s.split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.contains(|c: char| c.is_whitespace() || c == '='))
+}
+
 /// Takes `sslmode` and `sslrootcert` out of a URL's query (tokio-postgres knows
 /// only three sslmodes and no root file), leaving the rest for tokio-postgres.
 fn split_url(url: &str) -> Result<(String, Params)> {
@@ -255,9 +263,7 @@ fn percent_decode(s: &str) -> Result<String> {
 /// and the rest of a string that does not parse when it names a password.
 pub fn redact(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) if !scheme.contains(|c: char| c.is_whitespace() || c == '=') => {
-            redact_url(scheme, rest)
-        }
+        Some((scheme, rest)) if is_url(url) => redact_url(scheme, rest),
         _ => redact_key_values(url),
     }
 }
@@ -299,12 +305,75 @@ fn names_password(key: &str) -> bool {
         .contains("password")
 }
 
-/// A `key=value ...` connection string with the `password` values hidden,
-/// split by the rules of libpq's (and tokio-postgres's) parser: keys end at
-/// white space or `=`, a value is `'quoted'` or runs to white space, and a
-/// backslash escapes the next character in either.
+/// A `key=value ...` connection string with the `password` values hidden.
 fn redact_key_values(s: &str) -> String {
+    let (pairs, tail) = key_values(s);
     let mut out = String::with_capacity(s.len());
+    for p in &pairs {
+        if p.key == "password" {
+            out.push_str(&s[p.start..p.value_start]);
+            out.push_str(HIDDEN);
+        } else {
+            out.push_str(&s[p.start..p.end]);
+        }
+    }
+    match tail {
+        // Past what parses nothing says where a value ends: hide it all if it names a password.
+        Tail::Unparsed { start, key_start }
+            if s[key_start..].to_ascii_lowercase().contains("password") =>
+        {
+            out.push_str(&s[start..key_start]);
+            out.push_str(HIDDEN);
+        }
+        Tail::Unparsed { start, .. } | Tail::Blank(start) => out.push_str(&s[start..]),
+    }
+    out
+}
+
+/// One `key=value` of a connection string: where it starts (its leading
+/// white space included), its key, where its value starts and where it ends.
+struct Pair<'a> {
+    start: usize,
+    key: &'a str,
+    value_start: usize,
+    end: usize,
+}
+
+impl Pair<'_> {
+    /// The value as libpq reads it: unquoted, each backslash escape taken.
+    fn value(&self, s: &str) -> String {
+        let raw = &s[self.value_start..self.end];
+        let raw = raw
+            .strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .unwrap_or(raw);
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            out.push(if c == '\\' {
+                chars.next().unwrap_or(c)
+            } else {
+                c
+            });
+        }
+        out
+    }
+}
+
+/// What follows a connection string's last pair.
+enum Tail {
+    /// White space from here on.
+    Blank(usize),
+    /// Text that does not parse as a pair, from `start` (its key at `key_start`).
+    Unparsed { start: usize, key_start: usize },
+}
+
+/// The pairs of a `key=value ...` string, split by the rules of libpq's (and
+/// tokio-postgres's) parser: keys end at white space or `=`, a value is
+/// `'quoted'` or runs to white space, and a backslash escapes the next
+/// character in either.
+fn key_values(s: &str) -> (Vec<Pair<'_>>, Tail) {
+    let mut pairs = vec![];
     let mut it = s.char_indices().peekable();
     let at = |it: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
         it.peek().map_or(s.len(), |&(i, _)| i)
@@ -319,34 +388,46 @@ fn redact_key_values(s: &str) -> String {
         {}
         let key = &s[key_start..at(&mut it)];
         if key.is_empty() {
-            out.push_str(&s[start..]);
-            return out;
+            return (pairs, Tail::Blank(start));
         }
         while it.next_if(|&(_, c)| c.is_whitespace()).is_some() {}
+        let mut value_start = 0;
         let parsed = it.next_if(|&(_, c)| c == '=').is_some() && {
             while it.next_if(|&(_, c)| c.is_whitespace()).is_some() {}
+            value_start = at(&mut it);
             value_ends(&mut it)
         };
         if !parsed {
-            // Past what parses nothing says where a value ends: hide it all if it names a password.
-            if s[key_start..].to_ascii_lowercase().contains("password") {
-                out.push_str(&s[start..key_start]);
-                out.push_str(HIDDEN);
-            } else {
-                out.push_str(&s[start..]);
-            }
-            return out;
+            return (pairs, Tail::Unparsed { start, key_start });
         }
-        if key == "password" {
-            let eq = s[key_start..]
-                .find('=')
-                .map_or(s.len(), |i| key_start + i + 1);
-            out.push_str(&s[start..eq]);
-            out.push_str(HIDDEN);
-        } else {
-            out.push_str(&s[start..at(&mut it)]);
+        pairs.push(Pair {
+            start,
+            key,
+            value_start,
+            end: at(&mut it),
+        });
+    }
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a `key=value` string, as
+/// [`split_url`] does out of a URL (tokio-postgres parses only three
+/// sslmodes, and would refuse `verify-full`).
+fn split_key_values(s: &str) -> (String, Params) {
+    let (pairs, tail) = key_values(s);
+    let mut params = Params::default();
+    let mut rest = String::with_capacity(s.len());
+    for p in &pairs {
+        match p.key {
+            "sslmode" => params.sslmode = Some(p.value(s)),
+            "sslrootcert" => params.sslrootcert = Some(p.value(s)),
+            _ => rest.push_str(&s[p.start..p.end]),
         }
     }
+    // What does not parse is left for tokio-postgres to refuse in its words.
+    if let Tail::Unparsed { start, .. } = tail {
+        rest.push_str(&s[start..]);
+    }
+    (rest, params)
 }
 
 /// Takes one connection-string value off `it`: `'quoted'` or up to white
@@ -502,6 +583,36 @@ mod tests {
     }
 
     #[test]
+    fn sslmode_and_root_cert_come_out_of_key_value_pairs() {
+        let s = PgSettings::new(
+            "host=db.example port=6543 user=hive dbname=hive sslmode = verify-full sslrootcert='/etc/hive/my ca.pem' connect_timeout=3",
+        );
+        let r = s.resolve(&env_of(&[("PGSSLMODE", "disable")])).unwrap();
+        assert_eq!(r.sslmode, SslMode::VerifyFull);
+        assert_eq!(r.config.get_ssl_mode(), WireSslMode::Require);
+        assert_eq!(
+            r.root_cert.as_deref(),
+            Some(Path::new("/etc/hive/my ca.pem"))
+        );
+        assert_eq!(r.name, "hive@db.example:6543/hive");
+        let r = PgSettings::new("host=db user=hive dbname=hive sslrootcert=/x\\ y.pem")
+            .resolve(&env_of(&[("PGSSLMODE", "require")]))
+            .unwrap();
+        assert_eq!(
+            r.sslmode,
+            SslMode::Require,
+            "PGSSLMODE when the string has none"
+        );
+        assert_eq!(r.root_cert.as_deref(), Some(Path::new("/x y.pem")));
+        let e = PgSettings::new("host=db sslmode=verify")
+            .resolve(&env_of(&[]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not one of disable"), "{e}");
+    }
+
+    #[test]
     fn password_comes_from_the_config_then_the_environment_then_the_passfile() {
         let dir = tempfile::tempdir().unwrap();
         let pass = dir.path().join("pgpass");
@@ -595,7 +706,7 @@ mod tests {
             ),
             (
                 "host=db password = 'a b\\' c' dbname=hive",
-                "host=db password =<hidden> dbname=hive",
+                "host=db password = <hidden> dbname=hive",
             ),
             ("password=a\\ b host=db", "password=<hidden> host=db"),
             ("host=db password='pw", "host=db <hidden>"),

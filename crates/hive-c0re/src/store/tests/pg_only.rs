@@ -360,6 +360,24 @@ async fn sslmode_is_honoured() {
         matches!(wrong_name, Err(StoreError::Connect { .. })),
         "{wrong_name:?}"
     );
+    // The same, written as key=value pairs (tokio-postgres alone refuses verify-full there).
+    let c = TestCluster::shared();
+    let key_values = |host: &str| {
+        let mut s = PgSettings::new(format!(
+            "host={host} port={} user={OWNER} dbname={} sslmode=verify-full sslrootcert='{}'",
+            c.port(),
+            database(&f),
+            c.ca_cert().display()
+        ));
+        s.password = c.settings(database(&f)).password;
+        s
+    };
+    assert!(encrypted(key_values("localhost")).await.unwrap());
+    let wrong_name = encrypted(key_values("127.0.0.1")).await;
+    assert!(
+        matches!(wrong_name, Err(StoreError::Connect { .. })),
+        "{wrong_name:?}"
+    );
     // (Without sslrootcert the system's roots are used; where there are none, that is refused too.)
     for mode in ["verify-full", "verify-ca"] {
         let untrusted = encrypted(tls_settings(&f, "localhost", &format!("sslmode={mode}"))).await;
@@ -435,6 +453,7 @@ async fn a_man_in_the_middle_cannot_strip_tls_that_the_settings_require() {
         (key_values("require"), None),
         (key_values("require"), Some("disable")),
         (key_values("require"), Some("prefer")),
+        (key_values("verify-full"), Some("disable")),
     ] {
         let got = connect(settings.clone(), env).await;
         assert!(
