@@ -772,3 +772,45 @@ fn a_managers_schedule_says_whose_words_it_carries() {
     let m: Value = serde_json::from_str(got.lines().next().unwrap()).unwrap();
     assert_eq!(m["body"], "stand up");
 }
+
+/// What agents write reaches the operator's terminal through the CLI (`recv`,
+/// `events`, `status`, `questions`...). Printed raw, an escape sequence in it
+/// could clear the screen and draw a fake prompt, hide a line with `\r`, or
+/// set the clipboard (OSC 52) to a command for the operator to paste.
+#[test]
+fn an_agents_words_send_no_escape_sequence_to_the_operators_terminal() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    let evil = "ok\u{1b}[2J\u{1b}[H$ \u{1b}]52;c;cm0gLXJmIH4K\u{7}done\rfake\u{9b}31m";
+    for req in [
+        json!({"op": "send", "to": "operator", "body": evil}),
+        json!({"op": "send", "to": "operator", "body": evil}),
+        json!({"op": "set_status", "text": evil}),
+        json!({"op": "events", "items": [
+            {"kind": "stderr", "payload": evil},
+            {"kind": "stream", "payload": {"type": "assistant", "message": {"model": "<synthetic>", "content": [{"type": "text", "text": evil}]}}},
+        ]}),
+    ] {
+        let r = agent_call(&hive, "alice", req.clone());
+        assert_eq!(r["ok"], true, "{req}: {r}");
+    }
+    let raw = |s: &str| s.chars().any(|c| c.is_control() && c != '\n' && c != '\t');
+    let read = hive.ok(&["recv", "--max", "1"]);
+    assert!(!raw(&read), "recv: {read:?}");
+    assert!(read.contains("ok\\u001b[2J"), "{read:?}");
+    // A script reading JSON gets the very text.
+    let json_line = hive.ok(&["recv", "--json"]);
+    assert!(!raw(&json_line), "recv --json: {json_line:?}");
+    let m: Value = serde_json::from_str(json_line.lines().next().unwrap()).unwrap();
+    assert_eq!(m["body"], evil);
+    for argv in [
+        &["events", "alice"][..],
+        &["events", "alice", "--json"],
+        &["status"],
+        &["status", "--json"],
+        &["notifications"],
+    ] {
+        let out = hive.ok(argv);
+        assert!(!raw(&out), "{argv:?}: {out:?}");
+    }
+}

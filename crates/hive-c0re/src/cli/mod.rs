@@ -504,7 +504,8 @@ pub fn run_client(paths: &Paths, command: Command) -> i32 {
         _ => client_verb(paths, command).map(|()| exit::DONE),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("hive-c0re: {e}");
+        // A refusal may quote what an agent wrote.
+        eprintln!("hive-c0re: {}", output::printable(&e.to_string()));
         e.exit_code()
     })
 }

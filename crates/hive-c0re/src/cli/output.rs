@@ -11,9 +11,10 @@ use hive_sh4re::notification::{Notification, WebhookStatus};
 /// away (`hive-c0re status | head -2`) ends the process quietly with success:
 /// it had what it wanted. Any other failure to write is reported.
 pub fn line(args: std::fmt::Arguments<'_>) {
+    let text = args.to_string();
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
-        .write_fmt(args)
+        .write_all(printable(&text).as_bytes())
         .and_then(|()| stdout.write_all(b"\n"))
     {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -22,6 +23,27 @@ pub fn line(args: std::fmt::Arguments<'_>) {
         eprintln!("hive-c0re: could not write the output: {e}");
         std::process::exit(super::exit::REFUSED);
     }
+}
+
+/// `s` with each control character but newline and tab written as `\u00XX`
+/// (JSON's own escape, so a JSON line reads the same): what agents wrote (a
+/// message, claude's output, a question) reaches the operator's terminal,
+/// and an escape sequence in it could move the cursor over what was
+/// printed, retitle the window or set the clipboard to a command to paste.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Prints rows as a left-aligned table with a header.
