@@ -158,6 +158,8 @@ pub struct Hive {
     flood: flood::Flood,
     /// How many `stats` reports each agent made this minute.
     stats_rate: crate::throttle::PerMinute,
+    /// How many questions each agent asked the operator this minute.
+    questions_rate: crate::throttle::PerMinute,
     /// How many bytes of history each agent's harness reported this minute.
     history_rate: crate::throttle::PerMinute,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
@@ -201,6 +203,9 @@ impl Hive {
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
+            questions_rate: crate::throttle::PerMinute::new(
+                hive_sh4re::limits::QUESTIONS_PER_MINUTE,
+            ),
             history_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE,
             ),
@@ -759,7 +764,8 @@ impl Hive {
     }
 
     /// Drops history past the store's bounds (delivered messages, events,
-    /// figures) and gives the space back; returns how many rows went.
+    /// figures, notifications, ended questions) and gives the space back;
+    /// returns how many rows went.
     pub async fn vacuum(&self) -> Result<usize> {
         let store = self.store.clone();
         let vacuumed = match store {
@@ -769,7 +775,8 @@ impl Hive {
                     let n = store.vacuum_messages()?
                         + store.vacuum_events()?
                         + store.vacuum_stats()?
-                        + store.vacuum_notifications()?;
+                        + store.vacuum_notifications()?
+                        + store.vacuum_questions()?;
                     store.checkpoint()?;
                     Ok(n)
                 })
@@ -781,7 +788,8 @@ impl Hive {
                     Ok(db.vacuum_messages().await?
                         + db.vacuum_events().await?
                         + db.vacuum_stats().await?
-                        + db.vacuum_notifications().await?)
+                        + db.vacuum_notifications().await?
+                        + db.vacuum_questions().await?)
                 }
                 .await
             }

@@ -583,6 +583,32 @@ fn a_managers_questions_and_approval_descriptions_are_bounded() {
         !hive.ok(&["notifications"]).contains("ddd"),
         "nothing was told"
     );
+    // At most so many questions a minute, however short their deadlines.
+    use hive_sh4re::limits::QUESTIONS_PER_MINUTE;
+    let hive_ref = &hive;
+    let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..=QUESTIONS_PER_MINUTE)
+            .map(|i| {
+                s.spawn(move || {
+                    common::agent_call(
+                        hive_ref,
+                        "manager",
+                        serde_json::json!({"op": "ask_operator", "question": format!("q{i}?"), "ttl_seconds": 1}),
+                    )
+                })
+            })
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    let refused: Vec<&serde_json::Value> = answers.iter().filter(|a| a["ok"] == false).collect();
+    assert_eq!(refused.len(), 1, "{answers:?}");
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("questions this minute"),
+        "{refused:?}"
+    );
     // At the limit, it goes in.
     let v = manager(serde_json::json!({
         "op": "request_apply_commit", "agent": "alice", "sha": sha,

@@ -34,6 +34,9 @@ pub const QUESTION_MAX_BYTES: usize = 8 * 1024;
 pub const QUESTION_OPTIONS_MAX: usize = 10;
 /// Longest suggested answer, in characters.
 pub const OPTION_MAX_CHARS: usize = 200;
+/// Most questions the manager may ask the operator a minute: each is a
+/// notification, and a short deadline could otherwise ask without end.
+pub const QUESTIONS_PER_MINUTE: u32 = 10;
 /// Longest description of an approval (why the manager asks), in bytes.
 pub const DESCRIPTION_MAX_BYTES: usize = 4 * 1024;
 

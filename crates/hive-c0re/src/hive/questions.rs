@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hive_sh4re::AgentName;
 use hive_sh4re::host::{Question, QuestionStatus};
-use hive_sh4re::limits::{ASK_DEFAULT_TTL_SECONDS, ASK_MAX_TTL_SECONDS};
+use hive_sh4re::limits::{ASK_DEFAULT_TTL_SECONDS, ASK_MAX_TTL_SECONDS, QUESTIONS_PER_MINUTE};
 
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
@@ -31,6 +31,11 @@ impl Hive {
         if ttl == 0 || ttl > ASK_MAX_TTL_SECONDS {
             return Err(Error::refused(format!(
                 "ttl_seconds must be between 1 and {ASK_MAX_TTL_SECONDS}"
+            )));
+        }
+        if !self.questions_rate.allow(agent.as_str()) {
+            return Err(Error::refused(format!(
+                "{agent} asked the operator {QUESTIONS_PER_MINUTE} questions this minute, the most hive-c0re takes: wait for their answers, or send to operator what can wait"
             )));
         }
         let id = self

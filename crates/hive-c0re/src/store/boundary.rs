@@ -590,6 +590,11 @@ impl Db {
         both!(self, s => s.questions(limit))
     }
 
+    /// Drops ended questions past the age limit or beyond the newest 1,000; returns how many.
+    pub async fn vacuum_questions(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_questions())
+    }
+
     /// Answers a pending question before its deadline; false if it was not pending.
     pub async fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
         both!(self, s => s.answer_question(id, answer))

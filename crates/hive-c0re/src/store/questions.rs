@@ -38,6 +38,9 @@ impl QuestionRow {
 
 const COLUMNS: &str = "id, agent, question, options_json, ttl_seconds, asked_at, deadline, answer, answered_at, cancelled";
 
+/// Ended questions kept (the newest), beside the age limit.
+pub(super) const QUESTIONS_KEEP: i64 = 1000;
+
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QuestionRow> {
     let options: String = r.get(3)?;
     Ok(QuestionRow {
@@ -103,6 +106,38 @@ impl Store {
             "UPDATE questions SET answer = ?1, answered_at = ?2 WHERE id = ?3 AND answer IS NULL AND cancelled = 0 AND deadline > ?2",
             params![answer, now, id],
         )? > 0)
+    }
+
+    /// Drops ended questions (answered, cancelled or past their deadline)
+    /// past the age limit or beyond the newest [`QUESTIONS_KEEP`]; one that
+    /// waits stays. Returns how many.
+    pub fn vacuum_questions(&self) -> Result<usize> {
+        let now = now_ms();
+        let ended = "(answer IS NOT NULL OR cancelled = 1 OR deadline <= ?1)";
+        let mut n = self.delete_chunked(
+            "questions",
+            &format!("{ended} AND COALESCE(answered_at, deadline) < ?2"),
+            params![now, now - self.limits.max_age_ms],
+        )?;
+        let last_kept: Option<i64> = self
+            .lock()
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT id FROM questions WHERE {ended} ORDER BY id DESC LIMIT 1 OFFSET ?2"
+                ),
+                params![now, QUESTIONS_KEEP - 1],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = last_kept {
+            n += self.delete_chunked(
+                "questions",
+                &format!("{ended} AND id < ?2"),
+                params![now, id],
+            )?;
+        }
+        Ok(n)
     }
 
     /// Cancels a pending question; false if it was not pending.

@@ -3,9 +3,10 @@
 
 use tokio_postgres::Row;
 
-use super::PgStore;
 use super::wakes::{CHANNEL, question_payload, question_prefix};
+use super::{PgStore, delete_chunked, vacuum_unlock};
 use crate::clock::now_ms;
+use crate::store::questions::QUESTIONS_KEEP;
 use crate::store::{QuestionRow, Result};
 
 const COLUMNS: &str = "id, agent, question, options_json, ttl_seconds, asked_at, deadline, answer, answered_at, cancelled";
@@ -94,6 +95,49 @@ impl PgStore {
             .query(&st, &[&answer, &now_ms(), &id, &payload])
             .await?
             .is_empty())
+    }
+
+    /// Drops ended questions past the age limit or beyond the newest
+    /// `QUESTIONS_KEEP` (as the sqlite store does); one that waits stays. One node at a time.
+    pub async fn vacuum_questions(&self) -> Result<usize> {
+        let now = now_ms();
+        let cutoff = now - self.limits.max_age_ms;
+        let Some(client) = self.vacuum_lock().await? else {
+            return Ok(0);
+        };
+        let c = &client;
+        let ended = "(answer IS NOT NULL OR cancelled OR deadline <= $1)";
+        let result: Result<usize> = async {
+            let mut n = delete_chunked(
+                c,
+                "questions",
+                &format!("{ended} AND COALESCE(answered_at, deadline) < $2"),
+                &[&now, &cutoff],
+            )
+            .await?;
+            let last_kept: Option<i64> = c
+                .query_opt(
+                    &format!(
+                        "SELECT id FROM questions WHERE {ended} ORDER BY id DESC LIMIT 1 OFFSET $2"
+                    ),
+                    &[&now, &(QUESTIONS_KEEP - 1)],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if let Some(id) = last_kept {
+                n += delete_chunked(
+                    c,
+                    "questions",
+                    &format!("{ended} AND id < $2"),
+                    &[&now, &id],
+                )
+                .await?;
+            }
+            Ok(n)
+        }
+        .await;
+        vacuum_unlock(client, &result).await;
+        result
     }
 
     /// Cancels a pending question; false if it was not pending.

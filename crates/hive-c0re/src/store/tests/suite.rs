@@ -787,6 +787,22 @@ both! {
         assert_eq!(bytes(&s.events_since("a", 0, 100).await.unwrap()), 300);
     }
 
+    async fn vacuum_keeps_waiting_questions_and_the_newest_ended(f) {
+        let s = f.open().await;
+        let waiting = s.add_question("manager", "still open?", &[], 3600).await.unwrap();
+        let mut ended = vec![];
+        for i in 0..1002 {
+            let id = s.add_question("manager", &format!("q{i}"), &[], 3600).await.unwrap();
+            assert!(s.answer_question(id, "yes").await.unwrap());
+            ended.push(id);
+        }
+        assert_eq!(s.vacuum_questions().await.unwrap(), 2);
+        let left: Vec<i64> = s.questions(5000).await.unwrap().iter().map(|q| q.id).collect();
+        assert_eq!(left[0], waiting, "one that waits stays");
+        assert_eq!(&left[1..], &ended[2..]);
+        assert_eq!(s.vacuum_questions().await.unwrap(), 0);
+    }
+
     async fn stats_are_read_per_agent_or_all(f) {
         let s = f.open().await;
         s.add_stats("a", &[("cost_usd", 0.25), ("turns", 1.0)]).await.unwrap();
