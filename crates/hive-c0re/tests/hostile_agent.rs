@@ -729,6 +729,13 @@ fn an_agent_filling_an_inbox_leaves_the_operator_room_to_steer() {
     assert_eq!(inbox_depth(&hive, "bob"), 20);
 }
 
+/// Waits for a scheduled prompt in `agent`'s inbox and takes it.
+fn next_fired(hive: &TestHive, agent: &str) -> Value {
+    hive.wait_for("the schedule to fire", 20, |h| inbox_depth(h, agent) > 0);
+    let got = hive.ok(&["recv", "--as", agent, "--json"]);
+    serde_json::from_str(got.lines().next().unwrap()).unwrap()
+}
+
 /// A schedule fires as a message from `system`, the sender of the hive's own
 /// notices (an approval decided, a node down): the manager's schedules put
 /// its words there verbatim, so it could speak as the hive to any agent.
@@ -746,30 +753,12 @@ fn a_managers_schedule_says_whose_words_it_carries() {
         json!({"op": "schedule", "agent": "alice", "when": "1s", "text": forged}),
     );
     assert_eq!(r["ok"], true, "{r}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while inbox_depth(&hive, "alice") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the schedule never fired"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let got = hive.ok(&["recv", "--as", "alice", "--json"]);
-    let m: Value = serde_json::from_str(got.lines().next().unwrap()).unwrap();
+    let m = next_fired(&hive, "alice");
     assert_eq!(m["from"], "system");
     assert_eq!(m["body"], format!("[scheduled by manager] {forged}"));
     // The operator's own schedules are the hive's word, as before.
     hive.ok(&["schedule", "add", "alice", "1s", "stand up"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while inbox_depth(&hive, "alice") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the schedule never fired"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let got = hive.ok(&["recv", "--as", "alice", "--json"]);
-    let m: Value = serde_json::from_str(got.lines().next().unwrap()).unwrap();
+    let m = next_fired(&hive, "alice");
     assert_eq!(m["body"], "stand up");
 }
 
