@@ -131,6 +131,16 @@ function budgetLine(over, p) {
 
 /** The rows of one event. */
 export function renderEvent(ev) {
+  // A stream line is whatever JSON the agent's harness reported: one that
+  // breaks the renderer shows raw, and never takes the terminal down with it.
+  try {
+    return rowsOf(ev);
+  } catch {
+    return [row(ev, 'dim', `${ev.kind} ${clip(JSON.stringify(ev.payload ?? null), 300)}`)];
+  }
+}
+
+function rowsOf(ev) {
   const p = ev.payload ?? {};
   switch (ev.kind) {
     case KIND.stream:
@@ -202,7 +212,10 @@ export function turnFacts(prev, ev) {
     return { ...prev, end: ev.ts, duration_ms: p.duration_ms ?? prev.duration_ms, exit: p.exit_code ?? p.exit ?? prev.exit, exit_class: p.exit_class };
   }
   if (ev.kind === KIND.stream && p.type === 'result') {
-    return { ...prev, end: prev.end ?? ev.ts, duration_ms: prev.duration_ms ?? p.duration_ms, outcome: p.is_error ? 'error' : p.subtype };
+    // claude's result line, as the harness reported it: only figures and words are taken.
+    const ms = Number.isFinite(p.duration_ms) ? p.duration_ms : undefined;
+    const subtype = typeof p.subtype === 'string' ? p.subtype : undefined;
+    return { ...prev, end: prev.end ?? ev.ts, duration_ms: prev.duration_ms ?? ms, outcome: p.is_error ? 'error' : subtype };
   }
   return prev;
 }

@@ -117,6 +117,32 @@ test('a turn that did not finish says why in the terminal', async () => {
   await page.locator('#rows .row[data-kind=turn_end]', { hasText: 'failure' }).last().waitFor();
 });
 
+test('a stream line the renderer cannot read shows raw and takes nothing else down', async () => {
+  // Stream payloads are whatever JSON the agent's harness reports: these broke
+  // the renderer, which lost their batch live and, on load, the whole terminal.
+  const errors = [];
+  const onError = (e) => errors.push(e.message);
+  page.on('pageerror', onError);
+  const bad = [
+    { type: 'assistant', message: { content: 'x' } },
+    { type: 'assistant', message: { content: [null] } },
+    { type: 'user', message: { content: {} } },
+    { type: 'user', message: { content: [{ type: 'tool_result', content: [null] }] } },
+    { type: 'result', subtype: { x: 1 }, duration_ms: 'soon' },
+  ];
+  const said = (text) => ({ kind: 'stream', payload: { type: 'assistant', message: { content: [{ type: 'text', text }] } } });
+  await sock.call({ op: 'events', items: [...bad.map((payload) => ({ kind: 'stream', payload })), said('after the odd lines, live')] });
+  await page.locator('#rows .row', { hasText: 'after the odd lines, live' }).waitFor();
+  await page.locator('#rows .row.dim', { hasText: '"content":"x"' }).waitFor();
+  // Loaded with the page, as history: the terminal still fills, and live rows still come.
+  await page.reload();
+  await page.locator('#rows .row', { hasText: 'after the odd lines, live' }).waitFor();
+  await sock.call({ op: 'events', items: [said('and one more after a reload')] });
+  await page.locator('#rows .row', { hasText: 'and one more after a reload' }).waitFor();
+  page.off('pageerror', onError);
+  assert.deepEqual(errors, []);
+});
+
 /** Text of the page's own UI (not messages, statuses or the terminal's event text) with emoji in it. */
 const emojiInUi = () => page.evaluate(() => {
   const skip = '.msg .body, .status-text, #rows, pre.diff, .xterm, .feed-text, .need-text, .crash-tail';
