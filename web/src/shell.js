@@ -36,6 +36,16 @@ export function mountShell(panel, name) {
   let fit = null;
   let ws = null;
 
+  function openWebLink(uri) {
+    let url;
+    try {
+      url = new URL(uri);
+    } catch {
+      return;
+    }
+    if (url.protocol === 'http:' || url.protocol === 'https:') window.open(url.href, '_blank', 'noopener,noreferrer');
+  }
+
   const setStatus = (text, cls = 'dim') => {
     status.textContent = text;
     status.className = `shell-status ${cls}`;
@@ -51,6 +61,10 @@ export function mountShell(panel, name) {
       fontSize: 13,
       scrollback: 5000,
       theme: { background: '#0a0c10' },
+      // What the shell prints is the agent's (a file it wrote, a process it
+      // named), links included (OSC 8): only a web page opens, in a tab of
+      // its own with no way back to this one; any other scheme does nothing.
+      linkHandler: { activate: (_event, uri) => openWebLink(uri) },
     });
     fit = new FitAddon();
     term.loadAddon(fit);

@@ -191,6 +191,37 @@ test('resizing the page resizes the PTY', async () => {
   await page.close();
 });
 
+test('a link the agent prints opens only as a web page, in a tab of its own', async () => {
+  const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
+  const refused = cspViolations(page);
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+  const popups = [];
+  page.context().on('page', (p) => popups.push(p));
+  await openShell(page);
+  // OSC 8 links, as a file the agent wrote would hold them (the web one on loopback: nothing leaves the host).
+  await typeLine(page, String.raw`printf '\033]8;;javascript:alert(1)\033\\JSLINK\033]8;;\033\\\n\033]8;;http://127.0.0.1:9/x\033\\WEBLINK\033]8;;\033\\\n'`);
+  const cell = (text) => page.locator('#shell-term .xterm-rows span', { hasText: text }).last();
+  // Clicked where it shows, clear of the page's sticky header.
+  const click = async (text) => {
+    await cell(text).evaluate((el) => el.scrollIntoView({ block: 'center' }));
+    const box = await cell(text).boundingBox();
+    await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+  };
+  await cell('WEBLINK').waitFor();
+  await click('JSLINK');
+  await sleep(500);
+  assert.deepEqual(dialogs, [], 'a javascript: link asks nothing and runs nothing');
+  assert.equal(popups.length, 0, 'a javascript: link opens nothing');
+  await click('WEBLINK');
+  await until(() => popups.length === 1, 'the web link to open a tab');
+  await until(() => popups[0].url().startsWith('http://127.0.0.1:9/x') || popups[0].url().startsWith('chrome-error://'), 'the tab to go to the link');
+  assert.equal(await popups[0].evaluate(() => window.opener).catch(() => null), null, 'the tab has no way back to the dashboard');
+  assert.deepEqual(dialogs, []);
+  assert.deepEqual(refused, []);
+  await page.close();
+});
+
 /** A WebSocket handshake by hand; resolves with the HTTP status (101 when upgraded). */
 function handshake({ token, origin, cookie, query = '' } = {}) {
   return new Promise((resolve, reject) => {
