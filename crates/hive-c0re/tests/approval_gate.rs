@@ -616,3 +616,31 @@ fn a_managers_questions_and_approval_descriptions_are_bounded() {
     }));
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// The manager writes agent.toml, and bidi controls in a comment or a string
+/// (Trojan Source) made the diff the operator approves read otherwise than
+/// what deploys: here a comment that shows as `allowed_tools = ["Bash"]`
+/// reversed, or the reverse. Each such character is written out in the diff.
+#[test]
+fn a_bidi_control_in_a_requested_config_is_shown_in_its_diff() {
+    let hive = hive_with_alice();
+    let sha = commit(
+        &hive,
+        "alice",
+        |t| format!("{t}# \u{202E}\"]hsaB\"[ = sloot_dewolla\u{202C}\n"),
+        "looks harmless",
+    );
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
+    for shown in [
+        hive.ok(&["approvals", "show", &id]),
+        hive.ok(&["approvals", "--json"]),
+    ] {
+        assert!(!shown.contains('\u{202E}'), "{shown}");
+        assert!(
+            shown.contains("⟨U+202E⟩\"]hsaB\"[ = sloot_dewolla⟨U+202C⟩")
+                || !shown.contains("sloot"),
+            "{shown}"
+        );
+    }
+    assert!(hive.ok(&["approvals", "show", &id]).contains("⟨U+202E⟩"));
+}

@@ -815,10 +815,34 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
     let diff = similar::TextDiff::configure()
         .timeout(std::time::Duration::from_secs(1))
         .diff_lines(deployed, requested);
-    diff.unified_diff()
-        .context_radius(3)
-        .header("deployed/agent.toml", "requested/agent.toml")
-        .to_string()
+    visible(
+        &diff
+            .unified_diff()
+            .context_radius(3)
+            .header("deployed/agent.toml", "requested/agent.toml")
+            .to_string(),
+    )
+}
+
+/// `text` with each character that shows nothing or reorders what follows
+/// (bidi controls, zero-width ones) written as `⟨U+202E⟩`: the manager
+/// writes agent.toml, and such characters in a string or a comment would
+/// make the diff the operator approves read otherwise than what deploys.
+fn visible(text: &str) -> String {
+    let hidden = |c: char| {
+        matches!(c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden(c) {
+            out.push_str(&format!("⟨U+{:04X}⟩", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
@@ -867,5 +891,15 @@ mod tests {
         );
         assert!(d.contains("-model = \"haiku\"\n+model = \"opus\"\n"), "{d}");
         assert!(config_diff("a = 1\n", "a = 1\n").starts_with("no change"));
+        // A bidi override cannot make a line read otherwise than it deploys.
+        let d = config_diff(
+            "model = \"haiku\"\n",
+            "model = \"haiku\" # \u{202E}\"]hsaB\"[ = sloot_dewolla\u{202C}\nx = \"\u{200B}\"\n",
+        );
+        assert!(
+            d.contains("# ⟨U+202E⟩\"]hsaB\"[ = sloot_dewolla⟨U+202C⟩"),
+            "{d}"
+        );
+        assert!(d.contains("x = \"⟨U+200B⟩\""), "{d}");
     }
 }
