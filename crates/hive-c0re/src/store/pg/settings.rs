@@ -139,7 +139,10 @@ impl PgSettings {
             }
         }
         config.application_name("hive-c0re");
-        config.connect_timeout(std::time::Duration::from_secs(10));
+        // The string's own `connect_timeout` stands; without one a dead host is given 10 s.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
         // A peer that vanished (a cut link) is found out within a minute, not
         // hours: an idle connection by keepalives (30 s, then 3 probes 10 s
         // apart), one waiting on a reply by the kernel giving up on unacked
@@ -595,6 +598,11 @@ mod tests {
             Some(Path::new("/etc/hive/my ca.pem"))
         );
         assert_eq!(r.name, "hive@db.example:6543/hive");
+        assert_eq!(
+            r.config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(3)),
+            "the rest goes to tokio-postgres, and stands"
+        );
         let r = PgSettings::new("host=db user=hive dbname=hive sslrootcert=/x\\ y.pem")
             .resolve(&env_of(&[("PGSSLMODE", "require")]))
             .unwrap();
