@@ -213,7 +213,10 @@ impl Store {
                 .conn
                 .query_row(
                     "SELECT id FROM events WHERE agent = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-                    params![agent, self.limits.events_keep as i64],
+                    params![
+                        agent,
+                        i64::try_from(self.limits.events_keep).unwrap_or(i64::MAX)
+                    ],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -251,7 +254,7 @@ impl Store {
                     "SELECT id FROM (SELECT id, {RUNNING_BYTES} FROM events \
                      WHERE agent = ?1 AND id <= ?2) WHERE total > ?3 ORDER BY id DESC LIMIT 1"
                 ),
-                params![agent, newest, target as i64],
+                params![agent, newest, i64::try_from(target).unwrap_or(i64::MAX)],
                 |r| r.get(0),
             )
             .optional()?;

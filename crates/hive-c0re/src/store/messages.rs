@@ -446,7 +446,7 @@ impl Store {
                 .conn
                 .query_row(
                     "SELECT id FROM messages WHERE recipient = ?1 AND delivered_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?2",
-                    params![r, self.limits.delivered_keep as i64],
+                    params![r, i64::try_from(self.limits.delivered_keep).unwrap_or(i64::MAX)],
                     |row| row.get(0),
                 )
                 .optional()?;

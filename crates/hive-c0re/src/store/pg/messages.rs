@@ -429,7 +429,7 @@ impl PgStore {
     /// Undelivered messages are never dropped. One node at a time.
     pub async fn vacuum_messages(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let keep = self.limits.delivered_keep as i64;
+        let keep = i64::try_from(self.limits.delivered_keep).unwrap_or(i64::MAX);
         let Some(client) = self.vacuum_lock().await? else {
             return Ok(0);
         };

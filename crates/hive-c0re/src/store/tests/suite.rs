@@ -757,6 +757,19 @@ both! {
         assert_eq!(s.events_since("b", 0, 10).await.unwrap().len(), 2);
     }
 
+    async fn caps_past_i64_keep_everything(f) {
+        // u64::MAX read as a signed SQL integer was -1: an OFFSET of none, which dropped all.
+        let s = f
+            .open_with(Limits { events_keep: u64::MAX, delivered_keep: u64::MAX, events_keep_bytes: u64::MAX, ..Limits::default() })
+            .await;
+        s.add_events("a", &vec![("stream".to_owned(), "{}".to_owned()); 3]).await.unwrap();
+        s.send("operator", "a", "1").await.unwrap();
+        s.recv("a", 10).await.unwrap();
+        assert_eq!(s.vacuum_events().await.unwrap(), 0);
+        assert_eq!(s.vacuum_messages().await.unwrap(), 0);
+        assert_eq!(s.events_since("a", 0, 10).await.unwrap().len(), 3);
+    }
+
     async fn vacuum_keeps_each_agents_newest_history_within_its_byte_budget(f) {
         // 1,000 bytes a history: once over, down to 900.
         let s = f.open_with(Limits { events_keep_bytes: 1000, ..Limits::default() }).await;
