@@ -13,8 +13,12 @@
 //!
 //! - one call at a time, each of the store calls a host.sock send to an
 //!   agent makes, p50/p99.
+//! - the vacuum's byte budget on a history over it: how long the trim
+//!   takes, how long a send made meanwhile waited at most, and what the
+//!   next vacuum costs when nothing new came.
 //!
-//! `-- NAME` runs only the parts whose name holds NAME (`send`, `one`, `events`, `wake`).
+//! `-- NAME` runs only the parts whose name holds NAME (`send`, `one`,
+//! `events`, `wake`, `trim`).
 
 use std::time::{Duration, Instant};
 
@@ -108,6 +112,56 @@ async fn event_ingest(db: &Db) -> f64 {
         .len();
     assert_eq!(stored - before, EVENT_BATCHES * EVENT_BATCH);
     rate
+}
+
+/// Events of about 2 KB, and the budget a history of them goes past.
+const TRIM_EVENTS: usize = 40_000;
+const TRIM_BUDGET: u64 = 64 * 1024 * 1024;
+
+fn trim_limits() -> Limits {
+    Limits {
+        events_keep_bytes: TRIM_BUDGET,
+        ..limits()
+    }
+}
+
+/// Fills one history past the byte budget, then times the vacuum that trims
+/// it while another task sends one message at a time. (events dropped, the
+/// trim's time, the slowest send meanwhile, the next vacuum's time).
+async fn history_trim(db: &Db) -> (usize, Duration, Duration, Duration) {
+    let payload = format!("\"{}\"", "x".repeat(2000));
+    let batch: Vec<(String, String)> = vec![("stream".to_owned(), payload); 500];
+    for _ in 0..TRIM_EVENTS / batch.len() {
+        db.add_events("big", &batch).await.unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (db, stop) = (db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t = Instant::now();
+                db.send("operator", "bystander", "meanwhile").await.unwrap();
+                slowest = slowest.max(t.elapsed());
+            }
+            slowest
+        })
+    };
+    // Off the runtime's threads, as the daemon runs its vacuum.
+    let vacuum = |db: Db| {
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let n = tokio::runtime::Handle::current()
+                .block_on(db.vacuum_events())
+                .unwrap();
+            (n, t.elapsed())
+        })
+    };
+    let (dropped, trim) = vacuum(db.clone()).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let slowest = sender.await.unwrap();
+    let (_, again) = vacuum(db.clone()).await.unwrap();
+    (dropped, trim, slowest, again)
 }
 
 /// One call at a time, as one host.sock client's send to an agent makes
@@ -215,6 +269,25 @@ fn main() {
             println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, PostgreSQL: {events} events, {rate:.0} events/s   (goal >= 50000)");
             let rate = event_ingest(&sqlite).await;
             println!("event ingest, {AGENTS} agents x {EVENT_BATCH} per batch, sqlite:     {events} events, {rate:.0} events/s");
+        }
+        if run("trim") {
+            let resolved = cluster
+                .settings(&cluster.database().await)
+                .resolve(&|_| None)
+                .unwrap();
+            let pg = Db::Postgres(PgStore::open(resolved, trim_limits()).await.unwrap());
+            let sqlite = Db::open_sqlite(&dir.path().join("trim.db"), trim_limits()).unwrap();
+            for (label, db) in [("PostgreSQL", &pg), ("sqlite", &sqlite)] {
+                let (dropped, trim, slowest, again) = history_trim(db).await;
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                println!(
+                    "history trim, {label}: {TRIM_EVENTS} events of 2 KB past a {} MiB budget: {dropped} dropped in {:.0} ms, a send meanwhile waited at most {:.1} ms; the next vacuum (nothing new) {:.1} ms",
+                    TRIM_BUDGET >> 20,
+                    ms(trim),
+                    ms(slowest),
+                    ms(again),
+                );
+            }
         }
         if run("wake") {
             // A second node: its own pool and listener on the same database.

@@ -28,12 +28,6 @@ pub(super) const INSERT_EVENT: &str =
 const LAST_TURN: &str = "FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
      ORDER BY id DESC LIMIT 1";
 
-/// The sum of an agent's event payload sizes, newest first, in a window
-/// (`octet_length` reads a value's size, not the value: sqlite and
-/// PostgreSQL both skip loading it).
-pub(super) const RUNNING_BYTES: &str =
-    "SUM(octet_length(payload_json)) OVER (ORDER BY id DESC) AS total";
-
 /// What the vacuum knows of each agent's history: through which event id it
 /// looked, and an upper bound of the payload bytes up to there. A history
 /// under its budget then costs a look at its new events only; the newest
@@ -229,35 +223,47 @@ impl Store {
         Ok(n)
     }
 
-    /// Drops the oldest events of `agent` while its payloads pass the byte budget.
+    /// Drops the oldest events of `agent` while its payloads pass the byte
+    /// budget. Its events are read a chunk at a time (`octet_length` reads a
+    /// value's size, not the value), each under the lock on its own, so
+    /// sends wait for one chunk at most, not a whole history.
     fn trim_history(&self, agent: &str) -> Result<usize> {
+        const CHUNK: i64 = 2000;
         let budget = self.limits.events_keep_bytes;
-        let (through, bound) = self.history_sizes.get(agent);
-        let (added, newest): (i64, Option<i64>) = self.lock().conn.query_row(
-            "SELECT COALESCE(SUM(octet_length(payload_json)), 0), MAX(id) FROM events \
-             WHERE agent = ?1 AND id > ?2",
-            params![agent, through],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let newest = newest.unwrap_or(through);
-        let bound = bound.saturating_add(added.max(0) as u64);
+        let (mut newest, mut bound) = self.history_sizes.get(agent);
+        loop {
+            let sizes = self.event_sizes(agent, "id > ?2 ORDER BY id", newest, CHUNK)?;
+            for (id, bytes) in &sizes {
+                newest = *id;
+                bound = bound.saturating_add(*bytes);
+            }
+            if (sizes.len() as i64) < CHUNK {
+                break;
+            }
+            Self::make_way();
+        }
         if bound <= budget {
             self.history_sizes.set(agent, newest, bound);
             return Ok(0);
         }
+        // Newest first, until the sum passes the target: that event and all before it go.
         let target = trim_target(budget);
-        let cut: Option<i64> = self
-            .lock()
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT id FROM (SELECT id, {RUNNING_BYTES} FROM events \
-                     WHERE agent = ?1 AND id <= ?2) WHERE total > ?3 ORDER BY id DESC LIMIT 1"
-                ),
-                params![agent, newest, i64::try_from(target).unwrap_or(i64::MAX)],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let (mut total, mut before, mut cut) = (0u64, newest.saturating_add(1), None);
+        while cut.is_none() {
+            let sizes = self.event_sizes(agent, "id < ?2 ORDER BY id DESC", before, CHUNK)?;
+            for (id, bytes) in &sizes {
+                total = total.saturating_add(*bytes);
+                if total > target {
+                    cut = Some(*id);
+                    break;
+                }
+                before = *id;
+            }
+            if (sizes.len() as i64) < CHUNK {
+                break;
+            }
+            Self::make_way();
+        }
         let n = match cut {
             Some(id) => {
                 self.delete_chunked("events", "agent = ?1 AND id <= ?2", params![agent, id])?
@@ -267,6 +273,25 @@ impl Store {
         // What is left through `newest` sums to the target at most.
         self.history_sizes.set(agent, newest, target);
         Ok(n)
+    }
+
+    /// Up to `limit` (id, payload bytes) of `agent`'s events, by `order`
+    /// (a condition on `id` against `from`, and an ORDER BY).
+    fn event_sizes(
+        &self,
+        agent: &str,
+        order: &str,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, u64)>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT id, octet_length(payload_json) FROM events WHERE agent = ?1 AND {order} LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![agent, from, limit], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Forgets every event of a purged agent.

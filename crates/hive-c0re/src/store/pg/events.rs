@@ -7,10 +7,14 @@ use tokio_postgres::Row;
 
 use super::{EVENTS_CLASS, PgStore, delete_chunked, group, vacuum_unlock, wakes};
 use crate::clock::now_ms;
-use crate::store::events::{RUNNING_BYTES, trim_target};
+use crate::store::events::trim_target;
 use crate::store::{EventRow, Result, StoreError, Tail};
 
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
+
+/// The sum of an agent's event payload sizes, newest first, in a window
+/// (`octet_length` of a stored value reads no more than its header).
+const RUNNING_BYTES: &str = "SUM(octet_length(payload_json)) OVER (ORDER BY id DESC) AS total";
 
 /// The agent's (`$1`) newest turn event, after `SELECT columns`.
 const LAST_TURN: &str = "FROM events WHERE agent = $1 AND kind IN ('turn_start', 'turn_end') \
