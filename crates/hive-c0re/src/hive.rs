@@ -147,8 +147,8 @@ pub struct Hive {
     naps: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
     /// The model API's health: agents' API trouble and the hive-wide backoff.
     api: crate::api_health::ApiHealth,
-    /// The secrets' redactor, read from the store on first use after a
-    /// change, with the count of changes it was read after.
+    /// The secrets' redactors (the hive's, each agent's), read from the
+    /// store on first use after a change.
     redactor: std::sync::Mutex<secrets::Redactors>,
     /// Bumped when a notification is queued: wakes every webhook's delivery task.
     webhook_wake: tokio::sync::watch::Sender<u64>,
@@ -695,17 +695,16 @@ impl Hive {
     /// Stores what an agent's harness reports, up to
     /// [`HISTORY_BYTES_PER_MINUTE`](hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE):
     /// past it the rest of the minute's reports are dropped and the first
-    /// drop is noted in the agent's history. False when these were dropped.
+    /// drop is noted in the agent's history.
     pub async fn add_harness_events(
         &self,
         agent: &AgentName,
         items: &[(EventKind, String)],
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let bytes = items.iter().map(|(_, p)| p.len() as u64).sum();
         match self.history_rate.take(agent.as_str(), bytes) {
             crate::throttle::Take::Taken => {
                 self.add_events(agent, items).await?;
-                Ok(true)
             }
             crate::throttle::Take::Refused { first } => {
                 if first {
@@ -718,9 +717,9 @@ impl Hive {
                     )
                     .await?;
                 }
-                Ok(false)
             }
         }
+        Ok(())
     }
 
     /// Records one event of the agent, as hive-c0re saw it.
