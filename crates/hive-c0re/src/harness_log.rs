@@ -79,16 +79,20 @@ pub fn rotate_if_larger(log: &Path, max: u64) -> io::Result<bool> {
 mod tests {
     use super::*;
 
+    /// The harness's own descriptor on `log`: append-only, opened before any rotation.
+    fn harness_writer(log: &Path) -> fs::File {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap()
+    }
+
     #[test]
     fn a_large_log_moves_to_the_previous_one_and_the_writer_goes_on_at_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("harness.log");
-        // The harness's own descriptor: append-only, opened before the rotation.
-        let mut writer = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let mut writer = harness_writer(&log);
         writer.write_all(&vec![b'a'; 2000]).unwrap();
         assert!(!rotate_if_larger(&log, 4096).unwrap(), "small logs stay");
         writer.write_all(&vec![b'b'; 3000]).unwrap();
@@ -112,11 +116,7 @@ mod tests {
     fn a_log_grown_to_64_gib_of_holes_costs_the_copy_its_bound_only() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("harness.log");
-        let mut writer = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let mut writer = harness_writer(&log);
         writer.write_all(b"before\n").unwrap();
         // What an agent can make its harness do to its own stdout.
         writer.set_len(64 << 30).unwrap();
