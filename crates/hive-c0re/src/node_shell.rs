@@ -19,8 +19,17 @@
 //! The channel is plain TCP, as the dashboard listener is: the ticket is
 //! good once and only for 30 s, but the shell's bytes are readable on the
 //! way. Run nodes on a network you trust, or through a tunnel.
+//!
+//! A relay never waits on a home node that is gone: the asking end probes
+//! the connection (TCP keepalive) and drops it when what it sent stays
+//! unacknowledged or unread for [`UNANSWERED`] (a cut link, a node that
+//! stopped reading), and it ends the shell with a sentence once the home
+//! node's heartbeats stop (a node hung or stopped, whose kernel still
+//! answers for it).
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use hive_sh4re::shell::{Frame, HEADER_BYTES};
@@ -47,6 +56,29 @@ pub fn path(id: i64) -> String {
 }
 /// How long connecting to the home node and its answer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the relay's bytes may stay unacknowledged or unread by the home
+/// node, and an idle connection unanswered, before the relay drops it.
+pub const UNANSWERED: Duration = Duration::from_secs(30);
+
+/// Resolves, with the sentence to end the shell with, once the home node is gone.
+pub type Gone = Pin<Box<dyn Future<Output = String> + Send>>;
+
+/// Has the kernel drop `tcp` once what it sent stays unacknowledged (or
+/// unread: a zero window counts) for `unanswered`, and probe it when idle so
+/// a silent peer is noticed within about that time too.
+fn watch_peer(tcp: &tokio::net::TcpStream, unanswered: Duration) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = u32::try_from(unanswered.as_secs())
+        .unwrap_or(u32::MAX)
+        .max(3);
+    let ms = u32::try_from(unanswered.as_millis()).unwrap_or(u32::MAX);
+    setsockopt(tcp, sockopt::KeepAlive, &true)?;
+    setsockopt(tcp, sockopt::TcpKeepIdle, &(secs / 3))?;
+    setsockopt(tcp, sockopt::TcpKeepInterval, &(secs / 6).max(1))?;
+    setsockopt(tcp, sockopt::TcpKeepCount, &3)?;
+    setsockopt(tcp, sockopt::TcpUserTimeout, &ms)?;
+    Ok(())
+}
 
 /// A new ticket: 32 random bytes from the kernel, as hex.
 pub fn new_ticket() -> io::Result<String> {
@@ -96,6 +128,8 @@ pub struct Remote {
     io: TokioIo<hyper::upgrade::Upgraded>,
     /// The home node, for sentences.
     node: String,
+    /// Resolves once the home node is gone.
+    gone: Gone,
 }
 
 /// Where a node's address (its dashboard's `http://HOST:PORT/`) leads: the
@@ -141,20 +175,44 @@ impl Target {
 }
 
 /// Connects to the home node `node` at `target` and opens the shell
-/// request `id` granted with `ticket`; the error is what went wrong, for a
-/// sentence naming the address.
-pub async fn connect(node: &str, target: &Target, id: i64, ticket: &str) -> Result<Remote, String> {
+/// request `id` granted with `ticket`; `gone` ends the relay once that
+/// node is gone. The error is what went wrong, for a sentence naming the
+/// address.
+pub async fn connect(
+    node: &str,
+    target: &Target,
+    id: i64,
+    ticket: &str,
+    gone: Gone,
+) -> Result<Remote, String> {
+    let opened = open(target, id, ticket, UNANSWERED).await?;
+    Ok(Remote {
+        io: TokioIo::new(opened),
+        node: node.to_owned(),
+        gone,
+    })
+}
+
+/// The upgraded connection for request `id`, its peer watched with `unanswered`.
+async fn open(
+    target: &Target,
+    id: i64,
+    ticket: &str,
+    unanswered: Duration,
+) -> Result<hyper::upgrade::Upgraded, String> {
     let Target {
         host,
         port,
         authority,
     } = target;
     let port = *port;
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, async {
+    tokio::time::timeout(CONNECT_TIMEOUT, async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("could not connect ({e})"))?;
         let _ = tcp.set_nodelay(true);
+        watch_peer(&tcp, unanswered)
+            .map_err(|e| format!("could not set up the connection's keepalive ({e})"))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .map_err(|e| format!("HTTP failed: {e}"))?;
@@ -185,11 +243,7 @@ pub async fn connect(node: &str, target: &Target, id: i64, ticket: &str) -> Resu
             .map_err(|e| format!("the upgrade failed: {e}"))
     })
     .await
-    .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))??;
-    Ok(Remote {
-        io: TokioIo::new(opened),
-        node: node.to_owned(),
-    })
+    .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
 }
 
 /// The first few KiB of a refusal's body: whatever answers at a node's
@@ -222,16 +276,20 @@ impl Remote {
     ) -> Option<i32> {
         let node = self.node;
         let (mut r, mut w) = tokio::io::split(self.io);
+        // Ok when the input ended; the error is why the home node no longer takes it.
         let writer = async {
             while let Some(i) = input.recv().await {
                 let bytes = match i {
                     Input::Data(d) => Frame::data(&d),
                     Input::Resize(WinSize { rows, cols }) => Frame::Resize { rows, cols }.encode(),
                 };
-                if w.write_all(&bytes).await.is_err() {
-                    return;
+                if let Err(e) = w.write_all(&bytes).await {
+                    return Err(format!(
+                        "node {node}, which ran the shell, stopped taking its input ({e}): the shell was cut off"
+                    ));
                 }
             }
+            Ok(())
         };
         let reader = async {
             loop {
@@ -245,9 +303,16 @@ impl Remote {
                         let _ = output.send(Output::Closed(why)).await;
                         return None;
                     }
-                    Ok(Some(Frame::Resize { .. })) | Ok(None) | Err(_) => {
+                    Ok(Some(Frame::Resize { .. })) | Ok(None) => {
                         let why =
                             format!("the connection to node {node}, which ran the shell, ended");
+                        let _ = output.send(Output::Closed(why)).await;
+                        return None;
+                    }
+                    Err(e) => {
+                        let why = format!(
+                            "the connection to node {node}, which ran the shell, broke ({e})"
+                        );
                         let _ = output.send(Output::Closed(why)).await;
                         return None;
                     }
@@ -260,7 +325,16 @@ impl Remote {
         // Returning drops the connection, which ends the shell's session on the home node.
         tokio::select! {
             code = reader => code,
-            () = writer => None,
+            written = writer => {
+                if let Err(why) = written {
+                    let _ = output.send(Output::Closed(why)).await;
+                }
+                None
+            }
+            why = self.gone => {
+                let _ = output.send(Output::Closed(why)).await;
+                None
+            }
             () = stop.cancelled() => {
                 let _ = output.send(Output::Closed(STOPPING.to_owned())).await;
                 None
@@ -351,6 +425,103 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A home node that upgrades the channel and then never reads again
+    /// (hung, or its link cut while the kernel still answers): the relay
+    /// drops it once its bytes stay unread, and says so, instead of waiting
+    /// for ever with the operator's terminal frozen.
+    #[tokio::test]
+    async fn a_relay_drops_a_home_node_that_stops_reading() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let home = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (mut head, mut buf) = (Vec::new(), [0u8; 4096]);
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the relay closed before its request");
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            std::future::pending::<()>().await;
+            drop(s);
+        });
+        let target = Target::parse(&format!("http://{addr}/")).unwrap();
+        let io = open(&target, 1, "ticket", Duration::from_secs(2))
+            .await
+            .unwrap();
+        let remote = Remote {
+            io: TokioIo::new(io),
+            node: "beta".into(),
+            gone: Box::pin(std::future::pending()),
+        };
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        let typing = tokio::spawn(async move {
+            while in_tx.send(Input::Data(vec![b'x'; 64 * 1024])).await.is_ok() {}
+        });
+        let ended = tokio::time::timeout(
+            Duration::from_secs(90),
+            remote.run(in_rx, out_tx, CancellationToken::new()),
+        )
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the relay still waits on a home node that stopped reading"
+        );
+        match out_rx.recv().await {
+            Some(Output::Closed(why)) => assert!(
+                why.starts_with("node beta, which ran the shell, stopped taking its input"),
+                "{why}"
+            ),
+            other => panic!("the relay ended without a sentence: {other:?}"),
+        }
+        typing.abort();
+        home.abort();
+    }
+
+    /// The home node's heartbeats stopping (`gone`) ends a relay whose
+    /// connection stays open and quiet, with the sentence `gone` gives.
+    #[tokio::test]
+    async fn a_relay_ends_when_its_home_node_is_gone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let home = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            // Reads and drops whatever comes, and sends nothing: a shell at rest.
+            while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let target = Target::parse(&format!("http://{addr}/")).unwrap();
+        let gone: Gone = Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "beta is gone".to_owned()
+        });
+        let remote = connect("beta", &target, 1, "ticket", gone).await.unwrap();
+        let (_in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(30),
+            remote.run(in_rx, out_tx, CancellationToken::new()),
+        )
+        .await;
+        assert_eq!(ended, Ok(None), "the relay outlived its home node");
+        assert_eq!(
+            out_rx.recv().await,
+            Some(Output::Closed("beta is gone".into()))
+        );
+        home.abort();
+    }
 
     #[test]
     fn a_ticket_matches_only_its_own_hash() {

@@ -1533,6 +1533,7 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
 
     // beta's address leads nowhere (as when a firewall or a wrong --dashboard
     // stands between): the refusal names it.
+    let beta_address = node(&beta, "beta")["address"].as_str().unwrap().to_owned();
     rt.block_on(store.register_node("beta", "http://127.0.0.1:1/"))
         .unwrap();
     let err = refused(&alpha, &["shell", "x"]);
@@ -1548,9 +1549,41 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
         "beta opened a shell nobody reached"
     );
 
-    // beta down (stopped, no heartbeat): refused at once, nothing queued.
+    // beta hangs (stopped; its kernel still answers the connection) while
+    // the operator's shell is open through alpha: the shell ends once beta's
+    // heartbeats stop, with a sentence, instead of freezing the terminal.
+    rt.block_on(store.register_node("beta", &beta_address))
+        .unwrap();
+    let mut cli = alpha
+        .command()
+        .args(["shell", "x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    beta.wait_for("the shell open on beta", 20, |h| shells_opened(h) == 4);
     let pid = nix::unistd::Pid::from_raw(beta.child.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            cli.kill().unwrap();
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            panic!("the operator's shell still hangs 30 s after its home node stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = cli.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node beta, which ran the shell, is down (no heartbeat for")
+            && err.contains("the shell was cut off"),
+        "{err}"
+    );
+    assert_ne!(out.status.code(), Some(0), "{err}");
+
+    // beta down (stopped, no heartbeat): refused at once, nothing queued.
     alpha.wait_for("beta down", 20, |h| node(h, "beta")["alive"] == false);
     let err = refused(&alpha, &["shell", "x"]);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();

@@ -121,6 +121,35 @@ impl Hive {
             .collect())
     }
 
+    /// Resolves once node `node` has missed its heartbeats, with a sentence
+    /// that says its shell was cut off. Checks each heartbeat interval; a
+    /// store out of reach is no proof that node is gone, so it keeps waiting.
+    pub(super) fn node_gone(
+        &self,
+        node: String,
+    ) -> impl std::future::Future<Output = String> + Send + 'static {
+        let store = self.store.clone();
+        let every = self.settings.heartbeat_every;
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Ok(nodes) = store.nodes().await else {
+                    continue;
+                };
+                let now = now_ms();
+                if let Some(n) = nodes
+                    .iter()
+                    .find(|n| n.name == node && !is_alive(n.last_heartbeat, now, every))
+                {
+                    return format!(
+                        "node {node}, which ran the shell, is down (no heartbeat for {}): the shell was cut off here; see `hive-c0re nodes`",
+                        duration((now - n.last_heartbeat).max(0) as f64)
+                    );
+                }
+            }
+        }
+    }
+
     /// One heartbeat's look at the hive: this node's return, if the others
     /// had marked it down, and every node that went silent and that this
     /// node is the first to notice, each announced once for the whole hive.

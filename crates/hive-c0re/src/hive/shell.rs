@@ -108,7 +108,8 @@ impl Hive {
             ticket_sha256: node_shell::ticket_hash(&ticket),
         };
         let id = self.ask_for_id(&home, &name, &grant).await?;
-        let remote = node_shell::connect(&home, &target, id, &ticket)
+        let gone = Box::pin(self.node_gone(home.clone()));
+        let remote = node_shell::connect(&home, &target, id, &ticket, gone)
             .await
             .map_err(|e| {
                 Error::refused(format!(
