@@ -60,7 +60,7 @@ for a in alice bob; do
 done
 "$bin/hive-c0re" status
 
-# The dashboard's login link (it holds the token; hive-c0re urls hands it to host.sock's users only).
+# A one-time login link for the dashboard (hive-c0re urls hands them to host.sock's users only).
 dashboard=$("$bin/hive-c0re" urls | sed -n 's/^log in: *\([^ ]*\).*/\1/p')
 
 cat <<EOT
@@ -73,6 +73,6 @@ The hive is up. Try:
   $bin/hive-c0re status                   # who is doing what
   $bin/hive-c0re events alice             # alice's turns, as the dashboard's terminal shows them
   $bin/hive-c0re events bob --follow      # watch bob's turns as they happen
-Dashboard (this link logs your browser in; keep it private): ${dashboard}
+Dashboard (this link logs in one browser, once, within 10 minutes; \`hive-c0re urls\` prints another): ${dashboard}
 Stop it: kill \$(pgrep -f 'hive-c0re serve') \$(pgrep -f hive-model-sim)
 EOT

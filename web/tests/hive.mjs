@@ -76,7 +76,7 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
     url: `http://127.0.0.1:${port}`,
     proc: null,
     log: '',
-    /** The dashboard's token, from the login link (for requests made by hand). */
+    /** The dashboard's token, from the state dir as a script's operator reads it (for requests made by hand). */
     token: null,
     /** Starts (or restarts) `hive-c0re serve` and waits until the dashboard answers. */
     async start() {
@@ -89,11 +89,11 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
         // Not logged in, it answers 401: enough to know it is up.
         return fetch(`${hive.url}/api/agents`).then((r) => r.status === 401, () => false);
       }, 'the dashboard to answer', 15000);
-      hive.token = new URL(await hive.loginLink()).searchParams.get('token');
+      hive.token = fs.readFileSync(path.join(env.HIVE_STATE_DIR, 'dashboard.token'), 'utf8').trim();
     },
     /** The login link `hive-c0re urls` prints. */
     loginLink: () => loginLink(hive.cli),
-    /** Logs a page's browser in the way the operator does: opening the login link; lands on the hive page. */
+    /** Logs a page's browser in the way the operator does: opening a new login link; lands on the hive page. */
     async logIn(page) {
       await page.goto(await hive.loginLink());
     },

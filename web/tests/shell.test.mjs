@@ -13,7 +13,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { BIN, OUT, cspViolations, freePort, launchBrowser, requireBuilt, sleep, until } from './hive.mjs';
+import { BIN, OUT, cspViolations, freePort, launchBrowser, loginLink, requireBuilt, sleep, until } from './hive.mjs';
 
 const CAN_NSPAWN = process.getuid() === 0 && ['/usr/bin/systemd-nspawn', '/bin/systemd-nspawn'].some((p) => fs.existsSync(p));
 // HIVE_TEST_RUNTIME=process tries the process runtime where nspawn would run.
@@ -28,10 +28,10 @@ let browser;
 /** The dashboard token this test's hive uses. */
 const TOKEN = 'shell-test-token';
 
-/** A page logged in to the dashboard (the login link sets the cookie). */
+/** A page logged in to the dashboard (a new login link sets the cookie). */
 async function loggedInPage(opts) {
   const page = await browser.newPage(opts);
-  await page.goto(`${hive.url}/?token=${TOKEN}`);
+  await page.goto(await loginLink(hive.cli));
   return page;
 }
 
@@ -239,14 +239,22 @@ function handshake({ token, origin, cookie, query = '' } = {}) {
 
 test('a shell needs the dashboard login (401) and the dashboard origin (403)', async () => {
   const own = hive.url;
-  const cookie = `hive_token_${hive.port}`;
+  const cookie = `hive_login_${hive.port}`;
+  // The login a browser gets for a login link.
+  const loggedIn = await fetch(await loginLink(hive.cli), { redirect: 'manual' });
+  assert.equal(loggedIn.status, 303);
+  const login = loggedIn.headers.get('set-cookie').split(';')[0].split('=')[1];
+  assert.ok(!login.includes(TOKEN), 'the login holds no token');
   assert.equal(await handshake({ origin: own }), 401, 'no login');
   assert.equal(await handshake({ token: 'not-the-token', origin: own }), 401, 'a wrong token');
   assert.equal(await handshake({ origin: own, query: `?token=${TOKEN}` }), 401, 'the token in the address is no login');
+  assert.equal(await handshake({ origin: own, query: `?login=${TOKEN}` }), 401, 'nor as a login code');
   assert.equal(await handshake({ token: TOKEN, origin: 'http://evil.example' }), 403, 'another origin');
   assert.equal(await handshake({ cookie: `${cookie}=wrong`, origin: own }), 401, 'a wrong cookie');
-  assert.equal(await handshake({ cookie: `hive_token=${TOKEN}`, origin: own }), 401, "another dashboard's cookie");
-  assert.equal(await handshake({ cookie: `${cookie}=${TOKEN}`, origin: own }), 101, 'the login cookie');
+  assert.equal(await handshake({ cookie: `${cookie}=${TOKEN}`, origin: own }), 401, 'the token is no login');
+  assert.equal(await handshake({ token: login, origin: own }), 401, 'a login is no token');
+  assert.equal(await handshake({ cookie: `hive_login=${login}`, origin: own }), 401, "another dashboard's cookie");
+  assert.equal(await handshake({ cookie: `${cookie}=${login}`, origin: own }), 101, 'the login cookie');
   assert.equal(await handshake({ token: TOKEN }), 101, 'the token header (a script)');
   // The browser's own WebSocket from a page of the dashboard's origin that did not log in: refused before it opens.
   const stranger = await browser.newPage();

@@ -175,7 +175,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         None => None,
     };
     settings.dashboard_home = dashboard.as_ref().map(|d| d.home());
-    settings.dashboard_login = dashboard.as_ref().map(|d| d.login_link());
+    settings.dashboard_login = dashboard.as_ref().map(|d| d.logins());
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let hive = Hive::new(store, paths.clone(), runtime, sockets, settings);
     if release_deferred {

@@ -93,8 +93,8 @@ pub struct Settings {
     pub agent_env: Vec<(String, String)>,
     /// Dashboard root URL, when one is served.
     pub dashboard_home: Option<String>,
-    /// The dashboard's login link (it holds the token): host.sock's `urls` only.
-    pub dashboard_login: Option<String>,
+    /// Mints the dashboard's one-time login links: host.sock's `urls` only.
+    pub dashboard_login: Option<std::sync::Arc<crate::login::Logins>>,
     /// How long a stopped harness gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// Free space the state's file system keeps (`min_free_space`); None: the default.

@@ -22,6 +22,7 @@ pub mod hex;
 pub mod hive;
 pub mod host_sock;
 pub mod lines;
+pub mod login;
 pub mod manager;
 pub mod node_shell;
 pub mod paths;

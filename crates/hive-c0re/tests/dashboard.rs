@@ -115,10 +115,18 @@ fn urls(out: &str) -> (String, Option<String>) {
     (addr, field("log in:"))
 }
 
-/// The path and query of a login link (`/?token=...`).
+/// The path and query of a login link (`/?login=...`).
 fn path_of(link: &str) -> &str {
     let rest = link.trim_start_matches("http://");
     &rest[rest.find('/').unwrap()..]
+}
+
+/// The dashboard's token, as a script's operator reads it from the state dir.
+fn token_of(hive: &TestHive) -> String {
+    std::fs::read_to_string(hive.state_dir().join("dashboard.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 fn dashboard_hive(port: u16) -> TestHive {
@@ -183,7 +191,11 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
     assert_eq!(ws.status, 401, "a shell without a login");
 
     let link = link.expect("hive-c0re urls prints the login link");
-    let token = link.rsplit_once("token=").unwrap().1.to_owned();
+    let token = token_of(&hive);
+    assert!(
+        !link.contains(&token),
+        "the login link holds the token: {link}"
+    );
     for path in ["/", "/api/agents", "/agents/alice"] {
         let a = request(&addr, "GET", path, &[]);
         assert!(
@@ -230,10 +242,23 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
     assert_eq!(login.header("location"), Some("/"));
     let set = login.header("set-cookie").expect("a cookie");
     assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
         "{set}"
     );
+    assert!(!set.contains(&token), "the cookie holds the token: {set}");
     let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+
+    // The attack: the link from the browser's history, opened again (by
+    // whoever reads that history), logs nothing in.
+    let again = request(&addr, "GET", path_of(&link), &[]);
+    assert_eq!(again.status, 401, "a login link worked twice");
+    assert!(again.header("set-cookie").is_none());
+    assert!(again.body.contains("used before"), "{}", again.body);
+    // The attack: the login cookie, as a server on another port of this
+    // host name receives it, is no token for a script's header.
+    let stolen = set.split(';').next().unwrap().split_once('=').unwrap().1;
+    let header = format!("X-Hive-Token: {stolen}");
+    assert_eq!(request(&addr, "GET", "/api/agents", &[&header]).status, 401);
     let page = request(&addr, "GET", "/", &[&cookie]);
     assert_eq!(page.status, 200);
     assert!(
@@ -260,6 +285,8 @@ fn a_login_survives_a_restart_of_the_daemon() {
     let mut hive = dashboard_hive(0);
     let (addr, link) = urls(&hive.ok(&["urls"]));
     let link = link.expect("a login link");
+    let unused = urls(&hive.ok(&["urls"])).1.unwrap();
+    assert_ne!(unused, link, "a new code each time");
     let login = request(&addr, "GET", path_of(&link), &[]);
     let cookie = format!(
         "Cookie: {}",
@@ -276,10 +303,12 @@ fn a_login_survives_a_restart_of_the_daemon() {
     // The same address again, as an operator's bookmark has it.
     hive.opts.args = vec!["--no-manager".into(), "--dashboard".into(), addr.clone()];
     hive.serve();
+    let fresh = urls(&hive.ok(&["urls"])).1.unwrap();
+    assert_ne!(fresh, unused, "a new code each time");
     assert_eq!(
-        urls(&hive.ok(&["urls"])).1.as_deref(),
-        Some(link.as_str()),
-        "the same login link"
+        request(&addr, "GET", path_of(&unused), &[]).status,
+        401,
+        "a login link from before the restart"
     );
     assert_eq!(
         request(&addr, "GET", "/api/agents", &[&cookie]).status,
@@ -455,8 +484,8 @@ fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_ti
         ..Opts::default()
     });
     let pid = hive.child.as_ref().unwrap().id();
-    let (addr, link) = urls(&hive.ok(&["urls"]));
-    let token = link.unwrap().rsplit_once("token=").unwrap().1.to_owned();
+    let (addr, _) = urls(&hive.ok(&["urls"]));
+    let token = token_of(&hive);
     let before = open_fds(pid);
 
     // From one address: it holds 64 places, the rest are closed at once.

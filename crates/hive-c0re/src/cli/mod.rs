@@ -1022,7 +1022,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             }
             if let Some(l) = urls.login {
                 out!(
-                    "log in:    {l}  (opening it logs that browser in; it holds the dashboard's token, keep it private)"
+                    "log in:    {l}  (logs in the one browser that opens it first, within 10 minutes; run `hive-c0re urls` again for another)"
                 );
             }
         }

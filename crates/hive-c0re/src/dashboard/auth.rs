@@ -2,11 +2,13 @@
 //! holds the dashboard's token. No page, asset, API answer, stream or shell
 //! is served without it, in any runtime, on loopback or not.
 //!
-//! The operator logs in once with the link `hive-c0re urls` prints
-//! (`/?token=TOKEN`; host.sock is the operator's, so holding the link is the
-//! proof). That request gets the token back as an HttpOnly, SameSite=Strict
-//! cookie and a redirect to the same page without it; pages never see the
-//! token. Scripts may send it in the `X-Hive-Token` header instead.
+//! The operator logs a browser in with a link `hive-c0re urls` prints
+//! (`/?login=CODE`; host.sock is the operator's, so holding the link is the
+//! proof). The code is good once, for 10 minutes, and is not the token
+//! (`crate::login`); that request gets a login back as an HttpOnly,
+//! SameSite=Lax cookie and a redirect to the same page without the code.
+//! Pages never see the token or the login. Scripts send the token in the
+//! `X-Hive-Token` header instead.
 //! State-changing requests (anything but GET/HEAD) must also be same-origin
 //! (an `Origin` that differs from `Host` is refused).
 //!
@@ -16,6 +18,7 @@
 //! framing.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -24,13 +27,12 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::Ctx;
 use super::errors::ApiError;
+use crate::login::{CODE_TTL, Invalid, LOGIN_SECONDS, Logins};
 
 /// Header a script's requests may carry the token in.
 pub const TOKEN_HEADER: &str = "x-hive-token";
 /// Environment variable holding a fixed token.
 pub const TOKEN_ENV: &str = "HIVE_DASHBOARD_TOKEN";
-/// How long a browser stays logged in (30 days), across restarts of hive-c0re.
-const LOGIN_SECONDS: u64 = 30 * 24 * 3600;
 
 /// What every answer carries: scripts and styles from the dashboard only, no
 /// inline script, no framing, no plugin, no form posting elsewhere. Inline
@@ -48,10 +50,10 @@ fn how_to_log_in() -> String {
     )
 }
 
-/// The dashboard's token and where it is served.
+/// The dashboard's logins and where it is served.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    token: String,
+    logins: Arc<Logins>,
     /// Bound to loopback: only requests for a loopback host name are answered.
     loopback: bool,
     /// The login cookie's name, per port, so two dashboards on one host keep their logins apart.
@@ -63,10 +65,12 @@ pub struct Auth {
 pub enum Refusal {
     /// No cookie and no header.
     NoLogin,
-    /// A cookie or header with another token: the token changed since the login.
+    /// A cookie or header not made with the current token: the token changed since the login.
     StaleLogin,
-    /// A login link with another token.
-    WrongLink,
+    /// A login older than 30 days.
+    Expired,
+    /// A login link used before, too old, or from before a restart.
+    UsedLink,
 }
 
 impl Refusal {
@@ -74,15 +78,22 @@ impl Refusal {
     pub fn sentence(self) -> String {
         let why = match self {
             Self::NoLogin => {
-                "this browser is not logged in to this dashboard (it never logged in here, or its login expired after 30 days)"
+                "this browser is not logged in to this dashboard (it never logged in here)".into()
             }
             Self::StaleLogin => {
                 "this browser's login is no longer valid: the dashboard's token changed since it logged in \
                  (HIVE_DASHBOARD_TOKEN changed, or the state dir's dashboard.token was removed or replaced)"
+                    .into()
             }
-            Self::WrongLink => {
-                "this login link does not hold the dashboard's current token (the token changed since the link was printed)"
-            }
+            Self::Expired => format!(
+                "this browser's login expired ({} days after it logged in)",
+                LOGIN_SECONDS / 86_400
+            ),
+            Self::UsedLink => format!(
+                "this login link was used before, is older than {} minutes, or was printed before \
+                 hive-c0re restarted: each link logs in one browser, once",
+                CODE_TTL.as_secs() / 60
+            ),
         };
         format!("{why}; {}", how_to_log_in())
     }
@@ -90,17 +101,17 @@ impl Refusal {
 
 impl Auth {
     /// The policy for a dashboard bound to a (loopback or not) address and port.
-    pub fn new(loopback: bool, port: u16, token: String) -> Self {
+    pub fn new(loopback: bool, port: u16, logins: Arc<Logins>) -> Self {
         Self {
-            token,
+            logins,
             loopback,
-            cookie: format!("hive_token_{port}"),
+            cookie: format!("hive_login_{port}"),
         }
     }
 
-    /// The token (in the login link `hive-c0re urls` prints).
-    pub fn token(&self) -> &str {
-        &self.token
+    /// The logins (host.sock's `urls` mints the links).
+    pub fn logins(&self) -> &Arc<Logins> {
+        &self.logins
     }
 
     /// The login cookie's name.
@@ -108,37 +119,43 @@ impl Auth {
         &self.cookie
     }
 
-    fn matches(&self, candidate: &str) -> bool {
-        constant_time_eq(candidate.as_bytes(), self.token.as_bytes())
-    }
-
-    /// Ok when the request carries the token in the header or the login cookie.
+    /// Ok when the request carries the token in the header or a login in the cookie.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
-        let header = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-        let cookie = cookie(headers, &self.cookie);
-        if header.is_some_and(|t| self.matches(t))
-            || cookie.as_deref().is_some_and(|t| self.matches(t))
-        {
-            Ok(())
-        } else if header.is_some() || cookie.is_some() {
-            Err(Refusal::StaleLogin)
-        } else {
-            Err(Refusal::NoLogin)
+        if let Some(header) = headers.get(TOKEN_HEADER) {
+            let token = header.to_str().unwrap_or("");
+            return if self.logins.is_token(token) {
+                Ok(())
+            } else {
+                Err(Refusal::StaleLogin)
+            };
         }
+        let Some(login) = cookie(headers, &self.cookie) else {
+            return Err(Refusal::NoLogin);
+        };
+        self.logins
+            .check(&login, now_secs())
+            .map_err(|why| match why {
+                Invalid::Expired => Refusal::Expired,
+                Invalid::Stale => Refusal::StaleLogin,
+            })
     }
 
-    /// The `Set-Cookie` value that logs a browser in.
-    fn login_cookie(&self) -> String {
-        format!(
-            "{}={}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Strict",
-            self.cookie, self.token
-        )
+    /// The `Set-Cookie` value that logs a browser in. Lax, so a link to the
+    /// dashboard opened from a chat or a mail lands logged in; what changes
+    /// anything is a POST (or the shell's WebSocket), which also needs the
+    /// dashboard's own Origin.
+    fn login_cookie(&self) -> std::io::Result<String> {
+        Ok(format!(
+            "{}={}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Lax",
+            self.cookie,
+            self.logins.issue(now_secs())?
+        ))
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Unix seconds now.
+fn now_secs() -> u64 {
+    u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0)
 }
 
 /// The value of cookie `name`, if sent.
@@ -243,12 +260,12 @@ async fn decide(auth: &Auth, req: Request, next: Next) -> Response {
     let reading = req.method() == Method::GET || req.method() == Method::HEAD;
     if reading
         && !api
-        && let Some(t) = query_token(req.uri().query())
+        && let Some(code) = query_code(req.uri().query())
     {
-        return if auth.matches(&t) {
+        return if auth.logins.redeem(&code) {
             logged_in(auth, path)
         } else {
-            refused(Refusal::WrongLink, false)
+            refused(Refusal::UsedLink, false)
         };
     }
     if let Err(why) = auth.check(headers) {
@@ -272,24 +289,32 @@ fn refused(why: Refusal, json: bool) -> Response {
         .into_response()
 }
 
-fn query_token(query: Option<&str>) -> Option<String> {
+/// The login code of a login link's query.
+fn query_code(query: Option<&str>) -> Option<String> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "token")
+        .find(|(k, _)| *k == "login")
         .map(|(_, v)| v.to_owned())
 }
 
-/// A right login link: the cookie, and the same page without the token in its address.
+/// A good login link: the cookie, and the same page without the code in its address.
 fn logged_in(auth: &Auth, path: &str) -> Response {
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, path.to_owned()),
-            (header::SET_COOKIE, auth.login_cookie()),
-        ],
-    )
-        .into_response()
+    match auth.login_cookie() {
+        Ok(cookie) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, path.to_owned()),
+                (header::SET_COOKIE, cookie),
+            ],
+        )
+            .into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not make a login (no random bytes from the kernel: {e}); open a new link from `hive-c0re urls`"),
+        )
+        .into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -305,40 +330,66 @@ pub(crate) mod tests {
         h
     }
 
+    /// The policy for port 7878 under the token "sesame".
+    pub(crate) fn auth(port: u16, token: &str) -> Auth {
+        let home = format!("http://127.0.0.1:{port}/");
+        Auth::new(true, port, Arc::new(Logins::new(home, port, token.into())))
+    }
+
+    /// The login a browser got for `auth`, as its cookie header.
+    pub(crate) fn login_cookie(auth: &Auth) -> String {
+        let set = auth.login_cookie().unwrap();
+        set.split(';').next().unwrap().to_owned()
+    }
+
     #[test]
-    fn token_by_header_or_this_ports_cookie() {
-        let a = Auth::new(true, 7878, "sesame".into());
+    fn token_by_header_or_a_login_in_this_ports_cookie() {
+        let a = auth(7878, "sesame");
         assert_eq!(a.check(&headers(&[("x-hive-token", "sesame")])), Ok(()));
-        assert_eq!(
-            a.check(&headers(&[("cookie", "a=b; hive_token_7878=sesame")])),
-            Ok(())
+        let login = login_cookie(&a);
+        assert!(login.starts_with("hive_login_7878="), "{login}");
+        assert!(
+            !login.contains("sesame"),
+            "the cookie holds no token: {login}"
         );
+        let with = |c: &str| a.check(&headers(&[("cookie", c)]));
+        assert_eq!(with(&format!("a=b; {login}")), Ok(()));
         assert_eq!(
             a.check(&headers(&[("x-hive-token", "sesam")])),
             Err(Refusal::StaleLogin)
         );
         assert_eq!(
-            a.check(&headers(&[("cookie", "hive_token_7878=sesame2")])),
-            Err(Refusal::StaleLogin)
+            with("hive_login_7878=sesame"),
+            Err(Refusal::StaleLogin),
+            "the token is no login"
         );
+        let old = login_cookie(&auth(7878, "before"));
+        assert_eq!(with(&old), Err(Refusal::StaleLogin), "the token changed");
+        let theirs = login_cookie(&auth(9999, "sesame"));
         assert_eq!(
-            a.check(&headers(&[("cookie", "hive_token_9999=sesame")])),
+            with(&theirs),
             Err(Refusal::NoLogin),
             "another dashboard's cookie is no login here"
         );
-        assert_eq!(a.check(&HeaderMap::new()), Err(Refusal::NoLogin));
-        let c = a.login_cookie();
-        assert!(
-            c.starts_with("hive_token_7878=sesame;")
-                && c.contains("HttpOnly")
-                && c.contains("SameSite=Strict"),
-            "{c}"
+        let renamed = theirs.replace("hive_login_9999", "hive_login_7878");
+        assert_eq!(
+            with(&renamed),
+            Err(Refusal::StaleLogin),
+            "another port's login"
         );
+        assert_eq!(a.check(&HeaderMap::new()), Err(Refusal::NoLogin));
+        let c = a.login_cookie().unwrap();
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
     }
 
     #[test]
     fn refusals_say_how_to_log_in_and_never_hold_the_token() {
-        for why in [Refusal::NoLogin, Refusal::StaleLogin, Refusal::WrongLink] {
+        for why in [
+            Refusal::NoLogin,
+            Refusal::StaleLogin,
+            Refusal::Expired,
+            Refusal::UsedLink,
+        ] {
             let s = why.sentence();
             assert!(s.contains("hive-c0re urls"), "{s}");
             assert!(
@@ -396,7 +447,8 @@ pub(crate) mod tests {
     fn cookie_and_query_parsing() {
         let h = headers(&[("cookie", "x=1;hive_token_1= abc ")]);
         assert_eq!(cookie(&h, "hive_token_1").as_deref(), Some("abc"));
-        assert_eq!(query_token(Some("a=1&token=xyz")).as_deref(), Some("xyz"));
-        assert_eq!(query_token(Some("tokens=1")), None);
+        assert_eq!(query_code(Some("a=1&login=xyz")).as_deref(), Some("xyz"));
+        assert_eq!(query_code(Some("logins=1")), None);
+        assert_eq!(query_code(Some("token=1")), None);
     }
 }

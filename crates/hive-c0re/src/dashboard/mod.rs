@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 pub use auth::{Auth, TOKEN_ENV, TOKEN_HEADER};
 
 use crate::hive::Hive;
+use crate::login::Logins;
 use crate::paths::Paths;
 
 /// What every handler gets.
@@ -67,9 +68,9 @@ impl Bound {
         format!("http://{}/", self.addr)
     }
 
-    /// The link that logs a browser in (it holds the token: only host.sock hands it out).
-    pub fn login_link(&self) -> String {
-        format!("{}?token={}", self.home(), self.auth.token())
+    /// What mints the links that log a browser in (only host.sock hands them out).
+    pub fn logins(&self) -> Arc<Logins> {
+        self.auth.logins().clone()
     }
 }
 
@@ -84,7 +85,8 @@ pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
         .local_addr()
         .context("could not read the dashboard's bound address")?;
     let token = token::settle(paths, std::env::var(TOKEN_ENV).ok().as_deref())?;
-    let auth = Auth::new(addr.ip().is_loopback(), addr.port(), token);
+    let logins = Logins::new(format!("http://{addr}/"), addr.port(), token);
+    let auth = Auth::new(addr.ip().is_loopback(), addr.port(), Arc::new(logins));
     Ok(Bound {
         listener,
         addr,

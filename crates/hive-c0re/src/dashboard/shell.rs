@@ -168,27 +168,29 @@ fn close() -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dashboard::auth::tests::headers;
+    use crate::dashboard::auth::tests::{auth, headers, login_cookie};
 
     #[test]
     fn a_shell_needs_the_login_and_the_own_origin() {
-        let auth = Auth::new(true, 7878, "t0k".into());
+        let auth = auth(7878, "t0k");
+        let login = login_cookie(&auth);
         let host = ("host", "127.0.0.1:7878");
         let own = ("origin", "http://127.0.0.1:7878");
         let ok = |h: &[(&'static str, &str)]| check(&auth, &headers(h)).is_ok();
-        assert!(
-            ok(&[host, own, ("cookie", "hive_token_7878=t0k")]),
-            "cookie"
-        );
+        assert!(ok(&[host, own, ("cookie", &login)]), "cookie");
         assert!(ok(&[host, ("x-hive-token", "t0k")]), "header, no Origin");
         assert!(!ok(&[host, own]), "no login");
         assert!(
-            !ok(&[host, own, ("cookie", "hive_token_7878=t0")]),
-            "a prefix of the token"
+            !ok(&[host, own, ("cookie", &login[..login.len() - 1])]),
+            "a prefix of the login"
         );
         assert!(
-            !ok(&[host, own, ("cookie", "hive_token_7878=")]),
-            "an empty token"
+            !ok(&[host, own, ("cookie", "hive_login_7878=")]),
+            "an empty login"
+        );
+        assert!(
+            !ok(&[host, own, ("cookie", "hive_login_7878=t0k")]),
+            "the token as a login"
         );
         let e = check(&auth, &headers(&[host, own])).unwrap_err();
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);

@@ -49,7 +49,12 @@ fn fixture(auth: Auth, assets: Assets) -> Fixture {
 
 /// A loopback dashboard on port 7878 with the token "t0k" and a front end.
 fn loopback() -> Fixture {
-    fixture(Auth::new(true, 7878, "t0k".into()), Assets::of(BUILT))
+    fixture(super::auth::tests::auth(7878, "t0k"), Assets::of(BUILT))
+}
+
+/// The cookie of a browser logged in to [`loopback`]'s dashboard.
+fn logged_in() -> String {
+    super::auth::tests::login_cookie(&super::auth::tests::auth(7878, "t0k"))
 }
 
 /// An agent row, without starting it (the supervisor is not under test).
@@ -69,7 +74,7 @@ fn alice() -> Mailbox {
 fn get(uri: &str) -> Request<Body> {
     Request::get(uri)
         .header(header::HOST, HOST)
-        .header(header::COOKIE, "hive_token_7878=t0k")
+        .header(header::COOKIE, logged_in())
         .body(Body::empty())
         .unwrap()
 }
@@ -143,7 +148,7 @@ async fn posts_need_the_token() {
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::COOKIE, "hive_token_7878=t0k")
+        .header(header::COOKIE, logged_in())
         .body(Body::from(r#"{"body":"by cookie"}"#))
         .unwrap();
     assert_eq!(call(&f, cookie).await.0, StatusCode::OK);
@@ -439,7 +444,10 @@ async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
     // A login from before the token changed is told so.
     let stale = Request::get("/")
         .header(header::HOST, HOST)
-        .header(header::COOKIE, "hive_token_7878=old")
+        .header(
+            header::COOKIE,
+            super::auth::tests::login_cookie(&super::auth::tests::auth(7878, "old")),
+        )
         .body(Body::empty())
         .unwrap();
     let (s, b) = call(&f, stale).await;
@@ -450,27 +458,37 @@ async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
         "the reason is the login, not the bind: {b}"
     );
 
-    // The login link: the cookie, and the page again without the token in its address.
+    // A login link: the cookie, and the page again without the code in its address.
+    let link = f.ctx.auth.logins().link().unwrap();
+    let query = &link[link.find('?').unwrap()..];
     let resp = router(f.ctx.clone())
-        .oneshot(anon_get("/agents/alice?token=t0k"))
+        .oneshot(anon_get(&format!("/agents/alice{query}")))
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers()[header::LOCATION], "/agents/alice");
     let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(
-        cookie.starts_with("hive_token_7878=t0k;")
+        cookie.starts_with("hive_login_7878=")
+            && !cookie.contains("t0k")
             && cookie.contains("HttpOnly")
-            && cookie.contains("SameSite=Strict"),
+            && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
-    let (s, b) = call(&f, anon_get("/?token=nope")).await;
+    // Good once: the same link again (from the browser's history) is no login.
+    let (s, b) = call(&f, anon_get(&format!("/{query}"))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(b.contains("login link does not hold the dashboard"), "{b}");
+    assert!(b.contains("login link was used before"), "{b}");
+    let (s, _) = call(&f, anon_get("/?login=t0k")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the token is no login code");
     assert_eq!(call(&f, get("/api/agents")).await.0, StatusCode::OK);
 
     // Not loopback: any Host is fine, the token is what counts.
-    let f = fixture(Auth::new(false, 7878, "sesame".into()), Assets::of(BUILT));
+    let logins = crate::login::Logins::new("http://hive.example/".into(), 7878, "sesame".into());
+    let f = fixture(
+        Auth::new(false, 7878, std::sync::Arc::new(logins)),
+        Assets::of(BUILT),
+    );
     let elsewhere = |token: Option<&str>| {
         let mut r = Request::get("/api/agents").header(header::HOST, "hive.example");
         if let Some(t) = token {
@@ -509,7 +527,7 @@ async fn every_answer_forbids_framing_and_inline_script() {
 
 #[tokio::test]
 async fn pages_come_from_the_build_or_say_how_to_build() {
-    let f = fixture(Auth::new(true, 7878, "t0k".into()), Assets::of(&[]));
+    let f = fixture(super::auth::tests::auth(7878, "t0k"), Assets::of(&[]));
     let (s, b) = call(&f, get("/")).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(b.contains("npm ci &amp;&amp; npm run build"), "{b}");

@@ -5,15 +5,21 @@ use std::sync::Arc;
 use hive_sh4re::host::{Response, Urls, verb};
 
 use super::{Handle, Reply};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hive::Hive;
 
 impl Handle for verb::Urls {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let login = match &hive.settings().dashboard_login {
+            Some(logins) => Some(logins.link().map_err(Error::io(
+                "could not make a login link (no random bytes from the kernel)",
+            ))?),
+            None => None,
+        };
         Ok(Response {
             urls: Some(Urls {
                 home: hive.settings().dashboard_home.clone(),
-                login: hive.settings().dashboard_login.clone(),
+                login,
                 ..Urls::default()
             }),
             ..Response::ok()
