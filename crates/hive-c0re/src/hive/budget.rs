@@ -437,6 +437,13 @@ impl Hive {
                 "0 tokens is not a budget: give a number above 0 (or --reset to lift it)",
             ));
         }
+        // The store keeps a signed 64-bit count.
+        if let Some(t) = req.tokens.filter(|&t| i64::try_from(t).is_err()) {
+            return Err(Error::refused(format!(
+                "{t} tokens is more than a budget can hold: give at most {} (or --reset to lift it)",
+                i64::MAX
+            )));
+        }
         let row = match &req.agent {
             Some(n) => Some(self.agent_row(n).await?),
             None => None,
@@ -594,6 +601,13 @@ mod tests {
             hive.budget_set(&hive_tokens(0)).await.is_err(),
             "0 is no budget"
         );
+        let e = hive.budget_set(&hive_tokens(u64::MAX)).await.unwrap_err();
+        assert!(e.to_string().contains("more than a budget can hold"), "{e}");
+        let most = hive
+            .budget_set(&hive_tokens(i64::MAX as u64))
+            .await
+            .unwrap();
+        assert_eq!(most.tokens_per_day, Some(i64::MAX as u64));
     }
 
     fn spend(usd: f64, tokens: f64) -> Spend {

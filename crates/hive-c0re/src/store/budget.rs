@@ -99,7 +99,7 @@ impl Store {
                 o.scope,
                 o.day,
                 o.usd,
-                o.tokens.map(|t| t as i64),
+                o.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
                 o.lifted,
                 now_ms()
             ],

@@ -73,7 +73,7 @@ impl PgStore {
                 &o.scope,
                 &o.day,
                 &o.usd,
-                &o.tokens.map(|t| t as i64),
+                &o.tokens.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
                 &o.lifted,
                 &now_ms(),
                 &self.wake_prefix(),
