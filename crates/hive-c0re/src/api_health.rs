@@ -6,9 +6,14 @@
 //! short window, the hive backs off together: new turns wait, one probe turn at
 //! a time may start once the backoff delay has passed, and running turns that
 //! meet the failure are told to give up instead of retrying on their own. A
-//! probe that fails doubles the delay; any turn that succeeds clears it. So a
+//! probe that fails doubles the delay; the probe succeeding clears it. So a
 //! hundred agents make one request per delay while the API is down, not a
 //! hundred retries each.
+//!
+//! That a call succeeded is the harness's word, and any agent's harness may
+//! be hostile: only the probe's success ends the backoff. Another agent's
+//! (a turn begun before the backoff) lets the next probe start at once, so
+//! one agent lying about the API costs at most one probe at a time.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -249,17 +254,32 @@ impl ApiHealth {
     }
 
     /// A turn of `agent` ended (or its harness went away mid-turn: `ok` false,
-    /// no status). Success clears the backoff; a probe the API failed doubles it.
+    /// no status). The probe's success clears the backoff, another agent's
+    /// lets a probe start now; a probe the API failed doubles the delay.
     pub fn turn_ended(&self, agent: &str, ok: bool, api_status: Option<u16>) {
         let mut g = self.lock();
         if ok {
             g.recent.remove(agent);
-            if g.backoff.take().is_some() {
-                tracing::info!(agent, "a turn succeeded: the hive's API backoff is over");
+            let Some(b) = &mut g.backoff else { return };
+            let now = now_ms();
+            if b.probe.as_deref() == Some(agent) {
+                g.backoff = None;
+                tracing::info!(
+                    agent,
+                    "the probe turn succeeded: the hive's API backoff is over"
+                );
                 g.recent.clear();
-                drop(g);
-                self.wake();
+            } else if b.probe.is_none() && b.next_try > now {
+                tracing::info!(
+                    agent,
+                    "an agent's turn succeeded: probing the model API now"
+                );
+                b.next_try = now;
+            } else {
+                return;
             }
+            drop(g);
+            self.wake();
             return;
         }
         let Some(b) = &mut g.backoff else { return };
@@ -346,7 +366,12 @@ mod tests {
         assert_eq!(h.backoff().unwrap().probe, None);
         assert_eq!(h.gate("c"), Gate::Go, "the next probe");
         h.answered("a");
-        assert!(h.backoff().is_none(), "an answer clears it");
+        assert!(
+            h.backoff().is_some(),
+            "an agent that is not the probe cannot end it"
+        );
+        h.answered("c");
+        assert!(h.backoff().is_none(), "the probe's answer clears it");
         assert_eq!(h.gate("b"), Gate::Go);
     }
 
@@ -362,7 +387,28 @@ mod tests {
         assert_eq!(h.gate("b"), Gate::Go, "the lease ran out");
         assert_eq!(h.backoff().unwrap().probe.as_deref(), Some("b"));
         h.turn_ended("a", true, None);
-        assert!(h.backoff().is_none(), "a success clears it");
+        assert!(h.backoff().is_some(), "only the probe's success clears it");
+        h.turn_ended("b", true, None);
+        assert!(h.backoff().is_none(), "the probe's success clears it");
+    }
+
+    /// A success from an agent that is not the probe (a turn from before the
+    /// backoff, or a harness that lies) starts a probe now, and no more.
+    #[test]
+    fn another_agents_success_brings_the_next_probe_forward() {
+        let h = ApiHealth::new(Duration::from_secs(600));
+        for a in ["a", "b", "c"] {
+            h.failed(a, Some(529), "overloaded");
+        }
+        assert!(matches!(h.gate("b"), Gate::Until(_)));
+        h.turn_ended("mallory", true, None);
+        assert!(h.backoff().is_some());
+        assert_eq!(h.gate("b"), Gate::Go, "a probe at once");
+        assert!(matches!(h.gate("c"), Gate::Until(_)), "one at a time");
+        h.answered("mallory");
+        assert_eq!(h.backoff().unwrap().probe.as_deref(), Some("b"));
+        h.turn_ended("b", false, Some(529));
+        assert!(matches!(h.gate("c"), Gate::Until(_)), "the delay stands");
     }
 
     #[test]

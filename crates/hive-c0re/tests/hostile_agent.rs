@@ -803,3 +803,42 @@ fn an_agents_words_send_no_escape_sequence_to_the_operators_terminal() {
         assert!(!raw(&out), "{argv:?}: {out:?}");
     }
 }
+
+/// Three agents meet an overloaded API and the hive backs off. A fourth's
+/// harness, hostile, says the model answered it (an assistant line of a
+/// real model): the backoff used to end on any agent's word, sending every
+/// held turn at the failing API. It stands until the probe's own answer.
+#[test]
+fn an_agent_cannot_end_the_hives_api_backoff_by_saying_the_api_answers() {
+    let hive = TestHive::start_with(Opts {
+        env: vec![("HIVE_API_BACKOFF_MS".into(), "600000".into())],
+        ..Opts::default()
+    });
+    for n in ["alice", "bob", "carol", "mallory"] {
+        hive.ok(&["spawn", n]);
+    }
+    for n in ["alice", "bob", "carol"] {
+        let v = agent_call(
+            &hive,
+            n,
+            json!({"op": "api_retry", "status": 529, "error": "overloaded", "attempt": 1, "max_retries": 10}),
+        );
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    let backoff = |h: &TestHive| h.request(json!({"cmd": "agent_status"}))["api_backoff"].clone();
+    assert!(!backoff(&hive).is_null(), "the hive backs off");
+    let answer = json!({"type": "assistant", "message": {"model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "all fine"}]}});
+    let v = agent_call(
+        &hive,
+        "mallory",
+        json!({"op": "events", "items": [{"kind": "stream", "payload": answer}]}),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    std::thread::sleep(Duration::from_millis(300));
+    let b = backoff(&hive);
+    assert!(
+        !b.is_null(),
+        "an agent that is not the probe ended the backoff"
+    );
+    assert!(b["last_error"].as_str().unwrap().contains("529"), "{b}");
+}
