@@ -97,6 +97,21 @@ fn git_as(
 ) -> Result<String> {
     let raw = cwd.as_raw_fd();
     let mut cmd = Command::new("git");
+    // Nothing of the daemon's environment: as the repo's owner, git is that
+    // agent's process, whose environ the agent reads in /proc (the database
+    // password, the dashboard's token); as root, no GIT_* of the daemon's
+    // may redirect it.
+    cmd.env_clear();
+    let keep: &[&str] = if owner.is_some() {
+        &["PATH", "LANG", "LC_ALL", "TZ"]
+    } else {
+        &["PATH", "LANG", "LC_ALL", "TZ", "HOME"]
+    };
+    for k in keep {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
     // As the owner, git may not be able to pass through the directories above
     // the repo (the state dir is root's), and it turns GIT_DIR into an absolute
     // path: so it reaches the repo through its fd, `/proc/self/fd/3`.
@@ -125,10 +140,6 @@ fn git_as(
         // or an `uploadpack` is a program. The variables beat every config.
         .env("GIT_NO_LAZY_FETCH", "1")
         .env("GIT_ALLOW_PROTOCOL", "none")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_OBJECT_DIRECTORY")
-        .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
-        .env_remove("GIT_INDEX_FILE")
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {

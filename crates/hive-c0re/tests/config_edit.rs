@@ -247,3 +247,68 @@ fn hooks_and_config_an_agent_plants_in_its_repo_do_not_run_during_the_operators_
         "nothing ran on the request either"
     );
 }
+
+/// The operator's `config commit` runs git as the repo's owner (the agent's
+/// uid), which can read that process's environ in /proc: git used to get
+/// the daemon's whole environment, the database password and the
+/// dashboard's token with it. A `git` first on serve's PATH writes down the
+/// environment it was given, then runs the real one.
+#[test]
+fn git_run_as_an_agents_uid_gets_none_of_the_daemons_environment() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: git runs as another uid only when hive-c0re runs as root");
+        return;
+    }
+    let fake = tempfile::Builder::new()
+        .prefix("hive-git-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dump = fake.path().join("env.dump");
+    let real = common::which("git").expect("git");
+    write_exe(
+        &fake.path().join("git"),
+        &format!(
+            "#!/bin/sh\n{{ echo '--- git'; env; }} >> {}\nexec {} \"$@\"\n",
+            dump.display(),
+            real.display()
+        ),
+    );
+    std::fs::set_permissions(
+        fake.path().join("git"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let hive = TestHive::start_with(common::Opts {
+        env: vec![
+            ("PATH".into(), path),
+            ("PGPASSWORD".into(), "pg-password-marker".into()),
+            (
+                "HIVE_DASHBOARD_TOKEN".into(),
+                "dashboard-token-marker".into(),
+            ),
+        ],
+        ..common::Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    let repo = hive.state_dir().join("configs/alice");
+    chown_tree(&repo, 4_243_000 + std::process::id() % 1000);
+    let shown = hive.ok(&["config", "show", "alice"]);
+    let (code, _, err) = cli_with_input(
+        &hive,
+        &["config", "commit", "alice", "-m", "operator edit"],
+        &format!("{shown}\n# an edit\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let seen = std::fs::read_to_string(&dump).expect("serve ran git from its PATH");
+    assert!(seen.contains("--- git"), "{seen}");
+    assert!(
+        !seen.contains("pg-password-marker") && !seen.contains("dashboard-token-marker"),
+        "git got the daemon's secrets:\n{seen}"
+    );
+}
