@@ -364,9 +364,12 @@ pub fn request(hook: &Webhook, n: &Notification, secret: Option<&str>) -> Outgoi
                     hook.url.trim_end_matches('/')
                 ),
                 headers,
+                // An explicit empty mention list: without it, `@room` or a
+                // member's name in an agent's words would notify them.
                 body: serde_json::to_vec(&serde_json::json!({
                     "msgtype": "m.text",
                     "body": format!("{head}\n{rest}"),
+                    "m.mentions": {},
                 }))
                 .expect("a string serializes"),
             }

@@ -56,7 +56,7 @@ name = "tell"
 user_text = "tell the operator"
 [[rule.reply]]
 tool = "mcp__hyperhive__send"
-input = { to = "operator", body = "hello\r\nX-Injected: yes\r\n\r\n<b>bold</b> <!channel>" }
+input = { to = "operator", body = "hello\r\nX-Injected: yes\r\n\r\n<b>bold</b> <!channel> @room" }
 
 [[rule]]
 name = "ask"
@@ -222,6 +222,12 @@ fn every_moment_reaches_every_webhook_format_and_a_failed_one_survives_a_restart
             .filter(|l| l.contains("X-Injected") || l.contains("bold"))
         {
             assert!(line.starts_with("> "), "{}: {shown}", g.path);
+        }
+        // Matrix: an explicit empty mention list, so `@room` (or a member's
+        // name) in the agent's words notifies nobody.
+        if g.path == "/matrix" {
+            assert!(shown.contains("@room"), "{shown}");
+            assert_eq!(v["m.mentions"], json!({}), "{v}");
         }
     }
 
