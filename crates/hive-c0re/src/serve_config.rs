@@ -426,10 +426,18 @@ fn file_values(
             "could not read the config file {shown}: {e}; fix it, or point --config elsewhere"
         ))
     })?;
+    // The error's message and place only: its display quotes the line, which
+    // may be the database password's.
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let at = e.span().map_or_else(String::new, |s| {
+            let before = &text[..s.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" (line {line}, column {column})")
+        });
         Error::refused(format!(
-            "the config file {shown} is not valid TOML: {}",
-            e.to_string().trim().replace('\n', " ")
+            "the config file {shown} is not valid TOML{at}: {}",
+            e.message().trim().replace('\n', " ")
         ))
     })?;
     let mut out = Vec::new();
@@ -779,6 +787,25 @@ mod tests {
         }
     }
 
+    /// A typo on the password's line (an unterminated string) is told by
+    /// its place: the TOML error's display quotes the line, password and all,
+    /// into serve's stderr and the journal.
+    #[test]
+    fn a_typo_in_the_config_file_is_told_without_its_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        std::fs::write(
+            &f,
+            "runtime = \"process\"\ndatabase_password = \"Sup3r-S3cret-PW\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
+        assert!(e.contains("not valid TOML (line 2, column"), "{e}");
+        assert!(!e.contains("Sup3r"), "{e}");
+    }
+
     #[test]
     fn a_database_password_never_comes_from_a_flag_or_a_file_others_read() {
         use std::os::unix::fs::PermissionsExt;
@@ -844,7 +871,7 @@ mod tests {
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),
             ("[serve]\ninbox_cap = 1", "unknown key `serve`"),
-            ("inbox_cap = ", "not valid TOML"),
+            ("inbox_cap = ", "not valid TOML (line 1"),
         ] {
             std::fs::write(&f, toml).unwrap();
             let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
