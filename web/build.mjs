@@ -14,7 +14,7 @@ const pages = path.join(here, 'src/pages');
 fs.rmSync(dist, { recursive: true, force: true });
 await build({
   absWorkingDir: here,
-  entryPoints: ['src/hive.js', 'src/agent.js', 'src/style.css'],
+  entryPoints: ['src/hive.js', 'src/agent.js', 'src/login.js', 'src/style.css'],
   bundle: true,
   format: 'esm',
   target: 'es2022',

@@ -1,8 +1,18 @@
 // The dashboard's server API: JSON calls and the one live stream
 // (server-sent events) with reconnects. The page never sees the dashboard's
-// token: the browser sends the HttpOnly login cookie with every request.
+// token: the browser sends the HttpOnly login cookie with every request, and
+// the page adds its login's page key, which the login link's landing page
+// kept in this origin's storage (see login.js).
 
 const enc = encodeURIComponent;
+
+/** Where the login's page key is kept (localStorage of this origin). */
+export const PAGE_KEY = 'hive-page-key';
+
+/** This page's login key, for the API, the live stream and the shell. */
+export function pageKey() {
+  return localStorage.getItem(PAGE_KEY) ?? '';
+}
 
 /** A refusal or failure, carrying the server's sentence. */
 export class ApiError extends Error {
@@ -31,7 +41,7 @@ function sessionIs(ok, sentence) {
 }
 
 async function request(method, path, body) {
-  const init = { method, headers: {}, credentials: 'same-origin' };
+  const init = { method, headers: { 'X-Hive-Key': pageKey() }, credentials: 'same-origin' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -159,11 +169,12 @@ export async function snapshot(frames, get) {
  * out whether the login is gone (see `onSession`).
  */
 export function live(agent, handlers, onConn) {
-  const url = agent ? `/api/stream?agent=${enc(agent)}` : '/api/stream';
+  const path = agent ? `/api/stream?agent=${enc(agent)}&` : '/api/stream?';
   let first = true;
   let delay = 1000;
   const connect = () => {
-    const es = new EventSource(url);
+    // An EventSource sends no header of ours: the key goes in the query.
+    const es = new EventSource(`${path}key=${enc(pageKey())}`);
     es.addEventListener('hello', (e) => {
       delay = 1000;
       onConn('live');

@@ -7,6 +7,7 @@ import { FitAddon } from '@xterm/addon-fit';
 import { Terminal } from '@xterm/xterm';
 import '@xterm/xterm/css/xterm.css';
 import './shell.css';
+import { pageKey } from './api.js';
 import { icon } from './icons.js';
 import { fill, h } from './ui.js';
 
@@ -79,7 +80,8 @@ export function mountShell(panel, name) {
     ensureTerminal();
     fit.fit();
     term.reset();
-    const q = new URLSearchParams({ rows: term.rows, cols: term.cols });
+    // A WebSocket sends no header of ours: the page key goes in the query.
+    const q = new URLSearchParams({ rows: term.rows, cols: term.cols, key: pageKey() });
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const sock = new WebSocket(`${scheme}://${location.host}/api/agents/${encodeURIComponent(name)}/shell?${q}`);
     sock.binaryType = 'arraybuffer';

@@ -6,6 +6,7 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { OUT, agentSocket, cspViolations, launchBrowser, makeHive, playTurn, requireBuilt, sleep, until } from './hive.mjs';
@@ -275,6 +276,33 @@ test('the pages run under their content security policy and refuse framing', asy
   assert.ok(framed, 'the frame exists');
   const shown = await framed.evaluate(() => document.querySelector('#agents') !== null).catch(() => false);
   assert.equal(shown, false, 'the hive page does not render in a frame');
+});
+
+test('the login cookie a page on another port of the host gets opens no data and changes nothing', async () => {
+  // Another program on this host (another user's, or a process-runtime
+  // agent's) listens on another port; the operator's browser visits it.
+  let got = null;
+  const spy = http.createServer((req, res) => { got = req.headers.cookie ?? ''; res.end('hello'); });
+  await new Promise((resolve) => spy.listen(0, '127.0.0.1', resolve));
+  const back = page.url();
+  try {
+    await page.goto(`http://127.0.0.1:${spy.address().port}/`);
+    assert.match(got, /hive_login_\d+=/, 'browsers send the login cookie to every port of the host');
+    // It replays the cookie, posing as the dashboard's own page.
+    for (const p of ['/api/agents', '/api/secrets', '/api/approvals']) {
+      const r = await fetch(`${hive.url}${p}`, { headers: { Cookie: got } });
+      assert.equal(r.status, 401, p);
+    }
+    const post = await fetch(`${hive.url}/api/agents/alice/stop`, { method: 'POST', headers: { Cookie: got, Origin: hive.url } });
+    assert.equal(post.status, 401);
+    assert.match((await post.json()).error, /not the key its login gave/);
+    // The operator's own page goes on working.
+    await page.goto(`${hive.url}/`);
+    await row('alice').waitFor();
+    await page.goto(back);
+  } finally {
+    spy.close();
+  }
 });
 
 test('state-changing requests need the token and the same origin', async () => {

@@ -22,6 +22,16 @@ export function requireBuilt() {
 }
 
 /** The login link `hive-c0re urls` prints (`cli` runs a hive-c0re verb). */
+/**
+ * Opens a login link in `page` as the operator does: its landing page keeps
+ * the login's page key and goes on to the page; resolves once it is there.
+ */
+export async function openLoginLink(page, link) {
+  await page.goto(link);
+  await page.waitForURL((u) => !u.searchParams.has('login'));
+  await page.waitForLoadState();
+}
+
 export async function loginLink(cli) {
   const link = (await cli('urls')).match(/^log in:\s+(\S+)/m)?.[1];
   if (!link) throw new Error('hive-c0re urls printed no login link');
@@ -95,7 +105,7 @@ export async function makeHive({ binDir, env: extra = {} } = {}) {
     loginLink: () => loginLink(hive.cli),
     /** Logs a page's browser in the way the operator does: opening a new login link; lands on the hive page. */
     async logIn(page) {
-      await page.goto(await hive.loginLink());
+      await openLoginLink(page, await hive.loginLink());
     },
     /** fetch() with the token in the X-Hive-Token header, as a script would. */
     fetch(p, init = {}) {

@@ -13,7 +13,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { BIN, OUT, cspViolations, freePort, launchBrowser, loginLink, requireBuilt, sleep, until } from './hive.mjs';
+import { BIN, OUT, cspViolations, freePort, launchBrowser, loginLink, openLoginLink, requireBuilt, sleep, until } from './hive.mjs';
 
 const CAN_NSPAWN = process.getuid() === 0 && ['/usr/bin/systemd-nspawn', '/bin/systemd-nspawn'].some((p) => fs.existsSync(p));
 // HIVE_TEST_RUNTIME=process tries the process runtime where nspawn would run.
@@ -31,7 +31,7 @@ const TOKEN = 'shell-test-token';
 /** A page logged in to the dashboard (a new login link sets the cookie). */
 async function loggedInPage(opts) {
   const page = await browser.newPage(opts);
-  await page.goto(await loginLink(hive.cli));
+  await openLoginLink(page, await loginLink(hive.cli));
   return page;
 }
 
@@ -242,8 +242,9 @@ test('a shell needs the dashboard login (401) and the dashboard origin (403)', a
   const cookie = `hive_login_${hive.port}`;
   // The login a browser gets for a login link.
   const loggedIn = await fetch(await loginLink(hive.cli), { redirect: 'manual' });
-  assert.equal(loggedIn.status, 303);
+  assert.equal(loggedIn.status, 200);
   const login = loggedIn.headers.get('set-cookie').split(';')[0].split('=')[1];
+  const key = (await loggedIn.text()).match(/<meta name="hive-page-key" content="([0-9a-f]+)">/)[1];
   assert.ok(!login.includes(TOKEN), 'the login holds no token');
   assert.equal(await handshake({ origin: own }), 401, 'no login');
   assert.equal(await handshake({ token: 'not-the-token', origin: own }), 401, 'a wrong token');
@@ -254,7 +255,9 @@ test('a shell needs the dashboard login (401) and the dashboard origin (403)', a
   assert.equal(await handshake({ cookie: `${cookie}=${TOKEN}`, origin: own }), 401, 'the token is no login');
   assert.equal(await handshake({ token: login, origin: own }), 401, 'a login is no token');
   assert.equal(await handshake({ cookie: `hive_login=${login}`, origin: own }), 401, "another dashboard's cookie");
-  assert.equal(await handshake({ cookie: `${cookie}=${login}`, origin: own }), 101, 'the login cookie');
+  assert.equal(await handshake({ cookie: `${cookie}=${login}`, origin: own }), 401, 'the login cookie without its page key');
+  assert.equal(await handshake({ cookie: `${cookie}=${login}`, origin: own, query: '?key=00' }), 401, 'a wrong page key');
+  assert.equal(await handshake({ cookie: `${cookie}=${login}`, origin: own, query: `?key=${key}` }), 101, 'the login cookie and its page key');
   assert.equal(await handshake({ token: TOKEN }), 101, 'the token header (a script)');
   // The browser's own WebSocket from a page of the dashboard's origin that did not log in: refused before it opens.
   const stranger = await browser.newPage();
@@ -271,15 +274,18 @@ test('a shell needs the dashboard login (401) and the dashboard origin (403)', a
   const body = await fetch(`${hive.url}/api/agents/alice/shell`).then((r) => r.json().then((j) => [r.status, j.error]));
   assert.equal(body[0], 401);
   assert.match(body[1], /not logged in.*hive-c0re urls/);
-  // A page that logged in opens its shell through the cookie alone.
+  // A page that logged in opens its shell with the cookie and the page key
+  // its login kept in this origin's storage; the cookie alone opens none.
   const page = await loggedInPage();
   await page.goto(`${hive.url}/agents/alice`);
-  const ok = await page.evaluate(() => new Promise((resolve) => {
-    const ws = new WebSocket(`ws://${location.host}/api/agents/alice/shell`);
+  const opens = (withKey) => page.evaluate((withKey) => new Promise((resolve) => {
+    const key = withKey ? `?key=${localStorage.getItem('hive-page-key')}` : '';
+    const ws = new WebSocket(`ws://${location.host}/api/agents/alice/shell${key}`);
     ws.onopen = () => { ws.close(); resolve(true); };
     ws.onerror = () => resolve(false);
-  }));
-  assert.equal(ok, true);
+  }), withKey);
+  assert.equal(await opens(true), true);
+  assert.equal(await opens(false), false);
   await page.close();
 });
 

@@ -459,7 +459,7 @@ pub fn dashboard(host: &Host, addr: Option<&str>, paths: &Paths) -> Finding {
     };
     let fixed = host.var(TOKEN_ENV).map(str::trim);
     if let Some(t) = fixed {
-        crate::dashboard::token::check_fixed(t).map_err(|e| format!("serve would refuse: {e}"))?;
+        crate::login::kept::check_fixed(t).map_err(|e| format!("serve would refuse: {e}"))?;
     }
     let loopback = match addr.to_socket_addrs() {
         Ok(mut a) => a.all(|a| a.ip().is_loopback()),

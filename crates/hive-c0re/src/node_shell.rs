@@ -474,8 +474,10 @@ mod tests {
             "the relay still waits on a home node that stopped reading"
         );
         match out_rx.recv().await {
+            // The kernel drops the connection: whichever half meets it first says so.
             Some(Output::Closed(why)) => assert!(
-                why.starts_with("node beta, which ran the shell, stopped taking its input"),
+                why.starts_with("node beta, which ran the shell, stopped taking its input")
+                    || why.starts_with("the connection to node beta, which ran the shell, broke"),
                 "{why}"
             ),
             other => panic!("the relay ended without a sentence: {other:?}"),

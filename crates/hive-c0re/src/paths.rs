@@ -64,6 +64,11 @@ impl Paths {
         self.state.join("dashboard.token")
     }
 
+    /// The key that signs the dashboard's logins (0600); replaced by `hive-c0re logout`.
+    pub fn dashboard_login_key(&self) -> PathBuf {
+        self.state.join("dashboard.login-key")
+    }
+
     /// `<state>/agents`, the parent of every agent's directory.
     pub fn agents_root(&self) -> PathBuf {
         self.state.join("agents")

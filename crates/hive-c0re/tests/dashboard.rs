@@ -71,6 +71,11 @@ fn parse(raw: &str) -> Answer {
 
 /// A WebSocket handshake on the shell route, with `extra` header lines.
 fn shell_handshake(addr: &str, extra: &[&str]) -> Answer {
+    shell_handshake_at(addr, "/api/agents/alice/shell", extra)
+}
+
+/// [`shell_handshake`] at `path` (which may carry a query).
+fn shell_handshake_at(addr: &str, path: &str, extra: &[&str]) -> Answer {
     let mut lines = vec![
         "Upgrade: websocket",
         "Connection: Upgrade",
@@ -80,7 +85,7 @@ fn shell_handshake(addr: &str, extra: &[&str]) -> Answer {
     lines.extend_from_slice(extra);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!("GET /api/agents/alice/shell HTTP/1.1\r\nHost: {addr}\r\n");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for l in lines {
         head.push_str(l);
         head.push_str("\r\n");
@@ -119,6 +124,22 @@ fn urls(out: &str) -> (String, Option<String>) {
 fn path_of(link: &str) -> &str {
     let rest = link.trim_start_matches("http://");
     &rest[rest.find('/').unwrap()..]
+}
+
+/// Opens a login link as a browser does: the landing page's cookie, as a
+/// `Cookie:` header, and its page key, as an `X-Hive-Key:` header.
+fn log_in(addr: &str, link: &str) -> (String, String) {
+    let landing = request(addr, "GET", path_of(link), &[]);
+    assert_eq!(landing.status, 200, "{}", landing.body);
+    let set = landing.header("set-cookie").expect("a cookie");
+    let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+    let key = landing
+        .body
+        .split(r#"<meta name="hive-page-key" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the landing page holds the page key");
+    (cookie, format!("X-Hive-Key: {key}"))
 }
 
 /// The dashboard's token, as a script's operator reads it from the state dir.
@@ -238,15 +259,33 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
 
     // The operator's link logs a browser in: an HttpOnly cookie, then the page, the data and the shell.
     let login = request(&addr, "GET", path_of(&link), &[]);
-    assert_eq!(login.status, 303);
-    assert_eq!(login.header("location"), Some("/"));
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert!(
+        login
+            .body
+            .contains(r#"<meta name="hive-next" content="/">"#),
+        "{}",
+        login.body
+    );
     let set = login.header("set-cookie").expect("a cookie");
     assert!(
         set.contains("HttpOnly") && set.contains("SameSite=Lax"),
         "{set}"
     );
     assert!(!set.contains(&token), "the cookie holds the token: {set}");
+    assert!(
+        !login.body.contains(&token),
+        "the landing page holds the token"
+    );
     let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
+    let key = login
+        .body
+        .split(r#"<meta name="hive-page-key" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let key_header = format!("X-Hive-Key: {key}");
 
     // The attack: the link from the browser's history, opened again (by
     // whoever reads that history), logs nothing in.
@@ -259,6 +298,28 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
     let stolen = set.split(';').next().unwrap().split_once('=').unwrap().1;
     let header = format!("X-Hive-Token: {stolen}");
     assert_eq!(request(&addr, "GET", "/api/agents", &[&header]).status, 401);
+    // Nor does the cookie alone open the API, the live stream or the shell,
+    // nor change anything, whatever Origin its holder claims: those need
+    // the page key, which the browser keeps for the dashboard's origin only.
+    let origin = format!("Origin: http://{addr}");
+    for path in [
+        "/api/agents",
+        "/api/secrets",
+        "/api/approvals",
+        "/api/stream",
+    ] {
+        let a = request(&addr, "GET", path, &[&cookie]);
+        assert_eq!(a.status, 401, "{path} with the cookie alone: {}", a.body);
+        assert!(a.body.contains("not the key its login gave"), "{}", a.body);
+    }
+    let post = request(&addr, "POST", "/api/ping", &[&cookie, &origin]);
+    assert_eq!(post.status, 401, "{}", post.body);
+    assert_eq!(shell_handshake(&addr, &[&cookie, &origin]).status, 401);
+    let wrong = "X-Hive-Key: 00";
+    assert_eq!(
+        request(&addr, "GET", "/api/agents", &[&cookie, wrong]).status,
+        401
+    );
     let page = request(&addr, "GET", "/", &[&cookie]);
     assert_eq!(page.status, 200);
     assert!(
@@ -272,12 +333,30 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
     );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     assert!(
-        request(&addr, "GET", "/api/agents", &[&cookie])
+        request(&addr, "GET", "/api/agents", &[&cookie, &key_header])
             .body
             .contains("\"alice\"")
     );
-    let origin = format!("Origin: http://{addr}");
-    assert_eq!(shell_handshake(&addr, &[&cookie, &origin]).status, 101);
+    let keyed = format!("/api/agents/alice/shell?key={key}");
+    assert_eq!(
+        shell_handshake_at(&addr, &keyed, &[&cookie, &origin]).status,
+        101
+    );
+
+    // `hive-c0re logout` ends that login (cookie and key), and no other
+    // credential: the scripts' token still works.
+    hive.ok(&["logout"]);
+    let after = request(&addr, "GET", "/api/agents", &[&cookie, &key_header]);
+    assert_eq!(after.status, 401, "{}", after.body);
+    assert!(after.body.contains("hive-c0re logout"), "{}", after.body);
+    let script = format!("X-Hive-Token: {token}");
+    assert_eq!(request(&addr, "GET", "/api/agents", &[&script]).status, 200);
+    let (cookie, key_header) = log_in(&addr, &urls(&hive.ok(&["urls"])).1.unwrap());
+    assert_eq!(
+        request(&addr, "GET", "/api/agents", &[&cookie, &key_header]).status,
+        200,
+        "a new link logs in again"
+    );
 }
 
 #[test]
@@ -287,17 +366,11 @@ fn a_login_survives_a_restart_of_the_daemon() {
     let link = link.expect("a login link");
     let unused = urls(&hive.ok(&["urls"])).1.unwrap();
     assert_ne!(unused, link, "a new code each time");
-    let login = request(&addr, "GET", path_of(&link), &[]);
-    let cookie = format!(
-        "Cookie: {}",
-        login
-            .header("set-cookie")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
+    let (cookie, key) = log_in(&addr, &link);
+    assert_eq!(
+        request(&addr, "GET", "/api/agents", &[&cookie, &key]).status,
+        200
     );
-    assert_eq!(request(&addr, "GET", "/api/agents", &[&cookie]).status, 200);
 
     hive.stop();
     // The same address again, as an operator's bookmark has it.
@@ -311,7 +384,7 @@ fn a_login_survives_a_restart_of_the_daemon() {
         "a login link from before the restart"
     );
     assert_eq!(
-        request(&addr, "GET", "/api/agents", &[&cookie]).status,
+        request(&addr, "GET", "/api/agents", &[&cookie, &key]).status,
         200,
         "the browser is still logged in"
     );
@@ -397,16 +470,7 @@ fn the_binary_alone_serves_the_dashboard_from_any_directory() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let (addr, link) = urls(&out);
-    let login = request(&addr, "GET", path_of(&link.unwrap()), &[]);
-    let cookie = format!(
-        "Cookie: {}",
-        login
-            .header("set-cookie")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-    );
+    let (cookie, _) = log_in(&addr, &link.unwrap());
     let page = request(&addr, "GET", "/", &[&cookie]);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(

@@ -66,6 +66,7 @@ requests! {
     "stop" => Stop,
     "restart" => Restart,
     "urls" => Urls,
+    "logout" => Logout,
     "pending" => Pending,
     "approval_diff" => ApprovalDiff,
     "approve" => Approve,

@@ -283,8 +283,12 @@ pub enum Command {
     Answer { id: i64, answer: String },
     /// Cancel a pending question.
     CancelQuestion { id: i64 },
-    /// Print the hive's URLs: the dashboard, and the link that logs a browser in to it.
+    /// Print the hive's URLs: the dashboard, and a new one-time link that logs a browser in to it.
     Urls,
+    /// Log every browser out of this node's dashboard (a new login key); the
+    /// scripts' token (X-Hive-Token) stays as it is. A live stream or shell
+    /// already open goes on until it closes.
+    Logout,
     /// Scheduled prompts: add, list, rm.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
@@ -1013,6 +1017,12 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             } else {
                 output::stats(&stats);
             }
+        }
+        Command::Logout => {
+            ok(
+                c.call(verb::Logout {}),
+                "every browser is logged out of this node's dashboard: open a new link from `hive-c0re urls` to log in again",
+            )?;
         }
         Command::Urls => {
             let urls = c.call(verb::Urls {})?.urls.unwrap_or_default();

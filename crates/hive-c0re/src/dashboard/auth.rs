@@ -5,10 +5,14 @@
 //! The operator logs a browser in with a link `hive-c0re urls` prints
 //! (`/?login=CODE`; host.sock is the operator's, so holding the link is the
 //! proof). The code is good once, for 10 minutes, and is not the token
-//! (`crate::login`); that request gets a login back as an HttpOnly,
-//! SameSite=Lax cookie and a redirect to the same page without the code.
-//! Pages never see the token or the login. Scripts send the token in the
-//! `X-Hive-Token` header instead.
+//! (`crate::login`); that request gets a login back: an HttpOnly,
+//! SameSite=Lax cookie, and a landing page whose script keeps the login's
+//! page key in the origin's storage and goes on to the page asked for.
+//! Pages and assets need the cookie; the API, the live stream and the shell
+//! need the page key too ([`KEY_HEADER`], or `key=` in the query where a
+//! browser cannot set a header), so the cookie alone, which browsers also
+//! send to other ports of the host, opens no data. Scripts send the token
+//! in the `X-Hive-Token` header instead.
 //! State-changing requests (anything but GET/HEAD) must also be same-origin
 //! (an `Origin` that differs from `Host` is refused).
 //!
@@ -31,6 +35,8 @@ use crate::login::{CODE_TTL, Invalid, LOGIN_SECONDS, Logins};
 
 /// Header a script's requests may carry the token in.
 pub const TOKEN_HEADER: &str = "x-hive-token";
+/// Header the pages' API calls carry their login's page key in.
+pub const KEY_HEADER: &str = "x-hive-key";
 /// Environment variable holding a fixed token.
 pub const TOKEN_ENV: &str = "HIVE_DASHBOARD_TOKEN";
 
@@ -71,6 +77,8 @@ pub enum Refusal {
     Expired,
     /// A login link used before, too old, or from before a restart.
     UsedLink,
+    /// A good cookie on an API call without its page key.
+    NoPageKey,
 }
 
 impl Refusal {
@@ -82,7 +90,8 @@ impl Refusal {
             }
             Self::StaleLogin => {
                 "this browser's login is no longer valid: the dashboard's token changed since it logged in \
-                 (HIVE_DASHBOARD_TOKEN changed, or the state dir's dashboard.token was removed or replaced)"
+                 (HIVE_DASHBOARD_TOKEN changed, or the state dir's dashboard.token was removed or replaced), \
+                 or the operator logged every browser out (hive-c0re logout)"
                     .into()
             }
             Self::Expired => format!(
@@ -94,6 +103,10 @@ impl Refusal {
                  hive-c0re restarted: each link logs in one browser, once",
                 CODE_TTL.as_secs() / 60
             ),
+            Self::NoPageKey => "this request has the login cookie but not the key its login gave this \
+                 dashboard's pages (kept in the browser's storage for this address: it was cleared, \
+                 or the cookie was sent from somewhere else)"
+                .into(),
         };
         format!("{why}; {}", how_to_log_in())
     }
@@ -119,8 +132,15 @@ impl Auth {
         &self.cookie
     }
 
-    /// Ok when the request carries the token in the header or a login in the cookie.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// Ok when the request carries the token in the header, or a login in
+    /// the cookie and, for the API (`api`), the login's page key in
+    /// [`KEY_HEADER`] or the `key` of `query`.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        api: bool,
+    ) -> Result<(), Refusal> {
         if let Some(header) = headers.get(TOKEN_HEADER) {
             let token = header.to_str().unwrap_or("");
             return if self.logins.is_token(token) {
@@ -132,11 +152,20 @@ impl Auth {
         let Some(login) = cookie(headers, &self.cookie) else {
             return Err(Refusal::NoLogin);
         };
+        let key = api.then(|| {
+            headers
+                .get(KEY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| query_param(query, "key"))
+                .unwrap_or_default()
+        });
         self.logins
-            .check(&login, now_secs())
+            .check(&login, key.as_deref(), now_secs())
             .map_err(|why| match why {
                 Invalid::Expired => Refusal::Expired,
                 Invalid::Stale => Refusal::StaleLogin,
+                Invalid::NoPageKey => Refusal::NoPageKey,
             })
     }
 
@@ -144,11 +173,14 @@ impl Auth {
     /// dashboard opened from a chat or a mail lands logged in; what changes
     /// anything is a POST (or the shell's WebSocket), which also needs the
     /// dashboard's own Origin.
-    fn login_cookie(&self) -> std::io::Result<String> {
-        Ok(format!(
-            "{}={}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Lax",
-            self.cookie,
-            self.logins.issue(now_secs())?
+    fn login_cookie(&self) -> std::io::Result<(String, String)> {
+        let issued = self.logins.issue(now_secs())?;
+        Ok((
+            format!(
+                "{}={}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Lax",
+                self.cookie, issued.cookie
+            ),
+            issued.page_key,
         ))
     }
 }
@@ -268,7 +300,7 @@ async fn decide(auth: &Auth, req: Request, next: Next) -> Response {
             refused(Refusal::UsedLink, false)
         };
     }
-    if let Err(why) = auth.check(headers) {
+    if let Err(why) = auth.check(headers, req.uri().query(), api) {
         return refused(why, api || !reading);
     }
     if !reading && let Err(e) = check_origin(headers) {
@@ -291,22 +323,28 @@ fn refused(why: Refusal, json: bool) -> Response {
 
 /// The login code of a login link's query.
 fn query_code(query: Option<&str>) -> Option<String> {
+    query_param(query, "login")
+}
+
+/// The value of `name` in a query string, as sent.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == "login")
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
 }
 
-/// A good login link: the cookie, and the same page without the code in its address.
+/// A good login link: the cookie, and a landing page that keeps the page
+/// key and goes on to the same page without the code in its address.
 fn logged_in(auth: &Auth, path: &str) -> Response {
+    // `//host/` would lead off the dashboard.
+    let path = if path.starts_with("//") { "/" } else { path };
     match auth.login_cookie() {
-        Ok(cookie) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::LOCATION, path.to_owned()),
-                (header::SET_COOKIE, cookie),
-            ],
+        Ok((cookie, page_key)) => (
+            StatusCode::OK,
+            [(header::SET_COOKIE, cookie)],
+            Html(super::pages::landing_page(&page_key, path)),
         )
             .into_response(),
         Err(e) => ApiError::new(
@@ -333,29 +371,44 @@ pub(crate) mod tests {
     /// The policy for port 7878 under the token "sesame".
     pub(crate) fn auth(port: u16, token: &str) -> Auth {
         let home = format!("http://127.0.0.1:{port}/");
-        Auth::new(true, port, Arc::new(Logins::new(home, port, token.into())))
+        Auth::new(
+            true,
+            port,
+            Arc::new(Logins::new(home, port, token.into(), "login-key")),
+        )
+    }
+
+    /// The login a browser got for `auth`: its cookie header and its page key.
+    pub(crate) fn login(auth: &Auth) -> (String, String) {
+        let (set, key) = auth.login_cookie().unwrap();
+        (set.split(';').next().unwrap().to_owned(), key)
     }
 
     /// The login a browser got for `auth`, as its cookie header.
     pub(crate) fn login_cookie(auth: &Auth) -> String {
-        let set = auth.login_cookie().unwrap();
-        set.split(';').next().unwrap().to_owned()
+        login(auth).0
     }
 
     #[test]
     fn token_by_header_or_a_login_in_this_ports_cookie() {
         let a = auth(7878, "sesame");
-        assert_eq!(a.check(&headers(&[("x-hive-token", "sesame")])), Ok(()));
-        let login = login_cookie(&a);
+        let page = |h: &HeaderMap| a.check(h, None, false);
+        assert_eq!(page(&headers(&[("x-hive-token", "sesame")])), Ok(()));
+        assert_eq!(
+            a.check(&headers(&[("x-hive-token", "sesame")]), None, true),
+            Ok(()),
+            "a script needs no page key"
+        );
+        let (login, key) = login(&a);
         assert!(login.starts_with("hive_login_7878="), "{login}");
         assert!(
-            !login.contains("sesame"),
-            "the cookie holds no token: {login}"
+            !login.contains("sesame") && !key.contains("sesame"),
+            "the login holds no token: {login}"
         );
-        let with = |c: &str| a.check(&headers(&[("cookie", c)]));
+        let with = |c: &str| page(&headers(&[("cookie", c)]));
         assert_eq!(with(&format!("a=b; {login}")), Ok(()));
         assert_eq!(
-            a.check(&headers(&[("x-hive-token", "sesam")])),
+            page(&headers(&[("x-hive-token", "sesam")])),
             Err(Refusal::StaleLogin)
         );
         assert_eq!(
@@ -377,8 +430,29 @@ pub(crate) mod tests {
             Err(Refusal::StaleLogin),
             "another port's login"
         );
-        assert_eq!(a.check(&HeaderMap::new()), Err(Refusal::NoLogin));
-        let c = a.login_cookie().unwrap();
+        assert_eq!(page(&HeaderMap::new()), Err(Refusal::NoLogin));
+
+        // The API wants the page key too, in its header or the query.
+        let api = |h: &[(&'static str, &str)], q: Option<&str>| a.check(&headers(h), q, true);
+        let cookie = ("cookie", login.as_str());
+        assert_eq!(
+            api(&[cookie], None),
+            Err(Refusal::NoPageKey),
+            "the cookie alone"
+        );
+        assert_eq!(api(&[cookie, ("x-hive-key", &key)], None), Ok(()));
+        assert_eq!(api(&[cookie], Some(&format!("rows=2&key={key}"))), Ok(()));
+        assert_eq!(
+            api(&[cookie, ("x-hive-key", "sesame")], None),
+            Err(Refusal::NoPageKey)
+        );
+        assert_eq!(
+            api(&[("x-hive-key", &key)], None),
+            Err(Refusal::NoLogin),
+            "the key alone"
+        );
+
+        let (c, _) = a.login_cookie().unwrap();
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
     }
 
@@ -389,6 +463,7 @@ pub(crate) mod tests {
             Refusal::StaleLogin,
             Refusal::Expired,
             Refusal::UsedLink,
+            Refusal::NoPageKey,
         ] {
             let s = why.sentence();
             assert!(s.contains("hive-c0re urls"), "{s}");

@@ -24,7 +24,6 @@ mod sse;
 mod stats;
 #[cfg(test)]
 mod tests;
-pub(crate) mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ use tokio::net::TcpListener;
 pub use auth::{Auth, TOKEN_ENV, TOKEN_HEADER};
 
 use crate::hive::Hive;
-use crate::login::Logins;
+use crate::login::{Logins, kept};
 use crate::paths::Paths;
 
 /// What every handler gets.
@@ -84,8 +83,9 @@ pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
     let addr = listener
         .local_addr()
         .context("could not read the dashboard's bound address")?;
-    let token = token::settle(paths, std::env::var(TOKEN_ENV).ok().as_deref())?;
-    let logins = Logins::new(format!("http://{addr}/"), addr.port(), token);
+    let token = kept::settle(paths, std::env::var(TOKEN_ENV).ok().as_deref())?;
+    let login_key = kept::settle_login_key(paths)?;
+    let logins = Logins::new(format!("http://{addr}/"), addr.port(), token, &login_key);
     let auth = Auth::new(addr.ip().is_loopback(), addr.port(), Arc::new(logins));
     Ok(Bound {
         listener,

@@ -132,6 +132,20 @@ pub fn not_built_page() -> String {
 
 /// What a request without a valid login gets instead of a page: `why` (the
 /// refusal's sentence, which says how to log in).
+/// What a good login link answers: the landing page, whose script
+/// (`login.js`, from the build) keeps `page_key` in this origin's storage
+/// and goes on to `next`, the page the link named.
+pub fn landing_page(page_key: &str, next: &str) -> String {
+    plain_page(
+        "Logging in",
+        &format!(
+            r#"<meta name="hive-page-key" content="{}"><meta name="hive-next" content="{}"><script type="module" src="/assets/login.js"></script><p>Logging in…</p><noscript><p>The dashboard needs JavaScript.</p></noscript>"#,
+            escape(page_key),
+            escape(next)
+        ),
+    )
+}
+
 pub fn login_page(why: &str) -> String {
     plain_page(
         "Log in to this hive's dashboard",

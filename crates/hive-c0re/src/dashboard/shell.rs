@@ -21,7 +21,7 @@
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use hive_sh4re::AgentName;
@@ -43,11 +43,12 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 pub(crate) async fn open(
     State(ctx): State<Ctx>,
     headers: HeaderMap,
+    uri: Uri,
     Path(raw): Path<String>,
     Q(opening): Q<ShellQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(e) = check(&ctx.auth, &headers) {
+    if let Err(e) = check(&ctx.auth, &headers, uri.query()) {
         return e.into_response();
     }
     let name = match parse_name(&raw) {
@@ -73,9 +74,11 @@ pub(crate) async fn open(
         .on_upgrade(move |socket| serve(ctx, name, size, socket))
 }
 
-/// Refused unless the request is logged in and, if it says where it comes from, comes from here.
-fn check(auth: &Auth, headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Err(why) = auth.check(headers) {
+/// Refused unless the request is logged in (with its page key: a
+/// WebSocket sends it as `key=` in `query`) and, if it says where it comes
+/// from, comes from here.
+fn check(auth: &Auth, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+    if let Err(why) = auth.check(headers, query, true) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, why.sentence()));
     }
     check_origin(headers).map_err(|_| {
@@ -168,16 +171,22 @@ fn close() -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dashboard::auth::tests::{auth, headers, login_cookie};
+    use crate::dashboard::auth::tests::{auth, headers, login};
 
     #[test]
     fn a_shell_needs_the_login_and_the_own_origin() {
         let auth = auth(7878, "t0k");
-        let login = login_cookie(&auth);
+        let (login, key) = login(&auth);
+        let key_query = format!("rows=24&key={key}");
+        let keyed = Some(key_query.as_str());
         let host = ("host", "127.0.0.1:7878");
         let own = ("origin", "http://127.0.0.1:7878");
-        let ok = |h: &[(&'static str, &str)]| check(&auth, &headers(h)).is_ok();
+        let ok = |h: &[(&'static str, &str)]| check(&auth, &headers(h), keyed).is_ok();
         assert!(ok(&[host, own, ("cookie", &login)]), "cookie");
+        assert!(
+            check(&auth, &headers(&[host, own, ("cookie", &login)]), None).is_err(),
+            "the cookie without its page key"
+        );
         assert!(ok(&[host, ("x-hive-token", "t0k")]), "header, no Origin");
         assert!(!ok(&[host, own]), "no login");
         assert!(
@@ -192,7 +201,7 @@ mod tests {
             !ok(&[host, own, ("cookie", "hive_login_7878=t0k")]),
             "the token as a login"
         );
-        let e = check(&auth, &headers(&[host, own])).unwrap_err();
+        let e = check(&auth, &headers(&[host, own]), keyed).unwrap_err();
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         assert!(e.message.contains("hive-c0re urls"), "{}", e.message);
         let e = check(
@@ -202,6 +211,7 @@ mod tests {
                 ("origin", "http://evil.example"),
                 ("x-hive-token", "t0k"),
             ]),
+            None,
         )
         .unwrap_err();
         assert_eq!(e.status, StatusCode::FORBIDDEN);

@@ -52,9 +52,11 @@ fn loopback() -> Fixture {
     fixture(super::auth::tests::auth(7878, "t0k"), Assets::of(BUILT))
 }
 
-/// The cookie of a browser logged in to [`loopback`]'s dashboard.
-fn logged_in() -> String {
-    super::auth::tests::login_cookie(&super::auth::tests::auth(7878, "t0k"))
+/// The cookie and page key of a browser logged in to [`loopback`]'s dashboard.
+fn logged_in() -> (String, String) {
+    static ONE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    ONE.get_or_init(|| super::auth::tests::login(&super::auth::tests::auth(7878, "t0k")))
+        .clone()
 }
 
 /// An agent row, without starting it (the supervisor is not under test).
@@ -74,7 +76,8 @@ fn alice() -> Mailbox {
 fn get(uri: &str) -> Request<Body> {
     Request::get(uri)
         .header(header::HOST, HOST)
-        .header(header::COOKIE, logged_in())
+        .header(header::COOKIE, logged_in().0)
+        .header("x-hive-key", logged_in().1)
         .body(Body::empty())
         .unwrap()
 }
@@ -148,7 +151,8 @@ async fn posts_need_the_token() {
     let cookie = Request::post("/api/agents/alice/messages")
         .header(header::HOST, HOST)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::COOKIE, logged_in())
+        .header(header::COOKIE, logged_in().0)
+        .header("x-hive-key", logged_in().1)
         .body(Body::from(r#"{"body":"by cookie"}"#))
         .unwrap();
     assert_eq!(call(&f, cookie).await.0, StatusCode::OK);
@@ -458,16 +462,32 @@ async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
         "the reason is the login, not the bind: {b}"
     );
 
-    // A login link: the cookie, and the page again without the code in its address.
+    // A login link: the cookie, and a landing page that keeps the page key
+    // and goes on to the page without the code in its address.
     let link = f.ctx.auth.logins().link().unwrap();
     let query = &link[link.find('?').unwrap()..];
     let resp = router(f.ctx.clone())
         .oneshot(anon_get(&format!("/agents/alice{query}")))
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(resp.headers()[header::LOCATION], "/agents/alice");
-    let cookie = resp.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let landing = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        landing.contains(r#"<meta name="hive-next" content="/agents/alice">"#)
+            && landing.contains(r#"<script type="module" src="/assets/login.js">"#)
+            && !landing.contains("t0k"),
+        "{landing}"
+    );
     assert!(
         cookie.starts_with("hive_login_7878=")
             && !cookie.contains("t0k")
@@ -484,7 +504,8 @@ async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
     assert_eq!(call(&f, get("/api/agents")).await.0, StatusCode::OK);
 
     // Not loopback: any Host is fine, the token is what counts.
-    let logins = crate::login::Logins::new("http://hive.example/".into(), 7878, "sesame".into());
+    let logins =
+        crate::login::Logins::new("http://hive.example/".into(), 7878, "sesame".into(), "k");
     let f = fixture(
         Auth::new(false, 7878, std::sync::Arc::new(logins)),
         Assets::of(BUILT),

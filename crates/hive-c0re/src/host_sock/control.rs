@@ -28,6 +28,21 @@ impl Handle for verb::Urls {
     }
 }
 
+impl Handle for verb::Logout {
+    async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let Some(logins) = &hive.settings().dashboard_login else {
+            return Err(Error::refused(
+                "this hive-c0re serves no dashboard: there is no browser to log out",
+            ));
+        };
+        let key = crate::login::kept::renew_login_key(hive.paths())
+            .map_err(|e| Error::refused(format!("{e:#}; every browser is still logged in")))?;
+        logins.replace_login_key(&key);
+        tracing::info!("the operator logged every browser out of the dashboard");
+        Ok(Response::ok().into())
+    }
+}
+
 impl Handle for verb::Cancel {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         hive.cancel(&self.name).await?;

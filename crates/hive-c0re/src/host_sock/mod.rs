@@ -253,6 +253,7 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::Answer(r) => r.handle(hive).await,
         Request::CancelQuestion(r) => r.handle(hive).await,
         Request::Urls(r) => r.handle(hive).await,
+        Request::Logout(r) => r.handle(hive).await,
         Request::Cancel(r) => r.handle(hive).await,
         Request::Compact(r) => r.handle(hive).await,
         Request::CompactNotes(r) => r.handle(hive).await,

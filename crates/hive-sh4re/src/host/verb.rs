@@ -217,6 +217,10 @@ pub struct CancelQuestion {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Urls {}
 
+/// `logout` *ours*: log every browser out of this node's dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Logout {}
+
 /// `cancel` *ours*: stop the agent's current turn (or nap).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cancel {

@@ -1,8 +1,10 @@
-//! The dashboard's token: `HIVE_DASHBOARD_TOKEN`, or a random one kept in
-//! `<state>/dashboard.token` so a browser's login survives a restart of
-//! hive-c0re. The file is hive-c0re's alone (a regular file it owns, mode
+//! The dashboard's secrets kept in the state dir: its token
+//! (`HIVE_DASHBOARD_TOKEN`, or a random one in `<state>/dashboard.token`),
+//! and the login key that signs browsers' logins
+//! (`<state>/dashboard.login-key`), each kept so logins survive a restart
+//! of hive-c0re. A file is hive-c0re's alone (a regular file it owns, mode
 //! 0600); anything else there (a link, a FIFO, a file others may read) is
-//! replaced by a new token, which logs every browser out.
+//! replaced by a new secret, which logs every browser out.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -12,8 +14,8 @@ use anyhow::Context;
 
 use crate::paths::Paths;
 
-/// Bytes of randomness in a generated token (hex in the file).
-const TOKEN_BYTES: usize = 32;
+/// Bytes of randomness in a generated secret (hex in the file).
+const SECRET_BYTES: usize = 32;
 /// Shortest `HIVE_DASHBOARD_TOKEN` accepted.
 const MIN_FIXED_LEN: usize = 16;
 
@@ -23,23 +25,43 @@ pub(crate) fn settle(paths: &Paths, fixed: Option<&str>) -> anyhow::Result<Strin
         check_fixed(t)?;
         return Ok(t.to_owned());
     }
-    let path = paths.dashboard_token();
-    match read_kept(&path) {
+    settle_kept(&paths.dashboard_token(), "dashboard token")
+}
+
+/// The login key this start uses: the kept one, or a new one (then kept).
+pub(crate) fn settle_login_key(paths: &Paths) -> anyhow::Result<String> {
+    settle_kept(&paths.dashboard_login_key(), "dashboard login key")
+}
+
+/// A new login key, kept in place of the last: every browser's login ends.
+pub(crate) fn renew_login_key(paths: &Paths) -> anyhow::Result<String> {
+    fresh(&paths.dashboard_login_key(), "dashboard login key")
+}
+
+/// The secret kept at `path`, or a new one when there is none to trust.
+fn settle_kept(path: &Path, what: &str) -> anyhow::Result<String> {
+    match read_kept(path) {
         Ok(Some(t)) => return Ok(t),
         Ok(None) => {}
         Err(why) => tracing::warn!(
-            "{} {why}: making a new dashboard token (browsers have to log in again)",
+            "{} {why}: making a new {what} (browsers have to log in again)",
             path.display()
         ),
     }
-    let token = crate::hex::random(TOKEN_BYTES).context("could not generate a dashboard token")?;
-    keep(&path, &token).with_context(|| {
+    fresh(path, what)
+}
+
+/// A new random secret, kept at `path`.
+fn fresh(path: &Path, what: &str) -> anyhow::Result<String> {
+    let secret =
+        crate::hex::random(SECRET_BYTES).with_context(|| format!("could not generate a {what}"))?;
+    keep(path, &secret).with_context(|| {
         format!(
-            "could not keep the dashboard token in {}: check that the state dir is writable",
+            "could not keep the {what} in {}: check that the state dir is writable",
             path.display()
         )
     })?;
-    Ok(token)
+    Ok(secret)
 }
 
 /// Refuses a `HIVE_DASHBOARD_TOKEN` serve would refuse (`doctor` asks too).
@@ -56,7 +78,7 @@ pub(crate) fn check_fixed(t: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The kept token; `Ok(None)` when there is none, `Err(why)` when the file cannot be trusted.
+/// The kept secret; `Ok(None)` when there is none, `Err(why)` when the file cannot be trusted.
 fn read_kept(path: &Path) -> Result<Option<String>, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -91,15 +113,15 @@ fn read_kept(path: &Path) -> Result<Option<String>, String> {
         .take(1024)
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot be read ({e})"))?;
-    let token = text.trim();
-    if token.len() != TOKEN_BYTES * 2 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("does not hold a token".into());
+    let secret = text.trim();
+    if secret.len() != SECRET_BYTES * 2 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("does not hold a secret of ours".into());
     }
-    Ok(Some(token.to_owned()))
+    Ok(Some(secret.to_owned()))
 }
 
-/// Writes `token` to `path` (0600) through a private temp file renamed into place.
-fn keep(path: &Path, token: &str) -> std::io::Result<()> {
+/// Writes `secret` to `path` (0600) through a private temp file renamed into place.
+fn keep(path: &Path, secret: &str) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
@@ -109,7 +131,7 @@ fn keep(path: &Path, token: &str) -> std::io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     let written = f
-        .write_all(format!("{token}\n").as_bytes())
+        .write_all(format!("{secret}\n").as_bytes())
         .and_then(|()| f.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
