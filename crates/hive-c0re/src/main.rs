@@ -31,13 +31,18 @@ fn main() {
                     std::process::exit(2);
                 }
             };
-            match rt.block_on(serve(opts)) {
+            let code = match rt.block_on(serve(opts)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("hive-c0re: {e:#}");
                     2
                 }
-            }
+            };
+            // Dropping the runtime would wait for every blocking task, even
+            // one serve already said it exits without (a file walk, a stuck
+            // read): give them a moment, then go.
+            rt.shutdown_timeout(std::time::Duration::from_secs(5));
+            code
         }
         Command::Doctor { .. } => hive_c0re::doctor::run(&settings()),
         other => run_client(&Paths::resolve(cli.state_dir, cli.run_dir), other),

@@ -25,6 +25,32 @@ fn not_running_says_how_to_start_and_exits_2() {
     assert!(err.contains(&want), "{err}");
 }
 
+/// A daemon that accepts and never answers (stuck on its database, say):
+/// the CLI says so within its limit instead of hanging.
+#[test]
+fn a_daemon_that_never_answers_gets_a_sentence_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("host.sock")).unwrap();
+    let held = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        drop(conn);
+    });
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hive-c0re"))
+        .env("HIVE_RUN_DIR", dir.path())
+        .env("HIVE_STATE_DIR", dir.path())
+        .env("HIVE_CLI_TIMEOUT_SECS", "1")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "the CLI hung");
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hive-c0re did not answer in time"), "{err}");
+    held.join().unwrap();
+}
+
 #[test]
 fn a_refusal_prints_the_daemons_sentence_and_exits_1() {
     let hive = TestHive::start();

@@ -562,6 +562,7 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         _ => None,
     };
     let mut c = Client::connect(paths.host_sock())?;
+    c.set_timeout(answer_limit(&command))?;
     match command {
         Command::Serve { .. } | Command::Doctor { .. } => {
             unreachable!("serve and doctor are not client verbs")
@@ -1038,6 +1039,27 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// How long the CLI waits on the daemon's answer to `command`: a stream
+/// waits as long as it runs; anything else its longest proper wait and a
+/// margin, then says the daemon did not answer instead of hanging
+/// (`HIVE_CLI_TIMEOUT_SECS` sets it for every verb, for tests).
+fn answer_limit(command: &Command) -> Option<Duration> {
+    let limit = match command {
+        Command::Events { follow: true, .. } => return None,
+        Command::Recv { wait, .. } => Duration::from_secs_f64(*wait) + Duration::from_secs(60),
+        // A graceful stop waits up to 600 s for the turn to end.
+        Command::Stop { .. }
+        | Command::Restart { .. }
+        | Command::Destroy { .. }
+        | Command::Kill { .. }
+        | Command::Start { .. }
+        | Command::Spawn { .. }
+        | Command::Approve { .. } => Duration::from_secs(660),
+        _ => Duration::from_secs(120),
+    };
+    Some(crate::clock::secs_from_env("HIVE_CLI_TIMEOUT_SECS", limit))
 }
 
 fn one(name: &AgentName) -> Scope {

@@ -133,7 +133,9 @@ impl Client {
         let p = self.path.display();
         match e.kind() {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                Error::Broken(format!("hive-c0re did not answer in time on {p}"))
+                Error::Broken(format!(
+                    "hive-c0re did not answer in time on {p}: it may be stuck; its log says on what (journalctl -u hyperhive)"
+                ))
             }
             _ => Error::Broken(format!("lost the connection to {p}: {e}")),
         }
