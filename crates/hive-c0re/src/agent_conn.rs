@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use hive_sh4re::agent::{AgentRequest, AgentResponse, EventIn, HARNESS_EVENT_KINDS};
 use hive_sh4re::config::is_model_name;
 use hive_sh4re::event::EventKind;
@@ -25,6 +27,9 @@ use crate::lines::{Line, read_line};
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
+/// How much longer a slot may be held each time its limit passes while the
+/// agent's question waits on the operator.
+const QUESTION_RECHECK: Duration = Duration::from_secs(60);
 
 /// Serves every connection the agents' sockets accept, until the hive shuts down.
 pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
@@ -50,6 +55,22 @@ struct Conn {
     /// When this connection first asked `admit` for the slot it waits for (unix ms):
     /// asking again after a long poll keeps its place in line.
     admit_since: Option<i64>,
+    /// When the slot it holds (either) was given, and by when it must be given back.
+    slot_held: Option<(Instant, Instant)>,
+}
+
+impl Conn {
+    fn holds_slot(&self) -> bool {
+        self.turn_slot.is_some() || self.run_slot.is_some()
+    }
+}
+
+/// Resolves at `deadline`, never without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
@@ -63,24 +84,68 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut conn = Conn::default();
-    loop {
-        let line = tokio::select! {
-            l = read_line(&mut r, MAX_LINE_BYTES) => l,
-            _ = closed.cancelled() => break,
-            _ = hive.shutdown_token().cancelled() => break,
+    // The harness enforces a turn's time limit, and it is the agent's: a
+    // slot held past the limit (a hung harness, or one an agent drives to
+    // hold the hive's turns) is taken back by ending the connection.
+    let mut overheld = false;
+    'serving: loop {
+        let mut deadline = conn.slot_held.map(|(_, d)| d);
+        let line = loop {
+            tokio::select! {
+                l = read_line(&mut r, MAX_LINE_BYTES) => break l,
+                _ = closed.cancelled() => break 'serving,
+                _ = hive.shutdown_token().cancelled() => break 'serving,
+                () = until(deadline) => {
+                    // Time a question waits on the operator does not count.
+                    if hive.asks_operator(&name).await {
+                        deadline = deadline.map(|d| d + QUESTION_RECHECK);
+                        continue;
+                    }
+                    overheld = true;
+                    break 'serving;
+                }
+            }
         };
+        // A wait on the operator's answer moved the deadline.
+        if let Some((since, _)) = conn.slot_held {
+            conn.slot_held = deadline.map(|d| (since, d));
+        }
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
                 Ok(req) => {
-                    // A long poll must end with its client: a dead harness's pending
-                    // `control` would otherwise take the next command and drop it.
-                    tokio::select! {
-                        r = handle(&hive, &name, &mut conn, req) => r.unwrap_or_else(|e| AgentResponse {
-                            unavailable: e.is_unreachable(),
-                            ..AgentResponse::refusal(e.to_string())
-                        }),
-                        _ = peer_closed(&mut r) => break,
-                    }
+                    let resp = {
+                        let handled = handle(&hive, &name, &mut conn, req);
+                        tokio::pin!(handled);
+                        // A long poll must end with its client: a dead harness's pending
+                        // `control` would otherwise take the next command and drop it.
+                        // Nor may it hold a slot past its limit.
+                        loop {
+                            tokio::select! {
+                                r = &mut handled => break r.unwrap_or_else(|e| AgentResponse {
+                                    unavailable: e.is_unreachable(),
+                                    ..AgentResponse::refusal(e.to_string())
+                                }),
+                                _ = peer_closed(&mut r) => break 'serving,
+                                () = until(deadline) => {
+                                    if hive.asks_operator(&name).await {
+                                        deadline = deadline.map(|d| d + QUESTION_RECHECK);
+                                        continue;
+                                    }
+                                    overheld = true;
+                                    break 'serving;
+                                }
+                            }
+                        }
+                    };
+                    conn.slot_held = match conn.slot_held {
+                        _ if !conn.holds_slot() => None,
+                        Some((since, _)) => deadline.map(|d| (since, d)),
+                        None => {
+                            let now = Instant::now();
+                            Some((now, now + hive.slot_limit(&name).await))
+                        }
+                    };
+                    resp
                 }
                 Err(e) => AgentResponse::refusal(e),
             },
@@ -94,6 +159,9 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         if w.write_all(&out).await.is_err() {
             break;
         }
+    }
+    if overheld && let Some((since, _)) = conn.slot_held {
+        hive.slot_overheld(&name, since.elapsed()).await;
     }
     if conn.turn.is_some() {
         hive.release_claims(&name).await;

@@ -160,6 +160,8 @@ pub struct Hive {
     stats_rate: crate::throttle::PerMinute,
     /// How many questions each agent asked the operator this minute.
     questions_rate: crate::throttle::PerMinute,
+    /// Notices that an agent held a turn slot past its limit: one a minute per agent.
+    overheld_notices: crate::throttle::PerMinute,
     /// How many bytes of history each agent's harness reported this minute.
     history_rate: crate::throttle::PerMinute,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
@@ -206,6 +208,7 @@ impl Hive {
             questions_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,
             ),
+            overheld_notices: crate::throttle::PerMinute::new(1u64),
             history_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE,
             ),

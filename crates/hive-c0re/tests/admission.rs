@@ -260,3 +260,66 @@ fn a_harness_killed_mid_turn_gives_its_slot_back_and_a_compaction_needs_one() {
         }
     }
 }
+
+/// An agent that takes the agents' turn slot (`admit`, as its harness asks
+/// for a compaction) and never gives it back, on a connection it keeps open
+/// and silent, used to hold every other agent's turns queued for good. The
+/// slot is taken back once the agent's turn limit and a grace have passed;
+/// the operator is told who held it.
+#[test]
+fn an_agent_holding_a_turn_slot_past_its_limit_gives_it_back() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut opts = Opts::default();
+    opts.args.extend([
+        "--max-concurrent-turns".to_owned(),
+        "2".to_owned(),
+        "--turn-timeout".to_owned(),
+        "2s".to_owned(),
+    ]);
+    opts.env.push(("HIVE_SLOT_GRACE_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(opts);
+    for n in ["mallory", "carol"] {
+        hive.ok(&["spawn", n]);
+    }
+    let sock = hive.run_dir().join("agents/mallory/agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let held = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no socket for mallory");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (&held)
+        .write_all(b"{\"op\":\"admit\",\"wait_ms\":3000}\n")
+        .unwrap();
+    let mut reader = BufReader::new(held.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("\"admitted\":true"), "{line}");
+    let taken = Instant::now();
+    // carol waits in line behind it, then gets it once mallory's hold ran out.
+    let admit = || common::agent_call(&hive, "carol", json!({"op": "admit", "wait_ms": 1000}));
+    assert_ne!(
+        admit()["admitted"],
+        true,
+        "the one agents' slot is mallory's"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while admit()["admitted"] != true {
+        assert!(Instant::now() < deadline, "mallory still holds the slot");
+    }
+    assert!(
+        taken.elapsed() >= Duration::from_secs(3),
+        "taken back before the limit"
+    );
+    // mallory's connection was ended, and the operator told.
+    line.clear();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(reader.read_line(&mut line).unwrap_or(0), 0, "{line}");
+    let notes = hive.request(json!({"cmd": "notifications", "limit": 10}));
+    assert!(
+        notes.to_string().contains("mallory held a turn slot for"),
+        "{notes}"
+    );
+}
