@@ -352,11 +352,19 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             _ = tokio::time::sleep(every) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
-        let beat = match hive.store.heartbeat(hive.node().as_str()).await {
-            Ok(true) => Ok(()),
-            Ok(false) => hive.register_node().await,
-            Err(e) => Err(e.into()),
-        };
+        // A database that takes the call and never answers is out of reach
+        // too: by the time the others count this node down, say so.
+        let limit = every * DEAD_AFTER;
+        let beat =
+            match tokio::time::timeout(limit, hive.store.heartbeat(hive.node().as_str())).await {
+                Ok(Ok(true)) => Ok(()),
+                Ok(Ok(false)) => hive.register_node().await,
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(Error::Store(StoreError::Unreachable(format!(
+                    "the database did not answer this node's heartbeat within {} s",
+                    limit.as_secs()
+                )))),
+            };
         if beat.is_ok()
             && let Err(e) = hive.watch_liveness().await
         {

@@ -47,6 +47,7 @@ mod tls;
 mod wakes;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio::sync::{broadcast, mpsc};
@@ -63,6 +64,9 @@ use super::{Limits, Result, StoreError};
 pub(super) const ADVISORY_CLASS: i32 = 0x6869_7665;
 /// First key of the per-agent event locks (the second is `hashtext(agent)`).
 const EVENTS_CLASS: i32 = 0x6869_7666;
+/// How long a call waits for a free connection before it fails as the
+/// database out of reach (the alarm then says so).
+const POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// The database's time in unix ms: one clock for every node.
 const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -109,6 +113,15 @@ impl PgStore {
     pub async fn open(resolved: Resolved, limits: Limits) -> Result<Self> {
         let tls = tls::connector(resolved.sslmode, resolved.root_cert.as_deref())?;
         let listen_config = resolved.config.clone();
+        // connect_timeout covers the TCP connect only: a server (or a proxy)
+        // that takes the connection and answers nothing held a new
+        // connection, and so every caller waiting for one, for ever.
+        let create = resolved
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10))
+            * 2;
         let manager = Manager::from_config(
             resolved.config,
             tls.clone(),
@@ -120,6 +133,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(resolved.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(create))
+            .wait_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Settings(format!("could not set up the pool: {e}")))?;
         let name: Arc<str> = resolved.name.into();
@@ -276,6 +293,15 @@ async fn delete_chunked(
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
+        deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+            StoreError::Unreachable(format!(
+                "no connection to the database came free within {} s: every one waits on an answer from it",
+                POOL_WAIT.as_secs()
+            ))
+        }
+        deadpool_postgres::PoolError::Timeout(_) => StoreError::Unreachable(
+            "the database took the connection but did not answer in time".to_owned(),
+        ),
         // The pool's backend errors are failed connects (a closed connection
         // is replaced, not reported), whatever their kind.
         deadpool_postgres::PoolError::Backend(e) => StoreError::Unreachable(describe(&e)),
@@ -318,4 +344,40 @@ pub(in crate::store) fn describe(e: &tokio_postgres::Error) -> String {
 /// A row count from SQL's COUNT or a bigint column, as the sqlite store returns it.
 fn count(n: i64) -> u64 {
     n.max(0) as u64
+}
+
+#[cfg(test)]
+mod open_tests {
+    use super::*;
+
+    /// A server that takes the connection and answers nothing (frozen, or a
+    /// proxy with no database behind it) held serve's start, and every call
+    /// waiting for a connection, for ever: connect_timeout covers only the
+    /// TCP connect. Now the start fails with a sentence.
+    #[tokio::test]
+    async fn a_server_that_never_answers_fails_the_start_with_a_sentence() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                held.push(conn);
+            }
+        });
+        let settings = PgSettings::new(format!(
+            "postgres://hive@127.0.0.1:{port}/hive?connect_timeout=1"
+        ));
+        let started = std::time::Instant::now();
+        let opened = tokio::time::timeout(
+            Duration::from_secs(30),
+            PgStore::connect(&settings, Limits::default()),
+        )
+        .await
+        .expect("the start still waits on a server that never answers");
+        let Err(e) = opened else {
+            panic!("a silent server gave a store");
+        };
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(e.to_string().contains("did not answer in time"), "{e}");
+    }
 }
