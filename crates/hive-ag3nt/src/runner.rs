@@ -28,6 +28,10 @@ use crate::client::{Client, ClientError};
 
 /// Most events sent in one request.
 const EVENT_BATCH: usize = 256;
+/// How long after claude exits its output is still read: a process it
+/// started that took its stdout or stderr along (`setsid cmd &`) would
+/// otherwise keep the turn from ending for as long as it lives.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs claude one job at a time and lets a cancel reach the running job.
 #[derive(Default)]
@@ -287,6 +291,7 @@ impl Job<'_> {
         };
         let mut exited = false;
         let mut retrying = false;
+        let mut drained_by: Option<Instant> = None;
         loop {
             let deadline = self.runner.lock().deadline;
             tokio::select! {
@@ -321,7 +326,18 @@ impl Job<'_> {
                         self.report_retry(c, r, &running).await?;
                     }
                 }
-                code = running.wait(), if !exited => { out.exit = code.ok().flatten(); exited = true; }
+                code = running.wait(), if !exited => {
+                    out.exit = code.ok().flatten();
+                    exited = true;
+                    drained_by = Some(Instant::now() + OUTPUT_DRAIN);
+                }
+                _ = sleep_until(drained_by), if drained_by.is_some() => {
+                    tracing::warn!(
+                        "claude exited {} s ago, but a process it started still holds its output open: the run ends without reading more",
+                        OUTPUT_DRAIN.as_secs()
+                    );
+                    break;
+                }
                 _ = sleep_until(deadline), if !exited && deadline.is_some() => {
                     let pid = {
                         let mut cur = self.runner.lock();

@@ -461,3 +461,49 @@ fn hive_tools_and_the_agent_config_reach_the_real_claude() {
     });
     assert!(denied, "no permission_denied line");
 }
+
+/// Kills the stray process a test's stand-in claude left behind.
+struct Stray(String);
+
+impl Drop for Stray {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-f", &self.0])
+            .status();
+    }
+}
+
+/// A turn whose claude started a process that took its output along
+/// (`setsid cmd &` from the Bash tool) used to never end: the harness read
+/// claude's output until that process closed it, so neither the time limit
+/// nor a cancel ended the turn. It ends a few seconds after claude exits.
+#[test]
+fn a_process_that_keeps_claudes_output_open_does_not_hold_the_turn() {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-fake-claude-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    let stray = Stray(format!("sleep 59{}.5", std::process::id() % 10_000));
+    let claude = bin.path().join("claude");
+    common::write_exe(
+        &claude,
+        &format!("#!/bin/sh\nsetsid {} &\nexit 0\n", stray.0),
+    );
+    let hive = TestHive::start_with(common::Opts {
+        env: vec![
+            ("HIVE_CLAUDE_BIN".into(), claude.display().to_string()),
+            ("ANTHROPIC_API_KEY".into(), "sk-test".into()),
+        ],
+        ..common::Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    hive.ok(&["send", "alice", "hello"]);
+    hive.wait_for("the turn to end although its output stays open", 40, |h| {
+        h.events("alice").iter().any(|e| e["kind"] == "turn_end")
+    });
+    drop(stray);
+}
