@@ -285,12 +285,34 @@ impl Store {
         }
     }
 
-    /// Folds the write-ahead log back into the database and truncates it, so the
-    /// files stay bounded once vacuum has freed pages for reuse.
+    /// Hands the pages vacuum freed back to the file system, then folds the
+    /// write-ahead log back into the database and truncates it, so the files
+    /// stay bounded. The pages go a piece at a time, the lock given back
+    /// between pieces: after a purge the free list can hold hundreds of MiB,
+    /// which freed in one statement held every caller (and the watchdog's
+    /// ping) for seconds.
     pub fn checkpoint(&self) -> Result<()> {
-        let g = self.lock();
-        g.conn.execute_batch("PRAGMA incremental_vacuum;")?;
-        g.conn
+        const PAGES: u32 = 1024;
+        let free = |g: &MutexGuard<'_, Inner>| -> Result<i64> {
+            Ok(g.conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))?)
+        };
+        let mut last = i64::MAX;
+        loop {
+            let g = self.lock();
+            let now = free(&g)?;
+            // Nothing left, or a database made before incremental vacuum that frees nothing.
+            if now == 0 || now >= last {
+                break;
+            }
+            last = now;
+            g.conn
+                .execute_batch(&format!("PRAGMA incremental_vacuum({PAGES});"))?;
+            drop(g);
+            Self::make_way();
+        }
+        self.lock()
+            .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
