@@ -114,7 +114,63 @@ pub fn check(host: &Host, settings: &Resolved) -> Vec<Finding> {
     out.extend(state_dir(host, &settings.paths));
     out.push(disk(host, &settings.paths));
     out.push(dashboard(host, settings.dashboard(), &settings.paths));
+    out.extend(config_file(
+        settings.file.as_deref(),
+        !settings.webhooks.is_empty(),
+    ));
+    out.extend(settings.database.as_ref().map(|db| database_tls(host, db)));
     out
+}
+
+/// A config file with `[[webhooks]]` that others may read: a chat webhook's
+/// URL, or an ntfy topic, is all it takes to post as the hive or to read
+/// the operator's notifications.
+pub fn config_file(file: Option<&Path>, webhooks: bool) -> Option<Finding> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = file.filter(|_| webhooks)?;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode() & 0o777;
+    Some(if mode & 0o077 != 0 {
+        Err(format!(
+            "the config file {} holds [[webhooks]] (a chat webhook's URL and an ntfy topic are their secrets) but others may read it (mode {mode:o}): chmod 600 it",
+            file.display()
+        ))
+    } else {
+        Ok(format!(
+            "the config file {} holds its webhooks privately",
+            file.display()
+        ))
+    })
+}
+
+/// A database password sent to a server whose identity is not checked:
+/// whoever answers at the database's address (a machine in the middle, a
+/// poisoned DNS name) can ask for it in clear under `sslmode=prefer`.
+pub fn database_tls(host: &Host, db: &crate::store::pg::PgSettings) -> Finding {
+    use crate::store::pg::settings::SslMode;
+    use tokio_postgres::config::Host as PgHost;
+    let resolved = db
+        .resolve(&|k| host.var(k).map(str::to_owned))
+        .map_err(|e| format!("serve would refuse the database settings: {e}"))?;
+    let local = resolved.config.get_hosts().iter().all(|h| match h {
+        PgHost::Unix(_) => true,
+        PgHost::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    });
+    let checked = matches!(resolved.sslmode, SslMode::VerifyCa | SslMode::VerifyFull);
+    if local || checked || resolved.config.get_password().is_none() {
+        return Ok(format!("database {}", resolved.name));
+    }
+    Err(format!(
+        "the database password goes to {} without checking the server's certificate (sslmode {}): \
+         whoever answers at that address can ask for it in clear; add sslmode=verify-full and \
+         sslrootcert=FILE (the CA that signed the server's certificate) to the database URL",
+        resolved.name,
+        resolved.sslmode.as_str()
+    ))
 }
 
 /// systemd-nspawn and pasta installed, and serve able to use them (root).
@@ -788,5 +844,62 @@ mod tests {
             .insert(TOKEN_ENV.into(), "a-long-enough-token".into());
         assert!(dashboard(&f.host, Some("0.0.0.0:7878"), &f.paths).is_ok());
         assert!(dashboard(&f.host, None, &f.paths).is_ok());
+    }
+
+    /// Webhook URLs and ntfy topics are secrets: a config file holding them
+    /// that others may read is a problem; the same file at 0600 is fine.
+    #[test]
+    fn webhooks_in_a_config_file_others_read_are_a_problem() {
+        let f = fixture();
+        let file = f.dir.path().join("hive.toml");
+        std::fs::write(
+            &file,
+            "[[webhooks]]\nurl = \"https://hooks.slack.com/services/T/B/x\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(problem(config_file(Some(&file), true).unwrap()).contains("chmod 600"));
+        assert!(
+            config_file(Some(&file), false).is_none(),
+            "no webhooks, nothing to say"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(config_file(Some(&file), true).unwrap().is_ok());
+    }
+
+    /// A password sent to a database whose certificate is not checked is a
+    /// problem, unless the database is on this host.
+    #[test]
+    fn a_password_to_an_unchecked_remote_database_is_a_problem() {
+        use crate::store::pg::PgSettings;
+        let f = fixture();
+        let with = |url: &str| {
+            let mut s = PgSettings::new(url);
+            s.password = Some("pw".into());
+            database_tls(&f.host, &s)
+        };
+        let e = problem(with("postgres://node@db.example.org/hive"));
+        assert!(
+            e.contains("sslmode prefer") && e.contains("verify-full"),
+            "{e}"
+        );
+        assert!(with("postgres://node@db.example.org/hive?sslmode=require").is_err());
+        assert!(
+            with("postgres://node@127.0.0.1:5432/hive").is_ok(),
+            "on this host"
+        );
+        let ca = f.dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let checked = format!(
+            "postgres://node@db.example.org/hive?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        );
+        assert!(with(&checked).is_ok(), "{:?}", with(&checked));
+        let mut none = PgSettings::new("postgres://node@db.example.org/hive");
+        none.password = None;
+        assert!(
+            database_tls(&f.host, &none).is_ok(),
+            "no password to give away"
+        );
     }
 }

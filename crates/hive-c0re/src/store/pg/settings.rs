@@ -44,6 +44,18 @@ impl SslMode {
         })
     }
 
+    /// Its name in a connection string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Allow => "allow",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
+    }
+
     fn wire(self) -> WireSslMode {
         match self {
             Self::Disable => WireSslMode::Disable,
