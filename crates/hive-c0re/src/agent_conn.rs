@@ -65,6 +65,17 @@ impl Conn {
     }
 }
 
+/// At a slot's deadline: true when the slot is held past it; false when
+/// one of the agent's questions waits on the operator, whose time does not
+/// count (the deadline moves on).
+async fn still_held(hive: &Hive, name: &AgentName, deadline: &mut Option<Instant>) -> bool {
+    if hive.asks_operator(name).await {
+        *deadline = deadline.map(|d| d + QUESTION_RECHECK);
+        return false;
+    }
+    true
+}
+
 /// Resolves at `deadline`, never without one.
 async fn until(deadline: Option<Instant>) {
     match deadline {
@@ -96,13 +107,10 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                 _ = closed.cancelled() => break 'serving,
                 _ = hive.shutdown_token().cancelled() => break 'serving,
                 () = until(deadline) => {
-                    // Time a question waits on the operator does not count.
-                    if hive.asks_operator(&name).await {
-                        deadline = deadline.map(|d| d + QUESTION_RECHECK);
-                        continue;
+                    if still_held(&hive, &name, &mut deadline).await {
+                        overheld = true;
+                        break 'serving;
                     }
-                    overheld = true;
-                    break 'serving;
                 }
             }
         };
@@ -127,12 +135,10 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                                 }),
                                 _ = peer_closed(&mut r) => break 'serving,
                                 () = until(deadline) => {
-                                    if hive.asks_operator(&name).await {
-                                        deadline = deadline.map(|d| d + QUESTION_RECHECK);
-                                        continue;
+                                    if still_held(&hive, &name, &mut deadline).await {
+                                        overheld = true;
+                                        break 'serving;
                                     }
-                                    overheld = true;
-                                    break 'serving;
                                 }
                             }
                         }

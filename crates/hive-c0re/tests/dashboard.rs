@@ -133,13 +133,18 @@ fn log_in(addr: &str, link: &str) -> (String, String) {
     assert_eq!(landing.status, 200, "{}", landing.body);
     let set = landing.header("set-cookie").expect("a cookie");
     let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
-    let key = landing
-        .body
+    let key = page_key_of(&landing.body);
+    (cookie, format!("X-Hive-Key: {key}"))
+}
+
+/// The page key a login link's landing page holds.
+fn page_key_of(landing: &str) -> String {
+    landing
         .split(r#"<meta name="hive-page-key" content=""#)
         .nth(1)
         .and_then(|rest| rest.split('"').next())
-        .expect("the landing page holds the page key");
-    (cookie, format!("X-Hive-Key: {key}"))
+        .expect("the landing page holds the page key")
+        .to_owned()
 }
 
 /// The dashboard's token, as a script's operator reads it from the state dir.
@@ -278,13 +283,7 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
         "the landing page holds the token"
     );
     let cookie = format!("Cookie: {}", set.split(';').next().unwrap());
-    let key = login
-        .body
-        .split(r#"<meta name="hive-page-key" content=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let key = page_key_of(&login.body);
     let key_header = format!("X-Hive-Key: {key}");
 
     // The attack: the link from the browser's history, opened again (by
