@@ -7,7 +7,15 @@
 import { PAGE_KEY } from './api.js';
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? '';
-localStorage.setItem(PAGE_KEY, meta('hive-page-key'));
-const next = meta('hive-next');
-// Only a path of this dashboard: never `//elsewhere`.
-location.replace(next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/');
+try {
+  localStorage.setItem(PAGE_KEY, meta('hive-page-key'));
+  const next = meta('hive-next');
+  // Only a path of this dashboard: never `//elsewhere`.
+  location.replace(next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/');
+} catch (e) {
+  document.body.append(
+    Object.assign(document.createElement('p'), {
+      textContent: `This browser does not let the dashboard keep its login (${e.message}): allow site data for this address, then open a new link from hive-c0re urls.`,
+    }),
+  );
+}

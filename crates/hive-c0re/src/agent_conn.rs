@@ -27,9 +27,6 @@ use crate::lines::{Line, read_line};
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
-/// How much longer a slot may be held each time its limit passes while the
-/// agent's question waits on the operator.
-const QUESTION_RECHECK: Duration = Duration::from_secs(60);
 
 /// Serves every connection the agents' sockets accept, until the hive shuts down.
 pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
@@ -55,8 +52,8 @@ struct Conn {
     /// When this connection first asked `admit` for the slot it waits for (unix ms):
     /// asking again after a long poll keeps its place in line.
     admit_since: Option<i64>,
-    /// When the slot it holds (either) was given, and by when it must be given back.
-    slot_held: Option<(Instant, Instant)>,
+    /// The clock of the slot it holds (either), while it holds one.
+    slot: Option<SlotClock>,
 }
 
 impl Conn {
@@ -65,12 +62,38 @@ impl Conn {
     }
 }
 
-/// At a slot's deadline: true when the slot is held past it; false when
-/// one of the agent's questions waits on the operator, whose time does not
-/// count (the deadline moves on).
-async fn still_held(hive: &Hive, name: &AgentName, deadline: &mut Option<Instant>) -> bool {
-    if hive.asks_operator(name).await {
-        *deadline = deadline.map(|d| d + QUESTION_RECHECK);
+/// When a connection must give its slot back.
+#[derive(Debug, Clone, Copy)]
+struct SlotClock {
+    since: Instant,
+    /// [`Hive::slot_limit`] when it was given.
+    limit: Duration,
+    /// [`Hive::asking_time`] when it was given.
+    asked: Duration,
+    /// A turn's slot, not `admit`'s.
+    turn: bool,
+}
+
+impl SlotClock {
+    /// The limit past `since`, and the time the agent's questions waited on
+    /// the operator meanwhile, which a turn's limit does not count.
+    fn deadline(&self, hive: &Hive, name: &AgentName) -> Instant {
+        self.since + self.limit + hive.asking_time(name).saturating_sub(self.asked)
+    }
+}
+
+/// At `deadline`: true when the slot is held past its limit; false when the
+/// agent's questions waited meanwhile, which moves the deadline on.
+fn still_held(
+    hive: &Hive,
+    name: &AgentName,
+    clock: Option<SlotClock>,
+    deadline: &mut Option<Instant>,
+) -> bool {
+    let Some(c) = clock else { return false };
+    let d = c.deadline(hive, name);
+    if d > Instant::now() {
+        *deadline = Some(d);
         return false;
     }
     true
@@ -100,27 +123,34 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
     // hold the hive's turns) is taken back by ending the connection.
     let mut overheld = false;
     'serving: loop {
-        let mut deadline = conn.slot_held.map(|(_, d)| d);
-        let line = loop {
-            tokio::select! {
-                l = read_line(&mut r, MAX_LINE_BYTES) => break l,
-                _ = closed.cancelled() => break 'serving,
-                _ = hive.shutdown_token().cancelled() => break 'serving,
-                () = until(deadline) => {
-                    if still_held(&hive, &name, &mut deadline).await {
-                        overheld = true;
-                        break 'serving;
+        let clock = conn.slot;
+        let mut deadline = clock.map(|c| c.deadline(&hive, &name));
+        let line = {
+            // One read per line, kept across the deadline's checks: a line
+            // read in part is not lost.
+            let read = read_line(&mut r, MAX_LINE_BYTES);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    l = &mut read => break l,
+                    _ = closed.cancelled() => break 'serving,
+                    _ = hive.shutdown_token().cancelled() => break 'serving,
+                    () = until(deadline) => {
+                        if still_held(&hive, &name, clock, &mut deadline) {
+                            overheld = true;
+                            break 'serving;
+                        }
                     }
                 }
             }
         };
-        // A wait on the operator's answer moved the deadline.
-        if let Some((since, _)) = conn.slot_held {
-            conn.slot_held = deadline.map(|d| (since, d));
-        }
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
                 Ok(req) => {
+                    // What gives the slot back runs to its end.
+                    if matches!(req, AgentRequest::TurnEnd { .. } | AgentRequest::Release) {
+                        deadline = None;
+                    }
                     let resp = {
                         let handled = handle(&hive, &name, &mut conn, req);
                         tokio::pin!(handled);
@@ -135,7 +165,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                                 }),
                                 _ = peer_closed(&mut r) => break 'serving,
                                 () = until(deadline) => {
-                                    if still_held(&hive, &name, &mut deadline).await {
+                                    if still_held(&hive, &name, clock, &mut deadline) {
                                         overheld = true;
                                         break 'serving;
                                     }
@@ -143,12 +173,17 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                             }
                         }
                     };
-                    conn.slot_held = match conn.slot_held {
+                    conn.slot = match conn.slot {
                         _ if !conn.holds_slot() => None,
-                        Some((since, _)) => deadline.map(|d| (since, d)),
+                        Some(c) => Some(c),
                         None => {
-                            let now = Instant::now();
-                            Some((now, now + hive.slot_limit(&name).await))
+                            let turn = conn.turn_slot.is_some();
+                            Some(SlotClock {
+                                since: Instant::now(),
+                                limit: hive.slot_limit(&name, turn).await,
+                                asked: hive.asking_time(&name),
+                                turn,
+                            })
                         }
                     };
                     resp
@@ -166,8 +201,8 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
             break;
         }
     }
-    if overheld && let Some((since, _)) = conn.slot_held {
-        hive.slot_overheld(&name, since.elapsed()).await;
+    if overheld && let Some(c) = conn.slot {
+        hive.slot_overheld(&name, c.since.elapsed(), c.turn).await;
     }
     if conn.turn.is_some() {
         hive.release_claims(&name).await;

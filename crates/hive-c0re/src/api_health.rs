@@ -12,8 +12,10 @@
 //!
 //! That a call succeeded is the harness's word, and any agent's harness may
 //! be hostile: only the probe's success ends the backoff. Another agent's
-//! (a turn begun before the backoff) lets the next probe start at once, so
-//! one agent lying about the API costs at most one probe at a time.
+//! (a turn begun before the backoff) lets the next probe start at once, as
+//! another agent's turn, so one agent lying about the API costs at most one
+//! probe at a time and never makes itself the probe. (The probe's own
+//! harness may still lie; it is one agent, chosen by the inbox that waits.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -77,6 +79,9 @@ struct Backoff {
     /// When the probe began (unix ms).
     probe_since: i64,
     agents: BTreeSet<String>,
+    /// The agent whose word brought the next probe forward, and when it was
+    /// due before: that probe is another agent's.
+    forwarded: Option<(String, i64)>,
 }
 
 /// Whether a turn may start now.
@@ -219,6 +224,7 @@ impl ApiHealth {
                     probe: None,
                     probe_since: 0,
                     agents,
+                    forwarded: None,
                 });
                 true
             }
@@ -243,13 +249,17 @@ impl ApiHealth {
         match &b.probe {
             Some(p) if p == agent => Gate::Go,
             Some(_) => Gate::Until(now_ms() + b.delay.as_millis() as i64),
-            None if now >= b.next_try => {
-                tracing::info!(agent, "probing the model API with one turn");
-                b.probe = Some(agent.to_owned());
-                b.probe_since = now;
-                Gate::Go
-            }
-            None => Gate::Until(b.next_try),
+            None => match &b.forwarded {
+                Some((by, due)) if by == agent => Gate::Until((*due).max(now + 1)),
+                _ if now >= b.next_try => {
+                    tracing::info!(agent, "probing the model API with one turn");
+                    b.probe = Some(agent.to_owned());
+                    b.probe_since = now;
+                    b.forwarded = None;
+                    Gate::Go
+                }
+                _ => Gate::Until(b.next_try),
+            },
         }
     }
 
@@ -269,11 +279,12 @@ impl ApiHealth {
                     "the probe turn succeeded: the hive's API backoff is over"
                 );
                 g.recent.clear();
-            } else if b.probe.is_none() && b.next_try > now {
+            } else if b.probe.is_none() && b.next_try > now && b.forwarded.is_none() {
                 tracing::info!(
                     agent,
                     "an agent's turn succeeded: probing the model API now"
                 );
+                b.forwarded = Some((agent.to_owned(), b.next_try));
                 b.next_try = now;
             } else {
                 return;
@@ -403,6 +414,10 @@ mod tests {
         assert!(matches!(h.gate("b"), Gate::Until(_)));
         h.turn_ended("mallory", true, None);
         assert!(h.backoff().is_some());
+        assert!(
+            matches!(h.gate("mallory"), Gate::Until(_)),
+            "not the one who brought it forward"
+        );
         assert_eq!(h.gate("b"), Gate::Go, "a probe at once");
         assert!(matches!(h.gate("c"), Gate::Until(_)), "one at a time");
         h.answered("mallory");

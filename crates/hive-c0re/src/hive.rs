@@ -162,6 +162,8 @@ pub struct Hive {
     questions_rate: crate::throttle::PerMinute,
     /// Notices that an agent held a turn slot past its limit: one a minute per agent.
     overheld_notices: crate::throttle::PerMinute,
+    /// How long each agent's questions have waited on the operator, which a turn's limit does not count.
+    asking: crate::hive::questions::AskingClock,
     /// How many bytes of history each agent's harness reported this minute.
     history_rate: crate::throttle::PerMinute,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
@@ -209,6 +211,7 @@ impl Hive {
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,
             ),
             overheld_notices: crate::throttle::PerMinute::new(1u64),
+            asking: Default::default(),
             history_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE,
             ),

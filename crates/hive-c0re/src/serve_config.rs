@@ -430,7 +430,7 @@ fn file_values(
     // may be the database password's.
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let at = e.span().map_or_else(String::new, |s| {
-            let before = &text[..s.start.min(text.len())];
+            let before = text.get(..s.start).unwrap_or(&text);
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             format!(" (line {line}, column {column})")

@@ -277,6 +277,8 @@ fn an_agent_holding_a_turn_slot_past_its_limit_gives_it_back() {
         "2s".to_owned(),
     ]);
     opts.env.push(("HIVE_SLOT_GRACE_SECS".into(), "1".into()));
+    opts.env
+        .push(("HIVE_COMPACTION_SLOT_SECS".into(), "1".into()));
     let hive = TestHive::start_with(opts);
     for n in ["mallory", "carol"] {
         hive.ok(&["spawn", n]);
@@ -321,5 +323,84 @@ fn an_agent_holding_a_turn_slot_past_its_limit_gives_it_back() {
     assert!(
         notes.to_string().contains("mallory held a turn slot for"),
         "{notes}"
+    );
+}
+
+/// A slot's limit does not count the time the agent's question waits on
+/// the operator (its harness stops the turn's clock too): the manager
+/// holding a slot while it waits for an answer keeps it past the limit, and
+/// gives it back once the limit and that wait have passed.
+#[test]
+fn time_a_question_waits_on_the_operator_does_not_count_against_a_slot() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    opts.args.extend([
+        "--max-concurrent-turns".to_owned(),
+        "2".to_owned(),
+        "--turn-timeout".to_owned(),
+        "2s".to_owned(),
+    ]);
+    opts.env.push(("HIVE_SLOT_GRACE_SECS".into(), "1".into()));
+    opts.env
+        .push(("HIVE_COMPACTION_SLOT_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(opts);
+    let sock = hive.run_dir().join("agents/manager/agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no socket for the manager");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut reader = BufReader::new(held.try_clone().unwrap());
+    let call = |req: &str, reader: &mut BufReader<std::os::unix::net::UnixStream>| {
+        (&held).write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap_or(0);
+        line
+    };
+    let admitted = call(r#"{"op":"admit","wait_ms":3000}"#, &mut reader);
+    assert!(admitted.contains("\"admitted\":true"), "{admitted}");
+    let taken = Instant::now();
+    let asking = std::thread::spawn({
+        let hive_run = hive.run_dir();
+        move || {
+            let sock = hive_run.join("agents/manager/agent.sock");
+            let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+            (&s).write_all(br#"{"op":"ask_operator","question":"go on?","ttl_seconds":60}"#)
+                .unwrap();
+            (&s).write_all(b"\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(s).read_line(&mut line).unwrap();
+            line
+        }
+    });
+    // Past the slot's 3 s, the question still waits: the slot stays.
+    std::thread::sleep(Duration::from_secs(5));
+    let status = call(r#"{"op":"status"}"#, &mut reader);
+    assert!(
+        status.contains("\"ok\":true"),
+        "the slot was taken back while the manager waited on the operator: {status:?}"
+    );
+    let questions = hive.ok(&["questions", "--json"]);
+    let id = questions
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|q| q["question"] == "go on?")
+        .map(|q| q["id"].to_string())
+        .unwrap_or_else(|| panic!("{questions}"));
+    hive.ok(&["answer", &id, "yes"]);
+    assert!(asking.join().unwrap().contains("yes"));
+    // Then the limit runs on from where it stood: the slot is taken back.
+    held.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut line = String::new();
+    assert_eq!(reader.read_line(&mut line).unwrap_or(0), 0, "{line}");
+    assert!(
+        taken.elapsed() >= Duration::from_secs(8),
+        "{:?}",
+        taken.elapsed()
     );
 }

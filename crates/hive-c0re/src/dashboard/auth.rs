@@ -86,7 +86,7 @@ impl Refusal {
     pub fn sentence(self) -> String {
         let why = match self {
             Self::NoLogin => {
-                "this browser is not logged in to this dashboard (it never logged in here)".into()
+                "this browser is not logged in to this dashboard (it never logged in here, or its login ended after 30 days)".into()
             }
             Self::StaleLogin => {
                 "this browser's login is no longer valid: the dashboard's token changed since it logged in \
@@ -341,12 +341,23 @@ fn logged_in(auth: &Auth, path: &str) -> Response {
     // `//host/` would lead off the dashboard.
     let path = if path.starts_with("//") { "/" } else { path };
     match auth.login_cookie() {
-        Ok((cookie, page_key)) => (
-            StatusCode::OK,
-            [(header::SET_COOKIE, cookie)],
-            Html(super::pages::landing_page(&page_key, path)),
-        )
-            .into_response(),
+        Ok((cookie, page_key)) => {
+            let mut resp = (
+                StatusCode::OK,
+                [(header::SET_COOKIE, cookie)],
+                Html(super::pages::landing_page(&page_key, path)),
+            )
+                .into_response();
+            // Before one-time links, the login cookie held the token itself,
+            // and browsers keep sending it to every port of the host: gone.
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{}; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+                auth.cookie.replace("hive_login_", "hive_token_") + "="
+            )) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("could not make a login (no random bytes from the kernel: {e}); open a new link from `hive-c0re urls`"),

@@ -55,6 +55,7 @@ impl Hive {
             id,
             armed: true,
         };
+        let _asking = self.asking.start(agent.as_str());
         let key = question_key(id);
         loop {
             let mut rx = self.broker.watch_inbox(&key);
@@ -168,6 +169,69 @@ pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
 
 /// Withdraws a question whose asker stopped waiting (its tool call was cancelled,
 /// or the daemon is stopping), so the operator is not left answering nobody.
+/// How long each agent has had a question waiting on the operator, in
+/// all, while this daemon runs: the time a turn's limit does not count (the
+/// harness stops its turn clock while it asks, and so does the turn slot's
+/// deadline, `agent_conn`).
+#[derive(Default)]
+pub struct AskingClock {
+    agents: std::sync::Mutex<std::collections::HashMap<String, Asking>>,
+}
+
+#[derive(Default)]
+struct Asking {
+    /// Questions waiting now.
+    open: usize,
+    /// Since when at least one waits.
+    since: Option<std::time::Instant>,
+    /// Time with at least one waiting, before `since`.
+    total: Duration,
+}
+
+impl AskingClock {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Asking>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A question of `agent` waits until the returned guard drops.
+    fn start(&self, agent: &str) -> AskingGuard<'_> {
+        let mut g = self.lock();
+        let a = g.entry(agent.to_owned()).or_default();
+        a.open += 1;
+        a.since.get_or_insert_with(std::time::Instant::now);
+        AskingGuard {
+            clock: self,
+            agent: agent.to_owned(),
+        }
+    }
+
+    /// The time `agent`'s questions have waited, in all, up to now.
+    pub fn total(&self, agent: &str) -> Duration {
+        self.lock().get(agent).map_or(Duration::ZERO, |a| {
+            a.total + a.since.map_or(Duration::ZERO, |s| s.elapsed())
+        })
+    }
+}
+
+struct AskingGuard<'a> {
+    clock: &'a AskingClock,
+    agent: String,
+}
+
+impl Drop for AskingGuard<'_> {
+    fn drop(&mut self) {
+        let mut g = self.clock.lock();
+        if let Some(a) = g.get_mut(&self.agent) {
+            a.open = a.open.saturating_sub(1);
+            if a.open == 0
+                && let Some(s) = a.since.take()
+            {
+                a.total += s.elapsed();
+            }
+        }
+    }
+}
+
 struct Withdraw<'a> {
     hive: &'a Hive,
     id: i64,
@@ -212,6 +276,29 @@ pub(super) fn question_key(id: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A turn's limit does not count the time its agent's questions wait:
+    /// the clock adds up the time with at least one waiting, once.
+    #[test]
+    fn the_asking_clock_counts_time_with_a_question_waiting_once() {
+        let clock = AskingClock::default();
+        assert_eq!(clock.total("a"), Duration::ZERO);
+        let first = clock.start("a");
+        let second = clock.start("a");
+        std::thread::sleep(Duration::from_millis(30));
+        drop(first);
+        std::thread::sleep(Duration::from_millis(30));
+        drop(second);
+        let waited = clock.total("a");
+        assert!(waited >= Duration::from_millis(60), "{waited:?}");
+        assert!(
+            waited < Duration::from_millis(1000),
+            "counted twice: {waited:?}"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(clock.total("a"), waited, "nothing waits now");
+        assert_eq!(clock.total("b"), Duration::ZERO);
+    }
 
     #[tokio::test]
     async fn a_question_whose_asker_goes_away_is_withdrawn() {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hive_sh4re::agent::{EffectiveConfig, ExitClass, TurnOutcome, TurnStats};
 use hive_sh4re::event::{EventKind, Payload, TurnEnd, TurnStart};
-use hive_sh4re::host::QuestionStatus;
 use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::{AgentName, AgentState};
 
@@ -25,6 +24,9 @@ const TURN_BATCH: u32 = 100;
 /// How long past its time limit a turn slot may be held (the harness's own
 /// stop of claude, and its report); `HIVE_SLOT_GRACE_SECS` for tests.
 const SLOT_GRACE: Duration = Duration::from_secs(60);
+/// The least time claude may hold a slot outside a turn (a compaction);
+/// `HIVE_COMPACTION_SLOT_SECS` for tests.
+const COMPACTION_LIMIT_SECS: u64 = 3600;
 
 /// A turn that has begun: its messages, the config it runs with, and its
 /// turn slot (given back when dropped).
@@ -86,34 +88,46 @@ impl Hive {
         })
     }
 
-    /// How long a harness connection may hold a turn slot (a turn's, or
-    /// `admit`'s): the agent's turn time limit, which its harness enforces,
-    /// and a grace for the harness to stop claude and say so.
-    pub async fn slot_limit(&self, name: &AgentName) -> Duration {
+    /// How long a harness connection may hold a turn slot: for a turn, the
+    /// agent's turn time limit, which its harness enforces; for claude
+    /// outside a turn (`admit`: a compaction, which has no limit of its
+    /// own), at least an hour. Then a grace for the harness to stop claude
+    /// and say so.
+    pub async fn slot_limit(&self, name: &AgentName, turn: bool) -> Duration {
         let limit = self
             .turn_timeout_of(name)
             .await
             .unwrap_or(self.settings.turn_timeout.as_secs());
+        let limit = if turn {
+            limit
+        } else {
+            let least = crate::clock::secs_from_env(
+                "HIVE_COMPACTION_SLOT_SECS",
+                Duration::from_secs(COMPACTION_LIMIT_SECS),
+            );
+            limit.max(least.as_secs())
+        };
         Duration::from_secs(limit) + crate::clock::secs_from_env("HIVE_SLOT_GRACE_SECS", SLOT_GRACE)
     }
 
-    /// Whether a question of the agent's waits on the operator: that time
-    /// is not counted against a turn.
-    pub async fn asks_operator(&self, name: &AgentName) -> bool {
-        let now = now_ms();
-        self.store.questions(200).await.is_ok_and(|qs| {
-            qs.iter()
-                .any(|q| q.agent == name.as_str() && q.status(now) == QuestionStatus::Pending)
-        })
+    /// How long the agent's questions have waited on the operator, in all:
+    /// a slot's deadline moves on by what this grows while it is held.
+    pub fn asking_time(&self, name: &AgentName) -> Duration {
+        self.asking.total(name.as_str())
     }
 
     /// A harness connection held a turn slot past [`Hive::slot_limit`] (a
     /// hung harness, or an agent holding the hive's turns): its connection
     /// was ended, giving the slot and the turn's messages back. Logged, and
     /// told to the operator at most once a minute per agent.
-    pub async fn slot_overheld(&self, name: &AgentName, held: Duration) {
+    pub async fn slot_overheld(&self, name: &AgentName, held: Duration, turn: bool) {
+        let what = if turn {
+            "without ending its turn: hive-c0re took the slot back (the turn's messages wait in its inbox again)"
+        } else {
+            "outside a turn (a compaction) without giving it back: hive-c0re took the slot back"
+        };
         let text = format!(
-            "{name} held a turn slot for {} without ending its turn: hive-c0re took the slot back (its messages wait in its inbox again); if its harness is stuck, restart it (hive-c0re restart {name})",
+            "{name} held a turn slot for {} {what}; if its harness is stuck, restart it (hive-c0re restart {name})",
             crate::clock::duration(held.as_millis() as f64)
         );
         tracing::warn!(agent = %name, "{text}");

@@ -122,7 +122,9 @@ fn read_kept(path: &Path) -> Result<Option<String>, String> {
 
 /// Writes `secret` to `path` (0600) through a private temp file renamed into place.
 fn keep(path: &Path, secret: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

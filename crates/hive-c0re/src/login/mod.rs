@@ -98,10 +98,12 @@ impl Logins {
         }
     }
 
-    /// Signs logins with `login_key` from now on: every earlier login ends.
+    /// Signs logins with `login_key` from now on: every earlier login ends,
+    /// and every login link not used yet.
     pub fn replace_login_key(&self, login_key: &str) {
         let signing = signing_key(&self.token, login_key);
         *self.signing.write().unwrap_or_else(|p| p.into_inner()) = signing;
+        self.lock().clear();
     }
 
     /// Whether `candidate` is the token (a script's header), compared in constant time.
@@ -301,9 +303,11 @@ mod tests {
         for junk in ["", "sesame", "1.2", "x.y.z", "1.2.3.4"] {
             assert_eq!(l.check(junk, None, now), Err(Invalid::Stale), "{junk}");
         }
-        // Logging every browser out.
+        // Logging every browser out, and forgetting the links not used yet.
+        let link = l.link().unwrap();
         l.replace_login_key("new");
         assert_eq!(l.check(&v, Some(&page_key), now), Err(Invalid::Stale));
+        assert!(!l.redeem(link.rsplit_once("login=").unwrap().1));
     }
 
     /// A login signed far into the future (as one made with the signing key
