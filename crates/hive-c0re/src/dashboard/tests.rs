@@ -471,6 +471,15 @@ async fn every_request_needs_a_login_and_the_link_sets_a_cookie() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // The cookie of before one-time links held the token: it is cleared.
+    assert!(
+        resp.headers().get_all(header::SET_COOKIE).iter().any(|v| v
+            .to_str()
+            .unwrap()
+            .starts_with("hive_token_7878=; Path=/; Max-Age=0")),
+        "{:?}",
+        resp.headers()
+    );
     let cookie = resp.headers()[header::SET_COOKIE]
         .to_str()
         .unwrap()
