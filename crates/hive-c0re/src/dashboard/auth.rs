@@ -64,6 +64,8 @@ pub struct Auth {
     loopback: bool,
     /// The login cookie's name, per port, so two dashboards on one host keep their logins apart.
     cookie: String,
+    /// The cookie of before one-time links, which held the token itself.
+    old_cookie: String,
 }
 
 /// Why a request is not logged in.
@@ -119,6 +121,7 @@ impl Auth {
             logins,
             loopback,
             cookie: format!("hive_login_{port}"),
+            old_cookie: format!("hive_token_{port}"),
         }
     }
 
@@ -348,11 +351,11 @@ fn logged_in(auth: &Auth, path: &str) -> Response {
                 Html(super::pages::landing_page(&page_key, path)),
             )
                 .into_response();
-            // Before one-time links, the login cookie held the token itself,
-            // and browsers keep sending it to every port of the host: gone.
+            // Browsers keep sending the old cookie, the token itself, to
+            // every port of the host: it goes.
             if let Ok(v) = HeaderValue::from_str(&format!(
-                "{}; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
-                auth.cookie.replace("hive_login_", "hive_token_") + "="
+                "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+                auth.old_cookie
             )) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }

@@ -167,8 +167,6 @@ pub fn question_wire(q: &QuestionRow, now: i64) -> Question {
     }
 }
 
-/// Withdraws a question whose asker stopped waiting (its tool call was cancelled,
-/// or the daemon is stopping), so the operator is not left answering nobody.
 /// How long each agent has had a question waiting on the operator, in
 /// all, while this daemon runs: the time a turn's limit does not count (the
 /// harness stops its turn clock while it asks, and so does the turn slot's
@@ -232,6 +230,8 @@ impl Drop for AskingGuard<'_> {
     }
 }
 
+/// Withdraws a question whose asker stopped waiting (its tool call was cancelled,
+/// or the daemon is stopping), so the operator is not left answering nobody.
 struct Withdraw<'a> {
     hive: &'a Hive,
     id: i64,
