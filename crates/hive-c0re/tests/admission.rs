@@ -261,15 +261,9 @@ fn a_harness_killed_mid_turn_gives_its_slot_back_and_a_compaction_needs_one() {
     }
 }
 
-/// An agent that takes the agents' turn slot (`admit`, as its harness asks
-/// for a compaction) and never gives it back, on a connection it keeps open
-/// and silent, used to hold every other agent's turns queued for good. The
-/// slot is taken back once the agent's turn limit and a grace have passed;
-/// the operator is told who held it.
-#[test]
-fn an_agent_holding_a_turn_slot_past_its_limit_gives_it_back() {
-    use std::io::{BufRead, BufReader, Write};
-    let mut opts = Opts::default();
+/// A hive with one turn slot for agents and one for the manager, whose
+/// slots are held at most 2 s and a grace of 1 s (a compaction's too).
+fn short_slots(mut opts: Opts) -> TestHive {
     opts.args.extend([
         "--max-concurrent-turns".to_owned(),
         "2".to_owned(),
@@ -279,19 +273,35 @@ fn an_agent_holding_a_turn_slot_past_its_limit_gives_it_back() {
     opts.env.push(("HIVE_SLOT_GRACE_SECS".into(), "1".into()));
     opts.env
         .push(("HIVE_COMPACTION_SLOT_SECS".into(), "1".into()));
-    let hive = TestHive::start_with(opts);
+    TestHive::start_with(opts)
+}
+
+/// A connection of its own to `agent`'s socket, once the socket is there.
+fn connect(hive: &TestHive, agent: &str) -> std::os::unix::net::UnixStream {
+    let sock = hive.run_dir().join("agents").join(agent).join("agent.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no socket for {agent}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An agent that takes the agents' turn slot (`admit`, as its harness asks
+/// for a compaction) and never gives it back, on a connection it keeps open
+/// and silent, used to hold every other agent's turns queued for good. The
+/// slot is taken back once the agent's turn limit and a grace have passed;
+/// the operator is told who held it.
+#[test]
+fn an_agent_holding_a_turn_slot_past_its_limit_gives_it_back() {
+    use std::io::{BufRead, BufReader, Write};
+    let hive = short_slots(Opts::default());
     for n in ["mallory", "carol"] {
         hive.ok(&["spawn", n]);
     }
-    let sock = hive.run_dir().join("agents/mallory/agent.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let held = loop {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no socket for mallory");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let held = connect(&hive, "mallory");
     (&held)
         .write_all(b"{\"op\":\"admit\",\"wait_ms\":3000}\n")
         .unwrap();
@@ -335,25 +345,8 @@ fn time_a_question_waits_on_the_operator_does_not_count_against_a_slot() {
     use std::io::{BufRead, BufReader, Write};
     let mut opts = Opts::default();
     opts.args.retain(|a| a != "--no-manager");
-    opts.args.extend([
-        "--max-concurrent-turns".to_owned(),
-        "2".to_owned(),
-        "--turn-timeout".to_owned(),
-        "2s".to_owned(),
-    ]);
-    opts.env.push(("HIVE_SLOT_GRACE_SECS".into(), "1".into()));
-    opts.env
-        .push(("HIVE_COMPACTION_SLOT_SECS".into(), "1".into()));
-    let hive = TestHive::start_with(opts);
-    let sock = hive.run_dir().join("agents/manager/agent.sock");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let held = loop {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(&sock) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no socket for the manager");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let hive = short_slots(opts);
+    let held = connect(&hive, "manager");
     let mut reader = BufReader::new(held.try_clone().unwrap());
     let call = |req: &str, reader: &mut BufReader<std::os::unix::net::UnixStream>| {
         (&held).write_all(format!("{req}\n").as_bytes()).unwrap();
@@ -365,10 +358,8 @@ fn time_a_question_waits_on_the_operator_does_not_count_against_a_slot() {
     assert!(admitted.contains("\"admitted\":true"), "{admitted}");
     let taken = Instant::now();
     let asking = std::thread::spawn({
-        let hive_run = hive.run_dir();
+        let s = connect(&hive, "manager");
         move || {
-            let sock = hive_run.join("agents/manager/agent.sock");
-            let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
             (&s).write_all(br#"{"op":"ask_operator","question":"go on?","ttl_seconds":60}"#)
                 .unwrap();
             (&s).write_all(b"\n").unwrap();
