@@ -19,7 +19,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::admission::Slot;
 use crate::agent_sock::{Accepted, Incoming};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, sleep_until};
 use crate::error::{Error, Result};
 use crate::hive::turns::Claim;
 use crate::hive::{Hive, message_wire};
@@ -99,14 +99,6 @@ fn still_held(
     true
 }
 
-/// Resolves at `deadline`, never without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
     // `_place` is held until the connection ends.
     let Accepted {
@@ -135,7 +127,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                     l = &mut read => break l,
                     _ = closed.cancelled() => break 'serving,
                     _ = hive.shutdown_token().cancelled() => break 'serving,
-                    () = until(deadline) => {
+                    () = sleep_until(deadline) => {
                         if still_held(&hive, &name, clock, &mut deadline) {
                             overheld = true;
                             break 'serving;
@@ -164,7 +156,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                                     ..AgentResponse::refusal(e.to_string())
                                 }),
                                 _ = peer_closed(&mut r) => break 'serving,
-                                () = until(deadline) => {
+                                () = sleep_until(deadline) => {
                                     if still_held(&hive, &name, clock, &mut deadline) {
                                         overheld = true;
                                         break 'serving;

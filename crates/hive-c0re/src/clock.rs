@@ -43,6 +43,14 @@ pub fn duration(ms: f64) -> String {
     }
 }
 
+/// Sleeps until `at`; never wakes without one (a `select!` arm for a deadline that may not be set).
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Seconds from the environment variable `var` (a knob, mostly for tests:
 /// `HIVE_..._SECS`, fractions allowed), else `default`; a value that is not
 /// a positive number is ignored.

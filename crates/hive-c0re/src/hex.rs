@@ -8,6 +8,12 @@ pub fn encode(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether two secrets (or their hashes) are equal, compared without
+/// stopping at the first difference, so timing tells nothing but the length.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// `n` random bytes from the kernel (`/dev/urandom`), as hex.
 pub fn random(n: usize) -> io::Result<String> {
     let mut buf = vec![0u8; n];

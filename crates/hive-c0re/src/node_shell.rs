@@ -92,12 +92,7 @@ pub fn ticket_hash(ticket: &str) -> String {
 
 /// Whether `ticket` hashes to `stored`, compared without stopping at the first difference.
 pub fn ticket_matches(ticket: &str, stored: &str) -> bool {
-    let (a, b) = (ticket_hash(ticket), stored);
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    crate::hex::same_secret(ticket_hash(ticket).as_bytes(), stored.as_bytes())
 }
 
 /// A shell: on a PTY here, or on the agent's home node through the channel.

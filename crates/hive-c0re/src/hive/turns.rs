@@ -14,7 +14,7 @@ use hive_sh4re::{AgentName, AgentState};
 use crate::admission::{Slot, Ticket};
 use crate::api_health::Gate;
 use crate::broker::Change;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, sleep_until};
 use crate::error::Result;
 use crate::hive::{Hive, budget, event_row};
 use crate::store::MessageRow;
@@ -35,14 +35,6 @@ pub struct Turn {
     pub messages: Vec<MessageRow>,
     pub config: EffectiveConfig,
     pub slot: Slot,
-}
-
-/// Sleeps until `at`; never wakes without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// What a running turn holds, for `end_turn` to settle.

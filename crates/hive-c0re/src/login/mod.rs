@@ -108,7 +108,7 @@ impl Logins {
 
     /// Whether `candidate` is the token (a script's header), compared in constant time.
     pub fn is_token(&self, candidate: &str) -> bool {
-        constant_time_eq(candidate.as_bytes(), self.token.as_bytes())
+        crate::hex::same_secret(candidate.as_bytes(), self.token.as_bytes())
     }
 
     /// A new login link, good once for [`CODE_TTL`].
@@ -130,7 +130,10 @@ impl Logins {
         let now = Instant::now();
         let mut codes = self.lock();
         codes.retain(|(_, until)| *until > now);
-        match codes.iter().position(|(h, _)| constant_time_eq(h, &hash)) {
+        match codes
+            .iter()
+            .position(|(h, _)| crate::hex::same_secret(h, &hash))
+        {
             Some(i) => {
                 codes.remove(i);
                 true
@@ -166,7 +169,7 @@ impl Logins {
         let Ok(expiry) = expiry.parse::<u64>() else {
             return Err(Invalid::Stale);
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac("cookie", expiry, nonce).as_bytes()) {
+        if !crate::hex::same_secret(mac.as_bytes(), self.mac("cookie", expiry, nonce).as_bytes()) {
             return Err(Invalid::Stale);
         }
         if expiry <= now_secs {
@@ -178,7 +181,10 @@ impl Logins {
         }
         match page_key {
             Some(k)
-                if constant_time_eq(k.as_bytes(), self.mac("page", expiry, nonce).as_bytes()) =>
+                if crate::hex::same_secret(
+                    k.as_bytes(),
+                    self.mac("page", expiry, nonce).as_bytes(),
+                ) =>
             {
                 Ok(())
             }
@@ -206,11 +212,6 @@ fn signing_key(token: &str, login_key: &str) -> [u8; 32] {
         hmac::Hmac::<Sha256>::new_from_slice(login_key.as_bytes()).expect("HMAC takes any key");
     mac.update(token.as_bytes());
     mac.finalize().into_bytes().into()
-}
-
-/// Compares without stopping at the first difference, so timing does not leak a secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
