@@ -289,6 +289,22 @@ test('a shell needs the dashboard login (401) and the dashboard origin (403)', a
   await page.close();
 });
 
+// The attack a logout answers: someone else's browser (or a stolen login)
+// holding a shell open. Logging every browser out ends it at once, with
+// every process of it, and the page says why.
+test('hive-c0re logout closes an open shell and its processes, and the page says so', async () => {
+  const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
+  await openShell(page);
+  await typeLine(page, 'sleep 4242.54');
+  const [pid] = await until(() => { const p = pidsRunning(['sleep', '4242.54']); return p.length && p; }, 'the sleep');
+  await hive.cli('logout');
+  await until(() => !alive(pid), 'the shell\'s sleep to end', 10000);
+  await until(async () => (await screen(page)).some((l) => l.includes('logged every browser out')), 'the logout in the terminal');
+  // The live stream ended too: its reconnection is refused, and the page shows it is logged out.
+  await until(async () => (await page.locator('#banner').innerText()).startsWith('Logged out:'), 'the logged-out banner', 15000);
+  await page.close();
+});
+
 test('a stopped agent gets a sentence in the terminal', async () => {
   await hive.cli('kill', 'alice');
   const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });

@@ -358,6 +358,163 @@ fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
     );
 }
 
+/// A request whose answer stays open (the live stream, an upgraded shell):
+/// its head, with whatever of the body came along, and the connection.
+fn held(addr: &str, path: &str, extra: &[&str]) -> (Answer, std::net::TcpStream) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    (parse(&String::from_utf8_lossy(&raw)), s)
+}
+
+/// Reads `s` until `done` holds for what came (true) or `secs` pass (false).
+fn read_until(
+    s: &mut std::net::TcpStream,
+    seen: &mut Vec<u8>,
+    secs: u64,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    while !done(seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return done(seen),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return done(seen),
+        }
+    }
+    true
+}
+
+/// Reads `s` to its end; whether the server closed it within `secs`.
+fn closed_after(s: &mut std::net::TcpStream, seen: &mut Vec<u8>, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The attack a logout answers: a browser that should no longer be the
+/// operator's (a stolen login, a shared machine) keeps the live stream
+/// and a shell in an agent open. Before, `hive-c0re logout` refused their
+/// next request but left both running for as long as they stayed open.
+#[test]
+fn a_logout_ends_the_open_live_stream_and_shell() {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-dash-bin-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    common::write_exe(
+        &bin.path().join("hive-ag3nt"),
+        "#!/bin/sh\nexec sleep 100000\n",
+    );
+    let hive = TestHive::start_with(Opts {
+        args: vec![
+            "--no-manager".into(),
+            "--dashboard".into(),
+            "127.0.0.1:0".into(),
+        ],
+        env: vec![
+            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+        ],
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    let (addr, link) = urls(&hive.ok(&["urls"]));
+    let (cookie, key_header) = log_in(&addr, &link.unwrap());
+    let key = key_header.trim_start_matches("X-Hive-Key: ").to_owned();
+
+    let (answer, mut stream) = held(
+        &addr,
+        "/api/stream",
+        &[&cookie, &key_header, "Connection: close"],
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let mut streamed = answer.body.into_bytes();
+    assert!(
+        read_until(&mut stream, &mut streamed, 10, |b| {
+            String::from_utf8_lossy(b).contains("event: hello")
+        }),
+        "the stream's hello: {}",
+        String::from_utf8_lossy(&streamed)
+    );
+
+    let origin = format!("Origin: http://{addr}");
+    let (answer, mut shell) = held(
+        &addr,
+        &format!("/api/agents/alice/shell?key={key}"),
+        &[
+            &cookie,
+            &origin,
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        ],
+    );
+    assert_eq!(answer.status, 101, "{}", answer.body);
+    // The server's frames are not masked: the prompt shows as it is.
+    let mut shown = answer.body.into_bytes();
+    assert!(
+        read_until(&mut shell, &mut shown, 20, |b| {
+            let t = String::from_utf8_lossy(b);
+            t.contains("# ") || t.contains("$ ")
+        }),
+        "the shell's prompt: {}",
+        String::from_utf8_lossy(&shown)
+    );
+
+    hive.ok(&["logout"]);
+    assert!(
+        closed_after(&mut stream, &mut streamed, 10),
+        "the live stream outlived the logout: {}",
+        String::from_utf8_lossy(&streamed)
+    );
+    assert!(
+        closed_after(&mut shell, &mut shown, 10),
+        "the shell outlived the logout"
+    );
+    let text = String::from_utf8_lossy(&shown);
+    assert!(
+        text.contains("logged every browser out") && text.contains("hive-c0re urls"),
+        "the page is told why its shell closed: {text}"
+    );
+}
+
 #[test]
 fn a_login_survives_a_restart_of_the_daemon() {
     let mut hive = dashboard_hive(0);

@@ -286,8 +286,8 @@ pub enum Command {
     /// Print the hive's URLs: the dashboard, and a new one-time link that logs a browser in to it.
     Urls,
     /// Log every browser out of this node's dashboard (a new login key); the
-    /// scripts' token (X-Hive-Token) stays as it is. A live stream or shell
-    /// already open goes on until it closes.
+    /// scripts' token (X-Hive-Token) stays as it is. Live streams and
+    /// shells the browsers hold open end at once.
     Logout,
     /// Scheduled prompts: add, list, rm.
     #[command(subcommand)]

@@ -48,7 +48,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsa
                    frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// How to log in, for every refusal.
-fn how_to_log_in() -> String {
+pub(crate) fn how_to_log_in() -> String {
     format!(
         "to log in, run `hive-c0re urls` on the hive's host (as root or a member of group {}) \
          and open the login link it prints in this browser",

@@ -38,6 +38,8 @@ use crate::shell::{Input, Output, WinSize};
 
 /// Largest message a page may send (typing and pastes).
 const MAX_MESSAGE: usize = 1024 * 1024;
+/// What the page is told when a logout closes its shell.
+const LOGGED_OUT: &str = "the operator logged every browser out of the dashboard (hive-c0re logout): this shell was closed";
 
 /// `GET /api/agents/{name}/shell`: checks the token and the origin, then upgrades.
 pub(crate) async fn open(
@@ -109,6 +111,10 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
     let (in_tx, in_rx) = mpsc::channel(16);
     let (out_tx, mut out_rx) = mpsc::channel(16);
     let shell = session.run(in_rx, out_tx, ctx.hive.shutdown_token().clone());
+    // A logout ends the shell as the page going away does (its input
+    // closes), and the page is told why.
+    let mut logouts = ctx.auth.logins().logouts();
+    let logged_out = logouts.clone();
     let writer = async {
         while let Some(out) = out_rx.recv().await {
             let msg = match out {
@@ -120,10 +126,21 @@ async fn serve(ctx: Ctx, name: AgentName, size: WinSize, mut socket: WebSocket) 
                 return;
             }
         }
+        if logged_out.has_changed().unwrap_or(false) {
+            let message = format!("{LOGGED_OUT}; {}", super::auth::how_to_log_in());
+            let _ = sink.send(notice(ShellNotice::Error { message })).await;
+        }
         let _ = sink.send(close()).await;
     };
     let reader = async move {
-        while let Some(Ok(msg)) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(msg)) => msg,
+                    _ => return,
+                },
+                Ok(()) = logouts.changed() => return,
+            };
             let input = match msg {
                 Message::Binary(b) => Input::Data(b.to_vec()),
                 Message::Text(t) => match serde_json::from_str::<ShellControl>(t.as_str()) {

@@ -564,6 +564,7 @@ pub(crate) async fn stream(State(ctx): State<Ctx>, Q(q): Q<StreamQuery>) -> ApiR
         rx,
         watch,
         shutdown: ctx.hive.shutdown_token().clone(),
+        logouts: ctx.auth.logins().logouts(),
         hello: Some(Bytes::from(hello)),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
     };
@@ -587,6 +588,9 @@ struct Viewer {
     rx: broadcast::Receiver<Arc<Prepared>>,
     watch: Watch,
     shutdown: tokio_util::sync::CancellationToken,
+    /// The operator logging every browser out ends the stream: the page
+    /// then reconnects and is told to log in again.
+    logouts: tokio::sync::watch::Receiver<u64>,
     hello: Option<Bytes>,
     keep_alive: tokio::time::Interval,
 }
@@ -608,6 +612,7 @@ impl Viewer {
                 },
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 _ = self.shutdown.cancelled() => return None,
+                Ok(()) = self.logouts.changed() => return None,
             }
         }
     }

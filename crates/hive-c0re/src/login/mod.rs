@@ -20,7 +20,8 @@
 //! a random login key kept in the state dir (`kept`): a captured login
 //! cannot be worked back to either, a login survives restarts of hive-c0re
 //! and ends after [`LOGIN_SECONDS`], when the token changes, or when the
-//! operator logs every browser out (`hive-c0re logout`, a new login key).
+//! operator logs every browser out (`hive-c0re logout`, a new login key,
+//! which also ends the live streams and shells logins hold open).
 
 pub(crate) mod kept;
 
@@ -73,6 +74,9 @@ pub struct Logins {
     signing: RwLock<[u8; 32]>,
     /// SHA-256 of each outstanding code, and when it stops being good.
     codes: Mutex<Vec<([u8; 32], Instant)>>,
+    /// Counts logouts: a live stream or shell opened before one ends on it,
+    /// since the login that opened it no longer holds.
+    logouts: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Logins {
@@ -95,6 +99,7 @@ impl Logins {
             token,
             signing: RwLock::new(signing),
             codes: Mutex::new(Vec::new()),
+            logouts: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -104,6 +109,12 @@ impl Logins {
         let signing = signing_key(&self.token, login_key);
         *self.signing.write().unwrap_or_else(|p| p.into_inner()) = signing;
         self.lock().clear();
+        self.logouts.send_modify(|n| *n += 1);
+    }
+
+    /// Changes at the next logout (see [`Logins::replace_login_key`]).
+    pub fn logouts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.logouts.subscribe()
     }
 
     /// Whether `candidate` is the token (a script's header), compared in constant time.
@@ -306,7 +317,9 @@ mod tests {
         }
         // Logging every browser out, and forgetting the links not used yet.
         let link = l.link().unwrap();
+        let logouts = l.logouts();
         l.replace_login_key("new");
+        assert!(logouts.has_changed().unwrap(), "open streams hear of it");
         assert_eq!(l.check(&v, Some(&page_key), now), Err(Invalid::Stale));
         assert!(!l.redeem(link.rsplit_once("login=").unwrap().1));
     }
