@@ -367,6 +367,60 @@ fn many_requests_on_one_connection_are_answered_in_order() {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }
 
+/// The loss a waiting `recv` caused: its client gave up (Ctrl-C, a dropped
+/// ssh), and the next message was taken, marked delivered and written to a
+/// closed socket, never to be read by anyone.
+#[test]
+fn a_waiting_recv_whose_client_left_takes_nothing() {
+    let hive = TestHive::start();
+    let mut s = Conn::open(&hive.sock());
+    let mut send = |body: &str| {
+        s.send(&format!(
+            "{{\"cmd\":\"send\",\"to\":\"operator\",\"body\":\"{body}\"}}"
+        ));
+        assert_eq!(s.recv_json()["ok"], true);
+    };
+    let inbox = || {
+        let mut r = Conn::open(&hive.sock());
+        r.send(r#"{"cmd":"recv"}"#);
+        let v = r.recv_json();
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["body"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    // Leaving as it waits; and leaving with a next request sent ahead.
+    for (body, ahead) in [
+        ("after the first left", ""),
+        ("after the second left", "{\"cmd\":\"list\"}\n"),
+    ] {
+        let mut c = Conn::open(&hive.sock());
+        c.send_bytes(format!("{{\"cmd\":\"recv\",\"wait_ms\":30000}}\n{ahead}").as_bytes());
+        // Let the daemon read the request and start waiting, then leave.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(c);
+        std::thread::sleep(Duration::from_millis(1500));
+        send(body);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            inbox(),
+            [body],
+            "the message the reader that left would have taken"
+        );
+    }
+
+    // A client that only shut down its sending side still reads its answer.
+    let mut half = Conn::open(&hive.sock());
+    half.send(r#"{"cmd":"recv","wait_ms":30000}"#);
+    half.shutdown_write();
+    std::thread::sleep(Duration::from_millis(1500));
+    send("for the half-closed");
+    let v = half.recv_json();
+    assert_eq!(v["messages"][0]["body"], "for the half-closed", "{v}");
+}
+
 #[test]
 fn socket_and_directory_modes() {
     use std::os::unix::fs::PermissionsExt;

@@ -155,9 +155,28 @@ impl Hive {
 
     /// Reads and acknowledges up to `max` messages of `mailbox`, waiting up to `wait` for the first.
     pub async fn recv(&self, mailbox: &Mailbox, max: u32, wait: Duration) -> Result<Vec<Message>> {
+        let never = std::pin::pin!(std::future::pending::<()>());
+        let got = self.recv_unless(mailbox, max, wait, never).await?;
+        Ok(got.unwrap_or_default())
+    }
+
+    /// [`Hive::recv`] for a reader that may go away while it waits: once
+    /// `gone` resolves, nothing is taken (None), since what was taken would
+    /// be acknowledged and then written to no one.
+    pub async fn recv_unless(
+        &self,
+        mailbox: &Mailbox,
+        max: u32,
+        wait: Duration,
+        mut gone: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
+    ) -> Result<Option<Vec<Message>>> {
+        use futures::FutureExt;
         let max = max.clamp(1, RECV_MAX);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            if gone.as_mut().now_or_never().is_some() {
+                return Ok(None);
+            }
             let mut rx = self.broker.watch_inbox(mailbox.as_str());
             let got = self
                 .store
@@ -168,12 +187,13 @@ impl Hive {
                 if let Mailbox::Agent(n) = mailbox {
                     self.broker.publish(Change::Agent(n.to_string()));
                 }
-                return Ok(got.iter().map(message_wire).collect());
+                return Ok(Some(got.iter().map(message_wire).collect()));
             }
             tokio::select! {
-                r = rx.changed() => if r.is_err() { return Ok(vec![]) },
-                _ = tokio::time::sleep_until(deadline) => return Ok(vec![]),
-                _ = self.shutdown.cancelled() => return Ok(vec![]),
+                r = rx.changed() => if r.is_err() { return Ok(Some(vec![])) },
+                _ = tokio::time::sleep_until(deadline) => return Ok(Some(vec![])),
+                _ = self.shutdown.cancelled() => return Ok(Some(vec![])),
+                () = gone.as_mut() => return Ok(None),
             }
         }
     }

@@ -38,21 +38,41 @@ impl Handle for verb::Send {
 
 impl Handle for verb::Recv {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        let mailbox = self.as_.unwrap_or(Mailbox::Operator);
-        // The manager's inbox collects crash notices even before the manager exists.
-        if let Mailbox::Agent(n) = &mailbox
-            && !n.is_manager()
-        {
-            hive.agent_row(n).await?;
-        }
-        let wait = Duration::from_millis(self.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-        let msgs = hive.recv(&mailbox, self.max.unwrap_or(100), wait).await?;
-        Ok(Response {
+        let never = std::pin::pin!(std::future::pending::<()>());
+        Ok(recv_unless(self, hive, never).await?.unwrap_or_else(|| {
+            Response::refusal("the reader went away before anything came").into()
+        }))
+    }
+}
+
+/// Answers `req` for a client that may leave while it waits: None, having
+/// taken nothing, once `gone` resolves.
+pub(super) async fn recv_unless(
+    req: verb::Recv,
+    hive: &Arc<Hive>,
+    gone: std::pin::Pin<&mut (dyn std::future::Future<Output = ()> + Send)>,
+) -> Result<Option<Reply>> {
+    let mailbox = req.as_.unwrap_or(Mailbox::Operator);
+    // The manager's inbox collects crash notices even before the manager exists.
+    if let Mailbox::Agent(n) = &mailbox
+        && !n.is_manager()
+    {
+        hive.agent_row(n).await?;
+    }
+    let wait = Duration::from_millis(req.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    let Some(msgs) = hive
+        .recv_unless(&mailbox, req.max.unwrap_or(100), wait, gone)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        Response {
             messages: Some(msgs),
             ..Response::ok()
         }
-        .into())
-    }
+        .into(),
+    ))
 }
 
 impl Handle for verb::Events {

@@ -102,6 +102,24 @@ pub(crate) async fn client_gone(r: &mut ConnReader, w: &OwnedWriteHalf) {
     std::future::pending().await
 }
 
+/// Resolves once the client of a request still being answered has closed
+/// its socket, reading nothing of what it sent (a next request stays for
+/// its turn). An empty write fails only then: a client that shut down its
+/// sending side alone still reads its answer.
+async fn peer_gone(r: &mut ConnReader, w: &OwnedWriteHalf) {
+    use tokio::io::AsyncBufReadExt;
+    let stream: &tokio::net::UnixStream = w.as_ref();
+    // With nothing of the client's buffered, its leaving shows at once as
+    // an end of file; after that (or behind a request it sent ahead), it is
+    // looked at every second.
+    if r.buffer().is_empty() {
+        let _ = r.fill_buf().await;
+    }
+    while nix::unistd::write(stream, &[]).is_ok() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 impl From<Response> for Reply {
     fn from(r: Response) -> Self {
         Self::One(Box::new(r))
@@ -205,6 +223,14 @@ async fn serve_conn(
             .into(),
             Line::Data(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Data(bytes) => match Request::from_line(&bytes) {
+                // A `recv` waits on the client too: one that left takes nothing.
+                Ok(Request::Recv(req)) => {
+                    let gone = std::pin::pin!(peer_gone(r, w));
+                    match messages::recv_unless(req, hive, gone).await.transpose() {
+                        Some(result) => answer(result),
+                        None => return Ok(()),
+                    }
+                }
                 Ok(req) => dispatch(hive, req).await,
                 Err(e) => Response::refusal(e).into(),
             },
@@ -274,6 +300,11 @@ pub(crate) async fn dispatch(hive: &Arc<Hive>, req: Request) -> Reply {
         Request::BudgetList(r) => r.handle(hive).await,
         Request::Nodes(r) => r.handle(hive).await,
     };
+    answer(result)
+}
+
+/// A handler's result as the client gets it: errors become refusals carrying their sentence.
+fn answer(result: Result<Reply>) -> Reply {
     result.unwrap_or_else(|e| {
         if !matches!(e, Error::Refused(_)) {
             tracing::error!("request failed: {e}");

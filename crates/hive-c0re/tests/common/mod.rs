@@ -775,6 +775,11 @@ impl Conn {
         self.stream.write_all(b"\n").unwrap();
     }
 
+    /// Shuts down the sending side only: the answers still come.
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
     pub fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
     }
