@@ -16,6 +16,9 @@
 //!   (no transport, no lazy fetch from a promisor remote), ignores replace refs
 //!   and grafts, is killed at [`blocking::limit`](crate::blocking::limit), and
 //!   its output is read only up to a bound.
+//! - git runs as the repo's owner, never as root in a repo the manager
+//!   writes: git opens every path the repo's files name (a link planted as
+//!   `.git/shallow`), and its errors quote what it read.
 //! - `agent.toml` is read from the object store at a commit (`git cat-file`),
 //!   never from the work tree.
 //!
@@ -71,6 +74,9 @@ const HARDENING: &[&str] = &[
     "user.email=hive-c0re@localhost",
     "-c",
     "commit.gpgsign=false",
+    // GIT_GRAFT_FILE below would add a hint to every error.
+    "-c",
+    "advice.graftFileDeprecated=false",
 ];
 
 /// Runs git in the directory `cwd` (an fd: git `fchdir`s into it) with `GIT_DIR=git_dir`.
@@ -78,7 +84,7 @@ fn git(cwd: BorrowedFd<'_>, git_dir: &str, shown: &Path, args: &[&str]) -> Resul
     git_as(cwd, git_dir, shown, args, None, None)
 }
 
-/// The uid and gid a git run takes on: the owner of the repo it writes.
+/// The uid and gid a git run takes on: the owner of the repo it runs in.
 #[derive(Debug, Clone, Copy)]
 struct Owner {
     uid: u32,
@@ -218,11 +224,18 @@ fn git_as(
         )));
     }
     if !status.success() {
-        return Err(Error::refused(format!(
-            "{} failed: {}",
-            what(),
-            String::from_utf8_lossy(&stderr).trim()
-        )));
+        let said = String::from_utf8_lossy(&stderr);
+        // What git says quotes what it read, and in a repo of someone
+        // else's (the manager's) the error goes back to them: its words go
+        // to the operator's log only.
+        if owner.is_some() {
+            tracing::warn!("{} failed: {}", what(), said.trim().escape_debug());
+            return Err(Error::refused(format!(
+                "{} failed (git's own words are in hive-c0re's log): fix the repo, then ask again",
+                what()
+            )));
+        }
+        return Err(Error::refused(format!("{} failed: {}", what(), said.trim())));
     }
     String::from_utf8(stdout)
         .map_err(|_| Error::refused(format!("{} printed text that is not UTF-8", what())))
@@ -300,9 +313,33 @@ impl Repo {
         }))
     }
 
-    /// Runs a read-only git command inside the repo's `.git`.
+    /// Runs a read-only git command inside the repo's `.git`, as [`Repo::runs_as`].
     fn git(&self, args: &[&str]) -> Result<String> {
-        git(self.git_dir.as_fd(), ".", &self.path, args)
+        git_as(
+            self.git_dir.as_fd(),
+            ".",
+            &self.path,
+            args,
+            None,
+            self.runs_as()?,
+        )
+    }
+
+    /// Whom git runs as in this repo: the owner of its `.git` (the manager,
+    /// who writes it), unless that is this process's own user. git opens
+    /// whatever path the repo's files name (`.git/shallow` or `packed-refs`
+    /// made a link to a root-only file) and prints the line it cannot parse
+    /// in its error: as the owner, it opens only what the owner may.
+    fn runs_as(&self) -> Result<Option<Owner>> {
+        let st = nix::sys::stat::fstat(self.git_dir.as_fd()).map_err(|e| {
+            Error::io(format!("could not stat {}/.git", self.path.display()))(e.into())
+        })?;
+        Ok(
+            (st.st_uid != nix::unistd::geteuid().as_raw()).then_some(Owner {
+                uid: st.st_uid,
+                gid: st.st_gid,
+            }),
+        )
     }
 
     /// The full sha of HEAD.
@@ -413,19 +450,12 @@ impl Repo {
     /// it is) and moves HEAD's branch there, unless it moved meanwhile;
     /// returns the new commit. The operator's edit of an agent's repo.
     ///
-    /// git runs as the repo's owner (the uid the repo belongs to, so what it
-    /// writes stays the owner's and root reads none of the repo's config
-    /// includes), with [`HARDENING`], and only plumbing that runs no hook,
+    /// git runs as [`Repo::runs_as`] (so what it writes stays the owner's
+    /// and root reads none of the repo's config includes), with [`HARDENING`], and only plumbing that runs no hook,
     /// filter or editor: `hash-object --no-filters`, `mktree`, `commit-tree`,
     /// `update-ref`. The work tree and the index are not touched.
     pub fn commit_config(&self, text: &str, message: &str) -> Result<String> {
-        let st = nix::sys::stat::fstat(self.git_dir.as_fd()).map_err(|e| {
-            Error::io(format!("could not stat {}/.git", self.path.display()))(e.into())
-        })?;
-        let owner = Some(Owner {
-            uid: st.st_uid,
-            gid: st.st_gid,
-        });
+        let owner = self.runs_as()?;
         let run = |args: &[&str], input: Option<&[u8]>| {
             git_as(self.git_dir.as_fd(), ".", &self.path, args, input, owner)
                 .map(|s| s.trim_end_matches('\n').to_owned())

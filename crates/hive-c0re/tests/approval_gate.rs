@@ -472,6 +472,66 @@ fn run_git(repo: &Path, args: &[&str], input: &str) -> String {
 /// A manager turned hostile queues approvals without end: past
 /// `PENDING_APPROVALS_MAX` waiting it is refused with a sentence, the
 /// operator's own request still queues, and the listing shows them all.
+/// The attack: the manager links a file of its repo's `.git` that git
+/// parses by line (`shallow`, `packed-refs`) to a file only root reads, and
+/// asks for that repo. git names the line it cannot parse in its error, and
+/// the error came back in the manager's answer: root's git had opened the
+/// link, so the answer held another agent's claude login, a password file's
+/// line, the dashboard's token. git in a repo the manager owns now runs as
+/// the manager, and opens only what the manager may.
+#[test]
+fn a_link_planted_in_a_git_dir_reads_no_root_only_file_into_the_managers_answer() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the manager runs as a uid of its own only under a root daemon");
+        return;
+    }
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    hive.ok(&["init-config", "leak"]);
+    let git_dir = hive.state_dir().join("configs/leak/.git");
+    let secret = format!(
+        "S3CRET-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let marker = hive.dir.path().join("root-only");
+    std::fs::write(&marker, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&marker, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let ask = || {
+        common::agent_call(
+            &hive,
+            "manager",
+            serde_json::json!({"op": "request_spawn", "name": "leak"}),
+        )
+    };
+
+    // `bad shallow line: <the line>`.
+    symlink(&marker, git_dir.join("shallow")).unwrap();
+    let v = ask();
+    assert!(!v.to_string().contains(&secret), "the file came back: {v}");
+    std::fs::remove_file(git_dir.join("shallow")).unwrap();
+
+    // `unexpected line in ./packed-refs: <the line>`, once HEAD's branch is
+    // not loose and git looks it up there.
+    std::fs::remove_file(git_dir.join("refs/heads/main")).unwrap();
+    symlink(&marker, git_dir.join("packed-refs")).unwrap();
+    let v = ask();
+    assert!(!v.to_string().contains(&secret), "the file came back: {v}");
+    assert_eq!(v["ok"], false, "{v}");
+    // The operator's own reads go through the same git.
+    let shown = hive.cli(&["config", "show", "leak"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&shown.stdout),
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    assert!(!text.contains(&secret), "{text}");
+}
+
 #[test]
 fn a_manager_queueing_approvals_without_end_is_refused_past_the_bound() {
     use hive_sh4re::limits::PENDING_APPROVALS_MAX;
