@@ -235,7 +235,11 @@ fn git_as(
                 what()
             )));
         }
-        return Err(Error::refused(format!("{} failed: {}", what(), said.trim())));
+        return Err(Error::refused(format!(
+            "{} failed: {}",
+            what(),
+            said.trim()
+        )));
     }
     String::from_utf8(stdout)
         .map_err(|_| Error::refused(format!("{} printed text that is not UTF-8", what())))

@@ -233,6 +233,11 @@ impl AgentConfig {
                     "field `env`: {k:?} is not an environment variable name"
                 )));
             }
+            if crate::secret::set_by_hive(k) {
+                return Err(ConfigError(format!(
+                    "field `env`: {k} is set by hyperhive itself (the model endpoint, claude's home, the hive's own switches): an agent's config cannot replace it"
+                )));
+            }
         }
         if let Some(t) = &self.turn_timeout {
             t.seconds()
@@ -292,10 +297,28 @@ fn validate_tool(t: &str) -> Result<(), &'static str> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err("is not a tool name such as Read or Bash(git *)");
     }
-    if let Some(rest) = rest
-        && (!rest.ends_with(')') || rest.len() < 3)
-    {
-        return Err("has an unclosed or empty pattern: write Bash(git *)");
+    if let Some(rest) = rest {
+        if !rest.ends_with(')') || rest.len() < 3 {
+            return Err("has an unclosed or empty pattern: write Bash(git *)");
+        }
+        // claude splits a list on spaces between entries: `Bash(git log)
+        // Bash(*)` would be two, the second granting every command.
+        let mut depth = 0u32;
+        for c in rest[1..rest.len() - 1].chars() {
+            match c {
+                '(' => depth += 1,
+                ')' if depth == 0 => {
+                    return Err(
+                        "closes its pattern before its end: give each tool as its own entry",
+                    );
+                }
+                ')' => depth -= 1,
+                _ => {}
+            }
+        }
+        if depth != 0 {
+            return Err("has a parenthesis its pattern does not close");
+        }
     }
     if t.contains(',') {
         return Err("contains a comma: give each tool as its own entry");
@@ -362,6 +385,28 @@ args = ["--root", "/state"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("allowed_tools[0]"), "{e}");
+        // One entry that claude would split into two, the second granting every command.
+        for smuggled in ["Bash(git log) Bash(*)", "Bash(x)Read(", "Bash(a (b)"] {
+            let e = AgentConfig::from_toml(&format!("allowed_tools = [{smuggled:?}]"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("allowed_tools[0]"), "{smuggled}: {e}");
+        }
+        AgentConfig::from_toml(r#"allowed_tools = ["Bash(echo $(date))", "Bash(git log *)"]"#)
+            .unwrap();
+        // The hive's own variables: the model endpoint, claude's home, its switches.
+        for k in [
+            "ANTHROPIC_BASE_URL",
+            "HOME",
+            "MCP_TOOL_TIMEOUT",
+            "HIVE_X",
+            "LD_PRELOAD",
+        ] {
+            let e = AgentConfig::from_toml(&format!("[env]\n{k} = \"x\""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("set by hyperhive itself"), "{k}: {e}");
+        }
         let e = AgentConfig::from_toml("allowed_recipients = [\"../x\"]")
             .unwrap_err()
             .to_string();

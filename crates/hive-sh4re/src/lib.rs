@@ -19,6 +19,7 @@ pub mod notification;
 pub mod secret;
 pub mod shell;
 pub mod state;
+pub mod text;
 pub mod tools;
 
 pub use name::{AgentName, Mailbox, NameError};

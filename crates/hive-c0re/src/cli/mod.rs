@@ -711,6 +711,17 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             let r = c.call(verb::ConfigShow { name })?;
             let text = r.config.unwrap_or_default();
             out!("{}", text.strip_suffix('\n').unwrap_or(&text));
+            // Printed as it is, for an edit to commit back; what a screen
+            // would not show is said apart.
+            for (n, line) in text.lines().enumerate() {
+                if line.chars().any(hive_sh4re::text::shows_nothing) {
+                    eprintln!(
+                        "warning: line {} holds characters that show nothing: {}",
+                        n + 1,
+                        hive_sh4re::text::visible(line)
+                    );
+                }
+            }
         }
         Command::Config(ConfigCommand::Commit { name, message, .. }) => {
             let text = config_text.expect("read above");

@@ -51,7 +51,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(one_line(c).chars().count());
         }
     }
     let line = |cells: Vec<String>| {
@@ -64,8 +64,14 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
-        line(r.clone());
+        line(r.iter().map(|c| one_line(c)).collect());
     }
+}
+
+/// A table cell on one line: a cell's own line breaks (a manager's
+/// description) would print lines that pass for rows of the table.
+fn one_line(cell: &str) -> String {
+    cell.replace('\n', " ⏎ ")
 }
 
 /// Prints one JSON object per line.

@@ -373,6 +373,13 @@ impl Hive {
                 Ok((full, text))
             })
             .await?;
+        // Refused now, not at the approval: the operator is asked only what can deploy.
+        AgentConfig::from_toml(&text).map_err(|e| {
+            Error::refused(format!(
+                "{agent}'s config at {}: {e}",
+                config_repo::short(&full)
+            ))
+        })?;
         let payload = Payload {
             fetched_sha: Some(full.clone()),
             config_toml: Some(text),
@@ -801,7 +808,11 @@ pub fn approval_wire(a: &ApprovalRow) -> Approval {
         status: a.status.clone(),
         resolved_at: a.decided_at.map(rfc3339),
         note: a.note.clone(),
-        description: a.description.clone(),
+        // The manager's words: nothing in them may hide from the operator.
+        description: a
+            .description
+            .as_deref()
+            .map(|d| hive_sh4re::text::visible(d).into_owned()),
         node: Payload::of(a).node,
         warnings: Vec::new(),
     }
@@ -815,34 +826,16 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
     let diff = similar::TextDiff::configure()
         .timeout(std::time::Duration::from_secs(1))
         .diff_lines(deployed, requested);
-    visible(
+    // The manager writes agent.toml: a character that shows nothing in a
+    // string or a comment would make the diff read otherwise than what deploys.
+    hive_sh4re::text::visible(
         &diff
             .unified_diff()
             .context_radius(3)
             .header("deployed/agent.toml", "requested/agent.toml")
             .to_string(),
     )
-}
-
-/// `text` with each character that shows nothing or reorders what follows
-/// (bidi controls, zero-width ones) written as `⟨U+202E⟩`: the manager
-/// writes agent.toml, and such characters in a string or a comment would
-/// make the diff the operator approves read otherwise than what deploys.
-fn visible(text: &str) -> String {
-    let hidden = |c: char| {
-        matches!(c,
-            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-    };
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if hidden(c) {
-            out.push_str(&format!("⟨U+{:04X}⟩", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    .into_owned()
 }
 
 fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
