@@ -187,13 +187,22 @@ impl Invocation {
         ]
     }
 
+    /// claude's environment on top of the harness's: the agent's (its
+    /// config's `env` and its secrets), then the hive's own, which an
+    /// agent's config does not replace (claude's home, the hive's switches).
+    fn env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+            self.env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        env.extend(self.hive_env().map(|(k, v)| (k.into(), v)));
+        env
+    }
+
     /// Starts claude; its output lines arrive on `out` until it exits.
     pub async fn spawn(&self, out: mpsc::Sender<Output>) -> std::io::Result<Running> {
         let mut cmd = Command::new(&self.bin);
         cmd.args(self.args())
             .current_dir(&self.cwd)
-            .envs(self.hive_env())
-            .envs(&self.env)
+            .envs(self.env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -810,6 +819,57 @@ mod tests {
                 "claude's session group: {group:?}"
             );
         }
+    }
+
+    /// An agent's config `env` (the manager writes it) sets what it likes,
+    /// but not claude's home or the hive's switches.
+    #[tokio::test]
+    async fn a_configs_env_does_not_replace_the_hives_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("claude");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho \"$HOME|$MCP_TOOL_TIMEOUT|$DISABLE_AUTOUPDATER|$EXTRA\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let env = [
+            ("HOME", "/tmp/elsewhere"),
+            ("MCP_TOOL_TIMEOUT", "1"),
+            ("DISABLE_AUTOUPDATER", "0"),
+            ("EXTRA", "kept"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        let inv = Invocation {
+            bin: fake,
+            model: "haiku".into(),
+            resume: None,
+            mcp_config: None,
+            allowed_tools: String::new(),
+            system_prompt: None,
+            prompt: String::new(),
+            home: dir.path().into(),
+            cwd: dir.path().into(),
+            env,
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut run = inv.spawn(tx).await.unwrap();
+        assert_eq!(run.wait().await.unwrap(), Some(0));
+        let mut lines = vec![];
+        while let Some(o) = rx.recv().await {
+            if let Output::Stream(v) = o {
+                lines.push(v);
+            }
+        }
+        assert_eq!(
+            lines,
+            [serde_json::json!(format!(
+                "{}|{MCP_CALL_TIMEOUT_MS}|1|kept",
+                dir.path().display()
+            ))]
+        );
     }
 
     #[test]

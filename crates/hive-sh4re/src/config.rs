@@ -233,11 +233,6 @@ impl AgentConfig {
                     "field `env`: {k:?} is not an environment variable name"
                 )));
             }
-            if crate::secret::set_by_hive(k) {
-                return Err(ConfigError(format!(
-                    "field `env`: {k} is set by hyperhive itself (the model endpoint, claude's home, the hive's own switches): an agent's config cannot replace it"
-                )));
-            }
         }
         if let Some(t) = &self.turn_timeout {
             t.seconds()
@@ -394,19 +389,6 @@ args = ["--root", "/state"]
         }
         AgentConfig::from_toml(r#"allowed_tools = ["Bash(echo $(date))", "Bash(git log *)"]"#)
             .unwrap();
-        // The hive's own variables: the model endpoint, claude's home, its switches.
-        for k in [
-            "ANTHROPIC_BASE_URL",
-            "HOME",
-            "MCP_TOOL_TIMEOUT",
-            "HIVE_X",
-            "LD_PRELOAD",
-        ] {
-            let e = AgentConfig::from_toml(&format!("[env]\n{k} = \"x\""))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("set by hyperhive itself"), "{k}: {e}");
-        }
         let e = AgentConfig::from_toml("allowed_recipients = [\"../x\"]")
             .unwrap_err()
             .to_string();

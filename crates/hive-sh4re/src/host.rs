@@ -429,6 +429,9 @@ named! {
         ModelOverride = "model_override",
         /// Another pending approval asks the same thing.
         Duplicate = "duplicate",
+        /// The request points claude's model requests (and the credential
+        /// they carry) somewhere new: an endpoint, a proxy, TLS checks off.
+        Endpoint = "endpoint",
     }
 }
 

@@ -47,12 +47,6 @@ pub const RESERVED_PREFIX: &str = "HIVE_";
 /// key or token). An agent that had one could sign a forged notification.
 pub const OPERATOR_ONLY_PREFIX: &str = "WEBHOOK_";
 
-/// True for a variable the hive sets for claude or the harness ([`RESERVED`],
-/// the `HIVE_` ones): neither a secret nor an agent's config `env` may take it.
-pub fn set_by_hive(name: &str) -> bool {
-    RESERVED.contains(&name) || name.starts_with(RESERVED_PREFIX)
-}
-
 /// Why a secret name or value was refused: a sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -77,7 +71,7 @@ impl SecretName {
                  (not starting with a digit, at most {MAX_NAME_BYTES} bytes), e.g. ANTHROPIC_API_KEY"
             )));
         }
-        if set_by_hive(s) {
+        if RESERVED.contains(&s) || s.starts_with(RESERVED_PREFIX) {
             return Err(SecretError(format!(
                 "{s} is set by hyperhive itself for claude (the model endpoint, claude's home, \
                  the hive's own HIVE_* variables): a secret cannot replace it; pick another name"

@@ -580,6 +580,16 @@ impl Hive {
                 ),
             );
         }
+        for (key, value) in self.redirects(a).await {
+            warn(
+                ApprovalWarningKind::Endpoint,
+                format!(
+                    "this sets {key} = {:?} for {}'s claude: its model requests, and the credential they carry, go where that says; approve only if you run what it names",
+                    hive_sh4re::text::visible(&value),
+                    a.agent
+                ),
+            );
+        }
         let diff = pending.diffs.get(&a.id).and_then(Option::as_ref);
         for b in pending.rows.iter().filter(|b| b.id != a.id) {
             if b.agent == a.agent && b.kind == a.kind {
@@ -601,6 +611,24 @@ impl Hive {
             }
         }
         out
+    }
+
+    /// The `env` entries of `a`'s config, new or changed against what is
+    /// deployed, that send claude's model requests elsewhere.
+    async fn redirects(&self, a: &ApprovalRow) -> Vec<(String, String)> {
+        let Some(requested) = pinned(a).ok().and_then(|t| AgentConfig::from_toml(&t).ok()) else {
+            return Vec::new();
+        };
+        let deployed = match self.store.agent(&a.agent).await {
+            Ok(Some(row)) => AgentConfig::from_toml(&row.config_toml).ok(),
+            _ => None,
+        };
+        requested
+            .env
+            .into_iter()
+            .filter(|(k, _)| redirects_model_traffic(k))
+            .filter(|(k, v)| deployed.as_ref().and_then(|d| d.env.get(k)) != Some(v))
+            .collect()
     }
 
     /// (deployed model, requested model, override) when `a` changes the model
@@ -836,6 +864,21 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
             .to_string(),
     )
     .into_owned()
+}
+
+/// True for a variable that sends claude's requests (the model's, with
+/// their credential) elsewhere or lets them through without checks.
+fn redirects_model_traffic(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    k.starts_with("ANTHROPIC_")
+        || k.ends_with("_PROXY")
+        || matches!(
+            k.as_str(),
+            "NODE_TLS_REJECT_UNAUTHORIZED"
+                | "NODE_EXTRA_CA_CERTS"
+                | "NODE_OPTIONS"
+                | "SSL_CERT_FILE"
+        )
 }
 
 fn no_repo(name: &AgentName, repo: &std::path::Path) -> Error {
