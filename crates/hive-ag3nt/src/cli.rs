@@ -49,6 +49,8 @@ pub fn main(bin_name: &'static str, manager: bool) -> ! {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // On a failed write it would `eprintln!` about it, which panics.
+        .log_internal_errors(false)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,7 +59,7 @@ pub fn main(bin_name: &'static str, manager: bool) -> ! {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("{bin_name}: could not start the async runtime: {e}");
+            say!("{bin_name}: could not start the async runtime: {e}");
             std::process::exit(2);
         }
     };
@@ -76,7 +78,7 @@ pub fn main(bin_name: &'static str, manager: bool) -> ! {
     match result {
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("{bin_name}: {e:#}");
+            say!("{bin_name}: {e:#}");
             std::process::exit(1);
         }
     }

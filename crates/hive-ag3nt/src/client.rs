@@ -67,7 +67,7 @@ impl Client {
             if !resp.ok && resp.unavailable && req.may_repeat() && since.elapsed() < UNAVAILABLE_FOR
             {
                 if !said {
-                    eprintln!(
+                    say!(
                         "hive-c0re cannot reach its store; sending the request again every second: {}",
                         resp.error.as_deref().unwrap_or("no reason given")
                     );
@@ -83,7 +83,7 @@ impl Client {
                 ));
             }
             if said {
-                eprintln!("hive-c0re reaches its store again");
+                say!("hive-c0re reaches its store again");
             }
             return Ok(resp);
         }

@@ -9,6 +9,16 @@
 //! the hive. All talk to hive-c0re only through the agent's socket
 //! ([`client`]); `hive-m1nd` is this crate with manager tools on.
 
+/// Writes one line to stderr and carries on if it cannot: `eprintln!`
+/// panics when stderr refuses a write, and stderr is `harness.log`, on the
+/// state's disk, which fills. A harness must not die of its log.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod claude;
 pub mod cli;
 pub mod client;

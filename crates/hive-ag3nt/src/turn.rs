@@ -27,7 +27,7 @@ use crate::{claude, compact, control, notes, prompt};
 pub async fn serve(h: Harness) -> anyhow::Result<()> {
     // One line per start whatever RUST_LOG says: a crash report quotes the
     // log's tail, and a harness killed by a signal writes nothing before it goes.
-    eprintln!("harness serving (pid {})", std::process::id());
+    say!("harness serving (pid {})", std::process::id());
     let mut c = h.connect().await?;
     let runner = Arc::new(Runner::default());
     let control = tokio::spawn(control::follow(h.clone(), runner.clone()));

@@ -67,5 +67,8 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // On a failed write (stderr a file on a full disk) it would
+        // `eprintln!` about it, which panics the task that logged.
+        .log_internal_errors(false)
         .init();
 }

@@ -473,6 +473,53 @@ impl Drop for Stray {
     }
 }
 
+/// A full disk under `harness.log`: every write to the harness's stderr
+/// fails. `eprintln!` (the harness's own lines, and tracing's report of a
+/// failed write) panics then, so each harness died at its first log line,
+/// was restarted, died again, and every agent ended `failed`. The harness
+/// now carries on without its log.
+#[test]
+fn a_harness_whose_log_cannot_be_written_still_takes_turns() {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-full-log-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    let claude = bin.path().join("claude");
+    common::write_exe(&claude, "#!/bin/sh\nexit 0\n");
+    common::write_exe(
+        &bin.path().join("hive-ag3nt"),
+        &format!(
+            "#!/bin/sh\nexec {} \"$@\" 2>/dev/full\n",
+            common::bin_dir().join("hive-ag3nt").display()
+        ),
+    );
+    let hive = TestHive::start_with(common::Opts {
+        env: vec![
+            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+            ("HIVE_CLAUDE_BIN".into(), claude.display().to_string()),
+            ("ANTHROPIC_API_KEY".into(), "sk-test".into()),
+        ],
+        ..common::Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    let harness = common::harness_pid(&hive, "alice");
+    hive.ok(&["send", "alice", "hello"]);
+    hive.wait_for("a turn with no room for the log", 40, |h| {
+        h.events("alice").iter().any(|e| e["kind"] == "turn_end")
+    });
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["running"], true, "{row}");
+    assert_eq!(
+        common::harness_pid(&hive, "alice"),
+        harness,
+        "the harness was restarted"
+    );
+}
+
 /// A turn whose claude started a process that took its output along
 /// (`setsid cmd &` from the Bash tool) used to never end: the harness read
 /// claude's output until that process closed it, so neither the time limit
