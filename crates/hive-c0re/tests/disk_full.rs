@@ -212,3 +212,65 @@ fn a_full_disk_refuses_sends_keeps_recv_and_status_and_a_restart_and_loses_nothi
     );
     hive.stop();
 }
+
+/// A hive left alone for weeks is watched through its webhooks: the alarm
+/// (which refuses every send in the hive until someone frees space) was
+/// only a banner and a line in an inbox that nobody reads from afar. It
+/// now reaches the webhooks that want `disk_full`, around the store, which
+/// has no room to queue it; and again when there is room.
+#[test]
+fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
+    use std::sync::Arc;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting the test's tmpfs needs root");
+        return;
+    }
+    let receiver = Arc::new(common::webhook::Receiver::default());
+    let addr = common::webhook::start_receiver(receiver.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        format!("[[webhooks]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\nkinds = [\"disk_full\"]\n"),
+    )
+    .unwrap();
+    let mut opts = Opts {
+        state_tmpfs: Some(FS_BYTES),
+        ..Opts::default()
+    };
+    opts.args
+        .extend(["--min-free-space".to_owned(), FLOOR.to_owned()]);
+    opts.env
+        .push(("HIVE_CONFIG".into(), config.display().to_string()));
+    let hive = TestHive::start_with(opts);
+    let ns = hive.mountns.clone().unwrap();
+    let alerts = || -> Vec<String> {
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.path == "/slack")
+            .map(|g| g.body.clone())
+            .collect()
+    };
+
+    let filler = hive.state_dir().join("filler");
+    ns.enter(|| fill(&filler));
+    hive.wait_for("the alarm's webhook", 20, |_| alerts().len() == 1);
+    let first = &alerts()[0];
+    assert!(
+        first.contains("Disk nearly full")
+            && first.contains("the disk is nearly full")
+            && first.contains("(tmpfs)"),
+        "{first}"
+    );
+
+    ns.enter(|| std::fs::remove_file(&filler).unwrap());
+    hive.wait_for("the all-clear's webhook", 20, |_| alerts().len() == 2);
+    assert!(
+        alerts()[1].contains("disk space is back"),
+        "{}",
+        alerts()[1]
+    );
+}

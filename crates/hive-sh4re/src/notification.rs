@@ -32,11 +32,14 @@ pub enum NotificationKind {
     NeedsLogin,
     /// A node of the hive stopped answering, or could not use the database for a while.
     NodeDown,
+    /// A node's disk (its state's file system) is nearly full, and the hive
+    /// refuses new messages until there is room; or there is room again.
+    DiskFull,
 }
 
 impl NotificationKind {
     /// Every kind, in the order the dashboard lists them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Message,
         Self::Question,
         Self::Approval,
@@ -46,6 +49,7 @@ impl NotificationKind {
         Self::OverBudget,
         Self::NeedsLogin,
         Self::NodeDown,
+        Self::DiskFull,
     ];
 
     /// The name on the wire, in the store and in the config.
@@ -60,6 +64,7 @@ impl NotificationKind {
             Self::OverBudget => "over_budget",
             Self::NeedsLogin => "needs_login",
             Self::NodeDown => "node_down",
+            Self::DiskFull => "disk_full",
         }
     }
 
@@ -80,6 +85,7 @@ impl NotificationKind {
             Self::OverBudget => "Over budget",
             Self::NeedsLogin => "Agent needs a login",
             Self::NodeDown => "Node down",
+            Self::DiskFull => "Disk nearly full",
         }
     }
 
@@ -87,7 +93,7 @@ impl NotificationKind {
     pub fn urgent(self) -> bool {
         matches!(
             self,
-            Self::Failed | Self::OverBudget | Self::NeedsLogin | Self::NodeDown
+            Self::Failed | Self::OverBudget | Self::NeedsLogin | Self::NodeDown | Self::DiskFull
         )
     }
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use hive_sh4re::notification::NotificationKind;
+
 use super::Hive;
 use crate::broker::Change;
 use crate::space::{Space, Transition};
@@ -14,8 +16,10 @@ impl Hive {
     }
 
     /// Tells the operator that the free-space alarm went on or cleared: the
-    /// log, a notice from `system` in the operator's inbox, and the dashboard.
-    pub async fn space_changed(&self, t: &Transition) {
+    /// log, a notice from `system` in the operator's inbox, the dashboard,
+    /// and the webhooks that want `disk_full` (sent around the store, which
+    /// has no room to queue them).
+    pub async fn space_changed(self: &Arc<Self>, t: &Transition) {
         let notice = match t {
             Transition::Low(a) => {
                 tracing::warn!("{}", a.message);
@@ -60,6 +64,15 @@ impl Hive {
             Err(e) => tracing::warn!("could not tell the operator about disk space: {e}"),
         }
         self.broker.publish(Change::Space);
+        let low = matches!(t, Transition::Low(_));
+        let hive = self.clone();
+        let text = format!("Node {}: {notice}", self.node());
+        self.spawn_task(async move {
+            hive.alert_webhooks(NotificationKind::DiskFull, &text, || {
+                hive.space.is_low() == low
+            })
+            .await;
+        });
     }
 
     /// The free-space check until shutdown: every second, so the alarm follows
