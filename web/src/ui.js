@@ -253,7 +253,7 @@ export function showSpace(alarm) {
 
 /** Shows the database alarm (a DatabaseAlarm) as the banner while it is on, and hides it when it clears. */
 export function showDatabase(alarm) {
-  if (alarm) banner(`Database out of reach since ${alarm.since}: ${alarm.message}`, null, null, 'database');
+  if (alarm) banner(`Database alarm since ${alarm.since}: ${alarm.message}`, null, null, 'database');
   else hideBanner('database');
 }
 

@@ -59,7 +59,7 @@ test('a database out of reach shows as a banner on every open page until it answ
     for (const b of banners) {
       await b.waitFor({ state: 'visible', timeout: 15000 });
       const text = await b.innerText();
-      assert.match(text, /^Database out of reach since \d{4}-\d\d-\d\dT[\d:.]+Z: this node cannot reach the hive's database \(/u);
+      assert.match(text, /^Database alarm since \d{4}-\d\d-\d\dT[\d:.]+Z: this node cannot reach the hive's database \(/u);
       assert.match(text, /check that the PostgreSQL server is up/u);
     }
     await page.screenshot({ path: path.join(OUT, 'database-alarm.png') });

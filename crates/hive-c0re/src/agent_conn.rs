@@ -152,7 +152,9 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                         loop {
                             tokio::select! {
                                 r = &mut handled => break r.unwrap_or_else(|e| AgentResponse {
-                                    unavailable: e.is_unreachable(),
+                                    // The harness waits and asks again, instead of
+                                    // failing turn after turn into `failed`.
+                                    unavailable: e.is_unreachable() || e.is_disk_full(),
                                     ..AgentResponse::refusal(e.to_string())
                                 }),
                                 _ = peer_closed(&mut r) => break 'serving,

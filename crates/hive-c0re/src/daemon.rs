@@ -211,6 +211,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
 
     hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
     hive.spawn_task(crate::hive::nodes::raise_database_alarm(hive.clone()));
+    hive.spawn_task(crate::hive::nodes::watch_database_full(hive.clone()));
     hive.spawn_task(crate::hive::wakes::follow(hive.clone()));
     let agents_started = until_reachable("starting this node's agents", &stopping, || {
         hive.run_wanted()

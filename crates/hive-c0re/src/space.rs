@@ -295,7 +295,8 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
 /// A store error that is the disk being full (a write with no room left, not
 /// even the reserve's) as a sentence naming the file system; any other error as it is.
 pub fn full_or(space: &Space, e: Error) -> Error {
-    if !e.is_disk_full() {
+    // The database server's disk (PostgreSQL's) says so itself.
+    if !e.is_disk_full() || matches!(e, Error::Store(crate::store::StoreError::DiskFull(_))) {
         return e;
     }
     Error::refused(format!(

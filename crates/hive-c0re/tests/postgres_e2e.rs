@@ -622,6 +622,96 @@ fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
     assert!(hive.ok(&["status"]).contains("no agents yet"));
 }
 
+/// The database server's disk fills: PostgreSQL refuses every new row
+/// (SQLSTATE 53100) while it still answers, so no heartbeat fails. It was a
+/// plain "database error": no alarm, no webhook, and an agent whose writes
+/// failed crashed, restarted, crashed, and ended `failed`. Now the alarm is
+/// on from the first refused write until one goes through, the webhooks
+/// that want `disk_full` hear of both, and an agent is told to wait.
+#[test]
+fn a_database_whose_disk_is_full_is_told_and_agents_wait() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let recv = Arc::new(Receiver::default());
+    let addr = start_receiver(recv.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hive.toml");
+    std::fs::write(
+        &config,
+        format!("[[webhooks]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\nkinds = [\"disk_full\"]\n"),
+    )
+    .unwrap();
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.args.retain(|a| a != "--no-dashboard");
+    opts.args
+        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
+    opts.env.extend([
+        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
+        ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
+        ("HIVE_CONFIG".into(), config.display().to_string()),
+    ]);
+    let hive = started(TestHive::start_with(opts));
+    hive.ok(&["spawn", "alice"]);
+    let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
+    let alerts = || -> Vec<String> {
+        recv.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|g| g.body.clone())
+            .collect()
+    };
+
+    db.sql(
+        "CREATE FUNCTION hive_test_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'could not extend file \"base/1/2\": No space left on device' USING ERRCODE = '53100'; \
+         END $$; \
+         CREATE TRIGGER hive_test_full BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION hive_test_full(); \
+         CREATE TRIGGER hive_test_full BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION hive_test_full();",
+    );
+    let out = hive.cli(&["send", "operator", "while full"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("the hive's database has no room left on its disk"),
+        "{err}"
+    );
+    let v = common::agent_call(
+        &hive,
+        "alice",
+        serde_json::json!({"op": "send", "to": "operator", "body": "from alice"}),
+    );
+    assert_eq!(
+        (v["ok"].as_bool(), v["unavailable"].as_bool()),
+        (Some(false), Some(true)),
+        "{v}"
+    );
+    hive.wait_for("the alert", 20, |_| {
+        alerts()
+            .iter()
+            .any(|a| a.contains("no room left on its disk"))
+    });
+    // Heartbeats go on meanwhile (an update in place); the alarm stays on.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let alarm = database_alarm(&address);
+    assert!(
+        alarm["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no room left on its disk")),
+        "{alarm}"
+    );
+
+    db.sql("DROP TRIGGER hive_test_full ON messages; DROP TRIGGER hive_test_full ON events;");
+    hive.ok(&["send", "operator", "room again"]);
+    hive.wait_for("the all-clear", 20, |_| {
+        alerts()
+            .iter()
+            .any(|a| a.contains("room on its disk again"))
+    });
+    hive.wait_for("the alarm off", 10, |_| database_alarm(&address).is_null());
+    assert!(hive.row("alice").unwrap()["failed"] == false);
+}
+
 /// While the database is out of reach, so is the notifications' queue: the
 /// webhooks that want `node_down` hear of it straight from the node (the json
 /// one signed with the key read before), and of its end through the queue

@@ -270,6 +270,13 @@ impl Hive {
             .clone()
     }
 
+    /// True while the database's disk is full (see [`watch_database_full`]).
+    pub(crate) fn database_full(&self) -> bool {
+        self.store
+            .database_full()
+            .is_some_and(|f| f.borrow().is_some())
+    }
+
     /// Turns the database alarm on (with the refusal's sentence, kept from
     /// the first failure) or off; every dashboard hears of a change.
     /// True when it went on.
@@ -380,7 +387,11 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                 if let Some(theirs) = hive.store.take_outage() {
                     failing.add(theirs);
                 }
-                hive.set_database_alarm(None);
+                // A beat updates a row in place: it says the database
+                // answers, not that its disk has room for new rows.
+                if !hive.database_full() {
+                    hive.set_database_alarm(None);
+                }
                 if let Some(outage) = failing.take() {
                     hive.store_back(&outage).await;
                 }
@@ -434,6 +445,48 @@ pub async fn raise_database_alarm(hive: Arc<Hive>) {
         {
             hive.set_database_alarm(None);
         }
+    }
+}
+
+/// Keeps the database alarm on while the database's disk is full (from the
+/// first write it refuses for that until one goes through), and tells the
+/// webhooks that want `disk_full` when that begins and ends, straight: the
+/// notifications' queue is in that database.
+pub async fn watch_database_full(hive: Arc<Hive>) {
+    let Some(mut full) = hive.store.database_full() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            r = full.changed() => if r.is_err() { return },
+            _ = hive.shutdown_token().cancelled() => return,
+        }
+        let why = full.borrow_and_update().clone();
+        let text = match &why {
+            Some(why) => {
+                tracing::warn!("{why}");
+                hive.set_database_alarm(Some(why));
+                format!("Node {}: {why}", hive.node())
+            }
+            None => {
+                tracing::info!("the hive's database takes writes again");
+                if !hive.store.outage_open() {
+                    hive.set_database_alarm(None);
+                }
+                format!(
+                    "Node {}: the hive's database has room on its disk again: writes go through",
+                    hive.node()
+                )
+            }
+        };
+        let h = hive.clone();
+        let on = why.is_some();
+        hive.spawn_task(async move {
+            h.alert_webhooks(NotificationKind::DiskFull, &text, || {
+                h.database_full() == on
+            })
+            .await;
+        });
     }
 }
 

@@ -79,6 +79,16 @@ impl Db {
         }
     }
 
+    /// Why the database's disk is full, while it is (see
+    /// [`super::OutageLog::full`]); None on sqlite, whose disk is the
+    /// node's own and watched as such.
+    pub fn database_full(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(s) => Some(s.outages().full()),
+        }
+    }
+
     /// True while requests failed for the database out of reach have not
     /// been told yet ([`Db::take_outage`]).
     pub fn outage_open(&self) -> bool {
@@ -245,8 +255,10 @@ impl Db {
             }
             Db::Postgres(s) => {
                 let r = s.send(sender, recipient, body, key, note).await;
-                if let Err(SendError::Store(e)) = &r {
-                    s.outages().note(e);
+                match &r {
+                    Ok(_) => s.outages().wrote(),
+                    Err(SendError::Store(e)) => s.outages().note(e),
+                    Err(_) => {}
                 }
                 r
             }
@@ -466,7 +478,7 @@ impl Db {
             Db::Sqlite(s) => {
                 s.add_events(agent, items.iter().map(|(k, p)| (k.as_ref(), p.as_ref())))
             }
-            Db::Postgres(s) => s.noted(s.add_events(agent, items).await),
+            Db::Postgres(s) => s.written(s.add_events(agent, items).await),
         }
     }
 

@@ -70,6 +70,12 @@ pub enum StoreError {
         "this node cannot reach the hive's database ({0}): it keeps trying, and nothing stored before is lost; check that the PostgreSQL server is up and reachable from this host, then try again"
     )]
     Unreachable(String),
+    /// The PostgreSQL server has no room on its disk (SQLSTATE 53100; a
+    /// [`tokio_postgres::Error`] of that kind becomes this).
+    #[error(
+        "the hive's database has no room left on its disk ({0}): nothing was stored; free space on the database server, and writes go through again"
+    )]
+    DiskFull(String),
     #[error("could not open the database {path}: {source}")]
     Open {
         path: String,
@@ -111,6 +117,8 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if pg::connection_lost(&e) {
             Self::Unreachable(pg::describe(&e))
+        } else if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+            Self::DiskFull(pg::describe(&e))
         } else {
             Self::Pg(e)
         }
@@ -130,6 +138,7 @@ impl StoreError {
                 e.code == rusqlite::ErrorCode::DiskFull
             }
             Self::Pg(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+            Self::DiskFull(_) => true,
             _ => false,
         }
     }

@@ -55,11 +55,24 @@ pub struct OutageLog {
     run: Mutex<Option<Outage>>,
     /// The error of the failure that began the run, each time one begins.
     began: watch::Sender<Option<String>>,
+    /// Why the database's disk is full, from the first write it refused for
+    /// that until one goes through again (see [`OutageLog::wrote`]).
+    full: watch::Sender<Option<String>>,
 }
 
 impl OutageLog {
-    /// Notes `e` when it says the database was out of reach.
+    /// Notes `e` when it says the database was out of reach, or its disk full.
     pub fn note(&self, e: &StoreError) {
+        if let StoreError::DiskFull(_) = e {
+            self.full.send_if_modified(|f| {
+                let began = f.is_none();
+                if began {
+                    *f = Some(e.to_string());
+                }
+                began
+            });
+            return;
+        }
         let StoreError::Unreachable(why) = e else {
             return;
         };
@@ -92,6 +105,17 @@ impl OutageLog {
         self.run.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
+    /// A write went through: the database's disk has room (again).
+    pub fn wrote(&self) {
+        self.full.send_if_modified(|f| f.take().is_some());
+    }
+
+    /// Why the database's disk is full, while it is; changes when that
+    /// begins and when a write goes through again.
+    pub fn full(&self) -> watch::Receiver<Option<String>> {
+        self.full.subscribe()
+    }
+
     /// Changes when a run of failures begins, to the error (as a sentence)
     /// that began it, so the operator can be shown it at once.
     pub fn beginnings(&self) -> watch::Receiver<Option<String>> {
@@ -102,6 +126,19 @@ impl OutageLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_lasts_from_the_first_refused_write_to_the_next_one_stored() {
+        let log = OutageLog::default();
+        let full = log.full();
+        log.note(&StoreError::DiskFull("could not extend file".into()));
+        log.note(&StoreError::DiskFull("again".into()));
+        let why = full.borrow().clone().expect("on");
+        assert!(why.contains("could not extend file"), "{why}");
+        assert!(!log.is_open(), "not an outage: the database answers");
+        log.wrote();
+        assert_eq!(*full.borrow(), None);
+    }
 
     #[test]
     fn a_run_of_failures_keeps_its_first_reason_and_spans_them_all() {

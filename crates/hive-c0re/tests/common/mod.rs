@@ -110,6 +110,16 @@ impl TestDatabase {
         });
     }
 
+    /// Runs `sql` on this database as the cluster's superuser.
+    pub fn sql(&self, sql: &str) {
+        current_thread().block_on(async {
+            let c = hive_c0re::store::pg::TestCluster::shared()
+                .connect_as("postgres", &self.name)
+                .await;
+            c.batch_execute(sql).await.unwrap();
+        });
+    }
+
     /// Takes `table`'s strongest lock in a transaction left open (as the
     /// superuser) and returns what holds it: every reader and writer of the
     /// table waits until both are dropped or the database is taken away.

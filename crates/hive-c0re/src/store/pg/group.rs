@@ -597,11 +597,13 @@ async fn event_batch_on(
 
 // ---- both ---------------------------------------------------------------
 
-/// The error each caller of a failed batch gets: still "out of reach" when
-/// the database was (the caller may try again), else the batch's sentence.
+/// The error each caller of a failed batch gets: still "out of reach" or
+/// "disk full" when the database was (the caller may try again), else the
+/// batch's sentence.
 fn for_each_caller(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unreachable(why) => StoreError::Unreachable(why.clone()),
+        StoreError::DiskFull(why) => StoreError::DiskFull(why.clone()),
         other => StoreError::Batch(other.to_string()),
     }
 }

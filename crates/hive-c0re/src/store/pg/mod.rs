@@ -195,6 +195,15 @@ impl PgStore {
         r
     }
 
+    /// [`Self::noted`] for a write that takes new room (sends, events): one
+    /// that went through says the database's disk has room again.
+    pub fn written<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_ok() {
+            self.outages.wrote();
+        }
+        self.noted(r)
+    }
+
     /// Wakes from other nodes' commits; this store's own are not among them
     /// (the caller wakes its own waiters). Once `open` returned, every commit
     /// of another node that wakes comes through, or a [`Wake::Resync`] says
