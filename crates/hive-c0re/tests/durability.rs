@@ -118,3 +118,42 @@ fn acknowledged_messages_do_not_come_back_after_a_crash() {
     assert_eq!(rest.len(), 6);
     assert!(rest.iter().all(|id| !first.contains(id)));
 }
+
+/// The manager asks the operator; its node crashes before the answer. The
+/// question stays listed for the operator, who answers it, and the answer
+/// reached no one: only the waiting tool call carried it, and that died
+/// with the daemon. It now goes to the asker's inbox.
+#[test]
+fn an_answer_to_a_question_asked_before_a_crash_reaches_the_asker() {
+    use std::io::Write;
+    let mut opts = common::Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let mut hive = TestHive::start_with(opts);
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    let sock = hive.run_dir().join("agents/manager/agent.sock");
+    let asking = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    (&asking)
+        .write_all(b"{\"op\":\"ask_operator\",\"question\":\"ship it?\",\"ttl_seconds\":600}\n")
+        .unwrap();
+    hive.wait_for("the question", 10, |h| {
+        h.ok(&["questions", "--json"]).contains("ship it?")
+    });
+    let id = hive
+        .ok(&["questions", "--json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|q| q["question"] == "ship it?")
+        .and_then(|q| q["id"].as_i64())
+        .unwrap();
+    hive.kill9();
+    drop(asking);
+    hive.serve();
+    hive.ok(&["answer", &id.to_string(), "yes, ship it"]);
+    let inbox = hive.ok(&["recv", "--as", "manager", "--max", "100"]);
+    assert!(
+        inbox.contains(&format!(
+            "Question #{id} (\"ship it?\") ended: yes, ship it"
+        )),
+        "{inbox}"
+    );
+}

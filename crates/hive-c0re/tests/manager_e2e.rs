@@ -233,7 +233,8 @@ fn the_manager_grows_the_hive_only_with_approval() {
             .any(|r| r["model"].as_str().unwrap_or("").contains("sonnet"))
     );
 
-    // 4. An invalid agent.toml is refused on approval; dave keeps his config.
+    // 4. An invalid agent.toml is refused at the request, before the operator
+    // is asked; dave keeps his config.
     std::fs::write(
         repo.join("agent.toml"),
         "model = \"sonnet\"\nallowed_tools = [\"Bash(git *\"]\n",
@@ -251,16 +252,14 @@ fn the_manager_grows_the_hive_only_with_approval() {
             .unwrap()
     };
     assert!(git(&["commit", "-qam", "broken"]).success());
-    hive.ok(&["request-apply-commit", "dave", "HEAD"]);
-    let bad = approval_ids(&hive, "apply_commit", "pending").remove(0);
-    let out = hive.cli(&["approve", &bad]);
+    let out = hive.cli(&["request-apply-commit", "dave", "HEAD"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("allowed_tools[0]") && err.contains("keeps its old config"),
+        err.contains("allowed_tools[0]") && err.contains("dave's config at"),
         "{err}"
     );
-    assert!(!approval_ids(&hive, "apply_commit", "failed").is_empty());
+    assert!(approval_ids(&hive, "apply_commit", "pending").is_empty());
     assert_eq!(hive.row("dave").unwrap()["active_model"], "sonnet");
 }
 

@@ -74,12 +74,10 @@ impl Hive {
             if let Some(answer) = outcome {
                 withdraw.armed = false;
                 self.broker.publish(Change::Questions);
-                let _ = self
-                    .notify(
-                        agent,
-                        &format!("Question #{id} ({question:?}) ended: {answer}"),
-                    )
-                    .await;
+                // An answer or a cancel sent its own notice (see `Hive::ended`).
+                if q.status(now) == QuestionStatus::TimedOut {
+                    self.ended(&q, &answer).await;
+                }
                 return Ok(answer);
             }
             let left = Duration::from_millis((q.deadline - now).max(0) as u64);
@@ -109,7 +107,22 @@ impl Hive {
         }
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);
+        self.ended(&q, answer).await;
         Ok(())
+    }
+
+    /// Tells the asker of `q` (in its inbox) how its question ended. Sent by
+    /// whoever ends it, not by the waiting tool call: after a restart of the
+    /// asker's node nothing waits any more, and an answer the operator gave
+    /// a question still listed would otherwise reach no one.
+    async fn ended(&self, q: &QuestionRow, answer: &str) {
+        let Ok(asker) = AgentName::parse(&q.agent) else {
+            return;
+        };
+        let text = format!("Question #{} ({:?}) ended: {answer}", q.id, q.question);
+        if let Err(e) = self.notify(&asker, &text).await {
+            tracing::warn!(agent = %asker, "could not tell how question #{} ended: {e}", q.id);
+        }
     }
 
     /// Cancels a pending question.
@@ -127,6 +140,7 @@ impl Hive {
         }
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);
+        self.ended(&q, CANCELLED).await;
         Ok(())
     }
 
