@@ -309,6 +309,29 @@ pub async fn settled<T>(at: i64, read: impl AsyncFn(i64) -> super::Tail<T>) -> (
     }
 }
 
+/// A send answered ok survives a power cut, not only a kill -9 of the
+/// daemon: every commit reaches the disk (`synchronous=FULL`; in WAL,
+/// NORMAL syncs only at checkpoints, up to a minute of acknowledged sends).
+#[test]
+fn every_commit_reaches_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::Store::open(&dir.path().join("hive.db"), super::Limits::default()).unwrap();
+    let (journal, synchronous): (String, i64) = {
+        let inner = store.lock();
+        (
+            inner
+                .conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap(),
+            inner
+                .conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap(),
+        )
+    };
+    assert_eq!((journal.as_str(), synchronous), ("wal", 2), "2 is FULL");
+}
+
 /// After a purge, `checkpoint` frees the whole free list (a piece at a
 /// time) and the file shrinks; a database made before incremental vacuum,
 /// whose free list vacuum cannot shrink, does not keep it looping.
