@@ -1179,7 +1179,11 @@ fn a_request_taken_late_is_waited_for_and_then_said_to_run_on_its_home_node() {
     let take = || {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(r) = rt.block_on(store.take_requests("beta")).unwrap().pop() {
+            if let Some(r) = rt
+                .block_on(store.take_requests("beta", 60_000))
+                .unwrap()
+                .pop()
+            {
                 return r;
             }
             assert!(Instant::now() < deadline, "alpha asked beta nothing");

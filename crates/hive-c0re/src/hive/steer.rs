@@ -31,6 +31,9 @@ pub const WAIT: Duration = Duration::from_secs(30);
 const TAKEN_GRACE: Duration = Duration::from_secs(10);
 /// How often a waiter re-checks its request though no wake came (a lost wake costs this much).
 const RECHECK: Duration = Duration::from_secs(2);
+/// How much longer than the asker's wait a request may still be taken: the
+/// asker withdraws it at its wait, on its own clock.
+const TAKE_GRACE: Duration = Duration::from_secs(5);
 
 /// A steering verb another node carries out for its agent: a closed set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,6 +326,16 @@ impl Hive {
                 _ = tokio::time::sleep(RECHECK) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = self.shutdown.cancelled() => {
+                    let withdrawn = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        self.store.cancel_request(id),
+                    )
+                    .await;
+                    if matches!(withdrawn, Ok(Ok(true))) {
+                        return Err(Error::refused(format!(
+                            "hive-c0re is shutting down: `{command}` was withdrawn before {node} took it, and not carried out"
+                        )));
+                    }
                     return Err(Error::refused(format!(
                         "hive-c0re is shutting down: whether {node} carries out `{command}` shows in `hive-c0re status`"
                     )));
@@ -339,7 +352,11 @@ impl Hive {
     /// Takes the requests waiting for this node and runs each in a task of
     /// its own (a graceful stop may wait for a turn to end).
     pub(super) async fn take_requests(self: &Arc<Self>) {
-        let taken = match self.store.take_requests(self.node().as_str()).await {
+        // A request older than its asker's wait was withdrawn, or its asker
+        // gave up without a word (it stopped or crashed meanwhile): it must
+        // not run hours later, when this node comes back.
+        let within = (wait() + TAKE_GRACE).as_millis() as i64;
+        let taken = match self.store.take_requests(self.node().as_str(), within).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("could not take the steering requests for this node: {e}");

@@ -552,9 +552,10 @@ impl Db {
         both!(self, s => s.enqueue_request(new))
     }
 
-    /// Takes every pending request for `node`, each once whoever else takes, oldest first.
-    pub async fn take_requests(&self, node: &str) -> Result<Vec<RequestRow>> {
-        both!(self, s => s.take_requests(node))
+    /// Takes every pending request for `node` made within `within_ms`, each
+    /// once whoever else takes, oldest first; older ones are cancelled.
+    pub async fn take_requests(&self, node: &str, within_ms: i64) -> Result<Vec<RequestRow>> {
+        both!(self, s => s.take_requests(node, within_ms))
     }
 
     /// Stores a taken request's outcome (the reply's text, or the error's

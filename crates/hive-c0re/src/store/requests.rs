@@ -97,21 +97,28 @@ impl Store {
         Ok(g.conn.last_insert_rowid())
     }
 
-    /// Takes every pending request for `node` (each once, whoever else
-    /// takes), oldest first; rows older than [`KEEP_MS`] go on the way.
-    pub fn take_requests(&self, node: &str) -> Result<Vec<RequestRow>> {
+    /// Takes every pending request for `node` made within `within_ms`
+    /// (each once, whoever else takes), oldest first; an older one is
+    /// cancelled instead, since its asker has given up on it; rows older
+    /// than [`KEEP_MS`] go on the way.
+    pub fn take_requests(&self, node: &str, within_ms: i64) -> Result<Vec<RequestRow>> {
         let now = now_ms();
         let g = self.lock();
         g.conn.execute(
             "DELETE FROM node_requests WHERE created_at < ?1",
             params![now - KEEP_MS],
         )?;
+        g.conn.execute(
+            "UPDATE node_requests SET cancelled = 1 \
+             WHERE node = ?1 AND taken_at IS NULL AND NOT cancelled AND created_at < ?2",
+            params![node, now - within_ms],
+        )?;
         let mut st = g.conn.prepare_cached(&format!(
             "UPDATE node_requests SET taken_at = ?1 \
-             WHERE node = ?2 AND taken_at IS NULL AND NOT cancelled RETURNING {COLUMNS}"
+             WHERE node = ?2 AND taken_at IS NULL AND NOT cancelled AND created_at >= ?3 RETURNING {COLUMNS}"
         ))?;
         let mut taken = st
-            .query_map(params![now, node], row)?
+            .query_map(params![now, node, now - within_ms], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         taken.sort_by_key(|r| r.id);
         Ok(taken)

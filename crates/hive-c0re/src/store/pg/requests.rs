@@ -12,6 +12,10 @@ use crate::clock::now_ms;
 use crate::store::requests::{COLUMNS, KEEP_MS};
 use crate::store::{NewRequest, RequestRow, Result};
 
+/// The database's clock in unix ms, as SQL: the one clock every node's
+/// request ages are counted on.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 fn row(r: &Row) -> RequestRow {
     RequestRow {
         id: r.get(0),
@@ -36,8 +40,8 @@ impl PgStore {
         let st = c
             .prepare_cached(&format!(
                 "WITH i AS (INSERT INTO node_requests (node, agent, verb, args_json, asked_by, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-                 SELECT id, pg_notify('{CHANNEL}', $7)::text FROM i"
+                   VALUES ($1, $2, $3, $4, $5, {DB_NOW_MS}) RETURNING id) \
+                 SELECT id, pg_notify('{CHANNEL}', $6)::text FROM i"
             ))
             .await?;
         let payload = request_payload(&self.origin, new.node);
@@ -49,7 +53,6 @@ impl PgStore {
                 &new.verb,
                 &new.args_json,
                 &new.asked_by,
-                &now_ms(),
                 &payload,
             ],
         )
@@ -57,23 +60,34 @@ impl PgStore {
         .get(0))
     }
 
-    /// Takes every pending request for `node` (each once, whoever else
-    /// takes), oldest first; rows older than a day go on the way.
-    pub async fn take_requests(&self, node: &str) -> Result<Vec<RequestRow>> {
+    /// Takes every pending request for `node` made within `within_ms` (each
+    /// once, whoever else takes), oldest first; an older one is cancelled
+    /// instead, since its asker has given up on it. Ages are on the
+    /// database's clock, which made `created_at`, whatever the nodes' own
+    /// clocks say. Rows older than a day go on the way.
+    pub async fn take_requests(&self, node: &str, within_ms: i64) -> Result<Vec<RequestRow>> {
         let c = self.client().await?;
         let now = now_ms();
         let old = c
             .prepare_cached("DELETE FROM node_requests WHERE created_at < $1")
             .await?;
         c.execute(&old, &[&(now - KEEP_MS)]).await?;
+        let given_up = c
+            .prepare_cached(&format!(
+                "UPDATE node_requests SET cancelled = true \
+                 WHERE node = $1 AND taken_at IS NULL AND NOT cancelled AND created_at < {DB_NOW_MS} - $2"
+            ))
+            .await?;
+        c.execute(&given_up, &[&node, &within_ms]).await?;
         let st = c
             .prepare_cached(&format!(
                 "UPDATE node_requests SET taken_at = $1 \
-                 WHERE node = $2 AND taken_at IS NULL AND NOT cancelled RETURNING {COLUMNS}"
+                 WHERE node = $2 AND taken_at IS NULL AND NOT cancelled \
+                   AND created_at >= {DB_NOW_MS} - $3 RETURNING {COLUMNS}"
             ))
             .await?;
         let mut taken: Vec<RequestRow> = c
-            .query(&st, &[&now, &node])
+            .query(&st, &[&now, &node, &within_ms])
             .await?
             .iter()
             .map(row)

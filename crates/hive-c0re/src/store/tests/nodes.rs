@@ -9,6 +9,9 @@ use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use super::{both, settled};
 use crate::store::{Db, Limits, NewApproval, NewRequest, SendError};
 
+/// How recent a request a test's takers take: long past any test's run.
+pub(super) const MINUTE: i64 = 60_000;
+
 /// Runs `n` tasks, alternating between the two handles; returns their results in order.
 async fn race<T: Send + 'static, F>(
     a: &Db,
@@ -390,7 +393,7 @@ both! {
         let taken = race(&a, &b, 6, |s, _| async move {
             let mut mine = vec![];
             for _ in 0..5 {
-                mine.extend(s.take_requests("beta").await.unwrap().into_iter().map(|r| r.id));
+                mine.extend(s.take_requests("beta", MINUTE).await.unwrap().into_iter().map(|r| r.id));
             }
             mine
         })
@@ -399,8 +402,24 @@ both! {
         let unique: HashSet<i64> = all.iter().copied().collect();
         assert_eq!(all.len(), unique.len(), "a request was taken twice");
         assert_eq!(unique, ids, "a request was never taken");
-        assert!(a.take_requests("beta").await.unwrap().is_empty());
+        assert!(a.take_requests("beta", MINUTE).await.unwrap().is_empty());
         assert!(a.request(gamma).await.unwrap().unwrap().taken_at.is_none());
+    }
+
+    async fn a_request_its_asker_gave_up_on_is_never_taken(f) {
+        let a = f.open().await;
+        let b = f.second(&a).await;
+        // The asker crashed or stopped while it waited: no one withdrew it.
+        let stale = a.enqueue_request(&request("beta", "x")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(b.take_requests("beta", 20).await.unwrap().is_empty(), "an abandoned request was taken");
+        let row = a.request(stale).await.unwrap().unwrap();
+        assert!(row.cancelled && row.taken_at.is_none(), "{row:?}");
+        assert!(b.take_requests("beta", MINUTE).await.unwrap().is_empty(), "taken after all");
+        // A fresh one still is.
+        let fresh = a.enqueue_request(&request("beta", "y")).await.unwrap();
+        let taken = b.take_requests("beta", MINUTE).await.unwrap();
+        assert_eq!(taken.iter().map(|r| r.id).collect::<Vec<_>>(), [fresh]);
     }
 
     async fn a_cancel_and_a_take_racing_have_one_winner(f) {
@@ -415,7 +434,7 @@ both! {
                 }),
                 tokio::spawn({
                     let b = b.clone();
-                    async move { b.take_requests("beta").await.unwrap() }
+                    async move { b.take_requests("beta", MINUTE).await.unwrap() }
                 }),
             );
             let (cancelled, taken) = (cancelled.unwrap(), taken.unwrap());
@@ -424,7 +443,7 @@ both! {
             assert_eq!((row.cancelled, row.taken_at.is_some()), (cancelled, !cancelled), "{row:?}");
             // Neither happens twice.
             assert!(!a.cancel_request(id).await.unwrap());
-            assert!(b.take_requests("beta").await.unwrap().is_empty());
+            assert!(b.take_requests("beta", MINUTE).await.unwrap().is_empty());
         }
     }
 
@@ -446,7 +465,7 @@ both! {
         assert_eq!(pending.outcome(), None);
         // Not taken: nothing to finish.
         assert!(!b.finish_request(id, true, "").await.unwrap());
-        let taken = b.take_requests("beta").await.unwrap();
+        let taken = b.take_requests("beta", MINUTE).await.unwrap();
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].id, id);
         assert_eq!(a.request(id).await.unwrap().unwrap().outcome(), None);
@@ -472,7 +491,7 @@ both! {
         let [granted, refused, pending] = ids;
         // Not done yet: no use.
         assert!(!b.use_request(granted, "beta").await.unwrap());
-        assert_eq!(b.take_requests("beta").await.unwrap().len(), 3);
+        assert_eq!(b.take_requests("beta", MINUTE).await.unwrap().len(), 3);
         assert!(b.finish_request(granted, true, "").await.unwrap());
         assert!(b.finish_request(refused, false, "x is not running").await.unwrap());
         assert!(!b.use_request(pending, "beta").await.unwrap(), "a request not finished");

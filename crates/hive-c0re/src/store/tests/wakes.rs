@@ -252,7 +252,7 @@ async fn a_steering_request_wakes_its_node_and_its_outcome_the_asker() {
         .await
         .unwrap();
     assert_eq!(next(&mut wb).await, Wake::Request("beta".into()));
-    b.take_requests("beta").await.unwrap();
+    b.take_requests("beta", super::nodes::MINUTE).await.unwrap();
     b.finish_request(id, true, "").await.unwrap();
     assert_eq!(next(&mut wa).await, Wake::Outcome(id));
     nothing(&mut wa).await;
