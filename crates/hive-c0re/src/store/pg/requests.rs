@@ -6,15 +6,11 @@
 
 use tokio_postgres::Row;
 
-use super::PgStore;
+use super::{DB_NOW, PgStore};
 use super::wakes::{CHANNEL, outcome_payload, request_payload};
 use crate::clock::now_ms;
 use crate::store::requests::{COLUMNS, KEEP_MS};
 use crate::store::{NewRequest, RequestRow, Result};
-
-/// The database's clock in unix ms, as SQL: the one clock every node's
-/// request ages are counted on.
-const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 fn row(r: &Row) -> RequestRow {
     RequestRow {
@@ -40,7 +36,7 @@ impl PgStore {
         let st = c
             .prepare_cached(&format!(
                 "WITH i AS (INSERT INTO node_requests (node, agent, verb, args_json, asked_by, created_at) \
-                   VALUES ($1, $2, $3, $4, $5, {DB_NOW_MS}) RETURNING id) \
+                   VALUES ($1, $2, $3, $4, $5, {DB_NOW}) RETURNING id) \
                  SELECT id, pg_notify('{CHANNEL}', $6)::text FROM i"
             ))
             .await?;
@@ -75,7 +71,7 @@ impl PgStore {
         let given_up = c
             .prepare_cached(&format!(
                 "UPDATE node_requests SET cancelled = true \
-                 WHERE node = $1 AND taken_at IS NULL AND NOT cancelled AND created_at < {DB_NOW_MS} - $2"
+                 WHERE node = $1 AND taken_at IS NULL AND NOT cancelled AND created_at < {DB_NOW} - $2"
             ))
             .await?;
         c.execute(&given_up, &[&node, &within_ms]).await?;
@@ -83,7 +79,7 @@ impl PgStore {
             .prepare_cached(&format!(
                 "UPDATE node_requests SET taken_at = $1 \
                  WHERE node = $2 AND taken_at IS NULL AND NOT cancelled \
-                   AND created_at >= {DB_NOW_MS} - $3 RETURNING {COLUMNS}"
+                   AND created_at >= {DB_NOW} - $3 RETURNING {COLUMNS}"
             ))
             .await?;
         let mut taken: Vec<RequestRow> = c
