@@ -154,7 +154,7 @@ impl Target {
             .to_owned();
         if host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified())
+            .is_ok_and(|ip| ip.to_canonical().is_unspecified())
         {
             return Err(format!(
                 "the node's dashboard listens on every address ({host}), which names no host to reach (connecting to it reaches this host instead): start that node with --dashboard set to one of its own addresses that the other nodes reach"
@@ -202,9 +202,7 @@ async fn open(
     } = target;
     let port = *port;
     tokio::time::timeout(CONNECT_TIMEOUT, async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("could not connect ({e})"))?;
+        let tcp = connect_checked(host, port).await?;
         let _ = tcp.set_nodelay(true);
         watch_peer(&tcp, unanswered)
             .map_err(|e| format!("could not set up the connection's keepalive ({e})"))?;
@@ -239,6 +237,50 @@ async fn open(
     })
     .await
     .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
+}
+
+/// Connects to `host:port`. An address on this host's loopback reaches
+/// whatever listens there on this host, not the node it names: it is taken
+/// only when what listens is hive-c0re's own user's (another hive-c0re on
+/// this host, as tests and one-host trials run them), so the ticket, and
+/// then the operator's keystrokes, go to no other user's listener (a
+/// process-runtime agent's, a local user's).
+async fn connect_checked(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("could not resolve {host} ({e})"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut why = None;
+    for addr in addrs {
+        let ip = addr.ip().to_canonical();
+        if ip.is_loopback() {
+            let at = std::net::SocketAddr::new(ip, port);
+            match crate::procfs::tcp_listener_uid(at) {
+                Ok(Some(uid)) if uid == me => {}
+                Ok(Some(uid)) => {
+                    why = Some(format!(
+                        "its address is {at} on this host's loopback, where a program of uid {uid} listens, not a hive-c0re (uid {me}): start that node with --dashboard set to an address of its own that the other nodes reach"
+                    ));
+                    continue;
+                }
+                Ok(None) => {
+                    why = Some(format!(
+                        "could not connect (nothing listens at {at}, on this host's loopback)"
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    why = Some(format!("could not tell who listens at {at} ({e})"));
+                    continue;
+                }
+            }
+        }
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => why = Some(format!("could not connect ({e})")),
+        }
+    }
+    Err(why.unwrap_or_else(|| format!("{host} resolves to no address")))
 }
 
 /// The first few KiB of a refusal's body: whatever answers at a node's

@@ -1980,6 +1980,100 @@ fn a_node_sends_no_ticket_to_its_own_host_for_a_node_that_listens_on_every_addre
     );
 }
 
+/// A node whose dashboard listens on its own loopback (the default,
+/// `127.0.0.1:7878`) registers that address: for another host, it leads to
+/// that host's own loopback, where any user (or a process-runtime agent)
+/// may listen on the port. Alpha handed such a listener the shell's ticket,
+/// then the operator's keystrokes. It now connects to a loopback address
+/// only where hive-c0re's own user listens.
+#[test]
+fn a_node_sends_no_ticket_to_another_users_listener_on_its_own_loopback() {
+    use hive_c0re::store::pg::TestCluster;
+    if TestCluster::missing() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (network namespaces) and PostgreSQL");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: the listener of another user is a python3 script");
+        return;
+    }
+    let (lan, cluster, database) = lan_with_cluster(2);
+    const PORT: u16 = 17_879;
+    let node = |i: usize, name: &str, dashboard: Option<&str>| {
+        let mut opts = Opts {
+            netns: Some(lan.nodes[i].clone()),
+            ..Opts::default()
+        };
+        if let Some(d) = dashboard {
+            opts.args.retain(|a| a != "--no-dashboard");
+            opts.args.extend(["--dashboard".into(), d.into()]);
+        }
+        opts.env
+            .push(("PGPASSWORD".into(), cluster.password().to_owned()));
+        opts.args.extend([
+            "--node".into(),
+            name.into(),
+            "--database".into(),
+            cluster.url_at(&common::Lan::db_addr(i), &database),
+        ]);
+        TestHive::start_with(opts)
+    };
+    let alpha = node(0, "alpha", None);
+    let beta = node(1, "beta", Some(&format!("127.0.0.1:{PORT}")));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+
+    // The thief: another user's listener on alpha's loopback, on beta's port;
+    // it keeps what it is sent in a file.
+    let loot = tempfile::Builder::new()
+        .prefix("hive-loot-")
+        .tempdir()
+        .unwrap();
+    common::searchable(loot.path());
+    std::fs::set_permissions(
+        loot.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let got = loot.path().join("got");
+    let script = format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {PORT}))\ns.listen(1)\nopen('{ready}', 'w').close()\ns.settimeout(60)\n\
+         c, _ = s.accept()\nc.settimeout(5)\nopen('{got}', 'wb').write(c.recv(4096))\n",
+        ready = loot.path().join("ready").display(),
+        got = got.display(),
+    );
+    let mut thief = lan.nodes[0].enter(|| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["/usr/bin/python3", "-c", &script])
+            .spawn()
+            .unwrap()
+    });
+    alpha.wait_for("the thief to listen", 10, |_| {
+        loot.path().join("ready").exists()
+    });
+    let out = alpha
+        .spawn_with_input(&["shell", "x"], "echo pwned\n")
+        .wait_with_output()
+        .unwrap();
+    let _ = thief.kill();
+    let _ = thief.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stolen = std::fs::read_to_string(&got).unwrap_or_default();
+    assert!(
+        !stolen.to_ascii_lowercase().contains("x-hive-node-ticket"),
+        "alpha sent the ticket to another user's listener: {stolen}"
+    );
+    assert!(!out.status.success(), "the shell opened: {err}");
+    assert!(
+        err.contains("on this host's loopback, where a program of uid 65534 listens")
+            && err.contains("--dashboard"),
+        "{err}"
+    );
+}
+
 /// The node shell route is outside the login: a stranger who knocks while
 /// the node's database is out of reach learns nothing of it (the error
 /// goes to the log), and a flood of forged tickets leaves a line a minute.

@@ -6,8 +6,8 @@
 
 use tokio_postgres::Row;
 
-use super::{DB_NOW, PgStore};
 use super::wakes::{CHANNEL, outcome_payload, request_payload};
+use super::{DB_NOW, PgStore};
 use crate::clock::now_ms;
 use crate::store::requests::{COLUMNS, KEEP_MS};
 use crate::store::{NewRequest, RequestRow, Result};
