@@ -461,3 +461,67 @@ fn a_credential_secret_ends_needs_login() {
         "{reqs:?}"
     );
 }
+
+/// The attack: the operator destroyed an agent without `--purge` (the
+/// default), which keeps its own secrets, its `/state` and its inbox for a
+/// re-creation. Later the manager asks to spawn that name again with an
+/// innocent config: the card showed a new agent and a diff against
+/// nothing, while the new agent would get the old one's secret. The
+/// approval now says what the new agent takes over.
+#[test]
+fn a_spawn_of_a_kept_name_says_what_it_inherits() {
+    let mut opts = common::Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    hive.ok(&["spawn", "deployer"]);
+    set_ok(
+        &hive,
+        "DEPLOY_KEY",
+        Some("deployer"),
+        "deploy-key-0123456789",
+    );
+    hive.ok(&["stop", "deployer"]);
+    hive.ok(&["send", "deployer", "the old plan"]);
+    hive.ok(&["destroy", "deployer"]);
+    let v = common::agent_call(
+        &hive,
+        "manager",
+        serde_json::json!({"op": "request_spawn", "name": "deployer", "description": "bring back a helper"}),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    let show = hive.ok(&["approvals", "show", &pending_for(&hive, "deployer")]);
+    let warning = show
+        .lines()
+        .find(|l| l.starts_with("warning: deployer was destroyed before without --purge"))
+        .unwrap_or_else(|| panic!("{show}"));
+    assert!(
+        warning.contains("its own secrets DEPLOY_KEY")
+            && warning.contains("its /state")
+            && warning.contains("1 message waiting for it"),
+        "{warning}"
+    );
+    assert!(!warning.contains("deploy-key-0123456789"), "{warning}");
+    let json = hive.ok(&["approvals", "--json"]);
+    assert!(json.contains("\"kind\":\"inherits\""), "{json}");
+    // A name never used before inherits nothing.
+    let v = common::agent_call(
+        &hive,
+        "manager",
+        serde_json::json!({"op": "request_spawn", "name": "fresh"}),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    let show = hive.ok(&["approvals", "show", &pending_for(&hive, "fresh")]);
+    assert!(!show.contains("warning:"), "{show}");
+}
+
+/// The id of the pending approval for `agent`.
+fn pending_for(hive: &TestHive, agent: &str) -> String {
+    hive.ok(&["approvals", "--json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|a| a["agent"] == agent && a["status"] == "pending")
+        .and_then(|a| a["id"].as_i64())
+        .unwrap_or_else(|| panic!("no pending approval for {agent}"))
+        .to_string()
+}

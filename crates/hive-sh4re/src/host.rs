@@ -432,6 +432,9 @@ named! {
         /// The request points claude's model requests (and the credential
         /// they carry) somewhere new: an endpoint, a proxy, TLS checks off.
         Endpoint = "endpoint",
+        /// A spawn of a name destroyed without `--purge`: the new agent gets
+        /// the old one's own secrets, `/state` and waiting messages.
+        Inherits = "inherits",
     }
 }
 

@@ -580,6 +580,15 @@ impl Hive {
                 ),
             );
         }
+        if let Some(left) = self.left_behind(a).await {
+            warn(
+                ApprovalWarningKind::Inherits,
+                format!(
+                    "{} was destroyed before without --purge, and this new {} gets what it left: {left}. Approve only if that is meant; else deny, and remove them first",
+                    a.agent, a.agent
+                ),
+            );
+        }
         for (key, value) in self.redirects(a).await {
             warn(
                 ApprovalWarningKind::Endpoint,
@@ -611,6 +620,44 @@ impl Hive {
             }
         }
         out
+    }
+
+    /// What a spawn `a` of a name that is no agent now would take over from
+    /// an agent of that name destroyed without `--purge` (its own secrets,
+    /// its `/state`, messages waiting for it), as a phrase; None for nothing.
+    async fn left_behind(&self, a: &ApprovalRow) -> Option<String> {
+        if a.kind != ApprovalKind::Spawn || !matches!(self.store.agent(&a.agent).await, Ok(None)) {
+            return None;
+        }
+        let name = AgentName::parse(&a.agent).ok()?;
+        let mut left = Vec::new();
+        let secrets: Vec<String> = self
+            .store
+            .secret_entries()
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|e| e.agent.as_deref() == Some(a.agent.as_str()))
+            .map(|e| e.name)
+            .collect();
+        if !secrets.is_empty() {
+            left.push(format!(
+                "its own secrets {} (hive-c0re secret rm NAME --agent {name})",
+                secrets.join(", ")
+            ));
+        }
+        let state = self.paths.agent_state(&name);
+        if std::fs::symlink_metadata(&state).is_ok() {
+            left.push(format!("its /state, kept at {}", state.display()));
+        }
+        let waiting = self.store.inbox_depth(&a.agent).await.unwrap_or(0);
+        if waiting > 0 {
+            left.push(format!(
+                "{waiting} message{} waiting for it",
+                if waiting == 1 { "" } else { "s" }
+            ));
+        }
+        (!left.is_empty()).then(|| left.join("; "))
     }
 
     /// The `env` entries of `a`'s config, new or changed against what is
