@@ -53,25 +53,39 @@ pub fn rotate_if_larger(log: &Path, max: u64) -> io::Result<bool> {
         log.file_name().unwrap_or_default().to_string_lossy()
     ));
     let _ = fs::remove_file(&tmp);
-    let mut out = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(meta.mode() & 0o777)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)?;
-    std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
-    // Only the last `max` bytes: the harness may have grown its log by
-    // anything since the last look, holes included (an agent can make its
-    // harness truncate the log to 64 GiB, which takes no room until a copy
-    // writes it out), and the copy is written as root.
-    f.seek(SeekFrom::Start(meta.len() - max))?;
-    io::copy(&mut (&mut f).take(max), &mut out)?;
-    // Lines appended during the copy go along too, up to `max` more; only
-    // those written after this read and before the truncation are lost.
-    io::copy(&mut (&mut f).take(max), &mut out)?;
-    out.flush()?;
-    fs::rename(&tmp, &prev)?;
+    let kept = (|| {
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.mode() & 0o777)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        std::os::unix::fs::fchown(&out, Some(meta.uid()), Some(meta.gid()))?;
+        // Only the last `max` bytes: the harness may have grown its log by
+        // anything since the last look, holes included (an agent can make its
+        // harness truncate the log to 64 GiB, which takes no room until a copy
+        // writes it out), and the copy is written as root.
+        f.seek(SeekFrom::Start(meta.len() - max))?;
+        io::copy(&mut (&mut f).take(max), &mut out)?;
+        // Lines appended during the copy go along too, up to `max` more; only
+        // those written after this read and before the truncation are lost.
+        io::copy(&mut (&mut f).take(max), &mut out)?;
+        out.flush()?;
+        fs::rename(&tmp, &prev)
+    })();
+    // Emptied whether or not its lines could be kept: a disk with no room
+    // for the copy is the disk this log would go on filling.
     f.set_len(0)?;
+    if let Err(e) = kept {
+        let _ = fs::remove_file(&tmp);
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "could not keep its last lines in {} ({e}): it was emptied all the same, and they are lost",
+                prev.display()
+            ),
+        ));
+    }
     Ok(true)
 }
 
@@ -110,6 +124,25 @@ mod tests {
         let prev = fs::read(previous(&log)).unwrap();
         assert!(prev.ends_with(&[b'c'; 4096]) && prev.len() == 4096);
         assert!(!dir.path().join("harness.log.rotating").exists());
+    }
+
+    /// On a full disk there is no room for the copy of the old lines; the
+    /// log was left as it was, and went on filling the disk. It is emptied
+    /// all the same, and the error says the lines are lost. (Here the copy
+    /// cannot land because a directory holds the previous log's name.)
+    #[test]
+    fn a_log_whose_lines_cannot_be_kept_is_emptied_all_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("harness.log");
+        let mut writer = harness_writer(&log);
+        writer.write_all(&vec![b'a'; 5000]).unwrap();
+        fs::create_dir_all(previous(&log).join("in-the-way")).unwrap();
+        let e = rotate_if_larger(&log, 4096).unwrap_err();
+        assert!(e.to_string().contains("emptied all the same"), "{e}");
+        assert_eq!(fs::metadata(&log).unwrap().len(), 0);
+        assert!(!dir.path().join("harness.log.rotating").exists());
+        writer.write_all(b"after\n").unwrap();
+        assert_eq!(fs::read(&log).unwrap(), b"after\n");
     }
 
     #[test]
