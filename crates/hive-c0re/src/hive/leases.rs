@@ -23,7 +23,7 @@
 //!   hive: a conditional UPDATE), and the lease goes to nobody at a new
 //!   epoch; the agent's node takes it when it is back and delivers them.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
@@ -63,7 +63,20 @@ const ID_FILE: &str = "node-id";
 /// one it owns, the id read from the state dir (made on first start).
 pub fn holder(paths: &Paths, node: &NodeName, shared: bool) -> Result<String> {
     let path = paths.state.join(ID_FILE);
-    let id = read_id(&path).or_else(|_| make_id(&path))?;
+    let id = match read_id(&path) {
+        Ok(id) => id,
+        Err(e) => {
+            // A new id is a new holder: this daemon's leases taken under
+            // the old one wait out their time before it runs its agents.
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(
+                    "this daemon's lease id {} is unreadable ({e}): made a new one",
+                    path.display()
+                );
+            }
+            make_id(&path)?
+        }
+    };
     Ok(if shared {
         format!("{node}#{id}")
     } else {
@@ -91,14 +104,7 @@ fn read_id(path: &std::path::Path) -> std::io::Result<String> {
 fn make_id(path: &std::path::Path) -> Result<String> {
     let what = || format!("could not write this daemon's lease id {}", path.display());
     let id = crate::hex::random(6).map_err(Error::io(what()))?;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(format!("{id}\n").as_bytes()))
-        .map_err(Error::io(what()))?;
+    crate::paths::write_private(path, &id).map_err(Error::io(what()))?;
     Ok(id)
 }
 
@@ -285,5 +291,20 @@ mod tests {
         let made = holder(&paths, &alpha, true).unwrap();
         assert_ne!(made, "alpha#abcdef");
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "abcdef\n");
+        // An empty file (a power cut before its write reached the disk)
+        // gives a new id, written whole, private, and no temp file left.
+        std::fs::write(dir.path().join(ID_FILE), "").unwrap();
+        let again = holder(&paths, &alpha, true).unwrap();
+        assert_eq!(holder(&paths, &alpha, true).unwrap(), again);
+        let meta = std::fs::metadata(dir.path().join(ID_FILE)).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
     }
 }

@@ -6,7 +6,7 @@
 //! 0600); anything else there (a link, a FIFO, a file others may read) is
 //! replaced by a new secret, which logs every browser out.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -55,7 +55,7 @@ fn settle_kept(path: &Path, what: &str) -> anyhow::Result<String> {
 fn fresh(path: &Path, what: &str) -> anyhow::Result<String> {
     let secret =
         crate::hex::random(SECRET_BYTES).with_context(|| format!("could not generate a {what}"))?;
-    keep(path, &secret).with_context(|| {
+    crate::paths::write_private(path, &secret).with_context(|| {
         format!(
             "could not keep the {what} in {}: check that the state dir is writable",
             path.display()
@@ -118,28 +118,6 @@ fn read_kept(path: &Path) -> Result<Option<String>, String> {
         return Err("does not hold a secret of ours".into());
     }
     Ok(Some(secret.to_owned()))
-}
-
-/// Writes `secret` to `path` (0600) through a private temp file renamed into place.
-fn keep(path: &Path, secret: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    let written = f
-        .write_all(format!("{secret}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }
 
 #[cfg(test)]
