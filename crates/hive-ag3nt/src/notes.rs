@@ -3,7 +3,11 @@
 //!
 //! The session gets no hive tools and may only read and write that one file.
 //! The old notes are kept as `notes.md.prev`; a failed or empty rewrite puts
-//! them back, so compaction can never lose the agent's notes.
+//! them back, so compaction can never lose the agent's notes. Both copies
+//! are written whole (a temp file renamed into place), and a marker says a
+//! compaction is under way: a harness that died in one (killed, or its
+//! daemon with it) puts the old notes back when it starts again
+//! ([`recover`]), whatever half a rewrite left.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +35,41 @@ pub struct Outcome {
 /// The notes file and its backup.
 pub fn paths(state: &Path) -> (PathBuf, PathBuf) {
     (state.join("notes.md"), state.join("notes.md.prev"))
+}
+
+/// The marker of a compaction under way.
+fn marker(state: &Path) -> PathBuf {
+    state.join("notes.md.compacting")
+}
+
+/// Copies `from` over `to` through a temp file beside it, synced: `to` is
+/// the old file or the new one, never part of one (a crash, a full disk).
+fn copy_whole(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let copied = std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, to));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied
+}
+
+/// Puts the notes back from `notes.md.prev` when a compaction did not
+/// finish (the harness died in it); true when it did. Run at start.
+pub fn recover(state: &Path) -> std::io::Result<bool> {
+    let marker = marker(state);
+    if !marker.exists() {
+        return Ok(false);
+    }
+    let (notes, prev) = paths(state);
+    if prev.exists() {
+        copy_whole(&prev, &notes)?;
+    }
+    std::fs::remove_file(&marker)?;
+    Ok(true)
 }
 
 /// True when the notes are over the agent's threshold.
@@ -66,7 +105,8 @@ pub async fn compact(
             rewritten: false,
         });
     }
-    std::fs::copy(&notes, &prev)?;
+    copy_whole(&notes, &prev)?;
+    std::fs::write(marker(state), b"")?;
     let max = cfg.config.notes_max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
     let mut inv = Invocation::new(cfg, state, prompt(&notes, max));
     inv.allowed_tools = "Read,Write,Edit".into();
@@ -82,8 +122,9 @@ pub async fn compact(
     let rewritten = run.exit == Some(0) && after > 0 && !job.cancelled();
     if !rewritten {
         // A failed, cancelled or empty rewrite leaves the notes as they were.
-        std::fs::copy(&prev, &notes)?;
+        copy_whole(&prev, &notes)?;
     }
+    std::fs::remove_file(marker(state))?;
     let out = Outcome {
         before,
         after: if rewritten { after } else { before },
@@ -127,4 +168,34 @@ pub async fn on_request(h: &Harness, job: &Job<'_>) -> anyhow::Result<()> {
         "compacted the notes"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness died in a compaction: claude had cut the notes short.
+    /// At the next start the old notes are back, and the marker gone.
+    #[test]
+    fn notes_cut_short_by_a_compaction_that_died_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (notes, prev) = paths(dir.path());
+        std::fs::write(&notes, "fact one\nfact two\n").unwrap();
+        assert!(!recover(dir.path()).unwrap(), "nothing under way");
+        copy_whole(&notes, &prev).unwrap();
+        std::fs::write(marker(dir.path()), b"").unwrap();
+        std::fs::write(&notes, "fact o").unwrap();
+        assert!(recover(dir.path()).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&notes).unwrap(),
+            "fact one\nfact two\n"
+        );
+        assert!(!marker(dir.path()).exists());
+        assert!(!recover(dir.path()).unwrap(), "once");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    }
 }

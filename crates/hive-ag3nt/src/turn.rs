@@ -28,6 +28,15 @@ pub async fn serve(h: Harness) -> anyhow::Result<()> {
     // One line per start whatever RUST_LOG says: a crash report quotes the
     // log's tail, and a harness killed by a signal writes nothing before it goes.
     say!("harness serving (pid {})", std::process::id());
+    match crate::notes::recover(&h.state) {
+        Ok(true) => tracing::warn!(
+            "a notes compaction did not finish (the harness died in it): put the old notes back"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!("could not put back the notes of a compaction that did not finish: {e}")
+        }
+    }
     let mut c = h.connect().await?;
     let runner = Arc::new(Runner::default());
     let control = tokio::spawn(control::follow(h.clone(), runner.clone()));
