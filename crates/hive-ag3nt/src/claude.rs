@@ -468,20 +468,54 @@ impl ApiRetry {
     }
 }
 
+/// Writes the sessions' totals to `path` whole (a synced temp file renamed
+/// into place), or says it could not.
+fn keep_totals(path: &Path, kept: &[(String, SessionTotals)]) {
+    let tmp = path.with_extension("json.tmp");
+    let written = serde_json::to_vec(kept)
+        .map_err(std::io::Error::other)
+        .and_then(|b| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&b)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!("could not keep the session's spending totals: {e}");
+    }
+}
+
 impl Tally {
     /// Turns the session's totals the `result` line gave into this run's own
     /// spending: the totals less those the last run of the same session left
     /// (kept in `home`'s [`SESSION_TOTALS_FILE`]), which it then records. A
     /// session not seen before (new, or from before this file) counts whole.
+    /// With that file unreadable (corrupt, cut short) what the last run left
+    /// is unknown: this run's spending is left unknown too, not charged as
+    /// the session's whole total, which could hold the agent over budget.
     pub fn charge(&mut self, home: &Path) {
         let Some((session, now)) = self.session_totals.clone() else {
             return;
         };
         let path = home.join(SESSION_TOTALS_FILE);
-        let mut kept: Vec<(String, SessionTotals)> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let read: Option<Vec<(String, SessionTotals)>> = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Vec::new()),
+            Err(_) => None,
+        };
+        let Some(mut kept) = read else {
+            tracing::warn!(
+                "{} is unreadable: this run's spending is unknown (the session's totals are kept afresh)",
+                path.display()
+            );
+            self.cost_usd = None;
+            self.input_tokens = None;
+            self.output_tokens = None;
+            keep_totals(&path, &[(session, now)]);
+            return;
+        };
         let before = kept
             .iter()
             .find(|(s, _)| *s == session)
@@ -500,14 +534,7 @@ impl Tally {
         kept.push((session, now));
         let drop = kept.len().saturating_sub(SESSION_TOTALS_KEPT);
         kept.drain(..drop);
-        let tmp = path.with_extension("json.tmp");
-        let written = serde_json::to_vec(&kept)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::warn!("could not keep the session's spending totals: {e}");
-        }
+        keep_totals(&path, &kept);
     }
 
     /// Adds a retry's figures to the first attempt's; the outcome is the retry's.
@@ -668,6 +695,11 @@ mod tests {
         );
         // `/compact` reports no usage, only the session's totals.
         assert_eq!(result(1.0, 4000, 0), (Some(0.25), Some(1000), Some(10)));
+        // The file cut short (a crash, a full disk): this run's spending is
+        // unknown, not the session's whole $1.25; the next run's is known again.
+        std::fs::write(dir.path().join(SESSION_TOTALS_FILE), b"[[\"s1\",{\"us").unwrap();
+        assert_eq!(result(1.25, 5000, 1000), (None, None, None));
+        assert_eq!(result(1.5, 6000, 1000), (Some(0.25), Some(1000), Some(10)));
     }
 
     #[test]
