@@ -622,6 +622,46 @@ fn a_blip_between_two_heartbeats_is_told_to_the_operator() {
     assert!(hive.ok(&["status"]).contains("no agents yet"));
 }
 
+/// A session that holds a table's lock for good (a DBA's `LOCK TABLE` in
+/// an open transaction, a `VACUUM FULL`): every caller waited behind it
+/// for as long, the CLI until its own limit, and the operator was told
+/// nothing. A statement now waits on a lock a bounded time, then fails as
+/// the database out of reach: a sentence, and the alarm.
+#[test]
+fn a_lock_held_for_good_fails_requests_with_a_sentence_and_the_alarm() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut opts = Opts::postgres(&db, "alpha");
+    opts.args.retain(|a| a != "--no-dashboard");
+    opts.args
+        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
+    opts.env.extend([
+        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
+        ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
+        ("HIVE_PG_LOCK_TIMEOUT_SECS".into(), "2".into()),
+    ]);
+    let hive = started(TestHive::start_with(opts));
+    let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
+    let held = db.lock("messages");
+    let asked = std::time::Instant::now();
+    let out = hive.cli(&["send", "operator", "behind the lock"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("a lock it needs was held for over 2 s"),
+        "{err}"
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        asked.elapsed()
+    );
+    hive.wait_for("the alarm", 10, |_| !database_alarm(&address).is_null());
+    drop(held);
+    hive.ok(&["send", "operator", "after the lock"]);
+    hive.wait_for("the alarm off", 10, |_| database_alarm(&address).is_null());
+}
+
 /// The database server's disk fills: PostgreSQL refuses every new row
 /// (SQLSTATE 53100) while it still answers, so no heartbeat fails. It was a
 /// plain "database error": no alarm, no webhook, and an agent whose writes

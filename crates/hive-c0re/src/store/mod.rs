@@ -120,6 +120,12 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if pg::connection_lost(&e) {
             Self::Unreachable(pg::describe(&e))
+        } else if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            Self::Unreachable(format!(
+                "a lock it needs was held for over {} s ({})",
+                pg::settings::lock_timeout().as_secs(),
+                pg::describe(&e)
+            ))
         } else if e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
             Self::DiskFull(pg::describe(&e))
         } else {

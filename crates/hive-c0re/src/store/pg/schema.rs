@@ -269,6 +269,9 @@ pub const VERSION: i64 = MIGRATIONS.len() as i64;
 pub async fn migrate(client: &mut Client, database: &str) -> Result<()> {
     loop {
         let tx = client.transaction().await?;
+        // Another node's migration may hold the lock for as long as it takes:
+        // wait for it, not the session's usual limit on a lock's wait.
+        tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, $2)",
             &[&ADVISORY_CLASS, &(Key::Migrate as i32)],

@@ -169,10 +169,17 @@ impl PgSettings {
         // its next word, locks held (a fenced claim holds its agent's lease
         // row): the server ends such a session after 10 s idle, so the
         // lease can pass on instead of waiting hours for TCP to notice.
-        let idle = "-c idle_in_transaction_session_timeout=10s";
+        // A statement waits on a lock at most `lock_timeout` (a DBA's
+        // `LOCK TABLE`, a `VACUUM FULL`, a session holding rows for good),
+        // then fails as the database out of reach, so the alarm goes on and
+        // harnesses wait, instead of every caller hanging behind it.
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout=10s -c lock_timeout={}ms",
+            lock_timeout().as_millis()
+        );
         let options = match config.get_options() {
             Some(o) if !o.trim().is_empty() => format!("{o} {idle}"),
-            _ => idle.to_owned(),
+            _ => idle,
         };
         config.options(&options);
         Ok(Resolved {
@@ -183,6 +190,15 @@ impl PgSettings {
             pool_size: self.pool_size.max(2),
         })
     }
+}
+
+/// How long a statement waits on a lock: `HIVE_PG_LOCK_TIMEOUT_SECS` (for
+/// tests), else 30 s.
+pub fn lock_timeout() -> std::time::Duration {
+    crate::clock::secs_from_env(
+        "HIVE_PG_LOCK_TIMEOUT_SECS",
+        std::time::Duration::from_secs(30),
+    )
 }
 
 /// Settings ready to connect with.
