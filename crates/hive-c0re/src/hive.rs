@@ -160,6 +160,8 @@ pub struct Hive {
     stats_rate: crate::throttle::PerMinute,
     /// How many questions each agent asked the operator this minute.
     questions_rate: crate::throttle::PerMinute,
+    /// How many status lines each agent set this minute.
+    status_rate: crate::throttle::PerMinute,
     /// Notices that an agent held a turn slot past its limit: one a minute per agent.
     overheld_notices: crate::throttle::PerMinute,
     /// How long each agent's questions have waited on the operator, which a turn's limit does not count.
@@ -207,6 +209,7 @@ impl Hive {
             webhook_wake: tokio::sync::watch::channel(0).0,
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
+            status_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATUS_PER_MINUTE),
             questions_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,
             ),

@@ -843,3 +843,39 @@ fn an_agent_cannot_end_the_hives_api_backoff_by_saying_the_api_answers() {
     );
     assert!(b["last_error"].as_str().unwrap().contains("529"), "{b}");
 }
+
+/// The attack: an agent sets its status line in a tight loop. Each one is a
+/// write, a dashboard frame, and on several nodes a wake every other node
+/// reads the agent again for, one at a time: enough of them and every
+/// node's wakes (messages, the operator's steering) fall behind. An agent
+/// gets a set number a minute, then a sentence.
+#[test]
+fn an_agent_setting_its_status_without_end_is_refused_past_the_bound() {
+    use hive_sh4re::limits::STATUS_PER_MINUTE;
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    for i in 0..STATUS_PER_MINUTE {
+        let v = agent_call(
+            &hive,
+            "alice",
+            json!({"op": "set_status", "text": format!("step {i}")}),
+        );
+        assert_eq!(v["ok"], true, "{i}: {v}");
+    }
+    let v = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "set_status", "text": "one more"}),
+    );
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or_default().contains(&format!(
+            "set its status {STATUS_PER_MINUTE} times this minute"
+        )),
+        "{v}"
+    );
+    assert_eq!(
+        hive.row("alice").unwrap()["status_text"],
+        format!("step {}", STATUS_PER_MINUTE - 1)
+    );
+}

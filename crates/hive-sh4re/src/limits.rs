@@ -101,6 +101,10 @@ pub const REPORTED_USD_MAX: f64 = 1000.0;
 pub const REPORTED_FIGURE_MAX: f64 = 1e12;
 /// Most `stats` reports one agent makes a minute (a harness makes one per compaction).
 pub const STATS_PER_MINUTE: u32 = 30;
+
+/// Most `set_status` lines an agent may set a minute: each one is a write,
+/// and a wake every other node reads the agent again for.
+pub const STATUS_PER_MINUTE: u32 = 60;
 /// Most bytes of history (event payloads) one agent's harness has stored a
 /// minute: claude's busiest turns write a few; past it the rest of the minute's
 /// are dropped (and the drop noted once), so one agent cannot fill the disk.

@@ -383,6 +383,12 @@ impl Hive {
                 "a status is one line of at most {STATUS_MAX_CHARS} characters: shorten it"
             )));
         }
+        if !self.status_rate.allow(agent.as_str()) {
+            return Err(Error::refused(format!(
+                "{agent} set its status {} times this minute, the most hive-c0re takes: set it when what you do changes",
+                hive_sh4re::limits::STATUS_PER_MINUTE
+            )));
+        }
         self.store
             .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))
             .await?;
