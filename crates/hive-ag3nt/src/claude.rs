@@ -798,21 +798,15 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn claude_runs_nicer_than_the_hive() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("claude");
-        // Fields 6 and 19 of /proc/self/stat are the session and the niceness;
-        // the shell's own are claude's. The session's group is set just after
-        // the start, so the script waits for it a while.
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\nset -- $(sed 's/.*) //' /proc/$$/stat)\necho \"${17}\"\n\
-             [ \"$4\" = \"$$\" ] && echo leads || echo joined\n\
-             i=0; while [ $i -lt 100 ] && ! grep -q ' nice 10$' /proc/$$/autogroup; do sleep 0.05; i=$((i+1)); done\n\
-             cat /proc/$$/autogroup 2>/dev/null || echo none\n",
-        )
-        .unwrap();
+    /// Runs `script` as claude (home and cwd `dir`, `env` the agent's),
+    /// and returns the lines it printed, each as JSON or as a string.
+    async fn run_stand_in(
+        dir: &Path,
+        script: &str,
+        env: BTreeMap<String, String>,
+    ) -> Vec<serde_json::Value> {
+        let fake = dir.join("claude");
+        std::fs::write(&fake, script).unwrap();
         std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let inv = Invocation {
@@ -823,9 +817,9 @@ mod tests {
             allowed_tools: String::new(),
             system_prompt: None,
             prompt: String::new(),
-            home: dir.path().into(),
-            cwd: dir.path().into(),
-            env: BTreeMap::new(),
+            home: dir.into(),
+            cwd: dir.into(),
+            env,
         };
         let (tx, mut rx) = mpsc::channel(8);
         let mut run = inv.spawn(tx).await.unwrap();
@@ -836,6 +830,24 @@ mod tests {
                 lines.push(v);
             }
         }
+        lines
+    }
+
+    #[tokio::test]
+    async fn claude_runs_nicer_than_the_hive() {
+        let dir = tempfile::tempdir().unwrap();
+        // Fields 6 and 19 of /proc/self/stat are the session and the niceness;
+        // the shell's own are claude's. The session's group is set just after
+        // the start, so the script waits for it a while.
+        let lines = run_stand_in(
+            dir.path(),
+            "#!/bin/sh\nset -- $(sed 's/.*) //' /proc/$$/stat)\necho \"${17}\"\n\
+             [ \"$4\" = \"$$\" ] && echo leads || echo joined\n\
+             i=0; while [ $i -lt 100 ] && ! grep -q ' nice 10$' /proc/$$/autogroup; do sleep 0.05; i=$((i+1)); done\n\
+             cat /proc/$$/autogroup 2>/dev/null || echo none\n",
+            BTreeMap::new(),
+        )
+        .await;
         let own = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         assert_eq!(
             lines.first(),
@@ -858,14 +870,6 @@ mod tests {
     #[tokio::test]
     async fn a_configs_env_does_not_replace_the_hives_own() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("claude");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho \"$HOME|$MCP_TOOL_TIMEOUT|$DISABLE_AUTOUPDATER|$EXTRA\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
         let env = [
             ("HOME", "/tmp/elsewhere"),
             ("MCP_TOOL_TIMEOUT", "1"),
@@ -874,27 +878,12 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .into();
-        let inv = Invocation {
-            bin: fake,
-            model: "haiku".into(),
-            resume: None,
-            mcp_config: None,
-            allowed_tools: String::new(),
-            system_prompt: None,
-            prompt: String::new(),
-            home: dir.path().into(),
-            cwd: dir.path().into(),
+        let lines = run_stand_in(
+            dir.path(),
+            "#!/bin/sh\necho \"$HOME|$MCP_TOOL_TIMEOUT|$DISABLE_AUTOUPDATER|$EXTRA\"\n",
             env,
-        };
-        let (tx, mut rx) = mpsc::channel(8);
-        let mut run = inv.spawn(tx).await.unwrap();
-        assert_eq!(run.wait().await.unwrap(), Some(0));
-        let mut lines = vec![];
-        while let Some(o) = rx.recv().await {
-            if let Output::Stream(v) = o {
-                lines.push(v);
-            }
-        }
+        )
+        .await;
         assert_eq!(
             lines,
             [serde_json::json!(format!(

@@ -69,6 +69,14 @@ fn parse(raw: &str) -> Answer {
     }
 }
 
+/// The header lines of a WebSocket handshake.
+const UPGRADE: [&str; 4] = [
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+];
+
 /// A WebSocket handshake on the shell route, with `extra` header lines.
 fn shell_handshake(addr: &str, extra: &[&str]) -> Answer {
     shell_handshake_at(addr, "/api/agents/alice/shell", extra)
@@ -76,32 +84,9 @@ fn shell_handshake(addr: &str, extra: &[&str]) -> Answer {
 
 /// [`shell_handshake`] at `path` (which may carry a query).
 fn shell_handshake_at(addr: &str, path: &str, extra: &[&str]) -> Answer {
-    let mut lines = vec![
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Version: 13",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    ];
+    let mut lines = UPGRADE.to_vec();
     lines.extend_from_slice(extra);
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    for l in lines {
-        head.push_str(l);
-        head.push_str("\r\n");
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    // Read the head only: an upgraded socket stays open.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
-    parse(&String::from_utf8_lossy(&raw))
+    held(addr, path, &lines).0
 }
 
 /// `dashboard:` and `log in:` of `hive-c0re urls` (the address, and the link when there is one).
@@ -478,12 +463,7 @@ fn a_logout_ends_the_open_live_stream_and_shell() {
         &addr,
         &format!("/api/agents/alice/shell?key={key}"),
         &[
-            &cookie,
-            &origin,
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            "Sec-WebSocket-Version: 13",
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &cookie, &origin, UPGRADE[0], UPGRADE[1], UPGRADE[2], UPGRADE[3],
         ],
     );
     assert_eq!(answer.status, 101, "{}", answer.body);

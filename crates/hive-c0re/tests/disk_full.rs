@@ -220,20 +220,11 @@ fn a_full_disk_refuses_sends_keeps_recv_and_status_and_a_restart_and_loses_nothi
 /// has no room to queue it; and again when there is room.
 #[test]
 fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
-    use std::sync::Arc;
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: mounting the test's tmpfs needs root");
         return;
     }
-    let receiver = Arc::new(common::webhook::Receiver::default());
-    let addr = common::webhook::start_receiver(receiver.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hive.toml");
-    std::fs::write(
-        &config,
-        format!("[[webhooks]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\nkinds = [\"disk_full\"]\n"),
-    )
-    .unwrap();
+    let (receiver, _dir, config) = common::webhook::slack_receiver(&["disk_full"]);
     let mut opts = Opts {
         state_tmpfs: Some(FS_BYTES),
         ..Opts::default()

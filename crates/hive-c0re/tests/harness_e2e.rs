@@ -473,6 +473,26 @@ impl Drop for Stray {
     }
 }
 
+/// A hive whose agents run `claude` (a stand-in script), with `env` more
+/// of serve's environment, and alice running.
+fn alice_with_claude(claude: &std::path::Path, env: &[(&str, &str)]) -> TestHive {
+    let mut opts = common::Opts {
+        env: vec![
+            ("HIVE_CLAUDE_BIN".into(), claude.display().to_string()),
+            ("ANTHROPIC_API_KEY".into(), "sk-test".into()),
+        ],
+        ..common::Opts::default()
+    };
+    opts.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    hive
+}
+
 /// A full disk under `harness.log`: every write to the harness's stderr
 /// fails. `eprintln!` (the harness's own lines, and tracing's report of a
 /// failed write) panics then, so each harness died at its first log line,
@@ -494,18 +514,7 @@ fn a_harness_whose_log_cannot_be_written_still_takes_turns() {
             common::bin_dir().join("hive-ag3nt").display()
         ),
     );
-    let hive = TestHive::start_with(common::Opts {
-        env: vec![
-            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
-            ("HIVE_CLAUDE_BIN".into(), claude.display().to_string()),
-            ("ANTHROPIC_API_KEY".into(), "sk-test".into()),
-        ],
-        ..common::Opts::default()
-    });
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice running", 30, |h| {
-        h.row("alice").is_some_and(|r| r["running"] == true)
-    });
+    let hive = alice_with_claude(&claude, &[("HIVE_BIN_DIR", bin.path().to_str().unwrap())]);
     let harness = common::harness_pid(&hive, "alice");
     hive.ok(&["send", "alice", "hello"]);
     hive.wait_for("a turn with no room for the log", 40, |h| {
@@ -537,17 +546,7 @@ fn a_process_that_keeps_claudes_output_open_does_not_hold_the_turn() {
         &claude,
         &format!("#!/bin/sh\nsetsid {} &\nexit 0\n", stray.0),
     );
-    let hive = TestHive::start_with(common::Opts {
-        env: vec![
-            ("HIVE_CLAUDE_BIN".into(), claude.display().to_string()),
-            ("ANTHROPIC_API_KEY".into(), "sk-test".into()),
-        ],
-        ..common::Opts::default()
-    });
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice running", 30, |h| {
-        h.row("alice").is_some_and(|r| r["running"] == true)
-    });
+    let hive = alice_with_claude(&claude, &[]);
     hive.ok(&["send", "alice", "hello"]);
     hive.wait_for("the turn to end although its output stays open", 40, |h| {
         h.events("alice").iter().any(|e| e["kind"] == "turn_end")

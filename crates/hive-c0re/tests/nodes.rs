@@ -1904,6 +1904,35 @@ impl SseReader {
     }
 }
 
+/// Node `name` in namespace `i` of `lan`, on `database` of `cluster`
+/// (reached over the veth), serving a dashboard at `dashboard` if given.
+fn lan_node(
+    lan: &common::Lan,
+    cluster: &hive_c0re::store::pg::TestCluster,
+    database: &str,
+    i: usize,
+    name: &str,
+    dashboard: Option<&str>,
+) -> TestHive {
+    let mut opts = Opts {
+        netns: Some(lan.nodes[i].clone()),
+        ..Opts::default()
+    };
+    if let Some(d) = dashboard {
+        opts.args.retain(|a| a != "--no-dashboard");
+        opts.args.extend(["--dashboard".into(), d.into()]);
+    }
+    opts.env
+        .push(("PGPASSWORD".into(), cluster.password().to_owned()));
+    opts.args.extend([
+        "--node".into(),
+        name.into(),
+        "--database".into(),
+        cluster.url_at(&common::Lan::db_addr(i), database),
+    ]);
+    TestHive::start_with(opts)
+}
+
 /// A node whose dashboard listens on every address (`--dashboard
 /// 0.0.0.0:PORT`) registers that address, which names no host: another node
 /// connecting to it reaches its *own* host, where anyone listening on that
@@ -1921,23 +1950,7 @@ fn a_node_sends_no_ticket_to_its_own_host_for_a_node_that_listens_on_every_addre
     let (lan, cluster, database) = lan_with_cluster(2);
     const PORT: u16 = 17_878;
     let node = |i: usize, name: &str, dashboard: Option<&str>| {
-        let mut opts = Opts {
-            netns: Some(lan.nodes[i].clone()),
-            ..Opts::default()
-        };
-        if let Some(d) = dashboard {
-            opts.args.retain(|a| a != "--no-dashboard");
-            opts.args.extend(["--dashboard".into(), d.into()]);
-        }
-        opts.env
-            .push(("PGPASSWORD".into(), cluster.password().to_owned()));
-        opts.args.extend([
-            "--node".into(),
-            name.into(),
-            "--database".into(),
-            cluster.url_at(&common::Lan::db_addr(i), &database),
-        ]);
-        TestHive::start_with(opts)
+        lan_node(&lan, &cluster, &database, i, name, dashboard)
     };
     let alpha = node(0, "alpha", None);
     let beta = node(1, "beta", Some(&format!("0.0.0.0:{PORT}")));
@@ -2000,23 +2013,7 @@ fn a_node_sends_no_ticket_to_another_users_listener_on_its_own_loopback() {
     let (lan, cluster, database) = lan_with_cluster(2);
     const PORT: u16 = 17_879;
     let node = |i: usize, name: &str, dashboard: Option<&str>| {
-        let mut opts = Opts {
-            netns: Some(lan.nodes[i].clone()),
-            ..Opts::default()
-        };
-        if let Some(d) = dashboard {
-            opts.args.retain(|a| a != "--no-dashboard");
-            opts.args.extend(["--dashboard".into(), d.into()]);
-        }
-        opts.env
-            .push(("PGPASSWORD".into(), cluster.password().to_owned()));
-        opts.args.extend([
-            "--node".into(),
-            name.into(),
-            "--database".into(),
-            cluster.url_at(&common::Lan::db_addr(i), &database),
-        ]);
-        TestHive::start_with(opts)
+        lan_node(&lan, &cluster, &database, i, name, dashboard)
     };
     let alpha = node(0, "alpha", None);
     let beta = node(1, "beta", Some(&format!("127.0.0.1:{PORT}")));

@@ -97,6 +97,11 @@ const TOKEN: &str = "postgres-e2e-token";
 /// A hive on `db` as node alpha, with no agents, heartbeating every `secs`
 /// seconds, its dashboard on a free loopback port (token [`TOKEN`]).
 fn alpha_beating_every(db: &TestDatabase, secs: &str) -> TestHive {
+    alpha_beating_every_with(db, secs, &[])
+}
+
+/// [`alpha_beating_every`] with more of serve's environment.
+fn alpha_beating_every_with(db: &TestDatabase, secs: &str, env: &[(&str, &str)]) -> TestHive {
     let mut opts = Opts::postgres(db, "alpha");
     opts.args.retain(|a| a != "--no-dashboard");
     opts.args
@@ -105,6 +110,8 @@ fn alpha_beating_every(db: &TestDatabase, secs: &str) -> TestHive {
         ("HIVE_HEARTBEAT_SECS".into(), secs.into()),
         ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
     ]);
+    opts.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     started(TestHive::start_with(opts))
 }
 
@@ -632,16 +639,7 @@ fn a_lock_held_for_good_fails_requests_with_a_sentence_and_the_alarm() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let mut opts = Opts::postgres(&db, "alpha");
-    opts.args.retain(|a| a != "--no-dashboard");
-    opts.args
-        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
-    opts.env.extend([
-        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
-        ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
-        ("HIVE_PG_LOCK_TIMEOUT_SECS".into(), "2".into()),
-    ]);
-    let hive = started(TestHive::start_with(opts));
+    let hive = alpha_beating_every_with(&db, "1", &[("HIVE_PG_LOCK_TIMEOUT_SECS", "2")]);
     let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
     let held = db.lock("messages");
     let asked = std::time::Instant::now();
@@ -673,25 +671,8 @@ fn a_database_whose_disk_is_full_is_told_and_agents_wait() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
-    let recv = Arc::new(Receiver::default());
-    let addr = start_receiver(recv.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hive.toml");
-    std::fs::write(
-        &config,
-        format!("[[webhooks]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\nkinds = [\"disk_full\"]\n"),
-    )
-    .unwrap();
-    let mut opts = Opts::postgres(&db, "alpha");
-    opts.args.retain(|a| a != "--no-dashboard");
-    opts.args
-        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
-    opts.env.extend([
-        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
-        ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
-        ("HIVE_CONFIG".into(), config.display().to_string()),
-    ]);
-    let hive = started(TestHive::start_with(opts));
+    let (recv, _dir, config) = common::webhook::slack_receiver(&["disk_full"]);
+    let hive = alpha_beating_every_with(&db, "1", &[("HIVE_CONFIG", config.to_str().unwrap())]);
     hive.ok(&["spawn", "alice"]);
     let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
     let alerts = || -> Vec<String> {

@@ -120,3 +120,23 @@ pub fn start_receiver(state: Arc<Receiver>) -> String {
     });
     addr
 }
+
+/// A receiver, and a `hive.toml` (in the returned dir) whose one webhook
+/// posts the notifications of `kinds` to it, in Slack's format (which needs
+/// no key), at `/slack`.
+pub fn slack_receiver(kinds: &[&str]) -> (Arc<Receiver>, tempfile::TempDir, std::path::PathBuf) {
+    let recv = Arc::new(Receiver::default());
+    let addr = start_receiver(recv.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hive.toml");
+    let kinds: Vec<String> = kinds.iter().map(|k| format!("{k:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[[webhooks]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\nkinds = [{}]\n",
+            kinds.join(", ")
+        ),
+    )
+    .unwrap();
+    (recv, dir, config)
+}
