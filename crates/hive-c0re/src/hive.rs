@@ -162,6 +162,10 @@ pub struct Hive {
     questions_rate: crate::throttle::PerMinute,
     /// How many status lines each agent set this minute.
     status_rate: crate::throttle::PerMinute,
+    /// The shell requests this node granted lately, and when: a knock at
+    /// the node shell route for any other id is refused without a read of
+    /// the store (anyone on the network can knock).
+    shell_grants: std::sync::Mutex<std::collections::HashMap<i64, std::time::Instant>>,
     /// Notices that an agent held a turn slot past its limit: one a minute per agent.
     overheld_notices: crate::throttle::PerMinute,
     /// How long each agent's questions have waited on the operator, which a turn's limit does not count.
@@ -210,6 +214,7 @@ impl Hive {
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
             status_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATUS_PER_MINUTE),
+            shell_grants: Default::default(),
             questions_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,
             ),

@@ -120,6 +120,24 @@ impl Hive {
         Ok(remote)
     }
 
+    /// Notes that this node granted shell request `id` (see [`Hive::node_shell`]).
+    pub(super) fn grant_shell(&self, id: i64) {
+        let mut grants = self.shell_grants.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = std::time::Duration::from_millis(TICKET_TTL_MS as u64);
+        grants.retain(|_, at| at.elapsed() <= ttl);
+        grants.insert(id, std::time::Instant::now());
+    }
+
+    /// True when this node granted shell request `id` within
+    /// [`TICKET_TTL_MS`] and it was not used yet. A knock does not take it:
+    /// ids are counted, so a stranger could name one, and only the ticket's
+    /// holder may use it up.
+    fn shell_granted(&self, id: i64) -> bool {
+        let grants = self.shell_grants.lock().unwrap_or_else(|p| p.into_inner());
+        let ttl = std::time::Duration::from_millis(TICKET_TTL_MS as u64);
+        grants.get(&id).is_some_and(|at| at.elapsed() <= ttl)
+    }
+
     /// The shell request `id`'s channel, for the node that presents
     /// `ticket`: only for a `shell` request to this node that this node took
     /// and granted within [`TICKET_TTL_MS`], whose ticket hash matches and
@@ -142,6 +160,9 @@ impl Hive {
         // told in the log, not to a stranger.
         if !self.store.shared() {
             return Err(refuse("this node shares its store with no other node"));
+        }
+        if !self.shell_granted(id) {
+            return Err(refuse("this node granted no such shell lately"));
         }
         let me = self.node().as_str();
         let req = match self.store.request(id).await {
@@ -187,6 +208,10 @@ impl Hive {
         if !self.store.use_request(id, me).await? {
             return Err(refuse("used before"));
         }
+        self.shell_grants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         let row = self.agent_row(&AgentName::parse(&req.agent)?).await?;
         if !runs_here(&self.store, &row, self.node()) {
             return Err(refuse("the agent does not live here"));

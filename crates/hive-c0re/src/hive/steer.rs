@@ -372,6 +372,10 @@ impl Hive {
                     Ok(reply) => (true, reply),
                     Err(e) => (false, e.to_string()),
                 };
+                // Before the asker can hear of it and knock.
+                if ok && r.verb == "shell" {
+                    hive.grant_shell(r.id);
+                }
                 if let Err(e) = hive.store.finish_request(r.id, ok, &reply).await {
                     tracing::warn!(request = r.id, "could not store a request's outcome: {e}");
                 }
