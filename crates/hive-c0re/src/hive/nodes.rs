@@ -448,6 +448,10 @@ pub async fn raise_database_alarm(hive: Arc<Hive>) {
     }
 }
 
+/// How long the database's disk must stay full (or not) before the
+/// webhooks hear of the change.
+const FULL_SETTLES: Duration = Duration::from_secs(2);
+
 /// Keeps the database alarm on while the database's disk is full (from the
 /// first write it refuses for that until one goes through), and tells the
 /// webhooks that want `disk_full` when that begins and ends, straight: the
@@ -456,9 +460,17 @@ pub async fn watch_database_full(hive: Arc<Hive>) {
     let Some(mut full) = hive.store.database_full() else {
         return;
     };
+    // What the webhooks last heard: full (true) or not.
+    let mut told = false;
     loop {
         tokio::select! {
             r = full.changed() => if r.is_err() { return },
+            _ = hive.shutdown_token().cancelled() => return,
+        }
+        // A disk on the edge refuses one write and takes the next: let it
+        // settle, and tell what it settled on, once.
+        tokio::select! {
+            _ = tokio::time::sleep(FULL_SETTLES) => {}
             _ = hive.shutdown_token().cancelled() => return,
         }
         let why = full.borrow_and_update().clone();
@@ -479,8 +491,12 @@ pub async fn watch_database_full(hive: Arc<Hive>) {
                 )
             }
         };
-        let h = hive.clone();
         let on = why.is_some();
+        if on == told {
+            continue;
+        }
+        told = on;
+        let h = hive.clone();
         hive.spawn_task(async move {
             h.alert_webhooks(NotificationKind::DiskFull, &text, || {
                 h.database_full() == on
