@@ -571,7 +571,13 @@ impl Hive {
                 },
             );
         }
-        if let Some((from, to, over)) = self.masked_model(a).await {
+        // Read once for the warnings below: the agent as it is now (Ok(None):
+        // no agent of that name), and the requested and deployed configs.
+        let agent = self.store.agent(&a.agent).await;
+        let now = agent.as_ref().ok().and_then(Option::as_ref);
+        let requested = pinned(a).ok().and_then(|t| AgentConfig::from_toml(&t).ok());
+        let deployed = now.and_then(|r| AgentConfig::from_toml(&r.config_toml).ok());
+        if let Some((from, to, over)) = masked_model(now, requested.as_ref(), deployed.as_ref()) {
             warn(
                 ApprovalWarningKind::ModelOverride,
                 format!(
@@ -580,7 +586,9 @@ impl Hive {
                 ),
             );
         }
-        if let Some(left) = self.left_behind(a).await {
+        if matches!(agent, Ok(None))
+            && let Some(left) = self.left_behind(a).await
+        {
             warn(
                 ApprovalWarningKind::Inherits,
                 format!(
@@ -589,7 +597,7 @@ impl Hive {
                 ),
             );
         }
-        for (key, value) in self.redirects(a).await {
+        for (key, value) in redirects(requested.as_ref(), deployed.as_ref()) {
             warn(
                 ApprovalWarningKind::Endpoint,
                 format!(
@@ -626,7 +634,7 @@ impl Hive {
     /// an agent of that name destroyed without `--purge` (its own secrets,
     /// its `/state`, messages waiting for it), as a phrase; None for nothing.
     async fn left_behind(&self, a: &ApprovalRow) -> Option<String> {
-        if a.kind != ApprovalKind::Spawn || !matches!(self.store.agent(&a.agent).await, Ok(None)) {
+        if a.kind != ApprovalKind::Spawn {
             return None;
         }
         let name = AgentName::parse(&a.agent).ok()?;
@@ -658,34 +666,6 @@ impl Hive {
             ));
         }
         (!left.is_empty()).then(|| left.join("; "))
-    }
-
-    /// The `env` entries of `a`'s config, new or changed against what is
-    /// deployed, that send claude's model requests elsewhere.
-    async fn redirects(&self, a: &ApprovalRow) -> Vec<(String, String)> {
-        let Some(requested) = pinned(a).ok().and_then(|t| AgentConfig::from_toml(&t).ok()) else {
-            return Vec::new();
-        };
-        let deployed = match self.store.agent(&a.agent).await {
-            Ok(Some(row)) => AgentConfig::from_toml(&row.config_toml).ok(),
-            _ => None,
-        };
-        requested
-            .env
-            .into_iter()
-            .filter(|(k, _)| redirects_model_traffic(k))
-            .filter(|(k, v)| deployed.as_ref().and_then(|d| d.env.get(k)) != Some(v))
-            .collect()
-    }
-
-    /// (deployed model, requested model, override) when `a` changes the model
-    /// of an agent whose model the operator overrides.
-    async fn masked_model(&self, a: &ApprovalRow) -> Option<(String, String, String)> {
-        let agent = self.store.agent(&a.agent).await.ok()??;
-        let over = agent.model_override?;
-        let requested = AgentConfig::from_toml(&pinned(a).ok()?).ok()?.model;
-        let deployed = AgentConfig::from_toml(&agent.config_toml).ok()?.model;
-        (requested != deployed).then_some((deployed, requested, over))
     }
 
     /// A stored approval as the wire shows it, with its warnings when it is pending.
@@ -911,6 +891,36 @@ pub fn config_diff(deployed: &str, requested: &str) -> String {
             .to_string(),
     )
     .into_owned()
+}
+
+/// The `env` entries of the `requested` config, new or changed against the
+/// `deployed` one, that send claude's model requests elsewhere.
+fn redirects(
+    requested: Option<&AgentConfig>,
+    deployed: Option<&AgentConfig>,
+) -> Vec<(String, String)> {
+    let Some(requested) = requested else {
+        return Vec::new();
+    };
+    requested
+        .env
+        .iter()
+        .filter(|(k, _)| redirects_model_traffic(k))
+        .filter(|(k, v)| deployed.and_then(|d| d.env.get(*k)) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// (deployed model, requested model, override) when the `requested` config
+/// changes the model of `agent`, whose model the operator overrides.
+fn masked_model(
+    agent: Option<&AgentRow>,
+    requested: Option<&AgentConfig>,
+    deployed: Option<&AgentConfig>,
+) -> Option<(String, String, String)> {
+    let over = agent?.model_override.clone()?;
+    let (requested, deployed) = (&requested?.model, &deployed?.model);
+    (requested != deployed).then(|| (deployed.clone(), requested.clone(), over))
 }
 
 /// True for a variable that sends claude's requests (the model's, with
