@@ -468,21 +468,12 @@ impl ApiRetry {
     }
 }
 
-/// Writes the sessions' totals to `path` whole (a synced temp file renamed
-/// into place), or says it could not.
+/// Writes the sessions' totals to `path` whole, or says it could not.
 fn keep_totals(path: &Path, kept: &[(String, SessionTotals)]) {
-    let tmp = path.with_extension("json.tmp");
     let written = serde_json::to_vec(kept)
         .map_err(std::io::Error::other)
-        .and_then(|b| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&b)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|b| crate::harness::write_whole(path, &b));
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         tracing::warn!("could not keep the session's spending totals: {e}");
     }
 }

@@ -45,16 +45,7 @@ fn marker(state: &Path) -> PathBuf {
 /// Copies `from` over `to` through a temp file beside it, synced: `to` is
 /// the old file or the new one, never part of one (a crash, a full disk).
 fn copy_whole(from: &Path, to: &Path) -> std::io::Result<()> {
-    let mut tmp = to.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let copied = std::fs::copy(from, &tmp)
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, to));
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    copied
+    crate::harness::write_whole(to, &std::fs::read(from)?)
 }
 
 /// Puts the notes back from `notes.md.prev` when a compaction did not
