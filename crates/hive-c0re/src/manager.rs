@@ -33,7 +33,6 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
                     NodeName::parse(n).map_err(|e| Error::refused(format!("bad node name: {e}")))
                 })
                 .transpose()?;
-            hive.manager_may_queue().await?;
             let id = hive
                 .request_spawn(
                     &name,
@@ -52,9 +51,13 @@ pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse
             description,
         } => {
             let agent = parse(&agent)?;
-            hive.manager_may_queue().await?;
             let id = hive
-                .request_apply_commit(&agent, &sha, description.as_deref())
+                .request_apply_commit(
+                    &agent,
+                    &sha,
+                    description.as_deref(),
+                    Some(&AgentName::manager()),
+                )
                 .await?;
             format!(
                 "approval #{id} queued: the operator decides; the decision reaches your inbox from system"

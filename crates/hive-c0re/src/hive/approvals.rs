@@ -330,28 +330,33 @@ impl Hive {
             node: node.map(|n| n.to_string()),
             ..Payload::default()
         };
-        self.queue_approval(&NewApproval {
+        let new = NewApproval {
             agent: name.as_str(),
             kind: ApprovalKind::Spawn,
             payload_json: &payload.to_json(),
             commit_ref: &sha,
             description,
-        })
-        .await
+            while_fewer_than: None,
+        };
+        self.queue_approval(new, requester).await
     }
 
-    /// Queues an approval to deploy commit `sha` of `agent`'s config repo, pinning its `agent.toml`.
+    /// Queues an approval to deploy commit `sha` of `agent`'s config repo,
+    /// pinning its `agent.toml`; `requester` is the agent that asked (the
+    /// manager), None for the operator.
     pub async fn request_apply_commit(
         self: &Arc<Self>,
         agent: &AgentName,
         sha: &str,
         description: Option<&str>,
+        requester: Option<&AgentName>,
     ) -> Result<i64> {
         self.agent_row(agent).await?;
         // The repo is on the disk of the node that keeps the repos: it reads it.
         let ask = Steer::RequestApplyCommit {
             sha: sha.to_owned(),
             description: description.map(str::to_owned),
+            by_manager: requester.is_some(),
         };
         if let Some(reply) = self.repo_elsewhere(agent, ask).await? {
             return reply
@@ -381,38 +386,43 @@ impl Hive {
             ))
         })?;
         let payload = Payload {
+            requested_by: requester.map(|r| r.to_string()),
             fetched_sha: Some(full.clone()),
             config_toml: Some(text),
             ..Payload::default()
         };
-        self.queue_approval(&NewApproval {
+        let new = NewApproval {
             agent: agent.as_str(),
             kind: ApprovalKind::ApplyCommit,
             payload_json: &payload.to_json(),
             commit_ref: &full,
             description,
-        })
-        .await
+            while_fewer_than: None,
+        };
+        self.queue_approval(new, requester).await
     }
 
-    /// Refuses the manager another approval while [`PENDING_APPROVALS_MAX`]
-    /// wait: a manager turned hostile could otherwise queue them without end
-    /// (the operator's own requests are not counted against it).
-    pub async fn manager_may_queue(&self) -> Result<()> {
-        let waiting = self.store.pending_approvals().await?;
-        if waiting >= PENDING_APPROVALS_MAX {
-            return Err(Error::refused(format!(
-                "{waiting} approvals wait for the operator, the most hive-c0re takes from the manager: wait until the operator decides some (their decisions reach your inbox from system), then ask again"
-            )));
-        }
-        Ok(())
-    }
-
-    async fn queue_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+    /// Stores approval `a` and tells the operator. One the manager asked for
+    /// is refused while [`PENDING_APPROVALS_MAX`] wait: a manager turned
+    /// hostile could otherwise queue them without end (the operator's own
+    /// requests are not held to it).
+    async fn queue_approval(
+        &self,
+        a: NewApproval<'_>,
+        requester: Option<&AgentName>,
+    ) -> Result<i64> {
         if let Some(d) = a.description {
             hive_sh4re::limits::check_description(d).map_err(Error::refused)?;
         }
-        let id = self.store.add_approval(a).await?;
+        let a = NewApproval {
+            while_fewer_than: requester.map(|_| PENDING_APPROVALS_MAX),
+            ..a
+        };
+        let id = self.store.add_approval(&a).await?.ok_or_else(|| {
+            Error::refused(format!(
+                "{PENDING_APPROVALS_MAX} approvals wait for the operator, the most hive-c0re takes from the manager: wait until the operator decides some (their decisions reach your inbox from system), then ask again"
+            ))
+        })?;
         self.record_approvals_pending().await;
         self.broker.publish(Change::Approvals);
         let about = AgentName::parse(a.agent).ok();

@@ -73,6 +73,9 @@ pub enum Steer {
     RequestApplyCommit {
         sha: String,
         description: Option<String>,
+        /// The manager asked (its requests are bounded), not the operator.
+        #[serde(default)]
+        by_manager: bool,
     },
     /// Reads `agent.toml` at the head of the agent's config repo; the reply
     /// is `{"sha": ..., "text": ...}`, or `null` when it has no repo.
@@ -442,8 +445,17 @@ impl Hive {
             )));
         }
         match verb {
-            Steer::RequestApplyCommit { sha, description } => self
-                .request_apply_commit(name, &sha, description.as_deref())
+            Steer::RequestApplyCommit {
+                sha,
+                description,
+                by_manager,
+            } => self
+                .request_apply_commit(
+                    name,
+                    &sha,
+                    description.as_deref(),
+                    by_manager.then(AgentName::manager).as_ref(),
+                )
                 .await
                 .map(|id| id.to_string()),
             Steer::ConfigShow => {
@@ -487,6 +499,7 @@ mod tests {
             Steer::RequestApplyCommit {
                 sha: "abc".into(),
                 description: None,
+                by_manager: true,
             },
             Steer::ConfigShow,
             Steer::ConfigCommit {

@@ -99,7 +99,7 @@ impl Handle for verb::RequestSpawn {
 impl Handle for verb::RequestApplyCommit {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
         let id = hive
-            .request_apply_commit(&self.agent, &self.sha, self.description.as_deref())
+            .request_apply_commit(&self.agent, &self.sha, self.description.as_deref(), None)
             .await?;
         Ok(Response {
             approval_id: Some(id),

@@ -36,6 +36,9 @@ pub struct NewApproval<'a> {
     pub payload_json: &'a str,
     pub commit_ref: &'a str,
     pub description: Option<&'a str>,
+    /// Queue it only while fewer than this many approvals wait (a bound
+    /// checked in the insert itself, so parallel requests cannot pass it).
+    pub while_fewer_than: Option<u64>,
 }
 
 const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
@@ -59,14 +62,20 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
 }
 
 impl Store {
-    /// Queues a pending approval and returns its id.
-    pub fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+    /// Queues a pending approval and returns its id; None when
+    /// `while_fewer_than` approvals wait already.
+    pub fn add_approval(&self, a: &NewApproval<'_>) -> Result<Option<i64>> {
         let g = self.lock();
-        g.conn.execute(
-            "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![a.agent, a.kind.as_str(), a.payload_json, a.commit_ref, a.description, now_ms()],
+        // One connection under the lock: the count and the insert see the same table.
+        let bound = a.while_fewer_than.map_or(i64::MAX, |n| n as i64);
+        let added = g.conn.execute(
+            "INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+             WHERE (SELECT COUNT(*) FROM approvals WHERE status = ?7) < ?8",
+            params![a.agent, a.kind.as_str(), a.payload_json, a.commit_ref, a.description, now_ms(),
+                ApprovalStatus::Pending.as_str(), bound],
         )?;
-        Ok(g.conn.last_insert_rowid())
+        Ok((added == 1).then(|| g.conn.last_insert_rowid()))
     }
 
     /// One approval.

@@ -403,8 +403,9 @@ impl Db {
 
     // ---- approvals --------------------------------------------------------
 
-    /// Queues a pending approval and returns its id.
-    pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
+    /// Queues a pending approval and returns its id; None when
+    /// `while_fewer_than` approvals wait already.
+    pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<Option<i64>> {
         both!(self, s => s.add_approval(a))
     }
 

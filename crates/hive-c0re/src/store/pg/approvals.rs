@@ -5,7 +5,7 @@ use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use tokio_postgres::Row;
 
 use super::wakes::{CHANNEL, approvals_payload};
-use super::{PgStore, count};
+use super::{ADVISORY_CLASS, Key, PgStore, count};
 use crate::clock::now_ms;
 use crate::store::{ApprovalRow, NewApproval, Result, Tail};
 
@@ -30,21 +30,47 @@ fn row(r: &Row) -> ApprovalRow {
 }
 
 impl PgStore {
-    /// Queues a pending approval and returns its id.
-    pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<i64> {
-        let c = self.client().await?;
+    /// Queues a pending approval and returns its id; None when
+    /// `while_fewer_than` approvals wait already.
+    pub async fn add_approval(&self, a: &NewApproval<'_>) -> Result<Option<i64>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if a.while_fewer_than.is_some() {
+            // Requests queued at once on any node take turns here, each
+            // counting what the last one committed: none passes the bound.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&ADVISORY_CLASS, &(Key::ApprovalQueue as i32)],
+            )
+            .await?;
+        }
+        let bound = a.while_fewer_than.map_or(i64::MAX, |n| n as i64);
         // Every node's operator surfaces list it (`Wake::Approvals`).
         let wake = approvals_payload(&self.origin);
-        Ok(c.query_one(
-            &format!(
-                "WITH i AS (INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-                 SELECT id, pg_notify('{CHANNEL}', $7)::text FROM i"
-            ),
-            &[&a.agent, &a.kind.as_str(), &a.payload_json, &a.commit_ref, &a.description, &now_ms(), &wake],
-        )
-        .await?
-        .get(0))
+        let id = tx
+            .query_opt(
+                &format!(
+                    "WITH i AS (INSERT INTO approvals (agent, kind, payload_json, commit_ref, description, created_at) \
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE (SELECT COUNT(*) FROM approvals WHERE status = $8) < $9 RETURNING id) \
+                     SELECT id, pg_notify('{CHANNEL}', $7)::text FROM i"
+                ),
+                &[
+                    &a.agent,
+                    &a.kind.as_str(),
+                    &a.payload_json,
+                    &a.commit_ref,
+                    &a.description,
+                    &now_ms(),
+                    &wake,
+                    &ApprovalStatus::Pending.as_str(),
+                    &bound,
+                ],
+            )
+            .await?
+            .map(|r| r.get(0));
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// One approval.

@@ -77,6 +77,8 @@ pub(super) enum Key {
     Migrate = 1,
     // 2 was the agents' uid ranges, which the runtime's registry now picks.
     Vacuum = 3,
+    /// Held while an approval is queued under a bound on those waiting.
+    ApprovalQueue = 4,
 }
 
 /// A node's handle on the hive's PostgreSQL database; cheap to clone.

@@ -92,9 +92,11 @@ both! {
                     payload_json: "{}",
                     commit_ref: "",
                     description: None,
+                    while_fewer_than: None,
                 })
                 .await
-                .unwrap();
+                .unwrap()
+            .expect("no bound");
             let (x, y) = tokio::join!(
                 tokio::spawn({
                     let a = a.clone();

@@ -531,9 +531,11 @@ both! {
                 payload_json: "{}",
                 commit_ref: "",
                 description: Some("a new agent"),
+                while_fewer_than: None,
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("no bound");
         assert_eq!(s.pending_approvals().await.unwrap(), 1);
         assert!(s.decide_approval(id, ApprovalStatus::Denied, Some("no"), "alpha").await.unwrap());
         assert!(!s.decide_approval(id, ApprovalStatus::Approved, None, "beta").await.unwrap());
@@ -543,6 +545,30 @@ both! {
         assert!(s.amend_approval(id, ApprovalStatus::Failed, Some("deploy failed")).await.unwrap());
         assert_eq!(s.approvals().await.unwrap()[0].status, ApprovalStatus::Failed);
         assert_eq!(s.pending_approvals().await.unwrap(), 0);
+    }
+
+    async fn a_bounded_approval_is_queued_only_while_fewer_wait_even_at_once(f) {
+        let s = f.open().await;
+        let new = |agent, bound| NewApproval {
+            agent,
+            kind: ApprovalKind::ApplyCommit,
+            payload_json: "{}",
+            commit_ref: "abc",
+            description: None,
+            while_fewer_than: bound,
+        };
+        let one = new("a", Some(5));
+        // Sixteen at once, as a manager's parallel connections ask.
+        let queued = futures::future::join_all((0..16).map(|_| s.add_approval(&one))).await;
+        let ids: Vec<i64> = queued.into_iter().filter_map(|r| r.unwrap()).collect();
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert_eq!(s.pending_approvals().await.unwrap(), 5);
+        // The operator's own request is not held to the bound.
+        assert!(s.add_approval(&new("b", None)).await.unwrap().is_some());
+        assert_eq!(s.add_approval(&new("c", Some(6))).await.unwrap(), None);
+        // A decided one makes room.
+        assert!(s.decide_approval(ids[0], ApprovalStatus::Denied, None, "alpha").await.unwrap());
+        assert!(s.add_approval(&new("c", Some(6))).await.unwrap().is_some());
     }
 
     async fn the_config_heads_a_home_node_read_are_stored_and_change_only_when_they_move(f) {
@@ -561,9 +587,11 @@ both! {
                 payload_json: "{}",
                 commit_ref: "abc",
                 description: None,
+                while_fewer_than: None,
             })
             .await
-            .unwrap();
+            .unwrap()
+            .expect("no bound");
         let a = s.approval(id).await.unwrap().unwrap();
         assert_eq!((a.repo_head, a.repo_ahead), (None, None));
         assert!(s.set_approval_head(id, Some("def"), Some(2)).await.unwrap());
@@ -601,8 +629,9 @@ both! {
                 payload_json: "{}",
                 commit_ref: "",
                 description: None,
+                while_fewer_than: None,
             };
-            ids.push(s.add_approval(&new).await.unwrap());
+            ids.push(s.add_approval(&new).await.unwrap().expect("no bound"));
         }
         let (all, next) = settled(start, async |at| s.approvals_after(at).await.unwrap()).await;
         let after: Vec<(i64, String)> = all.into_iter().map(|a| (a.id, a.agent)).collect();

@@ -311,9 +311,11 @@ async fn what_the_operator_sees_changing_on_one_node_wakes_the_others() {
             payload_json: "{}",
             commit_ref: "abc",
             description: Some("d"),
+            while_fewer_than: None,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .expect("no bound");
     assert_eq!(next_any(&mut wb).await, Wake::Approvals);
     assert!(
         a.decide_approval(id, ApprovalStatus::Denied, None, "alpha")
