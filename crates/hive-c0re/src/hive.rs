@@ -777,7 +777,7 @@ impl Hive {
     }
 
     /// Drops history past the store's bounds (delivered messages, events,
-    /// figures, notifications, ended questions) and gives the space back;
+    /// figures, notifications, ended questions, decided approvals) and gives the space back;
     /// returns how many rows went.
     pub async fn vacuum(&self) -> Result<usize> {
         let store = self.store.clone();
@@ -789,7 +789,8 @@ impl Hive {
                         + store.vacuum_events()?
                         + store.vacuum_stats()?
                         + store.vacuum_notifications()?
-                        + store.vacuum_questions()?;
+                        + store.vacuum_questions()?
+                        + store.vacuum_approvals()?;
                     store.checkpoint()?;
                     Ok(n)
                 })
@@ -802,7 +803,8 @@ impl Hive {
                         + db.vacuum_events().await?
                         + db.vacuum_stats().await?
                         + db.vacuum_notifications().await?
-                        + db.vacuum_questions().await?)
+                        + db.vacuum_questions().await?
+                        + db.vacuum_approvals().await?)
                 }
                 .await
             }

@@ -41,6 +41,10 @@ pub struct NewApproval<'a> {
     pub while_fewer_than: Option<u64>,
 }
 
+/// Decided approvals kept (the newest), beside the age limit: each is read
+/// with its pinned text by every listing, and a manager can make thousands.
+pub(super) const APPROVALS_KEEP: i64 = 200;
+
 const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
@@ -180,5 +184,33 @@ impl Store {
             [ApprovalStatus::Pending.as_str()],
             |r| r.get::<_, i64>(0),
         )? as u64)
+    }
+
+    /// Drops decided approvals past the age limit or beyond the newest
+    /// [`APPROVALS_KEEP`]; a pending one stays. Returns how many.
+    pub fn vacuum_approvals(&self) -> Result<usize> {
+        let pending = ApprovalStatus::Pending.as_str();
+        let mut n = self.delete_chunked(
+            "approvals",
+            "status <> ?1 AND COALESCE(decided_at, created_at) < ?2",
+            params![pending, now_ms() - self.limits.max_age_ms],
+        )?;
+        let last_kept: Option<i64> = self
+            .lock()
+            .conn
+            .query_row(
+                "SELECT id FROM approvals WHERE status <> ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                params![pending, APPROVALS_KEEP - 1],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = last_kept {
+            n += self.delete_chunked(
+                "approvals",
+                "status <> ?1 AND id < ?2",
+                params![pending, id],
+            )?;
+        }
+        Ok(n)
     }
 }

@@ -609,6 +609,11 @@ impl Db {
         both!(self, s => s.vacuum_questions())
     }
 
+    /// Drops decided approvals past the bounds; returns how many.
+    pub async fn vacuum_approvals(&self) -> Result<usize> {
+        both!(self, s => s.vacuum_approvals())
+    }
+
     /// Answers a pending question before its deadline; false if it was not pending.
     pub async fn answer_question(&self, id: i64, answer: &str) -> Result<bool> {
         both!(self, s => s.answer_question(id, answer))

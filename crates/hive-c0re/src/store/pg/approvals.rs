@@ -5,8 +5,9 @@ use hive_sh4re::host::{ApprovalKind, ApprovalStatus};
 use tokio_postgres::Row;
 
 use super::wakes::{CHANNEL, approvals_payload};
-use super::{ADVISORY_CLASS, Key, PgStore, count};
+use super::{ADVISORY_CLASS, Key, PgStore, count, delete_chunked, vacuum_unlock};
 use crate::clock::now_ms;
+use crate::store::approvals::APPROVALS_KEEP;
 use crate::store::{ApprovalRow, NewApproval, Result, Tail};
 
 const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
@@ -191,5 +192,41 @@ impl PgStore {
             .await?
             .get(0),
         ))
+    }
+
+    /// Drops decided approvals past the age limit or beyond the newest
+    /// `APPROVALS_KEEP` (as the sqlite store does); a pending one stays.
+    /// One node at a time.
+    pub async fn vacuum_approvals(&self) -> Result<usize> {
+        let pending = ApprovalStatus::Pending.as_str();
+        let cutoff = now_ms() - self.limits.max_age_ms;
+        let Some(client) = self.vacuum_lock().await? else {
+            return Ok(0);
+        };
+        let c = &client;
+        let result: Result<usize> = async {
+            let mut n = delete_chunked(
+                c,
+                "approvals",
+                "status <> $1 AND COALESCE(decided_at, created_at) < $2",
+                &[&pending, &cutoff],
+            )
+            .await?;
+            let last_kept: Option<i64> = c
+                .query_opt(
+                    "SELECT id FROM approvals WHERE status <> $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
+                    &[&pending, &(APPROVALS_KEEP - 1)],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if let Some(id) = last_kept {
+                n += delete_chunked(c, "approvals", "status <> $1 AND id < $2", &[&pending, &id])
+                    .await?;
+            }
+            Ok(n)
+        }
+        .await;
+        vacuum_unlock(client, &result).await;
+        result
     }
 }

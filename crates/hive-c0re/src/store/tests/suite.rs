@@ -845,6 +845,30 @@ both! {
         assert_eq!(s.vacuum_questions().await.unwrap(), 0);
     }
 
+    async fn vacuum_keeps_waiting_approvals_and_the_newest_decided(f) {
+        let s = f.open().await;
+        let new = NewApproval {
+            agent: "a",
+            kind: ApprovalKind::ApplyCommit,
+            payload_json: "{}",
+            commit_ref: "abc",
+            description: None,
+            while_fewer_than: None,
+        };
+        let waiting = s.add_approval(&new).await.unwrap().unwrap();
+        let mut decided = vec![];
+        for _ in 0..202 {
+            let id = s.add_approval(&new).await.unwrap().unwrap();
+            assert!(s.decide_approval(id, ApprovalStatus::Denied, None, "alpha").await.unwrap());
+            decided.push(id);
+        }
+        assert_eq!(s.vacuum_approvals().await.unwrap(), 2);
+        let left: Vec<i64> = s.approvals().await.unwrap().iter().map(|a| a.id).collect();
+        assert_eq!(left[0], waiting, "one that waits stays");
+        assert_eq!(&left[1..], &decided[2..]);
+        assert_eq!(s.vacuum_approvals().await.unwrap(), 0);
+    }
+
     async fn stats_are_read_per_agent_or_all(f) {
         let s = f.open().await;
         s.add_stats("a", &[("cost_usd", 0.25), ("turns", 1.0)]).await.unwrap();
