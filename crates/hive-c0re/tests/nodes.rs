@@ -883,6 +883,89 @@ fn a_double_approve_on_two_nodes_deploys_once_on_the_agents_home_node() {
     );
 }
 
+/// The approval's status says what happened. A deploy whose restart fails
+/// (x's home node, beta, takes no request) leaves the new config deployed:
+/// the approval reads `approved` with a note saying the restart failed and
+/// how to start it, where it read `failed` as if nothing had changed. An
+/// approval whose node is killed while carrying it out is marked failed
+/// when that node comes back, with a note to check and ask again, where it
+/// stayed `approved` with its action never finished.
+#[test]
+fn an_approvals_status_says_what_was_carried_out_when_a_restart_fails_or_a_crash_cuts_it_off() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut alpha = with_manager(Opts::postgres(&db, "alpha"));
+    alpha.env.push(("HIVE_STEER_WAIT_SECS".into(), "2".into()));
+    let mut alpha = TestHive::start_with(alpha);
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    let repo = alpha.state_dir().join("configs").join("x");
+    alpha.wait_for("x's config repo made on alpha", 20, |_| {
+        repo.join(".git").is_dir()
+    });
+    std::fs::write(repo.join("agent.toml"), "turn_timeout = \"7s\"\n").unwrap();
+    common::git(&repo, &["commit", "-qam", "a shorter turn"]);
+    let sha = common::git(&repo, &["rev-parse", "HEAD"]);
+    let first = approval_id(&alpha.ok(&["request-apply-commit", "x", sha.trim()]));
+    let second = approval_id(&alpha.ok(&["request-apply-commit", "x", sha.trim()]));
+    let approval = |hive: &TestHive, id: &str| {
+        let all = hive.ok(&["approvals", "--json"]);
+        all.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|a| a["id"].as_i64().map(|n| n.to_string()).as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no approval #{id} in {all}"))
+    };
+
+    let pid = nix::unistd::Pid::from_raw(beta.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let out = alpha.cli(&["approve", &first]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is deployed, but the restart failed"),
+        "{err}"
+    );
+    let a = approval(&alpha, &first);
+    assert_eq!(a["status"], "approved", "{a}");
+    let note = a["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("the restart failed") && note.contains("hive-c0re restart x"),
+        "{a}"
+    );
+    assert_eq!(alpha.row("x").unwrap()["deployed_sha"], sha.trim()[..12]);
+
+    // Killed while waiting on beta to restart x for the second.
+    let mut approving = alpha.command().args(["approve", &second]).spawn().unwrap();
+    alpha.wait_for("the second approval decided", 10, |h| {
+        approval(h, &second)["status"] == "approved"
+    });
+    alpha.kill9();
+    let _ = approving.wait();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    alpha.serve();
+    let a = approval(&alpha, &second);
+    assert_eq!(a["status"], "failed", "{a}");
+    assert!(
+        a["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hive-c0re stopped while carrying it out"),
+        "{a}"
+    );
+    // The first, settled before the crash, is left as it was.
+    assert_eq!(approval(&alpha, &first)["status"], "approved");
+    let mut told = vec![];
+    alpha.wait_for("the manager told of the cut-off approval", 10, |h| {
+        told.extend(to_manager(h));
+        told.iter().any(|m| {
+            m.contains(&format!("Approval #{second}"))
+                && m.contains("stopped while carrying it out")
+        })
+    });
+}
+
 /// The hive's config repos are on the manager's node's disk, the one its
 /// container binds, so the manager can edit every agent's: an agent spawned
 /// on another node gets its repo there, holding its deployed config (whose

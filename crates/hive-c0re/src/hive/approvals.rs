@@ -22,7 +22,7 @@ use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
 use crate::hive::nodes::runs_here;
-use crate::hive::steer::Steer;
+use crate::hive::steer::{Asked, Steer};
 use crate::paths::Paths;
 use crate::store::{AgentRow, ApprovalRow, NewApproval};
 
@@ -77,6 +77,15 @@ fn pinned(a: &ApprovalRow) -> Result<String> {
     })
 }
 
+/// How an approved approval's action ended, short of failing.
+enum Carried {
+    /// Done whole.
+    Out,
+    /// Done in part, or still under way on the agent's home node: the
+    /// sentence says what is left and what to do.
+    Partly(String),
+}
+
 /// The pending approvals of one listing, each with its diff against what is
 /// deployed (`None`: no change, or it could not be made).
 struct Pending<'a> {
@@ -109,7 +118,17 @@ impl Hive {
                 self.node()
             )));
         }
-        self.create_approved(&a).await
+        // Settled here too: the approving node may have stopped waiting.
+        let outcome = self.create_approved(&a).await;
+        let (status, note) = match &outcome {
+            Ok(()) => (ApprovalStatus::Approved, None),
+            Err(e) => (ApprovalStatus::Failed, Some(e.to_string())),
+        };
+        self.store
+            .settle_approval(id, status, note.as_deref())
+            .await?;
+        self.broker.publish(Change::Approvals);
+        outcome
     }
 
     /// Creates the config repo of a future agent from the template, on the
@@ -712,31 +731,75 @@ impl Hive {
         Ok(a)
     }
 
-    /// Approves and runs an approval; a second decision is refused.
+    /// Approves and runs an approval; a second decision is refused. Its
+    /// status then says what happened: `approved` (with a note when part of
+    /// it is left: the restart after a deploy failed, or the home node has
+    /// not finished a spawn), or `failed` with nothing changed.
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Approved, None).await?;
         let outcome = self.run_approval(&a).await;
-        match &outcome {
-            Ok(()) => {
-                self.tell_requester(&format!(
-                    "Approval #{id} ({} {}) was approved and carried out.",
-                    a.kind, a.agent
-                ))
-                .await
+        let what = format!("Approval #{id} ({} {})", a.kind, a.agent);
+        let (status, note, told) = match &outcome {
+            Ok(Carried::Out) => (
+                ApprovalStatus::Approved,
+                None,
+                format!("{what} was approved and carried out."),
+            ),
+            Ok(Carried::Partly(note)) => (
+                ApprovalStatus::Approved,
+                Some(note.clone()),
+                format!("{what} was approved: {note}"),
+            ),
+            Err(e) => (
+                ApprovalStatus::Failed,
+                Some(e.to_string()),
+                format!("{what} was approved but failed: {e}"),
+            ),
+        };
+        self.store
+            .settle_approval(id, status, note.as_deref())
+            .await?;
+        self.tell_requester(&told).await;
+        self.broker.publish(Change::Approvals);
+        match outcome? {
+            Carried::Out => Ok(()),
+            Carried::Partly(note) => Err(Error::Refused(format!(
+                "approval #{id} was approved and {note}"
+            ))),
+        }
+    }
+
+    /// Settles what a crash cut off: each approval this node approved whose
+    /// action never ended is marked failed, and the operator and the
+    /// requester are told to check it and ask again. Not run again: the
+    /// operator decides, with the hive as it is now. A spawn handed to its
+    /// home node is that node's to settle.
+    pub(crate) async fn settle_cut_off_approvals(self: &Arc<Self>) -> Result<()> {
+        for a in self.store.unsettled_approvals(self.node().as_str()).await? {
+            if home_of(&a).is_some_and(|home| &home != self.node()) {
+                continue;
             }
-            Err(e) => {
-                self.store
-                    .amend_approval(id, ApprovalStatus::Failed, Some(&e.to_string()))
-                    .await?;
-                self.tell_requester(&format!(
-                    "Approval #{id} ({} {}) was approved but failed: {e}",
-                    a.kind, a.agent
-                ))
+            let note = format!(
+                "hive-c0re stopped while carrying it out (a crash or a restart), so part of it may have run: check `hive-c0re status` and `hive-c0re config show {}`, then request it again if it is still wanted",
+                a.agent
+            );
+            self.store
+                .settle_approval(a.id, ApprovalStatus::Failed, Some(&note))
+                .await?;
+            let what = format!("Approval #{} ({} {})", a.id, a.kind, a.agent);
+            tracing::warn!(approval = a.id, "{what} was cut off: {note}");
+            let about = AgentName::parse(&a.agent).ok();
+            self.tell_operator(
+                hive_sh4re::notification::NotificationKind::Approval,
+                about.as_ref(),
+                &format!("{what} failed: {note}"),
+            )
+            .await;
+            self.tell_requester(&format!("{what} was approved but failed: {note}"))
                 .await;
-            }
         }
         self.broker.publish(Change::Approvals);
-        outcome
+        Ok(())
     }
 
     /// Denies an approval with an optional reason; a second decision is refused.
@@ -752,21 +815,21 @@ impl Hive {
         Ok(())
     }
 
-    async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
+    async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<Carried> {
         let name = AgentName::parse(&a.agent)?;
         match &a.kind {
             ApprovalKind::Spawn => match home_of(a) {
                 // The agent's config repo and state go on its home node's disk:
-                // that node creates it, reading the approval from the store.
+                // that node creates it, reading the approval from the store,
+                // and settles the approval when it outlasts the wait here.
                 Some(home) if &home != self.node() => {
-                    self.ask(
-                        home.as_str(),
-                        &name,
-                        &super::steer::Steer::SpawnApproved { approval: a.id },
-                    )
-                    .await
+                    let verb = Steer::SpawnApproved { approval: a.id };
+                    Ok(match self.asked(home.as_str(), &name, &verb).await? {
+                        Asked::Done { .. } => Carried::Out,
+                        Asked::Unfinished(why) => Carried::Partly(why),
+                    })
                 }
-                _ => self.create_approved(a).await,
+                _ => self.create_approved(a).await.map(|()| Carried::Out),
             },
             ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
             other => Err(Error::refused(format!(
@@ -787,8 +850,10 @@ impl Hive {
     }
 
     /// Deploys `text` (the pinned `agent.toml` of commit `sha`) as the agent's
-    /// config after validating it, and restarts the agent.
-    pub async fn deploy(self: &Arc<Self>, name: &AgentName, text: &str, sha: &str) -> Result<()> {
+    /// config after validating it, and restarts the agent. Refused with
+    /// nothing changed, or [`Carried::Partly`] when the config is deployed
+    /// and the restart failed.
+    async fn deploy(self: &Arc<Self>, name: &AgentName, text: &str, sha: &str) -> Result<Carried> {
         AgentConfig::from_toml(text).map_err(|e| {
             Error::refused(format!(
                 "commit {} of {name}'s config is refused, the agent keeps its old config: {e}",
@@ -805,10 +870,16 @@ impl Hive {
             .set_config(name.as_str(), text, Some(sha))
             .await?;
         self.broker.publish(Change::Agent(name.to_string()));
-        if row.want_running {
-            self.restart(name).await?;
+        if !row.want_running {
+            return Ok(Carried::Out);
         }
-        Ok(())
+        Ok(match self.restart(name).await {
+            Ok(()) => Carried::Out,
+            Err(e) => Carried::Partly(format!(
+                "commit {} is deployed, but the restart failed, so {name} has not started with it yet: {e}. `hive-c0re restart {name}` starts it with the new config",
+                config_repo::short(sha)
+            )),
+        })
     }
 
     /// One approval, if it exists (a decided one may have been vacuumed).

@@ -92,6 +92,15 @@ pub enum Steer {
     PurgeConfig,
 }
 
+/// How a request another node took ended, for its asker.
+pub(super) enum Asked {
+    /// Carried out: the request's id and the node's reply.
+    Done { id: i64, reply: String },
+    /// Taken, and not finished when the asker stopped waiting: it may still
+    /// be carried out; the sentence says where its end shows.
+    Unfinished(String),
+}
+
 impl Steer {
     /// The verb's stored name and its arguments' JSON.
     fn stored(&self) -> (String, String) {
@@ -275,6 +284,16 @@ impl Hive {
         agent: &AgentName,
         verb: &Steer,
     ) -> Result<(i64, String)> {
+        match self.asked(node, agent, verb).await? {
+            Asked::Done { id, reply } => Ok((id, reply)),
+            Asked::Unfinished(why) => Err(Error::Refused(why)),
+        }
+    }
+
+    /// Asks `node` to carry out `verb` and waits for its outcome: a refusal
+    /// when it refused, or was withdrawn before it took it (not carried
+    /// out); [`Asked::Unfinished`] when it took it and is still at it.
+    pub(super) async fn asked(&self, node: &str, agent: &AgentName, verb: &Steer) -> Result<Asked> {
         let command = verb.command(agent.as_str());
         self.check_up(node, &command).await?;
         let (name, args) = verb.stored();
@@ -302,14 +321,14 @@ impl Hive {
             })?;
             if let Some((ok, reply)) = row.outcome() {
                 return if ok {
-                    Ok((id, reply))
+                    Ok(Asked::Done { id, reply })
                 } else {
                     Err(Error::Refused(reply))
                 };
             }
             if tokio::time::Instant::now() >= deadline {
                 if taken_late {
-                    return Err(Error::refused(format!(
+                    return Ok(Asked::Unfinished(format!(
                         "`{command}` is running on {node}, which took it but has not finished it within {}: see `hive-c0re status` for how it ends",
                         duration((wait + TAKEN_GRACE).as_millis() as f64)
                     )));
@@ -339,7 +358,7 @@ impl Hive {
                             "hive-c0re is shutting down: `{command}` was withdrawn before {node} took it, and not carried out"
                         )));
                     }
-                    return Err(Error::refused(format!(
+                    return Ok(Asked::Unfinished(format!(
                         "hive-c0re is shutting down: whether {node} carries out `{command}` shows in `hive-c0re status`"
                     )));
                 }

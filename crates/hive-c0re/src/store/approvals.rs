@@ -26,6 +26,8 @@ pub struct ApprovalRow {
     /// last read it.
     pub repo_head: Option<String>,
     pub repo_ahead: Option<i64>,
+    /// When its action ended, once approved (carried out, or failed).
+    pub settled_at: Option<i64>,
 }
 
 /// What queuing an approval needs.
@@ -45,7 +47,7 @@ pub struct NewApproval<'a> {
 /// with its pinned text by every listing, and a manager can make thousands.
 pub(super) const APPROVALS_KEEP: i64 = 200;
 
-const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead, settled_at";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
@@ -62,6 +64,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApprovalRow> {
         decided_on: r.get(10)?,
         repo_head: r.get(11)?,
         repo_ahead: r.get(12)?,
+        settled_at: r.get(13)?,
     })
 }
 
@@ -136,8 +139,9 @@ impl Store {
         )? > 0)
     }
 
-    /// Changes the status of an approval already decided (approved → failed when its action fails).
-    pub fn amend_approval(
+    /// Settles an approval already decided: its action ended, with `status`
+    /// (approved → failed when its action failed) and `note`.
+    pub fn settle_approval(
         &self,
         id: i64,
         status: ApprovalStatus,
@@ -145,9 +149,20 @@ impl Store {
     ) -> Result<bool> {
         let g = self.lock();
         Ok(g.conn.execute(
-            "UPDATE approvals SET status = ?1, note = ?2 WHERE id = ?3",
-            params![status.as_str(), note, id],
+            "UPDATE approvals SET status = ?1, note = ?2, settled_at = ?4 WHERE id = ?3",
+            params![status.as_str(), note, id, now_ms()],
         )? > 0)
+    }
+
+    /// The approvals `node` decided to approve whose action never ended:
+    /// hive-c0re stopped while carrying them out.
+    pub fn unsettled_approvals(&self, node: &str) -> Result<Vec<ApprovalRow>> {
+        let g = self.lock();
+        let mut st = g.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE status = ?1 AND settled_at IS NULL AND decided_on = ?2 ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![ApprovalStatus::Approved.as_str(), node], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Where a live tail of approvals starts now (the newest id; 0 without approvals).

@@ -442,14 +442,19 @@ impl Db {
         both!(self, s => s.set_approval_head(id, head, ahead))
     }
 
-    /// Changes the status of an approval already decided.
-    pub async fn amend_approval(
+    /// Settles an approval already decided: its action ended with `status` and `note`.
+    pub async fn settle_approval(
         &self,
         id: i64,
         status: ApprovalStatus,
         note: Option<&str>,
     ) -> Result<bool> {
-        both!(self, s => s.amend_approval(id, status, note))
+        both!(self, s => s.settle_approval(id, status, note))
+    }
+
+    /// The approvals `node` approved whose action never ended (cut off by a crash).
+    pub async fn unsettled_approvals(&self, node: &str) -> Result<Vec<ApprovalRow>> {
+        both!(self, s => s.unsettled_approvals(node))
     }
 
     /// Where a live tail of approvals starts now.

@@ -249,6 +249,12 @@ ALTER TABLE agents ADD COLUMN config_head TEXT;
 ALTER TABLE approvals ADD COLUMN repo_head TEXT;
 ALTER TABLE approvals ADD COLUMN repo_ahead INTEGER;
 "#,
+    // 17: when an approved approval's action ended (carried out or failed):
+    // one approved and never settled was cut off by a crash (`hive/approvals.rs`).
+    r#"
+ALTER TABLE approvals ADD COLUMN settled_at INTEGER;
+UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
+"#,
 ];
 
 /// The schema version this build writes.

@@ -10,7 +10,7 @@ use crate::clock::now_ms;
 use crate::store::approvals::APPROVALS_KEEP;
 use crate::store::{ApprovalRow, NewApproval, Result, Tail};
 
-const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead";
+const COLUMNS: &str = "id, agent, kind, payload_json, commit_ref, description, status, note, created_at, decided_at, decided_on, repo_head, repo_ahead, settled_at";
 
 fn row(r: &Row) -> ApprovalRow {
     ApprovalRow {
@@ -27,6 +27,7 @@ fn row(r: &Row) -> ApprovalRow {
         decided_on: r.get(10),
         repo_head: r.get(11),
         repo_ahead: r.get(12),
+        settled_at: r.get(13),
     }
 }
 
@@ -145,8 +146,9 @@ impl PgStore {
             .is_empty())
     }
 
-    /// Changes the status of an approval already decided (approved → failed when its action fails).
-    pub async fn amend_approval(
+    /// Settles an approval already decided: its action ended, with `status`
+    /// (approved → failed when its action failed) and `note`.
+    pub async fn settle_approval(
         &self,
         id: i64,
         status: ApprovalStatus,
@@ -157,13 +159,29 @@ impl PgStore {
         Ok(!c
             .query(
                 &format!(
-                    "WITH u AS (UPDATE approvals SET status = $1, note = $2 WHERE id = $3 RETURNING id) \
+                    "WITH u AS (UPDATE approvals SET status = $1, note = $2, settled_at = $5 WHERE id = $3 RETURNING id) \
                      SELECT pg_notify('{CHANNEL}', $4)::text FROM u"
                 ),
-                &[&status.as_str(), &note, &id, &wake],
+                &[&status.as_str(), &note, &id, &wake, &now_ms()],
             )
             .await?
             .is_empty())
+    }
+
+    /// The approvals `node` decided to approve whose action never ended:
+    /// hive-c0re stopped while carrying them out.
+    pub async fn unsettled_approvals(&self, node: &str) -> Result<Vec<ApprovalRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE status = $1 AND settled_at IS NULL AND decided_on = $2 ORDER BY id"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&ApprovalStatus::Approved.as_str(), &node])
+            .await?
+            .iter()
+            .map(row)
+            .collect())
     }
 
     /// Where a live tail of approvals starts now (`tail.rs`).

@@ -259,6 +259,11 @@ ALTER TABLE agents ADD COLUMN config_head TEXT;
 ALTER TABLE approvals ADD COLUMN repo_head TEXT;
 ALTER TABLE approvals ADD COLUMN repo_ahead BIGINT;
 "#,
+    // 16: when an approved approval's action ended (sqlite's version 17).
+    r#"
+ALTER TABLE approvals ADD COLUMN settled_at BIGINT;
+UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
+"#,
 ];
 
 /// The schema version this build writes.

@@ -542,7 +542,7 @@ both! {
         let a = s.approval(id).await.unwrap().unwrap();
         assert_eq!((a.kind, a.status, a.note.as_deref()), (ApprovalKind::Spawn, ApprovalStatus::Denied, Some("no")));
         assert!(a.decided_at.is_some());
-        assert!(s.amend_approval(id, ApprovalStatus::Failed, Some("deploy failed")).await.unwrap());
+        assert!(s.settle_approval(id, ApprovalStatus::Failed, Some("deploy failed")).await.unwrap());
         assert_eq!(s.approvals().await.unwrap()[0].status, ApprovalStatus::Failed);
         assert_eq!(s.pending_approvals().await.unwrap(), 0);
     }
@@ -569,6 +569,34 @@ both! {
         // A decided one makes room.
         assert!(s.decide_approval(ids[0], ApprovalStatus::Denied, None, "alpha").await.unwrap());
         assert!(s.add_approval(&new("c", Some(6))).await.unwrap().is_some());
+    }
+
+    async fn an_approval_approved_and_never_settled_is_found_for_its_node(f) {
+        let s = f.open().await;
+        let new = NewApproval {
+            agent: "a",
+            kind: ApprovalKind::ApplyCommit,
+            payload_json: "{}",
+            commit_ref: "abc",
+            description: None,
+            while_fewer_than: None,
+        };
+        let (one, two, denied) = (
+            s.add_approval(&new).await.unwrap().unwrap(),
+            s.add_approval(&new).await.unwrap().unwrap(),
+            s.add_approval(&new).await.unwrap().unwrap(),
+        );
+        assert!(s.decide_approval(one, ApprovalStatus::Approved, None, "alpha").await.unwrap());
+        assert!(s.decide_approval(two, ApprovalStatus::Approved, None, "beta").await.unwrap());
+        assert!(s.decide_approval(denied, ApprovalStatus::Denied, None, "alpha").await.unwrap());
+        let ids = |rows: Vec<crate::store::ApprovalRow>| rows.iter().map(|a| a.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.unsettled_approvals("alpha").await.unwrap()), [one]);
+        assert!(s.settle_approval(one, ApprovalStatus::Approved, Some("done in part")).await.unwrap());
+        assert!(s.unsettled_approvals("alpha").await.unwrap().is_empty());
+        let a = s.approval(one).await.unwrap().unwrap();
+        assert_eq!((a.status, a.note.as_deref()), (ApprovalStatus::Approved, Some("done in part")));
+        assert!(a.settled_at.is_some());
+        assert_eq!(ids(s.unsettled_approvals("beta").await.unwrap()), [two]);
     }
 
     async fn the_config_heads_a_home_node_read_are_stored_and_change_only_when_they_move(f) {
