@@ -171,7 +171,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.budget = opts.budget;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
-        Some(addr) => Some(crate::dashboard::bind(addr, &paths).await?),
+        Some(addr) => {
+            Some(crate::dashboard::bind(addr, &paths, opts.webhooks.public_url.as_deref()).await?)
+        }
         None => None,
     };
     settings.dashboard_home = dashboard.as_ref().map(|d| d.home());

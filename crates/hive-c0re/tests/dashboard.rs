@@ -167,6 +167,46 @@ fn as_nobody(argv: &[&str], env: &[(&str, &Path)]) -> (String, bool) {
     )
 }
 
+/// Behind an https `public_url` (a TLS proxy in front of the dashboard),
+/// the login cookie is Secure and the link leads there. The attack: the
+/// cookie, set without Secure, went with any plain http:// request the
+/// browser made to that host (a link in a chat, a page of the attacker's
+/// loading `http://hive.example.org/x.png`), in clear to whoever is on the
+/// path, who then holds the operator's login for 30 days.
+#[test]
+fn a_dashboard_behind_https_sets_a_cookie_no_browser_sends_over_plain_http() {
+    let hive = TestHive::start_with(Opts {
+        args: vec![
+            "--no-manager".into(),
+            "--dashboard".into(),
+            "127.0.0.1:0".into(),
+            "--public-url".into(),
+            "https://hive.example.test/".into(),
+        ],
+        ..Opts::default()
+    });
+    let (addr, link) = urls(&hive.ok(&["urls"]));
+    let link = link.expect("hive-c0re urls prints the login link");
+    let path = link
+        .strip_prefix("https://hive.example.test")
+        .unwrap_or_else(|| panic!("the link does not lead to the public url: {link}"));
+    let login = request(&addr, "GET", path, &[]);
+    assert_eq!(login.status, 200, "{}", login.body);
+    let cookies: Vec<&str> = login
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert!(!cookies.is_empty(), "no cookie");
+    for c in cookies {
+        assert!(
+            c.split(';').any(|a| a.trim() == "Secure") && c.contains("HttpOnly"),
+            "{c}"
+        );
+    }
+}
+
 #[test]
 fn an_unauthenticated_client_gets_no_token_no_data_and_no_shell() {
     let hive = dashboard_hive(0);

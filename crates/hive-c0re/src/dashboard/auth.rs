@@ -66,6 +66,8 @@ pub struct Auth {
     cookie: String,
     /// The cookie of before one-time links, which held the token itself.
     old_cookie: String,
+    /// What every cookie this sets ends with: `; Secure` behind https.
+    attributes: &'static str,
 }
 
 /// Why a request is not logged in.
@@ -117,11 +119,17 @@ impl Refusal {
 impl Auth {
     /// The policy for a dashboard bound to a (loopback or not) address and port.
     pub fn new(loopback: bool, port: u16, logins: Arc<Logins>) -> Self {
+        let attributes = if logins.https() {
+            "; HttpOnly; SameSite=Lax; Secure"
+        } else {
+            "; HttpOnly; SameSite=Lax"
+        };
         Self {
             logins,
             loopback,
             cookie: format!("hive_login_{port}"),
             old_cookie: format!("hive_token_{port}"),
+            attributes,
         }
     }
 
@@ -180,8 +188,8 @@ impl Auth {
         let issued = self.logins.issue(now_secs())?;
         Ok((
             format!(
-                "{}={}; Path=/; Max-Age={LOGIN_SECONDS}; HttpOnly; SameSite=Lax",
-                self.cookie, issued.cookie
+                "{}={}; Path=/; Max-Age={LOGIN_SECONDS}{}",
+                self.cookie, issued.cookie, self.attributes
             ),
             issued.page_key,
         ))
@@ -354,8 +362,8 @@ fn logged_in(auth: &Auth, path: &str) -> Response {
             // Browsers keep sending the old cookie, the token itself, to
             // every port of the host: it goes.
             if let Ok(v) = HeaderValue::from_str(&format!(
-                "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
-                auth.old_cookie
+                "{}=; Path=/; Max-Age=0{}",
+                auth.old_cookie, auth.attributes
             )) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }

@@ -75,8 +75,9 @@ impl Bound {
 
 /// Binds `addr` (failing early if it is taken) and settles the token:
 /// `HIVE_DASHBOARD_TOKEN`, or the one kept in the state dir (see `token`).
-/// Nothing prints it: the operator gets the login link from `hive-c0re urls`.
-pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
+/// Nothing prints it: the operator gets the login link from `hive-c0re urls`,
+/// which leads to `public_url` when there is one.
+pub async fn bind(addr: &str, paths: &Paths, public_url: Option<&str>) -> anyhow::Result<Bound> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not serve the dashboard on {addr}: pick another --dashboard ADDR, or --no-dashboard"))?;
@@ -85,7 +86,9 @@ pub async fn bind(addr: &str, paths: &Paths) -> anyhow::Result<Bound> {
         .context("could not read the dashboard's bound address")?;
     let token = kept::settle(paths, std::env::var(TOKEN_ENV).ok().as_deref())?;
     let login_key = kept::settle_login_key(paths)?;
-    let logins = Logins::new(format!("http://{addr}/"), addr.port(), token, &login_key);
+    // The operator follows the link where they reach the dashboard.
+    let home = public_url.map_or_else(|| format!("http://{addr}/"), |u| format!("{u}/"));
+    let logins = Logins::new(home, addr.port(), token, &login_key);
     let auth = Auth::new(addr.ip().is_loopback(), addr.port(), Arc::new(logins));
     Ok(Bound {
         listener,

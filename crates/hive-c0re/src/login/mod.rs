@@ -89,7 +89,8 @@ impl std::fmt::Debug for Logins {
 }
 
 impl Logins {
-    /// Logins for the dashboard at `home` (`http://HOST:PORT/`) on `port`,
+    /// Logins for the dashboard at `home` (`http://HOST:PORT/`, or the
+    /// operator's `public_url`) on `port`,
     /// under `token` and `login_key`.
     pub fn new(home: String, port: u16, token: String, login_key: &str) -> Self {
         let signing = signing_key(&token, login_key);
@@ -101,6 +102,12 @@ impl Logins {
             codes: Mutex::new(Vec::new()),
             logouts: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// True when the login links are https (a `public_url` behind TLS): the
+    /// cookie is then Secure, never sent over plain http.
+    pub fn https(&self) -> bool {
+        self.home.starts_with("https://")
     }
 
     /// Signs logins with `login_key` from now on: every earlier login ends,
