@@ -186,6 +186,7 @@ fn row(name: &str) -> AgentStatusRow {
         queue_position: None,
         budget: None,
         node: None,
+        state_bytes: None,
     }
 }
 

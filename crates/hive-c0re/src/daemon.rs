@@ -187,6 +187,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         hive.space_changed(&t).await;
     }
     hive.spawn_task(hive.clone().watch_space());
+    hive.spawn_task(hive.clone().watch_state_sizes());
     hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
 
     // Before any agent is created or started (it claims agents stored before

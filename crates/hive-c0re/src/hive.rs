@@ -138,6 +138,8 @@ pub struct Hive {
     inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// The free-space alarm of the state's file system.
     space: Space,
+    /// What each of this node's agents' state dirs takes, as last measured (`hive/space.rs`).
+    state_sizes: std::sync::Mutex<std::collections::HashMap<String, crate::runtime::Usage>>,
     /// On while this node's heartbeats fail for the database out of reach (`hive/nodes.rs`).
     database_alarm: std::sync::Mutex<Option<hive_sh4re::dashboard::DatabaseAlarm>>,
     /// The values of the hive-wide secrets the webhooks name, as last read or
@@ -208,6 +210,7 @@ impl Hive {
             tasks: TaskTracker::new(),
             sockets,
             inbox_peaks: Default::default(),
+            state_sizes: Default::default(),
             api: Default::default(),
             redactor: Default::default(),
             webhook_wake: tokio::sync::watch::channel(0).0,

@@ -217,7 +217,9 @@ fn a_full_disk_refuses_sends_keeps_recv_and_status_and_a_restart_and_loses_nothi
 /// (which refuses every send in the hive until someone frees space) was
 /// only a banner and a line in an inbox that nobody reads from afar. It
 /// now reaches the webhooks that want `disk_full`, around the store, which
-/// has no room to queue it; and again when there is room.
+/// has no room to queue it; and again when there is room. It names the
+/// agents whose state dirs are largest, the one that filled the disk
+/// first (it named the file system alone), and status shows each size.
 #[test]
 fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
     if !nix::unistd::geteuid().is_root() {
@@ -246,15 +248,32 @@ fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
             .collect()
     };
 
-    let filler = hive.state_dir().join("filler");
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["spawn", "bob"]);
+    let state = |agent: &str| hive.state_dir().join("agents").join(agent).join("state");
+    // bob keeps a little, alice writes until the disk is full.
+    ns.enter(|| std::fs::write(state("bob").join("notes-copy"), vec![1u8; 64 << 10]).unwrap());
+    let filler = state("alice").join("filler");
     ns.enter(|| fill(&filler));
     hive.wait_for("the alarm's webhook", 20, |_| alerts().len() == 1);
     let first = &alerts()[0];
     assert!(
         first.contains("Disk nearly full")
             && first.contains("the disk is nearly full")
-            && first.contains("(tmpfs)"),
+            && first.contains("(tmpfs)")
+            && first.contains("The largest agents' state dirs here: alice "),
         "{first}"
+    );
+    let bytes = |agent: &str| {
+        hive.row(agent).unwrap()["state_bytes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    assert!(bytes("alice") > 10 << 20, "{:?}", hive.row("alice"));
+    assert!(
+        (64 << 10..1 << 20).contains(&bytes("bob")),
+        "{:?}",
+        hive.row("bob")
     );
 
     ns.enter(|| std::fs::remove_file(&filler).unwrap());

@@ -233,6 +233,11 @@ pub struct AgentStatusRow {
     /// an agent stored before nodes existed and not yet claimed by one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// What the agent's state dir takes on its home node's disk, in bytes,
+    /// as that node last measured it (each minute); absent until then and on
+    /// other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u64>,
 }
 
 /// One node of the hive (`nodes`).

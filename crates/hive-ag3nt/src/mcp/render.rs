@@ -145,6 +145,7 @@ mod tests {
             queue_position: None,
             budget: None,
             node: None,
+            state_bytes: None,
         }
     }
 

@@ -756,9 +756,17 @@ impl Hive {
                 format!("{what} was approved but failed: {e}"),
             ),
         };
-        self.store
+        // A store that fails here leaves it unsettled: the next start marks it failed.
+        if let Err(e) = self
+            .store
             .settle_approval(id, status, note.as_deref())
-            .await?;
+            .await
+        {
+            tracing::warn!(
+                approval = id,
+                "could not store how approval #{id} ended: {e}"
+            );
+        }
         self.tell_requester(&told).await;
         self.broker.publish(Change::Approvals);
         match outcome? {

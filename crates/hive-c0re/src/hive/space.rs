@@ -1,13 +1,25 @@
 //! The free-space alarm (see `crate::space`) as the hive acts on it: what
-//! happens when it goes on or clears.
+//! happens when it goes on or clears; and what each agent's state dir
+//! takes, measured each minute, so the alarm names the largest.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hive_sh4re::notification::NotificationKind;
 
 use super::Hive;
 use crate::broker::Change;
-use crate::space::{Space, Transition};
+use crate::runtime::{Usage, disk_usage};
+use crate::space::{Space, Transition, human};
+
+/// How often each agent's state dir is measured (`HIVE_STATE_MEASURE_SECS` in tests).
+const MEASURE_EVERY: Duration = Duration::from_secs(60);
+/// The longest one agent's measure walks: an agent can make millions of entries.
+const MEASURE_LIMIT: Duration = Duration::from_secs(5);
+/// The longest the alarm waits for the agents' sizes before it is told.
+const ALARM_MEASURE: Duration = Duration::from_secs(10);
+/// How many of the largest agents the alarm names.
+const NAMED: usize = 3;
 
 impl Hive {
     /// The free-space alarm of the state's file system.
@@ -22,8 +34,11 @@ impl Hive {
     pub async fn space_changed(self: &Arc<Self>, t: &Transition) {
         let notice = match t {
             Transition::Low(a) => {
-                tracing::warn!("{}", a.message);
-                a.message.clone()
+                // Measured now: the agent that filled the disk may have done it within the minute.
+                self.measure_states(ALARM_MEASURE).await;
+                let text = format!("{}{}", a.message, self.largest_states());
+                tracing::warn!("{text}");
+                text
             }
             Transition::Cleared => {
                 if self.space.take_deferred_release() {
@@ -87,6 +102,97 @@ impl Hive {
             let t = tokio::task::spawn_blocking(move || hive.space.check()).await;
             if let Ok(Some(t)) = t {
                 self.space_changed(&t).await;
+            }
+        }
+    }
+
+    /// What agent `name`'s state dir took when last measured here.
+    pub(super) fn state_size(&self, name: &str) -> Option<Usage> {
+        self.state_sizes
+            .lock()
+            .expect("sizes lock")
+            .get(name)
+            .copied()
+    }
+
+    /// Measures the state dir of each agent this node runs, off the
+    /// runtime's threads, each walk bounded by [`MEASURE_LIMIT`] and all of
+    /// them by `within`: one not measured in time keeps its last size.
+    pub(crate) async fn measure_states(&self, within: Duration) {
+        let Ok(agents) = self.store.agents().await else {
+            return;
+        };
+        let end = Instant::now() + within;
+        let mine: Vec<String> = agents
+            .iter()
+            .filter(|a| super::nodes::runs_here(&self.store, a, self.node()))
+            .map(|a| a.name.clone())
+            .collect();
+        self.state_sizes
+            .lock()
+            .expect("sizes lock")
+            .retain(|n, _| mine.contains(n));
+        for agent in mine {
+            let Ok(name) = hive_sh4re::AgentName::parse(&agent) else {
+                continue;
+            };
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            let dir = self.paths.agent_state(&name);
+            let deadline = end.min(now + MEASURE_LIMIT);
+            let measured = tokio::task::spawn_blocking(move || disk_usage(&dir, deadline)).await;
+            match measured {
+                Ok(Ok(u)) => {
+                    self.state_sizes
+                        .lock()
+                        .expect("sizes lock")
+                        .insert(agent, u);
+                }
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Ok(Err(e)) => tracing::debug!(%agent, "could not measure its state dir: {e}"),
+                Err(e) => tracing::warn!(%agent, "measuring its state dir failed: {e}"),
+            }
+        }
+    }
+
+    /// ` The largest agents' state here: alice 1.2 GiB, ...`, or nothing
+    /// when none was measured.
+    fn largest_states(&self) -> String {
+        let mut sizes: Vec<(String, Usage)> = self
+            .state_sizes
+            .lock()
+            .expect("sizes lock")
+            .iter()
+            .map(|(n, u)| (n.clone(), *u))
+            .collect();
+        sizes.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
+        let named: Vec<String> = sizes
+            .iter()
+            .take(NAMED)
+            .map(|(n, u)| {
+                let at_least = if u.complete { "" } else { "at least " };
+                format!("{n} {at_least}{}", human(u.bytes))
+            })
+            .collect();
+        if named.is_empty() {
+            return String::new();
+        }
+        format!(
+            ". The largest agents' state dirs here: {} (see `hive-c0re status --json`, state_bytes)",
+            named.join(", ")
+        )
+    }
+
+    /// Measures the agents' state dirs each [`MEASURE_EVERY`] until shutdown.
+    pub async fn watch_state_sizes(self: Arc<Self>) {
+        let every = crate::clock::secs_from_env("HIVE_STATE_MEASURE_SECS", MEASURE_EVERY);
+        loop {
+            self.measure_states(every).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.shutdown.cancelled() => return,
             }
         }
     }

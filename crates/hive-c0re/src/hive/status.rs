@@ -342,6 +342,7 @@ impl Hive {
                 .map(|(_, at)| at.try_into().unwrap_or(u32::MAX)),
             budget: self.own_budget(a, facts),
             node: a.node.clone(),
+            state_bytes: self.state_size(&a.name).map(|u| u.bytes),
         }
     }
 

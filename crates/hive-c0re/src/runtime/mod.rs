@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use hive_sh4re::AgentName;
 
 pub use nspawn::NspawnRuntime;
-pub(crate) use owner::remove_tree;
+pub(crate) use owner::{Usage, disk_usage, remove_tree};
 pub use process::ProcessRuntime;
 pub use sys::{UID_RANGE, find_tool_in, tool_dirs};
 pub use uid_ranges::UidRanges;

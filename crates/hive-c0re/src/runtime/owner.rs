@@ -68,26 +68,86 @@ pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
     if let Some((uid, gid)) = shifted(&st, base) {
         fchown(top.as_fd(), Some(uid), Some(gid))?;
     }
-    let dev = st.st_dev;
+    walk(top, |dir, name, st| {
+        if let Some((uid, gid)) = shifted(st, base)
+            && (is_dir(st) || st.st_nlink <= 1)
+        {
+            fchownat(
+                dir.as_fd(),
+                name,
+                Some(uid),
+                Some(gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        Ok(true)
+    })
+    .map(drop)
+    .map_err(|e| e.unwrap_or_else(|| too_deep(root)))
+}
+
+/// The space a tree takes on its disk, as `du` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// Bytes allocated to the tree's entries (a file with several names once).
+    pub bytes: u64,
+    /// False when the walk stopped early (past `deadline`, or a tree deeper
+    /// than [`MAX_DEPTH`]): the tree takes at least `bytes`.
+    pub complete: bool,
+}
+
+/// What the tree under `root` takes on its file system, walked as
+/// [`shift_tree`] walks (no link followed, no other file system entered),
+/// stopping at `deadline`: an agent can make a tree of millions of entries.
+pub(crate) fn disk_usage(root: &Path, deadline: std::time::Instant) -> io::Result<Usage> {
+    let top = open_dir_at(None, root)?;
+    let mut bytes = allocated(&fstat(top.as_fd())?);
+    let mut linked = std::collections::HashSet::new();
+    let mut entries = 0u32;
+    let walked = walk(top, |_, _, st| {
+        if st.st_nlink <= 1 || is_dir(st) || linked.insert(st.st_ino) {
+            bytes += allocated(st);
+        }
+        entries = entries.wrapping_add(1);
+        // The clock is read once per thousand entries.
+        Ok(!entries.is_multiple_of(1024) || std::time::Instant::now() < deadline)
+    });
+    match walked {
+        Ok(complete) => Ok(Usage { bytes, complete }),
+        Err(None) => Ok(Usage {
+            bytes,
+            complete: false,
+        }),
+        Err(Some(e)) => Err(e),
+    }
+}
+
+fn allocated(st: &FileStat) -> u64 {
+    u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512)
+}
+
+/// Walks the tree below the open directory `top`, depth first, calling
+/// `visit` with each entry's directory, name and what it is itself (a link
+/// is a link, never followed); it enters no other file system. Ok(false)
+/// when `visit` stopped it, `Err(None)` for a tree deeper than
+/// [`MAX_DEPTH`]. Each level keeps one directory fd on the heap: an agent
+/// writes these trees, and a recursive walk of one thousands of levels deep
+/// overflows the stack.
+fn walk(
+    top: Dir,
+    mut visit: impl FnMut(&Dir, &std::ffi::CStr, &FileStat) -> io::Result<bool>,
+) -> Result<bool, Option<io::Error>> {
+    let dev = fstat(top.as_fd()).map_err(|e| Some(e.into()))?.st_dev;
     // Each level: its directory and the subdirectories left to walk.
     let mut levels: Vec<(Dir, Vec<CString>)> = Vec::new();
     let mut next = Some(top);
     while let Some(mut dir) = next.take() {
         let mut subdirs = Vec::new();
-        for (name, st) in entries(&mut dir)? {
-            let is_dir = is_dir(&st);
-            if let Some((uid, gid)) = shifted(&st, base)
-                && (is_dir || st.st_nlink <= 1)
-            {
-                fchownat(
-                    dir.as_fd(),
-                    name.as_c_str(),
-                    Some(uid),
-                    Some(gid),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )?;
+        for (name, st) in entries(&mut dir).map_err(Some)? {
+            if !visit(&dir, name.as_c_str(), &st).map_err(Some)? {
+                return Ok(false);
             }
-            if is_dir && st.st_dev == dev {
+            if is_dir(&st) && st.st_dev == dev {
                 subdirs.push(name);
             }
         }
@@ -103,16 +163,16 @@ pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
                 continue;
             };
             if depth > MAX_DEPTH {
-                return Err(too_deep(root));
+                return Err(None);
             }
-            next = Some(open_dir_at(
-                Some(dir),
-                Path::new(OsStr::from_bytes(name.as_bytes())),
-            )?);
+            next = Some(
+                open_dir_at(Some(dir), Path::new(OsStr::from_bytes(name.as_bytes())))
+                    .map_err(Some)?,
+            );
             break;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Removes `root` and everything below it, following no link (a link goes,
@@ -323,6 +383,40 @@ mod tests {
             b"deep",
         )
         .expect("write");
+    }
+
+    /// An agent's tree counts what it holds, once per file, and never what
+    /// a link of its points at; a tree too deep or too large for the time
+    /// given is counted as far as walked and says so.
+    #[test]
+    fn disk_usage_counts_a_file_once_follows_no_link_and_stops_in_time() {
+        use std::time::{Duration, Instant};
+        let dir = scratch("usage");
+        let outside = dir.join("outside");
+        fs::write(&outside, vec![7u8; 4 << 20]).expect("write");
+        let tree = dir.join("tree");
+        fs::create_dir_all(tree.join("a")).expect("mkdir");
+        fs::write(tree.join("a/big"), vec![1u8; 1 << 20]).expect("write");
+        fs::hard_link(tree.join("a/big"), tree.join("again")).expect("link");
+        symlink(&outside, tree.join("a/link")).expect("symlink");
+        let later = Instant::now() + Duration::from_secs(30);
+        let u = disk_usage(&tree, later).expect("measure");
+        assert!(u.complete);
+        assert!(
+            (1 << 20..2 << 20).contains(&u.bytes),
+            "the file once, the link's target never: {u:?}"
+        );
+        // Past its time, it stops within a thousand entries.
+        for i in 0..3000 {
+            fs::write(tree.join(format!("f{i}")), "x").expect("write");
+        }
+        let u = disk_usage(&tree, Instant::now()).expect("measure");
+        assert!(!u.complete && u.bytes >= 1 << 20, "{u:?}");
+        // Deeper than it walks: counted as far as walked.
+        nest(&tree.join("deep"), MAX_DEPTH + 5);
+        let u = disk_usage(&tree, later).expect("measure");
+        assert!(!u.complete && u.bytes >= 1 << 20, "{u:?}");
+        remove_tree(&dir).expect("cleanup");
     }
 
     #[test]
