@@ -90,7 +90,7 @@ impl PgStore {
         epoch: i64,
         ttl: Duration,
     ) -> Result<bool> {
-        let c = self.client().await?;
+        let c = self.liveness_client().await?;
         let st = c
             .prepare_cached(&format!(
                 "UPDATE agent_leases SET expires_at = {DB_NOW} + $4 WHERE agent = $1 AND node = $2 AND epoch = $3"
@@ -105,7 +105,7 @@ impl PgStore {
     /// agent): another node may take it at once. The row stays, so epochs
     /// never repeat. False when it was not this node's at that epoch.
     pub async fn release_lease(&self, agent: &str, node: &str, epoch: i64) -> Result<bool> {
-        let c = self.client().await?;
+        let c = self.liveness_client().await?;
         let st = c
             .prepare_cached(
                 "UPDATE agent_leases SET expires_at = 0 WHERE agent = $1 AND node = $2 AND epoch = $3",

@@ -64,6 +64,8 @@ use super::{Limits, Result, StoreError};
 pub(super) const ADVISORY_CLASS: i32 = 0x6869_7665;
 /// First key of the per-agent event locks (the second is `hashtext(agent)`).
 const EVENTS_CLASS: i32 = 0x6869_7666;
+/// The heartbeat's and lease renewals' connections, apart from the pool.
+const LIVENESS_CONNECTIONS: usize = 2;
 /// How long a call waits for a free connection before it fails as the
 /// database out of reach (the alarm then says so).
 const POOL_WAIT: Duration = Duration::from_secs(30);
@@ -85,6 +87,10 @@ pub(super) enum Key {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Connections of their own for the heartbeat and the lease renewals:
+    /// behind a pool an agent's requests keep busy, a renewal late by a
+    /// lease's length stops every harness on the node.
+    liveness: Pool,
     limits: Arc<Limits>,
     sends: mpsc::UnboundedSender<group::SendJob>,
     events: mpsc::UnboundedSender<group::EventJob>,
@@ -124,23 +130,27 @@ impl PgStore {
             .copied()
             .unwrap_or(Duration::from_secs(10))
             * 2;
-        let manager = Manager::from_config(
-            resolved.config,
-            tls.clone(),
-            ManagerConfig {
-                // A connection the server dropped is found closed and replaced;
-                // no extra round trip per checkout.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(resolved.pool_size)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .create_timeout(Some(create))
-            .wait_timeout(Some(POOL_WAIT))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Settings(format!("could not set up the pool: {e}")))?;
+        let pool_of = |size: usize| {
+            let manager = Manager::from_config(
+                resolved.config.clone(),
+                tls.clone(),
+                ManagerConfig {
+                    // A connection the server dropped is found closed and replaced;
+                    // no extra round trip per checkout.
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .create_timeout(Some(create))
+                .wait_timeout(Some(POOL_WAIT))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| StoreError::Settings(format!("could not set up the pool: {e}")))
+        };
+        let pool = pool_of(resolved.pool_size)?;
+        let liveness = pool_of(LIVENESS_CONNECTIONS)?;
         let name: Arc<str> = resolved.name.into();
         let mut client = pool.get().await.map_err(|e| StoreError::Connect {
             name: name.to_string(),
@@ -171,6 +181,7 @@ impl PgStore {
         );
         Ok(Self {
             pool,
+            liveness,
             limits,
             sends,
             events,
@@ -233,6 +244,11 @@ impl PgStore {
     /// A pooled connection.
     pub(in crate::store) async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// A connection of the heartbeat's and the leases' own pool.
+    pub(in crate::store) async fn liveness_client(&self) -> Result<Object> {
+        self.liveness.get().await.map_err(pool_error)
     }
 
     /// The bounds this store enforces.

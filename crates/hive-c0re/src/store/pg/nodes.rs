@@ -35,7 +35,7 @@ impl PgStore {
 
     /// Records a heartbeat of node `name` now; false when it never registered.
     pub async fn heartbeat(&self, name: &str) -> Result<bool> {
-        let c = self.client().await?;
+        let c = self.liveness_client().await?;
         let st = c
             .prepare_cached(&format!(
                 "UPDATE nodes SET last_heartbeat = GREATEST(last_heartbeat, {DB_NOW}) WHERE name = $1"

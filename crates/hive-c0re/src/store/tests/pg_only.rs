@@ -581,3 +581,31 @@ async fn a_node_role_with_the_documented_grants_runs_the_hive_but_cannot_change_
         .to_string();
     assert!(e.contains("may not change the schema"), "{e}");
 }
+
+/// The heartbeat and a lease's renewal have connections of their own: an
+/// agent's requests keeping the whole pool busy (a hostile one has 32
+/// connections to its node) made them wait for a free one, up to 30 s, and
+/// a renewal that late lets the lease run out and stops every harness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_and_a_renewal_do_not_wait_behind_a_busy_pool() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let Db::Postgres(pg) = f.open().await else {
+        unreachable!()
+    };
+    pg.register_node("alpha", "").await.unwrap();
+    let ttl = std::time::Duration::from_secs(60);
+    let lease = pg.acquire_lease("a", "alpha", ttl).await.unwrap().unwrap();
+    // Every pooled connection taken, as by requests that take their time.
+    let mut held = vec![];
+    for _ in 0..16 {
+        held.push(pg.client().await.unwrap());
+    }
+    let soon = std::time::Duration::from_secs(5);
+    let renewed = tokio::time::timeout(soon, pg.renew_lease("a", "alpha", lease.epoch, ttl)).await;
+    assert!(matches!(renewed, Ok(Ok(true))), "{renewed:?}");
+    let beat = tokio::time::timeout(soon, pg.heartbeat("alpha")).await;
+    assert!(matches!(beat, Ok(Ok(true))), "{beat:?}");
+    drop(held);
+}
