@@ -1229,6 +1229,45 @@ fn a_request_the_home_node_does_not_take_in_time_is_withdrawn() {
     assert_eq!(harness_starts(&beta, "x"), 2, "spawn and the restart");
 }
 
+/// A node frozen while connected (here: SIGSTOP) reads no notification,
+/// and PostgreSQL keeps every one since for its listening session: the
+/// queue fills (8 GB) and every notifying commit of the hive then fails.
+/// The server now ends that session once it has been idle a while (the
+/// live one pings every few seconds); the node, running again, listens
+/// anew and re-checks everything.
+#[test]
+fn a_frozen_nodes_listening_session_is_ended_by_the_server_and_comes_back_with_it() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let listeners = || {
+        db.count(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name LIKE 'hive-c0re wakes %'",
+        )
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let mut beta = Opts::postgres(&db, "beta");
+    beta.env
+        .push(("HIVE_PG_LISTENER_IDLE_SECS".into(), "2".into()));
+    let beta = TestHive::start_with(beta);
+    registered(&alpha, "beta");
+    assert_eq!(listeners(), 2);
+    let pid = nix::unistd::Pid::from_raw(beta.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    alpha.wait_for(
+        "the server to end frozen beta's listening session",
+        20,
+        |_| listeners() == 1,
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    beta.wait_for("beta listening again", 20, |h| {
+        h.log()
+            .contains("listening for wakes from other nodes again")
+    });
+    assert_eq!(listeners(), 2);
+}
+
 /// A request the home node took but has not finished when the wait runs
 /// out is not withdrawn (it is running there): the asker waits 10 s more,
 /// answers with the outcome if it comes, and otherwise says where it runs.

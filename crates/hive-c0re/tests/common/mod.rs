@@ -120,6 +120,16 @@ impl TestDatabase {
         });
     }
 
+    /// The number `sql` (a `SELECT count(*)`) counts, as the cluster's superuser.
+    pub fn count(&self, sql: &str) -> i64 {
+        current_thread().block_on(async {
+            let c = hive_c0re::store::pg::TestCluster::shared()
+                .connect_as("postgres", &self.name)
+                .await;
+            c.query_one(sql, &[]).await.unwrap().get(0)
+        })
+    }
+
     /// Takes `table`'s strongest lock in a transaction left open (as the
     /// superuser) and returns what holds it: every reader and writer of the
     /// table waits until both are dropped or the database is taken away.

@@ -36,6 +36,9 @@ pub(super) const CHANNEL: &str = "hive_wake";
 /// How often the listener checks that its connection still answers, and how long it waits.
 const PING: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the server keeps a listening session that sent nothing (a
+/// frozen node's): many pings' worth.
+const LISTENER_IDLE: Duration = Duration::from_secs(60);
 /// Backoff between failed reconnects.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -172,6 +175,18 @@ async fn listen(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Res
         }
     });
     client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    // A node frozen while connected (stopped, swapping) reads no
+    // notification, and the server keeps every one since for it: its queue
+    // fills, and then every notifying commit of the hive fails. The server
+    // ends a session idle this long; this one pings every few seconds while
+    // it lives. PostgreSQL before 14 has no such setting: nothing is lost.
+    let idle = listener_idle();
+    if let Err(e) = client
+        .batch_execute(&format!("SET idle_session_timeout = {}", idle.as_millis()))
+        .await
+    {
+        tracing::debug!("the server keeps idle sessions: {e}");
+    }
     Ok(Session { client, messages })
 }
 
@@ -216,9 +231,15 @@ async fn run(
     }
 }
 
+/// How long the server keeps this node's listening session idle.
+fn listener_idle() -> Duration {
+    crate::clock::secs_from_env("HIVE_PG_LISTENER_IDLE_SECS", LISTENER_IDLE)
+}
+
 /// Hands out the session's wakes until it fails; returns why it ended.
 async fn serve(mut s: Session, origin: &str, wakes: &broadcast::Sender<Wake>) -> String {
-    let mut ping = tokio::time::interval(PING);
+    // Often enough that the server never finds a live session idle.
+    let mut ping = tokio::time::interval(PING.min(listener_idle() / 4));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
