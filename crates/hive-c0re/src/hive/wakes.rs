@@ -33,7 +33,11 @@ pub async fn follow(hive: Arc<Hive>) {
     hive.take_requests().await;
     loop {
         tokio::select! {
-            w = wakes.next() => hive.woken(w).await,
+            batch = wakes.next_batch() => {
+                for w in batch {
+                    hive.woken(w).await;
+                }
+            }
             _ = recheck.tick() => {
                 hive.broker.poke_all();
                 hive.take_requests().await;

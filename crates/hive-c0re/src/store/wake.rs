@@ -7,7 +7,7 @@
 use tokio::sync::broadcast;
 
 /// What another node's commit asks this node to look at again.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Wake {
     /// A mailbox (an agent's, or `operator`) may have a message to take, or
     /// its agent may run again: a message arrived, claims were released, a
@@ -65,7 +65,46 @@ impl Wakes {
         }
         std::future::pending().await
     }
+
+    /// The next wake and those already waiting behind it (at most
+    /// [`BATCH`]), each once: an agent whose row changes a thousand times
+    /// while this node is busy costs one read of it, not a thousand in a
+    /// row ahead of every other node's wakes. Of an agent's `Events` the
+    /// newest stands for the others; otherwise the order is kept.
+    pub async fn next_batch(&mut self) -> Vec<Wake> {
+        let mut batch = vec![self.next().await];
+        while batch.len() < BATCH {
+            let Some(rx) = &mut self.0 else { break };
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => batch.push(Wake::Resync),
+                Err(_) => break,
+            }
+        }
+        let mut newest_events = std::collections::HashMap::new();
+        for w in &batch {
+            if let Wake::Events { agent, last_id } = w {
+                let id = newest_events.entry(agent.clone()).or_insert(*last_id);
+                *id = (*id).max(*last_id);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        batch
+            .into_iter()
+            .map(|w| match w {
+                Wake::Events { agent, .. } => {
+                    let last_id = newest_events[&agent];
+                    Wake::Events { agent, last_id }
+                }
+                w => w,
+            })
+            .filter(|w| seen.insert(w.clone()))
+            .collect()
+    }
 }
+
+/// The most wakes [`Wakes::next_batch`] takes at once.
+const BATCH: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -85,5 +124,37 @@ mod tests {
         drop(tx);
         let none = tokio::time::timeout(std::time::Duration::from_millis(50), w.next()).await;
         assert!(none.is_err(), "a closed subscription yielded {none:?}");
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_wakes_is_handled_once_each_in_order() {
+        let (tx, rx) = broadcast::channel(64);
+        let mut w = Wakes::new(rx);
+        let events = |last_id| Wake::Events {
+            agent: "a".into(),
+            last_id,
+        };
+        for wake in [
+            Wake::Agent("a".into()),
+            Wake::Mailbox("b".into()),
+            events(3),
+            Wake::Agent("a".into()),
+            events(9),
+            Wake::Agent("c".into()),
+            Wake::Agent("a".into()),
+        ] {
+            tx.send(wake).unwrap();
+        }
+        assert_eq!(
+            w.next_batch().await,
+            [
+                Wake::Agent("a".into()),
+                Wake::Mailbox("b".into()),
+                events(9),
+                Wake::Agent("c".into()),
+            ]
+        );
+        tx.send(Wake::Approvals).unwrap();
+        assert_eq!(w.next_batch().await, [Wake::Approvals]);
     }
 }
