@@ -673,6 +673,7 @@ impl Hive {
             env: self.settings.agent_env.clone(),
             uid_base: row.uid_base,
             log: self.paths.harness_log(&name),
+            stop: Default::default(),
             name,
         }
     }

@@ -263,9 +263,10 @@ async fn supervise<H: Supervised>(
         else {
             return let_go(&*hive, &name, &lease).await;
         };
-        let Some(spec) = spec_of(&*hive, &name, &stop, every).await else {
+        let Some(mut spec) = spec_of(&*hive, &name, &stop, every).await else {
             return let_go(&*hive, &name, &lease).await;
         };
+        spec.stop = stop.clone();
         if let Err(e) = hive.runtime().reap_orphans(&name).await {
             tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");
         }
@@ -316,6 +317,8 @@ async fn supervise<H: Supervised>(
                     }
                 }
             }
+            // Stopped while it was launched: the launch gave up, nothing crashed.
+            Err(_) if stop.is_cancelled() => Ended::Stopped,
             Err(e) => Ended::Crashed(format!("could not be launched: {e}")),
         };
         running.store(false, Ordering::SeqCst);

@@ -377,3 +377,43 @@ fn a_crash_quotes_the_harness_last_output_process_runtime() {
 fn a_crash_quotes_the_harness_last_output_nspawn_runtime() {
     a_crash_quotes_the_harness_last_output("nspawn");
 }
+
+/// A kill while the agent is being launched ends the launch: the launch
+/// walks the agent's whole state dir (handing it to the agent's uids), and
+/// a kill waited for that walk, as long as the agent has files (millions:
+/// minutes), and then for a harness started only to be killed.
+#[test]
+fn a_kill_during_a_launch_ends_the_launch_and_starts_no_harness() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the launch walks the state dir only for an agent with uids of its own");
+        return;
+    }
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice running", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    hive.ok(&["stop", "alice"]);
+    // Many files of root's, each to be handed over at the next launch.
+    let many = hive.state_dir().join("agents/alice/state/many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..100_000 {
+        std::fs::write(many.join(i.to_string()), "").unwrap();
+    }
+    let starts = || {
+        hive.log()
+            .lines()
+            .filter(|l| l.contains("harness started") && l.contains("agent=alice "))
+            .count()
+    };
+    let before = starts();
+    hive.ok(&["start", "alice"]);
+    hive.ok(&["kill", "alice"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(starts(), before, "a harness started after the kill");
+    let row = hive.row("alice").unwrap();
+    assert_eq!(row["running"], false, "{row}");
+    assert!(row.get("health").is_none(), "{row}");
+    let log = hive.log();
+    assert!(!log.contains("could not be launched"), "{log}");
+}

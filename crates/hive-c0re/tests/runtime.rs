@@ -149,6 +149,7 @@ fn spec_at(dir: &Path, name: AgentName, uid_base: u32, mode: &str) -> LaunchSpec
         ],
         uid_base,
         log: paths.harness_log(&name),
+        stop: Default::default(),
         name,
     }
 }

@@ -64,6 +64,8 @@ pub struct LaunchSpec {
     pub uid_base: u32,
     /// File that receives the harness's stdout and stderr.
     pub log: PathBuf,
+    /// Cancelled when the agent is to stop: a launch under way gives up.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// A started harness: the process hive-c0re waits on.

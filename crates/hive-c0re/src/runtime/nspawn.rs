@@ -239,7 +239,7 @@ fn prepare(spec: &LaunchSpec, online: bool) -> Result<Prepared, RuntimeError> {
     let mut links = Vec::new();
     let mut binds = host_system_binds(&mut links);
 
-    own_dir(&spec.state_dir, base)?;
+    own_dir(&spec.state_dir, base, &spec.stop)?;
     binds.push(Bind::dir(canonical(&spec.state_dir)?, STATE, true));
     check_socket(&spec.sock)?;
     binds.push(Bind::dir(
@@ -283,7 +283,7 @@ fn prepare(spec: &LaunchSpec, online: bool) -> Result<Prepared, RuntimeError> {
     }
     if let Some(repos) = &spec.config_repos {
         // The whole directory, so a repo made while the manager runs shows up at once.
-        own_dir(repos, base)?;
+        own_dir(repos, base, &spec.stop)?;
         binds.push(Bind::dir(
             canonical(repos)?,
             Paths::CONTAINER_CONFIG_REPOS,

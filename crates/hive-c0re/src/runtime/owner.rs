@@ -16,6 +16,8 @@ use nix::fcntl::{RenameFlags, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat};
 
+use tokio_util::sync::CancellationToken;
+
 use super::RuntimeError;
 use super::sys::UID_RANGE;
 
@@ -33,11 +35,13 @@ pub(crate) fn check_uid_base(base: u32) -> Result<(), RuntimeError> {
     })
 }
 
-/// Creates `dir` if needed, moves its tree into the agent's uid range, and closes it to other host users.
-pub(crate) fn own_dir(dir: &Path, base: u32) -> Result<(), RuntimeError> {
+/// Creates `dir` if needed, moves its tree into the agent's uid range, and
+/// closes it to other host users; gives up (`Interrupted`) once `stop` is
+/// cancelled: the walk takes as long as the agent has files.
+pub(crate) fn own_dir(dir: &Path, base: u32, stop: &CancellationToken) -> Result<(), RuntimeError> {
     let err = |what: String| move |source| RuntimeError::Io { what, source };
     fs::create_dir_all(dir).map_err(err(format!("could not create {}", dir.display())))?;
-    shift_tree(dir, base).map_err(err(format!(
+    shift_tree_until(dir, base, || stop.is_cancelled()).map_err(err(format!(
         "could not hand {} to uid {base}",
         dir.display()
     )))?;
@@ -63,12 +67,27 @@ pub(crate) const MAX_DEPTH: usize = 1024;
 /// be outside the tree (a host file linked in where hard links are not
 /// protected). A tree deeper than [`MAX_DEPTH`] is refused.
 pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
+    shift_tree_until(root, base, || false)
+}
+
+/// [`shift_tree`], giving up with `Interrupted` once `stopped` says so
+/// (asked at each entry).
+pub(crate) fn shift_tree_until(
+    root: &Path,
+    base: u32,
+    stopped: impl Fn() -> bool,
+) -> io::Result<()> {
     let top = open_dir_at(None, root)?;
     let st = fstat(top.as_fd())?;
     if let Some((uid, gid)) = shifted(&st, base) {
         fchown(top.as_fd(), Some(uid), Some(gid))?;
     }
-    walk(top, |dir, name, st| {
+    let mut interrupted = false;
+    let walked = walk(top, |dir, name, st| {
+        if stopped() {
+            interrupted = true;
+            return Ok(false);
+        }
         if let Some((uid, gid)) = shifted(st, base)
             && (is_dir(st) || st.st_nlink <= 1)
         {
@@ -81,9 +100,15 @@ pub(crate) fn shift_tree(root: &Path, base: u32) -> io::Result<()> {
             )?;
         }
         Ok(true)
-    })
-    .map(drop)
-    .map_err(|e| e.unwrap_or_else(|| too_deep(root)))
+    });
+    match walked {
+        Ok(_) if interrupted => Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "stopped before the walk was done",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.unwrap_or_else(|| too_deep(root))),
+    }
 }
 
 /// The space a tree takes on its disk, as `du` counts it.
@@ -416,6 +441,25 @@ mod tests {
         nest(&tree.join("deep"), MAX_DEPTH + 5);
         let u = disk_usage(&tree, later).expect("measure");
         assert!(!u.complete && u.bytes >= 1 << 20, "{u:?}");
+        remove_tree(&dir).expect("cleanup");
+    }
+
+    /// A launch asked to stop gives up its walk of the agent's files at
+    /// once (a kill waited for the whole walk: millions of files, minutes).
+    #[test]
+    fn a_shift_stopped_midway_gives_up_at_once() {
+        let dir = scratch("stopped");
+        for i in 0..100 {
+            fs::write(dir.join(format!("f{i}")), "x").expect("write");
+        }
+        let asked = std::cell::Cell::new(0);
+        let err = shift_tree_until(&dir, 3 * 65536, || {
+            asked.set(asked.get() + 1);
+            asked.get() > 10
+        })
+        .expect_err("stopped");
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted, "{err}");
+        assert_eq!(asked.get(), 11, "it walked on after the stop");
         remove_tree(&dir).expect("cleanup");
     }
 

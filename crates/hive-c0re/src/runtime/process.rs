@@ -95,9 +95,9 @@ fn prepare(spec: &LaunchSpec, uid: Option<u32>) -> Result<(), RuntimeError> {
     )))?;
     let Some(uid) = uid else { return Ok(()) };
     check_uid_base(uid)?;
-    own_dir(&spec.state_dir, uid)?;
+    own_dir(&spec.state_dir, uid, &spec.stop)?;
     if let Some(repos) = &spec.config_repos {
-        own_dir(repos, uid)?;
+        own_dir(repos, uid, &spec.stop)?;
     }
     // `<state>/agents/<name>` and `<state>/agents` stay root's, searchable but not listable.
     for dir in spec.state_dir.ancestors().skip(1).take(2) {
