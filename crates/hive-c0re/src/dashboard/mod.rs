@@ -101,6 +101,7 @@ pub async fn bind(addr: &str, paths: &Paths, public_url: Option<&str>) -> anyhow
 pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     let hub = sse::Hub::new();
     hive.spawn_task(sse::run(hive.clone(), hub.clone()));
+    hive.spawn_task(sse::alarms(hive.clone(), hub.clone()));
     let ctx = Ctx {
         hive: hive.clone(),
         auth: Arc::new(bound.auth),

@@ -2,7 +2,8 @@
 //!
 //! One hub task follows the broker and turns each change into a frame once —
 //! the fresh status row, the new event rows, the new inbox — serialized once
-//! and broadcast as shared bytes. A viewer only filters and forwards, so fifty
+//! and broadcast as shared bytes (the alarms' frames go from a task of their
+//! own, never behind the hub's reads of the store). A viewer only filters and forwards, so fifty
 //! open pages cost the same queries as one. The hub fetches only what someone
 //! watches (an agent's events only while its page is open).
 //!
@@ -204,8 +205,6 @@ enum Work {
     OperatorInbox,
     Approvals,
     Questions,
-    Space,
-    Database,
     Notifications,
     Webhooks,
     NeedsYou,
@@ -251,6 +250,38 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
         }
         for work in coalesce(batch) {
             do_work(&hive, &hub, &mut cursors, work).await;
+        }
+    }
+}
+
+/// Sends the alarms' frames (free space, the database) as they change,
+/// apart from [`run`]: they read nothing of the store, and must reach the
+/// pages while `run` waits on a read of the database they are about.
+pub(crate) async fn alarms(hive: Arc<Hive>, hub: Arc<Hub>) {
+    let mut changes = hive.subscribe();
+    loop {
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            _ = hive.shutdown_token().cancelled() => return,
+        };
+        let (space, database) = match change {
+            Ok(Change::Space) => (true, false),
+            Ok(Change::Database) => (false, true),
+            // Missed some: both again.
+            Err(RecvError::Lagged(_)) => (true, true),
+            Err(RecvError::Closed) => return,
+            Ok(_) => continue,
+        };
+        if space {
+            let alarm = hive.space().alarm();
+            hub.send(Prepared::new(Audience::All, Frame::Space(Space { alarm })));
+        }
+        if database {
+            let alarm = hive.database_alarm();
+            hub.send(Prepared::new(
+                Audience::All,
+                Frame::Database(Database { alarm }),
+            ));
         }
     }
 }
@@ -302,8 +333,8 @@ fn plan(c: Change) -> Vec<Work> {
             .collect(),
         Change::Approvals => vec![Work::Approvals, Work::NeedsYou, Work::Feed],
         Change::Questions => vec![Work::Questions, Work::NeedsYou],
-        Change::Space => vec![Work::Space],
-        Change::Database => vec![Work::Database],
+        // Sent by `alarms`, never behind a read of the store.
+        Change::Space | Change::Database => vec![],
         Change::Notifications => vec![Work::Notifications],
         Change::Webhooks => vec![Work::Webhooks],
     }
@@ -461,18 +492,6 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                     Frame::Approvals(Approvals { approvals }),
                 ));
             }
-        }
-        Work::Space => {
-            let space = Space {
-                alarm: hive.space().alarm(),
-            };
-            hub.send(Prepared::new(Audience::All, Frame::Space(space)));
-        }
-        Work::Database => {
-            let database = Database {
-                alarm: hive.database_alarm(),
-            };
-            hub.send(Prepared::new(Audience::All, Frame::Database(database)));
         }
         Work::Notifications => {
             if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)).await {
