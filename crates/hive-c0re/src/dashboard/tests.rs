@@ -732,6 +732,7 @@ async fn stats_refuse_bad_queries_with_a_sentence() {
 async fn the_database_alarm_is_served_and_streamed_to_every_page_while_it_is_on() {
     let f = loopback();
     tokio::spawn(sse::run(f.hive.clone(), f.ctx.hub.clone()));
+    tokio::spawn(sse::alarms(f.hive.clone(), f.ctx.hub.clone()));
     tokio::task::yield_now().await;
     let (s, b) = call(&f, get("/api/database")).await;
     assert_eq!((s, b.as_str()), (StatusCode::OK, r#"{"alarm":null}"#));
