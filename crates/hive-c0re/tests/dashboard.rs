@@ -179,13 +179,14 @@ fn a_dashboard_behind_https_sets_a_cookie_no_browser_sends_over_plain_http() {
         args: vec![
             "--no-manager".into(),
             "--dashboard".into(),
-            "127.0.0.1:0".into(),
+            "0.0.0.0:0".into(),
             "--public-url".into(),
             "https://hive.example.test/".into(),
         ],
         ..Opts::default()
     });
     let (addr, link) = urls(&hive.ok(&["urls"]));
+    let addr = addr.replace("0.0.0.0", "127.0.0.1");
     let link = link.expect("hive-c0re urls prints the login link");
     let path = link
         .strip_prefix("https://hive.example.test")

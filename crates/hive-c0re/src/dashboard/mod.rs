@@ -76,7 +76,8 @@ impl Bound {
 /// Binds `addr` (failing early if it is taken) and settles the token:
 /// `HIVE_DASHBOARD_TOKEN`, or the one kept in the state dir (see `token`).
 /// Nothing prints it: the operator gets the login link from `hive-c0re urls`,
-/// which leads to `public_url` when there is one.
+/// which leads to `public_url` when there is one and the dashboard is not
+/// bound to loopback.
 pub async fn bind(addr: &str, paths: &Paths, public_url: Option<&str>) -> anyhow::Result<Bound> {
     let listener = TcpListener::bind(addr)
         .await
@@ -86,8 +87,11 @@ pub async fn bind(addr: &str, paths: &Paths, public_url: Option<&str>) -> anyhow
         .context("could not read the dashboard's bound address")?;
     let token = kept::settle(paths, std::env::var(TOKEN_ENV).ok().as_deref())?;
     let login_key = kept::settle_login_key(paths)?;
-    // The operator follows the link where they reach the dashboard.
-    let home = public_url.map_or_else(|| format!("http://{addr}/"), |u| format!("{u}/"));
+    // The operator follows the link where they reach the dashboard: behind
+    // a proxy, at its public URL. A dashboard bound to loopback answers no
+    // other host name, so its link stays the local one.
+    let public = public_url.filter(|_| !addr.ip().is_loopback());
+    let home = public.map_or_else(|| format!("http://{addr}/"), |u| format!("{u}/"));
     let logins = Logins::new(home, addr.port(), token, &login_key);
     let auth = Auth::new(addr.ip().is_loopback(), addr.port(), Arc::new(logins));
     Ok(Bound {

@@ -74,7 +74,8 @@ pub enum Steer {
         sha: String,
         description: Option<String>,
         /// The manager asked (its requests are bounded), not the operator.
-        #[serde(default)]
+        /// Written only when true: a node of the version before reads the rest.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         by_manager: bool,
     },
     /// Reads `agent.toml` at the head of the agent's config repo; the reply

@@ -36,6 +36,8 @@ pub(super) const CHANNEL: &str = "hive_wake";
 /// How often the listener checks that its connection still answers, and how long it waits.
 const PING: Duration = Duration::from_secs(5);
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest ping interval, however short the idle limit is set.
+const PING_MIN: Duration = Duration::from_millis(100);
 /// How long the server keeps a listening session that sent nothing (a
 /// frozen node's): many pings' worth.
 const LISTENER_IDLE: Duration = Duration::from_secs(60);
@@ -239,7 +241,7 @@ fn listener_idle() -> Duration {
 /// Hands out the session's wakes until it fails; returns why it ended.
 async fn serve(mut s: Session, origin: &str, wakes: &broadcast::Sender<Wake>) -> String {
     // Often enough that the server never finds a live session idle.
-    let mut ping = tokio::time::interval(PING.min(listener_idle() / 4));
+    let mut ping = tokio::time::interval(PING.min(listener_idle() / 4).max(PING_MIN));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
