@@ -205,10 +205,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     if registered.await?.is_none() {
         return stop_early(Some(&hive), &paths).await;
     }
-    // Before host.sock answers: an approval decided from now on is not cut off.
-    if let Err(e) = hive.settle_cut_off_approvals().await {
-        tracing::warn!("could not settle the approvals a stop cut off: {e}");
-    }
+    hive.spawn_task(hive.clone().sweep_cut_off_approvals());
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
     let host = hive.spawn_task(crate::host_sock::serve(hive.clone(), listener));

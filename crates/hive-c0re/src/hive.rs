@@ -138,6 +138,8 @@ pub struct Hive {
     inbox_peaks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// The free-space alarm of the state's file system.
     space: Space,
+    /// The approvals this process is carrying out (`hive/approvals.rs`).
+    approving: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// What each of this node's agents' state dirs takes, as last measured (`hive/space.rs`).
     state_sizes: std::sync::Mutex<std::collections::HashMap<String, crate::runtime::Usage>>,
     /// On while this node's heartbeats fail for the database out of reach (`hive/nodes.rs`).
@@ -211,6 +213,7 @@ impl Hive {
             sockets,
             inbox_peaks: Default::default(),
             state_sizes: Default::default(),
+            approving: Default::default(),
             api: Default::default(),
             redactor: Default::default(),
             webhook_wake: tokio::sync::watch::channel(0).0,

@@ -897,6 +897,9 @@ fn an_approvals_status_says_what_was_carried_out_when_a_restart_fails_or_a_crash
     };
     let mut alpha = with_manager(Opts::postgres(&db, "alpha"));
     alpha.env.push(("HIVE_STEER_WAIT_SECS".into(), "2".into()));
+    alpha
+        .env
+        .push(("HIVE_APPROVAL_CUT_OFF_SECS".into(), "1".into()));
     let mut alpha = TestHive::start_with(alpha);
     let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
     registered(&alpha, "beta");
@@ -945,6 +948,9 @@ fn an_approvals_status_says_what_was_carried_out_when_a_restart_fails_or_a_crash
     let _ = approving.wait();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     alpha.serve();
+    alpha.wait_for("the cut-off approval settled", 10, |h| {
+        approval(h, &second)["status"] != "approved"
+    });
     let a = approval(&alpha, &second);
     assert_eq!(a["status"], "failed", "{a}");
     assert!(

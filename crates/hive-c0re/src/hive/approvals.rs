@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hive_sh4re::config::AgentConfig;
 use hive_sh4re::host::{
@@ -81,9 +82,18 @@ fn pinned(a: &ApprovalRow) -> Result<String> {
 enum Carried {
     /// Done whole.
     Out,
-    /// Done in part, or still under way on the agent's home node: the
-    /// sentence says what is left and what to do.
+    /// Done in part: the sentence says what is left and what to do.
     Partly(String),
+    /// Still under way on the agent's home node, which settles it: the
+    /// sentence says where its end shows.
+    Elsewhere(String),
+}
+
+/// How long an approved approval may go unsettled before the sweep takes it
+/// for cut off (`HIVE_APPROVAL_CUT_OFF_SECS` in tests): past the longest a
+/// restart waits on its home node.
+fn cut_off_after() -> Duration {
+    crate::clock::secs_from_env("HIVE_APPROVAL_CUT_OFF_SECS", Duration::from_secs(120))
 }
 
 /// The pending approvals of one listing, each with its diff against what is
@@ -733,34 +743,49 @@ impl Hive {
 
     /// Approves and runs an approval; a second decision is refused. Its
     /// status then says what happened: `approved` (with a note when part of
-    /// it is left: the restart after a deploy failed, or the home node has
-    /// not finished a spawn), or `failed` with nothing changed.
+    /// it is left: the restart after a deploy failed), or `failed` with
+    /// nothing changed; a spawn its home node had not finished within the
+    /// wait is that node's to settle. The work runs in a task of its own: a
+    /// caller that goes away (a closed page) does not cut it off.
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Approved, None).await?;
-        let outcome = self.run_approval(&a).await;
+        self.approving.lock().expect("approving lock").insert(id);
+        let hive = self.clone();
+        let carried = self
+            .spawn_task(async move {
+                let outcome = hive.carry_out_approval(&a).await;
+                hive.approving.lock().expect("approving lock").remove(&a.id);
+                outcome
+            })
+            .await;
+        carried.map_err(|e| Error::io("approving")(std::io::Error::other(e)))?
+    }
+
+    /// Runs approved approval `a` and settles it with what happened.
+    async fn carry_out_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
+        let id = a.id;
+        let outcome = self.run_approval(a).await;
         let what = format!("Approval #{id} ({} {})", a.kind, a.agent);
-        let (status, note, told) = match &outcome {
-            Ok(Carried::Out) => (
-                ApprovalStatus::Approved,
-                None,
-                format!("{what} was approved and carried out."),
-            ),
-            Ok(Carried::Partly(note)) => (
-                ApprovalStatus::Approved,
-                Some(note.clone()),
-                format!("{what} was approved: {note}"),
-            ),
-            Err(e) => (
-                ApprovalStatus::Failed,
-                Some(e.to_string()),
-                format!("{what} was approved but failed: {e}"),
-            ),
+        let settled = match &outcome {
+            Ok(Carried::Out) => Some((ApprovalStatus::Approved, None)),
+            Ok(Carried::Partly(note)) => Some((ApprovalStatus::Approved, Some(note.clone()))),
+            // Its home node settles it when it is done.
+            Ok(Carried::Elsewhere(_)) => None,
+            Err(e) => Some((ApprovalStatus::Failed, Some(e.to_string()))),
         };
-        // A store that fails here leaves it unsettled: the next start marks it failed.
-        if let Err(e) = self
-            .store
-            .settle_approval(id, status, note.as_deref())
-            .await
+        let told = match &outcome {
+            Ok(Carried::Out) => format!("{what} was approved and carried out."),
+            Ok(Carried::Partly(note) | Carried::Elsewhere(note)) => {
+                format!("{what} was approved: {note}")
+            }
+            Err(e) => format!("{what} was approved but failed: {e}"),
+        };
+        // A store that fails here leaves it unsettled: the sweep marks it failed.
+        if let Some((status, note)) = settled
+            && let Err(e) = self
+                .store
+                .settle_approval(id, status, note.as_deref())
+                .await
         {
             tracing::warn!(
                 approval = id,
@@ -771,29 +796,58 @@ impl Hive {
         self.broker.publish(Change::Approvals);
         match outcome? {
             Carried::Out => Ok(()),
-            Carried::Partly(note) => Err(Error::Refused(format!(
+            Carried::Partly(note) | Carried::Elsewhere(note) => Err(Error::Refused(format!(
                 "approval #{id} was approved and {note}"
             ))),
         }
     }
 
-    /// Settles what a crash cut off: each approval this node approved whose
-    /// action never ended is marked failed, and the operator and the
-    /// requester are told to check it and ask again. Not run again: the
-    /// operator decides, with the hive as it is now. A spawn handed to its
-    /// home node is that node's to settle.
+    /// Settles what a stop cut off: each approval this node approved whose
+    /// action never ended (not under way here, and older than
+    /// [`cut_off_after`]: another daemon of the same name may be carrying
+    /// it out) is marked failed, and the operator and the requester are
+    /// told to check it and ask again. Not run again: the operator decides,
+    /// with the hive as it is now. A spawn handed to its home node is that
+    /// node's to settle, unless it has said nothing for ten times as long.
     pub(crate) async fn settle_cut_off_approvals(self: &Arc<Self>) -> Result<()> {
+        let age = cut_off_after();
+        let now = crate::clock::now_ms();
+        let older = |a: &ApprovalRow, than: Duration| {
+            a.decided_at
+                .is_some_and(|at| now - at >= i64::try_from(than.as_millis()).unwrap_or(i64::MAX))
+        };
+        let mut settled = false;
         for a in self.store.unsettled_approvals(self.node().as_str()).await? {
-            if home_of(&a).is_some_and(|home| &home != self.node()) {
+            let remote = home_of(&a).is_some_and(|home| &home != self.node());
+            let due = if remote {
+                older(&a, age * 10)
+            } else {
+                older(&a, age)
+            };
+            if !due
+                || self
+                    .approving
+                    .lock()
+                    .expect("approving lock")
+                    .contains(&a.id)
+            {
                 continue;
             }
-            let note = format!(
-                "hive-c0re stopped while carrying it out (a crash or a restart), so part of it may have run: check `hive-c0re status` and `hive-c0re config show {}`, then request it again if it is still wanted",
-                a.agent
-            );
+            let note = if remote {
+                format!(
+                    "the agent's home node never said it created {}: check `hive-c0re status` and `hive-c0re nodes`, then request it again if it is still wanted",
+                    a.agent
+                )
+            } else {
+                format!(
+                    "hive-c0re stopped while carrying it out (a crash or a restart), so part of it may have run: check `hive-c0re status` and `hive-c0re config show {}`, then request it again if it is still wanted",
+                    a.agent
+                )
+            };
             self.store
                 .settle_approval(a.id, ApprovalStatus::Failed, Some(&note))
                 .await?;
+            settled = true;
             let what = format!("Approval #{} ({} {})", a.id, a.kind, a.agent);
             tracing::warn!(approval = a.id, "{what} was cut off: {note}");
             let about = AgentName::parse(&a.agent).ok();
@@ -806,8 +860,23 @@ impl Hive {
             self.tell_requester(&format!("{what} was approved but failed: {note}"))
                 .await;
         }
-        self.broker.publish(Change::Approvals);
+        if settled {
+            self.broker.publish(Change::Approvals);
+        }
         Ok(())
+    }
+
+    /// [`Hive::settle_cut_off_approvals`] now and at each [`cut_off_after`] until shutdown.
+    pub async fn sweep_cut_off_approvals(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.settle_cut_off_approvals().await {
+                tracing::warn!("could not settle the approvals a stop cut off: {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cut_off_after()) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// Denies an approval with an optional reason; a second decision is refused.
@@ -834,7 +903,7 @@ impl Hive {
                     let verb = Steer::SpawnApproved { approval: a.id };
                     Ok(match self.asked(home.as_str(), &name, &verb).await? {
                         Asked::Done { .. } => Carried::Out,
-                        Asked::Unfinished(why) => Carried::Partly(why),
+                        Asked::Unfinished(why) => Carried::Elsewhere(why),
                     })
                 }
                 _ => self.create_approved(a).await.map(|()| Carried::Out),
