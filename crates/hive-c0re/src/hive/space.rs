@@ -17,7 +17,7 @@ const MEASURE_EVERY: Duration = Duration::from_secs(60);
 /// The longest one agent's measure walks: an agent can make millions of entries.
 const MEASURE_LIMIT: Duration = Duration::from_secs(5);
 /// The longest the alarm waits for the agents' sizes before it is told.
-const ALARM_MEASURE: Duration = Duration::from_secs(10);
+const ALARM_MEASURE: Duration = Duration::from_secs(3);
 /// How many of the largest agents the alarm names.
 const NAMED: usize = 3;
 
@@ -140,9 +140,38 @@ impl Hive {
             if now >= end {
                 break;
             }
-            let dir = self.paths.agent_state(&name);
+            let mut dirs = vec![self.paths.agent_state(&name)];
+            // The manager's own files include every config repo it writes.
+            if name.is_manager() {
+                dirs.push(self.paths.configs_root());
+            }
             let deadline = end.min(now + MEASURE_LIMIT);
-            let measured = tokio::task::spawn_blocking(move || disk_usage(&dir, deadline)).await;
+            let walk = tokio::task::spawn_blocking(move || {
+                dirs.iter().try_fold(
+                    Usage {
+                        bytes: 0,
+                        complete: true,
+                    },
+                    |sum, dir| {
+                        let u = disk_usage(dir, deadline)?;
+                        Ok::<_, std::io::Error>(Usage {
+                            bytes: sum.bytes + u.bytes,
+                            complete: sum.complete && u.complete,
+                        })
+                    },
+                )
+            });
+            // The walk stops at its deadline; a system call that hangs (a
+            // stuck file system) is left behind, not waited for.
+            let Ok(measured) = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
+                walk,
+            )
+            .await
+            else {
+                tracing::warn!(%agent, "measuring its state dir did not end in time");
+                continue;
+            };
             match measured {
                 Ok(Ok(u)) => {
                     self.state_sizes

@@ -101,14 +101,17 @@ pub(crate) fn shift_tree_until(
         }
         Ok(true)
     });
-    match walked {
-        Ok(_) if interrupted => Err(io::Error::new(
+    let walked = walked?;
+    if interrupted {
+        return Err(io::Error::new(
             io::ErrorKind::Interrupted,
             "stopped before the walk was done",
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e.unwrap_or_else(|| too_deep(root))),
+        ));
     }
+    if walked.too_deep {
+        return Err(too_deep(root));
+    }
+    Ok(())
 }
 
 /// The space a tree takes on its disk, as `du` counts it.
@@ -137,40 +140,67 @@ pub(crate) fn disk_usage(root: &Path, deadline: std::time::Instant) -> io::Resul
         // The clock is read once per thousand entries.
         Ok(!entries.is_multiple_of(1024) || std::time::Instant::now() < deadline)
     });
-    match walked {
-        Ok(complete) => Ok(Usage { bytes, complete }),
-        Err(None) => Ok(Usage {
-            bytes,
-            complete: false,
-        }),
-        Err(Some(e)) => Err(e),
-    }
+    let walked = walked?;
+    Ok(Usage {
+        bytes,
+        complete: !walked.stopped && !walked.too_deep,
+    })
 }
 
 fn allocated(st: &FileStat) -> u64 {
     u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512)
 }
 
+/// How a [`walk`] ended without an error.
+struct Walked {
+    /// `visit` stopped it.
+    stopped: bool,
+    /// Subtrees deeper than [`MAX_DEPTH`] were left out.
+    too_deep: bool,
+}
+
 /// Walks the tree below the open directory `top`, depth first, calling
 /// `visit` with each entry's directory, name and what it is itself (a link
-/// is a link, never followed); it enters no other file system. Ok(false)
-/// when `visit` stopped it, `Err(None)` for a tree deeper than
-/// [`MAX_DEPTH`]. Each level keeps one directory fd on the heap: an agent
-/// writes these trees, and a recursive walk of one thousands of levels deep
-/// overflows the stack.
+/// is a link, never followed) as the directory is read, so it stops within
+/// one entry of being told to; it enters no other file system, and leaves
+/// out what lies deeper than [`MAX_DEPTH`] and what vanished meanwhile.
+/// Each level keeps one directory fd on the heap: an agent writes these
+/// trees, and a recursive walk of one thousands of levels deep overflows
+/// the stack.
 fn walk(
     top: Dir,
     mut visit: impl FnMut(&Dir, &std::ffi::CStr, &FileStat) -> io::Result<bool>,
-) -> Result<bool, Option<io::Error>> {
-    let dev = fstat(top.as_fd()).map_err(|e| Some(e.into()))?.st_dev;
+) -> io::Result<Walked> {
+    let dev = fstat(top.as_fd())?.st_dev;
+    let mut walked = Walked {
+        stopped: false,
+        too_deep: false,
+    };
     // Each level: its directory and the subdirectories left to walk.
     let mut levels: Vec<(Dir, Vec<CString>)> = Vec::new();
     let mut next = Some(top);
-    while let Some(mut dir) = next.take() {
+    while let Some(dir) = next.take() {
         let mut subdirs = Vec::new();
-        for (name, st) in entries(&mut dir).map_err(Some)? {
-            if !visit(&dir, name.as_c_str(), &st).map_err(Some)? {
-                return Ok(false);
+        // A second handle reads the names, the first is where they are looked at.
+        let mut names = Dir::openat(
+            dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        for entry in names.iter() {
+            let name = entry?.file_name().to_owned();
+            if name.as_bytes() == b"." || name.as_bytes() == b".." {
+                continue;
+            }
+            let st = match fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if !visit(&dir, name.as_c_str(), &st)? {
+                walked.stopped = true;
+                return Ok(walked);
             }
             if is_dir(&st) && st.st_dev == dev {
                 subdirs.push(name);
@@ -188,16 +218,21 @@ fn walk(
                 continue;
             };
             if depth > MAX_DEPTH {
-                return Err(None);
+                walked.too_deep = true;
+                continue;
             }
-            next = Some(
-                open_dir_at(Some(dir), Path::new(OsStr::from_bytes(name.as_bytes())))
-                    .map_err(Some)?,
-            );
+            match open_dir_at(Some(dir), Path::new(OsStr::from_bytes(name.as_bytes()))) {
+                Ok(d) => next = Some(d),
+                // Gone (or no longer a directory) since it was read.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             break;
         }
     }
-    Ok(true)
+    Ok(walked)
 }
 
 /// Removes `root` and everything below it, following no link (a link goes,
@@ -437,10 +472,16 @@ mod tests {
         }
         let u = disk_usage(&tree, Instant::now()).expect("measure");
         assert!(!u.complete && u.bytes >= 1 << 20, "{u:?}");
-        // Deeper than it walks: counted as far as walked.
+        // Deeper than it walks: what lies below is left out, nothing else
+        // (a deep chain hid every directory the walk had not reached yet).
+        for side in ["b", "y", "z"] {
+            fs::create_dir_all(tree.join(side)).expect("mkdir");
+            fs::write(tree.join(side).join("f"), vec![2u8; 1 << 20]).expect("write");
+        }
         nest(&tree.join("deep"), MAX_DEPTH + 5);
+        nest(&tree.join("c"), MAX_DEPTH + 5);
         let u = disk_usage(&tree, later).expect("measure");
-        assert!(!u.complete && u.bytes >= 1 << 20, "{u:?}");
+        assert!(!u.complete && u.bytes >= 4 << 20, "{u:?}");
         remove_tree(&dir).expect("cleanup");
     }
 
