@@ -660,6 +660,28 @@ fn a_lock_held_for_good_fails_requests_with_a_sentence_and_the_alarm() {
     hive.wait_for("the alarm off", 10, |_| database_alarm(&address).is_null());
 }
 
+/// The heartbeat keeps its time while what follows each beat (the other
+/// nodes' liveness, the leases that ran out) waits on the database: it
+/// waited in line behind them, and a node whose beats came late was
+/// counted down by the others though it was alive.
+#[test]
+fn the_heartbeat_keeps_its_time_while_the_lease_sweep_waits_on_a_lock() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let hive = alpha_beating_every_with(&db, "1", &[("HIVE_PG_LOCK_TIMEOUT_SECS", "20")]);
+    let held = db.lock("agent_leases");
+    let beat = alphas_heartbeat(&hive);
+    // The sweep after the next beat waits on the lock; beats go on.
+    let mut beats = std::collections::HashSet::from([beat]);
+    hive.wait_for("four more heartbeats while the sweep waits", 8, |h| {
+        beats.insert(alphas_heartbeat(h));
+        beats.len() >= 5
+    });
+    assert_eq!(alpha_node(&hive)["alive"], true);
+    drop(held);
+}
+
 /// The database server's disk fills: PostgreSQL refuses every new row
 /// (SQLSTATE 53100) while it still answers, so no heartbeat fails. It was a
 /// plain "database error": no alarm, no webhook, and an agent whose writes
