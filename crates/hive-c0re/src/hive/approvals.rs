@@ -340,6 +340,7 @@ impl Hive {
                 "agent {name} exists already: there is nothing to spawn"
             )));
         }
+        self.manager_may_queue(requester).await?;
         if let Some(n) = node {
             self.known_node(n).await?;
         }
@@ -381,6 +382,7 @@ impl Hive {
         requester: Option<&AgentName>,
     ) -> Result<i64> {
         self.agent_row(agent).await?;
+        self.manager_may_queue(requester).await?;
         // The repo is on the disk of the node that keeps the repos: it reads it.
         let ask = Steer::RequestApplyCommit {
             sha: sha.to_owned(),
@@ -431,6 +433,15 @@ impl Hive {
         self.queue_approval(new, requester).await
     }
 
+    /// Refuses the manager before any work (a read of its repo) while its
+    /// queue is full; [`Hive::queue_approval`] holds the bound itself.
+    async fn manager_may_queue(&self, requester: Option<&AgentName>) -> Result<()> {
+        if requester.is_some() && self.store.pending_approvals().await? >= PENDING_APPROVALS_MAX {
+            return Err(queue_full());
+        }
+        Ok(())
+    }
+
     /// Stores approval `a` and tells the operator. One the manager asked for
     /// is refused while [`PENDING_APPROVALS_MAX`] wait: a manager turned
     /// hostile could otherwise queue them without end (the operator's own
@@ -447,11 +458,7 @@ impl Hive {
             while_fewer_than: requester.map(|_| PENDING_APPROVALS_MAX),
             ..a
         };
-        let id = self.store.add_approval(&a).await?.ok_or_else(|| {
-            Error::refused(format!(
-                "{PENDING_APPROVALS_MAX} approvals wait for the operator, the most hive-c0re takes from the manager: wait until the operator decides some (their decisions reach your inbox from system), then ask again"
-            ))
-        })?;
+        let id = self.store.add_approval(&a).await?.ok_or_else(queue_full)?;
         self.record_approvals_pending().await;
         self.broker.publish(Change::Approvals);
         let about = AgentName::parse(a.agent).ok();
@@ -1020,7 +1027,11 @@ pub fn approval_wire(a: &ApprovalRow) -> Approval {
         requested_at: rfc3339(a.created_at),
         status: a.status.clone(),
         resolved_at: a.decided_at.map(rfc3339),
-        note: a.note.clone(),
+        // An error may quote what the manager wrote (a config's line).
+        note: a
+            .note
+            .as_deref()
+            .map(|n| hive_sh4re::text::visible(n).into_owned()),
         // The manager's words: nothing in them may hide from the operator.
         description: a
             .description
@@ -1117,6 +1128,13 @@ fn repo_keeper<'a>(
 fn unreadable_reply(name: &AgentName, command: &str, reply: &str) -> Error {
     Error::refused(format!(
         "the node that carried out `{command}` for {name} replied {reply:?}, which this node does not read: are the two nodes on the same version of hive-c0re?"
+    ))
+}
+
+/// The refusal of the manager's request while its queue is full.
+fn queue_full() -> Error {
+    Error::refused(format!(
+        "{PENDING_APPROVALS_MAX} approvals wait for the operator, the most hive-c0re takes from the manager: wait until the operator decides some (their decisions reach your inbox from system), then ask again"
     ))
 }
 

@@ -207,7 +207,7 @@ impl Store {
         let pending = ApprovalStatus::Pending.as_str();
         let mut n = self.delete_chunked(
             "approvals",
-            "status <> ?1 AND COALESCE(decided_at, created_at) < ?2",
+            "status <> ?1 AND (status <> 'approved' OR settled_at IS NOT NULL) AND COALESCE(decided_at, created_at) < ?2",
             params![pending, now_ms() - self.limits.max_age_ms],
         )?;
         let last_kept: Option<i64> = self
@@ -222,7 +222,7 @@ impl Store {
         if let Some(id) = last_kept {
             n += self.delete_chunked(
                 "approvals",
-                "status <> ?1 AND id < ?2",
+                "status <> ?1 AND (status <> 'approved' OR settled_at IS NOT NULL) AND id < ?2",
                 params![pending, id],
             )?;
         }

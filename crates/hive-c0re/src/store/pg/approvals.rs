@@ -226,7 +226,7 @@ impl PgStore {
             let mut n = delete_chunked(
                 c,
                 "approvals",
-                "status <> $1 AND COALESCE(decided_at, created_at) < $2",
+                "status <> $1 AND (status <> 'approved' OR settled_at IS NOT NULL) AND COALESCE(decided_at, created_at) < $2",
                 &[&pending, &cutoff],
             )
             .await?;
@@ -238,7 +238,7 @@ impl PgStore {
                 .await?
                 .map(|r| r.get(0));
             if let Some(id) = last_kept {
-                n += delete_chunked(c, "approvals", "status <> $1 AND id < $2", &[&pending, &id])
+                n += delete_chunked(c, "approvals", "status <> $1 AND (status <> 'approved' OR settled_at IS NOT NULL) AND id < $2", &[&pending, &id])
                     .await?;
             }
             Ok(n)
