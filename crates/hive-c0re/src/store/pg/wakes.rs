@@ -181,13 +181,18 @@ async fn listen(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Res
     // notification, and the server keeps every one since for it: its queue
     // fills, and then every notifying commit of the hive fails. The server
     // ends a session idle this long; this one pings every few seconds while
-    // it lives. PostgreSQL before 14 has no such setting: nothing is lost.
-    let idle = listener_idle();
-    if let Err(e) = client
-        .batch_execute(&format!("SET idle_session_timeout = {}", idle.as_millis()))
-        .await
-    {
-        tracing::debug!("the server keeps idle sessions: {e}");
+    // it lives. A server without these settings (PostgreSQL before 14)
+    // keeps its own: nothing is lost.
+    // One that stopped reading while notifications were on their way is not
+    // idle: the server's write to it times out instead (tcp_user_timeout).
+    let idle = listener_idle().as_millis();
+    for setting in ["tcp_user_timeout", "idle_session_timeout"] {
+        if let Err(e) = client
+            .batch_execute(&format!("SET {setting} = {idle}"))
+            .await
+        {
+            tracing::debug!("the server keeps its {setting}: {e}");
+        }
     }
     Ok(Session { client, messages })
 }
