@@ -12,6 +12,18 @@ use crate::store::{
     WebhookStats,
 };
 
+/// A request to deploy commit `abc` of `agent`, queued while fewer than `bound` wait.
+fn apply_commit(agent: &str, bound: Option<u64>) -> NewApproval<'_> {
+    NewApproval {
+        agent,
+        kind: ApprovalKind::ApplyCommit,
+        payload_json: "{}",
+        commit_ref: "abc",
+        description: None,
+        while_fewer_than: bound,
+    }
+}
+
 fn ids(v: &[crate::store::MessageRow]) -> Vec<i64> {
     v.iter().map(|m| m.id).collect()
 }
@@ -549,14 +561,7 @@ both! {
 
     async fn a_bounded_approval_is_queued_only_while_fewer_wait_even_at_once(f) {
         let s = f.open().await;
-        let new = |agent, bound| NewApproval {
-            agent,
-            kind: ApprovalKind::ApplyCommit,
-            payload_json: "{}",
-            commit_ref: "abc",
-            description: None,
-            while_fewer_than: bound,
-        };
+        let new = apply_commit;
         let one = new("a", Some(5));
         // Sixteen at once, as a manager's parallel connections ask.
         let queued = futures::future::join_all((0..16).map(|_| s.add_approval(&one))).await;
@@ -573,14 +578,7 @@ both! {
 
     async fn an_approval_approved_and_never_settled_is_found_for_its_node(f) {
         let s = f.open().await;
-        let new = NewApproval {
-            agent: "a",
-            kind: ApprovalKind::ApplyCommit,
-            payload_json: "{}",
-            commit_ref: "abc",
-            description: None,
-            while_fewer_than: None,
-        };
+        let new = apply_commit("a", None);
         let (one, two, denied) = (
             s.add_approval(&new).await.unwrap().unwrap(),
             s.add_approval(&new).await.unwrap().unwrap(),
@@ -875,14 +873,7 @@ both! {
 
     async fn vacuum_keeps_waiting_approvals_and_the_newest_decided(f) {
         let s = f.open().await;
-        let new = NewApproval {
-            agent: "a",
-            kind: ApprovalKind::ApplyCommit,
-            payload_json: "{}",
-            commit_ref: "abc",
-            description: None,
-            while_fewer_than: None,
-        };
+        let new = apply_commit("a", None);
         let waiting = s.add_approval(&new).await.unwrap().unwrap();
         let mut decided = vec![];
         for i in 0..202 {
