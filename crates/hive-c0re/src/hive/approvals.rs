@@ -89,6 +89,30 @@ enum Carried {
     Elsewhere(String),
 }
 
+/// An approval this process is carrying out, listed in `Hive::approving`
+/// while it lives (a panic in its task drops it too).
+struct UnderWay {
+    hive: Arc<Hive>,
+    id: i64,
+}
+
+impl UnderWay {
+    fn new(hive: Arc<Hive>, id: i64) -> Self {
+        hive.approving.lock().expect("approving lock").insert(id);
+        Self { hive, id }
+    }
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        self.hive
+            .approving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
 /// How long an approved approval may go unsettled before the sweep takes it
 /// for cut off (`HIVE_APPROVAL_CUT_OFF_SECS` in tests): past the longest a
 /// restart waits on its home node.
@@ -756,20 +780,25 @@ impl Hive {
     /// caller that goes away (a closed page) does not cut it off.
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Approved, None).await?;
-        self.approving.lock().expect("approving lock").insert(id);
+        let under_way = UnderWay::new(self.clone(), id);
         let hive = self.clone();
         let carried = self
             .spawn_task(async move {
-                let outcome = hive.carry_out_approval(&a).await;
-                hive.approving.lock().expect("approving lock").remove(&a.id);
+                let (outcome, settled) = hive.carry_out_approval(&a).await;
+                // One whose end could not be stored stays under way here:
+                // this process's sweep must not call it cut off.
+                if !settled {
+                    std::mem::forget(under_way);
+                }
                 outcome
             })
             .await;
         carried.map_err(|e| Error::io("approving")(std::io::Error::other(e)))?
     }
 
-    /// Runs approved approval `a` and settles it with what happened.
-    async fn carry_out_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<()> {
+    /// Runs approved approval `a` and settles it with what happened; false
+    /// when that could not be stored (tried three times).
+    async fn carry_out_approval(self: &Arc<Self>, a: &ApprovalRow) -> (Result<()>, bool) {
         let id = a.id;
         let outcome = self.run_approval(a).await;
         let what = format!("Approval #{id} ({} {})", a.kind, a.agent);
@@ -787,26 +816,39 @@ impl Hive {
             }
             Err(e) => format!("{what} was approved but failed: {e}"),
         };
-        // A store that fails here leaves it unsettled: the sweep marks it failed.
-        if let Some((status, note)) = settled
-            && let Err(e) = self
-                .store
-                .settle_approval(id, status, note.as_deref())
-                .await
-        {
-            tracing::warn!(
-                approval = id,
-                "could not store how approval #{id} ended: {e}"
-            );
+        let mut stored = true;
+        if let Some((status, note)) = settled {
+            stored = false;
+            for attempt in 1..=3 {
+                match self
+                    .store
+                    .settle_approval(id, status.clone(), note.as_deref())
+                    .await
+                {
+                    Ok(_) => {
+                        stored = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            approval = id,
+                            attempt,
+                            "could not store how approval #{id} ended: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
         }
         self.tell_requester(&told).await;
         self.broker.publish(Change::Approvals);
-        match outcome? {
+        let result = outcome.and_then(|c| match c {
             Carried::Out => Ok(()),
             Carried::Partly(note) | Carried::Elsewhere(note) => Err(Error::Refused(format!(
                 "approval #{id} was approved and {note}"
             ))),
-        }
+        });
+        (result, stored)
     }
 
     /// Settles what a stop cut off: each approval this node approved whose
@@ -851,9 +893,10 @@ impl Hive {
                     a.agent
                 )
             };
-            self.store
-                .settle_approval(a.id, ApprovalStatus::Failed, Some(&note))
-                .await?;
+            // Unless its end was stored meanwhile (its home node, late).
+            if !self.store.settle_cut_off(a.id, &note).await? {
+                continue;
+            }
             settled = true;
             let what = format!("Approval #{} ({} {})", a.id, a.kind, a.agent);
             tracing::warn!(approval = a.id, "{what} was cut off: {note}");

@@ -398,7 +398,10 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                     hive.set_database_alarm(None);
                 }
                 if let Some(outage) = failing.take() {
-                    hive.store_back(&outage).await;
+                    // Through the pool agents may keep busy: not on the beat's time.
+                    let hive = hive.clone();
+                    hive.clone()
+                        .spawn_task(async move { hive.store_back(&outage).await });
                 }
                 (logged, alerted) = (false, false);
             }

@@ -131,14 +131,12 @@ pub(crate) fn disk_usage(root: &Path, deadline: std::time::Instant) -> io::Resul
     let top = open_dir_at(None, root)?;
     let mut bytes = allocated(&fstat(top.as_fd())?);
     let mut linked = std::collections::HashSet::new();
-    let mut entries = 0u32;
     let walked = walk(top, |_, _, st| {
         if st.st_nlink <= 1 || is_dir(st) || linked.insert(st.st_ino) {
             bytes += allocated(st);
         }
-        entries = entries.wrapping_add(1);
-        // The clock is read once per thousand entries.
-        Ok(!entries.is_multiple_of(1024) || std::time::Instant::now() < deadline)
+        // Each entry: on a cold disk a thousand of them take long.
+        Ok(std::time::Instant::now() < deadline)
     });
     let walked = walked?;
     Ok(Usage {
@@ -466,12 +464,13 @@ mod tests {
             (1 << 20..2 << 20).contains(&u.bytes),
             "the file once, the link's target never: {u:?}"
         );
-        // Past its time, it stops within a thousand entries.
+        // Past its time, it stops.
         for i in 0..3000 {
             fs::write(tree.join(format!("f{i}")), "x").expect("write");
         }
+        let whole = disk_usage(&tree, later).expect("measure");
         let u = disk_usage(&tree, Instant::now()).expect("measure");
-        assert!(!u.complete && u.bytes >= 1 << 20, "{u:?}");
+        assert!(!u.complete && u.bytes < whole.bytes, "{u:?} of {whole:?}");
         // Deeper than it walks: what lies below is left out, nothing else
         // (a deep chain hid every directory the walk had not reached yet).
         for side in ["b", "y", "z"] {
@@ -489,6 +488,10 @@ mod tests {
     /// once (a kill waited for the whole walk: millions of files, minutes).
     #[test]
     fn a_shift_stopped_midway_gives_up_at_once() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
         let dir = scratch("stopped");
         for i in 0..100 {
             fs::write(dir.join(format!("f{i}")), "x").expect("write");

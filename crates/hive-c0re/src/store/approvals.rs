@@ -154,6 +154,23 @@ impl Store {
         )? > 0)
     }
 
+    /// Marks approved approval `id` failed with `note` unless its end was
+    /// stored meanwhile; false when it was.
+    pub fn settle_cut_off(&self, id: i64, note: &str) -> Result<bool> {
+        let g = self.lock();
+        Ok(g.conn.execute(
+            "UPDATE approvals SET status = ?1, note = ?2, settled_at = ?3 \
+             WHERE id = ?4 AND status = ?5 AND settled_at IS NULL",
+            params![
+                ApprovalStatus::Failed.as_str(),
+                note,
+                now_ms(),
+                id,
+                ApprovalStatus::Approved.as_str()
+            ],
+        )? > 0)
+    }
+
     /// The approvals `node` decided to approve whose action never ended:
     /// hive-c0re stopped while carrying them out.
     pub fn unsettled_approvals(&self, node: &str) -> Result<Vec<ApprovalRow>> {

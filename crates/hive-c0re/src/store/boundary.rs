@@ -452,6 +452,11 @@ impl Db {
         both!(self, s => s.settle_approval(id, status, note))
     }
 
+    /// Marks approved approval `id` failed with `note` unless its end was stored meanwhile.
+    pub async fn settle_cut_off(&self, id: i64, note: &str) -> Result<bool> {
+        both!(self, s => s.settle_cut_off(id, note))
+    }
+
     /// The approvals `node` approved whose action never ended (cut off by a crash).
     pub async fn unsettled_approvals(&self, node: &str) -> Result<Vec<ApprovalRow>> {
         both!(self, s => s.unsettled_approvals(node))

@@ -168,6 +168,31 @@ impl PgStore {
             .is_empty())
     }
 
+    /// Marks approved approval `id` failed with `note` unless its end was
+    /// stored meanwhile (by another node too); false when it was.
+    pub async fn settle_cut_off(&self, id: i64, note: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let wake = approvals_payload(&self.origin);
+        Ok(!c
+            .query(
+                &format!(
+                    "WITH u AS (UPDATE approvals SET status = $1, note = $2, settled_at = $3 \
+                     WHERE id = $4 AND status = $5 AND settled_at IS NULL RETURNING id) \
+                     SELECT pg_notify('{CHANNEL}', $6)::text FROM u"
+                ),
+                &[
+                    &ApprovalStatus::Failed.as_str(),
+                    &note,
+                    &now_ms(),
+                    &id,
+                    &ApprovalStatus::Approved.as_str(),
+                    &wake,
+                ],
+            )
+            .await?
+            .is_empty())
+    }
+
     /// The approvals `node` decided to approve whose action never ended:
     /// hive-c0re stopped while carrying them out.
     pub async fn unsettled_approvals(&self, node: &str) -> Result<Vec<ApprovalRow>> {

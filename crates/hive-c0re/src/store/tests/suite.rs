@@ -595,6 +595,12 @@ both! {
         assert_eq!((a.status, a.note.as_deref()), (ApprovalStatus::Approved, Some("done in part")));
         assert!(a.settled_at.is_some());
         assert_eq!(ids(s.unsettled_approvals("beta").await.unwrap()), [two]);
+        // The sweep's mark takes only one whose end was never stored.
+        assert!(!s.settle_cut_off(one, "cut off").await.unwrap());
+        assert!(s.settle_cut_off(two, "cut off").await.unwrap());
+        let a = s.approval(two).await.unwrap().unwrap();
+        assert_eq!((a.status, a.note.as_deref()), (ApprovalStatus::Failed, Some("cut off")));
+        assert!(!s.settle_cut_off(two, "again").await.unwrap());
     }
 
     async fn the_config_heads_a_home_node_read_are_stored_and_change_only_when_they_move(f) {
