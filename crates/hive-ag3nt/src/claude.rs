@@ -472,7 +472,7 @@ impl ApiRetry {
 fn keep_totals(path: &Path, kept: &[(String, SessionTotals)]) {
     let written = serde_json::to_vec(kept)
         .map_err(std::io::Error::other)
-        .and_then(|b| crate::harness::write_whole(path, &b));
+        .and_then(|b| crate::files::write_whole(path, &b));
     if let Err(e) = written {
         tracing::warn!("could not keep the session's spending totals: {e}");
     }

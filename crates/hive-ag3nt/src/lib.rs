@@ -24,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod compact;
 pub mod control;
+pub mod files;
 pub mod harness;
 pub mod mcp;
 pub mod notes;

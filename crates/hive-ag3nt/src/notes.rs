@@ -45,7 +45,7 @@ fn marker(state: &Path) -> PathBuf {
 /// Copies `from` over `to` through a temp file beside it, synced: `to` is
 /// the old file or the new one, never part of one (a crash, a full disk).
 fn copy_whole(from: &Path, to: &Path) -> std::io::Result<()> {
-    crate::harness::write_whole(to, &std::fs::read(from)?)
+    crate::files::write_whole(to, &std::fs::read(from)?)
 }
 
 /// Puts the notes back from `notes.md.prev` when a compaction did not
