@@ -1128,6 +1128,10 @@ fn a_down_node_is_told_to_the_operator_even_while_the_managers_inbox_is_full() {
         h.log()
             .contains("the manager was not told this node is back")
     });
+    // The line is logged before the mark goes: a kill in between keeps it.
+    alpha.wait_for("alpha's down mark cleared", 15, |_| {
+        rt.block_on(store.node_down_for("alpha")).unwrap().is_none()
+    });
     // So its next death is told again.
     alpha.kill9();
     gamma.wait_for("alpha's second node_down notification", 15, |h| {
