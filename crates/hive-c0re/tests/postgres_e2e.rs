@@ -674,7 +674,7 @@ fn the_heartbeat_keeps_its_time_while_the_lease_sweep_waits_on_a_lock() {
     let beat = alphas_heartbeat(&hive);
     // The sweep after the next beat waits on the lock; beats go on.
     let mut beats = std::collections::HashSet::from([beat]);
-    hive.wait_for("four more heartbeats while the sweep waits", 8, |h| {
+    hive.wait_for("four more heartbeats while the sweep waits", 15, |h| {
         beats.insert(alphas_heartbeat(h));
         beats.len() >= 5
     });
