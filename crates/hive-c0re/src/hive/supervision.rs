@@ -92,6 +92,11 @@ impl Supervised for Hive {
             log_tail: tail.clone(),
         };
         let _ = self.record(name, &Payload::ContainerCrash(crash)).await;
+        // Failed at once, before the operator and the manager are told: a
+        // row read in between read neither restarting nor failed, but stopped.
+        if retry_in.is_none() {
+            self.harness_failed(name).await;
+        }
         let kind = if retry_in.is_some() {
             NotificationKind::Crashed
         } else {
