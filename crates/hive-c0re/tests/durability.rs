@@ -131,6 +131,10 @@ fn an_answer_to_a_question_asked_before_a_crash_reaches_the_asker() {
     let mut hive = TestHive::start_with(opts);
     hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
     let sock = hive.run_dir().join("agents/manager/agent.sock");
+    // The row is stored before the socket is bound.
+    hive.wait_for("the manager's agent.sock", 10, |_| {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
     let asking = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     (&asking)
         .write_all(b"{\"op\":\"ask_operator\",\"question\":\"ship it?\",\"ttl_seconds\":600}\n")
