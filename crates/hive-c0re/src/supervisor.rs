@@ -63,7 +63,8 @@ pub trait Supervised: Send + Sync + 'static {
     /// stopped", ...): what it held is handed back, its open turn ended.
     fn harness_exited(&self, name: &AgentName, how: &str) -> impl Future<Output = ()> + Send;
     /// The harness ended unasked (`exit` says how); it restarts in `retry_in`,
-    /// or, when None, supervision gave up after `attempt` tries.
+    /// or, when None, supervision gave up after `attempt` tries and the agent
+    /// stays failed until it is started again.
     fn harness_crashed(
         &self,
         name: &AgentName,
@@ -71,8 +72,6 @@ pub trait Supervised: Send + Sync + 'static {
         retry_in: Option<Duration>,
         attempt: u32,
     ) -> impl Future<Output = ()> + Send;
-    /// Supervision gave up: the agent stays failed until it is started again.
-    fn harness_failed(&self, name: &AgentName) -> impl Future<Output = ()> + Send;
     /// How often a lease is renewed (and taking one retried), and how long one lasts.
     fn lease_timing(&self) -> (Duration, Duration);
     /// Takes the agent's lease: its epoch, or a sentence saying why not.
@@ -354,7 +353,6 @@ async fn supervise<H: Supervised>(
         hive.harness_crashed(&name, &exit, (!gave_up).then_some(backoff), failures)
             .await;
         if gave_up {
-            hive.harness_failed(&name).await;
             return let_go(&*hive, &name, &lease).await;
         }
         tokio::select! {

@@ -95,7 +95,8 @@ impl Supervised for Hive {
         // Failed at once, before the operator and the manager are told: a
         // row read in between read neither restarting nor failed, but stopped.
         if retry_in.is_none() {
-            self.harness_failed(name).await;
+            let _ = self.store.set_failed(name.as_str(), true).await;
+            self.broker.publish(Change::Agent(name.to_string()));
         }
         let kind = if retry_in.is_some() {
             NotificationKind::Crashed
@@ -137,11 +138,6 @@ impl Supervised for Hive {
         if let Some(why) = why {
             tracing::warn!(agent = %name, "not running: {why}");
         }
-        self.broker.publish(Change::Agent(name.to_string()));
-    }
-
-    async fn harness_failed(&self, name: &AgentName) {
-        let _ = self.store.set_failed(name.as_str(), true).await;
         self.broker.publish(Change::Agent(name.to_string()));
     }
 }
