@@ -253,7 +253,11 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
     hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown_token().clone()));
-    stopping.cancelled().await;
+    // A heartbeat that finds another daemon serving this node ends it too.
+    tokio::select! {
+        _ = stopping.cancelled() => {}
+        _ = hive.shutdown_token().cancelled() => {}
+    }
     tracing::info!("shutting down");
     opts.notify.notify("STOPPING=1\nSTATUS=stopping the agents");
     hive.shut_down().await;
@@ -265,7 +269,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         );
     }
     let _ = std::fs::remove_file(paths.host_sock());
-    Ok(())
+    match hive.displaced() {
+        Some(why) => anyhow::bail!("this daemon stepped down: {why}"),
+        None => Ok(()),
+    }
 }
 
 /// Makes the hive's manager unless it has one.

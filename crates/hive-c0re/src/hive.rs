@@ -180,6 +180,8 @@ pub struct Hive {
     parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
     /// The config repos' heads as last read, so the polls run git only for a repo that moved.
     heads: crate::config_repo::Heads,
+    /// Why this daemon stepped down: another daemon serves its node now (`hive/nodes.rs`).
+    displaced: std::sync::Mutex<Option<String>>,
 }
 
 /// What status rows show as the model of an agent whose stored config cannot be read.
@@ -200,6 +202,7 @@ impl Hive {
             space,
             database_alarm: Default::default(),
             heads: Default::default(),
+            displaced: Default::default(),
             webhook_secrets: Default::default(),
             naps: Default::default(),
             store,

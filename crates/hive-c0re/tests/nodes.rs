@@ -1294,7 +1294,10 @@ fn a_request_taken_late_is_waited_for_and_then_said_to_run_on_its_home_node() {
     let alpha = TestHive::start_with(alpha);
     let (rt, store) = db.store();
     rt.block_on(async {
-        store.register_node("beta", "").await.unwrap();
+        store
+            .register_node("beta", "", "beta#test", 15_000)
+            .await
+            .unwrap();
         store
             .create_agent(&hive_c0re::store::NewAgent {
                 name: "x",
@@ -1342,7 +1345,7 @@ fn a_request_taken_late_is_waited_for_and_then_said_to_run_on_its_home_node() {
     assert!(started.elapsed() >= Duration::from_millis(1_500));
 
     // Taken and never finished: alpha says it runs on beta.
-    rt.block_on(store.heartbeat("beta")).unwrap();
+    rt.block_on(store.heartbeat("beta", "beta#test")).unwrap();
     let out = std::thread::scope(|s| {
         let asked = s.spawn(|| alpha.cli(&["restart", "x"]));
         let r = take();
@@ -1373,13 +1376,39 @@ fn quick_leases(opts: &mut Opts, ttl_secs: u64) {
         .push(("HIVE_LEASE_TTL_SECS".into(), ttl_secs.to_string()));
 }
 
-/// Exactly one daemon runs an agent, the holder of its lease: a second
-/// hive-c0re started under the same node name (another state dir and uid
-/// registry, as on another host; the same database) does not run the agent
-/// while the first holds its lease, and says so in status; once the first is
-/// killed -9 and its lease has run out, the second takes over.
+/// Starts `hive` once no live daemon serves its node name any more (its
+/// start is refused until then); how many starts were refused.
+fn serve_once_the_name_is_free(hive: &mut TestHive, node: &str, secs: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut refused = 0;
+    while hive.try_serve().is_err() {
+        assert!(
+            hive.log()
+                .contains(&format!("node {node} is served by another daemon")),
+            "{}",
+            hive.log()
+        );
+        refused += 1;
+        assert!(
+            Instant::now() < deadline,
+            "{node} never came free:\n{}",
+            hive.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    refused
+}
+
+/// Exactly one daemon serves a node name: a second hive-c0re started under
+/// a live node's name (another state dir, as on another host or a cloned VM
+/// with the same host name; the same database) is refused with a sentence,
+/// where it used to serve beside the first and take the steering requests
+/// meant for it. Once the first is killed -9 and silent, the second starts,
+/// and takes x over only when the lease the first renewed last ran out.
+/// Exactly one daemon runs an agent, the holder of its lease: a holder
+/// frozen past its lease finds it taken when it thaws and stops its harness.
 #[test]
-fn a_second_daemon_under_the_same_node_name_waits_for_the_lease_and_takes_over_once_it_ran_out() {
+fn a_second_daemon_under_a_live_nodes_name_is_refused_and_one_daemon_runs_an_agent() {
     let Some(db) = TestDatabase::create() else {
         return;
     };
@@ -1394,31 +1423,24 @@ fn a_second_daemon_under_the_same_node_name_waits_for_the_lease_and_takes_over_o
     first.wait_for("x running on the first daemon", 30, |h| {
         h.row("x").unwrap()["running"] == true
     });
-    let second = TestHive::start_with(alpha());
-    let waits = |h: &TestHive| {
-        h.row("x").unwrap()["state_detail"]
-            .as_str()
-            .is_some_and(|d| d.starts_with("waiting for its lease: another hive-c0re holds it"))
-    };
-    second.wait_for("the second daemon to wait for x's lease", 15, waits);
-    // Several lease lives later it still runs no harness of x.
-    std::thread::sleep(Duration::from_secs(4));
-    let row = second.row("x").unwrap();
-    assert_eq!(
-        (row["running"].as_bool(), row["state"].as_str()),
-        (Some(false), Some("stopped")),
-        "{row}"
-    );
-    assert!(waits(&second), "{row}");
+    let mut second = TestHive::new_with(alpha());
+    let refused = second
+        .try_serve()
+        .expect_err("a second daemon under a live node's name serves");
+    assert!(!refused.success(), "{}", second.log());
+    let said = second.log();
     assert!(
-        common::harness_pids(&second, "x").is_empty(),
-        "both daemons run x\n{}",
-        second.log()
+        said.contains("node alpha is served by another daemon (alpha#")
+            && said.contains("Give this one a name of its own with `--node NAME`"),
+        "{said}"
     );
+    assert!(!said.contains("panicked"), "{said}");
+    assert_eq!(common::harness_pids(&first, "x").len(), 1);
     assert_eq!(first.row("x").unwrap()["running"], true);
 
     first.kill9();
     let killed = Instant::now();
+    serve_once_the_name_is_free(&mut second, "alpha", 30);
     second.wait_for("the second daemon to run x", 30, |h| {
         h.row("x").unwrap()["running"] == true
     });
@@ -1432,15 +1454,16 @@ fn a_second_daemon_under_the_same_node_name_waits_for_the_lease_and_takes_over_o
         serde_json::Value::Null
     );
 
-    // A stale holder: the second freezes (SIGSTOP) past its lease, the first
-    // comes back on its state and takes x over; thawed, the second finds
-    // its lease gone and kills its harness at once rather than run on.
+    // A stale holder: the second freezes (SIGSTOP) past its heartbeats and
+    // lease, the first comes back on its state and takes x over; thawed,
+    // the second finds its lease gone and kills its harness at once rather
+    // than run on.
     let signal = |h: &TestHive, s| {
         let pid = nix::unistd::Pid::from_raw(h.child.as_ref().unwrap().id() as i32);
         nix::sys::signal::kill(pid, s).unwrap();
     };
     signal(&second, nix::sys::signal::Signal::SIGSTOP);
-    first.serve();
+    serve_once_the_name_is_free(&mut first, "alpha", 30);
     first.wait_for("the first daemon to run x again", 30, |h| {
         h.row("x").unwrap()["running"] == true
     });
@@ -1448,13 +1471,32 @@ fn a_second_daemon_under_the_same_node_name_waits_for_the_lease_and_takes_over_o
     second.wait_for("the thawed daemon to stop its harness of x", 10, |h| {
         common::harness_pids(h, "x").is_empty()
     });
-    second.wait_for("the thawed daemon to wait for x's lease", 10, waits);
+    // Its heartbeat finds the name served by the first, and it steps down
+    // instead of taking the steering requests meant for the first.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ended = loop {
+        if let Some(st) = second.child.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the thawed daemon serves on:\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    second.child = None;
+    assert!(!ended.success(), "{}", second.log());
     assert!(
-        second.log().contains("harness killed: "),
+        second
+            .log()
+            .contains("this daemon stepped down: node alpha is served by another daemon"),
         "{}",
         second.log()
     );
+    assert!(common::harness_pids(&second, "x").is_empty());
     assert_eq!(common::harness_pids(&first, "x").len(), 1);
+    assert_eq!(first.row("x").unwrap()["running"], true);
 }
 
 /// Nodes started together on an empty database both find no manager and
@@ -1661,7 +1703,8 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
     let (rt, store) = db.store();
     // A node with no dashboard registers no address (as alpha would with
     // --no-dashboard): beta cannot reach y's shell, and says why.
-    rt.block_on(store.register_node("alpha", "")).unwrap();
+    rt.block_on(store.register_node("alpha", "", &alpha.holder("alpha"), 15_000))
+        .unwrap();
     let err = refused(&beta, &["shell", "y"]);
     assert!(
         err.contains("y lives on node alpha, which serves no dashboard: the shell of its agents can be reached only on that host"),
@@ -1672,7 +1715,7 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
     // beta's address leads nowhere (as when a firewall or a wrong --dashboard
     // stands between): the refusal names it.
     let beta_address = node(&beta, "beta")["address"].as_str().unwrap().to_owned();
-    rt.block_on(store.register_node("beta", "http://127.0.0.1:1/"))
+    rt.block_on(store.register_node("beta", "http://127.0.0.1:1/", &beta.holder("beta"), 15_000))
         .unwrap();
     let err = refused(&alpha, &["shell", "x"]);
     assert!(
@@ -1690,7 +1733,7 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
     // beta hangs (stopped; its kernel still answers the connection) while
     // the operator's shell is open through alpha: the shell ends once beta's
     // heartbeats stop, with a sentence, instead of freezing the terminal.
-    rt.block_on(store.register_node("beta", &beta_address))
+    rt.block_on(store.register_node("beta", &beta_address, &beta.holder("beta"), 15_000))
         .unwrap();
     let mut cli = alpha
         .command()

@@ -3,9 +3,10 @@
 //!
 //! - **The holder** is `NODE#ID`: the node's name and an id kept in the state
 //!   dir (`node-id`). A daemon restarted on the same state takes its own
-//!   leases back at once (same holder, same epoch); a second daemon started
-//!   under the same node name on another host (another state dir) is another
-//!   holder, and runs none of the node's agents while the first holds them.
+//!   leases back at once (same holder, same epoch). A second daemon under a
+//!   live node's name is refused at start (`hive/nodes.rs`); one that takes
+//!   the name of a node down (a host replaced) runs none of its agents
+//!   while the old holder's leases last.
 //!   On sqlite one daemon owns the file whatever name it runs under, so the
 //!   holder is the id alone: a host renamed keeps its leases.
 //! - **Timing.** The supervisor takes an agent's lease before it launches the

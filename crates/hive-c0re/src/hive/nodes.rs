@@ -4,7 +4,10 @@
 //! A node registers at start (name and address, see `Store::register_node`)
 //! and heartbeats every [`HEARTBEAT`] (`HIVE_HEARTBEAT_SECS` for tests). A node
 //! is alive while its last heartbeat is at most [`DEAD_AFTER`] intervals old:
-//! one missed beat is load, three are a node that is gone.
+//! one missed beat is load, three are a node that is gone. One daemon serves
+//! a node name: the row keeps its lease holder, a second daemon under a live
+//! node's name is refused at start, and one displaced while it was silent
+//! (frozen, cut off) steps down at its next heartbeat.
 //!
 //! When nodes share a store (PostgreSQL), each also watches the others on its
 //! heartbeat: the first to find a node silent past that window marks it down
@@ -29,7 +32,7 @@ use super::Hive;
 use crate::broker::Change;
 use crate::clock::{duration, now_ms, rfc3339};
 use crate::error::{Error, Result};
-use crate::store::{AgentRow, Db, Outage, OutageLog, StoreError};
+use crate::store::{AgentRow, Db, Outage, OutageLog, Registration, StoreError};
 
 /// Agents named in a node's down or back message; the rest are counted.
 const NAMED_AGENTS: usize = 10;
@@ -91,14 +94,52 @@ impl Hive {
     }
 
     /// Registers this node (its dashboard's URL as its address, empty without
-    /// one); agents stored before nodes existed become its own.
+    /// one); agents stored before nodes existed become its own. Refused while
+    /// another daemon serves a live node of this name: each would take the
+    /// steering requests meant for the other's agents.
     pub async fn register_node(&self) -> Result<()> {
+        match self.try_register().await? {
+            None => Ok(()),
+            Some(why) => Err(Error::refused(why)),
+        }
+    }
+
+    /// Registers this node; the sentence saying which daemon serves it
+    /// instead when another does (nothing was written then).
+    async fn try_register(&self) -> Result<Option<String>> {
         let address = self.settings.dashboard_home.as_deref().unwrap_or_default();
-        self.store
-            .register_node(self.node().as_str(), address)
-            .await?;
-        tracing::info!(node = %self.node(), "registered this node");
-        Ok(())
+        let alive = (self.settings.heartbeat_every * DEAD_AFTER).as_millis() as i64;
+        let node = self.node();
+        match self
+            .store
+            .register_node(node.as_str(), address, &self.settings.lease_holder, alive)
+            .await?
+        {
+            Registration::Done(_) => {
+                tracing::info!(node = %node, "registered this node");
+                Ok(None)
+            }
+            Registration::Served { holder, silent_ms } => Ok(Some(format!(
+                "node {node} is served by another daemon ({holder}, another state dir; its last heartbeat {} ago): \
+                 two daemons under one node name would each take the other's requests. \
+                 Give this one a name of its own with `--node NAME`, or stop the other and start this one \
+                 once `hive-c0re nodes` lists {node} as down",
+                duration(silent_ms as f64)
+            ))),
+        }
+    }
+
+    /// Ends this daemon because another serves its node now (it registered
+    /// while this one was silent: frozen, or cut off); `serve` exits with `why`.
+    fn step_down(&self, why: String) {
+        tracing::error!("this daemon steps down: {why}");
+        *self.displaced.lock().unwrap() = Some(why);
+        self.shutdown.cancel();
+    }
+
+    /// Why this daemon stepped down, if it did (see [`Hive::step_down`]).
+    pub fn displaced(&self) -> Option<String> {
+        self.displaced.lock().unwrap().clone()
     }
 
     /// The nodes other than this one that are not alive, each with its last
@@ -363,16 +404,26 @@ pub async fn heartbeat(hive: Arc<Hive>) {
         // A database that takes the call and never answers is out of reach
         // too: by the time the others count this node down, say so.
         let limit = every * DEAD_AFTER;
-        let beat =
-            match tokio::time::timeout(limit, hive.store.heartbeat(hive.node().as_str())).await {
-                Ok(Ok(true)) => Ok(()),
-                Ok(Ok(false)) => hive.register_node().await,
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(Error::Store(StoreError::Unreachable(format!(
-                    "the database did not answer this node's heartbeat within {} s",
-                    limit.as_secs()
-                )))),
-            };
+        let beat = match tokio::time::timeout(
+            limit,
+            hive.store
+                .heartbeat(hive.node().as_str(), &hive.settings.lease_holder),
+        )
+        .await
+        {
+            Ok(Ok(true)) => Ok(()),
+            // Registered again, unless another daemon took the name meanwhile.
+            Ok(Ok(false)) => match hive.try_register().await {
+                Ok(None) => Ok(()),
+                Ok(Some(why)) => return hive.step_down(why),
+                Err(e) => Err(e),
+            },
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(Error::Store(StoreError::Unreachable(format!(
+                "the database did not answer this node's heartbeat within {} s",
+                limit.as_secs()
+            )))),
+        };
         // Off the beat's own time: these read through the pool agents keep
         // busy, and a beat waiting on them came late enough for the other
         // nodes to count this one down. One at a time.

@@ -17,8 +17,8 @@ use super::pg::{PgSettings, PgStore};
 use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Fence, Lease, Limits,
     MessageRow, NewAgent, NewApproval, NewRequest, NodeDown, NodeRow, NotificationRow, Outage,
-    QuestionRow, RequestRow, Result, ScheduleRow, SecretEntry, SendError, SendNote, Sent, Spend,
-    StatRow, Store, Tail, Wakes, WebhookStats,
+    QuestionRow, Registration, RequestRow, Result, ScheduleRow, SecretEntry, SendError, SendNote,
+    Sent, Spend, StatRow, Store, Tail, Wakes, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -845,17 +845,26 @@ impl Db {
 
     // ---- nodes ------------------------------------------------------------
 
-    /// Records that node `name` started at `address` (a restart replaces the
-    /// last start); its first heartbeat is now. Agents without a home node
-    /// (stored before nodes existed) become this node's. Returns the row.
-    pub async fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
-        both!(self, s => s.register_node(name, address))
+    /// Records that node `name` started at `address`, served by `holder` (a
+    /// restart replaces the last start); its first heartbeat is now. Agents
+    /// without a home node (stored before nodes existed) become this node's.
+    /// Refused ([`Registration::Served`]) while another holder beat for
+    /// `name` within `alive_ms`.
+    pub async fn register_node(
+        &self,
+        name: &str,
+        address: &str,
+        holder: &str,
+        alive_ms: i64,
+    ) -> Result<Registration> {
+        both!(self, s => s.register_node(name, address, holder, alive_ms))
     }
 
-    /// Records a heartbeat of node `name` now (the database's clock on
-    /// PostgreSQL); false when it never registered.
-    pub async fn heartbeat(&self, name: &str) -> Result<bool> {
-        both!(self, s => s.heartbeat(name))
+    /// Records a heartbeat of node `name` by `holder` now (the database's
+    /// clock on PostgreSQL); false when it never registered or another
+    /// daemon registered it since.
+    pub async fn heartbeat(&self, name: &str, holder: &str) -> Result<bool> {
+        both!(self, s => s.heartbeat(name, holder))
     }
 
     /// Marks down every node but `me` silent for more than `silent_ms` and

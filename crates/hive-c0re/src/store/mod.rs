@@ -48,7 +48,7 @@ pub use budget::{BudgetOverride, Spend};
 pub use events::EventRow;
 pub use leases::{Fence, Lease};
 pub use messages::{MessageRow, SendError, SendNote, Sent};
-pub use nodes::{NodeDown, NodeRow};
+pub use nodes::{NodeDown, NodeRow, Registration};
 pub use notifications::{DeliveryRow, NotificationRow, WebhookStats};
 pub use outage::{Outage, OutageLog};
 pub use overview::AgentFacts;

@@ -27,38 +27,79 @@ pub struct NodeDown {
     pub silent_ms: i64,
 }
 
+/// What [`Store::register_node`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registration {
+    /// This daemon serves the node: its row as stored.
+    Done(NodeRow),
+    /// Another daemon (another holder, another state dir) serves the node
+    /// and beat within the alive window: nothing was written.
+    Served {
+        /// The other daemon's holder (`NODE#ID`).
+        holder: String,
+        /// How long ago it last beat, in ms.
+        silent_ms: i64,
+    },
+}
+
 impl Store {
-    /// Records that node `name` started at `address` (a restart replaces the
-    /// last start); its first heartbeat is now. Agents without a home node
-    /// (stored before nodes existed) become this node's. Returns the row.
-    pub fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
+    /// Records that node `name` started at `address`, served by `holder` (a
+    /// restart replaces the last start); its first heartbeat is now. Agents
+    /// without a home node (stored before nodes existed) become this node's.
+    /// Refused while another holder beat for `name` within `alive_ms`.
+    pub fn register_node(
+        &self,
+        name: &str,
+        address: &str,
+        holder: &str,
+        alive_ms: i64,
+    ) -> Result<Registration> {
         let now = now_ms();
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
+        let served: Option<(Option<String>, i64)> = tx
+            .query_row(
+                "SELECT holder, last_heartbeat FROM nodes WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((Some(theirs), last)) = served
+            && theirs != holder
+            && now - last <= alive_ms
+        {
+            return Ok(Registration::Served {
+                holder: theirs,
+                silent_ms: (now - last).max(0),
+            });
+        }
         tx.execute(
-            "INSERT INTO nodes (name, address, started_at, last_heartbeat) VALUES (?1, ?2, ?3, ?3) \
+            "INSERT INTO nodes (name, address, started_at, last_heartbeat, holder) VALUES (?1, ?2, ?3, ?3, ?4) \
              ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
-             started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat",
-            params![name, address, now],
+             started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat, \
+             holder = excluded.holder",
+            params![name, address, now, holder],
         )?;
         tx.execute(
             "UPDATE agents SET node = ?1 WHERE node IS NULL",
             params![name],
         )?;
         tx.commit()?;
-        Ok(NodeRow {
+        Ok(Registration::Done(NodeRow {
             name: name.to_owned(),
             address: address.to_owned(),
             started_at: now,
             last_heartbeat: now,
-        })
+        }))
     }
 
-    /// Records a heartbeat of node `name` now; false when it never registered.
-    pub fn heartbeat(&self, name: &str) -> Result<bool> {
+    /// Records a heartbeat of node `name` by `holder` now; false when the
+    /// node never registered or another daemon registered it since.
+    pub fn heartbeat(&self, name: &str, holder: &str) -> Result<bool> {
         Ok(self.lock().conn.execute(
-            "UPDATE nodes SET last_heartbeat = MAX(last_heartbeat, ?1) WHERE name = ?2",
-            params![now_ms(), name],
+            "UPDATE nodes SET last_heartbeat = MAX(last_heartbeat, ?1) \
+             WHERE name = ?2 AND (holder IS NULL OR holder = ?3)",
+            params![now_ms(), name, holder],
         )? > 0)
     }
 

@@ -255,6 +255,11 @@ ALTER TABLE approvals ADD COLUMN repo_ahead INTEGER;
 ALTER TABLE approvals ADD COLUMN settled_at INTEGER;
 UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
 "#,
+    // 18: which daemon serves each node (its lease holder, `NODE#ID`), so a
+    // second daemon started under a live node's name is refused (`nodes.rs`).
+    r#"
+ALTER TABLE nodes ADD COLUMN holder TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

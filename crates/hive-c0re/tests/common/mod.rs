@@ -505,6 +505,13 @@ impl TestHive {
 
     /// Starts a hive with these options.
     pub fn start_with(opts: Opts) -> Self {
+        let mut h = Self::new_with(opts);
+        h.serve();
+        h
+    }
+
+    /// A hive with these options in a fresh dir, not started yet ([`Self::serve`] starts it).
+    pub fn new_with(opts: Opts) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hive-test-")
             .tempdir()
@@ -520,19 +527,25 @@ impl TestHive {
             )),
             (None, _) => None,
         };
-        let mut h = Self {
+        Self {
             dir,
             opts,
             child: None,
             mountns,
             pty: None,
-        };
-        h.serve();
-        h
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// Who this daemon is as node `node` of a shared store (`NODE#ID`, the
+    /// id in its state dir): what a test writing its node row passes.
+    pub fn holder(&self, node: &str) -> String {
+        let id = std::fs::read_to_string(self.state_dir().join("node-id"))
+            .expect("the daemon's node id");
+        format!("{node}#{}", id.trim())
     }
 
     pub fn run_dir(&self) -> PathBuf {
@@ -585,7 +598,16 @@ impl TestHive {
     }
 
     /// (Re)starts the daemon and waits until it answers.
+    /// Starts the daemon and waits until host.sock answers.
     pub fn serve(&mut self) {
+        if let Err(st) = self.try_serve() {
+            panic!("hive-c0re serve exited with {st}:\n{}", self.log());
+        }
+    }
+
+    /// Starts the daemon and waits until host.sock answers; its exit status
+    /// when it ended instead (its output is in [`Self::log`]).
+    pub fn try_serve(&mut self) -> Result<(), std::process::ExitStatus> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -638,11 +660,12 @@ impl TestHive {
             {
                 let mut line = String::new();
                 if BufReader::new(&s).read_line(&mut line).is_ok() && line.contains("\"ok\":true") {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hive-c0re serve exited with {st}:\n{}", self.log());
+                self.child = None;
+                return Err(st);
             }
             assert!(
                 Instant::now() < deadline,

@@ -3,7 +3,7 @@
 //! for every node, so a node's liveness never depends on another host's.
 
 use super::{DB_NOW, PgStore};
-use crate::store::{NodeDown, NodeRow, Result};
+use crate::store::{NodeDown, NodeRow, Registration, Result};
 
 fn row(r: &tokio_postgres::Row) -> NodeRow {
     NodeRow {
@@ -15,33 +15,65 @@ fn row(r: &tokio_postgres::Row) -> NodeRow {
 }
 
 impl PgStore {
-    /// Records that node `name` started at `address` (a restart replaces the
-    /// last start); its first heartbeat is now. Agents without a home node
-    /// (stored before nodes existed) become this node's. Returns the row.
-    pub async fn register_node(&self, name: &str, address: &str) -> Result<NodeRow> {
-        let c = self.client().await?;
-        let st = c
+    /// Records that node `name` started at `address`, served by `holder` (a
+    /// restart replaces the last start); its first heartbeat is now. Agents
+    /// without a home node (stored before nodes existed) become this node's.
+    /// Refused while another holder beat for `name` within `alive_ms`: two
+    /// daemons starting under one name at once, the second waits for the
+    /// first's row lock and then finds it served.
+    pub async fn register_node(
+        &self,
+        name: &str,
+        address: &str,
+        holder: &str,
+        alive_ms: i64,
+    ) -> Result<Registration> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let st = tx
             .prepare_cached(&format!(
-                "WITH claimed AS (UPDATE agents SET node = $1 WHERE node IS NULL) \
-                 INSERT INTO nodes (name, address, started_at, last_heartbeat) \
-                 SELECT $1, $2, t, t FROM (SELECT {DB_NOW} AS t) AS now \
+                "INSERT INTO nodes (name, address, started_at, last_heartbeat, holder) \
+                 SELECT $1, $2, t, t, $3 FROM (SELECT {DB_NOW} AS t) AS now \
                  ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
-                 started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat \
+                 started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat, \
+                 holder = excluded.holder \
+                 WHERE nodes.holder IS NULL OR nodes.holder = excluded.holder \
+                    OR nodes.last_heartbeat < excluded.last_heartbeat - $4 \
                  RETURNING name, address, started_at, last_heartbeat"
             ))
             .await?;
-        Ok(row(&c.query_one(&st, &[&name, &address]).await?))
+        let Some(done) = tx
+            .query_opt(&st, &[&name, &address, &holder, &alive_ms])
+            .await?
+        else {
+            let theirs = tx
+                .query_one(
+                    &format!("SELECT holder, {DB_NOW} - last_heartbeat FROM nodes WHERE name = $1"),
+                    &[&name],
+                )
+                .await?;
+            return Ok(Registration::Served {
+                holder: theirs.get(0),
+                silent_ms: theirs.get::<_, i64>(1).max(0),
+            });
+        };
+        tx.execute("UPDATE agents SET node = $1 WHERE node IS NULL", &[&name])
+            .await?;
+        tx.commit().await?;
+        Ok(Registration::Done(row(&done)))
     }
 
-    /// Records a heartbeat of node `name` now; false when it never registered.
-    pub async fn heartbeat(&self, name: &str) -> Result<bool> {
+    /// Records a heartbeat of node `name` by `holder` now; false when the
+    /// node never registered or another daemon registered it since.
+    pub async fn heartbeat(&self, name: &str, holder: &str) -> Result<bool> {
         let c = self.liveness_client().await?;
         let st = c
             .prepare_cached(&format!(
-                "UPDATE nodes SET last_heartbeat = GREATEST(last_heartbeat, {DB_NOW}) WHERE name = $1"
+                "UPDATE nodes SET last_heartbeat = GREATEST(last_heartbeat, {DB_NOW}) \
+                 WHERE name = $1 AND (holder IS NULL OR holder = $2)"
             ))
             .await?;
-        Ok(c.execute(&st, &[&name]).await? > 0)
+        Ok(c.execute(&st, &[&name, &holder]).await? > 0)
     }
 
     /// Marks down every node but `me` silent for more than `silent_ms` (by

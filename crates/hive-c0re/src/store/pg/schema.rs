@@ -264,6 +264,10 @@ ALTER TABLE approvals ADD COLUMN repo_ahead BIGINT;
 ALTER TABLE approvals ADD COLUMN settled_at BIGINT;
 UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
 "#,
+    // 17: which daemon serves each node (sqlite's version 18).
+    r#"
+ALTER TABLE nodes ADD COLUMN holder TEXT;
+"#,
 ];
 
 /// The schema version this build writes.

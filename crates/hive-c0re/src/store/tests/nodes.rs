@@ -145,7 +145,7 @@ both! {
         let a = f.open().await;
         let b = f.second(&a).await;
         for _ in 0..10 {
-            a.register_node("alpha", "").await.unwrap();
+            a.register_node("alpha", "", "alpha#test", 15_000).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(15)).await;
             // Four watchers, two per node, each a node of its own name.
             let marked = race(&a, &b, 4, |s, i| async move {

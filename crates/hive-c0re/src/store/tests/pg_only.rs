@@ -594,7 +594,9 @@ async fn a_heartbeat_and_a_renewal_do_not_wait_behind_a_busy_pool() {
     let Db::Postgres(pg) = f.open().await else {
         unreachable!()
     };
-    pg.register_node("alpha", "").await.unwrap();
+    pg.register_node("alpha", "", "alpha#test", 15_000)
+        .await
+        .unwrap();
     let ttl = std::time::Duration::from_secs(60);
     let lease = pg.acquire_lease("a", "alpha", ttl).await.unwrap().unwrap();
     // Every pooled connection taken, as by requests that take their time.
@@ -605,7 +607,7 @@ async fn a_heartbeat_and_a_renewal_do_not_wait_behind_a_busy_pool() {
     let soon = std::time::Duration::from_secs(5);
     let renewed = tokio::time::timeout(soon, pg.renew_lease("a", "alpha", lease.epoch, ttl)).await;
     assert!(matches!(renewed, Ok(Ok(true))), "{renewed:?}");
-    let beat = tokio::time::timeout(soon, pg.heartbeat("alpha")).await;
+    let beat = tokio::time::timeout(soon, pg.heartbeat("alpha", "alpha#test")).await;
     assert!(matches!(beat, Ok(Ok(true))), "{beat:?}");
     drop(held);
 }

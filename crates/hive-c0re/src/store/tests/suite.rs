@@ -8,8 +8,8 @@ use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 use super::{agent, both, settled};
 use crate::clock::{day_of, now_ms};
 use crate::store::{
-    BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, SendError, Spend,
-    WebhookStats,
+    BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, Registration, SendError,
+    Spend, WebhookStats,
 };
 
 /// A request to deploy commit `abc` of `agent`, queued while fewer than `bound` wait.
@@ -22,6 +22,30 @@ fn apply_commit(agent: &str, bound: Option<u64>) -> NewApproval<'_> {
         description: None,
         while_fewer_than: bound,
     }
+}
+
+/// Registers node `name` as its own daemon (`NAME#test`); the row stored.
+async fn register(s: &crate::store::Db, name: &str, address: &str) -> crate::store::NodeRow {
+    match s
+        .register_node(name, address, &format!("{name}#test"), 15_000)
+        .await
+        .unwrap()
+    {
+        Registration::Done(row) => row,
+        served => panic!("{name} is served by another daemon: {served:?}"),
+    }
+}
+
+/// A heartbeat of node `name` by its own daemon (`NAME#test`).
+async fn beat(s: &crate::store::Db, name: &str) -> bool {
+    s.heartbeat(name, &format!("{name}#test")).await.unwrap()
+}
+
+/// Registers node alpha at `a:2` as daemon `holder`, live within `alive_ms`.
+async fn register_again(s: &crate::store::Db, holder: &str, alive_ms: i64) -> Registration {
+    s.register_node("alpha", "a:2", holder, alive_ms)
+        .await
+        .unwrap()
 }
 
 fn ids(v: &[crate::store::MessageRow]) -> Vec<i64> {
@@ -59,7 +83,7 @@ both! {
         s.add_stats("alice", &[("cost.usd", 0.5)]).await.unwrap();
         let today = day_of(now_ms());
         assert_eq!(s.spend_on(Some("alice"), today).await.unwrap().usd, 0.5);
-        s.register_node("alpha", "a:1").await.unwrap();
+        register(&s, "alpha", "a:1").await;
         assert_eq!(s.nodes().await.unwrap().len(), 1);
     }
 
@@ -1120,28 +1144,56 @@ both! {
     async fn a_node_registers_heartbeats_and_a_restart_replaces_its_start(f) {
         let s = f.open().await;
         assert!(s.nodes().await.unwrap().is_empty());
-        assert!(!s.heartbeat("beta").await.unwrap(), "a node that never registered");
+        assert!(!beat(&s, "beta").await, "a node that never registered");
         let before = now_ms();
-        let beta = s.register_node("beta", "10.0.0.2:7000").await.unwrap();
-        let alpha = s.register_node("alpha", "10.0.0.1:7000").await.unwrap();
+        let beta = register(&s, "beta", "10.0.0.2:7000").await;
+        let alpha = register(&s, "alpha", "10.0.0.1:7000").await;
         assert_eq!(beta.last_heartbeat, beta.started_at, "the first heartbeat is the start");
         // sqlite's times are the host's, PostgreSQL's the server's: on one machine, the same clock.
         assert!(beta.started_at >= before - 1000 && beta.started_at <= now_ms() + 1000, "{beta:?}");
         assert_eq!(s.nodes().await.unwrap(), [alpha.clone(), beta.clone()], "by name");
 
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert!(s.heartbeat("beta").await.unwrap());
+        assert!(beat(&s, "beta").await);
         let nodes = s.nodes().await.unwrap();
         assert_eq!(nodes[0], alpha, "another node's heartbeat is not alpha's");
         assert!(nodes[1].last_heartbeat > beta.last_heartbeat);
         assert_eq!(nodes[1].started_at, beta.started_at);
 
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let again = s.register_node("beta", "10.0.0.3:7000").await.unwrap();
+        let again = register(&s, "beta", "10.0.0.3:7000").await;
         assert!(again.started_at > beta.started_at);
         assert_eq!(s.nodes().await.unwrap(), [alpha, again]);
         drop(s);
         assert_eq!(f.open().await.nodes().await.unwrap().len(), 2, "nodes survive a restart");
+    }
+
+    async fn a_live_node_is_served_by_one_daemon_and_a_silent_ones_name_can_be_taken(f) {
+        let s = f.open().await;
+        let first = register(&s, "alpha", "a:1").await;
+        // Another daemon (another state dir) under the live node's name: refused, nothing written.
+        let refused = s.register_node("alpha", "a:2", "alpha#other", 60_000).await.unwrap();
+        let Registration::Served { holder, silent_ms } = refused else {
+            panic!("a second daemon took a live node's name: {refused:?}");
+        };
+        assert_eq!(holder, "alpha#test");
+        assert!((0..5_000).contains(&silent_ms), "{silent_ms}");
+        assert_eq!(s.nodes().await.unwrap(), [first], "the refused start wrote nothing");
+        assert!(!s.heartbeat("alpha", "alpha#other").await.unwrap(), "nor does its heartbeat");
+        assert!(beat(&s, "alpha").await, "the serving daemon beats on");
+        // The same daemon restarted (its state dir, its id) takes its name back at once.
+        assert!(matches!(register_again(&s, "alpha#test", 60_000).await, Registration::Done(_)));
+        // Silent past the window: another daemon may take the name, and the
+        // first one's heartbeat then finds it served by another.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(matches!(register_again(&s, "alpha#other", 100).await, Registration::Done(_)));
+        assert!(!beat(&s, "alpha").await, "the name went to another daemon");
+        assert!(s.heartbeat("alpha", "alpha#other").await.unwrap());
+        assert!(matches!(
+            register_again(&s, "alpha#test", 60_000).await,
+            Registration::Served { holder, .. } if holder == "alpha#other"
+        ));
+        assert_eq!(s.nodes().await.unwrap()[0].address, "a:2");
     }
 
     async fn an_agent_keeps_its_home_node_and_old_agents_go_to_the_first_node_to_register(f) {
@@ -1153,14 +1205,14 @@ both! {
         let s = f.open().await;
         assert_eq!(s.agent("a").await.unwrap().unwrap().node, None, "stored before nodes");
         s.create_agent(&NewAgent { node: "beta", ..agent("b") }).await.unwrap();
-        s.register_node("gamma", "").await.unwrap();
+        register(&s, "gamma", "").await;
         let homes = |rows: Vec<crate::store::AgentRow>| -> Vec<(String, Option<String>)> {
             rows.into_iter().map(|a| (a.name, a.node)).collect()
         };
         let want = vec![("a".to_owned(), Some("gamma".to_owned())), ("b".to_owned(), Some("beta".to_owned()))];
         assert_eq!(homes(s.agents().await.unwrap()), want, "a homeless agent goes to the first node only");
-        s.register_node("delta", "").await.unwrap();
-        s.register_node("beta", "").await.unwrap();
+        register(&s, "delta", "").await;
+        register(&s, "beta", "").await;
         assert_eq!(homes(s.agents().await.unwrap()), want, "a later node takes no one's agents");
     }
 
@@ -1170,19 +1222,19 @@ both! {
         const SILENT: i64 = 200;
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(SILENT as u64 + 50));
         let s = f.open().await;
-        s.register_node("alpha", "").await.unwrap();
-        s.register_node("gamma", "").await.unwrap();
+        register(&s, "alpha", "").await;
+        register(&s, "gamma", "").await;
         assert!(s.mark_down_nodes("gamma", 60_000).await.unwrap().is_empty(), "alpha just beat");
         pause().await;
-        assert!(s.heartbeat("gamma").await.unwrap());
+        assert!(beat(&s, "gamma").await);
         let down = s.mark_down_nodes("gamma", SILENT).await.unwrap();
         assert_eq!(down.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["alpha"], "not the caller itself");
         assert!(down[0].silent_ms >= SILENT, "{down:?}");
         assert!(s.mark_down_nodes("gamma", SILENT).await.unwrap().is_empty(), "marked once");
-        assert!(s.heartbeat("gamma").await.unwrap());
+        assert!(beat(&s, "gamma").await);
         assert!(s.mark_down_nodes("delta", SILENT).await.unwrap().is_empty(), "alpha is marked, gamma beat");
         // A heartbeat alone keeps the mark: the node that returns clears it, and is told.
-        assert!(s.heartbeat("alpha").await.unwrap());
+        assert!(beat(&s, "alpha").await);
         assert_eq!(s.nodes().await.unwrap().len(), 2);
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let seen = s.node_down_for("alpha").await.unwrap().expect("alpha is marked");
@@ -1196,7 +1248,7 @@ both! {
         assert_eq!(s.node_back("gamma").await.unwrap(), None, "never marked");
         assert_eq!(s.node_back("nobody").await.unwrap(), None);
         pause().await;
-        assert!(s.heartbeat("gamma").await.unwrap());
+        assert!(beat(&s, "gamma").await);
         let again = s.mark_down_nodes("gamma", SILENT).await.unwrap();
         assert_eq!(again.len(), 1, "silent again, marked again: {again:?}");
     }
@@ -1204,9 +1256,9 @@ both! {
     async fn every_handle_sees_the_other_nodes(f) {
         let a = f.open().await;
         let b = f.second(&a).await;
-        a.register_node("alpha", "a:1").await.unwrap();
-        b.register_node("beta", "b:1").await.unwrap();
-        assert!(a.heartbeat("beta").await.unwrap());
+        register(&a, "alpha", "a:1").await;
+        register(&b, "beta", "b:1").await;
+        assert!(beat(&a, "beta").await);
         let names = |v: Vec<crate::store::NodeRow>| v.into_iter().map(|n| n.name).collect::<Vec<_>>();
         assert_eq!(names(a.nodes().await.unwrap()), ["alpha", "beta"]);
         assert_eq!(names(b.nodes().await.unwrap()), ["alpha", "beta"]);
