@@ -19,6 +19,7 @@ use std::time::Duration;
 use hive_sh4re::AgentState;
 use hive_sh4re::agent::{AgentRequest, EventIn};
 use hive_sh4re::event::Payload;
+use hive_sh4re::limits::MAX_LINE_BYTES;
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -280,7 +281,10 @@ impl Job<'_> {
             }
         }
         for req in announce {
-            c.call(req).await?;
+            match req {
+                AgentRequest::Events { items } => send_events(c, items.clone()).await?,
+                other => drop(c.call(other).await?),
+            }
         }
         let mut running = match spawned {
             Ok(r) => r,
@@ -423,15 +427,131 @@ impl Stream {
     }
 }
 
-/// Records events (nothing to do for none).
+/// Most bytes of one string in an event the harness reports: claude's
+/// output may carry a whole file, a tool's result or an image, and a turn's
+/// prompt a hundred messages; past it the string keeps its head and says
+/// how much was cut.
+const EVENT_STRING_MAX: usize = 64 * 1024;
+/// Most bytes of one event's payload as JSON; past it (many long strings)
+/// the event goes as its type and size alone.
+const EVENT_PAYLOAD_MAX: usize = 256 * 1024;
+/// Most bytes of events in one request: agent.sock refuses a line over
+/// [`MAX_LINE_BYTES`], and a refused turn's events ended the harness.
+const EVENTS_REQUEST_MAX: usize = MAX_LINE_BYTES / 2;
+
+/// Records events (nothing to do for none), each bounded
+/// ([`bounded_event`]) and in as many requests as keep each line well under
+/// agent.sock's bound. Events hive-c0re refuses are lost to the history, not
+/// a reason to end the turn: its work and its messages go on.
 pub async fn send_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), ClientError> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let (item, size) = bounded_event(item);
+        if !batch.is_empty() && bytes + size > EVENTS_REQUEST_MAX {
+            call_events(c, std::mem::take(&mut batch)).await?;
+            bytes = 0;
+        }
+        bytes += size;
+        batch.push(item);
+    }
+    call_events(c, batch).await
+}
+
+async fn call_events(c: &mut Client, items: Vec<EventIn>) -> Result<(), ClientError> {
     if items.is_empty() {
         return Ok(());
     }
-    c.call(&AgentRequest::Events { items }).await.map(|_| ())
+    match c.call(&AgentRequest::Events { items }).await {
+        Ok(_) => Ok(()),
+        Err(ClientError::Refused(why)) => {
+            tracing::warn!("hive-c0re refused events of this agent, which are not recorded: {why}");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `item` with each string cut to [`EVENT_STRING_MAX`] bytes, or, still over
+/// [`EVENT_PAYLOAD_MAX`], its payload's `type` and size alone; with its size as JSON.
+fn bounded_event(mut item: EventIn) -> (EventIn, usize) {
+    fn cut_strings(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.len() > EVENT_STRING_MAX => {
+                let mut end = EVENT_STRING_MAX;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let cut = s.len() - end;
+                s.truncate(end);
+                s.push_str(&format!("… [{cut} more bytes not recorded]"));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(cut_strings),
+            serde_json::Value::Object(o) => o.values_mut().for_each(cut_strings),
+            _ => {}
+        }
+    }
+    let size = |p: &serde_json::Value| serde_json::to_string(p).map_or(0, |t| t.len());
+    cut_strings(&mut item.payload);
+    let mut bytes = size(&item.payload);
+    if bytes > EVENT_PAYLOAD_MAX {
+        item.payload = serde_json::json!({
+            "type": item.payload.get("type").cloned().unwrap_or_default(),
+            "not_recorded_bytes": bytes,
+        });
+        bytes = size(&item.payload);
+    }
+    let size = bytes + item.kind.len() + 32;
+    (item, size)
 }
 
 /// Records one event.
 pub async fn send_event(c: &mut Client, event: Payload) -> Result<(), ClientError> {
     send_events(c, vec![event.into()]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(payload: serde_json::Value) -> EventIn {
+        EventIn {
+            kind: "stream".into(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn an_events_long_strings_keep_their_head_and_say_what_was_cut() {
+        let long = "é".repeat(EVENT_STRING_MAX); // two bytes each: cut on a character
+        let (e, size) = bounded_event(stream(serde_json::json!({
+            "type": "user", "content": [{"text": long}], "short": "kept",
+        })));
+        let text = e.payload["content"][0]["text"].as_str().unwrap();
+        assert!(text.starts_with("éé"));
+        assert!(
+            text.ends_with(&format!("… [{} more bytes not recorded]", EVENT_STRING_MAX)),
+            "{}",
+            &text[text.len() - 60..]
+        );
+        assert_eq!(e.payload["short"], "kept");
+        assert!(size < EVENT_STRING_MAX + 200, "{size}");
+    }
+
+    #[test]
+    fn an_event_of_many_long_strings_goes_as_its_type_and_size() {
+        let many: Vec<String> = (0..10).map(|_| "x".repeat(EVENT_STRING_MAX)).collect();
+        let (e, size) = bounded_event(stream(
+            serde_json::json!({"type": "assistant", "parts": many}),
+        ));
+        assert_eq!(e.payload["type"], "assistant");
+        assert!(e.payload["not_recorded_bytes"].as_u64().unwrap() > (10 * EVENT_STRING_MAX) as u64);
+        assert!(size < 200, "{size}");
+        let (small, _) = bounded_event(stream(serde_json::json!({"type": "result", "n": 1})));
+        assert_eq!(
+            small.payload,
+            serde_json::json!({"type": "result", "n": 1}),
+            "a small event goes as it is"
+        );
+    }
 }

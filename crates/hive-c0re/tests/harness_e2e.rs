@@ -553,3 +553,57 @@ fn a_process_that_keeps_claudes_output_open_does_not_hold_the_turn() {
     });
     drop(stray);
 }
+
+/// A turn's prompt (its messages, up to a hundred of up to 64 KiB each) went
+/// whole into the `turn_start` event, one request over agent.sock's 1 MiB
+/// line bound: hive-c0re refused it, the harness ended, came back, claimed
+/// the same messages and ended again, until the agent was `failed` (an inbox
+/// filled while paused, over budget or napping did it). The event keeps the
+/// prompt's head, and the turn runs.
+#[test]
+fn a_turn_of_a_full_inbox_runs_and_records_its_prompts_head() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(None);
+    let hive = TestHive::with_model(&sim, "process");
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["pause", "alice"]);
+    const MESSAGES: usize = 18;
+    let body = "x".repeat(60 * 1024);
+    for _ in 0..MESSAGES {
+        hive.ok(&["send", "alice", &body]);
+    }
+    hive.ok(&["resume", "alice"]);
+    let mut answers = 0;
+    while answers < MESSAGES {
+        let got = hive.recv_operator(90);
+        assert!(!got.is_empty(), "{answers} answers\n{}", hive.log());
+        answers += got.len();
+    }
+    hive.wait_for("the turn to end", 30, |h| {
+        !events_of(h, "turn_end").is_empty()
+    });
+    let starts = events_of(&hive, "turn_start");
+    assert_eq!(starts.len(), 1, "one turn took them all");
+    let prompt = starts[0]["payload"]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("more bytes not recorded]"),
+        "{}",
+        prompt.len()
+    );
+    assert!(prompt.len() < 128 * 1024, "{}", prompt.len());
+    assert_eq!(
+        starts[0]["payload"]["messages"].as_array().unwrap().len(),
+        MESSAGES
+    );
+    assert!(
+        events_of(&hive, "container_crash").is_empty(),
+        "{}",
+        hive.log()
+    );
+    assert_eq!(
+        events_of(&hive, "turn_end")[0]["payload"]["exit_class"],
+        "ok"
+    );
+}
