@@ -352,6 +352,7 @@ async fn handle(
             })?;
             // The slot goes back however the ending went.
             let _slot = conn.turn_slot.take();
+            let stats = crate::hive::telemetry::bounded_turn_stats(stats);
             let config = hive
                 .end_turn(name, &claim, &stats, outcome, session.as_deref())
                 .await?;
@@ -392,10 +393,19 @@ async fn handle(
                 ..AgentResponse::ok()
             }
         }
-        AgentRequest::Status => AgentResponse {
-            agents: Some(hive.status_rows().await?),
-            ..AgentResponse::ok()
-        },
+        AgentRequest::Status => {
+            let mut rows = hive.status_rows().await?;
+            // A crash's log tail is redacted with every secret's value for
+            // the operator: read back by the agent that wrote the log, it
+            // told which of its guesses is one (see `hive/supervision.rs`).
+            for r in &mut rows {
+                r.crash_tail = None;
+            }
+            AgentResponse {
+                agents: Some(rows),
+                ..AgentResponse::ok()
+            }
+        }
         AgentRequest::SetStatus { text } => {
             hive.set_status_text(name, &text).await?;
             AgentResponse::ok()

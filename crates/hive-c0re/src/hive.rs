@@ -176,10 +176,14 @@ pub struct Hive {
     asking: crate::hive::questions::AskingClock,
     /// How many bytes of history each agent's harness reported this minute.
     history_rate: crate::throttle::PerMinute,
+    /// How many turns each agent began this minute (see `hive/turns.rs`).
+    turns_rate: crate::throttle::PerMinute,
     /// Each agent's deployed config as last parsed, with the text it was parsed from.
     parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
     /// The config repos' heads as last read, so the polls run git only for a repo that moved.
     heads: crate::config_repo::Heads,
+    /// Notices that the operator's inbox refused a message: one in ten minutes (`hive/messages.rs`).
+    operator_inbox_full: crate::throttle::Throttle,
     /// Why this daemon stepped down: another daemon serves its node now (`hive/nodes.rs`).
     displaced: std::sync::Mutex<Option<String>>,
 }
@@ -203,6 +207,7 @@ impl Hive {
             database_alarm: Default::default(),
             heads: Default::default(),
             displaced: Default::default(),
+            operator_inbox_full: crate::throttle::Throttle::new(Duration::from_secs(600)),
             webhook_secrets: Default::default(),
             naps: Default::default(),
             store,
@@ -232,6 +237,7 @@ impl Hive {
             history_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE,
             ),
+            turns_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::TURNS_PER_MINUTE),
             parsed_configs: Default::default(),
         })
     }

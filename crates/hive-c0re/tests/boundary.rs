@@ -756,3 +756,73 @@ exec sleep 100000
     }
     assert!(body.contains("> Approval #41"), "{body}");
 }
+
+/// A crash's log tail is quoted with every secret's value redacted, for the
+/// operator. Served back to agents (their `status`, the manager's crash
+/// notice) it was an oracle: an agent wrote guesses to its own log, crashed,
+/// and read which of them came back as `[secret NAME]`, another agent's or
+/// a webhook's. Agents now read the tail redacted with the crashed agent's
+/// own values, or not at all.
+#[test]
+fn a_crash_tail_tells_no_agent_which_of_its_guesses_is_a_secret() {
+    let script = r#"#!/bin/sh
+if [ "$HIVE_AGENT_NAME" = alice ]; then
+  printf 'guesses: hunter2hunter2 letmein-letmein correct-horse-battery\n'
+  exit 3
+fi
+exec sleep 100000
+"#;
+    let (hive, _bin) = hive_running("process", script, None, vec![]);
+    hive.ok(&["spawn", "bob"]);
+    let mut set = hive.command();
+    set.args(["secret", "set", "BOBS_KEY", "--agent", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct-horse-battery\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice's crash", 20, |h| {
+        h.events("alice")
+            .iter()
+            .any(|e| e["kind"] == "container_crash")
+    });
+    // The operator reads the tail redacted.
+    let crash = hive
+        .events("alice")
+        .into_iter()
+        .find(|e| e["kind"] == "container_crash")
+        .unwrap();
+    let tail = crash["payload"]["log_tail"].as_str().unwrap();
+    assert!(
+        tail.contains("guesses: hunter2hunter2") && tail.contains("[secret BOBS_KEY]"),
+        "{tail}"
+    );
+    // alice reads no row that says which guess it was.
+    let status = common::agent_call(&hive, "alice", serde_json::json!({"op": "status"}));
+    assert_eq!(status["ok"], true, "{status}");
+    assert!(
+        !status.to_string().contains("[secret BOBS_KEY]"),
+        "{status}"
+    );
+    // Nor does the manager, in the crash notice it gets.
+    let mut body = String::new();
+    hive.wait_for("the crash message to the manager", 20, |h| {
+        let out = h.ok(&["recv", "--as", "manager", "--json"]);
+        if let Some(line) = out.lines().next() {
+            let m: serde_json::Value = serde_json::from_str(line).unwrap();
+            body = m["body"].as_str().unwrap().to_owned();
+        }
+        !body.is_empty()
+    });
+    assert!(body.contains("guesses: hunter2hunter2"), "{body}");
+    assert!(!body.contains("[secret BOBS_KEY]"), "{body}");
+}

@@ -227,6 +227,21 @@ fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
         return;
     }
     let (receiver, _dir, config) = common::webhook::slack_receiver(&["disk_full"]);
+    // And a json webhook, whose body carries the id.
+    let addr = std::fs::read_to_string(&config).unwrap();
+    let addr = addr
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "\n[[webhooks]]\nurl = \"http://{addr}/json\"\nformat = \"json\"\nsecret = \"WEBHOOK_HMAC\"\nkinds = [\"disk_full\"]\n"
+    ));
+    std::fs::write(&config, toml).unwrap();
     let mut opts = Opts {
         state_tmpfs: Some(FS_BYTES),
         ..Opts::default()
@@ -236,6 +251,12 @@ fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
     opts.env
         .push(("HIVE_CONFIG".into(), config.display().to_string()));
     let hive = TestHive::start_with(opts);
+    let mut set = hive.command();
+    set.args(["secret", "set", "WEBHOOK_HMAC"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a-key-for-the-test\n").unwrap();
+    assert!(child.wait().unwrap().success());
     let ns = hive.mountns.clone().unwrap();
     let alerts = || -> Vec<String> {
         receiver
@@ -283,4 +304,24 @@ fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
         "{}",
         alerts()[1]
     );
+    // Sent around the queue, each alert has an id of its own, below 0:
+    // with one id for all, a receiver that drops repeats (and Matrix, by
+    // its transaction id) kept only the first.
+    let ids = || -> Vec<i64> {
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.path == "/json")
+            .map(|g| {
+                serde_json::from_str::<serde_json::Value>(&g.body).unwrap()["id"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    hive.wait_for("both alerts at the json webhook", 20, |_| ids().len() == 2);
+    let ids = ids();
+    assert!(ids[0] < 0 && ids[1] < 0 && ids[0] != ids[1], "{ids:?}");
 }

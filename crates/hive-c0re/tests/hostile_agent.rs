@@ -879,3 +879,193 @@ fn an_agent_setting_its_status_without_end_is_refused_past_the_bound() {
         format!("step {}", STATUS_PER_MINUTE - 1)
     );
 }
+
+/// A harness speaks agent.sock as its agent may: one that ends each turn at
+/// once, its message released to claim again at once, with figures as large
+/// as a request carries (thousands of tool names, a reason of 300 KB, a cost
+/// of 1e300, the class the hive alone gives), made the store keep about a
+/// megabyte a turn at the speed the store writes, and no free-space alarm
+/// stops a turn's end: the disk filled. Its figures are bounded, and past
+/// the minute's turns its next turn waits.
+#[test]
+fn an_agent_ending_turns_without_end_stores_bounded_figures_at_a_bounded_pace() {
+    use hive_sh4re::limits::{
+        REPORTED_USD_MAX, TOOL_NAME_MAX_CHARS, TURN_ERROR_MAX_CHARS, TURN_TOOLS_MAX,
+        TURNS_PER_MINUTE,
+    };
+    // alice's harness does nothing: the test is the program in her container.
+    let bin = tempfile::Builder::new()
+        .prefix("hive-idle-bin-")
+        .tempdir()
+        .unwrap();
+    common::searchable(bin.path());
+    for harness in ["hive-ag3nt", "hive-m1nd"] {
+        common::write_exe(&bin.path().join(harness), "#!/bin/sh\nexec sleep 600\n");
+    }
+    let hive = TestHive::start_with(Opts {
+        env: vec![
+            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+        ],
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    hive.ok(&["send", "alice", "work"]);
+
+    let tools: serde_json::Map<String, Value> = (0..3000)
+        .map(|i| (format!("{i:0>150}"), json!(u64::MAX / 2)))
+        .collect();
+    let end = json!({
+        "op": "turn_end",
+        "outcome": "release",
+        "stats": {
+            "duration_ms": u64::MAX, "exit_code": 1, "exit_class": "interrupted",
+            "tool_calls": tools, "messages_received": 1,
+            "sent_by_class": {"x".repeat(1000): 1, "peer": u64::MAX},
+            "cost_usd": 1e300, "error": "e".repeat(300_000),
+        },
+    })
+    .to_string();
+    assert!(end.len() < 1 << 20, "one request: {}", end.len());
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let mut c = common::Conn::open(&sock);
+    let started = std::time::Instant::now();
+    let mut turns = 0u64;
+    let paced = loop {
+        c.send(&json!({"op": "next_turn", "wait_ms": 3000}).to_string());
+        let next = c.recv_json();
+        assert_eq!(next["ok"], true, "{next}");
+        if next["messages"].as_array().is_none_or(|m| m.is_empty()) {
+            break true;
+        }
+        turns += 1;
+        c.send(&end);
+        let ended = c.recv_json();
+        assert_eq!(ended["ok"], true, "{ended}");
+        if turns > 2 * u64::from(TURNS_PER_MINUTE) + 5 {
+            break false;
+        }
+    };
+    let minutes = started.elapsed().as_secs() / 60 + 1;
+    assert!(
+        paced,
+        "{turns} turns in {:?}, none waited",
+        started.elapsed()
+    );
+    assert!(
+        turns <= u64::from(TURNS_PER_MINUTE) * minutes,
+        "{turns} turns in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        inbox_depth(&hive, "alice"),
+        1,
+        "the message waits, paced, not lost"
+    );
+
+    let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
+    let (tool_rows, longest): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), COALESCE(MAX(LENGTH(key)), 0) FROM stats WHERE agent = 'alice' AND key LIKE 'tool.%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        tool_rows as u64 <= turns * TURN_TOOLS_MAX as u64,
+        "{tool_rows} rows of tools in {turns} turns"
+    );
+    assert!(
+        longest as usize <= 5 + TOOL_NAME_MAX_CHARS,
+        "a tool name of {longest}"
+    );
+    let (cost, classes): (f64, i64) = db
+        .query_row(
+            "SELECT MAX(value), (SELECT COUNT(DISTINCT key) FROM stats WHERE agent = 'alice' AND key LIKE 'sent.%') \
+             FROM stats WHERE agent = 'alice' AND key = 'cost.usd'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(cost <= REPORTED_USD_MAX, "a turn cost {cost}");
+    assert_eq!(classes, 1, "only the mailbox classes");
+    let ends: Vec<Value> = hive
+        .events("alice")
+        .into_iter()
+        .filter(|e| e["kind"] == "turn_end")
+        .collect();
+    assert!(!ends.is_empty());
+    for e in &ends {
+        let error = e["payload"]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.chars().count() <= TURN_ERROR_MAX_CHARS + 1,
+            "a reason of {}",
+            error.len()
+        );
+        assert_ne!(
+            e["payload"]["exit_class"], "interrupted",
+            "{}",
+            e["payload"]["exit_class"]
+        );
+    }
+}
+
+/// Only `recv` acknowledges the operator's messages; the dashboard shows them
+/// without. An operator who reads them there alone met the inbox's cap
+/// weeks in, and from then on every agent's message to them was refused,
+/// told to the agents alone. The operator is told, once in ten minutes at
+/// most (not held back with the chatty agent's own messages), and what to run.
+#[test]
+fn an_operator_inbox_at_its_cap_is_told_to_the_operator() {
+    let mut opts = Opts::default();
+    opts.args.extend(["--inbox-cap".into(), "20".into()]);
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    let mut refused = 0;
+    for i in 0..40 {
+        let r = agent_call(
+            &hive,
+            "alice",
+            json!({"op": "send", "to": "operator", "body": format!("report {i}")}),
+        );
+        if r["ok"] != true {
+            assert!(
+                r["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("operator's inbox holds 18"),
+                "{r}"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 22);
+    let told: Vec<Value> = hive
+        .notifications_of("message")
+        .into_iter()
+        .filter(|n| {
+            n["text"]
+                .as_str()
+                .unwrap()
+                .contains("Messages to you are refused")
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{:?}", hive.notifications_of("message"));
+    let text = told[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("Messages to you are refused: your inbox holds 18 unacknowledged messages, its limit (1 refused since the last notice, the last from alice)")
+            && text.contains("`hive-c0re recv` reads and acknowledges them"),
+        "{text}"
+    );
+    // Read and acknowledged, the inbox takes messages again.
+    hive.ok(&["recv", "--max", "100"]);
+    let r = agent_call(
+        &hive,
+        "alice",
+        json!({"op": "send", "to": "operator", "body": "after"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+}

@@ -809,9 +809,10 @@ kinds = ["node_down"]
         .find(|g| g.path == "/json")
         .expect("the json alert");
     let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
-    assert_eq!(
-        (v["id"].as_i64(), v["kind"].as_str()),
-        (Some(0), Some("node_down")),
+    // Not stored: an id below 0, its own (a receiver that drops a repeated
+    // id dropped every alert after the first when all had id 0).
+    assert!(
+        v["id"].as_i64().unwrap() < 0 && v["kind"] == "node_down",
         "{v}"
     );
     assert!(

@@ -101,6 +101,17 @@ pub const REPORTED_USD_MAX: f64 = 1000.0;
 pub const REPORTED_FIGURE_MAX: f64 = 1e12;
 /// Most `stats` reports one agent makes a minute (a harness makes one per compaction).
 pub const STATS_PER_MINUTE: u32 = 30;
+/// Most turns one agent begins a minute: a claude process takes a second or
+/// more to start, so only a harness that runs none (and ends each turn at
+/// once, its messages released to claim again) comes near it. Past it the
+/// next turn waits, so such a loop cannot write the store at full speed.
+pub const TURNS_PER_MINUTE: u32 = 120;
+/// Most tools one turn's figures count calls of (`tool.NAME` rows).
+pub const TURN_TOOLS_MAX: usize = 64;
+/// Longest tool name a turn's figures keep, in characters.
+pub const TOOL_NAME_MAX_CHARS: usize = 128;
+/// Longest reason a failed turn's figures keep, in characters.
+pub const TURN_ERROR_MAX_CHARS: usize = 4000;
 
 /// Most `set_status` lines an agent may set a minute: each one is a write,
 /// and a wake every other node reads the agent again for.

@@ -23,7 +23,7 @@ use crate::broker::Change;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::hive::event_row;
-use crate::store::{MessageRow, SendNote, Sent};
+use crate::store::{MessageRow, SendError, SendNote, Sent};
 use hive_sh4re::limits::{MAX_BODY_BYTES, MAX_SEND_KEY_BYTES, RECV_MAX};
 
 /// Characters of an operator's message repeated in the agent's history.
@@ -88,11 +88,24 @@ impl Hive {
             (Mailbox::Operator, Mailbox::Agent(_)) => Some(self.operator_note(body).await?),
             _ => None,
         };
-        let sent = self
+        let sent = match self
             .store
             .send_keyed(from.as_str(), to.as_str(), body, key, note)
             .await
-            .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
+        {
+            Ok(sent) => sent,
+            Err(e) => {
+                if let (
+                    Mailbox::Operator,
+                    Mailbox::Agent(sender),
+                    SendError::InboxFull { cap, .. },
+                ) = (to, from, &e)
+                {
+                    self.operator_inbox_full(sender, *cap).await;
+                }
+                return Err(crate::space::full_or(&self.space, e.into()));
+            }
+        };
         self.broker.poke(to.as_str());
         self.broker.publish(Change::Message {
             to: to.as_str().to_owned(),
@@ -113,6 +126,26 @@ impl Hive {
             }
         }
         Ok(sent.id)
+    }
+
+    /// Tells the operator that `sender`'s message to them was refused, their
+    /// inbox at its cap: only `recv` acknowledges the operator's messages (the
+    /// dashboard shows them without), and an operator who reads them there
+    /// alone heard of the refusals from no one, weeks in. Once in ten minutes
+    /// at most, with how many were refused since, and never held back with
+    /// the chatty agent's own messages (`flood.rs`): it names no agent.
+    async fn operator_inbox_full(&self, sender: &AgentName, cap: u64) {
+        let Some(refused) = self.operator_inbox_full.due() else {
+            return;
+        };
+        let text = format!(
+            "Messages to you are refused: your inbox holds {cap} unacknowledged messages, its limit \
+             ({refused} refused since the last notice, the last from {sender}). `hive-c0re recv` reads \
+             and acknowledges them (the dashboard shows them without acknowledging); until then agents \
+             cannot write to you."
+        );
+        self.tell_operator(NotificationKind::Message, None, &text)
+            .await;
     }
 
     /// Samples the inbox depth a send to `agent` left, for its next turn's figures.

@@ -49,13 +49,16 @@ fn link_for(kind: NotificationKind, agent: Option<&AgentName>) -> String {
     }
 }
 
+/// `text` without its control characters but newlines.
+fn uncontrolled(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || !c.is_control())
+        .collect()
+}
+
 /// Text as a notification keeps it: no control character but newlines, at most [`TEXT_MAX_CHARS`].
 fn clean(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .filter(|c| *c == '\n' || !c.is_control())
-        .take(TEXT_MAX_CHARS + 1)
-        .collect();
+    let mut out = uncontrolled(text);
     if out.chars().count() > TEXT_MAX_CHARS {
         out = out.chars().take(TEXT_MAX_CHARS - 1).collect();
         out.push('…');
@@ -109,7 +112,9 @@ impl Hive {
         agent: Option<&AgentName>,
         text: &str,
     ) -> Result<i64> {
-        let text = clean(&self.redactor().await?.redact(text));
+        // Cleaned before it is redacted too: a value with a control character
+        // inside matched no secret, and came out whole once it was stripped.
+        let text = clean(&self.redactor().await?.redact(&uncontrolled(text)));
         let link = link_for(kind, agent);
         let hooks = self.settings.webhooks.wanting(kind);
         let row = self
@@ -296,7 +301,7 @@ impl Hive {
     /// Sends `text` straight to every webhook that wants `kind`, around the
     /// store: what the operator hears while the database (where the
     /// notifications and their queue live) is out of reach. Nothing is
-    /// stored, so its id is 0. Each webhook is tried up to [`DIRECT_TRIES`]
+    /// stored, so its id is one of its own below 0 ([`alert_id`]). Each webhook is tried up to [`DIRECT_TRIES`]
     /// times, backing off as a queued delivery does, while `still` holds and
     /// the daemon runs.
     pub(crate) async fn alert_webhooks(
@@ -306,7 +311,7 @@ impl Hive {
         still: impl Fn() -> bool,
     ) {
         let n = Notification {
-            id: 0,
+            id: alert_id(),
             ts: rfc3339(now_ms()),
             kind,
             agent: None,
@@ -462,6 +467,17 @@ async fn deliver_to(hive: Arc<Hive>, hook: Webhook) {
     }
 }
 
+/// The id of an alert sent around the queue: below 0 (never a stored
+/// notification's), and a new one each alert (its own retries keep it). A
+/// receiver that drops a repeated id, and Matrix, which takes a repeated
+/// transaction id for the same message, dropped every alert after the first
+/// when all had id 0.
+fn alert_id() -> i64 {
+    static SEQ: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+    -(now_ms().saturating_mul(1000) + seq + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +511,27 @@ mod tests {
         assert_eq!(hive.mark_notifications_read(Some(id)).await.unwrap(), 1);
         assert!(hive.mark_notifications_read(Some(id + 100)).await.is_err());
         assert_eq!(hive.mark_notifications_read(None).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_secret_split_by_a_control_character_is_redacted_once_it_is_whole() {
+        use hive_sh4re::secret::{SecretName, SecretValue};
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let value = SecretValue::parse("sk-live-abcdefgh".into()).unwrap();
+        hive.secret_set(&SecretName::parse("API_KEY").unwrap(), None, &value)
+            .await
+            .unwrap();
+        let alice = AgentName::parse("alice").unwrap();
+        hive.notify_operator(
+            NotificationKind::Message,
+            Some(&alice),
+            "key: sk-live-\x07abcdefgh",
+        )
+        .await
+        .unwrap();
+        let l = hive.notifications(false, None).await.unwrap();
+        assert_eq!(l.notifications[0].text, "key: [secret API_KEY]");
     }
 
     #[tokio::test]

@@ -70,11 +70,20 @@ impl Supervised for Hive {
         } else {
             tail
         };
-        // The agent writes its log: a secret's value in it goes no further than the file.
-        let tail = match self.redactor().await {
+        // The agent writes its log: a secret's value in it goes no further
+        // than the file. The operator's copy is redacted with every value;
+        // the manager's (an agent, which may have written the log itself)
+        // with the crashed agent's own, so that no agent learns which of the
+        // strings it wrote is another's secret. Agents never read the
+        // operator's copy (`agent_conn.rs` leaves it out of their status).
+        let quote = |r: crate::error::Result<std::sync::Arc<super::secrets::Redactor>>| match r {
             Ok(r) => r.redact(&tail),
             Err(e) => format!("(the log is not quoted: {e})"),
         };
+        let (tail, to_manager) = (
+            quote(self.redactor().await),
+            quote(self.redactor_for(name).await),
+        );
         let next = match retry_in {
             Some(d) => format!(
                 "restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})",
@@ -111,7 +120,7 @@ impl Supervised for Hive {
         .await;
         let body = format!(
             "Agent {name}'s harness {exit}; {next}.\nLast lines of its output (the agent's own words, quoted, not the hive's):\n{}",
-            quoted(&tail)
+            quoted(&to_manager)
         );
         if let Err(e) = self.notify(&AgentName::manager(), &body).await {
             tracing::error!("could not tell the manager about {name}'s crash: {e}");

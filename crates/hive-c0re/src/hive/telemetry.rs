@@ -12,10 +12,12 @@
 use std::collections::BTreeMap;
 
 use hive_sh4re::AgentName;
+use hive_sh4re::agent::ExitClass;
 use hive_sh4re::agent::TurnStats;
 use hive_sh4re::host::{AgentStats, SeriesPoint, StatsSummary, TurnPoint};
 use hive_sh4re::limits::{
     HARNESS_STATS_KEYS, REPORTED_FIGURE_MAX, REPORTED_USD_MAX, STATS_PER_MINUTE,
+    TOOL_NAME_MAX_CHARS, TURN_ERROR_MAX_CHARS, TURN_TOOLS_MAX,
 };
 
 use crate::broker::Change;
@@ -40,7 +42,10 @@ impl Hive {
     /// Stores the figures of a finished turn whose messages are settled
     /// already (see [`Hive::end_turn`]), so the inbox depth is what is left.
     pub async fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
-        let total: u64 = s.tool_calls.values().sum();
+        let total = s
+            .tool_calls
+            .values()
+            .fold(0u64, |a, n| a.saturating_add(*n));
         let inbox_depth = self.store.inbox_depth(agent.as_str()).await?;
         let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
         let mut rows: Vec<(String, f64)> = vec![
@@ -315,6 +320,61 @@ fn check_stats(items: &[(String, f64)]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A harness's figures of a turn, bounded as [`check_stats`] bounds a
+/// report's: each count and cost within its bound (a sum cannot overflow),
+/// at most [`TURN_TOOLS_MAX`] tools with names of plain characters, only
+/// the four mailbox classes, the reason cut short, and never the class the
+/// hive alone gives (a turn it ended itself). A harness speaks agent.sock as
+/// its agent may, so this is what one turn's end can make the store keep.
+pub fn bounded_turn_stats(mut s: TurnStats) -> TurnStats {
+    let count = |n: u64| n.min(REPORTED_FIGURE_MAX as u64);
+    let tool_name = |name: &str| -> String {
+        name.chars()
+            .take(TOOL_NAME_MAX_CHARS)
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' | '.' | ':' => c,
+                _ => '_',
+            })
+            .collect()
+    };
+    let mut tools = BTreeMap::new();
+    for (name, n) in std::mem::take(&mut s.tool_calls) {
+        let name = tool_name(&name);
+        if tools.len() < TURN_TOOLS_MAX || tools.contains_key(&name) {
+            let total: &mut u64 = tools.entry(name).or_default();
+            *total = count(total.saturating_add(n));
+        }
+    }
+    s.tool_calls = tools;
+    let classes = |m: &mut BTreeMap<String, u64>| {
+        m.retain(|class, _| ["peer", "operator", "manager", "system"].contains(&class.as_str()));
+        m.values_mut().for_each(|n| *n = count(*n));
+    };
+    classes(&mut s.sent_by_class);
+    classes(&mut s.received_by_class);
+    s.duration_ms = count(s.duration_ms);
+    s.messages_received = count(s.messages_received);
+    s.input_tokens = s.input_tokens.map(count);
+    s.output_tokens = s.output_tokens.map(count);
+    s.notes_bytes = s.notes_bytes.map(count);
+    s.cost_usd = s
+        .cost_usd
+        .filter(|c| c.is_finite())
+        .map(|c| c.clamp(0.0, REPORTED_USD_MAX));
+    if let Some(e) = &mut s.error
+        && e.chars().nth(TURN_ERROR_MAX_CHARS).is_some()
+    {
+        *e = format!(
+            "{}…",
+            e.chars().take(TURN_ERROR_MAX_CHARS).collect::<String>()
+        );
+    }
+    if s.exit_class == ExitClass::Interrupted {
+        s.exit_class = ExitClass::Failure;
+    }
+    s
 }
 
 #[cfg(test)]

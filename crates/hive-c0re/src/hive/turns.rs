@@ -129,6 +129,20 @@ impl Hive {
         }
     }
 
+    /// True when `name` began [`TURNS_PER_MINUTE`](hive_sh4re::limits::TURNS_PER_MINUTE)
+    /// turns this minute already (logged once a minute); else counts this one.
+    fn turns_paced(&self, name: &AgentName) -> bool {
+        match self.turns_rate.take(name.as_str(), 1) {
+            crate::throttle::Take::Taken => false,
+            crate::throttle::Take::Refused { first } => {
+                if first {
+                    tracing::warn!(agent = %name, "began {} turns this minute, the most the hive runs: its next turn waits for the next minute", hive_sh4re::limits::TURNS_PER_MINUTE);
+                }
+                true
+            }
+        }
+    }
+
     /// Waits up to `wait` until the agent may take a turn (not over a budget,
     /// not paused, not napping, admitted to a turn slot, not held by the
     /// hive-wide API backoff) and a message that is neither claimed nor held
@@ -181,6 +195,12 @@ impl Hive {
             let t = ticket.as_ref().expect("joined above");
             if t.may_go() {
                 match self.api.gate(name.as_str()) {
+                    // A harness that ends each turn at once (its messages
+                    // released, to claim again) would loop as fast as the
+                    // store writes: past the minute's turns, the next waits.
+                    Gate::Go if self.turns_paced(name) => {
+                        held_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
                     Gate::Go => match t.admit() {
                         Some(slot) => {
                             // No turn without a readable config: its messages wait for one, unclaimed.
