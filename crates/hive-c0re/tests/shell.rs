@@ -29,13 +29,22 @@ fn hive_with_alice(runtime: &'static str) -> (TestHive, tempfile::TempDir) {
 
 /// A hive whose agents' harness only sleeps (from the returned dir), with or without its manager.
 fn stand_in_hive(runtime: &'static str, manager: bool) -> (TestHive, tempfile::TempDir) {
+    stand_in_hive_with(runtime, manager, "#!/bin/sh\nexec sleep 100000\n")
+}
+
+/// A hive whose agents' harness is `script` (from the returned dir).
+fn stand_in_hive_with(
+    runtime: &'static str,
+    manager: bool,
+    script: &str,
+) -> (TestHive, tempfile::TempDir) {
     let bin = tempfile::Builder::new()
         .prefix("hive-shell-bin-")
         .tempdir()
         .unwrap();
     common::searchable(bin.path());
     for harness in ["hive-ag3nt", "hive-m1nd"] {
-        common::write_exe(&bin.path().join(harness), "#!/bin/sh\nexec sleep 100000\n");
+        common::write_exe(&bin.path().join(harness), script);
     }
     let mut opts = Opts {
         runtime,
@@ -500,6 +509,56 @@ fn the_operator_shell_is_no_way_out_nspawn_runtime() {
     if nspawn_ready() {
         the_operator_shell_is_no_way_out("nspawn");
     }
+}
+
+/// The attack of a hostile agent on the operator's shell through its mount
+/// namespace, which the shell enters: the agent binds a program of its own
+/// over bash, sh, setpriv and unshare, and the shell ran it on the
+/// operator's terminal (a fake prompt reads what is typed). The container
+/// has no CAP_SYS_ADMIN: the mounts are refused, and the shell is the host's.
+#[test]
+fn an_agent_cannot_mount_its_programs_over_the_operators_shell_nspawn_runtime() {
+    if !nspawn_ready() {
+        return;
+    }
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+printf '#!/bin/sh
+echo PLANTED
+exec sleep 100
+' > "$S/fake"
+chmod +x "$S/fake"
+for p in /usr/bin/bash /usr/bin/dash /usr/bin/setpriv /usr/bin/unshare; do
+  if mount --bind "$S/fake" "$p" 2>>"$S/mount.err"; then echo "$p" >> "$S/mounted"; fi
+done
+touch "$S/tried"
+exec sleep 100000
+"#;
+    let (hive, _bin) = stand_in_hive_with("nspawn", false, script);
+    hive.ok(&["spawn", "alice"]);
+    let state = hive.state_dir().join("agents/alice/state");
+    hive.wait_for("alice's mounts tried", 30, |_| state.join("tried").exists());
+    let mounted = std::fs::read_to_string(state.join("mounted")).unwrap_or_default();
+    assert!(mounted.is_empty(), "the agent mounted over {mounted}");
+    let mut child = hive
+        .command()
+        .args(["shell", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo real-$((6*7))\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = plain(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        text.contains("real-42"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("PLANTED"), "{text}");
 }
 
 /// The frames on host.sock, as a script would speak them: ack, data, resize, exit.

@@ -431,6 +431,11 @@ fn nspawn_args(
         "--timezone=off",
         "--link-journal=no",
         "--no-new-privileges=yes",
+        // No mounts inside: with CAP_SYS_ADMIN the agent bound programs of
+        // its own over /usr/bin/bash and the like in the mount namespace the
+        // operator's shell enters, and the shell ran them on the operator's
+        // terminal. The harness and claude mount nothing.
+        "--drop-capability=CAP_SYS_ADMIN",
         "--tmpfs=/var/tmp:mode=1777",
     ]
     .map(OsString::from)
@@ -663,16 +668,18 @@ impl Runtime for NspawnRuntime {
             "could not read the confinement of {}'s container",
             spec.name
         )))?;
-        // Inside: the bounding set (which entering the user namespace reset), then
-        // a PID namespace of its own, whose end takes along all it started.
+        // Inside: a PID namespace of its own, whose end takes along all it
+        // started (made while entering the user namespace still gives the
+        // CAP_SYS_ADMIN it takes), then the bounding set, which that entry
+        // reset, narrowed to the container's (which has none).
         let mut argv: Vec<String> = vec![
-            "setpriv".into(),
-            confinement.bounding_set_arg(),
-            "--".into(),
             "unshare".into(),
             "--pid".into(),
             "--fork".into(),
             "--kill-child".into(),
+            "--".into(),
+            "setpriv".into(),
+            confinement.bounding_set_arg(),
             "--".into(),
         ];
         argv.extend(what.argv.iter().cloned());
