@@ -210,6 +210,12 @@ fn git_as(
     };
     let (stdout, too_long) = out.and_then(|t| t.join().ok()).unwrap_or_default();
     let (stderr, _) = err.and_then(|t| t.join().ok()).unwrap_or_default();
+    if too_long {
+        return Err(Error::refused(format!(
+            "{} printed more than {MAX_CONFIG_BYTES} bytes: an agent.toml must be smaller",
+            what()
+        )));
+    }
     let Some(status) = status else {
         return Err(Error::refused(format!(
             "{} did not finish within {}s and was stopped: something in the repo blocks (a FIFO?) or it is too big; fix or remove the repo",
@@ -217,12 +223,6 @@ fn git_as(
             limit.as_secs()
         )));
     };
-    if too_long {
-        return Err(Error::refused(format!(
-            "{} printed more than {MAX_CONFIG_BYTES} bytes: an agent.toml must be smaller",
-            what()
-        )));
-    }
     if !status.success() {
         let said = String::from_utf8_lossy(&stderr);
         // What git says quotes what it read, and in a repo of someone
@@ -245,12 +245,16 @@ fn git_as(
         .map_err(|_| Error::refused(format!("{} printed text that is not UTF-8", what())))
 }
 
-/// Reads `r` on a thread, keeping at most `cap` bytes; true when there was more.
+/// Reads `r` on a thread to its end, keeping at most `cap` bytes; true when
+/// there was more. What is past the cap is read and dropped: a git left
+/// writing into a full pipe ran into the time limit, and the refusal blamed
+/// a FIFO where the file was too big.
 fn bounded(r: impl Read + Send + 'static, cap: usize) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let mut r = r.take(cap as u64 + 1);
-        let _ = r.read_to_end(&mut buf);
+        let mut kept = r.take(cap as u64 + 1);
+        let _ = kept.read_to_end(&mut buf);
+        let _ = std::io::copy(&mut kept.into_inner(), &mut std::io::sink());
         let more = buf.len() > cap;
         buf.truncate(cap);
         (buf, more)
@@ -808,6 +812,28 @@ mod tests {
         assert_eq!(r.head().unwrap(), first);
         assert_eq!(r.config_at(&first).unwrap(), "model = \"haiku\"\n");
         assert!(!marker.exists(), "the repo's git config ran a program");
+    }
+
+    #[test]
+    fn an_agent_toml_over_the_cap_is_refused_at_once_as_too_big() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = make(&paths(dir.path()), "alice", "model = \"haiku\"\n");
+        std::fs::write(
+            repo.join(CONFIG_FILE),
+            format!("# {}\n", "x".repeat(4 * MAX_CONFIG_BYTES)),
+        )
+        .unwrap();
+        plain_git(&repo, &["commit", "-qam", "big"]);
+        let r = Repo::open(&repo).unwrap().unwrap();
+        let head = r.head().unwrap();
+        let started = Instant::now();
+        let err = r.config_at(&head).unwrap_err().to_string();
+        assert!(err.contains("an agent.toml must be smaller"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
