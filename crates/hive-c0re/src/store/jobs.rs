@@ -19,7 +19,9 @@ impl Store {
     /// Takes hive-wide job `name` for `node` when it is due and nobody holds
     /// it: it is then `node`'s for at most `hold` (until [`Store::finish_job`])
     /// and due again `every` from now. False when another node holds it or
-    /// it ran less than `every` ago.
+    /// it ran less than `every` ago. A due time or hold further off than
+    /// `every` or `hold` from now was set by a clock since stepped back: the
+    /// job would not run until that time came again, so it is due.
     pub fn take_job(
         &self,
         name: &str,
@@ -33,7 +35,8 @@ impl Store {
             "INSERT INTO hive_jobs (name, node, held_until, next_at) VALUES (?1, ?2, ?3 + ?4, ?3 + ?5) \
              ON CONFLICT (name) DO UPDATE SET node = excluded.node, \
              held_until = excluded.held_until, next_at = excluded.next_at \
-             WHERE hive_jobs.next_at <= ?3 AND (hive_jobs.held_until IS NULL OR hive_jobs.held_until <= ?3) \
+             WHERE (hive_jobs.next_at <= ?3 OR hive_jobs.next_at > ?3 + ?5) \
+             AND (hive_jobs.held_until IS NULL OR hive_jobs.held_until <= ?3 OR hive_jobs.held_until > ?3 + ?4) \
              RETURNING name",
         )?;
         Ok(st

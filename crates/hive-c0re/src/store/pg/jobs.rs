@@ -26,8 +26,9 @@ impl PgStore {
                  VALUES ($1, $2, {DB_NOW} + $3, {DB_NOW} + $4) \
                  ON CONFLICT (name) DO UPDATE SET node = excluded.node, \
                  held_until = excluded.held_until, next_at = excluded.next_at \
-                 WHERE hive_jobs.next_at <= {DB_NOW} \
-                 AND (hive_jobs.held_until IS NULL OR hive_jobs.held_until <= {DB_NOW}) \
+                 WHERE (hive_jobs.next_at <= {DB_NOW} OR hive_jobs.next_at > {DB_NOW} + $4) \
+                 AND (hive_jobs.held_until IS NULL OR hive_jobs.held_until <= {DB_NOW} \
+                      OR hive_jobs.held_until > {DB_NOW} + $3) \
                  RETURNING name"
             ))
             .await?;

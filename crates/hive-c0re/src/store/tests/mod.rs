@@ -241,6 +241,22 @@ impl Fixture {
         }
     }
 
+    /// Runs `sql` (no parameters, the same text on both backends) as the owner, outside the store.
+    pub async fn execute(&self, sql: &str) {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.sqlite_path()).unwrap();
+                c.execute_batch(sql).unwrap();
+            }
+            Some(db) => {
+                let c = TestCluster::shared()
+                    .connect_as(super::pg::test_cluster::OWNER, db)
+                    .await;
+                c.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
     /// Records a schema version newer than this build knows.
     pub async fn set_newer_schema(&self) {
         match &self.database {

@@ -192,6 +192,21 @@ both! {
         assert!(!b.take_job("vacuum", "fourth", every, hold).await.unwrap(), "still held by third");
     }
 
+    async fn a_job_set_by_a_clock_since_stepped_back_is_due_again(f) {
+        use std::time::Duration;
+        let s = f.open().await;
+        let (every, hold) = (Duration::from_secs(3600), Duration::from_secs(60));
+        assert!(s.take_job("vacuum", "alpha", every, hold).await.unwrap());
+        s.finish_job("vacuum", "alpha").await.unwrap();
+        assert!(!s.take_job("vacuum", "alpha", every, hold).await.unwrap(), "not due for an hour");
+        // Set when the clock read a day ahead: due a day and an hour from now.
+        f.execute("UPDATE hive_jobs SET next_at = next_at + 86400000").await;
+        assert!(s.take_job("vacuum", "alpha", every, hold).await.unwrap(), "due: the clock stepped back");
+        // Held until a day from now, by a node whose clock ran ahead: a hold runs out within `hold`.
+        f.execute("UPDATE hive_jobs SET held_until = held_until + 86400000, next_at = 0").await;
+        assert!(s.take_job("vacuum", "beta", every, hold).await.unwrap(), "a hold past its length is over");
+    }
+
     async fn two_nodes_serving_one_webhook_never_take_the_same_delivery(f) {
         let a = f.open().await;
         let b = f.second(&a).await;
