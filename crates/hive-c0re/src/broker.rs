@@ -43,6 +43,10 @@ pub enum Change {
     Webhooks,
 }
 
+/// The number of wake channels past which (at each power of two) those
+/// nobody waits on are dropped.
+const PRUNE_AT: usize = 1024;
+
 /// Fan-out of wake-ups.
 pub struct Broker {
     inbox: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -66,22 +70,34 @@ impl Broker {
         }
     }
 
-    fn inbox_sender(&self, mailbox: &str) -> watch::Sender<u64> {
-        let mut m = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(mailbox.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .clone()
-    }
-
     /// A receiver that fires on the next poke of `mailbox`. Subscribe before
     /// checking the store, so a send between the check and the wait is not missed.
     pub fn watch_inbox(&self, mailbox: &str) -> watch::Receiver<u64> {
-        self.inbox_sender(mailbox).subscribe()
+        let mut m = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        // Keys come and go (each question and steering request has one):
+        // now and then those nobody waits on any more go, or the map would
+        // grow for as long as the daemon runs.
+        if !m.contains_key(mailbox) && m.len() >= PRUNE_AT && m.len().is_power_of_two() {
+            m.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        m.entry(mailbox.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
-    /// Wakes whoever waits on `mailbox` (a message came, or a pause or nap ended).
+    /// Wakes whoever waits on `mailbox` (a message came, or a pause or nap
+    /// ended); nothing when nobody does (a waiter subscribes before it checks).
     pub fn poke(&self, mailbox: &str) {
-        self.inbox_sender(mailbox).send_modify(|v| *v += 1);
+        let m = self.inbox.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = m.get(mailbox) {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// How many mailboxes the broker keeps a wake channel for (tests).
+    #[cfg(test)]
+    fn inboxes(&self) -> usize {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Wakes every mailbox and question someone waits on, so each re-checks
@@ -172,5 +188,22 @@ mod tests {
         assert!(alice.has_changed().unwrap());
         assert!(operator.has_changed().unwrap());
         assert!(!control.has_changed().unwrap());
+    }
+
+    #[test]
+    fn wake_channels_nobody_waits_on_do_not_pile_up() {
+        let b = Broker::new();
+        let kept = b.watch_inbox("alice");
+        // Each question's waiter, come and gone, and pokes of keys nobody watches.
+        for id in 0..10_000 {
+            drop(b.watch_inbox(&format!("#question/{id}")));
+            b.poke(&format!("#request/{id}"));
+        }
+        assert!(b.inboxes() <= 2 * PRUNE_AT, "{}", b.inboxes());
+        b.poke("alice");
+        assert!(
+            kept.has_changed().unwrap(),
+            "a live waiter keeps its channel"
+        );
     }
 }
