@@ -21,12 +21,13 @@ export const KINDS = {
   needs_login: 'Needs a login',
   node_down: 'Node down',
   disk_full: 'Disk nearly full',
+  turns_failing: 'Turns keep failing',
 };
 
 /** localStorage key of the kinds the browser notifies of. */
 const CHOSEN_KEY = 'hyperhive.notify.kinds';
 /** Kinds notified of before the operator chooses. */
-const DEFAULT_KINDS = ['message', 'question', 'approval', 'failed', 'over_budget', 'needs_login', 'node_down', 'disk_full'];
+const DEFAULT_KINDS = ['message', 'question', 'approval', 'failed', 'over_budget', 'needs_login', 'node_down', 'disk_full', 'turns_failing'];
 
 let baseTitle = document.title;
 let unread = 0;

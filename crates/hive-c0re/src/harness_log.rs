@@ -27,6 +27,11 @@ pub fn previous(log: &Path) -> PathBuf {
     log.with_file_name(name)
 }
 
+/// The files of `log`: itself and the previous one.
+pub fn files(log: &Path) -> [PathBuf; 2] {
+    [log.to_owned(), previous(log)]
+}
+
 /// Rotates `log` when it is a regular file larger than `max`: its last `max`
 /// bytes (and what is appended meanwhile, up to `max` more) go to
 /// `harness.log.1` (replacing the one before), and it is emptied in place.

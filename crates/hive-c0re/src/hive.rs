@@ -182,6 +182,8 @@ pub struct Hive {
     parsed_configs: std::sync::Mutex<std::collections::HashMap<String, (String, Arc<AgentConfig>)>>,
     /// The config repos' heads as last read, so the polls run git only for a repo that moved.
     heads: crate::config_repo::Heads,
+    /// Each agent's turns that failed in a row, since its last that handled its messages (`hive/turns.rs`).
+    failing_turns: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Notices that the operator's inbox refused a message: one in ten minutes (`hive/messages.rs`).
     operator_inbox_full: crate::throttle::Throttle,
     /// Why this daemon stepped down: another daemon serves its node now (`hive/nodes.rs`).
@@ -207,6 +209,7 @@ impl Hive {
             database_alarm: Default::default(),
             heads: Default::default(),
             displaced: Default::default(),
+            failing_turns: Default::default(),
             operator_inbox_full: crate::throttle::Throttle::new(Duration::from_secs(600)),
             webhook_secrets: Default::default(),
             naps: Default::default(),

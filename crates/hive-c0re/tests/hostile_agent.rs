@@ -894,19 +894,9 @@ fn an_agent_ending_turns_without_end_stores_bounded_figures_at_a_bounded_pace() 
         TURNS_PER_MINUTE,
     };
     // alice's harness does nothing: the test is the program in her container.
-    let bin = tempfile::Builder::new()
-        .prefix("hive-idle-bin-")
-        .tempdir()
-        .unwrap();
-    common::searchable(bin.path());
-    for harness in ["hive-ag3nt", "hive-m1nd"] {
-        common::write_exe(&bin.path().join(harness), "#!/bin/sh\nexec sleep 600\n");
-    }
+    let (_bin, env) = common::idle_harness();
     let hive = TestHive::start_with(Opts {
-        env: vec![
-            ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
-            ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
-        ],
+        env,
         ..Opts::default()
     });
     hive.ok(&["spawn", "alice"]);

@@ -368,3 +368,69 @@ fn every_moment_reaches_every_webhook_format_and_a_failed_one_survives_a_restart
     let out = hive.ok(&["notifications", "--unread"]);
     assert!(out.contains("no notifications"), "{out}");
 }
+
+/// One turn of `alice` on `c`: her messages claimed and the turn ended with
+/// `class` and `outcome`, as her harness would.
+fn one_turn(c: &mut common::Conn, class: &str, outcome: &str) {
+    c.send(&json!({"op": "next_turn", "wait_ms": 5000}).to_string());
+    let next = c.recv_json();
+    assert!(
+        next["messages"].as_array().is_some_and(|m| !m.is_empty()),
+        "{next}"
+    );
+    let stats = json!({
+        "duration_ms": 10, "exit_class": class, "tool_calls": {}, "messages_received": 1,
+        "error": "API 404 model: claude-retired-1 not found",
+    });
+    c.send(&json!({"op": "turn_end", "stats": stats, "outcome": outcome}).to_string());
+    let ended = c.recv_json();
+    assert_eq!(ended["ok"], true, "{ended}");
+}
+
+/// A turn that fails hands its messages back to be tried again, and again:
+/// a model retired, credit run out or a message that always fails a turn
+/// kept an agent busy for weeks with nothing done, and nothing told the
+/// operator. The fifth failure in a row is told (once, not each), and a turn
+/// that handled its messages starts the count again.
+#[test]
+fn turns_failing_in_a_row_are_told_to_the_operator_once() {
+    let (_bin, env) = common::idle_harness();
+    let hive = TestHive::start_with(Opts {
+        env,
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    hive.ok(&["send", "alice", "work"]);
+    let mut c = common::Conn::open(&hive.run_dir().join("agents/alice/agent.sock"));
+    let told = || hive.notifications_of("turns_failing");
+    for _ in 0..4 {
+        one_turn(&mut c, "failure", "release");
+    }
+    assert!(told().is_empty(), "{:?}", told());
+    one_turn(&mut c, "api_error", "release");
+    let t = told();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0]["agent"], "alice");
+    let text = t[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("alice's last 5 turns failed in a row (api_error; the last: API 404 model: claude-retired-1 not found)")
+            && text.contains("`hive-c0re pause alice`"),
+        "{text}"
+    );
+    for _ in 0..3 {
+        one_turn(&mut c, "timeout", "release");
+    }
+    assert_eq!(told().len(), 1, "told once, not each");
+    // A turn that handled its messages ends the count.
+    one_turn(&mut c, "ok", "ack");
+    hive.ok(&["send", "alice", "more work"]);
+    for _ in 0..4 {
+        one_turn(&mut c, "failure", "release");
+    }
+    assert_eq!(told().len(), 1, "four since the last good turn");
+    one_turn(&mut c, "failure", "release");
+    assert_eq!(told().len(), 2);
+}

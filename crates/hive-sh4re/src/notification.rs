@@ -35,11 +35,15 @@ pub enum NotificationKind {
     /// A node's disk (its state's file system) is nearly full, and the hive
     /// refuses new messages until there is room; or there is room again.
     DiskFull,
+    /// An agent's turns keep failing (claude cannot start, the model API
+    /// refuses it, its turns run out of time): its messages go back to be
+    /// tried again, and again.
+    TurnsFailing,
 }
 
 impl NotificationKind {
     /// Every kind, in the order the dashboard lists them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Message,
         Self::Question,
         Self::Approval,
@@ -50,6 +54,7 @@ impl NotificationKind {
         Self::NeedsLogin,
         Self::NodeDown,
         Self::DiskFull,
+        Self::TurnsFailing,
     ];
 
     /// The name on the wire, in the store and in the config.
@@ -65,6 +70,7 @@ impl NotificationKind {
             Self::NeedsLogin => "needs_login",
             Self::NodeDown => "node_down",
             Self::DiskFull => "disk_full",
+            Self::TurnsFailing => "turns_failing",
         }
     }
 
@@ -86,6 +92,7 @@ impl NotificationKind {
             Self::NeedsLogin => "Agent needs a login",
             Self::NodeDown => "Node down",
             Self::DiskFull => "Disk nearly full",
+            Self::TurnsFailing => "Turns keep failing",
         }
     }
 
@@ -93,7 +100,12 @@ impl NotificationKind {
     pub fn urgent(self) -> bool {
         matches!(
             self,
-            Self::Failed | Self::OverBudget | Self::NeedsLogin | Self::NodeDown | Self::DiskFull
+            Self::Failed
+                | Self::OverBudget
+                | Self::NeedsLogin
+                | Self::NodeDown
+                | Self::DiskFull
+                | Self::TurnsFailing
         )
     }
 }

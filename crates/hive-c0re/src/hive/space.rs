@@ -146,10 +146,20 @@ impl Hive {
                 dirs.push(self.paths.configs_root());
             }
             let deadline = end.min(now + MEASURE_LIMIT);
+            // Its harness log too, outside its state dir: the agent writes
+            // it through the descriptor it was given, and can grow it (or
+            // allocate it) as it can its files.
+            let logs = crate::harness_log::files(&self.paths.harness_log(&name));
             let walk = tokio::task::spawn_blocking(move || {
+                let logged = logs
+                    .iter()
+                    .filter_map(|l| std::fs::symlink_metadata(l).ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                    .sum::<u64>();
                 dirs.iter().try_fold(
                     Usage {
-                        bytes: 0,
+                        bytes: logged,
                         complete: true,
                     },
                     |sum, dir| {

@@ -21,6 +21,9 @@ use crate::store::MessageRow;
 
 /// Most messages one turn takes from the inbox.
 const TURN_BATCH: u32 = 100;
+
+/// Turns failed in a row after which the operator hears of it (`turns_failing`).
+pub const FAILING_TURNS_TOLD: u32 = 5;
 /// How long past its time limit a turn slot may be held (the harness's own
 /// stop of claude, and its report); `HIVE_SLOT_GRACE_SECS` for tests.
 const SLOT_GRACE: Duration = Duration::from_secs(60);
@@ -127,6 +130,49 @@ impl Hive {
             self.tell_operator(NotificationKind::Crashed, Some(name), &text)
                 .await;
         }
+    }
+
+    /// Counts the turns of `name` that failed in a row (claude could not
+    /// start, the model API refused it, it ran out of time: its messages go
+    /// back to be tried again, and again) and tells the operator at the
+    /// [`FAILING_TURNS_TOLD`]th and every 50th after: a model retired, credit
+    /// run out or a message that always fails a turn kept an agent busy for
+    /// weeks with nothing done, seen only on its row. A turn that handled
+    /// its messages ends the count; so does a restart of the daemon.
+    async fn count_failing_turns(&self, name: &AgentName, stats: &TurnStats, outcome: TurnOutcome) {
+        let failed = outcome == TurnOutcome::Release
+            && matches!(
+                stats.exit_class,
+                ExitClass::Failure | ExitClass::ApiError | ExitClass::Timeout
+            );
+        let n = {
+            let mut counts = self.failing_turns.lock().unwrap_or_else(|p| p.into_inner());
+            if !failed {
+                counts.remove(name.as_str());
+                return;
+            }
+            let n = counts.entry(name.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        if n != FAILING_TURNS_TOLD && n % 50 != 0 {
+            return;
+        }
+        let why: String = stats
+            .error
+            .as_deref()
+            .unwrap_or("no reason given")
+            .chars()
+            .take(200)
+            .collect();
+        let text = format!(
+            "{name}'s last {n} turns failed in a row ({}; the last: {why}). Its messages go back to be \
+             tried again, and each try may cost: see `hive-c0re events {name}`, and `hive-c0re pause {name}` \
+             holds it until it can work.",
+            stats.exit_class
+        );
+        self.tell_operator(NotificationKind::TurnsFailing, Some(name), &text)
+            .await;
     }
 
     /// True when `name` began [`TURNS_PER_MINUTE`](hive_sh4re::limits::TURNS_PER_MINUTE)
@@ -325,6 +371,7 @@ impl Hive {
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
         let spend = self.record_turn(name, stats).await?;
         self.spent(name, spend).await;
+        self.count_failing_turns(name, stats, outcome).await;
         if let Some(s) = session {
             self.store
                 .replace_session(agent, claim.resumed.as_deref(), Some(s))

@@ -1210,6 +1210,25 @@ pub fn git(repo: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A bin dir whose harnesses do nothing (sleep), and the environment that
+/// gives it to a hive: the test is then the agent's only speaker on its
+/// agent.sock, as a program in its container would be. Keep the dir.
+pub fn idle_harness() -> (tempfile::TempDir, Vec<(String, String)>) {
+    let bin = tempfile::Builder::new()
+        .prefix("hive-idle-bin-")
+        .tempdir()
+        .unwrap();
+    searchable(bin.path());
+    for harness in ["hive-ag3nt", "hive-m1nd"] {
+        write_exe(&bin.path().join(harness), "#!/bin/sh\nexec sleep 600\n");
+    }
+    let env = vec![
+        ("HIVE_BIN_DIR".into(), bin.path().display().to_string()),
+        ("HIVE_CLAUDE_BIN".into(), "/bin/false".into()),
+    ];
+    (bin, env)
+}
+
 /// One request on an agent's own socket, as that agent (its harness, or a
 /// hostile program in its container) would send it; the parsed answer.
 pub fn agent_call(hive: &TestHive, agent: &str, req: serde_json::Value) -> serde_json::Value {
