@@ -514,8 +514,10 @@ fn the_operator_shell_is_no_way_out_nspawn_runtime() {
 /// The attack of a hostile agent on the operator's shell through its mount
 /// namespace, which the shell enters: the agent binds a program of its own
 /// over bash, sh, setpriv and unshare, and the shell ran it on the
-/// operator's terminal (a fake prompt reads what is typed). The container
-/// has no CAP_SYS_ADMIN: the mounts are refused, and the shell is the host's.
+/// operator's terminal (a fake prompt reads what is typed); or it attaches
+/// to the process the shell begins in, which holds CAP_SYS_ADMIN to make the
+/// shell's PID namespace, to mount through it. The container has neither
+/// CAP_SYS_ADMIN nor CAP_SYS_PTRACE: both are refused, and the shell is the host's.
 #[test]
 fn an_agent_cannot_mount_its_programs_over_the_operators_shell_nspawn_runtime() {
     if !nspawn_ready() {
@@ -532,6 +534,28 @@ for p in /usr/bin/bash /usr/bin/dash /usr/bin/setpriv /usr/bin/unshare; do
   if mount --bind "$S/fake" "$p" 2>>"$S/mount.err"; then echo "$p" >> "$S/mounted"; fi
 done
 touch "$S/tried"
+# And through the process the shell begins in, which makes its PID namespace:
+# attached with ptrace, it could be made to mount.
+/usr/bin/python3 - <<'PY' &
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+out = os.environ["HIVE_AGENT_STATE"] + "/ptrace"
+end = time.time() + 120
+while time.time() < end:
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = open(f"/proc/{p}/comm").read().strip()
+        except OSError:
+            continue
+        if comm == "unshare":
+            r = libc.ptrace(16, int(p), 0, 0)
+            with open(out, "a") as f:
+                f.write("attached\n" if r == 0 else f"refused {ctypes.get_errno()}\n")
+            if r == 0:
+                libc.ptrace(17, int(p), 0, 0)
+            raise SystemExit
+    time.sleep(0.05)
+PY
 exec sleep 100000
 "#;
     let (hive, _bin) = stand_in_hive_with("nspawn", false, script);
@@ -549,7 +573,8 @@ exec sleep 100000
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"echo real-$((6*7))\n").unwrap();
+    // Long enough for the agent to find the shell's first process.
+    stdin.write_all(b"sleep 2; echo real-$((6*7))\n").unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     let text = plain(&String::from_utf8_lossy(&out.stdout));
@@ -559,6 +584,11 @@ exec sleep 100000
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!text.contains("PLANTED"), "{text}");
+    let traced = std::fs::read_to_string(state.join("ptrace")).unwrap_or_default();
+    assert!(
+        traced.starts_with("refused"),
+        "ptrace of the shell's first process: {traced:?}"
+    );
 }
 
 /// The frames on host.sock, as a script would speak them: ack, data, resize, exit.

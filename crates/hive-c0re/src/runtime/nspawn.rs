@@ -434,8 +434,11 @@ fn nspawn_args(
         // No mounts inside: with CAP_SYS_ADMIN the agent bound programs of
         // its own over /usr/bin/bash and the like in the mount namespace the
         // operator's shell enters, and the shell ran them on the operator's
-        // terminal. The harness and claude mount nothing.
-        "--drop-capability=CAP_SYS_ADMIN",
+        // terminal. Nor ptrace of a process with more capabilities than its
+        // own: the operator's shell begins in a process that holds
+        // CAP_SYS_ADMIN (to make its PID namespace), which the agent could
+        // otherwise make mount for it. The harness and claude need neither.
+        "--drop-capability=CAP_SYS_ADMIN,CAP_SYS_PTRACE",
         "--tmpfs=/var/tmp:mode=1777",
     ]
     .map(OsString::from)
