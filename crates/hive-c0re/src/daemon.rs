@@ -12,6 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_sock::AgentSockets;
+use crate::hive::nodes::NodeNameTaken;
 use crate::hive::{DEFAULT_TURN_TIMEOUT, Hive, Settings};
 use crate::paths::Paths;
 use crate::runtime::{NspawnRuntime, ProcessRuntime, Runtime, RuntimeKind, UidRanges};
@@ -197,13 +198,18 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         match hive.register_node().await {
             Err(e) if e.is_disk_full() => {
                 tracing::warn!("the disk is full: this node registers once space is freed");
-                Ok(())
+                Ok(None)
             }
             other => other,
         }
     });
-    if registered.await?.is_none() {
-        return stop_early(Some(&hive), &paths).await;
+    match registered.await? {
+        None => return stop_early(Some(&hive), &paths).await,
+        Some(Some(taken)) => {
+            hive.shut_down().await;
+            return Err(NodeNameTaken(taken).into());
+        }
+        Some(None) => {}
     }
     hive.spawn_task(hive.clone().sweep_cut_off_approvals());
 
@@ -270,7 +276,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     let _ = std::fs::remove_file(paths.host_sock());
     match hive.displaced() {
-        Some(why) => anyhow::bail!("this daemon stepped down: {why}"),
+        Some(why) => Err(NodeNameTaken(format!("this daemon stepped down: {why}")).into()),
         None => Ok(()),
     }
 }

@@ -35,7 +35,10 @@ fn main() {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("hive-c0re: {e:#}");
-                    2
+                    match e.downcast_ref::<hive_c0re::hive::nodes::NodeNameTaken>() {
+                        Some(_) => hive_c0re::hive::nodes::NodeNameTaken::EXIT,
+                        None => 2,
+                    }
                 }
             };
             // Dropping the runtime would wait for every blocking task, even

@@ -60,6 +60,26 @@ pub fn this_host() -> Result<NodeName> {
     })
 }
 
+/// Why serve ended: another daemon serves its node name (it was refused at
+/// start, or stepped down). `serve` exits with [`NodeNameTaken::EXIT`], which
+/// the systemd unit does not restart: a second daemon retried every few
+/// seconds would take the name the first time the first one is silent.
+#[derive(Debug)]
+pub struct NodeNameTaken(pub String);
+
+impl NodeNameTaken {
+    /// The exit status of a serve that ended so.
+    pub const EXIT: i32 = 3;
+}
+
+impl std::fmt::Display for NodeNameTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NodeNameTaken {}
+
 /// The heartbeat interval: `HIVE_HEARTBEAT_SECS` (whole seconds, at least 1) or [`HEARTBEAT`].
 pub fn heartbeat_every() -> Result<Duration> {
     match std::env::var("HIVE_HEARTBEAT_SECS") {
@@ -94,21 +114,18 @@ impl Hive {
     }
 
     /// Registers this node (its dashboard's URL as its address, empty without
-    /// one); agents stored before nodes existed become its own. Refused while
-    /// another daemon serves a live node of this name: each would take the
-    /// steering requests meant for the other's agents.
-    pub async fn register_node(&self) -> Result<()> {
-        match self.try_register().await? {
-            None => Ok(()),
-            Some(why) => Err(Error::refused(why)),
-        }
-    }
-
-    /// Registers this node; the sentence saying which daemon serves it
-    /// instead when another does (nothing was written then).
-    async fn try_register(&self) -> Result<Option<String>> {
+    /// one); agents stored before nodes existed become its own. Some sentence
+    /// instead, and nothing written, while another daemon serves a live node
+    /// of this name: each would take the steering requests meant for the
+    /// other's agents.
+    pub async fn register_node(&self) -> Result<Option<String>> {
         let address = self.settings.dashboard_home.as_deref().unwrap_or_default();
-        let alive = (self.settings.heartbeat_every * DEAD_AFTER).as_millis() as i64;
+        // On a store one daemon owns (sqlite) there is no other daemon: a
+        // restart whose node id could not be read is not one.
+        let alive = match self.store.shared() {
+            true => (self.settings.heartbeat_every * DEAD_AFTER).as_millis() as i64,
+            false => -1,
+        };
         let node = self.node();
         match self
             .store
@@ -413,7 +430,7 @@ pub async fn heartbeat(hive: Arc<Hive>) {
         {
             Ok(Ok(true)) => Ok(()),
             // Registered again, unless another daemon took the name meanwhile.
-            Ok(Ok(false)) => match hive.try_register().await {
+            Ok(Ok(false)) => match hive.register_node().await {
                 Ok(None) => Ok(()),
                 Ok(Some(why)) => return hive.step_down(why),
                 Err(e) => Err(e),

@@ -93,11 +93,12 @@ impl Store {
         }))
     }
 
-    /// Records a heartbeat of node `name` by `holder` now; false when the
-    /// node never registered or another daemon registered it since.
+    /// Records a heartbeat of node `name` by `holder` now (a row stored
+    /// before rows kept their holder becomes its); false when the node
+    /// never registered or another daemon registered it since.
     pub fn heartbeat(&self, name: &str, holder: &str) -> Result<bool> {
         Ok(self.lock().conn.execute(
-            "UPDATE nodes SET last_heartbeat = MAX(last_heartbeat, ?1) \
+            "UPDATE nodes SET last_heartbeat = MAX(last_heartbeat, ?1), holder = COALESCE(holder, ?3) \
              WHERE name = ?2 AND (holder IS NULL OR holder = ?3)",
             params![now_ms(), name, holder],
         )? > 0)

@@ -63,13 +63,15 @@ impl PgStore {
         Ok(Registration::Done(row(&done)))
     }
 
-    /// Records a heartbeat of node `name` by `holder` now; false when the
-    /// node never registered or another daemon registered it since.
+    /// Records a heartbeat of node `name` by `holder` now (a row stored
+    /// before rows kept their holder becomes its); false when the node
+    /// never registered or another daemon registered it since.
     pub async fn heartbeat(&self, name: &str, holder: &str) -> Result<bool> {
         let c = self.liveness_client().await?;
         let st = c
             .prepare_cached(&format!(
-                "UPDATE nodes SET last_heartbeat = GREATEST(last_heartbeat, {DB_NOW}) \
+                "UPDATE nodes SET last_heartbeat = GREATEST(last_heartbeat, {DB_NOW}), \
+                 holder = COALESCE(holder, $2) \
                  WHERE name = $1 AND (holder IS NULL OR holder = $2)"
             ))
             .await?;

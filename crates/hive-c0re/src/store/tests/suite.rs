@@ -1194,6 +1194,13 @@ both! {
             Registration::Served { holder, .. } if holder == "alpha#other"
         ));
         assert_eq!(s.nodes().await.unwrap()[0].address, "a:2");
+        // A row stored before rows kept their holder becomes the first beater's.
+        f.execute("UPDATE nodes SET holder = NULL").await;
+        assert!(s.heartbeat("alpha", "alpha#test").await.unwrap());
+        assert!(matches!(
+            register_again(&s, "alpha#other", 60_000).await,
+            Registration::Served { holder, .. } if holder == "alpha#test"
+        ));
     }
 
     async fn an_agent_keeps_its_home_node_and_old_agents_go_to_the_first_node_to_register(f) {
