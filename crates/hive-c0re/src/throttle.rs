@@ -87,6 +87,20 @@ impl PerMinute {
         let first = !std::mem::replace(refused, true);
         Take::Refused { first }
     }
+
+    /// Whether `key` used this minute's whole limit, counting nothing: None
+    /// while there is room, else whether this is the minute's first refusal.
+    pub fn full(&self, key: &str) -> Option<bool> {
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        w.retain(|_, (start, _, _)| now.duration_since(*start) < Duration::from_secs(60));
+        match w.get_mut(key) {
+            Some((_, used, refused)) if *used >= self.limit => {
+                Some(!std::mem::replace(refused, true))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +115,16 @@ mod tests {
         assert_eq!(t.due(), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(t.due(), Some(3));
+    }
+
+    #[test]
+    fn per_minute_says_full_without_counting() {
+        let r = PerMinute::new(2u32);
+        assert_eq!(r.full("a"), None);
+        assert!(r.allow("a") && r.allow("a"));
+        assert_eq!(r.full("a"), Some(true), "the first refusal");
+        assert_eq!(r.full("a"), Some(false));
+        assert_eq!(r.full("b"), None);
     }
 
     #[test]

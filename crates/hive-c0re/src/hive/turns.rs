@@ -176,11 +176,12 @@ impl Hive {
     }
 
     /// True when `name` began [`TURNS_PER_MINUTE`](hive_sh4re::limits::TURNS_PER_MINUTE)
-    /// turns this minute already (logged once a minute); else counts this one.
+    /// turns this minute already (logged once a minute). Counts nothing:
+    /// a turn counts when its messages are claimed.
     fn turns_paced(&self, name: &AgentName) -> bool {
-        match self.turns_rate.take(name.as_str(), 1) {
-            crate::throttle::Take::Taken => false,
-            crate::throttle::Take::Refused { first } => {
+        match self.turns_rate.full(name.as_str()) {
+            None => false,
+            Some(first) => {
                 if first {
                     tracing::warn!(agent = %name, "began {} turns this minute, the most the hive runs: its next turn waits for the next minute", hive_sh4re::limits::TURNS_PER_MINUTE);
                 }
@@ -217,6 +218,26 @@ impl Hive {
                 true => self.oldest_unclaimed(name, from).await?,
                 false => None,
             };
+            // A harness that ends each turn at once (its messages released,
+            // to claim again) would loop as fast as the store writes: past
+            // the minute's turns, the next waits, out of the line (it holds
+            // no other agent's slot, nor the API backoff's probe).
+            let oldest = match oldest {
+                Some(_) if self.turns_paced(name) => {
+                    if ticket.take().is_some() {
+                        self.broker.publish(Change::Agent(name.to_string()));
+                    }
+                    let paced = tokio::time::Instant::now() + Duration::from_secs(1);
+                    if !self
+                        .wait_for_turn(&mut rx, &mut api, Some(paced), None, None, deadline)
+                        .await
+                    {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                other => other,
+            };
             let Some(key) = oldest else {
                 // Held, paused, napping, cancelled or nothing to do: out of line, if it was in.
                 if ticket.take().is_some() {
@@ -241,12 +262,6 @@ impl Hive {
             let t = ticket.as_ref().expect("joined above");
             if t.may_go() {
                 match self.api.gate(name.as_str()) {
-                    // A harness that ends each turn at once (its messages
-                    // released, to claim again) would loop as fast as the
-                    // store writes: past the minute's turns, the next waits.
-                    Gate::Go if self.turns_paced(name) => {
-                        held_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                    }
                     Gate::Go => match t.admit() {
                         Some(slot) => {
                             // No turn without a readable config: its messages wait for one, unclaimed.
@@ -259,6 +274,7 @@ impl Hive {
                             };
                             match claimed {
                                 Ok((messages, config)) if !messages.is_empty() => {
+                                    let _ = self.turns_rate.take(name.as_str(), 1);
                                     return Ok(Some(Turn {
                                         messages,
                                         config,
