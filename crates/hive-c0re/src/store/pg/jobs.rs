@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{DB_NOW, PgStore};
 use crate::store::Result;
+use crate::store::jobs::STEPPED_BACK_MS;
 use crate::store::leases::ttl_ms;
 
 impl PgStore {
@@ -26,9 +27,9 @@ impl PgStore {
                  VALUES ($1, $2, {DB_NOW} + $3, {DB_NOW} + $4) \
                  ON CONFLICT (name) DO UPDATE SET node = excluded.node, \
                  held_until = excluded.held_until, next_at = excluded.next_at \
-                 WHERE (hive_jobs.next_at <= {DB_NOW} OR hive_jobs.next_at > {DB_NOW} + $4) \
+                 WHERE (hive_jobs.next_at <= {DB_NOW} OR hive_jobs.next_at > {DB_NOW} + $4 + {STEPPED_BACK_MS}) \
                  AND (hive_jobs.held_until IS NULL OR hive_jobs.held_until <= {DB_NOW} \
-                      OR hive_jobs.held_until > {DB_NOW} + $3) \
+                      OR hive_jobs.held_until > {DB_NOW} + $3 + {STEPPED_BACK_MS}) \
                  RETURNING name"
             ))
             .await?;

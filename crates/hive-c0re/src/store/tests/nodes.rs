@@ -199,11 +199,14 @@ both! {
         assert!(s.take_job("vacuum", "alpha", every, hold).await.unwrap());
         s.finish_job("vacuum", "alpha").await.unwrap();
         assert!(!s.take_job("vacuum", "alpha", every, hold).await.unwrap(), "not due for an hour");
-        // Set when the clock read a day ahead: due a day and an hour from now.
-        f.execute("UPDATE hive_jobs SET next_at = next_at + 86400000").await;
+        // A node with a longer interval set it: not due before that.
+        f.execute("UPDATE hive_jobs SET next_at = next_at + 6 * 3600000").await;
+        assert!(!s.take_job("vacuum", "alpha", every, hold).await.unwrap(), "another node's longer interval");
+        // Set when the clock read two days ahead.
+        f.execute("UPDATE hive_jobs SET next_at = next_at + 2 * 86400000").await;
         assert!(s.take_job("vacuum", "alpha", every, hold).await.unwrap(), "due: the clock stepped back");
         // Held until a day from now, by a node whose clock ran ahead: a hold runs out within `hold`.
-        f.execute("UPDATE hive_jobs SET held_until = held_until + 86400000, next_at = 0").await;
+        f.execute("UPDATE hive_jobs SET held_until = held_until + 2 * 86400000, next_at = 0").await;
         assert!(s.take_job("vacuum", "beta", every, hold).await.unwrap(), "a hold past its length is over");
     }
 
