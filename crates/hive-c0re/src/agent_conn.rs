@@ -353,6 +353,12 @@ async fn handle(
             // The slot goes back however the ending went.
             let _slot = conn.turn_slot.take();
             let stats = crate::hive::telemetry::bounded_turn_stats(stats);
+            // Stored in the agent's row at each turn's end: an id no claude
+            // gives is not kept (the next turn starts a fresh session).
+            let session = session.filter(|s| {
+                s.len() <= hive_sh4re::limits::SESSION_ID_MAX_BYTES
+                    && !s.chars().any(hive_sh4re::text::shows_nothing)
+            });
             let config = hive
                 .end_turn(name, &claim, &stats, outcome, session.as_deref())
                 .await?;

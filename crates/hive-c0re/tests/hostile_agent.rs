@@ -915,8 +915,9 @@ fn an_agent_ending_turns_without_end_stores_bounded_figures_at_a_bounded_pace() 
             "duration_ms": u64::MAX, "exit_code": 1, "exit_class": "interrupted",
             "tool_calls": tools, "messages_received": 1,
             "sent_by_class": {"x".repeat(1000): 1, "peer": u64::MAX},
-            "cost_usd": 1e300, "error": "e".repeat(300_000),
+            "cost_usd": 1e300, "error": "e".repeat(200_000),
         },
+        "session": "s".repeat(100_000),
     })
     .to_string();
     assert!(end.len() < 1 << 20, "one request: {}", end.len());
@@ -981,6 +982,18 @@ fn an_agent_ending_turns_without_end_stores_bounded_figures_at_a_bounded_pace() 
         )
         .unwrap();
     assert!(cost <= REPORTED_USD_MAX, "a turn cost {cost}");
+    let session: Option<String> = db
+        .query_row(
+            "SELECT session_id FROM agents WHERE name = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        session.as_deref().is_none_or(|s| s.len() <= 128),
+        "a session id of {} bytes kept",
+        session.map_or(0, |s| s.len())
+    );
     assert_eq!(classes, 1, "only the mailbox classes");
     let ends: Vec<Value> = hive
         .events("alice")

@@ -110,6 +110,8 @@ pub const TURNS_PER_MINUTE: u32 = 120;
 pub const TURN_TOOLS_MAX: usize = 64;
 /// Longest tool name a turn's figures keep, in characters.
 pub const TOOL_NAME_MAX_CHARS: usize = 128;
+/// Longest claude session id a turn's end may name, in bytes (claude's are UUIDs).
+pub const SESSION_ID_MAX_BYTES: usize = 128;
 /// Longest reason a failed turn's figures keep, in characters.
 pub const TURN_ERROR_MAX_CHARS: usize = 4000;
 
