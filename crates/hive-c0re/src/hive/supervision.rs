@@ -100,11 +100,15 @@ impl Supervised for Hive {
             gave_up: retry_in.is_none(),
             log_tail: tail.clone(),
         };
-        let _ = self.record(name, &Payload::ContainerCrash(crash)).await;
-        // Failed at once, before the operator and the manager are told: a
-        // row read in between read neither restarting nor failed, but stopped.
+        // Failed before the crash that gave up is recorded: a row read in
+        // between (the crash given up on, the flag not yet set) read neither
+        // restarting nor failed, but stopped; and before the operator and the
+        // manager are told.
         if retry_in.is_none() {
             let _ = self.store.set_failed(name.as_str(), true).await;
+        }
+        let _ = self.record(name, &Payload::ContainerCrash(crash)).await;
+        if retry_in.is_none() {
             self.broker.publish(Change::Agent(name.to_string()));
         }
         let kind = if retry_in.is_some() {
