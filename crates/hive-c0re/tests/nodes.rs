@@ -1498,6 +1498,21 @@ fn a_second_daemon_under_a_live_nodes_name_is_refused_and_one_daemon_runs_an_age
     assert!(common::harness_pids(&second, "x").is_empty());
     assert_eq!(common::harness_pids(&first, "x").len(), 1);
     assert_eq!(first.row("x").unwrap()["running"], true);
+    // And the operator hears of it, on any node.
+    let told: Vec<serde_json::Value> = first
+        .notifications_of("node_down")
+        .into_iter()
+        .filter(|n| n["text"].as_str().unwrap().contains("stepped down"))
+        .collect();
+    assert_eq!(told.len(), 1, "{:?}", first.notifications_of("node_down"));
+    assert!(
+        told[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("The hive-c0re serving node alpha as alpha#"),
+        "{}",
+        told[0]["text"]
+    );
 }
 
 /// Nodes started together on an empty database both find no manager and

@@ -147,9 +147,18 @@ impl Hive {
     }
 
     /// Ends this daemon because another serves its node now (it registered
-    /// while this one was silent: frozen, or cut off); `serve` exits with `why`.
-    fn step_down(&self, why: String) {
+    /// while this one was silent: frozen, or cut off); `serve` exits with
+    /// `why`. The operator hears of it: the node's agents now run wherever
+    /// the other daemon runs, with that host's state dirs.
+    async fn step_down(&self, why: String) {
         tracing::error!("this daemon steps down: {why}");
+        let text = format!(
+            "The hive-c0re serving node {} as {} stepped down: {why}. Check that the daemon serving it now is the one you meant to.",
+            self.node(),
+            self.settings.lease_holder
+        );
+        self.tell_operator(NotificationKind::NodeDown, None, &text)
+            .await;
         *self.displaced.lock().unwrap() = Some(why);
         self.shutdown.cancel();
     }
@@ -432,7 +441,7 @@ pub async fn heartbeat(hive: Arc<Hive>) {
             // Registered again, unless another daemon took the name meanwhile.
             Ok(Ok(false)) => match hive.register_node().await {
                 Ok(None) => Ok(()),
-                Ok(Some(why)) => return hive.step_down(why),
+                Ok(Some(why)) => return hive.step_down(why).await,
                 Err(e) => Err(e),
             },
             Ok(Err(e)) => Err(e.into()),
