@@ -648,6 +648,7 @@ impl Resolved {
                 events_keep_bytes: a.events_keep_mib.saturating_mul(1024 * 1024),
                 delivered_keep: a.delivered_keep,
                 max_age_ms: (a.history_days as i64) * 24 * 3600 * 1000,
+                ..Limits::default()
             },
             vacuum_every: Duration::from_secs(a.vacuum_secs.max(1)),
             uid_base: a.uid_base,

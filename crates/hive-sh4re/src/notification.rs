@@ -96,6 +96,13 @@ impl NotificationKind {
         }
     }
 
+    /// True for what an agent causes at will (a message to the operator, a
+    /// question): the hive holds back a burst of these per agent, and drops
+    /// them (unread or not) before the hive's own when the bell is over its cap.
+    pub fn at_will(self) -> bool {
+        matches!(self, Self::Message | Self::Question)
+    }
+
     /// True for the moments that stop work until the operator acts (ntfy's high priority).
     pub fn urgent(self) -> bool {
         matches!(

@@ -117,13 +117,12 @@ impl Limit {
             .fold(0.0, f64::max)
     }
 
-    /// The measures whose share went from below `mark` to `mark` or more.
-    fn crossed(&self, before: Spend, after: Spend, mark: f64) -> Vec<(BudgetMeasure, f64, f64)> {
-        self.measures(before)
+    /// The measures whose share of `spent` is `mark` or more; below 100 %
+    /// only those not over (one over is told as over, not as at 80 %).
+    fn reached(&self, spent: Spend, mark: f64) -> Vec<(BudgetMeasure, f64, f64)> {
+        self.measures(spent)
             .into_iter()
-            .zip(self.measures(after))
-            .filter(|((_, b, l), (_, a, _))| b / l < mark && a / l >= mark)
-            .map(|(_, after)| after)
+            .filter(|(_, s, l)| s / l >= mark && (mark >= 1.0 || s < l))
             .collect()
     }
 }
@@ -302,28 +301,56 @@ impl Hive {
         if delta.usd <= 0.0 && delta.tokens <= 0.0 {
             return;
         }
-        if let Err(e) = self.note_spend(name, delta).await {
+        if let Err(e) = self.note_spend(name).await {
             tracing::warn!(agent = %name, "could not check the budgets: {e}");
         }
     }
 
-    async fn note_spend(&self, name: &AgentName, delta: Spend) -> Result<()> {
+    /// The measures of `limit` that `spent` brought to `mark` and no one
+    /// told yet: each is claimed in the store, so of turns ending together
+    /// (on any nodes) exactly one tells it, where comparing each turn's
+    /// spend before and after told it twice, or not at all.
+    async fn newly_reached(
+        &self,
+        scope: &str,
+        today: i64,
+        limit: &Limit,
+        spent: Spend,
+        mark: f64,
+    ) -> Result<Vec<(BudgetMeasure, f64, f64)>> {
+        let mark_name = if mark >= 1.0 { "over" } else { "warn" };
+        let mut told = vec![];
+        for (m, s, l) in limit.reached(spent, mark) {
+            let measure = match m {
+                BudgetMeasure::Usd => "usd",
+                BudgetMeasure::Tokens => "tokens",
+            };
+            if self
+                .store
+                .claim_budget_notice(scope, today, measure, mark_name, l)
+                .await?
+            {
+                told.push((m, s, l));
+            }
+        }
+        Ok(told)
+    }
+
+    async fn note_spend(&self, name: &AgentName) -> Result<()> {
         let today = day_of(now_ms());
         let row = self.agent_row(name).await?;
         for scope in [BudgetScope::Agent, BudgetScope::Hive] {
-            let (limit, after) = match scope {
+            let (key, limit, after) = match scope {
                 BudgetScope::Agent => (
+                    name.as_str(),
                     self.budget_limit(Some(&row), today).await?,
                     self.spend_today(Some(name.as_str()), today).await?,
                 ),
                 BudgetScope::Hive => (
+                    HIVE_WIDE,
                     self.budget_limit(None, today).await?,
                     self.spend_today(None, today).await?,
                 ),
-            };
-            let before = Spend {
-                usd: after.usd - delta.usd,
-                tokens: after.tokens - delta.tokens,
             };
             let notice = |measure, spent, limit| BudgetNotice {
                 scope,
@@ -338,20 +365,21 @@ impl Hive {
                 BudgetScope::Agent => format!("{name}'s daily budget"),
                 BudgetScope::Hive => format!("the hive's daily budget ({name}'s turn crossed it)"),
             };
-            for (m, spent, l) in limit.crossed(before, after, WARN_AT) {
-                if spent < l {
-                    self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))
-                        .await?;
-                    let text = format!(
-                        "{} of {} of {whose} spent today (UTC): 80 % reached",
-                        amount(m, spent),
-                        amount(m, l)
-                    );
-                    self.tell_operator(NotificationKind::BudgetWarning, about, &text)
-                        .await;
-                }
+            for (m, spent, l) in self
+                .newly_reached(key, today, &limit, after, WARN_AT)
+                .await?
+            {
+                self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))
+                    .await?;
+                let text = format!(
+                    "{} of {} of {whose} spent today (UTC): 80 % reached",
+                    amount(m, spent),
+                    amount(m, l)
+                );
+                self.tell_operator(NotificationKind::BudgetWarning, about, &text)
+                    .await;
             }
-            let over = limit.crossed(before, after, 1.0);
+            let over = self.newly_reached(key, today, &limit, after, 1.0).await?;
             for (m, spent, l) in &over {
                 self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))
                     .await?;
@@ -667,37 +695,101 @@ mod tests {
     }
 
     #[test]
-    fn a_mark_is_crossed_once_by_the_spend_that_reaches_it() {
+    fn a_mark_is_reached_at_its_share_and_80_percent_only_below_the_limit() {
         let l = Limit {
             usd: None,
             tokens: Some(1000),
             source: BudgetSource::Config,
         };
-        assert!(
-            l.crossed(spend(0.0, 700.0), spend(0.0, 790.0), WARN_AT)
-                .is_empty()
-        );
-        let c = l.crossed(spend(0.0, 790.0), spend(0.0, 800.0), WARN_AT);
+        assert!(l.reached(spend(0.0, 790.0), WARN_AT).is_empty());
         assert_eq!(
-            c,
+            l.reached(spend(0.0, 800.0), WARN_AT),
             [(BudgetMeasure::Tokens, 800.0, 1000.0)],
             "80 % exactly warns"
         );
         assert!(
-            l.crossed(spend(0.0, 800.0), spend(0.0, 900.0), WARN_AT)
-                .is_empty(),
-            "once"
+            l.reached(spend(0.0, 1200.0), WARN_AT).is_empty(),
+            "over is told as over"
         );
-        assert_eq!(
-            l.crossed(spend(0.0, 900.0), spend(0.0, 1200.0), 1.0).len(),
-            1
-        );
+        assert_eq!(l.reached(spend(0.0, 1200.0), 1.0).len(), 1);
         assert_eq!(l.fraction(spend(0.0, 1200.0)), 1.2);
         let both = Limit {
             usd: Some(1.0),
             ..l
         };
         assert_eq!(both.fraction(spend(0.5, 900.0)), 0.9, "the larger share");
+    }
+
+    /// Two agents' turns end together: both spends are stored before either
+    /// is looked at. Each mark of the hive's budget is told exactly once,
+    /// where comparing each turn's own before and after told 80 % twice
+    /// (both saw the mark between) or 100 % not at all (neither did).
+    #[tokio::test]
+    async fn turns_ending_together_tell_each_mark_of_the_hives_budget_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| AgentName::parse(n).unwrap());
+        for n in [&alice, &bob, &carol] {
+            hive.add_stopped(n, &AgentConfig::default().to_toml())
+                .await
+                .unwrap();
+        }
+        hive.budget_set(&verb::BudgetSet {
+            tokens: Some(100),
+            ..verb::BudgetSet::default()
+        })
+        .await
+        .unwrap();
+        let told = |kind: NotificationKind| {
+            let hive = &hive;
+            async move {
+                hive.notifications(false, Some(100))
+                    .await
+                    .unwrap()
+                    .notifications
+                    .into_iter()
+                    .filter(|n| n.kind == kind && n.agent.is_none())
+                    .count()
+            }
+        };
+        let together = |a: &AgentName, b: &AgentName, ta: f64, tb: f64| {
+            let hive = &hive;
+            let (a, b) = (a.clone(), b.clone());
+            async move {
+                let da = hive
+                    .store
+                    .add_stats(a.as_str(), &[("tokens.in", ta)])
+                    .await
+                    .unwrap();
+                let db = hive
+                    .store
+                    .add_stats(b.as_str(), &[("tokens.in", tb)])
+                    .await
+                    .unwrap();
+                hive.spent(&a, da).await;
+                hive.spent(&b, db).await;
+            }
+        };
+        // 75, then 3 each: both see 78 before them and 81 after.
+        hive.record_stats(&carol, &[("tokens.in".into(), 75.0)])
+            .await
+            .unwrap();
+        together(&alice, &bob, 3.0, 3.0).await;
+        assert_eq!(told(NotificationKind::BudgetWarning).await, 1);
+        // 81, then 19 each: both see 100 before them (not below the mark) and 119 after.
+        together(&alice, &bob, 19.0, 19.0).await;
+        assert_eq!(told(NotificationKind::OverBudget).await, 1);
+        assert_eq!(told(NotificationKind::BudgetWarning).await, 1);
+        // Raised: a new limit has marks of its own.
+        hive.budget_set(&verb::BudgetSet {
+            tokens: Some(130),
+            ..verb::BudgetSet::default()
+        })
+        .await
+        .unwrap();
+        together(&alice, &bob, 0.0, 1.0).await;
+        assert_eq!(told(NotificationKind::BudgetWarning).await, 2, "120 of 130");
+        assert_eq!(told(NotificationKind::OverBudget).await, 1);
     }
 
     #[test]

@@ -24,11 +24,6 @@ pub fn window() -> Duration {
     crate::clock::secs_from_env("HIVE_NOTIFY_WINDOW_SECS", WINDOW)
 }
 
-/// Whether a kind is something an agent causes at will (and so is counted).
-pub fn counted(kind: NotificationKind) -> bool {
-    matches!(kind, NotificationKind::Message | NotificationKind::Question)
-}
-
 /// What to do with one notification.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

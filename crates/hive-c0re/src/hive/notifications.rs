@@ -92,7 +92,7 @@ impl Hive {
         agent: Option<&AgentName>,
         text: &str,
     ) -> Result<Option<i64>> {
-        if let Some(a) = agent.filter(|_| flood::counted(kind)) {
+        if let Some(a) = agent.filter(|_| kind.at_will()) {
             match self.flood.admit(a.as_str(), kind, Instant::now()) {
                 Verdict::Tell => {}
                 Verdict::Hold => return Ok(None),

@@ -171,7 +171,15 @@ pub struct Limits {
     pub events_keep_bytes: u64,
     /// Age after which delivered messages, events and stats are dropped, in ms.
     pub max_age_ms: i64,
+    /// Notifications kept however young: past it the read ones and those an
+    /// agent caused at will go first, the hive's own unread ones only past
+    /// [`NOTIFICATIONS_HARD_CAP`] times it.
+    pub notifications_keep: u64,
 }
+
+/// How many times [`Limits::notifications_keep`] the bell may hold with its
+/// unread hive-made notifications before those go too.
+pub const NOTIFICATIONS_HARD_CAP: u64 = 4;
 
 impl Limits {
     /// How many undelivered messages a mailbox may hold for `sender`'s to go
@@ -197,6 +205,7 @@ impl Default for Limits {
             events_keep: 50_000,
             events_keep_bytes: 256 * 1024 * 1024,
             max_age_ms: 30 * 24 * 3600 * 1000,
+            notifications_keep: 10_000,
         }
     }
 }

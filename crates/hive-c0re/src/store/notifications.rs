@@ -10,8 +10,27 @@ use rusqlite::{OptionalExtension, params};
 use super::{Result, Store};
 use crate::clock::now_ms;
 
-/// Notifications kept at most, however young.
-pub const NOTIFICATIONS_KEEP: i64 = 10_000;
+/// The vacuum's two caps, the same on both backends: each is how many of
+/// the newest notifications stay, and which (SQL) of the older ones go.
+/// First the read ones and those an agent caused at will, so a flood of
+/// messages to the operator cannot push out an unread `failed` or
+/// `needs_login` the operator has yet to see; then, far past, any.
+pub(super) fn over_cap(limits: &super::Limits) -> [(i64, String); 2] {
+    let at_will: Vec<String> = hive_sh4re::notification::NotificationKind::ALL
+        .into_iter()
+        .filter(|k| k.at_will())
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect();
+    let keep = limits.notifications_keep as i64;
+    let hard = keep.saturating_mul(super::NOTIFICATIONS_HARD_CAP as i64);
+    [
+        (
+            keep,
+            format!("(read_at IS NOT NULL OR kind IN ({}))", at_will.join(", ")),
+        ),
+        (hard, "TRUE".to_owned()),
+    ]
+}
 
 /// A stored notification.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,10 +300,11 @@ impl Store {
         Ok(n)
     }
 
-    /// Drops notifications past the age limit or beyond [`NOTIFICATIONS_KEEP`],
-    /// except those a webhook has yet to take; returns how many. A webhook that
-    /// has failed for longer than the age limit loses what it missed then, so
-    /// a dead one cannot grow its queue without end.
+    /// Drops notifications past the age limit or over the cap (see
+    /// [`super::Limits::notifications_keep`]), except those a webhook has
+    /// yet to take; returns how many. A webhook that has failed for longer
+    /// than the age limit loses what it missed then, so a dead one cannot
+    /// grow its queue without end.
     pub fn vacuum_notifications(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
         let mut n = self.delete_chunked(
@@ -298,21 +318,23 @@ impl Store {
             &format!("ts < ?1 AND {undelivered}"),
             params![cutoff],
         )?;
-        let last_dropped: Option<i64> = self
-            .lock()
-            .conn
-            .query_row(
-                "SELECT id FROM notifications ORDER BY id DESC LIMIT 1 OFFSET ?1",
-                params![NOTIFICATIONS_KEEP],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = last_dropped {
-            n += self.delete_chunked(
-                "notifications",
-                &format!("id <= ?1 AND {undelivered}"),
-                params![id],
-            )?;
+        for (keep, which) in over_cap(&self.limits) {
+            let last_dropped: Option<i64> = self
+                .lock()
+                .conn
+                .query_row(
+                    "SELECT id FROM notifications ORDER BY id DESC LIMIT 1 OFFSET ?1",
+                    params![keep],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = last_dropped {
+                n += self.delete_chunked(
+                    "notifications",
+                    &format!("id <= ?1 AND {undelivered} AND {which}"),
+                    params![id],
+                )?;
+            }
         }
         Ok(n)
     }

@@ -260,6 +260,19 @@ UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
     r#"
 ALTER TABLE nodes ADD COLUMN holder TEXT;
 "#,
+    // 19: which budget marks (80 %, 100 %) were told today, per scope, measure
+    // and limit: the turn that claims one tells it, so two turns ending
+    // together tell it once and never both miss it (`hive/budget.rs`).
+    r#"
+CREATE TABLE budget_notices (
+    scope   TEXT NOT NULL,
+    day     INTEGER NOT NULL,
+    measure TEXT NOT NULL,
+    mark    TEXT NOT NULL,
+    lim     REAL NOT NULL,
+    PRIMARY KEY (scope, day, measure, mark, lim)
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use super::wakes::{CHANNEL, notifications_payload};
 use super::{PgStore, count, delete_chunked, vacuum_unlock};
 use crate::clock::now_ms;
-use crate::store::notifications::NOTIFICATIONS_KEEP;
+use crate::store::notifications::over_cap;
 use crate::store::{DeliveryRow, NotificationRow, Result, WebhookStats};
 
 const COLUMNS: &str = "id, ts, kind, agent, text, link, read_at IS NOT NULL";
@@ -247,9 +247,9 @@ impl PgStore {
         Ok(n as usize)
     }
 
-    /// Drops notifications past the age limit or beyond the newest
-    /// `NOTIFICATIONS_KEEP`, except those a webhook has yet to take; returns
-    /// how many. A webhook that has failed for longer than the age limit
+    /// Drops notifications past the age limit or over the cap (the read
+    /// ones and those an agent caused first, as in the sqlite store), except
+    /// those a webhook has yet to take; returns how many. A webhook that has failed for longer than the age limit
     /// loses what it missed then. One node at a time.
     pub async fn vacuum_notifications(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
@@ -273,21 +273,23 @@ impl PgStore {
                 &[&cutoff],
             )
             .await?;
-            let last_dropped: Option<i64> = c
-                .query_opt(
-                    "SELECT id FROM notifications ORDER BY id DESC LIMIT 1 OFFSET $1",
-                    &[&NOTIFICATIONS_KEEP],
-                )
-                .await?
-                .map(|r| r.get(0));
-            if let Some(id) = last_dropped {
-                n += delete_chunked(
-                    c,
-                    "notifications",
-                    &format!("id <= $1 AND {undelivered}"),
-                    &[&id],
-                )
-                .await?;
+            for (keep, which) in over_cap(&self.limits) {
+                let last_dropped: Option<i64> = c
+                    .query_opt(
+                        "SELECT id FROM notifications ORDER BY id DESC LIMIT 1 OFFSET $1",
+                        &[&keep],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                if let Some(id) = last_dropped {
+                    n += delete_chunked(
+                        c,
+                        "notifications",
+                        &format!("id <= $1 AND {undelivered} AND {which}"),
+                        &[&id],
+                    )
+                    .await?;
+                }
             }
             Ok(n)
         }

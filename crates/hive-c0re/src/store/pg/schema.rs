@@ -268,6 +268,17 @@ UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
     r#"
 ALTER TABLE nodes ADD COLUMN holder TEXT;
 "#,
+    // 18: which budget marks were told today (sqlite's version 19).
+    r#"
+CREATE TABLE budget_notices (
+    scope   TEXT NOT NULL,
+    day     BIGINT NOT NULL,
+    measure TEXT NOT NULL,
+    mark    TEXT NOT NULL,
+    lim     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (scope, day, measure, mark, lim)
+);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -46,12 +46,13 @@ pub(super) fn agent(name: &str) -> crate::store::NewAgent<'_> {
 const PG_TAILS: &str = "ALTER TABLE messages DROP COLUMN tx; ALTER TABLE events DROP COLUMN tx; \
      ALTER TABLE approvals DROP COLUMN tx;";
 
-/// What sqlite's migrations 16-18 and PostgreSQL's 15-17 added: the config
+/// What sqlite's migrations 16-19 and PostgreSQL's 15-18 added: the config
 /// repos' heads as their home nodes read them, when an approval settled,
-/// which daemon serves a node.
+/// which daemon serves a node, the budget marks told.
 const HEADS: &str = "ALTER TABLE agents DROP COLUMN config_head; \
      ALTER TABLE approvals DROP COLUMN repo_head; ALTER TABLE approvals DROP COLUMN repo_ahead; \
-     ALTER TABLE approvals DROP COLUMN settled_at; ALTER TABLE nodes DROP COLUMN holder;";
+     ALTER TABLE approvals DROP COLUMN settled_at; ALTER TABLE nodes DROP COLUMN holder; \
+     DROP TABLE budget_notices;";
 
 impl Fixture {
     pub async fn new(backend: Backend) -> Self {

@@ -8,8 +8,8 @@ use hive_sh4re::host::{ApprovalKind, ApprovalStatus, QuestionStatus};
 use super::{agent, both, settled};
 use crate::clock::{day_of, now_ms};
 use crate::store::{
-    BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, Registration, SendError,
-    Spend, WebhookStats,
+    BudgetOverride, DeliveryRow, HIVE_WIDE, Limits, NewAgent, NewApproval, NotificationRow,
+    Registration, SendError, Spend, WebhookStats,
 };
 
 /// A request to deploy commit `abc` of `agent`, queued while fewer than `bound` wait.
@@ -1092,6 +1092,53 @@ both! {
         assert_eq!(s.vacuum_notifications().await.unwrap(), 3);
         assert!(s.notifications(false, 10).await.unwrap().is_empty());
         assert_eq!(s.webhook_stats("w").await.unwrap().pending, 0);
+    }
+
+    async fn a_budget_mark_is_claimed_once_per_scope_day_and_limit(f) {
+        let s = f.open().await;
+        assert!(s.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
+        assert!(!s.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
+        // Another node's store, the same claim: taken.
+        let other = f.open().await;
+        assert!(!other.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
+        assert!(s.claim_budget_notice("#hive", 100, "tokens", "over", 500.0).await.unwrap());
+        assert!(s.claim_budget_notice("#hive", 100, "usd", "warn", 2.5).await.unwrap());
+        assert!(s.claim_budget_notice("#hive", 100, "tokens", "warn", 600.0).await.unwrap(), "a raised limit");
+        assert!(s.claim_budget_notice("alice", 100, "tokens", "warn", 500.0).await.unwrap());
+        assert!(s.claim_budget_notice("#hive", 101, "tokens", "warn", 500.0).await.unwrap(), "the next day");
+        // A destroyed agent's claims go with its budget: a new one of its name is told afresh.
+        s.remove_budget_override("alice").await.unwrap();
+        assert!(s.claim_budget_notice("alice", 100, "tokens", "warn", 500.0).await.unwrap());
+        // Two days on, day 100's claims are gone.
+        assert!(s.claim_budget_notice("#hive", 102, "tokens", "warn", 500.0).await.unwrap());
+        assert!(s.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
+    }
+
+    async fn over_the_cap_the_read_and_agents_notifications_go_before_the_hives_unread_ones(f) {
+        let s = f.open_with(Limits { notifications_keep: 3, ..Limits::default() }).await;
+        let failed = s.add_notification("failed", Some("alice"), "stays stopped", "/", &[]).await.unwrap();
+        let crashed = s.add_notification("crashed", Some("alice"), "seen", "/", &[]).await.unwrap();
+        s.mark_notifications_read(Some(crashed.id)).await.unwrap();
+        for i in 0..6 {
+            let kind = if i % 2 == 0 { "message" } else { "question" };
+            s.add_notification(kind, Some("mallory"), &i.to_string(), "/", &[]).await.unwrap();
+        }
+        let texts = |v: Vec<NotificationRow>| v.into_iter().rev().map(|n| n.text).collect::<Vec<_>>();
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 4);
+        assert_eq!(texts(s.notifications(false, 100).await.unwrap()), ["stays stopped", "3", "4", "5"]);
+        // The hive's own unread ones go too, but only far past the cap (four times it).
+        for i in 0..9 {
+            s.add_notification("node_down", None, &format!("n{i}"), "/", &[]).await.unwrap();
+        }
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 3);
+        assert_eq!(s.notifications(false, 100).await.unwrap().len(), 10);
+        assert_eq!(s.notification(failed.id).await.unwrap().unwrap().text, "stays stopped");
+        for i in 9..12 {
+            s.add_notification("node_down", None, &format!("n{i}"), "/", &[]).await.unwrap();
+        }
+        assert_eq!(s.vacuum_notifications().await.unwrap(), 1);
+        assert_eq!(s.notification(failed.id).await.unwrap(), None);
+        assert_eq!(s.unread_notifications().await.unwrap(), 12);
     }
 
     // ---- schedules ----------------------------------------------------------
