@@ -22,12 +22,13 @@ export const KINDS = {
   node_down: 'Node down',
   disk_full: 'Disk nearly full',
   turns_failing: 'Turns keep failing',
+  webhook_failing: 'Webhook failing',
 };
 
 /** localStorage key of the kinds the browser notifies of. */
 const CHOSEN_KEY = 'hyperhive.notify.kinds';
 /** Kinds notified of before the operator chooses. */
-const DEFAULT_KINDS = ['message', 'question', 'approval', 'failed', 'over_budget', 'needs_login', 'node_down', 'disk_full', 'turns_failing'];
+const DEFAULT_KINDS = ['message', 'question', 'approval', 'failed', 'over_budget', 'needs_login', 'node_down', 'disk_full', 'turns_failing', 'webhook_failing'];
 
 let baseTitle = document.title;
 let unread = 0;

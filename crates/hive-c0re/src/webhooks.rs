@@ -28,6 +28,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub const RETRY_BASE: Duration = Duration::from_secs(2);
 /// The longest delay between two attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(15 * 60);
+/// Failed attempts at one delivery after which the operator hears that its
+/// webhook is failing: about eight minutes of retries.
+pub const FAILING_AFTER: u32 = 9;
 /// The header of a `json` webhook's signature.
 pub const SIGNATURE_HEADER: &str = "X-Hyperhive-Signature";
 

@@ -39,11 +39,14 @@ pub enum NotificationKind {
     /// refuses it, its turns run out of time): its messages go back to be
     /// tried again, and again.
     TurnsFailing,
+    /// A webhook has failed to deliver for several minutes: what it should
+    /// carry waits for it (told through the other webhooks and the bell).
+    WebhookFailing,
 }
 
 impl NotificationKind {
     /// Every kind, in the order the dashboard lists them.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Message,
         Self::Question,
         Self::Approval,
@@ -55,6 +58,7 @@ impl NotificationKind {
         Self::NodeDown,
         Self::DiskFull,
         Self::TurnsFailing,
+        Self::WebhookFailing,
     ];
 
     /// The name on the wire, in the store and in the config.
@@ -71,6 +75,7 @@ impl NotificationKind {
             Self::NodeDown => "node_down",
             Self::DiskFull => "disk_full",
             Self::TurnsFailing => "turns_failing",
+            Self::WebhookFailing => "webhook_failing",
         }
     }
 
@@ -93,6 +98,7 @@ impl NotificationKind {
             Self::NodeDown => "Node down",
             Self::DiskFull => "Disk nearly full",
             Self::TurnsFailing => "Turns keep failing",
+            Self::WebhookFailing => "Webhook failing",
         }
     }
 

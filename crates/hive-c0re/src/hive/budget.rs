@@ -327,7 +327,7 @@ impl Hive {
             };
             if self
                 .store
-                .claim_budget_notice(scope, today, measure, mark_name, l)
+                .claim_notice(scope, &format!("budget {measure} {mark_name} {l}"), today)
                 .await?
             {
                 told.push((m, s, l));

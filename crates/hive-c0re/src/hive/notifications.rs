@@ -20,9 +20,9 @@ use hive_sh4re::notification::{
 use super::Hive;
 use super::flood::{self, Verdict};
 use crate::broker::Change;
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::{day_of, now_ms, rfc3339};
 use crate::error::{Error, Result};
-use crate::store::{DeliveryRow, NotificationRow};
+use crate::store::{DeliveryRow, NotificationRow, StoreError};
 use crate::webhooks::{self, Webhook};
 
 /// Most notifications one list returns.
@@ -44,6 +44,7 @@ fn link_for(kind: NotificationKind, agent: Option<&AgentName>) -> String {
         (NotificationKind::Approval, _) => "/#approvals".to_owned(),
         (NotificationKind::Question, _) => "/#questions".to_owned(),
         (NotificationKind::Message, _) => "/#inbox".to_owned(),
+        (NotificationKind::WebhookFailing, _) => "/#webhooks-panel".to_owned(),
         (_, Some(a)) => format!("/agents/{a}"),
         (_, None) => "/".to_owned(),
     }
@@ -229,15 +230,54 @@ impl Hive {
                     attempts,
                     "webhook delivery failed: {e}"
                 );
-                self.store
+                let stored = self
+                    .store
                     .delivery_failed(&hook.name, d.notification, next, &e)
-                    .await
+                    .await;
+                if attempts >= webhooks::FAILING_AFTER {
+                    self.webhook_failing(hook, attempts, &e).await;
+                }
+                stored
             }
         };
         if let Err(e) = stored {
             tracing::warn!(webhook = %hook.name, "could not record a webhook delivery: {e}");
         }
         self.broker.publish(Change::Webhooks);
+    }
+
+    /// Tells the operator (the bell, the other webhooks) that `hook` keeps
+    /// failing: once for each spell of failures, whichever node delivers,
+    /// and again each day it lasts. The failing one gets it too, late.
+    async fn webhook_failing(&self, hook: &Webhook, attempts: u32, error: &str) {
+        let claimed = async {
+            let last_ok = self.store.webhook_stats(&hook.name).await?.last_ok;
+            let key = format!("failing since {}", last_ok.unwrap_or(0));
+            let scope = format!("#webhook {}", hook.name);
+            let ours = self
+                .store
+                .claim_notice(&scope, &key, day_of(now_ms()))
+                .await?;
+            Ok::<_, StoreError>(ours.then_some(last_ok))
+        };
+        let last_ok = match claimed.await {
+            Ok(Some(last_ok)) => last_ok,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(webhook = %hook.name, "could not tell that it is failing: {e}");
+                return;
+            }
+        };
+        let last = last_ok.map_or(
+            "it has not delivered since hive-c0re first used it".to_owned(),
+            |t| format!("it last delivered at {}", rfc3339(t)),
+        );
+        let text = format!(
+            "Webhook {} failed {attempts} times in a row ({last}): {error}. What it should carry waits and goes out once it answers again: see hive-c0re webhooks.",
+            hook.name
+        );
+        self.tell_operator(NotificationKind::WebhookFailing, None, &text)
+            .await;
     }
 
     /// The value of the secret a webhook names, if it names one; the value
@@ -549,5 +589,73 @@ mod tests {
         let given = hive.secrets_for(&alice).await.unwrap();
         assert!(given.0.contains_key("OTHER_KEY"));
         assert!(!given.0.contains_key("WEBHOOK_KEY"));
+    }
+
+    /// A webhook failing for minutes is told once a spell, by whichever
+    /// delivery (on whichever node) fails past the mark; after it delivers
+    /// again, a new spell of failures is told again.
+    #[tokio::test]
+    async fn a_webhook_that_keeps_failing_is_told_once_a_spell() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        // Nothing listens on loopback's port 1: each delivery is refused.
+        let hook = Webhook {
+            name: "pager".into(),
+            url: "http://127.0.0.1:1/".into(),
+            format: hive_sh4re::notification::WebhookFormat::Json,
+            kinds: NotificationKind::ALL.to_vec(),
+            secret: None,
+            room: None,
+        };
+        let n = hive
+            .store
+            .add_notification("crashed", None, "boom", "/", &["pager"])
+            .await
+            .unwrap();
+        let failing = || async {
+            hive.notifications(false, Some(100))
+                .await
+                .unwrap()
+                .notifications
+                .into_iter()
+                .filter(|n| n.kind == NotificationKind::WebhookFailing)
+                .collect::<Vec<_>>()
+        };
+        let after = |attempts| DeliveryRow {
+            webhook: "pager".into(),
+            notification: n.id,
+            attempts,
+        };
+        for a in 0..webhooks::FAILING_AFTER - 1 {
+            hive.deliver(&hook, &after(a)).await;
+        }
+        assert!(failing().await.is_empty(), "told after a few minutes");
+        hive.deliver(&hook, &after(webhooks::FAILING_AFTER - 1))
+            .await;
+        let told = failing().await;
+        assert_eq!(told.len(), 1);
+        assert!(
+            told[0].text.starts_with(
+                "Webhook pager failed 9 times in a row (it has not delivered since hive-c0re first used it): "
+            ),
+            "{}",
+            told[0].text
+        );
+        assert_eq!(told[0].link, "/#webhooks-panel");
+        assert_eq!(told[0].agent, None);
+        // It fails on (here, or on another node): told once.
+        hive.deliver(&hook, &after(webhooks::FAILING_AFTER + 3))
+            .await;
+        assert_eq!(failing().await.len(), 1);
+        // It delivers, then fails as long again: a new spell, told again.
+        hive.store.delivery_done("pager", n.id).await.unwrap();
+        hive.deliver(&hook, &after(webhooks::FAILING_AFTER)).await;
+        let told = failing().await;
+        assert_eq!(told.len(), 2);
+        assert!(
+            told[0].text.contains("(it last delivered at "),
+            "{}",
+            told[0].text
+        );
     }
 }

@@ -754,22 +754,16 @@ impl Db {
         both!(self, s => s.budget_override(scope))
     }
 
-    /// Drops the operator's budget and the marks told for a scope (its agent is destroyed).
+    /// Drops the operator's budget and the notices told for a scope (its agent is destroyed).
     pub async fn remove_budget_override(&self, scope: &str) -> Result<()> {
         both!(self, s => s.remove_budget_override(scope))
     }
 
-    /// Claims telling that `scope`'s `measure` reached `mark` of `limit` on
-    /// `day`: true for the one caller that claims it, of any node.
-    pub async fn claim_budget_notice(
-        &self,
-        scope: &str,
-        day: i64,
-        measure: &str,
-        mark: &str,
-        limit: f64,
-    ) -> Result<bool> {
-        both!(self, s => s.claim_budget_notice(scope, day, measure, mark, limit))
+    /// Claims telling notice `key` about `scope` (an agent, or a name
+    /// starting with '#') on `day`: true for the one caller that claims it,
+    /// of any node; each notice is told at most once a day.
+    pub async fn claim_notice(&self, scope: &str, key: &str, day: i64) -> Result<bool> {
+        both!(self, s => s.claim_notice(scope, key, day))
     }
 
     // ---- notifications and webhooks ---------------------------------------

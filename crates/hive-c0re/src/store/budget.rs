@@ -118,42 +118,31 @@ impl Store {
             .optional()?)
     }
 
-    /// Drops the operator's budget and the marks told for a scope (its agent is destroyed).
+    /// Drops the operator's budget and the notices told for a scope (its agent is destroyed).
     pub fn remove_budget_override(&self, scope: &str) -> Result<()> {
         let g = self.lock();
         g.conn.execute(
             "DELETE FROM budget_overrides WHERE scope = ?1",
             params![scope],
         )?;
-        g.conn.execute(
-            "DELETE FROM budget_notices WHERE scope = ?1",
-            params![scope],
-        )?;
+        g.conn
+            .execute("DELETE FROM notices_told WHERE scope = ?1", params![scope])?;
         Ok(())
     }
 
-    /// Claims telling that `scope`'s `measure` reached `mark` of `limit` on
-    /// `day`: true for the one caller that claims it, however many try.
-    /// Claims older than yesterday go.
-    pub fn claim_budget_notice(
-        &self,
-        scope: &str,
-        day: i64,
-        measure: &str,
-        mark: &str,
-        limit: f64,
-    ) -> Result<bool> {
+    /// Claims telling notice `key` about `scope` on `day`: true for the one
+    /// caller that claims it, however many try. Claims older than yesterday go.
+    pub fn claim_notice(&self, scope: &str, key: &str, day: i64) -> Result<bool> {
         let g = self.lock();
         g.conn
-            .prepare_cached("DELETE FROM budget_notices WHERE day < ?1")?
+            .prepare_cached("DELETE FROM notices_told WHERE day < ?1")?
             .execute(params![day - 1])?;
         let n = g
             .conn
             .prepare_cached(
-                "INSERT INTO budget_notices (scope, day, measure, mark, lim) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                "INSERT INTO notices_told (scope, key, day) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
             )?
-            .execute(params![scope, day, measure, mark, limit])?;
+            .execute(params![scope, key, day])?;
         Ok(n == 1)
     }
 }

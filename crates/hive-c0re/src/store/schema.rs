@@ -260,17 +260,17 @@ UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
     r#"
 ALTER TABLE nodes ADD COLUMN holder TEXT;
 "#,
-    // 19: which budget marks (80 %, 100 %) were told today, per scope, measure
-    // and limit: the turn that claims one tells it, so two turns ending
-    // together tell it once and never both miss it (`hive/budget.rs`).
+    // 19: notices told once a day, claimed by whoever tells them: a budget's
+    // marks (80 %, 100 %) per scope, measure and limit, so two turns ending
+    // together tell one once and never both miss it (`hive/budget.rs`); a
+    // webhook failing (`hive/notifications.rs`). `scope` is an agent's name,
+    // or starts with '#'.
     r#"
-CREATE TABLE budget_notices (
-    scope   TEXT NOT NULL,
-    day     INTEGER NOT NULL,
-    measure TEXT NOT NULL,
-    mark    TEXT NOT NULL,
-    lim     REAL NOT NULL,
-    PRIMARY KEY (scope, day, measure, mark, lim)
+CREATE TABLE notices_told (
+    scope TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    day   INTEGER NOT NULL,
+    PRIMARY KEY (scope, key, day)
 );
 "#,
 ];

@@ -98,42 +98,31 @@ impl PgStore {
             .map(override_row))
     }
 
-    /// Drops the operator's budget and the marks told for a scope (its agent is destroyed).
+    /// Drops the operator's budget and the notices told for a scope (its agent is destroyed).
     pub async fn remove_budget_override(&self, scope: &str) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         tx.execute("DELETE FROM budget_overrides WHERE scope = $1", &[&scope])
             .await?;
-        tx.execute("DELETE FROM budget_notices WHERE scope = $1", &[&scope])
+        tx.execute("DELETE FROM notices_told WHERE scope = $1", &[&scope])
             .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Claims telling that `scope`'s `measure` reached `mark` of `limit` on
-    /// `day`: true for the one caller that claims it, of any node. Claims
-    /// older than yesterday go.
-    pub async fn claim_budget_notice(
-        &self,
-        scope: &str,
-        day: i64,
-        measure: &str,
-        mark: &str,
-        limit: f64,
-    ) -> Result<bool> {
+    /// Claims telling notice `key` about `scope` on `day`: true for the one
+    /// caller that claims it, of any node. Claims older than yesterday go.
+    pub async fn claim_notice(&self, scope: &str, key: &str, day: i64) -> Result<bool> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached("DELETE FROM budget_notices WHERE day < $1")
+            .prepare_cached("DELETE FROM notices_told WHERE day < $1")
             .await?;
         c.execute(&st, &[&(day - 1)]).await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO budget_notices (scope, day, measure, mark, lim) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO notices_told (scope, key, day) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             )
             .await?;
-        Ok(c.execute(&st, &[&scope, &day, &measure, &mark, &limit])
-            .await?
-            == 1)
+        Ok(c.execute(&st, &[&scope, &key, &day]).await? == 1)
     }
 }

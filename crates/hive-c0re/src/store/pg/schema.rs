@@ -268,15 +268,13 @@ UPDATE approvals SET settled_at = decided_at WHERE status <> 'pending';
     r#"
 ALTER TABLE nodes ADD COLUMN holder TEXT;
 "#,
-    // 18: which budget marks were told today (sqlite's version 19).
+    // 18: notices told once a day (sqlite's version 19).
     r#"
-CREATE TABLE budget_notices (
-    scope   TEXT NOT NULL,
-    day     BIGINT NOT NULL,
-    measure TEXT NOT NULL,
-    mark    TEXT NOT NULL,
-    lim     DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (scope, day, measure, mark, lim)
+CREATE TABLE notices_told (
+    scope TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    day   BIGINT NOT NULL,
+    PRIMARY KEY (scope, key, day)
 );
 "#,
 ];

@@ -48,11 +48,11 @@ const PG_TAILS: &str = "ALTER TABLE messages DROP COLUMN tx; ALTER TABLE events 
 
 /// What sqlite's migrations 16-19 and PostgreSQL's 15-18 added: the config
 /// repos' heads as their home nodes read them, when an approval settled,
-/// which daemon serves a node, the budget marks told.
+/// which daemon serves a node, the notices told once a day.
 const HEADS: &str = "ALTER TABLE agents DROP COLUMN config_head; \
      ALTER TABLE approvals DROP COLUMN repo_head; ALTER TABLE approvals DROP COLUMN repo_ahead; \
      ALTER TABLE approvals DROP COLUMN settled_at; ALTER TABLE nodes DROP COLUMN holder; \
-     DROP TABLE budget_notices;";
+     DROP TABLE notices_told;";
 
 impl Fixture {
     pub async fn new(backend: Backend) -> Self {

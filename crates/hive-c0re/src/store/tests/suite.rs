@@ -1094,24 +1094,22 @@ both! {
         assert_eq!(s.webhook_stats("w").await.unwrap().pending, 0);
     }
 
-    async fn a_budget_mark_is_claimed_once_per_scope_day_and_limit(f) {
+    async fn a_notice_is_claimed_once_per_scope_key_and_day(f) {
         let s = f.open().await;
-        assert!(s.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
-        assert!(!s.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
+        assert!(s.claim_notice("#hive", "budget tokens warn 500", 100).await.unwrap());
+        assert!(!s.claim_notice("#hive", "budget tokens warn 500", 100).await.unwrap());
         // Another node's store, the same claim: taken.
         let other = f.open().await;
-        assert!(!other.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
-        assert!(s.claim_budget_notice("#hive", 100, "tokens", "over", 500.0).await.unwrap());
-        assert!(s.claim_budget_notice("#hive", 100, "usd", "warn", 2.5).await.unwrap());
-        assert!(s.claim_budget_notice("#hive", 100, "tokens", "warn", 600.0).await.unwrap(), "a raised limit");
-        assert!(s.claim_budget_notice("alice", 100, "tokens", "warn", 500.0).await.unwrap());
-        assert!(s.claim_budget_notice("#hive", 101, "tokens", "warn", 500.0).await.unwrap(), "the next day");
+        assert!(!other.claim_notice("#hive", "budget tokens warn 500", 100).await.unwrap());
+        assert!(s.claim_notice("#hive", "budget tokens warn 600", 100).await.unwrap(), "another key");
+        assert!(s.claim_notice("alice", "budget tokens warn 500", 100).await.unwrap(), "another scope");
+        assert!(s.claim_notice("#hive", "budget tokens warn 500", 101).await.unwrap(), "the next day");
         // A destroyed agent's claims go with its budget: a new one of its name is told afresh.
         s.remove_budget_override("alice").await.unwrap();
-        assert!(s.claim_budget_notice("alice", 100, "tokens", "warn", 500.0).await.unwrap());
+        assert!(s.claim_notice("alice", "budget tokens warn 500", 100).await.unwrap());
         // Two days on, day 100's claims are gone.
-        assert!(s.claim_budget_notice("#hive", 102, "tokens", "warn", 500.0).await.unwrap());
-        assert!(s.claim_budget_notice("#hive", 100, "tokens", "warn", 500.0).await.unwrap());
+        assert!(s.claim_notice("#hive", "budget tokens warn 500", 102).await.unwrap());
+        assert!(s.claim_notice("#hive", "budget tokens warn 500", 100).await.unwrap());
     }
 
     async fn over_the_cap_the_read_and_agents_notifications_go_before_the_hives_unread_ones(f) {
