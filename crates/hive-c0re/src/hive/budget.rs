@@ -12,9 +12,10 @@
 //! At 80 % of a limit hive-c0re records `budget_warning` and notifies the
 //! operator (`Hive::notify_operator`); at 100 % `over_budget`, a notification
 //! of that kind, and the manager gets one message from `system`. Both are
-//! told at the moment a recorded spend crosses the mark, so each crossing is
-//! told once (a spend that passes both marks at once is told only as
-//! `over_budget`). From then on [`Hive::budget_gate`] holds the agent in
+//! told by the first recorded spend that finds the mark reached, which
+//! claims it in the store (`claim_notice`): each mark of each limit is told
+//! once a day, however many turns end together on however many nodes (a
+//! spend that passes both marks at once is told only as `over_budget`). From then on [`Hive::budget_gate`] holds the agent in
 //! `next_turn`: the turn under way finishes, no other starts, its messages
 //! wait unclaimed. The operator's `budget_set` changes a limit (or lifts it)
 //! for the rest of the UTC day, stored, and wakes whom it releases.
