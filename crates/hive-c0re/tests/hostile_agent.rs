@@ -763,6 +763,47 @@ fn a_managers_schedule_says_whose_words_it_carries() {
     assert_eq!(m["body"], "stand up");
 }
 
+/// A schedule the manager made speaks for it at every firing: once the
+/// operator's approved config takes away its right to write to alice, a
+/// repeat it made before stops (removed, the operator told why) instead of
+/// prompting alice for ever in the manager's name.
+#[test]
+fn a_managers_schedule_stops_when_its_right_to_write_goes() {
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "alice"]);
+    hive.ok(&["pause", "alice"]);
+    let r = agent_call(
+        &hive,
+        "manager",
+        json!({"op": "schedule", "agent": "alice", "when": "every:1s", "text": "obey"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(
+        next_fired(&hive, "alice")["body"],
+        "[scheduled by manager] obey"
+    );
+
+    hive.deploy_config(
+        "manager",
+        "model = \"haiku\"\nallowed_recipients = [\"operator\"]\n",
+    );
+    hive.wait_for("the operator told of the removed schedule", 20, |h| {
+        h.notifications_of("message").iter().any(|n| {
+            n["text"]
+                .as_str()
+                .unwrap()
+                .contains("made by manager) was removed instead of firing: manager may no longer send to alice")
+        })
+    });
+    hive.ok(&["recv", "--as", "alice", "--json"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(inbox_depth(&hive, "alice"), 0, "the schedule fired on");
+    let left = hive.ok(&["schedule", "list"]);
+    assert!(!left.contains("obey"), "{left}");
+}
+
 /// What agents write reaches the operator's terminal through the CLI (`recv`,
 /// `events`, `status`, `questions`...). Printed raw, an escape sequence in it
 /// could clear the screen and draw a fake prompt, hide a line with `\r`, or

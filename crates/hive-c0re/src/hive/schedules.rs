@@ -19,12 +19,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hive_sh4re::AgentName;
 use hive_sh4re::duration::{self, DurationError};
 use hive_sh4re::host::Schedule;
 use hive_sh4re::limits::{
     MAX_BODY_BYTES, SCHEDULE_MIN_INTERVAL_MS, SCHEDULES_PER_AGENT, SCHEDULES_PER_CREATOR,
 };
+use hive_sh4re::notification::NotificationKind;
+use hive_sh4re::{AgentName, Mailbox};
 
 use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
@@ -258,6 +259,47 @@ impl Hive {
         Ok(())
     }
 
+    /// Why the agent that made `s` may no longer have it fire, if so: it is
+    /// gone, or its deployed config no longer lets it send to the target.
+    /// Each firing speaks for its maker, so it is checked at each firing,
+    /// not only when the schedule was made; the operator's never are.
+    async fn maker_may_not(&self, s: &ScheduleRow) -> Result<Option<String>> {
+        let (Ok(maker), Ok(target)) = (AgentName::parse(&s.created_by), AgentName::parse(&s.agent))
+        else {
+            return Ok(None);
+        };
+        let Some(row) = self.store.agent(maker.as_str()).await? else {
+            return Ok(Some(format!(
+                "{maker}, who made it, is no longer in the hive"
+            )));
+        };
+        Ok(match self.config_of(&row) {
+            Ok(c) if c.may_send_to(&Mailbox::Agent(target)) => None,
+            Ok(c) => Some(format!(
+                "{maker} may no longer send to {} (its allowed_recipients are {:?})",
+                s.agent, c.allowed_recipients
+            )),
+            Err(e) => Some(e.to_string()),
+        })
+    }
+
+    /// Removes a schedule that may not fire any more and tells the operator
+    /// why (once, whichever node removes it).
+    async fn drop_schedule(&self, s: &ScheduleRow, why: &str) -> Result<()> {
+        if !self.store.remove_schedule(s.id).await? {
+            return Ok(());
+        }
+        tracing::warn!(schedule = s.id, agent = %s.agent, "removed a schedule: {why}");
+        let text = format!(
+            "Schedule #{} ({:?} for {}, made by {}) was removed instead of firing: {why}.",
+            s.id, s.spec, s.agent, s.created_by
+        );
+        self.tell_operator(NotificationKind::Message, None, &text)
+            .await;
+        self.broker.publish(Change::Agent(s.agent.clone()));
+        Ok(())
+    }
+
     /// Delivers what is due at `now` (the wall clock); returns how many.
     /// While the disk is nearly full nothing fires: schedules wait, and fire
     /// once when space is back.
@@ -268,6 +310,10 @@ impl Hive {
         self.realign(now).await?;
         let due = self.store.due_schedules(now).await?;
         for s in &due {
+            if let Some(why) = self.maker_may_not(s).await? {
+                self.drop_schedule(s, &why).await?;
+                continue;
+            }
             let next = When::parse(&s.spec, s.created_at)
                 .ok()
                 .and_then(|w| w.after(now))
@@ -418,6 +464,98 @@ mod tests {
         assert!(
             e.to_string().contains("operator keeps 200 schedules"),
             "{e}"
+        );
+    }
+
+    /// A schedule the manager made fires only while the manager may send
+    /// to its target: once an approved config takes that away, or the
+    /// manager is gone, it is removed at its next slot instead of firing,
+    /// and the operator hears why.
+    #[tokio::test]
+    async fn a_schedule_fires_only_while_its_maker_may_send_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let [alice, bob, carol] = ["alice", "bob", "carol"].map(|n| AgentName::parse(n).unwrap());
+        for n in [&alice, &bob, &carol, &AgentName::manager()] {
+            hive.add_stopped(n, "").await.unwrap();
+        }
+        let made = |to: AgentName| {
+            let hive = &hive;
+            async move {
+                hive.schedule_add(&to, "every:1h", "check in", "manager")
+                    .await
+                    .unwrap()
+            }
+        };
+        let to_alice = made(alice.clone()).await;
+        let to_bob = made(bob.clone()).await;
+        let by_operator = hive
+            .schedule_add(&carol, "every:1h", "check in", "operator")
+            .await
+            .unwrap();
+        let now = now_ms();
+        hive.fire_due(now + 3_700_000).await.unwrap();
+        let depth = |n: &'static str| {
+            let hive = &hive;
+            async move { hive.store.inbox_depth(n).await.unwrap() }
+        };
+        assert_eq!(
+            (
+                depth("alice").await,
+                depth("bob").await,
+                depth("carol").await
+            ),
+            (1, 1, 1)
+        );
+
+        hive.store
+            .set_config("manager", "allowed_recipients = [\"bob\"]\n", None)
+            .await
+            .unwrap();
+        hive.fire_due(now + 7_400_000).await.unwrap();
+        assert_eq!(
+            (depth("alice").await, depth("bob").await),
+            (1, 2),
+            "alice's was not fired"
+        );
+        let mut left: Vec<i64> = hive
+            .schedule_list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        left.sort();
+        assert_eq!(left, [to_bob, by_operator]);
+        let told = hive.notifications(false, None).await.unwrap().notifications;
+        assert_eq!(told.len(), 1);
+        assert!(
+            told[0].text.starts_with(&format!(
+                "Schedule #{to_alice} (\"every:1h\" for alice, made by manager) was removed instead of firing: manager may no longer send to alice"
+            )),
+            "{}",
+            told[0].text
+        );
+
+        // The manager gone: what it made goes; what the operator made stays.
+        hive.store.delete_agent("manager").await.unwrap();
+        hive.fire_due(now + 11_100_000).await.unwrap();
+        assert_eq!((depth("bob").await, depth("carol").await), (2, 3));
+        let left: Vec<i64> = hive
+            .schedule_list()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(left, [by_operator]);
+        let told = hive.notifications(false, None).await.unwrap().notifications;
+        assert!(
+            told[0]
+                .text
+                .contains("manager, who made it, is no longer in the hive"),
+            "{}",
+            told[0].text
         );
     }
 
