@@ -29,8 +29,12 @@ pub const RETRY_BASE: Duration = Duration::from_secs(2);
 /// The longest delay between two attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(15 * 60);
 /// Failed attempts at one delivery after which the operator hears that its
-/// webhook is failing: about eight minutes of retries.
+/// webhook is failing (about eight minutes of retries), if it has delivered
+/// nothing for [`FAILING_FOR`] either: one that delivers the rest refuses
+/// only that one, and its status says so.
 pub const FAILING_AFTER: u32 = 9;
+/// How long a webhook has delivered nothing before it counts as failing.
+pub const FAILING_FOR: Duration = Duration::from_secs(8 * 60);
 /// The header of a `json` webhook's signature.
 pub const SIGNATURE_HEADER: &str = "X-Hyperhive-Signature";
 

@@ -22,7 +22,7 @@ use super::flood::{self, Verdict};
 use crate::broker::Change;
 use crate::clock::{day_of, now_ms, rfc3339};
 use crate::error::{Error, Result};
-use crate::store::{DeliveryRow, NotificationRow, StoreError};
+use crate::store::{DeliveryRow, NotificationRow};
 use crate::webhooks::{self, Webhook};
 
 /// Most notifications one list returns.
@@ -99,25 +99,30 @@ impl Hive {
                 Verdict::Hold => return Ok(None),
                 Verdict::SummaryThenTell(n) => {
                     let s = flood::summary(a.as_str(), kind, n, self.flood.window());
-                    self.store_notification(kind, Some(a), &s).await?;
+                    self.store_notification(kind, Some(a), &s, None).await?;
                 }
             }
         }
-        self.store_notification(kind, agent, text).await.map(Some)
+        self.store_notification(kind, agent, text, None)
+            .await
+            .map(Some)
     }
 
-    /// Stores a notification and queues it for the webhooks that want it; its id.
+    /// Stores a notification and queues it for the webhooks that want it
+    /// (but `not_to`); its id.
     async fn store_notification(
         &self,
         kind: NotificationKind,
         agent: Option<&AgentName>,
         text: &str,
+        not_to: Option<&str>,
     ) -> Result<i64> {
         // Cleaned before it is redacted too: a value with a control character
         // inside matched no secret, and came out whole once it was stripped.
         let text = clean(&self.redactor().await?.redact(&uncontrolled(text)));
         let link = link_for(kind, agent);
-        let hooks = self.settings.webhooks.wanting(kind);
+        let mut hooks = self.settings.webhooks.wanting(kind);
+        hooks.retain(|h| Some(*h) != not_to);
         let row = self
             .store
             .add_notification(
@@ -230,14 +235,17 @@ impl Hive {
                     attempts,
                     "webhook delivery failed: {e}"
                 );
-                let stored = self
+                match self
                     .store
                     .delivery_failed(&hook.name, d.notification, next, &e)
-                    .await;
-                if attempts >= webhooks::FAILING_AFTER {
-                    self.webhook_failing(hook, attempts, &e).await;
+                    .await
+                {
+                    Ok(last_ok) if attempts >= webhooks::FAILING_AFTER => {
+                        self.webhook_failing(hook, attempts, last_ok, &e).await;
+                        Ok(())
+                    }
+                    r => r.map(drop),
                 }
-                stored
             }
         };
         if let Err(e) = stored {
@@ -246,28 +254,32 @@ impl Hive {
         self.broker.publish(Change::Webhooks);
     }
 
-    /// Tells the operator (the bell, the other webhooks) that `hook` keeps
-    /// failing: once for each spell of failures, whichever node delivers,
-    /// and again each day it lasts. The failing one gets it too, late.
-    async fn webhook_failing(&self, hook: &Webhook, attempts: u32, error: &str) {
-        let claimed = async {
-            let last_ok = self.store.webhook_stats(&hook.name).await?.last_ok;
-            let key = format!("failing since {}", last_ok.unwrap_or(0));
-            let scope = format!("#webhook {}", hook.name);
-            let ours = self
-                .store
-                .claim_notice(&scope, &key, day_of(now_ms()))
-                .await?;
-            Ok::<_, StoreError>(ours.then_some(last_ok))
-        };
-        let last_ok = match claimed.await {
-            Ok(Some(last_ok)) => last_ok,
-            Ok(None) => return,
+    /// Tells the operator (the bell and the other webhooks) that `hook`
+    /// keeps failing: after [`webhooks::FAILING_AFTER`] attempts at one
+    /// delivery, when it has delivered nothing for [`webhooks::FAILING_FOR`]
+    /// either (`last_ok`). Once for each spell of failures, whichever node
+    /// delivers, and again each day it lasts.
+    async fn webhook_failing(
+        &self,
+        hook: &Webhook,
+        attempts: u32,
+        last_ok: Option<i64>,
+        error: &str,
+    ) {
+        let now = now_ms();
+        if last_ok.is_some_and(|t| now - t < webhooks::FAILING_FOR.as_millis() as i64) {
+            return;
+        }
+        let scope = format!("#webhook {}", hook.name);
+        let key = format!("failing since {}", last_ok.unwrap_or(0));
+        match self.store.claim_notice(&scope, &key, day_of(now)).await {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(e) => {
                 tracing::warn!(webhook = %hook.name, "could not tell that it is failing: {e}");
                 return;
             }
-        };
+        }
         let last = last_ok.map_or(
             "it has not delivered since hive-c0re first used it".to_owned(),
             |t| format!("it last delivered at {}", rfc3339(t)),
@@ -276,8 +288,13 @@ impl Hive {
             "Webhook {} failed {attempts} times in a row ({last}): {error}. What it should carry waits and goes out once it answers again: see hive-c0re webhooks.",
             hook.name
         );
-        self.tell_operator(NotificationKind::WebhookFailing, None, &text)
-            .await;
+        let kind = NotificationKind::WebhookFailing;
+        if let Err(e) = self
+            .store_notification(kind, None, &text, Some(&hook.name))
+            .await
+        {
+            tracing::warn!("could not store a {kind} notification: {e}");
+        }
     }
 
     /// The value of the secret a webhook names, if it names one; the value
@@ -416,7 +433,10 @@ pub async fn tell_held_back(hive: Arc<Hive>) {
                 continue;
             };
             let text = flood::summary(&agent, kind, n, hive.flood.window());
-            if let Err(e) = hive.store_notification(kind, Some(&name), &text).await {
+            if let Err(e) = hive
+                .store_notification(kind, Some(&name), &text, None)
+                .await
+            {
                 tracing::warn!("could not store a summary of held-back notifications: {e}");
             }
         }
@@ -592,8 +612,9 @@ mod tests {
     }
 
     /// A webhook failing for minutes is told once a spell, by whichever
-    /// delivery (on whichever node) fails past the mark; after it delivers
-    /// again, a new spell of failures is told again.
+    /// delivery (on whichever node) fails past the mark; one that delivered
+    /// lately refuses only that delivery, and is not told as failing; a new
+    /// spell of failures after it delivered is told again.
     #[tokio::test]
     async fn a_webhook_that_keeps_failing_is_told_once_a_spell() {
         let dir = tempfile::tempdir().unwrap();
@@ -647,9 +668,14 @@ mod tests {
         hive.deliver(&hook, &after(webhooks::FAILING_AFTER + 3))
             .await;
         assert_eq!(failing().await.len(), 1);
-        // It delivers, then fails as long again: a new spell, told again.
+        // It delivers the rest and refuses this one: not failing.
         hive.store.delivery_done("pager", n.id).await.unwrap();
         hive.deliver(&hook, &after(webhooks::FAILING_AFTER)).await;
+        assert_eq!(failing().await.len(), 1);
+        // Then it delivers nothing for as long: a new spell, told again.
+        let last_ok = now_ms() - webhooks::FAILING_FOR.as_millis() as i64 - 1000;
+        hive.webhook_failing(&hook, webhooks::FAILING_AFTER, Some(last_ok), "HTTP 502")
+            .await;
         let told = failing().await;
         assert_eq!(told.len(), 2);
         assert!(

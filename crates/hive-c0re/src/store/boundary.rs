@@ -824,14 +824,15 @@ impl Db {
         both!(self, s => s.delivery_done(webhook, notification))
     }
 
-    /// A delivery failed: it is tried again at `next_at`.
+    /// A delivery failed: it is tried again at `next_at`. Returns when the
+    /// webhook last delivered anything, if ever.
     pub async fn delivery_failed(
         &self,
         webhook: &str,
         notification: i64,
         next_at: i64,
         error: &str,
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         both!(self, s => s.delivery_failed(webhook, notification, next_at, error))
     }
 

@@ -21,7 +21,7 @@ pub(super) fn over_cap(limits: &super::Limits) -> [(i64, String); 2] {
         .filter(|k| k.at_will())
         .map(|k| format!("'{}'", k.as_str()))
         .collect();
-    let keep = limits.notifications_keep as i64;
+    let keep = i64::try_from(limits.notifications_keep).unwrap_or(i64::MAX);
     let hard = keep.saturating_mul(super::NOTIFICATIONS_HARD_CAP as i64);
     [
         (
@@ -227,14 +227,15 @@ impl Store {
         Ok(())
     }
 
-    /// A delivery failed: it is tried again at `next_at`.
+    /// A delivery failed: it is tried again at `next_at`. Returns when the
+    /// webhook last delivered anything, if ever.
     pub fn delivery_failed(
         &self,
         webhook: &str,
         notification: i64,
         next_at: i64,
         error: &str,
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
         tx.execute(
@@ -242,13 +243,14 @@ impl Store {
              WHERE webhook = ?1 AND notification = ?2",
             params![webhook, notification, next_at, error],
         )?;
-        tx.execute(
+        let last_ok = tx.query_row(
             "INSERT INTO webhook_status (webhook, last_error) VALUES (?1, ?2) \
-             ON CONFLICT (webhook) DO UPDATE SET last_error = ?2",
+             ON CONFLICT (webhook) DO UPDATE SET last_error = ?2 RETURNING last_ok",
             params![webhook, error],
+            |r| r.get(0),
         )?;
         tx.commit()?;
-        Ok(())
+        Ok(last_ok)
     }
 
     /// One webhook's queue and last results.

@@ -199,17 +199,18 @@ impl PgStore {
         notification: i64,
         next_at: i64,
         error: &str,
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
         let c = self.client().await?;
-        c.execute(
-            "WITH d AS (UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = $3, last_error = $4 \
-               WHERE webhook = $1 AND notification = $2) \
-             INSERT INTO webhook_status (webhook, last_error) VALUES ($1, $4) \
-             ON CONFLICT (webhook) DO UPDATE SET last_error = $4",
-            &[&webhook, &notification, &next_at, &error],
-        )
-        .await?;
-        Ok(())
+        let r = c
+            .query_one(
+                "WITH d AS (UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = $3, last_error = $4 \
+                   WHERE webhook = $1 AND notification = $2) \
+                 INSERT INTO webhook_status (webhook, last_error) VALUES ($1, $4) \
+                 ON CONFLICT (webhook) DO UPDATE SET last_error = $4 RETURNING last_ok",
+                &[&webhook, &notification, &next_at, &error],
+            )
+            .await?;
+        Ok(r.get(0))
     }
 
     /// One webhook's queue and last results.
