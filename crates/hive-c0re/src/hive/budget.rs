@@ -307,34 +307,24 @@ impl Hive {
         }
     }
 
-    /// The measures of `limit` that `spent` brought to `mark` and no one
-    /// told yet: each is claimed in the store, so of turns ending together
-    /// (on any nodes) exactly one tells it, where comparing each turn's
-    /// spend before and after told it twice, or not at all.
-    async fn newly_reached(
+    /// Claims telling that measure `m` of `scope`'s limit `l` reached
+    /// `mark` today: true for the one caller, of turns ending together on
+    /// any nodes, that tells it (comparing each turn's spend before and
+    /// after told it twice, or not at all). Claimed just before it is told.
+    async fn claim_mark(
         &self,
         scope: &str,
         today: i64,
-        limit: &Limit,
-        spent: Spend,
-        mark: f64,
-    ) -> Result<Vec<(BudgetMeasure, f64, f64)>> {
-        let mark_name = if mark >= 1.0 { "over" } else { "warn" };
-        let mut told = vec![];
-        for (m, s, l) in limit.reached(spent, mark) {
-            let measure = match m {
-                BudgetMeasure::Usd => "usd",
-                BudgetMeasure::Tokens => "tokens",
-            };
-            if self
-                .store
-                .claim_notice(scope, &format!("budget {measure} {mark_name} {l}"), today)
-                .await?
-            {
-                told.push((m, s, l));
-            }
-        }
-        Ok(told)
+        m: BudgetMeasure,
+        mark: &str,
+        l: f64,
+    ) -> Result<bool> {
+        let measure = match m {
+            BudgetMeasure::Usd => "usd",
+            BudgetMeasure::Tokens => "tokens",
+        };
+        let key = format!("budget {measure} {mark} {l}");
+        Ok(self.store.claim_notice(scope, &key, today).await?)
     }
 
     async fn note_spend(&self, name: &AgentName) -> Result<()> {
@@ -366,12 +356,18 @@ impl Hive {
                 BudgetScope::Agent => format!("{name}'s daily budget"),
                 BudgetScope::Hive => format!("the hive's daily budget ({name}'s turn crossed it)"),
             };
-            for (m, spent, l) in self
-                .newly_reached(key, today, &limit, after, WARN_AT)
-                .await?
-            {
-                self.record(name, &Payload::BudgetWarning(notice(m, spent, l)))
-                    .await?;
+            // Once claimed, a notice is told as far as it can be: a record
+            // that fails is logged, not a reason to leave the rest untold.
+            let record = |p: Payload| async move {
+                if let Err(e) = self.record(name, &p).await {
+                    tracing::warn!(agent = %name, "could not record a budget notice: {e}");
+                }
+            };
+            for (m, spent, l) in limit.reached(after, WARN_AT) {
+                if !self.claim_mark(key, today, m, "warn", l).await? {
+                    continue;
+                }
+                record(Payload::BudgetWarning(notice(m, spent, l))).await;
                 let text = format!(
                     "{} of {} of {whose} spent today (UTC): 80 % reached",
                     amount(m, spent),
@@ -380,10 +376,13 @@ impl Hive {
                 self.tell_operator(NotificationKind::BudgetWarning, about, &text)
                     .await;
             }
-            let over = self.newly_reached(key, today, &limit, after, 1.0).await?;
-            for (m, spent, l) in &over {
-                self.record(name, &Payload::OverBudget(notice(*m, *spent, *l)))
-                    .await?;
+            let mut over = vec![];
+            for (m, spent, l) in limit.reached(after, 1.0) {
+                if !self.claim_mark(key, today, m, "over", l).await? {
+                    continue;
+                }
+                over.push((m, spent, l));
+                record(Payload::OverBudget(notice(m, spent, l))).await;
                 let held = match scope {
                     BudgetScope::Agent => format!("{name} is held"),
                     BudgetScope::Hive => {
@@ -393,8 +392,8 @@ impl Hive {
                 let text = format!(
                     "{} of {} of {whose} spent today (UTC): {held} until you raise it \
                      (hive-c0re budget) or 00:00 UTC",
-                    amount(*m, *spent),
-                    amount(*m, *l)
+                    amount(m, spent),
+                    amount(m, l)
                 );
                 self.tell_operator(NotificationKind::OverBudget, about, &text)
                     .await;
@@ -424,7 +423,9 @@ impl Hive {
                     spent.join(" and ")
                 ),
             };
-            self.notify(&AgentName::manager(), &body).await?;
+            if let Err(e) = self.notify(&AgentName::manager(), &body).await {
+                tracing::warn!(agent = %name, "could not tell the manager of a spent budget: {e}");
+            }
             if scope == BudgetScope::Hive {
                 self.wake_all().await?;
             }
