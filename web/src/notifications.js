@@ -23,6 +23,7 @@ export const KINDS = {
   disk_full: 'Disk nearly full',
   turns_failing: 'Turns keep failing',
   webhook_failing: 'Webhook failing',
+  schedule_removed: 'Schedule removed',
 };
 
 /** localStorage key of the kinds the browser notifies of. */

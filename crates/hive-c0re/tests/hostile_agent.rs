@@ -790,11 +790,11 @@ fn a_managers_schedule_stops_when_its_right_to_write_goes() {
         "model = \"haiku\"\nallowed_recipients = [\"operator\"]\n",
     );
     hive.wait_for("the operator told of the removed schedule", 20, |h| {
-        h.notifications_of("message").iter().any(|n| {
+        h.notifications_of("schedule_removed").iter().any(|n| {
             n["text"]
                 .as_str()
                 .unwrap()
-                .contains("made by manager) was removed instead of firing: manager may no longer send to alice")
+                .contains("for alice, made by manager): manager may no longer send to alice")
         })
     });
     hive.ok(&["recv", "--as", "alice", "--json"]);

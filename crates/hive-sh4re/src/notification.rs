@@ -42,11 +42,14 @@ pub enum NotificationKind {
     /// A webhook has failed to deliver for several minutes: what it should
     /// carry waits for it (told through the other webhooks and the bell).
     WebhookFailing,
+    /// Schedules the manager made were removed instead of firing: the
+    /// manager may no longer send to their agents, or is gone.
+    ScheduleRemoved,
 }
 
 impl NotificationKind {
     /// Every kind, in the order the dashboard lists them.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Message,
         Self::Question,
         Self::Approval,
@@ -59,6 +62,7 @@ impl NotificationKind {
         Self::DiskFull,
         Self::TurnsFailing,
         Self::WebhookFailing,
+        Self::ScheduleRemoved,
     ];
 
     /// The name on the wire, in the store and in the config.
@@ -76,6 +80,7 @@ impl NotificationKind {
             Self::DiskFull => "disk_full",
             Self::TurnsFailing => "turns_failing",
             Self::WebhookFailing => "webhook_failing",
+            Self::ScheduleRemoved => "schedule_removed",
         }
     }
 
@@ -99,6 +104,7 @@ impl NotificationKind {
             Self::DiskFull => "Disk nearly full",
             Self::TurnsFailing => "Turns keep failing",
             Self::WebhookFailing => "Webhook failing",
+            Self::ScheduleRemoved => "Schedule removed",
         }
     }
 

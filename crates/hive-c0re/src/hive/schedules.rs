@@ -47,6 +47,15 @@ const MAX_SLEEP: Duration = Duration::from_secs(10);
 /// How often the scheduler looks again while the disk is nearly full.
 const LOW_SPACE_RETRY: Duration = Duration::from_secs(1);
 
+/// Whether a due schedule may fire now.
+enum MayFire {
+    Yes,
+    /// Never again (why): it is removed.
+    No(String),
+    /// Not now (why): its slot is skipped, or a one-shot waits a minute.
+    NotNow(String),
+}
+
 /// When a schedule fires.
 #[derive(Debug, Clone)]
 pub enum When {
@@ -259,44 +268,60 @@ impl Hive {
         Ok(())
     }
 
-    /// Why the agent that made `s` may no longer have it fire, if so: it is
-    /// gone, or its deployed config no longer lets it send to the target.
-    /// Each firing speaks for its maker, so it is checked at each firing,
-    /// not only when the schedule was made; the operator's never are.
-    async fn maker_may_not(&self, s: &ScheduleRow) -> Result<Option<String>> {
+    /// Whether `s` may fire: always when the operator made it; when an
+    /// agent (the manager) did, only while that agent is in the hive and its
+    /// deployed config lets it send to the target. Each firing speaks for
+    /// its maker, so this is asked at each firing, not only when it was made.
+    async fn may_fire(&self, s: &ScheduleRow) -> Result<MayFire> {
         let (Ok(maker), Ok(target)) = (AgentName::parse(&s.created_by), AgentName::parse(&s.agent))
         else {
-            return Ok(None);
+            return Ok(MayFire::Yes);
         };
         let Some(row) = self.store.agent(maker.as_str()).await? else {
-            return Ok(Some(format!(
+            return Ok(MayFire::No(format!(
                 "{maker}, who made it, is no longer in the hive"
             )));
         };
         Ok(match self.config_of(&row) {
-            Ok(c) if c.may_send_to(&Mailbox::Agent(target)) => None,
-            Ok(c) => Some(format!(
+            Ok(c) if c.may_send_to(&Mailbox::Agent(target)) => MayFire::Yes,
+            Ok(c) => MayFire::No(format!(
                 "{maker} may no longer send to {} (its allowed_recipients are {:?})",
                 s.agent, c.allowed_recipients
             )),
-            Err(e) => Some(e.to_string()),
+            // Perhaps this version reads configs more strictly than the one
+            // that deployed it: not a reason to drop the operator's approval.
+            Err(e) => MayFire::NotNow(e.to_string()),
         })
     }
 
-    /// Removes a schedule that may not fire any more and tells the operator
-    /// why (once, whichever node removes it).
-    async fn drop_schedule(&self, s: &ScheduleRow, why: &str) -> Result<()> {
-        if !self.store.remove_schedule(s.id).await? {
-            return Ok(());
+    /// Removes every schedule that may no longer fire, and tells the
+    /// operator once for all of them (which removes each, whichever node).
+    /// Run when one that is due may not: the maker's others go with it, in
+    /// one notice, rather than one notice each as they come due.
+    async fn remove_unfit_schedules(&self) -> Result<()> {
+        let mut removed = vec![];
+        for s in self.store.schedules().await? {
+            if let MayFire::No(why) = self.may_fire(&s).await?
+                && self.store.remove_schedule(s.id).await?
+            {
+                tracing::warn!(schedule = s.id, agent = %s.agent, "removed a schedule: {why}");
+                self.broker.publish(Change::Agent(s.agent.clone()));
+                removed.push(format!(
+                    "#{} ({:?} for {}, made by {}): {why}",
+                    s.id, s.spec, s.agent, s.created_by
+                ));
+            }
         }
-        tracing::warn!(schedule = s.id, agent = %s.agent, "removed a schedule: {why}");
-        let text = format!(
-            "Schedule #{} ({:?} for {}, made by {}) was removed instead of firing: {why}.",
-            s.id, s.spec, s.agent, s.created_by
-        );
-        self.tell_operator(NotificationKind::Message, None, &text)
+        let text = match removed.len() {
+            0 => return Ok(()),
+            1 => format!("A schedule was removed instead of firing: {}.", removed[0]),
+            n => format!(
+                "{n} schedules were removed instead of firing: {}.",
+                removed.join("; ")
+            ),
+        };
+        self.tell_operator(NotificationKind::ScheduleRemoved, None, &text)
             .await;
-        self.broker.publish(Change::Agent(s.agent.clone()));
         Ok(())
     }
 
@@ -310,14 +335,24 @@ impl Hive {
         self.realign(now).await?;
         let due = self.store.due_schedules(now).await?;
         for s in &due {
-            if let Some(why) = self.maker_may_not(s).await? {
-                self.drop_schedule(s, &why).await?;
-                continue;
-            }
             let next = When::parse(&s.spec, s.created_at)
                 .ok()
                 .and_then(|w| w.after(now))
                 .filter(|_| s.repeating);
+            match self.may_fire(s).await? {
+                MayFire::Yes => {}
+                MayFire::No(_) => {
+                    self.remove_unfit_schedules().await?;
+                    continue;
+                }
+                MayFire::NotNow(why) => {
+                    tracing::warn!(schedule = s.id, agent = %s.agent, "a scheduled prompt waits: {why}");
+                    self.store
+                        .set_schedule_due(s.id, next.unwrap_or(now + FULL_RETRY_MS))
+                        .await?;
+                    continue;
+                }
+            }
             // A full inbox skips a repeat's slot; a one-shot waits for room.
             let when_full = next.unwrap_or(now + FULL_RETRY_MS);
             if self
@@ -470,7 +505,9 @@ mod tests {
     /// A schedule the manager made fires only while the manager may send
     /// to its target: once an approved config takes that away, or the
     /// manager is gone, it is removed at its next slot instead of firing,
-    /// and the operator hears why.
+    /// with the manager's others that may no longer fire, and the operator
+    /// hears why in one notice. A config this version cannot read holds
+    /// the schedule, and removes nothing.
     #[tokio::test]
     async fn a_schedule_fires_only_while_its_maker_may_send_to_its_target() {
         let dir = tempfile::tempdir().unwrap();
@@ -479,83 +516,92 @@ mod tests {
         for n in [&alice, &bob, &carol, &AgentName::manager()] {
             hive.add_stopped(n, "").await.unwrap();
         }
-        let made = |to: AgentName| {
-            let hive = &hive;
+        let made = |to: &AgentName, when: &'static str| {
+            let (hive, to) = (&hive, to.clone());
             async move {
-                hive.schedule_add(&to, "every:1h", "check in", "manager")
+                hive.schedule_add(&to, when, "check in", "manager")
                     .await
                     .unwrap()
             }
         };
-        let to_alice = made(alice.clone()).await;
-        let to_bob = made(bob.clone()).await;
+        let to_alice = made(&alice, "every:1h").await;
+        let to_bob = made(&bob, "every:1h").await;
+        let to_bob_later = made(&bob, "every:5h").await;
         let by_operator = hive
             .schedule_add(&carol, "every:1h", "check in", "operator")
             .await
             .unwrap();
-        let now = now_ms();
-        hive.fire_due(now + 3_700_000).await.unwrap();
-        let depth = |n: &'static str| {
-            let hive = &hive;
-            async move { hive.store.inbox_depth(n).await.unwrap() }
+        let depths = || async {
+            let mut d = vec![];
+            for n in ["alice", "bob", "carol"] {
+                d.push(hive.store.inbox_depth(n).await.unwrap());
+            }
+            d
         };
-        assert_eq!(
-            (
-                depth("alice").await,
-                depth("bob").await,
-                depth("carol").await
-            ),
-            (1, 1, 1)
-        );
+        let left = || async {
+            let mut ids: Vec<i64> = hive
+                .schedule_list()
+                .await
+                .unwrap()
+                .iter()
+                .map(|s| s.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let told = || async {
+            let l = hive.notifications(false, None).await.unwrap().notifications;
+            assert!(
+                l.iter()
+                    .all(|n| n.kind == NotificationKind::ScheduleRemoved && n.agent.is_none())
+            );
+            l.into_iter().map(|n| n.text).collect::<Vec<_>>()
+        };
+        let now = now_ms();
+        let hour = 3_600_000;
+        hive.fire_due(now + hour + 100_000).await.unwrap();
+        assert_eq!(depths().await, [1, 1, 1]);
+
+        // A config this version cannot read: the manager's wait, and stay.
+        hive.store
+            .set_config("manager", "allowed_recipients = 5\n", None)
+            .await
+            .unwrap();
+        hive.fire_due(now + 2 * hour + 200_000).await.unwrap();
+        assert_eq!(depths().await, [1, 1, 2]);
+        assert_eq!(left().await, [to_alice, to_bob, to_bob_later, by_operator]);
+        assert!(told().await.is_empty());
 
         hive.store
             .set_config("manager", "allowed_recipients = [\"bob\"]\n", None)
             .await
             .unwrap();
-        hive.fire_due(now + 7_400_000).await.unwrap();
-        assert_eq!(
-            (depth("alice").await, depth("bob").await),
-            (1, 2),
-            "alice's was not fired"
-        );
-        let mut left: Vec<i64> = hive
-            .schedule_list()
-            .await
-            .unwrap()
-            .iter()
-            .map(|s| s.id)
-            .collect();
-        left.sort();
-        assert_eq!(left, [to_bob, by_operator]);
-        let told = hive.notifications(false, None).await.unwrap().notifications;
-        assert_eq!(told.len(), 1);
+        hive.fire_due(now + 3 * hour + 300_000).await.unwrap();
+        assert_eq!(depths().await, [1, 2, 3], "alice's was not fired");
+        assert_eq!(left().await, [to_bob, to_bob_later, by_operator]);
+        let t = told().await;
+        assert_eq!(t.len(), 1);
         assert!(
-            told[0].text.starts_with(&format!(
-                "Schedule #{to_alice} (\"every:1h\" for alice, made by manager) was removed instead of firing: manager may no longer send to alice"
+            t[0].starts_with(&format!(
+                "A schedule was removed instead of firing: #{to_alice} (\"every:1h\" for alice, made by manager): manager may no longer send to alice"
             )),
             "{}",
-            told[0].text
+            t[0]
         );
 
-        // The manager gone: what it made goes; what the operator made stays.
+        // The manager gone: what it made goes, in one notice, due or not;
+        // what the operator made stays.
         hive.store.delete_agent("manager").await.unwrap();
-        hive.fire_due(now + 11_100_000).await.unwrap();
-        assert_eq!((depth("bob").await, depth("carol").await), (2, 3));
-        let left: Vec<i64> = hive
-            .schedule_list()
-            .await
-            .unwrap()
-            .iter()
-            .map(|s| s.id)
-            .collect();
-        assert_eq!(left, [by_operator]);
-        let told = hive.notifications(false, None).await.unwrap().notifications;
+        hive.fire_due(now + 4 * hour + 400_000).await.unwrap();
+        assert_eq!(depths().await, [1, 2, 4]);
+        assert_eq!(left().await, [by_operator]);
+        let t = told().await;
+        assert_eq!(t.len(), 2);
         assert!(
-            told[0]
-                .text
-                .contains("manager, who made it, is no longer in the hive"),
+            t[0].starts_with(&format!("2 schedules were removed instead of firing: #{to_bob} ("))
+                && t[0].contains(&format!("; #{to_bob_later} (\"every:5h\" for bob, made by manager): manager, who made it, is no longer in the hive")),
             "{}",
-            told[0].text
+            t[0]
         );
     }
 
