@@ -807,12 +807,14 @@ fn a_managers_schedule_stops_when_its_right_to_write_goes() {
 /// What agents write reaches the operator's terminal through the CLI (`recv`,
 /// `events`, `status`, `questions`...). Printed raw, an escape sequence in it
 /// could clear the screen and draw a fake prompt, hide a line with `\r`, or
-/// set the clipboard (OSC 52) to a command for the operator to paste.
+/// set the clipboard (OSC 52) to a command for the operator to paste; a
+/// bidi override or a zero-width or tag character makes it read otherwise
+/// than it is.
 #[test]
 fn an_agents_words_send_no_escape_sequence_to_the_operators_terminal() {
     let hive = TestHive::start();
     hive.ok(&["spawn", "alice"]);
-    let evil = "ok\u{1b}[2J\u{1b}[H$ \u{1b}]52;c;cm0gLXJmIH4K\u{7}done\rfake\u{9b}31m";
+    let evil = "ok\u{1b}[2J\u{1b}[H$ \u{1b}]52;c;cm0gLXJmIH4K\u{7}done\rfake\u{9b}31m \u{202E}fr- mr\u{202C}\u{200B}\u{E0041}";
     for req in [
         json!({"op": "send", "to": "operator", "body": evil}),
         json!({"op": "send", "to": "operator", "body": evil}),
@@ -825,10 +827,13 @@ fn an_agents_words_send_no_escape_sequence_to_the_operators_terminal() {
         let r = agent_call(&hive, "alice", req.clone());
         assert_eq!(r["ok"], true, "{req}: {r}");
     }
-    let raw = |s: &str| s.chars().any(|c| c.is_control() && c != '\n' && c != '\t');
+    let raw = |s: &str| s.chars().any(hive_sh4re::text::shows_nothing);
     let read = hive.ok(&["recv", "--max", "1"]);
     assert!(!raw(&read), "recv: {read:?}");
-    assert!(read.contains("ok\\u001b[2J"), "{read:?}");
+    assert!(
+        read.contains("ok\\u001b[2J") && read.contains("\\u202efr- mr\\u202c\\u200b\\udb40\\udc41"),
+        "{read:?}"
+    );
     // A script reading JSON gets the very text.
     let json_line = hive.ok(&["recv", "--json"]);
     assert!(!raw(&json_line), "recv --json: {json_line:?}");

@@ -25,20 +25,25 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// `s` with each control character but newline and tab written as `\u00XX`
-/// (JSON's own escape, so a JSON line reads the same): what agents wrote (a
+/// `s` with each character that [shows nothing](hive_sh4re::text::shows_nothing)
+/// but newline and tab written as `\uXXXX` (JSON's own escape, a surrogate
+/// pair past U+FFFF, so a JSON line reads the same): what agents wrote (a
 /// message, claude's output, a question) reaches the operator's terminal,
 /// and an escape sequence in it could move the cursor over what was
-/// printed, retitle the window or set the clipboard to a command to paste.
+/// printed, retitle the window or set the clipboard to a command to paste;
+/// a bidi override or a zero-width character makes it read otherwise than
+/// it is.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let unsafe_char = hive_sh4re::text::shows_nothing;
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
         if unsafe_char(c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
         } else {
             out.push(c);
         }

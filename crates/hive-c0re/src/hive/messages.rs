@@ -241,6 +241,9 @@ impl Hive {
             .iter()
             .map(|m| Message {
                 pending: Some(m.delivered_at.is_none()),
+                // What reads otherwise than it is (a bidi override, a
+                // zero-width character) is written out on the dashboard.
+                body: hive_sh4re::text::visible(&m.body).into_owned(),
                 ..message_wire(m)
             })
             .collect())
@@ -395,5 +398,26 @@ mod tests {
             .unwrap();
         let bobs = hive.events(&bob, None, None, 100).await.unwrap();
         assert!(bobs.iter().all(|e| e.kind != "operator"), "{bobs:?}");
+    }
+
+    /// The dashboard shows a message as it is: a bidi override in it would
+    /// turn what follows around on the page. The stored message, and what
+    /// `recv` hands a script, keep the very text.
+    #[tokio::test]
+    async fn the_dashboard_writes_out_what_reads_otherwise_than_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        hive.add_stopped(&alice, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        let body = "run \u{202E}fr- mr\u{202C}";
+        hive.send(&Mailbox::Agent(alice), &Mailbox::Operator, body)
+            .await
+            .unwrap();
+        let shown = hive.recent_messages(&Mailbox::Operator, 10).await.unwrap();
+        assert_eq!(shown[0].body, "run ⟨U+202E⟩fr- mr⟨U+202C⟩");
+        let stored = hive.store.recent_messages("operator", 10).await.unwrap();
+        assert_eq!(stored[0].body, body);
     }
 }

@@ -50,10 +50,13 @@ fn link_for(kind: NotificationKind, agent: Option<&AgentName>) -> String {
     }
 }
 
-/// `text` without its control characters but newlines.
+/// `text` without its control characters but newlines, nor any other that
+/// [shows nothing](hive_sh4re::text::shows_nothing): a bidi override or a
+/// zero-width character makes it read otherwise than it is, on the bell
+/// and on a phone, and one inside a secret hides it from redaction.
 fn uncontrolled(text: &str) -> String {
     text.chars()
-        .filter(|c| *c == '\n' || !c.is_control())
+        .filter(|c| *c == '\n' || !(c.is_control() || hive_sh4re::text::shows_nothing(*c)))
         .collect()
 }
 
@@ -592,6 +595,17 @@ mod tests {
         .unwrap();
         let l = hive.notifications(false, None).await.unwrap();
         assert_eq!(l.notifications[0].text, "key: [secret API_KEY]");
+        // Nor by a character that shows nothing; and a bidi override does
+        // not turn what follows around on the bell.
+        hive.notify_operator(
+            NotificationKind::Message,
+            Some(&alice),
+            "key: sk-live-\u{200B}abcdefgh, run \u{202E}fr- mr\u{202C}",
+        )
+        .await
+        .unwrap();
+        let l = hive.notifications(false, None).await.unwrap();
+        assert_eq!(l.notifications[0].text, "key: [secret API_KEY], run fr- mr");
     }
 
     #[tokio::test]

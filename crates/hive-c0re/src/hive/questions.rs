@@ -26,6 +26,16 @@ impl Hive {
         options: &[String],
         ttl: Option<u64>,
     ) -> Result<String> {
+        // Shown as it is: an option button that reads "no" and is "on"
+        // (a bidi override) would answer the manager otherwise than the
+        // operator meant. What shows nothing is written out, and the answer
+        // to an option is the option as shown.
+        let question = hive_sh4re::text::visible(question);
+        let options: Vec<String> = options
+            .iter()
+            .map(|o| hive_sh4re::text::visible(o).into_owned())
+            .collect();
+        let (question, options) = (question.as_ref(), options.as_slice());
         hive_sh4re::limits::check_question(question.trim(), options).map_err(Error::refused)?;
         let ttl = ttl.unwrap_or(ASK_DEFAULT_TTL_SECONDS);
         if ttl == 0 || ttl > ASK_MAX_TTL_SECONDS {
@@ -327,5 +337,21 @@ mod tests {
         assert_eq!(q[0].status, QuestionStatus::Cancelled);
         let e = hive.answer(q[0].id, "yes").await.unwrap_err().to_string();
         assert!(e.contains("is cancelled"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_question_shows_what_reads_otherwise_than_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let manager = AgentName::manager();
+        // "no" as the operator reads it, "on" as the manager gets it.
+        let options = ["\u{202E}on\u{202C}".to_owned(), "yes".to_owned()];
+        let asking = hive.ask_operator(&manager, "go\u{200B}?", &options, Some(60));
+        let _ = tokio::time::timeout(Duration::from_millis(100), asking).await;
+        let q = hive.questions().await.unwrap();
+        assert_eq!(q[0].question, "go⟨U+200B⟩?");
+        assert_eq!(q[0].options, ["⟨U+202E⟩on⟨U+202C⟩", "yes"]);
+        let told = hive.notifications(false, None).await.unwrap().notifications;
+        assert!(told[0].text.ends_with("go⟨U+200B⟩?"), "{}", told[0].text);
     }
 }
