@@ -246,6 +246,31 @@ fn an_agent_cannot_test_guesses_of_secrets_it_is_not_given() {
     );
 }
 
+/// A notification leaves the host (a webhook to ntfy, Slack, Matrix): an
+/// agent that writes its own secret to the operator with a character that
+/// shows nothing inside it (a zero-width space, a tag character) matched no
+/// secret there, and the value went out whole to the eye.
+#[test]
+fn a_secret_split_by_an_invisible_character_is_redacted_in_notifications() {
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    set_ok(&hive, "SECRET_TOKEN", Some("alice"), ALICES);
+    let (head, tail) = ALICES.split_at(6);
+    for split in ["\u{200B}", "\u{E0020}", "\u{2060}"] {
+        let r = common::agent_call(
+            &hive,
+            "alice",
+            serde_json::json!({"op": "send", "to": "operator", "body": format!("{head}{split}{tail}")}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let told = hive.notifications_of("message");
+    assert_eq!(told.len(), 3, "{told:?}");
+    for n in &told {
+        assert_eq!(n["text"], "[secret SECRET_TOKEN]", "{n}");
+    }
+}
+
 #[test]
 fn secrets_reach_each_agents_claude_and_appear_nowhere_else() {
     if !common::e2e_ready() {
