@@ -121,7 +121,8 @@ impl Hive {
         not_to: Option<&str>,
     ) -> Result<i64> {
         // Cleaned before it is redacted too: a value with a control character
-        // inside matched no secret, and came out whole once it was stripped.
+        // or a zero-width one inside matched no secret, and came out whole
+        // to the eye.
         let text = clean(&self.redactor().await?.redact(&uncontrolled(text)));
         let link = link_for(kind, agent);
         let mut hooks = self.settings.webhooks.wanting(kind);

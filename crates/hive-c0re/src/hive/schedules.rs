@@ -334,6 +334,7 @@ impl Hive {
         }
         self.realign(now).await?;
         let due = self.store.due_schedules(now).await?;
+        let mut swept = false;
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
                 .ok()
@@ -342,7 +343,11 @@ impl Hive {
             match self.may_fire(s).await? {
                 MayFire::Yes => {}
                 MayFire::No(_) => {
-                    self.remove_unfit_schedules().await?;
+                    // One sweep a pass removes every unfit one, due or not.
+                    if !swept {
+                        self.remove_unfit_schedules().await?;
+                        swept = true;
+                    }
                     continue;
                 }
                 MayFire::NotNow(why) => {
