@@ -26,6 +26,18 @@ pub fn shows_nothing(c: char) -> bool {
             | '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{FFFFD}' | '\u{100000}'..='\u{10FFFD}')
 }
 
+/// `s` cut to at most `n` characters (`n` above 0), the last one an
+/// ellipsis when it was cut.
+pub fn clip(s: &str, n: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(n) {
+        None => Cow::Borrowed(s),
+        Some(_) => {
+            let kept: String = s.chars().take(n.saturating_sub(1)).collect();
+            Cow::Owned(kept + "…")
+        }
+    }
+}
+
 /// `text` with each character that [shows nothing](shows_nothing) written
 /// as `⟨U+XXXX⟩`, so what the operator reads is what is there.
 pub fn visible(text: &str) -> Cow<'_, str> {
@@ -46,6 +58,14 @@ pub fn visible(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_keeps_n_characters_the_last_an_ellipsis() {
+        assert_eq!(clip("héllo", 5), "héllo");
+        assert!(matches!(clip("héllo", 5), Cow::Borrowed(_)));
+        assert_eq!(clip("héllo", 4), "hél…");
+        assert_eq!(clip("héllo", 1), "…");
+    }
 
     #[test]
     fn what_draws_nothing_is_written_out() {

@@ -312,11 +312,7 @@ fn failed(p: &Value) -> bool {
 
 /// `s` cut to `n` characters, the last one an ellipsis when cut.
 fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
-    } else {
-        s.to_owned()
-    }
+    hive_sh4re::text::clip(s, n).into_owned()
 }
 
 /// `mcp__hyperhive__send` → `hyperhive:send`.

@@ -62,12 +62,7 @@ fn uncontrolled(text: &str) -> String {
 
 /// Text as a notification keeps it: no control character but newlines, at most [`TEXT_MAX_CHARS`].
 fn clean(text: &str) -> String {
-    let mut out = uncontrolled(text);
-    if out.chars().count() > TEXT_MAX_CHARS {
-        out = out.chars().take(TEXT_MAX_CHARS - 1).collect();
-        out.push('…');
-    }
-    out
+    hive_sh4re::text::clip(&uncontrolled(text), TEXT_MAX_CHARS).into_owned()
 }
 
 /// A stored notification as the wire shows it (None for a kind this version does not know).

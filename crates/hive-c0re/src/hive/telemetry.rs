@@ -363,14 +363,9 @@ pub fn bounded_turn_stats(mut s: TurnStats) -> TurnStats {
         .cost_usd
         .filter(|c| c.is_finite())
         .map(|c| c.clamp(0.0, REPORTED_USD_MAX));
-    if let Some(e) = &mut s.error
-        && e.chars().nth(TURN_ERROR_MAX_CHARS).is_some()
-    {
-        *e = format!(
-            "{}…",
-            e.chars().take(TURN_ERROR_MAX_CHARS).collect::<String>()
-        );
-    }
+    s.error = s
+        .error
+        .map(|e| hive_sh4re::text::clip(&e, TURN_ERROR_MAX_CHARS).into_owned());
     if s.exit_class == ExitClass::Interrupted {
         s.exit_class = ExitClass::Failure;
     }
