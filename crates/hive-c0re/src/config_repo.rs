@@ -6,7 +6,10 @@
 //! whole; `<state>/agents/<name>/config` is a symlink to the agent's repo.
 //!
 //! The manager writes these repos, so everything in them is attacker input:
-//! - hive-c0re never writes into one. A new repo is built in a private scratch
+//! - hive-c0re writes into one only for the operator's `config commit`:
+//!   objects through git as the repo's owner, and the branch's ref file by
+//!   git's lock-file protocol, by fd (git's `update-ref` would run hooks the
+//!   repo's config names). A new repo is built in a private scratch
 //!   directory and renamed into place, refusing to replace anything there.
 //! - An existing repo is opened by directory fd without following a link, and
 //!   only in the shape hive-c0re gives a repo (a directory holding a `.git`
@@ -459,9 +462,11 @@ impl Repo {
     /// returns the new commit. The operator's edit of an agent's repo.
     ///
     /// git runs as [`Repo::runs_as`] (so what it writes stays the owner's
-    /// and root reads none of the repo's config includes), with [`HARDENING`], and only plumbing that runs no hook,
-    /// filter or editor: `hash-object --no-filters`, `mktree`, `commit-tree`,
-    /// `update-ref`. The work tree and the index are not touched.
+    /// and root reads none of the repo's config includes), with
+    /// [`HARDENING`], and only plumbing that runs no hook, filter or editor:
+    /// `hash-object --no-filters`, `mktree`, `commit-tree`; the branch is
+    /// moved by [`Repo::move_head`], not git. The work tree and the index
+    /// are not touched.
     pub fn commit_config(&self, text: &str, message: &str) -> Result<String> {
         let owner = self.runs_as()?;
         let run = |args: &[&str], input: Option<&[u8]>| {
@@ -488,18 +493,139 @@ impl Repo {
             &["commit-tree", &tree, "-p", &parent, "-F", "-"],
             Some(message.as_bytes()),
         )?;
-        run(
-            &["update-ref", "-m", "hive-c0re config commit", "HEAD", &commit, &parent],
-            None,
-        )
-        .map_err(|e| {
-            Error::refused(format!(
-                "{}'s head moved while committing (the manager committed?): show it again and redo the edit ({e})",
-                self.path.display()
-            ))
-        })?;
+        self.move_head(&commit, &parent, owner)?;
         Ok(commit)
     }
+
+    /// Points HEAD's branch (or a detached HEAD) at `new`, if it is still at
+    /// `old`, by git's own lock-file protocol: `<ref>.lock` made exclusively,
+    /// the value checked under it, then renamed over the ref.
+    ///
+    /// Not `git update-ref`: it runs the reference-transaction hook, and git
+    /// 2.54 reads hooks from any config file (`hook.<name>.command`), the
+    /// repo's own included, which `core.hooksPath` does not switch off: the
+    /// manager's program would run on the host, outside its container. The
+    /// files are reached by fd without following a link; the lock is made
+    /// the owner's before anything is written to it. No reflog entry.
+    fn move_head(&self, new: &str, old: &str, owner: Option<Owner>) -> Result<()> {
+        let odd = |why: &str| {
+            Error::refused(format!(
+                "{}'s HEAD is {why}: hive-c0re moves only a plain branch of a repo in git's files format; \
+                 commit there with git instead",
+                self.path.display()
+            ))
+        };
+        let dir = self.git_dir.as_fd();
+        for other_refs in ["reftable", "commondir"] {
+            match nix::sys::stat::fstatat(dir, other_refs, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Err(Errno::ENOENT) => {}
+                _ => return Err(odd(&format!("kept elsewhere ({other_refs})"))),
+            }
+        }
+        let head = small_file(dir, "HEAD")
+            .ok()
+            .flatten()
+            .ok_or_else(|| odd("not a small regular file"))?;
+        let (at, leaf) = match head.strip_prefix(b"ref: ") {
+            Some(target) => {
+                let target = std::str::from_utf8(target)
+                    .ok()
+                    .map(|t| t.trim_end_matches('\n'))
+                    .and_then(|t| t.strip_prefix("refs/heads/"))
+                    .ok_or_else(|| odd("not a branch"))?;
+                let (leaf, at) = branch_dir(dir, target)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| odd("a branch of an odd name or path"))?;
+                (Some(at), leaf)
+            }
+            None if is_sha(&head) => (None, "HEAD".to_owned()),
+            None => return Err(odd("neither a branch nor a commit")),
+        };
+        let at = at.as_ref().map_or(dir, |fd| fd.as_fd());
+        let lock = format!("{leaf}.lock");
+        let fd = nix::fcntl::openat(
+            at,
+            lock.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| match e {
+            Errno::EEXIST => Error::refused(format!(
+                "{}'s branch is being written by another git ({lock} exists): try again, \
+                 or remove the lock file if no git runs there",
+                self.path.display()
+            )),
+            e => Error::io(format!("could not lock {}'s head", self.path.display()))(e.into()),
+        })?;
+        let written = (|| {
+            if let Some(o) = owner {
+                nix::unistd::fchown(&fd, Some(o.uid.into()), Some(o.gid.into())).map_err(|e| {
+                    Error::io("could not hand the ref's lock to the repo's owner")(e.into())
+                })?;
+            }
+            // Under the lock no git moves the branch: it is where it was, or nothing is written.
+            let now = self.head()?;
+            if now != old {
+                return Err(Error::refused(format!(
+                    "{}'s head moved while committing (the manager committed?): \
+                     show it again and redo the edit",
+                    self.path.display()
+                )));
+            }
+            let mut file = std::fs::File::from(fd);
+            std::io::Write::write_all(&mut file, format!("{new}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(Error::io(format!(
+                    "could not write {}'s head",
+                    self.path.display()
+                )))?;
+            nix::fcntl::renameat(at, lock.as_str(), at, leaf.as_str()).map_err(|e| {
+                Error::io(format!("could not move {}'s head", self.path.display()))(e.into())
+            })
+        })();
+        if written.is_err() {
+            let _ =
+                nix::unistd::unlinkat(at, lock.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        written
+    }
+}
+
+/// The directory of branch `refs/heads/{branch}` under `git_dir` and the
+/// branch's file name there, walked one directory at a time without
+/// following a link: Ok(None) when a directory on the way is missing, Err
+/// when the name or a file on the way is odd.
+fn branch_dir(
+    git_dir: BorrowedFd<'_>,
+    branch: &str,
+) -> std::result::Result<Option<(String, OwnedFd)>, ()> {
+    let parts: Vec<&str> = branch.split('/').collect();
+    if !parts.iter().all(plain_ref_part) {
+        return Err(());
+    }
+    let (file, dirs) = parts.split_last().ok_or(())?;
+    let mut at: Option<OwnedFd> = None;
+    for d in ["refs", "heads"].into_iter().chain(dirs.iter().copied()) {
+        let here = at.as_ref().map_or(git_dir, |fd| fd.as_fd());
+        at = match open_dir(Some(here), Path::new(d)) {
+            Ok(next) => Some(next),
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(_) => return Err(()),
+        };
+    }
+    Ok(at.map(|at| ((*file).to_owned(), at)))
+}
+
+/// A part of a branch name as hive-c0re reads and writes them: no dot first
+/// (`..`, hidden files), nothing but letters, digits and `-_.`, and not a
+/// lock file.
+fn plain_ref_part(p: &&str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('.')
+        && !p.ends_with(".lock")
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Longest ref file read for a [`HeadStamp`]: a sha and a newline, with room.
@@ -545,27 +671,11 @@ fn small_file(dir: BorrowedFd<'_>, name: &str) -> std::result::Result<Option<Vec
 /// walked one directory at a time without following a link: Some(None)
 /// when it is not loose, None when the name or a file on the way is odd.
 fn loose_ref(git_dir: BorrowedFd<'_>, branch: &str) -> Option<Option<Vec<u8>>> {
-    let parts: Vec<&str> = branch.split('/').collect();
-    let plain = |p: &&str| {
-        !p.is_empty()
-            && !p.starts_with('.')
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    };
-    if !parts.iter().all(plain) {
-        return None;
+    match branch_dir(git_dir, branch) {
+        Err(()) => None,
+        Ok(None) => Some(None),
+        Ok(Some((file, at))) => small_file(at.as_fd(), &file).ok(),
     }
-    let (file, dirs) = parts.split_last()?;
-    let mut at: Option<OwnedFd> = None;
-    for d in ["refs", "heads"].into_iter().chain(dirs.iter().copied()) {
-        let here = at.as_ref().map_or(git_dir, |fd| fd.as_fd());
-        at = match open_dir(Some(here), Path::new(d)) {
-            Ok(next) => Some(next),
-            Err(Errno::ENOENT) => return Some(None),
-            Err(_) => return None,
-        };
-    }
-    small_file(at.as_ref()?.as_fd(), file).ok()
 }
 
 /// True for a full sha (SHA-1 or SHA-256) and at most a newline after it.
@@ -913,6 +1023,72 @@ mod tests {
             heads.git_reads(),
             reads + 1,
             "a forgotten repo is read by git"
+        );
+    }
+
+    /// `commit_config` moves the branch itself (git's `update-ref` would run
+    /// the repo's configured hooks): on a loose branch, a packed one, a
+    /// nested one and a detached HEAD it lands where git looks, and a held
+    /// lock or a head that moved is refused with the ref untouched.
+    #[test]
+    fn the_operators_commit_moves_the_head_as_git_would_and_only_from_where_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = make(&paths(dir.path()), "alice", "model = \"haiku\"\n");
+        let open = || Repo::open(&repo).unwrap().unwrap();
+        let git_out = |args: &[&str]| {
+            let o = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "git {args:?}");
+            String::from_utf8(o.stdout).unwrap().trim().to_owned()
+        };
+        let shapes: [(&str, &dyn Fn()); 4] = [
+            ("a loose branch", &|| {}),
+            ("a packed branch", &|| {
+                plain_git(&repo, &["pack-refs", "--all"])
+            }),
+            ("a nested branch", &|| {
+                plain_git(&repo, &["checkout", "-q", "-b", "team/x"])
+            }),
+            ("a detached head", &|| {
+                plain_git(&repo, &["checkout", "-q", "--detach"])
+            }),
+        ];
+        for (i, (shape, make_it)) in shapes.iter().enumerate() {
+            make_it();
+            let before = open().head().unwrap();
+            let text = format!("model = \"haiku\"\n# edit {i}\n");
+            let sha = open().commit_config(&text, shape).unwrap();
+            assert_eq!(git_out(&["rev-parse", "HEAD"]), sha, "{shape}");
+            assert_eq!(git_out(&["rev-parse", "HEAD~1"]), before, "{shape}");
+            assert_eq!(open().config_at(&sha).unwrap(), text, "{shape}");
+            git_out(&["fsck", "--no-progress"]);
+        }
+        let branch = repo.join(".git/HEAD");
+        let held = repo.join(".git/HEAD.lock");
+        std::fs::write(&held, "").unwrap();
+        let err = open()
+            .commit_config("x = 1\n", "held")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("being written by another git"), "{err}");
+        assert!(held.exists(), "another's lock is left alone");
+        std::fs::remove_file(&held).unwrap();
+        let r = open();
+        let at = r.head().unwrap();
+        commit(&repo, "moved");
+        let moved = open().head().unwrap();
+        let err = r.move_head(&at, &at, None).unwrap_err().to_string();
+        assert!(err.contains("head moved"), "{err}");
+        assert_eq!(open().head().unwrap(), moved);
+        assert!(!held.exists(), "the refused move left no lock");
+        assert!(
+            std::fs::read_to_string(&branch)
+                .unwrap()
+                .starts_with(&moved)
         );
     }
 

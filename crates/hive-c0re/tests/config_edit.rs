@@ -312,3 +312,103 @@ fn git_run_as_an_agents_uid_gets_none_of_the_daemons_environment() {
         "git got the daemon's secrets:\n{seen}"
     );
 }
+
+/// git 2.54 and later run the hooks any config file names
+/// (`hook.<name>.command` for `hook.<name>.event`), the repo's own
+/// `.git/config` included, and `core.hooksPath` does not switch them off.
+/// The manager writes that file, so a hook there ran on the operator's
+/// `config commit`, as the manager's uid but on the host, outside its
+/// container (git's `update-ref` runs the reference-transaction hook). This
+/// host's git is older: a `git` first on serve's PATH does what 2.54 does
+/// for the commands that run that hook, then runs the real one.
+#[test]
+fn a_hook_named_in_the_repos_config_does_not_run_on_the_operators_commit() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the repo must belong to another uid than the operator's (run as root)");
+        return;
+    }
+    let fake = tempfile::Builder::new()
+        .prefix("hive-git-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let real = common::which("git").expect("git");
+    write_exe(
+        &fake.path().join("git"),
+        &format!(
+            r#"#!/bin/sh
+for a in "$@"; do
+  case "$a" in
+    update-ref|commit|merge|rebase|am|checkout|switch|reset|push)
+      {real} config --get-regexp '^hook\..*\.command$' | while read -r key cmd; do sh -c "$cmd"; done ;;
+  esac
+done
+exec {real} "$@"
+"#,
+            real = real.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let hive = TestHive::start_with(common::Opts {
+        env: vec![("PATH".into(), path)],
+        ..common::Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    let repo = hive.state_dir().join("configs/alice");
+    let uid = 4_244_000 + std::process::id() % 1000;
+    let marks = hive.dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // What the manager writes into the repo's config.
+    let config = repo.join(".git/config");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[hook \"x\"]\n\tevent = reference-transaction\n\tcommand = id -u > {}/hook\n",
+        marks.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    chown_tree(&repo, uid);
+    // The stand-in runs such a hook, as 2.54 would.
+    let probe = Command::new(fake.path().join("git"))
+        .current_dir(&repo)
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "safe.directory")
+        .env("GIT_CONFIG_VALUE_0", &repo)
+        .args(["update-ref", "refs/probe", "HEAD"])
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        marks.join("hook").exists(),
+        "the stand-in runs configured hooks"
+    );
+    std::fs::remove_file(marks.join("hook")).unwrap();
+    chown_tree(&repo, uid);
+
+    let shown = hive.ok(&["config", "show", "alice"]);
+    let edited = format!("{shown}# edited by the operator\n");
+    let (code, sha, err) = cli_with_input(
+        &hive,
+        &["config", "commit", "alice", "-m", "operator edit"],
+        &edited,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !marks.join("hook").exists(),
+        "the manager's configured hook ran on the host as uid {}",
+        std::fs::read_to_string(marks.join("hook")).unwrap_or_default()
+    );
+    // The edit landed: the branch moved to it, and it stays the repo owner's.
+    assert_eq!(hive.ok(&["config", "show", "alice"]), edited);
+    let head = repo.join(".git/refs/heads/main");
+    assert_eq!(std::fs::read_to_string(&head).unwrap().trim(), sha.trim());
+    assert_eq!(std::fs::metadata(&head).unwrap().uid(), uid);
+}
