@@ -767,6 +767,56 @@ fn a_config_that_smuggles_a_grant_is_refused_or_named() {
     assert!(json.contains("\"kind\":\"endpoint\""), "{json}");
 }
 
+/// The attack: a grant the diff's text does not read as one. TOML escapes
+/// spell `Bash(*)` without its letters; an emptied `allowed_recipients`
+/// reads as nothing and means anyone. The card names each grant as claude
+/// will get it, above the diff.
+#[test]
+fn a_grant_hidden_in_escapes_or_an_empty_list_is_named_above_the_diff() {
+    let hive = hive_with_alice();
+    let sha = commit(
+        &hive,
+        "alice",
+        |t| t.replace("allowed_recipients = []", "allowed_recipients = [\"bob\"]"),
+        "only bob",
+    );
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
+    assert!(
+        warnings(&hive, &id).iter().all(|(k, _)| k != "grants"),
+        "narrowing grants nothing"
+    );
+    hive.ok(&["approve", &id]);
+    let sha = commit(
+        &hive,
+        "alice",
+        |t| {
+            t.replace("allowed_tools = []", "allowed_tools = [\"\\u0042ash(*)\"]")
+                .replace("allowed_recipients = [\"bob\"]", "allowed_recipients = []")
+        },
+        "tidy",
+    );
+    let text = hive.ok(&["config", "show", "alice"]);
+    assert!(!text.contains("Bash"), "the text never spells it: {text}");
+    let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
+    let grants: Vec<String> = warnings(&hive, &id)
+        .into_iter()
+        .filter(|(k, _)| k == "grants")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            "this lets alice use tools it could not before: Bash(*)",
+            "this lets alice send to anyone in the hive (allowed_recipients is now empty; it was bob)",
+        ],
+    );
+    let show = hive.ok(&["approvals", "show", &id]);
+    assert!(
+        show.contains("warning: this lets alice use tools it could not before: Bash(*)"),
+        "{show}"
+    );
+}
+
 /// The attack: a prompt carrying text no screen draws (Unicode tag
 /// characters spell ASCII a model reads), a variation selector, a filler,
 /// a line separator that breaks a line where none is; and a description

@@ -440,6 +440,10 @@ named! {
         /// A spawn of a name destroyed without `--purge`: the new agent gets
         /// the old one's own secrets, `/state` and waiting messages.
         Inherits = "inherits",
+        /// The request lets the agent do more than it may now: tools it
+        /// could not use, recipients it could not reach, MCP servers new
+        /// or changed (a new agent's, measured against the defaults).
+        Grants = "grants",
     }
 }
 

@@ -677,6 +677,14 @@ impl Hive {
                 ),
             );
         }
+        if let Some(requested) = &requested {
+            for grant in grants(requested, deployed.as_ref()) {
+                warn(
+                    ApprovalWarningKind::Grants,
+                    format!("this lets {} {grant}", a.agent),
+                );
+            }
+        }
         let diff = pending.diffs.get(&a.id).and_then(Option::as_ref);
         for b in pending.rows.iter().filter(|b| b.id != a.id) {
             if b.agent == a.agent && b.kind == a.kind {
@@ -1123,6 +1131,68 @@ fn redirects(
         .collect()
 }
 
+/// What the `requested` config lets its agent do that the `deployed` one
+/// (none: a new agent, measured against the defaults) did not, each as a
+/// phrase: tools, recipients, MCP servers. Read from the parsed configs, so
+/// a grant written in TOML escapes (`"\u0042ash(*)"`) or inside what reads as
+/// the prompt is named as claude will see it.
+fn grants(requested: &AgentConfig, deployed: Option<&AgentConfig>) -> Vec<String> {
+    let none = AgentConfig::default();
+    let deployed = deployed.unwrap_or(&none);
+    let shown = |items: Vec<&String>| {
+        items
+            .iter()
+            .map(|i| hive_sh4re::text::visible(i))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    let tools: Vec<&String> = requested
+        .allowed_tools
+        .iter()
+        .filter(|t| !deployed.allowed_tools.contains(t))
+        .collect();
+    if !tools.is_empty() {
+        out.push(format!("use tools it could not before: {}", shown(tools)));
+    }
+    if requested.allowed_recipients.is_empty() && !deployed.allowed_recipients.is_empty() {
+        out.push(format!(
+            "send to anyone in the hive (allowed_recipients is now empty; it was {})",
+            shown(deployed.allowed_recipients.iter().collect())
+        ));
+    } else if !deployed.allowed_recipients.is_empty() {
+        let more: Vec<&String> = requested
+            .allowed_recipients
+            .iter()
+            .filter(|r| !deployed.allowed_recipients.contains(r))
+            .collect();
+        if !more.is_empty() {
+            out.push(format!("send to {} as well", shown(more)));
+        }
+    }
+    let servers: Vec<String> = requested
+        .mcp_servers
+        .iter()
+        .filter(|(name, server)| deployed.mcp_servers.get(*name) != Some(*server))
+        .map(|(name, server)| {
+            let mut run = vec![server.command.as_str()];
+            run.extend(server.args.iter().map(String::as_str));
+            format!(
+                "{} (runs {})",
+                hive_sh4re::text::visible(name),
+                hive_sh4re::text::visible(&run.join(" "))
+            )
+        })
+        .collect();
+    if !servers.is_empty() {
+        out.push(format!(
+            "run MCP servers new or changed: {}",
+            servers.join(", ")
+        ));
+    }
+    out
+}
+
 /// (deployed model, requested model, override) when the `requested` config
 /// changes the model of `agent`, whose model the operator overrides.
 fn masked_model(
@@ -1190,6 +1260,36 @@ fn no_such_approval(id: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grants_name_what_widens_and_nothing_that_narrows() {
+        let cfg = |t: &str| AgentConfig::from_toml(t).unwrap();
+        let deployed = cfg(
+            "allowed_tools = [\"Read\"]\nallowed_recipients = [\"bob\"]\n\
+             [mcp_servers.fs]\ncommand = \"fs\"\n",
+        );
+        assert!(grants(&deployed, Some(&deployed)).is_empty());
+        let narrower = cfg("allowed_recipients = [\"bob\"]\n");
+        assert!(grants(&narrower, Some(&deployed)).is_empty());
+        let wider = cfg(
+            "allowed_tools = [\"Read\", \"Bash(*)\"]\nallowed_recipients = [\"bob\", \"carol\"]\n\
+             [mcp_servers.fs]\ncommand = \"fs\"\nargs = [\"--root\", \"/\"]\n\
+             [mcp_servers.web]\ncommand = \"web\\u202e\"\n",
+        );
+        assert_eq!(
+            grants(&wider, Some(&deployed)),
+            [
+                "use tools it could not before: Bash(*)",
+                "send to carol as well",
+                "run MCP servers new or changed: fs (runs fs --root /), web (runs web⟨U+202E⟩)",
+            ]
+        );
+        // A new agent is measured against the defaults: anyone is the default.
+        assert_eq!(
+            grants(&cfg("allowed_tools = [\"Read\"]\n"), None),
+            ["use tools it could not before: Read"]
+        );
+    }
 
     #[test]
     fn the_diff_shows_each_changed_line_or_says_nothing_changes() {
