@@ -703,10 +703,36 @@ fn closed_within(s: &mut std::net::TcpStream, secs: u64) -> bool {
     matches!(s.read(&mut buf), Ok(0)) || matches!(s.read(&mut buf), Ok(0))
 }
 
+/// An authenticated GET of `/api/agents` on the kept-alive connection `s`; its status.
+fn ask_on(s: &mut std::net::TcpStream, addr: &str, token: &str) -> u16 {
+    s.write_all(
+        format!("GET /api/agents HTTP/1.1\r\nHost: {addr}\r\nX-Hive-Token: {token}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => raw.push(byte[0]),
+            _ => panic!("the connection closed: {:?}", String::from_utf8_lossy(&raw)),
+        }
+    }
+    let a = parse(&String::from_utf8_lossy(&raw));
+    let len: usize = a.header("content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    a.status
+}
+
 /// The attack of anyone who reaches the dashboard's port, before any login:
 /// connections opened and left silent (or fed a byte now and then), which
 /// held a descriptor of the root daemon each, for ever, until it had none
-/// left for agents, host.sock or the store.
+/// left for agents, host.sock or the store. And of an agent, which shares
+/// its node's address: filling that address's places locked the node's
+/// shells and the operator's browser out; the oldest unproved connection
+/// now makes room, and a proved one keeps its place.
 #[test]
 fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_time() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -721,18 +747,28 @@ fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_ti
             "--dashboard".into(),
             "127.0.0.1:0".into(),
         ],
-        env: vec![("HIVE_DASHBOARD_HEAD_TIMEOUT_SECS".into(), "3".into())],
+        // Long enough that only making room can close the flood's oldest
+        // within the checks below; short enough for the last ones.
+        env: vec![("HIVE_DASHBOARD_HEAD_TIMEOUT_SECS".into(), "8".into())],
         ..Opts::default()
     });
     let pid = hive.child.as_ref().unwrap().id();
     let (addr, _) = urls(&hive.ok(&["urls"]));
     let token = token_of(&hive);
     let before = open_fds(pid);
+    // The operator's connection from the address the flood comes from, logged in.
+    let mut kept = silent_from("127.0.0.1", &addr, 1).pop().unwrap();
+    assert_eq!(ask_on(&mut kept, &addr, &token), 200);
 
-    // From one address: it holds 64 places, the rest are closed at once.
+    // From one address: it holds 64 places; each new one closes the oldest unproved.
     let mut flood = silent_from("127.0.0.1", &addr, FLOOD);
+    assert_eq!(
+        ask_on(&mut kept, &addr, &token),
+        200,
+        "the proved connection kept its place"
+    );
     // Some send the start of a head, a byte at a time.
-    for s in flood.iter_mut().take(8) {
+    for s in flood.iter_mut().rev().take(8) {
         s.write_all(b"GET / HT").unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -742,9 +778,12 @@ fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_ti
         "one address holds {held} of the daemon's descriptors"
     );
     assert!(
-        closed_within(&mut flood[FLOOD - 1], 2),
-        "a connection past the bound was kept"
+        closed_within(&mut flood[0], 2),
+        "the oldest of the flood was kept"
     );
+    // A new connection from the flooded address gets in and logs in.
+    let mut fresh = silent_from("127.0.0.1", &addr, 1).pop().unwrap();
+    assert_eq!(ask_on(&mut fresh, &addr, &token), 200);
     // Another address still gets in, and host.sock is not starved.
     let mut op = silent_from("127.0.0.2", &addr, 1).pop().unwrap();
     op.write_all(
@@ -768,14 +807,18 @@ fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_ti
 
     // A silent place is given up after the head timeout, the slow head's too.
     assert!(
-        closed_within(&mut flood[0], 10),
+        closed_within(&mut flood[FLOOD - 9], 15),
         "a silent connection was kept"
     );
-    for s in flood.iter_mut().take(8) {
+    for s in flood.iter_mut().rev().take(8) {
         let _ = s.write_all(b"T");
     }
-    assert!(closed_within(&mut flood[1], 10), "a slow head was kept");
+    assert!(
+        closed_within(&mut flood[FLOOD - 1], 15),
+        "a slow head was kept"
+    );
     drop(flood);
+    drop((kept, fresh));
     drop(others);
     hive.wait_for("the places freed", 10, |_| open_fds(pid) <= before + 8);
     let again = request(

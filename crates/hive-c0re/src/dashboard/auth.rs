@@ -306,6 +306,7 @@ async fn decide(auth: &Auth, req: Request, next: Next) -> Response {
         && let Some(code) = query_code(req.uri().query())
     {
         return if auth.logins.redeem(&code) {
+            super::conns::prove(&req);
             logged_in(auth, path)
         } else {
             refused(Refusal::UsedLink, false)
@@ -317,6 +318,7 @@ async fn decide(auth: &Auth, req: Request, next: Next) -> Response {
     if !reading && let Err(e) = check_origin(headers) {
         return e.into_response();
     }
+    super::conns::prove(&req);
     next.run(req).await
 }
 

@@ -6,8 +6,12 @@
 //! and the store need too, so the listener bounds them: at most
 //! [`PER_PEER`] from one address (an IPv6 /64 counts as one, since whoever
 //! has one address of it has them all) and [`IN_ALL`] in all (less with few
-//! descriptors). A connection past either bound is closed at once, so a
-//! flood from one host leaves room for the operator's browser elsewhere.
+//! descriptors). At a bound, the oldest connection that has not proved
+//! itself (no request of it passed the login check or carried a node's
+//! ticket) is closed to make room: agents share their node's address, so a
+//! flood from it must not lock out that node's shells or the operator's
+//! browser, whose proved connections are never closed for room. With none
+//! unproved, the new connection is closed at once.
 //! A connection must send a request's whole head within [`HEAD_TIMEOUT`] of
 //! connecting or of its last answer, or it is closed: a client that opens
 //! connections and sends nothing, or a byte now and then, holds a place no
@@ -18,6 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -83,14 +88,60 @@ pub(super) struct Conns {
 
 #[derive(Default)]
 struct State {
-    open: usize,
+    /// Every open place, oldest first.
+    open: Vec<Entry>,
     by_peer: HashMap<IpAddr, usize>,
+    next_id: u64,
+}
+
+struct Entry {
+    id: u64,
+    peer: IpAddr,
+    mark: ConnMark,
+}
+
+/// Whether a connection has proved itself, and how it is told to close;
+/// each request of it carries a clone (an extension) for the checks to mark.
+#[derive(Clone)]
+pub(crate) struct ConnMark(Arc<MarkInner>);
+
+struct MarkInner {
+    proven: AtomicBool,
+    evicted: CancellationToken,
+}
+
+impl ConnMark {
+    fn new() -> Self {
+        Self(Arc::new(MarkInner {
+            proven: AtomicBool::new(false),
+            evicted: CancellationToken::new(),
+        }))
+    }
+
+    /// Its request passed the login check or opened a node's shell: the
+    /// connection keeps its place at the bounds.
+    pub(crate) fn prove(&self) {
+        self.0.proven.store(true, Ordering::Relaxed);
+    }
+
+    fn proven(&self) -> bool {
+        self.0.proven.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks the connection `req` came on as proved (a request from the
+/// listener always carries its mark; one made elsewhere has none to mark).
+pub(crate) fn prove<B>(req: &axum::http::Request<B>) {
+    if let Some(m) = req.extensions().get::<ConnMark>() {
+        m.prove();
+    }
 }
 
 /// One connection's place; dropping it frees the place.
 pub(super) struct Place {
     conns: Arc<Conns>,
-    peer: IpAddr,
+    id: u64,
+    mark: ConnMark,
 }
 
 impl Conns {
@@ -104,29 +155,53 @@ impl Conns {
         })
     }
 
-    /// A place for a connection from `peer`, or `None` past a bound (logged
-    /// at most once a minute, with how many were refused).
+    /// A place for a connection from `peer`. At a bound, the oldest
+    /// unproved connection that holds the bound (from `peer` at its own,
+    /// from anyone in all) is closed for it; `None` when there is none
+    /// (logged at most once a minute, with how many were refused).
     pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Place> {
         let key = peer_key(peer);
         let mut st = self.lock();
         let from_peer = st.by_peer.get(&key).copied().unwrap_or(0);
-        if st.open >= self.in_all || from_peer >= self.per_peer {
-            if let Some(n) = self.refusals.due() {
-                tracing::warn!(
-                    peer = %key,
-                    "the dashboard closed {n} new connection(s) at its bound (this address holds {from_peer} of at most {}; {} of at most {} in all)",
-                    self.per_peer,
-                    st.open,
-                    self.in_all
-                );
+        let peer_full = from_peer >= self.per_peer;
+        if peer_full || st.open.len() >= self.in_all {
+            let oldest = st
+                .open
+                .iter()
+                .position(|e| !e.mark.proven() && (!peer_full || e.peer == key));
+            match oldest {
+                Some(i) => {
+                    let e = st.open.remove(i);
+                    st.forget(e.peer);
+                    e.mark.0.evicted.cancel();
+                }
+                None => {
+                    if let Some(n) = self.refusals.due() {
+                        tracing::warn!(
+                            peer = %key,
+                            "the dashboard closed {n} new connection(s) at its bound, every place being proved (this address holds {from_peer} of at most {}; {} of at most {} in all)",
+                            self.per_peer,
+                            st.open.len(),
+                            self.in_all
+                        );
+                    }
+                    return None;
+                }
             }
-            return None;
         }
-        st.open += 1;
+        let id = st.next_id;
+        st.next_id += 1;
+        let mark = ConnMark::new();
+        st.open.push(Entry {
+            id,
+            peer: key,
+            mark: mark.clone(),
+        });
         *st.by_peer.entry(key).or_default() += 1;
         Some(Place {
             conns: self.clone(),
-            peer: key,
+            id,
+            mark,
         })
     }
 
@@ -136,15 +211,25 @@ impl Conns {
     }
 }
 
+impl State {
+    /// Counts one connection of `peer` fewer.
+    fn forget(&mut self, peer: IpAddr) {
+        if let Some(n) = self.by_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_peer.remove(&peer);
+            }
+        }
+    }
+}
+
 impl Drop for Place {
     fn drop(&mut self) {
         let mut st = self.conns.lock();
-        st.open -= 1;
-        if let Some(n) = st.by_peer.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                st.by_peer.remove(&self.peer);
-            }
+        // An evicted place was forgotten when it was closed for another.
+        if let Some(i) = st.open.iter().position(|e| e.id == self.id) {
+            let e = st.open.remove(i);
+            st.forget(e.peer);
         }
     }
 }
@@ -226,11 +311,19 @@ pub(super) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let mark = place.mark.clone();
+        let evicted = mark.0.evicted.clone();
         let io = TokioIo::new(Admitted {
             stream,
             _place: place,
         });
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(mark.clone());
+                tower::ServiceExt::oneshot(app.clone(), req)
+            },
+        ));
         let stop = stop.clone();
         spawn(Box::pin(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -246,6 +339,8 @@ pub(super) async fn serve(
                     }
                     return;
                 }
+                // Closed to make room; an upgraded connection has proved itself.
+                _ = evicted.cancelled() => return,
                 _ = stop.cancelled() => {}
             }
             // Stopping: no new request on this connection; the one being answered ends.
@@ -261,19 +356,61 @@ pub(super) async fn serve(
 mod tests {
     use super::*;
 
+    /// A place, proved at once.
+    fn proved(conns: &Arc<Conns>, peer: IpAddr) -> Option<Place> {
+        let p = conns.admit(peer)?;
+        p.mark.prove();
+        Some(p)
+    }
+
+    fn evicted(p: &Place) -> bool {
+        p.mark.0.evicted.is_cancelled()
+    }
+
     #[test]
-    fn places_are_bounded_per_peer_and_in_all_and_freed_on_drop() {
+    fn proved_places_are_bounded_per_peer_and_in_all_and_freed_on_drop() {
         let conns = Conns::new(2, 3);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let c: IpAddr = "192.0.2.3".parse().unwrap();
-        let a1 = conns.admit(a).unwrap();
-        let _a2 = conns.admit(a).unwrap();
+        let a1 = proved(&conns, a).unwrap();
+        let _a2 = proved(&conns, a).unwrap();
         assert!(conns.admit(a).is_none(), "a third from one peer");
-        let _b1 = conns.admit(b).unwrap();
+        let _b1 = proved(&conns, b).unwrap();
         assert!(conns.admit(c).is_none(), "a fourth in all");
         drop(a1);
         assert!(conns.admit(c).is_some(), "a freed place is taken again");
+    }
+
+    /// What an agent on a node can do to the node's own address: fill its
+    /// places with connections that never log in. The oldest of them goes
+    /// for each new one; a proved place is never taken.
+    #[test]
+    fn at_a_bound_the_oldest_unproved_place_goes_and_a_proved_one_stays() {
+        let conns = Conns::new(3, 5);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let op = proved(&conns, a).unwrap();
+        let flood1 = conns.admit(a).unwrap();
+        let flood2 = conns.admit(a).unwrap();
+        let flood3 = conns.admit(a).unwrap();
+        assert!(evicted(&flood1) && !evicted(&flood2) && !evicted(&op));
+        drop(flood1);
+        let fresh = conns.admit(a).unwrap();
+        assert!(evicted(&flood2) && !evicted(&flood3) && !evicted(&op));
+        fresh.mark.prove();
+        let last = conns.admit(a).unwrap();
+        assert!(evicted(&flood3), "the last unproved one goes");
+        last.mark.prove();
+        assert!(conns.admit(a).is_none(), "every place of a is proved");
+        // In all (5): a's places are all proved, so b's new connections
+        // take the oldest of b's own.
+        let b1 = conns.admit(b).unwrap();
+        let b2 = conns.admit(b).unwrap();
+        let b3 = conns.admit(b).unwrap();
+        assert!(evicted(&b1) && !evicted(&b2) && !evicted(&b3));
+        assert_eq!(conns.lock().open.len(), 5);
+        assert!(!evicted(&op) && !evicted(&fresh));
     }
 
     #[test]
@@ -282,12 +419,12 @@ mod tests {
         let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        let _p = conns.admit(one).unwrap();
+        let _p = proved(&conns, one).unwrap();
         assert!(conns.admit(same_64).is_none());
         assert!(conns.admit(other_64).is_some());
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        let _q = conns.admit(v4).unwrap();
+        let _q = proved(&conns, v4).unwrap();
         assert!(conns.admit(mapped).is_none());
     }
 }

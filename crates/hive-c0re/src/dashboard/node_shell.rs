@@ -55,7 +55,10 @@ pub(crate) async fn open(
         return ApiError::bad("this connection cannot be upgraded").into_response();
     };
     let session = match ctx.hive.node_shell(id, &ticket).await {
-        Ok(s) => s,
+        Ok(s) => {
+            super::conns::prove(&req);
+            s
+        }
         Err(Error::Refused(m)) => return ApiError::forbidden(m).into_response(),
         Err(e) => {
             tracing::error!(request = id, "could not open a shell for another node: {e}");
