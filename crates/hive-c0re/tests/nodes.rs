@@ -1788,6 +1788,66 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
         err.contains("beta is down (no heartbeat for") && err.contains("`shell x` was not queued"),
         "{err}"
     );
+
+    // Now the asker hangs: alpha stopped while its shell runs on beta. Its
+    // kernel still answers, so the connection never ends; its heartbeats
+    // ending end the shell on beta, which no longer runs for ever.
+    alpha.wait_for("beta back", 30, |h| node(h, "beta")["alive"] == true);
+    let bg = nap(2);
+    let mut cli = alpha
+        .command()
+        .args(["shell", "x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = cli.stdin.as_mut().unwrap();
+        stdin.write_all(format!("sleep {bg}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pids = loop {
+        let p = pids_running(&["sleep", &bg]);
+        if !p.is_empty() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shell on beta never ran sleep"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let alpha_pid = nix::unistd::Pid::from_raw(alpha.child.as_ref().unwrap().id() as i32);
+    nix::sys::signal::kill(alpha_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ended = loop {
+        if !pids
+            .iter()
+            .any(|p| pids_running(&["sleep", &bg]).contains(p))
+        {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nix::sys::signal::kill(alpha_pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    assert!(
+        ended,
+        "the shell on beta outlived its stopped asker by 30 s"
+    );
+    assert!(
+        beta.log()
+            .contains("node alpha, which asked for the shell, is down"),
+        "{}",
+        beta.log()
+    );
 }
 
 /// The dashboard's terminal for `agent` at `address` (`http://HOST:PORT/`),

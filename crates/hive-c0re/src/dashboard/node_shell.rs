@@ -54,7 +54,7 @@ pub(crate) async fn open(
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::bad("this connection cannot be upgraded").into_response();
     };
-    let session = match ctx.hive.node_shell(id, &ticket).await {
+    let (session, asker_gone) = match ctx.hive.node_shell(id, &ticket).await {
         Ok(s) => {
             super::conns::prove(&req);
             s
@@ -80,8 +80,16 @@ pub(crate) async fn open(
             }
         };
         let (mut r, mut w) = tokio::io::split(io);
-        if let Err(e) = serve_frames(Shell::Local(session), &mut r, &mut w, stop).await {
-            tracing::debug!(request = id, "a node shell's connection ended: {e}");
+        // An asker that froze or was cut off may never close the connection
+        // (its kernel still answers, or nothing comes back to time out on):
+        // its heartbeats ending ends the shell, which the drop closes.
+        tokio::select! {
+            served = serve_frames(Shell::Local(session), &mut r, &mut w, stop) => {
+                if let Err(e) = served {
+                    tracing::debug!(request = id, "a node shell's connection ended: {e}");
+                }
+            }
+            why = asker_gone => tracing::warn!(request = id, "{why}"),
         }
     });
     let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();

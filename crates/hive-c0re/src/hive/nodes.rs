@@ -189,11 +189,13 @@ impl Hive {
     }
 
     /// Resolves once node `node` has missed its heartbeats, with a sentence
-    /// that says its shell was cut off. Checks each heartbeat interval; a
-    /// store out of reach is no proof that node is gone, so it keeps waiting.
+    /// that says so and that the shell it `role` (a phrase: "ran the shell")
+    /// was cut off. Checks each heartbeat interval; a store out of reach is
+    /// no proof that node is gone, so it keeps waiting.
     pub(super) fn node_gone(
         &self,
         node: String,
+        role: &'static str,
     ) -> impl std::future::Future<Output = String> + Send + 'static {
         let store = self.store.clone();
         let every = self.settings.heartbeat_every;
@@ -209,7 +211,7 @@ impl Hive {
                     .find(|n| n.name == node && !is_alive(n.last_heartbeat, now, every))
                 {
                     return format!(
-                        "node {node}, which ran the shell, is down (no heartbeat for {}): the shell was cut off here; see `hive-c0re nodes`",
+                        "node {node}, which {role}, is down (no heartbeat for {}): the shell was cut off here; see `hive-c0re nodes`",
                         duration((now - n.last_heartbeat).max(0) as f64)
                     );
                 }

@@ -108,7 +108,7 @@ impl Hive {
             ticket_sha256: node_shell::ticket_hash(&ticket),
         };
         let id = self.ask_for_id(&home, &name, &grant).await?;
-        let gone = Box::pin(self.node_gone(home.clone()));
+        let gone = Box::pin(self.node_gone(home.clone(), "ran the shell"));
         let remote = node_shell::connect(&home, &target, id, &ticket, gone)
             .await
             .map_err(|e| {
@@ -142,8 +142,10 @@ impl Hive {
     /// `ticket`: only for a `shell` request to this node that this node took
     /// and granted within [`TICKET_TTL_MS`], whose ticket hash matches and
     /// that was not used before, of an agent that still runs here. The
-    /// refusal says nothing about which check failed (the log does).
-    pub async fn node_shell(&self, id: i64, ticket: &str) -> Result<Session> {
+    /// refusal says nothing about which check failed (the log does). With
+    /// the session comes what resolves once the asking node is down: a
+    /// frozen or cut-off asker leaves no shell running here for ever.
+    pub async fn node_shell(&self, id: i64, ticket: &str) -> Result<(Session, node_shell::Gone)> {
         let refuse = |why: &str| {
             if let Some(n) = REFUSALS.due() {
                 tracing::warn!(
@@ -217,6 +219,9 @@ impl Hive {
             return Err(refuse("the agent does not live here"));
         }
         tracing::info!(request = id, asked_by = %req.asked_by, agent = %req.agent, "opening a shell for another node");
-        self.open_local(&row, WinSize::new(Some(rows), Some(cols)), term.as_deref())
+        let session =
+            self.open_local(&row, WinSize::new(Some(rows), Some(cols)), term.as_deref())?;
+        let gone: node_shell::Gone = Box::pin(self.node_gone(req.asked_by, "asked for the shell"));
+        Ok((session, gone))
     }
 }
