@@ -184,6 +184,9 @@ pub struct Hive {
     heads: crate::config_repo::Heads,
     /// Each agent's turns that failed in a row, since its last that handled its messages (`hive/turns.rs`).
     failing_turns: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// `turns_failing` notices, at most one an agent an hour: an agent can
+    /// fail its turns at will.
+    failing_notices: crate::throttle::Spaced,
     /// Notices that the operator's inbox refused a message: one in ten minutes (`hive/messages.rs`).
     operator_inbox_full: crate::throttle::Throttle,
     /// Why this daemon stepped down: another daemon serves its node now (`hive/nodes.rs`).
@@ -210,6 +213,7 @@ impl Hive {
             heads: Default::default(),
             displaced: Default::default(),
             failing_turns: Default::default(),
+            failing_notices: crate::throttle::Spaced::new(turns::FAILING_NOTICES_EVERY),
             operator_inbox_full: crate::throttle::Throttle::new(Duration::from_secs(600)),
             webhook_secrets: Default::default(),
             naps: Default::default(),

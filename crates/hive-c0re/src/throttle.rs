@@ -103,9 +103,49 @@ impl PerMinute {
     }
 }
 
+/// At most one per key (an agent) in each `every`: a notice an agent can
+/// set off at will, which would otherwise page the operator as often.
+pub struct Spaced {
+    every: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl Spaced {
+    /// At most one per key in each `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::default(),
+        }
+    }
+
+    /// True, and counted, when `key` had none in the last `every`.
+    pub fn allow(&self, key: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Old ones go, so the map holds only keys seen within `every`.
+        last.retain(|_, t| now.duration_since(*t) < self.every);
+        if last.contains_key(key) {
+            return false;
+        }
+        last.insert(key.to_owned(), now);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spaced_allows_one_per_key_in_each_interval() {
+        let s = Spaced::new(Duration::from_millis(50));
+        assert!(s.allow("a") && s.allow("b"));
+        assert!(!s.allow("a") && !s.allow("b"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(s.allow("a"));
+        assert!(!s.allow("a"));
+    }
 
     #[test]
     fn the_first_is_due_then_none_until_the_interval_passed_with_the_count() {

@@ -24,6 +24,8 @@ const TURN_BATCH: u32 = 100;
 
 /// Turns failed in a row after which the operator hears of it (`turns_failing`).
 pub const FAILING_TURNS_TOLD: u32 = 5;
+/// Least time between two `turns_failing` notices of one agent.
+pub const FAILING_NOTICES_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 /// How long past its time limit a turn slot may be held (the harness's own
 /// stop of claude, and its report); `HIVE_SLOT_GRACE_SECS` for tests.
 const SLOT_GRACE: Duration = Duration::from_secs(60);
@@ -138,7 +140,11 @@ impl Hive {
     /// [`FAILING_TURNS_TOLD`]th and every 50th after: a model retired, credit
     /// run out or a message that always fails a turn kept an agent busy for
     /// weeks with nothing done, seen only on its row. A turn that handled
-    /// its messages ends the count; so does a restart of the daemon.
+    /// its messages ends the count; so does a restart of the daemon. At
+    /// most one notice an agent in [`FAILING_NOTICES_EVERY`]: the harness
+    /// reports its turns' ends, so a hostile agent fails turns at will, and
+    /// each notice is urgent (a push that pages the operator). The agent's
+    /// error is quoted: it is the agent's word inside the hive's sentence.
     async fn count_failing_turns(&self, name: &AgentName, stats: &TurnStats, outcome: TurnOutcome) {
         let failed = outcome == TurnOutcome::Release
             && matches!(
@@ -155,7 +161,7 @@ impl Hive {
             *n += 1;
             *n
         };
-        if n != FAILING_TURNS_TOLD && n % 50 != 0 {
+        if (n != FAILING_TURNS_TOLD && n % 50 != 0) || !self.failing_notices.allow(name.as_str()) {
             return;
         }
         let why: String = stats
@@ -166,7 +172,7 @@ impl Hive {
             .take(200)
             .collect();
         let text = format!(
-            "{name}'s last {n} turns failed in a row ({}; the last: {why}). Its messages go back to be \
+            "{name}'s last {n} turns failed in a row ({}; the last: {why:?}). Its messages go back to be \
              tried again, and each try may cost: see `hive-c0re events {name}`, and `hive-c0re pause {name}` \
              holds it until it can work.",
             stats.exit_class
