@@ -271,6 +271,31 @@ fn a_secret_split_by_an_invisible_character_is_redacted_in_notifications() {
     }
 }
 
+/// The same through the manager's question, whose text is shown with
+/// what shows nothing written out (`⟨U+200B⟩`): that form, in the
+/// notification, split the secret where redaction no longer matched it.
+#[test]
+fn a_secret_split_by_an_invisible_character_in_a_managers_question_is_redacted() {
+    let mut opts = common::Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    set_ok(&hive, "SECRET_TOKEN", None, HIVE_WIDE);
+    let (head, tail) = HIVE_WIDE.split_at(6);
+    let r = common::agent_call(
+        &hive,
+        "manager",
+        serde_json::json!({"op": "ask_operator", "question": format!("{head}\u{200B}{tail}?"), "ttl_seconds": 1}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    let told = hive.notifications_of("question");
+    assert_eq!(told.len(), 1, "{told:?}");
+    let text = told[0]["text"].as_str().unwrap();
+    assert!(
+        text.ends_with("[secret SECRET_TOKEN]?") && !text.contains(tail),
+        "{text}"
+    );
+}
+
 #[test]
 fn secrets_reach_each_agents_claude_and_appear_nowhere_else() {
     if !common::e2e_ready() {

@@ -29,7 +29,10 @@ impl Hive {
         // Shown as it is: an option button that reads "no" and is "on"
         // (a bidi override) would answer the manager otherwise than the
         // operator meant. What shows nothing is written out, and the answer
-        // to an option is the option as shown.
+        // to an option is the option as shown. The notification takes the
+        // question as asked: it drops what shows nothing before redacting,
+        // where the written-out form would split a secret redaction matches.
+        let asked = question;
         let question = hive_sh4re::text::visible(question);
         let options: Vec<String> = options
             .iter()
@@ -57,7 +60,7 @@ impl Hive {
         self.tell_operator(
             hive_sh4re::notification::NotificationKind::Question,
             Some(agent),
-            &format!("Question #{id} (answer by {deadline}): {question}"),
+            &format!("Question #{id} (answer by {deadline}): {asked}"),
         )
         .await;
         let mut withdraw = Withdraw {
@@ -352,6 +355,7 @@ mod tests {
         assert_eq!(q[0].question, "go⟨U+200B⟩?");
         assert_eq!(q[0].options, ["⟨U+202E⟩on⟨U+202C⟩", "yes"]);
         let told = hive.notifications(false, None).await.unwrap().notifications;
-        assert!(told[0].text.ends_with("go⟨U+200B⟩?"), "{}", told[0].text);
+        // A notification drops what shows nothing (before redacting it).
+        assert!(told[0].text.ends_with("go?"), "{}", told[0].text);
     }
 }
