@@ -849,6 +849,23 @@ fn an_agents_words_send_no_escape_sequence_to_the_operators_terminal() {
         let out = hive.ok(argv);
         assert!(!raw(&out), "{argv:?}: {out:?}");
     }
+    // Another agent's status tool (its model reads it, the operator does
+    // not): tag characters there were words only the model saw.
+    hive.ok(&["spawn", "bob"]);
+    let seen = agent_call(&hive, "bob", json!({"op": "status"}));
+    let row = seen["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "alice")
+        .unwrap()
+        .clone();
+    let status = row["status_text"].as_str().unwrap();
+    assert!(!raw(status), "{status:?}");
+    assert!(
+        status.contains("⟨U+202E⟩fr- mr⟨U+202C⟩⟨U+200B⟩⟨U+E0041⟩"),
+        "{status:?}"
+    );
 }
 
 /// Three agents meet an overloaded API and the hive backs off. A fourth's

@@ -59,7 +59,13 @@ impl Hive {
             // One line: other agents' status tools show it.
             detail: reason
                 .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
+                .map(|c| {
+                    if c.is_control() || hive_sh4re::text::shows_nothing(c) {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
                 .take(200)
                 .collect(),
             retry_at: Some(now_ms() + retry_in.as_millis() as i64),
@@ -101,7 +107,7 @@ impl Hive {
         let reason = reason.map(|r| {
             let line = r.lines().next().unwrap_or("").replace('"', "'");
             line.chars()
-                .filter(|c| !c.is_control())
+                .filter(|&c| !c.is_control() && !hive_sh4re::text::shows_nothing(c))
                 .take(200)
                 .collect::<String>()
         });

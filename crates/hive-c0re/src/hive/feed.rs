@@ -34,12 +34,9 @@ fn quote(s: &str) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    if line.chars().count() > QUOTE_CHARS {
-        let cut: String = line.chars().take(QUOTE_CHARS).collect();
-        format!("{cut}…")
-    } else {
-        line.to_owned()
-    }
+    let line = hive_sh4re::text::clip(line, QUOTE_CHARS + 1);
+    // The agent's words: a bidi override must not make them read otherwise.
+    hive_sh4re::text::visible(&line).into_owned()
 }
 
 fn event_item(e: &EventRow) -> FeedItem {
@@ -229,5 +226,9 @@ mod tests {
     fn quotes_are_one_bounded_line() {
         assert_eq!(quote("\n  hello\nworld"), "hello");
         assert_eq!(quote(&"x".repeat(500)).chars().count(), QUOTE_CHARS + 1);
+        assert_eq!(
+            quote("run \u{202E}fr- mr\u{202C}"),
+            "run ⟨U+202E⟩fr- mr⟨U+202C⟩"
+        );
     }
 }

@@ -390,9 +390,11 @@ impl Hive {
                 hive_sh4re::limits::STATUS_PER_MINUTE
             )));
         }
-        self.store
-            .set_status_text(agent.as_str(), text.lines().next().unwrap_or(""))
-            .await?;
+        // Every agent's status tool shows it to its model, and the dashboard
+        // to the operator: what shows nothing (tag characters spell words a
+        // model reads and no screen draws) is written out, for both to read alike.
+        let line = hive_sh4re::text::visible(text.lines().next().unwrap_or(""));
+        self.store.set_status_text(agent.as_str(), &line).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
     }
