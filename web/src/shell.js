@@ -44,7 +44,10 @@ export function mountShell(panel, name) {
     } catch {
       return;
     }
-    if (url.protocol === 'http:' || url.protocol === 'https:') window.open(url.href, '_blank', 'noopener,noreferrer');
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return;
+    // The words a link shows are the agent's, and need not be where it goes.
+    if (!window.confirm(`Open this link the agent's shell printed?\n\n${url.href}`)) return;
+    window.open(url.href, '_blank', 'noopener,noreferrer');
   }
 
   const setStatus = (text, cls = 'dim') => {
@@ -63,8 +66,9 @@ export function mountShell(panel, name) {
       scrollback: 5000,
       theme: { background: '#0a0c10' },
       // What the shell prints is the agent's (a file it wrote, a process it
-      // named), links included (OSC 8): only a web page opens, in a tab of
-      // its own with no way back to this one; any other scheme does nothing.
+      // named), links included (OSC 8): only a web page opens, once the
+      // operator saw where it goes, in a tab of its own with no way back to
+      // this one; any other scheme does nothing.
       linkHandler: { activate: (_event, uri) => openWebLink(uri) },
     });
     fit = new FitAddon();

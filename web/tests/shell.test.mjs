@@ -191,11 +191,12 @@ test('resizing the page resizes the PTY', async () => {
   await page.close();
 });
 
-test('a link the agent prints opens only as a web page, in a tab of its own', async () => {
+test('a link the agent prints opens only as a web page, after saying where it goes, in a tab of its own', async () => {
   const page = await loggedInPage({ viewport: { width: 1400, height: 1000 } });
   const refused = cspViolations(page);
   const dialogs = [];
-  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+  let accept = false;
+  page.on('dialog', (d) => { dialogs.push(d.message()); accept ? d.accept() : d.dismiss(); });
   const popups = [];
   page.context().on('page', (p) => popups.push(p));
   await openShell(page);
@@ -213,11 +214,18 @@ test('a link the agent prints opens only as a web page, in a tab of its own', as
   await sleep(500);
   assert.deepEqual(dialogs, [], 'a javascript: link asks nothing and runs nothing');
   assert.equal(popups.length, 0, 'a javascript: link opens nothing');
+  // A web link says where it goes first (the words shown are the agent's): declined, nothing opens.
+  await click('WEBLINK');
+  await until(() => dialogs.length === 1, 'the link to ask first');
+  assert.match(dialogs[0], /http:\/\/127\.0\.0\.1:9\/x/);
+  await sleep(500);
+  assert.equal(popups.length, 0, 'a declined link opens nothing');
+  accept = true;
   await click('WEBLINK');
   await until(() => popups.length === 1, 'the web link to open a tab');
   await until(() => popups[0].url().startsWith('http://127.0.0.1:9/x') || popups[0].url().startsWith('chrome-error://'), 'the tab to go to the link');
   assert.equal(await popups[0].evaluate(() => window.opener).catch(() => null), null, 'the tab has no way back to the dashboard');
-  assert.deepEqual(dialogs, []);
+  assert.equal(dialogs.length, 2);
   assert.deepEqual(refused, []);
   await page.close();
 });
