@@ -33,6 +33,12 @@ pub const RETRY_MAX: Duration = Duration::from_secs(15 * 60);
 /// nothing for [`FAILING_FOR`] either: one that delivers the rest refuses
 /// only that one, and its status says so.
 pub const FAILING_AFTER: u32 = 9;
+/// Failed attempts at one delivery after which it is given up when the
+/// webhook delivered others meanwhile (within [`FAILING_FOR`]): a receiver
+/// that refuses only some bodies (a filter in front of it) would otherwise
+/// have an agent's refused messages retried for the whole age limit, each
+/// one ahead of new notifications. About an hour of retries.
+pub const DROP_AFTER: u32 = 12;
 /// How long a webhook has delivered nothing before it counts as failing.
 pub const FAILING_FOR: Duration = Duration::from_secs(8 * 60);
 /// The header of a `json` webhook's signature.

@@ -239,6 +239,16 @@ impl Hive {
                     .delivery_failed(&hook.name, d.notification, next, &e)
                     .await
                 {
+                    Ok(last_ok) if attempts >= webhooks::DROP_AFTER && delivers_others(last_ok) => {
+                        let why = format!(
+                            "{e} (notification {} refused {attempts} times while others went through: given up)",
+                            d.notification
+                        );
+                        tracing::warn!(webhook = %hook.name, notification = d.notification, "{why}");
+                        self.store
+                            .delivery_dropped(&hook.name, d.notification, &why)
+                            .await
+                    }
                     Ok(last_ok) if attempts >= webhooks::FAILING_AFTER => {
                         self.webhook_failing(hook, attempts, last_ok, &e).await;
                         Ok(())
@@ -265,10 +275,10 @@ impl Hive {
         last_ok: Option<i64>,
         error: &str,
     ) {
-        let now = now_ms();
-        if last_ok.is_some_and(|t| now - t < webhooks::FAILING_FOR.as_millis() as i64) {
+        if delivers_others(last_ok) {
             return;
         }
+        let now = now_ms();
         let scope = format!("#webhook {}", hook.name);
         let key = format!("failing since {}", last_ok.unwrap_or(0));
         match self.store.claim_notice(&scope, &key, day_of(now)).await {
@@ -537,6 +547,12 @@ fn alert_id() -> i64 {
     -(now_ms().saturating_mul(1000) + seq + 1)
 }
 
+/// Whether a webhook that last delivered at `last_ok` delivers now: within
+/// [`webhooks::FAILING_FOR`].
+fn delivers_others(last_ok: Option<i64>) -> bool {
+    last_ok.is_some_and(|t| now_ms() - t < webhooks::FAILING_FOR.as_millis() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,6 +635,65 @@ mod tests {
         let given = hive.secrets_for(&alice).await.unwrap();
         assert!(given.0.contains_key("OTHER_KEY"));
         assert!(!given.0.contains_key("WEBHOOK_KEY"));
+    }
+
+    /// The attack: a receiver that refuses some bodies (a filter in front of
+    /// it), and an agent that writes such bodies to the operator a few times
+    /// a minute. Each refused one was retried every 15 minutes for the whole
+    /// age limit, ahead of new notifications, while the webhook delivered
+    /// the rest and never counted as failing. Refused [`webhooks::DROP_AFTER`]
+    /// times while others go through, it is given up, and the status says so;
+    /// a webhook that delivers nothing keeps everything.
+    #[tokio::test]
+    async fn a_delivery_refused_while_others_go_through_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let hook = Webhook {
+            name: "chat".into(),
+            url: "http://127.0.0.1:1/".into(),
+            format: hive_sh4re::notification::WebhookFormat::Json,
+            kinds: NotificationKind::ALL.to_vec(),
+            secret: None,
+            room: None,
+        };
+        let add = |text: &'static str| {
+            let hive = &hive;
+            async move {
+                hive.store
+                    .add_notification("message", None, text, "/", &["chat"])
+                    .await
+                    .unwrap()
+                    .id
+            }
+        };
+        let (refused, fine) = (add("refused").await, add("fine").await);
+        let tried = |n, attempts| DeliveryRow {
+            webhook: "chat".into(),
+            notification: n,
+            attempts,
+        };
+        // Nothing delivered yet: a webhook that is down keeps what it owes.
+        hive.deliver(&hook, &tried(refused, webhooks::DROP_AFTER + 5))
+            .await;
+        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 2);
+        // It delivers the others.
+        hive.store.delivery_done("chat", fine).await.unwrap();
+        hive.deliver(&hook, &tried(refused, webhooks::DROP_AFTER - 2))
+            .await;
+        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 1);
+        hive.deliver(&hook, &tried(refused, webhooks::DROP_AFTER - 1))
+            .await;
+        let st = hive.store.webhook_stats("chat").await.unwrap();
+        assert_eq!(st.pending, 0, "{st:?}");
+        assert!(
+            st.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(&format!(
+                    "(notification {refused} refused {} times while others went through: given up)",
+                    webhooks::DROP_AFTER
+                ))),
+            "{st:?}"
+        );
     }
 
     /// A webhook failing for minutes is told once a spell, by whichever

@@ -824,6 +824,17 @@ impl Db {
         both!(self, s => s.delivery_done(webhook, notification))
     }
 
+    /// A delivery given up: it leaves the queue, and `error` says why in
+    /// the webhook's status.
+    pub async fn delivery_dropped(
+        &self,
+        webhook: &str,
+        notification: i64,
+        error: &str,
+    ) -> Result<()> {
+        both!(self, s => s.delivery_dropped(webhook, notification, error))
+    }
+
     /// A delivery failed: it is tried again at `next_at`. Returns when the
     /// webhook last delivered anything, if ever.
     pub async fn delivery_failed(

@@ -227,6 +227,24 @@ impl Store {
         Ok(())
     }
 
+    /// A delivery given up: it leaves the queue, and `error` says why in the
+    /// webhook's status (when it last delivered stays as it was).
+    pub fn delivery_dropped(&self, webhook: &str, notification: i64, error: &str) -> Result<()> {
+        let mut g = self.lock();
+        let tx = g.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM webhook_deliveries WHERE webhook = ?1 AND notification = ?2",
+            params![webhook, notification],
+        )?;
+        tx.execute(
+            "INSERT INTO webhook_status (webhook, last_error) VALUES (?1, ?2) \
+             ON CONFLICT (webhook) DO UPDATE SET last_error = ?2",
+            params![webhook, error],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// A delivery failed: it is tried again at `next_at`. Returns when the
     /// webhook last delivered anything, if ever.
     pub fn delivery_failed(

@@ -192,6 +192,24 @@ impl PgStore {
         Ok(())
     }
 
+    /// A delivery given up: it leaves the queue, and `error` says why.
+    pub async fn delivery_dropped(
+        &self,
+        webhook: &str,
+        notification: i64,
+        error: &str,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "WITH d AS (DELETE FROM webhook_deliveries WHERE webhook = $1 AND notification = $2) \
+             INSERT INTO webhook_status (webhook, last_error) VALUES ($1, $3) \
+             ON CONFLICT (webhook) DO UPDATE SET last_error = $3",
+            &[&webhook, &notification, &error],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// A delivery failed: it is tried again at `next_at`.
     pub async fn delivery_failed(
         &self,

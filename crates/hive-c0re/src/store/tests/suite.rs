@@ -1065,6 +1065,13 @@ both! {
         let st = s.webhook_stats("w").await.unwrap();
         assert_eq!((st.pending, st.last_error), (0, None));
         assert!(st.last_ok.is_some());
+        // One given up leaves the queue and says so; when it last delivered stays.
+        let c = s.add_notification("message", None, "refused", "/", &["w"]).await.unwrap();
+        s.delivery_failed("w", c.id, now_ms(), "HTTP 400").await.unwrap();
+        s.delivery_dropped("w", c.id, "HTTP 400 (dropped)").await.unwrap();
+        let dropped = s.webhook_stats("w").await.unwrap();
+        assert_eq!((dropped.pending, dropped.last_error.as_deref()), (0, Some("HTTP 400 (dropped)")));
+        assert_eq!(dropped.last_ok, st.last_ok);
     }
 
     async fn deliveries_come_due_in_order_and_a_dropped_webhook_forgets_its_queue(f) {
