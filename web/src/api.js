@@ -123,7 +123,8 @@ export const api = {
   secrets: () => get('/api/secrets'),
   approvals: () => get('/api/approvals'),
   diff: (id) => get(`/api/approvals/${id}/diff`),
-  approve: (id) => post(`/api/approvals/${id}/approve`),
+  /** `seen`: the `diff_id` of the diff the card shows; refused (409) when the diff changed since. */
+  approve: (id, seen) => post(`/api/approvals/${id}/approve`, seen ? { seen } : {}),
   deny: (id, note) => post(`/api/approvals/${id}/deny`, note ? { note } : {}),
   questions: () => get('/api/questions'),
   answer: (id, answer) => post(`/api/questions/${id}/answer`, { answer }),

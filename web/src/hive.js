@@ -57,7 +57,9 @@ const pokeBackoff = refresher(async () => {
 const approvalCards = new Map(); // id -> card element
 // Each card's diff reloader. A diff is the pinned text against what is
 // deployed now, so it goes stale when another approval deploys: approving
-// from a stale diff could undo that deploy unseen.
+// from a stale diff could undo that deploy unseen. The approve sends the
+// shown diff's id back, and hive-c0re refuses it if the diff moved since
+// (a deploy on another node, before this page heard of it).
 const diffReloads = new WeakMap(); // card element -> () => void
 let lastApproved = null; // the newest approved approval's id, once the list came
 
@@ -68,11 +70,13 @@ function approvalCard(a) {
   const changed = h('p', { class: 'warning diff-changed', hidden: true }, icon('warn'),
     ' another approval was deployed since this diff was shown: this is the diff against what runs now');
   let seen = null; // the diff text last shown
+  let seenId = null; // its diff_id, which the approve sends back
   const loadDiff = async () => {
     try {
-      const { diff } = await api.diff(a.id);
+      const { diff, diff_id: id } = await api.diff(a.id);
       changed.hidden = seen === null || diff === seen;
       seen = diff;
+      seenId = id;
       fill(diffBox, ...diff.split('\n').map((line) =>
         h('span', { class: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : line.startsWith('@@') ? 'hunk' : '' }, line + '\n')));
     } catch (e) {
@@ -100,7 +104,7 @@ function approvalCard(a) {
     h('ul', { class: 'warnings' }),
     toggle, changed, diffBox,
     h('div', { class: 'buttons' },
-      twoClick(h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve'), () => run(() => api.approve(a.id))),
+      twoClick(h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve'), () => run(() => api.approve(a.id, seenId))),
       note,
       twoClick(h('button', { type: 'button', class: 'danger', dataset: { decide: 'deny' } }, 'Deny'), () => run(() => api.deny(a.id, note.value.trim())))));
   // A folded diff loads afresh when opened.

@@ -178,3 +178,45 @@ test('an open diff is shown again against what runs now once another approval de
   await card.waitFor({ state: 'detached' });
   assert.deepEqual(refused, [], 'no content security policy violation');
 });
+
+test('approving sends the diff the card shows, and one that moved since it was read is refused', async () => {
+  // This page never hears of the deploy below in time (as when it was made
+  // on another node): every reload of the second card's diff answers the
+  // diff as first read.
+  let frozen = null; // the approval whose diff is held as read
+  let served = null;
+  await page.route('**/api/approvals/*/diff', async (route) => {
+    if (served === null || !route.request().url().includes(`/approvals/${frozen}/diff`)) return route.continue();
+    return route.fulfill({ status: 200, contentType: 'application/json', body: served });
+  });
+  const a = await commit((t) => `${t}# first\n`, 'first');
+  const one = await requestCommit(a, 'first');
+  const b = await commit((t) => t.replace('# first\n', '# second\n'), 'second');
+  const two = await requestCommit(b, 'second');
+  frozen = two;
+  const card = page.locator(`.approval[data-id="${two}"]`);
+  await card.waitFor();
+  await until(async () => /\+# second/.test(await card.locator('pre.diff').innerText()), 'the diff to load');
+  // The very answer the page read: fetched again now, before the deploy.
+  served = await page.evaluate(async (id) => {
+    const r = await fetch(`/api/approvals/${id}/diff`, { headers: { 'X-Hive-Key': localStorage.getItem('hive-page-key') ?? '' } });
+    return r.text();
+  }, two);
+  assert.match(served, /"diff_id":"[0-9a-f]{64}"/, served);
+  const posted = [];
+  page.on('request', (r) => { if (r.method() === 'POST' && r.url().includes('/approve')) posted.push(r.postData()); });
+
+  await hive.cli('approve', one);
+  await until(async () => (await status(one)) === 'approved', 'the first to be deployed');
+  const approve = card.locator('button[data-decide=approve]');
+  await approve.click();
+  await approve.click();
+  await page.locator('.toast.error', { hasText: 'diff is no longer the one you read' }).waitFor();
+  assert.equal(posted.length, 1);
+  assert.deepEqual(JSON.parse(posted[0]), { seen: JSON.parse(served).diff_id }, 'the approve names the diff shown');
+  assert.equal(await status(two), 'pending', 'nothing deployed from a diff that moved');
+  await page.unroute('**/api/approvals/*/diff');
+  await hive.cli('deny', two);
+  await card.waitFor({ state: 'detached' });
+  assert.deepEqual(refused, [], 'no content security policy violation');
+});

@@ -767,6 +767,50 @@ fn a_config_that_smuggles_a_grant_is_refused_or_named() {
     assert!(json.contains("\"kind\":\"endpoint\""), "{json}");
 }
 
+/// Two approvals for alice: the operator reads the second's diff; the
+/// first is approved meanwhile (another node, another window), and
+/// approving the second now would undo it, unseen. An approve that names
+/// the diff it read is refused once that diff moved; read again, it goes.
+#[test]
+fn an_approve_of_a_diff_that_moved_since_it_was_read_is_refused() {
+    let hive = hive_with_alice();
+    let seen_in = |id: &str| {
+        let shown = hive.ok(&["approvals", "show", id]);
+        let hint = format!("to approve exactly this diff: hive-c0re approve {id} --seen ");
+        let seen = shown
+            .lines()
+            .find_map(|l| l.strip_prefix(hint.as_str()))
+            .unwrap_or_else(|| panic!("{shown}"))
+            .to_owned();
+        (shown, seen)
+    };
+    let sonnet = commit(&hive, "alice", |t| t.replace("haiku", "sonnet"), "sonnet");
+    let one = approval_id(&hive.ok(&["request-apply-commit", "alice", &sonnet]));
+    let note = commit(
+        &hive,
+        "alice",
+        |t| format!("{}# a note\n", t.replace("sonnet", "haiku")),
+        "a note",
+    );
+    let two = approval_id(&hive.ok(&["request-apply-commit", "alice", &note]));
+    let (shown, seen) = seen_in(&two);
+    assert!(!shown.contains("sonnet"), "{shown}");
+    hive.ok(&["approve", &one]);
+    assert_eq!(hive.row("alice").unwrap()["active_model"], "sonnet");
+    let out = hive.cli(&["approve", &two, "--seen", &seen]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("diff is no longer the one you read"),
+        "{err}"
+    );
+    assert_eq!(hive.row("alice").unwrap()["active_model"], "sonnet");
+    // Read again: it says what it undoes, and goes when approved as read.
+    let (shown, seen) = seen_in(&two);
+    assert!(shown.contains("-model = \"sonnet\""), "{shown}");
+    hive.ok(&["approve", &two, "--seen", &seen]);
+    assert_eq!(hive.row("alice").unwrap()["active_model"], "haiku");
+}
+
 /// The attack: a grant the diff's text does not read as one. TOML escapes
 /// spell `Bash(*)` without its letters; an emptied `allowed_recipients`
 /// reads as nothing and means anyone. The card names each grant as claude

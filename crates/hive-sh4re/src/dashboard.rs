@@ -43,6 +43,13 @@ pub struct BudgetBody {
     pub reset: bool,
 }
 
+/// `POST /api/approvals/{id}/approve`: the `diff_id` of the diff the page
+/// showed, refused when the diff changed since (the body may also be empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApproveBody {
+    pub seen: Option<String>,
+}
+
 /// `POST /api/approvals/{id}/deny`: why (the body may also be empty).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DenyBody {

@@ -561,6 +561,9 @@ pub struct Response {
     /// `approval_diff`: what approving would change, as a unified diff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// `approval_diff` *ours*: the diff's short name, for `approve`'s `seen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<String>,
     /// `agent_status`: the free-space alarm, only while it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub space_alarm: Option<SpaceAlarm>,

@@ -227,7 +227,13 @@ pub enum Command {
         json: bool,
     },
     /// Approve an approval and carry it out now.
-    Approve { id: i64 },
+    Approve {
+        id: i64,
+        /// The diff id `approvals show ID` printed: refused if the diff changed since
+        /// (another approval of the agent was deployed meanwhile).
+        #[arg(long)]
+        seen: Option<String>,
+    },
     /// Deny an approval.
     Deny {
         id: i64,
@@ -765,7 +771,8 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
             ..
         } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
-            let diff = c.call(verb::ApprovalDiff { id })?.diff.unwrap_or_default();
+            let shown = c.call(verb::ApprovalDiff { id })?;
+            let diff = shown.diff.unwrap_or_default();
             let items: Vec<_> = items.into_iter().filter(|a| a.id == id).collect();
             output::approvals(&items);
             for a in items.iter().filter(|a| a.node.is_some()) {
@@ -780,6 +787,9 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 out!("warning: {}", w.message);
             }
             out!("\n{}", diff.trim_end_matches('\n'));
+            if let Some(seen) = shown.diff_id {
+                out!("\nto approve exactly this diff: hive-c0re approve {id} --seen {seen}");
+            }
         }
         Command::Approvals { show: None, json } => {
             let items = c.call(verb::Pending {})?.approvals.unwrap_or_default();
@@ -789,7 +799,10 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
                 output::approvals(&items)
             }
         }
-        Command::Approve { id } => ok(c.call(verb::Approve { id }), &format!("approved #{id}"))?,
+        Command::Approve { id, seen } => ok(
+            c.call(verb::Approve { id, seen }),
+            &format!("approved #{id}"),
+        )?,
         Command::Deny { id, reason } => ok(
             c.call(verb::Deny { id, note: reason }),
             &format!("denied #{id}"),

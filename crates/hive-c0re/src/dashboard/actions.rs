@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hive_sh4re::Mailbox;
 use hive_sh4re::dashboard::{
-    AnswerBody, BudgetBody, DenyBody, ModelBody, ReadBody, ScheduleBody, SendBody,
+    AnswerBody, ApproveBody, BudgetBody, DenyBody, ModelBody, ReadBody, ScheduleBody, SendBody,
 };
 use hive_sh4re::host::{Question, QuestionStatus};
 use serde_json::{Value, json};
@@ -166,11 +166,22 @@ pub(crate) async fn set_budget(
     Ok(Json(json!({ "ok": true, "budget": row })))
 }
 
-/// `POST /api/approvals/{id}/approve`: approve and carry it out now.
-pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id) -> Done {
+/// `POST /api/approvals/{id}/approve` {seen?}: approve and carry it out now
+/// (refused when `seen` is no longer the diff's `diff_id`).
+pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Done {
     let a = require_approval(&ctx, id).await?;
+    // The body is optional: `seen`, the `diff_id` of the diff the page showed.
+    let b: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!(
+                "the body is not a JSON object like {{\"seen\": \"<diff_id>\"}}: {e}"
+            ))
+        })?
+    };
     ctx.hive
-        .approve(id)
+        .approve_seen(id, b.seen.as_deref())
         .await
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
     done(format!(

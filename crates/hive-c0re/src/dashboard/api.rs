@@ -182,7 +182,10 @@ pub(crate) async fn approval_diff(
         .approval_diff(id)
         .await
         .map_err(ApiError::from_hive(StatusCode::CONFLICT))?;
-    Ok(Json(serde_json::json!({ "id": id, "diff": diff })))
+    let diff_id = crate::hive::approvals::diff_id(&diff);
+    Ok(Json(
+        serde_json::json!({ "id": id, "diff": diff, "diff_id": diff_id }),
+    ))
 }
 
 /// `GET /api/questions`: the newest operator questions (pending and recent).

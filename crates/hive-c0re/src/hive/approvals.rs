@@ -786,6 +786,21 @@ impl Hive {
     /// nothing changed; a spawn its home node had not finished within the
     /// wait is that node's to settle. The work runs in a task of its own: a
     /// caller that goes away (a closed page) does not cut it off.
+    /// [`Hive::approve`], when given, only if the approval's diff is still
+    /// `seen` (its [`diff_id`]): the operator read one diff, and another
+    /// approval of the agent deployed since (on another node, in another
+    /// window) makes approving this one undo it unseen.
+    pub async fn approve_seen(self: &Arc<Self>, id: i64, seen: Option<&str>) -> Result<()> {
+        if let Some(seen) = seen
+            && diff_id(&self.approval_diff(id).await?) != seen
+        {
+            return Err(Error::refused(format!(
+                "approval #{id}'s diff is no longer the one you read: what runs changed since (another approval was deployed); read it again, then approve"
+            )));
+        }
+        self.approve(id).await
+    }
+
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Approved, None).await?;
         let under_way = UnderWay::new(self.clone(), id);
@@ -1129,6 +1144,13 @@ fn redirects(
         .filter(|(k, v)| deployed.and_then(|d| d.env.get(*k)) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// A short name of a diff's text (SHA-256, hex): what the operator read,
+/// sent back with an approve.
+pub fn diff_id(diff: &str) -> String {
+    use sha2::Digest;
+    crate::hex::encode(&sha2::Sha256::digest(diff.as_bytes()))
 }
 
 /// What the `requested` config lets its agent do that the `deployed` one

@@ -20,8 +20,10 @@ impl Handle for verb::Pending {
 
 impl Handle for verb::ApprovalDiff {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
+        let diff = hive.approval_diff(self.id).await?;
         Ok(Response {
-            diff: Some(hive.approval_diff(self.id).await?),
+            diff_id: Some(crate::hive::approvals::diff_id(&diff)),
+            diff: Some(diff),
             ..Response::ok()
         }
         .into())
@@ -30,7 +32,7 @@ impl Handle for verb::ApprovalDiff {
 
 impl Handle for verb::Approve {
     async fn handle(self, hive: &Arc<Hive>) -> Result<Reply> {
-        hive.approve(self.id).await?;
+        hive.approve_seen(self.id, self.seen.as_deref()).await?;
         Ok(Response::ok().into())
     }
 }

@@ -134,6 +134,11 @@ pub struct ApprovalDiff {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Approve {
     pub id: i64,
+    /// *Ours*: the `diff_id` of the diff the operator read; when given and
+    /// the diff is no longer that (another approval deployed meanwhile),
+    /// approving is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<String>,
 }
 
 /// `deny`: deny an approval; `note` is told to the requester.
