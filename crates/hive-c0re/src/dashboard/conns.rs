@@ -22,12 +22,13 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -100,20 +101,32 @@ struct Entry {
     mark: ConnMark,
 }
 
-/// Whether a connection has proved itself, and how it is told to close;
-/// each request of it carries a clone (an extension) for the checks to mark.
+/// Where a connection stands, and how it is told to close; each request of
+/// it carries a clone (an extension) for the checks to mark it proved.
 #[derive(Clone)]
 pub(crate) struct ConnMark(Arc<MarkInner>);
 
 struct MarkInner {
-    proven: AtomicBool,
+    /// [`IDLE`], [`BUSY`], [`PROVED`] or [`CLOSED`]: switched by
+    /// compare-and-swap, so a connection is closed for room only while it
+    /// is idle and unproved, never in the middle of a request.
+    state: AtomicU8,
     evicted: CancellationToken,
 }
+
+/// Unproved, with no request being answered.
+const IDLE: u8 = 0;
+/// Unproved, a request being answered.
+const BUSY: u8 = 1;
+/// A request of it passed the login check or opened a node's shell.
+const PROVED: u8 = 2;
+/// Closed to make room.
+const CLOSED: u8 = 3;
 
 impl ConnMark {
     fn new() -> Self {
         Self(Arc::new(MarkInner {
-            proven: AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
             evicted: CancellationToken::new(),
         }))
     }
@@ -121,11 +134,45 @@ impl ConnMark {
     /// Its request passed the login check or opened a node's shell: the
     /// connection keeps its place at the bounds.
     pub(crate) fn prove(&self) {
-        self.0.proven.store(true, Ordering::Relaxed);
+        let _ = self
+            .0
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != CLOSED).then_some(PROVED)
+            });
     }
 
-    fn proven(&self) -> bool {
-        self.0.proven.load(Ordering::Relaxed)
+    /// A request begins; false when the connection was closed for room.
+    fn begin(&self) -> bool {
+        match self
+            .0
+            .state
+            .compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(s) => s != CLOSED,
+        }
+    }
+
+    /// The request was answered.
+    fn end(&self) {
+        let _ = self
+            .0
+            .state
+            .compare_exchange(BUSY, IDLE, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Closes it for room if it is idle and unproved; true when it did.
+    fn evict(&self) -> bool {
+        let closed = self
+            .0
+            .state
+            .compare_exchange(IDLE, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if closed {
+            self.0.evicted.cancel();
+        }
+        closed
     }
 }
 
@@ -165,15 +212,15 @@ impl Conns {
         let from_peer = st.by_peer.get(&key).copied().unwrap_or(0);
         let peer_full = from_peer >= self.per_peer;
         if peer_full || st.open.len() >= self.in_all {
+            // The first that can be closed (idle and unproved) is.
             let oldest = st
                 .open
                 .iter()
-                .position(|e| !e.mark.proven() && (!peer_full || e.peer == key));
+                .position(|e| (!peer_full || e.peer == key) && e.mark.evict());
             match oldest {
                 Some(i) => {
                     let e = st.open.remove(i);
                     st.forget(e.peer);
-                    e.mark.0.evicted.cancel();
                 }
                 None => {
                     if let Some(n) = self.refusals.due() {
@@ -320,8 +367,16 @@ pub(super) async fn serve(
         let app = app.clone();
         let service = TowerToHyperService::new(tower::service_fn(
             move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(mark.clone());
-                tower::ServiceExt::oneshot(app.clone(), req)
+                let (mark, app) = (mark.clone(), app.clone());
+                async move {
+                    if !mark.begin() {
+                        return Ok(axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response());
+                    }
+                    req.extensions_mut().insert(mark.clone());
+                    let answer = tower::ServiceExt::oneshot(app, req).await;
+                    mark.end();
+                    answer
+                }
             },
         ));
         let stop = stop.clone();
@@ -365,6 +420,25 @@ mod tests {
 
     fn evicted(p: &Place) -> bool {
         p.mark.0.evicted.is_cancelled()
+    }
+
+    /// A request being answered on an unproved connection (a node's ticket
+    /// being checked) is not cut off for room; once answered, it may be.
+    #[test]
+    fn a_connection_answering_a_request_is_not_closed_for_room() {
+        let conns = Conns::new(2, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let checking = conns.admit(a).unwrap();
+        let idle = conns.admit(a).unwrap();
+        assert!(checking.mark.begin());
+        let _new = conns.admit(a).unwrap();
+        assert!(evicted(&idle) && !evicted(&checking));
+        assert!(!idle.mark.begin(), "a closed one starts no request");
+        idle.mark.prove();
+        assert!(!idle.mark.begin(), "nor is it proved after");
+        checking.mark.end();
+        let _newer = conns.admit(a).unwrap();
+        assert!(evicted(&checking));
     }
 
     #[test]
