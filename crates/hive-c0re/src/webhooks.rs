@@ -33,11 +33,13 @@ pub const RETRY_MAX: Duration = Duration::from_secs(15 * 60);
 /// nothing for [`FAILING_FOR`] either: one that delivers the rest refuses
 /// only that one, and its status says so.
 pub const FAILING_AFTER: u32 = 9;
-/// Failed attempts at one delivery after which it is given up when the
-/// webhook delivered others meanwhile (within [`FAILING_FOR`]): a receiver
-/// that refuses only some bodies (a filter in front of it) would otherwise
-/// have an agent's refused messages retried for the whole age limit, each
-/// one ahead of new notifications. About an hour of retries.
+/// Failed attempts at one delivery of an agent's words (a message, a
+/// question) after which it is given up when the webhook delivered others
+/// meanwhile (within [`FAILING_FOR`]): a receiver that refuses only some
+/// bodies (a filter in front of it) would otherwise have an agent's refused
+/// messages retried for the whole age limit, each one ahead of new
+/// notifications. About 45 minutes of retries. The hive's own notices are
+/// never given up.
 pub const DROP_AFTER: u32 = 12;
 /// How long a webhook has delivered nothing before it counts as failing.
 pub const FAILING_FOR: Duration = Duration::from_secs(8 * 60);

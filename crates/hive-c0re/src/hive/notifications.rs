@@ -206,9 +206,12 @@ impl Hive {
 
     /// Makes one delivery: sent and dropped from the queue, or put back for later.
     async fn deliver(&self, hook: &Webhook, d: &DeliveryRow) {
+        // An agent's words (a message, a question) may be given up; the hive's own notices never.
+        let mut at_will = false;
         let outcome = match self.store.notification(d.notification).await {
             Ok(Some(row)) => match notification_wire(&row) {
                 Some(mut n) => {
+                    at_will = n.kind.at_will();
                     n.link = self.settings.webhooks.link(&n.link);
                     match self.webhook_secret(hook).await {
                         Ok(secret) => {
@@ -239,7 +242,11 @@ impl Hive {
                     .delivery_failed(&hook.name, d.notification, next, &e)
                     .await
                 {
-                    Ok(last_ok) if attempts >= webhooks::DROP_AFTER && delivers_others(last_ok) => {
+                    Ok(last_ok)
+                        if at_will
+                            && attempts >= webhooks::DROP_AFTER
+                            && delivers_others(last_ok) =>
+                    {
                         let why = format!(
                             "{e} (notification {} refused {attempts} times while others went through: given up)",
                             d.notification
@@ -667,6 +674,12 @@ mod tests {
             }
         };
         let (refused, fine) = (add("refused").await, add("fine").await);
+        let own = hive
+            .store
+            .add_notification("failed", None, "alice gave up", "/", &["chat"])
+            .await
+            .unwrap()
+            .id;
         let tried = |n, attempts| DeliveryRow {
             webhook: "chat".into(),
             notification: n,
@@ -675,16 +688,21 @@ mod tests {
         // Nothing delivered yet: a webhook that is down keeps what it owes.
         hive.deliver(&hook, &tried(refused, webhooks::DROP_AFTER + 5))
             .await;
-        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 2);
+        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 3);
         // It delivers the others.
         hive.store.delivery_done("chat", fine).await.unwrap();
         hive.deliver(&hook, &tried(refused, webhooks::DROP_AFTER - 2))
             .await;
-        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 1);
+        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 2);
+        // The hive's own notice is never given up (a receiver may refuse it
+        // for a while: a rate limit an agent's flood brought about).
+        hive.deliver(&hook, &tried(own, webhooks::DROP_AFTER + 5))
+            .await;
+        assert_eq!(hive.store.webhook_stats("chat").await.unwrap().pending, 2);
         hive.deliver(&hook, &tried(refused, webhooks::DROP_AFTER - 1))
             .await;
         let st = hive.store.webhook_stats("chat").await.unwrap();
-        assert_eq!(st.pending, 0, "{st:?}");
+        assert_eq!(st.pending, 1, "{st:?}");
         assert!(
             st.last_error
                 .as_deref()
