@@ -533,7 +533,7 @@ impl Repo {
                     .map(|t| t.trim_end_matches('\n'))
                     .and_then(|t| t.strip_prefix("refs/heads/"))
                     .ok_or_else(|| odd("not a branch"))?;
-                let (leaf, at) = branch_dir(dir, target)
+                let (leaf, at) = branch_dir(dir, target, Some(owner))
                     .ok()
                     .flatten()
                     .ok_or_else(|| odd("a branch of an odd name or path"))?;
@@ -595,10 +595,13 @@ impl Repo {
 /// The directory of branch `refs/heads/{branch}` under `git_dir` and the
 /// branch's file name there, walked one directory at a time without
 /// following a link: Ok(None) when a directory on the way is missing, Err
-/// when the name or a file on the way is odd.
+/// when the name or a file on the way is odd. With `make`, a missing
+/// directory is made (as git does for a packed branch's loose ref) and
+/// handed to that owner, if any.
 fn branch_dir(
     git_dir: BorrowedFd<'_>,
     branch: &str,
+    make: Option<Option<Owner>>,
 ) -> std::result::Result<Option<(String, OwnedFd)>, ()> {
     let parts: Vec<&str> = branch.split('/').collect();
     if !parts.iter().all(plain_ref_part) {
@@ -610,11 +613,28 @@ fn branch_dir(
         let here = at.as_ref().map_or(git_dir, |fd| fd.as_fd());
         at = match open_dir(Some(here), Path::new(d)) {
             Ok(next) => Some(next),
-            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ENOENT) => match make {
+                None => return Ok(None),
+                Some(owner) => Some(make_dir(here, d, owner).map_err(|_| ())?),
+            },
             Err(_) => return Err(()),
         };
     }
     Ok(at.map(|at| ((*file).to_owned(), at)))
+}
+
+/// Makes directory `name` in `dir` and opens it (without following a link
+/// one raced in), handed to `owner` when given.
+fn make_dir(dir: BorrowedFd<'_>, name: &str, owner: Option<Owner>) -> nix::Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = open_dir(Some(dir), Path::new(name))?;
+    if let Some(o) = owner {
+        nix::unistd::fchown(&fd, Some(o.uid.into()), Some(o.gid.into()))?;
+    }
+    Ok(fd)
 }
 
 /// A part of a branch name as hive-c0re reads and writes them: no dot first
@@ -671,7 +691,7 @@ fn small_file(dir: BorrowedFd<'_>, name: &str) -> std::result::Result<Option<Vec
 /// walked one directory at a time without following a link: Some(None)
 /// when it is not loose, None when the name or a file on the way is odd.
 fn loose_ref(git_dir: BorrowedFd<'_>, branch: &str) -> Option<Option<Vec<u8>>> {
-    match branch_dir(git_dir, branch) {
+    match branch_dir(git_dir, branch, None) {
         Err(()) => None,
         Ok(None) => Some(None),
         Ok(Some((file, at))) => small_file(at.as_fd(), &file).ok(),
@@ -1045,13 +1065,19 @@ mod tests {
             assert!(o.status.success(), "git {args:?}");
             String::from_utf8(o.stdout).unwrap().trim().to_owned()
         };
-        let shapes: [(&str, &dyn Fn()); 4] = [
+        let shapes: [(&str, &dyn Fn()); 5] = [
             ("a loose branch", &|| {}),
             ("a packed branch", &|| {
                 plain_git(&repo, &["pack-refs", "--all"])
             }),
             ("a nested branch", &|| {
                 plain_git(&repo, &["checkout", "-q", "-b", "team/x"])
+            }),
+            ("a packed nested branch", &|| {
+                plain_git(&repo, &["pack-refs", "--all"]);
+                // Its directory goes with its last loose ref (if git left it).
+                let _ = std::fs::remove_dir(repo.join(".git/refs/heads/team"));
+                assert!(!repo.join(".git/refs/heads/team").exists());
             }),
             ("a detached head", &|| {
                 plain_git(&repo, &["checkout", "-q", "--detach"])
