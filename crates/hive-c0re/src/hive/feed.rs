@@ -34,9 +34,9 @@ fn quote(s: &str) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")
         .trim();
-    let line = hive_sh4re::text::clip(line, QUOTE_CHARS + 1);
     // The agent's words: a bidi override must not make them read otherwise.
-    hive_sh4re::text::visible(&line).into_owned()
+    let line = hive_sh4re::text::visible(line);
+    hive_sh4re::text::clip(&line, QUOTE_CHARS + 1).into_owned()
 }
 
 fn event_item(e: &EventRow) -> FeedItem {

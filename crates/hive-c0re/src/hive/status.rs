@@ -394,6 +394,8 @@ impl Hive {
         // to the operator: what shows nothing (tag characters spell words a
         // model reads and no screen draws) is written out, for both to read alike.
         let line = hive_sh4re::text::visible(text.lines().next().unwrap_or(""));
+        // Written out, it may have grown past the bound the agent met.
+        let line = hive_sh4re::text::clip(&line, STATUS_MAX_CHARS);
         self.store.set_status_text(agent.as_str(), &line).await?;
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(())
