@@ -45,8 +45,10 @@ export function mountShell(panel, name) {
       return;
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') return;
+    // A name before an @ reads as the host at a glance (https://github.com@evil.example/).
+    if (url.username || url.password) return;
     // The words a link shows are the agent's, and need not be where it goes.
-    if (!window.confirm(`Open this link the agent's shell printed?\n\n${url.href}`)) return;
+    if (!window.confirm(`Open this link the agent's shell printed?\n\nhost: ${url.host}\n${url.href}`)) return;
     window.open(url.href, '_blank', 'noopener,noreferrer');
   }
 

@@ -201,7 +201,7 @@ test('a link the agent prints opens only as a web page, after saying where it go
   page.context().on('page', (p) => popups.push(p));
   await openShell(page);
   // OSC 8 links, as a file the agent wrote would hold them (the web one on loopback: nothing leaves the host).
-  await typeLine(page, String.raw`printf '\033]8;;javascript:alert(1)\033\\JSLINK\033]8;;\033\\\n\033]8;;http://127.0.0.1:9/x\033\\WEBLINK\033]8;;\033\\\n'`);
+  await typeLine(page, String.raw`printf '\033]8;;javascript:alert(1)\033\\JSLINK\033]8;;\033\\\n\033]8;;http://127.0.0.1:9/x\033\\WEBLINK\033]8;;\033\\\n\033]8;;http://github.com@127.0.0.1:9/y\033\\ATLINK\033]8;;\033\\\n'`);
   const cell = (text) => page.locator('#shell-term .xterm-rows span', { hasText: text }).last();
   // Clicked where it shows, clear of the page's sticky header.
   const click = async (text) => {
@@ -209,15 +209,20 @@ test('a link the agent prints opens only as a web page, after saying where it go
     const box = await cell(text).boundingBox();
     await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
   };
-  await cell('WEBLINK').waitFor();
+  await cell('ATLINK').waitFor();
   await click('JSLINK');
   await sleep(500);
   assert.deepEqual(dialogs, [], 'a javascript: link asks nothing and runs nothing');
   assert.equal(popups.length, 0, 'a javascript: link opens nothing');
+  // A name before an @ reads as the host: such a link opens nothing.
+  await click('ATLINK');
+  await sleep(500);
+  assert.deepEqual(dialogs, []);
+  assert.equal(popups.length, 0, 'a link with a user name opens nothing');
   // A web link says where it goes first (the words shown are the agent's): declined, nothing opens.
   await click('WEBLINK');
   await until(() => dialogs.length === 1, 'the link to ask first');
-  assert.match(dialogs[0], /http:\/\/127\.0\.0\.1:9\/x/);
+  assert.match(dialogs[0], /host: 127\.0\.0\.1:9\nhttp:\/\/127\.0\.0\.1:9\/x/);
   await sleep(500);
   assert.equal(popups.length, 0, 'a declined link opens nothing');
   accept = true;
