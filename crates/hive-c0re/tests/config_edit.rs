@@ -248,6 +248,26 @@ fn hooks_and_config_an_agent_plants_in_its_repo_do_not_run_during_the_operators_
     );
 }
 
+/// A directory holding a `git` (the script `script(dir, real git)` makes)
+/// that anyone may run, and a PATH with it first, for serve to find.
+fn git_first_on_path(script: impl Fn(&Path, &Path) -> String) -> (tempfile::TempDir, String) {
+    let fake = tempfile::Builder::new()
+        .prefix("hive-git-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let real = common::which("git").expect("git");
+    let git = fake.path().join("git");
+    write_exe(&git, &script(fake.path(), &real));
+    std::fs::set_permissions(&git, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    (fake, path)
+}
+
 /// The operator's `config commit` runs git as the repo's owner (the agent's
 /// uid), which can read that process's environ in /proc: git used to get
 /// the daemon's whole environment, the database password and the
@@ -259,31 +279,14 @@ fn git_run_as_an_agents_uid_gets_none_of_the_daemons_environment() {
         eprintln!("skipped: git runs as another uid only when hive-c0re runs as root");
         return;
     }
-    let fake = tempfile::Builder::new()
-        .prefix("hive-git-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let dump = fake.path().join("env.dump");
-    let real = common::which("git").expect("git");
-    write_exe(
-        &fake.path().join("git"),
-        &format!(
+    let (fake, path) = git_first_on_path(|dir, real| {
+        format!(
             "#!/bin/sh\n{{ echo '--- git'; env; }} >> {}\nexec {} \"$@\"\n",
-            dump.display(),
+            dir.join("env.dump").display(),
             real.display()
-        ),
-    );
-    std::fs::set_permissions(
-        fake.path().join("git"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!(
-        "{}:{}",
-        fake.path().display(),
-        std::env::var("PATH").unwrap()
-    );
+        )
+    });
+    let dump = fake.path().join("env.dump");
     let hive = TestHive::start_with(common::Opts {
         env: vec![
             ("PATH".into(), path),
@@ -327,15 +330,8 @@ fn a_hook_named_in_the_repos_config_does_not_run_on_the_operators_commit() {
         eprintln!("skipped: the repo must belong to another uid than the operator's (run as root)");
         return;
     }
-    let fake = tempfile::Builder::new()
-        .prefix("hive-git-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(fake.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let real = common::which("git").expect("git");
-    write_exe(
-        &fake.path().join("git"),
-        &format!(
+    let (fake, path) = git_first_on_path(|_, real| {
+        format!(
             r#"#!/bin/sh
 for a in "$@"; do
   case "$a" in
@@ -346,13 +342,8 @@ done
 exec {real} "$@"
 "#,
             real = real.display()
-        ),
-    );
-    let path = format!(
-        "{}:{}",
-        fake.path().display(),
-        std::env::var("PATH").unwrap()
-    );
+        )
+    });
     let hive = TestHive::start_with(common::Opts {
         env: vec![("PATH".into(), path)],
         ..common::Opts::default()

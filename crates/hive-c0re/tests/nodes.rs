@@ -1660,32 +1660,7 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
 
     // The client going away (kill -9) ends the shell's session on beta.
     let bg = nap(1);
-    let mut cli = alpha
-        .command()
-        .args(["shell", "x"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = cli.stdin.as_mut().unwrap();
-        stdin.write_all(format!("sleep {bg}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pids = loop {
-        let p = pids_running(&["sleep", &bg]);
-        if !p.is_empty() {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the shell on beta never ran sleep"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut cli, pids) = sleeping_shell(&alpha, &bg);
     cli.kill().unwrap();
     cli.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1794,32 +1769,7 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
     // ending end the shell on beta, which no longer runs for ever.
     alpha.wait_for("beta back", 30, |h| node(h, "beta")["alive"] == true);
     let bg = nap(2);
-    let mut cli = alpha
-        .command()
-        .args(["shell", "x"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let stdin = cli.stdin.as_mut().unwrap();
-        stdin.write_all(format!("sleep {bg}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pids = loop {
-        let p = pids_running(&["sleep", &bg]);
-        if !p.is_empty() {
-            break p;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the shell on beta never ran sleep"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut cli, pids) = sleeping_shell(&alpha, &bg);
     let alpha_pid = nix::unistd::Pid::from_raw(alpha.child.as_ref().unwrap().id() as i32);
     nix::sys::signal::kill(alpha_pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1848,6 +1798,40 @@ fn the_shell_of_another_nodes_agent_runs_on_its_home_node_relayed_by_the_asking_
         "{}",
         beta.log()
     );
+}
+
+/// `hive-c0re shell x` asked of `hive`, running `sleep TAG` in the shell;
+/// the client (its stdin held open) and the pids of that sleep once it runs.
+// The caller waits for the client it gets; clippy cannot see past the return.
+#[allow(clippy::zombie_processes)]
+fn sleeping_shell(hive: &TestHive, tag: &str) -> (std::process::Child, Vec<i32>) {
+    use std::io::Write;
+    let mut cli = hive
+        .command()
+        .args(["shell", "x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = cli.stdin.as_mut().unwrap();
+    stdin
+        .write_all(format!("sleep {tag}\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = pids_running(&["sleep", tag]);
+        if !p.is_empty() {
+            return (cli, p);
+        }
+        if Instant::now() > deadline {
+            let _ = cli.kill();
+            let _ = cli.wait();
+            panic!("the shell on beta never ran sleep");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The dashboard's terminal for `agent` at `address` (`http://HOST:PORT/`),

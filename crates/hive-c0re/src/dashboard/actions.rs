@@ -166,20 +166,24 @@ pub(crate) async fn set_budget(
     Ok(Json(json!({ "ok": true, "budget": row })))
 }
 
+/// A body that may also be empty (the type's default), else a JSON object like `example`.
+fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    example: &str,
+) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("the body is not a JSON object like {example}: {e}")))
+}
+
 /// `POST /api/approvals/{id}/approve` {seen?}: approve and carry it out now
 /// (refused when `seen` is no longer the diff's `diff_id`).
 pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Done {
     let a = require_approval(&ctx, id).await?;
-    // The body is optional: `seen`, the `diff_id` of the diff the page showed.
-    let b: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ApproveBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad(format!(
-                "the body is not a JSON object like {{\"seen\": \"<diff_id>\"}}: {e}"
-            ))
-        })?
-    };
+    // `seen`: the `diff_id` of the diff the page showed.
+    let b: ApproveBody = optional_body(&body, r#"{"seen": "<diff_id>"}"#)?;
     ctx.hive
         .approve_seen(id, b.seen.as_deref())
         .await
@@ -193,16 +197,8 @@ pub(crate) async fn approve(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> 
 /// `POST /api/approvals/{id}/deny` {note?}: deny it.
 pub(crate) async fn deny(State(ctx): State<Ctx>, Id(id): Id, body: Bytes) -> Done {
     let a = require_approval(&ctx, id).await?;
-    // The body is optional: an empty one is a denial without a reason.
-    let b: DenyBody = if body.iter().all(u8::is_ascii_whitespace) {
-        DenyBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad(format!(
-                "the body is not a JSON object like {{\"note\": \"why\"}}: {e}"
-            ))
-        })?
-    };
+    // An empty body is a denial without a reason.
+    let b: DenyBody = optional_body(&body, r#"{"note": "why"}"#)?;
     let note = b.note.filter(|n| !n.trim().is_empty());
     ctx.hive
         .deny(id, note.as_deref())

@@ -780,12 +780,6 @@ impl Hive {
         Ok(a)
     }
 
-    /// Approves and runs an approval; a second decision is refused. Its
-    /// status then says what happened: `approved` (with a note when part of
-    /// it is left: the restart after a deploy failed), or `failed` with
-    /// nothing changed; a spawn its home node had not finished within the
-    /// wait is that node's to settle. The work runs in a task of its own: a
-    /// caller that goes away (a closed page) does not cut it off.
     /// [`Hive::approve`], when given, only if the approval's diff is still
     /// `seen` (its [`diff_id`]): the operator read one diff, and another
     /// approval of the agent deployed since (on another node, in another
@@ -801,6 +795,12 @@ impl Hive {
         self.approve(id).await
     }
 
+    /// Approves and runs an approval; a second decision is refused. Its
+    /// status then says what happened: `approved` (with a note when part of
+    /// it is left: the restart after a deploy failed), or `failed` with
+    /// nothing changed; a spawn its home node had not finished within the
+    /// wait is that node's to settle. The work runs in a task of its own: a
+    /// caller that goes away (a closed page) does not cut it off.
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Approved, None).await?;
         let under_way = UnderWay::new(self.clone(), id);
