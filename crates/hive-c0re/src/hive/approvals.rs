@@ -783,16 +783,31 @@ impl Hive {
     /// [`Hive::approve`], when given, only if the approval's diff is still
     /// `seen` (its [`diff_id`]): the operator read one diff, and another
     /// approval of the agent deployed since (on another node, in another
-    /// window) makes approving this one undo it unseen.
+    /// window) makes approving this one undo it unseen. Checked here, and
+    /// again as the config is deployed (one being deployed now may land
+    /// between): then the approval fails, and says why.
     pub async fn approve_seen(self: &Arc<Self>, id: i64, seen: Option<&str>) -> Result<()> {
-        if let Some(seen) = seen
-            && diff_id(&self.approval_diff(id).await?) != seen
-        {
-            return Err(Error::refused(format!(
-                "approval #{id}'s diff is no longer the one you read: what runs changed since (another approval was deployed); read it again, then approve"
-            )));
+        let mut was = None;
+        if let Some(seen) = seen {
+            let a = self
+                .store
+                .approval(id)
+                .await?
+                .ok_or_else(|| no_such_approval(id))?;
+            let deployed = self
+                .store
+                .agent(&a.agent)
+                .await?
+                .map(|r| r.config_toml)
+                .unwrap_or_default();
+            if diff_id(&config_diff(&deployed, &pinned(&a)?)) != seen {
+                return Err(Error::refused(format!(
+                    "approval #{id}'s diff is no longer the one you read: what runs changed since (another approval was deployed); read it again, then approve"
+                )));
+            }
+            was = Some(deployed);
         }
-        self.approve(id).await
+        self.approve_from(id, was).await
     }
 
     /// Approves and runs an approval; a second decision is refused. Its
@@ -802,12 +817,17 @@ impl Hive {
     /// wait is that node's to settle. The work runs in a task of its own: a
     /// caller that goes away (a closed page) does not cut it off.
     pub async fn approve(self: &Arc<Self>, id: i64) -> Result<()> {
+        self.approve_from(id, None).await
+    }
+
+    /// [`Hive::approve`]; a config is deployed only over `was`, when given.
+    async fn approve_from(self: &Arc<Self>, id: i64, was: Option<String>) -> Result<()> {
         let a = self.decide(id, ApprovalStatus::Approved, None).await?;
         let under_way = UnderWay::new(self.clone(), id);
         let hive = self.clone();
         let carried = self
             .spawn_task(async move {
-                let (outcome, settled) = hive.carry_out_approval(&a).await;
+                let (outcome, settled) = hive.carry_out_approval(&a, was.as_deref()).await;
                 // One whose end could not be stored stays under way here:
                 // this process's sweep must not call it cut off.
                 if !settled {
@@ -821,9 +841,13 @@ impl Hive {
 
     /// Runs approved approval `a` and settles it with what happened; false
     /// when that could not be stored (tried three times).
-    async fn carry_out_approval(self: &Arc<Self>, a: &ApprovalRow) -> (Result<()>, bool) {
+    async fn carry_out_approval(
+        self: &Arc<Self>,
+        a: &ApprovalRow,
+        was: Option<&str>,
+    ) -> (Result<()>, bool) {
         let id = a.id;
-        let outcome = self.run_approval(a).await;
+        let outcome = self.run_approval(a, was).await;
         let what = format!("Approval #{id} ({} {})", a.kind, a.agent);
         let settled = match &outcome {
             Ok(Carried::Out) => Some((ApprovalStatus::Approved, None)),
@@ -965,7 +989,7 @@ impl Hive {
         Ok(())
     }
 
-    async fn run_approval(self: &Arc<Self>, a: &ApprovalRow) -> Result<Carried> {
+    async fn run_approval(self: &Arc<Self>, a: &ApprovalRow, was: Option<&str>) -> Result<Carried> {
         let name = AgentName::parse(&a.agent)?;
         match &a.kind {
             ApprovalKind::Spawn => match home_of(a) {
@@ -981,7 +1005,7 @@ impl Hive {
                 }
                 _ => self.create_approved(a).await.map(|()| Carried::Out),
             },
-            ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref).await,
+            ApprovalKind::ApplyCommit => self.deploy(&name, &pinned(a)?, &a.commit_ref, was).await,
             other => Err(Error::refused(format!(
                 "approvals of kind {:?} have no action in this hive",
                 other.as_str()
@@ -1003,7 +1027,15 @@ impl Hive {
     /// config after validating it, and restarts the agent. Refused with
     /// nothing changed, or [`Carried::Partly`] when the config is deployed
     /// and the restart failed.
-    async fn deploy(self: &Arc<Self>, name: &AgentName, text: &str, sha: &str) -> Result<Carried> {
+    /// Deploys `text` (commit `sha`) to `name` and restarts it; only over
+    /// the deployed text `was`, when given.
+    async fn deploy(
+        self: &Arc<Self>,
+        name: &AgentName,
+        text: &str,
+        sha: &str,
+        was: Option<&str>,
+    ) -> Result<Carried> {
         AgentConfig::from_toml(text).map_err(|e| {
             Error::refused(format!(
                 "commit {} of {name}'s config is refused, the agent keeps its old config: {e}",
@@ -1016,9 +1048,23 @@ impl Hive {
         if let Some(home) = row.node.as_deref().filter(|_| row.want_running) {
             self.check_up(home, &format!("restart {name}")).await?;
         }
-        self.store
-            .set_config(name.as_str(), text, Some(sha))
-            .await?;
+        let set = match was {
+            None => {
+                self.store
+                    .set_config(name.as_str(), text, Some(sha))
+                    .await?
+            }
+            Some(was) => {
+                self.store
+                    .set_config_over(name.as_str(), text, Some(sha), was)
+                    .await?
+            }
+        };
+        if !set && was.is_some() {
+            return Err(Error::refused(format!(
+                "{name}'s config changed between the diff you read and this deploy (another approval was deployed): nothing was deployed; ask for the change again"
+            )));
+        }
         self.broker.publish(Change::Agent(name.to_string()));
         if !row.want_running {
             return Ok(Carried::Out);
@@ -1282,6 +1328,63 @@ fn no_such_approval(id: i64) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The race `approve_seen`'s first check cannot close: another approval
+    /// deployed after the check and before this deploy. The deploy is made
+    /// only over the text the diff was read against; else nothing changes
+    /// and the approval fails, saying why.
+    #[tokio::test]
+    async fn a_deploy_over_a_config_that_changed_since_the_diff_was_read_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        hive.add_stopped(&alice, "model = \"haiku\"\n")
+            .await
+            .unwrap();
+        let queue = |text: &str| {
+            let payload = Payload {
+                config_toml: Some(text.to_owned()),
+                ..Payload::default()
+            }
+            .to_json();
+            let hive = hive.clone();
+            async move {
+                hive.store
+                    .add_approval(&NewApproval {
+                        agent: "alice",
+                        kind: ApprovalKind::ApplyCommit,
+                        payload_json: &payload,
+                        commit_ref: "0123456789abcdef0123456789abcdef01234567",
+                        description: None,
+                        while_fewer_than: None,
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let id = queue("model = \"opus\"\n").await;
+        let err = hive
+            .approve_from(id, Some("model = \"sonnet\"\n".into()))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("changed between the diff you read and this deploy"),
+            "{err}"
+        );
+        let row = hive.store.agent("alice").await.unwrap().unwrap();
+        assert_eq!(row.config_toml, "model = \"haiku\"\n");
+        let a = hive.store.approval(id).await.unwrap().unwrap();
+        assert_eq!(a.status, ApprovalStatus::Failed);
+        // Over the text it was read against, it deploys.
+        let id = queue("model = \"opus\"\n").await;
+        hive.approve_from(id, Some("model = \"haiku\"\n".into()))
+            .await
+            .unwrap();
+        let row = hive.store.agent("alice").await.unwrap().unwrap();
+        assert_eq!(row.config_toml, "model = \"opus\"\n");
+    }
 
     #[test]
     fn grants_name_what_widens_and_nothing_that_narrows() {

@@ -279,4 +279,20 @@ impl Store {
             &[&config_toml, &sha],
         )
     }
+
+    /// [`Self::set_config`] only while the deployed text is `was`; true when it did.
+    pub fn set_config_over(
+        &self,
+        name: &str,
+        config_toml: &str,
+        sha: Option<&str>,
+        was: &str,
+    ) -> Result<bool> {
+        self.set_agent_where(
+            name,
+            "config_toml = ?1, deployed_sha = ?2",
+            "config_toml = ?3",
+            &[&config_toml, &sha, &was],
+        )
+    }
 }

@@ -210,6 +210,18 @@ impl Db {
         both!(self, s => s.set_config(name, config_toml, sha))
     }
 
+    /// [`Self::set_config`] only while the deployed text is `was` (what the
+    /// operator's diff was made against); true when it did.
+    pub async fn set_config_over(
+        &self,
+        name: &str,
+        config_toml: &str,
+        sha: Option<&str>,
+        was: &str,
+    ) -> Result<bool> {
+        both!(self, s => s.set_config_over(name, config_toml, sha, was))
+    }
+
     // ---- messages ---------------------------------------------------------
 
     /// Commits a message through the backend's group commit and returns its

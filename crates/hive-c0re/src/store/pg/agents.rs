@@ -304,4 +304,21 @@ impl PgStore {
         )
         .await
     }
+
+    /// [`Self::set_config`] only while the deployed text is `was`.
+    pub async fn set_config_over(
+        &self,
+        name: &str,
+        config_toml: &str,
+        sha: Option<&str>,
+        was: &str,
+    ) -> Result<bool> {
+        self.set_agent(
+            name,
+            "config_toml = $1, deployed_sha = $2",
+            "config_toml = $3",
+            &[&config_toml, &sha, &was],
+        )
+        .await
+    }
 }

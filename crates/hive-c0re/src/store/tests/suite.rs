@@ -672,6 +672,12 @@ both! {
         assert!(!s.adopt_deployed_sha("bob", "abc").await.unwrap());
         assert_eq!(s.agent("bob").await.unwrap().unwrap().deployed_sha.as_deref(), Some("fed"));
         assert!(!s.adopt_deployed_sha("nobody", "abc").await.unwrap());
+        // A deploy over what the operator's diff was made against: not once that changed.
+        assert!(!s.set_config_over("bob", "model = \"y\"", Some("0b"), "model = \"w\"").await.unwrap());
+        assert_eq!(s.agent("bob").await.unwrap().unwrap().config_toml, "model = \"x\"");
+        assert!(s.set_config_over("bob", "model = \"y\"", Some("0b"), "model = \"x\"").await.unwrap());
+        let bob = s.agent("bob").await.unwrap().unwrap();
+        assert_eq!((bob.config_toml.as_str(), bob.deployed_sha.as_deref()), ("model = \"y\"", Some("0b")));
     }
 
     async fn approvals_are_tailed_in_commit_order(f) {
