@@ -8,10 +8,11 @@
 //! has one address of it has them all) and [`IN_ALL`] in all (less with few
 //! descriptors). At a bound, the oldest connection that has not proved
 //! itself (no request of it passed the login check or carried a node's
-//! ticket) is closed to make room: agents share their node's address, so a
-//! flood from it must not lock out that node's shells or the operator's
-//! browser, whose proved connections are never closed for room. With none
-//! unproved, the new connection is closed at once.
+//! ticket) and has no request being answered is closed to make room:
+//! agents share their node's address, so a flood from it must not lock out
+//! that node's shells or the operator's browser, whose proved connections
+//! are never closed for room. With none to close, the new connection is
+//! closed at once.
 //! A connection must send a request's whole head within [`HEAD_TIMEOUT`] of
 //! connecting or of its last answer, or it is closed: a client that opens
 //! connections and sends nothing, or a byte now and then, holds a place no
