@@ -41,17 +41,24 @@ impl LossyRelay {
         let s = shared.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let down = s
-                    .down_until
-                    .lock()
-                    .unwrap()
-                    .is_some_and(|t| Instant::now() < t);
-                if down {
-                    continue;
-                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", s.upstream)) else {
                     continue;
                 };
+                // Checked and registered under the lock the cut takes: a
+                // connection accepted just before the cut is cut with the
+                // rest, not left open through the outage.
+                {
+                    let mut open = s.open.lock().unwrap();
+                    let down = s
+                        .down_until
+                        .lock()
+                        .unwrap()
+                        .is_some_and(|t| Instant::now() < t);
+                    if down {
+                        continue;
+                    }
+                    open.push((client.try_clone().unwrap(), server.try_clone().unwrap()));
+                }
                 relay(&s, client, server);
             }
         });
@@ -92,10 +99,6 @@ impl LossyRelay {
 
 fn relay(s: &Arc<Shared>, client: TcpStream, server: TcpStream) {
     let lost = Arc::new(AtomicBool::new(false));
-    s.open
-        .lock()
-        .unwrap()
-        .push((client.try_clone().unwrap(), server.try_clone().unwrap()));
     // Node to server: watched for the pattern, always passed on.
     let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let (shared, conn_lost) = (s.clone(), lost.clone());
@@ -149,8 +152,9 @@ fn trip_on(s: &Arc<Shared>, seen: &[u8], lost: &AtomicBool) {
     let s = s.clone();
     std::thread::spawn(move || {
         std::thread::sleep(SERVER_GETS_ON);
+        let mut open = s.open.lock().unwrap();
         *s.down_until.lock().unwrap() = Some(Instant::now() + down);
-        for (a, b) in s.open.lock().unwrap().drain(..) {
+        for (a, b) in open.drain(..) {
             let _ = a.shutdown(Shutdown::Both);
             let _ = b.shutdown(Shutdown::Both);
         }
