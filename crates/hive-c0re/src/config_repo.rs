@@ -23,7 +23,8 @@
 //!   writes: git opens every path the repo's files name (a link planted as
 //!   `.git/shallow`), and its errors quote what it read.
 //! - `agent.toml` is read from the object store at a commit (`git cat-file`),
-//!   never from the work tree.
+//!   never from the work tree, and each object on the way is hashed here
+//!   against its name: git does not check, and the manager writes the files.
 //!
 //! Every function here blocks: callers run them through [`crate::blocking::run`].
 
@@ -104,6 +105,25 @@ fn git_as(
     input: Option<&[u8]>,
     owner: Option<Owner>,
 ) -> Result<String> {
+    let out = git_bytes_as(cwd, git_dir, shown, args, input, owner)?;
+    String::from_utf8(out).map_err(|_| {
+        Error::refused(format!(
+            "git {} in {} printed text that is not UTF-8",
+            args.join(" "),
+            shown.display()
+        ))
+    })
+}
+
+/// [`git_as`], handing back what git printed as bytes (a tree object is binary).
+fn git_bytes_as(
+    cwd: BorrowedFd<'_>,
+    git_dir: &str,
+    shown: &Path,
+    args: &[&str],
+    input: Option<&[u8]>,
+    owner: Option<Owner>,
+) -> Result<Vec<u8>> {
     let raw = cwd.as_raw_fd();
     let mut cmd = Command::new("git");
     // Nothing of the daemon's environment: as the repo's owner, git is that
@@ -215,7 +235,7 @@ fn git_as(
     let (stderr, _) = err.and_then(|t| t.join().ok()).unwrap_or_default();
     if too_long {
         return Err(Error::refused(format!(
-            "{} printed more than {MAX_CONFIG_BYTES} bytes: an agent.toml must be smaller",
+            "{} printed more than {MAX_CONFIG_BYTES} bytes: an agent.toml (and the commit and tree holding it) must be smaller",
             what()
         )));
     }
@@ -244,8 +264,7 @@ fn git_as(
             said.trim()
         )));
     }
-    String::from_utf8(stdout)
-        .map_err(|_| Error::refused(format!("{} printed text that is not UTF-8", what())))
+    Ok(stdout)
 }
 
 /// Reads `r` on a thread to its end, keeping at most `cap` bytes; true when
@@ -452,9 +471,77 @@ impl Repo {
         })
     }
 
-    /// The exact text of `agent.toml` at commit `sha`, from the object store.
+    /// The exact text of `agent.toml` at commit `sha` (a full sha, as
+    /// [`Repo::resolve`] gives), from the object store.
+    ///
+    /// The commit, its tree and the blob are each hashed here and must
+    /// match their names: `git cat-file` does not check, and the manager
+    /// writes the object files, so it could put other text behind a sha the
+    /// operator was shown (their own `config commit`'s). Checked, a sha
+    /// names one text.
     pub fn config_at(&self, sha: &str) -> Result<String> {
-        self.git(&["cat-file", "blob", &format!("{sha}:{CONFIG_FILE}")])
+        let short = short(sha);
+        let commit = self.object("commit", sha)?;
+        let tree = commit
+            .strip_prefix(b"tree ")
+            .and_then(|rest| rest.get(..sha.len()))
+            .filter(|id| is_sha(id))
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .ok_or_else(|| {
+                Error::refused(format!(
+                    "commit {short} of {} names no tree: fix the repo, then ask again",
+                    self.path.display()
+                ))
+            })?
+            .to_owned();
+        let listing = self.object("tree", &tree)?;
+        let blob = match tree_entry(&listing, CONFIG_FILE, sha.len() / 2) {
+            Some((b"100644" | b"100755", id)) => crate::hex::encode(id),
+            Some(_) => {
+                return Err(Error::refused(format!(
+                    "{CONFIG_FILE} at commit {short} of {} is not a file: commit it as a plain file",
+                    self.path.display()
+                )));
+            }
+            None => {
+                return Err(Error::refused(format!(
+                    "commit {short} of {} holds no {CONFIG_FILE}: commit one there first",
+                    self.path.display()
+                )));
+            }
+        };
+        String::from_utf8(self.object("blob", &blob)?).map_err(|_| {
+            Error::refused(format!(
+                "{CONFIG_FILE} at commit {short} of {} is not UTF-8 text",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// The body of object `id` of type `kind`, refused unless it hashes to `id`.
+    fn object(&self, kind: &str, id: &str) -> Result<Vec<u8>> {
+        let body = git_bytes_as(
+            self.git_dir.as_fd(),
+            ".",
+            &self.path,
+            &["cat-file", kind, id],
+            None,
+            self.runs_as()?,
+        )?;
+        if object_name(kind, &body, id.len()).as_deref() != Some(id) {
+            tracing::warn!(
+                "{kind} {id} in {} does not hash to its name: its object file was changed behind git's back",
+                self.path.display()
+            );
+            return Err(Error::refused(format!(
+                "{kind} {} in {} does not hash to its name: the repo's object files were changed \
+                 behind git's back, so nothing was read from it; `git fsck` there shows the damage. \
+                 Remove the repo and make it again, or commit afresh",
+                short(id),
+                self.path.display()
+            )));
+        }
+        Ok(body)
     }
 
     /// Commits `text` as `agent.toml` on top of HEAD (the rest of the tree as
@@ -699,6 +786,48 @@ fn loose_ref(git_dir: BorrowedFd<'_>, branch: &str) -> Option<Option<Vec<u8>>> {
 }
 
 /// True for a full sha (SHA-1 or SHA-256) and at most a newline after it.
+/// The name git gives an object of type `kind` with this body, in the hash
+/// a name of `len` hex digits is spelled in; None for another length.
+fn object_name(kind: &str, body: &[u8], len: usize) -> Option<String> {
+    let header = format!("{kind} {}\0", body.len());
+    let digest = match len {
+        40 => {
+            use sha1::Digest;
+            let mut h = sha1::Sha1::new();
+            h.update(header.as_bytes());
+            h.update(body);
+            h.finalize().to_vec()
+        }
+        64 => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(header.as_bytes());
+            h.update(body);
+            h.finalize().to_vec()
+        }
+        _ => return None,
+    };
+    Some(crate::hex::encode(&digest))
+}
+
+/// The mode and raw object name of the entry called `name` in a tree
+/// object's body, whose names are `hash_len` bytes; None when it has none
+/// or the body is not a tree's shape.
+fn tree_entry<'a>(tree: &'a [u8], name: &str, hash_len: usize) -> Option<(&'a [u8], &'a [u8])> {
+    let mut rest = tree;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let nul = space + rest[space..].iter().position(|&b| b == 0)?;
+        let end = nul + 1 + hash_len;
+        let id = rest.get(nul + 1..end)?;
+        if &rest[space + 1..nul] == name.as_bytes() {
+            return Some((&rest[..space], id));
+        }
+        rest = &rest[end..];
+    }
+    None
+}
+
 fn is_sha(text: &[u8]) -> bool {
     let sha = text.strip_suffix(b"\n").unwrap_or(text);
     matches!(sha.len(), 40 | 64) && sha.iter().all(u8::is_ascii_hexdigit)
@@ -958,7 +1087,7 @@ mod tests {
         let head = r.head().unwrap();
         let started = Instant::now();
         let err = r.config_at(&head).unwrap_err().to_string();
-        assert!(err.contains("an agent.toml must be smaller"), "{err}");
+        assert!(err.contains("must be smaller"), "{err}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{:?}",
@@ -1001,6 +1130,147 @@ mod tests {
     }
 
     /// Commits `text` as agent.toml in `repo`'s work tree, as the manager does.
+    /// What plain git prints in `repo`, trimmed.
+    fn git_out(repo: &Path, args: &[&str], input: &[u8]) -> String {
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Puts an object of `kind` holding `body` in the loose object file of
+    /// `id` (git makes the file in a scratch repo of the same format): what
+    /// the manager can do to a repo it writes. git's own reads do not notice.
+    fn swap_object(repo: &Path, id: &str, kind: &str, body: &[u8]) {
+        let scratch = tempfile::tempdir().unwrap();
+        let format = if id.len() == 64 { "sha256" } else { "sha1" };
+        git_out(
+            scratch.path(),
+            &["init", "-q", "--object-format", format],
+            b"",
+        );
+        let other = git_out(
+            scratch.path(),
+            &["hash-object", "--literally", "-t", kind, "-w", "--stdin"],
+            body,
+        );
+        let file = |dir: &Path, id: &str| dir.join(".git/objects").join(&id[..2]).join(&id[2..]);
+        let target = file(repo, id);
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::copy(file(scratch.path(), &other), &target).unwrap();
+    }
+
+    /// An object name's raw bytes, as a tree entry holds them.
+    fn raw(id: &str) -> Vec<u8> {
+        (0..id.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&id[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_object_changed_behind_its_name_is_refused_at_every_step_to_agent_toml() {
+        let evil_text = b"model = \"opus\"\n";
+        for (format, swapped) in [
+            ("sha1", "blob"),
+            ("sha1", "tree"),
+            ("sha1", "commit"),
+            ("sha256", "blob"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = dir.path().join("alice");
+            std::fs::create_dir(&repo).unwrap();
+            git_out(&repo, &["init", "-q", "--object-format", format], b"");
+            std::fs::write(repo.join(CONFIG_FILE), "model = \"haiku\"\n").unwrap();
+            plain_git(&repo, &["add", CONFIG_FILE]);
+            plain_git(&repo, &["commit", "-qm", "first"]);
+            let head = git_out(&repo, &["rev-parse", "HEAD"], b"");
+            let r = Repo::open(&repo).unwrap().unwrap();
+            assert_eq!(
+                r.config_at(&head).unwrap(),
+                "model = \"haiku\"\n",
+                "{format}"
+            );
+
+            // The text the manager wants deployed, as a legitimate object, and a tree holding it.
+            let evil_blob = git_out(&repo, &["hash-object", "-w", "--stdin"], evil_text);
+            let evil_tree = git_out(
+                &repo,
+                &["mktree"],
+                format!("100644 blob {evil_blob}\t{CONFIG_FILE}\n").as_bytes(),
+            );
+            let (id, body) = match swapped {
+                "blob" => (
+                    git_out(&repo, &["rev-parse", &format!("HEAD:{CONFIG_FILE}")], b""),
+                    evil_text.to_vec(),
+                ),
+                "tree" => (
+                    git_out(&repo, &["rev-parse", "HEAD^{tree}"], b""),
+                    [
+                        format!("100644 {CONFIG_FILE}\0").as_bytes(),
+                        &raw(&evil_blob),
+                    ]
+                    .concat(),
+                ),
+                _ => {
+                    let real = git_out(&repo, &["cat-file", "commit", &head], b"");
+                    let tree = git_out(&repo, &["rev-parse", "HEAD^{tree}"], b"");
+                    (
+                        head.clone(),
+                        format!("{}\n", real.replace(&tree, &evil_tree)).into_bytes(),
+                    )
+                }
+            };
+            swap_object(&repo, &id, swapped, &body);
+            // git reads the manager's text behind the operator's sha...
+            assert_eq!(
+                git_out(
+                    &repo,
+                    &["cat-file", "blob", &format!("{head}:{CONFIG_FILE}")],
+                    b""
+                ),
+                "model = \"opus\"",
+                "{format} {swapped}"
+            );
+            // ...hive-c0re does not.
+            let err = r.config_at(&head).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{swapped} {} in", short(&id)))
+                    && err.contains("does not hash to its name"),
+                "{format} {swapped}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_agent_toml_that_is_a_link_or_missing_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, _) = make(&paths(dir.path()), "alice", "model = \"haiku\"\n");
+        std::fs::remove_file(repo.join(CONFIG_FILE)).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", repo.join(CONFIG_FILE)).unwrap();
+        plain_git(&repo, &["commit", "-qam", "a link"]);
+        let r = Repo::open(&repo).unwrap().unwrap();
+        let err = r.config_at(&r.head().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("agent.toml at commit") && err.contains("is not a file"),
+            "{err}"
+        );
+        plain_git(&repo, &["rm", "-q", CONFIG_FILE]);
+        plain_git(&repo, &["commit", "-qm", "gone"]);
+        let err = r.config_at(&r.head().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("holds no agent.toml"), "{err}");
+    }
+
     fn commit(repo: &Path, text: &str) {
         std::fs::write(repo.join(CONFIG_FILE), text).unwrap();
         plain_git(repo, &["commit", "-qam", text]);

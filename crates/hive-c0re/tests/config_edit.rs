@@ -333,11 +333,16 @@ fn a_hook_named_in_the_repos_config_does_not_run_on_the_operators_commit() {
     let (fake, path) = git_first_on_path(|_, real| {
         format!(
             r#"#!/bin/sh
+skip=
 for a in "$@"; do
+  if [ -n "$skip" ]; then skip=; continue; fi
   case "$a" in
+    -c) skip=1; continue ;;
+    -*) continue ;;
     update-ref|commit|merge|rebase|am|checkout|switch|reset|push)
       {real} config --get-regexp '^hook\..*\.command$' | while read -r key cmd; do sh -c "$cmd"; done ;;
   esac
+  break
 done
 exec {real} "$@"
 "#,
@@ -402,4 +407,60 @@ exec {real} "$@"
     let head = repo.join(".git/refs/heads/main");
     assert_eq!(std::fs::read_to_string(&head).unwrap().trim(), sha.trim());
     assert_eq!(std::fs::metadata(&head).unwrap().uid(), uid);
+}
+
+#[test]
+fn text_the_manager_puts_behind_the_operators_commit_is_refused_when_requested() {
+    let Some((hive, repo, _)) = hive_with_agent_owned_repo() else {
+        return;
+    };
+    let edited = hive
+        .ok(&["config", "show", "alice"])
+        .replace("model = \"haiku\"", "model = \"sonnet\"");
+    let (code, sha, err) = cli_with_input(&hive, &["config", "commit", "alice"], &edited);
+    assert_eq!(code, 0, "{err}");
+    let sha = sha.trim().to_owned();
+
+    // The manager writes the repo's object files: it makes an object of
+    // its own text and copies it over the file of the operator's blob.
+    let git = |args: &[&str], input: &str| {
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let evil = edited.replace("model = \"sonnet\"", "model = \"opus\"");
+    let blob = git(&["rev-parse", &format!("{sha}:agent.toml")], "");
+    let other = git(&["hash-object", "-w", "--stdin"], &evil);
+    let file = |id: &str| repo.join(".git/objects").join(&id[..2]).join(&id[2..]);
+    std::fs::set_permissions(file(&blob), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::copy(file(&other), file(&blob)).unwrap();
+    assert_eq!(
+        git(&["cat-file", "blob", &format!("{sha}:agent.toml")], ""),
+        evil.trim(),
+        "git reads the manager's text behind the operator's sha"
+    );
+
+    let out = hive.cli(&["request-apply-commit", "alice", &sha]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the swapped text was queued for approval"
+    );
+    assert!(
+        said.contains(&format!("blob {} in", &blob[..12]))
+            && said.contains("does not hash to its name"),
+        "{said}"
+    );
+    assert_eq!(hive.ok(&["approvals"]).trim(), "no approvals");
+    assert_eq!(hive.row("alice").unwrap()["active_model"], "haiku");
 }
