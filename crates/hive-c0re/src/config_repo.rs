@@ -386,11 +386,8 @@ impl Repo {
     /// that one every time. Nothing is followed or waited for.
     pub fn head_stamp(&self) -> Option<HeadStamp> {
         let dir = self.git_dir.as_fd();
-        for other_refs in ["reftable", "commondir"] {
-            match nix::sys::stat::fstatat(dir, other_refs, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Err(Errno::ENOENT) => {}
-                _ => return None,
-            }
+        if refs_elsewhere(dir).is_some() {
+            return None;
         }
         let head = small_file(dir, "HEAD").ok()??;
         let branch = match head.strip_prefix(b"ref: ") {
@@ -603,11 +600,8 @@ impl Repo {
             ))
         };
         let dir = self.git_dir.as_fd();
-        for other_refs in ["reftable", "commondir"] {
-            match nix::sys::stat::fstatat(dir, other_refs, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Err(Errno::ENOENT) => {}
-                _ => return Err(odd(&format!("kept elsewhere ({other_refs})"))),
-            }
+        if let Some(other_refs) = refs_elsewhere(dir) {
+            return Err(odd(&format!("kept elsewhere ({other_refs})")));
         }
         let head = small_file(dir, "HEAD")
             .ok()
@@ -786,6 +780,18 @@ fn loose_ref(git_dir: BorrowedFd<'_>, branch: &str) -> Option<Option<Vec<u8>>> {
 }
 
 /// True for a full sha (SHA-1 or SHA-256) and at most a newline after it.
+/// What a repo's `.git` holds that keeps its refs out of the plain files
+/// hive-c0re reads (`reftable`, or a linked work tree's `commondir`), if
+/// anything; anything in the way of looking counts as such.
+fn refs_elsewhere(git_dir: BorrowedFd<'_>) -> Option<&'static str> {
+    ["reftable", "commondir"].into_iter().find(|name| {
+        !matches!(
+            nix::sys::stat::fstatat(git_dir, *name, AtFlags::AT_SYMLINK_NOFOLLOW),
+            Err(Errno::ENOENT)
+        )
+    })
+}
+
 /// The name git gives an object of type `kind` with this body, in the hash
 /// a name of `len` hex digits is spelled in; None for another length.
 fn object_name(kind: &str, body: &[u8], len: usize) -> Option<String> {

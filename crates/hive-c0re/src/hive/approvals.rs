@@ -1207,36 +1207,35 @@ pub fn diff_id(diff: &str) -> String {
 fn grants(requested: &AgentConfig, deployed: Option<&AgentConfig>) -> Vec<String> {
     let none = AgentConfig::default();
     let deployed = deployed.unwrap_or(&none);
-    let shown = |items: Vec<&String>| {
+    let shown = |items: &[String]| {
         items
             .iter()
             .map(|i| hive_sh4re::text::visible(i))
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // The entries of `now` that `before` lacks, shown; None when there are none.
+    let added = |now: &[String], before: &[String]| {
+        let more: Vec<String> = now
+            .iter()
+            .filter(|i| !before.contains(i))
+            .cloned()
+            .collect();
+        (!more.is_empty()).then(|| shown(&more))
+    };
     let mut out = Vec::new();
-    let tools: Vec<&String> = requested
-        .allowed_tools
-        .iter()
-        .filter(|t| !deployed.allowed_tools.contains(t))
-        .collect();
-    if !tools.is_empty() {
-        out.push(format!("use tools it could not before: {}", shown(tools)));
+    if let Some(tools) = added(&requested.allowed_tools, &deployed.allowed_tools) {
+        out.push(format!("use tools it could not before: {tools}"));
     }
     if requested.allowed_recipients.is_empty() && !deployed.allowed_recipients.is_empty() {
         out.push(format!(
             "send to anyone in the hive (allowed_recipients is now empty; it was {})",
-            shown(deployed.allowed_recipients.iter().collect())
+            shown(&deployed.allowed_recipients)
         ));
-    } else if !deployed.allowed_recipients.is_empty() {
-        let more: Vec<&String> = requested
-            .allowed_recipients
-            .iter()
-            .filter(|r| !deployed.allowed_recipients.contains(r))
-            .collect();
-        if !more.is_empty() {
-            out.push(format!("send to {} as well", shown(more)));
-        }
+    } else if !deployed.allowed_recipients.is_empty()
+        && let Some(more) = added(&requested.allowed_recipients, &deployed.allowed_recipients)
+    {
+        out.push(format!("send to {more} as well"));
     }
     let servers: Vec<String> = requested
         .mcp_servers
