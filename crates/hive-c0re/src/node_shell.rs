@@ -6,19 +6,24 @@
 //! only nodes write, hands over a one-time ticket: alpha makes 32 random
 //! bytes and stores a `shell` request for beta (`hive::steer`) holding the
 //! ticket's SHA-256, never the ticket. Beta takes it, checks that the agent
-//! is its own and running, and answers ok. Alpha then connects to beta's
-//! dashboard listener (its address in `nodes`) with
-//! `GET /node/shell/{request}`, `Upgrade: hive-shell` and the ticket in
-//! [`TICKET_HEADER`]; beta (`dashboard/node_shell.rs`, `Hive::node_shell`)
-//! upgrades only for a request of verb shell that it took and granted, not
-//! older than [`TICKET_TTL_MS`], whose hash matches and that was not used
-//! before (marked used with a conditional UPDATE). No login cookie or token
-//! is involved. After the upgrade the connection carries the frames of
+//! is its own and running, and answers with the fingerprint of its
+//! [`Identity`], a TLS key it made at start and keeps in memory. Alpha then
+//! connects to beta's dashboard listener (its address in `nodes`) with
+//! `GET /node/shell/{request}` and `Upgrade: hive-shell`; beta upgrades only
+//! for a request it granted lately. Over the upgraded connection the two
+//! speak TLS 1.3, alpha taking only the certificate whose fingerprint came
+//! through the store; inside it alpha sends the ticket (one line), and beta
+//! (`dashboard/node_shell.rs`, `Hive::node_shell`) answers `ok` only for a
+//! request of verb shell that it took and granted, not older than
+//! [`TICKET_TTL_MS`], whose hash matches and that was not used before
+//! (marked used with a conditional UPDATE), else `no: ` and why. No login
+//! cookie or token is involved. Then the TLS stream carries the frames of
 //! [`hive_sh4re::shell`], as host.sock's `shell` does.
 //!
-//! The channel is plain TCP, as the dashboard listener is: the ticket is
-//! good once and only for 30 s, but the shell's bytes are readable on the
-//! way. Run nodes on a network you trust, or through a tunnel.
+//! The store, which only nodes read and write, is what the two trust: a
+//! machine on the path (ARP, DNS), or a program that took beta's port while
+//! its hive-c0re restarted (an agent of beta's, sharing its address), gets
+//! neither the ticket nor the shell's bytes, and cannot pose as beta.
 //!
 //! A relay never waits on a home node that is gone: the asking end probes
 //! the connection (TCP keepalive) and drops it when what it sent stays
@@ -30,6 +35,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hive_sh4re::shell::{Frame, HEADER_BYTES};
@@ -37,6 +43,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header;
 use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -46,8 +56,12 @@ use crate::shell::{Input, Output, STOPPING, Session, WinSize};
 
 /// The `Upgrade` protocol of the channel.
 pub const PROTOCOL: &str = "hive-shell";
-/// The header that carries the ticket.
+/// The header an older asking node sent its ticket in, in the clear: refused.
 pub const TICKET_HEADER: &str = "x-hive-node-ticket";
+/// The home node's answer to a ticket it takes.
+const TICKET_OK: &[u8] = b"ok\n";
+/// Longest answer line to a ticket, in bytes.
+const MAX_ANSWER: usize = 1024;
 /// How long after the home node took the request its ticket is good.
 pub const TICKET_TTL_MS: i64 = 30_000;
 /// The path of the channel for request `id`.
@@ -78,6 +92,196 @@ fn watch_peer(tcp: &tokio::net::TcpStream, unanswered: Duration) -> io::Result<(
     setsockopt(tcp, sockopt::TcpKeepCount, &3)?;
     setsockopt(tcp, sockopt::TcpUserTimeout, &ms)?;
     Ok(())
+}
+
+/// A node's end of the channel's TLS: a key and self-signed certificate
+/// made when hive-c0re starts, kept in memory only. Its fingerprint (the
+/// SHA-256 of the certificate) reaches the asking node through the store,
+/// so no name, CA or file is involved.
+pub struct Identity {
+    server: Arc<rustls::ServerConfig>,
+    fingerprint: String,
+}
+
+impl Identity {
+    /// A fresh key and certificate.
+    pub fn generate() -> Result<Self, String> {
+        let made = rcgen::generate_simple_self_signed(vec!["hive-node".to_owned()])
+            .map_err(|e| format!("could not make the node's TLS key: {e}"))?;
+        let cert = made.cert.der().clone();
+        let fingerprint = crate::hex::encode(&Sha256::digest(&cert));
+        let key = PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
+        let server = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| format!("could not set up TLS: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key.into())
+            .map_err(|e| format!("could not set up TLS: {e}"))?;
+        Ok(Self {
+            server: Arc::new(server),
+            fingerprint,
+        })
+    }
+
+    /// The SHA-256 of the certificate, as hex: what the asking node pins.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Takes the TLS handshake of an asking node on `io`.
+    pub async fn accept<IO>(&self, io: IO) -> io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let accepted = tokio_rustls::TlsAcceptor::from(self.server.clone()).accept(io);
+        tokio::time::timeout(CONNECT_TIMEOUT, accepted)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time"))?
+    }
+}
+
+/// This process's [`Identity`], made at its first use.
+pub fn identity() -> Result<&'static Identity, String> {
+    static IDENTITY: OnceLock<Result<Identity, String>> = OnceLock::new();
+    IDENTITY
+        .get_or_init(Identity::generate)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The crypto the channel uses, whatever the process's default.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS 1.3 to the holder of the certificate whose SHA-256 is `fingerprint`, and nobody else.
+pub fn client_config(fingerprint: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("could not set up TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: fingerprint.to_ascii_lowercase(),
+            provider,
+        }))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Takes the one certificate the store named, whatever its names or issuer;
+/// the handshake's signatures are checked as always.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = crate::hex::encode(&Sha256::digest(end_entity.as_ref()));
+        if seen == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "its TLS certificate ({}) is not the one the node gave through the store ({})",
+                &seen[..16],
+                &self.fingerprint[..self.fingerprint.len().min(16)]
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Reads one line of at most `max` bytes (its newline not counted) within
+/// the connect time limit: the ticket, and the answer to it.
+pub async fn read_line<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> io::Result<String> {
+    let read = async {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        loop {
+            if stream.read(&mut b).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection ended mid-line",
+                ));
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            if line.len() == max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a line longer than {max} bytes"),
+                ));
+            }
+            line.push(b[0]);
+        }
+        String::from_utf8(line)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a line that is not UTF-8"))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no line in time"))?
+}
+
+/// The home end's answer to the ticket it read: `ok`, or `no: ` and why.
+pub async fn answer<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    refused: Option<&str>,
+) -> io::Result<()> {
+    match refused {
+        None => stream.write_all(TICKET_OK).await?,
+        Some(why) => {
+            let why: String = why
+                .replace(['\n', '\r'], " ")
+                .chars()
+                .take(MAX_ANSWER - 8)
+                .collect();
+            stream.write_all(format!("no: {why}\n").as_bytes()).await?;
+        }
+    }
+    stream.flush().await
 }
 
 /// A new ticket: 32 random bytes from the kernel, as hex.
@@ -120,7 +324,8 @@ impl Shell {
 
 /// The asking node's end of an upgraded channel.
 pub struct Remote {
-    io: TokioIo<hyper::upgrade::Upgraded>,
+    /// Boxed: a TLS stream is over a kilobyte, and a `Shell` is moved about.
+    io: Box<tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>>>,
     /// The home node, for sentences.
     node: String,
     /// Resolves once the home node is gone.
@@ -170,31 +375,46 @@ impl Target {
 }
 
 /// Connects to the home node `node` at `target` and opens the shell
-/// request `id` granted with `ticket`; `gone` ends the relay once that
-/// node is gone. The error is what went wrong, for a sentence naming the
-/// address.
+/// request `id` granted with `ticket`, over TLS to the holder of the
+/// certificate `fingerprint` (the grant's answer); `gone` ends the relay
+/// once that node is gone. The error is what went wrong, for a sentence
+/// naming the address.
 pub async fn connect(
     node: &str,
     target: &Target,
-    id: i64,
-    ticket: &str,
+    grant: Grant<'_>,
     gone: Gone,
 ) -> Result<Remote, String> {
-    let opened = open(target, id, ticket, UNANSWERED).await?;
+    let io = open(target, grant, UNANSWERED).await?;
     Ok(Remote {
-        io: TokioIo::new(opened),
+        io: Box::new(io),
         node: node.to_owned(),
         gone,
     })
 }
 
-/// The upgraded connection for request `id`, its peer watched with `unanswered`.
+/// A shell request the home node granted: its id, the ticket that opens it
+/// and the fingerprint of the certificate the home node answered with.
+#[derive(Clone, Copy)]
+pub struct Grant<'a> {
+    pub id: i64,
+    pub ticket: &'a str,
+    pub fingerprint: &'a str,
+}
+
+/// The channel for a granted request, its peer watched with `unanswered`:
+/// upgraded, TLS to the pinned certificate, the ticket taken.
 async fn open(
     target: &Target,
-    id: i64,
-    ticket: &str,
+    grant: Grant<'_>,
     unanswered: Duration,
-) -> Result<hyper::upgrade::Upgraded, String> {
+) -> Result<tokio_rustls::client::TlsStream<TokioIo<hyper::upgrade::Upgraded>>, String> {
+    let Grant {
+        id,
+        ticket,
+        fingerprint,
+    } = grant;
+    let tls = client_config(fingerprint)?;
     let Target {
         host,
         port,
@@ -218,7 +438,6 @@ async fn open(
             .header(header::HOST, authority.as_str())
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, PROTOCOL)
-            .header(TICKET_HEADER, ticket)
             .body(Full::new(Bytes::new()))
             .map_err(|e| format!("could not build the request: {e}"))?;
         let resp = sender
@@ -231,9 +450,33 @@ async fn open(
             let body = body.trim().chars().take(500).collect::<String>();
             return Err(format!("it answered HTTP {}: {body}", status.as_u16()));
         }
-        hyper::upgrade::on(resp)
+        let upgraded = hyper::upgrade::on(resp)
             .await
-            .map_err(|e| format!("the upgrade failed: {e}"))
+            .map_err(|e| format!("the upgrade failed: {e}"))?;
+        let name = ServerName::try_from("hive-node").expect("a valid name");
+        let mut stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, TokioIo::new(upgraded))
+            .await
+            .map_err(|e| format!("TLS failed, so the ticket was not sent: {e}"))?;
+        stream
+            .write_all(format!("{ticket}\n").as_bytes())
+            .await
+            .map_err(|e| format!("could not send the ticket ({e})"))?;
+        stream
+            .flush()
+            .await
+            .map_err(|e| format!("could not send the ticket ({e})"))?;
+        let said = read_line(&mut stream, MAX_ANSWER)
+            .await
+            .map_err(|e| format!("no answer to the ticket ({e})"))?;
+        if said.as_bytes() != TICKET_OK.strip_suffix(b"\n").unwrap_or(TICKET_OK) {
+            let why = said.strip_prefix("no: ").unwrap_or(&said);
+            return Err(format!(
+                "it refused the ticket: {}",
+                hive_sh4re::text::visible(why)
+            ));
+        }
+        Ok(stream)
     })
     .await
     .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))?
@@ -467,32 +710,64 @@ mod tests {
     /// (hung, or its link cut while the kernel still answers): the relay
     /// drops it once its bytes stay unread, and says so, instead of waiting
     /// for ever with the operator's terminal frozen.
+    /// A home node on `listener` that upgrades the first connection, takes
+    /// whatever ticket comes over TLS to `identity` and answers ok.
+    async fn upgraded_home(
+        listener: tokio::net::TcpListener,
+        identity: Identity,
+    ) -> tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(
+                s.read(&mut b).await.unwrap(),
+                1,
+                "the relay closed before its request"
+            );
+            head.push(b[0]);
+        }
+        s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut tls = identity.accept(s).await.unwrap();
+        read_line(&mut tls, 128).await.unwrap();
+        answer(&mut tls, None).await.unwrap();
+        tls
+    }
+
+    /// A grant of request 1 for the holder of `identity`'s certificate.
+    fn grant(fingerprint: &str) -> Grant<'_> {
+        Grant {
+            id: 1,
+            ticket: "ticket",
+            fingerprint,
+        }
+    }
+
+    /// A home node that upgrades the channel and then never reads again
+    /// (hung, or its link cut while the kernel still answers): the relay
+    /// drops it once its bytes stay unread, and says so, instead of waiting
+    /// for ever with the operator's terminal frozen.
     #[tokio::test]
     async fn a_relay_drops_a_home_node_that_stops_reading() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let identity = Identity::generate().unwrap();
+        let fingerprint = identity.fingerprint().to_owned();
         let home = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let (mut head, mut buf) = (Vec::new(), [0u8; 4096]);
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the relay closed before its request");
-                head.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n\r\n",
-            )
-            .await
-            .unwrap();
+            let s = upgraded_home(listener, identity).await;
             std::future::pending::<()>().await;
             drop(s);
         });
         let target = Target::parse(&format!("http://{addr}/")).unwrap();
-        let io = open(&target, 1, "ticket", Duration::from_secs(2))
+        let io = open(&target, grant(&fingerprint), Duration::from_secs(2))
             .await
             .unwrap();
         let remote = Remote {
-            io: TokioIo::new(io),
+            io: Box::new(io),
             node: "beta".into(),
             gone: Box::pin(std::future::pending()),
         };
@@ -529,16 +804,12 @@ mod tests {
     async fn a_relay_ends_when_its_home_node_is_gone() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let identity = Identity::generate().unwrap();
+        let fingerprint = identity.fingerprint().to_owned();
         let home = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await.unwrap();
-            s.write_all(
-                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n\r\n",
-            )
-            .await
-            .unwrap();
+            let mut s = upgraded_home(listener, identity).await;
             // Reads and drops whatever comes, and sends nothing: a shell at rest.
+            let mut buf = [0u8; 4096];
             while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         });
         let target = Target::parse(&format!("http://{addr}/")).unwrap();
@@ -546,7 +817,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(300)).await;
             "beta is gone".to_owned()
         });
-        let remote = connect("beta", &target, 1, "ticket", gone).await.unwrap();
+        let remote = connect("beta", &target, grant(&fingerprint), gone)
+            .await
+            .unwrap();
         let (_in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, mut out_rx) = mpsc::channel(16);
         let ended = tokio::time::timeout(

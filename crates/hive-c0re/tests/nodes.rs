@@ -1886,31 +1886,211 @@ fn dashboard_shell(address: &str, token: &str, agent: &str, input: &[u8]) -> (St
     }
 }
 
+/// A relay on a loopback port to `upstream` that keeps every byte it
+/// passes, both ways: what a machine on the path between two nodes reads.
+fn recording_relay(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}/", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let server = std::net::TcpStream::connect(&upstream).unwrap();
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (address, seen)
+}
+
+/// Whether `bytes` hold a run of 64 hex digits: the spelling of a ticket.
+fn holds_a_ticket(bytes: &[u8]) -> bool {
+    bytes
+        .split(|b| !b.is_ascii_hexdigit())
+        .any(|run| run.len() >= 64)
+}
+
+/// A machine on the path between two nodes (ARP or DNS spoofing, a link it
+/// taps), or one that takes the home node's address (an agent of that node
+/// squatting the port while its hive-c0re restarts). beta's address in the
+/// store is pointed first at a relay that records every byte both ways:
+/// the shell works through it, and the recording holds neither the ticket
+/// nor a byte of the shell's input or output. Then at an impostor that
+/// answers the upgrade and speaks TLS with a certificate of its own: it
+/// gets no ticket, and alpha says why it sent none.
+#[test]
+fn a_machine_between_two_nodes_reads_no_shell_and_takes_no_ticket() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(with_dashboard(&db, "alpha"));
+    let beta = TestHive::start_with(with_dashboard(&db, "beta"));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    let beta_address = node(&beta, "beta")["address"].as_str().unwrap().to_owned();
+    let upstream = beta_address
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (rt, store) = db.store();
+    let point_beta_at = |address: &str| {
+        rt.block_on(store.register_node("beta", address, &beta.holder("beta"), 15_000))
+            .unwrap()
+    };
+
+    // On the path: it relays, and reads nothing.
+    let (relay, seen) = recording_relay(upstream);
+    point_beta_at(&relay);
+    let out = alpha
+        .spawn_with_input(&["shell", "x"], "echo \"mark:$((6*7))\"\n")
+        .wait_with_output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("mark:42"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 1000, "the relay saw {} bytes", seen.len());
+    let plain = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(
+        !plain.contains("mark:") && !plain.contains("$((6*7))"),
+        "the shell's bytes crossed the path readable: {plain}"
+    );
+    assert!(
+        !plain.contains("x-hive-node-ticket") && !holds_a_ticket(&seen),
+        "the ticket crossed the path readable: {plain}"
+    );
+
+    // Posing as beta: an upgrade, then TLS with another certificate.
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    point_beta_at(&format!("http://{}/", impostor.local_addr().unwrap()));
+    impostor.set_nonblocking(true).unwrap();
+    // Its own thread and runtime: the store's runs only inside block_on.
+    let got = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::from_std(impostor).unwrap();
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if tcp.read(&mut b).await.unwrap() == 0 {
+                return got;
+            }
+            got.push(b[0]);
+        }
+        tcp.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n\r\n")
+            .await
+            .unwrap();
+        let mine = hive_c0re::node_shell::Identity::generate().unwrap();
+        if let Ok(mut tls) = mine.accept(tcp).await {
+            let _ = tls.read_to_end(&mut got).await;
+        }
+        got
+    })
+    });
+    let out = alpha
+        .spawn_with_input(&["shell", "x"], "echo pwned\n")
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a shell opened at the impostor's: {err}"
+    );
+    assert!(
+        err.contains("is not the one the node gave through the store")
+            && err.contains("the ticket was not sent"),
+        "{err}"
+    );
+    let got = got.join().unwrap();
+    assert!(
+        !holds_a_ticket(&got)
+            && !String::from_utf8_lossy(&got)
+                .to_ascii_lowercase()
+                .contains("ticket"),
+        "the impostor got the ticket: {}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // Back on beta's own address, the shell opens again.
+    point_beta_at(&beta_address);
+    let out = alpha
+        .spawn_with_input(&["shell", "x"], "echo back-$((6*7))\n")
+        .wait_with_output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("back-42"));
+}
+
 /// One HTTP request to beta's node-shell endpoint (with `extra` header
 /// lines); the status and, once upgraded, the stream.
-fn knock(address: &str, id: i64, ticket: Option<&str>, extra: &str) -> (u16, std::net::TcpStream) {
+fn knock(address: &str, id: i64, extra: &str) -> (u16, std::net::TcpStream) {
     use std::io::Write;
     let authority = address.trim_start_matches("http://").trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(authority).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!(
-        "GET /node/shell/{id} HTTP/1.1\r\nHost: {authority}\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n"
+    let req = format!(
+        "GET /node/shell/{id} HTTP/1.1\r\nHost: {authority}\r\nConnection: upgrade\r\nUpgrade: hive-shell\r\n{extra}\r\n"
     );
-    if let Some(t) = ticket {
-        req.push_str(&format!("X-Hive-Node-Ticket: {t}\r\n"));
-    }
-    req.push_str(extra);
-    req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
     let head = response_head(&mut s);
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, s)
 }
 
+/// A channel after its upgrade, as alpha speaks it: TLS to the certificate
+/// `fingerprint`, then `ticket` on a line. The home node's answer line and
+/// the stream; Err when TLS failed.
+type Channel = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+fn present(
+    tcp: std::net::TcpStream,
+    fingerprint: &str,
+    ticket: &str,
+) -> Result<(String, Channel), String> {
+    use std::io::{Read, Write};
+    let config = hive_c0re::node_shell::client_config(fingerprint).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("hive-node").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(format!("{ticket}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        match s.read(&mut b) {
+            Ok(1) => line.push(b[0]),
+            Ok(_) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok((String::from_utf8_lossy(&line).trim_end().to_owned(), s))
+}
+
 /// beta's node-shell endpoint opens a shell only for the ticket of a shell
-/// request beta granted, once: no ticket (401), a wrong ticket, a replayed
-/// one and a ticket for another request (403) open nothing, and beta starts
-/// no shell for them. The right ticket, presented as alpha would, does.
+/// request beta granted, once, and takes it only over TLS to the
+/// certificate beta named in its grant: a request it granted nothing for
+/// (403) and a ticket sent in the clear (400) get no upgrade; a missing,
+/// wrong or replayed ticket, or one for another request, opens nothing,
+/// and beta starts no shell for them. The right ticket, presented as alpha
+/// would, does; to a client pinning another certificate beta is nobody.
 #[test]
 fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_twice() {
     let Some(db) = TestDatabase::create() else {
@@ -1933,7 +2113,7 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
     // What alpha would store: a shell request holding the ticket's hash.
     let ticket = hive_c0re::node_shell::new_ticket().unwrap();
     let (rt, store) = db.store();
-    let (granted, other) = rt.block_on(async {
+    let (granted, other, fingerprint) = rt.block_on(async {
         let args = serde_json::json!({
             "rows": 24, "cols": 80, "term": null,
             "ticket_sha256": hive_c0re::node_shell::ticket_hash(&ticket),
@@ -1950,40 +2130,55 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
             };
             ids.push(store.enqueue_request(&request).await.unwrap());
         }
+        let mut fingerprints = vec![];
         for id in &ids {
-            let o = outcome(&store, *id).await;
-            assert_eq!(o, (true, String::new()), "beta refused the grant");
+            let (ok, said) = outcome(&store, *id).await;
+            assert!(ok, "beta refused the grant: {said}");
+            fingerprints.push(said);
         }
-        (ids[0], ids[1])
+        assert_eq!(fingerprints[0], fingerprints[1], "one certificate per node");
+        assert_eq!(fingerprints[0].len(), 64, "{fingerprints:?}");
+        (ids[0], ids[1], fingerprints[0].clone())
     });
 
+    // Refused before any upgrade.
+    assert_eq!(
+        knock(&address, granted + 1000, "").0,
+        403,
+        "a request never granted"
+    );
+    let clear = format!("X-Hive-Node-Ticket: {ticket}\r\n");
+    assert_eq!(
+        knock(&address, granted, &clear).0,
+        400,
+        "a ticket in the clear"
+    );
+
+    // Upgraded, then refused inside TLS.
     let wrong = hive_c0re::node_shell::new_ticket().unwrap();
     let hash = hive_c0re::node_shell::ticket_hash(&ticket);
-    for (id, t, want) in [
-        (granted, None, 401),
-        (granted, Some(wrong.as_str()), 403),
-        (granted, Some(hash.as_str()), 403),
-        (granted, Some(""), 403),
-        (granted + 1000, Some(ticket.as_str()), 403),
+    let login = format!("X-Hive-Token: {TOKEN}\r\nCookie: hive_token_{port}={TOKEN}\r\n");
+    for (t, extra) in [
+        (wrong.as_str(), ""),
+        (hash.as_str(), ""),
+        ("", ""),
+        // The operator's login opens nothing here, as a ticket or beside one.
+        (TOKEN, login.as_str()),
+        (wrong.as_str(), login.as_str()),
     ] {
-        assert_eq!(
-            knock(&address, id, t, "").0,
-            want,
-            "request {id} with {t:?}"
+        let (status, tcp) = knock(&address, granted, extra);
+        assert_eq!(status, 101, "{t:?}");
+        let (said, _) = present(tcp, &fingerprint, t).unwrap();
+        assert!(
+            said.starts_with("no: no shell: request"),
+            "ticket {t:?}: {said}"
         );
     }
-    // The operator's login opens nothing here: only a ticket does.
-    let login = format!("X-Hive-Token: {TOKEN}\r\nCookie: hive_token_{port}={TOKEN}\r\n");
-    assert_eq!(
-        knock(&address, granted, None, &login).0,
-        401,
-        "the login as a ticket"
-    );
-    assert_eq!(
-        knock(&address, granted, Some(TOKEN), &login).0,
-        403,
-        "the token as a ticket"
-    );
+    // A client pinning another certificate sends nothing: TLS fails first.
+    let other_cert = hive_c0re::node_shell::Identity::generate().unwrap();
+    let (_, tcp) = knock(&address, granted, "");
+    let err = present(tcp, other_cert.fingerprint(), &ticket).unwrap_err();
+    assert!(err.contains("is not the one the node gave"), "{err}");
     assert_eq!(
         shells_opened(&beta),
         0,
@@ -1991,8 +2186,10 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
     );
 
     // The right ticket opens x's shell on beta, once.
-    let (status, mut s) = knock(&address, granted, Some(&ticket), "");
+    let (status, tcp) = knock(&address, granted, "");
     assert_eq!(status, 101);
+    let (said, mut s) = present(tcp, &fingerprint, &ticket).unwrap();
+    assert_eq!(said, "ok");
     {
         use std::io::Write;
         s.write_all(&hive_sh4re::shell::Frame::data(
@@ -2011,19 +2208,16 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
     assert_eq!(code, 3, "{seen}");
     assert!(seen.contains("node-42"), "{seen}");
     assert_eq!(shells_opened(&beta), 1);
-    // Replayed: refused, and no second shell. Nor does `other`'s id take this ticket twice.
+    // Replayed: no upgrade, and no second shell. Nor does `other`'s id take this ticket twice.
+    assert_eq!(knock(&address, granted, "").0, 403, "a replayed ticket");
+    let (status, tcp) = knock(&address, other, "");
+    assert_eq!(status, 101);
     assert_eq!(
-        knock(&address, granted, Some(&ticket), "").0,
-        403,
-        "a replayed ticket"
+        present(tcp, &fingerprint, &ticket).unwrap().0,
+        "ok",
+        "the second grant's first use"
     );
-    let (status, _) = knock(&address, other, Some(&ticket), "");
-    assert_eq!(status, 101, "the second grant's first use");
-    assert_eq!(
-        knock(&address, other, Some(&ticket), "").0,
-        403,
-        "its replay"
-    );
+    assert_eq!(knock(&address, other, "").0, 403, "its replay");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(shells_opened(&beta), 2, "{}", beta.log());
 }
@@ -2309,9 +2503,9 @@ fn a_node_sends_no_ticket_to_another_users_listener_on_its_own_loopback() {
 }
 
 /// The node shell route is outside the login: a stranger's knock on an id
-/// this node granted no shell for is refused without a read of the store
-/// (it learns nothing of the database, and a flood costs the store
-/// nothing), and a flood of forged tickets leaves a line a minute.
+/// this node granted no shell for is refused before any upgrade and without
+/// a read of the store (it learns nothing of the database, and a flood
+/// costs the store nothing), and a flood of knocks leaves a line a minute.
 #[test]
 fn a_stranger_knocking_at_the_node_shell_learns_nothing_of_the_database() {
     use std::io::Read;
@@ -2320,9 +2514,8 @@ fn a_stranger_knocking_at_the_node_shell_learns_nothing_of_the_database() {
     };
     let beta = TestHive::start_with(with_dashboard(&db, "beta"));
     let address = node(&beta, "beta")["address"].as_str().unwrap().to_owned();
-    let forged = "00".repeat(32);
     for id in 1..=50 {
-        assert_eq!(knock(&address, id, Some(&forged), "").0, 403);
+        assert_eq!(knock(&address, id, "").0, 403);
     }
     let refusals = beta.log().matches("refused a node shell").count();
     assert!(refusals <= 2, "{refusals} log lines for 50 forged tickets");
@@ -2331,13 +2524,16 @@ fn a_stranger_knocking_at_the_node_shell_learns_nothing_of_the_database() {
     // store (anyone on the network can knock, as often as it likes): with
     // the database out of reach the answer is the same plain refusal.
     db.set_reachable(false);
-    let (status, mut s) = knock(&address, 7, Some(&forged), "");
+    let (status, mut s) = knock(&address, 7, "");
     let mut body = String::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.read_to_string(&mut body);
     db.set_reachable(true);
     assert_eq!(status, 403, "{body}");
-    assert!(body.contains("is no valid shell grant"), "{body}");
+    assert!(
+        body.contains("this node granted no shell request 7 lately"),
+        "{body}"
+    );
     for secret in [db.name.as_str(), "postgres", "database", "5432"] {
         assert!(
             !body.contains(secret),

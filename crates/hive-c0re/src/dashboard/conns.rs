@@ -185,6 +185,11 @@ pub(crate) fn prove<B>(req: &axum::http::Request<B>) {
     }
 }
 
+/// The mark of the connection `req` came on, to prove it later (after an upgrade).
+pub(crate) fn mark_of<B>(req: &axum::http::Request<B>) -> Option<ConnMark> {
+    req.extensions().get::<ConnMark>().cloned()
+}
+
 /// One connection's place; dropping it frees the place.
 pub(super) struct Place {
     conns: Arc<Conns>,

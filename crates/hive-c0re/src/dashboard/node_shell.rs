@@ -1,13 +1,17 @@
 //! `GET /node/shell/{request}`: the home end of the node-to-node shell
 //! channel (`crate::node_shell`), on the dashboard's listener but outside
-//! its login: another node presents the one-time ticket of a shell request
-//! this node granted, in `X-Hive-Node-Ticket`, with `Upgrade: hive-shell`.
-//! No login cookie or operator token opens it, nor is one needed.
+//! its login: another node asks to upgrade with `Upgrade: hive-shell`, then
+//! speaks TLS to this node's [`Identity`](crate::node_shell::Identity) and
+//! presents, inside it, the one-time ticket of a shell request this node
+//! granted. No login cookie or operator token opens it, nor is one needed.
 //!
-//! Refused before any upgrade: no upgrade asked (400), no ticket (401), a
-//! ticket that opens nothing (403, `Hive::node_shell` says which checks).
-//! Then `101 Switching Protocols` and the frames of `hive_sh4re::shell`;
-//! the connection closing ends the shell's whole session.
+//! Refused before any upgrade: no upgrade asked, or a ticket sent in the
+//! clear (400: an older asking node; the ticket is burnt, ask again), a
+//! request this node granted no shell for lately (403). Then
+//! `101 Switching Protocols`, the TLS handshake, the ticket line and the
+//! answer (`ok`, or `no: ` and why: `Hive::node_shell` checks), then the
+//! frames of `hive_sh4re::shell`; the connection closing ends the shell's
+//! whole session.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -17,9 +21,10 @@ use hyper_util::rt::TokioIo;
 use super::Ctx;
 use super::errors::ApiError;
 use crate::error::Error;
-use crate::node_shell::{PROTOCOL, Shell, TICKET_HEADER, serve_frames};
+use crate::node_shell::{self, PROTOCOL, Shell, TICKET_HEADER, serve_frames};
 
-/// Checks the ticket, opens the shell, then upgrades the connection to carry it.
+/// Upgrades the connection of a request this node granted, then takes the
+/// ticket over TLS and runs the shell it opens.
 pub(crate) async fn open(
     State(ctx): State<Ctx>,
     Path(raw): Path<String>,
@@ -36,42 +41,33 @@ pub(crate) async fn open(
         ))
         .into_response();
     }
-    let Some(ticket) = headers
-        .get(TICKET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "no shell without a ticket: only a node this node granted a shell request can open one",
+    if headers.contains_key(TICKET_HEADER) {
+        return ApiError::bad(
+            "a ticket sent in the clear opens nothing: the asking node's hive-c0re is older than this one, which takes tickets only over TLS; upgrade it and ask again",
         )
         .into_response();
-    };
+    }
     let Ok(id) = raw.parse::<i64>() else {
         return ApiError::new(StatusCode::FORBIDDEN, "no shell: that is no request id")
             .into_response();
     };
+    // Only for a grant of this node's: a stranger gets no handshake to chew on.
+    if let Err(e) = ctx.hive.shell_knock(id) {
+        return ApiError::forbidden(e.to_string()).into_response();
+    }
+    let identity = match crate::node_shell::identity() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(request = id, "no node shell: {e}");
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
+        }
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::bad("this connection cannot be upgraded").into_response();
     };
-    let (session, asker_gone) = match ctx.hive.node_shell(id, &ticket).await {
-        Ok(s) => {
-            super::conns::prove(&req);
-            s
-        }
-        Err(Error::Refused(m)) => return ApiError::forbidden(m).into_response(),
-        Err(e) => {
-            tracing::error!(request = id, "could not open a shell for another node: {e}");
-            return ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not open the shell: {e}"),
-            )
-            .into_response();
-        }
-    };
-    let stop = ctx.hive.shutdown_token().clone();
+    let mark = super::conns::mark_of(&req);
+    let hive = ctx.hive.clone();
     ctx.hive.spawn_task(async move {
-        // A failed upgrade drops the session, whose guard ends the shell.
         let io = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(e) => {
@@ -79,7 +75,50 @@ pub(crate) async fn open(
                 return;
             }
         };
-        let (mut r, mut w) = tokio::io::split(io);
+        let mut tls = match identity.accept(io).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(request = id, "a node shell's TLS handshake failed: {e}");
+                return;
+            }
+        };
+        let opened = match node_shell::read_line(&mut tls, 128).await {
+            Ok(ticket) => hive.node_shell(id, &ticket).await,
+            Err(e) => {
+                tracing::warn!(request = id, "no ticket came for a node shell: {e}");
+                return;
+            }
+        };
+        let (session, asker_gone) = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                let why = match e {
+                    Error::Refused(m) => m,
+                    e => {
+                        tracing::error!(
+                            request = id,
+                            "could not open a shell for another node: {e}"
+                        );
+                        format!("could not open the shell: {e}")
+                    }
+                };
+                let _ = node_shell::answer(&mut tls, Some(&why)).await;
+                return;
+            }
+        };
+        if let Some(m) = mark {
+            m.prove();
+        }
+        // A session dropped unanswered ends the shell (its guard).
+        if let Err(e) = node_shell::answer(&mut tls, None).await {
+            tracing::debug!(
+                request = id,
+                "a node shell's asker left before it opened: {e}"
+            );
+            return;
+        }
+        let stop = hive.shutdown_token().clone();
+        let (mut r, mut w) = tokio::io::split(tls);
         // An asker that froze or was cut off may never close the connection
         // (its kernel still answers, or nothing comes back to time out on):
         // its heartbeats ending ends the shell, which the drop closes.

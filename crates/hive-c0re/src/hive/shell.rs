@@ -107,9 +107,14 @@ impl Hive {
             term: term.map(str::to_owned),
             ticket_sha256: node_shell::ticket_hash(&ticket),
         };
-        let id = self.ask_for_id(&home, &name, &grant).await?;
+        let (id, fingerprint) = self.ask_for_reply(&home, &name, &grant).await?;
         let gone = Box::pin(self.node_gone(home.clone(), "ran the shell"));
-        let remote = node_shell::connect(&home, &target, id, &ticket, gone)
+        let grant = node_shell::Grant {
+            id,
+            ticket: &ticket,
+            fingerprint: fingerprint.trim(),
+        };
+        let remote = node_shell::connect(&home, &target, grant, gone)
             .await
             .map_err(|e| {
                 Error::refused(format!(
@@ -136,6 +141,24 @@ impl Hive {
         let grants = self.shell_grants.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = std::time::Duration::from_millis(TICKET_TTL_MS as u64);
         grants.get(&id).is_some_and(|at| at.elapsed() <= ttl)
+    }
+
+    /// A knock on the channel of shell request `id`, before its upgrade:
+    /// refused unless this node granted that shell lately. Reads nothing of
+    /// the store: anyone who reaches the dashboard can knock.
+    pub fn shell_knock(&self, id: i64) -> Result<()> {
+        if self.store.shared() && self.shell_granted(id) {
+            return Ok(());
+        }
+        if let Some(n) = REFUSALS.due() {
+            tracing::warn!(
+                request = id,
+                "refused a node shell: this node granted no such shell lately ({n} refused since the last such line)"
+            );
+        }
+        Err(Error::refused(format!(
+            "no shell: this node granted no shell request {id} lately"
+        )))
     }
 
     /// The shell request `id`'s channel, for the node that presents

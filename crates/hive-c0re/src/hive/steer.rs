@@ -266,18 +266,6 @@ impl Hive {
         self.ask_for_reply(node, agent, verb).await.map(drop)
     }
 
-    /// [`Hive::ask`], returning the request's id once it succeeded.
-    pub(super) async fn ask_for_id(
-        &self,
-        node: &str,
-        agent: &AgentName,
-        verb: &Steer,
-    ) -> Result<i64> {
-        self.ask_for_reply(node, agent, verb)
-            .await
-            .map(|(id, _)| id)
-    }
-
     /// [`Hive::ask`], returning the request's id and the home node's reply once it succeeded.
     pub(super) async fn ask_for_reply(
         &self,
@@ -444,8 +432,13 @@ impl Hive {
             Steer::Cancel => done(self.cancel(&name).await),
             Steer::Compact => done(self.compact(&name).await),
             Steer::CompactNotes => done(self.compact_notes(&name).await),
-            // Granted when the agent runs here; the channel opens the shell.
-            Steer::Shell { .. } => done(self.check_shell(&name)),
+            // Granted when the agent runs here, answered with the TLS
+            // certificate the asking node is to pin; the channel opens the shell.
+            Steer::Shell { .. } => {
+                self.check_shell(&name)?;
+                let identity = crate::node_shell::identity().map_err(Error::Refused)?;
+                Ok(identity.fingerprint().to_owned())
+            }
             _ => unreachable!("handled above"),
         }
     }
