@@ -1135,3 +1135,54 @@ fn an_operator_inbox_at_its_cap_is_told_to_the_operator() {
     );
     assert_eq!(r["ok"], true, "{r}");
 }
+
+/// An agent fills its own inbox with bodies at the size cap, of a byte JSON
+/// writes six times over (`\u0001`), then asks for a thousand at once: the
+/// daemon builds (and, for an agent that never reads, holds) one answer per
+/// connection, so each answer carries at most `RECV_MAX_BYTES` of bodies,
+/// not hundreds of MiB. Nothing is lost: the rest come with the next recv.
+#[test]
+fn an_agents_recv_answer_is_bounded_in_bytes_whatever_it_asks_for() {
+    use hive_sh4re::limits::{MAX_BODY_BYTES, RECV_MAX_BYTES};
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "mallory"]);
+    hive.ok(&["pause", "mallory"]);
+    let body = "\u{1}".repeat(MAX_BODY_BYTES);
+    let sent = 40;
+    for _ in 0..sent {
+        let r = agent_call(
+            &hive,
+            "mallory",
+            json!({"op": "send", "to": "mallory", "body": body}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let sock = hive.run_dir().join("agents/mallory/agent.sock");
+    let mut c = common::Conn::open(&sock);
+    let mut got = 0;
+    let mut answers = 0;
+    loop {
+        c.send(&json!({"op": "recv", "max": 1000}).to_string());
+        let line = c.recv();
+        assert!(
+            line.len() < 7 * RECV_MAX_BYTES,
+            "one recv answer of {} bytes",
+            line.len()
+        );
+        let n = serde_json::from_str::<Value>(&line).unwrap()["messages"]
+            .as_array()
+            .unwrap()
+            .len();
+        if n == 0 {
+            break;
+        }
+        assert!(
+            n <= RECV_MAX_BYTES / MAX_BODY_BYTES,
+            "{n} bodies in one answer"
+        );
+        got += n;
+        answers += 1;
+    }
+    assert_eq!(got, sent, "every message came, once");
+    assert!(answers >= 3, "{answers} answers");
+}

@@ -17,6 +17,10 @@ pub const NAP_MAX_SECONDS: u64 = 6 * 3600;
 
 /// Most messages one `recv` returns.
 pub const RECV_MAX: u32 = 1000;
+/// Most bytes of bodies one `recv` returns (the first message whatever its
+/// size): a thousand bodies at the size cap, written out as JSON, would be
+/// hundreds of MiB held for one answer. The rest wait for the next `recv`.
+pub const RECV_MAX_BYTES: usize = 1024 * 1024;
 /// Messages an agent's `recv` returns when it names no `max`.
 pub const RECV_DEFAULT: u32 = 20;
 

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Inner, Result, Store, StoreError, Tail};
 use crate::clock::now_ms;
+use hive_sh4re::limits::RECV_MAX_BYTES;
 
 /// A stored message.
 #[derive(Debug, Clone, PartialEq)]
@@ -240,16 +241,24 @@ impl Store {
         }
     }
 
-    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
+    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`,
+    /// oldest first, and no more than [`RECV_MAX_BYTES`] of bodies (the
+    /// first message whatever its size).
     pub fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
         let mut g = self.lock();
         let out = {
             let mut st = g.conn.prepare_cached(&format!(
-                "UPDATE messages SET delivered_at = ?1 WHERE id IN (SELECT id FROM messages \
-                 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3) \
+                "UPDATE messages SET delivered_at = ?1 WHERE id IN (\
+                 SELECT id FROM (SELECT id, n, sum(n) OVER (ORDER BY id) AS upto FROM (\
+                 SELECT id, length(CAST(body AS BLOB)) AS n FROM messages \
+                 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3)) \
+                 WHERE upto - n < ?4) \
                  RETURNING {COLUMNS}"
             ))?;
-            let rows = st.query_map(params![now_ms(), recipient, max], row)?;
+            let rows = st.query_map(
+                params![now_ms(), recipient, max, RECV_MAX_BYTES as i64],
+                row,
+            )?;
             let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
             v.sort_by_key(|m| m.id);
             v

@@ -13,6 +13,7 @@ use super::wakes::CHANNEL;
 use super::{PgStore, count, delete_chunked, group, vacuum_unlock};
 use crate::clock::now_ms;
 use crate::store::{MessageRow, Result, SendError, SendNote, Sent, StoreError, Tail};
+use hive_sh4re::limits::RECV_MAX_BYTES;
 
 const COLUMNS: &str = "id, sender, recipient, body, created_at, delivered_at";
 
@@ -43,13 +44,21 @@ fn rows(v: Vec<Row>) -> Vec<MessageRow> {
 /// planner then read that whole index (every undelivered message of the
 /// hive, and those not yet vacuumed away) beside the primary key: 1.4 ms a
 /// `recv` after a burst, where the primary key alone takes a few pages.
-const NEXT_UNCLAIMED: &str = "SELECT id FROM messages WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
+/// With each id, its body's size in bytes (`n`).
+const NEXT_UNCLAIMED: &str = "SELECT id, octet_length(body) AS n FROM messages \
+     WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
      ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
 
-/// `recv`'s statement: `$1` now, `$2` the recipient, `$3` the most to take.
+/// `recv`'s statement: `$1` now, `$2` the recipient, `$3` the most to take,
+/// `$4` the most body bytes to take (the first message whatever its size).
+/// A window cannot share a query with FOR UPDATE: the rows are locked
+/// first (`c`), then counted (`k`); those past the bytes are left, unlocked
+/// at the statement's commit.
 pub(crate) fn recv_sql() -> String {
     format!(
-        "WITH d AS (UPDATE messages SET delivered_at = $1 WHERE id = ANY(ARRAY({NEXT_UNCLAIMED})) \
+        "WITH c AS ({NEXT_UNCLAIMED}), \
+         k AS (SELECT id FROM (SELECT id, n, sum(n) OVER (ORDER BY id) AS upto FROM c) w WHERE upto - n < $4), \
+         d AS (UPDATE messages SET delivered_at = $1 WHERE id = ANY(ARRAY(SELECT id FROM k)) \
            RETURNING {COLUMNS}), \
          m AS (UPDATE mailboxes SET depth = GREATEST(depth - (SELECT count(*) FROM d), 0) \
            WHERE recipient = $2 AND EXISTS (SELECT 1 FROM d)) \
@@ -147,12 +156,14 @@ impl PgStore {
         answer.result
     }
 
-    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`, oldest first.
+    /// Reads and acknowledges up to `max` unclaimed messages of `recipient`,
+    /// oldest first, and no more than [`RECV_MAX_BYTES`] of bodies.
     pub async fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
         let c = self.client().await?;
         let st = c.prepare_cached(&recv_sql()).await?;
+        let bytes = RECV_MAX_BYTES as i64;
         let got = c
-            .query(&st, &[&now_ms(), &recipient, &i64::from(max)])
+            .query(&st, &[&now_ms(), &recipient, &i64::from(max), &bytes])
             .await?;
         Ok(rows(got))
     }

@@ -55,8 +55,8 @@ async fn a_recv_and_a_claim_update_the_rows_they_took_by_id_not_every_waiting_me
         (
             "recv",
             crate::store::pg::recv_sql(),
-            "bigint, text, bigint",
-            "1, 'r', 10",
+            "bigint, text, bigint, bigint",
+            "1, 'r', 10, 1048576",
         ),
         (
             "claim",

@@ -131,6 +131,30 @@ both! {
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 0);
     }
 
+    async fn a_recv_takes_bodies_up_to_its_byte_bound_and_leaves_the_rest_waiting(f) {
+        use hive_sh4re::limits::{MAX_BODY_BYTES, RECV_MAX_BYTES};
+        let s = f.open().await;
+        // Bodies at the size cap, bytes that JSON writes six times over.
+        let big = "\u{1}".repeat(MAX_BODY_BYTES);
+        let fit = RECV_MAX_BYTES / MAX_BODY_BYTES;
+        let mut sent = vec![];
+        for _ in 0..fit + 5 {
+            sent.push(s.send("mallory", "alice", &big).await.unwrap());
+        }
+        let small = s.send("bob", "alice", "small").await.unwrap();
+        let first = s.recv("alice", 1000).await.unwrap();
+        assert_eq!(ids(&first), sent[..fit], "one recv takes what fits in the bound");
+        assert_eq!(s.inbox_depth("alice").await.unwrap(), 6, "the rest wait");
+        let rest = s.recv("alice", 1000).await.unwrap();
+        assert_eq!(ids(&rest), [&sent[fit..], &[small][..]].concat());
+        // One message is taken whatever its size, so none is stuck.
+        let huge = "x".repeat(RECV_MAX_BYTES + 1);
+        let one = s.send("mallory", "alice", &huge).await.unwrap();
+        let two = s.send("mallory", "alice", "after").await.unwrap();
+        assert_eq!(ids(&s.recv("alice", 1000).await.unwrap()), [one]);
+        assert_eq!(ids(&s.recv("alice", 1000).await.unwrap()), [two]);
+    }
+
     async fn claimed_messages_come_back_after_release_until_acked(f) {
         let s = f.open().await;
         let a = s.send("bob", "alice", "hi").await.unwrap();
