@@ -120,6 +120,12 @@ pub struct Settings {
 /// The hive's turn time limit unless `serve --turn-timeout` sets another.
 pub const DEFAULT_TURN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// What a stored event costs whatever its payload (its row, its indexes),
+/// in bytes, as an agent's history budget counts it: counted by payload
+/// alone, a line of tiny events (`"payload":0`) was tens of thousands of
+/// rows for a few bytes each.
+pub const EVENT_ROW_BYTES: usize = 256;
+
 /// The hive daemon's state and operations: the one gate to the store.
 pub struct Hive {
     store: Db,
@@ -730,15 +736,19 @@ impl Hive {
     }
 
     /// Stores what an agent's harness reports, up to
-    /// [`HISTORY_BYTES_PER_MINUTE`](hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE):
-    /// past it the rest of the minute's reports are dropped and the first
-    /// drop is noted in the agent's history.
+    /// [`HISTORY_BYTES_PER_MINUTE`](hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE),
+    /// each event counted as at least [`EVENT_ROW_BYTES`]: past it the rest
+    /// of the minute's reports are dropped and the first drop is noted in
+    /// the agent's history.
     pub async fn add_harness_events(
         &self,
         agent: &AgentName,
         items: &[(EventKind, String)],
     ) -> Result<()> {
-        let bytes = items.iter().map(|(_, p)| p.len() as u64).sum();
+        let bytes = items
+            .iter()
+            .map(|(k, p)| (k.as_str().len() + p.len()).max(EVENT_ROW_BYTES) as u64)
+            .sum();
         match self.history_rate.take(agent.as_str(), bytes) {
             crate::throttle::Take::Taken => {
                 self.add_events(agent, items).await?;

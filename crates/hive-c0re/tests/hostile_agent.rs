@@ -661,6 +661,44 @@ fn an_agent_reporting_history_without_end_stores_a_bounded_amount_a_minute() {
     assert!(history_bytes(&hive, "bob") > 1 << 20, "bob's reports go in");
 }
 
+/// The same budget, spent on events of no size: a line of 30,000
+/// `"payload":0` events was 30,000 rows for a few bytes each, so a minute's
+/// budget stored millions of rows. Each event counts as at least a row's
+/// cost, so a minute stores a bounded number of them.
+#[test]
+fn an_agent_reporting_tiny_events_without_end_stores_a_bounded_number_a_minute() {
+    use hive_c0re::hive::EVENT_ROW_BYTES;
+    use hive_sh4re::limits::HISTORY_BYTES_PER_MINUTE;
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "alice"]);
+    let items: Vec<Value> = (0..30_000)
+        .map(|_| json!({"kind": "stream", "payload": 0}))
+        .collect();
+    let line = json!({"op": "events", "items": items});
+    for _ in 0..10 {
+        let r = agent_call(&hive, "alice", line.clone());
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE agent = 'alice' AND kind = 'stream'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let stored = stored as u64;
+    let most = HISTORY_BYTES_PER_MINUTE / EVENT_ROW_BYTES as u64;
+    assert!(
+        stored <= most,
+        "alice stored {stored} events in a minute (at most {most})"
+    );
+    assert!(
+        stored >= 30_000,
+        "what fits in the minute is kept: {stored}"
+    );
+}
+
 /// Whatever the rate, an agent's history is kept to its byte budget
 /// (`--events-keep-mib`): the vacuum drops its oldest events, not its newest.
 #[test]
