@@ -81,6 +81,14 @@ pub struct ServeArgs {
         value_name = "MIB"
     )]
     pub events_keep_mib: u64,
+    /// Figures (turns' statistics) kept per agent, the newest.
+    #[arg(
+        long,
+        env = "HIVE_STATS_KEEP",
+        default_value_t = 1_000_000,
+        value_name = "N"
+    )]
+    pub stats_keep: u64,
     /// Delivered messages kept per recipient.
     #[arg(
         long,
@@ -647,6 +655,7 @@ impl Resolved {
                 events_keep: a.events_keep,
                 events_keep_bytes: a.events_keep_mib.saturating_mul(1024 * 1024),
                 delivered_keep: a.delivered_keep,
+                stats_keep: a.stats_keep,
                 max_age_ms: (a.history_days as i64) * 24 * 3600 * 1000,
                 ..Limits::default()
             },

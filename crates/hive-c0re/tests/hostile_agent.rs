@@ -1224,3 +1224,76 @@ fn an_agents_recv_answer_is_bounded_in_bytes_whatever_it_asks_for() {
     assert_eq!(got, sent, "every message came, once");
     assert!(answers >= 3, "{answers} answers");
 }
+
+/// An agent ending turns as fast as it may, each with the most tools a turn
+/// keeps, stores its figures a row per tool: the age limit alone let it keep
+/// hundreds of millions (GBs a day). The vacuum keeps each agent's newest
+/// `--stats-keep`.
+#[test]
+fn an_agents_figures_are_kept_to_its_newest_rows_however_fast_it_reports() {
+    use hive_sh4re::limits::TURN_TOOLS_MAX;
+    const KEEP: i64 = 200;
+    let (_bin, mut env) = common::idle_harness();
+    env.extend([
+        ("HIVE_STATS_KEEP".to_owned(), KEEP.to_string()),
+        ("HIVE_VACUUM_SECS".to_owned(), "1".to_owned()),
+    ]);
+    let hive = TestHive::start_with(Opts {
+        env,
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    let tools: serde_json::Map<String, Value> = (0..TURN_TOOLS_MAX)
+        .map(|i| (format!("tool{i}"), json!(1)))
+        .collect();
+    let end = json!({
+        "op": "turn_end",
+        "outcome": "release",
+        "stats": {
+            "duration_ms": 10, "exit_code": 0, "exit_class": "ok",
+            "tool_calls": tools, "messages_received": 1,
+        },
+    })
+    .to_string();
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let mut c = common::Conn::open(&sock);
+    for i in 0..12 {
+        hive.ok(&["send", "alice", &format!("work {i}")]);
+        c.send(&json!({"op": "next_turn", "wait_ms": 3000}).to_string());
+        let next = c.recv_json();
+        assert!(
+            next["messages"].as_array().is_some_and(|m| !m.is_empty()),
+            "{next}"
+        );
+        c.send(&end);
+        let ended = c.recv_json();
+        assert_eq!(ended["ok"], true, "{ended}");
+    }
+    let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
+    let rows = || -> i64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM stats WHERE agent = 'alice'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // 12 turns wrote 12 * 64 rows of tools; the rows of one instant (a
+    // turn's) stay together, so the cap may be passed by one turn's.
+    let bound = KEEP + 2 * TURN_TOOLS_MAX as i64;
+    assert!(12 * TURN_TOOLS_MAX as i64 > 2 * bound);
+    hive.wait_for("the vacuum to keep alice's newest figures", 30, |_| {
+        rows() <= bound
+    });
+    let newest: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM stats WHERE agent = 'alice' AND key = 'tool.tool63'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(newest >= 1, "the newest turn's figures are kept");
+}

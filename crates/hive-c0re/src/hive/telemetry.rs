@@ -150,6 +150,12 @@ impl Hive {
             .store
             .stats_since(agent.map(|a| a.as_str()), since)
             .await?;
+        // A read cut at its bound covers less than the window asked for: the
+        // summary says so by where it starts.
+        let since = match rows.first() {
+            Some(oldest) if rows.len() >= crate::store::STATS_READ_MAX => oldest.ts,
+            _ => since,
+        };
         let mut by_agent: BTreeMap<&str, Vec<&StatRow>> = BTreeMap::new();
         for r in &rows {
             by_agent.entry(r.agent.as_str()).or_default().push(r);

@@ -56,7 +56,7 @@ pub use questions::QuestionRow;
 pub use requests::{NewRequest, RequestRow};
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
-pub use stats::{HIVE_WIDE, StatRow};
+pub use stats::{HIVE_WIDE, STATS_READ_MAX, StatRow};
 pub use wake::{Wake, Wakes};
 
 /// Errors of the store.
@@ -171,6 +171,10 @@ pub struct Limits {
     pub events_keep_bytes: u64,
     /// Age after which delivered messages, events and stats are dropped, in ms.
     pub max_age_ms: i64,
+    /// Figures (`stats` rows) kept per agent, the newest: the harness reports
+    /// them, at up to 120 turns a minute, so the age limit alone let one
+    /// agent keep hundreds of millions.
+    pub stats_keep: u64,
     /// Notifications kept however young: past it the read ones and those an
     /// agent caused at will go first, the hive's own unread ones only past
     /// [`NOTIFICATIONS_HARD_CAP`] times it.
@@ -205,6 +209,7 @@ impl Default for Limits {
             events_keep: 50_000,
             events_keep_bytes: 256 * 1024 * 1024,
             max_age_ms: 30 * 24 * 3600 * 1000,
+            stats_keep: 1_000_000,
             notifications_keep: 10_000,
         }
     }

@@ -2,12 +2,18 @@
 
 use rusqlite::params;
 
+use rusqlite::OptionalExtension;
+
 use super::{Result, Spend, Store};
 use crate::clock::{day_of, now_ms};
 
 /// The `stats` rows' agent for hive-wide figures, and the hive's scope of a
 /// budget ('#' never starts an agent name).
 pub const HIVE_WIDE: &str = "#hive";
+
+/// Most figures one read of them (`stats_since`) returns, the newest: a
+/// summary over a long window of many busy agents stays this size.
+pub const STATS_READ_MAX: usize = 500_000;
 
 /// A stored figure.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,13 +60,15 @@ impl Store {
         Ok(spend)
     }
 
-    /// Figures since `since` (ms), of one agent or all, oldest first.
+    /// Figures since `since` (ms), of one agent or all, oldest first: the
+    /// newest [`STATS_READ_MAX`] of them at most.
     pub fn stats_since(&self, agent: Option<&str>, since: i64) -> Result<Vec<StatRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(
-            "SELECT agent, ts, key, value FROM stats WHERE (?1 IS NULL OR agent = ?1) AND ts >= ?2 ORDER BY ts",
+            "SELECT agent, ts, key, value FROM (SELECT agent, ts, key, value FROM stats \
+             WHERE (?1 IS NULL OR agent = ?1) AND ts >= ?2 ORDER BY ts DESC LIMIT ?3) ORDER BY ts",
         )?;
-        let rows = st.query_map(params![agent, since], |r| {
+        let rows = st.query_map(params![agent, since, STATS_READ_MAX as i64], |r| {
             Ok(StatRow {
                 agent: r.get(0)?,
                 ts: r.get(1)?,
@@ -71,10 +79,35 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Drops figures past the age limit.
+    /// Drops figures past the age limit or beyond the per-agent cap
+    /// ([`Limits::stats_keep`](super::Limits)).
     pub fn vacuum_stats(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
-        let n = self.delete_chunked("stats", "ts < ?1", params![cutoff])?;
+        let mut n = self.delete_chunked("stats", "ts < ?1", params![cutoff])?;
+        // The offset of the oldest row kept; rows of its instant stay with it.
+        let keep = i64::try_from(self.limits.stats_keep.saturating_sub(1)).unwrap_or(i64::MAX);
+        let agents: Vec<String> = {
+            let g = self.lock();
+            let mut st = g
+                .conn
+                .prepare("SELECT DISTINCT agent FROM stats WHERE agent != ?1")?;
+            st.query_map(params![HIVE_WIDE], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for agent in agents {
+            let oldest_kept: Option<i64> = self
+                .lock()
+                .conn
+                .query_row(
+                    "SELECT ts FROM stats WHERE agent = ?1 ORDER BY ts DESC LIMIT 1 OFFSET ?2",
+                    params![agent, keep],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(ts) = oldest_kept {
+                n += self.delete_chunked("stats", "agent = ?1 AND ts < ?2", params![agent, ts])?;
+            }
+        }
         // A day's total goes with the last of its figures.
         self.lock().conn.execute(
             "DELETE FROM spend_days WHERE day < ?1",

@@ -2,7 +2,7 @@
 
 use super::{PgStore, delete_chunked, vacuum_unlock};
 use crate::clock::{day_of, now_ms};
-use crate::store::{Result, Spend, StatRow};
+use crate::store::{HIVE_WIDE, Result, STATS_READ_MAX, Spend, StatRow};
 
 impl PgStore {
     /// Records figures of one agent at one instant, in one multi-row insert;
@@ -52,16 +52,18 @@ impl PgStore {
         Ok(spend)
     }
 
-    /// Figures since `since` (ms), of one agent or all, oldest first.
+    /// Figures since `since` (ms), of one agent or all, oldest first: the
+    /// newest [`STATS_READ_MAX`] of them at most.
     pub async fn stats_since(&self, agent: Option<&str>, since: i64) -> Result<Vec<StatRow>> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT agent, ts, key, value FROM stats \
-                 WHERE ($1::text IS NULL OR agent = $1) AND ts >= $2 ORDER BY ts",
+                "SELECT agent, ts, key, value FROM (SELECT agent, ts, key, value FROM stats \
+                 WHERE ($1::text IS NULL OR agent = $1) AND ts >= $2 ORDER BY ts DESC LIMIT $3) s \
+                 ORDER BY ts",
             )
             .await?;
-        Ok(c.query(&st, &[&agent, &since])
+        Ok(c.query(&st, &[&agent, &since, &(STATS_READ_MAX as i64)])
             .await?
             .iter()
             .map(|r| StatRow {
@@ -73,16 +75,40 @@ impl PgStore {
             .collect())
     }
 
-    /// Drops figures past the age limit, and the days' totals with the last
-    /// of their figures. One node at a time.
+    /// Drops figures past the age limit or beyond the per-agent cap, and the
+    /// days' totals with the last of their figures. One node at a time.
     pub async fn vacuum_stats(&self) -> Result<usize> {
         let cutoff = now_ms() - self.limits.max_age_ms;
         let Some(client) = self.vacuum_lock().await? else {
             return Ok(0);
         };
         let c = &client;
+        // The offset of the oldest row kept; rows of its instant stay with it.
+        let keep = i64::try_from(self.limits.stats_keep.saturating_sub(1)).unwrap_or(i64::MAX);
         let result: Result<usize> = async {
-            let n = delete_chunked(c, "stats", "ts < $1", &[&cutoff]).await?;
+            let mut n = delete_chunked(c, "stats", "ts < $1", &[&cutoff]).await?;
+            let agents: Vec<String> = c
+                .query(
+                    "SELECT DISTINCT agent FROM stats WHERE agent != $1",
+                    &[&HIVE_WIDE],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for agent in agents {
+                let oldest_kept = c
+                    .query_opt(
+                        "SELECT ts FROM stats WHERE agent = $1 ORDER BY ts DESC LIMIT 1 OFFSET $2",
+                        &[&agent, &keep],
+                    )
+                    .await?
+                    .map(|r| r.get::<_, i64>(0));
+                if let Some(ts) = oldest_kept {
+                    n += delete_chunked(c, "stats", "agent = $1 AND ts < $2", &[&agent, &ts])
+                        .await?;
+                }
+            }
             c.execute("DELETE FROM spend_days WHERE day < $1", &[&day_of(cutoff)])
                 .await?;
             Ok(n)

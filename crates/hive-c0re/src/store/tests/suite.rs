@@ -444,6 +444,28 @@ both! {
         assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "unread");
     }
 
+    async fn vacuum_keeps_each_agents_newest_figures_to_the_cap(f) {
+        use crate::store::HIVE_WIDE;
+        let s = f.open_with(Limits { stats_keep: 3, ..Limits::default() }).await;
+        for i in 0..6 {
+            s.add_stats("mallory", &[("turn.duration_ms", f64::from(i))]).await.unwrap();
+            s.add_stats(HIVE_WIDE, &[("approvals.pending", f64::from(i))]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        s.add_stats("bob", &[("turn.duration_ms", 7.0)]).await.unwrap();
+        assert_eq!(s.vacuum_stats().await.unwrap(), 3);
+        let values = |agent: &'static str| {
+            let s = &s;
+            async move {
+                let rows = s.stats_since(Some(agent), 0).await.unwrap();
+                rows.iter().map(|r| r.value).collect::<Vec<f64>>()
+            }
+        };
+        assert_eq!(values("mallory").await, [3.0, 4.0, 5.0], "the newest are kept");
+        assert_eq!(values("bob").await, [7.0], "another agent's stay");
+        assert_eq!(values(HIVE_WIDE).await.len(), 6, "the hive's own are not an agent's");
+    }
+
     async fn recent_messages_are_the_newest_oldest_first(f) {
         let s = f.open().await;
         let a = s.send("alice", "bob", "1").await.unwrap();
