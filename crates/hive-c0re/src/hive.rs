@@ -30,7 +30,7 @@ pub mod turns;
 pub mod wakes;
 
 pub use approvals::approval_wire;
-pub use messages::message_wire;
+pub use messages::{SHOWN_BODY_CHARS, message_wire};
 pub use questions::question_wire;
 
 use std::sync::Arc;

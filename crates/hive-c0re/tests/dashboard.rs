@@ -834,3 +834,54 @@ fn a_flood_of_silent_connections_holds_a_bounded_number_of_places_for_a_short_ti
     );
     assert_eq!(again.status, 200);
 }
+
+/// An agent's messages to the operator at the size cap, of a byte the
+/// dashboard writes out twelve times over (ESC as `⟨U+001B⟩`): the operator's
+/// inbox, sent anew to every viewer at each message, was 50 of them, about
+/// 38 MiB a frame. Each body is shown clipped; `recv` still reads it whole.
+#[test]
+fn the_dashboard_shows_each_message_clipped_however_its_body_is_spelled() {
+    use hive_c0re::hive::SHOWN_BODY_CHARS;
+    use hive_sh4re::limits::MAX_BODY_BYTES;
+    let hive = dashboard_hive(0);
+    hive.ok(&["spawn", "mallory"]);
+    let body = "\u{1b}".repeat(MAX_BODY_BYTES);
+    for _ in 0..5 {
+        let r = common::agent_call(
+            &hive,
+            "mallory",
+            serde_json::json!({"op": "send", "to": "operator", "body": body}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let (addr, _) = urls(&hive.ok(&["urls"]));
+    let token = token_of(&hive);
+    let a = request(
+        &addr,
+        "GET",
+        "/api/operator/messages",
+        &[&format!("X-Hive-Token: {token}")],
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let shown: Vec<serde_json::Value> = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(shown.len(), 5);
+    for m in &shown {
+        let b = m["body"].as_str().unwrap();
+        assert!(b.starts_with("⟨U+001B⟩"), "{}", &b[..40]);
+        assert!(
+            b.chars().count() <= SHOWN_BODY_CHARS,
+            "{} characters shown",
+            b.chars().count()
+        );
+    }
+    assert!(
+        a.body.len() < 5 * 4 * SHOWN_BODY_CHARS,
+        "{} bytes",
+        a.body.len()
+    );
+    let read = hive.request(serde_json::json!({"cmd": "recv", "max": 1}));
+    assert_eq!(
+        read["messages"][0]["body"].as_str().unwrap().len(),
+        MAX_BODY_BYTES
+    );
+}

@@ -29,6 +29,10 @@ use hive_sh4re::limits::{MAX_BODY_BYTES, MAX_SEND_KEY_BYTES, RECV_MAX};
 /// Characters of an operator's message repeated in the agent's history.
 const NOTED_CHARS: usize = 300;
 
+/// Most characters of a body a list of messages shows (the dashboard's
+/// inboxes); `recv` reads it whole.
+pub const SHOWN_BODY_CHARS: usize = 8000;
+
 impl Hive {
     /// Sends `body` from `from` to `to`, enforcing the sender's allow-list; returns the message id.
     pub async fn send(&self, from: &Mailbox, to: &Mailbox, body: &str) -> Result<i64> {
@@ -231,7 +235,8 @@ impl Hive {
         }
     }
 
-    /// The newest `limit` messages to or from `mailbox`, oldest first, acknowledging none.
+    /// The newest `limit` messages to or from `mailbox`, oldest first,
+    /// acknowledging none, each body shown to [`SHOWN_BODY_CHARS`].
     /// (Each says whether it is still pending: the dashboard labels them.)
     pub async fn recent_messages(&self, mailbox: &Mailbox, limit: u32) -> Result<Vec<Message>> {
         Ok(self
@@ -242,8 +247,12 @@ impl Hive {
             .map(|m| Message {
                 pending: Some(m.delivered_at.is_none()),
                 // What reads otherwise than it is (a bidi override, a
-                // zero-width character) is written out on the dashboard.
-                body: hive_sh4re::text::visible(&m.body).into_owned(),
+                // zero-width character) is written out on the dashboard,
+                // then clipped: written out, a body of control characters
+                // is twelve times its size, and the dashboard sends the
+                // list anew at each message.
+                body: hive_sh4re::text::clip(&hive_sh4re::text::visible(&m.body), SHOWN_BODY_CHARS)
+                    .into_owned(),
                 ..message_wire(m)
             })
             .collect())
