@@ -270,6 +270,9 @@ async fn handle(
             attempt,
             max_retries,
         } => {
+            if !hive.take_state_report(name) {
+                return Ok(AgentResponse::ok());
+            }
             let error: String = error.chars().take(100).collect();
             AgentResponse {
                 give_up: hive
@@ -284,7 +287,9 @@ async fn handle(
         } => {
             // At most a day: the figure is the harness's, and only shown.
             let retry_in = Duration::from_millis(retry_in_ms.min(86_400_000));
-            hive.api_backoff(name, retry_in, &reason).await?;
+            if hive.take_state_report(name) {
+                hive.api_backoff(name, retry_in, &reason).await?;
+            }
             AgentResponse::ok()
         }
         AgentRequest::State { state, model } => {
@@ -311,7 +316,9 @@ async fn handle(
                     "{shown:?} is not a model name (1-100 letters, digits, '-', '.', '_', ':', '[', ']')"
                 )));
             }
-            hive.set_state(name, state, model.as_deref()).await?;
+            if hive.take_state_report(name) {
+                hive.set_state(name, state, model.as_deref()).await?;
+            }
             AgentResponse::ok()
         }
         AgentRequest::Events { items } => {

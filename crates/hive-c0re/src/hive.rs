@@ -172,6 +172,8 @@ pub struct Hive {
     questions_rate: crate::throttle::PerMinute,
     /// How many status lines each agent set this minute.
     status_rate: crate::throttle::PerMinute,
+    /// Each agent's reports of its state (`state`, `api_retry`, `backoff`) this minute.
+    state_rate: crate::throttle::PerMinute,
     /// The shell requests this node granted lately, and when: a knock at
     /// the node shell route for any other id is refused without a read of
     /// the store (anyone on the network can knock).
@@ -241,6 +243,9 @@ impl Hive {
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
             status_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATUS_PER_MINUTE),
+            state_rate: crate::throttle::PerMinute::new(
+                hive_sh4re::limits::STATE_REPORTS_PER_MINUTE,
+            ),
             shell_grants: Default::default(),
             questions_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,
@@ -773,6 +778,28 @@ impl Hive {
     pub async fn record(&self, agent: &AgentName, event: &Payload) -> Result<()> {
         self.add_events(agent, &[event_row(event)]).await?;
         Ok(())
+    }
+
+    /// Whether a report of `agent`'s harness about its state (`state`,
+    /// `api_retry`, `backoff`) is taken: each is a write of the agent's row
+    /// and an event, and every viewer reads the agent again. Past
+    /// [`STATE_REPORTS_PER_MINUTE`](hive_sh4re::limits::STATE_REPORTS_PER_MINUTE)
+    /// the rest of the minute's are answered but not recorded (the harness
+    /// stops its turn on a refusal), and the first is told in the log.
+    pub fn take_state_report(&self, agent: &AgentName) -> bool {
+        match self.state_rate.take(agent.as_str(), 1) {
+            crate::throttle::Take::Taken => true,
+            crate::throttle::Take::Refused { first } => {
+                if first {
+                    tracing::warn!(
+                        agent = %agent,
+                        "the harness reported its state more than {} times this minute: the rest of the minute's are not recorded",
+                        hive_sh4re::limits::STATE_REPORTS_PER_MINUTE
+                    );
+                }
+                false
+            }
+        }
     }
 
     /// Records a state change as state and as an event.

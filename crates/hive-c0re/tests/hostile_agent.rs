@@ -1297,3 +1297,55 @@ fn an_agents_figures_are_kept_to_its_newest_rows_however_fast_it_reports() {
         .unwrap();
     assert!(newest >= 1, "the newest turn's figures are kept");
 }
+
+/// An agent reporting its state without pause: each report was two synced
+/// writes (its row and an event) and a refresh of every viewer, with no
+/// bound, so one agent could take the disk's whole write rate. Past the
+/// minute's bound its reports are answered (a refusal would stop an honest
+/// harness's turn) and not recorded.
+#[test]
+fn an_agent_reporting_its_state_without_end_has_a_bounded_number_recorded() {
+    use hive_sh4re::limits::STATE_REPORTS_PER_MINUTE;
+    let (_bin, env) = common::idle_harness();
+    let hive = TestHive::start_with(Opts {
+        env,
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
+    let states = || -> i64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM events WHERE agent = 'alice' AND kind = 'state'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let before = states();
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let mut c = common::Conn::open(&sock);
+    let sent = STATE_REPORTS_PER_MINUTE + 200;
+    for i in 0..sent {
+        let state = if i % 2 == 0 { "thinking" } else { "idle" };
+        c.send(&json!({"op": "state", "state": state}).to_string());
+        let r = c.recv_json();
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let recorded = states() - before;
+    assert!(
+        recorded <= i64::from(STATE_REPORTS_PER_MINUTE),
+        "{recorded} of {sent} state reports recorded in a minute"
+    );
+    assert!(
+        recorded >= i64::from(STATE_REPORTS_PER_MINUTE) / 2,
+        "{recorded}"
+    );
+    assert!(
+        hive.log().contains("reported its state more than"),
+        "{}",
+        hive.log()
+    );
+}

@@ -122,6 +122,9 @@ pub const TURN_ERROR_MAX_CHARS: usize = 4000;
 /// Most `set_status` lines an agent may set a minute: each one is a write,
 /// and a wake every other node reads the agent again for.
 pub const STATUS_PER_MINUTE: u32 = 60;
+/// Most reports of its state (`state`, `api_retry`, `backoff`) an agent's
+/// harness has recorded a minute: a turn makes a few, and each is two writes.
+pub const STATE_REPORTS_PER_MINUTE: u32 = 600;
 /// Most bytes of history (event payloads) one agent's harness has stored a
 /// minute: claude's busiest turns write a few; past it the rest of the minute's
 /// are dropped (and the drop noted once), so one agent cannot fill the disk.
