@@ -32,7 +32,9 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 /// and an escape sequence in it could move the cursor over what was
 /// printed, retitle the window or set the clipboard to a command to paste;
 /// a bidi override or a zero-width character makes it read otherwise than
-/// it is.
+/// it is. (`hive-c0re shell` keeps what a terminal program needs, colours
+/// and the cursor's moves, and drops the rest:
+/// [`hive_sh4re::text::terminal`].)
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = hive_sh4re::text::shows_nothing;
     if !s.chars().any(unsafe_char) {
