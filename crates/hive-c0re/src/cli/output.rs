@@ -279,10 +279,29 @@ pub fn api_backoff(b: &hive_sh4re::host::ApiBackoff) {
     );
 }
 
-/// Messages as people read them.
+/// Messages as people read them: a line each, a body's further lines
+/// indented under it, so none can pass for another message's (`--json`
+/// keeps the body as it is).
 pub fn messages(msgs: &[Message]) {
     for m in msgs {
-        out!("#{} {} {} -> {}: {}", m.id, m.sent_at, m.from, m.to, m.body);
+        out!(
+            "#{} {} {} -> {}: {}",
+            m.id,
+            m.sent_at,
+            m.from,
+            m.to,
+            hanging(&m.body)
+        );
+    }
+}
+
+/// `text` with each line after its first indented two spaces: what an agent
+/// wrote, printed after a line's own start, can then begin no line of its own.
+fn hanging(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\n') {
+        std::borrow::Cow::Owned(text.replace('\n', "\n  "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
