@@ -9,15 +9,17 @@
 //! (the alternate screen, mouse tracking) outlives the shell. An interactive
 //! shell, vim or less still need colours and the cursor moved (CSI).
 //!
-//! So [`TerminalFilter`] passes text and control sequences (CSI) but window
-//! operations, drops every string (OSC, DCS, SOS, PM, APC, and screen's
-//! `ESC k` title) whole, and drops a switch of the terminal's character
-//! coding (`ESC %`, after which bytes inside UTF-8 characters would act as
-//! controls). C1 controls (raw, or written as UTF-8) are read as their
-//! `ESC` forms, so they meet the same rules. A sequence may be split across
-//! reads anywhere; what is held between reads is bounded, and a string that
-//! does not end within [`MAX_STRING`] bytes is read as text from there on,
-//! so one that never ends cannot hide the rest of the session.
+//! So [`TerminalFilter`] passes text (whole UTF-8 characters; what is not
+//! UTF-8 as U+FFFD, as a terminal shows it) and control sequences (CSI) but
+//! window operations, drops every string (OSC, DCS, SOS, PM, APC, and
+//! screen's `ESC k` title) whole, and drops a switch of the terminal's
+//! character coding (`ESC %`, after which bytes inside UTF-8 characters
+//! would act as controls). C1 controls written in UTF-8 (U+0080..=U+009F,
+//! which some terminals obey) are read as their `ESC` forms, so they meet
+//! the same rules. A sequence may be split across reads anywhere; what is
+//! held between reads is bounded, and a string that does not end within
+//! [`MAX_STRING`] bytes is read as text from there on, so one that never
+//! ends cannot hide the rest of the session.
 //! [`reset`] puts back the modes a program can leave on.
 //!
 //! Everything else an agent wrote that the CLI prints (messages, events)
@@ -29,6 +31,8 @@ pub const MAX_SEQUENCE: usize = 256;
 pub const MAX_STRING: usize = 64 * 1024;
 
 const ESC: u8 = 0x1b;
+/// U+FFFD, what a terminal shows for bytes that are not UTF-8.
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
 
 /// Filters a shell's output stream for the operator's terminal (see the module doc).
 #[derive(Debug, Default)]
@@ -38,8 +42,10 @@ pub struct TerminalFilter {
     pending: Vec<u8>,
     /// Bytes of the current string dropped so far.
     dropped: usize,
-    /// Continuation bytes the current UTF-8 character still has.
-    utf8_left: u8,
+    /// The UTF-8 character begun and not yet whole: its bytes so far, and how many it has.
+    char_buf: [u8; 4],
+    char_len: usize,
+    char_need: usize,
     /// The program switched to the alternate screen and has not left it.
     alt_screen: bool,
 }
@@ -48,8 +54,6 @@ pub struct TerminalFilter {
 enum State {
     #[default]
     Text,
-    /// A 0xC2 byte held: with 0x80..=0x9F after it, it is a C1 control in UTF-8.
-    C2,
     /// After `ESC`.
     Escape,
     /// `ESC` and intermediate bytes (`ESC ( B`).
@@ -83,16 +87,6 @@ impl TerminalFilter {
     fn byte(&mut self, b: u8, out: &mut Vec<u8>) {
         match self.state {
             State::Text => self.text(b, out),
-            State::C2 => {
-                self.state = State::Text;
-                if (0x80..=0x9f).contains(&b) {
-                    self.c1(b, out);
-                } else {
-                    out.push(0xc2);
-                    self.utf8_left = 1;
-                    self.text(b, out);
-                }
-            }
             State::Escape => self.escape(b, out),
             State::EscapeIntermediate => match b {
                 0x20..=0x2f if self.pending.len() < MAX_SEQUENCE => self.pending.push(b),
@@ -141,31 +135,60 @@ impl TerminalFilter {
         }
     }
 
+    /// Text: whole, well-formed UTF-8 characters only, so no terminal's
+    /// decoder can read a byte of a broken one (0x80..=0x9F) as a control.
     fn text(&mut self, b: u8, out: &mut Vec<u8>) {
+        if self.char_len > 0 {
+            if self.continues(b) {
+                self.char_buf[self.char_len] = b;
+                self.char_len += 1;
+                if self.char_len == self.char_need {
+                    self.character(out);
+                }
+                return;
+            }
+            // A character cut short shows as the terminal would show it; `b` is read afresh.
+            self.char_len = 0;
+            out.extend_from_slice(REPLACEMENT);
+        }
         match b {
-            ESC => {
-                self.utf8_left = 0;
-                self.begin_escape();
-            }
-            0x80..=0xbf if self.utf8_left > 0 => {
-                self.utf8_left -= 1;
-                out.push(b);
-            }
-            // Not inside a character: a C1 control.
-            0x80..=0x9f => self.c1(b, out),
-            0xc2 => {
-                self.utf8_left = 0;
-                self.state = State::C2;
-            }
-            _ => {
-                self.utf8_left = match b {
-                    0xc0..=0xdf => 1,
-                    0xe0..=0xef => 2,
-                    0xf0..=0xf7 => 3,
-                    _ => 0,
-                };
-                out.push(b);
-            }
+            ESC => self.begin_escape(),
+            0x00..=0x7f => out.push(b),
+            0xc2..=0xdf => self.begin_char(b, 2),
+            0xe0..=0xef => self.begin_char(b, 3),
+            0xf0..=0xf4 => self.begin_char(b, 4),
+            // A continuation byte alone, or a byte UTF-8 never has.
+            _ => out.extend_from_slice(REPLACEMENT),
+        }
+    }
+
+    fn begin_char(&mut self, lead: u8, need: usize) {
+        self.char_buf[0] = lead;
+        self.char_len = 1;
+        self.char_need = need;
+    }
+
+    /// Whether `b` may come next in the character held (well-formed UTF-8:
+    /// no overlong form, surrogate or code point past U+10FFFF).
+    fn continues(&self, b: u8) -> bool {
+        let next = match (self.char_len, self.char_buf[0]) {
+            (1, 0xe0) => 0xa0..=0xbf,
+            (1, 0xed) => 0x80..=0x9f,
+            (1, 0xf0) => 0x90..=0xbf,
+            (1, 0xf4) => 0x80..=0x8f,
+            _ => 0x80..=0xbf,
+        };
+        next.contains(&b)
+    }
+
+    /// The character held, whole: passed on, or read as the C1 control it is (U+0080..=U+009F).
+    fn character(&mut self, out: &mut Vec<u8>) {
+        let (buf, n) = (self.char_buf, self.char_need);
+        self.char_len = 0;
+        if buf[0] == 0xc2 && buf[1] <= 0x9f {
+            self.c1(buf[1], out);
+        } else {
+            out.extend_from_slice(&buf[..n]);
         }
     }
 
@@ -316,11 +339,68 @@ mod tests {
     }
 
     #[test]
-    fn raw_c1_controls_are_read_as_escapes_and_characters_stay_whole() {
-        // A raw OSC byte (not inside a character), a raw CSI, and "”" whose
-        // last byte is 0x9D: inside a character it is no control.
-        let out = filter(b"a\x9d2;t\x07b\x9b1mc\xe2\x80\x9dd");
-        assert_eq!(out, b"ab\x1b[1mc\xe2\x80\x9dd");
+    fn c1_controls_are_read_as_escapes_and_characters_stay_whole() {
+        // OSC and CSI as UTF-8 C1 controls, and "”" whose last byte is 0x9D:
+        // inside a character it is no control.
+        let out = filter("a\u{9d}2;t\x07b\u{9b}1mc”d".as_bytes());
+        assert_eq!(out, "ab\x1b[1mc”d".as_bytes());
+        // Alone, the same bytes are no UTF-8.
+        let out = filter(b"a\x9d2;t\x07b\x9b1mc");
+        assert_eq!(out, "a\u{FFFD}2;t\x07b\u{FFFD}1mc".as_bytes());
+    }
+
+    #[test]
+    fn what_is_not_utf8_shows_as_a_replacement_character() {
+        // A lone continuation byte, a cut character, an overlong form, a
+        // surrogate, a lead byte UTF-8 never has.
+        let out = filter(b"a\xbfb\xe2\x80c\xe0\x80\x9dd\xed\xa0\x80e\xffz");
+        let shown = std::str::from_utf8(&out).expect("UTF-8 out");
+        assert!(
+            !shown.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)),
+            "{shown:?}"
+        );
+        assert!(
+            shown.starts_with("a\u{FFFD}b\u{FFFD}c\u{FFFD}"),
+            "{shown:?}"
+        );
+        assert!(shown.ends_with("\u{FFFD}z"), "{shown:?}");
+    }
+
+    /// What comes out is UTF-8 with no C1 control, opens no string, switches
+    /// no coding and leaves no `ESC` unfinished, however the input is cut
+    /// (as `fuzz/fuzz_targets/terminal_filter.rs` checks at length).
+    #[test]
+    fn no_input_gets_a_string_to_the_terminal() {
+        let alphabet = b"\x1b\x1b[]P\\\x07\x18\xc2\x9d\x9b\x9c\xe2\x80\xf0\xbf\xff%(?1;0hlmtkX^_ a";
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let len = (next() % 40) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let whole = filter(&input);
+            let text = std::str::from_utf8(&whole).expect("UTF-8 out");
+            assert!(
+                !text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)),
+                "{input:?} -> {text:?}"
+            );
+            for (i, _) in whole.iter().enumerate().filter(|(_, b)| **b == ESC) {
+                let after = whole.get(i + 1).copied();
+                assert!(
+                    after.is_some_and(|n| !b"]PX^_k%\\\x1b".contains(&n)),
+                    "{input:?} -> {text:?}"
+                );
+            }
+            for cut in 0..=input.len() {
+                assert_eq!(in_pieces(&input, &[cut]), whole, "{input:?} cut at {cut}");
+            }
+        }
     }
 
     #[test]
