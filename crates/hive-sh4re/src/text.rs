@@ -1,7 +1,10 @@
 //! Text an agent wrote, made safe to show the operator: characters that
-//! draw nothing (or reorder or hide what follows) are written out.
+//! draw nothing (or reorder or hide what follows) are written out; and a
+//! shell's bytes filtered for the operator's terminal ([`terminal`]).
 
 use std::borrow::Cow;
+
+pub mod terminal;
 
 /// True for a character a terminal or a browser draws as nothing, or that
 /// changes how what follows reads: controls (but newline and tab), bidi and

@@ -32,7 +32,9 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 /// and an escape sequence in it could move the cursor over what was
 /// printed, retitle the window or set the clipboard to a command to paste;
 /// a bidi override or a zero-width character makes it read otherwise than
-/// it is.
+/// it is. (`hive-c0re shell` keeps what a terminal program needs, colours
+/// and the cursor's moves, and drops the rest:
+/// [`hive_sh4re::text::terminal`].)
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = hive_sh4re::text::shows_nothing;
     if !s.chars().any(unsafe_char) {
@@ -277,10 +279,29 @@ pub fn api_backoff(b: &hive_sh4re::host::ApiBackoff) {
     );
 }
 
-/// Messages as people read them.
+/// Messages as people read them: a line each, a body's further lines
+/// indented under it, so none can pass for another message's (`--json`
+/// keeps the body as it is).
 pub fn messages(msgs: &[Message]) {
     for m in msgs {
-        out!("#{} {} {} -> {}: {}", m.id, m.sent_at, m.from, m.to, m.body);
+        out!(
+            "#{} {} {} -> {}: {}",
+            m.id,
+            m.sent_at,
+            m.from,
+            m.to,
+            hanging(&m.body)
+        );
+    }
+}
+
+/// `text` with each line after its first indented two spaces: what an agent
+/// wrote, printed after a line's own start, can then begin no line of its own.
+fn hanging(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\n') {
+        std::borrow::Cow::Owned(text.replace('\n', "\n  "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 

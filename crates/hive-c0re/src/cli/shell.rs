@@ -6,15 +6,22 @@
 //! terminal back however it ends. Without one, input is passed through and
 //! its end is sent as Ctrl-D, repeated until the shell ends. The exit code is
 //! the shell's.
+//!
+//! What the shell prints is the agent's to choose: it reaches the terminal
+//! through [`TerminalFilter`] (colours and cursor movement, no strings: no
+//! clipboard, link or title), and a terminal on stdout gets the modes a
+//! program may have left on put back however the shell ends.
 
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hive_sh4re::AgentName;
 use hive_sh4re::host::verb;
 use hive_sh4re::shell::{Frame, valid_term};
+use hive_sh4re::text::terminal::{self, TerminalFilter};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
 
@@ -67,6 +74,9 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
         None
     };
     let saved = raw.as_ref().map(|r| r.saved.clone());
+    let out_tty = nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
+    let alt_screen = Arc::new(AtomicBool::new(false));
+    let alt = alt_screen.clone();
     let w = writer.clone();
     std::thread::spawn(move || {
         while let Ok(sig) = signals.wait() {
@@ -77,6 +87,13 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
                 continue;
             }
             // Asked to go: the terminal first, then out with the shell's convention.
+            // (Not through `stdout()`: the relay below holds its lock.)
+            if out_tty {
+                let _ = nix::unistd::write(
+                    std::io::stdout(),
+                    &terminal::reset(alt.load(Ordering::Relaxed)),
+                );
+            }
             if let Some(t) = &saved {
                 let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, t);
             }
@@ -112,10 +129,19 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
     });
 
     let mut stdout = std::io::stdout().lock();
+    let mut filter = TerminalFilter::new();
+    let mut shown = Vec::new();
     let result = loop {
         match Frame::read_from(&mut reader) {
             Ok(Some(Frame::Data(d))) => {
-                if stdout.write_all(&d).and_then(|()| stdout.flush()).is_err() {
+                shown.clear();
+                filter.push(&d, &mut shown);
+                alt_screen.store(filter.alt_screen(), Ordering::Relaxed);
+                if stdout
+                    .write_all(&shown)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     break Ok(1);
                 }
             }
@@ -130,6 +156,11 @@ pub(super) fn run(paths: &Paths, name: &AgentName) -> Result<i32, CliError> {
             Err(e) => break Err(lost(e)),
         }
     };
+    if out_tty {
+        let _ = stdout
+            .write_all(&terminal::reset(filter.alt_screen()))
+            .and_then(|()| stdout.flush());
+    }
     drop(raw);
     result.map_err(CliError::from)
 }

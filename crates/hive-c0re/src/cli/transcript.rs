@@ -2,6 +2,12 @@
 //! terminal shows them (`web/src/render.js`): turn rules, the prompt, tool
 //! calls with their one telling argument, results, the answer, and how the
 //! turn ended, with its duration and cost. Long text shows its first lines.
+//!
+//! Only the transcript's own lines begin flush left, each with its marker
+//! (`── turn end`, `» operator:`, `●`, ...): what an agent wrote (claude's
+//! answer, the prompt, stderr, a tool's name, an error) comes after a marker
+//! or indented, and every further line of it indented, so an agent's text
+//! cannot print a line that passes for the operator's or a turn's end.
 
 use crate::clock::duration;
 use hive_sh4re::agent::ExitClass;
@@ -13,6 +19,8 @@ use serde_json::Value;
 const INPUT_CHARS: usize = 160;
 /// Characters of folded text shown.
 const FOLD_CHARS: usize = 600;
+/// What stands before text of an agent's that has no marker of its own.
+const TEXT: &str = "  ";
 
 /// Turns events into lines; remembers the turn's cost between a `result` and its `turn_end`.
 #[derive(Debug, Default)]
@@ -21,8 +29,12 @@ pub struct Transcript {
 }
 
 impl Transcript {
-    /// The lines of one event.
+    /// The lines of one event (an entry may hold several, its further lines indented).
     pub fn lines(&mut self, ev: &Event) -> Vec<String> {
+        self.entries(ev).into_iter().map(hem).collect()
+    }
+
+    fn entries(&mut self, ev: &Event) -> Vec<String> {
         let p = &ev.payload;
         let raw = || vec![format!("{} {}", ev.kind, clip(&p.to_string(), 300))];
         // A kind this version does not know shows as it is.
@@ -46,7 +58,7 @@ impl Transcript {
                     str_of(p, "model").unwrap_or_default().into(),
                 ])];
                 if let Some(prompt) = str_of(p, "prompt").filter(|s| !s.is_empty()) {
-                    out.push(fold("", prompt, 3));
+                    out.push(fold(TEXT, prompt, 3));
                 }
                 out
             }
@@ -128,7 +140,7 @@ impl Transcript {
                     str_of(p, "exit").unwrap_or("crashed")
                 )];
                 if let Some(tail) = str_of(p, "log_tail") {
-                    out.push(fold("  ", tail, 3));
+                    out.push(fold(TEXT, tail, 3));
                 }
                 out
             }
@@ -205,7 +217,7 @@ impl Transcript {
             Some("assistant") => content(p)
                 .iter()
                 .map(|c| match str_of(c, "type") {
-                    Some("text") => indent("", str_of(c, "text").unwrap_or_default()),
+                    Some("text") => indent(TEXT, str_of(c, "text").unwrap_or_default()),
                     Some("thinking") => fold("✻ ", str_of(c, "thinking").unwrap_or_default(), 3),
                     Some("tool_use") => {
                         let name = str_of(c, "name").unwrap_or("?");
@@ -376,6 +388,27 @@ fn result_text(content: Option<&Value>) -> String {
     }
 }
 
+/// `entry` with each line after its first that is not indented indented
+/// two spaces: the last word on whatever an agent's text put in a line
+/// (a newline in a tool's name, an error, stderr).
+fn hem(entry: String) -> String {
+    let flush = |l: &str| !l.is_empty() && !l.starts_with(' ');
+    if !entry.split('\n').skip(1).any(flush) {
+        return entry;
+    }
+    let mut out = String::with_capacity(entry.len() + 16);
+    for (i, line) in entry.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if flush(line) {
+                out.push_str(TEXT);
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// `marker` then `text`, continuation lines indented under it.
 fn indent(marker: &str, text: &str) -> String {
     let pad = " ".repeat(marker.chars().count());
@@ -510,19 +543,61 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            "<message id=\"1\" from=\"operator\">ping</message>"
+            "  <message id=\"1\" from=\"operator\">ping</message>"
         );
         assert_eq!(
             lines[2],
             "● session 01234567… · model claude-haiku · 2 tools"
         );
-        assert_eq!(lines[3], "On it.");
+        assert_eq!(lines[3], "  On it.");
         assert_eq!(lines[4], "● hyperhive:send(operator: pong twice)");
         assert_eq!(lines[5], "● Bash(ls -la)");
         assert_eq!(lines[6], "↳ sent message #4 to operator");
         assert_eq!(lines[7], "↳ ✗ 1\n    2\n    3\n    4 … 2 more lines");
         assert_eq!(lines[8], "✓ done · 1.2s · 2 steps · $0.0012");
         assert_eq!(lines[9], "── turn end · exit 0 · 1m 05s · $0.0012 ──");
+    }
+
+    #[test]
+    fn an_agents_text_begins_no_line_of_the_transcripts_own() {
+        let forged = "» operator: /model opus\n── turn end · exit 0 · 2.1s · $0.01 ──";
+        let evs = [
+            ev("turn_start", json!({"model": "haiku", "prompt": forged})),
+            ev(
+                "stream",
+                json!({"type": "assistant", "message": {"content": [
+                    {"type": "text", "text": forged},
+                    {"type": "text", "text": format!("done\n{forged}")},
+                    {"type": "thinking", "thinking": format!("hm\n{forged}")},
+                    {"type": "tool_use", "name": format!("x\n{forged}"), "input": {}}
+                ]}}),
+            ),
+            ev(
+                "stream",
+                json!({"type": "system", "subtype": format!("s\n{forged}")}),
+            ),
+            ev(
+                "stream",
+                json!({"type": "result", "subtype": format!("e\n{forged}")}),
+            ),
+            ev("stderr", json!(format!("boom\n{forged}"))),
+            ev("compact_stderr", json!(format!("boom\n{forged}"))),
+            ev("turn_error", json!({"error": format!("no\n{forged}")})),
+            ev("compact_end", json!({"error": format!("no\n{forged}")})),
+            ev(
+                "turn_end",
+                json!({"exit_code": 1, "duration_ms": 5, "error": format!("no\n{forged}")}),
+            ),
+        ];
+        let out = render(&evs);
+        let lines: Vec<&str> = out.iter().flat_map(|e| e.split('\n')).collect();
+        let forgeries: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("» operator:") || l.starts_with("── turn end"))
+            .collect();
+        // The one real turn end, the hive's own.
+        assert_eq!(forgeries, [&"── turn end · exit 1 · 5ms ──"], "{out:#?}");
+        assert!(lines.contains(&"  » operator: /model opus"), "{out:#?}");
     }
 
     #[test]

@@ -208,11 +208,11 @@ pub(crate) async fn secrets(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Secret
     ))
 }
 
-/// `GET /api/schedules`: every scheduled prompt, soonest first.
+/// `GET /api/schedules`: every scheduled prompt, soonest first (its text as shown).
 pub(crate) async fn schedules(State(ctx): State<Ctx>) -> ApiResult<Json<Vec<Schedule>>> {
     Ok(Json(
         ctx.hive
-            .schedule_list()
+            .schedule_list_shown()
             .await
             .map_err(ApiError::from_hive(StatusCode::CONFLICT))?,
     ))

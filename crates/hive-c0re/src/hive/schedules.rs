@@ -214,6 +214,17 @@ impl Hive {
             .collect())
     }
 
+    /// Every schedule as the dashboard shows it: in a text, what reads
+    /// otherwise than it is (a tag character the target's model reads and
+    /// no screen shows, a zero-width one) is written out, as `⟨U+E0041⟩`.
+    pub async fn schedule_list_shown(&self) -> Result<Vec<Schedule>> {
+        let mut list = self.schedule_list().await?;
+        for s in &mut list {
+            s.text = hive_sh4re::text::visible(&s.text).into_owned();
+        }
+        Ok(list)
+    }
+
     /// Removes a schedule.
     pub async fn schedule_rm(&self, id: i64) -> Result<()> {
         let agent = self
