@@ -174,6 +174,8 @@ pub struct Hive {
     status_rate: crate::throttle::PerMinute,
     /// Each agent's reports of its state (`state`, `api_retry`, `backoff`) this minute.
     state_rate: crate::throttle::PerMinute,
+    /// Bytes of messages each agent sent this minute.
+    send_rate: crate::throttle::PerMinute,
     /// The shell requests this node granted lately, and when: a knock at
     /// the node shell route for any other id is refused without a read of
     /// the store (anyone on the network can knock).
@@ -246,6 +248,7 @@ impl Hive {
             state_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::STATE_REPORTS_PER_MINUTE,
             ),
+            send_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::SEND_BYTES_PER_MINUTE),
             shell_grants: Default::default(),
             questions_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,

@@ -1460,3 +1460,45 @@ fn an_agent_reporting_its_state_without_end_has_a_bounded_number_recorded() {
         hive.log()
     );
 }
+
+/// An agent sending bodies at the size cap without pause (to itself, read
+/// back as fast): every message is a row written, and between two vacuums
+/// one agent wrote gigabytes, until the low-space alarm refused every
+/// agent's sends. What one agent sends a minute is bounded; the refusal
+/// says so, and another agent's sends go on.
+#[test]
+fn an_agent_sending_without_end_sends_a_bounded_amount_a_minute() {
+    use hive_sh4re::limits::{MAX_BODY_BYTES, SEND_BYTES_PER_MINUTE};
+    let hive = TestHive::start();
+    hive.ok(&["spawn", "mallory"]);
+    hive.ok(&["pause", "mallory"]);
+    hive.ok(&["spawn", "bob"]);
+    let body = "m".repeat(MAX_BODY_BYTES);
+    let sock = hive.run_dir().join("agents/mallory/agent.sock");
+    let mut c = common::Conn::open(&sock);
+    let most = SEND_BYTES_PER_MINUTE as usize / MAX_BODY_BYTES;
+    let (mut taken, mut refusal) = (0, None);
+    for _ in 0..most + 40 {
+        c.send(&json!({"op": "send", "to": "mallory", "body": body}).to_string());
+        let r = c.recv_json();
+        if r["ok"] == true {
+            taken += 1;
+        } else {
+            refusal = Some(r["error"].as_str().unwrap().to_owned());
+        }
+        c.send(&json!({"op": "recv", "max": 10}).to_string());
+        assert_eq!(c.recv_json()["ok"], true);
+    }
+    assert_eq!(
+        taken, most,
+        "{taken} sends of {MAX_BODY_BYTES} bytes in a minute"
+    );
+    let refusal = refusal.expect("no send was refused");
+    assert!(refusal.contains("MiB of messages this minute"), "{refusal}");
+    let r = agent_call(
+        &hive,
+        "bob",
+        json!({"op": "send", "to": "mallory", "body": "hi"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+}

@@ -122,6 +122,15 @@ pub const TURN_ERROR_MAX_CHARS: usize = 4000;
 /// Most `set_status` lines an agent may set a minute: each one is a write,
 /// and a wake every other node reads the agent again for.
 pub const STATUS_PER_MINUTE: u32 = 60;
+/// Most bytes of messages one agent may send a minute, each message counted
+/// as at least [`SEND_MIN_BYTES`]: every inbox it may write to holds up to
+/// its cap of them, and a sender that sent to itself and read without pause
+/// wrote gigabytes a minute between vacuums.
+pub const SEND_BYTES_PER_MINUTE: u64 = 16 * 1024 * 1024;
+/// What a message counts as, at least, against [`SEND_BYTES_PER_MINUTE`]:
+/// its row's cost whatever its body.
+pub const SEND_MIN_BYTES: usize = 256;
+
 /// Most reports of its state (`state`, `api_retry`, `backoff`) an agent's
 /// harness has recorded a minute: a turn makes a few, and each is two writes.
 pub const STATE_REPORTS_PER_MINUTE: u32 = 600;

@@ -24,7 +24,9 @@ use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::hive::event_row;
 use crate::store::{MessageRow, SendError, SendNote, Sent};
-use hive_sh4re::limits::{MAX_BODY_BYTES, MAX_SEND_KEY_BYTES, RECV_MAX};
+use hive_sh4re::limits::{
+    MAX_BODY_BYTES, MAX_SEND_KEY_BYTES, RECV_MAX, SEND_BYTES_PER_MINUTE, SEND_MIN_BYTES,
+};
 
 /// Characters of an operator's message repeated in the agent's history.
 const NOTED_CHARS: usize = 300;
@@ -84,6 +86,16 @@ impl Hive {
                 return Err(Error::refused(format!(
                     "{sender} may not send to {to}: its allowed_recipients are {:?}; ask the manager or the operator to change the config",
                     config.allowed_recipients
+                )));
+            }
+            let cost = body.len().max(SEND_MIN_BYTES) as u64;
+            if !matches!(
+                self.send_rate.take(sender.as_str(), cost),
+                crate::throttle::Take::Taken
+            ) {
+                return Err(Error::refused(format!(
+                    "{sender} sent {} MiB of messages this minute, the most the hive takes from one agent: send again next minute, or put long text in a file",
+                    SEND_BYTES_PER_MINUTE >> 20
                 )));
             }
         }
