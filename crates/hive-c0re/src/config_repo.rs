@@ -424,7 +424,11 @@ impl Repo {
         })
     }
 
-    /// Resolves `rev` to a full commit sha, refusing what is not a commit of this repo.
+    /// Resolves `rev` to a full commit sha, refusing what is not a commit of
+    /// this repo. A `rev` spelled as a sha (hex) must name the commit it
+    /// resolves to: git takes a ref of that name first, which the manager
+    /// can make (a tag named as the operator's short sha, or as a full sha
+    /// once the repo is SHA-256, where 40 digits are a short one).
     pub fn resolve(&self, rev: &str) -> Result<String> {
         if rev.is_empty()
             || rev.starts_with('-')
@@ -448,6 +452,18 @@ impl Repo {
                 "{rev:?} is not a commit of {}: commit there first",
                 self.path.display()
             ))
+        })
+        .and_then(|full| {
+            let hex = rev.len() >= 4 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+            if hex && !full.starts_with(&rev.to_ascii_lowercase()) {
+                return Err(Error::refused(format!(
+                    "{rev:?} names commit {} in {}, not a commit whose sha begins so: a ref there is named like a sha; \
+                     give the full sha of the commit you mean",
+                    short(&full),
+                    self.path.display()
+                )));
+            }
+            Ok(full)
         })
     }
 
@@ -1255,6 +1271,45 @@ mod tests {
                     && err.contains("does not hash to its name"),
                 "{format} {swapped}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn a_ref_named_like_a_sha_does_not_stand_for_that_sha() {
+        for format in ["sha1", "sha256"] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = dir.path().join("alice");
+            std::fs::create_dir(&repo).unwrap();
+            git_out(&repo, &["init", "-q", "--object-format", format], b"");
+            std::fs::write(repo.join(CONFIG_FILE), "model = \"haiku\"\n").unwrap();
+            plain_git(&repo, &["add", CONFIG_FILE]);
+            plain_git(&repo, &["commit", "-qm", "the operator's"]);
+            let mine = git_out(&repo, &["rev-parse", "HEAD"], b"");
+            std::fs::write(repo.join(CONFIG_FILE), "model = \"opus\"\n").unwrap();
+            plain_git(&repo, &["commit", "-qam", "the manager's"]);
+            let theirs = git_out(&repo, &["rev-parse", "HEAD"], b"");
+            // A tag named as the operator's short sha, and one as 40 digits
+            // (a whole SHA-1, a short SHA-256), both at the manager's commit.
+            let forty = if format == "sha1" {
+                mine.clone()
+            } else {
+                mine[..40].to_owned()
+            };
+            for name in [&mine[..12], &forty] {
+                plain_git(&repo, &["tag", name, &theirs]);
+            }
+            let r = Repo::open(&repo).unwrap().unwrap();
+            for rev in [&mine[..12], &forty] {
+                match r.resolve(rev) {
+                    Ok(full) => assert_eq!(full, mine, "{format} {rev}: the manager's commit"),
+                    Err(e) => assert!(
+                        e.to_string().contains("a ref there is named like a sha"),
+                        "{format} {rev}: {e}"
+                    ),
+                }
+            }
+            assert_eq!(r.resolve(&mine).unwrap(), mine, "{format}: the full sha");
+            assert_eq!(r.resolve("HEAD").unwrap(), theirs);
         }
     }
 

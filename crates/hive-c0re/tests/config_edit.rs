@@ -464,3 +464,64 @@ fn text_the_manager_puts_behind_the_operators_commit_is_refused_when_requested()
     assert_eq!(hive.ok(&["approvals"]).trim(), "no approvals");
     assert_eq!(hive.row("alice").unwrap()["active_model"], "haiku");
 }
+
+/// The manager names a tag as the operator's commit (its short sha, as
+/// `status` and the approvals show it) and points it at a commit of its
+/// own: git takes the ref before the sha, so the operator's request read
+/// the manager's text as the operator's edit. A sha names only its commit.
+#[test]
+fn a_tag_named_like_the_operators_sha_does_not_stand_in_for_it() {
+    let Some((hive, repo, uid)) = hive_with_agent_owned_repo() else {
+        return;
+    };
+    let edited = hive
+        .ok(&["config", "show", "alice"])
+        .replace("model = \"haiku\"", "model = \"sonnet\"");
+    let (code, sha, err) = cli_with_input(&hive, &["config", "commit", "alice"], &edited);
+    assert_eq!(code, 0, "{err}");
+    let sha = sha.trim().to_owned();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args([
+                "-c",
+                "safe.directory=*",
+                "-c",
+                "user.name=m",
+                "-c",
+                "user.email=m@h",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    std::fs::write(repo.join("agent.toml"), edited.replace("sonnet", "opus")).unwrap();
+    git(&["commit", "-qam", "the manager's"]);
+    let theirs = git(&["rev-parse", "HEAD"]);
+    git(&["tag", &sha[..12], &theirs]);
+    chown_tree(&repo, uid);
+
+    let out = hive.cli(&["request-apply-commit", "alice", &sha[..12]]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the manager's commit was queued as the operator's"
+    );
+    assert!(said.contains("a ref there is named like a sha"), "{said}");
+    assert_eq!(hive.ok(&["approvals"]).trim(), "no approvals");
+    // The full sha still reads the operator's own text.
+    let queued = hive.ok(&["request-apply-commit", "alice", &sha]);
+    let id = queued
+        .trim()
+        .trim_start_matches("approval #")
+        .trim_end_matches(" queued");
+    let diff = hive.ok(&["approvals", "show", id]);
+    assert!(diff.contains("+model = \"sonnet\""), "{diff}");
+}

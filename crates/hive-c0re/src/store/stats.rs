@@ -65,8 +65,9 @@ impl Store {
     pub fn stats_since(&self, agent: Option<&str>, since: i64) -> Result<Vec<StatRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(
-            "SELECT agent, ts, key, value FROM (SELECT agent, ts, key, value FROM stats \
-             WHERE (?1 IS NULL OR agent = ?1) AND ts >= ?2 ORDER BY ts DESC LIMIT ?3) ORDER BY ts",
+            "SELECT agent, ts, key, value FROM (SELECT rowid AS r, agent, ts, key, value FROM stats \
+             WHERE (?1 IS NULL OR agent = ?1) AND ts >= ?2 ORDER BY ts DESC, r DESC LIMIT ?3) \
+             ORDER BY ts, r",
         )?;
         let rows = st.query_map(params![agent, since, STATS_READ_MAX as i64], |r| {
             Ok(StatRow {
