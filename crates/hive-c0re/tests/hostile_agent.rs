@@ -1502,3 +1502,63 @@ fn an_agent_sending_without_end_sends_a_bounded_amount_a_minute() {
     );
     assert_eq!(r["ok"], true, "{r}");
 }
+
+/// The manager's schedules fire as its sends: 200 of them every second with
+/// bodies at the size cap were 12 MiB a second into others' inboxes,
+/// outside its minute's bound. They count against it, and past it a slot
+/// is skipped.
+#[test]
+fn a_managers_schedules_count_against_its_sends_a_minute() {
+    use hive_sh4re::limits::{SCHEDULES_PER_AGENT, SEND_BYTES_PER_MINUTE};
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    let text = "s".repeat(60_000);
+    let agents = ["a1", "a2", "a3", "a4"];
+    for a in agents {
+        hive.ok(&["spawn", a]);
+        hive.ok(&["pause", a]);
+    }
+    let sock = hive.run_dir().join("agents/manager/agent.sock");
+    let mut c = common::Conn::open(&sock);
+    for a in agents {
+        for _ in 0..SCHEDULES_PER_AGENT {
+            c.send(
+                &json!({"op": "schedule", "agent": a, "when": "every:1s", "text": text})
+                    .to_string(),
+            );
+            let r = c.recv_json();
+            assert_eq!(r["ok"], true, "{r}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
+    let fired: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM messages WHERE recipient IN ('a1', 'a2', 'a3', 'a4')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let most = (SEND_BYTES_PER_MINUTE / 60_000) as i64;
+    assert!(
+        fired <= most,
+        "{fired} firings of 60 kB in 4 s (at most {most} a minute)"
+    );
+    assert!(fired >= most / 2, "{fired}");
+    // What the firings spent is spent: a send of the same size is refused.
+    let r = agent_call(
+        &hive,
+        "manager",
+        json!({"op": "send", "to": "operator", "body": text}),
+    );
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("MiB of messages this minute"),
+        "{r}"
+    );
+}

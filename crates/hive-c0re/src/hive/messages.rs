@@ -88,11 +88,7 @@ impl Hive {
                     config.allowed_recipients
                 )));
             }
-            let cost = body.len().max(SEND_MIN_BYTES) as u64;
-            if !matches!(
-                self.send_rate.take(sender.as_str(), cost),
-                crate::throttle::Take::Taken
-            ) {
+            if !self.take_send(sender.as_str(), body.len()) {
                 return Err(Error::refused(format!(
                     "{sender} sent {} MiB of messages this minute, the most the hive takes from one agent: send again next minute, or put long text in a file",
                     SEND_BYTES_PER_MINUTE >> 20
@@ -142,6 +138,17 @@ impl Hive {
             }
         }
         Ok(sent.id)
+    }
+
+    /// Counts `bytes` of a message from agent `sender` against its minute's
+    /// [`SEND_BYTES_PER_MINUTE`] (a message as at least [`SEND_MIN_BYTES`]);
+    /// false when it is over. A schedule's firing counts as its maker's send.
+    pub(super) fn take_send(&self, sender: &str, bytes: usize) -> bool {
+        let cost = bytes.max(SEND_MIN_BYTES) as u64;
+        matches!(
+            self.send_rate.take(sender, cost),
+            crate::throttle::Take::Taken
+        )
     }
 
     /// Tells the operator that `sender`'s message to them was refused, their

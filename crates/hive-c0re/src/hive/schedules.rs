@@ -46,6 +46,9 @@ pub const CRON_STEP_BACK_MAX_MS: i64 = 3 * 3_600_000;
 const MAX_SLEEP: Duration = Duration::from_secs(10);
 /// How often the scheduler looks again while the disk is nearly full.
 const LOW_SPACE_RETRY: Duration = Duration::from_secs(1);
+/// Log lines of schedules held back for their maker's send rate: one a minute.
+static SEND_RATE_SKIPS: crate::throttle::Throttle =
+    crate::throttle::Throttle::new(Duration::from_secs(60));
 
 /// Whether a due schedule may fire now.
 enum MayFire {
@@ -368,6 +371,23 @@ impl Hive {
                         .await?;
                     continue;
                 }
+            }
+            // An agent's schedule fires as its sends: past its minute's bytes
+            // a repeat's slot is skipped, a one-shot waits.
+            if !hive_sh4re::name::RESERVED.contains(&s.created_by.as_str())
+                && !self.take_send(&s.created_by, s.text.len())
+            {
+                if let Some(n) = SEND_RATE_SKIPS.due() {
+                    tracing::warn!(
+                        schedule = s.id,
+                        creator = %s.created_by,
+                        "a scheduled prompt of an agent that sent its minute's bytes waits ({n} since the last such line)"
+                    );
+                }
+                self.store
+                    .set_schedule_due(s.id, next.unwrap_or(now + FULL_RETRY_MS))
+                    .await?;
+                continue;
             }
             // A full inbox skips a repeat's slot; a one-shot waits for room.
             let when_full = next.unwrap_or(now + FULL_RETRY_MS);
