@@ -179,7 +179,7 @@ pub struct Hive {
     /// The shell requests this node granted lately, and when: a knock at
     /// the node shell route for any other id is refused without a read of
     /// the store (anyone on the network can knock).
-    shell_grants: std::sync::Mutex<std::collections::HashMap<i64, std::time::Instant>>,
+    shell_grants: std::sync::Mutex<std::collections::HashMap<i64, (std::time::Instant, String)>>,
     /// Notices that an agent held a turn slot past its limit: one a minute per agent.
     overheld_notices: crate::throttle::PerMinute,
     /// How long each agent's questions have waited on the operator, which a turn's limit does not count.

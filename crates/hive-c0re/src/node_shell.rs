@@ -9,8 +9,9 @@
 //! is its own and running, and answers with the fingerprint of its
 //! [`Identity`], a TLS key it made at start and keeps in memory. Alpha then
 //! connects to beta's dashboard listener (its address in `nodes`) with
-//! `GET /node/shell/{request}` and `Upgrade: hive-shell`; beta upgrades only
-//! for a request it granted lately. Over the upgraded connection the two
+//! `GET /node/shell/{request}`, `Upgrade: hive-shell` and the ticket's hash
+//! in [`KNOCK_HEADER`]; beta upgrades only for a request it granted lately
+//! with that hash. Over the upgraded connection the two
 //! speak TLS 1.3, alpha taking only the certificate whose fingerprint came
 //! through the store; inside it alpha sends the ticket (one line), and beta
 //! (`dashboard/node_shell.rs`, `Hive::node_shell`) answers `ok` only for a
@@ -58,6 +59,9 @@ use crate::shell::{Input, Output, STOPPING, Session, WinSize};
 pub const PROTOCOL: &str = "hive-shell";
 /// The header an older asking node sent its ticket in, in the clear: refused.
 pub const TICKET_HEADER: &str = "x-hive-node-ticket";
+/// The header of a knock: the ticket's SHA-256 (what the store holds), so
+/// only who knows the grant gets an upgrade and the socket it holds.
+pub const KNOCK_HEADER: &str = "x-hive-node-knock";
 /// The home node's answer to a ticket it takes.
 const TICKET_OK: &[u8] = b"ok\n";
 /// Longest answer line to a ticket, in bytes.
@@ -438,6 +442,7 @@ async fn open(
             .header(header::HOST, authority.as_str())
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, PROTOCOL)
+            .header(KNOCK_HEADER, ticket_hash(ticket))
             .body(Full::new(Bytes::new()))
             .map_err(|e| format!("could not build the request: {e}"))?;
         let resp = sender

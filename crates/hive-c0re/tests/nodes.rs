@@ -1919,10 +1919,26 @@ fn recording_relay(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex
 }
 
 /// Whether `bytes` hold a run of 64 hex digits: the spelling of a ticket.
+/// Whether `bytes` hold a ticket: 64 hex digits whose hash is the knock's
+/// (the ticket's SHA-256, which a knock carries in the clear and the store
+/// holds), or any 64 hex digits when no knock came.
 fn holds_a_ticket(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes).to_ascii_lowercase();
+    let knock = text
+        .split("x-hive-node-knock: ")
+        .nth(1)
+        .map(|rest| rest[..64.min(rest.len())].to_owned());
     bytes
         .split(|b| !b.is_ascii_hexdigit())
-        .any(|run| run.len() >= 64)
+        .filter(|run| run.len() >= 64)
+        .flat_map(|run| run.windows(64))
+        .any(|w| {
+            let w = std::str::from_utf8(w).unwrap().to_ascii_lowercase();
+            match &knock {
+                Some(k) => hive_c0re::node_shell::ticket_hash(&w) == *k,
+                None => true,
+            }
+        })
 }
 
 /// A machine on the path between two nodes (ARP or DNS spoofing, a link it
@@ -2141,13 +2157,29 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
         (ids[0], ids[1], fingerprints[0].clone())
     });
 
-    // Refused before any upgrade.
-    assert_eq!(
-        knock(&address, granted + 1000, "").0,
-        403,
-        "a request never granted"
+    // Refused before any upgrade: the knock must carry the ticket's hash.
+    let wrong = hive_c0re::node_shell::new_ticket().unwrap();
+    let hash = hive_c0re::node_shell::ticket_hash(&ticket);
+    let proof = format!("X-Hive-Node-Knock: {hash}\r\n");
+    let login = format!("X-Hive-Token: {TOKEN}\r\nCookie: hive_token_{port}={TOKEN}\r\n");
+    let wrong_proof = format!(
+        "X-Hive-Node-Knock: {}\r\n",
+        hive_c0re::node_shell::ticket_hash(&wrong)
     );
-    let clear = format!("X-Hive-Node-Ticket: {ticket}\r\n");
+    for (id, extra, why) in [
+        (granted + 1000, proof.clone(), "a request never granted"),
+        (granted, String::new(), "no knock"),
+        (granted, wrong_proof, "another ticket's knock"),
+        (
+            granted,
+            format!("X-Hive-Node-Knock: {ticket}\r\n"),
+            "the ticket as a knock",
+        ),
+        (granted, login.clone(), "the operator's login"),
+    ] {
+        assert_eq!(knock(&address, id, &extra).0, 403, "{why}");
+    }
+    let clear = format!("X-Hive-Node-Ticket: {ticket}\r\n{proof}");
     assert_eq!(
         knock(&address, granted, &clear).0,
         400,
@@ -2155,16 +2187,14 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
     );
 
     // Upgraded, then refused inside TLS.
-    let wrong = hive_c0re::node_shell::new_ticket().unwrap();
-    let hash = hive_c0re::node_shell::ticket_hash(&ticket);
-    let login = format!("X-Hive-Token: {TOKEN}\r\nCookie: hive_token_{port}={TOKEN}\r\n");
+    let with_login = format!("{proof}{login}");
     for (t, extra) in [
-        (wrong.as_str(), ""),
-        (hash.as_str(), ""),
-        ("", ""),
+        (wrong.as_str(), proof.as_str()),
+        (hash.as_str(), proof.as_str()),
+        ("", proof.as_str()),
         // The operator's login opens nothing here, as a ticket or beside one.
-        (TOKEN, login.as_str()),
-        (wrong.as_str(), login.as_str()),
+        (TOKEN, with_login.as_str()),
+        (wrong.as_str(), with_login.as_str()),
     ] {
         let (status, tcp) = knock(&address, granted, extra);
         assert_eq!(status, 101, "{t:?}");
@@ -2176,7 +2206,7 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
     }
     // A client pinning another certificate sends nothing: TLS fails first.
     let other_cert = hive_c0re::node_shell::Identity::generate().unwrap();
-    let (_, tcp) = knock(&address, granted, "");
+    let (_, tcp) = knock(&address, granted, &proof);
     let err = present(tcp, other_cert.fingerprint(), &ticket).unwrap_err();
     assert!(err.contains("is not the one the node gave"), "{err}");
     assert_eq!(
@@ -2185,8 +2215,22 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
         "beta opened a shell for a bad ticket"
     );
 
+    // Upgraded channels that never speak TLS hold a socket each, for a
+    // while: a few at most wait at once, the rest are turned away.
+    let silent: Vec<_> = (0..16).map(|_| knock(&address, granted, &proof)).collect();
+    assert!(silent.iter().all(|(status, _)| *status == 101));
+    assert_eq!(
+        knock(&address, granted, &proof).0,
+        503,
+        "a 17th waiting channel"
+    );
+    drop(silent);
+    beta.wait_for("the silent channels to go", 15, |_| {
+        knock(&address, granted, &proof).0 == 101
+    });
+
     // The right ticket opens x's shell on beta, once.
-    let (status, tcp) = knock(&address, granted, "");
+    let (status, tcp) = knock(&address, granted, &proof);
     assert_eq!(status, 101);
     let (said, mut s) = present(tcp, &fingerprint, &ticket).unwrap();
     assert_eq!(said, "ok");
@@ -2209,15 +2253,15 @@ fn the_node_shell_endpoint_opens_nothing_without_the_granted_ticket_and_nothing_
     assert!(seen.contains("node-42"), "{seen}");
     assert_eq!(shells_opened(&beta), 1);
     // Replayed: no upgrade, and no second shell. Nor does `other`'s id take this ticket twice.
-    assert_eq!(knock(&address, granted, "").0, 403, "a replayed ticket");
-    let (status, tcp) = knock(&address, other, "");
+    assert_eq!(knock(&address, granted, &proof).0, 403, "a replayed ticket");
+    let (status, tcp) = knock(&address, other, &proof);
     assert_eq!(status, 101);
     assert_eq!(
         present(tcp, &fingerprint, &ticket).unwrap().0,
         "ok",
         "the second grant's first use"
     );
-    assert_eq!(knock(&address, other, "").0, 403, "its replay");
+    assert_eq!(knock(&address, other, &proof).0, 403, "its replay");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(shells_opened(&beta), 2, "{}", beta.log());
 }

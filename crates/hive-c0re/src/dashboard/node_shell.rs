@@ -7,7 +7,9 @@
 //!
 //! Refused before any upgrade: no upgrade asked, or a ticket sent in the
 //! clear (400: an older asking node; the ticket is burnt, ask again), a
-//! request this node granted no shell for lately (403). Then
+//! request this node granted no shell for lately, or a knock without its
+//! ticket's hash in `X-Hive-Node-Knock` (403), 16 channels already waiting
+//! for their ticket (503). Then
 //! `101 Switching Protocols`, the TLS handshake, the ticket line and the
 //! answer (`ok`, or `no: ` and why: `Hive::node_shell` checks), then the
 //! frames of `hive_sh4re::shell`; the connection closing ends the shell's
@@ -21,7 +23,11 @@ use hyper_util::rt::TokioIo;
 use super::Ctx;
 use super::errors::ApiError;
 use crate::error::Error;
-use crate::node_shell::{self, PROTOCOL, Shell, TICKET_HEADER, serve_frames};
+use crate::node_shell::{self, KNOCK_HEADER, PROTOCOL, Shell, TICKET_HEADER, serve_frames};
+
+/// Upgraded channels still waiting for their TLS handshake and ticket: each
+/// holds a socket for up to 20 s.
+static PENDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
 
 /// Upgrades the connection of a request this node granted, then takes the
 /// ticket over TLS and runs the shell it opens.
@@ -51,10 +57,23 @@ pub(crate) async fn open(
         return ApiError::new(StatusCode::FORBIDDEN, "no shell: that is no request id")
             .into_response();
     };
-    // Only for a grant of this node's: a stranger gets no handshake to chew on.
-    if let Err(e) = ctx.hive.shell_knock(id) {
+    // Only for a grant of this node's, by who knows its ticket's hash: a
+    // stranger gets no handshake to chew on, nor a socket held for one.
+    let knock = headers
+        .get(KNOCK_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if let Err(e) = ctx.hive.shell_knock(id, knock) {
         return ApiError::forbidden(e.to_string()).into_response();
     }
+    // However many knock with it, a few wait for their TLS and ticket at once.
+    let Ok(pending) = PENDING.try_acquire() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no shell now: too many node shells are opening at once; ask again",
+        )
+        .into_response();
+    };
     let identity = match crate::node_shell::identity() {
         Ok(i) => i,
         Err(e) => {
@@ -106,6 +125,7 @@ pub(crate) async fn open(
                 return;
             }
         };
+        drop(pending);
         if let Some(m) = mark {
             m.prove();
         }

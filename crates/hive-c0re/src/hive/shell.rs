@@ -125,29 +125,34 @@ impl Hive {
         Ok(remote)
     }
 
-    /// Notes that this node granted shell request `id` (see [`Hive::node_shell`]).
-    pub(super) fn grant_shell(&self, id: i64) {
+    /// Notes that this node granted shell request `id`, whose ticket hashes
+    /// to `ticket_sha256` (see [`Hive::node_shell`]).
+    pub(super) fn grant_shell(&self, id: i64, ticket_sha256: String) {
         let mut grants = self.shell_grants.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = std::time::Duration::from_millis(TICKET_TTL_MS as u64);
-        grants.retain(|_, at| at.elapsed() <= ttl);
-        grants.insert(id, std::time::Instant::now());
+        grants.retain(|_, (at, _)| at.elapsed() <= ttl);
+        grants.insert(id, (std::time::Instant::now(), ticket_sha256));
     }
 
     /// True when this node granted shell request `id` within
-    /// [`TICKET_TTL_MS`] and it was not used yet. A knock does not take it:
-    /// ids are counted, so a stranger could name one, and only the ticket's
-    /// holder may use it up.
-    fn shell_granted(&self, id: i64) -> bool {
+    /// [`TICKET_TTL_MS`], it was not used yet, and `knock` is its ticket's
+    /// hash. A knock does not take it: only the ticket, inside TLS, does.
+    fn shell_granted(&self, id: i64, knock: &str) -> bool {
         let grants = self.shell_grants.lock().unwrap_or_else(|p| p.into_inner());
         let ttl = std::time::Duration::from_millis(TICKET_TTL_MS as u64);
-        grants.get(&id).is_some_and(|at| at.elapsed() <= ttl)
+        grants.get(&id).is_some_and(|(at, hash)| {
+            at.elapsed() <= ttl && crate::hex::same_secret(hash.as_bytes(), knock.as_bytes())
+        })
     }
 
     /// A knock on the channel of shell request `id`, before its upgrade:
-    /// refused unless this node granted that shell lately. Reads nothing of
-    /// the store: anyone who reaches the dashboard can knock.
-    pub fn shell_knock(&self, id: i64) -> Result<()> {
-        if self.store.shared() && self.shell_granted(id) {
+    /// refused unless this node granted that shell lately and `knock` is
+    /// the hash of its ticket (what the asking node stored; no stranger off
+    /// the path knows it). Reads nothing of the store: anyone who reaches
+    /// the dashboard can knock, and an upgraded connection holds a socket
+    /// until its ticket comes.
+    pub fn shell_knock(&self, id: i64, knock: &str) -> Result<()> {
+        if self.store.shared() && self.shell_granted(id, knock) {
             return Ok(());
         }
         if let Some(n) = REFUSALS.due() {
@@ -186,8 +191,10 @@ impl Hive {
         if !self.store.shared() {
             return Err(refuse("this node shares its store with no other node"));
         }
-        if !self.shell_granted(id) {
-            return Err(refuse("this node granted no such shell lately"));
+        if !self.shell_granted(id, &node_shell::ticket_hash(ticket)) {
+            return Err(refuse(
+                "this node granted no such shell lately, or not for this ticket",
+            ));
         }
         let me = self.node().as_str();
         let req = match self.store.request(id).await {

@@ -384,8 +384,10 @@ impl Hive {
                     Err(e) => (false, e.to_string()),
                 };
                 // Before the asker can hear of it and knock.
-                if ok && r.verb == "shell" {
-                    hive.grant_shell(r.id);
+                if ok
+                    && let Ok(Steer::Shell { ticket_sha256, .. }) = Steer::parse(&r.verb, &r.args_json)
+                {
+                    hive.grant_shell(r.id, ticket_sha256);
                 }
                 if let Err(e) = hive.store.finish_request(r.id, ok, &reply).await {
                     tracing::warn!(request = r.id, "could not store a request's outcome: {e}");
