@@ -261,7 +261,9 @@ async fn handle(
         }
         AgentRequest::NeedsLogin { needed, reason } => {
             let reason = reason.map(|r| r.chars().take(300).collect());
-            hive.report_needs_login(name, needed, reason).await?;
+            if hive.take_state_report(name) {
+                hive.report_needs_login(name, needed, reason).await?;
+            }
             AgentResponse::ok()
         }
         AgentRequest::ApiRetry {

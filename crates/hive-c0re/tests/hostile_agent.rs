@@ -1459,6 +1459,10 @@ fn an_agent_reporting_its_state_without_end_has_a_bounded_number_recorded() {
         "{}",
         hive.log()
     );
+    // Its login reports, each a write of its row too, count with them.
+    c.send(&json!({"op": "needs_login", "needed": true}).to_string());
+    assert_eq!(c.recv_json()["ok"], true);
+    assert_eq!(hive.row("alice").unwrap()["needs_login"], false);
 }
 
 /// An agent sending bodies at the size cap without pause (to itself, read

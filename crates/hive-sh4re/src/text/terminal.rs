@@ -265,15 +265,19 @@ impl TerminalFilter {
 }
 
 /// Puts back what a program may have left on: the normal screen (only when
-/// `alt_screen`: leaving it also restores the cursor saved on entering),
-/// mouse tracking and its encodings, focus reports, bracketed paste and
-/// cursor-key mode off, the keypad numeric, the cursor shown, attributes
-/// and the character set reset.
+/// `alt_screen`: leaving it also restores the cursor saved on entering), a
+/// soft reset (DECSTR: insert and origin modes, autowrap, margins, keeping
+/// the screen and the cursor's place), newline mode off, the keyboard's
+/// modes (kitty's flags popped, modifyOtherKeys off: either left on sends
+/// the operator's Ctrl-C as an escape sequence), mouse tracking and its
+/// encodings, focus reports, bracketed paste and cursor-key mode off, the
+/// keypad numeric, the cursor shown, attributes and the character set reset.
 pub fn reset(alt_screen: bool) -> Vec<u8> {
     let mut out = Vec::new();
     if alt_screen {
         out.extend_from_slice(b"\x1b[?1049l");
     }
+    out.extend_from_slice(b"\x1b[!p\x1b[20l\x1b[<99u\x1b[>4m");
     for mode in [
         "9", "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1015", "1016", "2004", "1",
     ] {
@@ -434,7 +438,10 @@ mod tests {
         let has = |s: &[u8]| r.windows(s.len()).any(|w| w == s);
         assert!(!has(b"\x1b[?1049l"), "{r:?}");
         for mode in [
-            &b"\x1b[?1000l"[..],
+            &b"\x1b[!p"[..],
+            b"\x1b[<99u",
+            b"\x1b[>4m",
+            b"\x1b[?1000l",
             b"\x1b[?1006l",
             b"\x1b[?2004l",
             b"\x1b[?25h",
