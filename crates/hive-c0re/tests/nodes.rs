@@ -2590,3 +2590,41 @@ fn a_stranger_knocking_at_the_node_shell_learns_nothing_of_the_database() {
         beta.log()
     );
 }
+
+/// A spawn at home on beta of a name destroyed there without `--purge`:
+/// what it left (its /state) is on beta's disk, and alpha, showing the
+/// approval, looked at its own and warned of nothing. Alpha now says the
+/// /state may be there; beta, which can look, says it is; a name never used
+/// warns on neither.
+#[test]
+fn a_spawn_on_another_node_of_a_kept_name_warns_of_its_state_there() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let alpha = TestHive::start_with(Opts::postgres(&db, "alpha"));
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    registered(&alpha, "beta");
+    beta.ok(&["spawn", "x"]);
+    beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    beta.ok(&["destroy", "x"]);
+    let queued = |name: &str| {
+        alpha
+            .ok(&["request-spawn", name, "--node", "beta"])
+            .trim()
+            .trim_start_matches("approval #")
+            .trim_end_matches(" queued")
+            .to_owned()
+    };
+    let id = queued("x");
+    let on_alpha = alpha.ok(&["approvals", "show", &id]);
+    assert!(
+        on_alpha.contains("warning: x was destroyed before without --purge")
+            && on_alpha.contains("its /state on node beta if it is still there"),
+        "{on_alpha}"
+    );
+    let on_beta = beta.ok(&["approvals", "show", &id]);
+    assert!(on_beta.contains("its /state, kept at"), "{on_beta}");
+    let fresh = queued("fresh");
+    let shown = alpha.ok(&["approvals", "show", &fresh]);
+    assert!(!shown.contains("warning:"), "{shown}");
+}

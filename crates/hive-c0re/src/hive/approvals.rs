@@ -733,8 +733,28 @@ impl Hive {
             ));
         }
         let state = self.paths.agent_state(&name);
-        if std::fs::symlink_metadata(&state).is_ok() {
-            left.push(format!("its /state, kept at {}", state.display()));
+        match home_of(a).filter(|home| home != self.node()) {
+            // Another node's disk, which this one cannot look at: an agent
+            // of this name that lived and was not purged kept its history
+            // here, and its /state there, unless someone removed it since.
+            Some(home) => {
+                let lived = self
+                    .store
+                    .events_before(&a.agent, None, 1)
+                    .await
+                    .is_ok_and(|e| !e.is_empty());
+                if lived {
+                    left.push(format!(
+                        "its /state on node {home} if it is still there (this node cannot look at that host's disk: see {} there)",
+                        state.display()
+                    ));
+                }
+            }
+            None => {
+                if std::fs::symlink_metadata(&state).is_ok() {
+                    left.push(format!("its /state, kept at {}", state.display()));
+                }
+            }
         }
         let waiting = self.store.inbox_depth(&a.agent).await.unwrap_or(0);
         if waiting > 0 {
