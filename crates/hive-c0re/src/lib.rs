@@ -35,4 +35,5 @@ pub mod space;
 pub mod store;
 pub mod supervisor;
 pub mod throttle;
+pub mod tls;
 pub mod webhooks;
