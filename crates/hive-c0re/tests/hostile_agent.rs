@@ -17,6 +17,23 @@ use std::time::Duration;
 use common::{Opts, TestHive, agent_call};
 use serde_json::{Value, json};
 
+/// A hive with alice running a harness that does nothing, so the test
+/// speaks her socket as her harness would (or a hostile one); `env` goes to
+/// the daemon. The directory holds the idle harness: keep it.
+fn idle_alice(env: &[(&str, &str)]) -> (tempfile::TempDir, TestHive) {
+    let (bin, mut all) = common::idle_harness();
+    all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let hive = TestHive::start_with(Opts {
+        env: all,
+        ..Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    (bin, hive)
+}
+
 fn inbox_depth(hive: &TestHive, agent: &str) -> u64 {
     hive.row(agent).unwrap()["inbox_depth"].as_u64().unwrap()
 }
@@ -1106,15 +1123,7 @@ fn an_agent_ending_turns_without_end_stores_bounded_figures_at_a_bounded_pace() 
         TURNS_PER_MINUTE,
     };
     // alice's harness does nothing: the test is the program in her container.
-    let (_bin, env) = common::idle_harness();
-    let hive = TestHive::start_with(Opts {
-        env,
-        ..Opts::default()
-    });
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice to run", 30, |h| {
-        h.row("alice").is_some_and(|r| r["running"] == true)
-    });
+    let (_bin, hive) = idle_alice(&[]);
     hive.ok(&["send", "alice", "work"]);
 
     let tools: serde_json::Map<String, Value> = (0..3000)
@@ -1344,19 +1353,10 @@ fn an_agents_recv_answer_is_bounded_in_bytes_whatever_it_asks_for() {
 fn an_agents_figures_are_kept_to_its_newest_rows_however_fast_it_reports() {
     use hive_sh4re::limits::TURN_TOOLS_MAX;
     const KEEP: i64 = 200;
-    let (_bin, mut env) = common::idle_harness();
-    env.extend([
-        ("HIVE_STATS_KEEP".to_owned(), KEEP.to_string()),
-        ("HIVE_VACUUM_SECS".to_owned(), "1".to_owned()),
+    let (_bin, hive) = idle_alice(&[
+        ("HIVE_STATS_KEEP", &KEEP.to_string()),
+        ("HIVE_VACUUM_SECS", "1"),
     ]);
-    let hive = TestHive::start_with(Opts {
-        env,
-        ..Opts::default()
-    });
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice to run", 30, |h| {
-        h.row("alice").is_some_and(|r| r["running"] == true)
-    });
     let tools: serde_json::Map<String, Value> = (0..TURN_TOOLS_MAX)
         .map(|i| (format!("tool{i}"), json!(1)))
         .collect();
@@ -1417,15 +1417,7 @@ fn an_agents_figures_are_kept_to_its_newest_rows_however_fast_it_reports() {
 #[test]
 fn an_agent_reporting_its_state_without_end_has_a_bounded_number_recorded() {
     use hive_sh4re::limits::STATE_REPORTS_PER_MINUTE;
-    let (_bin, env) = common::idle_harness();
-    let hive = TestHive::start_with(Opts {
-        env,
-        ..Opts::default()
-    });
-    hive.ok(&["spawn", "alice"]);
-    hive.wait_for("alice to run", 30, |h| {
-        h.row("alice").is_some_and(|r| r["running"] == true)
-    });
+    let (_bin, hive) = idle_alice(&[]);
     let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
     let states = || -> i64 {
         db.query_row(

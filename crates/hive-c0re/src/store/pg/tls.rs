@@ -91,7 +91,6 @@ fn webpki(
         .map_err(|e| StoreError::Settings(format!("TLS set-up failed: {e}")))
 }
 
-
 /// `verify-ca`: the chain is checked, the name it is for is not.
 #[derive(Debug)]
 struct AnyName(Arc<WebPkiServerVerifier>);
