@@ -1192,6 +1192,17 @@ mod tests {
         std::fs::copy(file(scratch.path(), &other), &target).unwrap();
     }
 
+    /// A repo of git's own making in `dir`, in object `format`, with
+    /// `agent.toml` (haiku) added and not yet committed.
+    fn haiku_repo(dir: &Path, format: &str) -> PathBuf {
+        let repo = dir.join("alice");
+        std::fs::create_dir(&repo).unwrap();
+        git_out(&repo, &["init", "-q", "--object-format", format], b"");
+        std::fs::write(repo.join(CONFIG_FILE), "model = \"haiku\"\n").unwrap();
+        plain_git(&repo, &["add", CONFIG_FILE]);
+        repo
+    }
+
     /// An object name's raw bytes, as a tree entry holds them.
     fn raw(id: &str) -> Vec<u8> {
         (0..id.len())
@@ -1210,11 +1221,7 @@ mod tests {
             ("sha256", "blob"),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let repo = dir.path().join("alice");
-            std::fs::create_dir(&repo).unwrap();
-            git_out(&repo, &["init", "-q", "--object-format", format], b"");
-            std::fs::write(repo.join(CONFIG_FILE), "model = \"haiku\"\n").unwrap();
-            plain_git(&repo, &["add", CONFIG_FILE]);
+            let repo = haiku_repo(dir.path(), format);
             plain_git(&repo, &["commit", "-qm", "first"]);
             let head = git_out(&repo, &["rev-parse", "HEAD"], b"");
             let r = Repo::open(&repo).unwrap().unwrap();
@@ -1278,11 +1285,7 @@ mod tests {
     fn a_ref_named_like_a_sha_does_not_stand_for_that_sha() {
         for format in ["sha1", "sha256"] {
             let dir = tempfile::tempdir().unwrap();
-            let repo = dir.path().join("alice");
-            std::fs::create_dir(&repo).unwrap();
-            git_out(&repo, &["init", "-q", "--object-format", format], b"");
-            std::fs::write(repo.join(CONFIG_FILE), "model = \"haiku\"\n").unwrap();
-            plain_git(&repo, &["add", CONFIG_FILE]);
+            let repo = haiku_repo(dir.path(), format);
             plain_git(&repo, &["commit", "-qm", "the operator's"]);
             let mine = git_out(&repo, &["rev-parse", "HEAD"], b"");
             std::fs::write(repo.join(CONFIG_FILE), "model = \"opus\"\n").unwrap();

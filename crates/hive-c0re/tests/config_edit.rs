@@ -409,43 +409,37 @@ exec {real} "$@"
     assert_eq!(std::fs::metadata(&head).unwrap().uid(), uid);
 }
 
+/// The operator's edit of alice (haiku to sonnet), committed with `config
+/// commit`: the edited text and the commit's full sha.
+fn operators_commit(hive: &TestHive) -> (String, String) {
+    let edited = hive
+        .ok(&["config", "show", "alice"])
+        .replace("model = \"haiku\"", "model = \"sonnet\"");
+    let (code, sha, err) = cli_with_input(hive, &["config", "commit", "alice"], &edited);
+    assert_eq!(code, 0, "{err}");
+    (edited, sha.trim().to_owned())
+}
+
 #[test]
 fn text_the_manager_puts_behind_the_operators_commit_is_refused_when_requested() {
     let Some((hive, repo, _)) = hive_with_agent_owned_repo() else {
         return;
     };
-    let edited = hive
-        .ok(&["config", "show", "alice"])
-        .replace("model = \"haiku\"", "model = \"sonnet\"");
-    let (code, sha, err) = cli_with_input(&hive, &["config", "commit", "alice"], &edited);
-    assert_eq!(code, 0, "{err}");
-    let sha = sha.trim().to_owned();
+    let (edited, sha) = operators_commit(&hive);
 
     // The manager writes the repo's object files: it makes an object of
     // its own text and copies it over the file of the operator's blob.
-    let git = |args: &[&str], input: &str| {
-        let mut child = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["-c", "safe.directory=*"])
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let git = |args: &[&str]| common::git(&repo, args).trim().to_owned();
     let evil = edited.replace("model = \"sonnet\"", "model = \"opus\"");
-    let blob = git(&["rev-parse", &format!("{sha}:agent.toml")], "");
-    let other = git(&["hash-object", "-w", "--stdin"], &evil);
+    let blob = git(&["rev-parse", &format!("{sha}:agent.toml")]);
+    let evil_file = hive.dir.path().join("evil.toml");
+    std::fs::write(&evil_file, &evil).unwrap();
+    let other = git(&["hash-object", "-w", evil_file.to_str().unwrap()]);
     let file = |id: &str| repo.join(".git/objects").join(&id[..2]).join(&id[2..]);
     std::fs::set_permissions(file(&blob), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::copy(file(&other), file(&blob)).unwrap();
     assert_eq!(
-        git(&["cat-file", "blob", &format!("{sha}:agent.toml")], ""),
+        git(&["cat-file", "blob", &format!("{sha}:agent.toml")]),
         evil.trim(),
         "git reads the manager's text behind the operator's sha"
     );
@@ -474,34 +468,8 @@ fn a_tag_named_like_the_operators_sha_does_not_stand_in_for_it() {
     let Some((hive, repo, uid)) = hive_with_agent_owned_repo() else {
         return;
     };
-    let edited = hive
-        .ok(&["config", "show", "alice"])
-        .replace("model = \"haiku\"", "model = \"sonnet\"");
-    let (code, sha, err) = cli_with_input(&hive, &["config", "commit", "alice"], &edited);
-    assert_eq!(code, 0, "{err}");
-    let sha = sha.trim().to_owned();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args([
-                "-c",
-                "safe.directory=*",
-                "-c",
-                "user.name=m",
-                "-c",
-                "user.email=m@h",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let (edited, sha) = operators_commit(&hive);
+    let git = |args: &[&str]| common::git(&repo, args).trim().to_owned();
     std::fs::write(repo.join("agent.toml"), edited.replace("sonnet", "opus")).unwrap();
     git(&["commit", "-qam", "the manager's"]);
     let theirs = git(&["rev-parse", "HEAD"]);
