@@ -2628,3 +2628,63 @@ fn a_spawn_on_another_node_of_a_kept_name_warns_of_its_state_there() {
     let shown = alpha.ok(&["approvals", "show", &fresh]);
     assert!(!shown.contains("warning:"), "{shown}");
 }
+
+/// An agent's schedules fire as its sends, counted in its home node's
+/// memory: fired by every node, each node counted its own minute, and the
+/// manager's 200 schedules of 60 kB every second put up to twice its 16 MiB
+/// a minute into others' inboxes with two nodes. Only the maker's home node
+/// fires them now; beta fires the operator's.
+#[test]
+fn an_agents_schedules_fire_on_its_home_node_alone_within_its_minutes_sends() {
+    use hive_sh4re::limits::{SCHEDULES_PER_AGENT, SEND_BYTES_PER_MINUTE};
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let mut alpha = TestHive::start_with(with_manager(Opts::postgres(&db, "alpha")));
+    alpha.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    let agents = ["a1", "a2", "a3", "a4"];
+    for a in agents {
+        alpha.ok(&["spawn", a]);
+        alpha.ok(&["pause", a]);
+    }
+    // The operator's own, for later: a1-a4 hold the manager's 50 each.
+    alpha.ok(&["spawn", "a5"]);
+    alpha.ok(&["pause", "a5"]);
+    let beta = TestHive::start_with(Opts::postgres(&db, "beta"));
+    registered(&alpha, "beta");
+    let depth = |h: &TestHive| -> u64 {
+        agents
+            .iter()
+            .map(|a| h.row(a).unwrap()["inbox_depth"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let text = "s".repeat(60_000);
+    let mut c = common::Conn::open(&alpha.run_dir().join("agents/manager/agent.sock"));
+    for a in agents {
+        for _ in 0..SCHEDULES_PER_AGENT {
+            c.send(
+                &serde_json::json!({"op": "schedule", "agent": a, "when": "every:1s", "text": text})
+                    .to_string(),
+            );
+            let r = c.recv_json();
+            assert_eq!(r["ok"], true, "{r}");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let fired = depth(&beta);
+    let most = SEND_BYTES_PER_MINUTE / 60_000;
+    assert!(
+        fired <= most,
+        "{fired} firings of 60 kB in 5 s across two nodes (the manager may send {most} a minute)"
+    );
+    assert!(fired >= most / 2, "{fired}");
+    // With alpha gone the manager's schedules wait for it (beta fired them
+    // from a minute of its own), and beta fires the operator's.
+    alpha.kill9();
+    let held = depth(&beta);
+    beta.ok(&["schedule", "add", "a5", "every:1s", "tick"]);
+    beta.wait_for("beta to fire the operator's schedule", 10, |h| {
+        h.row("a5").unwrap()["inbox_depth"].as_u64().unwrap_or(0) >= 3
+    });
+    assert_eq!(depth(&beta), held, "beta fired the manager's schedules");
+}

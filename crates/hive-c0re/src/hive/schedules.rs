@@ -347,7 +347,10 @@ impl Hive {
             return Ok(0);
         }
         self.realign(now).await?;
-        let due = self.store.due_schedules(now).await?;
+        let due = self
+            .store
+            .due_schedules(now, self.settings.node.as_str())
+            .await?;
         let mut swept = false;
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
@@ -420,7 +423,11 @@ pub async fn run(hive: Arc<Hive>) {
         if let Err(e) = hive.fire_due(now_ms()).await {
             tracing::warn!("could not deliver scheduled prompts: {e}");
         }
-        let wait = match hive.store.next_schedule_due().await {
+        let wait = match hive
+            .store
+            .next_schedule_due(hive.settings.node.as_str())
+            .await
+        {
             _ if hive.space.is_low() => LOW_SPACE_RETRY,
             Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(MAX_SLEEP),
             _ => MAX_SLEEP,

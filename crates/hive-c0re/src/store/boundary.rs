@@ -666,14 +666,17 @@ impl Db {
         both!(self, s => s.schedules())
     }
 
-    /// The soonest due time, if any schedule exists.
-    pub async fn next_schedule_due(&self) -> Result<Option<i64>> {
-        both!(self, s => s.next_schedule_due())
+    /// The soonest due time of a schedule node `node` fires, if any.
+    pub async fn next_schedule_due(&self, node: &str) -> Result<Option<i64>> {
+        both!(self, s => s.next_schedule_due(node))
     }
 
-    /// Schedules due at `now`.
-    pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
-        both!(self, s => s.due_schedules(now))
+    /// Schedules due at `now` that node `node` fires: the operator's
+    /// anywhere, an agent's only on its maker's home node, whose memory
+    /// counts the maker's sends (`Hive::take_send`). Fired by every node,
+    /// they were each node's minute of sends, N of them with N nodes.
+    pub async fn due_schedules(&self, now: i64, node: &str) -> Result<Vec<ScheduleRow>> {
+        both!(self, s => s.due_schedules(now, node))
     }
 
     /// Delivers a due schedule (the message, then its next slot) in one

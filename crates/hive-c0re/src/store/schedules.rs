@@ -22,6 +22,10 @@ pub struct ScheduleRow {
 const COLUMNS: &str =
     "id, agent, spec, text, repeating, next_due, created_by, created_at, last_fired_at";
 
+/// A schedule node `?1` fires: any but one an agent at home elsewhere made.
+const FIRES_HERE: &str = "NOT EXISTS (SELECT 1 FROM agents a \
+     WHERE a.name = schedules.created_by AND a.node <> ?1)";
+
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
     Ok(ScheduleRow {
         id: r.get(0)?,
@@ -65,22 +69,27 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The soonest due time, if any schedule exists.
-    pub fn next_schedule_due(&self) -> Result<Option<i64>> {
+    /// The soonest due time of a schedule node `node` fires, if any.
+    pub fn next_schedule_due(&self, node: &str) -> Result<Option<i64>> {
         let g = self.lock();
         Ok(g.conn
-            .query_row("SELECT MIN(next_due) FROM schedules", [], |r| r.get(0))
+            .query_row(
+                &format!("SELECT MIN(next_due) FROM schedules WHERE {FIRES_HERE}"),
+                params![node],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten())
     }
 
-    /// Schedules due at `now`.
-    pub fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
+    /// Schedules due at `now` that node `node` fires.
+    pub fn due_schedules(&self, now: i64, node: &str) -> Result<Vec<ScheduleRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM schedules WHERE next_due <= ?1 ORDER BY next_due, id"
+            "SELECT {COLUMNS} FROM schedules WHERE next_due <= ?2 AND {FIRES_HERE} \
+             ORDER BY next_due, id"
         ))?;
-        let rows = st.query_map(params![now], row)?;
+        let rows = st.query_map(params![node, now], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -12,6 +12,10 @@ use crate::store::{Result, ScheduleRow};
 const COLUMNS: &str =
     "id, agent, spec, text, repeating, next_due, created_by, created_at, last_fired_at";
 
+/// A schedule node `$1` fires: any but one an agent at home elsewhere made.
+const FIRES_HERE: &str = "NOT EXISTS (SELECT 1 FROM agents a \
+     WHERE a.name = schedules.created_by AND a.node <> $1)";
+
 fn row(r: &Row) -> ScheduleRow {
     ScheduleRow {
         id: r.get(0),
@@ -58,23 +62,31 @@ impl PgStore {
         Ok(c.query(&st, &[]).await?.iter().map(row).collect())
     }
 
-    /// The soonest due time, if any schedule exists.
-    pub async fn next_schedule_due(&self) -> Result<Option<i64>> {
-        let c = self.client().await?;
-        Ok(c.query_one("SELECT MIN(next_due) FROM schedules", &[])
-            .await?
-            .get(0))
-    }
-
-    /// Schedules due at `now`.
-    pub async fn due_schedules(&self, now: i64) -> Result<Vec<ScheduleRow>> {
+    /// The soonest due time of a schedule node `node` fires, if any.
+    pub async fn next_schedule_due(&self, node: &str) -> Result<Option<i64>> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM schedules WHERE next_due <= $1 ORDER BY next_due, id"
+                "SELECT MIN(next_due) FROM schedules WHERE {FIRES_HERE}"
             ))
             .await?;
-        Ok(c.query(&st, &[&now]).await?.iter().map(row).collect())
+        Ok(c.query_one(&st, &[&node]).await?.get(0))
+    }
+
+    /// Schedules due at `now` that node `node` fires.
+    pub async fn due_schedules(&self, now: i64, node: &str) -> Result<Vec<ScheduleRow>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM schedules WHERE next_due <= $2 AND {FIRES_HERE} \
+                 ORDER BY next_due, id"
+            ))
+            .await?;
+        Ok(c.query(&st, &[&node, &now])
+            .await?
+            .iter()
+            .map(row)
+            .collect())
     }
 
     /// Delivers a due schedule in one transaction: the message from
