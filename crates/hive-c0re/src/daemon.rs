@@ -47,6 +47,8 @@ pub struct ServeOptions {
     pub notify: Notifier,
     /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
     pub min_free_space: Option<u64>,
+    /// Most an agent's files may take on its node (see `hive::space`); None: no quota.
+    pub state_quota: Option<u64>,
     /// The operator's webhooks and the dashboard's public URL.
     pub webhooks: crate::webhooks::Webhooks,
     /// Most claude processes at once, and which setting said so; None: from available memory.
@@ -170,6 +172,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.webhooks = opts.webhooks.clone();
     settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
     settings.budget = opts.budget;
+    settings.state_quota = opts.state_quota;
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => {
@@ -464,6 +467,7 @@ fn settings(min_free_space: Option<u64>, node: hive_sh4re::NodeName) -> Result<S
         dashboard_login: None,
         kill_grace: Duration::from_secs(5),
         min_free_space,
+        state_quota: None,
         turn_timeout: DEFAULT_TURN_TIMEOUT,
         webhooks: Default::default(),
         max_concurrent_turns: crate::admission::MIN_LIMIT,

@@ -107,6 +107,8 @@ pub struct Settings {
     pub max_concurrent_turns: usize,
     /// The hive-wide daily budget (`budget` in hive.toml), if any.
     pub budget: Option<hive_sh4re::config::Budget>,
+    /// Most bytes an agent's files may take on its node before it is stopped (`--state-quota`).
+    pub state_quota: Option<u64>,
     /// This daemon's node: new agents' home (`serve --node`).
     pub node: hive_sh4re::NodeName,
     /// How often this node heartbeats (see `hive::nodes`); leases are renewed as often.
@@ -294,6 +296,7 @@ impl Hive {
             dashboard_login: None,
             kill_grace: Duration::from_millis(100),
             min_free_space: None,
+            state_quota: None,
             turn_timeout: DEFAULT_TURN_TIMEOUT,
             webhooks: Default::default(),
             max_concurrent_turns: 16,
@@ -547,6 +550,7 @@ impl Hive {
         if self.steer_here(name, Steer::Start).await?.is_none() {
             return Ok(());
         }
+        self.refuse_over_quota(name).await?;
         self.store.set_want_running(name.as_str(), true).await?;
         self.store.set_failed(name.as_str(), false).await?;
         self.run(name).await?;

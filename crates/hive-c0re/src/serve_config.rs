@@ -134,6 +134,17 @@ pub struct ServeArgs {
         value_parser = crate::space::parse_size
     )]
     pub min_free_space: Option<u64>,
+    /// Most an agent's files (its state dir and harness log; the manager's
+    /// with the config repos) may take on its node, measured each minute
+    /// (bytes, or e.g. 20GiB): an agent found over it is stopped and the
+    /// operator told, so one agent cannot fill the disk for all. Default: no quota.
+    #[arg(
+        long,
+        env = "HIVE_STATE_QUOTA",
+        value_name = "SIZE",
+        value_parser = crate::space::parse_size
+    )]
+    pub state_quota: Option<u64>,
     /// Longest a turn may run before it is stopped and its messages go back to
     /// the inbox (`90s`, `45m`, `2h`); an agent's `turn_timeout` overrides it.
     #[arg(
@@ -665,6 +676,7 @@ impl Resolved {
             budget: a.budget,
             notify: Default::default(),
             min_free_space: a.min_free_space,
+            state_quota: a.state_quota,
             webhooks: crate::webhooks::Webhooks {
                 hooks: self.webhooks.clone(),
                 public_url: a.public_url.clone(),

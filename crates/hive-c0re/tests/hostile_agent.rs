@@ -1558,3 +1558,55 @@ fn a_managers_schedules_count_against_its_sends_a_minute() {
         "{r}"
     );
 }
+
+/// An agent that fills its state dir, slowly or fast, used to take the
+/// disk from every agent: at the free-space floor the hive refuses all
+/// sends. Past the hive's `state_quota` it is stopped, the operator told
+/// what to remove, and it starts again only once back within it.
+#[test]
+fn an_agent_whose_files_pass_the_state_quota_is_stopped_and_the_others_go_on() {
+    let (_bin, mut env) = common::idle_harness();
+    env.push(("HIVE_STATE_MEASURE_SECS".into(), "1".into()));
+    let mut opts = Opts {
+        env,
+        ..Opts::default()
+    };
+    opts.args.extend(["--state-quota".into(), "4MiB".into()]);
+    let hive = TestHive::start_with(opts);
+    for a in ["alice", "bob"] {
+        hive.ok(&["spawn", a]);
+    }
+    let running = |h: &TestHive, a: &str| h.row(a).is_some_and(|r| r["running"] == true);
+    hive.wait_for("both to run", 30, |h| {
+        running(h, "alice") && running(h, "bob")
+    });
+    let filler = hive.state_dir().join("agents/alice/state/filler");
+    std::fs::write(&filler, vec![0x5a_u8; 6 << 20]).unwrap();
+    hive.wait_for("alice to be stopped", 20, |h| !running(h, "alice"));
+    let told = hive.ok(&["notifications", "--json"]);
+    assert!(
+        told.contains("alice was stopped: its files on node")
+            && told.contains("over the hive's state_quota of 4.0 MiB")
+            && told.contains("hive-c0re start alice"),
+        "{told}"
+    );
+    assert!(running(&hive, "bob"), "{:?}", hive.row("bob"));
+    let r = agent_call(
+        &hive,
+        "bob",
+        json!({"op": "send", "to": "operator", "body": "still here"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    // Started again while still over it: refused, with what to do.
+    let out = hive.cli(&["start", "alice"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot start alice: its files") && said.contains("state_quota"),
+        "{said}"
+    );
+    assert_eq!(hive.row("alice").unwrap()["running"], false);
+    std::fs::remove_file(&filler).unwrap();
+    hive.ok(&["start", "alice"]);
+    hive.wait_for("alice to run again", 30, |h| running(h, "alice"));
+}

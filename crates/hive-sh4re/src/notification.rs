@@ -33,7 +33,8 @@ pub enum NotificationKind {
     /// A node of the hive stopped answering, or could not use the database for a while.
     NodeDown,
     /// A node's disk (its state's file system) is nearly full, and the hive
-    /// refuses new messages until there is room; or there is room again.
+    /// refuses new messages until there is room; or there is room again; or
+    /// an agent's files passed the hive's `state_quota` and it was stopped.
     DiskFull,
     /// An agent's turns keep failing (claude cannot start, the model API
     /// refuses it, its turns run out of time): its messages go back to be

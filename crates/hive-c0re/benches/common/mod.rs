@@ -45,6 +45,7 @@ pub fn in_process_node(
             dashboard_login: None,
             kill_grace: Duration::from_secs(1),
             min_free_space: None,
+            state_quota: None,
             turn_timeout: hive_c0re::hive::DEFAULT_TURN_TIMEOUT,
             webhooks: Default::default(),
             max_concurrent_turns: 16,

@@ -7,10 +7,14 @@ use std::time::{Duration, Instant};
 
 use hive_sh4re::notification::NotificationKind;
 
+use hive_sh4re::AgentName;
+
 use super::Hive;
 use crate::broker::Change;
+use crate::error::{Error, Result};
 use crate::runtime::{Usage, disk_usage};
 use crate::space::{Space, Transition, human};
+use crate::store::AgentRow;
 
 /// How often each agent's state dir is measured (`HIVE_STATE_MEASURE_SECS` in tests).
 const MEASURE_EVERY: Duration = Duration::from_secs(60);
@@ -117,82 +121,153 @@ impl Hive {
 
     /// Measures the state dir of each agent this node runs, off the
     /// runtime's threads, each walk bounded by [`MEASURE_LIMIT`] and all of
-    /// them by `within`: one not measured in time keeps its last size.
-    pub(crate) async fn measure_states(&self, within: Duration) {
+    /// them by `within`: one not measured in time keeps its last size. One
+    /// found over the hive's `state_quota` is stopped ([`Hive::over_quota`]).
+    pub(crate) async fn measure_states(self: &Arc<Self>, within: Duration) {
         let Ok(agents) = self.store.agents().await else {
             return;
         };
         let end = Instant::now() + within;
-        let mine: Vec<String> = agents
+        let mine: Vec<&AgentRow> = agents
             .iter()
             .filter(|a| super::nodes::runs_here(&self.store, a, self.node()))
-            .map(|a| a.name.clone())
             .collect();
         self.state_sizes
             .lock()
             .expect("sizes lock")
-            .retain(|n, _| mine.contains(n));
-        for agent in mine {
-            let Ok(name) = hive_sh4re::AgentName::parse(&agent) else {
+            .retain(|n, _| mine.iter().any(|a| &a.name == n));
+        for row in mine {
+            let Ok(name) = AgentName::parse(&row.name) else {
                 continue;
             };
             let now = Instant::now();
             if now >= end {
                 break;
             }
-            let mut dirs = vec![self.paths.agent_state(&name)];
-            // The manager's own files include every config repo it writes.
-            if name.is_manager() {
-                dirs.push(self.paths.configs_root());
-            }
-            let deadline = end.min(now + MEASURE_LIMIT);
-            // Its harness log too, outside its state dir: the agent writes
-            // it through the descriptor it was given, and can grow it (or
-            // allocate it) as it can its files.
-            let logs = crate::harness_log::files(&self.paths.harness_log(&name));
-            let walk = tokio::task::spawn_blocking(move || {
-                let logged = logs
-                    .iter()
-                    .filter_map(|l| std::fs::symlink_metadata(l).ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-                    .sum::<u64>();
-                dirs.iter().try_fold(
-                    Usage {
-                        bytes: logged,
-                        complete: true,
-                    },
-                    |sum, dir| {
-                        let u = disk_usage(dir, deadline)?;
-                        Ok::<_, std::io::Error>(Usage {
-                            bytes: sum.bytes + u.bytes,
-                            complete: sum.complete && u.complete,
-                        })
-                    },
-                )
-            });
-            // The walk stops at its deadline; a system call that hangs (a
-            // stuck file system) is left behind, not waited for.
-            let Ok(measured) = tokio::time::timeout(
-                deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
-                walk,
-            )
-            .await
+            let Some(u) = self
+                .measure_state(&name, end.min(now + MEASURE_LIMIT))
+                .await
             else {
-                tracing::warn!(%agent, "measuring its state dir did not end in time");
                 continue;
             };
-            match measured {
-                Ok(Ok(u)) => {
-                    self.state_sizes
-                        .lock()
-                        .expect("sizes lock")
-                        .insert(agent, u);
-                }
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Ok(Err(e)) => tracing::debug!(%agent, "could not measure its state dir: {e}"),
-                Err(e) => tracing::warn!(%agent, "measuring its state dir failed: {e}"),
+            if row.want_running
+                && let Some(over) = self.over_quota(&name, u)
+            {
+                self.stop_over_quota(&name, &over).await;
             }
+        }
+    }
+
+    /// Measures agent `name`'s files here until `deadline` and keeps the
+    /// figure; None when the walk failed or did not end in time.
+    async fn measure_state(&self, name: &AgentName, deadline: Instant) -> Option<Usage> {
+        let mut dirs = vec![self.paths.agent_state(name)];
+        // The manager's own files include every config repo it writes.
+        if name.is_manager() {
+            dirs.push(self.paths.configs_root());
+        }
+        // Its harness log too, outside its state dir: the agent writes
+        // it through the descriptor it was given, and can grow it (or
+        // allocate it) as it can its files.
+        let logs = crate::harness_log::files(&self.paths.harness_log(name));
+        let walk = tokio::task::spawn_blocking(move || {
+            let logged = logs
+                .iter()
+                .filter_map(|l| std::fs::symlink_metadata(l).ok())
+                .filter(|m| m.is_file())
+                .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+                .sum::<u64>();
+            dirs.iter().try_fold(
+                Usage {
+                    bytes: logged,
+                    complete: true,
+                },
+                |sum, dir| {
+                    let u = disk_usage(dir, deadline)?;
+                    Ok::<_, std::io::Error>(Usage {
+                        bytes: sum.bytes + u.bytes,
+                        complete: sum.complete && u.complete,
+                    })
+                },
+            )
+        });
+        // The walk stops at its deadline; a system call that hangs (a
+        // stuck file system) is left behind, not waited for.
+        let Ok(measured) = tokio::time::timeout(
+            deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1),
+            walk,
+        )
+        .await
+        else {
+            tracing::warn!(agent = %name, "measuring its state dir did not end in time");
+            return None;
+        };
+        match measured {
+            Ok(Ok(u)) => {
+                self.state_sizes
+                    .lock()
+                    .expect("sizes lock")
+                    .insert(name.to_string(), u);
+                Some(u)
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(Err(e)) => {
+                tracing::debug!(agent = %name, "could not measure its state dir: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(agent = %name, "measuring its state dir failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// What agent `name`'s files taking `u` say against the hive's
+    /// `state_quota`: None within it (or with none set), else a sentence
+    /// saying what it takes, of what, and what the operator can do.
+    fn over_quota(&self, name: &AgentName, u: Usage) -> Option<String> {
+        let quota = self.settings.state_quota?;
+        if u.bytes <= quota {
+            return None;
+        }
+        let at_least = if u.complete { "" } else { "at least " };
+        Some(format!(
+            "its files on node {} take {at_least}{}, over the hive's state_quota of {}: remove \
+             some of them under {} (or raise state_quota), then `hive-c0re start {name}`",
+            self.node(),
+            human(u.bytes),
+            human(quota),
+            self.paths.agent_state(name).display()
+        ))
+    }
+
+    /// Stops agent `name`, whose files passed the hive's `state_quota`, and
+    /// tells the operator: one agent filling the disk would otherwise stop
+    /// every agent's messages at the free-space alarm.
+    async fn stop_over_quota(self: &Arc<Self>, name: &AgentName, over: &str) {
+        if let Err(e) = self.stop(name, false).await {
+            tracing::warn!(agent = %name, "could not stop an agent over its state_quota: {e}");
+            return;
+        }
+        let text = format!("{name} was stopped: {over}.");
+        tracing::warn!("{text}");
+        self.tell_operator(NotificationKind::DiskFull, Some(name), &text)
+            .await;
+    }
+
+    /// Refuses to start agent `name` while its files are over the hive's
+    /// `state_quota`, measured again now (the operator may just have removed some).
+    pub(super) async fn refuse_over_quota(&self, name: &AgentName) -> Result<()> {
+        if self.settings.state_quota.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + MEASURE_LIMIT;
+        match self.measure_state(name, deadline).await {
+            Some(u) => match self.over_quota(name, u) {
+                Some(over) => Err(Error::refused(format!("cannot start {name}: {over}"))),
+                None => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
