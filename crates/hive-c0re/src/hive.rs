@@ -174,6 +174,8 @@ pub struct Hive {
     questions_rate: crate::throttle::PerMinute,
     /// How many status lines each agent set this minute.
     status_rate: crate::throttle::PerMinute,
+    /// Naps taken per agent this minute (see `hive/controls.rs`).
+    nap_rate: crate::throttle::PerMinute,
     /// Each agent's reports of its state (`state`, `api_retry`, `backoff`) this minute.
     state_rate: crate::throttle::PerMinute,
     /// Bytes of messages each agent sent this minute.
@@ -247,6 +249,7 @@ impl Hive {
             flood: Default::default(),
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
             status_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATUS_PER_MINUTE),
+            nap_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::NAPS_PER_MINUTE),
             state_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::STATE_REPORTS_PER_MINUTE,
             ),

@@ -1610,3 +1610,32 @@ fn an_agent_whose_files_pass_the_state_quota_is_stopped_and_the_others_go_on() {
     hive.ok(&["start", "alice"]);
     hive.wait_for("alice to run again", 30, |h| running(h, "alice"));
 }
+
+/// An agent napping without pause: each nap was a synced write of its row
+/// and a wake every node reads the agent again for, with no bound (32
+/// connections of pipelined naps kept a 2-core host's workers syncing).
+/// Past the minute's bound a nap is refused with a sentence.
+#[test]
+fn an_agent_napping_without_end_is_refused_past_its_minutes_naps() {
+    use hive_sh4re::limits::NAPS_PER_MINUTE;
+    let (_bin, hive) = idle_alice(&[]);
+    let mut c = common::Conn::open(&hive.run_dir().join("agents/alice/agent.sock"));
+    let mut refused = None;
+    for i in 0..NAPS_PER_MINUTE + 20 {
+        c.send(&json!({"op": "nap", "seconds": 1}).to_string());
+        let r = c.recv_json();
+        if r["ok"] != true {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (i, r) = refused.expect("every nap was taken");
+    assert_eq!(i, NAPS_PER_MINUTE, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("naps this minute"),
+        "{r}"
+    );
+    // Its other requests go on.
+    c.send(&json!({"op": "set_status", "text": "awake"}).to_string());
+    assert_eq!(c.recv_json()["ok"], true);
+}

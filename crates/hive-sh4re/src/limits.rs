@@ -122,6 +122,9 @@ pub const TURN_ERROR_MAX_CHARS: usize = 4000;
 /// Most `set_status` lines an agent may set a minute: each one is a write,
 /// and a wake every other node reads the agent again for.
 pub const STATUS_PER_MINUTE: u32 = 60;
+/// Most naps an agent may take a minute: each one is a synced write of its
+/// row, and a wake every node reads the agent again for.
+pub const NAPS_PER_MINUTE: u32 = 60;
 /// Most bytes of messages one agent may send a minute, each message counted
 /// as at least [`SEND_MIN_BYTES`]: every inbox it may write to holds up to
 /// its cap of them, and a sender that sent to itself and read without pause

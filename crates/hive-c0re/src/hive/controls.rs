@@ -99,6 +99,12 @@ impl Hive {
                 "a nap lasts {NAP_MIN_SECONDS} to {NAP_MAX_SECONDS} seconds; {seconds} is out of range"
             )));
         }
+        if !self.nap_rate.allow(name.as_str()) {
+            return Err(Error::refused(format!(
+                "{name} took {} naps this minute, the most hive-c0re takes: nap once for as long as you mean to wait",
+                hive_sh4re::limits::NAPS_PER_MINUTE
+            )));
+        }
         let until = now_ms() + seconds as i64 * 1000;
         let end = std::time::Instant::now() + Duration::from_secs(seconds);
         self.store.set_nap_until(name.as_str(), Some(until)).await?;
