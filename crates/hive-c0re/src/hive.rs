@@ -176,6 +176,8 @@ pub struct Hive {
     status_rate: crate::throttle::PerMinute,
     /// Naps taken per agent this minute (see `hive/controls.rs`).
     nap_rate: crate::throttle::PerMinute,
+    /// The manager's requests for agents and config changes this minute (see `manager.rs`).
+    manager_requests: crate::throttle::PerMinute,
     /// Each agent's reports of its state (`state`, `api_retry`, `backoff`) this minute.
     state_rate: crate::throttle::PerMinute,
     /// Bytes of messages each agent sent this minute.
@@ -250,6 +252,9 @@ impl Hive {
             stats_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATS_PER_MINUTE),
             status_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::STATUS_PER_MINUTE),
             nap_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::NAPS_PER_MINUTE),
+            manager_requests: crate::throttle::PerMinute::new(
+                hive_sh4re::limits::MANAGER_REQUESTS_PER_MINUTE,
+            ),
             state_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::STATE_REPORTS_PER_MINUTE,
             ),

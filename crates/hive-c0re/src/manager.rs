@@ -12,6 +12,14 @@ use crate::hive::Hive;
 pub async fn handle(hive: &Arc<Hive>, req: AgentRequest) -> Result<AgentResponse> {
     let parse =
         |n: &str| AgentName::parse(n).map_err(|e| Error::refused(format!("bad agent name: {e}")));
+    if matches!(
+        req,
+        AgentRequest::RequestInitConfig { .. }
+            | AgentRequest::RequestSpawn { .. }
+            | AgentRequest::RequestApplyCommit { .. }
+    ) {
+        hive.take_manager_request()?;
+    }
     let text = match req {
         AgentRequest::RequestInitConfig { name } => {
             let name = parse(&name)?;

@@ -118,6 +118,14 @@ fn a_full_disk_refuses_sends_keeps_recv_and_status_and_a_restart_and_loses_nothi
         String::from_utf8_lossy(&out.stderr).contains("the disk is nearly full"),
         "{out:?}"
     );
+    // So is a new config repo (the manager's request_init_config as well):
+    // git's files, written as root.
+    let out = hive.cli(&["init-config", "carol"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the disk is nearly full"),
+        "{out:?}"
+    );
+    assert!(!hive.state_dir().join("configs/carol").exists());
 
     // Status shows it; recv drains (and acknowledges) what was sent before.
     let table = hive.ok(&["status"]);

@@ -1639,3 +1639,45 @@ fn an_agent_napping_without_end_is_refused_past_its_minutes_naps() {
     c.send(&json!({"op": "set_status", "text": "awake"}).to_string());
     assert_eq!(c.recv_json()["ok"], true);
 }
+
+/// The manager's requests for agents and config changes each run git as
+/// root on its repos, a failing one before any cap on approvals is met,
+/// with no bound. Past the minute's they are refused with a sentence.
+#[test]
+fn a_manager_asking_without_end_is_refused_past_its_minutes_requests() {
+    use hive_sh4re::limits::MANAGER_REQUESTS_PER_MINUTE;
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    let hive = TestHive::start_with(opts);
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    let mut c = common::Conn::open(&hive.run_dir().join("agents/manager/agent.sock"));
+    let mut ask = |req: Value| {
+        c.send(&req.to_string());
+        c.recv_json()
+    };
+    for i in 0..MANAGER_REQUESTS_PER_MINUTE {
+        let r =
+            ask(json!({"op": "request_apply_commit", "agent": "nobody", "sha": "0123456789ab"}));
+        let e = r["error"].as_str().unwrap_or_default();
+        assert!(!e.contains("this minute"), "refused at {i}: {r}");
+    }
+    for req in [
+        json!({"op": "request_init_config", "name": "carol"}),
+        json!({"op": "request_spawn", "name": "carol"}),
+        json!({"op": "request_apply_commit", "agent": "nobody", "sha": "0123456789ab"}),
+    ] {
+        let r = ask(req);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(
+            r["error"]
+                .as_str()
+                .unwrap()
+                .contains("requests for agents and config changes this minute"),
+            "{r}"
+        );
+    }
+    assert!(!hive.state_dir().join("configs/carol").exists());
+    // Its other tools go on.
+    let r = ask(json!({"op": "set_status", "text": "waiting"}));
+    assert_eq!(r["ok"], true, "{r}");
+}

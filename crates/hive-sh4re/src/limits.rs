@@ -125,6 +125,9 @@ pub const STATUS_PER_MINUTE: u32 = 60;
 /// Most naps an agent may take a minute: each one is a synced write of its
 /// row, and a wake every node reads the agent again for.
 pub const NAPS_PER_MINUTE: u32 = 60;
+/// Most `request_init_config`, `request_spawn` and `request_apply_commit`
+/// calls the manager may make a minute: each runs git as root on its repos.
+pub const MANAGER_REQUESTS_PER_MINUTE: u32 = 60;
 /// Most bytes of messages one agent may send a minute, each message counted
 /// as at least [`SEND_MIN_BYTES`]: every inbox it may write to holds up to
 /// its cap of them, and a sender that sent to itself and read without pause

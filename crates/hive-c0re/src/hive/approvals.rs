@@ -165,6 +165,20 @@ impl Hive {
         outcome
     }
 
+    /// Counts one of the manager's requests for an agent or a config change
+    /// against its minute's; refused past them (each runs git as root, and a
+    /// failing one runs it before any cap on approvals is met).
+    pub(crate) fn take_manager_request(&self) -> Result<()> {
+        if self.manager_requests.allow(AgentName::MANAGER) {
+            return Ok(());
+        }
+        Err(Error::refused(format!(
+            "the manager made {} requests for agents and config changes this minute, the most hive-c0re takes: \
+             wait for the operator's decisions on those queued",
+            hive_sh4re::limits::MANAGER_REQUESTS_PER_MINUTE
+        )))
+    }
+
     /// Creates the config repo of a future agent from the template, on the
     /// node that keeps the repos; returns where: its path, followed by
     /// `on node NODE` when that node is another one.
@@ -178,6 +192,8 @@ impl Hive {
             let (_, path) = self.ask_for_reply(&node, name, &Steer::InitConfig).await?;
             return Ok(format!("{path} on node {node}"));
         }
+        // A repo is files and git's writes: not on a disk past its floor.
+        self.space.refuse_if_low()?;
         let text = crate::hive::default_config(name).to_toml();
         let (hive, n) = (self.clone(), name.clone());
         let manager = self.manager_uid_base().await?;
