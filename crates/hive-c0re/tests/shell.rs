@@ -595,9 +595,11 @@ exec sleep 100000
 /// the operator will `cat` in its shell, full of what terminals obey beyond
 /// colours: OSC 52 sets the clipboard to a command to paste, OSC 8 hides
 /// where a link goes, OSC 0/1/2 retitle the window, DCS (tmux passthrough),
-/// APC, PM and SOS strings, the same in C1 form; and modes left on
-/// (alternate screen, mouse tracking) after the shell ends. Text and colours
-/// still come through; the terminal gets its modes back.
+/// APC, PM and SOS strings, the same in C1 form; queries the terminal would
+/// answer by typing (the title, the cursor's place, its attributes); and
+/// modes left on (alternate screen, mouse tracking, a scroll region) after
+/// the shell ends. Text and colours still come through; the terminal gets
+/// its modes back.
 #[test]
 fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
     let (hive, _bin) = hive_with_alice("process");
@@ -609,7 +611,8 @@ fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
         \x1bPtmux;\x1b\x1b]52;c;cGFzc3RocnU=\x07\x1b\\\
         \x1b_Gf=100;AAAA\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\\
         \u{9d}52;c;YzE=\x07\
-        \x1b[?1049h\x1b[?1000h\x1b[?2004h\x1b[?25l\
+        \x1b[21t\x1b[6n\x1b[c\x1b[>q\x1b[?2004$p\
+        \x1b[?1049h\x1b[?1000h\x1b[?2004h\x1b[?25l\x1b[3;10r\
         the-end\r\n";
     std::fs::write(home.join("notes.txt"), evil).unwrap();
 
@@ -653,6 +656,11 @@ fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
         "cGFzc3RocnU",
         "YzE=",
         "evil.example",
+        "\x1b[21t",
+        "\x1b[6n",
+        "\x1b[c",
+        "\x1b[>q",
+        "\x1b[?2004$p",
     ] {
         assert!(
             !shown.contains(banned),
@@ -673,6 +681,7 @@ fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
         "\x1b[?2004l",
         "\x1b[?25h",
         "\x1b[0m",
+        "\x1b[r",
     ] {
         assert!(
             tail.contains(reset),

@@ -9,8 +9,9 @@
 //!
 //! What the shell prints is the agent's to choose: it reaches the terminal
 //! through [`TerminalFilter`] (colours and cursor movement, no strings: no
-//! clipboard, link or title), and a terminal on stdout gets the modes a
-//! program may have left on put back however the shell ends.
+//! clipboard, link or title; no query, whose answer the terminal would type
+//! in), and a terminal on stdout gets the modes a program may have left on
+//! put back however the shell ends.
 
 use std::io::Write;
 use std::os::fd::AsFd;
