@@ -26,6 +26,7 @@ id -u > "$S/uid"
 pwd > "$S/pwd"
 env | sort > "$S/env"
 touch "$S/made-inside"
+grep -E ' /(var/)?tmp ' /proc/mounts > "$S/tmpfs" 2>&1
 if test -e "$HIVE_AGENT_SOCK"; then echo yes; else echo no; fi > "$S/sock-visible"
 if command -v python3 > /dev/null; then
   python3 -c 'import os, socket; socket.socket(socket.AF_UNIX).connect(os.environ["HIVE_AGENT_SOCK"]); print("ok")' > "$S/sock-connect" 2>&1
@@ -379,6 +380,16 @@ async fn nspawn_isolates_the_agent() {
     );
     assert!(made.uid() >= 65536);
     assert_eq!(hive.read(&spec, "sock-visible"), "yes");
+    // Both are memory: without a size, /var/tmp took up to half the host's
+    // RAM per agent, and tmpfs pages are no process's to kill.
+    let tmpfs = hive.read(&spec, "tmpfs");
+    for dir in [" /tmp ", " /var/tmp "] {
+        let line = tmpfs.lines().find(|l| l.contains(dir)).unwrap_or_default();
+        assert!(
+            line.starts_with("tmpfs") && line.contains(",size=") && line.contains(",nr_inodes="),
+            "{dir}: {tmpfs}"
+        );
+    }
     assert_connected(&hive, &spec);
     assert_eq!(hive.read(&spec, "host-sock"), "invisible");
     assert_eq!(hive.read(&spec, "bob-secret"), "invisible");

@@ -439,7 +439,10 @@ fn nspawn_args(
         // CAP_SYS_ADMIN (to make its PID namespace), which the agent could
         // otherwise make mount for it. The harness and claude need neither.
         "--drop-capability=CAP_SYS_ADMIN,CAP_SYS_PTRACE",
-        "--tmpfs=/var/tmp:mode=1777",
+        // The bounds nspawn gives /tmp: a tmpfs without them takes up to half
+        // the host's memory, which the OOM killer cannot take back from the
+        // small process that wrote it (it kills the hive's others instead).
+        "--tmpfs=/var/tmp:mode=1777,size=10%,nr_inodes=400k",
     ]
     .map(OsString::from)
     .into();
