@@ -126,7 +126,8 @@ pub struct ServeArgs {
     pub uid_base: u32,
     /// Free space the state directory's file system keeps: below it new sends,
     /// schedules and agents' events are refused until space returns (bytes, or e.g. 512MiB).
-    /// Default: 5 % of the file system, at most 256 MiB.
+    /// Default: 5 % of the file system, at most 256 MiB. Free inodes have a floor
+    /// of their own, 5 % of them, at most 50,000; 0 turns both off.
     #[arg(
         long,
         env = "HIVE_MIN_FREE_SPACE",

@@ -7,6 +7,11 @@
 //! on from the check that finds the floor crossed until one finds the space
 //! back, and clears by itself.
 //!
+//! Free inodes have a floor too, derived from the file system's count of
+//! them: an agent that makes millions of empty files takes no space to speak
+//! of, yet leaves no inode for a rootfs, a sqlite journal or a config repo,
+//! and every one of those fails as a full disk does.
+//!
 //! A disk another program filled to the last block leaves no room at all, so
 //! hive-c0re keeps a reserve file (`Paths::space_reserve`) while space is
 //! plentiful and deletes it when the alarm goes on: sqlite's write-ahead log
@@ -29,6 +34,10 @@ const DEFAULT_FLOOR_PERCENT: u64 = 5;
 const DEFAULT_FLOOR_MAX: u64 = 256 << 20;
 /// Largest reserve file (it is the floor itself when the floor is smaller).
 const RESERVE_MAX: u64 = 16 << 20;
+/// The floor of free inodes: this share of the file system's inodes...
+const INODE_FLOOR_PERCENT: u64 = 5;
+/// ...but never more than this: enough for a few rootfs builds and config repos.
+const INODE_FLOOR_MAX: u64 = 50_000;
 
 /// Watches the state's file system against a floor of free space.
 pub struct Space {
@@ -55,6 +64,10 @@ pub enum Transition {
 struct Reading {
     avail: u64,
     total: u64,
+    /// Free inodes, as `df -i` shows them.
+    inodes_avail: u64,
+    /// All its inodes; 0 where it does not count them (btrfs).
+    inodes: u64,
 }
 
 impl Space {
@@ -105,6 +118,8 @@ impl Space {
             filesystem: "the file system at /test (tmpfs)".into(),
             free_bytes: 0,
             floor_bytes: 1,
+            free_inodes: None,
+            floor_inodes: None,
             since: rfc3339(0),
             message: "the disk is nearly full: test".into(),
         });
@@ -129,6 +144,11 @@ impl Space {
                 return None;
             }
         };
+        self.judge(reading)
+    }
+
+    /// [`Self::check`] on a reading taken.
+    fn judge(&self, reading: Reading) -> Option<Transition> {
         let floor = self.floor_of(reading.total);
         let reserve = floor.min(RESERVE_MAX);
         let held = std::fs::symlink_metadata(&self.reserve)
@@ -139,8 +159,17 @@ impl Space {
         } else {
             reading.avail.saturating_sub(reserve)
         };
+        let inode_floor = self.inode_floor_of(reading.inodes);
+        // The reserve file takes an inode as it takes its bytes.
+        let free_inodes = if held || reserve == 0 {
+            reading.inodes_avail
+        } else {
+            reading.inodes_avail.saturating_sub(1)
+        };
         let mut alarm = self.lock();
-        if free < floor {
+        let bytes_low = free < floor;
+        let inodes_low = free_inodes < inode_floor;
+        if bytes_low || inodes_low {
             if held {
                 // Room for the writes that must go through.
                 let _ = std::fs::remove_file(&self.reserve);
@@ -148,17 +177,18 @@ impl Space {
             let fs = filesystem_of(&self.dir);
             let since = alarm.as_ref().map(|a| a.since.clone());
             let was_on = since.is_some();
+            let counted = reading.inodes > 0;
             let a = SpaceAlarm {
-                message: format!(
-                    "the disk is nearly full: {fs} has {} free, below the hive's floor of {} \
-                     (min_free_space); hive-c0re refuses new messages, schedules and agents' events \
-                     until space is freed there (recv, acknowledgements and status keep working)",
-                    human(free),
-                    human(floor)
+                message: alarm_message(
+                    &fs,
+                    bytes_low.then_some((free, floor)),
+                    inodes_low.then_some((free_inodes, inode_floor)),
                 ),
                 filesystem: fs,
                 free_bytes: free,
                 floor_bytes: floor,
+                free_inodes: counted.then_some(free_inodes),
+                floor_inodes: counted.then_some(inode_floor),
                 since: since.unwrap_or_else(|| rfc3339(now_ms())),
             };
             *alarm = Some(a.clone());
@@ -180,15 +210,78 @@ impl Space {
         self.floor
             .unwrap_or_else(|| (total / 100 * DEFAULT_FLOOR_PERCENT).min(DEFAULT_FLOOR_MAX))
     }
+
+    /// A floor of no bytes is the operator turning the alarm off: inodes too.
+    fn inode_floor_of(&self, inodes: u64) -> u64 {
+        if self.floor == Some(0) {
+            0
+        } else {
+            inode_floor(inodes)
+        }
+    }
 }
 
-/// Free bytes (as `df` shows them: without the blocks kept for root) and size of `dir`'s file system.
+/// The floor of free inodes on a file system of `inodes`:
+/// [`INODE_FLOOR_PERCENT`] of them, at most [`INODE_FLOOR_MAX`]; 0 (no
+/// alarm) where the file system counts none.
+pub fn inode_floor(inodes: u64) -> u64 {
+    (inodes.saturating_mul(INODE_FLOOR_PERCENT) / 100).min(INODE_FLOOR_MAX)
+}
+
+/// True when `a` is on (also) for want of inodes.
+pub fn short_of_inodes(a: &SpaceAlarm) -> bool {
+    a.free_inodes
+        .zip(a.floor_inodes)
+        .is_some_and(|(free, floor)| free < floor)
+}
+
+/// The alarm's sentence: what ran out, bytes (free, floor) or inodes (free,
+/// floor) or both, and what the operator does about it.
+fn alarm_message(fs: &str, bytes: Option<(u64, u64)>, inodes: Option<(u64, u64)>) -> String {
+    let mut short = vec![];
+    if let Some((free, floor)) = bytes {
+        short.push(format!(
+            "{} free, below the hive's floor of {} (min_free_space)",
+            human(free),
+            human(floor)
+        ));
+    }
+    if let Some((free, floor)) = inodes {
+        short.push(format!(
+            "{} free inodes (files) left, below the hive's floor of {} \
+             ({INODE_FLOOR_PERCENT} % of its inodes, at most {})",
+            grouped(free),
+            grouped(floor),
+            grouped(INODE_FLOOR_MAX)
+        ));
+    }
+    let why = if inodes.is_some() {
+        ": many small files use up a file system's inodes however little space they take"
+    } else {
+        ""
+    };
+    let until = match (bytes.is_some(), inodes.is_some()) {
+        (true, true) => "space is freed and files are deleted there",
+        (false, true) => "files are deleted there",
+        _ => "space is freed there",
+    };
+    format!(
+        "the disk is nearly full: {fs} has {}{why}; hive-c0re refuses new messages, schedules \
+         and agents' events until {until} (recv, acknowledgements and status keep working)",
+        short.join(", and ")
+    )
+}
+
+/// Free bytes (as `df` shows them: without the blocks kept for root), size,
+/// and free and all inodes of `dir`'s file system.
 fn read(dir: &Path) -> std::io::Result<Reading> {
     let s = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
     let frsize = s.fragment_size() as u64;
     Ok(Reading {
         avail: s.blocks_available() as u64 * frsize,
         total: s.blocks() as u64 * frsize,
+        inodes_avail: s.files_available() as u64,
+        inodes: s.files() as u64,
     })
 }
 
@@ -274,6 +367,19 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// A count as people read it: `1,234,567`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Parses a size: bytes, or a number with K/M/G/T (powers of 1024, `MiB` and `MB` alike).
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();
@@ -357,5 +463,93 @@ mod tests {
         let none = Space::new(dir.path(), reserve.clone(), Some(0));
         assert_eq!(none.check(), None);
         assert!(!reserve.exists());
+    }
+
+    #[test]
+    fn the_inode_floor_is_5_percent_at_most_50000_and_none_without_inodes() {
+        assert_eq!(inode_floor(0), 0);
+        assert_eq!(inode_floor(4000), 200);
+        assert_eq!(inode_floor(1_000_000), 50_000);
+        assert_eq!(inode_floor(u64::MAX), 50_000);
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1234), "1,234");
+        assert_eq!(grouped(50_000), "50,000");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+    }
+
+    /// Plenty of bytes on a file system of 4,000 inodes, `inodes_avail` of them free.
+    fn reading(inodes_avail: u64, inodes: u64) -> Reading {
+        Reading {
+            avail: 1 << 30,
+            total: 2 << 30,
+            inodes_avail,
+            inodes,
+        }
+    }
+
+    #[test]
+    fn few_free_inodes_raise_the_alarm_and_say_so_and_a_file_system_without_inodes_never_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let reserve = dir.path().join("space.reserve");
+        let space = Space::new(dir.path(), reserve.clone(), Some(4096));
+        assert_eq!(space.judge(reading(3000, 4000)), None);
+        assert!(reserve.exists());
+        let Some(Transition::Low(a)) = space.judge(reading(12, 4000)) else {
+            panic!("no alarm")
+        };
+        assert!(short_of_inodes(&a), "{a:?}");
+        assert_eq!((a.free_inodes, a.floor_inodes), (Some(12), Some(200)));
+        assert!(
+            a.message.contains(
+                "has 12 free inodes (files) left, below the hive's floor of 200 \
+                 (5 % of its inodes, at most 50,000): many small files"
+            ) && a.message.contains("until files are deleted there")
+                && !a.message.contains("min_free_space"),
+            "{}",
+            a.message
+        );
+        assert!(space.refuse_if_low().is_err());
+        assert!(!reserve.exists(), "the reserve went to make room");
+        // The reserve's inode is counted as taken, so deleting it does not clear the alarm.
+        assert_eq!(space.judge(reading(200, 4000)), None);
+        assert!(space.is_low());
+        assert_eq!(space.judge(reading(201, 4000)), Some(Transition::Cleared));
+        assert!(reserve.exists());
+
+        // btrfs counts no inodes: never an alarm for them, and no inode fields.
+        let btrfs = Space::new(dir.path(), reserve.clone(), Some(4096));
+        assert_eq!(btrfs.judge(reading(0, 0)), None);
+        let bytes = Reading {
+            avail: 0,
+            ..reading(0, 0)
+        };
+        let Some(Transition::Low(a)) = btrfs.judge(bytes) else {
+            panic!("no alarm")
+        };
+        assert!(!short_of_inodes(&a));
+        assert_eq!((a.free_inodes, a.floor_inodes), (None, None));
+        assert!(!a.message.contains("inodes"), "{}", a.message);
+
+        // Both short: the sentence names both (the reserve, gone, counted as one of the 3 inodes).
+        let both = Space::new(dir.path(), reserve.clone(), Some(4096));
+        let Some(Transition::Low(a)) = both.judge(Reading {
+            avail: 0,
+            ..reading(3, 4000)
+        }) else {
+            panic!("no alarm")
+        };
+        assert!(
+            a.message
+                .contains("(min_free_space), and 2 free inodes (files) left")
+                && a.message
+                    .contains("until space is freed and files are deleted there"),
+            "{}",
+            a.message
+        );
+
+        // A floor of nothing turns the alarm off, for inodes too.
+        let off = Space::new(dir.path(), reserve, Some(0));
+        assert_eq!(off.judge(reading(0, 4000)), None);
     }
 }

@@ -19,6 +19,8 @@ use serde_json::json;
 const FS_BYTES: u64 = 24 << 20;
 /// The floor the hive keeps.
 const FLOOR: &str = "6MiB";
+/// Inodes of the state's tmpfs when a test runs it out of them: a floor of 200 (5 %).
+const FS_INODES: u64 = 4000;
 
 /// Writes `path` until the file system has no room left.
 fn fill(path: &Path) {
@@ -29,6 +31,18 @@ fn fill(path: &Path) {
     }
     let e = f.write_all(&[0; 512]).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+}
+
+/// Makes empty files in `dir` until the file system has no inode left; how many.
+fn exhaust_inodes(dir: &Path) -> u64 {
+    std::fs::create_dir_all(dir).unwrap();
+    for n in 0.. {
+        if let Err(e) = std::fs::File::create(dir.join(format!("f{n}"))) {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+            return n;
+        }
+    }
+    unreachable!()
 }
 
 /// The alarm of `status --json` (its first line while the alarm is on).
@@ -332,4 +346,82 @@ fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
     hive.wait_for("both alerts at the json webhook", 20, |_| ids().len() == 2);
     let ids = ids();
     assert!(ids[0] < 0 && ids[1] < 0 && ids[0] != ids[1], "{ids:?}");
+}
+
+/// An agent that makes empty files until its file system has no inode left
+/// takes next to no space: the alarm watched bytes alone and never went on,
+/// and then every rootfs, sqlite journal and config repo failed for want of
+/// an inode, the operator told nothing. It now goes on for inodes too, says
+/// which ran out, and names the agent with the most files.
+#[test]
+fn running_out_of_inodes_raises_the_alarm_and_names_the_agent_with_the_most_files() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting the test's tmpfs needs root");
+        return;
+    }
+    let mut opts = Opts {
+        state_tmpfs: Some(FS_BYTES),
+        state_tmpfs_inodes: Some(FS_INODES),
+        ..Opts::default()
+    };
+    opts.args
+        .extend(["--min-free-space".to_owned(), FLOOR.to_owned()]);
+    let mut hive = TestHive::start_with(opts);
+    let ns = hive.mountns.clone().unwrap();
+    hive.ok(&["spawn", "alice"]);
+    assert_eq!(alarm(&hive), None, "{}", hive.log());
+
+    let junk = hive.state_dir().join("agents/alice/state/junk");
+    let made = ns.enter(|| exhaust_inodes(&junk));
+    assert!(made > FS_INODES / 2, "{made} files");
+    hive.wait_for("the inode alarm", 10, |h| alarm(h).is_some());
+    let a = alarm(&hive).unwrap();
+    assert_eq!(a["floor_inodes"], FS_INODES / 20, "{a}");
+    assert!(a["free_inodes"].as_u64().unwrap() < FS_INODES / 20, "{a}");
+    assert!(
+        a["free_bytes"].as_u64().unwrap() > a["floor_bytes"].as_u64().unwrap(),
+        "the bytes are plenty: {a}"
+    );
+    let message = a["message"].as_str().unwrap();
+    assert!(
+        message.contains("(tmpfs) has ")
+            && message.contains("free inodes (files) left, below the hive's floor of 200")
+            && message.contains("until files are deleted there"),
+        "{message}"
+    );
+
+    // Sends are refused with that sentence.
+    let v = send(&hive, "while out of inodes");
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["error"], a["message"], "{v}");
+    let out = hive.cli(&["send", "operator", "while out of inodes"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("free inodes (files) left"),
+        "{out:?}"
+    );
+
+    // The files go: the alarm clears by itself, sends work again.
+    ns.enter(|| std::fs::remove_dir_all(&junk).unwrap());
+    hive.wait_for("the alarm to clear", 10, |h| alarm(h).is_none());
+    let v = send(&hive, "after");
+    assert_eq!(v["ok"], true, "{v}");
+
+    let notices: Vec<String> = recv(&hive, 100)
+        .into_iter()
+        .filter(|m| m.1 == "system")
+        .map(|m| m.2)
+        .collect();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("free inodes (files) left")
+                && n.contains("The agents' state dirs with the most files here: alice ")),
+        "{notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n.starts_with("disk space is back")),
+        "{notices:?}"
+    );
+    hive.stop();
 }

@@ -645,8 +645,8 @@ pub struct SecretRow {
 }
 
 /// The hive's free-space alarm (etcd's NOSPACE): on while the state's file
-/// system has less free space than the floor; new sends, schedules and
-/// agents' events are refused until it clears by itself.
+/// system has less free space, or fewer free inodes, than its floor; new
+/// sends, schedules and agents' events are refused until it clears by itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpaceAlarm {
     /// The file system, as `the file system at /var/lib (ext4)`.
@@ -655,6 +655,13 @@ pub struct SpaceAlarm {
     pub free_bytes: u64,
     /// The floor, in bytes.
     pub floor_bytes: u64,
+    /// Free inodes (files) at the last check; absent where the file system
+    /// counts none (btrfs): many small files use them up however little they hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_inodes: Option<u64>,
+    /// The floor of free inodes, derived from the file system's count; absent with `free_inodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_inodes: Option<u64>,
     /// RFC 3339 time the alarm went on.
     pub since: String,
     /// The sentence refusals carry.

@@ -127,7 +127,8 @@ pub const STATUS_PER_MINUTE: u32 = 60;
 pub const NAPS_PER_MINUTE: u32 = 60;
 /// Most `request_init_config`, `request_spawn` and `request_apply_commit`
 /// calls the manager may make a minute: each runs git as root on its repos.
-pub const MANAGER_REQUESTS_PER_MINUTE: u32 = 60;
+/// Above [`PENDING_APPROVALS_MAX`], so the manager may fill its queue at once.
+pub const MANAGER_REQUESTS_PER_MINUTE: u32 = 120;
 /// Most bytes of messages one agent may send a minute, each message counted
 /// as at least [`SEND_MIN_BYTES`]: every inbox it may write to holds up to
 /// its cap of them, and a sender that sent to itself and read without pause

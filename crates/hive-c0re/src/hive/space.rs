@@ -1,6 +1,7 @@
 //! The free-space alarm (see `crate::space`) as the hive acts on it: what
 //! happens when it goes on or clears; and what each agent's state dir
-//! takes, measured each minute, so the alarm names the largest.
+//! takes, measured each minute, so the alarm names the largest (by bytes,
+//! or by files when inodes ran out).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use super::Hive;
 use crate::broker::Change;
 use crate::error::{Error, Result};
 use crate::runtime::{Usage, disk_usage};
-use crate::space::{Space, Transition, human};
+use crate::space::{Space, Transition, grouped, human};
 use crate::store::AgentRow;
 
 /// How often each agent's state dir is measured (`HIVE_STATE_MEASURE_SECS` in tests).
@@ -40,7 +41,13 @@ impl Hive {
             Transition::Low(a) => {
                 // Measured now: the agent that filled the disk may have done it within the minute.
                 self.measure_states(ALARM_MEASURE).await;
-                let text = format!("{}{}", a.message, self.largest_states());
+                let mut text = a.message.clone();
+                if a.free_bytes < a.floor_bytes {
+                    text.push_str(&self.largest_states(false));
+                }
+                if crate::space::short_of_inodes(a) {
+                    text.push_str(&self.largest_states(true));
+                }
                 tracing::warn!("{text}");
                 text
             }
@@ -171,21 +178,23 @@ impl Hive {
         // allocate it) as it can its files.
         let logs = crate::harness_log::files(&self.paths.harness_log(name));
         let walk = tokio::task::spawn_blocking(move || {
-            let logged = logs
+            let logged: Vec<u64> = logs
                 .iter()
                 .filter_map(|l| std::fs::symlink_metadata(l).ok())
                 .filter(|m| m.is_file())
                 .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-                .sum::<u64>();
+                .collect();
             dirs.iter().try_fold(
                 Usage {
-                    bytes: logged,
+                    bytes: logged.iter().sum(),
+                    files: logged.len() as u64,
                     complete: true,
                 },
                 |sum, dir| {
                     let u = disk_usage(dir, deadline)?;
                     Ok::<_, std::io::Error>(Usage {
                         bytes: sum.bytes + u.bytes,
+                        files: sum.files + u.files,
                         complete: sum.complete && u.complete,
                     })
                 },
@@ -271,9 +280,10 @@ impl Hive {
         }
     }
 
-    /// ` The largest agents' state here: alice 1.2 GiB, ...`, or nothing
-    /// when none was measured.
-    fn largest_states(&self) -> String {
+    /// `. The largest agents' state dirs here: alice 1.2 GiB, ...` (with
+    /// `by_files`, `. The agents' state dirs with the most files here: alice
+    /// 3,812 files, ...`), or nothing when none was measured.
+    fn largest_states(&self, by_files: bool) -> String {
         let mut sizes: Vec<(String, Usage)> = self
             .state_sizes
             .lock()
@@ -281,22 +291,35 @@ impl Hive {
             .iter()
             .map(|(n, u)| (n.clone(), *u))
             .collect();
-        sizes.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
+        let key = |u: &Usage| if by_files { u.files } else { u.bytes };
+        sizes.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then_with(|| a.0.cmp(&b.0)));
         let named: Vec<String> = sizes
             .iter()
             .take(NAMED)
             .map(|(n, u)| {
                 let at_least = if u.complete { "" } else { "at least " };
-                format!("{n} {at_least}{}", human(u.bytes))
+                if by_files {
+                    format!("{n} {at_least}{} files", grouped(u.files))
+                } else {
+                    format!("{n} {at_least}{}", human(u.bytes))
+                }
             })
             .collect();
         if named.is_empty() {
             return String::new();
         }
-        format!(
-            ". The largest agents' state dirs here: {} (see `hive-c0re status --json`, state_bytes)",
-            named.join(", ")
-        )
+        if by_files {
+            format!(
+                ". The agents' state dirs with the most files here: {} (`hive-c0re shell NAME` \
+                 to delete them)",
+                named.join(", ")
+            )
+        } else {
+            format!(
+                ". The largest agents' state dirs here: {} (see `hive-c0re status --json`, state_bytes)",
+                named.join(", ")
+            )
+        }
     }
 
     /// Measures the agents' state dirs each [`MEASURE_EVERY`] until shutdown.

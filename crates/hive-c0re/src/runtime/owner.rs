@@ -119,6 +119,8 @@ pub(crate) fn shift_tree_until(
 pub(crate) struct Usage {
     /// Bytes allocated to the tree's entries (a file with several names once).
     pub bytes: u64,
+    /// Inodes the tree's entries take (a file with several names once).
+    pub files: u64,
     /// False when the walk stopped early (past `deadline`, or a tree deeper
     /// than [`MAX_DEPTH`]): the tree takes at least `bytes`.
     pub complete: bool,
@@ -130,10 +132,12 @@ pub(crate) struct Usage {
 pub(crate) fn disk_usage(root: &Path, deadline: std::time::Instant) -> io::Result<Usage> {
     let top = open_dir_at(None, root)?;
     let mut bytes = allocated(&fstat(top.as_fd())?);
+    let mut files = 1;
     let mut linked = std::collections::HashSet::new();
     let walked = walk(top, |_, _, st| {
         if st.st_nlink <= 1 || is_dir(st) || linked.insert(st.st_ino) {
             bytes += allocated(st);
+            files += 1;
         }
         // Each entry: on a cold disk a thousand of them take long.
         Ok(std::time::Instant::now() < deadline)
@@ -141,6 +145,7 @@ pub(crate) fn disk_usage(root: &Path, deadline: std::time::Instant) -> io::Resul
     let walked = walked?;
     Ok(Usage {
         bytes,
+        files,
         complete: !walked.stopped && !walked.too_deep,
     })
 }
@@ -464,11 +469,13 @@ mod tests {
             (1 << 20..2 << 20).contains(&u.bytes),
             "the file once, the link's target never: {u:?}"
         );
+        assert_eq!(u.files, 4, "the tree, a, big once, the link: {u:?}");
         // Past its time, it stops.
         for i in 0..3000 {
             fs::write(tree.join(format!("f{i}")), "x").expect("write");
         }
         let whole = disk_usage(&tree, later).expect("measure");
+        assert_eq!(whole.files, 3004, "empty files count: {whole:?}");
         let u = disk_usage(&tree, Instant::now()).expect("measure");
         assert!(!u.complete && u.bytes < whole.bytes, "{u:?} of {whole:?}");
         // Deeper than it walks: what lies below is left out, nothing else

@@ -49,6 +49,8 @@ pub struct Opts {
     /// Puts the state dir on a tmpfs of this many bytes, in a mount namespace
     /// of the test's own (see [`TestMountNs`]); the daemon runs in it.
     pub state_tmpfs: Option<u64>,
+    /// Caps that tmpfs at this many inodes (`nr_inodes`; tmpfs's default when None).
+    pub state_tmpfs_inodes: Option<u64>,
     /// Gives a root daemon a uid registry of its own, as on a host of its own
     /// (a fresh tmpfs on `/run/hyperhive-uids` in a mount namespace of the
     /// test's; not with `state_tmpfs`).
@@ -67,6 +69,7 @@ impl Default for Opts {
             nofile: None,
             netns: None,
             state_tmpfs: None,
+            state_tmpfs_inodes: None,
             own_uid_registry: false,
             tty: false,
         }
@@ -411,10 +414,15 @@ impl Lan {
 pub struct TestMountNs(std::sync::Arc<std::os::fd::OwnedFd>);
 
 impl TestMountNs {
-    /// A mount namespace where `dir` (created if need be) is a fresh tmpfs of `bytes`.
-    pub fn tmpfs(dir: &Path, bytes: u64) -> Self {
+    /// A mount namespace where `dir` (created if need be) is a fresh tmpfs
+    /// of `bytes`, and of `inodes` inodes when given.
+    pub fn tmpfs(dir: &Path, bytes: u64, inodes: Option<u64>) -> Self {
         use nix::mount::{MsFlags, mount};
         let dir = dir.to_path_buf();
+        let mut options = format!("size={bytes},mode=0755");
+        if let Some(n) = inodes {
+            options.push_str(&format!(",nr_inodes={n}"));
+        }
         let fd = std::thread::spawn(move || {
             // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
             assert_eq!(
@@ -438,7 +446,7 @@ impl TestMountNs {
                 &dir,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(format!("size={bytes},mode=0755").as_str()),
+                Some(options.as_str()),
             )
             .unwrap();
             std::os::fd::OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/mnt").unwrap())
@@ -520,10 +528,15 @@ impl TestHive {
         searchable(dir.path());
         let mountns = match (opts.state_tmpfs, opts.own_uid_registry) {
             (Some(_), true) => panic!("state_tmpfs and own_uid_registry do not go together"),
-            (Some(bytes), false) => Some(TestMountNs::tmpfs(&dir.path().join("state"), bytes)),
+            (Some(bytes), false) => Some(TestMountNs::tmpfs(
+                &dir.path().join("state"),
+                bytes,
+                opts.state_tmpfs_inodes,
+            )),
             (None, true) if nix::unistd::Uid::effective().is_root() => Some(TestMountNs::tmpfs(
                 Path::new(hive_c0re::runtime::uid_ranges::REGISTRY),
                 1 << 20,
+                None,
             )),
             (None, _) => None,
         };
