@@ -612,6 +612,7 @@ fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
         \x1b_Gf=100;AAAA\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\\
         \u{9d}52;c;YzE=\x07\
         \x1b[21t\x1b[6n\x1b[c\x1b[>q\x1b[?2004$p\
+        \x1b[2h\x1b[12l\x1b[?2l\
         \x1b[?1049h\x1b[?1000h\x1b[?2004h\x1b[?25l\x1b[3;10r\
         the-end\r\n";
     std::fs::write(home.join("notes.txt"), evil).unwrap();
@@ -661,6 +662,9 @@ fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
         "\x1b[c",
         "\x1b[>q",
         "\x1b[?2004$p",
+        "\x1b[2h",
+        "\x1b[12l",
+        "\x1b[?2l",
     ] {
         assert!(
             !shown.contains(banned),

@@ -252,8 +252,8 @@ impl TerminalFilter {
     }
 
     /// A whole CSI in `pending`: passed on if it may reach the terminal (see
-    /// [`Csi::passes`]), noting the alternate screen; a DEC mode set loses
-    /// in-band resize reports (2048), which the terminal answers at once.
+    /// [`Csi::passes`]), noting the alternate screen; a mode set or reset
+    /// loses the modes [`mode_passes`] keeps from the terminal.
     fn control_sequence(&mut self, out: &mut Vec<u8>) {
         let Some(csi) = Csi::parse(&self.pending[2..]) else {
             return;
@@ -261,7 +261,11 @@ impl TerminalFilter {
         if !csi.passes() {
             return;
         }
-        if !(csi.marker == Some(b'?') && csi.intermediate.is_none() && b"hl".contains(&csi.last)) {
+        let dec = csi.marker == Some(b'?');
+        if !((dec || csi.marker.is_none())
+            && csi.intermediate.is_none()
+            && b"hl".contains(&csi.last))
+        {
             out.extend_from_slice(&self.pending);
             return;
         }
@@ -270,20 +274,33 @@ impl TerminalFilter {
         for p in csi.params.split(|c| *c == b';') {
             // What is no plain number names no mode, and a terminal could read `2048:1` as 2048.
             let Some(mode) = number(p) else { continue };
-            if matches!(mode, 47 | 1047 | 1049) {
+            if dec && matches!(mode, 47 | 1047 | 1049) {
                 self.alt_screen = set;
             }
-            if !(set && mode == 2048) {
+            if mode_passes(dec, set, mode) {
                 modes.push(p);
             }
         }
         if modes.is_empty() {
             return;
         }
-        out.extend_from_slice(b"\x1b[?");
+        out.extend_from_slice(if dec { b"\x1b[?" } else { b"\x1b[" });
         out.extend_from_slice(&modes.join(&b';'));
         out.push(csi.last);
     }
+}
+
+/// Whether setting (`set`) or resetting DEC private (`dec`) or ANSI mode
+/// `mode` may reach the terminal. Not: in-band resize reports (`?2048h`),
+/// answered at once; VT52 mode (`?2l`), in which no CSI is read, the
+/// exit's reset neither; the keyboard locked (KAM, `2h`), which leaves the
+/// operator no key to leave the shell with; local echo (SRM, `12l`), which
+/// shows what the operator types where the program did not.
+fn mode_passes(dec: bool, set: bool, mode: u32) -> bool {
+    !matches!(
+        (dec, set, mode),
+        (true, true, 2048) | (true, false, 2) | (false, true, 2) | (false, false, 12)
+    )
 }
 
 /// A parameter's number, saturating as terminals read it; `None` if it is
@@ -389,19 +406,22 @@ impl<'a> Csi<'a> {
     }
 }
 
-/// Puts back what a program may have left on: the normal screen (only when
+/// Puts back what a program may have left on: ANSI mode (out of VT52's),
+/// the normal screen (only when
 /// `alt_screen`: leaving it also restores the cursor saved on entering), a
 /// soft reset (DECSTR: insert and origin modes, autowrap, margins, keeping
 /// the screen and the cursor's place), the scroll region whole (DECSTBM: not
 /// every terminal's soft reset does it) with the cursor kept where it is,
-/// newline mode off, the keyboard's modes (kitty's flags popped,
+/// newline mode off, the keyboard unlocked and no local echo, side margins
+/// off, the keyboard's modes (kitty's flags popped,
 /// modifyOtherKeys off: either left on sends the operator's Ctrl-C as an
 /// escape sequence), mouse tracking and its encodings, focus, colour scheme
 /// and paste (kitty's 5522) reports, bracketed paste and cursor-key mode
 /// off, the keypad numeric, the cursor shown, attributes and the character
 /// set reset.
 pub fn reset(alt_screen: bool) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Out of VT52 mode first, should a terminal be in it: it reads no CSI.
+    let mut out = b"\x1b<".to_vec();
     if alt_screen {
         out.extend_from_slice(b"\x1b[?1049l");
     }
@@ -409,9 +429,9 @@ pub fn reset(alt_screen: bool) -> Vec<u8> {
     // DECSTBM homes the cursor: between a save and a restore, made after the
     // alternate screen's own restore so the save does not stand in for it.
     out.extend_from_slice(b"\x1b7\x1b[r\x1b8");
-    out.extend_from_slice(b"\x1b[20l\x1b[<99u\x1b[>4m");
+    out.extend_from_slice(b"\x1b[20l\x1b[2l\x1b[12h\x1b[<99u\x1b[>4m");
     for mode in [
-        "9", "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1015", "1016", "2031",
+        "69", "9", "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1015", "1016", "2031",
         "5522", "2004", "1",
     ] {
         out.extend_from_slice(format!("\x1b[?{mode}l").as_bytes());
@@ -724,6 +744,29 @@ mod tests {
     }
 
     #[test]
+    fn modes_that_take_the_keyboard_or_every_later_sequence_are_not_set() {
+        // VT52 mode, the keyboard locked, local echo on: alone, dropped.
+        for seq in [&b"\x1b[?2l"[..], b"\x1b[2h", b"\x1b[12l", b"\x1b[002h"] {
+            assert_dropped(seq);
+        }
+        // Among others, only they go; the opposite settings pass.
+        let input = b"a\x1b[?2;25l\x1b[4;2h\x1b[12;20lb\x1b[?2h\x1b[2l\x1b[12h";
+        for cut in 0..=input.len() {
+            assert_eq!(
+                in_pieces(input, &[cut]),
+                b"a\x1b[?25l\x1b[4h\x1b[20lb\x1b[?2h\x1b[2l\x1b[12h",
+                "cut at {cut}"
+            );
+        }
+        // And the exit leaves VT52 mode first, unlocks, echoes nothing, drops side margins.
+        let r = reset(false);
+        assert!(r.starts_with(b"\x1b<"));
+        for part in [&b"\x1b[2l"[..], b"\x1b[12h", b"\x1b[?69l"] {
+            assert!(r.windows(part.len()).any(|w| w == part), "{part:?}");
+        }
+    }
+
+    #[test]
     fn display_sequences_pass() {
         for seq in [
             &b"\x1b[1;31m"[..],
@@ -776,7 +819,7 @@ mod tests {
         let mut out = Vec::new();
         f.push(b"\x1b[?1049h", &mut out);
         assert!(f.alt_screen());
-        assert!(reset(f.alt_screen()).starts_with(b"\x1b[?1049l"));
+        assert!(reset(f.alt_screen()).starts_with(b"\x1b<\x1b[?1049l"));
         f.push(b"\x1b[?25;1049l", &mut out);
         assert!(!f.alt_screen());
         let r = reset(false);
