@@ -18,6 +18,7 @@ mod needs;
 pub mod nodes;
 pub mod notifications;
 pub mod questions;
+mod quota;
 pub mod schedules;
 pub mod secrets;
 mod shell;
@@ -149,7 +150,7 @@ pub struct Hive {
     /// The approvals this process is carrying out (`hive/approvals.rs`).
     approving: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// What each of this node's agents' state dirs takes, as last measured (`hive/space.rs`).
-    state_sizes: std::sync::Mutex<std::collections::HashMap<String, crate::runtime::Usage>>,
+    state_sizes: std::sync::Mutex<std::collections::HashMap<String, quota::Measured>>,
     /// On while this node's heartbeats fail for the database out of reach (`hive/nodes.rs`).
     database_alarm: std::sync::Mutex<Option<hive_sh4re::dashboard::DatabaseAlarm>>,
     /// The values of the hive-wide secrets the webhooks name, as last read or
@@ -447,6 +448,8 @@ impl Hive {
             )));
         }
         AgentConfig::from_toml(text).map_err(|e| Error::refused(format!("{name}: {e}")))?;
+        // A state dir kept from an earlier agent of the name comes with it.
+        self.refuse_over_quota(name).await?;
         let (hive, n, t) = (self.clone(), name.clone(), text.to_owned());
         let manager = self.manager_uid_base().await?;
         // The manager's node keeps the config repos: another node's poll
@@ -630,6 +633,8 @@ impl Hive {
         if self.steer_here(name, Steer::Restart).await?.is_none() {
             return Ok(());
         }
+        // Before the stop: a refused start after it left the agent stopped and wanted.
+        self.refuse_over_quota(name).await?;
         self.supervisor.stop(name).await;
         self.start(name).await
     }

@@ -1681,3 +1681,70 @@ fn a_manager_asking_without_end_is_refused_past_its_minutes_requests() {
     let r = ask(json!({"op": "set_status", "text": "waiting"}));
     assert_eq!(r["ok"], true, "{r}");
 }
+
+/// What hid an agent's files from `state_quota`: millions of empty files
+/// (a few bytes each, every inode gone), a tree nested deeper than the walk
+/// goes (what lies below was not counted). Each is over it now, and a
+/// restart (which stopped the agent before its start was refused) or a
+/// spawn over a kept state dir is refused while it is.
+#[test]
+fn files_hidden_deep_or_spread_thin_are_held_to_the_state_quota() {
+    let (_bin, mut env) = common::idle_harness();
+    // Measured only when asked (at start, restart and spawn): no race with the minute's.
+    env.push(("HIVE_STATE_MEASURE_SECS".into(), "3600".into()));
+    let mut opts = Opts {
+        env,
+        ..Opts::default()
+    };
+    opts.args.extend(["--state-quota".into(), "64MiB".into()]);
+    let hive = TestHive::start_with(opts);
+    let running = |h: &TestHive, a: &str| h.row(a).is_some_and(|r| r["running"] == true);
+    let refused = |args: &[&str]| -> String {
+        let out = hive.cli(args);
+        assert!(!out.status.success(), "{args:?} went through");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let state = |a: &str| hive.state_dir().join("agents").join(a).join("state");
+    for a in ["carol", "dave"] {
+        hive.ok(&["spawn", a]);
+    }
+    hive.wait_for("both to run", 30, |h| {
+        running(h, "carol") && running(h, "dave")
+    });
+
+    // 5,000 empty files: nothing in bytes, each counted as 16 KiB.
+    for i in 0..5000 {
+        std::fs::write(state("carol").join(format!("e{i}")), b"").unwrap();
+    }
+    let said = refused(&["restart", "carol"]);
+    assert!(
+        said.contains("cannot start carol: its files on node")
+            && said.contains(
+                "(each counts as at least 16.0 KiB), over the hive's state_quota of 64.0 MiB"
+            ),
+        "{said}"
+    );
+    assert!(running(&hive, "carol"), "the refused restart stopped it");
+
+    // A tree deeper than the walk (within the quota itself, its directories
+    // counted): what lies below it was not counted.
+    let mut deep = state("dave");
+    for _ in 0..1100 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::File::create(deep.join("hidden"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let said = refused(&["restart", "dave"]);
+    assert!(said.contains("nest deeper than hive-c0re walks"), "{said}");
+    assert!(running(&hive, "dave"));
+    // Destroyed with its files kept, the name cannot be spawned over them.
+    hive.ok(&["destroy", "dave"]);
+    let said = refused(&["spawn", "dave"]);
+    assert!(said.contains("cannot start dave: its files"), "{said}");
+    std::fs::remove_dir_all(state("dave").join("d")).unwrap();
+    hive.ok(&["spawn", "dave"]);
+    hive.wait_for("dave to run again", 30, |h| running(h, "dave"));
+}

@@ -2688,3 +2688,30 @@ fn an_agents_schedules_fire_on_its_home_node_alone_within_its_minutes_sends() {
     });
     assert_eq!(depth(&beta), held, "beta fired the manager's schedules");
 }
+
+/// A hive of one node (sqlite) fires its agents' schedules whatever node
+/// name they were made under: its host renamed (the node's name by
+/// default), the manager's schedules stayed listed and never fired.
+#[test]
+fn a_renamed_single_node_hive_still_fires_its_agents_schedules() {
+    let mut hive = TestHive::start_with(with_manager(Opts::default()));
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    hive.ok(&["spawn", "x"]);
+    hive.ok(&["pause", "x"]);
+    let r = common::agent_call(
+        &hive,
+        "manager",
+        serde_json::json!({"op": "schedule", "agent": "x", "when": "every:1s", "text": "tick"}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
+    hive.stop();
+    set_node(&mut hive, "renamed");
+    hive.serve();
+    let depth = |h: &TestHive| h.row("x").unwrap()["inbox_depth"].as_u64().unwrap_or(0);
+    let before = depth(&hive);
+    hive.wait_for(
+        "the manager's schedule to fire on the renamed node",
+        10,
+        |h| depth(h) >= before + 2,
+    );
+}

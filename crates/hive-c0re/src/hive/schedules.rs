@@ -339,6 +339,13 @@ impl Hive {
         Ok(())
     }
 
+    /// The node whose agents' schedules this one fires (see
+    /// [`Db::due_schedules`](crate::store::Db::due_schedules)); None for a
+    /// hive of one node, which fires all.
+    fn firing_node(&self) -> Option<&str> {
+        self.store.shared().then_some(self.settings.node.as_str())
+    }
+
     /// Delivers what is due at `now` (the wall clock); returns how many.
     /// While the disk is nearly full nothing fires: schedules wait, and fire
     /// once when space is back.
@@ -347,10 +354,7 @@ impl Hive {
             return Ok(0);
         }
         self.realign(now).await?;
-        let due = self
-            .store
-            .due_schedules(now, self.settings.node.as_str())
-            .await?;
+        let due = self.store.due_schedules(now, self.firing_node()).await?;
         let mut swept = false;
         for s in &due {
             let next = When::parse(&s.spec, s.created_at)
@@ -423,11 +427,7 @@ pub async fn run(hive: Arc<Hive>) {
         if let Err(e) = hive.fire_due(now_ms()).await {
             tracing::warn!("could not deliver scheduled prompts: {e}");
         }
-        let wait = match hive
-            .store
-            .next_schedule_due(hive.settings.node.as_str())
-            .await
-        {
+        let wait = match hive.store.next_schedule_due(hive.firing_node()).await {
             _ if hive.space.is_low() => LOW_SPACE_RETRY,
             Ok(Some(t)) => Duration::from_millis((t - now_ms()).max(0) as u64).min(MAX_SLEEP),
             _ => MAX_SLEEP,

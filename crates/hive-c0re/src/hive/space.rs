@@ -11,8 +11,8 @@ use hive_sh4re::notification::NotificationKind;
 use hive_sh4re::AgentName;
 
 use super::Hive;
+use super::quota::Measured;
 use crate::broker::Change;
-use crate::error::{Error, Result};
 use crate::runtime::{Usage, disk_usage};
 use crate::space::{Space, Transition, grouped, human};
 use crate::store::AgentRow;
@@ -20,7 +20,7 @@ use crate::store::AgentRow;
 /// How often each agent's state dir is measured (`HIVE_STATE_MEASURE_SECS` in tests).
 const MEASURE_EVERY: Duration = Duration::from_secs(60);
 /// The longest one agent's measure walks: an agent can make millions of entries.
-const MEASURE_LIMIT: Duration = Duration::from_secs(5);
+pub(super) const MEASURE_LIMIT: Duration = Duration::from_secs(5);
 /// The longest the alarm waits for the agents' sizes before it is told.
 const ALARM_MEASURE: Duration = Duration::from_secs(3);
 /// How many of the largest agents the alarm names.
@@ -37,10 +37,11 @@ impl Hive {
     /// and the webhooks that want `disk_full` (sent around the store, which
     /// has no room to queue them).
     pub async fn space_changed(self: &Arc<Self>, t: &Transition) {
+        let mut over = vec![];
         let notice = match t {
             Transition::Low(a) => {
                 // Measured now: the agent that filled the disk may have done it within the minute.
-                self.measure_states(ALARM_MEASURE).await;
+                over = self.measure_states(ALARM_MEASURE).await;
                 let mut text = a.message.clone();
                 if a.free_bytes < a.floor_bytes {
                     text.push_str(&self.largest_states(false));
@@ -89,6 +90,16 @@ impl Hive {
             }
             Err(e) => tracing::warn!("could not tell the operator about disk space: {e}"),
         }
+        // Stopped after the notice, which the freed reserve has room for,
+        // and off this task, which watches the disk each second.
+        if !over.is_empty() {
+            let hive = self.clone();
+            self.spawn_task(async move {
+                for (name, why) in over {
+                    hive.stop_over_quota(&name, &why).await;
+                }
+            });
+        }
         self.broker.publish(Change::Space);
         let low = matches!(t, Transition::Low(_));
         let hive = self.clone();
@@ -123,26 +134,31 @@ impl Hive {
             .lock()
             .expect("sizes lock")
             .get(name)
-            .copied()
+            .map(|m| m.usage)
     }
 
-    /// Measures the state dir of each agent this node runs, off the
-    /// runtime's threads, each walk bounded by [`MEASURE_LIMIT`] and all of
-    /// them by `within`: one not measured in time keeps its last size. One
-    /// found over the hive's `state_quota` is stopped ([`Hive::over_quota`]).
-    pub(crate) async fn measure_states(self: &Arc<Self>, within: Duration) {
+    /// Measures the state dir of each agent this node runs, the longest
+    /// unmeasured first, off the runtime's threads, each walk bounded by
+    /// [`MEASURE_LIMIT`] and all of them by `within`: one not measured in
+    /// time keeps its last size. Returns those found over the hive's
+    /// `state_quota` that run, each with why ([`Hive::over_quota`]).
+    pub(crate) async fn measure_states(&self, within: Duration) -> Vec<(AgentName, String)> {
         let Ok(agents) = self.store.agents().await else {
-            return;
+            return vec![];
         };
         let end = Instant::now() + within;
-        let mine: Vec<&AgentRow> = agents
+        let mut mine: Vec<&AgentRow> = agents
             .iter()
             .filter(|a| super::nodes::runs_here(&self.store, a, self.node()))
             .collect();
-        self.state_sizes
-            .lock()
-            .expect("sizes lock")
-            .retain(|n, _| mine.iter().any(|a| &a.name == n));
+        let last: std::collections::HashMap<String, Instant> = {
+            let mut sizes = self.state_sizes.lock().expect("sizes lock");
+            sizes.retain(|n, _| mine.iter().any(|a| &a.name == n));
+            sizes.iter().map(|(n, m)| (n.clone(), m.at)).collect()
+        };
+        // A slow walk early in the list cannot leave the same others unmeasured at every pass.
+        mine.sort_by_key(|a| last.get(&a.name).copied());
+        let mut over = vec![];
         for row in mine {
             let Ok(name) = AgentName::parse(&row.name) else {
                 continue;
@@ -151,23 +167,30 @@ impl Hive {
             if now >= end {
                 break;
             }
-            let Some(u) = self
-                .measure_state(&name, end.min(now + MEASURE_LIMIT))
+            let Ok(Some(m)) = self
+                .measure_state(&name, (now + MEASURE_LIMIT).min(end))
                 .await
             else {
                 continue;
             };
             if row.want_running
-                && let Some(over) = self.over_quota(&name, u)
+                && let Some(why) = self.over_quota(&name, &m)
             {
-                self.stop_over_quota(&name, &over).await;
+                over.push((name, why));
             }
         }
+        over
     }
 
     /// Measures agent `name`'s files here until `deadline` and keeps the
-    /// figure; None when the walk failed or did not end in time.
-    async fn measure_state(&self, name: &AgentName, deadline: Instant) -> Option<Usage> {
+    /// figure: None when it has no state dir, an error (a sentence) when
+    /// the walk failed or did not end in time.
+    pub(super) async fn measure_state(
+        &self,
+        name: &AgentName,
+        deadline: Instant,
+    ) -> std::result::Result<Option<Measured>, String> {
+        let started = Instant::now();
         let mut dirs = vec![self.paths.agent_state(name)];
         // The manager's own files include every config repo it writes.
         if name.is_manager() {
@@ -184,21 +207,15 @@ impl Hive {
                 .filter(|m| m.is_file())
                 .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
                 .collect();
-            dirs.iter().try_fold(
-                Usage {
-                    bytes: logged.iter().sum(),
-                    files: logged.len() as u64,
-                    complete: true,
-                },
-                |sum, dir| {
-                    let u = disk_usage(dir, deadline)?;
-                    Ok::<_, std::io::Error>(Usage {
-                        bytes: sum.bytes + u.bytes,
-                        files: sum.files + u.files,
-                        complete: sum.complete && u.complete,
-                    })
-                },
-            )
+            let logs = Usage {
+                bytes: logged.iter().sum(),
+                files: logged.len() as u64,
+                complete: true,
+                too_deep: false,
+            };
+            dirs.iter().try_fold(logs, |sum, dir| {
+                Ok::<_, std::io::Error>(sum.and(disk_usage(dir, deadline)?))
+            })
         });
         // The walk stops at its deadline; a system call that hangs (a
         // stuck file system) is left behind, not waited for.
@@ -209,75 +226,36 @@ impl Hive {
         .await
         else {
             tracing::warn!(agent = %name, "measuring its state dir did not end in time");
-            return None;
+            return Err("measuring its files did not end in time (a stuck file system?)".into());
         };
-        match measured {
-            Ok(Ok(u)) => {
-                self.state_sizes
-                    .lock()
-                    .expect("sizes lock")
-                    .insert(name.to_string(), u);
-                Some(u)
-            }
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let usage = match measured {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Ok(Err(e)) => {
                 tracing::debug!(agent = %name, "could not measure its state dir: {e}");
-                None
+                return Err(format!("its files could not be measured: {e}"));
             }
             Err(e) => {
                 tracing::warn!(agent = %name, "measuring its state dir failed: {e}");
-                None
+                return Err(format!("measuring its files failed: {e}"));
             }
-        }
-    }
-
-    /// What agent `name`'s files taking `u` say against the hive's
-    /// `state_quota`: None within it (or with none set), else a sentence
-    /// saying what it takes, of what, and what the operator can do.
-    fn over_quota(&self, name: &AgentName, u: Usage) -> Option<String> {
-        let quota = self.settings.state_quota?;
-        if u.bytes <= quota {
-            return None;
-        }
-        let at_least = if u.complete { "" } else { "at least " };
-        Some(format!(
-            "its files on node {} take {at_least}{}, over the hive's state_quota of {}: remove \
-             some of them under {} (or raise state_quota), then `hive-c0re start {name}`",
-            self.node(),
-            human(u.bytes),
-            human(quota),
-            self.paths.agent_state(name).display()
-        ))
-    }
-
-    /// Stops agent `name`, whose files passed the hive's `state_quota`, and
-    /// tells the operator: one agent filling the disk would otherwise stop
-    /// every agent's messages at the free-space alarm.
-    async fn stop_over_quota(self: &Arc<Self>, name: &AgentName, over: &str) {
-        if let Err(e) = self.stop(name, false).await {
-            tracing::warn!(agent = %name, "could not stop an agent over its state_quota: {e}");
-            return;
-        }
-        let text = format!("{name} was stopped: {over}.");
-        tracing::warn!("{text}");
-        self.tell_operator(NotificationKind::DiskFull, Some(name), &text)
-            .await;
-    }
-
-    /// Refuses to start agent `name` while its files are over the hive's
-    /// `state_quota`, measured again now (the operator may just have removed some).
-    pub(super) async fn refuse_over_quota(&self, name: &AgentName) -> Result<()> {
-        if self.settings.state_quota.is_none() {
-            return Ok(());
-        }
-        let deadline = Instant::now() + MEASURE_LIMIT;
-        match self.measure_state(name, deadline).await {
-            Some(u) => match self.over_quota(name, u) {
-                Some(over) => Err(Error::refused(format!("cannot start {name}: {over}"))),
-                None => Ok(()),
-            },
-            None => Ok(()),
-        }
+        };
+        // Out of its own time, not the pass's: the agent's doing, counted.
+        let own_limit = deadline >= started + MEASURE_LIMIT;
+        let mut sizes = self.state_sizes.lock().expect("sizes lock");
+        let before = sizes.get(name.as_str()).map_or(0, |m| m.slow);
+        let slow = match (usage.complete, usage.too_deep) {
+            (true, _) => 0,
+            (false, false) if own_limit => before + 1,
+            _ => before,
+        };
+        let m = Measured {
+            usage,
+            at: Instant::now(),
+            slow,
+        };
+        sizes.insert(name.to_string(), m);
+        Ok(Some(m))
     }
 
     /// `. The largest agents' state dirs here: alice 1.2 GiB, ...` (with
@@ -289,7 +267,7 @@ impl Hive {
             .lock()
             .expect("sizes lock")
             .iter()
-            .map(|(n, u)| (n.clone(), *u))
+            .map(|(n, m)| (n.clone(), m.usage))
             .collect();
         let key = |u: &Usage| if by_files { u.files } else { u.bytes };
         sizes.sort_by(|a, b| key(&b.1).cmp(&key(&a.1)).then_with(|| a.0.cmp(&b.0)));
@@ -326,7 +304,9 @@ impl Hive {
     pub async fn watch_state_sizes(self: Arc<Self>) {
         let every = crate::clock::secs_from_env("HIVE_STATE_MEASURE_SECS", MEASURE_EVERY);
         loop {
-            self.measure_states(every).await;
+            for (name, why) in self.measure_states(every).await {
+                self.stop_over_quota(&name, &why).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = self.shutdown.cancelled() => return,

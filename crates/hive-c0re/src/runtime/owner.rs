@@ -124,6 +124,21 @@ pub(crate) struct Usage {
     /// False when the walk stopped early (past `deadline`, or a tree deeper
     /// than [`MAX_DEPTH`]): the tree takes at least `bytes`.
     pub complete: bool,
+    /// Directories deeper than [`MAX_DEPTH`] were left out: what they hold is
+    /// not counted, however much.
+    pub too_deep: bool,
+}
+
+impl Usage {
+    /// Two trees' usage together.
+    pub(crate) fn and(self, other: Usage) -> Usage {
+        Usage {
+            bytes: self.bytes + other.bytes,
+            files: self.files + other.files,
+            complete: self.complete && other.complete,
+            too_deep: self.too_deep || other.too_deep,
+        }
+    }
 }
 
 /// What the tree under `root` takes on its file system, walked as
@@ -147,6 +162,7 @@ pub(crate) fn disk_usage(root: &Path, deadline: std::time::Instant) -> io::Resul
         bytes,
         files,
         complete: !walked.stopped && !walked.too_deep,
+        too_deep: walked.too_deep,
     })
 }
 

@@ -667,15 +667,17 @@ impl Db {
     }
 
     /// The soonest due time of a schedule node `node` fires, if any.
-    pub async fn next_schedule_due(&self, node: &str) -> Result<Option<i64>> {
+    pub async fn next_schedule_due(&self, node: Option<&str>) -> Result<Option<i64>> {
         both!(self, s => s.next_schedule_due(node))
     }
 
     /// Schedules due at `now` that node `node` fires: the operator's
     /// anywhere, an agent's only on its maker's home node, whose memory
     /// counts the maker's sends (`Hive::take_send`). Fired by every node,
-    /// they were each node's minute of sends, N of them with N nodes.
-    pub async fn due_schedules(&self, now: i64, node: &str) -> Result<Vec<ScheduleRow>> {
+    /// they were each node's minute of sends, N of them with N nodes. With
+    /// `node` None, every one: a hive of one node fires all, as its name
+    /// may have changed since its agents were made (a host renamed).
+    pub async fn due_schedules(&self, now: i64, node: Option<&str>) -> Result<Vec<ScheduleRow>> {
         both!(self, s => s.due_schedules(now, node))
     }
 

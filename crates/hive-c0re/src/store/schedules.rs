@@ -22,9 +22,10 @@ pub struct ScheduleRow {
 const COLUMNS: &str =
     "id, agent, spec, text, repeating, next_due, created_by, created_at, last_fired_at";
 
-/// A schedule node `?1` fires: any but one an agent at home elsewhere made.
-const FIRES_HERE: &str = "NOT EXISTS (SELECT 1 FROM agents a \
-     WHERE a.name = schedules.created_by AND a.node <> ?1)";
+/// A schedule node `?1` fires: any but one an agent at home elsewhere made
+/// (any at all when `?1` is NULL).
+const FIRES_HERE: &str = "(?1 IS NULL OR NOT EXISTS (SELECT 1 FROM agents a \
+     WHERE a.name = schedules.created_by AND a.node <> ?1))";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
     Ok(ScheduleRow {
@@ -70,7 +71,7 @@ impl Store {
     }
 
     /// The soonest due time of a schedule node `node` fires, if any.
-    pub fn next_schedule_due(&self, node: &str) -> Result<Option<i64>> {
+    pub fn next_schedule_due(&self, node: Option<&str>) -> Result<Option<i64>> {
         let g = self.lock();
         Ok(g.conn
             .query_row(
@@ -83,7 +84,7 @@ impl Store {
     }
 
     /// Schedules due at `now` that node `node` fires.
-    pub fn due_schedules(&self, now: i64, node: &str) -> Result<Vec<ScheduleRow>> {
+    pub fn due_schedules(&self, now: i64, node: Option<&str>) -> Result<Vec<ScheduleRow>> {
         let g = self.lock();
         let mut st = g.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM schedules WHERE next_due <= ?2 AND {FIRES_HERE} \

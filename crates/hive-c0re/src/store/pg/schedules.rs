@@ -12,9 +12,10 @@ use crate::store::{Result, ScheduleRow};
 const COLUMNS: &str =
     "id, agent, spec, text, repeating, next_due, created_by, created_at, last_fired_at";
 
-/// A schedule node `$1` fires: any but one an agent at home elsewhere made.
-const FIRES_HERE: &str = "NOT EXISTS (SELECT 1 FROM agents a \
-     WHERE a.name = schedules.created_by AND a.node <> $1)";
+/// A schedule node `$1` fires: any but one an agent at home elsewhere made
+/// (any at all when `$1` is NULL).
+const FIRES_HERE: &str = "($1::text IS NULL OR NOT EXISTS (SELECT 1 FROM agents a \
+     WHERE a.name = schedules.created_by AND a.node <> $1))";
 
 fn row(r: &Row) -> ScheduleRow {
     ScheduleRow {
@@ -63,7 +64,7 @@ impl PgStore {
     }
 
     /// The soonest due time of a schedule node `node` fires, if any.
-    pub async fn next_schedule_due(&self, node: &str) -> Result<Option<i64>> {
+    pub async fn next_schedule_due(&self, node: Option<&str>) -> Result<Option<i64>> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(&format!(
@@ -74,7 +75,7 @@ impl PgStore {
     }
 
     /// Schedules due at `now` that node `node` fires.
-    pub async fn due_schedules(&self, now: i64, node: &str) -> Result<Vec<ScheduleRow>> {
+    pub async fn due_schedules(&self, now: i64, node: Option<&str>) -> Result<Vec<ScheduleRow>> {
         let c = self.client().await?;
         let st = c
             .prepare_cached(&format!(

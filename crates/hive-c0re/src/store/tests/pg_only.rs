@@ -241,7 +241,7 @@ async fn a_schedule_slot_fires_once_when_two_nodes_race() {
             .add_schedule("alice", "every 1m", "tick", true, 1000 + slot, "operator")
             .await
             .unwrap();
-        let due = a.due_schedules(i64::MAX, "alpha").await.unwrap();
+        let due = a.due_schedules(i64::MAX, Some("alpha")).await.unwrap();
         let s = due.iter().find(|s| s.id == id).unwrap().clone();
         let (x, y) = tokio::join!(
             a.fire_schedule(&s, Some(60_000), 60_000, 1000 + slot),

@@ -288,7 +288,7 @@ both! {
         // A scheduled prompt counts as its creator's.
         s.add_schedule("manager", "every 1h", "by an agent", true, 100, "alice").await.unwrap();
         s.add_schedule("manager", "every 1h", "by the operator", true, 100, "operator").await.unwrap();
-        let due = s.due_schedules(500, "alpha").await.unwrap();
+        let due = s.due_schedules(500, Some("alpha")).await.unwrap();
         let by = |who: &str| due.iter().find(|d| d.created_by == who).unwrap();
         assert_eq!(s.fire_schedule(by("alice"), Some(3_700), 3_700, 500).await.unwrap(), None);
         assert!(s.fire_schedule(by("operator"), Some(3_700), 3_700, 500).await.unwrap().is_some());
@@ -1205,9 +1205,9 @@ both! {
         let once = s.add_schedule("alice", "at 10:00", "wake up", false, 100, "operator").await.unwrap();
         let rep = s.add_schedule("alice", "every 1h", "check in", true, 200, "manager").await.unwrap();
         s.add_schedule("bob", "every 1d", "later", true, 10_000, "operator").await.unwrap();
-        assert_eq!(s.next_schedule_due("alpha").await.unwrap(), Some(100));
+        assert_eq!(s.next_schedule_due(Some("alpha")).await.unwrap(), Some(100));
         assert_eq!(s.schedule_count("alice").await.unwrap(), 2);
-        let due = s.due_schedules(500, "alpha").await.unwrap();
+        let due = s.due_schedules(500, Some("alpha")).await.unwrap();
         assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), [once, rep]);
         assert!(s.fire_schedule(&due[0], None, 0, 500).await.unwrap().is_some());
         assert!(s.fire_schedule(&due[1], Some(3_800), 0, 500).await.unwrap().is_some());
@@ -1224,7 +1224,7 @@ both! {
         assert_eq!(s.schedule_count_by("operator").await.unwrap(), 1);
         assert_eq!(s.remove_schedules_of("bob").await.unwrap(), 1);
         assert_eq!(s.schedule_count_by("operator").await.unwrap(), 0);
-        assert_eq!(s.next_schedule_due("alpha").await.unwrap(), None);
+        assert_eq!(s.next_schedule_due(Some("alpha")).await.unwrap(), None);
     }
 
     async fn an_agents_schedule_is_due_only_on_its_makers_home_node(f) {
@@ -1236,29 +1236,33 @@ both! {
         let by_op = s.add_schedule("b", "every 1h", "anywhere", true, 300, "operator").await.unwrap();
         let due = |node: &'static str| {
             let s = s.clone();
-            async move { s.due_schedules(500, node).await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>() }
+            async move { s.due_schedules(500, Some(node)).await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>() }
         };
         assert_eq!(due("alpha").await, [by_m, by_op]);
         assert_eq!(due("beta").await, [by_b, by_op]);
         assert_eq!(due("gamma").await, [by_op]);
-        assert_eq!(s.next_schedule_due("beta").await.unwrap(), Some(200));
-        assert_eq!(s.next_schedule_due("gamma").await.unwrap(), Some(300));
+        assert_eq!(s.next_schedule_due(Some("beta")).await.unwrap(), Some(200));
+        assert_eq!(s.next_schedule_due(Some("gamma")).await.unwrap(), Some(300));
+        // A hive of one node fires them all, whatever name its agents were made under.
+        let all = s.due_schedules(500, None).await.unwrap();
+        assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), [by_m, by_b, by_op]);
+        assert_eq!(s.next_schedule_due(None).await.unwrap(), Some(100));
     }
 
     async fn a_schedule_waits_while_the_inbox_is_full_and_moves_when_the_clock_steps(f) {
         let s = f.open_with(Limits { inbox_cap: 1, ..Limits::default() }).await;
         s.send("operator", "alice", "fills the inbox").await.unwrap();
         let id = s.add_schedule("alice", "every 1h", "check in", true, 100, "operator").await.unwrap();
-        let due = s.due_schedules(500, "alpha").await.unwrap();
+        let due = s.due_schedules(500, Some("alpha")).await.unwrap();
         assert_eq!(s.fire_schedule(&due[0], Some(3_700), 3_700, 500).await.unwrap(), None);
         assert_eq!(s.inbox_depth("alice").await.unwrap(), 1, "a full inbox takes nothing");
         assert_eq!(s.schedules().await.unwrap()[0].next_due, 3_700);
         assert_eq!(s.recv("alice", 10).await.unwrap().len(), 1);
-        let due = s.due_schedules(4_000, "alpha").await.unwrap();
+        let due = s.due_schedules(4_000, Some("alpha")).await.unwrap();
         assert!(s.fire_schedule(&due[0], Some(7_300), 7_300, 4_000).await.unwrap().is_some());
         assert_eq!(s.recv("alice", 10).await.unwrap()[0].body, "check in");
         s.set_schedule_due(id, 50).await.unwrap();
-        assert_eq!(s.next_schedule_due("alpha").await.unwrap(), Some(50));
+        assert_eq!(s.next_schedule_due(Some("alpha")).await.unwrap(), Some(50));
     }
 
     // ---- nodes --------------------------------------------------------------
