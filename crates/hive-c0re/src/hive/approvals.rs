@@ -1237,7 +1237,9 @@ pub fn diff_id(diff: &str) -> String {
 
 /// What the `requested` config lets its agent do that the `deployed` one
 /// (none: a new agent, measured against the defaults) did not, each as a
-/// phrase: tools, recipients, MCP servers. Read from the parsed configs, so
+/// phrase: tools, recipients, MCP servers, environment variables (`PATH`,
+/// `BASH_ENV`, `LD_PRELOAD` change what claude and its allowed tools run,
+/// however narrow those are). Read from the parsed configs, so
 /// a grant written in TOML escapes (`"\u0042ash(*)"`) or inside what reads as
 /// the prompt is named as claude will see it.
 fn grants(requested: &AgentConfig, deployed: Option<&AgentConfig>) -> Vec<String> {
@@ -1280,8 +1282,15 @@ fn grants(requested: &AgentConfig, deployed: Option<&AgentConfig>) -> Vec<String
         .map(|(name, server)| {
             let mut run = vec![server.command.as_str()];
             run.extend(server.args.iter().map(String::as_str));
+            // Its environment too: a server that runs the same command may not run the same code.
+            let env = changed_env(&server.env, deployed.mcp_servers.get(name).map(|s| &s.env));
+            let env = if env.is_empty() {
+                String::new()
+            } else {
+                format!(" with {env}")
+            };
             format!(
-                "{} (runs {})",
+                "{} (runs {}{env})",
                 hive_sh4re::text::visible(name),
                 hive_sh4re::text::visible(&run.join(" "))
             )
@@ -1293,7 +1302,33 @@ fn grants(requested: &AgentConfig, deployed: Option<&AgentConfig>) -> Vec<String
             servers.join(", ")
         ));
     }
+    // Those that redirect the model's traffic have a warning of their own (`redirects`).
+    let mut env = requested.env.clone();
+    env.retain(|k, _| !redirects_model_traffic(k));
+    let env = changed_env(&env, Some(&deployed.env));
+    if !env.is_empty() {
+        out.push(format!("run its claude and tools with {env}"));
+    }
     out
+}
+
+/// The entries of `now` new or changed against `before`, shown as
+/// `K="v", ...`; empty when there are none.
+fn changed_env(
+    now: &std::collections::BTreeMap<String, String>,
+    before: Option<&std::collections::BTreeMap<String, String>>,
+) -> String {
+    now.iter()
+        .filter(|(k, v)| before.and_then(|b| b.get(*k)) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "{}={:?}",
+                hive_sh4re::text::visible(k),
+                hive_sh4re::text::visible(v)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// (deployed model, requested model, override) when the `requested` config
@@ -1442,6 +1477,20 @@ mod tests {
                 "use tools it could not before: Bash(*)",
                 "send to carol as well",
                 "run MCP servers new or changed: fs (runs fs --root /), web (runs web⟨U+202E⟩)",
+            ]
+        );
+        // A variable is a grant: BASH_ENV runs a file at every `Bash(git *)`;
+        // so is a server's, though it runs the same command.
+        let env = cfg(
+            "allowed_tools = [\"Read\"]\nallowed_recipients = [\"bob\"]\n\
+             [env]\nBASH_ENV = \"/state/x.sh\"\nANTHROPIC_BASE_URL = \"http://elsewhere\"\n\
+             [mcp_servers.fs]\ncommand = \"fs\"\nenv = { NODE_OPTIONS = \"--require /state/x.js\" }\n",
+        );
+        assert_eq!(
+            grants(&env, Some(&deployed)),
+            [
+                "run MCP servers new or changed: fs (runs fs with NODE_OPTIONS=\"--require /state/x.js\")",
+                "run its claude and tools with BASH_ENV=\"/state/x.sh\"",
             ]
         );
         // A new agent is measured against the defaults: anyone is the default.
