@@ -811,6 +811,15 @@ fn an_approve_of_a_diff_that_moved_since_it_was_read_is_refused() {
     assert_eq!(hive.row("alice").unwrap()["active_model"], "haiku");
 }
 
+/// The `grants` warnings of approval `id`, in order.
+fn grant_warnings(hive: &TestHive, id: &str) -> Vec<String> {
+    warnings(hive, id)
+        .into_iter()
+        .filter(|(k, _)| k == "grants")
+        .map(|(_, m)| m)
+        .collect()
+}
+
 /// The attack: a grant the diff's text does not read as one. TOML escapes
 /// spell `Bash(*)` without its letters; an emptied `allowed_recipients`
 /// reads as nothing and means anyone. The card names each grant as claude
@@ -842,13 +851,8 @@ fn a_grant_hidden_in_escapes_or_an_empty_list_is_named_above_the_diff() {
     let text = hive.ok(&["config", "show", "alice"]);
     assert!(!text.contains("Bash"), "the text never spells it: {text}");
     let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
-    let grants: Vec<String> = warnings(&hive, &id)
-        .into_iter()
-        .filter(|(k, _)| k == "grants")
-        .map(|(_, m)| m)
-        .collect();
     assert_eq!(
-        grants,
+        grant_warnings(&hive, &id),
         [
             "this lets alice use tools it could not before: Bash(*)",
             "this lets alice send to anyone in the hive (allowed_recipients is now empty; it was bob)",
@@ -892,13 +896,8 @@ fn a_variable_for_claude_or_a_servers_changed_environment_is_named_above_the_dif
         "tidy",
     );
     let id = approval_id(&hive.ok(&["request-apply-commit", "alice", &sha]));
-    let grants: Vec<String> = warnings(&hive, &id)
-        .into_iter()
-        .filter(|(k, _)| k == "grants")
-        .map(|(_, m)| m)
-        .collect();
     assert_eq!(
-        grants,
+        grant_warnings(&hive, &id),
         [
             "this lets alice run MCP servers new or changed: fs (runs fs with NODE_OPTIONS=\"--require /state/x.js\")",
             "this lets alice run its claude and tools with BASH_ENV=\"/state/x.sh\"",

@@ -1559,27 +1559,38 @@ fn a_managers_schedules_count_against_its_sends_a_minute() {
     );
 }
 
+/// Whether `agent`'s harness runs.
+fn running(hive: &TestHive, agent: &str) -> bool {
+    hive.row(agent).is_some_and(|r| r["running"] == true)
+}
+
+/// A hive of idle harnesses with `--state-quota quota`, measured each
+/// `measure_secs`, `agents` spawned and running.
+fn quota_hive(quota: &str, measure_secs: &str, agents: &[&str]) -> (tempfile::TempDir, TestHive) {
+    let (bin, mut env) = common::idle_harness();
+    env.push(("HIVE_STATE_MEASURE_SECS".into(), measure_secs.into()));
+    let mut opts = Opts {
+        env,
+        ..Opts::default()
+    };
+    opts.args.extend(["--state-quota".into(), quota.into()]);
+    let hive = TestHive::start_with(opts);
+    for a in agents {
+        hive.ok(&["spawn", a]);
+    }
+    hive.wait_for("the agents to run", 30, |h| {
+        agents.iter().all(|a| running(h, a))
+    });
+    (bin, hive)
+}
+
 /// An agent that fills its state dir, slowly or fast, used to take the
 /// disk from every agent: at the free-space floor the hive refuses all
 /// sends. Past the hive's `state_quota` it is stopped, the operator told
 /// what to remove, and it starts again only once back within it.
 #[test]
 fn an_agent_whose_files_pass_the_state_quota_is_stopped_and_the_others_go_on() {
-    let (_bin, mut env) = common::idle_harness();
-    env.push(("HIVE_STATE_MEASURE_SECS".into(), "1".into()));
-    let mut opts = Opts {
-        env,
-        ..Opts::default()
-    };
-    opts.args.extend(["--state-quota".into(), "4MiB".into()]);
-    let hive = TestHive::start_with(opts);
-    for a in ["alice", "bob"] {
-        hive.ok(&["spawn", a]);
-    }
-    let running = |h: &TestHive, a: &str| h.row(a).is_some_and(|r| r["running"] == true);
-    hive.wait_for("both to run", 30, |h| {
-        running(h, "alice") && running(h, "bob")
-    });
+    let (_bin, hive) = quota_hive("4MiB", "1", &["alice", "bob"]);
     let filler = hive.state_dir().join("agents/alice/state/filler");
     std::fs::write(&filler, vec![0x5a_u8; 6 << 20]).unwrap();
     hive.wait_for("alice to be stopped", 20, |h| !running(h, "alice"));
@@ -1689,28 +1700,14 @@ fn a_manager_asking_without_end_is_refused_past_its_minutes_requests() {
 /// spawn over a kept state dir is refused while it is.
 #[test]
 fn files_hidden_deep_or_spread_thin_are_held_to_the_state_quota() {
-    let (_bin, mut env) = common::idle_harness();
     // Measured only when asked (at start, restart and spawn): no race with the minute's.
-    env.push(("HIVE_STATE_MEASURE_SECS".into(), "3600".into()));
-    let mut opts = Opts {
-        env,
-        ..Opts::default()
-    };
-    opts.args.extend(["--state-quota".into(), "64MiB".into()]);
-    let hive = TestHive::start_with(opts);
-    let running = |h: &TestHive, a: &str| h.row(a).is_some_and(|r| r["running"] == true);
+    let (_bin, hive) = quota_hive("64MiB", "3600", &["carol", "dave"]);
     let refused = |args: &[&str]| -> String {
         let out = hive.cli(args);
         assert!(!out.status.success(), "{args:?} went through");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let state = |a: &str| hive.state_dir().join("agents").join(a).join("state");
-    for a in ["carol", "dave"] {
-        hive.ok(&["spawn", a]);
-    }
-    hive.wait_for("both to run", 30, |h| {
-        running(h, "carol") && running(h, "dave")
-    });
 
     // 5,000 empty files: nothing in bytes, each counted as 16 KiB.
     for i in 0..5000 {
