@@ -95,10 +95,7 @@ impl Hive {
         if self.settings.state_quota.is_none() {
             return Ok(());
         }
-        let why = match self
-            .measure_state(name, Instant::now() + super::space::MEASURE_LIMIT)
-            .await
-        {
+        let why = match self.measure_state_now(name).await {
             Ok(None) => return Ok(()),
             Ok(Some(m)) => match self.over_quota(name, &m) {
                 None => return Ok(()),

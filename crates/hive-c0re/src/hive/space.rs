@@ -20,7 +20,7 @@ use crate::store::AgentRow;
 /// How often each agent's state dir is measured (`HIVE_STATE_MEASURE_SECS` in tests).
 const MEASURE_EVERY: Duration = Duration::from_secs(60);
 /// The longest one agent's measure walks: an agent can make millions of entries.
-pub(super) const MEASURE_LIMIT: Duration = Duration::from_secs(5);
+const MEASURE_LIMIT: Duration = Duration::from_secs(5);
 /// The longest the alarm waits for the agents' sizes before it is told.
 const ALARM_MEASURE: Duration = Duration::from_secs(3);
 /// How many of the largest agents the alarm names.
@@ -182,10 +182,19 @@ impl Hive {
         over
     }
 
+    /// [`Hive::measure_state`] within one walk's time.
+    pub(super) async fn measure_state_now(
+        &self,
+        name: &AgentName,
+    ) -> std::result::Result<Option<Measured>, String> {
+        self.measure_state(name, Instant::now() + MEASURE_LIMIT)
+            .await
+    }
+
     /// Measures agent `name`'s files here until `deadline` and keeps the
     /// figure: None when it has no state dir, an error (a sentence) when
     /// the walk failed or did not end in time.
-    pub(super) async fn measure_state(
+    async fn measure_state(
         &self,
         name: &AgentName,
         deadline: Instant,
