@@ -27,6 +27,8 @@ pwd > "$S/pwd"
 env | sort > "$S/env"
 touch "$S/made-inside"
 grep -E ' /(var/)?tmp ' /proc/mounts > "$S/tmpfs" 2>&1
+ulimit -Hp > "$S/nproc"
+( ulimit -Hp unlimited ) 2> /dev/null && echo raised > "$S/nproc-raised" || echo kept > "$S/nproc-raised"
 if test -e "$HIVE_AGENT_SOCK"; then echo yes; else echo no; fi > "$S/sock-visible"
 if command -v python3 > /dev/null; then
   python3 -c 'import os, socket; socket.socket(socket.AF_UNIX).connect(os.environ["HIVE_AGENT_SOCK"]); print("ok")' > "$S/sock-connect" 2>&1
@@ -380,6 +382,9 @@ async fn nspawn_isolates_the_agent() {
     );
     assert!(made.uid() >= 65536);
     assert_eq!(hive.read(&spec, "sock-visible"), "yes");
+    // A fork loop takes its own container's processes, not the host's.
+    assert_eq!(hive.read(&spec, "nproc"), "4096");
+    assert_eq!(hive.read(&spec, "nproc-raised"), "kept");
     // Both are memory: without a size, /var/tmp took up to half the host's
     // RAM per agent, and tmpfs pages are no process's to kill.
     let tmpfs = hive.read(&spec, "tmpfs");

@@ -406,6 +406,10 @@ fn env_file(vars: &[(String, String)]) -> String {
         .collect()
 }
 
+/// Most processes (and threads) one agent's container may run at once:
+/// claude, its MCP servers and the tools it runs need a few hundred.
+pub const AGENT_TASKS_MAX: u32 = 4096;
+
 /// The systemd-nspawn arguments (no secrets: those stay in the root-only env file).
 fn nspawn_args(
     machine: &str,
@@ -446,6 +450,11 @@ fn nspawn_args(
     ]
     .map(OsString::from)
     .into();
+    // The containers share hive-c0re's unit and its TasksMax: without a
+    // bound of its own, one agent's fork loop took every task, and hive-c0re
+    // could start no git, container or shell. The agent's processes all run
+    // as its root, one count, and it cannot raise a hard limit.
+    args.push(format!("--rlimit=RLIMIT_NPROC={AGENT_TASKS_MAX}").into());
     args.push(format!("--kill-signal={STOP_SIGNAL}").into());
     args.push(format!("--machine={machine}").into());
     args.push(format!("--private-users={base}:{UID_RANGE}").into());
