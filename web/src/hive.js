@@ -71,17 +71,42 @@ function approvalCard(a) {
     ' another approval was deployed since this diff was shown: this is the diff against what runs now');
   let seen = null; // the diff text last shown
   let seenId = null; // its diff_id, which the approve sends back
+  let failed = false; // the last load of the diff failed
+  let loads = 0; // loads started; only the newest one's answer counts
+  // Approve waits for a loaded diff: without its id the approve could not be
+  // checked against what runs now, and could undo a deploy the operator never saw.
+  const approve = h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve');
+  const approveHint = h('span', { class: 'dim approve-hint' });
+  const showReady = () => {
+    const why = seenId ? ''
+      : diffBox.hidden ? 'read the diff first: show it to approve'
+        : failed ? 'the diff did not load: reload it to approve'
+          : 'read the diff first: it is loading';
+    approve.disabled = !seenId;
+    approve.title = why;
+    approveHint.textContent = why;
+    approveHint.hidden = !why;
+  };
   const loadDiff = async () => {
+    const load = ++loads;
     try {
       const { diff, diff_id: id } = await api.diff(a.id);
+      if (load !== loads) return;
       changed.hidden = seen === null || diff === seen;
       seen = diff;
       seenId = id;
+      failed = false;
       fill(diffBox, ...diff.split('\n').map((line) =>
         h('span', { class: line.startsWith('+') ? 'add' : line.startsWith('-') ? 'del' : line.startsWith('@@') ? 'hunk' : '' }, line + '\n')));
     } catch (e) {
-      diffBox.textContent = e.message;
+      if (load !== loads) return;
+      // What was read before may no longer be what this approval deploys: no approve until a diff loads again.
+      seenId = null;
+      failed = true;
+      changed.hidden = true;
+      diffBox.textContent = `the diff did not load (${e.message}): Approve stays off until it does; reload the page, or hide and show the diff, to try again`;
     }
+    showReady();
   };
   const toggle = h('button', { type: 'button', class: 'link fold-toggle', 'aria-expanded': String(shown) }, shown ? 'hide diff' : 'show diff');
   toggle.addEventListener('click', () => {
@@ -93,7 +118,9 @@ function approvalCard(a) {
       hiddenDiffs.delete(a.id);
       loadDiff();
     } else hiddenDiffs.add(a.id);
+    showReady();
   });
+  showReady();
   if (shown) loadDiff();
   const note = h('input', { class: 'note', placeholder: 'reason (optional, for deny)' });
   const card = h('div', { class: 'approval', dataset: { id: a.id } },
@@ -104,7 +131,8 @@ function approvalCard(a) {
     h('ul', { class: 'warnings' }),
     toggle, changed, diffBox,
     h('div', { class: 'buttons' },
-      twoClick(h('button', { type: 'button', class: 'primary', dataset: { decide: 'approve' } }, 'Approve'), () => run(() => api.approve(a.id, seenId))),
+      twoClick(approve, () => { if (seenId) run(() => api.approve(a.id, seenId)); }),
+      approveHint,
       note,
       twoClick(h('button', { type: 'button', class: 'danger', dataset: { decide: 'deny' } }, 'Deny'), () => run(() => api.deny(a.id, note.value.trim())))));
   // A folded diff loads afresh when opened.

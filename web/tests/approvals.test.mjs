@@ -220,3 +220,65 @@ test('approving sends the diff the card shows, and one that moved since it was r
   await card.waitFor({ state: 'detached' });
   assert.deepEqual(refused, [], 'no content security policy violation');
 });
+
+test('Approve stays off until the card has loaded its diff, so an approve always names the diff read', async () => {
+  // The diff endpoint fails (as a broken link or a loaded server would): the
+  // card has no diff id to send, and an approve without one would deploy
+  // unchecked against what runs now, undoing a deploy made meanwhile.
+  let failing = true;
+  await page.route('**/api/approvals/*/diff', (route) => {
+    if (!failing) return route.continue();
+    return route.fulfill({ status: 500, contentType: 'application/json', body: JSON.stringify({ error: 'the diff broke for the test' }) });
+  });
+  const posted = [];
+  const onRequest = (r) => { if (r.method() === 'POST' && r.url().includes('/approve')) posted.push(r.postData()); };
+  page.on('request', onRequest);
+  const sha = await commit((t) => `${t}# read before approving\n`, 'read first');
+  const id = await requestCommit(sha, 'approve only what was read');
+  const card = page.locator(`.approval[data-id="${id}"]`);
+  await card.waitFor();
+  const diff = card.locator('pre.diff');
+  const approve = card.locator('button[data-decide=approve]');
+  const deny = card.locator('button[data-decide=deny]');
+  const hint = card.locator('.approve-hint');
+  await until(async () => /the diff broke for the test/.test(await diff.innerText()), 'the diff to fail to load');
+
+  // Clicked anyway, twice as an armed click would be: nothing is sent, nothing deployed.
+  await approve.click({ force: true });
+  await approve.click({ force: true });
+  await sleep(700);
+  assert.deepEqual(posted, [], 'no approve is sent without the diff read');
+  assert.equal(await status(id), 'pending');
+  assert.ok(await approve.isDisabled(), 'Approve is off while the diff has not loaded');
+  assert.equal(await approve.getAttribute('title'), 'the diff did not load: reload it to approve');
+  assert.equal(await hint.innerText(), 'the diff did not load: reload it to approve');
+  assert.match(await diff.innerText(), /did not load .*reload/);
+  assert.ok(await deny.isEnabled(), 'Deny needs no diff');
+  await page.screenshot({ path: path.join(OUT, 'approvals-no-diff.png'), fullPage: true });
+
+  // Folded without a loaded diff: the card says to show it first.
+  const toggle = card.locator('button.fold-toggle');
+  await toggle.click();
+  assert.ok(await diff.isHidden());
+  assert.ok(await approve.isDisabled());
+  assert.equal(await hint.innerText(), 'read the diff first: show it to approve');
+
+  // The endpoint answers again and the operator opens the diff: Approve is on, and the approve names that diff.
+  failing = false;
+  await toggle.click();
+  await until(async () => /\+# read before approving/.test(await diff.innerText()), 'the diff to load');
+  assert.ok(await approve.isEnabled());
+  assert.equal(await approve.getAttribute('title'), '');
+  assert.ok(await hint.isHidden());
+  const diffId = (await hive.cli('approvals', 'show', id)).match(/--seen ([0-9a-f]{64})/)?.[1];
+  assert.ok(diffId, 'approvals show names the diff id');
+  await approve.click();
+  await approve.click();
+  await until(async () => (await status(id)) === 'approved', 'the approval to be deployed');
+  assert.equal(posted.length, 1);
+  assert.deepEqual(JSON.parse(posted[0]), { seen: diffId }, 'the approve names the diff shown');
+  page.off('request', onRequest);
+  await page.unroute('**/api/approvals/*/diff');
+  await card.waitFor({ state: 'detached' });
+  assert.deepEqual(refused, [], 'no content security policy violation');
+});
