@@ -325,6 +325,22 @@ fn shell_through_a_pty(runtime: &'static str) {
     );
 }
 
+/// `hive-c0re shell alice` with `input` piped in, run to its end.
+fn piped_shell(hive: &TestHive, input: &[u8]) -> std::process::Output {
+    let mut child = hive
+        .command()
+        .args(["shell", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
 /// `echo CMD | hive-c0re shell alice`: the input is all there before the
 /// shell has set up its terminal, which is when a single Ctrl-D for its end
 /// got lost and the CLI waited forever. Several rounds, as that was a race.
@@ -564,19 +580,8 @@ exec sleep 100000
     hive.wait_for("alice's mounts tried", 30, |_| state.join("tried").exists());
     let mounted = std::fs::read_to_string(state.join("mounted")).unwrap_or_default();
     assert!(mounted.is_empty(), "the agent mounted over {mounted}");
-    let mut child = hive
-        .command()
-        .args(["shell", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
     // Long enough for the agent to find the shell's first process.
-    stdin.write_all(b"sleep 2; echo real-$((6*7))\n").unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = piped_shell(&hive, b"sleep 2; echo real-$((6*7))\n");
     let text = plain(&String::from_utf8_lossy(&out.stdout));
     assert!(
         text.contains("real-42"),
@@ -617,18 +622,7 @@ fn an_agents_file_sets_no_clipboard_link_or_title_on_the_operators_terminal() {
         the-end\r\n";
     std::fs::write(home.join("notes.txt"), evil).unwrap();
 
-    let mut child = hive
-        .command()
-        .args(["shell", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"cat notes.txt; exit\n").unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let out = piped_shell(&hive, b"cat notes.txt; exit\n");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
