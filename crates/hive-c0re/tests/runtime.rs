@@ -29,6 +29,7 @@ touch "$S/made-inside"
 grep -E ' /(var/)?tmp ' /proc/mounts > "$S/tmpfs" 2>&1
 ulimit -Hp > "$S/nproc"
 ( ulimit -Hp unlimited ) 2> /dev/null && echo raised > "$S/nproc-raised" || echo kept > "$S/nproc-raised"
+setpriv --reuid=1000 --regid=1000 --clear-groups true 2> /dev/null && echo changed > "$S/uid-change" || echo refused > "$S/uid-change"
 if test -e "$HIVE_AGENT_SOCK"; then echo yes; else echo no; fi > "$S/sock-visible"
 if command -v python3 > /dev/null; then
   python3 -c 'import os, socket; socket.socket(socket.AF_UNIX).connect(os.environ["HIVE_AGENT_SOCK"]); print("ok")' > "$S/sock-connect" 2>&1
@@ -385,6 +386,8 @@ async fn nspawn_isolates_the_agent() {
     // A fork loop takes its own container's processes, not the host's.
     assert_eq!(hive.read(&spec, "nproc"), "4096");
     assert_eq!(hive.read(&spec, "nproc-raised"), "kept");
+    // Nor can it take a count of another uid of its range.
+    assert_eq!(hive.read(&spec, "uid-change"), "refused");
     // Both are memory: without a size, /var/tmp took up to half the host's
     // RAM per agent, and tmpfs pages are no process's to kill.
     let tmpfs = hive.read(&spec, "tmpfs");

@@ -441,8 +441,10 @@ fn nspawn_args(
         // terminal. Nor ptrace of a process with more capabilities than its
         // own: the operator's shell begins in a process that holds
         // CAP_SYS_ADMIN (to make its PID namespace), which the agent could
-        // otherwise make mount for it. The harness and claude need neither.
-        "--drop-capability=CAP_SYS_ADMIN,CAP_SYS_PTRACE",
+        // otherwise make mount for it. Nor a change of uid: the process bound
+        // below is counted per uid, and each uid of the range had a count of
+        // its own. The harness and claude need none of them.
+        "--drop-capability=CAP_SYS_ADMIN,CAP_SYS_PTRACE,CAP_SETUID,CAP_SETGID",
         // The bounds nspawn gives /tmp: a tmpfs without them takes up to half
         // the host's memory, which the OOM killer cannot take back from the
         // small process that wrote it (it kills the hive's others instead).
@@ -453,7 +455,8 @@ fn nspawn_args(
     // The containers share hive-c0re's unit and its TasksMax: without a
     // bound of its own, one agent's fork loop took every task, and hive-c0re
     // could start no git, container or shell. The agent's processes all run
-    // as its root, one count, and it cannot raise a hard limit.
+    // as its root (it may not change uid), one count, and it cannot raise a
+    // hard limit.
     args.push(format!("--rlimit=RLIMIT_NPROC={AGENT_TASKS_MAX}").into());
     args.push(format!("--kill-signal={STOP_SIGNAL}").into());
     args.push(format!("--machine={machine}").into());
