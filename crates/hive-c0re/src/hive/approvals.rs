@@ -1302,9 +1302,10 @@ fn grants(requested: &AgentConfig, deployed: Option<&AgentConfig>) -> Vec<String
             servers.join(", ")
         ));
     }
-    // Those that redirect the model's traffic have a warning of their own (`redirects`).
+    // Those that only redirect the model's traffic have a warning of their
+    // own (`redirects`); NODE_OPTIONS also runs code in claude (`--require`).
     let mut env = requested.env.clone();
-    env.retain(|k, _| !redirects_model_traffic(k));
+    env.retain(|k, _| !redirects_model_traffic(k) || k == "NODE_OPTIONS");
     let env = changed_env(&env, Some(&deployed.env));
     if !env.is_empty() {
         out.push(format!("run its claude and tools with {env}"));
@@ -1484,13 +1485,14 @@ mod tests {
         let env = cfg(
             "allowed_tools = [\"Read\"]\nallowed_recipients = [\"bob\"]\n\
              [env]\nBASH_ENV = \"/state/x.sh\"\nANTHROPIC_BASE_URL = \"http://elsewhere\"\n\
+             NODE_OPTIONS = \"--require /state/y.js\"\n\
              [mcp_servers.fs]\ncommand = \"fs\"\nenv = { NODE_OPTIONS = \"--require /state/x.js\" }\n",
         );
         assert_eq!(
             grants(&env, Some(&deployed)),
             [
                 "run MCP servers new or changed: fs (runs fs with NODE_OPTIONS=\"--require /state/x.js\")",
-                "run its claude and tools with BASH_ENV=\"/state/x.sh\"",
+                "run its claude and tools with BASH_ENV=\"/state/x.sh\", NODE_OPTIONS=\"--require /state/y.js\"",
             ]
         );
         // A new agent is measured against the defaults: anyone is the default.

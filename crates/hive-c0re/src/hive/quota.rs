@@ -29,7 +29,7 @@ pub(crate) struct Measured {
     pub usage: Usage,
     /// When.
     pub at: Instant,
-    /// Measures in a row whose walk ran out of its own time.
+    /// Measures in a row whose walk ran out of its own time or failed.
     pub slow: u32,
 }
 
@@ -44,9 +44,9 @@ fn breach(quota: u64, node: &str, m: &Measured) -> Option<String> {
         )
     } else if m.slow >= SLOW_MEASURES {
         format!(
-            "its files on node {node} could not be counted in time at {SLOW_MEASURES} measures \
-             in a row (a tree of millions of entries), so they cannot be held to the hive's \
-             state_quota of {}",
+            "its files on node {node} could not be counted at {SLOW_MEASURES} measures in a row \
+             (a tree of millions of entries, or one that changes under the walk), so they cannot \
+             be held to the hive's state_quota of {}",
             human(quota)
         )
     } else if u.bytes.max(u.files.saturating_mul(FILE_MIN_BYTES)) > quota {
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(over(measured(0, 1, false, false, SLOW_MEASURES - 1)), None);
         let slow = over(measured(0, 1, false, false, SLOW_MEASURES)).unwrap();
         assert!(
-            slow.contains("could not be counted in time at 3 measures in a row"),
+            slow.contains("could not be counted at 3 measures in a row"),
             "{slow}"
         );
     }

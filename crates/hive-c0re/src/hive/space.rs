@@ -167,11 +167,22 @@ impl Hive {
             if now >= end {
                 break;
             }
-            let Ok(Some(m)) = self
-                .measure_state(&name, (now + MEASURE_LIMIT).min(end))
+            let m = match self
+                .measure_state(&name, (now + MEASURE_LIMIT).min(end), true)
                 .await
-            else {
-                continue;
+            {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                // A walk the agent makes fail counts as one that does not end.
+                Err(_) => match self
+                    .state_sizes
+                    .lock()
+                    .expect("sizes lock")
+                    .get(row.name.as_str())
+                {
+                    Some(m) => *m,
+                    None => continue,
+                },
             };
             if row.want_running
                 && let Some(why) = self.over_quota(&name, &m)
@@ -182,22 +193,26 @@ impl Hive {
         over
     }
 
-    /// [`Hive::measure_state`] within one walk's time.
+    /// [`Hive::measure_state`] within one walk's time, out of the count of
+    /// walks that did not end (a restart measures twice in a row).
     pub(super) async fn measure_state_now(
         &self,
         name: &AgentName,
     ) -> std::result::Result<Option<Measured>, String> {
-        self.measure_state(name, Instant::now() + MEASURE_LIMIT)
+        self.measure_state(name, Instant::now() + MEASURE_LIMIT, false)
             .await
     }
 
     /// Measures agent `name`'s files here until `deadline` and keeps the
     /// figure: None when it has no state dir, an error (a sentence) when
-    /// the walk failed or did not end in time.
+    /// the walk failed or did not end in time. With `count`, a walk that
+    /// ran out of its own time or failed is one more in the agent's row of
+    /// them ([`Measured::slow`]), and a whole one ends the row.
     async fn measure_state(
         &self,
         name: &AgentName,
         deadline: Instant,
+        count: bool,
     ) -> std::result::Result<Option<Measured>, String> {
         let started = Instant::now();
         let mut dirs = vec![self.paths.agent_state(name)];
@@ -235,17 +250,25 @@ impl Hive {
         .await
         else {
             tracing::warn!(agent = %name, "measuring its state dir did not end in time");
+            self.strike(name, count);
             return Err("measuring its files did not end in time (a stuck file system?)".into());
         };
         let usage = match measured {
             Ok(Ok(u)) => u,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Ok(Err(e))
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(self.paths.agent_state(name)).is_err() =>
+            {
+                return Ok(None);
+            }
             Ok(Err(e)) => {
                 tracing::debug!(agent = %name, "could not measure its state dir: {e}");
+                self.strike(name, count);
                 return Err(format!("its files could not be measured: {e}"));
             }
             Err(e) => {
                 tracing::warn!(agent = %name, "measuring its state dir failed: {e}");
+                self.strike(name, count);
                 return Err(format!("measuring its files failed: {e}"));
             }
         };
@@ -255,7 +278,7 @@ impl Hive {
         let before = sizes.get(name.as_str()).map_or(0, |m| m.slow);
         let slow = match (usage.complete, usage.too_deep) {
             (true, _) => 0,
-            (false, false) if own_limit => before + 1,
+            (false, false) if own_limit && count => before + 1,
             _ => before,
         };
         let m = Measured {
@@ -265,6 +288,27 @@ impl Hive {
         };
         sizes.insert(name.to_string(), m);
         Ok(Some(m))
+    }
+
+    /// One more walk of agent `name`'s files that did not end (with
+    /// `count`), its last figure kept: none yet stands as nothing measured.
+    fn strike(&self, name: &AgentName, count: bool) {
+        if !count {
+            return;
+        }
+        let mut sizes = self.state_sizes.lock().expect("sizes lock");
+        let m = sizes.entry(name.to_string()).or_insert(Measured {
+            usage: Usage {
+                bytes: 0,
+                files: 0,
+                complete: false,
+                too_deep: false,
+            },
+            at: Instant::now(),
+            slow: 0,
+        });
+        m.slow += 1;
+        m.at = Instant::now();
     }
 
     /// `. The largest agents' state dirs here: alice 1.2 GiB, ...` (with
@@ -321,5 +365,44 @@ impl Hive {
                 _ = self.shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A walk the agent makes fail, or that outlasts its time, is a strike;
+    /// the operator's own measures (start, restart) add none, and a whole
+    /// walk ends the row.
+    #[tokio::test]
+    async fn failed_and_endless_walks_count_in_a_row_and_a_whole_one_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let alice = AgentName::parse("alice").unwrap();
+        let state = hive.paths.agent_state(&alice);
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("a"), b"x").unwrap();
+        let slow = |h: &Hive| h.state_sizes.lock().unwrap().get("alice").map(|m| m.slow);
+        for _ in 0..3 {
+            hive.strike(&alice, true);
+        }
+        hive.strike(&alice, false);
+        assert_eq!(slow(&hive), Some(3));
+        // A walk cut short by the pass's time, not its own, is no strike.
+        let m = hive
+            .measure_state(&alice, Instant::now(), true)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((m.slow, m.usage.complete), (3, false));
+        // A whole walk ends the row, whoever made it.
+        let m = hive.measure_state_now(&alice).await.unwrap().unwrap();
+        assert_eq!((m.slow, m.usage.complete), (0, true));
+        assert!(m.usage.files >= 2, "{m:?}");
+        // No state dir at all is nothing to measure, not a failure.
+        let bob = AgentName::parse("bob").unwrap();
+        assert!(hive.measure_state_now(&bob).await.unwrap().is_none());
+        assert_eq!(slow(&hive).map(|_| ()), Some(()));
     }
 }

@@ -243,7 +243,13 @@ fn walk(
             match open_dir_at(Some(dir), Path::new(OsStr::from_bytes(name.as_bytes()))) {
                 Ok(d) => next = Some(d),
                 // Gone (or no longer a directory) since it was read.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                // A link swapped in for it since is no directory either.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+                    ) =>
+                {
                     continue;
                 }
                 Err(e) => return Err(e),
