@@ -143,7 +143,7 @@ pub struct ServeArgs {
         long,
         env = "HIVE_STATE_QUOTA",
         value_name = "SIZE",
-        value_parser = crate::space::parse_size
+        value_parser = parse_state_quota
     )]
     pub state_quota: Option<u64>,
     /// Longest a turn may run before it is stopped and its messages go back to
@@ -214,6 +214,16 @@ fn parse_public_url(text: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A state quota: a size above nothing (none stops every agent that has a file).
+fn parse_state_quota(text: &str) -> std::result::Result<u64, String> {
+    match crate::space::parse_size(text)? {
+        0 => Err(format!(
+            "a state_quota of {text} would stop every agent: give a size such as 20GiB, or leave it out for no quota"
+        )),
+        n => Ok(n),
+    }
 }
 
 /// A turn limit: a whole number of at least [`crate::admission::MIN_LIMIT`].
@@ -890,6 +900,8 @@ mod tests {
             ("uid_base = 70000", "not a multiple of 65536"),
             ("uid_base = 0", "key `uid_base`"),
             ("max_concurrent_turns = 1", "at least 2"),
+            ("state_quota = \"0MiB\"", "would stop every agent"),
+            ("state_quota = \"lots\"", "is not a size"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),
