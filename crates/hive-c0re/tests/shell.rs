@@ -325,8 +325,8 @@ fn shell_through_a_pty(runtime: &'static str) {
     );
 }
 
-/// `hive-c0re shell alice` with `input` piped in, run to its end.
-fn piped_shell(hive: &TestHive, input: &[u8]) -> std::process::Output {
+/// `hive-c0re shell alice` started with `input` piped in, its stdin closed.
+fn piped_shell_started(hive: &TestHive, input: &[u8]) -> std::process::Child {
     let mut child = hive
         .command()
         .args(["shell", "alice"])
@@ -338,7 +338,12 @@ fn piped_shell(hive: &TestHive, input: &[u8]) -> std::process::Output {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input).unwrap();
     drop(stdin);
-    child.wait_with_output().unwrap()
+    child
+}
+
+/// `hive-c0re shell alice` with `input` piped in, run to its end.
+fn piped_shell(hive: &TestHive, input: &[u8]) -> std::process::Output {
+    piped_shell_started(hive, input).wait_with_output().unwrap()
 }
 
 /// `echo CMD | hive-c0re shell alice`: the input is all there before the
@@ -346,19 +351,8 @@ fn piped_shell(hive: &TestHive, input: &[u8]) -> std::process::Output {
 /// got lost and the CLI waited forever. Several rounds, as that was a race.
 fn piped_input_runs_and_its_end_ends_the_shell(hive: &TestHive) {
     for round in 0..3 {
-        let mut child = hive
-            .command()
-            .args(["shell", "alice"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("echo piped-$(({round}+40))\n").as_bytes())
-            .unwrap();
-        drop(stdin);
+        let mut child =
+            piped_shell_started(hive, format!("echo piped-$(({round}+40))\n").as_bytes());
         let deadline = Instant::now() + Duration::from_secs(20);
         let st = loop {
             if let Some(st) = child.try_wait().unwrap() {
