@@ -24,6 +24,7 @@ export const KINDS = {
   turns_failing: 'Turns keep failing',
   webhook_failing: 'Webhook failing',
   schedule_removed: 'Schedule removed',
+  out_of_memory: 'Agent out of memory',
 };
 
 /** localStorage key of the kinds the browser notifies of. */

@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub min_free_space: Option<u64>,
     /// Most an agent's files may take on its node (see `hive::space`); None: no quota.
     pub state_quota: Option<u64>,
+    /// Most memory one agent's container may take; None: a quarter of the host's share for them.
+    pub agent_memory: Option<u64>,
     /// The operator's webhooks and the dashboard's public URL.
     pub webhooks: crate::webhooks::Webhooks,
     /// Most claude processes at once, and which setting said so; None: from available memory.
@@ -147,7 +149,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         ),
     }
 
-    let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base)?;
+    let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base, opts.agent_memory)?;
     // Every range of an agent this node runs is this hive's before anything of
     // it is touched; one another hive has meanwhile taken stays with it (its
     // agent will not start). Other nodes' agents hold their ranges on their hosts.
@@ -192,6 +194,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     }
     hive.spawn_task(hive.clone().watch_space());
     hive.spawn_task(hive.clone().watch_state_sizes());
+    hive.spawn_task(hive.clone().watch_memory());
     hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
 
     // Before any agent is created or started (it claims agents stored before
@@ -421,19 +424,34 @@ fn pick_runtime(
     kind: Option<RuntimeKind>,
     paths: &Paths,
     uid_base: u32,
+    agent_memory: Option<u64>,
 ) -> Result<Arc<dyn Runtime>> {
     let uids = || UidRanges::for_host(&paths.state, uid_base);
-    Ok(match kind {
-        Some(RuntimeKind::Nspawn) => Arc::new(NspawnRuntime::new(paths.clone(), uids()?)?),
+    let nspawn = || -> Result<NspawnRuntime> {
+        Ok(NspawnRuntime::new(paths.clone(), uids()?, agent_memory)?)
+    };
+    let runtime: Arc<dyn Runtime> = match kind {
+        Some(RuntimeKind::Nspawn) => Arc::new(nspawn()?),
         Some(RuntimeKind::Process) => Arc::new(ProcessRuntime::new(paths.clone(), uids()?)),
-        None => match NspawnRuntime::new(paths.clone(), uids()?) {
+        None => match nspawn() {
             Ok(n) => Arc::new(n),
             Err(e) => {
                 tracing::info!("using the process runtime (agents are not isolated): {e}");
                 Arc::new(ProcessRuntime::new(paths.clone(), uids()?))
             }
         },
-    })
+    };
+    match runtime.memory_bound() {
+        Ok(bytes) => tracing::info!(
+            "each agent's container may take {} of memory",
+            crate::space::human(bytes)
+        ),
+        Err(why) if runtime.isolated() => {
+            tracing::warn!("agents' containers run without a memory bound: {why}")
+        }
+        Err(_) => {}
+    }
+    Ok(runtime)
 }
 
 fn settings(min_free_space: Option<u64>, node: hive_sh4re::NodeName) -> Result<Settings> {

@@ -13,6 +13,7 @@ mod controls;
 pub mod feed;
 mod flood;
 pub mod leases;
+mod memory;
 mod messages;
 mod needs;
 pub mod nodes;
@@ -562,6 +563,11 @@ impl Hive {
             return Ok(());
         }
         self.refuse_over_quota(name).await?;
+        self.start_measured(name).await
+    }
+
+    /// Starts agent `name` on this node, its files already measured against the quota.
+    async fn start_measured(self: &Arc<Self>, name: &AgentName) -> Result<()> {
         self.store.set_want_running(name.as_str(), true).await?;
         self.store.set_failed(name.as_str(), false).await?;
         self.run(name).await?;
@@ -636,7 +642,7 @@ impl Hive {
         // Before the stop: a refused start after it left the agent stopped and wanted.
         self.refuse_over_quota(name).await?;
         self.supervisor.stop(name).await;
-        self.start(name).await
+        self.start_measured(name).await
     }
 
     /// Removes an agent from the hive; its state and config stay on disk unless `purge`.

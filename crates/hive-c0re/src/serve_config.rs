@@ -146,6 +146,18 @@ pub struct ServeArgs {
         value_parser = parse_state_quota
     )]
     pub state_quota: Option<u64>,
+    /// Most memory one agent's container may take (bytes, or e.g. 4GiB): past
+    /// it the kernel kills processes of that container alone, and the
+    /// operator is told. All containers together keep a tenth of the host's
+    /// memory free (at least 512 MiB). nspawn runtime only.
+    /// Default: a quarter of what the containers may take together, at least 1 GiB.
+    #[arg(
+        long,
+        env = "HIVE_AGENT_MEMORY",
+        value_name = "SIZE",
+        value_parser = parse_agent_memory
+    )]
+    pub agent_memory: Option<u64>,
     /// Longest a turn may run before it is stopped and its messages go back to
     /// the inbox (`90s`, `45m`, `2h`); an agent's `turn_timeout` overrides it.
     #[arg(
@@ -223,6 +235,17 @@ fn parse_state_quota(text: &str) -> std::result::Result<u64, String> {
             "a state_quota of {text} would stop every agent: give a size such as 20GiB, or leave it out for no quota"
         )),
         n => Ok(n),
+    }
+}
+
+/// An agent's memory bound: at least 64 MiB (claude alone takes more).
+fn parse_agent_memory(text: &str) -> std::result::Result<u64, String> {
+    const MIN: u64 = 64 * 1024 * 1024;
+    match crate::space::parse_size(text)? {
+        n if n >= MIN => Ok(n),
+        _ => Err(format!(
+            "an agent_memory of {text} is too small for claude to run: give at least 64MiB, or leave it out for a quarter of the host's memory"
+        )),
     }
 }
 
@@ -688,6 +711,7 @@ impl Resolved {
             notify: Default::default(),
             min_free_space: a.min_free_space,
             state_quota: a.state_quota,
+            agent_memory: a.agent_memory,
             webhooks: crate::webhooks::Webhooks {
                 hooks: self.webhooks.clone(),
                 public_url: a.public_url.clone(),
@@ -902,6 +926,7 @@ mod tests {
             ("max_concurrent_turns = 1", "at least 2"),
             ("state_quota = \"0MiB\"", "would stop every agent"),
             ("state_quota = \"lots\"", "is not a size"),
+            ("agent_memory = \"32MiB\"", "too small for claude"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),

@@ -826,3 +826,72 @@ exec sleep 100000
     assert!(body.contains("guesses: hunter2hunter2"), "{body}");
     assert!(!body.contains("[secret BOBS_KEY]"), "{body}");
 }
+
+/// An agent takes more memory than its container's bound (here by a
+/// program of its own; a turn's Bash does the same): the kernel kills it
+/// there, the daemon and the other agents go on, and the operator is told
+/// why, in a notification that names the agent and its bound. Without
+/// the bound it took the host's memory, and the OOM killer chose among
+/// every agent's processes and the daemon's.
+#[test]
+fn an_agent_taking_more_memory_than_its_bound_loses_only_its_own_process() {
+    if !nspawn_ready() {
+        return;
+    }
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+if [ "$HIVE_AGENT_NAME" = alice ] && [ ! -e "$S/hogged" ]; then
+  touch "$S/hogged"
+  awk 'BEGIN { s = "x"; while (length(s) < 300000000) s = s s; print "survived" }' > "$S/hog" 2>&1
+  echo "rc=$?" >> "$S/hog"
+fi
+exec sleep 100000
+"#;
+    let opts = Opts {
+        runtime: "nspawn",
+        args: vec![
+            "--no-manager".into(),
+            "--no-dashboard".into(),
+            "--agent-memory".into(),
+            "128MiB".into(),
+        ],
+        env: vec![("HIVE_OOM_CHECK_SECS".into(), "0.5".into())],
+        ..Opts::default()
+    };
+    let (hive, _bin) = hive_with_harness(script, opts);
+    if hive.log().contains("without a memory bound") {
+        eprintln!("skipped: this host has no memory cgroup:\n{}", hive.log());
+        return;
+    }
+    spawn_running(&hive, "bob");
+    spawn_running(&hive, "alice");
+    let hog = hive.state_dir().join("agents/alice/state/hog");
+    hive.wait_for("alice's hog to end", 60, |_| {
+        std::fs::read_to_string(&hog).is_ok_and(|t| t.contains("rc="))
+    });
+    let hog = std::fs::read_to_string(&hog).unwrap();
+    assert!(
+        hog.contains("rc=137") && !hog.contains("survived"),
+        "the hog outgrew its bound: {hog:?}"
+    );
+    hive.wait_for("the operator to be told", 30, |h| {
+        !h.notifications_of("out_of_memory").is_empty()
+    });
+    let told = hive.notifications_of("out_of_memory");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["agent"], "alice");
+    let text = told[0]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("alice ran out of memory") && text.contains("128.0 MiB"),
+        "{text}"
+    );
+    // Both agents and the daemon are still there.
+    for agent in ["alice", "bob"] {
+        assert!(
+            hive.row(agent).is_some_and(|r| r["running"] == true),
+            "{agent} stopped:\n{}",
+            hive.log()
+        );
+    }
+    assert!(hive.cli(&["status"]).status.success());
+}

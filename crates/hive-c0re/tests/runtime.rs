@@ -50,6 +50,7 @@ fi
 case "$HIVE_TEST_MODE" in
   linger) trap 'echo term > "$S/term"; exit 0' TERM HUP; sleep 1000 & echo $! > "$S/grandchild"; echo ready > "$S/ready"; wait ;;
   stubborn) trap '' TERM HUP; sleep 1000 & echo ready > "$S/ready"; wait ;;
+  hog) awk 'BEGIN { s = "x"; while (length(s) < 300000000) s = s s; print "survived" }' > "$S/hog" 2>&1; echo "rc=$?" >> "$S/hog"; echo ready > "$S/ready" ;;
   *) echo ready > "$S/ready" ;;
 esac
 "#;
@@ -246,7 +247,12 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 
 /// The nspawn runtime, or `None` (with the reason printed) where it cannot run.
 fn nspawn(hive: &Hive) -> Option<NspawnRuntime> {
-    match NspawnRuntime::new(hive.paths.clone(), hive.uids()) {
+    nspawn_bounded(hive, None)
+}
+
+/// The nspawn runtime of `hive`, each container bounded to `memory` bytes.
+fn nspawn_bounded(hive: &Hive, memory: Option<u64>) -> Option<NspawnRuntime> {
+    match NspawnRuntime::new(hive.paths.clone(), hive.uids(), memory) {
         Ok(rt) => Some(rt),
         Err(RuntimeError::Unavailable(why)) => {
             eprintln!("skipped: {why}");
@@ -439,6 +445,49 @@ async fn nspawn_isolates_the_agent() {
         hive.harness.exists() && hive.claude.exists(),
         "bound files survive forget"
     );
+}
+
+/// An agent that takes more memory than its bound loses the process that
+/// took it, inside its own container: the host (the test, the daemon) keeps
+/// its memory, and the kill is counted for the operator. Without the bound
+/// the 300 MB string is made and the process lives.
+#[tokio::test]
+async fn nspawn_bounds_an_agents_memory_to_its_own_container() {
+    const BOUND: u64 = 128 << 20;
+    let hive = Hive::new("ns-mem");
+    let Some(rt) = nspawn_bounded(&hive, Some(BOUND)) else {
+        return;
+    };
+    if let Err(why) = rt.memory_bound() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    assert_eq!(rt.memory_bound(), Ok(BOUND));
+    let base = base(&rt);
+    let (spec, _sock) = hive.spec("alice", base, "hog");
+    let mut launched = rt.launch(&spec).await.expect("launch");
+    let pid = launched.child.id().expect("pid");
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let own = format!("/hyperhive/h-alice-{base}");
+    assert!(
+        cgroups.lines().any(|l| l.ends_with(&own)),
+        "nspawn runs in the agent's cgroup {own}: {cgroups}"
+    );
+    let status = launched.child.wait().await.expect("wait");
+    let log = fs::read_to_string(&spec.log).unwrap_or_default();
+    assert!(status.success(), "container failed: {status}\n{log}");
+    let hog = hive.read(&spec, "hog");
+    assert!(
+        hog.ends_with("rc=137") && !hog.contains("survived"),
+        "the hog was not killed at its bound: {hog:?}\n{log}"
+    );
+    assert!(
+        rt.oom_kills(&spec).is_some_and(|n| n >= 1),
+        "the kill is counted: {:?}",
+        rt.oom_kills(&spec)
+    );
+    rt.forget(&spec).await.expect("forget");
+    assert_eq!(rt.oom_kills(&spec), None, "forget removes the cgroup");
 }
 
 #[tokio::test]
@@ -708,7 +757,7 @@ async fn daemon_stand_in() {
     let uids = uids_at(&dir);
     let base = uids.allocate(&[]).expect("a free uid range");
     let rt: Box<dyn Runtime> = if runtime == "nspawn" {
-        Box::new(NspawnRuntime::new(paths.clone(), uids).expect("nspawn"))
+        Box::new(NspawnRuntime::new(paths.clone(), uids, None).expect("nspawn"))
     } else {
         Box::new(ProcessRuntime::new(paths.clone(), uids))
     };

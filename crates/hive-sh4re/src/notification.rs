@@ -46,11 +46,14 @@ pub enum NotificationKind {
     /// Schedules the manager made were removed instead of firing: the
     /// manager may no longer send to their agents, or is gone.
     ScheduleRemoved,
+    /// An agent's container passed its memory bound and the kernel killed
+    /// processes in it (its turn, most likely).
+    OutOfMemory,
 }
 
 impl NotificationKind {
     /// Every kind, in the order the dashboard lists them.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Message,
         Self::Question,
         Self::Approval,
@@ -64,6 +67,7 @@ impl NotificationKind {
         Self::TurnsFailing,
         Self::WebhookFailing,
         Self::ScheduleRemoved,
+        Self::OutOfMemory,
     ];
 
     /// The name on the wire, in the store and in the config.
@@ -82,6 +86,7 @@ impl NotificationKind {
             Self::TurnsFailing => "turns_failing",
             Self::WebhookFailing => "webhook_failing",
             Self::ScheduleRemoved => "schedule_removed",
+            Self::OutOfMemory => "out_of_memory",
         }
     }
 
@@ -106,6 +111,7 @@ impl NotificationKind {
             Self::TurnsFailing => "Turns keep failing",
             Self::WebhookFailing => "Webhook failing",
             Self::ScheduleRemoved => "Schedule removed",
+            Self::OutOfMemory => "Agent out of memory",
         }
     }
 

@@ -126,6 +126,20 @@ pub trait Runtime: Send + Sync + 'static {
     /// before it launches, chowns or sweeps anything of it.
     fn uid_ranges(&self) -> &UidRanges;
 
+    /// Each agent's memory bound in bytes, or why agents run without one.
+    fn memory_bound(&self) -> Result<u64, String> {
+        Err(format!(
+            "the {} runtime does not bound an agent's memory",
+            self.kind().as_str()
+        ))
+    }
+
+    /// How many of the agent's processes the kernel killed for want of
+    /// memory since its container was launched (`None`: not counted).
+    fn oom_kills(&self, _spec: &LaunchSpec) -> Option<u64> {
+        None
+    }
+
     /// Prepares what the agent needs (root tree, ownership) and starts its harness.
     ///
     /// The returned child dies with hive-c0re (parent-death signal), so a

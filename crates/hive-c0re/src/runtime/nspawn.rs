@@ -19,10 +19,12 @@
 //! losing the guarantee above, and containers must work where systemd is not PID 1.
 
 mod confine;
+mod memory;
 mod net;
 mod rootfs;
 
 use confine::Confinement;
+use memory::MemoryCgroups;
 use net::Network;
 
 use std::ffi::OsString;
@@ -83,12 +85,19 @@ pub struct NspawnRuntime {
     paths: Paths,
     nspawn: PathBuf,
     uids: Arc<UidRanges>,
+    /// The containers' memory cgroups, or why this host has none for them.
+    memory: Result<Arc<MemoryCgroups>, String>,
 }
 
 impl NspawnRuntime {
     /// Checks that this host can run agent containers (systemd-nspawn, root, user
-    /// namespaces); the containers run in `uids`' ranges.
-    pub fn new(paths: Paths, uids: UidRanges) -> Result<Self, RuntimeError> {
+    /// namespaces); the containers run in `uids`' ranges, each bounded to
+    /// `agent_memory` bytes (default: a quarter of what the host gives them all).
+    pub fn new(
+        paths: Paths,
+        uids: UidRanges,
+        agent_memory: Option<u64>,
+    ) -> Result<Self, RuntimeError> {
         let nspawn =
             find_nspawn().ok_or_else(|| RuntimeError::Unavailable(NOT_INSTALLED.into()))?;
         if !nix::unistd::geteuid().is_root() {
@@ -110,10 +119,12 @@ impl NspawnRuntime {
                  lets the kernel merge them"
             );
         }
+        let memory = MemoryCgroups::set_up(agent_memory).map(Arc::new);
         Ok(Self {
             paths,
             nspawn,
             uids: Arc::new(uids),
+            memory,
         })
     }
 
@@ -523,6 +534,18 @@ impl Runtime for NspawnRuntime {
         &self.uids
     }
 
+    fn memory_bound(&self) -> Result<u64, String> {
+        self.memory
+            .as_ref()
+            .map(|m| m.agent_max())
+            .map_err(Clone::clone)
+    }
+
+    fn oom_kills(&self, spec: &LaunchSpec) -> Option<u64> {
+        let memory = self.memory.as_ref().ok()?;
+        memory.oom_kills(&spec.name.container(), spec.uid_base)
+    }
+
     fn give_to_manager(
         &self,
         path: &Path,
@@ -552,6 +575,17 @@ impl Runtime for NspawnRuntime {
                 what: "the launch preparation failed".into(),
                 source: io::Error::other(e),
             })??;
+        let machine = spec.name.container();
+        let cgroup = match &self.memory {
+            Ok(memory) => {
+                // A fresh cgroup: its count of OOM kills is this launch's.
+                memory.remove(&machine, spec.uid_base);
+                Some(memory.for_agent(&machine, spec.uid_base).map_err(|e| {
+                    RuntimeError::Unavailable(format!("cannot bound {}'s memory: {e}", spec.name))
+                })?)
+            }
+            Err(_) => None,
+        };
         // The mount point for the private tmpfs `private_proc` puts there.
         fs::create_dir_all(NSPAWN_RUN).map_err(io_err(format!("could not create {NSPAWN_RUN}")))?;
         let log = sys::open_log(&spec.log)?;
@@ -579,6 +613,9 @@ impl Runtime for NspawnRuntime {
         // SAFETY: the hook only makes async-signal-safe syscalls.
         unsafe {
             cmd.pre_exec(move || {
+                if let Some(cgroup) = &cgroup {
+                    cgroup.join()?;
+                }
                 if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -649,6 +686,9 @@ impl Runtime for NspawnRuntime {
 
     async fn forget(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
         self.reap_orphans(&spec.name).await?;
+        if let Ok(memory) = &self.memory {
+            memory.remove(&spec.name.container(), spec.uid_base);
+        }
         self.uids.release(spec.uid_base);
         let root = spec.rootfs.clone();
         tokio::task::spawn_blocking(move || rootfs::remove(&root))

@@ -256,7 +256,7 @@ fn cgroups_to_join(pid: i32) -> io::Result<Vec<CString>> {
 
 /// The host directory of cgroup `path` in the hierarchy named by `controllers`
 /// (empty: the unified cgroup2 one), from mountinfo.
-fn hierarchy_dir(mountinfo: &str, controllers: &str, path: &str) -> Option<PathBuf> {
+pub(super) fn hierarchy_dir(mountinfo: &str, controllers: &str, path: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (fields, tail) = line.split_once(" - ")?;
         let mut fields = fields.split(' ');
