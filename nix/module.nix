@@ -90,8 +90,9 @@ in
       wants = words (unit.Unit.Wants or "");
       wantedBy = words (install.WantedBy or "");
       unitConfig = removeAttrs unit.Unit [ "Description" "After" "Wants" ];
-      # systemd-nspawn and nsenter for the containers, git for config repos, claude for the agents.
-      path = [ pkgs.systemd pkgs.util-linux pkgs.git cfg.claudePackage ];
+      # systemd-nspawn and nsenter for the containers, pasta for their network and nft to keep
+      # it off the host's own networks, git for config repos, claude for the agents.
+      path = [ pkgs.systemd pkgs.util-linux pkgs.passt pkgs.nftables pkgs.git cfg.claudePackage ];
       restartTriggers = [ configFile ];
       serviceConfig = unit.Service // {
         ExecStart = builtins.replaceStrings [ "/usr/local/bin/" ] [ "${cfg.package}/bin/" ] unit.Service.ExecStart;

@@ -12,6 +12,8 @@ command -v git >/dev/null || need_apt+=(git)
 command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 # pasta gives each agent container its own network (see ARCHITECTURE.md, runtime).
 command -v pasta >/dev/null || need_apt+=(passt)
+# nft keeps the containers' connections off the host's own networks (runtime/nspawn/egress.rs).
+[ -x /usr/sbin/nft ] || need_apt+=(nftables)
 # The boundary tests' attacker programs and probes.
 [ -x /usr/bin/python3 ] || need_apt+=(python3)
 command -v node >/dev/null || need_apt+=(nodejs)

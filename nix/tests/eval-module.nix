@@ -20,6 +20,8 @@ let
     };
     systemd = "/nix/store/stub-systemd";
     util-linux = "/nix/store/stub-util-linux";
+    passt = "/nix/store/stub-passt";
+    nftables = "/nix/store/stub-nftables";
     git = "/nix/store/stub-git";
     claude-code = "/nix/store/stub-claude-code";
   };

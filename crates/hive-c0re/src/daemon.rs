@@ -49,8 +49,8 @@ pub struct ServeOptions {
     pub min_free_space: Option<u64>,
     /// Most an agent's files may take on its node (see `hive::space`); None: no quota.
     pub state_quota: Option<u64>,
-    /// Most memory one agent's container may take; None: a quarter of the host's share for them.
-    pub agent_memory: Option<u64>,
+    /// What bounds each agent's container (nspawn): its memory, the networks it may reach.
+    pub bounds: crate::runtime::ContainerBounds,
     /// The operator's webhooks and the dashboard's public URL.
     pub webhooks: crate::webhooks::Webhooks,
     /// Most claude processes at once, and which setting said so; None: from available memory.
@@ -149,7 +149,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         ),
     }
 
-    let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base, opts.agent_memory)?;
+    let runtime = pick_runtime(opts.runtime, &paths, opts.uid_base, &opts.bounds)?;
     // Every range of an agent this node runs is this hive's before anything of
     // it is touched; one another hive has meanwhile taken stays with it (its
     // agent will not start). Other nodes' agents hold their ranges on their hosts.
@@ -424,11 +424,11 @@ fn pick_runtime(
     kind: Option<RuntimeKind>,
     paths: &Paths,
     uid_base: u32,
-    agent_memory: Option<u64>,
+    bounds: &crate::runtime::ContainerBounds,
 ) -> Result<Arc<dyn Runtime>> {
     let uids = || UidRanges::for_host(&paths.state, uid_base);
     let nspawn = || -> Result<NspawnRuntime> {
-        Ok(NspawnRuntime::new(paths.clone(), uids()?, agent_memory)?)
+        Ok(NspawnRuntime::new(paths.clone(), uids()?, bounds.clone())?)
     };
     let runtime: Arc<dyn Runtime> = match kind {
         Some(RuntimeKind::Nspawn) => Arc::new(nspawn()?),

@@ -173,7 +173,7 @@ pub fn database_tls(host: &Host, db: &crate::store::pg::PgSettings) -> Finding {
     ))
 }
 
-/// systemd-nspawn and pasta installed, and serve able to use them (root).
+/// systemd-nspawn, pasta and nft installed, and serve able to use them (root).
 pub fn nspawn(host: &Host, runtime: Option<RuntimeKind>) -> Finding {
     if runtime == Some(RuntimeKind::Process) {
         return Ok(
@@ -198,6 +198,15 @@ pub fn nspawn(host: &Host, runtime: Option<RuntimeKind>) -> Finding {
         return Err(
             "pasta is not installed, so serve could not give containers their own network and \
              would run agents unisolated: install the Debian package passt"
+                .into(),
+        );
+    }
+    if find_tool_in(&host.tool_dirs, "nft").is_none() {
+        return Err(
+            "nft is not installed, so serve could not keep containers off the host's own \
+             networks (its addresses, the LAN, the cloud's metadata service) and would run \
+             agents unisolated: install the Debian package nftables, or set \
+             allow_networks = \"all\" to let containers reach all of them"
                 .into(),
         );
     }
@@ -607,6 +616,7 @@ mod tests {
         std::fs::create_dir(&bin).unwrap();
         write_exe(&bin.join("systemd-nspawn"), "echo 'systemd 999 (test)'");
         write_exe(&bin.join("pasta"), "exit 0");
+        write_exe(&bin.join("nft"), "exit 0");
         write_exe(&bin.join("claude"), "echo '9.9.9 (Claude Code)'");
         std::fs::write(dir.path().join("subuid"), "alice:100000:65536\n").unwrap();
         std::fs::write(dir.path().join("subgid"), "alice:100000:65536\n").unwrap();
@@ -679,6 +689,8 @@ mod tests {
         assert!(nspawn(&f.host, Some(RuntimeKind::Process)).is_ok());
         let mut f = fixture();
         f.host.euid = 0;
+        std::fs::remove_file(f.dir.path().join("bin/nft")).unwrap();
+        assert!(problem(nspawn(&f.host, None)).contains("Debian package nftables"));
         std::fs::remove_file(f.dir.path().join("bin/pasta")).unwrap();
         assert!(problem(nspawn(&f.host, None)).contains("Debian package passt"));
         let mut f = fixture();

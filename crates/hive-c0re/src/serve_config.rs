@@ -158,6 +158,19 @@ pub struct ServeArgs {
         value_parser = parse_agent_memory
     )]
     pub agent_memory: Option<u64>,
+    /// The networks of the host's that agents' containers may reach besides
+    /// the internet, comma-separated (e.g. 10.1.2.0/24,fd00:1::/64), or `all`.
+    /// By default a container reaches none of the host's own addresses, private
+    /// (10/8, 172.16/12, 192.168/16, fc00::/7), link-local (the cloud's metadata
+    /// service) or shared addresses: only DNS through the host's resolvers and a
+    /// model endpoint named by address. nspawn runtime only; needs nftables.
+    #[arg(
+        long,
+        env = "HIVE_ALLOW_NETWORKS",
+        value_name = "NETWORKS",
+        value_parser = parse_allow_networks
+    )]
+    pub allow_networks: Option<crate::runtime::EgressPolicy>,
     /// Longest a turn may run before it is stopped and its messages go back to
     /// the inbox (`90s`, `45m`, `2h`); an agent's `turn_timeout` overrides it.
     #[arg(
@@ -236,6 +249,11 @@ fn parse_state_quota(text: &str) -> std::result::Result<u64, String> {
         )),
         n => Ok(n),
     }
+}
+
+/// The networks containers may reach: `all`, or a list of them.
+fn parse_allow_networks(text: &str) -> std::result::Result<crate::runtime::EgressPolicy, String> {
+    crate::runtime::EgressPolicy::parse(text)
 }
 
 /// An agent's memory bound: at least 64 MiB (claude alone takes more).
@@ -711,7 +729,10 @@ impl Resolved {
             notify: Default::default(),
             min_free_space: a.min_free_space,
             state_quota: a.state_quota,
-            agent_memory: a.agent_memory,
+            bounds: crate::runtime::ContainerBounds {
+                agent_memory: a.agent_memory,
+                egress: a.allow_networks.clone().unwrap_or_default(),
+            },
             webhooks: crate::webhooks::Webhooks {
                 hooks: self.webhooks.clone(),
                 public_url: a.public_url.clone(),
@@ -927,6 +948,7 @@ mod tests {
             ("state_quota = \"0MiB\"", "would stop every agent"),
             ("state_quota = \"lots\"", "is not a size"),
             ("agent_memory = \"32MiB\"", "too small for claude"),
+            ("allow_networks = \"lan\"", "such as 10.1.2.0/24"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),
             ("config = \"x\"", "unknown key `config`"),

@@ -409,6 +409,10 @@ r = {
     "secret_via_gateway": tcp("198.51.100.1", @SECRET@),
     "secret_via_own_address": tcp("198.51.100.2", @SECRET@),
     "abstract": abstract("@ABSTRACT@"),
+    "lan": tcp("10.99.0.2", @LAN@),
+    "metadata": tcp("169.254.169.254", @METADATA@),
+    "host_any_via_own_address": tcp("198.51.100.2", @ANY@),
+    "host_any_via_second_address": tcp("192.0.2.10", @ANY@),
 }
 state = os.environ["HIVE_AGENT_STATE"]
 with open(state + "/probe.tmp", "w") as f:
@@ -419,23 +423,33 @@ EOF
 "#;
 
 /// Point 7. The daemon runs in a network namespace the test made, which plays
-/// the host: a service on its loopback, an abstract socket, the model server
-/// on its loopback, and "the internet" at 203.0.113.7. From its container an
-/// agent reaches the internet and the model's API, and nothing else.
+/// the host: a service on its loopback, another on every address of its
+/// (a second one, 192.0.2.10, plays a docker0 or a VPN's), an abstract
+/// socket, the model server on its loopback. Past its gateway, in a second
+/// namespace, lie "the internet" at 203.0.113.7, a LAN host at 10.99.0.2
+/// and the cloud's metadata service at 169.254.169.254. From its container
+/// an agent reaches the internet and the model's API, and nothing else.
 #[test]
 fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
     if !nspawn_ready() {
         return;
     }
     let host = TestNetns::new();
+    let world = TestNetns::new();
     host.run(&["ip", "link", "set", "lo", "up"]);
+    world.run(&["ip", "link", "set", "lo", "up"]);
     host.run(&[
         "ip", "link", "add", "t0", "type", "veth", "peer", "name", "t1",
     ]);
+    host.run(&["ip", "link", "set", "t1", "netns", &world.path()]);
     host.run(&["ip", "link", "set", "t0", "up"]);
-    host.run(&["ip", "link", "set", "t1", "up"]);
+    world.run(&["ip", "link", "set", "t1", "up"]);
     host.run(&["ip", "addr", "add", "198.51.100.2/24", "dev", "t0"]);
-    host.run(&["ip", "addr", "add", "203.0.113.7/32", "dev", "t1"]);
+    host.run(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    world.run(&["ip", "addr", "add", "198.51.100.1/24", "dev", "t1"]);
+    for addr in ["203.0.113.7/32", "10.99.0.2/32", "169.254.169.254/32"] {
+        world.run(&["ip", "addr", "add", addr, "dev", "lo"]);
+    }
     host.run(&[
         "ip",
         "route",
@@ -446,25 +460,32 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
         "dev",
         "t0",
     ]);
-
+    let serve = |l: std::net::TcpListener, word: &'static str| {
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                use std::io::Write;
+                let _ = (&s).write_all(word.as_bytes());
+            }
+        });
+        port
+    };
+    let (internet, lan, metadata) = world.enter(|| {
+        let bind = |a: &str| std::net::TcpListener::bind(a).unwrap();
+        (
+            serve(bind("203.0.113.7:0"), "hello from the internet\r\n"),
+            serve(bind("10.99.0.2:0"), "lan secret\r\n"),
+            serve(bind("169.254.169.254:0"), "instance credentials\r\n"),
+        )
+    });
     let abstract_name = format!("hive-boundary-{}", std::process::id());
-    let (secret, internet, _abstract) = host.enter(|| {
-        let serve = |l: std::net::TcpListener, word: &'static str| {
-            std::thread::spawn(move || {
-                for s in l.incoming().flatten() {
-                    use std::io::Write;
-                    let _ = (&s).write_all(word.as_bytes());
-                }
-            });
-        };
+    let (secret, any, _abstract) = host.enter(|| {
         let secret = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let internet = std::net::TcpListener::bind("203.0.113.7:0").unwrap();
+        let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let ports = (
-            secret.local_addr().unwrap().port(),
-            internet.local_addr().unwrap().port(),
+            serve(secret, "host secret\r\n"),
+            serve(any, "host service on every address\r\n"),
         );
-        serve(secret, "host secret\r\n");
-        serve(internet, "hello from the internet\r\n");
         use std::os::linux::net::SocketAddrExt;
         let addr =
             std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes()).unwrap();
@@ -477,7 +498,10 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
         .replace("@INTERNET@", &internet.to_string())
         .replace("@MODEL@", &model_port)
         .replace("@SECRET@", &secret.to_string())
-        .replace("@ABSTRACT@", &abstract_name);
+        .replace("@ABSTRACT@", &abstract_name)
+        .replace("@LAN@", &lan.to_string())
+        .replace("@METADATA@", &metadata.to_string())
+        .replace("@ANY@", &any.to_string());
     let (hive, _bin) = hive_running("nspawn", &probe, Some(host.clone()), sim.env());
     let started = Instant::now();
     spawn_running(&hive, "alice");
@@ -496,6 +520,10 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
         "secret_via_gateway",
         "secret_via_own_address",
         "abstract",
+        "lan",
+        "metadata",
+        "host_any_via_own_address",
+        "host_any_via_second_address",
     ] {
         assert!(got(k).starts_with("fail:"), "{k}: {}", got(k));
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hive_c0re::agent_sock::AgentSockets;
 use hive_c0re::paths::Paths;
 use hive_c0re::runtime::{
-    LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError, UidRanges,
+    ContainerBounds, LaunchSpec, NspawnRuntime, ProcessRuntime, Runtime, RuntimeError, UidRanges,
 };
 use hive_sh4re::AgentName;
 
@@ -252,7 +252,11 @@ fn nspawn(hive: &Hive) -> Option<NspawnRuntime> {
 
 /// The nspawn runtime of `hive`, each container bounded to `memory` bytes.
 fn nspawn_bounded(hive: &Hive, memory: Option<u64>) -> Option<NspawnRuntime> {
-    match NspawnRuntime::new(hive.paths.clone(), hive.uids(), memory) {
+    let bounds = ContainerBounds {
+        agent_memory: memory,
+        ..ContainerBounds::default()
+    };
+    match NspawnRuntime::new(hive.paths.clone(), hive.uids(), bounds) {
         Ok(rt) => Some(rt),
         Err(RuntimeError::Unavailable(why)) => {
             eprintln!("skipped: {why}");
@@ -757,7 +761,9 @@ async fn daemon_stand_in() {
     let uids = uids_at(&dir);
     let base = uids.allocate(&[]).expect("a free uid range");
     let rt: Box<dyn Runtime> = if runtime == "nspawn" {
-        Box::new(NspawnRuntime::new(paths.clone(), uids, None).expect("nspawn"))
+        Box::new(
+            NspawnRuntime::new(paths.clone(), uids, ContainerBounds::default()).expect("nspawn"),
+        )
     } else {
         Box::new(ProcessRuntime::new(paths.clone(), uids))
     };

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use hive_sh4re::AgentName;
 
-pub use nspawn::NspawnRuntime;
+pub use nspawn::{AllowedNetwork, ContainerBounds, EgressPolicy, NspawnRuntime};
 pub(crate) use owner::{Usage, disk_usage, remove_tree};
 pub use process::ProcessRuntime;
 pub use sys::{UID_RANGE, find_tool_in, tool_dirs};

@@ -19,11 +19,14 @@
 //! losing the guarantee above, and containers must work where systemd is not PID 1.
 
 mod confine;
+mod egress;
 mod memory;
 mod net;
 mod rootfs;
 
 use confine::Confinement;
+use egress::Egress;
+pub use egress::{EgressPolicy, Network as AllowedNetwork};
 use memory::MemoryCgroups;
 use net::Network;
 
@@ -87,16 +90,28 @@ pub struct NspawnRuntime {
     uids: Arc<UidRanges>,
     /// The containers' memory cgroups, or why this host has none for them.
     memory: Result<Arc<MemoryCgroups>, String>,
+    /// The filter keeping pasta's connections off the host's own networks;
+    /// `None` where the operator let containers reach everything.
+    egress: Option<Arc<Egress>>,
+}
+
+/// What bounds each container, as the operator set it.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerBounds {
+    /// Most memory a container may take; `None`: a quarter of the containers' share.
+    pub agent_memory: Option<u64>,
+    /// The networks of the host's a container may reach besides the internet.
+    pub egress: EgressPolicy,
 }
 
 impl NspawnRuntime {
     /// Checks that this host can run agent containers (systemd-nspawn, root, user
-    /// namespaces); the containers run in `uids`' ranges, each bounded to
-    /// `agent_memory` bytes (default: a quarter of what the host gives them all).
+    /// namespaces, nftables unless the operator allows every network); the
+    /// containers run in `uids`' ranges, bounded by `bounds`.
     pub fn new(
         paths: Paths,
         uids: UidRanges,
-        agent_memory: Option<u64>,
+        bounds: ContainerBounds,
     ) -> Result<Self, RuntimeError> {
         let nspawn =
             find_nspawn().ok_or_else(|| RuntimeError::Unavailable(NOT_INSTALLED.into()))?;
@@ -119,19 +134,59 @@ impl NspawnRuntime {
                  lets the kernel merge them"
             );
         }
-        let memory = MemoryCgroups::set_up(agent_memory).map(Arc::new);
+        let egress = match &bounds.egress.allowed {
+            None => None,
+            Some(allowed) => Some(Arc::new(
+                Egress::set_up(&hive_id(&paths), allowed).map_err(|e| {
+                    RuntimeError::Unavailable(format!(
+                        "cannot keep agents' containers off the host's own networks: {e}. \
+                         Install nftables, or serve --allow-networks all to let them reach everything the host reaches"
+                    ))
+                })?,
+            )),
+        };
+        let memory = MemoryCgroups::set_up(bounds.agent_memory).map(Arc::new);
         Ok(Self {
             paths,
             nspawn,
             uids: Arc::new(uids),
             memory,
+            egress,
         })
+    }
+
+    /// Filters the connections of `spec`'s pasta (before it starts).
+    async fn admit_egress(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
+        let Some(egress) = self.egress.clone() else {
+            return Ok(());
+        };
+        let uid = net::pasta_uid(spec.uid_base);
+        let endpoints = net::model_endpoints(&spec.env);
+        tokio::task::spawn_blocking(move || egress.admit(uid, &endpoints))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                what: "the egress filter failed".into(),
+                source: io::Error::other(e),
+            })?
+            .map_err(|e| {
+                RuntimeError::Unavailable(format!(
+                    "cannot keep {}'s container off the host's own networks: {e}",
+                    spec.name
+                ))
+            })
     }
 
     /// `<run>/agents/<name>.pid`: beside the socket dir, not in it, so the container never sees it.
     fn pid_file(&self, name: &AgentName) -> PathBuf {
         self.paths.agent_pid_file(name)
     }
+}
+
+/// A short name for this hive among others on the host: its state dir's hash.
+fn hive_id(paths: &Paths) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(paths.state.as_os_str().as_bytes());
+    crate::hex::encode(&digest[..4])
 }
 
 fn find_nspawn() -> Option<PathBuf> {
@@ -592,6 +647,7 @@ impl Runtime for NspawnRuntime {
         let log_err = log
             .try_clone()
             .map_err(io_err(format!("could not open {}", spec.log.display())))?;
+        self.admit_egress(spec).await?;
         let network = Network::up(
             spec.uid_base,
             &spec.env,

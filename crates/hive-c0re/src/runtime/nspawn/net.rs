@@ -58,7 +58,7 @@ pub(super) fn pasta_installed() -> bool {
 }
 
 /// The uid pasta runs as: the top of the agent's range, used by nothing else.
-fn pasta_uid(uid_base: u32) -> u32 {
+pub(super) fn pasta_uid(uid_base: u32) -> u32 {
     uid_base + (UID_RANGE - 1)
 }
 
@@ -95,6 +95,15 @@ pub(super) fn resolv_conf(online: bool) -> String {
 
 /// The host loopback addresses `ANTHROPIC_BASE_URL` in `env` points at, if it does.
 pub(super) fn loopback_endpoints(env: &[(String, String)]) -> Vec<SocketAddr> {
+    model_endpoints(env)
+        .into_iter()
+        .filter(|a| a.ip().is_loopback())
+        .collect()
+}
+
+/// The addresses `ANTHROPIC_BASE_URL` in `env` names literally (or as
+/// `localhost`), with its port; none for a host name.
+pub(super) fn model_endpoints(env: &[(String, String)]) -> Vec<SocketAddr> {
     let Some(url) = env
         .iter()
         .rev()
@@ -133,10 +142,7 @@ pub(super) fn loopback_endpoints(env: &[(String, String)]) -> Vec<SocketAddr> {
     let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
         vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
     } else {
-        match host.parse::<IpAddr>() {
-            Ok(ip) if ip.is_loopback() => vec![ip],
-            _ => Vec::new(),
-        }
+        host.parse::<IpAddr>().into_iter().collect()
     };
     ips.into_iter()
         .map(|ip| SocketAddr::new(ip, port))
@@ -538,6 +544,12 @@ mod tests {
         assert_eq!(one("http://127.0.0.2/"), ["127.0.0.2:80".parse().unwrap()]);
         assert!(one("https://api.anthropic.com").is_empty());
         assert!(one("http://10.0.0.1:80").is_empty());
+        // A model named by a private address is let through the egress filter instead.
+        assert_eq!(
+            model_endpoints(&env("http://10.0.0.1:81/v1")),
+            ["10.0.0.1:81".parse().unwrap()]
+        );
+        assert!(model_endpoints(&env("https://api.anthropic.com")).is_empty());
         assert!(one("http://127.0.0.1:notaport").is_empty());
         assert!(loopback_endpoints(&[]).is_empty());
     }
