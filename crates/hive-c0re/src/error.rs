@@ -33,6 +33,11 @@ impl Error {
         matches!(self, Self::Store(s) if s.is_unreachable())
     }
 
+    /// True when the store answers and cannot store (see [`StoreError::is_unusable`]).
+    pub fn is_unusable(&self) -> bool {
+        matches!(self, Self::Store(s) if s.is_unusable())
+    }
+
     /// True when the store could not write because the disk is full.
     pub fn is_disk_full(&self) -> bool {
         matches!(self, Self::Store(s) if s.is_disk_full())

@@ -152,7 +152,7 @@ pub struct Hive {
     approving: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// What each of this node's agents' state dirs takes, as last measured (`hive/space.rs`).
     state_sizes: std::sync::Mutex<std::collections::HashMap<String, quota::Measured>>,
-    /// On while this node's heartbeats fail for the database out of reach (`hive/nodes.rs`).
+    /// On while this node's heartbeats fail for the database out of reach or unusable (`hive/nodes.rs`).
     database_alarm: std::sync::Mutex<Option<hive_sh4re::dashboard::DatabaseAlarm>>,
     /// The values of the hive-wide secrets the webhooks name, as last read or
     /// set: a webhook is still signed while the database is out of reach.

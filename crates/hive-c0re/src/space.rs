@@ -398,6 +398,19 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(bad)
 }
 
+/// True when `dir`'s file system takes no new file for being read-only, as
+/// one turned so after errors does (ext4's `errors=remount-ro`). A nameless
+/// file (O_TMPFILE), gone with its descriptor, tells where the mount's flags
+/// do not: ext4 then shows `emergency_ro`, not `ro`.
+pub fn is_read_only(dir: &Path) -> bool {
+    OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .is_err_and(|e| e.raw_os_error() == Some(libc::EROFS))
+}
+
 /// A store error that is the disk being full (a write with no room left, not
 /// even the reserve's) as a sentence naming the file system; any other error as it is.
 pub fn full_or(space: &Space, e: Error) -> Error {

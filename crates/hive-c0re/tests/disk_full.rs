@@ -2,9 +2,11 @@
 //! below the free-space floor new sends are refused with a sentence naming
 //! the file system and the space left, while recv and status keep working;
 //! the daemon starts again on the full disk, and once space is back every
-//! acknowledged message is delivered exactly once.
+//! acknowledged message is delivered exactly once. A state file system
+//! turned read-only raises the database alarm.
 //!
-//! The state dir is a small tmpfs in a mount namespace of the test's own.
+//! The state dir is a small tmpfs in a mount namespace of the test's own
+//! (an ext4 image where it turns read-only).
 
 mod common;
 
@@ -424,4 +426,145 @@ fn running_out_of_inodes_raises_the_alarm_and_names_the_agent_with_the_most_file
         "{notices:?}"
     );
     hive.stop();
+}
+
+/// The dashboard token of [`on_ext4`]'s hive.
+const TOKEN: &str = "disk-full-test-token";
+
+/// A hive whose state dir is an ext4 file system of its own (see
+/// [`common::TestMountNs::ext4`]), heartbeating every second, its dashboard
+/// on a free loopback port, `config` its hive.toml; None where the host
+/// cannot make one.
+fn on_ext4(config: &Path) -> Option<TestHive> {
+    let mut opts = Opts::default();
+    opts.args.retain(|a| a != "--no-dashboard");
+    opts.args
+        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
+    opts.env.extend([
+        ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
+        ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),
+        ("HIVE_CONFIG".into(), config.display().to_string()),
+    ]);
+    let mut hive = TestHive::new_with(opts);
+    let image = hive.dir.path().join("state.img");
+    hive.mountns = Some(common::TestMountNs::ext4(
+        &hive.state_dir(),
+        &image,
+        64 << 20,
+    )?);
+    hive.serve();
+    Some(hive)
+}
+
+/// The database alarm the dashboard serves (null while it is off).
+fn database_alarm(hive: &TestHive) -> serde_json::Value {
+    let nodes: serde_json::Value =
+        serde_json::from_str(hive.ok(&["nodes", "--json"]).trim()).unwrap();
+    let address = nodes["address"].as_str().unwrap();
+    let authority = address.trim_start_matches("http://").trim_end_matches('/');
+    let body = common::http_with(
+        authority,
+        "GET",
+        "/api/database",
+        "",
+        &[("X-Hive-Token", TOKEN)],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["alarm"].clone()
+}
+
+/// The state's file system turns read-only after an error, as ext4's
+/// `errors=remount-ro` does on a failing disk: every write of the database
+/// fails (sqlite: disk I/O error) while reads work. The heartbeat failed and
+/// only logged; no alarm, no webhook. Now the database alarm is on within a
+/// few heartbeats, saying the file system is read-only and what to do, and
+/// the webhooks that want `node_down` hear of it. Once the file system is
+/// repaired and serve started again, nothing stored before is lost.
+///
+/// An ext4 image on a loop device, not the tmpfs of the other tests: a
+/// file system with files open for writing (the database's) cannot be
+/// remounted read-only from outside (EBUSY), only by the kernel on an error,
+/// which `/sys/fs/ext4/DEV/trigger_fs_error` raises. Nor can it be made
+/// writable again in place (ext4 marks it `emergency_ro`), so the repair is
+/// the operator's: stop serve, check it, mount it again.
+#[test]
+fn a_state_file_system_turned_read_only_raises_the_database_alarm() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting the test's file system needs root");
+        return;
+    }
+    let (receiver, _dir, config) = common::webhook::slack_receiver(&["node_down"]);
+    let Some(mut hive) = on_ext4(&config) else {
+        return;
+    };
+    let ns = hive.mountns.clone().unwrap();
+    let state = hive.state_dir();
+    let mountinfo = ns.enter(|| std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap());
+    let device = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(state.to_str().unwrap()))
+        .and_then(|l| l.split(" - ext4 ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("no ext4 at {}:\n{mountinfo}", state.display()))
+        .trim_start_matches("/dev/")
+        .to_owned();
+    let trigger = format!("/sys/fs/ext4/{device}/trigger_fs_error");
+    if !Path::new(&trigger).exists() {
+        eprintln!("skipped: this kernel has no {trigger}");
+        return;
+    }
+    let v = send(&hive, "stored before");
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(database_alarm(&hive).is_null());
+
+    std::fs::write(&trigger, "hive-c0re test").unwrap();
+    hive.wait_for("the database alarm", 10, |h| !database_alarm(h).is_null());
+    let alarm = database_alarm(&hive);
+    let message = alarm["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "the hive's database refuses writes: the file system at {} (ext4) is read-only (",
+            state.display()
+        )) && message.contains("repair it and make it writable again"),
+        "{alarm}\n{}",
+        hive.log()
+    );
+    hive.wait_for("the webhook's alert", 10, |_| {
+        receiver
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|g| g.body.contains("refuses writes") && g.body.contains("is read-only"))
+    });
+    // Reads still work; writes are refused, not taken for done.
+    assert!(hive.ok(&["status"]).contains("no agents yet"));
+    let v = send(&hive, "while read-only");
+    assert_eq!(v["ok"], false, "{v}");
+
+    // The operator's repair.
+    hive.stop();
+    let dir = state.to_str().unwrap();
+    ns.run(&["umount", dir]);
+    let image = hive.dir.path().join("state.img");
+    let checked = std::process::Command::new("e2fsck")
+        .args(["-f", "-y"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    // 1: errors found and fixed.
+    assert!(checked.status.code().is_some_and(|c| c <= 1), "{checked:?}");
+    let image = image.to_str().unwrap();
+    ns.run(&["mount", "-o", "loop,errors=remount-ro", image, dir]);
+    hive.serve();
+    assert!(database_alarm(&hive).is_null());
+    let kept = recv(&hive, 10);
+    assert!(
+        kept.len() == 1 && kept[0].2 == "stored before",
+        "{kept:?}\n{}",
+        hive.log()
+    );
+    let v = send(&hive, "after");
+    assert_eq!(v["ok"], true, "{v}");
 }

@@ -755,6 +755,67 @@ fn a_database_whose_disk_is_full_is_told_and_agents_wait() {
     assert!(hive.row("alice").unwrap()["failed"] == false);
 }
 
+/// A failover that leaves the node on a read-only standby: the server
+/// answers, and refuses every write (SQLSTATE 25006). The heartbeat failed
+/// and only logged: no alarm, no webhook, and nothing told after. Now the
+/// alarm is on from the first failed beat, saying the server is read-only
+/// and what to do, the webhooks that want `node_down` hear of it, and once
+/// writes go through the operator finds a notification of how long it
+/// lasted, with nothing stored before lost. Faked with a trigger that
+/// raises 25006 on the heartbeat's table and on new messages.
+#[test]
+fn a_database_that_refuses_writes_raises_the_alarm_and_is_told_after() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let (recv, _dir, config) = common::webhook::slack_receiver(&["node_down"]);
+    let hive = alpha_beating_every_with(&db, "1", &[("HIVE_CONFIG", config.to_str().unwrap())]);
+    let address = alpha_node(&hive)["address"].as_str().unwrap().to_owned();
+    hive.ok(&["send", "operator", "stored before"]);
+
+    db.sql(
+        "CREATE FUNCTION hive_test_read_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'cannot execute % in a read-only transaction', TG_OP USING ERRCODE = '25006'; \
+         END $$; \
+         CREATE TRIGGER hive_test_read_only BEFORE UPDATE ON nodes FOR EACH ROW EXECUTE FUNCTION hive_test_read_only(); \
+         CREATE TRIGGER hive_test_read_only BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION hive_test_read_only();",
+    );
+    hive.wait_for("the alarm", 10, |_| !database_alarm(&address).is_null());
+    let alarm = database_alarm(&address);
+    assert!(
+        alarm["message"].as_str().is_some_and(|m| m.starts_with(
+            "the hive's database refuses writes: the PostgreSQL server this node reaches is read-only, as a standby is ("
+        ) && m.contains("(25006)")
+            && m.ends_with("point this node's database URL at the primary")),
+        "{alarm}"
+    );
+    hive.wait_for("the alert", 10, |_| {
+        recv.got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|g| g.body.contains("refuses writes"))
+    });
+    let out = hive.cli(&["send", "operator", "while read-only"]);
+    assert!(!out.status.success(), "{out:?}");
+
+    db.sql(
+        "DROP TRIGGER hive_test_read_only ON nodes; DROP TRIGGER hive_test_read_only ON messages;",
+    );
+    let text = outage_told(&hive, &address);
+    assert!(
+        text.starts_with("Node alpha could not use the hive's database for ")
+            && text.contains("the hive's database refuses writes: the PostgreSQL server")
+            && text.ends_with("may be asked again."),
+        "{text}"
+    );
+    let read = hive.recv_operator(0);
+    assert!(
+        read.len() == 1 && read[0]["body"] == "stored before",
+        "{read:?}"
+    );
+}
+
 /// While the database is out of reach, so is the notifications' queue: the
 /// webhooks that want `node_down` hear of it straight from the node (the json
 /// one signed with the key read before), and of its end through the queue

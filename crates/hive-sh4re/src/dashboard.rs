@@ -274,14 +274,15 @@ pub struct Questions {
     pub questions: Vec<Question>,
 }
 
-/// `database`: the alarm while this node cannot reach the hive's database, else null.
+/// `database`: the alarm while this node cannot use the hive's database, else null.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Database {
     pub alarm: Option<DatabaseAlarm>,
 }
 
-/// This node cannot reach the hive's database (several hosts on
-/// PostgreSQL): on from the first heartbeat that failed for it, off at the
+/// This node cannot use the hive's database: out of reach (several hosts
+/// on PostgreSQL), refusing writes (a read-only file system or standby) or
+/// failing; on from the first heartbeat that failed for it, off at the
 /// first one stored again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatabaseAlarm {

@@ -331,7 +331,8 @@ impl Hive {
     }
 
     /// The database alarm while it is on: this node found the database out
-    /// of reach, and no heartbeat has been stored since.
+    /// of reach or unusable (or its disk full), and no heartbeat has been
+    /// stored since.
     pub fn database_alarm(&self) -> Option<DatabaseAlarm> {
         self.database_alarm
             .lock()
@@ -373,6 +374,33 @@ impl Hive {
             self.broker.publish(Change::Database);
         }
         on
+    }
+
+    /// What the database that answers and cannot store (see
+    /// [`StoreError::is_unusable`]) means, and what to do, as a sentence.
+    fn unusable(&self, e: &StoreError) -> String {
+        let state = &self.paths().state;
+        match &self.store {
+            Db::Postgres(_) => format!(
+                "the hive's database refuses writes: the PostgreSQL server this node reaches is \
+                 read-only, as a standby is ({e}); point this node's database URL at the primary"
+            ),
+            Db::Sqlite(_) if crate::space::is_read_only(state) => format!(
+                "the hive's database refuses writes: {} is read-only ({e}); the kernel's log \
+                 says why: repair it and make it writable again (after errors: stop serve, \
+                 check it, mount it again)",
+                crate::space::filesystem_of(state)
+            ),
+            Db::Sqlite(_) => {
+                let db = self.paths().db();
+                format!(
+                    "the hive's database {} cannot be used ({e}); check the disk under it (the \
+                     kernel's log) and the file (sqlite3 {} 'PRAGMA integrity_check')",
+                    db.display(),
+                    db.display()
+                )
+            }
+        }
     }
 
     /// The names of the agents whose home node is `node`.
@@ -489,19 +517,24 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                     tracing::warn!("could not store this node's heartbeat: {e}");
                     logged = true;
                 }
-                match &e {
-                    Error::Store(down @ StoreError::Unreachable(_)) => {
-                        hive.set_database_alarm(Some(&down.to_string()));
-                        // A failed beat, not the first failed request: a
-                        // blip between beats is shown and told after, and
-                        // wakes no one.
-                        if !alerted {
-                            alerted = true;
-                            hive.spawn_task(alert_database_down(hive.clone(), down.to_string()));
-                        }
-                    }
-                    other => {
-                        failing.add(Outage::new(now_ms(), format!("{other}.")));
+                let down = match &e {
+                    Error::Store(s) if s.is_unreachable() => Some(s.to_string()),
+                    Error::Store(s) if s.is_unusable() => Some(hive.unusable(s)),
+                    _ => None,
+                };
+                // The store notes a database out of reach itself.
+                if !e.is_unreachable() {
+                    let why = down.clone().unwrap_or_else(|| e.to_string());
+                    failing.add(Outage::new(now_ms(), format!("{why}.")));
+                }
+                if let Some(down) = down {
+                    hive.set_database_alarm(Some(&down));
+                    // A failed beat, not the first failed request: a
+                    // blip between beats is shown and told after, and
+                    // wakes no one.
+                    if !alerted {
+                        alerted = true;
+                        hive.spawn_task(alert_database_down(hive.clone(), down));
                     }
                 }
             }
@@ -599,7 +632,7 @@ pub async fn watch_database_full(hive: Arc<Hive>) {
 async fn alert_database_down(hive: Arc<Hive>, why: String) {
     let text = format!(
         "Node {} since {}: {why}. Its agents' processes keep running, and what is asked of this \
-         node fails with an error until the database answers again.",
+         node fails with an error until the database works again.",
         hive.node(),
         hive.database_alarm().map(|a| a.since).unwrap_or_default(),
     );

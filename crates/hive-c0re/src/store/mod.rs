@@ -140,6 +140,25 @@ impl StoreError {
         matches!(self, Self::Unreachable(_))
     }
 
+    /// True when the database answers and cannot store: sqlite's file is
+    /// on a file system turned read-only, on a disk that fails, or damaged;
+    /// PostgreSQL is a read-only standby (SQLSTATE 25006, as after a
+    /// failover). Like a database out of reach it lasts until the operator
+    /// acts, unlike a refusal of one request; a full disk has alarms of its own.
+    pub fn is_unusable(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            Self::Sql(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::ReadOnly | C::SystemIoFailure | C::DatabaseCorrupt | C::NotADatabase
+            ),
+            Self::Pg(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+            }
+            _ => false,
+        }
+    }
+
     /// True when the database could not write because its disk is full.
     pub fn is_disk_full(&self) -> bool {
         match self {

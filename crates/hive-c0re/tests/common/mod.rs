@@ -456,6 +456,81 @@ impl TestMountNs {
         Self(std::sync::Arc::new(fd))
     }
 
+    /// A mount namespace where `dir` (created if need be) is an ext4 file
+    /// system of `bytes` made in the file `image`, on a loop device, turned
+    /// read-only at its first error (`errors=remount-ro`); the device goes
+    /// with the mount. None, with a note, where the host cannot (no
+    /// `mkfs.ext4`, no loop device).
+    pub fn ext4(dir: &Path, image: &Path, bytes: u64) -> Option<Self> {
+        use nix::mount::{MsFlags, mount};
+        if which("mkfs.ext4").is_none() {
+            eprintln!("skipped: no mkfs.ext4 on this host");
+            return None;
+        }
+        std::fs::File::create(image)
+            .unwrap()
+            .set_len(bytes)
+            .unwrap();
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfs.ext4: {made}");
+        let (dir, image) = (dir.to_path_buf(), image.to_path_buf());
+        let fd = std::thread::spawn(move || {
+            // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
+            assert_eq!(
+                unsafe { libc::unshare(libc::CLONE_NEWNS) },
+                0,
+                "unshare: {}",
+                std::io::Error::last_os_error()
+            );
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            // A child of this thread starts in its namespace.
+            let out = Command::new("mount")
+                .args(["-o", "loop,errors=remount-ro"])
+                .arg(&image)
+                .arg(&dir)
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                eprintln!(
+                    "skipped: no loop device for an ext4 image: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return None;
+            }
+            Some(std::os::fd::OwnedFd::from(
+                std::fs::File::open("/proc/thread-self/ns/mnt").unwrap(),
+            ))
+        })
+        .join()
+        .unwrap()?;
+        Some(Self(std::sync::Arc::new(fd)))
+    }
+
+    /// Runs a program in this namespace; panics when it fails.
+    pub fn run(&self, argv: &[&str]) {
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]);
+        self.put(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Makes `cmd` start in this namespace.
     pub fn put(&self, cmd: &mut Command) {
         use std::os::fd::AsRawFd;

@@ -387,3 +387,26 @@ fn checkpoint_frees_every_page_a_piece_at_a_time() {
     let store = super::Store::open(&old, super::Limits::default()).unwrap();
     store.checkpoint().unwrap();
 }
+
+/// A database that answers and cannot store (a write refused as read-only)
+/// is unusable, the database alarm's case; a refusal of one write (a
+/// constraint) is not, nor is a full disk, which has alarms of its own.
+#[test]
+fn a_write_refused_as_read_only_is_the_store_unusable() {
+    use rusqlite::{Connection, OpenFlags, ffi};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let rw = Connection::open(&path).unwrap();
+    rw.execute_batch("CREATE TABLE t (x UNIQUE); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let ro = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let refused = super::StoreError::from(ro.execute("INSERT INTO t VALUES (2)", []).unwrap_err());
+    assert!(refused.is_unusable(), "{refused}");
+    let twice = super::StoreError::from(rw.execute("INSERT INTO t VALUES (1)", []).unwrap_err());
+    assert!(!twice.is_unusable(), "{twice}");
+    let full = super::StoreError::from(rusqlite::Error::SqliteFailure(
+        ffi::Error::new(ffi::SQLITE_FULL),
+        None,
+    ));
+    assert!(full.is_disk_full() && !full.is_unusable());
+}
