@@ -351,9 +351,33 @@ struct Cursors {
     feed_pending: bool,
     /// The last "needs you" list sent.
     needs_you: Option<NeedsYou>,
+    /// A read failed, so a change reached no page: they resync once reads work again.
+    missed: bool,
 }
 
 impl Cursors {
+    /// `read`'s value; on an error, noted so that pages resync (and so
+    /// lose no change) once a read works again, which this also does.
+    fn read<T>(&mut self, hub: &Hub, read: crate::error::Result<T>, what: &str) -> Option<T> {
+        match read {
+            Ok(v) => {
+                if std::mem::take(&mut self.missed) {
+                    hub.send(Some(Prepared::resync()));
+                }
+                Some(v)
+            }
+            Err(e) => {
+                if !self.missed {
+                    tracing::warn!(
+                        "the dashboard could not read {what}: {e}; pages resync once it can"
+                    );
+                }
+                self.missed = true;
+                None
+            }
+        }
+    }
+
     async fn reset(&mut self, hive: &Hive) {
         self.events.clear();
         self.feed = hive.feed_cursor().await.ok();
@@ -390,10 +414,12 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             let Ok(name) = AgentName::parse(&n) else {
                 return;
             };
-            if let Ok(row) = hive.status_row(&name).await {
+            if let Some(row) = cursors.read(hub, hive.status_row(&name).await, "an agent's row") {
                 hub.send(Prepared::new(Audience::Both(n.clone()), Frame::Agent(row)));
             }
-            if agent_watched && let Ok(model) = hive.model_info(&name).await {
+            if agent_watched
+                && let Some(model) = cursors.read(hub, hive.model_info(&name).await, "a model")
+            {
                 let model = ModelChanged {
                     agent: n.clone(),
                     model,
@@ -430,15 +456,11 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             };
             let mut since = cursor;
             loop {
-                let events = match hive
+                let read = hive
                     .events(&name, Some(since), None, EVENTS_PER_FRAME)
-                    .await
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!(agent = %n, "dashboard could not read events: {e}");
-                        break;
-                    }
+                    .await;
+                let Some(events) = cursors.read(hub, read, "events") else {
+                    break;
                 };
                 let Some(last) = events.last().map(|e| e.id) else {
                     break;
@@ -462,7 +484,11 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         Work::Inbox(n) => {
             if hub.watched(Some(&n))
                 && let Ok(name) = AgentName::parse(&n)
-                && let Ok(messages) = hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN).await
+                && let Some(messages) = cursors.read(
+                    hub,
+                    hive.recent_messages(&Mailbox::Agent(name), INBOX_LEN).await,
+                    "an inbox",
+                )
             {
                 let inbox = Inbox {
                     agent: n.clone(),
@@ -473,9 +499,12 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::OperatorInbox => {
             if hub.watched(None)
-                && let Ok(messages) = hive
-                    .recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
-                    .await
+                && let Some(messages) = cursors.read(
+                    hub,
+                    hive.recent_messages(&Mailbox::Operator, OPERATOR_INBOX_LEN)
+                        .await,
+                    "the operator's inbox",
+                )
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -485,7 +514,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::Approvals => {
             if hub.watched(None)
-                && let Ok(approvals) = hive.approvals().await
+                && let Some(approvals) = cursors.read(hub, hive.approvals().await, "approvals")
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -494,13 +523,14 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
             }
         }
         Work::Notifications => {
-            if let Ok(list) = hive.notifications(false, Some(NOTIFICATIONS_LEN)).await {
+            let read = hive.notifications(false, Some(NOTIFICATIONS_LEN)).await;
+            if let Some(list) = cursors.read(hub, read, "notifications") {
                 hub.send(Prepared::new(Audience::All, Frame::Notifications(list)));
             }
         }
         Work::Webhooks => {
             if hub.watched(None)
-                && let Ok(webhooks) = hive.webhook_statuses().await
+                && let Some(webhooks) = cursors.read(hub, hive.webhook_statuses().await, "webhooks")
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -510,7 +540,7 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
         }
         Work::NeedsYou => {
             if hub.watched(None)
-                && let Ok(needs) = hive.needs_you().await
+                && let Some(needs) = cursors.read(hub, hive.needs_you().await, "what needs you")
                 && cursors.needs_you.as_ref() != Some(&needs)
             {
                 cursors.needs_you = Some(needs.clone());
@@ -530,8 +560,9 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                 cursors.feed_pending = false;
                 return;
             }
-            match hive.feed_after(cursor, FEED_PER_FRAME).await {
-                Ok((items, next, pending)) => {
+            let read = hive.feed_after(cursor, FEED_PER_FRAME).await;
+            match cursors.read(hub, read, "the feed") {
+                Some((items, next, pending)) => {
                     cursors.feed = Some(next);
                     cursors.feed_pending = pending;
                     if !items.is_empty() {
@@ -541,15 +572,12 @@ async fn do_work(hive: &Hive, hub: &Hub, cursors: &mut Cursors, work: Work) {
                         ));
                     }
                 }
-                Err(e) => {
-                    cursors.feed_pending = false;
-                    tracing::warn!("dashboard could not read the feed: {e}");
-                }
+                None => cursors.feed_pending = false,
             }
         }
         Work::Questions => {
             if hub.watched(None)
-                && let Ok(questions) = hive.questions().await
+                && let Some(questions) = cursors.read(hub, hive.questions().await, "questions")
             {
                 hub.send(Prepared::new(
                     Audience::Hive,
@@ -640,6 +668,23 @@ impl Viewer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change whose read failed reached no page: the first read that
+    /// works again sends every page a resync, once.
+    #[test]
+    fn a_failed_read_makes_pages_resync_once_reads_work() {
+        let hub = Hub::new();
+        let mut rx = hub.tx.subscribe();
+        let mut cursors = Cursors::default();
+        let failed: crate::error::Result<u8> = Err(crate::error::Error::refused("down"));
+        assert_eq!(cursors.read(&hub, failed, "x"), None);
+        assert!(rx.try_recv().is_err(), "nothing to send while reads fail");
+        assert_eq!(cursors.read(&hub, Ok(1), "x"), Some(1));
+        let frame = rx.try_recv().expect("a resync");
+        assert_eq!(frame.bytes, Prepared::resync().bytes);
+        assert_eq!(cursors.read(&hub, Ok(2), "x"), Some(2));
+        assert!(rx.try_recv().is_err(), "one resync");
+    }
 
     #[test]
     fn audiences() {
