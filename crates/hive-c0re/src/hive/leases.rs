@@ -39,19 +39,22 @@ use crate::store::Fence;
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// The lease's time to live: `HIVE_LEASE_TTL_SECS` (whole seconds, at least
-/// two heartbeats: it is renewed every heartbeat) or [`LEASE_TTL`].
+/// three heartbeats) or [`LEASE_TTL`]. It is renewed every heartbeat and the
+/// harness killed a heartbeat before it would run out: with two, that kill
+/// fell due as the next renewal began, and every harness died a heartbeat
+/// after its start.
 pub fn lease_ttl(heartbeat: Duration) -> Result<Duration> {
     let ttl = match std::env::var("HIVE_LEASE_TTL_SECS") {
-        Err(_) => return Ok(LEASE_TTL.max(heartbeat * 2)),
+        Err(_) => return Ok(LEASE_TTL.max(heartbeat * 3)),
         Ok(text) => match text.trim().parse::<u64>() {
             Ok(n) => Duration::from_secs(n),
             Err(_) => Duration::ZERO,
         },
     };
-    if ttl < heartbeat * 2 {
+    if ttl < heartbeat * 3 {
         return Err(Error::refused(format!(
-            "HIVE_LEASE_TTL_SECS must be a whole number of seconds of at least two heartbeats ({} s): a lease is renewed every heartbeat",
-            (heartbeat * 2).as_secs()
+            "HIVE_LEASE_TTL_SECS must be a whole number of seconds of at least three heartbeats ({} s): a lease is renewed every heartbeat, and its harness stopped a heartbeat before it would run out",
+            (heartbeat * 3).as_secs()
         )));
     }
     Ok(ttl)
