@@ -1515,6 +1515,75 @@ fn a_second_daemon_under_a_live_nodes_name_is_refused_and_one_daemon_runs_an_age
     );
 }
 
+/// A launch may take longer than the agent's lease lasts (a previous
+/// daemon's leftovers reaped, the agent's files handed to its uids one by
+/// one, its container built): the lease is kept renewed from the moment it
+/// is taken, so the harness starts once and runs on. Its end was measured
+/// from the taking and renewals began only once the launch was done: the
+/// harness was killed as soon as it started, for a lease "lost", and
+/// launched again, told to nobody, as long as launches stayed slow.
+#[test]
+fn a_launch_slower_than_the_lease_keeps_it_and_starts_the_harness_once() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only a root daemon hands an agent's files to its uids");
+        return;
+    }
+    let (bin, env) = common::idle_harness();
+    // A shell that stays (no exec), so the harness is a process to find.
+    common::write_exe(&bin.path().join("hive-ag3nt"), "#!/bin/sh\nsleep 600\n");
+    let mut opts = Opts {
+        state_tmpfs: Some(64 << 20),
+        ..Opts::default()
+    };
+    opts.env.extend(env);
+    quick_leases(&mut opts, 3);
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "x"]);
+    hive.wait_for("x running", 30, |h| running(h, "x"));
+    hive.ok(&["stop", "x"]);
+
+    // A tree of many directories (a node_modules, a cache) the host's root
+    // made in x's state dir: each is opened, read and handed to x's uids at
+    // its next launch, which takes seconds, where making them took one.
+    let tree = hive.state_dir().join("agents/x/state/tree");
+    let made = Instant::now();
+    hive.mountns.as_ref().unwrap().enter(|| {
+        for d in 0..100 {
+            for e in 0..1_500 {
+                std::fs::create_dir_all(tree.join(format!("{d}/{e}"))).unwrap();
+            }
+        }
+    });
+    eprintln!("made 150000 directories in {:?}", made.elapsed());
+
+    let asked = Instant::now();
+    hive.ok(&["start", "x"]);
+    hive.wait_for("x running again", 60, |h| running(h, "x"));
+    let launch = asked.elapsed();
+    eprintln!("x ran {launch:?} after its start");
+    let pid = common::harness_pid(&hive, "x");
+    // Three renewals more.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(hive.log_path()).unwrap();
+    assert!(
+        !log.lines().any(|l| l.contains("lease")),
+        "the lease was lost:\n{log}"
+    );
+    assert_eq!(harness_starts(&hive, "x"), 2, "{log}");
+    assert_eq!(
+        common::harness_pids(&hive, "x"),
+        vec![pid.as_raw()],
+        "{log}"
+    );
+    assert!(running(&hive, "x"));
+    // Slower than the lease less a heartbeat, when the harness is killed
+    // unless a renewal came first: else this proves nothing.
+    assert!(
+        launch > Duration::from_secs(2),
+        "the launch took {launch:?}: more directories are needed to make it outlast the lease"
+    );
+}
+
 /// Nodes started together on an empty database both find no manager and
 /// both make one: one gets in, and the other carries on serving instead of
 /// failing its start.

@@ -10,12 +10,13 @@
 //!   On sqlite one daemon owns the file whatever name it runs under, so the
 //!   holder is the id alone: a host renamed keeps its leases.
 //! - **Timing.** The supervisor takes an agent's lease before it launches the
-//!   harness and renews it every heartbeat; a lease lasts [`LEASE_TTL`] (six
-//!   heartbeats, twice the 15 s after which a node is listed down;
-//!   `HIVE_LEASE_TTL_SECS` for tests). A renewal that fails (another daemon
-//!   took the lease, or it could not be renewed for the TTL less a heartbeat)
-//!   kills the harness at once, and the agent waits to take its lease again;
-//!   status says why (see `supervisor.rs`). A stop on purpose releases it.
+//!   harness and renews it every heartbeat from then on, through the launch;
+//!   a lease lasts [`LEASE_TTL`] (six heartbeats, twice the 15 s after which
+//!   a node is listed down; `HIVE_LEASE_TTL_SECS` for tests). A renewal that
+//!   fails (another daemon took the lease, or it could not be renewed for the
+//!   TTL less a heartbeat) kills the harness at once, and the agent waits to
+//!   take its lease again; status says why (see `supervisor.rs`). A stop on
+//!   purpose releases it.
 //! - **Fencing.** The turn's claim and the settling of its messages
 //!   (`hive/messages.rs`) carry the epoch: a daemon that lost the lease can
 //!   neither take nor acknowledge a message.
