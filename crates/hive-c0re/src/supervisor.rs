@@ -17,7 +17,9 @@
 //! harness is killed at once, without the grace a stop gives: whatever it
 //! still did for the agent would be refused by the fence anyway. That is no
 //! crash: the agent waits, with a sentence for status, until it gets its
-//! lease again.
+//! lease again. Lost again, by a harness that ran less than
+//! [`HEALTHY_AFTER`], it counts as one: told, backed off, and given up on
+//! after [`MAX_RESTARTS`].
 //!
 //! Supervision knows the hive only as [`Supervised`]: what to launch and whom
 //! to tell. `Hive` implements it (`hive/supervision.rs`) and owns the
@@ -344,7 +346,7 @@ async fn supervise<H: Supervised>(
     lease: Arc<LeaseView>,
 ) {
     let (every, ttl) = hive.lease_timing();
-    let mut failures = 0u32;
+    let (mut failures, mut lost_lately) = (0u32, false);
     loop {
         if spec_of(&*hive, &name, &stop, every).await.is_none() {
             return let_go(&*hive, &name, &lease).await;
@@ -408,10 +410,26 @@ async fn supervise<H: Supervised>(
             Ended::Crashed(exit) => format!("the harness {exit}"),
         };
         hive.harness_exited(&name, &how).await;
+        if started.elapsed() > HEALTHY_AFTER {
+            (failures, lost_lately) = (0, false);
+        }
         let exit = match outcome {
             Ended::Stopped => return let_go(&*hive, &name, &lease).await,
+            // Lost once, the lease passed on (another daemon took over, the
+            // database was out of reach) and the agent waits quietly to take
+            // it back. Lost again soon after, something keeps taking it from
+            // harnesses that just started: that is told and backed off as a
+            // crash is, and given up on, rather than looped on unseen.
+            Ended::LeaseLost(why) if lost_lately => {
+                lease.epoch.store(0, Ordering::SeqCst);
+                format!(
+                    "was killed: it lost its lease again, {:.1}s after its launch began ({why})",
+                    started.elapsed().as_secs_f64()
+                )
+            }
             Ended::LeaseLost(why) => {
                 lease.epoch.store(0, Ordering::SeqCst);
+                lost_lately = true;
                 tracing::warn!(agent = %name, "harness killed: {why}; it runs again once this node takes its lease back");
                 let said =
                     format!("{why}: the harness was stopped until this node takes its lease back");
@@ -423,9 +441,6 @@ async fn supervise<H: Supervised>(
         };
         if stop.is_cancelled() {
             return let_go(&*hive, &name, &lease).await;
-        }
-        if started.elapsed() > HEALTHY_AFTER {
-            failures = 0;
         }
         failures += 1;
         let gave_up = failures > MAX_RESTARTS;
