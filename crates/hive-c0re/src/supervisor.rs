@@ -10,12 +10,16 @@
 //!
 //! A harness runs only while this daemon holds its agent's lease (see
 //! `hive/leases.rs`): taken before each launch, renewed every
-//! [`Supervised::lease_timing`] interval. When a renewal says another holder
-//! took it, or none succeeded for the lease's time to live less one interval
-//! (so the harness is dead before the lease can pass on), the harness is
-//! killed at once, without the grace a stop gives: whatever it still did for
-//! the agent would be refused by the fence anyway. That is no crash: the
-//! agent waits, with a sentence for status, until it gets its lease again.
+//! [`Supervised::lease_timing`] interval from then on, through the launch
+//! (which may take longer than the lease lasts). When a renewal says another
+//! holder took it, or none succeeded for the lease's time to live less one
+//! interval (so the harness is dead before the lease can pass on), the
+//! harness is killed at once, without the grace a stop gives: whatever it
+//! still did for the agent would be refused by the fence anyway. That is no
+//! crash: the agent waits, with a sentence for status, until it gets its
+//! lease again. Lost again, by a harness that ran less than
+//! [`HEALTHY_AFTER`], it counts as one: told, backed off, and given up on
+//! after [`MAX_RESTARTS`].
 //!
 //! Supervision knows the hive only as [`Supervised`]: what to launch and whom
 //! to tell. `Hive` implements it (`hive/supervision.rs`) and owns the
@@ -245,6 +249,95 @@ enum Ended {
     LeaseLost(String),
 }
 
+/// The lease a harness is launched and runs under, kept renewed every
+/// interval from the moment it is taken.
+struct Held<H> {
+    hive: Arc<H>,
+    name: AgentName,
+    epoch: i64,
+    every: Duration,
+    ttl: Duration,
+    renew_at: tokio::time::Interval,
+    renewal: Option<Renewal>,
+    /// When the harness must be dead if no renewal succeeds before: one
+    /// interval before the lease would run out, so it is dead before the
+    /// lease can pass on.
+    ends: tokio::time::Instant,
+}
+
+impl<H: Supervised> Held<H> {
+    /// The lease held at `epoch`, whose taking began at `taken_at` (it runs from no earlier).
+    fn new(
+        hive: &Arc<H>,
+        name: &AgentName,
+        epoch: i64,
+        taken_at: Instant,
+        (every, ttl): (Duration, Duration),
+    ) -> Self {
+        Self {
+            hive: hive.clone(),
+            name: name.clone(),
+            epoch,
+            every,
+            ttl,
+            renew_at: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            renewal: None,
+            ends: tokio::time::Instant::from_std(taken_at + ttl.saturating_sub(every)),
+        }
+    }
+
+    /// Renews the lease every interval; resolves only once it is lost,
+    /// saying why. A renewal in flight when this is dropped (another branch
+    /// of a `select!` won) is awaited by the next call.
+    async fn lost(&mut self) -> String {
+        let Self {
+            hive,
+            name,
+            epoch,
+            every,
+            ttl,
+            renew_at,
+            renewal,
+            ends,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = renew_at.tick(), if renewal.is_none() => {
+                    let (hive, name, epoch) = (hive.clone(), name.clone(), *epoch);
+                    *renewal = Some(Box::pin(async move {
+                        let at = Instant::now();
+                        (at, hive.renew_lease(&name, epoch).await)
+                    }));
+                }
+                (at, renewed) = async { renewal.as_mut().expect("guarded").await }, if renewal.is_some() => {
+                    *renewal = None;
+                    match renewed {
+                        Ok(true) => *ends = tokio::time::Instant::from_std(at + ttl.saturating_sub(*every)),
+                        Ok(false) => return "another hive-c0re took its lease over, or it ran out".to_owned(),
+                        Err(e) => tracing::warn!(agent = %name, "could not renew the lease: {e}"),
+                    }
+                }
+                _ = tokio::time::sleep_until(*ends) => {
+                    return format!("its lease could not be renewed for {:.0} s", ttl.saturating_sub(*every).as_secs_f64());
+                }
+            }
+        }
+    }
+
+    /// Runs `work` to its end with the lease kept renewed meanwhile; and
+    /// why the lease was lost meanwhile, if it was.
+    async fn during<T>(&mut self, work: impl Future<Output = T>) -> (T, Option<String>) {
+        let mut work = std::pin::pin!(work);
+        let mut lost = None;
+        loop {
+            tokio::select! {
+                out = &mut work => return (out, lost),
+                why = self.lost(), if lost.is_none() => lost = Some(why),
+            }
+        }
+    }
+}
+
 async fn supervise<H: Supervised>(
     hive: Arc<H>,
     name: AgentName,
@@ -253,7 +346,7 @@ async fn supervise<H: Supervised>(
     lease: Arc<LeaseView>,
 ) {
     let (every, ttl) = hive.lease_timing();
-    let mut failures = 0u32;
+    let (mut failures, mut lost_lately) = (0u32, false);
     loop {
         if spec_of(&*hive, &name, &stop, every).await.is_none() {
             return let_go(&*hive, &name, &lease).await;
@@ -262,27 +355,34 @@ async fn supervise<H: Supervised>(
         else {
             return let_go(&*hive, &name, &lease).await;
         };
-        let Some(mut spec) = spec_of(&*hive, &name, &stop, every).await else {
+        // Renewed from the moment it is taken: a launch (orphans reaped, the
+        // agent's files handed to its uids, a container built) can take
+        // longer than the lease lasts.
+        let mut held = Held::new(&hive, &name, epoch, taken_at, (every, ttl));
+        let started = Instant::now();
+        let launching = async {
+            let mut spec = spec_of(&*hive, &name, &stop, every).await?;
+            spec.stop = stop.clone();
+            if let Err(e) = hive.runtime().reap_orphans(&name).await {
+                tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");
+            }
+            Some((hive.runtime().launch(&spec).await, spec))
+        };
+        let (launched, lost) = held.during(launching).await;
+        let Some((launched, spec)) = launched else {
             return let_go(&*hive, &name, &lease).await;
         };
-        spec.stop = stop.clone();
-        if let Err(e) = hive.runtime().reap_orphans(&name).await {
-            tracing::warn!(agent = %name, "could not clean up after a previous daemon: {e}");
-        }
-        let started = Instant::now();
-        let outcome = match hive.runtime().launch(&spec).await {
-            Ok(mut launched) => {
+        let outcome = match (launched, lost) {
+            // Lost while it launched: it never ran for the agent.
+            (Ok(mut launched), Some(why)) => {
+                kill_now(&mut launched.child).await;
+                Ended::LeaseLost(why)
+            }
+            (Ok(mut launched), None) => {
                 running.store(true, Ordering::SeqCst);
                 hive.harness_started(&name);
                 tracing::info!(agent = %name, runtime = hive.runtime().kind().as_str(), epoch, "harness started");
                 let mut check_log = tokio::time::interval(harness_log::CHECK_EVERY);
-                let mut renew_at =
-                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                // The harness must be dead before the lease can pass on: it
-                // ends one interval before the lease would run out unrenewed.
-                let mut lease_ends =
-                    tokio::time::Instant::from_std(taken_at + ttl.saturating_sub(every));
-                let mut renewal: Option<Renewal> = None;
                 loop {
                     tokio::select! {
                         status = launched.child.wait() => break Ended::Crashed(status.map(|s| describe_exit(s, hive.runtime().kind())).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
@@ -291,34 +391,16 @@ async fn supervise<H: Supervised>(
                             break Ended::Stopped;
                         }
                         _ = check_log.tick() => rotate_log(&name, &spec.log).await,
-                        _ = renew_at.tick(), if renewal.is_none() => {
-                            let (hive, name) = (hive.clone(), name.clone());
-                            renewal = Some(Box::pin(async move {
-                                let at = Instant::now();
-                                (at, hive.renew_lease(&name, epoch).await)
-                            }));
-                        }
-                        (at, renewed) = async { renewal.as_mut().expect("guarded").await }, if renewal.is_some() => {
-                            renewal = None;
-                            match renewed {
-                                Ok(true) => lease_ends = tokio::time::Instant::from_std(at + ttl.saturating_sub(every)),
-                                Ok(false) => {
-                                    kill_now(&mut launched.child).await;
-                                    break Ended::LeaseLost("another hive-c0re took its lease over, or it ran out".to_owned());
-                                }
-                                Err(e) => tracing::warn!(agent = %name, "could not renew the lease: {e}"),
-                            }
-                        }
-                        _ = tokio::time::sleep_until(lease_ends) => {
+                        why = held.lost() => {
                             kill_now(&mut launched.child).await;
-                            break Ended::LeaseLost(format!("its lease could not be renewed for {:.0} s", ttl.saturating_sub(every).as_secs_f64()));
+                            break Ended::LeaseLost(why);
                         }
                     }
                 }
             }
             // Stopped while it was launched: the launch gave up, nothing crashed.
-            Err(_) if stop.is_cancelled() => Ended::Stopped,
-            Err(e) => Ended::Crashed(format!("could not be launched: {e}")),
+            (Err(_), _) if stop.is_cancelled() => Ended::Stopped,
+            (Err(e), _) => Ended::Crashed(format!("could not be launched: {e}")),
         };
         running.store(false, Ordering::SeqCst);
         // Still under the lease's epoch: what it claimed goes back, fenced.
@@ -328,10 +410,26 @@ async fn supervise<H: Supervised>(
             Ended::Crashed(exit) => format!("the harness {exit}"),
         };
         hive.harness_exited(&name, &how).await;
+        if started.elapsed() > HEALTHY_AFTER {
+            (failures, lost_lately) = (0, false);
+        }
         let exit = match outcome {
             Ended::Stopped => return let_go(&*hive, &name, &lease).await,
+            // Lost once, the lease passed on (another daemon took over, the
+            // database was out of reach) and the agent waits quietly to take
+            // it back. Lost again soon after, something keeps taking it from
+            // harnesses that just started: that is told and backed off as a
+            // crash is, and given up on, rather than looped on unseen.
+            Ended::LeaseLost(why) if lost_lately => {
+                lease.epoch.store(0, Ordering::SeqCst);
+                format!(
+                    "was killed: it lost its lease again, {:.1}s after its launch began ({why})",
+                    started.elapsed().as_secs_f64()
+                )
+            }
             Ended::LeaseLost(why) => {
                 lease.epoch.store(0, Ordering::SeqCst);
+                lost_lately = true;
                 tracing::warn!(agent = %name, "harness killed: {why}; it runs again once this node takes its lease back");
                 let said =
                     format!("{why}: the harness was stopped until this node takes its lease back");
@@ -343,9 +441,6 @@ async fn supervise<H: Supervised>(
         };
         if stop.is_cancelled() {
             return let_go(&*hive, &name, &lease).await;
-        }
-        if started.elapsed() > HEALTHY_AFTER {
-            failures = 0;
         }
         failures += 1;
         let gave_up = failures > MAX_RESTARTS;

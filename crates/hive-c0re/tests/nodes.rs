@@ -1515,6 +1515,143 @@ fn a_second_daemon_under_a_live_nodes_name_is_refused_and_one_daemon_runs_an_age
     );
 }
 
+/// A launch may take longer than the agent's lease lasts (a previous
+/// daemon's leftovers reaped, the agent's files handed to its uids one by
+/// one, its container built): the lease is kept renewed from the moment it
+/// is taken, so the harness starts once and runs on. Its end was measured
+/// from the taking and renewals began only once the launch was done: the
+/// harness was killed as soon as it started, for a lease "lost", and
+/// launched again, told to nobody, as long as launches stayed slow.
+#[test]
+fn a_launch_slower_than_the_lease_keeps_it_and_starts_the_harness_once() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: only a root daemon hands an agent's files to its uids");
+        return;
+    }
+    let (bin, env) = common::idle_harness();
+    // A shell that stays (no exec), so the harness is a process to find.
+    common::write_exe(&bin.path().join("hive-ag3nt"), "#!/bin/sh\nsleep 600\n");
+    let mut opts = Opts {
+        state_tmpfs: Some(64 << 20),
+        ..Opts::default()
+    };
+    opts.env.extend(env);
+    quick_leases(&mut opts, 3);
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "x"]);
+    hive.wait_for("x running", 30, |h| running(h, "x"));
+    hive.ok(&["stop", "x"]);
+
+    // A tree of many directories (a node_modules, a cache) the host's root
+    // made in x's state dir: each is opened, read and handed to x's uids at
+    // its next launch, which takes seconds, where making them took one.
+    let tree = hive.state_dir().join("agents/x/state/tree");
+    let made = Instant::now();
+    hive.mountns.as_ref().unwrap().enter(|| {
+        for d in 0..100 {
+            for e in 0..1_500 {
+                std::fs::create_dir_all(tree.join(format!("{d}/{e}"))).unwrap();
+            }
+        }
+    });
+    eprintln!("made 150000 directories in {:?}", made.elapsed());
+
+    let asked = Instant::now();
+    hive.ok(&["start", "x"]);
+    hive.wait_for("x running again", 60, |h| running(h, "x"));
+    let launch = asked.elapsed();
+    eprintln!("x ran {launch:?} after its start");
+    let pid = common::harness_pid(&hive, "x");
+    // Three renewals more.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(hive.log_path()).unwrap();
+    assert!(
+        !log.lines().any(|l| l.contains("lease")),
+        "the lease was lost:\n{log}"
+    );
+    assert_eq!(harness_starts(&hive, "x"), 2, "{log}");
+    assert_eq!(
+        common::harness_pids(&hive, "x"),
+        vec![pid.as_raw()],
+        "{log}"
+    );
+    assert!(running(&hive, "x"));
+    // Slower than the lease less a heartbeat, when the harness is killed
+    // unless a renewal came first: else this proves nothing.
+    assert!(
+        launch > Duration::from_secs(2),
+        "the launch took {launch:?}: more directories are needed to make it outlast the lease"
+    );
+}
+
+/// A lease lost once is waited out quietly (it passed on; the agent runs
+/// again when this node takes it back), but one lost again soon after the
+/// harness got it back counts as a crash: the operator is told, the retries
+/// back off, and after `MAX_RESTARTS` the agent is left failed. It used to
+/// be taken back and the harness relaunched at once, for ever, unseen.
+#[test]
+fn a_lease_lost_again_and_again_counts_as_a_crash_and_is_given_up_on() {
+    let (_bin, env) = common::idle_harness();
+    let mut opts = Opts::default();
+    opts.env.extend(env);
+    quick_leases(&mut opts, 3);
+    let hive = TestHive::start_with(opts);
+    hive.ok(&["spawn", "x"]);
+    hive.wait_for("x running", 30, |h| running(h, "x"));
+
+    // Something keeps taking the lease: its epoch moves on under the daemon,
+    // whose next renewal finds it gone, and which takes it back at once.
+    let db = rusqlite::Connection::open(hive.state_dir().join("hive.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while hive.row("x").unwrap()["failed"] != true {
+        assert!(
+            Instant::now() < deadline,
+            "x was never given up on:\n{}",
+            hive.log()
+        );
+        db.execute(
+            "UPDATE agent_leases SET epoch = epoch + 1 WHERE agent = 'x'",
+            [],
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = hive.log();
+    // Its start, the one after the quiet loss, and one per restart.
+    assert_eq!(harness_starts(&hive, "x"), 2 + 5, "{log}");
+    assert_eq!(
+        log.matches("it runs again once this node takes its lease back")
+            .count(),
+        1,
+        "{log}"
+    );
+    let crashed = hive.notifications_of("crashed");
+    assert_eq!(crashed.len(), 5, "{crashed:?}");
+    let failed = hive.notifications_of("failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    for n in crashed.iter().chain(&failed) {
+        let text = n["text"].as_str().unwrap();
+        assert!(
+            text.starts_with("x's harness was killed: it lost its lease again")
+                && text.contains("(another hive-c0re took its lease over, or it ran out)"),
+            "{text}"
+        );
+    }
+    assert!(
+        failed[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 5 restarts"),
+        "{failed:?}"
+    );
+    // Given up on: nothing launches it again.
+    let starts = harness_starts(&hive, "x");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(harness_starts(&hive, "x"), starts);
+    assert!(!running(&hive, "x"));
+}
+
 /// Nodes started together on an empty database both find no manager and
 /// both make one: one gets in, and the other carries on serving instead of
 /// failing its start.

@@ -10,12 +10,13 @@
 //!   On sqlite one daemon owns the file whatever name it runs under, so the
 //!   holder is the id alone: a host renamed keeps its leases.
 //! - **Timing.** The supervisor takes an agent's lease before it launches the
-//!   harness and renews it every heartbeat; a lease lasts [`LEASE_TTL`] (six
-//!   heartbeats, twice the 15 s after which a node is listed down;
-//!   `HIVE_LEASE_TTL_SECS` for tests). A renewal that fails (another daemon
-//!   took the lease, or it could not be renewed for the TTL less a heartbeat)
-//!   kills the harness at once, and the agent waits to take its lease again;
-//!   status says why (see `supervisor.rs`). A stop on purpose releases it.
+//!   harness and renews it every heartbeat from then on, through the launch;
+//!   a lease lasts [`LEASE_TTL`] (six heartbeats, twice the 15 s after which
+//!   a node is listed down; `HIVE_LEASE_TTL_SECS` for tests). A renewal that
+//!   fails (another daemon took the lease, or it could not be renewed for the
+//!   TTL less a heartbeat) kills the harness at once, and the agent waits to
+//!   take its lease again; status says why (see `supervisor.rs`). A stop on
+//!   purpose releases it.
 //! - **Fencing.** The turn's claim and the settling of its messages
 //!   (`hive/messages.rs`) carry the epoch: a daemon that lost the lease can
 //!   neither take nor acknowledge a message.
@@ -39,19 +40,22 @@ use crate::store::Fence;
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// The lease's time to live: `HIVE_LEASE_TTL_SECS` (whole seconds, at least
-/// two heartbeats: it is renewed every heartbeat) or [`LEASE_TTL`].
+/// three heartbeats) or [`LEASE_TTL`]. It is renewed every heartbeat and the
+/// harness killed a heartbeat before it would run out: with two, that kill
+/// fell due as the next renewal began, and every harness died a heartbeat
+/// after its start.
 pub fn lease_ttl(heartbeat: Duration) -> Result<Duration> {
     let ttl = match std::env::var("HIVE_LEASE_TTL_SECS") {
-        Err(_) => return Ok(LEASE_TTL.max(heartbeat * 2)),
+        Err(_) => return Ok(LEASE_TTL.max(heartbeat * 3)),
         Ok(text) => match text.trim().parse::<u64>() {
             Ok(n) => Duration::from_secs(n),
             Err(_) => Duration::ZERO,
         },
     };
-    if ttl < heartbeat * 2 {
+    if ttl < heartbeat * 3 {
         return Err(Error::refused(format!(
-            "HIVE_LEASE_TTL_SECS must be a whole number of seconds of at least two heartbeats ({} s): a lease is renewed every heartbeat",
-            (heartbeat * 2).as_secs()
+            "HIVE_LEASE_TTL_SECS must be a whole number of seconds of at least three heartbeats ({} s): a lease is renewed every heartbeat, and its harness stopped a heartbeat before it would run out",
+            (heartbeat * 3).as_secs()
         )));
     }
     Ok(ttl)
