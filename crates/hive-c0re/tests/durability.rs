@@ -161,3 +161,54 @@ fn an_answer_to_a_question_asked_before_a_crash_reaches_the_asker() {
         "{inbox}"
     );
 }
+
+/// The operator answers a question whose asker's inbox is full (here of
+/// the operator's own messages): the answer was stored, its message to
+/// the asker refused, and `answer` said it worked, so the asker never
+/// learned it. Now the operator is told, with what to do.
+#[test]
+fn an_answer_the_asker_cannot_be_told_is_said_to_the_operator() {
+    use std::io::Write;
+    let mut opts = common::Opts::default();
+    opts.args.retain(|a| a != "--no-manager");
+    opts.args.extend(["--inbox-cap".into(), "20".into()]);
+    let hive = TestHive::start_with(opts);
+    hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
+    hive.ok(&["pause", "manager"]);
+    let sock = hive.run_dir().join("agents/manager/agent.sock");
+    hive.wait_for("the manager's agent.sock", 10, |_| {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let asking = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    (&asking)
+        .write_all(b"{\"op\":\"ask_operator\",\"question\":\"ship it?\",\"ttl_seconds\":600}\n")
+        .unwrap();
+    hive.wait_for("the question", 10, |h| {
+        h.ok(&["questions", "--json"]).contains("ship it?")
+    });
+    let id = hive
+        .ok(&["questions", "--json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|q| q["question"] == "ship it?")
+        .and_then(|q| q["id"].as_i64())
+        .unwrap()
+        .to_string();
+    let mut sent = 0;
+    while hive.cli(&["send", "manager", "filler"]).status.success() {
+        sent += 1;
+        assert!(sent <= 20, "the inbox cap held nothing back");
+    }
+    let out = hive.cli(&["answer", &id, "yes, ship it"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "answer said it worked");
+    assert!(
+        said.contains(&format!(
+            "question #{id} ended, but manager could not be told"
+        )) && said.contains("hive-c0re recv --as manager"),
+        "{said}"
+    );
+    // Ended all the same: a second answer is refused, as for any ended question.
+    let again = hive.cli(&["answer", &id, "no"]);
+    assert!(!again.status.success());
+}

@@ -89,7 +89,8 @@ impl Hive {
                 self.broker.publish(Change::Questions);
                 // An answer or a cancel sent its own notice (see `Hive::ended`).
                 if q.status(now) == QuestionStatus::TimedOut {
-                    self.ended(&q, &answer).await;
+                    // Nobody to hand the error to but the log, which `ended` wrote.
+                    let _ = self.ended(&q, &answer).await;
                 }
                 return Ok(answer);
             }
@@ -120,22 +121,30 @@ impl Hive {
         }
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);
-        self.ended(&q, answer).await;
-        Ok(())
+        self.ended(&q, answer).await
     }
 
     /// Tells the asker of `q` (in its inbox) how its question ended. Sent by
     /// whoever ends it, not by the waiting tool call: after a restart of the
     /// asker's node nothing waits any more, and an answer the operator gave
     /// a question still listed would otherwise reach no one.
-    async fn ended(&self, q: &QuestionRow, answer: &str) {
+    ///
+    /// The error says what the operator must do: the question is ended
+    /// either way, and the asker learns it only from this message.
+    async fn ended(&self, q: &QuestionRow, answer: &str) -> Result<()> {
         let Ok(asker) = AgentName::parse(&q.agent) else {
-            return;
+            return Ok(());
         };
         let text = format!("Question #{} ({:?}) ended: {answer}", q.id, q.question);
-        if let Err(e) = self.notify(&asker, &text).await {
+        self.notify(&asker, &text).await.map(drop).map_err(|e| {
             tracing::warn!(agent = %asker, "could not tell how question #{} ended: {e}", q.id);
-        }
+            Error::refused(format!(
+                "question #{id} ended, but {asker} could not be told: {e}. Make room in its \
+                 inbox (hive-c0re recv --as {asker}), then tell it yourself: \
+                 hive-c0re send {asker} 'Question #{id} ended: ...'",
+                id = q.id
+            ))
+        })
     }
 
     /// Cancels a pending question.
@@ -153,8 +162,7 @@ impl Hive {
         }
         self.broker.poke(&question_key(id));
         self.broker.publish(Change::Questions);
-        self.ended(&q, CANCELLED).await;
-        Ok(())
+        self.ended(&q, CANCELLED).await
     }
 
     /// One question, if it exists.
