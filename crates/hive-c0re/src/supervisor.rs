@@ -39,6 +39,12 @@ use crate::runtime::{LaunchSpec, Runtime, RuntimeKind};
 pub const MAX_RESTARTS: u32 = 5;
 /// A harness that ran this long before dying resets the failure count.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// [`HEALTHY_AFTER`] unless `HIVE_HEALTHY_AFTER_SECS` says otherwise (for
+/// tests: a crash loop of healthy runs in seconds rather than minutes).
+pub fn healthy_after() -> Duration {
+    crate::clock::secs_from_env("HIVE_HEALTHY_AFTER_SECS", HEALTHY_AFTER)
+}
 /// First restart delay; doubles with each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -253,6 +259,7 @@ async fn supervise<H: Supervised>(
     lease: Arc<LeaseView>,
 ) {
     let (every, ttl) = hive.lease_timing();
+    let healthy_after = healthy_after();
     let mut failures = 0u32;
     loop {
         if spec_of(&*hive, &name, &stop, every).await.is_none() {
@@ -344,7 +351,7 @@ async fn supervise<H: Supervised>(
         if stop.is_cancelled() {
             return let_go(&*hive, &name, &lease).await;
         }
-        if started.elapsed() > HEALTHY_AFTER {
+        if started.elapsed() > healthy_after {
             failures = 0;
         }
         failures += 1;
