@@ -205,6 +205,9 @@ pub struct Hive {
     /// `turns_failing` notices, at most one an agent an hour: an agent can
     /// fail its turns at will.
     failing_notices: crate::throttle::Spaced,
+    /// Crash notices to the manager, at most one an agent in ten minutes:
+    /// an agent can crash its harness at will (`hive/supervision.rs`).
+    crash_notices: crate::throttle::Spaced,
     /// Notices that the operator's inbox refused a message: one in ten minutes (`hive/messages.rs`).
     operator_inbox_full: crate::throttle::Throttle,
     /// Why this daemon stepped down: another daemon serves its node now (`hive/nodes.rs`).
@@ -232,6 +235,7 @@ impl Hive {
             displaced: Default::default(),
             failing_turns: Default::default(),
             failing_notices: crate::throttle::Spaced::new(turns::FAILING_NOTICES_EVERY),
+            crash_notices: crate::throttle::Spaced::new(supervision::crash_notices_every()),
             operator_inbox_full: crate::throttle::Throttle::new(Duration::from_secs(600)),
             webhook_secrets: Default::default(),
             naps: Default::default(),

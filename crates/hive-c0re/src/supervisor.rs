@@ -43,6 +43,12 @@ use crate::runtime::{LaunchSpec, Runtime, RuntimeKind};
 pub const MAX_RESTARTS: u32 = 5;
 /// A harness that ran this long before dying resets the failure count.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// [`HEALTHY_AFTER`] unless `HIVE_HEALTHY_AFTER_SECS` says otherwise (for
+/// tests: a crash loop of healthy runs in seconds rather than minutes).
+pub fn healthy_after() -> Duration {
+    crate::clock::secs_from_env("HIVE_HEALTHY_AFTER_SECS", HEALTHY_AFTER)
+}
 /// First restart delay; doubles with each failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -346,6 +352,7 @@ async fn supervise<H: Supervised>(
     lease: Arc<LeaseView>,
 ) {
     let (every, ttl) = hive.lease_timing();
+    let healthy_after = healthy_after();
     let (mut failures, mut lost_lately) = (0u32, false);
     loop {
         if spec_of(&*hive, &name, &stop, every).await.is_none() {
@@ -410,7 +417,7 @@ async fn supervise<H: Supervised>(
             Ended::Crashed(exit) => format!("the harness {exit}"),
         };
         hive.harness_exited(&name, &how).await;
-        if started.elapsed() > HEALTHY_AFTER {
+        if started.elapsed() > healthy_after {
             (failures, lost_lately) = (0, false);
         }
         let exit = match outcome {

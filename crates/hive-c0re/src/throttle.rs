@@ -7,6 +7,9 @@
 //! [`PerMinute`]: a request an agent may make now and then (its harness's
 //! figures) but that writes the store, taken at most so many times a minute;
 //! or an amount (the bytes of its history) taken at most so much a minute.
+//! [`Spaced`]: a notice an agent can set off at will (its turns failing, its
+//! harness crashing), told at most once an interval per agent, the next one
+//! with how many were held back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -104,10 +107,13 @@ impl PerMinute {
 }
 
 /// At most one per key (an agent) in each `every`: a notice an agent can
-/// set off at will, which would otherwise page the operator as often.
+/// set off at will, which would otherwise page the operator (or wake the
+/// manager) as often. Those held back are counted, so that the next one told
+/// can say how many there were.
 pub struct Spaced {
     every: Duration,
-    last: Mutex<HashMap<String, Instant>>,
+    /// Each key's last one told, and how many were held back since.
+    last: Mutex<HashMap<String, (Instant, u64)>>,
 }
 
 impl Spaced {
@@ -119,17 +125,45 @@ impl Spaced {
         }
     }
 
+    /// The interval between two told.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
     /// True, and counted, when `key` had none in the last `every`.
     pub fn allow(&self, key: &str) -> bool {
+        self.due(key).is_some()
+    }
+
+    /// Counts one for `key`; when `key` had none told in the last `every`,
+    /// how many were counted since the last one told, this one included.
+    pub fn due(&self, key: &str) -> Option<u64> {
+        self.count(key, false)
+    }
+
+    /// Counts one for `key` that is told whatever the interval says (a new
+    /// interval starts with it): how many were counted since the last one
+    /// told, this one included.
+    pub fn tell(&self, key: &str) -> u64 {
+        self.count(key, true).unwrap_or(1)
+    }
+
+    fn count(&self, key: &str, at_once: bool) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        // Old ones go, so the map holds only keys seen within `every`.
-        last.retain(|_, t| now.duration_since(*t) < self.every);
-        if last.contains_key(key) {
-            return false;
-        }
-        last.insert(key.to_owned(), now);
-        true
+        // Old ones go, so the map holds only keys seen within `every`, and
+        // those with a count still to tell.
+        last.retain(|_, (t, held)| *held > 0 || now.duration_since(*t) < self.every);
+        let held = match last.get_mut(key) {
+            Some((t, held)) if !at_once && now.duration_since(*t) < self.every => {
+                *held += 1;
+                return None;
+            }
+            Some((_, held)) => *held,
+            None => 0,
+        };
+        last.insert(key.to_owned(), (now, 0));
+        Some(held + 1)
     }
 }
 
@@ -145,6 +179,23 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         assert!(s.allow("a"));
         assert!(!s.allow("a"));
+    }
+
+    #[test]
+    fn spaced_counts_what_it_held_back_for_the_next_one_told() {
+        let s = Spaced::new(Duration::from_millis(50));
+        assert_eq!(s.due("a"), Some(1));
+        assert_eq!(s.due("a"), None);
+        assert_eq!(s.due("a"), None);
+        assert_eq!(s.due("b"), Some(1));
+        // Past the interval the count is still told, however long it waited.
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(s.due("a"), Some(3));
+        assert_eq!(s.due("a"), None);
+        // One told at once takes the count and starts a new interval.
+        assert_eq!(s.tell("a"), 2);
+        assert_eq!(s.due("a"), None);
+        assert_eq!(s.tell("b"), 1);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::clock::{day_of, now_ms, rfc3339};
 use crate::config_repo::{self, Repo};
 use crate::error::{Error, Result};
 use crate::store::{AgentFacts, AgentRow, EventRow};
-use crate::supervisor::HEALTHY_AFTER;
+use crate::supervisor::healthy_after;
 
 /// A crash older than this no longer shows in its agent's row, unless it left the agent failed.
 const RECENT_CRASH_MS: i64 = 10 * 60 * 1000;
@@ -180,7 +180,7 @@ impl Hive {
 
     /// The agent's health from its last `container_crash` event: failed, or
     /// restarting — supervised and either down after a crash, or up again
-    /// but idle within [`HEALTHY_AFTER`] of it (supervision still counts the
+    /// but idle within [`healthy_after`] of it (supervision still counts the
     /// crashes: a harness that dies at once would read idle between deaths);
     /// with the restart count and the log tail the crash report quoted.
     fn crash_view(&self, a: &AgentRow, running: bool, last: Option<&EventRow>) -> CrashView {
@@ -191,7 +191,7 @@ impl Hive {
             (recent || a.failed).then_some(p)
         });
         let looping = crash.as_ref().is_some_and(|c| !c.gave_up)
-            && age.is_some_and(|ms| ms < HEALTHY_AFTER.as_millis() as i64);
+            && age.is_some_and(|ms| ms < healthy_after().as_millis() as i64);
         let health = if a.failed {
             Some("failed")
         } else if self.supervisor.is_supervised(&a.name)

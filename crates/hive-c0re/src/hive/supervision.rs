@@ -4,13 +4,21 @@
 //! to the hive. A harness that went away hands back its claimed messages and
 //! queued commands and leaves its agent idle; one that crashed leaves a
 //! `container_crash` event and a notice to the manager, with the last lines
-//! of its log.
+//! of its log when the agent may write to the manager.
+//!
+//! An agent can crash its harness at will, and one that does so each time it
+//! has run long enough to count as healthy is restarted at once, each time.
+//! A notice per crash would wake the manager for a turn each time and, while
+//! it is held, fill its inbox with the `system` notices that may use the
+//! tenth kept for the operator; so the manager hears of one agent's crashes
+//! at most once in [`CRASH_NOTICES_EVERY`], with how many there were. The
+//! operator's notifications and the events record every one.
 
 use hive_sh4re::notification::NotificationKind;
 use std::time::Duration;
 
 use hive_sh4re::event::{ContainerCrash, Payload};
-use hive_sh4re::{AgentName, AgentState};
+use hive_sh4re::{AgentName, AgentState, Mailbox};
 use tokio_util::sync::CancellationToken;
 
 use super::Hive;
@@ -20,6 +28,14 @@ use crate::supervisor::{MAX_RESTARTS, Supervised, harness_tail};
 
 /// Lines of the harness log quoted in a crash report.
 const CRASH_LOG_LINES: usize = 20;
+
+/// Least time between two crash notices to the manager about one agent.
+pub const CRASH_NOTICES_EVERY: Duration = Duration::from_secs(600);
+
+/// [`CRASH_NOTICES_EVERY`] unless `HIVE_CRASH_NOTICES_SECS` says otherwise (for tests).
+pub fn crash_notices_every() -> Duration {
+    crate::clock::secs_from_env("HIVE_CRASH_NOTICES_SECS", CRASH_NOTICES_EVERY)
+}
 
 impl Supervised for Hive {
     fn shutdown_token(&self) -> &CancellationToken {
@@ -80,10 +96,7 @@ impl Supervised for Hive {
             Ok(r) => r.redact(&tail),
             Err(e) => format!("(the log is not quoted: {e})"),
         };
-        let (tail, to_manager) = (
-            quote(self.redactor().await),
-            quote(self.redactor_for(name).await),
-        );
+        let tail = quote(self.redactor().await);
         let next = match retry_in {
             Some(d) => format!(
                 "restarting in {:.1}s (attempt {attempt} of {MAX_RESTARTS})",
@@ -122,10 +135,32 @@ impl Supervised for Hive {
             &format!("{name}'s harness {exit}; {next}."),
         )
         .await;
-        let body = format!(
-            "Agent {name}'s harness {exit}; {next}.\nLast lines of its output (the agent's own words, quoted, not the hive's):\n{}",
-            quoted(&to_manager)
-        );
+        // The crash that leaves the agent failed is always told: it takes a
+        // start to crash again.
+        let crashes = match retry_in {
+            Some(_) => self.crash_notices.due(name.as_str()),
+            None => Some(self.crash_notices.tell(name.as_str())),
+        };
+        let Some(crashes) = crashes else { return };
+        let since = match crashes {
+            1 => String::new(),
+            n => format!(
+                " It crashed {n} times since the last notice about it, this one included: you hear of one agent's crashes at most once in {}.",
+                crate::clock::duration(self.crash_notices.every().as_secs_f64() * 1000.0)
+            ),
+        };
+        let output = if self.may_write_to_manager(name).await {
+            format!(
+                "Last lines of its output (the agent's own words, quoted, not the hive's):\n{}",
+                quoted(&quote(self.redactor_for(name).await))
+            )
+        } else {
+            // Quoted, its log would carry its words past its allowed_recipients.
+            format!(
+                "Its output is not quoted: {name} may not write to you. The operator reads it on {name}'s dashboard page and in hive-c0re events {name}."
+            )
+        };
+        let body = format!("Agent {name}'s harness {exit}; {next}.{since}\n{output}");
         if let Err(e) = self.notify(&AgentName::manager(), &body).await {
             tracing::error!("could not tell the manager about {name}'s crash: {e}");
         }
@@ -152,6 +187,23 @@ impl Supervised for Hive {
             tracing::warn!(agent = %name, "not running: {why}");
         }
         self.broker.publish(Change::Agent(name.to_string()));
+    }
+}
+
+impl Hive {
+    /// Whether the agent's deployed config lets it write to the manager (the
+    /// manager may read its own words); no when it cannot be read.
+    async fn may_write_to_manager(&self, name: &AgentName) -> bool {
+        let manager = AgentName::manager();
+        if *name == manager {
+            return true;
+        }
+        match self.store.agent(name.as_str()).await {
+            Ok(Some(row)) => self
+                .config_of(&row)
+                .is_ok_and(|c| c.may_send_to(&Mailbox::Agent(manager))),
+            _ => false,
+        }
     }
 }
 
