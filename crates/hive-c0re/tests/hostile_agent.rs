@@ -1752,9 +1752,11 @@ fn files_hidden_deep_or_spread_thin_are_held_to_the_state_quota() {
 /// healthy: it is restarted at once, each time. Each crash was a notice from
 /// `system` to the manager quoting the agent's log: a turn of the manager's
 /// each, an inbox filling while it is held, and the words of an agent whose
-/// allowed_recipients leave the manager out. The manager now hears of one
-/// agent's crashes at most once a while, the next notice saying how many
-/// there were, and reads the log only of an agent that may write to it.
+/// allowed_recipients leave the manager out; and a notification on the
+/// operator's bell and webhooks each. The manager and the operator now hear
+/// of one agent's crashes at most once a while, the next notice saying how
+/// many there were, and the manager reads the log only of an agent that may
+/// write to it.
 #[test]
 fn a_crash_loop_neither_floods_the_manager_nor_speaks_past_allowed_recipients() {
     let bin = tempfile::Builder::new()
@@ -1835,7 +1837,7 @@ fn a_crash_loop_neither_floods_the_manager_nor_speaks_past_allowed_recipients() 
         assert!((2..=crashes).contains(&n), "{n} of {crashes}: {told:#?}");
         assert!(
             told[1].contains(&format!(
-                "times since the last notice about it, this one included: you hear of one agent's crashes at most once in {notices_every}.0s."
+                "times since the last notice about it, this one included: one agent's crashes are told at most once in {notices_every}.0s."
             )),
             "{told:#?}"
         );
@@ -1855,6 +1857,19 @@ fn a_crash_loop_neither_floods_the_manager_nor_speaks_past_allowed_recipients() 
                 "Its output is not quoted: eve may not write to you. The operator reads it on eve's dashboard page and in hive-c0re events eve."
             ),
             "{body}"
+        );
+    }
+    // The operator's bell rang as often as the manager heard, not per crash.
+    for name in ["alice", "eve"] {
+        let crashed = hive
+            .notifications_of("crashed")
+            .into_iter()
+            .filter(|n| n["agent"] == name)
+            .count();
+        let told = about(&notices, name).len();
+        assert!(
+            (told..=told + 1).contains(&crashed),
+            "{name}: {crashed} crashed notifications for {told} notices"
         );
     }
     // The operator reads eve's log as ever.

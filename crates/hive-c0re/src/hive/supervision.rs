@@ -124,19 +124,11 @@ impl Supervised for Hive {
         if retry_in.is_none() {
             self.broker.publish(Change::Agent(name.to_string()));
         }
-        let kind = if retry_in.is_some() {
-            NotificationKind::Crashed
-        } else {
-            NotificationKind::Failed
-        };
-        self.tell_operator(
-            kind,
-            Some(name),
-            &format!("{name}'s harness {exit}; {next}."),
-        )
-        .await;
-        // The crash that leaves the agent failed is always told: it takes a
-        // start to crash again.
+        // One agent's crashes are told (to the operator's bell and webhooks,
+        // and to the manager) at most once in a while, with how many came
+        // since: an agent that crashes its harness on purpose, again and
+        // again, would ring both without end. The crash that leaves the
+        // agent failed is always told: it takes a start to crash again.
         let crashes = match retry_in {
             Some(_) => self.crash_notices.due(name.as_str()),
             None => Some(self.crash_notices.tell(name.as_str())),
@@ -145,10 +137,21 @@ impl Supervised for Hive {
         let since = match crashes {
             1 => String::new(),
             n => format!(
-                " It crashed {n} times since the last notice about it, this one included: you hear of one agent's crashes at most once in {}.",
+                " It crashed {n} times since the last notice about it, this one included: one agent's crashes are told at most once in {}.",
                 crate::clock::duration(self.crash_notices.every().as_secs_f64() * 1000.0)
             ),
         };
+        let kind = if retry_in.is_some() {
+            NotificationKind::Crashed
+        } else {
+            NotificationKind::Failed
+        };
+        self.tell_operator(
+            kind,
+            Some(name),
+            &format!("{name}'s harness {exit}; {next}.{since}"),
+        )
+        .await;
         let output = if self.may_write_to_manager(name).await {
             format!(
                 "Last lines of its output (the agent's own words, quoted, not the hive's):\n{}",
