@@ -561,6 +561,89 @@ fn pasta_pid(hive: &TestHive, agent: &str) -> Option<i32> {
         .find_map(|f| f.strip_prefix("pid=")?.parse().ok())
 }
 
+/// A harness that says, every 0.3 s, whether it reaches "the internet":
+/// `ok:...` or `fail:...` in `$HIVE_AGENT_STATE/internet`.
+const REACH_LOOP: &str = r#"#!/bin/sh
+exec /usr/bin/python3 - <<'EOF'
+import os, socket, time
+state = os.environ["HIVE_AGENT_STATE"]
+while True:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("203.0.113.7", @INTERNET@))
+        r = "ok:" + s.recv(200).decode(errors="replace").strip()
+    except OSError as e:
+        r = "fail:" + type(e).__name__
+    finally:
+        s.close()
+    with open(state + "/internet.tmp", "w") as f:
+        f.write(r)
+    os.rename(state + "/internet.tmp", state + "/internet")
+    time.sleep(0.3)
+EOF
+"#;
+
+/// An agent's pasta (its one way out) ends while its container runs (a
+/// crash, the OOM killer, anyone's kill): the container is ended with it and
+/// relaunched with a fresh pasta, and its crash names the network. Before,
+/// the container stayed up offline for good, each turn failing as "model
+/// API unreachable" and counting towards the hive's API backoff.
+#[test]
+fn a_container_whose_pasta_dies_is_relaunched_with_a_fresh_network() {
+    if !nspawn_ready() {
+        return;
+    }
+    let (host, world) = host_and_world();
+    let internet = world.enter(|| serve(bind("203.0.113.7:0"), "hello from the internet\r\n"));
+    let script = REACH_LOOP.replace("@INTERNET@", &internet.to_string());
+    let (hive, _bin) = hive_running("nspawn", &script, Some(host), vec![]);
+    spawn_running(&hive, "alice");
+    let said = hive.state_dir().join("agents/alice/state/internet");
+    let reaches = |_: &TestHive| {
+        std::fs::read_to_string(&said).is_ok_and(|r| r == "ok:hello from the internet")
+    };
+    hive.wait_for("alice to reach the internet", 60, reaches);
+    let first = pasta_pid(&hive, "alice").expect("alice's pasta");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let crash = |h: &TestHive| {
+        h.events("alice")
+            .into_iter()
+            .find(|e| e["kind"] == "container_crash")
+    };
+    hive.wait_for("alice's crash", 20, |h| crash(h).is_some());
+    let exit = crash(&hive).unwrap()["payload"]["exit"].clone();
+    assert!(
+        exit.as_str()
+            .is_some_and(|e| e.starts_with("was ended because its network (pasta) ended")),
+        "{exit}"
+    );
+    let told = hive.notifications_of("crashed");
+    assert!(
+        told.iter().any(|n| n["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("its network (pasta) ended"))),
+        "{told:?}"
+    );
+    hive.wait_for("a fresh pasta for alice", 20, |h| {
+        pasta_pid(h, "alice")
+            .is_some_and(|p| p != first && Path::new(&format!("/proc/{p}")).exists())
+            && h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    // What the old container said goes with it; the new one says its own.
+    let _ = std::fs::remove_file(&said);
+    hive.wait_for("alice to reach the internet again", 30, reaches);
+    eprintln!(
+        "alice back online {:?} after her pasta was killed; her crash: {exit}",
+        killed.elapsed()
+    );
+}
+
 /// The host pid of `agent`'s stand-in harness (`sleep 100000`) in `hive`.
 fn stand_in_pid(hive: &TestHive, agent: &str) -> i32 {
     let mut found = None;
