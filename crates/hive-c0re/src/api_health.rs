@@ -306,6 +306,21 @@ impl ApiHealth {
         self.wake();
     }
 
+    /// The agent's harness was ended because its container lost its network:
+    /// the API failures it met were its own, and a probe turn it held says
+    /// nothing of the API, so its slot is freed without doubling the delay.
+    pub fn cut_off(&self, agent: &str) {
+        let mut g = self.lock();
+        g.recent.remove(agent);
+        if let Some(b) = &mut g.backoff
+            && b.probe.as_deref() == Some(agent)
+        {
+            b.probe = None;
+            drop(g);
+            self.wake();
+        }
+    }
+
     /// The model answered a call of `agent`'s (a real `assistant` line): the
     /// API works again, whatever the rest of the turn does.
     pub fn answered(&self, agent: &str) {
@@ -444,6 +459,31 @@ mod tests {
         h.turn_ended("a", false, Some(503));
         let g = h.lock();
         assert_eq!(g.backoff.as_ref().unwrap().delay, Duration::from_secs(20));
+    }
+
+    /// An agent whose network went away met "API unreachable" through no
+    /// fault of the API's: neither its failure nor its probe's counts.
+    #[test]
+    fn an_agent_cut_off_from_its_network_is_no_news_of_the_api() {
+        let h = ApiHealth::new(Duration::from_secs(10));
+        h.failed("a", None, "connection refused");
+        h.failed("b", Some(529), "overloaded");
+        h.cut_off("a");
+        assert!(
+            !h.failed("c", Some(529), "overloaded"),
+            "a's failure is gone"
+        );
+        assert!(h.failed("d", Some(529), "overloaded"));
+        h.lock().backoff.as_mut().unwrap().next_try = 0;
+        assert_eq!(h.gate("b"), Gate::Go, "b probes");
+        h.cut_off("b");
+        h.turn_ended("b", false, None);
+        let g = h.lock();
+        let backoff = g.backoff.as_ref().unwrap();
+        assert_eq!(
+            (backoff.probe.as_deref(), backoff.delay),
+            (None, Duration::from_secs(10))
+        );
     }
 
     #[test]

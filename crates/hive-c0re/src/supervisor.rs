@@ -69,6 +69,11 @@ pub trait Supervised: Send + Sync + 'static {
     fn kill_grace(&self) -> Duration;
     /// The agent's harness is up.
     fn harness_started(&self, name: &AgentName);
+    /// The runtime ended the agent's harness itself because its container lost
+    /// something it cannot work without (`why`: its network): the failures
+    /// its turns met meanwhile say nothing of the model API. Told before
+    /// [`Self::harness_exited`]; a crash follows.
+    fn harness_cut_off(&self, name: &AgentName, why: &str);
     /// The agent's harness is gone, asked to or not (`how`: "the harness was
     /// stopped", ...): what it held is handed back, its open turn ended.
     fn harness_exited(&self, name: &AgentName, how: &str) -> impl Future<Output = ()> + Send;
@@ -251,6 +256,8 @@ enum Ended {
     Stopped,
     /// It exited by itself (how), or could not be launched.
     Crashed(String),
+    /// The runtime ended it because its container lost what it needs (why).
+    CutOff(String),
     /// Killed because this daemon lost the agent's lease (why).
     LeaseLost(String),
 }
@@ -392,7 +399,10 @@ async fn supervise<H: Supervised>(
                 let mut check_log = tokio::time::interval(harness_log::CHECK_EVERY);
                 loop {
                     tokio::select! {
-                        status = launched.child.wait() => break Ended::Crashed(status.map(|s| describe_exit(s, hive.runtime().kind())).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
+                        status = launched.child.wait() => break match launched.ended_by.get() {
+                            Some(why) => Ended::CutOff(why.clone()),
+                            None => Ended::Crashed(status.map(|s| describe_exit(s, hive.runtime().kind())).unwrap_or_else(|e| format!("could not be waited on ({e})"))),
+                        },
                         _ = stop.cancelled() => {
                             terminate(&mut launched.child, hive.kill_grace()).await;
                             break Ended::Stopped;
@@ -415,7 +425,11 @@ async fn supervise<H: Supervised>(
             Ended::Stopped => "the harness was stopped".to_owned(),
             Ended::LeaseLost(why) => format!("the harness was stopped ({why})"),
             Ended::Crashed(exit) => format!("the harness {exit}"),
+            Ended::CutOff(why) => format!("the harness was ended because {why}"),
         };
+        if let Ended::CutOff(why) = &outcome {
+            hive.harness_cut_off(&name, why);
+        }
         hive.harness_exited(&name, &how).await;
         if started.elapsed() > healthy_after {
             (failures, lost_lately) = (0, false);
@@ -445,6 +459,7 @@ async fn supervise<H: Supervised>(
                 continue;
             }
             Ended::Crashed(exit) => exit,
+            Ended::CutOff(why) => format!("was ended because {why}"),
         };
         if stop.is_cancelled() {
             return let_go(&*hive, &name, &lease).await;

@@ -422,18 +422,11 @@ os.execv("/bin/sleep", ["sleep", "100000"])
 EOF
 "#;
 
-/// Point 7. The daemon runs in a network namespace the test made, which plays
-/// the host: a service on its loopback, another on every address of its
-/// (a second one, 192.0.2.10, plays a docker0 or a VPN's), an abstract
-/// socket, the model server on its loopback. Past its gateway, in a second
-/// namespace, lie "the internet" at 203.0.113.7, a LAN host at 10.99.0.2
-/// and the cloud's metadata service at 169.254.169.254. From its container
-/// an agent reaches the internet and the model's API, and nothing else.
-#[test]
-fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
-    if !nspawn_ready() {
-        return;
-    }
+/// Two network namespaces: one plays the host, with a default route via
+/// 198.51.100.1 (so pasta starts) and a second address, 192.0.2.10; past that
+/// gateway the other holds "the internet" at 203.0.113.7, a LAN host at
+/// 10.99.0.2 and the cloud's metadata service at 169.254.169.254.
+fn host_and_world() -> (TestNetns, TestNetns) {
     let host = TestNetns::new();
     let world = TestNetns::new();
     host.run(&["ip", "link", "set", "lo", "up"]);
@@ -460,18 +453,39 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
         "dev",
         "t0",
     ]);
-    let serve = |l: std::net::TcpListener, word: &'static str| {
-        let port = l.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                use std::io::Write;
-                let _ = (&s).write_all(word.as_bytes());
-            }
-        });
-        port
-    };
+    (host, world)
+}
+
+/// Serves `word` to every connection on `l` (on a thread of its own); its port.
+fn serve(l: std::net::TcpListener, word: &'static str) -> u16 {
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            use std::io::Write;
+            let _ = (&s).write_all(word.as_bytes());
+        }
+    });
+    port
+}
+
+fn bind(addr: &str) -> std::net::TcpListener {
+    std::net::TcpListener::bind(addr).unwrap()
+}
+
+/// Point 7. The daemon runs in a network namespace the test made, which plays
+/// the host: a service on its loopback, another on every address of its
+/// (a second one, 192.0.2.10, plays a docker0 or a VPN's), an abstract
+/// socket, the model server on its loopback. Past its gateway, in a second
+/// namespace, lie "the internet" at 203.0.113.7, a LAN host at 10.99.0.2
+/// and the cloud's metadata service at 169.254.169.254. From its container
+/// an agent reaches the internet and the model's API, and nothing else.
+#[test]
+fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
+    if !nspawn_ready() {
+        return;
+    }
+    let (host, world) = host_and_world();
     let (internet, lan, metadata) = world.enter(|| {
-        let bind = |a: &str| std::net::TcpListener::bind(a).unwrap();
         (
             serve(bind("203.0.113.7:0"), "hello from the internet\r\n"),
             serve(bind("10.99.0.2:0"), "lan secret\r\n"),
@@ -530,14 +544,104 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
     // The operator (holding the token) still reads the sim's log; nobody else does.
     assert!(host.enter(|| sim.requests()).is_empty());
     // alice's pasta lets the kernel merge its idle buffers (on kernels that can say).
-    let pid_file = hive.run_dir().join("agents/alice.pasta.pid");
-    let pasta = std::fs::read_to_string(&pid_file).unwrap();
-    if let Ok(ksm) = std::fs::read_to_string(format!("/proc/{}/ksm_stat", pasta.trim())) {
+    let pasta = pasta_pid(&hive, "alice").expect("alice's pasta");
+    if let Ok(ksm) = std::fs::read_to_string(format!("/proc/{pasta}/ksm_stat")) {
         assert!(
             ksm.contains("ksm_merge_any: yes"),
             "pasta's ksm_stat: {ksm}"
         );
     }
+}
+
+/// The pid of `agent`'s pasta, as its pid file (`pid=N start=...`) names it.
+fn pasta_pid(hive: &TestHive, agent: &str) -> Option<i32> {
+    let rec = std::fs::read_to_string(hive.run_dir().join(format!("agents/{agent}.pasta.pid")));
+    rec.ok()?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("pid=")?.parse().ok())
+}
+
+/// A harness that says, every 0.3 s, whether it reaches "the internet":
+/// `ok:...` or `fail:...` in `$HIVE_AGENT_STATE/internet`.
+const REACH_LOOP: &str = r#"#!/bin/sh
+exec /usr/bin/python3 - <<'EOF'
+import os, socket, time
+state = os.environ["HIVE_AGENT_STATE"]
+while True:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("203.0.113.7", @INTERNET@))
+        r = "ok:" + s.recv(200).decode(errors="replace").strip()
+    except OSError as e:
+        r = "fail:" + type(e).__name__
+    finally:
+        s.close()
+    with open(state + "/internet.tmp", "w") as f:
+        f.write(r)
+    os.rename(state + "/internet.tmp", state + "/internet")
+    time.sleep(0.3)
+EOF
+"#;
+
+/// An agent's pasta (its one way out) ends while its container runs (a
+/// crash, the OOM killer, anyone's kill): the container is ended with it and
+/// relaunched with a fresh pasta, and its crash names the network. Before,
+/// the container stayed up offline for good, each turn failing as "model
+/// API unreachable" and counting towards the hive's API backoff.
+#[test]
+fn a_container_whose_pasta_dies_is_relaunched_with_a_fresh_network() {
+    if !nspawn_ready() {
+        return;
+    }
+    let (host, world) = host_and_world();
+    let internet = world.enter(|| serve(bind("203.0.113.7:0"), "hello from the internet\r\n"));
+    let script = REACH_LOOP.replace("@INTERNET@", &internet.to_string());
+    let (hive, _bin) = hive_running("nspawn", &script, Some(host), vec![]);
+    spawn_running(&hive, "alice");
+    let said = hive.state_dir().join("agents/alice/state/internet");
+    let reaches = |_: &TestHive| {
+        std::fs::read_to_string(&said).is_ok_and(|r| r == "ok:hello from the internet")
+    };
+    hive.wait_for("alice to reach the internet", 60, reaches);
+    let first = pasta_pid(&hive, "alice").expect("alice's pasta");
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let crash = |h: &TestHive| {
+        h.events("alice")
+            .into_iter()
+            .find(|e| e["kind"] == "container_crash")
+    };
+    hive.wait_for("alice's crash", 20, |h| crash(h).is_some());
+    let exit = crash(&hive).unwrap()["payload"]["exit"].clone();
+    assert!(
+        exit.as_str()
+            .is_some_and(|e| e.starts_with("was ended because its network (pasta) ended")),
+        "{exit}"
+    );
+    let told = hive.notifications_of("crashed");
+    assert!(
+        told.iter().any(|n| n["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("its network (pasta) ended"))),
+        "{told:?}"
+    );
+    hive.wait_for("a fresh pasta for alice", 20, |h| {
+        pasta_pid(h, "alice")
+            .is_some_and(|p| p != first && Path::new(&format!("/proc/{p}")).exists())
+            && h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    // What the old container said goes with it; the new one says its own.
+    let _ = std::fs::remove_file(&said);
+    hive.wait_for("alice to reach the internet again", 30, reaches);
+    eprintln!(
+        "alice back online {:?} after her pasta was killed; her crash: {exit}",
+        killed.elapsed()
+    );
 }
 
 /// The host pid of `agent`'s stand-in harness (`sleep 100000`) in `hive`.

@@ -61,6 +61,11 @@ impl Supervised for Hive {
         self.broker.publish(Change::Agent(name.to_string()));
     }
 
+    // The crash that follows logs and reports why.
+    fn harness_cut_off(&self, name: &AgentName, _why: &str) {
+        self.api.cut_off(name.as_str());
+    }
+
     async fn harness_exited(&self, name: &AgentName, how: &str) {
         self.release_claims(name).await;
         self.end_interrupted_turn(name, how).await;

@@ -12,6 +12,7 @@ mod sys;
 pub mod uid_ranges;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use hive_sh4re::AgentName;
 
@@ -72,6 +73,10 @@ pub struct LaunchSpec {
 #[derive(Debug)]
 pub struct Launched {
     pub child: tokio::process::Child,
+    /// Why the runtime ended the harness itself, set before it did so: the
+    /// container lost something it cannot work without (its network). A
+    /// harness left running without it would fail every turn for good.
+    pub ended_by: Arc<OnceLock<String>>,
 }
 
 /// Why a runtime could not do what it was asked.

@@ -688,9 +688,10 @@ impl Runtime for NspawnRuntime {
                     source,
                 },
             })?;
-        if let Some(pid) = child.id() {
-            network.hold_until_exit(pid);
-        }
+        let ended_by = match child.id() {
+            Some(pid) => network.hold_until_exit(pid),
+            None => Default::default(),
+        };
         if let Some(rec) = child.id().and_then(PidRecord::of) {
             let rec = PidRecord {
                 uid_base: Some(spec.uid_base),
@@ -708,7 +709,7 @@ impl Runtime for NspawnRuntime {
                 tracing::warn!(agent = %spec.name, "the container is not up {CONTAINER_UP:?} after its start");
             }
         }
-        Ok(Launched { child })
+        Ok(Launched { child, ended_by })
     }
 
     /// Kills a container a previous daemon left: its nspawn (which takes the

@@ -242,7 +242,10 @@ impl Runtime for ProcessRuntime {
         if let Some(rec) = child.id().and_then(PidRecord::of) {
             sys::write_pid_file(&self.pid_file(&spec.name), rec)?;
         }
-        Ok(Launched { child })
+        Ok(Launched {
+            child,
+            ended_by: Default::default(),
+        })
     }
 
     /// Kills the recorded harness's whole process group (claude, MCP servers) and removes the pid file.

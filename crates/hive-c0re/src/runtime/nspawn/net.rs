@@ -26,8 +26,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -215,17 +215,76 @@ impl Network {
         self.netns.as_raw_fd()
     }
 
-    /// Keeps everything running until process `pid` (the container's nspawn) exits.
-    pub fn hold_until_exit(self, pid: u32) {
+    /// Keeps everything running until process `pid` (the container's nspawn)
+    /// exits. Should pasta end first, the container is ended too, and the
+    /// cell returned says why before it is: offline for good, each of its
+    /// turns would fail as if the model API were down, while its relaunch
+    /// brings a fresh network.
+    pub fn hold_until_exit(mut self, pid: u32) -> Arc<OnceLock<String>> {
+        let ended_by = Arc::new(OnceLock::new());
+        let cause = ended_by.clone();
         tokio::spawn(async move {
             // SAFETY: the pidfd is ours and stays open (owned by the AsyncFd) while registered.
-            if let Some(fd) = pidfd(pid)
-                && let Ok(fd) = unsafe { AsyncFd::register(fd) }
-            {
-                let _ = fd.readable().await;
+            let Some(container) = pidfd(pid).and_then(|fd| unsafe { AsyncFd::register(fd) }.ok())
+            else {
+                return;
+            };
+            tokio::select! {
+                biased;
+                _ = container.readable() => {}
+                status = pasta_exit(self.pasta.as_mut()) => {
+                    // pasta going with its container is no cause: it was ending anyway.
+                    if !has_exited(container.get_ref()) {
+                        let how = status.map_or_else(|e| format!("not waited on: {e}"), |s| s.to_string());
+                        let _ = cause.set(format!("its network (pasta) ended ({how})"));
+                        kill_by_pidfd(container.get_ref());
+                    }
+                }
             }
             drop(self);
         });
+        ended_by
+    }
+}
+
+/// How pasta ended; never, without one.
+async fn pasta_exit(pasta: Option<&mut tokio::process::Child>) -> io::Result<ExitStatus> {
+    match pasta {
+        Some(p) => p.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// True once the process of `pidfd` has exited.
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, on an fd we hold, without waiting.
+    unsafe { libc::poll(&mut poll, 1, 0) > 0 }
+}
+
+/// SIGKILL to the process of `pidfd`: never another that took its pid.
+/// nspawn takes its container along; what might linger is swept by the
+/// next launch's `reap_orphans`.
+fn kill_by_pidfd(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on an fd we hold, without siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(
+            "could not end a container whose network ended: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
