@@ -702,6 +702,55 @@ mod tests {
         assert_eq!(most.tokens_per_day, Some(i64::MAX as u64));
     }
 
+    #[tokio::test]
+    async fn the_hive_counts_an_agent_up_to_its_own_budget_measure_by_measure() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let [alice, bob] = ["alice", "bob"].map(|n| AgentName::parse(n).unwrap());
+        let tokens_only = AgentConfig {
+            budget: Some(Budget {
+                usd_per_day: None,
+                tokens_per_day: Some(100),
+            }),
+            ..AgentConfig::default()
+        };
+        hive.add_stopped(&alice, &tokens_only.to_toml())
+            .await
+            .unwrap();
+        hive.add_stopped(&bob, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        for (a, tokens, usd) in [(&alice, 500.0, 2.0), (&bob, 30.0, 1.0)] {
+            hive.record_stats(a, &[("tokens.in".into(), tokens), ("cost.usd".into(), usd)])
+                .await
+                .unwrap();
+        }
+        let today = day_of(now_ms());
+        let (total, shares) = hive.hive_spend(today).await.unwrap();
+        // alice's tokens up to her 100, her dollars (no limit) in full; bob's all.
+        assert_eq!(total, spend(3.0, 130.0));
+        assert_eq!(
+            shares,
+            [
+                ("alice".to_owned(), spend(2.0, 100.0)),
+                ("bob".to_owned(), spend(1.0, 30.0))
+            ]
+        );
+        assert_eq!(
+            largest(&shares, BudgetMeasure::Tokens),
+            "alice 100 tokens, bob 30 tokens"
+        );
+        // The operator lifts alice's budget for today: she counts in full.
+        hive.budget_set(&verb::BudgetSet {
+            agent: Some(alice.clone()),
+            reset: true,
+            ..verb::BudgetSet::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(hive.hive_spend(today).await.unwrap().0, spend(3.0, 530.0));
+    }
+
     fn spend(usd: f64, tokens: f64) -> Spend {
         Spend { usd, tokens }
     }
