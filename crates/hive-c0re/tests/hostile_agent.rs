@@ -5,8 +5,9 @@
 //! reports of a refused login neither flood the operator nor speak as `system`,
 //! and a flood of its messages to the operator is told as a summary, not a
 //! notification (and webhook call) each; a message it poisons with a NUL byte
-//! fails no other agent's send batched with it; and its word that the model
-//! API answers does not end the hive's API backoff.
+//! fails no other agent's send batched with it; its word that the model
+//! API answers does not end the hive's API backoff; and spend it reports
+//! holds the hive's budget no further than its own.
 
 mod common;
 
