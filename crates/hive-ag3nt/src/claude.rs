@@ -530,12 +530,22 @@ impl Tally {
 
     /// Adds a retry's figures to the first attempt's; the outcome is the retry's.
     pub fn merge(&mut self, other: Tally) {
+        self.add_spend(&other);
         for (k, v) in other.tools {
             *self.tools.entry(k).or_default() += v;
         }
         for (k, v) in other.sent {
             *self.sent.entry(k).or_default() += v;
         }
+        self.session_id = other.session_id.or(self.session_id.take());
+        self.is_error = other.is_error;
+        self.context_full = other.context_full;
+        self.resume_failed = other.resume_failed;
+        self.api_error = other.api_error;
+    }
+
+    /// Adds another run's tokens and cost to this one's.
+    pub fn add_spend(&mut self, other: &Tally) {
         let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
@@ -546,11 +556,6 @@ impl Tally {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
         };
-        self.session_id = other.session_id.or(self.session_id.take());
-        self.is_error = other.is_error;
-        self.context_full = other.context_full;
-        self.resume_failed = other.resume_failed;
-        self.api_error = other.api_error;
     }
 
     /// Notes what one output line says.

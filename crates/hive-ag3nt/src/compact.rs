@@ -9,11 +9,12 @@ use hive_sh4re::event::{CompactEnd, Payload};
 use crate::claude::Invocation;
 use crate::client::{Client, ClientError};
 use crate::harness::Harness;
-use crate::runner::{Job, Run, Stream, send_event, usage_items};
+use crate::runner::{Job, Run, Stream, send_event};
 
-/// Compacts `session` with the agent's model; records `compact_end` and
-/// reports what it spent (its tokens and cost count against the budget). The
-/// agent is `compacting` meanwhile; the caller says what it is afterwards.
+/// Compacts `session` with the agent's model and records `compact_end`.
+/// What it spent counts against the budget like a turn's: inside a turn the
+/// caller adds it to the turn's figures, outside one the runner reports it.
+/// The agent is `compacting` meanwhile; the caller says what it is afterwards.
 pub async fn session(
     h: &Harness,
     c: &mut Client,
@@ -34,10 +35,6 @@ pub async fn session(
         error: run.spawn_error.clone(),
     };
     send_event(c, Payload::CompactEnd(end)).await?;
-    let usage = usage_items(&run.tally);
-    if !usage.is_empty() {
-        c.call(&AgentRequest::Stats { items: usage }).await?;
-    }
     Ok(run)
 }
 

@@ -18,7 +18,7 @@ use hive_sh4re::event::{NotesCompaction, Payload};
 use crate::claude::Invocation;
 use crate::client::Client;
 use crate::harness::Harness;
-use crate::runner::{Job, Stream, send_event, usage_items};
+use crate::runner::{Job, Stream, send_event};
 
 /// Threshold used when the agent's config sets none.
 pub const DEFAULT_MAX_BYTES: u64 = 16 * 1024;
@@ -128,12 +128,11 @@ pub async fn compact(
         exit_code: run.exit,
     };
     send_event(c, Payload::NotesCompaction(payload)).await?;
-    // What the rewrite spent counts against the agent's budget like a turn's.
-    let mut items = vec![
+    // What the rewrite spent the runner reported, while it held its slot.
+    let items = vec![
         ("notes.before_bytes".into(), out.before as f64),
         ("notes.after_bytes".into(), out.after as f64),
     ];
-    items.extend(usage_items(&run.tally));
     c.call(&AgentRequest::Stats { items }).await?;
     c.call(&AgentRequest::State {
         state: AgentState::Idle,

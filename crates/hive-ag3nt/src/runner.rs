@@ -105,8 +105,8 @@ impl Run {
 }
 
 /// A run's spending as `stats` items (`tokens.in`, `tokens.out`, `cost.usd`):
-/// what a compaction reports outside a turn, so the agent's budget counts it.
-pub fn usage_items(t: &Tally) -> Vec<(String, f64)> {
+/// what a run outside a turn reports, so the agent's budget counts it.
+fn usage_items(t: &Tally) -> Vec<(String, f64)> {
     let mut items = vec![];
     items.extend(t.input_tokens.map(|v| ("tokens.in".to_owned(), v as f64)));
     items.extend(t.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
@@ -221,7 +221,10 @@ impl Job<'_> {
 
     /// Runs claude once: outside a turn, first waits for a turn slot
     /// (`admit`; a cancel meanwhile ends the wait, and the run), and gives it
-    /// back after. Then as [`Job::run_admitted`].
+    /// back after, having reported what the run spent: hive-c0re takes spend
+    /// only from a run that holds a slot. A turn's runs spend within the
+    /// turn, which reports it all with its `turn_end`. Then as
+    /// [`Job::run_admitted`].
     pub async fn run(
         &self,
         c: &mut Client,
@@ -232,6 +235,10 @@ impl Job<'_> {
         let admitted = !self.runner.lock().in_turn && self.admit(c).await?;
         let out = self.run_admitted(c, inv, stream, announce).await?;
         if admitted {
+            let usage = usage_items(&out.tally);
+            if !usage.is_empty() {
+                c.call(&AgentRequest::Stats { items: usage }).await?;
+            }
             c.call(&AgentRequest::Release).await?;
         }
         Ok(out)

@@ -206,7 +206,9 @@ async fn run_turn(
         && let Some(session) = run.tally.session_id.clone().or(cfg.session_id.clone())
     {
         tracing::info!("context full: compacting the session and retrying the turn");
-        compact::session(h, c, job, &cfg, &session).await?;
+        // The compaction is the turn's: its spend goes with the turn's end.
+        let compacted = compact::session(h, c, job, &cfg, &session).await?;
+        run.tally.add_spend(&compacted.tally);
         cfg.session_id = Some(session);
         let inv = h.turn_invocation(&cfg, prompt)?;
         run.retried(job.run(c, &inv, Stream::Turn, &[thinking]).await?);

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::hive::turns::Claim;
 use crate::hive::{Hive, message_wire};
 use crate::lines::{Line, read_line};
+use crate::store::Spend;
 
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
@@ -47,7 +48,8 @@ struct Conn {
     turn: Option<Claim>,
     /// The turn slot of that turn.
     turn_slot: Option<Slot>,
-    /// The slot `admit` gave, for claude outside a turn.
+    /// The slot `admit` gave, for claude outside a turn; what such a run
+    /// spent is reported (`stats`) only while it is held.
     run_slot: Option<Slot>,
     /// When this connection first asked `admit` for the slot it waits for (unix ms):
     /// asking again after a long poll keeps its place in line.
@@ -377,6 +379,17 @@ async fn handle(
             }
         }
         AgentRequest::Stats { items } => {
+            // Spend is the word of a claude that ran, counted once: a turn's
+            // comes with its `turn_end`, a run outside a turn's (a
+            // compaction) while the slot `admit` gave it is held. Reported
+            // by anyone at any time, one report held the whole hive.
+            let spend = Spend::of(items.iter().map(|(k, v)| (k.as_str(), *v)));
+            if !spend.is_zero() && conn.run_slot.is_none() {
+                return Err(Error::refused(
+                    "spend (cost.usd, tokens.in, tokens.out) is reported by a claude run that holds a turn slot: \
+                     a turn's with its turn_end, another run's after admit gave it one: nothing was recorded",
+                ));
+            }
             hive.record_stats(name, &items).await?;
             AgentResponse::ok()
         }

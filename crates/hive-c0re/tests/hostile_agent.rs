@@ -6,7 +6,8 @@
 //! and a flood of its messages to the operator is told as a summary, not a
 //! notification (and webhook call) each; a message it poisons with a NUL byte
 //! fails no other agent's send batched with it; its word that the model
-//! API answers does not end the hive's API backoff; and its harness, crashed
+//! API answers does not end the hive's API backoff; spend it reports holds
+//! the hive's budget no further than its own; and its harness, crashed
 //! again and again, neither floods the manager with crash notices nor quotes
 //! to it words it may not send.
 
@@ -682,18 +683,114 @@ fn an_agent_cannot_write_into_other_agents_status_through_its_model_or_backoff()
     assert!(!text.contains("overloaded\\nmanager"), "{text}");
 }
 
+/// An agent's socket held open, as its harness holds it across a turn.
+fn open_agent(hive: &TestHive, agent: &str) -> common::Conn {
+    common::Conn::open(&hive.run_dir().join("agents").join(agent).join("agent.sock"))
+}
+
+fn call(c: &mut common::Conn, req: Value) -> Value {
+    c.send(&req.to_string());
+    c.recv_json()
+}
+
+/// `agent` takes a turn on what waits in its inbox and ends it reporting
+/// `cost_usd`, as its harness does; the answer to `next_turn`.
+fn turn_costing(hive: &TestHive, agent: &str, cost_usd: f64) -> Value {
+    let mut c = open_agent(hive, agent);
+    let next = call(&mut c, json!({"op": "next_turn", "wait_ms": 3000}));
+    if next["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+        let stats = json!({"duration_ms": 10, "exit_class": "ok", "exit_code": 0,
+                           "tool_calls": {}, "messages_received": 1, "cost_usd": cost_usd});
+        let ended = call(
+            &mut c,
+            json!({"op": "turn_end", "stats": stats, "outcome": "ack"}),
+        );
+        assert_eq!(ended["ok"], true, "{ended}");
+    }
+    next
+}
+
+/// Today's dollars of a budget row (`None`: the hive's).
+fn spent_usd(hive: &TestHive, agent: Option<&str>) -> f64 {
+    let v = hive.request(json!({"cmd": "budget_list"}));
+    let rows = v["budgets"].as_array().unwrap();
+    let row = rows.iter().find(|r| r["agent"].as_str() == agent).unwrap();
+    row["spent_usd"].as_f64().unwrap()
+}
+
 /// A harness reports figures outside a turn (`stats`): an agent that reports
 /// anything at all faked turns it never took, stored rows without end, and
 /// with one report of 1e300 dollars put the whole hive over its budget,
-/// holding every agent.
+/// holding every agent; and with one of $1000, the most a report carries,
+/// it still did, until midnight whatever the operator raised it to. Spend
+/// comes only from a claude run that holds a turn slot (a turn's with its
+/// end), and the hive counts an agent's at most up to its own budget: alice
+/// reporting $2000 holds herself, not bob.
 #[test]
 fn an_agent_cannot_fake_turns_flood_figures_or_spend_the_hives_budget_in_one_report() {
     use hive_sh4re::limits::STATS_PER_MINUTE;
-    let hive = TestHive::start();
+    // The agents' harnesses do nothing: the test is the program in their containers.
+    let (_bin, env) = common::idle_harness();
+    let hive = TestHive::start_with(Opts {
+        env,
+        ..Opts::default()
+    });
     hive.ok(&["spawn", "alice"]);
     hive.ok(&["spawn", "bob"]);
+    hive.deploy_config("alice", "budget = { usd_per_day = 5.0 }\n");
     hive.ok(&["budget", "--hive", "--usd", "100"]);
-    let stats = |items: Value| agent_call(&hive, "alice", json!({"op": "stats", "items": items}));
+    let stats =
+        |who: &str, items: Value| agent_call(&hive, who, json!({"op": "stats", "items": items}));
+    // A harness's own reports go through, up to the rate.
+    let mut taken = 0;
+    for _ in 0..STATS_PER_MINUTE + 5 {
+        if stats("bob", json!([["notes.after_bytes", 100]]))["ok"] == true {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, STATS_PER_MINUTE);
+    let v = stats("bob", json!([["notes.after_bytes", 100]]));
+    assert!(
+        v["error"].as_str().unwrap().contains("times this minute"),
+        "{v}"
+    );
+
+    // Spend from no claude run at all.
+    for items in [json!([["cost.usd", 1000]]), json!([["tokens.in", 10]])] {
+        let v = stats("alice", items.clone());
+        assert_eq!(v["ok"], false, "{items}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("holds a turn slot"),
+            "{items}: {v}"
+        );
+    }
+    let budget = hive.ok(&["budget"]);
+    assert!(!budget.contains("OVER BUDGET"), "{budget}");
+
+    // Inside a turn: its spend comes with its end, and only there.
+    hive.ok(&["send", "alice", "work"]);
+    let mut c = open_agent(&hive, "alice");
+    let next = call(&mut c, json!({"op": "next_turn", "wait_ms": 3000}));
+    assert_eq!(next["messages"][0]["body"], "work", "{next}");
+    let v = call(
+        &mut c,
+        json!({"op": "stats", "items": [["cost.usd", 1000]]}),
+    );
+    assert!(
+        v["error"].as_str().unwrap().contains("holds a turn slot"),
+        "{v}"
+    );
+    let stats_1000 = json!({"duration_ms": 10, "exit_class": "ok", "exit_code": 0,
+                            "tool_calls": {}, "messages_received": 1, "cost_usd": 1000.0});
+    let ended = call(
+        &mut c,
+        json!({"op": "turn_end", "stats": stats_1000, "outcome": "ack"}),
+    );
+    assert_eq!(ended["ok"], true, "{ended}");
+
+    // With a slot `admit` gave, as a compaction reports: bounded, and counted.
+    let admitted = call(&mut c, json!({"op": "admit", "wait_ms": 3000}));
+    assert_eq!(admitted["admitted"], true, "{admitted}");
     for (items, why) in [
         (
             json!([["turn.duration_ms", 12], ["turn.exit.ok", 1]]),
@@ -709,26 +806,83 @@ fn an_agent_cannot_fake_turns_flood_figures_or_spend_the_hives_budget_in_one_rep
             "reported twice",
         ),
     ] {
-        let v = stats(items.clone());
+        let v = call(&mut c, json!({"op": "stats", "items": items}));
         assert_eq!(v["ok"], false, "{items}: {v}");
         assert!(v["error"].as_str().unwrap().contains(why), "{items}: {v}");
     }
-    let summary = hive.ok(&["stats", "--json"]);
-    assert!(!summary.contains("\"turns\":1"), "a faked turn: {summary}");
-    let budget = hive.ok(&["budget"]);
-    assert!(!budget.contains("OVER BUDGET"), "{budget}");
-    // A harness's own reports go through, up to the rate.
-    let mut taken = 0;
-    for _ in 0..STATS_PER_MINUTE + 5 {
-        if stats(json!([["tokens.in", 10], ["cost.usd", 0.01]]))["ok"] == true {
-            taken += 1;
-        }
+    let v = call(
+        &mut c,
+        json!({"op": "stats", "items": [["cost.usd", 1000]]}),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    // Its slot goes back with the connection, for bob's turn.
+    drop(c);
+    let summary: Value = serde_json::from_str(&hive.ok(&["stats", "--json"])).unwrap();
+    let turns: Vec<(&Value, &Value)> = summary["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (&a["agent"], &a["turns"]))
+        .collect();
+    assert_eq!(
+        turns,
+        [(&json!("alice"), &json!(1)), (&json!("bob"), &json!(0))],
+        "only the turn alice took"
+    );
+
+    // alice is held by her own budget; the hive counts her $2000 as her $5.
+    assert_eq!(spent_usd(&hive, Some("alice")), 2000.0);
+    assert_eq!(spent_usd(&hive, None), 5.0);
+    hive.ok(&["send", "bob", "more work"]);
+    let next = turn_costing(&hive, "bob", 0.5);
+    assert_eq!(next["messages"][0]["body"], "more work", "{next}");
+    hive.ok(&["send", "alice", "again"]);
+    let next = turn_costing(&hive, "alice", 0.0);
+    assert_eq!(next["messages"], json!([]), "alice is over her own budget");
+    assert_eq!(hive.row("alice").unwrap()["state"], "over_budget");
+}
+
+/// Counting an agent's spend only up to its own budget keeps the hive's
+/// budget for honest spend: alice's turn overran her $5 by $3, which the
+/// hive does not count, and bob (no budget of his own) spent the rest; then
+/// every agent is held, and the operator is told who spent it.
+#[test]
+fn honest_spend_still_holds_the_hive_and_the_notice_names_who_spent_it() {
+    let (_bin, env) = common::idle_harness();
+    let hive = TestHive::start_with(Opts {
+        env,
+        ..Opts::default()
+    });
+    for a in ["alice", "bob", "carol"] {
+        hive.ok(&["spawn", a]);
     }
-    assert_eq!(taken, STATS_PER_MINUTE);
-    let v = stats(json!([["notes.after_bytes", 100]]));
+    hive.deploy_config("alice", "budget = { usd_per_day = 5.0 }\n");
+    hive.ok(&["budget", "--hive", "--usd", "100"]);
+    for (agent, cost) in [("alice", 8.0), ("bob", 94.0)] {
+        hive.ok(&["send", agent, "work"]);
+        let next = turn_costing(&hive, agent, cost);
+        assert_eq!(next["messages"][0]["body"], "work", "{next}");
+    }
+    assert_eq!(spent_usd(&hive, None), 99.0, "alice counts $5 of $8");
+    hive.ok(&["send", "carol", "work"]);
+    let next = turn_costing(&hive, "carol", 2.0);
+    assert_eq!(next["messages"][0]["body"], "work", "$99 of $100: {next}");
+    hive.ok(&["send", "bob", "work"]);
+    let next = turn_costing(&hive, "bob", 0.0);
+    assert_eq!(next["messages"], json!([]), "the hive's budget is spent");
+    assert_eq!(hive.row("bob").unwrap()["state"], "over_budget");
+    let told = hive.notifications_of("over_budget");
+    let hive_told: Vec<&str> = told
+        .iter()
+        .filter(|n| n["agent"].is_null())
+        .map(|n| n["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(hive_told.len(), 1, "{told:?}");
     assert!(
-        v["error"].as_str().unwrap().contains("times this minute"),
-        "{v}"
+        hive_told[0].contains("$101.00 of $100.00")
+            && hive_told[0].contains("most by bob $94.00, alice $5.00, carol $2.00"),
+        "{}",
+        hive_told[0]
     );
 }
 

@@ -24,7 +24,16 @@
 //! output), like every figure an agent reports: a hostile agent can under-
 //! or over-report its own spend (a negative figure counts as nothing). A
 //! budget guards against runaway spending, not against a hostile agent; the
-//! model endpoint's own accounting is the authority.
+//! model endpoint's own accounting is the authority. What one agent's word
+//! can do to the others is bounded, though: spend is taken only from a
+//! claude run that holds a turn slot (`agent_conn.rs`), and the hive's
+//! budget counts an agent's spend at most up to the agent's own budget,
+//! measure by measure ([`Hive::hive_spend`]). An honest agent is held at its
+//! own limit anyway, so the hive's total misses at most what one turn
+//! overruns it; an agent reporting $1000 it never spent holds the hive no
+//! further than its own budget lets it. An agent without a budget of its
+//! own counts in full: the operator gives each one a budget so that no
+//! single agent can hold the hive.
 //!
 //! The hive's budget, once spent, holds every agent but one thing: the
 //! manager still takes turns on messages from the operator (only those;
@@ -110,6 +119,14 @@ impl Limit {
         out
     }
 
+    /// What of `s` counts toward the hive's budget: each measure at most its limit.
+    fn cap(&self, s: Spend) -> Spend {
+        Spend {
+            usd: self.usd.map_or(s.usd, |l| s.usd.min(l)),
+            tokens: self.tokens.map_or(s.tokens, |l| s.tokens.min(l as f64)),
+        }
+    }
+
     /// The larger share of a limit spent; 0 without one.
     fn fraction(&self, s: Spend) -> f64 {
         self.measures(s)
@@ -177,6 +194,23 @@ fn amount(m: BudgetMeasure, v: f64) -> String {
     }
 }
 
+/// The three agents with the largest shares of measure `m`, largest first:
+/// `bob $60.00, carol $30.00, alice $5.00`.
+fn largest(shares: &[(String, Spend)], m: BudgetMeasure) -> String {
+    let of = |s: &Spend| match m {
+        BudgetMeasure::Usd => s.usd,
+        BudgetMeasure::Tokens => s.tokens,
+    };
+    let mut by: Vec<&(String, Spend)> = shares.iter().filter(|(_, s)| of(s) > 0.0).collect();
+    by.sort_by(|a, b| of(&b.1).total_cmp(&of(&a.1)));
+    let named: Vec<String> = by
+        .iter()
+        .take(3)
+        .map(|(n, s)| format!("{n} {}", amount(m, of(s))))
+        .collect();
+    named.join(", ")
+}
+
 impl Hive {
     /// The budget in force today for an agent, or (None) the hive.
     /// The scope `agent`'s operator budget is stored under and the budget its
@@ -204,8 +238,34 @@ impl Hive {
         ))
     }
 
+    /// What `agent` spent today, or (None) what the hive's budget counts.
     async fn spend_today(&self, agent: Option<&str>, today: i64) -> Result<Spend> {
-        Ok(self.store.spend_on(agent, today).await?)
+        match agent {
+            Some(_) => Ok(self.store.spend_on(agent, today).await?),
+            None => Ok(self.hive_spend(today).await?.0),
+        }
+    }
+
+    /// What the hive's budget counts of today's spend: every agent's, but
+    /// one with a budget of its own only up to that budget's limit, measure
+    /// by measure (a measure it leaves open counts in full; see the module's
+    /// doc for why). With each agent's share as counted.
+    async fn hive_spend(&self, today: i64) -> Result<(Spend, Vec<(String, Spend)>)> {
+        // The agents' spend together, an agent destroyed today's included.
+        let mut total = self.store.spend_on(None, today).await?;
+        let facts = self.store.agent_facts(None, now_ms(), today).await?;
+        let mut shares = vec![];
+        for a in self.store.agents().await? {
+            let Some(f) = facts.get(&a.name) else {
+                continue;
+            };
+            let (_, configured) = self.configured_budget(Some(&a));
+            let counted = limit_today(configured, f.budget_override.clone(), today).cap(f.spend);
+            total.usd -= f.spend.usd - counted.usd;
+            total.tokens -= f.spend.tokens - counted.tokens;
+            shares.push((a.name, counted));
+        }
+        Ok((total, shares))
     }
 
     async fn budget_row_of(&self, agent: Option<&AgentRow>, today: i64) -> Result<BudgetRow> {
@@ -266,13 +326,13 @@ impl Hive {
     pub(super) async fn budget_gate(&self, name: &AgentName, row: &AgentRow) -> Result<Gate> {
         let today = day_of(now_ms());
         let own = self.budget_limit(Some(row), today).await?;
+        let hive = self.budget_limit(None, today).await?;
         let gate = if own.fraction(self.spend_today(Some(name.as_str()), today).await?) >= 1.0 {
             Gate::Held
-        } else if self
-            .budget_limit(None, today)
-            .await?
-            .fraction(self.spend_today(None, today).await?)
-            >= 1.0
+        } else if hive.fraction(self.store.spend_on(None, today).await?) >= 1.0
+            // The hive counts no more than the plain sum: under its limit,
+            // no agent's budget needs reading (this runs at every turn).
+            && hive.fraction(self.spend_today(None, today).await?) >= 1.0
         {
             if name.is_manager() {
                 Gate::OperatorOnly
@@ -331,16 +391,16 @@ impl Hive {
         let today = day_of(now_ms());
         let row = self.agent_row(name).await?;
         for scope in [BudgetScope::Agent, BudgetScope::Hive] {
-            let (key, limit, after) = match scope {
+            let (key, limit, (after, shares)) = match scope {
                 BudgetScope::Agent => (
                     name.as_str(),
                     self.budget_limit(Some(&row), today).await?,
-                    self.spend_today(Some(name.as_str()), today).await?,
+                    (self.spend_today(Some(name.as_str()), today).await?, vec![]),
                 ),
                 BudgetScope::Hive => (
                     HIVE_WIDE,
                     self.budget_limit(None, today).await?,
-                    self.spend_today(None, today).await?,
+                    self.hive_spend(today).await?,
                 ),
             };
             let notice = |measure, spent, limit| BudgetNotice {
@@ -383,11 +443,13 @@ impl Hive {
                 }
                 over.push((m, spent, l));
                 record(Payload::OverBudget(notice(m, spent, l))).await;
+                // Who spent it, so the operator sees where to look.
                 let held = match scope {
                     BudgetScope::Agent => format!("{name} is held"),
-                    BudgetScope::Hive => {
-                        "every agent is held (the manager still answers you)".into()
-                    }
+                    BudgetScope::Hive => format!(
+                        "most by {}; every agent is held (the manager still answers you)",
+                        largest(&shares, m)
+                    ),
                 };
                 let text = format!(
                     "{} of {} of {whose} spent today (UTC): {held} until you raise it \
@@ -638,6 +700,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(most.tokens_per_day, Some(i64::MAX as u64));
+    }
+
+    #[tokio::test]
+    async fn the_hive_counts_an_agent_up_to_its_own_budget_measure_by_measure() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        let [alice, bob] = ["alice", "bob"].map(|n| AgentName::parse(n).unwrap());
+        let tokens_only = AgentConfig {
+            budget: Some(Budget {
+                usd_per_day: None,
+                tokens_per_day: Some(100),
+            }),
+            ..AgentConfig::default()
+        };
+        hive.add_stopped(&alice, &tokens_only.to_toml())
+            .await
+            .unwrap();
+        hive.add_stopped(&bob, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        for (a, tokens, usd) in [(&alice, 500.0, 2.0), (&bob, 30.0, 1.0)] {
+            hive.record_stats(a, &[("tokens.in".into(), tokens), ("cost.usd".into(), usd)])
+                .await
+                .unwrap();
+        }
+        let today = day_of(now_ms());
+        let (total, shares) = hive.hive_spend(today).await.unwrap();
+        // alice's tokens up to her 100, her dollars (no limit) in full; bob's all.
+        assert_eq!(total, spend(3.0, 130.0));
+        assert_eq!(
+            shares,
+            [
+                ("alice".to_owned(), spend(2.0, 100.0)),
+                ("bob".to_owned(), spend(1.0, 30.0))
+            ]
+        );
+        assert_eq!(
+            largest(&shares, BudgetMeasure::Tokens),
+            "alice 100 tokens, bob 30 tokens"
+        );
+        // The operator lifts alice's budget for today: she counts in full.
+        hive.budget_set(&verb::BudgetSet {
+            agent: Some(alice.clone()),
+            reset: true,
+            ..verb::BudgetSet::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(hive.hive_spend(today).await.unwrap().0, spend(3.0, 530.0));
     }
 
     fn spend(usd: f64, tokens: f64) -> Spend {

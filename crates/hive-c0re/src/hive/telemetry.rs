@@ -120,7 +120,8 @@ impl Hive {
     }
 
     /// Records figures a harness reports outside a turn (e.g. its notes' size around a compaction).
-    /// A compaction's spending among them counts against the budgets.
+    /// A compaction's spending among them counts against the budgets (agent.sock takes
+    /// spend only from a connection that holds the slot `admit` gave).
     pub async fn record_stats(&self, agent: &AgentName, items: &[(String, f64)]) -> Result<()> {
         check_stats(items)?;
         if !self.stats_rate.allow(agent.as_str()) {
