@@ -559,6 +559,7 @@ impl Hive {
     pub async fn shut_down(&self) {
         self.shutdown.cancel();
         self.supervisor.stop_all().await;
+        self.runtime.shut_down();
     }
 
     /// Starts a stopped or failed agent (a no-op for a running one).

@@ -551,6 +551,17 @@ fn a_container_reaches_the_internet_and_its_model_and_no_host_service() {
             "pasta's ksm_stat: {ksm}"
         );
     }
+    // The hive's egress table is the one thing it put on the host: it goes
+    // when the daemon stops.
+    let tables = || {
+        let mut nft = Command::new("nft");
+        nft.args(["list", "tables"]);
+        host.put(&mut nft);
+        String::from_utf8_lossy(&nft.output().unwrap().stdout).into_owned()
+    };
+    assert!(tables().contains("table inet hyperhive-"), "{}", tables());
+    drop(hive);
+    assert!(!tables().contains("hyperhive-"), "{}", tables());
 }
 
 /// The pid of `agent`'s pasta, as its pid file (`pid=N start=...`) names it.

@@ -131,6 +131,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// before it launches, chowns or sweeps anything of it.
     fn uid_ranges(&self) -> &UidRanges;
 
+    /// Undoes what the runtime changed on the host for this hive, once every
+    /// agent has stopped (the daemon's last step).
+    fn shut_down(&self) {}
+
     /// Each agent's memory bound in bytes, or why agents run without one.
     fn memory_bound(&self) -> Result<u64, String> {
         Err(format!(

@@ -589,6 +589,12 @@ impl Runtime for NspawnRuntime {
         &self.uids
     }
 
+    fn shut_down(&self) {
+        if let Some(egress) = &self.egress {
+            egress.remove();
+        }
+    }
+
     fn memory_bound(&self) -> Result<u64, String> {
         self.memory
             .as_ref()

@@ -203,6 +203,15 @@ impl Egress {
         self.run(&r)
     }
 
+    /// Removes the hive's table (its daemon stops; no pasta of it runs).
+    /// One a killed daemon left is harmless (its uids run nothing) and is
+    /// made anew at its next start.
+    pub fn remove(&self) {
+        if let Err(e) = self.run(&format!("delete table inet {}\n", self.table)) {
+            tracing::warn!("{e}");
+        }
+    }
+
     fn run(&self, script: &str) -> Result<(), String> {
         let mut child = Command::new(&self.nft)
             .args(["-f", "-"])
