@@ -125,30 +125,11 @@ fn acknowledged_messages_do_not_come_back_after_a_crash() {
 /// with the daemon. It now goes to the asker's inbox.
 #[test]
 fn an_answer_to_a_question_asked_before_a_crash_reaches_the_asker() {
-    use std::io::Write;
     let mut opts = common::Opts::default();
     opts.args.retain(|a| a != "--no-manager");
     let mut hive = TestHive::start_with(opts);
     hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
-    let sock = hive.run_dir().join("agents/manager/agent.sock");
-    // The row is stored before the socket is bound.
-    hive.wait_for("the manager's agent.sock", 10, |_| {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    });
-    let asking = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    (&asking)
-        .write_all(b"{\"op\":\"ask_operator\",\"question\":\"ship it?\",\"ttl_seconds\":600}\n")
-        .unwrap();
-    hive.wait_for("the question", 10, |h| {
-        h.ok(&["questions", "--json"]).contains("ship it?")
-    });
-    let id = hive
-        .ok(&["questions", "--json"])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|q| q["question"] == "ship it?")
-        .and_then(|q| q["id"].as_i64())
-        .unwrap();
+    let (asking, id) = manager_asks(&hive, "ship it?");
     hive.kill9();
     drop(asking);
     hive.serve();
@@ -168,32 +149,14 @@ fn an_answer_to_a_question_asked_before_a_crash_reaches_the_asker() {
 /// learned it. Now the operator is told, with what to do.
 #[test]
 fn an_answer_the_asker_cannot_be_told_is_said_to_the_operator() {
-    use std::io::Write;
     let mut opts = common::Opts::default();
     opts.args.retain(|a| a != "--no-manager");
     opts.args.extend(["--inbox-cap".into(), "20".into()]);
     let hive = TestHive::start_with(opts);
     hive.wait_for("the manager", 30, |h| h.row("manager").is_some());
     hive.ok(&["pause", "manager"]);
-    let sock = hive.run_dir().join("agents/manager/agent.sock");
-    hive.wait_for("the manager's agent.sock", 10, |_| {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok()
-    });
-    let asking = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    (&asking)
-        .write_all(b"{\"op\":\"ask_operator\",\"question\":\"ship it?\",\"ttl_seconds\":600}\n")
-        .unwrap();
-    hive.wait_for("the question", 10, |h| {
-        h.ok(&["questions", "--json"]).contains("ship it?")
-    });
-    let id = hive
-        .ok(&["questions", "--json"])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|q| q["question"] == "ship it?")
-        .and_then(|q| q["id"].as_i64())
-        .unwrap()
-        .to_string();
+    let (_asking, id) = manager_asks(&hive, "ship it?");
+    let id = id.to_string();
     let mut sent = 0;
     while hive.cli(&["send", "manager", "filler"]).status.success() {
         sent += 1;
@@ -211,4 +174,29 @@ fn an_answer_the_asker_cannot_be_told_is_said_to_the_operator() {
     // Ended all the same: a second answer is refused, as for any ended question.
     let again = hive.cli(&["answer", &id, "no"]);
     assert!(!again.status.success());
+}
+
+/// The manager asks the operator `question` (over its agent.sock, with
+/// ten minutes to answer); the connection that waits and the question's id.
+fn manager_asks(hive: &TestHive, question: &str) -> (std::os::unix::net::UnixStream, i64) {
+    use std::io::Write;
+    let sock = hive.run_dir().join("agents/manager/agent.sock");
+    // The row is stored before the socket is bound.
+    hive.wait_for("the manager's agent.sock", 10, |_| {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let asking = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let ask = serde_json::json!({"op": "ask_operator", "question": question, "ttl_seconds": 600});
+    (&asking).write_all(format!("{ask}\n").as_bytes()).unwrap();
+    hive.wait_for("the question", 10, |h| {
+        h.ok(&["questions", "--json"]).contains(question)
+    });
+    let id = hive
+        .ok(&["questions", "--json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|q| q["question"] == question)
+        .and_then(|q| q["id"].as_i64())
+        .unwrap();
+    (asking, id)
 }

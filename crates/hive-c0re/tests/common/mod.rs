@@ -424,23 +424,7 @@ impl TestMountNs {
             options.push_str(&format!(",nr_inodes={n}"));
         }
         let fd = std::thread::spawn(move || {
-            // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
-            assert_eq!(
-                unsafe { libc::unshare(libc::CLONE_NEWNS) },
-                0,
-                "unshare: {}",
-                std::io::Error::last_os_error()
-            );
-            // Nothing mounted here propagates to the host's namespace.
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
-            std::fs::create_dir_all(&dir).unwrap();
+            private_mount_namespace(&dir);
             mount(
                 Some("tmpfs"),
                 &dir,
@@ -462,7 +446,6 @@ impl TestMountNs {
     /// with the mount. None, with a note, where the host cannot (no
     /// `mkfs.ext4`, no loop device).
     pub fn ext4(dir: &Path, image: &Path, bytes: u64) -> Option<Self> {
-        use nix::mount::{MsFlags, mount};
         if which("mkfs.ext4").is_none() {
             eprintln!("skipped: no mkfs.ext4 on this host");
             return None;
@@ -479,22 +462,7 @@ impl TestMountNs {
         assert!(made.success(), "mkfs.ext4: {made}");
         let (dir, image) = (dir.to_path_buf(), image.to_path_buf());
         let fd = std::thread::spawn(move || {
-            // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
-            assert_eq!(
-                unsafe { libc::unshare(libc::CLONE_NEWNS) },
-                0,
-                "unshare: {}",
-                std::io::Error::last_os_error()
-            );
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .unwrap();
-            std::fs::create_dir_all(&dir).unwrap();
+            private_mount_namespace(&dir);
             // A child of this thread starts in its namespace.
             let out = Command::new("mount")
                 .args(["-o", "loop,errors=remount-ro"])
@@ -1353,4 +1321,26 @@ pub fn pids_running(argv: &[&str]) -> Vec<i32> {
                 })
         })
         .collect()
+}
+
+/// Moves the calling (short-lived) thread into a mount namespace of its own
+/// from which nothing propagates to the host's, and makes `dir` there.
+fn private_mount_namespace(dir: &Path) {
+    use nix::mount::{MsFlags, mount};
+    // SAFETY: unshare of this short-lived thread's mount namespace (and fs attributes) only.
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_NEWNS) },
+        0,
+        "unshare: {}",
+        std::io::Error::last_os_error()
+    );
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
 }
