@@ -136,6 +136,19 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                 }
             }
         };
+        if matches!(line, Ok(Line::Data(_) | Line::TooLong)) {
+            // Every line counts, whatever it asks and whether it parses, and
+            // waits before any work is done for it; an agent's connections
+            // are few, so few wait at once.
+            tokio::select! {
+                // A request within the bound goes at once, whatever else is ready.
+                biased;
+                () = hive.pace_request(&name) => {}
+                _ = closed.cancelled() => break 'serving,
+                _ = hive.shutdown_token().cancelled() => break 'serving,
+                _ = peer_closed(&mut r) => break 'serving,
+            }
+        }
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
                 Ok(req) => {
