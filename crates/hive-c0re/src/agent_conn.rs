@@ -421,19 +421,10 @@ async fn handle(
                 ..AgentResponse::ok()
             }
         }
-        AgentRequest::Status => {
-            let mut rows = hive.status_rows().await?;
-            // A crash's log tail is redacted with every secret's value for
-            // the operator: read back by the agent that wrote the log, it
-            // told which of its guesses is one (see `hive/supervision.rs`).
-            for r in &mut rows {
-                r.crash_tail = None;
-            }
-            AgentResponse {
-                agents: Some(rows),
-                ..AgentResponse::ok()
-            }
-        }
+        AgentRequest::Status => AgentResponse {
+            agents: Some(hive.status_rows_for_agents().await?),
+            ..AgentResponse::ok()
+        },
         AgentRequest::SetStatus { text } => {
             hive.set_status_text(name, &text).await?;
             AgentResponse::ok()
