@@ -138,6 +138,19 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                 }
             }
         };
+        if matches!(line, Ok(Line::Data(_) | Line::TooLong)) {
+            // Every line counts, whatever it asks and whether it parses, and
+            // waits before any work is done for it; an agent's connections
+            // are few, so few wait at once.
+            tokio::select! {
+                // A request within the bound goes at once, whatever else is ready.
+                biased;
+                () = hive.pace_request(&name) => {}
+                _ = closed.cancelled() => break 'serving,
+                _ = hive.shutdown_token().cancelled() => break 'serving,
+                _ = peer_closed(&mut r) => break 'serving,
+            }
+        }
         let resp = match line {
             Ok(Line::Data(bytes)) => match AgentRequest::from_line(&bytes) {
                 Ok(req) => {
@@ -421,19 +434,10 @@ async fn handle(
                 ..AgentResponse::ok()
             }
         }
-        AgentRequest::Status => {
-            let mut rows = hive.status_rows().await?;
-            // A crash's log tail is redacted with every secret's value for
-            // the operator: read back by the agent that wrote the log, it
-            // told which of its guesses is one (see `hive/supervision.rs`).
-            for r in &mut rows {
-                r.crash_tail = None;
-            }
-            AgentResponse {
-                agents: Some(rows),
-                ..AgentResponse::ok()
-            }
-        }
+        AgentRequest::Status => AgentResponse {
+            agents: Some(hive.status_rows_for_agents().await?),
+            ..AgentResponse::ok()
+        },
         AgentRequest::SetStatus { text } => {
             hive.set_status_text(name, &text).await?;
             AgentResponse::ok()

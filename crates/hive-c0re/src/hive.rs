@@ -182,6 +182,10 @@ pub struct Hive {
     manager_requests: crate::throttle::PerMinute,
     /// Each agent's reports of its state (`state`, `api_retry`, `backoff`) this minute.
     state_rate: crate::throttle::PerMinute,
+    /// Each agent's requests on its socket, of every kind (`agent_conn.rs`).
+    request_rate: crate::throttle::Paced,
+    /// Requests made to wait for their agent's pace, logged once a minute.
+    paced_requests: crate::throttle::Throttle,
     /// Bytes of messages each agent sent this minute.
     send_rate: crate::throttle::PerMinute,
     /// The shell requests this node granted lately, and when: a knock at
@@ -265,6 +269,11 @@ impl Hive {
                 hive_sh4re::limits::STATE_REPORTS_PER_MINUTE,
             ),
             send_rate: crate::throttle::PerMinute::new(hive_sh4re::limits::SEND_BYTES_PER_MINUTE),
+            request_rate: crate::throttle::Paced::new(
+                hive_sh4re::limits::REQUESTS_PER_MINUTE,
+                Duration::from_secs(60),
+            ),
+            paced_requests: crate::throttle::Throttle::new(Duration::from_secs(60)),
             shell_grants: Default::default(),
             questions_rate: crate::throttle::PerMinute::new(
                 hive_sh4re::limits::QUESTIONS_PER_MINUTE,
@@ -830,6 +839,23 @@ impl Hive {
                 }
                 false
             }
+        }
+    }
+
+    /// Waits until a request on `agent`'s socket may be served: at most
+    /// [`REQUESTS_PER_MINUTE`](hive_sh4re::limits::REQUESTS_PER_MINUTE) of
+    /// its connections' together, past which each waits its turn. Waiting,
+    /// not a refusal: the harness ends on a refused `next_turn` or
+    /// `turn_end`, and would be restarted, and refused again, without end.
+    pub async fn pace_request(&self, agent: &AgentName) {
+        if self.request_rate.take(agent.as_str()).await
+            && let Some(n) = self.paced_requests.due()
+        {
+            tracing::warn!(
+                agent = %agent,
+                "the agent made more than {} requests on its socket in a minute: they wait their turn ({n} waited since the last such line)",
+                hive_sh4re::limits::REQUESTS_PER_MINUTE
+            );
         }
     }
 

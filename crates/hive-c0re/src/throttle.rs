@@ -10,9 +10,11 @@
 //! [`Spaced`]: a notice an agent can set off at will (its turns failing, its
 //! harness crashing), told at most once an interval per agent, the next one
 //! with how many were held back.
+//! [`Paced`]: what an agent may ask at will (every request on its socket),
+//! served at most at a pace; past it the asker waits its turn instead.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Counts occurrences and says when one should be logged.
@@ -167,9 +169,94 @@ impl Spaced {
     }
 }
 
+/// At most `limit` per key (an agent) in any stretch of `every`, at once or
+/// spread: a bucket of `limit` that fills evenly over `every`. Past it a
+/// taker waits until its share is due, so it is slowed, never refused.
+pub struct Paced {
+    /// How far apart takers go once the bucket is empty.
+    interval: Duration,
+    /// How far ahead of now a key's next due time may be and still go at once.
+    ahead: Duration,
+    /// Each key's next due time (when its bucket would be empty again), behind
+    /// a lock its takers queue on, first come first served.
+    keys: Mutex<HashMap<String, Arc<tokio::sync::Mutex<tokio::time::Instant>>>>,
+}
+
+impl Paced {
+    /// At most `limit` per key in any stretch of `every`.
+    pub fn new(limit: u32, every: Duration) -> Self {
+        let interval = every / limit.max(1);
+        Self {
+            interval,
+            ahead: every.saturating_sub(interval),
+            keys: Mutex::default(),
+        }
+    }
+
+    /// Waits until `key` may go, and counts it; true when it had to wait.
+    /// A taker dropped while it waits takes nothing (its connection went away).
+    pub async fn take(&self, key: &str) -> bool {
+        let due = {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            // A key whose bucket is full again, and that nobody waits on, is
+            // as a fresh one: it goes, so the map holds only keys heard lately.
+            keys.retain(|_, due| {
+                Arc::strong_count(due) > 1 || due.try_lock().is_ok_and(|due| *due > now)
+            });
+            keys.entry(key.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(now)))
+                .clone()
+        };
+        let mut due = due.lock().await;
+        let now = tokio::time::Instant::now();
+        let at = due.checked_sub(self.ahead).unwrap_or(now);
+        let waited = at > now;
+        if waited {
+            tokio::time::sleep_until(at).await;
+        }
+        *due = (*due).max(tokio::time::Instant::now()) + self.interval;
+        waited
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn paced_lets_a_bucket_through_at_once_then_one_an_interval() {
+        let p = Paced::new(3, Duration::from_millis(600));
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            assert!(!p.take("a").await, "the bucket goes at once");
+        }
+        assert!(!p.take("b").await, "each key has its own");
+        assert!(p.take("a").await);
+        assert!(p.take("a").await);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(390) && took < Duration::from_millis(1000),
+            "two takes past the bucket waited {took:?}, 200 ms apart"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taker_that_stops_waiting_takes_nothing() {
+        let p = Paced::new(1, Duration::from_millis(400));
+        assert!(!p.take("a").await);
+        for _ in 0..5 {
+            let gave_up = tokio::time::timeout(Duration::from_millis(10), p.take("a")).await;
+            assert!(gave_up.is_err(), "it waits");
+        }
+        let start = tokio::time::Instant::now();
+        assert!(p.take("a").await);
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "the abandoned takes were not counted: waited {:?}",
+            start.elapsed()
+        );
+    }
 
     #[test]
     fn spaced_allows_one_per_key_in_each_interval() {

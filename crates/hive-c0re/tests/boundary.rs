@@ -949,13 +949,25 @@ exec sleep 100000
         tail.contains("guesses: hunter2hunter2") && tail.contains("[secret BOBS_KEY]"),
         "{tail}"
     );
-    // alice reads no row that says which guess it was.
+    // alice reads no row that says which guess it was: an agent's status
+    // reads no crash at all, the operator's shows it.
     let status = common::agent_call(&hive, "alice", serde_json::json!({"op": "status"}));
     assert_eq!(status["ok"], true, "{status}");
     assert!(
         !status.to_string().contains("[secret BOBS_KEY]"),
         "{status}"
     );
+    let row = status["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "alice")
+        .unwrap();
+    assert!(
+        row.get("crash_exit").is_none() && row.get("crash_tail").is_none(),
+        "{row}"
+    );
+    assert!(hive.row("alice").unwrap()["crash_exit"].is_string());
     // Nor does the manager, in the crash notice it gets.
     let mut body = String::new();
     hive.wait_for("the crash message to the manager", 20, |h| {

@@ -7,9 +7,10 @@
 //! notification (and webhook call) each; a message it poisons with a NUL byte
 //! fails no other agent's send batched with it; its word that the model
 //! API answers does not end the hive's API backoff; spend it reports holds
-//! the hive's budget no further than its own; and its harness, crashed
-//! again and again, neither floods the manager with crash notices nor quotes
-//! to it words it may not send.
+//! the hive's budget no further than its own; its harness, crashed again
+//! and again, neither floods the manager with crash notices nor quotes to
+//! it words it may not send; and what it asks on its socket, of any kind,
+//! is served at a bounded pace.
 
 mod common;
 
@@ -638,6 +639,81 @@ fn an_agent_opening_connections_without_end_holds_a_bounded_number() {
     hive.wait_for("alice's places freed", 10, |h| {
         agent_call(h, "alice", json!({"op": "status"}))["ok"] == true
     });
+}
+
+/// An agent asking `status` without pause on every connection it may hold:
+/// each answer reads every agent's row, and 31 connections were answered
+/// thousands of times a second, a core of the daemon's busy and the
+/// operator's own commands slowed threefold (on PostgreSQL, six queries
+/// each on the database every node shares). Its requests together are
+/// served at its pace, a minute's worth at once and then evenly; the rest
+/// wait their turn, and the operator's status answers meanwhile.
+#[test]
+fn an_agent_asking_status_without_end_on_many_connections_is_served_at_its_pace() {
+    use hive_c0re::agent_sock::CONNECTIONS_PER_AGENT;
+    use hive_sh4re::limits::REQUESTS_PER_MINUTE;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    let (_bin, hive) = idle_alice(&[]);
+    for other in ["bob", "carol"] {
+        hive.ok(&["spawn", other]);
+    }
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let flood = Duration::from_secs(6);
+    let start = Instant::now();
+    let end = start + flood;
+    let answered = Arc::new(AtomicU64::new(0));
+    let askers: Vec<_> = (1..CONNECTIONS_PER_AGENT)
+        .map(|_| {
+            let (sock, answered) = (sock.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let mut c = common::Conn::open(&sock);
+                while Instant::now() < end {
+                    c.send(r#"{"op":"status"}"#);
+                    let r = c.recv_json();
+                    assert_eq!(r["ok"], true, "slowed, not refused: {r}");
+                    if Instant::now() < end {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // The operator's status, and another agent's (each agent has a pace of its own).
+    let (mut operator, mut bob) = (Duration::ZERO, Duration::ZERO);
+    while Instant::now() < end {
+        let asked = Instant::now();
+        let v = hive.request(json!({"cmd": "agent_status"}));
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["agent_statuses"].as_array().unwrap().len(), 3, "{v}");
+        operator = operator.max(asked.elapsed());
+        let asked = Instant::now();
+        let v = agent_call(&hive, "bob", json!({"op": "status"}));
+        assert_eq!(v["ok"], true, "{v}");
+        bob = bob.max(asked.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for a in askers {
+        a.join().unwrap();
+    }
+    let answered = answered.load(Ordering::Relaxed);
+    let secs = flood.as_secs_f64();
+    let most = f64::from(REQUESTS_PER_MINUTE) * (1.0 + secs / 60.0);
+    assert!(
+        answered as f64 <= most + 1.0,
+        "{answered} status answers in {secs} s, at most {most:.0} may be"
+    );
+    assert!(
+        operator < Duration::from_secs(2) && bob < Duration::from_secs(2),
+        "meanwhile the operator's status took {operator:?}, bob's {bob:?}"
+    );
+    assert!(
+        hive.log().contains(&format!(
+            "more than {REQUESTS_PER_MINUTE} requests on its socket"
+        )),
+        "the slowing is logged"
+    );
 }
 
 /// What an agent reports of its model shows in every other agent's status

@@ -138,6 +138,18 @@ pub const SEND_BYTES_PER_MINUTE: u64 = 16 * 1024 * 1024;
 /// its row's cost whatever its body.
 pub const SEND_MIN_BYTES: usize = 256;
 
+/// Most requests one agent's connections to its socket make a minute
+/// together, whatever they ask, at once or spread (a bucket that fills
+/// evenly over the minute). A reader costs as much as a writer: one agent
+/// asking `status` without pause (every agent's row, each time) kept a core
+/// busy and slowed the operator's own commands. A harness in the end-to-end
+/// tests, its model scripted and faster than any real one, made at most 35
+/// a second and 70 a minute; past the bound a request waits its turn (one a
+/// twentieth of a second), so it is slowed, never refused, and no harness
+/// fails on it.
+/// Above every bound of one kind of request, so those are still reached.
+pub const REQUESTS_PER_MINUTE: u32 = 1200;
+
 /// Most reports of its state (`state`, `api_retry`, `backoff`) an agent's
 /// harness has recorded a minute: a turn makes a few, and each is two writes.
 pub const STATE_REPORTS_PER_MINUTE: u32 = 600;

@@ -286,7 +286,8 @@ impl Hive {
     /// Today's spend against every budget: the hive's first, then each agent's.
     pub async fn budget_rows(&self) -> Result<Vec<BudgetRow>> {
         let today = day_of(now_ms());
-        let facts = self.store.agent_facts(None, now_ms(), today).await?;
+        // A budget row shows no crash.
+        let facts = self.store.agent_facts(None, now_ms(), today, false).await?;
         let mut rows = vec![self.budget_row_of(None, today).await?];
         for a in self.store.agents().await? {
             let f = facts.get(&a.name).cloned().unwrap_or_default();

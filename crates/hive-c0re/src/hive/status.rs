@@ -71,10 +71,27 @@ impl Hive {
             .collect())
     }
 
-    /// A status row for each agent.
+    /// A status row for each agent, as the operator reads them.
     pub async fn status_rows(&self) -> Result<Vec<AgentStatusRow>> {
+        self.rows(true).await
+    }
+
+    /// A status row for each agent, as agents read them (their `status`):
+    /// without their crashes, which are not read at all. A crash's log tail
+    /// is redacted with every secret's value for the operator: read back by
+    /// the agent that wrote the log, it told which of its guesses is one (see
+    /// `hive/supervision.rs`); and an agent may ask at will, so it is spared
+    /// reading a tail of up to 64 KiB per agent each time.
+    pub async fn status_rows_for_agents(&self) -> Result<Vec<AgentStatusRow>> {
+        self.rows(false).await
+    }
+
+    async fn rows(&self, crashes: bool) -> Result<Vec<AgentStatusRow>> {
         let now = now_ms();
-        let facts = self.store.agent_facts(None, now, day_of(now)).await?;
+        let facts = self
+            .store
+            .agent_facts(None, now, day_of(now), crashes)
+            .await?;
         let none = AgentFacts::default();
         let agents = self.store.agents().await?;
         let down = self.down_nodes().await?;
@@ -94,7 +111,7 @@ impl Hive {
         let now = now_ms();
         let mut facts = self
             .store
-            .agent_facts(Some(name.as_str()), now, day_of(now))
+            .agent_facts(Some(name.as_str()), now, day_of(now), true)
             .await?;
         let facts = facts.remove(name.as_str()).unwrap_or_default();
         let down = self.down_nodes().await?;

@@ -749,16 +749,18 @@ impl Db {
         both!(self, s => s.spend_on(agent, day))
     }
 
-    /// The facts a status row reads beyond `agents` (last crash, schedules,
-    /// open question, spend on `day`, budget override) of `agent`, or of
-    /// every agent with None, keyed by name; a query per table, not per agent.
+    /// The facts a status row reads beyond `agents` (last crash, with
+    /// `crashes`; schedules, open question, spend on `day`, budget override)
+    /// of `agent`, or of every agent with None, keyed by name; a query per
+    /// table, not per agent.
     pub async fn agent_facts(
         &self,
         agent: Option<&str>,
         now: i64,
         day: i64,
+        crashes: bool,
     ) -> Result<HashMap<String, AgentFacts>> {
-        both!(self, s => s.agent_facts(agent, now, day))
+        both!(self, s => s.agent_facts(agent, now, day, crashes))
     }
 
     /// Stores the operator's budget for a scope and day, replacing the last one.

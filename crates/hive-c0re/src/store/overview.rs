@@ -32,12 +32,15 @@ pub struct AgentFacts {
 impl Store {
     /// The facts of `agent`, or of every agent with None, keyed by name; an
     /// agent with none of them has no entry. `now` decides which questions
-    /// are open, `day` (UTC, days since the epoch) whose spend counts.
+    /// are open, `day` (UTC, days since the epoch) whose spend counts; the
+    /// last crashes are read only with `crashes` (only the operator's rows
+    /// show them, and each holds a log tail of up to 64 KiB).
     pub fn agent_facts(
         &self,
         agent: Option<&str>,
         now: i64,
         day: i64,
+        crashes: bool,
     ) -> Result<HashMap<String, AgentFacts>> {
         let g = self.lock();
         let mut out: HashMap<String, AgentFacts> = HashMap::new();
@@ -54,16 +57,18 @@ impl Store {
             Ok(())
         };
 
-        let mut st = g.conn.prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT MAX(id) FROM events \
-             WHERE kind = 'container_crash' {only} GROUP BY agent)"
-        ))?;
-        bind(&mut st)?;
-        let mut rows = st.raw_query();
-        while let Some(r) = rows.next()? {
-            let e = event_row(r)?;
-            let key = e.agent.clone();
-            out.entry(key).or_default().last_crash = Some(e);
+        if crashes {
+            let mut st = g.conn.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT MAX(id) FROM events \
+                 WHERE kind = 'container_crash' {only} GROUP BY agent)"
+            ))?;
+            bind(&mut st)?;
+            let mut rows = st.raw_query();
+            while let Some(r) = rows.next()? {
+                let e = event_row(r)?;
+                let key = e.agent.clone();
+                out.entry(key).or_default().last_crash = Some(e);
+            }
         }
 
         let mut st = g.conn.prepare_cached(&format!(

@@ -15,12 +15,14 @@ use crate::store::{AgentFacts, Result, Spend};
 impl PgStore {
     /// The facts of `agent`, or of every agent with None, keyed by name; an
     /// agent with none of them has no entry. `now` decides which questions
-    /// are open, `day` (UTC, days since the epoch) whose spend counts.
+    /// are open, `day` (UTC, days since the epoch) whose spend counts; the
+    /// last crashes only with `crashes`.
     pub async fn agent_facts(
         &self,
         agent: Option<&str>,
         now: i64,
         day: i64,
+        crashes: bool,
     ) -> Result<HashMap<String, AgentFacts>> {
         let c = self.client().await?;
         // With a name, each query filters on it (and uses the agent's index);
@@ -64,7 +66,12 @@ impl PgStore {
         let mut day_name: Vec<&(dyn ToSql + Sync)> = vec![&day];
         day_name.extend(name.iter().copied());
         let (crashes, schedules, questions, spend, overrides, depths) = tokio::try_join!(
-            async { c.query(&c.prepare_cached(&crash_sql).await?, &name).await },
+            async {
+                if !crashes {
+                    return Ok(vec![]);
+                }
+                c.query(&c.prepare_cached(&crash_sql).await?, &name).await
+            },
             async {
                 c.query(&c.prepare_cached(&schedules_sql).await?, &name)
                     .await

@@ -1024,7 +1024,7 @@ both! {
 
         let now = now_ms();
         let today = day_of(now);
-        let all = s.agent_facts(None, now, today).await.unwrap();
+        let all = s.agent_facts(None, now, today, true).await.unwrap();
         let a = &all["a"];
         let crash = a.last_crash.as_ref().unwrap();
         assert_eq!((crash.id, crash.agent.as_str(), crash.kind.as_str()), (crashes[2], "a", "container_crash"));
@@ -1042,13 +1042,17 @@ both! {
         assert_eq!(all.len(), 2);
 
         for name in ["a", "b"] {
-            let one = s.agent_facts(Some(name), now, today).await.unwrap();
+            let one = s.agent_facts(Some(name), now, today, true).await.unwrap();
             assert_eq!(one.len(), 1, "{one:?}");
             assert_eq!(one[name], all[name]);
         }
-        assert!(s.agent_facts(Some("c"), now, today).await.unwrap().is_empty());
+        assert!(s.agent_facts(Some("c"), now, today, true).await.unwrap().is_empty());
+        // Without the crashes (an agent's status), the rest is the same.
+        let mut no_crash = all.clone();
+        no_crash.values_mut().for_each(|f| f.last_crash = None);
+        assert_eq!(s.agent_facts(None, now, today, false).await.unwrap(), no_crash);
         // Spend counts on its day only; a question past its deadline is not open.
-        let later = s.agent_facts(None, now + 3_600_000, today + 1).await.unwrap();
+        let later = s.agent_facts(None, now + 3_600_000, today + 1, true).await.unwrap();
         assert_eq!(later["a"].spend, Spend::default());
         assert_eq!(later["b"].open_question, None);
     }
