@@ -253,7 +253,7 @@ impl Hive {
     async fn hive_spend(&self, today: i64) -> Result<(Spend, Vec<(String, Spend)>)> {
         // The agents' spend together, an agent destroyed today's included.
         let mut total = self.store.spend_on(None, today).await?;
-        let facts = self.store.agent_facts(None, now_ms(), today).await?;
+        let facts = self.store.agent_facts(None, now_ms(), today, false).await?;
         let mut shares = vec![];
         for a in self.store.agents().await? {
             let Some(f) = facts.get(&a.name) else {
