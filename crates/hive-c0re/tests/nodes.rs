@@ -1594,6 +1594,9 @@ fn a_lease_lost_again_and_again_counts_as_a_crash_and_is_given_up_on() {
     let (_bin, env) = common::idle_harness();
     let mut opts = Opts::default();
     opts.env.extend(env);
+    // Each crash told, not one in ten minutes: the count is what is checked.
+    opts.env
+        .push(("HIVE_CRASH_NOTICES_SECS".into(), "0.01".into()));
     quick_leases(&mut opts, 3);
     let hive = TestHive::start_with(opts);
     hive.ok(&["spawn", "x"]);
