@@ -45,8 +45,12 @@ impl Hive {
                 let Some(kills) = self.runtime.oom_kills(&self.launch_spec(&row)) else {
                     continue;
                 };
-                let before = told.insert(row.name.clone(), kills).unwrap_or(0);
-                if kills <= before {
+                let before = match told.insert(row.name.clone(), kills) {
+                    // Fewer than told: a relaunched container, counting from 0.
+                    Some(n) if n <= kills => n,
+                    _ => 0,
+                };
+                if kills == before {
                     continue;
                 }
                 let text = format!(
