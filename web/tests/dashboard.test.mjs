@@ -380,9 +380,13 @@ test('a budget is set on the agent page, holds the agent once spent, shows as a 
   await page.click('#budget-form button[type=submit]');
   await toast("frank's budget is set for today");
   await page.locator('#budget meter.spend-bar').waitFor();
-  // A compaction's usage, as the harness reports it: 120 % of the budget.
+  // A compaction's usage, as the harness reports it (holding the slot admit
+  // gave, then giving it back): 120 % of the budget.
+  const admitted = await sock.call({ op: 'admit', wait_ms: 3000 });
+  assert.equal(admitted.admitted, true, JSON.stringify(admitted));
   const r = await sock.call({ op: 'stats', items: [['tokens.in', 1000], ['tokens.out', 200]] });
   assert.equal(r.ok, true, JSON.stringify(r));
+  await sock.call({ op: 'release' });
   await hive.cli('send', 'frank', 'wait for me');
   const turn = sock.call({ op: 'next_turn', wait_ms: 20000 });
   const badge = page.locator('#badge');
