@@ -461,17 +461,7 @@ fn database_alarm(hive: &TestHive) -> serde_json::Value {
     let nodes: serde_json::Value =
         serde_json::from_str(hive.ok(&["nodes", "--json"]).trim()).unwrap();
     let address = nodes["address"].as_str().unwrap();
-    let authority = address.trim_start_matches("http://").trim_end_matches('/');
-    let body = common::http_with(
-        authority,
-        "GET",
-        "/api/database",
-        "",
-        &[("X-Hive-Token", TOKEN)],
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    v["alarm"].clone()
+    common::database_alarm_at(address, TOKEN)
 }
 
 /// The state's file system turns read-only after an error, as ext4's

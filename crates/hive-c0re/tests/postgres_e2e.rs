@@ -127,17 +127,7 @@ fn started(hive: TestHive) -> TestHive {
 
 /// The database alarm alpha's dashboard serves (`http://HOST:PORT/` is its address).
 fn database_alarm(address: &str) -> serde_json::Value {
-    let authority = address.trim_start_matches("http://").trim_end_matches('/');
-    let body = common::http_with(
-        authority,
-        "GET",
-        "/api/database",
-        "",
-        &[("X-Hive-Token", TOKEN)],
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
-    v["alarm"].clone()
+    common::database_alarm_at(address, TOKEN)
 }
 
 /// The text of the one `node_down` notification that tells an outage of

@@ -1344,3 +1344,19 @@ fn private_mount_namespace(dir: &Path) {
     .unwrap();
     std::fs::create_dir_all(dir).unwrap();
 }
+
+/// The database alarm the dashboard at `address` (`http://HOST:PORT/`)
+/// serves to the holder of `token` (`null` when there is none).
+pub fn database_alarm_at(address: &str, token: &str) -> serde_json::Value {
+    let authority = address.trim_start_matches("http://").trim_end_matches('/');
+    let body = http_with(
+        authority,
+        "GET",
+        "/api/database",
+        "",
+        &[("X-Hive-Token", token)],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["alarm"].clone()
+}
