@@ -426,9 +426,7 @@ async fn handle(
             }
         }
         AgentRequest::Recv { max } => {
-            let msgs = hive
-                .recv(&me, max.unwrap_or(RECV_DEFAULT), Duration::ZERO)
-                .await?;
+            let msgs = hive.agent_recv(name, max.unwrap_or(RECV_DEFAULT)).await?;
             AgentResponse {
                 messages: Some(msgs),
                 ..AgentResponse::ok()

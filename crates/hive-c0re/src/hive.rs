@@ -206,6 +206,10 @@ pub struct Hive {
     heads: crate::config_repo::Heads,
     /// Each agent's turns that failed in a row, since its last that handled its messages (`hive/turns.rs`).
     failing_turns: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The agents whose turn is in progress, each with the messages its
+    /// `recv` tool claimed during it: acknowledged with the turn's own when
+    /// it ends well, released with them when it fails (`hive/turns.rs`).
+    turn_reads: std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>,
     /// `turns_failing` notices, at most one an agent an hour: an agent can
     /// fail its turns at will.
     failing_notices: crate::throttle::Spaced,
@@ -238,6 +242,7 @@ impl Hive {
             heads: Default::default(),
             displaced: Default::default(),
             failing_turns: Default::default(),
+            turn_reads: Default::default(),
             failing_notices: crate::throttle::Spaced::new(turns::FAILING_NOTICES_EVERY),
             crash_notices: crate::throttle::Spaced::new(supervision::crash_notices_every()),
             operator_inbox_full: crate::throttle::Throttle::new(Duration::from_secs(600)),

@@ -240,6 +240,77 @@ fn a_request_that_never_returns_ends_at_the_turn_time_limit() {
     assert_eq!(operator_gets(&hive, 1, 60), ["pong"]);
 }
 
+/// alice's first turn sends herself a message and reads it with her `recv`
+/// tool, then her model call hangs past her turn's time limit. The message
+/// read mid-turn comes again with the turn's own in the next turn: the
+/// failed turn's claude did nothing with it. (Before, `recv` acknowledged it
+/// as it was read, and it was gone.)
+const MID_TURN_READ: &str = r#"
+[[rule]]
+user_text = "second-xq"
+[[rule.reply]]
+text = "both came again"
+
+[[rule]]
+user_text = "first-xq"
+[[rule.reply]]
+tool = "mcp__hyperhive__send"
+input = { to = "alice", body = "second-xq" }
+
+[[rule]]
+tool_result = "second-xq"
+delay_ms = 600000
+[[rule.reply]]
+text = "too late"
+
+[[rule]]
+tool_result = ""
+[[rule.reply]]
+tool = "mcp__hyperhive__recv"
+input = {}
+"#;
+
+#[test]
+fn a_message_read_mid_turn_comes_again_when_the_turn_runs_out_of_time() {
+    if !common::e2e_ready() {
+        return;
+    }
+    let sim = ModelSim::start(Some(MID_TURN_READ));
+    let hive = hive(&sim, &["--turn-timeout", "1h"], &[]);
+    spawn_running(&hive, &["alice"]);
+    hive.deploy_config("alice", "turn_timeout = \"8s\"\n");
+    hive.wait_for("alice running again", 60, |h| {
+        let r = h.row("alice").unwrap();
+        r["running"] == true && r["state"] == "idle"
+    });
+    hive.ok(&["send", "alice", "first-xq"]);
+    hive.wait_for("a second turn", 90, |h| {
+        events_of(h, "alice", "turn_start").len() >= 2
+    });
+    let ends = events_of(&hive, "alice", "turn_end");
+    assert_eq!(ends[0]["payload"]["exit_class"], "timeout", "{}", ends[0]);
+    let starts = events_of(&hive, "alice", "turn_start");
+    let first: Vec<i64> = serde_json::from_value(starts[0]["payload"]["messages"].clone()).unwrap();
+    let second: Vec<i64> =
+        serde_json::from_value(starts[1]["payload"]["messages"].clone()).unwrap();
+    assert_eq!(first.len(), 1, "{}", starts[0]);
+    assert_eq!(
+        second.len(),
+        2,
+        "the first message and the one read mid-turn: {}",
+        starts[1]
+    );
+    assert_eq!(second[0], first[0]);
+    hive.wait_for("the second turn to end", 60, |h| {
+        events_of(h, "alice", "turn_end").len() >= 2
+    });
+    let end = &events_of(&hive, "alice", "turn_end")[1]["payload"];
+    assert_eq!(end["exit_class"], "ok", "{end}");
+    hive.wait_for("alice's inbox empty", 30, |h| {
+        h.row("alice").unwrap()["inbox_depth"] == 0
+    });
+}
+
 #[test]
 fn ten_agents_against_an_overloaded_api_back_off_together() {
     if !common::e2e_ready() {

@@ -200,3 +200,91 @@ fn manager_asks(hive: &TestHive, question: &str) -> (std::os::unix::net::UnixStr
         .unwrap();
     (asking, id)
 }
+
+/// Ids of a `next_turn` or `recv` answer on an agent's socket.
+fn ids_of(answer: &serde_json::Value) -> Vec<i64> {
+    answer["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {answer}"))
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// What an agent's `recv` tool reads during a turn belongs to that turn: a
+/// harness that goes away mid-turn (a crash) gives it back with the turn's
+/// own messages, and a turn that ends well acknowledges it with them. Outside
+/// a turn, `recv` acknowledges at once. Before, a mid-turn `recv` was
+/// acknowledged as it was read, and lost with a turn that then failed.
+#[test]
+fn what_recv_reads_mid_turn_comes_again_when_the_turn_does_not_end() {
+    use serde_json::json;
+    let (_bin, env) = common::idle_harness();
+    let hive = TestHive::start_with(common::Opts {
+        env,
+        ..common::Opts::default()
+    });
+    hive.ok(&["spawn", "alice"]);
+    hive.wait_for("alice to run", 30, |h| {
+        h.row("alice").is_some_and(|r| r["running"] == true)
+    });
+    let sock = hive.run_dir().join("agents/alice/agent.sock");
+    let depth = |h: &TestHive| h.row("alice").unwrap()["inbox_depth"].as_u64().unwrap();
+    let next_turn = |c: &mut common::Conn| {
+        c.send(&json!({"op": "next_turn", "wait_ms": 5000}).to_string());
+        ids_of(&c.recv_json())
+    };
+    let recv = |c: &mut common::Conn| {
+        c.send(&json!({"op": "recv", "max": 20}).to_string());
+        ids_of(&c.recv_json())
+    };
+
+    hive.ok(&["send", "alice", "first"]);
+    let mut harness = common::Conn::open(&sock);
+    let first = next_turn(&mut harness);
+    assert_eq!(first.len(), 1);
+    hive.ok(&["send", "alice", "second"]);
+    // claude's MCP server speaks on a connection of its own.
+    let mut mcp = common::Conn::open(&sock);
+    let second = recv(&mut mcp);
+    assert_eq!(second.len(), 1, "the mid-turn recv reads the new message");
+    assert_eq!(
+        depth(&hive),
+        2,
+        "both wait on the turn, neither is acknowledged"
+    );
+
+    // The harness dies mid-turn: both come again, in the next turn.
+    drop(harness);
+    let mut harness = common::Conn::open(&sock);
+    let again = next_turn(&mut harness);
+    assert_eq!(
+        again,
+        [first[0], second[0]],
+        "the turn's message and the one read mid-turn"
+    );
+
+    // A turn that ends well acknowledges what it read mid-turn too.
+    hive.ok(&["send", "alice", "third"]);
+    let third = recv(&mut mcp);
+    assert_eq!(third.len(), 1);
+    harness.send(
+        &json!({"op": "turn_end", "outcome": "ack",
+                "stats": {"duration_ms": 10, "exit_code": 0, "exit_class": "ok", "tool_calls": {}, "messages_received": 2}})
+        .to_string(),
+    );
+    let ended = harness.recv_json();
+    assert_eq!(ended["ok"], true, "{ended}");
+    assert_eq!(
+        depth(&hive),
+        0,
+        "the turn's messages and the one read mid-turn are acknowledged"
+    );
+    assert!(recv(&mut mcp).is_empty());
+
+    // Outside a turn (claude compacting), what recv reads is acknowledged at once.
+    hive.ok(&["pause", "alice"]);
+    hive.ok(&["send", "alice", "fourth"]);
+    assert_eq!(recv(&mut mcp).len(), 1);
+    assert_eq!(depth(&hive), 0);
+}

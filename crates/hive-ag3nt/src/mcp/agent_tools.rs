@@ -76,7 +76,7 @@ impl HiveTools {
     }
 
     #[tool(
-        description = "Read the messages that reached your inbox since this turn started (the turn's prompt already carries the earlier ones). Use it during a long task to see whether someone wrote meanwhile. `max` caps how many, 1 to 1000 (default 20); one call returns at most 1 MiB of bodies, the rest stay for the next call. Returns each message with its id, sender, time and body, or says the inbox is empty. Messages read here are acknowledged: they will not come again in a later turn."
+        description = "Read the messages that reached your inbox since this turn started (the turn's prompt already carries the earlier ones). Use it during a long task to see whether someone wrote meanwhile. `max` caps how many, 1 to 1000 (default 20); one call returns at most 1 MiB of bodies, the rest stay for the next call. Returns each message with its id, sender, time and body, or says the inbox is empty. Messages read here are this turn's: they will not come again once it ends, unless the turn fails (then they come back with its other messages)."
     )]
     async fn recv(
         &self,

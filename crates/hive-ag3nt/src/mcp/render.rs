@@ -25,7 +25,7 @@ pub(super) fn messages(msgs: &[Message]) -> String {
         "messages"
     };
     let mut out = format!(
-        "{} {noun} (now acknowledged; they will not be delivered again):",
+        "{} {noun} (taken from your inbox: they come again only if this turn fails):",
         msgs.len()
     );
     for m in msgs {
@@ -234,7 +234,7 @@ mod tests {
         };
         assert_eq!(
             messages(&[m]),
-            "1 message (now acknowledged; they will not be delivered again):\n<message id=\"7\" from=\"bob\" sent_at=\"T\">hi\n</message>"
+            "1 message (taken from your inbox: they come again only if this turn fails):\n<message id=\"7\" from=\"bob\" sent_at=\"T\">hi\n</message>"
         );
         assert!(messages(&[]).contains("empty"));
     }

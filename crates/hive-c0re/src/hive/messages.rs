@@ -216,6 +216,60 @@ impl Hive {
         Ok(got.unwrap_or_default())
     }
 
+    /// An agent's own `recv` (its MCP tool): during a turn, what it reads is
+    /// claimed for the turn, acknowledged with the turn's messages when it
+    /// ends well and back in the inbox when it fails, as a crash or a failed
+    /// model call leaves the model nothing of it; outside a turn (a
+    /// compaction) acknowledged at once, as the operator's `recv` is.
+    pub async fn agent_recv(&self, agent: &AgentName, max: u32) -> Result<Vec<Message>> {
+        let in_turn = self.reads().contains_key(agent.as_str());
+        if !in_turn {
+            return self
+                .recv(&Mailbox::Agent(agent.clone()), max, Duration::ZERO)
+                .await;
+        }
+        let fence = self.fence(agent)?;
+        let got = self
+            .store
+            .claim_read_fenced(agent.as_str(), max.clamp(1, RECV_MAX), fence)
+            .await
+            .map_err(|e| crate::space::full_or(&self.space, e.into()))?;
+        let ids: Vec<i64> = got.iter().map(|m| m.id).collect();
+        let kept = match self.reads().get_mut(agent.as_str()) {
+            Some(reads) => {
+                reads.extend(&ids);
+                true
+            }
+            None => false,
+        };
+        if !kept && !ids.is_empty() {
+            // The turn ended while they were claimed: no turn will settle
+            // them, and the agent has read them.
+            let fence = self.fence(agent)?;
+            self.store.ack_fenced(agent.as_str(), &ids, fence).await?;
+        }
+        if !got.is_empty() {
+            self.broker.publish(Change::Agent(agent.to_string()));
+        }
+        Ok(got.iter().map(message_wire).collect())
+    }
+
+    /// The agents in a turn, with what their `recv` claimed during it.
+    fn reads(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<i64>>> {
+        self.turn_reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Begins the agent's turn for [`Hive::agent_recv`]: what it reads is claimed from now.
+    pub(super) fn turn_began(&self, agent: &AgentName) {
+        self.reads().insert(agent.to_string(), vec![]);
+    }
+
+    /// Ends the agent's turn for [`Hive::agent_recv`]: the ids its `recv`
+    /// claimed during it, to settle with the turn's own.
+    pub(super) fn turn_ended_reads(&self, agent: &AgentName) -> Vec<i64> {
+        self.reads().remove(agent.as_str()).unwrap_or_default()
+    }
+
     /// [`Hive::recv`] for a reader that may go away while it waits: once
     /// `gone` resolves, nothing is taken (None), since what was taken would
     /// be acknowledged and then written to no one.
@@ -340,6 +394,8 @@ impl Hive {
     /// Only under this daemon's lease: once it is lost, the claims are the
     /// next holder's to take back (it does when it takes the lease).
     pub async fn release_claims(&self, agent: &AgentName) {
+        // Its `recv` reads go back with the turn's own messages (every claim of the agent).
+        self.turn_ended_reads(agent);
         let released = match self.fence(agent) {
             Ok(fence) => {
                 self.store

@@ -281,6 +281,7 @@ impl Hive {
                             match claimed {
                                 Ok((messages, config)) if !messages.is_empty() => {
                                     let _ = self.turns_rate.take(name.as_str(), 1);
+                                    self.turn_began(name);
                                     return Ok(Some(Turn {
                                         messages,
                                         config,
@@ -384,7 +385,9 @@ impl Hive {
         session: Option<&str>,
     ) -> Result<EffectiveConfig> {
         let agent = name.as_str();
-        let held = self.settle(name, &claim.ids, outcome).await?;
+        let mut ids = claim.ids.clone();
+        ids.extend(self.turn_ended_reads(name));
+        let held = self.settle(name, &ids, outcome).await?;
         if outcome == TurnOutcome::Release && stats.exit_class == ExitClass::ApiError {
             // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
             self.api.failed(agent, stats.api_status, "");

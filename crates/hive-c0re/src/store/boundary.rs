@@ -985,6 +985,19 @@ impl Db {
         both!(self, s => s.claim_fenced(recipient, sender, max, fence))
     }
 
+    /// What [`Db::recv`] would take, claimed for the agent's turn in
+    /// progress (to be acknowledged when it ends well, released when it
+    /// fails) by the holder of `recipient`'s lease: refused with
+    /// `StoreError::Fenced`, claiming nothing, unless `fence` holds it now.
+    pub async fn claim_read_fenced(
+        &self,
+        recipient: &str,
+        max: u32,
+        fence: Fence<'_>,
+    ) -> Result<Vec<MessageRow>> {
+        both!(self, s => s.claim_read_fenced(recipient, max, fence))
+    }
+
     /// [`Db::ack`] by the holder of `recipient`'s lease: refused with
     /// `StoreError::Fenced`, acknowledging nothing, unless `fence` holds it now.
     pub async fn ack_fenced(

@@ -162,6 +162,22 @@ impl Store {
         g.claim_from(recipient, sender, max)
     }
 
+    /// What [`Store::recv`] would take, claimed for the turn in progress
+    /// instead of acknowledged, by the holder of `recipient`'s lease only:
+    /// refused (`StoreError::Fenced`) unless `fence` holds it now.
+    pub fn claim_read_fenced(
+        &self,
+        recipient: &str,
+        max: u32,
+        fence: Fence<'_>,
+    ) -> Result<Vec<MessageRow>> {
+        let g = self.lock();
+        if !g.holds(recipient, fence)? {
+            return Err(fence.refused(recipient));
+        }
+        g.claim_read(recipient, max)
+    }
+
     /// [`Store::ack`] for the holder of `recipient`'s lease only: refused
     /// (`StoreError::Fenced`) unless `fence` holds it now.
     pub fn ack_fenced(&self, recipient: &str, ids: &[i64], fence: Fence<'_>) -> Result<usize> {

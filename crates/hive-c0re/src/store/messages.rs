@@ -131,6 +131,33 @@ impl Inner {
         Ok(v)
     }
 
+    /// What [`Store::recv`] takes (up to `max` unclaimed messages, oldest
+    /// first, within [`RECV_MAX_BYTES`] of bodies but the first whatever its
+    /// size), marked with `set` (`?1` is now).
+    fn take_window(&self, recipient: &str, max: u32, set: &str) -> Result<Vec<MessageRow>> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "UPDATE messages SET {set} WHERE id IN (\
+             SELECT id FROM (SELECT id, n, sum(n) OVER (ORDER BY id) AS upto FROM (\
+             SELECT id, length(CAST(body AS BLOB)) AS n FROM messages \
+             WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3)) \
+             WHERE upto - n < ?4) \
+             RETURNING {COLUMNS}"
+        ))?;
+        let rows = st.query_map(
+            params![now_ms(), recipient, max, RECV_MAX_BYTES as i64],
+            row,
+        )?;
+        let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        v.sort_by_key(|m| m.id);
+        Ok(v)
+    }
+
+    /// What [`Store::recv`] would take, claimed instead of acknowledged (for
+    /// the turn in progress), under the lock the caller holds.
+    pub(super) fn claim_read(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
+        self.take_window(recipient, max, "claimed_at = ?1, held_at = NULL")
+    }
+
     /// [`Store::ack`] under the lock the caller holds.
     pub(super) fn ack(&mut self, recipient: &str, ids: &[i64]) -> Result<usize> {
         let tx = self.conn.transaction()?;
@@ -246,23 +273,7 @@ impl Store {
     /// first message whatever its size).
     pub fn recv(&self, recipient: &str, max: u32) -> Result<Vec<MessageRow>> {
         let mut g = self.lock();
-        let out = {
-            let mut st = g.conn.prepare_cached(&format!(
-                "UPDATE messages SET delivered_at = ?1 WHERE id IN (\
-                 SELECT id FROM (SELECT id, n, sum(n) OVER (ORDER BY id) AS upto FROM (\
-                 SELECT id, length(CAST(body AS BLOB)) AS n FROM messages \
-                 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NULL ORDER BY id LIMIT ?3)) \
-                 WHERE upto - n < ?4) \
-                 RETURNING {COLUMNS}"
-            ))?;
-            let rows = st.query_map(
-                params![now_ms(), recipient, max, RECV_MAX_BYTES as i64],
-                row,
-            )?;
-            let mut v = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            v.sort_by_key(|m| m.id);
-            v
-        };
+        let out = g.take_window(recipient, max, "delivered_at = ?1")?;
         g.delivered(recipient, out.len());
         Ok(out)
     }

@@ -133,6 +133,25 @@ impl PgStore {
         Ok(got)
     }
 
+    /// What [`PgStore::recv`] would take, claimed for the turn in progress
+    /// instead of acknowledged, by the holder of `recipient`'s lease only:
+    /// refused (`StoreError::Fenced`) unless `fence` holds it now.
+    pub async fn claim_read_fenced(
+        &self,
+        recipient: &str,
+        max: u32,
+        fence: Fence<'_>,
+    ) -> Result<Vec<MessageRow>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        if !holds(&tx, recipient, fence).await? {
+            return Err(fence.refused(recipient));
+        }
+        let got = self.claim_read_on(&tx, recipient, max).await?;
+        tx.commit().await?;
+        Ok(got)
+    }
+
     /// [`PgStore::ack`] for the holder of `recipient`'s lease only: refused
     /// (`StoreError::Fenced`) unless `fence` holds it now.
     pub async fn ack_fenced(

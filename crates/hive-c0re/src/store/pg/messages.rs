@@ -49,6 +49,10 @@ const NEXT_UNCLAIMED: &str = "SELECT id, octet_length(body) AS n FROM messages \
      WHERE recipient = $2 AND delivered_at IS NULL AND claimed_at IS NULL \
      ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
 
+/// Of the rows [`NEXT_UNCLAIMED`] locks (`c`), those `recv` takes: within
+/// `$4` bytes of bodies, the first whatever its size.
+const RECV_KEPT: &str = "k AS (SELECT id FROM (SELECT id, n, sum(n) OVER (ORDER BY id) AS upto FROM c) w WHERE upto - n < $4)";
+
 /// `recv`'s statement: `$1` now, `$2` the recipient, `$3` the most to take,
 /// `$4` the most body bytes to take (the first message whatever its size).
 /// A window cannot share a query with FOR UPDATE: the rows are locked
@@ -56,13 +60,22 @@ const NEXT_UNCLAIMED: &str = "SELECT id, octet_length(body) AS n FROM messages \
 /// at the statement's commit.
 pub(crate) fn recv_sql() -> String {
     format!(
-        "WITH c AS ({NEXT_UNCLAIMED}), \
-         k AS (SELECT id FROM (SELECT id, n, sum(n) OVER (ORDER BY id) AS upto FROM c) w WHERE upto - n < $4), \
+        "WITH c AS ({NEXT_UNCLAIMED}), {RECV_KEPT}, \
          d AS (UPDATE messages SET delivered_at = $1 WHERE id = ANY(ARRAY(SELECT id FROM k)) \
            RETURNING {COLUMNS}), \
          m AS (UPDATE mailboxes SET depth = GREATEST(depth - (SELECT count(*) FROM d), 0) \
            WHERE recipient = $2 AND EXISTS (SELECT 1 FROM d)) \
          SELECT {COLUMNS} FROM d"
+    )
+}
+
+/// What `recv` would take, claimed for the turn in progress instead of
+/// delivered (the mailbox's depth stays: it counts claimed messages).
+fn claim_read_sql() -> String {
+    format!(
+        "WITH c AS ({NEXT_UNCLAIMED}), {RECV_KEPT} \
+         UPDATE messages SET claimed_at = $1, held_at = NULL WHERE id = ANY(ARRAY(SELECT id FROM k)) \
+         RETURNING {COLUMNS}"
     )
 }
 
@@ -182,6 +195,22 @@ impl PgStore {
     ) -> Result<Vec<MessageRow>> {
         self.claim_from_on(&self.client().await?, recipient, sender, max)
             .await
+    }
+
+    /// What [`PgStore::recv`] would take, claimed instead, on `c` (a
+    /// transaction that checked the lease).
+    pub(super) async fn claim_read_on(
+        &self,
+        c: &impl GenericClient,
+        recipient: &str,
+        max: u32,
+    ) -> Result<Vec<MessageRow>> {
+        let st = c.prepare_cached(&claim_read_sql()).await?;
+        let bytes = RECV_MAX_BYTES as i64;
+        let got = c
+            .query(&st, &[&now_ms(), &recipient, &i64::from(max), &bytes])
+            .await?;
+        Ok(rows(got))
     }
 
     /// [`PgStore::claim_from`] on `c` (a connection, or a transaction of one).

@@ -125,6 +125,37 @@ both! {
         assert!(e.contains("no longer holds alice's lease") && e.contains("must stop running alice"), "{e}");
     }
 
+    async fn a_mid_turn_read_is_claimed_fenced_and_bounded_as_recv_is(f) {
+        use hive_sh4re::limits::{MAX_BODY_BYTES, RECV_MAX_BYTES};
+        let a = f.open().await;
+        let l = a.acquire_lease("alice", "n1", LONG).await.unwrap().unwrap();
+        let holder = Fence { node: "n1", epoch: l.epoch };
+        let turn = a.send("operator", "alice", "turn").await.unwrap();
+        assert_eq!(a.claim_fenced("alice", None, 10, holder).await.unwrap()[0].id, turn);
+        let big = "x".repeat(MAX_BODY_BYTES);
+        let n = RECV_MAX_BYTES / MAX_BODY_BYTES + 2;
+        let mut sent = vec![];
+        for _ in 0..n {
+            sent.push(a.send("bob", "alice", &big).await.unwrap());
+        }
+        // Only the lease's holder reads, and what was claimed is not read again.
+        assert!(fenced(a.claim_read_fenced("alice", 100, Fence { node: "n2", epoch: l.epoch }).await));
+        let first = a.claim_read_fenced("alice", 100, holder).await.unwrap();
+        assert_eq!(first.len(), RECV_MAX_BYTES / MAX_BODY_BYTES, "bounded by bytes as recv is");
+        let rest = a.claim_read_fenced("alice", 100, holder).await.unwrap();
+        let read: Vec<i64> = first.iter().chain(&rest).map(|m| m.id).collect();
+        assert_eq!(read, sent, "each once, oldest first, the turn's own not again");
+        assert!(a.claim_read_fenced("alice", 100, holder).await.unwrap().is_empty());
+        // Claimed, not acknowledged: a released turn gives them all back.
+        assert_eq!(a.inbox_depth("alice").await.unwrap(), 1 + n as u64);
+        assert_eq!(a.release_claims_fenced("alice", holder).await.unwrap(), 1 + n);
+        let again = a.claim_fenced("alice", None, 100, holder).await.unwrap();
+        assert_eq!(again.len(), 1 + n);
+        let ids: Vec<i64> = again.iter().map(|m| m.id).collect();
+        assert_eq!(a.ack_fenced("alice", &ids, holder).await.unwrap(), 1 + n);
+        assert_eq!(a.inbox_depth("alice").await.unwrap(), 0);
+    }
+
     async fn a_run_out_lease_gives_its_claims_back_once_and_fences_its_old_holder(f) {
         let a = f.open().await;
         let b = f.second(&a).await;
