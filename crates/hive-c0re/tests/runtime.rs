@@ -246,18 +246,35 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 /// The nspawn runtime, or `None` (with the reason printed) where it cannot run.
-fn nspawn(hive: &Hive) -> Option<NspawnRuntime> {
+fn nspawn(hive: &Hive) -> Option<Nspawn> {
     nspawn_bounded(hive, None)
 }
 
+/// A test's nspawn runtime, whose egress table goes when it does (no
+/// daemon's shutdown removes it here).
+struct Nspawn(NspawnRuntime);
+
+impl std::ops::Deref for Nspawn {
+    type Target = NspawnRuntime;
+    fn deref(&self) -> &NspawnRuntime {
+        &self.0
+    }
+}
+
+impl Drop for Nspawn {
+    fn drop(&mut self) {
+        self.0.shut_down();
+    }
+}
+
 /// The nspawn runtime of `hive`, each container bounded to `memory` bytes.
-fn nspawn_bounded(hive: &Hive, memory: Option<u64>) -> Option<NspawnRuntime> {
+fn nspawn_bounded(hive: &Hive, memory: Option<u64>) -> Option<Nspawn> {
     let bounds = ContainerBounds {
         agent_memory: memory,
         ..ContainerBounds::default()
     };
     match NspawnRuntime::new(hive.paths.clone(), hive.uids(), bounds) {
-        Ok(rt) => Some(rt),
+        Ok(rt) => Some(Nspawn(rt)),
         Err(RuntimeError::Unavailable(why)) => {
             eprintln!("skipped: {why}");
             None
@@ -370,7 +387,7 @@ async fn nspawn_isolates_the_agent() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("alice", base, "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let cmdline = fs::read(format!(
@@ -467,7 +484,7 @@ async fn nspawn_bounds_an_agents_memory_to_its_own_container() {
         return;
     }
     assert_eq!(rt.memory_bound(), Ok(BOUND));
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("alice", base, "hog");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let pid = launched.child.id().expect("pid");
@@ -500,7 +517,7 @@ async fn nspawn_manager_edits_config_repos_but_sees_no_state() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("manager", base, "");
     let mut launched = rt.launch(&spec).await.expect("launch");
     let status = launched.child.wait().await.expect("wait");
@@ -528,7 +545,7 @@ async fn nspawn_sigterm_stops_the_harness_gracefully() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -558,7 +575,7 @@ async fn nspawn_sigkill_takes_the_whole_container() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("alice", base, "stubborn");
     let mut launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -591,7 +608,7 @@ async fn nspawn_reap_clears_what_a_lost_daemon_left() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let launched = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -613,7 +630,7 @@ async fn nspawn_relaunch_replaces_a_running_container() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let base = base(&rt);
+    let base = base(&*rt);
     let (spec, _sock) = hive.spec("alice", base, "linger");
     let mut first = rt.launch(&spec).await.expect("launch");
     assert!(wait_for(&spec.state_dir.join("ready"), Duration::from_secs(10)).await);
@@ -639,7 +656,7 @@ async fn nspawn_refuses_a_missing_agent_socket() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let (spec, sock) = hive.spec("alice", base(&rt), "");
+    let (spec, sock) = hive.spec("alice", base(&*rt), "");
     drop(sock);
     fs::remove_file(spec.sock_dir.join("agent.sock")).expect("rm sock");
     let err = rt.launch(&spec).await.expect_err("no socket");
@@ -654,7 +671,10 @@ async fn nspawn_refuses_a_missing_agent_socket() {
 #[tokio::test]
 async fn harnesses_die_with_the_daemon() {
     let hive = Hive::new("die");
-    let nspawn_ok = nspawn(&hive).is_some();
+    // Held to the end: the stand-in's runtime loads the same egress table,
+    // which its kill leaves, and this one's drop removes.
+    let ns = nspawn(&hive);
+    let nspawn_ok = ns.is_some();
     for runtime in ["process", "nspawn"] {
         if runtime == "nspawn" && !nspawn_ok {
             continue;
@@ -790,7 +810,7 @@ async fn startup_time() {
     let Some(rt) = nspawn(&hive) else {
         return;
     };
-    let (mut spec, _sock) = hive.spec("alice", base(&rt), "");
+    let (mut spec, _sock) = hive.spec("alice", base(&*rt), "");
     spec.claude_bin = None;
     let mut times = Vec::new();
     for _ in 0..20 {

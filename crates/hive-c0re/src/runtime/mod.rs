@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use hive_sh4re::AgentName;
 
-pub use nspawn::{AllowedNetwork, ContainerBounds, EgressPolicy, NspawnRuntime};
+pub use nspawn::{AllowedNetwork, ContainerBounds, EgressPolicy, NspawnRuntime, egress_table};
 pub(crate) use owner::{Usage, disk_usage, remove_tree};
 pub use process::ProcessRuntime;
 pub use sys::{UID_RANGE, find_tool_in, tool_dirs};

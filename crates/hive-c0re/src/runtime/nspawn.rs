@@ -137,7 +137,7 @@ impl NspawnRuntime {
         let egress = match &bounds.egress.allowed {
             None => None,
             Some(allowed) => Some(Arc::new(
-                Egress::set_up(&hive_id(&paths), allowed).map_err(|e| {
+                Egress::set_up(&egress_table(&paths.state), allowed).map_err(|e| {
                     RuntimeError::Unavailable(format!(
                         "cannot keep agents' containers off the host's own networks: {e}. \
                          Install nftables, or serve --allow-networks all to let them reach everything the host reaches"
@@ -182,11 +182,12 @@ impl NspawnRuntime {
     }
 }
 
-/// A short name for this hive among others on the host: its state dir's hash.
-fn hive_id(paths: &Paths) -> String {
+/// The name of the egress table (nftables, family `inet`) of the hive whose
+/// state dir is `state`: told from other hives' on the host by the dir's hash.
+pub fn egress_table(state: &Path) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(paths.state.as_os_str().as_bytes());
-    crate::hex::encode(&digest[..4])
+    let digest = sha2::Sha256::digest(state.as_os_str().as_bytes());
+    format!("hyperhive-{}", crate::hex::encode(&digest[..4]))
 }
 
 fn find_nspawn() -> Option<PathBuf> {

@@ -828,6 +828,28 @@ impl TestHive {
 
 impl Drop for TestHive {
     fn drop(&mut self) {
+        self.end_daemon();
+        if self.opts.runtime == "nspawn" {
+            remove_egress_table(&self.state_dir());
+        }
+    }
+}
+
+/// Removes the egress table of the hive whose state dir is `state`: its
+/// daemon removes it when it stops, not when a test kills it, and the host
+/// keeps what tests leave.
+pub fn remove_egress_table(state: &Path) {
+    let Some(nft) = which("nft") else { return };
+    let table = hive_c0re::runtime::egress_table(state);
+    let _ = Command::new(nft)
+        .args(["delete", "table", "inet", &table])
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl TestHive {
+    /// Ends the daemon, if it runs: SIGTERM, then SIGKILL after 10 s.
+    fn end_daemon(&mut self) {
         if let Some(c) = self.child.as_ref() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),

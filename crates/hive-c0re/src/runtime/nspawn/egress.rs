@@ -110,13 +110,13 @@ pub(super) struct Egress {
 }
 
 impl Egress {
-    /// Loads (or reloads) the hive's table, which refuses what `allowed`
-    /// does not open; `id` tells this hive's table from another's on the host.
-    pub fn set_up(id: &str, allowed: &[Network]) -> Result<Self, String> {
+    /// Loads (or reloads) the hive's table, named `table`, which refuses
+    /// what `allowed` does not open.
+    pub fn set_up(table: &str, allowed: &[Network]) -> Result<Self, String> {
         let nft = sys::find_tool("nft").ok_or("nft is not installed (Debian package nftables)")?;
         let egress = Self {
             nft,
-            table: format!("hyperhive-{id}"),
+            table: table.to_owned(),
         };
         egress.run(&egress.ruleset(allowed))?;
         Ok(egress)
