@@ -47,8 +47,8 @@ pub struct ServeOptions {
     pub notify: Notifier,
     /// Free space the state's file system keeps (see `space.rs`); None: 5 %, at most 256 MiB.
     pub min_free_space: Option<u64>,
-    /// Most an agent's files may take on its node (see `hive::space`); None: no quota.
-    pub state_quota: Option<u64>,
+    /// Most an agent's files may take on its node (see `hive::quota`); None: a quarter of the state's file system.
+    pub state_quota: Option<crate::hive::quota::StateQuota>,
     /// What bounds each agent's container (nspawn): its memory, the networks it may reach.
     pub bounds: crate::runtime::ContainerBounds,
     /// The operator's webhooks and the dashboard's public URL.
@@ -174,7 +174,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     settings.webhooks = opts.webhooks.clone();
     settings.max_concurrent_turns = turn_limit(opts.max_concurrent_turns.clone());
     settings.budget = opts.budget;
-    settings.state_quota = opts.state_quota;
+    settings.state_quota = crate::hive::quota::state_quota(opts.state_quota, &paths.state);
     // Bound before the hive exists, so the URLs it reports carry the real port.
     let dashboard = match &opts.dashboard {
         Some(addr) => {

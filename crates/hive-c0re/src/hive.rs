@@ -19,7 +19,7 @@ mod needs;
 pub mod nodes;
 pub mod notifications;
 pub mod questions;
-mod quota;
+pub mod quota;
 pub mod schedules;
 pub mod secrets;
 mod shell;

@@ -137,15 +137,16 @@ pub struct ServeArgs {
     pub min_free_space: Option<u64>,
     /// Most an agent's files (its state dir and harness log; the manager's
     /// with the config repos) may take on its node, measured each minute
-    /// (bytes, or e.g. 20GiB): an agent found over it is stopped and the
-    /// operator told, so one agent cannot fill the disk for all. Default: no quota.
+    /// (bytes, or e.g. 20GiB; none for no quota): an agent found over it is
+    /// stopped and the operator told, so one agent cannot fill the disk for
+    /// all. Default: a quarter of the state dir's file system.
     #[arg(
         long,
         env = "HIVE_STATE_QUOTA",
         value_name = "SIZE",
-        value_parser = parse_state_quota
+        value_parser = crate::hive::quota::StateQuota::parse
     )]
-    pub state_quota: Option<u64>,
+    pub state_quota: Option<crate::hive::quota::StateQuota>,
     /// Most memory one agent's container may take (bytes, or e.g. 4GiB): past
     /// it the kernel kills processes of that container alone, and the
     /// operator is told. All containers together keep a tenth of the host's
@@ -239,16 +240,6 @@ fn parse_public_url(text: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())
-}
-
-/// A state quota: a size above nothing (none stops every agent that has a file).
-fn parse_state_quota(text: &str) -> std::result::Result<u64, String> {
-    match crate::space::parse_size(text)? {
-        0 => Err(format!(
-            "a state_quota of {text} would stop every agent: give a size such as 20GiB, or leave it out for no quota"
-        )),
-        n => Ok(n),
-    }
 }
 
 /// The networks containers may reach: `all`, or a list of them.
@@ -959,6 +950,22 @@ mod tests {
             let e = resolve(&argv(&["serve"]), &f).unwrap_err().to_string();
             assert!(e.contains(want), "{toml:?}: {e}");
             assert!(e.contains(&f.display().to_string()), "{toml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_state_quota_is_a_size_or_none() {
+        use crate::hive::quota::StateQuota;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("hive.toml");
+        for (toml, want) in [
+            ("state_quota = \"none\"", Some(StateQuota::Off)),
+            ("state_quota = \"2GiB\"", Some(StateQuota::Bytes(2 << 30))),
+            ("", None),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let r = resolve(&argv(&["serve"]), &f).unwrap();
+            assert_eq!(r.args.state_quota, want, "{toml:?}");
         }
     }
 

@@ -272,6 +272,11 @@ fn alarm_message(fs: &str, bytes: Option<(u64, u64)>, inodes: Option<(u64, u64)>
     )
 }
 
+/// The size of `dir`'s file system, in bytes.
+pub fn size_of(dir: &Path) -> std::io::Result<u64> {
+    Ok(read(dir)?.total)
+}
+
 /// Free bytes (as `df` shows them: without the blocks kept for root), size,
 /// and free and all inodes of `dir`'s file system.
 fn read(dir: &Path) -> std::io::Result<Reading> {

@@ -827,10 +827,12 @@ if [ ! -e "$S/grown" ]; then
 fi
 exec sleep 100000
 "#;
-    let opts = Opts {
+    let mut opts = Opts {
         state_tmpfs: Some(256 << 20),
         ..Opts::default()
     };
+    // Not a quarter of the small file system: the log grows there on purpose.
+    opts.args.extend(["--state-quota".into(), "none".into()]);
     let (hive, _bin) = hive_with_harness(script, opts);
     hive.ok(&["spawn", "alice"]);
     let ns = hive.mountns.clone().unwrap();

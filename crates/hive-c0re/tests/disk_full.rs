@@ -91,8 +91,14 @@ fn a_full_disk_refuses_sends_keeps_recv_and_status_and_a_restart_and_loses_nothi
         state_tmpfs: Some(FS_BYTES),
         ..Opts::default()
     };
-    opts.args
-        .extend(["--min-free-space".to_owned(), FLOOR.to_owned()]);
+    // Each agent's default quota is a quarter of this small file system:
+    // these tests fill it past that on purpose.
+    opts.args.extend([
+        "--min-free-space".to_owned(),
+        FLOOR.to_owned(),
+        "--state-quota".to_owned(),
+        "none".to_owned(),
+    ]);
     let mut hive = TestHive::start_with(opts);
     let ns = hive.mountns.clone().unwrap();
     assert_eq!(alarm(&hive), None, "{}", hive.log());
@@ -270,8 +276,14 @@ fn the_free_space_alarm_reaches_the_webhooks_and_so_does_its_end() {
         state_tmpfs: Some(FS_BYTES),
         ..Opts::default()
     };
-    opts.args
-        .extend(["--min-free-space".to_owned(), FLOOR.to_owned()]);
+    // Each agent's default quota is a quarter of this small file system:
+    // these tests fill it past that on purpose.
+    opts.args.extend([
+        "--min-free-space".to_owned(),
+        FLOOR.to_owned(),
+        "--state-quota".to_owned(),
+        "none".to_owned(),
+    ]);
     opts.env
         .push(("HIVE_CONFIG".into(), config.display().to_string()));
     let hive = TestHive::start_with(opts);
@@ -366,8 +378,14 @@ fn running_out_of_inodes_raises_the_alarm_and_names_the_agent_with_the_most_file
         state_tmpfs_inodes: Some(FS_INODES),
         ..Opts::default()
     };
-    opts.args
-        .extend(["--min-free-space".to_owned(), FLOOR.to_owned()]);
+    // Each agent's default quota is a quarter of this small file system:
+    // these tests fill it past that on purpose.
+    opts.args.extend([
+        "--min-free-space".to_owned(),
+        FLOOR.to_owned(),
+        "--state-quota".to_owned(),
+        "none".to_owned(),
+    ]);
     let mut hive = TestHive::start_with(opts);
     let ns = hive.mountns.clone().unwrap();
     hive.ok(&["spawn", "alice"]);
@@ -438,8 +456,13 @@ const TOKEN: &str = "disk-full-test-token";
 fn on_ext4(config: &Path) -> Option<TestHive> {
     let mut opts = Opts::default();
     opts.args.retain(|a| a != "--no-dashboard");
-    opts.args
-        .extend(["--dashboard".into(), "127.0.0.1:0".into()]);
+    opts.args.extend([
+        "--dashboard".into(),
+        "127.0.0.1:0".into(),
+        // Not a quarter of the small image: the test fills it on purpose.
+        "--state-quota".into(),
+        "none".into(),
+    ]);
     opts.env.extend([
         ("HIVE_HEARTBEAT_SECS".into(), "1".into()),
         ("HIVE_DASHBOARD_TOKEN".into(), TOKEN.into()),

@@ -1854,6 +1854,47 @@ fn an_agent_whose_files_pass_the_state_quota_is_stopped_and_the_others_go_on() {
     hive.wait_for("alice to run again", 30, |h| running(h, "alice"));
 }
 
+/// Without a `state_quota` set, each agent's is a quarter of the state
+/// dir's file system: before, there was none unless the operator set one,
+/// and one agent's files could fill the disk under every agent's messages.
+#[test]
+fn an_agent_is_held_to_a_quarter_of_the_disk_when_no_quota_is_set() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mounting the test's tmpfs needs root");
+        return;
+    }
+    let (_bin, mut env) = common::idle_harness();
+    env.push(("HIVE_STATE_MEASURE_SECS".into(), "1".into()));
+    let hive = TestHive::start_with(Opts {
+        env,
+        state_tmpfs: Some(32 << 20),
+        ..Opts::default()
+    });
+    for a in ["alice", "bob"] {
+        hive.ok(&["spawn", a]);
+    }
+    hive.wait_for("the agents to run", 30, |h| {
+        running(h, "alice") && running(h, "bob")
+    });
+    let ns = hive.mountns.clone().unwrap();
+    let filler = hive.state_dir().join("agents/alice/state/filler");
+    ns.enter(|| std::fs::write(&filler, vec![0x5a_u8; 10 << 20]).unwrap());
+    hive.wait_for("alice to be stopped", 20, |h| !running(h, "alice"));
+    let told = hive.ok(&["notifications", "--json"]);
+    assert!(
+        told.contains("alice was stopped: its files on node")
+            && told.contains("over the hive's state_quota of 8.0 MiB"),
+        "{told}"
+    );
+    assert!(running(&hive, "bob"), "{:?}", hive.row("bob"));
+    assert!(
+        hive.log()
+            .contains("each agent's files may take 8.0 MiB on this node"),
+        "{}",
+        hive.log()
+    );
+}
+
 /// An agent napping without pause: each nap was a synced write of its row
 /// and a wake every node reads the agent again for, with no bound (32
 /// connections of pipelined naps kept a 2-core host's workers syncing).

@@ -22,6 +22,58 @@ pub(super) const FILE_MIN_BYTES: u64 = 16 * 1024;
 /// taken to be over its quota: a tree too large to walk hides what it holds.
 const SLOW_MEASURES: u32 = 3;
 
+/// The `state_quota` setting: a size, or none at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateQuota {
+    /// No quota (`none`): an agent's files may fill the disk.
+    Off,
+    /// At most this many bytes.
+    Bytes(u64),
+}
+
+impl StateQuota {
+    /// `none`, or a size above nothing (none would stop every agent that has a file).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        if text.trim() == "none" {
+            return Ok(Self::Off);
+        }
+        match crate::space::parse_size(text)? {
+            0 => Err(format!(
+                "a state_quota of {text} would stop every agent: give a size such as 20GiB, or none for no quota"
+            )),
+            n => Ok(Self::Bytes(n)),
+        }
+    }
+}
+
+/// Each agent's quota on this node: the one set, else a quarter of the
+/// state dir's file system, so no one agent fills what all share; None for
+/// none (set so, or the file system unreadable, which is logged).
+pub fn state_quota(set: Option<StateQuota>, state: &std::path::Path) -> Option<u64> {
+    match set {
+        Some(StateQuota::Off) => None,
+        Some(StateQuota::Bytes(n)) => Some(n),
+        None => match crate::space::size_of(state) {
+            Ok(total) => {
+                let quota = (total / 4).max(1);
+                tracing::info!(
+                    "each agent's files may take {} on this node (state_quota: a quarter of {});                      set --state-quota to change it, or none for no quota",
+                    human(quota),
+                    crate::space::filesystem_of(state)
+                );
+                Some(quota)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "no state_quota: the size of {}'s file system cannot be read ({e}); set --state-quota",
+                    state.display()
+                );
+                None
+            }
+        },
+    }
+}
+
 /// An agent's files as last measured here.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Measured {
