@@ -29,14 +29,28 @@ use crate::store::Spend;
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
 
-/// Serves every connection the agents' sockets accept, until the hive shuts down.
-pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
+/// The task a connection is served as, for the log and the operator's notices.
+const CONNECTION: &str = "agent.sock connection";
+
+/// Serves every connection the agents' sockets accept, until the hive shuts
+/// down; a panic of the loop that hands them out starts it again (see `panics.rs`).
+pub async fn serve(hive: Arc<Hive>, incoming: Incoming) {
+    let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+    hive.clone()
+        .keep_running("agent.sock dispatch", move |hive| {
+            hand_out(hive, incoming.clone())
+        })
+        .await
+}
+
+async fn hand_out(hive: Arc<Hive>, incoming: Arc<tokio::sync::Mutex<Incoming>>) {
+    let mut incoming = incoming.lock().await;
     loop {
         let conn = tokio::select! {
             c = incoming.recv() => match c { Some(c) => c, None => return },
             _ = hive.shutdown_token().cancelled() => return,
         };
-        hive.spawn_task(serve_conn(hive.clone(), conn));
+        hive.spawn_task(CONNECTION, serve_conn(hive.clone(), conn));
     }
 }
 
