@@ -659,7 +659,7 @@ impl Hive {
                 .hold(row.uid_base)
                 .map_err(|e| Error::refused(format!("{name} cannot run: {e}")))?;
         }
-        self.sockets.listen(name, owner)
+        self.sockets.listen(name, owner, &self.faults)
     }
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.

@@ -42,6 +42,10 @@ impl Supervised for Hive {
         &self.shutdown
     }
 
+    fn faults(&self) -> &crate::panics::Faults {
+        &self.faults
+    }
+
     async fn launch_spec_of(&self, name: &AgentName) -> Result<Option<LaunchSpec>, String> {
         match self.store.agent(name.as_str()).await {
             Ok(row) => Ok(row.map(|row| self.launch_spec(&row))),
