@@ -144,7 +144,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
             CONNECTION,
             Some(&name),
             &panic,
-            "the connection was closed, its claims handed back, and the daemon went on",
+            "the connection is closed, its claims handed back, and the daemon goes on",
         ),
     }
     if conn.turn.is_some() {
@@ -713,6 +713,6 @@ mod tests {
             text.contains("a test made a request of crashy panic"),
             "{text}"
         );
-        assert!(text.contains("the connection was closed"), "{text}");
+        assert!(text.contains("the connection is closed"), "{text}");
     }
 }

@@ -307,7 +307,7 @@ impl Hive {
             match crate::panics::caught(task, None, fut).await {
                 Ok(out) => out,
                 Err(panic) => {
-                    faults.report(task, None, &panic, "it was ended, and the daemon went on");
+                    faults.report(task, None, &panic, "it ends there, and the daemon goes on");
                     panic.resume()
                 }
             }

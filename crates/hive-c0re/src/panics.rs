@@ -125,7 +125,8 @@ pub async fn caught<F: Future>(
     };
     RUNNING
         .scope(running, async {
-            // The future is dropped with its panic: none of its state is seen again.
+            // Unwind-safe as the caller uses it: what it shared with the
+            // future (a connection's claims) it reads as cut short, not done.
             AssertUnwindSafe(fut)
                 .catch_unwind()
                 .await
@@ -165,7 +166,7 @@ pub async fn keep_running<F, Fut>(
         if began.elapsed() > LONGEST_PAUSE {
             pause = FIRST_PAUSE;
         }
-        let then = format!("it was started again after a pause of {}", shown(pause));
+        let then = format!("it is started again after a pause of {}", shown(pause));
         let whose = agent.map(|a| format!(" ({a}'s)")).unwrap_or_default();
         tracing::error!("{task}{whose} panicked: {then}");
         faults.report(task, agent, &panic, &then);
@@ -181,6 +182,7 @@ pub async fn keep_running<F, Fut>(
     }
 }
 
+/// A pause as the log and the notices say it.
 fn shown(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{} ms", d.as_millis())
@@ -200,7 +202,7 @@ pub struct Fault {
     pub message: String,
     /// Where in the code, when known.
     pub location: Option<String>,
-    /// What the daemon did about it ("it was started again after a pause of 1 s").
+    /// What the daemon does about it ("it is started again after a pause of 1 s").
     pub then: String,
     /// The task's panics since the last notice of it, this one included.
     pub count: u64,
@@ -234,7 +236,7 @@ impl Default for Faults {
 
 impl Faults {
     /// Counts a panic of `task`; queues a notice when the task had none
-    /// in the last [`NOTICES_EVERY`]. `then` says what the daemon did.
+    /// in the last [`NOTICES_EVERY`]. `then` says what the daemon does about it.
     pub fn report(&self, task: &'static str, agent: Option<&AgentName>, panic: &Panic, then: &str) {
         let Some(count) = self.0.notices.due(task) else {
             return;
@@ -305,9 +307,9 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) -> bool {
         who.push(format!("tokio task {id}"));
     }
     let what = match (task, agent) {
-        (Some(t), Some(a)) => format!("{t} of {a}"),
+        (Some(t), Some(a)) => format!("{t} ({a}'s)"),
         (Some(t), None) => t.to_owned(),
-        (None, _) => "a task".to_owned(),
+        (None, _) => "code outside a named task".to_owned(),
     };
     let since = if count > 1 {
         format!(" ({} more here since the last such line)", count - 1)

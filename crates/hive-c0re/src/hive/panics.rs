@@ -125,7 +125,7 @@ mod tests {
         let panic = crate::panics::caught("store send writer", None, async { panic!("a bug") })
             .await
             .unwrap_err();
-        faults.report("store send writer", None, &panic, "it was started again");
+        faults.report("store send writer", None, &panic, "it is started again");
         hive.spawn_essential("fault notices", tell);
         let notices = told(&hive, 1).await;
         assert_eq!(notices.len(), 1);
@@ -143,14 +143,14 @@ mod tests {
             agent: Some(hive_sh4re::AgentName::parse("alice").unwrap()),
             message: "index out of bounds".to_owned(),
             location: Some("crates/hive-c0re/src/x.rs:1:2".to_owned()),
-            then: "the connection was closed".to_owned(),
+            then: "the connection is closed".to_owned(),
             count: 3,
         };
         assert_eq!(
             notice("n1", &f),
             "hive-c0re on node n1: its task \"agent.sock connection\" (alice's) panicked 3 times \
              since the last such notice, the last at crates/hive-c0re/src/x.rs:1:2: index out of \
-             bounds. Then the connection was closed. This is a bug of hive-c0re: its log has each \
+             bounds. Then the connection is closed. This is a bug of hive-c0re: its log has each \
              such panic."
         );
     }
