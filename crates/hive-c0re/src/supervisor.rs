@@ -383,6 +383,8 @@ async fn supervise<H: Supervised>(
     lease: Arc<LeaseView>,
 ) {
     after_panic(&*hive, &name, &running, &lease).await;
+    #[cfg(test)]
+    tests::trip(&name);
     let (every, ttl) = hive.lease_timing();
     let healthy_after = healthy_after();
     let (mut failures, mut lost_lately) = (0u32, false);
@@ -728,8 +730,29 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Agents whose next run of supervision panics as it begins: how the
+    /// tests make supervision panic (nothing an agent does can ask for it).
+    static TRIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Makes the next run of `name`'s supervision panic.
+    pub(crate) fn panic_next_run_of(name: &AgentName) {
+        TRIPPED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.to_string());
+    }
+
+    pub(super) fn trip(name: &AgentName) {
+        let mut tripped = TRIPPED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = tripped.iter().position(|n| n == name.as_str()) {
+            tripped.remove(i);
+            drop(tripped);
+            panic!("a test made {name}'s supervision panic");
+        }
+    }
 
     #[test]
     fn nspawns_255_says_what_it_means() {
