@@ -25,12 +25,13 @@ export const KINDS = {
   webhook_failing: 'Webhook failing',
   schedule_removed: 'Schedule removed',
   out_of_memory: 'Agent out of memory',
+  internal_error: 'hive-c0re fault',
 };
 
 /** localStorage key of the kinds the browser notifies of. */
 const CHOSEN_KEY = 'hyperhive.notify.kinds';
 /** Kinds notified of before the operator chooses. */
-const DEFAULT_KINDS = ['message', 'question', 'approval', 'failed', 'over_budget', 'needs_login', 'node_down', 'disk_full', 'turns_failing', 'webhook_failing'];
+const DEFAULT_KINDS = ['message', 'question', 'approval', 'failed', 'over_budget', 'needs_login', 'node_down', 'disk_full', 'turns_failing', 'webhook_failing', 'internal_error'];
 
 let baseTitle = document.title;
 let unread = 0;

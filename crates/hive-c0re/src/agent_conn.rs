@@ -29,14 +29,28 @@ use crate::store::Spend;
 /// Longest a long poll (`next_turn`, `control`) waits before answering empty.
 const MAX_POLL: Duration = Duration::from_secs(300);
 
-/// Serves every connection the agents' sockets accept, until the hive shuts down.
-pub async fn serve(hive: Arc<Hive>, mut incoming: Incoming) {
+/// The task a connection is served as, for the log and the operator's notices.
+const CONNECTION: &str = "agent.sock connection";
+
+/// Serves every connection the agents' sockets accept, until the hive shuts
+/// down; a panic of the loop that hands them out starts it again (see `panics.rs`).
+pub async fn serve(hive: Arc<Hive>, incoming: Incoming) {
+    let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+    hive.clone()
+        .keep_running("agent.sock dispatch", move |hive| {
+            hand_out(hive, incoming.clone())
+        })
+        .await
+}
+
+async fn hand_out(hive: Arc<Hive>, incoming: Arc<tokio::sync::Mutex<Incoming>>) {
+    let mut incoming = incoming.lock().await;
     loop {
         let conn = tokio::select! {
             c = incoming.recv() => match c { Some(c) => c, None => return },
             _ = hive.shutdown_token().cancelled() => return,
         };
-        hive.spawn_task(serve_conn(hive.clone(), conn));
+        hive.spawn_task(CONNECTION, serve_conn(hive.clone(), conn));
     }
 }
 
@@ -101,6 +115,9 @@ fn still_held(
     true
 }
 
+/// Serves one connection until it ends, then hands back what it held. A
+/// panic while it served ends the connection alone, as a close does: the
+/// agent can set one off at will, and must not take the daemon with it.
 async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
     // `_place` is held until the connection ends.
     let Accepted {
@@ -109,16 +126,50 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
         closed,
         place: _place,
     } = conn;
+    let mut conn = Conn::default();
+    let served = crate::panics::caught(
+        CONNECTION,
+        Some(&name),
+        serve_requests(&hive, &name, stream, &closed, &mut conn),
+    )
+    .await;
+    match served {
+        Ok(true) => {
+            if let Some(c) = conn.slot {
+                hive.slot_overheld(&name, c.since.elapsed(), c.turn).await;
+            }
+        }
+        Ok(false) => {}
+        Err(panic) => hive.faults().report(
+            CONNECTION,
+            Some(&name),
+            &panic,
+            "the connection is closed, its claims handed back, and the daemon goes on",
+        ),
+    }
+    if conn.turn.is_some() {
+        hive.release_claims(&name).await;
+    }
+}
+
+/// Answers the connection's requests until it ends: true when it was ended
+/// for holding its slot past its limit.
+async fn serve_requests(
+    hive: &Arc<Hive>,
+    name: &AgentName,
+    stream: tokio::net::UnixStream,
+    closed: &tokio_util::sync::CancellationToken,
+    conn: &mut Conn,
+) -> bool {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let mut conn = Conn::default();
     // The harness enforces a turn's time limit, and it is the agent's: a
     // slot held past the limit (a hung harness, or one an agent drives to
     // hold the hive's turns) is taken back by ending the connection.
     let mut overheld = false;
     'serving: loop {
         let clock = conn.slot;
-        let mut deadline = clock.map(|c| c.deadline(&hive, &name));
+        let mut deadline = clock.map(|c| c.deadline(hive, name));
         let line = {
             // One read per line, kept across the deadline's checks: a line
             // read in part is not lost.
@@ -130,7 +181,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                     _ = closed.cancelled() => break 'serving,
                     _ = hive.shutdown_token().cancelled() => break 'serving,
                     () = sleep_until(deadline) => {
-                        if still_held(&hive, &name, clock, &mut deadline) {
+                        if still_held(hive, name, clock, &mut deadline) {
                             overheld = true;
                             break 'serving;
                         }
@@ -145,7 +196,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
             tokio::select! {
                 // A request within the bound goes at once, whatever else is ready.
                 biased;
-                () = hive.pace_request(&name) => {}
+                () = hive.pace_request(name) => {}
                 _ = closed.cancelled() => break 'serving,
                 _ = hive.shutdown_token().cancelled() => break 'serving,
                 _ = peer_closed(&mut r) => break 'serving,
@@ -159,7 +210,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                         deadline = None;
                     }
                     let resp = {
-                        let handled = handle(&hive, &name, &mut conn, req);
+                        let handled = handle(hive, name, conn, req);
                         tokio::pin!(handled);
                         // A long poll must end with its client: a dead harness's pending
                         // `control` would otherwise take the next command and drop it.
@@ -174,7 +225,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                                 }),
                                 _ = peer_closed(&mut r) => break 'serving,
                                 () = sleep_until(deadline) => {
-                                    if still_held(&hive, &name, clock, &mut deadline) {
+                                    if still_held(hive, name, clock, &mut deadline) {
                                         overheld = true;
                                         break 'serving;
                                     }
@@ -189,8 +240,8 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
                             let turn = conn.turn_slot.is_some();
                             Some(SlotClock {
                                 since: Instant::now(),
-                                limit: hive.slot_limit(&name, turn).await,
-                                asked: hive.asking_time(&name),
+                                limit: hive.slot_limit(name, turn).await,
+                                asked: hive.asking_time(name),
                                 turn,
                             })
                         }
@@ -210,12 +261,7 @@ async fn serve_conn(hive: Arc<Hive>, conn: Accepted) {
             break;
         }
     }
-    if overheld && let Some(c) = conn.slot {
-        hive.slot_overheld(&name, c.since.elapsed(), c.turn).await;
-    }
-    if conn.turn.is_some() {
-        hive.release_claims(&name).await;
-    }
+    overheld
 }
 
 async fn handle(
@@ -225,6 +271,8 @@ async fn handle(
     req: AgentRequest,
 ) -> Result<AgentResponse> {
     let me = Mailbox::Agent(name.clone());
+    #[cfg(test)]
+    tests::trip(name);
     let req = redact_request(hive, name, req).await?;
     Ok(match req {
         AgentRequest::Config => AgentResponse {
@@ -523,5 +571,146 @@ async fn peer_closed<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) {
     match r.fill_buf().await {
         Ok([]) | Err(_) => {}
         Ok(_) => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_sh4re::config::AgentConfig;
+    use hive_sh4re::notification::{Notification, NotificationKind};
+    use std::sync::Mutex;
+    use tokio::io::AsyncBufReadExt;
+    use tokio::net::UnixStream;
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio_util::sync::CancellationToken;
+
+    /// Agents whose requests panic in `handle`: how these tests make a
+    /// connection's task panic (no request of an agent can ask for it).
+    static TRIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Panics when `name`'s requests are to.
+    pub(super) fn trip(name: &AgentName) {
+        let tripped = TRIPPED.lock().unwrap_or_else(|p| p.into_inner());
+        if tripped.iter().any(|n| n == name.as_str()) {
+            drop(tripped);
+            panic!("a test made a request of {name} panic");
+        }
+    }
+
+    fn set_tripped(name: &AgentName, on: bool) {
+        let mut tripped = TRIPPED.lock().unwrap_or_else(|p| p.into_inner());
+        tripped.retain(|n| n != name.as_str());
+        if on {
+            tripped.push(name.to_string());
+        }
+    }
+
+    /// A connection to `name`'s socket, handed to `serve` as its listener would.
+    async fn connect(
+        incoming: &mpsc::Sender<Accepted>,
+        name: &AgentName,
+        places: &Arc<Semaphore>,
+    ) -> BufReader<UnixStream> {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let conn = Accepted {
+            agent: name.clone(),
+            stream: theirs,
+            closed: CancellationToken::new(),
+            place: places.clone().try_acquire_owned().unwrap(),
+        };
+        incoming.send(conn).await.unwrap();
+        BufReader::new(ours)
+    }
+
+    /// Sends one request line: its answer, or None when the connection closed instead.
+    async fn ask(conn: &mut BufReader<UnixStream>, line: &str) -> Option<AgentResponse> {
+        conn.get_mut()
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_line(&mut answer))
+            .await
+            .expect("an answer or a close within 10 s");
+        match read {
+            Ok(n) if n > 0 => Some(serde_json::from_str(&answer).unwrap()),
+            _ => None,
+        }
+    }
+
+    async fn internal_errors(hive: &Hive) -> Vec<Notification> {
+        let all = hive.notifications(false, None).await.unwrap().notifications;
+        all.into_iter()
+            .filter(|n| n.kind == NotificationKind::InternalError)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_panic_ends_its_connection_alone_hands_back_its_claims_and_is_told_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        hive.spawn_essential("fault notices", crate::hive::panics::tell);
+        let name = AgentName::parse("crashy").unwrap();
+        hive.add_stopped(&name, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        hive.take_lease_for_tests(&name).await;
+        let sent = hive
+            .send(&Mailbox::Operator, &Mailbox::Agent(name.clone()), "hello")
+            .await
+            .unwrap();
+        let (incoming, rx) = mpsc::channel(8);
+        hive.spawn_task("agent.sock dispatch", serve(hive.clone(), rx));
+        let places = Arc::new(Semaphore::new(8));
+
+        // A turn claims the message and takes the agent's slot; then its
+        // connection's next request panics, and the connection is closed.
+        let mut turn = connect(&incoming, &name, &places).await;
+        let claimed = ask(&mut turn, r#"{"op":"next_turn","wait_ms":0}"#)
+            .await
+            .expect("an answer");
+        let ids: Vec<i64> = claimed.messages.unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, [sent]);
+        set_tripped(&name, true);
+        assert!(
+            ask(&mut turn, r#"{"op":"config"}"#).await.is_none(),
+            "the connection that panicked was closed"
+        );
+        // The agent can do it again at will.
+        for _ in 0..3 {
+            let mut c = connect(&incoming, &name, &places).await;
+            assert!(ask(&mut c, r#"{"op":"config"}"#).await.is_none());
+        }
+        set_tripped(&name, false);
+
+        // The daemon serves on, and the connection that panicked gave back
+        // what it held as a close does: its claim (the message is claimed
+        // again) and its turn slot (an agent holds one at most).
+        let mut again = connect(&incoming, &name, &places).await;
+        let reclaimed = ask(&mut again, r#"{"op":"next_turn","wait_ms":5000}"#)
+            .await
+            .expect("a connection after the panics is served");
+        let ids: Vec<i64> = reclaimed.messages.unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(ids, [sent]);
+
+        // Four panics, one notice.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while internal_errors(&hive).await.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let told = internal_errors(&hive).await;
+        assert_eq!(told.len(), 1, "{told:?}");
+        let text = &told[0].text;
+        assert!(
+            text.contains("\"agent.sock connection\" (crashy's) panicked"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a test made a request of crashy panic"),
+            "{text}"
+        );
+        assert!(text.contains("the connection is closed"), "{text}");
     }
 }

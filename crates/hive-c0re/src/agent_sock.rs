@@ -82,8 +82,15 @@ impl AgentSockets {
     }
 
     /// Opens the agent's socket unless it is open, in a directory only `owner`
-    /// (the agent's host uid; `None`: the daemon's own user) may enter.
-    pub fn listen(&self, name: &AgentName, owner: Option<u32>) -> Result<()> {
+    /// (the agent's host uid; `None`: the daemon's own user) may enter. Its
+    /// accept loop is essential: one that panics is told to `faults` and
+    /// accepts again after a pause (see `panics.rs`).
+    pub fn listen(
+        &self,
+        name: &AgentName,
+        owner: Option<u32>,
+        faults: &crate::panics::Faults,
+    ) -> Result<()> {
         let mut listening = self.listening.lock().unwrap_or_else(|p| p.into_inner());
         if listening
             .get(name.as_str())
@@ -110,12 +117,30 @@ impl AgentSockets {
         }
         let closed = CancellationToken::new();
         listening.insert(name.to_string(), closed.clone());
-        tokio::spawn(accept(
-            name.clone(),
-            listener,
-            closed,
-            self.incoming.clone(),
-        ));
+        let (name, incoming, faults) = (name.clone(), self.incoming.clone(), faults.clone());
+        // Both outlive a run of the loop: the socket stays bound, and the
+        // connections still open keep their places.
+        let listener = Arc::new(listener);
+        let places = Arc::new(Semaphore::new(CONNECTIONS_PER_AGENT));
+        tokio::spawn(async move {
+            let stop = closed.clone();
+            crate::panics::keep_running(
+                &faults,
+                "agent socket accept loop",
+                Some(&name),
+                Some(&stop),
+                || {
+                    accept(
+                        name.clone(),
+                        listener.clone(),
+                        places.clone(),
+                        closed.clone(),
+                        incoming.clone(),
+                    )
+                },
+            )
+            .await
+        });
         Ok(())
     }
 
@@ -182,11 +207,11 @@ fn chown_no_follow(path: &Path, uid: u32) -> Result<()> {
 
 async fn accept(
     name: AgentName,
-    listener: UnixListener,
+    listener: Arc<UnixListener>,
+    places: Arc<Semaphore>,
     closed: CancellationToken,
     incoming: mpsc::Sender<Accepted>,
 ) {
-    let places = Arc::new(Semaphore::new(CONNECTIONS_PER_AGENT));
     loop {
         tokio::select! {
             r = listener.accept() => match r {

@@ -75,6 +75,8 @@ const UMASK: u32 = 0o077;
 
 /// Runs the daemon until a signal stops it.
 pub async fn serve(opts: ServeOptions) -> Result<()> {
+    // Before any task runs: none of their panics may pass unseen.
+    crate::panics::install_hook();
     // Before the first file: the database's journal files hold message bodies.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(UMASK));
     let paths = opts.paths.clone();
@@ -192,10 +194,15 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     if let Some(t) = hive.space().check().or(space_check) {
         hive.space_changed(&t).await;
     }
-    hive.spawn_task(hive.clone().watch_space());
-    hive.spawn_task(hive.clone().watch_state_sizes());
-    hive.spawn_task(hive.clone().watch_memory());
-    hive.spawn_task(crate::agent_conn::serve(hive.clone(), incoming));
+    // Every long-lived loop is essential: one that panics runs again (see `panics.rs`).
+    hive.spawn_essential("fault notices", crate::hive::panics::tell);
+    hive.spawn_essential("free-space watch", Hive::watch_space);
+    hive.spawn_essential("state size watch", Hive::watch_state_sizes);
+    hive.spawn_essential("memory watch", Hive::watch_memory);
+    hive.spawn_task(
+        "agent.sock dispatch",
+        crate::agent_conn::serve(hive.clone(), incoming),
+    );
 
     // Before any agent is created or started (it claims agents stored before
     // nodes existed), and before host.sock answers: a node that serves is listed.
@@ -217,18 +224,24 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         }
         Some(None) => {}
     }
-    hive.spawn_task(hive.clone().sweep_cut_off_approvals());
+    hive.spawn_essential("cut-off approvals sweep", Hive::sweep_cut_off_approvals);
 
     let listener = crate::host_sock::bind(&paths.host_sock())?;
-    let host = hive.spawn_task(crate::host_sock::serve(hive.clone(), listener));
+    let host = hive.spawn_task(
+        "host.sock accept loop",
+        crate::host_sock::serve(hive.clone(), listener),
+    );
     if let Some(d) = dashboard {
         crate::dashboard::serve(&hive, d);
     }
 
-    hive.spawn_task(crate::hive::nodes::heartbeat(hive.clone()));
-    hive.spawn_task(crate::hive::nodes::raise_database_alarm(hive.clone()));
-    hive.spawn_task(crate::hive::nodes::watch_database_full(hive.clone()));
-    hive.spawn_task(crate::hive::wakes::follow(hive.clone()));
+    hive.spawn_essential("heartbeat", crate::hive::nodes::heartbeat);
+    hive.spawn_essential("database alarm", crate::hive::nodes::raise_database_alarm);
+    hive.spawn_essential(
+        "database-full watch",
+        crate::hive::nodes::watch_database_full,
+    );
+    hive.spawn_essential("wake follower", crate::hive::wakes::follow);
     let agents_started = until_reachable("starting this node's agents", &stopping, || {
         hive.run_wanted()
     });
@@ -245,11 +258,18 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             return stop_early(Some(&hive), &paths).await;
         }
     }
-    hive.spawn_task(vacuum(hive.clone(), opts.vacuum_every));
-    hive.spawn_task(crate::hive::schedules::run(hive.clone()));
-    hive.spawn_task(crate::hive::notifications::deliver_webhooks(hive.clone()));
-    hive.spawn_task(crate::hive::notifications::tell_held_back(hive.clone()));
-    hive.spawn_task(crate::hive::status::watch_config_heads(hive.clone()));
+    let every = opts.vacuum_every;
+    hive.spawn_essential("vacuum", move |hive| vacuum(hive, every));
+    hive.spawn_essential("scheduler", crate::hive::schedules::run);
+    hive.spawn_task(
+        "webhook deliveries",
+        crate::hive::notifications::deliver_webhooks(hive.clone()),
+    );
+    hive.spawn_essential(
+        "held-back notices",
+        crate::hive::notifications::tell_held_back,
+    );
+    hive.spawn_essential("config heads poll", crate::hive::status::watch_config_heads);
 
     println!(
         "hive-c0re is serving: node {} · socket {} · state {} · runtime {}{}",
@@ -264,7 +284,10 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             .unwrap_or_default()
     );
     opts.notify.notify("READY=1\nSTATUS=serving");
-    hive.spawn_task(opts.notify.ping_watchdog(hive.shutdown_token().clone()));
+    let notify = opts.notify.clone();
+    hive.spawn_essential("systemd watchdog", move |hive| {
+        notify.ping_watchdog(hive.shutdown_token().clone())
+    });
     // A heartbeat that finds another daemon serving this node ends it too.
     tokio::select! {
         _ = stopping.cancelled() => {}

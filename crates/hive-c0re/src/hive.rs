@@ -18,6 +18,7 @@ mod messages;
 mod needs;
 pub mod nodes;
 pub mod notifications;
+pub mod panics;
 pub mod questions;
 pub mod quota;
 pub mod schedules;
@@ -142,6 +143,8 @@ pub struct Hive {
     shutdown: CancellationToken,
     /// Every task the daemon spawns ([`Hive::spawn_task`]), so shutdown can wait for them.
     tasks: TaskTracker,
+    /// The panics of the daemon's tasks, the store's among them, to be told (`hive/panics.rs`).
+    faults: crate::panics::Faults,
     /// The agents' sockets.
     sockets: AgentSockets,
     /// Each agent's deepest inbox since its last turn's figures (see `telemetry`).
@@ -235,6 +238,7 @@ impl Hive {
         settings: Settings,
     ) -> Arc<Self> {
         let space = Space::new(&paths.state, paths.space_reserve(), settings.min_free_space);
+        let faults = store.faults().clone();
         Arc::new(Self {
             admission: crate::admission::Admission::new(settings.max_concurrent_turns),
             space,
@@ -256,6 +260,7 @@ impl Hive {
             settings,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            faults,
             sockets,
             inbox_peaks: Default::default(),
             state_sizes: Default::default(),
@@ -293,13 +298,59 @@ impl Hive {
         })
     }
 
-    /// Spawns a task of the daemon; [`Hive::wait_for_tasks`] waits for it.
-    pub fn spawn_task<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    /// Spawns a task of the daemon that ends by itself (a connection, a
+    /// request's work, an alert); [`Hive::wait_for_tasks`] waits for it. A
+    /// panic ends it alone: logged and told as task `task`'s (see
+    /// `panics.rs`), and its handle sees it as any panicked task's.
+    pub fn spawn_task<F>(&self, task: &'static str, fut: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.tasks.spawn(task)
+        let faults = self.faults.clone();
+        self.tasks.spawn(async move {
+            match crate::panics::caught(task, None, fut).await {
+                Ok(out) => out,
+                Err(panic) => {
+                    faults.report(task, None, &panic, "it ends there, and the daemon goes on");
+                    panic.resume()
+                }
+            }
+        })
+    }
+
+    /// Spawns an essential loop of the daemon, which must run as long as it
+    /// does: [`Hive::keep_running`] in a task of its own.
+    pub fn spawn_essential<F, Fut>(
+        self: &Arc<Self>,
+        task: &'static str,
+        make: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_task(task, self.clone().keep_running(task, make))
+    }
+
+    /// Runs the loop `make` makes (given the hive) until it returns; one
+    /// that panics is told (task `task`) and made again after a pause (see
+    /// `panics.rs`), unless the daemon shuts down meanwhile. Awaited in
+    /// place by a loop whose runs share what outlives them (a listener).
+    pub async fn keep_running<F, Fut>(self: Arc<Self>, task: &'static str, mut make: F)
+    where
+        F: FnMut(Arc<Self>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        crate::panics::keep_running(&self.faults, task, None, Some(&self.shutdown), || {
+            make(self.clone())
+        })
+        .await
+    }
+
+    /// Where the daemon's tasks report their panics, to be told to the operator.
+    pub fn faults(&self) -> &crate::panics::Faults {
+        &self.faults
     }
 
     /// After [`Hive::shutdown`] is cancelled: waits until every task spawned
@@ -613,7 +664,7 @@ impl Hive {
                 .hold(row.uid_base)
                 .map_err(|e| Error::refused(format!("{name} cannot run: {e}")))?;
         }
-        self.sockets.listen(name, owner)
+        self.sockets.listen(name, owner, &self.faults)
     }
 
     /// Stops an agent and keeps it stopped across restarts of hive-c0re.

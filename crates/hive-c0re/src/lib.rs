@@ -25,6 +25,7 @@ pub mod lines;
 pub mod login;
 pub mod manager;
 pub mod node_shell;
+pub mod panics;
 pub mod paths;
 pub mod procfs;
 pub mod runtime;

@@ -60,7 +60,7 @@ impl Notifier {
     pub fn ping_watchdog(
         &self,
         stop: tokio_util::sync::CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
         let (every, me) = (self.watchdog, self.clone());
         async move {
             let Some(every) = every else { return };

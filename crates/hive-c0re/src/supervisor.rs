@@ -21,6 +21,10 @@
 //! [`HEALTHY_AFTER`], it counts as one: told, backed off, and given up on
 //! after [`MAX_RESTARTS`].
 //!
+//! Supervision is essential (see `panics.rs`): a run of it that panics is
+//! told and started again after a pause, and first kills the harness the
+//! last run left, hands back what it held and lets its lease go.
+//!
 //! Supervision knows the hive only as [`Supervised`]: what to launch and whom
 //! to tell. `Hive` implements it (`hive/supervision.rs`) and owns the
 //! [`Supervisor`]; this module imports nothing of the hive's.
@@ -57,6 +61,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub trait Supervised: Send + Sync + 'static {
     /// Cancelled when the daemon shuts down: every supervision ends with it.
     fn shutdown_token(&self) -> &CancellationToken;
+    /// Where a panic of supervision is reported (see `panics.rs`).
+    fn faults(&self) -> &crate::panics::Faults;
     /// What to launch for the agent; None once it is gone from the hive, an
     /// error (a sentence) when the store could not say.
     fn launch_spec_of(
@@ -197,13 +203,31 @@ impl Supervisor {
         let stop = hive.shutdown_token().child_token();
         let running = Arc::new(AtomicBool::new(false));
         let lease = Arc::new(LeaseView::default());
-        let task = tokio::spawn(supervise(
-            hive.clone(),
-            name.clone(),
-            stop.clone(),
-            running.clone(),
-            lease.clone(),
-        ));
+        let task = tokio::spawn({
+            let (hive, name, stop) = (hive.clone(), name.clone(), stop.clone());
+            let (running, lease) = (running.clone(), lease.clone());
+            async move {
+                let faults = hive.faults().clone();
+                crate::panics::keep_running(
+                    &faults,
+                    "supervision",
+                    Some(&name),
+                    Some(&stop),
+                    || {
+                        supervise(
+                            hive.clone(),
+                            name.clone(),
+                            stop.clone(),
+                            running.clone(),
+                            lease.clone(),
+                        )
+                    },
+                )
+                .await;
+                // Stopped while it paused after a panic: nothing of that run stays.
+                after_panic(&*hive, &name, &running, &lease).await;
+            }
+        });
         live.insert(
             name.to_string(),
             Live {
@@ -358,6 +382,9 @@ async fn supervise<H: Supervised>(
     running: Arc<AtomicBool>,
     lease: Arc<LeaseView>,
 ) {
+    after_panic(&*hive, &name, &running, &lease).await;
+    #[cfg(test)]
+    tests::trip(&name);
     let (every, ttl) = hive.lease_timing();
     let healthy_after = healthy_after();
     let (mut failures, mut lost_lately) = (0u32, false);
@@ -557,6 +584,30 @@ async fn take_lease<H: Supervised>(
     }
 }
 
+/// What a run of supervision that panicked left behind, put right: a
+/// harness it launched is killed, and one that ran hands back what it held
+/// as after a crash; a lease it held goes. Nothing to do after a run that
+/// ended by itself, which leaves no harness running and no lease held.
+async fn after_panic<H: Supervised>(
+    hive: &H,
+    name: &AgentName,
+    running: &AtomicBool,
+    lease: &LeaseView,
+) {
+    let ran = running.swap(false, Ordering::SeqCst);
+    if !ran && lease.epoch.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    if let Err(e) = hive.runtime().reap_orphans(name).await {
+        tracing::warn!(agent = %name, "could not stop the harness its supervision left: {e}");
+    }
+    if ran {
+        hive.harness_exited(name, "the harness was stopped (its supervision panicked)")
+            .await;
+    }
+    let_go(hive, name, lease).await;
+}
+
 /// Supervision ends: the lease, if held, goes at once.
 async fn let_go<H: Supervised>(hive: &H, name: &AgentName, lease: &LeaseView) {
     let epoch = lease.epoch.swap(0, Ordering::SeqCst);
@@ -679,8 +730,29 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Agents whose next run of supervision panics as it begins: how the
+    /// tests make supervision panic (nothing an agent does can ask for it).
+    static TRIPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Makes the next run of `name`'s supervision panic.
+    pub(crate) fn panic_next_run_of(name: &AgentName) {
+        TRIPPED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.to_string());
+    }
+
+    pub(super) fn trip(name: &AgentName) {
+        let mut tripped = TRIPPED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = tripped.iter().position(|n| n == name.as_str()) {
+            tripped.remove(i);
+            drop(tripped);
+            panic!("a test made {name}'s supervision panic");
+        }
+    }
 
     #[test]
     fn nspawns_255_says_what_it_means() {

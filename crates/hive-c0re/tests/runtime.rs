@@ -164,7 +164,9 @@ fn spec_at(dir: &Path, name: AgentName, uid_base: u32, mode: &str) -> LaunchSpec
 fn listen(paths: &Paths, name: &AgentName, uid_base: u32) -> AgentSockets {
     let (sockets, incoming) = AgentSockets::new(paths.clone());
     let owner = nix::unistd::geteuid().is_root().then_some(uid_base);
-    sockets.listen(name, owner).expect("agent.sock");
+    sockets
+        .listen(name, owner, &Default::default())
+        .expect("agent.sock");
     tokio::spawn(async move {
         let mut incoming = incoming;
         while incoming.recv().await.is_some() {}

@@ -49,11 +49,15 @@ pub enum NotificationKind {
     /// An agent's container passed its memory bound and the kernel killed
     /// processes in it (its turn, most likely).
     OutOfMemory,
+    /// A task of hive-c0re itself panicked (a bug): an essential loop was
+    /// started again, or one connection was closed. Told at most once in
+    /// ten minutes per task, with how many since.
+    InternalError,
 }
 
 impl NotificationKind {
     /// Every kind, in the order the dashboard lists them.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Message,
         Self::Question,
         Self::Approval,
@@ -68,6 +72,7 @@ impl NotificationKind {
         Self::WebhookFailing,
         Self::ScheduleRemoved,
         Self::OutOfMemory,
+        Self::InternalError,
     ];
 
     /// The name on the wire, in the store and in the config.
@@ -87,6 +92,7 @@ impl NotificationKind {
             Self::WebhookFailing => "webhook_failing",
             Self::ScheduleRemoved => "schedule_removed",
             Self::OutOfMemory => "out_of_memory",
+            Self::InternalError => "internal_error",
         }
     }
 
@@ -112,6 +118,7 @@ impl NotificationKind {
             Self::WebhookFailing => "Webhook failing",
             Self::ScheduleRemoved => "Schedule removed",
             Self::OutOfMemory => "Agent out of memory",
+            Self::InternalError => "hive-c0re fault",
         }
     }
 
@@ -132,6 +139,7 @@ impl NotificationKind {
                 | Self::NodeDown
                 | Self::DiskFull
                 | Self::TurnsFailing
+                | Self::InternalError
         )
     }
 }

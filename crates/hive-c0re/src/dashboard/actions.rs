@@ -51,7 +51,7 @@ pub(crate) async fn lifecycle(
         }
         "stop" => {
             let (h, n) = (hive.clone(), name.clone());
-            let task = hive.spawn_task(async move { h.stop(&n, true).await });
+            let task = hive.spawn_task("dashboard stop", async move { h.stop(&n, true).await });
             match tokio::time::timeout(STOP_WAIT, task).await {
                 Ok(Ok(r)) => {
                     r.map_err(refused())?;

@@ -54,7 +54,7 @@ fn head_timeout() -> Duration {
 
 /// The bound in all: [`IN_ALL`], or an eighth of the open-file limit if
 /// that is lower (host.sock may take half, agents and the store the rest).
-fn in_all() -> usize {
+pub(super) fn in_all() -> usize {
     let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
@@ -334,16 +334,16 @@ impl AsyncWrite for Admitted {
     }
 }
 
-/// Serves `app` on `listener` until `stop` fires, then lets the requests
-/// being answered finish (the live streams end with the hive). `spawn`
-/// runs each connection's task.
+/// Serves `app` on `listener`, its connections held to `conns`' bounds,
+/// until `stop` fires, then lets the requests being answered finish (the
+/// live streams end with the hive). `spawn` runs each connection's task.
 pub(super) async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
+    conns: Arc<Conns>,
     app: Router,
     stop: CancellationToken,
     spawn: impl Fn(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 ) {
-    let conns = Conns::new(PER_PEER, in_all());
     let timeout = head_timeout();
     loop {
         let (stream, peer): (TcpStream, SocketAddr) = tokio::select! {

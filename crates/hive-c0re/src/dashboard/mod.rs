@@ -104,8 +104,10 @@ pub async fn bind(addr: &str, paths: &Paths, public_url: Option<&str>) -> anyhow
 /// Serves a bound dashboard until the hive shuts down.
 pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
     let hub = sse::Hub::new();
-    hive.spawn_task(sse::run(hive.clone(), hub.clone()));
-    hive.spawn_task(sse::alarms(hive.clone(), hub.clone()));
+    let h = hub.clone();
+    hive.spawn_essential("dashboard stream", move |hive| sse::run(hive, h.clone()));
+    let h = hub.clone();
+    hive.spawn_essential("dashboard alarms", move |hive| sse::alarms(hive, h.clone()));
     let ctx = Ctx {
         hive: hive.clone(),
         auth: Arc::new(bound.auth),
@@ -113,11 +115,22 @@ pub fn serve(hive: &Arc<Hive>, bound: Bound) -> tokio::task::JoinHandle<()> {
         assets: assets::Assets::embedded(),
     };
     let app = router(ctx);
-    let stop = hive.shutdown_token().clone();
-    let tasks = hive.clone();
-    hive.spawn_task(conns::serve(bound.listener, app, stop, move |conn| {
-        tasks.spawn_task(conn);
-    }))
+    // Both outlive a run of the accept loop: the port stays bound, and the
+    // connections still open keep their places.
+    let listener = Arc::new(bound.listener);
+    let conns = conns::Conns::new(conns::PER_PEER, conns::in_all());
+    hive.spawn_essential("dashboard accept loop", move |hive| {
+        let tasks = hive.clone();
+        conns::serve(
+            listener.clone(),
+            conns.clone(),
+            app.clone(),
+            hive.shutdown_token().clone(),
+            move |conn| {
+                tasks.spawn_task("dashboard connection", conn);
+            },
+        )
+    })
 }
 
 /// Every route; see the handlers for what each answers.

@@ -86,7 +86,7 @@ pub(crate) async fn open(
     };
     let mark = super::conns::mark_of(&req);
     let hive = ctx.hive.clone();
-    ctx.hive.spawn_task(async move {
+    ctx.hive.spawn_task("node shell", async move {
         let io = match on_upgrade.await {
             Ok(u) => TokioIo::new(u),
             Err(e) => {

@@ -216,6 +216,8 @@ pub(crate) async fn run(hive: Arc<Hive>, hub: Arc<Hub>) {
     let mut changes = hive.subscribe();
     let mut cursors = Cursors::default();
     cursors.reset(&hive).await;
+    // A run after a panic (see `panics.rs`) missed what changed meanwhile.
+    hub.send(Some(Prepared::resync()));
     loop {
         let first = tokio::select! {
             c = changes.recv() => c,

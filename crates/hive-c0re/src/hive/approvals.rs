@@ -862,7 +862,7 @@ impl Hive {
         let under_way = UnderWay::new(self.clone(), id);
         let hive = self.clone();
         let carried = self
-            .spawn_task(async move {
+            .spawn_task("approval", async move {
                 let (outcome, settled) = hive.carry_out_approval(&a, was.as_deref()).await;
                 // One whose end could not be stored stays under way here:
                 // this process's sweep must not call it cut off.

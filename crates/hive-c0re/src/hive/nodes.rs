@@ -485,7 +485,7 @@ pub async fn heartbeat(hive: Arc<Hive>) {
         // nodes to count this one down. One at a time.
         if beat.is_ok() && watching.as_ref().is_none_or(|w| w.is_finished()) {
             let hive = hive.clone();
-            watching = Some(hive.clone().spawn_task(async move {
+            watching = Some(hive.clone().spawn_task("liveness watch", async move {
                 if let Err(e) = hive.watch_liveness().await {
                     tracing::warn!("could not check the other nodes' heartbeats: {e}");
                 }
@@ -507,8 +507,9 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                 if let Some(outage) = failing.take() {
                     // Through the pool agents may keep busy: not on the beat's time.
                     let hive = hive.clone();
-                    hive.clone()
-                        .spawn_task(async move { hive.store_back(&outage).await });
+                    hive.clone().spawn_task("database back notice", async move {
+                        hive.store_back(&outage).await
+                    });
                 }
                 (logged, alerted) = (false, false);
             }
@@ -534,7 +535,10 @@ pub async fn heartbeat(hive: Arc<Hive>) {
                     // wakes no one.
                     if !alerted {
                         alerted = true;
-                        hive.spawn_task(alert_database_down(hive.clone(), down));
+                        hive.spawn_task(
+                            "database down alert",
+                            alert_database_down(hive.clone(), down),
+                        );
                     }
                 }
             }
@@ -617,7 +621,7 @@ pub async fn watch_database_full(hive: Arc<Hive>) {
         }
         told = on;
         let h = hive.clone();
-        hive.spawn_task(async move {
+        hive.spawn_task("database full alert", async move {
             h.alert_webhooks(NotificationKind::DiskFull, &text, || {
                 h.database_full() == on
             })

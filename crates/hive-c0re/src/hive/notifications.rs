@@ -492,12 +492,13 @@ pub async fn deliver_webhooks(hive: Arc<Hive>) {
         ),
         Err(e) => tracing::warn!("could not drop old webhook queues: {e}"),
     }
-    let tasks = hive
-        .settings
-        .webhooks
-        .hooks
-        .iter()
-        .map(|hook| deliver_to(hive.clone(), hook.clone()));
+    // Each is essential: one that panics delivers again after a pause (see `panics.rs`).
+    let tasks = hive.settings.webhooks.hooks.iter().map(|hook| {
+        let hook = hook.clone();
+        hive.clone().keep_running("webhook delivery", move |hive| {
+            deliver_to(hive, hook.clone())
+        })
+    });
     futures::future::join_all(tasks).await;
 }
 

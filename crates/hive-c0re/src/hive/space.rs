@@ -94,7 +94,7 @@ impl Hive {
         // and off this task, which watches the disk each second.
         if !over.is_empty() {
             let hive = self.clone();
-            self.spawn_task(async move {
+            self.spawn_task("quota stop", async move {
                 for (name, why) in over {
                     hive.stop_over_quota(&name, &why).await;
                 }
@@ -104,7 +104,7 @@ impl Hive {
         let low = matches!(t, Transition::Low(_));
         let hive = self.clone();
         let text = format!("Node {}: {notice}", self.node());
-        self.spawn_task(async move {
+        self.spawn_task("disk full alert", async move {
             hive.alert_webhooks(NotificationKind::DiskFull, &text, || {
                 hive.space.is_low() == low
             })

@@ -376,7 +376,7 @@ impl Hive {
         };
         for r in taken {
             let hive = self.clone();
-            self.spawn_task(async move {
+            self.spawn_task("steering request", async move {
                 let outcome = hive.carry_out(&r).await;
                 tracing::info!(request = r.id, asked_by = %r.asked_by, verb = %r.verb, agent = %r.agent, ok = outcome.is_ok(), "carried out a request from another node");
                 let (ok, reply) = match outcome {

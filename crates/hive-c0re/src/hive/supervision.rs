@@ -42,6 +42,10 @@ impl Supervised for Hive {
         &self.shutdown
     }
 
+    fn faults(&self) -> &crate::panics::Faults {
+        &self.faults
+    }
+
     async fn launch_spec_of(&self, name: &AgentName) -> Result<Option<LaunchSpec>, String> {
         match self.store.agent(name.as_str()).await {
             Ok(row) => Ok(row.map(|row| self.launch_spec(&row))),
@@ -241,4 +245,53 @@ fn quoted(text: &str) -> String {
         total -= lines.remove(0).len() + 1;
     }
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_sh4re::config::AgentConfig;
+    use hive_sh4re::notification::Notification;
+
+    async fn told(hive: &Hive, kind: NotificationKind) -> Vec<Notification> {
+        let all = hive.notifications(false, None).await.unwrap().notifications;
+        all.into_iter().filter(|n| n.kind == kind).collect()
+    }
+
+    #[tokio::test]
+    async fn supervision_that_panics_runs_again_and_the_operator_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let hive = Hive::for_tests(dir.path(), None);
+        hive.spawn_essential("fault notices", crate::hive::panics::tell);
+        let name = AgentName::parse("wobbly").unwrap();
+        hive.add_stopped(&name, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        crate::supervisor::tests::panic_next_run_of(&name);
+        hive.start(&name).await.unwrap();
+        // The run after the panic launches the harness: there is none to
+        // launch here, so it crashes, and that crash is told as any is.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while told(&hive, NotificationKind::Crashed).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "supervision ran again after its panic"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let faults = told(&hive, NotificationKind::InternalError).await;
+        assert_eq!(faults.len(), 1, "{faults:?}");
+        assert!(
+            faults[0]
+                .text
+                .contains("\"supervision\" (wobbly's) panicked"),
+            "{faults:?}"
+        );
+        assert!(hive.supervisor.is_supervised(name.as_str()));
+        tokio::time::timeout(Duration::from_secs(10), hive.stop(&name, false))
+            .await
+            .expect("a stop ends supervision")
+            .unwrap();
+        assert!(!hive.supervisor.is_supervised(name.as_str()));
+    }
 }

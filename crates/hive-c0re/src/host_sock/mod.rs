@@ -152,10 +152,20 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves host.sock until the hive shuts down.
+/// Serves host.sock until the hive shuts down. Its accept loop is
+/// essential: one that panics is told and accepts again after a pause (see
+/// `panics.rs`), on the same socket and with the same connections counted.
 pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
-    let conns = conns::Conns::new(max_connections());
+    let (listener, conns) = (Arc::new(listener), conns::Conns::new(max_connections()));
     tracing::debug!("host.sock serves up to {} connections", conns.cap());
+    hive.clone()
+        .keep_running("host.sock accept loop", move |hive| {
+            accept(hive, listener.clone(), conns.clone())
+        })
+        .await
+}
+
+async fn accept(hive: Arc<Hive>, listener: Arc<UnixListener>, conns: Arc<conns::Conns>) {
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -177,7 +187,7 @@ pub async fn serve(hive: Arc<Hive>, listener: UnixListener) {
         let slot = conns.admit();
         let hive = hive.clone();
         let cap = conns.cap();
-        hive.clone().spawn_task(async move {
+        hive.clone().spawn_task("host.sock connection", async move {
             let (r, mut w) = stream.into_split();
             let Some(mut slot) = slot else {
                 let busy = Response::refusal(format!(

@@ -75,13 +75,27 @@ fn serve_jobs(rx: mpsc::Receiver<Job>) {
     let home = fs::File::open("/proc/thread-self/ns/pid").ok();
     let mut away = false;
     for job in rx {
-        let result = run_job(
-            job.cmd,
-            job.new_pid_ns,
-            home.as_ref(),
-            &mut away,
-            &job.handle,
-        );
+        // This thread must outlive every child it forked (their parent-death
+        // signal is its end): a spawn that panics fails alone, logged by the
+        // hook, and the launch that asked sees an error (its agent's crash).
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(
+                job.cmd,
+                job.new_pid_ns,
+                home.as_ref(),
+                &mut away,
+                &job.handle,
+            )
+        }));
+        let result = ran.unwrap_or_else(|payload| {
+            // It may have left the thread in a container's namespace: go home first next time.
+            away = true;
+            let panic = crate::panics::Panic::from_payload(payload);
+            Err(io::Error::other(format!(
+                "the spawn panicked (a bug of hive-c0re): {}",
+                panic.message
+            )))
+        });
         if let Err(Ok(mut orphan)) = job.reply.send(result) {
             // The launch was cancelled: nobody would ever wait on this child.
             let _ = orphan.start_kill();

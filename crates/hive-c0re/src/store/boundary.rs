@@ -53,6 +53,15 @@ impl Db {
         PgStore::connect(settings, limits).await.map(Self::Postgres)
     }
 
+    /// Where this store's own tasks (its writers, its wake listener) report
+    /// their panics; the hive that owns it reports its tasks' there too.
+    pub fn faults(&self) -> &crate::panics::Faults {
+        match self {
+            Db::Sqlite(s) => s.faults(),
+            Db::Postgres(s) => s.faults(),
+        }
+    }
+
     /// The bounds this store enforces.
     pub fn limits(&self) -> &Limits {
         match self {

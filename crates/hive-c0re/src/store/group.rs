@@ -47,29 +47,47 @@ impl Store {
     }
 }
 
-/// Starts the writer thread for `store`; it ends when the queue's senders are gone.
+/// Starts the writer thread for `store`; it ends when the queue's senders
+/// are gone. One that panics is told (see `panics.rs`) and not started
+/// again: the sends go on without it, each on its caller's thread.
 pub(super) fn start(store: Store, rx: mpsc::Receiver<Job>) {
     let spawned = std::thread::Builder::new()
         .name("hive-store-writer".into())
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let (items, replies): (Vec<Outgoing>, Vec<_>) =
-                    batch.into_iter().map(|j| (j.out, j.reply)).unzip();
-                let results = store.send_many(&items);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // The caller may have gone away; its message is committed all the same.
-                    let _ = reply.send(result);
-                }
+            let faults = store.faults.clone();
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(store, rx)));
+            if let Err(payload) = served {
+                let panic = crate::panics::Panic::from_payload(payload);
+                faults.report(
+                    "store writer",
+                    None,
+                    &panic,
+                    "sends are committed one at a time from now on, until hive-c0re is restarted",
+                );
             }
         });
     if let Err(e) = spawned {
         tracing::error!("could not start the store's writer thread: {e}");
+    }
+}
+
+/// Commits the queued sends in batches until the queue's senders are gone.
+fn serve(store: Store, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (items, replies): (Vec<Outgoing>, Vec<_>) =
+            batch.into_iter().map(|j| (j.out, j.reply)).unzip();
+        let results = store.send_many(&items);
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have gone away; its message is committed all the same.
+            let _ = reply.send(result);
+        }
     }
 }

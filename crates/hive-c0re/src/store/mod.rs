@@ -243,6 +243,8 @@ pub struct Store {
     history_sizes: Arc<events::HistorySizes>,
     /// Queue of the group-commit writer (see `group.rs`); None inside the writer itself.
     writer: Option<std::sync::mpsc::Sender<group::Job>>,
+    /// Where the writer reports a panic, for the hive to tell (see `panics.rs`).
+    faults: crate::panics::Faults,
 }
 
 struct Inner {
@@ -292,6 +294,7 @@ impl Store {
             limits: Arc::new(limits),
             history_sizes: Arc::default(),
             writer: None,
+            faults: crate::panics::Faults::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         group::start(store.clone(), rx);
@@ -371,6 +374,11 @@ impl Store {
     /// The bounds this store enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Where the writer reports a panic.
+    pub fn faults(&self) -> &crate::panics::Faults {
+        &self.faults
     }
 }
 

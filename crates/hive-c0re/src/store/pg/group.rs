@@ -34,6 +34,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::super::messages::{SendError, SendNote, Sent};
 use super::{EVENTS_CLASS, pool_error};
 use crate::clock::now_ms;
+use crate::panics::{Faults, keep_running};
 use crate::store::{Limits, Result, StoreError};
 
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
@@ -55,6 +56,11 @@ const MAX_SENDS: usize = 512;
 const ID_RESERVE: i64 = 1024;
 /// Most event rows one commit takes (a job is never split).
 const MAX_EVENT_ROWS: usize = 8192;
+
+/// A body (a send's) or an agent (an event's) that makes its writer panic:
+/// how the tests make one panic. Only in test builds.
+#[cfg(test)]
+pub(in crate::store) const PANICS_A_WRITER: &str = "this makes the writer panic";
 
 /// The payload prefixes of this store's wakes: a mailbox's, an agent's events'.
 struct Prefixes {
@@ -89,13 +95,17 @@ pub(super) struct EventJob {
     pub reply: oneshot::Sender<Result<Vec<i64>>>,
 }
 
-/// Starts the writers; they end when their queue's senders are gone.
+/// Starts the writers; they end when their queue's senders are gone. One
+/// that panics is told to `faults` and started again after a pause (see
+/// `panics.rs`): its queue stays, and the callers of the batch it held are
+/// answered that the writer stopped, as for a dropped connection.
 pub(super) fn start(
     pool: Pool,
     limits: Arc<Limits>,
     origin: Arc<str>,
     sends: mpsc::UnboundedReceiver<SendJob>,
     events: mpsc::UnboundedReceiver<EventJob>,
+    faults: &Faults,
 ) {
     let prefixes = Arc::new(Prefixes {
         mailbox: super::wakes::mailbox_prefix(&origin),
@@ -108,16 +118,36 @@ pub(super) fn start(
     }));
     let ids = Arc::new(Mutex::new(VecDeque::new()));
     for _ in 0..SEND_WRITERS {
-        tokio::spawn(send_writer(
+        let (pool, limits, prefixes, sends, ids) = (
             pool.clone(),
             limits.clone(),
             prefixes.clone(),
             sends.clone(),
             ids.clone(),
-        ));
+        );
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            keep_running(&faults, "store send writer", None, None, || {
+                send_writer(
+                    pool.clone(),
+                    limits.clone(),
+                    prefixes.clone(),
+                    sends.clone(),
+                    ids.clone(),
+                )
+            })
+            .await
+        });
     }
     for _ in 0..EVENT_WRITERS {
-        tokio::spawn(event_writer(pool.clone(), prefixes.clone(), events.clone()));
+        let (pool, prefixes, events) = (pool.clone(), prefixes.clone(), events.clone());
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            keep_running(&faults, "store event writer", None, None, || {
+                event_writer(pool.clone(), prefixes.clone(), events.clone())
+            })
+            .await
+        });
     }
 }
 
@@ -135,6 +165,8 @@ async fn send_writer(
         if queue.lock().await.recv_many(&mut batch, MAX_SENDS).await == 0 {
             return;
         }
+        #[cfg(test)]
+        assert!(!batch.iter().any(|j| j.body == PANICS_A_WRITER));
         let ids = match batch_ids(&pool, &reserve, &batch).await {
             Ok(ids) => ids,
             Err(e) => {
@@ -472,6 +504,8 @@ async fn event_writer(pool: Pool, prefixes: Arc<Prefixes>, queue: Arc<Mutex<Even
         let Some(batch) = queue.lock().await.batch().await else {
             return;
         };
+        #[cfg(test)]
+        assert!(!batch.iter().any(|j| j.agent == PANICS_A_WRITER));
         let mut attempt = 1;
         let ids = loop {
             match event_batch(&pool, &prefixes.events, &batch).await {

@@ -26,6 +26,8 @@ mod approvals;
 mod budget;
 mod events;
 mod group;
+#[cfg(test)]
+pub(in crate::store) use group::PANICS_A_WRITER;
 mod jobs;
 mod leases;
 mod messages;
@@ -107,6 +109,8 @@ pub struct PgStore {
     in_doubt: Arc<messages::InDoubt>,
     /// What this node's vacuum knows of each agent's history size.
     history_sizes: Arc<crate::store::events::HistorySizes>,
+    /// Where the writers and the wake listener report their panics (see `panics.rs`).
+    faults: crate::panics::Faults,
 }
 
 impl PgStore {
@@ -162,13 +166,20 @@ impl PgStore {
         schema::migrate(&mut client, &name).await?;
         drop(client);
         let origin = wakes::new_origin();
+        let faults = crate::panics::Faults::default();
         let wake_tx = broadcast::channel(WAKE_BUFFER).0;
-        let listener = wakes::start(listen_config, tls, origin.clone(), wake_tx.clone())
-            .await
-            .map_err(|e| StoreError::Connect {
-                name: name.to_string(),
-                message: format!("could not listen for wakes: {e}"),
-            })?;
+        let listener = wakes::start(
+            listen_config,
+            tls,
+            origin.clone(),
+            wake_tx.clone(),
+            faults.clone(),
+        )
+        .await
+        .map_err(|e| StoreError::Connect {
+            name: name.to_string(),
+            message: format!("could not listen for wakes: {e}"),
+        })?;
         let (sends, send_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         let limits = Arc::new(limits);
@@ -178,6 +189,7 @@ impl PgStore {
             origin.clone(),
             send_rx,
             event_rx,
+            &faults,
         );
         Ok(Self {
             pool,
@@ -192,6 +204,7 @@ impl PgStore {
             outages: Arc::default(),
             in_doubt: Arc::default(),
             history_sizes: Arc::default(),
+            faults,
         })
     }
 
@@ -254,6 +267,11 @@ impl PgStore {
     /// The bounds this store enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Where the writers and the wake listener report their panics.
+    pub fn faults(&self) -> &crate::panics::Faults {
+        &self.faults
     }
 
     /// `user@host:port/db` of this store, without the password.

@@ -149,18 +149,30 @@ struct Session {
 }
 
 /// Starts listening; returns once LISTEN is in effect, so every commit after
-/// this returns reaches the subscribers.
+/// this returns reaches the subscribers. A listener that panics is told to
+/// `faults` and started again after a pause (see `panics.rs`): it connects
+/// anew and hands out [`Wake::Resync`], as after a cut.
 pub(super) async fn start(
     mut config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     origin: Arc<str>,
     wakes: broadcast::Sender<Wake>,
+    faults: crate::panics::Faults,
 ) -> Result<Listener> {
     config.application_name(session_name(&origin));
-    let first = listen(&config, &tls).await?;
-    Ok(Listener(tokio::spawn(run(
-        config, tls, origin, wakes, first,
-    ))))
+    let mut first = Some(listen(&config, &tls).await?);
+    Ok(Listener(tokio::spawn(async move {
+        crate::panics::keep_running(&faults, "wake listener", None, None, || {
+            run(
+                config.clone(),
+                tls.clone(),
+                origin.clone(),
+                wakes.clone(),
+                first.take(),
+            )
+        })
+        .await
+    })))
 }
 
 async fn listen(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Result<Session> {
@@ -197,14 +209,16 @@ async fn listen(config: &tokio_postgres::Config, tls: &MakeRustlsConnect) -> Res
     Ok(Session { client, messages })
 }
 
+/// Hands out wakes for ever, listening again whenever the session ends;
+/// without a `first` session it begins by listening (and a resync).
 async fn run(
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     origin: Arc<str>,
     wakes: broadcast::Sender<Wake>,
-    first: Session,
+    first: Option<Session>,
 ) {
-    let mut session = Some(first);
+    let mut session = first;
     let mut backoff = BACKOFF_MIN;
     loop {
         let Some(s) = session.take() else {

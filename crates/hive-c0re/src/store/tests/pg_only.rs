@@ -230,6 +230,45 @@ async fn a_retried_send_or_event_batch_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_panics_writes_again_and_is_told_once() {
+    use crate::store::pg::PANICS_A_WRITER;
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let s = f.open().await;
+    // The batch the writer held when it panicked is refused, as by a dropped connection.
+    for _ in 0..2 {
+        let refused = s.send("a", "b", PANICS_A_WRITER).await.unwrap_err();
+        assert!(
+            matches!(refused, SendError::Store(StoreError::Batch(_))),
+            "{refused:?}"
+        );
+        let refused = s
+            .add_events(PANICS_A_WRITER, &[("state", "{}")])
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Batch(_)), "{refused:?}");
+    }
+    // The writers run again: sends and events are stored as before.
+    let id = s.send("a", "b", "after").await.unwrap();
+    assert_eq!(s.recv("b", 10).await.unwrap()[0].id, id);
+    let events = s.add_events("b", &[("state", "{}")]).await.unwrap();
+    assert_eq!(events.len(), 1);
+    // Told once for each writer, however often it panicked.
+    let mut tasks = vec![];
+    while tasks.len() < 2 {
+        let told = tokio::time::timeout(std::time::Duration::from_secs(5), s.faults().next())
+            .await
+            .expect("a notice is due for each writer");
+        tasks.extend(told.iter().map(|t| (t.task, t.count)));
+    }
+    tasks.sort_unstable();
+    assert_eq!(tasks, [("store event writer", 1), ("store send writer", 1)]);
+    let more = tokio::time::timeout(std::time::Duration::from_millis(300), s.faults().next());
+    assert!(more.await.is_err(), "the second panics were not told again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_slot_fires_once_when_two_nodes_race() {
     let Some(f) = fixture().await else {
         return;
