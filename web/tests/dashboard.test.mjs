@@ -108,7 +108,11 @@ test('a send repeated after a failure carries the failed try\'s key; the next ha
   await page.click('#send-form button[type=submit]');
   await toast('queued for bob');
   await page.fill('#send-body', 'and another');
+  // Answered, not only asked: the recv below must find it stored.
+  const stored = page.waitForResponse((r) => r.url().endsWith('/api/agents/bob/messages')
+    && r.request().postDataJSON().body === 'and another');
   await page.click('#send-form button[type=submit]');
+  await stored;
   await until(async () => keys.length === 3, 'three tries to reach the server');
   await page.unroute('**/api/agents/bob/messages');
   assert.ok(/^[0-9a-f]{32}$/.test(keys[0]), `a key of its own: ${keys[0]}`);
