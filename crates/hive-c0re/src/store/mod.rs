@@ -33,6 +33,7 @@ mod secrets;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod turns;
 mod wake;
 
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ pub use requests::{NewRequest, RequestRow};
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
 pub use stats::{HIVE_WIDE, STATS_READ_MAX, StatRow};
+pub use turns::{INBOX_DEPTH, INBOX_DEPTH_PEAK, Settle, TurnEndWrite, TurnEnded};
 pub use wake::{Wake, Wakes};
 
 /// Errors of the store.

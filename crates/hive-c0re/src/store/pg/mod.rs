@@ -44,6 +44,7 @@ mod stats;
 mod tail;
 pub mod test_cluster;
 mod tls;
+mod turns;
 mod wakes;
 
 use std::sync::Arc;
