@@ -374,6 +374,13 @@ impl Store {
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+
+    /// Runs `sql` on the store's own connection: tests of what uses the
+    /// store (an in-memory one) break the database under it.
+    #[cfg(test)]
+    pub(crate) fn execute_for_tests(&self, sql: &str) {
+        self.lock().conn.execute_batch(sql).unwrap();
+    }
 }
 
 /// A live tail's next rows, oldest first, and the position past them: an
