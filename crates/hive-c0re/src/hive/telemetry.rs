@@ -75,19 +75,32 @@ pub(super) fn turn_figures(s: &TurnStats) -> Vec<(String, f64)> {
 }
 
 impl Hive {
-    /// Stores a turn's figures alone, with the inbox depth left: for a turn
-    /// hive-c0re ended itself (`end_interrupted_turn`); a harness's turn has
-    /// them stored with the rest of its end ([`Hive::end_turn`]).
+    /// Stores a turn's figures alone, with the inbox depth left (tests seed
+    /// figures so); a turn's end stores them with the rest of it
+    /// ([`Hive::end_turn`], `end_interrupted_turn`).
     pub async fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
-        let inbox_depth = self.store.inbox_depth(agent.as_str()).await?;
-        let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
-        let mut rows = turn_figures(s);
-        rows.push((INBOX_DEPTH.into(), inbox_depth as f64));
-        rows.push((INBOX_DEPTH_PEAK.into(), peak as f64));
+        let (rows, inbox_depth) = self.turn_rows(agent, s).await?;
         let rows: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let spend = self.store.add_stats(agent.as_str(), &rows).await?;
+        self.take_inbox_peak(agent.as_str(), inbox_depth);
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(spend)
+    }
+
+    /// A turn's figures with the inbox's as it is now (its depth, and the
+    /// deepest since the last turn), and that depth: the peak starts again
+    /// from it once they are stored ([`Hive::take_inbox_peak`]).
+    pub(super) async fn turn_rows(
+        &self,
+        agent: &AgentName,
+        s: &TurnStats,
+    ) -> Result<(Vec<(String, f64)>, u64)> {
+        let depth = self.store.inbox_depth(agent.as_str()).await?;
+        let peak = self.inbox_peak(agent.as_str()).max(depth);
+        let mut rows = turn_figures(s);
+        rows.push((INBOX_DEPTH.into(), depth as f64));
+        rows.push((INBOX_DEPTH_PEAK.into(), peak as f64));
+        Ok((rows, depth))
     }
 
     /// Samples the agent's inbox depth (after a send to it, or a claim of it)

@@ -477,20 +477,24 @@ impl Hive {
         };
         let (_, payload) = event_row(&Payload::TurnEnd(turn_end_of(&stats, vec![])));
         let payload = self.redactor().await?.redact_json(&payload);
+        let (figures, depth) = self.turn_rows(name, &stats).await?;
+        let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         // Conditional: on PostgreSQL a node back from a cut link and the node
-        // that took back its lease may both find the turn open; it ends once.
+        // that took back its lease may both find the turn open; it ends once,
+        // its figures with it.
         let Some(last_id) = self
             .store
-            .end_open_turn(name.as_str(), last.id, &payload)
+            .end_open_turn(name.as_str(), last.id, &payload, &figures)
             .await?
         else {
             return Ok(false);
         };
+        self.take_inbox_peak(name.as_str(), depth);
         self.broker.publish(Change::Events {
             agent: name.to_string(),
             last_id,
         });
-        self.record_turn(name, &stats).await?;
+        self.broker.publish(Change::Agent(name.to_string()));
         Ok(true)
     }
 }

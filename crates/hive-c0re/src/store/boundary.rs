@@ -520,16 +520,18 @@ impl Db {
         both!(self, s => s.events_before(agent, before, limit))
     }
 
-    /// Stores `turn_end` with `payload` only while the agent's newest turn
-    /// event is still the `turn_start` with id `start`, so a turn ends once
-    /// however many nodes find it open; its id, or None when it had ended.
+    /// Stores `turn_end` with `payload`, and the turn's `figures` in the same
+    /// transaction, only while the agent's newest turn event is still the
+    /// `turn_start` with id `start`, so a turn ends once however many nodes
+    /// find it open, and its figures count once; its id, or None when it had ended.
     pub async fn end_open_turn(
         &self,
         agent: &str,
         start: i64,
         payload: &str,
+        figures: &[(&str, f64)],
     ) -> Result<Option<i64>> {
-        both!(self, s => s.end_open_turn(agent, start, payload))
+        both!(self, s => s.end_open_turn(agent, start, payload, figures))
     }
 
     /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
