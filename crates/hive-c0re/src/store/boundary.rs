@@ -1016,7 +1016,8 @@ impl Db {
     /// turn. All or nothing: when it fails the turn's claims stay, and come
     /// back to the inbox as a dropped harness's do. Refused with
     /// `StoreError::Fenced`, writing nothing, unless `w.fence` holds the
-    /// agent's lease when it commits.
+    /// agent's lease, checked in the transaction (no takeover comes in
+    /// between on PostgreSQL: the lease row is locked until it ends).
     pub async fn end_turn(&self, w: &TurnEndWrite<'_>) -> Result<TurnEnded> {
         match self {
             Db::Sqlite(s) => s.end_turn(w),
