@@ -357,8 +357,11 @@ async fn a_turns_end_wakes_the_other_nodes_only_once_stored() {
     };
     let a = f.open().await;
     let b = f.second(&a).await;
+    let mut wb = b.wakes();
     a.create_agent(&agent("alice")).await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
     a.send("operator", "alice", "hi").await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Mailbox("alice".into()));
     let epoch = a
         .acquire_lease("alice", "n1", Duration::from_secs(60))
         .await
@@ -367,7 +370,6 @@ async fn a_turns_end_wakes_the_other_nodes_only_once_stored() {
         .epoch;
     let n1 = Fence { node: "n1", epoch };
     a.claim_fenced("alice", None, 10, n1).await.unwrap();
-    let mut wb = b.wakes();
     let end = |fence| TurnEndWrite {
         agent: "alice",
         fence,
