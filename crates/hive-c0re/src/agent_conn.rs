@@ -431,11 +431,17 @@ async fn handle(
                 s.len() <= hive_sh4re::limits::SESSION_ID_MAX_BYTES
                     && !s.chars().any(hive_sh4re::text::shows_nothing)
             });
-            let config = hive
+            if let Err(e) = hive
                 .end_turn(name, &claim, &stats, outcome, session.as_deref())
-                .await?;
+                .await
+            {
+                // Nothing of the turn was stored: its messages are still its
+                // own, and come back to the inbox when this connection closes.
+                conn.turn = Some(claim);
+                return Err(e);
+            }
             AgentResponse {
-                config: Some(config),
+                config: Some(hive.effective_config(name).await?),
                 ..AgentResponse::ok()
             }
         }

@@ -5,7 +5,8 @@
 //! agent's environment holds neither the database's URL nor its password.
 //! Also what serve says when the database is unreachable or its password is
 //! on the command line, and what a running node does while its database is
-//! out of reach, a send's commit it never heard of included. Skipped (with a note) where PostgreSQL is not installed.
+//! out of reach, a send's commit it never heard of and a turn's end it
+//! dropped included. Skipped (with a note) where PostgreSQL is not installed.
 
 mod common;
 
@@ -946,6 +947,84 @@ fn a_turn_the_database_went_away_under_is_answered_once_it_is_back() {
         r["state"] == "idle" && r["inbox_depth"] == 0
     });
     assert_eq!(ask_alice(&hive, "ping"), "pong");
+}
+
+/// The database dropped while a real turn's end is being stored, its
+/// message acknowledged in the transaction and its figures waiting on a
+/// lock: nothing of that end stays. The refused harness goes away, its turn
+/// is ended `interrupted` once the database is back, and its message comes
+/// again: the next turn answers it again and ends it, and only the turns
+/// that ended count their spend. (Before, the acknowledgement was stored on
+/// its own: the message was never answered again, the turn's spend lost.)
+#[test]
+fn a_turn_whose_end_the_database_dropped_has_its_message_come_again() {
+    let Some(db) = e2e_database() else {
+        return;
+    };
+    let (_sim, hive) = alice_on(&db, &[("HIVE_HEARTBEAT_SECS", "1")], None);
+    assert_eq!(ask_alice(&hive, "ping"), "pong");
+    let figures = |key: &str| {
+        db.count(&format!(
+            "SELECT count(*) FROM stats WHERE agent = 'alice' AND key = '{key}'"
+        ))
+    };
+    assert_eq!(figures("tokens.in"), 1, "the model reports what it spends");
+
+    let held = db.lock("stats");
+    hive.ok(&["send", "alice", "ping"]);
+    db.wait_for_lock_waiter("INSERT INTO stats");
+    db.take_away_waiting_in("INSERT INTO stats");
+    drop(held);
+    hive.wait_for("the refused harness gone", 30, |h| {
+        h.log().contains("harness exited")
+    });
+    db.set_reachable(true);
+
+    let mut answers = vec![];
+    hive.wait_for("the message answered again", 90, |h| {
+        answers.extend(h.recv_operator(1));
+        answers.len() >= 2
+    });
+    let bodies: Vec<&str> = answers
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["pong", "pong"], "{}", hive.log());
+    hive.wait_for("alice idle with an empty inbox", 60, |h| {
+        let r = h.row("alice").unwrap();
+        r["state"] == "idle" && r["inbox_depth"] == 0 && turn_ends(h) == 3
+    });
+    let events = hive.events("alice");
+    let ends: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "turn_end")
+        .map(|e| e["payload"]["exit_class"].as_str().unwrap())
+        .collect();
+    assert_eq!(ends, ["ok", "interrupted", "ok"], "{}", hive.log());
+    let started: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "turn_start")
+        .map(|e| &e["payload"]["messages"])
+        .collect();
+    assert_eq!(started.len(), 3, "{started:?}");
+    assert_eq!(started[1], started[2], "the same message, given again");
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM messages WHERE recipient = 'alice' AND delivered_at IS NOT NULL"
+        ),
+        2
+    );
+    // Three turns ended, two of them with the model's spend; the day's
+    // spend is exactly what their figures say.
+    assert_eq!(figures("turn.duration_ms"), 3, "{}", hive.log());
+    assert_eq!(figures("tokens.in"), 2);
+    assert_eq!(
+        db.count(
+            "SELECT ((SELECT tokens FROM spend_days WHERE agent = 'alice') - (SELECT sum(value) \
+             FROM stats WHERE agent = 'alice' AND key IN ('tokens.in', 'tokens.out')))::bigint"
+        ),
+        0
+    );
 }
 
 /// A relay that can lose the server's answers between a node and `db`, and

@@ -2,8 +2,9 @@
 //! (or `notify`, the hive's own notices) and stays until acknowledged:
 //! - `recv` reads and acknowledges at once (the operator, an agent's `recv` tool);
 //! - a harness's turn *claims* its inbox (`claim`), and ending the turn
-//!   settles the claim (`settle`): acknowledged, released to run again, or
-//!   held after a cancel (it waits for the next turn and starts none itself);
+//!   settles the claim in the transaction that stores the turn's end
+//!   (`Hive::end_turn`): acknowledged, released to run again, or held after
+//!   a cancel (it waits for the next turn and starts none itself);
 //! - a harness that goes away before it ends its turn gives its claims back
 //!   (`release_claims`).
 //!
@@ -12,7 +13,6 @@
 
 use std::time::Duration;
 
-use hive_sh4re::agent::TurnOutcome;
 use hive_sh4re::event::{EventKind, Operator, Payload};
 use hive_sh4re::host::Message;
 use hive_sh4re::notification::NotificationKind;
@@ -361,32 +361,6 @@ impl Hive {
             .store
             .claim_fenced(agent.as_str(), from, max, fence)
             .await?)
-    }
-
-    /// Settles the messages a turn claimed (`ids`): acknowledged, released to
-    /// come again (a failed turn), or held (a cancelled one). Returns the held ids.
-    pub(super) async fn settle(
-        &self,
-        agent: &AgentName,
-        ids: &[i64],
-        outcome: TurnOutcome,
-    ) -> Result<Vec<i64>> {
-        let name = agent.as_str();
-        // Under this daemon's lease only: one that lost it must not settle
-        // what the new holder claimed again.
-        let fence = self.fence(agent)?;
-        Ok(match outcome {
-            TurnOutcome::Ack => {
-                self.store.ack_fenced(name, ids, fence).await?;
-                vec![]
-            }
-            TurnOutcome::Release => {
-                self.store.release_claims_fenced(name, fence).await?;
-                self.broker.poke(name);
-                vec![]
-            }
-            TurnOutcome::Hold => self.store.hold_claims_fenced(name, fence).await?,
-        })
     }
 
     /// Gives back what the agent's harness claimed and did not settle: it went

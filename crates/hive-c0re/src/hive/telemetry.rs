@@ -24,7 +24,7 @@ use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
-use crate::store::{AgentRow, HIVE_WIDE, Spend, StatRow};
+use crate::store::{AgentRow, HIVE_WIDE, INBOX_DEPTH, INBOX_DEPTH_PEAK, Spend, StatRow};
 
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;
@@ -38,48 +38,69 @@ fn stuck_after() -> f64 {
     .as_secs_f64()
 }
 
+/// A turn's figures as `stats` rows, but the inbox's (its depth is read
+/// where the turn's messages are settled).
+pub(super) fn turn_figures(s: &TurnStats) -> Vec<(String, f64)> {
+    let total = s
+        .tool_calls
+        .values()
+        .fold(0u64, |a, n| a.saturating_add(*n));
+    let mut rows: Vec<(String, f64)> = vec![
+        ("turn.duration_ms".into(), s.duration_ms as f64),
+        ("turn.tool_calls".into(), total as f64),
+        (format!("turn.exit.{}", s.exit_class), 1.0),
+        ("turn.exit_code".into(), s.exit_code.unwrap_or(-1) as f64),
+        ("turn.messages_received".into(), s.messages_received as f64),
+    ];
+    rows.extend(
+        s.tool_calls
+            .iter()
+            .map(|(tool, n)| (format!("tool.{tool}"), *n as f64)),
+    );
+    rows.extend(
+        s.sent_by_class
+            .iter()
+            .map(|(c, n)| (format!("sent.{c}"), *n as f64)),
+    );
+    rows.extend(
+        s.received_by_class
+            .iter()
+            .map(|(c, n)| (format!("received.{c}"), *n as f64)),
+    );
+    rows.extend(s.input_tokens.map(|v| ("tokens.in".to_owned(), v as f64)));
+    rows.extend(s.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
+    rows.extend(s.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
+    rows.extend(s.notes_bytes.map(|v| ("notes.bytes".to_owned(), v as f64)));
+    rows
+}
+
 impl Hive {
-    /// Stores the figures of a finished turn whose messages are settled
-    /// already (see [`Hive::end_turn`]), so the inbox depth is what is left.
+    /// Stores a turn's figures alone, with the inbox depth left (tests seed
+    /// figures so); a turn's end stores them with the rest of it
+    /// ([`Hive::end_turn`], `end_interrupted_turn`).
     pub async fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
-        let total = s
-            .tool_calls
-            .values()
-            .fold(0u64, |a, n| a.saturating_add(*n));
-        let inbox_depth = self.store.inbox_depth(agent.as_str()).await?;
-        let peak = self.take_inbox_peak(agent.as_str(), inbox_depth);
-        let mut rows: Vec<(String, f64)> = vec![
-            ("turn.duration_ms".into(), s.duration_ms as f64),
-            ("turn.tool_calls".into(), total as f64),
-            (format!("turn.exit.{}", s.exit_class), 1.0),
-            ("turn.exit_code".into(), s.exit_code.unwrap_or(-1) as f64),
-            ("turn.messages_received".into(), s.messages_received as f64),
-            ("inbox.depth".into(), inbox_depth as f64),
-            ("inbox.depth_peak".into(), peak as f64),
-        ];
-        rows.extend(
-            s.tool_calls
-                .iter()
-                .map(|(tool, n)| (format!("tool.{tool}"), *n as f64)),
-        );
-        rows.extend(
-            s.sent_by_class
-                .iter()
-                .map(|(c, n)| (format!("sent.{c}"), *n as f64)),
-        );
-        rows.extend(
-            s.received_by_class
-                .iter()
-                .map(|(c, n)| (format!("received.{c}"), *n as f64)),
-        );
-        rows.extend(s.input_tokens.map(|v| ("tokens.in".to_owned(), v as f64)));
-        rows.extend(s.output_tokens.map(|v| ("tokens.out".to_owned(), v as f64)));
-        rows.extend(s.cost_usd.map(|v| ("cost.usd".to_owned(), v)));
-        rows.extend(s.notes_bytes.map(|v| ("notes.bytes".to_owned(), v as f64)));
+        let (rows, inbox_depth) = self.turn_rows(agent, s).await?;
         let rows: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let spend = self.store.add_stats(agent.as_str(), &rows).await?;
+        self.take_inbox_peak(agent.as_str(), inbox_depth);
         self.broker.publish(Change::Agent(agent.to_string()));
         Ok(spend)
+    }
+
+    /// A turn's figures with the inbox's as it is now (its depth, and the
+    /// deepest since the last turn), and that depth: the peak starts again
+    /// from it once they are stored ([`Hive::take_inbox_peak`]).
+    pub(super) async fn turn_rows(
+        &self,
+        agent: &AgentName,
+        s: &TurnStats,
+    ) -> Result<(Vec<(String, f64)>, u64)> {
+        let depth = self.store.inbox_depth(agent.as_str()).await?;
+        let peak = self.inbox_peak(agent.as_str()).max(depth);
+        let mut rows = turn_figures(s);
+        rows.push((INBOX_DEPTH.into(), depth as f64));
+        rows.push((INBOX_DEPTH_PEAK.into(), peak as f64));
+        Ok((rows, depth))
     }
 
     /// Samples the agent's inbox depth (after a send to it, or a claim of it)
@@ -99,9 +120,16 @@ impl Hive {
 
     /// The deepest the inbox was since the last call (at least `now`), and
     /// starts the next interval at `now`.
-    fn take_inbox_peak(&self, agent: &str, now: u64) -> u64 {
+    pub(super) fn take_inbox_peak(&self, agent: &str, now: u64) -> u64 {
         let mut peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
         peaks.insert(agent.to_owned(), now).unwrap_or(0).max(now)
+    }
+
+    /// The deepest the inbox was since the last [`Hive::take_inbox_peak`],
+    /// leaving it: a turn's end that fails keeps it for the next.
+    pub(super) fn inbox_peak(&self, agent: &str) -> u64 {
+        let peaks = self.inbox_peaks.lock().unwrap_or_else(|p| p.into_inner());
+        peaks.get(agent).copied().unwrap_or(0)
     }
 
     /// Records the approval queue's length, hive-wide, after a change (a failure is only logged).

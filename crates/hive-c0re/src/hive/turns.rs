@@ -1,8 +1,9 @@
 //! A harness's turn as hive-c0re sees it: `next_turn` waits until the agent
 //! may work and claims its inbox for the turn; `end_turn` settles it in one
-//! step, in a fixed order: the messages first (acknowledged, released or
-//! held), so the figures recorded next are the true ones, then the session,
-//! the `turn_end` event and the idle state.
+//! transaction, in a fixed order: the messages first (acknowledged, released
+//! or held), so the figures recorded next are the true ones, then the
+//! session, the idle state, the `turn_end` event and the state's. All of it
+//! is stored or none: a turn whose end failed has its messages come again.
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use crate::broker::Change;
 use crate::clock::{now_ms, sleep_until};
 use crate::error::Result;
 use crate::hive::{Hive, budget, event_row};
-use crate::store::MessageRow;
+use crate::store::{MessageRow, Settle, TurnEndWrite};
 
 /// Most messages one turn takes from the inbox.
 const TURN_BATCH: u32 = 100;
@@ -374,8 +375,14 @@ impl Hive {
 
     /// Ends a turn: settles its messages, records its figures (with the inbox
     /// depth that is left), keeps its session unless the operator started a
-    /// fresh one meanwhile, marks the agent idle, and only then records the
-    /// `turn_end` event. Returns the config for what the harness does next.
+    /// fresh one meanwhile, marks the agent idle, and records the `turn_end`
+    /// event and then the state's: all in one transaction, fenced by the
+    /// agent's lease ([`crate::store::Db::end_turn`]), so whoever sees
+    /// `turn_end` reads the whole turn. When it fails nothing of it is
+    /// stored: the harness, refused, goes away, and its claims come back to
+    /// the inbox as a dropped harness's do. What is not the store's (wakes,
+    /// the API's health, the budgets' and failing turns' notices) follows
+    /// the commit and fails nothing: an error means the turn did not end.
     pub async fn end_turn(
         &self,
         name: &AgentName,
@@ -383,39 +390,59 @@ impl Hive {
         stats: &TurnStats,
         outcome: TurnOutcome,
         session: Option<&str>,
-    ) -> Result<EffectiveConfig> {
+    ) -> Result<()> {
         let agent = name.as_str();
+        // Under this daemon's lease only: one that lost it must not settle
+        // what the new holder claimed again (the store checks it again).
+        let fence = self.fence(name)?;
+        // What its `recv` read during the turn is settled with the turn's own.
         let mut ids = claim.ids.clone();
         ids.extend(self.turn_ended_reads(name));
-        let held = self.settle(name, &ids, outcome).await?;
+        let redactor = self.redactor().await?;
+        let turn_end = |held: &[i64]| {
+            let (_, payload) = event_row(&Payload::TurnEnd(turn_end_of(stats, held.to_vec())));
+            redactor.redact_json(&payload)
+        };
+        let (_, idle) = crate::hive::state_event(AgentState::Idle, None);
+        let idle = redactor.redact_json(&idle);
+        let figures = super::telemetry::turn_figures(stats);
+        let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let ended = self
+            .store
+            .end_turn(&TurnEndWrite {
+                agent,
+                fence,
+                settle: match outcome {
+                    TurnOutcome::Ack => Settle::Ack(&ids),
+                    TurnOutcome::Release => Settle::Release,
+                    TurnOutcome::Hold => Settle::Hold,
+                },
+                figures: &figures,
+                inbox_peak: self.inbox_peak(agent),
+                session,
+                resumed: claim.resumed.as_deref(),
+                turn_end: &turn_end,
+                idle: &idle,
+            })
+            .await?;
+        self.take_inbox_peak(agent, ended.inbox_depth);
+        if outcome == TurnOutcome::Release {
+            self.broker.poke(agent);
+        }
         if outcome == TurnOutcome::Release && stats.exit_class == ExitClass::ApiError {
             // Also when claude did not retry (CLAUDE_CODE_MAX_RETRIES=0): the hive learns of it.
             self.api.failed(agent, stats.api_status, "");
         }
         self.api
             .turn_ended(agent, outcome == TurnOutcome::Ack, stats.api_status);
-        let spend = self.record_turn(name, stats).await?;
-        self.spent(name, spend).await;
-        self.count_failing_turns(name, stats, outcome).await;
-        if let Some(s) = session {
-            self.store
-                .replace_session(agent, claim.resumed.as_deref(), Some(s))
-                .await?;
-        }
-        let end = turn_end_of(stats, held);
-        // The row is settled (idle, last_turn_at) before `turn_end` shows: whoever
-        // sees that event reads the whole turn. The state event follows it, as always.
-        self.store.set_state(agent, AgentState::Idle, None).await?;
-        self.add_events(
-            name,
-            &[
-                event_row(&Payload::TurnEnd(end)),
-                crate::hive::state_event(AgentState::Idle, None),
-            ],
-        )
-        .await?;
+        self.broker.publish(Change::Events {
+            agent: name.to_string(),
+            last_id: ended.state,
+        });
         self.broker.publish(Change::Agent(name.to_string()));
-        self.effective_config(name).await
+        self.spent(name, ended.spend).await;
+        self.count_failing_turns(name, stats, outcome).await;
+        Ok(())
     }
 
     /// Ends the agent's open turn, when its history has one, as `interrupted`:
@@ -454,20 +481,24 @@ impl Hive {
         };
         let (_, payload) = event_row(&Payload::TurnEnd(turn_end_of(&stats, vec![])));
         let payload = self.redactor().await?.redact_json(&payload);
+        let (figures, depth) = self.turn_rows(name, &stats).await?;
+        let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         // Conditional: on PostgreSQL a node back from a cut link and the node
-        // that took back its lease may both find the turn open; it ends once.
+        // that took back its lease may both find the turn open; it ends once,
+        // its figures with it.
         let Some(last_id) = self
             .store
-            .end_open_turn(name.as_str(), last.id, &payload)
+            .end_open_turn(name.as_str(), last.id, &payload, &figures)
             .await?
         else {
             return Ok(false);
         };
+        self.take_inbox_peak(name.as_str(), depth);
         self.broker.publish(Change::Events {
             agent: name.to_string(),
             last_id,
         });
-        self.record_turn(name, &stats).await?;
+        self.broker.publish(Change::Agent(name.to_string()));
         Ok(true)
     }
 }
@@ -481,5 +512,193 @@ fn turn_end_of(stats: &TurnStats, held: Vec<i64>) -> TurnEnd {
         held,
         error: stats.error.clone(),
         api_status: stats.api_status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hive_sh4re::Mailbox;
+    use hive_sh4re::config::AgentConfig;
+
+    use super::*;
+    use crate::clock::day_of;
+    use crate::store::{Db, Spend};
+    use crate::supervisor::Supervised;
+
+    /// A turn that read its message and spent 100 tokens.
+    fn spent_100() -> TurnStats {
+        TurnStats {
+            messages_received: 1,
+            input_tokens: Some(100),
+            ..TurnStats::default()
+        }
+    }
+
+    /// The kinds of the events alice's history holds, oldest first.
+    async fn kinds(hive: &Hive, alice: &AgentName) -> Vec<String> {
+        let events = hive.events(alice, None, None, 100).await.unwrap();
+        events.into_iter().map(|e| e.kind).collect()
+    }
+
+    async fn spend(hive: &Hive, alice: &AgentName) -> Spend {
+        let today = day_of(now_ms());
+        hive.store
+            .spend_on(Some(alice.as_str()), today)
+            .await
+            .unwrap()
+    }
+
+    /// A hive with alice, her lease taken, and one message from the operator
+    /// claimed by her turn.
+    async fn alice_in_a_turn(dir: &std::path::Path) -> (std::sync::Arc<Hive>, AgentName, Turn) {
+        let hive = Hive::for_tests(dir, None);
+        let alice = AgentName::parse("alice").unwrap();
+        hive.add_stopped(&alice, &AgentConfig::default().to_toml())
+            .await
+            .unwrap();
+        hive.take_lease_for_tests(&alice).await;
+        hive.send(&Mailbox::Operator, &Mailbox::Agent(alice.clone()), "work")
+            .await
+            .unwrap();
+        let turn = hive
+            .next_turn(&alice, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("a turn");
+        (hive, alice, turn)
+    }
+
+    /// The database fails the turn's end at its `turn_end` event: nothing of
+    /// the turn is stored, neither its acknowledgement nor its spend. Its
+    /// harness goes away (refused), the message comes again, and the turn
+    /// that then ends it counts its spend once.
+    #[tokio::test]
+    async fn a_turn_whose_end_failed_has_its_messages_come_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hive, alice, turn) = alice_in_a_turn(dir.path()).await;
+        let Db::Sqlite(store) = &hive.store else {
+            unreachable!("tests' hives are on sqlite")
+        };
+        store.execute_for_tests(
+            "CREATE TRIGGER broken BEFORE INSERT ON events WHEN NEW.kind = 'turn_end' \
+             BEGIN SELECT RAISE(ABORT, 'the database went away'); END;",
+        );
+        let failed = hive
+            .end_turn(
+                &alice,
+                &turn.claim(),
+                &spent_100(),
+                TurnOutcome::Ack,
+                Some("s1"),
+            )
+            .await;
+        assert!(failed.is_err(), "{failed:?}");
+        drop(turn);
+        assert_eq!(spend(&hive, &alice).await, Spend::default());
+        assert!(!kinds(&hive, &alice).await.contains(&"turn_end".to_owned()));
+        assert_eq!(hive.agent_row(&alice).await.unwrap().session_id, None);
+        assert!(
+            hive.next_turn(&alice, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_none(),
+            "the message is still the failed turn's"
+        );
+
+        hive.harness_exited(&alice, "the harness exited").await;
+        store.execute_for_tests("DROP TRIGGER broken;");
+        let again = hive
+            .next_turn(&alice, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the message comes again");
+        assert_eq!(again.messages.len(), 1);
+        assert_eq!(again.messages[0].body, "work");
+        hive.end_turn(
+            &alice,
+            &again.claim(),
+            &spent_100(),
+            TurnOutcome::Ack,
+            Some("s1"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            spend(&hive, &alice).await,
+            Spend {
+                usd: 0.0,
+                tokens: 100.0
+            }
+        );
+        let ended: Vec<String> = kinds(&hive, &alice)
+            .await
+            .into_iter()
+            .filter(|k| k == "turn_end")
+            .collect();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(
+            hive.inbox_depth(&Mailbox::Agent(alice.clone()))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            hive.agent_row(&alice).await.unwrap().session_id.as_deref(),
+            Some("s1")
+        );
+    }
+
+    /// A daemon that lost the agent's lease ends none of its turn: the
+    /// message stays the turn's until the lease is taken again, which gives
+    /// it back to the inbox for the next turn.
+    #[tokio::test]
+    async fn a_turns_end_under_a_lost_lease_stores_nothing_and_its_message_comes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hive, alice, turn) = alice_in_a_turn(dir.path()).await;
+        let epoch = hive.supervisor.lease_epoch("alice").unwrap();
+        assert!(
+            hive.store
+                .release_lease("alice", hive.lease_holder(), epoch)
+                .await
+                .unwrap()
+        );
+        let failed = hive
+            .end_turn(&alice, &turn.claim(), &spent_100(), TurnOutcome::Ack, None)
+            .await;
+        assert!(
+            matches!(
+                failed,
+                Err(crate::error::Error::Store(
+                    crate::store::StoreError::Fenced { .. }
+                ))
+            ),
+            "{failed:?}"
+        );
+        drop(turn);
+        assert_eq!(spend(&hive, &alice).await, Spend::default());
+        // The operator's message is noted in her history; nothing of the turn.
+        assert_eq!(kinds(&hive, &alice).await, ["operator"]);
+        assert_eq!(
+            hive.inbox_depth(&Mailbox::Agent(alice.clone()))
+                .await
+                .unwrap(),
+            1
+        );
+
+        hive.take_lease_for_tests(&alice).await;
+        let again = hive
+            .next_turn(&alice, Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("the message comes again");
+        assert_eq!(again.messages[0].body, "work");
+        hive.end_turn(&alice, &again.claim(), &spent_100(), TurnOutcome::Ack, None)
+            .await
+            .unwrap();
+        assert_eq!(spend(&hive, &alice).await.tokens, 100.0);
+        assert_eq!(
+            kinds(&hive, &alice).await,
+            ["operator", "turn_end", "state"]
+        );
     }
 }

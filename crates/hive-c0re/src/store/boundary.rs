@@ -18,7 +18,7 @@ use super::{
     AgentFacts, AgentRow, ApprovalRow, BudgetOverride, DeliveryRow, EventRow, Fence, Lease, Limits,
     MessageRow, NewAgent, NewApproval, NewRequest, NodeDown, NodeRow, NotificationRow, Outage,
     QuestionRow, Registration, RequestRow, Result, ScheduleRow, SecretEntry, SendError, SendNote,
-    Sent, Spend, StatRow, Store, Tail, Wakes, WebhookStats,
+    Sent, Spend, StatRow, Store, Tail, TurnEndWrite, TurnEnded, Wakes, WebhookStats,
 };
 
 /// The hive's store on either backend; cheap to clone.
@@ -529,16 +529,18 @@ impl Db {
         both!(self, s => s.events_before(agent, before, limit))
     }
 
-    /// Stores `turn_end` with `payload` only while the agent's newest turn
-    /// event is still the `turn_start` with id `start`, so a turn ends once
-    /// however many nodes find it open; its id, or None when it had ended.
+    /// Stores `turn_end` with `payload`, and the turn's `figures` in the same
+    /// transaction, only while the agent's newest turn event is still the
+    /// `turn_start` with id `start`, so a turn ends once however many nodes
+    /// find it open, and its figures count once; its id, or None when it had ended.
     pub async fn end_open_turn(
         &self,
         agent: &str,
         start: i64,
         payload: &str,
+        figures: &[(&str, f64)],
     ) -> Result<Option<i64>> {
-        both!(self, s => s.end_open_turn(agent, start, payload))
+        both!(self, s => s.end_open_turn(agent, start, payload, figures))
     }
 
     /// The agent's newest `turn_start` or `turn_end`: a start means its turn is open.
@@ -1028,6 +1030,21 @@ impl Db {
     /// `StoreError::Fenced`, holding nothing, unless `fence` holds it now.
     pub async fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
         both!(self, s => s.hold_claims_fenced(recipient, fence))
+    }
+
+    /// Writes a turn's end in one transaction: its messages settled, its
+    /// figures and spend, the session, the idle state, then its `turn_end`
+    /// and `state` events, so that whoever sees `turn_end` reads the whole
+    /// turn. All or nothing: when it fails the turn's claims stay, and come
+    /// back to the inbox as a dropped harness's do. Refused with
+    /// `StoreError::Fenced`, writing nothing, unless `w.fence` holds the
+    /// agent's lease, checked in the transaction (no takeover comes in
+    /// between on PostgreSQL: the lease row is locked until it ends).
+    pub async fn end_turn(&self, w: &TurnEndWrite<'_>) -> Result<TurnEnded> {
+        match self {
+            Db::Sqlite(s) => s.end_turn(w),
+            Db::Postgres(s) => s.written(s.end_turn(w).await),
+        }
     }
 
     /// Returns the claims of every agent whose lease ran out unreleased (its

@@ -112,10 +112,17 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Stores `turn_end` with `payload` only while the agent's newest turn
-    /// event is still the `turn_start` with id `start`; its id, or None when
-    /// the turn had ended (by another writer) or another began meanwhile.
-    pub fn end_open_turn(&self, agent: &str, start: i64, payload: &str) -> Result<Option<i64>> {
+    /// Stores `turn_end` with `payload`, and the turn's `figures` in the same
+    /// transaction, only while the agent's newest turn event is still the
+    /// `turn_start` with id `start`; its id, or None when the turn had ended
+    /// (by another writer) or another began meanwhile.
+    pub fn end_open_turn(
+        &self,
+        agent: &str,
+        start: i64,
+        payload: &str,
+        figures: &[(&str, f64)],
+    ) -> Result<Option<i64>> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
         let last: Option<i64> = tx
@@ -125,11 +132,13 @@ impl Store {
         if last != Some(start) {
             return Ok(None);
         }
+        let now = now_ms();
         tx.prepare_cached(
             "INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, 'turn_end', ?3)",
         )?
-        .execute(params![agent, now_ms(), payload])?;
+        .execute(params![agent, now, payload])?;
         let id = tx.last_insert_rowid();
+        super::stats::add_stats_on(&tx, agent, now, figures.iter().copied())?;
         tx.commit()?;
         Ok(Some(id))
     }

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::messages::MessageRow;
 use super::{Inner, Result, Store, StoreError};
@@ -60,15 +60,21 @@ pub(super) fn ttl_ms(ttl: Duration) -> i64 {
 impl Inner {
     /// True when `fence` holds `agent`'s lease now.
     fn holds(&self, agent: &str, fence: Fence<'_>) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT 1 FROM agent_leases WHERE agent = ?1 AND node = ?2 AND epoch = ?3 AND expires_at > ?4",
-            )?
-            .query_row(params![agent, fence.node, fence.epoch, now_ms()], |_| Ok(()))
-            .optional()?
-            .is_some())
+        holds_on(&self.conn, agent, fence)
     }
+}
+
+/// True when `fence` holds `agent`'s lease now, as `conn` (a transaction of
+/// the caller's) reads it; one daemon writes a sqlite file, so the answer
+/// holds until the caller's transaction commits.
+pub(super) fn holds_on(conn: &Connection, agent: &str, fence: Fence<'_>) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM agent_leases WHERE agent = ?1 AND node = ?2 AND epoch = ?3 AND expires_at > ?4",
+        )?
+        .query_row(params![agent, fence.node, fence.epoch, now_ms()], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 impl Store {
@@ -194,22 +200,16 @@ impl Store {
         if !g.holds(recipient, fence)? {
             return Err(fence.refused(recipient));
         }
-        Ok(g.conn.execute(
-            "UPDATE messages SET claimed_at = NULL WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
-            params![recipient],
-        )?)
+        super::messages::release_on(&g.conn, recipient)
     }
 
     /// [`Store::hold_claims`] for the holder of `recipient`'s lease only.
     pub fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
-        {
-            let g = self.lock();
-            if !g.holds(recipient, fence)? {
-                return Err(fence.refused(recipient));
-            }
+        let g = self.lock();
+        if !g.holds(recipient, fence)? {
+            return Err(fence.refused(recipient));
         }
-        // One daemon owns a sqlite file: nothing takes the lease in between.
-        self.hold_claims(recipient)
+        super::messages::hold_on(&g.conn, recipient)
     }
 
     /// Returns the claims of every agent whose lease ran out (not released:

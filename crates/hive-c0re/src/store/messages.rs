@@ -106,7 +106,8 @@ pub(super) fn load_depths(conn: &Connection) -> Result<HashMap<String, u64>> {
 }
 
 impl Inner {
-    fn delivered(&mut self, recipient: &str, n: usize) {
+    /// Counts `n` of `recipient`'s messages off its depth once their acknowledgement committed.
+    pub(super) fn delivered(&mut self, recipient: &str, n: usize) {
         if let Some(d) = self.depth.get_mut(recipient) {
             *d = d.saturating_sub(n as u64);
         }
@@ -161,20 +162,45 @@ impl Inner {
     /// [`Store::ack`] under the lock the caller holds.
     pub(super) fn ack(&mut self, recipient: &str, ids: &[i64]) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut n = 0;
-        {
-            let mut st = tx.prepare_cached(
-                "UPDATE messages SET delivered_at = ?1 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NULL",
-            )?;
-            let now = now_ms();
-            for id in ids {
-                n += st.execute(params![now, id, recipient])?;
-            }
-        }
+        let n = ack_on(&tx, recipient, ids)?;
         tx.commit()?;
         self.delivered(recipient, n);
         Ok(n)
     }
+}
+
+/// Acknowledges messages of `recipient` on `conn` (inside the caller's
+/// transaction); how many. The caller counts them off the depths once it commits.
+pub(super) fn ack_on(conn: &Connection, recipient: &str, ids: &[i64]) -> Result<usize> {
+    let mut st = conn.prepare_cached(
+        "UPDATE messages SET delivered_at = ?1 WHERE id = ?2 AND recipient = ?3 AND delivered_at IS NULL",
+    )?;
+    let now = now_ms();
+    let mut n = 0;
+    for id in ids {
+        n += st.execute(params![now, id, recipient])?;
+    }
+    Ok(n)
+}
+
+/// Returns `recipient`'s claimed, unacknowledged messages to its queue, on `conn`; how many.
+pub(super) fn release_on(conn: &Connection, recipient: &str) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE messages SET claimed_at = NULL WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
+        )?
+        .execute(params![recipient])?)
+}
+
+/// Returns `recipient`'s claimed messages to its queue as held, on `conn`; their ids, ascending.
+pub(super) fn hold_on(conn: &Connection, recipient: &str) -> Result<Vec<i64>> {
+    let mut st = conn.prepare_cached(
+        "UPDATE messages SET claimed_at = NULL, held_at = ?1 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NOT NULL RETURNING id",
+    )?;
+    let rows = st.query_map(params![now_ms(), recipient], |r| r.get(0))?;
+    let mut ids = rows.collect::<rusqlite::Result<Vec<i64>>>()?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 impl Store {
@@ -300,23 +326,12 @@ impl Store {
 
     /// Returns claimed but unacknowledged messages of `recipient` to its queue.
     pub fn release_claims(&self, recipient: &str) -> Result<usize> {
-        let g = self.lock();
-        Ok(g.conn.execute(
-            "UPDATE messages SET claimed_at = NULL WHERE recipient = ?1 AND delivered_at IS NULL AND claimed_at IS NOT NULL",
-            params![recipient],
-        )?)
+        release_on(&self.lock().conn, recipient)
     }
 
     /// Returns claimed messages of `recipient` to its queue as held: they wait for the next new message.
     pub fn hold_claims(&self, recipient: &str) -> Result<Vec<i64>> {
-        let g = self.lock();
-        let mut st = g.conn.prepare_cached(
-            "UPDATE messages SET claimed_at = NULL, held_at = ?1 WHERE recipient = ?2 AND delivered_at IS NULL AND claimed_at IS NOT NULL RETURNING id",
-        )?;
-        let rows = st.query_map(params![now_ms(), recipient], |r| r.get(0))?;
-        let mut ids = rows.collect::<rusqlite::Result<Vec<i64>>>()?;
-        ids.sort_unstable();
-        Ok(ids)
+        hold_on(&self.lock().conn, recipient)
     }
 
     /// Undelivered messages of `recipient` held after a cancelled turn.

@@ -33,6 +33,7 @@ mod secrets;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod turns;
 mod wake;
 
 use std::collections::HashMap;
@@ -57,6 +58,7 @@ pub use requests::{NewRequest, RequestRow};
 pub use schedules::ScheduleRow;
 pub use secrets::SecretEntry;
 pub use stats::{HIVE_WIDE, STATS_READ_MAX, StatRow};
+pub use turns::{INBOX_DEPTH, INBOX_DEPTH_PEAK, Settle, TurnEndWrite, TurnEnded};
 pub use wake::{Wake, Wakes};
 
 /// Errors of the store.
@@ -379,6 +381,13 @@ impl Store {
     /// Where the writer reports a panic.
     pub fn faults(&self) -> &crate::panics::Faults {
         &self.faults
+    }
+
+    /// Runs `sql` on the store's own connection: tests of what uses the
+    /// store (an in-memory one) break the database under it.
+    #[cfg(test)]
+    pub(crate) fn execute_for_tests(&self, sql: &str) {
+        self.lock().conn.execute_batch(sql).unwrap();
     }
 }
 

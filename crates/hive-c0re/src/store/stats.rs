@@ -1,8 +1,6 @@
 //! The `stats` table: figures the harness reports at each turn end.
 
-use rusqlite::params;
-
-use rusqlite::OptionalExtension;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, Spend, Store};
 use crate::clock::{day_of, now_ms};
@@ -35,27 +33,7 @@ impl Store {
     ) -> Result<Spend> {
         let mut g = self.lock();
         let tx = g.conn.transaction()?;
-        let now = now_ms();
-        let mut spend = Spend::default();
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (k, v) in items {
-                st.execute(params![agent, now, k, v])?;
-                let s = Spend::of([(k, v)]);
-                spend.usd += s.usd;
-                spend.tokens += s.tokens;
-            }
-        }
-        if !spend.is_zero() {
-            tx.prepare_cached(
-                "INSERT INTO spend_days (agent, day, usd, tokens) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (day, agent) DO UPDATE SET \
-                 usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
-            )?
-            .execute(params![agent, day_of(now), spend.usd, spend.tokens])?;
-        }
+        let spend = add_stats_on(&tx, agent, now_ms(), items)?;
         tx.commit()?;
         Ok(spend)
     }
@@ -116,4 +94,35 @@ impl Store {
         )?;
         Ok(n)
     }
+}
+
+/// Stores figures of `agent` at `now` on `conn`, inside the caller's
+/// transaction, with the spending among them added to its total for that
+/// day; returns the spending.
+pub(super) fn add_stats_on<'a>(
+    conn: &Connection,
+    agent: &str,
+    now: i64,
+    items: impl IntoIterator<Item = (&'a str, f64)>,
+) -> Result<Spend> {
+    let mut spend = Spend::default();
+    {
+        let mut st = conn
+            .prepare_cached("INSERT INTO stats (agent, ts, key, value) VALUES (?1, ?2, ?3, ?4)")?;
+        for (k, v) in items {
+            st.execute(params![agent, now, k, v])?;
+            let s = Spend::of([(k, v)]);
+            spend.usd += s.usd;
+            spend.tokens += s.tokens;
+        }
+    }
+    if !spend.is_zero() {
+        conn.prepare_cached(
+            "INSERT INTO spend_days (agent, day, usd, tokens) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (day, agent) DO UPDATE SET \
+             usd = usd + excluded.usd, tokens = tokens + excluded.tokens",
+        )?
+        .execute(params![agent, day_of(now), spend.usd, spend.tokens])?;
+    }
+    Ok(spend)
 }

@@ -98,16 +98,18 @@ impl PgStore {
         Ok(v)
     }
 
-    /// Stores `turn_end` with `payload` only while the agent's newest turn
-    /// event is still the `turn_start` with id `start`; its id, or None when
-    /// the turn had ended (on another node too) or another began meanwhile.
-    /// Under the agent's events lock, as the events writer takes it, so of
-    /// two nodes ending one turn at once the second finds it ended.
+    /// Stores `turn_end` with `payload`, and the turn's `figures` in the same
+    /// transaction, only while the agent's newest turn event is still the
+    /// `turn_start` with id `start`; its id, or None when the turn had ended
+    /// (on another node too) or another began meanwhile. Under the agent's
+    /// events lock, as the events writer takes it, so of two nodes ending one
+    /// turn at once the second finds it ended.
     pub async fn end_open_turn(
         &self,
         agent: &str,
         start: i64,
         payload: &str,
+        figures: &[(&str, f64)],
     ) -> Result<Option<i64>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -118,6 +120,7 @@ impl PgStore {
         .await?;
         // A statement of its own after the lock, so its snapshot sees what
         // the lock's last holder committed.
+        let now = now_ms();
         let id: Option<i64> = tx
             .query_opt(
                 &format!(
@@ -125,11 +128,12 @@ impl PgStore {
                      SELECT nextval(pg_get_serial_sequence('events', 'id')), $1, $2, 'turn_end', $3 \
                      WHERE (SELECT id {LAST_TURN}) = $4 RETURNING id"
                 ),
-                &[&agent, &now_ms(), &payload, &start],
+                &[&agent, &now, &payload, &start],
             )
             .await?
             .map(|r| r.get(0));
         if let Some(id) = id {
+            super::stats::add_stats_on(&tx, agent, now, figures).await?;
             // Other nodes' dashboards stream the agent's events (`Wake::Events`).
             tx.execute(
                 &format!(

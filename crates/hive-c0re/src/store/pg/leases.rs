@@ -227,7 +227,7 @@ impl PgStore {
 
 /// True when `fence` holds `agent`'s lease now; the row stays locked until
 /// the transaction ends, so no takeover comes in between.
-async fn holds(
+pub(super) async fn holds(
     tx: &deadpool_postgres::Transaction<'_>,
     agent: &str,
     fence: Fence<'_>,

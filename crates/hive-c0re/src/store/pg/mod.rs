@@ -18,8 +18,9 @@
 //!   their ids grow in commit order and a reader tailing by id misses none;
 //! - a write that should wake an agent commits a notification with it, which
 //!   every other node's listener hands to its subscribers (`wakes.rs`);
-//! - an agent runs on the node holding its lease, and claims and acks of a
-//!   node whose lease was taken over are refused (`leases.rs`).
+//! - an agent runs on the node holding its lease, and claims, acks and turn
+//!   ends of a node whose lease was taken over are refused (`leases.rs`,
+//!   `turns.rs`).
 
 mod agents;
 mod approvals;
@@ -46,6 +47,7 @@ mod stats;
 mod tail;
 pub mod test_cluster;
 mod tls;
+mod turns;
 mod wakes;
 
 use std::sync::Arc;

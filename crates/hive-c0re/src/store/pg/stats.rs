@@ -1,5 +1,7 @@
 //! The `stats` table on PostgreSQL.
 
+use deadpool_postgres::GenericClient;
+
 use super::{PgStore, delete_chunked, vacuum_unlock};
 use crate::clock::{day_of, now_ms};
 use crate::store::{HIVE_WIDE, Result, STATS_READ_MAX, Spend, StatRow};
@@ -12,44 +14,7 @@ impl PgStore {
         if items.is_empty() {
             return Ok(Spend::default());
         }
-        let spend = Spend::of(items.iter().copied());
-        let (keys, values): (Vec<&str>, Vec<f64>) = items.iter().copied().unzip();
-        let c = self.client().await?;
-        let now = now_ms();
-        if spend.is_zero() {
-            let st = c
-                .prepare_cached(
-                    "INSERT INTO stats (agent, ts, key, value) \
-                     SELECT $1, $2, u.k, u.v FROM unnest($3::text[], $4::float8[]) AS u(k, v)",
-                )
-                .await?;
-            c.execute(&st, &[&agent, &now, &keys, &values]).await?;
-        } else {
-            // One statement, so the figures and the day's total commit together.
-            let st = c
-                .prepare_cached(
-                    "WITH s AS (INSERT INTO stats (agent, ts, key, value) \
-                       SELECT $1, $2, u.k, u.v FROM unnest($3::text[], $4::float8[]) AS u(k, v)) \
-                     INSERT INTO spend_days (agent, day, usd, tokens) VALUES ($1, $5, $6, $7) \
-                     ON CONFLICT (day, agent) DO UPDATE SET \
-                     usd = spend_days.usd + excluded.usd, tokens = spend_days.tokens + excluded.tokens",
-                )
-                .await?;
-            c.execute(
-                &st,
-                &[
-                    &agent,
-                    &now,
-                    &keys,
-                    &values,
-                    &day_of(now),
-                    &spend.usd,
-                    &spend.tokens,
-                ],
-            )
-            .await?;
-        }
-        Ok(spend)
+        add_stats_on(&self.client().await?, agent, now_ms(), items).await
     }
 
     /// Figures since `since` (ms), of one agent or all, oldest first: the
@@ -117,4 +82,51 @@ impl PgStore {
         vacuum_unlock(client, &result).await;
         result
     }
+}
+
+/// Stores figures of `agent` at `now` on `c` (a connection, or the caller's
+/// transaction on one), with the spending among them added to its total for
+/// that day in the same statement; returns the spending.
+pub(super) async fn add_stats_on(
+    c: &impl GenericClient,
+    agent: &str,
+    now: i64,
+    items: &[(&str, f64)],
+) -> Result<Spend> {
+    let spend = Spend::of(items.iter().copied());
+    let (keys, values): (Vec<&str>, Vec<f64>) = items.iter().copied().unzip();
+    if spend.is_zero() {
+        let st = c
+            .prepare_cached(
+                "INSERT INTO stats (agent, ts, key, value) \
+                 SELECT $1, $2, u.k, u.v FROM unnest($3::text[], $4::float8[]) AS u(k, v)",
+            )
+            .await?;
+        c.execute(&st, &[&agent, &now, &keys, &values]).await?;
+    } else {
+        // One statement, so the figures and the day's total commit together.
+        let st = c
+            .prepare_cached(
+                "WITH s AS (INSERT INTO stats (agent, ts, key, value) \
+                   SELECT $1, $2, u.k, u.v FROM unnest($3::text[], $4::float8[]) AS u(k, v)) \
+                 INSERT INTO spend_days (agent, day, usd, tokens) VALUES ($1, $5, $6, $7) \
+                 ON CONFLICT (day, agent) DO UPDATE SET \
+                 usd = spend_days.usd + excluded.usd, tokens = spend_days.tokens + excluded.tokens",
+            )
+            .await?;
+        c.execute(
+            &st,
+            &[
+                &agent,
+                &now,
+                &keys,
+                &values,
+                &day_of(now),
+                &spend.usd,
+                &spend.tokens,
+            ],
+        )
+        .await?;
+    }
+    Ok(spend)
 }

@@ -7,6 +7,7 @@ mod leases;
 mod nodes;
 mod pg_only;
 mod suite;
+mod turns;
 mod wakes;
 
 use std::path::PathBuf;

@@ -121,24 +121,31 @@ both! {
         let a = f.open().await;
         let b = f.second(&a).await;
         let start_of = async |s: &Db| s.add_events("pong", &[("turn_start", "{}")]).await.unwrap()[0];
+        let figures = [("turn.exit.interrupted", 1.0), ("inbox.depth", 0.0)];
+        let turns = async |s: &Db| {
+            let rows = s.stats_since(Some("pong"), 0).await.unwrap();
+            rows.iter().filter(|r| r.key == "turn.exit.interrupted").count()
+        };
         for round in 0..10 {
             let start = start_of(&a).await;
             let ended = race(&a, &b, 4, |s, i| async move {
-                s.end_open_turn("pong", start, &format!("{{\"by\":{i}}}")).await.unwrap()
+                s.end_open_turn("pong", start, &format!("{{\"by\":{i}}}"), &figures).await.unwrap()
             })
             .await;
             let ids: Vec<i64> = ended.iter().flatten().copied().collect();
             assert_eq!(ids.len(), 1, "round {round}: the turn ended {ids:?}");
             let after = b.events_since("pong", start, 100).await.unwrap();
             assert_eq!(after.iter().map(|e| (e.id, e.kind.as_str())).collect::<Vec<_>>(), [(ids[0], "turn_end")]);
+            assert_eq!(turns(&b).await, round + 1, "round {round}: its figures count once");
         }
         // An end for a turn that is over, or was followed by another, stores nothing.
         let old = start_of(&a).await;
         let newer = start_of(&b).await;
-        assert_eq!(a.end_open_turn("pong", old, "{}").await.unwrap(), None, "a later turn began");
-        let end = b.end_open_turn("pong", newer, "{}").await.unwrap().unwrap();
-        assert_eq!(a.end_open_turn("pong", newer, "{}").await.unwrap(), None, "ended already");
+        assert_eq!(a.end_open_turn("pong", old, "{}", &figures).await.unwrap(), None, "a later turn began");
+        let end = b.end_open_turn("pong", newer, "{}", &figures).await.unwrap().unwrap();
+        assert_eq!(a.end_open_turn("pong", newer, "{}", &figures).await.unwrap(), None, "ended already");
         assert_eq!(a.last_turn_event("pong").await.unwrap().unwrap().id, end);
+        assert_eq!(turns(&a).await, 11);
     }
 
     async fn a_down_node_is_marked_by_one_of_the_nodes_racing_to_notice(f) {

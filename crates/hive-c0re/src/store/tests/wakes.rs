@@ -345,3 +345,54 @@ async fn what_the_operator_sees_changing_on_one_node_wakes_the_others() {
     assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
     silence(&mut wb).await;
 }
+
+/// A turn's end on one node wakes the others once it commits, in the
+/// order its writes come: the inbox its failed turn gave back, the agent's
+/// row, its events up to the state's; one refused for a lost lease, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_end_wakes_the_other_nodes_only_once_stored() {
+    use crate::store::{Fence, Settle, TurnEndWrite};
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let a = f.open().await;
+    let b = f.second(&a).await;
+    let mut wb = b.wakes();
+    a.create_agent(&agent("alice")).await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
+    a.send("operator", "alice", "hi").await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Mailbox("alice".into()));
+    let epoch = a
+        .acquire_lease("alice", "n1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap()
+        .epoch;
+    let n1 = Fence { node: "n1", epoch };
+    a.claim_fenced("alice", None, 10, n1).await.unwrap();
+    let end = |fence| TurnEndWrite {
+        agent: "alice",
+        fence,
+        settle: Settle::Release,
+        figures: &[("turn.exit.failure", 1.0)],
+        inbox_peak: 0,
+        session: None,
+        resumed: None,
+        turn_end: &|_| "{}".to_owned(),
+        idle: "{}",
+    };
+    let refused = a.end_turn(&end(Fence { node: "n2", epoch })).await;
+    assert!(refused.is_err(), "{refused:?}");
+    silence(&mut wb).await;
+    let ended = a.end_turn(&end(n1)).await.unwrap();
+    assert_eq!(next_any(&mut wb).await, Wake::Mailbox("alice".into()));
+    assert_eq!(next_any(&mut wb).await, Wake::Agent("alice".into()));
+    assert_eq!(
+        next_any(&mut wb).await,
+        Wake::Events {
+            agent: "alice".into(),
+            last_id: ended.state
+        }
+    );
+    silence(&mut wb).await;
+}
