@@ -20,11 +20,11 @@ pub struct EventRow {
 
 pub(super) const COLUMNS: &str = "agent, id, ts, kind, payload_json";
 
-/// The agent's (`?1`) newest turn event, after `SELECT columns`.
 /// Stores one event: agent, time, kind, payload (a send's note uses it too).
 pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (agent, ts, kind, payload_json) VALUES (?1, ?2, ?3, ?4)";
 
+/// The agent's (`?1`) newest turn event, after `SELECT columns`.
 const LAST_TURN: &str = "FROM events WHERE agent = ?1 AND kind IN ('turn_start', 'turn_end') \
      ORDER BY id DESC LIMIT 1";
 
