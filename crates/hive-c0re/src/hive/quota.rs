@@ -57,7 +57,8 @@ pub fn state_quota(set: Option<StateQuota>, state: &std::path::Path) -> Option<u
             Ok(total) => {
                 let quota = (total / 4).max(1);
                 tracing::info!(
-                    "each agent's files may take {} on this node (state_quota: a quarter of {});                      set --state-quota to change it, or none for no quota",
+                    "each agent's files may take {} on this node (state_quota: a quarter of {}); \
+                     set --state-quota to change it, or none for no quota",
                     human(quota),
                     crate::space::filesystem_of(state)
                 );
