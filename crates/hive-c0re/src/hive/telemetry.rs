@@ -20,11 +20,10 @@ use hive_sh4re::limits::{
     TOOL_NAME_MAX_CHARS, TURN_ERROR_MAX_CHARS, TURN_TOOLS_MAX,
 };
 
-use crate::broker::Change;
 use crate::clock::{now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::hive::Hive;
-use crate::store::{AgentRow, HIVE_WIDE, INBOX_DEPTH, INBOX_DEPTH_PEAK, Spend, StatRow};
+use crate::store::{AgentRow, HIVE_WIDE, INBOX_DEPTH, INBOX_DEPTH_PEAK, StatRow};
 
 /// An agent with waiting messages and no turn for this long is flagged stuck.
 pub const STUCK_AFTER_SECONDS: f64 = 300.0;
@@ -75,15 +74,21 @@ pub(super) fn turn_figures(s: &TurnStats) -> Vec<(String, f64)> {
 }
 
 impl Hive {
-    /// Stores a turn's figures alone, with the inbox depth left (tests seed
-    /// figures so); a turn's end stores them with the rest of it
-    /// ([`Hive::end_turn`], `end_interrupted_turn`).
-    pub async fn record_turn(&self, agent: &AgentName, s: &TurnStats) -> Result<Spend> {
+    /// Stores a turn's figures alone, with the inbox depth left, as tests
+    /// seed them; a turn's end stores them in its own transaction
+    /// ([`Hive::end_turn`], `end_interrupted_turn`), the one way outside tests.
+    #[cfg(test)]
+    pub async fn record_turn(
+        &self,
+        agent: &AgentName,
+        s: &TurnStats,
+    ) -> Result<crate::store::Spend> {
         let (rows, inbox_depth) = self.turn_rows(agent, s).await?;
         let rows: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let spend = self.store.add_stats(agent.as_str(), &rows).await?;
         self.take_inbox_peak(agent.as_str(), inbox_depth);
-        self.broker.publish(Change::Agent(agent.to_string()));
+        self.broker
+            .publish(crate::broker::Change::Agent(agent.to_string()));
         Ok(spend)
     }
 

@@ -194,7 +194,9 @@ impl Db {
         both!(self, s => s.set_session(name, session))
     }
 
-    /// Sets the session to resume unless it changed since `expected` was read; true when it was set.
+    /// Sets the session to resume unless it changed since `expected` was read;
+    /// true when it was set. A turn's end does it in its transaction ([`Db::end_turn`]).
+    #[cfg(test)]
     pub async fn replace_session(
         &self,
         name: &str,
@@ -1028,6 +1030,8 @@ impl Db {
 
     /// [`Db::hold_claims`] by the holder of `recipient`'s lease: refused with
     /// `StoreError::Fenced`, holding nothing, unless `fence` holds it now.
+    /// A cancelled turn's end holds in its transaction ([`Db::end_turn`]).
+    #[cfg(test)]
     pub async fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
         both!(self, s => s.hold_claims_fenced(recipient, fence))
     }
