@@ -474,6 +474,13 @@ fn pick_runtime(
         }
         Err(_) => {}
     }
+    match runtime.cpu_shared() {
+        Ok(()) => tracing::info!("each agent's container has an equal share of the CPU"),
+        Err(why) if runtime.isolated() => {
+            tracing::warn!("agents' processes compete for the CPU as plain processes: {why}")
+        }
+        Err(_) => {}
+    }
     Ok(runtime)
 }
 

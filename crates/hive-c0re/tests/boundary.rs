@@ -990,6 +990,79 @@ exec sleep 100000
 /// why, in a notification that names the agent and its bound. Without
 /// the bound it took the host's memory, and the OOM killer chose among
 /// every agent's processes and the daemon's.
+/// alice runs four busy processes for each of bob's (a parallel build, or a
+/// hostile agent spinning on purpose): each container still gets half of the
+/// cores the two of them fight over, not a share per process.
+#[test]
+fn an_agent_spinning_on_every_core_leaves_another_agent_its_share() {
+    if !nspawn_ready() {
+        return;
+    }
+    // Each agent spins once, for the same 4 s (the test starts both at
+    // once), with more processes than the host has cores so that they
+    // contend, then writes the clock ticks its processes took. alice puts
+    // each process in a session of its own: the kernel's autogroups share
+    // the cores per session, and so per process for her.
+    let script = r#"#!/bin/sh
+S="$HIVE_AGENT_STATE"
+if [ ! -e "$S/spun" ]; then
+  touch "$S/spun"
+  n=$(nproc)
+  spin=
+  if [ "$HIVE_AGENT_NAME" = alice ]; then n=$((n * 4)); spin=setsid; fi
+  while [ ! -e "$S/go" ]; do sleep 0.05; done
+  pids=""
+  i=0
+  while [ $i -lt $n ]; do
+    $spin sh -c 'while :; do :; done' &
+    pids="$pids $!"
+    i=$((i + 1))
+  done
+  sleep 4
+  t=0
+  for p in $pids; do t=$((t + $(awk '{ print $14 + $15 }' /proc/$p/stat))); done
+  kill $pids
+  echo "$t" > "$S/ticks.tmp" && mv "$S/ticks.tmp" "$S/ticks"
+fi
+exec sleep 100000
+"#;
+    let opts = Opts {
+        runtime: "nspawn",
+        args: vec!["--no-manager".into(), "--no-dashboard".into()],
+        ..Opts::default()
+    };
+    let (hive, _bin) = hive_with_harness(script, opts);
+    if hive
+        .log()
+        .contains("compete for the CPU as plain processes")
+    {
+        eprintln!("skipped: this host has no cpu cgroup:\n{}", hive.log());
+        return;
+    }
+    spawn_running(&hive, "alice");
+    spawn_running(&hive, "bob");
+    let state = |agent: &str| hive.state_dir().join(format!("agents/{agent}/state"));
+    for agent in ["alice", "bob"] {
+        std::fs::write(state(agent).join("go"), "").unwrap();
+    }
+    let ticks = |agent: &str| -> Option<u64> {
+        std::fs::read_to_string(state(agent).join("ticks"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    hive.wait_for("both agents to have spun", 60, |_| {
+        ticks("alice").is_some() && ticks("bob").is_some()
+    });
+    let (alice, bob) = (ticks("alice").unwrap(), ticks("bob").unwrap());
+    // Shared per process, bob would get a fifth of the contended time (a
+    // quarter of alice's); shared per agent, about as much as alice.
+    assert!(
+        bob > 0 && bob * 2 >= alice,
+        "bob's one process per core took {bob} ticks against alice's four per core {alice}: \
+         the cores are shared per process or session, not per agent"
+    );
+}
+
 #[test]
 fn an_agent_taking_more_memory_than_its_bound_loses_only_its_own_process() {
     if !nspawn_ready() {

@@ -143,6 +143,15 @@ pub trait Runtime: Send + Sync + 'static {
         ))
     }
 
+    /// Whether each agent's processes share the cores as one (a cgroup of
+    /// its own), or why they compete as plain processes.
+    fn cpu_shared(&self) -> Result<(), String> {
+        Err(format!(
+            "the {} runtime does not give an agent a CPU share of its own",
+            self.kind().as_str()
+        ))
+    }
+
     /// How many of the agent's processes the kernel killed for want of
     /// memory since its container was launched (`None`: not counted).
     fn oom_kills(&self, _spec: &LaunchSpec) -> Option<u64> {

@@ -18,13 +18,16 @@
 //! No machined registration: it would need nspawn in the host's PID namespace,
 //! losing the guarantee above, and containers must work where systemd is not PID 1.
 
+mod cgroup;
 mod confine;
+mod cpu;
 mod egress;
 mod memory;
 mod net;
 mod rootfs;
 
 use confine::Confinement;
+use cpu::CpuCgroups;
 use egress::Egress;
 pub use egress::{EgressPolicy, Network as AllowedNetwork};
 use memory::MemoryCgroups;
@@ -90,6 +93,8 @@ pub struct NspawnRuntime {
     uids: Arc<UidRanges>,
     /// The containers' memory cgroups, or why this host has none for them.
     memory: Result<Arc<MemoryCgroups>, String>,
+    /// The containers' cpu cgroups, or why this host has none for them.
+    cpu: Result<Arc<CpuCgroups>, String>,
     /// The filter keeping pasta's connections off the host's own networks;
     /// `None` where the operator let containers reach everything.
     egress: Option<Arc<Egress>>,
@@ -146,11 +151,13 @@ impl NspawnRuntime {
             )),
         };
         let memory = MemoryCgroups::set_up(bounds.agent_memory).map(Arc::new);
+        let cpu = CpuCgroups::set_up().map(Arc::new);
         Ok(Self {
             paths,
             nspawn,
             uids: Arc::new(uids),
             memory,
+            cpu,
             egress,
         })
     }
@@ -603,6 +610,10 @@ impl Runtime for NspawnRuntime {
             .map_err(Clone::clone)
     }
 
+    fn cpu_shared(&self) -> Result<(), String> {
+        self.cpu.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
     fn oom_kills(&self, spec: &LaunchSpec) -> Option<u64> {
         let memory = self.memory.as_ref().ok()?;
         memory.oom_kills(&spec.name.container(), spec.uid_base)
@@ -638,7 +649,7 @@ impl Runtime for NspawnRuntime {
                 source: io::Error::other(e),
             })??;
         let machine = spec.name.container();
-        let cgroup = match &self.memory {
+        let memory = match &self.memory {
             Ok(memory) => {
                 // A fresh cgroup: its count of OOM kills is this launch's.
                 memory.remove(&machine, spec.uid_base);
@@ -648,6 +659,13 @@ impl Runtime for NspawnRuntime {
             }
             Err(_) => None,
         };
+        let cpu = match &self.cpu {
+            Ok(cpu) => Some(cpu.for_agent(&machine, spec.uid_base).map_err(|e| {
+                RuntimeError::Unavailable(format!("cannot give {} its CPU share: {e}", spec.name))
+            })?),
+            Err(_) => None,
+        };
+        let cgroups = [memory, cpu];
         // The mount point for the private tmpfs `private_proc` puts there.
         fs::create_dir_all(NSPAWN_RUN).map_err(io_err(format!("could not create {NSPAWN_RUN}")))?;
         let log = sys::open_log(&spec.log)?;
@@ -676,7 +694,7 @@ impl Runtime for NspawnRuntime {
         // SAFETY: the hook only makes async-signal-safe syscalls.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(cgroup) = &cgroup {
+                for cgroup in cgroups.iter().flatten() {
                     cgroup.join()?;
                 }
                 if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
@@ -752,6 +770,9 @@ impl Runtime for NspawnRuntime {
         self.reap_orphans(&spec.name).await?;
         if let Ok(memory) = &self.memory {
             memory.remove(&spec.name.container(), spec.uid_base);
+        }
+        if let Ok(cpu) = &self.cpu {
+            cpu.remove(&spec.name.container(), spec.uid_base);
         }
         self.uids.release(spec.uid_base);
         let root = spec.rootfs.clone();

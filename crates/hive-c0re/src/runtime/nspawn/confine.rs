@@ -11,8 +11,8 @@ use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 
+use super::cgroup::hierarchy_dir;
 use crate::procfs;
 
 /// `PTRACE_SECCOMP_GET_FILTER` (linux/ptrace.h), which the libc crate lacks.
@@ -254,58 +254,9 @@ fn cgroups_to_join(pid: i32) -> io::Result<Vec<CString>> {
     Ok(out)
 }
 
-/// The host directory of cgroup `path` in the hierarchy named by `controllers`
-/// (empty: the unified cgroup2 one), from mountinfo.
-pub(super) fn hierarchy_dir(mountinfo: &str, controllers: &str, path: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (fields, tail) = line.split_once(" - ")?;
-        let mut fields = fields.split(' ');
-        let root = fields.nth(3)?;
-        let mount_point = fields.next()?;
-        let mut tail = tail.split(' ');
-        let fstype = tail.next()?;
-        let options = tail.nth(1)?;
-        let matches = if controllers.is_empty() {
-            fstype == "cgroup2"
-        } else {
-            fstype == "cgroup"
-                && controllers
-                    .split(',')
-                    .all(|c| options.split(',').any(|o| o == c))
-        };
-        let rel = path.strip_prefix(root)?.trim_start_matches('/');
-        matches.then(|| Path::new(mount_point).join(rel))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MOUNTINFO: &str = "\
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-    #[test]
-    fn hierarchies_are_found_by_type_and_controllers() {
-        let dir = |c, p| hierarchy_dir(MOUNTINFO, c, p);
-        assert_eq!(
-            dir("", "/payload"),
-            Some(PathBuf::from("/sys/fs/cgroup/unified/payload"))
-        );
-        assert_eq!(
-            dir("name=systemd", "/payload"),
-            Some(PathBuf::from("/sys/fs/cgroup/systemd/payload"))
-        );
-        assert_eq!(
-            dir("cpu,cpuacct", "/a/b"),
-            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/a/b"))
-        );
-        assert_eq!(dir("pids", "/x"), None);
-    }
 
     #[test]
     fn the_bounding_set_names_each_kept_capability() {
