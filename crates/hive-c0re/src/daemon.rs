@@ -475,7 +475,10 @@ fn pick_runtime(
         Err(_) => {}
     }
     match runtime.cpu_shared() {
-        Ok(()) => tracing::info!("each agent's container has an equal share of the CPU"),
+        Ok(None) => tracing::info!("each agent's container has an equal share of the CPU"),
+        Ok(Some(cores)) => tracing::info!(
+            "each agent's container has an equal share of the CPU, at most {cores} cores"
+        ),
         Err(why) if runtime.isolated() => {
             tracing::warn!("agents' processes compete for the CPU as plain processes: {why}")
         }

@@ -159,6 +159,17 @@ pub struct ServeArgs {
         value_parser = parse_agent_memory
     )]
     pub agent_memory: Option<u64>,
+    /// Most CPU one agent's container may take, in cores (e.g. 1.5): its
+    /// processes are held to it even when cores are idle. Whatever the cap,
+    /// agents that contend share the cores equally, per agent rather than
+    /// per process. nspawn runtime only. Default: no cap.
+    #[arg(
+        long,
+        env = "HIVE_AGENT_CPUS",
+        value_name = "CORES",
+        value_parser = parse_agent_cpus
+    )]
+    pub agent_cpus: Option<f64>,
     /// The networks of the host's that agents' containers may reach besides
     /// the internet, comma-separated (e.g. 10.1.2.0/24,fd00:1::/64), or `all`.
     /// By default a container reaches none of the host's own addresses, private
@@ -254,6 +265,20 @@ fn parse_agent_memory(text: &str) -> std::result::Result<u64, String> {
         n if n >= MIN => Ok(n),
         _ => Err(format!(
             "an agent_memory of {text} is too small for claude to run: give at least 64MiB, or leave it out for a quarter of the host's memory"
+        )),
+    }
+}
+
+/// An agent's CPU cap in cores: at least a tenth of one (claude slower than
+/// that times out its own requests).
+fn parse_agent_cpus(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.1 => Ok(n),
+        Ok(_) => Err(format!(
+            "an agent_cpus of {text} is too little for claude to run: give at least 0.1 (a tenth of a core), or leave it out for no cap"
+        )),
+        Err(_) => Err(format!(
+            "an agent_cpus of {text:?} is not a number of cores: give one such as 1.5"
         )),
     }
 }
@@ -722,6 +747,7 @@ impl Resolved {
             state_quota: a.state_quota,
             bounds: crate::runtime::ContainerBounds {
                 agent_memory: a.agent_memory,
+                agent_cpus: a.agent_cpus,
                 egress: a.allow_networks.clone().unwrap_or_default(),
             },
             webhooks: crate::webhooks::Webhooks {
@@ -939,6 +965,8 @@ mod tests {
             ("state_quota = \"0MiB\"", "would stop every agent"),
             ("state_quota = \"lots\"", "is not a size"),
             ("agent_memory = \"32MiB\"", "too small for claude"),
+            ("agent_cpus = \"lots\"", "not a number of cores"),
+            ("agent_cpus = 0.01", "too little for claude"),
             ("allow_networks = \"lan\"", "such as 10.1.2.0/24"),
             ("dashboard = [1]", "takes a string or a number"),
             ("inbox-cap = 1", "unknown key `inbox-cap`"),

@@ -990,31 +990,20 @@ exec sleep 100000
 /// why, in a notification that names the agent and its bound. Without
 /// the bound it took the host's memory, and the OOM killer chose among
 /// every agent's processes and the daemon's.
-/// alice runs four busy processes for each of bob's (a parallel build, or a
-/// hostile agent spinning on purpose): each container still gets half of the
-/// cores the two of them fight over, not a share per process.
-#[test]
-fn an_agent_spinning_on_every_core_leaves_another_agent_its_share() {
-    if !nspawn_ready() {
-        return;
-    }
-    // Each agent spins once, for the same 4 s (the test starts both at
-    // once), with more processes than the host has cores so that they
-    // contend, then writes the clock ticks its processes took. alice puts
-    // each process in a session of its own: the kernel's autogroups share
-    // the cores per session, and so per process for her.
-    let script = r#"#!/bin/sh
+/// A harness that spins once: it waits for the test to write a number into
+/// its `go` file, runs that many busy processes, each in a session of its own
+/// (the kernel's autogroups would otherwise share the cores per session),
+/// for 4 s, then writes the clock ticks they took into `ticks`.
+const SPIN: &str = r#"#!/bin/sh
 S="$HIVE_AGENT_STATE"
 if [ ! -e "$S/spun" ]; then
   touch "$S/spun"
-  n=$(nproc)
-  spin=
-  if [ "$HIVE_AGENT_NAME" = alice ]; then n=$((n * 4)); spin=setsid; fi
-  while [ ! -e "$S/go" ]; do sleep 0.05; done
+  while [ ! -s "$S/go" ]; do sleep 0.05; done
+  n=$(cat "$S/go")
   pids=""
   i=0
   while [ $i -lt $n ]; do
-    $spin sh -c 'while :; do :; done' &
+    setsid sh -c 'while :; do :; done' &
     pids="$pids $!"
     i=$((i + 1))
   done
@@ -1026,12 +1015,46 @@ if [ ! -e "$S/spun" ]; then
 fi
 exec sleep 100000
 "#;
+
+/// Starts `spinners` (agent, busy processes) at once in `hive` and gives each
+/// agent's clock ticks (100 a second of a core) when all have spun.
+fn spin(hive: &TestHive, spinners: &[(&str, usize)]) -> Vec<u64> {
+    let state = |agent: &str| hive.state_dir().join(format!("agents/{agent}/state"));
+    for (agent, _) in spinners {
+        spawn_running(hive, agent);
+    }
+    for (agent, n) in spinners {
+        std::fs::write(state(agent).join("go"), n.to_string()).unwrap();
+    }
+    let ticks = |agent: &str| -> Option<u64> {
+        std::fs::read_to_string(state(agent).join("ticks"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    hive.wait_for("every agent to have spun", 60, |_| {
+        spinners.iter().all(|(a, _)| ticks(a).is_some())
+    });
+    spinners.iter().map(|(a, _)| ticks(a).unwrap()).collect()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// alice runs four busy processes for each of bob's, more than the host has
+/// cores (a parallel build, or a hostile agent spinning on purpose): each
+/// container still gets half of the cores, not a share per process.
+#[test]
+fn an_agent_spinning_on_every_core_leaves_another_agent_its_share() {
+    if !nspawn_ready() {
+        return;
+    }
     let opts = Opts {
         runtime: "nspawn",
         args: vec!["--no-manager".into(), "--no-dashboard".into()],
         ..Opts::default()
     };
-    let (hive, _bin) = hive_with_harness(script, opts);
+    let (hive, _bin) = hive_with_harness(SPIN, opts);
     if hive
         .log()
         .contains("compete for the CPU as plain processes")
@@ -1039,27 +1062,52 @@ exec sleep 100000
         eprintln!("skipped: this host has no cpu cgroup:\n{}", hive.log());
         return;
     }
-    spawn_running(&hive, "alice");
-    spawn_running(&hive, "bob");
-    let state = |agent: &str| hive.state_dir().join(format!("agents/{agent}/state"));
-    for agent in ["alice", "bob"] {
-        std::fs::write(state(agent).join("go"), "").unwrap();
-    }
-    let ticks = |agent: &str| -> Option<u64> {
-        std::fs::read_to_string(state(agent).join("ticks"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-    };
-    hive.wait_for("both agents to have spun", 60, |_| {
-        ticks("alice").is_some() && ticks("bob").is_some()
-    });
-    let (alice, bob) = (ticks("alice").unwrap(), ticks("bob").unwrap());
-    // Shared per process, bob would get a fifth of the contended time (a
-    // quarter of alice's); shared per agent, about as much as alice.
+    let ticks = spin(&hive, &[("alice", 4 * cores()), ("bob", cores())]);
+    let (alice, bob) = (ticks[0], ticks[1]);
+    // Shared per process, bob would get a fifth of the time (a quarter of
+    // alice's); shared per agent, about as much as alice.
     assert!(
         bob > 0 && bob * 2 >= alice,
         "bob's one process per core took {bob} ticks against alice's four per core {alice}: \
          the cores are shared per process or session, not per agent"
+    );
+}
+
+/// With `--agent-cpus 0.5`, an agent spinning on every core takes half of
+/// one, although the other cores stand idle.
+#[test]
+fn an_agent_is_held_to_its_cpu_cap_on_an_idle_host() {
+    if !nspawn_ready() {
+        return;
+    }
+    let opts = Opts {
+        runtime: "nspawn",
+        args: vec![
+            "--no-manager".into(),
+            "--no-dashboard".into(),
+            "--agent-cpus".into(),
+            "0.5".into(),
+        ],
+        ..Opts::default()
+    };
+    let (hive, _bin) = hive_with_harness(SPIN, opts);
+    if hive
+        .log()
+        .contains("compete for the CPU as plain processes")
+    {
+        eprintln!("skipped: this host has no cpu cgroup:\n{}", hive.log());
+        return;
+    }
+    assert!(
+        hive.log().contains("at most 0.5 cores"),
+        "the start names no cap:\n{}",
+        hive.log()
+    );
+    let alice = spin(&hive, &[("alice", 2 * cores())])[0];
+    // 4 s of half a core is 200 ticks; uncapped, two cores give 800.
+    assert!(
+        alice > 0 && alice <= 260,
+        "alice took {alice} ticks in 4 s, more than half a core's 200"
     );
 }
 

@@ -144,8 +144,9 @@ pub trait Runtime: Send + Sync + 'static {
     }
 
     /// Whether each agent's processes share the cores as one (a cgroup of
-    /// its own), or why they compete as plain processes.
-    fn cpu_shared(&self) -> Result<(), String> {
+    /// its own) and the cap in cores on each, or why they compete as plain
+    /// processes.
+    fn cpu_shared(&self) -> Result<Option<f64>, String> {
         Err(format!(
             "the {} runtime does not give an agent a CPU share of its own",
             self.kind().as_str()

@@ -105,6 +105,8 @@ pub struct NspawnRuntime {
 pub struct ContainerBounds {
     /// Most memory a container may take; `None`: a quarter of the containers' share.
     pub agent_memory: Option<u64>,
+    /// Most CPU a container may take, in cores; `None`: no cap.
+    pub agent_cpus: Option<f64>,
     /// The networks of the host's a container may reach besides the internet.
     pub egress: EgressPolicy,
 }
@@ -151,7 +153,7 @@ impl NspawnRuntime {
             )),
         };
         let memory = MemoryCgroups::set_up(bounds.agent_memory).map(Arc::new);
-        let cpu = CpuCgroups::set_up().map(Arc::new);
+        let cpu = CpuCgroups::set_up(bounds.agent_cpus).map(Arc::new);
         Ok(Self {
             paths,
             nspawn,
@@ -610,8 +612,8 @@ impl Runtime for NspawnRuntime {
             .map_err(Clone::clone)
     }
 
-    fn cpu_shared(&self) -> Result<(), String> {
-        self.cpu.as_ref().map(|_| ()).map_err(Clone::clone)
+    fn cpu_shared(&self) -> Result<Option<f64>, String> {
+        self.cpu.as_ref().map(|c| c.cap()).map_err(Clone::clone)
     }
 
     fn oom_kills(&self, spec: &LaunchSpec) -> Option<u64> {
