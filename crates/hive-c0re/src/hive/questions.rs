@@ -290,10 +290,10 @@ impl Drop for Withdraw<'_> {
                 let (db, id, changes) = (db.clone(), self.id, self.hive.broker.publisher());
                 // No runtime left (the daemon is ending): the question stays
                 // pending, as it would had the daemon been killed.
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                if tokio::runtime::Handle::try_current().is_err() {
                     return;
-                };
-                rt.spawn(async move {
+                }
+                self.hive.spawn_task("question withdrawal", async move {
                     if db.cancel_question(id).await.unwrap_or(false) {
                         let _ = changes.send(Change::Questions);
                     }

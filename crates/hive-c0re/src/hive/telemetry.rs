@@ -73,6 +73,12 @@ pub(super) fn turn_figures(s: &TurnStats) -> Vec<(String, f64)> {
     rows
 }
 
+/// Figures as the store takes them, which borrows their names: the one
+/// conversion for every caller holding owned ones.
+pub(super) fn borrow_figures(rows: &[(String, f64)]) -> Vec<(&str, f64)> {
+    rows.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
 impl Hive {
     /// Stores a turn's figures alone, with the inbox depth left, as tests
     /// seed them; a turn's end stores them in its own transaction
@@ -84,8 +90,10 @@ impl Hive {
         s: &TurnStats,
     ) -> Result<crate::store::Spend> {
         let (rows, inbox_depth) = self.turn_rows(agent, s).await?;
-        let rows: Vec<(&str, f64)> = rows.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let spend = self.store.add_stats(agent.as_str(), &rows).await?;
+        let spend = self
+            .store
+            .add_stats(agent.as_str(), &borrow_figures(&rows))
+            .await?;
         self.take_inbox_peak(agent.as_str(), inbox_depth);
         self.broker
             .publish(crate::broker::Change::Agent(agent.to_string()));
@@ -162,8 +170,10 @@ impl Hive {
                 "{agent} reported figures {STATS_PER_MINUTE} times this minute, the most hive-c0re takes: report again next minute"
             )));
         }
-        let items: Vec<(&str, f64)> = items.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let spend = self.store.add_stats(agent.as_str(), &items).await?;
+        let spend = self
+            .store
+            .add_stats(agent.as_str(), &borrow_figures(items))
+            .await?;
         self.spent(agent, spend).await;
         Ok(())
     }

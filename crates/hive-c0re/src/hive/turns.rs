@@ -17,6 +17,7 @@ use crate::api_health::Gate;
 use crate::broker::Change;
 use crate::clock::{now_ms, sleep_until};
 use crate::error::Result;
+use crate::hive::telemetry::borrow_figures;
 use crate::hive::{Hive, budget, event_row};
 use crate::store::{MessageRow, Settle, TurnEndWrite};
 
@@ -406,7 +407,6 @@ impl Hive {
         let (_, idle) = crate::hive::state_event(AgentState::Idle, None);
         let idle = redactor.redact_json(&idle);
         let figures = super::telemetry::turn_figures(stats);
-        let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let ended = self
             .store
             .end_turn(&TurnEndWrite {
@@ -417,7 +417,7 @@ impl Hive {
                     TurnOutcome::Release => Settle::Release,
                     TurnOutcome::Hold => Settle::Hold,
                 },
-                figures: &figures,
+                figures: &borrow_figures(&figures),
                 inbox_peak: self.inbox_peak(agent),
                 session,
                 resumed: claim.resumed.as_deref(),
@@ -482,13 +482,12 @@ impl Hive {
         let (_, payload) = event_row(&Payload::TurnEnd(turn_end_of(&stats, vec![])));
         let payload = self.redactor().await?.redact_json(&payload);
         let (figures, depth) = self.turn_rows(name, &stats).await?;
-        let figures: Vec<(&str, f64)> = figures.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         // Conditional: on PostgreSQL a node back from a cut link and the node
         // that took back its lease may both find the turn open; it ends once,
         // its figures with it.
         let Some(last_id) = self
             .store
-            .end_open_turn(name.as_str(), last.id, &payload, &figures)
+            .end_open_turn(name.as_str(), last.id, &payload, &borrow_figures(&figures))
             .await?
         else {
             return Ok(false);

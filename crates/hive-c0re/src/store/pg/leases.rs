@@ -123,14 +123,10 @@ impl PgStore {
         max: u32,
         fence: Fence<'_>,
     ) -> Result<Vec<MessageRow>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        if !holds(&tx, recipient, fence).await? {
-            return Err(fence.refused(recipient));
-        }
-        let got = self.claim_from_on(&tx, recipient, sender, max).await?;
-        tx.commit().await?;
-        Ok(got)
+        self.fenced(recipient, fence, async |tx| {
+            self.claim_from_on(tx, recipient, sender, max).await
+        })
+        .await
     }
 
     /// What [`PgStore::recv`] would take, claimed for the turn in progress
@@ -142,14 +138,10 @@ impl PgStore {
         max: u32,
         fence: Fence<'_>,
     ) -> Result<Vec<MessageRow>> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        if !holds(&tx, recipient, fence).await? {
-            return Err(fence.refused(recipient));
-        }
-        let got = self.claim_read_on(&tx, recipient, max).await?;
-        tx.commit().await?;
-        Ok(got)
+        self.fenced(recipient, fence, async |tx| {
+            self.claim_read_on(tx, recipient, max).await
+        })
+        .await
     }
 
     /// [`PgStore::ack`] for the holder of `recipient`'s lease only: refused
@@ -160,39 +152,47 @@ impl PgStore {
         ids: &[i64],
         fence: Fence<'_>,
     ) -> Result<usize> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        if !holds(&tx, recipient, fence).await? {
-            return Err(fence.refused(recipient));
-        }
-        let n = self.ack_on(&tx, recipient, ids).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.fenced(recipient, fence, async |tx| {
+            self.ack_on(tx, recipient, ids).await
+        })
+        .await
     }
 
     /// [`PgStore::release_claims`] for the holder of `recipient`'s lease
     /// only: a node that lost the lease must not hand back its successor's claims.
     pub async fn release_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<usize> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        if !holds(&tx, recipient, fence).await? {
-            return Err(fence.refused(recipient));
-        }
-        let n = self.release_claims_in(&tx, recipient).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.fenced(recipient, fence, async |tx| {
+            self.release_claims_in(tx, recipient).await
+        })
+        .await
     }
 
     /// [`PgStore::hold_claims`] for the holder of `recipient`'s lease only.
     pub async fn hold_claims_fenced(&self, recipient: &str, fence: Fence<'_>) -> Result<Vec<i64>> {
+        self.fenced(recipient, fence, async |tx| {
+            self.hold_claims_in(tx, recipient).await
+        })
+        .await
+    }
+
+    /// The frame of every fenced operation: `op` runs in the transaction
+    /// whose lease check holds the row (see the module doc), so a takeover
+    /// cannot come between the check and the commit; refused, or failed,
+    /// nothing is written.
+    async fn fenced<T>(
+        &self,
+        agent: &str,
+        fence: Fence<'_>,
+        op: impl AsyncFnOnce(&deadpool_postgres::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        if !holds(&tx, recipient, fence).await? {
-            return Err(fence.refused(recipient));
+        if !holds(&tx, agent, fence).await? {
+            return Err(fence.refused(agent));
         }
-        let ids = self.hold_claims_in(&tx, recipient).await?;
+        let out = op(&tx).await?;
         tx.commit().await?;
-        Ok(ids)
+        Ok(out)
     }
 
     /// Returns the claims of every agent whose lease ran out (not released)
