@@ -616,6 +616,7 @@ fn a_container_whose_pasta_dies_is_relaunched_with_a_fresh_network() {
     };
     hive.wait_for("alice to reach the internet", 60, reaches);
     let first = pasta_pid(&hive, "alice").expect("alice's pasta");
+    assert_pasta_spends_alices_cpu(&hive, first);
     let killed = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(first),
@@ -646,6 +647,7 @@ fn a_container_whose_pasta_dies_is_relaunched_with_a_fresh_network() {
             .is_some_and(|p| p != first && Path::new(&format!("/proc/{p}")).exists())
             && h.row("alice").is_some_and(|r| r["running"] == true)
     });
+    assert_pasta_spends_alices_cpu(&hive, pasta_pid(&hive, "alice").unwrap());
     // What the old container said goes with it; the new one says its own.
     let _ = std::fs::remove_file(&said);
     hive.wait_for("alice to reach the internet again", 30, reaches);
@@ -653,6 +655,36 @@ fn a_container_whose_pasta_dies_is_relaunched_with_a_fresh_network() {
         "alice back online {:?} after her pasta was killed; her crash: {exit}",
         killed.elapsed()
     );
+}
+
+/// The cgroup of `pid` in the hierarchy that holds the cpu controller.
+fn cpu_cgroup(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let line = |want: fn(&str) -> bool| {
+        text.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            want(controllers).then(|| path.to_owned())
+        })
+    };
+    line(|c| c.split(',').any(|c| c == "cpu")).or_else(|| line(str::is_empty))
+}
+
+/// pasta carries alice's traffic in alice's cpu cgroup (where the host has
+/// one), so what it spends counts against her share and cap.
+fn assert_pasta_spends_alices_cpu(hive: &TestHive, pasta: i32) {
+    if hive
+        .log()
+        .contains("compete for the CPU as plain processes")
+    {
+        return;
+    }
+    let theirs = common::agent_pids(hive, "alice")
+        .into_iter()
+        .find_map(cpu_cgroup)
+        .expect("a process of alice's container");
+    assert!(theirs.contains("/hyperhive/h-alice-"), "{theirs}");
+    assert_eq!(cpu_cgroup(pasta).as_deref(), Some(theirs.as_str()));
 }
 
 /// The host pid of `agent`'s stand-in harness (`sleep 100000`) in `hive`.

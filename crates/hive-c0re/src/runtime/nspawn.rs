@@ -661,13 +661,22 @@ impl Runtime for NspawnRuntime {
             }
             Err(_) => None,
         };
-        let cpu = match &self.cpu {
-            Ok(cpu) => Some(cpu.for_agent(&machine, spec.uid_base).map_err(|e| {
-                RuntimeError::Unavailable(format!("cannot give {} its CPU share: {e}", spec.name))
-            })?),
-            Err(_) => None,
+        let cpu = || match &self.cpu {
+            Ok(cpu) => cpu
+                .for_agent(&machine, spec.uid_base)
+                .map(Some)
+                .map_err(|e| {
+                    RuntimeError::Unavailable(format!(
+                        "cannot give {} its CPU share: {e}",
+                        spec.name
+                    ))
+                }),
+            Err(_) => Ok(None),
         };
-        let cgroups = [memory, cpu];
+        let cgroups = [memory, cpu()?];
+        // pasta carries the container's traffic: the CPU it spends on it is
+        // the agent's, so the agent's cap and share hold it too.
+        let pasta_cpu = cpu()?;
         // The mount point for the private tmpfs `private_proc` puts there.
         fs::create_dir_all(NSPAWN_RUN).map_err(io_err(format!("could not create {NSPAWN_RUN}")))?;
         let log = sys::open_log(&spec.log)?;
@@ -681,6 +690,7 @@ impl Runtime for NspawnRuntime {
             online,
             self.paths.agent_pasta_pid_file(&spec.name),
             &log,
+            pasta_cpu,
         )
         .await?;
         let netns = network.netns_fd();

@@ -7,7 +7,9 @@
 //! hive-c0re with them, the crumbs. In a cgroup of its own each container
 //! weighs the same whatever it runs, and `hyperhive` (all containers
 //! together) weighs as one of the host's own processes does, so hive-c0re
-//! keeps answering the operator while every agent is busy.
+//! keeps answering the operator while every agent is busy. The container's
+//! pasta runs in it too: the CPU it spends carrying the agent's traffic is the
+//! agent's.
 //!
 //! Both cgroup versions, each at its default weight (`cpu.shares` 1024 on
 //! v1, `cpu.weight` 100 on v2). The operator's cap (`agent_cpus`), if any, is

@@ -35,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use super::cgroup::AgentCgroup;
 use crate::runtime::RuntimeError;
 use crate::runtime::sys::{self, PidRecord, UID_RANGE};
 
@@ -159,13 +160,15 @@ pub(super) struct Network {
 
 impl Network {
     /// Makes the namespace, brings up its loopback, relays the model
-    /// endpoint into it and, when `online`, connects it to the internet.
+    /// endpoint into it and, when `online`, connects it to the internet
+    /// through a pasta that runs in `cgroup`, if given.
     pub async fn up(
         uid_base: u32,
         env: &[(String, String)],
         online: bool,
         pasta_pid: PathBuf,
         log: &fs::File,
+        cgroup: Option<AgentCgroup>,
     ) -> Result<Self, RuntimeError> {
         let endpoints = loopback_endpoints(env);
         let owner = pasta_uid(uid_base);
@@ -205,7 +208,8 @@ impl Network {
             net.relays.push(tokio::spawn(relay(listener, target)));
         }
         if online {
-            net.pasta = Some(start_pasta(&userns, &net.netns, owner, &pasta_pid, log).await?);
+            net.pasta =
+                Some(start_pasta(&userns, &net.netns, owner, &pasta_pid, log, cgroup).await?);
         }
         Ok(net)
     }
@@ -433,6 +437,7 @@ async fn start_pasta(
     owner: u32,
     pid_file: &Path,
     log: &fs::File,
+    cgroup: Option<AgentCgroup>,
 ) -> Result<tokio::process::Child, RuntimeError> {
     let pasta =
         sys::find_tool("pasta").ok_or_else(|| RuntimeError::Unavailable(NO_PASTA.into()))?;
@@ -470,6 +475,9 @@ async fn start_pasta(
     // SAFETY: raw syscalls only, on data made before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(cgroup) = &cgroup {
+                cgroup.join()?;
+            }
             private_tun()?;
             for fd in [user_fd, net_fd, pid_fd] {
                 if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
