@@ -323,6 +323,7 @@ fn usage_errors_exit_64_apart_from_refusals_and_no_daemon() {
         &["spawn"],
         &["spawn", "Alice"],
         &["recv", "--wait", "5000"],
+        &["recv", "--wait", "soon"],
         &["approve", "seven"],
         &["kill", "manager"],
     ] {

@@ -152,7 +152,7 @@ pub enum Command {
         #[arg(long = "as", value_name = "NAME", default_value = "operator")]
         as_: Mailbox,
         /// Wait up to this many seconds for the first message.
-        #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+        #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_wait)]
         wait: f64,
         /// Most messages to read.
         #[arg(long, default_value_t = 100)]
@@ -498,6 +498,16 @@ fn read_config(file: Option<&Path>) -> Result<String, CliError> {
     String::from_utf8(buf).map_err(|_| CliError::Usage(format!("{from} is not UTF-8 text")))
 }
 
+/// `recv --wait`: seconds, at most an hour (a longer wait is a loop's job).
+fn parse_wait(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(w) if (0.0..=3600.0).contains(&w) => Ok(w),
+        _ => Err(format!(
+            "--wait takes 0 to 3600 seconds, such as 30 or 0.5, not {s:?}"
+        )),
+    }
+}
+
 /// Reads `stats --since`: a duration (`90s`, `15m`, `1h`, `2d`), longer than nothing.
 pub fn parse_window(s: &str) -> Result<Duration, String> {
     let d = hive_sh4re::duration::parse(s).map_err(|e| e.to_string())?;
@@ -547,11 +557,6 @@ fn client_verb(paths: &Paths, command: Command) -> Result<(), CliError> {
     match &command {
         Command::Kill { name, yes } => confirm_manager(name, *yes, "kill")?,
         Command::Destroy { name, yes, .. } => confirm_manager(name, *yes, "destroy")?,
-        Command::Recv { wait, .. } if !(0.0..=3600.0).contains(wait) => {
-            return Err(CliError::Usage(format!(
-                "--wait takes 0 to 3600 seconds, not {wait}"
-            )));
-        }
         Command::Spawn { model: Some(m), .. } => warn_unknown_model(m),
         Command::Model { model: Some(m), .. } if !m.is_empty() && m != "default" => {
             warn_unknown_model(m)
