@@ -477,7 +477,8 @@ fn pick_runtime(
     match runtime.cpu_shared() {
         Ok(None) => tracing::info!("each agent's container has an equal share of the CPU"),
         Ok(Some(cores)) => tracing::info!(
-            "each agent's container has an equal share of the CPU, at most {cores} cores"
+            "each agent's container has an equal share of the CPU, at most {cores} core{}",
+            if cores == 1.0 { "" } else { "s" }
         ),
         Err(why) if runtime.isolated() => {
             tracing::warn!("agents' processes compete for the CPU as plain processes: {why}")

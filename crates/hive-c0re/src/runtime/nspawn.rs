@@ -661,22 +661,19 @@ impl Runtime for NspawnRuntime {
             }
             Err(_) => None,
         };
-        let cpu = || match &self.cpu {
-            Ok(cpu) => cpu
-                .for_agent(&machine, spec.uid_base)
-                .map(Some)
-                .map_err(|e| {
-                    RuntimeError::Unavailable(format!(
-                        "cannot give {} its CPU share: {e}",
-                        spec.name
-                    ))
-                }),
-            Err(_) => Ok(None),
+        let cpu_err =
+            |e| RuntimeError::Unavailable(format!("cannot give {} its CPU share: {e}", spec.name));
+        let cpu = match &self.cpu {
+            Ok(cpu) => Some(cpu.for_agent(&machine, spec.uid_base).map_err(cpu_err)?),
+            Err(_) => None,
         };
-        let cgroups = [memory, cpu()?];
         // pasta carries the container's traffic: the CPU it spends on it is
         // the agent's, so the agent's cap and share hold it too.
-        let pasta_cpu = cpu()?;
+        let pasta_cpu = cpu
+            .as_ref()
+            .map(|c| c.try_clone().map_err(cpu_err))
+            .transpose()?;
+        let cgroups = [memory, cpu];
         // The mount point for the private tmpfs `private_proc` puts there.
         fs::create_dir_all(NSPAWN_RUN).map_err(io_err(format!("could not create {NSPAWN_RUN}")))?;
         let log = sys::open_log(&spec.log)?;

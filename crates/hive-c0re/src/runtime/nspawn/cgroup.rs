@@ -114,6 +114,15 @@ pub(super) struct AgentCgroup {
 }
 
 impl AgentCgroup {
+    /// The same cgroup, for a second process to join.
+    pub fn try_clone(&self) -> Result<Self, String> {
+        let procs = self
+            .procs
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate a cgroup's descriptor: {e}"))?;
+        Ok(Self { procs })
+    }
+
     /// Moves the calling process into the cgroup, in a freshly forked child
     /// before exec (everything it starts then stays in it). Raw syscalls only.
     pub fn join(&self) -> io::Result<()> {
