@@ -228,6 +228,7 @@ pub enum Command {
     },
     /// Approve an approval and carry it out now.
     Approve {
+        #[arg(value_parser = parse_id)]
         id: i64,
         /// The diff id `approvals show ID` printed: refused if the diff changed since
         /// (another approval of the agent was deployed meanwhile).
@@ -236,6 +237,7 @@ pub enum Command {
     },
     /// Deny an approval.
     Deny {
+        #[arg(value_parser = parse_id)]
         id: i64,
         /// Told to the requester.
         #[arg(long)]
@@ -245,7 +247,7 @@ pub enum Command {
     Events {
         agent: AgentName,
         /// Only events after this id.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", value_parser = parse_id)]
         since: Option<i64>,
         /// How many of the newest events to print (without --since).
         #[arg(long, default_value_t = 200)]
@@ -286,9 +288,16 @@ pub enum Command {
         json: bool,
     },
     /// Answer a question.
-    Answer { id: i64, answer: String },
+    Answer {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+        answer: String,
+    },
     /// Cancel a pending question.
-    CancelQuestion { id: i64 },
+    CancelQuestion {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+    },
     /// Print the hive's URLs: the dashboard, and a new one-time link that logs a browser in to it.
     Urls,
     /// Log every browser out of this node's dashboard (a new login key); the
@@ -383,7 +392,10 @@ pub enum Command {
 pub enum ApprovalsCommand {
     /// Show one approval and what approving it changes: the diff of the
     /// agent.toml it pins against the deployed one (what the dashboard shows).
-    Show { id: i64 },
+    Show {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+    },
 }
 
 /// `hive-c0re schedule ...`
@@ -404,7 +416,10 @@ pub enum ScheduleCommand {
         json: bool,
     },
     /// Remove a schedule.
-    Rm { id: i64 },
+    Rm {
+        #[arg(value_parser = parse_id)]
+        id: i64,
+    },
 }
 
 /// `hive-c0re notifications ...`
@@ -412,7 +427,7 @@ pub enum ScheduleCommand {
 pub enum NotificationsCommand {
     /// Mark a notification read, or every one with --all.
     Read {
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        #[arg(required_unless_present = "all", conflicts_with = "all", value_parser = parse_id)]
         id: Option<i64>,
         #[arg(long)]
         all: bool,
@@ -496,6 +511,17 @@ fn read_config(file: Option<&Path>) -> Result<String, CliError> {
         )));
     }
     String::from_utf8(buf).map_err(|_| CliError::Usage(format!("{from} is not UTF-8 text")))
+}
+
+/// An id of the hive's (approval, question, event, notification): the
+/// number its list shows.
+fn parse_id(s: &str) -> Result<i64, String> {
+    match s.trim().trim_start_matches('#').parse::<i64>() {
+        Ok(id) if id >= 0 => Ok(id),
+        _ => Err(format!(
+            "an id is the number its list shows (such as 12 or #12), not {s:?}"
+        )),
+    }
 }
 
 /// `recv --wait`: seconds, at most an hour (a longer wait is a loop's job).
