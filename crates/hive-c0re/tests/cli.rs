@@ -192,7 +192,8 @@ fn approvals_are_decided_once_from_the_cli() {
     );
     assert!(hive.ok(&["approvals"]).contains("pending"));
     hive.ok(&["deny", "1", "--reason", "not now"]);
-    let out = hive.cli(&["approve", "1"]);
+    // As the lists print it: `#1`.
+    let out = hive.cli(&["approve", "#1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("decided already"));
     let v: serde_json::Value =
