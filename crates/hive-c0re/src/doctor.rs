@@ -39,6 +39,8 @@ pub struct Host {
     pub subgid: PathBuf,
     /// `/proc/sys/user/max_user_namespaces`.
     pub max_user_namespaces: PathBuf,
+    /// `/proc/self/mountinfo`, where the cgroup controllers are found.
+    pub mountinfo: PathBuf,
     /// Also try to create a user namespace (a child process of this binary in one).
     pub probe_userns: bool,
     /// The effective uid serve would run as.
@@ -60,6 +62,7 @@ impl Host {
             subuid: "/etc/subuid".into(),
             subgid: "/etc/subgid".into(),
             max_user_namespaces: "/proc/sys/user/max_user_namespaces".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
             probe_userns: true,
             euid: nix::unistd::geteuid().as_raw(),
             min_free_bytes: MIN_FREE_BYTES,
@@ -106,6 +109,7 @@ pub fn check(host: &Host, settings: &Resolved) -> Vec<Finding> {
     let mut out = vec![nspawn(host, runtime)];
     if runtime != Some(RuntimeKind::Process) {
         out.push(user_namespaces(host));
+        out.push(cgroups(host));
         out.extend(uid_ranges(host, settings.args.uid_base));
     }
     out.push(claude(host));
@@ -236,6 +240,32 @@ pub fn user_namespaces(host: &Host) -> Finding {
         })?;
     }
     Ok(format!("user namespaces usable (max {})", max.trim()))
+}
+
+/// The cgroup controllers that bound each agent's container: memory (its
+/// bound) and cpu (its equal share, and the cap).
+pub fn cgroups(host: &Host) -> Finding {
+    let mountinfo = std::fs::read_to_string(&host.mountinfo)
+        .map_err(|e| format!("could not read {} ({e})", host.mountinfo.display()))?;
+    let missing: Vec<&str> = ["memory", "cpu"]
+        .into_iter()
+        .filter(|c| !crate::runtime::has_cgroup_controller(&mountinfo, c))
+        .collect();
+    match missing.as_slice() {
+        [] => Ok("cgroup controllers memory and cpu: each agent's container has a memory bound and an equal share of the CPU".into()),
+        missing => {
+            let without = missing
+                .iter()
+                .map(|c| if *c == "memory" { "a memory bound" } else { "a CPU share of their own" })
+                .collect::<Vec<_>>()
+                .join(" or ");
+            Err(format!(
+                "this host mounts no cgroup {} controller, so agents' containers run without {without}: on cgroup v2, echo +{} > /sys/fs/cgroup/cgroup.subtree_control; on v1, mount the controller's hierarchy",
+                missing.join(" or "),
+                missing.join(" +"),
+            ))
+        }
+    }
 }
 
 /// Runs this binary's `--version` in a new user namespace.
@@ -621,6 +651,12 @@ mod tests {
         std::fs::write(dir.path().join("subuid"), "alice:100000:65536\n").unwrap();
         std::fs::write(dir.path().join("subgid"), "alice:100000:65536\n").unwrap();
         std::fs::write(dir.path().join("max_user_namespaces"), "63000\n").unwrap();
+        std::fs::write(
+            dir.path().join("mountinfo"),
+            "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+             32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+        )
+        .unwrap();
         let state = dir.path().join("state");
         std::fs::create_dir(&state).unwrap();
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -642,6 +678,7 @@ mod tests {
             subuid: dir.path().join("subuid"),
             subgid: dir.path().join("subgid"),
             max_user_namespaces: dir.path().join("max_user_namespaces"),
+            mountinfo: dir.path().join("mountinfo"),
             probe_userns: false,
             euid: nix::unistd::geteuid().as_raw(),
             min_free_bytes: 1,
@@ -665,6 +702,7 @@ mod tests {
         host.euid = 0;
         assert!(nspawn(&host, None).unwrap().contains("systemd 999"));
         assert!(user_namespaces(&f.host).is_ok());
+        assert!(cgroups(&f.host).is_ok(), "{:?}", cgroups(&f.host));
         assert!(
             uid_ranges(&f.host, crate::runtime::uid_ranges::DEFAULT_UID_BASE)
                 .iter()
@@ -698,6 +736,42 @@ mod tests {
         assert!(
             problem(nspawn(&f.host, Some(RuntimeKind::Nspawn)))
                 .contains("run serve (and doctor) as root")
+        );
+    }
+
+    #[test]
+    fn a_missing_cgroup_controller_is_a_problem_on_either_version() {
+        let f = fixture();
+        // cgroup v2 only: what it offers is in its root's cgroup.controllers.
+        let v2 = f.dir.path().join("unified");
+        std::fs::create_dir(&v2).unwrap();
+        std::fs::write(
+            &f.host.mountinfo,
+            format!("41 31 0:38 / {} rw - cgroup2 cgroup2 rw\n", v2.display()),
+        )
+        .unwrap();
+        std::fs::write(v2.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        assert!(cgroups(&f.host).is_ok(), "{:?}", cgroups(&f.host));
+        std::fs::write(v2.join("cgroup.controllers"), "io memory pids\n").unwrap();
+        let p = problem(cgroups(&f.host));
+        assert!(
+            p.contains("no cgroup cpu controller")
+                && p.contains("without a CPU share")
+                && p.contains("echo +cpu >"),
+            "{p}"
+        );
+        // v1 with a memory hierarchy only.
+        std::fs::write(
+            &f.host.mountinfo,
+            "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+        )
+        .unwrap();
+        assert!(problem(cgroups(&f.host)).contains("no cgroup cpu controller"));
+        std::fs::write(&f.host.mountinfo, "").unwrap();
+        let p = problem(cgroups(&f.host));
+        assert!(
+            p.contains("no cgroup memory or cpu controller") && p.contains("echo +memory +cpu >"),
+            "{p}"
         );
     }
 

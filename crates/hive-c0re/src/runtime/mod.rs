@@ -16,7 +16,10 @@ use std::sync::{Arc, OnceLock};
 
 use hive_sh4re::AgentName;
 
-pub use nspawn::{AllowedNetwork, ContainerBounds, EgressPolicy, NspawnRuntime, egress_table};
+pub use nspawn::{
+    AllowedNetwork, ContainerBounds, EgressPolicy, NspawnRuntime, egress_table,
+    has_cgroup_controller,
+};
 pub(crate) use owner::{Usage, disk_usage, remove_tree};
 pub use process::ProcessRuntime;
 pub use sys::{UID_RANGE, find_tool_in, tool_dirs};

@@ -85,6 +85,12 @@ const STOP_SIGNAL: &str = "SIGRTMIN+3";
 /// command line or reaches nspawn's own environment), then become the harness.
 const PAYLOAD_SCRIPT: &str = r#". /etc/hive/env && exec "$0" "$@""#;
 
+/// Whether `mountinfo` (as /proc/self/mountinfo reads) mounts the cgroup
+/// `controller` where the containers' cgroups can use it (`hive-c0re doctor`).
+pub fn has_cgroup_controller(mountinfo: &str, controller: &str) -> bool {
+    cgroup::find_controller(mountinfo, controller).is_some()
+}
+
 /// Runs each agent's harness in its own user-namespaced systemd-nspawn container.
 #[derive(Debug, Clone)]
 pub struct NspawnRuntime {

@@ -39,18 +39,8 @@ impl Hierarchy {
     pub fn set_up(controller: &str) -> Result<Self, String> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-        let (version, root) = if let Some(root) = hierarchy_dir(&mountinfo, controller, "/") {
-            (Version::V1, root)
-        } else if let Some(root) = hierarchy_dir(&mountinfo, "", "/")
-            && fs::read_to_string(root.join("cgroup.controllers"))
-                .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
-        {
-            (Version::V2, root)
-        } else {
-            return Err(format!(
-                "this host mounts no cgroup {controller} controller"
-            ));
-        };
+        let (version, root) = find_controller(&mountinfo, controller)
+            .ok_or_else(|| format!("this host mounts no cgroup {controller} controller"))?;
         let parent = root.join(PARENT);
         make_dir(&parent)?;
         if version == Version::V2 {
@@ -147,6 +137,18 @@ fn make_dir(dir: &Path) -> Result<(), String> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(format!("cannot make the cgroup {}: {e}", dir.display())),
     }
+}
+
+/// Where `controller` is: the root of a v1 hierarchy of its own, else of the
+/// unified v2 one where that offers it (`cgroup.controllers`); from mountinfo.
+pub(super) fn find_controller(mountinfo: &str, controller: &str) -> Option<(Version, PathBuf)> {
+    if let Some(root) = hierarchy_dir(mountinfo, controller, "/") {
+        return Some((Version::V1, root));
+    }
+    let root = hierarchy_dir(mountinfo, "", "/")?;
+    fs::read_to_string(root.join("cgroup.controllers"))
+        .is_ok_and(|c| c.split_whitespace().any(|c| c == controller))
+        .then_some((Version::V2, root))
 }
 
 /// The host directory of cgroup `path` in the hierarchy named by `controllers`
