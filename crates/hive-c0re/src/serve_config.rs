@@ -824,12 +824,13 @@ mod tests {
         let f = dir.path().join("hive.toml");
         std::fs::write(
             &f,
-            "inbox_cap = 7\nno_manager = true\nruntime = \"process\"\n",
+            "inbox_cap = 7\nno_manager = true\nruntime = \"process\"\nagent_cpus = 1.5\n",
         )
         .unwrap();
         let r = resolve(&argv(&["serve"]), &f).unwrap();
         assert_eq!(r.file.as_deref(), Some(f.as_path()));
         assert_eq!(r.args.inbox_cap, 7);
+        assert_eq!(r.args.agent_cpus, Some(1.5));
         assert!(r.args.no_manager);
         assert_eq!(r.args.runtime, Some(RuntimeKind::Process));
         assert_eq!(r.origin("runtime"), Origin::File);
