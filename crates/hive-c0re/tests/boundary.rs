@@ -1069,6 +1069,30 @@ fn spin(hive: &TestHive, spinners: &[(&str, usize)]) -> Vec<u64> {
     spinners.iter().map(|(a, _)| ticks(a).unwrap()).collect()
 }
 
+/// An nspawn hive of [`SPIN`] harnesses, served with `args` besides; `None`
+/// where the host cannot run containers or has no cpu cgroup.
+fn spin_hive(args: &[&str]) -> Option<(TestHive, tempfile::TempDir)> {
+    if !nspawn_ready() {
+        return None;
+    }
+    let mut all = vec!["--no-manager".to_owned(), "--no-dashboard".to_owned()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let opts = Opts {
+        runtime: "nspawn",
+        args: all,
+        ..Opts::default()
+    };
+    let (hive, bin) = hive_with_harness(SPIN, opts);
+    if hive
+        .log()
+        .contains("compete for the CPU as plain processes")
+    {
+        eprintln!("skipped: this host has no cpu cgroup:\n{}", hive.log());
+        return None;
+    }
+    Some((hive, bin))
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -1078,22 +1102,9 @@ fn cores() -> usize {
 /// container still gets half of the cores, not a share per process.
 #[test]
 fn an_agent_spinning_on_every_core_leaves_another_agent_its_share() {
-    if !nspawn_ready() {
+    let Some((hive, _bin)) = spin_hive(&[]) else {
         return;
-    }
-    let opts = Opts {
-        runtime: "nspawn",
-        args: vec!["--no-manager".into(), "--no-dashboard".into()],
-        ..Opts::default()
     };
-    let (hive, _bin) = hive_with_harness(SPIN, opts);
-    if hive
-        .log()
-        .contains("compete for the CPU as plain processes")
-    {
-        eprintln!("skipped: this host has no cpu cgroup:\n{}", hive.log());
-        return;
-    }
     let ticks = spin(&hive, &[("alice", 4 * cores()), ("bob", cores())]);
     let (alice, bob) = (ticks[0], ticks[1]);
     // Shared per process, bob would get a fifth of the time (a quarter of
@@ -1109,27 +1120,9 @@ fn an_agent_spinning_on_every_core_leaves_another_agent_its_share() {
 /// one, although the other cores stand idle.
 #[test]
 fn an_agent_is_held_to_its_cpu_cap_on_an_idle_host() {
-    if !nspawn_ready() {
+    let Some((hive, _bin)) = spin_hive(&["--agent-cpus", "0.5"]) else {
         return;
-    }
-    let opts = Opts {
-        runtime: "nspawn",
-        args: vec![
-            "--no-manager".into(),
-            "--no-dashboard".into(),
-            "--agent-cpus".into(),
-            "0.5".into(),
-        ],
-        ..Opts::default()
     };
-    let (hive, _bin) = hive_with_harness(SPIN, opts);
-    if hive
-        .log()
-        .contains("compete for the CPU as plain processes")
-    {
-        eprintln!("skipped: this host has no cpu cgroup:\n{}", hive.log());
-        return;
-    }
     assert!(
         hive.log().contains("at most 0.5 cores"),
         "the start names no cap:\n{}",
