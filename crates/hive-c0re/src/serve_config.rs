@@ -272,12 +272,12 @@ fn parse_agent_memory(text: &str) -> std::result::Result<u64, String> {
 /// An agent's CPU cap in cores: at least a tenth of one (claude slower than
 /// that times out its own requests).
 fn parse_agent_cpus(text: &str) -> std::result::Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.1 => Ok(n),
-        Ok(_) => Err(format!(
+    match text.trim().parse::<f64>().ok().filter(|n| n.is_finite()) {
+        Some(n) if n >= 0.1 => Ok(n),
+        Some(_) => Err(format!(
             "an agent_cpus of {text} is too little for claude to run: give at least 0.1 (a tenth of a core), or leave it out for no cap"
         )),
-        Err(_) => Err(format!(
+        None => Err(format!(
             "an agent_cpus of {text:?} is not a number of cores: give one such as 1.5"
         )),
     }
@@ -967,6 +967,7 @@ mod tests {
             ("state_quota = \"lots\"", "is not a size"),
             ("agent_memory = \"32MiB\"", "too small for claude"),
             ("agent_cpus = \"lots\"", "not a number of cores"),
+            ("agent_cpus = \"inf\"", "not a number of cores"),
             ("agent_cpus = 0.01", "too little for claude"),
             ("allow_networks = \"lan\"", "such as 10.1.2.0/24"),
             ("dashboard = [1]", "takes a string or a number"),
