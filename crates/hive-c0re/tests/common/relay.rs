@@ -29,6 +29,16 @@ struct Shared {
     tripped: AtomicBool,
 }
 
+impl Shared {
+    /// True from the cut until the outage ends.
+    fn is_down(&self) -> bool {
+        self.down_until
+            .lock()
+            .unwrap()
+            .is_some_and(|t| Instant::now() < t)
+    }
+}
+
 impl LossyRelay {
     /// Starts relaying to the PostgreSQL server on `127.0.0.1:upstream`.
     pub fn start(upstream: u16) -> Self {
@@ -49,12 +59,7 @@ impl LossyRelay {
                 // rest, not left open through the outage.
                 {
                     let mut open = s.open.lock().unwrap();
-                    let down = s
-                        .down_until
-                        .lock()
-                        .unwrap()
-                        .is_some_and(|t| Instant::now() < t);
-                    if down {
+                    if s.is_down() {
                         continue;
                     }
                     open.push((client.try_clone().unwrap(), server.try_clone().unwrap()));
@@ -113,7 +118,10 @@ fn relay(s: &Arc<Shared>, client: TcpStream, server: TcpStream) {
             trip_on(&shared, &tail, &conn_lost);
             let keep = tail.len().saturating_sub(256);
             tail.drain(..keep);
-            if to.write_all(&buf[..n]).is_err() {
+            // The cut shuts the connections one by one, and a loaded machine
+            // may pause it between two: a connection not yet shut carries
+            // nothing once the outage has begun.
+            if shared.is_down() || to.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
@@ -121,10 +129,11 @@ fn relay(s: &Arc<Shared>, client: TcpStream, server: TcpStream) {
     });
     // Server to node: dropped once this connection's answer is lost.
     let (mut from, mut to) = (server, client);
+    let shared = s.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
+            if n == 0 || shared.is_down() {
                 break;
             }
             if !lost.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
