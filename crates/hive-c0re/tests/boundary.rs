@@ -346,7 +346,15 @@ if [ "$HIVE_AGENT_NAME" = bob ]; then
 fi
 exec sleep 100000
 "#;
-    let (hive, _bin) = hive_running("process", script, None, vec![]);
+    // Uids of its own: from the shared default, a test running beside this
+    // one took alice's freed range (or freed a lower one) before bob came.
+    let mut opts = Opts {
+        runtime: "process",
+        ..Opts::default()
+    };
+    opts.args
+        .extend(["--uid-base".to_owned(), (1u32 << 30).to_string()]);
+    let (hive, _bin) = hive_with_harness(script, opts);
     spawn_running(&hive, "alice");
     let alice_state = hive.state_dir().join("agents/alice/state");
     let alice_uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&alice_state).unwrap());
