@@ -115,8 +115,16 @@ fn turns_wait_in_line_by_their_oldest_message_and_the_manager_never_waits() {
     fault(&sim, json!({"hang": true}));
     // Messages in an order that is neither the names' nor anything else's.
     let order = ["w-d", "w-a", "w-e", "w-b", "w-c"];
-    for n in order {
+    for (i, n) in order.into_iter().enumerate() {
         hive.ok(&["send", n, "ping"]);
+        // The first two take the agents' two slots, which go to whoever asks
+        // first: each reaches the model before the next is sent, as a loaded
+        // machine may wake a later agent's harness first.
+        if i < 2 {
+            hive.wait_for(&format!("{n}'s turn at the model"), 60, |_| {
+                hung(&sim) == i as u64 + 1
+            });
+        }
     }
     hive.wait_for("two turns running, three in line", 60, |h| {
         states(h, &workers)
