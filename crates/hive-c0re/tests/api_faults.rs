@@ -278,7 +278,9 @@ fn a_message_read_mid_turn_comes_again_when_the_turn_runs_out_of_time() {
     let sim = ModelSim::start(Some(MID_TURN_READ));
     let hive = hive(&sim, &["--turn-timeout", "1h"], &[]);
     spawn_running(&hive, &["alice"]);
-    hive.deploy_config("alice", "turn_timeout = \"8s\"\n");
+    // Time for claude to start, send and read before the hang, however
+    // loaded the machine: with 8 s a loaded run timed out before the send.
+    hive.deploy_config("alice", "turn_timeout = \"15s\"\n");
     hive.wait_for("alice running again", 60, |h| {
         let r = h.row("alice").unwrap();
         r["running"] == true && r["state"] == "idle"
