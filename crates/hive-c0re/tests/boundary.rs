@@ -687,10 +687,15 @@ fn assert_pasta_spends_alices_cpu(hive: &TestHive, pasta: i32) {
     {
         return;
     }
-    let theirs = common::agent_pids(hive, "alice")
-        .into_iter()
-        .find_map(cpu_cgroup)
-        .expect("a process of alice's container");
+    // A relaunched container may be running before its harness is.
+    let mut theirs = String::new();
+    hive.wait_for("a process of alice's container", 30, |h| {
+        let found = common::agent_pids(h, "alice")
+            .into_iter()
+            .find_map(cpu_cgroup);
+        theirs = found.unwrap_or_default();
+        !theirs.is_empty()
+    });
     assert!(theirs.contains("/hyperhive/h-alice-"), "{theirs}");
     assert_eq!(cpu_cgroup(pasta).as_deref(), Some(theirs.as_str()));
 }
