@@ -3,7 +3,8 @@
 //! Serves a real hive (its store on disk or in PostgreSQL, host.sock) in this process and
 //! drives it from client threads over the unix socket, as the CLI does.
 //! Prints send throughput with 1 and 8 clients to the operator, and with 8
-//! clients each sending to an agent of its own, and send→recv latency on
+//! clients each sending to an agent of its own (with the CPU each message
+//! cost this process and PostgreSQL's server), and send→recv latency on
 //! sqlite and on PostgreSQL (a throwaway cluster), the cross-node wake (a
 //! send on one node's host.sock until a recv waiting on another node's
 //! returns it), and how long `agent_status` takes for a hive of 200 agents
@@ -238,9 +239,13 @@ fn sends(sock: &Path, label: &str, goal: u32) {
     drain(sock);
     let one = throughput(sock, 1, 20_000, To::Operator);
     drain(sock);
+    let cpu = common::CpuSplit::now();
     let eight = throughput(sock, CLIENTS, 5_000, To::Operator);
+    let eight_cpu = cpu.since(CLIENTS * 5_000);
     drain(sock);
+    let cpu = common::CpuSplit::now();
     let agents = throughput(sock, CLIENTS, 2_500, To::OwnAgent);
+    let agents_cpu = cpu.since(CLIENTS * 2_500);
     drain(sock);
     let lat = round_trips(sock, sock, 2_000);
     let (p50, p99) = (common::pct_ms(&lat, 0.5), common::pct_ms(&lat, 0.99));
@@ -248,9 +253,11 @@ fn sends(sock: &Path, label: &str, goal: u32) {
     println!(
         "{label}: host.sock send throughput, 8 clients: {eight:>9.0} messages/s   (goal >= {goal})"
     );
+    println!("{label}:   {eight_cpu}");
     println!(
         "{label}: host.sock send throughput, 8 clients each to an agent of its own: {agents:>9.0} messages/s"
     );
+    println!("{label}:   {agents_cpu}");
     println!("{label}: send -> recv latency over 2000 messages: p50 {p50:.3} ms, p99 {p99:.3} ms");
 }
 

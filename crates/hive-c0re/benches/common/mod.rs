@@ -191,3 +191,85 @@ pub fn runtimes() -> Vec<&'static str> {
         vec!["process"]
     }
 }
+
+/// Where the machine's CPU went over a stretch of a benchmark: this process
+/// (the hive and its clients), PostgreSQL's server processes, and the
+/// machine's idle and stolen share. Read from /proc, so Linux only.
+pub struct CpuSplit {
+    at: Instant,
+    own: u64,
+    /// Each server process's ticks, by pid.
+    postgres: std::collections::HashMap<u32, u64>,
+    machine: [u64; 3],
+}
+
+impl CpuSplit {
+    /// The counters now.
+    pub fn now() -> Self {
+        let ticks = |stat: &str| -> u64 {
+            // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        };
+        let own = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+        let postgres = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
+            .filter(|(_, p)| {
+                std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "postgres")
+            })
+            .map(|(pid, p)| {
+                let t = ticks(&std::fs::read_to_string(p.join("stat")).unwrap_or_default());
+                (pid, t)
+            })
+            .collect();
+        // cpu  user nice system idle iowait irq softirq steal ...
+        let cpu = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = cpu
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let all = f.iter().take(8).sum();
+        let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+        let steal = f.get(7).copied().unwrap_or(0);
+        Self {
+            at: Instant::now(),
+            own,
+            postgres,
+            machine: [all, idle, steal],
+        }
+    }
+
+    /// What went where since `self`, for `n` operations: one line.
+    pub fn since(&self, n: usize) -> String {
+        let now = Self::now();
+        let hz = 100.0; // USER_HZ on every Linux this runs on
+        let per = |t: u64| t as f64 / hz * 1e6 / n as f64;
+        let all = now.machine[0].saturating_sub(self.machine[0]).max(1) as f64;
+        // A server process that ended meanwhile is not counted: the pool keeps its sessions.
+        let spent: Vec<u64> = now
+            .postgres
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(self.postgres.get(pid).copied().unwrap_or(0)))
+            .collect();
+        let busiest = spent.iter().max().copied().unwrap_or(0) as f64
+            / hz
+            / self.at.elapsed().as_secs_f64().max(1e-9)
+            * 100.0;
+        format!(
+            "CPU per message: this process {:.0} µs, PostgreSQL {:.0} µs (its busiest process {busiest:.0} % of a core); machine idle {:.0} %, stolen {:.0} %",
+            per(now.own.saturating_sub(self.own)),
+            per(spent.iter().sum()),
+            now.machine[1].saturating_sub(self.machine[1]) as f64 / all * 100.0,
+            now.machine[2].saturating_sub(self.machine[2]) as f64 / all * 100.0,
+        )
+    }
+}
