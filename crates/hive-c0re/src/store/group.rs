@@ -10,6 +10,7 @@
 //! never the other way round.
 
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -23,6 +24,8 @@ const MAX_BATCH: usize = 256;
 pub(super) struct Job {
     pub out: Outgoing,
     pub reply: oneshot::Sender<Result<Sent, SendError>>,
+    /// When it was queued: whether its caller was among those a commit answered.
+    pub queued: Instant,
 }
 
 impl Store {
@@ -34,7 +37,11 @@ impl Store {
             return self.send_one(out);
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if let Err(mpsc::SendError(job)) = writer.send(Job { out, reply }) {
+        if let Err(mpsc::SendError(job)) = writer.send(Job {
+            out,
+            reply,
+            queued: Instant::now(),
+        }) {
             // The writer is gone (it never started, or it panicked): commit on this thread instead.
             return self.send_one(job.out);
         }
@@ -74,20 +81,131 @@ pub(super) fn start(store: Store, rx: mpsc::Receiver<Job>) {
 
 /// Commits the queued sends in batches until the queue's senders are gone.
 fn serve(store: Store, rx: mpsc::Receiver<Job>) {
+    let mut rejoin = Rejoin::default();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        take_queued(&rx, &mut batch);
+        if let Some(until) = rejoin.wait_until(&batch, Instant::now()) {
+            while batch.len() < rejoin.expected && batch.len() < MAX_BATCH {
+                let Some(left) = until.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                match rx.recv_timeout(left) {
+                    Ok(job) => {
+                        batch.push(job);
+                        take_queued(&rx, &mut batch);
+                    }
+                    Err(_) => break,
+                }
             }
         }
         let (items, replies): (Vec<Outgoing>, Vec<_>) =
             batch.into_iter().map(|j| (j.out, j.reply)).unzip();
         let results = store.send_many(&items);
+        rejoin.answered(items.len(), Instant::now());
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away; its message is committed all the same.
             let _ = reply.send(result);
         }
+    }
+}
+
+/// Moves what is queued into `batch`, up to `MAX_BATCH`.
+fn take_queued(rx: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Longest a commit waits for callers the last one answered.
+const REJOIN_WAIT: Duration = Duration::from_micros(400);
+
+/// Keeps callers that send again at once in one commit. Without it, callers
+/// that each await their answer split into two halves that take turns: one
+/// half's commit (most of it the log's sync) runs while the other half
+/// queues behind it, so each commit carries half of them. A batch that
+/// starts right after a commit waits a moment (`REJOIN_WAIT` at most) for
+/// the callers that commit answered to send again, beside those that queued
+/// during it.
+#[derive(Default)]
+struct Rejoin {
+    /// How many sends the last commit answered, and when.
+    last: Option<(usize, Instant)>,
+    /// The batch size waited for.
+    expected: usize,
+}
+
+impl Rejoin {
+    /// Whether `batch`, taken at `now`, should wait for more sends, and until when.
+    fn wait_until(&mut self, batch: &[Job], now: Instant) -> Option<Instant> {
+        let (answered, at) = self.last?;
+        // Callers that were not back within the wait are not sending in step.
+        if now.saturating_duration_since(at) > REJOIN_WAIT {
+            return None;
+        }
+        let others = batch.iter().filter(|j| j.queued < at).count();
+        self.expected = answered + others;
+        (batch.len() < self.expected).then(|| now + REJOIN_WAIT)
+    }
+
+    /// A commit answered `n` sends at `at`.
+    fn answered(&mut self, n: usize, at: Instant) {
+        self.last = Some((n, at));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(queued: Instant) -> Job {
+        Job {
+            out: Outgoing {
+                sender: "operator".into(),
+                recipient: "alice".into(),
+                body: "hi".into(),
+                note: None,
+            },
+            reply: oneshot::channel().0,
+            queued,
+        }
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_callers_the_last_commit_answered_and_only_then() {
+        let t = Instant::now();
+        let us = |n| t + Duration::from_micros(n);
+        let mut rejoin = Rejoin::default();
+        // Nothing answered yet: no wait.
+        assert!(rejoin.wait_until(&[job(t)], t).is_none());
+
+        // A commit answered 4 at 100 µs while 4 others queued behind it: wait for all 8.
+        rejoin.answered(4, us(100));
+        let queued_behind: Vec<Job> = (0..4).map(|i| job(us(10 + i))).collect();
+        assert_eq!(
+            rejoin.wait_until(&queued_behind, us(110)),
+            Some(us(110) + REJOIN_WAIT)
+        );
+        assert_eq!(rejoin.expected, 8);
+
+        // A commit answered 8 and one of them is back: wait for the other 7.
+        rejoin.answered(8, us(300));
+        assert!(rejoin.wait_until(&[job(us(350))], us(360)).is_some());
+        assert_eq!(rejoin.expected, 8);
+        // All 8 back: no wait.
+        let back: Vec<Job> = (0..8).map(|i| job(us(310 + i))).collect();
+        assert!(rejoin.wait_until(&back, us(360)).is_none());
+
+        // One caller alone never waits.
+        rejoin.answered(1, us(500));
+        assert!(rejoin.wait_until(&[job(us(520))], us(520)).is_none());
+
+        // Callers that come back later than the wait are not in step.
+        rejoin.answered(8, us(700));
+        let late = us(700) + REJOIN_WAIT + Duration::from_micros(1);
+        assert!(rejoin.wait_until(&[job(late)], late).is_none());
     }
 }
