@@ -2,9 +2,10 @@
 //!
 //! Each commit writes a few pages to the write-ahead log; under load that,
 //! not the insert, is the cost of a send. One writer thread takes whatever
-//! sends are queued, inserts them all in one transaction, commits once, and
-//! only then answers each: every `send` still returns after its own message
-//! is committed, and one sender alone waits for nobody.
+//! sends are queued (right after a commit, it waits a moment for the callers
+//! it answered: see `Rejoin`), inserts them all in one transaction, commits
+//! once, and only then answers each: every `send` still returns after its
+//! own message is committed, and one sender alone waits for nobody.
 //!
 //! This module builds on `messages.rs` (its `send_many` is the transaction),
 //! never the other way round.
