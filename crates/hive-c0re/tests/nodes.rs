@@ -2753,6 +2753,11 @@ fn a_spawn_on_another_node_of_a_kept_name_warns_of_its_state_there() {
     registered(&alpha, "beta");
     beta.ok(&["spawn", "x"]);
     beta.wait_for("x running on beta", 30, |h| running(h, "x"));
+    // Its history is what says it lived; its first event (the harness's
+    // state) may be written after it shows running.
+    beta.wait_for("x's first event", 30, |h| {
+        !h.ok(&["events", "x", "--json"]).trim().is_empty()
+    });
     beta.ok(&["destroy", "x"]);
     let queued = |name: &str| {
         alpha
