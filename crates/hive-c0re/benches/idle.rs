@@ -49,12 +49,6 @@ fn descendants(pid: u32) -> Vec<u32> {
     out
 }
 
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// A process's proportional set size, in KiB.
 fn pss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
@@ -66,7 +60,7 @@ fn pss_kib(pid: u32) -> u64 {
 }
 
 /// CPU clock ticks `pid` used (user and system), with those of the children it waited for.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+fn cpu_ticks_with_children(pid: u32) -> Option<u64> {
     // utime, stime, cutime, cstime: fields 14-17.
     common::proc_stat(pid)?
         .get(11..15)?
@@ -81,14 +75,13 @@ fn idle_cpu(pid: u32, window: Duration) -> BTreeMap<String, f64> {
     let sample = || -> BTreeMap<u32, (String, u64)> {
         std::iter::once(pid)
             .chain(descendants(pid))
-            .filter_map(|p| Some((p, (comm(p), cpu_ticks(p)?))))
+            .filter_map(|p| Some((p, (common::comm(p), cpu_ticks_with_children(p)?))))
             .collect()
     };
     let before = sample();
     std::thread::sleep(window);
     let after = sample();
-    // SAFETY: sysconf reads a constant of the system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let hz = common::clock_ticks_per_sec();
     let mut by_comm = BTreeMap::new();
     for (p, (c, t)) in &after {
         let was = before.get(p).map_or(0, |(_, t)| *t);
@@ -160,7 +153,7 @@ fn measure(runtime: &str, agents: usize) {
     }
     let mut by_comm: BTreeMap<String, (usize, u64)> = BTreeMap::new();
     for p in descendants(d.pid()) {
-        let e = by_comm.entry(comm(p)).or_default();
+        let e = by_comm.entry(common::comm(p)).or_default();
         e.0 += 1;
         e.1 += pss_kib(p);
     }

@@ -170,6 +170,28 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// A process's command name; empty when it is gone.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// CPU clock ticks `pid` used itself, user and system (utime, stime: fields 14-15).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    proc_stat(pid)?
+        .get(11..13)?
+        .iter()
+        .map(|v| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// The rate of /proc's CPU clock ticks.
+pub fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
 /// The `q` quantile of sorted durations, in ms.
 pub fn pct_ms(sorted: &[Duration], q: f64) -> f64 {
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
@@ -206,26 +228,14 @@ pub struct CpuSplit {
 impl CpuSplit {
     /// The counters now.
     pub fn now() -> Self {
-        let ticks = |stat: &str| -> u64 {
-            // Fields after the command's closing parenthesis: utime is the 12th, stime the 13th.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        };
-        let own = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default());
+        let own = cpu_ticks(std::process::id()).unwrap_or(0);
         let postgres = std::fs::read_dir("/proc")
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path())))
-            .filter(|(_, p)| {
-                std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "postgres")
-            })
-            .map(|(pid, p)| {
-                let t = ticks(&std::fs::read_to_string(p.join("stat")).unwrap_or_default());
-                (pid, t)
-            })
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| comm(pid) == "postgres")
+            .filter_map(|pid| Some((pid, cpu_ticks(pid)?)))
             .collect();
         // cpu  user nice system idle iowait irq softirq steal ...
         let cpu = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -251,7 +261,7 @@ impl CpuSplit {
     /// What went where since `self`, for `n` operations: one line.
     pub fn since(&self, n: usize) -> String {
         let now = Self::now();
-        let hz = 100.0; // USER_HZ on every Linux this runs on
+        let hz = clock_ticks_per_sec();
         let per = |t: u64| t as f64 / hz * 1e6 / n as f64;
         let all = now.machine[0].saturating_sub(self.machine[0]).max(1) as f64;
         // A server process that ended meanwhile is not counted: the pool keeps its sessions.

@@ -86,8 +86,8 @@ fn serve(store: Store, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         take_queued(&rx, &mut batch);
-        if let Some(until) = rejoin.wait_until(&batch, Instant::now()) {
-            while batch.len() < rejoin.expected && batch.len() < MAX_BATCH {
+        if let Some((expected, until)) = rejoin.wait_for(&batch, Instant::now()) {
+            while batch.len() < expected.min(MAX_BATCH) {
                 let Some(left) = until.checked_duration_since(Instant::now()) else {
                     break;
                 };
@@ -135,21 +135,20 @@ const REJOIN_WAIT: Duration = Duration::from_micros(400);
 struct Rejoin {
     /// How many sends the last commit answered, and when.
     last: Option<(usize, Instant)>,
-    /// The batch size waited for.
-    expected: usize,
 }
 
 impl Rejoin {
-    /// Whether `batch`, taken at `now`, should wait for more sends, and until when.
-    fn wait_until(&mut self, batch: &[Job], now: Instant) -> Option<Instant> {
+    /// Whether `batch`, taken at `now`, should wait for more sends: the
+    /// batch size to wait for, and until when.
+    fn wait_for(&self, batch: &[Job], now: Instant) -> Option<(usize, Instant)> {
         let (answered, at) = self.last?;
         // Callers that were not back within the wait are not sending in step.
         if now.saturating_duration_since(at) > REJOIN_WAIT {
             return None;
         }
         let others = batch.iter().filter(|j| j.queued < at).count();
-        self.expected = answered + others;
-        (batch.len() < self.expected).then(|| now + REJOIN_WAIT)
+        let expected = answered + others;
+        (batch.len() < expected).then_some((expected, now + REJOIN_WAIT))
     }
 
     /// A commit answered `n` sends at `at`.
@@ -181,32 +180,33 @@ mod tests {
         let us = |n| t + Duration::from_micros(n);
         let mut rejoin = Rejoin::default();
         // Nothing answered yet: no wait.
-        assert!(rejoin.wait_until(&[job(t)], t).is_none());
+        assert_eq!(rejoin.wait_for(&[job(t)], t), None);
 
         // A commit answered 4 at 100 µs while 4 others queued behind it: wait for all 8.
         rejoin.answered(4, us(100));
         let queued_behind: Vec<Job> = (0..4).map(|i| job(us(10 + i))).collect();
         assert_eq!(
-            rejoin.wait_until(&queued_behind, us(110)),
-            Some(us(110) + REJOIN_WAIT)
+            rejoin.wait_for(&queued_behind, us(110)),
+            Some((8, us(110) + REJOIN_WAIT))
         );
-        assert_eq!(rejoin.expected, 8);
 
         // A commit answered 8 and one of them is back: wait for the other 7.
         rejoin.answered(8, us(300));
-        assert!(rejoin.wait_until(&[job(us(350))], us(360)).is_some());
-        assert_eq!(rejoin.expected, 8);
+        assert_eq!(
+            rejoin.wait_for(&[job(us(350))], us(360)),
+            Some((8, us(360) + REJOIN_WAIT))
+        );
         // All 8 back: no wait.
         let back: Vec<Job> = (0..8).map(|i| job(us(310 + i))).collect();
-        assert!(rejoin.wait_until(&back, us(360)).is_none());
+        assert_eq!(rejoin.wait_for(&back, us(360)), None);
 
         // One caller alone never waits.
         rejoin.answered(1, us(500));
-        assert!(rejoin.wait_until(&[job(us(520))], us(520)).is_none());
+        assert_eq!(rejoin.wait_for(&[job(us(520))], us(520)), None);
 
         // Callers that come back later than the wait are not in step.
         rejoin.answered(8, us(700));
         let late = us(700) + REJOIN_WAIT + Duration::from_micros(1);
-        assert!(rejoin.wait_until(&[job(late)], late).is_none());
+        assert_eq!(rejoin.wait_for(&[job(late)], late), None);
     }
 }
